@@ -1,0 +1,2 @@
+/* index/faiss_capi.cpp placeholder */
+namespace {}

@@ -1,0 +1,74 @@
+/* idx.h - the FAISS index over chunk embeddings (ids = chunk ids). A derived
+ * cache of the store: idx_open loads DIR/index.faiss and replays the store's
+ * vectors past the saved watermark and its tombstones, or rebuilds from the
+ * store when the file is missing or unreadable. Only this module includes
+ * FAISS.
+ *
+ * Thread-safety: searches run concurrently; idx_sync, idx_save and searches
+ * are serialised against each other by an internal read-write lock.
+ */
+#ifndef RETRO_IDX_H
+#define RETRO_IDX_H
+
+#include "proto.h"
+#include "store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct idx idx;
+
+typedef enum idx_metric { IDX_METRIC_IP = 0, IDX_METRIC_L2 = 1 } idx_metric;
+
+typedef struct idx_options {
+  const char *factory; /* index_factory string; NULL = saved one, else a
+                          default chosen by corpus size (documented in idx.c) */
+  idx_metric metric;   /* IP for L2-normalised embeddings (the default) */
+  uint32_t dim;        /* embedding dimension */
+} idx_options;
+
+/* Opens the index file at path (usually DIR/index.faiss) for store st (which
+ * must outlive the index), then catches up with the store (idx_sync). */
+proto_status idx_open(const char *path, store *st, const idx_options *opt, idx **out);
+/* Closes without saving; accepts NULL. */
+void idx_close(idx *ix);
+/* Detail of this thread's last failure (FAISS's message). Never NULL. */
+const char *idx_last_error(void);
+
+/* Brings the index up to date with the store: adds vectors past what it
+ * holds, removes tombstoned ids, trains IVF/PQ indexes from a sample once
+ * enough vectors exist (vectors wait in the store until then). */
+proto_status idx_sync(idx *ix);
+/* Saves atomically (temp file, fsync, rename, fsync dir), then records the
+ * watermark and clears applied tombstones in the store. */
+proto_status idx_save(idx *ix);
+
+typedef struct idx_search_params {
+  int nprobe;    /* IVF lists to visit; 0 = index default */
+  int ef_search; /* HNSW efSearch; 0 = index default */
+} idx_search_params;
+
+/* Returns 1 to keep a result id, 0 to skip it (deleted, excluded doc, ...). */
+typedef int (*idx_filter_fn)(void *ctx, int64_t chunk_id);
+
+/* k nearest neighbours of each of nq queries (nq x dim floats). scores and
+ * ids are nq x k; missing results have id -1 and score NAN. Scores: inner
+ * product (higher is nearer) or L2 distance (lower is nearer). filter may be
+ * NULL; with a filter the search fetches more until k results pass or the
+ * index is exhausted. params may be NULL. */
+proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
+                        const idx_search_params *params, idx_filter_fn filter,
+                        void *filter_ctx, float *scores, int64_t *ids);
+
+typedef struct idx_info {
+  char factory[128];
+  idx_metric metric;
+  uint32_t dim;
+  uint64_t ntotal;    /* vectors in the index */
+  int trained;
+  uint64_t pending;   /* vectors in the store waiting for training */
+  uint64_t watermark; /* highest chunk id added */
+} idx_info;
+proto_status idx_info_get(idx *ix, idx_info *out);
+
+#endif

@@ -1,0 +1,58 @@
+/* bert.h - the frozen BERT-style encoder that turns chunks and queries into
+ * vectors. Loads a Hugging Face BertModel / RobertaModel directory as it is:
+ * config.json, model.safetensors (mmap'd, used in place), vocab.txt or
+ * vocab.json + merges.txt, and sentence-transformers' 1_Pooling/config.json
+ * when present. Output: pooled (CLS or mean), L2-normalised float vectors.
+ *
+ * Thread-safety: a bert is immutable after open; bert_embed_* may be called
+ * from many threads at once (each call takes a scratch arena from a pool).
+ */
+#ifndef RETRO_BERT_H
+#define RETRO_BERT_H
+
+#include "proto.h"
+#include "tok.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bert bert;
+
+typedef enum bert_pooling {
+  BERT_POOL_AUTO = 0, /* sentence-transformers config, else config.json
+                         "retro_pooling", else CLS */
+  BERT_POOL_CLS = 1,
+  BERT_POOL_MEAN = 2,
+} bert_pooling;
+
+typedef struct bert_options {
+  bert_pooling pooling;
+  int threads;   /* worker threads for a batch; 0 = number of CPUs */
+  int no_normalize; /* 1 = skip L2 normalisation */
+} bert_options;
+
+/* Opens the model directory. opt may be NULL. On failure the message from
+ * bert_last_error() names the file and, for weights, the tensor. */
+proto_status bert_open(const char *dir, const bert_options *opt, bert **out);
+void bert_close(bert *b); /* accepts NULL */
+const char *bert_last_error(void); /* this thread's last failure; never NULL */
+
+uint32_t bert_dim(const bert *b);
+/* Longest input in tokens including the special tokens (max positions). */
+int bert_max_tokens(const bert *b);
+/* The encoder's tokenizer; borrowed, lives as long as b. */
+const tok *bert_tokenizer(const bert *b);
+/* "name:dim:pooling:tokenizer-fingerprint" - stored in the database meta so
+ * a database is never searched with another encoder. Borrowed. */
+const char *bert_fingerprint(const bert *b);
+
+/* Embeds n texts (lens[i] bytes each; lens may be NULL for NUL-terminated)
+ * into out (n x dim). Adds [CLS]/[SEP] (or <s>/</s>) and truncates to the
+ * model's maximum. */
+proto_status bert_embed_texts(bert *b, const char *const *texts, const size_t *lens,
+                              size_t n, float *out);
+/* Same for pre-tokenised inputs (ids from bert_tokenizer(), no specials). */
+proto_status bert_embed_ids(bert *b, const int32_t *const *ids, const size_t *lens,
+                            size_t n, float *out);
+
+#endif

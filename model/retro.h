@@ -1,0 +1,68 @@
+/* retro.h - the RETRO decoder: a decoder-only transformer whose RETRO blocks
+ * (self-attention -> chunked cross-attention -> feed-forward) read the
+ * encoded neighbours [N, F] of each completed 64-token chunk. Architecture,
+ * tensor names and config fields: model/RETRO_FORMAT.md. The PyTorch
+ * reference of the same model is model/train/retro_model.py.
+ *
+ * The weights (retro) are shared and read-only; each sequence being generated
+ * has its own retro_state (KV cache, cached neighbour keys/values, scratch).
+ * Different states may be used from different threads at once; one state
+ * from one thread at a time.
+ */
+#ifndef RETRO_RETRO_H
+#define RETRO_RETRO_H
+
+#include "proto.h"
+#include "tok.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct retro retro;
+typedef struct retro_state retro_state;
+
+typedef struct retro_config {
+  int vocab_size;
+  int dim;            /* d_model */
+  int n_layers;
+  int n_heads;
+  int ffn_dim;
+  int max_seq;        /* longest sequence (prompt + generated) */
+  int chunk_len;      /* m = 64 */
+  int neighbour_len;  /* r = 128: [N, F] */
+  int n_neighbours;   /* k used in training (a state may get other k) */
+  int enc_layers;     /* neighbour encoder layers */
+  int n_retro_layers;
+  int retro_layers[16]; /* 1-based layer numbers of RETRO blocks */
+} retro_config;
+
+/* Opens a model directory (config.json, model.safetensors, vocab.json,
+ * merges.txt). threads: BLAS/worker threads, 0 = number of CPUs. */
+proto_status retro_open(const char *dir, int threads, retro **out);
+void retro_close(retro *r); /* accepts NULL */
+const char *retro_last_error(void); /* this thread's last failure */
+const retro_config *retro_get_config(const retro *r);
+const tok *retro_tokenizer(const retro *r); /* borrowed, lives as long as r */
+
+/* A fresh state for sequences up to max_tokens (<= max_seq). */
+proto_status retro_state_new(const retro *r, int max_tokens, retro_state **out);
+void retro_state_free(retro_state *s); /* accepts NULL */
+void retro_state_reset(retro_state *s);
+int retro_state_pos(const retro_state *s); /* tokens consumed so far */
+
+/* Sets the neighbours of chunk u (0-based): k x neighbour_len token ids, each
+ * neighbour [N, F] padded with pad_id where shorter (pad_id positions are
+ * masked out). k = 0 means no neighbours (that chunk's group attends to
+ * nothing, as RETRO [OFF]). Must be called before the forward pass reaches
+ * the last token of chunk u (position 64u+63), since that token is the first
+ * to attend to them. Chunks without neighbours set behave as k = 0. */
+proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *tokens,
+                                  int k, int32_t pad_id);
+
+/* Consumes n tokens (the prompt in one batched pass, or one token at a time)
+ * and writes the logits of every consumed position into logits (n x vocab),
+ * or of the last one only when all_logits is 0 (logits: vocab floats). */
+proto_status retro_forward(retro_state *s, const int32_t *tokens, int n,
+                           int all_logits, float *logits);
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder until this part is written */
+typedef int retro_placeholder_generate;

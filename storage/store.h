@@ -1,0 +1,143 @@
+/* store.h - the LMDB chunk store: the single source of truth of a retrod
+ * database (DIR/db/). Documents are split by the caller into 64-token chunks;
+ * each chunk keeps its decoder token ids, its text and its embedding. The
+ * FAISS index (index/) is a cache derived from this store and follows it
+ * through the vector scan, the tombstones and the index watermark.
+ *
+ * Sub-databases (see ../shared/docs/DESIGN.md): meta, docs, doc_keys, chunks,
+ * vectors, plus dead (tombstones: chunk ids deleted since the index last saved).
+ * Chunk ids and doc ids start at 1 and are never reused.
+ *
+ * Durability: every write is one LMDB write transaction in the default sync
+ * mode; a function that writes returns PROTO_OK only after the commit is on
+ * disk. When the map fills, the transaction is aborted, the map grows and the
+ * write is retried; callers never see MDB_MAP_FULL.
+ *
+ * Thread-safety: all functions may be called from any number of threads
+ * (LMDB serialises writers; readers never block). store_last_error() is per
+ * thread.
+ */
+#ifndef RETRO_STORE_H
+#define RETRO_STORE_H
+
+#include "proto.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store;
+
+typedef struct store_options {
+  size_t map_bytes;     /* initial LMDB map size; 0 = 64 MiB */
+  unsigned max_readers; /* reader slots; 0 = 4096 (LMDB's default is 126) */
+} store_options;
+
+/* Opens (creating when absent) the store in DIR/db. opt may be NULL. */
+proto_status store_open(const char *dir, const store_options *opt, store **out);
+/* Closes; accepts NULL. No other call may be in flight. */
+void store_close(store *st);
+/* Detail of this thread's last failure (e.g. mdb_strerror text). Never NULL. */
+const char *store_last_error(void);
+
+/* meta: small string values (fingerprints, dim, schema). *value is malloc'd
+ * and NUL-terminated, NULL when the key is absent (still PROTO_OK). */
+proto_status store_meta_get(store *st, const char *key, char **value);
+proto_status store_meta_put(store *st, const char *key, const char *value);
+
+typedef struct store_chunk_input {
+  const int32_t *tokens;  /* decoder token ids of the chunk (<= 64) */
+  uint32_t n_tokens;
+  const char *text;       /* the chunk's text (bytes, may end mid-UTF-8) */
+  size_t text_len;
+  const float *vector;    /* dim floats: the chunk's embedding */
+} store_chunk_input;
+
+typedef struct store_doc_input {
+  const char *id;            /* external id chosen by the user, NUL-terminated */
+  const char *metadata_json; /* a JSON object as text; NULL means {} */
+  uint32_t n_chunks;         /* may be 0 (an empty document) */
+  const store_chunk_input *chunks;
+} store_doc_input;
+
+/* Upserts n documents in ONE write transaction: all or nothing. A document
+ * whose id exists is replaced (its old chunks deleted and tombstoned). dim is
+ * the vector length; the first write fixes the database's dim, later writes
+ * with another dim fail with PROTO_EDIM. doc_ids (optional) receives the
+ * internal doc id of each document. Durable when it returns PROTO_OK. */
+proto_status store_upsert(store *st, const store_doc_input *docs, size_t n,
+                          uint32_t dim, uint64_t *doc_ids);
+
+/* Deletes a document by external id; *found = 0 when it did not exist (still
+ * PROTO_OK). Its chunks and vectors go, their ids are tombstoned. */
+proto_status store_delete(store *st, const char *id, int *found);
+
+typedef struct store_doc {
+  uint64_t doc_id;
+  char *id;            /* external id */
+  char *metadata_json; /* JSON object text */
+  uint64_t first_chunk;
+  uint32_t n_chunks;
+} store_doc;
+
+/* Gets a document by external id (PROTO_ENOTFOUND when absent) or by
+ * internal doc id. Free with store_doc_free. */
+proto_status store_doc_get(store *st, const char *id, store_doc *out);
+proto_status store_doc_get_by_num(store *st, uint64_t doc_id, store_doc *out);
+void store_doc_free(store_doc *doc); /* frees the members; accepts zeroed */
+
+typedef struct store_chunk {
+  uint64_t chunk_id;
+  uint64_t doc_id;
+  uint32_t ordinal;       /* position of the chunk in its document, from 0 */
+  int32_t *tokens;        /* N: the chunk */
+  uint32_t n_tokens;
+  char *text;             /* NUL-terminated for convenience; text_len bytes */
+  size_t text_len;
+  int32_t *next_tokens;   /* F: the next chunk of the same document; */
+  uint32_t n_next_tokens; /*    empty (NULL, 0) at the document's end   */
+  char *next_text;        /* "" at the end */
+  size_t next_text_len;
+} store_chunk;
+
+/* Gets a chunk with its continuation in one read transaction.
+ * PROTO_ENOTFOUND when the chunk does not exist (never was, or deleted). */
+proto_status store_chunk_get(store *st, uint64_t chunk_id, store_chunk *out);
+void store_chunk_free(store_chunk *chunk); /* frees the members; accepts zeroed */
+
+/* Reads a chunk's embedding into vec (dim floats). PROTO_ENOTFOUND if absent. */
+proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec);
+
+typedef struct store_stats {
+  uint64_t docs;          /* live documents */
+  uint64_t chunks;        /* live chunks */
+  uint64_t next_chunk_id; /* the id the next chunk will get */
+  uint32_t dim;           /* 0 until the first write */
+  size_t map_bytes;       /* current LMDB map size */
+} store_stats;
+proto_status store_stats_get(store *st, store_stats *out);
+
+/* Index change feed ------------------------------------------------------- */
+
+/* Called with up to `batch` live vectors at a time, ids ascending. Pointers
+ * are valid only during the call. Returning non-OK stops the scan and is
+ * returned by store_vectors_scan. */
+typedef proto_status (*store_vectors_fn)(void *ctx, const uint64_t *ids,
+                                         const float *vectors, size_t n);
+/* Scans live vectors with chunk id > after_id in one read transaction. */
+proto_status store_vectors_scan(store *st, uint64_t after_id, size_t batch,
+                                store_vectors_fn fn, void *ctx);
+/* Up to n live vectors spread over the id range (for training IVF/PQ).
+ * *vectors is malloc'd (*n_out x dim floats). */
+proto_status store_vectors_sample(store *st, size_t n, float **vectors,
+                                  size_t *n_out);
+/* All tombstoned chunk ids (malloc'd, ascending). */
+proto_status store_tombstones(store *st, uint64_t **ids, size_t *n);
+/* After the index file was saved durably holding every live chunk id <=
+ * watermark and none of `applied` tombstones: records the watermark and
+ * clears those tombstones, in one transaction. */
+proto_status store_index_mark(store *st, uint64_t watermark,
+                              const uint64_t *applied, size_t n_applied);
+/* The watermark of the last saved index file (0 if none). */
+proto_status store_index_watermark(store *st, uint64_t *watermark);
+
+#endif
