@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# install-deps.sh - installs the Debian 12 packages retrod needs to build, test
+# and train. Run as root. Idempotent: apt-get skips what is installed.
+set -euo pipefail
+packages=(
+  # build
+  meson ninja-build pkg-config gcc g++ clang
+  # libraries
+  libmicrohttpd-dev libjansson-dev liblmdb-dev libfaiss-dev libopenblas-dev libopenblas0
+  # tests, training and parity references
+  python3 python3-torch python3-numpy curl lmdb-utils
+  # the default corpus: Python 3.11 documentation sources
+  python3.11-doc
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# setup.sh - the main job on a fresh Debian 12 machine, as root: install the
+# dependencies, build retrod, index the default corpus (the Python 3.11
+# documentation sources) with the default models, and serve it on
+# 127.0.0.1:8080. Re-running skips what is done: the build is incremental and
+# indexing upserts documents by id.
+#   DATA=/var/lib/retro PORT=8080 bash deploy/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${DATA:-$PWD/data}
+port=${PORT:-8080}
+corpus=/usr/share/doc/python3.11/html/_sources
+
+bash deploy/install-deps.sh
+[ -d build-release ] || meson setup build-release --buildtype=release
+ninja -C build-release
+./build-release/server/retro index --data "$data" "$corpus"
+exec ./build-release/server/retro serve --data "$data" --host 127.0.0.1 --port "$port"

@@ -1,0 +1,56 @@
+/* faiss_capi_ext.h - private to index/: C declarations that Debian's FAISS
+ * 1.7.3 C API headers lack. The search-parameter functions follow the names
+ * and signatures that later FAISS releases added to their C API
+ * (faiss_SearchParameters*, faiss_Index_search_with_params); the HNSW ones
+ * are ours. Implemented in faiss_capi.cpp together with the declared
+ * functions of /usr/include/faiss/c_api that idx.c calls.
+ *
+ * All functions returning int return 0 on success and a negative
+ * FaissErrorCode on failure, with the message in faiss_get_last_error().
+ */
+#ifndef RETRO_FAISS_CAPI_EXT_H
+#define RETRO_FAISS_CAPI_EXT_H
+
+#include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/faiss_c.h>
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Search-time parameters; the caller owns them and any selector they hold. */
+FAISS_DECLARE_CLASS(SearchParameters)
+FAISS_DECLARE_DESTRUCTOR(SearchParameters)
+FAISS_DECLARE_CLASS_INHERITED(SearchParametersIVF, SearchParameters)
+FAISS_DECLARE_CLASS_INHERITED(SearchParametersHNSW, SearchParameters)
+
+/* Plain parameters: only an optional id selector (sel may be NULL). */
+int faiss_SearchParameters_new(FaissSearchParameters **p_sp, FaissIDSelector *sel);
+/* IVF: nprobe inverted lists to visit, max_codes (0 = unlimited). */
+int faiss_SearchParametersIVF_new_with(FaissSearchParametersIVF **p_sp,
+                                       FaissIDSelector *sel, size_t nprobe,
+                                       size_t max_codes);
+/* HNSW: the size of the dynamic candidate list at search time. */
+int faiss_SearchParametersHNSW_new_with(FaissSearchParametersHNSW **p_sp,
+                                        FaissIDSelector *sel, int ef_search);
+
+/* Like faiss_Index_search with per-call parameters (params may be NULL).
+ * Looks through IndexIDMap/IndexIDMap2 and IndexPreTransform wrappers so the
+ * parameters reach the index they are meant for. Does not modify the index:
+ * concurrent calls on one index are safe. */
+int faiss_Index_search_with_params(const FaissIndex *index, idx_t n,
+                                   const float *x, idx_t k,
+                                   const FaissSearchParameters *params,
+                                   float *distances, idx_t *labels);
+
+/* Downcast to an HNSW index (any IndexHNSW* class); NULL when it is not one. */
+FAISS_DECLARE_CLASS_INHERITED(IndexHNSW, Index)
+FAISS_DECLARE_INDEX_DOWNCAST(IndexHNSW)
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,67 @@
+/* kernels.h - the numeric building blocks of the encoder and the decoder
+ * (private to model/). Matrix products go through BLAS (OpenBLAS
+ * cblas_sgemm); everything else is plain loops over named shapes written so
+ * that the compiler vectorises them. No allocation, no errors: callers pass
+ * sizes they have checked and buffers of the documented shapes. All
+ * matrices are row-major float32. Functions are reentrant (safe on many
+ * threads at once on disjoint outputs).
+ */
+#ifndef RETRO_KERNELS_H
+#define RETRO_KERNELS_H
+
+#include <stddef.h>
+
+/* BLAS threads for the calling process (openblas_set_num_threads); n <= 0
+ * means the number of CPUs. kn_blas_threads() reads the current value. */
+void kn_set_blas_threads(int n);
+int kn_blas_threads(void);
+
+/* C (M, N) = alpha * op(A) @ op(B) + beta * C, row-major, leading dimensions
+ * given. transa/transb: 0 = as stored, 1 = transposed. */
+void kn_sgemm(int transa, int transb, int M, int N, int K, float alpha,
+              const float *A, int lda, const float *B, int ldb, float beta,
+              float *C, int ldc);
+
+/* PyTorch Linear: out (M, N) = x (M, K) @ W^T + b, where W is (N, K) as
+ * stored by nn.Linear and b (N) may be NULL. ldx/ldo: row strides of x/out
+ * (pass K and N for dense). */
+void kn_linear(const float *x, int ldx, const float *W, const float *b,
+               float *out, int ldo, int M, int N, int K);
+
+/* y (n) += x (n). */
+void kn_add(float *y, const float *x, size_t n);
+/* x (M, N) += b (N) on every row. */
+void kn_add_bias(float *x, const float *b, int M, int N);
+/* Exact GELU (erf form, as torch.nn.functional.gelu default) in place. */
+void kn_gelu(float *x, size_t n);
+/* x (M, N) = gelu(x + b), b (N) may be NULL. Fused, one pass. */
+void kn_bias_gelu(float *x, const float *b, int M, int N);
+/* out (M, N) = LayerNorm(x) * g + b over each row (biased variance, eps
+ * inside the sqrt, as torch). out may equal x. */
+void kn_layernorm(float *out, const float *x, const float *g, const float *b,
+                  int M, int N, float eps);
+/* x (M, N) = LayerNorm(x + r) * g + b: residual add fused with the norm.
+ * r (M, N) with row stride ldr. */
+void kn_add_layernorm(float *x, const float *r, int ldr, const float *g,
+                      const float *b, int M, int N, float eps);
+/* Row-wise softmax in place on x (M, N) with row stride ld; only the first
+ * n_valid[i] = (n_valid ? n_valid[i] : N) entries of row i are used, the
+ * rest are set to 0. Max-subtracted, as torch. */
+void kn_softmax_rows(float *x, int ld, int M, int N, const int *n_valid);
+
+/* One attention head, scaled dot product:
+ *   out (Tq, dh) = softmax(q (Tq, dh) @ k (Tk, dh)^T * scale [+ mask]) @ v (Tk, dh)
+ * with row strides ldq, ldk, ldv, ldo (so heads can be column slices of a
+ * fused QKV buffer). Only the first tk_valid keys are attended (padding
+ * beyond them is ignored: same result as an additive -inf mask).
+ * causal != 0: query i sees keys j <= i + (tk_valid - Tq) (queries are the
+ * last Tq positions; use with a KV cache). scores: scratch of Tq * Tk floats. */
+void kn_attention_head(const float *q, int ldq, const float *k, int ldk,
+                       const float *v, int ldv, float *out, int ldo,
+                       int Tq, int Tk, int tk_valid, int dh, float scale,
+                       int causal, float *scores);
+
+/* x (n) /= max(||x||_2, 1e-12) (torch.nn.functional.normalize). */
+void kn_l2_normalize(float *x, size_t n);
+
+#endif
