@@ -45,6 +45,12 @@ int faiss_Index_search_with_params(const FaissIndex *index, idx_t n,
                                    const FaissSearchParameters *params,
                                    float *distances, idx_t *labels);
 
+/* Turns FAISS's polysemous training (a reordering of PQ codes for Hamming
+ * pre-filtering, off at search time unless polysemous_ht is set) on or off
+ * for the IndexPQ / IndexIVFPQ under any IDMap/PreTransform wrappers. Other
+ * indexes are left alone. index_factory turns it on for "PQ<M>" strings. */
+int faiss_Index_set_polysemous_training(FaissIndex *index, int on);
+
 /* Downcast to an HNSW index (any IndexHNSW* class); NULL when it is not one. */
 FAISS_DECLARE_CLASS_INHERITED(IndexHNSW, Index)
 FAISS_DECLARE_INDEX_DOWNCAST(IndexHNSW)

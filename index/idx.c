@@ -1,2 +1,826 @@
-/* placeholder until this part is written */
-typedef int retro_placeholder_idx;
+/* idx.c - the FAISS index over chunk embeddings, kept in step with the store.
+ *
+ * What it does: builds any index_factory string (IP or L2), trains IVF/PQ
+ * indexes from a sample of stored vectors once enough exist, adds the store's
+ * vectors past its watermark, applies tombstones, searches with per-query
+ * nprobe/efSearch and an id filter, saves atomically and reloads or rebuilds
+ * at open. What it does not: it never writes chunks or vectors (the store is
+ * the source of truth) and never talks FAISS C++ (only the C API, implemented
+ * for Debian's libfaiss in faiss_capi.cpp).
+ *
+ * Decisions (see also .work/notes/index.md):
+ * - Ids are chunk ids. Index types that cannot store ids (Flat, HNSW, PQ, SQ,
+ *   ... anything whose core is not an IVF) are wrapped as "IDMap,<factory>".
+ * - Deletes: remove_ids where the index supports it (Flat, IVF). HNSW cannot
+ *   remove: its deleted ids go into a sorted "dead" set filtered out at search
+ *   time; their tombstones stay in the store (not marked applied) so the dead
+ *   set is rebuilt at open. When dead ids pass 1/4 of the index, idx_sync
+ *   rebuilds the index from the store.
+ * - Training: an untrained index (IVF, PQ, SQ, ...) trains once the store
+ *   holds at least 39 * max(nlist, 256 for PQ codes or non-IVF indexes) live
+ *   vectors (FAISS's own minimum of 39 training points per centroid), on a
+ *   sample of up to 64 points per centroid. Until then the vectors wait in
+ *   an in-memory exact (IDMap,Flat) side index that searches use, so results
+ *   are exact while pending; it is not saved (it is rebuilt from the store).
+ * - Default factory (opt->factory NULL and none saved): "Flat" below 50 000
+ *   vectors, then "IVF{n},Flat" with n = 4*sqrt(vectors) rounded to a power
+ *   of two, at most 4096. An automatic choice is upgraded by idx_sync as the
+ *   corpus grows (Flat -> IVF at 50 000; IVF nlist when it should double).
+ *   Reason: Debian's HNSW adds ~800 vectors/s (2 cores); Flat is exact and
+ *   fast enough for small corpora, IVF trains and adds quickly at scale. The
+ *   numbers behind it are in tests/bench/index.
+ * - PQ codes: FAISS's polysemous training (a code reordering for Hamming
+ *   pre-filtering, which we never search with) is switched off; it took
+ *   150 s to train "IVF256,PQ16" on 10k 32-d vectors, against under 1 s.
+ * - Default search parameters: nprobe = max(1, nlist/8), efSearch = 64
+ *   (FAISS's own defaults 1 and 16 give poor recall); overridable per index
+ *   (idx_options) and per query (idx_search_params).
+ * - File format: "RETROIX1", watermark, dim, metric, factory, the FAISS
+ *   index bytes, then an FNV-1a 64 checksum and "RETROEND". A file that is
+ *   short, fails the checksum, was written for another factory/metric/dim, or
+ *   whose watermark is behind the store's, is rebuilt from the store (and
+ *   saved). A file ahead of the store's watermark (crash between rename and
+ *   store_index_mark) is used with its own watermark.
+ */
+#include "idx.h"
+
+#include "faiss_capi_ext.h"
+
+#include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/IndexIVF_c.h>
+#include <faiss/c_api/IndexPreTransform_c.h>
+#include <faiss/c_api/MetaIndexes_c.h>
+#include <faiss/c_api/error_c.h>
+#include <faiss/c_api/impl/AuxIndexStructures_c.h>
+#include <faiss/c_api/index_factory_c.h>
+#include <faiss/c_api/index_io_c.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum { KIND_OTHER = 0, KIND_IVF = 1, KIND_HNSW = 2 };
+enum { AUTO_FLAT_BELOW = 50000, AUTO_MAX_NLIST = 4096 };
+enum { SCAN_BATCH = 4096 };
+
+struct idx {
+  store *st;                /* borrowed; outlives the index */
+  char *path;               /* the index file */
+  char *factory;            /* the user-level factory string (as in meta) */
+  int auto_factory;         /* chosen by size: upgraded as the corpus grows */
+  idx_metric metric;
+  uint32_t dim;
+  int nprobe_default, ef_default;
+  FaissIndex *main;         /* ids = chunk ids */
+  FaissIndex *pending;      /* exact side index while main is untrained */
+  int kind;                 /* KIND_* of main's core (under IDMap/PreTransform) */
+  size_t nlist;             /* for KIND_IVF */
+  int can_remove;           /* main supports remove_ids */
+  uint64_t added_upto;      /* highest chunk id the active index has scanned */
+  uint64_t *dead;           /* sorted ids still in main but deleted */
+  size_t n_dead, cap_dead;
+  uint64_t *applied;        /* sorted tombstones processed since the last mark */
+  size_t n_applied;
+  pthread_rwlock_t lock;
+};
+
+static _Thread_local char idx_err[512];
+
+const char *idx_last_error(void) { return idx_err; }
+
+static proto_status fail(proto_status s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(idx_err, sizeof idx_err, fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+static proto_status faiss_fail(const char *what) {
+  return fail(PROTO_EINDEX, "%s: %s", what, faiss_get_last_error());
+}
+
+static proto_status store_fail(proto_status s, const char *what) {
+  return fail(s, "%s: %s", what, store_last_error());
+}
+
+static FaissMetricType faiss_metric(idx_metric m) {
+  return m == IDX_METRIC_L2 ? METRIC_L2 : METRIC_INNER_PRODUCT;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int u64_in(const uint64_t *v, size_t n, uint64_t x) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (v[mid] < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < n && v[lo] == x;
+}
+
+/* Factory strings ---------------------------------------------------------- */
+
+static size_t auto_nlist(uint64_t n) {
+  double want = 4.0 * sqrt((double)n);
+  size_t p = 1;
+  while ((double)(p * 2) <= want * 1.41421356 && p * 2 <= AUTO_MAX_NLIST) p *= 2;
+  return p;
+}
+
+/* The default factory for a corpus of n vectors (see the file comment). */
+static void auto_factory(uint64_t n, char *buf, size_t cap) {
+  if (n < AUTO_FLAT_BELOW) snprintf(buf, cap, "Flat");
+  else snprintf(buf, cap, "IVF%zu,Flat", auto_nlist(n));
+}
+
+/* Looks through IDMap and PreTransform wrappers to the index doing the work. */
+static FaissIndex *core_of(FaissIndex *ix) {
+  for (;;) {
+    FaissIndexIDMap *m = faiss_IndexIDMap_cast(ix);
+    if (m) { ix = faiss_IndexIDMap_sub_index(m); continue; }
+    FaissIndexPreTransform *p = faiss_IndexPreTransform_cast(ix);
+    if (p) { ix = faiss_IndexPreTransform_index(p); continue; }
+    return ix;
+  }
+}
+
+/* Creates the index for factory, wrapped in IDMap when it cannot store ids. */
+static proto_status make_index(const char *factory, uint32_t dim, idx_metric metric,
+                               FaissIndex **out) {
+  FaissIndex *ix = NULL;
+  char *wrapped = NULL;
+  proto_status s = PROTO_OK;
+  if (faiss_index_factory(&ix, (int)dim, factory, faiss_metric(metric))) {
+    s = fail(PROTO_EINVAL, "index factory \"%s\": %s", factory, faiss_get_last_error());
+    goto leave;
+  }
+  if (strncmp(factory, "IDMap", 5) != 0 && !faiss_IndexIVF_cast(core_of(ix))) {
+    size_t len = strlen(factory) + 8;
+    wrapped = malloc(len);
+    if (!wrapped) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    snprintf(wrapped, len, "IDMap,%s", factory);
+    faiss_Index_free(ix);
+    ix = NULL;
+    if (faiss_index_factory(&ix, (int)dim, wrapped, faiss_metric(metric))) {
+      s = fail(PROTO_EINVAL, "index factory \"%s\": %s", wrapped, faiss_get_last_error());
+      goto leave;
+    }
+  }
+  if (faiss_Index_set_polysemous_training(ix, 0)) { s = faiss_fail("index setup"); goto leave; }
+  *out = ix;
+  ix = NULL;
+leave:
+  if (ix) faiss_Index_free(ix);
+  free(wrapped);
+  return s;
+}
+
+/* Installs a fresh main index (and an empty side index when untrained). */
+static void describe(idx *ix) {
+  FaissIndex *core = core_of(ix->main);
+  FaissIndexIVF *ivf = faiss_IndexIVF_cast(core);
+  ix->kind = KIND_OTHER;
+  ix->nlist = 0;
+  ix->can_remove = 1;
+  if (ivf) {
+    ix->kind = KIND_IVF;
+    ix->nlist = faiss_IndexIVF_nlist(ivf);
+  } else if (faiss_IndexHNSW_cast(core)) {
+    ix->kind = KIND_HNSW;
+    ix->can_remove = 0;
+  }
+}
+
+static proto_status reset_index(idx *ix, const char *factory) {
+  FaissIndex *fresh = NULL;
+  proto_status s = make_index(factory, ix->dim, ix->metric, &fresh);
+  if (s != PROTO_OK) return s;
+  if (factory != ix->factory) {
+    char *copy = strdup(factory);
+    if (!copy) { faiss_Index_free(fresh); return fail(PROTO_ENOMEM, "out of memory"); }
+    free(ix->factory);
+    ix->factory = copy;
+  }
+  if (ix->main) faiss_Index_free(ix->main);
+  if (ix->pending) faiss_Index_free(ix->pending);
+  ix->main = fresh;
+  ix->pending = NULL;
+  ix->added_upto = 0;
+  ix->n_dead = 0;
+  describe(ix);
+  return PROTO_OK;
+}
+
+/* Live vectors the store must hold before an untrained index trains. */
+static uint64_t train_base(const idx *ix) {
+  size_t base = ix->kind == KIND_IVF ? ix->nlist : 256;
+  if (ix->kind == KIND_IVF && strstr(ix->factory, "PQ") && base < 256) base = 256;
+  return base;
+}
+
+/* Sync ------------------------------------------------------------------------ */
+
+typedef struct add_ctx {
+  FaissIndex *target;
+  uint64_t last;
+  proto_status err;
+} add_ctx;
+
+static proto_status add_batch(void *ctx, const uint64_t *ids, const float *vectors, size_t n) {
+  add_ctx *a = ctx;
+  if (n == 0) return PROTO_OK;
+  /* chunk ids start at 1 and are far below INT64_MAX: uint64 -> idx_t is exact */
+  if (faiss_Index_add_with_ids(a->target, (idx_t)n, vectors, (const idx_t *)ids)) {
+    a->err = faiss_fail("add");
+    return PROTO_EINDEX;
+  }
+  a->last = ids[n - 1];
+  return PROTO_OK;
+}
+
+static proto_status ensure_pending(idx *ix) {
+  if (ix->pending) return PROTO_OK;
+  if (faiss_index_factory(&ix->pending, (int)ix->dim, "IDMap,Flat", faiss_metric(ix->metric)))
+    return faiss_fail("pending index");
+  ix->added_upto = 0;
+  return PROTO_OK;
+}
+
+static proto_status train(idx *ix, uint64_t live) {
+  float *sample = NULL;
+  size_t n = 0;
+  uint64_t want = train_base(ix) * 64;
+  proto_status s = store_vectors_sample(ix->st, (size_t)(want < live ? want : live), &sample, &n);
+  if (s != PROTO_OK) return store_fail(s, "training sample");
+  if (faiss_Index_train(ix->main, (idx_t)n, sample)) s = faiss_fail("train");
+  free(sample);
+  if (s != PROTO_OK) return s;
+  if (ix->pending) faiss_Index_free(ix->pending);
+  ix->pending = NULL;
+  ix->added_upto = 0; /* the trained index takes every live vector */
+  return PROTO_OK;
+}
+
+static proto_status add_dead(idx *ix, const uint64_t *ids, size_t n) {
+  if (ix->n_dead + n > ix->cap_dead) {
+    size_t cap = (ix->n_dead + n) * 2;
+    uint64_t *d = realloc(ix->dead, cap * sizeof *d);
+    if (!d) return fail(PROTO_ENOMEM, "out of memory");
+    ix->dead = d;
+    ix->cap_dead = cap;
+  }
+  memcpy(ix->dead + ix->n_dead, ids, n * sizeof *ids);
+  ix->n_dead += n;
+  qsort(ix->dead, ix->n_dead, sizeof *ix->dead, cmp_u64);
+  size_t w = 0;
+  for (size_t i = 0; i < ix->n_dead; i++)
+    if (w == 0 || ix->dead[w - 1] != ix->dead[i]) ix->dead[w++] = ix->dead[i];
+  ix->n_dead = w;
+  return PROTO_OK;
+}
+
+/* Removes ids from the active index, or records them dead when it cannot. */
+static proto_status remove_ids(idx *ix, const uint64_t *ids, size_t n) {
+  FaissIndex *active = ix->pending ? ix->pending : ix->main;
+  if (n == 0) return PROTO_OK;
+  if (active == ix->main && !ix->can_remove) return add_dead(ix, ids, n);
+  FaissIDSelectorBatch *sel = NULL;
+  size_t removed = 0;
+  if (faiss_IDSelectorBatch_new(&sel, n, (const idx_t *)ids)) return faiss_fail("id selector");
+  int rc = faiss_Index_remove_ids(active, (const FaissIDSelector *)sel, &removed);
+  faiss_IDSelector_free((FaissIDSelector *)sel);
+  if (rc == 0) return PROTO_OK;
+  if (active == ix->pending) return faiss_fail("remove");
+  ix->can_remove = 0; /* this index type cannot remove: filter instead */
+  return add_dead(ix, ids, n);
+}
+
+/* Trains when due, adds vectors past added_upto, applies new tombstones. */
+static proto_status catch_up(idx *ix) {
+  store_stats stats;
+  uint64_t *tomb = NULL, *gone = NULL;
+  size_t n_tomb = 0, n_gone = 0;
+  proto_status s = store_stats_get(ix->st, &stats);
+  if (s != PROTO_OK) return store_fail(s, "store stats");
+  if (stats.dim && stats.dim != ix->dim)
+    return fail(PROTO_EDIM, "store holds %u-d vectors, index is %u-d", stats.dim, ix->dim);
+  if (!faiss_Index_is_trained(ix->main)) {
+    if (stats.chunks >= 39 * train_base(ix)) {
+      if ((s = train(ix, stats.chunks)) != PROTO_OK) return s;
+    } else if ((s = ensure_pending(ix)) != PROTO_OK) {
+      return s;
+    }
+  }
+  /* Tombstones first: an id deleted before the scan is not added by it, so
+   * only ids at or below the pre-scan mark can be in the index. */
+  s = store_tombstones(ix->st, &tomb, &n_tomb);
+  if (s != PROTO_OK) return store_fail(s, "tombstones");
+  uint64_t before = ix->added_upto;
+  add_ctx a = {ix->pending ? ix->pending : ix->main, before, PROTO_OK};
+  s = store_vectors_scan(ix->st, before, SCAN_BATCH, add_batch, &a);
+  ix->added_upto = a.last;
+  if (s != PROTO_OK) {
+    if (a.err == PROTO_OK) store_fail(s, "vector scan");
+    goto leave;
+  }
+  gone = malloc((n_tomb ? n_tomb : 1) * sizeof *gone);
+  if (!gone) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  for (size_t i = 0; i < n_tomb; i++)
+    if (tomb[i] <= before && !u64_in(ix->applied, ix->n_applied, tomb[i])) gone[n_gone++] = tomb[i];
+  if ((s = remove_ids(ix, gone, n_gone)) != PROTO_OK) goto leave;
+  free(ix->applied);
+  ix->applied = tomb; /* ascending (store contract) */
+  ix->n_applied = n_tomb;
+  tomb = NULL;
+leave:
+  free(tomb);
+  free(gone);
+  return s;
+}
+
+static proto_status put_meta(idx *ix) {
+  proto_status s = store_meta_put(ix->st, "index_factory", ix->factory);
+  if (s == PROTO_OK) s = store_meta_put(ix->st, "index_factory_auto", ix->auto_factory ? "1" : "0");
+  if (s == PROTO_OK)
+    s = store_meta_put(ix->st, "index_metric", ix->metric == IDX_METRIC_L2 ? "l2" : "ip");
+  if (s != PROTO_OK) return store_fail(s, "index meta");
+  return PROTO_OK;
+}
+
+static proto_status rebuild_locked(idx *ix, const char *factory) {
+  proto_status s = reset_index(ix, factory);
+  if (s == PROTO_OK) s = put_meta(ix);
+  if (s == PROTO_OK) s = catch_up(ix);
+  return s;
+}
+
+static proto_status sync_locked(idx *ix) {
+  proto_status s;
+  if (ix->auto_factory) {
+    store_stats stats;
+    char want[64];
+    if ((s = store_stats_get(ix->st, &stats)) != PROTO_OK) return store_fail(s, "store stats");
+    auto_factory(stats.chunks, want, sizeof want);
+    int upgrade = 0;
+    if (strcmp(want, "Flat") != 0) {
+      if (ix->kind != KIND_IVF) upgrade = 1;
+      else if (auto_nlist(stats.chunks) >= 2 * ix->nlist) upgrade = 1;
+    }
+    if (upgrade) return rebuild_locked(ix, want);
+  }
+  if ((s = catch_up(ix)) != PROTO_OK) return s;
+  uint64_t ntotal = (uint64_t)faiss_Index_ntotal(ix->main);
+  if (!ix->pending && ix->n_dead >= 16 && ix->n_dead * 4 > ntotal)
+    return rebuild_locked(ix, ix->factory);
+  return PROTO_OK;
+}
+
+/* File ------------------------------------------------------------------------ */
+
+static const char MAGIC[8] = {'R', 'E', 'T', 'R', 'O', 'I', 'X', '1'};
+static const char END[8] = {'R', 'E', 'T', 'R', 'O', 'E', 'N', 'D'};
+
+typedef struct file_head {
+  char magic[8];
+  uint64_t watermark;
+  uint64_t blob_len;  /* FAISS index bytes */
+  uint32_t dim;
+  uint32_t metric;
+  uint32_t factory_len;
+  uint32_t reserved;
+} file_head;
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) { h ^= b[i]; h *= 1099511628211ULL; }
+  return h;
+}
+#define FNV_INIT 14695981039346656037ULL
+
+static int write_all(int fd, const void *p, size_t n) {
+  const char *c = p;
+  while (n) {
+    ssize_t w = write(fd, c, n);
+    if (w < 0) { if (errno == EINTR) continue; return -1; }
+    c += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static proto_status dir_fsync(const char *path) {
+  char *dir = strdup(path);
+  if (!dir) return fail(PROTO_ENOMEM, "out of memory");
+  char *slash = strrchr(dir, '/');
+  if (!slash) strcpy(dir, ".");
+  else if (slash == dir) slash[1] = 0;
+  else *slash = 0;
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  proto_status s = PROTO_OK;
+  if (fd < 0 || fsync(fd) != 0) s = fail(PROTO_EIO, "fsync %s: %s", dir, strerror(errno));
+  if (fd >= 0) close(fd);
+  free(dir);
+  return s;
+}
+
+/* Writes main (holding every live id <= watermark) to path atomically. */
+static proto_status write_file(idx *ix, uint64_t watermark) {
+  char *blob = NULL, *tmp = NULL;
+  size_t blob_len = 0;
+  int fd = -1;
+  proto_status s = PROTO_OK;
+  FILE *mf = open_memstream(&blob, &blob_len);
+  if (!mf) return fail(PROTO_ENOMEM, "open_memstream: %s", strerror(errno));
+  int rc = faiss_write_index(ix->main, mf);
+  if (fclose(mf) != 0 && rc == 0) { s = fail(PROTO_ENOMEM, "serialising the index"); goto leave; }
+  if (rc) { s = faiss_fail("write index"); goto leave; }
+
+  file_head h;
+  memset(&h, 0, sizeof h);
+  memcpy(h.magic, MAGIC, sizeof MAGIC);
+  h.watermark = watermark;
+  h.blob_len = blob_len;
+  h.dim = ix->dim;
+  h.metric = (uint32_t)ix->metric;
+  h.factory_len = (uint32_t)strlen(ix->factory);
+  uint64_t sum = fnv1a(FNV_INIT, &h, sizeof h);
+  sum = fnv1a(sum, ix->factory, h.factory_len);
+  sum = fnv1a(sum, blob, blob_len);
+
+  size_t plen = strlen(ix->path) + 5;
+  if (!(tmp = malloc(plen))) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  snprintf(tmp, plen, "%s.tmp", ix->path);
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) { s = fail(PROTO_EIO, "open %s: %s", tmp, strerror(errno)); goto leave; }
+  if (write_all(fd, &h, sizeof h) || write_all(fd, ix->factory, h.factory_len) ||
+      write_all(fd, blob, blob_len) || write_all(fd, &sum, sizeof sum) ||
+      write_all(fd, END, sizeof END) || fsync(fd) != 0) {
+    s = fail(PROTO_EIO, "write %s: %s", tmp, strerror(errno));
+    goto leave;
+  }
+  if (close(fd) != 0) { fd = -1; s = fail(PROTO_EIO, "close %s: %s", tmp, strerror(errno)); goto leave; }
+  fd = -1;
+  if (rename(tmp, ix->path) != 0) {
+    s = fail(PROTO_EIO, "rename %s: %s", tmp, strerror(errno));
+    goto leave;
+  }
+  s = dir_fsync(ix->path);
+leave:
+  if (fd >= 0) close(fd);
+  if (s != PROTO_OK && tmp) unlink(tmp);
+  free(tmp);
+  free(blob);
+  return s;
+}
+
+/* Loads path into *out when it is whole and made for this factory, metric and
+ * dim. Returns 0 when loaded, -1 when absent or unusable (idx_err says why). */
+static int read_file(idx *ix, FaissIndex **out, uint64_t *watermark) {
+  char *buf = NULL;
+  FaissIndex *loaded = NULL;
+  int ok = -1;
+  struct stat sb;
+  int fd = open(ix->path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) { fail(PROTO_EIO, "open %s: %s", ix->path, strerror(errno)); goto leave; }
+  if (fstat(fd, &sb) != 0 || sb.st_size < (off_t)(sizeof(file_head) + 16)) {
+    fail(PROTO_ECORRUPT, "%s: too short", ix->path);
+    goto leave;
+  }
+  size_t size = (size_t)sb.st_size;
+  if (!(buf = malloc(size))) { fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  for (size_t got = 0; got < size;) {
+    ssize_t r = read(fd, buf + got, size - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) { fail(PROTO_EIO, "read %s", ix->path); goto leave; }
+    got += (size_t)r;
+  }
+  file_head h;
+  memcpy(&h, buf, sizeof h);
+  if (memcmp(h.magic, MAGIC, sizeof MAGIC) != 0 || h.factory_len > 4096 ||
+      h.blob_len > size || sizeof h + h.factory_len + h.blob_len + 16 != size ||
+      memcmp(buf + size - 8, END, 8) != 0) {
+    fail(PROTO_ECORRUPT, "%s: not a whole index file", ix->path);
+    goto leave;
+  }
+  uint64_t sum;
+  memcpy(&sum, buf + size - 16, sizeof sum);
+  if (fnv1a(FNV_INIT, buf, size - 16) != sum) {
+    fail(PROTO_ECORRUPT, "%s: checksum mismatch", ix->path);
+    goto leave;
+  }
+  const char *factory = buf + sizeof h;
+  if (h.dim != ix->dim || h.metric != (uint32_t)ix->metric ||
+      h.factory_len != strlen(ix->factory) || memcmp(factory, ix->factory, h.factory_len) != 0) {
+    fail(PROTO_EMISMATCH, "%s: made for another factory, metric or dimension", ix->path);
+    goto leave;
+  }
+  FILE *mf = fmemopen(buf + sizeof h + h.factory_len, h.blob_len, "rb");
+  if (!mf) { fail(PROTO_ENOMEM, "fmemopen: %s", strerror(errno)); goto leave; }
+  int rc = faiss_read_index(mf, 0, &loaded);
+  fclose(mf);
+  if (rc) { faiss_fail("read index"); loaded = NULL; goto leave; }
+  if (faiss_Index_d(loaded) != (int)ix->dim ||
+      faiss_Index_metric_type(loaded) != faiss_metric(ix->metric)) {
+    fail(PROTO_ECORRUPT, "%s: index header disagrees", ix->path);
+    goto leave;
+  }
+  *out = loaded;
+  loaded = NULL;
+  *watermark = h.watermark;
+  ok = 0;
+leave:
+  if (loaded) faiss_Index_free(loaded);
+  if (fd >= 0) close(fd);
+  free(buf);
+  return ok;
+}
+
+static proto_status save_locked(idx *ix) {
+  proto_status s = sync_locked(ix);
+  if (s != PROTO_OK) return s;
+  int trained = faiss_Index_is_trained(ix->main);
+  uint64_t watermark = trained ? ix->added_upto : 0;
+  if ((s = write_file(ix, watermark)) != PROTO_OK) return s;
+  /* Tombstones of ids still held by an index that cannot remove stay in the
+   * store so the dead set comes back at open. */
+  uint64_t *applied = malloc((ix->n_applied ? ix->n_applied : 1) * sizeof *applied);
+  size_t n = 0;
+  if (!applied) return fail(PROTO_ENOMEM, "out of memory");
+  for (size_t i = 0; i < ix->n_applied; i++)
+    if (!u64_in(ix->dead, ix->n_dead, ix->applied[i])) applied[n++] = ix->applied[i];
+  s = store_index_mark(ix->st, watermark, applied, n);
+  free(applied);
+  if (s != PROTO_OK) return store_fail(s, "index mark");
+  /* The marked tombstones are gone from the store; the kept ones remain known. */
+  size_t w = 0;
+  for (size_t i = 0; i < ix->n_applied; i++)
+    if (u64_in(ix->dead, ix->n_dead, ix->applied[i])) ix->applied[w++] = ix->applied[i];
+  ix->n_applied = w;
+  return PROTO_OK;
+}
+
+/* Public ------------------------------------------------------------------------ */
+
+proto_status idx_open(const char *path, store *st, const idx_options *opt, idx **out) {
+  idx *ix = NULL;
+  char *meta_factory = NULL, *meta_auto = NULL, *meta_metric = NULL;
+  char chosen[64];
+  proto_status s = PROTO_OK;
+  store_stats stats;
+  if (!path || !st || !opt || !out) return fail(PROTO_EINVAL, "idx_open: NULL argument");
+  *out = NULL;
+  if (opt->dim > PROTO_MAX_DIM) return fail(PROTO_EINVAL, "dimension %u too large", opt->dim);
+  if (opt->metric != IDX_METRIC_IP && opt->metric != IDX_METRIC_L2)
+    return fail(PROTO_EINVAL, "unknown metric %d", (int)opt->metric);
+  if ((s = store_stats_get(st, &stats)) != PROTO_OK) return store_fail(s, "store stats");
+  uint32_t dim = opt->dim ? opt->dim : stats.dim;
+  if (dim == 0) return fail(PROTO_EINVAL, "index dimension unknown (empty store, dim 0)");
+  if (stats.dim && stats.dim != dim)
+    return fail(PROTO_EDIM, "store holds %u-d vectors, index asked for %u-d", stats.dim, dim);
+
+  if (!(ix = calloc(1, sizeof *ix))) return fail(PROTO_ENOMEM, "out of memory");
+  if (pthread_rwlock_init(&ix->lock, NULL) != 0) {
+    free(ix);
+    return fail(PROTO_ENOMEM, "rwlock");
+  }
+  ix->st = st;
+  ix->dim = dim;
+  ix->metric = opt->metric;
+  ix->nprobe_default = opt->nprobe;
+  ix->ef_default = opt->ef_search > 0 ? opt->ef_search : 64;
+  if (!(ix->path = strdup(path))) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+
+  if ((s = store_meta_get(st, "index_factory", &meta_factory)) != PROTO_OK ||
+      (s = store_meta_get(st, "index_factory_auto", &meta_auto)) != PROTO_OK ||
+      (s = store_meta_get(st, "index_metric", &meta_metric)) != PROTO_OK) {
+    store_fail(s, "index meta");
+    goto leave;
+  }
+  const char *factory;
+  if (opt->factory && *opt->factory) {
+    factory = opt->factory;
+  } else if (meta_factory && *meta_factory) {
+    factory = meta_factory;
+    ix->auto_factory = meta_auto && strcmp(meta_auto, "1") == 0;
+  } else {
+    auto_factory(stats.chunks, chosen, sizeof chosen);
+    factory = chosen;
+    ix->auto_factory = 1;
+  }
+  if ((s = reset_index(ix, factory)) != PROTO_OK) goto leave;
+  if (!meta_factory || strcmp(meta_factory, ix->factory) != 0 || !meta_metric ||
+      strcmp(meta_metric, ix->metric == IDX_METRIC_L2 ? "l2" : "ip") != 0 ||
+      !meta_auto || (strcmp(meta_auto, "1") == 0) != ix->auto_factory) {
+    if ((s = put_meta(ix)) != PROTO_OK) goto leave;
+  }
+
+  FaissIndex *loaded = NULL;
+  uint64_t w_file = 0, w_store = 0;
+  if ((s = store_index_watermark(st, &w_store)) != PROTO_OK) {
+    store_fail(s, "index watermark");
+    goto leave;
+  }
+  int rebuilt = 1;
+  if (read_file(ix, &loaded, &w_file) == 0) {
+    if (w_file >= w_store) {
+      faiss_Index_free(ix->main);
+      ix->main = loaded;
+      describe(ix);
+      ix->added_upto = faiss_Index_is_trained(loaded) ? w_file : 0;
+      rebuilt = 0;
+    } else {
+      faiss_Index_free(loaded);
+    }
+  }
+  pthread_rwlock_wrlock(&ix->lock);
+  s = sync_locked(ix);
+  if (s == PROTO_OK && rebuilt) s = save_locked(ix);
+  pthread_rwlock_unlock(&ix->lock);
+  if (s != PROTO_OK) goto leave;
+  *out = ix;
+  ix = NULL;
+leave:
+  idx_close(ix);
+  free(meta_factory);
+  free(meta_auto);
+  free(meta_metric);
+  return s;
+}
+
+void idx_close(idx *ix) {
+  if (!ix) return;
+  if (ix->main) faiss_Index_free(ix->main);
+  if (ix->pending) faiss_Index_free(ix->pending);
+  pthread_rwlock_destroy(&ix->lock);
+  free(ix->dead);
+  free(ix->applied);
+  free(ix->factory);
+  free(ix->path);
+  free(ix);
+}
+
+proto_status idx_sync(idx *ix) {
+  if (!ix) return fail(PROTO_EINVAL, "idx_sync: NULL index");
+  pthread_rwlock_wrlock(&ix->lock);
+  proto_status s = sync_locked(ix);
+  pthread_rwlock_unlock(&ix->lock);
+  return s;
+}
+
+proto_status idx_save(idx *ix) {
+  if (!ix) return fail(PROTO_EINVAL, "idx_save: NULL index");
+  pthread_rwlock_wrlock(&ix->lock);
+  proto_status s = save_locked(ix);
+  pthread_rwlock_unlock(&ix->lock);
+  return s;
+}
+
+proto_status idx_rebuild(idx *ix, const char *factory) {
+  if (!ix) return fail(PROTO_EINVAL, "idx_rebuild: NULL index");
+  pthread_rwlock_wrlock(&ix->lock);
+  int was_auto = ix->auto_factory;
+  if (factory && *factory) ix->auto_factory = 0;
+  proto_status s = rebuild_locked(ix, factory && *factory ? factory : ix->factory);
+  if (s == PROTO_OK) s = save_locked(ix);
+  else ix->auto_factory = was_auto;
+  pthread_rwlock_unlock(&ix->lock);
+  return s;
+}
+
+/* Search ------------------------------------------------------------------------ */
+
+static proto_status make_params(const idx *ix, const idx_search_params *p, idx_t k,
+                                FaissSearchParameters **out) {
+  *out = NULL;
+  if (ix->kind == KIND_IVF) {
+    int np = p && p->nprobe > 0 ? p->nprobe : ix->nprobe_default;
+    if (np <= 0) np = ix->nlist / 8 > 0 ? (int)(ix->nlist / 8) : 1;
+    if ((size_t)np > ix->nlist) np = (int)ix->nlist;
+    FaissSearchParametersIVF *sp = NULL;
+    if (faiss_SearchParametersIVF_new_with(&sp, NULL, (size_t)np, 0)) return faiss_fail("params");
+    *out = (FaissSearchParameters *)sp;
+  } else if (ix->kind == KIND_HNSW) {
+    int ef = p && p->ef_search > 0 ? p->ef_search : ix->ef_default;
+    if (ef < k) ef = (int)k;
+    FaissSearchParametersHNSW *sp = NULL;
+    if (faiss_SearchParametersHNSW_new_with(&sp, NULL, ef)) return faiss_fail("params");
+    *out = (FaissSearchParameters *)sp;
+  }
+  return PROTO_OK;
+}
+
+/* Searches queries qsel[0..nsel) with fetch size kf, appending passing results
+ * to the outputs; qsel is compacted to the queries still short of k. */
+static proto_status search_round(const idx *ix, FaissIndex *active, const float *queries,
+                                 size_t *qsel, size_t *nsel, int k, idx_t kf, idx_t ntotal,
+                                 const idx_search_params *params, idx_filter_fn filter,
+                                 void *fctx, float *scores, int64_t *ids,
+                                 float *qbuf, float *dist, idx_t *lab) {
+  FaissSearchParameters *sp = NULL;
+  proto_status s = PROTO_OK;
+  size_t n = *nsel, still = 0;
+  for (size_t i = 0; i < n; i++)
+    memcpy(qbuf + i * ix->dim, queries + qsel[i] * ix->dim, ix->dim * sizeof(float));
+  if (active == ix->main && (s = make_params(ix, params, kf, &sp)) != PROTO_OK) return s;
+  int rc = sp ? faiss_Index_search_with_params(active, (idx_t)n, qbuf, kf, sp, dist, lab)
+              : faiss_Index_search(active, (idx_t)n, qbuf, kf, dist, lab);
+  if (sp) faiss_SearchParameters_free(sp);
+  if (rc) return faiss_fail("search");
+  for (size_t i = 0; i < n; i++) {
+    size_t q = qsel[i];
+    int got = 0, exhausted = kf >= ntotal;
+    for (int j = 0; j < k; j++) {
+      scores[q * (size_t)k + (size_t)j] = NAN;
+      ids[q * (size_t)k + (size_t)j] = -1;
+    }
+    for (idx_t j = 0; j < kf; j++) {
+      idx_t id = lab[i * (size_t)kf + (size_t)j];
+      if (id < 0) { exhausted = 1; break; }
+      if (u64_in(ix->dead, ix->n_dead, (uint64_t)id)) continue;
+      if (filter && !filter(fctx, id)) continue;
+      if (got == k) break;
+      scores[q * (size_t)k + (size_t)got] = dist[i * (size_t)kf + (size_t)j];
+      ids[q * (size_t)k + (size_t)got] = id;
+      got++;
+    }
+    if (got < k && !exhausted) qsel[still++] = q;
+  }
+  *nsel = still;
+  return PROTO_OK;
+}
+
+proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
+                        const idx_search_params *params, idx_filter_fn filter,
+                        void *filter_ctx, float *scores, int64_t *ids) {
+  size_t *qsel = NULL;
+  float *qbuf = NULL, *dist = NULL;
+  idx_t *lab = NULL;
+  proto_status s = PROTO_OK;
+  if (!ix || (!queries && nq) || !scores || !ids)
+    return fail(PROTO_EINVAL, "idx_search: NULL argument");
+  if (k < 1 || k > PROTO_MAX_K) return fail(PROTO_ERANGE, "k = %d outside 1..%d", k, PROTO_MAX_K);
+  if ((params && (params->nprobe < 0 || params->ef_search < 0)))
+    return fail(PROTO_ERANGE, "negative nprobe or ef_search");
+  for (size_t i = 0; i < nq * (size_t)k; i++) { scores[i] = NAN; ids[i] = -1; }
+  if (nq == 0) return PROTO_OK;
+
+  pthread_rwlock_rdlock(&ix->lock);
+  FaissIndex *active = ix->pending ? ix->pending : ix->main;
+  idx_t ntotal = faiss_Index_ntotal(active);
+  if (ntotal == 0) goto leave;
+  idx_t kf = k + (idx_t)ix->n_dead;
+  if (filter) kf += k;
+  if (kf > ntotal) kf = ntotal;
+  qsel = malloc(nq * sizeof *qsel);
+  qbuf = malloc(nq * ix->dim * sizeof *qbuf);
+  if (!qsel || !qbuf) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  for (size_t i = 0; i < nq; i++) qsel[i] = i;
+  size_t nsel = nq;
+  while (nsel > 0) {
+    free(dist);
+    free(lab);
+    dist = malloc(nsel * (size_t)kf * sizeof *dist);
+    lab = malloc(nsel * (size_t)kf * sizeof *lab);
+    if (!dist || !lab) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    s = search_round(ix, active, queries, qsel, &nsel, k, kf, ntotal, params, filter,
+                     filter_ctx, scores, ids, qbuf, dist, lab);
+    if (s != PROTO_OK) goto leave;
+    if (kf >= ntotal) break;
+    kf = kf * 4 < ntotal ? kf * 4 : ntotal;
+  }
+leave:
+  pthread_rwlock_unlock(&ix->lock);
+  free(qsel);
+  free(qbuf);
+  free(dist);
+  free(lab);
+  return s;
+}
+
+proto_status idx_info_get(idx *ix, idx_info *out) {
+  if (!ix || !out) return fail(PROTO_EINVAL, "idx_info_get: NULL argument");
+  memset(out, 0, sizeof *out);
+  pthread_rwlock_rdlock(&ix->lock);
+  snprintf(out->factory, sizeof out->factory, "%s", ix->factory);
+  out->metric = ix->metric;
+  out->dim = ix->dim;
+  out->trained = faiss_Index_is_trained(ix->main);
+  uint64_t n = (uint64_t)faiss_Index_ntotal(ix->main);
+  out->ntotal = n > ix->n_dead ? n - ix->n_dead : 0;
+  out->pending = ix->pending ? (uint64_t)faiss_Index_ntotal(ix->pending) : 0;
+  out->watermark = out->trained ? ix->added_upto : 0;
+  pthread_rwlock_unlock(&ix->lock);
+  return PROTO_OK;
+}

@@ -24,11 +24,17 @@ typedef struct idx_options {
   const char *factory; /* index_factory string; NULL = saved one, else a
                           default chosen by corpus size (documented in idx.c) */
   idx_metric metric;   /* IP for L2-normalised embeddings (the default) */
-  uint32_t dim;        /* embedding dimension */
+  uint32_t dim;        /* embedding dimension; 0 = the store's */
+  int nprobe;          /* default IVF nprobe; 0 = max(1, nlist/8) */
+  int ef_search;       /* default HNSW efSearch; 0 = 64 */
 } idx_options;
 
 /* Opens the index file at path (usually DIR/index.faiss) for store st (which
- * must outlive the index), then catches up with the store (idx_sync). */
+ * must outlive the index), then catches up with the store (idx_sync). The
+ * factory string is kept in the store's meta ("index_factory"); an explicit
+ * opt->factory that differs from it rebuilds the index. A missing, torn or
+ * foreign file is rebuilt from the store and saved. PROTO_EINVAL for a bad
+ * factory string, PROTO_EDIM when dim disagrees with the store. */
 proto_status idx_open(const char *path, store *st, const idx_options *opt, idx **out);
 /* Closes without saving; accepts NULL. */
 void idx_close(idx *ix);
@@ -40,8 +46,13 @@ const char *idx_last_error(void);
  * enough vectors exist (vectors wait in the store until then). */
 proto_status idx_sync(idx *ix);
 /* Saves atomically (temp file, fsync, rename, fsync dir), then records the
- * watermark and clears applied tombstones in the store. */
+ * watermark and clears applied tombstones in the store. Syncs first.
+ * Deleted chunks are not returned by searches after the idx_sync (or
+ * idx_save) that follows their deletion in the store. */
 proto_status idx_save(idx *ix);
+/* Rebuilds the whole index from the store with factory (NULL = the current
+ * one; a new string replaces the saved one) and saves it. */
+proto_status idx_rebuild(idx *ix, const char *factory);
 
 typedef struct idx_search_params {
   int nprobe;    /* IVF lists to visit; 0 = index default */
@@ -64,9 +75,10 @@ typedef struct idx_info {
   char factory[128];
   idx_metric metric;
   uint32_t dim;
-  uint64_t ntotal;    /* vectors in the index */
+  uint64_t ntotal;    /* live vectors in the FAISS index (deleted ones that an
+                         HNSW index still holds are not counted) */
   int trained;
-  uint64_t pending;   /* vectors in the store waiting for training */
+  uint64_t pending;   /* vectors waiting for training (searched exactly) */
   uint64_t watermark; /* highest chunk id added */
 } idx_info;
 proto_status idx_info_get(idx *ix, idx_info *out);

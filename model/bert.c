@@ -1,2 +1,837 @@
-/* placeholder until this part is written */
-typedef int retro_placeholder_bert;
+/* bert.c - the BERT / RoBERTa encoder: loads a Hugging Face model directory
+ * (config.json, model.safetensors, tokenizer files, sentence-transformers'
+ * 1_Pooling/config.json) and embeds texts or token ids into pooled,
+ * L2-normalised vectors.
+ *
+ * How a batch runs: the sequences are packed back to back into one
+ * (tokens, hidden) matrix with no padding at all (attention is computed per
+ * sequence, so padding would only waste work), in chunks of at most
+ * `budget` tokens. Linear layers are single-threaded OpenBLAS sgemm calls on
+ * tiles (row blocks, or column blocks for short inputs) spread over the
+ * encoder's thread pool, each followed in cache by its epilogue (bias+GELU,
+ * residual+LayerNorm); attention runs one (sequence, head) pair per pool task.
+ * All buffers live in arenas allocated at open; a call borrows one arena.
+ *
+ * It does not: run token-type ids other than 0, relative position
+ * embeddings, activations other than exact GELU, or any head on top of the
+ * encoder (pooler weights, if present, are ignored as in sentence-transformers).
+ */
+#include "bert.h"
+
+#include "kernels.h"
+#include "pool.h"
+#include "st.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum {
+  BERT_MIN_BUDGET = 1024, /* tokens per chunk (at least max_tokens) */
+  BERT_ARENAS = 2,        /* concurrent calls served without waiting */
+};
+
+typedef struct bert_layer {
+  const float *wq, *bq, *wk, *bk, *wv, *bv; /* (H, H), (H) */
+  const float *wo, *bo;                     /* attention.output.dense (H, H), (H) */
+  const float *ln1_g, *ln1_b;               /* attention.output.LayerNorm (H) */
+  const float *wi, *bi;                     /* intermediate.dense (I, H), (I) */
+  const float *wf, *bf;                     /* output.dense (H, I), (H) */
+  const float *ln2_g, *ln2_b;               /* output.LayerNorm (H) */
+} bert_layer;
+
+typedef struct bert_arena {
+  float *x;      /* (budget, H) hidden states */
+  float *tmp;    /* (budget, H) */
+  float *qkv;    /* (budget, 3H) */
+  float *ctx;    /* (budget, H) attention context */
+  float *inter;  /* (budget, I) */
+  float *scores; /* (workers, T * T) attention probabilities, T = max_tokens */
+  int32_t *ids;  /* (budget) packed token ids */
+  int32_t *pos;  /* (budget) position ids */
+  int *start;    /* (budget) first row of each sequence in the chunk */
+  int *len;      /* (budget) its length */
+  int busy;
+} bert_arena;
+
+struct bert {
+  /* config */
+  int roberta;
+  int vocab, H, L, nh, dh, I, max_pos, type_vocab, pad_id, max_tokens;
+  float eps;
+  bert_pooling pooling;
+  int normalize;
+  int32_t cls_id, sep_id;
+  /* weights (borrowed from st unless converted there) */
+  st_file *st;
+  const float *word, *posemb, *type; /* (V, H), (P, H), (TV, H) */
+  const float *emb_g, *emb_b;        /* (H) */
+  bert_layer *layers;                /* (L) */
+  tok *tok;
+  pool *pool;
+  int workers;
+  int budget;
+  bert_arena arenas[BERT_ARENAS];
+  pthread_mutex_t arena_mu;
+  pthread_cond_t arena_cv;
+  int sync_ok;
+  char fingerprint[512];
+};
+
+static _Thread_local char bert_err[1024];
+
+static void bert_set_error(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+static void bert_set_error(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(bert_err, sizeof bert_err, fmt, ap);
+  va_end(ap);
+}
+
+const char *bert_last_error(void) { return bert_err[0] ? bert_err : "no error"; }
+
+/* ---- loading ------------------------------------------------------------ */
+
+static int bert_path(char *buf, size_t cap, const char *dir, const char *name) {
+  int n = snprintf(buf, cap, "%s/%s", dir, name);
+  return n > 0 && (size_t)n < cap;
+}
+
+static int bert_file_exists(const char *path) {
+  struct stat sb;
+  return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Reads an integer field; def < -1 ... means required. */
+static proto_status bert_cfg_int(json_t *cfg, const char *path, const char *key, int required,
+                                 int def, int lo, int hi, int *out) {
+  json_t *v = json_object_get(cfg, key);
+  if (!v || json_is_null(v)) {
+    if (required) {
+      bert_set_error("%s: missing \"%s\"", path, key);
+      return PROTO_EMISSING;
+    }
+    *out = def;
+    return PROTO_OK;
+  }
+  if (!json_is_integer(v)) {
+    bert_set_error("%s: \"%s\" must be an integer", path, key);
+    return PROTO_ETYPE;
+  }
+  json_int_t x = json_integer_value(v);
+  if (x < lo || x > hi) {
+    bert_set_error("%s: \"%s\" = %lld out of range [%d, %d]", path, key, (long long)x, lo, hi);
+    return PROTO_ERANGE;
+  }
+  *out = (int)x;
+  return PROTO_OK;
+}
+
+static proto_status bert_read_config(bert *b, const char *dir, const char **retro_pool) {
+  char path[4096];
+  proto_status st = PROTO_OK;
+  *retro_pool = NULL;
+  if (!bert_path(path, sizeof path, dir, "config.json")) {
+    bert_set_error("%s: path too long", dir);
+    return PROTO_EINVAL;
+  }
+  json_error_t jerr;
+  json_t *cfg = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+  if (!cfg) {
+    if (!bert_file_exists(path)) {
+      bert_set_error("%s: %s", path, strerror(ENOENT));
+      return PROTO_ENOTFOUND;
+    }
+    bert_set_error("%s: bad JSON: %s (line %d)", path, jerr.text, jerr.line);
+    return PROTO_EJSON;
+  }
+  if (!json_is_object(cfg)) {
+    bert_set_error("%s: not a JSON object", path);
+    st = PROTO_EJSON;
+    goto done;
+  }
+  json_t *mt = json_object_get(cfg, "model_type");
+  const char *mts = json_is_string(mt) ? json_string_value(mt) : "bert";
+  if (mt && !json_is_string(mt)) {
+    bert_set_error("%s: \"model_type\" must be a string", path);
+    st = PROTO_ETYPE;
+    goto done;
+  }
+  if (strcmp(mts, "bert") == 0) {
+    b->roberta = 0;
+  } else if (strcmp(mts, "roberta") == 0) {
+    b->roberta = 1;
+  } else {
+    bert_set_error("%s: model_type \"%s\" is not supported (bert or roberta)", path, mts);
+    st = PROTO_EMODEL;
+    goto done;
+  }
+  json_t *act = json_object_get(cfg, "hidden_act");
+  if (act && (!json_is_string(act) || strcmp(json_string_value(act), "gelu") != 0)) {
+    bert_set_error("%s: hidden_act must be \"gelu\" (exact GELU)", path);
+    st = PROTO_EMODEL;
+    goto done;
+  }
+  json_t *pet = json_object_get(cfg, "position_embedding_type");
+  if (pet && !json_is_null(pet) &&
+      (!json_is_string(pet) || strcmp(json_string_value(pet), "absolute") != 0)) {
+    bert_set_error("%s: position_embedding_type must be \"absolute\"", path);
+    st = PROTO_EMODEL;
+    goto done;
+  }
+  if ((st = bert_cfg_int(cfg, path, "vocab_size", 1, 0, 1, 1 << 24, &b->vocab)) ||
+      (st = bert_cfg_int(cfg, path, "hidden_size", 1, 0, 1, PROTO_MAX_DIM, &b->H)) ||
+      (st = bert_cfg_int(cfg, path, "num_hidden_layers", 1, 0, 1, 256, &b->L)) ||
+      (st = bert_cfg_int(cfg, path, "num_attention_heads", 1, 0, 1, 1024, &b->nh)) ||
+      (st = bert_cfg_int(cfg, path, "intermediate_size", 1, 0, 1, 1 << 18, &b->I)) ||
+      (st = bert_cfg_int(cfg, path, "max_position_embeddings", 1, 0, 1, 1 << 16, &b->max_pos)) ||
+      (st = bert_cfg_int(cfg, path, "type_vocab_size", 0, b->roberta ? 1 : 2, 1, 1 << 16,
+                         &b->type_vocab)) ||
+      (st = bert_cfg_int(cfg, path, "pad_token_id", 0, b->roberta ? 1 : 0, 0, 1 << 24,
+                         &b->pad_id)))
+    goto done;
+  if (b->H % b->nh) {
+    bert_set_error("%s: hidden_size %d is not a multiple of num_attention_heads %d", path, b->H,
+                   b->nh);
+    st = PROTO_EMODEL;
+    goto done;
+  }
+  b->dh = b->H / b->nh;
+  json_t *eps = json_object_get(cfg, "layer_norm_eps");
+  if (eps && !json_is_number(eps)) {
+    bert_set_error("%s: \"layer_norm_eps\" must be a number", path);
+    st = PROTO_ETYPE;
+    goto done;
+  }
+  b->eps = eps ? (float)json_number_value(eps) : 1e-12f;
+  if (b->roberta) {
+    b->max_tokens = b->max_pos - b->pad_id - 1;
+    if (b->max_tokens < 2) {
+      bert_set_error("%s: max_position_embeddings %d leaves no room after the RoBERTa offset "
+                     "(pad_token_id %d)", path, b->max_pos, b->pad_id);
+      st = PROTO_EMODEL;
+      goto done;
+    }
+  } else {
+    b->max_tokens = b->max_pos;
+    if (b->max_tokens < 2) {
+      bert_set_error("%s: max_position_embeddings must be at least 2", path);
+      st = PROTO_EMODEL;
+      goto done;
+    }
+  }
+  /* special-token ids from config, used when the vocabulary lacks <s>/</s> */
+  int bos = -1, eos = -1;
+  if ((st = bert_cfg_int(cfg, path, "bos_token_id", 0, -1, -1, 1 << 24, &bos)) ||
+      (st = bert_cfg_int(cfg, path, "eos_token_id", 0, -1, -1, 1 << 24, &eos)))
+    goto done;
+  b->cls_id = bos;
+  b->sep_id = eos;
+  json_t *rp = json_object_get(cfg, "retro_pooling");
+  if (rp) {
+    static const char *names[] = {"cls", "mean"};
+    if (!json_is_string(rp) ||
+        (strcmp(json_string_value(rp), "cls") && strcmp(json_string_value(rp), "mean"))) {
+      bert_set_error("%s: \"retro_pooling\" must be \"cls\" or \"mean\"", path);
+      st = PROTO_EINVAL;
+      goto done;
+    }
+    *retro_pool = strcmp(json_string_value(rp), "cls") == 0 ? names[0] : names[1];
+  }
+done:
+  json_decref(cfg);
+  return st;
+}
+
+/* sentence-transformers pooling config; *found = 0 when absent. */
+static proto_status bert_read_st_pooling(bert *b, const char *dir, bert_pooling *out, int *found) {
+  char path[4096];
+  *found = 0;
+  if (!bert_path(path, sizeof path, dir, "1_Pooling/config.json") || !bert_file_exists(path))
+    return PROTO_OK;
+  json_error_t jerr;
+  json_t *cfg = json_load_file(path, 0, &jerr);
+  if (!cfg || !json_is_object(cfg)) {
+    bert_set_error("%s: bad JSON: %s", path, cfg ? "not an object" : jerr.text);
+    json_decref(cfg);
+    return PROTO_EJSON;
+  }
+  proto_status st = PROTO_OK;
+  json_t *dim = json_object_get(cfg, "word_embedding_dimension");
+  if (dim && (!json_is_integer(dim) || json_integer_value(dim) != b->H)) {
+    bert_set_error("%s: word_embedding_dimension does not match hidden_size %d", path, b->H);
+    st = PROTO_EMODEL;
+  } else if (json_is_true(json_object_get(cfg, "pooling_mode_cls_token"))) {
+    *out = BERT_POOL_CLS;
+    *found = 1;
+  } else if (json_is_true(json_object_get(cfg, "pooling_mode_mean_tokens"))) {
+    *out = BERT_POOL_MEAN;
+    *found = 1;
+  } else {
+    bert_set_error("%s: only pooling_mode_cls_token or pooling_mode_mean_tokens is supported",
+                   path);
+    st = PROTO_EMODEL;
+  }
+  json_decref(cfg);
+  return st;
+}
+
+static proto_status bert_get(bert *b, const char *prefix, const char *name, int ndim, int64_t d0,
+                             int64_t d1, const float **out) {
+  char full[256];
+  snprintf(full, sizeof full, "%s%s", prefix, name);
+  int64_t shape[2] = {d0, d1};
+  proto_status st = st_get_f32(b->st, full, ndim, shape, out);
+  if (st) bert_set_error("%s", st_last_error());
+  return st == PROTO_OK ? PROTO_OK : (st == PROTO_ENOMEM ? st : PROTO_EMODEL);
+}
+
+static proto_status bert_load_weights(bert *b, const char *dir) {
+  char path[4096];
+  proto_status st;
+  if (!bert_path(path, sizeof path, dir, "model.safetensors")) {
+    bert_set_error("%s: path too long", dir);
+    return PROTO_EINVAL;
+  }
+  if ((st = st_open(path, &b->st)) != PROTO_OK) {
+    bert_set_error("%s", st_last_error());
+    return st;
+  }
+  const char *prefix = "";
+  static const char *prefixes[] = {"", "bert.", "roberta.", "model."};
+  for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
+    char name[128];
+    snprintf(name, sizeof name, "%sembeddings.word_embeddings.weight", prefixes[i]);
+    if (st_find(b->st, name)) {
+      prefix = prefixes[i];
+      break;
+    }
+  }
+  int64_t H = b->H, I = b->I;
+  if ((st = bert_get(b, prefix, "embeddings.word_embeddings.weight", 2, b->vocab, H, &b->word)) ||
+      (st = bert_get(b, prefix, "embeddings.position_embeddings.weight", 2, b->max_pos, H,
+                     &b->posemb)) ||
+      (st = bert_get(b, prefix, "embeddings.token_type_embeddings.weight", 2, b->type_vocab, H,
+                     &b->type)) ||
+      (st = bert_get(b, prefix, "embeddings.LayerNorm.weight", 1, H, 0, &b->emb_g)) ||
+      (st = bert_get(b, prefix, "embeddings.LayerNorm.bias", 1, H, 0, &b->emb_b)))
+    return st;
+  b->layers = calloc((size_t)b->L, sizeof *b->layers);
+  if (!b->layers) {
+    bert_set_error("%s: out of memory", path);
+    return PROTO_ENOMEM;
+  }
+  for (int l = 0; l < b->L; l++) {
+    bert_layer *ly = &b->layers[l];
+    char p[128];
+    snprintf(p, sizeof p, "%sencoder.layer.%d.", prefix, l);
+    if ((st = bert_get(b, p, "attention.self.query.weight", 2, H, H, &ly->wq)) ||
+        (st = bert_get(b, p, "attention.self.query.bias", 1, H, 0, &ly->bq)) ||
+        (st = bert_get(b, p, "attention.self.key.weight", 2, H, H, &ly->wk)) ||
+        (st = bert_get(b, p, "attention.self.key.bias", 1, H, 0, &ly->bk)) ||
+        (st = bert_get(b, p, "attention.self.value.weight", 2, H, H, &ly->wv)) ||
+        (st = bert_get(b, p, "attention.self.value.bias", 1, H, 0, &ly->bv)) ||
+        (st = bert_get(b, p, "attention.output.dense.weight", 2, H, H, &ly->wo)) ||
+        (st = bert_get(b, p, "attention.output.dense.bias", 1, H, 0, &ly->bo)) ||
+        (st = bert_get(b, p, "attention.output.LayerNorm.weight", 1, H, 0, &ly->ln1_g)) ||
+        (st = bert_get(b, p, "attention.output.LayerNorm.bias", 1, H, 0, &ly->ln1_b)) ||
+        (st = bert_get(b, p, "intermediate.dense.weight", 2, I, H, &ly->wi)) ||
+        (st = bert_get(b, p, "intermediate.dense.bias", 1, I, 0, &ly->bi)) ||
+        (st = bert_get(b, p, "output.dense.weight", 2, H, I, &ly->wf)) ||
+        (st = bert_get(b, p, "output.dense.bias", 1, H, 0, &ly->bf)) ||
+        (st = bert_get(b, p, "output.LayerNorm.weight", 1, H, 0, &ly->ln2_g)) ||
+        (st = bert_get(b, p, "output.LayerNorm.bias", 1, H, 0, &ly->ln2_b)))
+      return st;
+  }
+  return PROTO_OK;
+}
+
+/* A 64-bit hash of the weights file (all of it), for the fingerprint. */
+static uint64_t bert_hash_file(const st_file *f) {
+  uint64_t h = 0x9e3779b97f4a7c15ull;
+  for (size_t i = 0; i < st_count(f); i++) {
+    const st_tensor_info *t = st_at(f, i);
+    const unsigned char *p = t->data;
+    size_t n = t->nbytes, j = 0;
+    for (const char *s = t->name; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    for (; j + 8 <= n; j += 8) {
+      uint64_t w;
+      memcpy(&w, p + j, 8);
+      h = (h ^ w) * 0xff51afd7ed558ccdull;
+      h ^= h >> 29;
+    }
+    for (; j < n; j++) h = (h ^ p[j]) * 0x100000001b3ull;
+  }
+  return h;
+}
+
+static void bert_arena_free(bert_arena *a) {
+  free(a->x);
+  free(a->tmp);
+  free(a->qkv);
+  free(a->ctx);
+  free(a->inter);
+  free(a->scores);
+  free(a->ids);
+  free(a->pos);
+  free(a->start);
+  free(a->len);
+  memset(a, 0, sizeof *a);
+}
+
+static int bert_arena_alloc(const bert *b, bert_arena *a) {
+  size_t T = (size_t)b->budget, H = (size_t)b->H, mt = (size_t)b->max_tokens;
+  a->x = malloc(T * H * sizeof(float));
+  a->tmp = malloc(T * H * sizeof(float));
+  a->qkv = malloc(T * 3 * H * sizeof(float));
+  a->ctx = malloc(T * H * sizeof(float));
+  a->inter = malloc(T * (size_t)b->I * sizeof(float));
+  a->scores = malloc((size_t)b->workers * mt * mt * sizeof(float));
+  a->ids = malloc(T * sizeof(int32_t));
+  a->pos = malloc(T * sizeof(int32_t));
+  a->start = malloc(T * sizeof(int));
+  a->len = malloc(T * sizeof(int));
+  return a->x && a->tmp && a->qkv && a->ctx && a->inter && a->scores && a->ids && a->pos &&
+         a->start && a->len;
+}
+
+proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
+  proto_status st = PROTO_ENOMEM;
+  bert_options dflt = {0};
+  const char *retro_pool = NULL;
+  *out = NULL;
+  bert_err[0] = 0;
+  if (!opt) opt = &dflt;
+  if (!dir) {
+    bert_set_error("bert_open: no model directory");
+    return PROTO_EINVAL;
+  }
+  bert *b = calloc(1, sizeof *b);
+  if (!b) {
+    bert_set_error("%s: out of memory", dir);
+    return PROTO_ENOMEM;
+  }
+  if ((st = bert_read_config(b, dir, &retro_pool)) != PROTO_OK) goto fail;
+  if ((st = bert_load_weights(b, dir)) != PROTO_OK) goto fail;
+
+  /* pooling: explicit option, else sentence-transformers, else retro_pooling, else CLS */
+  bert_pooling stp = BERT_POOL_CLS;
+  int found = 0;
+  if ((st = bert_read_st_pooling(b, dir, &stp, &found)) != PROTO_OK) goto fail;
+  if (opt->pooling == BERT_POOL_CLS || opt->pooling == BERT_POOL_MEAN)
+    b->pooling = opt->pooling;
+  else if (found)
+    b->pooling = stp;
+  else if (retro_pool)
+    b->pooling = strcmp(retro_pool, "mean") == 0 ? BERT_POOL_MEAN : BERT_POOL_CLS;
+  else
+    b->pooling = BERT_POOL_CLS;
+  b->normalize = !opt->no_normalize;
+
+  /* tokenizer and its special tokens */
+  if ((st = tok_open_dir(dir, &b->tok)) != PROTO_OK) {
+    bert_set_error("%s: tokenizer: %s", dir, tok_last_error());
+    goto fail;
+  }
+  if (tok_vocab_size(b->tok) > (size_t)b->vocab) {
+    bert_set_error("%s: tokenizer has %zu tokens but config.json vocab_size is %d", dir,
+                   tok_vocab_size(b->tok), b->vocab);
+    st = PROTO_EMODEL;
+    goto fail;
+  }
+  {
+    int32_t c, s;
+    if (tok_get_kind(b->tok) == TOK_WORDPIECE) {
+      c = tok_token_id(b->tok, "[CLS]");
+      s = tok_token_id(b->tok, "[SEP]");
+    } else {
+      c = tok_token_id(b->tok, "<s>");
+      s = tok_token_id(b->tok, "</s>");
+      if (c < 0) c = b->cls_id;
+      if (s < 0) s = b->sep_id;
+      if (c < 0) c = tok_token_id(b->tok, "<|endoftext|>");
+      if (s < 0) s = tok_token_id(b->tok, "<|endoftext|>");
+    }
+    if (c < 0 || s < 0 || c >= b->vocab || s >= b->vocab) {
+      bert_set_error("%s: no usable start/end special tokens (%s) in the vocabulary or config",
+                     dir, tok_get_kind(b->tok) == TOK_WORDPIECE ? "[CLS]/[SEP]"
+                                                                : "<s>/</s>, bos/eos_token_id");
+      st = PROTO_EMODEL;
+      goto fail;
+    }
+    b->cls_id = c;
+    b->sep_id = s;
+  }
+
+  /* threads, arenas */
+  kn_set_blas_threads(1); /* parallelism comes from our pool (see the file comment) */
+  if ((st = pool_new(opt->threads, &b->pool)) != PROTO_OK) {
+    bert_set_error("%s: cannot start the thread pool", dir);
+    goto fail;
+  }
+  b->workers = pool_size(b->pool);
+  b->budget = b->max_tokens > BERT_MIN_BUDGET ? b->max_tokens : BERT_MIN_BUDGET;
+  for (int i = 0; i < BERT_ARENAS; i++)
+    if (!bert_arena_alloc(b, &b->arenas[i])) {
+      bert_set_error("%s: out of memory for scratch buffers", dir);
+      st = PROTO_ENOMEM;
+      goto fail;
+    }
+  pthread_mutex_init(&b->arena_mu, NULL);
+  pthread_cond_init(&b->arena_cv, NULL);
+  b->sync_ok = 1;
+
+  {
+    snprintf(b->fingerprint, sizeof b->fingerprint, "%s-L%d-H%d-%016llx:%d:%s:%s",
+             b->roberta ? "roberta" : "bert", b->L, b->H,
+             (unsigned long long)bert_hash_file(b->st), b->H,
+             b->pooling == BERT_POOL_MEAN ? "mean" : "cls", tok_fingerprint(b->tok));
+  }
+  *out = b;
+  return PROTO_OK;
+fail:
+  bert_close(b);
+  return st;
+}
+
+void bert_close(bert *b) {
+  if (!b) return;
+  pool_free(b->pool);
+  for (int i = 0; i < BERT_ARENAS; i++) bert_arena_free(&b->arenas[i]);
+  if (b->sync_ok) {
+    pthread_mutex_destroy(&b->arena_mu);
+    pthread_cond_destroy(&b->arena_cv);
+  }
+  tok_close(b->tok);
+  free(b->layers);
+  st_close(b->st);
+  free(b);
+}
+
+uint32_t bert_dim(const bert *b) { return (uint32_t)b->H; }
+int bert_max_tokens(const bert *b) { return b->max_tokens; }
+const tok *bert_tokenizer(const bert *b) { return b->tok; }
+const char *bert_fingerprint(const bert *b) { return b->fingerprint; }
+bert_pooling bert_get_pooling(const bert *b) { return b->pooling; }
+
+/* ---- forward ------------------------------------------------------------- */
+
+enum { EPI_NONE = 0, EPI_BIAS_GELU, EPI_ADD_LN };
+
+typedef struct lin_job {
+  const float *x;  /* (M, K) row stride ldx */
+  int ldx;
+  const float *W;  /* (N, K) */
+  const float *b;  /* (N) */
+  float *out;      /* (M, N) row stride ldo */
+  int ldo;
+  int M, N, K;
+  int rows;        /* 1: tiles are row blocks; 0: column blocks */
+  int tiles;
+  int epi;
+  const float *res; /* EPI_ADD_LN: residual (M, N), stride N */
+  const float *g, *beta;
+  float eps;
+} lin_job;
+
+static void lin_tile(void *arg, int t, int worker) {
+  (void)worker;
+  const lin_job *j = arg;
+  if (j->rows) {
+    int m0 = (int)((long long)j->M * t / j->tiles), m1 = (int)((long long)j->M * (t + 1) / j->tiles);
+    if (m1 <= m0) return;
+    int mb = m1 - m0;
+    const float *x = j->x + (size_t)m0 * (size_t)j->ldx;
+    float *o = j->out + (size_t)m0 * (size_t)j->ldo;
+    kn_linear(x, j->ldx, j->W, j->epi == EPI_BIAS_GELU ? NULL : j->b, o, j->ldo, mb, j->N, j->K);
+    if (j->epi == EPI_BIAS_GELU) {
+      for (int r = 0; r < mb; r++) kn_bias_gelu(o + (size_t)r * (size_t)j->ldo, j->b, 1, j->N);
+    } else if (j->epi == EPI_ADD_LN) {
+      kn_add_layernorm(o, j->res + (size_t)m0 * (size_t)j->N, j->N, j->g, j->beta, mb, j->N,
+                       j->eps);
+    }
+  } else {
+    /* column blocks, multiples of 16 */
+    int nb = (j->N + 15) / 16;
+    int c0 = 16 * (int)((long long)nb * t / j->tiles), c1 = 16 * (int)((long long)nb * (t + 1) / j->tiles);
+    if (c1 > j->N) c1 = j->N;
+    if (c1 <= c0) return;
+    int cb = c1 - c0;
+    float *o = j->out + c0;
+    kn_linear(j->x, j->ldx, j->W + (size_t)c0 * (size_t)j->K,
+              j->epi == EPI_BIAS_GELU || !j->b ? NULL : j->b + c0, o, j->ldo, j->M, cb, j->K);
+    if (j->epi == EPI_BIAS_GELU)
+      for (int r = 0; r < j->M; r++) kn_bias_gelu(o + (size_t)r * (size_t)j->ldo, j->b + c0, 1, cb);
+  }
+}
+
+typedef struct ln_job {
+  float *x;
+  const float *res, *g, *b;
+  int M, N, blocks;
+  float eps;
+} ln_job;
+
+static void ln_block(void *arg, int t, int worker) {
+  (void)worker;
+  const ln_job *j = arg;
+  int m0 = (int)((long long)j->M * t / j->blocks), m1 = (int)((long long)j->M * (t + 1) / j->blocks);
+  if (m1 > m0)
+    kn_add_layernorm(j->x + (size_t)m0 * (size_t)j->N, j->res + (size_t)m0 * (size_t)j->N, j->N,
+                     j->g, j->b, m1 - m0, j->N, j->eps);
+}
+
+/* out = epilogue(x @ W^T + b) spread over the pool. */
+static void bert_linear(bert *b, lin_job *j) {
+  int w = b->workers;
+  j->rows = j->M >= 32 * w || w == 1;
+  j->tiles = w;
+  if (!j->rows && j->N < 16 * w) j->tiles = 1;
+  pool_for(b->pool, j->tiles, lin_tile, j);
+  if (j->epi == EPI_ADD_LN && !j->rows) {
+    ln_job l = {j->out, j->res, j->g, j->beta, j->M, j->N, w, j->eps};
+    pool_for(b->pool, w, ln_block, &l);
+  }
+}
+
+typedef struct attn_job {
+  const bert *b;
+  bert_arena *a;
+  int nseq;
+} attn_job;
+
+static void attn_task(void *arg, int t, int worker) {
+  const attn_job *j = arg;
+  const bert *b = j->b;
+  int s = t / b->nh, h = t % b->nh, H = b->H, dh = b->dh;
+  int r0 = j->a->start[s], n = j->a->len[s];
+  const float *q = j->a->qkv + (size_t)r0 * 3 * (size_t)H + (size_t)h * (size_t)dh;
+  float *scores = j->a->scores + (size_t)worker * (size_t)b->max_tokens * (size_t)b->max_tokens;
+  kn_attention_head(q, 3 * H, q + H, 3 * H, q + 2 * H, 3 * H,
+                    j->a->ctx + (size_t)r0 * (size_t)H + (size_t)h * (size_t)dh, H, n, n, n, dh,
+                    1.0f / sqrtf((float)dh), 0, scores);
+}
+
+typedef struct emb_job {
+  const bert *b;
+  bert_arena *a;
+} emb_job;
+
+static void emb_task(void *arg, int s, int worker) {
+  (void)worker;
+  const emb_job *j = arg;
+  const bert *b = j->b;
+  int H = b->H;
+  for (int r = j->a->start[s]; r < j->a->start[s] + j->a->len[s]; r++) {
+    float *x = j->a->x + (size_t)r * (size_t)H;
+    const float *w = b->word + (size_t)j->a->ids[r] * (size_t)H;
+    const float *p = b->posemb + (size_t)j->a->pos[r] * (size_t)H;
+    for (int k = 0; k < H; k++) x[k] = w[k] + p[k] + b->type[k];
+    kn_layernorm(x, x, b->emb_g, b->emb_b, 1, H, b->eps);
+  }
+}
+
+/* Runs the encoder on the chunk packed in a (nseq sequences, M rows); the
+ * final hidden states end in a->x. */
+static void bert_forward(bert *b, bert_arena *a, int nseq, int M) {
+  int H = b->H, I = b->I;
+  emb_job ej = {b, a};
+  pool_for(b->pool, nseq, emb_task, &ej);
+  for (int l = 0; l < b->L; l++) {
+    const bert_layer *ly = &b->layers[l];
+    /* q, k, v into column slices of qkv (M, 3H) */
+    lin_job jq = {.x = a->x, .ldx = H, .W = ly->wq, .b = ly->bq, .out = a->qkv, .ldo = 3 * H,
+                  .M = M, .N = H, .K = H};
+    bert_linear(b, &jq);
+    lin_job jk = jq;
+    jk.W = ly->wk;
+    jk.b = ly->bk;
+    jk.out = a->qkv + H;
+    bert_linear(b, &jk);
+    lin_job jv = jq;
+    jv.W = ly->wv;
+    jv.b = ly->bv;
+    jv.out = a->qkv + 2 * H;
+    bert_linear(b, &jv);
+    attn_job aj = {b, a, nseq};
+    pool_for(b->pool, nseq * b->nh, attn_task, &aj);
+    /* tmp = LN(ctx @ Wo^T + bo + x) */
+    lin_job jo = {.x = a->ctx, .ldx = H, .W = ly->wo, .b = ly->bo, .out = a->tmp, .ldo = H,
+                  .M = M, .N = H, .K = H, .epi = EPI_ADD_LN, .res = a->x, .g = ly->ln1_g,
+                  .beta = ly->ln1_b, .eps = b->eps};
+    bert_linear(b, &jo);
+    /* inter = gelu(tmp @ Wi^T + bi) */
+    lin_job ji = {.x = a->tmp, .ldx = H, .W = ly->wi, .b = ly->bi, .out = a->inter, .ldo = I,
+                  .M = M, .N = I, .K = H, .epi = EPI_BIAS_GELU};
+    bert_linear(b, &ji);
+    /* x = LN(inter @ Wf^T + bf + tmp) */
+    lin_job jf = {.x = a->inter, .ldx = I, .W = ly->wf, .b = ly->bf, .out = a->x, .ldo = H,
+                  .M = M, .N = H, .K = I, .epi = EPI_ADD_LN, .res = a->tmp, .g = ly->ln2_g,
+                  .beta = ly->ln2_b, .eps = b->eps};
+    bert_linear(b, &jf);
+  }
+}
+
+static bert_arena *bert_arena_take(bert *b) {
+  pthread_mutex_lock(&b->arena_mu);
+  for (;;) {
+    for (int i = 0; i < BERT_ARENAS; i++)
+      if (!b->arenas[i].busy) {
+        b->arenas[i].busy = 1;
+        pthread_mutex_unlock(&b->arena_mu);
+        return &b->arenas[i];
+      }
+    pthread_cond_wait(&b->arena_cv, &b->arena_mu);
+  }
+}
+
+static void bert_arena_give(bert *b, bert_arena *a) {
+  pthread_mutex_lock(&b->arena_mu);
+  a->busy = 0;
+  pthread_cond_signal(&b->arena_cv);
+  pthread_mutex_unlock(&b->arena_mu);
+}
+
+/* Packs sequence ids (without specials) into the arena at row r, adds the
+ * specials and truncation, fills positions; returns the length used. */
+static int bert_pack(const bert *b, bert_arena *a, int r, const int32_t *ids, size_t n) {
+  size_t keep = n > (size_t)b->max_tokens - 2 ? (size_t)b->max_tokens - 2 : n;
+  int len = (int)keep + 2;
+  a->ids[r] = b->cls_id;
+  if (keep) memcpy(a->ids + r + 1, ids, keep * sizeof *ids);
+  a->ids[r + len - 1] = b->sep_id;
+  if (b->roberta) { /* HF: padding_idx + cumsum(id != pad), pad tokens at padding_idx */
+    int c = 0;
+    for (int k = 0; k < len; k++) {
+      int np = a->ids[r + k] != b->pad_id;
+      c += np;
+      a->pos[r + k] = np ? b->pad_id + c : b->pad_id;
+    }
+  } else {
+    for (int k = 0; k < len; k++) a->pos[r + k] = k;
+  }
+  return len;
+}
+
+static void bert_pool_out(const bert *b, const bert_arena *a, int s, float *out) {
+  int H = b->H, r0 = a->start[s], n = a->len[s];
+  const float *x = a->x + (size_t)r0 * (size_t)H;
+  if (b->pooling == BERT_POOL_MEAN) {
+    for (int k = 0; k < H; k++) out[k] = 0.0f;
+    for (int r = 0; r < n; r++) kn_add(out, x + (size_t)r * (size_t)H, (size_t)H);
+    float inv = 1.0f / (float)n;
+    for (int k = 0; k < H; k++) out[k] *= inv;
+  } else {
+    memcpy(out, x, (size_t)H * sizeof(float));
+  }
+  if (b->normalize) kn_l2_normalize(out, (size_t)H);
+}
+
+proto_status bert_embed_ids(bert *b, const int32_t *const *ids, const size_t *lens, size_t n,
+                            float *out) {
+  if (!b || (n && (!ids || !lens || !out))) {
+    bert_set_error("bert_embed_ids: invalid arguments");
+    return PROTO_EINVAL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (lens[i] && !ids[i]) {
+      bert_set_error("bert_embed_ids: input %zu has no ids", i);
+      return PROTO_EINVAL;
+    }
+    for (size_t k = 0; k < lens[i]; k++)
+      if (ids[i][k] < 0 || ids[i][k] >= b->vocab) {
+        bert_set_error("bert_embed_ids: input %zu token %zu: id %d outside [0, %d)", i, k,
+                       (int)ids[i][k], b->vocab);
+        return PROTO_EINVAL;
+      }
+  }
+  if (n == 0) return PROTO_OK;
+  bert_arena *a = bert_arena_take(b);
+  size_t i = 0;
+  while (i < n) {
+    int rows = 0, nseq = 0;
+    size_t first = i;
+    while (i < n) {
+      size_t keep = lens[i] > (size_t)b->max_tokens - 2 ? (size_t)b->max_tokens - 2 : lens[i];
+      if (rows + (int)keep + 2 > b->budget) break;
+      a->start[nseq] = rows;
+      a->len[nseq] = bert_pack(b, a, rows, ids[i], lens[i]);
+      rows += a->len[nseq];
+      nseq++;
+      i++;
+    }
+    bert_forward(b, a, nseq, rows);
+    for (int s = 0; s < nseq; s++) bert_pool_out(b, a, s, out + (first + (size_t)s) * (size_t)b->H);
+  }
+  bert_arena_give(b, a);
+  return PROTO_OK;
+}
+
+typedef struct tok_job {
+  const bert *b;
+  const char *const *texts;
+  const size_t *lens;
+  int32_t **ids;
+  size_t *n;
+  proto_status *st;
+} tok_job;
+
+static void tok_task(void *arg, int i, int worker) {
+  (void)worker;
+  const tok_job *j = arg;
+  const char *t = j->texts[i];
+  size_t len = j->lens ? j->lens[i] : (t ? strlen(t) : 0);
+  if (!t && len) {
+    j->st[i] = PROTO_EINVAL;
+    return;
+  }
+  j->st[i] = tok_encode(j->b->tok, t ? t : "", len, &j->ids[i], &j->n[i]);
+}
+
+proto_status bert_embed_texts(bert *b, const char *const *texts, const size_t *lens, size_t n,
+                              float *out) {
+  proto_status st = PROTO_OK;
+  if (!b || (n && (!texts || !out))) {
+    bert_set_error("bert_embed_texts: invalid arguments");
+    return PROTO_EINVAL;
+  }
+  if (n == 0) return PROTO_OK;
+  if (n > (size_t)1 << 28) {
+    bert_set_error("bert_embed_texts: too many texts (%zu)", n);
+    return PROTO_EINVAL;
+  }
+  int32_t **ids = calloc(n, sizeof *ids);
+  size_t *cnt = calloc(n, sizeof *cnt);
+  proto_status *sts = calloc(n, sizeof *sts);
+  if (!ids || !cnt || !sts) {
+    bert_set_error("bert_embed_texts: out of memory");
+    st = PROTO_ENOMEM;
+    goto done;
+  }
+  tok_job tj = {b, texts, lens, ids, cnt, sts};
+  pool_for(b->pool, (int)n, tok_task, &tj);
+  for (size_t i = 0; i < n; i++)
+    if (sts[i] != PROTO_OK) {
+      st = sts[i];
+      bert_set_error("bert_embed_texts: text %zu: %s (tokenizer)", i, proto_strerror(st));
+      goto done;
+    }
+  st = bert_embed_ids(b, (const int32_t *const *)ids, cnt, n, out);
+done:
+  if (ids)
+    for (size_t i = 0; i < n; i++) free(ids[i]);
+  free(ids);
+  free(cnt);
+  free(sts);
+  return st;
+}

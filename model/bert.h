@@ -6,6 +6,10 @@
  *
  * Thread-safety: a bert is immutable after open; bert_embed_* may be called
  * from many threads at once (each call takes a scratch arena from a pool).
+ *
+ * Threads: the encoder parallelises with its own pool (bert_options.threads)
+ * over tiles of single-threaded sgemm calls, so bert_open sets OpenBLAS to
+ * one thread for the process (openblas_set_num_threads(1)).
  */
 #ifndef RETRO_BERT_H
 #define RETRO_BERT_H
@@ -45,6 +49,8 @@ const tok *bert_tokenizer(const bert *b);
 /* "name:dim:pooling:tokenizer-fingerprint" - stored in the database meta so
  * a database is never searched with another encoder. Borrowed. */
 const char *bert_fingerprint(const bert *b);
+/* The pooling in effect (BERT_POOL_CLS or BERT_POOL_MEAN, never AUTO). */
+bert_pooling bert_get_pooling(const bert *b);
 
 /* Embeds n texts (lens[i] bytes each; lens may be NULL for NUL-terminated)
  * into out (n x dim). Adds [CLS]/[SEP] (or <s>/</s>) and truncates to the

@@ -71,4 +71,149 @@ int proto_utf8_valid(const char *s, size_t len);
 /* Monotonic clock in seconds (for timings and rates). */
 double proto_now(void);
 
+/* ======================================================================== */
+/* JSON (owned by the http part; implemented in json.c). Only proto/ includes
+ * jansson: requests are decoded here into plain C structs, and responses are
+ * written with the small streaming writer below. Decoders reject duplicate
+ * keys, unknown fields, wrong types, missing fields and out-of-range values;
+ * on failure they return the status and write a message naming the field
+ * ("k: must be an integer in [1, 1000]") into err (errlen bytes). */
+
+#include <stdarg.h>
+
+/* A growable byte buffer. On allocation failure `failed` is set and further
+ * appends are ignored (check it once at the end). */
+typedef struct proto_buf {
+  char *data; /* NUL-terminated when len > 0 */
+  size_t len, cap;
+  int failed;
+} proto_buf;
+
+void proto_buf_init(proto_buf *b);
+void proto_buf_free(proto_buf *b); /* accepts zeroed; leaves b empty */
+void proto_buf_add(proto_buf *b, const void *p, size_t n);
+void proto_buf_adds(proto_buf *b, const char *s);
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void proto_buf_addf(proto_buf *b, const char *fmt, ...);
+/* Appends s[0..len) with every ill-formed UTF-8 sequence replaced by U+FFFD
+ * (one per maximal invalid subpart, as WHATWG/Unicode recommend). */
+void proto_buf_add_utf8_lossy(proto_buf *b, const char *s, size_t len);
+
+/* A JSON writer appending to a proto_buf. Commas are inserted automatically;
+ * up to 63 levels of nesting. Strings are written as valid UTF-8 (lossy). */
+typedef struct proto_jw {
+  proto_buf *b;
+  unsigned depth;
+  uint64_t need_comma; /* bit d: the container at depth d has an element */
+  int after_key;
+} proto_jw;
+
+void proto_jw_init(proto_jw *w, proto_buf *b);
+void proto_jw_obj(proto_jw *w);
+void proto_jw_obj_end(proto_jw *w);
+void proto_jw_arr(proto_jw *w);
+void proto_jw_arr_end(proto_jw *w);
+void proto_jw_key(proto_jw *w, const char *key);
+void proto_jw_str(proto_jw *w, const char *s, size_t len);
+void proto_jw_cstr(proto_jw *w, const char *s); /* NULL writes null */
+void proto_jw_int(proto_jw *w, int64_t v);
+void proto_jw_uint(proto_jw *w, uint64_t v);
+void proto_jw_num(proto_jw *w, double v);  /* NaN/inf -> null */
+void proto_jw_float(proto_jw *w, float v); /* shortest %.9g form; NaN -> null */
+void proto_jw_bool(proto_jw *w, int v);
+void proto_jw_null(proto_jw *w);
+/* Writes already-encoded JSON text as one value (trusted input only). */
+void proto_jw_raw(proto_jw *w, const char *json, size_t len);
+
+/* {"error":{"code":"EINVAL","message":msg}} into b. */
+void proto_json_error(proto_buf *b, proto_status st, const char *msg);
+
+/* Checks that text is one JSON value (any type) with no duplicate keys and
+ * valid UTF-8; used for metadata passed through as text. */
+proto_status proto_json_validate(const char *text, size_t len, char *err, size_t errlen);
+
+/* One document to upsert (POST /v1/documents). Strings are malloc'd. */
+typedef struct proto_doc {
+  char *id;            /* 1..PROTO_MAX_ID_BYTES bytes, NUL-terminated */
+  char *text;          /* NUL-terminated; text_len bytes (may hold NUL) */
+  size_t text_len;
+  char *metadata_json; /* compact JSON object text, or NULL when absent */
+} proto_doc;
+
+void proto_doc_free(proto_doc *d); /* frees the members; accepts zeroed */
+/* One NDJSON line: {"id","text","metadata"?}. where names the item in
+ * messages ("line 3"); NULL for none. */
+proto_status proto_doc_parse(const char *json, size_t len, const char *where,
+                             proto_doc *out, char *err, size_t errlen);
+/* {"documents":[{...}, ...]}: *docs malloc'd array of *n (free each with
+ * proto_doc_free, then free the array). max_docs bounds the count. */
+proto_status proto_docs_parse(const char *json, size_t len, size_t max_docs,
+                              proto_doc **docs, size_t *n, char *err, size_t errlen);
+
+enum {
+  PROTO_MAX_QUERIES = 256,     /* "queries" / embeddings "input" array length */
+  PROTO_MAX_EXCLUDE = 1024,    /* exclude_docs length */
+  PROTO_MAX_STOP = 4,          /* stop sequences */
+  PROTO_MAX_STOP_BYTES = 256,  /* bytes per stop sequence */
+  PROTO_MAX_GEN_TOKENS = 4096, /* max_tokens */
+  PROTO_MAX_LOGPROBS = 5,      /* logprobs alternatives */
+};
+
+/* POST /v1/search. Exactly one of query, queries, vector. */
+typedef struct proto_search_req {
+  char **queries;      /* n_queries texts (NUL-terminated, lens in query_lens) */
+  size_t *query_lens;
+  size_t n_queries;
+  int batched;         /* 1 when "queries" (response has one list per query) */
+  float *vector;       /* "vector": dim floats, or NULL */
+  size_t dim;
+  int k;               /* default 10, [1, PROTO_MAX_K] */
+  char **exclude_docs; /* external document ids */
+  size_t n_exclude;
+  int nprobe;          /* 0 = index default */
+  int ef_search;       /* 0 = index default */
+  int with_text;       /* default 1 */
+} proto_search_req;
+proto_status proto_search_parse(const char *json, size_t len, proto_search_req *out,
+                                char *err, size_t errlen);
+void proto_search_free(proto_search_req *r); /* accepts zeroed */
+
+/* POST /v1/embeddings (OpenAI shape). */
+typedef struct proto_embed_req {
+  char **inputs;
+  size_t *lens;
+  size_t n;
+  char *model;         /* NULL when absent */
+} proto_embed_req;
+proto_status proto_embed_parse(const char *json, size_t len, proto_embed_req *out,
+                               char *err, size_t errlen);
+void proto_embed_free(proto_embed_req *r);
+
+/* POST /v1/completions (OpenAI text_completion shape + RETRO fields). */
+typedef struct proto_complete_req {
+  char *prompt;        /* NUL-terminated, prompt_len bytes */
+  size_t prompt_len;
+  int max_tokens;      /* default 16, [1, PROTO_MAX_GEN_TOKENS] */
+  double temperature;  /* default 1, [0, 100]; 0 = greedy */
+  double top_p;        /* default 1, (0, 1] */
+  int top_k;           /* default 0 = off, [0, 1000000] */
+  uint64_t seed;
+  int has_seed;
+  char **stop;         /* n_stop strings, 1..PROTO_MAX_STOP_BYTES bytes each */
+  size_t *stop_lens;
+  size_t n_stop;
+  int logprobs;        /* -1 = none, else [0, PROTO_MAX_LOGPROBS] */
+  int stream;
+  int retrieval;       /* default 1 */
+  int k;               /* neighbours per chunk; 0 = model default, [0, 64] */
+  char **exclude_docs;
+  size_t n_exclude;
+  char *model;         /* NULL when absent */
+} proto_complete_req;
+proto_status proto_complete_parse(const char *json, size_t len, proto_complete_req *out,
+                                  char *err, size_t errlen);
+void proto_complete_free(proto_complete_req *r);
+
 #endif

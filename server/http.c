@@ -1,2 +1,857 @@
-/* placeholder until this part is written */
-typedef int retro_placeholder_http;
+/* http.c - `retro serve`: the libmicrohttpd daemon. Owns the sockets, the
+ * limits, the worker pools, suspend/resume of slow requests, streamed
+ * bodies (NDJSON ingest) and streamed responses (SSE completions), the
+ * request log, signals and shutdown. Routing, auth and the handlers live in
+ * http_route.c / http_api.c; configuration in http_config.c.
+ *
+ * Request life: the first access-handler call matches the route, checks the
+ * API key, the Content-Type and Content-Length (answering 4xx at once).
+ * Upload calls collect a JSON body up to max-body, or split an NDJSON body
+ * into documents that go to the engine batch by batch on a worker while the
+ * connection is suspended (so the body never sits whole in memory). The last
+ * call runs fast routes inline and hands slow ones to a worker pool
+ * (suspending the connection); the worker fills the response and resumes
+ * it. Completions run on a generation pool; streamed ones answer at once
+ * with a callback response fed by the generating thread.
+ */
+#include "http_priv.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- worker pools ---------------------------------------------------------- */
+
+typedef void (*job_fn)(void *arg);
+typedef struct job { job_fn fn; void *arg; } job;
+
+typedef struct pool {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  job *q;
+  size_t cap, head, len; /* ring of waiting jobs */
+  size_t idle;           /* threads waiting for a job */
+  size_t waiting;        /* jobs allowed to wait beyond the idle threads */
+  int stop;
+  pthread_t *threads;
+  size_t n_threads;
+  atomic_long *queued;   /* gauge to update (server counters) */
+  atomic_long *busy;
+} pool;
+
+static void *pool_main(void *arg) {
+  pool *p = arg;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    while (!p->len && !p->stop) {
+      p->idle++;
+      pthread_cond_wait(&p->cv, &p->mu);
+      p->idle--;
+    }
+    if (!p->len && p->stop) break;
+    job j = p->q[p->head];
+    p->head = (p->head + 1) % p->cap;
+    p->len--;
+    if (p->queued) atomic_fetch_sub(p->queued, 1);
+    if (p->busy) atomic_fetch_add(p->busy, 1);
+    pthread_mutex_unlock(&p->mu);
+    j.fn(j.arg);
+    pthread_mutex_lock(&p->mu);
+    if (p->busy) atomic_fetch_sub(p->busy, 1);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+/* threads workers; up to `waiting` jobs may wait beyond the busy ones. */
+static proto_status pool_start(pool *p, size_t threads, size_t waiting, atomic_long *queued,
+                               atomic_long *busy) {
+  memset(p, 0, sizeof *p);
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv, NULL);
+  p->cap = threads + waiting;
+  p->waiting = waiting;
+  p->q = calloc(p->cap, sizeof *p->q);
+  p->threads = calloc(threads, sizeof *p->threads);
+  p->queued = queued;
+  p->busy = busy;
+  if (!p->q || !p->threads) return PROTO_ENOMEM;
+  for (size_t i = 0; i < threads; i++) {
+    if (pthread_create(&p->threads[i], NULL, pool_main, p) != 0) return PROTO_EINTERNAL;
+    p->n_threads++;
+  }
+  return PROTO_OK;
+}
+
+/* PROTO_EBUSY when `waiting` jobs already wait and no thread is idle. */
+static proto_status pool_submit(pool *p, job_fn fn, void *arg) {
+  pthread_mutex_lock(&p->mu);
+  if (p->stop || p->len >= p->cap || p->len >= p->idle + p->waiting) {
+    pthread_mutex_unlock(&p->mu);
+    return PROTO_EBUSY;
+  }
+  p->q[(p->head + p->len) % p->cap] = (job){fn, arg};
+  p->len++;
+  if (p->queued) atomic_fetch_add(p->queued, 1);
+  pthread_cond_signal(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  return PROTO_OK;
+}
+
+/* Runs what is queued, then joins the threads. */
+static void pool_stop(pool *p) {
+  if (!p->q) return;
+  pthread_mutex_lock(&p->mu);
+  p->stop = 1;
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  for (size_t i = 0; i < p->n_threads; i++) pthread_join(p->threads[i], NULL);
+  free(p->threads);
+  free(p->q);
+  pthread_cond_destroy(&p->cv);
+  pthread_mutex_destroy(&p->mu);
+  memset(p, 0, sizeof *p);
+}
+
+/* ---- the daemon state ------------------------------------------------------ */
+
+typedef struct daemon_state {
+  http_server *srv;
+  const http_config *cfg;
+  struct MHD_Daemon *mhd;
+  pool work, gen;
+  pthread_mutex_t log_mu;
+  FILE *log;
+  pthread_mutex_t drain_mu;
+  pthread_cond_t drain_cv;
+} daemon_state;
+
+static daemon_state D;
+
+static void log_open(void) {
+  pthread_mutex_lock(&D.log_mu);
+  if (D.log && D.log != stderr) fclose(D.log);
+  D.log = stderr;
+  if (D.cfg->log) {
+    FILE *f = fopen(D.cfg->log, "a");
+    if (f) {
+      setvbuf(f, NULL, _IOLBF, 0);
+      D.log = f;
+    } else {
+      fprintf(stderr, "retro serve: cannot open log %s: %s (logging to stderr)\n", D.cfg->log,
+              strerror(errno));
+    }
+  }
+  pthread_mutex_unlock(&D.log_mu);
+}
+
+static void log_time(char *out, size_t n) {
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out + k, n - k, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static void log_event(const char *level, const char *fmt, ...) {
+  char t[40], msg[1024];
+  log_time(t, sizeof t);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  pthread_mutex_lock(&D.log_mu);
+  fprintf(D.log ? D.log : stderr, "time=%s level=%s msg=\"%s\"\n", t, level, msg);
+  fflush(D.log ? D.log : stderr);
+  pthread_mutex_unlock(&D.log_mu);
+}
+
+/* ---- one request ----------------------------------------------------------- */
+
+typedef struct conn {
+  struct MHD_Connection *mhd;
+  pthread_mutex_t mu;
+  int refs;                /* the MHD request + a running job + a stream response */
+  double t0;
+  http_match m;
+  char method[8];
+  char path[256];          /* for the log: printable, truncated */
+  char peer[64];
+  int status;              /* status queued (0 = none yet) */
+  int first_done;
+  /* body */
+  proto_buf body;
+  int too_big;
+  int ndjson;
+  http_ingest *ing;
+  int ing_error;           /* feed/submit failed: the rest of the body is discarded */
+  proto_status ing_st;
+  /* request pieces the job needs */
+  char *ctype, *authz, *apikey, *wait;
+  /* response handed over by a job */
+  http_response resp;
+  int resp_ready;
+  int suspended;
+  /* streamed completion */
+  int sse;
+  proto_complete_req creq;
+  proto_buf sse_buf;
+  size_t sse_off;
+  int gen_done, sse_waiting, gone;
+} conn;
+
+static void conn_unref(conn *c) {
+  pthread_mutex_lock(&c->mu);
+  int left = --c->refs;
+  pthread_mutex_unlock(&c->mu);
+  if (left) return;
+  proto_buf_free(&c->body);
+  http_ingest_free(c->ing);
+  proto_buf_free(&c->resp.body);
+  proto_buf_free(&c->sse_buf);
+  proto_complete_free(&c->creq);
+  free(c->ctype);
+  free(c->authz);
+  free(c->apikey);
+  free(c->wait);
+  pthread_mutex_destroy(&c->mu);
+  free(c);
+}
+
+static char *dup_header(struct MHD_Connection *mc, enum MHD_ValueKind kind, const char *name) {
+  const char *v = MHD_lookup_connection_value(mc, kind, name);
+  return v ? strdup(v) : NULL;
+}
+
+static enum MHD_Result send_resp(conn *c, http_response *r) {
+  struct MHD_Response *mr = MHD_create_response_from_buffer(
+      r->body.len, r->body.len ? r->body.data : (void *)"", MHD_RESPMEM_MUST_COPY);
+  if (!mr) return MHD_NO;
+  MHD_add_response_header(mr, "Content-Type", r->content_type ? r->content_type : "application/json");
+  if (r->allow) MHD_add_response_header(mr, "Allow", r->allow);
+  if (r->retry_after > 0) {
+    char ra[16];
+    snprintf(ra, sizeof ra, "%d", r->retry_after);
+    MHD_add_response_header(mr, "Retry-After", ra);
+  }
+  if (r->status == 401) MHD_add_response_header(mr, "WWW-Authenticate", "Bearer");
+  c->status = r->status;
+  enum MHD_Result ret = MHD_queue_response(c->mhd, (unsigned)r->status, mr);
+  MHD_destroy_response(mr);
+  return ret;
+}
+
+static enum MHD_Result send_error(conn *c, proto_status st, const char *msg) {
+  http_response r;
+  memset(&r, 0, sizeof r);
+  http_error(&r, st, msg);
+  enum MHD_Result ret = send_resp(c, &r);
+  proto_buf_free(&r.body);
+  return ret;
+}
+
+static void build_request(conn *c, http_request *rq) {
+  memset(rq, 0, sizeof *rq);
+  rq->method = c->method;
+  rq->path = "";
+  rq->query_wait = c->wait;
+  rq->authorization = c->authz;
+  rq->api_key = c->apikey;
+  rq->content_type = c->ctype;
+  rq->body = c->body.data ? c->body.data : "";
+  rq->body_len = c->body.len;
+}
+
+/* Worker side: run the request, hand the response over, resume. */
+static void job_execute(void *arg) {
+  conn *c = arg;
+  http_request rq;
+  build_request(c, &rq);
+  http_response r;
+  memset(&r, 0, sizeof r);
+  http_execute(D.srv, &c->m, &rq, &r);
+  pthread_mutex_lock(&c->mu);
+  c->resp = r;
+  c->resp_ready = 1;
+  c->suspended = 0;
+  MHD_resume_connection(c->mhd);
+  pthread_mutex_unlock(&c->mu);
+  conn_unref(c);
+}
+
+static void job_ingest_batch(void *arg) {
+  conn *c = arg;
+  proto_status st = http_ingest_submit(c->ing);
+  pthread_mutex_lock(&c->mu);
+  if (st != PROTO_OK) {
+    c->ing_error = 1;
+    c->ing_st = st;
+  }
+  c->suspended = 0;
+  MHD_resume_connection(c->mhd);
+  pthread_mutex_unlock(&c->mu);
+  conn_unref(c);
+}
+
+static void job_ingest_finish(void *arg) {
+  conn *c = arg;
+  http_response r;
+  memset(&r, 0, sizeof r);
+  if (c->ing_error)
+    http_ingest_abort(c->ing, c->ing_st,
+                      c->ing_st == PROTO_EBUSY ? "server busy: ingest stopped, retry the rest later"
+                                               : "ingest stopped");
+  http_ingest_finish(c->ing, &r);
+  pthread_mutex_lock(&c->mu);
+  c->resp = r;
+  c->resp_ready = 1;
+  c->suspended = 0;
+  MHD_resume_connection(c->mhd);
+  pthread_mutex_unlock(&c->mu);
+  conn_unref(c);
+}
+
+/* Suspends c and queues fn on p; on a full pool answers 429 instead. */
+static enum MHD_Result hand_off(conn *c, pool *p, job_fn fn) {
+  pthread_mutex_lock(&c->mu);
+  c->refs++;
+  c->suspended = 1;
+  MHD_suspend_connection(c->mhd);
+  pthread_mutex_unlock(&c->mu);
+  if (pool_submit(p, fn, c) == PROTO_OK) return MHD_YES;
+  atomic_fetch_add(&D.srv->rejected, 1);
+  pthread_mutex_lock(&c->mu);
+  c->refs--;
+  http_error(&c->resp, PROTO_EBUSY, "server busy: request queue full, retry later");
+  c->resp_ready = 1;
+  c->suspended = 0;
+  MHD_resume_connection(c->mhd);
+  pthread_mutex_unlock(&c->mu);
+  return MHD_YES;
+}
+
+/* Like hand_off for a mid-body NDJSON batch: a full pool cannot be answered
+ * now (the body is still arriving), so the ingest stops with EBUSY and the
+ * rest of the body is discarded; the final response reports it. */
+static enum MHD_Result hand_off_batch(conn *c) {
+  pthread_mutex_lock(&c->mu);
+  c->refs++;
+  c->suspended = 1;
+  MHD_suspend_connection(c->mhd);
+  pthread_mutex_unlock(&c->mu);
+  if (pool_submit(&D.work, job_ingest_batch, c) == PROTO_OK) return MHD_YES;
+  atomic_fetch_add(&D.srv->rejected, 1);
+  pthread_mutex_lock(&c->mu);
+  c->refs--;
+  c->ing_error = 1;
+  c->ing_st = PROTO_EBUSY;
+  c->suspended = 0;
+  MHD_resume_connection(c->mhd);
+  pthread_mutex_unlock(&c->mu);
+  return MHD_YES;
+}
+
+/* ---- streamed completions ---------------------------------------------------- */
+
+static int sse_write(void *ctx, const char *data, size_t len) {
+  conn *c = ctx;
+  pthread_mutex_lock(&c->mu);
+  int gone = c->gone;
+  if (!gone) {
+    proto_buf_add(&c->sse_buf, data, len);
+    if (c->sse_waiting) {
+      c->sse_waiting = 0;
+      MHD_resume_connection(c->mhd);
+    }
+  }
+  pthread_mutex_unlock(&c->mu);
+  return gone;
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
+  (void)pos;
+  conn *c = cls;
+  pthread_mutex_lock(&c->mu);
+  ssize_t n = 0;
+  if (c->sse_off < c->sse_buf.len) {
+    size_t avail = c->sse_buf.len - c->sse_off;
+    n = (ssize_t)(avail < max ? avail : max);
+    memcpy(buf, c->sse_buf.data + c->sse_off, (size_t)n);
+    c->sse_off += (size_t)n;
+    if (c->sse_off == c->sse_buf.len) c->sse_off = c->sse_buf.len = 0;
+  } else if (c->gen_done) {
+    n = MHD_CONTENT_READER_END_OF_STREAM;
+  } else {
+    c->sse_waiting = 1;
+    MHD_suspend_connection(c->mhd);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return n;
+}
+
+static void sse_free(void *cls) {
+  conn *c = cls;
+  pthread_mutex_lock(&c->mu);
+  if (!c->gen_done) c->gone = 1; /* the client went away: cancel */
+  pthread_mutex_unlock(&c->mu);
+  conn_unref(c);
+}
+
+static void job_generate(void *arg) {
+  conn *c = arg;
+  http_sink sink = {sse_write, c};
+  http_response r;
+  memset(&r, 0, sizeof r);
+  atomic_fetch_add(&D.srv->gen_active, 1);
+  http_complete_run(D.srv, &c->creq, &sink, &r);
+  atomic_fetch_sub(&D.srv->gen_active, 1);
+  pthread_mutex_lock(&c->mu);
+  if (c->sse) {
+    c->gen_done = 1;
+    if (c->sse_waiting) {
+      c->sse_waiting = 0;
+      MHD_resume_connection(c->mhd);
+    }
+    proto_buf_free(&r.body);
+  } else {
+    c->resp = r;
+    c->resp_ready = 1;
+    c->suspended = 0;
+    MHD_resume_connection(c->mhd);
+  }
+  pthread_mutex_unlock(&c->mu);
+  conn_unref(c);
+}
+
+static enum MHD_Result start_completion(conn *c) {
+  http_request rq;
+  build_request(c, &rq);
+  http_response r;
+  memset(&r, 0, sizeof r);
+  if (http_complete_prepare(D.srv, &rq, &c->creq, &r) != PROTO_OK) {
+    enum MHD_Result ret = send_resp(c, &r);
+    proto_buf_free(&r.body);
+    return ret;
+  }
+  if (!c->creq.stream) return hand_off(c, &D.gen, job_generate);
+  /* streamed: the response goes out at once and is fed by the generating thread */
+  pthread_mutex_lock(&c->mu);
+  c->sse = 1;
+  c->refs += 2; /* the job and the response */
+  pthread_mutex_unlock(&c->mu);
+  if (pool_submit(&D.gen, job_generate, c) != PROTO_OK) {
+    pthread_mutex_lock(&c->mu);
+    c->refs -= 2;
+    c->sse = 0;
+    pthread_mutex_unlock(&c->mu);
+    atomic_fetch_add(&D.srv->rejected, 1);
+    return send_error(c, PROTO_EBUSY, "server busy: generation queue full, retry later");
+  }
+  struct MHD_Response *mr = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read,
+                                                              c, sse_free);
+  if (!mr) {
+    pthread_mutex_lock(&c->mu);
+    c->gone = 1;
+    pthread_mutex_unlock(&c->mu);
+    conn_unref(c); /* the response's reference */
+    return MHD_NO;
+  }
+  MHD_add_response_header(mr, "Content-Type", "text/event-stream");
+  MHD_add_response_header(mr, "Cache-Control", "no-cache");
+  MHD_add_response_header(mr, "X-Accel-Buffering", "no");
+  c->status = 200;
+  enum MHD_Result ret = MHD_queue_response(c->mhd, 200, mr);
+  MHD_destroy_response(mr);
+  return ret;
+}
+
+/* ---- the access handler ------------------------------------------------------ */
+
+static void printable_path(const char *url, char *out, size_t n) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t k = 0;
+  for (const unsigned char *p = (const unsigned char *)url; *p && k + 4 < n; p++) {
+    if (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '\\') out[k++] = (char)*p;
+    else {
+      out[k++] = '%';
+      out[k++] = hex[*p >> 4];
+      out[k++] = hex[*p & 15];
+    }
+  }
+  out[k] = 0;
+}
+
+static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char *url,
+                                  const char *method) {
+  snprintf(c->method, sizeof c->method, "%s", method);
+  printable_path(url, c->path, sizeof c->path);
+  http_route_match(method, url, &c->m);
+  if (c->m.st != PROTO_OK) {
+    http_response r;
+    memset(&r, 0, sizeof r);
+    http_error(&r, c->m.st, c->m.msg);
+    r.allow = c->m.allow;
+    enum MHD_Result ret = send_resp(c, &r);
+    proto_buf_free(&r.body);
+    return ret;
+  }
+  c->authz = dup_header(mc, MHD_HEADER_KIND, "Authorization");
+  c->apikey = dup_header(mc, MHD_HEADER_KIND, "api-key");
+  c->ctype = dup_header(mc, MHD_HEADER_KIND, "Content-Type");
+  c->wait = dup_header(mc, MHD_GET_ARGUMENT_KIND, "wait");
+  proto_status st = http_auth_check(D.cfg, c->authz, c->apikey, c->m.access);
+  if (st != PROTO_OK)
+    return send_error(c, st, st == PROTO_EUNAUTH ? "Authorization: missing or wrong API key"
+                                                 : "Authorization: the read-only key cannot write");
+  if (!c->m.has_body) return MHD_YES;
+  int kind = http_body_kind(c->m.route, c->ctype);
+  if (kind < 0)
+    return send_error(c, PROTO_EMEDIA,
+                      c->m.route == HTTP_R_DOCS
+                          ? "Content-Type: use application/json or application/x-ndjson"
+                          : "Content-Type: use application/json");
+  const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Content-Length");
+  if (kind == 0 && cl && strtoull(cl, NULL, 10) > (unsigned long long)D.cfg->max_body) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "body: larger than %ld bytes (max-body)", D.cfg->max_body);
+    return send_error(c, PROTO_ETOOBIG, msg);
+  }
+  if (kind == 1) {
+    if (D.cfg->read_only) return send_error(c, PROTO_EFORBIDDEN, "server is read-only");
+    c->ndjson = 1;
+    int wait = c->wait && (!strcmp(c->wait, "true") || !strcmp(c->wait, "1"));
+    if (http_ingest_new(D.srv, 1, wait, &c->ing) != PROTO_OK)
+      return send_error(c, PROTO_ENOMEM, "out of memory");
+  }
+  return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+  (void)cls;
+  (void)version;
+  conn *c = *con_cls;
+  if (!c) {
+    c = calloc(1, sizeof *c);
+    if (!c) return MHD_NO;
+    pthread_mutex_init(&c->mu, NULL);
+    c->refs = 1;
+    c->mhd = mc;
+    c->t0 = proto_now();
+    *con_cls = c;
+    atomic_fetch_add(&D.srv->inflight, 1);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+      const struct sockaddr *sa = ci->client_addr;
+      if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, c->peer,
+                  sizeof c->peer);
+      else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+                  c->peer, sizeof c->peer);
+    }
+    return first_call(c, mc, url, method);
+  }
+  if (c->status) { /* already answered (early error): discard the body */
+    *upload_data_size = 0;
+    return MHD_YES;
+  }
+  if (c->resp_ready) {
+    c->resp_ready = 0;
+    *upload_data_size = 0;
+    return send_resp(c, &c->resp);
+  }
+  if (*upload_data_size) {
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    if (c->ndjson) {
+      if (c->ing_error) return MHD_YES;
+      int full = 0;
+      proto_status st = http_ingest_feed(c->ing, upload_data, n, &full);
+      if (st != PROTO_OK) {
+        c->ing_error = 1;
+        c->ing_st = st;
+        return MHD_YES;
+      }
+      if (full) return hand_off_batch(c);
+      return MHD_YES;
+    }
+    if (c->too_big) return MHD_YES;
+    if (c->body.len + n > (size_t)D.cfg->max_body) {
+      c->too_big = 1;
+      proto_buf_free(&c->body);
+      return MHD_YES;
+    }
+    proto_buf_add(&c->body, upload_data, n);
+    return MHD_YES;
+  }
+  /* the whole request is in */
+  if (c->too_big) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "body: larger than %ld bytes (max-body)", D.cfg->max_body);
+    return send_error(c, PROTO_ETOOBIG, msg);
+  }
+  if (c->body.failed) return send_error(c, PROTO_ENOMEM, "out of memory");
+  if (c->sse) return MHD_YES; /* resumed stream: MHD is sending */
+  if (c->ndjson) return hand_off(c, &D.work, job_ingest_finish);
+  if (c->m.kind == HTTP_GEN) return start_completion(c);
+  if (c->m.kind == HTTP_WORKER) return hand_off(c, &D.work, job_execute);
+  http_request rq;
+  build_request(c, &rq);
+  http_response r;
+  memset(&r, 0, sizeof r);
+  http_execute(D.srv, &c->m, &rq, &r);
+  enum MHD_Result ret = send_resp(c, &r);
+  proto_buf_free(&r.body);
+  return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  (void)cls;
+  (void)mc;
+  conn *c = *con_cls;
+  if (!c) return;
+  *con_cls = NULL;
+  double ms = (proto_now() - c->t0) * 1000.0;
+  int status = c->status ? c->status : 499;
+  if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && c->sse) {
+    pthread_mutex_lock(&c->mu);
+    if (!c->gen_done) c->gone = 1;
+    pthread_mutex_unlock(&c->mu);
+  }
+  http_metrics_observe(c->m.route, status, ms / 1000.0);
+  char t[40];
+  log_time(t, sizeof t);
+  pthread_mutex_lock(&D.log_mu);
+  fprintf(D.log ? D.log : stderr,
+          "time=%s method=%s path=\"%s\" route=\"%s\" status=%d ms=%.3f peer=%s%s\n", t,
+          c->method, c->path, http_route_label(c->m.route), status, ms,
+          c->peer[0] ? c->peer : "-",
+          toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+  pthread_mutex_unlock(&D.log_mu);
+  atomic_fetch_sub(&D.srv->inflight, 1);
+  pthread_mutex_lock(&D.drain_mu);
+  pthread_cond_broadcast(&D.drain_cv);
+  pthread_mutex_unlock(&D.drain_mu);
+  conn_unref(c);
+}
+
+/* Leaves the raw path untouched: ids are percent-decoded by the router. */
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
+  (void)cls;
+  (void)c;
+  return strlen(s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  char msg[512];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  size_t n = strlen(msg);
+  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
+  for (char *p = msg; *p; p++)
+    if (*p == '"') *p = '\'';
+  log_event("warn", "libmicrohttpd: %s", msg);
+}
+
+/* ---- main ------------------------------------------------------------------- */
+
+static int resolve(const char *host, long port, struct sockaddr_storage *ss, int *v6) {
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  char ps[16];
+  snprintf(ps, sizeof ps, "%ld", port);
+  const char *h = host;
+  char tmp[256];
+  if (host[0] == '[') { /* [::1] */
+    snprintf(tmp, sizeof tmp, "%s", host + 1);
+    char *e = strchr(tmp, ']');
+    if (e) *e = 0;
+    h = tmp;
+  }
+  if (getaddrinfo(h, ps, &hints, &res) != 0 || !res) return -1;
+  memcpy(ss, res->ai_addr, res->ai_addrlen);
+  *v6 = res->ai_family == AF_INET6;
+  freeaddrinfo(res);
+  return 0;
+}
+
+int srv_http_main(int argc, char **argv) {
+  http_config cfg;
+  char err[512];
+  int help = 0, rc = 1;
+  srv_engine *engine = NULL;
+  memset(&D, 0, sizeof D);
+  pthread_mutex_init(&D.log_mu, NULL);
+  pthread_mutex_init(&D.drain_mu, NULL);
+  pthread_cond_init(&D.drain_cv, NULL);
+  D.cfg = &cfg;
+  D.log = stderr;
+  if (http_config_load(&cfg, argc, argv, NULL, &help, err, sizeof err) != PROTO_OK) {
+    fprintf(stderr, "retro serve: %s\n", err);
+    http_config_free(&cfg);
+    return 2;
+  }
+  if (help) {
+    fputs(http_config_usage(), stdout);
+    http_config_free(&cfg);
+    return 0;
+  }
+  if (!cfg.data) {
+    fprintf(stderr, "retro serve: --data DIR is required (see --help)\n");
+    http_config_free(&cfg);
+    return 2;
+  }
+  int have_key = (cfg.api_key && *cfg.api_key) || (cfg.read_key && *cfg.read_key);
+  if (!http_host_is_loopback(cfg.host) && !have_key) {
+    fprintf(stderr,
+            "retro serve: refusing to bind %s without an API key (set --api-key or "
+            "RETRO_API_KEY, or bind 127.0.0.1)\n",
+            cfg.host);
+    http_config_free(&cfg);
+    return 2;
+  }
+  if (cfg.api_key && cfg.read_key && *cfg.api_key && !strcmp(cfg.api_key, cfg.read_key)) {
+    fprintf(stderr, "retro serve: --api-key and --read-key must differ\n");
+    http_config_free(&cfg);
+    return 2;
+  }
+  struct sockaddr_storage ss;
+  int v6 = 0;
+  if (resolve(cfg.host, cfg.port, &ss, &v6) != 0) {
+    fprintf(stderr, "retro serve: cannot resolve --host %s\n", cfg.host);
+    http_config_free(&cfg);
+    return 2;
+  }
+  log_open();
+
+  /* signals go to the main thread only (sigwait below) */
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  srv_engine_options eo;
+  memset(&eo, 0, sizeof eo);
+  eo.data_dir = cfg.data;
+  eo.encoder_dir = cfg.encoder;
+  eo.decoder_dir = cfg.decoder;
+  eo.load_decoder = 1;
+  eo.index_factory = cfg.index_factory;
+  eo.threads = (int)cfg.threads;
+  eo.read_only = (int)cfg.read_only;
+  eo.gen_slots = (int)cfg.gen_slots;
+  eo.gen_queue = cfg.gen_queue ? (int)cfg.gen_queue : -1;
+  log_event("info", "opening %s", cfg.data);
+  proto_status st = srv_engine_open(&eo, &engine);
+  if (st != PROTO_OK) {
+    log_event("error", "cannot open %s: %s: %s", cfg.data, proto_strerror(st), srv_last_error());
+    fprintf(stderr, "retro serve: cannot open %s: %s: %s\n", cfg.data, proto_strerror(st),
+            srv_last_error());
+    goto leave;
+  }
+  if (http_server_new(&cfg, engine, &D.srv) != PROTO_OK) goto leave;
+  if (pool_start(&D.work, (size_t)cfg.workers, (size_t)cfg.queue, &D.srv->work_queued,
+                 &D.srv->work_busy) != PROTO_OK ||
+      pool_start(&D.gen, (size_t)(cfg.gen_slots + cfg.gen_queue), 0, NULL, NULL) != PROTO_OK) {
+    log_event("error", "cannot start worker threads");
+    goto leave;
+  }
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                   MHD_USE_ITC | MHD_USE_ERROR_LOG;
+  if (v6) flags |= MHD_USE_IPv6;
+  D.mhd = MHD_start_daemon(
+      flags, 0, NULL, NULL, on_request, NULL,
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+      MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg.http_threads,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg.max_connections,
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg.max_per_ip,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg.idle_timeout,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg.header_limit,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+      MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
+      MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+      MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+      MHD_OPTION_END);
+  if (!D.mhd) {
+    log_event("error", "cannot listen on %s:%ld", cfg.host, cfg.port);
+    fprintf(stderr, "retro serve: cannot listen on %s:%ld\n", cfg.host, cfg.port);
+    goto leave;
+  }
+  const union MHD_DaemonInfo *di = MHD_get_daemon_info(D.mhd, MHD_DAEMON_INFO_BIND_PORT);
+  unsigned port = di ? di->port : (unsigned)cfg.port;
+  log_event("info", "listening on %s:%u (auth %s)", cfg.host, port, have_key ? "on" : "off");
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&sigs, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      log_open();
+      log_event("info", "SIGHUP: log reopened");
+      continue;
+    }
+    log_event("info", "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    break;
+  }
+  /* stop accepting, let in-flight requests finish */
+  atomic_store(&D.srv->draining, 1);
+  MHD_socket lsock = MHD_quiesce_daemon(D.mhd);
+  if (lsock != MHD_INVALID_SOCKET) close(lsock);
+  double deadline = proto_now() + (double)cfg.drain_timeout;
+  pthread_mutex_lock(&D.drain_mu);
+  while (atomic_load(&D.srv->inflight) > 0 && proto_now() < deadline) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 100000000;
+    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+    pthread_cond_timedwait(&D.drain_cv, &D.drain_mu, &ts);
+  }
+  pthread_mutex_unlock(&D.drain_mu);
+  long left = atomic_load(&D.srv->inflight);
+  if (left > 0) log_event("warn", "%ld requests still in flight after %lds", left, cfg.drain_timeout);
+  pool_stop(&D.work);
+  pool_stop(&D.gen);
+  if (left == 0) MHD_stop_daemon(D.mhd); /* suspended connections would make this unsafe */
+  D.mhd = NULL;
+  rc = 0;
+leave:
+  pool_stop(&D.work);
+  pool_stop(&D.gen);
+  if (D.mhd) MHD_stop_daemon(D.mhd);
+  D.mhd = NULL;
+  if (engine) {
+    log_event("info", "saving the index and closing");
+    srv_engine_close(engine); /* saves the index */
+  }
+  http_server_free(D.srv);
+  D.srv = NULL;
+  if (rc == 0) log_event("info", "stopped");
+  pthread_mutex_lock(&D.log_mu);
+  if (D.log && D.log != stderr) fclose(D.log);
+  D.log = stderr;
+  pthread_mutex_unlock(&D.log_mu);
+  http_config_free(&cfg);
+  return rc;
+}

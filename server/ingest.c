@@ -1,2 +1,653 @@
-/* placeholder until this part is written */
-typedef int retro_placeholder_ingest;
+/* ingest.c - the ingest pipeline: documents -> chunk tokenizer -> 64-token
+ * chunks -> batched embeddings -> one LMDB write transaction per batch ->
+ * FAISS add, with per-document acknowledgements once committed.
+ *
+ * Three stages, so the encoder never waits for the disk or the tokenizer:
+ *   1. srv_ingest_add (the caller's thread): validate, tokenise, cut into
+ *      chunks, decode each chunk's text; queue the document (blocking while
+ *      the pipeline holds queue_chunks chunks: back-pressure).
+ *   2. the embedding thread: takes chunks across queued documents in
+ *      batches of embed_batch and runs the encoder (which spreads a batch
+ *      over its own worker threads).
+ *   3. the writer thread: commits whole embedded documents, several per
+ *      transaction (at most commit_chunks chunks, never the same id twice in
+ *      one transaction), then idx_sync, then the acknowledgements and the
+ *      progress callbacks; saves the index every save_interval_s.
+ * A document is all-or-nothing (store_upsert); if a multi-document
+ * transaction fails, its documents are retried one by one so that one bad
+ * document does not fail its neighbours.
+ *
+ * What it does not: read files or parse JSON lines (the CLI and the HTTP
+ * daemon do), or print anything.
+ */
+#include "engine_priv.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One document on its way through the pipeline. */
+typedef struct pdoc {
+  struct pdoc *next;
+  srv_ingest *sess;
+  size_t seq;
+  char *id;
+  char *meta;                 /* NULL = {} */
+  uint64_t bytes;             /* text bytes */
+  int32_t *tokens;            /* all tokens of the document */
+  size_t n_tokens;
+  uint32_t n_chunks;
+  char **texts;               /* n_chunks decoded chunk texts */
+  size_t *text_lens;
+  char **etexts;              /* text for the encoder (valid UTF-8) when not by ids */
+  size_t *etext_lens;
+  float *vecs;                /* n_chunks x dim */
+  uint32_t embedded;          /* chunks embedded so far */
+  proto_status status;        /* set when embedding failed */
+  char *message;
+} pdoc;
+
+typedef struct pqueue {
+  pdoc *head, *tail;
+} pqueue;
+
+static void pq_push(pqueue *q, pdoc *d) {
+  d->next = NULL;
+  if (q->tail) q->tail->next = d;
+  else q->head = d;
+  q->tail = d;
+}
+
+static pdoc *pq_pop(pqueue *q) {
+  pdoc *d = q->head;
+  if (d) {
+    q->head = d->next;
+    if (!q->head) q->tail = NULL;
+    d->next = NULL;
+  }
+  return d;
+}
+
+struct srv_pipe {
+  srv_engine *e;
+  pthread_mutex_t mu;
+  pthread_cond_t cv_in;       /* embed thread waits for input */
+  pthread_cond_t cv_out;      /* writer waits for embedded docs */
+  pthread_cond_t cv_space;    /* producers wait for room */
+  pqueue in, out;
+  uint64_t queued_chunks;     /* chunks anywhere in the pipeline */
+  size_t queued_docs;
+  int stop, embed_done;
+  pthread_t embed_thread, writer_thread;
+  int started_embed, started_writer;
+  size_t batch, commit, capacity;
+  double save_interval, last_save;
+};
+
+struct srv_ingest {
+  srv_engine *e;
+  srv_ingest_callbacks cb;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  size_t added, acked;
+  proto_status first_err;
+  srv_ingest_progress prog;
+  double t0;
+};
+
+static void pdoc_free(pdoc *d) {
+  if (!d) return;
+  for (uint32_t i = 0; d->texts && i < d->n_chunks; i++) free(d->texts[i]);
+  for (uint32_t i = 0; d->etexts && i < d->n_chunks; i++) free(d->etexts[i]);
+  free(d->texts);
+  free(d->text_lens);
+  free(d->etexts);
+  free(d->etext_lens);
+  free(d->tokens);
+  free(d->vecs);
+  free(d->id);
+  free(d->meta);
+  free(d->message);
+  free(d);
+}
+
+/* Embedding thread ---------------------------------------------------------- */
+
+static void *embed_main(void *arg) {
+  srv_pipe *p = arg;
+  srv_engine *e = p->e;
+  size_t B = p->batch;
+  pqueue work = {0};          /* documents being embedded, in order */
+  uint64_t work_left = 0;     /* chunks not yet embedded in work */
+  const int32_t **ids = malloc(B * sizeof *ids);
+  size_t *lens = malloc(B * sizeof *lens);
+  const char **txt = malloc(B * sizeof *txt);
+  size_t *tlens = malloc(B * sizeof *tlens);
+  float *vec = malloc(B * e->dim * sizeof *vec);
+  int oom = !ids || !lens || !txt || !tlens || !vec;
+
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    while (!work.head && !p->in.head && !p->stop) pthread_cond_wait(&p->cv_in, &p->mu);
+    if (!work.head && !p->in.head && p->stop) {
+      p->embed_done = 1;
+      pthread_cond_broadcast(&p->cv_out);
+      pthread_mutex_unlock(&p->mu);
+      break;
+    }
+    while (work_left < B && p->in.head) {
+      pdoc *d = pq_pop(&p->in);
+      work_left += d->n_chunks;
+      pq_push(&work, d);
+    }
+    pthread_mutex_unlock(&p->mu);
+
+    /* one batch of up to B chunks, across documents */
+    size_t n = 0;
+    for (pdoc *d = work.head; d && n < B; d = d->next) {
+      if (d->status != PROTO_OK) continue;
+      for (uint32_t c = d->embedded; c < d->n_chunks && n < B; c++) {
+        size_t off = (size_t)c * PROTO_CHUNK_TOKENS;
+        size_t len = d->n_tokens - off < PROTO_CHUNK_TOKENS ? d->n_tokens - off : PROTO_CHUNK_TOKENS;
+        if (!oom) {
+          ids[n] = d->tokens + off;
+          lens[n] = len;
+          txt[n] = d->etexts ? d->etexts[c] : d->texts[c];
+          tlens[n] = d->etexts ? d->etext_lens[c] : d->text_lens[c];
+        }
+        n++;
+      }
+    }
+    if (n > 0) {
+      proto_status s = oom ? srv__fail(PROTO_ENOMEM, "out of memory")
+                           : srv__embed_chunks(e, ids, lens, txt, tlens, n, vec);
+      size_t done = 0;
+      for (pdoc *d = work.head; d && done < n; d = d->next) {
+        if (d->status != PROTO_OK) continue;
+        while (d->embedded < d->n_chunks && done < n) {
+          if (s == PROTO_OK)
+            memcpy(d->vecs + (size_t)d->embedded * e->dim, vec + done * e->dim,
+                   e->dim * sizeof(float));
+          d->embedded++;
+          done++;
+        }
+        if (s != PROTO_OK) {
+          d->status = s;
+          d->message = strdup(srv_last_error());
+        }
+      }
+      work_left -= n;
+    }
+    /* hand on every finished document at the front (keeps the order) */
+    pthread_mutex_lock(&p->mu);
+    int moved = 0;
+    while (work.head && (work.head->embedded == work.head->n_chunks ||
+                         work.head->status != PROTO_OK)) {
+      pdoc *d = pq_pop(&work);
+      if (d->status != PROTO_OK) work_left -= d->n_chunks - d->embedded;
+      pq_push(&p->out, d);
+      moved = 1;
+    }
+    if (moved) pthread_cond_signal(&p->cv_out);
+    pthread_mutex_unlock(&p->mu);
+  }
+  free(ids);
+  free(lens);
+  free(txt);
+  free(tlens);
+  free(vec);
+  return NULL;
+}
+
+/* Writer thread ---------------------------------------------------------------- */
+
+/* Stores n documents in one transaction. nums receives their doc ids. */
+static proto_status commit_docs(srv_pipe *p, pdoc **docs, size_t n, uint64_t *nums) {
+  srv_engine *e = p->e;
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) total += docs[i]->n_chunks;
+  store_doc_input *in = calloc(n ? n : 1, sizeof *in);
+  store_chunk_input *ch = calloc(total ? total : 1, sizeof *ch);
+  proto_status s;
+  if (!in || !ch) {
+    s = srv__fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
+  size_t c = 0;
+  for (size_t i = 0; i < n; i++) {
+    pdoc *d = docs[i];
+    in[i].id = d->id;
+    in[i].metadata_json = d->meta;
+    in[i].n_chunks = d->n_chunks;
+    in[i].chunks = ch + c;
+    for (uint32_t j = 0; j < d->n_chunks; j++, c++) {
+      size_t off = (size_t)j * PROTO_CHUNK_TOKENS;
+      size_t len = d->n_tokens - off;
+      ch[c].tokens = d->tokens + off;
+      ch[c].n_tokens = (uint32_t)(len < PROTO_CHUNK_TOKENS ? len : PROTO_CHUNK_TOKENS);
+      ch[c].text = d->texts[j];
+      ch[c].text_len = d->text_lens[j];
+      ch[c].vector = d->vecs + (size_t)j * e->dim;
+    }
+  }
+  s = store_upsert(e->st, in, n, e->dim, nums);
+  if (s != PROTO_OK) s = srv__fail(s, "storing: %s", store_last_error());
+leave:
+  free(in);
+  free(ch);
+  return s;
+}
+
+static int same_id_in(pdoc *const *docs, size_t n, const char *id) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(docs[i]->id, id) == 0) return 1;
+  return 0;
+}
+
+/* Reports one document to its session: the ack callback and the counters
+ * (not yet `acked`, which releases flush; see finish_batch). */
+static void report(srv_pipe *p, pdoc *d, proto_status st, const char *msg, uint64_t doc_num,
+                   int indexed) {
+  srv_ingest *in = d->sess;
+  srv_engine *e = p->e;
+  srv_ack a = {.id = d->id, .seq = d->seq, .status = st, .message = st == PROTO_OK ? "" : msg,
+               .doc_num = doc_num, .n_chunks = st == PROTO_OK ? d->n_chunks : 0,
+               .indexed = indexed};
+  if (st == PROTO_OK) {
+    atomic_fetch_add(&e->n_ingested_docs, 1);
+    atomic_fetch_add(&e->n_ingested_chunks, d->n_chunks);
+  } else {
+    atomic_fetch_add(&e->n_ingest_errors, 1);
+  }
+  if (in->cb.on_ack) in->cb.on_ack(in->cb.ctx, &a);
+  pthread_mutex_lock(&in->mu);
+  if (st == PROTO_OK) {
+    in->prog.docs++;
+    in->prog.chunks += d->n_chunks;
+    in->prog.bytes += d->bytes;
+  } else {
+    in->prog.errors++;
+    if (in->first_err == PROTO_OK) in->first_err = st;
+  }
+  pthread_mutex_unlock(&in->mu);
+}
+
+/* Progress callbacks, then `acked` (after which a session may be freed),
+ * then the pipeline room; frees the documents. */
+static void finish_batch(srv_pipe *p, pdoc **docs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    srv_ingest *in = docs[i]->sess;
+    int first = 1;
+    for (size_t j = 0; j < i; j++) first &= docs[j]->sess != in;
+    if (!first || !in->cb.on_progress) continue;
+    srv_ingest_progress pr;
+    pthread_mutex_lock(&in->mu);
+    pr = in->prog;
+    pthread_mutex_unlock(&in->mu);
+    pr.elapsed_s = proto_now() - in->t0;
+    in->cb.on_progress(in->cb.ctx, &pr);
+  }
+  uint64_t chunks = 0;
+  for (size_t i = 0; i < n; i++) chunks += docs[i]->n_chunks;
+  pthread_mutex_lock(&p->mu);
+  p->queued_chunks -= chunks;
+  p->queued_docs -= n;
+  atomic_store(&p->e->n_queue, p->queued_chunks);
+  pthread_cond_broadcast(&p->cv_space);
+  pthread_mutex_unlock(&p->mu);
+  for (size_t i = 0; i < n; i++) {
+    srv_ingest *in = docs[i]->sess;
+    pdoc_free(docs[i]);
+    pthread_mutex_lock(&in->mu);
+    in->acked++;
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+  }
+}
+
+static void *writer_main(void *arg) {
+  srv_pipe *p = arg;
+  srv_engine *e = p->e;
+  size_t cap = 0;
+  pdoc **batch = NULL, **good = NULL;
+  uint64_t *nums = NULL;
+  proto_status *sts = NULL;
+  char **msgs = NULL;
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    while (!p->out.head && !(p->stop && p->embed_done)) pthread_cond_wait(&p->cv_out, &p->mu);
+    if (!p->out.head) {
+      pthread_mutex_unlock(&p->mu);
+      break;
+    }
+    size_t n = 0, chunks = 0;
+    int oom = 0;
+    while (p->out.head) {
+      pdoc *d = p->out.head;
+      if (n > 0 && (chunks + d->n_chunks > p->commit || same_id_in(batch, n, d->id))) break;
+      if (n == cap) {
+        size_t nc = cap ? cap * 2 : 64;
+        pdoc **nb = realloc(batch, nc * sizeof *nb);
+        if (nb) batch = nb;
+        pdoc **ng = realloc(good, nc * sizeof *ng);
+        if (ng) good = ng;
+        uint64_t *nn = realloc(nums, nc * sizeof *nn);
+        if (nn) nums = nn;
+        proto_status *ns = realloc(sts, nc * sizeof *ns);
+        if (ns) sts = ns;
+        char **nm = realloc(msgs, nc * sizeof *nm);
+        if (nm) msgs = nm;
+        if (!nb || !ng || !nn || !ns || !nm) { oom = 1; break; }
+        cap = nc;
+      }
+      batch[n++] = pq_pop(&p->out);
+      chunks += d->n_chunks;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (oom && n == 0) {
+      /* no room even for one document: fail the front one */
+      pthread_mutex_lock(&p->mu);
+      pdoc *d = pq_pop(&p->out);
+      pthread_mutex_unlock(&p->mu);
+      report(p, d, PROTO_ENOMEM, "out of memory", 0, 0);
+      finish_batch(p, &d, 1);
+      continue;
+    }
+
+    /* documents whose embedding failed are reported as such */
+    size_t ng = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (batch[i]->status != PROTO_OK)
+        report(p, batch[i], batch[i]->status, batch[i]->message ? batch[i]->message : "", 0, 0);
+      else good[ng++] = batch[i];
+    }
+    if (ng > 0) {
+      int any_ok = 0;
+      for (size_t i = 0; i < ng; i++) msgs[i] = NULL;
+      proto_status s = commit_docs(p, good, ng, nums);
+      if (s == PROTO_OK) {
+        for (size_t i = 0; i < ng; i++) sts[i] = PROTO_OK;
+        any_ok = 1;
+      } else if (ng == 1) {
+        sts[0] = s;
+        msgs[0] = strdup(srv_last_error());
+      } else {
+        /* isolate the failing document(s) */
+        for (size_t i = 0; i < ng; i++) {
+          sts[i] = commit_docs(p, good + i, 1, nums + i);
+          if (sts[i] == PROTO_OK) any_ok = 1;
+          else msgs[i] = strdup(srv_last_error());
+        }
+      }
+      int indexed = 0;
+      if (any_ok) {
+        proto_status xs = idx_sync(e->ix);
+        indexed = xs == PROTO_OK;
+      }
+      for (size_t i = 0; i < ng; i++) {
+        report(p, good[i], sts[i], msgs[i] ? msgs[i] : proto_strerror(sts[i]),
+               sts[i] == PROTO_OK ? nums[i] : 0, indexed);
+        free(msgs[i]);
+      }
+    }
+    finish_batch(p, batch, n);
+
+    if (p->save_interval > 0 && proto_now() - p->last_save >= p->save_interval) {
+      if (idx_save(e->ix) == PROTO_OK) p->last_save = proto_now();
+    }
+  }
+  free(batch);
+  free(good);
+  free(nums);
+  free(sts);
+  free(msgs);
+  return NULL;
+}
+
+/* Pipeline lifetime ------------------------------------------------------------- */
+
+proto_status srv__pipe_start(srv_engine *e) {
+  srv_pipe *p = calloc(1, sizeof *p);
+  if (!p) return srv__fail(PROTO_ENOMEM, "out of memory");
+  p->e = e;
+  p->batch = e->opt.embed_batch > 0 ? (size_t)e->opt.embed_batch : 32;
+  p->commit = e->opt.commit_chunks > 0 ? (size_t)e->opt.commit_chunks : 1024;
+  p->capacity = e->opt.queue_chunks > 0 ? (size_t)e->opt.queue_chunks : 4096;
+  p->save_interval = e->opt.save_interval_s == 0 ? 300.0 : e->opt.save_interval_s;
+  p->last_save = proto_now();
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv_in, NULL);
+  pthread_cond_init(&p->cv_out, NULL);
+  pthread_cond_init(&p->cv_space, NULL);
+  e->pipe = p;
+  if (pthread_create(&p->embed_thread, NULL, embed_main, p) != 0)
+    return srv__fail(PROTO_EINTERNAL, "cannot start the embedding thread");
+  p->started_embed = 1;
+  if (pthread_create(&p->writer_thread, NULL, writer_main, p) != 0)
+    return srv__fail(PROTO_EINTERNAL, "cannot start the writer thread");
+  p->started_writer = 1;
+  return PROTO_OK;
+}
+
+void srv__pipe_stop(srv_engine *e) {
+  srv_pipe *p = e ? e->pipe : NULL;
+  if (!p) return;
+  pthread_mutex_lock(&p->mu);
+  p->stop = 1;
+  if (!p->started_embed) p->embed_done = 1;
+  pthread_cond_broadcast(&p->cv_in);
+  pthread_cond_broadcast(&p->cv_out);
+  pthread_mutex_unlock(&p->mu);
+  if (p->started_embed) pthread_join(p->embed_thread, NULL);
+  if (p->started_writer) pthread_join(p->writer_thread, NULL);
+  /* with a writer that never started, drop what was queued */
+  pdoc *d;
+  while ((d = pq_pop(&p->in)) != NULL) pdoc_free(d);
+  while ((d = pq_pop(&p->out)) != NULL) pdoc_free(d);
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->cv_in);
+  pthread_cond_destroy(&p->cv_out);
+  pthread_cond_destroy(&p->cv_space);
+  free(p);
+  e->pipe = NULL;
+}
+
+/* Sessions ------------------------------------------------------------------------ */
+
+proto_status srv_ingest_begin(srv_engine *e, const srv_ingest_callbacks *cb, srv_ingest **out) {
+  if (!e || !out) return srv__fail(PROTO_EINVAL, "srv_ingest_begin: NULL argument");
+  *out = NULL;
+  if (e->opt.read_only || !e->pipe)
+    return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
+  srv_ingest *in = calloc(1, sizeof *in);
+  if (!in) return srv__fail(PROTO_ENOMEM, "out of memory");
+  in->e = e;
+  if (cb) in->cb = *cb;
+  pthread_mutex_init(&in->mu, NULL);
+  pthread_cond_init(&in->cv, NULL);
+  in->t0 = proto_now();
+  *out = in;
+  return PROTO_OK;
+}
+
+/* Validates a metadata JSON object. */
+static proto_status check_meta(const char *meta) {
+  json_error_t jerr;
+  json_t *v = json_loads(meta, JSON_REJECT_DUPLICATES, &jerr);
+  if (!v) return srv__fail(PROTO_EJSON, "metadata: %s", jerr.text);
+  int obj = json_is_object(v);
+  json_decref(v);
+  if (!obj) return srv__fail(PROTO_ETYPE, "metadata: must be a JSON object");
+  return PROTO_OK;
+}
+
+/* Tokenises and chunks a document into a new pdoc. */
+static proto_status prepare(srv_engine *e, const srv_doc *doc, pdoc **out) {
+  proto_status s;
+  *out = NULL;
+  if (!doc->id || !*doc->id) return srv__fail(PROTO_EMISSING, "id: must not be empty");
+  size_t idlen = strlen(doc->id);
+  if (idlen > PROTO_MAX_ID_BYTES)
+    return srv__fail(PROTO_ERANGE, "id: longer than %d bytes", PROTO_MAX_ID_BYTES);
+  if (!proto_utf8_valid(doc->id, idlen)) return srv__fail(PROTO_EUTF8, "id: invalid UTF-8");
+  if (!doc->text && doc->text_len) return srv__fail(PROTO_EINVAL, "text: NULL");
+  if (doc->metadata_json && (s = check_meta(doc->metadata_json)) != PROTO_OK) return s;
+
+  pdoc *d = calloc(1, sizeof *d);
+  if (!d) return srv__fail(PROTO_ENOMEM, "out of memory");
+  d->id = strdup(doc->id);
+  d->meta = doc->metadata_json ? strdup(doc->metadata_json) : NULL;
+  d->bytes = doc->text_len;
+  if (!d->id || (doc->metadata_json && !d->meta)) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (doc->text_len) {
+    s = tok_encode(e->ctok, doc->text, doc->text_len, &d->tokens, &d->n_tokens);
+    if (s != PROTO_OK) { s = srv__fail(s, "text: %s", tok_last_error()); goto leave; }
+  }
+  d->n_chunks = (uint32_t)((d->n_tokens + PROTO_CHUNK_TOKENS - 1) / PROTO_CHUNK_TOKENS);
+  if (d->n_chunks) {
+    d->texts = calloc(d->n_chunks, sizeof *d->texts);
+    d->text_lens = calloc(d->n_chunks, sizeof *d->text_lens);
+    d->vecs = malloc((size_t)d->n_chunks * e->dim * sizeof *d->vecs);
+    if (!d->texts || !d->text_lens || !d->vecs) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    int need_utf8 = !e->embed_by_ids && tok_get_kind(bert_tokenizer(e->enc)) == TOK_WORDPIECE;
+    if (need_utf8) {
+      d->etexts = calloc(d->n_chunks, sizeof *d->etexts);
+      d->etext_lens = calloc(d->n_chunks, sizeof *d->etext_lens);
+      if (!d->etexts || !d->etext_lens) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    }
+    for (uint32_t c = 0; c < d->n_chunks; c++) {
+      size_t off = (size_t)c * PROTO_CHUNK_TOKENS;
+      size_t len = d->n_tokens - off < PROTO_CHUNK_TOKENS ? d->n_tokens - off : PROTO_CHUNK_TOKENS;
+      s = tok_decode(e->ctok, d->tokens + off, len, &d->texts[c], &d->text_lens[c]);
+      if (s != PROTO_OK) { s = srv__fail(s, "decoding chunk %u: %s", c, tok_last_error()); goto leave; }
+      if (need_utf8) {
+        proto_buf b;
+        proto_buf_init(&b);
+        proto_buf_add_utf8_lossy(&b, d->texts[c], d->text_lens[c]);
+        if (b.failed) { proto_buf_free(&b); s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+        if (!b.data) {
+          b.data = calloc(1, 1);
+          if (!b.data) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+        }
+        d->etexts[c] = b.data;
+        d->etext_lens[c] = b.len;
+      }
+    }
+  }
+  *out = d;
+  d = NULL;
+  s = PROTO_OK;
+leave:
+  pdoc_free(d);
+  return s;
+}
+
+proto_status srv_ingest_add(srv_ingest *in, const srv_doc *doc) {
+  if (!in || !doc) return srv__fail(PROTO_EINVAL, "srv_ingest_add: NULL argument");
+  srv_engine *e = in->e;
+  srv_pipe *p = e->pipe;
+  pdoc *d = NULL;
+  proto_status s = prepare(e, doc, &d);
+  if (s != PROTO_OK) return s;
+  d->sess = in;
+  pthread_mutex_lock(&p->mu);
+  while (p->queued_chunks > 0 && p->queued_chunks + d->n_chunks > p->capacity && !p->stop) {
+    if (in->cb.nonblocking) {
+      pthread_mutex_unlock(&p->mu);
+      pdoc_free(d);
+      return srv__fail(PROTO_EBUSY, "the ingest pipeline is full");
+    }
+    pthread_cond_wait(&p->cv_space, &p->mu);
+  }
+  if (p->stop) {
+    pthread_mutex_unlock(&p->mu);
+    pdoc_free(d);
+    return srv__fail(PROTO_EUNAVAIL, "the engine is closing");
+  }
+  pthread_mutex_lock(&in->mu);
+  d->seq = in->added++;
+  pthread_mutex_unlock(&in->mu);
+  p->queued_chunks += d->n_chunks;
+  p->queued_docs++;
+  atomic_store(&e->n_queue, p->queued_chunks);
+  pq_push(&p->in, d);
+  pthread_cond_signal(&p->cv_in);
+  pthread_mutex_unlock(&p->mu);
+  return PROTO_OK;
+}
+
+proto_status srv_ingest_flush(srv_ingest *in) {
+  if (!in) return PROTO_OK;
+  pthread_mutex_lock(&in->mu);
+  while (in->acked < in->added) pthread_cond_wait(&in->cv, &in->mu);
+  proto_status s = in->first_err;
+  pthread_mutex_unlock(&in->mu);
+  if (s != PROTO_OK) srv__fail(s, "%llu document(s) failed in this session",
+                               (unsigned long long)in->prog.errors);
+  return s;
+}
+
+proto_status srv_ingest_end(srv_ingest *in, srv_ingest_progress *progress) {
+  if (!in) return PROTO_OK;
+  proto_status s = srv_ingest_flush(in);
+  if (progress) {
+    *progress = in->prog;
+    progress->elapsed_s = proto_now() - in->t0;
+  }
+  pthread_mutex_destroy(&in->mu);
+  pthread_cond_destroy(&in->cv);
+  free(in);
+  return s;
+}
+
+/* Blocking batch upsert ----------------------------------------------------------- */
+
+typedef struct upsert_ctx {
+  srv_ack *acks;
+  const srv_doc *docs;
+  size_t *slot;   /* session seq -> index in docs */
+} upsert_ctx;
+
+static void upsert_ack(void *ctx, const srv_ack *a) {
+  upsert_ctx *u = ctx;
+  if (!u->acks) return;
+  size_t i = u->slot[a->seq];
+  u->acks[i] = *a;
+  u->acks[i].id = u->docs[i].id;
+  u->acks[i].message = a->status == PROTO_OK ? "" : proto_strerror(a->status);
+}
+
+proto_status srv_upsert(srv_engine *e, const srv_doc *docs, size_t n, srv_ack *acks) {
+  if (!e || (!docs && n)) return srv__fail(PROTO_EINVAL, "srv_upsert: NULL argument");
+  upsert_ctx u = {.acks = acks, .docs = docs, .slot = malloc((n ? n : 1) * sizeof(size_t))};
+  if (!u.slot) return srv__fail(PROTO_ENOMEM, "out of memory");
+  srv_ingest_callbacks cb = {.on_ack = upsert_ack, .ctx = &u};
+  srv_ingest *in = NULL;
+  proto_status s = srv_ingest_begin(e, &cb, &in), first = PROTO_OK;
+  char first_msg[512] = "";
+  if (s != PROTO_OK) { free(u.slot); return s; }
+  size_t seq = 0;
+  for (size_t i = 0; i < n; i++) {
+    u.slot[seq] = i;
+    s = srv_ingest_add(in, &docs[i]);
+    if (s == PROTO_OK) {
+      seq++;
+      continue;
+    }
+    if (acks) {
+      memset(&acks[i], 0, sizeof acks[i]);
+      acks[i].id = docs[i].id;
+      acks[i].seq = i;
+      acks[i].status = s;
+      acks[i].message = proto_strerror(s);
+    }
+    if (first == PROTO_OK) {
+      first = s;
+      snprintf(first_msg, sizeof first_msg, "document %zu: %s", i, srv_last_error());
+    }
+  }
+  s = srv_ingest_end(in, NULL);
+  free(u.slot);
+  if (first != PROTO_OK) return srv__fail(first, "%s", first_msg);
+  return s;
+}

@@ -1,2 +1,1193 @@
-/* placeholder until this part is written */
-typedef int retro_placeholder_store;
+/* store.c - the LMDB chunk store behind store.h.
+ *
+ * What it does: keeps documents, chunks (token ids + text), embeddings,
+ * tombstones and a few counters in one LMDB environment (DIR/db), with every
+ * write in one durable write transaction, growing the map on MDB_MAP_FULL and
+ * retrying, and serving any number of concurrent readers.
+ * What it does not: tokenise, embed, validate metadata JSON or touch FAISS.
+ *
+ * Record layouts (integers little-endian unless said otherwise):
+ *   keys of docs, chunks, vectors, dead: the id as 8 bytes big-endian, so
+ *     cursor order is id order and appends are always at the end;
+ *   docs:     first_chunk u64 | n_chunks u32 | id_len u32 | meta_len u32 |
+ *             id bytes | metadata JSON bytes
+ *   doc_keys: key = external id (ids longer than LMDB's key limit: a prefix,
+ *             a NUL and a 16-byte hash; the full id in docs decides) ->
+ *             doc id u64 big-endian
+ *   chunks:   doc_id u64 | ordinal u32 | n_tokens u32 | text_len u32 |
+ *             tokens i32 x n_tokens | text bytes
+ *   vectors:  dim floats in host byte order
+ *   dead:     empty values
+ *   meta:     string values (reserved keys below hold decimal numbers).
+ *
+ * Locking: LMDB forbids mdb_env_set_mapsize() while this process has any
+ * transaction open, so every transaction runs under map_lock held shared and
+ * resizing takes it exclusive. The lock prefers writers (a resize does not
+ * starve behind a stream of readers) and is re-entrant per thread for shared
+ * holders, so a vectors-scan callback may call the read functions. Writers of
+ * this process queue on write_lock before LMDB's own writer lock. The env is
+ * opened with MDB_NOTLS: reader slots belong to transactions, not threads.
+ */
+#include "store.h"
+
+#include <lmdb.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+enum {
+  STORE_SCHEMA = 1,
+  HELD_MAX = 16,               /* stores one thread may hold read locks on */
+  WRITE_RETRIES = 48,          /* map growths one write may trigger */
+  READERS_FULL_WAIT_MS = 10000,
+  CHUNK_HDR = 20,
+  DOC_HDR = 20,
+  HASHED_KEY_TAIL = 17,        /* NUL + 16-byte hash */
+};
+#define DEFAULT_MAP_BYTES ((size_t)64 << 20)
+#define MAX_TEXT_BYTES ((size_t)1 << 30)
+#define GROW_STEP_MAX ((size_t)16 << 30)
+
+/* Reserved meta keys: written only by this file. */
+static const char K_SCHEMA[] = "schema";
+static const char K_DIM[] = "dim";
+static const char K_NEXT_DOC[] = "next_doc_id";
+static const char K_NEXT_CHUNK[] = "next_chunk_id";
+static const char K_WATERMARK[] = "index_watermark";
+
+struct store {
+  MDB_env *env;
+  MDB_dbi meta, docs, doc_keys, chunks, vectors, dead;
+  unsigned maxkey;
+  pthread_rwlock_t map_lock; /* shared: a txn is open; exclusive: resizing */
+  pthread_mutex_t write_lock;
+  int locks_ready;
+};
+
+/* Errors ----------------------------------------------------------------- */
+
+static _Thread_local char tl_err[320];
+
+const char *store_last_error(void) { return tl_err; }
+
+static void set_err(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tl_err, sizeof tl_err, fmt, ap);
+  va_end(ap);
+}
+
+/* Records "what: mdb_strerror(rc)" and maps rc onto a proto status. */
+static proto_status mdb_fail(int rc, const char *what) {
+  set_err("store: %s: %s", what, mdb_strerror(rc));
+  switch (rc) {
+  case MDB_NOTFOUND: return PROTO_ENOTFOUND;
+  case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INVALID:
+  case MDB_VERSION_MISMATCH: case MDB_BAD_DBI:
+    return PROTO_ECORRUPT;
+  case ENOMEM: return PROTO_ENOMEM;
+  case EIO: case ENOSPC: case EROFS: case EACCES: case EPERM:
+    return PROTO_EIO;
+  default: return PROTO_ESTORE;
+  }
+}
+
+static proto_status corrupt(const char *what) {
+  set_err("store: corrupt record: %s", what);
+  return PROTO_ECORRUPT;
+}
+
+/* Byte encoding ----------------------------------------------------------- */
+
+static void be64_put(unsigned char *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--) { p[i] = (unsigned char)(v & 0xff); v >>= 8; }
+}
+static uint64_t be64_get(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+  return v;
+}
+static void le32_put(unsigned char *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) { p[i] = (unsigned char)(v & 0xff); v >>= 8; }
+}
+static uint32_t le32_get(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
+}
+static void le64_put(unsigned char *p, uint64_t v) {
+  le32_put(p, (uint32_t)v);
+  le32_put(p + 4, (uint32_t)(v >> 32));
+}
+static uint64_t le64_get(const unsigned char *p) {
+  return (uint64_t)le32_get(p) | (uint64_t)le32_get(p + 4) << 32;
+}
+
+/* Decimal text <-> u64, strict (digits only, no overflow). */
+static int parse_u64(const char *s, size_t len, uint64_t *out) {
+  uint64_t v = 0;
+  if (len == 0 || len > 20) return -1;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9') return -1;
+    unsigned d = (unsigned)(s[i] - '0');
+    if (v > (UINT64_MAX - d) / 10) return -1;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return 0;
+}
+
+/* Per-thread re-entrant shared hold of map_lock --------------------------- */
+
+static _Thread_local struct { const store *st; unsigned depth; } tl_held[HELD_MAX];
+
+static unsigned *held_slot(const store *st, int create) {
+  for (int i = 0; i < HELD_MAX; i++)
+    if (tl_held[i].st == st && tl_held[i].depth) return &tl_held[i].depth;
+  if (!create) return NULL;
+  for (int i = 0; i < HELD_MAX; i++)
+    if (!tl_held[i].depth) { tl_held[i].st = st; return &tl_held[i].depth; }
+  return NULL;
+}
+
+static unsigned held_depth(const store *st) {
+  unsigned *d = held_slot(st, 0);
+  return d ? *d : 0;
+}
+
+static proto_status map_rdlock(store *st) {
+  unsigned *d = held_slot(st, 1);
+  if (!d) {
+    set_err("store: too many stores read at once by one thread");
+    return PROTO_EINTERNAL;
+  }
+  if (*d == 0) {
+    int rc = pthread_rwlock_rdlock(&st->map_lock);
+    if (rc) {
+      set_err("store: pthread_rwlock_rdlock: %s", strerror(rc));
+      return PROTO_EINTERNAL;
+    }
+  }
+  (*d)++;
+  return PROTO_OK;
+}
+
+static void map_rdunlock(store *st) {
+  unsigned *d = held_slot(st, 0);
+  if (!d) return;
+  if (--(*d) == 0) {
+    pthread_rwlock_unlock(&st->map_lock);
+    /* slot is free again (depth 0) */
+  }
+}
+
+/* Sets the map size with no transaction of this process open. size 0 adopts
+ * the size another process recorded. The caller holds no shared hold. */
+static proto_status map_resize(store *st, size_t size) {
+  int rc = pthread_rwlock_wrlock(&st->map_lock);
+  if (rc) {
+    set_err("store: pthread_rwlock_wrlock: %s", strerror(rc));
+    return PROTO_EINTERNAL;
+  }
+  rc = mdb_env_set_mapsize(st->env, size);
+  pthread_rwlock_unlock(&st->map_lock);
+  if (rc) return mdb_fail(rc, "mdb_env_set_mapsize");
+  return PROTO_OK;
+}
+
+static size_t map_size_now(store *st) {
+  MDB_envinfo info;
+  if (mdb_env_info(st->env, &info)) return 0;
+  return info.me_mapsize;
+}
+
+static proto_status map_grow(store *st) {
+  size_t cur = map_size_now(st);
+  size_t step = cur < GROW_STEP_MAX ? cur : GROW_STEP_MAX;
+  if (step < ((size_t)1 << 20)) step = (size_t)1 << 20;
+  if (cur > SIZE_MAX - step) {
+    set_err("store: map cannot grow past %zu bytes", cur);
+    return PROTO_ESTORE;
+  }
+  return map_resize(st, cur + step);
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* Read transactions -------------------------------------------------------- */
+
+/* Opens a read transaction under a shared hold of map_lock. Retries on
+ * MDB_MAP_RESIZED (adopting the new size) and waits out MDB_READERS_FULL. */
+static proto_status rd_begin(store *st, MDB_txn **txn) {
+  proto_status ps = map_rdlock(st);
+  if (ps) return ps;
+  long waited = 0;
+  for (int resized = 0;;) {
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn);
+    if (rc == MDB_SUCCESS) return PROTO_OK;
+    if (rc == MDB_MAP_RESIZED && held_depth(st) == 1 && resized++ < 8) {
+      map_rdunlock(st);
+      ps = map_resize(st, 0);
+      if (ps) return ps;
+      if ((ps = map_rdlock(st))) return ps;
+      continue;
+    }
+    if (rc == MDB_READERS_FULL && waited < READERS_FULL_WAIT_MS) {
+      int own = held_depth(st) == 1;
+      if (own) map_rdunlock(st);
+      sleep_ms(1);
+      waited++;
+      if (own && (ps = map_rdlock(st))) return ps;
+      continue;
+    }
+    map_rdunlock(st);
+    ps = mdb_fail(rc, "mdb_txn_begin (read)");
+    return rc == MDB_READERS_FULL ? PROTO_EBUSY : ps;
+  }
+}
+
+static void rd_end(store *st, MDB_txn *txn) {
+  if (txn) mdb_txn_abort(txn);
+  map_rdunlock(st);
+}
+
+/* Write transactions ------------------------------------------------------- */
+
+/* A write body: does its puts in txn, returns non-OK to abort. When an LMDB
+ * call fails it stores the LMDB code in *mdb_rc (so MDB_MAP_FULL is seen). */
+typedef proto_status (*write_body)(store *st, MDB_txn *txn, void *ctx,
+                                   int *mdb_rc);
+
+/* Runs body in one write transaction and commits it (durably, default sync).
+ * On MDB_MAP_FULL, from a put or from the commit, the transaction is aborted,
+ * the map grows and body runs again from scratch. */
+static proto_status write_run(store *st, write_body body, void *ctx) {
+  proto_status ps = PROTO_OK;
+  if (held_depth(st)) {
+    set_err("store: write from a thread inside a store read (scan callback)");
+    return PROTO_EINVAL;
+  }
+  pthread_mutex_lock(&st->write_lock);
+  for (int attempt = 0;; attempt++) {
+    MDB_txn *txn = NULL;
+    int mrc = 0;
+    if ((ps = map_rdlock(st))) break;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc == MDB_MAP_RESIZED && attempt < WRITE_RETRIES) {
+      map_rdunlock(st);
+      if ((ps = map_resize(st, 0))) break;
+      continue;
+    }
+    if (rc) {
+      map_rdunlock(st);
+      ps = mdb_fail(rc, "mdb_txn_begin (write)");
+      break;
+    }
+    ps = body(st, txn, ctx, &mrc);
+    if (ps == PROTO_OK) {
+      rc = mdb_txn_commit(txn); /* frees txn, success or not */
+      if (rc) {
+        mrc = rc;
+        ps = mdb_fail(rc, "mdb_txn_commit");
+      }
+    } else {
+      mdb_txn_abort(txn);
+    }
+    map_rdunlock(st);
+    if (ps != PROTO_OK && mrc == MDB_MAP_FULL && attempt < WRITE_RETRIES) {
+      if ((ps = map_grow(st))) break;
+      continue;
+    }
+    break;
+  }
+  pthread_mutex_unlock(&st->write_lock);
+  return ps;
+}
+
+/* Small LMDB helpers --------------------------------------------------------- */
+
+#define PUT(dbi, k, v, flags, what)                                  \
+  do {                                                               \
+    int rc_ = mdb_put(txn, (dbi), (k), (v), (flags));                \
+    if (rc_) { *mdb_rc = rc_; return mdb_fail(rc_, (what)); }        \
+  } while (0)
+
+static MDB_val val_of(const void *p, size_t n) {
+  MDB_val v = {n, (void *)(uintptr_t)p};
+  return v;
+}
+
+/* meta value as u64; *out = dflt when absent. */
+static proto_status meta_u64(store *st, MDB_txn *txn, const char *key,
+                             uint64_t dflt, uint64_t *out) {
+  MDB_val k = val_of(key, strlen(key)), v;
+  int rc = mdb_get(txn, st->meta, &k, &v);
+  if (rc == MDB_NOTFOUND) { *out = dflt; return PROTO_OK; }
+  if (rc) return mdb_fail(rc, "mdb_get meta");
+  if (parse_u64(v.mv_data, v.mv_size, out)) {
+    set_err("store: corrupt meta value for %s", key);
+    return PROTO_ECORRUPT;
+  }
+  return PROTO_OK;
+}
+
+static proto_status meta_put_u64(store *st, MDB_txn *txn, const char *key,
+                                 uint64_t value, int *mdb_rc) {
+  char buf[24];
+  int n = snprintf(buf, sizeof buf, "%llu", (unsigned long long)value);
+  MDB_val k = val_of(key, strlen(key)), v = val_of(buf, (size_t)n);
+  PUT(st->meta, &k, &v, 0, "mdb_put meta");
+  return PROTO_OK;
+}
+
+/* Keys only this file writes ("dim" may be put through the dim check). */
+static int meta_key_reserved(const char *key) {
+  return !strcmp(key, K_SCHEMA) || !strcmp(key, K_NEXT_DOC) ||
+         !strcmp(key, K_NEXT_CHUNK) || !strcmp(key, K_WATERMARK);
+}
+
+/* doc_keys key for an external id: the id itself when it fits LMDB's key
+ * limit, else a prefix + NUL + 128-bit hash (ids never contain NUL). */
+typedef struct doc_key { unsigned char buf[PROTO_MAX_ID_BYTES + 1]; size_t len; } doc_key;
+
+static uint64_t fnv1a(const char *s, size_t n, uint64_t h) {
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)s[i];
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+static void doc_key_make(const store *st, const char *id, size_t len, doc_key *k) {
+  if (len <= st->maxkey) {
+    memcpy(k->buf, id, len);
+    k->len = len;
+    return;
+  }
+  size_t pre = st->maxkey - HASHED_KEY_TAIL;
+  memcpy(k->buf, id, pre);
+  k->buf[pre] = 0;
+  be64_put(k->buf + pre + 1, fnv1a(id, len, 0xcbf29ce484222325ULL));
+  be64_put(k->buf + pre + 9, fnv1a(id, len, 0x84222325cbf29ce4ULL) ^ len);
+  k->len = st->maxkey;
+}
+
+static proto_status check_id(const char *id, size_t *len) {
+  if (!id) { set_err("store: document id is NULL"); return PROTO_EINVAL; }
+  *len = strlen(id);
+  if (*len == 0 || *len > PROTO_MAX_ID_BYTES) {
+    set_err("store: document id must be 1..%d bytes", PROTO_MAX_ID_BYTES);
+    return PROTO_EINVAL;
+  }
+  return PROTO_OK;
+}
+
+/* A decoded docs record; pointers borrow the transaction's memory. */
+typedef struct doc_rec {
+  uint64_t first_chunk;
+  uint32_t n_chunks;
+  const char *id; uint32_t id_len;
+  const char *meta; uint32_t meta_len;
+} doc_rec;
+
+static proto_status doc_rec_decode(const MDB_val *v, doc_rec *r) {
+  const unsigned char *p = v->mv_data;
+  if (v->mv_size < DOC_HDR) return corrupt("doc header");
+  r->first_chunk = le64_get(p);
+  r->n_chunks = le32_get(p + 8);
+  r->id_len = le32_get(p + 12);
+  r->meta_len = le32_get(p + 16);
+  if ((uint64_t)DOC_HDR + r->id_len + r->meta_len != v->mv_size)
+    return corrupt("doc length");
+  r->id = (const char *)p + DOC_HDR;
+  r->meta = r->id + r->id_len;
+  return PROTO_OK;
+}
+
+static proto_status doc_rec_read(store *st, MDB_txn *txn, uint64_t doc_id,
+                                 doc_rec *r) {
+  unsigned char kb[8];
+  be64_put(kb, doc_id);
+  MDB_val k = val_of(kb, 8), v;
+  int rc = mdb_get(txn, st->docs, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    set_err("store: document #%llu not found", (unsigned long long)doc_id);
+    return PROTO_ENOTFOUND;
+  }
+  if (rc) return mdb_fail(rc, "mdb_get docs");
+  return doc_rec_decode(&v, r);
+}
+
+/* Looks an external id up: *doc_id = 0 when absent. */
+static proto_status doc_lookup(store *st, MDB_txn *txn, const char *id,
+                               size_t len, uint64_t *doc_id, doc_rec *rec) {
+  doc_key dk;
+  doc_key_make(st, id, len, &dk);
+  MDB_val k = val_of(dk.buf, dk.len), v;
+  *doc_id = 0;
+  int rc = mdb_get(txn, st->doc_keys, &k, &v);
+  if (rc == MDB_NOTFOUND) return PROTO_OK;
+  if (rc) return mdb_fail(rc, "mdb_get doc_keys");
+  if (v.mv_size != 8) return corrupt("doc_keys value");
+  uint64_t num = be64_get(v.mv_data);
+  proto_status ps = doc_rec_read(st, txn, num, rec);
+  if (ps == PROTO_ENOTFOUND) return corrupt("doc_keys points to a missing doc");
+  if (ps) return ps;
+  if (rec->id_len != len || memcmp(rec->id, id, len)) {
+    if (len <= st->maxkey) return corrupt("doc_keys/docs id mismatch");
+    return PROTO_OK; /* a different long id with the same hashed key */
+  }
+  *doc_id = num;
+  return PROTO_OK;
+}
+
+/* A decoded chunks record; pointers borrow the transaction's memory. */
+typedef struct chunk_rec {
+  uint64_t doc_id;
+  uint32_t ordinal, n_tokens, text_len;
+  const unsigned char *tokens;
+  const char *text;
+} chunk_rec;
+
+static proto_status chunk_rec_decode(const MDB_val *v, chunk_rec *r) {
+  const unsigned char *p = v->mv_data;
+  if (v->mv_size < CHUNK_HDR) return corrupt("chunk header");
+  r->doc_id = le64_get(p);
+  r->ordinal = le32_get(p + 8);
+  r->n_tokens = le32_get(p + 12);
+  r->text_len = le32_get(p + 16);
+  if ((uint64_t)CHUNK_HDR + 4ull * r->n_tokens + r->text_len != v->mv_size)
+    return corrupt("chunk length");
+  r->tokens = p + CHUNK_HDR;
+  r->text = (const char *)r->tokens + 4ull * r->n_tokens;
+  return PROTO_OK;
+}
+
+/* Gets chunk id into r; PROTO_ENOTFOUND when absent (no message set). */
+static proto_status chunk_rec_read(store *st, MDB_txn *txn, uint64_t id,
+                                   chunk_rec *r) {
+  unsigned char kb[8];
+  be64_put(kb, id);
+  MDB_val k = val_of(kb, 8), v;
+  int rc = mdb_get(txn, st->chunks, &k, &v);
+  if (rc == MDB_NOTFOUND) return PROTO_ENOTFOUND;
+  if (rc) return mdb_fail(rc, "mdb_get chunks");
+  return chunk_rec_decode(&v, r);
+}
+
+/* Open / close ------------------------------------------------------------- */
+
+static proto_status open_body(store *st, MDB_txn *txn, void *ctx, int *mdb_rc) {
+  (void)ctx;
+  struct { const char *name; MDB_dbi *dbi; } dbs[] = {
+    {"meta", &st->meta}, {"docs", &st->docs}, {"doc_keys", &st->doc_keys},
+    {"chunks", &st->chunks}, {"vectors", &st->vectors}, {"dead", &st->dead},
+  };
+  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+    int rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
+    if (rc) { *mdb_rc = rc; return mdb_fail(rc, "mdb_dbi_open"); }
+  }
+  uint64_t schema;
+  proto_status ps = meta_u64(st, txn, K_SCHEMA, 0, &schema);
+  if (ps) return ps;
+  if (schema == 0) return meta_put_u64(st, txn, K_SCHEMA, STORE_SCHEMA, mdb_rc);
+  if (schema != STORE_SCHEMA) {
+    set_err("store: database schema %llu, this build reads %d",
+            (unsigned long long)schema, STORE_SCHEMA);
+    return PROTO_ECORRUPT;
+  }
+  return PROTO_OK;
+}
+
+static proto_status make_dir(const char *path) {
+  if (mkdir(path, 0755) == 0 || errno == EEXIST) {
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return PROTO_OK;
+  }
+  set_err("store: cannot create directory %s: %s", path, strerror(errno ? errno : ENOTDIR));
+  return PROTO_EIO;
+}
+
+proto_status store_open(const char *dir, const store_options *opt, store **out) {
+  proto_status ps = PROTO_OK;
+  store *st = NULL;
+  char *path = NULL;
+  int rc;
+  if (!dir || !*dir || !out) {
+    set_err("store: store_open needs a directory and an out pointer");
+    return PROTO_EINVAL;
+  }
+  *out = NULL;
+  size_t map_bytes = opt && opt->map_bytes ? opt->map_bytes : DEFAULT_MAP_BYTES;
+  unsigned max_readers = opt && opt->max_readers ? opt->max_readers : 4096;
+
+  size_t plen = strlen(dir) + 4;
+  path = malloc(plen);
+  st = calloc(1, sizeof *st);
+  if (!path || !st) { set_err("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
+  snprintf(path, plen, "%s/db", dir);
+  if ((ps = make_dir(dir)) || (ps = make_dir(path))) goto leave;
+
+  pthread_rwlockattr_t ra;
+  pthread_rwlockattr_init(&ra);
+  pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  rc = pthread_rwlock_init(&st->map_lock, &ra);
+  pthread_rwlockattr_destroy(&ra);
+  if (rc) { set_err("store: pthread_rwlock_init: %s", strerror(rc)); ps = PROTO_EINTERNAL; goto leave; }
+  if ((rc = pthread_mutex_init(&st->write_lock, NULL))) {
+    pthread_rwlock_destroy(&st->map_lock);
+    set_err("store: pthread_mutex_init: %s", strerror(rc));
+    ps = PROTO_EINTERNAL;
+    goto leave;
+  }
+  st->locks_ready = 1;
+
+  if ((rc = mdb_env_create(&st->env))) { ps = mdb_fail(rc, "mdb_env_create"); goto leave; }
+  if ((rc = mdb_env_set_maxdbs(st->env, 8)) ||
+      (rc = mdb_env_set_maxreaders(st->env, max_readers))) {
+    ps = mdb_fail(rc, "mdb_env_set_*");
+    goto leave;
+  }
+  /* Default sync mode: no MDB_NOSYNC / MDB_NOMETASYNC / MDB_WRITEMAP. No map
+   * size is set before the open, so an existing database comes back with the
+   * size it last grew to; then the map is raised to map_bytes if smaller. */
+  if ((rc = mdb_env_open(st->env, path, MDB_NOTLS, 0644))) {
+    ps = mdb_fail(rc, "mdb_env_open");
+    goto leave;
+  }
+  if (map_size_now(st) < map_bytes && (rc = mdb_env_set_mapsize(st->env, map_bytes))) {
+    ps = mdb_fail(rc, "mdb_env_set_mapsize");
+    goto leave;
+  }
+  int stale = 0;
+  mdb_reader_check(st->env, &stale);
+  int mk = mdb_env_get_maxkeysize(st->env);
+  if (mk < 64) { set_err("store: LMDB key size limit %d too small", mk); ps = PROTO_ESTORE; goto leave; }
+  st->maxkey = (unsigned)mk;
+  if ((ps = write_run(st, open_body, NULL))) goto leave;
+  *out = st;
+  st = NULL;
+leave:
+  store_close(st);
+  free(path);
+  return ps;
+}
+
+void store_close(store *st) {
+  if (!st) return;
+  if (st->env) mdb_env_close(st->env);
+  if (st->locks_ready) {
+    pthread_rwlock_destroy(&st->map_lock);
+    pthread_mutex_destroy(&st->write_lock);
+  }
+  free(st);
+}
+
+/* meta --------------------------------------------------------------------- */
+
+proto_status store_meta_get(store *st, const char *key, char **value) {
+  MDB_txn *txn = NULL;
+  proto_status ps;
+  if (!st || !key || !*key || !value) { set_err("store: bad meta_get arguments"); return PROTO_EINVAL; }
+  *value = NULL;
+  if (strlen(key) > st->maxkey) { set_err("store: meta key too long"); return PROTO_EINVAL; }
+  if ((ps = rd_begin(st, &txn))) return ps;
+  MDB_val k = val_of(key, strlen(key)), v;
+  int rc = mdb_get(txn, st->meta, &k, &v);
+  if (rc == MDB_SUCCESS) {
+    char *s = malloc(v.mv_size + 1);
+    if (!s) { set_err("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
+    memcpy(s, v.mv_data, v.mv_size);
+    s[v.mv_size] = 0;
+    *value = s;
+  } else if (rc != MDB_NOTFOUND) {
+    ps = mdb_fail(rc, "mdb_get meta");
+  }
+leave:
+  rd_end(st, txn);
+  return ps;
+}
+
+typedef struct meta_put_ctx { const char *key, *value; } meta_put_ctx;
+
+static proto_status meta_put_body(store *st, MDB_txn *txn, void *ctx, int *mdb_rc) {
+  meta_put_ctx *c = ctx;
+  if (!strcmp(c->key, K_DIM)) { /* fixes the dim like a first write would */
+    uint64_t have, want;
+    proto_status ps = meta_u64(st, txn, K_DIM, 0, &have);
+    if (ps) return ps;
+    if (parse_u64(c->value, strlen(c->value), &want) || want == 0 || want > PROTO_MAX_DIM) {
+      set_err("store: meta dim must be a number in 1..%d", PROTO_MAX_DIM);
+      return PROTO_EINVAL;
+    }
+    if (have && have != want) {
+      set_err("store: dim %llu requested, the database holds dim %llu",
+              (unsigned long long)want, (unsigned long long)have);
+      return PROTO_EDIM;
+    }
+    return meta_put_u64(st, txn, K_DIM, want, mdb_rc);
+  }
+  MDB_val k = val_of(c->key, strlen(c->key)), v = val_of(c->value, strlen(c->value));
+  PUT(st->meta, &k, &v, 0, "mdb_put meta");
+  return PROTO_OK;
+}
+
+proto_status store_meta_put(store *st, const char *key, const char *value) {
+  if (!st || !key || !*key || !value) { set_err("store: bad meta_put arguments"); return PROTO_EINVAL; }
+  if (strlen(key) > st->maxkey) { set_err("store: meta key too long"); return PROTO_EINVAL; }
+  if (meta_key_reserved(key)) {
+    set_err("store: meta key '%s' is reserved", key);
+    return PROTO_EINVAL;
+  }
+  meta_put_ctx c = {key, value};
+  return write_run(st, meta_put_body, &c);
+}
+
+/* Upsert / delete ------------------------------------------------------------ */
+
+/* Deletes doc num (record r) with its chunks and vectors; chunk ids below
+ * tomb_below go to dead (ids at or above it were never committed). */
+static proto_status doc_remove(store *st, MDB_txn *txn, uint64_t num,
+                               const doc_rec *r, uint64_t tomb_below, int *mdb_rc) {
+  unsigned char kb[8];
+  uint64_t first = r->first_chunk, n = r->n_chunks;
+  MDB_val empty = {0, NULL};
+  for (uint64_t c = first; c < first + n; c++) {
+    be64_put(kb, c);
+    MDB_val k = val_of(kb, 8);
+    int rc = mdb_del(txn, st->chunks, &k, NULL);
+    if (rc && rc != MDB_NOTFOUND) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del chunks"); }
+    rc = mdb_del(txn, st->vectors, &k, NULL);
+    if (rc && rc != MDB_NOTFOUND) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del vectors"); }
+    if (c < tomb_below) PUT(st->dead, &k, &empty, 0, "mdb_put dead");
+  }
+  be64_put(kb, num);
+  MDB_val k = val_of(kb, 8);
+  int rc = mdb_del(txn, st->docs, &k, NULL);
+  if (rc) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del docs"); }
+  return PROTO_OK;
+}
+
+typedef struct upsert_ctx {
+  const store_doc_input *docs;
+  size_t n;
+  uint32_t dim;
+  uint64_t *doc_ids;
+} upsert_ctx;
+
+static proto_status upsert_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
+  upsert_ctx *c = vctx;
+  proto_status ps;
+  uint64_t dim, next_doc, next_chunk;
+  if ((ps = meta_u64(st, txn, K_DIM, 0, &dim)) ||
+      (ps = meta_u64(st, txn, K_NEXT_DOC, 1, &next_doc)) ||
+      (ps = meta_u64(st, txn, K_NEXT_CHUNK, 1, &next_chunk)))
+    return ps;
+  if (c->dim && dim && dim != c->dim) {
+    set_err("store: vectors have dim %u, the database holds dim %llu", c->dim,
+            (unsigned long long)dim);
+    return PROTO_EDIM;
+  }
+  if (c->dim && !dim) {
+    dim = c->dim;
+    if ((ps = meta_put_u64(st, txn, K_DIM, dim, mdb_rc))) return ps;
+  }
+  const uint64_t batch_first = next_chunk;
+  const size_t vec_bytes = (size_t)dim * sizeof(float);
+  unsigned char kb[8];
+
+  for (size_t i = 0; i < c->n; i++) {
+    const store_doc_input *d = &c->docs[i];
+    size_t id_len = strlen(d->id);
+    const char *meta = d->metadata_json ? d->metadata_json : "{}";
+    size_t meta_len = strlen(meta);
+    uint64_t old;
+    doc_rec r;
+    if ((ps = doc_lookup(st, txn, d->id, id_len, &old, &r))) return ps;
+    if (!old && id_len > st->maxkey) {
+      /* the hashed key may already belong to another long id */
+      doc_key dk;
+      doc_key_make(st, d->id, id_len, &dk);
+      MDB_val k = val_of(dk.buf, dk.len), v;
+      if (mdb_get(txn, st->doc_keys, &k, &v) == MDB_SUCCESS) {
+        set_err("store: document id hash collision");
+        return PROTO_EINVAL;
+      }
+    }
+    if (old && (ps = doc_remove(st, txn, old, &r, batch_first, mdb_rc))) return ps;
+
+    uint64_t num = next_doc++;
+    uint64_t first = next_chunk;
+    for (uint32_t j = 0; j < d->n_chunks; j++) {
+      const store_chunk_input *ch = &d->chunks[j];
+      be64_put(kb, next_chunk++);
+      MDB_val k = val_of(kb, 8);
+      MDB_val v = {CHUNK_HDR + 4ull * ch->n_tokens + ch->text_len, NULL};
+      PUT(st->chunks, &k, &v, MDB_APPEND | MDB_RESERVE, "mdb_put chunks");
+      unsigned char *p = v.mv_data;
+      le64_put(p, num);
+      le32_put(p + 8, j);
+      le32_put(p + 12, ch->n_tokens);
+      le32_put(p + 16, (uint32_t)ch->text_len);
+      for (uint32_t t = 0; t < ch->n_tokens; t++)
+        le32_put(p + CHUNK_HDR + 4ull * t, (uint32_t)ch->tokens[t]);
+      if (ch->text_len) memcpy(p + CHUNK_HDR + 4ull * ch->n_tokens, ch->text, ch->text_len);
+      MDB_val vv = val_of(ch->vector, vec_bytes);
+      PUT(st->vectors, &k, &vv, MDB_APPEND, "mdb_put vectors");
+    }
+    be64_put(kb, num);
+    MDB_val k = val_of(kb, 8);
+    MDB_val v = {DOC_HDR + id_len + meta_len, NULL};
+    PUT(st->docs, &k, &v, MDB_APPEND | MDB_RESERVE, "mdb_put docs");
+    unsigned char *p = v.mv_data;
+    le64_put(p, first);
+    le32_put(p + 8, d->n_chunks);
+    le32_put(p + 12, (uint32_t)id_len);
+    le32_put(p + 16, (uint32_t)meta_len);
+    memcpy(p + DOC_HDR, d->id, id_len);
+    memcpy(p + DOC_HDR + id_len, meta, meta_len);
+
+    doc_key dk;
+    doc_key_make(st, d->id, id_len, &dk);
+    MDB_val dkk = val_of(dk.buf, dk.len), dkv = val_of(kb, 8);
+    PUT(st->doc_keys, &dkk, &dkv, 0, "mdb_put doc_keys");
+    if (c->doc_ids) c->doc_ids[i] = num;
+  }
+  if ((ps = meta_put_u64(st, txn, K_NEXT_DOC, next_doc, mdb_rc)) ||
+      (ps = meta_put_u64(st, txn, K_NEXT_CHUNK, next_chunk, mdb_rc)))
+    return ps;
+  return PROTO_OK;
+}
+
+proto_status store_upsert(store *st, const store_doc_input *docs, size_t n,
+                          uint32_t dim, uint64_t *doc_ids) {
+  if (!st || (n && !docs)) { set_err("store: bad upsert arguments"); return PROTO_EINVAL; }
+  if (n == 0) return PROTO_OK;
+  int any_chunk = 0;
+  for (size_t i = 0; i < n; i++) {
+    const store_doc_input *d = &docs[i];
+    size_t id_len;
+    proto_status ps = check_id(d->id, &id_len);
+    if (ps) return ps;
+    if (d->metadata_json && strlen(d->metadata_json) > MAX_TEXT_BYTES) {
+      set_err("store: metadata of '%s' too large", d->id);
+      return PROTO_EINVAL;
+    }
+    if (d->n_chunks && !d->chunks) {
+      set_err("store: document '%s' has n_chunks but no chunks", d->id);
+      return PROTO_EINVAL;
+    }
+    for (uint32_t j = 0; j < d->n_chunks; j++) {
+      const store_chunk_input *ch = &d->chunks[j];
+      any_chunk = 1;
+      if (ch->n_tokens > PROTO_CHUNK_TOKENS || (ch->n_tokens && !ch->tokens) ||
+          (ch->text_len && !ch->text) || ch->text_len > MAX_TEXT_BYTES || !ch->vector) {
+        set_err("store: document '%s' chunk %u: bad tokens, text or vector", d->id, j);
+        return PROTO_EINVAL;
+      }
+    }
+  }
+  if (any_chunk && (dim == 0 || dim > PROTO_MAX_DIM)) {
+    set_err("store: dim %u out of 1..%d", dim, PROTO_MAX_DIM);
+    return PROTO_EDIM;
+  }
+  if (dim > PROTO_MAX_DIM) {
+    set_err("store: dim %u out of 1..%d", dim, PROTO_MAX_DIM);
+    return PROTO_EDIM;
+  }
+  for (size_t i = 0; i < n; i++)
+    for (uint32_t j = 0; j < docs[i].n_chunks; j++) {
+      const float *v = docs[i].chunks[j].vector;
+      for (uint32_t t = 0; t < dim; t++)
+        if (!isfinite(v[t])) {
+          set_err("store: document '%s' chunk %u: non-finite vector value", docs[i].id, j);
+          return PROTO_ERANGE;
+        }
+    }
+  upsert_ctx c = {docs, n, dim, doc_ids};
+  return write_run(st, upsert_body, &c);
+}
+
+typedef struct delete_ctx { const char *id; size_t len; int found; } delete_ctx;
+
+static proto_status delete_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
+  delete_ctx *c = vctx;
+  uint64_t num;
+  doc_rec r;
+  proto_status ps = doc_lookup(st, txn, c->id, c->len, &num, &r);
+  c->found = 0;
+  if (ps || !num) return ps;
+  if ((ps = doc_remove(st, txn, num, &r, UINT64_MAX, mdb_rc))) return ps;
+  doc_key dk;
+  doc_key_make(st, c->id, c->len, &dk);
+  MDB_val k = val_of(dk.buf, dk.len);
+  int rc = mdb_del(txn, st->doc_keys, &k, NULL);
+  if (rc) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del doc_keys"); }
+  c->found = 1;
+  return PROTO_OK;
+}
+
+proto_status store_delete(store *st, const char *id, int *found) {
+  delete_ctx c = {id, 0, 0};
+  if (found) *found = 0;
+  if (!st) { set_err("store: NULL store"); return PROTO_EINVAL; }
+  proto_status ps = check_id(id, &c.len);
+  if (ps) return ps;
+  if ((ps = write_run(st, delete_body, &c))) return ps;
+  if (found) *found = c.found;
+  return PROTO_OK;
+}
+
+/* Documents and chunks --------------------------------------------------------- */
+
+static char *dup_bytes(const char *p, size_t n) {
+  char *s = malloc(n + 1);
+  if (!s) return NULL;
+  if (n) memcpy(s, p, n);
+  s[n] = 0;
+  return s;
+}
+
+static proto_status doc_fill(uint64_t num, const doc_rec *r, store_doc *out) {
+  out->doc_id = num;
+  out->first_chunk = r->first_chunk;
+  out->n_chunks = r->n_chunks;
+  out->id = dup_bytes(r->id, r->id_len);
+  out->metadata_json = dup_bytes(r->meta, r->meta_len);
+  if (!out->id || !out->metadata_json) {
+    store_doc_free(out);
+    set_err("store: out of memory");
+    return PROTO_ENOMEM;
+  }
+  return PROTO_OK;
+}
+
+proto_status store_doc_get(store *st, const char *id, store_doc *out) {
+  MDB_txn *txn = NULL;
+  size_t len;
+  uint64_t num;
+  doc_rec r;
+  if (!st || !out) { set_err("store: bad doc_get arguments"); return PROTO_EINVAL; }
+  memset(out, 0, sizeof *out);
+  proto_status ps = check_id(id, &len);
+  if (ps) return ps;
+  if ((ps = rd_begin(st, &txn))) return ps;
+  if ((ps = doc_lookup(st, txn, id, len, &num, &r))) goto leave;
+  if (!num) { set_err("store: document not found"); ps = PROTO_ENOTFOUND; goto leave; }
+  ps = doc_fill(num, &r, out);
+leave:
+  rd_end(st, txn);
+  return ps;
+}
+
+proto_status store_doc_get_by_num(store *st, uint64_t doc_id, store_doc *out) {
+  MDB_txn *txn = NULL;
+  doc_rec r;
+  if (!st || !out) { set_err("store: bad doc_get arguments"); return PROTO_EINVAL; }
+  memset(out, 0, sizeof *out);
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  if ((ps = doc_rec_read(st, txn, doc_id, &r))) goto leave;
+  ps = doc_fill(doc_id, &r, out);
+leave:
+  rd_end(st, txn);
+  return ps;
+}
+
+void store_doc_free(store_doc *doc) {
+  if (!doc) return;
+  free(doc->id);
+  free(doc->metadata_json);
+  doc->id = doc->metadata_json = NULL;
+}
+
+/* Copies a chunk record's tokens and text out of the map. */
+static proto_status chunk_copy(const chunk_rec *r, int32_t **tokens, uint32_t *n_tokens,
+                               char **text, size_t *text_len) {
+  *tokens = NULL;
+  *n_tokens = r->n_tokens;
+  *text_len = r->text_len;
+  if (r->n_tokens) {
+    *tokens = malloc(sizeof(int32_t) * r->n_tokens);
+    if (!*tokens) goto oom;
+    for (uint32_t t = 0; t < r->n_tokens; t++)
+      (*tokens)[t] = (int32_t)le32_get(r->tokens + 4ull * t);
+  }
+  *text = dup_bytes(r->text, r->text_len);
+  if (!*text) goto oom;
+  return PROTO_OK;
+oom:
+  set_err("store: out of memory");
+  return PROTO_ENOMEM;
+}
+
+proto_status store_chunk_get(store *st, uint64_t chunk_id, store_chunk *out) {
+  MDB_txn *txn = NULL;
+  chunk_rec r, nx;
+  if (!st || !out) { set_err("store: bad chunk_get arguments"); return PROTO_EINVAL; }
+  memset(out, 0, sizeof *out);
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  ps = chunk_rec_read(st, txn, chunk_id, &r);
+  if (ps == PROTO_ENOTFOUND) {
+    set_err("store: chunk %llu not found", (unsigned long long)chunk_id);
+    goto leave;
+  }
+  if (ps) goto leave;
+  out->chunk_id = chunk_id;
+  out->doc_id = r.doc_id;
+  out->ordinal = r.ordinal;
+  if ((ps = chunk_copy(&r, &out->tokens, &out->n_tokens, &out->text, &out->text_len)))
+    goto leave;
+  /* F: the chunks of a document have consecutive ids, so the continuation is
+   * chunk_id + 1 when that chunk belongs to the same document. */
+  ps = chunk_id < UINT64_MAX ? chunk_rec_read(st, txn, chunk_id + 1, &nx) : PROTO_ENOTFOUND;
+  if (ps == PROTO_OK && nx.doc_id == r.doc_id) {
+    if (nx.ordinal != r.ordinal + 1) { ps = corrupt("chunk ordinals not consecutive"); goto leave; }
+    ps = chunk_copy(&nx, &out->next_tokens, &out->n_next_tokens, &out->next_text,
+                    &out->next_text_len);
+  } else if (ps == PROTO_OK || ps == PROTO_ENOTFOUND) {
+    out->next_text = dup_bytes("", 0);
+    ps = out->next_text ? PROTO_OK : PROTO_ENOMEM;
+    if (ps) set_err("store: out of memory");
+  }
+leave:
+  rd_end(st, txn);
+  if (ps) store_chunk_free(out);
+  return ps;
+}
+
+void store_chunk_free(store_chunk *chunk) {
+  if (!chunk) return;
+  free(chunk->tokens);
+  free(chunk->text);
+  free(chunk->next_tokens);
+  free(chunk->next_text);
+  chunk->tokens = chunk->next_tokens = NULL;
+  chunk->text = chunk->next_text = NULL;
+  chunk->n_tokens = chunk->n_next_tokens = 0;
+  chunk->text_len = chunk->next_text_len = 0;
+}
+
+proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec) {
+  MDB_txn *txn = NULL;
+  uint64_t dim;
+  if (!st || !vec) { set_err("store: bad vector_get arguments"); return PROTO_EINVAL; }
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  if ((ps = meta_u64(st, txn, K_DIM, 0, &dim))) goto leave;
+  unsigned char kb[8];
+  be64_put(kb, chunk_id);
+  MDB_val k = val_of(kb, 8), v;
+  int rc = mdb_get(txn, st->vectors, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    set_err("store: vector %llu not found", (unsigned long long)chunk_id);
+    ps = PROTO_ENOTFOUND;
+    goto leave;
+  }
+  if (rc) { ps = mdb_fail(rc, "mdb_get vectors"); goto leave; }
+  if (v.mv_size != dim * sizeof(float)) { ps = corrupt("vector length"); goto leave; }
+  memcpy(vec, v.mv_data, v.mv_size);
+leave:
+  rd_end(st, txn);
+  return ps;
+}
+
+proto_status store_stats_get(store *st, store_stats *out) {
+  MDB_txn *txn = NULL;
+  MDB_stat ds, cs;
+  uint64_t dim, next_chunk;
+  int rc;
+  if (!st || !out) { set_err("store: bad stats arguments"); return PROTO_EINVAL; }
+  memset(out, 0, sizeof *out);
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  if ((rc = mdb_stat(txn, st->docs, &ds)) || (rc = mdb_stat(txn, st->chunks, &cs))) {
+    ps = mdb_fail(rc, "mdb_stat");
+    goto leave;
+  }
+  if ((ps = meta_u64(st, txn, K_DIM, 0, &dim)) ||
+      (ps = meta_u64(st, txn, K_NEXT_CHUNK, 1, &next_chunk)))
+    goto leave;
+  out->docs = ds.ms_entries;
+  out->chunks = cs.ms_entries;
+  out->next_chunk_id = next_chunk;
+  out->dim = (uint32_t)dim;
+  out->map_bytes = map_size_now(st);
+leave:
+  rd_end(st, txn);
+  return ps;
+}
+
+/* Index change feed ----------------------------------------------------------- */
+
+proto_status store_vectors_scan(store *st, uint64_t after_id, size_t batch,
+                                store_vectors_fn fn, void *ctx) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  uint64_t *ids = NULL;
+  float *vecs = NULL;
+  uint64_t dim;
+  int rc;
+  if (!st || !fn) { set_err("store: bad vectors_scan arguments"); return PROTO_EINVAL; }
+  if (batch == 0) batch = 1024;
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  if ((ps = meta_u64(st, txn, K_DIM, 0, &dim))) goto leave;
+  if (dim == 0 || after_id == UINT64_MAX) goto leave; /* nothing stored */
+  if (batch > SIZE_MAX / sizeof(float) / dim) batch = SIZE_MAX / sizeof(float) / dim;
+  ids = malloc(batch * sizeof *ids);
+  vecs = malloc(batch * dim * sizeof *vecs);
+  if (!ids || !vecs) { set_err("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
+  if ((rc = mdb_cursor_open(txn, st->vectors, &cur))) { ps = mdb_fail(rc, "mdb_cursor_open"); goto leave; }
+  unsigned char kb[8];
+  be64_put(kb, after_id + 1);
+  MDB_val k = val_of(kb, 8), v;
+  size_t n = 0;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) { ps = corrupt("vectors key"); goto leave; }
+    if (v.mv_size != dim * sizeof(float)) { ps = corrupt("vector length"); goto leave; }
+    ids[n] = be64_get(k.mv_data);
+    memcpy(vecs + n * dim, v.mv_data, v.mv_size);
+    if (++n == batch) {
+      if ((ps = fn(ctx, ids, vecs, n))) goto leave;
+      n = 0;
+    }
+  }
+  if (rc != MDB_NOTFOUND) { ps = mdb_fail(rc, "mdb_cursor_get vectors"); goto leave; }
+  if (n) ps = fn(ctx, ids, vecs, n);
+leave:
+  if (cur) mdb_cursor_close(cur);
+  rd_end(st, txn);
+  free(ids);
+  free(vecs);
+  return ps;
+}
+
+proto_status store_vectors_sample(store *st, size_t n, float **vectors, size_t *n_out) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  float *out = NULL;
+  MDB_stat vs;
+  uint64_t dim;
+  size_t got = 0;
+  int rc;
+  if (!st || !vectors || !n_out) { set_err("store: bad vectors_sample arguments"); return PROTO_EINVAL; }
+  *vectors = NULL;
+  *n_out = 0;
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  if ((ps = meta_u64(st, txn, K_DIM, 0, &dim))) goto leave;
+  if ((rc = mdb_stat(txn, st->vectors, &vs))) { ps = mdb_fail(rc, "mdb_stat"); goto leave; }
+  uint64_t total = vs.ms_entries;
+  uint64_t take = n < total ? n : total;
+  if (take == 0 || dim == 0) goto leave;
+  if (take > UINT32_MAX || take > SIZE_MAX / sizeof(float) / dim) {
+    set_err("store: sample of %zu vectors too large", n);
+    ps = PROTO_EINVAL;
+    goto leave;
+  }
+  out = malloc((size_t)take * dim * sizeof *out);
+  if (!out) { set_err("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
+  if ((rc = mdb_cursor_open(txn, st->vectors, &cur))) { ps = mdb_fail(rc, "mdb_cursor_open"); goto leave; }
+  /* Take entry floor(j * total / take) for j = 0..take-1: evenly spread over
+   * the live vectors in id order, deterministic. */
+  const uint64_t q = total / take, r = total % take;
+  uint64_t pos = 0, target = 0;
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && got < take;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), pos++) {
+    if (pos != target) continue;
+    if (v.mv_size != dim * sizeof(float)) { ps = corrupt("vector length"); goto leave; }
+    memcpy(out + got * dim, v.mv_data, v.mv_size);
+    got++;
+    target = got * q + (got * r) / take;
+  }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) { ps = mdb_fail(rc, "mdb_cursor_get vectors"); goto leave; }
+  *vectors = out;
+  *n_out = got;
+  out = NULL;
+leave:
+  if (cur) mdb_cursor_close(cur);
+  rd_end(st, txn);
+  free(out);
+  return ps;
+}
+
+proto_status store_tombstones(store *st, uint64_t **ids, size_t *n) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  MDB_stat ds;
+  uint64_t *out = NULL;
+  size_t got = 0;
+  int rc;
+  if (!st || !ids || !n) { set_err("store: bad tombstones arguments"); return PROTO_EINVAL; }
+  *ids = NULL;
+  *n = 0;
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  if ((rc = mdb_stat(txn, st->dead, &ds))) { ps = mdb_fail(rc, "mdb_stat"); goto leave; }
+  if (ds.ms_entries == 0) goto leave;
+  if (ds.ms_entries > SIZE_MAX / sizeof *out) { set_err("store: too many tombstones"); ps = PROTO_ENOMEM; goto leave; }
+  out = malloc((size_t)ds.ms_entries * sizeof *out);
+  if (!out) { set_err("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
+  if ((rc = mdb_cursor_open(txn, st->dead, &cur))) { ps = mdb_fail(rc, "mdb_cursor_open"); goto leave; }
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && got < ds.ms_entries;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) { ps = corrupt("dead key"); goto leave; }
+    out[got++] = be64_get(k.mv_data);
+  }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) { ps = mdb_fail(rc, "mdb_cursor_get dead"); goto leave; }
+  *ids = out;
+  *n = got;
+  out = NULL;
+leave:
+  if (cur) mdb_cursor_close(cur);
+  rd_end(st, txn);
+  free(out);
+  return ps;
+}
+
+typedef struct mark_ctx { uint64_t watermark; const uint64_t *applied; size_t n; } mark_ctx;
+
+static proto_status mark_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
+  mark_ctx *c = vctx;
+  unsigned char kb[8];
+  for (size_t i = 0; i < c->n; i++) {
+    be64_put(kb, c->applied[i]);
+    MDB_val k = val_of(kb, 8);
+    int rc = mdb_del(txn, st->dead, &k, NULL);
+    if (rc && rc != MDB_NOTFOUND) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del dead"); }
+  }
+  return meta_put_u64(st, txn, K_WATERMARK, c->watermark, mdb_rc);
+}
+
+proto_status store_index_mark(store *st, uint64_t watermark, const uint64_t *applied,
+                              size_t n_applied) {
+  if (!st || (n_applied && !applied)) { set_err("store: bad index_mark arguments"); return PROTO_EINVAL; }
+  mark_ctx c = {watermark, applied, n_applied};
+  return write_run(st, mark_body, &c);
+}
+
+proto_status store_index_watermark(store *st, uint64_t *watermark) {
+  MDB_txn *txn = NULL;
+  if (!st || !watermark) { set_err("store: bad index_watermark arguments"); return PROTO_EINVAL; }
+  *watermark = 0;
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  ps = meta_u64(st, txn, K_WATERMARK, 0, watermark);
+  rd_end(st, txn);
+  return ps;
+}

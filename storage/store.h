@@ -14,8 +14,17 @@
  * write is retried; callers never see MDB_MAP_FULL.
  *
  * Thread-safety: all functions may be called from any number of threads
- * (LMDB serialises writers; readers never block). store_last_error() is per
- * thread.
+ * (LMDB serialises writers; readers never block each other). A map growth
+ * waits until this process's open read transactions end (a running
+ * store_vectors_scan delays it) and holds new ones back meanwhile; another
+ * process growing the map is adopted transparently. When every reader slot is
+ * taken, a reader waits (up to ~10 s, then PROTO_EBUSY). store_last_error()
+ * is per thread.
+ *
+ * Errors: PROTO_EINVAL bad arguments, PROTO_ENOTFOUND absent, PROTO_EDIM dim
+ * mismatch, PROTO_ECORRUPT a record or the schema is not what this build
+ * writes, PROTO_EIO / PROTO_ENOMEM / PROTO_ESTORE from LMDB or the system
+ * (detail in store_last_error()).
  */
 #ifndef RETRO_STORE_H
 #define RETRO_STORE_H
@@ -32,7 +41,9 @@ typedef struct store_options {
   unsigned max_readers; /* reader slots; 0 = 4096 (LMDB's default is 126) */
 } store_options;
 
-/* Opens (creating when absent) the store in DIR/db. opt may be NULL. */
+/* Opens (creating DIR and DIR/db when absent) the store. opt may be NULL. An
+ * existing database keeps the map size it grew to when that is larger than
+ * map_bytes. PROTO_ECORRUPT when the schema version is not ours. */
 proto_status store_open(const char *dir, const store_options *opt, store **out);
 /* Closes; accepts NULL. No other call may be in flight. */
 void store_close(store *st);
@@ -40,20 +51,26 @@ void store_close(store *st);
 const char *store_last_error(void);
 
 /* meta: small string values (fingerprints, dim, schema). *value is malloc'd
- * and NUL-terminated, NULL when the key is absent (still PROTO_OK). */
+ * and NUL-terminated, NULL when the key is absent (still PROTO_OK). Keys the
+ * store keeps itself (decimal numbers, readable here) cannot be put
+ * (PROTO_EINVAL): "schema", "next_doc_id", "next_chunk_id",
+ * "index_watermark". "dim" may be put: a decimal 1..PROTO_MAX_DIM (else
+ * PROTO_EINVAL) that fixes the dim as a first write would, PROTO_EDIM when
+ * the database already holds another dim. */
 proto_status store_meta_get(store *st, const char *key, char **value);
 proto_status store_meta_put(store *st, const char *key, const char *value);
 
 typedef struct store_chunk_input {
-  const int32_t *tokens;  /* decoder token ids of the chunk (<= 64) */
+  const int32_t *tokens;  /* decoder token ids of the chunk (<= 64, else EINVAL) */
   uint32_t n_tokens;
   const char *text;       /* the chunk's text (bytes, may end mid-UTF-8) */
   size_t text_len;
-  const float *vector;    /* dim floats: the chunk's embedding */
+  const float *vector;    /* dim floats: the chunk's embedding (finite, else ERANGE) */
 } store_chunk_input;
 
 typedef struct store_doc_input {
-  const char *id;            /* external id chosen by the user, NUL-terminated */
+  const char *id;            /* external id chosen by the user, NUL-terminated,
+                                1..PROTO_MAX_ID_BYTES bytes */
   const char *metadata_json; /* a JSON object as text; NULL means {} */
   uint32_t n_chunks;         /* may be 0 (an empty document) */
   const store_chunk_input *chunks;
@@ -63,7 +80,11 @@ typedef struct store_doc_input {
  * whose id exists is replaced (its old chunks deleted and tombstoned). dim is
  * the vector length; the first write fixes the database's dim, later writes
  * with another dim fail with PROTO_EDIM. doc_ids (optional) receives the
- * internal doc id of each document. Durable when it returns PROTO_OK. */
+ * internal doc id of each document (valid only on PROTO_OK). Durable when it
+ * returns PROTO_OK. A replaced document gets a new doc id and new chunk ids;
+ * the chunks of one document always have consecutive ids. When the same id
+ * appears twice in one batch, the later one wins. dim may be 0 only when no
+ * document has chunks. */
 proto_status store_upsert(store *st, const store_doc_input *docs, size_t n,
                           uint32_t dim, uint64_t *doc_ids);
 
@@ -99,7 +120,8 @@ typedef struct store_chunk {
   size_t next_text_len;
 } store_chunk;
 
-/* Gets a chunk with its continuation in one read transaction.
+/* Gets a chunk with its continuation in one read transaction. All members
+ * are malloc'd (tokens NULL when there are none); free with store_chunk_free.
  * PROTO_ENOTFOUND when the chunk does not exist (never was, or deleted). */
 proto_status store_chunk_get(store *st, uint64_t chunk_id, store_chunk *out);
 void store_chunk_free(store_chunk *chunk); /* frees the members; accepts zeroed */
@@ -120,17 +142,22 @@ proto_status store_stats_get(store *st, store_stats *out);
 
 /* Called with up to `batch` live vectors at a time, ids ascending. Pointers
  * are valid only during the call. Returning non-OK stops the scan and is
- * returned by store_vectors_scan. */
+ * returned by store_vectors_scan. fn runs inside the scan's read transaction:
+ * it may call the store's read functions from the same thread, but a write
+ * from it fails with PROTO_EINVAL, and it must not wait on another thread that
+ * uses the store (a pending map growth would deadlock). */
 typedef proto_status (*store_vectors_fn)(void *ctx, const uint64_t *ids,
                                          const float *vectors, size_t n);
-/* Scans live vectors with chunk id > after_id in one read transaction. */
+/* Scans live vectors with chunk id > after_id in one read transaction (one
+ * snapshot). batch 0 means 1024. Nothing to scan (no dim yet) is PROTO_OK. */
 proto_status store_vectors_scan(store *st, uint64_t after_id, size_t batch,
                                 store_vectors_fn fn, void *ctx);
-/* Up to n live vectors spread over the id range (for training IVF/PQ).
- * *vectors is malloc'd (*n_out x dim floats). */
+/* Up to n live vectors spread over the id range (for training IVF/PQ): every
+ * (live/n)-th vector in id order, deterministic; all of them when live <= n.
+ * *vectors is malloc'd (*n_out x dim floats), NULL when *n_out is 0. */
 proto_status store_vectors_sample(store *st, size_t n, float **vectors,
                                   size_t *n_out);
-/* All tombstoned chunk ids (malloc'd, ascending). */
+/* All tombstoned chunk ids (malloc'd, ascending; NULL when *n is 0). */
 proto_status store_tombstones(store *st, uint64_t **ids, size_t *n);
 /* After the index file was saved durably holding every live chunk id <=
  * watermark and none of `applied` tombstones: records the watermark and

@@ -1,0 +1,755 @@
+/* json.c - JSON for the HTTP API: a growable buffer, a streaming JSON writer
+ * that always emits valid UTF-8, and strict decoders (jansson, duplicate keys
+ * rejected) that turn request bodies into the plain structs of proto.h. Every
+ * decoder error names the offending field. Nothing here knows about HTTP;
+ * the server maps the returned status to a response code. */
+#include "proto.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- buffer --------------------------------------------------------------- */
+
+void proto_buf_init(proto_buf *b) { memset(b, 0, sizeof *b); }
+
+void proto_buf_free(proto_buf *b) {
+  if (!b) return;
+  free(b->data);
+  memset(b, 0, sizeof *b);
+}
+
+static int buf_reserve(proto_buf *b, size_t extra) {
+  if (b->failed) return 0;
+  if (b->len + extra + 1 <= b->cap) return 1;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->len + extra + 1) {
+    if (cap > ((size_t)-1) / 2) { b->failed = 1; return 0; }
+    cap *= 2;
+  }
+  char *p = realloc(b->data, cap);
+  if (!p) { b->failed = 1; return 0; }
+  b->data = p;
+  b->cap = cap;
+  return 1;
+}
+
+void proto_buf_add(proto_buf *b, const void *p, size_t n) {
+  if (!buf_reserve(b, n)) return;
+  if (n) memcpy(b->data + b->len, p, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+}
+
+void proto_buf_adds(proto_buf *b, const char *s) { proto_buf_add(b, s, strlen(s)); }
+
+void proto_buf_addf(proto_buf *b, const char *fmt, ...) {
+  char small[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(small, sizeof small, fmt, ap);
+  va_end(ap);
+  if (n < 0) { b->failed = 1; return; }
+  if ((size_t)n < sizeof small) { proto_buf_add(b, small, (size_t)n); return; }
+  if (!buf_reserve(b, (size_t)n)) return;
+  va_start(ap, fmt);
+  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (1..4), or 0 when ill-formed;
+ * *bad receives how many bytes make the maximal invalid subpart (>= 1). */
+static size_t utf8_seq(const unsigned char *s, size_t avail, size_t *bad) {
+  unsigned c = s[0];
+  size_t n;
+  unsigned lo = 0x80, hi = 0xBF;
+  *bad = 1;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) n = 1;
+  else if (c == 0xE0) { n = 2; lo = 0xA0; }
+  else if (c == 0xED) { n = 2; hi = 0x9F; }
+  else if (c >= 0xE1 && c <= 0xEF) n = 2;
+  else if (c == 0xF0) { n = 3; lo = 0x90; }
+  else if (c == 0xF4) { n = 3; hi = 0x8F; }
+  else if (c >= 0xF1 && c <= 0xF3) n = 3;
+  else return 0;
+  for (size_t k = 1; k <= n; k++) {
+    if (k >= avail) { *bad = k; return 0; }
+    unsigned lo_k = k == 1 ? lo : 0x80, hi_k = k == 1 ? hi : 0xBF;
+    if (s[k] < lo_k || s[k] > hi_k) { *bad = k; return 0; }
+  }
+  return n + 1;
+}
+
+void proto_buf_add_utf8_lossy(proto_buf *b, const char *str, size_t len) {
+  const unsigned char *s = (const unsigned char *)str;
+  size_t i = 0, run = 0;
+  while (i < len) {
+    size_t bad, n = s[i] < 0x80 ? 1 : utf8_seq(s + i, len - i, &bad);
+    if (n) { i += n; continue; }
+    proto_buf_add(b, s + run, i - run);
+    proto_buf_add(b, "\xEF\xBF\xBD", 3);
+    i += bad;
+    run = i;
+  }
+  proto_buf_add(b, s + run, i - run);
+}
+
+/* ---- writer --------------------------------------------------------------- */
+
+void proto_jw_init(proto_jw *w, proto_buf *b) {
+  memset(w, 0, sizeof *w);
+  w->b = b;
+}
+
+static void jw_value_start(proto_jw *w) {
+  if (w->after_key) { w->after_key = 0; return; }
+  uint64_t bit = (uint64_t)1 << (w->depth & 63);
+  if (w->need_comma & bit) proto_buf_add(w->b, ",", 1);
+  w->need_comma |= bit;
+}
+
+static void jw_open(proto_jw *w, char c) {
+  jw_value_start(w);
+  proto_buf_add(w->b, &c, 1);
+  if (w->depth < 63) w->depth++;
+  w->need_comma &= ~((uint64_t)1 << w->depth);
+}
+
+static void jw_close(proto_jw *w, char c) {
+  proto_buf_add(w->b, &c, 1);
+  if (w->depth > 0) w->depth--;
+}
+
+void proto_jw_obj(proto_jw *w) { jw_open(w, '{'); }
+void proto_jw_obj_end(proto_jw *w) { jw_close(w, '}'); }
+void proto_jw_arr(proto_jw *w) { jw_open(w, '['); }
+void proto_jw_arr_end(proto_jw *w) { jw_close(w, ']'); }
+
+static void jw_string(proto_buf *b, const char *str, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *s = (const unsigned char *)str;
+  proto_buf_add(b, "\"", 1);
+  size_t i = 0, run = 0;
+  while (i < len) {
+    unsigned c = s[i];
+    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) { i++; continue; }
+    if (c >= 0x80) {
+      size_t bad, n = utf8_seq(s + i, len - i, &bad);
+      if (n) { i += n; continue; }
+      proto_buf_add(b, s + run, i - run);
+      proto_buf_add(b, "\xEF\xBF\xBD", 3);
+      i += bad;
+      run = i;
+      continue;
+    }
+    proto_buf_add(b, s + run, i - run);
+    char esc[7];
+    switch (c) {
+      case '"': proto_buf_add(b, "\\\"", 2); break;
+      case '\\': proto_buf_add(b, "\\\\", 2); break;
+      case '\n': proto_buf_add(b, "\\n", 2); break;
+      case '\r': proto_buf_add(b, "\\r", 2); break;
+      case '\t': proto_buf_add(b, "\\t", 2); break;
+      case '\b': proto_buf_add(b, "\\b", 2); break;
+      case '\f': proto_buf_add(b, "\\f", 2); break;
+      default:
+        esc[0] = '\\'; esc[1] = 'u'; esc[2] = '0'; esc[3] = '0';
+        esc[4] = hex[c >> 4]; esc[5] = hex[c & 15]; esc[6] = 0;
+        proto_buf_add(b, esc, 6);
+    }
+    i++;
+    run = i;
+  }
+  proto_buf_add(b, s + run, i - run);
+  proto_buf_add(b, "\"", 1);
+}
+
+void proto_jw_key(proto_jw *w, const char *key) {
+  jw_value_start(w);
+  jw_string(w->b, key, strlen(key));
+  proto_buf_add(w->b, ":", 1);
+  w->after_key = 1;
+}
+
+void proto_jw_str(proto_jw *w, const char *s, size_t len) {
+  jw_value_start(w);
+  jw_string(w->b, s ? s : "", s ? len : 0);
+}
+
+void proto_jw_cstr(proto_jw *w, const char *s) {
+  if (!s) { proto_jw_null(w); return; }
+  proto_jw_str(w, s, strlen(s));
+}
+
+void proto_jw_int(proto_jw *w, int64_t v) {
+  jw_value_start(w);
+  proto_buf_addf(w->b, "%lld", (long long)v);
+}
+
+void proto_jw_uint(proto_jw *w, uint64_t v) {
+  jw_value_start(w);
+  proto_buf_addf(w->b, "%llu", (unsigned long long)v);
+}
+
+void proto_jw_num(proto_jw *w, double v) {
+  if (!isfinite(v)) { proto_jw_null(w); return; }
+  jw_value_start(w);
+  proto_buf_addf(w->b, "%.17g", v);
+}
+
+void proto_jw_float(proto_jw *w, float v) {
+  if (!isfinite(v)) { proto_jw_null(w); return; }
+  jw_value_start(w);
+  char tmp[32];
+  /* the shortest of %.6g .. %.9g that reads back as the same float */
+  for (int prec = 6; prec <= 9; prec++) {
+    snprintf(tmp, sizeof tmp, "%.*g", prec, (double)v);
+    if (prec == 9 || strtof(tmp, NULL) == v) break;
+  }
+  proto_buf_adds(w->b, tmp);
+}
+
+void proto_jw_bool(proto_jw *w, int v) {
+  jw_value_start(w);
+  proto_buf_adds(w->b, v ? "true" : "false");
+}
+
+void proto_jw_null(proto_jw *w) {
+  jw_value_start(w);
+  proto_buf_add(w->b, "null", 4);
+}
+
+void proto_jw_raw(proto_jw *w, const char *json, size_t len) {
+  jw_value_start(w);
+  proto_buf_add(w->b, json, len);
+}
+
+void proto_json_error(proto_buf *b, proto_status st, const char *msg) {
+  proto_jw w;
+  proto_jw_init(&w, b);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "error");
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "code");
+  proto_jw_cstr(&w, proto_status_name(st));
+  proto_jw_key(&w, "message");
+  proto_jw_cstr(&w, msg ? msg : proto_strerror(st));
+  proto_jw_obj_end(&w);
+  proto_jw_obj_end(&w);
+}
+
+/* ---- decoding helpers ----------------------------------------------------- */
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+static proto_status fail(proto_status st, char *err, size_t errlen, const char *fmt, ...) {
+  if (err && errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return st;
+}
+
+static proto_status parse_root(const char *text, size_t len, json_t **out, char *err,
+                               size_t errlen) {
+  json_error_t je;
+  *out = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+  if (*out) return PROTO_OK;
+  enum json_error_code code = json_error_code(&je);
+  if (code == json_error_invalid_utf8)
+    return fail(PROTO_EUTF8, err, errlen, "body: invalid UTF-8 at byte %d", je.position);
+  if (code == json_error_duplicate_key)
+    return fail(PROTO_EJSON, err, errlen, "body: %s", je.text);
+  if (code == json_error_out_of_memory)
+    return fail(PROTO_ENOMEM, err, errlen, "body: out of memory");
+  return fail(PROTO_EJSON, err, errlen, "body: malformed JSON at line %d column %d: %s",
+              je.line, je.column, je.text);
+}
+
+/* Rejects keys not in allowed (NULL-terminated). */
+static proto_status check_fields(json_t *obj, const char *where, const char *const *allowed,
+                                 char *err, size_t errlen) {
+  const char *key;
+  json_t *v;
+  json_object_foreach(obj, key, v) {
+    int ok = 0;
+    for (const char *const *a = allowed; *a; a++)
+      if (strcmp(*a, key) == 0) { ok = 1; break; }
+    if (!ok)
+      return fail(PROTO_EUNKNOWN_FIELD, err, errlen, "%s%sunknown field '%.64s'",
+                  where ? where : "", where ? ": " : "", key);
+  }
+  return PROTO_OK;
+}
+
+/* where + "." + field for messages */
+#define FIELD(where, name) (where) ? (where) : "", (where) ? "." : "", (name)
+
+static proto_status get_int(json_t *obj, const char *where, const char *name, long long lo,
+                            long long hi, long long def, long long *out, char *err,
+                            size_t errlen) {
+  json_t *v = json_object_get(obj, name);
+  if (!v || json_is_null(v)) { *out = def; return PROTO_OK; }
+  if (!json_is_integer(v))
+    return fail(PROTO_ETYPE, err, errlen, "%s%s%s: must be an integer", FIELD(where, name));
+  long long x = json_integer_value(v);
+  if (x < lo || x > hi)
+    return fail(PROTO_ERANGE, err, errlen, "%s%s%s: must be an integer in [%lld, %lld]",
+                FIELD(where, name), lo, hi);
+  *out = x;
+  return PROTO_OK;
+}
+
+static proto_status get_bool(json_t *obj, const char *name, int def, int *out, char *err,
+                             size_t errlen) {
+  json_t *v = json_object_get(obj, name);
+  if (!v || json_is_null(v)) { *out = def; return PROTO_OK; }
+  if (!json_is_boolean(v)) return fail(PROTO_ETYPE, err, errlen, "%s: must be a boolean", name);
+  *out = json_is_true(v);
+  return PROTO_OK;
+}
+
+static proto_status get_num(json_t *obj, const char *name, double def, double *out, char *err,
+                            size_t errlen) {
+  json_t *v = json_object_get(obj, name);
+  if (!v || json_is_null(v)) { *out = def; return PROTO_OK; }
+  if (!json_is_number(v)) return fail(PROTO_ETYPE, err, errlen, "%s: must be a number", name);
+  *out = json_number_value(v);
+  return PROTO_OK;
+}
+
+static char *dup_str(json_t *s, size_t *len) {
+  size_t n = json_string_length(s);
+  char *p = malloc(n + 1);
+  if (!p) return NULL;
+  memcpy(p, json_string_value(s), n);
+  p[n] = 0;
+  if (len) *len = n;
+  return p;
+}
+
+static void free_strs(char **v, size_t n) {
+  if (!v) return;
+  for (size_t i = 0; i < n; i++) free(v[i]);
+  free(v);
+}
+
+/* A string or (when allow_array) an array of 1..max strings. */
+static proto_status get_strs(json_t *v, const char *name, int allow_array, size_t max,
+                             size_t max_bytes, char ***strs, size_t **lens, size_t *n,
+                             int *was_array, char *err, size_t errlen) {
+  *strs = NULL;
+  *n = 0;
+  if (lens) *lens = NULL;
+  size_t count;
+  if (json_is_string(v)) count = 1;
+  else if (allow_array && json_is_array(v)) count = json_array_size(v);
+  else
+    return fail(PROTO_ETYPE, err, errlen, "%s: must be a string%s", name,
+                allow_array ? " or an array of strings" : "");
+  if (was_array) *was_array = json_is_array(v);
+  if (json_is_array(v) && (count == 0 || count > max))
+    return fail(PROTO_ERANGE, err, errlen, "%s: must hold 1 to %zu strings", name, max);
+  char **s = calloc(count, sizeof *s);
+  size_t *l = calloc(count, sizeof *l);
+  if (!s || !l) {
+    free(s);
+    free(l);
+    return fail(PROTO_ENOMEM, err, errlen, "%s: out of memory", name);
+  }
+  proto_status st = PROTO_OK;
+  for (size_t i = 0; i < count; i++) {
+    json_t *e = json_is_array(v) ? json_array_get(v, i) : v;
+    if (!json_is_string(e)) {
+      st = fail(PROTO_ETYPE, err, errlen, "%s[%zu]: must be a string", name, i);
+      goto leave;
+    }
+    if (max_bytes && json_string_length(e) > max_bytes) {
+      st = fail(PROTO_ERANGE, err, errlen, "%s[%zu]: longer than %zu bytes", name, i,
+                max_bytes);
+      goto leave;
+    }
+    s[i] = dup_str(e, &l[i]);
+    if (!s[i]) { st = fail(PROTO_ENOMEM, err, errlen, "%s: out of memory", name); goto leave; }
+  }
+leave:
+  if (st != PROTO_OK) {
+    free_strs(s, count);
+    free(l);
+    return st;
+  }
+  *strs = s;
+  if (lens) *lens = l;
+  else free(l);
+  *n = count;
+  return PROTO_OK;
+}
+
+static proto_status get_model(json_t *obj, char **model, char *err, size_t errlen) {
+  json_t *v = json_object_get(obj, "model");
+  *model = NULL;
+  if (!v || json_is_null(v)) return PROTO_OK;
+  if (!json_is_string(v)) return fail(PROTO_ETYPE, err, errlen, "model: must be a string");
+  *model = dup_str(v, NULL);
+  return *model ? PROTO_OK : fail(PROTO_ENOMEM, err, errlen, "model: out of memory");
+}
+
+static proto_status get_exclude(json_t *obj, char ***ids, size_t *n, char *err, size_t errlen) {
+  json_t *v = json_object_get(obj, "exclude_docs");
+  *ids = NULL;
+  *n = 0;
+  if (!v || json_is_null(v)) return PROTO_OK;
+  if (!json_is_array(v))
+    return fail(PROTO_ETYPE, err, errlen, "exclude_docs: must be an array of strings");
+  if (json_array_size(v) == 0) return PROTO_OK;
+  return get_strs(v, "exclude_docs", 1, PROTO_MAX_EXCLUDE, PROTO_MAX_ID_BYTES, ids, NULL, n,
+                  NULL, err, errlen);
+}
+
+proto_status proto_json_validate(const char *text, size_t len, char *err, size_t errlen) {
+  json_t *root = NULL;
+  json_error_t je;
+  root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+  if (!root) return fail(PROTO_EJSON, err, errlen, "invalid JSON: %s", je.text);
+  json_decref(root);
+  return PROTO_OK;
+}
+
+/* ---- documents ------------------------------------------------------------ */
+
+void proto_doc_free(proto_doc *d) {
+  if (!d) return;
+  free(d->id);
+  free(d->text);
+  free(d->metadata_json);
+  memset(d, 0, sizeof *d);
+}
+
+static proto_status doc_from(json_t *o, const char *where, proto_doc *out, char *err,
+                             size_t errlen) {
+  static const char *const fields[] = {"id", "text", "metadata", NULL};
+  const char *w = where ? where : "document";
+  memset(out, 0, sizeof *out);
+  if (!json_is_object(o)) return fail(PROTO_ETYPE, err, errlen, "%s: must be an object", w);
+  proto_status st = check_fields(o, w, fields, err, errlen);
+  if (st != PROTO_OK) return st;
+  json_t *id = json_object_get(o, "id"), *text = json_object_get(o, "text");
+  json_t *meta = json_object_get(o, "metadata");
+  if (!id) return fail(PROTO_EMISSING, err, errlen, "%s.id: missing field", w);
+  if (!json_is_string(id)) return fail(PROTO_ETYPE, err, errlen, "%s.id: must be a string", w);
+  size_t idlen = json_string_length(id);
+  if (idlen == 0 || idlen > PROTO_MAX_ID_BYTES)
+    return fail(PROTO_ERANGE, err, errlen, "%s.id: must be 1 to %d bytes", w,
+                PROTO_MAX_ID_BYTES);
+  if (memchr(json_string_value(id), 0, idlen))
+    return fail(PROTO_EINVAL, err, errlen, "%s.id: must not contain NUL", w);
+  if (!text) return fail(PROTO_EMISSING, err, errlen, "%s.text: missing field", w);
+  if (!json_is_string(text))
+    return fail(PROTO_ETYPE, err, errlen, "%s.text: must be a string", w);
+  if (meta && !json_is_null(meta) && !json_is_object(meta))
+    return fail(PROTO_ETYPE, err, errlen, "%s.metadata: must be an object", w);
+  out->id = dup_str(id, NULL);
+  out->text = dup_str(text, &out->text_len);
+  if (meta && json_is_object(meta))
+    out->metadata_json = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  if (!out->id || !out->text || (meta && json_is_object(meta) && !out->metadata_json)) {
+    proto_doc_free(out);
+    return fail(PROTO_ENOMEM, err, errlen, "%s: out of memory", w);
+  }
+  return PROTO_OK;
+}
+
+proto_status proto_doc_parse(const char *text, size_t len, const char *where, proto_doc *out,
+                             char *err, size_t errlen) {
+  json_t *root = NULL;
+  memset(out, 0, sizeof *out);
+  proto_status st = parse_root(text, len, &root, err, errlen);
+  if (st != PROTO_OK) {
+    if (where && err && errlen) {
+      char tmp[256];
+      snprintf(tmp, sizeof tmp, "%s", err);
+      const char *m = strncmp(tmp, "body: ", 6) == 0 ? tmp + 6 : tmp;
+      snprintf(err, errlen, "%s: %s", where, m);
+    }
+    return st;
+  }
+  st = doc_from(root, where, out, err, errlen);
+  json_decref(root);
+  return st;
+}
+
+proto_status proto_docs_parse(const char *text, size_t len, size_t max_docs, proto_doc **docs,
+                              size_t *n, char *err, size_t errlen) {
+  static const char *const fields[] = {"documents", NULL};
+  json_t *root = NULL;
+  proto_doc *d = NULL;
+  size_t count = 0;
+  *docs = NULL;
+  *n = 0;
+  proto_status st = parse_root(text, len, &root, err, errlen);
+  if (st != PROTO_OK) return st;
+  if (!json_is_object(root)) {
+    st = fail(PROTO_ETYPE, err, errlen, "body: must be an object {\"documents\": [...]}");
+    goto leave;
+  }
+  if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
+  json_t *arr = json_object_get(root, "documents");
+  if (!arr) { st = fail(PROTO_EMISSING, err, errlen, "documents: missing field"); goto leave; }
+  if (!json_is_array(arr)) {
+    st = fail(PROTO_ETYPE, err, errlen, "documents: must be an array");
+    goto leave;
+  }
+  count = json_array_size(arr);
+  if (count > max_docs) {
+    st = fail(PROTO_ERANGE, err, errlen, "documents: at most %zu per request", max_docs);
+    goto leave;
+  }
+  d = calloc(count ? count : 1, sizeof *d);
+  if (!d) { st = fail(PROTO_ENOMEM, err, errlen, "documents: out of memory"); goto leave; }
+  for (size_t i = 0; i < count; i++) {
+    char where[48];
+    snprintf(where, sizeof where, "documents[%zu]", i);
+    if ((st = doc_from(json_array_get(arr, i), where, &d[i], err, errlen)) != PROTO_OK)
+      goto leave;
+  }
+leave:
+  json_decref(root);
+  if (st != PROTO_OK) {
+    if (d)
+      for (size_t i = 0; i < count; i++) proto_doc_free(&d[i]);
+    free(d);
+    return st;
+  }
+  *docs = d;
+  *n = count;
+  return PROTO_OK;
+}
+
+/* ---- search --------------------------------------------------------------- */
+
+void proto_search_free(proto_search_req *r) {
+  if (!r) return;
+  free_strs(r->queries, r->n_queries);
+  free(r->query_lens);
+  free(r->vector);
+  free_strs(r->exclude_docs, r->n_exclude);
+  memset(r, 0, sizeof *r);
+}
+
+proto_status proto_search_parse(const char *text, size_t len, proto_search_req *out,
+                                char *err, size_t errlen) {
+  static const char *const fields[] = {"query", "queries", "vector", "k", "exclude_docs",
+                                       "nprobe", "ef_search", "with_text", NULL};
+  json_t *root = NULL;
+  long long x;
+  memset(out, 0, sizeof *out);
+  proto_status st = parse_root(text, len, &root, err, errlen);
+  if (st != PROTO_OK) return st;
+  if (!json_is_object(root)) { st = fail(PROTO_ETYPE, err, errlen, "body: must be an object"); goto leave; }
+  if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
+  json_t *q = json_object_get(root, "query"), *qs = json_object_get(root, "queries");
+  json_t *vec = json_object_get(root, "vector");
+  int given = (q != NULL) + (qs != NULL) + (vec != NULL);
+  if (given == 0) {
+    st = fail(PROTO_EMISSING, err, errlen, "query: missing field (give query, queries or vector)");
+    goto leave;
+  }
+  if (given > 1) {
+    st = fail(PROTO_EINVAL, err, errlen, "query: give only one of query, queries, vector");
+    goto leave;
+  }
+  if (q) {
+    if (!json_is_string(q)) { st = fail(PROTO_ETYPE, err, errlen, "query: must be a string"); goto leave; }
+    st = get_strs(q, "query", 0, 1, 0, &out->queries, &out->query_lens, &out->n_queries, NULL,
+                  err, errlen);
+  } else if (qs) {
+    if (!json_is_array(qs)) {
+      st = fail(PROTO_ETYPE, err, errlen, "queries: must be an array of strings");
+      goto leave;
+    }
+    st = get_strs(qs, "queries", 1, PROTO_MAX_QUERIES, 0, &out->queries, &out->query_lens,
+                  &out->n_queries, NULL, err, errlen);
+    out->batched = 1;
+  } else {
+    if (!json_is_array(vec)) {
+      st = fail(PROTO_ETYPE, err, errlen, "vector: must be an array of numbers");
+      goto leave;
+    }
+    size_t dim = json_array_size(vec);
+    if (dim == 0 || dim > PROTO_MAX_DIM) {
+      st = fail(PROTO_EDIM, err, errlen, "vector: must hold 1 to %d numbers", PROTO_MAX_DIM);
+      goto leave;
+    }
+    out->vector = malloc(dim * sizeof *out->vector);
+    if (!out->vector) { st = fail(PROTO_ENOMEM, err, errlen, "vector: out of memory"); goto leave; }
+    for (size_t i = 0; i < dim; i++) {
+      json_t *e = json_array_get(vec, i);
+      if (!json_is_number(e)) {
+        st = fail(PROTO_ETYPE, err, errlen, "vector[%zu]: must be a number", i);
+        goto leave;
+      }
+      double d = json_number_value(e);
+      if (!isfinite((float)d)) {
+        st = fail(PROTO_ERANGE, err, errlen, "vector[%zu]: out of float range", i);
+        goto leave;
+      }
+      out->vector[i] = (float)d;
+    }
+    out->dim = dim;
+  }
+  if (st != PROTO_OK) goto leave;
+  if ((st = get_int(root, NULL, "k", 1, PROTO_MAX_K, 10, &x, err, errlen)) != PROTO_OK) goto leave;
+  out->k = (int)x;
+  if ((st = get_int(root, NULL, "nprobe", 0, 65536, 0, &x, err, errlen)) != PROTO_OK) goto leave;
+  out->nprobe = (int)x;
+  if ((st = get_int(root, NULL, "ef_search", 0, 65536, 0, &x, err, errlen)) != PROTO_OK) goto leave;
+  out->ef_search = (int)x;
+  if ((st = get_bool(root, "with_text", 1, &out->with_text, err, errlen)) != PROTO_OK) goto leave;
+  st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen);
+leave:
+  json_decref(root);
+  if (st != PROTO_OK) proto_search_free(out);
+  return st;
+}
+
+/* ---- embeddings ----------------------------------------------------------- */
+
+void proto_embed_free(proto_embed_req *r) {
+  if (!r) return;
+  free_strs(r->inputs, r->n);
+  free(r->lens);
+  free(r->model);
+  memset(r, 0, sizeof *r);
+}
+
+proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *out, char *err,
+                               size_t errlen) {
+  static const char *const fields[] = {"input", "model", "encoding_format", "user", NULL};
+  json_t *root = NULL;
+  memset(out, 0, sizeof *out);
+  proto_status st = parse_root(text, len, &root, err, errlen);
+  if (st != PROTO_OK) return st;
+  if (!json_is_object(root)) { st = fail(PROTO_ETYPE, err, errlen, "body: must be an object"); goto leave; }
+  if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
+  json_t *in = json_object_get(root, "input");
+  if (!in) { st = fail(PROTO_EMISSING, err, errlen, "input: missing field"); goto leave; }
+  st = get_strs(in, "input", 1, PROTO_MAX_QUERIES, 0, &out->inputs, &out->lens, &out->n, NULL,
+                err, errlen);
+  if (st != PROTO_OK) goto leave;
+  json_t *fmt = json_object_get(root, "encoding_format");
+  if (fmt && !json_is_null(fmt)) {
+    if (!json_is_string(fmt)) {
+      st = fail(PROTO_ETYPE, err, errlen, "encoding_format: must be a string");
+      goto leave;
+    }
+    if (strcmp(json_string_value(fmt), "float") != 0) {
+      st = fail(PROTO_ERANGE, err, errlen, "encoding_format: only \"float\" is supported");
+      goto leave;
+    }
+  }
+  json_t *user = json_object_get(root, "user");
+  if (user && !json_is_string(user)) {
+    st = fail(PROTO_ETYPE, err, errlen, "user: must be a string");
+    goto leave;
+  }
+  st = get_model(root, &out->model, err, errlen);
+leave:
+  json_decref(root);
+  if (st != PROTO_OK) proto_embed_free(out);
+  return st;
+}
+
+/* ---- completions ---------------------------------------------------------- */
+
+void proto_complete_free(proto_complete_req *r) {
+  if (!r) return;
+  free(r->prompt);
+  free_strs(r->stop, r->n_stop);
+  free(r->stop_lens);
+  free_strs(r->exclude_docs, r->n_exclude);
+  free(r->model);
+  memset(r, 0, sizeof *r);
+}
+
+proto_status proto_complete_parse(const char *text, size_t len, proto_complete_req *out,
+                                  char *err, size_t errlen) {
+  static const char *const fields[] = {
+      "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs",
+      "stream", "retrieval", "k", "exclude_docs", "model", "n", "user", NULL};
+  json_t *root = NULL;
+  long long x;
+  memset(out, 0, sizeof *out);
+  proto_status st = parse_root(text, len, &root, err, errlen);
+  if (st != PROTO_OK) return st;
+  if (!json_is_object(root)) { st = fail(PROTO_ETYPE, err, errlen, "body: must be an object"); goto leave; }
+  if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
+
+  json_t *p = json_object_get(root, "prompt");
+  if (!p) { st = fail(PROTO_EMISSING, err, errlen, "prompt: missing field"); goto leave; }
+  if (json_is_array(p) && json_array_size(p) == 1) p = json_array_get(p, 0);
+  if (!json_is_string(p)) {
+    st = fail(PROTO_ETYPE, err, errlen, "prompt: must be a string (or an array of one string)");
+    goto leave;
+  }
+  out->prompt = dup_str(p, &out->prompt_len);
+  if (!out->prompt) { st = fail(PROTO_ENOMEM, err, errlen, "prompt: out of memory"); goto leave; }
+
+  if ((st = get_int(root, NULL, "max_tokens", 1, PROTO_MAX_GEN_TOKENS, 16, &x, err, errlen))) goto leave;
+  out->max_tokens = (int)x;
+  if ((st = get_num(root, "temperature", 1.0, &out->temperature, err, errlen))) goto leave;
+  if (!(out->temperature >= 0 && out->temperature <= 100)) {
+    st = fail(PROTO_ERANGE, err, errlen, "temperature: must be in [0, 100]");
+    goto leave;
+  }
+  if ((st = get_num(root, "top_p", 1.0, &out->top_p, err, errlen))) goto leave;
+  if (!(out->top_p > 0 && out->top_p <= 1)) {
+    st = fail(PROTO_ERANGE, err, errlen, "top_p: must be in (0, 1]");
+    goto leave;
+  }
+  if ((st = get_int(root, NULL, "top_k", 0, 1000000, 0, &x, err, errlen))) goto leave;
+  out->top_k = (int)x;
+  json_t *seed = json_object_get(root, "seed");
+  if (seed && !json_is_null(seed)) {
+    if (!json_is_integer(seed)) { st = fail(PROTO_ETYPE, err, errlen, "seed: must be an integer"); goto leave; }
+    out->seed = (uint64_t)json_integer_value(seed);
+    out->has_seed = 1;
+  }
+  json_t *stop = json_object_get(root, "stop");
+  if (stop && !json_is_null(stop)) {
+    st = get_strs(stop, "stop", 1, PROTO_MAX_STOP, PROTO_MAX_STOP_BYTES, &out->stop,
+                  &out->stop_lens, &out->n_stop, NULL, err, errlen);
+    if (st != PROTO_OK) goto leave;
+    for (size_t i = 0; i < out->n_stop; i++)
+      if (out->stop_lens[i] == 0) {
+        st = fail(PROTO_ERANGE, err, errlen, "stop[%zu]: must not be empty", i);
+        goto leave;
+      }
+  }
+  json_t *lp = json_object_get(root, "logprobs");
+  out->logprobs = -1;
+  if (lp && !json_is_null(lp)) {
+    if (json_is_boolean(lp)) out->logprobs = json_is_true(lp) ? 0 : -1;
+    else if ((st = get_int(root, NULL, "logprobs", 0, PROTO_MAX_LOGPROBS, 0, &x, err, errlen))) goto leave;
+    else out->logprobs = (int)x;
+  }
+  if ((st = get_bool(root, "stream", 0, &out->stream, err, errlen))) goto leave;
+  if ((st = get_bool(root, "retrieval", 1, &out->retrieval, err, errlen))) goto leave;
+  if ((st = get_int(root, NULL, "k", 0, 64, 0, &x, err, errlen))) goto leave;
+  out->k = (int)x;
+  if ((st = get_int(root, NULL, "n", 1, 1, 1, &x, err, errlen))) goto leave;
+  json_t *user = json_object_get(root, "user");
+  if (user && !json_is_string(user)) { st = fail(PROTO_ETYPE, err, errlen, "user: must be a string"); goto leave; }
+  if ((st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen))) goto leave;
+  st = get_model(root, &out->model, err, errlen);
+leave:
+  json_decref(root);
+  if (st != PROTO_OK) proto_complete_free(out);
+  return st;
+}

@@ -1,0 +1,787 @@
+/* engine.c - the srv_engine object: opening the store, the models and the
+ * index together (with the meta checks that keep a database tied to its
+ * encoder and chunk tokenizer), and the read paths: info, documents,
+ * chunks, search, embeddings, delete. What it does not: the ingest pipeline
+ * (ingest.c), generation (generate.c), the neighbour dump (engine_nb.c),
+ * anything about HTTP or terminals.
+ */
+#include "engine_priv.h"
+#include "srv_config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static _Thread_local char srv_err[1024];
+
+proto_status srv__fail(proto_status st, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(srv_err, sizeof srv_err, fmt, ap);
+  va_end(ap);
+  return st;
+}
+
+const char *srv_last_error(void) { return srv_err[0] ? srv_err : "no error"; }
+
+/* Paths --------------------------------------------------------------------- */
+
+static int is_dir(const char *p) {
+  struct stat sb;
+  return p && stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static char *path_join(const char *a, const char *b) {
+  size_t n = strlen(a) + strlen(b) + 2;
+  char *p = malloc(n);
+  if (p) snprintf(p, n, "%s/%s", a, b);
+  return p;
+}
+
+/* An absolute copy of p (realpath when it exists, else strdup). */
+static char *abs_path(const char *p) {
+  char *r = realpath(p, NULL);
+  return r ? r : strdup(p);
+}
+
+/* The model directory for role ("encoder"/"decoder"): given, else the
+ * database's recorded one, else $RETRO_ENCODER/$RETRO_DECODER, else
+ * $RETRO_MODELS/role, else the built-in defaults. NULL when none exists
+ * (or "none" was given/recorded: *none = 1). */
+static char *resolve_model(const char *given, const char *recorded, const char *role,
+                           int *none) {
+  *none = 0;
+  if (given) {
+    if (strcmp(given, "none") == 0) { *none = 1; return NULL; }
+    return abs_path(given);
+  }
+  if (recorded) {
+    if (strcmp(recorded, "none") == 0) { *none = 1; return NULL; }
+    if (is_dir(recorded)) return abs_path(recorded);
+  }
+  const char *env = getenv(strcmp(role, "encoder") == 0 ? "RETRO_ENCODER" : "RETRO_DECODER");
+  if (env && *env) {
+    if (strcmp(env, "none") == 0) { *none = 1; return NULL; }
+    return abs_path(env);
+  }
+  const char *models = getenv("RETRO_MODELS");
+  char *p = NULL;
+  if (models && *models) {
+    p = path_join(models, role);
+    if (p && is_dir(p)) return p;
+    free(p);
+  }
+  p = path_join(RETRO_SOURCE_ROOT "/model/default", role);
+  if (p && is_dir(p)) return p;
+  free(p);
+  p = path_join(RETRO_DATADIR "/retrod/models", role);
+  if (p && is_dir(p)) return p;
+  free(p);
+  return NULL;
+}
+
+/* pad_id / eos_id from a decoder's config.json (-1 when absent). */
+static void read_decoder_ids(const char *dir, int32_t *pad, int32_t *eos) {
+  *pad = -1;
+  *eos = -1;
+  char *p = path_join(dir, "config.json");
+  if (!p) return;
+  json_error_t jerr;
+  json_t *root = json_load_file(p, 0, &jerr);
+  free(p);
+  if (!root) return;
+  json_t *v = json_object_get(root, "pad_id");
+  if (json_is_integer(v)) *pad = (int32_t)json_integer_value(v);
+  v = json_object_get(root, "eos_id");
+  if (json_is_integer(v)) *eos = (int32_t)json_integer_value(v);
+  json_decref(root);
+}
+
+/* Meta ---------------------------------------------------------------------- */
+
+/* Checks meta key against want; records it when absent. what names it. */
+static proto_status meta_check(srv_engine *e, const char *key, const char *want,
+                               const char *what, const char *fix) {
+  char *have = NULL;
+  proto_status s = store_meta_get(e->st, key, &have);
+  if (s != PROTO_OK) return srv__fail(s, "reading meta %s: %s", key, store_last_error());
+  if (have) {
+    if (strcmp(have, want) != 0)
+      s = srv__fail(PROTO_EMISMATCH,
+                    "%s mismatch: database %s was built with %s \"%s\", this one is \"%s\"%s",
+                    what, e->data_dir, what, have, want, fix);
+    free(have);
+    return s;
+  }
+  if (e->opt.read_only) return PROTO_OK;
+  s = store_meta_put(e->st, key, want);
+  if (s != PROTO_OK) return srv__fail(s, "writing meta %s: %s", key, store_last_error());
+  return PROTO_OK;
+}
+
+static char *meta_get(srv_engine *e, const char *key) {
+  char *v = NULL;
+  if (store_meta_get(e->st, key, &v) != PROTO_OK) return NULL;
+  return v;
+}
+
+/* Open / close -------------------------------------------------------------- */
+
+proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
+  srv_engine *e = NULL;
+  proto_status s = PROTO_OK;
+  char *rec_enc = NULL, *rec_dec = NULL, *db = NULL, *ixpath = NULL;
+  if (!o || !out || !o->data_dir || !*o->data_dir)
+    return srv__fail(PROTO_EINVAL, "srv_engine_open: no data directory");
+  *out = NULL;
+  e = calloc(1, sizeof *e);
+  if (!e) return srv__fail(PROTO_ENOMEM, "out of memory");
+  e->opt = *o;
+  e->pad_id = e->eos_id = -1;
+  pthread_mutex_init(&e->gen_mu, NULL);
+  pthread_cond_init(&e->gen_cv, NULL);
+
+  if (!o->read_only && mkdir(o->data_dir, 0777) != 0 && errno != EEXIST) {
+    s = srv__fail(PROTO_EIO, "cannot create %s: %s", o->data_dir, strerror(errno));
+    goto leave;
+  }
+  if (!is_dir(o->data_dir)) {
+    s = srv__fail(PROTO_EIO, "data directory %s does not exist", o->data_dir);
+    goto leave;
+  }
+  e->data_dir = abs_path(o->data_dir);
+  if (!e->data_dir) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  e->opt.data_dir = e->data_dir;
+
+  store_options so = {.map_bytes = o->map_bytes};
+  if ((s = store_open(e->data_dir, &so, &e->st)) != PROTO_OK) {
+    s = srv__fail(s, "opening the store in %s: %s", e->data_dir, store_last_error());
+    goto leave;
+  }
+  rec_enc = meta_get(e, "encoder_path");
+  rec_dec = meta_get(e, "decoder_path");
+
+  /* encoder */
+  int none = 0;
+  e->encoder_path = resolve_model(o->encoder_dir, rec_enc, "encoder", &none);
+  if (!e->encoder_path) {
+    s = srv__fail(PROTO_EMODEL,
+                  "no encoder: pass --encoder DIR or set RETRO_MODELS (looked in %s and %s)",
+                  RETRO_SOURCE_ROOT "/model/default/encoder",
+                  RETRO_DATADIR "/retrod/models/encoder");
+    goto leave;
+  }
+  bert_options bo = {.pooling = BERT_POOL_AUTO, .threads = o->threads};
+  if ((s = bert_open(e->encoder_path, &bo, &e->enc)) != PROTO_OK) {
+    s = srv__fail(s, "loading the encoder from %s: %s", e->encoder_path, bert_last_error());
+    goto leave;
+  }
+  e->dim = bert_dim(e->enc);
+
+  /* decoder (or only its tokenizer) */
+  e->decoder_path = resolve_model(o->decoder_dir, rec_dec, "decoder", &none);
+  if (e->decoder_path && !is_dir(e->decoder_path)) {
+    s = srv__fail(PROTO_EMODEL, "decoder directory %s does not exist", e->decoder_path);
+    goto leave;
+  }
+  if (e->decoder_path) {
+    read_decoder_ids(e->decoder_path, &e->pad_id, &e->eos_id);
+    if (o->load_decoder) {
+      if ((s = retro_open(e->decoder_path, o->threads, &e->dec)) != PROTO_OK) {
+        s = srv__fail(s, "loading the decoder from %s: %s", e->decoder_path, retro_last_error());
+        goto leave;
+      }
+      const retro_config *rc = retro_get_config(e->dec);
+      if (rc->chunk_len != PROTO_CHUNK_TOKENS || rc->neighbour_len != PROTO_NEIGHBOUR_TOKENS) {
+        s = srv__fail(PROTO_EMODEL, "decoder %s: chunk_len %d / neighbour_len %d, expected %d / %d",
+                      e->decoder_path, rc->chunk_len, rc->neighbour_len, PROTO_CHUNK_TOKENS,
+                      PROTO_NEIGHBOUR_TOKENS);
+        goto leave;
+      }
+      e->ctok = retro_tokenizer(e->dec);
+    } else {
+      if ((s = tok_open_dir(e->decoder_path, &e->own_tok)) != PROTO_OK) {
+        s = srv__fail(s, "loading the decoder tokenizer from %s: %s", e->decoder_path,
+                      tok_last_error());
+        goto leave;
+      }
+      e->ctok = e->own_tok;
+    }
+  } else {
+    e->ctok = bert_tokenizer(e->enc);
+  }
+  e->embed_by_ids =
+      strcmp(tok_fingerprint(e->ctok), tok_fingerprint(bert_tokenizer(e->enc))) == 0;
+  if (e->eos_id < 0) {
+    e->eos_id = tok_token_id(e->ctok, "<|endoftext|>");
+    if (e->eos_id < 0) e->eos_id = tok_token_id(e->ctok, "</s>");
+  }
+
+  /* meta checks */
+  char dimbuf[32], lenbuf[32];
+  snprintf(dimbuf, sizeof dimbuf, "%u", (unsigned)e->dim);
+  snprintf(lenbuf, sizeof lenbuf, "%d", PROTO_CHUNK_TOKENS);
+  if ((s = meta_check(e, "encoder", bert_fingerprint(e->enc), "encoder",
+                      " (use the same --encoder, or a new --data directory)")) != PROTO_OK ||
+      (s = meta_check(e, "dim", dimbuf, "embedding dimension", "")) != PROTO_OK ||
+      (s = meta_check(e, "chunk_tokenizer", tok_fingerprint(e->ctok), "chunk tokenizer",
+                      " (the decoder's tokenizer made the chunks: use the same --decoder, or a "
+                      "new --data directory)")) != PROTO_OK ||
+      (s = meta_check(e, "chunk_len", lenbuf, "chunk length", "")) != PROTO_OK)
+    goto leave;
+  store_stats ss;
+  if ((s = store_stats_get(e->st, &ss)) != PROTO_OK) {
+    s = srv__fail(s, "store stats: %s", store_last_error());
+    goto leave;
+  }
+  if (ss.dim && ss.dim != e->dim) {
+    s = srv__fail(PROTO_EMISMATCH, "the database holds %u-d vectors, the encoder makes %u-d",
+                  (unsigned)ss.dim, (unsigned)e->dim);
+    goto leave;
+  }
+  if (!o->read_only) {
+    if ((s = store_meta_put(e->st, "encoder_path", e->encoder_path)) != PROTO_OK ||
+        (s = store_meta_put(e->st, "decoder_path",
+                            e->decoder_path ? e->decoder_path : "none")) != PROTO_OK) {
+      s = srv__fail(s, "writing meta: %s", store_last_error());
+      goto leave;
+    }
+  }
+
+  /* index */
+  ixpath = path_join(e->data_dir, "index.faiss");
+  if (!ixpath) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  idx_options io = {.factory = o->index_factory, .metric = IDX_METRIC_IP, .dim = e->dim};
+  if ((s = idx_open(ixpath, e->st, &io, &e->ix)) != PROTO_OK) {
+    s = srv__fail(s, "opening the index %s: %s", ixpath, idx_last_error());
+    goto leave;
+  }
+
+  /* generation slots */
+  e->n_slots = o->gen_slots > 0 ? o->gen_slots : 2;
+  e->max_waiting = o->gen_queue > 0 ? o->gen_queue : o->gen_queue < 0 ? 0 : 8;
+  e->states = calloc((size_t)e->n_slots, sizeof *e->states);
+  e->state_busy = calloc((size_t)e->n_slots, sizeof *e->state_busy);
+  if (!e->states || !e->state_busy) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (e->dec) {
+    int ms = retro_get_config(e->dec)->max_seq;
+    e->max_seq = o->gen_max_seq > 0 && o->gen_max_seq < ms ? o->gen_max_seq : ms;
+  }
+
+  if (!o->read_only && (s = srv__pipe_start(e)) != PROTO_OK) goto leave;
+  *out = e;
+  e = NULL;
+leave:
+  free(rec_enc);
+  free(rec_dec);
+  free(db);
+  free(ixpath);
+  if (e) {
+    e->opt.read_only = 1; /* do not save a half-open engine's index */
+    srv_engine_close(e);
+  }
+  return s;
+}
+
+void srv_engine_close(srv_engine *e) {
+  if (!e) return;
+  srv__pipe_stop(e);
+  pthread_mutex_lock(&e->gen_mu);
+  e->closing = 1;
+  pthread_cond_broadcast(&e->gen_cv);
+  while (e->busy > 0 || e->waiting > 0) pthread_cond_wait(&e->gen_cv, &e->gen_mu);
+  pthread_mutex_unlock(&e->gen_mu);
+  if (e->ix && !e->opt.read_only) {
+    if (idx_sync(e->ix) != PROTO_OK || idx_save(e->ix) != PROTO_OK)
+      fprintf(stderr, "retro: saving the index failed: %s\n", idx_last_error());
+  }
+  if (e->states)
+    for (int i = 0; i < e->n_slots; i++) retro_state_free(e->states[i]);
+  free(e->states);
+  free(e->state_busy);
+  idx_close(e->ix);
+  retro_close(e->dec);
+  tok_close(e->own_tok);
+  bert_close(e->enc);
+  store_close(e->st);
+  pthread_mutex_destroy(&e->gen_mu);
+  pthread_cond_destroy(&e->gen_cv);
+  free(e->data_dir);
+  free(e->encoder_path);
+  free(e->decoder_path);
+  free(e);
+}
+
+proto_status srv_engine_save(srv_engine *e) {
+  if (!e) return srv__fail(PROTO_EINVAL, "srv_engine_save: NULL engine");
+  if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the engine is read-only");
+  proto_status s = idx_sync(e->ix);
+  if (s == PROTO_OK) s = idx_save(e->ix);
+  if (s != PROTO_OK) return srv__fail(s, "saving the index: %s", idx_last_error());
+  return PROTO_OK;
+}
+
+store *srv_engine_store(srv_engine *e) { return e ? e->st : NULL; }
+idx *srv_engine_index(srv_engine *e) { return e ? e->ix : NULL; }
+bert *srv_engine_encoder(srv_engine *e) { return e ? e->enc : NULL; }
+retro *srv_engine_decoder(srv_engine *e) { return e ? e->dec : NULL; }
+const tok *srv_engine_chunk_tokenizer(srv_engine *e) { return e ? e->ctok : NULL; }
+uint32_t srv_engine_dim(const srv_engine *e) { return e ? e->dim : 0; }
+
+proto_status srv_info_get(srv_engine *e, srv_info *out) {
+  if (!e || !out) return srv__fail(PROTO_EINVAL, "srv_info_get: NULL argument");
+  memset(out, 0, sizeof *out);
+  snprintf(out->encoder, sizeof out->encoder, "%s", bert_fingerprint(e->enc));
+  snprintf(out->encoder_path, sizeof out->encoder_path, "%s", e->encoder_path);
+  out->dim = e->dim;
+  snprintf(out->decoder_path, sizeof out->decoder_path, "%s",
+           e->decoder_path ? e->decoder_path : "");
+  out->decoder_loaded = e->dec != NULL;
+  if (e->dec) out->decoder = *retro_get_config(e->dec);
+  snprintf(out->chunk_tokenizer, sizeof out->chunk_tokenizer, "%s", tok_fingerprint(e->ctok));
+  out->chunk_tokenizer_kind = (int)tok_get_kind(e->ctok);
+  out->embed_by_ids = e->embed_by_ids;
+  proto_status s = idx_info_get(e->ix, &out->index);
+  if (s != PROTO_OK) return srv__fail(s, "index info: %s", idx_last_error());
+  s = store_stats_get(e->st, &out->store);
+  if (s != PROTO_OK) return srv__fail(s, "store stats: %s", store_last_error());
+  out->ingested_docs = atomic_load(&e->n_ingested_docs);
+  out->ingested_chunks = atomic_load(&e->n_ingested_chunks);
+  out->ingest_errors = atomic_load(&e->n_ingest_errors);
+  out->ingest_queue = atomic_load(&e->n_queue);
+  out->deleted_docs = atomic_load(&e->n_deleted);
+  out->searches = atomic_load(&e->n_searches);
+  out->generations = atomic_load(&e->n_generations);
+  out->generated_tokens = atomic_load(&e->n_gen_tokens);
+  pthread_mutex_lock(&e->gen_mu);
+  out->gen_slots = e->dec ? e->n_slots : 0;
+  out->gen_busy = e->busy;
+  out->gen_waiting = e->waiting;
+  pthread_mutex_unlock(&e->gen_mu);
+  out->read_only = e->opt.read_only;
+  return PROTO_OK;
+}
+
+/* Embeddings ------------------------------------------------------------------ */
+
+proto_status srv__embed_chunks(srv_engine *e, const int32_t *const *ids, const size_t *lens,
+                               const char *const *text, const size_t *text_lens, size_t n,
+                               float *out) {
+  if (n == 0) return PROTO_OK;
+  proto_status s = e->embed_by_ids ? bert_embed_ids(e->enc, ids, lens, n, out)
+                                   : bert_embed_texts(e->enc, text, text_lens, n, out);
+  if (s != PROTO_OK) return srv__fail(s, "encoder: %s", bert_last_error());
+  return PROTO_OK;
+}
+
+proto_status srv_embed(srv_engine *e, const char *const *texts, const size_t *lens, size_t n,
+                       float *out, uint64_t *n_tokens) {
+  if (!e || (!texts && n) || (!out && n))
+    return srv__fail(PROTO_EINVAL, "srv_embed: NULL argument");
+  if (n_tokens) *n_tokens = 0;
+  if (n == 0) return PROTO_OK;
+  proto_status s = bert_embed_texts(e->enc, texts, lens, n, out);
+  if (s != PROTO_OK) return srv__fail(s, "encoder: %s", bert_last_error());
+  if (n_tokens) {
+    const tok *bt = bert_tokenizer(e->enc);
+    uint64_t total = 0;
+    size_t maxt = (size_t)bert_max_tokens(e->enc);
+    for (size_t i = 0; i < n; i++) {
+      int32_t *ids = NULL;
+      size_t m = 0;
+      size_t len = lens ? lens[i] : strlen(texts[i]);
+      if (tok_encode(bt, texts[i], len, &ids, &m) == PROTO_OK) {
+        m += 2;
+        total += m < maxt ? m : maxt;
+      }
+      free(ids);
+    }
+    *n_tokens = total;
+  }
+  return PROTO_OK;
+}
+
+/* Documents, chunks, delete --------------------------------------------------- */
+
+proto_status srv_delete(srv_engine *e, const char *id, int *found) {
+  int f = 0;
+  if (found) *found = 0;
+  if (!e || !id) return srv__fail(PROTO_EINVAL, "srv_delete: NULL argument");
+  if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
+  proto_status s = store_delete(e->st, id, &f);
+  if (s != PROTO_OK) return srv__fail(s, "deleting \"%s\": %s", id, store_last_error());
+  if (f) {
+    atomic_fetch_add(&e->n_deleted, 1);
+    s = idx_sync(e->ix);
+    if (s != PROTO_OK) return srv__fail(s, "index sync after delete: %s", idx_last_error());
+  }
+  if (found) *found = f;
+  return PROTO_OK;
+}
+
+void srv_document_free(srv_document *d) {
+  if (!d) return;
+  free(d->id);
+  free(d->metadata_json);
+  free(d->text);
+  memset(d, 0, sizeof *d);
+}
+
+proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_document *out) {
+  store_doc sd = {0};
+  proto_status s;
+  if (!e || !id || !out) return srv__fail(PROTO_EINVAL, "srv_document_get: NULL argument");
+  memset(out, 0, sizeof *out);
+  s = store_doc_get(e->st, id, &sd);
+  if (s == PROTO_ENOTFOUND) return srv__fail(s, "document \"%s\" not found", id);
+  if (s != PROTO_OK) return srv__fail(s, "reading document \"%s\": %s", id, store_last_error());
+  out->doc_num = sd.doc_id;
+  out->id = sd.id;
+  out->metadata_json = sd.metadata_json;
+  out->first_chunk = sd.first_chunk;
+  out->n_chunks = sd.n_chunks;
+  sd.id = sd.metadata_json = NULL;
+  size_t cap = 0;
+  for (uint32_t i = 0; i < out->n_chunks; i++) {
+    store_chunk c = {0};
+    s = store_chunk_get(e->st, out->first_chunk + i, &c);
+    if (s != PROTO_OK) {
+      s = srv__fail(s == PROTO_ENOTFOUND ? PROTO_ENOTFOUND : s,
+                    "document \"%s\": chunk %llu: %s", id,
+                    (unsigned long long)(out->first_chunk + i), store_last_error());
+      goto leave;
+    }
+    out->n_tokens += c.n_tokens;
+    if (with_text) {
+      if (out->text_len + c.text_len + 1 > cap) {
+        size_t nc = (out->text_len + c.text_len + 1) * 2;
+        char *t = realloc(out->text, nc);
+        if (!t) { store_chunk_free(&c); s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+        out->text = t;
+        cap = nc;
+      }
+      memcpy(out->text + out->text_len, c.text, c.text_len);
+      out->text_len += c.text_len;
+      out->text[out->text_len] = 0;
+    }
+    store_chunk_free(&c);
+  }
+  if (with_text && !out->text) {
+    out->text = calloc(1, 1);
+    if (!out->text) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  }
+  s = PROTO_OK;
+leave:
+  store_doc_free(&sd);
+  if (s != PROTO_OK) srv_document_free(out);
+  return s;
+}
+
+void srv_chunk_free(srv_chunk *c) {
+  if (!c) return;
+  store_chunk_free(&c->c);
+  free(c->doc_id);
+  free(c->metadata_json);
+  memset(c, 0, sizeof *c);
+}
+
+proto_status srv_chunk_get(srv_engine *e, uint64_t chunk_id, srv_chunk *out) {
+  if (!e || !out) return srv__fail(PROTO_EINVAL, "srv_chunk_get: NULL argument");
+  memset(out, 0, sizeof *out);
+  proto_status s = store_chunk_get(e->st, chunk_id, &out->c);
+  if (s == PROTO_ENOTFOUND)
+    return srv__fail(s, "chunk %llu not found", (unsigned long long)chunk_id);
+  if (s != PROTO_OK) return srv__fail(s, "reading chunk: %s", store_last_error());
+  store_doc d = {0};
+  s = store_doc_get_by_num(e->st, out->c.doc_id, &d);
+  if (s != PROTO_OK) {
+    srv_chunk_free(out);
+    /* deleted between the two reads */
+    if (s == PROTO_ENOTFOUND)
+      return srv__fail(s, "chunk %llu not found", (unsigned long long)chunk_id);
+    return srv__fail(s, "reading document of chunk: %s", store_last_error());
+  }
+  out->doc_id = d.id;
+  out->metadata_json = d.metadata_json;
+  d.id = d.metadata_json = NULL;
+  store_doc_free(&d);
+  return PROTO_OK;
+}
+
+/* Search ---------------------------------------------------------------------- */
+
+/* Chunks read while filtering, keyed by chunk id (open addressing). */
+typedef struct cent {
+  uint64_t id;   /* 0 = empty slot (chunk ids start at 1) */
+  int live;
+  store_chunk c;
+} cent;
+
+typedef struct sctx {
+  srv_engine *e;
+  cent *tab;
+  size_t cap, used;
+  const uint64_t *excl; /* excluded doc nums, sorted */
+  size_t n_excl;
+  proto_status err;
+} sctx;
+
+static size_t hash64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return (size_t)x;
+}
+
+static cent *cache_find(sctx *c, uint64_t id) {
+  size_t m = c->cap - 1, i = hash64(id) & m;
+  while (c->tab[i].id && c->tab[i].id != id) i = (i + 1) & m;
+  return &c->tab[i];
+}
+
+static int cache_grow(sctx *c) {
+  size_t ncap = c->cap ? c->cap * 2 : 256;
+  cent *old = c->tab;
+  size_t ocap = c->cap;
+  c->tab = calloc(ncap, sizeof *c->tab);
+  if (!c->tab) { c->tab = old; return -1; }
+  c->cap = ncap;
+  for (size_t i = 0; i < ocap; i++)
+    if (old[i].id) *cache_find(c, old[i].id) = old[i];
+  free(old);
+  return 0;
+}
+
+static void cache_free(sctx *c) {
+  for (size_t i = 0; i < c->cap; i++)
+    if (c->tab[i].id) store_chunk_free(&c->tab[i].c);
+  free(c->tab);
+  c->tab = NULL;
+  c->cap = c->used = 0;
+}
+
+static int u64_cmp(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int u64_has(const uint64_t *v, size_t n, uint64_t x) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (v[mid] == x) return 1;
+    if (v[mid] < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return 0;
+}
+
+/* Looks a chunk up (reading it from the store once). NULL on a store error. */
+static cent *chunk_lookup(sctx *c, uint64_t id) {
+  if ((c->used + 1) * 2 > c->cap && cache_grow(c) != 0) {
+    c->err = srv__fail(PROTO_ENOMEM, "out of memory");
+    return NULL;
+  }
+  cent *ent = cache_find(c, id);
+  if (ent->id) return ent;
+  proto_status s = store_chunk_get(c->e->st, id, &ent->c);
+  if (s != PROTO_OK && s != PROTO_ENOTFOUND) {
+    if (c->err == PROTO_OK) c->err = srv__fail(s, "reading chunk: %s", store_last_error());
+    memset(&ent->c, 0, sizeof ent->c);
+    return NULL;
+  }
+  ent->id = id;
+  ent->live = s == PROTO_OK;
+  c->used++;
+  return ent;
+}
+
+static int search_filter(void *ctx, int64_t chunk_id) {
+  sctx *c = ctx;
+  if (chunk_id <= 0) return 0;
+  cent *ent = chunk_lookup(c, (uint64_t)chunk_id);
+  if (!ent || !ent->live) return 0;
+  return !u64_has(c->excl, c->n_excl, ent->c.doc_id);
+}
+
+void srv_search_result_free(srv_search_result *r) {
+  if (!r) return;
+  for (size_t q = 0; r->queries && q < r->nq; q++) {
+    srv_hits *h = &r->queries[q];
+    for (size_t i = 0; h->hits && i < h->n; i++) {
+      srv_hit *x = &h->hits[i];
+      free(x->doc_id);
+      free(x->metadata_json);
+      free(x->text);
+      free(x->next_text);
+      free(x->tokens);
+      free(x->next_tokens);
+    }
+    free(h->hits);
+  }
+  free(r->queries);
+  memset(r, 0, sizeof *r);
+}
+
+static void *dup_mem(const void *p, size_t n, size_t extra) {
+  char *d = malloc(n + extra ? n + extra : 1);
+  if (d && n) memcpy(d, p, n);
+  if (d && extra) memset(d + n, 0, extra);
+  return d;
+}
+
+/* Resolves external ids to sorted doc nums (unknown ids are ignored). */
+static proto_status exclude_nums(srv_engine *e, const char *const *ids, size_t n,
+                                 uint64_t **out, size_t *n_out) {
+  *out = NULL;
+  *n_out = 0;
+  if (n == 0) return PROTO_OK;
+  uint64_t *v = malloc(n * sizeof *v);
+  if (!v) return srv__fail(PROTO_ENOMEM, "out of memory");
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    store_doc d = {0};
+    proto_status s = store_doc_get(e->st, ids[i], &d);
+    if (s == PROTO_OK) v[m++] = d.doc_id;
+    store_doc_free(&d);
+    if (s != PROTO_OK && s != PROTO_ENOTFOUND) {
+      free(v);
+      return srv__fail(s, "exclude_docs: %s", store_last_error());
+    }
+  }
+  qsort(v, m, sizeof *v, u64_cmp);
+  *out = v;
+  *n_out = m;
+  return PROTO_OK;
+}
+
+/* Per-request cache of documents (external id + metadata by doc num). */
+typedef struct dent {
+  uint64_t num;
+  char *id, *meta;
+} dent;
+
+proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_result *out) {
+  proto_status s = PROTO_OK;
+  float *qv = NULL, *scores = NULL;
+  int64_t *ids = NULL;
+  dent *docs = NULL;
+  size_t n_docs = 0, cap_docs = 0;
+  sctx c = {0};
+  if (!e || !rq || !out) return srv__fail(PROTO_EINVAL, "srv_search: NULL argument");
+  memset(out, 0, sizeof *out);
+  int has_t = rq->n_texts > 0, has_v = rq->n_vectors > 0;
+  if (has_t == has_v)
+    return srv__fail(PROTO_EINVAL, "search: give exactly one of texts and vectors");
+  if ((has_t && !rq->texts) || (has_v && !rq->vectors))
+    return srv__fail(PROTO_EINVAL, "search: NULL queries");
+  if (rq->k < 1 || rq->k > PROTO_MAX_K)
+    return srv__fail(PROTO_ERANGE, "k: must be in [1, %d]", PROTO_MAX_K);
+  if (rq->nprobe < 0 || rq->ef_search < 0)
+    return srv__fail(PROTO_ERANGE, "nprobe and ef_search must not be negative");
+  size_t nq = has_t ? rq->n_texts : rq->n_vectors, k = (size_t)rq->k;
+  const float *queries = rq->vectors;
+  if (has_t) {
+    qv = malloc(nq * e->dim * sizeof *qv);
+    if (!qv) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    s = bert_embed_texts(e->enc, rq->texts, rq->text_lens, nq, qv);
+    if (s != PROTO_OK) { s = srv__fail(s, "encoder: %s", bert_last_error()); goto leave; }
+    queries = qv;
+  }
+  c.e = e;
+  if ((s = exclude_nums(e, rq->exclude_docs, rq->n_exclude, (uint64_t **)&c.excl, &c.n_excl)) !=
+      PROTO_OK)
+    goto leave;
+  if (cache_grow(&c) != 0) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  scores = malloc(nq * k * sizeof *scores);
+  ids = malloc(nq * k * sizeof *ids);
+  out->queries = calloc(nq, sizeof *out->queries);
+  if (!scores || !ids || !out->queries) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  out->nq = nq;
+  idx_search_params sp = {.nprobe = rq->nprobe, .ef_search = rq->ef_search};
+  s = idx_search(e->ix, queries, nq, (int)k, &sp, search_filter, &c, scores, ids);
+  if (s != PROTO_OK) { s = srv__fail(s, "index search: %s", idx_last_error()); goto leave; }
+  if (c.err != PROTO_OK) { s = c.err; goto leave; }
+
+  for (size_t q = 0; q < nq; q++) {
+    srv_hits *h = &out->queries[q];
+    h->hits = calloc(k, sizeof *h->hits);
+    if (!h->hits) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    for (size_t j = 0; j < k; j++) {
+      int64_t id = ids[q * k + j];
+      if (id <= 0) break;
+      cent *ent = chunk_lookup(&c, (uint64_t)id);
+      if (!ent) { s = c.err; goto leave; }
+      if (!ent->live) continue;
+      /* the document (cached per request) */
+      dent *d = NULL;
+      for (size_t i = 0; i < n_docs; i++)
+        if (docs[i].num == ent->c.doc_id) { d = &docs[i]; break; }
+      if (!d) {
+        store_doc sd = {0};
+        proto_status ds = store_doc_get_by_num(e->st, ent->c.doc_id, &sd);
+        if (ds == PROTO_ENOTFOUND) continue; /* deleted meanwhile */
+        if (ds != PROTO_OK) { s = srv__fail(ds, "reading document: %s", store_last_error()); goto leave; }
+        if (n_docs == cap_docs) {
+          size_t nc = cap_docs ? cap_docs * 2 : 16;
+          dent *nd = realloc(docs, nc * sizeof *nd);
+          if (!nd) { store_doc_free(&sd); s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+          docs = nd;
+          cap_docs = nc;
+        }
+        d = &docs[n_docs++];
+        d->num = sd.doc_id;
+        d->id = sd.id;
+        d->meta = sd.metadata_json;
+        sd.id = sd.metadata_json = NULL;
+        store_doc_free(&sd);
+      }
+      srv_hit *x = &h->hits[h->n++];
+      x->score = scores[q * k + j];
+      x->chunk_id = (uint64_t)id;
+      x->doc_num = d->num;
+      x->ordinal = ent->c.ordinal;
+      x->doc_id = strdup(d->id ? d->id : "");
+      x->metadata_json = strdup(d->meta ? d->meta : "{}");
+      if (!x->doc_id || !x->metadata_json) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+      if (rq->with_text) {
+        const store_chunk *sc = &ent->c;
+        x->text = dup_mem(sc->text, sc->text_len, 1);
+        x->text_len = sc->text_len;
+        x->next_text = dup_mem(sc->next_text, sc->next_text_len, 1);
+        x->next_text_len = sc->next_text_len;
+        x->tokens = dup_mem(sc->tokens, sc->n_tokens * sizeof(int32_t), 0);
+        x->n_tokens = sc->n_tokens;
+        x->next_tokens =
+            sc->n_next_tokens ? dup_mem(sc->next_tokens, sc->n_next_tokens * sizeof(int32_t), 0)
+                              : NULL;
+        x->n_next_tokens = sc->n_next_tokens;
+        if (!x->text || !x->next_text || !x->tokens || (sc->n_next_tokens && !x->next_tokens)) {
+          s = srv__fail(PROTO_ENOMEM, "out of memory");
+          goto leave;
+        }
+      }
+    }
+  }
+  atomic_fetch_add(&e->n_searches, nq);
+leave:
+  for (size_t i = 0; i < n_docs; i++) {
+    free(docs[i].id);
+    free(docs[i].meta);
+  }
+  free(docs);
+  cache_free(&c);
+  free((void *)c.excl);
+  free(qv);
+  free(scores);
+  free(ids);
+  if (s != PROTO_OK) srv_search_result_free(out);
+  return s;
+}

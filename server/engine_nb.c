@@ -1,0 +1,2 @@
+/* engine_nb.c - placeholder */
+typedef int srv_placeholder_nb;

@@ -1,0 +1,62 @@
+/* engine_priv.h - what the engine's own files (engine.c, ingest.c,
+ * generate.c, engine_nb.c) share: the srv_engine struct, the error helper
+ * and the chunk-embedding path used by both ingest and generation. Not for
+ * the CLI or the HTTP daemon, which use srv.h only. */
+#ifndef RETRO_ENGINE_PRIV_H
+#define RETRO_ENGINE_PRIV_H
+
+#include "srv.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+typedef struct srv_pipe srv_pipe; /* the ingest pipeline (ingest.c) */
+
+struct srv_engine {
+  srv_engine_options opt;      /* copies; strings below owned */
+  char *data_dir;
+  char *encoder_path;
+  char *decoder_path;          /* NULL when none */
+  store *st;
+  idx *ix;
+  bert *enc;
+  retro *dec;                  /* NULL unless load_decoder and a decoder exists */
+  tok *own_tok;                /* the decoder's tokenizer when its weights are not loaded */
+  const tok *ctok;             /* chunk tokenizer: decoder's, else encoder's */
+  uint32_t dim;
+  int embed_by_ids;            /* encoder and chunk tokenizer are the same */
+  int32_t pad_id, eos_id;      /* decoder's (config.json), -1 when unknown */
+  srv_pipe *pipe;
+
+  /* generation slots */
+  pthread_mutex_t gen_mu;
+  pthread_cond_t gen_cv;
+  retro_state **states;        /* gen_slots entries, created lazily */
+  int *state_busy;
+  int n_slots, busy, waiting, max_waiting, max_seq;
+  int closing;
+
+  /* counters */
+  _Atomic uint64_t n_ingested_docs, n_ingested_chunks, n_ingest_errors, n_queue;
+  _Atomic uint64_t n_deleted, n_searches, n_generations, n_gen_tokens;
+};
+
+/* Sets this thread's srv_last_error() text and returns st. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+proto_status srv__fail(proto_status st, const char *fmt, ...);
+
+/* Embeds n chunks of the chunk tokenizer (ids[i], lens[i] tokens; text[i],
+ * text_lens[i] bytes) into out (n x dim): from the ids when the encoder
+ * shares the tokenizer, else from the text. The one path used for stored
+ * chunks and for generation queries, so both land in the same space. */
+proto_status srv__embed_chunks(srv_engine *e, const int32_t *const *ids, const size_t *lens,
+                               const char *const *text, const size_t *text_lens, size_t n,
+                               float *out);
+
+/* Ingest pipeline lifetime (ingest.c). */
+proto_status srv__pipe_start(srv_engine *e);
+void srv__pipe_stop(srv_engine *e); /* drains, joins; accepts e->pipe == NULL */
+
+#endif

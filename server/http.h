@@ -1,0 +1,174 @@
+/* http.h - the HTTP daemon of `retro serve` (libmicrohttpd) and the pieces of
+ * it that tests and the fuzz target drive directly: configuration (flags >
+ * RETRO_* environment > config file > defaults), routing, auth, the
+ * synchronous request dispatcher and the metrics registry. The engine
+ * (server/srv.h) does all the work behind the routes; this module only
+ * speaks HTTP and JSON (through proto/).
+ *
+ * Threading: libmicrohttpd runs an internal thread pool (epoll). Fast
+ * requests are answered on those threads; slow ones (embedding, ingest,
+ * deletes, generation) are handed to bounded worker pools while the
+ * connection is suspended, so a slow request never blocks the others. A
+ * full pool answers 429 with Retry-After.
+ */
+#ifndef RETRO_HTTP_H
+#define RETRO_HTTP_H
+
+#include "proto.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* `retro serve ARGS`: argv[0] is "serve". Returns the exit status: 0 after a
+ * clean shutdown (SIGTERM/SIGINT), 1 when it cannot start, 2 on bad usage. */
+int srv_http_main(int argc, char **argv);
+
+/* ---- configuration ------------------------------------------------------- */
+
+typedef struct http_config {
+  char *data;            /* --data DIR (required) */
+  char *encoder;         /* --encoder DIR (NULL = engine default) */
+  char *decoder;         /* --decoder DIR ("none" = no generation) */
+  char *index_factory;   /* --index FACTORY */
+  char *host;            /* --host, default 127.0.0.1 */
+  long port;             /* --port, default 8080; 0 = any free port */
+  char *api_key;         /* --api-key: read-write key (NULL = none) */
+  char *read_key;        /* --read-key: read-only key (NULL = none) */
+  long http_threads;     /* --http-threads: MHD pool, default 2 */
+  long workers;          /* --workers: slow-request threads, default 2 */
+  long queue;            /* --queue: slow requests that may wait, default 64 */
+  long gen_slots;        /* --gen-slots: concurrent generations, default 1 */
+  long gen_queue;        /* --gen-queue: generations that may wait, default 4 */
+  long threads;          /* --threads: model threads, 0 = CPUs */
+  long max_body;         /* --max-body: bytes of a JSON body / NDJSON line */
+  long max_connections;  /* --max-connections */
+  long max_per_ip;       /* --max-per-ip (0 = unlimited) */
+  long idle_timeout;     /* --idle-timeout seconds */
+  long header_limit;     /* --header-limit: bytes of request line + headers */
+  long drain_timeout;    /* --drain-timeout: seconds to finish in-flight work */
+  long read_only;        /* --read-only: refuse writes (engine read-only) */
+  char *log;             /* --log FILE (NULL = stderr) */
+  char *config;          /* --config FILE */
+} http_config;
+
+/* Fills defaults, then the config file (--config or RETRO_CONFIG), then the
+ * environment, then argv (argv[0] is skipped). On failure writes a message
+ * to err and returns PROTO_EINVAL; *help set when --help was given. The
+ * caller frees with http_config_free. env may be NULL (use the process's). */
+proto_status http_config_load(http_config *cfg, int argc, char **argv,
+                              char *const *env, int *help, char *err, size_t errlen);
+void http_config_free(http_config *cfg);
+/* The --help text (flags, environment variables, config keys, precedence). */
+const char *http_config_usage(void);
+/* 1 when host names a loopback address (127.0.0.0/8, ::1, localhost). */
+int http_host_is_loopback(const char *host);
+
+/* ---- routing, auth ------------------------------------------------------- */
+
+typedef enum http_route {
+  HTTP_R_HEALTH, HTTP_R_READY, HTTP_R_METRICS, HTTP_R_OPENAPI, HTTP_R_INFO,
+  HTTP_R_DOCS, HTTP_R_DOC_GET, HTTP_R_DOC_DELETE, HTTP_R_CHUNK, HTTP_R_SEARCH,
+  HTTP_R_EMBED, HTTP_R_COMPLETE, HTTP_R_OTHER, HTTP_R_COUNT
+} http_route;
+
+typedef enum http_access { HTTP_OPEN = 0, HTTP_READ = 1, HTTP_WRITE = 2 } http_access;
+typedef enum http_kind { HTTP_INLINE = 0, HTTP_WORKER = 1, HTTP_GEN = 2 } http_kind;
+
+typedef struct http_match {
+  http_route route;
+  proto_status st;      /* PROTO_OK, PROTO_ENOTFOUND, PROTO_EMETHOD, PROTO_EINVAL (bad id) */
+  const char *allow;    /* for 405: the Allow header */
+  http_access access;
+  http_kind kind;
+  int has_body;         /* POST routes */
+  char id[PROTO_MAX_ID_BYTES + 1]; /* decoded {id} of document routes */
+  uint64_t num;         /* {id} of /v1/chunks/{id} */
+  char msg[128];
+} http_match;
+
+/* Matches method + raw (still percent-encoded) path. */
+void http_route_match(const char *method, const char *path, http_match *m);
+/* Label of a route for metrics and logs ("/v1/documents/{id}"). */
+const char *http_route_label(http_route r);
+/* Percent-decodes src (len bytes) into dst (cap bytes incl. NUL); rejects bad
+ * escapes, NUL bytes, invalid UTF-8 and overflow: returns -1, else the length. */
+long http_pct_decode(const char *src, size_t len, char *dst, size_t cap);
+
+/* Checks a request's credentials (either header may be NULL) against the
+ * configured keys in constant time (per key). PROTO_OK, PROTO_EUNAUTH,
+ * PROTO_EFORBIDDEN. With no keys configured every request passes. */
+proto_status http_auth_check(const http_config *cfg, const char *authorization,
+                             const char *api_key, http_access need);
+/* Constant-time equality of two byte strings (time depends only on lens). */
+int http_ct_equal(const char *a, size_t alen, const char *b, size_t blen);
+
+/* ---- NDJSON splitter ----------------------------------------------------- */
+
+/* Splits a byte stream into lines without holding more than one line. */
+typedef struct http_lines {
+  proto_buf line;     /* the partial line so far */
+  size_t max_line;    /* longer lines are reported as too long */
+  int overflow;       /* the current line exceeded max_line (being skipped) */
+  uint64_t lineno;    /* 1-based number of the line being read */
+} http_lines;
+
+/* Calls fn(ctx, line, len, lineno, too_long) for every complete line in
+ * data (a trailing '\r' is stripped; blank lines are skipped). Returns the
+ * first non-OK status fn returns (the rest of data is then not consumed:
+ * *used says how much was). */
+typedef proto_status (*http_line_fn)(void *ctx, const char *line, size_t len,
+                                     uint64_t lineno, int too_long);
+proto_status http_lines_feed(http_lines *ls, const char *data, size_t len,
+                             http_line_fn fn, void *ctx, size_t *used);
+/* At end of body: delivers the last line if it had no newline. */
+proto_status http_lines_finish(http_lines *ls, http_line_fn fn, void *ctx);
+void http_lines_free(http_lines *ls);
+
+/* ---- metrics --------------------------------------------------------------*/
+
+/* Records one finished request (thread-safe). */
+void http_metrics_observe(http_route r, int status, double seconds);
+/* Appends the HTTP part of the Prometheus text (requests, histograms). */
+void http_metrics_write(proto_buf *b);
+void http_metrics_reset(void);
+
+/* ---- the dispatcher -------------------------------------------------------*/
+
+typedef struct srv_engine srv_engine;
+typedef struct http_server http_server;
+
+/* Creates the request-handling state (no sockets, no threads): what the
+ * daemon, the tests and the fuzz target share. engine may be NULL (routes
+ * that need it answer 503 after validating their input). cfg is borrowed
+ * and must outlive the server. */
+proto_status http_server_new(const http_config *cfg, srv_engine *engine, http_server **out);
+void http_server_free(http_server *s);
+
+typedef struct http_request {
+  const char *method;
+  const char *path;          /* raw path, percent-encoded, no query */
+  const char *query_wait;    /* value of ?wait=, or NULL */
+  const char *authorization; /* headers, NULL when absent */
+  const char *api_key;
+  const char *content_type;
+  const char *body;
+  size_t body_len;
+} http_request;
+
+typedef struct http_response {
+  int status;
+  const char *content_type;  /* static string */
+  const char *allow;         /* Allow header for 405, static */
+  int retry_after;           /* seconds; 0 = no header */
+  proto_buf body;
+} http_response;
+
+/* Handles one complete request synchronously on the calling thread (slow
+ * routes included; streamed completions are answered whole as SSE text).
+ * Always fills *resp (free its body with proto_buf_free). */
+void http_dispatch(http_server *s, const http_request *rq, http_response *resp);
+
+/* The OpenAPI 3 document served at /openapi.json (static, NUL-terminated). */
+const char *http_openapi_json(void);
+
+#endif

@@ -1,0 +1,1112 @@
+/* http_api.c - the handlers behind the routes: each turns a parsed request
+ * (proto/ decoders) into engine calls (srv.h) and writes the JSON response
+ * (proto_jw). Handlers run on whatever thread calls them; the daemon
+ * (http.c) decides which. Errors from the engine keep their proto_status
+ * (so bad input stays 4xx) with srv_last_error() as the message. */
+#include "http_priv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define JSON_TYPE "application/json"
+#define SSE_TYPE "text/event-stream"
+#define INGEST_BATCH_DOCS 64
+#define INGEST_BATCH_BYTES (1 << 20)
+#define INGEST_MAX_RESULTS 10000
+
+void http_error(http_response *resp, proto_status st, const char *msg) {
+  proto_buf_free(&resp->body);
+  resp->status = proto_http_status(st);
+  resp->content_type = JSON_TYPE;
+  if (st == PROTO_EBUSY || st == PROTO_EUNAVAIL) resp->retry_after = 1;
+  proto_json_error(&resp->body, st, msg);
+}
+
+static void engine_error(http_response *resp, proto_status st, const char *what) {
+  char msg[512];
+  const char *detail = srv_last_error();
+  snprintf(msg, sizeof msg, "%s: %s%s%s", what, proto_strerror(st), detail && *detail ? ": " : "",
+           detail ? detail : "");
+  http_error(resp, st, msg);
+}
+
+static int no_engine(http_server *s, http_response *resp) {
+  if (s->engine) return 0;
+  http_error(resp, PROTO_EUNAVAIL, "engine not loaded");
+  return 1;
+}
+
+static void ok_json(http_response *resp, int status) {
+  resp->status = status;
+  resp->content_type = JSON_TYPE;
+  if (resp->body.failed) http_error(resp, PROTO_ENOMEM, "response too large");
+}
+
+int http_body_kind(http_route r, const char *ct) {
+  if (!ct || !*ct) return 0;
+  size_t n = strcspn(ct, "; \t");
+  if ((n == 16 && !strncasecmp(ct, "application/json", n)) ||
+      (n == 3 && !strncasecmp(ct, "*/*", n)))
+    return 0;
+  if (r == HTTP_R_DOCS && ((n == 20 && !strncasecmp(ct, "application/x-ndjson", n)) ||
+                           (n == 18 && !strncasecmp(ct, "application/ndjson", n)) ||
+                           (n == 17 && !strncasecmp(ct, "application/jsonl", n)) ||
+                           (n == 19 && !strncasecmp(ct, "application/x-jsonl", n))))
+    return 1;
+  return -1;
+}
+
+static void write_meta(proto_jw *w, const char *meta) {
+  if (meta && *meta) proto_jw_raw(w, meta, strlen(meta));
+  else proto_jw_raw(w, "{}", 2);
+}
+
+static const char *model_basename(const char *path) {
+  const char *p = path ? strrchr(path, '/') : NULL;
+  if (p && p[1] == 0) { /* trailing slash: take the previous component */
+    while (p > path && p[-1] != '/') p--;
+    return p;
+  }
+  return p ? p + 1 : (path ? path : "");
+}
+
+/* ---- simple routes -------------------------------------------------------- */
+
+static void h_info(http_server *s, http_response *resp) {
+  if (no_engine(s, resp)) return;
+  srv_info *info = calloc(1, sizeof *info);
+  if (!info) { http_error(resp, PROTO_ENOMEM, "out of memory"); return; }
+  proto_status st = srv_info_get(s->engine, info);
+  if (st != PROTO_OK) { free(info); engine_error(resp, st, "info"); return; }
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "version"); proto_jw_cstr(&w, "0.1.0");
+  proto_jw_key(&w, "encoder");
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "name"); proto_jw_cstr(&w, s->encoder_name);
+  proto_jw_key(&w, "fingerprint"); proto_jw_cstr(&w, info->encoder);
+  proto_jw_key(&w, "path"); proto_jw_cstr(&w, info->encoder_path);
+  proto_jw_key(&w, "dim"); proto_jw_uint(&w, info->dim);
+  proto_jw_obj_end(&w);
+  proto_jw_key(&w, "decoder");
+  if (info->decoder_loaded) {
+    const retro_config *c = &info->decoder;
+    proto_jw_obj(&w);
+    proto_jw_key(&w, "name"); proto_jw_cstr(&w, s->model_name);
+    proto_jw_key(&w, "path"); proto_jw_cstr(&w, info->decoder_path);
+    proto_jw_key(&w, "vocab_size"); proto_jw_int(&w, c->vocab_size);
+    proto_jw_key(&w, "dim"); proto_jw_int(&w, c->dim);
+    proto_jw_key(&w, "n_layers"); proto_jw_int(&w, c->n_layers);
+    proto_jw_key(&w, "n_heads"); proto_jw_int(&w, c->n_heads);
+    proto_jw_key(&w, "max_seq"); proto_jw_int(&w, c->max_seq);
+    proto_jw_key(&w, "chunk_len"); proto_jw_int(&w, c->chunk_len);
+    proto_jw_key(&w, "n_neighbours"); proto_jw_int(&w, c->n_neighbours);
+    proto_jw_key(&w, "retro_layers");
+    proto_jw_arr(&w);
+    for (int i = 0; i < c->n_retro_layers && i < 16; i++) proto_jw_int(&w, c->retro_layers[i]);
+    proto_jw_arr_end(&w);
+    proto_jw_obj_end(&w);
+  } else {
+    proto_jw_null(&w);
+  }
+  proto_jw_key(&w, "chunk_tokenizer"); proto_jw_cstr(&w, info->chunk_tokenizer);
+  proto_jw_key(&w, "chunk_tokens"); proto_jw_int(&w, PROTO_CHUNK_TOKENS);
+  proto_jw_key(&w, "index");
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "factory"); proto_jw_cstr(&w, info->index.factory);
+  proto_jw_key(&w, "metric"); proto_jw_cstr(&w, info->index.metric == IDX_METRIC_L2 ? "l2" : "ip");
+  proto_jw_key(&w, "vectors"); proto_jw_uint(&w, info->index.ntotal);
+  proto_jw_key(&w, "trained"); proto_jw_bool(&w, info->index.trained);
+  proto_jw_key(&w, "pending"); proto_jw_uint(&w, info->index.pending);
+  proto_jw_obj_end(&w);
+  proto_jw_key(&w, "documents"); proto_jw_uint(&w, info->store.docs);
+  proto_jw_key(&w, "chunks"); proto_jw_uint(&w, info->store.chunks);
+  proto_jw_key(&w, "read_only"); proto_jw_bool(&w, info->read_only || s->cfg->read_only);
+  proto_jw_obj_end(&w);
+  free(info);
+  ok_json(resp, 200);
+}
+
+static void gauge(proto_buf *b, const char *name, const char *type, const char *help,
+                  unsigned long long v) {
+  proto_buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, v);
+}
+
+static void h_metrics(http_server *s, http_response *resp) {
+  proto_buf *b = &resp->body;
+  http_metrics_write(b);
+  gauge(b, "retro_http_inflight_requests", "gauge", "Requests being handled.",
+        (unsigned long long)atomic_load(&s->inflight));
+  proto_buf_adds(b, "# HELP retro_http_queue_depth Requests waiting for a worker.\n"
+                    "# TYPE retro_http_queue_depth gauge\n");
+  proto_buf_addf(b, "retro_http_queue_depth{pool=\"work\"} %ld\n",
+                 atomic_load(&s->work_queued));
+  proto_buf_addf(b, "retro_http_queue_depth{pool=\"gen\"} %ld\n", atomic_load(&s->gen_active));
+  gauge(b, "retro_http_workers_busy", "gauge", "Worker threads running a request.",
+        (unsigned long long)atomic_load(&s->work_busy));
+  gauge(b, "retro_http_rejected_total", "counter", "Requests answered 429 (queues full).",
+        (unsigned long long)atomic_load(&s->rejected));
+  if (s->engine) {
+    srv_info *info = calloc(1, sizeof *info);
+    if (info && srv_info_get(s->engine, info) == PROTO_OK) {
+      gauge(b, "retro_documents", "gauge", "Live documents stored.", info->store.docs);
+      gauge(b, "retro_chunks", "gauge", "Live chunks stored.", info->store.chunks);
+      gauge(b, "retro_index_vectors", "gauge", "Vectors in the FAISS index.", info->index.ntotal);
+      gauge(b, "retro_index_pending", "gauge", "Vectors waiting for index training.",
+            info->index.pending);
+      gauge(b, "retro_store_map_bytes", "gauge", "LMDB map size in bytes.", info->store.map_bytes);
+      gauge(b, "retro_ingested_documents_total", "counter", "Documents committed since start.",
+            info->ingested_docs);
+      gauge(b, "retro_ingested_chunks_total", "counter", "Chunks committed since start.",
+            info->ingested_chunks);
+      gauge(b, "retro_ingest_errors_total", "counter", "Documents that failed to ingest.",
+            info->ingest_errors);
+      gauge(b, "retro_ingest_queue_chunks", "gauge", "Chunks waiting in the ingest pipeline.",
+            info->ingest_queue);
+      gauge(b, "retro_deleted_documents_total", "counter", "Documents deleted since start.",
+            info->deleted_docs);
+      gauge(b, "retro_searches_total", "counter", "Queries answered since start.", info->searches);
+      gauge(b, "retro_generations_total", "counter", "Generations finished since start.",
+            info->generations);
+      gauge(b, "retro_generated_tokens_total", "counter", "Tokens generated since start.",
+            info->generated_tokens);
+      gauge(b, "retro_generation_slots_busy", "gauge", "Decoder slots in use.",
+            (unsigned long long)(info->gen_busy > 0 ? info->gen_busy : 0));
+      gauge(b, "retro_generation_waiting", "gauge", "Generations waiting for a slot.",
+            (unsigned long long)(info->gen_waiting > 0 ? info->gen_waiting : 0));
+    }
+    free(info);
+  }
+  resp->status = 200;
+  resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+  if (b->failed) http_error(resp, PROTO_ENOMEM, "response too large");
+}
+
+static void h_doc_get(http_server *s, const http_match *m, http_response *resp) {
+  if (no_engine(s, resp)) return;
+  srv_document d;
+  memset(&d, 0, sizeof d);
+  proto_status st = srv_document_get(s->engine, m->id, 1, &d);
+  if (st == PROTO_ENOTFOUND) {
+    char msg[600];
+    snprintf(msg, sizeof msg, "id: no document '%.512s'", m->id);
+    http_error(resp, st, msg);
+    return;
+  }
+  if (st != PROTO_OK) { engine_error(resp, st, "get document"); return; }
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "id"); proto_jw_cstr(&w, d.id);
+  proto_jw_key(&w, "doc_num"); proto_jw_uint(&w, d.doc_num);
+  proto_jw_key(&w, "metadata"); write_meta(&w, d.metadata_json);
+  proto_jw_key(&w, "n_chunks"); proto_jw_uint(&w, d.n_chunks);
+  proto_jw_key(&w, "n_tokens"); proto_jw_uint(&w, d.n_tokens);
+  proto_jw_key(&w, "chunk_ids");
+  proto_jw_arr(&w);
+  for (uint32_t i = 0; i < d.n_chunks; i++) proto_jw_uint(&w, d.first_chunk + i);
+  proto_jw_arr_end(&w);
+  proto_jw_key(&w, "text"); proto_jw_str(&w, d.text, d.text_len);
+  proto_jw_obj_end(&w);
+  srv_document_free(&d);
+  ok_json(resp, 200);
+}
+
+static void h_doc_delete(http_server *s, const http_match *m, http_response *resp) {
+  if (no_engine(s, resp)) return;
+  if (s->cfg->read_only) { http_error(resp, PROTO_EFORBIDDEN, "server is read-only"); return; }
+  int found = 0;
+  proto_status st = srv_delete(s->engine, m->id, &found);
+  if (st != PROTO_OK) { engine_error(resp, st, "delete document"); return; }
+  if (!found) {
+    char msg[600];
+    snprintf(msg, sizeof msg, "id: no document '%.512s'", m->id);
+    http_error(resp, PROTO_ENOTFOUND, msg);
+    return;
+  }
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "id"); proto_jw_cstr(&w, m->id);
+  proto_jw_key(&w, "deleted"); proto_jw_bool(&w, 1);
+  proto_jw_obj_end(&w);
+  ok_json(resp, 200);
+}
+
+static void write_tokens(proto_jw *w, const int32_t *t, uint32_t n) {
+  proto_jw_arr(w);
+  for (uint32_t i = 0; i < n; i++) proto_jw_int(w, t[i]);
+  proto_jw_arr_end(w);
+}
+
+static void h_chunk(http_server *s, const http_match *m, http_response *resp) {
+  if (no_engine(s, resp)) return;
+  srv_chunk c;
+  memset(&c, 0, sizeof c);
+  proto_status st = srv_chunk_get(s->engine, m->num, &c);
+  if (st == PROTO_ENOTFOUND) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "id: no chunk %llu", (unsigned long long)m->num);
+    http_error(resp, st, msg);
+    return;
+  }
+  if (st != PROTO_OK) { engine_error(resp, st, "get chunk"); return; }
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "chunk_id"); proto_jw_uint(&w, c.c.chunk_id);
+  proto_jw_key(&w, "doc_id"); proto_jw_cstr(&w, c.doc_id);
+  proto_jw_key(&w, "doc_num"); proto_jw_uint(&w, c.c.doc_id);
+  proto_jw_key(&w, "ordinal"); proto_jw_uint(&w, c.c.ordinal);
+  proto_jw_key(&w, "metadata"); write_meta(&w, c.metadata_json);
+  proto_jw_key(&w, "text"); proto_jw_str(&w, c.c.text, c.c.text_len);
+  proto_jw_key(&w, "continuation"); proto_jw_str(&w, c.c.next_text, c.c.next_text_len);
+  proto_jw_key(&w, "tokens"); write_tokens(&w, c.c.tokens, c.c.n_tokens);
+  proto_jw_key(&w, "continuation_tokens"); write_tokens(&w, c.c.next_tokens, c.c.n_next_tokens);
+  proto_jw_obj_end(&w);
+  srv_chunk_free(&c);
+  ok_json(resp, 200);
+}
+
+/* ---- search / embeddings -------------------------------------------------- */
+
+static void write_hits(proto_jw *w, const srv_hits *h, int with_text) {
+  proto_jw_arr(w);
+  for (size_t i = 0; i < h->n; i++) {
+    const srv_hit *x = &h->hits[i];
+    proto_jw_obj(w);
+    proto_jw_key(w, "score"); proto_jw_float(w, x->score);
+    proto_jw_key(w, "chunk_id"); proto_jw_uint(w, x->chunk_id);
+    proto_jw_key(w, "doc_id"); proto_jw_cstr(w, x->doc_id);
+    proto_jw_key(w, "doc_num"); proto_jw_uint(w, x->doc_num);
+    proto_jw_key(w, "ordinal"); proto_jw_uint(w, x->ordinal);
+    proto_jw_key(w, "metadata"); write_meta(w, x->metadata_json);
+    if (with_text) {
+      proto_jw_key(w, "text"); proto_jw_str(w, x->text, x->text_len);
+      proto_jw_key(w, "continuation"); proto_jw_str(w, x->next_text, x->next_text_len);
+    }
+    proto_jw_obj_end(w);
+  }
+  proto_jw_arr_end(w);
+}
+
+static void h_search(http_server *s, const http_request *rq, http_response *resp) {
+  proto_search_req r;
+  char err[256];
+  proto_status st = proto_search_parse(rq->body, rq->body_len, &r, err, sizeof err);
+  if (st != PROTO_OK) { http_error(resp, st, err); return; }
+  if (no_engine(s, resp)) goto leave;
+  if (r.vector && r.dim != srv_engine_dim(s->engine)) {
+    snprintf(err, sizeof err, "vector: has %zu numbers, the index holds %u-dimensional vectors",
+             r.dim, srv_engine_dim(s->engine));
+    http_error(resp, PROTO_EDIM, err);
+    goto leave;
+  }
+  srv_search_request q;
+  memset(&q, 0, sizeof q);
+  q.texts = (const char *const *)r.queries;
+  q.text_lens = r.query_lens;
+  q.n_texts = r.n_queries;
+  q.vectors = r.vector;
+  q.n_vectors = r.vector ? 1 : 0;
+  q.k = r.k;
+  q.exclude_docs = (const char *const *)r.exclude_docs;
+  q.n_exclude = r.n_exclude;
+  q.nprobe = r.nprobe;
+  q.ef_search = r.ef_search;
+  q.with_text = r.with_text;
+  srv_search_result res;
+  memset(&res, 0, sizeof res);
+  st = srv_search(s->engine, &q, &res);
+  if (st != PROTO_OK) { engine_error(resp, st, "search"); goto leave; }
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  if (r.batched) {
+    proto_jw_key(&w, "batch");
+    proto_jw_arr(&w);
+    for (size_t i = 0; i < res.nq; i++) {
+      proto_jw_obj(&w);
+      proto_jw_key(&w, "results");
+      write_hits(&w, &res.queries[i], r.with_text);
+      proto_jw_obj_end(&w);
+    }
+    proto_jw_arr_end(&w);
+  } else {
+    proto_jw_key(&w, "results");
+    if (res.nq > 0) write_hits(&w, &res.queries[0], r.with_text);
+    else { proto_jw_arr(&w); proto_jw_arr_end(&w); }
+  }
+  proto_jw_key(&w, "k"); proto_jw_int(&w, r.k);
+  proto_jw_obj_end(&w);
+  srv_search_result_free(&res);
+  ok_json(resp, 200);
+leave:
+  proto_search_free(&r);
+}
+
+static int model_matches(const char *want, const char *name, const char *path) {
+  if (!want || !*want) return 1;
+  if (!strcmp(want, name)) return 1;
+  if (path && *path && (!strcmp(want, path) || !strcmp(want, model_basename(path)))) return 1;
+  return 0;
+}
+
+static void h_embed(http_server *s, const http_request *rq, http_response *resp) {
+  proto_embed_req r;
+  char err[256];
+  float *vec = NULL;
+  proto_status st = proto_embed_parse(rq->body, rq->body_len, &r, err, sizeof err);
+  if (st != PROTO_OK) { http_error(resp, st, err); return; }
+  if (no_engine(s, resp)) goto leave;
+  if (!model_matches(r.model, s->encoder_name, NULL)) {
+    snprintf(err, sizeof err, "model: unknown model '%.64s' (this server embeds with '%.64s')",
+             r.model, s->encoder_name);
+    http_error(resp, PROTO_ENOTFOUND, err);
+    goto leave;
+  }
+  uint32_t dim = srv_engine_dim(s->engine);
+  vec = malloc(r.n * dim * sizeof *vec);
+  if (!vec) { http_error(resp, PROTO_ENOMEM, "out of memory"); goto leave; }
+  uint64_t ntok = 0;
+  st = srv_embed(s->engine, (const char *const *)r.inputs, r.lens, r.n, vec, &ntok);
+  if (st != PROTO_OK) { engine_error(resp, st, "embeddings"); goto leave; }
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "object"); proto_jw_cstr(&w, "list");
+  proto_jw_key(&w, "data");
+  proto_jw_arr(&w);
+  for (size_t i = 0; i < r.n; i++) {
+    proto_jw_obj(&w);
+    proto_jw_key(&w, "object"); proto_jw_cstr(&w, "embedding");
+    proto_jw_key(&w, "index"); proto_jw_uint(&w, i);
+    proto_jw_key(&w, "embedding");
+    proto_jw_arr(&w);
+    for (uint32_t j = 0; j < dim; j++) proto_jw_float(&w, vec[i * dim + j]);
+    proto_jw_arr_end(&w);
+    proto_jw_obj_end(&w);
+  }
+  proto_jw_arr_end(&w);
+  proto_jw_key(&w, "model"); proto_jw_cstr(&w, s->encoder_name);
+  proto_jw_key(&w, "usage");
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "prompt_tokens"); proto_jw_uint(&w, ntok);
+  proto_jw_key(&w, "total_tokens"); proto_jw_uint(&w, ntok);
+  proto_jw_obj_end(&w);
+  proto_jw_obj_end(&w);
+  ok_json(resp, 200);
+leave:
+  free(vec);
+  proto_embed_free(&r);
+}
+
+/* ---- ingest --------------------------------------------------------------- */
+
+struct http_ingest {
+  http_server *s;
+  int ndjson, wait;
+  srv_ingest *session;
+  pthread_mutex_t mu;          /* guards everything below: acks arrive on the
+                                  engine's writer thread */
+  proto_buf results;           /* the "results" array body (without brackets) */
+  proto_jw jw;
+  size_t n_results;
+  int truncated;
+  uint64_t n_ok, n_err, n_chunks, n_not_indexed;
+  proto_status first_st;
+  char first_msg[256];
+  uint64_t *fifo;              /* item numbers of queued documents, ack order */
+  size_t fifo_head, fifo_len, fifo_cap;
+  /* pending batch (parsed, not yet given to the engine) */
+  proto_doc *pending;
+  uint64_t *pending_no;
+  size_t n_pending, cap_pending, pending_bytes;
+  http_lines lines;
+  uint64_t items;              /* documents seen (numbering for JSON form) */
+  int aborted;                 /* http_ingest_abort: no more documents */
+};
+
+static void record_error(http_ingest *in, uint64_t no, const char *id, proto_status st,
+                         const char *msg) {
+  in->n_err++;
+  if (in->first_st == PROTO_OK) {
+    in->first_st = st;
+    snprintf(in->first_msg, sizeof in->first_msg, "%s", msg);
+  }
+  proto_jw_obj(&in->jw);
+  proto_jw_key(&in->jw, in->ndjson ? "line" : "index");
+  proto_jw_uint(&in->jw, no);
+  if (id) { proto_jw_key(&in->jw, "id"); proto_jw_cstr(&in->jw, id); }
+  proto_jw_key(&in->jw, "status"); proto_jw_cstr(&in->jw, "error");
+  proto_jw_key(&in->jw, "error");
+  proto_jw_obj(&in->jw);
+  proto_jw_key(&in->jw, "code"); proto_jw_cstr(&in->jw, proto_status_name(st));
+  proto_jw_key(&in->jw, "message"); proto_jw_cstr(&in->jw, msg);
+  proto_jw_obj_end(&in->jw);
+  proto_jw_obj_end(&in->jw);
+  in->n_results++;
+}
+
+static void on_ack(void *ctx, const srv_ack *ack) {
+  http_ingest *in = ctx;
+  pthread_mutex_lock(&in->mu);
+  uint64_t no = 0;
+  if (in->fifo_head < in->fifo_len) no = in->fifo[in->fifo_head++];
+  if (ack->status != PROTO_OK) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s%s%s", proto_strerror(ack->status),
+             ack->message && *ack->message ? ": " : "", ack->message ? ack->message : "");
+    record_error(in, no, ack->id, ack->status, msg);
+  } else {
+    in->n_ok++;
+    in->n_chunks += ack->n_chunks;
+    if (!ack->indexed) in->n_not_indexed++;
+    if (in->n_results < INGEST_MAX_RESULTS) {
+      proto_jw_obj(&in->jw);
+      proto_jw_key(&in->jw, in->ndjson ? "line" : "index");
+      proto_jw_uint(&in->jw, no);
+      proto_jw_key(&in->jw, "id"); proto_jw_cstr(&in->jw, ack->id);
+      proto_jw_key(&in->jw, "status"); proto_jw_cstr(&in->jw, "ok");
+      proto_jw_key(&in->jw, "doc_num"); proto_jw_uint(&in->jw, ack->doc_num);
+      proto_jw_key(&in->jw, "chunks"); proto_jw_uint(&in->jw, ack->n_chunks);
+      proto_jw_key(&in->jw, "indexed"); proto_jw_bool(&in->jw, ack->indexed);
+      proto_jw_obj_end(&in->jw);
+      in->n_results++;
+    } else {
+      in->truncated = 1;
+    }
+  }
+  pthread_mutex_unlock(&in->mu);
+}
+
+proto_status http_ingest_new(http_server *s, int ndjson, int wait, http_ingest **out) {
+  http_ingest *in = calloc(1, sizeof *in);
+  if (!in) return PROTO_ENOMEM;
+  in->s = s;
+  in->ndjson = ndjson;
+  in->wait = wait;
+  pthread_mutex_init(&in->mu, NULL);
+  proto_jw_init(&in->jw, &in->results);
+  proto_jw_arr(&in->jw); /* depth 1: commas handled by the writer */
+  in->lines.max_line = (size_t)s->cfg->max_body;
+  *out = in;
+  return PROTO_OK;
+}
+
+static proto_status pending_push(http_ingest *in, proto_doc *d, uint64_t no) {
+  if (in->n_pending == in->cap_pending) {
+    size_t cap = in->cap_pending ? in->cap_pending * 2 : 16;
+    proto_doc *p = realloc(in->pending, cap * sizeof *p);
+    if (!p) return PROTO_ENOMEM;
+    in->pending = p;
+    uint64_t *q = realloc(in->pending_no, cap * sizeof *q);
+    if (!q) return PROTO_ENOMEM;
+    in->pending_no = q;
+    in->cap_pending = cap;
+  }
+  in->pending[in->n_pending] = *d;
+  in->pending_no[in->n_pending] = no;
+  in->n_pending++;
+  in->pending_bytes += d->text_len;
+  memset(d, 0, sizeof *d);
+  return PROTO_OK;
+}
+
+static proto_status on_line(void *ctx, const char *line, size_t len, uint64_t no, int too_long) {
+  http_ingest *in = ctx;
+  char where[40], err[300];
+  snprintf(where, sizeof where, "line %llu", (unsigned long long)no);
+  in->items++;
+  if (too_long) {
+    snprintf(err, sizeof err, "%s: longer than %ld bytes (max-body)", where,
+             in->s->cfg->max_body);
+    pthread_mutex_lock(&in->mu);
+    record_error(in, no, NULL, PROTO_ETOOBIG, err);
+    pthread_mutex_unlock(&in->mu);
+    return PROTO_OK;
+  }
+  proto_doc d;
+  proto_status st = proto_doc_parse(line, len, where, &d, err, sizeof err);
+  if (st == PROTO_ENOMEM) return st;
+  if (st != PROTO_OK) {
+    pthread_mutex_lock(&in->mu);
+    record_error(in, no, NULL, st, err);
+    pthread_mutex_unlock(&in->mu);
+    return PROTO_OK;
+  }
+  st = pending_push(in, &d, no);
+  proto_doc_free(&d);
+  return st;
+}
+
+proto_status http_ingest_feed(http_ingest *in, const char *data, size_t len, int *batch_full) {
+  proto_status st = http_lines_feed(&in->lines, data, len, on_line, in, NULL);
+  *batch_full = in->n_pending >= INGEST_BATCH_DOCS || in->pending_bytes >= INGEST_BATCH_BYTES;
+  return st;
+}
+
+proto_status http_ingest_parse_all(http_ingest *in, const char *body, size_t len, char *err,
+                                   size_t errlen) {
+  proto_doc *docs = NULL;
+  size_t n = 0;
+  proto_status st = proto_docs_parse(body, len, 100000, &docs, &n, err, errlen);
+  if (st != PROTO_OK) return st;
+  for (size_t i = 0; i < n; i++) {
+    if (st == PROTO_OK) st = pending_push(in, &docs[i], i);
+    proto_doc_free(&docs[i]);
+  }
+  free(docs);
+  if (st != PROTO_OK) snprintf(err, errlen, "documents: out of memory");
+  return st;
+}
+
+proto_status http_ingest_submit(http_ingest *in) {
+  proto_status st = PROTO_OK;
+  if (!in->s->engine) {
+    for (size_t i = 0; i < in->n_pending; i++) proto_doc_free(&in->pending[i]);
+    in->n_pending = 0;
+    in->pending_bytes = 0;
+    return PROTO_EUNAVAIL;
+  }
+  if (!in->session && in->n_pending) {
+    srv_ingest_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    cb.on_ack = on_ack;
+    cb.ctx = in;
+    st = srv_ingest_begin(in->s->engine, &cb, &in->session);
+    if (st != PROTO_OK) {
+      for (size_t i = 0; i < in->n_pending; i++) proto_doc_free(&in->pending[i]);
+      in->n_pending = 0;
+      return st;
+    }
+  }
+  for (size_t i = 0; i < in->n_pending; i++) {
+    proto_doc *d = &in->pending[i];
+    srv_doc sd = {d->id, d->text, d->text_len, d->metadata_json};
+    /* the item number goes in first: its ack may arrive before add returns */
+    pthread_mutex_lock(&in->mu);
+    if (in->fifo_len == in->fifo_cap) {
+      if (in->fifo_head > 0) { /* compact */
+        memmove(in->fifo, in->fifo + in->fifo_head,
+                (in->fifo_len - in->fifo_head) * sizeof *in->fifo);
+        in->fifo_len -= in->fifo_head;
+        in->fifo_head = 0;
+      }
+      if (in->fifo_len == in->fifo_cap) {
+        size_t cap = in->fifo_cap ? in->fifo_cap * 2 : 64;
+        uint64_t *f = realloc(in->fifo, cap * sizeof *f);
+        if (!f) {
+          pthread_mutex_unlock(&in->mu);
+          st = PROTO_ENOMEM;
+          break;
+        }
+        in->fifo = f;
+        in->fifo_cap = cap;
+      }
+    }
+    in->fifo[in->fifo_len++] = in->pending_no[i];
+    pthread_mutex_unlock(&in->mu);
+    proto_status a = srv_ingest_add(in->session, &sd);
+    if (a != PROTO_OK) {
+      char msg[300];
+      snprintf(msg, sizeof msg, "%s %llu: %s: %s", in->ndjson ? "line" : "documents",
+               (unsigned long long)in->pending_no[i], proto_strerror(a), srv_last_error());
+      pthread_mutex_lock(&in->mu);
+      in->fifo_len--; /* not queued: no ack will come */
+      record_error(in, in->pending_no[i], d->id, a, msg);
+      pthread_mutex_unlock(&in->mu);
+    }
+  }
+  for (size_t i = 0; i < in->n_pending; i++) proto_doc_free(&in->pending[i]);
+  in->n_pending = 0;
+  in->pending_bytes = 0;
+  return st;
+}
+
+void http_ingest_finish(http_ingest *in, http_response *resp) {
+  proto_status st = PROTO_OK;
+  if (in->ndjson && !in->aborted) st = http_lines_finish(&in->lines, on_line, in);
+  if (st == PROTO_OK && in->n_pending) st = http_ingest_submit(in);
+  if (st == PROTO_EUNAVAIL && !in->s->engine) {
+    http_error(resp, st, "engine not loaded");
+    return;
+  }
+  if (in->session) {
+    srv_ingest_end(in->session, NULL); /* waits for every ack (durable) and the index */
+    in->session = NULL;
+  }
+  if (st != PROTO_OK) { http_error(resp, st, "ingest failed"); return; }
+  pthread_mutex_lock(&in->mu);
+  proto_jw_arr_end(&in->jw);
+  proto_buf *b = &resp->body;
+  proto_buf_free(b);
+  proto_jw w;
+  proto_jw_init(&w, b);
+  proto_jw_obj(&w);
+  if (in->n_err) {
+    proto_jw_key(&w, "error");
+    proto_jw_obj(&w);
+    proto_jw_key(&w, "code"); proto_jw_cstr(&w, proto_status_name(in->first_st));
+    char msg[320];
+    snprintf(msg, sizeof msg, "%llu of %llu documents failed; first: %s",
+             (unsigned long long)in->n_err, (unsigned long long)(in->n_err + in->n_ok),
+             in->first_msg);
+    proto_jw_key(&w, "message"); proto_jw_cstr(&w, msg);
+    proto_jw_obj_end(&w);
+  }
+  proto_jw_key(&w, "documents"); proto_jw_uint(&w, in->n_ok);
+  proto_jw_key(&w, "chunks"); proto_jw_uint(&w, in->n_chunks);
+  proto_jw_key(&w, "errors"); proto_jw_uint(&w, in->n_err);
+  proto_jw_key(&w, "indexed"); proto_jw_bool(&w, in->n_not_indexed == 0);
+  proto_jw_key(&w, "truncated"); proto_jw_bool(&w, in->truncated);
+  proto_jw_key(&w, "results");
+  proto_jw_raw(&w, in->results.data ? in->results.data : "[]", in->results.len ? in->results.len : 2);
+  proto_jw_obj_end(&w);
+  int status = 200;
+  if (in->n_err) {
+    status = proto_http_status(in->first_st);
+    if (status >= 500 && in->n_ok) status = 500;
+  } else if (in->n_ok == 0 && in->items == 0 && in->ndjson) {
+    /* an empty NDJSON body is fine: nothing to do */
+  }
+  pthread_mutex_unlock(&in->mu);
+  ok_json(resp, status);
+}
+
+void http_ingest_abort(http_ingest *in, proto_status st, const char *msg) {
+  for (size_t i = 0; i < in->n_pending; i++) proto_doc_free(&in->pending[i]);
+  in->n_pending = 0;
+  in->pending_bytes = 0;
+  in->aborted = 1;
+  pthread_mutex_lock(&in->mu);
+  char m[300];
+  snprintf(m, sizeof m, "body: %s (after %s %llu)", msg, in->ndjson ? "line" : "item",
+           (unsigned long long)in->items);
+  record_error(in, in->items, NULL, st, m);
+  pthread_mutex_unlock(&in->mu);
+}
+
+void http_ingest_free(http_ingest *in) {
+  if (!in) return;
+  if (in->session) srv_ingest_end(in->session, NULL);
+  for (size_t i = 0; i < in->n_pending; i++) proto_doc_free(&in->pending[i]);
+  free(in->pending);
+  free(in->pending_no);
+  free(in->fifo);
+  http_lines_free(&in->lines);
+  proto_buf_free(&in->results);
+  pthread_mutex_destroy(&in->mu);
+  free(in);
+}
+
+static int wait_flag(const char *v) {
+  return v && (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes"));
+}
+
+static void h_docs(http_server *s, const http_request *rq, http_response *resp) {
+  int kind = http_body_kind(HTTP_R_DOCS, rq->content_type);
+  if (kind < 0) {
+    http_error(resp, PROTO_EMEDIA,
+               "Content-Type: use application/json or application/x-ndjson");
+    return;
+  }
+  if (s->cfg->read_only) { http_error(resp, PROTO_EFORBIDDEN, "server is read-only"); return; }
+  http_ingest *in = NULL;
+  char err[256];
+  proto_status st = http_ingest_new(s, kind == 1, wait_flag(rq->query_wait), &in);
+  if (st != PROTO_OK) { http_error(resp, st, "out of memory"); return; }
+  if (kind == 1) {
+    size_t off = 0;
+    while (off < rq->body_len) { /* feed in slices, submitting full batches */
+      size_t n = rq->body_len - off < 65536 ? rq->body_len - off : 65536;
+      int full = 0;
+      st = http_ingest_feed(in, rq->body + off, n, &full);
+      if (st != PROTO_OK) break;
+      if (full && (st = http_ingest_submit(in)) != PROTO_OK) break;
+      off += n;
+    }
+    if (st == PROTO_EUNAVAIL) { http_error(resp, st, "engine not loaded"); goto leave; }
+    if (st != PROTO_OK) { http_error(resp, st, "ingest failed"); goto leave; }
+  } else {
+    st = http_ingest_parse_all(in, rq->body, rq->body_len, err, sizeof err);
+    if (st != PROTO_OK) { http_error(resp, st, err); goto leave; }
+  }
+  http_ingest_finish(in, resp);
+leave:
+  http_ingest_free(in);
+}
+
+/* ---- completions ---------------------------------------------------------- */
+
+proto_status http_complete_prepare(http_server *s, const http_request *rq,
+                                   proto_complete_req *req, http_response *resp) {
+  char err[256];
+  proto_status st = proto_complete_parse(rq->body, rq->body_len, req, err, sizeof err);
+  if (st != PROTO_OK) { http_error(resp, st, err); return st; }
+  if (!model_matches(req->model, s->model_name, NULL)) {
+    snprintf(err, sizeof err, "model: unknown model '%.64s' (this server generates with '%.64s')",
+             req->model, s->model_name);
+    http_error(resp, PROTO_ENOTFOUND, err);
+    proto_complete_free(req);
+    return PROTO_ENOTFOUND;
+  }
+  if (!s->engine || !srv_engine_decoder(s->engine)) {
+    http_error(resp, PROTO_EUNAVAIL, s->engine ? "no decoder loaded (start with --decoder DIR)"
+                                               : "engine not loaded");
+    proto_complete_free(req);
+    return PROTO_EUNAVAIL;
+  }
+  return PROTO_OK;
+}
+
+typedef struct gen_ctx {
+  http_server *s;
+  const proto_complete_req *req;
+  http_sink *sink;
+  int gone;
+  char id[48];
+  long long created;
+  proto_buf ev;
+} gen_ctx;
+
+static void ev_head(gen_ctx *g, proto_jw *w) {
+  proto_jw_obj(w);
+  proto_jw_key(w, "id"); proto_jw_cstr(w, g->id);
+  proto_jw_key(w, "object"); proto_jw_cstr(w, "text_completion");
+  proto_jw_key(w, "created"); proto_jw_int(w, g->created);
+  proto_jw_key(w, "model"); proto_jw_cstr(w, g->s->model_name);
+}
+
+static void ev_choice(proto_jw *w, const char *text, size_t len, const char *finish) {
+  proto_jw_key(w, "choices");
+  proto_jw_arr(w);
+  proto_jw_obj(w);
+  proto_jw_key(w, "text"); proto_jw_str(w, text, len);
+  proto_jw_key(w, "index"); proto_jw_int(w, 0);
+  proto_jw_key(w, "logprobs"); proto_jw_null(w);
+  proto_jw_key(w, "finish_reason"); proto_jw_cstr(w, finish);
+  proto_jw_obj_end(w);
+  proto_jw_arr_end(w);
+}
+
+static void write_chunk(proto_jw *w, const srv_gen_chunk *c) {
+  proto_jw_obj(w);
+  proto_jw_key(w, "chunk"); proto_jw_int(w, c->chunk);
+  proto_jw_key(w, "in_prompt"); proto_jw_bool(w, c->in_prompt);
+  proto_jw_key(w, "neighbors");
+  proto_jw_arr(w);
+  for (size_t i = 0; i < c->n; i++) {
+    const srv_gen_neighbour *nb = &c->nb[i];
+    proto_jw_obj(w);
+    proto_jw_key(w, "chunk_id"); proto_jw_uint(w, nb->chunk_id);
+    proto_jw_key(w, "doc_id"); proto_jw_cstr(w, nb->doc_id);
+    proto_jw_key(w, "doc_num"); proto_jw_uint(w, nb->doc_num);
+    proto_jw_key(w, "score"); proto_jw_float(w, nb->score);
+    proto_jw_key(w, "text"); proto_jw_str(w, nb->text, nb->text_len);
+    proto_jw_key(w, "continuation"); proto_jw_str(w, nb->next_text, nb->next_text_len);
+    proto_jw_obj_end(w);
+  }
+  proto_jw_arr_end(w);
+  proto_jw_obj_end(w);
+}
+
+static int ev_send(gen_ctx *g) {
+  proto_buf_add(&g->ev, "\n\n", 2);
+  int r = g->ev.failed ? 1 : g->sink->write(g->sink->ctx, g->ev.data, g->ev.len);
+  g->ev.len = 0;
+  if (r) g->gone = 1;
+  return r;
+}
+
+static int gen_on_text(void *ctx, const char *piece, size_t len) {
+  gen_ctx *g = ctx;
+  if (!g->req->stream || g->gone) return g->gone;
+  proto_buf_adds(&g->ev, "data: ");
+  proto_jw w;
+  proto_jw_init(&w, &g->ev);
+  ev_head(g, &w);
+  ev_choice(&w, piece, len, NULL);
+  proto_jw_obj_end(&w);
+  return ev_send(g);
+}
+
+static void gen_on_neighbours(void *ctx, const srv_gen_chunk *c) {
+  gen_ctx *g = ctx;
+  if (!g->req->stream || g->gone) return;
+  proto_buf_adds(&g->ev, "data: ");
+  proto_jw w;
+  proto_jw_init(&w, &g->ev);
+  ev_head(g, &w);
+  ev_choice(&w, "", 0, NULL);
+  proto_jw_key(&w, "retro");
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "chunks");
+  proto_jw_arr(&w);
+  write_chunk(&w, c);
+  proto_jw_arr_end(&w);
+  proto_jw_obj_end(&w);
+  proto_jw_obj_end(&w);
+  ev_send(g);
+}
+
+static int gen_should_cancel(void *ctx) {
+  gen_ctx *g = ctx;
+  return g->gone;
+}
+
+static void write_usage(proto_jw *w, const srv_gen_result *res) {
+  proto_jw_key(w, "usage");
+  proto_jw_obj(w);
+  proto_jw_key(w, "prompt_tokens"); proto_jw_int(w, res->prompt_tokens);
+  proto_jw_key(w, "completion_tokens"); proto_jw_int(w, res->completion_tokens);
+  proto_jw_key(w, "total_tokens"); proto_jw_int(w, res->prompt_tokens + res->completion_tokens);
+  proto_jw_obj_end(w);
+}
+
+static void write_retro(proto_jw *w, const proto_complete_req *req, const srv_gen_result *res,
+                        int with_chunks) {
+  proto_jw_key(w, "retro");
+  proto_jw_obj(w);
+  proto_jw_key(w, "retrieval"); proto_jw_bool(w, req->retrieval);
+  proto_jw_key(w, "seed"); proto_jw_uint(w, res->seed);
+  if (with_chunks) {
+    proto_jw_key(w, "chunks");
+    proto_jw_arr(w);
+    for (size_t i = 0; i < res->n_chunks; i++) write_chunk(w, &res->chunks[i]);
+    proto_jw_arr_end(w);
+  }
+  proto_jw_key(w, "timings");
+  proto_jw_obj(w);
+  proto_jw_key(w, "queue_s"); proto_jw_num(w, res->queue_s);
+  proto_jw_key(w, "first_token_s"); proto_jw_num(w, res->first_token_s);
+  proto_jw_key(w, "retrieval_s"); proto_jw_num(w, res->retrieval_s);
+  proto_jw_key(w, "total_s"); proto_jw_num(w, res->total_s);
+  proto_jw_obj_end(w);
+  proto_jw_obj_end(w);
+}
+
+static void write_logprobs(proto_jw *w, const srv_gen_result *res) {
+  proto_jw_obj(w);
+  proto_jw_key(w, "tokens");
+  proto_jw_arr(w);
+  for (size_t i = 0; i < res->n_tokens; i++)
+    proto_jw_str(w, res->tokens[i].piece, res->tokens[i].piece_len);
+  proto_jw_arr_end(w);
+  proto_jw_key(w, "token_logprobs");
+  proto_jw_arr(w);
+  for (size_t i = 0; i < res->n_tokens; i++) proto_jw_float(w, res->tokens[i].logprob);
+  proto_jw_arr_end(w);
+  proto_jw_key(w, "top_logprobs");
+  proto_jw_arr(w);
+  for (size_t i = 0; i < res->n_tokens; i++) {
+    proto_jw_obj(w);
+    for (int j = 0; j < res->tokens[i].n_top && j < 5; j++) {
+      const char *p = res->tokens[i].top_pieces[j];
+      proto_buf tmp;
+      proto_buf_init(&tmp);
+      proto_buf_add_utf8_lossy(&tmp, p ? p : "", p ? strlen(p) : 0);
+      proto_jw_key(w, tmp.data ? tmp.data : "");
+      proto_buf_free(&tmp);
+      proto_jw_float(w, res->tokens[i].top_logprobs[j]);
+    }
+    proto_jw_obj_end(w);
+  }
+  proto_jw_arr_end(w);
+  proto_jw_key(w, "text_offset");
+  proto_jw_arr(w);
+  for (size_t i = 0; i < res->n_tokens; i++) proto_jw_uint(w, res->tokens[i].text_offset);
+  proto_jw_arr_end(w);
+  proto_jw_obj_end(w);
+}
+
+void http_complete_run(http_server *s, const proto_complete_req *req, http_sink *sink,
+                       http_response *resp) {
+  gen_ctx g;
+  memset(&g, 0, sizeof g);
+  g.s = s;
+  g.req = req;
+  g.sink = sink;
+  g.created = (long long)time(NULL);
+  static atomic_ullong counter;
+  unsigned long long n = atomic_fetch_add(&counter, 1) + 1;
+  snprintf(g.id, sizeof g.id, "cmpl-%llx-%llu", (unsigned long long)g.created, n);
+
+  srv_gen_request rq;
+  srv_gen_request_init(&rq);
+  rq.prompt = req->prompt;
+  rq.prompt_len = req->prompt_len;
+  rq.max_tokens = req->max_tokens;
+  rq.temperature = req->temperature;
+  rq.top_p = req->top_p;
+  rq.top_k = req->top_k;
+  rq.seed = req->seed;
+  rq.has_seed = req->has_seed;
+  rq.stop = (const char *const *)req->stop;
+  rq.stop_lens = req->stop_lens;
+  rq.n_stop = req->n_stop;
+  rq.logprobs = req->logprobs;
+  rq.retrieval = req->retrieval;
+  rq.k = req->k;
+  rq.exclude_docs = (const char *const *)req->exclude_docs;
+  rq.n_exclude = req->n_exclude;
+  srv_gen_callbacks cb = {gen_on_text, gen_on_neighbours, gen_should_cancel, &g};
+  srv_gen_result res;
+  memset(&res, 0, sizeof res);
+  proto_status st = srv_generate(s->engine, &rq, &cb, &res);
+  proto_jw w;
+  if (req->stream) {
+    if (st != PROTO_OK && st != PROTO_ECANCELLED) {
+      char msg[512];
+      snprintf(msg, sizeof msg, "completions: %s: %s", proto_strerror(st), srv_last_error());
+      proto_buf_adds(&g.ev, "data: ");
+      proto_json_error(&g.ev, st, msg);
+      ev_send(&g);
+    } else if (!g.gone) {
+      proto_buf_adds(&g.ev, "data: ");
+      proto_jw_init(&w, &g.ev);
+      ev_head(&g, &w);
+      ev_choice(&w, "", 0, res.finish_reason ? res.finish_reason : "stop");
+      write_usage(&w, &res);
+      write_retro(&w, req, &res, 0);
+      proto_jw_obj_end(&w);
+      ev_send(&g);
+    }
+    if (!g.gone) {
+      proto_buf_adds(&g.ev, "data: [DONE]");
+      ev_send(&g);
+    }
+  } else if (st != PROTO_OK) {
+    engine_error(resp, st, "completions");
+  } else {
+    proto_jw_init(&w, &resp->body);
+    ev_head(&g, &w);
+    proto_jw_key(&w, "choices");
+    proto_jw_arr(&w);
+    proto_jw_obj(&w);
+    proto_jw_key(&w, "text"); proto_jw_str(&w, res.text, res.text_len);
+    proto_jw_key(&w, "index"); proto_jw_int(&w, 0);
+    proto_jw_key(&w, "logprobs");
+    if (req->logprobs >= 0) write_logprobs(&w, &res);
+    else proto_jw_null(&w);
+    proto_jw_key(&w, "finish_reason"); proto_jw_cstr(&w, res.finish_reason);
+    proto_jw_obj_end(&w);
+    proto_jw_arr_end(&w);
+    write_usage(&w, &res);
+    write_retro(&w, req, &res, 1);
+    proto_jw_obj_end(&w);
+    ok_json(resp, 200);
+  }
+  srv_gen_result_free(&res);
+  proto_buf_free(&g.ev);
+}
+
+static int buf_sink_write(void *ctx, const char *data, size_t len) {
+  proto_buf_add(ctx, data, len);
+  return 0;
+}
+
+static void h_complete(http_server *s, const http_request *rq, http_response *resp) {
+  proto_complete_req req;
+  if (http_complete_prepare(s, rq, &req, resp) != PROTO_OK) return;
+  http_sink sink = {buf_sink_write, &resp->body};
+  http_complete_run(s, &req, &sink, resp);
+  if (req.stream) {
+    resp->status = 200;
+    resp->content_type = SSE_TYPE;
+  }
+  proto_complete_free(&req);
+}
+
+/* ---- dispatch ------------------------------------------------------------- */
+
+void http_execute(http_server *s, const http_match *m, const http_request *rq,
+                  http_response *resp) {
+  switch (m->route) {
+    case HTTP_R_HEALTH:
+      proto_buf_adds(&resp->body, "{\"status\":\"ok\"}");
+      ok_json(resp, 200);
+      return;
+    case HTTP_R_READY:
+      if (s->engine && !atomic_load(&s->draining)) {
+        proto_buf_adds(&resp->body, "{\"status\":\"ready\"}");
+        ok_json(resp, 200);
+      } else {
+        http_error(resp, PROTO_EUNAVAIL, s->engine ? "shutting down" : "engine not loaded");
+      }
+      return;
+    case HTTP_R_METRICS: h_metrics(s, resp); return;
+    case HTTP_R_OPENAPI:
+      proto_buf_adds(&resp->body, http_openapi_json());
+      ok_json(resp, 200);
+      return;
+    case HTTP_R_INFO: h_info(s, resp); return;
+    case HTTP_R_DOCS: h_docs(s, rq, resp); return;
+    case HTTP_R_DOC_GET: h_doc_get(s, m, resp); return;
+    case HTTP_R_DOC_DELETE: h_doc_delete(s, m, resp); return;
+    case HTTP_R_CHUNK: h_chunk(s, m, resp); return;
+    case HTTP_R_SEARCH: h_search(s, rq, resp); return;
+    case HTTP_R_EMBED: h_embed(s, rq, resp); return;
+    case HTTP_R_COMPLETE: h_complete(s, rq, resp); return;
+    default: http_error(resp, PROTO_ENOTFOUND, "no such route"); return;
+  }
+}
+
+void http_dispatch(http_server *s, const http_request *rq, http_response *resp) {
+  http_match m;
+  memset(resp, 0, sizeof *resp);
+  http_route_match(rq->method, rq->path, &m);
+  if (m.st != PROTO_OK) {
+    http_error(resp, m.st, m.msg);
+    resp->allow = m.allow;
+    return;
+  }
+  proto_status st = http_auth_check(s->cfg, rq->authorization, rq->api_key, m.access);
+  if (st != PROTO_OK) {
+    http_error(resp, st, st == PROTO_EUNAUTH ? "Authorization: missing or wrong API key"
+                                             : "Authorization: the read-only key cannot write");
+    return;
+  }
+  if (m.has_body) {
+    if (http_body_kind(m.route, rq->content_type) < 0) {
+      http_error(resp, PROTO_EMEDIA, "Content-Type: use application/json");
+      return;
+    }
+    if (rq->body_len > (size_t)s->cfg->max_body && http_body_kind(m.route, rq->content_type) == 0) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "body: larger than %ld bytes (max-body)", s->cfg->max_body);
+      http_error(resp, PROTO_ETOOBIG, msg);
+      return;
+    }
+  }
+  http_execute(s, &m, rq, resp);
+}
+
+proto_status http_server_new(const http_config *cfg, srv_engine *engine, http_server **out) {
+  http_server *s = calloc(1, sizeof *s);
+  if (!s) return PROTO_ENOMEM;
+  s->cfg = cfg;
+  s->engine = engine;
+  snprintf(s->model_name, sizeof s->model_name, "retro");
+  snprintf(s->encoder_name, sizeof s->encoder_name, "encoder");
+  if (engine) {
+    srv_info *info = calloc(1, sizeof *info);
+    if (info && srv_info_get(engine, info) == PROTO_OK) {
+      if (info->decoder_loaded && info->decoder_path[0])
+        snprintf(s->model_name, sizeof s->model_name, "%s", model_basename(info->decoder_path));
+      size_t n = strcspn(info->encoder, ":");
+      if (n) snprintf(s->encoder_name, sizeof s->encoder_name, "%.*s", (int)n, info->encoder);
+    }
+    free(info);
+  }
+  size_t n = strlen(s->model_name);
+  if (n && s->model_name[n - 1] == '/') s->model_name[n - 1] = 0;
+  *out = s;
+  return PROTO_OK;
+}
+
+void http_server_free(http_server *s) { free(s); }

@@ -1,0 +1,92 @@
+/* http_metrics.c - the per-route request counters and latency histograms
+ * of /metrics (Prometheus text format 0.0.4). One process-wide registry
+ * behind a mutex; the engine's gauges (documents, chunks, index size, ingest
+ * counters, queue depths) are appended by the /metrics handler, not here. */
+#include "http.h"
+
+#include <pthread.h>
+#include <string.h>
+
+#define N_BUCKETS 14
+#define N_STATUS 16 /* distinct status codes tracked per route */
+
+static const double bucket_le[N_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                            0.1,    0.25,  0.5,    1,     2.5,   5,     10};
+
+typedef struct series {
+  int status; /* 0 = unused slot */
+  uint64_t count;
+  double sum;
+  uint64_t buckets[N_BUCKETS]; /* non-cumulative; summed when written */
+} series;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static series table[HTTP_R_COUNT][N_STATUS];
+
+void http_metrics_observe(http_route r, int status, double seconds) {
+  if ((unsigned)r >= HTTP_R_COUNT) r = HTTP_R_OTHER;
+  if (r == HTTP_R_DOC_DELETE) r = HTTP_R_DOC_GET; /* same label; method tells apart */
+  pthread_mutex_lock(&lock);
+  series *row = table[r], *s = NULL;
+  for (int i = 0; i < N_STATUS; i++) {
+    if (row[i].status == status || row[i].status == 0) {
+      s = &row[i];
+      break;
+    }
+  }
+  if (!s) s = &row[N_STATUS - 1]; /* overflow: lumped into the last slot */
+  if (!s->status) s->status = status;
+  s->count++;
+  s->sum += seconds;
+  for (int b = 0; b < N_BUCKETS; b++)
+    if (seconds <= bucket_le[b]) {
+      s->buckets[b]++;
+      break;
+    }
+  pthread_mutex_unlock(&lock);
+}
+
+void http_metrics_write(proto_buf *b) {
+  pthread_mutex_lock(&lock);
+  proto_buf_adds(b, "# HELP retro_http_requests_total HTTP requests answered.\n"
+                    "# TYPE retro_http_requests_total counter\n");
+  for (int r = 0; r < HTTP_R_COUNT; r++)
+    for (int i = 0; i < N_STATUS && table[r][i].status; i++)
+      proto_buf_addf(b, "retro_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                     http_route_label((http_route)r), table[r][i].status,
+                     (unsigned long long)table[r][i].count);
+  proto_buf_adds(b, "# HELP retro_http_request_duration_seconds Time from the request's "
+                    "first byte to its response being queued.\n"
+                    "# TYPE retro_http_request_duration_seconds histogram\n");
+  for (int r = 0; r < HTTP_R_COUNT; r++)
+    for (int i = 0; i < N_STATUS && table[r][i].status; i++) {
+      const series *s = &table[r][i];
+      const char *label = http_route_label((http_route)r);
+      uint64_t cum = 0;
+      for (int k = 0; k < N_BUCKETS; k++) {
+        cum += s->buckets[k];
+        proto_buf_addf(b,
+                       "retro_http_request_duration_seconds_bucket{route=\"%s\",status=\"%d\","
+                       "le=\"%g\"} %llu\n",
+                       label, s->status, bucket_le[k], (unsigned long long)cum);
+      }
+      proto_buf_addf(b,
+                     "retro_http_request_duration_seconds_bucket{route=\"%s\",status=\"%d\","
+                     "le=\"+Inf\"} %llu\n",
+                     label, s->status, (unsigned long long)s->count);
+      proto_buf_addf(b,
+                     "retro_http_request_duration_seconds_sum{route=\"%s\",status=\"%d\"} %.6f\n",
+                     label, s->status, s->sum);
+      proto_buf_addf(b,
+                     "retro_http_request_duration_seconds_count{route=\"%s\",status=\"%d\"} "
+                     "%llu\n",
+                     label, s->status, (unsigned long long)s->count);
+    }
+  pthread_mutex_unlock(&lock);
+}
+
+void http_metrics_reset(void) {
+  pthread_mutex_lock(&lock);
+  memset(table, 0, sizeof table);
+  pthread_mutex_unlock(&lock);
+}

@@ -1,0 +1,77 @@
+/* http_priv.h - internals shared by the HTTP files (http.c: the daemon;
+ * http_api.c: the handlers). Not a public header. */
+#ifndef RETRO_HTTP_PRIV_H
+#define RETRO_HTTP_PRIV_H
+
+#include "http.h"
+#include "srv.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct http_server {
+  const http_config *cfg;
+  srv_engine *engine;      /* NULL: handlers validate input, then answer 503 */
+  atomic_long work_queued; /* jobs waiting for a worker */
+  atomic_long work_busy;   /* jobs running */
+  atomic_long gen_active;  /* generations queued or running */
+  atomic_long inflight;    /* requests between first byte and completion */
+  atomic_long rejected;    /* requests answered 429 by a full pool */
+  atomic_int draining;     /* SIGTERM received */
+  char model_name[128];    /* decoder name reported by /v1/completions */
+  char encoder_name[128];  /* encoder name reported by /v1/embeddings */
+};
+
+/* Fills resp with an error: status from st, JSON body, Retry-After for 429/503. */
+void http_error(http_response *resp, proto_status st, const char *msg);
+
+/* Runs a matched, authorised request whose whole body is in rq (all routes
+ * but streamed NDJSON ingest and streamed completions). */
+void http_execute(http_server *s, const http_match *m, const http_request *rq,
+                  http_response *resp);
+
+/* 1 when the request body is NDJSON (Content-Type application/x-ndjson,
+ * application/jsonl, application/json-seq...); 0 for JSON; -1 unsupported. */
+int http_body_kind(http_route r, const char *content_type);
+
+/* ---- ingest of one POST /v1/documents request ---------------------------- */
+
+typedef struct http_ingest http_ingest;
+
+/* ndjson: items are numbered by line ("line"), else by position ("index"). */
+proto_status http_ingest_new(http_server *s, int ndjson, int wait, http_ingest **out);
+/* NDJSON: splits and parses data, queuing parsed documents in a pending
+ * batch (no engine call). Returns 1 in *batch_full when the pending batch
+ * should be submitted (http_ingest_submit) before more data is fed. */
+proto_status http_ingest_feed(http_ingest *in, const char *data, size_t len, int *batch_full);
+/* JSON object form: parses the whole body into the pending batch
+ * (all-or-nothing validation; the error is the request's error). */
+proto_status http_ingest_parse_all(http_ingest *in, const char *body, size_t len,
+                                   char *err, size_t errlen);
+/* Hands the pending batch to the engine (blocking: run on a worker). */
+proto_status http_ingest_submit(http_ingest *in);
+/* End of body: last line, submit, wait for the engine, write the response. */
+void http_ingest_finish(http_ingest *in, http_response *resp);
+/* Stops the ingest: drops the pending batch, ignores further data and
+ * records st/msg as an error of the request (reported by finish). */
+void http_ingest_abort(http_ingest *in, proto_status st, const char *msg);
+void http_ingest_free(http_ingest *in);
+
+/* ---- completions ---------------------------------------------------------- */
+
+/* Where streamed output goes. write returns non-zero when the client is
+ * gone (generation is then cancelled). */
+typedef struct http_sink {
+  int (*write)(void *ctx, const char *data, size_t len);
+  void *ctx;
+} http_sink;
+
+/* Parses and checks a completion request; on failure fills resp (4xx). */
+proto_status http_complete_prepare(http_server *s, const http_request *rq,
+                                   proto_complete_req *req, http_response *resp);
+/* Generates; when req->stream, writes SSE events to sink (ending
+ * "data: [DONE]"), else fills resp. Blocking: run on a generation thread. */
+void http_complete_run(http_server *s, const proto_complete_req *req, http_sink *sink,
+                       http_response *resp);
+
+#endif

@@ -1,0 +1,230 @@
+/* http_route.c - the route table, percent-decoding of path ids, API-key
+ * checks and the NDJSON line splitter. Pure functions of their inputs: no
+ * sockets, no engine, no global state. */
+#include "http.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const labels[HTTP_R_COUNT] = {
+    "/health", "/ready", "/metrics", "/openapi.json", "/v1/info", "/v1/documents",
+    "/v1/documents/{id}", "/v1/documents/{id}", "/v1/chunks/{id}", "/v1/search",
+    "/v1/embeddings", "/v1/completions", "other"};
+
+const char *http_route_label(http_route r) {
+  return (unsigned)r < HTTP_R_COUNT ? labels[r] : "other";
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+long http_pct_decode(const char *src, size_t len, char *dst, size_t cap) {
+  size_t n = 0;
+  for (size_t i = 0; i < len; i++) {
+    int c = (unsigned char)src[i];
+    if (c == '%') {
+      if (i + 2 >= len) return -1;
+      int h = hexval((unsigned char)src[i + 1]), l = hexval((unsigned char)src[i + 2]);
+      if (h < 0 || l < 0) return -1;
+      c = h * 16 + l;
+      i += 2;
+    }
+    if (c == 0 || n + 1 >= cap) return -1;
+    dst[n++] = (char)c;
+  }
+  dst[n] = 0;
+  if (!proto_utf8_valid(dst, n)) return -1;
+  return (long)n;
+}
+
+static void set(http_match *m, http_route r, http_access a, http_kind k, int body) {
+  m->route = r;
+  m->access = a;
+  m->kind = k;
+  m->has_body = body;
+  m->st = PROTO_OK;
+}
+
+static int is(const char *method, const char *want) { return strcmp(method, want) == 0; }
+
+void http_route_match(const char *method, const char *path, http_match *m) {
+  memset(m, 0, sizeof *m);
+  m->route = HTTP_R_OTHER;
+  m->st = PROTO_ENOTFOUND;
+  if (!method || !path) return;
+  int get = is(method, "GET") || is(method, "HEAD"), post = is(method, "POST");
+  int del = is(method, "DELETE");
+  struct { const char *path; http_route r; http_access a; http_kind k; const char *allow; } fixed[] = {
+      {"/health", HTTP_R_HEALTH, HTTP_OPEN, HTTP_INLINE, "GET, HEAD"},
+      {"/ready", HTTP_R_READY, HTTP_OPEN, HTTP_INLINE, "GET, HEAD"},
+      {"/metrics", HTTP_R_METRICS, HTTP_READ, HTTP_INLINE, "GET, HEAD"},
+      {"/openapi.json", HTTP_R_OPENAPI, HTTP_OPEN, HTTP_INLINE, "GET, HEAD"},
+      {"/v1/info", HTTP_R_INFO, HTTP_READ, HTTP_INLINE, "GET, HEAD"},
+      {"/v1/documents", HTTP_R_DOCS, HTTP_WRITE, HTTP_WORKER, "POST"},
+      {"/v1/search", HTTP_R_SEARCH, HTTP_READ, HTTP_WORKER, "POST"},
+      {"/v1/embeddings", HTTP_R_EMBED, HTTP_READ, HTTP_WORKER, "POST"},
+      {"/v1/completions", HTTP_R_COMPLETE, HTTP_READ, HTTP_GEN, "POST"},
+  };
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+    if (strcmp(path, fixed[i].path) != 0) continue;
+    int is_post = fixed[i].allow[0] == 'P';
+    if ((is_post && !post) || (!is_post && !get)) {
+      m->route = fixed[i].r;
+      m->st = PROTO_EMETHOD;
+      m->allow = fixed[i].allow;
+      snprintf(m->msg, sizeof m->msg, "%s: method %.16s not allowed (allowed: %s)",
+               fixed[i].path, method, fixed[i].allow);
+      return;
+    }
+    set(m, fixed[i].r, fixed[i].a, fixed[i].k, is_post);
+    return;
+  }
+  static const char docs[] = "/v1/documents/", chunks[] = "/v1/chunks/";
+  if (!strncmp(path, docs, sizeof docs - 1) && path[sizeof docs - 1]) {
+    const char *raw = path + sizeof docs - 1;
+    if (!get && !del) {
+      m->route = HTTP_R_DOC_GET;
+      m->st = PROTO_EMETHOD;
+      m->allow = "GET, HEAD, DELETE";
+      snprintf(m->msg, sizeof m->msg, "/v1/documents/{id}: method %.16s not allowed", method);
+      return;
+    }
+    if (get) set(m, HTTP_R_DOC_GET, HTTP_READ, HTTP_INLINE, 0);
+    else set(m, HTTP_R_DOC_DELETE, HTTP_WRITE, HTTP_WORKER, 0);
+    if (http_pct_decode(raw, strlen(raw), m->id, sizeof m->id) <= 0) {
+      m->st = PROTO_EINVAL;
+      snprintf(m->msg, sizeof m->msg,
+               "id: bad percent-encoding, NUL, invalid UTF-8 or longer than %d bytes",
+               PROTO_MAX_ID_BYTES);
+    }
+    return;
+  }
+  if (!strncmp(path, chunks, sizeof chunks - 1) && path[sizeof chunks - 1]) {
+    const char *raw = path + sizeof chunks - 1;
+    if (!get) {
+      m->route = HTTP_R_CHUNK;
+      m->st = PROTO_EMETHOD;
+      m->allow = "GET, HEAD";
+      snprintf(m->msg, sizeof m->msg, "/v1/chunks/{id}: method %.16s not allowed", method);
+      return;
+    }
+    set(m, HTTP_R_CHUNK, HTTP_READ, HTTP_INLINE, 0);
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(raw, &end, 10);
+    if (raw[0] < '0' || raw[0] > '9' || errno || *end || v == 0) {
+      m->st = PROTO_EINVAL;
+      snprintf(m->msg, sizeof m->msg, "id: chunk ids are positive decimal integers");
+      return;
+    }
+    m->num = v;
+    return;
+  }
+  snprintf(m->msg, sizeof m->msg, "no route for %.16s %.64s", method, path);
+}
+
+int http_ct_equal(const char *a, size_t alen, const char *b, size_t blen) {
+  /* compares over the longer length so timing does not depend on where the
+   * first difference is; lengths are folded into the result */
+  size_t n = alen > blen ? alen : blen;
+  unsigned char diff = (unsigned char)(alen != blen);
+  for (size_t i = 0; i < n; i++) {
+    unsigned char x = i < alen ? (unsigned char)a[i] : 0;
+    unsigned char y = i < blen ? (unsigned char)b[i] : 0;
+    diff |= (unsigned char)(x ^ y);
+  }
+  return diff == 0;
+}
+
+proto_status http_auth_check(const http_config *cfg, const char *authorization,
+                             const char *api_key, http_access need) {
+  const char *rw = cfg->api_key && *cfg->api_key ? cfg->api_key : NULL;
+  const char *ro = cfg->read_key && *cfg->read_key ? cfg->read_key : NULL;
+  if (need == HTTP_OPEN || (!rw && !ro)) return PROTO_OK;
+  const char *key = NULL;
+  if (authorization) {
+    const char *p = authorization;
+    while (*p == ' ') p++;
+    if (!strncasecmp(p, "Bearer ", 7)) {
+      p += 7;
+      while (*p == ' ') p++;
+      key = p;
+    }
+  }
+  if (!key && api_key) key = api_key;
+  if (!key) return PROTO_EUNAUTH;
+  size_t kl = strlen(key);
+  while (kl && key[kl - 1] == ' ') kl--;
+  int is_rw = rw && http_ct_equal(key, kl, rw, strlen(rw));
+  int is_ro = ro && http_ct_equal(key, kl, ro, strlen(ro));
+  if (is_rw) return PROTO_OK;
+  if (is_ro) return need == HTTP_WRITE ? PROTO_EFORBIDDEN : PROTO_OK;
+  return PROTO_EUNAUTH;
+}
+
+/* ---- NDJSON lines --------------------------------------------------------- */
+
+static proto_status deliver(http_lines *ls, const char *line, size_t len, http_line_fn fn,
+                            void *ctx) {
+  uint64_t no = ls->lineno++;
+  if (ls->overflow) {
+    ls->overflow = 0;
+    return fn(ctx, NULL, 0, no, 1);
+  }
+  if (len && line[len - 1] == '\r') len--;
+  size_t i = 0;
+  while (i < len && (line[i] == ' ' || line[i] == '\t')) i++;
+  if (i == len) return PROTO_OK; /* blank */
+  return fn(ctx, line, len, no, 0);
+}
+
+proto_status http_lines_feed(http_lines *ls, const char *data, size_t len, http_line_fn fn,
+                             void *ctx, size_t *used) {
+  size_t i = 0;
+  proto_status st = PROTO_OK;
+  if (ls->lineno == 0) ls->lineno = 1;
+  while (i < len) {
+    const char *nl = memchr(data + i, '\n', len - i);
+    size_t seg = nl ? (size_t)(nl - (data + i)) : len - i;
+    if (!ls->overflow) {
+      if (ls->line.len + seg > ls->max_line) {
+        ls->overflow = 1;
+        proto_buf_free(&ls->line);
+      } else if (!nl || ls->line.len) {
+        proto_buf_add(&ls->line, data + i, seg);
+        if (ls->line.failed) { st = PROTO_ENOMEM; break; }
+      }
+    }
+    if (!nl) { i = len; break; }
+    i += seg + 1;
+    if (ls->line.len) {
+      st = deliver(ls, ls->line.data, ls->line.len, fn, ctx);
+      ls->line.len = 0;
+    } else {
+      st = deliver(ls, data + i - seg - 1, seg, fn, ctx);
+    }
+    if (st != PROTO_OK) break;
+  }
+  if (used) *used = i;
+  return st;
+}
+
+proto_status http_lines_finish(http_lines *ls, http_line_fn fn, void *ctx) {
+  if (ls->lineno == 0) ls->lineno = 1;
+  if (!ls->line.len && !ls->overflow) return PROTO_OK;
+  proto_status st = deliver(ls, ls->line.data, ls->line.len, fn, ctx);
+  ls->line.len = 0;
+  return st;
+}
+
+void http_lines_free(http_lines *ls) {
+  if (!ls) return;
+  proto_buf_free(&ls->line);
+}

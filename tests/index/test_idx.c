@@ -1,0 +1,479 @@
+/* test_idx.c - TAP tests of index/idx.h over a real store in a temp dir.
+ *
+ * Covers: each listed factory string (Flat, HNSW32,Flat, IVF256,Flat,
+ * IVF256,PQ16) builds, searches with recall against brute force, saves,
+ * loads with identical results; deleted (and replaced) chunks are never
+ * returned, after sync, after save/load and after a reload without save;
+ * a truncated or garbage index file is rebuilt with results equal to the
+ * original; the filter callback; L2 and IP; pending vectors before IVF
+ * training; HNSW's dead-id rebuild; the default factory; bad input.
+ * Vectors are clustered, 32-d, from a fixed-seed generator.
+ */
+#include "idx.h"
+#include "store.h"
+#include "tap.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { DIM = 32, N_BIG = 10000, CHUNKS_PER_DOC = 10, K = 10, NQ = 50 };
+
+static uint64_t rng_state = 88172645463325252ULL;
+static double rnd(void) { /* uniform in [0, 1) */
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+static float gauss(void) {
+  double u = rnd() + 1e-12, v = rnd();
+  return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+}
+
+/* n clustered vectors (n x DIM), L2-normalised when normalise. */
+static float *make_vectors(size_t n, int normalise, uint64_t seed) {
+  enum { CENTERS = 40 };
+  rng_state = seed;
+  float *c = malloc(CENTERS * DIM * sizeof *c);
+  float *v = malloc(n * DIM * sizeof *v);
+  for (size_t i = 0; i < CENTERS * DIM; i++) c[i] = gauss();
+  for (size_t i = 0; i < n; i++) {
+    size_t ci = (size_t)(rnd() * CENTERS);
+    double norm = 0;
+    for (size_t j = 0; j < DIM; j++) {
+      v[i * DIM + j] = c[ci * DIM + j] + 0.5f * gauss();
+      norm += (double)v[i * DIM + j] * v[i * DIM + j];
+    }
+    if (normalise)
+      for (size_t j = 0; j < DIM; j++) v[i * DIM + j] /= (float)sqrt(norm);
+  }
+  free(c);
+  return v;
+}
+
+typedef struct fixture {
+  char dir[64];
+  char path[128];
+  store *st;
+} fixture;
+
+static void fx_open(fixture *f) {
+  snprintf(f->dir, sizeof f->dir, "/tmp/retro-idx-XXXXXX");
+  if (!mkdtemp(f->dir)) { perror("mkdtemp"); exit(2); }
+  snprintf(f->path, sizeof f->path, "%s/index.faiss", f->dir);
+  if (store_open(f->dir, NULL, &f->st) != PROTO_OK) {
+    printf("# store_open: %s\n", store_last_error());
+    exit(2);
+  }
+}
+
+static void fx_close(fixture *f) {
+  char cmd[128];
+  store_close(f->st);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+  if (system(cmd) != 0) printf("# could not remove %s\n", f->dir);
+}
+
+/* Adds vectors as documents "<prefix><i>" of CHUNKS_PER_DOC chunks each; the
+ * chunk ids of a fresh store are 1..n in order. */
+static proto_status add_docs(store *st, const char *prefix, const float *vec, size_t n) {
+  enum { DOCS_PER_TXN = 200 };
+  static const int32_t tok[1] = {7};
+  store_chunk_input ch[DOCS_PER_TXN * CHUNKS_PER_DOC];
+  store_doc_input docs[DOCS_PER_TXN];
+  char ids[DOCS_PER_TXN][32];
+  size_t ndocs = n / CHUNKS_PER_DOC;
+  for (size_t d0 = 0; d0 < ndocs; d0 += DOCS_PER_TXN) {
+    size_t nd = ndocs - d0 < DOCS_PER_TXN ? ndocs - d0 : DOCS_PER_TXN;
+    for (size_t d = 0; d < nd; d++) {
+      snprintf(ids[d], sizeof ids[d], "%s%zu", prefix, d0 + d);
+      for (size_t c = 0; c < CHUNKS_PER_DOC; c++) {
+        store_chunk_input *x = &ch[d * CHUNKS_PER_DOC + c];
+        x->tokens = tok;
+        x->n_tokens = 1;
+        x->text = "x";
+        x->text_len = 1;
+        x->vector = vec + ((d0 + d) * CHUNKS_PER_DOC + c) * DIM;
+      }
+      docs[d] = (store_doc_input){ids[d], NULL, CHUNKS_PER_DOC, &ch[d * CHUNKS_PER_DOC]};
+    }
+    proto_status s = store_upsert(st, docs, nd, DIM, NULL);
+    if (s != PROTO_OK) return s;
+  }
+  return PROTO_OK;
+}
+
+/* Brute force top-K ids of query q over vec[0..n) (ids = position + 1). */
+static void exact(const float *vec, size_t n, const float *q, int l2, int64_t *out) {
+  float best[K];
+  for (int j = 0; j < K; j++) { best[j] = l2 ? INFINITY : -INFINITY; out[j] = -1; }
+  for (size_t i = 0; i < n; i++) {
+    float s = 0;
+    for (size_t j = 0; j < DIM; j++) {
+      float a = vec[i * DIM + j], b = q[j];
+      s += l2 ? (a - b) * (a - b) : a * b;
+    }
+    int pos = K;
+    while (pos > 0 && (l2 ? s < best[pos - 1] : s > best[pos - 1])) pos--;
+    if (pos == K) continue;
+    for (int j = K - 1; j > pos; j--) { best[j] = best[j - 1]; out[j] = out[j - 1]; }
+    best[pos] = s;
+    out[pos] = (int64_t)i + 1;
+  }
+}
+
+static double recall(const int64_t *got, const int64_t *truth, size_t nq) {
+  size_t hit = 0;
+  for (size_t q = 0; q < nq; q++)
+    for (int i = 0; i < K; i++)
+      for (int j = 0; j < K; j++)
+        if (got[q * K + i] >= 0 && got[q * K + i] == truth[q * K + j]) { hit++; break; }
+  return (double)hit / (double)(nq * K);
+}
+
+static int same_ids(const int64_t *a, const int64_t *b, size_t n) {
+  return memcmp(a, b, n * sizeof *a) == 0;
+}
+
+static void damage(const char *path, int garbage) {
+  FILE *f = fopen(path, "r+b");
+  if (!f) return;
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  fclose(f);
+  if (!garbage) {
+    if (truncate(path, size / 2) != 0) perror("truncate");
+    return;
+  }
+  f = fopen(path, "wb");
+  for (long i = 0; i < size; i++) fputc((int)(rnd() * 256), f);
+  fclose(f);
+}
+
+static int reject_even(void *ctx, int64_t id) {
+  (*(int *)ctx)++;
+  return id % 2 != 0;
+}
+
+/* One factory end to end. min_recall: recall@K against brute force. */
+static void check_factory(const char *factory, double min_recall) {
+  fixture f;
+  idx *ix = NULL;
+  idx_info info;
+  float *vec = make_vectors(N_BIG, 1, 42);
+  int64_t truth[NQ * K], ids[NQ * K], ids2[NQ * K];
+  float scores[NQ * K];
+  printf("# factory %s\n", factory);
+  fx_open(&f);
+  CHECK(add_docs(f.st, "d", vec, N_BIG) == PROTO_OK);
+  idx_options opt = {factory, IDX_METRIC_IP, DIM, 0, 0};
+  double t0 = proto_now();
+  proto_status s = idx_open(f.path, f.st, &opt, &ix);
+  CHECKF(s == PROTO_OK, "idx_open: %s", idx_last_error());
+  if (s != PROTO_OK) goto leave;
+  printf("# built in %.2f s\n", proto_now() - t0);
+  CHECK(idx_info_get(ix, &info) == PROTO_OK);
+  CHECKF(info.ntotal == N_BIG && info.trained && info.pending == 0,
+         "ntotal %llu trained %d pending %llu", (unsigned long long)info.ntotal, info.trained,
+         (unsigned long long)info.pending);
+  CHECK(strcmp(info.factory, factory) == 0);
+  CHECK(access(f.path, F_OK) == 0); /* built from the store at open: saved */
+
+  /* queries: stored vectors 0, 200, 400, ... */
+  float q[NQ * DIM];
+  for (size_t i = 0; i < NQ; i++) {
+    memcpy(q + i * DIM, vec + i * 200 * DIM, DIM * sizeof(float));
+    exact(vec, N_BIG, q + i * DIM, 0, truth + i * K);
+  }
+  CHECK(idx_search(ix, q, NQ, K, NULL, NULL, NULL, scores, ids) == PROTO_OK);
+  double r = recall(ids, truth, NQ);
+  CHECKF(r >= min_recall, "recall@10 %.3f < %.3f", r, min_recall);
+  printf("# recall@10 %.3f\n", r);
+  int sorted = 1;
+  for (size_t i = 0; i < NQ; i++)
+    for (int j = 1; j < K; j++)
+      if (ids[i * K + j] >= 0 && scores[i * K + j] > scores[i * K + j - 1] + 1e-5f) sorted = 0;
+  CHECK(sorted);
+
+  /* per-query parameters change an approximate search, never break it */
+  idx_search_params wide = {256, 512};
+  CHECK(idx_search(ix, q, NQ, K, &wide, NULL, NULL, scores, ids2) == PROTO_OK);
+  CHECK(recall(ids2, truth, NQ) >= r - 0.02);
+
+  /* save, load: same results */
+  CHECK(idx_save(ix) == PROTO_OK);
+  idx_close(ix);
+  ix = NULL;
+  s = idx_open(f.path, f.st, &opt, &ix);
+  CHECKF(s == PROTO_OK, "reopen: %s", idx_last_error());
+  if (s != PROTO_OK) goto leave;
+  CHECK(idx_search(ix, q, NQ, K, NULL, NULL, NULL, scores, ids2) == PROTO_OK);
+  CHECK(same_ids(ids, ids2, NQ * K));
+
+  /* torn and garbage files: rebuilt, same results */
+  for (int garbage = 0; garbage < 2; garbage++) {
+    idx_close(ix);
+    ix = NULL;
+    damage(f.path, garbage);
+    s = idx_open(f.path, f.st, &opt, &ix);
+    CHECKF(s == PROTO_OK, "open damaged (%s): %s", garbage ? "garbage" : "torn", idx_last_error());
+    if (s != PROTO_OK) goto leave;
+    CHECK(idx_search(ix, q, NQ, K, NULL, NULL, NULL, scores, ids2) == PROTO_OK);
+    CHECKF(same_ids(ids, ids2, NQ * K), "%s file: rebuilt results differ (recall %.3f)",
+           garbage ? "garbage" : "torn", recall(ids2, ids, NQ));
+  }
+
+  /* filter: only odd ids, still K of them */
+  int calls = 0;
+  CHECK(idx_search(ix, q, NQ, K, NULL, reject_even, &calls, scores, ids2) == PROTO_OK);
+  int odd = 1, full = 1;
+  for (size_t i = 0; i < NQ * K; i++) {
+    if (ids2[i] < 0) full = 0;
+    else if (ids2[i] % 2 == 0) odd = 0;
+  }
+  CHECK(odd && full && calls > 0);
+
+  /* delete documents 0..19 (chunk ids 1..200): never returned */
+  for (int d = 0; d < 20; d++) {
+    char id[16];
+    int found = 0;
+    snprintf(id, sizeof id, "d%d", d);
+    CHECK(store_delete(f.st, id, &found) == PROTO_OK && found);
+  }
+  CHECK(idx_sync(ix) == PROTO_OK);
+  for (int round = 0; round < 3; round++) {
+    /* query the deleted vectors themselves */
+    float dq[20 * DIM];
+    int64_t dids[20 * K];
+    float dsc[20 * K];
+    for (size_t i = 0; i < 20; i++) memcpy(dq + i * DIM, vec + i * 10 * DIM, DIM * sizeof(float));
+    CHECK(idx_search(ix, dq, 20, K, NULL, NULL, NULL, dsc, dids) == PROTO_OK);
+    int clean = 1, full2 = 1;
+    for (size_t i = 0; i < 20 * K; i++) {
+      if (dids[i] < 0) full2 = 0;
+      else if (dids[i] <= 200) clean = 0;
+    }
+    CHECKF(clean && full2, "round %d: deleted id returned or short result", round);
+    CHECK(idx_info_get(ix, &info) == PROTO_OK);
+    CHECKF(info.ntotal == N_BIG - 200, "round %d: ntotal %llu", round,
+           (unsigned long long)info.ntotal);
+    idx_close(ix);
+    ix = NULL;
+    /* round 0 -> 1: reopen without saving (tombstones replayed);
+     * round 1 -> 2: save then reopen */
+    s = idx_open(f.path, f.st, &opt, &ix);
+    CHECKF(s == PROTO_OK, "reopen after delete: %s", idx_last_error());
+    if (s != PROTO_OK) goto leave;
+    if (round == 1) CHECK(idx_save(ix) == PROTO_OK);
+  }
+
+leave:
+  idx_close(ix);
+  fx_close(&f);
+  free(vec);
+}
+
+TEST(flat) { check_factory("Flat", 0.999); }
+TEST(hnsw) { check_factory("HNSW32,Flat", 0.9); }
+TEST(ivf_flat) { check_factory("IVF256,Flat", 0.9); }
+TEST(ivf_pq) { check_factory("IVF256,PQ16", 0.4); }
+
+/* L2 metric on unnormalised vectors: a stored vector is its own nearest at
+ * distance 0, scores ascend. */
+TEST(l2) {
+  fixture f;
+  idx *ix = NULL;
+  enum { N = 2000 };
+  float *vec = make_vectors(N, 0, 7);
+  int64_t ids[5 * K], truth[5 * K];
+  float sc[5 * K];
+  fx_open(&f);
+  CHECK(add_docs(f.st, "l", vec, N) == PROTO_OK);
+  idx_options opt = {"Flat", IDX_METRIC_L2, DIM, 0, 0};
+  CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
+  float q[5 * DIM];
+  for (size_t i = 0; i < 5; i++) {
+    memcpy(q + i * DIM, vec + (i * 300 + 3) * DIM, DIM * sizeof(float));
+    exact(vec, N, q + i * DIM, 1, truth + i * K);
+  }
+  CHECK(idx_search(ix, q, 5, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  CHECK(recall(ids, truth, 5) > 0.999);
+  int ok = 1;
+  for (size_t i = 0; i < 5; i++) {
+    if (ids[i * K] != (int64_t)(i * 300 + 4) || fabsf(sc[i * K]) > 1e-3f) ok = 0;
+    for (int j = 1; j < K; j++) if (sc[i * K + j] < sc[i * K + j - 1]) ok = 0;
+  }
+  CHECK(ok);
+  /* an IP index over the same store must rebuild (the metric is in the file) */
+  idx_close(ix);
+  ix = NULL;
+  opt.metric = IDX_METRIC_IP;
+  CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
+  CHECK(idx_search(ix, q, 5, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  ok = 1;
+  for (size_t i = 0; i < 5; i++)
+    for (int j = 1; j < K; j++) if (sc[i * K + j] > sc[i * K + j - 1]) ok = 0;
+  CHECK(ok);
+  idx_close(ix);
+  fx_close(&f);
+  free(vec);
+}
+
+/* IVF before training: vectors pending, searched exactly; trained once
+ * enough arrive; replacing a document never returns its old chunks. */
+TEST(pending_then_trained) {
+  fixture f;
+  idx *ix = NULL;
+  idx_info info;
+  float *vec = make_vectors(N_BIG, 1, 99);
+  int64_t ids[K];
+  float sc[K];
+  fx_open(&f);
+  CHECK(add_docs(f.st, "p", vec, 1000) == PROTO_OK);
+  idx_options opt = {"IVF256,Flat", IDX_METRIC_IP, DIM, 0, 0};
+  CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
+  CHECK(idx_info_get(ix, &info) == PROTO_OK);
+  CHECK(!info.trained && info.pending == 1000 && info.ntotal == 0);
+  CHECK(idx_search(ix, vec + 500 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  CHECK(ids[0] == 501);
+  CHECK(idx_save(ix) == PROTO_OK); /* an untrained index saves and reloads */
+  idx_close(ix);
+  ix = NULL;
+  CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
+  CHECK(idx_info_get(ix, &info) == PROTO_OK);
+  CHECK(!info.trained && info.pending == 1000);
+  /* the rest arrives (ids 1001..10000 as docs "q0".."q899") */
+  CHECK(add_docs(f.st, "q", vec + 1000 * DIM, N_BIG - 1000) == PROTO_OK);
+  CHECK(idx_sync(ix) == PROTO_OK);
+  CHECK(idx_info_get(ix, &info) == PROTO_OK);
+  CHECKF(info.trained && info.pending == 0 && info.ntotal == N_BIG, "trained %d ntotal %llu",
+         info.trained, (unsigned long long)info.ntotal);
+  CHECK(idx_search(ix, vec + 5000 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  CHECK(ids[0] == 5001);
+  /* replace doc "q0" (chunks 1001..1010) with new vectors */
+  {
+    static const int32_t tok[1] = {1};
+    store_chunk_input ch[CHUNKS_PER_DOC];
+    for (size_t c = 0; c < CHUNKS_PER_DOC; c++)
+      ch[c] = (store_chunk_input){tok, 1, "y", 1, vec + (2000 + c) * DIM};
+    store_doc_input d = {"q0", NULL, CHUNKS_PER_DOC, ch};
+    CHECK(store_upsert(f.st, &d, 1, DIM, NULL) == PROTO_OK);
+  }
+  CHECK(idx_sync(ix) == PROTO_OK);
+  CHECK(idx_search(ix, vec + 1000 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  int clean = 1;
+  for (int j = 0; j < K; j++) if (ids[j] >= 1001 && ids[j] <= 1010) clean = 0;
+  CHECK(clean);
+  CHECK(idx_info_get(ix, &info) == PROTO_OK);
+  CHECK(info.ntotal == N_BIG && info.watermark == N_BIG + CHUNKS_PER_DOC);
+  idx_close(ix);
+  fx_close(&f);
+  free(vec);
+}
+
+/* HNSW cannot remove: few deletes are filtered, many trigger a rebuild. */
+TEST(hnsw_deletes) {
+  fixture f;
+  idx *ix = NULL;
+  idx_info info;
+  enum { N = 2000 };
+  float *vec = make_vectors(N, 1, 5);
+  int64_t ids[K];
+  float sc[K];
+  fx_open(&f);
+  CHECK(add_docs(f.st, "h", vec, N) == PROTO_OK);
+  idx_options opt = {"HNSW32,Flat", IDX_METRIC_IP, DIM, 0, 0};
+  CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
+  int found;
+  CHECK(store_delete(f.st, "h3", &found) == PROTO_OK && found); /* ids 31..40 */
+  CHECK(idx_save(ix) == PROTO_OK);
+  CHECK(idx_search(ix, vec + 35 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  int clean = 1;
+  for (int j = 0; j < K; j++) if (ids[j] < 0 || (ids[j] >= 31 && ids[j] <= 40)) clean = 0;
+  CHECK(clean);
+  idx_close(ix);
+  ix = NULL;
+  CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK); /* dead ids come back */
+  CHECK(idx_search(ix, vec + 35 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  clean = 1;
+  for (int j = 0; j < K; j++) if (ids[j] < 0 || (ids[j] >= 31 && ids[j] <= 40)) clean = 0;
+  CHECK(clean);
+  for (int d = 50; d < 120; d++) { /* 700 more chunks: past 1/4 of the index */
+    char id[16];
+    snprintf(id, sizeof id, "h%d", d);
+    CHECK(store_delete(f.st, id, &found) == PROTO_OK && found);
+  }
+  CHECK(idx_sync(ix) == PROTO_OK);
+  CHECK(idx_info_get(ix, &info) == PROTO_OK);
+  CHECKF(info.ntotal == N - 710, "ntotal %llu", (unsigned long long)info.ntotal);
+  CHECK(idx_search(ix, vec + 600 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  clean = 1;
+  for (int j = 0; j < K; j++) if (ids[j] < 0 || (ids[j] >= 501 && ids[j] <= 1200)) clean = 0;
+  CHECK(clean);
+  idx_close(ix);
+  fx_close(&f);
+  free(vec);
+}
+
+/* No factory: Flat for a small corpus, remembered in the store; bad input. */
+TEST(defaults_and_errors) {
+  fixture f;
+  idx *ix = NULL;
+  idx_info info;
+  float *vec = make_vectors(100, 1, 3);
+  int64_t ids[K];
+  float sc[K];
+  fx_open(&f);
+  idx_options none = {NULL, IDX_METRIC_IP, DIM, 0, 0};
+  CHECK(idx_open(f.path, f.st, &none, &ix) == PROTO_OK);
+  CHECK(idx_info_get(ix, &info) == PROTO_OK);
+  CHECK(strcmp(info.factory, "Flat") == 0 && info.ntotal == 0);
+  CHECK(idx_search(ix, vec, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  CHECK(ids[0] == -1 && isnan(sc[0])); /* empty index: no results */
+  CHECK(add_docs(f.st, "e", vec, 100) == PROTO_OK);
+  CHECK(idx_sync(ix) == PROTO_OK);
+  CHECK(idx_search(ix, vec, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  CHECK(ids[0] == 1);
+  CHECK(idx_search(ix, vec, 1, 0, NULL, NULL, NULL, sc, ids) == PROTO_ERANGE);
+  CHECK(idx_search(ix, vec, 1, PROTO_MAX_K + 1, NULL, NULL, NULL, sc, ids) == PROTO_ERANGE);
+  /* more than the index holds: the rest is -1 / NAN */
+  int64_t many[200];
+  float msc[200];
+  CHECK(idx_search(ix, vec, 1, 200, NULL, NULL, NULL, msc, many) == PROTO_OK);
+  CHECK(many[99] > 0 && many[100] == -1 && isnan(msc[100]));
+  idx_close(ix);
+  ix = NULL;
+  char *saved = NULL;
+  CHECK(store_meta_get(f.st, "index_factory", &saved) == PROTO_OK && saved &&
+        strcmp(saved, "Flat") == 0);
+  free(saved);
+  idx_options bad = {"NoSuchIndex42", IDX_METRIC_IP, DIM, 0, 0};
+  CHECK(idx_open(f.path, f.st, &bad, &ix) == PROTO_EINVAL && ix == NULL);
+  CHECK(strlen(idx_last_error()) > 0);
+  idx_options pq = {"PQ5", IDX_METRIC_IP, DIM, 0, 0}; /* 32 % 5 != 0 */
+  CHECK(idx_open(f.path, f.st, &pq, &ix) == PROTO_EINVAL && ix == NULL);
+  idx_options wrongdim = {"Flat", IDX_METRIC_IP, DIM * 2, 0, 0};
+  CHECK(idx_open(f.path, f.st, &wrongdim, &ix) == PROTO_EDIM && ix == NULL);
+  idx_close(NULL);
+  fx_close(&f);
+  free(vec);
+}
+
+int main(void) {
+  /* FAISS builds HNSW graphs and k-means in parallel; one thread makes the
+   * rebuilt-equals-original checks deterministic. */
+  omp_set_num_threads(1);
+  RUN(defaults_and_errors);
+  RUN(l2);
+  RUN(flat);
+  RUN(ivf_flat);
+  RUN(ivf_pq);
+  RUN(hnsw);
+  RUN(pending_then_trained);
+  RUN(hnsw_deletes);
+  return tap_done();
+}
