@@ -122,6 +122,10 @@ int faiss_Index_train(FaissIndex *index, idx_t n, const float *x) {
   return guarded([&] { I(index)->train(n, x); });
 }
 
+int faiss_Index_add(FaissIndex *index, idx_t n, const float *x) {
+  return guarded([&] { I(index)->add(n, x); });
+}
+
 int faiss_Index_add_with_ids(FaissIndex *index, idx_t n, const float *x,
                              const idx_t *xids) {
   return guarded([&] { I(index)->add_with_ids(n, x, xids); });

@@ -505,6 +505,7 @@ struct retro_state {
   float *hkv;     /* (m, 2D) */
   float *escores; /* (max(r*r, kcap*r*m)) */
   int *epos;      /* (kcap*r) position inside its neighbour of each valid row */
+  retro_stats stats;
 };
 
 static void state_free_scratch_k(retro_state *s) {
@@ -624,6 +625,15 @@ void retro_state_reset(retro_state *s) {
   if (!s) return;
   for (int u = 0; u < s->n_chunks; u++) chunk_clear(&s->chunks[u]);
   s->pos = 0;
+  memset(&s->stats, 0, sizeof s->stats);
+}
+
+void retro_state_stats(const retro_state *s, retro_stats *out) {
+  if (!out) return;
+  if (s)
+    *out = s->stats;
+  else
+    memset(out, 0, sizeof *out);
 }
 
 int retro_state_pos(const retro_state *s) { return s ? s->pos : 0; }
@@ -682,6 +692,7 @@ proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *toke
 /* Encodes chunk u's neighbours against H_u (s->hbuf) and fills every RETRO
  * layer's CCA keys/values. */
 static void encode_chunk(retro_state *s, int u) {
+  double t0 = proto_now();
   const retro *M = s->m;
   const retro_config *c = &M->cfg;
   chunk_nb *cn = &s->chunks[u];
@@ -756,6 +767,8 @@ static void encode_chunk(retro_state *s, int u) {
     for (int i = 0; i < nv; i++) rope(M, K + (size_t)i * D, s->epos[i]);
   }
   cn->encoded = 1;
+  s->stats.chunks_encoded++;
+  s->stats.encode_s += proto_now() - t0;
 }
 
 /* ------------------------------------------------------------ decoder */
@@ -873,6 +886,7 @@ proto_status retro_forward(retro_state *s, const int32_t *tokens, int n, int all
                       c->vocab_size);
       return PROTO_ERANGE;
     }
+  double t0 = proto_now();
   for (int done = 0; done < n;) {
     int b = n - done < s->cap ? n - done : s->cap;
     int last = done + b == n;
@@ -882,5 +896,8 @@ proto_status retro_forward(retro_state *s, const int32_t *tokens, int n, int all
       forward_block(s, tokens + done, b, last ? b - 1 : b, logits);
     done += b;
   }
+  s->stats.tokens += n;
+  s->stats.forward_calls++;
+  s->stats.forward_s += proto_now() - t0;
   return PROTO_OK;
 }

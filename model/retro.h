@@ -86,4 +86,15 @@ proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *toke
 proto_status retro_forward(retro_state *s, const int32_t *tokens, int n,
                            int all_logits, float *logits);
 
+/* Where a state's time went since it was created or reset (for benchmarks
+ * and server timings). Wall-clock seconds. */
+typedef struct retro_stats {
+  int tokens;          /* positions consumed */
+  int forward_calls;   /* retro_forward calls that succeeded */
+  int chunks_encoded;  /* neighbour sets run through the encoder */
+  double forward_s;    /* inside retro_forward, encoding included */
+  double encode_s;     /* of which: neighbour encoder + CCA key/value caching */
+} retro_stats;
+void retro_state_stats(const retro_state *s, retro_stats *out);
+
 #endif

@@ -761,10 +761,31 @@ proto_status tok_open_dir(const char *dir, tok **out) {
 
 /* ------------------------------------------------------------- BPE encode */
 
+/* GPT-2 class of ASCII bytes (from the generated tables, once). */
+static unsigned char ascii_cls[128];
+static pthread_once_t ascii_once = PTHREAD_ONCE_INIT;
+
+static void ascii_init(void) {
+  for (uint32_t c = 0; c < 128; c++) ascii_cls[c] = (unsigned char)(tu_props(c) & TU_BPE_MASK);
+}
+
+/* Code point (or -1 for an invalid byte), its length and its GPT-2 class. */
+static inline int32_t gpt2_unit(const unsigned char *s, size_t len, size_t *adv, unsigned *cls) {
+  if (s[0] < 0x80) {
+    *adv = 1;
+    *cls = ascii_cls[s[0]];
+    return s[0];
+  }
+  int32_t cp = tu_utf8_next(s, len, adv);
+  *cls = cp < 0 ? TU_BPE_OTHER : (tu_props((uint32_t)cp) & TU_BPE_MASK);
+  return cp;
+}
+
 /* Pre-token end: GPT-2's pattern at byte position pos of s[0..len). */
 static size_t gpt2_next(const unsigned char *s, size_t len, size_t pos) {
   size_t adv;
-  int32_t cp = tu_utf8_next(s + pos, len - pos, &adv);
+  unsigned cls;
+  int32_t cp = gpt2_unit(s + pos, len - pos, &adv, &cls);
   if (cp == '\'' && pos + 1 < len) {
     unsigned c1 = s[pos + 1];
     if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return pos + 2;
@@ -774,20 +795,19 @@ static size_t gpt2_next(const unsigned char *s, size_t len, size_t pos) {
         return pos + 3;
     }
   }
-  unsigned cls = cp < 0 ? TU_BPE_OTHER : (tu_props((uint32_t)cp) & TU_BPE_MASK);
   size_t start = pos + adv;
   if (cp == ' ' && start < len) {
     size_t a1;
-    int32_t c1 = tu_utf8_next(s + start, len - start, &a1);
-    unsigned k1 = c1 < 0 ? TU_BPE_OTHER : (tu_props((uint32_t)c1) & TU_BPE_MASK);
+    unsigned k1;
+    gpt2_unit(s + start, len - start, &a1, &k1);
     if (k1 != TU_BPE_SPACE) { cls = k1; start += a1; }
   }
   if (cls != TU_BPE_SPACE) {
     size_t p = start;
     while (p < len) {
       size_t a;
-      int32_t c = tu_utf8_next(s + p, len - p, &a);
-      unsigned k = c < 0 ? TU_BPE_OTHER : (tu_props((uint32_t)c) & TU_BPE_MASK);
+      unsigned k;
+      gpt2_unit(s + p, len - p, &a, &k);
       if (k != cls) break;
       p += a;
     }
@@ -797,8 +817,9 @@ static size_t gpt2_next(const unsigned char *s, size_t len, size_t pos) {
   size_t last = pos, p = start;
   while (p < len) {
     size_t a;
-    int32_t c = tu_utf8_next(s + p, len - p, &a);
-    if (c < 0 || (tu_props((uint32_t)c) & TU_BPE_MASK) != TU_BPE_SPACE) break;
+    unsigned k;
+    gpt2_unit(s + p, len - p, &a, &k);
+    if (k != TU_BPE_SPACE) break;
     last = p;
     p += a;
   }
@@ -1008,6 +1029,7 @@ static proto_status bpe_word_cached(tok *t, const unsigned char *w, size_t n, iv
 
 static proto_status bpe_encode(tok *t, const unsigned char *s, size_t len, ivec *out) {
   size_t pos = 0;
+  pthread_once(&ascii_once, ascii_init);
   while (pos < len) {
     size_t end = gpt2_next(s, len, pos);
     proto_status st = bpe_word_cached(t, s + pos, end - pos, out);
@@ -1044,7 +1066,7 @@ static proto_status wp_word(const tok *t, wp_scratch *sc, const uint32_t *w, siz
     sc->off = o;
     sc->off_cap = m + 1;
   }
-  /* "##" + the word's UTF-8; off[i]: byte offset of code point i after "##" */
+  /* "##" + the word's UTF-8; off[i]: offset of code point i in the word */
   sc->word.n = 0;
   if (bbuf_add(&sc->word, "##", 2)) return fail(PROTO_ENOMEM, "tok_encode: out of memory");
   for (size_t i = 0; i < m; i++) {
@@ -1062,9 +1084,17 @@ static proto_status wp_word(const tok *t, wp_scratch *sc, const uint32_t *w, siz
     while (start < end) {
       size_t nb = sc->off[end] - sc->off[start];
       if (nb <= t->max_tok_bytes) {
-        if (start == 0) cur = smap_get(&t->vocab, bytes, nb);
-        else if (nb + 2 <= t->max_tok_bytes)
-          cur = smap_get(&t->vocab, bytes + sc->off[start] - 2, nb + 2);
+        if (start == 0) {
+          cur = smap_get(&t->vocab, bytes, nb);
+        } else if (nb + 2 <= t->max_tok_bytes) {
+          /* "##" + piece, written over the two bytes before the piece */
+          char *p = sc->word.v + sc->off[start], save0 = p[0], save1 = p[1];
+          p[0] = '#';
+          p[1] = '#';
+          cur = smap_get(&t->vocab, p, nb + 2);
+          p[0] = save0;
+          p[1] = save1;
+        }
         if (cur >= 0) break;
       }
       end--;

@@ -198,7 +198,10 @@ void proto_jw_uint(proto_jw *w, uint64_t v) {
 void proto_jw_num(proto_jw *w, double v) {
   if (!isfinite(v)) { proto_jw_null(w); return; }
   jw_value_start(w);
-  proto_buf_addf(w->b, "%.17g", v);
+  char tmp[40];
+  snprintf(tmp, sizeof tmp, "%.15g", v); /* shortest that reads back exactly */
+  if (strtod(tmp, NULL) != v) snprintf(tmp, sizeof tmp, "%.17g", v);
+  proto_buf_adds(w->b, tmp);
 }
 
 void proto_jw_float(proto_jw *w, float v) {

@@ -1,2 +1,1175 @@
-/* placeholder until this part is written */
-typedef int retro_placeholder_cli;
+/* cli.c - the `retro` command line: index, search, info, delete, embed,
+ * generate, neighbours, and serve (handed to the HTTP daemon). Parses flags,
+ * reads input files, prints results (JSON on stdout for machine-readable
+ * output; progress, logs and errors on stderr). All the work is done by the
+ * engine (srv.h).
+ *
+ * Exit codes: 0 ok, 1 error, 2 usage.
+ */
+#include "srv.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Flags --------------------------------------------------------------------------- */
+
+typedef struct cli_flag {
+  const char *name;  /* "--data"; short alias below */
+  const char *alias; /* "-k" or NULL */
+  int takes_value;
+  const char *help;
+} cli_flag;
+
+typedef struct cli_args {
+  const char *cmd;
+  const cli_flag *flags;
+  size_t n_flags;
+  const char **values[32]; /* per flag: array of values (repeatable) */
+  size_t n_values[32];
+  int set[32];
+  const char **pos;
+  size_t n_pos;
+} cli_args;
+
+static void usage_flags(FILE *f, const cli_flag *flags, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    char left[64];
+    snprintf(left, sizeof left, "%s%s%s%s", flags[i].alias ? flags[i].alias : "",
+             flags[i].alias ? ", " : "", flags[i].name, flags[i].takes_value ? " V" : "");
+    fprintf(f, "  %-26s %s\n", left, flags[i].help);
+  }
+}
+
+static void args_free(cli_args *a) {
+  for (size_t i = 0; i < 32; i++) free(a->values[i]);
+  free(a->pos);
+}
+
+/* Returns 0, or 2 after printing a usage error. --help sets *help. */
+static int args_parse(cli_args *a, const char *cmd, const cli_flag *flags, size_t n_flags,
+                      int argc, char **argv, int *help) {
+  memset(a, 0, sizeof *a);
+  a->cmd = cmd;
+  a->flags = flags;
+  a->n_flags = n_flags;
+  a->pos = calloc((size_t)argc + 1, sizeof *a->pos);
+  if (!a->pos) return 1;
+  *help = 0;
+  int only_pos = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *s = argv[i];
+    if (only_pos || s[0] != '-' || strcmp(s, "-") == 0) {
+      a->pos[a->n_pos++] = s;
+      continue;
+    }
+    if (strcmp(s, "--") == 0) { only_pos = 1; continue; }
+    if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) { *help = 1; return 0; }
+    const char *eq = strchr(s, '=');
+    size_t nl = eq ? (size_t)(eq - s) : strlen(s);
+    size_t f = n_flags;
+    for (size_t j = 0; j < n_flags; j++) {
+      if ((strlen(flags[j].name) == nl && strncmp(flags[j].name, s, nl) == 0) ||
+          (flags[j].alias && strlen(flags[j].alias) == nl && strncmp(flags[j].alias, s, nl) == 0)) {
+        f = j;
+        break;
+      }
+    }
+    if (f == n_flags) {
+      fprintf(stderr, "retro %s: unknown option %.*s (see retro %s --help)\n", cmd, (int)nl, s, cmd);
+      return 2;
+    }
+    const char *val = NULL;
+    if (flags[f].takes_value) {
+      if (eq) val = eq + 1;
+      else if (i + 1 < argc) val = argv[++i];
+      else {
+        fprintf(stderr, "retro %s: %s needs a value\n", cmd, flags[f].name);
+        return 2;
+      }
+      const char **nv = realloc(a->values[f], (a->n_values[f] + 1) * sizeof *nv);
+      if (!nv) return 1;
+      a->values[f] = nv;
+      nv[a->n_values[f]++] = val;
+    } else if (eq) {
+      fprintf(stderr, "retro %s: %s takes no value\n", cmd, flags[f].name);
+      return 2;
+    }
+    a->set[f] = 1;
+  }
+  return 0;
+}
+
+static size_t flag_index(const cli_args *a, const char *name) {
+  for (size_t i = 0; i < a->n_flags; i++)
+    if (strcmp(a->flags[i].name, name) == 0) return i;
+  return a->n_flags;
+}
+
+/* The last value of a flag, or NULL. */
+static const char *opt_str(const cli_args *a, const char *name) {
+  size_t i = flag_index(a, name);
+  if (i == a->n_flags || !a->n_values[i]) return NULL;
+  return a->values[i][a->n_values[i] - 1];
+}
+
+static int opt_set(const cli_args *a, const char *name) {
+  size_t i = flag_index(a, name);
+  return i < a->n_flags && a->set[i];
+}
+
+/* Parses an integer flag in [lo, hi]; 0 ok, 2 usage error. */
+static int opt_int(const cli_args *a, const char *name, long lo, long hi, long *out) {
+  const char *v = opt_str(a, name);
+  if (!v) return 0;
+  char *end = NULL;
+  errno = 0;
+  long x = strtol(v, &end, 10);
+  if (errno || !*v || *end || x < lo || x > hi) {
+    fprintf(stderr, "retro %s: %s must be an integer in [%ld, %ld], not \"%s\"\n", a->cmd, name,
+            lo, hi, v);
+    return 2;
+  }
+  *out = x;
+  return 0;
+}
+
+static int opt_double(const cli_args *a, const char *name, double lo, double hi, double *out) {
+  const char *v = opt_str(a, name);
+  if (!v) return 0;
+  char *end = NULL;
+  errno = 0;
+  double x = strtod(v, &end);
+  if (errno || !*v || *end || !(x >= lo && x <= hi)) {
+    fprintf(stderr, "retro %s: %s must be a number in [%g, %g], not \"%s\"\n", a->cmd, name, lo,
+            hi, v);
+    return 2;
+  }
+  *out = x;
+  return 0;
+}
+
+/* Common engine flags. */
+#define ENGINE_FLAGS                                                                          \
+  {"--data", NULL, 1, "data directory (required)"},                                           \
+  {"--encoder", NULL, 1, "encoder model directory (default: the database's, else built-in)"}, \
+  {"--decoder", NULL, 1, "decoder model directory, or \"none\" (default: as --encoder)"},    \
+  {"--threads", NULL, 1, "encoder/decoder threads (default: all CPUs)"}
+
+static int engine_from_args(const cli_args *a, int load_decoder, int read_only, srv_engine **e) {
+  srv_engine_options o = {0};
+  long threads = 0;
+  if (opt_int(a, "--threads", 0, 1024, &threads)) return 2;
+  o.data_dir = opt_str(a, "--data");
+  if (!o.data_dir) {
+    fprintf(stderr, "retro %s: --data DIR is required\n", a->cmd);
+    return 2;
+  }
+  o.encoder_dir = opt_str(a, "--encoder");
+  o.decoder_dir = opt_str(a, "--decoder");
+  o.index_factory = opt_str(a, "--index");
+  o.threads = (int)threads;
+  o.load_decoder = load_decoder;
+  o.read_only = read_only;
+  long batch = 0;
+  if (flag_index(a, "--batch") < a->n_flags && opt_int(a, "--batch", 1, 4096, &batch)) return 2;
+  o.embed_batch = (int)batch;
+  proto_status s = srv_engine_open(&o, e);
+  if (s != PROTO_OK) {
+    fprintf(stderr, "retro %s: %s\n", a->cmd, srv_last_error());
+    return 1;
+  }
+  return 0;
+}
+
+static int print_json(json_t *v) {
+  if (!v) {
+    fprintf(stderr, "retro: out of memory\n");
+    return 1;
+  }
+  int rc = json_dumpf(v, stdout, JSON_INDENT(2)) == 0 ? 0 : 1;
+  fputc('\n', stdout);
+  json_decref(v);
+  return rc;
+}
+
+/* A JSON string from bytes that may not be UTF-8 (lossy). */
+static json_t *jstr(const char *s, size_t len) {
+  proto_buf b;
+  proto_buf_init(&b);
+  proto_buf_add_utf8_lossy(&b, s ? s : "", s ? len : 0);
+  json_t *v = json_stringn(b.data ? b.data : "", b.len);
+  proto_buf_free(&b);
+  return v;
+}
+
+static json_t *jmeta(const char *meta) {
+  json_t *v = meta ? json_loads(meta, 0, NULL) : NULL;
+  return v ? v : json_object();
+}
+
+/* index ---------------------------------------------------------------------------- */
+
+static const cli_flag index_flags[] = {
+    ENGINE_FLAGS,
+    {"--index", NULL, 1, "FAISS index_factory string (default: by corpus size)"},
+    {"--batch", NULL, 1, "chunks per encoder batch (default 32)"},
+    {"--acks", NULL, 0, "print \"ack ID\" on stdout once each document is committed"},
+    {"--quiet", "-q", 0, "no progress output"},
+};
+
+typedef struct ingest_ui {
+  int tty, quiet, acks;
+  uint64_t total_bytes;   /* 0 = unknown (stdin) */
+  double t0, last;
+  uint64_t failed;
+} ingest_ui;
+
+static void fmt_dur(double s, char *buf, size_t n) {
+  if (!isfinite(s) || s < 0) snprintf(buf, n, "?");
+  else if (s < 60) snprintf(buf, n, "%.0fs", s);
+  else if (s < 3600) snprintf(buf, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+  else snprintf(buf, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
+}
+
+static void ui_ack(void *ctx, const srv_ack *a) {
+  ingest_ui *ui = ctx;
+  if (a->status != PROTO_OK) {
+    ui->failed++;
+    fprintf(stderr, "%sretro index: %s: %s\n", ui->tty ? "\r\033[K" : "", a->id, a->message);
+    return;
+  }
+  if (ui->acks) {
+    fprintf(stdout, "ack %s %u\n", a->id, (unsigned)a->n_chunks);
+    fflush(stdout);
+  }
+}
+
+static void ui_progress(void *ctx, const srv_ingest_progress *p) {
+  ingest_ui *ui = ctx;
+  if (ui->quiet) return;
+  double now = proto_now();
+  if (now - ui->last < (ui->tty ? 0.2 : 5.0)) return;
+  ui->last = now;
+  double rate = p->elapsed_s > 0 ? (double)p->chunks / p->elapsed_s : 0;
+  double brate = p->elapsed_s > 0 ? (double)p->bytes / p->elapsed_s : 0;
+  char eta[32] = "?";
+  double frac = 0;
+  if (ui->total_bytes) {
+    frac = (double)p->bytes / (double)ui->total_bytes;
+    if (frac > 1) frac = 1;
+    if (brate > 0) fmt_dur((double)(ui->total_bytes - (p->bytes < ui->total_bytes ? p->bytes : ui->total_bytes)) / brate, eta, sizeof eta);
+  }
+  if (ui->tty) {
+    char bar[31];
+    int fill = (int)(frac * 30);
+    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '=' : i == fill ? '>' : ' ';
+    bar[30] = 0;
+    if (ui->total_bytes)
+      fprintf(stderr, "\r\033[K[%s] %3.0f%%  %llu docs  %llu chunks  %.0f chunks/s  ETA %s", bar,
+              frac * 100, (unsigned long long)p->docs, (unsigned long long)p->chunks, rate, eta);
+    else
+      fprintf(stderr, "\r\033[K%llu docs  %llu chunks  %.0f chunks/s", (unsigned long long)p->docs,
+              (unsigned long long)p->chunks, rate);
+  } else {
+    fprintf(stderr, "retro index: %llu docs, %llu chunks, %.1f chunks/s%s%s\n",
+            (unsigned long long)p->docs, (unsigned long long)p->chunks, rate,
+            ui->total_bytes ? ", ETA " : "", ui->total_bytes ? eta : "");
+  }
+  fflush(stderr);
+}
+
+static int has_suffix(const char *s, const char *suf) {
+  size_t a = strlen(s), b = strlen(suf);
+  return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+static int is_text_file(const char *name) {
+  return has_suffix(name, ".txt") || has_suffix(name, ".md") || has_suffix(name, ".rst");
+}
+
+static int read_file(const char *path, char **buf, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return -1;
+  size_t cap = 65536, n = 0;
+  char *b = malloc(cap);
+  while (b) {
+    size_t got = fread(b + n, 1, cap - n, f);
+    n += got;
+    if (got == 0) break;
+    if (n == cap) {
+      char *nb = realloc(b, cap * 2);
+      if (!nb) { free(b); b = NULL; break; }
+      b = nb;
+      cap *= 2;
+    }
+  }
+  int err = ferror(f);
+  fclose(f);
+  if (!b || err) { free(b); return -1; }
+  *buf = b;
+  *len = n;
+  return 0;
+}
+
+/* Collected input files (sorted per directory for a stable order). */
+typedef struct file_list {
+  char **paths, **ids;
+  size_t n, cap;
+  uint64_t bytes;
+} file_list;
+
+static int fl_add(file_list *fl, const char *path, const char *id, uint64_t size) {
+  if (fl->n == fl->cap) {
+    size_t nc = fl->cap ? fl->cap * 2 : 256;
+    char **np = realloc(fl->paths, nc * sizeof *np);
+    if (!np) return -1;
+    fl->paths = np;
+    char **ni = realloc(fl->ids, nc * sizeof *ni);
+    if (!ni) return -1;
+    fl->ids = ni;
+    fl->cap = nc;
+  }
+  fl->paths[fl->n] = strdup(path);
+  fl->ids[fl->n] = strdup(id);
+  if (!fl->paths[fl->n] || !fl->ids[fl->n]) return -1;
+  fl->n++;
+  fl->bytes += size;
+  return 0;
+}
+
+static int str_cmp(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Walks dir (recursively), adding text and .jsonl files; ids relative to root. */
+static int walk(file_list *fl, const char *dir, size_t root_len) {
+  DIR *d = opendir(dir);
+  if (!d) {
+    fprintf(stderr, "retro index: cannot read %s: %s\n", dir, strerror(errno));
+    return -1;
+  }
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.') continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 64;
+      char **nn = realloc(names, cap * sizeof *nn);
+      if (!nn) break;
+      names = nn;
+    }
+    names[n] = strdup(de->d_name);
+    if (names[n]) n++;
+  }
+  closedir(d);
+  qsort(names, n, sizeof *names, str_cmp);
+  int rc = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t pl = strlen(dir) + strlen(names[i]) + 2;
+    char *p = malloc(pl);
+    if (!p) { rc = -1; break; }
+    snprintf(p, pl, "%s/%s", dir, names[i]);
+    struct stat sb;
+    if (stat(p, &sb) == 0) {
+      if (S_ISDIR(sb.st_mode)) {
+        if (walk(fl, p, root_len) != 0) rc = -1;
+      } else if (S_ISREG(sb.st_mode) && (is_text_file(names[i]) || has_suffix(names[i], ".jsonl"))) {
+        if (fl_add(fl, p, p + root_len, (uint64_t)sb.st_size) != 0) rc = -1;
+      }
+    }
+    free(p);
+  }
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
+  return rc;
+}
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) {
+  (void)sig;
+  interrupted = 1;
+}
+
+/* Feeds one JSONL stream into the session. Returns the number of bad lines. */
+static size_t ingest_jsonl(srv_ingest *in, FILE *f, const char *name, int *fatal) {
+  char *line = NULL;
+  size_t cap = 0, bad = 0, lineno = 0;
+  ssize_t got;
+  while (!interrupted && (got = getline(&line, &cap, f)) >= 0) {
+    lineno++;
+    size_t len = (size_t)got;
+    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+    size_t sp = 0;
+    while (sp < len && (line[sp] == ' ' || line[sp] == '\t')) sp++;
+    if (sp == len) continue;
+    char where[512], err[512];
+    snprintf(where, sizeof where, "%s:%zu", name, lineno);
+    proto_doc d;
+    proto_status s = proto_doc_parse(line, len, where, &d, err, sizeof err);
+    if (s != PROTO_OK) {
+      fprintf(stderr, "retro index: %s\n", err);
+      bad++;
+      continue;
+    }
+    srv_doc sd = {.id = d.id, .text = d.text, .text_len = d.text_len, .metadata_json = d.metadata_json};
+    s = srv_ingest_add(in, &sd);
+    if (s != PROTO_OK) {
+      fprintf(stderr, "retro index: %s: %s\n", where, srv_last_error());
+      bad++;
+      if (s == PROTO_EUNAVAIL || s == PROTO_ENOMEM) *fatal = 1;
+    }
+    proto_doc_free(&d);
+    if (*fatal) break;
+  }
+  free(line);
+  return bad;
+}
+
+static int cmd_index(int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, "index", index_flags, sizeof index_flags / sizeof *index_flags,
+                            argc, argv, &help);
+  srv_engine *e = NULL;
+  srv_ingest *in = NULL;
+  file_list fl = {0};
+  int use_stdin = 0;
+  size_t bad = 0;
+  if (rc || help) {
+    if (help) {
+      printf("usage: retro index --data DIR [options] PATH...\n\n"
+             "Indexes documents: .txt/.md/.rst files (one document per file, id = the path\n"
+             "relative to the directory given, or the path as given for a file), directories\n"
+             "(recursively), .jsonl files and `-` (stdin) with one {\"id\", \"text\",\n"
+             "\"metadata\"} object per line. A document whose id exists is replaced.\n\n");
+      usage_flags(stdout, index_flags, sizeof index_flags / sizeof *index_flags);
+    }
+    goto leave;
+  }
+  if (a.n_pos == 0) {
+    fprintf(stderr, "retro index: no PATH given (see retro index --help)\n");
+    rc = 2;
+    goto leave;
+  }
+  for (size_t i = 0; i < a.n_pos; i++) {
+    const char *p = a.pos[i];
+    struct stat sb;
+    if (strcmp(p, "-") == 0) { use_stdin = 1; continue; }
+    if (stat(p, &sb) != 0) {
+      fprintf(stderr, "retro index: %s: %s\n", p, strerror(errno));
+      rc = 1;
+      goto leave;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+      size_t root = strlen(p);
+      while (root > 1 && p[root - 1] == '/') root--;
+      char *dir = strndup(p, root);
+      int w = dir ? walk(&fl, dir, root + 1) : -1;
+      free(dir);
+      if (w != 0) { rc = 1; goto leave; }
+    } else if (fl_add(&fl, p, p, (uint64_t)sb.st_size) != 0) {
+      rc = 1;
+      goto leave;
+    }
+  }
+  if ((rc = engine_from_args(&a, 0, 0, &e)) != 0) goto leave;
+  ingest_ui ui = {.tty = isatty(2), .quiet = opt_set(&a, "--quiet"), .acks = opt_set(&a, "--acks"),
+                  .total_bytes = use_stdin ? 0 : fl.bytes, .t0 = proto_now()};
+  srv_ingest_callbacks cb = {.on_ack = ui_ack, .on_progress = ui_progress, .ctx = &ui};
+  if (srv_ingest_begin(e, &cb, &in) != PROTO_OK) {
+    fprintf(stderr, "retro index: %s\n", srv_last_error());
+    rc = 1;
+    goto leave;
+  }
+  struct sigaction sa = {0};
+  sa.sa_handler = on_sigint;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  int fatal = 0;
+  for (size_t i = 0; i < fl.n && !interrupted && !fatal; i++) {
+    if (has_suffix(fl.paths[i], ".jsonl")) {
+      FILE *f = fopen(fl.paths[i], "rb");
+      if (!f) {
+        fprintf(stderr, "retro index: %s: %s\n", fl.paths[i], strerror(errno));
+        bad++;
+        continue;
+      }
+      bad += ingest_jsonl(in, f, fl.paths[i], &fatal);
+      fclose(f);
+      continue;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if (read_file(fl.paths[i], &text, &len) != 0) {
+      fprintf(stderr, "retro index: %s: %s\n", fl.paths[i], strerror(errno));
+      bad++;
+      continue;
+    }
+    srv_doc d = {.id = fl.ids[i], .text = text, .text_len = len};
+    proto_status s = srv_ingest_add(in, &d);
+    if (s != PROTO_OK) {
+      fprintf(stderr, "retro index: %s: %s\n", fl.paths[i], srv_last_error());
+      bad++;
+      if (s == PROTO_EUNAVAIL || s == PROTO_ENOMEM) fatal = 1;
+    }
+    free(text);
+  }
+  if (use_stdin && !interrupted && !fatal) bad += ingest_jsonl(in, stdin, "stdin", &fatal);
+  srv_ingest_progress pr;
+  srv_ingest_end(in, &pr);
+  in = NULL;
+  if (ui.tty && !ui.quiet) fprintf(stderr, "\r\033[K");
+  if (!ui.quiet)
+    fprintf(stderr, "retro index: %llu documents, %llu chunks in %.1fs (%.1f chunks/s)%s\n",
+            (unsigned long long)pr.docs, (unsigned long long)pr.chunks, pr.elapsed_s,
+            pr.elapsed_s > 0 ? (double)pr.chunks / pr.elapsed_s : 0.0,
+            interrupted ? "; interrupted" : "");
+  if (pr.errors || bad) {
+    fprintf(stderr, "retro index: %llu document(s) failed\n",
+            (unsigned long long)(pr.errors + bad));
+    rc = 1;
+  }
+  if (interrupted || fatal) rc = 1;
+leave:
+  srv_ingest_end(in, NULL);
+  srv_engine_close(e);
+  for (size_t i = 0; i < fl.n; i++) {
+    free(fl.paths[i]);
+    free(fl.ids[i]);
+  }
+  free(fl.paths);
+  free(fl.ids);
+  args_free(&a);
+  return rc;
+}
+
+/* search ------------------------------------------------------------------------- */
+
+static const cli_flag search_flags[] = {
+    ENGINE_FLAGS,
+    {"--k", "-k", 1, "neighbours per query (default 10)"},
+    {"--exclude", NULL, 1, "skip chunks of this document id (repeatable)"},
+    {"--nprobe", NULL, 1, "IVF lists to visit"},
+    {"--ef-search", NULL, 1, "HNSW efSearch"},
+    {"--no-text", NULL, 0, "omit chunk texts"},
+};
+
+static json_t *hit_json(const srv_hit *h, int with_text) {
+  json_t *o = json_object();
+  json_object_set_new(o, "score", json_real(h->score));
+  json_object_set_new(o, "chunk_id", json_integer((json_int_t)h->chunk_id));
+  json_object_set_new(o, "doc_id", jstr(h->doc_id, strlen(h->doc_id)));
+  json_object_set_new(o, "ordinal", json_integer(h->ordinal));
+  json_object_set_new(o, "metadata", jmeta(h->metadata_json));
+  if (with_text) {
+    json_object_set_new(o, "text", jstr(h->text, h->text_len));
+    json_object_set_new(o, "next_text", jstr(h->next_text, h->next_text_len));
+  }
+  return o;
+}
+
+static int cmd_search(int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, "search", search_flags, sizeof search_flags / sizeof *search_flags,
+                            argc, argv, &help);
+  srv_engine *e = NULL;
+  srv_search_result res = {0};
+  if (rc || help) {
+    if (help) {
+      printf("usage: retro search --data DIR [-k N] QUERY...\n\n"
+             "Prints the nearest chunks of each query as JSON:\n"
+             "[{\"query\", \"hits\": [{\"score\", \"chunk_id\", \"doc_id\", \"ordinal\", "
+             "\"metadata\", \"text\", \"next_text\"}]}]\n\n");
+      usage_flags(stdout, search_flags, sizeof search_flags / sizeof *search_flags);
+    }
+    goto leave;
+  }
+  long k = 10, nprobe = 0, ef = 0;
+  if (opt_int(&a, "--k", 1, PROTO_MAX_K, &k) || opt_int(&a, "--nprobe", 0, 1 << 20, &nprobe) ||
+      opt_int(&a, "--ef-search", 0, 1 << 20, &ef)) {
+    rc = 2;
+    goto leave;
+  }
+  if (a.n_pos == 0) {
+    fprintf(stderr, "retro search: no QUERY given\n");
+    rc = 2;
+    goto leave;
+  }
+  if ((rc = engine_from_args(&a, 0, 1, &e)) != 0) goto leave;
+  size_t xi = flag_index(&a, "--exclude");
+  srv_search_request rq = {.texts = a.pos, .n_texts = a.n_pos, .k = (int)k,
+                           .exclude_docs = a.values[xi], .n_exclude = a.n_values[xi],
+                           .nprobe = (int)nprobe, .ef_search = (int)ef,
+                           .with_text = !opt_set(&a, "--no-text")};
+  if (srv_search(e, &rq, &res) != PROTO_OK) {
+    fprintf(stderr, "retro search: %s\n", srv_last_error());
+    rc = 1;
+    goto leave;
+  }
+  json_t *out = json_array();
+  for (size_t q = 0; q < res.nq; q++) {
+    json_t *o = json_object(), *hits = json_array();
+    json_object_set_new(o, "query", jstr(a.pos[q], strlen(a.pos[q])));
+    for (size_t i = 0; i < res.queries[q].n; i++)
+      json_array_append_new(hits, hit_json(&res.queries[q].hits[i], rq.with_text));
+    json_object_set_new(o, "hits", hits);
+    json_array_append_new(out, o);
+  }
+  rc = print_json(out);
+leave:
+  srv_search_result_free(&res);
+  srv_engine_close(e);
+  args_free(&a);
+  return rc;
+}
+
+/* info ------------------------------------------------------------------------------ */
+
+static const cli_flag info_flags[] = {ENGINE_FLAGS};
+
+static int cmd_info(int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, "info", info_flags, sizeof info_flags / sizeof *info_flags, argc,
+                            argv, &help);
+  srv_engine *e = NULL;
+  if (rc || help) {
+    if (help) {
+      printf("usage: retro info --data DIR\n\nPrints the database, models and index as JSON.\n\n");
+      usage_flags(stdout, info_flags, sizeof info_flags / sizeof *info_flags);
+    }
+    goto leave;
+  }
+  if ((rc = engine_from_args(&a, 0, 1, &e)) != 0) goto leave;
+  srv_info in;
+  if (srv_info_get(e, &in) != PROTO_OK) {
+    fprintf(stderr, "retro info: %s\n", srv_last_error());
+    rc = 1;
+    goto leave;
+  }
+  json_t *o = json_object();
+  json_object_set_new(o, "data", json_string(opt_str(&a, "--data")));
+  json_object_set_new(o, "documents", json_integer((json_int_t)in.store.docs));
+  json_object_set_new(o, "chunks", json_integer((json_int_t)in.store.chunks));
+  json_object_set_new(o, "next_chunk_id", json_integer((json_int_t)in.store.next_chunk_id));
+  json_object_set_new(o, "map_bytes", json_integer((json_int_t)in.store.map_bytes));
+  json_t *enc = json_object();
+  json_object_set_new(enc, "fingerprint", json_string(in.encoder));
+  json_object_set_new(enc, "path", json_string(in.encoder_path));
+  json_object_set_new(enc, "dim", json_integer(in.dim));
+  json_object_set_new(o, "encoder", enc);
+  json_t *dec = json_object();
+  json_object_set_new(dec, "path", in.decoder_path[0] ? json_string(in.decoder_path) : json_null());
+  json_object_set_new(o, "decoder", dec);
+  json_t *ct = json_object();
+  json_object_set_new(ct, "fingerprint", json_string(in.chunk_tokenizer));
+  json_object_set_new(ct, "kind", json_string(in.chunk_tokenizer_kind == TOK_BPE ? "bpe" : "wordpiece"));
+  json_object_set_new(ct, "embed_by_ids", json_boolean(in.embed_by_ids));
+  json_object_set_new(o, "chunk_tokenizer", ct);
+  json_t *ix = json_object();
+  json_object_set_new(ix, "factory", json_string(in.index.factory));
+  json_object_set_new(ix, "metric", json_string(in.index.metric == IDX_METRIC_IP ? "ip" : "l2"));
+  json_object_set_new(ix, "ntotal", json_integer((json_int_t)in.index.ntotal));
+  json_object_set_new(ix, "trained", json_boolean(in.index.trained));
+  json_object_set_new(ix, "pending", json_integer((json_int_t)in.index.pending));
+  json_object_set_new(ix, "watermark", json_integer((json_int_t)in.index.watermark));
+  json_object_set_new(o, "index", ix);
+  rc = print_json(o);
+leave:
+  srv_engine_close(e);
+  args_free(&a);
+  return rc;
+}
+
+/* delete ---------------------------------------------------------------------------- */
+
+static const cli_flag delete_flags[] = {ENGINE_FLAGS};
+
+static int cmd_delete(int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, "delete", delete_flags, sizeof delete_flags / sizeof *delete_flags,
+                            argc, argv, &help);
+  srv_engine *e = NULL;
+  if (rc || help) {
+    if (help) {
+      printf("usage: retro delete --data DIR ID...\n\nDeletes documents by id; exit 1 if any "
+             "was not found.\n\n");
+      usage_flags(stdout, delete_flags, sizeof delete_flags / sizeof *delete_flags);
+    }
+    goto leave;
+  }
+  if (a.n_pos == 0) {
+    fprintf(stderr, "retro delete: no ID given\n");
+    rc = 2;
+    goto leave;
+  }
+  if ((rc = engine_from_args(&a, 0, 0, &e)) != 0) goto leave;
+  for (size_t i = 0; i < a.n_pos; i++) {
+    int found = 0;
+    if (srv_delete(e, a.pos[i], &found) != PROTO_OK) {
+      fprintf(stderr, "retro delete: %s\n", srv_last_error());
+      rc = 1;
+      break;
+    }
+    if (found) printf("deleted %s\n", a.pos[i]);
+    else {
+      fprintf(stderr, "retro delete: %s: not found\n", a.pos[i]);
+      rc = 1;
+    }
+  }
+leave:
+  srv_engine_close(e);
+  args_free(&a);
+  return rc;
+}
+
+/* get ------------------------------------------------------------------------------- */
+
+static const cli_flag get_flags[] = {ENGINE_FLAGS, {"--no-text", NULL, 0, "omit the text"}};
+
+static int cmd_get(int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, "get", get_flags, sizeof get_flags / sizeof *get_flags, argc, argv,
+                            &help);
+  srv_engine *e = NULL;
+  if (rc || help) {
+    if (help) {
+      printf("usage: retro get --data DIR ID...\n\n"
+             "Prints the documents as JSON: [{\"id\", \"doc_num\", \"n_chunks\", \"n_tokens\",\n"
+             "\"first_chunk\", \"metadata\", \"text\"} or null when absent]; exit 1 if any is "
+             "absent.\n\n");
+      usage_flags(stdout, get_flags, sizeof get_flags / sizeof *get_flags);
+    }
+    goto leave;
+  }
+  if (a.n_pos == 0) {
+    fprintf(stderr, "retro get: no ID given\n");
+    rc = 2;
+    goto leave;
+  }
+  if ((rc = engine_from_args(&a, 0, 1, &e)) != 0) goto leave;
+  json_t *out = json_array();
+  int with_text = !opt_set(&a, "--no-text");
+  for (size_t i = 0; i < a.n_pos; i++) {
+    srv_document d;
+    proto_status s = srv_document_get(e, a.pos[i], with_text, &d);
+    if (s == PROTO_ENOTFOUND) {
+      json_array_append_new(out, json_null());
+      rc = 1;
+      continue;
+    }
+    if (s != PROTO_OK) {
+      fprintf(stderr, "retro get: %s\n", srv_last_error());
+      json_decref(out);
+      rc = 1;
+      goto leave;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "id", jstr(d.id, strlen(d.id)));
+    json_object_set_new(o, "doc_num", json_integer((json_int_t)d.doc_num));
+    json_object_set_new(o, "first_chunk", json_integer((json_int_t)d.first_chunk));
+    json_object_set_new(o, "n_chunks", json_integer(d.n_chunks));
+    json_object_set_new(o, "n_tokens", json_integer((json_int_t)d.n_tokens));
+    json_object_set_new(o, "metadata", jmeta(d.metadata_json));
+    if (with_text) json_object_set_new(o, "text", jstr(d.text, d.text_len));
+    json_array_append_new(out, o);
+    srv_document_free(&d);
+  }
+  if (print_json(out) != 0) rc = 1;
+leave:
+  srv_engine_close(e);
+  args_free(&a);
+  return rc;
+}
+
+/* embed ----------------------------------------------------------------------------- */
+
+static const cli_flag embed_flags[] = {
+    {"--encoder", NULL, 1, "encoder model directory (default: built-in)"},
+    {"--threads", NULL, 1, "encoder threads (default: all CPUs)"},
+};
+
+static int cmd_embed(int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, "embed", embed_flags, sizeof embed_flags / sizeof *embed_flags,
+                            argc, argv, &help);
+  bert *b = NULL;
+  float *v = NULL;
+  if (rc || help) {
+    if (help) {
+      printf("usage: retro embed [--encoder DIR] TEXT...\n\n"
+             "Prints {\"encoder\", \"dim\", \"vectors\": [[...], ...]} (L2-normalised).\n\n");
+      usage_flags(stdout, embed_flags, sizeof embed_flags / sizeof *embed_flags);
+    }
+    goto leave;
+  }
+  long threads = 0;
+  if (opt_int(&a, "--threads", 0, 1024, &threads)) { rc = 2; goto leave; }
+  if (a.n_pos == 0) {
+    fprintf(stderr, "retro embed: no TEXT given\n");
+    rc = 2;
+    goto leave;
+  }
+  const char *dir = opt_str(&a, "--encoder");
+  char fallback[1200];
+  if (!dir) {
+    const char *env = getenv("RETRO_ENCODER"), *models = getenv("RETRO_MODELS");
+    if (env && *env) dir = env;
+    else if (models && *models) {
+      snprintf(fallback, sizeof fallback, "%s/encoder", models);
+      dir = fallback;
+    } else {
+      fprintf(stderr, "retro embed: pass --encoder DIR (or set RETRO_ENCODER / RETRO_MODELS)\n");
+      rc = 2;
+      goto leave;
+    }
+  }
+  bert_options bo = {.threads = (int)threads};
+  if (bert_open(dir, &bo, &b) != PROTO_OK) {
+    fprintf(stderr, "retro embed: %s\n", bert_last_error());
+    rc = 1;
+    goto leave;
+  }
+  uint32_t dim = bert_dim(b);
+  v = malloc(a.n_pos * dim * sizeof *v);
+  if (!v || bert_embed_texts(b, a.pos, NULL, a.n_pos, v) != PROTO_OK) {
+    fprintf(stderr, "retro embed: %s\n", v ? bert_last_error() : "out of memory");
+    rc = 1;
+    goto leave;
+  }
+  /* compact rows: one vector per line */
+  printf("{\"encoder\": ");
+  json_t *fp = json_string(bert_fingerprint(b));
+  json_dumpf(fp, stdout, JSON_ENCODE_ANY);
+  json_decref(fp);
+  printf(", \"dim\": %u, \"vectors\": [\n", (unsigned)dim);
+  for (size_t i = 0; i < a.n_pos; i++) {
+    printf("  [");
+    for (uint32_t j = 0; j < dim; j++) printf("%s%.9g", j ? ", " : "", (double)v[i * dim + j]);
+    printf("]%s\n", i + 1 < a.n_pos ? "," : "");
+  }
+  printf("]}\n");
+leave:
+  free(v);
+  bert_close(b);
+  args_free(&a);
+  return rc;
+}
+
+/* generate ---------------------------------------------------------------------------- */
+
+static const cli_flag gen_flags[] = {
+    ENGINE_FLAGS,
+    {"--max-tokens", "-n", 1, "tokens to generate (default 64)"},
+    {"--temperature", "-t", 1, "sampling temperature, 0 = greedy (default 1)"},
+    {"--top-k", NULL, 1, "keep the k most likely tokens (default off)"},
+    {"--top-p", NULL, 1, "nucleus sampling mass (default 1 = off)"},
+    {"--seed", NULL, 1, "random seed (default: random)"},
+    {"--stop", NULL, 1, "stop sequence (repeatable)"},
+    {"--k", "-k", 1, "neighbours per chunk (default: the model's)"},
+    {"--exclude", NULL, 1, "never retrieve from this document id (repeatable)"},
+    {"--no-retrieval", NULL, 0, "RETRO [OFF]: no neighbours"},
+    {"--json", NULL, 0, "print the whole result as JSON instead of streaming"},
+};
+
+typedef struct gen_ui {
+  int json;
+} gen_ui;
+
+static int gen_on_text(void *ctx, const char *p, size_t n) {
+  gen_ui *ui = ctx;
+  if (!ui->json) {
+    fwrite(p, 1, n, stdout);
+    fflush(stdout);
+  }
+  return interrupted;
+}
+
+static int gen_cancel(void *ctx) {
+  (void)ctx;
+  return interrupted;
+}
+
+static int cmd_generate(int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, "generate", gen_flags, sizeof gen_flags / sizeof *gen_flags, argc,
+                            argv, &help);
+  srv_engine *e = NULL;
+  srv_gen_result res = {0};
+  char *prompt = NULL;
+  if (rc || help) {
+    if (help) {
+      printf("usage: retro generate --data DIR [options] PROMPT...\n\n"
+             "Streams a RETRO completion of PROMPT (the arguments joined by spaces; `-` reads\n"
+             "stdin) to stdout, then lists on stderr the neighbours retrieved for each chunk.\n\n");
+      usage_flags(stdout, gen_flags, sizeof gen_flags / sizeof *gen_flags);
+    }
+    goto leave;
+  }
+  srv_gen_request rq;
+  srv_gen_request_init(&rq);
+  rq.max_tokens = 64;
+  long mt = 64, topk = 0, k = 0;
+  double temp = 1.0, topp = 1.0;
+  if (opt_int(&a, "--max-tokens", 1, PROTO_MAX_GEN_TOKENS, &mt) ||
+      opt_double(&a, "--temperature", 0, 100, &temp) || opt_int(&a, "--top-k", 0, 1000000, &topk) ||
+      opt_double(&a, "--top-p", 1e-9, 1, &topp) || opt_int(&a, "--k", 0, 64, &k)) {
+    rc = 2;
+    goto leave;
+  }
+  const char *seed = opt_str(&a, "--seed");
+  if (seed) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long sv = strtoull(seed, &end, 10);
+    if (errno || !*seed || *end) {
+      fprintf(stderr, "retro generate: --seed must be a non-negative integer\n");
+      rc = 2;
+      goto leave;
+    }
+    rq.seed = sv;
+    rq.has_seed = 1;
+  }
+  if (a.n_pos == 0) {
+    fprintf(stderr, "retro generate: no PROMPT given\n");
+    rc = 2;
+    goto leave;
+  }
+  size_t plen = 0;
+  if (a.n_pos == 1 && strcmp(a.pos[0], "-") == 0) {
+    size_t cap = 4096;
+    prompt = malloc(cap);
+    size_t got;
+    while (prompt && (got = fread(prompt + plen, 1, cap - plen, stdin)) > 0) {
+      plen += got;
+      if (plen == cap) {
+        char *np = realloc(prompt, cap *= 2);
+        if (!np) { free(prompt); prompt = NULL; }
+        else prompt = np;
+      }
+    }
+  } else {
+    for (size_t i = 0; i < a.n_pos; i++) plen += strlen(a.pos[i]) + 1;
+    prompt = malloc(plen + 1);
+    plen = 0;
+    for (size_t i = 0; prompt && i < a.n_pos; i++) {
+      if (i) prompt[plen++] = ' ';
+      memcpy(prompt + plen, a.pos[i], strlen(a.pos[i]));
+      plen += strlen(a.pos[i]);
+    }
+  }
+  if (!prompt) {
+    fprintf(stderr, "retro generate: out of memory\n");
+    rc = 1;
+    goto leave;
+  }
+  if ((rc = engine_from_args(&a, 1, 1, &e)) != 0) goto leave;
+  size_t si = flag_index(&a, "--stop"), xi = flag_index(&a, "--exclude");
+  rq.prompt = prompt;
+  rq.prompt_len = plen;
+  rq.max_tokens = (int)mt;
+  rq.temperature = temp;
+  rq.top_k = (int)topk;
+  rq.top_p = topp;
+  rq.k = (int)k;
+  rq.stop = a.values[si];
+  rq.n_stop = a.n_values[si];
+  rq.exclude_docs = a.values[xi];
+  rq.n_exclude = a.n_values[xi];
+  rq.retrieval = !opt_set(&a, "--no-retrieval");
+  gen_ui ui = {.json = opt_set(&a, "--json")};
+  srv_gen_callbacks cb = {.on_text = gen_on_text, .should_cancel = gen_cancel, .ctx = &ui};
+  struct sigaction sa = {0};
+  sa.sa_handler = on_sigint;
+  sigaction(SIGINT, &sa, NULL);
+  proto_status s = srv_generate(e, &rq, &cb, &res);
+  if (s != PROTO_OK && s != PROTO_ECANCELLED) {
+    fprintf(stderr, "retro generate: %s\n", srv_last_error());
+    rc = 1;
+    goto leave;
+  }
+  if (ui.json) {
+    json_t *o = json_object(), *chunks = json_array();
+    json_object_set_new(o, "text", jstr(res.text, res.text_len));
+    json_object_set_new(o, "finish_reason", json_string(res.finish_reason));
+    json_object_set_new(o, "prompt_tokens", json_integer(res.prompt_tokens));
+    json_object_set_new(o, "completion_tokens", json_integer(res.completion_tokens));
+    json_object_set_new(o, "seed", json_integer((json_int_t)res.seed));
+    for (size_t i = 0; i < res.n_chunks; i++) {
+      const srv_gen_chunk *c = &res.chunks[i];
+      json_t *jc = json_object(), *nbs = json_array();
+      json_object_set_new(jc, "chunk", json_integer(c->chunk));
+      json_object_set_new(jc, "in_prompt", json_boolean(c->in_prompt));
+      for (size_t j = 0; j < c->n; j++) {
+        json_t *nb = json_object();
+        json_object_set_new(nb, "chunk_id", json_integer((json_int_t)c->nb[j].chunk_id));
+        json_object_set_new(nb, "doc_id", jstr(c->nb[j].doc_id, strlen(c->nb[j].doc_id)));
+        json_object_set_new(nb, "score", json_real(c->nb[j].score));
+        json_object_set_new(nb, "text", jstr(c->nb[j].text, c->nb[j].text_len));
+        json_object_set_new(nb, "next_text", jstr(c->nb[j].next_text, c->nb[j].next_text_len));
+        json_array_append_new(nbs, nb);
+      }
+      json_object_set_new(jc, "neighbours", nbs);
+      json_array_append_new(chunks, jc);
+    }
+    json_object_set_new(o, "chunks", chunks);
+    json_t *t = json_object();
+    json_object_set_new(t, "first_token_s", json_real(res.first_token_s));
+    json_object_set_new(t, "retrieval_s", json_real(res.retrieval_s));
+    json_object_set_new(t, "total_s", json_real(res.total_s));
+    json_object_set_new(o, "timings", t);
+    rc = print_json(o);
+  } else {
+    printf("\n");
+    fprintf(stderr, "\n-- finish: %s; %d prompt + %d completion tokens; %.2fs (%.1f tokens/s, "
+                    "retrieval %.2fs)\n",
+            res.finish_reason, res.prompt_tokens, res.completion_tokens, res.total_s,
+            res.total_s > 0 ? res.completion_tokens / res.total_s : 0.0, res.retrieval_s);
+    for (size_t i = 0; i < res.n_chunks; i++) {
+      const srv_gen_chunk *c = &res.chunks[i];
+      fprintf(stderr, "-- chunk %d (%s): %zu neighbour(s)\n", c->chunk,
+              c->in_prompt ? "prompt" : "generated", c->n);
+      for (size_t j = 0; j < c->n; j++) {
+        char prev[81];
+        size_t m = 0;
+        for (size_t x = 0; x < c->nb[j].text_len && m < 80; x++) {
+          char ch = c->nb[j].text[x];
+          prev[m++] = ch == '\n' || ch == '\t' || ch == '\r' ? ' ' : ch;
+        }
+        prev[m] = 0;
+        fprintf(stderr, "   %.4f  %s  chunk %llu  \"%s\"\n", (double)c->nb[j].score,
+                c->nb[j].doc_id, (unsigned long long)c->nb[j].chunk_id, prev);
+      }
+    }
+    rc = s == PROTO_ECANCELLED ? 1 : 0;
+  }
+leave:
+  srv_gen_result_free(&res);
+  srv_engine_close(e);
+  free(prompt);
+  args_free(&a);
+  return rc;
+}
+
+/* neighbours -------------------------------------------------------------------------- */
+
+static const cli_flag nb_flags[] = {
+    ENGINE_FLAGS,
+    {"--out", "-o", 1, "output directory (required)"},
+    {"--k", "-k", 1, "neighbours per chunk (default 2)"},
+    {"--include-same-doc", NULL, 0, "allow neighbours from the chunk's own document"},
+    {"--nprobe", NULL, 1, "IVF lists to visit"},
+    {"--ef-search", NULL, 1, "HNSW efSearch"},
+};
+
+static void nb_progress(void *ctx, uint64_t done, uint64_t total) {
+  int *tty = ctx;
+  if (*tty) fprintf(stderr, "\r\033[Kretro neighbours: %llu / %llu chunks", (unsigned long long)done,
+                    (unsigned long long)total);
+  else fprintf(stderr, "retro neighbours: %llu / %llu chunks\n", (unsigned long long)done,
+               (unsigned long long)total);
+}
+
+static int cmd_neighbours(int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, "neighbours", nb_flags, sizeof nb_flags / sizeof *nb_flags, argc,
+                            argv, &help);
+  srv_engine *e = NULL;
+  if (rc || help) {
+    if (help) {
+      printf("usage: retro neighbours --data DIR --out OUTDIR [-k K]\n\n"
+             "Dumps, for every stored chunk, its K nearest neighbour chunks (not from its own\n"
+             "document unless --include-same-doc) as NumPy files in OUTDIR: chunk_ids.npy,\n"
+             "doc_nums.npy, ordinals.npy, tokens.npy (n x 64, -1 padded), neighbours.npy\n"
+             "(n x K chunk ids, -1 = none), scores.npy, docs.jsonl. See server/srv.h.\n\n");
+      usage_flags(stdout, nb_flags, sizeof nb_flags / sizeof *nb_flags);
+    }
+    goto leave;
+  }
+  long k = 2, nprobe = 0, ef = 0;
+  if (opt_int(&a, "--k", 1, PROTO_MAX_K, &k) || opt_int(&a, "--nprobe", 0, 1 << 20, &nprobe) ||
+      opt_int(&a, "--ef-search", 0, 1 << 20, &ef)) {
+    rc = 2;
+    goto leave;
+  }
+  if (!opt_str(&a, "--out")) {
+    fprintf(stderr, "retro neighbours: --out DIR is required\n");
+    rc = 2;
+    goto leave;
+  }
+  if ((rc = engine_from_args(&a, 0, 1, &e)) != 0) goto leave;
+  int tty = isatty(2);
+  srv_neighbours_options o = {.out_dir = opt_str(&a, "--out"), .k = (int)k,
+                              .include_same_doc = opt_set(&a, "--include-same-doc"),
+                              .nprobe = (int)nprobe, .ef_search = (int)ef,
+                              .on_progress = nb_progress, .ctx = &tty};
+  uint64_t n = 0;
+  double t0 = proto_now();
+  if (srv_neighbours_dump(e, &o, &n) != PROTO_OK) {
+    fprintf(stderr, "%sretro neighbours: %s\n", tty ? "\n" : "", srv_last_error());
+    rc = 1;
+    goto leave;
+  }
+  fprintf(stderr, "%sretro neighbours: %llu chunks, k = %ld, in %.1fs -> %s\n", tty ? "\r\033[K" : "",
+          (unsigned long long)n, k, proto_now() - t0, o.out_dir);
+leave:
+  srv_engine_close(e);
+  args_free(&a);
+  return rc;
+}
+
+/* main ------------------------------------------------------------------------------------ */
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: retro COMMAND [OPTIONS] [ARGS]\n\n"
+          "commands:\n"
+          "  index       index documents (files, directories, JSONL, stdin)\n"
+          "  search      nearest chunks of text queries (JSON)\n"
+          "  info        database, models and index (JSON)\n"
+          "  get         documents by id (JSON)\n"
+          "  delete      delete documents by id\n"
+          "  embed       embed texts with the encoder (JSON)\n"
+          "  generate    RETRO text completion with live retrieval\n"
+          "  neighbours  dump every chunk's nearest neighbours for training\n"
+          "  serve       run the HTTP server\n\n"
+          "`retro COMMAND --help` describes each. Models: --encoder/--decoder, else the\n"
+          "database's own, else $RETRO_ENCODER/$RETRO_DECODER, $RETRO_MODELS/{encoder,decoder},\n"
+          "else model/default/ in the source tree.\n");
+}
+
+int srv_cli_main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "--version") == 0) {
+    printf("retro 0.1.0\n");
+    return 0;
+  }
+  if (strcmp(cmd, "serve") == 0) return srv_http_main(argc - 1, argv + 1);
+  if (strcmp(cmd, "index") == 0) return cmd_index(argc - 1, argv + 1);
+  if (strcmp(cmd, "search") == 0) return cmd_search(argc - 1, argv + 1);
+  if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
+  if (strcmp(cmd, "delete") == 0) return cmd_delete(argc - 1, argv + 1);
+  if (strcmp(cmd, "get") == 0) return cmd_get(argc - 1, argv + 1);
+  if (strcmp(cmd, "embed") == 0) return cmd_embed(argc - 1, argv + 1);
+  if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);
+  if (strcmp(cmd, "neighbours") == 0 || strcmp(cmd, "neighbors") == 0)
+    return cmd_neighbours(argc - 1, argv + 1);
+  fprintf(stderr, "retro: unknown command \"%s\"\n\n", cmd);
+  usage(stderr);
+  return 2;
+}

@@ -567,6 +567,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     }
     return first_call(c, mc, url, method);
   }
+  /* libmicrohttpd 0.9.75 keeps feeding buffered upload data to a connection
+   * suspended from inside this handler: leave it unconsumed until resumed */
+  pthread_mutex_lock(&c->mu);
+  int suspended = c->suspended;
+  pthread_mutex_unlock(&c->mu);
+  if (suspended) return MHD_YES;
   if (c->status) { /* already answered (early error): discard the body */
     *upload_data_size = 0;
     return MHD_YES;
@@ -784,6 +790,7 @@ int srv_http_main(int argc, char **argv) {
   if (v6) flags |= MHD_USE_IPv6;
   D.mhd = MHD_start_daemon(
       flags, 0, NULL, NULL, on_request, NULL,
+      MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
       MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg.http_threads,
       MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg.max_connections,
@@ -792,7 +799,6 @@ int srv_http_main(int argc, char **argv) {
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg.header_limit,
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
       MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
-      MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
       MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
       MHD_OPTION_END);
   if (!D.mhd) {

@@ -90,6 +90,8 @@ typedef struct http_match {
 void http_route_match(const char *method, const char *path, http_match *m);
 /* Label of a route for metrics and logs ("/v1/documents/{id}"). */
 const char *http_route_label(http_route r);
+/* The method a route answers ("GET", "POST", "DELETE"; GET routes also HEAD). */
+const char *http_route_method(http_route r);
 /* Percent-decodes src (len bytes) into dst (cap bytes incl. NUL); rejects bad
  * escapes, NUL bytes, invalid UTF-8 and overflow: returns -1, else the length. */
 long http_pct_decode(const char *src, size_t len, char *dst, size_t cap);

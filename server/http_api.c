@@ -1097,7 +1097,7 @@ proto_status http_server_new(const http_config *cfg, srv_engine *engine, http_se
     srv_info *info = calloc(1, sizeof *info);
     if (info && srv_info_get(engine, info) == PROTO_OK) {
       if (info->decoder_loaded && info->decoder_path[0])
-        snprintf(s->model_name, sizeof s->model_name, "%s", model_basename(info->decoder_path));
+        snprintf(s->model_name, sizeof s->model_name, "%.127s", model_basename(info->decoder_path));
       size_t n = strcspn(info->encoder, ":");
       if (n) snprintf(s->encoder_name, sizeof s->encoder_name, "%.*s", (int)n, info->encoder);
     }

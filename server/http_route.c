@@ -18,6 +18,15 @@ const char *http_route_label(http_route r) {
   return (unsigned)r < HTTP_R_COUNT ? labels[r] : "other";
 }
 
+const char *http_route_method(http_route r) {
+  switch (r) {
+    case HTTP_R_DOCS: case HTTP_R_SEARCH: case HTTP_R_EMBED: case HTTP_R_COMPLETE: return "POST";
+    case HTTP_R_DOC_DELETE: return "DELETE";
+    case HTTP_R_OTHER: case HTTP_R_COUNT: return "";
+    default: return "GET";
+  }
+}
+
 static int hexval(int c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;

@@ -43,7 +43,9 @@ typedef struct store_options {
 
 /* Opens (creating DIR and DIR/db when absent) the store. opt may be NULL. An
  * existing database keeps the map size it grew to when that is larger than
- * map_bytes. PROTO_ECORRUPT when the schema version is not ours. */
+ * map_bytes. PROTO_ECORRUPT when the schema version is not ours. Open a
+ * database once per process (LMDB's rule); other processes may open it too.
+ * Stale reader slots of dead processes are cleared here. */
 proto_status store_open(const char *dir, const store_options *opt, store **out);
 /* Closes; accepts NULL. No other call may be in flight. */
 void store_close(store *st);

@@ -90,15 +90,17 @@ def det_uniform(n, seed):
         h *= np.uint32(0x297A2D39)
         h ^= h >> np.uint32(15)
         u = (h >> np.uint32(8)).astype(np.float32) * np.float32(1.0 / 8388608.0) - np.float32(1.0)
-    return torch.from_numpy(u)  # exact: 24-bit integers scaled by a power of two
+    return u  # exact: 24-bit integers scaled by a power of two
 
 
 def det_tensor(shape, seed, scale, offset):
     n = 1
     for d in shape:
         n *= d
-    return (det_uniform(n, seed) * torch.tensor(scale, dtype=torch.float32)
-            + torch.tensor(offset, dtype=torch.float32)).reshape(shape)
+    u = det_uniform(n, seed)
+    u *= np.float32(scale)
+    u += np.float32(offset)
+    return torch.from_numpy(u.reshape(shape))
 
 
 def tensor_specs(model, seed_base):
@@ -195,7 +197,10 @@ def make_model(spec, seed_base, out_dir, data_dir, ids_rng):
                 dtype=spec["dtype"], tensors=specs, ids=seqs,
                 expect_ids=norm.tolist(), expect_ids_raw=raw.tolist())
     try:
+        import functools
         import tokref
+        if not hasattr(tokref.gpt2_pattern, "cache_info"):  # built once, not per text
+            tokref.gpt2_pattern = functools.lru_cache(None)(tokref.gpt2_pattern)
         tk = tokref.load_dir(d)
         tseqs = [tk.encode(t) for t in TEXTS]
         _, tnorm = run(tseqs)
@@ -212,7 +217,7 @@ def main():
     ap.add_argument("--vocab-dir", default=os.path.join(HERE, "..", "..", "..", "shared", "data"))
     a = ap.parse_args()
     torch.manual_seed(0)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)
     os.makedirs(a.out, exist_ok=True)
     rng = torch.Generator().manual_seed(1234)
     cases = [make_model(s, i + 1, a.out, a.vocab_dir, rng) for i, s in enumerate(SETS[a.set])]

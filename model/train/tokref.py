@@ -91,9 +91,6 @@ _GPT2_RE = None
 def gpt2_pattern():
     global _GPT2_RE
     if _GPT2_RE is None:
-        cats = {}
-        for cp in range(0x110000):
-            cats.setdefault(bpe_char_class(cp), []).append(cp)
         L = _ranges_to_class(lambda cp: unicodedata.category(chr(cp))[0] == "L"
                              and not is_bpe_space(cp))
         N = _ranges_to_class(lambda cp: unicodedata.category(chr(cp))[0] == "N"
@@ -503,14 +500,16 @@ def _main(argv):
         t = ByteBPE(*a.bpe)
         total = 0
         n = 0
-        t0 = time.time()
+        gpt2_pattern()
+        t0, c0 = time.time(), time.process_time()
         for p in a.files:
             with open(p, "rb") as f:
                 data = f.read()
             total += len(data)
             n += len(t.encode(data))
-        dt = time.time() - t0
-        print("%d bytes %d tokens %.2f s %.3f MB/s" % (total, n, dt, total / dt / 1e6))
+        dt, dc = time.time() - t0, time.process_time() - c0
+        print("%d bytes %d tokens %.2f s %.3f MB/s; cpu %.2f s %.3f MB/s"
+              % (total, n, dt, total / dt / 1e6, dc, total / dc / 1e6))
         return 0
     if a.bpe:
         t = ByteBPE(*a.bpe)

@@ -1,0 +1,117 @@
+/* bench_encoder.c - throughput of the C encoder (model/bert.c) at fixed
+ * sequence lengths and batch sizes, and the machine's sgemm GFLOP/s as the
+ * yardstick. Not a test; tests/bench/encoder/run.sh runs it next to the
+ * PyTorch peer (bench_torch.py) on the same weights and inputs.
+ *
+ *   bench_encoder MODEL_DIR THREADS SECONDS
+ *
+ * Prints one line per measurement:
+ *   sgemm M N K threads gflops
+ *   ours LEN BATCH sent_per_s ms_per_call gflops
+ * Inputs: sequence i of a batch has LEN tokens including [CLS]/[SEP]; its
+ * content ids are 1000 + (i * 7919 + j * 104729) % 28000 (bench_torch.py
+ * uses the same formula).
+ */
+#include "bert.h"
+#include "kernels.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double model_flops(int L, int H, int I, int T) {
+  /* per sequence of T tokens: linears 2T(4H^2 + 2HI), attention 4 T^2 H */
+  return (double)L * (2.0 * T * (4.0 * H * H + 2.0 * H * I) + 4.0 * T * T * H);
+}
+
+static double bench_sgemm(int M, int N, int K, int threads, double secs) {
+  float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)N * K),
+        *C = malloc(sizeof(float) * (size_t)M * N);
+  for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 17) * 0.01f;
+  for (size_t i = 0; i < (size_t)N * K; i++) B[i] = (float)(i % 13) * 0.01f;
+  kn_set_blas_threads(threads);
+  kn_sgemm(0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N); /* warm up */
+  int it = 0;
+  double t0 = proto_now(), t;
+  do {
+    kn_sgemm(0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+    it++;
+    t = proto_now() - t0;
+  } while (t < secs || it < 3);
+  free(A);
+  free(B);
+  free(C);
+  return 2.0 * M * N * K * it / t / 1e9;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 4) {
+    fprintf(stderr, "usage: %s MODEL_DIR THREADS SECONDS\n", argv[0]);
+    return 2;
+  }
+  const char *dir = argv[1];
+  int threads = atoi(argv[2]);
+  double secs = atof(argv[3]);
+  /* the yardstick: a large square product, and the encoder's own FFN shape */
+  printf("sgemm 2048 2048 2048 %d %.1f\n", threads, bench_sgemm(2048, 2048, 2048, threads, secs));
+  printf("sgemm 4096 1536 384 %d %.1f\n", threads, bench_sgemm(4096, 1536, 384, threads, secs));
+  fflush(stdout);
+
+  bert *b = NULL;
+  bert_options opt = {.pooling = BERT_POOL_AUTO, .threads = threads};
+  if (bert_open(dir, &opt, &b) != PROTO_OK) {
+    fprintf(stderr, "bench_encoder: %s\n", bert_last_error());
+    return 1;
+  }
+  /* layer count and sizes from the fingerprint-independent config */
+  int H = (int)bert_dim(b), L = 6, I = 4 * H;
+  FILE *cf;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  if ((cf = fopen(path, "r"))) {
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, cf);
+    buf[n] = 0;
+    char *p = strstr(buf, "\"num_hidden_layers\"");
+    if (p && (p = strchr(p, ':'))) L = atoi(p + 1);
+    p = strstr(buf, "\"intermediate_size\"");
+    if (p && (p = strchr(p, ':'))) I = atoi(p + 1);
+    fclose(cf);
+  }
+  static const int lens[] = {16, 64, 128}, batches[] = {1, 32};
+  for (size_t li = 0; li < 3; li++)
+    for (size_t bi = 0; bi < 2; bi++) {
+      int T = lens[li], B = batches[bi];
+      int32_t **ids = calloc((size_t)B, sizeof *ids);
+      size_t *n = calloc((size_t)B, sizeof *n);
+      for (int i = 0; i < B; i++) {
+        n[i] = (size_t)T - 2;
+        ids[i] = malloc(n[i] * sizeof(int32_t));
+        for (size_t j = 0; j < n[i]; j++)
+          ids[i][j] = 1000 + (int32_t)(((long long)i * 7919 + (long long)j * 104729) % 28000);
+      }
+      float *out = malloc(sizeof(float) * (size_t)B * H);
+      bert_embed_ids(b, (const int32_t *const *)ids, n, (size_t)B, out); /* warm up */
+      int it = 0;
+      double t0 = proto_now(), t;
+      do {
+        if (bert_embed_ids(b, (const int32_t *const *)ids, n, (size_t)B, out) != PROTO_OK) {
+          fprintf(stderr, "bench_encoder: %s\n", bert_last_error());
+          return 1;
+        }
+        it++;
+        t = proto_now() - t0;
+      } while (t < secs || it < 3);
+      double sps = (double)B * it / t;
+      printf("ours %d %d %.1f %.3f %.1f\n", T, B, sps, 1e3 * t / it,
+             model_flops(L, H, I, T) * sps / 1e9);
+      fflush(stdout);
+      for (int i = 0; i < B; i++) free(ids[i]);
+      free(ids);
+      free(n);
+      free(out);
+    }
+  bert_close(b);
+  return 0;
+}

@@ -1,0 +1,54 @@
+#!/bin/sh
+# tests/bench/encoder/run.sh - the encoder benchmark (not run by CI):
+# sentences/s at sequence lengths 16, 64, 128 and batch 1 and 32 for a
+# 6-layer, 384-wide BERT with random weights, ours (C, model/bert.c) and
+# PyTorch (model/train/bert_model.py) on the same weights, inputs and thread
+# count, in the same run; the ratio; and our GFLOP/s as a fraction of the
+# machine's sgemm GFLOP/s measured here with the same thread count.
+#   usage: tests/bench/encoder/run.sh [THREADS=2] [SECONDS=3]
+# Builds the project in build-bench-encoder/ (release), the model in a temp dir.
+set -eu
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+build="$root/build-bench-encoder"
+threads=${1:-2}
+secs=${2:-3}
+py=${PYTHON:-/usr/bin/python3}
+[ -d "$build" ] || meson setup "$build" "$root" --buildtype=release >/dev/null
+ninja -C "$build" model/libmodel.a proto/libproto.a >/dev/null
+cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/model" -I"$root/proto" $(pkg-config --cflags openblas) \
+  "$root/tests/bench/encoder/bench_encoder.c" "$build/model/libmodel.a" "$build/proto/libproto.a" \
+  $(pkg-config --libs openblas jansson) -lm -lpthread -o "$build/bench_encoder"
+data=$(mktemp -d /tmp/retro-bench-encoder-XXXXXX)
+trap 'rm -rf "$data"' EXIT
+"$py" "$root/model/train/make_random_bert.py" "$data" --set bench \
+  --vocab-dir "$root/../shared/data" >/dev/null
+model="$data/bench-bert-L6-H384"
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), threads=$threads, ${secs}s per point"
+echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+export OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads"
+"$build/bench_encoder" "$model" "$threads" "$secs" > "$data/ours.txt"
+"$py" "$root/tests/bench/encoder/bench_torch.py" "$model" "$threads" "$secs" > "$data/torch.txt"
+grep '^#' "$data/torch.txt"
+"$py" - "$data/ours.txt" "$data/torch.txt" <<'PY'
+import sys
+ours, torch, peak = {}, {}, {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if f[0] == "sgemm":
+        peak[" ".join(f[1:4])] = float(f[5])
+    elif f[0] == "ours":
+        ours[(int(f[1]), int(f[2]))] = (float(f[3]), float(f[4]), float(f[5]))
+for line in open(sys.argv[2]):
+    f = line.split()
+    if f[0] == "torch":
+        torch[(int(f[1]), int(f[2]))] = (float(f[3]), float(f[4]))
+for k, v in peak.items():
+    print(f"sgemm {k}: {v:.1f} GFLOP/s")
+ref = peak.get("2048 2048 2048", max(peak.values()))
+print(f"{'len':>4} {'batch':>5} {'ours sent/s':>12} {'ours ms':>9} {'torch sent/s':>13} "
+      f"{'torch ms':>9} {'ratio':>6} {'GFLOP/s':>8} {'of sgemm':>8}")
+for k in sorted(ours):
+    o, t = ours[k], torch.get(k, (float("nan"), float("nan")))
+    print(f"{k[0]:>4} {k[1]:>5} {o[0]:>12.1f} {o[1]:>9.3f} {t[0]:>13.1f} {t[1]:>9.3f} "
+          f"{o[0] / t[0]:>6.2f} {o[2]:>8.1f} {100 * o[2] / ref:>7.0f}%")
+PY

@@ -1,0 +1,232 @@
+"""bench_generate.py - the generate bench: greedy generation at batch 1 with
+neighbours, the C decoder (bench_generate) against the PyTorch reference on
+the same random model, the same prompt and the same fixed neighbour source,
+in the same run. Reports time to first token, tokens/s, the ratio, whether the
+token streams agree, and where the C time went (neighbour encoding; the
+"retrieval" here is a fixed neighbour source - live retrieval through the
+encoder, index and store is measured by the server's bench).
+
+PyTorch is timed two ways:
+  incremental  - a KV cache for self-attention, each chunk's neighbours
+                 encoded once and their CCA keys/values cached (this file,
+                 TorchIncremental: the same algorithm as the C code);
+  recompute    - the reference Retro.forward over the whole prefix per token
+                 (model/train/retro_model.py as it is).
+
+    /usr/bin/python3 tests/bench/generate/bench_generate.py --exe BUILD/tests/bench/generate/bench_generate
+        [--prompt 100] [--gen 156] [--threads 2] [--k 2] [--no-recompute]
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "model", "train"))
+from retro_model import Retro, RetroConfig, apply_rope, masked_attention, rope_cos_sin  # noqa: E402
+
+
+class TorchIncremental:
+    """Incremental greedy decoding on a Retro module (batch 1)."""
+
+    def __init__(self, model, max_tokens):
+        self.m = model
+        cfg = model.cfg
+        self.cfg = cfg
+        self.hd = cfg.dim // cfg.n_heads
+        self.cos, self.sin = rope_cos_sin(torch.arange(max(max_tokens, 2 * cfg.chunk_len, cfg.neighbour_len)),
+                                          self.hd, cfg.rope_theta)
+        H, T, D = cfg.n_heads, max_tokens, cfg.dim
+        self.kc = [torch.zeros(H, T, self.hd) for _ in range(cfg.n_layers)]
+        self.vc = [torch.zeros(H, T, self.hd) for _ in range(cfg.n_layers)]
+        self.hbuf = torch.zeros(T, D)
+        self.first = cfg.retro_layers[0] - 1 if cfg.retro_layers else -1
+        self.nb = {}      # chunk -> (k, r) tokens
+        self.cca_kv = {}  # (chunk, layer) -> (K (H, k*r, hd), V, mask (k*r))
+        self.pos = 0
+
+    def heads(self, x):  # (T, D) -> (H, T, hd)
+        return x.reshape(x.shape[0], self.cfg.n_heads, self.hd).transpose(0, 1)
+
+    def encode(self, u):
+        cfg, m = self.cfg, self.cfg.chunk_len
+        nb = self.nb[u]
+        k, r = nb.shape
+        h = self.hbuf[u * m:(u + 1) * m][None].expand(k, m, cfg.dim)
+        e, mask = self.m.encode_neighbours(nb, h, cfg.pad_id)
+        e, mask = e.reshape(k * r, cfg.dim), mask.reshape(k * r)
+        ck, sk = self.cos[:r].repeat(k, 1), self.sin[:r].repeat(k, 1)
+        for li, layer in enumerate(self.m.layers):
+            if layer.is_retro:
+                kk, vv = layer.cca.kv(e).chunk(2, dim=-1)
+                self.cca_kv[(u, li)] = (apply_rope(self.heads(kk), ck, sk), self.heads(vv), mask)
+
+    @torch.no_grad()
+    def forward(self, tokens):
+        """tokens: (n,) -> logits of the last position (V,)."""
+        cfg, m = self.cfg, self.cfg.chunk_len
+        n, P0 = tokens.shape[0], self.pos
+        cos, sin = self.cos[P0:P0 + n], self.sin[P0:P0 + n]
+        x = self.m.tok_emb(tokens)
+        causal = torch.ones(n, P0 + n, dtype=torch.bool).tril(P0)
+        for li, layer in enumerate(self.m.layers):
+            q, k, v = layer.attn.qkv(layer.ln1(x)).chunk(3, dim=-1)
+            self.kc[li][:, P0:P0 + n] = apply_rope(self.heads(k), cos, sin)
+            self.vc[li][:, P0:P0 + n] = self.heads(v)
+            q = apply_rope(self.heads(q), cos, sin)
+            a = masked_attention(q, self.kc[li][:, :P0 + n], self.vc[li][:, :P0 + n],
+                                 None if n == 1 else causal)
+            x = x + layer.attn.out(a.transpose(0, 1).reshape(n, cfg.dim))
+            if layer.is_retro:
+                c = layer.lnc(x)
+                if li == self.first:
+                    self.hbuf[P0:P0 + n] = c
+                    for p in range(P0, P0 + n):
+                        if p % m == m - 1 and (p // m) in self.nb:
+                            self.encode(p // m)
+                i = 0
+                while i < n:
+                    p = P0 + i
+                    if p < m - 1:
+                        i += 1
+                        continue
+                    u = (p - (m - 1)) // m
+                    end = min(n, (u + 1) * m + m - 1 - P0)
+                    if (u, li) in self.cca_kv:
+                        K, V, mask = self.cca_kv[(u, li)]
+                        g = torch.arange(p, P0 + end) - (m - 1) - u * m + (m - 1)
+                        qq = apply_rope(self.heads(layer.cca.q(c[i:end])), self.cos[g], self.sin[g])
+                        a = masked_attention(qq, K, V, mask[None, None, :])
+                        x[i:end] = x[i:end] + layer.cca.out(a.transpose(0, 1).reshape(end - i, cfg.dim))
+                    i = end
+            x = x + layer.ffn(layer.ln2(x))
+        self.pos += n
+        return F.linear(self.m.ln_f(x[-1]), self.m.tok_emb.weight)
+
+
+def torch_incremental(model, prompt, nb_src, n_gen, total):
+    gen = TorchIncremental(model, total)
+    m = model.cfg.chunk_len
+    out = []
+    t0 = time.perf_counter()
+    ttft = 0.0
+    feed = prompt
+    for step in range(n_gen):
+        pos = gen.pos
+        for u in range(nb_src.shape[0]):
+            if u not in gen.nb and pos <= u * m + m - 1 < pos + feed.shape[0]:
+                gen.nb[u] = nb_src[u]
+        logits = gen.forward(feed)
+        tok = int(torch.argmax(logits))
+        out.append(tok)
+        if step == 0:
+            ttft = time.perf_counter() - t0
+        feed = torch.tensor([tok])
+    return out, ttft, time.perf_counter() - t0
+
+
+def torch_recompute(model, prompt, nb_src, n_gen):
+    seq = prompt.tolist()
+    out = []
+    t0 = time.perf_counter()
+    ttft = 0.0
+    with torch.no_grad():
+        for step in range(n_gen):
+            t = torch.tensor(seq)[None]
+            logits = model(t, nb_src[None])[0, -1]
+            tok = int(torch.argmax(logits))
+            out.append(tok)
+            seq.append(tok)
+            if step == 0:
+                ttft = time.perf_counter() - t0
+    return out, ttft, time.perf_counter() - t0
+
+
+def first_diff(a, b):
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--exe", required=True)
+    ap.add_argument("--prompt", type=int, default=100)
+    ap.add_argument("--gen", type=int, default=156)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--no-recompute", action="store_true")
+    ap.add_argument("--keep", help="write the model here instead of a temp dir")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = RetroConfig(vocab_size=8192, dim=384, n_layers=6, n_heads=6, ffn_dim=1536, max_seq=1024,
+                      retro_layers=[3, 6], enc_layers=2, n_neighbours=args.k, pad_id=0, eos_id=1)
+    model = Retro(cfg)
+    model.init_weights(std=0.05, zero_cca=False)
+    model.use_sdpa = False
+    model.eval()
+    m, r = cfg.chunk_len, cfg.neighbour_len
+    total = args.prompt + args.gen
+    g = torch.Generator().manual_seed(1)
+    prompt = torch.randint(2, cfg.vocab_size, (args.prompt,), generator=g)
+    n_chunks = total // m
+    nb = torch.randint(2, cfg.vocab_size, (max(n_chunks, 1), args.k, r), generator=g)
+    nb[:, -1, 100:] = cfg.pad_id  # some padding, as short documents give
+    tmp = tempfile.TemporaryDirectory()
+    d = args.keep or tmp.name
+    model.save(os.path.join(d, "model"))
+    with open(os.path.join(d, "prompt.i32"), "wb") as f:
+        f.write(prompt.to(torch.int32).numpy().tobytes())
+    with open(os.path.join(d, "nb.i32"), "wb") as f:
+        f.write(nb.to(torch.int32).numpy().tobytes())
+
+    res = subprocess.run([args.exe, os.path.join(d, "model"), os.path.join(d, "prompt.i32"),
+                          os.path.join(d, "nb.i32"), str(args.k), str(args.gen), str(args.threads)],
+                         check=True, capture_output=True, text=True)
+    c = json.loads(res.stdout)
+
+    inc_tokens, inc_ttft, inc_total = torch_incremental(model, prompt, nb, args.gen, total)
+    results = {
+        "config": {"layers": 6, "dim": 384, "heads": 6, "ffn": 1536, "vocab": 8192, "retro_layers": [3, 6],
+                   "k": args.k, "prompt": args.prompt, "gen": args.gen, "threads": args.threads,
+                   "chunk_boundaries_crossed": total // m - args.prompt // m, "torch": torch.__version__},
+        "c": {"ttft_ms": c["ttft_s"] * 1e3, "tok_s": c["tok_s"], "decode_tok_s": c["decode_tok_s"],
+              "encode_share": c["encode_s"] / c["total_s"], "retrieval_share": c["retrieval_s"] / c["total_s"],
+              "chunks_encoded": c["chunks_encoded"]},
+        "torch_incremental": {"ttft_ms": inc_ttft * 1e3, "tok_s": args.gen / inc_total,
+                              "same_tokens_as_c": first_diff(c["tokens"], inc_tokens) is None},
+    }
+    results["ratio_vs_torch_incremental"] = {"tok_s": c["tok_s"] / (args.gen / inc_total),
+                                             "ttft": inc_ttft / c["ttft_s"]}
+    if not args.no_recompute:
+        rc_tokens, rc_ttft, rc_total = torch_recompute(model, prompt, nb, args.gen)
+        results["torch_recompute"] = {"ttft_ms": rc_ttft * 1e3, "tok_s": args.gen / rc_total,
+                                      "same_tokens_as_c": first_diff(c["tokens"], rc_tokens) is None}
+        results["ratio_vs_torch_recompute"] = {"tok_s": c["tok_s"] / (args.gen / rc_total),
+                                               "ttft": rc_ttft / c["ttft_s"]}
+    diff = first_diff(c["tokens"], inc_tokens)
+    if diff is not None:
+        results["first_token_mismatch_vs_incremental"] = diff
+    print(json.dumps(results, indent=1))
+    print(f"# generate bench: C {results['c']['tok_s']:.1f} tok/s (TTFT {results['c']['ttft_ms']:.1f} ms) vs "
+          f"PyTorch incremental {results['torch_incremental']['tok_s']:.1f} tok/s "
+          f"(TTFT {results['torch_incremental']['ttft_ms']:.1f} ms): "
+          f"ratio {results['ratio_vs_torch_incremental']['tok_s']:.2f}x"
+          + (f"; PyTorch recompute {results['torch_recompute']['tok_s']:.1f} tok/s, ratio "
+             f"{results['ratio_vs_torch_recompute']['tok_s']:.2f}x" if "torch_recompute" in results else ""))
+    tmp.cleanup()
+    ok = results["torch_incremental"]["same_tokens_as_c"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

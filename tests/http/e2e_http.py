@@ -1,0 +1,580 @@
+#!/usr/bin/python3
+"""e2e_http.py - end-to-end tests of `retro serve` (TAP): the real binary on a
+random loopback port, tiny random models (make_models.py), driven through
+http.client. Covers every route's success path, bad input (4xx and the
+server keeps serving), the auth matrix with both header forms, ingest then
+search then delete, streamed NDJSON bodies, SSE completions (stop,
+max_tokens, seed determinism, bad parameters), 429 with Retry-After on a
+full queue, and SIGTERM during ingest losing no acknowledged document.
+
+    e2e_http.py RETRO_BINARY WORK_DIR
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RETRO, WORK = sys.argv[1], sys.argv[2]
+MODELS = os.path.join(WORK, "models")
+n_tests = 0
+n_failed = 0
+
+
+def ok(cond, name, detail=""):
+    global n_tests, n_failed
+    n_tests += 1
+    if cond:
+        print("ok %d - %s" % (n_tests, name))
+    else:
+        n_failed += 1
+        print("not ok %d - %s" % (n_tests, name))
+        if detail:
+            for line in str(detail)[:2000].splitlines():
+                print("#   " + line)
+    sys.stdout.flush()
+    return cond
+
+
+def diag(msg):
+    print("# " + msg)
+    sys.stdout.flush()
+
+
+class Server:
+    def __init__(self, name, *args, data=None):
+        self.data = data or os.path.join(WORK, name)
+        self.log = []
+        cmd = [RETRO, "serve", "--data", self.data, "--encoder", os.path.join(MODELS, "encoder"),
+               "--decoder", os.path.join(MODELS, "decoder"), "--port", "0", "--threads", "1"]
+        cmd += list(args)
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.port = None
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = self.p.stderr.readline().decode("utf-8", "replace")
+            if not line:
+                break
+            self.log.append(line)
+            m = re.search(r"listening on [^ ]*:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                break
+        if self.port is None:
+            raise RuntimeError("server did not start: " + "".join(self.log))
+        self.t = threading.Thread(target=self._drain, daemon=True)
+        self.t.start()
+
+    def _drain(self):
+        for line in self.p.stderr:
+            self.log.append(line.decode("utf-8", "replace"))
+
+    def req(self, method, path, body=None, headers=None, ctype="application/json", timeout=60):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        h = dict(headers or {})
+        if body is not None and not isinstance(body, (bytes, str)) and not hasattr(body, "__iter__"):
+            body = json.dumps(body)
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if body is not None and ctype and "Content-Type" not in h:
+            h["Content-Type"] = ctype
+        chunked = body is not None and not isinstance(body, (bytes, str))
+        c.request(method, path, body=body, headers=h, encode_chunked=chunked)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        try:
+            js = json.loads(data) if data and r.getheader("Content-Type", "").startswith("application/json") else None
+        except ValueError:
+            js = None
+        return r.status, js, data, r
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+        try:
+            rc = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            rc = self.p.wait()
+        self.t.join(5)
+        return rc
+
+
+def healthy(s):
+    try:
+        st, js, _, _ = s.req("GET", "/health", timeout=10)
+        return st == 200
+    except OSError:
+        return False
+
+
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
+         "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+
+
+def doc_text(i, n_words=8):
+    # distinct, deterministic documents
+    return " ".join(WORDS[(i * 7 + j * (i % 5 + 1)) % len(WORDS)] for j in range(n_words)) + " end%d" % i
+
+
+def main():
+    if not os.path.isdir(os.path.join(MODELS, "decoder")):
+        rc = subprocess.call([sys.executable, os.path.join(HERE, "make_models.py"), MODELS],
+                             stdout=subprocess.DEVNULL)
+        if rc == 77:
+            print("1..0 # SKIP torch not available")
+            return 0
+        if rc != 0:
+            print("Bail out! make_models.py failed")
+            return 1
+    for d in ("main", "auth", "busy", "term"):
+        shutil.rmtree(os.path.join(WORK, d), ignore_errors=True)
+
+    # --- refuses a public address without a key; bad flags -> 2 ------------
+    rc = subprocess.call([RETRO, "serve", "--data", os.path.join(WORK, "x"), "--host", "0.0.0.0"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    ok(rc == 2, "non-loopback --host without a key is refused (exit 2)", rc)
+    rc = subprocess.call([RETRO, "serve", "--data", "x", "--port", "70000"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    ok(rc == 2, "--port out of range is a usage error", rc)
+    out = subprocess.run([RETRO, "serve", "--help"], capture_output=True, timeout=30)
+    ok(out.returncode == 0 and b"RETRO_API_KEY" in out.stdout and b"Precedence" in out.stdout,
+       "serve --help documents flags, environment and precedence")
+
+    s = Server("main", "--max-body", "65536")
+    try:
+        run_main(s)
+        run_completions(s)
+    except Exception:
+        time.sleep(0.5)
+        for line in s.log[-30:]:
+            diag("server: " + line.rstrip())
+        diag("server exit status: %s" % s.p.poll())
+        raise
+    finally:
+        rc = s.stop()
+    ok(rc == 0, "SIGTERM -> exit 0", rc)
+    ok(any("level=info" in l and "stopped" in l for l in s.log), "shutdown logged")
+    reqlines = [l for l in s.log if l.startswith("time=") and " method=" in l]
+    ok(len(reqlines) > 50 and all(re.search(r"status=\d{3} ms=[0-9.]+", l) for l in reqlines),
+       "one structured log line per request (time, method, path, status, ms)", reqlines[:3])
+
+    run_auth()
+    run_busy()
+    run_sigterm_ingest()
+    print("1..%d" % n_tests)
+    return 1 if n_failed else 0
+
+
+def run_main(s):
+    st, js, _, _ = s.req("GET", "/health")
+    ok(st == 200 and js == {"status": "ok"}, "GET /health")
+    st, js, _, _ = s.req("GET", "/ready")
+    ok(st == 200, "GET /ready")
+    st, js, _, _ = s.req("GET", "/v1/info")
+    ok(st == 200 and js["encoder"]["dim"] == 32 and js["decoder"] is not None, "GET /v1/info", js)
+    dim = js["encoder"]["dim"]
+    st, js, raw, _ = s.req("GET", "/openapi.json")
+    ok(st == 200 and js and js.get("openapi", "").startswith("3."), "GET /openapi.json")
+    # every documented route answers something other than "no route" / 405
+    for path, ops in js["paths"].items():
+        for method in ops:
+            p = path.replace("{id}", "1" if "chunks" in path else "nosuchdoc")
+            body = "{}" if method == "post" else None
+            st2, js2, _, _ = s.req(method.upper(), p, body=body)
+            ok(st2 != 405 and not (st2 == 404 and js2 and js2["error"]["message"].startswith("no route")),
+               "documented route exists: %s %s (%d)" % (method.upper(), path, st2), js2)
+
+    # --- ingest: JSON object form ------------------------------------------
+    docs = [{"id": "doc-%d" % i, "text": doc_text(i), "metadata": {"n": i}} for i in range(20)]
+    docs.append({"id": "odd id/ü?#", "text": "an id that needs percent-encoding " + doc_text(99)})
+    docs += [{"id": "long-%d" % i, "text": doc_text(200 + i, 90)} for i in range(4)]  # several chunks each
+    st, js, _, _ = s.req("POST", "/v1/documents?wait=true", {"documents": docs})
+    ok(st == 200 and js["documents"] == 25 and js["errors"] == 0 and len(js["results"]) == 25,
+       "POST /v1/documents (JSON) stores all", js)
+    # --- ingest: NDJSON streamed in pieces (chunked transfer encoding) ------
+    lines = [json.dumps({"id": "nd-%d" % i, "text": doc_text(100 + i)}) + "\n" for i in range(150)]
+
+    def gen():
+        blob = "".join(lines).encode()
+        for i in range(0, len(blob), 977):  # pieces that cut lines and characters
+            yield blob[i:i + 977]
+    st, js, _, _ = s.req("POST", "/v1/documents", gen(), ctype="application/x-ndjson")
+    ok(st == 200 and js["documents"] == 150 and js["errors"] == 0, "POST /v1/documents (NDJSON, chunked) stores all",
+       js and {k: v for k, v in js.items() if k != "results"})
+    ok(js is not None and sorted(r["line"] for r in js["results"]) == list(range(1, 151)),
+       "NDJSON results name every line")
+    # NDJSON with bad lines: the good ones are stored, the bad ones reported by line
+    body = ('{"id":"mix-1","text":"one"}\n{"id":"mix-2"}\nnot json\n{"id":"mix-3","text":"three"}\n'
+            '{"id":"mix-4","text":"x","extra":1}\n')
+    st, js, _, _ = s.req("POST", "/v1/documents", body, ctype="application/x-ndjson")
+    bad = {r["line"]: r for r in js["results"] if r["status"] == "error"} if js else {}
+    ok(st == 400 and js["documents"] == 2 and set(bad) == {2, 3, 5} and "text" in bad[2]["error"]["message"]
+       and "extra" in bad[5]["error"]["message"], "NDJSON: bad lines reported with their field, good ones stored", js)
+    st, _, _, _ = s.req("GET", "/v1/documents/mix-3")
+    ok(st == 200, "NDJSON: good line after bad ones stored")
+    # a line longer than max-body is reported, the rest goes on
+    body = '{"id":"long","text":"%s"}\n{"id":"after-long","text":"fine"}\n' % ("x" * 70000)
+    st, js, _, _ = s.req("POST", "/v1/documents", body, ctype="application/x-ndjson")
+    ok(st == 413 and js["documents"] == 1, "NDJSON: over-long line -> 413 for it, next line stored", js)
+
+    # --- documents / chunks --------------------------------------------------
+    st, js, _, _ = s.req("GET", "/v1/documents/doc-3")
+    ok(st == 200 and js["id"] == "doc-3" and js["metadata"] == {"n": 3} and js["text"] == doc_text(3),
+       "GET /v1/documents/{id}", js)
+    chunk_id = js["chunk_ids"][0] if js else 1
+    st, js, _, _ = s.req("GET", "/v1/documents/odd%20id%2F%C3%BC%3F%23")
+    ok(st == 200 and js["id"] == "odd id/ü?#", "GET /v1/documents/{id} with a percent-encoded id", js)
+    st, js, _, _ = s.req("GET", "/v1/chunks/%d" % chunk_id)
+    ok(st == 200 and js["doc_id"] == "doc-3" and "continuation" in js and js["tokens"], "GET /v1/chunks/{id}", js)
+
+    # --- search ---------------------------------------------------------------
+    st, js, _, _ = s.req("POST", "/v1/search", {"query": doc_text(7), "k": 3})
+    ok(st == 200 and js["results"][0]["doc_id"] == "doc-7" and len(js["results"]) == 3,
+       "search by text finds the ingested document first", js and [r["doc_id"] for r in js["results"]])
+    hit = js["results"][0] if js else {}
+    ok(all(k in hit for k in ("score", "chunk_id", "doc_id", "metadata", "text", "continuation")),
+       "search hits carry score, ids, metadata, text and continuation", hit)
+    st, js, _, _ = s.req("POST", "/v1/search", {"queries": [doc_text(5), doc_text(105)], "k": 2, "with_text": False})
+    ok(st == 200 and [b["results"][0]["doc_id"] for b in js["batch"]] == ["doc-5", "nd-5"]
+       and "text" not in js["batch"][0]["results"][0], "search with a batch of queries, with_text false", js)
+    st, emb, _, _ = s.req("POST", "/v1/embeddings", {"input": [doc_text(9), "x"]})
+    ok(st == 200 and emb["object"] == "list" and len(emb["data"]) == 2 and len(emb["data"][0]["embedding"]) == dim
+       and emb["data"][1]["index"] == 1 and emb["usage"]["total_tokens"] > 0, "POST /v1/embeddings (OpenAI shape)")
+    st, js, _, _ = s.req("POST", "/v1/embeddings", {"input": "single", "model": emb["model"]})
+    ok(st == 200 and len(js["data"]) == 1, "embeddings: single string, model named as reported")
+    vec = emb["data"][0]["embedding"]
+    st, js, _, _ = s.req("POST", "/v1/search", {"vector": vec, "k": 1})
+    ok(st == 200 and js["results"][0]["doc_id"] == "doc-9", "search by vector", js)
+    st, js, _, _ = s.req("POST", "/v1/search", {"vector": vec, "k": 1, "exclude_docs": ["doc-9"]})
+    ok(st == 200 and js["results"][0]["doc_id"] != "doc-9", "exclude_docs skips a document", js)
+    st, js, _, _ = s.req("POST", "/v1/search", {"vector": vec, "k": 2, "nprobe": 4, "ef_search": 16})
+    ok(st == 200, "nprobe / ef_search accepted")
+
+    # --- delete removes from results ----------------------------------------
+    st, js, _, _ = s.req("DELETE", "/v1/documents/doc-9")
+    ok(st == 200 and js["deleted"] is True, "DELETE /v1/documents/{id}")
+    st, js, _, _ = s.req("POST", "/v1/search", {"vector": vec, "k": 50})
+    ok(st == 200 and all(r["doc_id"] != "doc-9" for r in js["results"]), "deleted document gone from search")
+    st, js, _, _ = s.req("GET", "/v1/documents/doc-9")
+    ok(st == 404 and js["error"]["code"] == "ENOTFOUND", "GET deleted document -> 404")
+    st, js, _, _ = s.req("DELETE", "/v1/documents/doc-9")
+    ok(st == 404, "DELETE missing document -> 404")
+    # upsert replaces
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [{"id": "doc-4", "text": "replaced text"}]})
+    st, js, _, _ = s.req("GET", "/v1/documents/doc-4")
+    ok(st == 200 and js["text"] == "replaced text", "upsert replaces a document", js)
+
+    # --- bad input: 4xx naming the field, server keeps serving -------------
+    big = json.dumps({"query": "x" * 70000})
+    cases = [
+        ("POST", "/v1/search", '{"query": "a", "k": 0}', "application/json", 422, "k"),
+        ("POST", "/v1/search", '{"query": "a", "k": 1001}', "application/json", 422, "k"),
+        ("POST", "/v1/search", '{"query": "a", "k": "5"}', "application/json", 400, "k"),
+        ("POST", "/v1/search", '{"query": "a", "k": 2.5}', "application/json", 400, "k"),
+        ("POST", "/v1/search", '{"query": "a", "bogus": 1}', "application/json", 400, "bogus"),
+        ("POST", "/v1/search", '{"query": "a", "query": "b"}', "application/json", 400, "duplicate"),
+        ("POST", "/v1/search", '{"k": 3}', "application/json", 400, "query"),
+        ("POST", "/v1/search", '{"query": 5}', "application/json", 400, "query"),
+        ("POST", "/v1/search", '{"queries": []}', "application/json", 422, "queries"),
+        ("POST", "/v1/search", '{"queries": ["a", 3]}', "application/json", 400, "queries[1]"),
+        ("POST", "/v1/search", '{"vector": [1, 2, 3]}', "application/json", 422, "vector"),
+        ("POST", "/v1/search", '{"vector": [1, "a"]}', "application/json", 400, "vector[1]"),
+        ("POST", "/v1/search", '{"query": "a", "nprobe": -1}', "application/json", 422, "nprobe"),
+        ("POST", "/v1/search", '{"query": "a", "exclude_docs": "x"}', "application/json", 400, "exclude_docs"),
+        ("POST", "/v1/search", '{"query": "a", "with_text": 1}', "application/json", 400, "with_text"),
+        ("POST", "/v1/search", '{"query": "a"', "application/json", 400, "JSON"),
+        ("POST", "/v1/search", '[1, 2]', "application/json", 400, "object"),
+        ("POST", "/v1/search", b'{"query": "\xff\xfe"}', "application/json", 400, "UTF-8"),
+        ("POST", "/v1/search", '{"query": "a"}', "text/plain", 415, "Content-Type"),
+        ("POST", "/v1/search", big, "application/json", 413, "body"),
+        ("POST", "/v1/search", '', "application/json", 400, "JSON"),
+        ("POST", "/v1/embeddings", '{}', "application/json", 400, "input"),
+        ("POST", "/v1/embeddings", '{"input": 3}', "application/json", 400, "input"),
+        ("POST", "/v1/embeddings", '{"input": "a", "encoding_format": "base64"}', "application/json", 422, "encoding_format"),
+        ("POST", "/v1/embeddings", '{"input": "a", "model": "gpt-9"}', "application/json", 404, "model"),
+        ("POST", "/v1/documents", '{"documents": [{"text": "a"}]}', "application/json", 400, "documents[0].id"),
+        ("POST", "/v1/documents", '{"documents": [{"id": "a", "text": 1}]}', "application/json", 400, "documents[0].text"),
+        ("POST", "/v1/documents", '{"documents": [{"id": "%s", "text": "a"}]}' % ("i" * 600), "application/json", 422, "id"),
+        ("POST", "/v1/documents", '{"documents": [{"id": "a", "text": "b", "metadata": [1]}]}', "application/json", 400, "metadata"),
+        ("POST", "/v1/documents", '{"documents": {}}', "application/json", 400, "documents"),
+        ("POST", "/v1/documents", '{"docs": []}', "application/json", 400, "docs"),
+        ("POST", "/v1/documents", '{"documents": []}', "text/csv", 415, "Content-Type"),
+        ("POST", "/v1/completions", '{"prompt": "a", "temperature": -1}', "application/json", 422, "temperature"),
+        ("POST", "/v1/completions", '{"prompt": "a", "top_p": 1.5}', "application/json", 422, "top_p"),
+        ("POST", "/v1/completions", '{"prompt": "a", "top_p": 0}', "application/json", 422, "top_p"),
+        ("POST", "/v1/completions", '{"prompt": "a", "n": 2}', "application/json", 422, "n"),
+        ("POST", "/v1/completions", '{"prompt": "a", "max_tokens": 0}', "application/json", 422, "max_tokens"),
+        ("POST", "/v1/completions", '{"prompt": "a", "stop": [1]}', "application/json", 400, "stop[0]"),
+        ("POST", "/v1/completions", '{"prompt": "a", "stop": ["a","b","c","d","e"]}', "application/json", 422, "stop"),
+        ("POST", "/v1/completions", '{"prompt": "a", "logprobs": 9}', "application/json", 422, "logprobs"),
+        ("POST", "/v1/completions", '{"prompt": "a", "stream": "yes"}', "application/json", 400, "stream"),
+        ("POST", "/v1/completions", '{"prompt": "a", "frequency_penalty": 1}', "application/json", 400, "frequency_penalty"),
+        ("POST", "/v1/completions", '{"max_tokens": 3}', "application/json", 400, "prompt"),
+        ("POST", "/v1/completions", '{"prompt": "a", "model": "gpt-9"}', "application/json", 404, "model"),
+        ("GET", "/v1/chunks/abc", None, None, 400, "id"),
+        ("GET", "/v1/chunks/0", None, None, 400, "id"),
+        ("GET", "/v1/chunks/99999999", None, None, 404, "chunk"),
+        ("GET", "/v1/documents/%ZZ", None, None, 400, "id"),
+        ("GET", "/v1/documents/a%00b", None, None, 400, "id"),
+        ("GET", "/v1/documents/%ff", None, None, 400, "id"),
+        ("GET", "/nope", None, None, 404, "route"),
+        ("PUT", "/v1/search", None, None, 405, "method"),
+        ("GET", "/v1/search", None, None, 405, "method"),
+        ("POST", "/health", "{}", "application/json", 405, "method"),
+    ]
+    for method, path, body, ctype, want, field in cases:
+        st, js, raw, r = s.req(method, path, body, ctype=ctype)
+        good = st == want and js is not None and field.lower() in js["error"]["message"].lower()
+        ok(good and healthy(s), "%s %s %r -> %d naming %r" % (method, path, (body or "")[:50], want, field),
+           "%d %s" % (st, raw[:300]))
+    st, js, raw, r = s.req("PUT", "/v1/search")
+    ok(r.getheader("Allow") == "POST", "405 carries Allow")
+    # header limit: a huge header -> 4xx (MHD), server fine
+    try:
+        st, js, raw, r = s.req("GET", "/health", headers={"X-Big": "a" * 100000})
+    except (OSError, http.client.HTTPException):
+        st = 431
+    ok(400 <= st < 500 and healthy(s), "oversized headers -> 4xx, server keeps serving", st)
+
+    # --- metrics --------------------------------------------------------------
+    st, js, raw, r = s.req("GET", "/metrics")
+    text = raw.decode()
+    ok(st == 200 and 'retro_http_requests_total{route="/v1/search",status="200"}' in text
+       and 'retro_http_request_duration_seconds_bucket{route="/v1/search",status="200",le="+Inf"}' in text
+       and re.search(r"^retro_documents \d+", text, re.M) and re.search(r"^retro_chunks \d+", text, re.M)
+       and "retro_index_vectors" in text and "retro_ingested_documents_total" in text
+       and 'retro_http_queue_depth{pool="work"}' in text, "GET /metrics (Prometheus text)", text[:500])
+    m = re.search(r"^retro_documents (\d+)", text, re.M)
+    st, info, _, _ = s.req("GET", "/v1/info")
+    ok(m and int(m.group(1)) == info["documents"], "metrics and info agree on the document count")
+
+    # --- a slow request does not block others --------------------------------
+    big_lines = "".join(json.dumps({"id": "slow-%d" % i, "text": doc_text(i, 300)}) + "\n" for i in range(300))
+    res = {}
+
+    def slow():
+        res["slow"] = s.req("POST", "/v1/documents", big_lines, ctype="application/x-ndjson", timeout=120)[0]
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.2)
+    worst = 0.0
+    while t.is_alive():
+        t0 = time.time()
+        healthy(s)
+        s.req("GET", "/v1/documents/doc-1")
+        worst = max(worst, time.time() - t0)
+        time.sleep(0.02)
+    t.join()
+    ok(res.get("slow") == 200 and worst < 0.5, "fast requests answered during a slow ingest (worst %.3fs)" % worst,
+       res)
+
+
+def read_sse(s, body):
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+    c.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    events = []
+    if r.status == 200:
+        buf = b""
+        while True:
+            piece = r.read1(65536) if hasattr(r, "read1") else r.read(1)
+            if not piece:
+                break
+            buf += piece
+        for block in buf.decode().split("\n\n"):
+            if block.startswith("data: "):
+                events.append(block[6:])
+    c.close()
+    return r.status, r.getheader("Content-Type"), events
+
+
+def run_completions(s):
+    long_prompt = doc_text(201, 50)  # about four 64-token chunks -> neighbours for the prompt
+    body = {"prompt": long_prompt, "max_tokens": 70, "temperature": 0.8, "seed": 42, "k": 2}
+    st, js, raw, _ = s.req("POST", "/v1/completions", body)
+    ok(st == 200 and js["object"] == "text_completion" and js["choices"][0]["index"] == 0
+       and js["usage"]["completion_tokens"] <= 70 and js["choices"][0]["finish_reason"] in ("length", "stop"),
+       "POST /v1/completions (OpenAI shape)", raw[:500])
+    chunks = js["retro"]["chunks"] if js else []
+    ok(len(chunks) >= 2 and all(len(c["neighbors"]) >= 1 for c in chunks), "retro: neighbours for every chunk",
+       chunks[:1])
+    nb_ok = True
+    for c in chunks:
+        for nb in c["neighbors"]:
+            st2, ch, _, _ = s.req("GET", "/v1/chunks/%d" % nb["chunk_id"])
+            nb_ok &= st2 == 200 and ch["text"] == nb["text"] and ch["doc_id"] == nb["doc_id"]
+    ok(nb_ok, "reported neighbours are stored chunks with their text and document")
+    st, js2, _, _ = s.req("POST", "/v1/completions", body)
+    ok(st == 200 and js2["choices"][0]["text"] == js["choices"][0]["text"], "same seed -> same text")
+    st, js3, _, _ = s.req("POST", "/v1/completions", dict(body, seed=43))
+    diag("seed 42 vs 43 texts differ: %s" % (js3["choices"][0]["text"] != js["choices"][0]["text"]))
+    st, js4, _, _ = s.req("POST", "/v1/completions", dict(body, max_tokens=5))
+    ok(st == 200 and js4["usage"]["completion_tokens"] <= 5, "max_tokens bounds the completion")
+    st, js5, _, _ = s.req("POST", "/v1/completions", dict(body, exclude_docs=["long-1"], max_tokens=3))
+    ok(st == 200 and all(nb["doc_id"] != "long-1" for c in js5["retro"]["chunks"] for nb in c["neighbors"]),
+       "exclude_docs honoured in retrieval")
+    st, js6, _, _ = s.req("POST", "/v1/completions", dict(body, retrieval=False, max_tokens=3))
+    ok(st == 200 and js6["retro"]["retrieval"] is False and all(not c["neighbors"] for c in js6["retro"]["chunks"]),
+       "retrieval: false uses no neighbours", js6 and js6["retro"])
+    st, js7, _, _ = s.req("POST", "/v1/completions", dict(body, logprobs=2, max_tokens=4))
+    lp = js7["choices"][0]["logprobs"] if js7 else None
+    ok(st == 200 and lp and len(lp["token_logprobs"]) == js7["usage"]["completion_tokens"]
+       and len(lp["top_logprobs"][0]) <= 2, "logprobs", lp)
+    # stop: cut at a piece of the text the same seed produced
+    text = js["choices"][0]["text"]
+    cut = text[len(text) // 2:len(text) // 2 + 3]
+    if cut.strip() and "\ufffd" not in cut:
+        st, js8, _, _ = s.req("POST", "/v1/completions", dict(body, stop=[cut]))
+        ok(st == 200 and js8["choices"][0]["finish_reason"] == "stop" and cut not in js8["choices"][0]["text"]
+           and text.startswith(js8["choices"][0]["text"]), "stop sequence ends the text before it", (cut, js8))
+    else:
+        ok(True, "stop sequence (no usable cut in this text) # SKIP")
+    # streamed: same shape, same text, ends with [DONE]
+    st, ctype, events = read_sse(s, dict(body, stream=True))
+    ok(st == 200 and ctype.startswith("text/event-stream") and events and events[-1] == "[DONE]",
+       "stream: text/event-stream ending data: [DONE]", events[-2:])
+    objs = [json.loads(e) for e in events[:-1]]
+    streamed = "".join(o["choices"][0]["text"] for o in objs)
+    ok(streamed == js["choices"][0]["text"], "stream: joined pieces equal the whole completion")
+    ok(all(o["object"] == "text_completion" for o in objs) and objs[-1]["choices"][0]["finish_reason"] is not None
+       and any("retro" in o and o["retro"].get("chunks") for o in objs), "stream: chunks in the same shape, with neighbours")
+    # disconnect mid-stream: generation is cancelled and the server keeps serving
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+    c.request("POST", "/v1/completions", body=json.dumps(dict(body, stream=True, max_tokens=400)),
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    r.read1(100)
+    c.sock.close()
+    c.close()
+    time.sleep(0.5)
+    ok(healthy(s), "client disconnect mid-stream: server keeps serving")
+
+
+def auth_server():
+    return Server("auth", "--api-key", "rw-secret", "--read-key", "ro-secret")
+
+
+def run_auth():
+    s = auth_server()
+    try:
+        write_body = {"documents": [{"id": "auth-doc", "text": "auth text"}]}
+        forms = [lambda k: {"Authorization": "Bearer " + k}, lambda k: {"api-key": k}]
+        for fi, form in enumerate(forms):
+            fname = ["Authorization: Bearer", "api-key"][fi]
+            for key, read_want, write_want in [(None, 401, 401), ("wrong", 401, 401),
+                                               ("ro-secret", 200, 403), ("rw-secret", 200, 200)]:
+                h = form(key) if key else {}
+                st_r, js, _, _ = s.req("GET", "/v1/info", headers=h)
+                st_w, js2, _, _ = s.req("POST", "/v1/documents", write_body, headers=h)
+                st_s, _, _, _ = s.req("POST", "/v1/search", {"query": "auth", "k": 1}, headers=h)
+                st_d, _, _, _ = s.req("DELETE", "/v1/documents/none", headers=h)
+                want_d = 404 if write_want == 200 else write_want
+                ok(st_r == read_want and st_s == read_want and st_w == write_want and st_d == want_d,
+                   "auth %s key=%s: read %d write %d" % (fname, key, read_want, write_want),
+                   (st_r, st_s, st_w, st_d, js2))
+        st, _, _, r = s.req("GET", "/v1/info", headers={"Authorization": "Bearer wrong"})
+        ok(st == 401 and r.getheader("WWW-Authenticate"), "401 carries WWW-Authenticate")
+        st, _, _, _ = s.req("GET", "/health")
+        st2, _, _, _ = s.req("GET", "/openapi.json")
+        ok(st == 200 and st2 == 200, "/health and /openapi.json need no key")
+        st, _, _, _ = s.req("GET", "/metrics")
+        ok(st == 401, "/metrics needs a key")
+    finally:
+        s.stop()
+    # configuration precedence: flag > environment > config file
+    conf = os.path.join(WORK, "retro.conf")
+    with open(conf, "w") as f:
+        f.write("# test config\napi-key = from-file\nread_key = \"ro-file\"\nmax-body = 2048\n")
+    env = dict(os.environ, RETRO_READ_KEY="ro-env")
+    s = Server.__new__(Server)
+    old = os.environ.copy()
+    os.environ.update(env)
+    try:
+        s.__init__("auth", "--config", conf, "--max-body", "4096")
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    try:
+        st1, _, _, _ = s.req("GET", "/v1/info", headers={"api-key": "from-file"})
+        st2, _, _, _ = s.req("GET", "/v1/info", headers={"api-key": "ro-file"})
+        st3, _, _, _ = s.req("GET", "/v1/info", headers={"api-key": "ro-env"})
+        st4, _, _, _ = s.req("POST", "/v1/search", {"query": "x" * 3000}, headers={"api-key": "from-file"})
+        ok(st1 == 200 and st2 == 401 and st3 == 200 and st4 == 200,
+           "config file < environment < flags", (st1, st2, st3, st4))
+    finally:
+        s.stop()
+
+
+def run_busy():
+    s = Server("busy", "--gen-slots", "1", "--gen-queue", "0", data=os.path.join(WORK, "main"))
+    try:
+        res = []
+        lock = threading.Lock()
+
+        def one():
+            st, js, raw, r = s.req("POST", "/v1/completions",
+                                   {"prompt": doc_text(1, 60), "max_tokens": 400, "temperature": 1.0})
+            with lock:
+                res.append((st, r.getheader("Retry-After")))
+        ts = [threading.Thread(target=one) for _ in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        codes = sorted(r[0] for r in res)
+        ok(codes.count(200) >= 1 and codes.count(429) >= 1 and set(codes) <= {200, 429}
+           and all(ra == "1" for st, ra in res if st == 429), "full generation queue -> 429 with Retry-After", res)
+        ok(healthy(s), "server fine after 429s")
+    finally:
+        s.stop()
+
+
+def run_sigterm_ingest():
+    s = Server("term")
+    acked = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(ci):
+        i = 0
+        while not stop.is_set():
+            docs = [{"id": "t%d-%d" % (ci, i + j), "text": doc_text(i + j, 80)} for j in range(10)]
+            i += 10
+            try:
+                st, js, _, _ = s.req("POST", "/v1/documents", {"documents": docs}, timeout=60)
+            except (OSError, http.client.HTTPException):
+                return
+            if st == 200:
+                with lock:
+                    acked.extend(r["id"] for r in js["results"] if r["status"] == "ok")
+    ts = [threading.Thread(target=client, args=(ci,)) for ci in range(3)]
+    for t in ts:
+        t.start()
+    time.sleep(2.0)
+    s.p.send_signal(signal.SIGTERM)
+    rc = s.p.wait(120)
+    stop.set()
+    for t in ts:
+        t.join()
+    ok(rc == 0, "SIGTERM during ingest: exit 0 after draining", rc)
+    ok(len(acked) > 0, "some documents were acknowledged before SIGTERM (%d)" % len(acked))
+    s2 = Server("term")
+    try:
+        missing = [d for d in acked if s2.req("GET", "/v1/documents/" + d)[0] != 200]
+        ok(not missing, "no acknowledged document lost across SIGTERM", missing[:10])
+        st, js, _, _ = s2.req("POST", "/v1/search", {"query": doc_text(0, 80), "k": 1})
+        ok(st == 200 and js["results"], "index usable after restart")
+    finally:
+        s2.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+/* test_http.c - unit tests of the HTTP pieces that need no engine or
+ * socket: configuration precedence, routing and id decoding, API-key checks,
+ * the NDJSON splitter, the JSON writer (U+FFFD for broken UTF-8) and request
+ * decoders, the OpenAPI document against the route table, and the
+ * dispatcher with no engine (validation before 503). */
+#include "http.h"
+#include "tap.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+TEST(config_precedence) {
+  char path[] = "/tmp/retro-http-conf-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  const char text[] = "# comment\nport = 9000\nworkers=3\napi_key = \"file-key\"\nhost = 127.0.0.2 # x\n";
+  CHECK(write(fd, text, sizeof text - 1) == (ssize_t)(sizeof text - 1));
+  close(fd);
+  char *argv[] = {"serve", "--config", path, "--workers", "5", "--data=/d", NULL};
+  char *env[] = {"RETRO_PORT=9100", "RETRO_QUEUE=7", "RETRO_WORKERS=4", NULL};
+  http_config cfg;
+  char err[256] = "";
+  int help = 0;
+  proto_status st = http_config_load(&cfg, 6, argv, env, &help, err, sizeof err);
+  CHECKF(st == PROTO_OK, "%s", err);
+  CHECK(cfg.port == 9100);     /* env beats file */
+  CHECK(cfg.workers == 5);     /* flag beats env and file */
+  CHECK(cfg.queue == 7);       /* env beats default */
+  CHECK(cfg.api_key && !strcmp(cfg.api_key, "file-key"));
+  CHECK(cfg.host && !strcmp(cfg.host, "127.0.0.2"));
+  CHECK(cfg.data && !strcmp(cfg.data, "/d"));
+  CHECK(cfg.max_body == 16777216); /* default */
+  http_config_free(&cfg);
+
+  char *bad1[] = {"serve", "--port", "x", NULL};
+  CHECK(http_config_load(&cfg, 3, bad1, env, &help, err, sizeof err) == PROTO_EINVAL);
+  CHECK(strstr(err, "port") != NULL);
+  http_config_free(&cfg);
+  char *bad2[] = {"serve", "--nope", NULL};
+  CHECK(http_config_load(&cfg, 2, bad2, env, &help, err, sizeof err) == PROTO_EINVAL);
+  http_config_free(&cfg);
+  char *h[] = {"serve", "--help", NULL};
+  CHECK(http_config_load(&cfg, 2, h, env, &help, err, sizeof err) == PROTO_OK && help == 1);
+  http_config_free(&cfg);
+  unlink(path);
+  CHECK(strstr(http_config_usage(), "RETRO_API_KEY") != NULL);
+  CHECK(http_host_is_loopback("127.0.0.1") && http_host_is_loopback("::1") &&
+        http_host_is_loopback("localhost"));
+  CHECK(!http_host_is_loopback("0.0.0.0") && !http_host_is_loopback("10.0.0.1") &&
+        !http_host_is_loopback("::"));
+}
+
+TEST(routing) {
+  http_match m;
+  http_route_match("GET", "/health", &m);
+  CHECK(m.st == PROTO_OK && m.route == HTTP_R_HEALTH && m.access == HTTP_OPEN);
+  http_route_match("POST", "/health", &m);
+  CHECK(m.st == PROTO_EMETHOD && m.allow && !strcmp(m.allow, "GET, HEAD"));
+  http_route_match("GET", "/v1/documents/a%2Fb%20c", &m);
+  CHECK(m.st == PROTO_OK && m.route == HTTP_R_DOC_GET && !strcmp(m.id, "a/b c"));
+  http_route_match("DELETE", "/v1/documents/x", &m);
+  CHECK(m.st == PROTO_OK && m.route == HTTP_R_DOC_DELETE && m.access == HTTP_WRITE);
+  http_route_match("GET", "/v1/documents/a%00b", &m);
+  CHECK(m.st == PROTO_EINVAL);
+  http_route_match("GET", "/v1/documents/%zz", &m);
+  CHECK(m.st == PROTO_EINVAL);
+  http_route_match("GET", "/v1/documents/%C3", &m);
+  CHECK(m.st == PROTO_EINVAL);
+  http_route_match("GET", "/v1/documents/", &m);
+  CHECK(m.st == PROTO_ENOTFOUND);
+  http_route_match("GET", "/v1/chunks/42", &m);
+  CHECK(m.st == PROTO_OK && m.num == 42);
+  http_route_match("GET", "/v1/chunks/-1", &m);
+  CHECK(m.st == PROTO_EINVAL);
+  http_route_match("GET", "/v1/chunks/99999999999999999999999", &m);
+  CHECK(m.st == PROTO_EINVAL);
+  http_route_match("POST", "/v1/search", &m);
+  CHECK(m.st == PROTO_OK && m.kind == HTTP_WORKER && m.has_body && m.access == HTTP_READ);
+  http_route_match("POST", "/v1/documents", &m);
+  CHECK(m.st == PROTO_OK && m.access == HTTP_WRITE);
+  http_route_match("GET", "/v1/searchx", &m);
+  CHECK(m.st == PROTO_ENOTFOUND && m.route == HTTP_R_OTHER);
+  char big[600];
+  memset(big, 'a', sizeof big);
+  memcpy(big, "/v1/documents/", 14);
+  big[sizeof big - 1] = 0;
+  http_route_match("GET", big, &m);
+  CHECK(m.st == PROTO_EINVAL);
+}
+
+TEST(auth) {
+  http_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  CHECK(http_auth_check(&cfg, NULL, NULL, HTTP_WRITE) == PROTO_OK); /* no keys: open */
+  cfg.api_key = "rw";
+  cfg.read_key = "ro";
+  CHECK(http_auth_check(&cfg, NULL, NULL, HTTP_OPEN) == PROTO_OK);
+  CHECK(http_auth_check(&cfg, NULL, NULL, HTTP_READ) == PROTO_EUNAUTH);
+  CHECK(http_auth_check(&cfg, "Bearer rw", NULL, HTTP_WRITE) == PROTO_OK);
+  CHECK(http_auth_check(&cfg, "bearer  rw", NULL, HTTP_WRITE) == PROTO_OK);
+  CHECK(http_auth_check(&cfg, NULL, "rw", HTTP_WRITE) == PROTO_OK);
+  CHECK(http_auth_check(&cfg, NULL, "ro", HTTP_READ) == PROTO_OK);
+  CHECK(http_auth_check(&cfg, "Bearer ro", NULL, HTTP_WRITE) == PROTO_EFORBIDDEN);
+  CHECK(http_auth_check(&cfg, "Bearer r", NULL, HTTP_READ) == PROTO_EUNAUTH);
+  CHECK(http_auth_check(&cfg, "Bearer rww", NULL, HTTP_READ) == PROTO_EUNAUTH);
+  CHECK(http_auth_check(&cfg, "Basic rw", NULL, HTTP_READ) == PROTO_EUNAUTH);
+  CHECK(http_auth_check(&cfg, "Bearer ", NULL, HTTP_READ) == PROTO_EUNAUTH);
+  CHECK(http_ct_equal("abc", 3, "abc", 3) && !http_ct_equal("abc", 3, "abd", 3) &&
+        !http_ct_equal("abc", 3, "ab", 2) && !http_ct_equal("", 0, "a", 1));
+}
+
+typedef struct lines_out { int n; char got[8][64]; uint64_t no[8]; int too_long[8]; } lines_out;
+
+static proto_status collect(void *ctx, const char *line, size_t len, uint64_t no, int too_long) {
+  lines_out *o = ctx;
+  if (o->n < 8) {
+    snprintf(o->got[o->n], sizeof o->got[0], "%.*s", (int)len, line ? line : "");
+    o->no[o->n] = no;
+    o->too_long[o->n] = too_long;
+  }
+  o->n++;
+  return PROTO_OK;
+}
+
+TEST(ndjson_lines) {
+  const char *data = "{\"a\":1}\r\n\n  \n{\"b\":2}\n0123456789abcdef\n{\"c\":3}";
+  /* every split point gives the same lines */
+  for (size_t cut = 0; cut <= strlen(data); cut++) {
+    http_lines ls;
+    memset(&ls, 0, sizeof ls);
+    ls.max_line = 12;
+    lines_out o;
+    memset(&o, 0, sizeof o);
+    CHECK(http_lines_feed(&ls, data, cut, collect, &o, NULL) == PROTO_OK);
+    CHECK(http_lines_feed(&ls, data + cut, strlen(data) - cut, collect, &o, NULL) == PROTO_OK);
+    CHECK(http_lines_finish(&ls, collect, &o) == PROTO_OK);
+    int good = o.n == 4 && !strcmp(o.got[0], "{\"a\":1}") && o.no[0] == 1 &&
+               !strcmp(o.got[1], "{\"b\":2}") && o.no[1] == 4 && o.too_long[2] && o.no[2] == 5 &&
+               !strcmp(o.got[3], "{\"c\":3}") && o.no[3] == 6;
+    CHECKF(good, "cut %zu: n=%d", cut, o.n);
+    http_lines_free(&ls);
+  }
+}
+
+TEST(json_writer) {
+  proto_buf b;
+  proto_buf_init(&b);
+  proto_jw w;
+  proto_jw_init(&w, &b);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "s");
+  proto_jw_str(&w, "a\"\\\n\x01\xe2\x82", 7); /* ends mid-character */
+  proto_jw_key(&w, "arr");
+  proto_jw_arr(&w);
+  proto_jw_int(&w, -3);
+  proto_jw_float(&w, 0.1f);
+  proto_jw_num(&w, 1.0 / 0.0);
+  proto_jw_bool(&w, 1);
+  proto_jw_arr_end(&w);
+  proto_jw_key(&w, "bad");
+  proto_jw_str(&w, "\xff\xc0\x80x\xed\xa0\x80", 7);
+  proto_jw_obj_end(&w);
+  const char *want = "{\"s\":\"a\\\"\\\\\\n\\u0001\xef\xbf\xbd\",\"arr\":[-3,0.1,null,true],"
+                     "\"bad\":\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdx\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"}";
+  CHECKF(b.data && !strcmp(b.data, want), "%s", b.data);
+  CHECK(proto_utf8_valid(b.data, b.len));
+  json_error_t je;
+  json_t *v = json_loadb(b.data, b.len, 0, &je);
+  CHECK(v != NULL);
+  json_decref(v);
+  proto_buf_free(&b);
+}
+
+TEST(decoders) {
+  char err[256];
+  proto_search_req s;
+  const char *q1 = "{\"query\":\"hi\",\"k\":3,\"exclude_docs\":[\"a\"]}";
+  CHECK(proto_search_parse(q1, strlen(q1), &s, err, sizeof err) == PROTO_OK);
+  CHECK(s.n_queries == 1 && !strcmp(s.queries[0], "hi") && s.k == 3 && s.n_exclude == 1 && s.with_text);
+  proto_search_free(&s);
+  const char *v = "{\"vector\":[1,2.5,-3],\"k\":1}";
+  CHECK(proto_search_parse(v, strlen(v), &s, err, sizeof err) == PROTO_OK && s.dim == 3 && s.vector[1] == 2.5f);
+  proto_search_free(&s);
+  const char *dup = "{\"query\":\"a\",\"query\":\"b\"}";
+  CHECK(proto_search_parse(dup, strlen(dup), &s, err, sizeof err) == PROTO_EJSON);
+  const char *both = "{\"query\":\"a\",\"vector\":[1]}";
+  CHECK(proto_search_parse(both, strlen(both), &s, err, sizeof err) == PROTO_EINVAL);
+  const char *utf = "{\"query\":\"\xc3\x28\"}";
+  CHECK(proto_search_parse(utf, strlen(utf), &s, err, sizeof err) == PROTO_EUTF8);
+  const char *k0 = "{\"query\":\"a\",\"k\":0}";
+  CHECK(proto_search_parse(k0, strlen(k0), &s, err, sizeof err) == PROTO_ERANGE && strstr(err, "k:"));
+  const char *unk = "{\"query\":\"a\",\"zz\":0}";
+  CHECK(proto_search_parse(unk, strlen(unk), &s, err, sizeof err) == PROTO_EUNKNOWN_FIELD && strstr(err, "zz"));
+
+  proto_complete_req c;
+  const char *cr = "{\"prompt\":\"p\",\"stop\":\"\\n\",\"temperature\":0,\"seed\":5,\"logprobs\":2}";
+  CHECK(proto_complete_parse(cr, strlen(cr), &c, err, sizeof err) == PROTO_OK);
+  CHECK(c.n_stop == 1 && c.stop[0][0] == '\n' && c.temperature == 0 && c.has_seed && c.seed == 5 &&
+        c.logprobs == 2 && c.max_tokens == 16 && c.retrieval == 1 && c.top_p == 1);
+  proto_complete_free(&c);
+  const char *neg = "{\"prompt\":\"p\",\"temperature\":-0.5}";
+  CHECK(proto_complete_parse(neg, strlen(neg), &c, err, sizeof err) == PROTO_ERANGE && strstr(err, "temperature"));
+  const char *n2 = "{\"prompt\":\"p\",\"n\":2}";
+  CHECK(proto_complete_parse(n2, strlen(n2), &c, err, sizeof err) == PROTO_ERANGE);
+
+  proto_doc *docs = NULL;
+  size_t n = 0;
+  const char *d = "{\"documents\":[{\"id\":\"x\",\"text\":\"t\",\"metadata\":{\"a\":[1]}}]}";
+  CHECK(proto_docs_parse(d, strlen(d), 10, &docs, &n, err, sizeof err) == PROTO_OK && n == 1);
+  CHECK(n == 1 && !strcmp(docs[0].metadata_json, "{\"a\":[1]}"));
+  for (size_t i = 0; i < n; i++) proto_doc_free(&docs[i]);
+  free(docs);
+  const char *d2 = "{\"documents\":[{\"id\":\"x\",\"text\":\"t\"},{\"id\":\"\",\"text\":\"t\"}]}";
+  CHECK(proto_docs_parse(d2, strlen(d2), 10, &docs, &n, err, sizeof err) == PROTO_ERANGE &&
+        strstr(err, "documents[1].id"));
+  proto_embed_req e;
+  const char *er = "{\"input\":[\"a\",\"b\"],\"model\":\"m\"}";
+  CHECK(proto_embed_parse(er, strlen(er), &e, err, sizeof err) == PROTO_OK && e.n == 2 && !strcmp(e.model, "m"));
+  proto_embed_free(&e);
+}
+
+TEST(openapi_matches_routes) {
+  json_error_t je;
+  json_t *doc = json_loads(http_openapi_json(), JSON_REJECT_DUPLICATES, &je);
+  CHECKF(doc != NULL, "%s", je.text);
+  if (!doc) return;
+  json_t *paths = json_object_get(doc, "paths");
+  CHECK(json_is_object(paths));
+  /* every documented path + method is routed to the route of that label */
+  const char *path;
+  json_t *ops;
+  json_object_foreach(paths, path, ops) {
+    const char *method;
+    json_t *op;
+    json_object_foreach(ops, method, op) {
+      char up[16], concrete[128];
+      size_t i = 0;
+      for (; method[i] && i < sizeof up - 1; i++) up[i] = (char)(method[i] - 32);
+      up[i] = 0;
+      snprintf(concrete, sizeof concrete, "%s", path);
+      char *brace = strstr(concrete, "{id}");
+      if (brace) memcpy(brace, "7\0\0\0", 4);
+      http_match m;
+      http_route_match(up, concrete, &m);
+      CHECKF(m.st == PROTO_OK && !strcmp(http_route_label(m.route), path) &&
+                 !strcmp(http_route_method(m.route), up),
+             "%s %s", up, path);
+    }
+  }
+  /* every route is documented */
+  for (int r = 0; r < HTTP_R_OTHER; r++) {
+    char lower[16];
+    const char *m = http_route_method((http_route)r);
+    size_t i = 0;
+    for (; m[i] && i < sizeof lower - 1; i++) lower[i] = (char)(m[i] + 32);
+    lower[i] = 0;
+    json_t *p = json_object_get(paths, http_route_label((http_route)r));
+    CHECKF(p && json_object_get(p, lower), "%s %s", m, http_route_label((http_route)r));
+  }
+  json_decref(doc);
+}
+
+TEST(dispatch_without_engine) {
+  http_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.max_body = 1024;
+  cfg.api_key = "k";
+  http_server *s = NULL;
+  CHECK(http_server_new(&cfg, NULL, &s) == PROTO_OK);
+  struct { const char *method, *path, *auth, *ctype, *body; int want; } cases[] = {
+      {"GET", "/health", NULL, NULL, NULL, 200},
+      {"GET", "/ready", NULL, NULL, NULL, 503},
+      {"GET", "/v1/info", NULL, NULL, NULL, 401},
+      {"GET", "/v1/info", "Bearer k", NULL, NULL, 503},
+      {"POST", "/v1/search", "Bearer k", "application/json", "{\"query\":1}", 400},
+      {"POST", "/v1/search", "Bearer k", "application/json", "{\"query\":\"a\"}", 503},
+      {"POST", "/v1/search", "Bearer k", "text/plain", "{}", 415},
+      {"POST", "/v1/documents", "Bearer k", "application/x-ndjson", "{\"id\":\"a\",\"text\":\"b\"}\n", 503},
+      {"POST", "/v1/completions", "Bearer k", "application/json", "{\"prompt\":\"a\",\"top_p\":2}", 422},
+      {"GET", "/openapi.json", NULL, NULL, NULL, 200},
+      {"GET", "/metrics", "Bearer k", NULL, NULL, 200},
+      {"PATCH", "/v1/search", NULL, NULL, NULL, 405},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    http_request rq;
+    memset(&rq, 0, sizeof rq);
+    rq.method = cases[i].method;
+    rq.path = cases[i].path;
+    rq.authorization = cases[i].auth;
+    rq.content_type = cases[i].ctype;
+    rq.body = cases[i].body ? cases[i].body : "";
+    rq.body_len = strlen(rq.body);
+    http_response resp;
+    http_dispatch(s, &rq, &resp);
+    CHECKF(resp.status == cases[i].want, "%s %s -> %d, want %d: %s", cases[i].method,
+           cases[i].path, resp.status, cases[i].want, resp.body.data ? resp.body.data : "");
+    proto_buf_free(&resp.body);
+  }
+  http_server_free(s);
+}
+
+int main(void) {
+  RUN(config_precedence);
+  RUN(routing);
+  RUN(auth);
+  RUN(ndjson_lines);
+  RUN(json_writer);
+  RUN(decoders);
+  RUN(openapi_matches_routes);
+  RUN(dispatch_without_engine);
+  return tap_done();
+}
