@@ -646,7 +646,9 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
   }
   pthread_rwlock_wrlock(&ix->lock);
   s = sync_locked(ix);
-  if (s == PROTO_OK && rebuilt) s = save_locked(ix);
+  /* Saving the repaired index spares the next start a rebuild; failing to
+   * (a read-only data dir) is not fatal: the store still holds everything. */
+  if (s == PROTO_OK && rebuilt) (void)save_locked(ix);
   pthread_rwlock_unlock(&ix->lock);
   if (s != PROTO_OK) goto leave;
   *out = ix;

@@ -33,7 +33,7 @@ typedef struct idx_options {
  * must outlive the index), then catches up with the store (idx_sync). The
  * factory string is kept in the store's meta ("index_factory"); an explicit
  * opt->factory that differs from it rebuilds the index. A missing, torn or
- * foreign file is rebuilt from the store and saved. PROTO_EINVAL for a bad
+ * foreign file is rebuilt from the store and saved (when writable). PROTO_EINVAL for a bad
  * factory string, PROTO_EDIM when dim disagrees with the store. */
 proto_status idx_open(const char *path, store *st, const idx_options *opt, idx **out);
 /* Closes without saving; accepts NULL. */
@@ -59,7 +59,9 @@ typedef struct idx_search_params {
   int ef_search; /* HNSW efSearch; 0 = index default */
 } idx_search_params;
 
-/* Returns 1 to keep a result id, 0 to skip it (deleted, excluded doc, ...). */
+/* Returns 1 to keep a result id, 0 to skip it (deleted, excluded doc, ...).
+ * Called from idx_search under the index's read lock: it must not call
+ * idx_sync, idx_save or idx_rebuild on the same index. */
 typedef int (*idx_filter_fn)(void *ctx, int64_t chunk_id);
 
 /* k nearest neighbours of each of nq queries (nq x dim floats). scores and

@@ -600,8 +600,34 @@ static void bert_linear(bert *b, lin_job *j) {
   pool_for(b->pool, j->tiles, lin_tile, j);
   if (j->epi == EPI_ADD_LN && !j->rows) {
     ln_job l = {j->out, j->res, j->g, j->beta, j->M, j->N, w, j->eps};
-    pool_for(b->pool, w, ln_block, &l);
+    if (j->M < 64) { /* a few rows: cheaper here than waking the pool */
+      l.blocks = 1;
+      ln_block(&l, 0, 0);
+    } else
+      pool_for(b->pool, w, ln_block, &l);
   }
+}
+
+typedef struct lin3_job {
+  lin_job *parts[3];
+} lin3_job;
+
+static void lin3_tile(void *arg, int t, int worker) {
+  const lin3_job *j = arg;
+  int tiles = j->parts[0]->tiles;
+  lin_tile(j->parts[t / tiles], t % tiles, worker);
+}
+
+/* Three linears with the same x, M and tiling (q, k, v) in one pool job. */
+static void bert_linear3(bert *b, lin_job *q, lin_job *k, lin_job *v) {
+  int w = b->workers;
+  q->rows = q->M >= 32 * w || w == 1;
+  q->tiles = w;
+  if (!q->rows && q->N < 16 * w) q->tiles = 1;
+  k->rows = v->rows = q->rows;
+  k->tiles = v->tiles = q->tiles;
+  lin3_job j = {{q, k, v}};
+  pool_for(b->pool, 3 * q->tiles, lin3_tile, &j);
 }
 
 typedef struct attn_job {
@@ -652,17 +678,15 @@ static void bert_forward(bert *b, bert_arena *a, int nseq, int M) {
     /* q, k, v into column slices of qkv (M, 3H) */
     lin_job jq = {.x = a->x, .ldx = H, .W = ly->wq, .b = ly->bq, .out = a->qkv, .ldo = 3 * H,
                   .M = M, .N = H, .K = H};
-    bert_linear(b, &jq);
     lin_job jk = jq;
     jk.W = ly->wk;
     jk.b = ly->bk;
     jk.out = a->qkv + H;
-    bert_linear(b, &jk);
     lin_job jv = jq;
     jv.W = ly->wv;
     jv.b = ly->bv;
     jv.out = a->qkv + 2 * H;
-    bert_linear(b, &jv);
+    bert_linear3(b, &jq, &jk, &jv);
     attn_job aj = {b, a, nseq};
     pool_for(b->pool, nseq * b->nh, attn_task, &aj);
     /* tmp = LN(ctx @ Wo^T + bo + x) */

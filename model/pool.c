@@ -1,7 +1,16 @@
-/* pool.c - a fixed-size pthread pool with a blocking parallel-for. Workers
- * sleep on a condition variable between jobs and take indices from a shared
- * atomic counter during one. It does not queue jobs: concurrent pool_for
- * callers take turns (job_lock), and it has no futures or cancellation.
+/* pool.c - a fixed-size pthread pool with a blocking parallel-for.
+ *
+ * A job is published as one 64-bit atomic ticket (total << 32 | next index).
+ * Every thread, the caller included, claims items with a compare-and-swap on
+ * the ticket, so a claim is only ever made on the job that is current at that
+ * instant; the caller returns when `done` reaches the total. Workers that are
+ * slow to wake (a busy machine) therefore never hold a job up: the threads
+ * that are running do the work. Between jobs workers spin briefly (the jobs
+ * of one encoder call come back to back and a condition-variable wake costs
+ * tens of microseconds), then sleep on a condition variable.
+ *
+ * It does not queue jobs: concurrent pool_for callers take turns (job_lock);
+ * no futures, no cancellation.
  */
 #include "pool.h"
 
@@ -11,51 +20,74 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+enum { POOL_SPIN = 20000 }; /* polls before sleeping, roughly 50-200 us */
+
+static inline void pool_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 typedef struct pool_worker {
   pool *p;
   int id;
 } pool_worker;
 
 struct pool {
-  int n;                 /* threads including the caller */
-  pthread_t *threads;    /* (n - 1) */
-  pool_worker *workers;  /* (n - 1) */
-  int started;           /* threads actually created */
+  int n;                    /* threads including the caller */
+  pthread_t *threads;       /* (n - 1) */
+  pool_worker *workers;     /* (n - 1) */
+  int started;              /* threads actually created */
   pthread_mutex_t job_lock; /* one job at a time */
-  pthread_mutex_t mu;
+  pthread_mutex_t mu;       /* sleeping and waking */
   pthread_cond_t cv_start, cv_done;
-  uint64_t gen;          /* bumped for every job (under mu) */
-  int stop;
-  int active;            /* workers still inside the current job (under mu) */
-  pool_fn fn;
+  atomic_uint_fast64_t gen; /* bumped for every job, wakes the workers */
+  atomic_int stop;
+  atomic_uint_fast64_t ticket; /* (total << 32) | next unclaimed index */
+  atomic_int done;          /* items of the current job finished */
+  pool_fn fn;               /* current job; stable while it has unfinished items */
   void *arg;
-  int total;
-  atomic_int next;
 };
 
-static void pool_run(pool *p, int worker) {
+/* Claims and runs items of whatever job is current until none is left. */
+static void pool_work(pool *p, int worker) {
   for (;;) {
-    int i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-    if (i >= p->total) break;
-    p->fn(p->arg, i, worker);
+    uint_fast64_t v = atomic_load_explicit(&p->ticket, memory_order_acquire);
+    uint32_t total = (uint32_t)(v >> 32), idx = (uint32_t)v;
+    if (idx >= total) return;
+    if (!atomic_compare_exchange_weak_explicit(&p->ticket, &v, v + 1, memory_order_acq_rel,
+                                               memory_order_acquire))
+      continue;
+    p->fn(p->arg, (int)idx, worker);
+    if (atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel) + 1 == (int)total) {
+      pthread_mutex_lock(&p->mu);
+      pthread_cond_signal(&p->cv_done);
+      pthread_mutex_unlock(&p->mu);
+    }
   }
 }
 
 static void *pool_main(void *v) {
   pool_worker *w = v;
   pool *p = w->p;
-  uint64_t seen = 0;
-  pthread_mutex_lock(&p->mu);
+  uint_fast64_t seen = 0;
   for (;;) {
-    while (!p->stop && p->gen == seen) pthread_cond_wait(&p->cv_start, &p->mu);
-    if (p->stop) break;
-    seen = p->gen;
-    pthread_mutex_unlock(&p->mu);
-    pool_run(p, w->id);
-    pthread_mutex_lock(&p->mu);
-    if (--p->active == 0) pthread_cond_signal(&p->cv_done);
+    uint_fast64_t g = atomic_load_explicit(&p->gen, memory_order_acquire);
+    for (int spin = 0; g == seen && spin < POOL_SPIN; spin++) {
+      if (atomic_load_explicit(&p->stop, memory_order_relaxed)) break;
+      pool_relax();
+      g = atomic_load_explicit(&p->gen, memory_order_acquire);
+    }
+    if (g == seen) {
+      pthread_mutex_lock(&p->mu);
+      while (!atomic_load(&p->stop) && (g = atomic_load(&p->gen)) == seen)
+        pthread_cond_wait(&p->cv_start, &p->mu);
+      pthread_mutex_unlock(&p->mu);
+    }
+    if (atomic_load(&p->stop)) break;
+    seen = g;
+    pool_work(p, w->id);
   }
-  pthread_mutex_unlock(&p->mu);
   return NULL;
 }
 
@@ -74,7 +106,10 @@ proto_status pool_new(int nthreads, pool **out) {
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv_start, NULL);
   pthread_cond_init(&p->cv_done, NULL);
-  atomic_init(&p->next, 0);
+  atomic_init(&p->gen, 0);
+  atomic_init(&p->stop, 0);
+  atomic_init(&p->ticket, 0);
+  atomic_init(&p->done, 0);
   if (nthreads > 1) {
     p->threads = calloc((size_t)nthreads - 1, sizeof *p->threads);
     p->workers = calloc((size_t)nthreads - 1, sizeof *p->workers);
@@ -99,7 +134,7 @@ fail:
 void pool_free(pool *p) {
   if (!p) return;
   pthread_mutex_lock(&p->mu);
-  p->stop = 1;
+  atomic_store(&p->stop, 1);
   pthread_cond_broadcast(&p->cv_start);
   pthread_mutex_unlock(&p->mu);
   for (int i = 0; i < p->started; i++) pthread_join(p->threads[i], NULL);
@@ -126,18 +161,22 @@ void pool_for(pool *p, int n, pool_fn fn, void *arg) {
     pthread_mutex_unlock(&p->job_lock);
     return;
   }
-  pthread_mutex_lock(&p->mu);
   p->fn = fn;
   p->arg = arg;
-  p->total = n;
-  atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-  p->active = p->started;
-  p->gen++;
+  atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->ticket, (uint_fast64_t)(uint32_t)n << 32, memory_order_release);
+  pthread_mutex_lock(&p->mu);
+  atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
   pthread_cond_broadcast(&p->cv_start);
   pthread_mutex_unlock(&p->mu);
-  pool_run(p, 0);
-  pthread_mutex_lock(&p->mu);
-  while (p->active > 0) pthread_cond_wait(&p->cv_done, &p->mu);
-  pthread_mutex_unlock(&p->mu);
+  pool_work(p, 0);
+  for (int spin = 0; spin < POOL_SPIN && atomic_load_explicit(&p->done, memory_order_acquire) < n;
+       spin++)
+    pool_relax();
+  if (atomic_load_explicit(&p->done, memory_order_acquire) < n) {
+    pthread_mutex_lock(&p->mu);
+    while (atomic_load(&p->done) < n) pthread_cond_wait(&p->cv_done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+  }
   pthread_mutex_unlock(&p->job_lock);
 }

@@ -468,11 +468,12 @@ static void rope(const retro *r, float *v, int pos) {
 /* ------------------------------------------------------------ state */
 
 typedef struct chunk_nb {
-  int k;          /* neighbours set (0: none) */
-  int nvalid;     /* non-pad positions over all neighbours */
-  int encoded;    /* kv filled */
-  int32_t pad;
-  int32_t *tokens; /* (k, r) */
+  int k;           /* neighbours set (0: none) */
+  int nvalid;      /* non-pad positions over all neighbours */
+  int encoded;     /* kv filled */
+  int32_t *tokens; /* (nvalid) the non-pad tokens, neighbour by neighbour */
+  int *vpos;       /* (nvalid) position of each inside its neighbour (0..r-1) */
+  int *start;      /* (k + 1) first row of each neighbour in tokens */
   float *kv;       /* (n_retro, 2, nvalid, D): rotated CCA keys, then values */
 } chunk_nb;
 
@@ -501,10 +502,8 @@ struct retro_state {
   float *eqkv;    /* (kcap*r, 3D) */
   float *eatt;    /* (kcap*r, D) */
   float *effn;    /* (kcap*r, F) */
-  float *ekv;     /* (2, r, D) compacted keys/values of one neighbour */
   float *hkv;     /* (m, 2D) */
   float *escores; /* (max(r*r, kcap*r*m)) */
-  int *epos;      /* (kcap*r) position inside its neighbour of each valid row */
   retro_stats stats;
 };
 
@@ -515,10 +514,8 @@ static void state_free_scratch_k(retro_state *s) {
   free(s->eatt);
   free(s->effn);
   free(s->escores);
-  free(s->epos);
   free(s->scores);
   s->ey = s->eyn = s->eqkv = s->eatt = s->effn = s->escores = s->scores = NULL;
-  s->epos = NULL;
 }
 
 /* (Re)sizes what depends on the number of neighbours per chunk. */
@@ -538,10 +535,9 @@ static proto_status ensure_k(retro_state *s, int k) {
   s->effn = malloc(R * F * sizeof(float));
   size_t es = r * r > R * m ? r * r : R * m;
   s->escores = malloc(es * sizeof(float));
-  s->epos = malloc(R * sizeof(int));
   s->score_cols = s->max_tokens > (int)R ? s->max_tokens : (int)R;
   s->scores = malloc((size_t)s->cap * (size_t)s->score_cols * sizeof(float));
-  if (!s->ey || !s->eyn || !s->eqkv || !s->eatt || !s->effn || !s->escores || !s->epos ||
+  if (!s->ey || !s->eyn || !s->eqkv || !s->eatt || !s->effn || !s->escores ||
       !s->scores) {
     state_free_scratch_k(s);
     retro_set_error("retro: out of memory for %d neighbours", k);
@@ -553,6 +549,8 @@ static proto_status ensure_k(retro_state *s, int k) {
 
 static void chunk_clear(chunk_nb *c) {
   free(c->tokens);
+  free(c->vpos);
+  free(c->start);
   free(c->kv);
   memset(c, 0, sizeof *c);
 }
@@ -570,7 +568,6 @@ void retro_state_free(retro_state *s) {
   free(s->qkv);
   free(s->att);
   free(s->ffn);
-  free(s->ekv);
   free(s->hkv);
   state_free_scratch_k(s);
   free(s);
@@ -590,7 +587,7 @@ proto_status retro_state_new(const retro *r, int max_tokens, retro_state **out) 
   if (!s) return PROTO_ENOMEM;
   proto_status st = PROTO_ENOMEM;
   const size_t D = (size_t)c->dim, F = (size_t)c->ffn_dim, T = (size_t)max_tokens,
-               m = (size_t)c->chunk_len, r_ = (size_t)c->neighbour_len;
+               m = (size_t)c->chunk_len;
   s->m = r;
   s->max_tokens = max_tokens;
   s->n_chunks = max_tokens / c->chunk_len;
@@ -605,10 +602,9 @@ proto_status retro_state_new(const retro *r, int max_tokens, retro_state **out) 
   s->qkv = malloc(cap * 3 * D * sizeof(float));
   s->att = malloc(cap * D * sizeof(float));
   s->ffn = malloc(cap * (F > D ? F : D) * sizeof(float));
-  s->ekv = malloc(2 * r_ * D * sizeof(float));
   s->hkv = malloc(m * 2 * D * sizeof(float));
   if (!s->chunks || !s->kcache || !s->vcache || !s->hbuf || !s->x || !s->xn || !s->qkv ||
-      !s->att || !s->ffn || !s->ekv || !s->hkv) {
+      !s->att || !s->ffn || !s->hkv) {
     retro_set_error("retro_state_new: out of memory (max_tokens %d)", max_tokens);
     goto leave;
   }
@@ -672,67 +668,69 @@ proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *toke
   chunk_nb *cn = &s->chunks[chunk];
   chunk_clear(cn);
   if (k == 0 || nvalid == 0) return PROTO_OK; /* behaves as no neighbours */
-  cn->tokens = malloc((size_t)k * (size_t)r * sizeof(int32_t));
+  cn->tokens = malloc((size_t)nvalid * sizeof(int32_t));
+  cn->vpos = malloc((size_t)nvalid * sizeof(int));
+  cn->start = malloc((size_t)(k + 1) * sizeof(int));
   cn->kv = malloc((size_t)c->n_retro_layers * 2 * (size_t)nvalid * (size_t)c->dim *
                   sizeof(float));
-  if (!cn->tokens || !cn->kv) {
+  if (!cn->tokens || !cn->vpos || !cn->start || !cn->kv) {
     chunk_clear(cn);
     retro_set_error("retro_set_neighbours: out of memory");
     return PROTO_ENOMEM;
   }
-  memcpy(cn->tokens, tokens, (size_t)k * (size_t)r * sizeof(int32_t));
+  int nv = 0;
+  for (int j = 0; j < k; j++) {
+    cn->start[j] = nv;
+    for (int p = 0; p < r; p++) {
+      int32_t t = tokens[(size_t)j * (size_t)r + (size_t)p];
+      if (t == pad_id) continue;
+      cn->tokens[nv] = t;
+      cn->vpos[nv++] = p;
+    }
+  }
+  cn->start[k] = nv;
   cn->k = k;
   cn->nvalid = nvalid;
-  cn->pad = pad_id;
   return PROTO_OK;
 }
 
 /* ------------------------------------------------------------ encoder */
 
 /* Encodes chunk u's neighbours against H_u (s->hbuf) and fills every RETRO
- * layer's CCA keys/values. */
+ * layer's CCA keys/values. Pad positions are dropped up front: they are
+ * masked as keys everywhere, so no valid position depends on them, and the
+ * encoder runs on the nvalid real positions only (rotary positions kept). */
 static void encode_chunk(retro_state *s, int u) {
   double t0 = proto_now();
   const retro *M = s->m;
   const retro_config *c = &M->cfg;
   chunk_nb *cn = &s->chunks[u];
-  const int D = c->dim, F = c->ffn_dim, r = c->neighbour_len, m = c->chunk_len,
-            H = c->n_heads, hd = M->hd, k = cn->k, R = k * r;
+  const int D = c->dim, F = c->ffn_dim, m = c->chunk_len, H = c->n_heads, hd = M->hd, k = cn->k,
+            R = cn->nvalid;
   const float eps = c->layer_norm_eps, scale = 1.0f / sqrtf((float)hd);
   float *y = s->ey;     /* (R, D) */
   float *yn = s->eyn;   /* (R, D) */
   float *qkv = s->eqkv; /* (R, 3D) */
   float *att = s->eatt; /* (R, D) */
-  for (int i = 0; i < R; i++) {
-    int32_t t = cn->tokens[i];
-    if (t == cn->pad)
-      memset(y + (size_t)i * D, 0, (size_t)D * sizeof(float)); /* never read by valid rows */
-    else
-      memcpy(y + (size_t)i * D, M->tok_emb + (size_t)t * D, (size_t)D * sizeof(float));
-  }
+  for (int i = 0; i < R; i++)
+    memcpy(y + (size_t)i * D, M->tok_emb + (size_t)cn->tokens[i] * D, (size_t)D * sizeof(float));
   for (int l = 0; l < c->enc_layers; l++) {
     const enc_layer *E = &M->enc[l];
-    /* bidirectional self-attention, rotary 0..r-1, pad keys masked */
+    /* bidirectional self-attention within each neighbour, rotary 0..r-1 */
     kn_layernorm(yn, y, E->ln1.g, E->ln1.b, R, D, eps);
     lin(yn, D, &E->qkv, qkv, 3 * D, R, 3 * D, D, 0);
     for (int i = 0; i < R; i++) {
-      rope(M, qkv + (size_t)i * 3 * D, i % r);
-      rope(M, qkv + (size_t)i * 3 * D + D, i % r);
+      rope(M, qkv + (size_t)i * 3 * D, cn->vpos[i]);
+      rope(M, qkv + (size_t)i * 3 * D + D, cn->vpos[i]);
     }
     for (int j = 0; j < k; j++) {
-      float *kc = s->ekv, *vc = s->ekv + (size_t)r * D; /* (nv, D) each */
-      int nv = 0;
-      for (int p = 0; p < r; p++) {
-        if (cn->tokens[j * r + p] == cn->pad) continue;
-        const float *row = qkv + (size_t)(j * r + p) * 3 * D;
-        memcpy(kc + (size_t)nv * D, row + D, (size_t)D * sizeof(float));
-        memcpy(vc + (size_t)nv * D, row + 2 * D, (size_t)D * sizeof(float));
-        nv++;
-      }
+      const int a = cn->start[j], nv = cn->start[j + 1] - a;
+      if (nv == 0) continue;
+      const float *base = qkv + (size_t)a * 3 * D;
       for (int h = 0; h < H; h++)
-        kn_attention_head(qkv + (size_t)j * r * 3 * D + h * hd, 3 * D, kc + h * hd, D,
-                          vc + h * hd, D, att + (size_t)j * r * D + h * hd, D, r, nv, nv, hd,
-                          scale, 0, s->escores);
+        kn_attention_head(base + h * hd, 3 * D, base + D + h * hd, 3 * D, base + 2 * D + h * hd,
+                          3 * D, att + (size_t)a * D + h * hd, D, nv, nv, nv, hd, scale, 0,
+                          s->escores);
     }
     lin(att, D, &E->out, y, D, R, D, D, 1);
     /* cross-attention to H_u (no positions, no mask) */
@@ -749,22 +747,17 @@ static void encode_chunk(retro_state *s, int u) {
     kn_gelu(s->effn, (size_t)R * (size_t)F);
     lin(s->effn, F, &E->fc2, y, D, R, D, F, 1);
   }
-  /* E_u = ln_f(y) on the valid rows only, compacted */
-  int nv = 0;
-  for (int i = 0; i < R; i++) {
-    if (cn->tokens[i] == cn->pad) continue;
-    kn_layernorm(yn + (size_t)nv * D, y + (size_t)i * D, M->enc_lnf.g, M->enc_lnf.b, 1, D, eps);
-    s->epos[nv++] = i % r;
-  }
+  /* E_u = ln_f(y) */
+  kn_layernorm(yn, y, M->enc_lnf.g, M->enc_lnf.b, R, D, eps);
   for (int li = 0; li < c->n_layers; li++) {
     const dec_layer *L = &M->layers[li];
     if (L->retro_idx < 0) continue;
-    float *K = cn->kv + (size_t)L->retro_idx * 2 * (size_t)nv * D; /* (nv, D) */
-    float *Vv = K + (size_t)nv * D;                                  /* (nv, D) */
+    float *K = cn->kv + (size_t)L->retro_idx * 2 * (size_t)R * D; /* (R, D) */
+    float *Vv = K + (size_t)R * D;                                  /* (R, D) */
     lin_w wk = {L->ckv.w, L->ckv.b}, wv = {L->ckv.w + (size_t)D * D, L->ckv.b + D};
-    lin(yn, D, &wk, K, D, nv, D, D, 0);
-    lin(yn, D, &wv, Vv, D, nv, D, D, 0);
-    for (int i = 0; i < nv; i++) rope(M, K + (size_t)i * D, s->epos[i]);
+    lin(yn, D, &wk, K, D, R, D, D, 0);
+    lin(yn, D, &wv, Vv, D, R, D, D, 0);
+    for (int i = 0; i < R; i++) rope(M, K + (size_t)i * D, cn->vpos[i]);
   }
   cn->encoded = 1;
   s->stats.chunks_encoded++;

@@ -1125,6 +1125,146 @@ leave:
   return rc;
 }
 
+/* eval ---------------------------------------------------------------------------------- */
+
+static const cli_flag eval_flags[] = {
+    ENGINE_FLAGS,
+    {"--k", "-k", 1, "neighbours per chunk (default: the model's)"},
+    {"--no-retrieval", NULL, 0, "RETRO [OFF]"},
+    {"--exclude-self", NULL, 0, "never retrieve from the evaluated document itself"},
+    {"--window", NULL, 1, "tokens per forward window (default: the decoder's max_seq)"},
+    {"--alpha", NULL, 1, "leakage filter threshold (default 0.2)"},
+};
+
+static int eval_one(srv_engine *e, const srv_eval_options *o, const char *id, const char *text,
+                    size_t len, srv_eval_result *acc) {
+  if (srv_eval_doc(e, o, id, text, len, acc) != PROTO_OK) {
+    fprintf(stderr, "retro eval: %s: %s\n", id, srv_last_error());
+    return 1;
+  }
+  return 0;
+}
+
+static int cmd_eval(int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, "eval", eval_flags, sizeof eval_flags / sizeof *eval_flags, argc,
+                            argv, &help);
+  srv_engine *e = NULL;
+  file_list fl = {0};
+  if (rc || help) {
+    if (help) {
+      printf("usage: retro eval --data DIR [options] PATH...\n\n"
+             "Bits-per-byte of the decoder on the documents in PATH (files, directories,\n"
+             ".jsonl), with retrieval from DIR's database (or --no-retrieval), plus the\n"
+             "leakage-filtered figure (chunks whose longest common substring with their\n"
+             "neighbours is <= alpha of the chunk). Prints JSON.\n\n");
+      usage_flags(stdout, eval_flags, sizeof eval_flags / sizeof *eval_flags);
+    }
+    goto leave;
+  }
+  long k = 0, window = 0;
+  double alpha = 0.2;
+  if (opt_int(&a, "--k", 0, 64, &k) || opt_int(&a, "--window", 0, 1 << 20, &window) ||
+      opt_double(&a, "--alpha", 0, 1, &alpha)) {
+    rc = 2;
+    goto leave;
+  }
+  if (a.n_pos == 0) {
+    fprintf(stderr, "retro eval: no PATH given\n");
+    rc = 2;
+    goto leave;
+  }
+  for (size_t i = 0; i < a.n_pos; i++) {
+    struct stat sb;
+    const char *p = a.pos[i];
+    if (stat(p, &sb) != 0) {
+      fprintf(stderr, "retro eval: %s: %s\n", p, strerror(errno));
+      rc = 1;
+      goto leave;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+      size_t root = strlen(p);
+      while (root > 1 && p[root - 1] == '/') root--;
+      char *dir = strndup(p, root);
+      int w = dir ? walk(&fl, dir, root + 1) : -1;
+      free(dir);
+      if (w != 0) { rc = 1; goto leave; }
+    } else if (fl_add(&fl, p, p, (uint64_t)sb.st_size) != 0) {
+      rc = 1;
+      goto leave;
+    }
+  }
+  if ((rc = engine_from_args(&a, 1, 1, &e)) != 0) goto leave;
+  srv_eval_options o = {.retrieval = !opt_set(&a, "--no-retrieval"), .k = (int)k,
+                        .window = (int)window, .exclude_self = opt_set(&a, "--exclude-self"),
+                        .leak_alpha = alpha};
+  srv_eval_result acc = {0};
+  int failed = 0;
+  for (size_t i = 0; i < fl.n && !failed; i++) {
+    if (has_suffix(fl.paths[i], ".jsonl")) {
+      FILE *f = fopen(fl.paths[i], "rb");
+      char *line = NULL;
+      size_t cap = 0;
+      ssize_t got;
+      while (f && !failed && (got = getline(&line, &cap, f)) > 0) {
+        proto_doc d;
+        char err[256];
+        size_t len = (size_t)got;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+        if (len == 0) continue;
+        if (proto_doc_parse(line, len, fl.paths[i], &d, err, sizeof err) != PROTO_OK) {
+          fprintf(stderr, "retro eval: %s\n", err);
+          failed = 1;
+          break;
+        }
+        failed = eval_one(e, &o, d.id, d.text, d.text_len, &acc);
+        proto_doc_free(&d);
+      }
+      free(line);
+      if (f) fclose(f);
+      continue;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if (read_file(fl.paths[i], &text, &len) != 0) {
+      fprintf(stderr, "retro eval: %s: %s\n", fl.paths[i], strerror(errno));
+      failed = 1;
+      break;
+    }
+    failed = eval_one(e, &o, fl.ids[i], text, len, &acc);
+    free(text);
+  }
+  if (failed) {
+    rc = 1;
+    goto leave;
+  }
+  json_t *out = json_object(), *lf = json_object();
+  json_object_set_new(out, "retrieval", json_boolean(o.retrieval));
+  json_object_set_new(out, "k", json_integer(k));
+  json_object_set_new(out, "docs", json_integer((json_int_t)acc.docs));
+  json_object_set_new(out, "tokens", json_integer((json_int_t)acc.tokens));
+  json_object_set_new(out, "bytes", json_integer((json_int_t)acc.bytes));
+  json_object_set_new(out, "bpb", acc.bytes ? json_real(acc.bits / (double)acc.bytes) : json_null());
+  json_object_set_new(lf, "alpha", json_real(alpha));
+  json_object_set_new(lf, "chunks", json_integer((json_int_t)acc.chunks));
+  json_object_set_new(lf, "chunks_kept", json_integer((json_int_t)acc.chunks_kept));
+  json_object_set_new(lf, "bpb", acc.kept_bytes ? json_real(acc.kept_bits / (double)acc.kept_bytes)
+                                                 : json_null());
+  json_object_set_new(out, "leakage_filtered", lf);
+  json_object_set_new(out, "seconds", json_real(acc.seconds));
+  rc = print_json(out);
+leave:
+  srv_engine_close(e);
+  for (size_t i = 0; i < fl.n; i++) {
+    free(fl.paths[i]);
+    free(fl.ids[i]);
+  }
+  free(fl.paths);
+  free(fl.ids);
+  args_free(&a);
+  return rc;
+}
+
 /* main ------------------------------------------------------------------------------------ */
 
 static void usage(FILE *f) {
@@ -1139,6 +1279,7 @@ static void usage(FILE *f) {
           "  embed       embed texts with the encoder (JSON)\n"
           "  generate    RETRO text completion with live retrieval\n"
           "  neighbours  dump every chunk's nearest neighbours for training\n"
+          "  eval        bits-per-byte of the decoder, retrieval on or off\n"
           "  serve       run the HTTP server\n\n"
           "`retro COMMAND --help` describes each. Models: --encoder/--decoder, else the\n"
           "database's own, else $RETRO_ENCODER/$RETRO_DECODER, $RETRO_MODELS/{encoder,decoder},\n"
@@ -1165,6 +1306,7 @@ int srv_cli_main(int argc, char **argv) {
   if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
   if (strcmp(cmd, "delete") == 0) return cmd_delete(argc - 1, argv + 1);
   if (strcmp(cmd, "get") == 0) return cmd_get(argc - 1, argv + 1);
+  if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
   if (strcmp(cmd, "embed") == 0) return cmd_embed(argc - 1, argv + 1);
   if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);
   if (strcmp(cmd, "neighbours") == 0 || strcmp(cmd, "neighbors") == 0)

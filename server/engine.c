@@ -206,6 +206,11 @@ proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
         goto leave;
       }
       e->ctok = retro_tokenizer(e->dec);
+      if (!e->ctok) {
+        s = srv__fail(PROTO_EMODEL, "decoder %s has no tokenizer (vocab.json + merges.txt)",
+                      e->decoder_path);
+        goto leave;
+      }
     } else {
       if ((s = tok_open_dir(e->decoder_path, &e->own_tok)) != PROTO_OK) {
         s = srv__fail(s, "loading the decoder tokenizer from %s: %s", e->decoder_path,

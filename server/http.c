@@ -210,7 +210,12 @@ typedef struct conn {
   proto_buf sse_buf;
   size_t sse_off;
   int gen_done, sse_waiting, gone;
+  pthread_cond_t sse_cv;   /* signalled when the stream buffer drains or the client goes */
 } conn;
+
+/* Most bytes of a stream waiting for a slow client before the generating
+ * thread waits (so memory per stream stays bounded). */
+#define SSE_MAX_PENDING (256 * 1024)
 
 static void conn_unref(conn *c) {
   pthread_mutex_lock(&c->mu);
@@ -226,6 +231,7 @@ static void conn_unref(conn *c) {
   free(c->authz);
   free(c->apikey);
   free(c->wait);
+  pthread_cond_destroy(&c->sse_cv);
   pthread_mutex_destroy(&c->mu);
   free(c);
 }
@@ -368,6 +374,12 @@ static enum MHD_Result hand_off_batch(conn *c) {
 static int sse_write(void *ctx, const char *data, size_t len) {
   conn *c = ctx;
   pthread_mutex_lock(&c->mu);
+  while (!c->gone && c->sse_buf.len - c->sse_off > SSE_MAX_PENDING) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait(&c->sse_cv, &c->mu, &ts);
+  }
   int gone = c->gone;
   if (!gone) {
     proto_buf_add(&c->sse_buf, data, len);
@@ -391,6 +403,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     memcpy(buf, c->sse_buf.data + c->sse_off, (size_t)n);
     c->sse_off += (size_t)n;
     if (c->sse_off == c->sse_buf.len) c->sse_off = c->sse_buf.len = 0;
+    pthread_cond_signal(&c->sse_cv);
   } else if (c->gen_done) {
     n = MHD_CONTENT_READER_END_OF_STREAM;
   } else {
@@ -405,6 +418,7 @@ static void sse_free(void *cls) {
   conn *c = cls;
   pthread_mutex_lock(&c->mu);
   if (!c->gen_done) c->gone = 1; /* the client went away: cancel */
+  pthread_cond_signal(&c->sse_cv);
   pthread_mutex_unlock(&c->mu);
   conn_unref(c);
 }
@@ -493,6 +507,14 @@ static void printable_path(const char *url, char *out, size_t n) {
   out[k] = 0;
 }
 
+/* A search by vector needs no encoder: FAISS alone is fast enough to answer
+ * on the MHD thread, saving the hand-off. A scheduling hint only: a body this
+ * misjudges is still answered correctly, just on the other kind of thread. */
+static int by_vector(const proto_buf *b) {
+  return b->len && memmem(b->data, b->len, "\"vector\"", 8) &&
+         !memmem(b->data, b->len, "\"quer", 6);
+}
+
 static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char *url,
                                   const char *method) {
   snprintf(c->method, sizeof c->method, "%s", method);
@@ -549,6 +571,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     c = calloc(1, sizeof *c);
     if (!c) return MHD_NO;
     pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->sse_cv, NULL);
     c->refs = 1;
     c->mhd = mc;
     c->t0 = proto_now();
@@ -616,7 +639,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
   if (c->sse) return MHD_YES; /* resumed stream: MHD is sending */
   if (c->ndjson) return hand_off(c, &D.work, job_ingest_finish);
   if (c->m.kind == HTTP_GEN) return start_completion(c);
-  if (c->m.kind == HTTP_WORKER) return hand_off(c, &D.work, job_execute);
+  if (c->m.kind == HTTP_WORKER && !(c->m.route == HTTP_R_SEARCH && by_vector(&c->body)))
+    return hand_off(c, &D.work, job_execute);
   http_request rq;
   build_request(c, &rq);
   http_response r;
@@ -639,6 +663,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
   if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && c->sse) {
     pthread_mutex_lock(&c->mu);
     if (!c->gen_done) c->gone = 1;
+    pthread_cond_signal(&c->sse_cv);
     pthread_mutex_unlock(&c->mu);
   }
   http_metrics_observe(c->m.route, status, ms / 1000.0);
@@ -759,26 +784,7 @@ int srv_http_main(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  srv_engine_options eo;
-  memset(&eo, 0, sizeof eo);
-  eo.data_dir = cfg.data;
-  eo.encoder_dir = cfg.encoder;
-  eo.decoder_dir = cfg.decoder;
-  eo.load_decoder = 1;
-  eo.index_factory = cfg.index_factory;
-  eo.threads = (int)cfg.threads;
-  eo.read_only = (int)cfg.read_only;
-  eo.gen_slots = (int)cfg.gen_slots;
-  eo.gen_queue = cfg.gen_queue ? (int)cfg.gen_queue : -1;
-  log_event("info", "opening %s", cfg.data);
-  proto_status st = srv_engine_open(&eo, &engine);
-  if (st != PROTO_OK) {
-    log_event("error", "cannot open %s: %s: %s", cfg.data, proto_strerror(st), srv_last_error());
-    fprintf(stderr, "retro serve: cannot open %s: %s: %s\n", cfg.data, proto_strerror(st),
-            srv_last_error());
-    goto leave;
-  }
-  if (http_server_new(&cfg, engine, &D.srv) != PROTO_OK) goto leave;
+  if (http_server_new(&cfg, NULL, &D.srv) != PROTO_OK) goto leave;
   if (pool_start(&D.work, (size_t)cfg.workers, (size_t)cfg.queue, &D.srv->work_queued,
                  &D.srv->work_busy) != PROTO_OK ||
       pool_start(&D.gen, (size_t)(cfg.gen_slots + cfg.gen_queue), 0, NULL, NULL) != PROTO_OK) {
@@ -809,6 +815,27 @@ int srv_http_main(int argc, char **argv) {
   const union MHD_DaemonInfo *di = MHD_get_daemon_info(D.mhd, MHD_DAEMON_INFO_BIND_PORT);
   unsigned port = di ? di->port : (unsigned)cfg.port;
   log_event("info", "listening on %s:%u (auth %s)", cfg.host, port, have_key ? "on" : "off");
+  srv_engine_options eo;
+  memset(&eo, 0, sizeof eo);
+  eo.data_dir = cfg.data;
+  eo.encoder_dir = cfg.encoder;
+  eo.decoder_dir = cfg.decoder;
+  eo.load_decoder = 1;
+  eo.index_factory = cfg.index_factory;
+  eo.threads = (int)cfg.threads;
+  eo.read_only = (int)cfg.read_only;
+  eo.gen_slots = (int)cfg.gen_slots;
+  eo.gen_queue = cfg.gen_queue ? (int)cfg.gen_queue : -1;
+  log_event("info", "opening %s", cfg.data);
+  proto_status st = srv_engine_open(&eo, &engine);
+  if (st != PROTO_OK) {
+    log_event("error", "cannot open %s: %s: %s", cfg.data, proto_strerror(st), srv_last_error());
+    fprintf(stderr, "retro serve: cannot open %s: %s: %s\n", cfg.data, proto_strerror(st),
+            srv_last_error());
+    goto leave;
+  }
+  http_server_attach(D.srv, engine);
+  log_event("info", "ready");
 
   for (;;) {
     int sig = 0;

@@ -1086,13 +1086,7 @@ void http_dispatch(http_server *s, const http_request *rq, http_response *resp) 
   http_execute(s, &m, rq, resp);
 }
 
-proto_status http_server_new(const http_config *cfg, srv_engine *engine, http_server **out) {
-  http_server *s = calloc(1, sizeof *s);
-  if (!s) return PROTO_ENOMEM;
-  s->cfg = cfg;
-  s->engine = engine;
-  snprintf(s->model_name, sizeof s->model_name, "retro");
-  snprintf(s->encoder_name, sizeof s->encoder_name, "encoder");
+void http_server_attach(http_server *s, srv_engine *engine) {
   if (engine) {
     srv_info *info = calloc(1, sizeof *info);
     if (info && srv_info_get(engine, info) == PROTO_OK) {
@@ -1102,9 +1096,19 @@ proto_status http_server_new(const http_config *cfg, srv_engine *engine, http_se
       if (n) snprintf(s->encoder_name, sizeof s->encoder_name, "%.*s", (int)n, info->encoder);
     }
     free(info);
+    size_t n = strlen(s->model_name);
+    if (n && s->model_name[n - 1] == '/') s->model_name[n - 1] = 0;
   }
-  size_t n = strlen(s->model_name);
-  if (n && s->model_name[n - 1] == '/') s->model_name[n - 1] = 0;
+  atomic_store(&s->engine, engine);
+}
+
+proto_status http_server_new(const http_config *cfg, srv_engine *engine, http_server **out) {
+  http_server *s = calloc(1, sizeof *s);
+  if (!s) return PROTO_ENOMEM;
+  s->cfg = cfg;
+  snprintf(s->model_name, sizeof s->model_name, "retro");
+  snprintf(s->encoder_name, sizeof s->encoder_name, "encoder");
+  http_server_attach(s, engine);
   *out = s;
   return PROTO_OK;
 }

@@ -11,7 +11,8 @@
 
 struct http_server {
   const http_config *cfg;
-  srv_engine *engine;      /* NULL: handlers validate input, then answer 503 */
+  _Atomic(srv_engine *) engine; /* NULL (still loading, or tests): handlers
+                                   validate input, then answer 503 */
   atomic_long work_queued; /* jobs waiting for a worker */
   atomic_long work_busy;   /* jobs running */
   atomic_long gen_active;  /* generations queued or running */
@@ -21,6 +22,9 @@ struct http_server {
   char model_name[128];    /* decoder name reported by /v1/completions */
   char encoder_name[128];  /* encoder name reported by /v1/embeddings */
 };
+
+/* Publishes the engine once it is open (the daemon listens while it loads). */
+void http_server_attach(http_server *s, srv_engine *engine);
 
 /* Fills resp with an error: status from st, JSON body, Retry-After for 429/503. */
 void http_error(http_response *resp, proto_status st, const char *msg);

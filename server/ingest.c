@@ -437,6 +437,7 @@ void srv__pipe_stop(srv_engine *e) {
   if (!p->started_embed) p->embed_done = 1;
   pthread_cond_broadcast(&p->cv_in);
   pthread_cond_broadcast(&p->cv_out);
+  pthread_cond_broadcast(&p->cv_space);
   pthread_mutex_unlock(&p->mu);
   if (p->started_embed) pthread_join(p->embed_thread, NULL);
   if (p->started_writer) pthread_join(p->writer_thread, NULL);

@@ -455,6 +455,39 @@ typedef struct srv_neighbours_options {
 proto_status srv_neighbours_dump(srv_engine *e, const srv_neighbours_options *o,
                                  uint64_t *n_chunks);
 
+/* Evaluation: bits-per-byte of the decoder on documents, RETRO [ON] with
+ * retrieval from this engine's database or [OFF] (engine_eval.c). The
+ * database regime (training documents only = no leakage; held-out documents
+ * indexed too = grounded) is the caller's choice of data directory. */
+typedef struct srv_eval_options {
+  int retrieval;             /* 1 = [ON], 0 = [OFF] */
+  int k;                     /* neighbours per chunk; 0 = model's n_neighbours */
+  int window;                /* tokens per forward window (multiple of 64);
+                                0 = the decoder's max_seq */
+  int exclude_self;          /* 1: never retrieve from the evaluated document
+                                (by its external id) */
+  double leak_alpha;         /* leakage filter: keep chunks whose longest common
+                                substring with every neighbour they attend to is
+                                <= alpha of the chunk's bytes; 0 = 0.2 */
+} srv_eval_options;
+
+typedef struct srv_eval_result { /* accumulated over calls; zero it first */
+  uint64_t docs, tokens, bytes;  /* scored tokens and their bytes */
+  double bits;                   /* sum of -log2 p(token) */
+  uint64_t chunks, chunks_kept;  /* chunks, and those passing the leakage filter */
+  uint64_t kept_tokens, kept_bytes;
+  double kept_bits;
+  double seconds;
+} srv_eval_result;
+
+/* Scores one document (text, len bytes; id for exclude_self) and adds to
+ * *acc. bpb = acc->bits / acc->bytes (filtered: kept_bits / kept_bytes).
+ * The first token of each window is context only. PROTO_EUNAVAIL without a
+ * decoder. Not for concurrent use with generation on a small machine (it
+ * takes its own decoder state, outside the generation slots). */
+proto_status srv_eval_doc(srv_engine *e, const srv_eval_options *o, const char *id,
+                          const char *text, size_t len, srv_eval_result *acc);
+
 /* ======================================================================== */
 /* Entry points of the `retro` binary                                        */
 

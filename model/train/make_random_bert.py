@@ -48,6 +48,8 @@ SETS = {
     "tiny": [
         dict(name="tiny-bert", model_type="bert", layers=2, hidden=32, heads=4, inter=64,
              max_pos=40, pooling=("config", "mean"), dtype="F32"),
+        dict(name="tiny-roberta", model_type="roberta", layers=2, hidden=32, heads=2, inter=48,
+             max_pos=42, pooling=("default", "cls"), dtype="F32"),
     ],
     "test": [
         dict(name="bert-L2-H128-cls", model_type="bert", layers=2, hidden=128, heads=2,

@@ -16,6 +16,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -422,6 +423,104 @@ TEST(hnsw_deletes) {
   free(vec);
 }
 
+/* An older index file (watermark behind the store's, its deletes already
+ * cleared from the store) is not trusted: the index is rebuilt. */
+TEST(stale_file) {
+  fixture f;
+  idx *ix = NULL;
+  idx_info info;
+  enum { N = 1000 };
+  float *vec = make_vectors(N, 1, 11);
+  int64_t ids[K];
+  float sc[K];
+  char old[160], cmd[400];
+  fx_open(&f);
+  snprintf(old, sizeof old, "%s.old", f.path);
+  CHECK(add_docs(f.st, "a", vec, N / 2) == PROTO_OK);
+  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0};
+  CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
+  snprintf(cmd, sizeof cmd, "cp %s %s", f.path, old);
+  CHECK(system(cmd) == 0);
+  CHECK(add_docs(f.st, "b", vec + (N / 2) * DIM, N / 2) == PROTO_OK);
+  int found;
+  CHECK(store_delete(f.st, "a0", &found) == PROTO_OK && found); /* ids 1..10 */
+  CHECK(idx_save(ix) == PROTO_OK);
+  idx_close(ix);
+  ix = NULL;
+  CHECK(rename(old, f.path) == 0);
+  CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
+  CHECK(idx_info_get(ix, &info) == PROTO_OK);
+  CHECKF(info.ntotal == N - 10, "ntotal %llu", (unsigned long long)info.ntotal);
+  CHECK(idx_search(ix, vec, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  int clean = 1;
+  for (int j = 0; j < K; j++) if (ids[j] < 0 || ids[j] <= 10) clean = 0;
+  CHECK(clean);
+  CHECK(idx_search(ix, vec + 700 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  CHECK(ids[0] == 701);
+  idx_close(ix);
+  fx_close(&f);
+  free(vec);
+}
+
+typedef struct searcher {
+  idx *ix;
+  const float *q;
+  int stop;
+  int errors, searches;
+} searcher;
+
+static void *search_loop(void *arg) {
+  searcher *w = arg;
+  int64_t ids[K];
+  float sc[K];
+  while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+    if (idx_search(w->ix, w->q, 1, K, NULL, NULL, NULL, sc, ids) != PROTO_OK || ids[0] != 1)
+      w->errors++;
+    w->searches++;
+  }
+  return NULL;
+}
+
+/* Searches from several threads while the index syncs new documents. */
+TEST(concurrent) {
+  fixture f;
+  idx *ix = NULL;
+  enum { N = 3000, THREADS = 4 };
+  float *vec = make_vectors(N, 1, 21);
+  fx_open(&f);
+  CHECK(add_docs(f.st, "c", vec, 500) == PROTO_OK);
+  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0};
+  CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
+  searcher w[THREADS];
+  pthread_t th[THREADS];
+  for (int t = 0; t < THREADS; t++) {
+    w[t] = (searcher){ix, vec, 0, 0, 0};
+    pthread_create(&th[t], NULL, search_loop, &w[t]);
+  }
+  int ok = 1;
+  for (int b = 1; b < 6; b++) {
+    char prefix[8];
+    snprintf(prefix, sizeof prefix, "c%d_", b);
+    if (add_docs(f.st, prefix, vec + (size_t)b * 500 * DIM, 500) != PROTO_OK) ok = 0;
+    if (idx_sync(ix) != PROTO_OK) ok = 0;
+    if (b == 3 && idx_save(ix) != PROTO_OK) ok = 0;
+  }
+  int errors = 0, searches = 0;
+  for (int t = 0; t < THREADS; t++) {
+    __atomic_store_n(&w[t].stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th[t], NULL);
+    errors += w[t].errors;
+    searches += w[t].searches;
+  }
+  CHECK(ok);
+  CHECKF(errors == 0 && searches > 0, "%d errors in %d searches", errors, searches);
+  idx_info info;
+  CHECK(idx_info_get(ix, &info) == PROTO_OK && info.ntotal == N);
+  idx_close(ix);
+  fx_close(&f);
+  free(vec);
+}
+
 /* No factory: Flat for a small corpus, remembered in the store; bad input. */
 TEST(defaults_and_errors) {
   fixture f;
@@ -480,5 +579,7 @@ int main(void) {
   RUN(hnsw);
   RUN(pending_then_trained);
   RUN(hnsw_deletes);
+  RUN(stale_file);
+  RUN(concurrent);
   return tap_done();
 }

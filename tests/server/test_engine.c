@@ -664,6 +664,28 @@ TEST(generate_busy) {
   srv_gen_result_free(&r);
 }
 
+TEST(eval) {
+  if (!E || !srv_engine_decoder(E)) return;
+  const doc *d = &docs[4];
+  uint64_t nt = n_tokens_of(E, d);
+  srv_eval_options on = {.retrieval = 1}, off = {.retrieval = 0}, self = {.retrieval = 1, .exclude_self = 1};
+  srv_eval_result a = {0}, b = {0}, c = {0};
+  CHECK(srv_eval_doc(E, &on, d->id, d->text, d->len, &a) == PROTO_OK);
+  CHECK(srv_eval_doc(E, &off, d->id, d->text, d->len, &b) == PROTO_OK);
+  CHECK(srv_eval_doc(E, &self, d->id, d->text, d->len, &c) == PROTO_OK);
+  uint64_t windows = (nt + 511) / 512;
+  CHECKF(a.tokens == nt - windows && b.tokens == a.tokens, "scored %llu of %llu tokens",
+         (unsigned long long)a.tokens, (unsigned long long)nt);
+  CHECK(a.bytes == d->len - 0 || a.bytes < d->len); /* all but each window's first token */
+  double bpa = a.bits / (double)a.bytes, bpb = b.bits / (double)b.bytes;
+  CHECKF(isfinite(bpa) && bpa > 0 && isfinite(bpb) && bpb > 0 && fabs(bpa - bpb) > 1e-6,
+         "bpb on %g off %g", bpa, bpb);
+  /* RETRO [OFF] has nothing to leak; retrieving its own chunks leaks them */
+  CHECK(b.chunks_kept == b.chunks);
+  CHECK(a.chunks_kept < a.chunks);
+  CHECK(c.chunks_kept > a.chunks_kept);
+}
+
 TEST(neighbours_dump) {
   if (!E) return;
   char out[300];
@@ -740,6 +762,7 @@ int main(int argc, char **argv) {
   RUN(embed_by_text);
   RUN(generate);
   RUN(generate_busy);
+  RUN(eval);
   RUN(neighbours_dump);
   srv_engine_close(E);
   char cmd[700];

@@ -15,6 +15,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 static int32_t *slurp_i32(const char *path, size_t *n) {
   FILE *f = fopen(path, "rb");
@@ -71,7 +72,8 @@ int main(int argc, char **argv) {
   }
   double t_retr = 0.0;
   int next_chunk = 0; /* first chunk whose neighbours are not set yet */
-  double t0 = proto_now(), ttft = 0.0;
+  double t0 = proto_now(), ttft = 0.0, ttft_cpu = 0.0;
+  clock_t c0 = clock();
   int32_t cur = 0;
   for (int step = 0; step <= n_gen; step++) {
     const int32_t *feed = step == 0 ? prompt : &cur;
@@ -97,17 +99,20 @@ int main(int argc, char **argv) {
     if (sample_next(smp, logits, &res) != PROTO_OK) goto leave;
     cur = res.token;
     out[step] = cur;
-    if (step == 0) ttft = proto_now() - t0;
+    if (step == 0) {
+      ttft = proto_now() - t0;
+      ttft_cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
+    }
   }
-  double total_s = proto_now() - t0;
+  double total_s = proto_now() - t0, total_cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
   retro_stats st;
   retro_state_stats(s, &st);
   printf("{\"load_s\": %.4f, \"ttft_s\": %.5f, \"total_s\": %.5f, \"n_prompt\": %zu, \"n_gen\": %d, "
          "\"decode_tok_s\": %.3f, \"tok_s\": %.3f, \"retrieval_s\": %.6f, \"encode_s\": %.5f, "
-         "\"chunks_encoded\": %d, \"tokens\": [",
+         "\"chunks_encoded\": %d, \"ttft_cpu_s\": %.5f, \"total_cpu_s\": %.5f, \"tokens\": [",
          t_load, ttft, total_s, n_prompt, n_gen,
          n_gen > 1 ? (n_gen - 1) / (total_s - ttft) : 0.0, n_gen / total_s, t_retr, st.encode_s,
-         st.chunks_encoded);
+         st.chunks_encoded, ttft_cpu, total_cpu);
   for (int i = 0; i < n_gen; i++) printf("%s%d", i ? ", " : "", (int)out[i]);
   printf("]}\n");
   rc = 0;

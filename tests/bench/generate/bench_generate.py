@@ -115,8 +115,8 @@ def torch_incremental(model, prompt, nb_src, n_gen, total):
     gen = TorchIncremental(model, total)
     m = model.cfg.chunk_len
     out = []
-    t0 = time.perf_counter()
-    ttft = 0.0
+    t0, c0 = time.perf_counter(), time.process_time()
+    ttft = ttft_cpu = 0.0
     feed = prompt
     for step in range(n_gen):
         pos = gen.pos
@@ -127,16 +127,16 @@ def torch_incremental(model, prompt, nb_src, n_gen, total):
         tok = int(torch.argmax(logits))
         out.append(tok)
         if step == 0:
-            ttft = time.perf_counter() - t0
+            ttft, ttft_cpu = time.perf_counter() - t0, time.process_time() - c0
         feed = torch.tensor([tok])
-    return out, ttft, time.perf_counter() - t0
+    return out, ttft, time.perf_counter() - t0, ttft_cpu, time.process_time() - c0
 
 
 def torch_recompute(model, prompt, nb_src, n_gen):
     seq = prompt.tolist()
     out = []
-    t0 = time.perf_counter()
-    ttft = 0.0
+    t0, c0 = time.perf_counter(), time.process_time()
+    ttft = ttft_cpu = 0.0
     with torch.no_grad():
         for step in range(n_gen):
             t = torch.tensor(seq)[None]
@@ -145,8 +145,8 @@ def torch_recompute(model, prompt, nb_src, n_gen):
             out.append(tok)
             seq.append(tok)
             if step == 0:
-                ttft = time.perf_counter() - t0
-    return out, ttft, time.perf_counter() - t0
+                ttft, ttft_cpu = time.perf_counter() - t0, time.process_time() - c0
+    return out, ttft, time.perf_counter() - t0, ttft_cpu, time.process_time() - c0
 
 
 def first_diff(a, b):
@@ -165,6 +165,7 @@ def main():
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--no-recompute", action="store_true")
     ap.add_argument("--keep", help="write the model here instead of a temp dir")
+    ap.add_argument("--c-only", action="store_true", help="write the inputs, run only the C side")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -193,36 +194,51 @@ def main():
                           os.path.join(d, "nb.i32"), str(args.k), str(args.gen), str(args.threads)],
                          check=True, capture_output=True, text=True)
     c = json.loads(res.stdout)
+    if args.c_only:
+        c.pop("tokens")
+        print(json.dumps(c))
+        return 0
 
-    inc_tokens, inc_ttft, inc_total = torch_incremental(model, prompt, nb, args.gen, total)
+    def side(ttft, total, ttft_cpu, total_cpu):
+        return {"ttft_ms": ttft * 1e3, "tok_s": args.gen / total,
+                "ttft_cpu_ms": ttft_cpu * 1e3, "tok_per_cpu_s": args.gen / total_cpu}
+
+    def ratio(a, b):  # how many times faster a (C) is than b (PyTorch)
+        return {"tok_s": a["tok_s"] / b["tok_s"], "ttft": b["ttft_ms"] / a["ttft_ms"],
+                "tok_per_cpu_s": a["tok_per_cpu_s"] / b["tok_per_cpu_s"],
+                "ttft_cpu": b["ttft_cpu_ms"] / a["ttft_cpu_ms"]}
+
+    load_before = os.getloadavg()[0]
+    inc_tokens, *t_inc = torch_incremental(model, prompt, nb, args.gen, total)
+    cs = side(c["ttft_s"], c["total_s"], c["ttft_cpu_s"], c["total_cpu_s"])
+    cs.update({"decode_tok_s": c["decode_tok_s"], "encode_share": c["encode_s"] / c["total_s"],
+               "retrieval_share": c["retrieval_s"] / c["total_s"], "chunks_encoded": c["chunks_encoded"]})
     results = {
         "config": {"layers": 6, "dim": 384, "heads": 6, "ffn": 1536, "vocab": 8192, "retro_layers": [3, 6],
                    "k": args.k, "prompt": args.prompt, "gen": args.gen, "threads": args.threads,
-                   "chunk_boundaries_crossed": total // m - args.prompt // m, "torch": torch.__version__},
-        "c": {"ttft_ms": c["ttft_s"] * 1e3, "tok_s": c["tok_s"], "decode_tok_s": c["decode_tok_s"],
-              "encode_share": c["encode_s"] / c["total_s"], "retrieval_share": c["retrieval_s"] / c["total_s"],
-              "chunks_encoded": c["chunks_encoded"]},
-        "torch_incremental": {"ttft_ms": inc_ttft * 1e3, "tok_s": args.gen / inc_total,
-                              "same_tokens_as_c": first_diff(c["tokens"], inc_tokens) is None},
+                   "chunk_boundaries_crossed": total // m - args.prompt // m, "torch": torch.__version__,
+                   "loadavg_1min_before_torch": load_before, "cpus": os.cpu_count()},
+        "c": cs,
+        "torch_incremental": dict(side(*t_inc), same_tokens_as_c=first_diff(c["tokens"], inc_tokens) is None),
     }
-    results["ratio_vs_torch_incremental"] = {"tok_s": c["tok_s"] / (args.gen / inc_total),
-                                             "ttft": inc_ttft / c["ttft_s"]}
+    results["ratio_vs_torch_incremental"] = ratio(cs, results["torch_incremental"])
     if not args.no_recompute:
-        rc_tokens, rc_ttft, rc_total = torch_recompute(model, prompt, nb, args.gen)
-        results["torch_recompute"] = {"ttft_ms": rc_ttft * 1e3, "tok_s": args.gen / rc_total,
-                                      "same_tokens_as_c": first_diff(c["tokens"], rc_tokens) is None}
-        results["ratio_vs_torch_recompute"] = {"tok_s": c["tok_s"] / (args.gen / rc_total),
-                                               "ttft": rc_ttft / c["ttft_s"]}
+        rc_tokens, *t_rc = torch_recompute(model, prompt, nb, args.gen)
+        results["torch_recompute"] = dict(side(*t_rc), same_tokens_as_c=first_diff(c["tokens"], rc_tokens) is None)
+        results["ratio_vs_torch_recompute"] = ratio(cs, results["torch_recompute"])
     diff = first_diff(c["tokens"], inc_tokens)
     if diff is not None:
         results["first_token_mismatch_vs_incremental"] = diff
     print(json.dumps(results, indent=1))
-    print(f"# generate bench: C {results['c']['tok_s']:.1f} tok/s (TTFT {results['c']['ttft_ms']:.1f} ms) vs "
-          f"PyTorch incremental {results['torch_incremental']['tok_s']:.1f} tok/s "
-          f"(TTFT {results['torch_incremental']['ttft_ms']:.1f} ms): "
-          f"ratio {results['ratio_vs_torch_incremental']['tok_s']:.2f}x"
-          + (f"; PyTorch recompute {results['torch_recompute']['tok_s']:.1f} tok/s, ratio "
-             f"{results['ratio_vs_torch_recompute']['tok_s']:.2f}x" if "torch_recompute" in results else ""))
+    ri = results["ratio_vs_torch_incremental"]
+    print(f"# generate bench: C {cs['tok_s']:.1f} tok/s, TTFT {cs['ttft_ms']:.1f} ms; PyTorch incremental "
+          f"{results['torch_incremental']['tok_s']:.1f} tok/s, TTFT {results['torch_incremental']['ttft_ms']:.1f} ms; "
+          f"ratio {ri['tok_s']:.2f}x tok/s, {ri['ttft']:.2f}x TTFT (per CPU second: {ri['tok_per_cpu_s']:.2f}x, "
+          f"{ri['ttft_cpu']:.2f}x)")
+    if "torch_recompute" in results:
+        rr = results["ratio_vs_torch_recompute"]
+        print(f"# vs PyTorch full recompute: {results['torch_recompute']['tok_s']:.2f} tok/s, ratio "
+              f"{rr['tok_s']:.1f}x tok/s, {rr['ttft']:.2f}x TTFT (per CPU second {rr['tok_per_cpu_s']:.1f}x)")
     tmp.cleanup()
     ok = results["torch_incremental"]["same_tokens_as_c"]
     return 0 if ok else 1

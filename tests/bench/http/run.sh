@@ -1,0 +1,69 @@
+#!/bin/sh
+# run.sh - HTTP benchmark: wrk against `retro serve` (/health, /v1/search by
+# vector, /v1/search by text) and against a minimal libmicrohttpd responder
+# (minimal.c, built here) on the same machine in the same run; prints
+# requests/s, p50 and p99 for each and the ratio ours / minimal.
+#   tests/bench/http/run.sh [BUILD_DIR]        (default: build-bench, release)
+# Environment: DURATION (s, default 10), CONNS (default 32), THREADS (wrk, 2),
+#   HTTP_THREADS (server pool, 2), DOCS (documents ingested, 2000),
+#   MODELS (dir with encoder/ decoder/; default: tiny random ones made here).
+set -eu
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+BUILD=${1:-$ROOT/build-bench}
+DURATION=${DURATION:-10}; CONNS=${CONNS:-32}; THREADS=${THREADS:-2}
+HTTP_THREADS=${HTTP_THREADS:-2}; DOCS=${DOCS:-2000}
+command -v wrk >/dev/null || { echo "run.sh: wrk not installed (apt-get install wrk)"; exit 77; }
+[ -d "$BUILD" ] || meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
+ninja -C "$BUILD" server/retro >/dev/null
+WORK=$(mktemp -d)
+trap 'kill $RPID $MPID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+RPID=; MPID=
+cc -O2 -o "$WORK/minimal" "$ROOT/tests/bench/http/minimal.c" $(pkg-config --cflags --libs libmicrohttpd)
+MODELS=${MODELS:-}
+if [ -z "$MODELS" ]; then
+  MODELS=$WORK/models
+  /usr/bin/python3 "$ROOT/tests/http/make_models.py" "$MODELS" >/dev/null
+fi
+PORT_R=$((20000 + $$ % 10000)); PORT_M=$((PORT_R + 1))
+env ${SERVER_ENV:-} "$BUILD/server/retro" serve --data "$WORK/data" --encoder "$MODELS/encoder" --decoder none \
+  --port $PORT_R --http-threads $HTTP_THREADS --log "$WORK/retro.log" 2>"$WORK/serve.err" &
+RPID=$!
+"$WORK/minimal" $PORT_M $HTTP_THREADS & MPID=$!
+for i in $(seq 100); do curl -fs "http://127.0.0.1:$PORT_R/ready" >/dev/null 2>&1 && break; sleep 0.2; done
+# corpus: DOCS short documents
+/usr/bin/python3 - "$DOCS" > "$WORK/docs.ndjson" <<'PY'
+import json, random, sys
+r = random.Random(1)
+words = "alpha beta gamma delta retrieval chunk vector index search query model token server".split()
+for i in range(int(sys.argv[1])):
+    print(json.dumps({"id": "d%d" % i, "text": " ".join(r.choice(words) for _ in range(60))}))
+PY
+curl -fsS -XPOST "http://127.0.0.1:$PORT_R/v1/documents?wait=true" -H 'Content-Type: application/x-ndjson' \
+  --data-binary @"$WORK/docs.ndjson" -o /dev/null
+VEC=$(curl -fsS -XPOST "http://127.0.0.1:$PORT_R/v1/embeddings" -H 'Content-Type: application/json' \
+  -d '{"input":"alpha beta gamma"}' | /usr/bin/python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"][0]["embedding"]))')
+mklua() { # body -> lua script posting it
+  /usr/bin/python3 -c 'import json,sys; b=sys.argv[1]; print("wrk.method=\"POST\"\nwrk.body=%s\nwrk.headers[\"Content-Type\"]=\"application/json\"" % json.dumps(b))' "$1"
+}
+mklua "{\"vector\":$VEC,\"k\":10,\"with_text\":false}" > "$WORK/vec.lua"
+mklua '{"query":"alpha beta gamma delta","k":10,"with_text":false}' > "$WORK/text.lua"
+mklua '{"x":1}' > "$WORK/post.lua"
+run() { # name url [lua] -> "rps p50 p99"
+  if [ -n "${3:-}" ]; then out=$(wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -s "$3" "$2"); \
+  else out=$(wrk -t$THREADS -c$CONNS -d${DURATION}s --latency "$2"); fi
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}'); p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  printf '%-28s %10s req/s  p50 %8s  p99 %8s  %s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:+non-2xx: $non2xx}" >&2
+  echo "$rps"
+}
+echo "wrk -t$THREADS -c$CONNS -d${DURATION}s; server pools: $HTTP_THREADS MHD threads; $(nproc) CPUs; $DOCS docs" >&2
+m_get=$(run "minimal GET" "http://127.0.0.1:$PORT_M/health")
+r_get=$(run "retro /health" "http://127.0.0.1:$PORT_R/health")
+m_post=$(run "minimal POST" "http://127.0.0.1:$PORT_M/" "$WORK/post.lua")
+r_vec=$(run "retro search by vector" "http://127.0.0.1:$PORT_R/v1/search" "$WORK/vec.lua")
+r_txt=$(run "retro search by text" "http://127.0.0.1:$PORT_R/v1/search" "$WORK/text.lua")
+ratio() { /usr/bin/python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
+echo "ratio /health / minimal GET:            $(ratio $r_get $m_get)"
+echo "ratio search-by-vector / minimal POST:  $(ratio $r_vec $m_post)   (goal >= 0.80)"
+echo "ratio search-by-text / minimal POST:    $(ratio $r_txt $m_post)"

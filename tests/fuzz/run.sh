@@ -1,0 +1,21 @@
+#!/bin/sh
+# run.sh - builds the libFuzzer target on the HTTP dispatcher with clang and
+# AddressSanitizer (+UBSan) in build-fuzz/ and runs it for ${FUZZ_SECONDS:-60}
+# seconds from the seed corpus. Exit status non-zero on a crash or leak.
+#   tests/fuzz/run.sh            (from anywhere)
+set -eu
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${FUZZ_BUILD:-$ROOT/build-fuzz}
+SECONDS_TO_RUN=${FUZZ_SECONDS:-60}
+if [ ! -d "$BUILD" ]; then
+  CC=clang CXX=clang++ meson setup "$BUILD" "$ROOT" -Dfuzz=true \
+    -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized
+fi
+ninja -C "$BUILD" tests/http/fuzz_http
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cp "$ROOT"/tests/fuzz/corpus/* "$WORK"/
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+"$BUILD"/tests/http/fuzz_http -max_total_time="$SECONDS_TO_RUN" -max_len=8192 \
+  -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$WORK"
