@@ -58,6 +58,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -769,6 +770,7 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
   size_t *qsel = NULL;
   float *qbuf = NULL, *dist = NULL;
   idx_t *lab = NULL;
+  int threads_before = 0;
   proto_status s = PROTO_OK;
   if (!ix || (!queries && nq) || !scores || !ids)
     return fail(PROTO_EINVAL, "idx_search: NULL argument");
@@ -790,6 +792,12 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
   if (!qsel || !qbuf) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
   for (size_t i = 0; i < nq; i++) qsel[i] = i;
   size_t nsel = nq;
+  /* FAISS parallelises over queries (and IDMap's label translation); with
+   * fewer queries than threads the extra OpenMP threads only spin, which
+   * under concurrent searches from server workers costs far more than the
+   * search. Use at most one thread per query, in this thread only. */
+  threads_before = omp_get_max_threads();
+  if ((size_t)threads_before > nq) omp_set_num_threads((int)nq);
   while (nsel > 0) {
     free(dist);
     free(lab);
@@ -803,6 +811,7 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
     kf = kf * 4 < ntotal ? kf * 4 : ntotal;
   }
 leave:
+  if (threads_before > 0) omp_set_num_threads(threads_before);
   pthread_rwlock_unlock(&ix->lock);
   free(qsel);
   free(qbuf);

@@ -112,7 +112,8 @@ static int bert_file_exists(const char *path) {
   return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-/* Reads an integer field; def < -1 ... means required. */
+/* Reads an integer field of config.json within [lo, hi]; when absent, def
+ * (or PROTO_EMISSING if required). */
 static proto_status bert_cfg_int(json_t *cfg, const char *path, const char *key, int required,
                                  int def, int lo, int hi, int *out) {
   json_t *v = json_object_get(cfg, key);
@@ -137,10 +138,12 @@ static proto_status bert_cfg_int(json_t *cfg, const char *path, const char *key,
   return PROTO_OK;
 }
 
-static proto_status bert_read_config(bert *b, const char *dir, const char **retro_pool) {
+/* config.json -> b's sizes; *retro_pool = the "retro_pooling" choice, or
+ * BERT_POOL_AUTO when absent. */
+static proto_status bert_read_config(bert *b, const char *dir, bert_pooling *retro_pool) {
   char path[4096];
   proto_status st = PROTO_OK;
-  *retro_pool = NULL;
+  *retro_pool = BERT_POOL_AUTO;
   if (!bert_path(path, sizeof path, dir, "config.json")) {
     bert_set_error("%s: path too long", dir);
     return PROTO_EINVAL;
@@ -239,14 +242,13 @@ static proto_status bert_read_config(bert *b, const char *dir, const char **retr
   b->sep_id = eos;
   json_t *rp = json_object_get(cfg, "retro_pooling");
   if (rp) {
-    static const char *names[] = {"cls", "mean"};
     if (!json_is_string(rp) ||
         (strcmp(json_string_value(rp), "cls") && strcmp(json_string_value(rp), "mean"))) {
       bert_set_error("%s: \"retro_pooling\" must be \"cls\" or \"mean\"", path);
       st = PROTO_EINVAL;
       goto done;
     }
-    *retro_pool = strcmp(json_string_value(rp), "cls") == 0 ? names[0] : names[1];
+    *retro_pool = strcmp(json_string_value(rp), "cls") == 0 ? BERT_POOL_CLS : BERT_POOL_MEAN;
   }
 done:
   json_decref(cfg);
@@ -408,7 +410,7 @@ static int bert_arena_alloc(const bert *b, bert_arena *a) {
 proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
   proto_status st = PROTO_ENOMEM;
   bert_options dflt = {0};
-  const char *retro_pool = NULL;
+  bert_pooling retro_pool = BERT_POOL_AUTO;
   *out = NULL;
   bert_err[0] = 0;
   if (!opt) opt = &dflt;
@@ -432,8 +434,8 @@ proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
     b->pooling = opt->pooling;
   else if (found)
     b->pooling = stp;
-  else if (retro_pool)
-    b->pooling = strcmp(retro_pool, "mean") == 0 ? BERT_POOL_MEAN : BERT_POOL_CLS;
+  else if (retro_pool != BERT_POOL_AUTO)
+    b->pooling = retro_pool;
   else
     b->pooling = BERT_POOL_CLS;
   b->normalize = !opt->no_normalize;
@@ -633,7 +635,6 @@ static void bert_linear3(bert *b, lin_job *q, lin_job *k, lin_job *v) {
 typedef struct attn_job {
   const bert *b;
   bert_arena *a;
-  int nseq;
 } attn_job;
 
 static void attn_task(void *arg, int t, int worker) {
@@ -687,7 +688,7 @@ static void bert_forward(bert *b, bert_arena *a, int nseq, int M) {
     jv.b = ly->bv;
     jv.out = a->qkv + 2 * H;
     bert_linear3(b, &jq, &jk, &jv);
-    attn_job aj = {b, a, nseq};
+    attn_job aj = {b, a};
     pool_for(b->pool, nseq * b->nh, attn_task, &aj);
     /* tmp = LN(ctx @ Wo^T + bo + x) */
     lin_job jo = {.x = a->ctx, .ldx = H, .W = ly->wo, .b = ly->bo, .out = a->tmp, .ldo = H,

@@ -15,6 +15,7 @@
 #include "retro.h"
 
 #include "kernels.h"
+#include "retro_f16.h"
 #include "st.h"
 
 #include <cblas.h>
@@ -49,8 +50,9 @@ const char *retro_last_error(void) { return retro_err; }
 /* ------------------------------------------------------------ weights */
 
 typedef struct lin_w {
-  const float *w; /* (out, in) */
-  const float *b; /* (out) */
+  const float *w;    /* (out, in) */
+  const float *b;    /* (out) */
+  const uint16_t *h; /* (out, in) the F16 weights in the file, or NULL */
 } lin_w;
 
 typedef struct ln_w {
@@ -89,6 +91,8 @@ struct retro {
   tok *tk;
   const float *tok_emb; /* (V, D) */
   const float *head;    /* (V, D): tok_emb when tied */
+  const uint16_t *head_h; /* (V, D) F16 copy of head in the file, or NULL */
+  int f16_gemv;         /* use F16 weights for one-token products */
   dec_layer *layers;    /* (n_layers) */
   enc_layer *enc;       /* (enc_layers) */
   ln_w enc_lnf, ln_f;
@@ -143,9 +147,21 @@ static proto_status wl_ln(wload *wl, ln_w *ln, int D, const char *prefix) {
   return st;
 }
 
+/* The raw F16 data of a tensor when the file stores it as F16 and the
+ * one-token F16 path is on; else NULL. */
+static const uint16_t *wl_f16(wload *wl, const char *name) {
+  if (!wl->r->f16_gemv) return NULL;
+  const st_tensor_info *ti = st_find(wl->r->st, name);
+  if (!ti || ti->dtype != ST_F16 || ((uintptr_t)ti->data & 1u)) return NULL;
+  return ti->data;
+}
+
 static proto_status wl_lin(wload *wl, lin_w *l, int out, int in, const char *prefix) {
   proto_status st = wl_get(wl, &l->w, 2, out, in, "%s.weight", prefix);
   if (st == PROTO_OK) st = wl_get(wl, &l->b, 1, out, 0, "%s.bias", prefix);
+  char name[160];
+  snprintf(name, sizeof name, "%s.weight", prefix);
+  l->h = st == PROTO_OK ? wl_f16(wl, name) : NULL;
   return st;
 }
 
@@ -158,9 +174,11 @@ static proto_status load_weights(retro *r) {
   if (st != PROTO_OK) goto leave;
   if (c->tie_embeddings) {
     r->head = r->tok_emb;
+    r->head_h = wl_f16(&wl, "tok_emb.weight");
   } else {
     st = wl_get(&wl, &r->head, 2, V, D, "head.weight");
     if (st != PROTO_OK) goto leave;
+    r->head_h = wl_f16(&wl, "head.weight");
   }
   for (int i = 0; i < c->n_layers && st == PROTO_OK; i++) {
     dec_layer *L = &r->layers[i];
@@ -363,6 +381,10 @@ proto_status retro_open(const char *dir, int threads, retro **out) {
     retro_set_error("retro_open: %s", st_last_error());
     goto leave;
   }
+  {
+    const char *env = getenv("RETRO_F16_GEMV");
+    r->f16_gemv = retro_f16_supported() && !(env && strcmp(env, "0") == 0);
+  }
   st = load_weights(r);
   if (st != PROTO_OK) goto leave;
 
@@ -424,9 +446,14 @@ const tok *retro_tokenizer(const retro *r) { return r ? r->tk : NULL; }
 
 /* ------------------------------------------------------------ kernels */
 
-/* out (M, N) (= or +=) x (M, K) @ W^T + b; M == 1 goes through gemv. */
+/* out (M, N) (= or +=) x (M, K) @ W^T + b; M == 1 goes through gemv (over
+ * the F16 weights when the file has them). */
 static void lin(const float *x, int ldx, const lin_w *l, float *out, int ldo, int M, int N, int K,
                 int accumulate) {
+  if (M == 1 && l->h) {
+    retro_gemv_f16(l->h, x, l->b, out, N, K, accumulate);
+    return;
+  }
   if (M == 1) {
     if (!accumulate) {
       if (l->b)
@@ -495,15 +522,15 @@ struct retro_state {
   float *ffn;    /* (cap, max(F, D)) */
   float *scores; /* (cap, score_cols) */
   int score_cols;
-  /* encoder scratch for up to kcap neighbours */
-  int kcap;
-  float *ey;      /* (kcap*r, D) */
-  float *eyn;     /* (kcap*r, D) */
-  float *eqkv;    /* (kcap*r, 3D) */
-  float *eatt;    /* (kcap*r, D) */
-  float *effn;    /* (kcap*r, F) */
+  /* encoder scratch for up to rcap neighbour positions (non-pad) per chunk */
+  int rcap;
+  float *ey;      /* (rcap, D) */
+  float *eyn;     /* (rcap, D) */
+  float *eqkv;    /* (rcap, 3D) */
+  float *eatt;    /* (rcap, D) */
+  float *effn;    /* (rcap, F) */
   float *hkv;     /* (m, 2D) */
-  float *escores; /* (max(r*r, kcap*r*m)) */
+  float *escores; /* (max(r*r, rcap*m)) */
   retro_stats stats;
 };
 
@@ -518,32 +545,41 @@ static void state_free_scratch_k(retro_state *s) {
   s->ey = s->eyn = s->eqkv = s->eatt = s->effn = s->escores = s->scores = NULL;
 }
 
-/* (Re)sizes what depends on the number of neighbours per chunk. */
-static proto_status ensure_k(retro_state *s, int k) {
-  if (k <= s->kcap && s->ey) return PROTO_OK;
-  if (k < s->kcap) k = s->kcap;
-  if (k < 1) k = 1;
+/* Makes room for R neighbour positions per chunk (the encoder's rows and
+ * the CCA keys). On failure the state keeps its old, smaller buffers. */
+static proto_status ensure_rows(retro_state *s, int R) {
+  if (R < 1) R = 1;
+  if (R <= s->rcap && s->ey) return PROTO_OK;
   const retro_config *c = &s->m->cfg;
   const size_t D = (size_t)c->dim, F = (size_t)c->ffn_dim, r = (size_t)c->neighbour_len,
-               m = (size_t)c->chunk_len, R = (size_t)k * r;
-  state_free_scratch_k(s);
-  s->kcap = 0;
-  s->ey = malloc(R * D * sizeof(float));
-  s->eyn = malloc(R * D * sizeof(float));
-  s->eqkv = malloc(R * 3 * D * sizeof(float));
-  s->eatt = malloc(R * D * sizeof(float));
-  s->effn = malloc(R * F * sizeof(float));
-  size_t es = r * r > R * m ? r * r : R * m;
-  s->escores = malloc(es * sizeof(float));
-  s->score_cols = s->max_tokens > (int)R ? s->max_tokens : (int)R;
-  s->scores = malloc((size_t)s->cap * (size_t)s->score_cols * sizeof(float));
-  if (!s->ey || !s->eyn || !s->eqkv || !s->eatt || !s->effn || !s->escores ||
-      !s->scores) {
-    state_free_scratch_k(s);
-    retro_set_error("retro: out of memory for %d neighbours", k);
+               m = (size_t)c->chunk_len, n = (size_t)R;
+  const size_t es = r * r > n * m ? r * r : n * m;
+  const int cols = s->max_tokens > R ? s->max_tokens : R;
+  float *ey = malloc(n * D * sizeof(float)), *eyn = malloc(n * D * sizeof(float)),
+        *eqkv = malloc(n * 3 * D * sizeof(float)), *eatt = malloc(n * D * sizeof(float)),
+        *effn = malloc(n * F * sizeof(float)), *escores = malloc(es * sizeof(float)),
+        *scores = malloc((size_t)s->cap * (size_t)cols * sizeof(float));
+  if (!ey || !eyn || !eqkv || !eatt || !effn || !escores || !scores) {
+    free(ey);
+    free(eyn);
+    free(eqkv);
+    free(eatt);
+    free(effn);
+    free(escores);
+    free(scores);
+    retro_set_error("retro: out of memory for %d neighbour positions", R);
     return PROTO_ENOMEM;
   }
-  s->kcap = k;
+  state_free_scratch_k(s);
+  s->ey = ey;
+  s->eyn = eyn;
+  s->eqkv = eqkv;
+  s->eatt = eatt;
+  s->effn = effn;
+  s->escores = escores;
+  s->scores = scores;
+  s->score_cols = cols;
+  s->rcap = R;
   return PROTO_OK;
 }
 
@@ -608,7 +644,7 @@ proto_status retro_state_new(const retro *r, int max_tokens, retro_state **out) 
     retro_set_error("retro_state_new: out of memory (max_tokens %d)", max_tokens);
     goto leave;
   }
-  st = ensure_k(s, c->n_neighbours);
+  st = ensure_rows(s, c->n_neighbours * c->neighbour_len);
   if (st != PROTO_OK) goto leave;
   *out = s;
   s = NULL;
@@ -663,7 +699,7 @@ proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *toke
     }
     nvalid++;
   }
-  proto_status st = ensure_k(s, k);
+  proto_status st = ensure_rows(s, nvalid);
   if (st != PROTO_OK) return st;
   chunk_nb *cn = &s->chunks[chunk];
   chunk_clear(cn);
@@ -754,7 +790,7 @@ static void encode_chunk(retro_state *s, int u) {
     if (L->retro_idx < 0) continue;
     float *K = cn->kv + (size_t)L->retro_idx * 2 * (size_t)R * D; /* (R, D) */
     float *Vv = K + (size_t)R * D;                                  /* (R, D) */
-    lin_w wk = {L->ckv.w, L->ckv.b}, wv = {L->ckv.w + (size_t)D * D, L->ckv.b + D};
+    lin_w wk = {L->ckv.w, L->ckv.b, NULL}, wv = {L->ckv.w + (size_t)D * D, L->ckv.b + D, NULL};
     lin(yn, D, &wk, K, D, R, D, D, 0);
     lin(yn, D, &wv, Vv, D, R, D, D, 0);
     for (int i = 0; i < R; i++) rope(M, K + (size_t)i * D, cn->vpos[i]);
@@ -856,7 +892,7 @@ static void forward_block(retro_state *s, const int32_t *tokens, int n, int firs
   if (first_logit < n) {
     int nl = n - first_logit;
     kn_layernorm(xn, x + (size_t)first_logit * D, M->ln_f.g, M->ln_f.b, nl, D, eps);
-    lin_w head = {M->head, NULL};
+    lin_w head = {M->head, NULL, M->head_h};
     lin(xn, D, &head, logits, V, nl, V, D, 0);
   }
 }

@@ -208,11 +208,10 @@ void proto_jw_float(proto_jw *w, float v) {
   if (!isfinite(v)) { proto_jw_null(w); return; }
   jw_value_start(w);
   char tmp[32];
-  /* the shortest of %.6g .. %.9g that reads back as the same float */
-  for (int prec = 6; prec <= 9; prec++) {
-    snprintf(tmp, sizeof tmp, "%.*g", prec, (double)v);
-    if (prec == 9 || strtof(tmp, NULL) == v) break;
-  }
+  /* 8 significant digits when they read back as the same float, else 9
+   * (always enough for a float) */
+  snprintf(tmp, sizeof tmp, "%.8g", (double)v);
+  if (strtof(tmp, NULL) != v) snprintf(tmp, sizeof tmp, "%.9g", (double)v);
   proto_buf_adds(w->b, tmp);
 }
 

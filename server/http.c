@@ -194,6 +194,7 @@ typedef struct conn {
   /* body */
   proto_buf body;
   int too_big;
+  size_t discarded;        /* body bytes dropped after too_big */
   int ndjson;
   http_ingest *ing;
   int ing_error;           /* feed/submit failed: the rest of the body is discarded */
@@ -620,7 +621,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
       if (full) return hand_off_batch(c);
       return MHD_YES;
     }
-    if (c->too_big) return MHD_YES;
+    if (c->too_big) {
+      /* the 413 goes out when the body ends; a body that goes on and on
+       * gets the connection closed instead */
+      c->discarded += n;
+      return c->discarded > 4 * (size_t)D.cfg->max_body ? MHD_NO : MHD_YES;
+    }
     if (c->body.len + n > (size_t)D.cfg->max_body) {
       c->too_big = 1;
       proto_buf_free(&c->body);

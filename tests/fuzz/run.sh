@@ -8,7 +8,9 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${FUZZ_BUILD:-$ROOT/build-fuzz}
 SECONDS_TO_RUN=${FUZZ_SECONDS:-60}
 if [ ! -d "$BUILD" ]; then
-  CC=clang CXX=clang++ meson setup "$BUILD" "$ROOT" -Dfuzz=true \
+  # every C file gets coverage instrumentation (fuzzer-no-link); only the
+  # target links libFuzzer's main
+  CC=clang CXX=clang++ CFLAGS="-fsanitize=fuzzer-no-link" meson setup "$BUILD" "$ROOT" -Dfuzz=true \
     -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized
 fi
 ninja -C "$BUILD" tests/http/fuzz_http

@@ -57,8 +57,18 @@ class Server:
         self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.port = None
         deadline = time.time() + 60
+        logfile = args[list(args).index("--log") + 1] if "--log" in args else None
         while time.time() < deadline:
-            line = self.p.stderr.readline().decode("utf-8", "replace")
+            if logfile:  # the log goes to the file: poll it for the port
+                time.sleep(0.05)
+                line = ""
+                if os.path.exists(logfile):
+                    with open(logfile) as f:
+                        line = "".join(l for l in f if "listening on" in l)
+                if not line and self.p.poll() is None:
+                    continue
+            else:
+                line = self.p.stderr.readline().decode("utf-8", "replace")
             if not line:
                 break
             self.log.append(line)
@@ -70,6 +80,12 @@ class Server:
             raise RuntimeError("server did not start: " + "".join(self.log))
         self.t = threading.Thread(target=self._drain, daemon=True)
         self.t.start()
+        # the daemon listens while the engine loads: /ready says when it is loaded
+        self.ready_at_start = self.req("GET", "/ready")[0]
+        while time.time() < deadline and self.req("GET", "/ready")[0] != 200:
+            if self.p.poll() is not None:
+                raise RuntimeError("server exited: " + "".join(self.log))
+            time.sleep(0.05)
 
     def _drain(self):
         for line in self.p.stderr:
@@ -363,18 +379,24 @@ def run_main(s):
     def slow():
         res["slow"] = s.req("POST", "/v1/documents", big_lines, ctype="application/x-ndjson", timeout=120)[0]
     t = threading.Thread(target=slow)
+    t0 = time.time()
     t.start()
     time.sleep(0.2)
-    worst = 0.0
+    lat = []
     while t.is_alive():
-        t0 = time.time()
+        t1 = time.time()
         healthy(s)
         s.req("GET", "/v1/documents/doc-1")
-        worst = max(worst, time.time() - t0)
+        if t.is_alive():  # answered while the slow request was still running
+            lat.append(time.time() - t1)
         time.sleep(0.02)
     t.join()
-    ok(res.get("slow") == 200 and worst < 0.5, "fast requests answered during a slow ingest (worst %.3fs)" % worst,
-       res)
+    took = time.time() - t0
+    lat.sort()
+    med = lat[len(lat) // 2] if lat else 99
+    # blocked requests would all finish after the ingest: few, and as slow as it
+    ok(res.get("slow") == 200 and len(lat) >= 5 and med < min(0.25, took / 4),
+       "fast requests answered during a slow ingest (%d in %.1fs, median %.3fs)" % (len(lat), took, med), res)
 
 
 def read_sse(s, body):
@@ -514,7 +536,11 @@ def run_auth():
 
 
 def run_busy():
-    s = Server("busy", "--gen-slots", "1", "--gen-queue", "0", data=os.path.join(WORK, "main"))
+    log = os.path.join(WORK, "busy.log")
+    for f in (log, log + ".1"):
+        if os.path.exists(f):
+            os.remove(f)
+    s = Server("busy", "--gen-slots", "1", "--gen-queue", "0", "--log", log, data=os.path.join(WORK, "main"))
     try:
         res = []
         lock = threading.Lock()
@@ -533,6 +559,18 @@ def run_busy():
         ok(codes.count(200) >= 1 and codes.count(429) >= 1 and set(codes) <= {200, 429}
            and all(ra == "1" for st, ra in res if st == 429), "full generation queue -> 429 with Retry-After", res)
         ok(healthy(s), "server fine after 429s")
+        # SIGHUP reopens the log file (logrotate: rename, then HUP)
+        os.rename(log, log + ".1")
+        s.p.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        s.req("GET", "/v1/info")
+        time.sleep(0.2)
+        with open(log) as f:
+            new = f.read()
+        with open(log + ".1") as f:
+            old = f.read()
+        ok('path="/v1/info"' in new and "status=429" in old and "status=429" not in new,
+           "SIGHUP reopens the log file", new[:300])
     finally:
         s.stop()
 

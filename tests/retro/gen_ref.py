@@ -83,13 +83,15 @@ def main():
     randomise(model, gen)
     model.eval()
     V, m, r, pad = cfg.vocab_size, cfg.chunk_len, cfg.neighbour_len, cfg.pad_id
-    l, k = n // m, 2
+    l, k = n // m, 3
     tokens = torch.randint(2, V, (n,), generator=gen)
     nb = torch.randint(2, V, (l, k, r), generator=gen)
-    nb_k = [k] * l
+    nb_k = [2] * l
+    nb[1:, 2] = pad                # only chunk 0 has a third neighbour (more than n_neighbours = 2)
+    nb_k[0] = 3
     nb[0, 1, 90:] = pad            # chunk 0: second neighbour padded at the tail
     nb[1] = pad                    # chunk 1: all padding (attends to nothing)
-    nb[2, 1] = pad                 # chunk 2: one neighbour only
+    nb[2, 1:] = pad                # chunk 2: one neighbour only
     nb_k[2] = 1
     nb[3, 0, 40:50] = pad          # chunk 3: pads in the middle
     nb[3, 0, 0:64] = tokens[192:256]  # plausible [N, F]: the chunk itself as N

@@ -13,6 +13,7 @@
 #include "tap.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,6 +205,41 @@ leave:
   free(lg);
 }
 
+typedef struct thread_job {
+  retro *r;
+  float err;
+} thread_job;
+
+static void *thread_main(void *arg) {
+  thread_job *j = arg;
+  j->err = run_full(j->r, 1, g_on);
+  return NULL;
+}
+
+/* One shared model, a state per thread, at the same time. */
+TEST(threads) {
+  retro *r = open_model("model");
+  if (!r) {
+    CHECK(0);
+    return;
+  }
+  enum { NT = 3 };
+  pthread_t th[NT];
+  thread_job jobs[NT];
+  int started = 0;
+  for (int i = 0; i < NT; i++) {
+    jobs[i].r = r;
+    jobs[i].err = INFINITY;
+    if (pthread_create(&th[i], NULL, thread_main, &jobs[i]) == 0) started++;
+  }
+  for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+  int ok = started == NT;
+  for (int i = 0; i < NT; i++) ok &= jobs[i].err <= 1e-4f;
+  CHECKF(ok, "%d threads: errors %g %g %g", started, (double)jobs[0].err, (double)jobs[1].err,
+         (double)jobs[2].err);
+  retro_close(r);
+}
+
 TEST(f16_weights) {
   if (g_recorded) {
     printf("ok %d # SKIP F16 check needs torch\n", ++tap_count);
@@ -214,6 +250,10 @@ TEST(f16_weights) {
   if (!r) return;
   float e = run_full(r, 1, g_f16);
   CHECKF(e <= 1e-4f, "F16 weights: %g", (double)e);
+  /* single tokens take the F16 matrix-vector path (where the CPU has F16C) */
+  e = run_incremental(r, 30, 1, g_f16);
+  CHECKF(e <= 1e-4f, "F16 weights, prompt 30 then single tokens: %g", (double)e);
+  printf("# F16 weights, incremental: max abs error %.3g\n", (double)e);
   retro_close(r);
 }
 
@@ -326,6 +366,7 @@ int main(int argc, char **argv) {
   RUN(full_sequence);
   RUN(incremental);
   RUN(mixed_blocks);
+  RUN(threads);
   RUN(f16_weights);
   RUN(bad_files);
   RUN(bad_arguments);

@@ -8,6 +8,10 @@
  * Prints one line per measurement:
  *   sgemm M N K threads gflops
  *   ours LEN BATCH sent_per_s ms_per_call gflops
+ *   blas LEN BATCH sent_per_s ms_per_call gflops
+ * "ours" is the encoder as shipped (a pool of THREADS threads over
+ * single-threaded sgemm tiles); "blas" is the alternative it was measured
+ * against: a pool of 1 and OpenBLAS itself running THREADS threads.
  * Inputs: sequence i of a batch has LEN tokens including [CLS]/[SEP]; its
  * content ids are 1000 + (i * 7919 + j * 104729) % 28000 (bench_torch.py
  * uses the same formula).
@@ -45,26 +49,9 @@ static double bench_sgemm(int M, int N, int K, int threads, double secs) {
   return 2.0 * M * N * K * it / t / 1e9;
 }
 
-int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: %s MODEL_DIR THREADS SECONDS\n", argv[0]);
-    return 2;
-  }
-  const char *dir = argv[1];
-  int threads = atoi(argv[2]);
-  double secs = atof(argv[3]);
-  /* the yardstick: a large square product, and the encoder's own FFN shape */
-  printf("sgemm 2048 2048 2048 %d %.1f\n", threads, bench_sgemm(2048, 2048, 2048, threads, secs));
-  printf("sgemm 4096 1536 384 %d %.1f\n", threads, bench_sgemm(4096, 1536, 384, threads, secs));
-  fflush(stdout);
-
-  bert *b = NULL;
-  bert_options opt = {.pooling = BERT_POOL_AUTO, .threads = threads};
-  if (bert_open(dir, &opt, &b) != PROTO_OK) {
-    fprintf(stderr, "bench_encoder: %s\n", bert_last_error());
-    return 1;
-  }
-  /* layer count and sizes from the fingerprint-independent config */
+/* Measures every (length, batch) point on b; prints "<tag> ..." lines. */
+static int run_points(bert *b, const char *dir, const char *tag, double secs) {
+  /* layer count and sizes from config.json */
   int H = (int)bert_dim(b), L = 6, I = 4 * H;
   FILE *cf;
   char path[4096];
@@ -104,7 +91,7 @@ int main(int argc, char **argv) {
         t = proto_now() - t0;
       } while (t < secs || it < 3);
       double sps = (double)B * it / t;
-      printf("ours %d %d %.1f %.3f %.1f\n", T, B, sps, 1e3 * t / it,
+      printf("%s %d %d %.1f %.3f %.1f\n", tag, T, B, sps, 1e3 * t / it,
              model_flops(L, H, I, T) * sps / 1e9);
       fflush(stdout);
       for (int i = 0; i < B; i++) free(ids[i]);
@@ -112,6 +99,32 @@ int main(int argc, char **argv) {
       free(n);
       free(out);
     }
-  bert_close(b);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 4) {
+    fprintf(stderr, "usage: %s MODEL_DIR THREADS SECONDS\n", argv[0]);
+    return 2;
+  }
+  const char *dir = argv[1];
+  int threads = atoi(argv[2]);
+  double secs = atof(argv[3]);
+  /* the yardstick: a large square product, and the encoder's own FFN shape */
+  printf("sgemm 2048 2048 2048 %d %.1f\n", threads, bench_sgemm(2048, 2048, 2048, threads, secs));
+  printf("sgemm 4096 1536 384 %d %.1f\n", threads, bench_sgemm(4096, 1536, 384, threads, secs));
+  fflush(stdout);
+
+  for (int mode = 0; mode < 2; mode++) {
+    bert *b = NULL;
+    bert_options opt = {.pooling = BERT_POOL_AUTO, .threads = mode == 0 ? threads : 1};
+    if (bert_open(dir, &opt, &b) != PROTO_OK) {
+      fprintf(stderr, "bench_encoder: %s\n", bert_last_error());
+      return 1;
+    }
+    if (mode == 1) kn_set_blas_threads(threads); /* after bert_open, which sets 1 */
+    if (run_points(b, dir, mode == 0 ? "ours" : "blas", secs) != 0) return 1;
+    bert_close(b);
+  }
   return 0;
 }

@@ -31,13 +31,13 @@ export OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads"
 grep '^#' "$data/torch.txt"
 "$py" - "$data/ours.txt" "$data/torch.txt" <<'PY'
 import sys
-ours, torch, peak = {}, {}, {}
+ours, blas, torch, peak = {}, {}, {}, {}
 for line in open(sys.argv[1]):
     f = line.split()
     if f[0] == "sgemm":
         peak[" ".join(f[1:4])] = float(f[5])
-    elif f[0] == "ours":
-        ours[(int(f[1]), int(f[2]))] = (float(f[3]), float(f[4]), float(f[5]))
+    elif f[0] in ("ours", "blas"):
+        (ours if f[0] == "ours" else blas)[(int(f[1]), int(f[2]))] = (float(f[3]), float(f[4]), float(f[5]))
 for line in open(sys.argv[2]):
     f = line.split()
     if f[0] == "torch":
@@ -45,10 +45,13 @@ for line in open(sys.argv[2]):
 for k, v in peak.items():
     print(f"sgemm {k}: {v:.1f} GFLOP/s")
 ref = peak.get("2048 2048 2048", max(peak.values()))
+nan = (float("nan"),) * 3
 print(f"{'len':>4} {'batch':>5} {'ours sent/s':>12} {'ours ms':>9} {'torch sent/s':>13} "
-      f"{'torch ms':>9} {'ratio':>6} {'GFLOP/s':>8} {'of sgemm':>8}")
+      f"{'torch ms':>9} {'ratio':>6} {'GFLOP/s':>8} {'of sgemm':>8}  {'blas-threads sent/s':>19}")
 for k in sorted(ours):
-    o, t = ours[k], torch.get(k, (float("nan"), float("nan")))
+    o, t, b = ours[k], torch.get(k, nan), blas.get(k, nan)
     print(f"{k[0]:>4} {k[1]:>5} {o[0]:>12.1f} {o[1]:>9.3f} {t[0]:>13.1f} {t[1]:>9.3f} "
-          f"{o[0] / t[0]:>6.2f} {o[2]:>8.1f} {100 * o[2] / ref:>7.0f}%")
+          f"{o[0] / t[0]:>6.2f} {o[2]:>8.1f} {100 * o[2] / ref:>7.0f}%  {b[0]:>19.1f}")
+print("ratio = ours / torch; of sgemm = our GFLOP/s / sgemm 2048^3 GFLOP/s (same threads);")
+print("blas-threads = the alternative design (pool of 1, OpenBLAS with THREADS threads).")
 PY

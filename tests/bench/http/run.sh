@@ -2,7 +2,9 @@
 # run.sh - HTTP benchmark: wrk against `retro serve` (/health, /v1/search by
 # vector, /v1/search by text) and against a minimal libmicrohttpd responder
 # (minimal.c, built here) on the same machine in the same run; prints
-# requests/s, p50 and p99 for each and the ratio ours / minimal.
+# requests/s, p50 and p99 for each and the ratio ours / minimal; then holds
+# SLOW_CLIENTS (500) stalled connections open and reports RSS and /health
+# latency meanwhile (slow_clients.py).
 #   tests/bench/http/run.sh [BUILD_DIR]        (default: build-bench, release)
 # Environment: DURATION (s, default 10), CONNS (default 32), THREADS (wrk, 2),
 #   HTTP_THREADS (server pool, 2), DOCS (documents ingested, 2000),
@@ -26,7 +28,7 @@ if [ -z "$MODELS" ]; then
 fi
 PORT_R=$((20000 + $$ % 10000)); PORT_M=$((PORT_R + 1))
 env ${SERVER_ENV:-} "$BUILD/server/retro" serve --data "$WORK/data" --encoder "$MODELS/encoder" --decoder none \
-  --port $PORT_R --http-threads $HTTP_THREADS --log "$WORK/retro.log" 2>"$WORK/serve.err" &
+  --port $PORT_R --http-threads $HTTP_THREADS --max-per-ip 0 --idle-timeout 30 --log "$WORK/retro.log" 2>"$WORK/serve.err" &
 RPID=$!
 "$WORK/minimal" $PORT_M $HTTP_THREADS & MPID=$!
 for i in $(seq 100); do curl -fs "http://127.0.0.1:$PORT_R/ready" >/dev/null 2>&1 && break; sleep 0.2; done
@@ -67,3 +69,5 @@ ratio() { /usr/bin/python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / 
 echo "ratio /health / minimal GET:            $(ratio $r_get $m_get)"
 echo "ratio search-by-vector / minimal POST:  $(ratio $r_vec $m_post)   (goal >= 0.80)"
 echo "ratio search-by-text / minimal POST:    $(ratio $r_txt $m_post)"
+# hundreds of stalled clients: bounded memory, others still served
+/usr/bin/python3 "$ROOT/tests/bench/http/slow_clients.py" $PORT_R $RPID ${SLOW_CLIENTS:-500}
