@@ -183,6 +183,14 @@ FaissIndexHNSW *faiss_IndexHNSW_cast(FaissIndex *index) {
   return reinterpret_cast<FaissIndexHNSW *>(dynamic_cast<faiss::IndexHNSW *>(I(index)));
 }
 
+int faiss_IndexHNSW_efSearch(const FaissIndexHNSW *index) {
+  return reinterpret_cast<const faiss::IndexHNSW *>(index)->hnsw.efSearch;
+}
+
+void faiss_IndexHNSW_set_efSearch(FaissIndexHNSW *index, int ef) {
+  reinterpret_cast<faiss::IndexHNSW *>(index)->hnsw.efSearch = ef;
+}
+
 /* Id selectors -------------------------------------------------------------- */
 
 void faiss_IDSelector_free(FaissIDSelector *obj) {
@@ -222,17 +230,6 @@ int faiss_SearchParametersIVF_new_with(FaissSearchParametersIVF **p_sp,
     /* The struct pointer must be the base's: SearchParameters is its first
      * (and only) base, so the static cast below does not move it. */
     *p_sp = reinterpret_cast<FaissSearchParametersIVF *>(
-        static_cast<faiss::SearchParameters *>(sp));
-  });
-}
-
-int faiss_SearchParametersHNSW_new_with(FaissSearchParametersHNSW **p_sp,
-                                        FaissIDSelector *sel, int ef_search) {
-  return guarded([&] {
-    auto *sp = new faiss::SearchParametersHNSW();
-    sp->sel = reinterpret_cast<faiss::IDSelector *>(sel);
-    sp->efSearch = ef_search;
-    *p_sp = reinterpret_cast<FaissSearchParametersHNSW *>(
         static_cast<faiss::SearchParameters *>(sp));
   });
 }

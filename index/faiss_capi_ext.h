@@ -24,7 +24,6 @@ extern "C" {
 FAISS_DECLARE_CLASS(SearchParameters)
 FAISS_DECLARE_DESTRUCTOR(SearchParameters)
 FAISS_DECLARE_CLASS_INHERITED(SearchParametersIVF, SearchParameters)
-FAISS_DECLARE_CLASS_INHERITED(SearchParametersHNSW, SearchParameters)
 
 /* Plain parameters: only an optional id selector (sel may be NULL). */
 int faiss_SearchParameters_new(FaissSearchParameters **p_sp, FaissIDSelector *sel);
@@ -32,9 +31,6 @@ int faiss_SearchParameters_new(FaissSearchParameters **p_sp, FaissIDSelector *se
 int faiss_SearchParametersIVF_new_with(FaissSearchParametersIVF **p_sp,
                                        FaissIDSelector *sel, size_t nprobe,
                                        size_t max_codes);
-/* HNSW: the size of the dynamic candidate list at search time. */
-int faiss_SearchParametersHNSW_new_with(FaissSearchParametersHNSW **p_sp,
-                                        FaissIDSelector *sel, int ef_search);
 
 /* Like faiss_Index_search with per-call parameters (params may be NULL).
  * Looks through IndexIDMap/IndexIDMap2 and IndexPreTransform wrappers so the
@@ -54,6 +50,10 @@ int faiss_Index_set_polysemous_training(FaissIndex *index, int on);
 /* Downcast to an HNSW index (any IndexHNSW* class); NULL when it is not one. */
 FAISS_DECLARE_CLASS_INHERITED(IndexHNSW, Index)
 FAISS_DECLARE_INDEX_DOWNCAST(IndexHNSW)
+/* efSearch of an HNSW index (the member hnsw.efSearch). FAISS 1.7.3 ignores
+ * SearchParametersHNSW::efSearch (measured: recall does not move), so the
+ * member is the only knob; setting it races with searches in flight. */
+FAISS_DECLARE_GETTER_SETTER(IndexHNSW, int, efSearch)
 
 #ifdef __cplusplus
 }

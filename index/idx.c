@@ -34,7 +34,11 @@
  *   150 s to train "IVF256,PQ16" on 10k 32-d vectors, against under 1 s.
  * - Default search parameters: nprobe = max(1, nlist/8), efSearch = 64
  *   (FAISS's own defaults 1 and 16 give poor recall); overridable per index
- *   (idx_options) and per query (idx_search_params).
+ *   (idx_options) and per query (idx_search_params). nprobe goes through
+ *   SearchParametersIVF (concurrent). FAISS 1.7.3 ignores efSearch in
+ *   SearchParametersHNSW (measured), so a query asking for an efSearch other
+ *   than the one set in the index changes it under the exclusive lock;
+ *   queries at the current value search concurrently.
  * - File format: "RETROIX1", watermark, dim, metric, factory, the FAISS
  *   index bytes, then an FNV-1a 64 checksum and "RETROEND". A file that is
  *   short, fails the checksum, was written for another factory/metric/dim, or
@@ -79,6 +83,7 @@ struct idx {
   idx_metric metric;
   uint32_t dim;
   int nprobe_default, ef_default;
+  int ef_current;           /* HNSW efSearch set in the index (KIND_HNSW) */
   FaissIndex *main;         /* ids = chunk ids */
   FaissIndex *pending;      /* exact side index while main is untrained */
   int kind;                 /* KIND_* of main's core (under IDMap/PreTransform) */
@@ -201,6 +206,8 @@ static void describe(idx *ix) {
   } else if (faiss_IndexHNSW_cast(core)) {
     ix->kind = KIND_HNSW;
     ix->can_remove = 0;
+    faiss_IndexHNSW_set_efSearch(faiss_IndexHNSW_cast(core), ix->ef_default);
+    ix->ef_current = ix->ef_default;
   }
 }
 
@@ -704,7 +711,7 @@ proto_status idx_rebuild(idx *ix, const char *factory) {
 
 /* Search ------------------------------------------------------------------------ */
 
-static proto_status make_params(const idx *ix, const idx_search_params *p, idx_t k,
+static proto_status make_params(const idx *ix, const idx_search_params *p,
                                 FaissSearchParameters **out) {
   *out = NULL;
   if (ix->kind == KIND_IVF) {
@@ -713,12 +720,6 @@ static proto_status make_params(const idx *ix, const idx_search_params *p, idx_t
     if ((size_t)np > ix->nlist) np = (int)ix->nlist;
     FaissSearchParametersIVF *sp = NULL;
     if (faiss_SearchParametersIVF_new_with(&sp, NULL, (size_t)np, 0)) return faiss_fail("params");
-    *out = (FaissSearchParameters *)sp;
-  } else if (ix->kind == KIND_HNSW) {
-    int ef = p && p->ef_search > 0 ? p->ef_search : ix->ef_default;
-    if (ef < k) ef = (int)k;
-    FaissSearchParametersHNSW *sp = NULL;
-    if (faiss_SearchParametersHNSW_new_with(&sp, NULL, ef)) return faiss_fail("params");
     *out = (FaissSearchParameters *)sp;
   }
   return PROTO_OK;
@@ -736,7 +737,7 @@ static proto_status search_round(const idx *ix, FaissIndex *active, const float 
   size_t n = *nsel, still = 0;
   for (size_t i = 0; i < n; i++)
     memcpy(qbuf + i * ix->dim, queries + qsel[i] * ix->dim, ix->dim * sizeof(float));
-  if (active == ix->main && (s = make_params(ix, params, kf, &sp)) != PROTO_OK) return s;
+  if (active == ix->main && (s = make_params(ix, params, &sp)) != PROTO_OK) return s;
   int rc = sp ? faiss_Index_search_with_params(active, (idx_t)n, qbuf, kf, sp, dist, lab)
               : faiss_Index_search(active, (idx_t)n, qbuf, kf, dist, lab);
   if (sp) faiss_SearchParameters_free(sp);
@@ -781,6 +782,21 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
   if (nq == 0) return PROTO_OK;
 
   pthread_rwlock_rdlock(&ix->lock);
+  /* HNSW's efSearch lives in the index (FAISS 1.7.3 ignores it in search
+   * parameters): a search asking for another value than the one set takes
+   * the lock exclusively to change it; searches at the current value run
+   * concurrently. */
+  if (ix->kind == KIND_HNSW && !ix->pending) {
+    int ef = params && params->ef_search > 0 ? params->ef_search : ix->ef_default;
+    if (ef != ix->ef_current) {
+      pthread_rwlock_unlock(&ix->lock);
+      pthread_rwlock_wrlock(&ix->lock);
+      if (ix->kind == KIND_HNSW) {
+        faiss_IndexHNSW_set_efSearch(faiss_IndexHNSW_cast(core_of(ix->main)), ef);
+        ix->ef_current = ef;
+      }
+    }
+  }
   FaissIndex *active = ix->pending ? ix->pending : ix->main;
   idx_t ntotal = faiss_Index_ntotal(active);
   if (ntotal == 0) goto leave;

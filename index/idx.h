@@ -56,7 +56,9 @@ proto_status idx_rebuild(idx *ix, const char *factory);
 
 typedef struct idx_search_params {
   int nprobe;    /* IVF lists to visit; 0 = index default */
-  int ef_search; /* HNSW efSearch; 0 = index default */
+  int ef_search; /* HNSW efSearch; 0 = index default. A value other than the
+                    one last used runs that search exclusively (FAISS 1.7.3
+                    reads efSearch only from the index itself) */
 } idx_search_params;
 
 /* Returns 1 to keep a result id, 0 to skip it (deleted, excluded doc, ...).

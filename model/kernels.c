@@ -28,6 +28,9 @@
 #endif
 
 #define KN_LANES 16
+#ifndef KN_SMALL_M
+#define KN_SMALL_M 32 /* rows up to which kn_linear uses its own kernel, not sgemm */
+#endif
 
 void kn_set_blas_threads(int n) {
   if (n <= 0) {
@@ -47,19 +50,65 @@ void kn_sgemm(int transa, int transb, int M, int N, int K, float alpha, const fl
               ldc);
 }
 
+typedef float kn_v8 __attribute__((vector_size(32), aligned(4), may_alias));
+
+/* Horizontal sum of one vector. */
+static inline float kn_hsum8(kn_v8 v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+/* out (M, N) = x (M, K) @ W (N, K)^T + b for a few rows (M <= KN_SMALL_M):
+ * dot products that stream W once per 8-row block, without the packing
+ * copy that sgemm makes of W on every call (which dominates at small M).
+ * W rows are taken in groups of 32 so a group stays in L1/L2 across the
+ * row blocks. */
+KN_CLONES static void kn_linear_small(const float *x, int ldx, const float *W, const float *b,
+                                      float *out, int ldo, int M, int N, int K) {
+  int K8 = K & ~7;
+  for (int n0 = 0; n0 < N; n0 += 32) {
+    int n1 = n0 + 32 < N ? n0 + 32 : N;
+    for (int m0 = 0; m0 < M; m0 += 8) {
+      int mb = M - m0 < 8 ? M - m0 : 8;
+      const float *xr[8];
+      for (int r = 0; r < 8; r++) xr[r] = x + (size_t)(m0 + (r < mb ? r : 0)) * (size_t)ldx;
+      for (int n = n0; n < n1; n++) {
+        const float *w = W + (size_t)n * (size_t)K;
+        kn_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+        for (int k = 0; k < K8; k += 8) {
+          kn_v8 wv = *(const kn_v8 *)(w + k);
+          a0 += *(const kn_v8 *)(xr[0] + k) * wv;
+          a1 += *(const kn_v8 *)(xr[1] + k) * wv;
+          a2 += *(const kn_v8 *)(xr[2] + k) * wv;
+          a3 += *(const kn_v8 *)(xr[3] + k) * wv;
+          a4 += *(const kn_v8 *)(xr[4] + k) * wv;
+          a5 += *(const kn_v8 *)(xr[5] + k) * wv;
+          a6 += *(const kn_v8 *)(xr[6] + k) * wv;
+          a7 += *(const kn_v8 *)(xr[7] + k) * wv;
+        }
+        float acc[8] = {kn_hsum8(a0), kn_hsum8(a1), kn_hsum8(a2), kn_hsum8(a3),
+                        kn_hsum8(a4), kn_hsum8(a5), kn_hsum8(a6), kn_hsum8(a7)};
+        for (int k = K8; k < K; k++)
+          for (int r = 0; r < 8; r++) acc[r] += xr[r][k] * w[k];
+        float bias = b ? b[n] : 0.0f;
+        for (int r = 0; r < mb; r++) out[(size_t)(m0 + r) * (size_t)ldo + n] = acc[r] + bias;
+      }
+    }
+  }
+}
+
 void kn_linear(const float *x, int ldx, const float *W, const float *b, float *out, int ldo,
                int M, int N, int K) {
   /* x (M, K) ldx; W (N, K); b (N); out (M, N) ldo */
   if (M <= 0 || N <= 0) return;
+  if (M <= KN_SMALL_M) {
+    kn_linear_small(x, ldx, W, b, out, ldo, M, N, K);
+    return;
+  }
   if (b) {
     for (int i = 0; i < M; i++) {
       float *o = out + (size_t)i * (size_t)ldo;
       for (int j = 0; j < N; j++) o[j] = b[j];
     }
-  }
-  if (M == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, W, K, x, 1, b ? 1.0f : 0.0f, out, 1);
-    return;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, ldx, W, K,
               b ? 1.0f : 0.0f, out, ldo);

@@ -422,7 +422,7 @@ proto_status retro_open(const char *dir, int threads, retro **out) {
       goto leave;
     }
   }
-  if (threads > 0) kn_set_blas_threads(threads);
+  kn_set_blas_threads(threads);
   *out = r;
   r = NULL;
 leave:

@@ -43,8 +43,9 @@ typedef struct retro_config {
 } retro_config;
 
 /* Opens a model directory (config.json, model.safetensors, vocab.json,
- * merges.txt). threads: BLAS threads (process-wide OpenBLAS setting);
- * 0 leaves the current setting. Every tensor is checked by name and shape;
+ * merges.txt). threads: BLAS threads, 0 = number of CPUs (OpenBLAS's
+ * setting is process-wide: the last open wins). The one-token path with
+ * F16 weights is single-threaded per state. Every tensor is checked by name and shape;
  * errors: PROTO_EIO (no config.json), PROTO_EMODEL (bad config or weights,
  * retro_last_error names the field or tensor), PROTO_EMISMATCH (tokenizer
  * larger than vocab_size), PROTO_ENOMEM. The tokenizer is optional: a

@@ -802,6 +802,7 @@ static int cmd_embed(int argc, char **argv) {
                             argc, argv, &help);
   bert *b = NULL;
   float *v = NULL;
+  char *fallback = NULL;
   if (rc || help) {
     if (help) {
       printf("usage: retro embed [--encoder DIR] TEXT...\n\n"
@@ -818,15 +819,11 @@ static int cmd_embed(int argc, char **argv) {
     goto leave;
   }
   const char *dir = opt_str(&a, "--encoder");
-  char fallback[1200];
   if (!dir) {
-    const char *env = getenv("RETRO_ENCODER"), *models = getenv("RETRO_MODELS");
-    if (env && *env) dir = env;
-    else if (models && *models) {
-      snprintf(fallback, sizeof fallback, "%s/encoder", models);
-      dir = fallback;
-    } else {
-      fprintf(stderr, "retro embed: pass --encoder DIR (or set RETRO_ENCODER / RETRO_MODELS)\n");
+    dir = fallback = srv_default_model_dir("encoder");
+    if (!dir) {
+      fprintf(stderr, "retro embed: no encoder: pass --encoder DIR (or set RETRO_ENCODER / "
+                      "RETRO_MODELS)\n");
       rc = 2;
       goto leave;
     }
@@ -857,6 +854,7 @@ static int cmd_embed(int argc, char **argv) {
   }
   printf("]}\n");
 leave:
+  free(fallback);
   free(v);
   bert_close(b);
   args_free(&a);

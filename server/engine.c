@@ -87,6 +87,12 @@ static char *resolve_model(const char *given, const char *recorded, const char *
   return NULL;
 }
 
+char *srv_default_model_dir(const char *role) {
+  int none = 0;
+  if (!role || (strcmp(role, "encoder") != 0 && strcmp(role, "decoder") != 0)) return NULL;
+  return resolve_model(NULL, NULL, role, &none);
+}
+
 /* pad_id / eos_id from a decoder's config.json (-1 when absent). */
 static void read_decoder_ids(const char *dir, int32_t *pad, int32_t *eos) {
   *pad = -1;

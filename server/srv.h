@@ -97,6 +97,11 @@ proto_status srv_engine_save(srv_engine *e);
 /* Detail of this thread's last failure. Never NULL. */
 const char *srv_last_error(void);
 
+/* The model directory the engine would use for role "encoder" or "decoder"
+ * when the caller names none and there is no database to ask (steps 2-4 of
+ * the file comment). malloc'd; NULL when none exists. */
+char *srv_default_model_dir(const char *role);
+
 /* Borrowed handles (live as long as e); for tools and tests. The decoder is
  * NULL when none is loaded. */
 store *srv_engine_store(srv_engine *e);

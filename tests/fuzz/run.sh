@@ -2,7 +2,8 @@
 # run.sh - builds the libFuzzer target on the HTTP dispatcher with clang and
 # AddressSanitizer (+UBSan) in build-fuzz/ and runs it for ${FUZZ_SECONDS:-60}
 # seconds from the seed corpus. Exit status non-zero on a crash or leak.
-#   tests/fuzz/run.sh            (from anywhere)
+#   tests/fuzz/run.sh                  (dispatcher without an engine)
+#   FUZZ_ENGINE=1 tests/fuzz/run.sh    (handlers against a real engine, tiny models)
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${FUZZ_BUILD:-$ROOT/build-fuzz}
@@ -16,8 +17,14 @@ fi
 ninja -C "$BUILD" tests/http/fuzz_http
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-cp "$ROOT"/tests/fuzz/corpus/* "$WORK"/
+mkdir -p "$WORK/corpus"
+cp "$ROOT"/tests/fuzz/corpus/* "$WORK/corpus"/
+if [ "${FUZZ_ENGINE:-0}" = 1 ]; then  # handlers against a real engine with tiny models
+  /usr/bin/python3 "$ROOT/tests/http/make_models.py" "$WORK/models" >/dev/null
+  export RETRO_FUZZ_DATA="$WORK/data" RETRO_FUZZ_ENCODER="$WORK/models/encoder" \
+         RETRO_FUZZ_DECODER="$WORK/models/decoder"
+fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 "$BUILD"/tests/http/fuzz_http -max_total_time="$SECONDS_TO_RUN" -max_len=8192 \
-  -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$WORK"
+  -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$WORK/corpus"

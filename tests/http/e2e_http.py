@@ -353,6 +353,9 @@ def run_main(s):
            "%d %s" % (st, raw[:300]))
     st, js, raw, r = s.req("PUT", "/v1/search")
     ok(r.getheader("Allow") == "POST", "405 carries Allow")
+    # a chunked body (no Content-Length) over max-body: 413 once it ends
+    st, js, raw, r = s.req("POST", "/v1/search", (big[i:i + 8192].encode() for i in range(0, len(big), 8192)))
+    ok(st == 413 and "body" in js["error"]["message"] and healthy(s), "chunked body over max-body -> 413", raw[:200])
     # header limit: a huge header -> 4xx (MHD), server fine
     try:
         st, js, raw, r = s.req("GET", "/health", headers={"X-Big": "a" * 100000})

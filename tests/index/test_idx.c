@@ -203,10 +203,18 @@ static void check_factory(const char *factory, double min_recall, int damages) {
       if (ids[i * K + j] >= 0 && scores[i * K + j] > scores[i * K + j - 1] + 1e-5f) sorted = 0;
   CHECK(sorted);
 
-  /* per-query parameters change an approximate search, never break it */
-  idx_search_params wide = {256, 512};
+  /* per-query parameters move an approximate search's recall */
+  idx_search_params wide = {256, 512}, narrow = {1, 1};
   CHECK(idx_search(ix, q, NQ, K, &wide, NULL, NULL, scores, ids2) == PROTO_OK);
-  CHECK(recall(ids2, truth, NQ) >= r - 0.02);
+  double r_wide = recall(ids2, truth, NQ);
+  CHECK(idx_search(ix, q, NQ, K, &narrow, NULL, NULL, scores, ids2) == PROTO_OK);
+  double r_narrow = recall(ids2, truth, NQ);
+  printf("# recall@10 narrow %.3f wide %.3f\n", r_narrow, r_wide);
+  CHECK(r_wide >= r - 0.02 && r_wide >= r_narrow);
+  if (strncmp(factory, "IVF", 3) == 0 || strncmp(factory, "HNSW", 4) == 0)
+    CHECKF(r_narrow < r_wide, "nprobe/efSearch had no effect (%.3f, %.3f)", r_narrow, r_wide);
+  CHECK(idx_search(ix, q, NQ, K, NULL, NULL, NULL, scores, ids2) == PROTO_OK);
+  CHECK(same_ids(ids, ids2, NQ * K)); /* back at the defaults */
 
   /* save, load: same results */
   CHECK(idx_save(ix) == PROTO_OK);

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """test_ingest_crash.py - crash safety of `retro index` (TAP output).
 
-    test_ingest_crash.py RETRO MODELS_DIR [--rounds N] [--docs N] [--seed S] [--keep]
+    test_ingest_crash.py RETRO MODELS_DIR [--rounds N] [--docs N] [--fresh-every N]
+                         [--seed S] [--keep]
 
 Writes a JSONL corpus (mostly one-chunk documents, some long ones), then
 repeatedly runs `retro index --acks` on it and SIGKILLs it at a random moment
@@ -15,7 +16,10 @@ and checks:
     == chunks) and the document count matches;
   - acknowledged one-chunk documents are found as their own nearest
     neighbour by `retro search` on their text (a sample per round).
-The last round runs to completion and every document must then be present.
+Every --fresh-every rounds (default 5) the database is deleted and the
+acknowledged set reset, so kills land in first-time ingests as well as in
+replacements. The last round runs to completion and every document must then
+be present.
 CI runs 20 rounds; tests/bench/ingest/crash_bench.sh runs 200.
 Skips (exit 77) when MODELS_DIR/SKIP exists.
 """
@@ -48,6 +52,7 @@ def main():
         return type(default)(args[args.index(name) + 1]) if name in args else default
 
     rounds, ndocs, seed = opt("--rounds", 20), opt("--docs", 300), opt("--seed", 12345)
+    fresh = opt("--fresh-every", 5)
     keep = "--keep" in args
     if os.path.exists(os.path.join(models, "SKIP")):
         print("1..0 # SKIP no PyTorch to make the test models")
@@ -96,6 +101,9 @@ def main():
 
     for rnd in range(rounds):
         last = rnd == rounds - 1
+        if rnd > 0 and fresh > 0 and rnd % fresh == 0:
+            shutil.rmtree(data, ignore_errors=True)
+            acked = {}
         # restart where the last round stopped: documents not acknowledged
         # yet first, then the acknowledged ones again (replacements)
         todo = [d for d in order if d not in acked] + [d for d in order if d in acked]
@@ -132,6 +140,10 @@ def main():
             parts = line.split()
             if len(parts) == 3 and parts[0] == "ack":
                 acked[parts[1]] = int(parts[2])
+        if not os.path.isdir(data):  # killed before the database was created
+            check(not acked, "round %d: killed after %.2fs, before the database existed" %
+                  (rnd, delay))
+            continue
         # every document, present or not
         g = subprocess.run([retro, "get", "--data", data] + order, capture_output=True, text=True)
         try:

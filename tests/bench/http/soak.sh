@@ -20,7 +20,10 @@ PORT=$((30000 + $$ % 10000))
   --port $PORT --gen-slots 1 --gen-queue 8 --log "$WORK/retro.log" &
 RPID=$!
 for i in $(seq 200); do curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break; sleep 0.2; done
-/usr/bin/python3 "$ROOT/tests/bench/http/soak.py" $PORT $RPID ${SOAK_SECONDS:-600}
-rc=$?
-kill -TERM $RPID; wait $RPID; echo "server exit status after SIGTERM: $?"
+rc=0
+/usr/bin/python3 "$ROOT/tests/bench/http/soak.py" $PORT $RPID ${SOAK_SECONDS:-600} || rc=$?
+kill -TERM $RPID
+src=0; wait $RPID || src=$?
+echo "server exit status after SIGTERM: $src"
+[ $src -eq 0 ] || rc=1
 exit $rc

@@ -10,4 +10,4 @@ BUILD=${1:-$ROOT/build}
 ROUNDS=${2:-200}
 ninja -C "$BUILD" server/retro tests/server/engine-models.stamp >/dev/null
 exec /usr/bin/python3 "$ROOT/tests/server/test_ingest_crash.py" "$BUILD/server/retro" \
-  "$BUILD/tests/server/engine-models" --rounds "$ROUNDS" --docs 1000
+  "$BUILD/tests/server/engine-models" --rounds "$ROUNDS" --docs 1000 --fresh-every 10
