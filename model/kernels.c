@@ -29,7 +29,7 @@
 
 #define KN_LANES 16
 #ifndef KN_SMALL_M
-#define KN_SMALL_M 32 /* rows up to which kn_linear uses its own kernel, not sgemm */
+#define KN_SMALL_M 16 /* rows up to which kn_linear uses its own kernel, not sgemm */
 #endif
 
 void kn_set_blas_threads(int n) {

@@ -253,7 +253,7 @@ static size_t utf8_tail(const char *s, size_t n) {
 /* Hands raw[emitted..end) to the caller as valid UTF-8, appends it to the
  * result text. */
 static proto_status emit(gen *g, size_t end) {
-  if (end <= g->emitted) return PROTO_OK;
+  if (end <= g->emitted || g->cancelled) return PROTO_OK; /* nothing after a cancel */
   proto_buf b;
   proto_buf_init(&b);
   proto_buf_add_utf8_lossy(&b, g->raw + g->emitted, end - g->emitted);

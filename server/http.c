@@ -521,6 +521,8 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
   snprintf(c->method, sizeof c->method, "%s", method);
   printable_path(url, c->path, sizeof c->path);
   http_route_match(method, url, &c->m);
+  if (atomic_load(&D.srv->draining) && c->m.route != HTTP_R_HEALTH && c->m.st == PROTO_OK)
+    return send_error(c, PROTO_EUNAVAIL, "shutting down"); /* keep-alive clients after SIGTERM */
   if (c->m.st != PROTO_OK) {
     http_response r;
     memset(&r, 0, sizeof r);

@@ -25,7 +25,6 @@ static series table[HTTP_R_COUNT][N_STATUS];
 
 void http_metrics_observe(http_route r, int status, double seconds) {
   if ((unsigned)r >= HTTP_R_COUNT) r = HTTP_R_OTHER;
-  if (r == HTTP_R_DOC_DELETE) r = HTTP_R_DOC_GET; /* same label; method tells apart */
   pthread_mutex_lock(&lock);
   series *row = table[r], *s = NULL;
   for (int i = 0; i < N_STATUS; i++) {
@@ -46,41 +45,48 @@ void http_metrics_observe(http_route r, int status, double seconds) {
   pthread_mutex_unlock(&lock);
 }
 
+static const char *method_of(int r) {
+  const char *m = http_route_method((http_route)r);
+  return *m ? m : "other";
+}
+
 void http_metrics_write(proto_buf *b) {
   pthread_mutex_lock(&lock);
   proto_buf_adds(b, "# HELP retro_http_requests_total HTTP requests answered.\n"
                     "# TYPE retro_http_requests_total counter\n");
   for (int r = 0; r < HTTP_R_COUNT; r++)
     for (int i = 0; i < N_STATUS && table[r][i].status; i++)
-      proto_buf_addf(b, "retro_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
-                     http_route_label((http_route)r), table[r][i].status,
+      proto_buf_addf(b,
+                     "retro_http_requests_total{route=\"%s\",method=\"%s\",status=\"%d\"} %llu\n",
+                     http_route_label((http_route)r), method_of(r), table[r][i].status,
                      (unsigned long long)table[r][i].count);
   proto_buf_adds(b, "# HELP retro_http_request_duration_seconds Time from the request's "
-                    "first byte to its response being queued.\n"
+                    "first byte to its last response byte.\n"
                     "# TYPE retro_http_request_duration_seconds histogram\n");
   for (int r = 0; r < HTTP_R_COUNT; r++)
     for (int i = 0; i < N_STATUS && table[r][i].status; i++) {
       const series *s = &table[r][i];
-      const char *label = http_route_label((http_route)r);
+      const char *label = http_route_label((http_route)r), *m = method_of(r);
       uint64_t cum = 0;
       for (int k = 0; k < N_BUCKETS; k++) {
         cum += s->buckets[k];
         proto_buf_addf(b,
-                       "retro_http_request_duration_seconds_bucket{route=\"%s\",status=\"%d\","
-                       "le=\"%g\"} %llu\n",
-                       label, s->status, bucket_le[k], (unsigned long long)cum);
+                       "retro_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\","
+                       "status=\"%d\",le=\"%g\"} %llu\n",
+                       label, m, s->status, bucket_le[k], (unsigned long long)cum);
       }
       proto_buf_addf(b,
-                     "retro_http_request_duration_seconds_bucket{route=\"%s\",status=\"%d\","
-                     "le=\"+Inf\"} %llu\n",
-                     label, s->status, (unsigned long long)s->count);
+                     "retro_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\","
+                     "status=\"%d\",le=\"+Inf\"} %llu\n",
+                     label, m, s->status, (unsigned long long)s->count);
       proto_buf_addf(b,
-                     "retro_http_request_duration_seconds_sum{route=\"%s\",status=\"%d\"} %.6f\n",
-                     label, s->status, s->sum);
+                     "retro_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\","
+                     "status=\"%d\"} %.6f\n",
+                     label, m, s->status, s->sum);
       proto_buf_addf(b,
-                     "retro_http_request_duration_seconds_count{route=\"%s\",status=\"%d\"} "
-                     "%llu\n",
-                     label, s->status, (unsigned long long)s->count);
+                     "retro_http_request_duration_seconds_count{route=\"%s\",method=\"%s\","
+                     "status=\"%d\"} %llu\n",
+                     label, m, s->status, (unsigned long long)s->count);
     }
   pthread_mutex_unlock(&lock);
 }

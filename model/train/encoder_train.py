@@ -216,7 +216,8 @@ def main(argv=None):
     pairs = torch.from_numpy(continuation_pairs(corpus.chunkdoc["train"])).long().to(dev)
     C = chunks.shape[0]
 
-    mae_params = list(enc.parameters()) + list(head.parameters()) + list(dec.parameters())
+    # the MLM head shares the word embeddings: list every parameter once
+    mae_params = list({id(p): p for m in (enc, head, dec) for p in m.parameters()}.values())
     opt_mae = torch.optim.AdamW(mae_params, lr=args.mae_lr, weight_decay=0.01)
     opt_cl = torch.optim.AdamW(enc.parameters(), lr=args.cl_lr, weight_decay=0.01)
     state = {"stage": "mae", "step": 0, "results": {}}

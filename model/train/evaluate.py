@@ -11,7 +11,8 @@ on the held-out documents (model/default/heldout.txt) for
                               (in tokens) with their k neighbours is <= --alpha
                               (20%) of the chunk, no-leakage database; the
                               baseline on the same tokens is given beside it
-plus the encoder's recall@10 (from encoder_train.py's results.json).
+plus the encoder's recall@10 (recomputed with --encoder, else read from
+encoder_train.py's results.json).
 
 Method: the held-out token stream (documents + eos, concatenated) is cut
 into windows of --seq tokens aligned to 64-token chunks; each window is
@@ -146,6 +147,7 @@ def main(argv=None):
     ap.add_argument("--baseline", required=True)
     ap.add_argument("--retro", required=True)
     ap.add_argument("--encoder-results", help="encoder_train.py results.json (recall@10)")
+    ap.add_argument("--encoder", help="encoder directory: recompute recall@10 with it")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--k", type=int, default=2)
@@ -199,6 +201,11 @@ def main(argv=None):
     if args.encoder_results and os.path.exists(args.encoder_results):
         with open(args.encoder_results) as f:
             res["encoder"] = json.load(f)
+    if args.encoder:
+        from bert_model import BertEncoder
+        from encoder_train import evaluate_recall
+        encm = BertEncoder.load(args.encoder).to(dev)
+        res["encoder"] = {"contrastive": evaluate_recall(encm, corpus, corpus.meta, dev), "encoder": args.encoder}
     base_bpb = res["rows"]["baseline"]["bpb"]
     lines = ["| model | bpb | vs baseline | tokens |", "|---|---|---|---|"]
     for name, r in res["rows"].items():

@@ -643,6 +643,22 @@ TEST(kernels_pool) {
   CHECK(o[0] == 11 && o[1] == 25 && o[2] == 14 && o[3] == 31);
   kn_linear(xi, 3, W, NULL, o, 2, 1, 2, 3);
   CHECK(o[0] == 1 && o[1] == 5);
+  /* the few-rows kernel (M <= 16) against sgemm, odd sizes, strided output */
+  {
+    enum { M = 11, N = 37, K = 45, LDO = 40 };
+    static float X[M * K], WW[N * K], B[N], O1[M * LDO], O2[M * N];
+    for (int i = 0; i < M * K; i++) X[i] = (float)((i * 37) % 23) * 0.1f - 1.0f;
+    for (int i = 0; i < N * K; i++) WW[i] = (float)((i * 11) % 19) * 0.05f - 0.4f;
+    for (int i = 0; i < N; i++) B[i] = (float)i * 0.01f;
+    kn_linear(X, K, WW, B, O1, LDO, M, N, K);
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j++) O2[i * N + j] = B[j];
+    kn_sgemm(0, 1, M, N, K, 1.0f, X, K, WW, K, 1.0f, O2, N);
+    double el = 0;
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j++) el = fmax(el, fabs(O1[i * LDO + j] - O2[i * N + j]));
+    CHECKF(el < 1e-4, "small linear vs sgemm %.3g", el);
+  }
   /* causal attention: the first query sees only the first key */
   float q[2 * 2] = {1, 0, 0, 1}, kk[2 * 2] = {1, 0, 0, 1}, v[2 * 2] = {1, 2, 3, 4}, ao[4], sc[4];
   kn_attention_head(q, 2, kk, 2, v, 2, ao, 2, 2, 2, 2, 2, 1.0f, 1, sc);

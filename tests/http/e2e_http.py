@@ -366,8 +366,8 @@ def run_main(s):
     # --- metrics --------------------------------------------------------------
     st, js, raw, r = s.req("GET", "/metrics")
     text = raw.decode()
-    ok(st == 200 and 'retro_http_requests_total{route="/v1/search",status="200"}' in text
-       and 'retro_http_request_duration_seconds_bucket{route="/v1/search",status="200",le="+Inf"}' in text
+    ok(st == 200 and 'retro_http_requests_total{route="/v1/search",method="POST",status="200"}' in text
+       and 'retro_http_request_duration_seconds_bucket{route="/v1/search",method="POST",status="200",le="+Inf"}' in text
        and re.search(r"^retro_documents \d+", text, re.M) and re.search(r"^retro_chunks \d+", text, re.M)
        and "retro_index_vectors" in text and "retro_ingested_documents_total" in text
        and 'retro_http_queue_depth{pool="work"}' in text, "GET /metrics (Prometheus text)", text[:500])

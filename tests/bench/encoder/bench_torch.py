@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench_torch.py - the PyTorch peer of bench_encoder.c: the same model
 directory through model/train/bert_model.py, the same inputs, the same
-thread count. Prints "torch LEN BATCH sent_per_s ms_per_call" lines and a
+thread count. Prints "torch LEN BATCH sent_per_s ms_per_call sent_per_cpu_s" lines and a
 "# blas ..." line saying which BLAS library torch has loaded.
 
   bench_torch.py MODEL_DIR THREADS SECONDS
@@ -37,14 +37,15 @@ def main():
             ids, mask = bert_model.pad_batch(full, model.config["pad_token_id"])
             with torch.no_grad():
                 model.embed(ids, mask)
-                it, t0 = 0, time.perf_counter()
+                it, t0, c0 = 0, time.perf_counter(), time.process_time()
                 while True:
                     model.embed(ids, mask)
                     it += 1
                     el = time.perf_counter() - t0
                     if el >= secs and it >= 3:
                         break
-            print(f"torch {t} {b} {b * it / el:.1f} {1e3 * el / it:.3f}", flush=True)
+            cpu = time.process_time() - c0
+            print(f"torch {t} {b} {b * it / el:.1f} {1e3 * el / it:.3f} {b * it / cpu:.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 # count, in the same run; the ratio; and our GFLOP/s as a fraction of the
 # machine's sgemm GFLOP/s measured here with the same thread count.
 #   usage: tests/bench/encoder/run.sh [THREADS=2] [SECONDS=3]
-# Builds the project in build-bench-encoder/ (release), the model in a temp dir.
+# Builds the project in build-bench-encoder/ (release) and keeps the model there.
 set -eu
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 build="$root/build-bench-encoder"
@@ -20,9 +20,10 @@ cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/model" -I"$root/proto" $(pkg-config --cfl
   $(pkg-config --libs openblas jansson) -lm -lpthread -o "$build/bench_encoder"
 data=$(mktemp -d /tmp/retro-bench-encoder-XXXXXX)
 trap 'rm -rf "$data"' EXIT
-"$py" "$root/model/train/make_random_bert.py" "$data" --set bench \
-  --vocab-dir "$root/../shared/data" >/dev/null
-model="$data/bench-bert-L6-H384"
+# the model (random weights, ~90 MB) is made once and kept in the build dir
+model="$build/bench-model/bench-bert-L6-H384"
+[ -f "$model/model.safetensors" ] || "$py" "$root/model/train/make_random_bert.py" \
+  "$build/bench-model" --set bench --vocab-dir "$root/../shared/data" >/dev/null
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), threads=$threads, ${secs}s per point"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 export OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads"
@@ -37,21 +38,24 @@ for line in open(sys.argv[1]):
     if f[0] == "sgemm":
         peak[" ".join(f[1:4])] = float(f[5])
     elif f[0] in ("ours", "blas"):
-        (ours if f[0] == "ours" else blas)[(int(f[1]), int(f[2]))] = (float(f[3]), float(f[4]), float(f[5]))
+        (ours if f[0] == "ours" else blas)[(int(f[1]), int(f[2]))] = tuple(map(float, f[3:7]))
 for line in open(sys.argv[2]):
     f = line.split()
     if f[0] == "torch":
-        torch[(int(f[1]), int(f[2]))] = (float(f[3]), float(f[4]))
+        torch[(int(f[1]), int(f[2]))] = tuple(map(float, f[3:6]))
 for k, v in peak.items():
     print(f"sgemm {k}: {v:.1f} GFLOP/s")
 ref = peak.get("2048 2048 2048", max(peak.values()))
-nan = (float("nan"),) * 3
+nan = (float("nan"),) * 4
 print(f"{'len':>4} {'batch':>5} {'ours sent/s':>12} {'ours ms':>9} {'torch sent/s':>13} "
-      f"{'torch ms':>9} {'ratio':>6} {'GFLOP/s':>8} {'of sgemm':>8}  {'blas-threads sent/s':>19}")
+      f"{'torch ms':>9} {'ratio':>6} {'GFLOP/s':>8} {'of sgemm':>8}  {'blas-threads sent/s':>19}"
+      f"  {'per-CPU-s ours/torch':>20}")
 for k in sorted(ours):
     o, t, b = ours[k], torch.get(k, nan), blas.get(k, nan)
     print(f"{k[0]:>4} {k[1]:>5} {o[0]:>12.1f} {o[1]:>9.3f} {t[0]:>13.1f} {t[1]:>9.3f} "
-          f"{o[0] / t[0]:>6.2f} {o[2]:>8.1f} {100 * o[2] / ref:>7.0f}%  {b[0]:>19.1f}")
+          f"{o[0] / t[0]:>6.2f} {o[2]:>8.1f} {100 * o[2] / ref:>7.0f}%  {b[0]:>19.1f}"
+          f"  {o[3]:>9.1f}/{t[2]:<9.1f}{o[3] / t[2]:>5.2f}x")
 print("ratio = ours / torch; of sgemm = our GFLOP/s / sgemm 2048^3 GFLOP/s (same threads);")
-print("blas-threads = the alternative design (pool of 1, OpenBLAS with THREADS threads).")
+print("blas-threads = the alternative design (pool of 1, OpenBLAS with THREADS threads);")
+print("per-CPU-s = sentences per second of process CPU time (less distorted by a busy machine).")
 PY
