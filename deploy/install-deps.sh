@@ -9,6 +9,8 @@ packages=(
   libmicrohttpd-dev libjansson-dev liblmdb-dev libfaiss-dev libopenblas-dev libopenblas0
   # tests, training and parity references
   python3 python3-torch python3-numpy curl lmdb-utils
+  # benchmarks (tests/bench/http)
+  wrk
   # the default corpus: Python 3.11 documentation sources
   python3.11-doc
 )

@@ -53,7 +53,8 @@ void kn_sgemm(int transa, int transb, int M, int N, int K, float alpha, const fl
 typedef float kn_v8 __attribute__((vector_size(32), aligned(4), may_alias));
 
 /* Horizontal sum of one vector. */
-static inline float kn_hsum8(kn_v8 v) {
+static inline float kn_hsum8(const kn_v8 *p) { /* by pointer: no vector in the ABI */
+  const float *v = (const float *)p;
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
@@ -85,8 +86,8 @@ KN_CLONES static void kn_linear_small(const float *x, int ldx, const float *W, c
           a6 += *(const kn_v8 *)(xr[6] + k) * wv;
           a7 += *(const kn_v8 *)(xr[7] + k) * wv;
         }
-        float acc[8] = {kn_hsum8(a0), kn_hsum8(a1), kn_hsum8(a2), kn_hsum8(a3),
-                        kn_hsum8(a4), kn_hsum8(a5), kn_hsum8(a6), kn_hsum8(a7)};
+        float acc[8] = {kn_hsum8(&a0), kn_hsum8(&a1), kn_hsum8(&a2), kn_hsum8(&a3),
+                        kn_hsum8(&a4), kn_hsum8(&a5), kn_hsum8(&a6), kn_hsum8(&a7)};
         for (int k = K8; k < K; k++)
           for (int r = 0; r < 8; r++) acc[r] += xr[r][k] * w[k];
         float bias = b ? b[n] : 0.0f;

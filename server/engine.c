@@ -235,6 +235,21 @@ proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
     if (e->eos_id < 0) e->eos_id = tok_token_id(e->ctok, "</s>");
   }
 
+  /* A new database records its model paths BEFORE its fingerprints (separate
+   * transactions): a crash in between must not leave fingerprints without
+   * the paths that later opens with no model named resolve them by. */
+  if (!o->read_only && !rec_enc) {
+    char *fp = meta_get(e, "encoder");
+    if (!fp && ((s = store_meta_put(e->st, "encoder_path", e->encoder_path)) != PROTO_OK ||
+                (s = store_meta_put(e->st, "decoder_path",
+                                    e->decoder_path ? e->decoder_path : "none")) != PROTO_OK)) {
+      free(fp);
+      s = srv__fail(s, "writing meta: %s", store_last_error());
+      goto leave;
+    }
+    free(fp);
+  }
+
   /* meta checks */
   char dimbuf[32], lenbuf[32];
   snprintf(dimbuf, sizeof dimbuf, "%u", (unsigned)e->dim);

@@ -11,14 +11,17 @@ PyTorch is timed two ways:
                  encoded once and their CCA keys/values cached (this file,
                  TorchIncremental: the same algorithm as the C code);
   recompute    - the reference Retro.forward over the whole prefix per token
-                 (model/train/retro_model.py as it is).
+                 (model/train/retro_model.py as it is; one run, slow).
+The C decoder runs on an F32 and on an F16 file of the same (F16-representable)
+weights; with the F16 file its one-token path reads F16 weights directly. Every
+side runs --reps times, interleaved, and the fastest of each is reported (the
+machine may be shared); wall-clock and process-CPU times are both given.
 
     /usr/bin/python3 tests/bench/generate/bench_generate.py --exe BUILD/tests/bench/generate/bench_generate
-        [--prompt 100] [--gen 156] [--threads 2] [--k 2] [--no-recompute]
+        [--prompt 100] [--gen 156] [--threads N] [--k 2] [--reps 3] [--no-recompute]
 """
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -164,6 +167,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--no-recompute", action="store_true")
+    ap.add_argument("--reps", type=int, default=3,
+                    help="runs per side (C and PyTorch incremental, interleaved); the best of each is reported")
     ap.add_argument("--keep", help="write the model here instead of a temp dir")
     ap.add_argument("--c-only", action="store_true", help="write the inputs, run only the C side")
     args = ap.parse_args()
@@ -200,8 +205,24 @@ def main():
                              check=True, capture_output=True, text=True)
         return json.loads(res.stdout)
 
-    c32 = run_c("model")
-    c = run_c("model_f16")
+    def best_c(runs):  # fastest run for each timing (the machine may be shared)
+        b = dict(runs[0])
+        for key in ("ttft_s", "ttft_cpu_s", "total_cpu_s", "encode_s", "retrieval_s"):
+            b[key] = min(x[key] for x in runs)
+        fastest = min(runs, key=lambda x: x["total_s"])
+        b["total_s"], b["decode_tok_s"] = fastest["total_s"], fastest["decode_tok_s"]
+        b["encode_s"], b["retrieval_s"] = fastest["encode_s"], fastest["retrieval_s"]
+        b["same_tokens_all_runs"] = all(x["tokens"] == runs[0]["tokens"] for x in runs)
+        return b
+
+    c32_runs, c_runs, inc_runs = [], [], []
+    load_before = os.getloadavg()[0]
+    for _ in range(args.reps):
+        c32_runs.append(run_c("model"))
+        c_runs.append(run_c("model_f16"))
+        if not args.c_only:
+            inc_runs.append(torch_incremental(model, prompt, nb, args.gen, total))
+    c32, c = best_c(c32_runs), best_c(c_runs)
     if args.c_only:
         for x in (c32, c):
             x.pop("tokens")
@@ -217,8 +238,8 @@ def main():
                 "tok_per_cpu_s": a["tok_per_cpu_s"] / b["tok_per_cpu_s"],
                 "ttft_cpu": b["ttft_cpu_ms"] / a["ttft_cpu_ms"]}
 
-    load_before = os.getloadavg()[0]
-    inc_tokens, *t_inc = torch_incremental(model, prompt, nb, args.gen, total)
+    inc_tokens = inc_runs[0][0]
+    t_inc = [min(x[i] for x in inc_runs) for i in range(1, 5)]
     def c_side(c):
         cs = side(c["ttft_s"], c["total_s"], c["ttft_cpu_s"], c["total_cpu_s"])
         cs.update({"decode_tok_s": c["decode_tok_s"], "encode_share": c["encode_s"] / c["total_s"],
@@ -231,10 +252,12 @@ def main():
         "config": {"layers": 6, "dim": 384, "heads": 6, "ffn": 1536, "vocab": 8192, "retro_layers": [3, 6],
                    "k": args.k, "prompt": args.prompt, "gen": args.gen, "threads": args.threads,
                    "chunk_boundaries_crossed": total // m - args.prompt // m, "torch": torch.__version__,
-                   "loadavg_1min_before_torch": load_before, "cpus": os.cpu_count()},
+                   "loadavg_1min_at_start": load_before, "loadavg_1min_at_end": os.getloadavg()[0],
+                   "cpus": os.cpu_count(), "reps_best_of": args.reps},
         "c": cs,
         "c_f32_file": cs32,
-        "torch_incremental": dict(side(*t_inc), same_tokens_as_c=first_diff(c["tokens"], inc_tokens) is None),
+        "torch_incremental": dict(side(*t_inc), same_tokens_as_c=first_diff(c["tokens"], inc_tokens) is None
+                                  and all(x[0] == inc_tokens for x in inc_runs)),
     }
     results["ratio_vs_torch_incremental"] = ratio(cs, results["torch_incremental"])
     results["ratio_f32_file_vs_torch_incremental"] = ratio(cs32, results["torch_incremental"])

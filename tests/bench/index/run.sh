@@ -3,13 +3,13 @@
 # CI): recall@10 vs exact search, queries/s and build throughput for each
 # factory string on N clustered 384-d vectors, next to plain FAISS
 # IndexFlatIP (the peer) in the same run.
-#   usage: tests/bench/index/run.sh [N=100000] [NQ=1000] [factory ...]
+#   usage: tests/bench/index/run.sh [N=100000] [NQ=200] [factory ...]
 # Builds the project in build-bench-index/ (release) and a temp data dir.
 set -eu
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 build="$root/build-bench-index"
 n=${1:-100000}
-nq=${2:-1000}
+nq=${2:-200}
 [ $# -gt 0 ] && shift
 [ $# -gt 0 ] && shift
 [ -d "$build" ] || meson setup "$build" "$root" --buildtype=release >/dev/null
