@@ -800,7 +800,11 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
   FaissIndex *active = ix->pending ? ix->pending : ix->main;
   idx_t ntotal = faiss_Index_ntotal(active);
   if (ntotal == 0) goto leave;
-  idx_t kf = k + (idx_t)ix->n_dead;
+  /* First fetch: k, plus room for the expected share of dead ids (HNSW)
+   * and of filtered ones; later rounds fetch 4x more for short queries. */
+  idx_t kf = k;
+  if (ix->n_dead)
+    kf += k + (idx_t)(2.0 * k * (double)ix->n_dead / (double)((uint64_t)ntotal - ix->n_dead + 1));
   if (filter) kf += k;
   if (kf > ntotal) kf = ntotal;
   qsel = malloc(nq * sizeof *qsel);

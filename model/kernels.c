@@ -10,7 +10,7 @@
  * x86-64 one. Nothing here allocates or fails.
  */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3", "no-trapping-math")
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast")
 #endif
 
 #include "kernels.h"

@@ -24,7 +24,9 @@ void kn_sgemm(int transa, int transb, int M, int N, int K, float alpha,
 
 /* PyTorch Linear: out (M, N) = x (M, K) @ W^T + b, where W is (N, K) as
  * stored by nn.Linear and b (N) may be NULL. ldx/ldo: row strides of x/out
- * (pass K and N for dense). */
+ * (pass K and N for dense). M <= 16 uses a dot-product kernel that streams W
+ * once (sgemm's packing copy of W costs more than the product there); larger
+ * M calls cblas_sgemm. */
 void kn_linear(const float *x, int ldx, const float *W, const float *b,
                float *out, int ldo, int M, int N, int K);
 

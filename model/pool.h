@@ -3,9 +3,11 @@
  * of n threads starts n - 1 pthreads; a pool of 1 runs everything inline.
  *
  * Thread-safety: pool_for may be called from several threads at once; jobs
- * run one after another (a job owns all workers while it runs), so a worker
- * index identifies per-worker scratch uniquely during a job. Do not call
- * pool_for from inside a job on the same pool (it would deadlock).
+ * run one after another, and each thread has a fixed worker index, so the
+ * index identifies per-worker scratch uniquely during a job. Workers that
+ * are not running when a job starts simply leave its items to the others.
+ * Do not call pool_for from inside a job on the same pool (it would
+ * deadlock).
  */
 #ifndef RETRO_POOL_H
 #define RETRO_POOL_H

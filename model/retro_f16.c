@@ -9,12 +9,16 @@
 #include <stddef.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 
 int retro_f16_supported(void) {
+  /* clang 14 does not know "f16c" for __builtin_cpu_supports: read CPUID
+   * leaf 1 (ECX bit 29) for it; avx2/fma checks also cover OS YMM support. */
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & bit_F16C)) return 0;
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
 __attribute__((target("avx2,fma,f16c"))) static float row_dot(const uint16_t *w, const float *x,

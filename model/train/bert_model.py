@@ -217,6 +217,7 @@ class BertEncoder(nn.Module):
         self.embeddings = Embeddings(self.config)
         self.encoder = Encoder(self.config)
         self.pooler = Pooler(self.config) if add_pooler else None
+        self.st_pooling = None  # from sentence-transformers' 1_Pooling/config.json (load)
         self.apply(self._init)
 
     def _init(self, m):
@@ -258,12 +259,14 @@ class BertEncoder(nn.Module):
         return self.pooler(hidden)
 
     def embed(self, input_ids, attention_mask=None, pooling=None, normalize=True):
-        """Sentence vectors (B, H): pooling "cls" | "mean" (default: config
-        "retro_pooling", else "cls"), L2-normalised unless normalize=False."""
+        """Sentence vectors (B, H): pooling "cls" | "mean" (default, as the C
+        encoder: 1_Pooling/config.json when loaded from a sentence-transformers
+        directory, else config "retro_pooling", else "cls"), L2-normalised
+        unless normalize=False."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         h = self.forward(input_ids, attention_mask)
-        pooling = pooling or self.config.get("retro_pooling", "cls")
+        pooling = pooling or self.st_pooling or self.config.get("retro_pooling", "cls")
         v = mean_pool(h, attention_mask) if pooling == "mean" else cls_pool(h)
         return l2_normalize(v) if normalize else v
 
@@ -294,6 +297,14 @@ class BertEncoder(nn.Module):
         sd.pop("embeddings.position_ids", None)  # HF buffer, not a weight
         model = cls(cfg, add_pooler=any(k.startswith("pooler.") for k in sd))
         model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+        pc = os.path.join(path, "1_Pooling", "config.json")
+        if os.path.exists(pc):
+            with open(pc) as f:
+                p = json.load(f)
+            if p.get("pooling_mode_cls_token"):
+                model.st_pooling = "cls"
+            elif p.get("pooling_mode_mean_tokens"):
+                model.st_pooling = "mean"
         return model.to(map_location)
 
 

@@ -5,7 +5,8 @@
 # (neighbours.py), then runs evaluate.py with the committed decoder. The
 # decoder was RETRO-fitted with its decoder weights frozen, so the same
 # directory with retrieval off is the baseline (RETRO [OFF] == baseline).
-# Work files go to ${WORK:-.work/train/evaldefault}; runs on CPU (minutes) or a GPU.
+# Work files go to ${WORK:-.work/train/evaldefault}. On a GPU it takes about a minute;
+# on a 2-core CPU with Debian's torch 1.13 (slow batched matmul) well over half an hour.
 #   sh model/train/eval_default.sh
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

@@ -28,7 +28,6 @@ Runs on CPU and unchanged on CUDA (bf16 autocast); resumes from
 vocab.json, merges.txt when the data folder has them).
 """
 import argparse
-import copy
 import os
 import shutil
 import sys
@@ -263,7 +262,7 @@ def main(argv=None):
         log(f"resumed from step {step}")
     gen = torch.Generator().manual_seed(args.seed * 1000 + step)
 
-    def save(final=False):
+    def save():
         common.save_ckpt(os.path.join(args.out, "ckpt.pt"), model=model.state_dict(), opt=opt.state_dict(),
                          step=step, best=best, best_state=best_state, hist=hist, rng=common.rng_state(),
                          args=vars(args))

@@ -150,7 +150,7 @@ def main():
     import torch
     torch.set_num_threads(1)
     import tokref
-    from common import Corpus, CHUNK
+    from common import Corpus
     from retro_model import Retro
 
     tmp = tempfile.mkdtemp(prefix="train_test_")

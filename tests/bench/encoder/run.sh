@@ -38,24 +38,25 @@ for line in open(sys.argv[1]):
     if f[0] == "sgemm":
         peak[" ".join(f[1:4])] = float(f[5])
     elif f[0] in ("ours", "blas"):
-        (ours if f[0] == "ours" else blas)[(int(f[1]), int(f[2]))] = tuple(map(float, f[3:7]))
+        (ours if f[0] == "ours" else blas)[(int(f[1]), int(f[2]))] = tuple(map(float, f[3:8]))
 for line in open(sys.argv[2]):
     f = line.split()
     if f[0] == "torch":
-        torch[(int(f[1]), int(f[2]))] = tuple(map(float, f[3:6]))
+        torch[(int(f[1]), int(f[2]))] = tuple(map(float, f[3:7]))
 for k, v in peak.items():
     print(f"sgemm {k}: {v:.1f} GFLOP/s")
 ref = peak.get("2048 2048 2048", max(peak.values()))
-nan = (float("nan"),) * 4
+nan = (float("nan"),) * 5
 print(f"{'len':>4} {'batch':>5} {'ours sent/s':>12} {'ours ms':>9} {'torch sent/s':>13} "
       f"{'torch ms':>9} {'ratio':>6} {'GFLOP/s':>8} {'of sgemm':>8}  {'blas-threads sent/s':>19}"
-      f"  {'per-CPU-s ours/torch':>20}")
+      f"  {'per-CPU-s ours/torch':>20}  {'min ms ours/torch':>17}")
 for k in sorted(ours):
     o, t, b = ours[k], torch.get(k, nan), blas.get(k, nan)
     print(f"{k[0]:>4} {k[1]:>5} {o[0]:>12.1f} {o[1]:>9.3f} {t[0]:>13.1f} {t[1]:>9.3f} "
           f"{o[0] / t[0]:>6.2f} {o[2]:>8.1f} {100 * o[2] / ref:>7.0f}%  {b[0]:>19.1f}"
-          f"  {o[3]:>9.1f}/{t[2]:<9.1f}{o[3] / t[2]:>5.2f}x")
+          f"  {o[3]:>9.1f}/{t[2]:<9.1f}{o[3] / t[2]:>5.2f}x  {o[4]:>8.2f}/{t[3]:<8.2f}")
 print("ratio = ours / torch; of sgemm = our GFLOP/s / sgemm 2048^3 GFLOP/s (same threads);")
 print("blas-threads = the alternative design (pool of 1, OpenBLAS with THREADS threads);")
-print("per-CPU-s = sentences per second of process CPU time (less distorted by a busy machine).")
+print("per-CPU-s = sentences per second of process CPU time (less distorted by a busy machine);")
+print("min ms = the fastest single call (latency when not preempted).")
 PY
