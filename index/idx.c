@@ -599,7 +599,14 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
     return fail(PROTO_EDIM, "store holds %u-d vectors, index asked for %u-d", stats.dim, dim);
 
   if (!(ix = calloc(1, sizeof *ix))) return fail(PROTO_ENOMEM, "out of memory");
-  if (pthread_rwlock_init(&ix->lock, NULL) != 0) {
+  /* Writer-preferring: with glibc's default (readers first) a steady stream
+   * of searches starves idx_sync forever (seen in the concurrency test). */
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  int lock_rc = pthread_rwlock_init(&ix->lock, &attr);
+  pthread_rwlockattr_destroy(&attr);
+  if (lock_rc != 0) {
     free(ix);
     return fail(PROTO_ENOMEM, "rwlock");
   }

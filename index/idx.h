@@ -5,7 +5,8 @@
  * FAISS.
  *
  * Thread-safety: searches run concurrently; idx_sync, idx_save and searches
- * are serialised against each other by an internal read-write lock.
+ * are serialised against each other by an internal read-write lock that
+ * prefers writers (a stream of searches cannot starve idx_sync).
  */
 #ifndef RETRO_IDX_H
 #define RETRO_IDX_H
@@ -62,8 +63,9 @@ typedef struct idx_search_params {
 } idx_search_params;
 
 /* Returns 1 to keep a result id, 0 to skip it (deleted, excluded doc, ...).
- * Called from idx_search under the index's read lock: it must not call
- * idx_sync, idx_save or idx_rebuild on the same index. */
+ * Called from idx_search under the index's read lock: it must not call any
+ * idx_ function on the same index (the lock prefers writers, so even a
+ * nested read could wait behind a queued idx_sync). */
 typedef int (*idx_filter_fn)(void *ctx, int64_t chunk_id);
 
 /* k nearest neighbours of each of nq queries (nq x dim floats). scores and

@@ -543,11 +543,14 @@ proto_status srv_chunk_get(srv_engine *e, uint64_t chunk_id, srv_chunk *out) {
 
 /* Search ---------------------------------------------------------------------- */
 
-/* Chunks read while filtering, keyed by chunk id (open addressing). */
+/* Chunk headers read while filtering, keyed by chunk id (open addressing).
+ * Only the document and ordinal are read here (store_chunk_doc); tokens and
+ * text are read later, and only for the hits returned with with_text. */
 typedef struct cent {
   uint64_t id;   /* 0 = empty slot (chunk ids start at 1) */
   int live;
-  store_chunk c;
+  uint64_t doc_id;
+  uint32_t ordinal;
 } cent;
 
 typedef struct sctx {
@@ -586,8 +589,6 @@ static int cache_grow(sctx *c) {
 }
 
 static void cache_free(sctx *c) {
-  for (size_t i = 0; i < c->cap; i++)
-    if (c->tab[i].id) store_chunk_free(&c->tab[i].c);
   free(c->tab);
   c->tab = NULL;
   c->cap = c->used = 0;
@@ -617,10 +618,11 @@ static cent *chunk_lookup(sctx *c, uint64_t id) {
   }
   cent *ent = cache_find(c, id);
   if (ent->id) return ent;
-  proto_status s = store_chunk_get(c->e->st, id, &ent->c);
+  proto_status s = store_chunk_doc(c->e->st, id, &ent->doc_id, &ent->ordinal);
   if (s != PROTO_OK && s != PROTO_ENOTFOUND) {
     if (c->err == PROTO_OK) c->err = srv__fail(s, "reading chunk: %s", store_last_error());
-    memset(&ent->c, 0, sizeof ent->c);
+    ent->doc_id = 0;
+    ent->ordinal = 0;
     return NULL;
   }
   ent->id = id;
@@ -634,7 +636,7 @@ static int search_filter(void *ctx, int64_t chunk_id) {
   if (chunk_id <= 0) return 0;
   cent *ent = chunk_lookup(c, (uint64_t)chunk_id);
   if (!ent || !ent->live) return 0;
-  return !u64_has(c->excl, c->n_excl, ent->c.doc_id);
+  return !u64_has(c->excl, c->n_excl, ent->doc_id);
 }
 
 void srv_search_result_free(srv_search_result *r) {
@@ -701,6 +703,7 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
   dent *docs = NULL;
   size_t n_docs = 0, cap_docs = 0;
   sctx c = {0};
+  store_chunk sc = {0}; /* the hit being hydrated, with_text only */
   if (!e || !rq || !out) return srv__fail(PROTO_EINVAL, "srv_search: NULL argument");
   memset(out, 0, sizeof *out);
   int has_t = rq->n_texts > 0, has_v = rq->n_vectors > 0;
@@ -746,13 +749,20 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
       cent *ent = chunk_lookup(&c, (uint64_t)id);
       if (!ent) { s = c.err; goto leave; }
       if (!ent->live) continue;
+      if (rq->with_text) {
+        /* tokens and text: read for the returned hits only */
+        store_chunk_free(&sc);
+        proto_status cs = store_chunk_get(e->st, (uint64_t)id, &sc);
+        if (cs == PROTO_ENOTFOUND) continue; /* deleted meanwhile */
+        if (cs != PROTO_OK) { s = srv__fail(cs, "reading chunk: %s", store_last_error()); goto leave; }
+      }
       /* the document (cached per request) */
       dent *d = NULL;
       for (size_t i = 0; i < n_docs; i++)
-        if (docs[i].num == ent->c.doc_id) { d = &docs[i]; break; }
+        if (docs[i].num == ent->doc_id) { d = &docs[i]; break; }
       if (!d) {
         store_doc sd = {0};
-        proto_status ds = store_doc_get_by_num(e->st, ent->c.doc_id, &sd);
+        proto_status ds = store_doc_get_by_num(e->st, ent->doc_id, &sd);
         if (ds == PROTO_ENOTFOUND) continue; /* deleted meanwhile */
         if (ds != PROTO_OK) { s = srv__fail(ds, "reading document: %s", store_last_error()); goto leave; }
         if (n_docs == cap_docs) {
@@ -773,23 +783,22 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
       x->score = scores[q * k + j];
       x->chunk_id = (uint64_t)id;
       x->doc_num = d->num;
-      x->ordinal = ent->c.ordinal;
+      x->ordinal = ent->ordinal;
       x->doc_id = strdup(d->id ? d->id : "");
       x->metadata_json = strdup(d->meta ? d->meta : "{}");
       if (!x->doc_id || !x->metadata_json) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
       if (rq->with_text) {
-        const store_chunk *sc = &ent->c;
-        x->text = dup_mem(sc->text, sc->text_len, 1);
-        x->text_len = sc->text_len;
-        x->next_text = dup_mem(sc->next_text, sc->next_text_len, 1);
-        x->next_text_len = sc->next_text_len;
-        x->tokens = dup_mem(sc->tokens, sc->n_tokens * sizeof(int32_t), 0);
-        x->n_tokens = sc->n_tokens;
+        x->text = dup_mem(sc.text, sc.text_len, 1);
+        x->text_len = sc.text_len;
+        x->next_text = dup_mem(sc.next_text, sc.next_text_len, 1);
+        x->next_text_len = sc.next_text_len;
+        x->tokens = dup_mem(sc.tokens, sc.n_tokens * sizeof(int32_t), 0);
+        x->n_tokens = sc.n_tokens;
         x->next_tokens =
-            sc->n_next_tokens ? dup_mem(sc->next_tokens, sc->n_next_tokens * sizeof(int32_t), 0)
-                              : NULL;
-        x->n_next_tokens = sc->n_next_tokens;
-        if (!x->text || !x->next_text || !x->tokens || (sc->n_next_tokens && !x->next_tokens)) {
+            sc.n_next_tokens ? dup_mem(sc.next_tokens, sc.n_next_tokens * sizeof(int32_t), 0)
+                             : NULL;
+        x->n_next_tokens = sc.n_next_tokens;
+        if (!x->text || !x->next_text || !x->tokens || (sc.n_next_tokens && !x->next_tokens)) {
           s = srv__fail(PROTO_ENOMEM, "out of memory");
           goto leave;
         }
@@ -803,6 +812,7 @@ leave:
     free(docs[i].meta);
   }
   free(docs);
+  store_chunk_free(&sc);
   cache_free(&c);
   free((void *)c.excl);
   free(qv);

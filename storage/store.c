@@ -967,6 +967,22 @@ leave:
   return ps;
 }
 
+proto_status store_chunk_doc(store *st, uint64_t chunk_id, uint64_t *doc_id,
+                             uint32_t *ordinal) {
+  MDB_txn *txn = NULL;
+  chunk_rec r;
+  if (!st) { set_err("store: bad chunk_doc arguments"); return PROTO_EINVAL; }
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  ps = chunk_rec_read(st, txn, chunk_id, &r);
+  if (ps == PROTO_OK) {
+    if (doc_id) *doc_id = r.doc_id;
+    if (ordinal) *ordinal = r.ordinal;
+  }
+  rd_end(st, txn);
+  return ps;
+}
+
 void store_chunk_free(store_chunk *chunk) {
   if (!chunk) return;
   free(chunk->tokens);

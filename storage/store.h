@@ -128,6 +128,13 @@ typedef struct store_chunk {
 proto_status store_chunk_get(store *st, uint64_t chunk_id, store_chunk *out);
 void store_chunk_free(store_chunk *chunk); /* frees the members; accepts zeroed */
 
+/* Reads only a chunk's header (no tokens or text copied): its document's
+ * internal id and its ordinal; either out-pointer may be NULL. Cheap enough to
+ * call per search candidate. PROTO_ENOTFOUND when the chunk does not exist
+ * (never was, or deleted; no message set in that case). */
+proto_status store_chunk_doc(store *st, uint64_t chunk_id, uint64_t *doc_id,
+                             uint32_t *ordinal);
+
 /* Reads a chunk's embedding into vec (dim floats). PROTO_ENOTFOUND if absent. */
 proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec);
 

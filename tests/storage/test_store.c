@@ -173,6 +173,16 @@ TEST(round_trip) {
   store_chunk_free(&ch);
   store_chunk_free(NULL);
 
+  /* store_chunk_doc: the header only, same doc id and ordinal as store_chunk_get */
+  uint64_t cd = 0;
+  uint32_t co = 99;
+  CHECK(store_chunk_doc(st, 2, &cd, &co) == PROTO_OK && cd == nums[0] && co == 1);
+  CHECK(store_chunk_doc(st, 4, &cd, &co) == PROTO_OK && cd == nums[1] && co == 0);
+  CHECK(store_chunk_doc(st, 3, NULL, &co) == PROTO_OK && co == 2);
+  CHECK(store_chunk_doc(st, 0, &cd, &co) == PROTO_ENOTFOUND);
+  CHECK(store_chunk_doc(st, 5, &cd, &co) == PROTO_ENOTFOUND);
+  CHECK(store_chunk_doc(NULL, 1, &cd, &co) == PROTO_EINVAL);
+
   CHECK(store_doc_get(st, "nope", &d) == PROTO_ENOTFOUND);
   CHECK(store_doc_get_by_num(st, 99, &d) == PROTO_ENOTFOUND);
   CHECK(store_chunk_get(st, 0, &ch) == PROTO_ENOTFOUND);
@@ -244,6 +254,10 @@ TEST(replace_and_delete) {
   CHECK(store_doc_get(st, "b", &d) == PROTO_ENOTFOUND);
   CHECK(store_chunk_get(st, 5, &ch) == PROTO_ENOTFOUND);
   CHECK(store_chunk_get(st, 6, &ch) == PROTO_ENOTFOUND);
+  uint64_t cd = 0;
+  CHECK(store_chunk_doc(st, 5, &cd, NULL) == PROTO_ENOTFOUND); /* deleted */
+  CHECK(store_chunk_doc(st, 1, &cd, NULL) == PROTO_ENOTFOUND); /* replaced */
+  CHECK(store_chunk_doc(st, 7, &cd, NULL) == PROTO_OK && cd == 3);
   CHECK(store_tombstones(st, &t, &nt) == PROTO_OK);
   CHECK(nt == 6 && has_id(t, nt, 5) && has_id(t, nt, 6));
   free(t);
