@@ -393,6 +393,25 @@ static int walk(file_list *fl, const char *dir, size_t root_len) {
   return rc;
 }
 
+/* Adds a file, or every indexable file under a directory, to fl; cmd names
+ * the subcommand in the error message. Returns 0, or 1 after printing why. */
+static int fl_add_path(file_list *fl, const char *cmd, const char *p) {
+  struct stat sb;
+  if (stat(p, &sb) != 0) {
+    fprintf(stderr, "retro %s: %s: %s\n", cmd, p, strerror(errno));
+    return 1;
+  }
+  if (S_ISDIR(sb.st_mode)) {
+    size_t root = strlen(p);
+    while (root > 1 && p[root - 1] == '/') root--;
+    char *dir = strndup(p, root);
+    int w = dir ? walk(fl, dir, root + 1) : -1;
+    free(dir);
+    return w != 0;
+  }
+  return fl_add(fl, p, p, (uint64_t)sb.st_size) != 0;
+}
+
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) {
   (void)sig;
@@ -461,24 +480,8 @@ static int cmd_index(int argc, char **argv) {
   }
   for (size_t i = 0; i < a.n_pos; i++) {
     const char *p = a.pos[i];
-    struct stat sb;
     if (strcmp(p, "-") == 0) { use_stdin = 1; continue; }
-    if (stat(p, &sb) != 0) {
-      fprintf(stderr, "retro index: %s: %s\n", p, strerror(errno));
-      rc = 1;
-      goto leave;
-    }
-    if (S_ISDIR(sb.st_mode)) {
-      size_t root = strlen(p);
-      while (root > 1 && p[root - 1] == '/') root--;
-      char *dir = strndup(p, root);
-      int w = dir ? walk(&fl, dir, root + 1) : -1;
-      free(dir);
-      if (w != 0) { rc = 1; goto leave; }
-    } else if (fl_add(&fl, p, p, (uint64_t)sb.st_size) != 0) {
-      rc = 1;
-      goto leave;
-    }
+    if ((rc = fl_add_path(&fl, "index", p)) != 0) goto leave;
   }
   if ((rc = engine_from_args(&a, 0, 0, &e)) != 0) goto leave;
   ingest_ui ui = {.tty = isatty(2), .quiet = opt_set(&a, "--quiet"), .acks = opt_set(&a, "--acks"),
@@ -1173,24 +1176,7 @@ static int cmd_eval(int argc, char **argv) {
     goto leave;
   }
   for (size_t i = 0; i < a.n_pos; i++) {
-    struct stat sb;
-    const char *p = a.pos[i];
-    if (stat(p, &sb) != 0) {
-      fprintf(stderr, "retro eval: %s: %s\n", p, strerror(errno));
-      rc = 1;
-      goto leave;
-    }
-    if (S_ISDIR(sb.st_mode)) {
-      size_t root = strlen(p);
-      while (root > 1 && p[root - 1] == '/') root--;
-      char *dir = strndup(p, root);
-      int w = dir ? walk(&fl, dir, root + 1) : -1;
-      free(dir);
-      if (w != 0) { rc = 1; goto leave; }
-    } else if (fl_add(&fl, p, p, (uint64_t)sb.st_size) != 0) {
-      rc = 1;
-      goto leave;
-    }
+    if ((rc = fl_add_path(&fl, "eval", a.pos[i])) != 0) goto leave;
   }
   if ((rc = engine_from_args(&a, 1, 1, &e)) != 0) goto leave;
   srv_eval_options o = {.retrieval = !opt_set(&a, "--no-retrieval"), .k = (int)k,
