@@ -550,7 +550,7 @@ proto_status proto_search_parse(const char *text, size_t len, proto_search_req *
   static const char *const fields[] = {"query", "queries", "vector", "k", "exclude_docs",
                                        "nprobe", "ef_search", "with_text", NULL};
   json_t *root = NULL;
-  long long x;
+  long long x = 0;
   memset(out, 0, sizeof *out);
   proto_status st = parse_root(text, len, &root, err, errlen);
   if (st != PROTO_OK) return st;
@@ -686,7 +686,7 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
       "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs",
       "stream", "retrieval", "k", "exclude_docs", "model", "n", "user", NULL};
   json_t *root = NULL;
-  long long x;
+  long long x = 0;
   memset(out, 0, sizeof *out);
   proto_status st = parse_root(text, len, &root, err, errlen);
   if (st != PROTO_OK) return st;

@@ -576,7 +576,7 @@ static cent *cache_find(sctx *c, uint64_t id) {
 }
 
 static int cache_grow(sctx *c) {
-  size_t ncap = c->cap ? c->cap * 2 : 256;
+  size_t ncap = c->cap ? c->cap * 2 : 64; /* 2k + dead candidates: small */
   cent *old = c->tab;
   size_t ocap = c->cap;
   c->tab = calloc(ncap, sizeof *c->tab);
