@@ -25,6 +25,7 @@
 #include "faiss_capi_ext.h"
 
 #include <faiss/Index.h>
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
@@ -256,6 +257,18 @@ int faiss_Index_set_polysemous_training(FaissIndex *index, int on) {
     if (auto *ivfpq = dynamic_cast<faiss::IndexIVFPQ *>(ix)) ivfpq->do_polysemous_training = on != 0;
     if (auto *pq = dynamic_cast<faiss::IndexPQ *>(ix)) pq->do_polysemous_training = on != 0;
   });
+}
+
+int faiss_Index_flat_view(const FaissIndex *index, const float **p_xb, const idx_t **p_ids,
+                          size_t *p_n) {
+  const faiss::Index *ix = I(index);
+  const faiss::IndexIDMap *m = dynamic_cast<const faiss::IndexIDMap *>(ix);
+  const faiss::IndexFlat *flat = dynamic_cast<const faiss::IndexFlat *>(m ? m->index : ix);
+  if (!flat || (m && m->id_map.size() != (size_t)flat->ntotal)) return 0;
+  *p_xb = flat->get_xb();
+  *p_ids = m ? m->id_map.data() : nullptr;
+  *p_n = (size_t)flat->ntotal;
+  return 1;
 }
 
 /* I/O ------------------------------------------------------------------------ */

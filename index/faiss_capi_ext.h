@@ -55,6 +55,13 @@ FAISS_DECLARE_INDEX_DOWNCAST(IndexHNSW)
  * member is the only knob; setting it races with searches in flight. */
 FAISS_DECLARE_GETTER_SETTER(IndexHNSW, int, efSearch)
 
+/* The vectors of an IndexFlat (IP or L2), directly or under an IDMap/IDMap2:
+ * the row-major (n, d) matrix and the id of each row (NULL without an
+ * IDMap: the row number). Returns 1 and fills the outputs, or 0 for any
+ * other index. The pointers stay valid until the index is next modified. */
+int faiss_Index_flat_view(const FaissIndex *index, const float **p_xb, const idx_t **p_ids,
+                          size_t *p_n);
+
 #ifdef __cplusplus
 }
 #endif

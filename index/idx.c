@@ -49,6 +49,7 @@
 #include "idx.h"
 
 #include "faiss_capi_ext.h"
+#include "flat_scan.h"
 
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
@@ -744,11 +745,18 @@ static proto_status search_round(const idx *ix, FaissIndex *active, const float 
   size_t n = *nsel, still = 0;
   for (size_t i = 0; i < n; i++)
     memcpy(qbuf + i * ix->dim, queries + qsel[i] * ix->dim, ix->dim * sizeof(float));
-  if (active == ix->main && (s = make_params(ix, params, &sp)) != PROTO_OK) return s;
-  int rc = sp ? faiss_Index_search_with_params(active, (idx_t)n, qbuf, kf, sp, dist, lab)
-              : faiss_Index_search(active, (idx_t)n, qbuf, kf, dist, lab);
-  if (sp) faiss_SearchParameters_free(sp);
-  if (rc) return faiss_fail("search");
+  const float *xb;
+  const idx_t *row_ids;
+  size_t rows;
+  if (n <= FLAT_SCAN_MAX_QUERIES && faiss_Index_flat_view(active, &xb, &row_ids, &rows)) {
+    flat_scan(xb, row_ids, rows, ix->dim, qbuf, n, ix->metric == IDX_METRIC_L2, (size_t)kf, dist, lab);
+  } else {
+    if (active == ix->main && (s = make_params(ix, params, &sp)) != PROTO_OK) return s;
+    int rc = sp ? faiss_Index_search_with_params(active, (idx_t)n, qbuf, kf, sp, dist, lab)
+                : faiss_Index_search(active, (idx_t)n, qbuf, kf, dist, lab);
+    if (sp) faiss_SearchParameters_free(sp);
+    if (rc) return faiss_fail("search");
+  }
   for (size_t i = 0; i < n; i++) {
     size_t q = qsel[i];
     int got = 0, exhausted = kf >= ntotal;

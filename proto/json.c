@@ -185,14 +185,28 @@ void proto_jw_cstr(proto_jw *w, const char *s) {
   proto_jw_str(w, s, strlen(s));
 }
 
+/* Decimal digits of v, without printf (search responses write several
+ * integers per hit; printf's format parsing was a visible share of them). */
+static void jw_digits(proto_buf *b, int negative, uint64_t v) {
+  char tmp[24];
+  size_t i = sizeof tmp;
+  do {
+    tmp[--i] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  if (negative) tmp[--i] = '-';
+  proto_buf_add(b, tmp + i, sizeof tmp - i);
+}
+
 void proto_jw_int(proto_jw *w, int64_t v) {
   jw_value_start(w);
-  proto_buf_addf(w->b, "%lld", (long long)v);
+  /* the magnitude as unsigned: exact for INT64_MIN too */
+  jw_digits(w->b, v < 0, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
 }
 
 void proto_jw_uint(proto_jw *w, uint64_t v) {
   jw_value_start(w);
-  proto_buf_addf(w->b, "%llu", (unsigned long long)v);
+  jw_digits(w->b, 0, v);
 }
 
 void proto_jw_num(proto_jw *w, double v) {

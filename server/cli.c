@@ -1085,7 +1085,7 @@ static int cmd_neighbours(int argc, char **argv) {
   srv_engine *e = NULL;
   if (rc || help) {
     if (help) {
-      printf("usage: retro neighbours --data DIR --out OUTDIR [-k K]\n\n"
+      printf("usage: retro neighbours --data DIR --out OUTDIR [-k K] [--include-same-doc]\n\n"
              "Dumps, for every stored chunk, its K nearest neighbour chunks (not from its own\n"
              "document unless --include-same-doc) as NumPy files in OUTDIR: chunk_ids.npy,\n"
              "doc_nums.npy, ordinals.npy, tokens.npy (n x 64, -1 padded), neighbours.npy\n"
@@ -1135,6 +1135,7 @@ static const cli_flag eval_flags[] = {
     {"--exclude-self", NULL, 0, "never retrieve from the evaluated document itself"},
     {"--window", NULL, 1, "tokens per forward window (default: the decoder's max_seq)"},
     {"--alpha", NULL, 1, "leakage filter threshold (default 0.2)"},
+    {"--compare-off", NULL, 0, "also score the same tokens with retrieval off (off_bpb)"},
 };
 
 static int eval_one(srv_engine *e, const srv_eval_options *o, const char *id, const char *text,
@@ -1158,7 +1159,9 @@ static int cmd_eval(int argc, char **argv) {
              "Bits-per-byte of the decoder on the documents in PATH (files, directories,\n"
              ".jsonl), with retrieval from DIR's database (or --no-retrieval), plus the\n"
              "leakage-filtered figure (chunks whose longest common substring with their\n"
-             "neighbours is <= alpha of the chunk). Prints JSON.\n\n");
+             "neighbours is <= alpha of the chunk). Prints JSON. With --compare-off the same\n"
+             "windows are also scored with retrieval off (off_bpb, and leakage_filtered.off_bpb\n"
+             "on the same kept tokens).\n\n");
       usage_flags(stdout, eval_flags, sizeof eval_flags / sizeof *eval_flags);
     }
     goto leave;
@@ -1181,7 +1184,7 @@ static int cmd_eval(int argc, char **argv) {
   if ((rc = engine_from_args(&a, 1, 1, &e)) != 0) goto leave;
   srv_eval_options o = {.retrieval = !opt_set(&a, "--no-retrieval"), .k = (int)k,
                         .window = (int)window, .exclude_self = opt_set(&a, "--exclude-self"),
-                        .leak_alpha = alpha};
+                        .leak_alpha = alpha, .compare_off = opt_set(&a, "--compare-off")};
   srv_eval_result acc = {0};
   int failed = 0;
   for (size_t i = 0; i < fl.n && !failed; i++) {
@@ -1234,6 +1237,13 @@ static int cmd_eval(int argc, char **argv) {
   json_object_set_new(lf, "chunks_kept", json_integer((json_int_t)acc.chunks_kept));
   json_object_set_new(lf, "bpb", acc.kept_bytes ? json_real(acc.kept_bits / (double)acc.kept_bytes)
                                                  : json_null());
+  if (o.compare_off && o.retrieval) {
+    json_object_set_new(out, "off_bpb", acc.bytes ? json_real(acc.off_bits / (double)acc.bytes)
+                                                  : json_null());
+    json_object_set_new(lf, "off_bpb", acc.kept_bytes
+                                           ? json_real(acc.kept_off_bits / (double)acc.kept_bytes)
+                                           : json_null());
+  }
   json_object_set_new(out, "leakage_filtered", lf);
   json_object_set_new(out, "seconds", json_real(acc.seconds));
   rc = print_json(out);

@@ -36,6 +36,15 @@ static size_t lcs_len(const char *a, size_t n, const char *b, size_t m, uint16_t
   return best;
 }
 
+/* -log2 p(tgt) from one position's logits (max-subtracted log-softmax). */
+static double token_bits(const float *lg, int V, int32_t tgt) {
+  float mx = lg[0];
+  for (int v = 1; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
+  double sum = 0;
+  for (int v = 0; v < V; v++) sum += exp((double)(lg[v] - mx));
+  return -((double)(lg[tgt] - mx) - log(sum)) / log(2.0);
+}
+
 proto_status srv_eval_doc(srv_engine *e, const srv_eval_options *o, const char *id,
                           const char *text, size_t len, srv_eval_result *acc) {
   proto_status s = PROTO_OK;
@@ -178,13 +187,8 @@ proto_status srv_eval_doc(srv_engine *e, const srv_eval_options *o, const char *
       if (c < 4096 && keep[c]) acc->chunks_kept++;
     }
     for (int p = 0; p + 1 < wl; p++) {
-      const float *lg = logits + (size_t)p * (size_t)V;
-      float mx = lg[0];
-      for (int v = 1; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
-      double sum = 0;
-      for (int v = 0; v < V; v++) sum += exp((double)(lg[v] - mx));
       int32_t tgt = toks[w0 + (size_t)p + 1];
-      double bits = -((double)(lg[tgt] - mx) - log(sum)) / log(2.0);
+      double bits = token_bits(logits + (size_t)p * (size_t)V, V, tgt);
       char *piece = NULL;
       size_t pl = 0;
       if (tok_decode(e->ctok, &tgt, 1, &piece, &pl) != PROTO_OK) pl = 0;
@@ -197,6 +201,19 @@ proto_status srv_eval_doc(srv_engine *e, const srv_eval_options *o, const char *
         acc->kept_tokens++;
         acc->kept_bytes += pl;
         acc->kept_bits += bits;
+      }
+    }
+    if (o->compare_off && o->retrieval) { /* the same window, no neighbours */
+      retro_state_reset(st);
+      if ((s = retro_forward(st, toks + w0, wl, 1, logits)) != PROTO_OK) {
+        s = srv__fail(s, "decoder: %s", retro_last_error());
+        goto leave;
+      }
+      for (int p = 0; p + 1 < wl; p++) {
+        double bits = token_bits(logits + (size_t)p * (size_t)V, V, toks[w0 + (size_t)p + 1]);
+        int c = (p + 1) / PROTO_CHUNK_TOKENS;
+        acc->off_bits += bits;
+        if (c < 4096 && keep[c]) acc->kept_off_bits += bits;
       }
     }
     for (int c = 0; c < maxc; c++) {

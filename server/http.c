@@ -153,13 +153,23 @@ static void log_open(void) {
   pthread_mutex_unlock(&D.log_mu);
 }
 
+/* UTC time with milliseconds. The date and time of day are formatted once
+ * per second per thread: gmtime_r takes glibc's time-zone lock, which every
+ * request's log line would otherwise contend for. */
 static void log_time(char *out, size_t n) {
+  static _Thread_local time_t cached_sec = -1;
+  static _Thread_local char cached[24];
   struct timespec ts;
-  struct tm tm;
   clock_gettime(CLOCK_REALTIME, &ts);
-  gmtime_r(&ts.tv_sec, &tm);
-  size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(out + k, n - k, ".%03ldZ", ts.tv_nsec / 1000000);
+  if (ts.tv_sec != cached_sec) {
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_sec = ts.tv_sec;
+  }
+  long ms = ts.tv_nsec / 1000000;
+  snprintf(out, n, "%s.%c%c%cZ", cached, (char)('0' + ms / 100), (char)('0' + ms / 10 % 10),
+           (char)('0' + ms % 10));
 }
 
 #if defined(__GNUC__)
@@ -281,21 +291,47 @@ static void build_request(conn *c, http_request *rq) {
   rq->body_len = c->body.len;
 }
 
-/* Worker side: run the request, hand the response over, resume. */
-static void job_execute(void *arg) {
-  conn *c = arg;
-  http_request rq;
-  build_request(c, &rq);
-  http_response r;
-  memset(&r, 0, sizeof r);
-  http_execute(D.srv, &c->m, &rq, &r);
+/* Worker side: hands a finished response over to the MHD thread and resumes
+ * the connection (which then sends it); drops the job's reference. */
+static void conn_answer(conn *c, http_response *r) {
   pthread_mutex_lock(&c->mu);
-  c->resp = r;
+  c->resp = *r;
   c->resp_ready = 1;
   c->suspended = 0;
   MHD_resume_connection(c->mhd);
   pthread_mutex_unlock(&c->mu);
   conn_unref(c);
+}
+
+/* Whether the client of a queued request has closed its end (or reset the
+ * connection): MHD does not watch suspended sockets, so a worker looks
+ * before spending encoder time on an answer nobody will read. */
+static int client_gone(conn *c) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (!ci) return 0;
+  char byte;
+  ssize_t n = recv(ci->connect_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* Worker side: run the request (unless its client left), hand the response
+ * over, resume. */
+static void job_execute(void *arg) {
+  conn *c = arg;
+  http_response r;
+  memset(&r, 0, sizeof r);
+  if (client_gone(c)) {
+    /* nginx's "client closed request": logged and counted, never sent */
+    r.status = 499;
+    proto_buf_adds(&r.body, "{\"error\":{\"code\":\"client_closed\","
+                            "\"message\":\"client closed the connection\"}}");
+  } else {
+    http_request rq;
+    build_request(c, &rq);
+    http_execute(D.srv, &c->m, &rq, &r);
+  }
+  conn_answer(c, &r);
 }
 
 static void job_ingest_batch(void *arg) {
@@ -321,13 +357,7 @@ static void job_ingest_finish(void *arg) {
                       c->ing_st == PROTO_EBUSY ? "server busy: ingest stopped, retry the rest later"
                                                : "ingest stopped");
   http_ingest_finish(c->ing, &r);
-  pthread_mutex_lock(&c->mu);
-  c->resp = r;
-  c->resp_ready = 1;
-  c->suspended = 0;
-  MHD_resume_connection(c->mhd);
-  pthread_mutex_unlock(&c->mu);
-  conn_unref(c);
+  conn_answer(c, &r);
 }
 
 /* Suspends c and queues fn on p; on a full pool answers 429 instead. */

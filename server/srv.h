@@ -474,6 +474,10 @@ typedef struct srv_eval_options {
   double leak_alpha;         /* leakage filter: keep chunks whose longest common
                                 substring with every neighbour they attend to is
                                 <= alpha of the chunk's bytes; 0 = 0.2 */
+  int compare_off;           /* with retrieval: score every window a second time
+                                with retrieval off (off_bits, kept_off_bits), so
+                                the filtered figure has its [OFF] peer on the
+                                same tokens */
 } srv_eval_options;
 
 typedef struct srv_eval_result { /* accumulated over calls; zero it first */
@@ -482,6 +486,7 @@ typedef struct srv_eval_result { /* accumulated over calls; zero it first */
   uint64_t chunks, chunks_kept;  /* chunks, and those passing the leakage filter */
   uint64_t kept_tokens, kept_bytes;
   double kept_bits;
+  double off_bits, kept_off_bits;  /* compare_off: the same tokens, retrieval off */
   double seconds;
 } srv_eval_result;
 

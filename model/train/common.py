@@ -92,12 +92,19 @@ def set_rng_state(st):
 
 class Corpus:
     """The arrays prep.py writes into a data folder:
-    meta.json            {vocab_size, pad_id, eos_id, bos_id, mask_id, ...}
-    {split}_tokens.npy   the split's documents, each followed by eos, concatenated (int32)
+    meta.json            {vocab_size, pad_id, eos_id, bos_id, mask_id, align_chunks, ...}
+    {split}_tokens.npy   the split's documents, each followed by eos, concatenated (int32);
+                         chunk-aligned data (prep.py --align-chunks): each document's
+                         eos is followed by pad_id up to the next multiple of 64
     {split}_chunkdoc.npy (C, 2) int32: document index of the first and last token of chunk c
+    {split}_docs.npy     aligned data only: (D, 2) int64 [first chunk, tokens without eos]
+                         of every document of the split (docs.json order)
     token_bytes.npy      (V,) int32: UTF-8 byte length of every token (0 for specials)
     Chunk c of a split is tokens[64c : 64c+64]; its database value [N, F] is
-    tokens[64c : 64c+128] (padded with pad_id at the end of the split)."""
+    tokens[64c : 64c+128] (padded with pad_id at the end of the split; for
+    aligned data cut with pad_id at the end of its document, see ChunkDB).
+    `aligned` says whether the data is chunk-aligned; `ignore_id` is the
+    target id losses skip (pad_id when aligned, else -100 = none)."""
 
     def __init__(self, folder):
         self.folder = folder
@@ -106,14 +113,30 @@ class Corpus:
         self.pad_id = self.meta["pad_id"]
         self.eos_id = self.meta["eos_id"]
         self.vocab_size = self.meta["vocab_size"]
+        self.aligned = bool(self.meta.get("align_chunks", False))
+        self.ignore_id = self.pad_id if self.aligned else -100
         self.tokens = {}
         self.chunkdoc = {}
+        self.docs = {}
         for split in ("train", "heldout"):
             p = os.path.join(folder, f"{split}_tokens.npy")
             if os.path.exists(p):
                 self.tokens[split] = np.load(p).astype(np.int64)
                 self.chunkdoc[split] = np.load(os.path.join(folder, f"{split}_chunkdoc.npy"))
+                if self.aligned:
+                    self.docs[split] = np.load(os.path.join(folder, f"{split}_docs.npy"))
         self.token_bytes = np.load(os.path.join(folder, "token_bytes.npy"))
+
+    def value_lengths(self, split):
+        """Aligned data: (C,) int64, how many of the 128 tokens of each chunk's
+        [N, F] value lie inside its document (eos and padding excluded),
+        as the C database serves them. None for unaligned data."""
+        if not self.aligned:
+            return None
+        table = self.docs[split]
+        doc = self.chunkdoc[split][:, 0].astype(np.int64)
+        ordinal = np.arange(len(doc)) - table[doc, 0]
+        return np.clip(table[doc, 1] - CHUNK * ordinal, 0, 2 * CHUNK)
 
     def n_chunks(self, split):
         return len(self.tokens[split]) // CHUNK
@@ -127,10 +150,13 @@ class Corpus:
 class ChunkDB:
     """A retrieval database as one token stream on a device: the value of
     entry j is stream[start[j] : start[j] + 128] ([N, F]). Built from one or
-    more splits of a Corpus, in order (entry ids run through the splits)."""
+    more splits of a Corpus, in order (entry ids run through the splits).
+    For chunk-aligned data the value stops at the end of the entry's document
+    (positions >= limit[j] read pad_id): N without the eos, F only from the
+    same document, as the C database serves neighbours."""
 
     def __init__(self, corpus, splits, dev, r=2 * CHUNK):
-        parts, starts, off = [], [], 0
+        parts, starts, limits, off = [], [], [], 0
         pad = corpus.pad_id
         for s in splits:
             t = corpus.tokens[s]
@@ -138,15 +164,27 @@ class ChunkDB:
             parts.append(t)
             parts.append(np.full(r, pad, dtype=np.int64))
             starts.append(off + CHUNK * np.arange(c))
+            if corpus.aligned:
+                limits.append(corpus.value_lengths(s))
             off += len(t) + r
         self.stream = torch.from_numpy(np.concatenate(parts)).to(dev)
         self.start = torch.from_numpy(np.concatenate(starts)).to(dev)
+        self.limit = torch.from_numpy(np.concatenate(limits)).to(dev) if corpus.aligned else None
+        self.pad_id = pad
         self.r = r
 
     def values(self, ids):
         """ids: (...,) int64 entry ids (on the device) -> (..., r) tokens."""
-        pos = self.start[ids].unsqueeze(-1) + torch.arange(self.r, device=ids.device)
-        return self.stream[pos]
+        return self.values_at(self.start[ids], None if self.limit is None else self.limit[ids])
+
+    def values_at(self, start, limit=None):
+        """start: (...,) stream positions -> (..., r) tokens; positions
+        >= limit (same shape as start, or None for no cut) read pad_id."""
+        off = torch.arange(self.r, device=start.device)
+        v = self.stream[start.unsqueeze(-1) + off]
+        if limit is not None:
+            v = v.masked_fill(off >= limit.unsqueeze(-1), self.pad_id)
+        return v
 
 
 def cuda_sync(dev):

@@ -17,10 +17,13 @@ encoder_train.py's results.json).
 Method: the held-out token stream (documents + eos, concatenated) is cut
 into windows of --seq tokens aligned to 64-token chunks; each window is
 scored on its own (first token of a window unpredicted); k = 2 neighbours
-per chunk from neighbours.py (exact search with the trained encoder). Bits =
-cross-entropy / ln 2 summed over the predicted tokens; bytes = their UTF-8
-length (special tokens count 0 bytes but their loss counts). PyTorch
-reference models (retro_model.py), on the GPU when present.
+per chunk from neighbours.py (exact search with the trained encoder) or
+c_neighbours.py (the C database's). Bits = cross-entropy / ln 2 summed over
+the predicted tokens; bytes = their UTF-8 length (special tokens count 0
+bytes but their loss counts). On chunk-aligned data (prep.py
+--align-chunks) the pad_id targets between documents are not predicted
+tokens: neither their loss nor they count (eos still does, as unaligned).
+PyTorch reference models (retro_model.py), on the GPU when present.
 
 With --examples N, also writes greedy 64-token completions of N held-out
 prompts (two chunks) with the grounded database, RETRO [ON] next to the
@@ -100,7 +103,8 @@ def group_of_targets(n):
 def leakage_mask(corpus, db, nb_ids, windows, L, k, alpha, dev):
     """(W, n) bool: targets whose group's target chunk shares at most
     alpha * 64 contiguous tokens with every one of the group's neighbours.
-    Targets without a group (first 63) are excluded."""
+    Targets without a group (first 63) are excluded. Padding of aligned
+    data never counts as common."""
     ho = torch.from_numpy(corpus.tokens["heldout"]).to(dev)
     n = L * CHUNK
     W = len(windows)
@@ -109,6 +113,8 @@ def leakage_mask(corpus, db, nb_ids, windows, L, k, alpha, dev):
     tstart = CHUNK * (u + 1)                                             # chunk u+1 of the stream
     tpos = (tstart[:, :, None] + torch.arange(CHUNK, device=dev)).clamp(max=len(ho) - 1)
     tgt = ho[tpos]                                                       # (W, L, 64)
+    if corpus.aligned:  # padding is no text: it must not count as common with a neighbour's
+        tgt = tgt.masked_fill(tgt == corpus.pad_id, -1)
     a = tgt[:, :, None, :].expand(W, L, k, CHUNK).reshape(-1, CHUNK)
     b = nbv.reshape(-1, nbv.shape[-1])
     lcs = longest_common_run(a, b).view(W, L, k).max(dim=2).values      # (W, L)
@@ -120,9 +126,14 @@ def leakage_mask(corpus, db, nb_ids, windows, L, k, alpha, dev):
     return mask, lcs.cpu().numpy()
 
 
-def bpb(nats, tgts, token_bytes, mask=None):
-    if mask is not None:
-        nats, tgts = nats[mask], tgts[mask]
+def bpb(nats, tgts, token_bytes, mask=None, ignore_id=-100):
+    """-> (bits per byte, tokens, bytes) over the targets in mask (all when
+    None) that are not ignore_id."""
+    keep = mask
+    if ignore_id >= 0:
+        keep = (tgts != ignore_id) if keep is None else keep & (tgts != ignore_id)
+    if keep is not None:
+        nats, tgts = nats[keep], tgts[keep]
     nbytes = token_bytes[tgts].sum()
     return float(nats.sum() / math.log(2) / max(1, nbytes)), int(np.size(tgts)), int(nbytes)
 
@@ -183,19 +194,21 @@ def main(argv=None):
     mask_nolk, lcs_nolk = leakage_mask(corpus, db, nolk, windows, L, args.k, args.alpha, dev)
     mask_grd, lcs_grd = leakage_mask(corpus, db, grd, windows, L, args.k, args.alpha, dev)
     res = {"rows": {}, "windows": int(len(windows)), "seq": args.seq, "k": args.k, "alpha": args.alpha}
+    ign = corpus.ignore_id
     for name, (nats, tg) in runs.items():
-        b, nt, nbytes = bpb(nats, tg, tb)
-        res["rows"][name] = {"bpb": b, "tokens": nt, "bytes": nbytes, "nats_per_token": float(nats.mean())}
+        b, nt, nbytes = bpb(nats, tg, tb, ignore_id=ign)
+        res["rows"][name] = {"bpb": b, "tokens": nt, "bytes": nbytes,
+                             "nats_per_token": float((nats if ign < 0 else nats[tg != ign]).mean())}
     nats, tg = runs["RETRO [ON] no leakage"]
-    b, nt, nbytes = bpb(nats, tg, tb, mask_nolk)
-    bb, _, _ = bpb(*runs["baseline"], tb, mask_nolk)
-    bo, _, _ = bpb(*runs["RETRO [OFF]"], tb, mask_nolk)
+    b, nt, nbytes = bpb(nats, tg, tb, mask_nolk, ign)
+    bb, _, _ = bpb(*runs["baseline"], tb, mask_nolk, ign)
+    bo, _, _ = bpb(*runs["RETRO [OFF]"], tb, mask_nolk, ign)
     res["rows"]["RETRO [ON] leakage-filtered"] = {"bpb": b, "tokens": nt, "bytes": nbytes,
                                                   "baseline_same_tokens": bb, "off_same_tokens": bo,
                                                   "database": "no leakage"}
     nats, tg = runs["RETRO [ON] grounded"]
-    b, nt, nbytes = bpb(nats, tg, tb, mask_grd)
-    bb, _, _ = bpb(*runs["baseline"], tb, mask_grd)
+    b, nt, nbytes = bpb(nats, tg, tb, mask_grd, ign)
+    bb, _, _ = bpb(*runs["baseline"], tb, mask_grd, ign)
     res["grounded_filtered"] = {"bpb": b, "tokens": nt, "bytes": nbytes, "baseline_same_tokens": bb}
     res["lcs_mean_tokens"] = {"no_leakage": float(lcs_nolk.mean()), "grounded": float(lcs_grd.mean())}
     if args.encoder_results and os.path.exists(args.encoder_results):

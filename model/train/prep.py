@@ -7,10 +7,20 @@ Held-out split: documents sorted by the SHA-1 of their path relative to the
 corpus root; the first round(--heldout * count) are held out. The list is
 written to --heldout-list (model/default/heldout.txt for the default models).
 
+--align-chunks lays every document out chunk-aligned: its tokens, eos, then
+pad_id up to the next multiple of 64, so each document starts a chunk and
+trainer chunk (document, ordinal) is chunk (document, ordinal) of the C
+database (`retro index` chunks each document on its own; when a document's
+length is a multiple of 64 the trainer has one extra eos/pad chunk). It
+also writes {split}_docs.npy, and meta.json records "align_chunks": true;
+c_neighbours.py then turns a `retro neighbours` dump into neighbour files.
+Without it the documents are simply concatenated (the default models).
+
 Not here: model training, neighbour search, evaluation.
 
   /usr/bin/python3 model/train/prep.py --out .work/train/data \
-      [--corpus /usr/share/doc/python3.11/html/_sources] [--vocab-size 8192]
+      [--corpus /usr/share/doc/python3.11/html/_sources] [--vocab-size 8192] \
+      [--align-chunks]
 """
 import argparse
 import hashlib
@@ -46,20 +56,28 @@ def split_docs(docs, frac):
     return [d for d in docs if d not in held], [d for d in docs if d in held]
 
 
-def tokenise(bpe, root, docs, eos):
-    """-> (tokens int32, chunkdoc (C, 2) int32) for docs in order, each
-    followed by eos."""
-    toks, owner = [], []
+def tokenise(bpe, root, docs, eos, pad=None):
+    """-> (tokens int32, chunkdoc (C, 2) int32, doc table (D, 2) int64) for
+    docs in order, each followed by eos; with pad (chunk-aligned layout) also
+    by pad up to the next multiple of 64. Doc table row i: [first chunk of
+    document i, its token count without eos] (first chunk meaningful only
+    when aligned)."""
+    toks, owner, table = [], [], []
     for i, d in enumerate(docs):
         with open(os.path.join(root, d), "rb") as f:
-            ids = bpe.encode(f.read()) + [eos]
+            ids = bpe.encode(f.read())
+        table.append((len(toks) // CHUNK, len(ids)))
+        ids.append(eos)
+        if pad is not None:
+            ids.extend([pad] * (-len(ids) % CHUNK))
         toks.extend(ids)
         owner.extend([i] * len(ids))
     toks = np.asarray(toks, dtype=np.int32)
     owner = np.asarray(owner, dtype=np.int32)
     c = len(toks) // CHUNK
     ow = owner[:c * CHUNK].reshape(c, CHUNK)
-    return toks, np.stack([ow[:, 0], ow[:, -1]], axis=1).astype(np.int32)
+    return (toks, np.stack([ow[:, 0], ow[:, -1]], axis=1).astype(np.int32),
+            np.asarray(table, dtype=np.int64).reshape(-1, 2))
 
 
 def main(argv=None):
@@ -71,6 +89,8 @@ def main(argv=None):
     ap.add_argument("--heldout", type=float, default=0.05)
     ap.add_argument("--heldout-list", help="write the held-out paths here too")
     ap.add_argument("--tokenizer", help="use this vocab.json/merges.txt folder instead of training one")
+    ap.add_argument("--align-chunks", action="store_true",
+                    help="start every document at a chunk boundary (eos, then pad to a multiple of 64)")
     args = ap.parse_args(argv)
 
     docs = list_docs(args.corpus, args.suffix)
@@ -112,12 +132,16 @@ def main(argv=None):
     np.save(os.path.join(args.out, "token_bytes.npy"), tb)
     meta = {"vocab_size": vocab, "pad_id": specials["<pad>"], "eos_id": eos, "bos_id": specials["<s>"],
             "sep_id": specials["</s>"], "mask_id": specials["<mask>"], "corpus": args.corpus,
-            "n_train_docs": len(train), "n_heldout_docs": len(held), "tokenizer_fingerprint": bpe.fingerprint}
+            "n_train_docs": len(train), "n_heldout_docs": len(held), "tokenizer_fingerprint": bpe.fingerprint,
+            "align_chunks": bool(args.align_chunks)}
     for split, lst_ in (("train", train), ("heldout", held)):
         t0 = time.time()
-        toks, cd = tokenise(bpe, args.corpus, lst_, eos)
+        toks, cd, table = tokenise(bpe, args.corpus, lst_, eos, specials["<pad>"] if args.align_chunks else None)
         np.save(os.path.join(args.out, f"{split}_tokens.npy"), toks)
         np.save(os.path.join(args.out, f"{split}_chunkdoc.npy"), cd)
+        if args.align_chunks:
+            np.save(os.path.join(args.out, f"{split}_docs.npy"), table)
+            meta[f"{split}_pad_tokens"] = int(len(toks) - table[:, 1].sum() - len(table))
         nbytes = int(tb[toks].sum())
         meta[f"{split}_tokens"] = int(len(toks))
         meta[f"{split}_bytes"] = nbytes

@@ -15,11 +15,15 @@ Modes (--mode):
   joint      trains every weight with retrieval on (from --init or scratch).
 
 Corpus modes read the data folder of prep.py and the neighbour files of
-neighbours.py (train_knn.npy: k nearest training chunks of each training
-chunk, other documents only). A fraction --plant of the training sequences
-get the chunk's true continuation planted among its neighbours (its own
-[C_u, C_u+1], or with probability --shift a window shifted by up to 48
-tokens, so reading a neighbour pays and copying must find the alignment).
+neighbours.py or c_neighbours.py (train_knn.npy: k nearest training chunks
+of each training chunk, other documents only). A fraction --plant of the
+training sequences get the chunk's true continuation planted among its
+neighbours (its own [C_u, C_u+1], or with probability --shift a window
+shifted by up to 48 tokens, so reading a neighbour pays and copying must
+find the alignment). On chunk-aligned data (prep.py --align-chunks) pad_id
+targets are neither trained on nor scored, and neighbour values stop at
+their document's end as the C database serves them (common.ChunkDB); a
+planted window is the stream itself.
 Progress lines show the held-out loss with retrieval off, with real
 neighbours (training database only) and with the continuation planted.
 
@@ -81,6 +85,7 @@ class CorpusBatches:
         self.L = n_chunks
         self.k = k
         self.db = common.ChunkDB(corpus, ["train", "heldout"], dev)
+        self.ignore_id = corpus.ignore_id  # pad_id on aligned data: no loss on padding
         self.tr = torch.from_numpy(corpus.tokens["train"]).to(dev)
         self.ho = torch.from_numpy(corpus.tokens["heldout"]).to(dev)
         self.ctr = corpus.n_chunks("train")
@@ -90,7 +95,8 @@ class CorpusBatches:
             self.knn = torch.from_numpy(np.load(os.path.join(nbdir, "train_knn.npy"))).long().to(dev)
             self.ho_nolk = torch.from_numpy(np.load(os.path.join(nbdir, "heldout_nolk.npy"))).long().to(dev)
             if self.knn.shape[0] != self.ctr or self.ho_nolk.shape[0] != self.cho:
-                raise SystemExit("neighbour files do not match the data folder (re-run neighbours.py)")
+                raise SystemExit("neighbour files do not match the data folder "
+                                 "(re-run neighbours.py or c_neighbours.py)")
 
     def window(self, stream, s):
         """s: (B,) first chunk -> x (B, n), y (B, n)."""
@@ -109,6 +115,7 @@ class CorpusBatches:
         u = s.unsqueeze(1) + torch.arange(self.L, device=self.dev)  # (B, L) chunk ids
         ids = self.knn[u][:, :, :self.k]                               # (B, L, k)
         start = self.db.start[ids]                                     # (B, L, k) stream positions
+        limit = None if self.db.limit is None else self.db.limit[ids]  # (B, L, k) value lengths
         do = (torch.rand(b, generator=gen) < plant).to(self.dev)       # planted sequences
         slot = torch.randint(0, self.k, (b,), generator=gen).to(self.dev)
         own = self.db.start[u]                                         # (B, L)
@@ -117,8 +124,9 @@ class CorpusBatches:
         own = torch.where(use_sh, (own + sh).clamp(min=0), own)
         sel = do.unsqueeze(1) & (torch.arange(self.k, device=self.dev)[None, :] == slot[:, None])  # (B, k)
         start = torch.where(sel.unsqueeze(1), own.unsqueeze(2), start)
-        pos = start.unsqueeze(-1) + torch.arange(2 * CHUNK, device=self.dev)
-        return x, y, self.db.stream[pos]
+        if limit is not None:  # a planted window is the stream itself, uncut
+            limit = limit.masked_fill(sel.unsqueeze(1), 2 * CHUNK)
+        return x, y, self.db.values_at(start, limit)
 
     def heldout_windows(self, count=None):
         w = torch.arange(0, self.cho - self.L, self.L, device=self.dev)
@@ -138,7 +146,10 @@ class CorpusBatches:
         if regime == "planted":
             ids = ids.clone()
             ids[:, :, 0] = self.ctr + u  # heldout entries follow the train entries
-        return x, y, self.db.values(ids)
+        limit = None if self.db.limit is None else self.db.limit[ids]
+        if regime == "planted" and limit is not None:
+            limit[:, :, 0] = 2 * CHUNK  # the stream itself, uncut at the document's end, as in training
+        return x, y, self.db.values_at(self.db.start[ids], limit)
 
 
 @torch.no_grad()
@@ -149,9 +160,10 @@ def heldout_loss(model, batches, windows, regime, dev, bs=16):
         x, y, nb = batches.heldout_batch(windows[i:i + bs], regime)
         with common.autocast(dev):
             logits = model(x, nb, retrieval=nb is not None)
-        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
+        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum",
+                             ignore_index=batches.ignore_id)
         tot += ce.item()
-        cnt += y.numel()
+        cnt += int((y != batches.ignore_id).sum())
     model.train()
     return tot / max(1, cnt)
 
@@ -176,7 +188,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", required=True, choices=["synthetic", "baseline", "retrofit", "joint"])
     ap.add_argument("--data", help="prep.py data folder (corpus modes)")
-    ap.add_argument("--nb", help="neighbours.py folder (retrofit/joint)")
+    ap.add_argument("--nb", help="neighbours.py / c_neighbours.py folder (retrofit/joint)")
     ap.add_argument("--init", help="model directory to start from (retrofit: the baseline)")
     ap.add_argument("--out", required=True, help="run folder: ckpt.pt, export/")
     ap.add_argument("--steps", type=int, default=1000)
@@ -284,7 +296,7 @@ def main(argv=None):
             x, y, nb = batches.train_batch(args.batch, args.plant, args.shift, gen)
             with common.autocast(dev):
                 logits = model(x, nb, retrieval=retrieval)
-            loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
+            loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1), ignore_index=batches.ignore_id)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -5,7 +5,8 @@ http.client. Covers every route's success path, bad input (4xx and the
 server keeps serving), the auth matrix with both header forms, ingest then
 search then delete, streamed NDJSON bodies, SSE completions (stop,
 max_tokens, seed determinism, bad parameters), 429 with Retry-After on a
-full queue, and SIGTERM during ingest losing no acknowledged document.
+full queue, a client hanging up while queued (not executed, 499), and SIGTERM
+during ingest losing no acknowledged document.
 
     e2e_http.py RETRO_BINARY WORK_DIR
 """
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -150,7 +152,7 @@ def main():
         if rc != 0:
             print("Bail out! make_models.py failed")
             return 1
-    for d in ("main", "auth", "busy", "term"):
+    for d in ("main", "auth", "busy", "gone", "term"):
         shutil.rmtree(os.path.join(WORK, d), ignore_errors=True)
 
     # --- refuses a public address without a key; bad flags -> 2 ------------
@@ -184,6 +186,7 @@ def main():
 
     run_auth()
     run_busy()
+    run_client_gone()
     run_sigterm_ingest()
     print("1..%d" % n_tests)
     return 1 if n_failed else 0
@@ -574,6 +577,36 @@ def run_busy():
             old = f.read()
         ok('path="/v1/info"' in new and "status=429" in old and "status=429" not in new,
            "SIGHUP reopens the log file", new[:300])
+    finally:
+        s.stop()
+
+
+def run_client_gone():
+    """A request whose client hangs up while it waits in the worker queue is
+    never executed: the worker sees the closed socket and logs status 499."""
+    s = Server("gone", "--workers", "1", data=os.path.join(WORK, "main"))
+    try:
+        heavy = {"input": [doc_text(i, 400) for i in range(256)]}
+        small = json.dumps({"input": "the abandoned request"}).encode()
+        raw = (b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(small)) + small
+        seen = False
+        for attempt in range(5):  # the abandoned request must still be queued when it hangs up
+            t = threading.Thread(target=lambda: s.req("POST", "/v1/embeddings", heavy))
+            t.start()
+            time.sleep(0.05)
+            sk = socket.create_connection(("127.0.0.1", s.port))
+            sk.sendall(raw)
+            time.sleep(0.02)
+            sk.close()
+            t.join()
+            time.sleep(0.2)
+            if any('path="/v1/embeddings"' in l and "status=499" in l for l in s.log):
+                seen = True
+                break
+        ok(seen, "client gone while queued -> not executed, logged as 499",
+           [l for l in s.log if "embeddings" in l][-4:])
+        ok(healthy(s), "server fine after a client hung up")
     finally:
         s.stop()
 

@@ -156,6 +156,9 @@ TEST(json_writer) {
   proto_jw_key(&w, "arr");
   proto_jw_arr(&w);
   proto_jw_int(&w, -3);
+  proto_jw_int(&w, 0);
+  proto_jw_int(&w, INT64_MIN);
+  proto_jw_uint(&w, 1234567890123456789u);
   proto_jw_float(&w, 0.1f);
   proto_jw_num(&w, 1.0 / 0.0);
   proto_jw_bool(&w, 1);
@@ -163,7 +166,7 @@ TEST(json_writer) {
   proto_jw_key(&w, "bad");
   proto_jw_str(&w, "\xff\xc0\x80x\xed\xa0\x80", 7);
   proto_jw_obj_end(&w);
-  const char *want = "{\"s\":\"a\\\"\\\\\\n\\u0001\xef\xbf\xbd\",\"arr\":[-3,0.1,null,true],"
+  const char *want = "{\"s\":\"a\\\"\\\\\\n\\u0001\xef\xbf\xbd\",\"arr\":[-3,0,-9223372036854775808,1234567890123456789,0.1,null,true],"
                      "\"bad\":\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdx\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"}";
   CHECKF(b.data && !strcmp(b.data, want), "%s", b.data);
   CHECK(proto_utf8_valid(b.data, b.len));

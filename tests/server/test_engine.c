@@ -684,6 +684,16 @@ TEST(eval) {
   CHECK(b.chunks_kept == b.chunks);
   CHECK(a.chunks_kept < a.chunks);
   CHECK(c.chunks_kept > a.chunks_kept);
+  /* compare_off: the [OFF] pass of the same windows equals a separate [OFF]
+   * run, and its filtered figure is over the kept tokens of the [ON] pass */
+  srv_eval_options both = {.retrieval = 1, .compare_off = 1};
+  srv_eval_result e2 = {0};
+  CHECK(srv_eval_doc(E, &both, d->id, d->text, d->len, &e2) == PROTO_OK);
+  CHECKF(fabs(e2.bits - a.bits) < 1e-6 * a.bits && fabs(e2.off_bits - b.bits) < 1e-6 * b.bits,
+         "on %g / %g, off %g / %g", e2.bits, a.bits, e2.off_bits, b.bits);
+  CHECK(e2.kept_tokens == a.kept_tokens && e2.kept_off_bits > 0 &&
+        e2.kept_off_bits < e2.off_bits);
+  CHECK(a.off_bits == 0 && b.off_bits == 0); /* not asked for */
 }
 
 TEST(neighbours_dump) {

@@ -11,12 +11,18 @@ tiny generated corpus, end to end on CPU, and the C runtime on its exports.
      [OFF] of the fitted model == the baseline exactly; C retro_forward ==
      PyTorch logits with neighbours (<= 1e-4)
   5. evaluate.py prints every row of the table
-  6. the synthetic copy task: the loss on tokens present in a neighbour falls
+  6. neighbours from the C database: prep.py --align-chunks, `retro index`
+     and `retro neighbours`, c_neighbours.py; the dump's tokens are the
+     trainer's chunks, the C [N, F] values are common.ChunkDB's, the rules
+     hold, top-1 agrees with neighbours.py, RETRO-fit and evaluate.py run on
+     the converted folder (pad targets not scored), C logits == PyTorch
+  7. the synthetic copy task: the loss on tokens present in a neighbour falls
      far below the loss on tokens that are not
-  7. model/default/: C loads the committed encoder and decoder and matches
+  8. model/default/: C loads the committed encoder and decoder and matches
      PyTorch (skipped when the folder is absent)
 
-usage: test_train.py TRAIN_C_DUMP SOURCE_ROOT
+usage: test_train.py TRAIN_C_DUMP SOURCE_ROOT [RETRO]
+(RETRO: the `retro` binary; part 6 is skipped without it)
 """
 import json
 import math
@@ -31,6 +37,7 @@ import time
 import numpy as np
 
 DUMP, ROOT = sys.argv[1], sys.argv[2]
+RETRO = sys.argv[3] if len(sys.argv) > 3 else None
 TRAIN = os.path.join(ROOT, "model", "train")
 sys.path.insert(0, TRAIN)
 PY = sys.executable
@@ -144,6 +151,166 @@ def compare_bert(model_dir, seqs, tmp, tol, label):
     got = np.frombuffer(out, dtype="<f4").reshape(ref.shape)
     diff = float(np.abs(got - ref).max())
     ok(diff <= tol, f"{label}: C embeddings == PyTorch embeddings (max |diff| {diff:.2e} <= {tol:g})")
+
+
+def spread_encoder(src, dst, seed=5):
+    """A copy of the encoder at src with its embedding and Linear weights
+    redrawn at unit-ish scale (as make_random_bert.py draws them). The tiny
+    trained encoder maps every chunk to nearly the same vector (cosines >=
+    0.9999, top-1/top-2 gaps ~1e-7, below the C-vs-PyTorch rounding), so
+    its nearest neighbours are ties; these are not."""
+    import shutil
+    import torch
+    from bert_model import BertEncoder
+    m = BertEncoder.load(src)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, v in m.state_dict().items():
+            if v.dim() == 2 and "LayerNorm" not in name:
+                scale = 0.5 if "embeddings" in name else math.sqrt(3.0 / v.shape[1])
+                v.copy_((torch.rand(v.shape, generator=g) * 2 - 1) * scale)
+    m.save_pretrained(dst)
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(src, f), os.path.join(dst, f))
+
+
+def c_route(tmp, corpus_dir, data, base_exp, common_args):
+    """Part 6: the trainer on neighbours dumped by the C database."""
+    import torch
+    import common
+    K = 2
+    adata = os.path.join(tmp, "adata")
+    run(["prep.py", "--corpus", corpus_dir, "--out", adata, "--tokenizer", data, "--heldout", "0.15",
+         "--align-chunks"], "prep.py --align-chunks")
+    c = common.Corpus(adata)
+    names = json.load(open(os.path.join(adata, "docs.json")))
+    ctr, cho = c.n_chunks("train"), c.n_chunks("heldout")
+    layout_ok = c.aligned and c.ignore_id == c.pad_id
+    for split in ("train", "heldout"):
+        t, table = c.tokens[split], c.docs[split]
+        layout_ok &= len(t) % 64 == 0 and len(table) == len(names[split])
+        for i, (first, n) in enumerate(table):
+            end = 64 * first + n
+            layout_ok &= bool(t[end] == c.eos_id and np.all(t[end + 1:64 * (end // 64 + 1)] == c.pad_id)
+                              and np.all(c.chunkdoc[split][first:first + n // 64 + 1] == i))
+    ok(layout_ok, "prep --align-chunks: every document starts a chunk, then eos and pad to the chunk end")
+
+    enc = os.path.join(tmp, "enc_spread")
+    spread_encoder(os.path.join(tmp, "enc", "export"), enc)
+    db, dump, dumpg = (os.path.join(tmp, x) for x in ("cdb", "cdump", "cdump_grd"))
+    t0 = time.time()
+    steps = [["index", "--data", db, "--encoder", enc, "--decoder", base_exp, "--threads", "1", "-q", corpus_dir],
+             ["neighbours", "--data", db, "--out", dump, "-k", str(K + 6), "--threads", "1"],
+             ["neighbours", "--data", db, "--out", dumpg, "-k", str(K), "--include-same-doc", "--threads", "1"]]
+    for st in steps:
+        p = subprocess.run([RETRO] + st, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        label = " ".join(["retro", st[0]] + [x for x in st if x == "--include-same-doc"])
+        if not ok(p.returncode == 0, label + " exits 0"):
+            print("# " + p.stdout[-2000:].replace("\n", "\n# "))
+            return
+    note(f"C index + 2 dumps: {time.time() - t0:.2f}s")
+
+    # the dump against the data folder, independently of c_neighbours.py
+    ids = np.load(os.path.join(dump, "chunk_ids.npy")).astype(np.int64)
+    nums = np.load(os.path.join(dump, "doc_nums.npy")).astype(np.int64)
+    ords = np.load(os.path.join(dump, "ordinals.npy")).astype(np.int64)
+    toks = np.load(os.path.join(dump, "tokens.npy")).astype(np.int64)
+    cdocs = {d["doc_num"]: d["id"] for d in map(json.loads, open(os.path.join(dump, "docs.jsonl")))}
+    first = {}
+    for split, base in (("train", 0), ("heldout", ctr)):
+        for name, (f0, _) in zip(names[split], c.docs[split]):
+            first[name] = base + int(f0)
+    entry = np.array([first[cdocs[int(n)]] + o for n, o in zip(nums, ords)])
+    chunks = np.concatenate([c.chunks("train"), c.chunks("heldout")])
+    n_c = (toks >= 0).sum(axis=1)
+    same = all(np.array_equal(toks[i, :n_c[i]], chunks[entry[i], :n_c[i]]) and np.all(toks[i, n_c[i]:] == -1)
+               for i in range(len(ids)))
+    ok(same and len(set(entry.tolist())) == len(entry),
+       "C dump tokens == the trainer's chunks (document, ordinal) up to each document's end",
+       f"{len(ids)} C chunks, {ctr + cho} trainer chunks")
+    # C [N, F] (a chunk, then the next row when it is the next chunk of the same document, srv.h)
+    # == common.ChunkDB values
+    want = np.full((len(ids), 128), c.pad_id, dtype=np.int64)
+    for i in range(len(ids)):
+        want[i, :n_c[i]] = toks[i, :n_c[i]]
+        j = i + 1
+        if j < len(ids) and nums[j] == nums[i] and ords[j] == ords[i] + 1:
+            want[i, 64:64 + n_c[j]] = toks[j, :n_c[j]]
+    cdb = common.ChunkDB(c, ["train", "heldout"], torch.device("cpu"))
+    got = cdb.values(torch.from_numpy(entry)).numpy()
+    ok(np.array_equal(got, want), "ChunkDB [N, F] values of aligned data == the C database's neighbour values")
+
+    cnb = os.path.join(tmp, "cnb")
+    run(["c_neighbours.py", "--data", adata, "--dump", dump, "--dump-grounded", dumpg, "--out", cnb,
+         "--k", str(K)], "c_neighbours.py")
+    pnb = os.path.join(tmp, "pnb")
+    run(["neighbours.py", "--data", adata, "--encoder", enc, "--out", pnb, "--k", str(K)] + common_args,
+        "neighbours.py on the aligned data")
+    res = {n: np.load(os.path.join(cnb, n + ".npy")) for n in ("train_knn", "heldout_nolk", "heldout_grd")}
+    ref = {n: np.load(os.path.join(pnb, n + ".npy")) for n in res}
+    ok(all(res[n].shape == ref[n].shape and res[n].dtype == ref[n].dtype for n in res),
+       "c_neighbours.py writes neighbours.py's files (names, shapes, dtypes)")
+    knn = res["train_knn"]
+    doc = c.chunkdoc["train"][:, 0]
+    nxt = np.minimum(np.arange(ctr) + 1, ctr - 1)
+    held = (knn >= ctr).sum()
+    own = ((knn < ctr) & ((doc[np.minimum(knn, ctr - 1)] == doc[:, None]) |
+                          (doc[np.minimum(knn, ctr - 1)] == doc[nxt][:, None]))).sum()
+    ok(held == 0 and own == 0 and knn.min() >= 0 and all(len(set(r)) == K for r in knn),
+       "train_knn: no neighbour from the chunk's (or the next chunk's) document or a held-out document",
+       f"{own} same-document, {held} held-out")
+    ok(res["heldout_nolk"].min() >= 0 and res["heldout_nolk"].max() < ctr, "heldout_nolk: training chunks only")
+    self_top = float(np.mean(res["heldout_grd"][:, 0] == ctr + np.arange(cho)))
+    ok(self_top >= 0.9, "heldout_grd: a held-out chunk's top neighbour is itself", f"{self_top:.2f}")
+    # top-1 agreement with exact PyTorch search; neighbours.py embeds a document's last chunk with
+    # its eos and padding, the C database without, so compare where both embed the same 64 tokens
+    vl = np.concatenate([c.value_lengths("train"), c.value_lengths("heldout")])
+    agree = []
+    for n, q0 in (("train_knn", 0), ("heldout_nolk", ctr), ("heldout_grd", ctr)):
+        full = vl[q0 + np.arange(len(res[n]))] >= 64
+        top, top_ref = res[n][:, 0], ref[n][:, 0]
+        agree.append((n, float(np.mean(top[full] == top_ref[full])), float(np.mean(top == top_ref))))
+    ok(all(a >= 0.95 for _, a, _ in agree), "C top-1 neighbour == neighbours.py's exact top-1 (>= 95%, full chunks)",
+       ", ".join(f"{n} {a:.3f} (all rows {b:.3f})" for n, a, b in agree))
+    info = json.load(open(os.path.join(cnb, "info.json")))
+    note(f"c_neighbours: short rows {info['short_rows']}, borrowed slots {info['borrowed_slots']}, "
+         f"{info['chunks_without_c_chunk']} trainer chunks without a C chunk")
+
+    # a dump that is not of the data folder's tokens is refused
+    import shutil
+    bad = os.path.join(tmp, "cdump_bad")
+    shutil.copytree(dump, bad)
+    toks[3, 10] = (toks[3, 10] + 1) % c.vocab_size
+    np.save(os.path.join(bad, "tokens.npy"), toks.astype("<i4"))
+    p = subprocess.run([PY, os.path.join(TRAIN, "c_neighbours.py"), "--data", adata, "--dump", bad, "--out",
+                        os.path.join(tmp, "cnb_bad"), "--k", str(K)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+    last = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
+    ok(p.returncode != 0 and "differ from the trainer's tokens" in last,
+       "c_neighbours.py refuses a dump whose chunk tokens differ from the data folder's", last[:140])
+
+    # RETRO-fit on the converted folder, then evaluation and C parity
+    fit = os.path.join(tmp, "cfit")
+    out = run(["retro_train.py", "--mode", "retrofit", "--data", adata, "--nb", cnb, "--init", base_exp, "--out", fit,
+               "--steps", "2", "--batch", "2", "--seq", "128", "--eval-every", "2", "--eval-windows", "2",
+               "--lr", "3e-3", "--warmup", "1"] + common_args, "RETRO-fit on the C neighbours")
+    ok("step 2/2" in out and "nolk" in out, "RETRO-fit trains and reports held-out losses on the C neighbours")
+    ev_dir = os.path.join(tmp, "ceval")
+    run(["evaluate.py", "--data", adata, "--nb", cnb, "--baseline", base_exp, "--retro", os.path.join(fit, "export"),
+         "--out", ev_dir, "--seq", "128"] + common_args, "evaluate.py on the C neighbours")
+    ev = json.load(open(os.path.join(ev_dir, "eval.json")))
+    L = 2
+    ho = c.tokens["heldout"]
+    tg = np.concatenate([ho[64 * s + 1:64 * s + 129] for s in range(0, cho - L, L)])
+    keep = tg != c.pad_id
+    rows = ev["rows"]
+    ok(rows["baseline"]["tokens"] == int(keep.sum()) and rows["baseline"]["bytes"] == int(c.token_bytes[tg].sum())
+       and keep.sum() < len(tg) and abs(rows["baseline"]["bpb"] - rows["RETRO [OFF]"]["bpb"]) < 1e-9,
+       "evaluate.py on aligned data: pad targets are not scored; baseline == RETRO [OFF]",
+       f"{int(keep.sum())} of {len(tg)} targets")
+    nbv = cdb.values(torch.from_numpy(res["heldout_nolk"][:2].astype(np.int64)))  # (2, K, 128)
+    compare_retro(os.path.join(fit, "export"), ho[:128].tolist(), nbv.numpy(), c.pad_id, tmp, 1e-4,
+                  "RETRO-fit on C neighbours")
 
 
 def main():
@@ -264,7 +431,15 @@ def main():
        "evaluation: baseline bpb == RETRO [OFF] bpb for a RETRO-fit model")
     note(out.stdout.strip().replace("\n", "\n# "))
 
-    # 6. synthetic copy task (CI size)
+    # 6. neighbours from the C database
+    if RETRO:
+        t6 = time.time()
+        c_route(tmp, corpus_dir, data, os.path.join(base, "export"), common_args)
+        note(f"part 6 (C neighbours route): {time.time() - t6:.1f}s")
+    else:
+        note("no retro binary given: C-neighbours checks skipped")
+
+    # 7. synthetic copy task (CI size)
     import retro_train
     vocab = 64
     hist = retro_train.main(["--mode", "synthetic", "--out", os.path.join(tmp, "syn"), "--steps", "400",
@@ -277,7 +452,7 @@ def main():
        "synthetic copy task: loss on tokens present in a neighbour falls towards zero",
        f"step {step}: copy {copy_l:.3f}, other {other_l:.3f} (log V = {math.log(vocab):.3f})")
 
-    # 7. the committed default models
+    # 8. the committed default models
     denc, ddec = os.path.join(ROOT, "model", "default", "encoder"), os.path.join(ROOT, "model", "default", "decoder")
     if os.path.isdir(denc) and os.path.isdir(ddec):
         dbpe = tokref.ByteBPE(os.path.join(ddec, "vocab.json"), os.path.join(ddec, "merges.txt"))
