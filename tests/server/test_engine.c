@@ -9,6 +9,7 @@
  *   test_engine MODELS_DIR
  * Skips (exit 77) when MODELS_DIR/SKIP exists (no PyTorch to make models).
  */
+#include "engine_priv.h" /* tail_key_ok: the chunk tokenizer and srv__embed_chunks */
 #include "srv.h"
 #include "tap.h"
 
@@ -159,6 +160,68 @@ TEST(ingest) {
   CHECK(info.embed_by_ids == 1);
 }
 
+/* Checks the key of a document's short last chunk (ingest.c, key_window): its
+ * stored vector is the embedding of the document's last 64 tokens, not of its
+ * own few tokens. 1 = checked and right, 0 = wrong, -1 = no short last chunk. */
+static int tail_key_ok(srv_engine *e, const char *doc_id) {
+  srv_document d;
+  if (srv_document_get(e, doc_id, 0, &d) != PROTO_OK) return 0;
+  uint64_t last = d.first_chunk + d.n_chunks - 1;
+  int n_chunks = (int)d.n_chunks;
+  srv_document_free(&d);
+  if (n_chunks < 2) return -1;
+  srv_chunk pc = {0};
+  if (srv_chunk_get(e, last - 1, &pc) != PROTO_OK) return 0;
+  size_t nt = pc.c.n_next_tokens;
+  int res = -1;
+  if (nt > 0 && nt < 64) {
+    uint32_t dim = srv_engine_dim(e);
+    int32_t win[64];
+    memcpy(win, pc.c.tokens + nt, (64 - nt) * sizeof *win);
+    memcpy(win + 64 - nt, pc.c.next_tokens, nt * sizeof *win);
+    char *wtext = NULL;
+    size_t wlen = 0;
+    float *key = malloc(dim * sizeof *key), *own = malloc(dim * sizeof *own),
+          *stored = malloc(dim * sizeof *stored);
+    const int32_t *ids[2] = {win, pc.c.next_tokens};
+    size_t lens[2] = {64, nt};
+    res = tok_decode(e->ctok, win, 64, &wtext, &wlen) == PROTO_OK;
+    const char *texts[2] = {wtext, pc.c.next_text};
+    size_t tlens[2] = {wlen, pc.c.next_text_len};
+    res = res && srv__embed_chunks(e, &ids[0], &lens[0], &texts[0], &tlens[0], 1, key) == PROTO_OK &&
+          srv__embed_chunks(e, &ids[1], &lens[1], &texts[1], &tlens[1], 1, own) == PROTO_OK &&
+          store_vector_get(e->st, last, stored) == PROTO_OK;
+    float d_key = 0, d_own = 0;
+    for (uint32_t i = 0; res && i < dim; i++) {
+      if (fabsf(key[i] - stored[i]) > d_key) d_key = fabsf(key[i] - stored[i]);
+      if (fabsf(own[i] - stored[i]) > d_own) d_own = fabsf(own[i] - stored[i]);
+    }
+    if (res && !(d_key < 1e-5f && d_own > 1e-3f)) {
+      printf("# %s: last chunk (%zu tokens) key differs by %g, own embedding by %g\n", doc_id, nt,
+             (double)d_key, (double)d_own);
+      res = 0;
+    }
+    free(wtext);
+    free(key);
+    free(own);
+    free(stored);
+  }
+  srv_chunk_free(&pc);
+  return res;
+}
+
+/* tail_key_ok over the first n test documents: every short last chunk is
+ * keyed right, and there is at least one. */
+static void check_tail_keys(srv_engine *e, size_t n) {
+  size_t checked = 0, wrong = 0;
+  for (size_t i = 0; i < n; i++) {
+    int r = tail_key_ok(e, docs[i].id);
+    if (r >= 0) checked++;
+    if (r == 0) wrong++;
+  }
+  CHECKF(checked > 0 && wrong == 0, "%zu short last chunks checked, %zu keyed wrong", checked, wrong);
+}
+
 TEST(self_nearest) {
   if (!E) return;
   uint32_t dim = srv_engine_dim(E);
@@ -177,6 +240,7 @@ TEST(self_nearest) {
   }
   CHECKF(bad == 0 && checked == total_chunks, "%zu of %zu chunks not their own nearest", bad, checked);
   free(v);
+  check_tail_keys(E, n_docs);
   /* by text: a short document is one chunk whose text embeds to its vector */
   const char *q = "a short document about retrieval";
   srv_doc d = {.id = "short", .text = q, .text_len = strlen(q)};
@@ -379,6 +443,7 @@ TEST(embed_by_text) {
           r.queries[0].hits[0].chunk_id == 2);
     srv_search_result_free(&r);
     free(v);
+    check_tail_keys(w, 3); /* the text path: the key window decoded, then WordPiece */
     srv_engine_close(w);
   }
   snprintf(data_dir, sizeof data_dir, "%s", saved);
