@@ -62,8 +62,8 @@ def main():
                 ("RETRO [OFF]", a.db_noleak, False)]
         for name, db, retrieval in runs:
             r = generate(a.retro, db, prompt, a.tokens, retrieval)
-            print("%s — first %d characters equal the true continuation:\n"
-                  % (name, same_prefix(r["text"], truth)))
+            print("%s — the first %d of its %d characters equal the true continuation:\n"
+                  % (name, same_prefix(r["text"], truth), len(r["text"])))
             print(quote(r["text"]))
             chunks = [c for c in r.get("chunks", []) if c.get("in_prompt")]
             if retrieval and chunks:
