@@ -544,7 +544,7 @@ proto_status srv_chunk_get(srv_engine *e, uint64_t chunk_id, srv_chunk *out) {
 /* Search ---------------------------------------------------------------------- */
 
 /* Chunk headers read while filtering, keyed by chunk id (open addressing).
- * Only the document and ordinal are read here (store_chunk_doc); tokens and
+ * Only the document and ordinal are read here (store_snap_chunk_doc); tokens and
  * text are read later, and only for the hits returned with with_text. */
 typedef struct cent {
   uint64_t id;   /* 0 = empty slot (chunk ids start at 1) */
@@ -555,6 +555,10 @@ typedef struct cent {
 
 typedef struct sctx {
   srv_engine *e;
+  /* One read snapshot for every store read of the search, begun at the
+   * first candidate: inside idx_search, so after the index lock (the order
+   * store.h asks for); ended when the search returns. */
+  store_snap snap;
   cent *tab;
   size_t cap, used;
   const uint64_t *excl; /* excluded doc nums, sorted */
@@ -618,7 +622,8 @@ static cent *chunk_lookup(sctx *c, uint64_t id) {
   }
   cent *ent = cache_find(c, id);
   if (ent->id) return ent;
-  proto_status s = store_chunk_doc(c->e->st, id, &ent->doc_id, &ent->ordinal);
+  proto_status s = c->snap.st ? PROTO_OK : store_snap_begin(c->e->st, &c->snap);
+  if (s == PROTO_OK) s = store_snap_chunk_doc(&c->snap, id, &ent->doc_id, &ent->ordinal);
   if (s != PROTO_OK && s != PROTO_ENOTFOUND) {
     if (c->err == PROTO_OK) c->err = srv__fail(s, "reading chunk: %s", store_last_error());
     ent->doc_id = 0;
@@ -752,7 +757,7 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
       if (rq->with_text) {
         /* tokens and text: read for the returned hits only */
         store_chunk_free(&sc);
-        proto_status cs = store_chunk_get(e->st, (uint64_t)id, &sc);
+        proto_status cs = store_snap_chunk_get(&c.snap, (uint64_t)id, &sc);
         if (cs == PROTO_ENOTFOUND) continue; /* deleted meanwhile */
         if (cs != PROTO_OK) { s = srv__fail(cs, "reading chunk: %s", store_last_error()); goto leave; }
       }
@@ -762,7 +767,7 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
         if (docs[i].num == ent->doc_id) { d = &docs[i]; break; }
       if (!d) {
         store_doc sd = {0};
-        proto_status ds = store_doc_get_by_num(e->st, ent->doc_id, &sd);
+        proto_status ds = store_snap_doc_by_num(&c.snap, ent->doc_id, &sd);
         if (ds == PROTO_ENOTFOUND) continue; /* deleted meanwhile */
         if (ds != PROTO_OK) { s = srv__fail(ds, "reading document: %s", store_last_error()); goto leave; }
         if (n_docs == cap_docs) {
@@ -813,6 +818,7 @@ leave:
   }
   free(docs);
   store_chunk_free(&sc);
+  store_snap_end(&c.snap);
   cache_free(&c);
   free((void *)c.excl);
   free(qv);

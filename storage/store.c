@@ -890,16 +890,19 @@ leave:
   return ps;
 }
 
+static proto_status doc_by_num_in(store *st, MDB_txn *txn, uint64_t doc_id, store_doc *out) {
+  doc_rec r;
+  proto_status ps = doc_rec_read(st, txn, doc_id, &r);
+  return ps ? ps : doc_fill(doc_id, &r, out);
+}
+
 proto_status store_doc_get_by_num(store *st, uint64_t doc_id, store_doc *out) {
   MDB_txn *txn = NULL;
-  doc_rec r;
   if (!st || !out) { set_err("store: bad doc_get arguments"); return PROTO_EINVAL; }
   memset(out, 0, sizeof *out);
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
-  if ((ps = doc_rec_read(st, txn, doc_id, &r))) goto leave;
-  ps = doc_fill(doc_id, &r, out);
-leave:
+  ps = doc_by_num_in(st, txn, doc_id, out);
   rd_end(st, txn);
   return ps;
 }
@@ -931,14 +934,9 @@ oom:
   return PROTO_ENOMEM;
 }
 
-proto_status store_chunk_get(store *st, uint64_t chunk_id, store_chunk *out) {
-  MDB_txn *txn = NULL;
+static proto_status chunk_get_in(store *st, MDB_txn *txn, uint64_t chunk_id, store_chunk *out) {
   chunk_rec r, nx;
-  if (!st || !out) { set_err("store: bad chunk_get arguments"); return PROTO_EINVAL; }
-  memset(out, 0, sizeof *out);
-  proto_status ps = rd_begin(st, &txn);
-  if (ps) return ps;
-  ps = chunk_rec_read(st, txn, chunk_id, &r);
+  proto_status ps = chunk_rec_read(st, txn, chunk_id, &r);
   if (ps == PROTO_ENOTFOUND) {
     set_err("store: chunk %llu not found", (unsigned long long)chunk_id);
     goto leave;
@@ -962,25 +960,80 @@ proto_status store_chunk_get(store *st, uint64_t chunk_id, store_chunk *out) {
     if (ps) set_err("store: out of memory");
   }
 leave:
-  rd_end(st, txn);
   if (ps) store_chunk_free(out);
+  return ps;
+}
+
+proto_status store_chunk_get(store *st, uint64_t chunk_id, store_chunk *out) {
+  MDB_txn *txn = NULL;
+  if (!st || !out) { set_err("store: bad chunk_get arguments"); return PROTO_EINVAL; }
+  memset(out, 0, sizeof *out);
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  ps = chunk_get_in(st, txn, chunk_id, out);
+  rd_end(st, txn);
+  return ps;
+}
+
+static proto_status chunk_doc_in(store *st, MDB_txn *txn, uint64_t chunk_id, uint64_t *doc_id,
+                                 uint32_t *ordinal) {
+  chunk_rec r;
+  proto_status ps = chunk_rec_read(st, txn, chunk_id, &r);
+  if (ps == PROTO_OK) {
+    if (doc_id) *doc_id = r.doc_id;
+    if (ordinal) *ordinal = r.ordinal;
+  }
   return ps;
 }
 
 proto_status store_chunk_doc(store *st, uint64_t chunk_id, uint64_t *doc_id,
                              uint32_t *ordinal) {
   MDB_txn *txn = NULL;
-  chunk_rec r;
   if (!st) { set_err("store: bad chunk_doc arguments"); return PROTO_EINVAL; }
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
-  ps = chunk_rec_read(st, txn, chunk_id, &r);
-  if (ps == PROTO_OK) {
-    if (doc_id) *doc_id = r.doc_id;
-    if (ordinal) *ordinal = r.ordinal;
-  }
+  ps = chunk_doc_in(st, txn, chunk_id, doc_id, ordinal);
   rd_end(st, txn);
   return ps;
+}
+
+/* Snapshots ------------------------------------------------------------------- */
+
+proto_status store_snap_begin(store *st, store_snap *sn) {
+  if (!st || !sn) { set_err("store: bad snap_begin arguments"); return PROTO_EINVAL; }
+  MDB_txn *txn = NULL;
+  sn->st = NULL;
+  sn->txn = NULL;
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  sn->st = st;
+  sn->txn = txn;
+  return PROTO_OK;
+}
+
+void store_snap_end(store_snap *sn) {
+  if (!sn || !sn->st) return;
+  rd_end(sn->st, sn->txn);
+  sn->st = NULL;
+  sn->txn = NULL;
+}
+
+proto_status store_snap_chunk_doc(store_snap *sn, uint64_t chunk_id, uint64_t *doc_id,
+                                  uint32_t *ordinal) {
+  if (!sn || !sn->st) { set_err("store: snapshot not begun"); return PROTO_EINVAL; }
+  return chunk_doc_in(sn->st, sn->txn, chunk_id, doc_id, ordinal);
+}
+
+proto_status store_snap_chunk_get(store_snap *sn, uint64_t chunk_id, store_chunk *out) {
+  if (!sn || !sn->st || !out) { set_err("store: bad snap_chunk_get arguments"); return PROTO_EINVAL; }
+  memset(out, 0, sizeof *out);
+  return chunk_get_in(sn->st, sn->txn, chunk_id, out);
+}
+
+proto_status store_snap_doc_by_num(store_snap *sn, uint64_t doc_id, store_doc *out) {
+  if (!sn || !sn->st || !out) { set_err("store: bad snap_doc_by_num arguments"); return PROTO_EINVAL; }
+  memset(out, 0, sizeof *out);
+  return doc_by_num_in(sn->st, sn->txn, doc_id, out);
 }
 
 void store_chunk_free(store_chunk *chunk) {

@@ -135,6 +135,25 @@ void store_chunk_free(store_chunk *chunk); /* frees the members; accepts zeroed 
 proto_status store_chunk_doc(store *st, uint64_t chunk_id, uint64_t *doc_id,
                              uint32_t *ordinal);
 
+/* A read snapshot: lookups that share one LMDB read transaction (one reader
+ * slot, one map read lock) instead of taking one each, for a burst of reads
+ * such as one search's candidates and hits. Hold it briefly, on one thread
+ * (begin and end on the same thread). Lock order: begin it after taking any
+ * lock that is also held around store reads elsewhere (the index lock:
+ * idx_sync reads the store under it, and the map lock prefers writers, so a
+ * snapshot begun before such a lock can deadlock against a map resize).
+ * The snap_ functions behave as the store_ ones of the same name. */
+typedef struct store_snap {
+  store *st;   /* NULL when not begun (or ended) */
+  void *txn;
+} store_snap;
+proto_status store_snap_begin(store *st, store_snap *sn);
+void store_snap_end(store_snap *sn); /* accepts one not begun */
+proto_status store_snap_chunk_doc(store_snap *sn, uint64_t chunk_id, uint64_t *doc_id,
+                                  uint32_t *ordinal);
+proto_status store_snap_chunk_get(store_snap *sn, uint64_t chunk_id, store_chunk *out);
+proto_status store_snap_doc_by_num(store_snap *sn, uint64_t doc_id, store_doc *out);
+
 /* Reads a chunk's embedding into vec (dim floats). PROTO_ENOTFOUND if absent. */
 proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec);
 

@@ -16,9 +16,12 @@
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char models[1024], enc_dir[1200], encwp_dir[1200], dec_dir[1200], corpus_dir[1200];
@@ -809,6 +812,88 @@ TEST(neighbours_dump) {
   free(buf);
 }
 
+/* Searches (store snapshot taken inside idx_search, held through the hits)
+ * while ingest grows a tiny LMDB map several times and syncs the index: no
+ * deadlock between the index lock, the map lock and map resizes (a watchdog
+ * aborts the program if it hangs), and every search succeeds. */
+typedef struct grow_ctx {
+  srv_engine *e;
+  const float *q;
+  atomic_int stop;
+  atomic_long searches, failures;
+} grow_ctx;
+
+static void *grow_searcher(void *arg) {
+  grow_ctx *g = arg;
+  while (!atomic_load(&g->stop)) {
+    srv_search_request rq = {.vectors = g->q, .n_vectors = 1, .k = 5, .with_text = 1};
+    srv_search_result r;
+    if (srv_search(g->e, &rq, &r) != PROTO_OK) atomic_fetch_add(&g->failures, 1);
+    else srv_search_result_free(&r);
+    atomic_fetch_add(&g->searches, 1);
+  }
+  return NULL;
+}
+
+static void watchdog(int sig) {
+  (void)sig;
+  static const char msg[] = "Bail out! search_while_map_grows hung (deadlock?)\n";
+  if (write(1, msg, sizeof msg - 1) < 0) _exit(1);
+  _exit(1);
+}
+
+TEST(search_while_map_grows) {
+  char saved[256];
+  snprintf(saved, sizeof saved, "%s", data_dir);
+  if (strlen(saved) + 6 > sizeof data_dir) return;
+  memcpy(data_dir + strlen(saved), "-grow", 6);
+  mkdir(data_dir, 0755);
+  srv_engine_options o = {.data_dir = data_dir, .encoder_dir = enc_dir, .decoder_dir = dec_dir,
+                          .threads = 1, .embed_batch = 16, .commit_chunks = 16,
+                          .map_bytes = 256 * 1024, .gen_slots = 1, .gen_queue = -1};
+  srv_engine *e = NULL;
+  CHECK(srv_engine_open(&o, &e) == PROTO_OK);
+  if (e) {
+    srv_doc d0 = {.id = "seed", .text = docs[0].text, .text_len = docs[0].len};
+    srv_ack a0;
+    CHECK(srv_upsert(e, &d0, 1, &a0) == PROTO_OK && a0.status == PROTO_OK);
+    float *q = malloc(srv_engine_dim(e) * sizeof *q);
+    CHECK(store_vector_get(e->st, 1, q) == PROTO_OK);
+    srv_info before;
+    srv_info_get(e, &before);
+    grow_ctx g = {.e = e, .q = q};
+    pthread_t t[2];
+    signal(SIGALRM, watchdog);
+    alarm(120);
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, grow_searcher, &g);
+    int bad = 0;
+    char id[64];
+    for (int round = 0; round < 12 && !bad; round++)
+      for (size_t i = 0; i < n_docs && !bad; i++) {
+        snprintf(id, sizeof id, "r%d-%zu", round, i);
+        srv_doc d = {.id = id, .text = docs[i].text, .text_len = docs[i].len};
+        srv_ack a;
+        if (srv_upsert(e, &d, 1, &a) != PROTO_OK || a.status != PROTO_OK) bad = 1;
+      }
+    atomic_store(&g.stop, 1);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    alarm(0);
+    srv_info after;
+    srv_info_get(e, &after);
+    CHECK(!bad);
+    CHECKF(after.store.map_bytes > before.store.map_bytes, "map %zu -> %zu bytes",
+           before.store.map_bytes, after.store.map_bytes);
+    CHECKF(atomic_load(&g.searches) > 10 && atomic_load(&g.failures) == 0, "%ld searches, %ld failed",
+           atomic_load(&g.searches), atomic_load(&g.failures));
+    free(q);
+    srv_engine_close(e);
+  }
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", data_dir);
+  if (system(cmd) != 0) printf("# could not remove %s\n", data_dir);
+  snprintf(data_dir, sizeof data_dir, "%s", saved);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: test_engine MODELS_DIR\n");
@@ -839,6 +924,7 @@ int main(int argc, char **argv) {
   RUN(generate_busy);
   RUN(eval);
   RUN(neighbours_dump);
+  RUN(search_while_map_grows);
   srv_engine_close(E);
   char cmd[700];
   snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s-wp'", data_dir, data_dir);

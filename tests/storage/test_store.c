@@ -183,6 +183,32 @@ TEST(round_trip) {
   CHECK(store_chunk_doc(st, 5, &cd, &co) == PROTO_ENOTFOUND);
   CHECK(store_chunk_doc(NULL, 1, &cd, &co) == PROTO_EINVAL);
 
+  /* a snapshot answers as the single reads do, several lookups in one txn */
+  store_snap sn = {0};
+  CHECK(store_snap_chunk_doc(&sn, 2, &cd, &co) == PROTO_EINVAL); /* not begun */
+  CHECK(store_snap_begin(st, &sn) == PROTO_OK && sn.st == st);
+  CHECK(store_snap_chunk_doc(&sn, 2, &cd, &co) == PROTO_OK && cd == nums[0] && co == 1);
+  CHECK(store_snap_chunk_doc(&sn, 5, &cd, &co) == PROTO_ENOTFOUND);
+  store_chunk sc;
+  CHECK(store_snap_chunk_get(&sn, 1, &sc) == PROTO_OK && sc.chunk_id == 1 && sc.ordinal == 0 &&
+        sc.n_tokens > 0 && sc.n_next_tokens > 0);
+  CHECK(store_chunk_get(st, 1, &ch) == PROTO_OK); /* a plain read nested in the snapshot */
+  CHECK(ch.n_tokens == sc.n_tokens && !memcmp(ch.tokens, sc.tokens, ch.n_tokens * sizeof *ch.tokens) &&
+        ch.text_len == sc.text_len && !memcmp(ch.text, sc.text, ch.text_len) &&
+        ch.next_text_len == sc.next_text_len);
+  store_chunk_free(&ch);
+  store_chunk_free(&sc);
+  CHECK(store_snap_chunk_get(&sn, 3, &sc) == PROTO_OK && sc.n_next_tokens == 0);
+  store_chunk_free(&sc);
+  CHECK(store_snap_chunk_get(&sn, 9, &sc) == PROTO_ENOTFOUND);
+  CHECK(store_snap_doc_by_num(&sn, nums[1], &d) == PROTO_OK && d.id && !strcmp(d.id, "beta"));
+  store_doc_free(&d);
+  CHECK(store_snap_doc_by_num(&sn, 99, &d) == PROTO_ENOTFOUND);
+  store_snap_end(&sn);
+  CHECK(sn.st == NULL);
+  store_snap_end(&sn); /* twice: harmless */
+  CHECK(store_snap_begin(NULL, &sn) == PROTO_EINVAL);
+
   CHECK(store_doc_get(st, "nope", &d) == PROTO_ENOTFOUND);
   CHECK(store_doc_get_by_num(st, 99, &d) == PROTO_ENOTFOUND);
   CHECK(store_chunk_get(st, 0, &ch) == PROTO_ENOTFOUND);
