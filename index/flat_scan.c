@@ -1,8 +1,7 @@
 /* flat_scan.c - exact k-nearest search for a few queries (see flat_scan.h).
  *
- * Rows are scored in blocks of SCAN_ROWS (a block of a 256-d matrix stays in
- * L1/L2 while every query passes over it); each query keeps a min-heap of its
- * best k scores. L2 distances are negated so one "larger is better" heap
+ * Rows are scored in blocks of SCAN_ROWS, every query over a block while it
+ * is in cache; each query keeps a min-heap of its best k scores. L2 distances are negated so one "larger is better" heap
  * serves both metrics. Sums use 8-lane vectors, four rows at a time, so they
  * vectorise without -ffast-math; the AVX2+FMA clone is picked at run time.
  */
@@ -31,15 +30,15 @@ static inline float hsum8(const v8 *p) { /* by pointer: no vector in the ABI */
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
-/* Per-row partial sums of (x . q) or ||x - q||^2 over the first d8 columns
- * (a multiple of 8), for four rows at once so their dependency chains
- * overlap; the remaining columns are added by the caller. */
+/* One 8-lane term of x . q or ||x - q||^2: columns j..j+7 of row xr. */
 #define SCAN_TERM(xr, j) (l2 ? (*(const v8 *)((xr) + (j)) - *(const v8 *)(q + (j))) * \
                                    (*(const v8 *)((xr) + (j)) - *(const v8 *)(q + (j)))   \
                              : *(const v8 *)((xr) + (j)) * *(const v8 *)(q + (j)))
 
 /* out[r] = score of row r of x (rows, d) against query q; higher is better
- * (inner product, or minus the squared L2 distance). */
+ * (inner product, or minus the squared L2 distance). Four rows at a time, so
+ * their dependency chains overlap; columns past the last multiple of 8 are
+ * added one by one. */
 SCAN_CLONES static void score_rows(const float *x, size_t rows, size_t d, const float *q,
                                    int l2, float *out) {
   size_t d8 = d & ~(size_t)7, r = 0;
@@ -104,40 +103,36 @@ static int by_score_desc(const void *a, const void *b) {
   return (x->label > y->label) - (x->label < y->label);
 }
 
-void flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const float *q,
-               size_t nq, int l2, size_t k, float *dist, int64_t *lab) {
+int flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const float *q,
+              size_t nq, int l2, size_t k, float *dist, int64_t *lab) {
+  enum { STACK_HITS = 1024 };
   float scores[SCAN_ROWS];
-  for (size_t i = 0; i < nq; i++) {
-    scan_hit heap_small[64];
-    scan_hit *heap = k <= 64 ? heap_small : malloc(k * sizeof *heap);
-    size_t kept = 0;
-    if (!heap) { /* out of memory: report no hits rather than wrong ones */
-      for (size_t j = 0; j < k; j++) {
-        dist[i * k + j] = l2 ? FLT_MAX : -FLT_MAX;
-        lab[i * k + j] = -1;
-      }
-      continue;
-    }
-    const float *qi = q + i * d;
-    for (size_t r0 = 0; r0 < n; r0 += SCAN_ROWS) {
-      size_t rows = n - r0 < SCAN_ROWS ? n - r0 : SCAN_ROWS;
-      score_rows(xb + r0 * d, rows, d, qi, l2, scores);
+  scan_hit stack_hits[STACK_HITS];
+  size_t kept[FLAT_SCAN_MAX_QUERIES] = {0};
+  if (nq > FLAT_SCAN_MAX_QUERIES) return -1;
+  scan_hit *heaps = nq * k <= STACK_HITS ? stack_hits : malloc(nq * k * sizeof *heaps);
+  if (!heaps) return -1;
+  /* block by block, every query over the block while it is in cache */
+  for (size_t r0 = 0; r0 < n; r0 += SCAN_ROWS) {
+    size_t rows = n - r0 < SCAN_ROWS ? n - r0 : SCAN_ROWS;
+    for (size_t i = 0; i < nq; i++) {
+      scan_hit *heap = heaps + i * k;
+      score_rows(xb + r0 * d, rows, d, q + i * d, l2, scores);
       for (size_t r = 0; r < rows; r++) {
         scan_hit h = {scores[r], ids ? ids[r0 + r] : (int64_t)(r0 + r)};
-        if (kept < k) heap_push(heap, kept++, h);
+        if (kept[i] < k) heap_push(heap, kept[i]++, h);
         else if (h.score > heap[0].score) heap_replace_root(heap, k, h);
       }
     }
-    qsort(heap, kept, sizeof *heap, by_score_desc);
-    for (size_t j = 0; j < k; j++) {
-      if (j < kept) {
-        dist[i * k + j] = l2 ? -heap[j].score : heap[j].score;
-        lab[i * k + j] = heap[j].label;
-      } else {
-        dist[i * k + j] = l2 ? FLT_MAX : -FLT_MAX;
-        lab[i * k + j] = -1;
-      }
-    }
-    if (heap != heap_small) free(heap);
   }
+  for (size_t i = 0; i < nq; i++) {
+    scan_hit *heap = heaps + i * k;
+    qsort(heap, kept[i], sizeof *heap, by_score_desc);
+    for (size_t j = 0; j < k; j++) {
+      dist[i * k + j] = j < kept[i] ? (l2 ? -heap[j].score : heap[j].score) : l2 ? FLT_MAX : -FLT_MAX;
+      lab[i * k + j] = j < kept[i] ? heap[j].label : -1;
+    }
+  }
+  if (heaps != stack_hits) free(heaps);
+  return 0;
 }

@@ -12,7 +12,7 @@
  * (largest inner product, or smallest squared L2 distance); slots beyond the
  * number of vectors get label -1 and distance -FLT_MAX (IP) / FLT_MAX (L2).
  * Equal scores come out in ascending label order. Reentrant; allocates only
- * when k > 64 (and then reports no hits if that fails).
+ * beyond 1024 hits (nq * k).
  */
 #ifndef RETRO_FLAT_SCAN_H
 #define RETRO_FLAT_SCAN_H
@@ -24,8 +24,9 @@ enum { FLAT_SCAN_MAX_QUERIES = 19 }; /* FAISS uses BLAS from 20 queries on */
 
 /* xb: n rows of d floats; ids: the label of each row (NULL: the row number);
  * q: nq rows of d floats, nq <= FLAT_SCAN_MAX_QUERIES; l2: 0 = inner
- * product, 1 = squared L2. dist/lab: nq * k. */
-void flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const float *q,
-               size_t nq, int l2, size_t k, float *dist, int64_t *lab);
+ * product, 1 = squared L2. dist/lab: nq * k. Returns 0, or -1 when nq is too
+ * large or memory for nq * k > 1024 hits cannot be had. */
+int flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const float *q,
+              size_t nq, int l2, size_t k, float *dist, int64_t *lab);
 
 #endif

@@ -749,7 +749,9 @@ static proto_status search_round(const idx *ix, FaissIndex *active, const float 
   const idx_t *row_ids;
   size_t rows;
   if (n <= FLAT_SCAN_MAX_QUERIES && faiss_Index_flat_view(active, &xb, &row_ids, &rows)) {
-    flat_scan(xb, row_ids, rows, ix->dim, qbuf, n, ix->metric == IDX_METRIC_L2, (size_t)kf, dist, lab);
+    if (flat_scan(xb, row_ids, rows, ix->dim, qbuf, n, ix->metric == IDX_METRIC_L2, (size_t)kf,
+                  dist, lab) != 0)
+      return fail(PROTO_ENOMEM, "out of memory");
   } else {
     if (active == ix->main && (s = make_params(ix, params, &sp)) != PROTO_OK) return s;
     int rc = sp ? faiss_Index_search_with_params(active, (idx_t)n, qbuf, kf, sp, dist, lab)

@@ -1,8 +1,8 @@
 /* test_flat_scan.c - flat_scan (index/flat_scan.c) against FAISS's own exact
  * IndexFlat search on the same random vectors: inner product and L2, with and
  * without an IDMap, dimensions that are and are not multiples of the vector
- * width, k below, equal to and above the number of vectors, and k above the
- * 64 hits the scan keeps on the stack. */
+ * width, k below, equal to and above the number of vectors, and more hits
+ * (queries x k) than the 1024 the scan keeps on the stack. */
 #include "faiss_capi_ext.h"
 #include "flat_scan.h"
 #include "tap.h"
@@ -44,8 +44,8 @@ static int matches(size_t n, size_t d, size_t nq, size_t k, int l2, int idmap) {
   size_t rows = 0;
   if (ok) ok = faiss_Index_flat_view(ix, &view, &view_ids, &rows) && rows == n &&
                (idmap ? view_ids != NULL || n == 0 : view_ids == NULL);
+  if (ok) ok = flat_scan(view, view_ids, rows, d, q, nq, l2, k, d_got, l_got) == 0;
   if (ok) {
-    flat_scan(view, view_ids, rows, d, q, nq, l2, k, d_got, l_got);
     /* Distances agree slot by slot; labels may differ only where FAISS's
      * scalar sums and ours round a near tie differently, so each label is
      * checked against its own distance, recomputed in double. */
@@ -83,6 +83,14 @@ TEST(against_faiss) {
   CHECK(matches(130, 24, 2, 130, 1, 1)); /* k > 64 and a partial last block */
 }
 
+TEST(too_many_queries) {
+  float x[8] = {0}, dist[FLAT_SCAN_MAX_QUERIES + 1];
+  int64_t lab[FLAT_SCAN_MAX_QUERIES + 1];
+  float q[8 * (FLAT_SCAN_MAX_QUERIES + 1)] = {0};
+  CHECK(flat_scan(x, NULL, 1, 8, q, FLAT_SCAN_MAX_QUERIES + 1, 0, 1, dist, lab) == -1);
+  CHECK(flat_scan(x, NULL, 1, 8, q, FLAT_SCAN_MAX_QUERIES, 0, 1, dist, lab) == 0 && lab[0] == 0);
+}
+
 TEST(not_flat) {
   FaissIndex *ix = NULL;
   const float *view;
@@ -99,6 +107,7 @@ TEST(not_flat) {
 int main(void) {
   omp_set_num_threads(1);
   RUN(against_faiss);
+  RUN(too_many_queries);
   RUN(not_flat);
   return tap_done();
 }
