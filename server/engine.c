@@ -663,13 +663,6 @@ void srv_search_result_free(srv_search_result *r) {
   memset(r, 0, sizeof *r);
 }
 
-static void *dup_mem(const void *p, size_t n, size_t extra) {
-  char *d = malloc(n + extra ? n + extra : 1);
-  if (d && n) memcpy(d, p, n);
-  if (d && extra) memset(d + n, 0, extra);
-  return d;
-}
-
 /* Resolves external ids to sorted doc nums (unknown ids are ignored). */
 static proto_status exclude_nums(srv_engine *e, const char *const *ids, size_t n,
                                  uint64_t **out, size_t *n_out) {
@@ -754,11 +747,10 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
       cent *ent = chunk_lookup(&c, (uint64_t)id);
       if (!ent) { s = c.err; goto leave; }
       if (!ent->live) continue;
+      /* tokens and text: read for the returned hits only. The filter found
+       * the chunk live in this snapshot, so it and its document are there. */
       if (rq->with_text) {
-        /* tokens and text: read for the returned hits only */
-        store_chunk_free(&sc);
         proto_status cs = store_snap_chunk_get(&c.snap, (uint64_t)id, &sc);
-        if (cs == PROTO_ENOTFOUND) continue; /* deleted meanwhile */
         if (cs != PROTO_OK) { s = srv__fail(cs, "reading chunk: %s", store_last_error()); goto leave; }
       }
       /* the document (cached per request) */
@@ -768,7 +760,6 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
       if (!d) {
         store_doc sd = {0};
         proto_status ds = store_snap_doc_by_num(&c.snap, ent->doc_id, &sd);
-        if (ds == PROTO_ENOTFOUND) continue; /* deleted meanwhile */
         if (ds != PROTO_OK) { s = srv__fail(ds, "reading document: %s", store_last_error()); goto leave; }
         if (n_docs == cap_docs) {
           size_t nc = cap_docs ? cap_docs * 2 : 16;
@@ -792,21 +783,16 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
       x->doc_id = strdup(d->id ? d->id : "");
       x->metadata_json = strdup(d->meta ? d->meta : "{}");
       if (!x->doc_id || !x->metadata_json) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-      if (rq->with_text) {
-        x->text = dup_mem(sc.text, sc.text_len, 1);
+      if (rq->with_text) { /* the hit takes over the chunk's buffers */
+        x->text = sc.text;
         x->text_len = sc.text_len;
-        x->next_text = dup_mem(sc.next_text, sc.next_text_len, 1);
+        x->next_text = sc.next_text;
         x->next_text_len = sc.next_text_len;
-        x->tokens = dup_mem(sc.tokens, sc.n_tokens * sizeof(int32_t), 0);
+        x->tokens = sc.tokens;
         x->n_tokens = sc.n_tokens;
-        x->next_tokens =
-            sc.n_next_tokens ? dup_mem(sc.next_tokens, sc.n_next_tokens * sizeof(int32_t), 0)
-                             : NULL;
+        x->next_tokens = sc.next_tokens;
         x->n_next_tokens = sc.n_next_tokens;
-        if (!x->text || !x->next_text || !x->tokens || (sc.n_next_tokens && !x->next_tokens)) {
-          s = srv__fail(PROTO_ENOMEM, "out of memory");
-          goto leave;
-        }
+        memset(&sc, 0, sizeof sc);
       }
     }
   }

@@ -152,18 +152,34 @@ static void log_open(void) {
   pthread_rwlock_unlock(&D.log_lock);
 }
 
-/* Writes one formatted line with one write(2): the log is opened for
- * appending, so lines from concurrent threads never interleave and no
- * thread waits for another's system call (only a reopen excludes them). */
-static void log_write(const char *line, size_t len) {
+/* Formats one log line (ending in a newline, cut to 1200 bytes) and writes
+ * it with one write(2): the log is opened for appending, so lines from
+ * concurrent threads never interleave and no thread waits for another's
+ * system call (only a reopen excludes them). */
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+static void log_line(const char *fmt, ...) {
+  char buf[1200];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n <= 0) return;
+  size_t len = (size_t)n;
+  if (len >= sizeof buf) { /* cut: keep the line a line */
+    len = sizeof buf - 1;
+    buf[len - 1] = '\n';
+  }
+  const char *line = buf;
   pthread_rwlock_rdlock(&D.log_lock);
   int fd = fileno(D.log ? D.log : stderr);
   while (len > 0) {
-    ssize_t n = write(fd, line, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break; /* a full disk drops the line rather than the request */
-    line += n;
-    len -= (size_t)n;
+    ssize_t w = write(fd, line, len);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break; /* a full disk drops the line rather than the request */
+    line += w;
+    len -= (size_t)w;
   }
   pthread_rwlock_unlock(&D.log_lock);
 }
@@ -182,9 +198,7 @@ static void log_time(char *out, size_t n) {
     strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
     cached_sec = ts.tv_sec;
   }
-  long ms = ts.tv_nsec / 1000000;
-  snprintf(out, n, "%s.%c%c%cZ", cached, (char)('0' + ms / 100), (char)('0' + ms / 10 % 10),
-           (char)('0' + ms % 10));
+  snprintf(out, n, "%s.%03ldZ", cached, ts.tv_nsec / 1000000);
 }
 
 #if defined(__GNUC__)
@@ -197,9 +211,7 @@ static void log_event(const char *level, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  char line[1200];
-  int n = snprintf(line, sizeof line, "time=%s level=%s msg=\"%s\"\n", t, level, msg);
-  if (n > 0) log_write(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+  log_line("time=%s level=%s msg=\"%s\"\n", t, level, msg);
 }
 
 /* ---- one request ----------------------------------------------------------- */
@@ -721,13 +733,10 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
   http_metrics_observe(c->m.route, status, ms / 1000.0);
   char t[40];
   log_time(t, sizeof t);
-  char line[768]; /* path <= 255 bytes, peer <= 63: always fits */
-  int n = snprintf(line, sizeof line,
-                   "time=%s method=%s path=\"%s\" route=\"%s\" status=%d ms=%.3f peer=%s%s\n", t,
-                   c->method, c->path, http_route_label(c->m.route), status, ms,
-                   c->peer[0] ? c->peer : "-",
-                   toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
-  if (n > 0) log_write(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+  log_line("time=%s method=%s path=\"%s\" route=\"%s\" status=%d ms=%.3f peer=%s%s\n", t,
+           c->method, c->path, http_route_label(c->m.route), status, ms,
+           c->peer[0] ? c->peer : "-",
+           toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
   atomic_fetch_sub(&D.srv->inflight, 1);
   pthread_mutex_lock(&D.drain_mu);
   pthread_cond_broadcast(&D.drain_cv);

@@ -121,6 +121,21 @@ static void pdoc_free(pdoc *d) {
   free(d);
 }
 
+/* A copy of s[0..n) with ill-formed UTF-8 replaced (WordPiece reads valid
+ * UTF-8); never NULL on success, NULL when out of memory. */
+static char *utf8_dup(const char *s, size_t n, size_t *len) {
+  proto_buf b;
+  proto_buf_init(&b);
+  proto_buf_add_utf8_lossy(&b, s, n);
+  if (!b.failed && !b.data) b.data = calloc(1, 1);
+  if (b.failed || !b.data) {
+    proto_buf_free(&b);
+    return NULL;
+  }
+  *len = b.len;
+  return b.data;
+}
+
 /* The tokens chunk c is embedded from (its key): its own, or for a short last
  * chunk of a document longer than a chunk, the document's last 64 tokens.
  * Returns 1 when that window is not the chunk itself. */
@@ -131,6 +146,21 @@ static int key_window(const pdoc *d, uint32_t c, size_t *off, size_t *len) {
   *off = d->n_tokens - PROTO_CHUNK_TOKENS;
   *len = PROTO_CHUNK_TOKENS;
   return 1;
+}
+
+/* The text chunk c is embedded from, when not by ids (tail: key_window said
+ * the key is the document's last 64 tokens). */
+static const char *key_text(const pdoc *d, uint32_t c, int tail, size_t *len) {
+  if (tail && d->tail_key) {
+    *len = d->tail_key_len;
+    return d->tail_key;
+  }
+  if (d->etexts) {
+    *len = d->etext_lens[c];
+    return d->etexts[c];
+  }
+  *len = d->text_lens[c];
+  return d->texts[c];
 }
 
 /* Embedding thread ---------------------------------------------------------- */
@@ -174,10 +204,7 @@ static void *embed_main(void *arg) {
         if (!oom) {
           ids[n] = d->tokens + off;
           lens[n] = len;
-          txt[n] = tail && d->tail_key ? d->tail_key : d->etexts ? d->etexts[c] : d->texts[c];
-          tlens[n] = tail && d->tail_key ? d->tail_key_len
-                     : d->etexts          ? d->etext_lens[c]
-                                          : d->text_lens[c];
+          txt[n] = key_text(d, c, tail, &tlens[n]);
         }
         n++;
       }
@@ -545,17 +572,10 @@ static proto_status prepare(srv_engine *e, const srv_doc *doc, pdoc **out) {
       size_t len = d->n_tokens - off < PROTO_CHUNK_TOKENS ? d->n_tokens - off : PROTO_CHUNK_TOKENS;
       s = tok_decode(e->ctok, d->tokens + off, len, &d->texts[c], &d->text_lens[c]);
       if (s != PROTO_OK) { s = srv__fail(s, "decoding chunk %u: %s", c, tok_last_error()); goto leave; }
-      if (need_utf8) {
-        proto_buf b;
-        proto_buf_init(&b);
-        proto_buf_add_utf8_lossy(&b, d->texts[c], d->text_lens[c]);
-        if (b.failed) { proto_buf_free(&b); s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-        if (!b.data) {
-          b.data = calloc(1, 1);
-          if (!b.data) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-        }
-        d->etexts[c] = b.data;
-        d->etext_lens[c] = b.len;
+      if (need_utf8 &&
+          !(d->etexts[c] = utf8_dup(d->texts[c], d->text_lens[c], &d->etext_lens[c]))) {
+        s = srv__fail(PROTO_ENOMEM, "out of memory");
+        goto leave;
       }
     }
     size_t koff, klen;
@@ -564,17 +584,14 @@ static proto_status prepare(srv_engine *e, const srv_doc *doc, pdoc **out) {
       size_t raw_len = 0;
       s = tok_decode(e->ctok, d->tokens + koff, klen, &raw, &raw_len);
       if (s != PROTO_OK) { s = srv__fail(s, "decoding the last chunk's key: %s", tok_last_error()); goto leave; }
-      if (need_utf8) { /* as etexts: WordPiece reads valid UTF-8 */
-        proto_buf b;
-        proto_buf_init(&b);
-        proto_buf_add_utf8_lossy(&b, raw, raw_len);
+      if (need_utf8) { /* as etexts */
+        d->tail_key = utf8_dup(raw, raw_len, &d->tail_key_len);
         free(raw);
-        if (b.failed || !b.data) { proto_buf_free(&b); s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-        raw = b.data;
-        raw_len = b.len;
+        if (!d->tail_key) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+      } else {
+        d->tail_key = raw;
+        d->tail_key_len = raw_len;
       }
-      d->tail_key = raw;
-      d->tail_key_len = raw_len;
     }
   }
   *out = d;
