@@ -1,12 +1,19 @@
 /* flat_scan.c - exact k-nearest search for a few queries (see flat_scan.h).
  *
  * Rows are scored in blocks of SCAN_ROWS, every query over a block while it
- * is in cache; each query keeps a min-heap of its best k scores. L2 distances are negated so one "larger is better" heap
- * serves both metrics. Sums use 8-lane vectors, four rows at a time, so they
- * vectorise without -ffast-math; the AVX2+FMA clone is picked at run time.
+ * is in cache; each query keeps a min-heap of its best k scores, and a block
+ * whose best score does not beat the heap's worst is passed over. L2
+ * distances are negated so one "larger is better" heap serves both metrics.
+ * Sums use 8-lane vectors (eight rows at a time when d is a multiple of 8),
+ * so they vectorise without -ffast-math; the AVX2+FMA clone is picked at run
+ * time.
  */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "fp-contract=fast")
+#endif
+#if defined(__GNUC__)
+/* vector-valued helpers are static and inlined: no ABI is crossed */
+#pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
 #include "flat_scan.h"
@@ -30,33 +37,46 @@ static inline float hsum8(const v8 *p) { /* by pointer: no vector in the ABI */
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
+typedef int v8i __attribute__((vector_size(32)));
+
+/* Pairwise sums within 128-bit halves (vhaddps): [a0+a1 a2+a3 b0+b1 b2+b3 | same for 4..7]. */
+static inline v8 hadd8(v8 a, v8 b) {
+  return __builtin_shuffle(a, b, (v8i){0, 2, 8, 10, 4, 6, 12, 14}) +
+         __builtin_shuffle(a, b, (v8i){1, 3, 9, 11, 5, 7, 13, 15});
+}
+
+/* The eight lane sums of a[0..7], in order, as one vector: a tree of
+ * shuffles and adds instead of eight scalar reductions. */
+static inline v8 hsum8x8(const v8 *a) {
+  v8 c0 = hadd8(hadd8(a[0], a[1]), hadd8(a[2], a[3]));
+  v8 c1 = hadd8(hadd8(a[4], a[5]), hadd8(a[6], a[7]));
+  return __builtin_shuffle(c0, c1, (v8i){0, 1, 2, 3, 8, 9, 10, 11}) +
+         __builtin_shuffle(c0, c1, (v8i){4, 5, 6, 7, 12, 13, 14, 15});
+}
+
 /* One 8-lane term of x . q or ||x - q||^2: columns j..j+7 of row xr. */
 #define SCAN_TERM(xr, j) (l2 ? (*(const v8 *)((xr) + (j)) - *(const v8 *)(q + (j))) * \
                                    (*(const v8 *)((xr) + (j)) - *(const v8 *)(q + (j)))   \
                              : *(const v8 *)((xr) + (j)) * *(const v8 *)(q + (j)))
 
 /* out[r] = score of row r of x (rows, d) against query q; higher is better
- * (inner product, or minus the squared L2 distance). Four rows at a time, so
- * their dependency chains overlap; columns past the last multiple of 8 are
- * added one by one. */
-SCAN_CLONES static void score_rows(const float *x, size_t rows, size_t d, const float *q,
-                                   int l2, float *out) {
+ * (inner product, or minus the squared L2 distance). When d is a multiple
+ * of 8, eight rows at a time: their chains overlap and one shuffle tree
+ * reduces all eight (for small d the reduction, not the multiply, was the
+ * cost). Otherwise, and for the last rows, one row at a time with the
+ * columns past the last multiple of 8 added one by one. Inlined with l2 a
+ * constant, so the metric is not tested in the inner loop. */
+static inline __attribute__((always_inline)) void score_rows_metric(
+    const float *x, size_t rows, size_t d, const float *q, const int l2, float *out) {
   size_t d8 = d & ~(size_t)7, r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    const float *x0 = x + r * d, *x1 = x0 + d, *x2 = x1 + d, *x3 = x2 + d;
-    v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    for (size_t j = 0; j < d8; j += 8) {
-      a0 += SCAN_TERM(x0, j);
-      a1 += SCAN_TERM(x1, j);
-      a2 += SCAN_TERM(x2, j);
-      a3 += SCAN_TERM(x3, j);
-    }
-    float s[4] = {hsum8(&a0), hsum8(&a1), hsum8(&a2), hsum8(&a3)};
-    const float *xs[4] = {x0, x1, x2, x3};
-    for (int i = 0; i < 4; i++) {
-      for (size_t j = d8; j < d; j++)
-        s[i] += l2 ? (xs[i][j] - q[j]) * (xs[i][j] - q[j]) : xs[i][j] * q[j];
-      out[r + (size_t)i] = l2 ? -s[i] : s[i];
+  if (d8 == d) {
+    for (; r + 8 <= rows; r += 8) {
+      const float *xr = x + r * d;
+      v8 a[8] = {{0}};
+      for (size_t j = 0; j < d; j += 8)
+        for (int i = 0; i < 8; i++) a[i] += SCAN_TERM(xr + (size_t)i * d, j);
+      v8 s = hsum8x8(a);
+      *(v8 *)(out + r) = l2 ? -s : s;
     }
   }
   for (; r < rows; r++) {
@@ -67,6 +87,31 @@ SCAN_CLONES static void score_rows(const float *x, size_t rows, size_t d, const 
     for (size_t j = d8; j < d; j++) s += l2 ? (xr[j] - q[j]) * (xr[j] - q[j]) : xr[j] * q[j];
     out[r] = l2 ? -s : s;
   }
+}
+
+SCAN_CLONES static void score_rows(const float *x, size_t rows, size_t d, const float *q,
+                                   int l2, float *out) {
+  if (l2) score_rows_metric(x, rows, d, q, 1, out);
+  else score_rows_metric(x, rows, d, q, 0, out);
+}
+
+/* Writes to idx the rows r < n with s[r] > t, eight compared at once;
+ * returns how many. Once a heap is full, few rows beat its worst score. */
+SCAN_CLONES static size_t rows_above(const float *s, size_t n, float t, uint8_t *idx) {
+  size_t found = 0, r = 0;
+  v8 tv = (v8){0} + t;
+  for (; r + 8 <= n; r += 8) {
+    v8i m = *(const v8 *)(s + r) > tv;
+    m |= __builtin_shuffle(m, (v8i){4, 5, 6, 7, 0, 1, 2, 3});
+    m |= __builtin_shuffle(m, (v8i){2, 3, 0, 1, 6, 7, 4, 5});
+    m |= __builtin_shuffle(m, (v8i){1, 0, 3, 2, 5, 4, 7, 6});
+    if (!m[0]) continue;
+    for (size_t i = r; i < r + 8; i++)
+      if (s[i] > t) idx[found++] = (uint8_t)i;
+  }
+  for (; r < n; r++)
+    if (s[r] > t) idx[found++] = (uint8_t)r;
+  return found;
 }
 
 typedef struct {
@@ -118,10 +163,16 @@ int flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const flo
     for (size_t i = 0; i < nq; i++) {
       scan_hit *heap = heaps + i * k;
       score_rows(xb + r0 * d, rows, d, q + i * d, l2, scores);
-      for (size_t r = 0; r < rows; r++) {
-        scan_hit h = {scores[r], ids ? ids[r0 + r] : (int64_t)(r0 + r)};
-        if (kept[i] < k) heap_push(heap, kept[i]++, h);
-        else if (h.score > heap[0].score) heap_replace_root(heap, k, h);
+      size_t r = 0;
+      for (; r < rows && kept[i] < k; r++) /* filling the heap */
+        heap_push(heap, kept[i]++, (scan_hit){scores[r], ids ? ids[r0 + r] : (int64_t)(r0 + r)});
+      if (r == rows) continue;
+      uint8_t cand[SCAN_ROWS];
+      size_t nc = rows_above(scores + r, rows - r, heap[0].score, cand);
+      for (size_t c = 0; c < nc; c++) {
+        size_t row = r + cand[c];
+        if (scores[row] > heap[0].score) /* the bar rises as hits come in */
+          heap_replace_root(heap, k, (scan_hit){scores[row], ids ? ids[r0 + row] : (int64_t)(r0 + row)});
       }
     }
   }

@@ -3,7 +3,7 @@
  * rejected) that turn request bodies into the plain structs of proto.h. Every
  * decoder error names the offending field. Nothing here knows about HTTP;
  * the server maps the returned status to a response code. */
-#include "proto.h"
+#include "json_priv.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -566,6 +566,7 @@ proto_status proto_search_parse(const char *text, size_t len, proto_search_req *
   json_t *root = NULL;
   long long x = 0;
   memset(out, 0, sizeof *out);
+  if (proto__search_parse_fast(text, len, out)) return PROTO_OK;
   proto_status st = parse_root(text, len, &root, err, errlen);
   if (st != PROTO_OK) return st;
   if (!json_is_object(root)) { st = fail(PROTO_ETYPE, err, errlen, "body: must be an object"); goto leave; }

@@ -1,8 +1,8 @@
 /* http.c - `retro serve`: the libmicrohttpd daemon. Owns the sockets, the
  * limits, the worker pools, suspend/resume of slow requests, streamed
- * bodies (NDJSON ingest) and streamed responses (SSE completions), the
- * request log, signals and shutdown. Routing, auth and the handlers live in
- * http_route.c / http_api.c; configuration in http_config.c.
+ * bodies (NDJSON ingest) and streamed responses (SSE completions), signals
+ * and shutdown. Routing, auth and the handlers live in http_route.c /
+ * http_api.c; configuration in http_config.c; the log in http_log.c.
  *
  * Request life: the first access-handler call matches the route, checks the
  * API key, the Content-Type and Content-Length (answering 4xx at once).
@@ -14,6 +14,7 @@
  * it. Completions run on a generation pool; streamed ones answer at once
  * with a callback response fed by the generating thread.
  */
+#include "http_log.h"
 #include "http_priv.h"
 
 #include <arpa/inet.h>
@@ -128,91 +129,11 @@ typedef struct daemon_state {
   const http_config *cfg;
   struct MHD_Daemon *mhd;
   pool work, gen;
-  pthread_rwlock_t log_lock; /* write: reopening D.log; read: writing a line */
-  FILE *log;
   pthread_mutex_t drain_mu;
   pthread_cond_t drain_cv;
 } daemon_state;
 
 static daemon_state D;
-
-static void log_open(void) {
-  pthread_rwlock_wrlock(&D.log_lock);
-  if (D.log && D.log != stderr) fclose(D.log);
-  D.log = stderr;
-  if (D.cfg->log) {
-    FILE *f = fopen(D.cfg->log, "a");
-    if (f) {
-      D.log = f;
-    } else {
-      fprintf(stderr, "retro serve: cannot open log %s: %s (logging to stderr)\n", D.cfg->log,
-              strerror(errno));
-    }
-  }
-  pthread_rwlock_unlock(&D.log_lock);
-}
-
-/* Formats one log line (ending in a newline, cut to 1200 bytes) and writes
- * it with one write(2): the log is opened for appending, so lines from
- * concurrent threads never interleave and no thread waits for another's
- * system call (only a reopen excludes them). */
-#if defined(__GNUC__)
-__attribute__((format(printf, 1, 2)))
-#endif
-static void log_line(const char *fmt, ...) {
-  char buf[1200];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  if (n <= 0) return;
-  size_t len = (size_t)n;
-  if (len >= sizeof buf) { /* cut: keep the line a line */
-    len = sizeof buf - 1;
-    buf[len - 1] = '\n';
-  }
-  const char *line = buf;
-  pthread_rwlock_rdlock(&D.log_lock);
-  int fd = fileno(D.log ? D.log : stderr);
-  while (len > 0) {
-    ssize_t w = write(fd, line, len);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) break; /* a full disk drops the line rather than the request */
-    line += w;
-    len -= (size_t)w;
-  }
-  pthread_rwlock_unlock(&D.log_lock);
-}
-
-/* UTC time with milliseconds. The date and time of day are formatted once
- * per second per thread: gmtime_r takes glibc's time-zone lock, which every
- * request's log line would otherwise contend for. */
-static void log_time(char *out, size_t n) {
-  static _Thread_local time_t cached_sec = -1;
-  static _Thread_local char cached[24];
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  if (ts.tv_sec != cached_sec) {
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
-    cached_sec = ts.tv_sec;
-  }
-  snprintf(out, n, "%s.%03ldZ", cached, ts.tv_nsec / 1000000);
-}
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static void log_event(const char *level, const char *fmt, ...) {
-  char t[40], msg[1024];
-  log_time(t, sizeof t);
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  log_line("time=%s level=%s msg=\"%s\"\n", t, level, msg);
-}
 
 /* ---- one request ----------------------------------------------------------- */
 
@@ -732,8 +653,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
   }
   http_metrics_observe(c->m.route, status, ms / 1000.0);
   char t[40];
-  log_time(t, sizeof t);
-  log_line("time=%s method=%s path=\"%s\" route=\"%s\" status=%d ms=%.3f peer=%s%s\n", t,
+  http_log_time(t, sizeof t);
+  http_log_request("time=%s method=%s path=\"%s\" route=\"%s\" status=%d ms=%.3f peer=%s%s\n", t,
            c->method, c->path, http_route_label(c->m.route), status, ms,
            c->peer[0] ? c->peer : "-",
            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
@@ -759,7 +680,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
   while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
   for (char *p = msg; *p; p++)
     if (*p == '"') *p = '\'';
-  log_event("warn", "libmicrohttpd: %s", msg);
+  http_log_event("warn", "libmicrohttpd: %s", msg);
 }
 
 /* ---- main ------------------------------------------------------------------- */
@@ -793,11 +714,10 @@ int srv_http_main(int argc, char **argv) {
   int help = 0, rc = 1;
   srv_engine *engine = NULL;
   memset(&D, 0, sizeof D);
-  pthread_rwlock_init(&D.log_lock, NULL);
+  http_log_init();
   pthread_mutex_init(&D.drain_mu, NULL);
   pthread_cond_init(&D.drain_cv, NULL);
   D.cfg = &cfg;
-  D.log = stderr;
   if (http_config_load(&cfg, argc, argv, NULL, &help, err, sizeof err) != PROTO_OK) {
     fprintf(stderr, "retro serve: %s\n", err);
     http_config_free(&cfg);
@@ -834,7 +754,7 @@ int srv_http_main(int argc, char **argv) {
     http_config_free(&cfg);
     return 2;
   }
-  log_open();
+  http_log_open(cfg.log);
 
   /* signals go to the main thread only (sigwait below) */
   sigset_t sigs;
@@ -844,12 +764,14 @@ int srv_http_main(int argc, char **argv) {
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
+  if (http_log_start(cfg.log_flush_ms) != 0)
+    http_log_event("warn", "cannot start the log flusher: every line is written at once");
 
   if (http_server_new(&cfg, NULL, &D.srv) != PROTO_OK) goto leave;
   if (pool_start(&D.work, (size_t)cfg.workers, (size_t)cfg.queue, &D.srv->work_queued,
                  &D.srv->work_busy) != PROTO_OK ||
       pool_start(&D.gen, (size_t)(cfg.gen_slots + cfg.gen_queue), 0, NULL, NULL) != PROTO_OK) {
-    log_event("error", "cannot start worker threads");
+    http_log_event("error", "cannot start worker threads");
     goto leave;
   }
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
@@ -869,13 +791,13 @@ int srv_http_main(int argc, char **argv) {
       MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
       MHD_OPTION_END);
   if (!D.mhd) {
-    log_event("error", "cannot listen on %s:%ld", cfg.host, cfg.port);
+    http_log_event("error", "cannot listen on %s:%ld", cfg.host, cfg.port);
     fprintf(stderr, "retro serve: cannot listen on %s:%ld\n", cfg.host, cfg.port);
     goto leave;
   }
   const union MHD_DaemonInfo *di = MHD_get_daemon_info(D.mhd, MHD_DAEMON_INFO_BIND_PORT);
   unsigned port = di ? di->port : (unsigned)cfg.port;
-  log_event("info", "listening on %s:%u (auth %s)", cfg.host, port, have_key ? "on" : "off");
+  http_log_event("info", "listening on %s:%u (auth %s)", cfg.host, port, have_key ? "on" : "off");
   srv_engine_options eo;
   memset(&eo, 0, sizeof eo);
   eo.data_dir = cfg.data;
@@ -887,26 +809,26 @@ int srv_http_main(int argc, char **argv) {
   eo.read_only = (int)cfg.read_only;
   eo.gen_slots = (int)cfg.gen_slots;
   eo.gen_queue = cfg.gen_queue ? (int)cfg.gen_queue : -1;
-  log_event("info", "opening %s", cfg.data);
+  http_log_event("info", "opening %s", cfg.data);
   proto_status st = srv_engine_open(&eo, &engine);
   if (st != PROTO_OK) {
-    log_event("error", "cannot open %s: %s: %s", cfg.data, proto_strerror(st), srv_last_error());
+    http_log_event("error", "cannot open %s: %s: %s", cfg.data, proto_strerror(st), srv_last_error());
     fprintf(stderr, "retro serve: cannot open %s: %s: %s\n", cfg.data, proto_strerror(st),
             srv_last_error());
     goto leave;
   }
   http_server_attach(D.srv, engine);
-  log_event("info", "ready");
+  http_log_event("info", "ready");
 
   for (;;) {
     int sig = 0;
     if (sigwait(&sigs, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      log_open();
-      log_event("info", "SIGHUP: log reopened");
+      http_log_open(cfg.log);
+      http_log_event("info", "SIGHUP: log reopened");
       continue;
     }
-    log_event("info", "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    http_log_event("info", "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     break;
   }
   /* stop accepting, let in-flight requests finish */
@@ -924,7 +846,7 @@ int srv_http_main(int argc, char **argv) {
   }
   pthread_mutex_unlock(&D.drain_mu);
   long left = atomic_load(&D.srv->inflight);
-  if (left > 0) log_event("warn", "%ld requests still in flight after %lds", left, cfg.drain_timeout);
+  if (left > 0) http_log_event("warn", "%ld requests still in flight after %lds", left, cfg.drain_timeout);
   pool_stop(&D.work);
   pool_stop(&D.gen);
   if (left == 0) MHD_stop_daemon(D.mhd); /* suspended connections would make this unsafe */
@@ -936,16 +858,13 @@ leave:
   if (D.mhd) MHD_stop_daemon(D.mhd);
   D.mhd = NULL;
   if (engine) {
-    log_event("info", "saving the index and closing");
+    http_log_event("info", "saving the index and closing");
     srv_engine_close(engine); /* saves the index */
   }
   http_server_free(D.srv);
   D.srv = NULL;
-  if (rc == 0) log_event("info", "stopped");
-  pthread_rwlock_wrlock(&D.log_lock);
-  if (D.log && D.log != stderr) fclose(D.log);
-  D.log = stderr;
-  pthread_rwlock_unlock(&D.log_lock);
+  if (rc == 0) http_log_event("info", "stopped");
+  http_log_close();
   http_config_free(&cfg);
   return rc;
 }

@@ -48,6 +48,7 @@ typedef struct http_config {
   long drain_timeout;    /* --drain-timeout: seconds to finish in-flight work */
   long read_only;        /* --read-only: refuse writes (engine read-only) */
   char *log;             /* --log FILE (NULL = stderr) */
+  long log_flush_ms;     /* --log-flush-ms: request lines wait at most this (0 = none) */
   char *config;          /* --config FILE */
 } http_config;
 

@@ -69,6 +69,8 @@ static const opt_def opts[] = {
      "serve reads only (writes answer 403)"},
     {"log", "RETRO_LOG", OPT_STR, O(log), NULL, 0, 0,
      "append request log lines to FILE (SIGHUP reopens it); default stderr"},
+    {"log-flush-ms", "RETRO_LOG_FLUSH_MS", OPT_LONG, O(log_flush_ms), "100", 0, 60000,
+     "request log lines are written within this many ms (0 = each at once)"},
     {"config", "RETRO_CONFIG", OPT_STR, O(config), NULL, 0, 0, "read `key = value` lines from FILE"},
 };
 #undef O

@@ -546,7 +546,8 @@ def run_busy():
     for f in (log, log + ".1"):
         if os.path.exists(f):
             os.remove(f)
-    s = Server("busy", "--gen-slots", "1", "--gen-queue", "0", "--log", log, data=os.path.join(WORK, "main"))
+    s = Server("busy", "--gen-slots", "1", "--gen-queue", "0", "--log", log, "--log-flush-ms", "60000",
+               data=os.path.join(WORK, "main"))
     try:
         res = []
         lock = threading.Lock()
@@ -570,15 +571,19 @@ def run_busy():
         s.p.send_signal(signal.SIGHUP)
         time.sleep(0.3)
         s.req("GET", "/v1/info")
-        time.sleep(0.2)
-        with open(log) as f:
-            new = f.read()
-        with open(log + ".1") as f:
-            old = f.read()
-        ok('path="/v1/info"' in new and "status=429" in old and "status=429" not in new,
-           "SIGHUP reopens the log file", new[:300])
+        for _ in range(20):
+            s.req("GET", "/v1/chunks/987654321")
     finally:
         s.stop()
+    # --log-flush-ms 60000: only the reopen and the shutdown wrote the lines
+    with open(log) as f:
+        new = f.read()
+    with open(log + ".1") as f:
+        old = f.read()
+    ok('path="/v1/info"' in new and "status=429" in old and "status=429" not in new,
+       "SIGHUP writes the buffered lines to the old file and reopens", new[:300])
+    lines = [l for l in new.splitlines() if 'path="/v1/chunks/987654321"' in l and "status=404" in l]
+    ok(len(lines) == 20, "SIGTERM writes out every buffered request line", len(lines))
 
 
 def run_client_gone():

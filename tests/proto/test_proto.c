@@ -1,7 +1,11 @@
-/* test_proto.c - status table and UTF-8 validation. */
+/* test_proto.c - status table, UTF-8 validation, and the fast path of
+ * search-body parsing against the jansson path. */
+#include "json_priv.h"
 #include "proto.h"
 #include "../tap.h"
 
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 TEST(status_table) {
@@ -28,8 +32,148 @@ TEST(utf8) {
   CHECK(!proto_utf8_valid("a\x80", 2));
 }
 
+
+/* Parses body twice: as given (the fast path when it accepts) and with an
+ * extra "exclude_docs":[] that only the jansson path reads. Returns 1 when
+ * both give the same status and, on success, the same request bit for bit. */
+static int same_as_jansson(const char *body, int *fast_took) {
+  char err[256], slow_body[8192];
+  size_t n = strlen(body);
+  const char *close = strrchr(body, '}');
+  if (!close || n + 32 > sizeof slow_body) return 0;
+  size_t head = (size_t)(close - body);
+  snprintf(slow_body, sizeof slow_body, "%.*s,\"exclude_docs\":[]%s", (int)head, body, close);
+  proto_search_req fast, slow, probe;
+  memset(&probe, 0, sizeof probe);
+  *fast_took = proto__search_parse_fast(body, n, &probe);
+  proto_search_free(&probe);
+  proto_status a = proto_search_parse(body, n, &fast, err, sizeof err);
+  proto_status b = proto_search_parse(slow_body, strlen(slow_body), &slow, err, sizeof err);
+  int same = a == b;
+  if (same && a == PROTO_OK)
+    same = fast.dim == slow.dim && fast.k == slow.k && fast.nprobe == slow.nprobe &&
+           fast.ef_search == slow.ef_search && fast.with_text == slow.with_text &&
+           fast.n_queries == slow.n_queries && (fast.vector != NULL) == (slow.vector != NULL) &&
+           (!fast.vector || memcmp(fast.vector, slow.vector, fast.dim * sizeof(float)) == 0);
+  if (a == PROTO_OK) proto_search_free(&fast);
+  if (b == PROTO_OK) proto_search_free(&slow);
+  return same;
+}
+
+static uint64_t rng_state = 42;
+static uint64_t rnd(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return rng_state;
+}
+
+/* One random number in one of the spellings clients use. */
+static int random_number(char *out, size_t cap) {
+  double u = (double)(rnd() >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+  float f = (float)u * (float)pow(10.0, (double)(int)(rnd() % 13) - 8.0);
+  switch (rnd() % 9) {
+    case 0: return snprintf(out, cap, "%.9g", (double)f);
+    case 1: return snprintf(out, cap, "%.17g", (double)f);
+    case 2: return snprintf(out, cap, "%.8e", (double)f);
+    case 3: return snprintf(out, cap, "%.3f", (double)f);
+    case 4: return snprintf(out, cap, "%d", (int)(rnd() % 2000001) - 1000000);
+    case 5: return snprintf(out, cap, "%.20f", u);                 /* > 15 digits */
+    case 6: return snprintf(out, cap, "%.6E", u * 1e-30);          /* beyond 10^22 */
+    case 7: return snprintf(out, cap, "%.9g", (double)f * 1e-37);  /* float subnormals */
+    default: return snprintf(out, cap, "%s", (const char *[]){"0", "-0", "0.0", "-0.0", "1e0",
+                                                          "1E+2", "123456789012345",
+                                                          "-2.5e-3"}[rnd() % 8]);
+  }
+}
+
+TEST(search_fast_path) {
+  int all_same = 1, all_taken = 1;
+  for (int t = 0; t < 3000; t++) {
+    char body[8192];
+    size_t n = 0;
+    const char *sp = (t % 3 == 0) ? " \n\t" : "";
+    n += (size_t)snprintf(body + n, sizeof body - n, "{%s\"vector\"%s:%s[", sp, sp, sp);
+    size_t dim = 1 + rnd() % 40;
+    for (size_t i = 0; i < dim; i++) {
+      if (i) n += (size_t)snprintf(body + n, sizeof body - n, ",%s", sp);
+      n += (size_t)random_number(body + n, sizeof body - n);
+    }
+    n += (size_t)snprintf(body + n, sizeof body - n, "]%s", sp);
+    if (rnd() % 2) n += (size_t)snprintf(body + n, sizeof body - n, ",\"k\":%d", (int)(1 + rnd() % 1000));
+    if (rnd() % 2) n += (size_t)snprintf(body + n, sizeof body - n, ",\"with_text\":%s", rnd() % 2 ? "true" : "false");
+    if (rnd() % 3 == 0) n += (size_t)snprintf(body + n, sizeof body - n, ",\"nprobe\":%d", (int)(rnd() % 65537));
+    if (rnd() % 3 == 0) n += (size_t)snprintf(body + n, sizeof body - n, ",\"ef_search\":%d", (int)(rnd() % 100));
+    snprintf(body + n, sizeof body - n, "%s}%s", sp, sp);
+    int took;
+    if (!same_as_jansson(body, &took)) {
+      if (all_same) printf("# differs: %s\n", body);
+      all_same = 0;
+    }
+    if (!took) {
+      if (all_taken) printf("# declined: %s\n", body);
+      all_taken = 0;
+    }
+  }
+  CHECK(all_same);  /* 3000 random vector bodies: same floats as jansson's */
+  CHECK(all_taken); /* ... and every one took the fast path */
+
+  /* declined (jansson answers, the same way as without the fast path) */
+  static const char *const declined[] = {
+      "{\"vector\":[1,2],\"vector\":[1,2]}",     /* repeated key */
+      "{\"vector\":[1,2],\"k\":0}",              /* k out of range */
+      "{\"vector\":[1,2],\"k\":1001}",
+      "{\"vector\":[1,2],\"k\":2.0}",            /* not an integer */
+      "{\"vector\":[1,2],\"k\":null}",           /* null: jansson's default */
+      "{\"vector\":[1e999]}",                      /* double overflow */
+      "{\"vector\":[1e39]}",                       /* float overflow */
+      "{\"vector\":[01]}",                         /* leading zero */
+      "{\"vector\":[1.]}", "{\"vector\":[.5]}", "{\"vector\":[-]}", "{\"vector\":[1e]}",
+      "{\"vector\":[+1]}",
+      "{\"vector\":[12345678901234567890]}",       /* too big an integer for jansson */
+      "{\"vector\":[1234567890123456]}",           /* 16 digits: jansson decides */
+      "{\"vector\":[]}", "{\"vector\":[1,]}", "{\"vector\":[1 2]}", "{\"vector\":1}",
+      "{\"vector\":[1]} x", "{\"vector\":[1]}}", "{\"vector\":[1],}", "{}", "[]", "",
+      "{\"vector\":[1],\"with_text\":truex}", "{\"vector\":[1],\"with_text\":1}",
+      "{\"\\u0076ector\":[1]}",                  /* escaped key: same field for jansson */
+      "{\"vector\":[1],\"query\":\"a\"}",      /* both */
+      "{\"vector\":[1],\"zz\":1}",               /* unknown */
+      "{\"query\":\"a\"}",
+      "{\"vector\":[1],\"nprobe\":65537}", "{\"vector\":[1],\"ef_search\":-1}",
+  };
+  int none_taken = 1, declined_same = 1;
+  for (size_t i = 0; i < sizeof declined / sizeof declined[0]; i++) {
+    proto_search_req r;
+    memset(&r, 0, sizeof r);
+    if (proto__search_parse_fast(declined[i], strlen(declined[i]), &r)) {
+      printf("# taken: %s\n", declined[i]);
+      none_taken = 0;
+      proto_search_free(&r);
+    }
+    int took;
+    if (strcmp(declined[i], "{}") != 0 && strchr(declined[i], '}') && !same_as_jansson(declined[i], &took)) {
+      printf("# differs: %s\n", declined[i]);
+      declined_same = 0;
+    }
+  }
+  CHECK(none_taken);
+  CHECK(declined_same);
+  char err[256];
+  proto_search_req r;
+  const char *f39 = "{\"vector\":[1e39]}", *k0 = "{\"vector\":[1],\"k\":0}";
+  const char *bits = "{\"vector\":[-0, -0.0, 0.1, 1e-45]}";
+  CHECK(proto_search_parse(f39, strlen(f39), &r, err, sizeof err) == PROTO_ERANGE);
+  CHECK(proto_search_parse(k0, strlen(k0), &r, err, sizeof err) == PROTO_ERANGE);
+  /* the bits of a few spellings */
+  CHECK(proto_search_parse(bits, strlen(bits), &r, err, sizeof err) == PROTO_OK);
+  CHECK(r.dim == 4 && !signbit(r.vector[0]) && signbit(r.vector[1]) && r.vector[2] == 0.1f &&
+        r.vector[3] == 1e-45f && r.k == 10 && r.with_text == 1);
+  proto_search_free(&r);
+}
+
 int main(void) {
   RUN(status_table);
   RUN(utf8);
+  RUN(search_fast_path);
   return tap_done();
 }

@@ -1,0 +1,14 @@
+/* json_priv.h - pieces of proto/'s JSON decoding shared between its files
+ * (private to proto/). */
+#ifndef RETRO_JSON_PRIV_H
+#define RETRO_JSON_PRIV_H
+
+#include "proto.h"
+
+/* The fast path of proto_search_parse (search_fast.c): returns 1 with *out
+ * filled exactly as the jansson path would fill it, or 0 (out untouched)
+ * when the body is not a plain vector search or anything about it is
+ * doubtful; the caller then parses it with jansson. */
+int proto__search_parse_fast(const char *json, size_t len, proto_search_req *out);
+
+#endif
