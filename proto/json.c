@@ -132,8 +132,18 @@ void proto_jw_arr_end(proto_jw *w) { jw_close(w, ']'); }
 static void jw_string(proto_buf *b, const char *str, size_t len) {
   static const char hex[] = "0123456789abcdef";
   const unsigned char *s = (const unsigned char *)str;
-  proto_buf_add(b, "\"", 1);
   size_t i = 0, run = 0;
+  while (i < len && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\') i++;
+  if (i == len && buf_reserve(b, len + 2)) { /* plain ASCII (keys, ids): one copy */
+    char *d = b->data + b->len;
+    d[0] = '"';
+    memcpy(d + 1, str, len);
+    d[len + 1] = '"';
+    b->len += len + 2;
+    b->data[b->len] = '\0';
+    return;
+  }
+  proto_buf_add(b, "\"", 1);
   while (i < len) {
     unsigned c = s[i];
     if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) { i++; continue; }
@@ -218,15 +228,86 @@ void proto_jw_num(proto_jw *w, double v) {
   proto_buf_adds(w->b, tmp);
 }
 
+/* Powers of ten that a double holds exactly. */
+static const double exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* v (finite, non-zero) with p significant digits, in printf's %.{p}g form,
+ * without printf: the digits come from one exact-power scaling, and are kept
+ * only when they read back (as a double, then a float, as JSON readers do)
+ * to v itself. Returns 1 with *len set, 0 when the p digits do not read
+ * back to v, -1 when this cannot tell (v beyond the exactly scaled range, or
+ * near a power of ten); out holds 32 bytes. */
+static int float_g(float v, int p, char *out, size_t *len) {
+  double a = fabs((double)v);
+  int e10 = (int)floor(log10(a));
+  int scale = p - 1 - e10; /* a * 10^scale has p digits before the point */
+  if (scale < -22 || scale > 22) return -1;
+  double m = nearbyint(scale >= 0 ? a * exact_pow10[scale] : a / exact_pow10[-scale]);
+  /* not p digits: log10 was off by one near a power of ten, or the rounding
+   * carried into one more digit; printf does these */
+  if (m < exact_pow10[p - 1] || m >= exact_pow10[p]) return -1;
+  double back = scale >= 0 ? m / exact_pow10[scale] : m * exact_pow10[-scale];
+  if ((float)back != (float)a) return 0;
+  char digits[24];
+  int nd = 0;
+  for (uint64_t u = (uint64_t)m; nd < p; u /= 10) digits[p - 1 - nd++] = (char)('0' + u % 10);
+  while (nd > 1 && digits[nd - 1] == '0') nd--; /* %g drops trailing zeros */
+  size_t n = 0;
+  if (v < 0) out[n++] = '-';
+  if (e10 < -4 || e10 >= p) { /* d.ddde+XX */
+    out[n++] = digits[0];
+    if (nd > 1) {
+      out[n++] = '.';
+      for (int i = 1; i < nd; i++) out[n++] = digits[i];
+    }
+    int x = e10 < 0 ? -e10 : e10;
+    out[n++] = 'e';
+    out[n++] = e10 < 0 ? '-' : '+';
+    if (x >= 100) out[n++] = (char)('0' + x / 100);
+    out[n++] = (char)('0' + x / 10 % 10);
+    out[n++] = (char)('0' + x % 10);
+  } else if (e10 < 0) { /* 0.000ddd */
+    out[n++] = '0';
+    out[n++] = '.';
+    for (int i = -1; i > e10; i--) out[n++] = '0';
+    for (int i = 0; i < nd; i++) out[n++] = digits[i];
+  } else { /* ddd.ddd */
+    for (int i = 0; i <= e10; i++) out[n++] = i < nd ? digits[i] : '0';
+    if (nd > e10 + 1) {
+      out[n++] = '.';
+      for (int i = e10 + 1; i < nd; i++) out[n++] = digits[i];
+    }
+  }
+  out[n] = 0;
+  *len = n;
+  return 1;
+}
+
+size_t proto_float_text(float v, char *out) {
+  if (v == 0) {
+    memcpy(out, signbit(v) ? "-0" : "0", signbit(v) ? 3 : 2);
+    return signbit(v) ? 2 : 1;
+  }
+  size_t n;
+  int r = float_g(v, 8, out, &n);
+  if (r == 0) r = float_g(v, 9, out, &n);
+  if (r == 1) return n;
+  /* printf: 8 digits when they read back, else 9 (always enough) */
+  char tmp[32];
+  snprintf(tmp, sizeof tmp, "%.8g", (double)v);
+  if (strtof(tmp, NULL) != v) snprintf(tmp, sizeof tmp, "%.9g", (double)v);
+  n = strlen(tmp);
+  memcpy(out, tmp, n + 1);
+  return n;
+}
+
 void proto_jw_float(proto_jw *w, float v) {
   if (!isfinite(v)) { proto_jw_null(w); return; }
   jw_value_start(w);
   char tmp[32];
-  /* 8 significant digits when they read back as the same float, else 9
-   * (always enough for a float) */
-  snprintf(tmp, sizeof tmp, "%.8g", (double)v);
-  if (strtof(tmp, NULL) != v) snprintf(tmp, sizeof tmp, "%.9g", (double)v);
-  proto_buf_adds(w->b, tmp);
+  proto_buf_add(w->b, tmp, proto_float_text(v, tmp));
 }
 
 void proto_jw_bool(proto_jw *w, int v) {

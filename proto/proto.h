@@ -121,7 +121,11 @@ void proto_jw_cstr(proto_jw *w, const char *s); /* NULL writes null */
 void proto_jw_int(proto_jw *w, int64_t v);
 void proto_jw_uint(proto_jw *w, uint64_t v);
 void proto_jw_num(proto_jw *w, double v);  /* NaN/inf -> null */
-void proto_jw_float(proto_jw *w, float v); /* shortest %.9g form; NaN -> null */
+void proto_jw_float(proto_jw *w, float v); /* proto_float_text; NaN, inf -> null */
+/* A finite v as JSON text in printf's %g form with 8 significant digits when
+ * they read back to v (through a double, as JSON readers do), else 9 (always
+ * enough); out holds 32 bytes. Returns the length. */
+size_t proto_float_text(float v, char *out);
 void proto_jw_bool(proto_jw *w, int v);
 void proto_jw_null(proto_jw *w);
 /* Writes already-encoded JSON text as one value (trusted input only). */

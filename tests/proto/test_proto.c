@@ -171,9 +171,48 @@ TEST(search_fast_path) {
   proto_search_free(&r);
 }
 
+/* The printf form proto_float_text replaced, as the reference. */
+static void float_text_printf(float v, char *out) {
+  snprintf(out, 32, "%.8g", (double)v);
+  if (strtof(out, NULL) != v) snprintf(out, 32, "%.9g", (double)v);
+}
+
+TEST(float_text) {
+  char t[32], ref[32];
+  static const float fixed[] = {0.5f, 1.0f, -2.0f, 1200.0f, 0.0123f, 1e-5f, 1e-4f, 123456792.0f,
+                                 3.4028235e38f, 1e-45f, 1.17549435e-38f, 0.1f, -0.86602540f,
+                                 99999999.0f, 9.9999999e-5f, 1e8f, 1e7f};
+  int all_fixed = 1;
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+    proto_float_text(fixed[i], t);
+    float_text_printf(fixed[i], ref);
+    if (strcmp(t, ref) != 0) { printf("# %s vs printf %s\n", t, ref); all_fixed = 0; }
+  }
+  CHECK(all_fixed);
+  CHECK(proto_float_text(0.0f, t) == 1 && strcmp(t, "0") == 0);
+  CHECK(proto_float_text(-0.0f, t) == 2 && strcmp(t, "-0") == 0);
+  long n = 0, back_ok = 0, same = 0;
+  for (int i = 0; i < 2000000; i++) {
+    uint32_t bits = (uint32_t)rnd();
+    if (i % 2) bits = (bits & 0x807FFFFFu) | (uint32_t)(0x3A000000u + (rnd() % 0x0A000000u)); /* |v| in 1e-3..1e3 */
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    if (!isfinite(v)) continue;
+    n++;
+    size_t len = proto_float_text(v, t);
+    back_ok += len == strlen(t) && (float)strtod(t, NULL) == v && strtof(t, NULL) == v;
+    float_text_printf(v, ref);
+    same += strcmp(t, ref) == 0;
+  }
+  printf("# %ld floats: %ld read back, %ld as printf wrote them\n", n, back_ok, same);
+  CHECK(back_ok == n);          /* every one reads back to the same float */
+  CHECK(same >= n - n / 10000); /* and reads as printf's %g form, but for rare near-ties */
+}
+
 int main(void) {
   RUN(status_table);
   RUN(utf8);
   RUN(search_fast_path);
+  RUN(float_text);
   return tap_done();
 }
