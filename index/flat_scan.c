@@ -1,8 +1,8 @@
 /* flat_scan.c - exact k-nearest search for a few queries (see flat_scan.h).
  *
  * Rows are scored in blocks of SCAN_ROWS, every query over a block while it
- * is in cache; each query keeps a min-heap of its best k scores, and a block
- * whose best score does not beat the heap's worst is passed over. L2
+ * is in cache; each query keeps a min-heap of its best k scores, and rows
+ * that do not beat the heap's worst are passed over eight at a time. L2
  * distances are negated so one "larger is better" heap serves both metrics.
  * Sums use 8-lane vectors (eight rows at a time when d is a multiple of 8),
  * so they vectorise without -ffast-math; the AVX2+FMA clone is picked at run
@@ -11,7 +11,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "fp-contract=fast")
 #endif
-#if defined(__GNUC__)
+#if defined(__GNUC__) /* and clang */
 /* vector-valued helpers are static and inlined: no ABI is crossed */
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
@@ -39,10 +39,16 @@ static inline float hsum8(const v8 *p) { /* by pointer: no vector in the ABI */
 
 typedef int v8i __attribute__((vector_size(32)));
 
+/* Lanes of a (indices 0..7) and b (8..15) picked by constant indices. */
+#if defined(__clang__)
+#define SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUFFLE(a, b, ...) __builtin_shuffle(a, b, (v8i){__VA_ARGS__})
+#endif
+
 /* Pairwise sums within 128-bit halves (vhaddps): [a0+a1 a2+a3 b0+b1 b2+b3 | same for 4..7]. */
 static inline v8 hadd8(v8 a, v8 b) {
-  return __builtin_shuffle(a, b, (v8i){0, 2, 8, 10, 4, 6, 12, 14}) +
-         __builtin_shuffle(a, b, (v8i){1, 3, 9, 11, 5, 7, 13, 15});
+  return SHUFFLE(a, b, 0, 2, 8, 10, 4, 6, 12, 14) + SHUFFLE(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
 }
 
 /* The eight lane sums of a[0..7], in order, as one vector: a tree of
@@ -50,8 +56,7 @@ static inline v8 hadd8(v8 a, v8 b) {
 static inline v8 hsum8x8(const v8 *a) {
   v8 c0 = hadd8(hadd8(a[0], a[1]), hadd8(a[2], a[3]));
   v8 c1 = hadd8(hadd8(a[4], a[5]), hadd8(a[6], a[7]));
-  return __builtin_shuffle(c0, c1, (v8i){0, 1, 2, 3, 8, 9, 10, 11}) +
-         __builtin_shuffle(c0, c1, (v8i){4, 5, 6, 7, 12, 13, 14, 15});
+  return SHUFFLE(c0, c1, 0, 1, 2, 3, 8, 9, 10, 11) + SHUFFLE(c0, c1, 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
 /* One 8-lane term of x . q or ||x - q||^2: columns j..j+7 of row xr. */
@@ -102,9 +107,9 @@ SCAN_CLONES static size_t rows_above(const float *s, size_t n, float t, uint8_t 
   v8 tv = (v8){0} + t;
   for (; r + 8 <= n; r += 8) {
     v8i m = *(const v8 *)(s + r) > tv;
-    m |= __builtin_shuffle(m, (v8i){4, 5, 6, 7, 0, 1, 2, 3});
-    m |= __builtin_shuffle(m, (v8i){2, 3, 0, 1, 6, 7, 4, 5});
-    m |= __builtin_shuffle(m, (v8i){1, 0, 3, 2, 5, 4, 7, 6});
+    m |= SHUFFLE(m, m, 4, 5, 6, 7, 0, 1, 2, 3);
+    m |= SHUFFLE(m, m, 2, 3, 0, 1, 6, 7, 4, 5);
+    m |= SHUFFLE(m, m, 1, 0, 3, 2, 5, 4, 7, 6);
     if (!m[0]) continue;
     for (size_t i = r; i < r + 8; i++)
       if (s[i] > t) idx[found++] = (uint8_t)i;
@@ -148,6 +153,8 @@ static int by_score_desc(const void *a, const void *b) {
   return (x->label > y->label) - (x->label < y->label);
 }
 
+#define ROW_LABEL(row) (ids ? ids[row] : (int64_t)(row))
+
 int flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const float *q,
               size_t nq, int l2, size_t k, float *dist, int64_t *lab) {
   enum { STACK_HITS = 1024 };
@@ -165,14 +172,14 @@ int flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const flo
       score_rows(xb + r0 * d, rows, d, q + i * d, l2, scores);
       size_t r = 0;
       for (; r < rows && kept[i] < k; r++) /* filling the heap */
-        heap_push(heap, kept[i]++, (scan_hit){scores[r], ids ? ids[r0 + r] : (int64_t)(r0 + r)});
+        heap_push(heap, kept[i]++, (scan_hit){scores[r], ROW_LABEL(r0 + r)});
       if (r == rows) continue;
       uint8_t cand[SCAN_ROWS];
       size_t nc = rows_above(scores + r, rows - r, heap[0].score, cand);
       for (size_t c = 0; c < nc; c++) {
         size_t row = r + cand[c];
         if (scores[row] > heap[0].score) /* the bar rises as hits come in */
-          heap_replace_root(heap, k, (scan_hit){scores[row], ids ? ids[r0 + row] : (int64_t)(r0 + row)});
+          heap_replace_root(heap, k, (scan_hit){scores[row], ROW_LABEL(r0 + row)});
       }
     }
   }
@@ -187,3 +194,4 @@ int flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const flo
   if (heaps != stack_hits) free(heaps);
   return 0;
 }
+#undef ROW_LABEL

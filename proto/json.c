@@ -228,10 +228,9 @@ void proto_jw_num(proto_jw *w, double v) {
   proto_buf_adds(w->b, tmp);
 }
 
-/* Powers of ten that a double holds exactly. */
-static const double exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+const double proto__exact_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 /* v (finite, non-zero) with p significant digits, in printf's %.{p}g form,
  * without printf: the digits come from one exact-power scaling, and are kept
@@ -244,11 +243,11 @@ static int float_g(float v, int p, char *out, size_t *len) {
   int e10 = (int)floor(log10(a));
   int scale = p - 1 - e10; /* a * 10^scale has p digits before the point */
   if (scale < -22 || scale > 22) return -1;
-  double m = nearbyint(scale >= 0 ? a * exact_pow10[scale] : a / exact_pow10[-scale]);
+  double m = nearbyint(scale >= 0 ? a * proto__exact_pow10[scale] : a / proto__exact_pow10[-scale]);
   /* not p digits: log10 was off by one near a power of ten, or the rounding
    * carried into one more digit; printf does these */
-  if (m < exact_pow10[p - 1] || m >= exact_pow10[p]) return -1;
-  double back = scale >= 0 ? m / exact_pow10[scale] : m * exact_pow10[-scale];
+  if (m < proto__exact_pow10[p - 1] || m >= proto__exact_pow10[p]) return -1;
+  double back = scale >= 0 ? m / proto__exact_pow10[scale] : m * proto__exact_pow10[-scale];
   if ((float)back != (float)a) return 0;
   char digits[24];
   int nd = 0;

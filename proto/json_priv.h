@@ -5,6 +5,9 @@
 
 #include "proto.h"
 
+/* 10^0 .. 10^22: the powers of ten that a double holds exactly (json.c). */
+extern const double proto__exact_pow10[23];
+
 /* The fast path of proto_search_parse (search_fast.c): returns 1 with *out
  * filled exactly as the jansson path would fill it, or 0 (out untouched)
  * when the body is not a plain vector search or anything about it is

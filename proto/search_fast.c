@@ -39,11 +39,6 @@ static int eat(cursor *c, char ch) {
 
 static int is_digit(cursor *c) { return c->p < c->end && *c->p >= '0' && *c->p <= '9'; }
 
-/* Powers of ten that a double holds exactly. */
-static const double exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-
 /* A JSON number at c->p (RFC 8259 grammar), read as jansson reads it: an
  * integer token through long long, any other through strtod (correctly
  * rounded). Exact without strtod when the significand has at most 15
@@ -97,8 +92,8 @@ static int number(cursor *c, double *value, int *is_int) {
   if (digits <= 15) {
     int e = exp10 - frac_digits;
     double m = neg ? -(double)sig : (double)sig;
-    if (e >= 0 && e <= 22) { *value = m * exact_pow10[e]; return 1; }
-    if (e < 0 && e >= -22) { *value = m / exact_pow10[-e]; return 1; }
+    if (e >= 0 && e <= 22) { *value = m * proto__exact_pow10[e]; return 1; }
+    if (e < 0 && e >= -22) { *value = m / proto__exact_pow10[-e]; return 1; }
   }
   char tmp[64];
   size_t n = (size_t)(c->p - start);

@@ -2,7 +2,8 @@
 # run.sh - HTTP benchmark: wrk against `retro serve` (/health, /v1/search by
 # vector, /v1/search by text) and against a minimal libmicrohttpd responder
 # (minimal.c, built here) on the same machine in the same run; prints
-# requests/s, p50 and p99 for each and the ratio ours / minimal; then holds
+# requests/s, p50, p99 and server CPU per request for each and the ratio
+# ours / minimal (requests/s); then holds
 # SLOW_CLIENTS (500) stalled connections open and reports RSS and /health
 # latency meanwhile (slow_clients.py).
 #   tests/bench/http/run.sh [BUILD_DIR]        (default: build-bench, release)
@@ -50,21 +51,28 @@ mklua() { # body -> lua script posting it
 mklua "{\"vector\":$VEC,\"k\":10,\"with_text\":false}" > "$WORK/vec.lua"
 mklua '{"query":"alpha beta gamma delta","k":10,"with_text":false}' > "$WORK/text.lua"
 mklua '{"x":1}' > "$WORK/post.lua"
-run() { # name url [lua] -> "rps p50 p99"
-  if [ -n "${3:-}" ]; then out=$(wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -s "$3" "$2"); \
-  else out=$(wrk -t$THREADS -c$CONNS -d${DURATION}s --latency "$2"); fi
+cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat; } # utime + stime of a process
+run() { # name pid url [lua] -> requests/s on stdout; a line with p50, p99 and the
+        # server's CPU per request (from /proc, steadier than req/s here) on stderr
+  t0=$(cpu_ticks $2)
+  if [ -n "${4:-}" ]; then out=$(wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -s "$4" "$3"); \
+  else out=$(wrk -t$THREADS -c$CONNS -d${DURATION}s --latency "$3"); fi
+  t1=$(cpu_ticks $2)
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}'); p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  printf '%-28s %10s req/s  p50 %8s  p99 %8s  %s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:+non-2xx: $non2xx}" >&2
+  cpu=$(awk -v a=$t0 -v b=$t1 -v n=$n -v hz=$(getconf CLK_TCK) 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
+  printf '%-24s %10s req/s  p50 %8s  p99 %8s  server CPU %6s us/req  %s\n' "$1" "$rps" "$p50" "$p99" "$cpu" \
+    "${non2xx:+non-2xx: $non2xx}" >&2
   echo "$rps"
 }
 echo "wrk -t$THREADS -c$CONNS -d${DURATION}s; server pools: $HTTP_THREADS MHD threads; $(nproc) CPUs; $DOCS docs" >&2
-m_get=$(run "minimal GET" "http://127.0.0.1:$PORT_M/health")
-r_get=$(run "retro /health" "http://127.0.0.1:$PORT_R/health")
-m_post=$(run "minimal POST" "http://127.0.0.1:$PORT_M/" "$WORK/post.lua")
-r_vec=$(run "retro search by vector" "http://127.0.0.1:$PORT_R/v1/search" "$WORK/vec.lua")
-r_txt=$(run "retro search by text" "http://127.0.0.1:$PORT_R/v1/search" "$WORK/text.lua")
+m_get=$(run "minimal GET" $MPID "http://127.0.0.1:$PORT_M/health")
+r_get=$(run "retro /health" $RPID "http://127.0.0.1:$PORT_R/health")
+m_post=$(run "minimal POST" $MPID "http://127.0.0.1:$PORT_M/" "$WORK/post.lua")
+r_vec=$(run "retro search by vector" $RPID "http://127.0.0.1:$PORT_R/v1/search" "$WORK/vec.lua")
+r_txt=$(run "retro search by text" $RPID "http://127.0.0.1:$PORT_R/v1/search" "$WORK/text.lua")
 ratio() { /usr/bin/python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
 echo "ratio /health / minimal GET:            $(ratio $r_get $m_get)"
 echo "ratio search-by-vector / minimal POST:  $(ratio $r_vec $m_post)   (goal >= 0.80)"
