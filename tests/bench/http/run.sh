@@ -1,7 +1,9 @@
 #!/bin/sh
 # run.sh - HTTP benchmark: wrk against `retro serve` (/health, /v1/search by
 # vector, /v1/search by text) and against a minimal libmicrohttpd responder
-# (minimal.c, built here) on the same machine in the same run; prints
+# (minimal.c, built here) on the same machine in the same run, and search by
+# vector against faiss_peer.c (a bare FAISS IndexFlatIP of the same size
+# behind libmicrohttpd and jansson); prints
 # requests/s, p50, p99 and server CPU per request for each and the ratio
 # ours / minimal (requests/s); then holds
 # SLOW_CLIENTS (500) stalled connections open and reports RSS and /health
@@ -17,11 +19,13 @@ DURATION=${DURATION:-10}; CONNS=${CONNS:-32}; THREADS=${THREADS:-2}
 HTTP_THREADS=${HTTP_THREADS:-2}; DOCS=${DOCS:-2000}
 command -v wrk >/dev/null || { echo "run.sh: wrk not installed (apt-get install wrk)"; exit 77; }
 [ -d "$BUILD" ] || meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
-ninja -C "$BUILD" server/retro >/dev/null
+ninja -C "$BUILD" server/retro index/libindex.a >/dev/null
 WORK=$(mktemp -d)
-trap 'kill $RPID $MPID 2>/dev/null || true; rm -rf "$WORK"' EXIT
-RPID=; MPID=
+trap 'kill $RPID $MPID $FPID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+RPID=; MPID=; FPID=
 cc -O2 -o "$WORK/minimal" "$ROOT/tests/bench/http/minimal.c" $(pkg-config --cflags --libs libmicrohttpd)
+cc -O2 -o "$WORK/faiss_peer" "$ROOT/tests/bench/http/faiss_peer.c" "$BUILD/index/libindex.a" -lfaiss \
+  $(pkg-config --libs openblas) -lstdc++ -lgomp -lm $(pkg-config --cflags --libs libmicrohttpd jansson)
 MODELS=${MODELS:-}
 if [ -z "$MODELS" ]; then
   MODELS=$WORK/models
@@ -45,6 +49,12 @@ curl -fsS -XPOST "http://127.0.0.1:$PORT_R/v1/documents?wait=true" -H 'Content-T
   --data-binary @"$WORK/docs.ndjson" -o /dev/null
 VEC=$(curl -fsS -XPOST "http://127.0.0.1:$PORT_R/v1/embeddings" -H 'Content-Type: application/json' \
   -d '{"input":"alpha beta gamma"}' | /usr/bin/python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"][0]["embedding"]))')
+# the FAISS peer: a plain IndexFlatIP as large as retro's index, same dimension
+INFO=$(curl -fsS "http://127.0.0.1:$PORT_R/v1/info")
+CHUNKS=$(echo "$INFO" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["chunks"])')
+DIM=$(echo "$INFO" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["encoder"]["dim"])')
+PORT_F=$((PORT_R + 2))
+OMP_WAIT_POLICY=passive "$WORK/faiss_peer" $PORT_F $HTTP_THREADS $CHUNKS $DIM & FPID=$!
 mklua() { # body -> lua script posting it
   /usr/bin/python3 -c 'import json,sys; b=sys.argv[1]; print("wrk.method=\"POST\"\nwrk.body=%s\nwrk.headers[\"Content-Type\"]=\"application/json\"" % json.dumps(b))' "$1"
 }
@@ -72,10 +82,12 @@ m_get=$(run "minimal GET" $MPID "http://127.0.0.1:$PORT_M/health")
 r_get=$(run "retro /health" $RPID "http://127.0.0.1:$PORT_R/health")
 m_post=$(run "minimal POST" $MPID "http://127.0.0.1:$PORT_M/" "$WORK/post.lua")
 r_vec=$(run "retro search by vector" $RPID "http://127.0.0.1:$PORT_R/v1/search" "$WORK/vec.lua")
+f_vec=$(run "FAISS peer, same search" $FPID "http://127.0.0.1:$PORT_F/" "$WORK/vec.lua")
 r_txt=$(run "retro search by text" $RPID "http://127.0.0.1:$PORT_R/v1/search" "$WORK/text.lua")
 ratio() { /usr/bin/python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
 echo "ratio /health / minimal GET:            $(ratio $r_get $m_get)"
 echo "ratio search-by-vector / minimal POST:  $(ratio $r_vec $m_post)   (goal >= 0.80)"
 echo "ratio search-by-text / minimal POST:    $(ratio $r_txt $m_post)"
+echo "ratio search-by-vector / FAISS peer:    $(ratio $r_vec $f_vec)   ($CHUNKS x $DIM, k = 10)"
 # hundreds of stalled clients: bounded memory, others still served
 /usr/bin/python3 "$ROOT/tests/bench/http/slow_clients.py" $PORT_R $RPID ${SLOW_CLIENTS:-500}
