@@ -18,7 +18,7 @@ enum { LOG_BUF = 64 * 1024, LOG_LINE = 1200 };
 
 static struct {
   pthread_mutex_t mu; /* everything below */
-  pthread_cond_t wake; /* the flusher's timer; signalled to stop it */
+  pthread_cond_t wake; /* the flusher's timer (CLOCK_MONOTONIC); signalled to stop it */
   FILE *file;          /* NULL: stderr */
   long flush_ms;       /* 0: every line at once */
   int flusher_running, stopping;
@@ -68,8 +68,8 @@ static void *flusher_main(void *arg) {
   (void)arg;
   pthread_mutex_lock(&L.mu);
   while (!L.stopping) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    struct timespec ts; /* the cond waits on CLOCK_MONOTONIC: clock steps do not stall it */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     long ns = ts.tv_nsec + (L.flush_ms % 1000) * 1000000L;
     ts.tv_sec += L.flush_ms / 1000 + ns / 1000000000L;
     ts.tv_nsec = ns % 1000000000L;
@@ -81,6 +81,12 @@ static void *flusher_main(void *arg) {
 }
 
 void http_log_init(void) {
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_destroy(&L.wake);
+  pthread_cond_init(&L.wake, &attr);
+  pthread_condattr_destroy(&attr);
   pthread_mutex_lock(&L.mu);
   L.file = NULL;
   L.len = 0;
