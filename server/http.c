@@ -493,6 +493,16 @@ static int by_vector(const proto_buf *b) {
          !memmem(b->data, b->len, "\"quer", 6);
 }
 
+/* A search by vector on a small index is answered on the MHD thread (the
+ * hand-off would cost more than the search); on a large one, its scan
+ * (milliseconds) would hold up every other connection of that thread, and
+ * a few keep-alive clients whose connections all landed on one MHD thread
+ * would get one core: it goes to the workers like other slow requests. */
+static int quick_search(conn *c) {
+  srv_engine *e = atomic_load(&D.srv->engine);
+  return c->m.route == HTTP_R_SEARCH && by_vector(&c->body) && (!e || srv_search_is_quick(e));
+}
+
 static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char *url,
                                   const char *method) {
   snprintf(c->method, sizeof c->method, "%s", method);
@@ -624,8 +634,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
   if (c->sse) return MHD_YES; /* resumed stream: MHD is sending */
   if (c->ndjson) return hand_off(c, &D.work, job_ingest_finish);
   if (c->m.kind == HTTP_GEN) return start_completion(c);
-  if (c->m.kind == HTTP_WORKER && !(c->m.route == HTTP_R_SEARCH && by_vector(&c->body)))
-    return hand_off(c, &D.work, job_execute);
+  if (c->m.kind == HTTP_WORKER && !quick_search(c)) return hand_off(c, &D.work, job_execute);
   http_request rq;
   build_request(c, &rq);
   http_response r;
