@@ -500,7 +500,8 @@ static int by_vector(const proto_buf *b) {
  * would get one core: it goes to the workers like other slow requests. */
 static int quick_search(conn *c) {
   srv_engine *e = atomic_load(&D.srv->engine);
-  return c->m.route == HTTP_R_SEARCH && by_vector(&c->body) && (!e || srv_search_is_quick(e));
+  return c->m.route == HTTP_R_SEARCH && by_vector(&c->body) &&
+         (!e || srv_engine_index_floats(e) <= (uint64_t)D.cfg->inline_search_floats);
 }
 
 static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char *url,

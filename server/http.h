@@ -47,6 +47,9 @@ typedef struct http_config {
   long header_limit;     /* --header-limit: bytes of request line + headers */
   long drain_timeout;    /* --drain-timeout: seconds to finish in-flight work */
   long read_only;        /* --read-only: refuse writes (engine read-only) */
+  long inline_search_floats; /* --inline-search-floats: searches by vector on an
+                                index up to this size (vectors x dim) run on
+                                the MHD threads, larger ones on the workers */
   char *log;             /* --log FILE (NULL = stderr) */
   long log_flush_ms;     /* --log-flush-ms: request lines wait at most this (0 = none) */
   char *config;          /* --config FILE */

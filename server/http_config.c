@@ -67,6 +67,10 @@ static const opt_def opts[] = {
      "seconds to finish in-flight requests after SIGTERM"},
     {"read-only", "RETRO_READ_ONLY", OPT_BOOL, O(read_only), "0", 0, 1,
      "serve reads only (writes answer 403)"},
+    {"inline-search-floats", "RETRO_INLINE_SEARCH_FLOATS", OPT_LONG, O(inline_search_floats),
+     "1048576", 0, 1L << 40,
+     "searches by vector run on the HTTP threads while the index holds at most this many "
+     "floats (vectors x dim); beyond, on the workers"},
     {"log", "RETRO_LOG", OPT_STR, O(log), NULL, 0, 0,
      "append request log lines to FILE (SIGHUP reopens it); default stderr"},
     {"log-flush-ms", "RETRO_LOG_FLUSH_MS", OPT_LONG, O(log_flush_ms), "100", 0, 60000,

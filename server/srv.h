@@ -309,12 +309,11 @@ typedef struct srv_search_result {
 proto_status srv_search(srv_engine *e, const srv_search_request *rq,
                         srv_search_result *out);
 void srv_search_result_free(srv_search_result *r); /* accepts zeroed */
-/* 1 when one search by vector is quick (well under a millisecond): the index
- * holds at most SRV_QUICK_SEARCH_FLOATS floats (vectors x dim; an exact scan
- * of 4 MB). The HTTP server answers quick searches on its own threads and
- * hands the others to its workers. 0 for NULL. Thread-safe. */
-enum { SRV_QUICK_SEARCH_FLOATS = 1 << 20 };
-int srv_search_is_quick(srv_engine *e);
+/* What one exact scan of the index reads, in floats: (vectors + vectors
+ * pending training) x dim. The HTTP server answers searches by vector on
+ * its own threads up to a limit of this and hands larger ones to its
+ * workers. 0 for NULL. Thread-safe. */
+uint64_t srv_engine_index_floats(srv_engine *e);
 
 /* Embeds n texts with the encoder into out (n x dim, L2-normalised).
  * n_tokens (optional) receives the encoder tokens of all inputs together

@@ -187,6 +187,7 @@ def main():
     run_auth()
     run_busy()
     run_client_gone()
+    run_search_placement()
     run_sigterm_ingest()
     print("1..%d" % n_tests)
     return 1 if n_failed else 0
@@ -614,6 +615,35 @@ def run_client_gone():
         ok(healthy(s), "server fine after a client hung up")
     finally:
         s.stop()
+
+
+def run_search_placement():
+    """--inline-search-floats: a search by vector on an index larger than it
+    goes to the workers (so with the only worker busy and no queue it gets
+    429); within it, it is answered on the HTTP thread (200 meanwhile)."""
+    heavy = {"input": [doc_text(i, 400) for i in range(256)]}
+    for limit, want in (("0", 429), ("1048576", 200)):
+        s = Server("place" + limit, "--workers", "1", "--queue", "0", "--inline-search-floats", limit,
+                   data=os.path.join(WORK, "main"))
+        try:
+            st, info, _, _ = s.req("GET", "/v1/info")
+            vec = {"vector": [0.1] * info["encoder"]["dim"], "k": 3, "with_text": False}
+            got = []
+            for attempt in range(5):  # the search must arrive while the worker is busy
+                t = threading.Thread(target=lambda: s.req("POST", "/v1/embeddings", heavy))
+                t.start()
+                time.sleep(0.05)
+                got.append(s.req("POST", "/v1/search", vec)[0])
+                t.join()
+                if want == 429 and want in got:
+                    break
+            # inline: all five answered while the worker was busy; on the workers: a 429
+            ok(want in got and set(got) <= ({200, 429} if want == 429 else {200}),
+               "search by vector with --inline-search-floats %s while the only worker is busy -> %d"
+               % (limit, want), got)
+            ok(s.req("POST", "/v1/search", vec)[0] == 200, "... and 200 once it is free")
+        finally:
+            s.stop()
 
 
 def run_sigterm_ingest():

@@ -228,9 +228,8 @@ static void check_tail_keys(srv_engine *e, size_t n) {
 TEST(self_nearest) {
   if (!E) return;
   uint32_t dim = srv_engine_dim(E);
-  /* a small index: quick searches stay on the HTTP threads */
-  CHECK(srv_search_is_quick(E) == ((uint64_t)total_chunks * dim <= SRV_QUICK_SEARCH_FLOATS));
-  CHECK(srv_search_is_quick(NULL) == 0);
+  CHECK(srv_engine_index_floats(E) == (uint64_t)total_chunks * dim);
+  CHECK(srv_engine_index_floats(NULL) == 0);
   float *v = malloc(dim * sizeof *v);
   size_t bad = 0, checked = 0;
   for (uint64_t id = 1; id <= total_chunks; id++) {
