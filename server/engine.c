@@ -153,6 +153,8 @@ proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
   e->pad_id = e->eos_id = -1;
   pthread_mutex_init(&e->gen_mu, NULL);
   pthread_cond_init(&e->gen_cv, NULL);
+  pthread_mutex_init(&e->q_mu, NULL);
+  pthread_cond_init(&e->q_cv, NULL);
 
   if (!o->read_only && mkdir(o->data_dir, 0777) != 0 && errno != EEXIST) {
     s = srv__fail(PROTO_EIO, "cannot create %s: %s", o->data_dir, strerror(errno));
@@ -339,6 +341,8 @@ void srv_engine_close(srv_engine *e) {
   store_close(e->st);
   pthread_mutex_destroy(&e->gen_mu);
   pthread_cond_destroy(&e->gen_cv);
+  pthread_mutex_destroy(&e->q_mu);
+  pthread_cond_destroy(&e->q_cv);
   free(e->data_dir);
   free(e->encoder_path);
   free(e->decoder_path);
@@ -392,6 +396,8 @@ proto_status srv_info_get(srv_engine *e, srv_info *out) {
   out->searches = atomic_load(&e->n_searches);
   out->generations = atomic_load(&e->n_generations);
   out->generated_tokens = atomic_load(&e->n_gen_tokens);
+  out->query_embed_calls = atomic_load(&e->n_query_calls);
+  out->query_embed_texts = atomic_load(&e->n_query_texts);
   pthread_mutex_lock(&e->gen_mu);
   out->gen_slots = e->dec ? e->n_slots : 0;
   out->gen_busy = e->busy;
@@ -419,8 +425,8 @@ proto_status srv_embed(srv_engine *e, const char *const *texts, const size_t *le
     return srv__fail(PROTO_EINVAL, "srv_embed: NULL argument");
   if (n_tokens) *n_tokens = 0;
   if (n == 0) return PROTO_OK;
-  proto_status s = bert_embed_texts(e->enc, texts, lens, n, out);
-  if (s != PROTO_OK) return srv__fail(s, "encoder: %s", bert_last_error());
+  proto_status s = srv__embed_queries(e, texts, lens, n, out);
+  if (s != PROTO_OK) return s;
   if (n_tokens) {
     const tok *bt = bert_tokenizer(e->enc);
     uint64_t total = 0;
@@ -724,8 +730,8 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
   if (has_t) {
     qv = malloc(nq * e->dim * sizeof *qv);
     if (!qv) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-    s = bert_embed_texts(e->enc, rq->texts, rq->text_lens, nq, qv);
-    if (s != PROTO_OK) { s = srv__fail(s, "encoder: %s", bert_last_error()); goto leave; }
+    s = srv__embed_queries(e, rq->texts, rq->text_lens, nq, qv);
+    if (s != PROTO_OK) goto leave;
     queries = qv;
   }
   c.e = e;

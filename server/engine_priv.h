@@ -12,6 +12,8 @@
 
 typedef struct srv_pipe srv_pipe; /* the ingest pipeline (ingest.c) */
 
+typedef struct srv_embed_req srv_embed_req; /* engine_embed.c */
+
 struct srv_engine {
   srv_engine_options opt;      /* copies; strings below owned */
   char *data_dir;
@@ -36,7 +38,14 @@ struct srv_engine {
   int n_slots, busy, waiting, max_waiting, max_seq;
   int closing;
 
+  /* query embedding, coalesced (engine_embed.c) */
+  pthread_mutex_t q_mu;
+  pthread_cond_t q_cv;
+  srv_embed_req *q_head, *q_tail; /* waiting requests */
+  int q_busy;                     /* an encoder call is running */
+
   /* counters */
+  _Atomic uint64_t n_query_calls, n_query_texts; /* encoder calls for queries, texts in them */
   _Atomic uint64_t n_ingested_docs, n_ingested_chunks, n_ingest_errors, n_queue;
   _Atomic uint64_t n_deleted, n_searches, n_generations, n_gen_tokens;
 };
@@ -46,6 +55,12 @@ struct srv_engine {
 __attribute__((format(printf, 2, 3)))
 #endif
 proto_status srv__fail(proto_status st, const char *fmt, ...);
+
+/* Embeds n query texts (lens NULL: NUL-terminated) into out (n x dim), as
+ * bert_embed_texts does, in one encoder call shared with whatever other
+ * callers are waiting (engine_embed.c). Failures set srv_last_error. */
+proto_status srv__embed_queries(srv_engine *e, const char *const *texts, const size_t *lens,
+                                size_t n, float *out);
 
 /* Embeds n chunks of the chunk tokenizer (ids[i], lens[i] tokens; text[i],
  * text_lens[i] bytes) into out (n x dim): from the ids when the encoder

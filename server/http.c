@@ -778,7 +778,12 @@ int srv_http_main(int argc, char **argv) {
     http_log_event("warn", "cannot start the log flusher: every line is written at once");
 
   if (http_server_new(&cfg, NULL, &D.srv) != PROTO_OK) goto leave;
-  if (pool_start(&D.work, (size_t)cfg.workers, (size_t)cfg.queue, &D.srv->work_queued,
+  /* 4 per CPU by default: concurrent texts share encoder calls (engine_embed.c),
+   * so more requests in flight make larger, cheaper batches */
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  size_t workers = cfg.workers > 0 ? (size_t)cfg.workers : 4 * (size_t)(cpus > 0 ? cpus : 1);
+  if (workers > 256) workers = 256;
+  if (pool_start(&D.work, workers, (size_t)cfg.queue, &D.srv->work_queued,
                  &D.srv->work_busy) != PROTO_OK ||
       pool_start(&D.gen, (size_t)(cfg.gen_slots + cfg.gen_queue), 0, NULL, NULL) != PROTO_OK) {
     http_log_event("error", "cannot start worker threads");

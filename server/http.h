@@ -35,7 +35,7 @@ typedef struct http_config {
   char *api_key;         /* --api-key: read-write key (NULL = none) */
   char *read_key;        /* --read-key: read-only key (NULL = none) */
   long http_threads;     /* --http-threads: MHD pool, default 2 */
-  long workers;          /* --workers: slow-request threads, default 2 */
+  long workers;          /* --workers: slow-request threads, 0 = 4 per CPU */
   long queue;            /* --queue: slow requests that may wait, default 64 */
   long gen_slots;        /* --gen-slots: concurrent generations, default 1 */
   long gen_queue;        /* --gen-queue: generations that may wait, default 4 */

@@ -170,6 +170,11 @@ static void h_metrics(http_server *s, http_response *resp) {
       gauge(b, "retro_deleted_documents_total", "counter", "Documents deleted since start.",
             info->deleted_docs);
       gauge(b, "retro_searches_total", "counter", "Queries answered since start.", info->searches);
+      gauge(b, "retro_query_embed_calls_total", "counter",
+            "Encoder calls for search texts and embeddings (shared by concurrent requests).",
+            info->query_embed_calls);
+      gauge(b, "retro_query_embed_texts_total", "counter", "Texts embedded in those calls.",
+            info->query_embed_texts);
       gauge(b, "retro_generations_total", "counter", "Generations finished since start.",
             info->generations);
       gauge(b, "retro_generated_tokens_total", "counter", "Tokens generated since start.",

@@ -133,6 +133,8 @@ typedef struct srv_info {
   uint64_t searches;         /* queries answered */
   uint64_t generations;      /* generations finished */
   uint64_t generated_tokens;
+  uint64_t query_embed_calls; /* encoder calls for search texts and embeddings */
+  uint64_t query_embed_texts; /* texts in them (> calls: concurrent requests shared calls) */
   int gen_slots;             /* configured slots */
   int gen_busy;              /* slots in use now */
   int gen_waiting;           /* requests waiting for a slot now */

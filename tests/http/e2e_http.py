@@ -378,6 +378,10 @@ def run_main(s):
     m = re.search(r"^retro_documents (\d+)", text, re.M)
     st, info, _, _ = s.req("GET", "/v1/info")
     ok(m and int(m.group(1)) == info["documents"], "metrics and info agree on the document count")
+    calls = re.search(r"^retro_query_embed_calls_total (\d+)", text, re.M)
+    texts = re.search(r"^retro_query_embed_texts_total (\d+)", text, re.M)
+    ok(calls and texts and 0 < int(calls.group(1)) <= int(texts.group(1)),
+       "metrics count query encoder calls and the texts in them", (calls, texts))
 
     # --- a slow request does not block others --------------------------------
     big_lines = "".join(json.dumps({"id": "slow-%d" % i, "text": doc_text(i, 300)}) + "\n" for i in range(300))

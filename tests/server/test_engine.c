@@ -896,6 +896,82 @@ TEST(search_while_map_grows) {
   snprintf(data_dir, sizeof data_dir, "%s", saved);
 }
 
+/* Concurrent query embeddings share encoder calls (engine_embed.c) and each
+ * gets the vector it would get alone. */
+enum { EMB_THREADS = 6, EMB_ROUNDS = 12 };
+typedef struct {
+  int t;
+  const float *alone; /* (EMB_THREADS, dim) */
+  uint32_t dim;
+  double worst;
+  int failed;
+} emb_job;
+
+/* Texts of a few hundred tokens, so that calls last long enough to overlap. */
+static const char *emb_text(int t) {
+  static char texts[EMB_THREADS][2048];
+  static const char *const words[] = {"open", "file", "list", "loop", "sort", "value", "python",
+                                      "module", "class", "token"};
+  if (!texts[t][0]) {
+    size_t n = 0;
+    for (int w = 0; w < 200 && n + 16 < sizeof texts[t]; w++)
+      n += (size_t)snprintf(texts[t] + n, sizeof texts[t] - n, "%s ", words[(w * (t + 3)) % 10]);
+  }
+  return texts[t];
+}
+
+static void *emb_thread(void *arg) {
+  emb_job *j = arg;
+  float *v = malloc(j->dim * sizeof *v);
+  const char *text = emb_text(j->t);
+  for (int r = 0; v && r < EMB_ROUNDS; r++) {
+    if (srv_embed(E, &text, NULL, 1, v, NULL) != PROTO_OK) { j->failed = 1; break; }
+    for (uint32_t i = 0; i < j->dim; i++) {
+      double d = fabs((double)v[i] - (double)j->alone[(size_t)j->t * j->dim + i]);
+      if (d > j->worst) j->worst = d;
+    }
+  }
+  if (!v) j->failed = 1;
+  free(v);
+  return NULL;
+}
+
+TEST(embed_coalesced) {
+  if (!E) return;
+  uint32_t dim = srv_engine_dim(E);
+  float *alone = malloc((size_t)EMB_THREADS * dim * sizeof *alone);
+  if (!alone) return;
+  for (int t = 0; t < EMB_THREADS; t++) {
+    const char *text = emb_text(t);
+    CHECK(srv_embed(E, &text, NULL, 1, alone + (size_t)t * dim, NULL) == PROTO_OK);
+  }
+  srv_info before, after;
+  CHECK(srv_info_get(E, &before) == PROTO_OK);
+  pthread_t th[EMB_THREADS];
+  emb_job jobs[EMB_THREADS];
+  for (int t = 0; t < EMB_THREADS; t++) {
+    jobs[t] = (emb_job){.t = t, .alone = alone, .dim = dim};
+    pthread_create(&th[t], NULL, emb_thread, &jobs[t]);
+  }
+  double worst = 0;
+  int failed = 0;
+  for (int t = 0; t < EMB_THREADS; t++) {
+    pthread_join(th[t], NULL);
+    if (jobs[t].worst > worst) worst = jobs[t].worst;
+    failed |= jobs[t].failed;
+  }
+  CHECK(srv_info_get(E, &after) == PROTO_OK);
+  uint64_t calls = after.query_embed_calls - before.query_embed_calls;
+  uint64_t texts = after.query_embed_texts - before.query_embed_texts;
+  printf("# %d concurrent embeddings in %llu encoder calls; max |shared - alone| %.3g\n",
+         EMB_THREADS * EMB_ROUNDS, (unsigned long long)calls, worst);
+  CHECK(!failed);
+  CHECK(texts == (uint64_t)EMB_THREADS * EMB_ROUNDS);
+  CHECK(calls < texts); /* some calls were shared */
+  CHECK(worst < 1e-5);  /* float rounding only */
+  free(alone);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: test_engine MODELS_DIR\n");
@@ -918,6 +994,7 @@ int main(int argc, char **argv) {
   CHECK(n_docs >= 10);
   RUN(ingest);
   RUN(self_nearest);
+  RUN(embed_coalesced);
   RUN(documents_and_chunks);
   RUN(upsert_delete_exclude);
   RUN(reopen_and_mismatch);
