@@ -380,7 +380,7 @@ TEST(pytorch_parity) {
   char gen[4096], cases[4200];
   snprintf(gen, sizeof gen, "%s/gen", g_work);
   double t0 = proto_now();
-  int rc = run_cmd("'%s' '%s' '%s' --set test --vocab-dir '%s'", g_python, g_generator, gen,
+  int rc = run_cmd("'%s' '%s' '%s' --set test --vocab-dir '%s' >&2", g_python, g_generator, gen,
                    g_shared);
   CHECKF(rc == 0, "generator exit status %d", rc);
   printf("# generator took %.1f s\n", proto_now() - t0);
