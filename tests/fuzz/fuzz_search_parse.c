@@ -8,6 +8,7 @@
  * (tests/fuzz/run.sh). */
 #include "json_priv.h"
 #include "proto.h"
+#include "../proto/search_twin.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -22,25 +23,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(&fast, 0, sizeof fast);
   if (!proto__search_parse_fast(body, size, &fast)) return 0;
   /* accepted: an object, so a last '}' ends it */
-  size_t close = size;
-  while (close > 0 && body[close - 1] != '}') close--;
-  if (close == 0) abort();
-  close--;
-  static const char extra[] = ",\"exclude_docs\":[]";
-  char *slow_body = malloc(size + sizeof extra);
+  size_t slow_len;
+  char *slow_body = search_body_for_jansson(body, size, &slow_len);
   if (!slow_body) abort();
-  memcpy(slow_body, body, close);
-  memcpy(slow_body + close, extra, sizeof extra - 1);
-  memcpy(slow_body + close + sizeof extra - 1, body + close, size - close);
   char err[256];
-  proto_status st = proto_search_parse(slow_body, size + sizeof extra - 1, &slow, err, sizeof err);
+  proto_status st = proto_search_parse(slow_body, slow_len, &slow, err, sizeof err);
   if (st != PROTO_OK) {
     fprintf(stderr, "fast path accepted, jansson path: %s\n", err);
     abort();
   }
-  if (slow.dim != fast.dim || slow.k != fast.k || slow.nprobe != fast.nprobe ||
-      slow.ef_search != fast.ef_search || slow.with_text != fast.with_text || slow.n_queries ||
-      slow.n_exclude || memcmp(slow.vector, fast.vector, fast.dim * sizeof(float)) != 0) {
+  if (!search_reqs_same(&fast, &slow)) {
     fprintf(stderr, "fast and jansson paths differ\n");
     abort();
   }
