@@ -13,10 +13,11 @@
 #include <jansson.h>
 #include <math.h>
 #include <microhttpd.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "peer.h"
 
 static FaissIndex *index_;
 static int dim;
@@ -121,13 +122,7 @@ int main(int argc, char **argv) {
       MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
       MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
   if (!d) { fprintf(stderr, "faiss_peer: cannot listen\n"); return 1; }
-  sigset_t s;
-  sigemptyset(&s);
-  sigaddset(&s, SIGTERM);
-  sigaddset(&s, SIGINT);
-  sigprocmask(SIG_BLOCK, &s, NULL);
-  int sig;
-  sigwait(&s, &sig);
+  wait_for_stop_signal();
   MHD_stop_daemon(d);
   faiss_Index_free(index_);
   return 0;

@@ -6,11 +6,12 @@
  * overhead is measured against.
  *   minimal PORT THREADS */
 #include <microhttpd.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "peer.h"
 
 static char post_reply[2048];
 
@@ -44,13 +45,7 @@ int main(int argc, char **argv) {
       NULL, NULL, handler, NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)atoi(argv[2]),
       MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_END);
   if (!d) { fprintf(stderr, "minimal: cannot listen\n"); return 1; }
-  sigset_t s;
-  sigemptyset(&s);
-  sigaddset(&s, SIGTERM);
-  sigaddset(&s, SIGINT);
-  sigprocmask(SIG_BLOCK, &s, NULL);
-  int sig;
-  sigwait(&s, &sig);
+  wait_for_stop_signal();
   MHD_stop_daemon(d);
   return 0;
 }

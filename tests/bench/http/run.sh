@@ -50,9 +50,9 @@ curl -fsS -XPOST "http://127.0.0.1:$PORT_R/v1/documents?wait=true" -H 'Content-T
 VEC=$(curl -fsS -XPOST "http://127.0.0.1:$PORT_R/v1/embeddings" -H 'Content-Type: application/json' \
   -d '{"input":"alpha beta gamma"}' | /usr/bin/python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"][0]["embedding"]))')
 # the FAISS peer: a plain IndexFlatIP as large as retro's index, same dimension
-INFO=$(curl -fsS "http://127.0.0.1:$PORT_R/v1/info")
-CHUNKS=$(echo "$INFO" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["chunks"])')
-DIM=$(echo "$INFO" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["encoder"]["dim"])')
+set -- $(curl -fsS "http://127.0.0.1:$PORT_R/v1/info" | \
+  /usr/bin/python3 -c 'import json,sys; i=json.load(sys.stdin); print(i["chunks"], i["encoder"]["dim"])')
+CHUNKS=$1; DIM=$2
 PORT_F=$((PORT_R + 2))
 OMP_WAIT_POLICY=passive "$WORK/faiss_peer" $PORT_F $HTTP_THREADS $CHUNKS $DIM & FPID=$!
 mklua() { # body -> lua script posting it
