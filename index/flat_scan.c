@@ -7,6 +7,15 @@
  * Sums use 8-lane vectors (eight rows at a time when d is a multiple of 8),
  * so they vectorise without -ffast-math; the AVX2+FMA clone is picked at run
  * time.
+ *
+ * Coded scans (flat_codes, flat_scan_coded): rows kept as int8 with a scale
+ * each, the query rounded to 16-bit integers, their dot products summed
+ * exactly in 32-bit lanes (AVX2 vpmaddwd when the CPU has it). Each row's
+ * approximate score comes with a bound on its distance from the exact one
+ * (the row's quantisation error, the query's, and float rounding, all
+ * rounded up); rows whose upper bound reaches the k-th best lower bound are
+ * scored exactly from the float rows with the kernel above, so the result
+ * is flat_scan's bit for bit (tests/index/test_flat_scan.c checks it).
  */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "fp-contract=fast")
@@ -19,7 +28,9 @@
 #include "flat_scan.h"
 
 #include <float.h>
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
     !defined(__SANITIZE_ADDRESS__)
@@ -32,9 +43,11 @@ enum { SCAN_ROWS = 64 };
 
 typedef float v8 __attribute__((vector_size(32), aligned(4), may_alias));
 
+/* The sum of the lanes of *p, in the order hsum8x8 adds each vector's lanes,
+ * so a row's score does not depend on which path computed it. */
 static inline float hsum8(const v8 *p) { /* by pointer: no vector in the ABI */
   const float *v = (const float *)p;
-  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+  return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 
 typedef int v8i __attribute__((vector_size(32)));
@@ -64,6 +77,20 @@ static inline v8 hsum8x8(const v8 *a) {
                                    (*(const v8 *)((xr) + (j)) - *(const v8 *)(q + (j)))   \
                              : *(const v8 *)((xr) + (j)) * *(const v8 *)(q + (j)))
 
+/* Score of one row xr (d) against q: the sums of score_rows_metric's
+ * eight-row path, lane by lane and in the same order (hsum8), so it gives
+ * the same float for any row; columns past the last multiple of 8 are added
+ * one by one. */
+static inline __attribute__((always_inline)) float score_one(const float *xr, size_t d,
+                                                             const float *q, const int l2) {
+  size_t d8 = d & ~(size_t)7;
+  v8 a = {0};
+  for (size_t j = 0; j < d8; j += 8) a += SCAN_TERM(xr, j);
+  float s = hsum8(&a);
+  for (size_t j = d8; j < d; j++) s += l2 ? (xr[j] - q[j]) * (xr[j] - q[j]) : xr[j] * q[j];
+  return l2 ? -s : s;
+}
+
 /* out[r] = score of row r of x (rows, d) against query q; higher is better
  * (inner product, or minus the squared L2 distance). When d is a multiple
  * of 8, eight rows at a time: their chains overlap and one shuffle tree
@@ -84,14 +111,7 @@ static inline __attribute__((always_inline)) void score_rows_metric(
       *(v8 *)(out + r) = l2 ? -s : s;
     }
   }
-  for (; r < rows; r++) {
-    const float *xr = x + r * d;
-    v8 a = {0};
-    for (size_t j = 0; j < d8; j += 8) a += SCAN_TERM(xr, j);
-    float s = hsum8(&a);
-    for (size_t j = d8; j < d; j++) s += l2 ? (xr[j] - q[j]) * (xr[j] - q[j]) : xr[j] * q[j];
-    out[r] = l2 ? -s : s;
-  }
+  for (; r < rows; r++) out[r] = score_one(x + r * d, d, q, l2);
 }
 
 SCAN_CLONES static void score_rows(const float *x, size_t rows, size_t d, const float *q,
@@ -124,14 +144,20 @@ typedef struct {
   int64_t label;
 } scan_hit;
 
-/* Min-heap on score (root = the worst kept hit): replaces the root. */
+/* The order of hits: by score, and among equal scores the lower label is the
+ * better, so which hits are kept does not depend on the order rows come in. */
+static inline int hit_worse(scan_hit a, scan_hit b) {
+  return a.score < b.score || (a.score == b.score && a.label > b.label);
+}
+
+/* Min-heap in hit_worse order (root = the worst kept hit): replaces the root. */
 static void heap_replace_root(scan_hit *h, size_t n, scan_hit x) {
   size_t i = 0;
   for (;;) {
     size_t c = 2 * i + 1;
     if (c >= n) break;
-    if (c + 1 < n && h[c + 1].score < h[c].score) c++;
-    if (h[c].score >= x.score) break;
+    if (c + 1 < n && hit_worse(h[c + 1], h[c])) c++;
+    if (!hit_worse(h[c], x)) break;
     h[i] = h[c];
     i = c;
   }
@@ -140,17 +166,31 @@ static void heap_replace_root(scan_hit *h, size_t n, scan_hit x) {
 
 static void heap_push(scan_hit *h, size_t n, scan_hit x) { /* n: size before the push */
   size_t i = n;
-  while (i > 0 && h[(i - 1) / 2].score > x.score) {
+  while (i > 0 && hit_worse(x, h[(i - 1) / 2])) {
     h[i] = h[(i - 1) / 2];
     i = (i - 1) / 2;
   }
   h[i] = x;
 }
 
+/* Offers x to a heap of at most k hits holding *kept. */
+static inline void heap_offer(scan_hit *h, size_t *kept, size_t k, scan_hit x) {
+  if (*kept < k) heap_push(h, (*kept)++, x);
+  else if (hit_worse(h[0], x)) heap_replace_root(h, k, x);
+}
+
 static int by_score_desc(const void *a, const void *b) {
   const scan_hit *x = a, *y = b;
-  if (x->score != y->score) return x->score < y->score ? 1 : -1;
-  return (x->label > y->label) - (x->label < y->label);
+  return hit_worse(*x, *y) - hit_worse(*y, *x); /* the better first */
+}
+
+/* Writes the hits of heap (kept of k) best first to dist/lab (k slots). */
+static void heap_out(scan_hit *heap, size_t kept, size_t k, int l2, float *dist, int64_t *lab) {
+  qsort(heap, kept, sizeof *heap, by_score_desc);
+  for (size_t j = 0; j < k; j++) {
+    dist[j] = j < kept ? (l2 ? -heap[j].score : heap[j].score) : l2 ? FLT_MAX : -FLT_MAX;
+    lab[j] = j < kept ? heap[j].label : -1;
+  }
 }
 
 #define ROW_LABEL(row) (ids ? ids[row] : (int64_t)(row))
@@ -162,6 +202,7 @@ int flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const flo
   scan_hit stack_hits[STACK_HITS];
   size_t kept[FLAT_SCAN_MAX_QUERIES] = {0};
   if (nq > FLAT_SCAN_MAX_QUERIES) return -1;
+  if (k == 0) return 0;
   scan_hit *heaps = nq * k <= STACK_HITS ? stack_hits : malloc(nq * k * sizeof *heaps);
   if (!heaps) return -1;
   /* block by block, every query over the block while it is in cache */
@@ -174,24 +215,367 @@ int flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const flo
       for (; r < rows && kept[i] < k; r++) /* filling the heap */
         heap_push(heap, kept[i]++, (scan_hit){scores[r], ROW_LABEL(r0 + r)});
       if (r == rows) continue;
+      /* rows scoring at least the worst kept (a tie may win on its label) */
       uint8_t cand[SCAN_ROWS];
-      size_t nc = rows_above(scores + r, rows - r, heap[0].score, cand);
-      for (size_t c = 0; c < nc; c++) {
+      size_t nc = rows_above(scores + r, rows - r, nextafterf(heap[0].score, -INFINITY), cand);
+      for (size_t c = 0; c < nc; c++) { /* the bar rises as hits come in */
         size_t row = r + cand[c];
-        if (scores[row] > heap[0].score) /* the bar rises as hits come in */
-          heap_replace_root(heap, k, (scan_hit){scores[row], ROW_LABEL(r0 + row)});
+        heap_offer(heap, &kept[i], k, (scan_hit){scores[row], ROW_LABEL(r0 + row)});
       }
     }
   }
-  for (size_t i = 0; i < nq; i++) {
-    scan_hit *heap = heaps + i * k;
-    qsort(heap, kept[i], sizeof *heap, by_score_desc);
-    for (size_t j = 0; j < k; j++) {
-      dist[i * k + j] = j < kept[i] ? (l2 ? -heap[j].score : heap[j].score) : l2 ? FLT_MAX : -FLT_MAX;
-      lab[i * k + j] = j < kept[i] ? heap[j].label : -1;
-    }
-  }
+  for (size_t i = 0; i < nq; i++) heap_out(heaps + i * k, kept[i], k, l2, dist + i * k, lab + i * k);
   if (heaps != stack_hits) free(heaps);
   return 0;
 }
 #undef ROW_LABEL
+
+/* Coded scans ------------------------------------------------------------------- */
+
+struct flat_codes {
+  size_t d, rows, cap;
+  size_t wild;    /* rows with a value that is not finite or a norm over
+                     ROW_NORM_MAX: no bound is kept for them, so scans go
+                     without the codes while any is held */
+  float gamma;    /* slack for float rounding: (d + 32) * 2^-22 */
+  double qi_max;  /* largest integer of a quantised query: 127 * d * qi_max < 2^31 */
+  int8_t *codes;  /* (cap, d): row r ~= scale[r] * codes[r] */
+  float *scale;   /* (cap) */
+  float *bound;   /* (cap): ||x - scale * code|| + gamma * (||x|| + that), rounded up */
+  float *norm;    /* (cap): ||x||, rounded up */
+};
+
+/* Rows and queries past this norm are scanned without codes: their squares
+ * could overflow a float. */
+#define ROW_NORM_MAX 1e15
+
+int flat_codes_new(size_t d, flat_codes **out) {
+  *out = NULL;
+  if (d == 0) return -1;
+  flat_codes *c = calloc(1, sizeof *c);
+  if (!c) return -1;
+  c->d = d;
+  c->gamma = (float)((double)(d + 32) * 0x1p-22);
+  c->qi_max = fmin(32767.0, floor(2147483647.0 / (127.0 * (double)d)));
+  if (c->qi_max < 1) {
+    free(c);
+    return -1;
+  }
+  *out = c;
+  return 0;
+}
+
+void flat_codes_free(flat_codes *c) {
+  if (!c) return;
+  free(c->codes);
+  free(c->scale);
+  free(c->bound);
+  free(c->norm);
+  free(c);
+}
+
+size_t flat_codes_rows(const flat_codes *c) { return c ? c->rows : 0; }
+
+void flat_codes_clear(flat_codes *c) {
+  if (c) c->rows = c->wild = 0;
+}
+
+static int codes_reserve(flat_codes *c, size_t rows) {
+  if (rows <= c->cap) return 0;
+  size_t cap = c->cap ? c->cap : 256;
+  while (cap < rows) cap *= 2;
+  int8_t *codes = realloc(c->codes, cap * c->d);
+  if (codes) c->codes = codes;
+  float *scale = realloc(c->scale, cap * sizeof *scale);
+  if (scale) c->scale = scale;
+  float *bound = realloc(c->bound, cap * sizeof *bound);
+  if (bound) c->bound = bound;
+  float *norm = realloc(c->norm, cap * sizeof *norm);
+  if (norm) c->norm = norm;
+  if (!codes || !scale || !bound || !norm) return -1;
+  c->cap = cap;
+  return 0;
+}
+
+/* The codes of one row xr (d): code[j] = round(xr[j] / scale), scale =
+ * max |xr[j]| / 127. Sums of squares in float lanes (vectorised), their
+ * rounding covered in the bounds: *norm >= ||xr||, *err >= ||xr - scale *
+ * code||. Returns 0 for a row with a value that is not finite or a norm
+ * past ROW_NORM_MAX. */
+SCAN_CLONES static int code_row(const float *xr, size_t d, int8_t *code, float *scale,
+                                double *norm, double *err) {
+  size_t d8 = d & ~(size_t)7;
+  v8 sq = {0};
+  float amax = 0, sq_tail = 0;
+  for (size_t j = 0; j < d8; j += 8) sq += *(const v8 *)(xr + j) * *(const v8 *)(xr + j);
+  for (size_t j = d8; j < d; j++) sq_tail += xr[j] * xr[j];
+  for (size_t j = 0; j < d; j++) { /* a NaN is caught by norm2 below */
+    float a = fabsf(xr[j]);
+    amax = a > amax ? a : amax;
+  }
+  const double slack = 1 + (double)(d + 8) * 0x1p-24; /* relative, of a float sum of d terms */
+  double norm2 = (double)hsum8(&sq) + sq_tail;
+  if (!isfinite(norm2) || !(sqrt(norm2) * slack <= ROW_NORM_MAX)) return 0;
+  *norm = sqrt(norm2) * slack;
+  float s = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+  for (size_t j = 0; j < d; j++) {
+    float v = nearbyintf(xr[j] * inv);
+    code[j] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+  }
+  /* x - fl(s * c) is exact (Sterbenz) and fl(s * c) is within u (|x| + s)
+   * of s * c: the float error norm is off by at most u (||x|| + s sqrt d) */
+  v8 e2 = {0};
+  float e2_tail = 0;
+  for (size_t j = 0; j < d8; j += 8) {
+    v8 e;
+    for (int i = 0; i < 8; i++) e[i] = xr[j + i] - s * (float)code[j + i];
+    e2 += e * e;
+  }
+  for (size_t j = d8; j < d; j++) {
+    float e = xr[j] - s * (float)code[j];
+    e2_tail += e * e;
+  }
+  *err = sqrt((double)hsum8(&e2) + e2_tail) * slack + 0x1p-23 * (*norm + s * sqrt((double)d));
+  *scale = s;
+  return 1;
+}
+
+int flat_codes_append(flat_codes *c, const float *x, size_t n) {
+  if (codes_reserve(c, c->rows + n) != 0) return -1;
+  const size_t d = c->d;
+  for (size_t i = 0; i < n; i++) {
+    size_t r = c->rows + i;
+    double norm, err;
+    if (code_row(x + i * d, d, c->codes + r * d, &c->scale[r], &norm, &err)) {
+      c->norm[r] = (float)(norm * (1 + 0x1p-20));
+      c->bound[r] = (float)((err + (double)c->gamma * (norm + err)) * (1 + 0x1p-20));
+    } else { /* no bound: scans go without codes while the row is held */
+      memset(c->codes + r * d, 0, d);
+      c->scale[r] = c->norm[r] = c->bound[r] = 0;
+      c->wild++;
+    }
+  }
+  c->rows += n;
+  return 0;
+}
+
+/* dot[r] = q . codes[r] for rows of codes (rows, d) and a query q (d) of
+ * 16-bit integers; the sums are exact in 32 bits (flat_codes.qi_max). */
+static void code_dots_plain(const int8_t *codes, size_t rows, size_t d, const int16_t *q,
+                            int32_t *dot) {
+  for (size_t r = 0; r < rows; r++) {
+    const int8_t *cr = codes + r * d;
+    int32_t s = 0;
+    for (size_t j = 0; j < d; j++) s += (int32_t)cr[j] * q[j];
+    dot[r] = s;
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+#include <immintrin.h>
+#define HAVE_DOTS_AVX2 1
+
+/* The eight lane sums of a[0..7], in order (integer sums: any order is exact). */
+__attribute__((target("avx2"))) static inline __m256i sum8x8_epi32(const __m256i *a) {
+  __m256i t0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+  __m256i t1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(t0, t1, 0x20),
+                          _mm256_permute2x128_si256(t0, t1, 0x31));
+}
+
+/* code_dots_plain with AVX2: sixteen codes widened to 16 bits, multiplied
+ * and added in pairs (vpmaddwd); eight rows at a time when d is a multiple
+ * of 16. */
+__attribute__((target("avx2"))) static void code_dots_avx2(const int8_t *codes, size_t rows,
+                                                           size_t d, const int16_t *q,
+                                                           int32_t *dot) {
+  size_t r = 0;
+  if (d % 16 == 0) {
+    for (; r + 8 <= rows; r += 8) {
+      const int8_t *cr = codes + r * d;
+      __m256i a[8];
+      for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_si256();
+      for (size_t j = 0; j < d; j += 16) {
+        __m256i qj = _mm256_loadu_si256((const __m256i *)(q + j));
+        for (int i = 0; i < 8; i++) {
+          __m128i c = _mm_loadu_si128((const __m128i *)(cr + (size_t)i * d + j));
+          a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(_mm256_cvtepi8_epi16(c), qj));
+        }
+      }
+      _mm256_storeu_si256((__m256i *)(dot + r), sum8x8_epi32(a));
+    }
+  }
+  code_dots_plain(codes + r * d, rows - r, d, q, dot + r);
+}
+#endif
+
+static void code_dots(const int8_t *codes, size_t rows, size_t d, const int16_t *q,
+                      int32_t *dot) {
+#ifdef HAVE_DOTS_AVX2
+  if (__builtin_cpu_supports("avx2")) { /* a read of libgcc's cpu model */
+    code_dots_avx2(codes, rows, d, q, dot);
+    return;
+  }
+#endif
+  code_dots_plain(codes, rows, d, q, dot);
+}
+
+/* Exact scores of the listed rows of xb (the same floats flat_scan computes). */
+SCAN_CLONES static void score_listed(const float *xb, size_t d, const float *q, int l2,
+                                     const uint32_t *rows, size_t n, float *out) {
+  for (size_t i = 0; i < n; i++)
+    out[i] = l2 ? score_one(xb + (size_t)rows[i] * d, d, q, 1)
+                : score_one(xb + (size_t)rows[i] * d, d, q, 0);
+}
+
+/* A growable list of candidate rows with the upper bounds of their scores. */
+typedef struct {
+  uint32_t *row;
+  float *upper;
+  size_t n, cap;
+  int on_stack; /* row and upper are the caller's arrays, not ours to free */
+} cand_list;
+
+static int cand_add(cand_list *l, uint32_t row, float upper) {
+  if (l->n == l->cap) {
+    size_t cap = 2 * l->cap;
+    uint32_t *r = malloc(cap * sizeof *r);
+    float *u = malloc(cap * sizeof *u);
+    if (!r || !u) {
+      free(r);
+      free(u);
+      return -1;
+    }
+    memcpy(r, l->row, l->n * sizeof *r);
+    memcpy(u, l->upper, l->n * sizeof *u);
+    if (!l->on_stack) {
+      free(l->row);
+      free(l->upper);
+    }
+    l->row = r;
+    l->upper = u;
+    l->cap = cap;
+    l->on_stack = 0;
+  }
+  l->row[l->n] = row;
+  l->upper[l->n++] = upper;
+  return 0;
+}
+
+/* Min-heap of floats (the k best lower bounds seen). */
+static void fheap_offer(float *h, size_t *n, size_t k, float x) {
+  size_t i;
+  if (*n < k) {
+    for (i = (*n)++; i > 0 && h[(i - 1) / 2] > x; i = (i - 1) / 2) h[i] = h[(i - 1) / 2];
+    h[i] = x;
+    return;
+  }
+  if (!(x > h[0])) return;
+  for (i = 0;;) {
+    size_t c = 2 * i + 1;
+    if (c >= k) break;
+    if (c + 1 < k && h[c + 1] < h[c]) c++;
+    if (h[c] >= x) break;
+    h[i] = h[c];
+    i = c;
+  }
+  h[i] = x;
+}
+
+/* One query of flat_scan_coded: the rows whose approximate score could put
+ * them among the k best, then their exact scores. */
+static int coded_query(const flat_codes *c, const float *xb, const int64_t *ids, size_t n,
+                       const float *q, int l2, size_t k, int16_t *qi, cand_list *cand,
+                       float *lower_heap, scan_hit *heap, float *dist, int64_t *lab) {
+  const size_t d = c->d;
+  double qn2 = 0;
+  for (size_t j = 0; j < d; j++) qn2 += (double)q[j] * q[j];
+  const float qn = (float)(sqrt(qn2) * (1 + 0x1p-20)), qsq = (float)qn2;
+  if (!(qn > 0 && qn <= ROW_NORM_MAX)) return 1; /* no bound: scan instead */
+  /* q ~= step * qi, qi 16-bit integers small enough that a row's sum of
+   * code * qi fits 32 bits; eq = ||q - step * qi|| */
+  double qmax = 0, eq2 = 0;
+  for (size_t j = 0; j < d; j++) qmax = fmax(qmax, fabs((double)q[j]));
+  const double step = qmax / c->qi_max;
+  for (size_t j = 0; j < d; j++) {
+    qi[j] = (int16_t)nearbyint(q[j] / step);
+    double e = (double)q[j] - step * qi[j];
+    eq2 += e * e;
+  }
+  const float eq = (float)(sqrt(eq2) * (1 + 0x1p-20)), fstep = (float)step;
+  int32_t dot[SCAN_ROWS];
+  float upper[SCAN_ROWS], lower[SCAN_ROWS];
+  size_t nl = 0;
+  cand->n = 0;
+  for (size_t r0 = 0; r0 < n; r0 += SCAN_ROWS) {
+    size_t rows = n - r0 < SCAN_ROWS ? n - r0 : SCAN_ROWS;
+    code_dots(c->codes + r0 * d, rows, d, qi, dot);
+    /* score ~= approx +- slack: |q.x - q.x~| <= ||q|| ||x - x~||, |q.x~ -
+     * approx| <= ||q - step qi|| ||x~||, plus float rounding (gamma) */
+    for (size_t r = 0; r < rows; r++) {
+      float xn = c->norm[r0 + r], bound = c->bound[r0 + r];
+      float a = c->scale[r0 + r] * fstep * (float)dot[r];
+      float slack = qn * bound + eq * (xn + bound) * (1 + c->gamma);
+      if (l2) {
+        float reach = xn + qn + bound;
+        a = 2 * a - xn * xn - qsq;
+        slack = 2 * slack + c->gamma * reach * reach;
+      }
+      upper[r] = a + slack;
+      lower[r] = a - slack;
+    }
+    float bar = nl == k ? lower_heap[0] : -INFINITY;
+    uint8_t above[SCAN_ROWS];
+    size_t na = rows_above(upper, rows, nextafterf(bar, -INFINITY), above);
+    for (size_t i = 0; i < na; i++) {
+      size_t r = above[i];
+      if (nl == k && upper[r] < lower_heap[0]) continue; /* the bar rose */
+      if (cand_add(cand, (uint32_t)(r0 + r), upper[r]) != 0) return -1;
+      fheap_offer(lower_heap, &nl, k, lower[r]);
+    }
+  }
+  /* the k-th best exact score is at least the k-th best lower bound */
+  float bar = nl == k ? lower_heap[0] : -INFINITY;
+  size_t m = 0;
+  for (size_t i = 0; i < cand->n; i++)
+    if (cand->upper[i] >= bar) cand->row[m++] = cand->row[i];
+  float *exact = cand->upper; /* reused: the bounds are no longer needed */
+  score_listed(xb, d, q, l2, cand->row, m, exact);
+  size_t kept = 0;
+  for (size_t i = 0; i < m; i++)
+    heap_offer(heap, &kept, k, (scan_hit){exact[i], ids ? ids[cand->row[i]] : (int64_t)cand->row[i]});
+  heap_out(heap, kept, k, l2, dist, lab);
+  return 0;
+}
+
+int flat_scan_coded(const flat_codes *c, const float *xb, const int64_t *ids, size_t n,
+                    size_t d, const float *q, size_t nq, int l2, size_t k, float *dist,
+                    int64_t *lab) {
+  if (nq > FLAT_SCAN_MAX_QUERIES) return -1;
+  if (!c || c->rows != n || c->d != d || c->wild || n > UINT32_MAX || k == 0)
+    return flat_scan(xb, ids, n, d, q, nq, l2, k, dist, lab);
+  enum { STACK_K = 128, STACK_D = 1024, STACK_CAND = 512 };
+  float stack_lower[STACK_K], stack_upper[STACK_CAND];
+  scan_hit stack_heap[STACK_K];
+  int16_t stack_qi[STACK_D];
+  uint32_t stack_rows[STACK_CAND];
+  int rc = 0;
+  cand_list cand = {stack_rows, stack_upper, 0, STACK_CAND, 1};
+  float *lower_heap = k <= STACK_K ? stack_lower : malloc(k * sizeof *lower_heap);
+  scan_hit *heap = k <= STACK_K ? stack_heap : malloc(k * sizeof *heap);
+  int16_t *qi = d <= STACK_D ? stack_qi : malloc(d * sizeof *qi);
+  if (!lower_heap || !heap || !qi) rc = -1;
+  for (size_t i = 0; i < nq && rc == 0; i++) {
+    rc = coded_query(c, xb, ids, n, q + i * d, l2, k, qi, &cand, lower_heap, heap, dist + i * k,
+                     lab + i * k);
+    if (rc == 1) rc = flat_scan(xb, ids, n, d, q + i * d, 1, l2, k, dist + i * k, lab + i * k);
+  }
+  if (!cand.on_stack) {
+    free(cand.row);
+    free(cand.upper);
+  }
+  if (lower_heap != stack_lower) free(lower_heap);
+  if (heap != stack_heap) free(heap);
+  if (qi != stack_qi) free(qi);
+  return rc;
+}

@@ -11,8 +11,18 @@
  * Results follow FAISS's conventions: per query k slots, best first
  * (largest inner product, or smallest squared L2 distance); slots beyond the
  * number of vectors get label -1 and distance -FLT_MAX (IP) / FLT_MAX (L2).
- * Equal scores come out in ascending label order. Reentrant; allocates only
- * beyond 1024 hits (nq * k).
+ * Among equal scores the lower label ranks first, both in which hits are
+ * kept and in their order. Reentrant; allocates only beyond 1024 hits
+ * (nq * k).
+ *
+ * flat_codes is an int8 copy of the matrix (a scale per row) that makes a
+ * scan read a quarter of the bytes: flat_scan_coded scores every row from
+ * the codes (and the query rounded to 16-bit integers), keeps the rows whose
+ * approximate score could still be among the k best (|exact - approx| is
+ * bounded by ||q|| ||x - x~|| + ||q - q~|| ||x~|| + float rounding, from
+ * figures kept per row), and scores those exactly from the float rows. Its
+ * results are flat_scan's, bit for bit. It pays once the matrix outgrows
+ * the caches: 44,370 x 256 floats ~6x faster, 5,000 x 32 the same.
  */
 #ifndef RETRO_FLAT_SCAN_H
 #define RETRO_FLAT_SCAN_H
@@ -28,5 +38,26 @@ enum { FLAT_SCAN_MAX_QUERIES = 19 }; /* FAISS uses BLAS from 20 queries on */
  * large or memory for nq * k > 1024 hits cannot be had. */
 int flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const float *q,
               size_t nq, int l2, size_t k, float *dist, int64_t *lab);
+
+typedef struct flat_codes flat_codes;
+
+/* An empty code table for rows of d floats. 0, or -1 (d == 0 or no memory). */
+int flat_codes_new(size_t d, flat_codes **out);
+/* Accepts NULL. */
+void flat_codes_free(flat_codes *c);
+/* Appends the codes of x (n, d): row i of x becomes row rows + i. 0, or -1
+ * without memory (the table is then unchanged in its row count). */
+int flat_codes_append(flat_codes *c, const float *x, size_t n);
+/* Drops every row (keeps the memory). */
+void flat_codes_clear(flat_codes *c);
+size_t flat_codes_rows(const flat_codes *c);
+
+/* flat_scan with codes c of exactly the rows of xb (n, d); with c NULL, of
+ * another size, or holding a row that is not finite it is flat_scan. Not
+ * thread-safe against changes to c; concurrent scans are fine. Returns as
+ * flat_scan (it allocates its candidate lists). */
+int flat_scan_coded(const flat_codes *c, const float *xb, const int64_t *ids, size_t n,
+                    size_t d, const float *q, size_t nq, int l2, size_t k, float *dist,
+                    int64_t *lab);
 
 #endif

@@ -28,6 +28,8 @@ typedef struct idx_options {
   uint32_t dim;        /* embedding dimension; 0 = the store's */
   int nprobe;          /* default IVF nprobe; 0 = max(1, nlist/8) */
   int ef_search;       /* default HNSW efSearch; 0 = 64 */
+  int plain_scan;      /* 1: scan a flat index's float rows only, without the
+                          int8 codes (see idx.c) kept by default */
 } idx_options;
 
 /* Opens the index file at path (usually DIR/index.faiss) for store st (which

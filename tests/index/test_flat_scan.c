@@ -2,7 +2,8 @@
  * IndexFlat search on the same random vectors: inner product and L2, with and
  * without an IDMap, dimensions that are and are not multiples of the vector
  * width, k below, equal to and above the number of vectors, and more hits
- * (queries x k) than the 1024 the scan keeps on the stack. */
+ * (queries x k) than the 1024 the scan keeps on the stack; then
+ * flat_scan_coded against flat_scan, which it must match bit for bit. */
 #include "faiss_capi_ext.h"
 #include "flat_scan.h"
 #include "tap.h"
@@ -15,6 +16,7 @@
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static float frand(unsigned *s) {
   *s = *s * 1103515245u + 12345u;
@@ -104,10 +106,125 @@ TEST(not_flat) {
   faiss_Index_free(ix);
 }
 
+/* Rows of a few kinds: random, normalised, a few duplicated (ties), some
+ * near-copies of the query (close scores), an all-zero row. */
+static void coded_rows(float *xb, size_t n, size_t d, const float *q, unsigned *seed, int normalise) {
+  for (size_t r = 0; r < n; r++) {
+    float *x = xb + r * d;
+    int kind = (int)(r % 11);
+    for (size_t j = 0; j < d; j++) x[j] = frand(seed);
+    if (kind == 3 && r >= 11) memcpy(x, xb + (r - 11) * d, d * sizeof *x);        /* tie */
+    if (kind == 5) for (size_t j = 0; j < d; j++) x[j] = q[j] + 1e-3f * frand(seed); /* near q */
+    if (r == n / 2) memset(x, 0, d * sizeof *x);
+    if (normalise) {
+      double s = 0;
+      for (size_t j = 0; j < d; j++) s += (double)x[j] * x[j];
+      for (size_t j = 0; s > 0 && j < d; j++) x[j] = (float)(x[j] / sqrt(s));
+    }
+  }
+}
+
+/* flat_scan_coded == flat_scan, scores and labels bit for bit. The codes are
+ * built in pieces of uneven size to exercise append. */
+static int coded_matches(size_t n, size_t d, size_t nq, size_t k, int l2, int with_ids, int normalise) {
+  unsigned seed = (unsigned)(n * 7 + d * 131 + nq + k * 3 + (size_t)l2 + (size_t)with_ids * 5);
+  float *xb = malloc((n ? n : 1) * d * sizeof *xb), *q = malloc(nq * d * sizeof *q);
+  int64_t *ids = malloc((n ? n : 1) * sizeof *ids), *l_ref = malloc(nq * k * sizeof *l_ref),
+          *l_got = malloc(nq * k * sizeof *l_got);
+  float *d_ref = malloc(nq * k * sizeof *d_ref), *d_got = malloc(nq * k * sizeof *d_got);
+  for (size_t i = 0; i < nq * d; i++) q[i] = frand(&seed);
+  coded_rows(xb, n, d, q, &seed, normalise);
+  for (size_t i = 0; i < n; i++) ids[i] = (int64_t)(5 * n - 3 * i); /* labels against row order */
+  flat_codes *c = NULL;
+  int ok = flat_codes_new(d, &c) == 0;
+  for (size_t r = 0; ok && r < n;) {
+    size_t step = 1 + (r * 7919) % 300;
+    if (step > n - r) step = n - r;
+    ok = flat_codes_append(c, xb + r * d, step) == 0;
+    r += step;
+  }
+  ok = ok && flat_codes_rows(c) == n;
+  const int64_t *lab_ids = with_ids ? ids : NULL;
+  ok = ok && flat_scan(xb, lab_ids, n, d, q, nq, l2, k, d_ref, l_ref) == 0;
+  ok = ok && flat_scan_coded(c, xb, lab_ids, n, d, q, nq, l2, k, d_got, l_got) == 0;
+  ok = ok && memcmp(d_ref, d_got, nq * k * sizeof *d_ref) == 0 &&
+       memcmp(l_ref, l_got, nq * k * sizeof *l_ref) == 0;
+  if (!ok)
+    printf("# coded mismatch: n=%zu d=%zu nq=%zu k=%zu l2=%d ids=%d norm=%d\n", n, d, nq, k, l2,
+           with_ids, normalise);
+  flat_codes_free(c);
+  free(xb); free(q); free(ids); free(l_ref); free(l_got); free(d_ref); free(d_got);
+  return ok;
+}
+
+TEST(coded_equals_scan) {
+  static const size_t dims[] = {1, 7, 8, 32, 37, 256};
+  for (int l2 = 0; l2 <= 1; l2++)
+    for (int with_ids = 0; with_ids <= 1; with_ids++)
+      for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+        CHECK(coded_matches(3000, dims[di], 1, 10, l2, with_ids, 1));
+        CHECK(coded_matches(1000, dims[di], 4, 100, l2, with_ids, 0));
+      }
+  CHECK(coded_matches(5, 32, 3, 9, 0, 1, 1));      /* k > n */
+  CHECK(coded_matches(0, 32, 2, 4, 0, 1, 1));      /* empty */
+  CHECK(coded_matches(130, 24, FLAT_SCAN_MAX_QUERIES, 130, 1, 1, 0)); /* k == n */
+  CHECK(coded_matches(2000, 64, 2, 1, 0, 0, 1));   /* k = 1 */
+}
+
+/* All rows equal: every row is a candidate, and ties go to the lower labels. */
+TEST(coded_all_ties) {
+  enum { N = 700, D = 16, K = 5 };
+  float *xb = malloc(N * D * sizeof *xb), q[D], d_ref[K], d_got[K];
+  int64_t ids[N], l_ref[K], l_got[K];
+  for (size_t i = 0; i < N * D; i++) xb[i] = 0.25f;
+  for (size_t j = 0; j < D; j++) q[j] = 1.0f - (float)j / D;
+  for (size_t i = 0; i < N; i++) ids[i] = (int64_t)(N - i);
+  flat_codes *c = NULL;
+  CHECK(flat_codes_new(D, &c) == 0 && flat_codes_append(c, xb, N) == 0);
+  CHECK(flat_scan(xb, ids, N, D, q, 1, 0, K, d_ref, l_ref) == 0);
+  CHECK(flat_scan_coded(c, xb, ids, N, D, q, 1, 0, K, d_got, l_got) == 0);
+  CHECK(memcmp(l_ref, l_got, sizeof l_ref) == 0 && memcmp(d_ref, d_got, sizeof d_ref) == 0);
+  CHECK(l_got[0] == 1 && l_got[K - 1] == K);
+  flat_codes_free(c);
+  free(xb);
+}
+
+/* Cases without a bound take the plain scan: a row that is not finite, a
+ * zero query, codes of another size. */
+TEST(coded_fallbacks) {
+  enum { N = 300, D = 8, K = 4 };
+  float xb[N * D], q[D] = {0}, d_ref[K], d_got[K];
+  int64_t l_ref[K], l_got[K];
+  unsigned seed = 7;
+  for (size_t i = 0; i < N * D; i++) xb[i] = frand(&seed);
+  flat_codes *c = NULL;
+  CHECK(flat_codes_new(D, &c) == 0 && flat_codes_append(c, xb, N) == 0);
+  CHECK(flat_scan(xb, NULL, N, D, q, 1, 0, K, d_ref, l_ref) == 0); /* zero query */
+  CHECK(flat_scan_coded(c, xb, NULL, N, D, q, 1, 0, K, d_got, l_got) == 0);
+  CHECK(memcmp(l_ref, l_got, sizeof l_ref) == 0 && memcmp(d_ref, d_got, sizeof d_ref) == 0);
+  for (size_t j = 0; j < D; j++) q[j] = frand(&seed);
+  CHECK(flat_scan(xb, NULL, N - 1, D, q, 1, 1, K, d_ref, l_ref) == 0); /* size differs */
+  CHECK(flat_scan_coded(c, xb, NULL, N - 1, D, q, 1, 1, K, d_got, l_got) == 0);
+  CHECK(memcmp(l_ref, l_got, sizeof l_ref) == 0 && memcmp(d_ref, d_got, sizeof d_ref) == 0);
+  flat_codes_clear(c);
+  CHECK(flat_codes_rows(c) == 0);
+  xb[17] = INFINITY;
+  CHECK(flat_codes_append(c, xb, N) == 0 && flat_codes_rows(c) == N);
+  CHECK(flat_scan(xb, NULL, N, D, q, 1, 0, K, d_ref, l_ref) == 0);
+  CHECK(flat_scan_coded(c, xb, NULL, N, D, q, 1, 0, K, d_got, l_got) == 0);
+  CHECK(memcmp(l_ref, l_got, sizeof l_ref) == 0 && memcmp(d_ref, d_got, sizeof d_ref) == 0);
+  flat_codes_free(c);
+  CHECK(flat_codes_new(0, &c) == -1 && c == NULL);
+  flat_codes_free(NULL);
+}
+
 int main(void) {
   omp_set_num_threads(1);
   RUN(against_faiss);
   RUN(too_many_queries);
   RUN(not_flat);
+  RUN(coded_equals_scan);
+  RUN(coded_all_ties);
+  RUN(coded_fallbacks);
   return tap_done();
 }

@@ -6,7 +6,8 @@
  * returned, after sync, after save/load and after a reload without save;
  * a truncated or garbage index file is rebuilt with results equal to the
  * original; the filter callback; L2 and IP; pending vectors before IVF
- * training; HNSW's dead-id rebuild; the default factory; bad input.
+ * training; HNSW's dead-id rebuild; the default factory; bad input; a
+ * flat index's int8 codes kept in step (same results as without them).
  * Vectors are clustered, 32-d, from a fixed-seed generator.
  */
 #include "idx.h"
@@ -174,7 +175,7 @@ static void check_factory(const char *factory, double min_recall, int damages) {
   printf("# factory %s\n", factory);
   fx_open(&f);
   CHECK(add_docs(f.st, "d", vec, N_BIG) == PROTO_OK);
-  idx_options opt = {factory, IDX_METRIC_IP, DIM, 0, 0};
+  idx_options opt = {factory, IDX_METRIC_IP, DIM, 0, 0, 0};
   double t0 = proto_now();
   proto_status s = idx_open(f.path, f.st, &opt, &ix);
   CHECKF(s == PROTO_OK, "idx_open: %s", idx_last_error());
@@ -305,7 +306,7 @@ TEST(l2) {
   float sc[5 * K];
   fx_open(&f);
   CHECK(add_docs(f.st, "l", vec, N) == PROTO_OK);
-  idx_options opt = {"Flat", IDX_METRIC_L2, DIM, 0, 0};
+  idx_options opt = {"Flat", IDX_METRIC_L2, DIM, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   float q[5 * DIM];
   for (size_t i = 0; i < 5; i++) {
@@ -346,7 +347,7 @@ TEST(pending_then_trained) {
   float sc[K];
   fx_open(&f);
   CHECK(add_docs(f.st, "p", vec, 1000) == PROTO_OK);
-  idx_options opt = {"IVF256,Flat", IDX_METRIC_IP, DIM, 0, 0};
+  idx_options opt = {"IVF256,Flat", IDX_METRIC_IP, DIM, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECK(!info.trained && info.pending == 1000 && info.ntotal == 0);
@@ -398,7 +399,7 @@ TEST(hnsw_deletes) {
   float sc[K];
   fx_open(&f);
   CHECK(add_docs(f.st, "h", vec, N) == PROTO_OK);
-  idx_options opt = {"HNSW32,Flat", IDX_METRIC_IP, DIM, 0, 0};
+  idx_options opt = {"HNSW32,Flat", IDX_METRIC_IP, DIM, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   int found;
   CHECK(store_delete(f.st, "h3", &found) == PROTO_OK && found); /* ids 31..40 */
@@ -445,7 +446,7 @@ TEST(stale_file) {
   fx_open(&f);
   snprintf(old, sizeof old, "%s.old", f.path);
   CHECK(add_docs(f.st, "a", vec, N / 2) == PROTO_OK);
-  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0};
+  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   snprintf(cmd, sizeof cmd, "cp %s %s", f.path, old);
   CHECK(system(cmd) == 0);
@@ -468,6 +469,72 @@ TEST(stale_file) {
   idx_close(ix);
   fx_close(&f);
   free(vec);
+}
+
+/* The int8 codes of a flat index stay in step with its rows: an index with
+ * them and one without (plain_scan) over the same store give the same
+ * results, bit for bit, after adds, deletes, upserts (rows removed from the
+ * middle and appended) and a rebuild; also through the filter's refetch. */
+static int codes_agree(idx *coded, idx *plain, const float *q, size_t nq, const char *when) {
+  enum { BATCH = 5 }; /* the scans take up to FLAT_SCAN_MAX_QUERIES (19) at a time */
+  int64_t a[BATCH * K], b[BATCH * K];
+  float sa[BATCH * K], sb[BATCH * K];
+  int calls = 0, ok = 1;
+  for (size_t i = 0; i + BATCH <= nq; i += BATCH) {
+    const float *qi = q + i * DIM;
+    ok &= idx_search(coded, qi, BATCH, K, NULL, NULL, NULL, sa, a) == PROTO_OK;
+    ok &= idx_search(plain, qi, BATCH, K, NULL, NULL, NULL, sb, b) == PROTO_OK;
+    ok &= same_ids(a, b, BATCH * K) && memcmp(sa, sb, sizeof sa) == 0;
+    ok &= idx_search(coded, qi, BATCH, K, NULL, reject_even, &calls, sa, a) == PROTO_OK;
+    ok &= idx_search(plain, qi, BATCH, K, NULL, reject_even, &calls, sb, b) == PROTO_OK;
+    ok &= same_ids(a, b, BATCH * K) && memcmp(sa, sb, sizeof sa) == 0;
+  }
+  if (!ok) printf("# codes and plain scan differ %s\n", when);
+  return ok;
+}
+
+TEST(codes_in_step) {
+  fixture f;
+  idx *coded = NULL, *plain = NULL;
+  enum { N = 10000 }; /* 10,000 x 32 floats: past idx.c's CODES_MIN_FLOATS once all are in */
+  char plain_path[160];
+  float *vec = make_vectors(N, 1, 77), *fresh = make_vectors(400, 1, 78);
+  float q[NQ * DIM];
+  for (size_t i = 0; i < NQ; i++) /* stored vectors, and near ones */
+    for (size_t j = 0; j < DIM; j++)
+      q[i * DIM + j] = vec[(i * 97) * DIM + j] + (i % 2 ? 0.05f * gauss() : 0.0f);
+  fx_open(&f);
+  snprintf(plain_path, sizeof plain_path, "%s/plain.faiss", f.dir);
+  CHECK(add_docs(f.st, "d", vec, N / 2) == PROTO_OK);
+  idx_options co = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0}, po = co;
+  po.plain_scan = 1;
+  CHECK(idx_open(f.path, f.st, &co, &coded) == PROTO_OK);
+  CHECK(idx_open(plain_path, f.st, &po, &plain) == PROTO_OK);
+  if (!coded || !plain) goto leave;
+  CHECK(codes_agree(coded, plain, q, NQ, "after open"));
+  CHECK(add_docs(f.st, "e", vec + (N / 2) * DIM, N / 2) == PROTO_OK);
+  CHECK(idx_sync(coded) == PROTO_OK && idx_sync(plain) == PROTO_OK);
+  CHECK(codes_agree(coded, plain, q, NQ, "after adding"));
+  int found = 0;
+  for (int d = 10; d < 40; d += 3) {
+    char id[16];
+    snprintf(id, sizeof id, "d%d", d);
+    CHECK(store_delete(f.st, id, &found) == PROTO_OK && found);
+  }
+  CHECK(idx_sync(coded) == PROTO_OK && idx_sync(plain) == PROTO_OK);
+  CHECK(codes_agree(coded, plain, q, NQ, "after deletes"));
+  CHECK(add_docs(f.st, "d", fresh, 400) == PROTO_OK); /* d0..d39 replaced */
+  CHECK(idx_sync(coded) == PROTO_OK && idx_sync(plain) == PROTO_OK);
+  CHECK(codes_agree(coded, plain, q, NQ, "after upserts"));
+  CHECK(codes_agree(coded, plain, fresh, NQ, "after upserts, new vectors as queries"));
+  CHECK(idx_rebuild(coded, NULL) == PROTO_OK);
+  CHECK(codes_agree(coded, plain, q, NQ, "after a rebuild"));
+leave:
+  idx_close(coded);
+  idx_close(plain);
+  fx_close(&f);
+  free(vec);
+  free(fresh);
 }
 
 typedef struct searcher {
@@ -497,7 +564,7 @@ TEST(concurrent) {
   float *vec = make_vectors(N, 1, 21);
   fx_open(&f);
   CHECK(add_docs(f.st, "c", vec, 500) == PROTO_OK);
-  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0};
+  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   searcher w[THREADS];
   pthread_t th[THREADS];
@@ -538,7 +605,7 @@ TEST(defaults_and_errors) {
   int64_t ids[K];
   float sc[K];
   fx_open(&f);
-  idx_options none = {NULL, IDX_METRIC_IP, DIM, 0, 0};
+  idx_options none = {NULL, IDX_METRIC_IP, DIM, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &none, &ix) == PROTO_OK);
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECK(strcmp(info.factory, "Flat") == 0 && info.ntotal == 0);
@@ -561,12 +628,12 @@ TEST(defaults_and_errors) {
   CHECK(store_meta_get(f.st, "index_factory", &saved) == PROTO_OK && saved &&
         strcmp(saved, "Flat") == 0);
   free(saved);
-  idx_options bad = {"NoSuchIndex42", IDX_METRIC_IP, DIM, 0, 0};
+  idx_options bad = {"NoSuchIndex42", IDX_METRIC_IP, DIM, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &bad, &ix) == PROTO_EINVAL && ix == NULL);
   CHECK(strlen(idx_last_error()) > 0);
-  idx_options pq = {"PQ5", IDX_METRIC_IP, DIM, 0, 0}; /* 32 % 5 != 0 */
+  idx_options pq = {"PQ5", IDX_METRIC_IP, DIM, 0, 0, 0}; /* 32 % 5 != 0 */
   CHECK(idx_open(f.path, f.st, &pq, &ix) == PROTO_EINVAL && ix == NULL);
-  idx_options wrongdim = {"Flat", IDX_METRIC_IP, DIM * 2, 0, 0};
+  idx_options wrongdim = {"Flat", IDX_METRIC_IP, DIM * 2, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &wrongdim, &ix) == PROTO_EDIM && ix == NULL);
   idx_close(NULL);
   fx_close(&f);
@@ -589,5 +656,6 @@ int main(void) {
   RUN(hnsw_deletes);
   RUN(stale_file);
   RUN(concurrent);
+  RUN(codes_in_step);
   return tap_done();
 }

@@ -11,7 +11,9 @@
 #   tests/bench/http/run.sh [BUILD_DIR]        (default: build-bench, release)
 # Environment: DURATION (s, default 10), CONNS (default 32), THREADS (wrk, 2),
 #   HTTP_THREADS (server pool, 2), DOCS (documents ingested, 2000),
-#   MODELS (dir with encoder/ decoder/; default: tiny random ones made here).
+#   MODELS (dir with encoder/ decoder/; default: tiny random ones made here),
+#   DATA (an existing data dir to serve instead of ingesting DOCS, e.g. a
+#   copy of the README main job's; MODELS then defaults to model/default).
 set -eu
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 BUILD=${1:-$ROOT/build-bench}
@@ -26,18 +28,20 @@ RPID=; MPID=; FPID=
 cc -O2 -o "$WORK/minimal" "$ROOT/tests/bench/http/minimal.c" $(pkg-config --cflags --libs libmicrohttpd)
 cc -O2 -o "$WORK/faiss_peer" "$ROOT/tests/bench/http/faiss_peer.c" "$BUILD/index/libindex.a" -lfaiss \
   $(pkg-config --libs openblas) -lstdc++ -lgomp -lm $(pkg-config --cflags --libs libmicrohttpd jansson)
-MODELS=${MODELS:-}
+DATA=${DATA:-}
+MODELS=${MODELS:-${DATA:+$ROOT/model/default}}
 if [ -z "$MODELS" ]; then
   MODELS=$WORK/models
   /usr/bin/python3 "$ROOT/tests/http/make_models.py" "$MODELS" >/dev/null
 fi
 PORT_R=$((20000 + $$ % 10000)); PORT_M=$((PORT_R + 1))
-env ${SERVER_ENV:-} "$BUILD/server/retro" serve --data "$WORK/data" --encoder "$MODELS/encoder" --decoder none \
+env ${SERVER_ENV:-} "$BUILD/server/retro" serve --data "${DATA:-$WORK/data}" --encoder "$MODELS/encoder" --decoder none \
   --port $PORT_R --http-threads $HTTP_THREADS --max-per-ip 0 --idle-timeout 30 --log "$WORK/retro.log" 2>"$WORK/serve.err" &
 RPID=$!
 "$WORK/minimal" $PORT_M $HTTP_THREADS & MPID=$!
 for i in $(seq 100); do curl -fs "http://127.0.0.1:$PORT_R/ready" >/dev/null 2>&1 && break; sleep 0.2; done
-# corpus: DOCS short documents
+# corpus: DOCS short documents (unless DATA holds one)
+if [ -z "$DATA" ]; then
 /usr/bin/python3 - "$DOCS" > "$WORK/docs.ndjson" <<'PY'
 import json, random, sys
 r = random.Random(1)
@@ -47,6 +51,7 @@ for i in range(int(sys.argv[1])):
 PY
 curl -fsS -XPOST "http://127.0.0.1:$PORT_R/v1/documents?wait=true" -H 'Content-Type: application/x-ndjson' \
   --data-binary @"$WORK/docs.ndjson" -o /dev/null
+fi
 VEC=$(curl -fsS -XPOST "http://127.0.0.1:$PORT_R/v1/embeddings" -H 'Content-Type: application/json' \
   -d '{"input":"alpha beta gamma"}' | /usr/bin/python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"][0]["embedding"]))')
 # the FAISS peer: a plain IndexFlatIP as large as retro's index, same dimension
@@ -77,7 +82,7 @@ run() { # name pid url [lua] -> requests/s on stdout; a line with p50, p99 and t
     "${non2xx:+non-2xx: $non2xx}" >&2
   echo "$rps"
 }
-echo "wrk -t$THREADS -c$CONNS -d${DURATION}s; server pools: $HTTP_THREADS MHD threads; $(nproc) CPUs; $DOCS docs" >&2
+echo "wrk -t$THREADS -c$CONNS -d${DURATION}s; server pools: $HTTP_THREADS MHD threads; $(nproc) CPUs; $(if [ -n "$DATA" ]; then echo "data $DATA"; else echo "$DOCS docs"; fi)" >&2
 m_get=$(run "minimal GET" $MPID "http://127.0.0.1:$PORT_M/health")
 r_get=$(run "retro /health" $RPID "http://127.0.0.1:$PORT_R/health")
 m_post=$(run "minimal POST" $MPID "http://127.0.0.1:$PORT_M/" "$WORK/post.lua")

@@ -11,6 +11,6 @@ cc -std=c11 -O2 -D_GNU_SOURCE -fopenmp -I"$root/index" "$root/tests/bench/index/
   "$build/index/libindex.a" -lfaiss $(pkg-config --libs openblas) -lstdc++ -lm -lpthread \
   -o "$build/bench_flat_scan"
 echo "# $(date -u +%FT%TZ) $(nproc) cores, one thread, 500 queries, k=20"
-for cfg in "5000 32" "5000 256" "50000 256" "20000 768"; do
+for cfg in "5000 32" "5000 256" "44370 256" "50000 256" "20000 768"; do
   "$build/bench_flat_scan" $cfg 20 500
 done
