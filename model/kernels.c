@@ -58,40 +58,57 @@ static inline float kn_hsum8(const kn_v8 *p) { /* by pointer: no vector in the A
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
+/* One register tile of kn_linear_small: rows x[0..MR) against W rows
+ * w[0..4), MR x 4 accumulators of 8 lanes (twelve of the sixteen AVX2
+ * registers at MR = 3), each x and w vector loaded once per 8 columns: 12
+ * FMAs per 7 loads, where one row of W against 8 rows of x (the previous
+ * kernel) did 8 per 9 and was bound by loads. Writes the nb <= 4 first
+ * columns of the MR output rows. */
+static inline __attribute__((always_inline)) void kn_tile(const float *const *x, const float *const *w,
+                                                          int K, const float *b, float *const *o,
+                                                          int nb, const int MR) {
+  int K8 = K & ~7;
+  kn_v8 acc[3][4] = {{{0}}};
+  for (int k = 0; k < K8; k += 8) {
+    kn_v8 xv[3];
+    for (int r = 0; r < MR; r++) xv[r] = *(const kn_v8 *)(x[r] + k);
+    for (int j = 0; j < 4; j++) {
+      kn_v8 wv = *(const kn_v8 *)(w[j] + k);
+      for (int r = 0; r < MR; r++) acc[r][j] += xv[r] * wv;
+    }
+  }
+  for (int r = 0; r < MR; r++)
+    for (int j = 0; j < nb; j++) {
+      float s = kn_hsum8(&acc[r][j]);
+      for (int k = K8; k < K; k++) s += x[r][k] * w[j][k];
+      o[r][j] = s + (b ? b[j] : 0.0f);
+    }
+}
+
 /* out (M, N) = x (M, K) @ W (N, K)^T + b for a few rows (M <= KN_SMALL_M):
- * dot products that stream W once per 8-row block, without the packing
- * copy that sgemm makes of W on every call (which dominates at small M).
- * W rows are taken in groups of 32 so a group stays in L1/L2 across the
- * row blocks. */
+ * register tiles of 3 rows of x by 4 rows of W (then 2 or 1 rows of x for
+ * the rest, so no work is padded), without the packing copy that sgemm
+ * makes of W on every call (which dominates at small M). W rows are taken in
+ * groups of 32 so a group stays in L1/L2 across the row tiles: W is read from
+ * memory once per call. */
 KN_CLONES static void kn_linear_small(const float *x, int ldx, const float *W, const float *b,
                                       float *out, int ldo, int M, int N, int K) {
-  int K8 = K & ~7;
   for (int n0 = 0; n0 < N; n0 += 32) {
     int n1 = n0 + 32 < N ? n0 + 32 : N;
-    for (int m0 = 0; m0 < M; m0 += 8) {
-      int mb = M - m0 < 8 ? M - m0 : 8;
-      const float *xr[8];
-      for (int r = 0; r < 8; r++) xr[r] = x + (size_t)(m0 + (r < mb ? r : 0)) * (size_t)ldx;
-      for (int n = n0; n < n1; n++) {
-        const float *w = W + (size_t)n * (size_t)K;
-        kn_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
-        for (int k = 0; k < K8; k += 8) {
-          kn_v8 wv = *(const kn_v8 *)(w + k);
-          a0 += *(const kn_v8 *)(xr[0] + k) * wv;
-          a1 += *(const kn_v8 *)(xr[1] + k) * wv;
-          a2 += *(const kn_v8 *)(xr[2] + k) * wv;
-          a3 += *(const kn_v8 *)(xr[3] + k) * wv;
-          a4 += *(const kn_v8 *)(xr[4] + k) * wv;
-          a5 += *(const kn_v8 *)(xr[5] + k) * wv;
-          a6 += *(const kn_v8 *)(xr[6] + k) * wv;
-          a7 += *(const kn_v8 *)(xr[7] + k) * wv;
-        }
-        float acc[8] = {kn_hsum8(&a0), kn_hsum8(&a1), kn_hsum8(&a2), kn_hsum8(&a3),
-                        kn_hsum8(&a4), kn_hsum8(&a5), kn_hsum8(&a6), kn_hsum8(&a7)};
-        for (int k = K8; k < K; k++)
-          for (int r = 0; r < 8; r++) acc[r] += xr[r][k] * w[k];
-        float bias = b ? b[n] : 0.0f;
-        for (int r = 0; r < mb; r++) out[(size_t)(m0 + r) * (size_t)ldo + n] = acc[r] + bias;
+    for (int m0 = 0; m0 < M; m0 += 3) {
+      int mr = M - m0 < 3 ? M - m0 : 3;
+      const float *xr[3];
+      for (int r = 0; r < 3; r++) xr[r] = x + (size_t)(m0 + (r < mr ? r : 0)) * (size_t)ldx;
+      for (int n = n0; n < n1; n += 4) {
+        int nb = n1 - n < 4 ? n1 - n : 4;
+        const float *wr[4];
+        for (int j = 0; j < 4; j++) wr[j] = W + (size_t)(n + (j < nb ? j : 0)) * (size_t)K;
+        float *orow[3];
+        for (int r = 0; r < 3; r++) orow[r] = out + (size_t)(m0 + (r < mr ? r : 0)) * (size_t)ldo + n;
+        const float *bn = b ? b + n : NULL;
+        if (mr == 3) kn_tile(xr, wr, K, bn, orow, nb, 3);
+        else if (mr == 2) kn_tile(xr, wr, K, bn, orow, nb, 2);
+        else kn_tile(xr, wr, K, bn, orow, nb, 1);
       }
     }
   }

@@ -643,21 +643,34 @@ TEST(kernels_pool) {
   CHECK(o[0] == 11 && o[1] == 25 && o[2] == 14 && o[3] == 31);
   kn_linear(xi, 3, W, NULL, o, 2, 1, 2, 3);
   CHECK(o[0] == 1 && o[1] == 5);
-  /* the few-rows kernel (M <= 16) against sgemm, odd sizes, strided output */
+  /* the few-rows kernel (M <= 16) against sgemm: every M (tiles of 3, 2
+   * and 1 rows), N and K with and without remainders, strided output that
+   * must stay untouched past N */
   {
-    enum { M = 11, N = 37, K = 45, LDO = 40 };
-    static float X[M * K], WW[N * K], B[N], O1[M * LDO], O2[M * N];
-    for (int i = 0; i < M * K; i++) X[i] = (float)((i * 37) % 23) * 0.1f - 1.0f;
-    for (int i = 0; i < N * K; i++) WW[i] = (float)((i * 11) % 19) * 0.05f - 0.4f;
-    for (int i = 0; i < N; i++) B[i] = (float)i * 0.01f;
-    kn_linear(X, K, WW, B, O1, LDO, M, N, K);
-    for (int i = 0; i < M; i++)
-      for (int j = 0; j < N; j++) O2[i * N + j] = B[j];
-    kn_sgemm(0, 1, M, N, K, 1.0f, X, K, WW, K, 1.0f, O2, N);
+    enum { MMAX = 16, NMAX = 70, KMAX = 64, LDO = 72 };
+    static float X[MMAX * KMAX], WW[NMAX * KMAX], B[NMAX], O1[MMAX * LDO], O2[MMAX * NMAX];
+    static const int Ns[] = {37, 70, 1}, Ks[] = {45, 64, 3};
     double el = 0;
-    for (int i = 0; i < M; i++)
-      for (int j = 0; j < N; j++) el = fmax(el, fabs(O1[i * LDO + j] - O2[i * N + j]));
+    int untouched = 1;
+    for (int i = 0; i < MMAX * KMAX; i++) X[i] = (float)((i * 37) % 23) * 0.1f - 1.0f;
+    for (int i = 0; i < NMAX * KMAX; i++) WW[i] = (float)((i * 11) % 19) * 0.05f - 0.4f;
+    for (int i = 0; i < NMAX; i++) B[i] = (float)i * 0.01f;
+    for (int M = 1; M <= MMAX; M++)
+      for (int c = 0; c < 3; c++) {
+        int N = Ns[c], K = Ks[c];
+        for (int i = 0; i < MMAX * LDO; i++) O1[i] = 777.0f;
+        kn_linear(X, K, WW, c == 1 ? NULL : B, O1, LDO, M, N, K);
+        for (int i = 0; i < M; i++)
+          for (int j = 0; j < N; j++) O2[i * N + j] = c == 1 ? 0.0f : B[j];
+        kn_sgemm(0, 1, M, N, K, 1.0f, X, K, WW, K, 1.0f, O2, N);
+        for (int i = 0; i < M; i++) {
+          for (int j = 0; j < N; j++) el = fmax(el, fabs(O1[i * LDO + j] - O2[i * N + j]));
+          for (int j = N; j < LDO; j++) untouched &= O1[i * LDO + j] == 777.0f;
+        }
+        for (int i = M * LDO; i < MMAX * LDO; i++) untouched &= O1[i] == 777.0f;
+      }
     CHECKF(el < 1e-4, "small linear vs sgemm %.3g", el);
+    CHECK(untouched);
   }
   /* causal attention: the first query sees only the first key */
   float q[2 * 2] = {1, 0, 0, 1}, kk[2 * 2] = {1, 0, 0, 1}, v[2 * 2] = {1, 2, 3, 4}, ao[4], sc[4];
