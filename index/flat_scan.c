@@ -242,7 +242,7 @@ struct flat_codes {
   int8_t *codes;  /* (cap, d): row r ~= scale[r] * codes[r] */
   float *scale;   /* (cap) */
   float *bound;   /* (cap): ||x - scale * code|| + gamma * (||x|| + that), rounded up */
-  float *norm;    /* (cap): ||x||, rounded up */
+  float *norm;    /* (cap): ||x||, rounded up; -1 for a wild row */
 };
 
 /* Rows and queries past this norm are scanned without codes: their squares
@@ -351,12 +351,48 @@ int flat_codes_append(flat_codes *c, const float *x, size_t n) {
       c->bound[r] = (float)((err + (double)c->gamma * (norm + err)) * (1 + 0x1p-20));
     } else { /* no bound: scans go without codes while the row is held */
       memset(c->codes + r * d, 0, d);
-      c->scale[r] = c->norm[r] = c->bound[r] = 0;
+      c->scale[r] = c->bound[r] = 0;
+      c->norm[r] = -1; /* marks the row wild */
       c->wild++;
     }
   }
   c->rows += n;
   return 0;
+}
+
+size_t flat_codes_keep(flat_codes *c, const uint8_t *keep) {
+  const size_t d = c->d;
+  size_t w = 0;
+  c->wild = 0;
+  for (size_t r = 0; r < c->rows; r++) {
+    if (!keep[r]) continue;
+    if (w != r) {
+      memcpy(c->codes + w * d, c->codes + r * d, d);
+      c->scale[w] = c->scale[r];
+      c->bound[w] = c->bound[r];
+      c->norm[w] = c->norm[r];
+    }
+    c->wild += c->norm[w] < 0;
+    w++;
+  }
+  c->rows = w;
+  return w;
+}
+
+int flat_codes_row_matches(const flat_codes *c, size_t r, const float *x) {
+  enum { STACK_D = 4096 };
+  int8_t stack_code[STACK_D];
+  if (r >= c->rows) return 0;
+  int8_t *code = c->d <= STACK_D ? stack_code : malloc(c->d);
+  if (!code) return 0;
+  float scale = 0;
+  double norm, err;
+  int tame = code_row(x, c->d, code, &scale, &norm, &err);
+  int same = tame ? c->norm[r] >= 0 && scale == c->scale[r] &&
+                        memcmp(code, c->codes + r * c->d, c->d) == 0
+                  : c->norm[r] < 0;
+  if (code != stack_code) free(code);
+  return same;
 }
 
 /* dot[r] = q . codes[r] for rows of codes (rows, d) and a query q (d) of

@@ -48,6 +48,11 @@ void flat_codes_free(flat_codes *c);
 /* Appends the codes of x (n, d): row i of x becomes row rows + i. 0, or -1
  * without memory (the table is then unchanged in its row count). */
 int flat_codes_append(flat_codes *c, const float *x, size_t n);
+/* Keeps the rows r with keep[r] != 0 (keep: flat_codes_rows entries), in
+ * order, as IndexFlat::remove_ids compacts its rows. Returns the rows left. */
+size_t flat_codes_keep(flat_codes *c, const uint8_t *keep);
+/* 1 when row r holds the codes of the float row x (d), else 0. */
+int flat_codes_row_matches(const flat_codes *c, size_t r, const float *x);
 /* Drops every row (keeps the memory). */
 void flat_codes_clear(flat_codes *c);
 size_t flat_codes_rows(const flat_codes *c);

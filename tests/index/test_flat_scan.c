@@ -218,6 +218,36 @@ TEST(coded_fallbacks) {
   flat_codes_free(NULL);
 }
 
+/* flat_codes_keep drops rows as IndexFlat::remove_ids does: what is left
+ * equals codes made from the kept rows, wild rows included. */
+TEST(coded_keep) {
+  enum { N = 500, D = 32, K = 10 };
+  static float xb[N * D], kept[N * D];
+  uint8_t keep[N];
+  float q[D], d_ref[K], d_got[K];
+  int64_t l_ref[K], l_got[K];
+  unsigned seed = 99;
+  for (size_t i = 0; i < N * D; i++) xb[i] = frand(&seed);
+  for (size_t j = 0; j < D; j++) q[j] = frand(&seed);
+  xb[7 * D + 3] = NAN; /* row 7: wild */
+  flat_codes *c = NULL;
+  CHECK(flat_codes_new(D, &c) == 0 && flat_codes_append(c, xb, N) == 0);
+  CHECK(flat_codes_row_matches(c, 7, xb + 7 * D) && !flat_codes_row_matches(c, 8, xb + 7 * D));
+  size_t n = 0;
+  for (size_t r = 0; r < N; r++) {
+    keep[r] = r != 7 && (r * 7919) % 5 != 0;
+    if (keep[r]) memcpy(kept + n++ * D, xb + r * D, D * sizeof *xb);
+  }
+  CHECK(flat_codes_keep(c, keep) == n && flat_codes_rows(c) == n);
+  int all = 1;
+  for (size_t r = 0; r < n; r++) all &= flat_codes_row_matches(c, r, kept + r * D);
+  CHECK(all);
+  CHECK(flat_scan(kept, NULL, n, D, q, 1, 0, K, d_ref, l_ref) == 0);
+  CHECK(flat_scan_coded(c, kept, NULL, n, D, q, 1, 0, K, d_got, l_got) == 0);
+  CHECK(memcmp(l_ref, l_got, sizeof l_ref) == 0 && memcmp(d_ref, d_got, sizeof d_ref) == 0);
+  flat_codes_free(c);
+}
+
 int main(void) {
   omp_set_num_threads(1);
   RUN(against_faiss);
@@ -226,5 +256,6 @@ int main(void) {
   RUN(coded_equals_scan);
   RUN(coded_all_ties);
   RUN(coded_fallbacks);
+  RUN(coded_keep);
   return tap_done();
 }
