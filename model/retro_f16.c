@@ -1,5 +1,6 @@
-/* retro_f16.c - F16-weight matrix-vector product for the decoder's
- * one-token path (see retro_f16.h). Each weight row is expanded to F32 in
+/* retro_f16.c - F16-weight products (see retro_f16.h): matrix-vector for
+ * the decoder's one-token path, few-row linear for the encoder's short
+ * inputs. Each weight row is expanded to F32 in
  * registers (F16C) and multiplied with FMA; accumulation is F32 in 32
  * lanes, so the result equals the F32 product over the same (F16-rounded)
  * weights up to summation order. No allocation, no threads.
@@ -57,9 +58,79 @@ void retro_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y,
   }
 }
 
+__attribute__((target("avx2,fma,f16c"))) static inline float hsum256(__m256 s) {
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+
+/* acc[r][j] = x[r] . w[j] over K for 3 rows of x and 4 rows of W: twelve
+ * accumulators, each W vector expanded from F16 once for three FMAs. */
+__attribute__((target("avx2,fma,f16c"))) static void tile3x4(const float *const *x,
+                                                             const uint16_t *const *w, int K,
+                                                             float acc[3][4]) {
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00,
+         a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+  int k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 x0 = _mm256_loadu_ps(x[0] + k), x1 = _mm256_loadu_ps(x[1] + k),
+           x2 = _mm256_loadu_ps(x[2] + k), wv;
+#define TILE_COL(j)                                                                       \
+  wv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w[j] + k)));       \
+  a0##j = _mm256_fmadd_ps(x0, wv, a0##j);                                                 \
+  a1##j = _mm256_fmadd_ps(x1, wv, a1##j);                                                 \
+  a2##j = _mm256_fmadd_ps(x2, wv, a2##j);
+    TILE_COL(0) TILE_COL(1) TILE_COL(2) TILE_COL(3)
+#undef TILE_COL
+  }
+  __m256 all[3][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}};
+  for (int r = 0; r < 3; r++)
+    for (int j = 0; j < 4; j++) {
+      float v = hsum256(all[r][j]);
+      for (int t = k; t < K; t++) v += x[r][t] * _cvtsh_ss(w[j][t]);
+      acc[r][j] = v;
+    }
+}
+
+void retro_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out,
+                      int ldo, int M, int N, int K) {
+  for (int n0 = 0; n0 < N; n0 += 32) { /* 32 rows of W stay in cache across the row tiles */
+    int n1 = n0 + 32 < N ? n0 + 32 : N;
+    for (int m0 = 0; m0 < M; m0 += 3) {
+      int mr = M - m0 < 3 ? M - m0 : 3;
+      const float *xr[3];
+      for (int r = 0; r < 3; r++) xr[r] = x + (size_t)(m0 + (r < mr ? r : 0)) * (size_t)ldx;
+      for (int n = n0; n < n1; n += 4) {
+        int nb = n1 - n < 4 ? n1 - n : 4;
+        const uint16_t *wr[4];
+        for (int j = 0; j < 4; j++) wr[j] = W + (size_t)(n + (j < nb ? j : 0)) * (size_t)K;
+        float acc[3][4];
+        tile3x4(xr, wr, K, acc);
+        for (int r = 0; r < mr; r++)
+          for (int j = 0; j < nb; j++)
+            out[(size_t)(m0 + r) * (size_t)ldo + n + j] = acc[r][j] + (b ? b[n + j] : 0.0f);
+      }
+    }
+  }
+}
+
 #else
 
 int retro_f16_supported(void) { return 0; }
+
+void retro_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out,
+                      int ldo, int M, int N, int K) {
+  (void)x;
+  (void)ldx;
+  (void)W;
+  (void)b;
+  (void)out;
+  (void)ldo;
+  (void)M;
+  (void)N;
+  (void)K;
+}
 
 void retro_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, int N, int K,
                     int accumulate) {

@@ -15,6 +15,7 @@
 #include "bert.h"
 #include "kernels.h"
 #include "pool.h"
+#include "retro_f16.h"
 #include "st.h"
 #include "tap.h"
 
@@ -671,6 +672,35 @@ TEST(kernels_pool) {
       }
     CHECKF(el < 1e-4, "small linear vs sgemm %.3g", el);
     CHECK(untouched);
+    /* the F16-weight few-row linear (encoder, short inputs) against the same
+     * weights in F32: every weight here is exact in half precision */
+    if (retro_f16_supported()) {
+      static uint16_t WH[NMAX * KMAX];
+      for (int i = 0; i < NMAX * KMAX; i++) {
+        int v = (i * 11) % 19 - 8; /* WW[i] = v / 16 in (-0.5, 0.625) */
+        WW[i] = (float)v / 16.0f;
+        /* half bits of v / 16: sign, exponent (bias 15), 10-bit mantissa */
+        int a = v < 0 ? -v : v, e = 0;
+        while (a >= 2 << e) e++;
+        WH[i] = a == 0 ? 0 : (uint16_t)((v < 0 ? 0x8000 : 0) | ((e - 4 + 15) << 10) |
+                                        (((a << 10) >> e) & 0x3ff));
+      }
+      double eh = 0;
+      for (int M = 1; M <= MMAX; M++)
+        for (int c = 0; c < 3; c++) {
+          int N = Ns[c], K = Ks[c];
+          for (int i = 0; i < MMAX * LDO; i++) O1[i] = 777.0f;
+          retro_linear_f16(X, K, WH, c == 1 ? NULL : B, O1, LDO, M, N, K);
+          kn_linear(X, K, WW, c == 1 ? NULL : B, O2, N, M, N, K);
+          for (int i = 0; i < M; i++) {
+            for (int j = 0; j < N; j++) eh = fmax(eh, fabs(O1[i * LDO + j] - O2[i * N + j]));
+            for (int j = N; j < LDO; j++) untouched &= O1[i * LDO + j] == 777.0f;
+          }
+          for (int i = M * LDO; i < MMAX * LDO; i++) untouched &= O1[i] == 777.0f;
+        }
+      CHECKF(eh < 1e-5, "F16 few-row linear vs F32 %.3g", eh);
+      CHECK(untouched);
+    }
   }
   /* causal attention: the first query sees only the first key */
   float q[2 * 2] = {1, 0, 0, 1}, kk[2 * 2] = {1, 0, 0, 1}, v[2 * 2] = {1, 2, 3, 4}, ao[4], sc[4];

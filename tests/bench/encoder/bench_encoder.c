@@ -13,13 +13,16 @@
  * figure that a busy machine distorts less).
  * "ours" is the encoder as shipped (a pool of THREADS threads over
  * single-threaded sgemm tiles); "blas" is the alternative it was measured
- * against: a pool of 1 and OpenBLAS itself running THREADS threads.
+ * against: a pool of 1 and OpenBLAS itself running THREADS threads; for a
+ * model stored as F16, "f32" is ours with BERT_F16=0 (the F32 copy of the
+ * weights for short inputs too).
  * Inputs: sequence i of a batch has LEN tokens including [CLS]/[SEP]; its
- * content ids are 1000 + (i * 7919 + j * 104729) % 28000 (bench_torch.py
- * uses the same formula).
+ * content ids are 1000 + (i * 7919 + j * 104729) % min(28000, vocab - 1000)
+ * (bench_torch.py uses the same formula).
  */
 #include "bert.h"
 #include "kernels.h"
+#include "st.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -61,7 +64,7 @@ static double bench_sgemm(int M, int N, int K, int threads, double secs) {
 /* Measures every (length, batch) point on b; prints "<tag> ..." lines. */
 static int run_points(bert *b, const char *dir, const char *tag, double secs) {
   /* layer count and sizes from config.json */
-  int H = (int)bert_dim(b), L = 6, I = 4 * H;
+  int H = (int)bert_dim(b), L = 6, I = 4 * H, span = 28000;
   FILE *cf;
   char path[4096];
   snprintf(path, sizeof path, "%s/config.json", dir);
@@ -73,6 +76,8 @@ static int run_points(bert *b, const char *dir, const char *tag, double secs) {
     if (p && (p = strchr(p, ':'))) L = atoi(p + 1);
     p = strstr(buf, "\"intermediate_size\"");
     if (p && (p = strchr(p, ':'))) I = atoi(p + 1);
+    p = strstr(buf, "\"vocab_size\"");
+    if (p && (p = strchr(p, ':')) && atoi(p + 1) - 1000 < span) span = atoi(p + 1) - 1000;
     fclose(cf);
   }
   static const int lens[] = {16, 64, 128}, batches[] = {1, 32};
@@ -85,7 +90,7 @@ static int run_points(bert *b, const char *dir, const char *tag, double secs) {
         n[i] = (size_t)T - 2;
         ids[i] = malloc(n[i] * sizeof(int32_t));
         for (size_t j = 0; j < n[i]; j++)
-          ids[i][j] = 1000 + (int32_t)(((long long)i * 7919 + (long long)j * 104729) % 28000);
+          ids[i][j] = 1000 + (int32_t)(((long long)i * 7919 + (long long)j * 104729) % span);
       }
       float *out = malloc(sizeof(float) * (size_t)B * H);
       bert_embed_ids(b, (const int32_t *const *)ids, n, (size_t)B, out); /* warm up */
@@ -127,15 +132,24 @@ int main(int argc, char **argv) {
   printf("sgemm 4096 1536 384 %d %.1f\n", threads, bench_sgemm(4096, 1536, 384, threads, secs));
   fflush(stdout);
 
-  for (int mode = 0; mode < 2; mode++) {
+  /* a model stored as F16 is also measured without its F16 products */
+  char path[4096];
+  st_file *sf = NULL;
+  int f16 = 0;
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  if (st_open(path, &sf) == PROTO_OK)
+    for (size_t i = 0; i < st_count(sf); i++) f16 |= st_at(sf, i)->dtype == ST_F16;
+  st_close(sf);
+  for (int mode = 0; mode < (f16 ? 3 : 2); mode++) {
     bert *b = NULL;
-    bert_options opt = {.pooling = BERT_POOL_AUTO, .threads = mode == 0 ? threads : 1};
+    bert_options opt = {.pooling = BERT_POOL_AUTO, .threads = mode == 1 ? 1 : threads};
+    if (mode == 2) setenv("BERT_F16", "0", 1); /* read by bert_open */
     if (bert_open(dir, &opt, &b) != PROTO_OK) {
       fprintf(stderr, "bench_encoder: %s\n", bert_last_error());
       return 1;
     }
     if (mode == 1) kn_set_blas_threads(threads); /* after bert_open, which sets 1 */
-    if (run_points(b, dir, mode == 0 ? "ours" : "blas", secs) != 0) return 1;
+    if (run_points(b, dir, mode == 0 ? "ours" : mode == 1 ? "blas" : "f32", secs) != 0) return 1;
     bert_close(b);
   }
   return 0;

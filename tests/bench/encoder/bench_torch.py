@@ -32,7 +32,8 @@ def main():
     print(f"# torch {torch.__version__} threads {torch.get_num_threads()}", flush=True)
     for t in (16, 64, 128):
         for b in (1, 32):
-            seqs = [[1000 + (i * 7919 + j * 104729) % 28000 for j in range(t - 2)] for i in range(b)]
+            span = min(28000, model.config["vocab_size"] - 1000)
+            seqs = [[1000 + (i * 7919 + j * 104729) % span for j in range(t - 2)] for i in range(b)]
             full = [bert_model.add_specials(s, cls_id, sep_id, model.max_tokens) for s in seqs]
             ids, mask = bert_model.pad_batch(full, model.config["pad_token_id"])
             with torch.no_grad():
