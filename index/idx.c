@@ -324,9 +324,9 @@ static proto_status add_dead(idx *ix, const uint64_t *ids, size_t n) {
 
 /* The codes follow a removal by dropping the same rows (FAISS's flat indexes
  * compact keeping the order), not by being made again (see the file
- * comment). codes_keep_mask, before the removal: which of
- * the active index's rows stay (ids sorted), or NULL when the codes are not
- * in step (they are then made again by codes_refresh). */
+ * comment). codes_keep_mask, before the removal: which of the active
+ * index's rows stay (ids sorted), or NULL when the codes are not in step
+ * (they are then made again by codes_refresh). */
 static uint8_t *codes_keep_mask(idx *ix, FaissIndex *active, const uint64_t *ids, size_t n) {
   const float *xb;
   const idx_t *row_ids;
