@@ -87,7 +87,7 @@
 
 enum { KIND_OTHER = 0, KIND_IVF = 1, KIND_HNSW = 2 };
 enum { AUTO_MAX_NLIST = 4096 };
-#define AUTO_FLAT_FLOATS 51200000.0 /* vectors x dim below which the default is Flat */
+#define AUTO_FLAT_FLOATS 51200000ULL /* vectors x dim below which the default is Flat */
 enum { SCAN_BATCH = 4096 };
 enum { CODES_MIN_FLOATS = 262144 }; /* below (1 MiB), a float scan is as fast: the rows stay in cache */
 
@@ -111,6 +111,7 @@ struct idx {
   uint64_t *applied;        /* sorted tombstones processed since the last mark */
   size_t n_applied;
   int plain_scan;           /* idx_options.plain_scan */
+  uint64_t auto_flat_floats; /* idx_options.auto_flat_floats, defaulted */
   flat_codes *codes;        /* int8 rows of codes_of (a flat active index), or NULL */
   const FaissIndex *codes_of;
   int codes_stale;          /* rows were replaced (or removed unfollowed) since codes were made */
@@ -166,9 +167,9 @@ static size_t auto_nlist(uint64_t n) {
   return p;
 }
 
-/* The default factory for a corpus of n vectors of dim floats (see the file comment). */
-static void auto_factory(uint64_t n, uint32_t dim, char *buf, size_t cap) {
-  if ((double)n * dim < AUTO_FLAT_FLOATS) snprintf(buf, cap, "Flat");
+/* The default factory for a corpus of n vectors (see the file comment). */
+static void auto_factory(const idx *ix, uint64_t n, char *buf, size_t cap) {
+  if ((double)n * ix->dim < (double)ix->auto_flat_floats) snprintf(buf, cap, "Flat");
   else snprintf(buf, cap, "IVF%zu,Flat", auto_nlist(n));
 }
 
@@ -447,7 +448,7 @@ static proto_status sync_locked(idx *ix) {
     store_stats stats;
     char want[64];
     if ((s = store_stats_get(ix->st, &stats)) != PROTO_OK) return store_fail(s, "store stats");
-    auto_factory(stats.chunks, ix->dim, want, sizeof want);
+    auto_factory(ix, stats.chunks, want, sizeof want);
     int upgrade = 0;
     if (strcmp(want, "Flat") != 0) {
       if (ix->kind != KIND_IVF) upgrade = 1;
@@ -708,6 +709,7 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
   ix->nprobe_default = opt->nprobe;
   ix->ef_default = opt->ef_search > 0 ? opt->ef_search : 64;
   ix->plain_scan = opt->plain_scan != 0;
+  ix->auto_flat_floats = opt->auto_flat_floats ? opt->auto_flat_floats : AUTO_FLAT_FLOATS;
   if (!(ix->path = strdup(path))) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
 
   if ((s = store_meta_get(st, "index_factory", &meta_factory)) != PROTO_OK ||
@@ -723,7 +725,7 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
     factory = meta_factory;
     ix->auto_factory = meta_auto && strcmp(meta_auto, "1") == 0;
   } else {
-    auto_factory(stats.chunks, dim, chosen, sizeof chosen);
+    auto_factory(ix, stats.chunks, chosen, sizeof chosen);
     factory = chosen;
     ix->auto_factory = 1;
   }

@@ -30,6 +30,8 @@ typedef struct idx_options {
   int ef_search;       /* default HNSW efSearch; 0 = 64 */
   int plain_scan;      /* 1: scan a flat index's float rows only, without the
                           int8 codes (see idx.c) kept by default */
+  uint64_t auto_flat_floats; /* the default factory is Flat while vectors x dim
+                                stay below this; 0 = 51.2M (see idx.c) */
 } idx_options;
 
 /* Opens the index file at path (usually DIR/index.faiss) for store st (which

@@ -6,7 +6,8 @@
  * returned, after sync, after save/load and after a reload without save;
  * a truncated or garbage index file is rebuilt with results equal to the
  * original; the filter callback; L2 and IP; pending vectors before IVF
- * training; HNSW's dead-id rebuild; the default factory; bad input; a
+ * training; HNSW's dead-id rebuild; the default factory and its upgrade
+ * to IVF as the corpus grows; bad input; a
  * flat index's int8 codes kept in step (same results as without them).
  * Vectors are clustered, 32-d, from a fixed-seed generator.
  */
@@ -175,7 +176,7 @@ static void check_factory(const char *factory, double min_recall, int damages) {
   printf("# factory %s\n", factory);
   fx_open(&f);
   CHECK(add_docs(f.st, "d", vec, N_BIG) == PROTO_OK);
-  idx_options opt = {factory, IDX_METRIC_IP, DIM, 0, 0, 0};
+  idx_options opt = {factory, IDX_METRIC_IP, DIM, 0, 0, 0, 0};
   double t0 = proto_now();
   proto_status s = idx_open(f.path, f.st, &opt, &ix);
   CHECKF(s == PROTO_OK, "idx_open: %s", idx_last_error());
@@ -306,7 +307,7 @@ TEST(l2) {
   float sc[5 * K];
   fx_open(&f);
   CHECK(add_docs(f.st, "l", vec, N) == PROTO_OK);
-  idx_options opt = {"Flat", IDX_METRIC_L2, DIM, 0, 0, 0};
+  idx_options opt = {"Flat", IDX_METRIC_L2, DIM, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   float q[5 * DIM];
   for (size_t i = 0; i < 5; i++) {
@@ -347,7 +348,7 @@ TEST(pending_then_trained) {
   float sc[K];
   fx_open(&f);
   CHECK(add_docs(f.st, "p", vec, 1000) == PROTO_OK);
-  idx_options opt = {"IVF256,Flat", IDX_METRIC_IP, DIM, 0, 0, 0};
+  idx_options opt = {"IVF256,Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECK(!info.trained && info.pending == 1000 && info.ntotal == 0);
@@ -399,7 +400,7 @@ TEST(hnsw_deletes) {
   float sc[K];
   fx_open(&f);
   CHECK(add_docs(f.st, "h", vec, N) == PROTO_OK);
-  idx_options opt = {"HNSW32,Flat", IDX_METRIC_IP, DIM, 0, 0, 0};
+  idx_options opt = {"HNSW32,Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   int found;
   CHECK(store_delete(f.st, "h3", &found) == PROTO_OK && found); /* ids 31..40 */
@@ -446,7 +447,7 @@ TEST(stale_file) {
   fx_open(&f);
   snprintf(old, sizeof old, "%s.old", f.path);
   CHECK(add_docs(f.st, "a", vec, N / 2) == PROTO_OK);
-  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0};
+  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   snprintf(cmd, sizeof cmd, "cp %s %s", f.path, old);
   CHECK(system(cmd) == 0);
@@ -506,7 +507,7 @@ TEST(codes_in_step) {
   fx_open(&f);
   snprintf(plain_path, sizeof plain_path, "%s/plain.faiss", f.dir);
   CHECK(add_docs(f.st, "d", vec, N / 2) == PROTO_OK);
-  idx_options co = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0}, po = co;
+  idx_options co = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0}, po = co;
   po.plain_scan = 1;
   CHECK(idx_open(f.path, f.st, &co, &coded) == PROTO_OK);
   CHECK(idx_open(plain_path, f.st, &po, &plain) == PROTO_OK);
@@ -537,6 +538,54 @@ leave:
   free(fresh);
 }
 
+/* The default factory follows the corpus: Flat while small, then IVF with
+ * nlist ~ 4 sqrt(n) (an upgrade that waits in the exact side index until
+ * IVF can train, and doubles nlist as the corpus grows), kept as an
+ * automatic choice across reopening. The threshold is lowered so a test
+ * reaches it: 1,000 x 32 floats. */
+TEST(auto_upgrade) {
+  fixture f;
+  idx *ix = NULL;
+  idx_info info;
+  enum { N = 30000 };
+  float *vec = make_vectors(N, 1, 5);
+  int64_t truth[NQ * K], ids[NQ * K];
+  float sc[NQ * K];
+  fx_open(&f);
+  idx_options opt = {NULL, IDX_METRIC_IP, DIM, 0, 0, 0, 1000 * DIM};
+  CHECK(add_docs(f.st, "u", vec, 500) == PROTO_OK);
+  CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
+  if (!ix) goto leave;
+  CHECK(idx_info_get(ix, &info) == PROTO_OK && strcmp(info.factory, "Flat") == 0);
+  CHECK(add_docs(f.st, "v", vec + 500 * DIM, 1500) == PROTO_OK); /* 2,000: past it */
+  CHECK(idx_sync(ix) == PROTO_OK);
+  CHECK(idx_info_get(ix, &info) == PROTO_OK);
+  CHECKF(strcmp(info.factory, "IVF128,Flat") == 0 && !info.trained && info.pending == 2000,
+         "factory %s trained %d pending %llu", info.factory, info.trained,
+         (unsigned long long)info.pending);
+  CHECK(add_docs(f.st, "w", vec + 2000 * DIM, N - 2000) == PROTO_OK); /* enough to train */
+  CHECK(idx_sync(ix) == PROTO_OK);
+  CHECK(idx_info_get(ix, &info) == PROTO_OK);
+  CHECKF(strcmp(info.factory, "IVF512,Flat") == 0 && info.trained && info.pending == 0 &&
+         info.ntotal == N, "factory %s trained %d pending %llu", info.factory, info.trained,
+         (unsigned long long)info.pending);
+  float q[NQ * DIM];
+  for (size_t i = 0; i < NQ; i++) {
+    memcpy(q + i * DIM, vec + i * 577 * DIM, DIM * sizeof(float));
+    exact(vec, N, q + i * DIM, 0, truth + i * K);
+  }
+  CHECK(idx_search(ix, q, NQ, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
+  CHECKF(recall(ids, truth, NQ) >= 0.8, "recall@10 %.3f after the upgrade", recall(ids, truth, NQ));
+  idx_close(ix);
+  ix = NULL;
+  CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK); /* reopened: still the automatic IVF */
+  CHECK(ix && idx_info_get(ix, &info) == PROTO_OK && strcmp(info.factory, "IVF512,Flat") == 0);
+leave:
+  idx_close(ix);
+  fx_close(&f);
+  free(vec);
+}
+
 typedef struct searcher {
   idx *ix;
   const float *q;
@@ -564,7 +613,7 @@ TEST(concurrent) {
   float *vec = make_vectors(N, 1, 21);
   fx_open(&f);
   CHECK(add_docs(f.st, "c", vec, B) == PROTO_OK);
-  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0};
+  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   searcher w[THREADS];
   pthread_t th[THREADS];
@@ -607,7 +656,7 @@ TEST(defaults_and_errors) {
   int64_t ids[K];
   float sc[K];
   fx_open(&f);
-  idx_options none = {NULL, IDX_METRIC_IP, DIM, 0, 0, 0};
+  idx_options none = {NULL, IDX_METRIC_IP, DIM, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &none, &ix) == PROTO_OK);
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECK(strcmp(info.factory, "Flat") == 0 && info.ntotal == 0);
@@ -630,12 +679,12 @@ TEST(defaults_and_errors) {
   CHECK(store_meta_get(f.st, "index_factory", &saved) == PROTO_OK && saved &&
         strcmp(saved, "Flat") == 0);
   free(saved);
-  idx_options bad = {"NoSuchIndex42", IDX_METRIC_IP, DIM, 0, 0, 0};
+  idx_options bad = {"NoSuchIndex42", IDX_METRIC_IP, DIM, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &bad, &ix) == PROTO_EINVAL && ix == NULL);
   CHECK(strlen(idx_last_error()) > 0);
-  idx_options pq = {"PQ5", IDX_METRIC_IP, DIM, 0, 0, 0}; /* 32 % 5 != 0 */
+  idx_options pq = {"PQ5", IDX_METRIC_IP, DIM, 0, 0, 0, 0}; /* 32 % 5 != 0 */
   CHECK(idx_open(f.path, f.st, &pq, &ix) == PROTO_EINVAL && ix == NULL);
-  idx_options wrongdim = {"Flat", IDX_METRIC_IP, DIM * 2, 0, 0, 0};
+  idx_options wrongdim = {"Flat", IDX_METRIC_IP, DIM * 2, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &wrongdim, &ix) == PROTO_EDIM && ix == NULL);
   idx_close(NULL);
   fx_close(&f);
@@ -659,5 +708,6 @@ int main(void) {
   RUN(stale_file);
   RUN(concurrent);
   RUN(codes_in_step);
+  RUN(auto_upgrade);
   return tap_done();
 }
