@@ -446,12 +446,31 @@ const tok *retro_tokenizer(const retro *r) { return r ? r->tk : NULL; }
 
 /* ------------------------------------------------------------ kernels */
 
-/* out (M, N) (= or +=) x (M, K) @ W^T + b; M == 1 goes through gemv (over
- * the F16 weights when the file has them). */
+/* out (M, N) (= or +=) x (M, K) @ W^T + b; M == 1 goes through gemv, a few
+ * rows through the few-row kernels (both over the F16 weights when the file
+ * has them), more through sgemm. */
 static void lin(const float *x, int ldx, const lin_w *l, float *out, int ldo, int M, int N, int K,
                 int accumulate) {
   if (M == 1 && l->h) {
     retro_gemv_f16(l->h, x, l->b, out, N, K, accumulate);
+    return;
+  }
+  if (M > 1 && M <= RETRO_F16_FEW_ROWS) {
+    /* a short prompt: no sgemm packing, no BLAS threads to wake; a sum into
+     * out goes through a small buffer, 64 columns at a time */
+    enum { NB = 64 };
+    float tmp[RETRO_F16_FEW_ROWS * NB];
+    for (int n0 = 0; n0 < N; n0 += accumulate ? NB : N) {
+      int nb = accumulate && N - n0 > NB ? NB : N - n0;
+      float *o = accumulate ? tmp : out;
+      int ld = accumulate ? NB : ldo;
+      const float *b = l->b ? l->b + n0 : NULL;
+      if (l->h) retro_linear_f16(x, ldx, l->h + (size_t)n0 * (size_t)K, b, o, ld, M, nb, K);
+      else kn_linear(x, ldx, l->w + (size_t)n0 * (size_t)K, b, o, ld, M, nb, K);
+      if (accumulate)
+        for (int i = 0; i < M; i++)
+          for (int j = 0; j < nb; j++) out[(size_t)i * (size_t)ldo + n0 + j] += tmp[i * NB + j];
+    }
     return;
   }
   if (M == 1) {

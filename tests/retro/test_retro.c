@@ -254,6 +254,9 @@ TEST(f16_weights) {
   e = run_incremental(r, 30, 1, g_f16);
   CHECKF(e <= 1e-4f, "F16 weights, prompt 30 then single tokens: %g", (double)e);
   printf("# F16 weights, incremental: max abs error %.3g\n", (double)e);
+  /* a prompt of a few tokens takes the F16 few-row kernel */
+  e = run_incremental(r, 5, 1, g_f16);
+  CHECKF(e <= 1e-4f, "F16 weights, prompt 5 then single tokens: %g", (double)e);
   retro_close(r);
 }
 
