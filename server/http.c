@@ -39,8 +39,8 @@ typedef struct pool {
   pthread_cond_t cv;
   job *q;
   size_t cap, head, len; /* ring of waiting jobs */
-  size_t idle;           /* threads waiting for a job */
-  size_t waiting;        /* jobs allowed to wait beyond the idle threads */
+  size_t running;        /* jobs taken and not yet finishing (pool_job_finishing) */
+  size_t waiting;        /* jobs allowed to wait beyond the free threads */
   int stop;
   pthread_t *threads;
   size_t n_threads;
@@ -48,25 +48,41 @@ typedef struct pool {
   atomic_long *busy;
 } pool;
 
+/* The pool whose job this thread runs and has not yet finished, or NULL. */
+static _Thread_local pool *tl_running;
+
+/* Called by a job as it hands its result over (before resuming the
+ * connection): its thread counts as free from here, so a client that sends
+ * its next request the moment it reads this answer finds the thread free
+ * even though it has not yet gone back to wait. No-op outside pool jobs and
+ * on a second call. */
+static void pool_job_finishing(void) {
+  pool *p = tl_running;
+  if (!p) return;
+  tl_running = NULL;
+  pthread_mutex_lock(&p->mu);
+  p->running--;
+  if (p->busy) atomic_fetch_sub(p->busy, 1);
+  pthread_mutex_unlock(&p->mu);
+}
+
 static void *pool_main(void *arg) {
   pool *p = arg;
   pthread_mutex_lock(&p->mu);
   for (;;) {
-    while (!p->len && !p->stop) {
-      p->idle++;
-      pthread_cond_wait(&p->cv, &p->mu);
-      p->idle--;
-    }
+    while (!p->len && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
     if (!p->len && p->stop) break;
     job j = p->q[p->head];
     p->head = (p->head + 1) % p->cap;
     p->len--;
+    p->running++;
     if (p->queued) atomic_fetch_sub(p->queued, 1);
     if (p->busy) atomic_fetch_add(p->busy, 1);
+    tl_running = p;
     pthread_mutex_unlock(&p->mu);
     j.fn(j.arg);
+    pool_job_finishing(); /* jobs that did not say so themselves */
     pthread_mutex_lock(&p->mu);
-    if (p->busy) atomic_fetch_sub(p->busy, 1);
   }
   pthread_mutex_unlock(&p->mu);
   return NULL;
@@ -92,10 +108,10 @@ static proto_status pool_start(pool *p, size_t threads, size_t waiting, atomic_l
   return PROTO_OK;
 }
 
-/* PROTO_EBUSY when `waiting` jobs already wait and no thread is idle. */
+/* PROTO_EBUSY when `waiting` jobs already wait beyond the free threads. */
 static proto_status pool_submit(pool *p, job_fn fn, void *arg) {
   pthread_mutex_lock(&p->mu);
-  if (p->stop || p->len >= p->cap || p->len >= p->idle + p->waiting) {
+  if (p->stop || p->len >= p->cap || p->len >= p->n_threads - p->running + p->waiting) {
     pthread_mutex_unlock(&p->mu);
     return PROTO_EBUSY;
   }
@@ -241,6 +257,7 @@ static void build_request(conn *c, http_request *rq) {
 /* Worker side: hands a finished response over to the MHD thread and resumes
  * the connection (which then sends it); drops the job's reference. */
 static void conn_answer(conn *c, http_response *r) {
+  pool_job_finishing();
   pthread_mutex_lock(&c->mu);
   c->resp = *r;
   c->resp_ready = 1;
@@ -284,6 +301,7 @@ static void job_execute(void *arg) {
 static void job_ingest_batch(void *arg) {
   conn *c = arg;
   proto_status st = http_ingest_submit(c->ing);
+  pool_job_finishing();
   pthread_mutex_lock(&c->mu);
   if (st != PROTO_OK) {
     c->ing_error = 1;
@@ -409,6 +427,7 @@ static void job_generate(void *arg) {
   atomic_fetch_add(&D.srv->gen_active, 1);
   http_complete_run(D.srv, &c->creq, &sink, &r);
   atomic_fetch_sub(&D.srv->gen_active, 1);
+  pool_job_finishing();
   pthread_mutex_lock(&c->mu);
   if (c->sse) {
     c->gen_done = 1;
