@@ -598,6 +598,18 @@ static void pool_sq(void *arg, int i, int worker) {
   a[i] = i * i;
 }
 
+/* Folds into *err the largest |got - want| over M x N results (got: row
+ * stride ldo, filled with 777 over rows x ldo beforehand; want: packed) and
+ * clears *untouched when got changed anything past them. */
+static void compare_strided(const float *got, int ldo, int rows, const float *want, int M, int N,
+                            double *err, int *untouched) {
+  for (int i = 0; i < M; i++) {
+    for (int j = 0; j < N; j++) *err = fmax(*err, fabs(got[i * ldo + j] - want[i * N + j]));
+    for (int j = N; j < ldo; j++) *untouched &= got[i * ldo + j] == 777.0f;
+  }
+  for (int i = M * ldo; i < rows * ldo; i++) *untouched &= got[i] == 777.0f;
+}
+
 TEST(kernels_pool) {
   pool *p = NULL;
   CHECK(pool_new(3, &p) == PROTO_OK && pool_size(p) == 3);
@@ -664,11 +676,7 @@ TEST(kernels_pool) {
         for (int i = 0; i < M; i++)
           for (int j = 0; j < N; j++) O2[i * N + j] = c == 1 ? 0.0f : B[j];
         kn_sgemm(0, 1, M, N, K, 1.0f, X, K, WW, K, 1.0f, O2, N);
-        for (int i = 0; i < M; i++) {
-          for (int j = 0; j < N; j++) el = fmax(el, fabs(O1[i * LDO + j] - O2[i * N + j]));
-          for (int j = N; j < LDO; j++) untouched &= O1[i * LDO + j] == 777.0f;
-        }
-        for (int i = M * LDO; i < MMAX * LDO; i++) untouched &= O1[i] == 777.0f;
+        compare_strided(O1, LDO, MMAX, O2, M, N, &el, &untouched);
       }
     CHECKF(el < 1e-4, "small linear vs sgemm %.3g", el);
     CHECK(untouched);
@@ -692,11 +700,7 @@ TEST(kernels_pool) {
           for (int i = 0; i < MMAX * LDO; i++) O1[i] = 777.0f;
           retro_linear_f16(X, K, WH, c == 1 ? NULL : B, O1, LDO, M, N, K);
           kn_linear(X, K, WW, c == 1 ? NULL : B, O2, N, M, N, K);
-          for (int i = 0; i < M; i++) {
-            for (int j = 0; j < N; j++) eh = fmax(eh, fabs(O1[i * LDO + j] - O2[i * N + j]));
-            for (int j = N; j < LDO; j++) untouched &= O1[i * LDO + j] == 777.0f;
-          }
-          for (int i = M * LDO; i < MMAX * LDO; i++) untouched &= O1[i] == 777.0f;
+          compare_strided(O1, LDO, MMAX, O2, M, N, &eh, &untouched);
         }
       CHECKF(eh < 1e-5, "F16 few-row linear vs F32 %.3g", eh);
       CHECK(untouched);
