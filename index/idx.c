@@ -115,7 +115,6 @@ struct idx {
   flat_codes *codes;        /* int8 rows of codes_of (a flat active index), or NULL */
   const FaissIndex *codes_of;
   int codes_stale;          /* rows were replaced (or removed unfollowed) since codes were made */
-  size_t codes_keep_rows;   /* rows of the active index when codes_keep_mask ran */
   pthread_rwlock_t lock;
 };
 
@@ -326,37 +325,38 @@ static proto_status add_dead(idx *ix, const uint64_t *ids, size_t n) {
 /* The codes follow a removal by dropping the same rows (FAISS's flat indexes
  * compact keeping the order), not by being made again (see the file
  * comment). codes_keep_mask, before the removal: which of the active
- * index's rows stay (ids sorted), or NULL when the codes are not in step
- * (they are then made again by codes_refresh). */
-static uint8_t *codes_keep_mask(idx *ix, FaissIndex *active, const uint64_t *ids, size_t n) {
+ * index's *rows rows stay (ids sorted), or NULL when the codes are not in
+ * step (they are then made again by codes_refresh). */
+static uint8_t *codes_keep_mask(idx *ix, FaissIndex *active, const uint64_t *ids, size_t n,
+                                size_t *rows) {
   const float *xb;
   const idx_t *row_ids;
-  size_t rows;
+  *rows = 0;
   if (!ix->codes || ix->codes_stale || ix->codes_of != active ||
-      !faiss_Index_flat_view(active, &xb, &row_ids, &rows) || !row_ids || rows == 0)
+      !faiss_Index_flat_view(active, &xb, &row_ids, rows) || !row_ids || *rows == 0)
     return NULL;
-  uint8_t *keep = malloc(rows);
+  uint8_t *keep = malloc(*rows);
   if (!keep) return NULL;
-  for (size_t r = 0; r < rows; r++) keep[r] = !u64_in(ids, n, (uint64_t)row_ids[r]);
-  ix->codes_keep_rows = rows;
+  for (size_t r = 0; r < *rows; r++) keep[r] = !u64_in(ids, n, (uint64_t)row_ids[r]);
   return keep;
 }
 
-/* After the removal of `removed` rows: drops them from the codes, then
- * checks a few rows against the floats; anything unexpected marks the codes
- * stale (made again by codes_refresh). */
-static void codes_compact(idx *ix, FaissIndex *active, const uint8_t *keep, size_t removed) {
+/* After the removal of `removed` of the `before` rows: drops them from the
+ * codes, then checks a few rows against the floats; anything unexpected
+ * marks the codes stale (made again by codes_refresh). */
+static void codes_compact(idx *ix, FaissIndex *active, const uint8_t *keep, size_t before,
+                          size_t removed) {
   const float *xb;
   const idx_t *row_ids;
   size_t rows, gone = 0, have = flat_codes_rows(ix->codes);
-  if (!keep || removed == 0 || have > ix->codes_keep_rows) {
+  if (!keep || removed == 0 || have > before) {
     ix->codes_stale |= removed > 0 || !keep;
     return;
   }
-  for (size_t r = 0; r < ix->codes_keep_rows; r++) gone += !keep[r];
+  for (size_t r = 0; r < before; r++) gone += !keep[r];
   size_t left = flat_codes_keep(ix->codes, keep);
   int ok = gone == removed && faiss_Index_flat_view(active, &xb, &row_ids, &rows) &&
-           rows == ix->codes_keep_rows - removed && left <= rows;
+           rows == before - removed && left <= rows;
   for (size_t i = 0; ok && i < 8 && left > 0; i++) {
     size_t r = i * (left - 1) / 7;
     ok = flat_codes_row_matches(ix->codes, r, xb + r * ix->dim);
@@ -372,10 +372,11 @@ static proto_status remove_ids(idx *ix, const uint64_t *ids, size_t n) {
   FaissIDSelectorBatch *sel = NULL;
   size_t removed = 0;
   if (faiss_IDSelectorBatch_new(&sel, n, (const idx_t *)ids)) return faiss_fail("id selector");
-  uint8_t *keep = codes_keep_mask(ix, active, ids, n);
+  size_t before;
+  uint8_t *keep = codes_keep_mask(ix, active, ids, n, &before);
   int rc = faiss_Index_remove_ids(active, (const FaissIDSelector *)sel, &removed);
   faiss_IDSelector_free((FaissIDSelector *)sel);
-  codes_compact(ix, active, keep, rc == 0 ? removed : 0);
+  codes_compact(ix, active, keep, before, rc == 0 ? removed : 0);
   free(keep);
   if (rc == 0) return PROTO_OK;
   if (active == ix->pending) return faiss_fail("remove");
