@@ -577,16 +577,6 @@ typedef struct lin_job {
   float eps;
 } lin_job;
 
-/* out (M, N) = x @ W^T + b for one tile: short inputs read the F16 weights
- * (half the bytes; the encoder is then bound by reading its weights). */
-static void lin_rows(const lin_job *j, const float *x, const float *W, const uint16_t *Wh,
-                     const float *bias, float *out, int M, int N) {
-  if (Wh && M <= RETRO_F16_FEW_ROWS)
-    retro_linear_f16(x, j->ldx, Wh, bias, out, j->ldo, M, N, j->K);
-  else
-    kn_linear(x, j->ldx, W, bias, out, j->ldo, M, N, j->K);
-}
-
 static void lin_tile(void *arg, int t, int worker) {
   (void)worker;
   const lin_job *j = arg;
@@ -596,7 +586,8 @@ static void lin_tile(void *arg, int t, int worker) {
     int mb = m1 - m0;
     const float *x = j->x + (size_t)m0 * (size_t)j->ldx;
     float *o = j->out + (size_t)m0 * (size_t)j->ldo;
-    lin_rows(j, x, j->W, j->Wh, j->epi == EPI_BIAS_GELU ? NULL : j->b, o, mb, j->N);
+    retro_linear_prefer_f16(x, j->ldx, j->W, j->Wh, j->epi == EPI_BIAS_GELU ? NULL : j->b, o,
+                            j->ldo, mb, j->N, j->K);
     if (j->epi == EPI_BIAS_GELU) {
       for (int r = 0; r < mb; r++) kn_bias_gelu(o + (size_t)r * (size_t)j->ldo, j->b, 1, j->N);
     } else if (j->epi == EPI_ADD_LN) {
@@ -611,9 +602,10 @@ static void lin_tile(void *arg, int t, int worker) {
     if (c1 <= c0) return;
     int cb = c1 - c0;
     float *o = j->out + c0;
-    lin_rows(j, j->x, j->W + (size_t)c0 * (size_t)j->K,
-             j->Wh ? j->Wh + (size_t)c0 * (size_t)j->K : NULL,
-             j->epi == EPI_BIAS_GELU || !j->b ? NULL : j->b + c0, o, j->M, cb);
+    retro_linear_prefer_f16(j->x, j->ldx, j->W + (size_t)c0 * (size_t)j->K,
+                            j->Wh ? j->Wh + (size_t)c0 * (size_t)j->K : NULL,
+                            j->epi == EPI_BIAS_GELU || !j->b ? NULL : j->b + c0, o, j->ldo, j->M,
+                            cb, j->K);
     if (j->epi == EPI_BIAS_GELU)
       for (int r = 0; r < j->M; r++) kn_bias_gelu(o + (size_t)r * (size_t)j->ldo, j->b + c0, 1, cb);
   }

@@ -455,21 +455,21 @@ static void lin(const float *x, int ldx, const lin_w *l, float *out, int ldo, in
     retro_gemv_f16(l->h, x, l->b, out, N, K, accumulate);
     return;
   }
-  if (M > 1 && M <= RETRO_F16_FEW_ROWS) {
-    /* a short prompt: no sgemm packing, no BLAS threads to wake; a sum into
-     * out goes through a small buffer, 64 columns at a time */
+  if (M > 1 && M <= RETRO_F16_FEW_ROWS) { /* a short prompt: no sgemm packing or BLAS threads */
+    if (!accumulate) {
+      retro_linear_prefer_f16(x, ldx, l->w, l->h, l->b, out, ldo, M, N, K);
+      return;
+    }
+    /* a sum into out goes through a small buffer, 64 columns at a time */
     enum { NB = 64 };
     float tmp[RETRO_F16_FEW_ROWS * NB];
-    for (int n0 = 0; n0 < N; n0 += accumulate ? NB : N) {
-      int nb = accumulate && N - n0 > NB ? NB : N - n0;
-      float *o = accumulate ? tmp : out;
-      int ld = accumulate ? NB : ldo;
-      const float *b = l->b ? l->b + n0 : NULL;
-      if (l->h) retro_linear_f16(x, ldx, l->h + (size_t)n0 * (size_t)K, b, o, ld, M, nb, K);
-      else kn_linear(x, ldx, l->w + (size_t)n0 * (size_t)K, b, o, ld, M, nb, K);
-      if (accumulate)
-        for (int i = 0; i < M; i++)
-          for (int j = 0; j < nb; j++) out[(size_t)i * (size_t)ldo + n0 + j] += tmp[i * NB + j];
+    for (int n0 = 0; n0 < N; n0 += NB) {
+      int nb = N - n0 < NB ? N - n0 : NB;
+      retro_linear_prefer_f16(x, ldx, l->w + (size_t)n0 * (size_t)K,
+                              l->h ? l->h + (size_t)n0 * (size_t)K : NULL,
+                              l->b ? l->b + n0 : NULL, tmp, NB, M, nb, K);
+      for (int i = 0; i < M; i++)
+        for (int j = 0; j < nb; j++) out[(size_t)i * (size_t)ldo + n0 + j] += tmp[i * NB + j];
     }
     return;
   }

@@ -1,11 +1,13 @@
 /* retro_f16.c - F16-weight products (see retro_f16.h): matrix-vector for
- * the decoder's one-token path, few-row linear for the encoder's short
- * inputs. Each weight row is expanded to F32 in
- * registers (F16C) and multiplied with FMA; accumulation is F32 in 32
- * lanes, so the result equals the F32 product over the same (F16-rounded)
- * weights up to summation order. No allocation, no threads.
+ * the decoder's one-token path, few-row linear for short inputs of the
+ * encoder and the decoder, and the choice between it and the F32 kernel.
+ * Weights are expanded to F32 in registers (F16C) and multiplied with FMA;
+ * accumulation is F32, so the result equals the F32 product over the same
+ * (F16-rounded) weights up to summation order. No allocation, no threads.
  */
 #include "retro_f16.h"
+
+#include "kernels.h"
 
 #include <stddef.h>
 
@@ -144,3 +146,11 @@ void retro_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y,
 }
 
 #endif
+
+void retro_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
+                             const float *b, float *out, int ldo, int M, int N, int K) {
+  if (Wh && M <= RETRO_F16_FEW_ROWS)
+    retro_linear_f16(x, ldx, Wh, b, out, ldo, M, N, K);
+  else
+    kn_linear(x, ldx, W, b, out, ldo, M, N, K);
+}

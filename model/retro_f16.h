@@ -24,4 +24,10 @@ enum { RETRO_F16_FEW_ROWS = 16 };
 void retro_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out,
                       int ldo, int M, int N, int K);
 
+/* out = x @ W^T + b (as kn_linear) over Wh, the same weights as F16, when
+ * Wh is given and M <= RETRO_F16_FEW_ROWS (short inputs are bound by reading
+ * the weights); else kn_linear over W. Wh only where retro_f16_supported(). */
+void retro_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
+                             const float *b, float *out, int ldo, int M, int N, int K);
+
 #endif
