@@ -523,6 +523,30 @@ static int quick_search(conn *c) {
          (!e || srv_engine_index_floats(e) <= (uint64_t)D.cfg->inline_search_floats);
 }
 
+/* Query parameters, checked before the body is read: a 400 naming an unknown,
+ * repeated or malformed one; the value of ?wait kept for the handler. */
+typedef struct query_args {
+  conn *c;
+  proto_status st;
+  char msg[160];
+} query_args;
+
+static enum MHD_Result take_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value) {
+  (void)kind;
+  query_args *q = cls;
+  q->st = http_query_check(q->c->m.route, key, value, q->msg, sizeof q->msg);
+  if (q->st == PROTO_OK && q->c->wait) {
+    q->st = PROTO_EINVAL;
+    snprintf(q->msg, sizeof q->msg, "query parameter 'wait': given twice");
+  }
+  if (q->st == PROTO_OK && !(q->c->wait = strdup(value ? value : ""))) {
+    q->st = PROTO_ENOMEM;
+    snprintf(q->msg, sizeof q->msg, "out of memory");
+  }
+  return q->st == PROTO_OK ? MHD_YES : MHD_NO;
+}
+
 static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char *url,
                                   const char *method) {
   snprintf(c->method, sizeof c->method, "%s", method);
@@ -542,11 +566,13 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
   c->authz = dup_header(mc, MHD_HEADER_KIND, "Authorization");
   c->apikey = dup_header(mc, MHD_HEADER_KIND, "api-key");
   c->ctype = dup_header(mc, MHD_HEADER_KIND, "Content-Type");
-  c->wait = dup_header(mc, MHD_GET_ARGUMENT_KIND, "wait");
   proto_status st = http_auth_check(D.cfg, c->authz, c->apikey, c->m.access);
   if (st != PROTO_OK)
     return send_error(c, st, st == PROTO_EUNAUTH ? "Authorization: missing or wrong API key"
                                                  : "Authorization: the read-only key cannot write");
+  query_args qa = {.c = c, .st = PROTO_OK};
+  MHD_get_connection_values(mc, MHD_GET_ARGUMENT_KIND, take_query_arg, &qa);
+  if (qa.st != PROTO_OK) return send_error(c, qa.st, qa.msg);
   if (!c->m.has_body) return MHD_YES;
   int kind = http_body_kind(c->m.route, c->ctype);
   if (kind < 0)
@@ -563,8 +589,7 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
   if (kind == 1) {
     if (D.cfg->read_only) return send_error(c, PROTO_EFORBIDDEN, "server is read-only");
     c->ndjson = 1;
-    int wait = c->wait && (!strcmp(c->wait, "true") || !strcmp(c->wait, "1"));
-    if (http_ingest_new(D.srv, 1, wait, &c->ing) != PROTO_OK)
+    if (http_ingest_new(D.srv, 1, &c->ing) != PROTO_OK)
       return send_error(c, PROTO_ENOMEM, "out of memory");
   }
   return MHD_YES;

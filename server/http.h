@@ -96,6 +96,18 @@ void http_route_match(const char *method, const char *path, http_match *m);
 const char *http_route_label(http_route r);
 /* The method a route answers ("GET", "POST", "DELETE"; GET routes also HEAD). */
 const char *http_route_method(http_route r);
+/* ?wait= of POST /v1/documents: 1 for true, 1, yes or no value; 0 for
+ * false, 0, no or absent (v NULL); -1 for anything else (case-insensitive).
+ * Kept for clients that send it: every answer of POST /v1/documents already
+ * comes after the documents are durable and in the index, so only its
+ * spelling is checked. */
+int http_wait_value(const char *v);
+/* Checks one query parameter (raw key, value NULL when it has none) of a
+ * route: PROTO_OK, or PROTO_EUNKNOWN_FIELD / PROTO_EINVAL with msg naming it.
+ * Only POST /v1/documents takes one (wait); an unknown parameter is refused
+ * like an unknown body field, so a typo (?wiat=true) is not ignored. */
+proto_status http_query_check(http_route r, const char *key, const char *value, char *msg,
+                              size_t n);
 /* Percent-decodes src (len bytes) into dst (cap bytes incl. NUL); rejects bad
  * escapes, NUL bytes, invalid UTF-8 and overflow: returns -1, else the length. */
 long http_pct_decode(const char *src, size_t len, char *dst, size_t cap);

@@ -414,7 +414,7 @@ leave:
 
 struct http_ingest {
   http_server *s;
-  int ndjson, wait;
+  int ndjson;
   srv_ingest *session;
   pthread_mutex_t mu;          /* guards everything below: acks arrive on the
                                   engine's writer thread */
@@ -489,12 +489,11 @@ static void on_ack(void *ctx, const srv_ack *ack) {
   pthread_mutex_unlock(&in->mu);
 }
 
-proto_status http_ingest_new(http_server *s, int ndjson, int wait, http_ingest **out) {
+proto_status http_ingest_new(http_server *s, int ndjson, http_ingest **out) {
   http_ingest *in = calloc(1, sizeof *in);
   if (!in) return PROTO_ENOMEM;
   in->s = s;
   in->ndjson = ndjson;
-  in->wait = wait;
   pthread_mutex_init(&in->mu, NULL);
   proto_jw_init(&in->jw, &in->results);
   proto_jw_arr(&in->jw); /* depth 1: commas handled by the writer */
@@ -709,10 +708,6 @@ void http_ingest_free(http_ingest *in) {
   free(in);
 }
 
-static int wait_flag(const char *v) {
-  return v && (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes"));
-}
-
 static void h_docs(http_server *s, const http_request *rq, http_response *resp) {
   int kind = http_body_kind(HTTP_R_DOCS, rq->content_type);
   if (kind < 0) {
@@ -721,9 +716,14 @@ static void h_docs(http_server *s, const http_request *rq, http_response *resp) 
     return;
   }
   if (s->cfg->read_only) { http_error(resp, PROTO_EFORBIDDEN, "server is read-only"); return; }
-  http_ingest *in = NULL;
   char err[256];
-  proto_status st = http_ingest_new(s, kind == 1, wait_flag(rq->query_wait), &in);
+  if (http_wait_value(rq->query_wait) < 0) { /* every answer waits anyway: see http.h */
+    http_query_check(HTTP_R_DOCS, "wait", rq->query_wait, err, sizeof err);
+    http_error(resp, PROTO_EINVAL, err);
+    return;
+  }
+  http_ingest *in = NULL;
+  proto_status st = http_ingest_new(s, kind == 1, &in);
   if (st != PROTO_OK) { http_error(resp, st, "out of memory"); return; }
   if (kind == 1) {
     size_t off = 0;

@@ -43,7 +43,7 @@ static const char *const pieces[] = {
     ":\"error\",\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Error\"}}}}}",
     "}},\"/v1/documents\":{\"post\":{\"summary\":\"bulk upsert; JSON object or NDJSON (one document pe",
     "r line, streamed)\",\"parameters\":[{\"name\":\"wait\",\"in\":\"query\",\"schema\":{\"type\":\"boolean\"},\"",
-    "description\":\"also wait until the index holds the chunks\"}],\"requestBody\":{\"required\":true",
+    "description\":\"accepted for compatibility: every answer already comes after the documents are durable and searchable\"}],\"requestBody\":{\"required\":true",
     ",\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\",\"required\":[\"documents\"],\"additi",
     "onalProperties\":false,\"properties\":{\"documents\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/compone",
     "nts/schemas/Document\"}}}}},\"application/x-ndjson\":{\"schema\":{\"type\":\"string\",\"description\"",

@@ -53,6 +53,44 @@ long http_pct_decode(const char *src, size_t len, char *dst, size_t cap) {
   return (long)n;
 }
 
+int http_wait_value(const char *v) {
+  if (!v || !*v) return v ? 1 : 0; /* ?wait= or ?wait alone: asked for */
+  if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes")) return 1;
+  if (!strcasecmp(v, "false") || !strcmp(v, "0") || !strcasecmp(v, "no")) return 0;
+  return -1;
+}
+
+/* Up to n - 1 bytes of s with bytes outside printable ASCII as %XX (keys
+ * and values are raw: the message must stay valid UTF-8). */
+static void printable(const char *s, char *out, size_t n) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t k = 0;
+  for (const unsigned char *p = (const unsigned char *)s; *p && k + 4 < n; p++) {
+    if (*p >= 0x20 && *p < 0x7f) out[k++] = (char)*p;
+    else {
+      out[k++] = '%';
+      out[k++] = hex[*p >> 4];
+      out[k++] = hex[*p & 15];
+    }
+  }
+  out[k] = 0;
+}
+
+proto_status http_query_check(http_route r, const char *key, const char *value, char *msg,
+                              size_t n) {
+  char shown[72];
+  if (r == HTTP_R_DOCS && !strcmp(key, "wait")) {
+    if (!value || http_wait_value(value) >= 0) return PROTO_OK;
+    printable(value, shown, sizeof shown);
+    snprintf(msg, n, "wait: must be true or false, not '%s'", shown);
+    return PROTO_EINVAL;
+  }
+  printable(key, shown, sizeof shown);
+  snprintf(msg, n, "query parameter '%s': unknown (%s)", shown,
+           r == HTTP_R_DOCS ? "POST /v1/documents takes only wait" : "this route takes none");
+  return PROTO_EUNKNOWN_FIELD;
+}
+
 static void set(http_match *m, http_route r, http_access a, http_kind k, int body) {
   m->route = r;
   m->access = a;

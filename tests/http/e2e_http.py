@@ -233,6 +233,13 @@ def run_main(s):
        js and {k: v for k, v in js.items() if k != "results"})
     ok(js is not None and sorted(r["line"] for r in js["results"]) == list(range(1, 151)),
        "NDJSON results name every line")
+    # ?wait is accepted by both body forms, in any case or with no value (every
+    # answer comes after the documents are durable and searchable anyway)
+    st, js, _, _ = s.req("POST", "/v1/documents?wait=TRUE", '{"id":"w-1","text":"waited for"}\n',
+                         ctype="application/x-ndjson")
+    ok(st == 200 and js["documents"] == 1 and js.get("indexed") is True, "NDJSON ?wait=TRUE accepted", js)
+    st, js, _, _ = s.req("POST", "/v1/documents?wait", {"documents": [{"id": "w-2", "text": "waited too"}]})
+    ok(st == 200 and js["documents"] == 1 and js.get("indexed") is True, "?wait with no value accepted", js)
     # NDJSON with bad lines: the good ones are stored, the bad ones reported by line
     body = ('{"id":"mix-1","text":"one"}\n{"id":"mix-2"}\nnot json\n{"id":"mix-3","text":"three"}\n'
             '{"id":"mix-4","text":"x","extra":1}\n')
@@ -351,6 +358,14 @@ def run_main(s):
         ("PUT", "/v1/search", None, None, 405, "method"),
         ("GET", "/v1/search", None, None, 405, "method"),
         ("POST", "/health", "{}", "application/json", 405, "method"),
+        # query parameters: only POST /v1/documents takes one (wait)
+        ("POST", "/v1/documents?wait=maybe", '{"documents": []}', "application/json", 400, "wait"),
+        ("POST", "/v1/documents?wait=maybe", "", "application/x-ndjson", 400, "wait"),
+        ("POST", "/v1/documents?wiat=true", '{"documents": []}', "application/json", 400, "wiat"),
+        ("POST", "/v1/documents?wait=1&wait=0", '{"documents": []}', "application/json", 400, "twice"),
+        ("POST", "/v1/search?k=3", '{"query": "a"}', "application/json", 400, "'k'"),
+        ("GET", "/v1/info?verbose", None, None, 400, "verbose"),
+        ("GET", "/v1/documents/doc-1?x=%ff", None, None, 400, "'x'"),
     ]
     for method, path, body, ctype, want, field in cases:
         st, js, raw, r = s.req(method, path, body, ctype=ctype)

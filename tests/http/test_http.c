@@ -305,9 +305,36 @@ TEST(dispatch_without_engine) {
   http_server_free(s);
 }
 
+TEST(query_parameters) {
+  CHECK(http_wait_value(NULL) == 0 && http_wait_value("") == 1);
+  CHECK(http_wait_value("true") == 1 && http_wait_value("TRUE") == 1 && http_wait_value("1") == 1 &&
+        http_wait_value("yes") == 1);
+  CHECK(http_wait_value("false") == 0 && http_wait_value("False") == 0 && http_wait_value("0") == 0 &&
+        http_wait_value("no") == 0);
+  CHECK(http_wait_value("maybe") == -1 && http_wait_value("2") == -1 && http_wait_value("true ") == -1);
+  char msg[160];
+  CHECK(http_query_check(HTTP_R_DOCS, "wait", "true", msg, sizeof msg) == PROTO_OK);
+  CHECK(http_query_check(HTTP_R_DOCS, "wait", NULL, msg, sizeof msg) == PROTO_OK);
+  CHECK(http_query_check(HTTP_R_DOCS, "wait", "maybe", msg, sizeof msg) == PROTO_EINVAL);
+  CHECKF(strstr(msg, "wait") && strstr(msg, "'maybe'"), "%s", msg);
+  CHECK(http_query_check(HTTP_R_DOCS, "wiat", "true", msg, sizeof msg) == PROTO_EUNKNOWN_FIELD);
+  CHECKF(strstr(msg, "'wiat'") && strstr(msg, "only wait"), "%s", msg);
+  CHECK(http_query_check(HTTP_R_SEARCH, "wait", "true", msg, sizeof msg) == PROTO_EUNKNOWN_FIELD);
+  CHECKF(strstr(msg, "takes none"), "%s", msg);
+  /* raw bytes in a key are shown escaped, so the message stays valid UTF-8 */
+  CHECK(http_query_check(HTTP_R_INFO, "a\xff\"b", NULL, msg, sizeof msg) == PROTO_EUNKNOWN_FIELD);
+  CHECKF(strstr(msg, "'a%FF\"b'") && proto_utf8_valid(msg, strlen(msg)), "%s", msg);
+  char longkey[400];
+  memset(longkey, 'k', sizeof longkey - 1);
+  longkey[sizeof longkey - 1] = 0;
+  CHECK(http_query_check(HTTP_R_INFO, longkey, NULL, msg, sizeof msg) == PROTO_EUNKNOWN_FIELD);
+  CHECK(strlen(msg) < sizeof msg);
+}
+
 int main(void) {
   RUN(config_precedence);
   RUN(routing);
+  RUN(query_parameters);
   RUN(auth);
   RUN(ndjson_lines);
   RUN(json_writer);
