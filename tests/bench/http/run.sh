@@ -80,7 +80,7 @@ run() { # name pid url [lua] -> requests/s on stdout; a line with p50, p99 and t
   p50=$(echo "$out" | awk '$1=="50%" {print $2}'); p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
   cpu=$(awk -v a=$t0 -v b=$t1 -v n=$n -v hz=$(getconf CLK_TCK) 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
-  printf '%-24s %10s req/s  p50 %8s  p99 %8s  server CPU %6s us/req  %s\n' "$1" "$rps" "$p50" "$p99" "$cpu" \
+  printf '%-26s %10s req/s  p50 %8s  p99 %8s  server CPU %6s us/req  %s\n' "$1" "$rps" "$p50" "$p99" "$cpu" \
     "${non2xx:+non-2xx: $non2xx}" >&2
   echo "$rps"
 }
