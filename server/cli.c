@@ -1291,7 +1291,7 @@ int srv_cli_main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(cmd, "--version") == 0) {
-    printf("retro 0.1.0\n");
+    printf("retro %s\n", RETRO_VERSION);
     return 0;
   }
   if (strcmp(cmd, "serve") == 0) return srv_http_main(argc - 1, argv + 1);

@@ -149,6 +149,9 @@ void http_metrics_observe(http_route r, int status, double seconds);
 /* Appends the HTTP part of the Prometheus text (requests, histograms). */
 void http_metrics_write(proto_buf *b);
 void http_metrics_reset(void);
+/* Appends the standard process_* metrics (CPU seconds, resident and virtual
+ * memory, open and maximum file descriptors, start time), from /proc. */
+void http_metrics_write_process(proto_buf *b);
 
 /* ---- the dispatcher -------------------------------------------------------*/
 

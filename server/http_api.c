@@ -84,7 +84,7 @@ static void h_info(http_server *s, http_response *resp) {
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   proto_jw_obj(&w);
-  proto_jw_key(&w, "version"); proto_jw_cstr(&w, "0.1.0");
+  proto_jw_key(&w, "version"); proto_jw_cstr(&w, RETRO_VERSION);
   proto_jw_key(&w, "encoder");
   proto_jw_obj(&w);
   proto_jw_key(&w, "name"); proto_jw_cstr(&w, s->encoder_name);
@@ -150,6 +150,9 @@ static void h_metrics(http_server *s, http_response *resp) {
         (unsigned long long)atomic_load(&s->work_busy));
   gauge(b, "retro_http_rejected_total", "counter", "Requests answered 429 (queues full).",
         (unsigned long long)atomic_load(&s->rejected));
+  proto_buf_adds(b, "# HELP retro_build_info The server's version (the value is always 1).\n"
+                    "# TYPE retro_build_info gauge\nretro_build_info{version=\"" RETRO_VERSION "\"} 1\n");
+  http_metrics_write_process(b);
   if (s->engine) {
     srv_info *info = calloc(1, sizeof *info);
     if (info && srv_info_get(s->engine, info) == PROTO_OK) {
@@ -159,6 +162,8 @@ static void h_metrics(http_server *s, http_response *resp) {
       gauge(b, "retro_index_pending", "gauge", "Vectors waiting for index training.",
             info->index.pending);
       gauge(b, "retro_store_map_bytes", "gauge", "LMDB map size in bytes.", info->store.map_bytes);
+      gauge(b, "retro_store_used_bytes", "gauge",
+            "LMDB pages in use (up to the last written page), in bytes.", info->store.used_bytes);
       gauge(b, "retro_ingested_documents_total", "counter", "Documents committed since start.",
             info->ingested_docs);
       gauge(b, "retro_ingested_chunks_total", "counter", "Chunks committed since start.",

@@ -1,11 +1,16 @@
 /* http_metrics.c - the per-route request counters and latency histograms
- * of /metrics (Prometheus text format 0.0.4). One process-wide registry
- * behind a mutex; the engine's gauges (documents, chunks, index size, ingest
- * counters, queue depths) are appended by the /metrics handler, not here. */
+ * of /metrics (Prometheus text format 0.0.4), and the standard process_*
+ * metrics. One process-wide registry behind a mutex; the engine's gauges
+ * (documents, chunks, index size, ingest counters, queue depths) are appended
+ * by the /metrics handler, not here. */
 #include "http.h"
 
+#include <dirent.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #define N_BUCKETS 14
 #define N_STATUS 16 /* distinct status codes tracked per route */
@@ -95,4 +100,74 @@ void http_metrics_reset(void) {
   pthread_mutex_lock(&lock);
   memset(table, 0, sizeof table);
   pthread_mutex_unlock(&lock);
+}
+
+/* Seconds since the epoch at which this process started: its start in clock
+ * ticks after boot (/proc/self/stat, field 22) plus the boot time (/proc/stat
+ * btime). -1 when either cannot be read. */
+static double process_start_time(void) {
+  char buf[1024];
+  FILE *f = fopen("/proc/self/stat", "r");
+  if (!f) return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  unsigned long long start = 0;
+  /* after ") ": field 3 (state) onwards; starttime is field 22 */
+  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
+                          "%*d %llu", &start) != 1)
+    return -1;
+  f = fopen("/proc/stat", "r");
+  if (!f) return -1;
+  unsigned long long btime = 0;
+  char line[256];
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "btime %llu", &btime) == 1) break;
+  fclose(f);
+  long hz = sysconf(_SC_CLK_TCK);
+  return btime && hz > 0 ? (double)btime + (double)start / (double)hz : -1;
+}
+
+static void process_metric(proto_buf *b, const char *name, const char *type, const char *help,
+                           double v) {
+  proto_buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.15g\n", name, help, name, type, name, v);
+}
+
+void http_metrics_write_process(proto_buf *b) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) == 0)
+    process_metric(b, "process_cpu_seconds_total", "counter", "User and system CPU time spent.",
+                   (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+                       ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6);
+  unsigned long long vm_pages = 0, rss_pages = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f) {
+    int got = fscanf(f, "%llu %llu", &vm_pages, &rss_pages);
+    fclose(f);
+    long page = sysconf(_SC_PAGESIZE);
+    if (got == 2 && page > 0) {
+      process_metric(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+                     (double)vm_pages * (double)page);
+      process_metric(b, "process_resident_memory_bytes", "gauge",
+                     "Resident memory size in bytes.", (double)rss_pages * (double)page);
+    }
+  }
+  DIR *d = opendir("/proc/self/fd");
+  if (d) {
+    long fds = 0;
+    for (struct dirent *e; (e = readdir(d));)
+      if (e->d_name[0] != '.') fds++;
+    closedir(d);
+    /* less the descriptor of the listing itself */
+    process_metric(b, "process_open_fds", "gauge", "Open file descriptors.", (double)(fds - 1));
+  }
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    process_metric(b, "process_max_fds", "gauge", "Limit on open file descriptors.",
+                   (double)rl.rlim_cur);
+  double start = process_start_time();
+  if (start >= 0)
+    process_metric(b, "process_start_time_seconds", "gauge",
+                   "Start time of the process since the epoch, in seconds.", start);
 }

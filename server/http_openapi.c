@@ -9,7 +9,7 @@
 
 /* pieces below 4095 bytes each (ISO C string-literal limit), joined once */
 static const char *const pieces[] = {
-    "{\"openapi\":\"3.0.3\",\"info\":{\"title\":\"retrod\",\"version\":\"0.1.0\",\"description\":\"RETRO retriev",
+    "{\"openapi\":\"3.0.3\",\"info\":{\"title\":\"retrod\",\"version\":\"" RETRO_VERSION "\",\"description\":\"RETRO retriev",
     "al server: search, ingest, embeddings and RETRO completions. Errors are {\\\"error\\\":{\\\"code",
     "\\\",\\\"message\\\"}}; the message names the offending field. With API keys configured send 'Au",
     "thorization: Bearer KEY' or 'api-key: KEY'; a read-only key gets 403 on writes.\"},\"compone",

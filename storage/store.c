@@ -1093,6 +1093,10 @@ proto_status store_stats_get(store *st, store_stats *out) {
   out->next_chunk_id = next_chunk;
   out->dim = (uint32_t)dim;
   out->map_bytes = map_size_now(st);
+  MDB_envinfo ei;
+  MDB_stat es;
+  if (!mdb_env_info(st->env, &ei) && !mdb_env_stat(st->env, &es))
+    out->used_bytes = (ei.me_last_pgno + 1) * (size_t)es.ms_psize;
 leave:
   rd_end(st, txn);
   return ps;

@@ -163,6 +163,7 @@ typedef struct store_stats {
   uint64_t next_chunk_id; /* the id the next chunk will get */
   uint32_t dim;           /* 0 until the first write */
   size_t map_bytes;       /* current LMDB map size */
+  size_t used_bytes;      /* pages in use (up to the last written page) x page size */
 } store_stats;
 proto_status store_stats_get(store *st, store_stats *out);
 

@@ -400,6 +400,21 @@ def run_main(s):
     ok(calls and texts and 0 < int(calls.group(1)) <= int(texts.group(1)),
        "metrics count query encoder calls and the texts in them", (calls, texts))
 
+    def metric(name):
+        g = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+        return float(g.group(1)) if g else None
+    st_kb = [int(l.split()[1]) for l in open("/proc/%d/status" % s.p.pid) if l.startswith("VmRSS:")]
+    rss, start = metric("process_resident_memory_bytes"), metric("process_start_time_seconds")
+    ok(rss and st_kb and 0.5 < rss / (st_kb[0] * 1024) < 2, "process_resident_memory_bytes ~ VmRSS", (rss, st_kb))
+    ok(start and time.time() - 3600 < start <= time.time(), "process_start_time_seconds is this run's", start)
+    fds, max_fds = metric("process_open_fds"), metric("process_max_fds")
+    ok(fds and max_fds and 3 < fds < max_fds, "process_open_fds below process_max_fds", (fds, max_fds))
+    ok(metric("process_cpu_seconds_total") and metric("process_virtual_memory_bytes") >= rss,
+       "process CPU seconds and virtual memory")
+    used, mapped = metric("retro_store_used_bytes"), metric("retro_store_map_bytes")
+    ok(used and mapped and 0 < used <= mapped, "retro_store_used_bytes within the map", (used, mapped))
+    ok('retro_build_info{version="%s"} 1' % info["version"] in text, "retro_build_info names /v1/info's version")
+
     # --- a slow request does not block others --------------------------------
     big_lines = "".join(json.dumps({"id": "slow-%d" % i, "text": doc_text(i, 300)}) + "\n" for i in range(300))
     res = {}
