@@ -72,7 +72,7 @@ int http_host_is_loopback(const char *host);
 typedef enum http_route {
   HTTP_R_HEALTH, HTTP_R_READY, HTTP_R_METRICS, HTTP_R_OPENAPI, HTTP_R_INFO,
   HTTP_R_DOCS, HTTP_R_DOC_GET, HTTP_R_DOC_DELETE, HTTP_R_CHUNK, HTTP_R_SEARCH,
-  HTTP_R_EMBED, HTTP_R_COMPLETE, HTTP_R_OTHER, HTTP_R_COUNT
+  HTTP_R_EMBED, HTTP_R_COMPLETE, HTTP_R_MODELS, HTTP_R_MODEL, HTTP_R_OTHER, HTTP_R_COUNT
 } http_route;
 
 typedef enum http_access { HTTP_OPEN = 0, HTTP_READ = 1, HTTP_WRITE = 2 } http_access;
@@ -85,7 +85,7 @@ typedef struct http_match {
   http_access access;
   http_kind kind;
   int has_body;         /* POST routes */
-  char id[PROTO_MAX_ID_BYTES + 1]; /* decoded {id} of document routes */
+  char id[PROTO_MAX_ID_BYTES + 1]; /* decoded {id} of document and model routes */
   uint64_t num;         /* {id} of /v1/chunks/{id} */
   char msg[128];
 } http_match;

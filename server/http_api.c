@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define JSON_TYPE "application/json"
@@ -73,7 +74,71 @@ static const char *model_basename(const char *path) {
   return p ? p + 1 : (path ? path : "");
 }
 
+static int model_matches(const char *want, const char *name, const char *path) {
+  if (!want || !*want) return 1;
+  if (!strcmp(want, name)) return 1;
+  if (path && *path && (!strcmp(want, path) || !strcmp(want, model_basename(path)))) return 1;
+  return 0;
+}
+
 /* ---- simple routes -------------------------------------------------------- */
+
+/* One model in OpenAI's shape (id, object, created, owned_by) plus what it
+ * does here: "embeddings" (the encoder) or "completions" (the decoder).
+ * created: the model directory's modification time (0 when unreadable). */
+static void model_object(proto_jw *w, const char *name, const char *path, const char *kind) {
+  struct stat sb;
+  proto_jw_obj(w);
+  proto_jw_key(w, "id"); proto_jw_cstr(w, name);
+  proto_jw_key(w, "object"); proto_jw_cstr(w, "model");
+  proto_jw_key(w, "created");
+  proto_jw_int(w, path && *path && stat(path, &sb) == 0 ? (long long)sb.st_mtime : 0);
+  proto_jw_key(w, "owned_by"); proto_jw_cstr(w, "retrod");
+  proto_jw_key(w, "kind"); proto_jw_cstr(w, kind);
+  proto_jw_obj_end(w);
+}
+
+/* GET /v1/models (id NULL): the encoder and, when loaded, the decoder, as
+ * OpenAI clients list them; GET /v1/models/{id}: one of them, by the name
+ * /v1/embeddings or /v1/completions accept in "model". */
+static void h_models(http_server *s, const char *id, http_response *resp) {
+  if (no_engine(s, resp)) return;
+  srv_info *info = calloc(1, sizeof *info);
+  if (!info) { http_error(resp, PROTO_ENOMEM, "out of memory"); return; }
+  proto_status st = srv_info_get(s->engine, info);
+  if (st != PROTO_OK) { free(info); engine_error(resp, st, "models"); return; }
+  int enc = !id || model_matches(id, s->encoder_name, NULL);
+  int dec = info->decoder_loaded && (!id || model_matches(id, s->model_name, info->decoder_path));
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  if (!id) {
+    proto_jw_obj(&w);
+    proto_jw_key(&w, "object"); proto_jw_cstr(&w, "list");
+    proto_jw_key(&w, "data");
+    proto_jw_arr(&w);
+    model_object(&w, s->encoder_name, info->encoder_path, "embeddings");
+    if (dec) model_object(&w, s->model_name, info->decoder_path, "completions");
+    proto_jw_arr_end(&w);
+    proto_jw_obj_end(&w);
+  } else if (enc) {
+    model_object(&w, s->encoder_name, info->encoder_path, "embeddings");
+  } else if (dec) {
+    model_object(&w, s->model_name, info->decoder_path, "completions");
+  } else {
+    char msg[400];
+    if (info->decoder_loaded)
+      snprintf(msg, sizeof msg, "model: no model '%.64s' (this server has '%.64s' and '%.64s')", id,
+               s->encoder_name, s->model_name);
+    else
+      snprintf(msg, sizeof msg, "model: no model '%.64s' (this server has '%.64s')", id,
+               s->encoder_name);
+    free(info);
+    http_error(resp, PROTO_ENOTFOUND, msg);
+    return;
+  }
+  free(info);
+  ok_json(resp, 200);
+}
 
 static void h_info(http_server *s, http_response *resp) {
   if (no_engine(s, resp)) return;
@@ -359,12 +424,6 @@ leave:
   proto_search_free(&r);
 }
 
-static int model_matches(const char *want, const char *name, const char *path) {
-  if (!want || !*want) return 1;
-  if (!strcmp(want, name)) return 1;
-  if (path && *path && (!strcmp(want, path) || !strcmp(want, model_basename(path)))) return 1;
-  return 0;
-}
 
 static void h_embed(http_server *s, const http_request *rq, http_response *resp) {
   proto_embed_req r;
@@ -1062,6 +1121,8 @@ void http_execute(http_server *s, const http_match *m, const http_request *rq,
     case HTTP_R_SEARCH: h_search(s, rq, resp); return;
     case HTTP_R_EMBED: h_embed(s, rq, resp); return;
     case HTTP_R_COMPLETE: h_complete(s, rq, resp); return;
+    case HTTP_R_MODELS: h_models(s, NULL, resp); return;
+    case HTTP_R_MODEL: h_models(s, m->id, resp); return;
     default: http_error(resp, PROTO_ENOTFOUND, "no such route"); return;
   }
 }

@@ -12,7 +12,7 @@
 static const char *const labels[HTTP_R_COUNT] = {
     "/health", "/ready", "/metrics", "/openapi.json", "/v1/info", "/v1/documents",
     "/v1/documents/{id}", "/v1/documents/{id}", "/v1/chunks/{id}", "/v1/search",
-    "/v1/embeddings", "/v1/completions", "other"};
+    "/v1/embeddings", "/v1/completions", "/v1/models", "/v1/models/{id}", "other"};
 
 const char *http_route_label(http_route r) {
   return (unsigned)r < HTTP_R_COUNT ? labels[r] : "other";
@@ -118,6 +118,7 @@ void http_route_match(const char *method, const char *path, http_match *m) {
       {"/v1/search", HTTP_R_SEARCH, HTTP_READ, HTTP_WORKER, "POST"},
       {"/v1/embeddings", HTTP_R_EMBED, HTTP_READ, HTTP_WORKER, "POST"},
       {"/v1/completions", HTTP_R_COMPLETE, HTTP_READ, HTTP_GEN, "POST"},
+      {"/v1/models", HTTP_R_MODELS, HTTP_READ, HTTP_INLINE, "GET, HEAD"},
   };
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
     if (strcmp(path, fixed[i].path) != 0) continue;
@@ -133,7 +134,24 @@ void http_route_match(const char *method, const char *path, http_match *m) {
     set(m, fixed[i].r, fixed[i].a, fixed[i].k, is_post);
     return;
   }
-  static const char docs[] = "/v1/documents/", chunks[] = "/v1/chunks/";
+  static const char docs[] = "/v1/documents/", chunks[] = "/v1/chunks/", models[] = "/v1/models/";
+  if (!strncmp(path, models, sizeof models - 1) && path[sizeof models - 1]) {
+    const char *raw = path + sizeof models - 1;
+    if (!get) {
+      m->route = HTTP_R_MODEL;
+      m->st = PROTO_EMETHOD;
+      m->allow = "GET, HEAD";
+      snprintf(m->msg, sizeof m->msg, "/v1/models/{id}: method %.16s not allowed", method);
+      return;
+    }
+    set(m, HTTP_R_MODEL, HTTP_READ, HTTP_INLINE, 0);
+    if (http_pct_decode(raw, strlen(raw), m->id, sizeof m->id) <= 0) {
+      m->st = PROTO_EINVAL;
+      snprintf(m->msg, sizeof m->msg, "id: bad percent-encoding, NUL, invalid UTF-8 or longer than %d bytes",
+               PROTO_MAX_ID_BYTES);
+    }
+    return;
+  }
   if (!strncmp(path, docs, sizeof docs - 1) && path[sizeof docs - 1]) {
     const char *raw = path + sizeof docs - 1;
     if (!get && !del) {

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RETRO, WORK = sys.argv[1], sys.argv[2]
@@ -384,6 +385,28 @@ def run_main(s):
         st = 431
     ok(400 <= st < 500 and healthy(s), "oversized headers -> 4xx, server keeps serving", st)
 
+    # --- models, as OpenAI clients list them ------------------------------------
+    st, models, _, _ = s.req("GET", "/v1/models")
+    st_i, info, _, _ = s.req("GET", "/v1/info")
+    byid = {m["id"]: m for m in models["data"]} if st == 200 else {}
+    ok(st == 200 and models["object"] == "list" and len(models["data"]) == 2
+       and byid.get(info["encoder"]["name"], {}).get("kind") == "embeddings"
+       and byid.get(info["decoder"]["name"], {}).get("kind") == "completions"
+       and all(m["object"] == "model" and m["owned_by"] and m["created"] > 0 for m in models["data"]),
+       "GET /v1/models lists the encoder and the decoder", models)
+    for m in models["data"] if st == 200 else []:
+        st, one, _, _ = s.req("GET", "/v1/models/" + urllib.parse.quote(m["id"], safe=""))
+        ok(st == 200 and one == m, "GET /v1/models/%s" % m["id"], one)
+        route = "/v1/embeddings" if m["kind"] == "embeddings" else "/v1/completions"
+        body = {"input": "a", "model": m["id"]} if m["kind"] == "embeddings" else \
+            {"prompt": "a", "max_tokens": 1, "model": m["id"]}
+        st, js, _, _ = s.req("POST", route, body)
+        ok(st == 200, "the listed id %s is accepted by %s" % (m["id"], route), js)
+    st, js, _, _ = s.req("GET", "/v1/models/gpt-9")
+    ok(st == 404 and "gpt-9" in js["error"]["message"], "GET /v1/models/gpt-9 -> 404 naming it", js)
+    st, js, _, _ = s.req("POST", "/v1/models", "{}")
+    ok(st == 405, "POST /v1/models -> 405", js)
+
     # --- metrics --------------------------------------------------------------
     st, js, raw, r = s.req("GET", "/metrics")
     text = raw.decode()
@@ -552,6 +575,9 @@ def run_auth():
         ok(st == 200 and st2 == 200, "/health and /openapi.json need no key")
         st, _, _, _ = s.req("GET", "/metrics")
         ok(st == 401, "/metrics needs a key")
+        st, _, _, _ = s.req("GET", "/v1/models")
+        st2, _, _, _ = s.req("GET", "/v1/models", headers={"api-key": "ro-secret"})
+        ok(st == 401 and st2 == 200, "/v1/models needs a key, the read-only one will do", (st, st2))
     finally:
         s.stop()
     # configuration precedence: flag > environment > config file
