@@ -314,6 +314,30 @@ void proto_jw_bool(proto_jw *w, int v) {
   proto_buf_adds(w->b, v ? "true" : "false");
 }
 
+void proto_jw_base64(proto_jw *w, const void *data, size_t n) {
+  static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const unsigned char *p = data;
+  char out[4 * 64];
+  size_t k = 0;
+  jw_value_start(w);
+  proto_buf_add(w->b, "\"", 1);
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)p[i] << 16;
+    if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
+    if (i + 2 < n) v |= p[i + 2];
+    out[k++] = abc[v >> 18];
+    out[k++] = abc[(v >> 12) & 63];
+    out[k++] = i + 1 < n ? abc[(v >> 6) & 63] : '=';
+    out[k++] = i + 2 < n ? abc[v & 63] : '=';
+    if (k == sizeof out) {
+      proto_buf_add(w->b, out, k);
+      k = 0;
+    }
+  }
+  proto_buf_add(w->b, out, k);
+  proto_buf_add(w->b, "\"", 1);
+}
+
 void proto_jw_null(proto_jw *w) {
   jw_value_start(w);
   proto_buf_add(w->b, "null", 4);
@@ -728,7 +752,8 @@ void proto_embed_free(proto_embed_req *r) {
 
 proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *out, char *err,
                                size_t errlen) {
-  static const char *const fields[] = {"input", "model", "encoding_format", "user", NULL};
+  static const char *const fields[] = {"input",      "model", "encoding_format",
+                                       "dimensions", "user",  NULL};
   json_t *root = NULL;
   memset(out, 0, sizeof *out);
   proto_status st = parse_root(text, len, &root, err, errlen);
@@ -737,6 +762,14 @@ proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *ou
   if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
   json_t *in = json_object_get(root, "input");
   if (!in) { st = fail(PROTO_EMISSING, err, errlen, "input: missing field"); goto leave; }
+  json_t *first = json_is_array(in) ? json_array_get(in, 0) : NULL;
+  if (first && (json_is_integer(first) || json_is_array(first))) {
+    /* OpenAI accepts token ids of its own tokenizer; they mean nothing to ours
+     * (LangChain sends them unless told not to: check_embedding_ctx_length) */
+    st = fail(PROTO_ETYPE, err, errlen,
+              "input: token ids are not accepted, send text (the encoder has its own tokenizer)");
+    goto leave;
+  }
   st = get_strs(in, "input", 1, PROTO_MAX_QUERIES, 0, &out->inputs, &out->lens, &out->n, NULL,
                 err, errlen);
   if (st != PROTO_OK) goto leave;
@@ -746,11 +779,16 @@ proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *ou
       st = fail(PROTO_ETYPE, err, errlen, "encoding_format: must be a string");
       goto leave;
     }
-    if (strcmp(json_string_value(fmt), "float") != 0) {
-      st = fail(PROTO_ERANGE, err, errlen, "encoding_format: only \"float\" is supported");
+    out->base64 = !strcmp(json_string_value(fmt), "base64");
+    if (!out->base64 && strcmp(json_string_value(fmt), "float") != 0) {
+      st = fail(PROTO_ERANGE, err, errlen, "encoding_format: must be \"float\" or \"base64\"");
       goto leave;
     }
   }
+  long long dims = 0;
+  if ((st = get_int(root, NULL, "dimensions", 1, 65536, 0, &dims, err, errlen)) != PROTO_OK)
+    goto leave;
+  out->dimensions = (long)dims;
   json_t *user = json_object_get(root, "user");
   if (user && !json_is_string(user)) {
     st = fail(PROTO_ETYPE, err, errlen, "user: must be a string");

@@ -128,6 +128,8 @@ void proto_jw_float(proto_jw *w, float v); /* proto_float_text; NaN, inf -> null
 size_t proto_float_text(float v, char *out);
 void proto_jw_bool(proto_jw *w, int v);
 void proto_jw_null(proto_jw *w);
+/* A string value: the standard base64 (RFC 4648, padded) of n bytes. */
+void proto_jw_base64(proto_jw *w, const void *data, size_t n);
 /* Writes already-encoded JSON text as one value (trusted input only). */
 void proto_jw_raw(proto_jw *w, const char *json, size_t len);
 
@@ -190,6 +192,10 @@ typedef struct proto_embed_req {
   size_t *lens;
   size_t n;
   char *model;         /* NULL when absent */
+  int base64;          /* encoding_format "base64": each embedding as the base64
+                          of its little-endian float32 bytes (what OpenAI's
+                          clients ask for by default) */
+  long dimensions;     /* 0 when absent; the server accepts only its own */
 } proto_embed_req;
 proto_status proto_embed_parse(const char *json, size_t len, proto_embed_req *out,
                                char *err, size_t errlen);

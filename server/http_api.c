@@ -425,6 +425,22 @@ leave:
 }
 
 
+/* Puts n floats in little-endian byte order in place (the order of
+ * encoding_format "base64"; a no-op on little-endian hosts). */
+static void float_le_bytes(float *v, size_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &v[i], 4);
+    u = __builtin_bswap32(u);
+    memcpy(&v[i], &u, 4);
+  }
+#else
+  (void)v;
+  (void)n;
+#endif
+}
+
 static void h_embed(http_server *s, const http_request *rq, http_response *resp) {
   proto_embed_req r;
   char err[256];
@@ -439,6 +455,13 @@ static void h_embed(http_server *s, const http_request *rq, http_response *resp)
     goto leave;
   }
   uint32_t dim = srv_engine_dim(s->engine);
+  if (r.dimensions && (uint32_t)r.dimensions != dim) {
+    /* the encoder was not trained to be cut short (no Matryoshka loss) */
+    snprintf(err, sizeof err, "dimensions: this server's embeddings have %u dimensions, not %ld",
+             dim, r.dimensions);
+    http_error(resp, PROTO_ERANGE, err);
+    goto leave;
+  }
   vec = malloc(r.n * dim * sizeof *vec);
   if (!vec) { http_error(resp, PROTO_ENOMEM, "out of memory"); goto leave; }
   uint64_t ntok = 0;
@@ -455,9 +478,14 @@ static void h_embed(http_server *s, const http_request *rq, http_response *resp)
     proto_jw_key(&w, "object"); proto_jw_cstr(&w, "embedding");
     proto_jw_key(&w, "index"); proto_jw_uint(&w, i);
     proto_jw_key(&w, "embedding");
-    proto_jw_arr(&w);
-    for (uint32_t j = 0; j < dim; j++) proto_jw_float(&w, vec[i * dim + j]);
-    proto_jw_arr_end(&w);
+    if (r.base64) {
+      float_le_bytes(vec + i * dim, dim);
+      proto_jw_base64(&w, vec + i * dim, dim * sizeof *vec);
+    } else {
+      proto_jw_arr(&w);
+      for (uint32_t j = 0; j < dim; j++) proto_jw_float(&w, vec[i * dim + j]);
+      proto_jw_arr_end(&w);
+    }
     proto_jw_obj_end(&w);
   }
   proto_jw_arr_end(&w);

@@ -10,6 +10,7 @@ during ingest losing no acknowledged document.
 
     e2e_http.py RETRO_BINARY WORK_DIR
 """
+import base64
 import collections
 import http.client
 import json
@@ -18,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -280,6 +282,14 @@ def run_main(s):
        and emb["data"][1]["index"] == 1 and emb["usage"]["total_tokens"] > 0, "POST /v1/embeddings (OpenAI shape)")
     st, js, _, _ = s.req("POST", "/v1/embeddings", {"input": "single", "model": emb["model"]})
     ok(st == 200 and len(js["data"]) == 1, "embeddings: single string, model named as reported")
+    # encoding_format "base64", what OpenAI's Python client sends unless told
+    # otherwise: the little-endian float32 bytes of the very same vectors
+    st, b64, _, _ = s.req("POST", "/v1/embeddings", {"input": [doc_text(9), "x"], "encoding_format": "base64",
+                                                     "dimensions": dim})
+    got = [list(struct.unpack("<%df" % dim, base64.b64decode(d["embedding"]))) for d in b64["data"]] \
+        if st == 200 else None
+    want = [list(struct.unpack("<%df" % dim, struct.pack("<%df" % dim, *d["embedding"]))) for d in emb["data"]]
+    ok(got == want, "embeddings as base64 decode to the float response's vectors", (st, b64))
     vec = emb["data"][0]["embedding"]
     st, js, _, _ = s.req("POST", "/v1/search", {"vector": vec, "k": 1})
     ok(st == 200 and js["results"][0]["doc_id"] == "doc-9", "search by vector", js)
@@ -328,7 +338,11 @@ def run_main(s):
         ("POST", "/v1/search", '', "application/json", 400, "JSON"),
         ("POST", "/v1/embeddings", '{}', "application/json", 400, "input"),
         ("POST", "/v1/embeddings", '{"input": 3}', "application/json", 400, "input"),
-        ("POST", "/v1/embeddings", '{"input": "a", "encoding_format": "base64"}', "application/json", 422, "encoding_format"),
+        ("POST", "/v1/embeddings", '{"input": [[9906, 1917]]}', "application/json", 400, "token ids"),
+        ("POST", "/v1/embeddings", '{"input": [9906, 1917]}', "application/json", 400, "token ids"),
+        ("POST", "/v1/embeddings", '{"input": "a", "encoding_format": "int8"}', "application/json", 422, "encoding_format"),
+        ("POST", "/v1/embeddings", '{"input": "a", "dimensions": 8}', "application/json", 422, "dimensions"),
+        ("POST", "/v1/embeddings", '{"input": "a", "dimensions": "32"}', "application/json", 400, "dimensions"),
         ("POST", "/v1/embeddings", '{"input": "a", "model": "gpt-9"}', "application/json", 404, "model"),
         ("POST", "/v1/documents", '{"documents": [{"text": "a"}]}', "application/json", 400, "documents[0].id"),
         ("POST", "/v1/documents", '{"documents": [{"id": "a", "text": 1}]}', "application/json", 400, "documents[0].text"),

@@ -222,7 +222,18 @@ TEST(decoders) {
   proto_embed_req e;
   const char *er = "{\"input\":[\"a\",\"b\"],\"model\":\"m\"}";
   CHECK(proto_embed_parse(er, strlen(er), &e, err, sizeof err) == PROTO_OK && e.n == 2 && !strcmp(e.model, "m"));
+  CHECK(!e.base64 && e.dimensions == 0);
   proto_embed_free(&e);
+  const char *eb = "{\"input\":\"a\",\"encoding_format\":\"base64\",\"dimensions\":32}";
+  CHECK(proto_embed_parse(eb, strlen(eb), &e, err, sizeof err) == PROTO_OK && e.base64 &&
+        e.dimensions == 32);
+  proto_embed_free(&e);
+  const char *ef = "{\"input\":\"a\",\"encoding_format\":\"int8\"}";
+  CHECK(proto_embed_parse(ef, strlen(ef), &e, err, sizeof err) == PROTO_ERANGE &&
+        strstr(err, "encoding_format"));
+  const char *ed = "{\"input\":\"a\",\"dimensions\":0}";
+  CHECK(proto_embed_parse(ed, strlen(ed), &e, err, sizeof err) == PROTO_ERANGE &&
+        strstr(err, "dimensions"));
 }
 
 TEST(openapi_matches_routes) {

@@ -204,8 +204,46 @@ TEST(float_text) {
   CHECK(same >= n - n / 10000); /* and reads as printf's %g form, but for rare near-ties */
 }
 
+/* RFC 4648's test vectors, and a run long enough to cross the writer's
+ * 256-byte flush, against a reference written out here (3 bytes -> 4). */
+TEST(base64) {
+  static const char *const in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+  static const char *const want[] = {"\"\"", "\"Zg==\"", "\"Zm8=\"", "\"Zm9v\"",
+                                     "\"Zm9vYg==\"", "\"Zm9vYmE=\"", "\"Zm9vYmFy\""};
+  for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+    proto_buf b = {0};
+    proto_jw w;
+    proto_jw_init(&w, &b);
+    proto_jw_base64(&w, in[i], strlen(in[i]));
+    CHECKF(b.len == strlen(want[i]) && !memcmp(b.data, want[i], b.len), "%s", in[i]);
+    proto_buf_free(&b);
+  }
+  unsigned char bytes[1000];
+  for (size_t i = 0; i < sizeof bytes; i++) bytes[i] = (unsigned char)(i * 37 + 11);
+  static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  char ref[1400];
+  size_t k = 0;
+  ref[k++] = '"';
+  for (size_t i = 0; i + 3 <= 999; i += 3) { /* 999 bytes: no padding */
+    ref[k++] = abc[bytes[i] >> 2];
+    ref[k++] = abc[((bytes[i] & 3) << 4) | (bytes[i + 1] >> 4)];
+    ref[k++] = abc[((bytes[i + 1] & 15) << 2) | (bytes[i + 2] >> 6)];
+    ref[k++] = abc[bytes[i + 2] & 63];
+  }
+  ref[k++] = '"';
+  proto_buf b = {0};
+  proto_jw w;
+  proto_jw_init(&w, &b);
+  proto_jw_arr(&w);
+  proto_jw_base64(&w, bytes, 999);
+  proto_jw_arr_end(&w);
+  CHECK(b.len == k + 2 && b.data[0] == '[' && !memcmp(b.data + 1, ref, k) && b.data[k + 1] == ']');
+  proto_buf_free(&b);
+}
+
 int main(void) {
   RUN(status_table);
+  RUN(base64);
   RUN(utf8);
   RUN(search_fast_path);
   RUN(float_text);
