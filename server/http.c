@@ -490,20 +490,6 @@ static enum MHD_Result start_completion(conn *c) {
 
 /* ---- the access handler ------------------------------------------------------ */
 
-static void printable_path(const char *url, char *out, size_t n) {
-  static const char hex[] = "0123456789ABCDEF";
-  size_t k = 0;
-  for (const unsigned char *p = (const unsigned char *)url; *p && k + 4 < n; p++) {
-    if (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '\\') out[k++] = (char)*p;
-    else {
-      out[k++] = '%';
-      out[k++] = hex[*p >> 4];
-      out[k++] = hex[*p & 15];
-    }
-  }
-  out[k] = 0;
-}
-
 /* A search by vector needs no encoder: FAISS alone is fast enough to answer
  * on the MHD thread, saving the hand-off. A scheduling hint only: a body this
  * misjudges is still answered correctly, just on the other kind of thread. */
@@ -550,7 +536,7 @@ static enum MHD_Result take_query_arg(void *cls, enum MHD_ValueKind kind, const 
 static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char *url,
                                   const char *method) {
   snprintf(c->method, sizeof c->method, "%s", method);
-  printable_path(url, c->path, sizeof c->path);
+  http_printable(url, c->path, sizeof c->path);
   http_route_match(method, url, &c->m);
   if (atomic_load(&D.srv->draining) && c->m.route != HTTP_R_HEALTH && c->m.st == PROTO_OK)
     return send_error(c, PROTO_EUNAVAIL, "shutting down"); /* keep-alive clients after SIGTERM */

@@ -108,6 +108,10 @@ int http_wait_value(const char *v);
  * like an unknown body field, so a typo (?wiat=true) is not ignored. */
 proto_status http_query_check(http_route r, const char *key, const char *value, char *msg,
                               size_t n);
+/* Up to n - 1 bytes of s with spaces, quotes, backslashes and bytes outside
+ * printable ASCII as %XX: raw request text made safe for log lines and error
+ * messages (which must stay valid UTF-8). */
+void http_printable(const char *s, char *out, size_t n);
 /* Percent-decodes src (len bytes) into dst (cap bytes incl. NUL); rejects bad
  * escapes, NUL bytes, invalid UTF-8 and overflow: returns -1, else the length. */
 long http_pct_decode(const char *src, size_t len, char *dst, size_t cap);

@@ -424,7 +424,6 @@ leave:
   proto_search_free(&r);
 }
 
-
 /* Puts n floats in little-endian byte order in place (the order of
  * encoding_format "base64"; a no-op on little-endian hosts). */
 static void float_le_bytes(float *v, size_t n) {

@@ -60,13 +60,11 @@ int http_wait_value(const char *v) {
   return -1;
 }
 
-/* Up to n - 1 bytes of s with bytes outside printable ASCII as %XX (keys
- * and values are raw: the message must stay valid UTF-8). */
-static void printable(const char *s, char *out, size_t n) {
+void http_printable(const char *s, char *out, size_t n) {
   static const char hex[] = "0123456789ABCDEF";
   size_t k = 0;
   for (const unsigned char *p = (const unsigned char *)s; *p && k + 4 < n; p++) {
-    if (*p >= 0x20 && *p < 0x7f) out[k++] = (char)*p;
+    if (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '\\') out[k++] = (char)*p;
     else {
       out[k++] = '%';
       out[k++] = hex[*p >> 4];
@@ -81,11 +79,11 @@ proto_status http_query_check(http_route r, const char *key, const char *value, 
   char shown[72];
   if (r == HTTP_R_DOCS && !strcmp(key, "wait")) {
     if (!value || http_wait_value(value) >= 0) return PROTO_OK;
-    printable(value, shown, sizeof shown);
+    http_printable(value, shown, sizeof shown);
     snprintf(msg, n, "wait: must be true or false, not '%s'", shown);
     return PROTO_EINVAL;
   }
-  printable(key, shown, sizeof shown);
+  http_printable(key, shown, sizeof shown);
   snprintf(msg, n, "query parameter '%s': unknown (%s)", shown,
            r == HTTP_R_DOCS ? "POST /v1/documents takes only wait" : "this route takes none");
   return PROTO_EUNKNOWN_FIELD;
@@ -100,6 +98,15 @@ static void set(http_match *m, http_route r, http_access a, http_kind k, int bod
 }
 
 static int is(const char *method, const char *want) { return strcmp(method, want) == 0; }
+
+/* Decodes the {id} of a document or model path into m->id (400 when bad). */
+static void decode_id(http_match *m, const char *raw) {
+  if (http_pct_decode(raw, strlen(raw), m->id, sizeof m->id) > 0) return;
+  m->st = PROTO_EINVAL;
+  snprintf(m->msg, sizeof m->msg,
+           "id: bad percent-encoding, NUL, invalid UTF-8 or longer than %d bytes",
+           PROTO_MAX_ID_BYTES);
+}
 
 void http_route_match(const char *method, const char *path, http_match *m) {
   memset(m, 0, sizeof *m);
@@ -145,11 +152,7 @@ void http_route_match(const char *method, const char *path, http_match *m) {
       return;
     }
     set(m, HTTP_R_MODEL, HTTP_READ, HTTP_INLINE, 0);
-    if (http_pct_decode(raw, strlen(raw), m->id, sizeof m->id) <= 0) {
-      m->st = PROTO_EINVAL;
-      snprintf(m->msg, sizeof m->msg, "id: bad percent-encoding, NUL, invalid UTF-8 or longer than %d bytes",
-               PROTO_MAX_ID_BYTES);
-    }
+    decode_id(m, raw);
     return;
   }
   if (!strncmp(path, docs, sizeof docs - 1) && path[sizeof docs - 1]) {
@@ -163,12 +166,7 @@ void http_route_match(const char *method, const char *path, http_match *m) {
     }
     if (get) set(m, HTTP_R_DOC_GET, HTTP_READ, HTTP_INLINE, 0);
     else set(m, HTTP_R_DOC_DELETE, HTTP_WRITE, HTTP_WORKER, 0);
-    if (http_pct_decode(raw, strlen(raw), m->id, sizeof m->id) <= 0) {
-      m->st = PROTO_EINVAL;
-      snprintf(m->msg, sizeof m->msg,
-               "id: bad percent-encoding, NUL, invalid UTF-8 or longer than %d bytes",
-               PROTO_MAX_ID_BYTES);
-    }
+    decode_id(m, raw);
     return;
   }
   if (!strncmp(path, chunks, sizeof chunks - 1) && path[sizeof chunks - 1]) {
