@@ -99,6 +99,21 @@ static void set(http_match *m, http_route r, http_access a, http_kind k, int bod
 
 static int is(const char *method, const char *want) { return strcmp(method, want) == 0; }
 
+/* Makes m a 405 for route r; allow is the Allow header. */
+static void not_allowed(http_match *m, http_route r, const char *allow, const char *method) {
+  m->route = r;
+  m->st = PROTO_EMETHOD;
+  m->allow = allow;
+  snprintf(m->msg, sizeof m->msg, "%s: method %.16s not allowed (allowed: %s)",
+           http_route_label(r), method, allow);
+}
+
+/* The non-empty rest of path after prefix ("/v1/chunks/" -> the {id}), or NULL. */
+static const char *id_after(const char *path, const char *prefix) {
+  size_t n = strlen(prefix);
+  return !strncmp(path, prefix, n) && path[n] ? path + n : NULL;
+}
+
 /* Decodes the {id} of a document or model path into m->id (400 when bad). */
 static void decode_id(http_match *m, const char *raw) {
   if (http_pct_decode(raw, strlen(raw), m->id, sizeof m->id) > 0) return;
@@ -131,53 +146,28 @@ void http_route_match(const char *method, const char *path, http_match *m) {
     if (strcmp(path, fixed[i].path) != 0) continue;
     int is_post = fixed[i].allow[0] == 'P';
     if ((is_post && !post) || (!is_post && !get)) {
-      m->route = fixed[i].r;
-      m->st = PROTO_EMETHOD;
-      m->allow = fixed[i].allow;
-      snprintf(m->msg, sizeof m->msg, "%s: method %.16s not allowed (allowed: %s)",
-               fixed[i].path, method, fixed[i].allow);
+      not_allowed(m, fixed[i].r, fixed[i].allow, method);
       return;
     }
     set(m, fixed[i].r, fixed[i].a, fixed[i].k, is_post);
     return;
   }
-  static const char docs[] = "/v1/documents/", chunks[] = "/v1/chunks/", models[] = "/v1/models/";
-  if (!strncmp(path, models, sizeof models - 1) && path[sizeof models - 1]) {
-    const char *raw = path + sizeof models - 1;
-    if (!get) {
-      m->route = HTTP_R_MODEL;
-      m->st = PROTO_EMETHOD;
-      m->allow = "GET, HEAD";
-      snprintf(m->msg, sizeof m->msg, "/v1/models/{id}: method %.16s not allowed", method);
-      return;
-    }
+  const char *raw;
+  if ((raw = id_after(path, "/v1/models/"))) {
+    if (!get) { not_allowed(m, HTTP_R_MODEL, "GET, HEAD", method); return; }
     set(m, HTTP_R_MODEL, HTTP_READ, HTTP_INLINE, 0);
     decode_id(m, raw);
     return;
   }
-  if (!strncmp(path, docs, sizeof docs - 1) && path[sizeof docs - 1]) {
-    const char *raw = path + sizeof docs - 1;
-    if (!get && !del) {
-      m->route = HTTP_R_DOC_GET;
-      m->st = PROTO_EMETHOD;
-      m->allow = "GET, HEAD, DELETE";
-      snprintf(m->msg, sizeof m->msg, "/v1/documents/{id}: method %.16s not allowed", method);
-      return;
-    }
+  if ((raw = id_after(path, "/v1/documents/"))) {
+    if (!get && !del) { not_allowed(m, HTTP_R_DOC_GET, "GET, HEAD, DELETE", method); return; }
     if (get) set(m, HTTP_R_DOC_GET, HTTP_READ, HTTP_INLINE, 0);
     else set(m, HTTP_R_DOC_DELETE, HTTP_WRITE, HTTP_WORKER, 0);
     decode_id(m, raw);
     return;
   }
-  if (!strncmp(path, chunks, sizeof chunks - 1) && path[sizeof chunks - 1]) {
-    const char *raw = path + sizeof chunks - 1;
-    if (!get) {
-      m->route = HTTP_R_CHUNK;
-      m->st = PROTO_EMETHOD;
-      m->allow = "GET, HEAD";
-      snprintf(m->msg, sizeof m->msg, "/v1/chunks/{id}: method %.16s not allowed", method);
-      return;
-    }
+  if ((raw = id_after(path, "/v1/chunks/"))) {
+    if (!get) { not_allowed(m, HTTP_R_CHUNK, "GET, HEAD", method); return; }
     set(m, HTTP_R_CHUNK, HTTP_READ, HTTP_INLINE, 0);
     char *end = NULL;
     errno = 0;
