@@ -216,7 +216,8 @@ static void h_metrics(http_server *s, http_response *resp) {
   gauge(b, "retro_http_rejected_total", "counter", "Requests answered 429 (queues full).",
         (unsigned long long)atomic_load(&s->rejected));
   proto_buf_adds(b, "# HELP retro_build_info The server's version (the value is always 1).\n"
-                    "# TYPE retro_build_info gauge\nretro_build_info{version=\"" RETRO_VERSION "\"} 1\n");
+                    "# TYPE retro_build_info gauge\n"
+                    "retro_build_info{version=\"" RETRO_VERSION "\"} 1\n");
   http_metrics_write_process(b);
   if (s->engine) {
     srv_info *info = calloc(1, sizeof *info);
