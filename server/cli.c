@@ -39,6 +39,14 @@ typedef struct cli_args {
   size_t n_pos;
 } cli_args;
 
+/* Closes e; a failed index save is reported, not fatal: the documents are in
+ * the store and the next open brings the index up to date from it. */
+static void close_engine(srv_engine *e) {
+  if (srv_engine_close(e) != PROTO_OK)
+    fprintf(stderr, "retro: %s (the next open brings the index up to date from the store)\n",
+            srv_last_error());
+}
+
 static void usage_flags(FILE *f, const cli_flag *flags, size_t n) {
   for (size_t i = 0; i < n; i++) {
     char left[64];
@@ -543,7 +551,7 @@ static int cmd_index(int argc, char **argv) {
   if (interrupted || fatal) rc = 1;
 leave:
   srv_ingest_end(in, NULL);
-  srv_engine_close(e);
+  close_engine(e);
   for (size_t i = 0; i < fl.n; i++) {
     free(fl.paths[i]);
     free(fl.ids[i]);
@@ -629,7 +637,7 @@ static int cmd_search(int argc, char **argv) {
   rc = print_json(out);
 leave:
   srv_search_result_free(&res);
-  srv_engine_close(e);
+  close_engine(e);
   args_free(&a);
   return rc;
 }
@@ -686,7 +694,7 @@ static int cmd_info(int argc, char **argv) {
   json_object_set_new(o, "index", ix);
   rc = print_json(o);
 leave:
-  srv_engine_close(e);
+  close_engine(e);
   args_free(&a);
   return rc;
 }
@@ -728,7 +736,7 @@ static int cmd_delete(int argc, char **argv) {
     }
   }
 leave:
-  srv_engine_close(e);
+  close_engine(e);
   args_free(&a);
   return rc;
 }
@@ -787,7 +795,7 @@ static int cmd_get(int argc, char **argv) {
   }
   if (print_json(out) != 0) rc = 1;
 leave:
-  srv_engine_close(e);
+  close_engine(e);
   args_free(&a);
   return rc;
 }
@@ -1053,7 +1061,7 @@ static int cmd_generate(int argc, char **argv) {
   }
 leave:
   srv_gen_result_free(&res);
-  srv_engine_close(e);
+  close_engine(e);
   free(prompt);
   args_free(&a);
   return rc;
@@ -1121,7 +1129,7 @@ static int cmd_neighbours(int argc, char **argv) {
   fprintf(stderr, "%sretro neighbours: %llu chunks, k = %ld, in %.1fs -> %s\n", tty ? "\r\033[K" : "",
           (unsigned long long)n, k, proto_now() - t0, o.out_dir);
 leave:
-  srv_engine_close(e);
+  close_engine(e);
   args_free(&a);
   return rc;
 }
@@ -1248,7 +1256,7 @@ static int cmd_eval(int argc, char **argv) {
   json_object_set_new(out, "seconds", json_real(acc.seconds));
   rc = print_json(out);
 leave:
-  srv_engine_close(e);
+  close_engine(e);
   for (size_t i = 0; i < fl.n; i++) {
     free(fl.paths[i]);
     free(fl.ids[i]);

@@ -318,8 +318,9 @@ leave:
   return s;
 }
 
-void srv_engine_close(srv_engine *e) {
-  if (!e) return;
+proto_status srv_engine_close(srv_engine *e) {
+  if (!e) return PROTO_OK;
+  proto_status saved = PROTO_OK;
   srv__pipe_stop(e);
   pthread_mutex_lock(&e->gen_mu);
   e->closing = 1;
@@ -327,8 +328,9 @@ void srv_engine_close(srv_engine *e) {
   while (e->busy > 0 || e->waiting > 0) pthread_cond_wait(&e->gen_cv, &e->gen_mu);
   pthread_mutex_unlock(&e->gen_mu);
   if (e->ix && !e->opt.read_only) {
-    if (idx_sync(e->ix) != PROTO_OK || idx_save(e->ix) != PROTO_OK)
-      fprintf(stderr, "retro: saving the index failed: %s\n", idx_last_error());
+    proto_status s = idx_sync(e->ix);
+    if (s == PROTO_OK) s = idx_save(e->ix);
+    if (s != PROTO_OK) saved = srv__fail(s, "saving the index: %s", idx_last_error());
   }
   if (e->states)
     for (int i = 0; i < e->n_slots; i++) retro_state_free(e->states[i]);
@@ -347,6 +349,7 @@ void srv_engine_close(srv_engine *e) {
   free(e->encoder_path);
   free(e->decoder_path);
   free(e);
+  return saved;
 }
 
 proto_status srv_engine_save(srv_engine *e) {

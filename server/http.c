@@ -904,7 +904,9 @@ leave:
   D.mhd = NULL;
   if (engine) {
     http_log_event("info", "saving the index and closing");
-    srv_engine_close(engine); /* saves the index */
+    if (srv_engine_close(engine) != PROTO_OK) /* documents are safe in the store */
+      http_log_event("error", "%s (every acknowledged document is in the store: the next start "
+                     "brings the index up to date from it)", srv_last_error());
   }
   http_server_free(D.srv);
   D.srv = NULL;

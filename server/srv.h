@@ -90,8 +90,10 @@ typedef struct srv_engine_options {
 proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out);
 /* Stops the pipeline (pending documents are committed first), waits for
  * running generations, saves the index (unless read-only), closes all.
- * Accepts NULL. Must be the last call on e. */
-void srv_engine_close(srv_engine *e);
+ * Accepts NULL. Must be the last call on e. Returns PROTO_OK, or the status
+ * of a failed index save (srv_last_error says why; everything is closed all
+ * the same, and the next open brings the index up to date from the store). */
+proto_status srv_engine_close(srv_engine *e);
 /* Saves the index now (atomic; records the watermark). Thread-safe. */
 proto_status srv_engine_save(srv_engine *e);
 /* Detail of this thread's last failure. Never NULL. */

@@ -397,7 +397,15 @@ TEST(reopen_and_mismatch) {
   if (!E) return;
   srv_info before;
   CHECK(srv_info_get(E, &before) == PROTO_OK);
-  srv_engine_close(E);
+  /* a save that cannot write (a directory where its temporary file goes, as
+   * a full disk would): close says so, and the reopen below rebuilds the
+   * index from the store */
+  char blocker[300];
+  snprintf(blocker, sizeof blocker, "%s/index.faiss.tmp", data_dir);
+  CHECK(mkdir(blocker, 0700) == 0);
+  CHECK(srv_engine_close(E) != PROTO_OK);
+  CHECKF(strstr(srv_last_error(), "saving the index") != NULL, "%s", srv_last_error());
+  CHECK(rmdir(blocker) == 0);
   E = NULL;
   proto_status st;
   /* another encoder on this database is refused */
