@@ -147,6 +147,8 @@ typedef struct daemon_state {
   pool work, gen;
   pthread_mutex_t drain_mu;
   pthread_cond_t drain_cv;
+  atomic_ullong requests; /* numbers the generated request ids */
+  unsigned run;           /* ties those ids to this run of the daemon */
 } daemon_state;
 
 static daemon_state D;
@@ -162,6 +164,7 @@ typedef struct conn {
   char method[8];
   char path[256];          /* for the log: printable, truncated */
   char peer[64];
+  char id[HTTP_REQUEST_ID_MAX + 1]; /* X-Request-Id: the client's, or made here */
   int status;              /* status queued (0 = none yet) */
   int first_done;
   /* body */
@@ -227,6 +230,7 @@ static enum MHD_Result send_resp(conn *c, http_response *r) {
     MHD_add_response_header(mr, "Retry-After", ra);
   }
   if (r->status == 401) MHD_add_response_header(mr, "WWW-Authenticate", "Bearer");
+  MHD_add_response_header(mr, "X-Request-Id", c->id);
   c->status = r->status;
   enum MHD_Result ret = MHD_queue_response(c->mhd, (unsigned)r->status, mr);
   MHD_destroy_response(mr);
@@ -482,6 +486,7 @@ static enum MHD_Result start_completion(conn *c) {
   MHD_add_response_header(mr, "Content-Type", "text/event-stream");
   MHD_add_response_header(mr, "Cache-Control", "no-cache");
   MHD_add_response_header(mr, "X-Accel-Buffering", "no");
+  MHD_add_response_header(mr, "X-Request-Id", c->id);
   c->status = 200;
   enum MHD_Result ret = MHD_queue_response(c->mhd, 200, mr);
   MHD_destroy_response(mr);
@@ -598,6 +603,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     c->t0 = proto_now();
     *con_cls = c;
     atomic_fetch_add(&D.srv->inflight, 1);
+    /* the client's request id when it is a plain token, else one of ours */
+    const char *rid = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "X-Request-Id");
+    if (http_request_id_ok(rid)) snprintf(c->id, sizeof c->id, "%s", rid);
+    else
+      snprintf(c->id, sizeof c->id, "%08x-%llx", D.run,
+               (unsigned long long)atomic_fetch_add(&D.requests, 1));
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (ci && ci->client_addr) {
@@ -694,9 +705,9 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
   http_metrics_observe(c->m.route, status, ms / 1000.0);
   char t[40];
   http_log_time(t, sizeof t);
-  http_log_request("time=%s method=%s path=\"%s\" route=\"%s\" status=%d ms=%.3f peer=%s%s\n", t,
-           c->method, c->path, http_route_label(c->m.route), status, ms,
-           c->peer[0] ? c->peer : "-",
+  http_log_request("time=%s method=%s path=\"%s\" route=\"%s\" status=%d ms=%.3f peer=%s id=%s%s\n",
+           t, c->method, c->path, http_route_label(c->m.route), status, ms,
+           c->peer[0] ? c->peer : "-", c->id,
            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
   atomic_fetch_sub(&D.srv->inflight, 1);
   pthread_mutex_lock(&D.drain_mu);
@@ -754,6 +765,7 @@ int srv_http_main(int argc, char **argv) {
   int help = 0, rc = 1;
   srv_engine *engine = NULL;
   memset(&D, 0, sizeof D);
+  D.run = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
   http_log_init();
   pthread_mutex_init(&D.drain_mu, NULL);
   pthread_cond_init(&D.drain_cv, NULL);

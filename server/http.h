@@ -112,6 +112,10 @@ proto_status http_query_check(http_route r, const char *key, const char *value, 
  * printable ASCII as %XX: raw request text made safe for log lines and error
  * messages (which must stay valid UTF-8). */
 void http_printable(const char *s, char *out, size_t n);
+/* 1 when a client's X-Request-Id can be echoed and logged as it is: 1 to
+ * HTTP_REQUEST_ID_MAX characters from [A-Za-z0-9._:-]. */
+#define HTTP_REQUEST_ID_MAX 64
+int http_request_id_ok(const char *v);
 /* Percent-decodes src (len bytes) into dst (cap bytes incl. NUL); rejects bad
  * escapes, NUL bytes, invalid UTF-8 and overflow: returns -1, else the length. */
 long http_pct_decode(const char *src, size_t len, char *dst, size_t cap);

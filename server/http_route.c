@@ -53,6 +53,17 @@ long http_pct_decode(const char *src, size_t len, char *dst, size_t cap) {
   return (long)n;
 }
 
+int http_request_id_ok(const char *v) {
+  size_t n = 0;
+  for (; v && v[n]; n++) {
+    char c = v[n];
+    int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+             c == '.' || c == '_' || c == ':' || c == '-';
+    if (!ok || n == HTTP_REQUEST_ID_MAX) return 0;
+  }
+  return n > 0;
+}
+
 int http_wait_value(const char *v) {
   if (!v || !*v) return v ? 1 : 0; /* ?wait= or ?wait alone: asked for */
   if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes")) return 1;

@@ -185,8 +185,10 @@ def main():
     ok(rc == 0, "SIGTERM -> exit 0", rc)
     ok(any("level=info" in l and "stopped" in l for l in s.log), "shutdown logged")
     reqlines = [l for l in s.log if l.startswith("time=") and " method=" in l]
-    ok(len(reqlines) > 50 and all(re.search(r"status=\d{3} ms=[0-9.]+", l) for l in reqlines),
-       "one structured log line per request (time, method, path, status, ms)", reqlines[:3])
+    ok(len(reqlines) > 50 and all(re.search(r"status=\d{3} ms=[0-9.]+ peer=\S+ id=\S+", l) for l in reqlines),
+       "one structured log line per request (time, method, path, status, ms, peer, request id)", reqlines[:3])
+    ok(any(" id=client-id.42:x" in l and 'path="/v1/info"' in l for l in reqlines),
+       "the log line carries the client's X-Request-Id")
 
     run_auth()
     run_busy()
@@ -398,6 +400,17 @@ def run_main(s):
     except (OSError, http.client.HTTPException):
         st = 431
     ok(400 <= st < 500 and healthy(s), "oversized headers -> 4xx, server keeps serving", st)
+
+    # --- X-Request-Id: the client's is echoed (and logged), else one is made --
+    ids = [s.req("GET", "/health")[3].getheader("X-Request-Id") for _ in range(3)]
+    ok(all(ids) and len(set(ids)) == 3, "every answer carries its own X-Request-Id", ids)
+    st, _, _, r = s.req("GET", "/v1/info", headers={"X-Request-Id": "client-id.42:x"})
+    ok(r.getheader("X-Request-Id") == "client-id.42:x", "a client's X-Request-Id is echoed")
+    for bad in ["has space", "x" * 65, "quote\"d"]:
+        st, _, _, r = s.req("GET", "/health", headers={"X-Request-Id": bad})
+        ok(r.getheader("X-Request-Id") not in (None, bad), "an unusable X-Request-Id is replaced: %r" % bad[:10])
+    st, js, _, r = s.req("POST", "/v1/search", "{", headers={"X-Request-Id": "err-1"})
+    ok(st == 400 and r.getheader("X-Request-Id") == "err-1", "error answers carry it too")
 
     # --- models, as OpenAI clients list them ------------------------------------
     st, models, _, _ = s.req("GET", "/v1/models")

@@ -317,6 +317,15 @@ TEST(dispatch_without_engine) {
 }
 
 TEST(query_parameters) {
+  CHECK(http_request_id_ok("a") && http_request_id_ok("req-1.2_3:Z"));
+  CHECK(!http_request_id_ok(NULL) && !http_request_id_ok("") && !http_request_id_ok("a b") &&
+        !http_request_id_ok("a\"b") && !http_request_id_ok("\xc3\xa9"));
+  char id[HTTP_REQUEST_ID_MAX + 2];
+  memset(id, 'i', sizeof id - 1);
+  id[sizeof id - 1] = 0; /* one over the limit */
+  CHECK(!http_request_id_ok(id));
+  id[HTTP_REQUEST_ID_MAX] = 0;
+  CHECK(http_request_id_ok(id));
   CHECK(http_wait_value(NULL) == 0 && http_wait_value("") == 1);
   CHECK(http_wait_value("true") == 1 && http_wait_value("TRUE") == 1 && http_wait_value("1") == 1 &&
         http_wait_value("yes") == 1);
