@@ -813,11 +813,56 @@ void proto_complete_free(proto_complete_req *r) {
   memset(r, 0, sizeof *r);
 }
 
+/* OpenAI options this server does not implement, accepted at the values that
+ * leave a completion unchanged (clients such as LangChain send them at those
+ * values on every request) and refused with 422 at any other. stream_options
+ * may ask for include_usage: the last event of a stream always has the usage. */
+static proto_status neutral_options(json_t *root, char *err, size_t errlen) {
+  static const char *const zero[] = {"frequency_penalty", "presence_penalty"};
+  double v = 0;
+  long long one = 1;
+  int flag = 0;
+  proto_status st;
+  for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++) {
+    if ((st = get_num(root, zero[i], 0, &v, err, errlen))) return st;
+    if (v != 0)
+      return fail(PROTO_ERANGE, err, errlen, "%s: only 0 is supported (no repetition penalty)",
+                  zero[i]);
+  }
+  if ((st = get_int(root, NULL, "best_of", 1, 1, 1, &one, err, errlen))) return st;
+  if ((st = get_bool(root, "echo", 0, &flag, err, errlen))) return st;
+  if (flag) return fail(PROTO_ERANGE, err, errlen, "echo: only false is supported");
+  json_t *bias = json_object_get(root, "logit_bias");
+  if (bias && !json_is_null(bias) && !json_is_object(bias))
+    return fail(PROTO_ETYPE, err, errlen, "logit_bias: must be an object");
+  if (bias && json_is_object(bias) && json_object_size(bias) > 0)
+    return fail(PROTO_ERANGE, err, errlen, "logit_bias: only {} is supported");
+  json_t *suffix = json_object_get(root, "suffix");
+  if (suffix && !json_is_null(suffix) && !json_is_string(suffix))
+    return fail(PROTO_ETYPE, err, errlen, "suffix: must be a string");
+  if (suffix && json_is_string(suffix) && json_string_length(suffix) > 0)
+    return fail(PROTO_ERANGE, err, errlen, "suffix: only \"\" is supported (no insertion)");
+  json_t *so = json_object_get(root, "stream_options");
+  if (so && !json_is_null(so)) {
+    static const char *const so_fields[] = {"include_usage", NULL};
+    if (!json_is_object(so))
+      return fail(PROTO_ETYPE, err, errlen, "stream_options: must be an object");
+    if ((st = check_fields(so, "stream_options", so_fields, err, errlen))) return st;
+    json_t *iu = json_object_get(so, "include_usage");
+    if (iu && !json_is_null(iu) && !json_is_boolean(iu))
+      return fail(PROTO_ETYPE, err, errlen, "stream_options.include_usage: must be a boolean");
+  }
+  return PROTO_OK;
+}
+
 proto_status proto_complete_parse(const char *text, size_t len, proto_complete_req *out,
                                   char *err, size_t errlen) {
   static const char *const fields[] = {
       "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs",
-      "stream", "retrieval", "k", "exclude_docs", "model", "n", "user", NULL};
+      "stream", "retrieval", "k", "exclude_docs", "model", "n", "user",
+      /* OpenAI's, accepted at the values that change nothing (neutral_options) */
+      "frequency_penalty", "presence_penalty", "best_of", "echo", "logit_bias", "suffix",
+      "stream_options", NULL};
   json_t *root = NULL;
   long long x = 0;
   memset(out, 0, sizeof *out);
@@ -882,6 +927,7 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
   json_t *user = json_object_get(root, "user");
   if (user && !json_is_string(user)) { st = fail(PROTO_ETYPE, err, errlen, "user: must be a string"); goto leave; }
   if ((st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen))) goto leave;
+  if ((st = neutral_options(root, err, errlen))) goto leave;
   st = get_model(root, &out->model, err, errlen);
 leave:
   json_decref(root);

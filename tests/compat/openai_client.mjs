@@ -48,11 +48,23 @@ await attempt('completions', async () => {
   ok(c.object === 'text_completion' && c.choices.length === 1 && typeof c.choices[0].text === 'string'
      && c.usage.completion_tokens > 0, 'completions.create', c);
   const stream = await client.completions.create({ model: decoder.id, prompt: 'retrieval augmented',
-                                                   max_tokens: 8, temperature: 0, stream: true });
-  let text = '', events = 0;
-  for await (const part of stream) { events++; text += part.choices[0]?.text ?? ''; }
+                                                   max_tokens: 8, temperature: 0, stream: true,
+                                                   stream_options: { include_usage: true } });
+  let text = '', events = 0, usage = null;
+  for await (const part of stream) {
+    events++;
+    text += part.choices[0]?.text ?? '';
+    if (part.usage) usage = part.usage;
+  }
   ok(events > 0 && text === c.choices[0].text, 'completions.create stream: same text as whole (temperature 0)',
      { text, whole: c.choices[0].text });
+  ok(usage && usage.completion_tokens === c.usage.completion_tokens, 'stream_options.include_usage: usage streamed',
+     usage);
+  // the options LangChain's OpenAI LLM sends on every call, at their neutral values
+  const lc = await client.completions.create({ model: decoder.id, prompt: ['retrieval augmented'], max_tokens: 8,
+                                               temperature: 0, top_p: 1, frequency_penalty: 0, presence_penalty: 0,
+                                               n: 1, best_of: 1, logit_bias: {} });
+  ok(lc.choices[0].text === c.choices[0].text, 'neutral OpenAI options and a one-prompt array: same completion', lc);
 });
 
 await attempt('errors', async () => {

@@ -362,7 +362,14 @@ def run_main(s):
         ("POST", "/v1/completions", '{"prompt": "a", "stop": ["a","b","c","d","e"]}', "application/json", 422, "stop"),
         ("POST", "/v1/completions", '{"prompt": "a", "logprobs": 9}', "application/json", 422, "logprobs"),
         ("POST", "/v1/completions", '{"prompt": "a", "stream": "yes"}', "application/json", 400, "stream"),
-        ("POST", "/v1/completions", '{"prompt": "a", "frequency_penalty": 1}', "application/json", 400, "frequency_penalty"),
+        ("POST", "/v1/completions", '{"prompt": "a", "frequency_penalty": 1}', "application/json", 422, "frequency_penalty"),
+        ("POST", "/v1/completions", '{"prompt": "a", "presence_penalty": "0"}', "application/json", 400, "presence_penalty"),
+        ("POST", "/v1/completions", '{"prompt": "a", "best_of": 2}', "application/json", 422, "best_of"),
+        ("POST", "/v1/completions", '{"prompt": "a", "echo": true}', "application/json", 422, "echo"),
+        ("POST", "/v1/completions", '{"prompt": "a", "logit_bias": {"50256": -100}}', "application/json", 422, "logit_bias"),
+        ("POST", "/v1/completions", '{"prompt": "a", "suffix": "b"}', "application/json", 422, "suffix"),
+        ("POST", "/v1/completions", '{"prompt": "a", "stream_options": {"x": 1}}', "application/json", 400, "stream_options"),
+        ("POST", "/v1/completions", '{"prompt": "a", "bogus": 1}', "application/json", 400, "bogus"),
         ("POST", "/v1/completions", '{"max_tokens": 3}', "application/json", 400, "prompt"),
         ("POST", "/v1/completions", '{"prompt": "a", "model": "gpt-9"}', "application/json", 404, "model"),
         ("GET", "/v1/chunks/abc", None, None, 400, "id"),
@@ -518,6 +525,13 @@ def run_completions(s):
     ok(st == 200 and js["object"] == "text_completion" and js["choices"][0]["index"] == 0
        and js["usage"]["completion_tokens"] <= 70 and js["choices"][0]["finish_reason"] in ("length", "stop"),
        "POST /v1/completions (OpenAI shape)", raw[:500])
+    # OpenAI's options at the values that change nothing (LangChain sends them on every call):
+    # accepted, and the same completion comes back
+    neutral = dict(body, frequency_penalty=0, presence_penalty=0.0, best_of=1, echo=False, logit_bias={},
+                   suffix=None, n=1, user="u", stream_options={"include_usage": True})
+    st, jsn, _, _ = s.req("POST", "/v1/completions", neutral)
+    ok(st == 200 and jsn["choices"][0]["text"] == js["choices"][0]["text"],
+       "neutral OpenAI options accepted, same completion", jsn)
     chunks = js["retro"]["chunks"] if js else []
     ok(len(chunks) >= 2 and all(len(c["neighbors"]) >= 1 for c in chunks), "retro: neighbours for every chunk",
        chunks[:1])
