@@ -660,13 +660,52 @@ void proto_search_free(proto_search_req *r) {
   free(r->query_lens);
   free(r->vector);
   free_strs(r->exclude_docs, r->n_exclude);
+  free(r->filter_json);
   memset(r, 0, sizeof *r);
+}
+
+static int filter_scalar(const json_t *v) {
+  return json_is_string(v) || json_is_number(v) || json_is_boolean(v) || json_is_null(v);
+}
+
+/* "filter": {"key": value or [values], ...}, values strings, numbers, booleans
+ * or null; written back compactly to *out (NULL when absent or empty). */
+static proto_status get_filter(json_t *root, char **out, char *err, size_t errlen) {
+  *out = NULL;
+  json_t *f = json_object_get(root, "filter");
+  if (!f || json_is_null(f)) return PROTO_OK;
+  if (!json_is_object(f))
+    return fail(PROTO_ETYPE, err, errlen, "filter: must be an object of metadata keys and values");
+  if (json_object_size(f) > PROTO_MAX_FILTER_KEYS)
+    return fail(PROTO_ERANGE, err, errlen, "filter: at most %d keys", PROTO_MAX_FILTER_KEYS);
+  const char *key;
+  json_t *v;
+  json_object_foreach(f, key, v) {
+    if (!*key) return fail(PROTO_EINVAL, err, errlen, "filter: a key is empty");
+    if (json_is_array(v)) {
+      size_t n = json_array_size(v);
+      if (n == 0 || n > PROTO_MAX_FILTER_VALUES)
+        return fail(PROTO_ERANGE, err, errlen, "filter.%.64s: list 1 to %d values", key,
+                    PROTO_MAX_FILTER_VALUES);
+      for (size_t i = 0; i < n; i++)
+        if (!filter_scalar(json_array_get(v, i)))
+          return fail(PROTO_ETYPE, err, errlen,
+                      "filter.%.64s[%zu]: must be a string, number, boolean or null", key, i);
+    } else if (!filter_scalar(v)) {
+      return fail(PROTO_ETYPE, err, errlen,
+                  "filter.%.64s: must be a string, number, boolean, null or a list of them", key);
+    }
+  }
+  if (json_object_size(f) == 0) return PROTO_OK;
+  *out = json_dumps(f, JSON_COMPACT);
+  return *out ? PROTO_OK : fail(PROTO_ENOMEM, err, errlen, "filter: out of memory");
 }
 
 proto_status proto_search_parse(const char *text, size_t len, proto_search_req *out,
                                 char *err, size_t errlen) {
-  static const char *const fields[] = {"query", "queries", "vector", "k", "exclude_docs",
-                                       "nprobe", "ef_search", "with_text", NULL};
+  static const char *const fields[] = {"query",     "queries",   "vector", "k",
+                                       "exclude_docs", "nprobe", "ef_search", "with_text",
+                                       "filter",    NULL};
   json_t *root = NULL;
   long long x = 0;
   memset(out, 0, sizeof *out);
@@ -733,7 +772,8 @@ proto_status proto_search_parse(const char *text, size_t len, proto_search_req *
   if ((st = get_int(root, NULL, "ef_search", 0, 65536, 0, &x, err, errlen)) != PROTO_OK) goto leave;
   out->ef_search = (int)x;
   if ((st = get_bool(root, "with_text", 1, &out->with_text, err, errlen)) != PROTO_OK) goto leave;
-  st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen);
+  if ((st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen))) goto leave;
+  st = get_filter(root, &out->filter_json, err, errlen);
 leave:
   json_decref(root);
   if (st != PROTO_OK) proto_search_free(out);

@@ -63,6 +63,8 @@ enum {
   PROTO_MAX_K = 1000,                 /* most neighbours one search may ask for */
   PROTO_MAX_ID_BYTES = 512,           /* longest external document id */
   PROTO_MAX_DIM = 8192,               /* largest embedding dimension accepted */
+  PROTO_MAX_FILTER_KEYS = 16,         /* metadata keys one search filter may name */
+  PROTO_MAX_FILTER_VALUES = 64,       /* values one filter key may list */
 };
 
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
@@ -181,6 +183,7 @@ typedef struct proto_search_req {
   int nprobe;          /* 0 = index default */
   int ef_search;       /* 0 = index default */
   int with_text;       /* default 1 */
+  char *filter_json;   /* "filter", checked and written compactly; NULL when absent */
 } proto_search_req;
 proto_status proto_search_parse(const char *json, size_t len, proto_search_req *out,
                                 char *err, size_t errlen);

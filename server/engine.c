@@ -568,6 +568,12 @@ typedef struct cent {
   uint32_t ordinal;
 } cent;
 
+/* A document's verdict on the search's metadata filter, by doc num. */
+typedef struct dverdict {
+  uint64_t num; /* 0 = empty slot (doc nums start at 1) */
+  int pass;
+} dverdict;
+
 typedef struct sctx {
   srv_engine *e;
   /* One read snapshot for every store read of the search, begun at the
@@ -578,6 +584,9 @@ typedef struct sctx {
   size_t cap, used;
   const uint64_t *excl; /* excluded doc nums, sorted */
   size_t n_excl;
+  json_t *filter;       /* the metadata filter, or NULL */
+  dverdict *verdicts;   /* documents already judged by it (open addressing) */
+  size_t v_cap, v_used;
   proto_status err;
 } sctx;
 
@@ -651,12 +660,84 @@ static cent *chunk_lookup(sctx *c, uint64_t id) {
   return ent;
 }
 
+/* One value of a document's metadata against one wanted value: null wants
+ * the key null or absent, numbers compare by value (1 == 1.0), and a list in
+ * the metadata matches when any of its elements does. */
+static int value_matches(const json_t *have, const json_t *want) {
+  if (json_is_null(want)) return !have || json_is_null(have);
+  if (!have) return 0;
+  if (json_is_array(have) && !json_is_array(want)) {
+    for (size_t i = 0; i < json_array_size(have); i++)
+      if (value_matches(json_array_get(have, i), want)) return 1;
+    return 0;
+  }
+  if (json_is_number(have) && json_is_number(want))
+    return json_number_value(have) == json_number_value(want);
+  return json_equal(have, want);
+}
+
+/* 1 when the metadata (JSON object text) has, for every key of filter, the
+ * value or one of the list of values given there. */
+static int metadata_passes(json_t *filter, const char *metadata_json) {
+  json_t *meta = metadata_json && *metadata_json ? json_loads(metadata_json, 0, NULL) : NULL;
+  const char *key;
+  json_t *want;
+  int pass = 1;
+  json_object_foreach(filter, key, want) {
+    json_t *have = json_is_object(meta) ? json_object_get(meta, key) : NULL;
+    int any = 0;
+    if (json_is_array(want))
+      for (size_t i = 0; i < json_array_size(want) && !any; i++)
+        any = value_matches(have, json_array_get(want, i));
+    else
+      any = value_matches(have, want);
+    if (!any) { pass = 0; break; }
+  }
+  json_decref(meta);
+  return pass;
+}
+
+/* The filter's verdict on document num (read once per search). 0 on a store
+ * error, which is kept in c->err. */
+static int doc_passes(sctx *c, uint64_t num) {
+  if ((c->v_used + 1) * 2 > c->v_cap) { /* grow (and rehash) */
+    size_t ncap = c->v_cap ? c->v_cap * 2 : 64;
+    dverdict *nt = calloc(ncap, sizeof *nt);
+    if (!nt) { c->err = srv__fail(PROTO_ENOMEM, "out of memory"); return 0; }
+    for (size_t i = 0; i < c->v_cap; i++) {
+      if (!c->verdicts[i].num) continue;
+      size_t j = hash64(c->verdicts[i].num) & (ncap - 1);
+      while (nt[j].num) j = (j + 1) & (ncap - 1);
+      nt[j] = c->verdicts[i];
+    }
+    free(c->verdicts);
+    c->verdicts = nt;
+    c->v_cap = ncap;
+  }
+  size_t m = c->v_cap - 1, i = hash64(num) & m;
+  while (c->verdicts[i].num && c->verdicts[i].num != num) i = (i + 1) & m;
+  if (c->verdicts[i].num) return c->verdicts[i].pass;
+  store_doc d = {0};
+  proto_status s = store_snap_doc_by_num(&c->snap, num, &d);
+  if (s != PROTO_OK && s != PROTO_ENOTFOUND) {
+    if (c->err == PROTO_OK) c->err = srv__fail(s, "reading document: %s", store_last_error());
+    store_doc_free(&d);
+    return 0;
+  }
+  c->verdicts[i].num = num;
+  c->verdicts[i].pass = s == PROTO_OK && metadata_passes(c->filter, d.metadata_json);
+  c->v_used++;
+  store_doc_free(&d);
+  return c->verdicts[i].pass;
+}
+
 static int search_filter(void *ctx, int64_t chunk_id) {
   sctx *c = ctx;
   if (chunk_id <= 0) return 0;
   cent *ent = chunk_lookup(c, (uint64_t)chunk_id);
   if (!ent || !ent->live) return 0;
-  return !u64_has(c->excl, c->n_excl, ent->doc_id);
+  if (u64_has(c->excl, c->n_excl, ent->doc_id)) return 0;
+  return !c->filter || doc_passes(c, ent->doc_id);
 }
 
 void srv_search_result_free(srv_search_result *r) {
@@ -741,6 +822,13 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
   if ((s = exclude_nums(e, rq->exclude_docs, rq->n_exclude, (uint64_t **)&c.excl, &c.n_excl)) !=
       PROTO_OK)
     goto leave;
+  if (rq->filter_json) {
+    c.filter = json_loads(rq->filter_json, 0, NULL);
+    if (!json_is_object(c.filter)) {
+      s = srv__fail(PROTO_EINVAL, "filter: must be a JSON object");
+      goto leave;
+    }
+  }
   if (cache_grow(&c) != 0) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
   scores = malloc(nq * k * sizeof *scores);
   ids = malloc(nq * k * sizeof *ids);
@@ -821,6 +909,8 @@ leave:
   store_chunk_free(&sc);
   store_snap_end(&c.snap);
   cache_free(&c);
+  json_decref(c.filter);
+  free(c.verdicts);
   free((void *)c.excl);
   free(qv);
   free(scores);

@@ -395,6 +395,7 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
   q.nprobe = r.nprobe;
   q.ef_search = r.ef_search;
   q.with_text = r.with_text;
+  q.filter_json = r.filter_json;
   srv_search_result res;
   memset(&res, 0, sizeof res);
   st = srv_search(s->engine, &q, &res);

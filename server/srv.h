@@ -274,6 +274,10 @@ typedef struct srv_search_request {
   int nprobe;                /* 0 = index default */
   int ef_search;             /* 0 = index default */
   int with_text;             /* 1: fill text/next_text (and tokens) */
+  const char *filter_json;   /* NULL, or {"key": value or [values], ...}: only
+                                chunks of documents whose metadata has, for
+                                every key, one of those values (null: the key
+                                is null or absent; numbers compare by value) */
 } srv_search_request;
 
 typedef struct srv_hit {

@@ -300,6 +300,34 @@ def run_main(s):
     st, js, _, _ = s.req("POST", "/v1/search", {"vector": vec, "k": 2, "nprobe": 4, "ef_search": 16})
     ok(st == 200, "nprobe / ef_search accepted")
 
+    # --- metadata filter ------------------------------------------------------
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [
+        {"id": "tag-1", "text": doc_text(301), "metadata": {"tags": ["red", "blue"], "n": 100}},
+        {"id": "tag-2", "text": doc_text(302), "metadata": {"tags": ["green"], "n": 101}}]})
+    ok(st == 200 and js["errors"] == 0, "documents with list metadata stored", js)
+
+    def filtered(flt, k=50, **extra):
+        st, js, _, _ = s.req("POST", "/v1/search", dict({"vector": vec, "k": k, "filter": flt, "with_text": False},
+                                                        **extra))
+        return st, ({h["doc_id"] for h in js["results"]} if st == 200 else js)
+    st, ids = filtered({"n": 5})
+    ok(st == 200 and ids == {"doc-5"}, "filter: one value keeps only that document", ids)
+    st, ids = filtered({"n": [3, 5.0, 17]})
+    ok(st == 200 and ids == {"doc-3", "doc-5", "doc-17"}, "filter: a list of values, numbers by value", ids)
+    st, ids = filtered({"tags": "red"})
+    ok(st == 200 and ids == {"tag-1"}, "filter: a metadata list matches any of its elements", ids)
+    st, ids = filtered({"tags": ["green", "red"], "n": 101})
+    ok(st == 200 and ids == {"tag-2"}, "filter: every key must match", ids)
+    st, ids = filtered({"n": None}, k=1000)
+    ok(st == 200 and ids and not any(i.startswith(("doc-", "tag-")) for i in ids),
+       "filter: null keeps documents without the key", sorted(ids)[:5] if st == 200 else ids)
+    st, ids = filtered({"n": [5, 6]}, exclude_docs=["doc-5"])
+    ok(st == 200 and ids == {"doc-6"}, "filter with exclude_docs", ids)
+    st, ids = filtered({"n": 12345})
+    ok(st == 200 and ids == set(), "filter matching nothing: no results", ids)
+    st2, js2, _, _ = s.req("POST", "/v1/search", {"query": doc_text(5), "k": 3, "filter": {"n": 5}})
+    ok(st2 == 200 and {h["doc_id"] for h in js2["results"]} == {"doc-5"}, "filter on a search by text", js2)
+
     # --- delete removes from results ----------------------------------------
     st, js, _, _ = s.req("DELETE", "/v1/documents/doc-9")
     ok(st == 200 and js["deleted"] is True, "DELETE /v1/documents/{id}")
@@ -332,6 +360,11 @@ def run_main(s):
         ("POST", "/v1/search", '{"query": "a", "nprobe": -1}', "application/json", 422, "nprobe"),
         ("POST", "/v1/search", '{"query": "a", "exclude_docs": "x"}', "application/json", 400, "exclude_docs"),
         ("POST", "/v1/search", '{"query": "a", "with_text": 1}', "application/json", 400, "with_text"),
+        ("POST", "/v1/search", '{"query": "a", "filter": [1]}', "application/json", 400, "filter"),
+        ("POST", "/v1/search", '{"query": "a", "filter": {"n": {"gt": 1}}}', "application/json", 400, "filter.n"),
+        ("POST", "/v1/search", '{"query": "a", "filter": {"n": []}}', "application/json", 422, "filter.n"),
+        ("POST", "/v1/search", '{"query": "a", "filter": {"n": [[1]]}}', "application/json", 400, "filter.n[0]"),
+        ("POST", "/v1/search", '{"query": "a", "filter": {"": 1}}', "application/json", 400, "filter"),
         ("POST", "/v1/search", '{"query": "a"', "application/json", 400, "JSON"),
         ("POST", "/v1/search", '[1, 2]', "application/json", 400, "object"),
         ("POST", "/v1/search", b'{"query": "\xff\xfe"}', "application/json", 400, "UTF-8"),

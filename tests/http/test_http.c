@@ -219,6 +219,19 @@ TEST(decoders) {
   const char *d2 = "{\"documents\":[{\"id\":\"x\",\"text\":\"t\"},{\"id\":\"\",\"text\":\"t\"}]}";
   CHECK(proto_docs_parse(d2, strlen(d2), 10, &docs, &n, err, sizeof err) == PROTO_ERANGE &&
         strstr(err, "documents[1].id"));
+  proto_search_req sr;
+  const char *sf = "{\"vector\":[1,2],\"filter\":{\"lang\":\"en\",\"n\":[1, 2.5, null, true]}}";
+  CHECK(proto_search_parse(sf, strlen(sf), &sr, err, sizeof err) == PROTO_OK && sr.filter_json &&
+        !strcmp(sr.filter_json, "{\"lang\":\"en\",\"n\":[1,2.5,null,true]}"));
+  proto_search_free(&sr);
+  const char *s0 = "{\"vector\":[1,2],\"filter\":{}}";
+  CHECK(proto_search_parse(s0, strlen(s0), &sr, err, sizeof err) == PROTO_OK && !sr.filter_json);
+  proto_search_free(&sr);
+  const char *sb = "{\"vector\":[1,2],\"filter\":{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,"
+                   "\"g\":7,\"h\":8,\"i\":9,\"j\":10,\"k\":11,\"l\":12,\"m\":13,\"n\":14,\"o\":15,"
+                   "\"p\":16,\"q\":17}}";
+  CHECK(proto_search_parse(sb, strlen(sb), &sr, err, sizeof err) == PROTO_ERANGE &&
+        strstr(err, "filter"));
   proto_embed_req e;
   const char *er = "{\"input\":[\"a\",\"b\"],\"model\":\"m\"}";
   CHECK(proto_embed_parse(er, strlen(er), &e, err, sizeof err) == PROTO_OK && e.n == 2 && !strcmp(e.model, "m"));
