@@ -849,6 +849,7 @@ void proto_complete_free(proto_complete_req *r) {
   free_strs(r->stop, r->n_stop);
   free(r->stop_lens);
   free_strs(r->exclude_docs, r->n_exclude);
+  free(r->filter_json);
   free(r->model);
   memset(r, 0, sizeof *r);
 }
@@ -899,7 +900,7 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
                                   char *err, size_t errlen) {
   static const char *const fields[] = {
       "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs",
-      "stream", "retrieval", "k", "exclude_docs", "model", "n", "user",
+      "stream", "retrieval", "k", "exclude_docs", "filter", "model", "n", "user",
       /* OpenAI's, accepted at the values that change nothing (neutral_options) */
       "frequency_penalty", "presence_penalty", "best_of", "echo", "logit_bias", "suffix",
       "stream_options", NULL};
@@ -967,6 +968,7 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
   json_t *user = json_object_get(root, "user");
   if (user && !json_is_string(user)) { st = fail(PROTO_ETYPE, err, errlen, "user: must be a string"); goto leave; }
   if ((st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen))) goto leave;
+  if ((st = get_filter(root, &out->filter_json, err, errlen))) goto leave;
   if ((st = neutral_options(root, err, errlen))) goto leave;
   st = get_model(root, &out->model, err, errlen);
 leave:

@@ -223,6 +223,7 @@ typedef struct proto_complete_req {
   int k;               /* neighbours per chunk; 0 = model default, [0, 64] */
   char **exclude_docs;
   size_t n_exclude;
+  char *filter_json;   /* "filter" of the neighbours (as in search), or NULL */
   char *model;         /* NULL when absent */
 } proto_complete_req;
 proto_status proto_complete_parse(const char *json, size_t len, proto_complete_req *out,

@@ -181,6 +181,7 @@ static proto_status retrieve(gen *g, const int *us, int n, int in_prompt) {
     goto leave;
   srv_search_request q = {.vectors = vec, .n_vectors = (size_t)n, .k = g->k,
                           .exclude_docs = g->rq->exclude_docs, .n_exclude = g->rq->n_exclude,
+                          .filter_json = g->rq->filter_json,
                           .nprobe = g->rq->nprobe, .ef_search = g->rq->ef_search, .with_text = 1};
   if ((s = srv_search(e, &q, &sr)) != PROTO_OK) goto leave;
   for (int i = 0; i < n; i++) {

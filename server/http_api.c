@@ -1052,6 +1052,7 @@ void http_complete_run(http_server *s, const proto_complete_req *req, http_sink 
   rq.k = req->k;
   rq.exclude_docs = (const char *const *)req->exclude_docs;
   rq.n_exclude = req->n_exclude;
+  rq.filter_json = req->filter_json;
   srv_gen_callbacks cb = {gen_on_text, gen_on_neighbours, gen_should_cancel, &g};
   srv_gen_result res;
   memset(&res, 0, sizeof res);

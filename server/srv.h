@@ -358,6 +358,8 @@ typedef struct srv_gen_request {
   int k;                     /* neighbours per chunk; 0 = model's n_neighbours */
   const char *const *exclude_docs; /* external ids never retrieved */
   size_t n_exclude;
+  const char *filter_json;   /* metadata filter of the neighbours (as in
+                                srv_search_request), or NULL */
   int nprobe, ef_search;     /* search parameters; 0 = index default */
 } srv_gen_request;
 

@@ -583,6 +583,9 @@ def run_completions(s):
     st, js5, _, _ = s.req("POST", "/v1/completions", dict(body, exclude_docs=["long-1"], max_tokens=3))
     ok(st == 200 and all(nb["doc_id"] != "long-1" for c in js5["retro"]["chunks"] for nb in c["neighbors"]),
        "exclude_docs honoured in retrieval")
+    st, jsf, _, _ = s.req("POST", "/v1/completions", dict(body, filter={"n": [1, 2]}, max_tokens=3))
+    nbs = [nb["doc_id"] for c in jsf["retro"]["chunks"] for nb in c["neighbors"]] if st == 200 else None
+    ok(nbs and set(nbs) <= {"doc-1", "doc-2"}, "filter honoured in retrieval", nbs or jsf)
     st, js6, _, _ = s.req("POST", "/v1/completions", dict(body, retrieval=False, max_tokens=3))
     ok(st == 200 and js6["retro"]["retrieval"] is False and all(not c["neighbors"] for c in js6["retro"]["chunks"]),
        "retrieval: false uses no neighbours", js6 and js6["retro"])
