@@ -560,19 +560,14 @@ proto_status srv_chunk_get(srv_engine *e, uint64_t chunk_id, srv_chunk *out) {
 
 /* Chunk headers read while filtering, keyed by chunk id (open addressing).
  * Only the document and ordinal are read here (store_snap_chunk_doc); tokens and
- * text are read later, and only for the hits returned with with_text. */
+ * text are read later, and only for the hits returned with with_text. The
+ * metadata filter's verdicts on documents live here too (DOC_VERDICT_KEY). */
 typedef struct cent {
   uint64_t id;   /* 0 = empty slot (chunk ids start at 1) */
   int live;
   uint64_t doc_id;
   uint32_t ordinal;
 } cent;
-
-/* A document's verdict on the search's metadata filter, by doc num. */
-typedef struct dverdict {
-  uint64_t num; /* 0 = empty slot (doc nums start at 1) */
-  int pass;
-} dverdict;
 
 typedef struct sctx {
   srv_engine *e;
@@ -585,8 +580,6 @@ typedef struct sctx {
   const uint64_t *excl; /* excluded doc nums, sorted */
   size_t n_excl;
   json_t *filter;       /* the metadata filter, or NULL */
-  dverdict *verdicts;   /* documents already judged by it (open addressing) */
-  size_t v_cap, v_used;
   proto_status err;
 } sctx;
 
@@ -697,26 +690,19 @@ static int metadata_passes(json_t *filter, const char *metadata_json) {
   return pass;
 }
 
-/* The filter's verdict on document num (read once per search). 0 on a store
- * error, which is kept in c->err. */
+/* The filter's verdicts on documents share the chunk cache, under their doc
+ * num with this bit set (chunk ids never reach it): live = passes. */
+#define DOC_VERDICT_KEY (1ULL << 63)
+
+/* The filter's verdict on document num (its metadata is read once per
+ * search). 0 on a store error, which is kept in c->err. */
 static int doc_passes(sctx *c, uint64_t num) {
-  if ((c->v_used + 1) * 2 > c->v_cap) { /* grow (and rehash) */
-    size_t ncap = c->v_cap ? c->v_cap * 2 : 64;
-    dverdict *nt = calloc(ncap, sizeof *nt);
-    if (!nt) { c->err = srv__fail(PROTO_ENOMEM, "out of memory"); return 0; }
-    for (size_t i = 0; i < c->v_cap; i++) {
-      if (!c->verdicts[i].num) continue;
-      size_t j = hash64(c->verdicts[i].num) & (ncap - 1);
-      while (nt[j].num) j = (j + 1) & (ncap - 1);
-      nt[j] = c->verdicts[i];
-    }
-    free(c->verdicts);
-    c->verdicts = nt;
-    c->v_cap = ncap;
+  if ((c->used + 1) * 2 > c->cap && cache_grow(c) != 0) {
+    c->err = srv__fail(PROTO_ENOMEM, "out of memory");
+    return 0;
   }
-  size_t m = c->v_cap - 1, i = hash64(num) & m;
-  while (c->verdicts[i].num && c->verdicts[i].num != num) i = (i + 1) & m;
-  if (c->verdicts[i].num) return c->verdicts[i].pass;
+  cent *ent = cache_find(c, num | DOC_VERDICT_KEY);
+  if (ent->id) return ent->live;
   store_doc d = {0};
   proto_status s = store_snap_doc_by_num(&c->snap, num, &d);
   if (s != PROTO_OK && s != PROTO_ENOTFOUND) {
@@ -724,11 +710,11 @@ static int doc_passes(sctx *c, uint64_t num) {
     store_doc_free(&d);
     return 0;
   }
-  c->verdicts[i].num = num;
-  c->verdicts[i].pass = s == PROTO_OK && metadata_passes(c->filter, d.metadata_json);
-  c->v_used++;
+  ent->id = num | DOC_VERDICT_KEY;
+  ent->live = s == PROTO_OK && metadata_passes(c->filter, d.metadata_json);
+  c->used++;
   store_doc_free(&d);
-  return c->verdicts[i].pass;
+  return ent->live;
 }
 
 static int search_filter(void *ctx, int64_t chunk_id) {
@@ -736,8 +722,9 @@ static int search_filter(void *ctx, int64_t chunk_id) {
   if (chunk_id <= 0) return 0;
   cent *ent = chunk_lookup(c, (uint64_t)chunk_id);
   if (!ent || !ent->live) return 0;
-  if (u64_has(c->excl, c->n_excl, ent->doc_id)) return 0;
-  return !c->filter || doc_passes(c, ent->doc_id);
+  uint64_t doc = ent->doc_id; /* ent may move when doc_passes grows the cache */
+  if (u64_has(c->excl, c->n_excl, doc)) return 0;
+  return !c->filter || doc_passes(c, doc);
 }
 
 void srv_search_result_free(srv_search_result *r) {
@@ -910,7 +897,6 @@ leave:
   store_snap_end(&c.snap);
   cache_free(&c);
   json_decref(c.filter);
-  free(c.verdicts);
   free((void *)c.excl);
   free(qv);
   free(scores);
