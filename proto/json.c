@@ -703,9 +703,8 @@ static proto_status get_filter(json_t *root, char **out, char *err, size_t errle
 
 proto_status proto_search_parse(const char *text, size_t len, proto_search_req *out,
                                 char *err, size_t errlen) {
-  static const char *const fields[] = {"query",     "queries",   "vector", "k",
-                                       "exclude_docs", "nprobe", "ef_search", "with_text",
-                                       "filter",    NULL};
+  static const char *const fields[] = {"query",  "queries",   "vector",    "k",      "exclude_docs",
+                                       "nprobe", "ef_search", "with_text", "filter", NULL};
   json_t *root = NULL;
   long long x = 0;
   memset(out, 0, sizeof *out);
@@ -792,8 +791,8 @@ void proto_embed_free(proto_embed_req *r) {
 
 proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *out, char *err,
                                size_t errlen) {
-  static const char *const fields[] = {"input",      "model", "encoding_format",
-                                       "dimensions", "user",  NULL};
+  static const char *const fields[] = {"input", "model", "encoding_format", "dimensions",
+                                       "user",  NULL};
   json_t *root = NULL;
   memset(out, 0, sizeof *out);
   proto_status st = parse_root(text, len, &root, err, errlen);
