@@ -327,11 +327,7 @@ proto_status srv_engine_close(srv_engine *e) {
   pthread_cond_broadcast(&e->gen_cv);
   while (e->busy > 0 || e->waiting > 0) pthread_cond_wait(&e->gen_cv, &e->gen_mu);
   pthread_mutex_unlock(&e->gen_mu);
-  if (e->ix && !e->opt.read_only) {
-    proto_status s = idx_sync(e->ix);
-    if (s == PROTO_OK) s = idx_save(e->ix);
-    if (s != PROTO_OK) saved = srv__fail(s, "saving the index: %s", idx_last_error());
-  }
+  if (e->ix && !e->opt.read_only) saved = srv_engine_save(e);
   if (e->states)
     for (int i = 0; i < e->n_slots; i++) retro_state_free(e->states[i]);
   free(e->states);
