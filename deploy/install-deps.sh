@@ -6,7 +6,7 @@ packages=(
   # build
   meson ninja-build pkg-config gcc g++ clang
   # libraries
-  libmicrohttpd-dev libjansson-dev liblmdb-dev libfaiss-dev libopenblas-dev libopenblas0
+  libmicrohttpd-dev libjansson-dev liblmdb-dev libsqlite3-dev libfaiss-dev libopenblas-dev libopenblas0
   # tests, training and parity references
   python3 python3-torch python3-numpy curl lmdb-utils
   # benchmarks (tests/bench/http)

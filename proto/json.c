@@ -701,10 +701,57 @@ static proto_status get_filter(json_t *root, char **out, char *err, size_t errle
   return *out ? PROTO_OK : fail(PROTO_ENOMEM, err, errlen, "filter: out of memory");
 }
 
+/* One of names (NULL-terminated) as a string; *out = its index + 1, 0 when absent. */
+static proto_status get_choice(json_t *obj, const char *name, const char *const *names, int *out,
+                               char *err, size_t errlen) {
+  json_t *v = json_object_get(obj, name);
+  *out = 0;
+  if (!v || json_is_null(v)) return PROTO_OK;
+  if (json_is_string(v))
+    for (int i = 0; names[i]; i++)
+      if (strcmp(json_string_value(v), names[i]) == 0) { *out = i + 1; return PROTO_OK; }
+  proto_buf b;
+  proto_buf_init(&b);
+  for (int i = 0; names[i]; i++) proto_buf_addf(&b, "%s\"%s\"", i ? ", " : "", names[i]);
+  proto_status st = fail(json_is_string(v) ? PROTO_EINVAL : PROTO_ETYPE, err, errlen,
+                         "%s: must be one of %s", name, b.data ? b.data : "");
+  proto_buf_free(&b);
+  return st;
+}
+
+/* mode, alpha, group_by, group_size, expand. */
+static proto_status get_search_shape(json_t *root, proto_search_req *out, char *err,
+                                     size_t errlen) {
+  static const char *const modes[] = {"dense", "lexical", "hybrid", NULL};
+  static const char *const groups[] = {"document", NULL};
+  long long x = 0;
+  proto_status st = get_choice(root, "mode", modes, &out->mode, err, errlen);
+  if (st != PROTO_OK) return st;
+  if (out->vector && out->mode > 1)
+    return fail(PROTO_EINVAL, err, errlen, "mode: a search by vector is dense (lexical and hybrid need a query text)");
+  if ((st = get_num(root, "alpha", 0, &out->alpha, err, errlen)) != PROTO_OK) return st;
+  if (json_object_get(root, "alpha") && !json_is_null(json_object_get(root, "alpha"))) {
+    if (!(out->alpha > 0 && out->alpha <= 1))
+      return fail(PROTO_ERANGE, err, errlen, "alpha: must be in (0, 1] (for 0, use mode \"lexical\")");
+    if (out->mode != 0 && out->mode != 3)
+      return fail(PROTO_EINVAL, err, errlen, "alpha: only a hybrid search fuses (mode \"hybrid\")");
+  }
+  if ((st = get_choice(root, "group_by", groups, &out->group_by_doc, err, errlen)) != PROTO_OK) return st;
+  if ((st = get_int(root, NULL, "group_size", 1, 100, 1, &x, err, errlen)) != PROTO_OK) return st;
+  out->group_size = (int)x;
+  if (!out->group_by_doc && json_object_get(root, "group_size") &&
+      !json_is_null(json_object_get(root, "group_size")))
+    return fail(PROTO_EINVAL, err, errlen, "group_size: needs \"group_by\": \"document\"");
+  if ((st = get_int(root, NULL, "expand", 0, 16, 0, &x, err, errlen)) != PROTO_OK) return st;
+  out->expand = (int)x;
+  return PROTO_OK;
+}
+
 proto_status proto_search_parse(const char *text, size_t len, proto_search_req *out,
                                 char *err, size_t errlen) {
   static const char *const fields[] = {"query",  "queries",   "vector",    "k",      "exclude_docs",
-                                       "nprobe", "ef_search", "with_text", "filter", NULL};
+                                       "nprobe", "ef_search", "with_text", "filter", "mode",
+                                       "alpha",  "group_by",  "group_size", "expand", NULL};
   json_t *root = NULL;
   long long x = 0;
   memset(out, 0, sizeof *out);
@@ -772,7 +819,8 @@ proto_status proto_search_parse(const char *text, size_t len, proto_search_req *
   out->ef_search = (int)x;
   if ((st = get_bool(root, "with_text", 1, &out->with_text, err, errlen)) != PROTO_OK) goto leave;
   if ((st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen))) goto leave;
-  st = get_filter(root, &out->filter_json, err, errlen);
+  if ((st = get_filter(root, &out->filter_json, err, errlen)) != PROTO_OK) goto leave;
+  st = get_search_shape(root, out, err, errlen);
 leave:
   json_decref(root);
   if (st != PROTO_OK) proto_search_free(out);
@@ -899,7 +947,7 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
                                   char *err, size_t errlen) {
   static const char *const fields[] = {
       "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs",
-      "stream", "retrieval", "k", "exclude_docs", "filter", "model", "n", "user",
+      "stream", "retrieval", "k", "exclude_docs", "filter", "model", "n", "user", "retrieval_mode",
       /* OpenAI's, accepted at the values that change nothing (neutral_options) */
       "frequency_penalty", "presence_penalty", "best_of", "echo", "logit_bias", "suffix",
       "stream_options", NULL};
@@ -968,6 +1016,8 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
   if (user && !json_is_string(user)) { st = fail(PROTO_ETYPE, err, errlen, "user: must be a string"); goto leave; }
   if ((st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen))) goto leave;
   if ((st = get_filter(root, &out->filter_json, err, errlen))) goto leave;
+  static const char *const modes[] = {"dense", "lexical", "hybrid", NULL};
+  if ((st = get_choice(root, "retrieval_mode", modes, &out->retrieval_mode, err, errlen))) goto leave;
   if ((st = neutral_options(root, err, errlen))) goto leave;
   st = get_model(root, &out->model, err, errlen);
 leave:

@@ -184,6 +184,11 @@ typedef struct proto_search_req {
   int ef_search;       /* 0 = index default */
   int with_text;       /* default 1 */
   char *filter_json;   /* "filter", checked and written compactly; NULL when absent */
+  int mode;            /* "mode": 0 absent, 1 "dense", 2 "lexical", 3 "hybrid" */
+  double alpha;        /* "alpha": hybrid weight of the dense list, (0, 1]; 0 absent */
+  int group_by_doc;    /* "group_by": "document" */
+  int group_size;      /* "group_size": chunks per document, [1, 100], default 1 */
+  int expand;          /* "expand": chunks before and after each hit, [0, 16] */
 } proto_search_req;
 proto_status proto_search_parse(const char *json, size_t len, proto_search_req *out,
                                 char *err, size_t errlen);
@@ -224,6 +229,7 @@ typedef struct proto_complete_req {
   char **exclude_docs;
   size_t n_exclude;
   char *filter_json;   /* "filter" of the neighbours (as in search), or NULL */
+  int retrieval_mode;  /* "retrieval_mode": 0 absent, 1 dense, 2 lexical, 3 hybrid */
   char *model;         /* NULL when absent */
 } proto_complete_req;
 proto_status proto_complete_parse(const char *json, size_t len, proto_complete_req *out,

@@ -201,6 +201,7 @@ int proto__search_parse_fast(const char *text, size_t len, proto_search_req *out
   out->nprobe = (int)nprobe;
   out->ef_search = (int)ef;
   out->with_text = with_text;
+  out->group_size = 1;
   return 1;
 decline:
   free(vec);

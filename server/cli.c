@@ -171,6 +171,19 @@ static int opt_double(const cli_args *a, const char *name, double lo, double hi,
   {"--decoder", NULL, 1, "decoder model directory, or \"none\" (default: as --encoder)"},    \
   {"--threads", NULL, 1, "encoder/decoder threads (default: all CPUs)"}
 
+/* A mode flag (--mode, --retrieval-mode): absent = SRV_MODE_DEFAULT; -1 when
+ * the value is not a mode (the message is printed). */
+static int opt_mode(const cli_args *a, const char *name) {
+  const char *v = opt_str(a, name);
+  if (!v) return SRV_MODE_DEFAULT;
+  srv_search_mode m = srv_mode_parse(v);
+  if (m == SRV_MODE_DEFAULT) {
+    fprintf(stderr, "retro %s: %s must be dense, lexical or hybrid\n", a->cmd, name);
+    return -1;
+  }
+  return (int)m;
+}
+
 static int engine_from_args(const cli_args *a, int load_decoder, int read_only, srv_engine **e) {
   srv_engine_options o = {0};
   long threads = 0;
@@ -571,11 +584,28 @@ static const cli_flag search_flags[] = {
     {"--nprobe", NULL, 1, "IVF lists to visit"},
     {"--ef-search", NULL, 1, "HNSW efSearch"},
     {"--no-text", NULL, 0, "omit chunk texts"},
+    {"--mode", NULL, 1, "dense, lexical or hybrid (default hybrid)"},
+    {"--alpha", NULL, 1, "hybrid: weight of the dense list in (0, 1]"},
+    {"--group-size", NULL, 1, "group by document: up to N chunks of each of k documents"},
+    {"--expand", NULL, 1, "add each hit's context: N chunks before and after it"},
 };
 
-static json_t *hit_json(const srv_hit *h, int with_text) {
+static json_t *hit_json(const srv_hit *h, srv_search_mode mode, int with_text) {
   json_t *o = json_object();
   json_object_set_new(o, "score", json_real(h->score));
+  if (mode == SRV_MODE_HYBRID) {
+    json_object_set_new(o, "dense_score", json_real(h->dense_score));
+    json_object_set_new(o, "dense_rank", h->dense_rank ? json_integer(h->dense_rank) : json_null());
+    json_object_set_new(o, "lexical_score",
+                        h->lexical_rank ? json_real(h->lexical_score) : json_null());
+    json_object_set_new(o, "lexical_rank",
+                        h->lexical_rank ? json_integer(h->lexical_rank) : json_null());
+  }
+  if (h->context) {
+    json_object_set_new(o, "context_first", json_integer(h->context_first));
+    json_object_set_new(o, "context_last", json_integer(h->context_last));
+    json_object_set_new(o, "context", jstr(h->context, h->context_len));
+  }
   json_object_set_new(o, "chunk_id", json_integer((json_int_t)h->chunk_id));
   json_object_set_new(o, "doc_id", jstr(h->doc_id, strlen(h->doc_id)));
   json_object_set_new(o, "ordinal", json_integer(h->ordinal));
@@ -597,15 +627,21 @@ static int cmd_search(int argc, char **argv) {
     if (help) {
       printf("usage: retro search --data DIR [-k N] QUERY...\n\n"
              "Prints the nearest chunks of each query as JSON:\n"
-             "[{\"query\", \"hits\": [{\"score\", \"chunk_id\", \"doc_id\", \"ordinal\", "
-             "\"metadata\", \"text\", \"next_text\"}]}]\n\n");
+             "[{\"query\", \"mode\", \"hits\": [{\"score\", \"chunk_id\", \"doc_id\", \"ordinal\", "
+             "\"metadata\", \"text\", \"next_text\"}]}]\n"
+             "(hybrid hits add dense_score/rank and lexical_score/rank; with --group-size\n"
+             "hits come grouped by document, with \"group\"; with --expand, \"context\")\n\n");
       usage_flags(stdout, search_flags, sizeof search_flags / sizeof *search_flags);
     }
     goto leave;
   }
-  long k = 10, nprobe = 0, ef = 0;
+  long k = 10, nprobe = 0, ef = 0, group = 0, expand = 0;
+  double alpha = 0;
+  int mode = opt_mode(&a, "--mode");
   if (opt_int(&a, "--k", 1, PROTO_MAX_K, &k) || opt_int(&a, "--nprobe", 0, 1 << 20, &nprobe) ||
-      opt_int(&a, "--ef-search", 0, 1 << 20, &ef)) {
+      opt_int(&a, "--ef-search", 0, 1 << 20, &ef) || opt_int(&a, "--group-size", 0, 100, &group) ||
+      opt_int(&a, "--expand", 0, 16, &expand) || opt_double(&a, "--alpha", 0, 1, &alpha) ||
+      mode < 0) {
     rc = 2;
     goto leave;
   }
@@ -619,7 +655,8 @@ static int cmd_search(int argc, char **argv) {
   srv_search_request rq = {.texts = a.pos, .n_texts = a.n_pos, .k = (int)k,
                            .exclude_docs = a.values[xi], .n_exclude = a.n_values[xi],
                            .nprobe = (int)nprobe, .ef_search = (int)ef,
-                           .with_text = !opt_set(&a, "--no-text")};
+                           .with_text = !opt_set(&a, "--no-text"), .mode = mode,
+                           .alpha = (float)alpha, .group_size = (int)group, .expand = (int)expand};
   if (srv_search(e, &rq, &res) != PROTO_OK) {
     fprintf(stderr, "retro search: %s\n", srv_last_error());
     rc = 1;
@@ -629,8 +666,9 @@ static int cmd_search(int argc, char **argv) {
   for (size_t q = 0; q < res.nq; q++) {
     json_t *o = json_object(), *hits = json_array();
     json_object_set_new(o, "query", jstr(a.pos[q], strlen(a.pos[q])));
+    json_object_set_new(o, "mode", json_string(srv_mode_name(res.mode)));
     for (size_t i = 0; i < res.queries[q].n; i++)
-      json_array_append_new(hits, hit_json(&res.queries[q].hits[i], rq.with_text));
+      json_array_append_new(hits, hit_json(&res.queries[q].hits[i], res.mode, rq.with_text));
     json_object_set_new(o, "hits", hits);
     json_array_append_new(out, o);
   }
@@ -885,6 +923,7 @@ static const cli_flag gen_flags[] = {
     {"--k", "-k", 1, "neighbours per chunk (default: the model's)"},
     {"--exclude", NULL, 1, "never retrieve from this document id (repeatable)"},
     {"--no-retrieval", NULL, 0, "RETRO [OFF]: no neighbours"},
+    {"--retrieval-mode", NULL, 1, "neighbours by dense, lexical or hybrid search (default dense)"},
     {"--json", NULL, 0, "print the whole result as JSON instead of streaming"},
 };
 
@@ -993,6 +1032,10 @@ static int cmd_generate(int argc, char **argv) {
   rq.exclude_docs = a.values[xi];
   rq.n_exclude = a.n_values[xi];
   rq.retrieval = !opt_set(&a, "--no-retrieval");
+  if ((int)(rq.retrieval_mode = (srv_search_mode)opt_mode(&a, "--retrieval-mode")) < 0) {
+    rc = 2;
+    goto leave;
+  }
   gen_ui ui = {.json = opt_set(&a, "--json")};
   srv_gen_callbacks cb = {.on_text = gen_on_text, .should_cancel = gen_cancel, .ctx = &ui};
   struct sigaction sa = {0};
@@ -1144,6 +1187,7 @@ static const cli_flag eval_flags[] = {
     {"--window", NULL, 1, "tokens per forward window (default: the decoder's max_seq)"},
     {"--alpha", NULL, 1, "leakage filter threshold (default 0.2)"},
     {"--compare-off", NULL, 0, "also score the same tokens with retrieval off (off_bpb)"},
+    {"--retrieval-mode", NULL, 1, "neighbours by dense, lexical or hybrid search (default dense)"},
 };
 
 static int eval_one(srv_engine *e, const srv_eval_options *o, const char *id, const char *text,
@@ -1192,7 +1236,12 @@ static int cmd_eval(int argc, char **argv) {
   if ((rc = engine_from_args(&a, 1, 1, &e)) != 0) goto leave;
   srv_eval_options o = {.retrieval = !opt_set(&a, "--no-retrieval"), .k = (int)k,
                         .window = (int)window, .exclude_self = opt_set(&a, "--exclude-self"),
-                        .leak_alpha = alpha, .compare_off = opt_set(&a, "--compare-off")};
+                        .leak_alpha = alpha, .compare_off = opt_set(&a, "--compare-off"),
+                        .retrieval_mode = (srv_search_mode)opt_mode(&a, "--retrieval-mode")};
+  if ((int)o.retrieval_mode < 0) {
+    rc = 2;
+    goto leave;
+  }
   srv_eval_result acc = {0};
   int failed = 0;
   for (size_t i = 0; i < fl.n && !failed; i++) {

@@ -140,6 +140,35 @@ static char *meta_get(srv_engine *e, const char *key) {
 
 /* Open / close -------------------------------------------------------------- */
 
+/* Opens DIR/lexical.sqlite (bringing it up to date with the store). A
+ * read-only engine uses the file as it is when it holds exactly the store's
+ * live chunks, else builds a private copy in $TMPDIR that close removes. */
+static proto_status open_lexical(srv_engine *e) {
+  char *path = path_join(e->data_dir, "lexical.sqlite");
+  if (!path) return srv__fail(PROTO_ENOMEM, "out of memory");
+  proto_status s = lex_open(path, e->st, e->opt.read_only, &e->lx);
+  if (s != PROTO_OK && e->opt.read_only) {
+    const char *tmp = getenv("TMPDIR");
+    char tpl[4096];
+    snprintf(tpl, sizeof tpl, "%s/retro-lexical-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int fd = mkstemp(tpl);
+    if (fd < 0) {
+      s = srv__fail(PROTO_EIO, "lexical index: cannot create a file in %s: %s",
+                    tmp && *tmp ? tmp : "/tmp", strerror(errno));
+    } else {
+      close(fd);
+      e->lex_tmp = strdup(tpl);
+      if (!e->lex_tmp) s = srv__fail(PROTO_ENOMEM, "out of memory");
+      else if ((s = lex_open(e->lex_tmp, e->st, 0, &e->lx)) != PROTO_OK)
+        s = srv__fail(s, "building a lexical index: %s", lex_last_error());
+    }
+  } else if (s != PROTO_OK) {
+    s = srv__fail(s, "opening the lexical index %s: %s", path, lex_last_error());
+  }
+  free(path);
+  return s;
+}
+
 proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
   srv_engine *e = NULL;
   proto_status s = PROTO_OK;
@@ -155,6 +184,7 @@ proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
   pthread_cond_init(&e->gen_cv, NULL);
   pthread_mutex_init(&e->q_mu, NULL);
   pthread_cond_init(&e->q_cv, NULL);
+  pthread_mutex_init(&e->sync_mu, NULL);
 
   if (!o->read_only && mkdir(o->data_dir, 0777) != 0 && errno != EEXIST) {
     s = srv__fail(PROTO_EIO, "cannot create %s: %s", o->data_dir, strerror(errno));
@@ -283,6 +313,10 @@ proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
     }
   }
 
+  /* lexical index first: the FAISS index's open may save it, which clears
+   * the tombstones the lexical index replays */
+  if ((s = open_lexical(e)) != PROTO_OK) goto leave;
+
   /* index */
   ixpath = path_join(e->data_dir, "index.faiss");
   if (!ixpath) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
@@ -333,6 +367,17 @@ proto_status srv_engine_close(srv_engine *e) {
   free(e->states);
   free(e->state_busy);
   idx_close(e->ix);
+  lex_close(e->lx);
+  if (e->lex_tmp) {
+    unlink(e->lex_tmp);
+    char side[4096];
+    snprintf(side, sizeof side, "%s-wal", e->lex_tmp);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", e->lex_tmp);
+    unlink(side);
+    free(e->lex_tmp);
+  }
+  pthread_mutex_destroy(&e->sync_mu);
   retro_close(e->dec);
   tok_close(e->own_tok);
   bert_close(e->enc);
@@ -348,13 +393,29 @@ proto_status srv_engine_close(srv_engine *e) {
   return saved;
 }
 
+proto_status srv__sync_indexes(srv_engine *e) {
+  pthread_mutex_lock(&e->sync_mu);
+  proto_status s = e->lx ? lex_sync(e->lx) : PROTO_OK;
+  if (s != PROTO_OK) s = srv__fail(s, "lexical index sync: %s", lex_last_error());
+  else if ((s = idx_sync(e->ix)) != PROTO_OK) s = srv__fail(s, "index sync: %s", idx_last_error());
+  pthread_mutex_unlock(&e->sync_mu);
+  return s;
+}
+
 proto_status srv_engine_save(srv_engine *e) {
   if (!e) return srv__fail(PROTO_EINVAL, "srv_engine_save: NULL engine");
   if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the engine is read-only");
-  proto_status s = idx_sync(e->ix);
-  if (s == PROTO_OK) s = idx_save(e->ix);
-  if (s != PROTO_OK) return srv__fail(s, "saving the index: %s", idx_last_error());
-  return PROTO_OK;
+  pthread_mutex_lock(&e->sync_mu);
+  proto_status s = e->lx ? lex_sync(e->lx) : PROTO_OK;
+  if (s != PROTO_OK) {
+    s = srv__fail(s, "lexical index sync: %s", lex_last_error());
+  } else {
+    s = idx_sync(e->ix);
+    if (s == PROTO_OK) s = idx_save(e->ix);
+    if (s != PROTO_OK) s = srv__fail(s, "saving the index: %s", idx_last_error());
+  }
+  pthread_mutex_unlock(&e->sync_mu);
+  return s;
 }
 
 store *srv_engine_store(srv_engine *e) { return e ? e->st : NULL; }
@@ -456,8 +517,8 @@ proto_status srv_delete(srv_engine *e, const char *id, int *found) {
   if (s != PROTO_OK) return srv__fail(s, "deleting \"%s\": %s", id, store_last_error());
   if (f) {
     atomic_fetch_add(&e->n_deleted, 1);
-    s = idx_sync(e->ix);
-    if (s != PROTO_OK) return srv__fail(s, "index sync after delete: %s", idx_last_error());
+    s = srv__sync_indexes(e);
+    if (s != PROTO_OK) return s;
   }
   if (found) *found = f;
   return PROTO_OK;
@@ -735,6 +796,7 @@ void srv_search_result_free(srv_search_result *r) {
       free(x->next_text);
       free(x->tokens);
       free(x->next_tokens);
+      free(x->context);
     }
     free(h->hits);
   }
@@ -773,10 +835,273 @@ typedef struct dent {
   char *id, *meta;
 } dent;
 
+/* Fusion ------------------------------------------------------------------------
+ * A hybrid search takes the best HYBRID_CANDIDATES chunks (at least k) of
+ * each list, scores every candidate in both (the dense score of a lexical
+ * candidate is computed exactly from its stored vector; a dense candidate
+ * missing from the lexical list scores 0 there: none of its words matched,
+ * or it ranked below every lexical candidate), and fuses the scores each
+ * normalised by its list's best:
+ *   fused = alpha * dense / best_dense + (1 - alpha) * lexical / best_lexical
+ * Chosen over reciprocal-rank fusion on the tuning half of
+ * tests/bench/retrieval (see its README for the figures). */
+enum { HYBRID_CANDIDATES = 50 };
+#define HYBRID_ALPHA_DEFAULT 0.5f
+
+typedef struct cand {
+  int64_t id;
+  float fused, dense, lexical;
+  int drank, lrank;
+} cand;
+
+static int cand_by_fused(const void *a, const void *b) {
+  const cand *x = a, *y = b;
+  if (x->fused != y->fused) return x->fused > y->fused ? -1 : 1;
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static float dot(const float *a, const float *b, size_t n) {
+  float s = 0;
+  for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+/* Fuses one query's lists (dense: nd ids/scores, lexical: nl) into the best k
+ * candidates (out, k entries; *n_out of them filled). */
+static proto_status fuse(srv_engine *e, const float *query, float alpha, const int64_t *dids,
+                         const float *dsc, size_t nd, const int64_t *lids, const float *lsc,
+                         size_t nl, size_t k, cand *out, size_t *n_out) {
+  size_t n = 0;
+  cand *all = malloc((nd + nl) * sizeof *all);
+  float *vec = malloc(e->dim * sizeof *vec);
+  if (!all || !vec) {
+    free(all);
+    free(vec);
+    return srv__fail(PROTO_ENOMEM, "out of memory");
+  }
+  for (size_t i = 0; i < nd && dids[i] > 0; i++)
+    all[n++] = (cand){.id = dids[i], .dense = dsc[i], .drank = (int)i + 1};
+  size_t n_dense = n;
+  for (size_t j = 0; j < nl; j++) {
+    size_t i = 0;
+    while (i < n_dense && all[i].id != lids[j]) i++;
+    if (i == n_dense) {
+      all[n] = (cand){.id = lids[j]};
+      proto_status s = store_vector_get(e->st, (uint64_t)lids[j], vec);
+      if (s == PROTO_ENOTFOUND) continue; /* deleted meanwhile */
+      if (s != PROTO_OK) {
+        free(all);
+        free(vec);
+        return srv__fail(s, "reading a vector: %s", store_last_error());
+      }
+      all[n++].dense = dot(query, vec, e->dim);
+    }
+    all[i].lexical = lsc[j];
+    all[i].lrank = (int)j + 1;
+  }
+  float dmax = 0, lmax = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (all[i].dense > dmax) dmax = all[i].dense;
+    if (all[i].lexical > lmax) lmax = all[i].lexical;
+  }
+  for (size_t i = 0; i < n; i++)
+    all[i].fused = alpha * (dmax > 0 ? all[i].dense / dmax : 0) +
+                   (1 - alpha) * (lmax > 0 ? all[i].lexical / lmax : 0);
+  qsort(all, n, sizeof *all, cand_by_fused);
+  *n_out = n < k ? n : k;
+  memcpy(out, all, *n_out * sizeof *out);
+  free(all);
+  free(vec);
+  return PROTO_OK;
+}
+
+static const char *const MODE_NAMES[] = {NULL, "dense", "lexical", "hybrid"};
+
+srv_search_mode srv__retrieval_mode(const srv_engine *e, srv_search_mode requested) {
+  if (requested != SRV_MODE_DEFAULT) return requested;
+  return e->opt.retrieval_mode != SRV_MODE_DEFAULT ? e->opt.retrieval_mode : SRV_MODE_DENSE;
+}
+
+const char *srv_mode_name(srv_search_mode m) {
+  return m >= SRV_MODE_DENSE && m <= SRV_MODE_HYBRID ? MODE_NAMES[m] : NULL;
+}
+
+srv_search_mode srv_mode_parse(const char *name) {
+  for (int m = SRV_MODE_DENSE; name && m <= SRV_MODE_HYBRID; m++)
+    if (strcmp(name, MODE_NAMES[m]) == 0) return (srv_search_mode)m;
+  return SRV_MODE_DEFAULT;
+}
+
+/* The candidates of every query, k per query (cands[q * k + j]; n[q] filled). */
+static proto_status find_candidates(srv_engine *e, const srv_search_request *rq, srv_search_mode mode,
+                                    const float *queries, size_t nq, size_t k, sctx *c, cand *cands,
+                                    size_t *n) {
+  size_t nc = mode == SRV_MODE_HYBRID ? (k > HYBRID_CANDIDATES ? k : HYBRID_CANDIDATES) : k;
+  float *dsc = NULL, *lsc = NULL;
+  int64_t *dids = NULL, *lids = NULL;
+  size_t *nl = NULL;
+  proto_status s = PROTO_OK;
+  if (mode != SRV_MODE_LEXICAL) {
+    dsc = malloc(nq * nc * sizeof *dsc);
+    dids = malloc(nq * nc * sizeof *dids);
+    if (!dsc || !dids) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    idx_search_params sp = {.nprobe = rq->nprobe, .ef_search = rq->ef_search};
+    s = idx_search(e->ix, queries, nq, (int)nc, &sp, search_filter, c, dsc, dids);
+    if (s != PROTO_OK) { s = srv__fail(s, "index search: %s", idx_last_error()); goto leave; }
+    if (c->err != PROTO_OK) { s = c->err; goto leave; }
+  }
+  if (mode != SRV_MODE_DENSE) {
+    lsc = malloc(nq * nc * sizeof *lsc);
+    lids = malloc(nq * nc * sizeof *lids);
+    nl = calloc(nq, sizeof *nl);
+    if (!lsc || !lids || !nl) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    for (size_t q = 0; q < nq; q++) {
+      size_t len = rq->text_lens ? rq->text_lens[q] : strlen(rq->texts[q]);
+      s = lex_search(e->lx, rq->texts[q], len, (int)nc, search_filter, c, lsc + q * nc,
+                     lids + q * nc, &nl[q]);
+      if (s != PROTO_OK) { s = srv__fail(s, "lexical search: %s", lex_last_error()); goto leave; }
+      if (c->err != PROTO_OK) { s = c->err; goto leave; }
+    }
+  }
+  float alpha = rq->alpha > 0 ? rq->alpha
+                : e->opt.hybrid_alpha > 0 ? e->opt.hybrid_alpha : HYBRID_ALPHA_DEFAULT;
+  for (size_t q = 0; q < nq; q++) {
+    cand *cq = cands + q * k;
+    n[q] = 0;
+    if (mode == SRV_MODE_HYBRID) {
+      s = fuse(e, queries + q * e->dim, alpha, dids + q * nc, dsc + q * nc, nc, lids + q * nc,
+               lsc + q * nc, nl[q], k, cq, &n[q]);
+      if (s != PROTO_OK) goto leave;
+    } else if (mode == SRV_MODE_DENSE) {
+      for (size_t j = 0; j < k && dids[q * k + j] > 0; j++, n[q]++)
+        cq[j] = (cand){.id = dids[q * k + j], .fused = dsc[q * k + j], .dense = dsc[q * k + j],
+                       .drank = (int)j + 1};
+    } else {
+      for (size_t j = 0; j < nl[q]; j++, n[q]++)
+        cq[j] = (cand){.id = lids[q * k + j], .fused = lsc[q * k + j], .lexical = lsc[q * k + j],
+                       .lrank = (int)j + 1};
+    }
+  }
+leave:
+  free(dsc);
+  free(lsc);
+  free(dids);
+  free(lids);
+  free(nl);
+  return s;
+}
+
+/* Result shaping ------------------------------------------------------------------ */
+
+/* Keeps, in rank order, up to gs candidates of each of the first k documents
+ * met, and puts them in group order (best first within a group); groups[j]
+ * receives candidate j's group. */
+static proto_status group_by_document(sctx *c, cand *cands, size_t *n, size_t k, size_t gs,
+                                      size_t *groups, size_t *n_groups) {
+  uint64_t *docs = malloc(k * sizeof *docs);
+  size_t *count = calloc(k, sizeof *count), *kg = malloc((*n + 1) * sizeof *kg);
+  cand *kept = malloc((*n + 1) * sizeof *kept);
+  size_t nd = 0, m = 0;
+  proto_status s = PROTO_OK;
+  if (!docs || !count || !kg || !kept) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  for (size_t j = 0; j < *n; j++) {
+    cent *ent = chunk_lookup(c, (uint64_t)cands[j].id);
+    if (!ent) { s = c->err; goto leave; }
+    if (!ent->live) continue;
+    size_t g = 0;
+    while (g < nd && docs[g] != ent->doc_id) g++;
+    if (g == nd) {
+      if (nd == k) continue;
+      docs[nd++] = ent->doc_id;
+    }
+    if (count[g] == gs) continue;
+    count[g]++;
+    kept[m] = cands[j];
+    kg[m++] = g;
+  }
+  size_t w = 0;
+  for (size_t g = 0; g < nd; g++)
+    for (size_t i = 0; i < m; i++)
+      if (kg[i] == g) {
+        cands[w] = kept[i];
+        groups[w++] = g;
+      }
+  *n = w;
+  *n_groups = nd;
+leave:
+  free(docs);
+  free(count);
+  free(kg);
+  free(kept);
+  return s;
+}
+
+/* Fills each hit's context: the texts of the chunks `by` before to `by` after
+ * it in its document, with the windows of one document that overlap or touch
+ * merged (so two nearby hits share one passage). */
+static proto_status expand_hits(sctx *c, srv_hits *h, uint32_t by) {
+  proto_status s = PROTO_OK;
+  uint64_t *first = malloc((h->n + 1) * sizeof *first);
+  if (!first) return srv__fail(PROTO_ENOMEM, "out of memory");
+  for (size_t i = 0; i < h->n && s == PROTO_OK; i++) {
+    srv_hit *x = &h->hits[i];
+    store_doc d = {0};
+    s = store_snap_doc_by_num(&c->snap, x->doc_num, &d);
+    if (s != PROTO_OK) {
+      s = srv__fail(s, "reading document: %s", store_last_error());
+    } else {
+      first[i] = d.first_chunk;
+      x->context_first = x->ordinal > by ? x->ordinal - by : 0;
+      x->context_last = x->ordinal + by < d.n_chunks ? x->ordinal + by : d.n_chunks - 1;
+    }
+    store_doc_free(&d);
+  }
+  for (int changed = 1; changed && s == PROTO_OK;) { /* merge until stable */
+    changed = 0;
+    for (size_t i = 0; i < h->n; i++)
+      for (size_t j = i + 1; j < h->n; j++) {
+        srv_hit *a = &h->hits[i], *b = &h->hits[j];
+        if (a->doc_num != b->doc_num || b->context_first > a->context_last + 1 ||
+            a->context_first > b->context_last + 1)
+          continue;
+        uint32_t lo = a->context_first < b->context_first ? a->context_first : b->context_first;
+        uint32_t hi = a->context_last > b->context_last ? a->context_last : b->context_last;
+        if (a->context_first != lo || a->context_last != hi || b->context_first != lo ||
+            b->context_last != hi)
+          changed = 1;
+        a->context_first = b->context_first = lo;
+        a->context_last = b->context_last = hi;
+      }
+  }
+  for (size_t i = 0; i < h->n && s == PROTO_OK; i++) {
+    srv_hit *x = &h->hits[i];
+    proto_buf b;
+    proto_buf_init(&b);
+    for (uint32_t o = x->context_first; o <= x->context_last && s == PROTO_OK; o++) {
+      store_chunk ch = {0};
+      s = store_snap_chunk_get(&c->snap, first[i] + o, &ch);
+      if (s != PROTO_OK) s = srv__fail(s, "reading chunk: %s", store_last_error());
+      else proto_buf_add(&b, ch.text, ch.text_len);
+      store_chunk_free(&ch);
+    }
+    if (s == PROTO_OK && b.failed) s = srv__fail(PROTO_ENOMEM, "out of memory");
+    if (s == PROTO_OK && !b.data) proto_buf_add(&b, "", 0);
+    if (s == PROTO_OK) {
+      x->context = b.data;
+      x->context_len = b.len;
+    } else {
+      proto_buf_free(&b);
+    }
+  }
+  free(first);
+  return s;
+}
+
 proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_result *out) {
   proto_status s = PROTO_OK;
-  float *qv = NULL, *scores = NULL;
-  int64_t *ids = NULL;
+  float *qv = NULL;
+  cand *cands = NULL;
+  size_t *n_cands = NULL, *groups = NULL;
   dent *docs = NULL;
   size_t n_docs = 0, cap_docs = 0;
   sctx c = {0};
@@ -784,17 +1109,28 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
   if (!e || !rq || !out) return srv__fail(PROTO_EINVAL, "srv_search: NULL argument");
   memset(out, 0, sizeof *out);
   int has_t = rq->n_texts > 0, has_v = rq->n_vectors > 0;
-  if (has_t == has_v)
-    return srv__fail(PROTO_EINVAL, "search: give exactly one of texts and vectors");
+  if (!has_t && !has_v) return srv__fail(PROTO_EINVAL, "search: give texts or vectors");
+  if (has_t && has_v && rq->n_texts != rq->n_vectors)
+    return srv__fail(PROTO_EINVAL, "search: as many texts as vectors");
   if ((has_t && !rq->texts) || (has_v && !rq->vectors))
     return srv__fail(PROTO_EINVAL, "search: NULL queries");
   if (rq->k < 1 || rq->k > PROTO_MAX_K)
     return srv__fail(PROTO_ERANGE, "k: must be in [1, %d]", PROTO_MAX_K);
   if (rq->nprobe < 0 || rq->ef_search < 0)
     return srv__fail(PROTO_ERANGE, "nprobe and ef_search must not be negative");
+  if (!(rq->alpha >= 0 && rq->alpha <= 1)) return srv__fail(PROTO_ERANGE, "alpha: must be in (0, 1]");
+  srv_search_mode mode = rq->mode != SRV_MODE_DEFAULT ? rq->mode
+                         : !has_t ? SRV_MODE_DENSE
+                         : e->opt.search_mode != SRV_MODE_DEFAULT ? e->opt.search_mode
+                         : SRV_MODE_HYBRID;
+  if (!srv_mode_name(mode)) return srv__fail(PROTO_EINVAL, "mode: unknown search mode");
+  if (mode != SRV_MODE_DENSE && !has_t)
+    return srv__fail(PROTO_EINVAL, "mode: a search by vector is dense (lexical and hybrid need a text)");
+  if (mode != SRV_MODE_DENSE && !e->lx)
+    return srv__fail(PROTO_EUNAVAIL, "mode: this database has no lexical index");
   size_t nq = has_t ? rq->n_texts : rq->n_vectors, k = (size_t)rq->k;
   const float *queries = rq->vectors;
-  if (has_t) {
+  if (!has_v && mode != SRV_MODE_LEXICAL) {
     qv = malloc(nq * e->dim * sizeof *qv);
     if (!qv) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
     s = srv__embed_queries(e, rq->texts, rq->text_lens, nq, qv);
@@ -813,23 +1149,39 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
     }
   }
   if (cache_grow(&c) != 0) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-  scores = malloc(nq * k * sizeof *scores);
-  ids = malloc(nq * k * sizeof *ids);
+  if (rq->group_size < 0 || rq->group_size > 100 || rq->expand < 0 || rq->expand > 16) {
+    s = srv__fail(PROTO_ERANGE, "group_size must be in [0, 100] and expand in [0, 16]");
+    goto leave;
+  }
+  /* grouping: enough candidates that k documents are likely found */
+  size_t kc = k, gs = (size_t)rq->group_size;
+  if (gs > 0) {
+    kc = k * gs * 4 < 64 ? 64 : k * gs * 4;
+    if (kc > 4096) kc = 4096;
+  }
+  cands = malloc(nq * kc * sizeof *cands);
+  n_cands = calloc(nq, sizeof *n_cands);
   out->queries = calloc(nq, sizeof *out->queries);
-  if (!scores || !ids || !out->queries) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!cands || !n_cands || !out->queries) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
   out->nq = nq;
-  idx_search_params sp = {.nprobe = rq->nprobe, .ef_search = rq->ef_search};
-  s = idx_search(e->ix, queries, nq, (int)k, &sp, search_filter, &c, scores, ids);
-  if (s != PROTO_OK) { s = srv__fail(s, "index search: %s", idx_last_error()); goto leave; }
-  if (c.err != PROTO_OK) { s = c.err; goto leave; }
+  out->mode = mode;
+  if ((s = find_candidates(e, rq, mode, queries, nq, kc, &c, cands, n_cands)) != PROTO_OK) goto leave;
 
+  if (gs > 0 && !(groups = malloc(kc * sizeof *groups))) {
+    s = srv__fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   for (size_t q = 0; q < nq; q++) {
     srv_hits *h = &out->queries[q];
-    h->hits = calloc(k, sizeof *h->hits);
+    if (gs > 0 && (s = group_by_document(&c, cands + q * kc, &n_cands[q], k, gs, groups,
+                                         &h->n_groups)) != PROTO_OK)
+      goto leave;
+    h->hits = calloc(n_cands[q] ? n_cands[q] : 1, sizeof *h->hits);
     if (!h->hits) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-    for (size_t j = 0; j < k; j++) {
-      int64_t id = ids[q * k + j];
-      if (id <= 0) break;
+    for (size_t j = 0; j < n_cands[q]; j++) {
+      const cand *cd = &cands[q * kc + j];
+      size_t group = groups ? groups[j] : 0;
+      int64_t id = cd->id;
       cent *ent = chunk_lookup(&c, (uint64_t)id);
       if (!ent) { s = c.err; goto leave; }
       if (!ent->live) continue;
@@ -862,7 +1214,12 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
         store_doc_free(&sd);
       }
       srv_hit *x = &h->hits[h->n++];
-      x->score = scores[q * k + j];
+      x->group = group;
+      x->score = cd->fused;
+      x->dense_score = cd->dense;
+      x->lexical_score = cd->lexical;
+      x->dense_rank = cd->drank;
+      x->lexical_rank = cd->lrank;
       x->chunk_id = (uint64_t)id;
       x->doc_num = d->num;
       x->ordinal = ent->ordinal;
@@ -881,6 +1238,7 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
         memset(&sc, 0, sizeof sc);
       }
     }
+    if (rq->expand > 0 && (s = expand_hits(&c, h, (uint32_t)rq->expand)) != PROTO_OK) goto leave;
   }
   atomic_fetch_add(&e->n_searches, nq);
 leave:
@@ -895,8 +1253,9 @@ leave:
   json_decref(c.filter);
   free((void *)c.excl);
   free(qv);
-  free(scores);
-  free(ids);
+  free(cands);
+  free(n_cands);
+  free(groups);
   if (s != PROTO_OK) srv_search_result_free(out);
   return s;
 }

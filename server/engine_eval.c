@@ -48,6 +48,7 @@ static double token_bits(const float *lg, int V, int32_t tgt) {
 proto_status srv_eval_doc(srv_engine *e, const srv_eval_options *o, const char *id,
                           const char *text, size_t len, srv_eval_result *acc) {
   proto_status s = PROTO_OK;
+  srv_search_mode mode = srv__retrieval_mode(e, o->retrieval_mode);
   int32_t *toks = NULL;
   size_t n = 0;
   retro_state *st = NULL;
@@ -122,7 +123,7 @@ proto_status srv_eval_doc(srv_engine *e, const srv_eval_options *o, const char *
       for (int c = 0; c < nc; c++) {
         ids[c] = toks + w0 + (size_t)c * PROTO_CHUNK_TOKENS;
         lens[c] = PROTO_CHUNK_TOKENS;
-        if (!e->embed_by_ids) {
+        if (!e->embed_by_ids || mode != SRV_MODE_DENSE) {
           proto_buf b;
           proto_buf_init(&b);
           proto_buf_add_utf8_lossy(&b, ctext[c], clen[c]);
@@ -131,13 +132,26 @@ proto_status srv_eval_doc(srv_engine *e, const srv_eval_options *o, const char *
         }
       }
       s = srv__embed_chunks(e, ids, lens, (const char *const *)etx, etl, (size_t)nc, vec);
-      for (int c = 0; c < nc; c++) free(etx[c]);
-      free(ids); free(lens); free(etx); free(etl);
-      if (s != PROTO_OK) goto leave;
+      free(ids); free(lens);
+      if (s != PROTO_OK) {
+        for (int c = 0; c < nc; c++) free(etx[c]);
+        free(etx); free(etl);
+        goto leave;
+      }
       srv_search_request q = {.vectors = vec, .n_vectors = (size_t)nc, .k = k,
                               .exclude_docs = o->exclude_self && id ? excl : NULL,
-                              .n_exclude = o->exclude_self && id ? 1 : 0, .with_text = 1};
-      if ((s = srv_search(e, &q, &sr)) != PROTO_OK) goto leave;
+                              .n_exclude = o->exclude_self && id ? 1 : 0, .with_text = 1,
+                              .mode = mode};
+      if (mode != SRV_MODE_DENSE) {
+        q.texts = (const char *const *)etx;
+        q.text_lens = etl;
+        q.n_texts = (size_t)nc;
+      }
+      s = srv_search(e, &q, &sr);
+      for (int c = 0; c < nc; c++) free(etx[c]);
+      free(etx);
+      free(etl);
+      if (s != PROTO_OK) goto leave;
       for (int c = 0; c < nc; c++) {
         srv_hits *h = &sr.queries[c];
         ntext[c] = calloc(h->n ? h->n : 1, sizeof **ntext);

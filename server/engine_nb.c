@@ -109,8 +109,8 @@ proto_status srv_neighbours_dump(srv_engine *e, const srv_neighbours_options *o,
   if (k > PROTO_MAX_K) return srv__fail(PROTO_ERANGE, "k: must be in [1, %d]", PROTO_MAX_K);
   if (mkdir(o->out_dir, 0777) != 0 && errno != EEXIST)
     return srv__fail(PROTO_EIO, "cannot create %s: %s", o->out_dir, strerror(errno));
-  s = idx_sync(e->ix);
-  if (s != PROTO_OK) return srv__fail(s, "index sync: %s", idx_last_error());
+  s = srv__sync_indexes(e);
+  if (s != PROTO_OK) return s;
 
   d.dim = e->dim;
   s = store_vectors_scan(e->st, 0, 1024, collect, &d);

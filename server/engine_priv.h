@@ -5,6 +5,7 @@
 #ifndef RETRO_ENGINE_PRIV_H
 #define RETRO_ENGINE_PRIV_H
 
+#include "lex.h"
 #include "srv.h"
 
 #include <pthread.h>
@@ -21,6 +22,13 @@ struct srv_engine {
   char *decoder_path;          /* NULL when none */
   store *st;
   idx *ix;
+  lex *lx;                     /* the lexical index; NULL when a read-only
+                                  engine could not have one */
+  char *lex_tmp;               /* a read-only engine's private lexical file
+                                  (removed at close), else NULL */
+  pthread_mutex_t sync_mu;     /* one lexical + FAISS sync or save at a time:
+                                  the lexical index must have applied every
+                                  tombstone a FAISS save clears */
   bert *enc;
   retro *dec;                  /* NULL unless load_decoder and a decoder exists */
   tok *own_tok;                /* the decoder's tokenizer when its weights are not loaded */
@@ -69,6 +77,14 @@ proto_status srv__embed_queries(srv_engine *e, const char *const *texts, const s
 proto_status srv__embed_chunks(srv_engine *e, const int32_t *const *ids, const size_t *lens,
                                const char *const *text, const size_t *text_lens, size_t n,
                                float *out);
+
+/* Brings the lexical and the FAISS index up to date with the store (in
+ * that order, under sync_mu). Failures set srv_last_error. */
+proto_status srv__sync_indexes(srv_engine *e);
+
+/* The mode that neighbours of generation and eval are found by: the
+ * request's, else the engine's retrieval_mode, else dense. */
+srv_search_mode srv__retrieval_mode(const srv_engine *e, srv_search_mode requested);
 
 /* Ingest pipeline lifetime (ingest.c). */
 proto_status srv__pipe_start(srv_engine *e);

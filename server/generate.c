@@ -149,6 +149,7 @@ static proto_status grow(void **p, size_t *cap, size_t need, size_t elem) {
 /* Retrieves neighbours for chunks us[0..n) of g->seq and sets them. */
 static proto_status retrieve(gen *g, const int *us, int n, int in_prompt) {
   srv_engine *e = g->e;
+  srv_search_mode mode = srv__retrieval_mode(e, g->rq->retrieval_mode);
   double t0 = proto_now();
   proto_status s = PROTO_OK;
   const int32_t **ids = calloc((size_t)n, sizeof *ids);
@@ -161,7 +162,7 @@ static proto_status retrieve(gen *g, const int *us, int n, int in_prompt) {
   for (int i = 0; i < n; i++) {
     ids[i] = g->seq + (size_t)us[i] * PROTO_CHUNK_TOKENS;
     lens[i] = PROTO_CHUNK_TOKENS;
-    if (!e->embed_by_ids) {
+    if (!e->embed_by_ids || mode != SRV_MODE_DENSE) {
       char *t = NULL;
       size_t tl = 0;
       s = tok_decode(e->ctok, ids[i], lens[i], &t, &tl);
@@ -181,8 +182,13 @@ static proto_status retrieve(gen *g, const int *us, int n, int in_prompt) {
     goto leave;
   srv_search_request q = {.vectors = vec, .n_vectors = (size_t)n, .k = g->k,
                           .exclude_docs = g->rq->exclude_docs, .n_exclude = g->rq->n_exclude,
-                          .filter_json = g->rq->filter_json,
+                          .filter_json = g->rq->filter_json, .mode = mode,
                           .nprobe = g->rq->nprobe, .ef_search = g->rq->ef_search, .with_text = 1};
+  if (mode != SRV_MODE_DENSE) {
+    q.texts = (const char *const *)texts;
+    q.text_lens = tlens;
+    q.n_texts = (size_t)n;
+  }
   if ((s = srv_search(e, &q, &sr)) != PROTO_OK) goto leave;
   for (int i = 0; i < n; i++) {
     srv_hits *h = &sr.queries[i];

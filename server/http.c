@@ -785,6 +785,14 @@ int srv_http_main(int argc, char **argv) {
     http_config_free(&cfg);
     return 2;
   }
+  srv_search_mode search_mode = srv_mode_parse(cfg.search_mode);
+  srv_search_mode retrieval_mode = srv_mode_parse(cfg.retrieval_mode);
+  if (!search_mode || !retrieval_mode) {
+    fprintf(stderr, "retro serve: --%s must be dense, lexical or hybrid\n",
+            search_mode ? "retrieval-mode" : "search-mode");
+    http_config_free(&cfg);
+    return 2;
+  }
   int have_key = (cfg.api_key && *cfg.api_key) || (cfg.read_key && *cfg.read_key);
   if (!http_host_is_loopback(cfg.host) && !have_key) {
     fprintf(stderr,
@@ -865,6 +873,8 @@ int srv_http_main(int argc, char **argv) {
   eo.threads = (int)cfg.threads;
   eo.read_only = (int)cfg.read_only;
   eo.gen_slots = (int)cfg.gen_slots;
+  eo.search_mode = search_mode;
+  eo.retrieval_mode = retrieval_mode;
   eo.gen_queue = cfg.gen_queue ? (int)cfg.gen_queue : -1;
   http_log_event("info", "opening %s", cfg.data);
   proto_status st = srv_engine_open(&eo, &engine);

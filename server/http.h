@@ -53,6 +53,8 @@ typedef struct http_config {
   char *log;             /* --log FILE (NULL = stderr) */
   long log_flush_ms;     /* --log-flush-ms: request lines wait at most this (0 = none) */
   char *config;          /* --config FILE */
+  char *search_mode;     /* --search-mode: default of POST /v1/search by text */
+  char *retrieval_mode;  /* --retrieval-mode: default of completions' neighbours */
 } http_config;
 
 /* Fills defaults, then the config file (--config or RETRO_CONFIG), then the

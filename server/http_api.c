@@ -350,23 +350,72 @@ static void h_chunk(http_server *s, const http_match *m, http_response *resp) {
 
 /* ---- search / embeddings -------------------------------------------------- */
 
-static void write_hits(proto_jw *w, const srv_hits *h, int with_text) {
-  proto_jw_arr(w);
-  for (size_t i = 0; i < h->n; i++) {
-    const srv_hit *x = &h->hits[i];
+/* A rank (1-based) and its score, or nulls when the hit is not in that list. */
+static void write_rank(proto_jw *w, const char *score_key, const char *rank_key, int rank,
+                       float score) {
+  proto_jw_key(w, score_key);
+  if (rank > 0) proto_jw_float(w, score); else proto_jw_null(w);
+  proto_jw_key(w, rank_key);
+  if (rank > 0) proto_jw_int(w, rank); else proto_jw_null(w);
+}
+
+static void write_hit(proto_jw *w, const srv_hit *x, srv_search_mode mode, int with_text) {
+  proto_jw_obj(w);
+  proto_jw_key(w, "score"); proto_jw_float(w, x->score);
+  if (mode == SRV_MODE_HYBRID) {
+    /* the dense score of every hybrid candidate is exact; its rank is in the
+     * dense candidate list */
+    proto_jw_key(w, "dense_score"); proto_jw_float(w, x->dense_score);
+    proto_jw_key(w, "dense_rank");
+    if (x->dense_rank > 0) proto_jw_int(w, x->dense_rank); else proto_jw_null(w);
+    write_rank(w, "lexical_score", "lexical_rank", x->lexical_rank, x->lexical_score);
+  }
+  proto_jw_key(w, "chunk_id"); proto_jw_uint(w, x->chunk_id);
+  proto_jw_key(w, "doc_id"); proto_jw_cstr(w, x->doc_id);
+  proto_jw_key(w, "doc_num"); proto_jw_uint(w, x->doc_num);
+  proto_jw_key(w, "ordinal"); proto_jw_uint(w, x->ordinal);
+  proto_jw_key(w, "metadata"); write_meta(w, x->metadata_json);
+  if (with_text) {
+    proto_jw_key(w, "text"); proto_jw_str(w, x->text, x->text_len);
+    proto_jw_key(w, "continuation"); proto_jw_str(w, x->next_text, x->next_text_len);
+  }
+  if (x->context) {
+    proto_jw_key(w, "context");
     proto_jw_obj(w);
-    proto_jw_key(w, "score"); proto_jw_float(w, x->score);
-    proto_jw_key(w, "chunk_id"); proto_jw_uint(w, x->chunk_id);
-    proto_jw_key(w, "doc_id"); proto_jw_cstr(w, x->doc_id);
-    proto_jw_key(w, "doc_num"); proto_jw_uint(w, x->doc_num);
-    proto_jw_key(w, "ordinal"); proto_jw_uint(w, x->ordinal);
-    proto_jw_key(w, "metadata"); write_meta(w, x->metadata_json);
-    if (with_text) {
-      proto_jw_key(w, "text"); proto_jw_str(w, x->text, x->text_len);
-      proto_jw_key(w, "continuation"); proto_jw_str(w, x->next_text, x->next_text_len);
-    }
+    proto_jw_key(w, "first_ordinal"); proto_jw_uint(w, x->context_first);
+    proto_jw_key(w, "last_ordinal"); proto_jw_uint(w, x->context_last);
+    proto_jw_key(w, "text"); proto_jw_str(w, x->context, x->context_len);
     proto_jw_obj_end(w);
   }
+  proto_jw_obj_end(w);
+}
+
+/* "results": [hits], or with group_by "groups": [{doc_id, doc_num, score,
+ * hits}], documents ranked by their best hit. */
+static void write_hits(proto_jw *w, const srv_hits *h, srv_search_mode mode, int grouped,
+                       int with_text) {
+  if (grouped) {
+    proto_jw_key(w, "groups");
+    proto_jw_arr(w);
+    for (size_t i = 0; i < h->n;) {
+      const srv_hit *best = &h->hits[i];
+      proto_jw_obj(w);
+      proto_jw_key(w, "doc_id"); proto_jw_cstr(w, best->doc_id);
+      proto_jw_key(w, "doc_num"); proto_jw_uint(w, best->doc_num);
+      proto_jw_key(w, "score"); proto_jw_float(w, best->score);
+      proto_jw_key(w, "hits");
+      proto_jw_arr(w);
+      size_t g = best->group;
+      for (; i < h->n && h->hits[i].group == g; i++) write_hit(w, &h->hits[i], mode, with_text);
+      proto_jw_arr_end(w);
+      proto_jw_obj_end(w);
+    }
+    proto_jw_arr_end(w);
+    return;
+  }
+  proto_jw_key(w, "results");
+  proto_jw_arr(w);
+  for (size_t i = 0; i < h->n; i++) write_hit(w, &h->hits[i], mode, with_text);
   proto_jw_arr_end(w);
 }
 
@@ -396,6 +445,10 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
   q.ef_search = r.ef_search;
   q.with_text = r.with_text;
   q.filter_json = r.filter_json;
+  q.mode = (srv_search_mode)r.mode;
+  q.alpha = (float)r.alpha;
+  q.group_size = r.group_by_doc ? r.group_size : 0;
+  q.expand = r.expand;
   srv_search_result res;
   memset(&res, 0, sizeof res);
   st = srv_search(s->engine, &q, &res);
@@ -408,17 +461,16 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
     proto_jw_arr(&w);
     for (size_t i = 0; i < res.nq; i++) {
       proto_jw_obj(&w);
-      proto_jw_key(&w, "results");
-      write_hits(&w, &res.queries[i], r.with_text);
+      write_hits(&w, &res.queries[i], res.mode, r.group_by_doc, r.with_text);
       proto_jw_obj_end(&w);
     }
     proto_jw_arr_end(&w);
   } else {
-    proto_jw_key(&w, "results");
-    if (res.nq > 0) write_hits(&w, &res.queries[0], r.with_text);
-    else { proto_jw_arr(&w); proto_jw_arr_end(&w); }
+    srv_hits none = {0};
+    write_hits(&w, res.nq > 0 ? &res.queries[0] : &none, res.mode, r.group_by_doc, r.with_text);
   }
   proto_jw_key(&w, "k"); proto_jw_int(&w, r.k);
+  proto_jw_key(&w, "mode"); proto_jw_cstr(&w, srv_mode_name(res.mode));
   proto_jw_obj_end(&w);
   srv_search_result_free(&res);
   ok_json(resp, 200);
@@ -1053,6 +1105,7 @@ void http_complete_run(http_server *s, const proto_complete_req *req, http_sink 
   rq.exclude_docs = (const char *const *)req->exclude_docs;
   rq.n_exclude = req->n_exclude;
   rq.filter_json = req->filter_json;
+  rq.retrieval_mode = (srv_search_mode)req->retrieval_mode;
   srv_gen_callbacks cb = {gen_on_text, gen_on_neighbours, gen_should_cancel, &g};
   srv_gen_result res;
   memset(&res, 0, sizeof res);

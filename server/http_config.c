@@ -76,6 +76,10 @@ static const opt_def opts[] = {
     {"log-flush-ms", "RETRO_LOG_FLUSH_MS", OPT_LONG, O(log_flush_ms), "100", 0, 60000,
      "request log lines are written within this many ms (0 = each at once)"},
     {"config", "RETRO_CONFIG", OPT_STR, O(config), NULL, 0, 0, "read `key = value` lines from FILE"},
+    {"search-mode", "RETRO_SEARCH_MODE", OPT_STR, O(search_mode), "hybrid", 0, 0,
+     "default mode of searches by text: dense, lexical or hybrid"},
+    {"retrieval-mode", "RETRO_RETRIEVAL_MODE", OPT_STR, O(retrieval_mode), "dense", 0, 0,
+     "default mode of the neighbours RETRO retrieves: dense, lexical or hybrid"},
 };
 #undef O
 #define N_OPTS (sizeof opts / sizeof opts[0])

@@ -11,7 +11,8 @@
  *      over its own worker threads).
  *   3. the writer thread: commits whole embedded documents, several per
  *      transaction (at most commit_chunks chunks, never the same id twice in
- *      one transaction), then idx_sync, then the acknowledgements and the
+ *      one transaction), then syncs the lexical and FAISS indexes
+ *      (srv__sync_indexes), then the acknowledgements and the
  *      progress callbacks; saves the index every save_interval_s.
  * Keys: a chunk is embedded as its own 64 tokens, except a short last chunk
  * of a longer document, which is embedded as the document's last 64 tokens
@@ -432,7 +433,7 @@ static void *writer_main(void *arg) {
       }
       int indexed = 0;
       if (any_ok) {
-        proto_status xs = idx_sync(e->ix);
+        proto_status xs = srv__sync_indexes(e);
         indexed = xs == PROTO_OK;
       }
       for (size_t i = 0; i < ng; i++) {
@@ -444,7 +445,7 @@ static void *writer_main(void *arg) {
     finish_batch(p, batch, n);
 
     if (p->save_interval > 0 && proto_now() - p->last_save >= p->save_interval) {
-      if (idx_save(e->ix) == PROTO_OK) p->last_save = proto_now();
+      if (srv_engine_save(e) == PROTO_OK) p->last_save = proto_now();
     }
   }
   free(batch);

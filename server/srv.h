@@ -55,6 +55,20 @@
 
 typedef struct srv_engine srv_engine;
 
+/* How a search finds its chunks. Dense: the FAISS index over embeddings;
+ * lexical: BM25 over the chunk texts (index/lex.h); hybrid: both candidate
+ * lists fused (see engine.c, "Fusion"). */
+typedef enum srv_search_mode {
+  SRV_MODE_DEFAULT = 0,      /* the engine's default (srv_engine_options) */
+  SRV_MODE_DENSE = 1,
+  SRV_MODE_LEXICAL = 2,
+  SRV_MODE_HYBRID = 3,
+} srv_search_mode;
+/* "dense", "lexical", "hybrid"; NULL for another value. */
+const char *srv_mode_name(srv_search_mode m);
+/* The mode of that name; SRV_MODE_DEFAULT for an unknown name. */
+srv_search_mode srv_mode_parse(const char *name);
+
 typedef struct srv_engine_options {
   const char *data_dir;      /* required; created when absent (unless read_only) */
   const char *encoder_dir;   /* NULL = default (see the file comment) */
@@ -79,6 +93,10 @@ typedef struct srv_engine_options {
                                 srv_generate fails with PROTO_EBUSY; 0 = 8,
                                 -1 = none may wait */
   int gen_max_seq;           /* tokens per sequence; 0 = the model's max_seq */
+  /* retrieval */
+  srv_search_mode search_mode;    /* searches by text; DEFAULT = hybrid */
+  srv_search_mode retrieval_mode; /* generation and eval neighbours; DEFAULT = dense */
+  float hybrid_alpha;             /* weight of the dense list; 0 = the built-in default */
 } srv_engine_options;
 
 /* Opens (creating when absent) the database in o->data_dir with the models,
@@ -261,13 +279,20 @@ void srv_chunk_free(srv_chunk *c); /* frees members; accepts zeroed */
 /* ======================================================================== */
 /* Search and embeddings                                                     */
 
+
 typedef struct srv_search_request {
-  const char *const *texts;  /* n_texts queries (embedded with the encoder) */
+  const char *const *texts;  /* n_texts queries (embedded with the encoder
+                                unless vectors are given too) */
   const size_t *text_lens;   /* NULL = NUL-terminated */
   size_t n_texts;
-  const float *vectors;      /* or n_vectors x dim query vectors (used as
-                                given: normalise them for an IP index) */
+  const float *vectors;      /* n_vectors x dim query vectors (used as
+                                given: normalise them for an IP index). With
+                                texts too (as many), the vectors are the
+                                dense queries and the texts the lexical ones */
   size_t n_vectors;
+  srv_search_mode mode;      /* searches by vector alone are dense */
+  float alpha;               /* hybrid: weight of the dense list in (0, 1];
+                                0 = the engine's default */
   int k;                     /* 1..PROTO_MAX_K */
   const char *const *exclude_docs; /* external ids whose chunks are skipped */
   size_t n_exclude;
@@ -278,10 +303,22 @@ typedef struct srv_search_request {
                                 chunks of documents whose metadata has, for
                                 every key, one of those values (null: the key
                                 is null or absent; numbers compare by value) */
+  int group_size;            /* > 0: group by document: k documents, ranked by
+                                their best chunk, each with its best
+                                group_size chunks (hits[i].group) */
+  int expand;                /* > 0: each hit's context holds the chunks from
+                                `expand` before to `expand` after it, windows
+                                of one document that overlap or touch merged */
 } srv_search_request;
 
 typedef struct srv_hit {
-  float score;               /* inner product (higher = nearer) or L2 distance */
+  float score;               /* dense: inner product (higher = nearer) or L2
+                                distance; lexical: -bm25 (higher = better);
+                                hybrid: the fused score (higher = better) */
+  float dense_score;         /* hybrid and dense: the inner product */
+  float lexical_score;       /* hybrid and lexical: -bm25, 0 when no word matched */
+  int dense_rank;            /* 1-based rank in the dense candidate list; 0 = not in it */
+  int lexical_rank;          /* likewise in the lexical list */
   uint64_t chunk_id;
   uint64_t doc_num;
   char *doc_id;              /* external id */
@@ -295,15 +332,22 @@ typedef struct srv_hit {
   uint32_t n_tokens;
   int32_t *next_tokens;      /* F tokens (with_text), n_next_tokens (0 at the end) */
   uint32_t n_next_tokens;
+  size_t group;              /* group_size > 0: the 0-based rank of its document */
+  char *context;             /* expand > 0: the texts of chunks context_first
+                                .. context_last of its document, joined */
+  size_t context_len;
+  uint32_t context_first, context_last; /* ordinals */
 } srv_hit;
 
 typedef struct srv_hits {
-  size_t n;                  /* <= k: fewer when the index has fewer live,
-                                non-excluded chunks */
-  srv_hit *hits;             /* nearest first */
+  size_t n;                  /* <= k (k x group_size when grouped): fewer when
+                                the index has fewer live, non-excluded chunks */
+  srv_hit *hits;             /* nearest first; grouped: by group, then score */
+  size_t n_groups;           /* group_size > 0: documents in hits */
 } srv_hits;
 
 typedef struct srv_search_result {
+  srv_search_mode mode;      /* the mode used */
   size_t nq;                 /* n_texts or n_vectors */
   srv_hits *queries;         /* nq lists */
 } srv_search_result;
@@ -361,6 +405,9 @@ typedef struct srv_gen_request {
   const char *filter_json;   /* metadata filter of the neighbours (as in
                                 srv_search_request), or NULL */
   int nprobe, ef_search;     /* search parameters; 0 = index default */
+  srv_search_mode retrieval_mode; /* how neighbours are found (the finished
+                                chunk's embedding, its text, or both);
+                                DEFAULT = the engine's retrieval_mode */
 } srv_gen_request;
 
 /* Fills the defaults: max_tokens 16, temperature 1, top_p 1, top_k 0,
@@ -489,6 +536,8 @@ typedef struct srv_eval_options {
   double leak_alpha;         /* leakage filter: keep chunks whose longest common
                                 substring with every neighbour they attend to is
                                 <= alpha of the chunk's bytes; 0 = 0.2 */
+  srv_search_mode retrieval_mode; /* how neighbours are found; DEFAULT = the
+                                engine's retrieval_mode */
   int compare_off;           /* with retrieval: score every window a second time
                                 with retrieval off (off_bits, kept_off_bits), so
                                 the filtered figure has its [OFF] peer on the

@@ -1,0 +1,707 @@
+/* lex.c - the lexical index: SQLite FTS5 over chunk texts, kept in step with
+ * the store (see lex.h).
+ *
+ * Decisions:
+ * - SQLite FTS5, not an inverted index of our own and not Xapian: FTS5 is a
+ *   well-kept, public-domain C library already on every Debian machine
+ *   (libsqlite3), with BM25 (bm25()), prefix-free phrase queries, custom
+ *   tokenizers and the porter stemmer; it stores postings in a B-tree with
+ *   transactions, so a crash leaves the last committed state. Xapian would
+ *   bring a C++ API and the GPL for no gain at our sizes.
+ * - The file is derived data. Its watermark and chunk count are written in
+ *   the same SQLite transaction as the postings, so they always describe the
+ *   file. At open, after replaying what is past the watermark and the
+ *   tombstones, a count that differs from the store's live chunks (a
+ *   tombstone cleared by a FAISS save while this file lost its last commit,
+ *   a file copied from elsewhere) makes us reconcile id by id. WAL mode with
+ *   synchronous=NORMAL: a process crash loses nothing committed; a power
+ *   loss may lose the last commits, which the next open replays.
+ * - Tokens suit technical text (see lex.h): a compound such as os.path.join
+ *   is indexed whole and by its parts at the same position. Queries ask for
+ *   each word whole and for its parts, OR'ed: the rare whole identifier
+ *   scores high, its parts give recall.
+ * - Stored text: the FTS5 table keeps its own copy of each chunk's text
+ *   (about 260 bytes a chunk), because removing a row's postings needs the
+ *   text it was indexed from and the store no longer has a deleted chunk's.
+ */
+#include "lex.h"
+
+#include <sqlite3.h>
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum {
+  LEX_SCHEMA = 1,       /* bump when the table or the tokenizer changes */
+  LEX_MAX_TOKEN = 64,   /* longer words are cut (hashes, base64 runs) */
+  LEX_MAX_TERMS = 64,   /* distinct query terms used */
+};
+
+typedef struct reader {
+  sqlite3 *db;
+  sqlite3_stmt *query;
+  struct reader *next;
+} reader;
+
+struct lex {
+  char *path;
+  store *st;
+  int read_only;
+  sqlite3 *w;             /* the writer connection (NULL when read-only) */
+  pthread_mutex_t wmu;    /* serialises lex_sync / lex_rebuild */
+  pthread_mutex_t pmu;    /* the reader pool */
+  reader *idle;           /* readers not in use */
+  uint64_t watermark, count; /* as committed; read under wmu or atomically enough for info */
+};
+
+static _Thread_local char lex_err[512];
+
+const char *lex_last_error(void) { return lex_err; }
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static proto_status fail(proto_status s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(lex_err, sizeof lex_err, fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+static proto_status db_fail(sqlite3 *db, const char *what) {
+  return fail(PROTO_EINDEX, "lexical index: %s: %s", what, db ? sqlite3_errmsg(db) : "no connection");
+}
+
+/* Tokenizer ------------------------------------------------------------------- */
+
+static int is_word(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c >= 0x80;
+}
+static int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
+static int is_lower_or_digit(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/* Lower-cases s[0..n) into buf (at most LEX_MAX_TOKEN bytes); returns the length. */
+static size_t lower(const unsigned char *s, size_t n, char *buf) {
+  if (n > LEX_MAX_TOKEN) n = LEX_MAX_TOKEN;
+  for (size_t i = 0; i < n; i++) buf[i] = (char)(is_upper(s[i]) ? s[i] + 32 : s[i]);
+  return n;
+}
+
+/* The parts of the word s[b..e): split at '.' and '_' (dropped) and at
+ * camelCase boundaries (aB -> a|B, ABc -> A|Bc). Emitted colocated, unless
+ * the only part is the word itself. */
+static int emit_parts(const unsigned char *s, size_t b, size_t e, lex_token_fn fn, void *ctx) {
+  size_t starts[LEX_MAX_TOKEN], ends[LEX_MAX_TOKEN], np = 0;
+  size_t i = b;
+  while (i < e && np < LEX_MAX_TOKEN) {
+    while (i < e && (s[i] == '.' || s[i] == '_')) i++;
+    if (i >= e) break;
+    size_t p = i++;
+    while (i < e && s[i] != '.' && s[i] != '_') {
+      if (is_upper(s[i]) && (is_lower_or_digit(s[i - 1]) ||
+                             (is_upper(s[i - 1]) && i + 1 < e && s[i + 1] >= 'a' && s[i + 1] <= 'z')))
+        break;
+      i++;
+    }
+    starts[np] = p;
+    ends[np++] = i;
+  }
+  if (np == 0 || (np == 1 && starts[0] == b && ends[0] == e)) return 0;
+  char buf[LEX_MAX_TOKEN];
+  for (size_t j = 0; j < np; j++) {
+    size_t n = lower(s + starts[j], ends[j] - starts[j], buf);
+    int r = fn(ctx, 1, buf, n, starts[j], ends[j]);
+    if (r) return r;
+  }
+  return 0;
+}
+
+int lex_tokenize(const char *text, size_t len, int parts, lex_token_fn fn, void *ctx) {
+  const unsigned char *s = (const unsigned char *)text;
+  char buf[LEX_MAX_TOKEN];
+  size_t i = 0;
+  while (i < len) {
+    if (!is_word(s[i])) {
+      i++;
+      continue;
+    }
+    size_t b = i;
+    while (i < len && (is_word(s[i]) || (s[i] == '.' && i + 1 < len && is_word(s[i + 1])))) i++;
+    size_t n = lower(s + b, i - b, buf);
+    int r = fn(ctx, 0, buf, n, b, i);
+    if (!r && parts) r = emit_parts(s, b, i, fn, ctx);
+    if (r) return r;
+  }
+  return 0;
+}
+
+typedef struct fts_tok_ctx {
+  void *ctx;
+  int (*xToken)(void *, int, const char *, int, int, int);
+} fts_tok_ctx;
+
+static int fts_token(void *ctx, int colocated, const char *t, size_t n, size_t start, size_t end) {
+  fts_tok_ctx *c = ctx;
+  return c->xToken(c->ctx, colocated ? FTS5_TOKEN_COLOCATED : 0, t, (int)n, (int)start, (int)end);
+}
+
+static int tok_create(void *p, const char **argv, int argc, Fts5Tokenizer **out) {
+  (void)argv;
+  (void)argc;
+  *out = (Fts5Tokenizer *)p; /* stateless: any non-NULL handle */
+  return SQLITE_OK;
+}
+
+static void tok_delete(Fts5Tokenizer *t) { (void)t; }
+
+/* Documents get whole words and their parts; a query term is looked up as
+ * written (lex_search asks for the parts itself, as separate terms). */
+static int tok_tokenize(Fts5Tokenizer *t, void *ctx, int flags, const char *text, int n,
+                        int (*xToken)(void *, int, const char *, int, int, int)) {
+  (void)t;
+  fts_tok_ctx c = {ctx, xToken};
+  int parts = (flags & FTS5_TOKENIZE_QUERY) == 0;
+  return lex_tokenize(text, n > 0 ? (size_t)n : 0, parts, fts_token, &c);
+}
+
+static fts5_tokenizer retro_tokenizer = {tok_create, tok_delete, tok_tokenize};
+
+/* Registers the "retro" tokenizer on a connection (tokenizers are per connection). */
+static int register_tokenizer(sqlite3 *db) {
+  fts5_api *api = NULL;
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, "SELECT fts5(?1)", -1, &st, NULL) != SQLITE_OK) return -1;
+  sqlite3_bind_pointer(st, 1, (void *)&api, "fts5_api_ptr", NULL);
+  sqlite3_step(st);
+  sqlite3_finalize(st);
+  if (!api || api->iVersion < 2) return -1;
+  static int handle;
+  return api->xCreateTokenizer(api, "retro", &handle, &retro_tokenizer, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+/* Connections and schema ------------------------------------------------------------ */
+
+static const char *SCHEMA_SQL =
+    "CREATE TABLE IF NOT EXISTS lex_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS lex_chunks USING fts5(body, tokenize = 'porter retro');";
+
+static const char *QUERY_SQL =
+    "SELECT rowid, rank FROM lex_chunks WHERE lex_chunks MATCH ?1 ORDER BY rank LIMIT ?2";
+
+static proto_status connect(const char *path, int flags, sqlite3 **out) {
+  sqlite3 *db = NULL;
+  *out = NULL;
+  if (sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    proto_status s = db_fail(db, "open");
+    sqlite3_close(db);
+    return s;
+  }
+  sqlite3_busy_timeout(db, 10000);
+  if (register_tokenizer(db) != 0) {
+    sqlite3_close(db);
+    return fail(PROTO_EINDEX, "lexical index: SQLite has no FTS5");
+  }
+  *out = db;
+  return PROTO_OK;
+}
+
+static int exec(sqlite3 *db, const char *sql) { return sqlite3_exec(db, sql, NULL, NULL, NULL); }
+
+static int meta_get(sqlite3 *db, const char *key, int64_t *v) {
+  sqlite3_stmt *st = NULL;
+  *v = 0;
+  if (sqlite3_prepare_v2(db, "SELECT value FROM lex_meta WHERE key = ?1", -1, &st, NULL) != SQLITE_OK)
+    return -1;
+  sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) *v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int meta_put(sqlite3 *db, const char *key, int64_t v) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO lex_meta(key, value) VALUES(?1, ?2)", -1, &st,
+                         NULL) != SQLITE_OK)
+    return -1;
+  sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, v);
+  int rc = sqlite3_step(st);
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Opens the writer and checks the file: SQLite's quick_check and our schema
+ * version. Returns 1 when the file is usable, 0 when it must be rebuilt
+ * (the connection is then closed), -1 on an error that rebuilding would not
+ * cure (the message is set). */
+static int open_writer(lex *lx) {
+  proto_status s = connect(lx->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &lx->w);
+  if (s != PROTO_OK) return 0;
+  sqlite3_stmt *st = NULL;
+  int good = exec(lx->w, "PRAGMA journal_mode=WAL") == SQLITE_OK &&
+             exec(lx->w, "PRAGMA synchronous=NORMAL") == SQLITE_OK &&
+             exec(lx->w, "PRAGMA journal_size_limit=8388608") == SQLITE_OK &&
+             sqlite3_prepare_v2(lx->w, "PRAGMA quick_check", -1, &st, NULL) == SQLITE_OK &&
+             sqlite3_step(st) == SQLITE_ROW &&
+             strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+  sqlite3_finalize(st);
+  int64_t schema = 0;
+  if (good) good = exec(lx->w, SCHEMA_SQL) == SQLITE_OK && meta_get(lx->w, "schema", &schema) == 0;
+  if (good && schema == 0) good = meta_put(lx->w, "schema", LEX_SCHEMA) == 0 ? (schema = LEX_SCHEMA) : 0;
+  int64_t wm = 0, count = 0;
+  if (good) good = schema == LEX_SCHEMA && meta_get(lx->w, "watermark", &wm) == 0 &&
+                   meta_get(lx->w, "count", &count) == 0 && wm >= 0 && count >= 0;
+  if (!good) {
+    sqlite3_close(lx->w);
+    lx->w = NULL;
+    return 0;
+  }
+  lx->watermark = (uint64_t)wm;
+  lx->count = (uint64_t)count;
+  return 1;
+}
+
+static void remove_files(const char *path) {
+  char p[4096];
+  unlink(path);
+  snprintf(p, sizeof p, "%s-wal", path);
+  unlink(p);
+  snprintf(p, sizeof p, "%s-shm", path);
+  unlink(p);
+  snprintf(p, sizeof p, "%s-journal", path);
+  unlink(p);
+}
+
+/* Store scans ---------------------------------------------------------------------- */
+
+typedef struct idlist {
+  uint64_t *v;
+  size_t n, cap;
+} idlist;
+
+static proto_status collect_ids(void *ctx, const uint64_t *ids, const float *vectors, size_t n) {
+  (void)vectors;
+  idlist *l = ctx;
+  if (l->n + n > l->cap) {
+    size_t cap = l->cap ? l->cap : 1024;
+    while (cap < l->n + n) cap *= 2;
+    uint64_t *v = realloc(l->v, cap * sizeof *v);
+    if (!v) return PROTO_ENOMEM;
+    l->v = v;
+    l->cap = cap;
+  }
+  memcpy(l->v + l->n, ids, n * sizeof *ids);
+  l->n += n;
+  return PROTO_OK;
+}
+
+/* The live chunk ids of the store past after_id, ascending. */
+static proto_status live_ids(store *st, uint64_t after_id, idlist *out) {
+  memset(out, 0, sizeof *out);
+  proto_status s = store_vectors_scan(st, after_id, 4096, collect_ids, out);
+  if (s != PROTO_OK) {
+    free(out->v);
+    memset(out, 0, sizeof *out);
+    return fail(s, "lexical index: reading the store: %s",
+                s == PROTO_ENOMEM ? "out of memory" : store_last_error());
+  }
+  return PROTO_OK;
+}
+
+/* Writes (the caller holds wmu and an open transaction) -------------------------- */
+
+static proto_status add_chunks(lex *lx, const uint64_t *ids, size_t n) {
+  sqlite3_stmt *ins = NULL;
+  if (sqlite3_prepare_v2(lx->w, "INSERT INTO lex_chunks(rowid, body) VALUES(?1, ?2)", -1, &ins,
+                         NULL) != SQLITE_OK)
+    return db_fail(lx->w, "prepare insert");
+  proto_status s = PROTO_OK;
+  for (size_t i = 0; i < n && s == PROTO_OK; i++) {
+    store_chunk c = {0};
+    proto_status cs = store_chunk_get(lx->st, ids[i], &c);
+    if (cs == PROTO_ENOTFOUND) continue; /* deleted since the scan: its tombstone follows */
+    if (cs != PROTO_OK) {
+      s = fail(cs, "lexical index: reading chunk %llu: %s", (unsigned long long)ids[i],
+               store_last_error());
+      break;
+    }
+    sqlite3_bind_int64(ins, 1, (sqlite3_int64)ids[i]);
+    sqlite3_bind_text(ins, 2, c.text ? c.text : "", (int)c.text_len, SQLITE_STATIC);
+    if (sqlite3_step(ins) != SQLITE_DONE) s = db_fail(lx->w, "insert");
+    else lx->count++;
+    sqlite3_reset(ins);
+    store_chunk_free(&c);
+  }
+  sqlite3_finalize(ins);
+  return s;
+}
+
+static proto_status remove_chunks(lex *lx, const uint64_t *ids, size_t n) {
+  sqlite3_stmt *del = NULL;
+  if (sqlite3_prepare_v2(lx->w, "DELETE FROM lex_chunks WHERE rowid = ?1", -1, &del, NULL) !=
+      SQLITE_OK)
+    return db_fail(lx->w, "prepare delete");
+  proto_status s = PROTO_OK;
+  for (size_t i = 0; i < n && s == PROTO_OK; i++) {
+    sqlite3_bind_int64(del, 1, (sqlite3_int64)ids[i]);
+    if (sqlite3_step(del) != SQLITE_DONE) s = db_fail(lx->w, "delete");
+    else {
+      uint64_t gone = (uint64_t)sqlite3_changes(lx->w);
+      lx->count -= gone <= lx->count ? gone : lx->count;
+    }
+    sqlite3_reset(del);
+  }
+  sqlite3_finalize(del);
+  return s;
+}
+
+static proto_status begin(lex *lx) {
+  return exec(lx->w, "BEGIN IMMEDIATE") == SQLITE_OK ? PROTO_OK : db_fail(lx->w, "begin");
+}
+
+/* Commits with the new watermark and count, or rolls back (and re-reads them). */
+static proto_status finish(lex *lx, proto_status s) {
+  if (s == PROTO_OK && (meta_put(lx->w, "watermark", (int64_t)lx->watermark) != 0 ||
+                        meta_put(lx->w, "count", (int64_t)lx->count) != 0))
+    s = db_fail(lx->w, "write meta");
+  if (s == PROTO_OK && exec(lx->w, "COMMIT") != SQLITE_OK) s = db_fail(lx->w, "commit");
+  if (s != PROTO_OK) {
+    char keep[sizeof lex_err];
+    memcpy(keep, lex_err, sizeof keep);
+    exec(lx->w, "ROLLBACK");
+    int64_t wm = 0, count = 0;
+    meta_get(lx->w, "watermark", &wm);
+    meta_get(lx->w, "count", &count);
+    lx->watermark = (uint64_t)wm;
+    lx->count = (uint64_t)count;
+    memcpy(lex_err, keep, sizeof keep);
+  }
+  return s;
+}
+
+/* Adds what is past the watermark, removes the tombstoned ids. */
+static proto_status sync_locked(lex *lx) {
+  idlist fresh;
+  proto_status s = live_ids(lx->st, lx->watermark, &fresh);
+  if (s != PROTO_OK) return s;
+  uint64_t *dead = NULL;
+  size_t n_dead = 0;
+  s = store_tombstones(lx->st, &dead, &n_dead);
+  if (s != PROTO_OK) {
+    free(fresh.v);
+    return fail(s, "lexical index: reading tombstones: %s", store_last_error());
+  }
+  if (fresh.n > 0 || n_dead > 0) {
+    s = begin(lx);
+    if (s == PROTO_OK) {
+      s = add_chunks(lx, fresh.v, fresh.n);
+      if (s == PROTO_OK) s = remove_chunks(lx, dead, n_dead);
+      if (s == PROTO_OK && fresh.n > 0) lx->watermark = fresh.v[fresh.n - 1];
+      s = finish(lx, s);
+    }
+  }
+  free(fresh.v);
+  free(dead);
+  return s;
+}
+
+/* Makes the index hold exactly the store's live chunks, id by id. */
+static proto_status reconcile_locked(lex *lx) {
+  idlist live, have = {0};
+  proto_status s = live_ids(lx->st, 0, &live);
+  if (s != PROTO_OK) return s;
+  sqlite3_stmt *q = NULL;
+  if (sqlite3_prepare_v2(lx->w, "SELECT rowid FROM lex_chunks ORDER BY rowid", -1, &q, NULL) !=
+      SQLITE_OK) {
+    free(live.v);
+    return db_fail(lx->w, "prepare scan");
+  }
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    uint64_t id = (uint64_t)sqlite3_column_int64(q, 0);
+    if (collect_ids(&have, &id, NULL, 1) != PROTO_OK) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+  }
+  sqlite3_finalize(q);
+  if (rc != SQLITE_DONE) {
+    free(live.v);
+    free(have.v);
+    return rc == SQLITE_NOMEM ? fail(PROTO_ENOMEM, "out of memory") : db_fail(lx->w, "scan");
+  }
+  /* merge: ids only in the index go, ids only in the store come */
+  idlist gone = {0}, come = {0};
+  size_t i = 0, j = 0;
+  while (s == PROTO_OK && (i < have.n || j < live.n)) {
+    if (j >= live.n || (i < have.n && have.v[i] < live.v[j])) s = collect_ids(&gone, &have.v[i++], NULL, 1);
+    else if (i >= have.n || live.v[j] < have.v[i]) s = collect_ids(&come, &live.v[j++], NULL, 1);
+    else i++, j++;
+  }
+  if (s == PROTO_OK) s = begin(lx);
+  else s = fail(s, "out of memory");
+  if (s == PROTO_OK) {
+    lx->count = have.n;
+    s = remove_chunks(lx, gone.v, gone.n);
+    if (s == PROTO_OK) s = add_chunks(lx, come.v, come.n);
+    if (s == PROTO_OK && live.n > 0 && live.v[live.n - 1] > lx->watermark)
+      lx->watermark = live.v[live.n - 1];
+    s = finish(lx, s);
+  }
+  free(live.v);
+  free(have.v);
+  free(gone.v);
+  free(come.v);
+  return s;
+}
+
+/* Public: open, sync, rebuild, close ----------------------------------------------- */
+
+proto_status lex_sync(lex *lx) {
+  if (!lx) return fail(PROTO_EINVAL, "lex_sync: NULL index");
+  if (lx->read_only) return PROTO_OK;
+  pthread_mutex_lock(&lx->wmu);
+  proto_status s = sync_locked(lx);
+  pthread_mutex_unlock(&lx->wmu);
+  return s;
+}
+
+proto_status lex_rebuild(lex *lx) {
+  if (!lx) return fail(PROTO_EINVAL, "lex_rebuild: NULL index");
+  if (lx->read_only) return fail(PROTO_EINVAL, "lexical index: opened read-only");
+  pthread_mutex_lock(&lx->wmu);
+  proto_status s = begin(lx);
+  if (s == PROTO_OK) {
+    if (exec(lx->w, "DELETE FROM lex_chunks") != SQLITE_OK) s = db_fail(lx->w, "empty");
+    lx->count = 0;
+    lx->watermark = 0;
+    s = finish(lx, s);
+  }
+  if (s == PROTO_OK) s = sync_locked(lx);
+  pthread_mutex_unlock(&lx->wmu);
+  return s;
+}
+
+static int store_live_chunks(store *st, uint64_t *n) {
+  store_stats ss;
+  if (store_stats_get(st, &ss) != PROTO_OK) return -1;
+  *n = ss.chunks;
+  return 0;
+}
+
+/* A read-only index must be usable as it is: our schema, and holding
+ * exactly the store's live chunks (same count, none past its watermark). */
+static proto_status check_read_only(lex *lx) {
+  sqlite3 *db = NULL;
+  proto_status s = connect(lx->path, SQLITE_OPEN_READONLY, &db);
+  int64_t schema = 0, wm = 0, count = 0;
+  uint64_t live = 0;
+  if (s == PROTO_OK && (meta_get(db, "schema", &schema) != 0 || schema != LEX_SCHEMA ||
+                        meta_get(db, "watermark", &wm) != 0 || meta_get(db, "count", &count) != 0))
+    s = fail(PROTO_EINDEX, "lexical index %s: not ours or unreadable", lx->path);
+  sqlite3_close(db);
+  if (s != PROTO_OK) return s;
+  if (store_live_chunks(lx->st, &live) != 0)
+    return fail(PROTO_ESTORE, "lexical index: store stats: %s", store_last_error());
+  idlist past;
+  if ((s = live_ids(lx->st, (uint64_t)wm, &past)) != PROTO_OK) return s;
+  free(past.v);
+  if (past.n > 0 || live != (uint64_t)count)
+    return fail(PROTO_EINDEX, "lexical index %s is behind the store", lx->path);
+  lx->watermark = (uint64_t)wm;
+  lx->count = (uint64_t)count;
+  return PROTO_OK;
+}
+
+proto_status lex_open(const char *path, store *st, int read_only, lex **out) {
+  if (!path || !st || !out) return fail(PROTO_EINVAL, "lex_open: NULL argument");
+  *out = NULL;
+  lex *lx = calloc(1, sizeof *lx);
+  if (!lx || !(lx->path = strdup(path))) {
+    free(lx);
+    return fail(PROTO_ENOMEM, "out of memory");
+  }
+  lx->st = st;
+  lx->read_only = read_only;
+  pthread_mutex_init(&lx->wmu, NULL);
+  pthread_mutex_init(&lx->pmu, NULL);
+  proto_status s = PROTO_OK;
+  if (read_only) {
+    s = check_read_only(lx);
+  } else {
+    int ok = open_writer(lx);
+    if (!ok) { /* unreadable or foreign: start over */
+      remove_files(path);
+      ok = open_writer(lx);
+      if (!ok) s = db_fail(NULL, "cannot create the file");
+    }
+    uint64_t live = 0;
+    if (s == PROTO_OK) s = lex_sync(lx);
+    if (s == PROTO_OK && store_live_chunks(st, &live) != 0)
+      s = fail(PROTO_ESTORE, "lexical index: store stats: %s", store_last_error());
+    if (s == PROTO_OK && live != lx->count) {
+      pthread_mutex_lock(&lx->wmu);
+      s = reconcile_locked(lx);
+      pthread_mutex_unlock(&lx->wmu);
+    }
+  }
+  if (s != PROTO_OK) {
+    char keep[sizeof lex_err];
+    memcpy(keep, lex_err, sizeof keep);
+    lex_close(lx);
+    memcpy(lex_err, keep, sizeof keep);
+    return s;
+  }
+  *out = lx;
+  return PROTO_OK;
+}
+
+void lex_close(lex *lx) {
+  if (!lx) return;
+  for (reader *r = lx->idle; r;) {
+    reader *next = r->next;
+    sqlite3_finalize(r->query);
+    sqlite3_close(r->db);
+    free(r);
+    r = next;
+  }
+  sqlite3_close(lx->w);
+  pthread_mutex_destroy(&lx->wmu);
+  pthread_mutex_destroy(&lx->pmu);
+  free(lx->path);
+  free(lx);
+}
+
+/* Search ----------------------------------------------------------------------------- */
+
+static proto_status reader_take(lex *lx, reader **out) {
+  pthread_mutex_lock(&lx->pmu);
+  reader *r = lx->idle;
+  if (r) lx->idle = r->next;
+  pthread_mutex_unlock(&lx->pmu);
+  if (!r) {
+    r = calloc(1, sizeof *r);
+    if (!r) return fail(PROTO_ENOMEM, "out of memory");
+    int flags = lx->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+    proto_status s = connect(lx->path, flags, &r->db);
+    if (s == PROTO_OK && sqlite3_prepare_v3(r->db, QUERY_SQL, -1, SQLITE_PREPARE_PERSISTENT,
+                                            &r->query, NULL) != SQLITE_OK)
+      s = db_fail(r->db, "prepare query");
+    if (s != PROTO_OK) {
+      sqlite3_close(r->db);
+      free(r);
+      return s;
+    }
+  }
+  *out = r;
+  return PROTO_OK;
+}
+
+static void reader_give(lex *lx, reader *r) {
+  sqlite3_reset(r->query);
+  sqlite3_clear_bindings(r->query);
+  pthread_mutex_lock(&lx->pmu);
+  r->next = lx->idle;
+  lx->idle = r;
+  pthread_mutex_unlock(&lx->pmu);
+}
+
+/* The FTS5 query: every distinct word of the text, and every part of a
+ * compound word, as a quoted term, OR'ed. */
+typedef struct qbuild {
+  char terms[LEX_MAX_TERMS][LEX_MAX_TOKEN + 1];
+  size_t n;
+} qbuild;
+
+static int add_term(void *ctx, int colocated, const char *t, size_t n, size_t start, size_t end) {
+  (void)colocated;
+  (void)start;
+  (void)end;
+  qbuild *q = ctx;
+  if (q->n == LEX_MAX_TERMS) return 1;
+  for (size_t i = 0; i < q->n; i++)
+    if (strlen(q->terms[i]) == n && memcmp(q->terms[i], t, n) == 0) return 0;
+  memcpy(q->terms[q->n], t, n);
+  q->terms[q->n++][n] = 0;
+  return 0;
+}
+
+static char *match_expr(const char *text, size_t len) {
+  qbuild q;
+  q.n = 0;
+  lex_tokenize(text, len, 1, add_term, &q);
+  if (q.n == 0) return NULL;
+  size_t cap = q.n * (LEX_MAX_TOKEN + 8) + 1;
+  char *e = malloc(cap), *p = e;
+  if (!e) return NULL;
+  for (size_t i = 0; i < q.n; i++) /* terms hold no '"' (see is_word) */
+    p += sprintf(p, "%s\"%s\"", i ? " OR " : "", q.terms[i]);
+  return e;
+}
+
+proto_status lex_search(lex *lx, const char *text, size_t len, int k, idx_filter_fn filter,
+                        void *filter_ctx, float *scores, int64_t *ids, size_t *n_out) {
+  if (!lx || !text || k < 1 || !scores || !ids || !n_out)
+    return fail(PROTO_EINVAL, "lex_search: bad argument");
+  *n_out = 0;
+  char *expr = match_expr(text, len);
+  if (!expr) return PROTO_OK;
+  reader *r = NULL;
+  proto_status s = reader_take(lx, &r);
+  if (s != PROTO_OK) {
+    free(expr);
+    return s;
+  }
+  /* fetch k rows, or more while the filter rejects some */
+  size_t found = 0, seen = 0, limit = (size_t)k * (filter ? 4 : 1);
+  for (;;) {
+    sqlite3_bind_text(r->query, 1, expr, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(r->query, 2, (sqlite3_int64)limit);
+    size_t row = 0;
+    int rc = SQLITE_DONE;
+    while (found < (size_t)k && (rc = sqlite3_step(r->query)) == SQLITE_ROW) {
+      if (row++ < seen) continue;
+      int64_t id = sqlite3_column_int64(r->query, 0);
+      if (filter && !filter(filter_ctx, id)) continue;
+      ids[found] = id;
+      scores[found++] = (float)-sqlite3_column_double(r->query, 1);
+    }
+    if (found < (size_t)k && rc != SQLITE_DONE) {
+      s = db_fail(r->db, "search");
+      break;
+    }
+    sqlite3_reset(r->query);
+    if (found == (size_t)k || row < limit) break; /* enough, or no more rows */
+    seen = row;
+    limit *= 4;
+  }
+  reader_give(lx, r);
+  free(expr);
+  *n_out = found;
+  return s;
+}
+
+proto_status lex_info_get(lex *lx, lex_info *out) {
+  if (!lx || !out) return fail(PROTO_EINVAL, "lex_info_get: NULL argument");
+  memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&lx->wmu);
+  out->chunks = lx->count;
+  out->watermark = lx->watermark;
+  pthread_mutex_unlock(&lx->wmu);
+  struct stat sb;
+  char p[4096];
+  if (stat(lx->path, &sb) == 0) out->bytes += (uint64_t)sb.st_size;
+  snprintf(p, sizeof p, "%s-wal", lx->path);
+  if (stat(p, &sb) == 0) out->bytes += (uint64_t)sb.st_size;
+  return PROTO_OK;
+}
