@@ -730,6 +730,14 @@ static int cmd_info(int argc, char **argv) {
   json_object_set_new(ix, "pending", json_integer((json_int_t)in.index.pending));
   json_object_set_new(ix, "watermark", json_integer((json_int_t)in.index.watermark));
   json_object_set_new(o, "index", ix);
+  if (in.has_lexical) {
+    json_t *lx = json_object();
+    json_object_set_new(lx, "chunks", json_integer((json_int_t)in.lexical.chunks));
+    json_object_set_new(lx, "watermark", json_integer((json_int_t)in.lexical.watermark));
+    json_object_set_new(lx, "bytes", json_integer((json_int_t)in.lexical.bytes));
+    json_object_set_new(lx, "private_copy", json_boolean(in.lexical_private));
+    json_object_set_new(o, "lexical", lx);
+  }
   rc = print_json(o);
 leave:
   close_engine(e);

@@ -446,6 +446,12 @@ proto_status srv_info_get(srv_engine *e, srv_info *out) {
   out->embed_by_ids = e->embed_by_ids;
   proto_status s = idx_info_get(e->ix, &out->index);
   if (s != PROTO_OK) return srv__fail(s, "index info: %s", idx_last_error());
+  out->has_lexical = e->lx != NULL;
+  out->lexical_private = e->lex_tmp != NULL;
+  if (e->lx && (s = lex_info_get(e->lx, &out->lexical)) != PROTO_OK)
+    return srv__fail(s, "lexical index info: %s", lex_last_error());
+  out->search_mode = e->opt.search_mode ? e->opt.search_mode : SRV_MODE_HYBRID;
+  out->retrieval_mode = srv__retrieval_mode(e, SRV_MODE_DEFAULT);
   s = store_stats_get(e->st, &out->store);
   if (s != PROTO_OK) return srv__fail(s, "store stats: %s", store_last_error());
   out->ingested_docs = atomic_load(&e->n_ingested_docs);

@@ -188,6 +188,17 @@ static void h_info(http_server *s, http_response *resp) {
   proto_jw_key(&w, "trained"); proto_jw_bool(&w, info->index.trained);
   proto_jw_key(&w, "pending"); proto_jw_uint(&w, info->index.pending);
   proto_jw_obj_end(&w);
+  proto_jw_key(&w, "lexical");
+  if (info->has_lexical) {
+    proto_jw_obj(&w);
+    proto_jw_key(&w, "chunks"); proto_jw_uint(&w, info->lexical.chunks);
+    proto_jw_key(&w, "bytes"); proto_jw_uint(&w, info->lexical.bytes);
+    proto_jw_obj_end(&w);
+  } else {
+    proto_jw_null(&w);
+  }
+  proto_jw_key(&w, "search_mode"); proto_jw_cstr(&w, srv_mode_name(info->search_mode));
+  proto_jw_key(&w, "retrieval_mode"); proto_jw_cstr(&w, srv_mode_name(info->retrieval_mode));
   proto_jw_key(&w, "documents"); proto_jw_uint(&w, info->store.docs);
   proto_jw_key(&w, "chunks"); proto_jw_uint(&w, info->store.chunks);
   proto_jw_key(&w, "read_only"); proto_jw_bool(&w, info->read_only || s->cfg->read_only);
@@ -227,6 +238,10 @@ static void h_metrics(http_server *s, http_response *resp) {
       gauge(b, "retro_index_vectors", "gauge", "Vectors in the FAISS index.", info->index.ntotal);
       gauge(b, "retro_index_pending", "gauge", "Vectors waiting for index training.",
             info->index.pending);
+      gauge(b, "retro_lexical_chunks", "gauge", "Chunks in the lexical (BM25) index.",
+            info->lexical.chunks);
+      gauge(b, "retro_lexical_bytes", "gauge", "Size of the lexical index file and its WAL.",
+            info->lexical.bytes);
       gauge(b, "retro_store_map_bytes", "gauge", "LMDB map size in bytes.", info->store.map_bytes);
       gauge(b, "retro_store_used_bytes", "gauge",
             "LMDB pages in use (up to the last written page), in bytes.", info->store.used_bytes);

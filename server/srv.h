@@ -43,6 +43,7 @@
 #include "proto.h"
 #include "store.h"
 #include "idx.h"
+#include "lex.h"
 #include "bert.h"
 #include "retro.h"
 #include "tok.h"
@@ -143,6 +144,11 @@ typedef struct srv_info {
   int embed_by_ids;          /* 1: chunks are embedded from their token ids
                                 (encoder and decoder share a tokenizer) */
   idx_info index;            /* factory, ntotal, trained, pending, watermark */
+  int has_lexical;           /* 0: a read-only engine without a lexical index */
+  lex_info lexical;          /* chunks, watermark, bytes */
+  int lexical_private;       /* 1: a read-only engine's private copy (the
+                                database's own file was missing or behind) */
+  srv_search_mode search_mode, retrieval_mode; /* the defaults in force */
   store_stats store;         /* live docs/chunks, map size, dim */
   /* counters since open */
   uint64_t ingested_docs;    /* documents committed */

@@ -173,6 +173,7 @@ def main():
     s = Server("main", "--max-body", "65536")
     try:
         run_main(s)
+        run_modes(s)
         run_completions(s)
     except Exception:
         time.sleep(0.5)
@@ -423,6 +424,20 @@ def run_main(s):
         ("POST", "/v1/search?k=3", '{"query": "a"}', "application/json", 400, "'k'"),
         ("GET", "/v1/info?verbose", None, None, 400, "verbose"),
         ("GET", "/v1/documents/doc-1?x=%ff", None, None, 400, "'x'"),
+        # search modes and result shaping
+        ("POST", "/v1/search", '{"query": "a", "mode": "fuzzy"}', "application/json", 400, "mode"),
+        ("POST", "/v1/search", '{"query": "a", "mode": 2}', "application/json", 400, "mode"),
+        ("POST", "/v1/search", '{"vector": [%s], "mode": "lexical"}' % ",".join(["0.1"] * 32), "application/json", 400, "mode"),
+        ("POST", "/v1/search", '{"query": "a", "alpha": 0}', "application/json", 422, "alpha"),
+        ("POST", "/v1/search", '{"query": "a", "alpha": 1.5}', "application/json", 422, "alpha"),
+        ("POST", "/v1/search", '{"query": "a", "alpha": "x"}', "application/json", 400, "alpha"),
+        ("POST", "/v1/search", '{"query": "a", "mode": "dense", "alpha": 0.5}', "application/json", 400, "alpha"),
+        ("POST", "/v1/search", '{"query": "a", "group_by": "chunk"}', "application/json", 400, "group_by"),
+        ("POST", "/v1/search", '{"query": "a", "group_size": 2}', "application/json", 400, "group_size"),
+        ("POST", "/v1/search", '{"query": "a", "group_by": "document", "group_size": 0}', "application/json", 422, "group_size"),
+        ("POST", "/v1/search", '{"query": "a", "expand": 17}', "application/json", 422, "expand"),
+        ("POST", "/v1/search", '{"query": "a", "expand": true}', "application/json", 400, "expand"),
+        ("POST", "/v1/completions", '{"prompt": "a", "retrieval_mode": "bm25"}', "application/json", 400, "retrieval_mode"),
     ]
     for method, path, body, ctype, want, field in cases:
         st, js, raw, r = s.req(method, path, body, ctype=ctype)
@@ -532,6 +547,85 @@ def run_main(s):
        "fast requests answered during a slow ingest (%d in %.1fs, median %.3fs)" % (len(lat), took, med), res)
 
 
+def run_modes(s):
+    """Search modes (dense, lexical, hybrid), upserts and deletes seen by
+    each, filter and exclude_docs in each, group_by and expand."""
+    def search(**body):
+        body.setdefault("k", 10)
+        body.setdefault("with_text", False)
+        st, js, _, _ = s.req("POST", "/v1/search", body)
+        return st, js
+    docs = [{"id": "lex-a", "text": "the zanzibar quokka calls os.path.join with __init__ arguments",
+             "metadata": {"grp": 1}},
+            {"id": "lex-b", "text": "a TypeError is raised when the quokka is wrong", "metadata": {"grp": 2}}]
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": docs})
+    ok(st == 200 and js["errors"] == 0, "mode documents stored", js)
+    st, js = search(query="zanzibar")
+    ok(st == 200 and js["mode"] == "hybrid", "a search by text is hybrid by default", js)
+    top = js["results"][0] if st == 200 and js["results"] else {}
+    ok(top.get("doc_id") == "lex-a" and top.get("lexical_rank") == 1 and isinstance(top.get("dense_score"), float),
+       "hybrid: the document with the rare word first, with its dense and lexical scores and ranks", top)
+    ok(st == 200 and all(h["dense_rank"] is None or h["dense_rank"] >= 1 for h in js["results"])
+       and all((h["lexical_rank"] is None) == (h["lexical_score"] is None) for h in js["results"]),
+       "hybrid: a rank is null exactly when the hit is not in that list", js["results"][:3] if st == 200 else js)
+    st, js, _, _ = s.req("POST", "/v1/search", {"vector": [0.1] * 32, "k": 2})
+    ok(st == 200 and js["mode"] == "dense", "a search by vector is dense", js)
+    for q, want in (("os.path.join", "lex-a"), ("join", "lex-a"), ("__init__", "lex-a"), ("init", "lex-a"),
+                    ("TypeError", "lex-b"), ("type error", "lex-b")):
+        st, js = search(query=q, mode="lexical")
+        ok(st == 200 and js["mode"] == "lexical" and js["results"] and js["results"][0]["doc_id"] == want
+           and "dense_rank" not in js["results"][0],
+           "lexical: %r finds %s first" % (q, want), js)
+    st, js = search(query="zanzibar", mode="lexical", exclude_docs=["lex-a"])
+    ok(st == 200 and all(h["doc_id"] != "lex-a" for h in js["results"]), "lexical: exclude_docs", js)
+    st, js = search(query="quokka", mode="lexical", filter={"grp": 2})
+    ok(st == 200 and [h["doc_id"] for h in js["results"]] == ["lex-b"], "lexical: filter", js)
+    st, js = search(query="quokka", mode="hybrid", filter={"grp": 2})
+    ok(st == 200 and {h["doc_id"] for h in js["results"]} == {"lex-b"}, "hybrid: filter", js)
+    st, js = search(query="quokka", mode="hybrid", alpha=0.9)
+    ok(st == 200 and js["results"], "hybrid: alpha accepted", js)
+    # an upsert and a delete are seen by every mode at once
+    st, js = search(query="zanzibar", mode="lexical")
+    old_ids = {h["chunk_id"] for h in js["results"] if h["doc_id"] == "lex-a"} if st == 200 else set()
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [{"id": "lex-a", "text": "a platypus now"}]})
+    st2, js2, _, _ = s.req("DELETE", "/v1/documents/lex-b")
+    ok(st == 200 and st2 == 200, "upsert and delete acknowledged")
+    stale = []
+    for mode in ("dense", "lexical", "hybrid"):
+        for q in ("zanzibar quokka os.path.join", "TypeError quokka"):
+            st, js = search(query=q, mode=mode, k=50)
+            stale += [(mode, q, h) for h in js["results"]
+                      if h["chunk_id"] in old_ids or h["doc_id"] == "lex-b"] if st == 200 else [(mode, q, js)]
+    ok(not stale and old_ids, "no mode returns a replaced or deleted chunk", stale[:3])
+    st, js = search(query="platypus", mode="lexical")
+    ok(st == 200 and js["results"] and js["results"][0]["doc_id"] == "lex-a", "lexical: the upserted text is found", js)
+    # group_by document: k documents, each with its best group_size chunks
+    st, js = search(query=doc_text(201, 30), k=3, group_by="document", group_size=2)
+    groups = js.get("groups", []) if st == 200 else []
+    ok(st == 200 and "results" not in js and 1 <= len(groups) <= 3
+       and len({g["doc_id"] for g in groups}) == len(groups)
+       and all(1 <= len(g["hits"]) <= 2 and all(h["doc_id"] == g["doc_id"] for h in g["hits"]) for g in groups)
+       and all(groups[i]["score"] >= groups[i + 1]["score"] for i in range(len(groups) - 1))
+       and all(g["score"] == g["hits"][0]["score"] and all(
+           g["hits"][i]["score"] >= g["hits"][i + 1]["score"] for i in range(len(g["hits"]) - 1)) for g in groups),
+       "group_by document: distinct documents, best first, at most group_size hits each", js)
+    # expand: each hit with its neighbouring chunks, windows merged
+    st, js = search(query=doc_text(202, 90), k=4, expand=1, with_text=True, mode="dense")
+    hits = js["results"] if st == 200 else []
+    good = bool(hits)
+    for h in hits:
+        c = h.get("context", {})
+        good &= c.get("first_ordinal", 99) <= h["ordinal"] <= c.get("last_ordinal", -1) and h["text"] in c["text"]
+        good &= c["first_ordinal"] >= max(0, h["ordinal"] - 1) or any(
+            o["doc_id"] == h["doc_id"] and o is not h for o in hits)
+    ok(good, "expand: each hit's context holds its own text and its neighbours", hits[:2])
+    same = [h for h in hits if h["doc_id"] == "long-2"]
+    ok(len(same) < 2 or len({(h["context"]["first_ordinal"], h["context"]["last_ordinal"]) for h in same}) == 1
+       or any(a["context"]["last_ordinal"] + 1 < b["context"]["first_ordinal"]
+              or b["context"]["last_ordinal"] + 1 < a["context"]["first_ordinal"] for a in same for b in same),
+       "expand: windows of one document that overlap or touch are merged", same)
+
+
 def read_sse(s, body):
     c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
     c.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
@@ -565,6 +659,11 @@ def run_completions(s):
     st, jsn, _, _ = s.req("POST", "/v1/completions", neutral)
     ok(st == 200 and jsn["choices"][0]["text"] == js["choices"][0]["text"],
        "neutral OpenAI options accepted, same completion", jsn)
+    for mode in ("lexical", "hybrid"):
+        st, jsm, _, _ = s.req("POST", "/v1/completions", dict(body, retrieval_mode=mode))
+        cm = jsm["retro"]["chunks"] if st == 200 else []
+        ok(st == 200 and len(cm) >= 2 and all(len(c["neighbors"]) >= 1 for c in cm),
+           "completions with retrieval_mode %s: neighbours for every chunk" % mode, jsm)
     chunks = js["retro"]["chunks"] if js else []
     ok(len(chunks) >= 2 and all(len(c["neighbors"]) >= 1 for c in chunks), "retro: neighbours for every chunk",
        chunks[:1])

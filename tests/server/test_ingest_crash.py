@@ -12,10 +12,14 @@ and checks:
   - every document acknowledged so far (in any round) is present, with its
     exact text and chunk count;
   - no partial document exists: every present document is exactly its text;
-  - `retro info`: the index holds exactly the live chunks (ntotal + pending
-    == chunks) and the document count matches;
+  - after a restart (a writable open), `retro info`: the FAISS index holds
+    exactly the live chunks (ntotal + pending == chunks), so does the lexical
+    index (its own file, not a private rebuild), and the document count
+    matches;
   - acknowledged one-chunk documents are found as their own nearest
-    neighbour by `retro search` on their text (a sample per round).
+    neighbour by `retro search` on their text, and among the 5 best of a
+    lexical search (a sample per round); no lexical hit is of a document
+    that is not present.
 Every --fresh-every rounds (default 5) the database is deleted and the
 acknowledged set reset, so kills land in first-time ingests as well as in
 replacements. The last round runs to completion and every document must then
@@ -158,9 +162,15 @@ def main():
         missing = [i for i in acked if i not in present]
         wrong_chunks = [i for i in acked if i in present and present[i]["n_chunks"] != acked[i]]
         partial = [i for i, d in present.items() if d["text"] != docs[i]]
+        # restart: a writable open brings both derived indexes up to date with LMDB
+        r = subprocess.run([retro, "index", "--data", data, "--quiet", "-"], input="", capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            check(False, "round %d: restart failed: %s" % (rnd, r.stderr.strip()[-300:]))
         info = json.loads(subprocess.run([retro, "info", "--data", data], capture_output=True,
                                          text=True).stdout)
         ix = info["index"]
+        lx = info.get("lexical", {})
         # self search on a sample of acknowledged one-chunk documents
         single = sorted(i for i, c in acked.items() if c == 1)
         sample = rng.sample(single, min(25, len(single)))
@@ -173,15 +183,27 @@ def main():
                 lost = [i for i, q in zip(sample, res) if not q["hits"] or q["hits"][0]["doc_id"] != i]
             except ValueError:
                 lost = sample
+            # the lexical index: its own file (not a private rebuild), each sampled
+            # document among the 5 best of its own text, and no chunk of a document
+            # that is not present
+            s = subprocess.run([retro, "search", "--data", data, "-k", "5", "--no-text", "--mode",
+                                "lexical"] + [docs[i] for i in sample], capture_output=True, text=True)
+            try:
+                res = json.loads(s.stdout)
+                lost += [i for i, q in zip(sample, res) if i not in {h["doc_id"] for h in q["hits"]}]
+                lost += [h["doc_id"] for q in res for h in q["hits"] if h["doc_id"] not in present]
+            except ValueError:
+                lost += sample
         ok = (not missing and not wrong_chunks and not partial and
               ix["ntotal"] + ix["pending"] == info["chunks"] and info["documents"] == len(present) and
+              lx.get("chunks") == info["chunks"] and lx.get("private_copy") is False and
               not lost and (not last or len(present) == len(order)))
-        check(ok, "round %d: %s after %.2fs: %d acked, %d present, %d chunks, index %d+%d" %
+        check(ok, "round %d: %s after %.2fs: %d acked, %d present, %d chunks, index %d+%d, lexical %s" %
               (rnd, "killed" if killed else "finished", delay, len(acked),
-               len(present), info["chunks"], ix["ntotal"], ix["pending"]))
+               len(present), info["chunks"], ix["ntotal"], ix["pending"], lx.get("chunks")))
         if not ok:
-            print("#   missing %s wrong_chunks %s partial %s lost %s" %
-                  (missing[:5], wrong_chunks[:5], partial[:5], lost[:5]))
+            print("#   missing %s wrong_chunks %s partial %s lost %s lexical %s" %
+                  (missing[:5], wrong_chunks[:5], partial[:5], lost[:5], lx))
     print("1..%d" % n)
     if not keep:
         shutil.rmtree(tmp, ignore_errors=True)
