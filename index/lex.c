@@ -41,10 +41,16 @@ enum {
   LEX_MAX_TOKEN = 64,   /* longer words are cut (hashes, base64 runs) */
   LEX_MAX_TERMS = 64,   /* distinct query terms used */
 };
+/* A term is frequent in more than LEX_MAX_DF of the chunks and more than
+ * LEX_MIN_FREQUENT chunks (below that its posting list costs under 1 ms). */
+#define LEX_MAX_DF 0.05
+enum { LEX_MIN_FREQUENT = 1000 };
 
 typedef struct reader {
   sqlite3 *db;
   sqlite3_stmt *query;
+  fts5_tokenizer stemmer;     /* FTS5's porter over our tokenizer, as the */
+  Fts5Tokenizer *stem;        /* table uses it: a query word's indexed form */
   struct reader *next;
 } reader;
 
@@ -57,6 +63,13 @@ struct lex {
   pthread_mutex_t pmu;    /* the reader pool */
   reader *idle;           /* readers not in use */
   uint64_t watermark, count; /* as committed; read under wmu or atomically enough for info */
+  /* Frequent terms (indexed form, sorted): in more than max_df of the
+   * chunks. A query leaves them out while it has rarer words (see
+   * lex_search); refreshed when the count drifts by a tenth. Under pmu. */
+  char **freq;
+  size_t n_freq;
+  uint64_t freq_count;
+  double max_df;
 };
 
 static _Thread_local char lex_err[512];
@@ -175,30 +188,33 @@ static int tok_tokenize(Fts5Tokenizer *t, void *ctx, int flags, const char *text
 
 static fts5_tokenizer retro_tokenizer = {tok_create, tok_delete, tok_tokenize};
 
-/* Registers the "retro" tokenizer on a connection (tokenizers are per connection). */
-static int register_tokenizer(sqlite3 *db) {
+/* Registers the "retro" tokenizer on a connection (tokenizers are per
+ * connection); returns the connection's FTS5 API, NULL on failure. */
+static fts5_api *register_tokenizer(sqlite3 *db) {
   fts5_api *api = NULL;
   sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2(db, "SELECT fts5(?1)", -1, &st, NULL) != SQLITE_OK) return -1;
+  if (sqlite3_prepare_v2(db, "SELECT fts5(?1)", -1, &st, NULL) != SQLITE_OK) return NULL;
   sqlite3_bind_pointer(st, 1, (void *)&api, "fts5_api_ptr", NULL);
   sqlite3_step(st);
   sqlite3_finalize(st);
-  if (!api || api->iVersion < 2) return -1;
+  if (!api || api->iVersion < 2) return NULL;
   static int handle;
-  return api->xCreateTokenizer(api, "retro", &handle, &retro_tokenizer, NULL) == SQLITE_OK ? 0 : -1;
+  return api->xCreateTokenizer(api, "retro", &handle, &retro_tokenizer, NULL) == SQLITE_OK ? api : NULL;
 }
 
 /* Connections and schema ------------------------------------------------------------ */
 
 static const char *SCHEMA_SQL =
     "CREATE TABLE IF NOT EXISTS lex_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
-    "CREATE VIRTUAL TABLE IF NOT EXISTS lex_chunks USING fts5(body, tokenize = 'porter retro');";
+    "CREATE VIRTUAL TABLE IF NOT EXISTS lex_chunks USING fts5(body, tokenize = 'porter retro');"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS lex_vocab USING fts5vocab(lex_chunks, 'row');";
 
 static const char *QUERY_SQL =
     "SELECT rowid, rank FROM lex_chunks WHERE lex_chunks MATCH ?1 ORDER BY rank LIMIT ?2";
 
-static proto_status connect(const char *path, int flags, sqlite3 **out) {
+static proto_status connect(const char *path, int flags, sqlite3 **out, fts5_api **api) {
   sqlite3 *db = NULL;
+  fts5_api *a = NULL;
   *out = NULL;
   if (sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
     proto_status s = db_fail(db, "open");
@@ -206,11 +222,12 @@ static proto_status connect(const char *path, int flags, sqlite3 **out) {
     return s;
   }
   sqlite3_busy_timeout(db, 10000);
-  if (register_tokenizer(db) != 0) {
+  if (!(a = register_tokenizer(db))) {
     sqlite3_close(db);
     return fail(PROTO_EINDEX, "lexical index: SQLite has no FTS5");
   }
   *out = db;
+  if (api) *api = a;
   return PROTO_OK;
 }
 
@@ -245,7 +262,7 @@ static int meta_put(sqlite3 *db, const char *key, int64_t v) {
  * (the connection is then closed), -1 on an error that rebuilding would not
  * cure (the message is set). */
 static int open_writer(lex *lx) {
-  proto_status s = connect(lx->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &lx->w);
+  proto_status s = connect(lx->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &lx->w, NULL);
   if (s != PROTO_OK) return 0;
   sqlite3_stmt *st = NULL;
   int good = exec(lx->w, "PRAGMA journal_mode=WAL") == SQLITE_OK &&
@@ -465,6 +482,61 @@ static proto_status reconcile_locked(lex *lx) {
   return s;
 }
 
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void free_terms(char **v, size_t n) {
+  for (size_t i = 0; i < n; i++) free(v[i]);
+  free(v);
+}
+
+/* Reads the frequent terms from the vocabulary (one pass over it: 35 ms at
+ * 44k chunks) and swaps them in. */
+static proto_status refresh_frequent(lex *lx, sqlite3 *db) {
+  sqlite3_stmt *q = NULL;
+  char **v = NULL;
+  size_t n = 0, cap = 0;
+  uint64_t count = lx->count;
+  if (sqlite3_prepare_v2(db, "SELECT term FROM lex_vocab WHERE doc > ?1 ORDER BY term", -1, &q,
+                         NULL) != SQLITE_OK)
+    return db_fail(db, "prepare vocabulary");
+  double above = lx->max_df * (double)count;
+  sqlite3_bind_int64(q, 1, (sqlite3_int64)(above > LEX_MIN_FREQUENT ? above : LEX_MIN_FREQUENT));
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    if (n == cap) {
+      char **nv = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof *v);
+      if (!nv) break;
+      v = nv;
+    }
+    if (!(v[n] = strdup((const char *)sqlite3_column_text(q, 0)))) break;
+    n++;
+  }
+  sqlite3_finalize(q);
+  if (rc != SQLITE_DONE) {
+    free_terms(v, n);
+    return rc == SQLITE_ROW ? fail(PROTO_ENOMEM, "out of memory") : db_fail(db, "vocabulary");
+  }
+  qsort(v, n, sizeof *v, cmp_str); /* strcmp order, whatever the collation */
+  pthread_mutex_lock(&lx->pmu);
+  char **old = lx->freq;
+  size_t n_old = lx->n_freq;
+  lx->freq = v;
+  lx->n_freq = n;
+  lx->freq_count = count;
+  pthread_mutex_unlock(&lx->pmu);
+  free_terms(old, n_old);
+  return PROTO_OK;
+}
+
+/* After a sync: refresh the frequent terms when the count drifted by a tenth. */
+static proto_status maybe_refresh(lex *lx) {
+  uint64_t was = lx->freq_count, now = lx->count;
+  if ((now > was ? now - was : was - now) * 10 <= was && was > 0) return PROTO_OK;
+  return refresh_frequent(lx, lx->w);
+}
+
 /* Public: open, sync, rebuild, close ----------------------------------------------- */
 
 proto_status lex_sync(lex *lx) {
@@ -472,6 +544,7 @@ proto_status lex_sync(lex *lx) {
   if (lx->read_only) return PROTO_OK;
   pthread_mutex_lock(&lx->wmu);
   proto_status s = sync_locked(lx);
+  if (s == PROTO_OK) s = maybe_refresh(lx);
   pthread_mutex_unlock(&lx->wmu);
   return s;
 }
@@ -488,6 +561,7 @@ proto_status lex_rebuild(lex *lx) {
     s = finish(lx, s);
   }
   if (s == PROTO_OK) s = sync_locked(lx);
+  if (s == PROTO_OK) s = refresh_frequent(lx, lx->w);
   pthread_mutex_unlock(&lx->wmu);
   return s;
 }
@@ -503,7 +577,7 @@ static int store_live_chunks(store *st, uint64_t *n) {
  * exactly the store's live chunks (same count, none past its watermark). */
 static proto_status check_read_only(lex *lx) {
   sqlite3 *db = NULL;
-  proto_status s = connect(lx->path, SQLITE_OPEN_READONLY, &db);
+  proto_status s = connect(lx->path, SQLITE_OPEN_READONLY, &db, NULL);
   int64_t schema = 0, wm = 0, count = 0;
   uint64_t live = 0;
   if (s == PROTO_OK && (meta_get(db, "schema", &schema) != 0 || schema != LEX_SCHEMA ||
@@ -533,11 +607,17 @@ proto_status lex_open(const char *path, store *st, int read_only, lex **out) {
   }
   lx->st = st;
   lx->read_only = read_only;
+  const char *mdf = getenv("RETRO_LEX_MAX_DF");
+  lx->max_df = mdf && atof(mdf) > 0 ? atof(mdf) : LEX_MAX_DF;
   pthread_mutex_init(&lx->wmu, NULL);
   pthread_mutex_init(&lx->pmu, NULL);
   proto_status s = PROTO_OK;
   if (read_only) {
     s = check_read_only(lx);
+    sqlite3 *db = NULL;
+    if (s == PROTO_OK && (s = connect(path, SQLITE_OPEN_READONLY, &db, NULL)) == PROTO_OK)
+      s = refresh_frequent(lx, db);
+    sqlite3_close(db);
   } else {
     int ok = open_writer(lx);
     if (!ok) { /* unreadable or foreign: start over */
@@ -554,6 +634,7 @@ proto_status lex_open(const char *path, store *st, int read_only, lex **out) {
       s = reconcile_locked(lx);
       pthread_mutex_unlock(&lx->wmu);
     }
+    if (s == PROTO_OK) s = refresh_frequent(lx, lx->w);
   }
   if (s != PROTO_OK) {
     char keep[sizeof lex_err];
@@ -570,12 +651,14 @@ void lex_close(lex *lx) {
   if (!lx) return;
   for (reader *r = lx->idle; r;) {
     reader *next = r->next;
+    r->stemmer.xDelete(r->stem);
     sqlite3_finalize(r->query);
     sqlite3_close(r->db);
     free(r);
     r = next;
   }
   sqlite3_close(lx->w);
+  free_terms(lx->freq, lx->n_freq);
   pthread_mutex_destroy(&lx->wmu);
   pthread_mutex_destroy(&lx->pmu);
   free(lx->path);
@@ -593,11 +676,18 @@ static proto_status reader_take(lex *lx, reader **out) {
     r = calloc(1, sizeof *r);
     if (!r) return fail(PROTO_ENOMEM, "out of memory");
     int flags = lx->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
-    proto_status s = connect(lx->path, flags, &r->db);
+    fts5_api *api = NULL;
+    void *ud = NULL;
+    const char *args[] = {"retro"};
+    proto_status s = connect(lx->path, flags, &r->db, &api);
     if (s == PROTO_OK && sqlite3_prepare_v3(r->db, QUERY_SQL, -1, SQLITE_PREPARE_PERSISTENT,
                                             &r->query, NULL) != SQLITE_OK)
       s = db_fail(r->db, "prepare query");
+    if (s == PROTO_OK && (api->xFindTokenizer(api, "porter", &ud, &r->stemmer) != SQLITE_OK ||
+                          r->stemmer.xCreate(ud, args, 1, &r->stem) != SQLITE_OK))
+      s = fail(PROTO_EINDEX, "lexical index: no porter tokenizer");
     if (s != PROTO_OK) {
+      sqlite3_finalize(r->query);
       sqlite3_close(r->db);
       free(r);
       return s;
@@ -617,9 +707,18 @@ static void reader_give(lex *lx, reader *r) {
 }
 
 /* The FTS5 query: every distinct word of the text, and every part of a
- * compound word, as a quoted term, OR'ed. */
+ * compound word, as a quoted term, OR'ed; frequent terms (see struct lex)
+ * left out while rarer ones remain. BM25 ranks by the rare words anyway (a
+ * word in a tenth of the chunks weighs ln 9 against ln 200 or more), and a
+ * term's cost is its posting list: "the" alone (3 chunks in 4) took 34 ms,
+ * the rare words of a question under 1 ms. */
+typedef struct qterm {
+  char text[LEX_MAX_TOKEN + 1];
+  char stem[LEX_MAX_TOKEN + 1]; /* its indexed form */
+} qterm;
+
 typedef struct qbuild {
-  char terms[LEX_MAX_TERMS][LEX_MAX_TOKEN + 1];
+  qterm terms[LEX_MAX_TERMS];
   size_t n;
 } qbuild;
 
@@ -630,22 +729,50 @@ static int add_term(void *ctx, int colocated, const char *t, size_t n, size_t st
   qbuild *q = ctx;
   if (q->n == LEX_MAX_TERMS) return 1;
   for (size_t i = 0; i < q->n; i++)
-    if (strlen(q->terms[i]) == n && memcmp(q->terms[i], t, n) == 0) return 0;
-  memcpy(q->terms[q->n], t, n);
-  q->terms[q->n++][n] = 0;
+    if (strlen(q->terms[i].text) == n && memcmp(q->terms[i].text, t, n) == 0) return 0;
+  memcpy(q->terms[q->n].text, t, n);
+  q->terms[q->n].text[n] = 0;
+  q->terms[q->n++].stem[0] = 0;
   return 0;
 }
 
-static char *match_expr(const char *text, size_t len) {
+static int take_stem(void *ctx, int flags, const char *t, int n, int start, int end) {
+  (void)flags;
+  (void)start;
+  (void)end;
+  char *out = ctx;
+  if (!out[0] && n > 0 && n <= LEX_MAX_TOKEN) {
+    memcpy(out, t, (size_t)n);
+    out[n] = 0;
+  }
+  return SQLITE_OK;
+}
+
+static int is_frequent(lex *lx, const char *stem) {
+  const char *key = stem;
+  pthread_mutex_lock(&lx->pmu);
+  int hit = lx->n_freq > 0 && bsearch(&key, lx->freq, lx->n_freq, sizeof *lx->freq, cmp_str) != NULL;
+  pthread_mutex_unlock(&lx->pmu);
+  return hit;
+}
+
+static char *match_expr(lex *lx, reader *r, const char *text, size_t len) {
   qbuild q;
   q.n = 0;
   lex_tokenize(text, len, 1, add_term, &q);
   if (q.n == 0) return NULL;
+  int keep[LEX_MAX_TERMS], rare = 0;
+  for (size_t i = 0; i < q.n; i++) {
+    r->stemmer.xTokenize(r->stem, q.terms[i].stem, FTS5_TOKENIZE_QUERY, q.terms[i].text,
+                         (int)strlen(q.terms[i].text), take_stem);
+    keep[i] = !is_frequent(lx, q.terms[i].stem);
+    rare += keep[i];
+  }
   size_t cap = q.n * (LEX_MAX_TOKEN + 8) + 1;
   char *e = malloc(cap), *p = e;
   if (!e) return NULL;
   for (size_t i = 0; i < q.n; i++) /* terms hold no '"' (see is_word) */
-    p += sprintf(p, "%s\"%s\"", i ? " OR " : "", q.terms[i]);
+    if (keep[i] || !rare) p += sprintf(p, "%s\"%s\"", p > e ? " OR " : "", q.terms[i].text);
   return e;
 }
 
@@ -654,13 +781,13 @@ proto_status lex_search(lex *lx, const char *text, size_t len, int k, idx_filter
   if (!lx || !text || k < 1 || !scores || !ids || !n_out)
     return fail(PROTO_EINVAL, "lex_search: bad argument");
   *n_out = 0;
-  char *expr = match_expr(text, len);
-  if (!expr) return PROTO_OK;
   reader *r = NULL;
   proto_status s = reader_take(lx, &r);
-  if (s != PROTO_OK) {
-    free(expr);
-    return s;
+  if (s != PROTO_OK) return s;
+  char *expr = match_expr(lx, r, text, len);
+  if (!expr) {
+    reader_give(lx, r);
+    return PROTO_OK;
   }
   /* fetch k rows, or more while the filter rejects some */
   size_t found = 0, seen = 0, limit = (size_t)k * (filter ? 4 : 1);
