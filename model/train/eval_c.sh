@@ -8,7 +8,9 @@
 #      JSONL files (ids = paths relative to the corpus root, as prep.py);
 #   2. no-leakage database: `retro index` of the training documents;
 #      grounded database: a copy of it plus the held-out documents;
-#   3. `retro eval` on the held-out documents: RETRO [ON] on the no-leakage
+#   3. `retro eval` on the held-out documents, once per neighbour mode in
+#      MODES (default "dense lexical hybrid": neighbours by embedding, by
+#      BM25 over the chunk's text, or both fused): RETRO [ON] on the no-leakage
 #      database with --compare-off (RETRO [OFF] on the same windows, and the
 #      leakage-filtered figure: chunks whose longest common substring with
 #      their neighbours is <= 20% of the chunk, with [OFF] on the same kept
@@ -23,7 +25,8 @@
 # Prints Markdown; the JSON of each run stays in the work folder.
 #   sh model/train/eval_c.sh [BUILD_DIR]     (default: build-release, made if missing)
 # Environment: WORK (default .work/evalc), CORPUS (default: the Python 3.11
-# documentation sources), THREADS (default: all CPUs).
+# documentation sources), THREADS (default: all CPUs), MODES (default
+# "dense lexical hybrid").
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-$ROOT/build-release}
@@ -31,6 +34,7 @@ RETRO=$BUILD/server/retro
 W=${WORK:-$ROOT/.work/evalc}
 CORPUS=${CORPUS:-/usr/share/doc/python3.11/html/_sources}
 THREADS=${THREADS:-0}
+MODES=${MODES:-dense lexical hybrid}
 PY=${PYTHON:-/usr/bin/python3}
 [ -d "$BUILD" ] || meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
 ninja -C "$BUILD" server/retro >/dev/null
@@ -68,18 +72,22 @@ if [ ! -f "$W/db_grd.done" ]; then
   touch "$W/db_grd.done"
 fi
 
-# 3. bits per byte
-"$RETRO" eval --data "$W/db_train" $T --compare-off "$W/heldout.jsonl" > "$W/eval_nolk.json"
-"$RETRO" eval --data "$W/db_grd" $T "$W/heldout.jsonl" > "$W/eval_grd.json"
+# 3. bits per byte, per neighbour mode
+for m in $MODES; do
+  "$RETRO" eval --data "$W/db_train" $T --retrieval-mode "$m" --compare-off "$W/heldout.jsonl" \
+    > "$W/eval_nolk_$m.json"
+  "$RETRO" eval --data "$W/db_grd" $T --retrieval-mode "$m" "$W/heldout.jsonl" > "$W/eval_grd_$m.json"
+done
 
 # 4. recall@10
 "$RETRO" neighbours --data "$W/db_grd" --out "$W/nb_grd" -k 11 --include-same-doc
 
-$PY - "$W" <<'PY'
+$PY - "$W" $MODES <<'PY'
 import json, os, sys
 import numpy as np
-w = sys.argv[1]
-ev = {r: json.load(open(os.path.join(w, "eval_%s.json" % r))) for r in ("nolk", "grd")}
+w, modes = sys.argv[1], sys.argv[2:]
+ev = {(r, m): json.load(open(os.path.join(w, "eval_%s_%s.json" % (r, m))))
+      for r in ("nolk", "grd") for m in modes}
 nb = os.path.join(w, "nb_grd")
 chunk_ids = np.load(os.path.join(nb, "chunk_ids.npy"))
 doc_nums = np.load(os.path.join(nb, "doc_nums.npy"))
@@ -103,19 +111,30 @@ for row, (cid, dn, o) in enumerate(zip(chunk_ids, doc_nums, ordinals)):
     h = hits[docs[int(dn)] in held]
     h[0] += want in others
     h[1] += 1
-nolk, lf = ev["nolk"], ev["nolk"]["leakage_filtered"]
+nolk = ev[("nolk", modes[0])]
 base = nolk["off_bpb"]
-rows = [("baseline", base, base),
-        ("RETRO [OFF]", nolk["off_bpb"], base),
-        ("RETRO [ON] no leakage", nolk["bpb"], base),
-        ("RETRO [ON] grounded", ev["grd"]["bpb"], base),
-        ("RETRO [ON] leakage-filtered (%d of %d chunks; baseline on the same tokens %.4f)"
-         % (lf["chunks_kept"], lf["chunks"], lf["off_bpb"]), lf["bpb"], lf["off_bpb"])]
-print("| model | bpb | vs baseline |")
-print("|---|---|---|")
-for name, v, ref in rows:
-    print("| %s | %.4f | %.3fx |" % (name, v, v / ref))
+
+
+def cells(row):
+    out = []
+    for m in modes:
+        n, g = ev[("nolk", m)], ev[("grd", m)]
+        lf = n["leakage_filtered"]
+        v, ref = {"off": (n["off_bpb"], base), "on": (n["bpb"], base), "grd": (g["bpb"], base),
+                  "lf": (lf["bpb"], lf["off_bpb"])}[row]
+        extra = " (%d of %d chunks, [OFF] %.4f)" % (lf["chunks_kept"], lf["chunks"], lf["off_bpb"]) if row == "lf" else ""
+        out.append("%.4f (%.3fx)%s" % (v, v / ref, extra))
+    return out
+
+
+print("| model | " + " | ".join("%s neighbours" % m for m in modes) + " |")
+print("|---|" + "---|" * len(modes))
+print("| baseline | " + " | ".join("%.4f (1.000x)" % base for _ in modes) + " |")
+for name, row in (("RETRO [OFF]", "off"), ("RETRO [ON] no leakage", "on"), ("RETRO [ON] grounded", "grd"),
+                  ("RETRO [ON] leakage-filtered", "lf")):
+    print("| %s | %s |" % (name, " | ".join(cells(row))))
 print()
+print("bpb (vs baseline; the leakage-filtered row vs [OFF] on the same kept tokens, which differ per mode).")
 print("baseline = RETRO [OFF]: the decoder was RETRO-fitted with its decoder weights frozen.")
 print("held-out: %d documents, %d tokens, %d bytes; k = %s neighbours per chunk"
       % (nolk["docs"], nolk["tokens"], nolk["bytes"], nolk.get("k") or "the model's"))
