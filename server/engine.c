@@ -900,19 +900,38 @@ static proto_status fuse(srv_engine *e, const float *query, float alpha, const i
         free(vec);
         return srv__fail(s, "reading a vector: %s", store_last_error());
       }
-      all[n++].dense = dot(query, vec, e->dim);
+      all[n].dense = dot(query, vec, e->dim);
+      i = n++;
     }
     all[i].lexical = lsc[j];
     all[i].lrank = (int)j + 1;
   }
-  float dmax = 0, lmax = 0;
+  float dmax = -INFINITY, dmin = INFINITY, lmax = 0, lmin = INFINITY;
   for (size_t i = 0; i < n; i++) {
     if (all[i].dense > dmax) dmax = all[i].dense;
+    if (all[i].dense < dmin) dmin = all[i].dense;
     if (all[i].lexical > lmax) lmax = all[i].lexical;
+    if (all[i].lrank && all[i].lexical < lmin) lmin = all[i].lexical;
   }
-  for (size_t i = 0; i < n; i++)
-    all[i].fused = alpha * (dmax > 0 ? all[i].dense / dmax : 0) +
-                   (1 - alpha) * (lmax > 0 ? all[i].lexical / lmax : 0);
+  const char *fz = getenv("RETRO_FUSION");
+  int kind = fz && !strcmp(fz, "rrf") ? 2 : fz && !strcmp(fz, "max") ? 1 : fz && !strcmp(fz, "mm2") ? 3 : 0;
+  for (size_t i = 0; i < n; i++) {
+    float d, l;
+    if (kind == 2) {
+      d = all[i].drank ? 1.0f / (60 + all[i].drank) : 0;
+      l = all[i].lrank ? 1.0f / (60 + all[i].lrank) : 0;
+    } else if (kind == 1) {
+      d = dmax > 0 ? all[i].dense / dmax : 0;
+      l = lmax > 0 ? all[i].lexical / lmax : 0;
+    } else if (kind == 3) {
+      d = dmax > dmin ? (all[i].dense - dmin) / (dmax - dmin) : 1;
+      l = all[i].lrank ? (lmax > lmin ? (all[i].lexical - lmin) / (lmax - lmin) : 1) : 0;
+    } else {
+      d = dmax > dmin ? (all[i].dense - dmin) / (dmax - dmin) : 1;
+      l = lmax > 0 ? all[i].lexical / lmax : 0;
+    }
+    all[i].fused = alpha * d + (1 - alpha) * l;
+  }
   qsort(all, n, sizeof *all, cand_by_fused);
   *n_out = n < k ? n : k;
   memcpy(out, all, *n_out * sizeof *out);

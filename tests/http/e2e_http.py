@@ -562,12 +562,27 @@ def run_modes(s):
     ok(st == 200 and js["errors"] == 0, "mode documents stored", js)
     st, js = search(query="zanzibar")
     ok(st == 200 and js["mode"] == "hybrid", "a search by text is hybrid by default", js)
+    st, js = search(query="zanzibar", alpha=0.3)
     top = js["results"][0] if st == 200 and js["results"] else {}
     ok(top.get("doc_id") == "lex-a" and top.get("lexical_rank") == 1 and isinstance(top.get("dense_score"), float),
        "hybrid: the document with the rare word first, with its dense and lexical scores and ranks", top)
     ok(st == 200 and all(h["dense_rank"] is None or h["dense_rank"] >= 1 for h in js["results"])
        and all((h["lexical_rank"] is None) == (h["lexical_score"] is None) for h in js["results"]),
        "hybrid: a rank is null exactly when the hit is not in that list", js["results"][:3] if st == 200 else js)
+    # the scores and ranks a hybrid hit reports are those of the two lists
+    q = "quokka " + doc_text(3)
+    st1, lexl = search(query=q, mode="lexical", k=50)
+    st2, denl = search(query=q, mode="dense", k=50)
+    st3, hyb = search(query=q, mode="hybrid", k=20)
+    lpos = {h["chunk_id"]: (i + 1, h["score"]) for i, h in enumerate(lexl["results"])} if st1 == 200 else {}
+    dpos = {h["chunk_id"]: (i + 1, h["score"]) for i, h in enumerate(denl["results"])} if st2 == 200 else {}
+    bad = [h for h in (hyb["results"] if st3 == 200 else [None])
+           if h is None or (h["lexical_rank"] is not None and (h["lexical_rank"], h["lexical_score"]) != lpos.get(h["chunk_id"]))
+           or (h["lexical_rank"] is None and h["chunk_id"] in lpos)
+           or (h["dense_rank"] is not None and (h["dense_rank"], h["dense_score"]) != dpos.get(h["chunk_id"]))
+           or (h["chunk_id"] in dpos and abs(h["dense_score"] - dpos[h["chunk_id"]][1]) > 1e-5)]
+    ok(not bad and lpos and dpos, "hybrid: each hit's dense and lexical scores and ranks are those of the two lists",
+       bad[:2])
     st, js, _, _ = s.req("POST", "/v1/search", {"vector": [0.1] * 32, "k": 2})
     ok(st == 200 and js["mode"] == "dense", "a search by vector is dense", js)
     for q, want in (("os.path.join", "lex-a"), ("join", "lex-a"), ("__init__", "lex-a"), ("init", "lex-a"),
