@@ -20,6 +20,10 @@ tiny generated corpus, end to end on CPU, and the C runtime on its exports.
      far below the loss on tokens that are not
   8. model/default/: C loads the committed encoder and decoder and matches
      PyTorch (skipped when the folder is absent)
+  9. (with part 6's database) qp_mine.py mines query -> passage pairs
+     (held-out documents give validation pairs only; the query text is
+     removed from its passage), qp_finetune.py trains two steps and exports
+     F16; C bert_embed_ids == PyTorch on the export
 
 usage: test_train.py TRAIN_C_DUMP SOURCE_ROOT [RETRO]
 (RETRO: the `retro` binary; part 6 is skipped without it)
@@ -312,6 +316,44 @@ def c_route(tmp, corpus_dir, data, base_exp, common_args):
     nbv = cdb.values(torch.from_numpy(res["heldout_nolk"][:2].astype(np.int64)))  # (2, K, 128)
     compare_retro(os.path.join(fit, "export"), ho[:128].tolist(), nbv.numpy(), c.pad_id, tmp, 1e-4,
                   "RETRO-fit on C neighbours")
+    qp_route(tmp, corpus_dir, data, enc, dumpg, set(names["heldout"]), common_args)
+
+
+def qp_route(tmp, corpus_dir, data, enc, dump, held, common_args):
+    """Part 9: query -> passage pairs mined from the corpus (qp_mine.py) on
+    the C database's chunks, two fine-tuning steps (qp_finetune.py), export,
+    C vs PyTorch parity of the exported (F16) encoder."""
+    import tokref
+    mined = os.path.join(tmp, "qp")
+    hfile = os.path.join(tmp, "qp_heldout.txt")
+    with open(hfile, "w") as f:
+        f.write("\n".join(sorted(held)) + "\n")
+    out = run(["qp_mine.py", "--corpus", corpus_dir, "--dump", dump, "--tokenizer", data, "--heldout", hfile,
+               "--out", mined], "qp_mine.py")
+    pairs = [json.loads(l) for l in open(os.path.join(mined, "pairs.jsonl"))]
+    val = [json.loads(l) for l in open(os.path.join(mined, "val.jsonl"))]
+    ok(len(pairs) >= 10 and val and {p["kind"] for p in pairs} >= {"heading"},
+       "qp_mine.py: pairs mined from headings", out.strip()[-300:])
+    ok(not any(p["doc"] in held for p in pairs) and all(v["doc"] in held for v in val),
+       "qp_mine.py: held-out documents give validation pairs only, never training pairs")
+    bpe = tokref.ByteBPE(os.path.join(data, "vocab.json"), os.path.join(data, "merges.txt"))
+    leaked = [p for p in pairs + val if p["q"] in bpe.decode_str(p["pos"])]
+    ok(not leaked, "qp_mine.py: the query text is removed from its passage", leaked[:1])
+    ok(all(n and n != p["pos"] for p in pairs for n in p["neg"]) and any(p["neg"] for p in pairs),
+       "qp_mine.py: hard negatives are other chunks")
+    qpo = os.path.join(tmp, "qp_enc")
+    out = run(["qp_finetune.py", "--init", enc, "--mined", mined, "--dump", dump, "--heldout", hfile, "--out", qpo,
+               "--steps", "2", "--batch-qp", "4", "--batch-cc", "4", "--pool", "16", "--log-every", "1"]
+              + common_args, "qp_finetune.py")
+    res = json.load(open(os.path.join(qpo, "results.json")))
+    ok("step 2/2" in out and 0 <= res["after"]["mrr10"] <= 1 and res["after"]["max_top1_wins"] >= 1,
+       "qp_finetune.py: two steps, validation MRR and hubness reported", res)
+    exp = os.path.join(qpo, "export")
+    cfg = json.load(open(os.path.join(exp, "config.json")))
+    ok(cfg["torch_dtype"] == "float16" and os.path.exists(os.path.join(exp, "vocab.json")),
+       "qp_finetune.py: exports an F16 encoder with its tokenizer")
+    seqs = [p["pos"][:20] for p in pairs[:3]] + [bpe.encode(pairs[0]["q"])]
+    compare_bert(exp, seqs, tmp, 1e-4, "query-trained encoder")
 
 
 def main():

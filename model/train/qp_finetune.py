@@ -1,0 +1,222 @@
+"""qp_finetune.py - teaches the retrieval encoder questions: continues from
+an exported encoder (the committed default) with a mixed objective,
+  query -> passage pairs mined by qp_mine.py: InfoNCE over the batch's
+      passages and their BM25 hard negatives (temperature --temp);
+  chunk -> its continuation (what RETRO retrieves with): symmetric InfoNCE
+      with in-batch negatives, as encoder_train.py's contrastive stage,
+so the model learns short queries without losing chunk-to-chunk retrieval.
+Kinds of pairs are sampled by 1/sqrt(their count), so the many signatures do
+not drown the headings, FAQ questions and error lines. No query prefix: the
+server embeds a query as it is.
+
+Runs on the CPU (threads --threads) or CUDA when present; checkpoints every
+--ckpt-every steps to OUT/ckpt.pt and resumes from it; stops at --steps or
+after --max-minutes; exports OUT/export (F16 by default, vocab and merges
+copied from --init). Before and after: MRR@10 and hit@5 of the validation
+pairs (mined from held-out documents only) against their passages plus
+--pool random chunks, and the largest number of validation queries one
+chunk is the top hit of (hubness).
+
+  /usr/bin/python3 model/train/qp_finetune.py --init model/default/encoder \
+      --mined OUT_OF_QP_MINE --dump DUMP --heldout model/default/heldout.txt --out OUT
+"""
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from common import log  # noqa: E402
+from bert_model import BertEncoder, l2_normalize  # noqa: E402
+from tokref import ByteBPE  # noqa: E402
+
+MAX_QUERY = 32  # query tokens kept (the server keeps up to the encoder's 128)
+
+
+def batch_ids(seqs, bos, eos, pad, dev):
+    """Token lists -> (B, T) ids with <s> ... </s> and padding, and the mask."""
+    t = max(len(s) for s in seqs) + 2
+    ids = torch.full((len(seqs), t), pad, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, 0] = bos
+        ids[i, 1:1 + len(s)] = torch.tensor(s, dtype=torch.long)
+        ids[i, 1 + len(s)] = eos
+    ids = ids.to(dev)
+    return ids, (ids != pad).long()
+
+
+def embed(enc, seqs, bos, eos, pad, dev, grad=True):
+    ids, mask = batch_ids(seqs, bos, eos, pad, dev)
+    with torch.set_grad_enabled(grad), common.autocast(dev):
+        v = enc.embed(ids, mask, pooling="cls", normalize=False).float()
+    return l2_normalize(v)
+
+
+@torch.no_grad()
+def validate(enc, val, pool, toks, bos, eos, pad, dev, bs=256):
+    """MRR@10, hit@5 of validation queries among their passages + pool chunks,
+    and the most validation queries one candidate is the top hit of."""
+    enc.eval()
+    cands = [v["pos"] for v in val] + pool
+    ce = torch.cat([embed(enc, cands[i:i + bs], bos, eos, pad, dev, False) for i in range(0, len(cands), bs)])
+    qe = torch.cat([embed(enc, toks[i:i + bs], bos, eos, pad, dev, False) for i in range(0, len(toks), bs)])
+    s = qe @ ce.T
+    top = s.topk(10, dim=1).indices.cpu().numpy()
+    mrr = hit5 = 0.0
+    for i, row in enumerate(top):
+        where = np.nonzero(row == i)[0]
+        if len(where):
+            mrr += 1.0 / (where[0] + 1)
+            hit5 += where[0] < 5
+    wins = np.bincount(top[:, 0], minlength=len(cands)).max()
+    enc.train()
+    n = max(1, len(val))
+    return {"mrr10": round(mrr / n, 4), "hit5": round(hit5 / n, 4), "max_top1_wins": int(wins),
+            "queries": len(val), "candidates": len(cands)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--init", required=True, help="exported encoder to continue from")
+    ap.add_argument("--mined", required=True, help="qp_mine.py output folder (pairs.jsonl, val.jsonl)")
+    ap.add_argument("--dump", required=True, help="`retro neighbours` dump: chunk tokens and documents")
+    ap.add_argument("--heldout", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch-qp", type=int, default=48)
+    ap.add_argument("--batch-cc", type=int, default=32)
+    ap.add_argument("--cc-weight", type=float, default=1.0)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--temp", type=float, default=0.05)
+    ap.add_argument("--pool", type=int, default=3000, help="random chunks among the validation candidates")
+    ap.add_argument("--max-minutes", type=float, default=110)
+    ap.add_argument("--ckpt-every", type=int, default=50)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--export-dtype", default="f16", choices=["f32", "f16"])
+    ap.add_argument("--device")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+
+    dev = common.device(a.device)
+    common.setup_torch(dev, a.threads)
+    common.seed_all(a.seed)
+    log(common.env_info(dev))
+    bpe = ByteBPE(os.path.join(a.init, "vocab.json"), os.path.join(a.init, "merges.txt"))
+    bos, eos, pad = bpe.token_id("<s>"), bpe.token_id("</s>"), bpe.token_id("<pad>")
+    held = set(open(a.heldout).read().split())
+
+    pairs = [json.loads(l) for l in open(os.path.join(a.mined, "pairs.jsonl"))]
+    val = [json.loads(l) for l in open(os.path.join(a.mined, "val.jsonl"))]
+    if any(p["doc"] in held for p in pairs):
+        sys.exit("qp_finetune.py: a training pair comes from a held-out document")
+    qtok = [bpe.encode(p["q"])[:MAX_QUERY] for p in pairs]
+    vtok = [bpe.encode(v["q"])[:MAX_QUERY] for v in val]
+    kinds = {}
+    for p in pairs:
+        kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1
+    w = np.array([1.0 / math.sqrt(kinds[p["kind"]]) for p in pairs])
+    w /= w.sum()
+    log(f"pairs {len(pairs)} by kind {kinds}; validation {len(val)}")
+
+    # chunk -> continuation pairs of training documents
+    toks = np.load(os.path.join(a.dump, "tokens.npy"))
+    dn = np.load(os.path.join(a.dump, "doc_nums.npy"))
+    ords = np.load(os.path.join(a.dump, "ordinals.npy"))
+    names = {}
+    for line in open(os.path.join(a.dump, "docs.jsonl")):
+        d = json.loads(line)
+        names[d["doc_num"]] = d["id"]
+    at = {(int(d), int(o)): r for r, (d, o) in enumerate(zip(dn, ords))}
+    cont = [(r, at[(int(d), int(o) + 1)]) for r, (d, o) in enumerate(zip(dn, ords))
+            if names[int(d)] not in held and (int(d), int(o) + 1) in at]
+
+    def chunk(r):
+        return [int(x) for x in toks[r] if x >= 0 and x != pad]
+    rs = np.random.RandomState(a.seed)
+    pool = [chunk(int(r)) for r in rs.choice(len(toks), a.pool, replace=False)]
+    log(f"continuation pairs {len(cont)}")
+
+    enc = BertEncoder.load(a.init).to(dev)
+    enc.train()
+    opt = torch.optim.AdamW(enc.parameters(), lr=a.lr, weight_decay=0.01)
+    state = {"step": 0, "results": {}}
+    ckp = os.path.join(a.out, "ckpt.pt")
+    os.makedirs(a.out, exist_ok=True)
+    ck = common.load_ckpt(ckp, dev)
+    if ck is not None:
+        enc.load_state_dict(ck["enc"])
+        opt.load_state_dict(ck["opt"])
+        state = ck["state"]
+        common.set_rng_state(ck["rng"])
+        log(f"resumed at step {state['step']}")
+    rng = random.Random(a.seed * 7919 + state["step"])
+    nrs = np.random.RandomState(a.seed * 31 + state["step"])
+
+    def save():
+        common.save_ckpt(ckp, enc=enc.state_dict(), opt=opt.state_dict(), state=state, rng=common.rng_state())
+
+    if "before" not in state["results"]:
+        state["results"]["before"] = validate(enc, val, pool, vtok, bos, eos, pad, dev)
+        log("validation before:", state["results"]["before"])
+        save()
+    t0 = time.time()
+    while state["step"] < a.steps:
+        step = state["step"]
+        lr = common.lr_at(step, a.steps, a.lr, min(50, a.steps // 10 + 1))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        sel = nrs.choice(len(pairs), a.batch_qp, replace=False, p=w)
+        qs = [qtok[i] for i in sel]
+        ps = [pairs[i]["pos"] for i in sel]
+        ns = [rng.choice(pairs[i]["neg"]) if pairs[i]["neg"] else chunk(rng.randrange(len(toks))) for i in sel]
+        eq = embed(enc, qs, bos, eos, pad, dev)
+        ep = embed(enc, ps + ns, bos, eos, pad, dev)
+        tgt = torch.arange(len(qs), device=dev)
+        l_qp = F.cross_entropy(eq @ ep.T / a.temp, tgt)
+        cc = [cont[rng.randrange(len(cont))] for _ in range(a.batch_cc)]
+        ea = embed(enc, [chunk(x) for x, _ in cc], bos, eos, pad, dev)
+        eb = embed(enc, [chunk(y) for _, y in cc], bos, eos, pad, dev)
+        lg = ea @ eb.T / a.temp
+        tc = torch.arange(len(cc), device=dev)
+        l_cc = 0.5 * (F.cross_entropy(lg, tc) + F.cross_entropy(lg.T, tc))
+        loss = l_qp + a.cc_weight * l_cc
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
+        opt.step()
+        state["step"] += 1
+        over = a.max_minutes and time.time() - t0 > a.max_minutes * 60
+        if state["step"] % a.log_every == 0 or over or state["step"] == a.steps:
+            log(f"step {state['step']}/{a.steps} lr {lr:.2e} query {l_qp.item():.4f} "
+                f"continuation {l_cc.item():.4f} ({time.time() - t0:.0f}s)")
+        if state["step"] % a.ckpt_every == 0:
+            save()
+        if over:
+            log("time limit reached")
+            break
+    state["results"]["after"] = validate(enc, val, pool, vtok, bos, eos, pad, dev)
+    state["results"]["steps"] = state["step"]
+    log("validation after:", state["results"]["after"])
+    save()
+    exp = os.path.join(a.out, "export")
+    enc.eval()
+    enc.save_pretrained(exp, dtype=torch.float16 if a.export_dtype == "f16" else torch.float32)
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(a.init, f), os.path.join(exp, f))
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump(state["results"], f, indent=2)
+    log(f"exported {exp}")
+
+
+if __name__ == "__main__":
+    main()

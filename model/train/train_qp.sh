@@ -1,0 +1,48 @@
+#!/bin/sh
+# train_qp.sh - the default encoder's query training, one command, on 2 CPU
+# cores in under two hours (CUDA when present: same command, more steps fit).
+#
+#   1. a database of the corpus with the current encoder (`retro index`) and
+#      its chunks (`retro neighbours --include-same-doc` dump): the passages
+#      are exactly the chunks the server stores;
+#   2. qp_mine.py: query -> passage pairs from headings, FAQ questions,
+#      signatures, glossary and index entries, error lines; held-out
+#      documents (model/default/heldout.txt) give validation pairs only;
+#   3. qp_finetune.py: continues from INIT with query -> passage and chunk ->
+#      continuation InfoNCE, checkpoints, resumes, exports F16.
+# Re-running resumes: finished steps are skipped, training continues from its
+# checkpoint. Progress goes to stdout (and WORK/train.log).
+#
+#   sh model/train/train_qp.sh [BUILD_DIR]
+# Environment: WORK (default .work/qp-train), CORPUS (default: the Python
+# 3.11 documentation sources), INIT (default model/default/encoder), STEPS
+# (default 450), MINUTES (default 100: the training step's time limit),
+# THREADS (default 2), LR (default 8e-5).
+# The export lands in WORK/enc/export; copy it to model/default/encoder to
+# make it the default (databases made with the old encoder are then refused
+# by fingerprint, and deploy/setup.sh re-indexes).
+set -eu
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${1:-$ROOT/build-release}
+RETRO=$BUILD/server/retro
+W=${WORK:-$ROOT/.work/qp-train}
+CORPUS=${CORPUS:-/usr/share/doc/python3.11/html/_sources}
+INIT=${INIT:-$ROOT/model/default/encoder}
+PY=${PYTHON:-/usr/bin/python3}
+[ -d "$BUILD" ] || meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
+ninja -C "$BUILD" server/retro >/dev/null
+mkdir -p "$W"
+
+if [ ! -f "$W/dump.done" ]; then
+  "$RETRO" index --data "$W/db" --encoder "$INIT" --threads "${THREADS:-2}" "$CORPUS"
+  "$RETRO" neighbours --data "$W/db" --out "$W/dump" -k 1 --include-same-doc --threads "${THREADS:-2}"
+  touch "$W/dump.done"
+fi
+if [ ! -f "$W/mined.done" ]; then
+  $PY "$ROOT/model/train/qp_mine.py" --corpus "$CORPUS" --dump "$W/dump" --tokenizer "$INIT" \
+    --heldout "$ROOT/model/default/heldout.txt" --out "$W/mined"
+  touch "$W/mined.done"
+fi
+$PY "$ROOT/model/train/qp_finetune.py" --init "$INIT" --mined "$W/mined" --dump "$W/dump" \
+  --heldout "$ROOT/model/default/heldout.txt" --out "$W/enc" --steps "${STEPS:-450}" \
+  --max-minutes "${MINUTES:-100}" --lr "${LR:-8e-5}" --threads "${THREADS:-2}" 2>&1 | tee -a "$W/train.log"
