@@ -41,10 +41,14 @@ enum {
   LEX_MAX_TOKEN = 64,   /* longer words are cut (hashes, base64 runs) */
   LEX_MAX_TERMS = 64,   /* distinct query terms used */
 };
-/* A term is frequent in more than LEX_MAX_DF of the chunks and more than
- * LEX_MIN_FREQUENT chunks (below that its posting list costs under 1 ms). */
-#define LEX_MAX_DF 0.05
-enum { LEX_MIN_FREQUENT = 1000 };
+/* Query terms by document frequency (the share of chunks holding them):
+ * frequent, in more than LEX_FREQUENT_DF of the chunks, are left out;
+ * common, in more than LEX_COMMON_DF, count only in chunks that hold a rare
+ * term; rare, the rest, find the candidates. Below LEX_MIN_COMMON chunks
+ * every term is rare (its posting list costs well under a millisecond). */
+#define LEX_FREQUENT_DF 0.05
+#define LEX_COMMON_DF 0.01
+enum { LEX_MIN_COMMON = 300 };
 
 typedef struct reader {
   sqlite3 *db;
@@ -63,13 +67,13 @@ struct lex {
   pthread_mutex_t pmu;    /* the reader pool */
   reader *idle;           /* readers not in use */
   uint64_t watermark, count; /* as committed; read under wmu or atomically enough for info */
-  /* Frequent terms (indexed form, sorted): in more than max_df of the
-   * chunks. A query leaves them out while it has rarer words (see
-   * lex_search); refreshed when the count drifts by a tenth. Under pmu. */
+  /* The common and frequent terms (indexed form, sorted, with their
+   * document frequency), read from the vocabulary at open and when the
+   * count drifts by a tenth (see match_expr). Under pmu. */
   char **freq;
+  uint64_t *freq_df;
   size_t n_freq;
   uint64_t freq_count;
-  double max_df;
 };
 
 static _Thread_local char lex_err[512];
@@ -491,46 +495,59 @@ static void free_terms(char **v, size_t n) {
   free(v);
 }
 
-/* Reads the frequent terms from the vocabulary (one pass over it: 35 ms at
- * 44k chunks) and swaps them in. */
+/* Reads the common and frequent terms from the vocabulary (one pass over
+ * it: 35 ms at 44k chunks) and swaps them in. */
 static proto_status refresh_frequent(lex *lx, sqlite3 *db) {
   sqlite3_stmt *q = NULL;
   char **v = NULL;
   size_t n = 0, cap = 0;
   uint64_t count = lx->count;
-  if (sqlite3_prepare_v2(db, "SELECT term FROM lex_vocab WHERE doc > ?1 ORDER BY term", -1, &q,
+  if (sqlite3_prepare_v2(db, "SELECT term, doc FROM lex_vocab WHERE doc > ?1", -1, &q,
                          NULL) != SQLITE_OK)
     return db_fail(db, "prepare vocabulary");
-  double above = lx->max_df * (double)count;
-  sqlite3_bind_int64(q, 1, (sqlite3_int64)(above > LEX_MIN_FREQUENT ? above : LEX_MIN_FREQUENT));
+  double above = LEX_COMMON_DF * (double)count;
+  sqlite3_bind_int64(q, 1, (sqlite3_int64)(above > LEX_MIN_COMMON ? above : LEX_MIN_COMMON));
+  uint64_t *df = NULL;
   int rc;
   while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
     if (n == cap) {
       char **nv = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof *v);
-      if (!nv) break;
-      v = nv;
+      uint64_t *nd = nv ? realloc(df, cap * sizeof *df) : NULL;
+      if (nv) v = nv;
+      if (!nd) break;
+      df = nd;
     }
     if (!(v[n] = strdup((const char *)sqlite3_column_text(q, 0)))) break;
-    n++;
+    df[n++] = (uint64_t)sqlite3_column_int64(q, 1);
   }
   sqlite3_finalize(q);
   if (rc != SQLITE_DONE) {
     free_terms(v, n);
+    free(df);
     return rc == SQLITE_ROW ? fail(PROTO_ENOMEM, "out of memory") : db_fail(db, "vocabulary");
   }
-  qsort(v, n, sizeof *v, cmp_str); /* strcmp order, whatever the collation */
+  /* the vocabulary is in term order already; check it in strcmp order */
+  for (size_t i = 1; i < n; i++)
+    if (strcmp(v[i - 1], v[i]) >= 0) {
+      free_terms(v, n);
+      free(df);
+      return fail(PROTO_EINDEX, "lexical index: vocabulary not in byte order");
+    }
   pthread_mutex_lock(&lx->pmu);
   char **old = lx->freq;
+  uint64_t *old_df = lx->freq_df;
   size_t n_old = lx->n_freq;
   lx->freq = v;
+  lx->freq_df = df;
   lx->n_freq = n;
   lx->freq_count = count;
   pthread_mutex_unlock(&lx->pmu);
   free_terms(old, n_old);
+  free(old_df);
   return PROTO_OK;
 }
 
-/* After a sync: refresh the frequent terms when the count drifted by a tenth. */
+/* After a sync: refresh the common terms when the count drifted by a tenth. */
 static proto_status maybe_refresh(lex *lx) {
   uint64_t was = lx->freq_count, now = lx->count;
   if ((now > was ? now - was : was - now) * 10 <= was && was > 0) return PROTO_OK;
@@ -607,8 +624,6 @@ proto_status lex_open(const char *path, store *st, int read_only, lex **out) {
   }
   lx->st = st;
   lx->read_only = read_only;
-  const char *mdf = getenv("RETRO_LEX_MAX_DF");
-  lx->max_df = mdf && atof(mdf) > 0 ? atof(mdf) : LEX_MAX_DF;
   pthread_mutex_init(&lx->wmu, NULL);
   pthread_mutex_init(&lx->pmu, NULL);
   proto_status s = PROTO_OK;
@@ -659,6 +674,7 @@ void lex_close(lex *lx) {
   }
   sqlite3_close(lx->w);
   free_terms(lx->freq, lx->n_freq);
+  free(lx->freq_df);
   pthread_mutex_destroy(&lx->wmu);
   pthread_mutex_destroy(&lx->pmu);
   free(lx->path);
@@ -707,11 +723,16 @@ static void reader_give(lex *lx, reader *r) {
 }
 
 /* The FTS5 query: every distinct word of the text, and every part of a
- * compound word, as a quoted term, OR'ed; frequent terms (see struct lex)
- * left out while rarer ones remain. BM25 ranks by the rare words anyway (a
- * word in a tenth of the chunks weighs ln 9 against ln 200 or more), and a
- * term's cost is its posting list: "the" alone (3 chunks in 4) took 34 ms,
- * the rare words of a question under 1 ms. */
+ * compound word, as a quoted term, by document frequency (see LEX_*_DF):
+ *   (rare terms OR'ed) AND (rare and common terms OR'ed)
+ * so only chunks with a rare term are scored, by all the terms they hold;
+ * frequent terms are left out. A term's cost is its posting list: OR'ing
+ * every word of "How do I open a file for appending?" took 10 ms on the
+ * default corpus ("the" alone 34 ms), the form above 1 ms. BM25 counts the
+ * rare terms twice then (they appear twice), which weighs the words that
+ * tell chunks apart a little more; the tuning half of
+ * tests/bench/retrieval measured the effect (see its README). Without a
+ * rare term the common ones are OR'ed; with neither, the frequent ones. */
 typedef struct qterm {
   char text[LEX_MAX_TOKEN + 1];
   char stem[LEX_MAX_TOKEN + 1]; /* its indexed form */
@@ -748,12 +769,30 @@ static int take_stem(void *ctx, int flags, const char *t, int n, int start, int 
   return SQLITE_OK;
 }
 
-static int is_frequent(lex *lx, const char *stem) {
+enum { TERM_RARE, TERM_COMMON, TERM_FREQUENT };
+
+static int term_class(lex *lx, const char *stem) {
   const char *key = stem;
+  int cls = TERM_RARE;
   pthread_mutex_lock(&lx->pmu);
-  int hit = lx->n_freq > 0 && bsearch(&key, lx->freq, lx->n_freq, sizeof *lx->freq, cmp_str) != NULL;
+  char **hit = lx->n_freq ? bsearch(&key, lx->freq, lx->n_freq, sizeof *lx->freq, cmp_str) : NULL;
+  if (hit) {
+    double share = (double)lx->freq_df[hit - lx->freq] / (double)(lx->freq_count ? lx->freq_count : 1);
+    cls = share > LEX_FREQUENT_DF ? TERM_FREQUENT : TERM_COMMON;
+  }
   pthread_mutex_unlock(&lx->pmu);
-  return hit;
+  return cls;
+}
+
+/* Appends the terms of class cls (or of every class up to it) as "t" OR "u". */
+static char *add_terms(char *p, const qbuild *q, const int *cls, int want, int up_to) {
+  int first = 1;
+  for (size_t i = 0; i < q->n; i++) /* terms hold no '"' (see is_word) */
+    if (up_to ? cls[i] <= want : cls[i] == want) {
+      p += sprintf(p, "%s\"%s\"", first ? "" : " OR ", q->terms[i].text);
+      first = 0;
+    }
+  return p;
 }
 
 static char *match_expr(lex *lx, reader *r, const char *text, size_t len) {
@@ -761,18 +800,23 @@ static char *match_expr(lex *lx, reader *r, const char *text, size_t len) {
   q.n = 0;
   lex_tokenize(text, len, 1, add_term, &q);
   if (q.n == 0) return NULL;
-  int keep[LEX_MAX_TERMS], rare = 0;
+  int cls[LEX_MAX_TERMS], count[3] = {0, 0, 0};
   for (size_t i = 0; i < q.n; i++) {
     r->stemmer.xTokenize(r->stem, q.terms[i].stem, FTS5_TOKENIZE_QUERY, q.terms[i].text,
                          (int)strlen(q.terms[i].text), take_stem);
-    keep[i] = !is_frequent(lx, q.terms[i].stem);
-    rare += keep[i];
+    cls[i] = term_class(lx, q.terms[i].stem);
+    count[cls[i]]++;
   }
-  size_t cap = q.n * (LEX_MAX_TOKEN + 8) + 1;
-  char *e = malloc(cap), *p = e;
+  char *e = malloc(2 * q.n * (LEX_MAX_TOKEN + 8) + 16), *p = e;
   if (!e) return NULL;
-  for (size_t i = 0; i < q.n; i++) /* terms hold no '"' (see is_word) */
-    if (keep[i] || !rare) p += sprintf(p, "%s\"%s\"", p > e ? " OR " : "", q.terms[i].text);
+  *p = 0;
+  if (count[TERM_RARE] && count[TERM_COMMON]) {
+    p = add_terms(p + sprintf(p, "("), &q, cls, TERM_RARE, 0);
+    p = add_terms(p + sprintf(p, ") AND ("), &q, cls, TERM_COMMON, 1);
+    sprintf(p, ")");
+  } else {
+    add_terms(p, &q, cls, count[TERM_RARE] ? TERM_RARE : count[TERM_COMMON] ? TERM_COMMON : TERM_FREQUENT, 0);
+  }
   return e;
 }
 
