@@ -1,0 +1,221 @@
+"""bench.py - retrieval quality and latency of a real `retro serve`, per
+search mode, beside the peer: plain SQLite FTS5 bm25() over the very same
+chunk texts, in the same run. Not part of `meson test`.
+
+  /usr/bin/python3 tests/bench/retrieval/bench.py --data DIR [--retro BIN]
+      [--split report|tune|all] [--modes dense,lexical,hybrid] [--alpha 0.3,0.5]
+      [--latency N] [--json OUT]
+
+Starts `retro serve --data DIR` on a free port (or uses --url), asks every
+query of queries.jsonl (the chosen split) for its 50 best chunks in each
+mode, and judges at the level of documents: a query's ranked chunks become
+its ranked distinct documents, then
+  hit@n   a relevant document among the first n,
+  MRR@10  1 / rank of the first relevant document within 10 (else 0),
+  nDCG@10 binary gains, ideal = min(relevant, 10) ones.
+Printed overall, per query type, and for the queries whose relevant
+documents are all held out of encoder training. Also: hubness (the chunk and
+the document that appear in the most top-10 lists), search-by-text latency
+per mode (p50/p90 over --latency searches, k = 10, one connection), and the
+sizes of the index files.
+
+The peer reads the chunk texts from DIR/lexical.sqlite (the FTS5 table's
+content) into an in-memory FTS5 table with the default unicode61 tokenizer
+and asks each query's words OR'ed, ranked by bm25(). Tune on "tune", report
+"report": never quote a figure tuned on the queries it is reported on.
+"""
+import argparse
+import http.client
+import json
+import math
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Client:
+    def __init__(self, host, port):
+        self.c = http.client.HTTPConnection(host, port, timeout=120)
+
+    def req(self, method, path, body=None):
+        self.c.request(method, path, json.dumps(body) if body is not None else None,
+                       {"content-type": "application/json"})
+        r = self.c.getresponse()
+        data = r.read()
+        return r.status, json.loads(data) if data else None
+
+
+def metrics(docs, relevant):
+    rel = set(relevant)
+    first = next((i for i, d in enumerate(docs[:10]) if d in rel), None)
+    dcg = sum(1 / math.log2(i + 2) for i, d in enumerate(docs[:10]) if d in rel)
+    idcg = sum(1 / math.log2(i + 2) for i in range(min(len(rel), 10)))
+    return {"hit@1": float(first == 0), "hit@5": float(first is not None and first < 5),
+            "hit@10": float(first is not None), "MRR@10": 1 / (first + 1) if first is not None else 0.0,
+            "nDCG@10": dcg / idcg}
+
+
+def distinct_docs(doc_ids):
+    out = []
+    for d in doc_ids:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def table(title, rows):
+    cols = ["hit@1", "hit@5", "hit@10", "MRR@10", "nDCG@10"]
+    print("\n" + title)
+    print("| run | n | " + " | ".join(cols) + " |")
+    print("|---|---|" + "---|" * len(cols))
+    for name, ms in rows:
+        if not ms:
+            continue
+        print("| %s | %d | %s |" % (name, len(ms), " | ".join("%.3f" % (sum(m[c] for m in ms) / len(ms)) for c in cols)))
+
+
+class Peer:
+    """Plain FTS5 (unicode61, bm25) over the chunk texts of the database."""
+
+    def __init__(self, lexical_file):
+        src = sqlite3.connect("file:%s?mode=ro" % lexical_file, uri=True)
+        src.text_factory = bytes
+        rows = [(i, t.decode("utf-8", "replace")) for i, t in src.execute("SELECT id, c0 FROM lex_chunks_content")]
+        src.close()
+        self.db = sqlite3.connect(":memory:")
+        self.db.execute("CREATE VIRTUAL TABLE t USING fts5(body)")
+        self.db.executemany("INSERT INTO t(rowid, body) VALUES (?, ?)", rows)
+        self.n = len(rows)
+
+    def search(self, query, k):
+        words = re.findall(r"\w+", query.lower())
+        if not words:
+            return []
+        expr = " OR ".join('"%s"' % w for w in dict.fromkeys(words))
+        return [r for (r,) in self.db.execute("SELECT rowid FROM t WHERE t MATCH ? ORDER BY rank LIMIT ?",
+                                              (expr, k))]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", help="database folder (starts retro serve on it)")
+    ap.add_argument("--retro", default=os.path.join(HERE, "..", "..", "..", "build-release", "server", "retro"))
+    ap.add_argument("--url", help="host:port of a running server instead (needs --data for the peer and sizes)")
+    ap.add_argument("--queries", default=os.path.join(HERE, "queries.jsonl"))
+    ap.add_argument("--split", default="report", choices=["report", "tune", "all"])
+    ap.add_argument("--modes", default="dense,lexical,hybrid")
+    ap.add_argument("--alpha", default="", help="extra hybrid rows, one per alpha")
+    ap.add_argument("--k", type=int, default=50)
+    ap.add_argument("--latency", type=int, default=200)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    qs = [json.loads(l) for l in open(a.queries)]
+    qs = [q for q in qs if a.split == "all" or q["split"] == a.split]
+    server = None
+    if a.url:
+        host, port = a.url.rsplit(":", 1)
+        port = int(port)
+    else:
+        host, port = "127.0.0.1", free_port()
+        server = subprocess.Popen([a.retro, "serve", "--data", a.data, "--port", str(port), "--log", "/dev/null"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(600):
+            try:
+                if Client(host, port).req("GET", "/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+    cl = Client(host, port)
+    try:
+        st, info = cl.req("GET", "/v1/info")
+        print("# %d queries (%s split); %d documents, %d chunks; encoder %s" %
+              (len(qs), a.split, info["documents"], info["chunks"], info["encoder"]["fingerprint"][:40]),
+              file=sys.stderr)
+        runs = [(m, {"mode": m}) for m in a.modes.split(",") if m]
+        runs += [("hybrid alpha %s" % x, {"mode": "hybrid", "alpha": float(x)}) for x in a.alpha.split(",") if x]
+        results = {}
+        top10 = {}
+        for name, conf in runs:
+            res = []
+            for q in qs:
+                st, js = cl.req("POST", "/v1/search", dict(conf, query=q["query"], k=a.k, with_text=False))
+                if st != 200:
+                    sys.exit("search failed: %s %s" % (st, js))
+                hits = js["results"]
+                top10.setdefault(name, []).extend((h["chunk_id"], h["doc_id"]) for h in hits[:10])
+                res.append((q, metrics(distinct_docs([h["doc_id"] for h in hits]), q["relevant"])))
+            results[name] = res
+        if a.data:
+            peer = Peer(os.path.join(a.data, "lexical.sqlite"))
+            doc_of = {}
+            res = []
+            for q in qs:
+                ids = peer.search(q["query"], a.k)
+                for i in ids:
+                    if i not in doc_of:
+                        doc_of[i] = cl.req("GET", "/v1/chunks/%d" % i)[1]["doc_id"]
+                top10.setdefault("fts5-bm25", []).extend((i, doc_of[i]) for i in ids[:10])
+                res.append((q, metrics(distinct_docs([doc_of[i] for i in ids]), q["relevant"])))
+            results["fts5-bm25 (peer)"] = res
+        table("all queries (%s split)" % a.split, [(n, [m for _, m in r]) for n, r in results.items()])
+        for t in sorted({q["type"] for q in qs}):
+            table("type %s" % t, [(n, [m for q, m in r if q["type"] == t]) for n, r in results.items()])
+        table("relevant documents held out of encoder training",
+              [(n, [m for q, m in r if q.get("heldout")]) for n, r in results.items()])
+        print("\nhubness: the chunk / document in the most top-10 lists (of %d queries)" % len(qs))
+        for name, pairs in top10.items():
+            cc, dc = {}, {}
+            for cid, did in pairs:
+                cc[cid] = cc.get(cid, 0) + 1
+            for did in {(i // 10, d) for i, (_, d) in enumerate(pairs)}:
+                dc[did[1]] = dc.get(did[1], 0) + 1
+            c = max(cc.items(), key=lambda x: x[1]) if cc else (None, 0)
+            d = max(dc.items(), key=lambda x: x[1]) if dc else (None, 0)
+            print("  %-20s chunk %s in %d; document %s in %d" % (name, c[0], c[1], d[0], d[1]))
+        lat = {}
+        if a.latency:
+            print("\nsearch by text, k = 10, one connection, %d searches per mode:" % a.latency)
+            for name, conf in [(m, {"mode": m}) for m in a.modes.split(",") if m]:
+                ts = []
+                for i in range(a.latency):
+                    q = qs[i % len(qs)]["query"]
+                    t0 = time.perf_counter()
+                    cl.req("POST", "/v1/search", dict(conf, query=q, k=10, with_text=False))
+                    ts.append((time.perf_counter() - t0) * 1000)
+                ts.sort()
+                lat[name] = (ts[len(ts) // 2], ts[int(len(ts) * 0.9)])
+                print("  %-8s p50 %.2f ms  p90 %.2f ms" % (name, *lat[name]))
+            if "dense" in lat and "hybrid" in lat:
+                print("  hybrid / dense p50: %.2fx" % (lat["hybrid"][0] / lat["dense"][0]))
+        if a.data:
+            sizes = {f: os.path.getsize(os.path.join(a.data, f)) for f in ("index.faiss", "lexical.sqlite",
+                                                                          "lexical.sqlite-wal")
+                     if os.path.exists(os.path.join(a.data, f))}
+            print("\nindex files: " + ", ".join("%s %.1f MB" % (f, b / 1e6) for f, b in sizes.items()))
+        if a.json:
+            out = {n: {c: sum(m[c] for _, m in r) / max(1, len(r)) for c in
+                       ("hit@1", "hit@5", "hit@10", "MRR@10", "nDCG@10")} for n, r in results.items()}
+            json.dump({"split": a.split, "metrics": out, "latency_ms": lat}, open(a.json, "w"), indent=1)
+    finally:
+        if server:
+            server.terminate()
+            server.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()
