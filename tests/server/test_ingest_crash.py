@@ -163,8 +163,7 @@ def main():
         wrong_chunks = [i for i in acked if i in present and present[i]["n_chunks"] != acked[i]]
         partial = [i for i, d in present.items() if d["text"] != docs[i]]
         # restart: a writable open brings both derived indexes up to date with LMDB
-        r = subprocess.run([retro, "index", "--data", data, "--quiet", "-"], input="", capture_output=True,
-                           text=True)
+        r = subprocess.run(base + ["-"], input="", capture_output=True, text=True)
         if r.returncode != 0:
             check(False, "round %d: restart failed: %s" % (rnd, r.stderr.strip()[-300:]))
         info = json.loads(subprocess.run([retro, "info", "--data", data], capture_output=True,
