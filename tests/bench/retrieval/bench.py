@@ -114,6 +114,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="database folder (starts retro serve on it)")
     ap.add_argument("--retro", default=os.path.join(HERE, "..", "..", "..", "build-release", "server", "retro"))
+    ap.add_argument("--encoder", help="serve with this encoder (e.g. an older one for a database it made)")
     ap.add_argument("--url", help="host:port of a running server instead (needs --data for the peer and sizes)")
     ap.add_argument("--queries", default=os.path.join(HERE, "queries.jsonl"))
     ap.add_argument("--split", default="report", choices=["report", "tune", "all"])
@@ -131,8 +132,10 @@ def main():
         port = int(port)
     else:
         host, port = "127.0.0.1", free_port()
-        server = subprocess.Popen([a.retro, "serve", "--data", a.data, "--port", str(port), "--log", "/dev/null"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cmd = [a.retro, "serve", "--data", a.data, "--port", str(port), "--log", "/dev/null"]
+        if a.encoder:
+            cmd += ["--encoder", a.encoder]
+        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for _ in range(600):
             try:
                 if Client(host, port).req("GET", "/ready")[0] == 200:
