@@ -843,15 +843,15 @@ typedef struct dent {
 
 /* Fusion ------------------------------------------------------------------------
  * A hybrid search takes the best HYBRID_CANDIDATES chunks (at least k) of
- * each list, scores every candidate in both (the dense score of a lexical
- * candidate is computed exactly from its stored vector; a dense candidate
- * missing from the lexical list scores 0 there: none of its words matched,
- * or it ranked below every lexical candidate), and fuses the scores each
- * normalised by its list's best:
- *   fused = alpha * dense / best_dense + (1 - alpha) * lexical / best_lexical
- * Chosen over reciprocal-rank fusion on the tuning half of
- * tests/bench/retrieval (see its README for the figures). */
-enum { HYBRID_CANDIDATES = 50 };
+ * each list and fuses their ranks (weighted reciprocal rank fusion):
+ *   fused = alpha / (60 + dense rank) + (1 - alpha) / (60 + lexical rank)
+ * a list the chunk is not in adding nothing. Chosen on the tuning half of
+ * tests/bench/retrieval over score fusion (each list's scores normalised by
+ * its best, or min-max): MRR@10 0.576 against 0.546-0.565, alpha 0.5 against
+ * 0.3-0.7 (0.502-0.581). Ranks need no common scale, which BM25 and cosine
+ * scores lack. The dense score of a lexical candidate is computed from its
+ * stored vector, so every hit reports both scores. */
+enum { HYBRID_CANDIDATES = 50, RRF_K = 60 };
 #define HYBRID_ALPHA_DEFAULT 0.5f
 
 typedef struct cand {
@@ -906,32 +906,9 @@ static proto_status fuse(srv_engine *e, const float *query, float alpha, const i
     all[i].lexical = lsc[j];
     all[i].lrank = (int)j + 1;
   }
-  float dmax = -INFINITY, dmin = INFINITY, lmax = 0, lmin = INFINITY;
-  for (size_t i = 0; i < n; i++) {
-    if (all[i].dense > dmax) dmax = all[i].dense;
-    if (all[i].dense < dmin) dmin = all[i].dense;
-    if (all[i].lexical > lmax) lmax = all[i].lexical;
-    if (all[i].lrank && all[i].lexical < lmin) lmin = all[i].lexical;
-  }
-  const char *fz = getenv("RETRO_FUSION");
-  int kind = fz && !strcmp(fz, "rrf") ? 2 : fz && !strcmp(fz, "max") ? 1 : fz && !strcmp(fz, "mm2") ? 3 : 0;
-  for (size_t i = 0; i < n; i++) {
-    float d, l;
-    if (kind == 2) {
-      d = all[i].drank ? 1.0f / (60 + all[i].drank) : 0;
-      l = all[i].lrank ? 1.0f / (60 + all[i].lrank) : 0;
-    } else if (kind == 1) {
-      d = dmax > 0 ? all[i].dense / dmax : 0;
-      l = lmax > 0 ? all[i].lexical / lmax : 0;
-    } else if (kind == 3) {
-      d = dmax > dmin ? (all[i].dense - dmin) / (dmax - dmin) : 1;
-      l = all[i].lrank ? (lmax > lmin ? (all[i].lexical - lmin) / (lmax - lmin) : 1) : 0;
-    } else {
-      d = dmax > dmin ? (all[i].dense - dmin) / (dmax - dmin) : 1;
-      l = lmax > 0 ? all[i].lexical / lmax : 0;
-    }
-    all[i].fused = alpha * d + (1 - alpha) * l;
-  }
+  for (size_t i = 0; i < n; i++)
+    all[i].fused = alpha * (all[i].drank ? 1.0f / (RRF_K + all[i].drank) : 0) +
+                   (1 - alpha) * (all[i].lrank ? 1.0f / (RRF_K + all[i].lrank) : 0);
   qsort(all, n, sizeof *all, cand_by_fused);
   *n_out = n < k ? n : k;
   memcpy(out, all, *n_out * sizeof *out);
