@@ -931,7 +931,7 @@ static const cli_flag gen_flags[] = {
     {"--k", "-k", 1, "neighbours per chunk (default: the model's)"},
     {"--exclude", NULL, 1, "never retrieve from this document id (repeatable)"},
     {"--no-retrieval", NULL, 0, "RETRO [OFF]: no neighbours"},
-    {"--retrieval-mode", NULL, 1, "neighbours by dense, lexical or hybrid search (default dense)"},
+    {"--retrieval-mode", NULL, 1, "neighbours by dense, lexical or hybrid search (default lexical)"},
     {"--json", NULL, 0, "print the whole result as JSON instead of streaming"},
 };
 
@@ -1195,7 +1195,7 @@ static const cli_flag eval_flags[] = {
     {"--window", NULL, 1, "tokens per forward window (default: the decoder's max_seq)"},
     {"--alpha", NULL, 1, "leakage filter threshold (default 0.2)"},
     {"--compare-off", NULL, 0, "also score the same tokens with retrieval off (off_bpb)"},
-    {"--retrieval-mode", NULL, 1, "neighbours by dense, lexical or hybrid search (default dense)"},
+    {"--retrieval-mode", NULL, 1, "neighbours by dense, lexical or hybrid search (default lexical)"},
 };
 
 static int eval_one(srv_engine *e, const srv_eval_options *o, const char *id, const char *text,

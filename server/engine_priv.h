@@ -83,7 +83,8 @@ proto_status srv__embed_chunks(srv_engine *e, const int32_t *const *ids, const s
 proto_status srv__sync_indexes(srv_engine *e);
 
 /* The mode that neighbours of generation and eval are found by: the
- * request's, else the engine's retrieval_mode, else dense. */
+ * request's, else the engine's retrieval_mode, else lexical (dense without
+ * a lexical index). */
 srv_search_mode srv__retrieval_mode(const srv_engine *e, srv_search_mode requested);
 
 /* Ingest pipeline lifetime (ingest.c). */

@@ -78,7 +78,7 @@ static const opt_def opts[] = {
     {"config", "RETRO_CONFIG", OPT_STR, O(config), NULL, 0, 0, "read `key = value` lines from FILE"},
     {"search-mode", "RETRO_SEARCH_MODE", OPT_STR, O(search_mode), "hybrid", 0, 0,
      "default mode of searches by text: dense, lexical or hybrid"},
-    {"retrieval-mode", "RETRO_RETRIEVAL_MODE", OPT_STR, O(retrieval_mode), "dense", 0, 0,
+    {"retrieval-mode", "RETRO_RETRIEVAL_MODE", OPT_STR, O(retrieval_mode), "lexical", 0, 0,
      "default mode of the neighbours RETRO retrieves: dense, lexical or hybrid"},
 };
 #undef O

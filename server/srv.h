@@ -96,7 +96,7 @@ typedef struct srv_engine_options {
   int gen_max_seq;           /* tokens per sequence; 0 = the model's max_seq */
   /* retrieval */
   srv_search_mode search_mode;    /* searches by text; DEFAULT = hybrid */
-  srv_search_mode retrieval_mode; /* generation and eval neighbours; DEFAULT = dense */
+  srv_search_mode retrieval_mode; /* generation and eval neighbours; DEFAULT = lexical */
   float hybrid_alpha;             /* weight of the dense list; 0 = the built-in default */
 } srv_engine_options;
 

@@ -558,6 +558,7 @@ TEST(generate) {
   rq.max_tokens = 120;
   rq.temperature = 0;
   rq.logprobs = 2;
+  rq.retrieval_mode = SRV_MODE_DENSE; /* compared with a search by vector below */
   gen_log g = {0};
   srv_gen_callbacks cb = {.on_text = g_on_text, .on_neighbours = g_on_nb, .ctx = &g};
   srv_gen_result res;
