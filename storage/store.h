@@ -4,7 +4,7 @@
  * FAISS index (index/) is a cache derived from this store and follows it
  * through the vector scan, the tombstones and the index watermark.
  *
- * Sub-databases (see ../shared/docs/DESIGN.md): meta, docs, doc_keys, chunks,
+ * Sub-databases (see docs/DESIGN.md): meta, docs, doc_keys, chunks,
  * vectors, plus dead (tombstones: chunk ids deleted since the index last saved).
  * Chunk ids and doc ids start at 1 and are never reused.
  *
