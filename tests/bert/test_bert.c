@@ -727,6 +727,12 @@ int main(int argc, char **argv) {
   g_tiny = argv[5];
   mkdir(g_work, 0755);
   RUN(kernels_pool);
+  char probe[4200];
+  snprintf(probe, sizeof probe, "%s/bert-base-uncased/vocab.txt", g_shared);
+  if (access(probe, R_OK) != 0) { /* the recorded outputs tokenize real texts */
+    SKIP("tiny_recorded, bad_files, pytorch_parity: the real vocabularies are not at %s", g_shared);
+    return tap_done();
+  }
   RUN(tiny_recorded);
   RUN(bad_files);
   RUN(pytorch_parity);

@@ -390,7 +390,8 @@ int main(int argc, char **argv) {
     RUN(bert_known_ids);
     RUN(threads);
   } else {
-    printf("# %s not found: real-vocabulary tests skipped\n", data_dir);
+    SKIP("gpt2_known_ids, gpt2_roundtrip_random_bytes, bert_known_ids, threads: "
+         "the real vocabularies are not at %s", data_dir);
   }
   RUN(open_dir);
   RUN(bad_files);
