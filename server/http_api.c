@@ -81,6 +81,20 @@ static int model_matches(const char *want, const char *name, const char *path) {
   return 0;
 }
 
+/* By default any "model" is served by the one model loaded for the route
+ * (clients send their own defaults, e.g. text-embedding-ada-002); with
+ * --strict-models a name that is not it is a 404 naming the served model.
+ * Returns 1 (resp filled) when refused. */
+static int model_refused(http_server *s, const char *want, const char *name, const char *verb,
+                         http_response *resp) {
+  if (!s->cfg || !s->cfg->strict_models || model_matches(want, name, NULL)) return 0;
+  char err[256];
+  snprintf(err, sizeof err, "model: unknown model '%.64s' (this server %s with '%.64s')", want,
+           verb, name);
+  http_error(resp, PROTO_ENOTFOUND, err);
+  return 1;
+}
+
 /* ---- simple routes -------------------------------------------------------- */
 
 /* One model in OpenAI's shape (id, object, created, owned_by) plus what it
@@ -509,6 +523,30 @@ static void float_le_bytes(float *v, size_t n) {
 #endif
 }
 
+/* 1 (resp filled with a 422) when an input has more tokens than the encoder
+ * reads: it would be embedded from its start only, silently. */
+static int input_too_long(http_server *s, const proto_embed_req *r, http_response *resp) {
+  bert *enc = srv_engine_encoder(s->engine);
+  const tok *t = bert_tokenizer(enc);
+  long limit = bert_max_tokens(enc) - 2; /* [CLS] ... [SEP] or <s> ... </s> */
+  for (size_t i = 0; i < r->n; i++) {
+    if ((long)r->lens[i] <= limit) continue; /* a token is at least one byte */
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (tok_encode(t, r->inputs[i], r->lens[i], &ids, &n) != PROTO_OK) continue; /* srv_embed says */
+    free(ids);
+    if ((long)n <= limit) continue;
+    char err[256];
+    snprintf(err, sizeof err,
+             "input[%zu]: %zu tokens, more than the encoder's limit of %ld (%ld with its 2 "
+             "special tokens); send \"truncate\": true to embed its first %ld tokens",
+             i, n, limit, limit + 2, limit);
+    http_error(resp, PROTO_ERANGE, err);
+    return 1;
+  }
+  return 0;
+}
+
 static void h_embed(http_server *s, const http_request *rq, http_response *resp) {
   proto_embed_req r;
   char err[256];
@@ -516,12 +554,7 @@ static void h_embed(http_server *s, const http_request *rq, http_response *resp)
   proto_status st = proto_embed_parse(rq->body, rq->body_len, &r, err, sizeof err);
   if (st != PROTO_OK) { http_error(resp, st, err); return; }
   if (no_engine(s, resp)) goto leave;
-  if (!model_matches(r.model, s->encoder_name, NULL)) {
-    snprintf(err, sizeof err, "model: unknown model '%.64s' (this server embeds with '%.64s')",
-             r.model, s->encoder_name);
-    http_error(resp, PROTO_ENOTFOUND, err);
-    goto leave;
-  }
+  if (model_refused(s, r.model, s->encoder_name, "embeds", resp)) goto leave;
   uint32_t dim = srv_engine_dim(s->engine);
   if (r.dimensions && (uint32_t)r.dimensions != dim) {
     /* the encoder was not trained to be cut short (no Matryoshka loss) */
@@ -530,6 +563,7 @@ static void h_embed(http_server *s, const http_request *rq, http_response *resp)
     http_error(resp, PROTO_ERANGE, err);
     goto leave;
   }
+  if (!r.truncate && input_too_long(s, &r, resp)) goto leave;
   vec = malloc(r.n * dim * sizeof *vec);
   if (!vec) { http_error(resp, PROTO_ENOMEM, "out of memory"); goto leave; }
   uint64_t ntok = 0;
@@ -908,15 +942,13 @@ leave:
 
 /* ---- completions ---------------------------------------------------------- */
 
-proto_status http_complete_prepare(http_server *s, const http_request *rq,
+proto_status http_complete_prepare(http_server *s, const http_request *rq, int chat,
                                    proto_complete_req *req, http_response *resp) {
   char err[256];
-  proto_status st = proto_complete_parse(rq->body, rq->body_len, req, err, sizeof err);
+  proto_status st = chat ? proto_chat_parse(rq->body, rq->body_len, req, err, sizeof err)
+                         : proto_complete_parse(rq->body, rq->body_len, req, err, sizeof err);
   if (st != PROTO_OK) { http_error(resp, st, err); return st; }
-  if (!model_matches(req->model, s->model_name, NULL)) {
-    snprintf(err, sizeof err, "model: unknown model '%.64s' (this server generates with '%.64s')",
-             req->model, s->model_name);
-    http_error(resp, PROTO_ENOTFOUND, err);
+  if (model_refused(s, req->model, s->model_name, "generates", resp)) {
     proto_complete_free(req);
     return PROTO_ENOTFOUND;
   }
@@ -926,6 +958,11 @@ proto_status http_complete_prepare(http_server *s, const http_request *rq,
     proto_complete_free(req);
     return PROTO_EUNAVAIL;
   }
+  if (chat && http_chat_apply(s->chat, req) != PROTO_OK) {
+    http_error(resp, PROTO_ENOMEM, "out of memory");
+    proto_complete_free(req);
+    return PROTO_ENOMEM;
+  }
   return PROTO_OK;
 }
 
@@ -934,6 +971,7 @@ typedef struct gen_ctx {
   const proto_complete_req *req;
   http_sink *sink;
   int gone;
+  int sent_role;       /* chat stream: the first delta carried the role */
   char id[48];
   long long created;
   proto_buf ev;
@@ -942,16 +980,31 @@ typedef struct gen_ctx {
 static void ev_head(gen_ctx *g, proto_jw *w) {
   proto_jw_obj(w);
   proto_jw_key(w, "id"); proto_jw_cstr(w, g->id);
-  proto_jw_key(w, "object"); proto_jw_cstr(w, "text_completion");
+  proto_jw_key(w, "object");
+  proto_jw_cstr(w, !g->req->chat ? "text_completion"
+                   : g->req->stream ? "chat.completion.chunk" : "chat.completion");
   proto_jw_key(w, "created"); proto_jw_int(w, g->created);
   proto_jw_key(w, "model"); proto_jw_cstr(w, g->s->model_name);
 }
 
-static void ev_choice(proto_jw *w, const char *text, size_t len, const char *finish) {
+/* One streamed choice: completions' {"text"}, chat's {"delta"} (with the
+ * role in the stream's first delta). */
+static void ev_choice(gen_ctx *g, proto_jw *w, const char *text, size_t len, const char *finish) {
   proto_jw_key(w, "choices");
   proto_jw_arr(w);
   proto_jw_obj(w);
-  proto_jw_key(w, "text"); proto_jw_str(w, text, len);
+  if (g->req->chat) {
+    proto_jw_key(w, "delta");
+    proto_jw_obj(w);
+    if (!g->sent_role) {
+      proto_jw_key(w, "role"); proto_jw_cstr(w, "assistant");
+      g->sent_role = 1;
+    }
+    if (len || !finish) { proto_jw_key(w, "content"); proto_jw_str(w, text, len); }
+    proto_jw_obj_end(w);
+  } else {
+    proto_jw_key(w, "text"); proto_jw_str(w, text, len);
+  }
   proto_jw_key(w, "index"); proto_jw_int(w, 0);
   proto_jw_key(w, "logprobs"); proto_jw_null(w);
   proto_jw_key(w, "finish_reason"); proto_jw_cstr(w, finish);
@@ -995,7 +1048,7 @@ static int gen_on_text(void *ctx, const char *piece, size_t len) {
   proto_jw w;
   proto_jw_init(&w, &g->ev);
   ev_head(g, &w);
-  ev_choice(&w, piece, len, NULL);
+  ev_choice(g, &w, piece, len, NULL);
   proto_jw_obj_end(&w);
   return ev_send(g);
 }
@@ -1007,7 +1060,7 @@ static void gen_on_neighbours(void *ctx, const srv_gen_chunk *c) {
   proto_jw w;
   proto_jw_init(&w, &g->ev);
   ev_head(g, &w);
-  ev_choice(&w, "", 0, NULL);
+  ev_choice(g, &w, "", 0, NULL);
   proto_jw_key(&w, "retro");
   proto_jw_obj(&w);
   proto_jw_key(&w, "chunks");
@@ -1099,7 +1152,8 @@ void http_complete_run(http_server *s, const proto_complete_req *req, http_sink 
   g.created = (long long)time(NULL);
   static atomic_ullong counter;
   unsigned long long n = atomic_fetch_add(&counter, 1) + 1;
-  snprintf(g.id, sizeof g.id, "cmpl-%llx-%llu", (unsigned long long)g.created, n);
+  snprintf(g.id, sizeof g.id, "%scmpl-%llx-%llu", req->chat ? "chat" : "",
+           (unsigned long long)g.created, n);
 
   srv_gen_request rq;
   srv_gen_request_init(&rq);
@@ -1137,7 +1191,7 @@ void http_complete_run(http_server *s, const proto_complete_req *req, http_sink 
       proto_buf_adds(&g.ev, "data: ");
       proto_jw_init(&w, &g.ev);
       ev_head(&g, &w);
-      ev_choice(&w, "", 0, res.finish_reason ? res.finish_reason : "stop");
+      ev_choice(&g, &w, "", 0, res.finish_reason ? res.finish_reason : "stop");
       write_usage(&w, &res);
       write_retro(&w, req, &res, 0);
       proto_jw_obj_end(&w);
@@ -1155,7 +1209,15 @@ void http_complete_run(http_server *s, const proto_complete_req *req, http_sink 
     proto_jw_key(&w, "choices");
     proto_jw_arr(&w);
     proto_jw_obj(&w);
-    proto_jw_key(&w, "text"); proto_jw_str(&w, res.text, res.text_len);
+    if (req->chat) {
+      proto_jw_key(&w, "message");
+      proto_jw_obj(&w);
+      proto_jw_key(&w, "role"); proto_jw_cstr(&w, "assistant");
+      proto_jw_key(&w, "content"); proto_jw_str(&w, res.text, res.text_len);
+      proto_jw_obj_end(&w);
+    } else {
+      proto_jw_key(&w, "text"); proto_jw_str(&w, res.text, res.text_len);
+    }
     proto_jw_key(&w, "index"); proto_jw_int(&w, 0);
     proto_jw_key(&w, "logprobs");
     if (req->logprobs >= 0) write_logprobs(&w, &res);
@@ -1177,9 +1239,9 @@ static int buf_sink_write(void *ctx, const char *data, size_t len) {
   return 0;
 }
 
-static void h_complete(http_server *s, const http_request *rq, http_response *resp) {
+static void h_complete(http_server *s, const http_request *rq, int chat, http_response *resp) {
   proto_complete_req req;
-  if (http_complete_prepare(s, rq, &req, resp) != PROTO_OK) return;
+  if (http_complete_prepare(s, rq, chat, &req, resp) != PROTO_OK) return;
   http_sink sink = {buf_sink_write, &resp->body};
   http_complete_run(s, &req, &sink, resp);
   if (req.stream) {
@@ -1187,6 +1249,76 @@ static void h_complete(http_server *s, const http_request *rq, http_response *re
     resp->content_type = SSE_TYPE;
   }
   proto_complete_free(&req);
+}
+
+/* ---- tokenizers ----------------------------------------------------------- */
+
+/* POST /tokenize, /detokenize: the decoder's tokenizer (the one that cuts
+ * documents into chunks and reads prompts) unless "model" names the encoder. */
+static void h_tokenize(http_server *s, const http_request *rq, int detok, http_response *resp) {
+  proto_tok_req r;
+  char err[320];
+  proto_status st = proto_tok_parse(rq->body, rq->body_len, detok, &r, err, sizeof err);
+  if (st != PROTO_OK) { http_error(resp, st, err); return; }
+  int32_t *ids = NULL;
+  char *text = NULL;
+  if (no_engine(s, resp)) goto leave;
+  retro *dec = srv_engine_decoder(s->engine);
+  int use_enc = r.model && (!strcmp(r.model, "encoder") || model_matches(r.model, s->encoder_name, NULL));
+  int use_dec = !r.model || !strcmp(r.model, "decoder") || model_matches(r.model, s->model_name, NULL);
+  if (!use_enc && !use_dec) {
+    snprintf(err, sizeof err, "model: no model '%.64s' (tokenizers here: '%.64s' and '%.64s')",
+             r.model, s->model_name, s->encoder_name);
+    http_error(resp, PROTO_ENOTFOUND, err);
+    goto leave;
+  }
+  const tok *t = use_enc ? bert_tokenizer(srv_engine_encoder(s->engine))
+                 : dec && retro_tokenizer(dec) ? retro_tokenizer(dec)
+                                               : srv_engine_chunk_tokenizer(s->engine);
+  const char *name = use_enc ? s->encoder_name : s->model_name;
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  if (detok) {
+    size_t vocab = tok_vocab_size(t), len = 0;
+    for (size_t i = 0; i < r.n_tokens; i++)
+      if ((size_t)r.tokens[i] >= vocab) {
+        snprintf(err, sizeof err, "tokens[%zu]: %d is not an id of %.64s's vocabulary (0..%zu)",
+                 i, r.tokens[i], name, vocab - 1);
+        proto_buf_free(&resp->body);
+        http_error(resp, PROTO_ERANGE, err);
+        goto leave;
+      }
+    st = tok_decode(t, r.tokens, r.n_tokens, &text, &len);
+    if (st != PROTO_OK) { proto_buf_free(&resp->body); engine_error(resp, st, "detokenize"); goto leave; }
+    proto_jw_key(&w, "content"); proto_jw_str(&w, text, len);
+  } else {
+    size_t n = 0;
+    st = tok_encode(t, r.content, r.content_len, &ids, &n);
+    if (st != PROTO_OK) { proto_buf_free(&resp->body); engine_error(resp, st, "tokenize"); goto leave; }
+    proto_jw_key(&w, "tokens");
+    proto_jw_arr(&w);
+    for (size_t i = 0; i < n; i++) {
+      if (!r.with_pieces) { proto_jw_int(&w, ids[i]); continue; }
+      char *piece = NULL;
+      size_t plen = 0;
+      proto_jw_obj(&w);
+      proto_jw_key(&w, "id"); proto_jw_int(&w, ids[i]);
+      proto_jw_key(&w, "piece");
+      if (tok_decode(t, &ids[i], 1, &piece, &plen) == PROTO_OK) proto_jw_str(&w, piece, plen);
+      else proto_jw_null(&w);
+      free(piece);
+      proto_jw_obj_end(&w);
+    }
+    proto_jw_arr_end(&w);
+  }
+  proto_jw_key(&w, "model"); proto_jw_cstr(&w, name);
+  proto_jw_obj_end(&w);
+  ok_json(resp, 200);
+leave:
+  free(ids);
+  free(text);
+  proto_tok_free(&r);
 }
 
 /* ---- dispatch ------------------------------------------------------------- */
@@ -1218,7 +1350,10 @@ void http_execute(http_server *s, const http_match *m, const http_request *rq,
     case HTTP_R_CHUNK: h_chunk(s, m, resp); return;
     case HTTP_R_SEARCH: h_search(s, rq, resp); return;
     case HTTP_R_EMBED: h_embed(s, rq, resp); return;
-    case HTTP_R_COMPLETE: h_complete(s, rq, resp); return;
+    case HTTP_R_COMPLETE: h_complete(s, rq, 0, resp); return;
+    case HTTP_R_CHAT: h_complete(s, rq, 1, resp); return;
+    case HTTP_R_TOKENIZE: h_tokenize(s, rq, 0, resp); return;
+    case HTTP_R_DETOKENIZE: h_tokenize(s, rq, 1, resp); return;
     case HTTP_R_MODELS: h_models(s, NULL, resp); return;
     case HTTP_R_MODEL: h_models(s, m->id, resp); return;
     default: http_error(resp, PROTO_ENOTFOUND, "no such route"); return;
@@ -1277,9 +1412,18 @@ proto_status http_server_new(const http_config *cfg, srv_engine *engine, http_se
   s->cfg = cfg;
   snprintf(s->model_name, sizeof s->model_name, "retro");
   snprintf(s->encoder_name, sizeof s->encoder_name, "encoder");
+  char err[256];
+  if (http_chat_template_load(cfg ? cfg->chat_template : NULL, &s->chat, err, sizeof err)) {
+    free(s);
+    return PROTO_EINVAL;
+  }
   http_server_attach(s, engine);
   *out = s;
   return PROTO_OK;
 }
 
-void http_server_free(http_server *s) { free(s); }
+void http_server_free(http_server *s) {
+  if (!s) return;
+  http_chat_template_free(s->chat);
+  free(s);
+}
