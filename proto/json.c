@@ -1123,8 +1123,9 @@ static proto_status chat_messages(json_t *root, proto_complete_req *out, char *e
     json_t *name = json_object_get(m, "name");
     if (name && !json_is_string(name))
       return fail(PROTO_ETYPE, err, errlen, "%s.name: must be a string", where);
-    out->messages[i].role = r == 1 ? PROTO_ROLE_SYSTEM : r == 0 ? PROTO_ROLE_SYSTEM
-                            : r == 2 ? PROTO_ROLE_USER : PROTO_ROLE_ASSISTANT;
+    static const proto_chat_role as[] = {PROTO_ROLE_SYSTEM, PROTO_ROLE_SYSTEM, PROTO_ROLE_USER,
+                                         PROTO_ROLE_ASSISTANT};
+    out->messages[i].role = as[r];
     out->n_messages = i + 1;
     if ((st = message_content(json_object_get(m, "content"), i, &out->messages[i], err, errlen)))
       return st;
