@@ -912,7 +912,6 @@ static proto_status neutral_options(json_t *root, char *err, size_t errlen) {
   static const char *const zero[] = {"frequency_penalty", "presence_penalty"};
   double v = 0;
   long long one = 1;
-  int flag = 0;
   proto_status st;
   for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++) {
     if ((st = get_num(root, zero[i], 0, &v, err, errlen))) return st;
@@ -921,8 +920,6 @@ static proto_status neutral_options(json_t *root, char *err, size_t errlen) {
                   zero[i]);
   }
   if ((st = get_int(root, NULL, "best_of", 1, 1, 1, &one, err, errlen))) return st;
-  if ((st = get_bool(root, "echo", 0, &flag, err, errlen))) return st;
-  if (flag) return fail(PROTO_ERANGE, err, errlen, "echo: only false is supported");
   json_t *bias = json_object_get(root, "logit_bias");
   if (bias && !json_is_null(bias) && !json_is_object(bias))
     return fail(PROTO_ETYPE, err, errlen, "logit_bias: must be an object");
@@ -1016,8 +1013,15 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
   out->prompt = dup_str(p, &out->prompt_len);
   if (!out->prompt) { st = fail(PROTO_ENOMEM, err, errlen, "prompt: out of memory"); goto leave; }
 
-  if ((st = get_int(root, NULL, "max_tokens", 1, PROTO_MAX_GEN_TOKENS, 16, &x, err, errlen))) goto leave;
+  if ((st = get_bool(root, "echo", 0, &out->echo, err, errlen))) goto leave;
+  if ((st = get_int(root, NULL, "max_tokens", 0, PROTO_MAX_GEN_TOKENS, 16, &x, err, errlen))) goto leave;
   out->max_tokens = (int)x;
+  if (x == 0 && !out->echo) {
+    st = fail(PROTO_ERANGE, err, errlen,
+              "max_tokens: must be in [1, %d] (0 only with echo: true, to score the prompt)",
+              PROTO_MAX_GEN_TOKENS);
+    goto leave;
+  }
   json_t *lp = json_object_get(root, "logprobs");
   out->logprobs = -1;
   if (lp && !json_is_null(lp)) {
@@ -1025,7 +1029,12 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
     else if ((st = get_int(root, NULL, "logprobs", 0, PROTO_MAX_LOGPROBS, 0, &x, err, errlen))) goto leave;
     else out->logprobs = (int)x;
   }
-  st = sampling_options(root, out, err, errlen);
+  if ((st = sampling_options(root, out, err, errlen))) goto leave;
+  if (out->echo && out->stream)
+    st = fail(PROTO_ERANGE, err, errlen, "echo: not with stream (prompt scoring answers whole)");
+  else if (out->echo && (out->filter_json || out->n_exclude > 1))
+    st = fail(PROTO_ERANGE, err, errlen,
+              "echo: prompt scoring takes exclude_docs of at most one document and no filter");
 leave:
   json_decref(root);
   if (st != PROTO_OK) proto_complete_free(out);

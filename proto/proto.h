@@ -240,6 +240,8 @@ typedef struct proto_complete_req {
   size_t *stop_lens;
   size_t n_stop;
   int logprobs;        /* -1 = none, else [0, PROTO_MAX_LOGPROBS] */
+  int echo;            /* completions: the prompt's tokens come back first, with
+                          their logprobs (prompt scoring; max_tokens may be 0) */
   int stream;
   int retrieval;       /* default 1 */
   int k;               /* neighbours per chunk; 0 = model default, [0, 64] */

@@ -398,7 +398,7 @@ def run_main(s):
         ("POST", "/v1/completions", '{"prompt": "a", "frequency_penalty": 1}', "application/json", 422, "frequency_penalty"),
         ("POST", "/v1/completions", '{"prompt": "a", "presence_penalty": "0"}', "application/json", 400, "presence_penalty"),
         ("POST", "/v1/completions", '{"prompt": "a", "best_of": 2}', "application/json", 422, "best_of"),
-        ("POST", "/v1/completions", '{"prompt": "a", "echo": true}', "application/json", 422, "echo"),
+        ("POST", "/v1/completions", '{"prompt": "a", "echo": true, "stream": true}', "application/json", 422, "echo"),
         ("POST", "/v1/completions", '{"prompt": "a", "logit_bias": {"50256": -100}}', "application/json", 422, "logit_bias"),
         ("POST", "/v1/completions", '{"prompt": "a", "suffix": "b"}', "application/json", 422, "suffix"),
         ("POST", "/v1/completions", '{"prompt": "a", "stream_options": {"x": 1}}', "application/json", 400, "stream_options"),

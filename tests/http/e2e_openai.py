@@ -215,8 +215,22 @@ def run_cli_tokens(s_args):
                           "--decoder", os.path.join(MODELS, "decoder"), "--threads", "1", src],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
     ok(rc == 0, "retro index (CLI) of one document", rc)
+    # prompt scoring: the CLI's bits per byte on a text (two windows of the
+    # decoder), then the same text over HTTP
+    ev_text = doc_text(12, 260) + " ünïcode ✓ " + doc_text(13, 60)
+    ev_file = os.path.join(WORK, "eval.txt")
+    with open(ev_file, "w") as f:
+        f.write(ev_text)
+    evals = {}
+    for retrieval in (True, False):
+        out = subprocess.run([RETRO, "eval", "--data", data, "--encoder", os.path.join(MODELS, "encoder"),
+                              "--decoder", os.path.join(MODELS, "decoder"), "--threads", "1", ev_file]
+                             + ([] if retrieval else ["--no-retrieval"]), capture_output=True, timeout=300)
+        evals[retrieval] = json.loads(out.stdout) if out.returncode == 0 else None
+        ok(evals[retrieval] and evals[retrieval]["bpb"] > 0, "retro eval (retrieval %s)" % retrieval, out.stderr[-300:])
     s = E.Server("cli", data=data)
     try:
+        run_scoring(s, ev_text, evals)
         st, doc, _, _ = s.req("GET", "/v1/documents/doc.txt")
         stored = []
         for cid in doc["chunk_ids"] if st == 200 else []:
@@ -229,6 +243,55 @@ def run_cli_tokens(s_args):
         ok(st == 200 and dj["content"] == text, "/detokenize of the CLI's chunk tokens gives the file's text")
     finally:
         s.stop()
+
+
+def run_scoring(s, text, evals):
+    raw = text.encode()
+    for retrieval in (True, False):
+        body = {"prompt": text, "echo": True, "logprobs": 2, "max_tokens": 0, "retrieval": retrieval,
+                "model": "davinci-002"}
+        st, js, rawr, _ = s.req("POST", "/v1/completions", body)
+        ch = js["choices"][0] if st == 200 else None
+        lp = ch and ch["logprobs"]
+        ok(st == 200 and ch["text"] == text and js["usage"]["completion_tokens"] == 0
+           and len(lp["tokens"]) == js["usage"]["prompt_tokens"] == len(tokenize(s, text))
+           and lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None,
+           "echo + logprobs + max_tokens 0: the prompt's tokens with logprobs (retrieval %s)" % retrieval, rawr[:400])
+        if st != 200:
+            continue
+        offs = lp["text_offset"] + [len(raw)]
+        bits = nbytes = 0
+        for i, l in enumerate(lp["token_logprobs"]):
+            if l is not None:
+                bits += -l / math.log(2)
+                nbytes += offs[i + 1] - offs[i]
+        ev = evals[retrieval]
+        ok(ev and abs(bits / nbytes - ev["bpb"]) < 1e-5 * ev["bpb"] and nbytes == ev["bytes"],
+           "echo scoring: bits per byte over HTTP == retro eval (retrieval %s): %.6f vs %s"
+           % (retrieval, bits / nbytes, ev and ev["bpb"]))
+        window = s.req("GET", "/v1/info")[1]["decoder"]["max_seq"]
+        n_win = (len(lp["tokens"]) + window - 1) // window
+        nulls = [i for i, l in enumerate(lp["token_logprobs"]) if l is None]
+        ok(n_win >= 2 and nulls == [w * window for w in range(n_win)],
+           "echo scoring: the first token of each of the %d windows of %d has no logprob" % (n_win, window), nulls)
+        ok(all(len(t) <= 2 and max(t.values()) >= l - 1e-4 for t, l in zip(lp["top_logprobs"], lp["token_logprobs"])
+               if t is not None), "echo scoring: top_logprobs hold at most 2, the best at least the token's own")
+        chunks = js["retro"]["chunks"]
+        ok((len(chunks) > 0 and all(c["neighbors"] for c in chunks)) if retrieval else not chunks,
+           "echo scoring: the neighbours used per chunk (retrieval %s)" % retrieval, chunks[:1])
+    # lm-evaluation-harness's local-completions: echo with max_tokens 1
+    st, js, _, _ = s.req("POST", "/v1/completions", {"prompt": [text[:200]], "echo": True, "logprobs": 1,
+                                                     "max_tokens": 1, "temperature": 0, "seed": 1})
+    lp = js["choices"][0]["logprobs"] if st == 200 else None
+    n_prompt = len(tokenize(s, text[:200]))
+    ok(st == 200 and js["usage"]["completion_tokens"] == 1 and len(lp["token_logprobs"]) == n_prompt + 1
+       and js["choices"][0]["text"].startswith(text[:200]) and lp["token_logprobs"][-1] is not None,
+       "echo + max_tokens 1 (lm-evaluation-harness): the prompt's logprobs, then the generated token's", js)
+    for b, needle in (({"prompt": "a", "max_tokens": 0}, "max_tokens"),
+                      ({"prompt": "a", "echo": True, "stream": True}, "echo"),
+                      ({"prompt": "a", "echo": True, "filter": {"n": 1}}, "echo")):
+        st, js, _, _ = s.req("POST", "/v1/completions", b)
+        ok(st == 422 and needle in js["error"]["message"], "%s -> 422 naming %s" % (json.dumps(b), needle), js)
 
 
 def run_truncate(s, enc_name):
