@@ -242,7 +242,7 @@ def run_cli_tokens(s_args):
         st, dj, _, _ = s.req("POST", "/detokenize", {"tokens": stored})
         ok(st == 200 and dj["content"] == text, "/detokenize of the CLI's chunk tokens gives the file's text")
     finally:
-        s.stop()
+        ok(s.stop() == 0, "server: SIGTERM -> exit 0 (under sanitizers: no leak)")
 
 
 def run_scoring(s, text, evals):
@@ -347,7 +347,7 @@ def run_template_file():
         ok(st == 200 and cj["choices"][0]["text"] == js["choices"][0]["message"]["content"],
            "--chat-template: the answer is the completion of its rendering with its stop", (cj, js))
     finally:
-        s.stop()
+        ok(s.stop() == 0, "server: SIGTERM -> exit 0 (under sanitizers: no leak)")
 
 
 def main():
@@ -381,7 +381,7 @@ def main():
     try:
         run_models(s, strict=True)
     finally:
-        s.stop()
+        ok(s.stop() == 0, "server: SIGTERM -> exit 0 (under sanitizers: no leak)")
     run_template_file()
     run_cli_tokens(None)
     print("1..%d" % E.n_tests)
