@@ -80,6 +80,17 @@ proto_status http_complete_prepare(http_server *s, const http_request *rq, int c
 void http_complete_run(http_server *s, const proto_complete_req *req, http_sink *sink,
                        http_response *resp);
 
+/* echo: scores the prompt (and generates max_tokens after it); fills resp.
+ * Blocking: run on a generation thread. (http_tokens.c) */
+void http_score_run(http_server *s, const proto_complete_req *req, http_response *resp);
+/* POST /tokenize (detok 0) and /detokenize (detok 1). (http_tokens.c) */
+void http_tokenize(http_server *s, const http_request *rq, int detok, http_response *resp);
+/* Helpers of http_api.c for the handlers in other files. */
+void http_engine_error(http_response *resp, proto_status st, const char *what);
+int http_no_engine(http_server *s, http_response *resp); /* 1: resp is a 503 */
+void http_ok_json(http_response *resp);                   /* status 200, JSON */
+int http_model_is(const char *want, const char *name);    /* NULL/"" or the name */
+
 /* ---- chat template (http_chat.c) ------------------------------------------ */
 
 typedef struct http_chat_template http_chat_template;
