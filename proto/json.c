@@ -840,7 +840,7 @@ void proto_embed_free(proto_embed_req *r) {
 proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *out, char *err,
                                size_t errlen) {
   static const char *const fields[] = {"input", "model", "encoding_format", "dimensions",
-                                       "user",  NULL};
+                                       "user",  "truncate", NULL};
   json_t *root = NULL;
   memset(out, 0, sizeof *out);
   proto_status st = parse_root(text, len, &root, err, errlen);
@@ -876,6 +876,7 @@ proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *ou
   if ((st = get_int(root, NULL, "dimensions", 1, 65536, 0, &dims, err, errlen)) != PROTO_OK)
     goto leave;
   out->dimensions = (long)dims;
+  if ((st = get_bool(root, "truncate", 0, &out->truncate, err, errlen)) != PROTO_OK) goto leave;
   json_t *user = json_object_get(root, "user");
   if (user && !json_is_string(user)) {
     st = fail(PROTO_ETYPE, err, errlen, "user: must be a string");
@@ -898,6 +899,8 @@ void proto_complete_free(proto_complete_req *r) {
   free_strs(r->exclude_docs, r->n_exclude);
   free(r->filter_json);
   free(r->model);
+  for (size_t i = 0; i < r->n_messages; i++) free(r->messages[i].content);
+  free(r->messages);
   memset(r, 0, sizeof *r);
 }
 
@@ -909,7 +912,6 @@ static proto_status neutral_options(json_t *root, char *err, size_t errlen) {
   static const char *const zero[] = {"frequency_penalty", "presence_penalty"};
   double v = 0;
   long long one = 1;
-  int flag = 0;
   proto_status st;
   for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++) {
     if ((st = get_num(root, zero[i], 0, &v, err, errlen))) return st;
@@ -918,8 +920,6 @@ static proto_status neutral_options(json_t *root, char *err, size_t errlen) {
                   zero[i]);
   }
   if ((st = get_int(root, NULL, "best_of", 1, 1, 1, &one, err, errlen))) return st;
-  if ((st = get_bool(root, "echo", 0, &flag, err, errlen))) return st;
-  if (flag) return fail(PROTO_ERANGE, err, errlen, "echo: only false is supported");
   json_t *bias = json_object_get(root, "logit_bias");
   if (bias && !json_is_null(bias) && !json_is_object(bias))
     return fail(PROTO_ETYPE, err, errlen, "logit_bias: must be an object");
@@ -941,6 +941,50 @@ static proto_status neutral_options(json_t *root, char *err, size_t errlen) {
       return fail(PROTO_ETYPE, err, errlen, "stream_options.include_usage: must be a boolean");
   }
   return PROTO_OK;
+}
+
+/* The sampling and retrieval options completions and chat completions
+ * share (everything but the prompt / messages, max_tokens and logprobs). */
+static proto_status sampling_options(json_t *root, proto_complete_req *out, char *err,
+                                     size_t errlen) {
+  long long x = 0;
+  proto_status st;
+  if ((st = get_num(root, "temperature", 1.0, &out->temperature, err, errlen))) return st;
+  if (!(out->temperature >= 0 && out->temperature <= 100))
+    return fail(PROTO_ERANGE, err, errlen, "temperature: must be in [0, 100]");
+  if ((st = get_num(root, "top_p", 1.0, &out->top_p, err, errlen))) return st;
+  if (!(out->top_p > 0 && out->top_p <= 1))
+    return fail(PROTO_ERANGE, err, errlen, "top_p: must be in (0, 1]");
+  if ((st = get_int(root, NULL, "top_k", 0, 1000000, 0, &x, err, errlen))) return st;
+  out->top_k = (int)x;
+  json_t *seed = json_object_get(root, "seed");
+  if (seed && !json_is_null(seed)) {
+    if (!json_is_integer(seed)) return fail(PROTO_ETYPE, err, errlen, "seed: must be an integer");
+    out->seed = (uint64_t)json_integer_value(seed);
+    out->has_seed = 1;
+  }
+  json_t *stop = json_object_get(root, "stop");
+  if (stop && !json_is_null(stop)) {
+    st = get_strs(stop, "stop", 1, PROTO_MAX_STOP, PROTO_MAX_STOP_BYTES, &out->stop,
+                  &out->stop_lens, &out->n_stop, NULL, err, errlen);
+    if (st != PROTO_OK) return st;
+    for (size_t i = 0; i < out->n_stop; i++)
+      if (out->stop_lens[i] == 0) return fail(PROTO_ERANGE, err, errlen, "stop[%zu]: must not be empty", i);
+  }
+  if ((st = get_bool(root, "stream", 0, &out->stream, err, errlen))) return st;
+  if ((st = get_bool(root, "retrieval", 1, &out->retrieval, err, errlen))) return st;
+  if ((st = get_int(root, NULL, "k", 0, 64, 0, &x, err, errlen))) return st;
+  out->k = (int)x;
+  if ((st = get_int(root, NULL, "n", 1, 1, 1, &x, err, errlen))) return st;
+  json_t *user = json_object_get(root, "user");
+  if (user && !json_is_null(user) && !json_is_string(user))
+    return fail(PROTO_ETYPE, err, errlen, "user: must be a string");
+  if ((st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen))) return st;
+  if ((st = get_filter(root, &out->filter_json, err, errlen))) return st;
+  static const char *const modes[] = {"dense", "lexical", "hybrid", NULL};
+  if ((st = get_choice(root, "retrieval_mode", modes, &out->retrieval_mode, err, errlen))) return st;
+  if ((st = neutral_options(root, err, errlen))) return st;
+  return get_model(root, &out->model, err, errlen);
 }
 
 proto_status proto_complete_parse(const char *text, size_t len, proto_complete_req *out,
@@ -969,36 +1013,14 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
   out->prompt = dup_str(p, &out->prompt_len);
   if (!out->prompt) { st = fail(PROTO_ENOMEM, err, errlen, "prompt: out of memory"); goto leave; }
 
-  if ((st = get_int(root, NULL, "max_tokens", 1, PROTO_MAX_GEN_TOKENS, 16, &x, err, errlen))) goto leave;
+  if ((st = get_bool(root, "echo", 0, &out->echo, err, errlen))) goto leave;
+  if ((st = get_int(root, NULL, "max_tokens", 0, PROTO_MAX_GEN_TOKENS, 16, &x, err, errlen))) goto leave;
   out->max_tokens = (int)x;
-  if ((st = get_num(root, "temperature", 1.0, &out->temperature, err, errlen))) goto leave;
-  if (!(out->temperature >= 0 && out->temperature <= 100)) {
-    st = fail(PROTO_ERANGE, err, errlen, "temperature: must be in [0, 100]");
+  if (x == 0 && !out->echo) {
+    st = fail(PROTO_ERANGE, err, errlen,
+              "max_tokens: must be in [1, %d] (0 only with echo: true, to score the prompt)",
+              PROTO_MAX_GEN_TOKENS);
     goto leave;
-  }
-  if ((st = get_num(root, "top_p", 1.0, &out->top_p, err, errlen))) goto leave;
-  if (!(out->top_p > 0 && out->top_p <= 1)) {
-    st = fail(PROTO_ERANGE, err, errlen, "top_p: must be in (0, 1]");
-    goto leave;
-  }
-  if ((st = get_int(root, NULL, "top_k", 0, 1000000, 0, &x, err, errlen))) goto leave;
-  out->top_k = (int)x;
-  json_t *seed = json_object_get(root, "seed");
-  if (seed && !json_is_null(seed)) {
-    if (!json_is_integer(seed)) { st = fail(PROTO_ETYPE, err, errlen, "seed: must be an integer"); goto leave; }
-    out->seed = (uint64_t)json_integer_value(seed);
-    out->has_seed = 1;
-  }
-  json_t *stop = json_object_get(root, "stop");
-  if (stop && !json_is_null(stop)) {
-    st = get_strs(stop, "stop", 1, PROTO_MAX_STOP, PROTO_MAX_STOP_BYTES, &out->stop,
-                  &out->stop_lens, &out->n_stop, NULL, err, errlen);
-    if (st != PROTO_OK) goto leave;
-    for (size_t i = 0; i < out->n_stop; i++)
-      if (out->stop_lens[i] == 0) {
-        st = fail(PROTO_ERANGE, err, errlen, "stop[%zu]: must not be empty", i);
-        goto leave;
-      }
   }
   json_t *lp = json_object_get(root, "logprobs");
   out->logprobs = -1;
@@ -1007,21 +1029,251 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
     else if ((st = get_int(root, NULL, "logprobs", 0, PROTO_MAX_LOGPROBS, 0, &x, err, errlen))) goto leave;
     else out->logprobs = (int)x;
   }
-  if ((st = get_bool(root, "stream", 0, &out->stream, err, errlen))) goto leave;
-  if ((st = get_bool(root, "retrieval", 1, &out->retrieval, err, errlen))) goto leave;
-  if ((st = get_int(root, NULL, "k", 0, 64, 0, &x, err, errlen))) goto leave;
-  out->k = (int)x;
-  if ((st = get_int(root, NULL, "n", 1, 1, 1, &x, err, errlen))) goto leave;
-  json_t *user = json_object_get(root, "user");
-  if (user && !json_is_string(user)) { st = fail(PROTO_ETYPE, err, errlen, "user: must be a string"); goto leave; }
-  if ((st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen))) goto leave;
-  if ((st = get_filter(root, &out->filter_json, err, errlen))) goto leave;
-  static const char *const modes[] = {"dense", "lexical", "hybrid", NULL};
-  if ((st = get_choice(root, "retrieval_mode", modes, &out->retrieval_mode, err, errlen))) goto leave;
-  if ((st = neutral_options(root, err, errlen))) goto leave;
-  st = get_model(root, &out->model, err, errlen);
+  if ((st = sampling_options(root, out, err, errlen))) goto leave;
+  if (out->echo && out->stream)
+    st = fail(PROTO_ERANGE, err, errlen, "echo: not with stream (prompt scoring answers whole)");
+  else if (out->echo && (out->filter_json || out->n_exclude > 1))
+    st = fail(PROTO_ERANGE, err, errlen,
+              "echo: prompt scoring takes exclude_docs of at most one document and no filter");
 leave:
   json_decref(root);
   if (st != PROTO_OK) proto_complete_free(out);
+  return st;
+}
+
+/* ---- chat completions ----------------------------------------------------- */
+
+/* An OpenAI option this server does not implement, accepted only when absent,
+ * null or at its neutral value (empty, false, "none"): 422 naming it else. */
+static proto_status refuse_unless_neutral(json_t *root, const char *name, const char *why,
+                                          char *err, size_t errlen) {
+  json_t *v = json_object_get(root, name);
+  if (!v || json_is_null(v) || json_is_false(v)) return PROTO_OK;
+  if ((json_is_array(v) && json_array_size(v) == 0) ||
+      (json_is_string(v) && !strcmp(json_string_value(v), "none")))
+    return PROTO_OK;
+  return fail(PROTO_ERANGE, err, errlen, "%s: not supported (%s)", name, why);
+}
+
+/* One message's content: a string, or an array of text parts (joined). */
+static proto_status message_content(json_t *c, size_t i, proto_chat_msg *m, char *err,
+                                    size_t errlen) {
+  if (!c || json_is_null(c))
+    return fail(PROTO_EMISSING, err, errlen, "messages[%zu].content: missing (a string is needed)", i);
+  if (json_is_string(c)) {
+    m->content = dup_str(c, &m->content_len);
+    return m->content ? PROTO_OK : fail(PROTO_ENOMEM, err, errlen, "out of memory");
+  }
+  if (!json_is_array(c))
+    return fail(PROTO_ETYPE, err, errlen,
+                "messages[%zu].content: must be a string or an array of text parts", i);
+  proto_buf b;
+  proto_buf_init(&b);
+  for (size_t j = 0; j < json_array_size(c); j++) {
+    json_t *part = json_array_get(c, j);
+    json_t *type = json_is_object(part) ? json_object_get(part, "type") : NULL;
+    json_t *text = json_is_object(part) ? json_object_get(part, "text") : NULL;
+    if (!json_is_string(type)) {
+      proto_buf_free(&b);
+      return fail(PROTO_ETYPE, err, errlen,
+                  "messages[%zu].content[%zu]: must be an object with a \"type\"", i, j);
+    }
+    if (strcmp(json_string_value(type), "text") != 0) {
+      proto_buf_free(&b);
+      return fail(PROTO_ERANGE, err, errlen,
+                  "messages[%zu].content[%zu]: type '%.32s' not supported (text only: the "
+                  "decoder reads no images, audio or files)", i, j, json_string_value(type));
+    }
+    if (!json_is_string(text)) {
+      proto_buf_free(&b);
+      return fail(PROTO_ETYPE, err, errlen, "messages[%zu].content[%zu].text: must be a string",
+                  i, j);
+    }
+    proto_buf_add(&b, json_string_value(text), json_string_length(text));
+  }
+  if (b.failed) { proto_buf_free(&b); return fail(PROTO_ENOMEM, err, errlen, "out of memory"); }
+  m->content_len = b.len;
+  m->content = b.data ? b.data : calloc(1, 1);
+  return m->content ? PROTO_OK : fail(PROTO_ENOMEM, err, errlen, "out of memory");
+}
+
+static proto_status chat_messages(json_t *root, proto_complete_req *out, char *err,
+                                  size_t errlen) {
+  static const char *const msg_fields[] = {"role", "content", "name", NULL};
+  static const char *const roles[] = {"system", "developer", "user", "assistant", NULL};
+  json_t *ms = json_object_get(root, "messages");
+  if (!ms) return fail(PROTO_EMISSING, err, errlen, "messages: missing field");
+  if (!json_is_array(ms)) return fail(PROTO_ETYPE, err, errlen, "messages: must be an array");
+  size_t n = json_array_size(ms);
+  if (n == 0) return fail(PROTO_ERANGE, err, errlen, "messages: must hold at least one message");
+  out->messages = calloc(n, sizeof *out->messages);
+  if (!out->messages) return fail(PROTO_ENOMEM, err, errlen, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    json_t *m = json_array_get(ms, i);
+    char where[48];
+    snprintf(where, sizeof where, "messages[%zu]", i);
+    if (!json_is_object(m)) return fail(PROTO_ETYPE, err, errlen, "%s: must be an object", where);
+    json_t *tc = json_object_get(m, "tool_calls");
+    if (tc && json_is_array(tc) && json_array_size(tc) > 0)
+      return fail(PROTO_ERANGE, err, errlen, "%s.tool_calls: not supported (no tool calling)", where);
+    proto_status st = check_fields(m, where, msg_fields, err, errlen);
+    if (st != PROTO_OK) return st;
+    json_t *role = json_object_get(m, "role");
+    if (!json_is_string(role))
+      return fail(role ? PROTO_ETYPE : PROTO_EMISSING, err, errlen, "%s.role: must be a string", where);
+    int r = -1;
+    for (int k = 0; roles[k]; k++)
+      if (!strcmp(json_string_value(role), roles[k])) r = k;
+    if (r < 0)
+      return fail(PROTO_EINVAL, err, errlen,
+                  "%s.role: '%.32s' is not one of system, developer, user, assistant (tool "
+                  "messages need tools, which this server does not support)",
+                  where, json_string_value(role));
+    json_t *name = json_object_get(m, "name");
+    if (name && !json_is_string(name))
+      return fail(PROTO_ETYPE, err, errlen, "%s.name: must be a string", where);
+    static const proto_chat_role as[] = {PROTO_ROLE_SYSTEM, PROTO_ROLE_SYSTEM, PROTO_ROLE_USER,
+                                         PROTO_ROLE_ASSISTANT};
+    out->messages[i].role = as[r];
+    out->n_messages = i + 1;
+    if ((st = message_content(json_object_get(m, "content"), i, &out->messages[i], err, errlen)))
+      return st;
+  }
+  return PROTO_OK;
+}
+
+proto_status proto_chat_parse(const char *text, size_t len, proto_complete_req *out,
+                              char *err, size_t errlen) {
+  static const char *const fields[] = {
+      "messages", "model", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+      "top_k", "seed", "stop", "stream", "stream_options", "n", "user", "retrieval", "k",
+      "exclude_docs", "filter", "retrieval_mode", "frequency_penalty", "presence_penalty",
+      "logit_bias",
+      /* OpenAI's, refused with 422 unless neutral */
+      "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
+      "response_format", "logprobs", "top_logprobs", "modalities", "store", NULL};
+  json_t *root = NULL;
+  long long x = 0, y = 0;
+  memset(out, 0, sizeof *out);
+  out->chat = 1;
+  out->logprobs = -1;
+  proto_status st = parse_root(text, len, &root, err, errlen);
+  if (st != PROTO_OK) return st;
+  if (!json_is_object(root)) { st = fail(PROTO_ETYPE, err, errlen, "body: must be an object"); goto leave; }
+  if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
+  static const struct { const char *name, *why; } unsupported[] = {
+      {"tools", "no tool calling"}, {"tool_choice", "no tool calling"},
+      {"functions", "no function calling"}, {"function_call", "no function calling"},
+      {"logprobs", "log-probabilities are on /v1/completions"},
+      {"top_logprobs", "log-probabilities are on /v1/completions"}};
+  for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++)
+    if ((st = refuse_unless_neutral(root, unsupported[i].name, unsupported[i].why, err, errlen)))
+      goto leave;
+  json_t *ptc = json_object_get(root, "parallel_tool_calls");
+  if (ptc && !json_is_null(ptc) && !json_is_boolean(ptc)) {
+    st = fail(PROTO_ETYPE, err, errlen, "parallel_tool_calls: must be a boolean");
+    goto leave;
+  }
+  json_t *store = json_object_get(root, "store");
+  if (store && !json_is_null(store) && !json_is_boolean(store)) {
+    st = fail(PROTO_ETYPE, err, errlen, "store: must be a boolean");
+    goto leave;
+  }
+  json_t *rf = json_object_get(root, "response_format");
+  if (rf && !json_is_null(rf)) {
+    json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
+    if (!json_is_string(t) || strcmp(json_string_value(t), "text") != 0 || json_object_size(rf) != 1) {
+      st = fail(PROTO_ERANGE, err, errlen,
+                "response_format: only {\"type\": \"text\"} is supported (no JSON mode or schemas)");
+      goto leave;
+    }
+  }
+  json_t *mod = json_object_get(root, "modalities");
+  if (mod && !json_is_null(mod)) {
+    json_t *m0 = json_is_array(mod) ? json_array_get(mod, 0) : NULL;
+    if (json_array_size(mod) != 1 || !json_is_string(m0) || strcmp(json_string_value(m0), "text")) {
+      st = fail(PROTO_ERANGE, err, errlen, "modalities: only [\"text\"] is supported");
+      goto leave;
+    }
+  }
+  if ((st = chat_messages(root, out, err, errlen))) goto leave;
+  /* max_completion_tokens is the newer name of max_tokens; a long default:
+   * a chat answer should not stop mid-sentence at 16 tokens */
+  if ((st = get_int(root, NULL, "max_tokens", 1, PROTO_MAX_GEN_TOKENS, 0, &x, err, errlen))) goto leave;
+  if ((st = get_int(root, NULL, "max_completion_tokens", 1, PROTO_MAX_GEN_TOKENS, 0, &y, err, errlen)))
+    goto leave;
+  if (x && y && x != y) {
+    st = fail(PROTO_EINVAL, err, errlen, "max_tokens, max_completion_tokens: give one, or both equal");
+    goto leave;
+  }
+  out->max_tokens = (int)(y ? y : x ? x : PROTO_CHAT_MAX_TOKENS);
+  st = sampling_options(root, out, err, errlen);
+leave:
+  json_decref(root);
+  if (st != PROTO_OK) proto_complete_free(out);
+  return st;
+}
+
+void proto_tok_free(proto_tok_req *r) {
+  if (!r) return;
+  free(r->content);
+  free(r->tokens);
+  free(r->model);
+  memset(r, 0, sizeof *r);
+}
+
+proto_status proto_tok_parse(const char *text, size_t len, int detokenize, proto_tok_req *out,
+                             char *err, size_t errlen) {
+  static const char *const tok_fields[] = {"content", "with_pieces", "add_special", "model", NULL};
+  static const char *const detok_fields[] = {"tokens", "model", NULL};
+  json_t *root = NULL;
+  int add_special = 0;
+  memset(out, 0, sizeof *out);
+  proto_status st = parse_root(text, len, &root, err, errlen);
+  if (st != PROTO_OK) return st;
+  if (!json_is_object(root)) { st = fail(PROTO_ETYPE, err, errlen, "body: must be an object"); goto leave; }
+  if ((st = check_fields(root, NULL, detokenize ? detok_fields : tok_fields, err, errlen))) goto leave;
+  if ((st = get_model(root, &out->model, err, errlen))) goto leave;
+  if (detokenize) {
+    json_t *t = json_object_get(root, "tokens");
+    if (!t) { st = fail(PROTO_EMISSING, err, errlen, "tokens: missing field"); goto leave; }
+    if (!json_is_array(t)) { st = fail(PROTO_ETYPE, err, errlen, "tokens: must be an array of token ids"); goto leave; }
+    out->n_tokens = json_array_size(t);
+    out->tokens = malloc((out->n_tokens ? out->n_tokens : 1) * sizeof *out->tokens);
+    if (!out->tokens) { st = fail(PROTO_ENOMEM, err, errlen, "out of memory"); goto leave; }
+    for (size_t i = 0; i < out->n_tokens; i++) {
+      json_t *e = json_array_get(t, i);
+      if (!json_is_integer(e)) { st = fail(PROTO_ETYPE, err, errlen, "tokens[%zu]: must be an integer", i); goto leave; }
+      json_int_t v = json_integer_value(e);
+      if (v < 0 || v > INT32_MAX) { st = fail(PROTO_ERANGE, err, errlen, "tokens[%zu]: must be a token id >= 0", i); goto leave; }
+      out->tokens[i] = (int32_t)v;
+    }
+  } else {
+    json_t *c = json_object_get(root, "content");
+    if (!c) { st = fail(PROTO_EMISSING, err, errlen, "content: missing field"); goto leave; }
+    if (!json_is_string(c)) { st = fail(PROTO_ETYPE, err, errlen, "content: must be a string"); goto leave; }
+    if (!(out->content = dup_str(c, &out->content_len))) { st = fail(PROTO_ENOMEM, err, errlen, "out of memory"); goto leave; }
+    if ((st = get_bool(root, "with_pieces", 0, &out->with_pieces, err, errlen))) goto leave;
+    if ((st = get_bool(root, "add_special", 0, &add_special, err, errlen))) goto leave;
+    if (add_special)
+      st = fail(PROTO_ERANGE, err, errlen,
+                "add_special: only false is supported (the models add their special tokens themselves)");
+  }
+leave:
+  json_decref(root);
+  if (st != PROTO_OK) proto_tok_free(out);
+  return st;
+}
+
+proto_status proto_json_string(const char *text, size_t len, char **out, size_t *outlen,
+                               char *err, size_t errlen) {
+  json_error_t je;
+  *out = NULL;
+  json_t *v = json_loadb(text, len, JSON_DECODE_ANY, &je);
+  if (!v) return fail(PROTO_EJSON, err, errlen, "not a JSON string: %s", je.text);
+  proto_status st = PROTO_OK;
+  if (!json_is_string(v)) st = fail(PROTO_ETYPE, err, errlen, "must be a JSON string (in quotes)");
+  else if (!(*out = dup_str(v, outlen))) st = fail(PROTO_ENOMEM, err, errlen, "out of memory");
+  json_decref(v);
   return st;
 }

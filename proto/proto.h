@@ -204,12 +204,29 @@ typedef struct proto_embed_req {
                           of its little-endian float32 bytes (what OpenAI's
                           clients ask for by default) */
   long dimensions;     /* 0 when absent; the server accepts only its own */
+  int truncate;        /* "truncate" (TEI's option): cut inputs longer than the
+                          encoder's context; default false (422 instead) */
 } proto_embed_req;
 proto_status proto_embed_parse(const char *json, size_t len, proto_embed_req *out,
                                char *err, size_t errlen);
 void proto_embed_free(proto_embed_req *r);
 
-/* POST /v1/completions (OpenAI text_completion shape + RETRO fields). */
+typedef enum proto_chat_role {
+  PROTO_ROLE_SYSTEM = 0, /* "system" and "developer" */
+  PROTO_ROLE_USER = 1,
+  PROTO_ROLE_ASSISTANT = 2,
+} proto_chat_role;
+
+/* One chat message: content is a string, or text parts joined. */
+typedef struct proto_chat_msg {
+  proto_chat_role role;
+  char *content;       /* NUL-terminated, content_len bytes */
+  size_t content_len;
+} proto_chat_msg;
+
+/* POST /v1/completions (OpenAI text_completion shape + RETRO fields), and
+ * POST /v1/chat/completions (chat 1: messages instead of prompt; the server
+ * renders them into prompt with its chat template). */
 typedef struct proto_complete_req {
   char *prompt;        /* NUL-terminated, prompt_len bytes */
   size_t prompt_len;
@@ -223,6 +240,8 @@ typedef struct proto_complete_req {
   size_t *stop_lens;
   size_t n_stop;
   int logprobs;        /* -1 = none, else [0, PROTO_MAX_LOGPROBS] */
+  int echo;            /* completions: the prompt's tokens come back first, with
+                          their logprobs (prompt scoring; max_tokens may be 0) */
   int stream;
   int retrieval;       /* default 1 */
   int k;               /* neighbours per chunk; 0 = model default, [0, 64] */
@@ -231,9 +250,39 @@ typedef struct proto_complete_req {
   char *filter_json;   /* "filter" of the neighbours (as in search), or NULL */
   int retrieval_mode;  /* "retrieval_mode": 0 absent, 1 dense, 2 lexical, 3 hybrid */
   char *model;         /* NULL when absent */
+  int chat;            /* 1: a chat completion */
+  proto_chat_msg *messages;
+  size_t n_messages;
 } proto_complete_req;
 proto_status proto_complete_parse(const char *json, size_t len, proto_complete_req *out,
                                   char *err, size_t errlen);
+/* Chat: messages (roles system/developer/user/assistant, content a string or
+ * text parts; 1 or more), max_tokens or max_completion_tokens (default
+ * PROTO_CHAT_MAX_TOKENS), the sampling and retrieval options of completions;
+ * tools, functions, logprobs, response_format other than text, non-text
+ * content parts and n > 1 are refused (422) naming them. prompt is left NULL. */
+enum { PROTO_CHAT_MAX_TOKENS = 256 };
+proto_status proto_chat_parse(const char *json, size_t len, proto_complete_req *out,
+                              char *err, size_t errlen);
+/* POST /tokenize {"content", "with_pieces"?, "add_special"? (false only)} and
+ * POST /detokenize {"tokens": [ids]} (llama.cpp's shapes), each with an
+ * optional "model" naming the tokenizer's model (decoder or encoder). */
+typedef struct proto_tok_req {
+  char *content;       /* tokenize: NUL-terminated, content_len bytes */
+  size_t content_len;
+  int with_pieces;     /* tokenize: [{"id","piece"}] instead of ids */
+  int32_t *tokens;     /* detokenize: n_tokens ids (>= 0) */
+  size_t n_tokens;
+  char *model;         /* NULL when absent */
+} proto_tok_req;
+proto_status proto_tok_parse(const char *json, size_t len, int detokenize, proto_tok_req *out,
+                             char *err, size_t errlen);
+void proto_tok_free(proto_tok_req *r); /* accepts zeroed */
+
+/* Decodes text (one JSON string value, quotes included) into *out (malloc'd,
+ * NUL-terminated, *outlen bytes). For config files that hold escaped text. */
+proto_status proto_json_string(const char *text, size_t len, char **out, size_t *outlen,
+                               char *err, size_t errlen);
 void proto_complete_free(proto_complete_req *r);
 
 #endif

@@ -154,6 +154,7 @@ proto_status srv_eval_doc(srv_engine *e, const srv_eval_options *o, const char *
       if (s != PROTO_OK) goto leave;
       for (int c = 0; c < nc; c++) {
         srv_hits *h = &sr.queries[c];
+        if (o->on_neighbours) o->on_neighbours(o->cb_ctx, w0 / PROTO_CHUNK_TOKENS + (size_t)c, h);
         ntext[c] = calloc(h->n ? h->n : 1, sizeof **ntext);
         nlen[c] = calloc(h->n ? h->n : 1, sizeof **nlen);
         if (!ntext[c] || !nlen[c]) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
@@ -200,9 +201,12 @@ proto_status srv_eval_doc(srv_engine *e, const srv_eval_options *o, const char *
       acc->chunks++;
       if (c < 4096 && keep[c]) acc->chunks_kept++;
     }
+    if (o->on_token) o->on_token(o->cb_ctx, w0, toks[w0], 0, 0, NULL, V);
     for (int p = 0; p + 1 < wl; p++) {
       int32_t tgt = toks[w0 + (size_t)p + 1];
       double bits = token_bits(logits + (size_t)p * (size_t)V, V, tgt);
+      if (o->on_token)
+        o->on_token(o->cb_ctx, w0 + (size_t)p + 1, tgt, 1, bits, logits + (size_t)p * (size_t)V, V);
       char *piece = NULL;
       size_t pl = 0;
       if (tok_decode(e->ctok, &tgt, 1, &piece, &pl) != PROTO_OK) pl = 0;

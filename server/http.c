@@ -455,7 +455,7 @@ static enum MHD_Result start_completion(conn *c) {
   build_request(c, &rq);
   http_response r;
   memset(&r, 0, sizeof r);
-  if (http_complete_prepare(D.srv, &rq, &c->creq, &r) != PROTO_OK) {
+  if (http_complete_prepare(D.srv, &rq, c->m.route == HTTP_R_CHAT, &c->creq, &r) != PROTO_OK) {
     enum MHD_Result ret = send_resp(c, &r);
     proto_buf_free(&r.body);
     return ret;
@@ -792,6 +792,16 @@ int srv_http_main(int argc, char **argv) {
             search_mode ? "retrieval-mode" : "search-mode");
     http_config_free(&cfg);
     return 2;
+  }
+  {
+    char terr[512];
+    http_chat_template *tmpl = NULL;
+    if (http_chat_template_load(cfg.chat_template, &tmpl, terr, sizeof terr) != PROTO_OK) {
+      fprintf(stderr, "retro serve: --chat-template: %s\n", terr);
+      http_config_free(&cfg);
+      return 2;
+    }
+    http_chat_template_free(tmpl);
   }
   int have_key = (cfg.api_key && *cfg.api_key) || (cfg.read_key && *cfg.read_key);
   if (!http_host_is_loopback(cfg.host) && !have_key) {

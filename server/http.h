@@ -55,6 +55,9 @@ typedef struct http_config {
   char *config;          /* --config FILE */
   char *search_mode;     /* --search-mode: default of POST /v1/search by text */
   char *retrieval_mode;  /* --retrieval-mode: default of completions' neighbours */
+  long strict_models;    /* --strict-models: an unknown "model" is a 404 (default:
+                            served by the loaded encoder/decoder) */
+  char *chat_template;   /* --chat-template FILE: how chat messages become a prompt */
 } http_config;
 
 /* Fills defaults, then the config file (--config or RETRO_CONFIG), then the
@@ -74,7 +77,8 @@ int http_host_is_loopback(const char *host);
 typedef enum http_route {
   HTTP_R_HEALTH, HTTP_R_READY, HTTP_R_METRICS, HTTP_R_OPENAPI, HTTP_R_INFO,
   HTTP_R_DOCS, HTTP_R_DOC_GET, HTTP_R_DOC_DELETE, HTTP_R_CHUNK, HTTP_R_SEARCH,
-  HTTP_R_EMBED, HTTP_R_COMPLETE, HTTP_R_MODELS, HTTP_R_MODEL, HTTP_R_OTHER, HTTP_R_COUNT
+  HTTP_R_EMBED, HTTP_R_COMPLETE, HTTP_R_MODELS, HTTP_R_MODEL,
+  HTTP_R_CHAT, HTTP_R_TOKENIZE, HTTP_R_DETOKENIZE, HTTP_R_OTHER, HTTP_R_COUNT
 } http_route;
 
 typedef enum http_access { HTTP_OPEN = 0, HTTP_READ = 1, HTTP_WRITE = 2 } http_access;

@@ -81,6 +81,28 @@ static int model_matches(const char *want, const char *name, const char *path) {
   return 0;
 }
 
+/* By default any "model" is served by the one model loaded for the route
+ * (clients send their own defaults, e.g. text-embedding-ada-002); with
+ * --strict-models a name that is not it is a 404 naming the served model.
+ * Returns 1 (resp filled) when refused. */
+static int model_refused(http_server *s, const char *want, const char *name, const char *verb,
+                         http_response *resp) {
+  if (!s->cfg || !s->cfg->strict_models || model_matches(want, name, NULL)) return 0;
+  char err[256];
+  snprintf(err, sizeof err, "model: unknown model '%.64s' (this server %s with '%.64s')", want,
+           verb, name);
+  http_error(resp, PROTO_ENOTFOUND, err);
+  return 1;
+}
+
+/* For the handlers in other files (http_tokens.c). */
+void http_engine_error(http_response *resp, proto_status st, const char *what) {
+  engine_error(resp, st, what);
+}
+int http_no_engine(http_server *s, http_response *resp) { return no_engine(s, resp); }
+void http_ok_json(http_response *resp) { ok_json(resp, 200); }
+int http_model_is(const char *want, const char *name) { return model_matches(want, name, NULL); }
+
 /* ---- simple routes -------------------------------------------------------- */
 
 /* One model in OpenAI's shape (id, object, created, owned_by) plus what it
@@ -509,6 +531,30 @@ static void float_le_bytes(float *v, size_t n) {
 #endif
 }
 
+/* 1 (resp filled with a 422) when an input has more tokens than the encoder
+ * reads: it would be embedded from its start only, silently. */
+static int input_too_long(http_server *s, const proto_embed_req *r, http_response *resp) {
+  bert *enc = srv_engine_encoder(s->engine);
+  const tok *t = bert_tokenizer(enc);
+  long limit = bert_max_tokens(enc) - 2; /* [CLS] ... [SEP] or <s> ... </s> */
+  for (size_t i = 0; i < r->n; i++) {
+    if ((long)r->lens[i] <= limit) continue; /* a token is at least one byte */
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (tok_encode(t, r->inputs[i], r->lens[i], &ids, &n) != PROTO_OK) continue; /* srv_embed says */
+    free(ids);
+    if ((long)n <= limit) continue;
+    char err[256];
+    snprintf(err, sizeof err,
+             "input[%zu]: %zu tokens, more than the encoder's limit of %ld (%ld with its 2 "
+             "special tokens); send \"truncate\": true to embed its first %ld tokens",
+             i, n, limit, limit + 2, limit);
+    http_error(resp, PROTO_ERANGE, err);
+    return 1;
+  }
+  return 0;
+}
+
 static void h_embed(http_server *s, const http_request *rq, http_response *resp) {
   proto_embed_req r;
   char err[256];
@@ -516,12 +562,7 @@ static void h_embed(http_server *s, const http_request *rq, http_response *resp)
   proto_status st = proto_embed_parse(rq->body, rq->body_len, &r, err, sizeof err);
   if (st != PROTO_OK) { http_error(resp, st, err); return; }
   if (no_engine(s, resp)) goto leave;
-  if (!model_matches(r.model, s->encoder_name, NULL)) {
-    snprintf(err, sizeof err, "model: unknown model '%.64s' (this server embeds with '%.64s')",
-             r.model, s->encoder_name);
-    http_error(resp, PROTO_ENOTFOUND, err);
-    goto leave;
-  }
+  if (model_refused(s, r.model, s->encoder_name, "embeds", resp)) goto leave;
   uint32_t dim = srv_engine_dim(s->engine);
   if (r.dimensions && (uint32_t)r.dimensions != dim) {
     /* the encoder was not trained to be cut short (no Matryoshka loss) */
@@ -530,6 +571,7 @@ static void h_embed(http_server *s, const http_request *rq, http_response *resp)
     http_error(resp, PROTO_ERANGE, err);
     goto leave;
   }
+  if (!r.truncate && input_too_long(s, &r, resp)) goto leave;
   vec = malloc(r.n * dim * sizeof *vec);
   if (!vec) { http_error(resp, PROTO_ENOMEM, "out of memory"); goto leave; }
   uint64_t ntok = 0;
@@ -908,15 +950,13 @@ leave:
 
 /* ---- completions ---------------------------------------------------------- */
 
-proto_status http_complete_prepare(http_server *s, const http_request *rq,
+proto_status http_complete_prepare(http_server *s, const http_request *rq, int chat,
                                    proto_complete_req *req, http_response *resp) {
   char err[256];
-  proto_status st = proto_complete_parse(rq->body, rq->body_len, req, err, sizeof err);
+  proto_status st = chat ? proto_chat_parse(rq->body, rq->body_len, req, err, sizeof err)
+                         : proto_complete_parse(rq->body, rq->body_len, req, err, sizeof err);
   if (st != PROTO_OK) { http_error(resp, st, err); return st; }
-  if (!model_matches(req->model, s->model_name, NULL)) {
-    snprintf(err, sizeof err, "model: unknown model '%.64s' (this server generates with '%.64s')",
-             req->model, s->model_name);
-    http_error(resp, PROTO_ENOTFOUND, err);
+  if (model_refused(s, req->model, s->model_name, "generates", resp)) {
     proto_complete_free(req);
     return PROTO_ENOTFOUND;
   }
@@ -926,6 +966,11 @@ proto_status http_complete_prepare(http_server *s, const http_request *rq,
     proto_complete_free(req);
     return PROTO_EUNAVAIL;
   }
+  if (chat && http_chat_apply(s->chat, req) != PROTO_OK) {
+    http_error(resp, PROTO_ENOMEM, "out of memory");
+    proto_complete_free(req);
+    return PROTO_ENOMEM;
+  }
   return PROTO_OK;
 }
 
@@ -934,6 +979,7 @@ typedef struct gen_ctx {
   const proto_complete_req *req;
   http_sink *sink;
   int gone;
+  int sent_role;       /* chat stream: the first delta carried the role */
   char id[48];
   long long created;
   proto_buf ev;
@@ -942,16 +988,31 @@ typedef struct gen_ctx {
 static void ev_head(gen_ctx *g, proto_jw *w) {
   proto_jw_obj(w);
   proto_jw_key(w, "id"); proto_jw_cstr(w, g->id);
-  proto_jw_key(w, "object"); proto_jw_cstr(w, "text_completion");
+  proto_jw_key(w, "object");
+  proto_jw_cstr(w, !g->req->chat ? "text_completion"
+                   : g->req->stream ? "chat.completion.chunk" : "chat.completion");
   proto_jw_key(w, "created"); proto_jw_int(w, g->created);
   proto_jw_key(w, "model"); proto_jw_cstr(w, g->s->model_name);
 }
 
-static void ev_choice(proto_jw *w, const char *text, size_t len, const char *finish) {
+/* One streamed choice: completions' {"text"}, chat's {"delta"} (with the
+ * role in the stream's first delta). */
+static void ev_choice(gen_ctx *g, proto_jw *w, const char *text, size_t len, const char *finish) {
   proto_jw_key(w, "choices");
   proto_jw_arr(w);
   proto_jw_obj(w);
-  proto_jw_key(w, "text"); proto_jw_str(w, text, len);
+  if (g->req->chat) {
+    proto_jw_key(w, "delta");
+    proto_jw_obj(w);
+    if (!g->sent_role) {
+      proto_jw_key(w, "role"); proto_jw_cstr(w, "assistant");
+      g->sent_role = 1;
+    }
+    if (len || !finish) { proto_jw_key(w, "content"); proto_jw_str(w, text, len); }
+    proto_jw_obj_end(w);
+  } else {
+    proto_jw_key(w, "text"); proto_jw_str(w, text, len);
+  }
   proto_jw_key(w, "index"); proto_jw_int(w, 0);
   proto_jw_key(w, "logprobs"); proto_jw_null(w);
   proto_jw_key(w, "finish_reason"); proto_jw_cstr(w, finish);
@@ -995,7 +1056,7 @@ static int gen_on_text(void *ctx, const char *piece, size_t len) {
   proto_jw w;
   proto_jw_init(&w, &g->ev);
   ev_head(g, &w);
-  ev_choice(&w, piece, len, NULL);
+  ev_choice(g, &w, piece, len, NULL);
   proto_jw_obj_end(&w);
   return ev_send(g);
 }
@@ -1007,7 +1068,7 @@ static void gen_on_neighbours(void *ctx, const srv_gen_chunk *c) {
   proto_jw w;
   proto_jw_init(&w, &g->ev);
   ev_head(g, &w);
-  ev_choice(&w, "", 0, NULL);
+  ev_choice(g, &w, "", 0, NULL);
   proto_jw_key(&w, "retro");
   proto_jw_obj(&w);
   proto_jw_key(&w, "chunks");
@@ -1091,6 +1152,10 @@ static void write_logprobs(proto_jw *w, const srv_gen_result *res) {
 
 void http_complete_run(http_server *s, const proto_complete_req *req, http_sink *sink,
                        http_response *resp) {
+  if (req->echo) {
+    http_score_run(s, req, resp);
+    return;
+  }
   gen_ctx g;
   memset(&g, 0, sizeof g);
   g.s = s;
@@ -1099,7 +1164,8 @@ void http_complete_run(http_server *s, const proto_complete_req *req, http_sink 
   g.created = (long long)time(NULL);
   static atomic_ullong counter;
   unsigned long long n = atomic_fetch_add(&counter, 1) + 1;
-  snprintf(g.id, sizeof g.id, "cmpl-%llx-%llu", (unsigned long long)g.created, n);
+  snprintf(g.id, sizeof g.id, "%scmpl-%llx-%llu", req->chat ? "chat" : "",
+           (unsigned long long)g.created, n);
 
   srv_gen_request rq;
   srv_gen_request_init(&rq);
@@ -1137,7 +1203,7 @@ void http_complete_run(http_server *s, const proto_complete_req *req, http_sink 
       proto_buf_adds(&g.ev, "data: ");
       proto_jw_init(&w, &g.ev);
       ev_head(&g, &w);
-      ev_choice(&w, "", 0, res.finish_reason ? res.finish_reason : "stop");
+      ev_choice(&g, &w, "", 0, res.finish_reason ? res.finish_reason : "stop");
       write_usage(&w, &res);
       write_retro(&w, req, &res, 0);
       proto_jw_obj_end(&w);
@@ -1155,7 +1221,15 @@ void http_complete_run(http_server *s, const proto_complete_req *req, http_sink 
     proto_jw_key(&w, "choices");
     proto_jw_arr(&w);
     proto_jw_obj(&w);
-    proto_jw_key(&w, "text"); proto_jw_str(&w, res.text, res.text_len);
+    if (req->chat) {
+      proto_jw_key(&w, "message");
+      proto_jw_obj(&w);
+      proto_jw_key(&w, "role"); proto_jw_cstr(&w, "assistant");
+      proto_jw_key(&w, "content"); proto_jw_str(&w, res.text, res.text_len);
+      proto_jw_obj_end(&w);
+    } else {
+      proto_jw_key(&w, "text"); proto_jw_str(&w, res.text, res.text_len);
+    }
     proto_jw_key(&w, "index"); proto_jw_int(&w, 0);
     proto_jw_key(&w, "logprobs");
     if (req->logprobs >= 0) write_logprobs(&w, &res);
@@ -1177,9 +1251,9 @@ static int buf_sink_write(void *ctx, const char *data, size_t len) {
   return 0;
 }
 
-static void h_complete(http_server *s, const http_request *rq, http_response *resp) {
+static void h_complete(http_server *s, const http_request *rq, int chat, http_response *resp) {
   proto_complete_req req;
-  if (http_complete_prepare(s, rq, &req, resp) != PROTO_OK) return;
+  if (http_complete_prepare(s, rq, chat, &req, resp) != PROTO_OK) return;
   http_sink sink = {buf_sink_write, &resp->body};
   http_complete_run(s, &req, &sink, resp);
   if (req.stream) {
@@ -1218,7 +1292,10 @@ void http_execute(http_server *s, const http_match *m, const http_request *rq,
     case HTTP_R_CHUNK: h_chunk(s, m, resp); return;
     case HTTP_R_SEARCH: h_search(s, rq, resp); return;
     case HTTP_R_EMBED: h_embed(s, rq, resp); return;
-    case HTTP_R_COMPLETE: h_complete(s, rq, resp); return;
+    case HTTP_R_COMPLETE: h_complete(s, rq, 0, resp); return;
+    case HTTP_R_CHAT: h_complete(s, rq, 1, resp); return;
+    case HTTP_R_TOKENIZE: http_tokenize(s, rq, 0, resp); return;
+    case HTTP_R_DETOKENIZE: http_tokenize(s, rq, 1, resp); return;
     case HTTP_R_MODELS: h_models(s, NULL, resp); return;
     case HTTP_R_MODEL: h_models(s, m->id, resp); return;
     default: http_error(resp, PROTO_ENOTFOUND, "no such route"); return;
@@ -1277,9 +1354,18 @@ proto_status http_server_new(const http_config *cfg, srv_engine *engine, http_se
   s->cfg = cfg;
   snprintf(s->model_name, sizeof s->model_name, "retro");
   snprintf(s->encoder_name, sizeof s->encoder_name, "encoder");
+  char err[256];
+  if (http_chat_template_load(cfg ? cfg->chat_template : NULL, &s->chat, err, sizeof err)) {
+    free(s);
+    return PROTO_EINVAL;
+  }
   http_server_attach(s, engine);
   *out = s;
   return PROTO_OK;
 }
 
-void http_server_free(http_server *s) { free(s); }
+void http_server_free(http_server *s) {
+  if (!s) return;
+  http_chat_template_free(s->chat);
+  free(s);
+}

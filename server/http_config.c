@@ -80,12 +80,18 @@ static const opt_def opts[] = {
      "default mode of searches by text: dense, lexical or hybrid"},
     {"retrieval-mode", "RETRO_RETRIEVAL_MODE", OPT_STR, O(retrieval_mode), "lexical", 0, 0,
      "default mode of the neighbours RETRO retrieves: dense, lexical or hybrid"},
+    {"strict-models", "RETRO_STRICT_MODELS", OPT_BOOL, O(strict_models), "0", 0, 1,
+     "answer 404 to a \"model\" other than the served encoder/decoder (default: any "
+     "name is served by them, as llama.cpp and TEI do)"},
+    {"chat-template", "RETRO_CHAT_TEMPLATE", OPT_STR, O(chat_template), NULL, 0, 0,
+     "template FILE rendering /v1/chat/completions messages to a prompt (README: "
+     "Chat template); default `role: content` lines ending in `assistant:`"},
 };
 #undef O
 #define N_OPTS (sizeof opts / sizeof opts[0])
 
 const char *http_config_usage(void) {
-  static char text[8192];
+  static char text[12288];
   if (text[0]) return text;
   size_t n = 0;
   n += (size_t)snprintf(text + n, sizeof text - n,

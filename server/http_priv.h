@@ -21,6 +21,7 @@ struct http_server {
   atomic_int draining;     /* SIGTERM received */
   char model_name[128];    /* decoder name reported by /v1/completions */
   char encoder_name[128];  /* encoder name reported by /v1/embeddings */
+  struct http_chat_template *chat; /* --chat-template, or the default */
 };
 
 /* Publishes the engine once it is open (the daemon listens while it loads). */
@@ -70,12 +71,38 @@ typedef struct http_sink {
   void *ctx;
 } http_sink;
 
-/* Parses and checks a completion request; on failure fills resp (4xx). */
-proto_status http_complete_prepare(http_server *s, const http_request *rq,
+/* Parses and checks a completion request (chat: a chat completion, its
+ * messages rendered into the prompt); on failure fills resp (4xx). */
+proto_status http_complete_prepare(http_server *s, const http_request *rq, int chat,
                                    proto_complete_req *req, http_response *resp);
 /* Generates; when req->stream, writes SSE events to sink (ending
  * "data: [DONE]"), else fills resp. Blocking: run on a generation thread. */
 void http_complete_run(http_server *s, const proto_complete_req *req, http_sink *sink,
                        http_response *resp);
+
+/* echo: scores the prompt (and generates max_tokens after it); fills resp.
+ * Blocking: run on a generation thread. (http_tokens.c) */
+void http_score_run(http_server *s, const proto_complete_req *req, http_response *resp);
+/* POST /tokenize (detok 0) and /detokenize (detok 1). (http_tokens.c) */
+void http_tokenize(http_server *s, const http_request *rq, int detok, http_response *resp);
+/* Helpers of http_api.c for the handlers in other files. */
+void http_engine_error(http_response *resp, proto_status st, const char *what);
+int http_no_engine(http_server *s, http_response *resp); /* 1: resp is a 503 */
+void http_ok_json(http_response *resp);                   /* status 200, JSON */
+int http_model_is(const char *want, const char *name);    /* NULL/"" or the name */
+
+/* ---- chat template (http_chat.c) ------------------------------------------ */
+
+typedef struct http_chat_template http_chat_template;
+/* Reads a template file (format: http_chat.c, README "Chat template"); path
+ * NULL gives the default. On failure err names the file, line and problem. */
+proto_status http_chat_template_load(const char *path, http_chat_template **out, char *err,
+                                     size_t errlen);
+void http_chat_template_free(http_chat_template *t); /* accepts NULL */
+/* Appends the prompt of n messages (each turn, then the generation prefix). */
+proto_status http_chat_render(const http_chat_template *t, const proto_chat_msg *m, size_t n,
+                              proto_buf *out);
+/* Sets req->prompt from req->messages and adds the template's stops. */
+proto_status http_chat_apply(const http_chat_template *t, proto_complete_req *req);
 
 #endif

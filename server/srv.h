@@ -548,6 +548,14 @@ typedef struct srv_eval_options {
                                 with retrieval off (off_bits, kept_off_bits), so
                                 the filtered figure has its [OFF] peer on the
                                 same tokens */
+  /* Optional (HTTP prompt scoring): every token of the text in order; pos 0
+   * first. scored 0 for a window's first token (context only), else bits =
+   * -log2 p(token) and logits its position's row (vocab floats). */
+  void (*on_token)(void *ctx, size_t pos, int32_t id, int scored, double bits,
+                   const float *logits, int vocab);
+  /* Optional: the neighbours set for chunk `chunk` (64 tokens) of the text. */
+  void (*on_neighbours)(void *ctx, size_t chunk, const srv_hits *h);
+  void *cb_ctx;
 } srv_eval_options;
 
 typedef struct srv_eval_result { /* accumulated over calls; zero it first */
