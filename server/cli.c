@@ -7,6 +7,7 @@
  * Exit codes: 0 ok, 1 error, 2 usage.
  */
 #include "srv.h"
+#include "views.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -215,10 +216,17 @@ static int print_json(json_t *v) {
     fprintf(stderr, "retro: out of memory\n");
     return 1;
   }
-  int rc = json_dumpf(v, stdout, JSON_INDENT(2)) == 0 ? 0 : 1;
+  int rc = json_dumpf(v, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(9)) == 0 ? 0 : 1;
   fputc('\n', stdout);
   json_decref(v);
   return rc;
+}
+
+/* Prints JSON written by a views.h writer, indented as print_json does. */
+static int print_view(proto_buf *b) {
+  json_t *v = b->failed ? NULL : json_loadb(b->data ? b->data : "", b->len, 0, NULL);
+  proto_buf_free(b);
+  return print_json(v);
 }
 
 /* A JSON string from bytes that may not be UTF-8 (lossy). */
@@ -229,11 +237,6 @@ static json_t *jstr(const char *s, size_t len) {
   json_t *v = json_stringn(b.data ? b.data : "", b.len);
   proto_buf_free(&b);
   return v;
-}
-
-static json_t *jmeta(const char *meta) {
-  json_t *v = meta ? json_loads(meta, 0, NULL) : NULL;
-  return v ? v : json_object();
 }
 
 /* index ---------------------------------------------------------------------------- */
@@ -590,33 +593,6 @@ static const cli_flag search_flags[] = {
     {"--expand", NULL, 1, "add each hit's context: N chunks before and after it"},
 };
 
-static json_t *hit_json(const srv_hit *h, srv_search_mode mode, int with_text) {
-  json_t *o = json_object();
-  json_object_set_new(o, "score", json_real(h->score));
-  if (mode == SRV_MODE_HYBRID) {
-    json_object_set_new(o, "dense_score", json_real(h->dense_score));
-    json_object_set_new(o, "dense_rank", h->dense_rank ? json_integer(h->dense_rank) : json_null());
-    json_object_set_new(o, "lexical_score",
-                        h->lexical_rank ? json_real(h->lexical_score) : json_null());
-    json_object_set_new(o, "lexical_rank",
-                        h->lexical_rank ? json_integer(h->lexical_rank) : json_null());
-  }
-  if (h->context) {
-    json_object_set_new(o, "context_first", json_integer(h->context_first));
-    json_object_set_new(o, "context_last", json_integer(h->context_last));
-    json_object_set_new(o, "context", jstr(h->context, h->context_len));
-  }
-  json_object_set_new(o, "chunk_id", json_integer((json_int_t)h->chunk_id));
-  json_object_set_new(o, "doc_id", jstr(h->doc_id, strlen(h->doc_id)));
-  json_object_set_new(o, "ordinal", json_integer(h->ordinal));
-  json_object_set_new(o, "metadata", jmeta(h->metadata_json));
-  if (with_text) {
-    json_object_set_new(o, "text", jstr(h->text, h->text_len));
-    json_object_set_new(o, "next_text", jstr(h->next_text, h->next_text_len));
-  }
-  return o;
-}
-
 static int cmd_search(int argc, char **argv) {
   cli_args a;
   int help, rc = args_parse(&a, "search", search_flags, sizeof search_flags / sizeof *search_flags,
@@ -626,11 +602,11 @@ static int cmd_search(int argc, char **argv) {
   if (rc || help) {
     if (help) {
       printf("usage: retro search --data DIR [-k N] QUERY...\n\n"
-             "Prints the nearest chunks of each query as JSON:\n"
-             "[{\"query\", \"mode\", \"hits\": [{\"score\", \"chunk_id\", \"doc_id\", \"ordinal\", "
-             "\"metadata\", \"text\", \"next_text\"}]}]\n"
+             "Prints the nearest chunks of each query as JSON, as POST /v1/search answers\n"
+             "\"queries\": {\"batch\": [{\"results\": [{\"score\", \"chunk_id\", \"doc_id\",\n"
+             "\"doc_num\", \"ordinal\", \"metadata\", \"text\", \"continuation\"}]}], \"k\", \"mode\"}\n"
              "(hybrid hits add dense_score/rank and lexical_score/rank; with --group-size\n"
-             "hits come grouped by document, with \"group\"; with --expand, \"context\")\n\n");
+             "\"groups\" of hits by document; with --expand, \"context\")\n\n");
       usage_flags(stdout, search_flags, sizeof search_flags / sizeof *search_flags);
     }
     goto leave;
@@ -662,17 +638,23 @@ static int cmd_search(int argc, char **argv) {
     rc = 1;
     goto leave;
   }
-  json_t *out = json_array();
+  proto_buf b;
+  proto_buf_init(&b);
+  proto_jw w;
+  proto_jw_init(&w, &b);
+  proto_jw_obj(&w); /* the answer of POST /v1/search with "queries" */
+  proto_jw_key(&w, "batch");
+  proto_jw_arr(&w);
   for (size_t q = 0; q < res.nq; q++) {
-    json_t *o = json_object(), *hits = json_array();
-    json_object_set_new(o, "query", jstr(a.pos[q], strlen(a.pos[q])));
-    json_object_set_new(o, "mode", json_string(srv_mode_name(res.mode)));
-    for (size_t i = 0; i < res.queries[q].n; i++)
-      json_array_append_new(hits, hit_json(&res.queries[q].hits[i], res.mode, rq.with_text));
-    json_object_set_new(o, "hits", hits);
-    json_array_append_new(out, o);
+    proto_jw_obj(&w);
+    view_hits(&w, &res.queries[q], res.mode, group > 0, rq.with_text);
+    proto_jw_obj_end(&w);
   }
-  rc = print_json(out);
+  proto_jw_arr_end(&w);
+  proto_jw_key(&w, "k"); proto_jw_int(&w, k);
+  proto_jw_key(&w, "mode"); proto_jw_cstr(&w, srv_mode_name(res.mode));
+  proto_jw_obj_end(&w);
+  rc = print_view(&b);
 leave:
   srv_search_result_free(&res);
   close_engine(e);
@@ -703,42 +685,12 @@ static int cmd_info(int argc, char **argv) {
     rc = 1;
     goto leave;
   }
-  json_t *o = json_object();
-  json_object_set_new(o, "data", json_string(opt_str(&a, "--data")));
-  json_object_set_new(o, "documents", json_integer((json_int_t)in.store.docs));
-  json_object_set_new(o, "chunks", json_integer((json_int_t)in.store.chunks));
-  json_object_set_new(o, "next_chunk_id", json_integer((json_int_t)in.store.next_chunk_id));
-  json_object_set_new(o, "map_bytes", json_integer((json_int_t)in.store.map_bytes));
-  json_t *enc = json_object();
-  json_object_set_new(enc, "fingerprint", json_string(in.encoder));
-  json_object_set_new(enc, "path", json_string(in.encoder_path));
-  json_object_set_new(enc, "dim", json_integer(in.dim));
-  json_object_set_new(o, "encoder", enc);
-  json_t *dec = json_object();
-  json_object_set_new(dec, "path", in.decoder_path[0] ? json_string(in.decoder_path) : json_null());
-  json_object_set_new(o, "decoder", dec);
-  json_t *ct = json_object();
-  json_object_set_new(ct, "fingerprint", json_string(in.chunk_tokenizer));
-  json_object_set_new(ct, "kind", json_string(in.chunk_tokenizer_kind == TOK_BPE ? "bpe" : "wordpiece"));
-  json_object_set_new(ct, "embed_by_ids", json_boolean(in.embed_by_ids));
-  json_object_set_new(o, "chunk_tokenizer", ct);
-  json_t *ix = json_object();
-  json_object_set_new(ix, "factory", json_string(in.index.factory));
-  json_object_set_new(ix, "metric", json_string(in.index.metric == IDX_METRIC_IP ? "ip" : "l2"));
-  json_object_set_new(ix, "ntotal", json_integer((json_int_t)in.index.ntotal));
-  json_object_set_new(ix, "trained", json_boolean(in.index.trained));
-  json_object_set_new(ix, "pending", json_integer((json_int_t)in.index.pending));
-  json_object_set_new(ix, "watermark", json_integer((json_int_t)in.index.watermark));
-  json_object_set_new(o, "index", ix);
-  if (in.has_lexical) {
-    json_t *lx = json_object();
-    json_object_set_new(lx, "chunks", json_integer((json_int_t)in.lexical.chunks));
-    json_object_set_new(lx, "watermark", json_integer((json_int_t)in.lexical.watermark));
-    json_object_set_new(lx, "bytes", json_integer((json_int_t)in.lexical.bytes));
-    json_object_set_new(lx, "private_copy", json_boolean(in.lexical_private));
-    json_object_set_new(o, "lexical", lx);
-  }
-  rc = print_json(o);
+  proto_buf b;
+  proto_buf_init(&b);
+  proto_jw w;
+  proto_jw_init(&w, &b);
+  view_info(&w, &in, NULL, NULL, in.read_only); /* GET /v1/info's object */
+  rc = print_view(&b);
 leave:
   close_engine(e);
   args_free(&a);
@@ -812,34 +764,31 @@ static int cmd_get(int argc, char **argv) {
     goto leave;
   }
   if ((rc = engine_from_args(&a, 0, 1, &e)) != 0) goto leave;
-  json_t *out = json_array();
+  proto_buf b;
+  proto_buf_init(&b);
+  proto_jw w;
+  proto_jw_init(&w, &b);
+  proto_jw_arr(&w); /* GET /v1/documents/{id}'s object per id, null when absent */
   int with_text = !opt_set(&a, "--no-text");
   for (size_t i = 0; i < a.n_pos; i++) {
     srv_document d;
     proto_status s = srv_document_get(e, a.pos[i], with_text, &d);
     if (s == PROTO_ENOTFOUND) {
-      json_array_append_new(out, json_null());
+      proto_jw_null(&w);
       rc = 1;
       continue;
     }
     if (s != PROTO_OK) {
       fprintf(stderr, "retro get: %s\n", srv_last_error());
-      json_decref(out);
+      proto_buf_free(&b);
       rc = 1;
       goto leave;
     }
-    json_t *o = json_object();
-    json_object_set_new(o, "id", jstr(d.id, strlen(d.id)));
-    json_object_set_new(o, "doc_num", json_integer((json_int_t)d.doc_num));
-    json_object_set_new(o, "first_chunk", json_integer((json_int_t)d.first_chunk));
-    json_object_set_new(o, "n_chunks", json_integer(d.n_chunks));
-    json_object_set_new(o, "n_tokens", json_integer((json_int_t)d.n_tokens));
-    json_object_set_new(o, "metadata", jmeta(d.metadata_json));
-    if (with_text) json_object_set_new(o, "text", jstr(d.text, d.text_len));
-    json_array_append_new(out, o);
+    view_document(&w, &d, with_text);
     srv_document_free(&d);
   }
-  if (print_json(out) != 0) rc = 1;
+  proto_jw_arr_end(&w);
+  if (print_view(&b) != 0) rc = 1;
 leave:
   close_engine(e);
   args_free(&a);
@@ -1062,23 +1011,17 @@ static int cmd_generate(int argc, char **argv) {
     json_object_set_new(o, "prompt_tokens", json_integer(res.prompt_tokens));
     json_object_set_new(o, "completion_tokens", json_integer(res.completion_tokens));
     json_object_set_new(o, "seed", json_integer((json_int_t)res.seed));
-    for (size_t i = 0; i < res.n_chunks; i++) {
-      const srv_gen_chunk *c = &res.chunks[i];
-      json_t *jc = json_object(), *nbs = json_array();
-      json_object_set_new(jc, "chunk", json_integer(c->chunk));
-      json_object_set_new(jc, "in_prompt", json_boolean(c->in_prompt));
-      for (size_t j = 0; j < c->n; j++) {
-        json_t *nb = json_object();
-        json_object_set_new(nb, "chunk_id", json_integer((json_int_t)c->nb[j].chunk_id));
-        json_object_set_new(nb, "doc_id", jstr(c->nb[j].doc_id, strlen(c->nb[j].doc_id)));
-        json_object_set_new(nb, "score", json_real(c->nb[j].score));
-        json_object_set_new(nb, "text", jstr(c->nb[j].text, c->nb[j].text_len));
-        json_object_set_new(nb, "next_text", jstr(c->nb[j].next_text, c->nb[j].next_text_len));
-        json_array_append_new(nbs, nb);
-      }
-      json_object_set_new(jc, "neighbours", nbs);
-      json_array_append_new(chunks, jc);
-    }
+    proto_buf b;
+    proto_buf_init(&b);
+    proto_jw w;
+    proto_jw_init(&w, &b);
+    proto_jw_arr(&w); /* as the "chunks" of a completion's "retro" */
+    for (size_t i = 0; i < res.n_chunks; i++) view_gen_chunk(&w, &res.chunks[i]);
+    proto_jw_arr_end(&w);
+    json_decref(chunks);
+    chunks = b.failed ? NULL : json_loadb(b.data ? b.data : "", b.len, 0, NULL);
+    proto_buf_free(&b);
+    if (!chunks) chunks = json_array();
     json_object_set_new(o, "chunks", chunks);
     json_t *t = json_object();
     json_object_set_new(t, "first_token_s", json_real(res.first_token_s));

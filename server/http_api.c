@@ -4,6 +4,7 @@
  * (http.c) decides which. Errors from the engine keep their proto_status
  * (so bad input stays 4xx) with srv_last_error() as the message. */
 #include "http_priv.h"
+#include "views.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,24 +61,11 @@ int http_body_kind(http_route r, const char *ct) {
   return -1;
 }
 
-static void write_meta(proto_jw *w, const char *meta) {
-  if (meta && *meta) proto_jw_raw(w, meta, strlen(meta));
-  else proto_jw_raw(w, "{}", 2);
-}
-
-static const char *model_basename(const char *path) {
-  const char *p = path ? strrchr(path, '/') : NULL;
-  if (p && p[1] == 0) { /* trailing slash: take the previous component */
-    while (p > path && p[-1] != '/') p--;
-    return p;
-  }
-  return p ? p + 1 : (path ? path : "");
-}
 
 static int model_matches(const char *want, const char *name, const char *path) {
   if (!want || !*want) return 1;
   if (!strcmp(want, name)) return 1;
-  if (path && *path && (!strcmp(want, path) || !strcmp(want, model_basename(path)))) return 1;
+  if (path && *path && (!strcmp(want, path) || !strcmp(want, view_model_basename(path)))) return 1;
   return 0;
 }
 
@@ -170,61 +158,7 @@ static void h_info(http_server *s, http_response *resp) {
   if (st != PROTO_OK) { free(info); engine_error(resp, st, "info"); return; }
   proto_jw w;
   proto_jw_init(&w, &resp->body);
-  proto_jw_obj(&w);
-  proto_jw_key(&w, "version"); proto_jw_cstr(&w, RETRO_VERSION);
-  proto_jw_key(&w, "encoder");
-  proto_jw_obj(&w);
-  proto_jw_key(&w, "name"); proto_jw_cstr(&w, s->encoder_name);
-  proto_jw_key(&w, "fingerprint"); proto_jw_cstr(&w, info->encoder);
-  proto_jw_key(&w, "path"); proto_jw_cstr(&w, info->encoder_path);
-  proto_jw_key(&w, "dim"); proto_jw_uint(&w, info->dim);
-  proto_jw_obj_end(&w);
-  proto_jw_key(&w, "decoder");
-  if (info->decoder_loaded) {
-    const retro_config *c = &info->decoder;
-    proto_jw_obj(&w);
-    proto_jw_key(&w, "name"); proto_jw_cstr(&w, s->model_name);
-    proto_jw_key(&w, "path"); proto_jw_cstr(&w, info->decoder_path);
-    proto_jw_key(&w, "vocab_size"); proto_jw_int(&w, c->vocab_size);
-    proto_jw_key(&w, "dim"); proto_jw_int(&w, c->dim);
-    proto_jw_key(&w, "n_layers"); proto_jw_int(&w, c->n_layers);
-    proto_jw_key(&w, "n_heads"); proto_jw_int(&w, c->n_heads);
-    proto_jw_key(&w, "max_seq"); proto_jw_int(&w, c->max_seq);
-    proto_jw_key(&w, "chunk_len"); proto_jw_int(&w, c->chunk_len);
-    proto_jw_key(&w, "n_neighbours"); proto_jw_int(&w, c->n_neighbours);
-    proto_jw_key(&w, "retro_layers");
-    proto_jw_arr(&w);
-    for (int i = 0; i < c->n_retro_layers && i < 16; i++) proto_jw_int(&w, c->retro_layers[i]);
-    proto_jw_arr_end(&w);
-    proto_jw_obj_end(&w);
-  } else {
-    proto_jw_null(&w);
-  }
-  proto_jw_key(&w, "chunk_tokenizer"); proto_jw_cstr(&w, info->chunk_tokenizer);
-  proto_jw_key(&w, "chunk_tokens"); proto_jw_int(&w, PROTO_CHUNK_TOKENS);
-  proto_jw_key(&w, "index");
-  proto_jw_obj(&w);
-  proto_jw_key(&w, "factory"); proto_jw_cstr(&w, info->index.factory);
-  proto_jw_key(&w, "metric"); proto_jw_cstr(&w, info->index.metric == IDX_METRIC_L2 ? "l2" : "ip");
-  proto_jw_key(&w, "vectors"); proto_jw_uint(&w, info->index.ntotal);
-  proto_jw_key(&w, "trained"); proto_jw_bool(&w, info->index.trained);
-  proto_jw_key(&w, "pending"); proto_jw_uint(&w, info->index.pending);
-  proto_jw_obj_end(&w);
-  proto_jw_key(&w, "lexical");
-  if (info->has_lexical) {
-    proto_jw_obj(&w);
-    proto_jw_key(&w, "chunks"); proto_jw_uint(&w, info->lexical.chunks);
-    proto_jw_key(&w, "bytes"); proto_jw_uint(&w, info->lexical.bytes);
-    proto_jw_obj_end(&w);
-  } else {
-    proto_jw_null(&w);
-  }
-  proto_jw_key(&w, "search_mode"); proto_jw_cstr(&w, srv_mode_name(info->search_mode));
-  proto_jw_key(&w, "retrieval_mode"); proto_jw_cstr(&w, srv_mode_name(info->retrieval_mode));
-  proto_jw_key(&w, "documents"); proto_jw_uint(&w, info->store.docs);
-  proto_jw_key(&w, "chunks"); proto_jw_uint(&w, info->store.chunks);
-  proto_jw_key(&w, "read_only"); proto_jw_bool(&w, info->read_only || s->cfg->read_only);
-  proto_jw_obj_end(&w);
+  view_info(&w, info, s->encoder_name, s->model_name, info->read_only || s->cfg->read_only);
   free(info);
   ok_json(resp, 200);
 }
@@ -313,18 +247,7 @@ static void h_doc_get(http_server *s, const http_match *m, http_response *resp) 
   if (st != PROTO_OK) { engine_error(resp, st, "get document"); return; }
   proto_jw w;
   proto_jw_init(&w, &resp->body);
-  proto_jw_obj(&w);
-  proto_jw_key(&w, "id"); proto_jw_cstr(&w, d.id);
-  proto_jw_key(&w, "doc_num"); proto_jw_uint(&w, d.doc_num);
-  proto_jw_key(&w, "metadata"); write_meta(&w, d.metadata_json);
-  proto_jw_key(&w, "n_chunks"); proto_jw_uint(&w, d.n_chunks);
-  proto_jw_key(&w, "n_tokens"); proto_jw_uint(&w, d.n_tokens);
-  proto_jw_key(&w, "chunk_ids");
-  proto_jw_arr(&w);
-  for (uint32_t i = 0; i < d.n_chunks; i++) proto_jw_uint(&w, d.first_chunk + i);
-  proto_jw_arr_end(&w);
-  proto_jw_key(&w, "text"); proto_jw_str(&w, d.text, d.text_len);
-  proto_jw_obj_end(&w);
+  view_document(&w, &d, 1);
   srv_document_free(&d);
   ok_json(resp, 200);
 }
@@ -375,7 +298,7 @@ static void h_chunk(http_server *s, const http_match *m, http_response *resp) {
   proto_jw_key(&w, "doc_id"); proto_jw_cstr(&w, c.doc_id);
   proto_jw_key(&w, "doc_num"); proto_jw_uint(&w, c.c.doc_id);
   proto_jw_key(&w, "ordinal"); proto_jw_uint(&w, c.c.ordinal);
-  proto_jw_key(&w, "metadata"); write_meta(&w, c.metadata_json);
+  proto_jw_key(&w, "metadata"); view_meta(&w, c.metadata_json);
   proto_jw_key(&w, "text"); proto_jw_str(&w, c.c.text, c.c.text_len);
   proto_jw_key(&w, "continuation"); proto_jw_str(&w, c.c.next_text, c.c.next_text_len);
   proto_jw_key(&w, "tokens"); write_tokens(&w, c.c.tokens, c.c.n_tokens);
@@ -386,75 +309,6 @@ static void h_chunk(http_server *s, const http_match *m, http_response *resp) {
 }
 
 /* ---- search / embeddings -------------------------------------------------- */
-
-/* A rank (1-based) and its score, or nulls when the hit is not in that list. */
-static void write_rank(proto_jw *w, const char *score_key, const char *rank_key, int rank,
-                       float score) {
-  proto_jw_key(w, score_key);
-  if (rank > 0) proto_jw_float(w, score); else proto_jw_null(w);
-  proto_jw_key(w, rank_key);
-  if (rank > 0) proto_jw_int(w, rank); else proto_jw_null(w);
-}
-
-static void write_hit(proto_jw *w, const srv_hit *x, srv_search_mode mode, int with_text) {
-  proto_jw_obj(w);
-  proto_jw_key(w, "score"); proto_jw_float(w, x->score);
-  if (mode == SRV_MODE_HYBRID) {
-    /* the dense score of every hybrid candidate is exact; its rank is in the
-     * dense candidate list */
-    proto_jw_key(w, "dense_score"); proto_jw_float(w, x->dense_score);
-    proto_jw_key(w, "dense_rank");
-    if (x->dense_rank > 0) proto_jw_int(w, x->dense_rank); else proto_jw_null(w);
-    write_rank(w, "lexical_score", "lexical_rank", x->lexical_rank, x->lexical_score);
-  }
-  proto_jw_key(w, "chunk_id"); proto_jw_uint(w, x->chunk_id);
-  proto_jw_key(w, "doc_id"); proto_jw_cstr(w, x->doc_id);
-  proto_jw_key(w, "doc_num"); proto_jw_uint(w, x->doc_num);
-  proto_jw_key(w, "ordinal"); proto_jw_uint(w, x->ordinal);
-  proto_jw_key(w, "metadata"); write_meta(w, x->metadata_json);
-  if (with_text) {
-    proto_jw_key(w, "text"); proto_jw_str(w, x->text, x->text_len);
-    proto_jw_key(w, "continuation"); proto_jw_str(w, x->next_text, x->next_text_len);
-  }
-  if (x->context) {
-    proto_jw_key(w, "context");
-    proto_jw_obj(w);
-    proto_jw_key(w, "first_ordinal"); proto_jw_uint(w, x->context_first);
-    proto_jw_key(w, "last_ordinal"); proto_jw_uint(w, x->context_last);
-    proto_jw_key(w, "text"); proto_jw_str(w, x->context, x->context_len);
-    proto_jw_obj_end(w);
-  }
-  proto_jw_obj_end(w);
-}
-
-/* "results": [hits], or with group_by "groups": [{doc_id, doc_num, score,
- * hits}], documents ranked by their best hit. */
-static void write_hits(proto_jw *w, const srv_hits *h, srv_search_mode mode, int grouped,
-                       int with_text) {
-  if (grouped) {
-    proto_jw_key(w, "groups");
-    proto_jw_arr(w);
-    for (size_t i = 0; i < h->n;) {
-      const srv_hit *best = &h->hits[i];
-      proto_jw_obj(w);
-      proto_jw_key(w, "doc_id"); proto_jw_cstr(w, best->doc_id);
-      proto_jw_key(w, "doc_num"); proto_jw_uint(w, best->doc_num);
-      proto_jw_key(w, "score"); proto_jw_float(w, best->score);
-      proto_jw_key(w, "hits");
-      proto_jw_arr(w);
-      size_t g = best->group;
-      for (; i < h->n && h->hits[i].group == g; i++) write_hit(w, &h->hits[i], mode, with_text);
-      proto_jw_arr_end(w);
-      proto_jw_obj_end(w);
-    }
-    proto_jw_arr_end(w);
-    return;
-  }
-  proto_jw_key(w, "results");
-  proto_jw_arr(w);
-  for (size_t i = 0; i < h->n; i++) write_hit(w, &h->hits[i], mode, with_text);
-  proto_jw_arr_end(w);
-}
 
 static void h_search(http_server *s, const http_request *rq, http_response *resp) {
   proto_search_req r;
@@ -498,13 +352,13 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
     proto_jw_arr(&w);
     for (size_t i = 0; i < res.nq; i++) {
       proto_jw_obj(&w);
-      write_hits(&w, &res.queries[i], res.mode, r.group_by_doc, r.with_text);
+      view_hits(&w, &res.queries[i], res.mode, r.group_by_doc, r.with_text);
       proto_jw_obj_end(&w);
     }
     proto_jw_arr_end(&w);
   } else {
     srv_hits none = {0};
-    write_hits(&w, res.nq > 0 ? &res.queries[0] : &none, res.mode, r.group_by_doc, r.with_text);
+    view_hits(&w, res.nq > 0 ? &res.queries[0] : &none, res.mode, r.group_by_doc, r.with_text);
   }
   proto_jw_key(&w, "k"); proto_jw_int(&w, r.k);
   proto_jw_key(&w, "mode"); proto_jw_cstr(&w, srv_mode_name(res.mode));
@@ -1020,27 +874,6 @@ static void ev_choice(gen_ctx *g, proto_jw *w, const char *text, size_t len, con
   proto_jw_arr_end(w);
 }
 
-static void write_chunk(proto_jw *w, const srv_gen_chunk *c) {
-  proto_jw_obj(w);
-  proto_jw_key(w, "chunk"); proto_jw_int(w, c->chunk);
-  proto_jw_key(w, "in_prompt"); proto_jw_bool(w, c->in_prompt);
-  proto_jw_key(w, "neighbors");
-  proto_jw_arr(w);
-  for (size_t i = 0; i < c->n; i++) {
-    const srv_gen_neighbour *nb = &c->nb[i];
-    proto_jw_obj(w);
-    proto_jw_key(w, "chunk_id"); proto_jw_uint(w, nb->chunk_id);
-    proto_jw_key(w, "doc_id"); proto_jw_cstr(w, nb->doc_id);
-    proto_jw_key(w, "doc_num"); proto_jw_uint(w, nb->doc_num);
-    proto_jw_key(w, "score"); proto_jw_float(w, nb->score);
-    proto_jw_key(w, "text"); proto_jw_str(w, nb->text, nb->text_len);
-    proto_jw_key(w, "continuation"); proto_jw_str(w, nb->next_text, nb->next_text_len);
-    proto_jw_obj_end(w);
-  }
-  proto_jw_arr_end(w);
-  proto_jw_obj_end(w);
-}
-
 static int ev_send(gen_ctx *g) {
   proto_buf_add(&g->ev, "\n\n", 2);
   int r = g->ev.failed ? 1 : g->sink->write(g->sink->ctx, g->ev.data, g->ev.len);
@@ -1073,7 +906,7 @@ static void gen_on_neighbours(void *ctx, const srv_gen_chunk *c) {
   proto_jw_obj(&w);
   proto_jw_key(&w, "chunks");
   proto_jw_arr(&w);
-  write_chunk(&w, c);
+  view_gen_chunk(&w, c);
   proto_jw_arr_end(&w);
   proto_jw_obj_end(&w);
   proto_jw_obj_end(&w);
@@ -1103,7 +936,7 @@ static void write_retro(proto_jw *w, const proto_complete_req *req, const srv_ge
   if (with_chunks) {
     proto_jw_key(w, "chunks");
     proto_jw_arr(w);
-    for (size_t i = 0; i < res->n_chunks; i++) write_chunk(w, &res->chunks[i]);
+    for (size_t i = 0; i < res->n_chunks; i++) view_gen_chunk(w, &res->chunks[i]);
     proto_jw_arr_end(w);
   }
   proto_jw_key(w, "timings");
@@ -1337,7 +1170,7 @@ void http_server_attach(http_server *s, srv_engine *engine) {
     srv_info *info = calloc(1, sizeof *info);
     if (info && srv_info_get(engine, info) == PROTO_OK) {
       if (info->decoder_loaded && info->decoder_path[0])
-        snprintf(s->model_name, sizeof s->model_name, "%.127s", model_basename(info->decoder_path));
+        snprintf(s->model_name, sizeof s->model_name, "%.127s", view_model_basename(info->decoder_path));
       size_t n = strcspn(info->encoder, ":");
       if (n) snprintf(s->encoder_name, sizeof s->encoder_name, "%.*s", (int)n, info->encoder);
     }

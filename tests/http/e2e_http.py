@@ -639,6 +639,39 @@ def run_modes(s):
        "expand: windows of one document that overlap or touch are merged", same)
 
 
+    # one JSON vocabulary: the CLI prints the objects the API answers with
+    qs = ["zanzibar quokka", doc_text(202, 40)]
+    for mode, extra in (("hybrid", []), ("dense", ["--group-size", "2"])):
+        body = {"queries": qs, "k": 3, "mode": mode, "with_text": True}
+        if extra:
+            body.update(group_by="document", group_size=2)
+        st, js = search(**body)
+        cli = subprocess.run([RETRO, "search", "--data", s.data, "-k", "3", "--mode", mode] + extra + qs,
+                             capture_output=True, text=True, timeout=60)
+        try:
+            got = json.loads(cli.stdout)
+        except ValueError:
+            got = {"stderr": cli.stderr[-300:]}
+
+        def keys(v):  # the field names at every level, scores rounded
+            if isinstance(v, dict):
+                return {k: keys(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [keys(x) for x in v]
+            return round(v, 4) if isinstance(v, float) else v
+        ok(st == 200 and keys(got) == keys(js),
+           "retro search prints what POST /v1/search answers (%s)" % mode, (got, js))
+    st, info, _, _ = s.req("GET", "/v1/info")
+    cli = subprocess.run([RETRO, "info", "--data", s.data], capture_output=True, text=True, timeout=60)
+    got = json.loads(cli.stdout) if cli.returncode == 0 else {}
+    ok(st == 200 and set(got) == set(info) and set(got["index"]) == set(info["index"])
+       and got["index"]["vectors"] + got["index"]["pending"] == info["chunks"] == got["chunks"],
+       "retro info prints GET /v1/info's object", (got, info))
+    st, doc, _, _ = s.req("GET", "/v1/documents/lex-a")
+    cli = subprocess.run([RETRO, "get", "--data", s.data, "lex-a"], capture_output=True, text=True, timeout=60)
+    ok(st == 200 and cli.returncode == 0 and json.loads(cli.stdout) == [doc],
+       "retro get prints GET /v1/documents/{id}'s object", cli.stdout[:300])
+
 def read_sse(s, body):
     c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
     c.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})

@@ -13,7 +13,7 @@ and checks:
     exact text and chunk count;
   - no partial document exists: every present document is exactly its text;
   - after a restart (a writable open), `retro info`: the FAISS index holds
-    exactly the live chunks (ntotal + pending == chunks), so does the lexical
+    exactly the live chunks (vectors + pending == chunks), so does the lexical
     index (its own file, not a private rebuild), and the document count
     matches;
   - acknowledged one-chunk documents are found as their own nearest
@@ -178,8 +178,8 @@ def main():
             s = subprocess.run([retro, "search", "--data", data, "-k", "1", "--no-text"] +
                                [docs[i] for i in sample], capture_output=True, text=True)
             try:
-                res = json.loads(s.stdout)
-                lost = [i for i, q in zip(sample, res) if not q["hits"] or q["hits"][0]["doc_id"] != i]
+                res = json.loads(s.stdout)["batch"]
+                lost = [i for i, q in zip(sample, res) if not q["results"] or q["results"][0]["doc_id"] != i]
             except ValueError:
                 lost = sample
             # the lexical index: its own file (not a private rebuild), each sampled
@@ -188,18 +188,18 @@ def main():
             s = subprocess.run([retro, "search", "--data", data, "-k", "5", "--no-text", "--mode",
                                 "lexical"] + [docs[i] for i in sample], capture_output=True, text=True)
             try:
-                res = json.loads(s.stdout)
-                lost += [i for i, q in zip(sample, res) if i not in {h["doc_id"] for h in q["hits"]}]
-                lost += [h["doc_id"] for q in res for h in q["hits"] if h["doc_id"] not in present]
+                res = json.loads(s.stdout)["batch"]
+                lost += [i for i, q in zip(sample, res) if i not in {h["doc_id"] for h in q["results"]}]
+                lost += [h["doc_id"] for q in res for h in q["results"] if h["doc_id"] not in present]
             except ValueError:
                 lost += sample
         ok = (not missing and not wrong_chunks and not partial and
-              ix["ntotal"] + ix["pending"] == info["chunks"] and info["documents"] == len(present) and
+              ix["vectors"] + ix["pending"] == info["chunks"] and info["documents"] == len(present) and
               lx.get("chunks") == info["chunks"] and lx.get("private_copy") is False and
               not lost and (not last or len(present) == len(order)))
         check(ok, "round %d: %s after %.2fs: %d acked, %d present, %d chunks, index %d+%d, lexical %s" %
               (rnd, "killed" if killed else "finished", delay, len(acked),
-               len(present), info["chunks"], ix["ntotal"], ix["pending"], lx.get("chunks")))
+               len(present), info["chunks"], ix["vectors"], ix["pending"], lx.get("chunks")))
         if not ok:
             print("#   missing %s wrong_chunks %s partial %s lost %s lexical %s" %
                   (missing[:5], wrong_chunks[:5], partial[:5], lost[:5], lx))
