@@ -349,8 +349,9 @@ proto_status srv_generate(srv_engine *e, const srv_gen_request *rq, const srv_ge
   }
   out->prompt_tokens = (int)n_ptoks;
   if (n_ptoks == 0) {
+    free(ptoks); /* the tokenizer may hand back an empty allocation */
+    ptoks = NULL;
     if (e->eos_id < 0) return srv__fail(PROTO_EINVAL, "prompt: empty, and the model has no end-of-text token to start from");
-    free(ptoks);
     ptoks = malloc(sizeof *ptoks);
     if (!ptoks) return srv__fail(PROTO_ENOMEM, "out of memory");
     ptoks[0] = e->eos_id;
@@ -456,8 +457,13 @@ proto_status srv_generate(srv_engine *e, const srv_gen_request *rq, const srv_ge
       srv_gen_token *gt = &out->tokens[out->n_tokens++];
       memset(gt, 0, sizeof *gt);
       gt->id = t;
-      gt->piece = piece ? strdup(piece) : strdup("");
+      gt->piece = strdup(piece ? piece : "");
       gt->piece_len = piece ? plen : 0;
+      if (!gt->piece) {
+        free(piece);
+        s = srv__fail(PROTO_ENOMEM, "out of memory");
+        goto leave;
+      }
       gt->text_offset = g.raw_len;
       gt->logprob = sr.logprob;
       gt->n_top = sr.n_top < 5 ? sr.n_top : 5;
@@ -468,6 +474,11 @@ proto_status srv_generate(srv_engine *e, const srv_gen_request *rq, const srv_ge
         size_t tl = 0;
         if (tok_decode(e->ctok, &sr.top_tokens[j], 1, &tp, &tl) != PROTO_OK) tp = strdup("");
         gt->top_pieces[j] = tp;
+        if (!tp) {
+          free(piece);
+          s = srv__fail(PROTO_ENOMEM, "out of memory");
+          goto leave;
+        }
       }
     }
     if (is_eos) {
