@@ -55,6 +55,7 @@ typedef struct http_config {
   char *config;          /* --config FILE */
   char *search_mode;     /* --search-mode: default of POST /v1/search by text */
   char *retrieval_mode;  /* --retrieval-mode: default of completions' neighbours */
+  long no_webui;         /* --no-webui: no page at / (404) */
 } http_config;
 
 /* Fills defaults, then the config file (--config or RETRO_CONFIG), then the
@@ -74,7 +75,9 @@ int http_host_is_loopback(const char *host);
 typedef enum http_route {
   HTTP_R_HEALTH, HTTP_R_READY, HTTP_R_METRICS, HTTP_R_OPENAPI, HTTP_R_INFO,
   HTTP_R_DOCS, HTTP_R_DOC_GET, HTTP_R_DOC_DELETE, HTTP_R_CHUNK, HTTP_R_SEARCH,
-  HTTP_R_EMBED, HTTP_R_COMPLETE, HTTP_R_MODELS, HTTP_R_MODEL, HTTP_R_OTHER, HTTP_R_COUNT
+  HTTP_R_EMBED, HTTP_R_COMPLETE, HTTP_R_MODELS, HTTP_R_MODEL,
+  HTTP_R_WEBUI, HTTP_R_DOC_LIST, /* the page at /, GET /v1/documents */
+  HTTP_R_OTHER, HTTP_R_COUNT
 } http_route;
 
 typedef enum http_access { HTTP_OPEN = 0, HTTP_READ = 1, HTTP_WRITE = 2 } http_access;
@@ -106,10 +109,18 @@ const char *http_route_method(http_route r);
 int http_wait_value(const char *v);
 /* Checks one query parameter (raw key, value NULL when it has none) of a
  * route: PROTO_OK, or PROTO_EUNKNOWN_FIELD / PROTO_EINVAL with msg naming it.
- * Only POST /v1/documents takes one (wait); an unknown parameter is refused
+ * POST /v1/documents takes wait, GET /v1/documents limit and after (both
+ * checked here, see http_list_args); an unknown parameter is refused
  * like an unknown body field, so a typo (?wiat=true) is not ignored. */
 proto_status http_query_check(http_route r, const char *key, const char *value, char *msg,
                               size_t n);
+/* ?limit= (1..HTTP_LIST_MAX, default HTTP_LIST_DEFAULT) and ?after= (a
+ * doc_num, default 0) of GET /v1/documents, either NULL when absent:
+ * PROTO_OK or PROTO_EINVAL with msg naming the parameter. */
+#define HTTP_LIST_DEFAULT 50
+#define HTTP_LIST_MAX 1000
+proto_status http_list_args(const char *limit, const char *after, size_t *max, uint64_t *after_num,
+                            char *msg, size_t n);
 /* Up to n - 1 bytes of s with spaces, quotes, backslashes and bytes outside
  * printable ASCII as %XX: raw request text made safe for log lines and error
  * messages (which must stay valid UTF-8). */
@@ -179,6 +190,9 @@ typedef struct http_request {
   const char *method;
   const char *path;          /* raw path, percent-encoded, no query */
   const char *query_wait;    /* value of ?wait=, or NULL */
+  const char *query_limit;   /* ?limit= and ?after= of GET /v1/documents, or NULL */
+  const char *query_after;
+  const char *accept_encoding; /* header, for the page at / (gzip) */
   const char *authorization; /* headers, NULL when absent */
   const char *api_key;
   const char *content_type;
@@ -191,6 +205,7 @@ typedef struct http_response {
   const char *content_type;  /* static string */
   const char *allow;         /* Allow header for 405, static */
   int retry_after;           /* seconds; 0 = no header */
+  const char *content_encoding; /* static ("gzip") or NULL */
   proto_buf body;
 } http_response;
 

@@ -80,6 +80,8 @@ static const opt_def opts[] = {
      "default mode of searches by text: dense, lexical or hybrid"},
     {"retrieval-mode", "RETRO_RETRIEVAL_MODE", OPT_STR, O(retrieval_mode), "lexical", 0, 0,
      "default mode of the neighbours RETRO retrieves: dense, lexical or hybrid"},
+    {"no-webui", "RETRO_NO_WEBUI", OPT_BOOL, O(no_webui), "0", 0, 1,
+     "do not serve the web playground at / (404 there)"},
 };
 #undef O
 #define N_OPTS (sizeof opts / sizeof opts[0])

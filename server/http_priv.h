@@ -78,4 +78,12 @@ proto_status http_complete_prepare(http_server *s, const http_request *rq,
 void http_complete_run(http_server *s, const proto_complete_req *req, http_sink *sink,
                        http_response *resp);
 
+/* ---- the web playground (http_webui.c) ------------------------------------ */
+
+/* 1 when an Accept-Encoding header value accepts gzip (gzip or *, not q=0). */
+int http_accepts_gzip(const char *accept_encoding);
+/* GET /: the page, gzip-compressed when the client accepts it; 404 with
+ * --no-webui. */
+void http_webui(http_server *s, const http_request *rq, http_response *resp);
+
 #endif
