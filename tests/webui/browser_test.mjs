@@ -94,6 +94,11 @@ await attempt('generate', async () => {
     'the run with retrieval off is shown beside it, without neighbours');
   ok((await text('#g-msg')) === '', 'no error message', await text('#g-msg'));
   await page.screenshot({ path: `${SHOTS}/generate-desktop.png`, fullPage: true });
+  // the small one the README shows (docs/webui.jpg)
+  await page.setViewport({ width: 960, height: 640 });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: `${SHOTS}/playground.jpg`, type: 'jpeg', quality: 60 });
+  await page.setViewport({ width: 1280, height: 900 });
 });
 
 await attempt('documents', async () => {
