@@ -132,7 +132,10 @@ await attempt('status', async () => {
   await page.click('nav button[data-pane="status"]');
   await page.waitForSelector('#st-table');
   const t = await text('#pane-status');
-  ok(/documents/.test(t) && /requests served/.test(t) && /mean latency/.test(t), 'the status pane shows counts and metrics');
+  const figs = await page.$$eval('#st-figures tr', (rows) => Object.fromEntries(rows.map((r) => [r.cells[0].textContent, r.cells[1].textContent])));
+  ok(/retrieval_mode/.test(t) && Number(figs['requests served']) > 10 && Number(figs['mean latency (ms)']) > 0 &&
+     Number(figs.documents) === docs.length && figs['queue depth (workers)'] === '0' && figs['generating / waiting'] === '0 / 0',
+     'the status pane shows the server, counts and metrics', figs);
 });
 
 await attempt('375 px', async () => {
