@@ -90,8 +90,10 @@ await attempt('generate', async () => {
   const nbMarks = await page.$$('#g-main .prompt-row .nb mark');
   ok(genMarks.length > 0 && nbMarks.length > 0, `attribution: shared runs marked in the text and in a neighbour (${genMarks.length}/${nbMarks.length})`);
   const offNbs = await page.$$('#g-off .nb');
-  ok(offNbs.length === 0 && (await text('#g-off h3')) === 'retrieval off' && (await text('#g-off .gentext')).length > 0,
-    'the run with retrieval off is shown beside it, without neighbours');
+  const offChunks = await page.$$('#g-off .gen-chunk');
+  ok(offNbs.length === 0 && (await text('#g-off h3')) === 'retrieval off' && (await text('#g-off .gentext')).length > 0 &&
+     offChunks.length >= 2,
+    `the run with retrieval off is shown beside it, without neighbours, split at its chunk boundaries (${offChunks.length} chunks)`);
   ok((await text('#g-msg')) === '', 'no error message', await text('#g-msg'));
   await page.screenshot({ path: `${SHOTS}/generate-desktop.png`, fullPage: true });
   // the small one the README shows (docs/webui.jpg)
