@@ -121,6 +121,17 @@ await attempt('documents', async () => {
   await page.waitForFunction(() => document.querySelector('#u-msg').textContent.includes('deleted'));
   g = await fetch(`${RETRO_URL}/v1/documents/ui-doc`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
   ok(g.status === 404, 'delete through the form removes it');
+  // a .jsonl file: one document per line, sent as NDJSON
+  const file = `${SHOTS}/upload.jsonl`;
+  fs.writeFileSync(file, ['up-1', 'up-2'].map((id) => JSON.stringify({ id, text: `uploaded ${id} model chunk` })).join('\n') + '\n');
+  await setValue('#u-id', '');
+  await (await page.$('#u-file')).uploadFile(file);
+  await page.click('#uform button[type=submit]');
+  await page.waitForFunction(() => /upserted 2 document/.test(document.querySelector('#u-msg').textContent));
+  g = await fetch(`${RETRO_URL}/v1/documents/up-2`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
+  ok(g.status === 200, 'a .jsonl upload upserts one document per line, with the per-document results');
+  fs.unlinkSync(file);
+  await page.$eval('#u-file', (e) => { e.value = ''; });
   expect403 = true;
   await setValue('#key', RO_KEY);
   await setValue('#u-id', 'ro-doc');
@@ -136,7 +147,7 @@ await attempt('status', async () => {
   const t = await text('#pane-status');
   const figs = await page.$$eval('#st-figures tr', (rows) => Object.fromEntries(rows.map((r) => [r.cells[0].textContent, r.cells[1].textContent])));
   ok(/retrieval_mode/.test(t) && Number(figs['requests served']) > 10 && Number(figs['mean latency (ms)']) > 0 &&
-     Number(figs.documents) === docs.length && figs['queue depth (workers)'] === '0' && figs['generating / waiting'] === '0 / 0',
+     Number(figs.documents) === docs.length + 2 /* up-1, up-2 */ && figs['queue depth (workers)'] === '0' && figs['generating / waiting'] === '0 / 0',
      'the status pane shows the server, counts and metrics', figs);
 });
 
