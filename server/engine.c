@@ -538,6 +538,28 @@ void srv_document_free(srv_document *d) {
   memset(d, 0, sizeof *d);
 }
 
+proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max,
+                                srv_document *out, size_t *n, int *more) {
+  if (!e || !n || !more || (max && !out)) return srv__fail(PROTO_EINVAL, "srv_documents_list: NULL argument");
+  store_doc *sd = max ? calloc(max, sizeof *sd) : NULL;
+  if (max && !sd) return srv__fail(PROTO_ENOMEM, "out of memory");
+  proto_status s = store_docs_list(e->st, after, max, sd, n, more);
+  if (s != PROTO_OK) {
+    free(sd);
+    return srv__fail(s, "listing documents: %s", store_last_error());
+  }
+  for (size_t i = 0; i < *n; i++) {
+    memset(&out[i], 0, sizeof out[i]);
+    out[i].doc_num = sd[i].doc_id;
+    out[i].id = sd[i].id;
+    out[i].metadata_json = sd[i].metadata_json;
+    out[i].first_chunk = sd[i].first_chunk;
+    out[i].n_chunks = sd[i].n_chunks;
+  }
+  free(sd);
+  return PROTO_OK;
+}
+
 proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_document *out) {
   store_doc sd = {0};
   proto_status s;

@@ -176,7 +176,7 @@ typedef struct conn {
   int ing_error;           /* feed/submit failed: the rest of the body is discarded */
   proto_status ing_st;
   /* request pieces the job needs */
-  char *ctype, *authz, *apikey, *wait;
+  char *ctype, *authz, *apikey, *wait, *limit, *after, *accept_enc;
   /* response handed over by a job */
   http_response resp;
   int resp_ready;
@@ -208,6 +208,9 @@ static void conn_unref(conn *c) {
   free(c->authz);
   free(c->apikey);
   free(c->wait);
+  free(c->limit);
+  free(c->after);
+  free(c->accept_enc);
   pthread_cond_destroy(&c->sse_cv);
   pthread_mutex_destroy(&c->mu);
   free(c);
@@ -224,6 +227,8 @@ static enum MHD_Result send_resp(conn *c, http_response *r) {
   if (!mr) return MHD_NO;
   MHD_add_response_header(mr, "Content-Type", r->content_type ? r->content_type : "application/json");
   if (r->allow) MHD_add_response_header(mr, "Allow", r->allow);
+  if (r->content_encoding) MHD_add_response_header(mr, "Content-Encoding", r->content_encoding);
+  if (c->m.route == HTTP_R_WEBUI) MHD_add_response_header(mr, "Vary", "Accept-Encoding");
   if (r->retry_after > 0) {
     char ra[16];
     snprintf(ra, sizeof ra, "%d", r->retry_after);
@@ -251,6 +256,9 @@ static void build_request(conn *c, http_request *rq) {
   rq->method = c->method;
   rq->path = "";
   rq->query_wait = c->wait;
+  rq->query_limit = c->limit;
+  rq->query_after = c->after;
+  rq->accept_encoding = c->accept_enc;
   rq->authorization = c->authz;
   rq->api_key = c->apikey;
   rq->content_type = c->ctype;
@@ -527,11 +535,13 @@ static enum MHD_Result take_query_arg(void *cls, enum MHD_ValueKind kind, const 
   (void)kind;
   query_args *q = cls;
   q->st = http_query_check(q->c->m.route, key, value, q->msg, sizeof q->msg);
-  if (q->st == PROTO_OK && q->c->wait) {
+  char **slot = !strcmp(key, "limit") ? &q->c->limit : !strcmp(key, "after") ? &q->c->after
+                                                                              : &q->c->wait;
+  if (q->st == PROTO_OK && *slot) {
     q->st = PROTO_EINVAL;
-    snprintf(q->msg, sizeof q->msg, "query parameter 'wait': given twice");
+    snprintf(q->msg, sizeof q->msg, "query parameter '%s': given twice", key);
   }
-  if (q->st == PROTO_OK && !(q->c->wait = strdup(value ? value : ""))) {
+  if (q->st == PROTO_OK && !(*slot = strdup(value ? value : ""))) {
     q->st = PROTO_ENOMEM;
     snprintf(q->msg, sizeof q->msg, "out of memory");
   }
@@ -557,6 +567,7 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
   c->authz = dup_header(mc, MHD_HEADER_KIND, "Authorization");
   c->apikey = dup_header(mc, MHD_HEADER_KIND, "api-key");
   c->ctype = dup_header(mc, MHD_HEADER_KIND, "Content-Type");
+  if (c->m.route == HTTP_R_WEBUI) c->accept_enc = dup_header(mc, MHD_HEADER_KIND, "Accept-Encoding");
   proto_status st = http_auth_check(D.cfg, c->authz, c->apikey, c->m.access);
   if (st != PROTO_OK)
     return send_error(c, st, st == PROTO_EUNAUTH ? "Authorization: missing or wrong API key"

@@ -58,6 +58,7 @@ typedef struct http_config {
   long strict_models;    /* --strict-models: an unknown "model" is a 404 (default:
                             served by the loaded encoder/decoder) */
   char *chat_template;   /* --chat-template FILE: how chat messages become a prompt */
+  long no_webui;         /* --no-webui: no page at / (404) */
 } http_config;
 
 /* Fills defaults, then the config file (--config or RETRO_CONFIG), then the
@@ -78,7 +79,8 @@ typedef enum http_route {
   HTTP_R_HEALTH, HTTP_R_READY, HTTP_R_METRICS, HTTP_R_OPENAPI, HTTP_R_INFO,
   HTTP_R_DOCS, HTTP_R_DOC_GET, HTTP_R_DOC_DELETE, HTTP_R_CHUNK, HTTP_R_SEARCH,
   HTTP_R_EMBED, HTTP_R_COMPLETE, HTTP_R_MODELS, HTTP_R_MODEL,
-  HTTP_R_CHAT, HTTP_R_TOKENIZE, HTTP_R_DETOKENIZE, HTTP_R_OTHER, HTTP_R_COUNT
+  HTTP_R_CHAT, HTTP_R_TOKENIZE, HTTP_R_DETOKENIZE, HTTP_R_WEBUI, HTTP_R_DOC_LIST, /* the page at /, GET /v1/documents */
+  HTTP_R_OTHER, HTTP_R_COUNT
 } http_route;
 
 typedef enum http_access { HTTP_OPEN = 0, HTTP_READ = 1, HTTP_WRITE = 2 } http_access;
@@ -110,10 +112,18 @@ const char *http_route_method(http_route r);
 int http_wait_value(const char *v);
 /* Checks one query parameter (raw key, value NULL when it has none) of a
  * route: PROTO_OK, or PROTO_EUNKNOWN_FIELD / PROTO_EINVAL with msg naming it.
- * Only POST /v1/documents takes one (wait); an unknown parameter is refused
+ * POST /v1/documents takes wait, GET /v1/documents limit and after (both
+ * checked here, see http_list_args); an unknown parameter is refused
  * like an unknown body field, so a typo (?wiat=true) is not ignored. */
 proto_status http_query_check(http_route r, const char *key, const char *value, char *msg,
                               size_t n);
+/* ?limit= (1..HTTP_LIST_MAX, default HTTP_LIST_DEFAULT) and ?after= (a
+ * doc_num, default 0) of GET /v1/documents, either NULL when absent:
+ * PROTO_OK or PROTO_EINVAL with msg naming the parameter. */
+#define HTTP_LIST_DEFAULT 50
+#define HTTP_LIST_MAX 1000
+proto_status http_list_args(const char *limit, const char *after, size_t *max, uint64_t *after_num,
+                            char *msg, size_t n);
 /* Up to n - 1 bytes of s with spaces, quotes, backslashes and bytes outside
  * printable ASCII as %XX: raw request text made safe for log lines and error
  * messages (which must stay valid UTF-8). */
@@ -183,6 +193,9 @@ typedef struct http_request {
   const char *method;
   const char *path;          /* raw path, percent-encoded, no query */
   const char *query_wait;    /* value of ?wait=, or NULL */
+  const char *query_limit;   /* ?limit= and ?after= of GET /v1/documents, or NULL */
+  const char *query_after;
+  const char *accept_encoding; /* header, for the page at / (gzip) */
   const char *authorization; /* headers, NULL when absent */
   const char *api_key;
   const char *content_type;
@@ -195,6 +208,7 @@ typedef struct http_response {
   const char *content_type;  /* static string */
   const char *allow;         /* Allow header for 405, static */
   int retry_after;           /* seconds; 0 = no header */
+  const char *content_encoding; /* static ("gzip") or NULL */
   proto_buf body;
 } http_response;
 

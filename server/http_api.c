@@ -252,6 +252,44 @@ static void h_doc_get(http_server *s, const http_match *m, http_response *resp) 
   ok_json(resp, 200);
 }
 
+static void h_doc_list(http_server *s, const http_request *rq, http_response *resp) {
+  size_t max;
+  uint64_t after;
+  char msg[160];
+  proto_status st = http_list_args(rq->query_limit, rq->query_after, &max, &after, msg, sizeof msg);
+  if (st != PROTO_OK) { http_error(resp, st, msg); return; }
+  if (no_engine(s, resp)) return;
+  srv_document *d = calloc(max, sizeof *d);
+  size_t n = 0;
+  int more = 0;
+  if (!d) { http_error(resp, PROTO_ENOMEM, "out of memory"); return; }
+  st = srv_documents_list(s->engine, after, max, d, &n, &more);
+  if (st != PROTO_OK) { free(d); engine_error(resp, st, "list documents"); return; }
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "documents");
+  proto_jw_arr(&w);
+  for (size_t i = 0; i < n; i++) {
+    proto_jw_obj(&w);
+    proto_jw_key(&w, "id"); proto_jw_cstr(&w, d[i].id);
+    proto_jw_key(&w, "doc_num"); proto_jw_uint(&w, d[i].doc_num);
+    proto_jw_key(&w, "metadata"); view_meta(&w, d[i].metadata_json);
+    proto_jw_key(&w, "n_chunks"); proto_jw_uint(&w, d[i].n_chunks);
+    proto_jw_key(&w, "first_chunk"); proto_jw_uint(&w, d[i].first_chunk);
+    proto_jw_obj_end(&w);
+  }
+  proto_jw_arr_end(&w);
+  /* the cursor for the next page: the last doc_num here, null at the end */
+  proto_jw_key(&w, "next_after");
+  if (more) proto_jw_uint(&w, d[n - 1].doc_num);
+  else proto_jw_null(&w);
+  proto_jw_obj_end(&w);
+  for (size_t i = 0; i < n; i++) srv_document_free(&d[i]);
+  free(d);
+  ok_json(resp, 200);
+}
+
 static void h_doc_delete(http_server *s, const http_match *m, http_response *resp) {
   if (no_engine(s, resp)) return;
   if (s->cfg->read_only) { http_error(resp, PROTO_EFORBIDDEN, "server is read-only"); return; }
@@ -1131,6 +1169,8 @@ void http_execute(http_server *s, const http_match *m, const http_request *rq,
     case HTTP_R_DETOKENIZE: http_tokenize(s, rq, 1, resp); return;
     case HTTP_R_MODELS: h_models(s, NULL, resp); return;
     case HTTP_R_MODEL: h_models(s, m->id, resp); return;
+    case HTTP_R_WEBUI: http_webui(s, rq, resp); return;
+    case HTTP_R_DOC_LIST: h_doc_list(s, rq, resp); return;
     default: http_error(resp, PROTO_ENOTFOUND, "no such route"); return;
   }
 }

@@ -86,6 +86,8 @@ static const opt_def opts[] = {
     {"chat-template", "RETRO_CHAT_TEMPLATE", OPT_STR, O(chat_template), NULL, 0, 0,
      "template FILE rendering /v1/chat/completions messages to a prompt (README: "
      "Chat template); default `role: content` lines ending in `assistant:`"},
+    {"no-webui", "RETRO_NO_WEBUI", OPT_BOOL, O(no_webui), "0", 0, 1,
+     "do not serve the web playground at / (404 there)"},
 };
 #undef O
 #define N_OPTS (sizeof opts / sizeof opts[0])

@@ -105,4 +105,12 @@ proto_status http_chat_render(const http_chat_template *t, const proto_chat_msg 
 /* Sets req->prompt from req->messages and adds the template's stops. */
 proto_status http_chat_apply(const http_chat_template *t, proto_complete_req *req);
 
+/* ---- the web playground (http_webui.c) ------------------------------------ */
+
+/* 1 when an Accept-Encoding header value accepts gzip (gzip or *, not q=0). */
+int http_accepts_gzip(const char *accept_encoding);
+/* GET /: the page, gzip-compressed when the client accepts it; 404 with
+ * --no-webui. */
+void http_webui(http_server *s, const http_request *rq, http_response *resp);
+
 #endif

@@ -13,7 +13,7 @@ static const char *const labels[HTTP_R_COUNT] = {
     "/health", "/ready", "/metrics", "/openapi.json", "/v1/info", "/v1/documents",
     "/v1/documents/{id}", "/v1/documents/{id}", "/v1/chunks/{id}", "/v1/search",
     "/v1/embeddings", "/v1/completions", "/v1/models", "/v1/models/{id}",
-    "/v1/chat/completions", "/tokenize", "/detokenize", "other"};
+    "/v1/chat/completions", "/tokenize", "/detokenize", "/", "/v1/documents", "other"};
 
 const char *http_route_label(http_route r) {
   return (unsigned)r < HTTP_R_COUNT ? labels[r] : "other";
@@ -87,6 +87,38 @@ void http_printable(const char *s, char *out, size_t n) {
   out[k] = 0;
 }
 
+/* A decimal integer in [lo, hi] (digits only); -1 when it is not one. */
+static int decimal_in(const char *v, uint64_t lo, uint64_t hi, uint64_t *out) {
+  char *end = NULL;
+  if (!v || v[0] < '0' || v[0] > '9') return -1;
+  errno = 0;
+  unsigned long long x = strtoull(v, &end, 10);
+  if (errno || *end || x < lo || x > hi) return -1;
+  *out = x;
+  return 0;
+}
+
+proto_status http_list_args(const char *limit, const char *after, size_t *max, uint64_t *after_num,
+                            char *msg, size_t n) {
+  char shown[72];
+  uint64_t v = HTTP_LIST_DEFAULT;
+  if (limit && decimal_in(limit, 1, HTTP_LIST_MAX, &v) < 0) {
+    http_printable(limit, shown, sizeof shown);
+    snprintf(msg, n, "limit: must be an integer from 1 to %d, not '%s'", HTTP_LIST_MAX, shown);
+    return PROTO_EINVAL;
+  }
+  *max = (size_t)v;
+  v = 0;
+  if (after && decimal_in(after, 0, UINT64_MAX, &v) < 0) {
+    http_printable(after, shown, sizeof shown);
+    snprintf(msg, n, "after: must be a doc_num (a non-negative integer, from next_after), not '%s'",
+             shown);
+    return PROTO_EINVAL;
+  }
+  *after_num = v;
+  return PROTO_OK;
+}
+
 proto_status http_query_check(http_route r, const char *key, const char *value, char *msg,
                               size_t n) {
   char shown[72];
@@ -96,9 +128,18 @@ proto_status http_query_check(http_route r, const char *key, const char *value, 
     snprintf(msg, n, "wait: must be true or false, not '%s'", shown);
     return PROTO_EINVAL;
   }
+  if (r == HTTP_R_DOC_LIST && (!strcmp(key, "limit") || !strcmp(key, "after"))) {
+    size_t max;
+    uint64_t after;
+    if (!value) value = "";
+    return http_list_args(key[0] == 'l' ? value : NULL, key[0] == 'a' ? value : NULL, &max,
+                          &after, msg, n);
+  }
   http_printable(key, shown, sizeof shown);
   snprintf(msg, n, "query parameter '%s': unknown (%s)", shown,
-           r == HTTP_R_DOCS ? "POST /v1/documents takes only wait" : "this route takes none");
+           r == HTTP_R_DOCS       ? "POST /v1/documents takes only wait"
+           : r == HTTP_R_DOC_LIST ? "GET /v1/documents takes limit and after"
+                                  : "this route takes none");
   return PROTO_EUNKNOWN_FIELD;
 }
 
@@ -143,13 +184,18 @@ void http_route_match(const char *method, const char *path, http_match *m) {
   if (!method || !path) return;
   int get = is(method, "GET") || is(method, "HEAD"), post = is(method, "POST");
   int del = is(method, "DELETE");
+  if (!strcmp(path, "/v1/documents") && get) { /* listing; POST below ingests */
+    set(m, HTTP_R_DOC_LIST, HTTP_READ, HTTP_INLINE, 0);
+    return;
+  }
   struct { const char *path; http_route r; http_access a; http_kind k; const char *allow; } fixed[] = {
+      {"/", HTTP_R_WEBUI, HTTP_OPEN, HTTP_INLINE, "GET, HEAD"},
       {"/health", HTTP_R_HEALTH, HTTP_OPEN, HTTP_INLINE, "GET, HEAD"},
       {"/ready", HTTP_R_READY, HTTP_OPEN, HTTP_INLINE, "GET, HEAD"},
       {"/metrics", HTTP_R_METRICS, HTTP_READ, HTTP_INLINE, "GET, HEAD"},
       {"/openapi.json", HTTP_R_OPENAPI, HTTP_OPEN, HTTP_INLINE, "GET, HEAD"},
       {"/v1/info", HTTP_R_INFO, HTTP_READ, HTTP_INLINE, "GET, HEAD"},
-      {"/v1/documents", HTTP_R_DOCS, HTTP_WRITE, HTTP_WORKER, "POST"},
+      {"/v1/documents", HTTP_R_DOCS, HTTP_WRITE, HTTP_WORKER, "GET, HEAD, POST"},
       {"/v1/search", HTTP_R_SEARCH, HTTP_READ, HTTP_WORKER, "POST"},
       {"/v1/embeddings", HTTP_R_EMBED, HTTP_READ, HTTP_WORKER, "POST"},
       {"/v1/completions", HTTP_R_COMPLETE, HTTP_READ, HTTP_GEN, "POST"},
@@ -160,7 +206,7 @@ void http_route_match(const char *method, const char *path, http_match *m) {
   };
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
     if (strcmp(path, fixed[i].path) != 0) continue;
-    int is_post = fixed[i].allow[0] == 'P';
+    int is_post = strstr(fixed[i].allow, "POST") != NULL;
     if ((is_post && !post) || (!is_post && !get)) {
       not_allowed(m, fixed[i].r, fixed[i].allow, method);
       return;

@@ -272,6 +272,11 @@ typedef struct srv_document {
 proto_status srv_document_get(srv_engine *e, const char *id, int with_text,
                               srv_document *out);
 void srv_document_free(srv_document *d); /* frees members; accepts zeroed */
+/* A page of documents in doc_num order: at most max with doc_num > after
+ * (out[i] without text or n_tokens; free each with srv_document_free);
+ * *more = 1 when documents follow the page. */
+proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max,
+                                srv_document *out, size_t *n, int *more);
 
 typedef struct srv_chunk {
   store_chunk c;             /* chunk id, doc num, ordinal, N and F tokens+text */

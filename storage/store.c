@@ -907,6 +907,40 @@ proto_status store_doc_get_by_num(store *st, uint64_t doc_id, store_doc *out) {
   return ps;
 }
 
+proto_status store_docs_list(store *st, uint64_t after, size_t max, store_doc *out,
+                             size_t *n, int *more) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  if (!st || !n || !more || (max && !out)) { set_err("store: bad docs_list arguments"); return PROTO_EINVAL; }
+  *n = 0;
+  *more = 0;
+  if (after == UINT64_MAX) return PROTO_OK;
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  unsigned char kb[8];
+  be64_put(kb, after + 1);
+  MDB_val k = val_of(kb, 8), v;
+  int rc = mdb_cursor_open(txn, st->docs, &cur);
+  if (rc) { ps = mdb_fail(rc, "mdb_cursor_open docs"); goto leave; }
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (*n == max) { *more = 1; break; }
+    doc_rec r;
+    if (k.mv_size != 8) { ps = corrupt("docs key"); goto leave; }
+    if ((ps = doc_rec_decode(&v, &r)) || (ps = doc_fill(be64_get(k.mv_data), &r, &out[*n])))
+      goto leave;
+    (*n)++;
+  }
+  if (rc && rc != MDB_NOTFOUND) ps = mdb_fail(rc, "mdb_cursor_get docs");
+leave:
+  if (cur) mdb_cursor_close(cur);
+  rd_end(st, txn);
+  if (ps) {
+    while (*n) store_doc_free(&out[--*n]);
+    *more = 0;
+  }
+  return ps;
+}
+
 void store_doc_free(store_doc *doc) {
   if (!doc) return;
   free(doc->id);

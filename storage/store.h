@@ -107,6 +107,11 @@ typedef struct store_doc {
 proto_status store_doc_get(store *st, const char *id, store_doc *out);
 proto_status store_doc_get_by_num(store *st, uint64_t doc_id, store_doc *out);
 void store_doc_free(store_doc *doc); /* frees the members; accepts zeroed */
+/* Up to max documents with internal id > after, in id order (one read
+ * transaction): *n of them in out (free each with store_doc_free); *more = 1
+ * when further documents follow the last one returned. */
+proto_status store_docs_list(store *st, uint64_t after, size_t max, store_doc *out,
+                             size_t *n, int *more);
 
 typedef struct store_chunk {
   uint64_t chunk_id;

@@ -12,6 +12,7 @@ during ingest losing no acknowledged document.
 """
 import base64
 import collections
+import gzip
 import http.client
 import json
 import os
@@ -156,7 +157,7 @@ def main():
         if rc != 0:
             print("Bail out! make_models.py failed")
             return 1
-    for d in ("main", "auth", "busy", "gone", "term"):
+    for d in ("main", "auth", "busy", "gone", "term", "nowebui"):
         shutil.rmtree(os.path.join(WORK, d), ignore_errors=True)
 
     # --- refuses a public address without a key; bad flags -> 2 ------------
@@ -175,6 +176,7 @@ def main():
         run_main(s)
         run_modes(s)
         run_completions(s)
+        run_listing_and_page(s)
     except Exception:
         time.sleep(0.5)
         for line in s.log[-30:]:
@@ -192,6 +194,7 @@ def main():
        "the log line carries the client's X-Request-Id")
 
     run_auth()
+    run_no_webui()
     run_busy()
     run_client_gone()
     run_search_placement()
@@ -768,6 +771,80 @@ def run_completions(s):
     ok(healthy(s), "client disconnect mid-stream: server keeps serving")
 
 
+def run_listing_and_page(s):
+    # --- GET /v1/documents: cursor pagination by doc_num ---------------------
+    seen, after, pages = [], 0, 0
+    while after is not None and pages < 100:
+        st, js, _, _ = s.req("GET", "/v1/documents?limit=7&after=%d" % after)
+        if st != 200:
+            break
+        ok(len(js["documents"]) <= 7, "a page holds at most limit documents", len(js["documents"]))
+        seen += js["documents"]
+        after = js["next_after"]
+        ok(after is None or after == js["documents"][-1]["doc_num"],
+           "next_after is the last doc_num of a full page", js)
+        pages += 1
+    st, info, _, _ = s.req("GET", "/v1/info")
+    nums = [d["doc_num"] for d in seen]
+    ok(st == 200 and after is None and len(seen) == info["documents"] and nums == sorted(set(nums)),
+       "paging to the end lists every document once, in doc_num order (%d in %d pages)" % (len(seen), pages),
+       (len(seen), info.get("documents")))
+    doc = seen[0]
+    st, one, _, _ = s.req("GET", "/v1/documents/" + urllib.parse.quote(doc["id"], safe=""))
+    ok(st == 200 and one["doc_num"] == doc["doc_num"] and one["n_chunks"] == doc["n_chunks"]
+       and one["chunk_ids"][0] == doc["first_chunk"] and one["metadata"] == doc["metadata"],
+       "a listed document matches GET /v1/documents/{id}", (doc, one))
+    st, js, _, _ = s.req("GET", "/v1/documents")
+    ok(st == 200 and len(js["documents"]) == min(50, len(seen)), "limit defaults to 50")
+    st, js, _, _ = s.req("GET", "/v1/documents?after=%d" % nums[-1])
+    ok(st == 200 and js == {"documents": [], "next_after": None}, "after the last doc_num: empty page", js)
+    st, js, _, _ = s.req("GET", "/v1/documents?limit=1000&after=18446744073709551615")
+    ok(st == 200 and js["documents"] == [], "after = 2^64-1: empty page", js)
+    for q, word in [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=-1", "limit"), ("limit=abc", "limit"),
+                    ("limit=", "limit"), ("after=x", "after"), ("after=-3", "after"),
+                    ("after=18446744073709551616", "after"), ("limit=2&limit=3", "limit"),
+                    ("wait=true", "wait"), ("cursor=3", "cursor")]:
+        st, js, _, _ = s.req("GET", "/v1/documents?" + q)
+        ok(st == 400 and js and word in js["error"]["message"], "GET /v1/documents?%s -> 400 naming %s" % (q, word), (st, js))
+    st, js, _, r = s.req("PUT", "/v1/documents")
+    ok(st == 405 and r.getheader("Allow") == "GET, HEAD, POST", "PUT /v1/documents -> 405 Allow: GET, HEAD, POST",
+       (st, r.getheader("Allow")))
+
+    # --- the web playground at / ---------------------------------------------
+    st, _, page, r = s.req("GET", "/")
+    ok(st == 200 and r.getheader("Content-Type").startswith("text/html") and r.getheader("Content-Encoding") is None
+       and page.startswith(b"<!doctype html>") and b"retrod playground" in page,
+       "GET / serves the page (plain without Accept-Encoding)", (st, r.getheaders()))
+    ok(b"<script src" not in page and b"https://" not in page and b"http://" not in page,
+       "the page loads nothing from elsewhere")
+    for ae in ("gzip", "deflate, gzip;q=0.5", "br, *"):
+        st, _, gz, r = s.req("GET", "/", headers={"Accept-Encoding": ae})
+        ok(st == 200 and r.getheader("Content-Encoding") == "gzip" and gzip.decompress(gz) == page
+           and len(gz) < len(page) / 2 and r.getheader("Vary") == "Accept-Encoding",
+           "GET / with Accept-Encoding: %s -> the same page gzip-compressed (%d of %d bytes)" % (ae, len(gz), len(page)))
+    for ae in ("gzip;q=0", "identity", "br"):
+        st, _, body, r = s.req("GET", "/", headers={"Accept-Encoding": ae})
+        ok(st == 200 and r.getheader("Content-Encoding") is None and body == page,
+           "GET / with Accept-Encoding: %s -> plain" % ae)
+    st, _, body, r = s.req("HEAD", "/")
+    ok(st == 200 and body == b"", "HEAD /")
+    st, js, _, _ = s.req("POST", "/", body="{}")
+    ok(st == 405, "POST / -> 405")
+
+
+def run_no_webui():
+    s = Server("nowebui", "--no-webui", "--api-key", "k")
+    try:
+        st, js, _, _ = s.req("GET", "/")
+        ok(st == 404 and js and "--no-webui" in js["error"]["message"], "--no-webui: GET / -> 404", (st, js))
+        st, _, _, _ = s.req("GET", "/health")
+        ok(st == 200, "--no-webui: the API still answers")
+        st, _, _, _ = s.req("GET", "/v1/documents")
+        ok(st == 401, "GET /v1/documents needs a key")
+    finally:
+        s.stop()
+
+
 def auth_server():
     return Server("auth", "--api-key", "rw-secret", "--read-key", "ro-secret")
 
@@ -794,7 +871,8 @@ def run_auth():
         ok(st == 401 and r.getheader("WWW-Authenticate"), "401 carries WWW-Authenticate")
         st, _, _, _ = s.req("GET", "/health")
         st2, _, _, _ = s.req("GET", "/openapi.json")
-        ok(st == 200 and st2 == 200, "/health and /openapi.json need no key")
+        st3, _, _, _ = s.req("GET", "/")
+        ok(st == 200 and st2 == 200 and st3 == 200, "/health, /openapi.json and the page at / need no key")
         st, _, _, _ = s.req("GET", "/metrics")
         ok(st == 401, "/metrics needs a key")
         st, _, _, _ = s.req("GET", "/v1/models")

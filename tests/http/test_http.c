@@ -3,7 +3,7 @@
  * the NDJSON splitter, the JSON writer (U+FFFD for broken UTF-8) and request
  * decoders, the OpenAPI document against the route table, and the
  * dispatcher with no engine (validation before 503). */
-#include "http.h"
+#include "http_priv.h" /* http_accepts_gzip */
 #include "tap.h"
 
 #include <jansson.h>
@@ -81,6 +81,14 @@ TEST(routing) {
   CHECK(m.st == PROTO_OK && m.kind == HTTP_WORKER && m.has_body && m.access == HTTP_READ);
   http_route_match("POST", "/v1/documents", &m);
   CHECK(m.st == PROTO_OK && m.access == HTTP_WRITE);
+  http_route_match("GET", "/v1/documents", &m);
+  CHECK(m.st == PROTO_OK && m.route == HTTP_R_DOC_LIST && m.access == HTTP_READ && !m.has_body);
+  http_route_match("DELETE", "/v1/documents", &m);
+  CHECK(m.st == PROTO_EMETHOD && !strcmp(m.allow, "GET, HEAD, POST"));
+  http_route_match("GET", "/", &m);
+  CHECK(m.st == PROTO_OK && m.route == HTTP_R_WEBUI && m.access == HTTP_OPEN);
+  http_route_match("POST", "/", &m);
+  CHECK(m.st == PROTO_EMETHOD);
   http_route_match("GET", "/v1/searchx", &m);
   CHECK(m.st == PROTO_ENOTFOUND && m.route == HTTP_R_OTHER);
   char big[600];
@@ -89,6 +97,31 @@ TEST(routing) {
   big[sizeof big - 1] = 0;
   http_route_match("GET", big, &m);
   CHECK(m.st == PROTO_EINVAL);
+}
+
+TEST(list_args_and_gzip) {
+  size_t max;
+  uint64_t after;
+  char msg[160];
+  CHECK(http_list_args(NULL, NULL, &max, &after, msg, sizeof msg) == PROTO_OK &&
+        max == HTTP_LIST_DEFAULT && after == 0);
+  CHECK(http_list_args("1000", "18446744073709551615", &max, &after, msg, sizeof msg) == PROTO_OK &&
+        max == 1000 && after == UINT64_MAX);
+  const char *bad_limit[] = {"0", "1001", "", "-1", "+5", " 5", "5x", "99999999999999999999"};
+  for (size_t i = 0; i < sizeof bad_limit / sizeof *bad_limit; i++)
+    CHECKF(http_list_args(bad_limit[i], NULL, &max, &after, msg, sizeof msg) == PROTO_EINVAL &&
+               strstr(msg, "limit"), "limit=%s", bad_limit[i]);
+  CHECK(http_list_args(NULL, "18446744073709551616", &max, &after, msg, sizeof msg) == PROTO_EINVAL &&
+        strstr(msg, "after"));
+  CHECK(http_query_check(HTTP_R_DOC_LIST, "after", "x", msg, sizeof msg) == PROTO_EINVAL);
+  CHECK(http_query_check(HTTP_R_DOC_LIST, "limit", "3", msg, sizeof msg) == PROTO_OK);
+  CHECK(http_query_check(HTTP_R_DOC_LIST, "wait", "1", msg, sizeof msg) == PROTO_EUNKNOWN_FIELD);
+  CHECK(http_query_check(HTTP_R_DOCS, "limit", "1", msg, sizeof msg) == PROTO_EUNKNOWN_FIELD);
+  const char *yes[] = {"gzip", "GZIP", "deflate, gzip", "gzip;q=0.5", "br, *", "gzip ; q=1"};
+  const char *no[] = {"", "identity", "br", "gzip;q=0", "gzip; q=0.000", "x-gzip", "*;q=0"};
+  CHECK(!http_accepts_gzip(NULL));
+  for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) CHECKF(http_accepts_gzip(yes[i]), "%s", yes[i]);
+  for (size_t i = 0; i < sizeof no / sizeof *no; i++) CHECKF(!http_accepts_gzip(no[i]), "%s", no[i]);
 }
 
 TEST(auth) {
@@ -308,6 +341,8 @@ TEST(dispatch_without_engine) {
       {"POST", "/v1/documents", "Bearer k", "application/x-ndjson", "{\"id\":\"a\",\"text\":\"b\"}\n", 503},
       {"POST", "/v1/completions", "Bearer k", "application/json", "{\"prompt\":\"a\",\"top_p\":2}", 422},
       {"GET", "/openapi.json", NULL, NULL, NULL, 200},
+      {"GET", "/", NULL, NULL, NULL, 200},
+      {"GET", "/v1/documents", "Bearer k", NULL, NULL, 503},
       {"GET", "/metrics", "Bearer k", NULL, NULL, 200},
       {"PATCH", "/v1/search", NULL, NULL, NULL, 405},
   };
@@ -368,6 +403,7 @@ int main(void) {
   RUN(config_precedence);
   RUN(routing);
   RUN(query_parameters);
+  RUN(list_args_and_gzip);
   RUN(auth);
   RUN(ndjson_lines);
   RUN(json_writer);

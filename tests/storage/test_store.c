@@ -296,6 +296,23 @@ TEST(replace_and_delete) {
 
   store_stats s;
   CHECK(store_stats_get(st, &s) == PROTO_OK && s.docs == 2 && s.chunks == 4 && s.next_chunk_id == 11);
+
+  /* Listing: live documents in doc id order (a is #3, b is #4), by pages. */
+  store_doc page[2];
+  size_t n = 9;
+  int more = -1;
+  CHECK(store_docs_list(st, 0, 1, page, &n, &more) == PROTO_OK && n == 1 && more == 1);
+  CHECK(n == 1 && page[0].doc_id == 3 && !strcmp(page[0].id, "a") && page[0].first_chunk == 7 &&
+        page[0].n_chunks == 2);
+  if (n == 1) store_doc_free(&page[0]);
+  CHECK(store_docs_list(st, 3, 2, page, &n, &more) == PROTO_OK && n == 1 && more == 0);
+  CHECK(n == 1 && page[0].doc_id == 4 && !strcmp(page[0].id, "b"));
+  if (n == 1) store_doc_free(&page[0]);
+  CHECK(store_docs_list(st, 0, 2, page, &n, &more) == PROTO_OK && n == 2 && more == 0);
+  for (size_t i = 0; i < n; i++) store_doc_free(&page[i]);
+  CHECK(store_docs_list(st, 4, 2, page, &n, &more) == PROTO_OK && n == 0 && more == 0);
+  CHECK(store_docs_list(st, UINT64_MAX, 2, page, &n, &more) == PROTO_OK && n == 0 && more == 0);
+  CHECK(store_docs_list(st, 0, 0, NULL, &n, &more) == PROTO_OK && n == 0 && more == 1);
   store_close(st);
   rm_rf(dir);
   free(dir);

@@ -1,0 +1,170 @@
+// browser_test.mjs - the web playground (GET /) driven in headless chromium
+// by puppeteer-core against a running `retro serve`: loads without console
+// errors, searches, streams a completion (chunk boundaries, neighbours,
+// attribution marks), upserts and deletes a document through the forms with
+// the read-write key and shows the 403 with the read-only key, shows the
+// status pane, fits 375 px, and checks --no-webui answers 404. Prints TAP;
+// writes screenshots to $SHOTS. Run by run.sh, which sets the environment.
+import fs from 'node:fs';
+import puppeteer from 'puppeteer-core';
+
+const { RETRO_URL, RETRO_OFF_URL, RW_KEY, RO_KEY, CHROMIUM, SHOTS, CORPUS } = process.env;
+let n = 0, failed = 0;
+function ok(cond, name, detail) {
+  n++;
+  if (!cond) failed++;
+  console.log(`${cond ? 'ok' : 'not ok'} ${n} - ${name}`);
+  if (!cond && detail !== undefined) console.log(`# ${JSON.stringify(detail).slice(0, 800)}`);
+}
+async function attempt(name, fn) {
+  try { await fn(); } catch (e) { ok(false, name, String(e && e.stack || e)); }
+}
+
+// Documents long enough for several 64-token chunks each.
+const lines = fs.readFileSync(`${CORPUS}/c.txt`, 'utf8').split('\n').filter(Boolean);
+const docs = [];
+for (let i = 0; i < 6; i++) docs.push({ id: `doc-${i}`, text: lines.slice(i * 30, i * 30 + 30).join('\n'), metadata: { part: i } });
+const r = await fetch(`${RETRO_URL}/v1/documents`, { method: 'POST', headers: { Authorization: `Bearer ${RW_KEY}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ documents: docs }) });
+const ing = await r.json();
+ok(r.status === 200 && ing.errors === 0 && ing.documents === docs.length, 'corpus ingested through the API', ing);
+
+const browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+const page = await browser.newPage();
+const errors = [];
+let expect403 = false; // the browser logs the intended 403 as a failed resource
+page.on('console', (m) => { if (m.type() === 'error' && !(expect403 && /status of 403/.test(m.text()))) errors.push(m.text()); });
+page.on('pageerror', (e) => errors.push(String(e)));
+await page.setViewport({ width: 1280, height: 900 });
+const text = (sel) => page.$eval(sel, (e) => e.textContent);
+const setValue = (sel, v) => page.$eval(sel, (e, v) => { e.value = v; e.dispatchEvent(new Event('change')); }, v);
+
+await attempt('page loads', async () => {
+  const resp = await page.goto(RETRO_URL + '/', { waitUntil: 'load' });
+  ok(resp.status() === 200 && (await page.title()) === 'retrod playground', 'GET / loads the page');
+  await new Promise((res) => setTimeout(res, 300));
+  ok(errors.length === 0, 'no console errors after load', errors);
+  const unlabelled = await page.$$eval('input, select, textarea', (els) => els.filter((e) => !e.labels || !e.labels.length).map((e) => e.id));
+  ok(unlabelled.length === 0, 'every input has a label', unlabelled);
+});
+
+await attempt('key', async () => {
+  await page.focus('#key');
+  await page.keyboard.type(RW_KEY);
+  await page.keyboard.press('Tab');
+  const kept = await page.evaluate(() => sessionStorage.getItem('retrod.key'));
+  ok(kept === RW_KEY && !page.url().includes(RW_KEY), 'the key is kept in sessionStorage, not the URL');
+});
+
+await attempt('search', async () => {
+  await setValue('#s-filter', '{not json');
+  await page.focus('#s-query');
+  await page.keyboard.type('model chunk database');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => document.querySelector('#s-msg').textContent.includes('filter'));
+  ok((await text('#s-msg')).includes('not valid JSON'), 'a bad filter is refused before sending');
+  await setValue('#s-filter', '{"part": [0, 1, 2, 3, 4, 5]}');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.hit', { timeout: 20000 });
+  const hits = await page.$$eval('.hit', (h) => h.map((x) => x.textContent));
+  ok(hits.length > 0 && hits.every((h) => /doc-\d/.test(h) && /score/.test(h)), `a search shows hits with document and score (${hits.length})`, hits.slice(0, 2));
+  ok((await page.$$('.hit details')).length > 0, 'hits expand to their context (expand)');
+  await page.screenshot({ path: `${SHOTS}/search-desktop.png` });
+});
+
+await attempt('generate', async () => {
+  await page.click('nav button[data-pane="generate"]');
+  // the first 12 lines of doc-0: its continuation is in the index
+  await setValue('#g-prompt', docs[0].text.split('\n').slice(0, 12).join('\n'));
+  await setValue('#g-max', '140');
+  await setValue('#g-seed', '7');
+  await page.click('#g-cmp');
+  await page.click('#g-go');
+  await page.waitForFunction(() => [...document.querySelectorAll('#g-cols h3')].filter((h) => !h.closest('[hidden]')).every((h) => !h.textContent.endsWith('…')) && document.querySelectorAll('#g-off h3').length, { timeout: 120000 });
+  const chunks = await page.$$('#g-main .gen-chunk');
+  const bounds = await page.$$('#g-main .gen-chunk.boundary');
+  const nbs = await page.$$('#g-main .gen-chunk .nb');
+  ok(chunks.length >= 2 && bounds.length >= 1, `the streamed text is split at chunk boundaries (${chunks.length} chunks)`);
+  ok(nbs.length >= 1, `generated chunks show their neighbours (${nbs.length})`);
+  const genMarks = await page.$$('#g-main .prompt-row .gentext mark');
+  const nbMarks = await page.$$('#g-main .prompt-row .nb mark');
+  ok(genMarks.length > 0 && nbMarks.length > 0, `attribution: shared runs marked in the text and in a neighbour (${genMarks.length}/${nbMarks.length})`);
+  const offNbs = await page.$$('#g-off .nb');
+  const offChunks = await page.$$('#g-off .gen-chunk');
+  ok(offNbs.length === 0 && (await text('#g-off h3')) === 'retrieval off' && (await text('#g-off .gentext')).length > 0 &&
+     offChunks.length >= 2,
+    `the run with retrieval off is shown beside it, without neighbours, split at its chunk boundaries (${offChunks.length} chunks)`);
+  ok((await text('#g-msg')) === '', 'no error message', await text('#g-msg'));
+  await page.screenshot({ path: `${SHOTS}/generate-desktop.png`, fullPage: true });
+  // the small one the README shows (docs/webui.jpg)
+  await page.setViewport({ width: 960, height: 640 });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: `${SHOTS}/playground.jpg`, type: 'jpeg', quality: 60 });
+  await page.setViewport({ width: 1280, height: 900 });
+});
+
+await attempt('documents', async () => {
+  await page.click('nav button[data-pane="documents"]');
+  await page.waitForSelector('#d-list table');
+  ok((await text('#d-list')).includes('doc-0'), 'the documents pane lists documents');
+  await setValue('#u-id', 'ui-doc');
+  await setValue('#u-text', 'a document written through the playground form');
+  await setValue('#u-meta', '{"source": "ui"}');
+  await page.click('#uform button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#u-msg').textContent.length > 0);
+  ok((await text('#u-msg')).includes('upserted 1 document'), 'upsert through the form shows the result', await text('#u-msg'));
+  await page.waitForFunction(() => document.querySelector('#d-list').textContent.includes('ui-doc'));
+  let g = await fetch(`${RETRO_URL}/v1/documents/ui-doc`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
+  ok(g.status === 200 && (await g.json()).metadata.source === 'ui', 'the upserted document is stored');
+  await setValue('#del-id', 'ui-doc');
+  await page.click('#delform button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#u-msg').textContent.includes('deleted'));
+  g = await fetch(`${RETRO_URL}/v1/documents/ui-doc`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
+  ok(g.status === 404, 'delete through the form removes it');
+  // a .jsonl file: one document per line, sent as NDJSON
+  const file = `${SHOTS}/upload.jsonl`;
+  fs.writeFileSync(file, ['up-1', 'up-2'].map((id) => JSON.stringify({ id, text: `uploaded ${id} model chunk` })).join('\n') + '\n');
+  await setValue('#u-id', '');
+  await (await page.$('#u-file')).uploadFile(file);
+  await page.click('#uform button[type=submit]');
+  await page.waitForFunction(() => /upserted 2 document/.test(document.querySelector('#u-msg').textContent));
+  g = await fetch(`${RETRO_URL}/v1/documents/up-2`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
+  ok(g.status === 200, 'a .jsonl upload upserts one document per line, with the per-document results');
+  fs.unlinkSync(file);
+  await page.$eval('#u-file', (e) => { e.value = ''; });
+  expect403 = true;
+  await setValue('#key', RO_KEY);
+  await setValue('#u-id', 'ro-doc');
+  await page.click('#uform button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#u-msg').textContent.includes('403'));
+  ok((await text('#u-msg')).includes('read-write key'), 'with the read-only key: a 403 message naming the read-write key', await text('#u-msg'));
+  expect403 = false;
+});
+
+await attempt('status', async () => {
+  await page.click('nav button[data-pane="status"]');
+  await page.waitForSelector('#st-table');
+  const t = await text('#pane-status');
+  const figs = await page.$$eval('#st-figures tr', (rows) => Object.fromEntries(rows.map((r) => [r.cells[0].textContent, r.cells[1].textContent])));
+  ok(/retrieval_mode/.test(t) && Number(figs['requests served']) > 10 && Number(figs['mean latency (ms)']) > 0 &&
+     Number(figs.documents) === docs.length + 2 /* up-1, up-2 */ && figs['queue depth (workers)'] === '0' && figs['generating / waiting'] === '0 / 0',
+     'the status pane shows the server, counts and metrics', figs);
+});
+
+await attempt('375 px', async () => {
+  await page.setViewport({ width: 375, height: 800 });
+  await page.click('nav button[data-pane="search"]');
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  ok(width <= 375, `no horizontal scrolling at 375 px (${width})`);
+  await page.screenshot({ path: `${SHOTS}/search-375.png`, fullPage: true });
+});
+
+ok(errors.length === 0, 'no console errors in the whole session', errors);
+
+await attempt('--no-webui', async () => {
+  const resp = await page.goto(RETRO_OFF_URL + '/');
+  ok(resp.status() === 404, '--no-webui: GET / answers 404');
+});
+await browser.close();
+console.log(`1..${n}`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,56 @@
+#!/bin/sh
+# run.sh - the web playground in a real browser: starts `retro serve` (tiny
+# random models from tests/http/make_models.py, a read-write and a read-only
+# key, a random loopback port) and a second one with --no-webui, then drives
+# Debian's chromium headless with puppeteer-core (pinned below, installed into
+# CACHE on first use) through browser_test.mjs. TAP on stdout; screenshots in
+# SHOTS. Exit 77 (skipped) when chromium, node, npm, PyTorch or the npm
+# registry is not available.
+#   tests/webui/run.sh RETRO_BINARY CACHE_DIR SHOTS_DIR
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+RETRO=$1; CACHE=$2; SHOTS=$3
+PPTR_VERSION=23.11.1  # the last major that runs on Debian 12's node 18
+skip() { echo "1..0 # SKIP $*"; exit 77; }
+CHROMIUM=$(command -v chromium || command -v chromium-browser) || skip "chromium not installed"
+command -v node >/dev/null && command -v npm >/dev/null || skip "node and npm not installed"
+if [ ! -f "$CACHE/node_modules/puppeteer-core/package.json" ] ||
+   ! grep -q "\"version\": \"$PPTR_VERSION\"" "$CACHE/node_modules/puppeteer-core/package.json"; then
+  mkdir -p "$CACHE"
+  (cd "$CACHE" && timeout 300 npm install --no-audit --no-fund --silent "puppeteer-core@$PPTR_VERSION" >npm.log 2>&1) ||
+    skip "npm install puppeteer-core@$PPTR_VERSION failed (no registry?): $(tail -1 "$CACHE/npm.log")"
+fi
+WORK=$(mktemp -d)
+PIDS=
+trap 'for p in $PIDS; do kill $p 2>/dev/null; done; rm -rf "$WORK"' EXIT
+/usr/bin/python3 "$HERE/../http/make_models.py" "$WORK/models" >/dev/null 2>&1
+rc=$?
+[ $rc = 77 ] && skip "PyTorch not available for the test models"
+[ $rc = 0 ] || { echo "Bail out! make_models.py failed ($rc)"; exit 1; }
+
+# serve NAME ARGS...: starts a server, sets PORT
+serve() {
+  name=$1; shift
+  "$RETRO" serve --data "$WORK/$name" --encoder "$WORK/models/encoder" --decoder "$WORK/models/decoder" \
+    --port 0 --threads 1 "$@" 2>"$WORK/$name.err" &
+  PIDS="$PIDS $!"
+  PORT=
+  for i in $(seq 300); do
+    PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$WORK/$name.err" | head -1)
+    [ -n "$PORT" ] && break
+    sleep 0.1
+  done
+  [ -n "$PORT" ] || { echo "Bail out! retro serve did not start: $(cat "$WORK/$name.err")"; exit 1; }
+  for i in $(seq 300); do
+    curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+}
+serve main --api-key rw-key --read-key ro-key
+MAIN=$PORT
+serve off --no-webui
+OFF=$PORT
+mkdir -p "$SHOTS"
+cp "$HERE/browser_test.mjs" "$CACHE/browser_test.mjs"
+RETRO_URL="http://127.0.0.1:$MAIN" RETRO_OFF_URL="http://127.0.0.1:$OFF" RW_KEY=rw-key RO_KEY=ro-key \
+  CHROMIUM="$CHROMIUM" SHOTS="$SHOTS" CORPUS="$WORK/models/corpus" node "$CACHE/browser_test.mjs"
