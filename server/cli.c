@@ -202,6 +202,11 @@ static int engine_from_args(const cli_args *a, int load_decoder, int read_only, 
   long batch = 0;
   if (flag_index(a, "--batch") < a->n_flags && opt_int(a, "--batch", 1, 4096, &batch)) return 2;
   o.embed_batch = (int)batch;
+  long max_map = 0;
+  if (flag_index(a, "--max-map-mb") < a->n_flags &&
+      opt_int(a, "--max-map-mb", 1, 1L << 30, &max_map))
+    return 2;
+  o.max_map_bytes = (size_t)max_map << 20;
   proto_status s = srv_engine_open(&o, e);
   if (s != PROTO_OK) {
     fprintf(stderr, "retro %s: %s\n", a->cmd, srv_last_error());
@@ -243,6 +248,8 @@ static const cli_flag index_flags[] = {
     {"--index", NULL, 1, "FAISS index_factory string (default: by corpus size)"},
     {"--batch", NULL, 1, "chunks per encoder batch (default 32)"},
     {"--acks", NULL, 0, "print \"ack ID\" on stdout once each document is committed"},
+    {"--force", NULL, 0, "embed and store every document, also those whose text and metadata are unchanged"},
+    {"--max-map-mb", NULL, 1, "the LMDB map never grows past this many MiB (default: no limit)"},
     {"--quiet", "-q", 0, "no progress output"},
 };
 
@@ -507,7 +514,8 @@ static int cmd_index(int argc, char **argv) {
   if ((rc = engine_from_args(&a, 0, 0, &e)) != 0) goto leave;
   ingest_ui ui = {.tty = isatty(2), .quiet = opt_set(&a, "--quiet"), .acks = opt_set(&a, "--acks"),
                   .total_bytes = use_stdin ? 0 : fl.bytes, .t0 = proto_now()};
-  srv_ingest_callbacks cb = {.on_ack = ui_ack, .on_progress = ui_progress, .ctx = &ui};
+  srv_ingest_callbacks cb = {.on_ack = ui_ack, .on_progress = ui_progress, .ctx = &ui,
+                             .force = opt_set(&a, "--force")};
   if (srv_ingest_begin(e, &cb, &in) != PROTO_OK) {
     fprintf(stderr, "retro index: %s\n", srv_last_error());
     rc = 1;
@@ -552,8 +560,9 @@ static int cmd_index(int argc, char **argv) {
   in = NULL;
   if (ui.tty && !ui.quiet) fprintf(stderr, "\r\033[K");
   if (!ui.quiet)
-    fprintf(stderr, "retro index: %llu documents, %llu chunks in %.1fs (%.1f chunks/s)%s\n",
-            (unsigned long long)pr.docs, (unsigned long long)pr.chunks, pr.elapsed_s,
+    fprintf(stderr, "retro index: %llu documents, %llu chunks, %llu unchanged in %.1fs (%.1f chunks/s)%s\n",
+            (unsigned long long)pr.docs, (unsigned long long)pr.chunks,
+            (unsigned long long)pr.unchanged, pr.elapsed_s,
             pr.elapsed_s > 0 ? (double)pr.chunks / pr.elapsed_s : 0.0,
             interrupted ? "; interrupted" : "");
   if (pr.errors || bad) {

@@ -50,6 +50,7 @@ typedef struct http_config {
   long inline_search_floats; /* --inline-search-floats: searches by vector on an
                                 index up to this size (vectors x dim) run on
                                 the MHD threads, larger ones on the workers */
+  long max_map_mb;       /* --max-map-mb: LMDB map limit in MiB (0 = none) */
   char *log;             /* --log FILE (NULL = stderr) */
   long log_flush_ms;     /* --log-flush-ms: request lines wait at most this (0 = none) */
   char *config;          /* --config FILE */
@@ -106,7 +107,7 @@ const char *http_route_method(http_route r);
 int http_wait_value(const char *v);
 /* Checks one query parameter (raw key, value NULL when it has none) of a
  * route: PROTO_OK, or PROTO_EUNKNOWN_FIELD / PROTO_EINVAL with msg naming it.
- * Only POST /v1/documents takes one (wait); an unknown parameter is refused
+ * Only POST /v1/documents takes any (wait, force: true or false); an unknown parameter is refused
  * like an unknown body field, so a typo (?wiat=true) is not ignored. */
 proto_status http_query_check(http_route r, const char *key, const char *value, char *msg,
                               size_t n);
@@ -179,6 +180,7 @@ typedef struct http_request {
   const char *method;
   const char *path;          /* raw path, percent-encoded, no query */
   const char *query_wait;    /* value of ?wait=, or NULL */
+  const char *query_force;   /* value of ?force=, or NULL */
   const char *authorization; /* headers, NULL when absent */
   const char *api_key;
   const char *content_type;

@@ -251,6 +251,12 @@ static void h_metrics(http_server *s, http_response *resp) {
             info->ingested_chunks);
       gauge(b, "retro_ingest_errors_total", "counter", "Documents that failed to ingest.",
             info->ingest_errors);
+      gauge(b, "retro_ingest_unchanged_total", "counter",
+            "Documents skipped by ingest: the same content hash was stored.", info->ingest_unchanged);
+      gauge(b, "retro_ingest_embedded_chunks_total", "counter",
+            "Chunks the ingest pipeline ran through the encoder.", info->ingest_embedded_chunks);
+      gauge(b, "retro_storage_full_total", "counter",
+            "Writes refused for lack of disk or LMDB map space (507).", info->storage_full);
       gauge(b, "retro_ingest_queue_chunks", "gauge", "Chunks waiting in the ingest pipeline.",
             info->ingest_queue);
       gauge(b, "retro_deleted_documents_total", "counter", "Documents deleted since start.",
@@ -576,13 +582,14 @@ struct http_ingest {
   http_server *s;
   int ndjson;
   srv_ingest *session;
+  int force;                   /* ?force=true */
   pthread_mutex_t mu;          /* guards everything below: acks arrive on the
                                   engine's writer thread */
   proto_buf results;           /* the "results" array body (without brackets) */
   proto_jw jw;
   size_t n_results;
   int truncated;
-  uint64_t n_ok, n_err, n_chunks, n_not_indexed;
+  uint64_t n_ok, n_err, n_chunks, n_not_indexed, n_unchanged;
   proto_status first_st;
   char first_msg[256];
   uint64_t *fifo;              /* item numbers of queued documents, ack order */
@@ -629,6 +636,7 @@ static void on_ack(void *ctx, const srv_ack *ack) {
     record_error(in, no, ack->id, ack->status, msg);
   } else {
     in->n_ok++;
+    in->n_unchanged += ack->unchanged != 0;
     in->n_chunks += ack->n_chunks;
     if (!ack->indexed) in->n_not_indexed++;
     if (in->n_results < INGEST_MAX_RESULTS) {
@@ -636,7 +644,7 @@ static void on_ack(void *ctx, const srv_ack *ack) {
       proto_jw_key(&in->jw, in->ndjson ? "line" : "index");
       proto_jw_uint(&in->jw, no);
       proto_jw_key(&in->jw, "id"); proto_jw_cstr(&in->jw, ack->id);
-      proto_jw_key(&in->jw, "status"); proto_jw_cstr(&in->jw, "ok");
+      proto_jw_key(&in->jw, "status"); proto_jw_cstr(&in->jw, ack->unchanged ? "unchanged" : "ok");
       proto_jw_key(&in->jw, "doc_num"); proto_jw_uint(&in->jw, ack->doc_num);
       proto_jw_key(&in->jw, "chunks"); proto_jw_uint(&in->jw, ack->n_chunks);
       proto_jw_key(&in->jw, "indexed"); proto_jw_bool(&in->jw, ack->indexed);
@@ -649,10 +657,11 @@ static void on_ack(void *ctx, const srv_ack *ack) {
   pthread_mutex_unlock(&in->mu);
 }
 
-proto_status http_ingest_new(http_server *s, int ndjson, http_ingest **out) {
+proto_status http_ingest_new(http_server *s, int ndjson, int force, http_ingest **out) {
   http_ingest *in = calloc(1, sizeof *in);
   if (!in) return PROTO_ENOMEM;
   in->s = s;
+  in->force = force;
   in->ndjson = ndjson;
   pthread_mutex_init(&in->mu, NULL);
   proto_jw_init(&in->jw, &in->results);
@@ -742,6 +751,7 @@ proto_status http_ingest_submit(http_ingest *in) {
     memset(&cb, 0, sizeof cb);
     cb.on_ack = on_ack;
     cb.ctx = in;
+    cb.force = in->force;
     st = srv_ingest_begin(in->s->engine, &cb, &in->session);
     if (st != PROTO_OK) {
       for (size_t i = 0; i < in->n_pending; i++) proto_doc_free(&in->pending[i]);
@@ -824,6 +834,7 @@ void http_ingest_finish(http_ingest *in, http_response *resp) {
     proto_jw_obj_end(&w);
   }
   proto_jw_key(&w, "documents"); proto_jw_uint(&w, in->n_ok);
+  proto_jw_key(&w, "unchanged"); proto_jw_uint(&w, in->n_unchanged);
   proto_jw_key(&w, "chunks"); proto_jw_uint(&w, in->n_chunks);
   proto_jw_key(&w, "errors"); proto_jw_uint(&w, in->n_err);
   proto_jw_key(&w, "indexed"); proto_jw_bool(&w, in->n_not_indexed == 0);
@@ -882,8 +893,13 @@ static void h_docs(http_server *s, const http_request *rq, http_response *resp) 
     http_error(resp, PROTO_EINVAL, err);
     return;
   }
+  if (http_wait_value(rq->query_force) < 0) {
+    http_query_check(HTTP_R_DOCS, "force", rq->query_force, err, sizeof err);
+    http_error(resp, PROTO_EINVAL, err);
+    return;
+  }
   http_ingest *in = NULL;
-  proto_status st = http_ingest_new(s, kind == 1, &in);
+  proto_status st = http_ingest_new(s, kind == 1, http_wait_value(rq->query_force) > 0, &in);
   if (st != PROTO_OK) { http_error(resp, st, "out of memory"); return; }
   if (kind == 1) {
     size_t off = 0;

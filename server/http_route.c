@@ -88,15 +88,15 @@ void http_printable(const char *s, char *out, size_t n) {
 proto_status http_query_check(http_route r, const char *key, const char *value, char *msg,
                               size_t n) {
   char shown[72];
-  if (r == HTTP_R_DOCS && !strcmp(key, "wait")) {
+  if (r == HTTP_R_DOCS && (!strcmp(key, "wait") || !strcmp(key, "force"))) {
     if (!value || http_wait_value(value) >= 0) return PROTO_OK;
     http_printable(value, shown, sizeof shown);
-    snprintf(msg, n, "wait: must be true or false, not '%s'", shown);
+    snprintf(msg, n, "%s: must be true or false, not '%s'", key, shown);
     return PROTO_EINVAL;
   }
   http_printable(key, shown, sizeof shown);
   snprintf(msg, n, "query parameter '%s': unknown (%s)", shown,
-           r == HTTP_R_DOCS ? "POST /v1/documents takes only wait" : "this route takes none");
+           r == HTTP_R_DOCS ? "POST /v1/documents takes only wait and force" : "this route takes none");
   return PROTO_EUNKNOWN_FIELD;
 }
 

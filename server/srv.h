@@ -81,6 +81,8 @@ typedef struct srv_engine_options {
   int read_only;             /* 1 = ingest/delete fail with PROTO_EFORBIDDEN and
                                 close does not save the index */
   size_t map_bytes;          /* initial LMDB map size; 0 = store default */
+  size_t max_map_bytes;      /* the LMDB map never grows past this; 0 = no
+                                limit (writes beyond: PROTO_ENOSPACE) */
   /* ingest pipeline */
   int embed_batch;           /* chunks per encoder call; 0 = 32 */
   int commit_chunks;         /* most chunks per LMDB write transaction; 0 = 1024 */
@@ -154,6 +156,9 @@ typedef struct srv_info {
   uint64_t ingested_docs;    /* documents committed */
   uint64_t ingested_chunks;  /* chunks committed */
   uint64_t ingest_errors;    /* documents that failed */
+  uint64_t ingest_unchanged; /* documents skipped: same content hash */
+  uint64_t ingest_embedded_chunks; /* chunks the ingest pipeline ran through the encoder */
+  uint64_t storage_full;     /* documents and deletes refused: disk or map full */
   uint64_t ingest_queue;     /* chunks waiting in the pipeline now */
   uint64_t deleted_docs;
   uint64_t searches;         /* queries answered */
@@ -197,6 +202,10 @@ typedef struct srv_ack {
   const char *message;       /* detail when status != OK, else "" */
   uint64_t doc_num;          /* internal doc id (when OK) */
   uint32_t n_chunks;         /* chunks stored */
+  int unchanged;             /* 1: the stored document had the same content
+                                hash (text, metadata, models): nothing was
+                                embedded or written; doc_num, n_chunks are
+                                the stored document's */
   int indexed;               /* 1: the index already holds its chunks (so a
                                 search finds them); 0: after the next idx_sync
                                 (e.g. an IVF index still waiting for training) */
@@ -204,8 +213,10 @@ typedef struct srv_ack {
 
 typedef struct srv_ingest_progress {
   uint64_t docs, chunks;     /* committed by this session so far */
-  uint64_t bytes;            /* text bytes of those documents */
+  uint64_t bytes;            /* text bytes of those documents and of the
+                                unchanged ones */
   uint64_t errors;           /* documents that failed */
+  uint64_t unchanged;        /* documents skipped as unchanged (not in docs) */
   double elapsed_s;          /* since srv_ingest_begin */
 } srv_ingest_progress;
 
@@ -219,6 +230,8 @@ typedef struct srv_ingest_callbacks {
   void *ctx;
   int nonblocking;           /* 1: srv_ingest_add returns PROTO_EBUSY instead
                                 of blocking while the pipeline is full */
+  int force;                 /* 1: embed and store every document, even one
+                                whose content hash is unchanged */
 } srv_ingest_callbacks;
 
 typedef struct srv_ingest srv_ingest;

@@ -17,6 +17,9 @@
  *   chunks:   doc_id u64 | ordinal u32 | n_tokens u32 | text_len u32 |
  *             tokens i32 x n_tokens | text bytes
  *   vectors:  dim floats in host byte order
+ *   doc_hash: key = doc id u64 big-endian -> the 32-byte content hash the
+ *             writer gave (absent for documents written without one, e.g. by
+ *             a build before content hashes)
  *   dead:     empty values
  *   meta:     string values (reserved keys below hold decimal numbers).
  *
@@ -65,8 +68,9 @@ static const char K_WATERMARK[] = "index_watermark";
 
 struct store {
   MDB_env *env;
-  MDB_dbi meta, docs, doc_keys, chunks, vectors, dead;
+  MDB_dbi meta, docs, doc_keys, chunks, vectors, dead, doc_hash;
   unsigned maxkey;
+  size_t max_map;           /* 0: the map grows without limit */
   pthread_rwlock_t map_lock; /* shared: a txn is open; exclusive: resizing */
   pthread_mutex_t write_lock;
   int locks_ready;
@@ -94,7 +98,13 @@ static proto_status mdb_fail(int rc, const char *what) {
   case MDB_VERSION_MISMATCH: case MDB_BAD_DBI:
     return PROTO_ECORRUPT;
   case ENOMEM: return PROTO_ENOMEM;
-  case EIO: case ENOSPC: case EROFS: case EACCES: case EPERM:
+  case ENOSPC: case EDQUOT:
+    set_err("store: %s: the disk is full (%s)", what, mdb_strerror(rc));
+    return PROTO_ENOSPACE;
+  case MDB_MAP_FULL:
+    set_err("store: %s: the LMDB map is full", what);
+    return PROTO_ENOSPACE;
+  case EIO: case EROFS: case EACCES: case EPERM:
     return PROTO_EIO;
   default: return PROTO_ESTORE;
   }
@@ -214,7 +224,14 @@ static proto_status map_grow(store *st) {
   if (step < ((size_t)1 << 20)) step = (size_t)1 << 20;
   if (cur > SIZE_MAX - step) {
     set_err("store: map cannot grow past %zu bytes", cur);
-    return PROTO_ESTORE;
+    return PROTO_ENOSPACE;
+  }
+  if (st->max_map && cur + step > st->max_map) {
+    if (cur >= st->max_map) {
+      set_err("store: the LMDB map is full: %zu bytes, the limit (max map size)", cur);
+      return PROTO_ENOSPACE;
+    }
+    step = st->max_map - cur;
   }
   return map_resize(st, cur + step);
 }
@@ -307,6 +324,10 @@ static proto_status write_run(store *st, write_body body, void *ctx) {
     if (ps != PROTO_OK && mrc == MDB_MAP_FULL && attempt < WRITE_RETRIES) {
       if ((ps = map_grow(st))) break;
       continue;
+    }
+    if (ps != PROTO_OK && mrc == MDB_MAP_FULL) {
+      set_err("store: the LMDB map is full after %d growths", attempt);
+      ps = PROTO_ENOSPACE;
     }
     break;
   }
@@ -492,6 +513,7 @@ static proto_status open_body(store *st, MDB_txn *txn, void *ctx, int *mdb_rc) {
   struct { const char *name; MDB_dbi *dbi; } dbs[] = {
     {"meta", &st->meta}, {"docs", &st->docs}, {"doc_keys", &st->doc_keys},
     {"chunks", &st->chunks}, {"vectors", &st->vectors}, {"dead", &st->dead},
+    {"doc_hash", &st->doc_hash}, /* created in a database of an older build */
   };
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
     int rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
@@ -529,6 +551,8 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
   }
   *out = NULL;
   size_t map_bytes = opt && opt->map_bytes ? opt->map_bytes : DEFAULT_MAP_BYTES;
+  size_t max_map = opt ? opt->max_map_bytes : 0;
+  if (max_map && map_bytes > max_map) map_bytes = max_map;
   unsigned max_readers = opt && opt->max_readers ? opt->max_readers : 4096;
 
   size_t plen = strlen(dir) + 4;
@@ -551,6 +575,7 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
     goto leave;
   }
   st->locks_ready = 1;
+  st->max_map = max_map;
 
   if ((rc = mdb_env_create(&st->env))) { ps = mdb_fail(rc, "mdb_env_create"); goto leave; }
   if ((rc = mdb_env_set_maxdbs(st->env, 8)) ||
@@ -675,6 +700,8 @@ static proto_status doc_remove(store *st, MDB_txn *txn, uint64_t num,
   MDB_val k = val_of(kb, 8);
   int rc = mdb_del(txn, st->docs, &k, NULL);
   if (rc) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del docs"); }
+  rc = mdb_del(txn, st->doc_hash, &k, NULL);
+  if (rc && rc != MDB_NOTFOUND) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del doc_hash"); }
   return PROTO_OK;
 }
 
@@ -761,6 +788,10 @@ static proto_status upsert_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc
     doc_key_make(st, d->id, id_len, &dk);
     MDB_val dkk = val_of(dk.buf, dk.len), dkv = val_of(kb, 8);
     PUT(st->doc_keys, &dkk, &dkv, 0, "mdb_put doc_keys");
+    if (d->content_hash) {
+      MDB_val hv = val_of(d->content_hash, STORE_HASH_BYTES);
+      PUT(st->doc_hash, &k, &hv, MDB_APPEND, "mdb_put doc_hash");
+    }
     if (c->doc_ids) c->doc_ids[i] = num;
   }
   if ((ps = meta_put_u64(st, txn, K_NEXT_DOC, next_doc, mdb_rc)) ||
@@ -846,6 +877,36 @@ proto_status store_delete(store *st, const char *id, int *found) {
   if ((ps = write_run(st, delete_body, &c))) return ps;
   if (found) *found = c.found;
   return PROTO_OK;
+}
+
+proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_HASH_BYTES],
+                            uint64_t *doc_num, uint32_t *n_chunks) {
+  size_t len;
+  *doc_num = 0;
+  if (n_chunks) *n_chunks = 0;
+  if (!st) { set_err("store: NULL store"); return PROTO_EINVAL; }
+  proto_status ps = check_id(id, &len);
+  if (ps) return ps;
+  MDB_txn *txn = NULL;
+  if ((ps = rd_begin(st, &txn))) return ps;
+  uint64_t num;
+  doc_rec r;
+  ps = doc_lookup(st, txn, id, len, &num, &r);
+  if (ps == PROTO_OK && num) {
+    unsigned char kb[8];
+    be64_put(kb, num);
+    MDB_val k = val_of(kb, 8), v;
+    int rc = mdb_get(txn, st->doc_hash, &k, &v);
+    if (rc == MDB_SUCCESS && v.mv_size == STORE_HASH_BYTES) {
+      memcpy(hash, v.mv_data, STORE_HASH_BYTES);
+      *doc_num = num;
+      if (n_chunks) *n_chunks = r.n_chunks;
+    } else if (rc && rc != MDB_NOTFOUND) {
+      ps = mdb_fail(rc, "mdb_get doc_hash");
+    }
+  }
+  rd_end(st, txn);
+  return ps;
 }
 
 /* Documents and chunks --------------------------------------------------------- */
