@@ -845,7 +845,7 @@ void http_ingest_finish(http_ingest *in, http_response *resp) {
   int status = 200;
   if (in->n_err) {
     status = proto_http_status(in->first_st);
-    if (status >= 500 && in->n_ok) status = 500;
+    if (status >= 500 && in->n_ok && status != 507) status = 500; /* 507: storage ran out */
   } else if (in->n_ok == 0 && in->items == 0 && in->ndjson) {
     /* an empty NDJSON body is fine: nothing to do */
   }

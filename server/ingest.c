@@ -71,6 +71,8 @@ typedef struct pdoc {
   char *raw;
   size_t raw_len;
   uint64_t queued;            /* chunks counted in the pipeline's room */
+  uint64_t same_num;          /* unchanged: the stored document's num */
+  uint32_t same_chunks;       /*   and chunk count */
 } pdoc;
 
 typedef struct pqueue {
@@ -509,24 +511,19 @@ static void *writer_main(void *arg) {
       continue;
     }
 
-    /* documents whose embedding failed are reported as such; those queued
-     * as unchanged are checked again now (upserts are written by this
-     * thread alone; a delete after the check comes after the answer too) */
+    /* those queued as unchanged are checked again now (upserts are written
+     * by this thread alone; a delete after the check comes after the answer
+     * too); the rest that embedded fine are committed */
     size_t ng = 0;
     for (size_t i = 0; i < n; i++) {
-      if (batch[i]->unchanged) {
-        uint64_t num;
-        uint32_t nc = 0;
-        if (stored_unchanged(e, batch[i]->id, batch[i]->hash, &num, &nc)) {
-          report_unchanged(p, batch[i], num, nc);
-          continue;
-        }
-        embed_late(e, batch[i]);
+      pdoc *d = batch[i];
+      if (d->unchanged) {
+        if (stored_unchanged(e, d->id, d->hash, &d->same_num, &d->same_chunks)) continue;
+        embed_late(e, d);
       }
-      if (batch[i]->status != PROTO_OK)
-        report(p, batch[i], batch[i]->status, batch[i]->message ? batch[i]->message : "", 0, 0);
-      else good[ng++] = batch[i];
+      if (d->status == PROTO_OK) good[ng++] = d;
     }
+    int indexed = 0;
     if (ng > 0) {
       int any_ok = 0;
       for (size_t i = 0; i < ng; i++) msgs[i] = NULL;
@@ -545,15 +542,23 @@ static void *writer_main(void *arg) {
           else msgs[i] = strdup(srv_last_error());
         }
       }
-      int indexed = 0;
       if (any_ok) {
         proto_status xs = srv__sync_indexes(e);
         indexed = xs == PROTO_OK;
       }
-      for (size_t i = 0; i < ng; i++) {
-        report(p, good[i], sts[i], msgs[i] ? msgs[i] : proto_strerror(sts[i]),
-               sts[i] == PROTO_OK ? nums[i] : 0, indexed);
-        free(msgs[i]);
+    }
+    /* acknowledgements in the order the documents were added */
+    for (size_t i = 0, j = 0; i < n; i++) {
+      pdoc *d = batch[i];
+      if (d->unchanged) {
+        report_unchanged(p, d, d->same_num, d->same_chunks);
+      } else if (d->status != PROTO_OK) {
+        report(p, d, d->status, d->message ? d->message : "", 0, 0);
+      } else {
+        report(p, d, sts[j], msgs[j] ? msgs[j] : proto_strerror(sts[j]),
+               sts[j] == PROTO_OK ? nums[j] : 0, indexed);
+        free(msgs[j]);
+        j++;
       }
     }
     finish_batch(p, batch, n);

@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 enum {
@@ -278,6 +279,24 @@ static void rd_end(store *st, MDB_txn *txn) {
   map_rdunlock(st);
 }
 
+/* LMDB reports a write cut short by a full disk as EIO (a short pwrite), not
+ * ENOSPC: an EIO with little room left on the database's file system is
+ * taken for a full disk. */
+enum { NEARLY_FULL_BYTES = 64 << 20 };
+static proto_status classify_eio(store *st, proto_status ps) {
+  const char *path = NULL;
+  struct statvfs sv;
+  if (ps != PROTO_EIO || mdb_env_get_path(st->env, &path) || !path || statvfs(path, &sv))
+    return ps;
+  unsigned long long avail = (unsigned long long)sv.f_bavail * sv.f_frsize;
+  if (avail >= NEARLY_FULL_BYTES) return ps;
+  char was[sizeof tl_err];
+  memcpy(was, tl_err, sizeof was);
+  set_err("store: the disk is full (%llu bytes free on the database's file system; %.200s)",
+          avail, was);
+  return PROTO_ENOSPACE;
+}
+
 /* Write transactions ------------------------------------------------------- */
 
 /* A write body: does its puts in txn, returns non-OK to abort. When an LMDB
@@ -329,6 +348,7 @@ static proto_status write_run(store *st, write_body body, void *ctx) {
       set_err("store: the LMDB map is full after %d growths", attempt);
       ps = PROTO_ENOSPACE;
     }
+    ps = classify_eio(st, ps);
     break;
   }
   pthread_mutex_unlock(&st->write_lock);
