@@ -51,6 +51,7 @@ typedef struct http_config {
                                 index up to this size (vectors x dim) run on
                                 the MHD threads, larger ones on the workers */
   long max_map_mb;       /* --max-map-mb: LMDB map limit in MiB (0 = none) */
+  char *backup_dir;      /* --backup-dir: where POST /v1/admin/backup writes (NULL = off) */
   char *log;             /* --log FILE (NULL = stderr) */
   long log_flush_ms;     /* --log-flush-ms: request lines wait at most this (0 = none) */
   char *config;          /* --config FILE */
@@ -75,7 +76,8 @@ int http_host_is_loopback(const char *host);
 typedef enum http_route {
   HTTP_R_HEALTH, HTTP_R_READY, HTTP_R_METRICS, HTTP_R_OPENAPI, HTTP_R_INFO,
   HTTP_R_DOCS, HTTP_R_DOC_GET, HTTP_R_DOC_DELETE, HTTP_R_CHUNK, HTTP_R_SEARCH,
-  HTTP_R_EMBED, HTTP_R_COMPLETE, HTTP_R_MODELS, HTTP_R_MODEL, HTTP_R_OTHER, HTTP_R_COUNT
+  HTTP_R_EMBED, HTTP_R_COMPLETE, HTTP_R_MODELS, HTTP_R_MODEL, HTTP_R_BACKUP,
+  HTTP_R_OTHER, HTTP_R_COUNT
 } http_route;
 
 typedef enum http_access { HTTP_OPEN = 0, HTTP_READ = 1, HTTP_WRITE = 2 } http_access;

@@ -11,6 +11,9 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+#include <jansson.h>
+#include <stdatomic.h>
 
 #define JSON_TYPE "application/json"
 #define SSE_TYPE "text/event-stream"
@@ -922,6 +925,46 @@ leave:
   http_ingest_free(in);
 }
 
+/* ---- backup ---------------------------------------------------------------- */
+
+/* POST /v1/admin/backup: a backup (backup.c) into a new directory under
+ * --backup-dir, named by the time; never a path the client chose. */
+static void h_backup(http_server *s, const http_request *rq, http_response *resp) {
+  static atomic_uint seq;
+  if (no_engine(s, resp)) return;
+  if (!s->cfg->backup_dir) {
+    http_error(resp, PROTO_EUNAVAIL, "backups are off: start the server with --backup-dir DIR");
+    return;
+  }
+  if (rq->body_len) { /* nothing to choose: only {} */
+    json_t *v = json_loadb(rq->body, rq->body_len, 0, NULL);
+    int empty = json_is_object(v) && json_object_size(v) == 0;
+    json_decref(v);
+    if (!empty) { http_error(resp, PROTO_EUNKNOWN_FIELD, "body: POST /v1/admin/backup takes no fields ({} or none)"); return; }
+  }
+  char name[64], path[4200], when[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
+  snprintf(name, sizeof name, "backup-%s-%u-%u", when, (unsigned)getpid(), atomic_fetch_add(&seq, 1));
+  snprintf(path, sizeof path, "%s/%s", s->cfg->backup_dir, name);
+  mkdir(s->cfg->backup_dir, 0755);
+  double t0 = proto_now();
+  char *manifest = NULL;
+  proto_status st = srv_backup(srv_engine_store(s->engine), path, &manifest);
+  if (st != PROTO_OK) { engine_error(resp, st, "backup"); return; }
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "backup"); proto_jw_cstr(&w, name);
+  proto_jw_key(&w, "path"); proto_jw_cstr(&w, path);
+  proto_jw_key(&w, "seconds"); proto_jw_num(&w, proto_now() - t0);
+  proto_jw_key(&w, "manifest"); proto_jw_raw(&w, manifest, strlen(manifest));
+  proto_jw_obj_end(&w);
+  free(manifest);
+  ok_json(resp, 200);
+}
+
 /* ---- completions ---------------------------------------------------------- */
 
 proto_status http_complete_prepare(http_server *s, const http_request *rq,
@@ -1237,6 +1280,7 @@ void http_execute(http_server *s, const http_match *m, const http_request *rq,
     case HTTP_R_COMPLETE: h_complete(s, rq, resp); return;
     case HTTP_R_MODELS: h_models(s, NULL, resp); return;
     case HTTP_R_MODEL: h_models(s, m->id, resp); return;
+    case HTTP_R_BACKUP: h_backup(s, rq, resp); return;
     default: http_error(resp, PROTO_ENOTFOUND, "no such route"); return;
   }
 }

@@ -12,7 +12,7 @@
 static const char *const labels[HTTP_R_COUNT] = {
     "/health", "/ready", "/metrics", "/openapi.json", "/v1/info", "/v1/documents",
     "/v1/documents/{id}", "/v1/documents/{id}", "/v1/chunks/{id}", "/v1/search",
-    "/v1/embeddings", "/v1/completions", "/v1/models", "/v1/models/{id}", "other"};
+    "/v1/embeddings", "/v1/completions", "/v1/models", "/v1/models/{id}", "/v1/admin/backup", "other"};
 
 const char *http_route_label(http_route r) {
   return (unsigned)r < HTTP_R_COUNT ? labels[r] : "other";
@@ -20,7 +20,8 @@ const char *http_route_label(http_route r) {
 
 const char *http_route_method(http_route r) {
   switch (r) {
-    case HTTP_R_DOCS: case HTTP_R_SEARCH: case HTTP_R_EMBED: case HTTP_R_COMPLETE: return "POST";
+    case HTTP_R_DOCS: case HTTP_R_SEARCH: case HTTP_R_EMBED: case HTTP_R_COMPLETE:
+    case HTTP_R_BACKUP: return "POST";
     case HTTP_R_DOC_DELETE: return "DELETE";
     case HTTP_R_OTHER: case HTTP_R_COUNT: return "";
     default: return "GET";
@@ -152,6 +153,7 @@ void http_route_match(const char *method, const char *path, http_match *m) {
       {"/v1/embeddings", HTTP_R_EMBED, HTTP_READ, HTTP_WORKER, "POST"},
       {"/v1/completions", HTTP_R_COMPLETE, HTTP_READ, HTTP_GEN, "POST"},
       {"/v1/models", HTTP_R_MODELS, HTTP_READ, HTTP_INLINE, "GET, HEAD"},
+      {"/v1/admin/backup", HTTP_R_BACKUP, HTTP_WRITE, HTTP_WORKER, "POST"},
   };
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
     if (strcmp(path, fixed[i].path) != 0) continue;

@@ -582,6 +582,30 @@ proto_status srv_eval_doc(srv_engine *e, const srv_eval_options *o, const char *
                           const char *text, size_t len, srv_eval_result *acc);
 
 /* ======================================================================== */
+/* Backup, restore, verify (backup.c)                                        */
+
+/* Writes a backup of the store into out_dir (created; must not exist):
+ * db/data.mdb, a compacted copy taken in one read transaction (every write
+ * acknowledged before the call, none half), and manifest.json (format,
+ * version, models' fingerprints, counts, index watermark, size and SHA-256
+ * of each file; written last). The derived indexes are rebuilt from it at
+ * restore. *manifest_json (optional, malloc'd) receives the manifest. */
+proto_status srv_backup(store *st, const char *out_dir, char **manifest_json);
+/* Restores a backup into data_dir (absent or empty): checks every file's
+ * size and SHA-256 and that the copied database holds what the manifest says
+ * (models, dim, counts), else refuses (PROTO_ENOTFOUND, PROTO_ECORRUPT,
+ * PROTO_EMISMATCH, PROTO_EINVAL with a message naming the problem) and
+ * leaves nothing behind. The indexes are built by the next engine open. */
+proto_status srv_restore(const char *backup_dir, const char *data_dir);
+/* Checks a database directory (every document's chunks and vectors, record
+ * counts, index.faiss whole and holding exactly the chunks up to its
+ * watermark, not behind the database's watermark, lexical.sqlite holding
+ * the live chunks) or a backup (its files against the manifest); say gets
+ * one line per problem and a summary. *problems = the count. */
+typedef void (*srv_say_fn)(void *ctx, const char *line);
+proto_status srv_verify(const char *dir, srv_say_fn say, void *ctx, uint64_t *problems);
+
+/* ======================================================================== */
 /* Entry points of the `retro` binary                                        */
 
 /* The CLI: `retro COMMAND [ARGS]` (index, search, info, delete, embed,

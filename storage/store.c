@@ -1345,3 +1345,95 @@ proto_status store_index_watermark(store *st, uint64_t *watermark) {
   rd_end(st, txn);
   return ps;
 }
+
+/* Backup and checks ----------------------------------------------------------- */
+
+proto_status store_copy(store *st, const char *dir) {
+  if (!st || !dir) { set_err("store: bad copy arguments"); return PROTO_EINVAL; }
+  /* the copy reads through its own read transaction: the map must not be
+   * resized under it (writes that need a growth wait for the copy) */
+  proto_status ps = map_rdlock(st);
+  if (ps) return ps;
+  int rc = mdb_env_copy2(st->env, dir, MDB_CP_COMPACT);
+  map_rdunlock(st);
+  if (rc) return mdb_fail(rc, "mdb_env_copy2");
+  return PROTO_OK;
+}
+
+static void check_say(store_check_fn fn, void *ctx, uint64_t *problems, const char *fmt, ...) {
+  char msg[300];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  (*problems)++;
+  if (fn) fn(ctx, msg);
+}
+
+proto_status store_check(store *st, store_check_fn fn, void *ctx, store_check_result *out) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  memset(out, 0, sizeof *out);
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  uint64_t dim = 0, *bad = &out->problems;
+  if ((ps = meta_u64(st, txn, K_DIM, 0, &dim))) goto leave;
+  MDB_stat s_docs, s_keys, s_chunks, s_vecs;
+  int rc;
+  if ((rc = mdb_stat(txn, st->docs, &s_docs)) || (rc = mdb_stat(txn, st->doc_keys, &s_keys)) ||
+      (rc = mdb_stat(txn, st->chunks, &s_chunks)) || (rc = mdb_stat(txn, st->vectors, &s_vecs))) {
+    ps = mdb_fail(rc, "mdb_stat");
+    goto leave;
+  }
+  if ((rc = mdb_cursor_open(txn, st->docs, &cur))) { ps = mdb_fail(rc, "mdb_cursor_open"); goto leave; }
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    doc_rec r;
+    uint64_t num = k.mv_size == 8 ? be64_get(k.mv_data) : 0;
+    out->docs++;
+    if (doc_rec_decode(&v, &r)) {
+      check_say(fn, ctx, bad, "document #%llu: its record is corrupt", (unsigned long long)num);
+      continue;
+    }
+    for (uint32_t j = 0; j < r.n_chunks; j++) {
+      uint64_t c = r.first_chunk + j;
+      chunk_rec cr;
+      unsigned char kb[8];
+      be64_put(kb, c);
+      MDB_val ck = val_of(kb, 8), vv;
+      proto_status cs = chunk_rec_read(st, txn, c, &cr);
+      if (cs == PROTO_ENOTFOUND)
+        check_say(fn, ctx, bad, "document '%.*s': chunk %llu is missing", (int)r.id_len, r.id,
+                  (unsigned long long)c);
+      else if (cs || cr.doc_id != num || cr.ordinal != j)
+        check_say(fn, ctx, bad, "document '%.*s': chunk %llu is corrupt or not its own",
+                  (int)r.id_len, r.id, (unsigned long long)c);
+      else
+        out->chunks++;
+      int vr = mdb_get(txn, st->vectors, &ck, &vv);
+      if (vr == MDB_NOTFOUND)
+        check_say(fn, ctx, bad, "document '%.*s': chunk %llu has no vector", (int)r.id_len, r.id,
+                  (unsigned long long)c);
+      else if (vr || vv.mv_size != dim * sizeof(float))
+        check_say(fn, ctx, bad, "document '%.*s': chunk %llu has a vector of %zu bytes, not %llu",
+                  (int)r.id_len, r.id, (unsigned long long)c, vr ? (size_t)0 : vv.mv_size,
+                  (unsigned long long)(dim * sizeof(float)));
+      else
+        out->vectors++;
+    }
+  }
+  if (rc != MDB_NOTFOUND) { ps = mdb_fail(rc, "reading docs"); goto leave; }
+  if (s_chunks.ms_entries != out->chunks)
+    check_say(fn, ctx, bad, "%llu chunk records, %llu belong to documents",
+              (unsigned long long)s_chunks.ms_entries, (unsigned long long)out->chunks);
+  if (s_vecs.ms_entries != out->vectors)
+    check_say(fn, ctx, bad, "%llu vector records, %llu belong to chunks of documents",
+              (unsigned long long)s_vecs.ms_entries, (unsigned long long)out->vectors);
+  if (s_keys.ms_entries != s_docs.ms_entries)
+    check_say(fn, ctx, bad, "%llu document keys for %llu documents",
+              (unsigned long long)s_keys.ms_entries, (unsigned long long)s_docs.ms_entries);
+leave:
+  if (cur) mdb_cursor_close(cur);
+  rd_end(st, txn);
+  return ps;
+}

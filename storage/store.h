@@ -210,4 +210,25 @@ proto_status store_index_mark(store *st, uint64_t watermark,
 /* The watermark of the last saved index file (0 if none). */
 proto_status store_index_watermark(store *st, uint64_t *watermark);
 
+/* Backup and checks -------------------------------------------------------- */
+
+/* Writes a compacted copy of the database (LMDB's mdb_env_copy2 with
+ * MDB_CP_COMPACT: one read transaction, so one consistent snapshot holding
+ * every write committed before the call) as dir/data.mdb; dir must exist
+ * and hold no data.mdb. Writes meanwhile go on, except one that needs the
+ * map to grow, which waits for the copy to end. */
+proto_status store_copy(store *st, const char *dir);
+
+typedef struct store_check_result {
+  uint64_t docs, chunks, vectors; /* records found intact */
+  uint64_t problems;              /* inconsistencies found */
+} store_check_result;
+typedef void (*store_check_fn)(void *ctx, const char *problem);
+/* Reads every document, its chunks and their vectors in one read
+ * transaction (every page of those trees is read, as far as LMDB's API can
+ * check a database), and compares the record counts; calls fn with one
+ * line per problem (a missing chunk or vector, a vector of the wrong size,
+ * records no document owns). PROTO_OK when the check ran (see problems). */
+proto_status store_check(store *st, store_check_fn fn, void *ctx, store_check_result *out);
+
 #endif
