@@ -20,14 +20,17 @@
  * of a few tokens ("\n", "api-list::\n") lands near every short query and
  * outranked whole chunks for them (measured on the default corpus: the top 5
  * of "example" were five "\n" tails).
- * Unchanged documents: each document's content hash (SHA-256 of the models'
- * fingerprints, the chunking rule, its text and its metadata) is stored with
- * it. srv_ingest_add looks the id up: with the same hash stored (and no
- * `force`), the document goes through the pipeline untokenised, unembedded,
- * only to keep its place in the order; the writer checks the hash again just
- * before its batch commits (a document of the same id queued earlier, or a
- * delete, may have changed it since) and acknowledges it as unchanged, or
- * else tokenises and embeds it right there and stores it like any other.
+ * Unchanged documents: each document is stored with its content hash, two
+ * SHA-256: of the models' fingerprints, the chunking rule and its text; and
+ * of that and its metadata. srv_ingest_add looks the id up: with both the
+ * same (and no `force`) the document is unchanged; with only the text's the
+ * same, only its metadata changed. Either way it goes through the pipeline
+ * untokenised, unembedded, only to keep its place in the order; the writer
+ * checks the hashes again just before its batch commits (a document of the
+ * same id queued earlier, or a delete, may have changed them since) and
+ * acknowledges it as unchanged, or rewrites its metadata in place (same
+ * chunks: the indexes do not change), or else tokenises and embeds it right
+ * there and stores it like any other.
  * A database written before content hashes has none: each document is
  * embedded once more on its next upsert, which stores its hash.
  * A document is all-or-nothing (store_upsert); if a multi-document
@@ -65,9 +68,10 @@ typedef struct pdoc {
   uint32_t embedded;          /* chunks embedded so far */
   proto_status status;        /* set when embedding failed */
   char *message;
-  unsigned char hash[32];     /* content hash (see the file comment) */
-  int unchanged;              /* the store held this hash at add time: not
-                                 tokenised; raw/raw_len keep the text */
+  unsigned char hash[STORE_HASH_BYTES]; /* text hash | text+metadata hash */
+  int unchanged;              /* 1: the store held this hash at add time,
+                                 2: its text hash (only the metadata differs);
+                                 not tokenised; raw/raw_len keep the text */
   char *raw;
   size_t raw_len;
   uint64_t queued;            /* chunks counted in the pipeline's room */
@@ -154,10 +158,12 @@ void srv__content_salt(srv_engine *e) {
   proto_sha256_final(&h, e->hash_salt);
 }
 
-/* SHA-256 of the salt, the text (length first) and the metadata as given
- * ({} for none): metadata written differently (key order, spaces) counts as
- * changed, which costs an embedding and never a wrong skip. */
-static void content_hash(const srv_engine *e, const srv_doc *doc, unsigned char out[32]) {
+/* out[0..32): SHA-256 of the salt and the text (length first); out[32..64):
+ * of those 32 bytes and the metadata as given ({} for none): metadata written
+ * differently (key order, spaces) counts as changed, which costs a metadata
+ * write and never a wrong skip. */
+static void content_hash(const srv_engine *e, const srv_doc *doc,
+                         unsigned char out[STORE_HASH_BYTES]) {
   proto_sha256 h;
   unsigned char len[8];
   const char *meta = doc->metadata_json ? doc->metadata_json : "{}";
@@ -166,18 +172,23 @@ static void content_hash(const srv_engine *e, const srv_doc *doc, unsigned char 
   proto_sha256_update(&h, e->hash_salt, sizeof e->hash_salt);
   proto_sha256_update(&h, len, sizeof len);
   if (doc->text_len) proto_sha256_update(&h, doc->text, doc->text_len);
-  proto_sha256_update(&h, meta, strlen(meta));
   proto_sha256_final(&h, out);
+  proto_sha256_init(&h);
+  proto_sha256_update(&h, out, 32);
+  proto_sha256_update(&h, meta, strlen(meta));
+  proto_sha256_final(&h, out + 32);
 }
 
-/* 1 when the store holds document id with this content hash; its doc num and
+/* How the stored document id compares with this content hash: 1 the same,
+ * 2 the same text (other metadata), 0 otherwise or absent; its doc num and
  * chunk count in *num, *n_chunks. */
-static int stored_unchanged(srv_engine *e, const char *id, const unsigned char hash[32],
+static int stored_unchanged(srv_engine *e, const char *id, const unsigned char *hash,
                             uint64_t *num, uint32_t *n_chunks) {
   unsigned char old[STORE_HASH_BYTES];
   *num = 0;
   if (store_doc_hash(e->st, id, old, num, n_chunks) != PROTO_OK || !*num) return 0;
-  return memcmp(old, hash, STORE_HASH_BYTES) == 0;
+  if (memcmp(old, hash, STORE_HASH_BYTES) == 0) return 1;
+  return memcmp(old, hash, 32) == 0 ? 2 : 0;
 }
 
 /* A copy of s[0..n) with ill-formed UTF-8 replaced (WordPiece reads valid
@@ -398,6 +409,19 @@ static void report_unchanged(srv_pipe *p, pdoc *d, uint64_t num, uint32_t n) {
   pthread_mutex_unlock(&in->mu);
 }
 
+/* Reports a document whose metadata alone was rewritten (doc num, n chunks). */
+static void report_meta(srv_pipe *p, pdoc *d, uint64_t num, uint32_t n) {
+  srv_ingest *in = d->sess;
+  srv_ack a = {.id = d->id, .seq = d->seq, .status = PROTO_OK, .message = "", .doc_num = num,
+               .n_chunks = n, .indexed = 1};
+  atomic_fetch_add(&p->e->n_ingested_docs, 1);
+  if (in->cb.on_ack) in->cb.on_ack(in->cb.ctx, &a);
+  pthread_mutex_lock(&in->mu);
+  in->prog.docs++;
+  in->prog.bytes += d->bytes;
+  pthread_mutex_unlock(&in->mu);
+}
+
 static proto_status tokenize_doc(srv_engine *e, pdoc *d, const char *text, size_t len);
 
 /* A document queued as unchanged whose stored hash differs by now: tokenised
@@ -518,7 +542,25 @@ static void *writer_main(void *arg) {
     for (size_t i = 0; i < n; i++) {
       pdoc *d = batch[i];
       if (d->unchanged) {
-        if (stored_unchanged(e, d->id, d->hash, &d->same_num, &d->same_chunks)) continue;
+        int now = stored_unchanged(e, d->id, d->hash, &d->same_num, &d->same_chunks);
+        if (now == 1) {
+          d->unchanged = 1;
+          continue;
+        }
+        if (now == 2) { /* only the metadata changed: rewrite it in place */
+          int found = 0;
+          proto_status ms = store_doc_set_meta(e->st, d->id, d->meta, d->hash, &found);
+          if (ms == PROTO_OK && found) {
+            d->unchanged = 2;
+            continue;
+          }
+          if (ms != PROTO_OK) {
+            d->status = srv__fail(ms, "storing: %s", store_last_error());
+            d->message = strdup(srv_last_error());
+            d->unchanged = 0;
+            continue;
+          }
+        }
         embed_late(e, d);
       }
       if (d->status == PROTO_OK) good[ng++] = d;
@@ -550,8 +592,10 @@ static void *writer_main(void *arg) {
     /* acknowledgements in the order the documents were added */
     for (size_t i = 0, j = 0; i < n; i++) {
       pdoc *d = batch[i];
-      if (d->unchanged) {
+      if (d->unchanged == 1) {
         report_unchanged(p, d, d->same_num, d->same_chunks);
+      } else if (d->unchanged == 2) {
+        report_meta(p, d, d->same_num, d->same_chunks);
       } else if (d->status != PROTO_OK) {
         report(p, d, d->status, d->message ? d->message : "", 0, 0);
       } else {
@@ -723,8 +767,7 @@ static proto_status prepare(srv_ingest *in, const srv_doc *doc, pdoc **out) {
   content_hash(e, doc, d->hash);
   uint64_t num;
   uint32_t nc;
-  if (!in->cb.force && stored_unchanged(e, doc->id, d->hash, &num, &nc)) {
-    d->unchanged = 1;
+  if (!in->cb.force && (d->unchanged = stored_unchanged(e, doc->id, d->hash, &num, &nc))) {
     d->raw = malloc(doc->text_len ? doc->text_len : 1);
     if (!d->raw) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
     if (doc->text_len) memcpy(d->raw, doc->text, doc->text_len);

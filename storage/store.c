@@ -929,6 +929,59 @@ proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_
   return ps;
 }
 
+typedef struct set_meta_ctx {
+  const char *id, *meta;
+  size_t len;
+  const unsigned char *hash;
+  int found;
+} set_meta_ctx;
+
+static proto_status set_meta_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
+  set_meta_ctx *c = vctx;
+  uint64_t num;
+  doc_rec r;
+  c->found = 0;
+  proto_status ps = doc_lookup(st, txn, c->id, c->len, &num, &r);
+  if (ps || !num) return ps;
+  size_t meta_len = strlen(c->meta);
+  unsigned char kb[8];
+  be64_put(kb, num);
+  /* r points into the old record: keep what it says before overwriting */
+  uint64_t first = r.first_chunk;
+  uint32_t n = r.n_chunks;
+  MDB_val k = val_of(kb, 8), v = {DOC_HDR + c->len + meta_len, NULL};
+  PUT(st->docs, &k, &v, MDB_RESERVE, "mdb_put docs");
+  unsigned char *p = v.mv_data;
+  le64_put(p, first);
+  le32_put(p + 8, n);
+  le32_put(p + 12, (uint32_t)c->len);
+  le32_put(p + 16, (uint32_t)meta_len);
+  memcpy(p + DOC_HDR, c->id, c->len);
+  memcpy(p + DOC_HDR + c->len, c->meta, meta_len);
+  if (c->hash) {
+    MDB_val hv = val_of(c->hash, STORE_HASH_BYTES);
+    PUT(st->doc_hash, &k, &hv, 0, "mdb_put doc_hash");
+  } else {
+    int rc = mdb_del(txn, st->doc_hash, &k, NULL);
+    if (rc && rc != MDB_NOTFOUND) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del doc_hash"); }
+  }
+  c->found = 1;
+  return PROTO_OK;
+}
+
+proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_json,
+                                const unsigned char *content_hash, int *found) {
+  set_meta_ctx c = {id, metadata_json ? metadata_json : "{}", 0, content_hash, 0};
+  if (found) *found = 0;
+  if (!st) { set_err("store: NULL store"); return PROTO_EINVAL; }
+  proto_status ps = check_id(id, &c.len);
+  if (ps) return ps;
+  if (strlen(c.meta) > MAX_TEXT_BYTES) { set_err("store: metadata of '%s' too large", id); return PROTO_EINVAL; }
+  if ((ps = write_run(st, set_meta_body, &c))) return ps;
+  if (found) *found = c.found;
+  return PROTO_OK;
+}
+
 /* Documents and chunks --------------------------------------------------------- */
 
 static char *dup_bytes(const char *p, size_t n) {

@@ -74,7 +74,7 @@ typedef struct store_chunk_input {
   const float *vector;    /* dim floats: the chunk's embedding (finite, else ERANGE) */
 } store_chunk_input;
 
-enum { STORE_HASH_BYTES = 32 };
+enum { STORE_HASH_BYTES = 64 }; /* opaque to the store (ingest: text hash | full hash) */
 
 typedef struct store_doc_input {
   const char *id;            /* external id chosen by the user, NUL-terminated,
@@ -107,6 +107,12 @@ proto_status store_delete(store *st, const char *id, int *found);
  * when the document is absent or was stored without a hash. */
 proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_HASH_BYTES],
                             uint64_t *doc_num, uint32_t *n_chunks);
+
+/* Replaces the metadata of document id (same doc id, same chunks: no
+ * tombstones, the indexes do not change) and its content hash, in one
+ * transaction. *found = 0 when the document does not exist (nothing done). */
+proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_json,
+                                const unsigned char *content_hash, int *found);
 
 typedef struct store_doc {
   uint64_t doc_id;

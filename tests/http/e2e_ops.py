@@ -51,11 +51,13 @@ def run_unchanged():
             ok(metric(s, "retro_ingest_embedded_chunks_total") == emb0,
                "... without the encoder (%s)" % ("NDJSON" if nd else "JSON"))
         ok(metric(s, "retro_ingest_unchanged_total") == 12, "unchanged documents counted in /metrics")
-        # metadata alone: the document is updated (and embedded again)
+        # metadata alone: the document is updated in place, not embedded
         docs[0]["metadata"] = {"n": 0, "tag": "new"}
         st, js, _, _ = post(s, docs[:2])
-        ok(st == 200 and [r["status"] for r in js["results"]] == ["ok", "unchanged"],
+        ok(st == 200 and [r["status"] for r in js["results"]] == ["ok", "unchanged"]
+           and js["results"][0]["chunks"] == chunks["u0"],
            "changed metadata alone updates the document", js)
+        ok(metric(s, "retro_ingest_embedded_chunks_total") == emb0, "... without the encoder")
         st, js, _, _ = s.req("GET", "/v1/documents/u0")
         ok(st == 200 and js["metadata"] == {"n": 0, "tag": "new"}, "... and the new metadata is served", js)
         st, js, _, _ = s.req("POST", "/v1/search", {"query": doc_text(0, 200), "k": 3,

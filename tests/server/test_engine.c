@@ -429,12 +429,20 @@ TEST(unchanged_skip) {
   uint32_t nc = a.n_chunks;
   CHECK(upsert_counting(E, "u1", text, "{\"a\":1}", 0, &a) == 0);
   CHECK(a.status == PROTO_OK && a.unchanged && a.doc_num == num && a.n_chunks == nc);
-  /* metadata alone */
-  CHECK(upsert_counting(E, "u1", text, "{\"a\":2}", 0, &a) == n);
-  CHECK(a.status == PROTO_OK && !a.unchanged && a.doc_num != num);
+  /* metadata alone: rewritten in place, same document and chunks, no encoder */
+  CHECK(upsert_counting(E, "u1", text, "{\"a\":2}", 0, &a) == 0);
+  CHECK(a.status == PROTO_OK && !a.unchanged && a.doc_num == num && a.n_chunks == nc);
   srv_document got;
   CHECK(srv_document_get(E, "u1", 0, &got) == PROTO_OK && strstr(got.metadata_json, "2"));
   srv_document_free(&got);
+  const char *byfilter = "{\"a\": 2}";
+  srv_search_request fq = {.texts = &text, .n_texts = 1, .k = 1, .mode = SRV_MODE_LEXICAL,
+                           .filter_json = byfilter};
+  srv_search_result fr;
+  CHECK(srv_search(E, &fq, &fr) == PROTO_OK && fr.queries[0].n == 1 &&
+        strcmp(fr.queries[0].hits[0].doc_id, "u1") == 0);
+  srv_search_result_free(&fr);
+  CHECK(upsert_counting(E, "u1", text, "{\"a\":2}", 0, &a) == 0 && a.unchanged);
   /* force */
   CHECK(upsert_counting(E, "u1", text, "{\"a\":2}", 1, &a) == n);
   CHECK(a.status == PROTO_OK && !a.unchanged);
@@ -480,8 +488,8 @@ TEST(unchanged_skip) {
   E = open_engine(enc_dir, dec_dir, 0, &st);
   CHECK(st == PROTO_OK && E);
   if (!E) return;
-  CHECK(upsert_counting(E, "u1", text, "{\"a\":2}", 0, &a) == n && !a.unchanged);
-  CHECK(upsert_counting(E, "u1", text, "{\"a\":2}", 0, &a) == 0 && a.unchanged);
+  CHECK(upsert_counting(E, "u1", text, "{\"a\":3}", 0, &a) == n && !a.unchanged);
+  CHECK(upsert_counting(E, "u1", text, "{\"a\":3}", 0, &a) == 0 && a.unchanged);
   CHECK(srv_delete(E, "u1", &found) == PROTO_OK && found);
   CHECK(srv_delete(E, "u2", &found) == PROTO_OK && found);
 }

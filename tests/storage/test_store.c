@@ -951,7 +951,24 @@ TEST(content_hash) {
   CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num == 0);
   g.in.content_hash = h1;
   CHECK(store_upsert(st, &g.in, 1, DIM, NULL) == PROTO_OK);
+  /* metadata rewritten in place: same doc num and chunks, the new hash */
+  uint64_t num0 = 0;
+  CHECK(store_doc_hash(st, "h", got, &num0, &nc) == PROTO_OK && num0 != 0);
+  unsigned char h2[STORE_HASH_BYTES];
+  memset(h2, 0xcd, sizeof h2);
   int found = 0;
+  CHECK(store_doc_set_meta(st, "h", "{\"k\":1}", h2, &found) == PROTO_OK && found);
+  CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num == num0 && nc == 4 &&
+        memcmp(got, h2, sizeof h2) == 0);
+  store_doc dd;
+  CHECK(store_doc_get(st, "h", &dd) == PROTO_OK && strcmp(dd.metadata_json, "{\"k\":1}") == 0 &&
+        dd.doc_id == num0 && dd.n_chunks == 4);
+  uint64_t first = dd.first_chunk;
+  store_doc_free(&dd);
+  store_chunk c;
+  CHECK(store_chunk_get(st, first, &c) == PROTO_OK && chunk_is(&c, 3, 0, 4));
+  store_chunk_free(&c);
+  CHECK(store_doc_set_meta(st, "absent", "{}", h2, &found) == PROTO_OK && !found);
   CHECK(store_delete(st, "h", &found) == PROTO_OK && found);
   CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num == 0);
   store_close(st);
