@@ -3,7 +3,7 @@
 # dependencies, build retrod, index the default corpus (the Python 3.11
 # documentation sources) with the default models, and serve it on
 # 127.0.0.1:8080. Re-running is safe: the build is incremental, and indexing
-# upserts every document by id (embedding each again, a few minutes).
+# upserts every document by id, skipping the unchanged ones (seconds).
 #   DATA=/var/lib/retro PORT=8080 bash deploy/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -624,6 +624,59 @@ leave:
   return ok;
 }
 
+proto_status idx_file_info(const char *path, uint64_t *watermark, uint64_t *ntotal,
+                           uint32_t *dim) {
+  char *buf = NULL;
+  FaissIndex *loaded = NULL;
+  proto_status s;
+  struct stat sb;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    s = fail(errno == ENOENT ? PROTO_ENOTFOUND : PROTO_EIO, "%s: %s", path, strerror(errno));
+    goto leave;
+  }
+  if (fstat(fd, &sb) != 0 || sb.st_size < (off_t)(sizeof(file_head) + 16)) {
+    s = fail(PROTO_ECORRUPT, "%s: too short", path);
+    goto leave;
+  }
+  size_t size = (size_t)sb.st_size;
+  if (!(buf = malloc(size))) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  for (size_t got = 0; got < size;) {
+    ssize_t r = read(fd, buf + got, size - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) { s = fail(PROTO_EIO, "read %s", path); goto leave; }
+    got += (size_t)r;
+  }
+  file_head h;
+  memcpy(&h, buf, sizeof h);
+  uint64_t sum;
+  memcpy(&sum, buf + size - 16, sizeof sum);
+  if (memcmp(h.magic, MAGIC, sizeof MAGIC) != 0 || h.factory_len > 4096 ||
+      h.blob_len > size || sizeof h + h.factory_len + h.blob_len + 16 != size ||
+      memcmp(buf + size - 8, END, 8) != 0) {
+    s = fail(PROTO_ECORRUPT, "%s: not a whole index file", path);
+    goto leave;
+  }
+  if (fnv1a(FNV_INIT, buf, size - 16) != sum) {
+    s = fail(PROTO_ECORRUPT, "%s: checksum mismatch", path);
+    goto leave;
+  }
+  FILE *mf = fmemopen(buf + sizeof h + h.factory_len, h.blob_len, "rb");
+  if (!mf) { s = fail(PROTO_ENOMEM, "fmemopen: %s", strerror(errno)); goto leave; }
+  int rc = faiss_read_index(mf, 0, &loaded);
+  fclose(mf);
+  if (rc) { s = faiss_fail("read index"); loaded = NULL; goto leave; }
+  *watermark = h.watermark;
+  *ntotal = (uint64_t)faiss_Index_ntotal(loaded);
+  *dim = h.dim;
+  s = PROTO_OK;
+leave:
+  if (loaded) faiss_Index_free(loaded);
+  if (fd >= 0) close(fd);
+  free(buf);
+  return s;
+}
+
 static proto_status save_locked(idx *ix) {
   proto_status s = sync_locked(ix);
   if (s != PROTO_OK) return s;

@@ -93,4 +93,11 @@ typedef struct idx_info {
 } idx_info;
 proto_status idx_info_get(idx *ix, idx_info *out);
 
+/* Reads an index file without a store (for `retro verify`): checks it is
+ * whole (length, checksum) and loads it; *watermark is the highest chunk id
+ * it was saved with, *ntotal the vectors it holds. PROTO_ENOTFOUND when
+ * absent, PROTO_ECORRUPT when torn or altered. */
+proto_status idx_file_info(const char *path, uint64_t *watermark, uint64_t *ntotal,
+                           uint32_t *dim);
+
 #endif

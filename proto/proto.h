@@ -40,7 +40,8 @@
   X(EMISMATCH,      409, "database and model do not match")                   \
   X(EUNAVAIL,       503, "service unavailable")                               \
   X(ECANCELLED,     499, "cancelled")                                         \
-  X(EINTERNAL,      500, "internal error")
+  X(EINTERNAL,      500, "internal error")                                   \
+  X(ENOSPACE,       507, "insufficient storage")
 
 typedef enum proto_status {
 #define PROTO_STATUS_ENUM(name, http, msg) PROTO_##name,
@@ -72,6 +73,20 @@ int proto_utf8_valid(const char *s, size_t len);
 
 /* Monotonic clock in seconds (for timings and rates). */
 double proto_now(void);
+
+/* SHA-256 (sha256.c): content hashes, fingerprints, backup checksums. */
+typedef struct proto_sha256 {
+  uint32_t h[8];
+  uint64_t len;
+  unsigned char buf[64];
+  size_t nbuf;
+} proto_sha256;
+void proto_sha256_init(proto_sha256 *s);
+void proto_sha256_update(proto_sha256 *s, const void *data, size_t n);
+void proto_sha256_final(proto_sha256 *s, unsigned char out[32]);
+void proto_sha256_final_hex(proto_sha256 *s, char out[65]);
+/* n bytes as 2n lowercase hex digits and a NUL. */
+void proto_hex(const unsigned char *p, size_t n, char *out);
 
 /* ======================================================================== */
 /* JSON (owned by the http part; implemented in json.c). Only proto/ includes

@@ -203,6 +203,11 @@ static int engine_from_args(const cli_args *a, int load_decoder, int read_only, 
   long batch = 0;
   if (flag_index(a, "--batch") < a->n_flags && opt_int(a, "--batch", 1, 4096, &batch)) return 2;
   o.embed_batch = (int)batch;
+  long max_map = 0;
+  if (flag_index(a, "--max-map-mb") < a->n_flags &&
+      opt_int(a, "--max-map-mb", 1, 1L << 30, &max_map))
+    return 2;
+  o.max_map_bytes = (size_t)max_map << 20;
   proto_status s = srv_engine_open(&o, e);
   if (s != PROTO_OK) {
     fprintf(stderr, "retro %s: %s\n", a->cmd, srv_last_error());
@@ -246,6 +251,8 @@ static const cli_flag index_flags[] = {
     {"--index", NULL, 1, "FAISS index_factory string (default: by corpus size)"},
     {"--batch", NULL, 1, "chunks per encoder batch (default 32)"},
     {"--acks", NULL, 0, "print \"ack ID\" on stdout once each document is committed"},
+    {"--force", NULL, 0, "embed and store every document, also those whose text and metadata are unchanged"},
+    {"--max-map-mb", NULL, 1, "the LMDB map never grows past this many MiB (default: no limit)"},
     {"--quiet", "-q", 0, "no progress output"},
 };
 
@@ -510,7 +517,8 @@ static int cmd_index(int argc, char **argv) {
   if ((rc = engine_from_args(&a, 0, 0, &e)) != 0) goto leave;
   ingest_ui ui = {.tty = isatty(2), .quiet = opt_set(&a, "--quiet"), .acks = opt_set(&a, "--acks"),
                   .total_bytes = use_stdin ? 0 : fl.bytes, .t0 = proto_now()};
-  srv_ingest_callbacks cb = {.on_ack = ui_ack, .on_progress = ui_progress, .ctx = &ui};
+  srv_ingest_callbacks cb = {.on_ack = ui_ack, .on_progress = ui_progress, .ctx = &ui,
+                             .force = opt_set(&a, "--force")};
   if (srv_ingest_begin(e, &cb, &in) != PROTO_OK) {
     fprintf(stderr, "retro index: %s\n", srv_last_error());
     rc = 1;
@@ -555,8 +563,9 @@ static int cmd_index(int argc, char **argv) {
   in = NULL;
   if (ui.tty && !ui.quiet) fprintf(stderr, "\r\033[K");
   if (!ui.quiet)
-    fprintf(stderr, "retro index: %llu documents, %llu chunks in %.1fs (%.1f chunks/s)%s\n",
-            (unsigned long long)pr.docs, (unsigned long long)pr.chunks, pr.elapsed_s,
+    fprintf(stderr, "retro index: %llu documents, %llu chunks, %llu unchanged in %.1fs (%.1f chunks/s)%s\n",
+            (unsigned long long)pr.docs, (unsigned long long)pr.chunks,
+            (unsigned long long)pr.unchanged, pr.elapsed_s,
             pr.elapsed_s > 0 ? (double)pr.chunks / pr.elapsed_s : 0.0,
             interrupted ? "; interrupted" : "");
   if (pr.errors || bad) {
@@ -1282,10 +1291,101 @@ static void usage(FILE *f) {
           "  generate    RETRO text completion with live retrieval\n"
           "  neighbours  dump every chunk's nearest neighbours for training\n"
           "  eval        bits-per-byte of the decoder, retrieval on or off\n"
+          "  backup, restore, verify  a consistent copy; restore it; check a database\n"
           "  serve       run the HTTP server\n\n"
           "`retro COMMAND --help` describes each. Models: --encoder/--decoder, else the\n"
           "database's own, else $RETRO_ENCODER/$RETRO_DECODER, $RETRO_MODELS/{encoder,decoder},\n"
           "else model/default/ in the source tree.\n");
+}
+
+/* backup, restore, verify ------------------------------------------------------------ */
+
+static const cli_flag ops_flags[] = {ENGINE_FLAGS};
+
+static void say_line(void *ctx, const char *line) {
+  fprintf(stderr, "retro %s: %s\n", (const char *)ctx, line);
+}
+
+/* retro backup --data DIR OUT | restore BACKUP --data DIR | verify --data DIR */
+static int cmd_ops(const char *cmd, int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, cmd, ops_flags, sizeof ops_flags / sizeof *ops_flags, argc, argv,
+                            &help);
+  size_t want = strcmp(cmd, "verify") == 0 ? 0 : 1;
+  const char *data = opt_str(&a, "--data");
+  store *st = NULL;
+  srv_engine *e = NULL;
+  if (!rc && !help && (!data || a.n_pos != want)) {
+    fprintf(stderr, "retro %s: needs --data DIR%s (see --help)\n", cmd,
+            want ? (strcmp(cmd, "backup") == 0 ? " and OUT" : " and BACKUP") : "");
+    rc = 2;
+  }
+  if (rc || help) {
+    if (help)
+      printf("usage: retro backup --data DIR OUT\n"
+             "       retro restore BACKUP --data DIR [--encoder E --decoder D]\n"
+             "       retro verify --data DIR\n\n"
+             "backup: a consistent copy of DIR's database (also while `retro serve` writes to\n"
+             "it) in the new directory OUT, with a manifest (models, counts, SHA-256).\n"
+             "restore: checks BACKUP against its manifest and copies it into DIR (absent or\n"
+             "empty), then builds the indexes. verify: checks a database (every chunk's\n"
+             "vector, record counts, index.faiss and lexical.sqlite against it) or a backup\n"
+             "(its files against the manifest); exit 1 naming each problem.\n");
+    goto leave;
+  }
+  proto_status s;
+  if (strcmp(cmd, "backup") == 0) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/db/data.mdb", data);
+    if (access(path, F_OK) != 0) {
+      fprintf(stderr, "retro backup: %s: no database there\n", data);
+      rc = 1;
+      goto leave;
+    }
+    double t0 = proto_now();
+    char *manifest = NULL;
+    if ((s = store_open(data, NULL, &st)) != PROTO_OK ||
+        (s = srv_backup(st, a.pos[0], &manifest)) != PROTO_OK) {
+      fprintf(stderr, "retro backup: %s\n", s == PROTO_OK ? "" : st ? srv_last_error() : store_last_error());
+      rc = 1;
+      goto leave;
+    }
+    printf("%s\n", manifest);
+    fprintf(stderr, "retro backup: %s in %.1fs\n", a.pos[0], proto_now() - t0);
+    free(manifest);
+  } else if (strcmp(cmd, "restore") == 0) {
+    if ((s = srv_restore(a.pos[0], data)) != PROTO_OK) {
+      fprintf(stderr, "retro restore: refused: %s\n", srv_last_error());
+      rc = 1;
+      goto leave;
+    }
+    if ((rc = engine_from_args(&a, 0, 0, &e)) != 0) { /* builds the indexes */
+      fprintf(stderr, "retro restore: the database is restored; its indexes will be built at the next start\n");
+      goto leave;
+    }
+    srv_info info;
+    if (srv_info_get(e, &info) == PROTO_OK)
+      fprintf(stderr, "retro restore: %s: %llu documents, %llu chunks, indexes built\n", data,
+              (unsigned long long)info.store.docs, (unsigned long long)info.store.chunks);
+  } else {
+    uint64_t problems = 0;
+    if ((s = srv_verify(data, say_line, (void *)"verify", &problems)) != PROTO_OK) {
+      fprintf(stderr, "retro verify: %s\n", srv_last_error());
+      rc = 1;
+      goto leave;
+    }
+    if (problems) {
+      fprintf(stderr, "retro verify: %llu problem(s)\n", (unsigned long long)problems);
+      rc = 1;
+    } else {
+      printf("ok\n");
+    }
+  }
+leave:
+  store_close(st);
+  close_engine(e);
+  args_free(&a);
+  return rc;
 }
 
 int srv_cli_main(int argc, char **argv) {
@@ -1313,6 +1413,8 @@ int srv_cli_main(int argc, char **argv) {
   if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);
   if (strcmp(cmd, "neighbours") == 0 || strcmp(cmd, "neighbors") == 0)
     return cmd_neighbours(argc - 1, argv + 1);
+  if (!strcmp(cmd, "backup") || !strcmp(cmd, "restore") || !strcmp(cmd, "verify"))
+    return cmd_ops(cmd, argc - 1, argv + 1);
   fprintf(stderr, "retro: unknown command \"%s\"\n\n", cmd);
   usage(stderr);
   return 2;

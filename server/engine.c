@@ -198,7 +198,7 @@ proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
   if (!e->data_dir) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
   e->opt.data_dir = e->data_dir;
 
-  store_options so = {.map_bytes = o->map_bytes};
+  store_options so = {.map_bytes = o->map_bytes, .max_map_bytes = o->max_map_bytes};
   if ((s = store_open(e->data_dir, &so, &e->st)) != PROTO_OK) {
     s = srv__fail(s, "opening the store in %s: %s", e->data_dir, store_last_error());
     goto leave;
@@ -262,6 +262,7 @@ proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
   }
   e->embed_by_ids =
       strcmp(tok_fingerprint(e->ctok), tok_fingerprint(bert_tokenizer(e->enc))) == 0;
+  srv__content_salt(e);
   if (e->eos_id < 0) {
     e->eos_id = tok_token_id(e->ctok, "<|endoftext|>");
     if (e->eos_id < 0) e->eos_id = tok_token_id(e->ctok, "</s>");
@@ -457,6 +458,9 @@ proto_status srv_info_get(srv_engine *e, srv_info *out) {
   out->ingested_docs = atomic_load(&e->n_ingested_docs);
   out->ingested_chunks = atomic_load(&e->n_ingested_chunks);
   out->ingest_errors = atomic_load(&e->n_ingest_errors);
+  out->ingest_unchanged = atomic_load(&e->n_unchanged);
+  out->storage_full = atomic_load(&e->n_nospace);
+  out->ingest_embedded_chunks = atomic_load(&e->n_embedded_chunks);
   out->ingest_queue = atomic_load(&e->n_queue);
   out->deleted_docs = atomic_load(&e->n_deleted);
   out->searches = atomic_load(&e->n_searches);
@@ -520,6 +524,7 @@ proto_status srv_delete(srv_engine *e, const char *id, int *found) {
   if (!e || !id) return srv__fail(PROTO_EINVAL, "srv_delete: NULL argument");
   if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
   proto_status s = store_delete(e->st, id, &f);
+  if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
   if (s != PROTO_OK) return srv__fail(s, "deleting \"%s\": %s", id, store_last_error());
   if (f) {
     atomic_fetch_add(&e->n_deleted, 1);

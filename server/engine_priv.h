@@ -35,6 +35,9 @@ struct srv_engine {
   const tok *ctok;             /* chunk tokenizer: decoder's, else encoder's */
   uint32_t dim;
   int embed_by_ids;            /* encoder and chunk tokenizer are the same */
+  unsigned char hash_salt[32]; /* what a document's content hash covers
+                                  besides its text and metadata: the models
+                                  and the chunking rule (see ingest.c) */
   int32_t pad_id, eos_id;      /* decoder's (config.json), -1 when unknown */
   srv_pipe *pipe;
 
@@ -55,6 +58,8 @@ struct srv_engine {
   /* counters */
   _Atomic uint64_t n_query_calls, n_query_texts; /* encoder calls for queries, texts in them */
   _Atomic uint64_t n_ingested_docs, n_ingested_chunks, n_ingest_errors, n_queue;
+  _Atomic uint64_t n_unchanged, n_embedded_chunks;
+  _Atomic uint64_t n_nospace;  /* writes refused with PROTO_ENOSPACE */
   _Atomic uint64_t n_deleted, n_searches, n_generations, n_gen_tokens;
 };
 
@@ -86,6 +91,9 @@ proto_status srv__sync_indexes(srv_engine *e);
  * request's, else the engine's retrieval_mode, else lexical (dense without
  * a lexical index). */
 srv_search_mode srv__retrieval_mode(const srv_engine *e, srv_search_mode requested);
+
+/* Sets e->hash_salt from the models (ingest.c); after the models are loaded. */
+void srv__content_salt(srv_engine *e);
 
 /* Ingest pipeline lifetime (ingest.c). */
 proto_status srv__pipe_start(srv_engine *e);

@@ -176,7 +176,7 @@ typedef struct conn {
   int ing_error;           /* feed/submit failed: the rest of the body is discarded */
   proto_status ing_st;
   /* request pieces the job needs */
-  char *ctype, *authz, *apikey, *wait, *limit, *after, *accept_enc;
+  char *ctype, *authz, *apikey, *wait, *force, *limit, *after, *accept_enc;
   /* response handed over by a job */
   http_response resp;
   int resp_ready;
@@ -211,6 +211,7 @@ static void conn_unref(conn *c) {
   free(c->limit);
   free(c->after);
   free(c->accept_enc);
+  free(c->force);
   pthread_cond_destroy(&c->sse_cv);
   pthread_mutex_destroy(&c->mu);
   free(c);
@@ -259,6 +260,7 @@ static void build_request(conn *c, http_request *rq) {
   rq->query_limit = c->limit;
   rq->query_after = c->after;
   rq->accept_encoding = c->accept_enc;
+  rq->query_force = c->force;
   rq->authorization = c->authz;
   rq->api_key = c->apikey;
   rq->content_type = c->ctype;
@@ -535,8 +537,10 @@ static enum MHD_Result take_query_arg(void *cls, enum MHD_ValueKind kind, const 
   (void)kind;
   query_args *q = cls;
   q->st = http_query_check(q->c->m.route, key, value, q->msg, sizeof q->msg);
-  char **slot = !strcmp(key, "limit") ? &q->c->limit : !strcmp(key, "after") ? &q->c->after
-                                                                              : &q->c->wait;
+  char **slot = !strcmp(key, "limit")   ? &q->c->limit
+                : !strcmp(key, "after") ? &q->c->after
+                : !strcmp(key, "force") ? &q->c->force
+                                        : &q->c->wait;
   if (q->st == PROTO_OK && *slot) {
     q->st = PROTO_EINVAL;
     snprintf(q->msg, sizeof q->msg, "query parameter '%s': given twice", key);
@@ -591,7 +595,7 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
   if (kind == 1) {
     if (D.cfg->read_only) return send_error(c, PROTO_EFORBIDDEN, "server is read-only");
     c->ndjson = 1;
-    if (http_ingest_new(D.srv, 1, &c->ing) != PROTO_OK)
+    if (http_ingest_new(D.srv, 1, http_wait_value(c->force) > 0, &c->ing) != PROTO_OK)
       return send_error(c, PROTO_ENOMEM, "out of memory");
   }
   return MHD_YES;
@@ -893,6 +897,7 @@ int srv_http_main(int argc, char **argv) {
   eo.index_factory = cfg.index_factory;
   eo.threads = (int)cfg.threads;
   eo.read_only = (int)cfg.read_only;
+  eo.max_map_bytes = (size_t)cfg.max_map_mb << 20;
   eo.gen_slots = (int)cfg.gen_slots;
   eo.search_mode = search_mode;
   eo.retrieval_mode = retrieval_mode;

@@ -50,6 +50,8 @@ typedef struct http_config {
   long inline_search_floats; /* --inline-search-floats: searches by vector on an
                                 index up to this size (vectors x dim) run on
                                 the MHD threads, larger ones on the workers */
+  long max_map_mb;       /* --max-map-mb: LMDB map limit in MiB (0 = none) */
+  char *backup_dir;      /* --backup-dir: where POST /v1/admin/backup writes (NULL = off) */
   char *log;             /* --log FILE (NULL = stderr) */
   long log_flush_ms;     /* --log-flush-ms: request lines wait at most this (0 = none) */
   char *config;          /* --config FILE */
@@ -80,6 +82,7 @@ typedef enum http_route {
   HTTP_R_DOCS, HTTP_R_DOC_GET, HTTP_R_DOC_DELETE, HTTP_R_CHUNK, HTTP_R_SEARCH,
   HTTP_R_EMBED, HTTP_R_COMPLETE, HTTP_R_MODELS, HTTP_R_MODEL,
   HTTP_R_CHAT, HTTP_R_TOKENIZE, HTTP_R_DETOKENIZE, HTTP_R_WEBUI, HTTP_R_DOC_LIST, /* the page at /, GET /v1/documents */
+  HTTP_R_BACKUP,
   HTTP_R_OTHER, HTTP_R_COUNT
 } http_route;
 
@@ -112,8 +115,8 @@ const char *http_route_method(http_route r);
 int http_wait_value(const char *v);
 /* Checks one query parameter (raw key, value NULL when it has none) of a
  * route: PROTO_OK, or PROTO_EUNKNOWN_FIELD / PROTO_EINVAL with msg naming it.
- * POST /v1/documents takes wait, GET /v1/documents limit and after (both
- * checked here, see http_list_args); an unknown parameter is refused
+ * POST /v1/documents takes wait and force (true or false), GET /v1/documents
+ * limit and after (both checked here, see http_list_args); an unknown parameter is refused
  * like an unknown body field, so a typo (?wiat=true) is not ignored. */
 proto_status http_query_check(http_route r, const char *key, const char *value, char *msg,
                               size_t n);
@@ -196,6 +199,7 @@ typedef struct http_request {
   const char *query_limit;   /* ?limit= and ?after= of GET /v1/documents, or NULL */
   const char *query_after;
   const char *accept_encoding; /* header, for the page at / (gzip) */
+  const char *query_force;   /* value of ?force=, or NULL */
   const char *authorization; /* headers, NULL when absent */
   const char *api_key;
   const char *content_type;

@@ -12,6 +12,9 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+#include <jansson.h>
+#include <stdatomic.h>
 
 #define JSON_TYPE "application/json"
 #define SSE_TYPE "text/event-stream"
@@ -207,6 +210,12 @@ static void h_metrics(http_server *s, http_response *resp) {
             info->ingested_chunks);
       gauge(b, "retro_ingest_errors_total", "counter", "Documents that failed to ingest.",
             info->ingest_errors);
+      gauge(b, "retro_ingest_unchanged_total", "counter",
+            "Documents skipped by ingest: the same content hash was stored.", info->ingest_unchanged);
+      gauge(b, "retro_ingest_embedded_chunks_total", "counter",
+            "Chunks the ingest pipeline ran through the encoder.", info->ingest_embedded_chunks);
+      gauge(b, "retro_storage_full_total", "counter",
+            "Writes refused for lack of disk or LMDB map space (507).", info->storage_full);
       gauge(b, "retro_ingest_queue_chunks", "gauge", "Chunks waiting in the ingest pipeline.",
             info->ingest_queue);
       gauge(b, "retro_deleted_documents_total", "counter", "Documents deleted since start.",
@@ -510,13 +519,14 @@ struct http_ingest {
   http_server *s;
   int ndjson;
   srv_ingest *session;
+  int force;                   /* ?force=true */
   pthread_mutex_t mu;          /* guards everything below: acks arrive on the
                                   engine's writer thread */
   proto_buf results;           /* the "results" array body (without brackets) */
   proto_jw jw;
   size_t n_results;
   int truncated;
-  uint64_t n_ok, n_err, n_chunks, n_not_indexed;
+  uint64_t n_ok, n_err, n_chunks, n_not_indexed, n_unchanged;
   proto_status first_st;
   char first_msg[256];
   uint64_t *fifo;              /* item numbers of queued documents, ack order */
@@ -563,6 +573,7 @@ static void on_ack(void *ctx, const srv_ack *ack) {
     record_error(in, no, ack->id, ack->status, msg);
   } else {
     in->n_ok++;
+    in->n_unchanged += ack->unchanged != 0;
     in->n_chunks += ack->n_chunks;
     if (!ack->indexed) in->n_not_indexed++;
     if (in->n_results < INGEST_MAX_RESULTS) {
@@ -570,7 +581,7 @@ static void on_ack(void *ctx, const srv_ack *ack) {
       proto_jw_key(&in->jw, in->ndjson ? "line" : "index");
       proto_jw_uint(&in->jw, no);
       proto_jw_key(&in->jw, "id"); proto_jw_cstr(&in->jw, ack->id);
-      proto_jw_key(&in->jw, "status"); proto_jw_cstr(&in->jw, "ok");
+      proto_jw_key(&in->jw, "status"); proto_jw_cstr(&in->jw, ack->unchanged ? "unchanged" : "ok");
       proto_jw_key(&in->jw, "doc_num"); proto_jw_uint(&in->jw, ack->doc_num);
       proto_jw_key(&in->jw, "chunks"); proto_jw_uint(&in->jw, ack->n_chunks);
       proto_jw_key(&in->jw, "indexed"); proto_jw_bool(&in->jw, ack->indexed);
@@ -583,10 +594,11 @@ static void on_ack(void *ctx, const srv_ack *ack) {
   pthread_mutex_unlock(&in->mu);
 }
 
-proto_status http_ingest_new(http_server *s, int ndjson, http_ingest **out) {
+proto_status http_ingest_new(http_server *s, int ndjson, int force, http_ingest **out) {
   http_ingest *in = calloc(1, sizeof *in);
   if (!in) return PROTO_ENOMEM;
   in->s = s;
+  in->force = force;
   in->ndjson = ndjson;
   pthread_mutex_init(&in->mu, NULL);
   proto_jw_init(&in->jw, &in->results);
@@ -676,6 +688,7 @@ proto_status http_ingest_submit(http_ingest *in) {
     memset(&cb, 0, sizeof cb);
     cb.on_ack = on_ack;
     cb.ctx = in;
+    cb.force = in->force;
     st = srv_ingest_begin(in->s->engine, &cb, &in->session);
     if (st != PROTO_OK) {
       for (size_t i = 0; i < in->n_pending; i++) proto_doc_free(&in->pending[i]);
@@ -758,6 +771,7 @@ void http_ingest_finish(http_ingest *in, http_response *resp) {
     proto_jw_obj_end(&w);
   }
   proto_jw_key(&w, "documents"); proto_jw_uint(&w, in->n_ok);
+  proto_jw_key(&w, "unchanged"); proto_jw_uint(&w, in->n_unchanged);
   proto_jw_key(&w, "chunks"); proto_jw_uint(&w, in->n_chunks);
   proto_jw_key(&w, "errors"); proto_jw_uint(&w, in->n_err);
   proto_jw_key(&w, "indexed"); proto_jw_bool(&w, in->n_not_indexed == 0);
@@ -768,7 +782,7 @@ void http_ingest_finish(http_ingest *in, http_response *resp) {
   int status = 200;
   if (in->n_err) {
     status = proto_http_status(in->first_st);
-    if (status >= 500 && in->n_ok) status = 500;
+    if (status >= 500 && in->n_ok && status != 507) status = 500; /* 507: storage ran out */
   } else if (in->n_ok == 0 && in->items == 0 && in->ndjson) {
     /* an empty NDJSON body is fine: nothing to do */
   }
@@ -816,8 +830,13 @@ static void h_docs(http_server *s, const http_request *rq, http_response *resp) 
     http_error(resp, PROTO_EINVAL, err);
     return;
   }
+  if (http_wait_value(rq->query_force) < 0) {
+    http_query_check(HTTP_R_DOCS, "force", rq->query_force, err, sizeof err);
+    http_error(resp, PROTO_EINVAL, err);
+    return;
+  }
   http_ingest *in = NULL;
-  proto_status st = http_ingest_new(s, kind == 1, &in);
+  proto_status st = http_ingest_new(s, kind == 1, http_wait_value(rq->query_force) > 0, &in);
   if (st != PROTO_OK) { http_error(resp, st, "out of memory"); return; }
   if (kind == 1) {
     size_t off = 0;
@@ -838,6 +857,46 @@ static void h_docs(http_server *s, const http_request *rq, http_response *resp) 
   http_ingest_finish(in, resp);
 leave:
   http_ingest_free(in);
+}
+
+/* ---- backup ---------------------------------------------------------------- */
+
+/* POST /v1/admin/backup: a backup (backup.c) into a new directory under
+ * --backup-dir, named by the time; never a path the client chose. */
+static void h_backup(http_server *s, const http_request *rq, http_response *resp) {
+  static atomic_uint seq;
+  if (no_engine(s, resp)) return;
+  if (!s->cfg->backup_dir) {
+    http_error(resp, PROTO_EUNAVAIL, "backups are off: start the server with --backup-dir DIR");
+    return;
+  }
+  if (rq->body_len) { /* nothing to choose: only {} */
+    json_t *v = json_loadb(rq->body, rq->body_len, 0, NULL);
+    int empty = json_is_object(v) && json_object_size(v) == 0;
+    json_decref(v);
+    if (!empty) { http_error(resp, PROTO_EUNKNOWN_FIELD, "body: POST /v1/admin/backup takes no fields ({} or none)"); return; }
+  }
+  char name[64], path[4200], when[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
+  snprintf(name, sizeof name, "backup-%s-%u-%u", when, (unsigned)getpid(), atomic_fetch_add(&seq, 1));
+  snprintf(path, sizeof path, "%s/%s", s->cfg->backup_dir, name);
+  mkdir(s->cfg->backup_dir, 0755);
+  double t0 = proto_now();
+  char *manifest = NULL;
+  proto_status st = srv_backup(srv_engine_store(s->engine), path, &manifest);
+  if (st != PROTO_OK) { engine_error(resp, st, "backup"); return; }
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "backup"); proto_jw_cstr(&w, name);
+  proto_jw_key(&w, "path"); proto_jw_cstr(&w, path);
+  proto_jw_key(&w, "seconds"); proto_jw_num(&w, proto_now() - t0);
+  proto_jw_key(&w, "manifest"); proto_jw_raw(&w, manifest, strlen(manifest));
+  proto_jw_obj_end(&w);
+  free(manifest);
+  ok_json(resp, 200);
 }
 
 /* ---- completions ---------------------------------------------------------- */
@@ -1171,6 +1230,7 @@ void http_execute(http_server *s, const http_match *m, const http_request *rq,
     case HTTP_R_MODEL: h_models(s, m->id, resp); return;
     case HTTP_R_WEBUI: http_webui(s, rq, resp); return;
     case HTTP_R_DOC_LIST: h_doc_list(s, rq, resp); return;
+    case HTTP_R_BACKUP: h_backup(s, rq, resp); return;
     default: http_error(resp, PROTO_ENOTFOUND, "no such route"); return;
   }
 }

@@ -44,7 +44,8 @@ int http_body_kind(http_route r, const char *content_type);
 typedef struct http_ingest http_ingest;
 
 /* ndjson: items are numbered by line ("line"), else by position ("index"). */
-proto_status http_ingest_new(http_server *s, int ndjson, http_ingest **out);
+/* force: re-embed documents whose content hash is unchanged (?force=true). */
+proto_status http_ingest_new(http_server *s, int ndjson, int force, http_ingest **out);
 /* NDJSON: splits and parses data, queuing parsed documents in a pending
  * batch (no engine call). Returns 1 in *batch_full when the pending batch
  * should be submitted (http_ingest_submit) before more data is fed. */

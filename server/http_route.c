@@ -13,7 +13,8 @@ static const char *const labels[HTTP_R_COUNT] = {
     "/health", "/ready", "/metrics", "/openapi.json", "/v1/info", "/v1/documents",
     "/v1/documents/{id}", "/v1/documents/{id}", "/v1/chunks/{id}", "/v1/search",
     "/v1/embeddings", "/v1/completions", "/v1/models", "/v1/models/{id}",
-    "/v1/chat/completions", "/tokenize", "/detokenize", "/", "/v1/documents", "other"};
+    "/v1/chat/completions", "/tokenize", "/detokenize", "/", "/v1/documents",
+    "/v1/admin/backup", "other"};
 
 const char *http_route_label(http_route r) {
   return (unsigned)r < HTTP_R_COUNT ? labels[r] : "other";
@@ -22,7 +23,8 @@ const char *http_route_label(http_route r) {
 const char *http_route_method(http_route r) {
   switch (r) {
     case HTTP_R_DOCS: case HTTP_R_SEARCH: case HTTP_R_EMBED: case HTTP_R_COMPLETE:
-    case HTTP_R_CHAT: case HTTP_R_TOKENIZE: case HTTP_R_DETOKENIZE: return "POST";
+    case HTTP_R_CHAT: case HTTP_R_TOKENIZE: case HTTP_R_DETOKENIZE: case HTTP_R_BACKUP:
+      return "POST";
     case HTTP_R_DOC_DELETE: return "DELETE";
     case HTTP_R_OTHER: case HTTP_R_COUNT: return "";
     default: return "GET";
@@ -122,10 +124,10 @@ proto_status http_list_args(const char *limit, const char *after, size_t *max, u
 proto_status http_query_check(http_route r, const char *key, const char *value, char *msg,
                               size_t n) {
   char shown[72];
-  if (r == HTTP_R_DOCS && !strcmp(key, "wait")) {
+  if (r == HTTP_R_DOCS && (!strcmp(key, "wait") || !strcmp(key, "force"))) {
     if (!value || http_wait_value(value) >= 0) return PROTO_OK;
     http_printable(value, shown, sizeof shown);
-    snprintf(msg, n, "wait: must be true or false, not '%s'", shown);
+    snprintf(msg, n, "%s: must be true or false, not '%s'", key, shown);
     return PROTO_EINVAL;
   }
   if (r == HTTP_R_DOC_LIST && (!strcmp(key, "limit") || !strcmp(key, "after"))) {
@@ -137,7 +139,7 @@ proto_status http_query_check(http_route r, const char *key, const char *value, 
   }
   http_printable(key, shown, sizeof shown);
   snprintf(msg, n, "query parameter '%s': unknown (%s)", shown,
-           r == HTTP_R_DOCS       ? "POST /v1/documents takes only wait"
+           r == HTTP_R_DOCS       ? "POST /v1/documents takes only wait and force"
            : r == HTTP_R_DOC_LIST ? "GET /v1/documents takes limit and after"
                                   : "this route takes none");
   return PROTO_EUNKNOWN_FIELD;
@@ -203,6 +205,7 @@ void http_route_match(const char *method, const char *path, http_match *m) {
       {"/v1/chat/completions", HTTP_R_CHAT, HTTP_READ, HTTP_GEN, "POST"},
       {"/tokenize", HTTP_R_TOKENIZE, HTTP_READ, HTTP_WORKER, "POST"},
       {"/detokenize", HTTP_R_DETOKENIZE, HTTP_READ, HTTP_WORKER, "POST"},
+      {"/v1/admin/backup", HTTP_R_BACKUP, HTTP_WRITE, HTTP_WORKER, "POST"},
   };
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
     if (strcmp(path, fixed[i].path) != 0) continue;

@@ -20,6 +20,19 @@
  * of a few tokens ("\n", "api-list::\n") lands near every short query and
  * outranked whole chunks for them (measured on the default corpus: the top 5
  * of "example" were five "\n" tails).
+ * Unchanged documents: each document is stored with its content hash, two
+ * SHA-256: of the models' fingerprints, the chunking rule and its text; and
+ * of that and its metadata. srv_ingest_add looks the id up: with both the
+ * same (and no `force`) the document is unchanged; with only the text's the
+ * same, only its metadata changed. Either way it goes through the pipeline
+ * untokenised, unembedded, only to keep its place in the order; the writer
+ * checks the hashes again just before its batch commits (a document of the
+ * same id queued earlier, or a delete, may have changed them since) and
+ * acknowledges it as unchanged, or rewrites its metadata in place (same
+ * chunks: the indexes do not change), or else tokenises and embeds it right
+ * there and stores it like any other.
+ * A database written before content hashes has none: each document is
+ * embedded once more on its next upsert, which stores its hash.
  * A document is all-or-nothing (store_upsert); if a multi-document
  * transaction fails, its documents are retried one by one so that one bad
  * document does not fail its neighbours.
@@ -55,6 +68,15 @@ typedef struct pdoc {
   uint32_t embedded;          /* chunks embedded so far */
   proto_status status;        /* set when embedding failed */
   char *message;
+  unsigned char hash[STORE_HASH_BYTES]; /* text hash | text+metadata hash */
+  int unchanged;              /* 1: the store held this hash at add time,
+                                 2: its text hash (only the metadata differs);
+                                 not tokenised; raw/raw_len keep the text */
+  char *raw;
+  size_t raw_len;
+  uint64_t queued;            /* chunks counted in the pipeline's room */
+  uint64_t same_num;          /* unchanged: the stored document's num */
+  uint32_t same_chunks;       /*   and chunk count */
 } pdoc;
 
 typedef struct pqueue {
@@ -119,7 +141,54 @@ static void pdoc_free(pdoc *d) {
   free(d->id);
   free(d->meta);
   free(d->message);
+  free(d->raw);
   free(d);
+}
+
+void srv__content_salt(srv_engine *e) {
+  proto_sha256 h;
+  char dim[32];
+  snprintf(dim, sizeof dim, "%u", (unsigned)e->dim);
+  const char *parts[] = {"retrod content v1: key window = last 64 tokens",
+                         bert_fingerprint(e->enc), tok_fingerprint(e->ctok), dim,
+                         e->embed_by_ids ? "by ids" : "by text"};
+  proto_sha256_init(&h);
+  for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+    proto_sha256_update(&h, parts[i], strlen(parts[i]) + 1);
+  proto_sha256_final(&h, e->hash_salt);
+}
+
+/* out[0..32): SHA-256 of the salt and the text (length first); out[32..64):
+ * of those 32 bytes and the metadata as given ({} for none): metadata written
+ * differently (key order, spaces) counts as changed, which costs a metadata
+ * write and never a wrong skip. */
+static void content_hash(const srv_engine *e, const srv_doc *doc,
+                         unsigned char out[STORE_HASH_BYTES]) {
+  proto_sha256 h;
+  unsigned char len[8];
+  const char *meta = doc->metadata_json ? doc->metadata_json : "{}";
+  for (int i = 0; i < 8; i++) len[i] = (unsigned char)((uint64_t)doc->text_len >> (8 * i));
+  proto_sha256_init(&h);
+  proto_sha256_update(&h, e->hash_salt, sizeof e->hash_salt);
+  proto_sha256_update(&h, len, sizeof len);
+  if (doc->text_len) proto_sha256_update(&h, doc->text, doc->text_len);
+  proto_sha256_final(&h, out);
+  proto_sha256_init(&h);
+  proto_sha256_update(&h, out, 32);
+  proto_sha256_update(&h, meta, strlen(meta));
+  proto_sha256_final(&h, out + 32);
+}
+
+/* How the stored document id compares with this content hash: 1 the same,
+ * 2 the same text (other metadata), 0 otherwise or absent; its doc num and
+ * chunk count in *num, *n_chunks. */
+static int stored_unchanged(srv_engine *e, const char *id, const unsigned char *hash,
+                            uint64_t *num, uint32_t *n_chunks) {
+  unsigned char old[STORE_HASH_BYTES];
+  *num = 0;
+  if (store_doc_hash(e->st, id, old, num, n_chunks) != PROTO_OK || !*num) return 0;
+  if (memcmp(old, hash, STORE_HASH_BYTES) == 0) return 1;
+  return memcmp(old, hash, 32) == 0 ? 2 : 0;
 }
 
 /* A copy of s[0..n) with ill-formed UTF-8 replaced (WordPiece reads valid
@@ -213,6 +282,7 @@ static void *embed_main(void *arg) {
     if (n > 0) {
       proto_status s = oom ? srv__fail(PROTO_ENOMEM, "out of memory")
                            : srv__embed_chunks(e, ids, lens, txt, tlens, n, vec);
+      if (s == PROTO_OK) atomic_fetch_add(&e->n_embedded_chunks, n);
       size_t done = 0;
       for (pdoc *d = work.head; d && done < n; d = d->next) {
         if (d->status != PROTO_OK) continue;
@@ -272,6 +342,7 @@ static proto_status commit_docs(srv_pipe *p, pdoc **docs, size_t n, uint64_t *nu
     in[i].metadata_json = d->meta;
     in[i].n_chunks = d->n_chunks;
     in[i].chunks = ch + c;
+    in[i].content_hash = d->hash;
     for (uint32_t j = 0; j < d->n_chunks; j++, c++) {
       size_t off = (size_t)j * PROTO_CHUNK_TOKENS;
       size_t len = d->n_tokens - off;
@@ -310,6 +381,7 @@ static void report(srv_pipe *p, pdoc *d, proto_status st, const char *msg, uint6
     atomic_fetch_add(&e->n_ingested_chunks, d->n_chunks);
   } else {
     atomic_fetch_add(&e->n_ingest_errors, 1);
+    if (st == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
   }
   if (in->cb.on_ack) in->cb.on_ack(in->cb.ctx, &a);
   pthread_mutex_lock(&in->mu);
@@ -322,6 +394,63 @@ static void report(srv_pipe *p, pdoc *d, proto_status st, const char *msg, uint6
     if (in->first_err == PROTO_OK) in->first_err = st;
   }
   pthread_mutex_unlock(&in->mu);
+}
+
+/* Reports a document skipped as unchanged: stored as doc num with n chunks. */
+static void report_unchanged(srv_pipe *p, pdoc *d, uint64_t num, uint32_t n) {
+  srv_ingest *in = d->sess;
+  srv_ack a = {.id = d->id, .seq = d->seq, .status = PROTO_OK, .message = "", .doc_num = num,
+               .n_chunks = n, .unchanged = 1, .indexed = 1};
+  atomic_fetch_add(&p->e->n_unchanged, 1);
+  if (in->cb.on_ack) in->cb.on_ack(in->cb.ctx, &a);
+  pthread_mutex_lock(&in->mu);
+  in->prog.unchanged++;
+  in->prog.bytes += d->bytes;
+  pthread_mutex_unlock(&in->mu);
+}
+
+/* Reports a document whose metadata alone was rewritten (doc num, n chunks). */
+static void report_meta(srv_pipe *p, pdoc *d, uint64_t num, uint32_t n) {
+  srv_ingest *in = d->sess;
+  srv_ack a = {.id = d->id, .seq = d->seq, .status = PROTO_OK, .message = "", .doc_num = num,
+               .n_chunks = n, .indexed = 1};
+  atomic_fetch_add(&p->e->n_ingested_docs, 1);
+  if (in->cb.on_ack) in->cb.on_ack(in->cb.ctx, &a);
+  pthread_mutex_lock(&in->mu);
+  in->prog.docs++;
+  in->prog.bytes += d->bytes;
+  pthread_mutex_unlock(&in->mu);
+}
+
+static proto_status tokenize_doc(srv_engine *e, pdoc *d, const char *text, size_t len);
+
+/* A document queued as unchanged whose stored hash differs by now: tokenised
+ * and embedded here, on the writer thread (rare: an earlier document of the
+ * same id, or a delete, came in between). Failures go in d->status. */
+static void embed_late(srv_engine *e, pdoc *d) {
+  proto_status s = tokenize_doc(e, d, d->raw, d->raw_len);
+  size_t B = 32;
+  const int32_t *ids[32];
+  size_t lens[32], tlens[32];
+  const char *txt[32];
+  for (uint32_t c0 = 0; s == PROTO_OK && c0 < d->n_chunks; c0 += (uint32_t)B) {
+    size_t n = d->n_chunks - c0 < B ? d->n_chunks - c0 : B;
+    for (size_t i = 0; i < n; i++) {
+      size_t off, len;
+      int tail = key_window(d, c0 + (uint32_t)i, &off, &len);
+      ids[i] = d->tokens + off;
+      lens[i] = len;
+      txt[i] = key_text(d, c0 + (uint32_t)i, tail, &tlens[i]);
+    }
+    s = srv__embed_chunks(e, ids, lens, txt, tlens, n, d->vecs + (size_t)c0 * e->dim);
+    if (s == PROTO_OK) atomic_fetch_add(&e->n_embedded_chunks, n);
+  }
+  d->embedded = d->n_chunks;
+  d->unchanged = 0;
+  if (s != PROTO_OK) {
+    d->status = s;
+    d->message = strdup(srv_last_error());
+  }
 }
 
 /* Progress callbacks, then `acked` (after which a session may be freed),
@@ -340,7 +469,7 @@ static void finish_batch(srv_pipe *p, pdoc **docs, size_t n) {
     in->cb.on_progress(in->cb.ctx, &pr);
   }
   uint64_t chunks = 0;
-  for (size_t i = 0; i < n; i++) chunks += docs[i]->n_chunks;
+  for (size_t i = 0; i < n; i++) chunks += docs[i]->queued;
   pthread_mutex_lock(&p->mu);
   p->queued_chunks -= chunks;
   p->queued_docs -= n;
@@ -406,13 +535,37 @@ static void *writer_main(void *arg) {
       continue;
     }
 
-    /* documents whose embedding failed are reported as such */
+    /* those queued as unchanged are checked again now (upserts are written
+     * by this thread alone; a delete after the check comes after the answer
+     * too); the rest that embedded fine are committed */
     size_t ng = 0;
     for (size_t i = 0; i < n; i++) {
-      if (batch[i]->status != PROTO_OK)
-        report(p, batch[i], batch[i]->status, batch[i]->message ? batch[i]->message : "", 0, 0);
-      else good[ng++] = batch[i];
+      pdoc *d = batch[i];
+      if (d->unchanged) {
+        int now = stored_unchanged(e, d->id, d->hash, &d->same_num, &d->same_chunks);
+        if (now == 1) {
+          d->unchanged = 1;
+          continue;
+        }
+        if (now == 2) { /* only the metadata changed: rewrite it in place */
+          int found = 0;
+          proto_status ms = store_doc_set_meta(e->st, d->id, d->meta, d->hash, &found);
+          if (ms == PROTO_OK && found) {
+            d->unchanged = 2;
+            continue;
+          }
+          if (ms != PROTO_OK) {
+            d->status = srv__fail(ms, "storing: %s", store_last_error());
+            d->message = strdup(srv_last_error());
+            d->unchanged = 0;
+            continue;
+          }
+        }
+        embed_late(e, d);
+      }
+      if (d->status == PROTO_OK) good[ng++] = d;
     }
+    int indexed = 0;
     if (ng > 0) {
       int any_ok = 0;
       for (size_t i = 0; i < ng; i++) msgs[i] = NULL;
@@ -431,15 +584,25 @@ static void *writer_main(void *arg) {
           else msgs[i] = strdup(srv_last_error());
         }
       }
-      int indexed = 0;
       if (any_ok) {
         proto_status xs = srv__sync_indexes(e);
         indexed = xs == PROTO_OK;
       }
-      for (size_t i = 0; i < ng; i++) {
-        report(p, good[i], sts[i], msgs[i] ? msgs[i] : proto_strerror(sts[i]),
-               sts[i] == PROTO_OK ? nums[i] : 0, indexed);
-        free(msgs[i]);
+    }
+    /* acknowledgements in the order the documents were added */
+    for (size_t i = 0, j = 0; i < n; i++) {
+      pdoc *d = batch[i];
+      if (d->unchanged == 1) {
+        report_unchanged(p, d, d->same_num, d->same_chunks);
+      } else if (d->unchanged == 2) {
+        report_meta(p, d, d->same_num, d->same_chunks);
+      } else if (d->status != PROTO_OK) {
+        report(p, d, d->status, d->message ? d->message : "", 0, 0);
+      } else {
+        report(p, d, sts[j], msgs[j] ? msgs[j] : proto_strerror(sts[j]),
+               sts[j] == PROTO_OK ? nums[j] : 0, indexed);
+        free(msgs[j]);
+        j++;
       }
     }
     finish_batch(p, batch, n);
@@ -534,8 +697,57 @@ static proto_status check_meta(const char *meta) {
   return PROTO_OK;
 }
 
-/* Tokenises and chunks a document into a new pdoc. */
-static proto_status prepare(srv_engine *e, const srv_doc *doc, pdoc **out) {
+/* Tokenises text into d's tokens, chunks, chunk texts and room for vectors. */
+static proto_status tokenize_doc(srv_engine *e, pdoc *d, const char *text, size_t text_len) {
+  proto_status s;
+  if (text_len) {
+    s = tok_encode(e->ctok, text, text_len, &d->tokens, &d->n_tokens);
+    if (s != PROTO_OK) return srv__fail(s, "text: %s", tok_last_error());
+  }
+  d->n_chunks = (uint32_t)((d->n_tokens + PROTO_CHUNK_TOKENS - 1) / PROTO_CHUNK_TOKENS);
+  if (!d->n_chunks) return PROTO_OK;
+  d->texts = calloc(d->n_chunks, sizeof *d->texts);
+  d->text_lens = calloc(d->n_chunks, sizeof *d->text_lens);
+  d->vecs = malloc((size_t)d->n_chunks * e->dim * sizeof *d->vecs);
+  if (!d->texts || !d->text_lens || !d->vecs) return srv__fail(PROTO_ENOMEM, "out of memory");
+  int need_utf8 = !e->embed_by_ids && tok_get_kind(bert_tokenizer(e->enc)) == TOK_WORDPIECE;
+  if (need_utf8) {
+    d->etexts = calloc(d->n_chunks, sizeof *d->etexts);
+    d->etext_lens = calloc(d->n_chunks, sizeof *d->etext_lens);
+    if (!d->etexts || !d->etext_lens) return srv__fail(PROTO_ENOMEM, "out of memory");
+  }
+  for (uint32_t c = 0; c < d->n_chunks; c++) {
+    size_t off = (size_t)c * PROTO_CHUNK_TOKENS;
+    size_t len = d->n_tokens - off < PROTO_CHUNK_TOKENS ? d->n_tokens - off : PROTO_CHUNK_TOKENS;
+    s = tok_decode(e->ctok, d->tokens + off, len, &d->texts[c], &d->text_lens[c]);
+    if (s != PROTO_OK) return srv__fail(s, "decoding chunk %u: %s", c, tok_last_error());
+    if (need_utf8 &&
+        !(d->etexts[c] = utf8_dup(d->texts[c], d->text_lens[c], &d->etext_lens[c])))
+      return srv__fail(PROTO_ENOMEM, "out of memory");
+  }
+  size_t koff, klen;
+  if (!e->embed_by_ids && key_window(d, d->n_chunks - 1, &koff, &klen)) {
+    char *raw = NULL;
+    size_t raw_len = 0;
+    s = tok_decode(e->ctok, d->tokens + koff, klen, &raw, &raw_len);
+    if (s != PROTO_OK) return srv__fail(s, "decoding the last chunk's key: %s", tok_last_error());
+    if (need_utf8) { /* as etexts */
+      d->tail_key = utf8_dup(raw, raw_len, &d->tail_key_len);
+      free(raw);
+      if (!d->tail_key) return srv__fail(PROTO_ENOMEM, "out of memory");
+    } else {
+      d->tail_key = raw;
+      d->tail_key_len = raw_len;
+    }
+  }
+  return PROTO_OK;
+}
+
+/* Checks a document and makes its pdoc: tokenised and chunked, or, when the
+ * store holds the same content hash (and the session does not force), only
+ * a copy of the text, marked unchanged. */
+static proto_status prepare(srv_ingest *in, const srv_doc *doc, pdoc **out) {
+  srv_engine *e = in->e;
   proto_status s;
   *out = NULL;
   if (!doc->id || !*doc->id) return srv__fail(PROTO_EMISSING, "id: must not be empty");
@@ -552,48 +764,16 @@ static proto_status prepare(srv_engine *e, const srv_doc *doc, pdoc **out) {
   d->meta = doc->metadata_json ? strdup(doc->metadata_json) : NULL;
   d->bytes = doc->text_len;
   if (!d->id || (doc->metadata_json && !d->meta)) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-  if (doc->text_len) {
-    s = tok_encode(e->ctok, doc->text, doc->text_len, &d->tokens, &d->n_tokens);
-    if (s != PROTO_OK) { s = srv__fail(s, "text: %s", tok_last_error()); goto leave; }
-  }
-  d->n_chunks = (uint32_t)((d->n_tokens + PROTO_CHUNK_TOKENS - 1) / PROTO_CHUNK_TOKENS);
-  if (d->n_chunks) {
-    d->texts = calloc(d->n_chunks, sizeof *d->texts);
-    d->text_lens = calloc(d->n_chunks, sizeof *d->text_lens);
-    d->vecs = malloc((size_t)d->n_chunks * e->dim * sizeof *d->vecs);
-    if (!d->texts || !d->text_lens || !d->vecs) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-    int need_utf8 = !e->embed_by_ids && tok_get_kind(bert_tokenizer(e->enc)) == TOK_WORDPIECE;
-    if (need_utf8) {
-      d->etexts = calloc(d->n_chunks, sizeof *d->etexts);
-      d->etext_lens = calloc(d->n_chunks, sizeof *d->etext_lens);
-      if (!d->etexts || !d->etext_lens) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-    }
-    for (uint32_t c = 0; c < d->n_chunks; c++) {
-      size_t off = (size_t)c * PROTO_CHUNK_TOKENS;
-      size_t len = d->n_tokens - off < PROTO_CHUNK_TOKENS ? d->n_tokens - off : PROTO_CHUNK_TOKENS;
-      s = tok_decode(e->ctok, d->tokens + off, len, &d->texts[c], &d->text_lens[c]);
-      if (s != PROTO_OK) { s = srv__fail(s, "decoding chunk %u: %s", c, tok_last_error()); goto leave; }
-      if (need_utf8 &&
-          !(d->etexts[c] = utf8_dup(d->texts[c], d->text_lens[c], &d->etext_lens[c]))) {
-        s = srv__fail(PROTO_ENOMEM, "out of memory");
-        goto leave;
-      }
-    }
-    size_t koff, klen;
-    if (!e->embed_by_ids && key_window(d, d->n_chunks - 1, &koff, &klen)) {
-      char *raw = NULL;
-      size_t raw_len = 0;
-      s = tok_decode(e->ctok, d->tokens + koff, klen, &raw, &raw_len);
-      if (s != PROTO_OK) { s = srv__fail(s, "decoding the last chunk's key: %s", tok_last_error()); goto leave; }
-      if (need_utf8) { /* as etexts */
-        d->tail_key = utf8_dup(raw, raw_len, &d->tail_key_len);
-        free(raw);
-        if (!d->tail_key) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-      } else {
-        d->tail_key = raw;
-        d->tail_key_len = raw_len;
-      }
-    }
+  content_hash(e, doc, d->hash);
+  uint64_t num;
+  uint32_t nc;
+  if (!in->cb.force && (d->unchanged = stored_unchanged(e, doc->id, d->hash, &num, &nc))) {
+    d->raw = malloc(doc->text_len ? doc->text_len : 1);
+    if (!d->raw) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    if (doc->text_len) memcpy(d->raw, doc->text, doc->text_len);
+    d->raw_len = doc->text_len;
+  } else if ((s = tokenize_doc(e, d, doc->text, doc->text_len)) != PROTO_OK) {
+    goto leave;
   }
   *out = d;
   d = NULL;
@@ -608,9 +788,10 @@ proto_status srv_ingest_add(srv_ingest *in, const srv_doc *doc) {
   srv_engine *e = in->e;
   srv_pipe *p = e->pipe;
   pdoc *d = NULL;
-  proto_status s = prepare(e, doc, &d);
+  proto_status s = prepare(in, doc, &d);
   if (s != PROTO_OK) return s;
   d->sess = in;
+  d->queued = d->n_chunks;
   pthread_mutex_lock(&p->mu);
   while (p->queued_chunks > 0 && p->queued_chunks + d->n_chunks > p->capacity && !p->stop) {
     if (in->cb.nonblocking) {

@@ -81,6 +81,8 @@ typedef struct srv_engine_options {
   int read_only;             /* 1 = ingest/delete fail with PROTO_EFORBIDDEN and
                                 close does not save the index */
   size_t map_bytes;          /* initial LMDB map size; 0 = store default */
+  size_t max_map_bytes;      /* the LMDB map never grows past this; 0 = no
+                                limit (writes beyond: PROTO_ENOSPACE) */
   /* ingest pipeline */
   int embed_batch;           /* chunks per encoder call; 0 = 32 */
   int commit_chunks;         /* most chunks per LMDB write transaction; 0 = 1024 */
@@ -154,6 +156,9 @@ typedef struct srv_info {
   uint64_t ingested_docs;    /* documents committed */
   uint64_t ingested_chunks;  /* chunks committed */
   uint64_t ingest_errors;    /* documents that failed */
+  uint64_t ingest_unchanged; /* documents skipped: same content hash */
+  uint64_t ingest_embedded_chunks; /* chunks the ingest pipeline ran through the encoder */
+  uint64_t storage_full;     /* documents and deletes refused: disk or map full */
   uint64_t ingest_queue;     /* chunks waiting in the pipeline now */
   uint64_t deleted_docs;
   uint64_t searches;         /* queries answered */
@@ -197,6 +202,10 @@ typedef struct srv_ack {
   const char *message;       /* detail when status != OK, else "" */
   uint64_t doc_num;          /* internal doc id (when OK) */
   uint32_t n_chunks;         /* chunks stored */
+  int unchanged;             /* 1: the stored document had the same content
+                                hash (text, metadata, models): nothing was
+                                embedded or written; doc_num, n_chunks are
+                                the stored document's */
   int indexed;               /* 1: the index already holds its chunks (so a
                                 search finds them); 0: after the next idx_sync
                                 (e.g. an IVF index still waiting for training) */
@@ -204,8 +213,10 @@ typedef struct srv_ack {
 
 typedef struct srv_ingest_progress {
   uint64_t docs, chunks;     /* committed by this session so far */
-  uint64_t bytes;            /* text bytes of those documents */
+  uint64_t bytes;            /* text bytes of those documents and of the
+                                unchanged ones */
   uint64_t errors;           /* documents that failed */
+  uint64_t unchanged;        /* documents skipped as unchanged (not in docs) */
   double elapsed_s;          /* since srv_ingest_begin */
 } srv_ingest_progress;
 
@@ -219,6 +230,8 @@ typedef struct srv_ingest_callbacks {
   void *ctx;
   int nonblocking;           /* 1: srv_ingest_add returns PROTO_EBUSY instead
                                 of blocking while the pipeline is full */
+  int force;                 /* 1: embed and store every document, even one
+                                whose content hash is unchanged */
 } srv_ingest_callbacks;
 
 typedef struct srv_ingest srv_ingest;
@@ -580,6 +593,30 @@ typedef struct srv_eval_result { /* accumulated over calls; zero it first */
  * takes its own decoder state, outside the generation slots). */
 proto_status srv_eval_doc(srv_engine *e, const srv_eval_options *o, const char *id,
                           const char *text, size_t len, srv_eval_result *acc);
+
+/* ======================================================================== */
+/* Backup, restore, verify (backup.c)                                        */
+
+/* Writes a backup of the store into out_dir (created; must not exist):
+ * db/data.mdb, a compacted copy taken in one read transaction (every write
+ * acknowledged before the call, none half), and manifest.json (format,
+ * version, models' fingerprints, counts, index watermark, size and SHA-256
+ * of each file; written last). The derived indexes are rebuilt from it at
+ * restore. *manifest_json (optional, malloc'd) receives the manifest. */
+proto_status srv_backup(store *st, const char *out_dir, char **manifest_json);
+/* Restores a backup into data_dir (absent or empty): checks every file's
+ * size and SHA-256 and that the copied database holds what the manifest says
+ * (models, dim, counts), else refuses (PROTO_ENOTFOUND, PROTO_ECORRUPT,
+ * PROTO_EMISMATCH, PROTO_EINVAL with a message naming the problem) and
+ * leaves nothing behind. The indexes are built by the next engine open. */
+proto_status srv_restore(const char *backup_dir, const char *data_dir);
+/* Checks a database directory (every document's chunks and vectors, record
+ * counts, index.faiss whole and holding exactly the chunks up to its
+ * watermark, not behind the database's watermark, lexical.sqlite holding
+ * the live chunks) or a backup (its files against the manifest); say gets
+ * one line per problem and a summary. *problems = the count. */
+typedef void (*srv_say_fn)(void *ctx, const char *line);
+proto_status srv_verify(const char *dir, srv_say_fn say, void *ctx, uint64_t *problems);
 
 /* ======================================================================== */
 /* Entry points of the `retro` binary                                        */

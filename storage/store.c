@@ -17,6 +17,9 @@
  *   chunks:   doc_id u64 | ordinal u32 | n_tokens u32 | text_len u32 |
  *             tokens i32 x n_tokens | text bytes
  *   vectors:  dim floats in host byte order
+ *   doc_hash: key = doc id u64 big-endian -> the 32-byte content hash the
+ *             writer gave (absent for documents written without one, e.g. by
+ *             a build before content hashes)
  *   dead:     empty values
  *   meta:     string values (reserved keys below hold decimal numbers).
  *
@@ -41,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 enum {
@@ -65,8 +69,9 @@ static const char K_WATERMARK[] = "index_watermark";
 
 struct store {
   MDB_env *env;
-  MDB_dbi meta, docs, doc_keys, chunks, vectors, dead;
+  MDB_dbi meta, docs, doc_keys, chunks, vectors, dead, doc_hash;
   unsigned maxkey;
+  size_t max_map;           /* 0: the map grows without limit */
   pthread_rwlock_t map_lock; /* shared: a txn is open; exclusive: resizing */
   pthread_mutex_t write_lock;
   int locks_ready;
@@ -94,7 +99,13 @@ static proto_status mdb_fail(int rc, const char *what) {
   case MDB_VERSION_MISMATCH: case MDB_BAD_DBI:
     return PROTO_ECORRUPT;
   case ENOMEM: return PROTO_ENOMEM;
-  case EIO: case ENOSPC: case EROFS: case EACCES: case EPERM:
+  case ENOSPC: case EDQUOT:
+    set_err("store: %s: the disk is full (%s)", what, mdb_strerror(rc));
+    return PROTO_ENOSPACE;
+  case MDB_MAP_FULL:
+    set_err("store: %s: the LMDB map is full", what);
+    return PROTO_ENOSPACE;
+  case EIO: case EROFS: case EACCES: case EPERM:
     return PROTO_EIO;
   default: return PROTO_ESTORE;
   }
@@ -214,7 +225,14 @@ static proto_status map_grow(store *st) {
   if (step < ((size_t)1 << 20)) step = (size_t)1 << 20;
   if (cur > SIZE_MAX - step) {
     set_err("store: map cannot grow past %zu bytes", cur);
-    return PROTO_ESTORE;
+    return PROTO_ENOSPACE;
+  }
+  if (st->max_map && cur + step > st->max_map) {
+    if (cur >= st->max_map) {
+      set_err("store: the LMDB map is full: %zu bytes, the limit (max map size)", cur);
+      return PROTO_ENOSPACE;
+    }
+    step = st->max_map - cur;
   }
   return map_resize(st, cur + step);
 }
@@ -259,6 +277,24 @@ static proto_status rd_begin(store *st, MDB_txn **txn) {
 static void rd_end(store *st, MDB_txn *txn) {
   if (txn) mdb_txn_abort(txn);
   map_rdunlock(st);
+}
+
+/* LMDB reports a write cut short by a full disk as EIO (a short pwrite), not
+ * ENOSPC: an EIO with little room left on the database's file system is
+ * taken for a full disk. */
+enum { NEARLY_FULL_BYTES = 64 << 20 };
+static proto_status classify_eio(store *st, proto_status ps) {
+  const char *path = NULL;
+  struct statvfs sv;
+  if (ps != PROTO_EIO || mdb_env_get_path(st->env, &path) || !path || statvfs(path, &sv))
+    return ps;
+  unsigned long long avail = (unsigned long long)sv.f_bavail * sv.f_frsize;
+  if (avail >= NEARLY_FULL_BYTES) return ps;
+  char was[sizeof tl_err];
+  memcpy(was, tl_err, sizeof was);
+  set_err("store: the disk is full (%llu bytes free on the database's file system; %.200s)",
+          avail, was);
+  return PROTO_ENOSPACE;
 }
 
 /* Write transactions ------------------------------------------------------- */
@@ -308,6 +344,11 @@ static proto_status write_run(store *st, write_body body, void *ctx) {
       if ((ps = map_grow(st))) break;
       continue;
     }
+    if (ps != PROTO_OK && mrc == MDB_MAP_FULL) {
+      set_err("store: the LMDB map is full after %d growths", attempt);
+      ps = PROTO_ENOSPACE;
+    }
+    ps = classify_eio(st, ps);
     break;
   }
   pthread_mutex_unlock(&st->write_lock);
@@ -492,6 +533,7 @@ static proto_status open_body(store *st, MDB_txn *txn, void *ctx, int *mdb_rc) {
   struct { const char *name; MDB_dbi *dbi; } dbs[] = {
     {"meta", &st->meta}, {"docs", &st->docs}, {"doc_keys", &st->doc_keys},
     {"chunks", &st->chunks}, {"vectors", &st->vectors}, {"dead", &st->dead},
+    {"doc_hash", &st->doc_hash}, /* created in a database of an older build */
   };
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
     int rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
@@ -529,6 +571,8 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
   }
   *out = NULL;
   size_t map_bytes = opt && opt->map_bytes ? opt->map_bytes : DEFAULT_MAP_BYTES;
+  size_t max_map = opt ? opt->max_map_bytes : 0;
+  if (max_map && map_bytes > max_map) map_bytes = max_map;
   unsigned max_readers = opt && opt->max_readers ? opt->max_readers : 4096;
 
   size_t plen = strlen(dir) + 4;
@@ -551,6 +595,7 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
     goto leave;
   }
   st->locks_ready = 1;
+  st->max_map = max_map;
 
   if ((rc = mdb_env_create(&st->env))) { ps = mdb_fail(rc, "mdb_env_create"); goto leave; }
   if ((rc = mdb_env_set_maxdbs(st->env, 8)) ||
@@ -675,6 +720,8 @@ static proto_status doc_remove(store *st, MDB_txn *txn, uint64_t num,
   MDB_val k = val_of(kb, 8);
   int rc = mdb_del(txn, st->docs, &k, NULL);
   if (rc) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del docs"); }
+  rc = mdb_del(txn, st->doc_hash, &k, NULL);
+  if (rc && rc != MDB_NOTFOUND) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del doc_hash"); }
   return PROTO_OK;
 }
 
@@ -761,6 +808,10 @@ static proto_status upsert_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc
     doc_key_make(st, d->id, id_len, &dk);
     MDB_val dkk = val_of(dk.buf, dk.len), dkv = val_of(kb, 8);
     PUT(st->doc_keys, &dkk, &dkv, 0, "mdb_put doc_keys");
+    if (d->content_hash) {
+      MDB_val hv = val_of(d->content_hash, STORE_HASH_BYTES);
+      PUT(st->doc_hash, &k, &hv, MDB_APPEND, "mdb_put doc_hash");
+    }
     if (c->doc_ids) c->doc_ids[i] = num;
   }
   if ((ps = meta_put_u64(st, txn, K_NEXT_DOC, next_doc, mdb_rc)) ||
@@ -844,6 +895,89 @@ proto_status store_delete(store *st, const char *id, int *found) {
   proto_status ps = check_id(id, &c.len);
   if (ps) return ps;
   if ((ps = write_run(st, delete_body, &c))) return ps;
+  if (found) *found = c.found;
+  return PROTO_OK;
+}
+
+proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_HASH_BYTES],
+                            uint64_t *doc_num, uint32_t *n_chunks) {
+  size_t len;
+  *doc_num = 0;
+  if (n_chunks) *n_chunks = 0;
+  if (!st) { set_err("store: NULL store"); return PROTO_EINVAL; }
+  proto_status ps = check_id(id, &len);
+  if (ps) return ps;
+  MDB_txn *txn = NULL;
+  if ((ps = rd_begin(st, &txn))) return ps;
+  uint64_t num;
+  doc_rec r;
+  ps = doc_lookup(st, txn, id, len, &num, &r);
+  if (ps == PROTO_OK && num) {
+    unsigned char kb[8];
+    be64_put(kb, num);
+    MDB_val k = val_of(kb, 8), v;
+    int rc = mdb_get(txn, st->doc_hash, &k, &v);
+    if (rc == MDB_SUCCESS && v.mv_size == STORE_HASH_BYTES) {
+      memcpy(hash, v.mv_data, STORE_HASH_BYTES);
+      *doc_num = num;
+      if (n_chunks) *n_chunks = r.n_chunks;
+    } else if (rc && rc != MDB_NOTFOUND) {
+      ps = mdb_fail(rc, "mdb_get doc_hash");
+    }
+  }
+  rd_end(st, txn);
+  return ps;
+}
+
+typedef struct set_meta_ctx {
+  const char *id, *meta;
+  size_t len;
+  const unsigned char *hash;
+  int found;
+} set_meta_ctx;
+
+static proto_status set_meta_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
+  set_meta_ctx *c = vctx;
+  uint64_t num;
+  doc_rec r;
+  c->found = 0;
+  proto_status ps = doc_lookup(st, txn, c->id, c->len, &num, &r);
+  if (ps || !num) return ps;
+  size_t meta_len = strlen(c->meta);
+  unsigned char kb[8];
+  be64_put(kb, num);
+  /* r points into the old record: keep what it says before overwriting */
+  uint64_t first = r.first_chunk;
+  uint32_t n = r.n_chunks;
+  MDB_val k = val_of(kb, 8), v = {DOC_HDR + c->len + meta_len, NULL};
+  PUT(st->docs, &k, &v, MDB_RESERVE, "mdb_put docs");
+  unsigned char *p = v.mv_data;
+  le64_put(p, first);
+  le32_put(p + 8, n);
+  le32_put(p + 12, (uint32_t)c->len);
+  le32_put(p + 16, (uint32_t)meta_len);
+  memcpy(p + DOC_HDR, c->id, c->len);
+  memcpy(p + DOC_HDR + c->len, c->meta, meta_len);
+  if (c->hash) {
+    MDB_val hv = val_of(c->hash, STORE_HASH_BYTES);
+    PUT(st->doc_hash, &k, &hv, 0, "mdb_put doc_hash");
+  } else {
+    int rc = mdb_del(txn, st->doc_hash, &k, NULL);
+    if (rc && rc != MDB_NOTFOUND) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del doc_hash"); }
+  }
+  c->found = 1;
+  return PROTO_OK;
+}
+
+proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_json,
+                                const unsigned char *content_hash, int *found) {
+  set_meta_ctx c = {id, metadata_json ? metadata_json : "{}", 0, content_hash, 0};
+  if (found) *found = 0;
+  if (!st) { set_err("store: NULL store"); return PROTO_EINVAL; }
+  proto_status ps = check_id(id, &c.len);
+  if (ps) return ps;
+  if (strlen(c.meta) > MAX_TEXT_BYTES) { set_err("store: metadata of '%s' too large", id); return PROTO_EINVAL; }
+  if ((ps = write_run(st, set_meta_body, &c))) return ps;
   if (found) *found = c.found;
   return PROTO_OK;
 }
@@ -1295,6 +1429,98 @@ proto_status store_index_watermark(store *st, uint64_t *watermark) {
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
   ps = meta_u64(st, txn, K_WATERMARK, 0, watermark);
+  rd_end(st, txn);
+  return ps;
+}
+
+/* Backup and checks ----------------------------------------------------------- */
+
+proto_status store_copy(store *st, const char *dir) {
+  if (!st || !dir) { set_err("store: bad copy arguments"); return PROTO_EINVAL; }
+  /* the copy reads through its own read transaction: the map must not be
+   * resized under it (writes that need a growth wait for the copy) */
+  proto_status ps = map_rdlock(st);
+  if (ps) return ps;
+  int rc = mdb_env_copy2(st->env, dir, MDB_CP_COMPACT);
+  map_rdunlock(st);
+  if (rc) return mdb_fail(rc, "mdb_env_copy2");
+  return PROTO_OK;
+}
+
+static void check_say(store_check_fn fn, void *ctx, uint64_t *problems, const char *fmt, ...) {
+  char msg[300];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  (*problems)++;
+  if (fn) fn(ctx, msg);
+}
+
+proto_status store_check(store *st, store_check_fn fn, void *ctx, store_check_result *out) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  memset(out, 0, sizeof *out);
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  uint64_t dim = 0, *bad = &out->problems;
+  if ((ps = meta_u64(st, txn, K_DIM, 0, &dim))) goto leave;
+  MDB_stat s_docs, s_keys, s_chunks, s_vecs;
+  int rc;
+  if ((rc = mdb_stat(txn, st->docs, &s_docs)) || (rc = mdb_stat(txn, st->doc_keys, &s_keys)) ||
+      (rc = mdb_stat(txn, st->chunks, &s_chunks)) || (rc = mdb_stat(txn, st->vectors, &s_vecs))) {
+    ps = mdb_fail(rc, "mdb_stat");
+    goto leave;
+  }
+  if ((rc = mdb_cursor_open(txn, st->docs, &cur))) { ps = mdb_fail(rc, "mdb_cursor_open"); goto leave; }
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    doc_rec r;
+    uint64_t num = k.mv_size == 8 ? be64_get(k.mv_data) : 0;
+    out->docs++;
+    if (doc_rec_decode(&v, &r)) {
+      check_say(fn, ctx, bad, "document #%llu: its record is corrupt", (unsigned long long)num);
+      continue;
+    }
+    for (uint32_t j = 0; j < r.n_chunks; j++) {
+      uint64_t c = r.first_chunk + j;
+      chunk_rec cr;
+      unsigned char kb[8];
+      be64_put(kb, c);
+      MDB_val ck = val_of(kb, 8), vv;
+      proto_status cs = chunk_rec_read(st, txn, c, &cr);
+      if (cs == PROTO_ENOTFOUND)
+        check_say(fn, ctx, bad, "document '%.*s': chunk %llu is missing", (int)r.id_len, r.id,
+                  (unsigned long long)c);
+      else if (cs || cr.doc_id != num || cr.ordinal != j)
+        check_say(fn, ctx, bad, "document '%.*s': chunk %llu is corrupt or not its own",
+                  (int)r.id_len, r.id, (unsigned long long)c);
+      else
+        out->chunks++;
+      int vr = mdb_get(txn, st->vectors, &ck, &vv);
+      if (vr == MDB_NOTFOUND)
+        check_say(fn, ctx, bad, "document '%.*s': chunk %llu has no vector", (int)r.id_len, r.id,
+                  (unsigned long long)c);
+      else if (vr || vv.mv_size != dim * sizeof(float))
+        check_say(fn, ctx, bad, "document '%.*s': chunk %llu has a vector of %zu bytes, not %llu",
+                  (int)r.id_len, r.id, (unsigned long long)c, vr ? (size_t)0 : vv.mv_size,
+                  (unsigned long long)(dim * sizeof(float)));
+      else
+        out->vectors++;
+    }
+  }
+  if (rc != MDB_NOTFOUND) { ps = mdb_fail(rc, "reading docs"); goto leave; }
+  if (s_chunks.ms_entries != out->chunks)
+    check_say(fn, ctx, bad, "%llu chunk records, %llu belong to documents",
+              (unsigned long long)s_chunks.ms_entries, (unsigned long long)out->chunks);
+  if (s_vecs.ms_entries != out->vectors)
+    check_say(fn, ctx, bad, "%llu vector records, %llu belong to chunks of documents",
+              (unsigned long long)s_vecs.ms_entries, (unsigned long long)out->vectors);
+  if (s_keys.ms_entries != s_docs.ms_entries)
+    check_say(fn, ctx, bad, "%llu document keys for %llu documents",
+              (unsigned long long)s_keys.ms_entries, (unsigned long long)s_docs.ms_entries);
+leave:
+  if (cur) mdb_cursor_close(cur);
   rd_end(st, txn);
   return ps;
 }

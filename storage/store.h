@@ -11,7 +11,7 @@
  * Durability: every write is one LMDB write transaction in the default sync
  * mode; a function that writes returns PROTO_OK only after the commit is on
  * disk. When the map fills, the transaction is aborted, the map grows and the
- * write is retried; callers never see MDB_MAP_FULL.
+ * write is retried (up to max_map_bytes, then PROTO_ENOSPACE).
  *
  * Thread-safety: all functions may be called from any number of threads
  * (LMDB serialises writers; readers never block each other). A map growth
@@ -24,7 +24,9 @@
  * Errors: PROTO_EINVAL bad arguments, PROTO_ENOTFOUND absent, PROTO_EDIM dim
  * mismatch, PROTO_ECORRUPT a record or the schema is not what this build
  * writes, PROTO_EIO / PROTO_ENOMEM / PROTO_ESTORE from LMDB or the system
- * (detail in store_last_error()).
+ * (detail in store_last_error()), PROTO_ENOSPACE when a write finds the disk
+ * full (ENOSPC) or the map at max_map_bytes: nothing of that write is kept and
+ * the store stays usable.
  */
 #ifndef RETRO_STORE_H
 #define RETRO_STORE_H
@@ -39,6 +41,8 @@ typedef struct store store;
 typedef struct store_options {
   size_t map_bytes;     /* initial LMDB map size; 0 = 64 MiB */
   unsigned max_readers; /* reader slots; 0 = 4096 (LMDB's default is 126) */
+  size_t max_map_bytes; /* the map never grows past this; 0 = no limit. A write
+                           that needs more fails with PROTO_ENOSPACE */
 } store_options;
 
 /* Opens (creating DIR and DIR/db when absent) the store. opt may be NULL. An
@@ -70,12 +74,16 @@ typedef struct store_chunk_input {
   const float *vector;    /* dim floats: the chunk's embedding (finite, else ERANGE) */
 } store_chunk_input;
 
+enum { STORE_HASH_BYTES = 64 }; /* opaque to the store (ingest: text hash | full hash) */
+
 typedef struct store_doc_input {
   const char *id;            /* external id chosen by the user, NUL-terminated,
                                 1..PROTO_MAX_ID_BYTES bytes */
   const char *metadata_json; /* a JSON object as text; NULL means {} */
   uint32_t n_chunks;         /* may be 0 (an empty document) */
   const store_chunk_input *chunks;
+  const unsigned char *content_hash; /* STORE_HASH_BYTES kept with the document
+                                        (see store_doc_hash), or NULL */
 } store_doc_input;
 
 /* Upserts n documents in ONE write transaction: all or nothing. A document
@@ -93,6 +101,18 @@ proto_status store_upsert(store *st, const store_doc_input *docs, size_t n,
 /* Deletes a document by external id; *found = 0 when it did not exist (still
  * PROTO_OK). Its chunks and vectors go, their ids are tombstoned. */
 proto_status store_delete(store *st, const char *id, int *found);
+
+/* The content hash stored with document `id` by its last upsert: *doc_num is
+ * its internal id and *n_chunks (optional) its chunk count, or *doc_num = 0
+ * when the document is absent or was stored without a hash. */
+proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_HASH_BYTES],
+                            uint64_t *doc_num, uint32_t *n_chunks);
+
+/* Replaces the metadata of document id (same doc id, same chunks: no
+ * tombstones, the indexes do not change) and its content hash, in one
+ * transaction. *found = 0 when the document does not exist (nothing done). */
+proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_json,
+                                const unsigned char *content_hash, int *found);
 
 typedef struct store_doc {
   uint64_t doc_id;
@@ -200,5 +220,26 @@ proto_status store_index_mark(store *st, uint64_t watermark,
                               const uint64_t *applied, size_t n_applied);
 /* The watermark of the last saved index file (0 if none). */
 proto_status store_index_watermark(store *st, uint64_t *watermark);
+
+/* Backup and checks -------------------------------------------------------- */
+
+/* Writes a compacted copy of the database (LMDB's mdb_env_copy2 with
+ * MDB_CP_COMPACT: one read transaction, so one consistent snapshot holding
+ * every write committed before the call) as dir/data.mdb; dir must exist
+ * and hold no data.mdb. Writes meanwhile go on, except one that needs the
+ * map to grow, which waits for the copy to end. */
+proto_status store_copy(store *st, const char *dir);
+
+typedef struct store_check_result {
+  uint64_t docs, chunks, vectors; /* records found intact */
+  uint64_t problems;              /* inconsistencies found */
+} store_check_result;
+typedef void (*store_check_fn)(void *ctx, const char *problem);
+/* Reads every document, its chunks and their vectors in one read
+ * transaction (every page of those trees is read, as far as LMDB's API can
+ * check a database), and compares the record counts; calls fn with one
+ * line per problem (a missing chunk or vector, a vector of the wrong size,
+ * records no document owns). PROTO_OK when the check ran (see problems). */
+proto_status store_check(store *st, store_check_fn fn, void *ctx, store_check_result *out);
 
 #endif

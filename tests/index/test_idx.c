@@ -103,7 +103,7 @@ static proto_status add_docs(store *st, const char *prefix, const float *vec, si
         x->text_len = 1;
         x->vector = vec + ((d0 + d) * CHUNKS_PER_DOC + c) * DIM;
       }
-      docs[d] = (store_doc_input){ids[d], NULL, CHUNKS_PER_DOC, &ch[d * CHUNKS_PER_DOC]};
+      docs[d] = (store_doc_input){ids[d], NULL, CHUNKS_PER_DOC, &ch[d * CHUNKS_PER_DOC], NULL};
     }
     proto_status s = store_upsert(st, docs, nd, DIM, NULL);
     if (s != PROTO_OK) return s;
@@ -374,7 +374,7 @@ TEST(pending_then_trained) {
     store_chunk_input ch[CHUNKS_PER_DOC];
     for (size_t c = 0; c < CHUNKS_PER_DOC; c++)
       ch[c] = (store_chunk_input){tok, 1, "y", 1, vec + (2000 + c) * DIM};
-    store_doc_input d = {"q0", NULL, CHUNKS_PER_DOC, ch};
+    store_doc_input d = {"q0", NULL, CHUNKS_PER_DOC, ch, NULL};
     CHECK(store_upsert(f.st, &d, 1, DIM, NULL) == PROTO_OK);
   }
   CHECK(idx_sync(ix) == PROTO_OK);

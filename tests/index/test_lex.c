@@ -45,7 +45,7 @@ static proto_status put_doc(store *st, const char *id, const char *const *texts,
   store_chunk_input ch[8];
   for (size_t i = 0; i < n; i++)
     ch[i] = (store_chunk_input){tok, 1, texts[i], strlen(texts[i]), vec};
-  store_doc_input d = {id, NULL, (uint32_t)n, ch};
+  store_doc_input d = {id, NULL, (uint32_t)n, ch, NULL};
   return store_upsert(st, &d, 1, DIM, NULL);
 }
 

@@ -14,6 +14,7 @@
 #include "tap.h"
 
 #include <dirent.h>
+#include <lmdb.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -391,6 +392,106 @@ TEST(upsert_delete_exclude) {
          (unsigned long long)(info.index.ntotal + info.index.pending),
          (unsigned long long)info.store.chunks);
   CHECK(info.deleted_docs == 1);
+}
+
+/* Upserts one document; returns the chunks the encoder ran for it (the
+ * engine's counter) and its ack in *a. */
+static uint64_t upsert_counting(srv_engine *e, const char *id, const char *text,
+                                const char *meta, int force, srv_ack *a) {
+  srv_info before, after;
+  srv_info_get(e, &before);
+  srv_doc d = {.id = id, .text = text, .text_len = strlen(text), .metadata_json = meta};
+  if (!force) {
+    if (srv_upsert(e, &d, 1, a) != PROTO_OK) a->status = PROTO_EINTERNAL;
+  } else {
+    acks k = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    srv_ingest_callbacks cb = {.on_ack = on_ack, .ctx = &k, .force = 1};
+    srv_ingest *in = NULL;
+    memset(a, 0, sizeof *a);
+    if (srv_ingest_begin(e, &cb, &in) != PROTO_OK || srv_ingest_add(in, &d) != PROTO_OK)
+      a->status = PROTO_EINTERNAL;
+    if (srv_ingest_end(in, NULL) != PROTO_OK || k.ok != 1) a->status = PROTO_EINTERNAL;
+  }
+  srv_info_get(e, &after);
+  return after.ingest_embedded_chunks - before.ingest_embedded_chunks;
+}
+
+/* Documents whose content hash is unchanged are acknowledged as such without
+ * the encoder; metadata alone changing updates the document; force re-embeds;
+ * a database without hashes (an older build's) embeds once, then skips. */
+TEST(unchanged_skip) {
+  if (!E || n_docs < 4) return;
+  const char *text = docs[3].text;
+  srv_ack a;
+  uint64_t n = upsert_counting(E, "u1", text, "{\"a\":1}", 0, &a);
+  CHECK(n > 0 && a.status == PROTO_OK && !a.unchanged);
+  uint64_t num = a.doc_num;
+  uint32_t nc = a.n_chunks;
+  CHECK(upsert_counting(E, "u1", text, "{\"a\":1}", 0, &a) == 0);
+  CHECK(a.status == PROTO_OK && a.unchanged && a.doc_num == num && a.n_chunks == nc);
+  /* metadata alone: rewritten in place, same document and chunks, no encoder */
+  CHECK(upsert_counting(E, "u1", text, "{\"a\":2}", 0, &a) == 0);
+  CHECK(a.status == PROTO_OK && !a.unchanged && a.doc_num == num && a.n_chunks == nc);
+  srv_document got;
+  CHECK(srv_document_get(E, "u1", 0, &got) == PROTO_OK && strstr(got.metadata_json, "2"));
+  srv_document_free(&got);
+  const char *byfilter = "{\"a\": 2}";
+  srv_search_request fq = {.texts = &text, .n_texts = 1, .k = 1, .mode = SRV_MODE_LEXICAL,
+                           .filter_json = byfilter};
+  srv_search_result fr;
+  CHECK(srv_search(E, &fq, &fr) == PROTO_OK && fr.queries[0].n == 1 &&
+        strcmp(fr.queries[0].hits[0].doc_id, "u1") == 0);
+  srv_search_result_free(&fr);
+  CHECK(upsert_counting(E, "u1", text, "{\"a\":2}", 0, &a) == 0 && a.unchanged);
+  /* force */
+  CHECK(upsert_counting(E, "u1", text, "{\"a\":2}", 1, &a) == n);
+  CHECK(a.status == PROTO_OK && !a.unchanged);
+  /* text changed back and forth within one session: the second is queued as
+   * unchanged (the store still holds it) but the first changes the store
+   * before it commits, so it is embedded after all; the store ends as the
+   * last upsert said */
+  CHECK(upsert_counting(E, "u2", "first version", NULL, 0, &a) > 0);
+  srv_doc two[2] = {{.id = "u2", .text = "second version", .text_len = 14},
+                    {.id = "u2", .text = "first version", .text_len = 13}};
+  srv_ack aa[2];
+  CHECK(srv_upsert(E, two, 2, aa) == PROTO_OK && !aa[0].unchanged && !aa[1].unchanged);
+  CHECK(srv_document_get(E, "u2", 1, &got) == PROTO_OK && got.text_len == 13 &&
+        memcmp(got.text, "first version", 13) == 0);
+  srv_document_free(&got);
+  /* deleted, then upserted with the old content: stored again */
+  int found = 0;
+  CHECK(srv_delete(E, "u2", &found) == PROTO_OK && found);
+  CHECK(upsert_counting(E, "u2", "first version", NULL, 0, &a) > 0 && !a.unchanged);
+  CHECK(srv_document_get(E, "u2", 0, &got) == PROTO_OK);
+  srv_document_free(&got);
+
+  /* an older build's database: no doc_hash table at all */
+  CHECK(srv_engine_close(E) == PROTO_OK);
+  E = NULL;
+  char db[300];
+  snprintf(db, sizeof db, "%s/db", data_dir);
+  MDB_env *env = NULL;
+  MDB_txn *txn = NULL;
+  MDB_dbi dbi;
+  int rc = mdb_env_create(&env);
+  if (!rc) rc = mdb_env_set_maxdbs(env, 8);
+  if (!rc) rc = mdb_env_set_mapsize(env, (size_t)1 << 30);
+  if (!rc) rc = mdb_env_open(env, db, 0, 0644);
+  if (!rc) rc = mdb_txn_begin(env, NULL, 0, &txn);
+  if (!rc) rc = mdb_dbi_open(txn, "doc_hash", 0, &dbi);
+  if (!rc) rc = mdb_drop(txn, dbi, 1);
+  if (!rc) rc = mdb_txn_commit(txn);
+  else if (txn) mdb_txn_abort(txn);
+  CHECKF(rc == 0, "dropping doc_hash: %s", mdb_strerror(rc));
+  mdb_env_close(env);
+  proto_status st;
+  E = open_engine(enc_dir, dec_dir, 0, &st);
+  CHECK(st == PROTO_OK && E);
+  if (!E) return;
+  CHECK(upsert_counting(E, "u1", text, "{\"a\":3}", 0, &a) == n && !a.unchanged);
+  CHECK(upsert_counting(E, "u1", text, "{\"a\":3}", 0, &a) == 0 && a.unchanged);
+  CHECK(srv_delete(E, "u1", &found) == PROTO_OK && found);
+  CHECK(srv_delete(E, "u2", &found) == PROTO_OK && found);
 }
 
 TEST(reopen_and_mismatch) {
@@ -1006,6 +1107,7 @@ int main(int argc, char **argv) {
   RUN(embed_coalesced);
   RUN(documents_and_chunks);
   RUN(upsert_delete_exclude);
+  RUN(unchanged_skip);
   RUN(reopen_and_mismatch);
   RUN(embed_by_text);
   RUN(generate);

@@ -41,7 +41,7 @@ int main(int argc, char **argv) {
   while (done < n) {
     for (size_t d = 0; d < ndocs; d++) {
       snprintf(ids[d], sizeof ids[d], "doc-%zu", k * ndocs + d);
-      docs[d] = (store_doc_input){ids[d], NULL, CPD, ch + d * CPD};
+      docs[d] = (store_doc_input){ids[d], NULL, CPD, ch + d * CPD, NULL};
     }
     if (store_upsert(st, docs, ndocs, DIM, NULL)) { fprintf(stderr, "upsert: %s\n", store_last_error()); return 1; }
     done += nc;

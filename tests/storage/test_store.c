@@ -83,7 +83,7 @@ static void gen(gen_doc *g, const char *id, unsigned seed, unsigned n) {
     text_of(g->text[j], sizeof g->text[j], seed, j);
     g->ch[j] = (store_chunk_input){g->tok[j], nt, g->text[j], strlen(g->text[j]), g->vec[j]};
   }
-  g->in = (store_doc_input){g->id, NULL, n, g->ch};
+  g->in = (store_doc_input){g->id, NULL, n, g->ch, NULL};
 }
 
 /* 1 when chunk c holds chunk `ord` of seed (N) and ord+1 (F) or an empty F. */
@@ -349,7 +349,7 @@ TEST(batches_and_errors) {
   store_chunk_input wc[2] = {a.ch[0], a.ch[1]};
   wc[0].vector = wide[0];
   wc[1].vector = wide[1];
-  store_doc_input w = {"wide", NULL, 2, wc};
+  store_doc_input w = {"wide", NULL, 2, wc, NULL};
   CHECK(store_upsert(st, &w, 1, DIM * 2, NULL) == PROTO_EDIM);
   CHECK(strstr(store_last_error(), "dim") != NULL);
   CHECK(store_stats_get(st, &s) == PROTO_OK && s.docs == 2 && s.chunks == 4 && s.dim == DIM);
@@ -537,7 +537,7 @@ TEST(vectors_feed) {
   static float wide[DIM * 2];
   store_chunk_input wc = h.ch[0];
   wc.vector = wide;
-  store_doc_input w = {"wide", NULL, 1, &wc};
+  store_doc_input w = {"wide", NULL, 1, &wc, NULL};
   CHECK(store_upsert(st, &w, 1, DIM * 2, NULL) == PROTO_EDIM);
   store_close(st);
   rm_rf(dir);
@@ -592,7 +592,7 @@ static void bulk_fill(bulk *b, size_t ndocs, unsigned cpd, uint64_t first_seed) 
       memset(x, 'a' + (int)((seed + j) % 26), BTEXT);
       b->ch[c] = (store_chunk_input){t, PROTO_CHUNK_TOKENS, x, BTEXT, v};
     }
-    b->docs[d] = (store_doc_input){b->ids[d], NULL, cpd, b->ch + d * cpd};
+    b->docs[d] = (store_doc_input){b->ids[d], NULL, cpd, b->ch + d * cpd, NULL};
   }
 }
 
@@ -614,7 +614,7 @@ static int bulk_chunk_ok(store *st, uint64_t chunk_id, uint64_t seed, unsigned o
 TEST(map_growth_100mb) {
   char *dir = tmp_dir();
   store *st = NULL;
-  store_options opt = {(size_t)1 << 20, 0};
+  store_options opt = {(size_t)1 << 20, 0, 0};
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
   if (!st) { free(dir); return; }
   store_stats s;
@@ -750,7 +750,7 @@ static void *write_thread(void *arg) {
 TEST(concurrent_readers) {
   char *dir = tmp_dir();
   store *st = NULL;
-  store_options opt = {(size_t)1 << 20, 0}; /* default 4096 reader slots */
+  store_options opt = {(size_t)1 << 20, 0, 0}; /* default 4096 reader slots */
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
   if (!st) { free(dir); return; }
   bulk pre;
@@ -826,7 +826,7 @@ static int child_writes(const char *dir, uint64_t seed, size_t ndocs) {
   if (pid < 0) return 0;
   if (pid == 0) {
     store *cs = NULL;
-    store_options o = {(size_t)1 << 20, 0};
+    store_options o = {(size_t)1 << 20, 0, 0};
     bulk b;
     int ok = store_open(dir, &o, &cs) == PROTO_OK;
     bulk_init(&b, 100, 2);
@@ -845,7 +845,7 @@ static int child_writes(const char *dir, uint64_t seed, size_t ndocs) {
 TEST(other_process_grows_map) {
   char *dir = tmp_dir();
   store *st = NULL;
-  store_options opt = {(size_t)1 << 20, 0};
+  store_options opt = {(size_t)1 << 20, 0, 0};
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
   if (!st) { free(dir); return; }
   bulk b;
@@ -893,7 +893,7 @@ static void *slow_scan(void *arg) {
 TEST(readers_full_waits) {
   char *dir = tmp_dir();
   store *st = NULL;
-  store_options opt = {0, 2}; /* 2 reader slots */
+  store_options opt = {0, 2, 0}; /* 2 reader slots */
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
   if (!st) { free(dir); return; }
   static gen_doc g;
@@ -945,8 +945,116 @@ TEST(bad_arguments) {
   CHECK(store_last_error()[0] != 0);
 }
 
+/* The content hash travels with the document: kept by upsert, replaced by
+ * the next upsert (gone when that one has none), gone with a delete. */
+TEST(content_hash) {
+  char *dir = tmp_dir();
+  store *st = NULL;
+  CHECK(store_open(dir, NULL, &st) == PROTO_OK);
+  if (!st) { free(dir); return; }
+  static gen_doc g;
+  unsigned char h1[STORE_HASH_BYTES], got[STORE_HASH_BYTES];
+  memset(h1, 0xab, sizeof h1);
+  uint64_t num = 99;
+  uint32_t nc = 0;
+  CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num == 0);
+  gen(&g, "h", 3, 4);
+  g.in.content_hash = h1;
+  CHECK(store_upsert(st, &g.in, 1, DIM, NULL) == PROTO_OK);
+  CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num != 0 && nc == 4 &&
+        memcmp(got, h1, sizeof h1) == 0);
+  g.in.content_hash = NULL; /* as a build before hashes wrote it */
+  CHECK(store_upsert(st, &g.in, 1, DIM, NULL) == PROTO_OK);
+  CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num == 0);
+  g.in.content_hash = h1;
+  CHECK(store_upsert(st, &g.in, 1, DIM, NULL) == PROTO_OK);
+  /* metadata rewritten in place: same doc num and chunks, the new hash */
+  uint64_t num0 = 0;
+  CHECK(store_doc_hash(st, "h", got, &num0, &nc) == PROTO_OK && num0 != 0);
+  unsigned char h2[STORE_HASH_BYTES];
+  memset(h2, 0xcd, sizeof h2);
+  int found = 0;
+  CHECK(store_doc_set_meta(st, "h", "{\"k\":1}", h2, &found) == PROTO_OK && found);
+  CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num == num0 && nc == 4 &&
+        memcmp(got, h2, sizeof h2) == 0);
+  store_doc dd;
+  CHECK(store_doc_get(st, "h", &dd) == PROTO_OK && strcmp(dd.metadata_json, "{\"k\":1}") == 0 &&
+        dd.doc_id == num0 && dd.n_chunks == 4);
+  uint64_t first = dd.first_chunk;
+  store_doc_free(&dd);
+  store_chunk c;
+  CHECK(store_chunk_get(st, first, &c) == PROTO_OK && chunk_is(&c, 3, 0, 4));
+  store_chunk_free(&c);
+  CHECK(store_doc_set_meta(st, "absent", "{}", h2, &found) == PROTO_OK && !found);
+  CHECK(store_delete(st, "h", &found) == PROTO_OK && found);
+  CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num == 0);
+  store_close(st);
+  rm_rf(dir);
+  free(dir);
+}
+
+/* A map limit: the write that does not fit fails with PROTO_ENOSPACE and
+ * leaves nothing behind; reads go on; with a larger limit writes fit again;
+ * every document acknowledged before is intact. */
+TEST(map_limit) {
+  char *dir = tmp_dir();
+  store *st = NULL;
+  store_options opt = {0, 0, (size_t)2 << 20};
+  CHECK(store_open(dir, &opt, &st) == PROTO_OK);
+  if (!st) { free(dir); return; }
+  static gen_doc g;
+  char id[32];
+  int stored = 0;
+  proto_status s = PROTO_OK;
+  for (int i = 0; i < 100000 && s == PROTO_OK; i++) {
+    snprintf(id, sizeof id, "d%d", i);
+    gen(&g, id, (unsigned)i, MAXC);
+    s = store_upsert(st, &g.in, 1, DIM, NULL);
+    if (s == PROTO_OK) stored++;
+  }
+  CHECKF(s == PROTO_ENOSPACE, "status %s after %d docs: %s", proto_status_name(s), stored,
+         store_last_error());
+  CHECK(strstr(store_last_error(), "map") != NULL);
+  store_stats ss;
+  CHECK(store_stats_get(st, &ss) == PROTO_OK && ss.docs == (uint64_t)stored);
+  CHECK(ss.map_bytes <= opt.max_map_bytes);
+  store_doc d;
+  snprintf(id, sizeof id, "d%d", stored);
+  CHECK(store_doc_get(st, id, &d) == PROTO_ENOTFOUND); /* nothing of the failed write */
+  CHECK(store_doc_get(st, "d0", &d) == PROTO_OK && d.n_chunks == MAXC);
+  store_doc_free(&d);
+  /* a copy-on-write B-tree needs pages even to delete: with the map full,
+   * room comes from a larger limit (a restart with a larger map size) */
+  store_close(st);
+  st = NULL;
+  opt.max_map_bytes = (size_t)4 << 20;
+  CHECK(store_open(dir, &opt, &st) == PROTO_OK);
+  if (!st) { rm_rf(dir); free(dir); return; }
+  snprintf(id, sizeof id, "d%d", stored);
+  gen(&g, id, (unsigned)stored, MAXC);
+  s = store_upsert(st, &g.in, 1, DIM, NULL);
+  CHECKF(s == PROTO_OK, "after deletes: %s", store_last_error());
+  int intact = 1;
+  for (int i = 0; i <= stored; i++) {
+    snprintf(id, sizeof id, "d%d", i);
+    if (store_doc_get(st, id, &d) != PROTO_OK) { intact = 0; continue; }
+    store_chunk c;
+    if (store_chunk_get(st, d.first_chunk + 3, &c) != PROTO_OK ||
+        !chunk_is(&c, (unsigned)i, 3, MAXC))
+      intact = 0;
+    store_chunk_free(&c);
+    store_doc_free(&d);
+  }
+  CHECK(intact);
+  store_close(st);
+  rm_rf(dir);
+  free(dir);
+}
+
 int main(void) {
   RUN(round_trip);
+  RUN(content_hash);
+  RUN(map_limit);
   RUN(replace_and_delete);
   RUN(batches_and_errors);
   RUN(vectors_feed);

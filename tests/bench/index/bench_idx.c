@@ -71,7 +71,7 @@ static proto_status fill_store(store *st, const float *vec, size_t n) {
       for (size_t c = 0; c < CHUNKS_PER_DOC; c++)
         ch[d * CHUNKS_PER_DOC + c] = (store_chunk_input){
             tok, 1, "x", 1, vec + ((d0 + d) * CHUNKS_PER_DOC + c) * DIM};
-      docs[d] = (store_doc_input){ids[d], NULL, CHUNKS_PER_DOC, &ch[d * CHUNKS_PER_DOC]};
+      docs[d] = (store_doc_input){ids[d], NULL, CHUNKS_PER_DOC, &ch[d * CHUNKS_PER_DOC], NULL};
     }
     s = store_upsert(st, docs, nd, DIM, NULL);
   }

@@ -1,0 +1,453 @@
+/* backup.c - backups that restore, and a check of a database (srv.h:
+ * srv_backup, srv_restore, srv_verify).
+ *
+ * A backup is a directory: db/data.mdb, LMDB's own compacted copy taken in
+ * one read transaction (store_copy), so it holds exactly the writes
+ * committed (acknowledged) before it began, and manifest.json (format,
+ * version, models' fingerprints, counts, index watermark, size and SHA-256 of
+ * data.mdb). The derived indexes (index.faiss, lexical.sqlite) are not
+ * copied: they follow LMDB, and a restored database builds them from it
+ * (what a start does with a missing index file), which is both smaller and
+ * never out of step with the copy.
+ */
+#include "engine_priv.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BACKUP_FORMAT "retrod-backup/1"
+
+static char *join(const char *a, const char *b) {
+  size_t n = strlen(a) + strlen(b) + 2;
+  char *p = malloc(n);
+  if (p) snprintf(p, n, "%s/%s", a, b);
+  return p;
+}
+
+/* SHA-256 (hex) and size of a file. */
+static proto_status file_sha256(const char *path, char hex[65], uint64_t *bytes) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return srv__fail(PROTO_EIO, "%s: %s", path, strerror(errno));
+  static _Thread_local unsigned char buf[1 << 20];
+  proto_sha256 h;
+  proto_sha256_init(&h);
+  *bytes = 0;
+  for (;;) {
+    ssize_t r = read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      close(fd);
+      return srv__fail(PROTO_EIO, "reading %s: %s", path, strerror(errno));
+    }
+    if (r == 0) break;
+    proto_sha256_update(&h, buf, (size_t)r);
+    *bytes += (uint64_t)r;
+  }
+  close(fd);
+  proto_sha256_final_hex(&h, hex);
+  return PROTO_OK;
+}
+
+static proto_status fsync_path(const char *path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fsync(fd) != 0) {
+    int err = errno;
+    if (fd >= 0) close(fd);
+    return srv__fail(PROTO_EIO, "fsync %s: %s", path, strerror(err));
+  }
+  close(fd);
+  return PROTO_OK;
+}
+
+static void meta_set(store *st, json_t *o, const char *key) {
+  char *v = NULL;
+  if (store_meta_get(st, key, &v) == PROTO_OK && v) json_object_set_new(o, key, json_string(v));
+  free(v);
+}
+
+/* The manifest's description of the database in dir (opened as a store):
+ * models, counts, watermark; with a store check. */
+static proto_status describe(const char *dir, json_t *m, store_check_result *chk) {
+  store *st = NULL;
+  proto_status s = store_open(dir, NULL, &st);
+  if (s != PROTO_OK) return srv__fail(s, "opening the copy: %s", store_last_error());
+  store_stats ss;
+  uint64_t wm = 0;
+  if ((s = store_stats_get(st, &ss)) != PROTO_OK || (s = store_index_watermark(st, &wm)) != PROTO_OK ||
+      (s = store_check(st, NULL, NULL, chk)) != PROTO_OK) {
+    s = srv__fail(s, "reading the copy: %s", store_last_error());
+    store_close(st);
+    return s;
+  }
+  const char *keys[] = {"encoder", "chunk_tokenizer", "chunk_len", "encoder_path", "decoder_path"};
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) meta_set(st, m, keys[i]);
+  json_object_set_new(m, "dim", json_integer(ss.dim));
+  json_object_set_new(m, "documents", json_integer((json_int_t)ss.docs));
+  json_object_set_new(m, "chunks", json_integer((json_int_t)ss.chunks));
+  json_object_set_new(m, "next_chunk_id", json_integer((json_int_t)ss.next_chunk_id));
+  json_object_set_new(m, "index_watermark", json_integer((json_int_t)wm));
+  store_close(st);
+  return PROTO_OK;
+}
+
+proto_status srv_backup(store *st, const char *out_dir, char **manifest_json) {
+  if (manifest_json) *manifest_json = NULL;
+  if (!st || !out_dir) return srv__fail(PROTO_EINVAL, "srv_backup: NULL argument");
+  char *db = join(out_dir, "db"), *mdb = join(out_dir, "db/data.mdb"),
+       *lock = join(out_dir, "db/lock.mdb"), *man = join(out_dir, "manifest.json"),
+       *tmp = join(out_dir, "manifest.json.tmp");
+  json_t *m = json_object();
+  proto_status s = PROTO_OK;
+  double t0 = proto_now();
+  if (!db || !mdb || !lock || !man || !tmp || !m) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (mkdir(out_dir, 0755) != 0) {
+    s = srv__fail(errno == EEXIST ? PROTO_EINVAL : PROTO_EIO, "%s: %s%s", out_dir, strerror(errno),
+                  errno == EEXIST ? " (a backup goes into a new directory)" : "");
+    goto leave;
+  }
+  if (mkdir(db, 0755) != 0) { s = srv__fail(PROTO_EIO, "%s: %s", db, strerror(errno)); goto leave; }
+  if ((s = store_copy(st, db)) != PROTO_OK) {
+    s = srv__fail(s, "copying the database: %s", store_last_error());
+    goto leave;
+  }
+  double copy_s = proto_now() - t0;
+  store_check_result chk;
+  json_object_set_new(m, "format", json_string(BACKUP_FORMAT));
+  json_object_set_new(m, "version", json_string(RETRO_VERSION));
+  char when[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+  json_object_set_new(m, "created", json_string(when));
+  if ((s = describe(out_dir, m, &chk)) != PROTO_OK) goto leave;
+  unlink(lock);
+  if (chk.problems) {
+    s = srv__fail(PROTO_ECORRUPT, "the copy has %llu problem(s): run retro verify on the database",
+                  (unsigned long long)chk.problems);
+    goto leave;
+  }
+  char hex[65];
+  uint64_t bytes;
+  if ((s = file_sha256(mdb, hex, &bytes)) != PROTO_OK || (s = fsync_path(mdb)) != PROTO_OK ||
+      (s = fsync_path(db)) != PROTO_OK)
+    goto leave;
+  json_t *files = json_array(), *f = json_object();
+  json_object_set_new(f, "path", json_string("db/data.mdb"));
+  json_object_set_new(f, "bytes", json_integer((json_int_t)bytes));
+  json_object_set_new(f, "sha256", json_string(hex));
+  json_array_append_new(files, f);
+  json_object_set_new(m, "files", files);
+  json_object_set_new(m, "copy_seconds", json_real(copy_s));
+  /* the manifest last, atomically: a backup without one is incomplete */
+  if (json_dump_file(m, tmp, JSON_INDENT(2)) != 0 || fsync_path(tmp) != PROTO_OK ||
+      rename(tmp, man) != 0 || fsync_path(out_dir) != PROTO_OK) {
+    s = srv__fail(PROTO_EIO, "writing %s: %s", man, strerror(errno));
+    goto leave;
+  }
+  if (manifest_json) *manifest_json = json_dumps(m, JSON_COMPACT);
+leave:
+  json_decref(m);
+  free(db);
+  free(mdb);
+  free(lock);
+  free(man);
+  free(tmp);
+  return s;
+}
+
+/* Loads and checks a backup's manifest and files; *out the manifest. */
+static proto_status check_backup(const char *dir, json_t **out) {
+  char *man = join(dir, "manifest.json");
+  json_error_t je;
+  json_t *m = man ? json_load_file(man, JSON_REJECT_DUPLICATES, &je) : NULL;
+  proto_status s = PROTO_OK;
+  *out = NULL;
+  if (!m) {
+    s = access(man ? man : "", F_OK) != 0
+            ? srv__fail(PROTO_ENOTFOUND, "%s: missing (not a backup, or an incomplete one)", man)
+            : srv__fail(PROTO_ECORRUPT, "%s: %s (damaged)", man, je.text);
+    goto leave;
+  }
+  const char *fmt = json_string_value(json_object_get(m, "format"));
+  json_t *files = json_object_get(m, "files");
+  if (!fmt || strcmp(fmt, BACKUP_FORMAT) != 0 || !json_is_array(files) || json_array_size(files) == 0) {
+    s = srv__fail(PROTO_EMISMATCH, "%s: not a %s manifest", man, BACKUP_FORMAT);
+    goto leave;
+  }
+  size_t i;
+  json_t *f;
+  json_array_foreach(files, i, f) {
+    const char *rel = json_string_value(json_object_get(f, "path"));
+    const char *want = json_string_value(json_object_get(f, "sha256"));
+    json_t *jb = json_object_get(f, "bytes");
+    if (!rel || !want || !json_is_integer(jb) || strstr(rel, "..") || rel[0] == '/') {
+      s = srv__fail(PROTO_ECORRUPT, "%s: files[%zu] is malformed", man, i);
+      goto leave;
+    }
+    char *path = join(dir, rel), hex[65];
+    uint64_t bytes = 0;
+    struct stat sb;
+    if (!path || stat(path, &sb) != 0) {
+      s = srv__fail(PROTO_ENOTFOUND, "%s: missing", path ? path : rel);
+    } else if ((uint64_t)sb.st_size != (uint64_t)json_integer_value(jb)) {
+      s = srv__fail(PROTO_ECORRUPT, "%s: %llu bytes, the manifest says %lld (truncated or damaged)",
+                    path, (unsigned long long)sb.st_size, (long long)json_integer_value(jb));
+    } else if ((s = file_sha256(path, hex, &bytes)) == PROTO_OK && strcmp(hex, want) != 0) {
+      s = srv__fail(PROTO_ECORRUPT, "%s: SHA-256 %.16s..., the manifest says %.16s... (damaged or altered)",
+                    path, hex, want);
+    }
+    free(path);
+    if (s != PROTO_OK) goto leave;
+  }
+  *out = m;
+  m = NULL;
+leave:
+  json_decref(m);
+  free(man);
+  return s;
+}
+
+/* 1 when dir is absent or an empty directory. */
+static int empty_or_absent(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return errno == ENOENT;
+  struct dirent *de;
+  int empty = 1;
+  while ((de = readdir(d)) != NULL)
+    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) empty = 0;
+  closedir(d);
+  return empty;
+}
+
+static proto_status copy_file(const char *from, const char *to) {
+  int in = open(from, O_RDONLY | O_CLOEXEC), out = -1;
+  proto_status s = PROTO_OK;
+  static _Thread_local char buf[1 << 20];
+  if (in < 0) return srv__fail(PROTO_EIO, "%s: %s", from, strerror(errno));
+  out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (out < 0) { s = srv__fail(PROTO_EIO, "%s: %s", to, strerror(errno)); goto leave; }
+  for (;;) {
+    ssize_t r = read(in, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) { s = srv__fail(PROTO_EIO, "reading %s: %s", from, strerror(errno)); goto leave; }
+    if (r == 0) break;
+    for (ssize_t o = 0; o < r;) {
+      ssize_t w = write(out, buf + o, (size_t)(r - o));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        s = srv__fail(errno == ENOSPC ? PROTO_ENOSPACE : PROTO_EIO, "writing %s: %s", to, strerror(errno));
+        goto leave;
+      }
+      o += w;
+    }
+  }
+  if (fsync(out) != 0) s = srv__fail(PROTO_EIO, "fsync %s: %s", to, strerror(errno));
+leave:
+  close(in);
+  if (out >= 0) close(out);
+  return s;
+}
+
+proto_status srv_restore(const char *backup_dir, const char *data_dir) {
+  if (!backup_dir || !data_dir) return srv__fail(PROTO_EINVAL, "srv_restore: NULL argument");
+  json_t *m = NULL, *got = json_object();
+  char *db = join(data_dir, "db"), *from = join(backup_dir, "db/data.mdb"),
+       *to = join(data_dir, "db/data.mdb"), *lock = join(data_dir, "db/lock.mdb");
+  int made = 0;
+  proto_status s;
+  if (!db || !from || !to || !lock || !got) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if ((s = check_backup(backup_dir, &m)) != PROTO_OK) goto leave;
+  if (!empty_or_absent(data_dir)) {
+    s = srv__fail(PROTO_EINVAL, "%s: not empty (restore into a new directory)", data_dir);
+    goto leave;
+  }
+  if ((mkdir(data_dir, 0755) != 0 && errno != EEXIST) || mkdir(db, 0755) != 0) {
+    s = srv__fail(PROTO_EIO, "%s: %s", db, strerror(errno));
+    goto leave;
+  }
+  made = 1;
+  if ((s = copy_file(from, to)) != PROTO_OK || (s = fsync_path(db)) != PROTO_OK) goto leave;
+  /* what the copy holds must be what the manifest says */
+  store_check_result chk;
+  if ((s = describe(data_dir, got, &chk)) != PROTO_OK) goto leave;
+  if (chk.problems) {
+    s = srv__fail(PROTO_ECORRUPT, "the restored database has %llu problem(s) (retro verify names them)",
+                  (unsigned long long)chk.problems);
+    goto leave;
+  }
+  const char *keys[] = {"encoder", "chunk_tokenizer", "dim", "documents", "chunks", "next_chunk_id"};
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    json_t *a = json_object_get(m, keys[i]), *b = json_object_get(got, keys[i]);
+    if (!json_equal(a, b)) {
+      char *as = a ? json_dumps(a, JSON_ENCODE_ANY) : NULL, *bs = b ? json_dumps(b, JSON_ENCODE_ANY) : NULL;
+      s = srv__fail(PROTO_EMISMATCH, "%s: the manifest says %s, the database holds %s (mismatched backup)",
+                    keys[i], as ? as : "nothing", bs ? bs : "nothing");
+      free(as);
+      free(bs);
+      goto leave;
+    }
+  }
+  s = PROTO_OK;
+leave:
+  if (s != PROTO_OK && made) { /* leave nothing half restored */
+    unlink(to);
+    unlink(lock);
+    rmdir(db);
+    rmdir(data_dir);
+  }
+  json_decref(m);
+  json_decref(got);
+  free(db);
+  free(from);
+  free(to);
+  free(lock);
+  return s;
+}
+
+/* Verify ------------------------------------------------------------------------ */
+
+typedef struct verify_ctx {
+  srv_say_fn say;
+  void *ctx;
+  uint64_t problems;
+  uint64_t upto;     /* count live ids <= upto */
+  uint64_t live_upto;
+} verify_ctx;
+
+static void problem(verify_ctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(verify_ctx *v, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  v->problems++;
+  if (v->say) v->say(v->ctx, msg);
+}
+
+static void on_store_problem(void *ctx, const char *msg) {
+  verify_ctx *v = ctx;
+  if (v->say) v->say(v->ctx, msg);
+}
+
+static proto_status count_upto(void *ctx, const uint64_t *ids, const float *vecs, size_t n) {
+  verify_ctx *v = ctx;
+  (void)vecs;
+  for (size_t i = 0; i < n; i++) v->live_upto += ids[i] <= v->upto;
+  return PROTO_OK;
+}
+
+/* The FAISS file against the store: whole, not behind the store's watermark,
+ * holding exactly the live chunks up to its watermark plus those deleted
+ * since it was saved (their tombstones). */
+static void verify_faiss(verify_ctx *v, const char *dir, store *st, const store_stats *ss) {
+  char *path = join(dir, "index.faiss");
+  uint64_t fw = 0, ntotal = 0, sw = 0;
+  uint32_t fdim = 0;
+  proto_status s = path ? idx_file_info(path, &fw, &ntotal, &fdim) : PROTO_ENOMEM;
+  if (s == PROTO_ENOTFOUND) {
+    problem(v, "index.faiss: missing (the next start rebuilds it from the database)");
+  } else if (s != PROTO_OK) {
+    problem(v, "index.faiss: %s", idx_last_error());
+  } else if (store_index_watermark(st, &sw) != PROTO_OK) {
+    problem(v, "index watermark: %s", store_last_error());
+  } else if (fdim != ss->dim && ss->dim) {
+    problem(v, "index.faiss: dimension %u, the database's %u", fdim, ss->dim);
+  } else if (fw < sw) {
+    problem(v, "index.faiss: stale watermark: it was saved up to chunk %llu, the database says %llu "
+            "(an older file?)", (unsigned long long)fw, (unsigned long long)sw);
+  } else {
+    v->upto = fw;
+    v->live_upto = 0;
+    uint64_t *dead = NULL;
+    size_t nd = 0, dead_upto = 0;
+    if (store_vectors_scan(st, 0, 0, count_upto, v) != PROTO_OK ||
+        store_tombstones(st, &dead, &nd) != PROTO_OK) {
+      problem(v, "reading the database: %s", store_last_error());
+    } else {
+      for (size_t i = 0; i < nd; i++) dead_upto += dead[i] <= fw;
+      if (ntotal != v->live_upto + dead_upto)
+        problem(v, "index.faiss: %llu vectors; the database has %llu live chunks up to its watermark "
+                "%llu and %zu deleted since it was saved", (unsigned long long)ntotal,
+                (unsigned long long)v->live_upto, (unsigned long long)fw, dead_upto);
+    }
+    free(dead);
+  }
+  free(path);
+}
+
+static void verify_lexical(verify_ctx *v, const char *dir, store *st, const store_stats *ss) {
+  char *path = join(dir, "lexical.sqlite");
+  lex *lx = NULL;
+  if (!path) return;
+  if (access(path, F_OK) != 0) {
+    problem(v, "lexical.sqlite: missing (the next start rebuilds it from the database)");
+  } else if (lex_open(path, st, 1, &lx) != PROTO_OK) {
+    problem(v, "lexical.sqlite: %s", lex_last_error());
+  } else {
+    lex_info li;
+    if (lex_info_get(lx, &li) == PROTO_OK && li.chunks != ss->chunks)
+      problem(v, "lexical.sqlite: %llu chunks, the database %llu live chunks",
+              (unsigned long long)li.chunks, (unsigned long long)ss->chunks);
+  }
+  lex_close(lx);
+  free(path);
+}
+
+proto_status srv_verify(const char *dir, srv_say_fn say, void *ctx, uint64_t *problems) {
+  verify_ctx v = {.say = say, .ctx = ctx};
+  char *mdb = join(dir, "db/data.mdb"), *man = join(dir, "manifest.json");
+  store *st = NULL;
+  json_t *m = NULL;
+  proto_status s = PROTO_OK;
+  int is_backup;
+  *problems = 0;
+  if (!mdb || !man) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  is_backup = access(man, F_OK) == 0;
+  if (is_backup) { /* opening its LMDB would write to it: the checksums say enough */
+    if (check_backup(dir, &m) != PROTO_OK) problem(&v, "%s", srv_last_error());
+    else if (say) say(ctx, "backup: every file matches the manifest's size and SHA-256");
+    goto leave;
+  }
+  if (access(mdb, F_OK) != 0) {
+    s = srv__fail(PROTO_ENOTFOUND, "%s: missing (not a retrod database)", mdb);
+    goto leave;
+  }
+  if ((s = store_open(dir, NULL, &st)) != PROTO_OK) {
+    problem(&v, "database: %s", store_last_error());
+    s = PROTO_OK;
+    goto leave;
+  }
+  store_check_result chk;
+  store_stats ss;
+  if ((s = store_check(st, on_store_problem, &v, &chk)) != PROTO_OK ||
+      (s = store_stats_get(st, &ss)) != PROTO_OK) {
+    s = srv__fail(s, "checking the database: %s", store_last_error());
+    goto leave;
+  }
+  v.problems += chk.problems;
+  if (say) {
+    char line[200];
+    snprintf(line, sizeof line, "database: %llu documents, %llu chunks, %llu vectors checked",
+             (unsigned long long)chk.docs, (unsigned long long)chk.chunks,
+             (unsigned long long)chk.vectors);
+    say(ctx, line);
+  }
+  verify_faiss(&v, dir, st, &ss);
+  verify_lexical(&v, dir, st, &ss);
+leave:
+  store_close(st);
+  json_decref(m);
+  free(mdb);
+  free(man);
+  *problems = v.problems;
+  return s;
+}

@@ -1,0 +1,196 @@
+#!/usr/bin/python3
+"""e2e_ops.py - operating a corpus, end to end against the real `retro serve`
+(TAP; the Server helper and models of e2e_http.py): unchanged documents
+skipped without the encoder (JSON and NDJSON, ?force=true, metadata alone
+changing), 507 when the LMDB map limit (--max-map-mb) or the disk (a small
+tmpfs in a private mount namespace) runs out, with reads going on, nothing
+acknowledged lost and writes working again once there is room.
+
+    e2e_ops.py RETRO_BINARY WORK_DIR
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_http as E  # noqa: E402  (reads RETRO, WORK from sys.argv)
+
+ok, diag, Server, doc_text = E.ok, E.diag, E.Server, E.doc_text
+
+
+def metric(s, name):
+    st, _, raw, _ = s.req("GET", "/metrics")
+    m = re.search(r"^%s (\d+)" % re.escape(name), raw.decode(), re.M)
+    return int(m.group(1)) if m else None
+
+
+def post(s, docs, ndjson=False, query=""):
+    if ndjson:
+        body = "".join(E.json.dumps(d) + "\n" for d in docs)
+        return s.req("POST", "/v1/documents" + query, body, ctype="application/x-ndjson")
+    return s.req("POST", "/v1/documents" + query, {"documents": docs})
+
+
+def run_unchanged():
+    s = Server("ops-unchanged")
+    try:
+        docs = [{"id": "u%d" % i, "text": doc_text(i, 200), "metadata": {"n": i}} for i in range(6)]
+        st, js, _, _ = post(s, docs)
+        ok(st == 200 and js["documents"] == 6 and js["unchanged"] == 0, "first upsert stores", js)
+        emb0 = metric(s, "retro_ingest_embedded_chunks_total")
+        ok(emb0 and emb0 >= js["chunks"], "the encoder ran for every chunk", (emb0, js))
+        chunks = {r["id"]: r["chunks"] for r in js["results"]}
+        for nd in (False, True):
+            st, js, _, _ = post(s, docs, ndjson=nd)
+            ok(st == 200 and js["unchanged"] == 6
+               and all(r["status"] == "unchanged" and r["chunks"] == chunks[r["id"]] for r in js["results"]),
+               "unchanged re-upsert (%s) is acknowledged as unchanged" % ("NDJSON" if nd else "JSON"), js)
+            ok(metric(s, "retro_ingest_embedded_chunks_total") == emb0,
+               "... without the encoder (%s)" % ("NDJSON" if nd else "JSON"))
+        ok(metric(s, "retro_ingest_unchanged_total") == 12, "unchanged documents counted in /metrics")
+        # metadata alone: the document is updated in place, not embedded
+        docs[0]["metadata"] = {"n": 0, "tag": "new"}
+        st, js, _, _ = post(s, docs[:2])
+        ok(st == 200 and [r["status"] for r in js["results"]] == ["ok", "unchanged"]
+           and js["results"][0]["chunks"] == chunks["u0"],
+           "changed metadata alone updates the document", js)
+        ok(metric(s, "retro_ingest_embedded_chunks_total") == emb0, "... without the encoder")
+        st, js, _, _ = s.req("GET", "/v1/documents/u0")
+        ok(st == 200 and js["metadata"] == {"n": 0, "tag": "new"}, "... and the new metadata is served", js)
+        st, js, _, _ = s.req("POST", "/v1/search", {"query": doc_text(0, 200), "k": 3,
+                                                    "filter": {"tag": "new"}, "mode": "dense"})
+        ok(st == 200 and js["results"] and js["results"][0]["doc_id"] == "u0",
+           "... and the filter finds it by the new metadata", js)
+        emb1 = metric(s, "retro_ingest_embedded_chunks_total")
+        for nd in (False, True):
+            st, js, _, _ = post(s, docs[2:4], ndjson=nd, query="?force=true")
+            ok(st == 200 and all(r["status"] == "ok" for r in js["results"]),
+               "?force=true re-embeds unchanged documents (%s)" % ("NDJSON" if nd else "JSON"), js)
+        ok(metric(s, "retro_ingest_embedded_chunks_total") == emb1 + 2 * (chunks["u2"] + chunks["u3"]),
+           "... through the encoder")
+        st, js, _, _ = post(s, docs[:1], query="?force=maybe")
+        ok(st == 400 and "force" in js["error"]["message"], "?force=maybe is refused naming it", js)
+    finally:
+        s.stop()
+
+
+def fill_until_507(s, prefix, words=400, limit=4000, batch=4):
+    """Upserts until a 507; returns (acked ids, the 507 answer)."""
+    acked = []
+    for i in range(0, limit, batch):
+        docs = [{"id": "%s%d" % (prefix, i + j), "text": doc_text(i + j, words)} for j in range(batch)]
+        st, js, _, _ = post(s, docs)
+        if st == 200:
+            acked += [r["id"] for r in js["results"] if r["status"] == "ok"]
+            continue
+        acked += [r["id"] for r in (js or {}).get("results", []) if r["status"] == "ok"]
+        return acked, (st, js)
+    return acked, None
+
+
+def check_after_full(s, acked, what):
+    st, js, _, _ = s.req("GET", "/v1/documents/" + acked[0])
+    ok(st == 200, "reads go on with the %s full" % what)
+    st, js, _, _ = s.req("POST", "/v1/search", {"query": doc_text(0, 400), "k": 1})
+    ok(st == 200 and js["results"], "searches go on with the %s full" % what, js)
+    ok((metric(s, "retro_storage_full_total") or 0) >= 1, "the refusal is counted in /metrics")
+
+
+def run_map_limit():
+    data = os.path.join(E.WORK, "ops-map")
+    s = Server("ops-map", "--max-map-mb", "3")
+    try:
+        acked, full = fill_until_507(s, "m")
+        ok(full is not None and full[0] == 507 and "map" in full[1]["error"]["message"],
+           "a full LMDB map answers 507 naming the map (%d documents in)" % len(acked), full)
+        check_after_full(s, acked, "map")
+    finally:
+        s.stop()
+    s = Server("ops-map", "--max-map-mb", "16", data=data)
+    try:
+        missing = [d for d in acked if s.req("GET", "/v1/documents/" + d)[0] != 200]
+        ok(not missing, "no acknowledged document lost (%d)" % len(acked), missing[:5])
+        st, js, _, _ = post(s, [{"id": "after", "text": doc_text(9999, 400)}])
+        ok(st == 200 and js["documents"] == 1, "writes succeed again with a larger --max-map-mb", js)
+    finally:
+        s.stop()
+
+
+def run_disk_full():
+    """A tmpfs of 12 MiB in a private mount namespace (unshare; as root or
+    through a user namespace), a filler file taking most of it."""
+    mnt = os.path.join(E.WORK, "ops-tmpfs")
+    os.makedirs(mnt, exist_ok=True)
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs '%s'" % mnt],
+                           capture_output=True)
+    if probe.returncode != 0:
+        diag("skipping the disk-full test: no private tmpfs (%s)" % probe.stderr.decode().strip())
+        return
+    # the server runs inside the namespace; its tmpfs is reached from here
+    # through /proc/PID/root
+    wrapper = os.path.join(E.WORK, "ops-tmpfs.sh")
+    inner = os.path.join(E.WORK, "ops-tmpfs-inner.sh")
+    with open(inner, "w") as f:
+        f.write("#!/bin/sh\nmount -t tmpfs -o size=12m tmpfs '%s' || exit 1\n"
+                "dd if=/dev/zero of='%s/filler' bs=1M count=7 2>/dev/null\nexec '%s' \"$@\"\n"
+                % (mnt, mnt, E.RETRO))
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec unshare -rm '%s' \"$@\"\n" % inner)
+    os.chmod(inner, 0o755)
+    os.chmod(wrapper, 0o755)
+    real = E.RETRO
+    E.RETRO = wrapper
+    try:
+        s = Server("x", data=os.path.join(mnt, "data"))
+    finally:
+        E.RETRO = real
+    try:
+        # Server() ran: wrapper RETRO serve ...; the wrapper exec'd the binary
+        acked, full = fill_until_507(s, "f", words=600)
+        ok(full is not None and full[0] == 507 and "disk" in full[1]["error"]["message"],
+           "a full disk answers 507 naming the disk (%d documents in)" % len(acked), full)
+        if full is None:
+            return
+        check_after_full(s, acked, "disk")
+        filler = "/proc/%d/root%s/filler" % (s.p.pid, mnt)
+        os.unlink(filler)
+        time.sleep(0.2)
+        text = "zzfreed the disk had room again"  # one chunk: its key is its own text
+        st, js, _, _ = post(s, [{"id": "after-free", "text": text}])
+        ok(st == 200 and js["documents"] == 1, "writes succeed again once space is freed", js)
+        missing = [d for d in acked + ["after-free"] if s.req("GET", "/v1/documents/" + d)[0] != 200]
+        ok(not missing, "no acknowledged document lost on the full disk (%d)" % len(acked), missing[:5])
+        st, js, _, _ = s.req("POST", "/v1/search", {"query": "zzfreed", "k": 1, "mode": "lexical"})
+        ok(st == 200 and js["results"] and js["results"][0]["doc_id"] == "after-free",
+           "the document written after the refusal is searchable (lexical)", js)
+        st, js, _, _ = s.req("POST", "/v1/search", {"query": text, "k": 1, "mode": "dense"})
+        ok(st == 200 and js["results"] and js["results"][0]["doc_id"] == "after-free",
+           "... and (dense)", js)
+    finally:
+        s.stop()
+
+
+def main():
+    if not os.path.isdir(os.path.join(E.MODELS, "decoder")):
+        rc = subprocess.call([sys.executable, os.path.join(E.HERE, "make_models.py"), E.MODELS],
+                             stdout=subprocess.DEVNULL)
+        if rc == 77:
+            print("1..0 # SKIP torch not available")
+            return 0
+        if rc != 0:
+            print("Bail out! make_models.py failed")
+            return 1
+    for d in ("ops-unchanged", "ops-map", "ops-tmpfs"):
+        shutil.rmtree(os.path.join(E.WORK, d), ignore_errors=True)
+    run_unchanged()
+    run_map_limit()
+    run_disk_full()
+    print("1..%d" % E.n_tests)
+    return 1 if E.n_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
