@@ -55,7 +55,7 @@ else
     (cd "$cache" && timeout 500 npm install --no-audit --no-fund --ignore-scripts "$ORT_PACKAGE" >npm.log 2>&1) &&
       echo "$ORT_PACKAGE" >"$cache/.installed"
   fi
-  if [ ! -f "$cache/.installed" ]; then
+  if [ "$(cat "$cache/.installed" 2>/dev/null)" != "$ORT_PACKAGE" ]; then
     ort_skip "npm install $ORT_PACKAGE failed: $(tail -1 "$cache/npm.log")"
   elif ! "$py" "$root/tests/bench/encoder/export_onnx.py" "$model" "$data/model.onnx" 2>"$data/export.err"; then
     ort_skip "torch.onnx.export failed: $(tail -1 "$data/export.err")"
