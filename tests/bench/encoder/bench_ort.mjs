@@ -8,9 +8,10 @@
 //   node bench_ort.mjs NODE_MODULES_DIR MODEL.onnx VOCAB_SIZE THREADS SECONDS
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 
-const [modules, onnxPath, vocab, threadsArg, secsArg] = process.argv.slice(2);
+const [modulesArg, onnxPath, vocab, threadsArg, secsArg] = process.argv.slice(2);
+const modules = resolve(modulesArg);
 const require = createRequire(join(modules, "x.js"));
 const ort = require("onnxruntime-node");
 const threads = Number(threadsArg), secs = Number(secsArg);
