@@ -2,14 +2,21 @@
 # tests/bench/encoder/run.sh - the encoder benchmark (not run by CI):
 # sentences/s at sequence lengths 16, 64, 128 and batch 1 and 32 for a
 # 6-layer, 384-wide BERT with random weights, ours (C, model/bert.c) and
-# PyTorch (model/train/bert_model.py) on the same weights, inputs and thread
-# count, in the same run; the ratio; and our GFLOP/s as a fraction of the
-# machine's sgemm GFLOP/s measured here with the same thread count.
-#   usage: [MODEL=dir] tests/bench/encoder/run.sh [THREADS=2] [SECONDS=3]
+# PyTorch (model/train/bert_model.py) and ONNX Runtime (the same model
+# exported by torch.onnx.export, run by npm onnxruntime-node's CPU provider)
+# on the same weights, inputs and thread count, in the same run; the ratios;
+# and our GFLOP/s as a fraction of the machine's sgemm GFLOP/s measured here
+# with the same thread count.
+#   usage: [MODEL=dir] [TORCH=0] [ORT=0] tests/bench/encoder/run.sh [THREADS=2] [SECONDS=3]
 # MODEL: an encoder directory to measure instead (e.g. model/default/encoder);
 # for an F16 file the table adds our F32-weights figure (BERT_F16=0).
+# TORCH=0 / ORT=0 leave that peer out. ORT_CACHE: where onnxruntime-node
+# (pinned below) is installed on first use (default build-bench-encoder/npm).
 # Builds the project in build-bench-encoder/ (release) and keeps the model there.
 set -eu
+# --ignore-scripts: its postinstall only fetches CUDA libraries (from GitHub);
+# the CPU provider's library is inside the npm package.
+ORT_PACKAGE=onnxruntime-node@1.31.1
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 build="$root/build-bench-encoder"
 threads=${1:-2}
@@ -30,11 +37,38 @@ echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 export OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads"
 "$build/bench_encoder" "$model" "$threads" "$secs" > "$data/ours.txt"
-"$py" "$root/tests/bench/encoder/bench_torch.py" "$model" "$threads" "$secs" > "$data/torch.txt"
-grep '^#' "$data/torch.txt"
-"$py" - "$data/ours.txt" "$data/torch.txt" <<'PY'
+touch "$data/torch.txt" "$data/ort.txt"
+[ "${TORCH:-1}" = 0 ] || "$py" "$root/tests/bench/encoder/bench_torch.py" "$model" "$threads" "$secs" > "$data/torch.txt"
+# ONNX Runtime: installed once into the cache; the ONNX file is made per run
+# (F32 weights, ~28 MB for the default encoder)
+ort_skip() { echo "# ONNX Runtime peer left out: $*" >>"$data/ort.txt"; }
+if [ "${ORT:-1}" = 0 ]; then
+  :
+elif ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  ort_skip "node and npm not installed"
+else
+  cache=${ORT_CACHE:-$build/npm}
+  mkdir -p "$cache"
+  cache=$(cd "$cache" && pwd) # node's createRequire needs an absolute path
+  if [ "$(cat "$cache/.installed" 2>/dev/null)" != "$ORT_PACKAGE" ]; then
+    [ -f "$cache/package.json" ] || echo '{"name": "retrod-bench-encoder", "private": true}' >"$cache/package.json"
+    (cd "$cache" && timeout 500 npm install --no-audit --no-fund --ignore-scripts "$ORT_PACKAGE" >npm.log 2>&1) &&
+      echo "$ORT_PACKAGE" >"$cache/.installed"
+  fi
+  if [ "$(cat "$cache/.installed" 2>/dev/null)" != "$ORT_PACKAGE" ]; then
+    ort_skip "npm install $ORT_PACKAGE failed: $(tail -1 "$cache/npm.log")"
+  elif ! "$py" "$root/tests/bench/encoder/export_onnx.py" "$model" "$data/model.onnx" 2>"$data/export.err"; then
+    ort_skip "torch.onnx.export failed: $(tail -1 "$data/export.err")"
+  else
+    vocab=$(sed -n 's/.*"vocab_size": *\([0-9]*\).*/\1/p' "$model/config.json")
+    node "$root/tests/bench/encoder/bench_ort.mjs" "$cache/node_modules" "$data/model.onnx" "$vocab" \
+      "$threads" "$secs" >>"$data/ort.txt" || ort_skip "bench_ort.mjs failed"
+  fi
+fi
+grep -h '^#' "$data/torch.txt" "$data/ort.txt" || true
+"$py" - "$data/ours.txt" "$data/torch.txt" "$data/ort.txt" <<'PY'
 import sys
-ours, blas, f32, torch, peak = {}, {}, {}, {}, {}
+ours, blas, f32, torch, ort, peak = {}, {}, {}, {}, {}, {}
 for line in open(sys.argv[1]):
     f = line.split()
     if f[0] == "sgemm":
@@ -45,6 +79,10 @@ for line in open(sys.argv[2]):
     f = line.split()
     if f[0] == "torch":
         torch[(int(f[1]), int(f[2]))] = tuple(map(float, f[3:7]))
+for line in open(sys.argv[3]):
+    f = line.split()
+    if f and f[0] == "ort":
+        ort[(int(f[1]), int(f[2]))] = tuple(map(float, f[3:7]))
 for k, v in peak.items():
     print(f"sgemm {k}: {v:.1f} GFLOP/s")
 ref = peak.get("2048 2048 2048", max(peak.values()))
@@ -62,4 +100,14 @@ print("ratio = ours / torch; of sgemm = our GFLOP/s / sgemm 2048^3 GFLOP/s (same
 print("blas-threads = the alternative design (pool of 1, OpenBLAS with THREADS threads);")
 print("per-CPU-s = sentences per second of process CPU time (less distorted by a busy machine);")
 print("min ms = the fastest single call (latency when not preempted).")
+if ort:
+    print(f"\n{'len':>4} {'batch':>5} {'ours sent/s':>12} {'ort sent/s':>11} {'ours/ort':>8}"
+          f"  {'per-CPU-s ours/ort':>18}  {'min ms ours/ort':>15} {'ratio':>6}")
+    for k in sorted(ours):
+        o, r = ours[k], ort.get(k, nan)
+        print(f"{k[0]:>4} {k[1]:>5} {o[0]:>12.1f} {r[0]:>11.1f} {o[0] / r[0]:>7.2f}x"
+              f"  {o[3]:>8.1f}/{r[2]:<8.1f}{o[3] / r[2]:>5.2f}x  {o[4]:>7.3f}/{r[3]:<7.3f} {r[3] / o[4]:>5.2f}x")
+    print("ort = ONNX Runtime (CPU provider, same threads, inputs and weights as F32);"
+          " ours/ort > 1: ours is faster;")
+    print("the last ratio is ONNX Runtime's fastest call over ours (latency).")
 PY

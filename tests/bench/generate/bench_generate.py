@@ -152,6 +152,38 @@ def torch_recompute(model, prompt, nb_src, n_gen):
     return out, ttft, time.perf_counter() - t0, ttft_cpu, time.process_time() - c0
 
 
+def decode_weight_bytes(model, elem_bytes):
+    """Bytes of weights one decoded token reads: the decoder's matrices and the
+    output head (tok_emb when tied; of tok_emb otherwise only one row). Vectors
+    (biases, LayerNorm) are left out: < 0.1% here."""
+    n = 0
+    for name, p in model.named_parameters():
+        if p.dim() != 2 or name.startswith("encoder.") or ".cca.kv." in name:
+            continue
+        if name == "tok_emb.weight" and not model.cfg.tie_embeddings:
+            n += p.shape[1]
+        else:
+            n += p.numel()
+    return n * elem_bytes
+
+
+def last_level_cache():
+    sizes = []
+    for d in sorted(os.listdir("/sys/devices/system/cpu/cpu0/cache") if os.path.isdir(
+            "/sys/devices/system/cpu/cpu0/cache") else []):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu0/cache/{d}/size") as f:
+                sizes.append(f.read().strip())
+        except OSError:
+            pass
+    return sizes[-1] if sizes else "unknown"
+
+
+def stream_bandwidth(exe, threads, mib):
+    res = subprocess.run([exe, str(threads), str(mib), "5"], check=True, capture_output=True, text=True)
+    return json.loads(res.stdout)
+
+
 def first_diff(a, b):
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
@@ -171,7 +203,11 @@ def main():
                     help="runs per side (C and PyTorch incremental, interleaved); the best of each is reported")
     ap.add_argument("--keep", help="write the model here instead of a temp dir")
     ap.add_argument("--c-only", action="store_true", help="write the inputs, run only the C side")
+    ap.add_argument("--stream", help="the stream_copy binary (default: next to --exe; none: skip)")
+    ap.add_argument("--stream-mib", type=int, default=128,
+                    help="MiB per array (STREAM's rule: >= 4x the last-level cache)")
     args = ap.parse_args()
+    stream_exe = args.stream or os.path.join(os.path.dirname(os.path.abspath(args.exe)), "stream_copy")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = RetroConfig(vocab_size=8192, dim=384, n_layers=6, n_heads=6, ffn_dim=1536, max_seq=1024,
@@ -212,21 +248,38 @@ def main():
         fastest = min(runs, key=lambda x: x["total_s"])
         b["total_s"], b["decode_tok_s"] = fastest["total_s"], fastest["decode_tok_s"]
         b["encode_s"], b["retrieval_s"] = fastest["encode_s"], fastest["retrieval_s"]
+        # one token's forward alone: decode steps less their neighbour encoding, fastest run
+        b["token_s"] = min((x["total_s"] - x["ttft_s"] - x["decode_encode_s"]) / max(1, x["n_gen"] - 1) for x in runs)
         b["same_tokens_all_runs"] = all(x["tokens"] == runs[0]["tokens"] for x in runs)
         return b
 
     c32_runs, c_runs, inc_runs = [], [], []
     load_before = os.getloadavg()[0]
+    bw = None
     for _ in range(args.reps):
+        if os.path.exists(stream_exe):  # each rep, the best kept: the machine may be shared
+            x = stream_bandwidth(stream_exe, args.threads, args.stream_mib)
+            bw = x if bw is None else dict(x, copy_gb_s=max(x["copy_gb_s"], bw["copy_gb_s"]),
+                                           read_gb_s=max(x["read_gb_s"], bw["read_gb_s"]))
         c32_runs.append(run_c("model"))
         c_runs.append(run_c("model_f16"))
         if not args.c_only:
             inc_runs.append(torch_incremental(model, prompt, nb, args.gen, total))
     c32, c = best_c(c32_runs), best_c(c_runs)
+    bandwidth = None
+    if bw:  # decode against the physical limit: bytes the weights take per token x tokens/s
+        bandwidth = dict(bw, loadavg_1min=os.getloadavg()[0])
+        for key, x, eb in (("f16_file", c, 2), ("f32_file", c32, 4)):
+            b = decode_weight_bytes(model, eb)
+            gbs = b / x["token_s"] / 1e9
+            bandwidth[key] = {"weight_bytes_per_token": b, "ms_per_token": 1e3 * x["token_s"],
+                              "weights_gb_s": gbs, "of_copy": gbs / bw["copy_gb_s"], "of_read": gbs / bw["read_gb_s"]}
     if args.c_only:
         for x in (c32, c):
             x.pop("tokens")
             print(json.dumps(x))
+        if bandwidth:
+            print(json.dumps({"bandwidth": bandwidth}))
         return 0
 
     def side(ttft, total, ttft_cpu, total_cpu):
@@ -259,6 +312,8 @@ def main():
         "torch_incremental": dict(side(*t_inc), same_tokens_as_c=first_diff(c["tokens"], inc_tokens) is None
                                   and all(x[0] == inc_tokens for x in inc_runs)),
     }
+    if bandwidth:
+        results["bandwidth"] = bandwidth
     results["ratio_vs_torch_incremental"] = ratio(cs, results["torch_incremental"])
     results["ratio_f32_file_vs_torch_incremental"] = ratio(cs32, results["torch_incremental"])
     if not args.no_recompute:
@@ -281,6 +336,14 @@ def main():
         rr = results["ratio_vs_torch_recompute"]
         print(f"# vs PyTorch full recompute: {results['torch_recompute']['tok_s']:.2f} tok/s, ratio "
               f"{rr['tok_s']:.1f}x tok/s, {rr['ttft']:.2f}x TTFT (per CPU second {rr['tok_per_cpu_s']:.1f}x)")
+    if bandwidth:
+        for key in ("f16_file", "f32_file"):
+            x = bandwidth[key]
+            print(f"# decode vs memory bandwidth ({key}): {x['weight_bytes_per_token'] / 1e6:.1f} MB of weights per "
+                  f"token in {x['ms_per_token']:.2f} ms = {x['weights_gb_s']:.1f} GB/s; {100 * x['of_copy']:.0f}% of "
+                  f"STREAM copy {bw['copy_gb_s']:.1f} GB/s, {100 * x['of_read']:.0f}% of read {bw['read_gb_s']:.1f} GB/s "
+                  f"({args.threads} threads; last-level cache {last_level_cache()}: weights that fit in it "
+                  f"can exceed 100%)")
     tmp.cleanup()
     ok = results["torch_incremental"]["same_tokens_as_c"] and cs32["same_tokens_as_f16_file"]
     return 0 if ok else 1
