@@ -67,7 +67,7 @@ def main():
             print(quote(r["text"]))
             chunks = [c for c in r.get("chunks", []) if c.get("in_prompt")]
             if retrieval and chunks:
-                nbs = chunks[-1]["neighbours"]
+                nbs = chunks[-1]["neighbors"]
                 print("Neighbours of the prompt's last complete chunk: " + ", ".join(
                     "`%s` (%.3f)" % (n["doc_id"], n["score"]) for n in nbs) + "\n")
 

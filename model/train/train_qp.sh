@@ -9,16 +9,20 @@
 #      signatures, glossary and index entries, error lines; held-out
 #      documents (model/default/heldout.txt) give validation pairs only;
 #   3. qp_finetune.py: continues from INIT with query -> passage and chunk ->
-#      continuation InfoNCE, checkpoints, resumes, exports F16.
+#      continuation InfoNCE, checkpoints, resumes, exports F16;
+#   4. qp_blend.py: interpolates INIT's and the trained weights, and keeps the
+#      largest share of the trained ones that holds chunk -> continuation
+#      recall of training documents at KEEP (default 0.98) of INIT's.
 # Re-running resumes: finished steps are skipped, training continues from its
 # checkpoint. Progress goes to stdout (and WORK/train.log).
 #
 #   sh model/train/train_qp.sh [BUILD_DIR]
 # Environment: WORK (default .work/qp-train), CORPUS (default: the Python
 # 3.11 documentation sources), INIT (default model/default/encoder), STEPS
-# (default 450), MINUTES (default 100: the training step's time limit),
-# THREADS (default 2), LR (default 8e-5).
-# The export lands in WORK/enc/export; copy it to model/default/encoder to
+# (default 450), MINUTES (default 90: the training step's time limit),
+# THREADS (default 2), LR (default 8e-5), KEEP (default 0.98).
+# The export lands in WORK/blend/export (WORK/blend/blend.json: the table it chose
+# from); copy it to model/default/encoder to
 # make it the default (databases made with the old encoder are then refused
 # by fingerprint, and deploy/setup.sh re-indexes).
 set -eu
@@ -45,4 +49,7 @@ if [ ! -f "$W/mined.done" ]; then
 fi
 $PY "$ROOT/model/train/qp_finetune.py" --init "$INIT" --mined "$W/mined" --dump "$W/dump" \
   --heldout "$ROOT/model/default/heldout.txt" --out "$W/enc" --steps "${STEPS:-450}" \
-  --max-minutes "${MINUTES:-100}" --lr "${LR:-8e-5}" --threads "${THREADS:-2}" 2>&1 | tee -a "$W/train.log"
+  --max-minutes "${MINUTES:-90}" --lr "${LR:-8e-5}" --threads "${THREADS:-2}" 2>&1 | tee -a "$W/train.log"
+$PY "$ROOT/model/train/qp_blend.py" --init "$INIT" --trained "$W/enc/export" --mined "$W/mined" \
+  --dump "$W/dump" --heldout "$ROOT/model/default/heldout.txt" --keep "${KEEP:-0.98}" \
+  --threads "${THREADS:-2}" --out "$W/blend/export" 2>&1 | tee -a "$W/train.log"

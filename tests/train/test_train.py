@@ -354,6 +354,18 @@ def qp_route(tmp, corpus_dir, data, enc, dump, held, common_args):
        "qp_finetune.py: exports an F16 encoder with its tokenizer")
     seqs = [p["pos"][:20] for p in pairs[:3]] + [bpe.encode(pairs[0]["q"])]
     compare_bert(exp, seqs, tmp, 1e-4, "query-trained encoder")
+    bl = os.path.join(qpo, "blend", "export")
+    out = run(["qp_blend.py", "--init", enc, "--trained", exp, "--mined", mined, "--dump", dump, "--heldout", hfile,
+               "--lambdas", "0,0.5,1", "--keep", "0", "--train-queries", "8", "--pool", "16", "--val-pool", "16",
+               "--out", bl] + common_args, "qp_blend.py")
+    table = json.load(open(os.path.join(qpo, "blend", "blend.json")))
+    ok([r["lambda"] for r in table["table"]] == [0, 0.5, 1] and table["chosen"]["lambda"] == 1
+       and all(0 <= r["continuation_recall10_train"] <= 1 for r in table["table"]),
+       "qp_blend.py: a row per lambda; with --keep 0 the trained end is chosen", table)
+    import st
+    a, b = (st.load(os.path.join(d, "model.safetensors")) for d in (exp, bl))
+    ok(a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a),
+       "qp_blend.py: lambda 1 exports the trained weights exactly")
 
 
 def main():

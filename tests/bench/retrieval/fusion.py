@@ -1,0 +1,116 @@
+"""fusion.py - how hybrid search fuses its two lists, tried offline: asks a
+real `retro serve` once per query for the dense and the lexical top 50 (and
+the server's own hybrid answer, to check that the simulation below is the
+server's), then scores fusion rules on a split of queries.jsonl. This is
+how the default rule and its constants were chosen: on the "tune" half only;
+bench.py reports the chosen rule on the "report" half.
+
+  /usr/bin/python3 tests/bench/retrieval/fusion.py --data DIR [--split tune]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench import Client, distinct_docs, free_port, metrics  # noqa: E402
+
+N = 50  # each list's depth, as the server's HYBRID_CANDIDATES
+
+
+def fetch(a, qs):
+    port = free_port()
+    cmd = [a.retro, "serve", "--data", a.data, "--port", str(port), "--log", "/dev/null"]
+    if a.encoder:
+        cmd += ["--encoder", a.encoder]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            try:
+                if Client("127.0.0.1", port).req("GET", "/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        cl = Client("127.0.0.1", port)
+        out = []
+        for q in qs:
+            row = {"id": q["id"]}
+            for m in ("dense", "lexical", "hybrid"):
+                st, js = cl.req("POST", "/v1/search", {"query": q["query"], "k": N, "mode": m, "with_text": False})
+                if st != 200:
+                    sys.exit("search failed: %s %s" % (st, js))
+                row[m] = [(h["chunk_id"], h["doc_id"], h["score"]) for h in js["results"]]
+            out.append(row)
+        return out
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def rrf(row, alpha, k=60):
+    """Weighted reciprocal-rank fusion: the server's rule."""
+    s, doc = {}, {}
+    for w, lst in ((alpha, row["dense"]), (1 - alpha, row["lexical"])):
+        for r, (c, d, _) in enumerate(lst):
+            s[c] = s.get(c, 0.0) + w / (k + r + 1)
+            doc[c] = d
+    return [doc[c] for c in sorted(s, key=lambda c: (-s[c], c))]
+
+
+def lexical_margin(row):
+    """How far the best BM25 chunk is ahead of the tenth, relative to it."""
+    lx = row["lexical"]
+    if len(lx) < 10:
+        return 1.0
+    return (lx[0][2] - lx[9][2]) / max(1e-9, lx[0][2])
+
+
+def rules():
+    out = [("rrf alpha %.1f" % al, lambda row, al=al: rrf(row, al)) for al in (0.3, 0.4, 0.5, 0.6)]
+    out += [("rrf alpha 0.5 k %d" % k, lambda row, k=k: rrf(row, 0.5, k)) for k in (10, 30, 100)]
+    for t in (0.3, 0.4, 0.5):
+        for lo in (0.2, 0.3):
+            out.append(("margin>%.1f -> alpha %.1f" % (t, lo),
+                        lambda row, t=t, lo=lo: rrf(row, lo if lexical_margin(row) > t else 0.5)))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--retro", default=os.path.join(HERE, "..", "..", "..", "build-release", "server", "retro"))
+    ap.add_argument("--encoder", help="serve with this encoder (the one that made the database)")
+    ap.add_argument("--queries", default=os.path.join(HERE, "queries.jsonl"))
+    ap.add_argument("--split", default="tune", choices=["report", "tune", "all"])
+    ap.add_argument("--cache", help="JSON of the fetched lists (read if present, else written)")
+    a = ap.parse_args()
+    allq = [json.loads(line) for line in open(a.queries)]
+    if a.cache and os.path.exists(a.cache):
+        rows = json.load(open(a.cache))
+    else:
+        rows = fetch(a, allq)
+        if a.cache:
+            json.dump(rows, open(a.cache, "w"))
+    byid = {r["id"]: r for r in rows}
+    qs = [q for q in allq if a.split == "all" or q["split"] == a.split]
+    same = sum(distinct_docs(rrf(byid[q["id"]], 0.5))[:10] ==
+               distinct_docs([d for _, d, _ in byid[q["id"]]["hybrid"]])[:10] for q in qs)
+    print("# %d queries (%s); the simulated rule 'rrf alpha 0.5' equals the server's hybrid top 10 "
+          "documents for %d" % (len(qs), a.split, same))
+    types = sorted({q["type"] for q in qs})
+    print("| rule | MRR@10 | " + " | ".join(types) + " |")
+    print("|---|---|" + "---|" * len(types))
+    lists = [("dense", lambda row: [d for _, d, _ in row["dense"]]),
+             ("lexical", lambda row: [d for _, d, _ in row["lexical"]])] + rules()
+    for name, f in lists:
+        ms = [(q, metrics(distinct_docs(f(byid[q["id"]])), q["relevant"])["MRR@10"]) for q in qs]
+        per = [sum(m for q, m in ms if q["type"] == t) / max(1, sum(q["type"] == t for q, _ in ms)) for t in types]
+        print("| %s | %.3f | %s |" % (name, sum(m for _, m in ms) / len(ms), " | ".join("%.3f" % x for x in per)))
+
+
+if __name__ == "__main__":
+    main()
