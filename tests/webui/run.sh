@@ -50,7 +50,30 @@ serve main --api-key rw-key --read-key ro-key
 MAIN=$PORT
 serve off --no-webui
 OFF=$PORT
+# the default (trained) models on one real document, for the attribution of
+# generated text: a prompt from the document makes the decoder copy its
+# continuation from the neighbours (random test models copy nothing)
+ROOT=$(cd "$HERE/../.." && pwd)
+DOC=/usr/share/doc/python3.11/html/_sources/tutorial/inputoutput.rst.txt
+TRAINED=
+if [ -f "$DOC" ] && [ -f "$ROOT/model/default/decoder/model.safetensors" ]; then
+  cp "$DOC" "$WORK/inputoutput.rst.txt"
+  if "$RETRO" index --data "$WORK/trained" --encoder "$ROOT/model/default/encoder" \
+       --decoder "$ROOT/model/default/decoder" "$WORK/inputoutput.rst.txt" >/dev/null 2>"$WORK/trained.err"; then
+    name=trained
+    "$RETRO" serve --data "$WORK/trained" --port 0 --threads 1 2>"$WORK/$name.err" &
+    PIDS="$PIDS $!"
+    PORT=
+    for i in $(seq 300); do
+      PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$WORK/$name.err" | head -1)
+      [ -n "$PORT" ] && curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    TRAINED=$PORT
+  fi
+fi
 mkdir -p "$SHOTS"
 cp "$HERE/browser_test.mjs" "$CACHE/browser_test.mjs"
-RETRO_URL="http://127.0.0.1:$MAIN" RETRO_OFF_URL="http://127.0.0.1:$OFF" RW_KEY=rw-key RO_KEY=ro-key \
+RETRO_URL="http://127.0.0.1:$MAIN" RETRO_OFF_URL="http://127.0.0.1:$OFF" TRAINED_PORT="$TRAINED" \
+  TRAINED_DOC="$WORK/inputoutput.rst.txt" RW_KEY=rw-key RO_KEY=ro-key \
   CHROMIUM="$CHROMIUM" SHOTS="$SHOTS" CORPUS="$WORK/models/corpus" node "$CACHE/browser_test.mjs"
