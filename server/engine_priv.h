@@ -91,6 +91,9 @@ proto_status srv__sync_indexes(srv_engine *e);
  * request's, else the engine's retrieval_mode, else lexical (dense without
  * a lexical index). */
 srv_search_mode srv__retrieval_mode(const srv_engine *e, srv_search_mode requested);
+/* Hybrid fusion's weight of the dense list: asked when > 0, else by the
+ * lexical scores (best first, nl of them; engine.c says how). */
+float srv__hybrid_alpha(float asked, const float *lsc, size_t nl);
 
 /* Sets e->hash_salt from the models (ingest.c); after the models are loaded. */
 void srv__content_salt(srv_engine *e);

@@ -1082,6 +1082,17 @@ TEST(embed_coalesced) {
   free(alone);
 }
 
+/* Hybrid's dense weight: the request's when given; else 0.2 when the best
+ * BM25 chunk is more than 40% above the tenth, else 0.5. */
+TEST(hybrid_alpha) {
+  float steep[10] = {10, 9, 8, 7, 6, 6, 5, 5, 5, 5}; /* (10 - 5) / 10 = 0.5 */
+  float flat[10] = {10, 10, 9, 9, 9, 8, 8, 8, 7, 7};  /* 0.3 */
+  CHECK(srv__hybrid_alpha(0.7f, steep, 10) == 0.7f);
+  CHECK(srv__hybrid_alpha(0, steep, 10) == 0.2f);
+  CHECK(srv__hybrid_alpha(0, flat, 10) == 0.5f);
+  CHECK(srv__hybrid_alpha(0, steep, 9) == 0.5f); /* fewer than ten: no margin */
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: test_engine MODELS_DIR\n");
@@ -1110,6 +1121,7 @@ int main(int argc, char **argv) {
   RUN(unchanged_skip);
   RUN(reopen_and_mismatch);
   RUN(embed_by_text);
+  RUN(hybrid_alpha);
   RUN(generate);
   RUN(generate_busy);
   RUN(eval);
