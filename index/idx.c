@@ -479,12 +479,6 @@ typedef struct file_head {
   uint32_t reserved;
 } file_head;
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  for (size_t i = 0; i < n; i++) { h ^= b[i]; h *= 1099511628211ULL; }
-  return h;
-}
-#define FNV_INIT 14695981039346656037ULL
 
 static int write_all(int fd, const void *p, size_t n) {
   const char *c = p;
@@ -532,9 +526,9 @@ static proto_status write_file(idx *ix, uint64_t watermark) {
   h.dim = ix->dim;
   h.metric = (uint32_t)ix->metric;
   h.factory_len = (uint32_t)strlen(ix->factory);
-  uint64_t sum = fnv1a(FNV_INIT, &h, sizeof h);
-  sum = fnv1a(sum, ix->factory, h.factory_len);
-  sum = fnv1a(sum, blob, blob_len);
+  uint64_t sum = proto_fnv1a64(PROTO_FNV_INIT, &h, sizeof h);
+  sum = proto_fnv1a64(sum, ix->factory, h.factory_len);
+  sum = proto_fnv1a64(sum, blob, blob_len);
 
   size_t plen = strlen(ix->path) + 5;
   if (!(tmp = malloc(plen))) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
@@ -593,7 +587,7 @@ static int read_file(idx *ix, FaissIndex **out, uint64_t *watermark) {
   }
   uint64_t sum;
   memcpy(&sum, buf + size - 16, sizeof sum);
-  if (fnv1a(FNV_INIT, buf, size - 16) != sum) {
+  if (proto_fnv1a64(PROTO_FNV_INIT, buf, size - 16) != sum) {
     fail(PROTO_ECORRUPT, "%s: checksum mismatch", ix->path);
     goto leave;
   }
@@ -657,7 +651,7 @@ proto_status idx_file_info(const char *path, uint64_t *watermark, uint64_t *ntot
     s = fail(PROTO_ECORRUPT, "%s: not a whole index file", path);
     goto leave;
   }
-  if (fnv1a(FNV_INIT, buf, size - 16) != sum) {
+  if (proto_fnv1a64(PROTO_FNV_INIT, buf, size - 16) != sum) {
     s = fail(PROTO_ECORRUPT, "%s: checksum mismatch", path);
     goto leave;
   }

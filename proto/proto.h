@@ -74,6 +74,11 @@ int proto_utf8_valid(const char *s, size_t len);
 /* Monotonic clock in seconds (for timings and rates). */
 double proto_now(void);
 
+/* FNV-1a 64 (hash.c) of n bytes, continuing from h (PROTO_FNV_INIT to
+ * start): fast, not for anything an adversary controls. */
+#define PROTO_FNV_INIT 0xcbf29ce484222325ULL
+uint64_t proto_fnv1a64(uint64_t h, const void *p, size_t n);
+
 /* SHA-256 (sha256.c): content hashes, fingerprints, backup checksums. */
 typedef struct proto_sha256 {
   uint32_t h[8];

@@ -401,14 +401,6 @@ static int meta_key_reserved(const char *key) {
  * limit, else a prefix + NUL + 128-bit hash (ids never contain NUL). */
 typedef struct doc_key { unsigned char buf[PROTO_MAX_ID_BYTES + 1]; size_t len; } doc_key;
 
-static uint64_t fnv1a(const char *s, size_t n, uint64_t h) {
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
 static void doc_key_make(const store *st, const char *id, size_t len, doc_key *k) {
   if (len <= st->maxkey) {
     memcpy(k->buf, id, len);
@@ -418,8 +410,8 @@ static void doc_key_make(const store *st, const char *id, size_t len, doc_key *k
   size_t pre = st->maxkey - HASHED_KEY_TAIL;
   memcpy(k->buf, id, pre);
   k->buf[pre] = 0;
-  be64_put(k->buf + pre + 1, fnv1a(id, len, 0xcbf29ce484222325ULL));
-  be64_put(k->buf + pre + 9, fnv1a(id, len, 0x84222325cbf29ce4ULL) ^ len);
+  be64_put(k->buf + pre + 1, proto_fnv1a64(PROTO_FNV_INIT, id, len));
+  be64_put(k->buf + pre + 9, proto_fnv1a64(0x84222325cbf29ce4ULL, id, len) ^ len);
   k->len = st->maxkey;
 }
 
