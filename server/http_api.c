@@ -901,6 +901,28 @@ static void h_backup(http_server *s, const http_request *rq, http_response *resp
 
 /* ---- completions ---------------------------------------------------------- */
 
+void http_gen_request(const proto_complete_req *req, srv_gen_request *rq) {
+  srv_gen_request_init(rq);
+  rq->prompt = req->prompt;
+  rq->prompt_len = req->prompt_len;
+  rq->max_tokens = req->max_tokens;
+  rq->temperature = req->temperature;
+  rq->top_p = req->top_p;
+  rq->top_k = req->top_k;
+  rq->seed = req->seed;
+  rq->has_seed = req->has_seed;
+  rq->stop = (const char *const *)req->stop;
+  rq->stop_lens = req->stop_lens;
+  rq->n_stop = req->n_stop;
+  rq->logprobs = req->logprobs;
+  rq->retrieval = req->retrieval;
+  rq->k = req->k;
+  rq->exclude_docs = (const char *const *)req->exclude_docs;
+  rq->n_exclude = req->n_exclude;
+  rq->filter_json = req->filter_json;
+  rq->retrieval_mode = (srv_search_mode)req->retrieval_mode;
+}
+
 proto_status http_complete_prepare(http_server *s, const http_request *rq, int chat,
                                    proto_complete_req *req, http_response *resp) {
   char err[256];
@@ -1098,25 +1120,7 @@ void http_complete_run(http_server *s, const proto_complete_req *req, http_sink 
            (unsigned long long)g.created, n);
 
   srv_gen_request rq;
-  srv_gen_request_init(&rq);
-  rq.prompt = req->prompt;
-  rq.prompt_len = req->prompt_len;
-  rq.max_tokens = req->max_tokens;
-  rq.temperature = req->temperature;
-  rq.top_p = req->top_p;
-  rq.top_k = req->top_k;
-  rq.seed = req->seed;
-  rq.has_seed = req->has_seed;
-  rq.stop = (const char *const *)req->stop;
-  rq.stop_lens = req->stop_lens;
-  rq.n_stop = req->n_stop;
-  rq.logprobs = req->logprobs;
-  rq.retrieval = req->retrieval;
-  rq.k = req->k;
-  rq.exclude_docs = (const char *const *)req->exclude_docs;
-  rq.n_exclude = req->n_exclude;
-  rq.filter_json = req->filter_json;
-  rq.retrieval_mode = (srv_search_mode)req->retrieval_mode;
+  http_gen_request(req, &rq);
   srv_gen_callbacks cb = {gen_on_text, gen_on_neighbours, gen_should_cancel, &g};
   srv_gen_result res;
   memset(&res, 0, sizeof res);

@@ -87,6 +87,8 @@ void http_score_run(http_server *s, const proto_complete_req *req, http_response
 /* POST /tokenize (detok 0) and /detokenize (detok 1). (http_tokens.c) */
 void http_tokenize(http_server *s, const http_request *rq, int detok, http_response *resp);
 /* Helpers of http_api.c for the handlers in other files. */
+/* The engine's generation request for a parsed completion (pointers into req). */
+void http_gen_request(const proto_complete_req *req, srv_gen_request *rq);
 void http_engine_error(http_response *resp, proto_status st, const char *what);
 int http_no_engine(http_server *s, http_response *resp); /* 1: resp is a 503 */
 void http_ok_json(http_response *resp);                   /* status 200, JSON */

@@ -3,6 +3,7 @@
  * scoring (POST /v1/completions with echo: the prompt's token logprobs,
  * computed by srv_eval_doc as `retro eval` computes them). */
 #include "http_priv.h"
+#include "views.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -79,14 +80,8 @@ static void score_on_neighbours(void *ctx, size_t chunk, const srv_hits *h) {
   proto_jw_arr(w);
   for (size_t i = 0; i < h->n; i++) {
     const srv_hit *x = &h->hits[i];
-    proto_jw_obj(w);
-    proto_jw_key(w, "chunk_id"); proto_jw_uint(w, x->chunk_id);
-    proto_jw_key(w, "doc_id"); proto_jw_cstr(w, x->doc_id);
-    proto_jw_key(w, "doc_num"); proto_jw_uint(w, x->doc_num);
-    proto_jw_key(w, "score"); proto_jw_float(w, x->score);
-    proto_jw_key(w, "text"); proto_jw_str(w, x->text, x->text_len);
-    proto_jw_key(w, "continuation"); proto_jw_str(w, x->next_text, x->next_text_len);
-    proto_jw_obj_end(w);
+    view_neighbour(w, x->chunk_id, x->doc_id, x->doc_num, x->score, x->text, x->text_len,
+                   x->next_text, x->next_text_len);
   }
   proto_jw_arr_end(w);
   proto_jw_obj_end(w);
@@ -140,24 +135,7 @@ void http_score_run(http_server *s, const proto_complete_req *req, http_response
   proto_jw_arr_end(&c.jw);
   if (req->max_tokens > 0) {
     srv_gen_request rq;
-    srv_gen_request_init(&rq);
-    rq.prompt = req->prompt;
-    rq.prompt_len = req->prompt_len;
-    rq.max_tokens = req->max_tokens;
-    rq.temperature = req->temperature;
-    rq.top_p = req->top_p;
-    rq.top_k = req->top_k;
-    rq.seed = req->seed;
-    rq.has_seed = req->has_seed;
-    rq.stop = (const char *const *)req->stop;
-    rq.stop_lens = req->stop_lens;
-    rq.n_stop = req->n_stop;
-    rq.logprobs = req->logprobs;
-    rq.retrieval = req->retrieval;
-    rq.k = req->k;
-    rq.exclude_docs = (const char *const *)req->exclude_docs;
-    rq.n_exclude = req->n_exclude;
-    rq.retrieval_mode = (srv_search_mode)req->retrieval_mode;
+    http_gen_request(req, &rq); /* filter_json is NULL: echo refuses a filter */
     if ((st = srv_generate(s->engine, &rq, NULL, &res)) != PROTO_OK) {
       http_engine_error(resp, st, "completions");
       goto leave;

@@ -181,6 +181,19 @@ void view_document(proto_jw *w, const srv_document *d, int with_text) {
   proto_jw_obj_end(w);
 }
 
+void view_neighbour(proto_jw *w, uint64_t chunk_id, const char *doc_id, uint64_t doc_num,
+                    float score, const char *text, size_t text_len, const char *cont,
+                    size_t cont_len) {
+  proto_jw_obj(w);
+  proto_jw_key(w, "chunk_id"); proto_jw_uint(w, chunk_id);
+  proto_jw_key(w, "doc_id"); proto_jw_cstr(w, doc_id);
+  proto_jw_key(w, "doc_num"); proto_jw_uint(w, doc_num);
+  proto_jw_key(w, "score"); proto_jw_float(w, score);
+  proto_jw_key(w, "text"); proto_jw_str(w, text, text_len);
+  proto_jw_key(w, "continuation"); proto_jw_str(w, cont, cont_len);
+  proto_jw_obj_end(w);
+}
+
 void view_gen_chunk(proto_jw *w, const srv_gen_chunk *c) {
   proto_jw_obj(w);
   proto_jw_key(w, "chunk"); proto_jw_int(w, c->chunk);
@@ -189,14 +202,8 @@ void view_gen_chunk(proto_jw *w, const srv_gen_chunk *c) {
   proto_jw_arr(w);
   for (size_t i = 0; i < c->n; i++) {
     const srv_gen_neighbour *nb = &c->nb[i];
-    proto_jw_obj(w);
-    proto_jw_key(w, "chunk_id"); proto_jw_uint(w, nb->chunk_id);
-    proto_jw_key(w, "doc_id"); proto_jw_cstr(w, nb->doc_id);
-    proto_jw_key(w, "doc_num"); proto_jw_uint(w, nb->doc_num);
-    proto_jw_key(w, "score"); proto_jw_float(w, nb->score);
-    proto_jw_key(w, "text"); proto_jw_str(w, nb->text, nb->text_len);
-    proto_jw_key(w, "continuation"); proto_jw_str(w, nb->next_text, nb->next_text_len);
-    proto_jw_obj_end(w);
+    view_neighbour(w, nb->chunk_id, nb->doc_id, nb->doc_num, nb->score, nb->text, nb->text_len,
+                   nb->next_text, nb->next_text_len);
   }
   proto_jw_arr_end(w);
   proto_jw_obj_end(w);

@@ -25,6 +25,12 @@ void view_hits(proto_jw *w, const srv_hits *h, srv_search_mode mode, int grouped
  * text when with_text). */
 void view_document(proto_jw *w, const srv_document *d, int with_text);
 
+/* One neighbour a chunk was given, in a completion's "retro" or a scored
+ * prompt's chunks. */
+void view_neighbour(proto_jw *w, uint64_t chunk_id, const char *doc_id, uint64_t doc_num,
+                    float score, const char *text, size_t text_len, const char *cont,
+                    size_t cont_len);
+
 /* One generated chunk's retrieval in a completion's "retro": its number,
  * whether it lies in the prompt, and the neighbours it was given. */
 void view_gen_chunk(proto_jw *w, const srv_gen_chunk *c);
