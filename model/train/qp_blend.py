@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import log  # noqa: E402
 from bert_model import BertEncoder  # noqa: E402
-from qp_finetune import MAX_QUERY, embed, validate  # noqa: E402
+from qp_finetune import MAX_QUERY, embed, load_dump, validate  # noqa: E402
 from tokref import ByteBPE  # noqa: E402
 
 
@@ -82,19 +82,10 @@ def main():
     val = [json.loads(line) for line in open(os.path.join(a.mined, "val.jsonl"))]
     vtok = [bpe.encode(v["q"])[:MAX_QUERY] for v in val]
 
-    toks = np.load(os.path.join(a.dump, "tokens.npy"))
-    dn = np.load(os.path.join(a.dump, "doc_nums.npy"))
-    ords = np.load(os.path.join(a.dump, "ordinals.npy"))
-    names = {}
-    for line in open(os.path.join(a.dump, "docs.jsonl")):
-        d = json.loads(line)
-        names[d["doc_num"]] = d["id"]
+    toks, cont = load_dump(a.dump, held)
 
     def chunk(r):
         return [int(x) for x in toks[r] if x >= 0 and x != pad]
-    at = {(int(d), int(o)): r for r, (d, o) in enumerate(zip(dn, ords))}
-    cont = [(r, at[(int(d), int(o) + 1)]) for r, (d, o) in enumerate(zip(dn, ords))
-            if names[int(d)] not in held and (int(d), int(o) + 1) in at]
     rs = np.random.RandomState(0)
     qs = [cont[i] for i in rs.choice(len(cont), min(a.train_queries, len(cont)), replace=False)]
     rows = sorted(set(int(r) for r in rs.choice(len(toks), min(a.pool, len(toks)), replace=False)) |

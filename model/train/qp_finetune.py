@@ -61,6 +61,22 @@ def embed(enc, seqs, bos, eos, pad, dev, grad=True):
     return l2_normalize(v)
 
 
+def load_dump(dump, held):
+    """A `retro neighbours` dump's chunk tokens (rows), and the (chunk, next
+    chunk) row pairs of documents not in held: RETRO's continuation pairs."""
+    toks = np.load(os.path.join(dump, "tokens.npy"))
+    dn = np.load(os.path.join(dump, "doc_nums.npy"))
+    ords = np.load(os.path.join(dump, "ordinals.npy"))
+    names = {}
+    for line in open(os.path.join(dump, "docs.jsonl")):
+        d = json.loads(line)
+        names[d["doc_num"]] = d["id"]
+    at = {(int(d), int(o)): r for r, (d, o) in enumerate(zip(dn, ords))}
+    cont = [(r, at[(int(d), int(o) + 1)]) for r, (d, o) in enumerate(zip(dn, ords))
+            if names[int(d)] not in held and (int(d), int(o) + 1) in at]
+    return toks, cont
+
+
 @torch.no_grad()
 def validate(enc, val, pool, toks, bos, eos, pad, dev, bs=256):
     """MRR@10, hit@5 of validation queries among their passages + pool chunks,
@@ -128,17 +144,7 @@ def main():
     w /= w.sum()
     log(f"pairs {len(pairs)} by kind {kinds}; validation {len(val)}")
 
-    # chunk -> continuation pairs of training documents
-    toks = np.load(os.path.join(a.dump, "tokens.npy"))
-    dn = np.load(os.path.join(a.dump, "doc_nums.npy"))
-    ords = np.load(os.path.join(a.dump, "ordinals.npy"))
-    names = {}
-    for line in open(os.path.join(a.dump, "docs.jsonl")):
-        d = json.loads(line)
-        names[d["doc_num"]] = d["id"]
-    at = {(int(d), int(o)): r for r, (d, o) in enumerate(zip(dn, ords))}
-    cont = [(r, at[(int(d), int(o) + 1)]) for r, (d, o) in enumerate(zip(dn, ords))
-            if names[int(d)] not in held and (int(d), int(o) + 1) in at]
+    toks, cont = load_dump(a.dump, held)
 
     def chunk(r):
         return [int(x) for x in toks[r] if x >= 0 and x != pad]

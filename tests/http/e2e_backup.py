@@ -208,15 +208,9 @@ def run():
 
 
 def main():
-    if not os.path.isdir(os.path.join(E.MODELS, "decoder")):
-        rc = subprocess.call([sys.executable, os.path.join(E.HERE, "make_models.py"), E.MODELS],
-                             stdout=subprocess.DEVNULL)
-        if rc == 77:
-            print("1..0 # SKIP torch not available")
-            return 0
-        if rc != 0:
-            print("Bail out! make_models.py failed")
-            return 1
+    rc = E.ensure_models()
+    if rc is not None:
+        return rc
     run()
     print("1..%d" % E.n_tests)
     return 1 if E.n_failed else 0

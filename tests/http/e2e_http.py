@@ -147,16 +147,27 @@ def doc_text(i, n_words=8):
     return " ".join(WORDS[(i * 7 + j * (i % 5 + 1)) % len(WORDS)] for j in range(n_words)) + " end%d" % i
 
 
+def ensure_models():
+    """Makes the tiny test models once (make_models.py). None when they are
+    there; else the exit status, after the TAP skip (no PyTorch) or bail-out
+    line."""
+    if os.path.isdir(os.path.join(MODELS, "decoder")):
+        return None
+    rc = subprocess.call([sys.executable, os.path.join(HERE, "make_models.py"), MODELS],
+                         stdout=subprocess.DEVNULL)
+    if rc == 77:
+        print("1..0 # SKIP torch not available")
+        return 0
+    if rc != 0:
+        print("Bail out! make_models.py failed")
+        return 1
+    return None
+
+
 def main():
-    if not os.path.isdir(os.path.join(MODELS, "decoder")):
-        rc = subprocess.call([sys.executable, os.path.join(HERE, "make_models.py"), MODELS],
-                             stdout=subprocess.DEVNULL)
-        if rc == 77:
-            print("1..0 # SKIP torch not available")
-            return 0
-        if rc != 0:
-            print("Bail out! make_models.py failed")
-            return 1
+    rc = ensure_models()
+    if rc is not None:
+        return rc
     for d in ("main", "auth", "busy", "gone", "term", "nowebui"):
         shutil.rmtree(os.path.join(WORK, d), ignore_errors=True)
 

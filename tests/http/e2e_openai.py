@@ -351,15 +351,9 @@ def run_template_file():
 
 
 def main():
-    if not os.path.isdir(os.path.join(MODELS, "decoder")):
-        rc = subprocess.call([sys.executable, os.path.join(E.HERE, "make_models.py"), MODELS],
-                             stdout=subprocess.DEVNULL)
-        if rc == 77:
-            print("1..0 # SKIP torch not available")
-            return 0
-        if rc != 0:
-            print("Bail out! make_models.py failed")
-            return 1
+    rc = E.ensure_models()
+    if rc is not None:
+        return rc
     for d in ("main", "strict", "tpl"):
         shutil.rmtree(os.path.join(WORK, d), ignore_errors=True)
     s = E.Server("main")
