@@ -234,16 +234,6 @@ static int print_view(proto_buf *b) {
   return print_json(v);
 }
 
-/* A JSON string from bytes that may not be UTF-8 (lossy). */
-static json_t *jstr(const char *s, size_t len) {
-  proto_buf b;
-  proto_buf_init(&b);
-  proto_buf_add_utf8_lossy(&b, s ? s : "", s ? len : 0);
-  json_t *v = json_stringn(b.data ? b.data : "", b.len);
-  proto_buf_free(&b);
-  return v;
-}
-
 /* index ---------------------------------------------------------------------------- */
 
 static const cli_flag index_flags[] = {
@@ -1014,30 +1004,29 @@ static int cmd_generate(int argc, char **argv) {
     goto leave;
   }
   if (ui.json) {
-    json_t *o = json_object(), *chunks = json_array();
-    json_object_set_new(o, "text", jstr(res.text, res.text_len));
-    json_object_set_new(o, "finish_reason", json_string(res.finish_reason));
-    json_object_set_new(o, "prompt_tokens", json_integer(res.prompt_tokens));
-    json_object_set_new(o, "completion_tokens", json_integer(res.completion_tokens));
-    json_object_set_new(o, "seed", json_integer((json_int_t)res.seed));
     proto_buf b;
     proto_buf_init(&b);
     proto_jw w;
     proto_jw_init(&w, &b);
-    proto_jw_arr(&w); /* as the "chunks" of a completion's "retro" */
+    proto_jw_obj(&w);
+    proto_jw_key(&w, "text"); proto_jw_str(&w, res.text, res.text_len);
+    proto_jw_key(&w, "finish_reason"); proto_jw_cstr(&w, res.finish_reason);
+    proto_jw_key(&w, "prompt_tokens"); proto_jw_int(&w, res.prompt_tokens);
+    proto_jw_key(&w, "completion_tokens"); proto_jw_int(&w, res.completion_tokens);
+    /* as a signed 64-bit number: jansson, which indents it, reads no larger */
+    proto_jw_key(&w, "seed"); proto_jw_int(&w, (int64_t)res.seed);
+    proto_jw_key(&w, "chunks"); /* as the "chunks" of a completion's "retro" */
+    proto_jw_arr(&w);
     for (size_t i = 0; i < res.n_chunks; i++) view_gen_chunk(&w, &res.chunks[i]);
     proto_jw_arr_end(&w);
-    json_decref(chunks);
-    chunks = b.failed ? NULL : json_loadb(b.data ? b.data : "", b.len, 0, NULL);
-    proto_buf_free(&b);
-    if (!chunks) chunks = json_array();
-    json_object_set_new(o, "chunks", chunks);
-    json_t *t = json_object();
-    json_object_set_new(t, "first_token_s", json_real(res.first_token_s));
-    json_object_set_new(t, "retrieval_s", json_real(res.retrieval_s));
-    json_object_set_new(t, "total_s", json_real(res.total_s));
-    json_object_set_new(o, "timings", t);
-    rc = print_json(o);
+    proto_jw_key(&w, "timings");
+    proto_jw_obj(&w);
+    proto_jw_key(&w, "first_token_s"); proto_jw_num(&w, res.first_token_s);
+    proto_jw_key(&w, "retrieval_s"); proto_jw_num(&w, res.retrieval_s);
+    proto_jw_key(&w, "total_s"); proto_jw_num(&w, res.total_s);
+    proto_jw_obj_end(&w);
+    proto_jw_obj_end(&w);
+    rc = print_view(&b);
   } else {
     printf("\n");
     fprintf(stderr, "\n-- finish: %s; %d prompt + %d completion tokens; %.2fs (%.1f tokens/s, "
