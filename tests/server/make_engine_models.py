@@ -100,8 +100,6 @@ def main():
         shutil.copyfile(os.path.join(tokdir, f), os.path.join(enc, f))
 
     wp_vocab = os.path.join(ROOT, "..", "shared", "data", "bert-base-uncased", "vocab.txt")
-    if not os.path.exists(wp_vocab):
-        wp_vocab = "/work/shared/data/bert-base-uncased/vocab.txt"
     if os.path.exists(wp_vocab):
         encw = os.path.join(out, "encoder-wp")
         n = sum(1 for _ in open(wp_vocab, encoding="utf-8"))
