@@ -627,20 +627,26 @@ static void ln_block(void *arg, int t, int worker) {
                      j->g, j->b, m1 - m0, j->N, j->eps);
 }
 
+/* Where a forward runs: the encoder's pool, or the calling thread alone. */
+typedef struct bert_exec {
+  pool *pool; /* NULL: the calling thread */
+  int workers;
+} bert_exec;
+
 /* out = epilogue(x @ W^T + b) spread over the pool. */
-static void bert_linear(bert *b, lin_job *j) {
-  int w = b->workers;
+static void bert_linear(const bert_exec *x, lin_job *j) {
+  int w = x->workers;
   j->rows = j->M >= 32 * w || w == 1;
   j->tiles = w;
   if (!j->rows && j->N < 16 * w) j->tiles = 1;
-  pool_for(b->pool, j->tiles, lin_tile, j);
+  pool_for(x->pool, j->tiles, lin_tile, j);
   if (j->epi == EPI_ADD_LN && !j->rows) {
     ln_job l = {j->out, j->res, j->g, j->beta, j->M, j->N, w, j->eps};
     if (j->M < 64) { /* a few rows: cheaper here than waking the pool */
       l.blocks = 1;
       ln_block(&l, 0, 0);
     } else
-      pool_for(b->pool, w, ln_block, &l);
+      pool_for(x->pool, w, ln_block, &l);
   }
 }
 
@@ -655,15 +661,15 @@ static void lin3_tile(void *arg, int t, int worker) {
 }
 
 /* Three linears with the same x, M and tiling (q, k, v) in one pool job. */
-static void bert_linear3(bert *b, lin_job *q, lin_job *k, lin_job *v) {
-  int w = b->workers;
+static void bert_linear3(const bert_exec *x, lin_job *q, lin_job *k, lin_job *v) {
+  int w = x->workers;
   q->rows = q->M >= 32 * w || w == 1;
   q->tiles = w;
   if (!q->rows && q->N < 16 * w) q->tiles = 1;
   k->rows = v->rows = q->rows;
   k->tiles = v->tiles = q->tiles;
   lin3_job j = {{q, k, v}};
-  pool_for(b->pool, 3 * q->tiles, lin3_tile, &j);
+  pool_for(x->pool, 3 * q->tiles, lin3_tile, &j);
 }
 
 typedef struct attn_job {
@@ -704,10 +710,10 @@ static void emb_task(void *arg, int s, int worker) {
 
 /* Runs the encoder on the chunk packed in a (nseq sequences, M rows); the
  * final hidden states end in a->x. */
-static void bert_forward(bert *b, bert_arena *a, int nseq, int M) {
+static void bert_forward(const bert *b, const bert_exec *ex, bert_arena *a, int nseq, int M) {
   int H = b->H, I = b->I;
   emb_job ej = {b, a};
-  pool_for(b->pool, nseq, emb_task, &ej);
+  pool_for(ex->pool, nseq, emb_task, &ej);
   for (int l = 0; l < b->L; l++) {
     const bert_layer *ly = &b->layers[l];
     /* q, k, v into column slices of qkv (M, 3H) */
@@ -723,23 +729,23 @@ static void bert_forward(bert *b, bert_arena *a, int nseq, int M) {
     jv.Wh = ly->hv;
     jv.b = ly->bv;
     jv.out = a->qkv + 2 * H;
-    bert_linear3(b, &jq, &jk, &jv);
+    bert_linear3(ex, &jq, &jk, &jv);
     attn_job aj = {b, a};
-    pool_for(b->pool, nseq * b->nh, attn_task, &aj);
+    pool_for(ex->pool, nseq * b->nh, attn_task, &aj);
     /* tmp = LN(ctx @ Wo^T + bo + x) */
     lin_job jo = {.x = a->ctx, .ldx = H, .W = ly->wo, .Wh = ly->ho, .b = ly->bo, .out = a->tmp, .ldo = H,
                   .M = M, .N = H, .K = H, .epi = EPI_ADD_LN, .res = a->x, .g = ly->ln1_g,
                   .beta = ly->ln1_b, .eps = b->eps};
-    bert_linear(b, &jo);
+    bert_linear(ex, &jo);
     /* inter = gelu(tmp @ Wi^T + bi) */
     lin_job ji = {.x = a->tmp, .ldx = H, .W = ly->wi, .Wh = ly->hi, .b = ly->bi, .out = a->inter, .ldo = I,
                   .M = M, .N = I, .K = H, .epi = EPI_BIAS_GELU};
-    bert_linear(b, &ji);
+    bert_linear(ex, &ji);
     /* x = LN(inter @ Wf^T + bf + tmp) */
     lin_job jf = {.x = a->inter, .ldx = I, .W = ly->wf, .Wh = ly->hf, .b = ly->bf, .out = a->x, .ldo = H,
                   .M = M, .N = H, .K = I, .epi = EPI_ADD_LN, .res = a->tmp, .g = ly->ln2_g,
                   .beta = ly->ln2_b, .eps = b->eps};
-    bert_linear(b, &jf);
+    bert_linear(ex, &jf);
   }
 }
 
@@ -798,8 +804,8 @@ static void bert_pool_out(const bert *b, const bert_arena *a, int s, float *out)
   if (b->normalize) kn_l2_normalize(out, (size_t)H);
 }
 
-proto_status bert_embed_ids(bert *b, const int32_t *const *ids, const size_t *lens, size_t n,
-                            float *out) {
+static proto_status embed_ids(bert *b, const bert_exec *ex, const int32_t *const *ids,
+                              const size_t *lens, size_t n, float *out) {
   if (!b || (n && (!ids || !lens || !out))) {
     bert_set_error("bert_embed_ids: invalid arguments");
     return PROTO_EINVAL;
@@ -831,11 +837,36 @@ proto_status bert_embed_ids(bert *b, const int32_t *const *ids, const size_t *le
       nseq++;
       i++;
     }
-    bert_forward(b, a, nseq, rows);
+    bert_forward(b, ex, a, nseq, rows);
     for (int s = 0; s < nseq; s++) bert_pool_out(b, a, s, out + (first + (size_t)s) * (size_t)b->H);
   }
   bert_arena_give(b, a);
   return PROTO_OK;
+}
+
+proto_status bert_embed_ids(bert *b, const int32_t *const *ids, const size_t *lens, size_t n,
+                            float *out) {
+  bert_exec ex = {b ? b->pool : NULL, b ? b->workers : 1};
+  return embed_ids(b, &ex, ids, lens, n, out);
+}
+
+proto_status bert_embed_text_here(bert *b, const char *text, size_t len, float *out) {
+  if (!b || !text || !out) {
+    bert_set_error("bert_embed_text_here: invalid arguments");
+    return PROTO_EINVAL;
+  }
+  int32_t *ids = NULL;
+  size_t n = 0;
+  proto_status st = tok_encode(b->tok, text, len, &ids, &n);
+  if (st != PROTO_OK) {
+    bert_set_error("bert_embed_text_here: %s (tokenizer)", proto_strerror(st));
+    return st;
+  }
+  bert_exec here = {NULL, 1};
+  const int32_t *const one[1] = {ids};
+  st = embed_ids(b, &here, one, &n, 1, out);
+  free(ids);
+  return st;
 }
 
 typedef struct tok_job {

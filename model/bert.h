@@ -60,5 +60,9 @@ proto_status bert_embed_texts(bert *b, const char *const *texts, const size_t *l
 /* Same for pre-tokenised inputs (ids from bert_tokenizer(), no specials). */
 proto_status bert_embed_ids(bert *b, const int32_t *const *ids, const size_t *lens,
                             size_t n, float *out);
+/* Embeds one text on the calling thread alone, for a caller that keeps the
+ * other cores busy itself (a hybrid search runs its lexical half there).
+ * The same vector as bert_embed_texts. */
+proto_status bert_embed_text_here(bert *b, const char *text, size_t len, float *out);
 
 #endif

@@ -15,6 +15,7 @@
 #include "retro.h"
 
 #include "kernels.h"
+#include "pool.h"
 #include "retro_f16.h"
 #include "st.h"
 
@@ -99,6 +100,8 @@ struct retro {
   int rope_n;           /* positions in the tables */
   float *rope_cos;      /* (rope_n, hd/2) */
   float *rope_sin;      /* (rope_n, hd/2) */
+  pool *pool;           /* products of many rows are split over it by columns */
+  int workers;
 };
 
 typedef struct wload {
@@ -422,7 +425,16 @@ proto_status retro_open(const char *dir, int threads, retro **out) {
       goto leave;
     }
   }
-  kn_set_blas_threads(threads);
+  /* Parallelism comes from the pool, each tile a one-thread sgemm, as in
+   * bert.c: OpenBLAS's own threads are process-wide, and with them on, the
+   * encoder's pool threads each started BLAS threads of their own (a server
+   * embedding a 60-token query took 57 ms instead of 6). */
+  if ((st = pool_new(threads, &r->pool)) != PROTO_OK) {
+    retro_set_error("retro_open: cannot start %d threads", threads);
+    goto leave;
+  }
+  r->workers = pool_size(r->pool);
+  kn_set_blas_threads(1);
   *out = r;
   r = NULL;
 leave:
@@ -432,6 +444,7 @@ leave:
 
 void retro_close(retro *r) {
   if (!r) return;
+  pool_free(r->pool);
   st_close(r->st);
   tok_close(r->tk);
   free(r->layers);
@@ -446,11 +459,43 @@ const tok *retro_tokenizer(const retro *r) { return r ? r->tk : NULL; }
 
 /* ------------------------------------------------------------ kernels */
 
+/* Many-row products: columns [c0, c1) of out (= or +=) x @ W^T + b, one
+ * tile of the pool's split (blocks of 16 columns). */
+typedef struct lin_job {
+  const float *x;
+  int ldx;
+  const lin_w *l;
+  float *out;
+  int ldo, M, N, K, accumulate, tiles;
+} lin_job;
+
+enum { LIN_SPLIT_FLOPS = 1 << 20 }; /* smaller products stay on the calling thread */
+
+static void lin_tile(void *arg, int t, int worker) {
+  (void)worker;
+  const lin_job *j = arg;
+  int nb = (j->N + 15) / 16;
+  int c0 = 16 * (int)((long long)nb * t / j->tiles), c1 = 16 * (int)((long long)nb * (t + 1) / j->tiles);
+  if (c1 > j->N) c1 = j->N;
+  if (c1 <= c0) return;
+  const float *w = j->l->w + (size_t)c0 * (size_t)j->K, *b = j->l->b ? j->l->b + c0 : NULL;
+  float *o = j->out + c0;
+  if (!j->accumulate) {
+    kn_linear(j->x, j->ldx, w, b, o, j->ldo, j->M, c1 - c0, j->K);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->M, c1 - c0, j->K, 1.0f, j->x, j->ldx, w,
+              j->K, 1.0f, o, j->ldo);
+  if (b)
+    for (int i = 0; i < j->M; i++)
+      for (int c = 0; c < c1 - c0; c++) o[(size_t)i * (size_t)j->ldo + c] += b[c];
+}
+
 /* out (M, N) (= or +=) x (M, K) @ W^T + b; M == 1 goes through gemv, a few
  * rows through the few-row kernels (both over the F16 weights when the file
- * has them), more through sgemm. */
-static void lin(const float *x, int ldx, const lin_w *l, float *out, int ldo, int M, int N, int K,
-                int accumulate) {
+ * has them), more through sgemm tiles over r's pool. */
+static void lin(const retro *r, const float *x, int ldx, const lin_w *l, float *out, int ldo, int M,
+                int N, int K, int accumulate) {
   if (M == 1 && l->h) {
     retro_gemv_f16(l->h, x, l->b, out, N, K, accumulate);
     return;
@@ -485,15 +530,9 @@ static void lin(const float *x, int ldx, const lin_w *l, float *out, int ldo, in
     cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, l->w, K, x, 1, 1.0f, out, 1);
     return;
   }
-  if (!accumulate) {
-    kn_linear(x, ldx, l->w, l->b, out, ldo, M, N, K);
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, ldx, l->w, K, 1.0f, out,
-              ldo);
-  if (l->b)
-    for (int i = 0; i < M; i++)
-      for (int j = 0; j < N; j++) out[(size_t)i * (size_t)ldo + j] += l->b[j];
+  lin_job j = {x, ldx, l, out, ldo, M, N, K, accumulate, 1};
+  if ((double)M * N * K >= LIN_SPLIT_FLOPS) j.tiles = r->workers;
+  pool_for(r->pool, j.tiles, lin_tile, &j);
 }
 
 /* GPT-NeoX rotary on every head of v (D = H * hd) at table row pos. */
@@ -773,7 +812,7 @@ static void encode_chunk(retro_state *s, int u) {
     const enc_layer *E = &M->enc[l];
     /* bidirectional self-attention within each neighbour, rotary 0..r-1 */
     kn_layernorm(yn, y, E->ln1.g, E->ln1.b, R, D, eps);
-    lin(yn, D, &E->qkv, qkv, 3 * D, R, 3 * D, D, 0);
+    lin(s->m, yn, D, &E->qkv, qkv, 3 * D, R, 3 * D, D, 0);
     for (int i = 0; i < R; i++) {
       rope(M, qkv + (size_t)i * 3 * D, cn->vpos[i]);
       rope(M, qkv + (size_t)i * 3 * D + D, cn->vpos[i]);
@@ -787,20 +826,20 @@ static void encode_chunk(retro_state *s, int u) {
                           3 * D, att + (size_t)a * D + h * hd, D, nv, nv, nv, hd, scale, 0,
                           s->escores);
     }
-    lin(att, D, &E->out, y, D, R, D, D, 1);
+    lin(s->m, att, D, &E->out, y, D, R, D, D, 1);
     /* cross-attention to H_u (no positions, no mask) */
     kn_layernorm(yn, y, E->lnx.g, E->lnx.b, R, D, eps);
-    lin(yn, D, &E->xq, qkv, D, R, D, D, 0);
-    lin(s->hbuf, D, &E->xkv, s->hkv, 2 * D, m, 2 * D, D, 0);
+    lin(s->m, yn, D, &E->xq, qkv, D, R, D, D, 0);
+    lin(s->m, s->hbuf, D, &E->xkv, s->hkv, 2 * D, m, 2 * D, D, 0);
     for (int h = 0; h < H; h++)
       kn_attention_head(qkv + h * hd, D, s->hkv + h * hd, 2 * D, s->hkv + D + h * hd, 2 * D,
                         att + h * hd, D, R, m, m, hd, scale, 0, s->escores);
-    lin(att, D, &E->xout, y, D, R, D, D, 1);
+    lin(s->m, att, D, &E->xout, y, D, R, D, D, 1);
     /* feed-forward */
     kn_layernorm(yn, y, E->ln2.g, E->ln2.b, R, D, eps);
-    lin(yn, D, &E->fc1, s->effn, F, R, F, D, 0);
+    lin(s->m, yn, D, &E->fc1, s->effn, F, R, F, D, 0);
     kn_gelu(s->effn, (size_t)R * (size_t)F);
-    lin(s->effn, F, &E->fc2, y, D, R, D, F, 1);
+    lin(s->m, s->effn, F, &E->fc2, y, D, R, D, F, 1);
   }
   /* E_u = ln_f(y) */
   kn_layernorm(yn, y, M->enc_lnf.g, M->enc_lnf.b, R, D, eps);
@@ -810,8 +849,8 @@ static void encode_chunk(retro_state *s, int u) {
     float *K = cn->kv + (size_t)L->retro_idx * 2 * (size_t)R * D; /* (R, D) */
     float *Vv = K + (size_t)R * D;                                  /* (R, D) */
     lin_w wk = {L->ckv.w, L->ckv.b, NULL}, wv = {L->ckv.w + (size_t)D * D, L->ckv.b + D, NULL};
-    lin(yn, D, &wk, K, D, R, D, D, 0);
-    lin(yn, D, &wv, Vv, D, R, D, D, 0);
+    lin(s->m, yn, D, &wk, K, D, R, D, D, 0);
+    lin(s->m, yn, D, &wv, Vv, D, R, D, D, 0);
     for (int i = 0; i < R; i++) rope(M, K + (size_t)i * D, cn->vpos[i]);
   }
   cn->encoded = 1;
@@ -842,7 +881,7 @@ static void cca_block(retro_state *s, const dec_layer *L, int P0, int n) {
     if (cn && cn->k > 0 && cn->encoded) {
       int seg = end - i;
       float *q = s->qkv; /* (seg, D) */
-      lin(s->xn + (size_t)i * D, D, &L->cq, q, D, seg, D, D, 0);
+      lin(s->m, s->xn + (size_t)i * D, D, &L->cq, q, D, seg, D, D, 0);
       for (int t = 0; t < seg; t++) rope(M, q + (size_t)t * D, (P0 + i + t - (m - 1)) % m + m - 1);
       const int nv = cn->nvalid;
       const float *K = cn->kv + (size_t)L->retro_idx * 2 * (size_t)nv * D;
@@ -850,7 +889,7 @@ static void cca_block(retro_state *s, const dec_layer *L, int P0, int n) {
       for (int h = 0; h < H; h++)
         kn_attention_head(q + h * hd, D, K + h * hd, D, Vv + h * hd, D, s->att + h * hd, D, seg,
                           nv, nv, hd, scale, 0, s->scores);
-      lin(s->att, D, &L->cout, s->x + (size_t)i * D, D, seg, D, D, 1);
+      lin(s->m, s->att, D, &L->cout, s->x + (size_t)i * D, D, seg, D, D, 1);
     }
     i = end;
   }
@@ -875,7 +914,7 @@ static void forward_block(retro_state *s, const int32_t *tokens, int n, int firs
     float *vc = s->vcache + (size_t)l * T * D; /* (T, D) */
     /* causal self-attention with the KV cache */
     kn_layernorm(xn, x, L->ln1.g, L->ln1.b, n, D, eps);
-    lin(xn, D, &L->qkv, qkv, 3 * D, n, 3 * D, D, 0);
+    lin(s->m, xn, D, &L->qkv, qkv, 3 * D, n, 3 * D, D, 0);
     for (int i = 0; i < n; i++) {
       float *row = qkv + (size_t)i * 3 * D;
       rope(M, row, P0 + i);
@@ -886,7 +925,7 @@ static void forward_block(retro_state *s, const int32_t *tokens, int n, int firs
     for (int h = 0; h < H; h++)
       kn_attention_head(qkv + h * hd, 3 * D, kc + h * hd, D, vc + h * hd, D, s->att + h * hd, D,
                         n, P0 + n, P0 + n, hd, scale, 1, s->scores);
-    lin(s->att, D, &L->out, x, D, n, D, D, 1);
+    lin(s->m, s->att, D, &L->out, x, D, n, D, D, 1);
     /* chunked cross-attention */
     if (L->retro_idx >= 0) {
       kn_layernorm(xn, x, L->lnc.g, L->lnc.b, n, D, eps);
@@ -903,16 +942,16 @@ static void forward_block(retro_state *s, const int32_t *tokens, int n, int firs
     }
     /* feed-forward */
     kn_layernorm(xn, x, L->ln2.g, L->ln2.b, n, D, eps);
-    lin(xn, D, &L->fc1, s->ffn, F, n, F, D, 0);
+    lin(s->m, xn, D, &L->fc1, s->ffn, F, n, F, D, 0);
     kn_gelu(s->ffn, (size_t)n * (size_t)F);
-    lin(s->ffn, F, &L->fc2, x, D, n, D, F, 1);
+    lin(s->m, s->ffn, F, &L->fc2, x, D, n, D, F, 1);
   }
   s->pos += n;
   if (first_logit < n) {
     int nl = n - first_logit;
     kn_layernorm(xn, x + (size_t)first_logit * D, M->ln_f.g, M->ln_f.b, nl, D, eps);
     lin_w head = {M->head, NULL, M->head_h};
-    lin(xn, D, &head, logits, V, nl, V, D, 0);
+    lin(s->m, xn, D, &head, logits, V, nl, V, D, 0);
   }
 }
 

@@ -14,6 +14,11 @@
  * the next batch with whatever has gathered. A vector differs from a lone
  * call's only by float rounding (< 1e-7 measured): each sequence is encoded
  * on its own, only the matrix products are shared.
+ *
+ * A caller that keeps the other cores busy itself (a hybrid search: its
+ * lexical half runs on a thread of its own) asks for one_thread: a batch of
+ * its text alone then runs on the leader's thread, not the encoder's pool,
+ * whose workers would take the cores the lexical search needs.
  */
 #include "engine_priv.h"
 
@@ -28,6 +33,7 @@ struct srv_embed_req {
   const size_t *lens; /* NULL: NUL-terminated */
   size_t n;
   float *out;          /* n x dim */
+  int one_thread;
   int done;
   proto_status st;
   char err[256];       /* the encoder's message, from the leader's thread */
@@ -50,7 +56,8 @@ static void run_batch(srv_engine *e, srv_embed_req *first, size_t n_reqs, size_t
         texts[t] = r->texts[j];
         lens[t] = r->lens ? r->lens[j] : strlen(r->texts[j]);
       }
-    st = bert_embed_texts(e->enc, texts, lens, total, out);
+    st = total == 1 && first->one_thread ? bert_embed_text_here(e->enc, texts[0], lens[0], out)
+                                         : bert_embed_texts(e->enc, texts, lens, total, out);
     msg = st == PROTO_OK ? "" : bert_last_error();
   }
   size_t t = 0;
@@ -67,9 +74,9 @@ static void run_batch(srv_engine *e, srv_embed_req *first, size_t n_reqs, size_t
 }
 
 proto_status srv__embed_queries(srv_engine *e, const char *const *texts, const size_t *lens,
-                                size_t n, float *out) {
+                                size_t n, float *out, int one_thread) {
   if (n == 0) return PROTO_OK;
-  srv_embed_req me = {.texts = texts, .lens = lens, .n = n, .out = out};
+  srv_embed_req me = {.texts = texts, .lens = lens, .n = n, .out = out, .one_thread = one_thread};
   pthread_mutex_lock(&e->q_mu);
   if (e->q_tail) e->q_tail->next = &me;
   else e->q_head = &me;

@@ -71,9 +71,11 @@ proto_status srv__fail(proto_status st, const char *fmt, ...);
 
 /* Embeds n query texts (lens NULL: NUL-terminated) into out (n x dim), as
  * bert_embed_texts does, in one encoder call shared with whatever other
- * callers are waiting (engine_embed.c). Failures set srv_last_error. */
+ * callers are waiting (engine_embed.c); one_thread: alone in its call, it
+ * runs on the calling thread, not the encoder's pool. Failures set
+ * srv_last_error. */
 proto_status srv__embed_queries(srv_engine *e, const char *const *texts, const size_t *lens,
-                                size_t n, float *out);
+                                size_t n, float *out, int one_thread);
 
 /* Embeds n chunks of the chunk tokenizer (ids[i], lens[i] tokens; text[i],
  * text_lens[i] bytes) into out (n x dim): from the ids when the encoder

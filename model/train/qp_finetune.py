@@ -111,6 +111,8 @@ def main():
     ap.add_argument("--batch-qp", type=int, default=48)
     ap.add_argument("--batch-cc", type=int, default=32)
     ap.add_argument("--cc-weight", type=float, default=1.0)
+    ap.add_argument("--cc-hard", type=int, default=1,
+                    help="1: each continuation pair also gets a negative from the same document")
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--temp", type=float, default=0.05)
     ap.add_argument("--pool", type=int, default=3000, help="random chunks among the validation candidates")
@@ -145,6 +147,13 @@ def main():
     log(f"pairs {len(pairs)} by kind {kinds}; validation {len(val)}")
 
     toks, cont = load_dump(a.dump, held)
+    # Same-document chunks are what a chunk's true continuation competes with
+    # among all chunks (eval_c.sh's recall@10), and in-batch negatives from
+    # other documents never show them.
+    doc_of_row = np.load(os.path.join(a.dump, "doc_nums.npy"))
+    rows_of_doc = {}
+    for r, d in enumerate(doc_of_row):
+        rows_of_doc.setdefault(int(d), []).append(r)
 
     def chunk(r):
         return [int(x) for x in toks[r] if x >= 0 and x != pad]
@@ -167,6 +176,12 @@ def main():
         log(f"resumed at step {state['step']}")
     rng = random.Random(a.seed * 7919 + state["step"])
     nrs = np.random.RandomState(a.seed * 31 + state["step"])
+
+    def same_doc_negative(x, y):
+        """Another chunk of x's document (neither x nor its continuation y),
+        or a random chunk when the document has no third one."""
+        others = [r for r in rows_of_doc[int(doc_of_row[x])] if r != x and r != y]
+        return rng.choice(others) if others else rng.randrange(len(toks))
 
     def save():
         common.save_ckpt(ckp, enc=enc.state_dict(), opt=opt.state_dict(), state=state, rng=common.rng_state())
@@ -191,10 +206,11 @@ def main():
         l_qp = F.cross_entropy(eq @ ep.T / a.temp, tgt)
         cc = [cont[rng.randrange(len(cont))] for _ in range(a.batch_cc)]
         ea = embed(enc, [chunk(x) for x, _ in cc], bos, eos, pad, dev)
-        eb = embed(enc, [chunk(y) for _, y in cc], bos, eos, pad, dev)
+        hard = [same_doc_negative(x, y) for x, y in cc] if a.cc_hard else []
+        eb = embed(enc, [chunk(y) for _, y in cc] + [chunk(z) for z in hard], bos, eos, pad, dev)
         lg = ea @ eb.T / a.temp
         tc = torch.arange(len(cc), device=dev)
-        l_cc = 0.5 * (F.cross_entropy(lg, tc) + F.cross_entropy(lg.T, tc))
+        l_cc = 0.5 * (F.cross_entropy(lg, tc) + F.cross_entropy(lg[:, :len(cc)].T, tc))
         loss = l_qp + a.cc_weight * l_cc
         opt.zero_grad(set_to_none=True)
         loss.backward()

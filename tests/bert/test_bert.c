@@ -324,6 +324,18 @@ static void check_model(json_t *m, const char *root, int concurrency) {
     /* NUL-terminated form (lens == NULL) */
     st = bert_embed_texts(b, tv, NULL, nt, tout);
     CHECK(st == PROTO_OK && max_err(tout, json_object_get(m, "expect_texts"), nt, dim) <= TOL);
+    /* one text on the calling thread: the same vectors (the pool's tiling
+     * may only change float rounding) */
+    double eh = 0;
+    for (size_t i = 0; i < nt; i++) {
+      st = bert_embed_text_here(b, tv[i], tl[i], one);
+      CHECKF(st == PROTO_OK, "%s: embed here: %s", name, bert_last_error());
+      for (size_t k = 0; k < dim; k++) {
+        double d = fabs((double)one[k] - tout[i * dim + k]);
+        if (!(d <= eh)) eh = d;
+      }
+    }
+    CHECKF(eh <= 1e-5, "%s: calling thread vs pool %.3g", name, eh);
     free(tout);
     free(tv);
     free(tl);
