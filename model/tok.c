@@ -4,10 +4,11 @@
  * its header for the exact behaviour of both); tests/tok compares them.
  *
  * BPE: bytes are split by a hand-written scanner equivalent to GPT-2's
- * pre-tokenisation pattern (invalid UTF-8 bytes count as symbols), each
- * pre-token is merged by merge rank (lowest first, all occurrences of a pair
- * per round, as the reference does) with a heap over the symbol list, and
- * the result is cached per pre-token in a sharded, mutex-protected cache.
+ * pre-tokenisation pattern with the `regex` module's Unicode 15.0 classes
+ * (invalid UTF-8 bytes count as symbols), each pre-token is merged by merge
+ * rank (lowest first, all occurrences of a pair per round, as the reference
+ * does) with a heap over the symbol list, and the result is cached per
+ * pre-token in a sharded, mutex-protected cache.
  * WordPiece: special tokens in the text kept whole, lower-casing character by
  * character, clean-up, CJK padding, NFC, whitespace split, accent stripping
  * (NFD minus Mn), punctuation split, greedy longest-match-first with "##".

@@ -1,8 +1,9 @@
 /* tok_unicode.h - the Unicode pieces the tokenizers need (private to
  * model/tok*.c): UTF-8 decoding with GPT-2-compatible handling of invalid
  * bytes, character properties, full lower-case mapping, NFD and NFC.
- * Tables are generated at build time from Python's unicodedata by
- * model/unicode_gen.py, so they match model/train/tokref.py exactly.
+ * Tables are generated at build time by model/unicode_gen.py, the GPT-2
+ * classes from model/tok_bpe_classes.txt (Unicode 15.0, the `regex`
+ * module's), the rest from Python's unicodedata, as model/train/tokref.py.
  * Not here: case folding, compatibility (NFKC/NFKD) forms, grapheme
  * segmentation. All functions are pure and thread-safe.
  */
@@ -34,7 +35,8 @@ typedef struct tu_buf {
 int tu_buf_reserve(tu_buf *b, size_t extra);
 int tu_buf_push(tu_buf *b, uint32_t cp);
 
-/* Unicode version of the tables ("14.0.0"). */
+/* Unicode version of the tables from Python's unicodedata ("14.0.0"); the
+ * GPT-2 classes (TU_BPE_MASK) are Unicode 15.0.0. */
 const char *tu_version(void);
 
 /* Property bits (above) | combining class << 16. cp > 0x10FFFF -> 0. */

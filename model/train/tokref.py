@@ -15,13 +15,14 @@ Written from the published algorithms:
 
 * GPT-2 byte-level BPE: text is bytes. Pre-tokenisation follows GPT-2's pattern
     's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
-  evaluated with the stdlib `re` module on character classes generated from
-  unicodedata (\\s = Unicode White_Space as the `regex` module defines it, i.e.
-  str.isspace() minus U+001C..U+001F). Invalid UTF-8: the bytes are decoded
-  one code point at a time; every byte that does not start a well-formed
-  UTF-8 sequence (Unicode Table 3-7: no overlongs, no surrogates, <= U+10FFFF)
-  is one "invalid" unit of its own, classed as a symbol (like U+FFFD, which
-  is So): it belongs to [^\\s\\p{L}\\p{N}] and groups with neighbouring
+  evaluated with the stdlib `re` module on the character classes of Unicode
+  15.0 in model/tok_bpe_classes.txt (\\s = White_Space, \\p{L}, \\p{N}: the
+  `regex` module's, whose Unicode is 15.0 where unicodedata's is 14.0 in
+  Python 3.11; tests/tok/parity.py compares them). Invalid UTF-8: the bytes
+  are decoded one code point at a time; every byte that does not start a
+  well-formed UTF-8 sequence (Unicode Table 3-7: no overlongs, no surrogates,
+  <= U+10FFFF) is one "invalid" unit of its own, classed as a symbol (like
+  U+FFFD, which is So): it belongs to [^\\s\\p{L}\\p{N}] and groups with neighbouring
   punctuation. (This is Python's errors='surrogateescape'.) Each pre-token's
   bytes are mapped through GPT-2's bytes_to_unicode table and merged by merge
   rank (lowest rank first, all occurrences left to right), then looked up in
@@ -68,21 +69,41 @@ def _ranges_to_class(pred):
     return "".join(out)
 
 
-def is_bpe_space(cp):
-    """\\s of the GPT-2 pattern: Unicode White_Space (regex module's \\s)."""
-    return chr(cp).isspace() and not (0x1C <= cp <= 0x1F)
+BPE_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                           "tok_bpe_classes.txt")
+_BPE_CLASSES = None
+
+
+def bpe_classes():
+    """(Unicode version, bytearray cp -> class) from model/tok_bpe_classes.txt:
+    0 other, 1 letter (L*), 2 number (N*), 3 whitespace (White_Space). The
+    `regex` module's Unicode 15.0, not unicodedata's (14.0 in Python 3.11);
+    model/unicode_gen.py explains. The C tables are built from the same file."""
+    global _BPE_CLASSES
+    if _BPE_CLASSES is None:
+        cls = bytearray(0x110000)
+        version = None
+        with open(BPE_CLASSES, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("#") or not line.strip():
+                    continue
+                key, val = line.split()
+                if key == "version":
+                    version = val
+                    continue
+                a, _, b = key.partition("..")
+                k = "LNS".index(val) + 1
+                for cp in range(int(a, 16), int(b or a, 16) + 1):
+                    cls[cp] = k
+        if version is None:
+            raise ValueError("%s: no version line" % BPE_CLASSES)
+        _BPE_CLASSES = (version, cls)
+    return _BPE_CLASSES
 
 
 def bpe_char_class(cp):
     """0 other, 1 letter, 2 number, 3 whitespace (surrogates -> other)."""
-    if is_bpe_space(cp):
-        return 3
-    cat = unicodedata.category(chr(cp))
-    if cat[0] == "L":
-        return 1
-    if cat[0] == "N":
-        return 2
-    return 0
+    return bpe_classes()[1][cp]
 
 
 _GPT2_RE = None
@@ -91,11 +112,10 @@ _GPT2_RE = None
 def gpt2_pattern():
     global _GPT2_RE
     if _GPT2_RE is None:
-        L = _ranges_to_class(lambda cp: unicodedata.category(chr(cp))[0] == "L"
-                             and not is_bpe_space(cp))
-        N = _ranges_to_class(lambda cp: unicodedata.category(chr(cp))[0] == "N"
-                             and not is_bpe_space(cp))
-        S = _ranges_to_class(is_bpe_space)
+        cls = bpe_classes()[1]
+        L = _ranges_to_class(lambda cp: cls[cp] == 1)
+        N = _ranges_to_class(lambda cp: cls[cp] == 2)
+        S = _ranges_to_class(lambda cp: cls[cp] == 3)
         pat = (r"'s|'t|'re|'ve|'m|'ll|'d"
                r"| ?[" + L + r"]+"
                r"| ?[" + N + r"]+"

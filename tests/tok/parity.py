@@ -3,8 +3,13 @@
 same ids as the Python reference model/train/tokref.py, line by line and for
 whole files, on tests/tok/varied.txt and on random text, for GPT-2 BPE, BERT
 WordPiece (uncased and cased), and a small BPE trained here by
-model/train/bpe_train.py; and the C Unicode tables (NFC, NFD, lower case)
-agree with Python's unicodedata on every code point and on random sequences.
+model/train/bpe_train.py; the C Unicode tables (NFC, NFD, lower case) agree
+with Python's unicodedata, and the GPT-2 classes with tokref's (Unicode 15.0,
+model/tok_bpe_classes.txt), on every code point and on random sequences; that
+file is what model/unicode_gen.py --extract makes of the Unicode database in
+/usr/share/unicode, and tokref's GPT-2 pre-tokens are the `regex` module's
+(each skipped when the package is missing: Debian's unicode-data,
+python3-regex).
 
   parity.py TOKDUMP SOURCE_ROOT DATA_DIR WORK_DIR
 """
@@ -94,19 +99,68 @@ def hexs(s):
     return ",".join("%X" % ord(c) for c in s)
 
 
+bpe_version, bpe_cls = tokref.bpe_classes()
 want = []
 for line in lines:
-    want.append("%s %s %s" % (hexs(unicodedata.normalize("NFC", line)),
-                              hexs(unicodedata.normalize("NFD", line)),
-                              hexs("".join(c.lower() for c in line))))
+    want.append("%s %s %s %s" % (hexs(unicodedata.normalize("NFC", line)),
+                                 hexs(unicodedata.normalize("NFD", line)),
+                                 hexs("".join(c.lower() for c in line)),
+                                 "".join(str(bpe_cls[ord(c)]) for c in line)))
 rc, out, err = run([tokdump, "--unicode", uni_path])
 got = out.splitlines()
 bad = [(lines[i], got[i] if i < len(got) else None, want[i]) for i in range(len(want))
        if i >= len(got) or got[i] != want[i]]
 ok(rc == 0 and not bad and len(got) == len(want),
-   "Unicode NFC/NFD/lower of all %d code points and 20000 random sequences match Python %s"
-   % (len(cps), unicodedata.unidata_version),
+   "Unicode NFC/NFD/lower (Python's %s) and GPT-2 classes (Unicode %s) of all %d code "
+   "points and 20000 random sequences match" % (unicodedata.unidata_version, bpe_version, len(cps)),
    "\n".join("%r: C %s want %s" % b for b in bad[:6]) + err)
+
+# ---- the GPT-2 classes file against the Unicode database and `regex`
+ucd = "/usr/share/unicode"
+classes_txt = os.path.join(src, "model", "tok_bpe_classes.txt")
+if os.path.exists(os.path.join(ucd, "PropList.txt")):
+    extracted = os.path.join(tmp, "classes.txt")
+    rc, out, err = run([sys.executable, os.path.join(src, "model", "unicode_gen.py"),
+                        "--extract", ucd, extracted])
+    if rc != 0 and "is not Unicode" in err:
+        skip("tok_bpe_classes.txt == the Unicode database", err.strip())
+    else:
+        same = False
+        if rc == 0:
+            with open(classes_txt, "rb") as f1, open(extracted, "rb") as f2:
+                same = f1.read() == f2.read()
+        ok(same, "tok_bpe_classes.txt is what unicode_gen.py --extract makes of %s" % ucd, err)
+else:
+    skip("tok_bpe_classes.txt == the Unicode database", "no %s (Debian's unicode-data)" % ucd)
+
+# Unicode 15.0's new letters and digits (unassigned in Python 3.11's 14.0) in
+# the contexts where the classes decide GPT-2's split
+new15 = [cp for cp in range(0x110000) if bpe_cls[cp] in (1, 2) and not (0xD800 <= cp <= 0xDFFF)
+         and unicodedata.category(chr(cp)) == "Cn"]
+u15_path = os.path.join(tmp, "unicode15.txt")
+with open(u15_path, "wb") as f:
+    f.write("\n".join("X%s's 7%s1 %s%s'll" % ((chr(cp),) * 4) for cp in new15).encode("utf-8"))
+try:
+    import regex
+except ImportError:
+    regex = None
+if regex is None:
+    skip("tokref GPT-2 pre-tokens == the regex module's", "no regex module (python3-regex)")
+elif not regex.match(r"\p{L}", "\U00011F04") or regex.match(r"\p{L}", "\U0002EBF0"):
+    skip("tokref GPT-2 pre-tokens == the regex module's", "its Unicode is not 15.0 (Kawi letter "
+         "U+11F04 new in 15.0, CJK U+2EBF0 new in 15.1)")
+else:
+    gpt2_re = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+"""
+                            r"""|\s+(?!\S)|\s+""")
+    texts = ["\n".join(lines[:len(cps) // 16 + 1]), open(u15_path, encoding="utf-8").read(),
+             open(varied, "rb").read().decode("utf-8", "replace")]
+    bad = [(i, a, b) for i, t in enumerate(texts)
+           for a, b in [([x.encode() for x in gpt2_re.findall(t)], tokref.gpt2_pretokenize(t.encode()))]
+           if a != b]
+    ok(not bad and len(new15) > 4000,
+       "tokref GPT-2 pre-tokens == regex %s's on all code points, varied.txt and the %d letters "
+       "and digits new in Unicode 15.0" % (regex.__version__, len(new15)),
+       "\n".join("text %d differs" % i for i, _, _ in bad))
 
 # ---- random text
 rand_path = os.path.join(tmp, "random.txt")
@@ -132,7 +186,8 @@ with open(rand_path, "wb") as f:
 # ---- real vocabularies
 gv, gm = os.path.join(data, "gpt2", "vocab.json"), os.path.join(data, "gpt2", "merges.txt")
 bv = os.path.join(data, "bert-base-uncased", "vocab.txt")
-for path, what in ((varied, "varied.txt"), (rand_path, "random text")):
+for path, what in ((varied, "varied.txt"), (rand_path, "random text"),
+                   (u15_path, "Unicode 15.0's new letters and digits")):
     if os.path.exists(gv):
         compare("GPT-2 BPE, " + what, ["--bpe", gv, gm], ["--bpe", gv, gm], path)
     else:
@@ -162,7 +217,8 @@ if rc == 0:
     rt = all(t.decode(t.encode(x)) == x for x in
              (bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 200))) for _ in range(300)))
     ok(rt, "trained BPE (Python): decode(encode(x)) == x for random bytes")
-    for path, what in ((varied, "varied.txt"), (rand_path, "random text")):
+    for path, what in ((varied, "varied.txt"), (rand_path, "random text"),
+                       (u15_path, "Unicode 15.0's new letters and digits")):
         compare("trained BPE, " + what, ["--dir", bpe_dir], ["--dir", bpe_dir], path)
 
 print("1..%d" % n)

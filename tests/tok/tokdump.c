@@ -7,7 +7,9 @@
  *   tokdump --wordpiece VOCAB_TXT [--cased] FILE
  *   tokdump --dir DIR FILE
  *   tokdump --unicode FILE        per line: NFC, NFD and per-character lower
- *                                 case as hex code points ("ERR" if invalid)
+ *                                 case as hex code points, then the GPT-2
+ *                                 class digit (0-3) of each code point
+ *                                 ("ERR" if invalid)
  *   tokdump --bench --bpe VOCAB_JSON MERGES_TXT FILE...   MB/s of tok_encode
  */
 #include "tok.h"
@@ -88,6 +90,8 @@ static int unicode_dump(const char *data, size_t len) {
       print_cps(&nfd);
       printf(" ");
       print_cps(&low);
+      printf(" ");
+      for (size_t i = 0; i < in.n; i++) putchar('0' + (int)(tu_props(in.v[i]) & TU_BPE_MASK));
       printf("\n");
     }
     if (!nl) break;
