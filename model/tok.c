@@ -1049,7 +1049,8 @@ static proto_status wp_segment(const tok *t, wp_scratch *sc, const uint32_t *cps
   proto_status nomem = PROTO_ENOMEM;
   tu_buf *a = &sc->a, *b = &sc->b, *c = &sc->c, *d = &sc->d;
   a->n = b->n = c->n = 0;
-  /* lower-case one character at a time (HF, before the basic tokenizer) */
+  /* lower-case one character at a time (HF, before the basic tokenizer): so
+   * Σ is always σ, never the word-final ς of Python's str.lower() */
   const uint32_t *src = cps;
   size_t sn = n;
   if (t->lowercase) {

@@ -6,7 +6,8 @@ Written from the published algorithms:
 
 * WordPiece as Hugging Face's (slow) BertTokenizer does it: special tokens
   written in the text are kept whole; with do_lower_case every other character
-  is lower-cased on its own (str.lower, full mapping, no context); then the
+  is lower-cased on its own (str.lower, full mapping, no context: a final
+  capital sigma becomes σ, not ς, as in HF's tokenize()); then the
   basic tokenizer: clean text (drop NUL, U+FFFD and category C* except
   \\t \\n \\r; whitespace -> space), pad CJK ideographs with spaces, NFC,
   split on str.isspace, lower-case / strip accents (NFD, drop Mn), split

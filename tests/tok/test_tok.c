@@ -329,6 +329,31 @@ TEST(bpe_unicode15_classes) {
   tok_close(t);
 }
 
+/* Lower-casing is per character, as in Hugging Face's BertTokenizer (its
+ * tokenize() lower-cases the text one character at a time before the basic
+ * tokenizer; the fast tokenizer's BertNormalizer does too), so capital sigma
+ * is always σ: "ΟΔΟΣ" -> "οδοσ", where Python's "ΟΔΟΣ".lower() applies
+ * Final_Sigma and gives "οδος". An ς already in the text stays. */
+TEST(wordpiece_sigma_per_character) {
+  char v[512];
+  tok *t = NULL;
+  static const char vocab[] =
+      "[UNK]\n\xce\xbf\xce\xb4\xce\xbf\xcf\x83\n"  /* 1 οδοσ */
+      "\xce\xbf\xce\xb4\xce\xbf\xcf\x82\n"            /* 2 οδος */
+      "\xcf\x83\xce\xb1\n\xcf\x83\n\xcf\x82\n"      /* 3 σα, 4 σ, 5 ς */
+      "\xce\xb1\xcf\x83\n\xce\xb1\xcf\x82\n.\n";    /* 6 ασ, 7 ας, 8 . */
+  write_file("sigma.txt", vocab, sizeof vocab - 1);
+  snprintf(v, sizeof v, "%s/sigma.txt", tmp_dir);
+  CHECK(tok_open_wordpiece(v, 1, -1, &t) == PROTO_OK && t);
+  if (!t) return;
+  CHECK(ids_eq(t, "\xce\x9f\xce\x94\xce\x9f\xce\xa3", (int32_t[]){1}, 1)); /* ΟΔΟΣ */
+  CHECK(ids_eq(t, "\xce\xa3\xce\x91", (int32_t[]){3}, 1));                   /* ΣΑ */
+  CHECK(ids_eq(t, "\xce\xa3", (int32_t[]){4}, 1));                             /* Σ */
+  CHECK(ids_eq(t, "\xce\x91\xce\xa3.", (int32_t[]){6, 8}, 2));               /* ΑΣ. */
+  CHECK(ids_eq(t, "\xce\xbf\xce\xb4\xce\xbf\xcf\x82", (int32_t[]){2}, 1)); /* οδος */
+  tok_close(t);
+}
+
 TEST(bad_files) {
   char v[512], m[512];
   tok *t = (tok *)1;
@@ -430,6 +455,7 @@ int main(int argc, char **argv) {
   }
   RUN(open_dir);
   RUN(bpe_unicode15_classes);
+  RUN(wordpiece_sigma_per_character);
   RUN(bad_files);
   char cmd[400];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
