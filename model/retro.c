@@ -427,8 +427,9 @@ proto_status retro_open(const char *dir, int threads, retro **out) {
   }
   /* Parallelism comes from the pool, each tile a one-thread sgemm, as in
    * bert.c: OpenBLAS's own threads are process-wide, and with them on, the
-   * encoder's pool threads each started BLAS threads of their own (a server
-   * embedding a 60-token query took 57 ms instead of 6). */
+   * encoder's pool threads each started BLAS threads of their own, which
+   * made a server's query embedding several times slower
+   * (docs/BENCHMARKS.md). */
   if ((st = pool_new(threads, &r->pool)) != PROTO_OK) {
     retro_set_error("retro_open: cannot start %d threads", threads);
     goto leave;

@@ -990,11 +990,10 @@ static size_t candidates_per_list(srv_search_mode mode, size_t k) {
 
 /* A hybrid search of one text without a filter or excluded documents runs
  * its lexical search on a thread of its own while the query is embedded on
- * the calling thread alone: the two take about as long (2-3 ms each on the
- * default corpus). The thread is bound to the CPUs other than the caller's:
- * left to the scheduler, it started on the caller's CPU, 2 ms late on
- * average, and the two halves ran one after the other (hybrid p50 7.1 ms
- * against 4.4 ms bound, dense 3.6 ms; tests/bench/retrieval). Its hits are
+ * the calling thread alone: the two take about as long on the default
+ * corpus. The thread is bound to the CPUs other than the caller's: left to
+ * the scheduler, it started late on the caller's CPU and the two halves ran
+ * one after the other (docs/BENCHMARKS.md, hybrid latency). Its hits are
  * checked against the store afterwards (deleted chunks dropped). */
 typedef struct lex_job {
   srv_engine *e;
