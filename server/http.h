@@ -3,7 +3,7 @@
  * RETRO_* environment > config file > defaults), routing, auth, the
  * synchronous request dispatcher and the metrics registry. The engine
  * (server/srv.h) does all the work behind the routes; this module only
- * speaks HTTP and JSON (through proto/).
+ * speaks HTTP and JSON (through api/).
  *
  * Threading: libmicrohttpd runs an internal thread pool (epoll). Fast
  * requests are answered on those threads; slow ones (embedding, ingest,
@@ -14,7 +14,7 @@
 #ifndef RETRO_HTTP_H
 #define RETRO_HTTP_H
 
-#include "proto.h"
+#include "api.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* http_api.c - the handlers behind the routes: each turns a parsed request
- * (proto/ decoders) into engine calls (srv.h) and writes the JSON response
+ * (api/ decoders) into engine calls (srv.h) and writes the JSON response
  * (proto_jw). Handlers run on whatever thread calls them; the daemon
  * (http.c) decides which. Errors from the engine keep their proto_status
  * (so bad input stays 4xx) with srv_last_error() as the message. */
@@ -24,7 +24,7 @@
 
 void http_error(http_response *resp, proto_status st, const char *msg) {
   proto_buf_free(&resp->body);
-  resp->status = proto_http_status(st);
+  resp->status = api_http_status(st);
   resp->content_type = JSON_TYPE;
   if (st == PROTO_EBUSY || st == PROTO_EUNAVAIL) resp->retry_after = 1;
   proto_json_error(&resp->body, st, msg);
@@ -781,7 +781,7 @@ void http_ingest_finish(http_ingest *in, http_response *resp) {
   proto_jw_obj_end(&w);
   int status = 200;
   if (in->n_err) {
-    status = proto_http_status(in->first_st);
+    status = api_http_status(in->first_st);
     if (status >= 500 && in->n_ok && status != 507) status = 500; /* 507: storage ran out */
   } else if (in->n_ok == 0 && in->items == 0 && in->ndjson) {
     /* an empty NDJSON body is fine: nothing to do */

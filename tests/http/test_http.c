@@ -3,6 +3,7 @@
  * the NDJSON splitter, the JSON writer (U+FFFD for broken UTF-8) and request
  * decoders, the route table (http_routes.def) and the OpenAPI document
  * against it, and the dispatcher with no engine (validation before 503). */
+#include "api.h"       /* the JSON writer and the request decoders */
 #include "http_priv.h" /* http_accepts_gzip */
 #include "tap.h"
 
