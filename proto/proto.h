@@ -1,6 +1,10 @@
 /* proto.h - the shared vocabulary of retrod: status codes and their messages,
- * limits, and small helpers every module uses. It knows nothing of HTTP, LMDB,
- * FAISS or the models; those modules map their own errors onto these codes.
+ * limits, UTF-8 validation, the clock, hashes. Every module links it; it
+ * knows nothing of HTTP, JSON, LMDB, FAISS or the models, and those modules
+ * map their own errors onto these codes. The HTTP API's JSON layer (request
+ * decoders, the response writer, HTTP status codes) is api/, linked by
+ * server/ only; model/ reads its own JSON file formats (configs, tokenizers,
+ * safetensors headers) with jansson directly.
  *
  * Status convention: every function that can fail returns proto_status
  * (PROTO_OK == 0) and writes results through out-parameters. A context object
@@ -13,38 +17,38 @@
 #include <stdint.h>
 
 /* One table generates the enum, the names and the messages.
- * X(NAME, http_status, "message") */
-#define PROTO_STATUS_MAP(X)                                                   \
-  X(OK,             200, "ok")                                                \
-  X(EINVAL,         400, "invalid argument")                                  \
-  X(EJSON,          400, "malformed JSON")                                    \
-  X(EUTF8,          400, "invalid UTF-8")                                     \
-  X(EUNKNOWN_FIELD, 400, "unknown field")                                     \
-  X(ETYPE,          400, "wrong type")                                        \
-  X(EMISSING,       400, "missing field")                                     \
-  X(EDIM,           422, "wrong vector dimension")                            \
-  X(ERANGE,         422, "value out of range")                                \
-  X(EUNAUTH,        401, "missing or wrong API key")                          \
-  X(EFORBIDDEN,     403, "read-only key cannot write")                        \
-  X(ENOTFOUND,      404, "not found")                                         \
-  X(EMETHOD,        405, "method not allowed")                                \
-  X(ETOOBIG,        413, "request body too large")                            \
-  X(EMEDIA,         415, "unsupported media type")                            \
-  X(EBUSY,          429, "too many requests")                                 \
-  X(ENOMEM,         500, "out of memory")                                     \
-  X(EIO,            500, "I/O error")                                         \
-  X(ECORRUPT,       500, "corrupt data")                                      \
-  X(ESTORE,         500, "storage error")                                     \
-  X(EINDEX,         500, "index error")                                       \
-  X(EMODEL,         500, "model error")                                       \
-  X(EMISMATCH,      409, "database and model do not match")                   \
-  X(EUNAVAIL,       503, "service unavailable")                               \
-  X(ECANCELLED,     499, "cancelled")                                         \
-  X(EINTERNAL,      500, "internal error")                                   \
-  X(ENOSPACE,       507, "insufficient storage")
+ * X(NAME, "message"). The HTTP status of each is api/'s (api_http_status). */
+#define PROTO_STATUS_MAP(X)                             \
+  X(OK,             "ok")                               \
+  X(EINVAL,         "invalid argument")                 \
+  X(EJSON,          "malformed JSON")                   \
+  X(EUTF8,          "invalid UTF-8")                    \
+  X(EUNKNOWN_FIELD, "unknown field")                    \
+  X(ETYPE,          "wrong type")                       \
+  X(EMISSING,       "missing field")                    \
+  X(EDIM,           "wrong vector dimension")           \
+  X(ERANGE,         "value out of range")               \
+  X(EUNAUTH,        "missing or wrong API key")         \
+  X(EFORBIDDEN,     "read-only key cannot write")       \
+  X(ENOTFOUND,      "not found")                        \
+  X(EMETHOD,        "method not allowed")               \
+  X(ETOOBIG,        "request body too large")           \
+  X(EMEDIA,         "unsupported media type")           \
+  X(EBUSY,          "too many requests")                \
+  X(ENOMEM,         "out of memory")                    \
+  X(EIO,            "I/O error")                        \
+  X(ECORRUPT,       "corrupt data")                     \
+  X(ESTORE,         "storage error")                    \
+  X(EINDEX,         "index error")                      \
+  X(EMODEL,         "model error")                      \
+  X(EMISMATCH,      "database and model do not match")  \
+  X(EUNAVAIL,       "service unavailable")              \
+  X(ECANCELLED,     "cancelled")                        \
+  X(EINTERNAL,      "internal error")                   \
+  X(ENOSPACE,       "insufficient storage")
 
 typedef enum proto_status {
-#define PROTO_STATUS_ENUM(name, http, msg) PROTO_##name,
+#define PROTO_STATUS_ENUM(name, msg) PROTO_##name,
   PROTO_STATUS_MAP(PROTO_STATUS_ENUM)
 #undef PROTO_STATUS_ENUM
   PROTO_STATUS_COUNT
@@ -54,8 +58,6 @@ typedef enum proto_status {
 const char *proto_strerror(proto_status st);
 /* "OK", "EINVAL", ... the enum name without its prefix (for logs and JSON "code"). */
 const char *proto_status_name(proto_status st);
-/* The HTTP status that a response carrying this code should use. */
-int proto_http_status(proto_status st);
 
 /* Limits shared by the CLI, the server and the models. */
 enum {
@@ -92,217 +94,5 @@ void proto_sha256_final(proto_sha256 *s, unsigned char out[32]);
 void proto_sha256_final_hex(proto_sha256 *s, char out[65]);
 /* n bytes as 2n lowercase hex digits and a NUL. */
 void proto_hex(const unsigned char *p, size_t n, char *out);
-
-/* ======================================================================== */
-/* JSON (owned by the http part; implemented in json.c). Only proto/ includes
- * jansson: requests are decoded here into plain C structs, and responses are
- * written with the small streaming writer below. Decoders reject duplicate
- * keys, unknown fields, wrong types, missing fields and out-of-range values;
- * on failure they return the status and write a message naming the field
- * ("k: must be an integer in [1, 1000]") into err (errlen bytes). */
-
-#include <stdarg.h>
-
-/* A growable byte buffer. On allocation failure `failed` is set and further
- * appends are ignored (check it once at the end). */
-typedef struct proto_buf {
-  char *data; /* NUL-terminated when len > 0 */
-  size_t len, cap;
-  int failed;
-} proto_buf;
-
-void proto_buf_init(proto_buf *b);
-void proto_buf_free(proto_buf *b); /* accepts zeroed; leaves b empty */
-void proto_buf_add(proto_buf *b, const void *p, size_t n);
-void proto_buf_adds(proto_buf *b, const char *s);
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-void proto_buf_addf(proto_buf *b, const char *fmt, ...);
-/* Appends s[0..len) with every ill-formed UTF-8 sequence replaced by U+FFFD
- * (one per maximal invalid subpart, as WHATWG/Unicode recommend). */
-void proto_buf_add_utf8_lossy(proto_buf *b, const char *s, size_t len);
-
-/* A JSON writer appending to a proto_buf. Commas are inserted automatically;
- * up to 63 levels of nesting. Strings are written as valid UTF-8 (lossy). */
-typedef struct proto_jw {
-  proto_buf *b;
-  unsigned depth;
-  uint64_t need_comma; /* bit d: the container at depth d has an element */
-  int after_key;
-} proto_jw;
-
-void proto_jw_init(proto_jw *w, proto_buf *b);
-void proto_jw_obj(proto_jw *w);
-void proto_jw_obj_end(proto_jw *w);
-void proto_jw_arr(proto_jw *w);
-void proto_jw_arr_end(proto_jw *w);
-void proto_jw_key(proto_jw *w, const char *key);
-void proto_jw_str(proto_jw *w, const char *s, size_t len);
-void proto_jw_cstr(proto_jw *w, const char *s); /* NULL writes null */
-void proto_jw_int(proto_jw *w, int64_t v);
-void proto_jw_uint(proto_jw *w, uint64_t v);
-void proto_jw_num(proto_jw *w, double v);  /* NaN/inf -> null */
-void proto_jw_float(proto_jw *w, float v); /* proto_float_text; NaN, inf -> null */
-/* A finite v as JSON text in printf's %g form with 8 significant digits when
- * they read back to v (through a double, as JSON readers do), else 9 (always
- * enough); out holds 32 bytes. Returns the length. */
-size_t proto_float_text(float v, char *out);
-void proto_jw_bool(proto_jw *w, int v);
-void proto_jw_null(proto_jw *w);
-/* A string value: the standard base64 (RFC 4648, padded) of n bytes. */
-void proto_jw_base64(proto_jw *w, const void *data, size_t n);
-/* Writes already-encoded JSON text as one value (trusted input only). */
-void proto_jw_raw(proto_jw *w, const char *json, size_t len);
-
-/* {"error":{"code":"EINVAL","message":msg}} into b. */
-void proto_json_error(proto_buf *b, proto_status st, const char *msg);
-
-/* Checks that text is one JSON value (any type) with no duplicate keys and
- * valid UTF-8; used for metadata passed through as text. */
-proto_status proto_json_validate(const char *text, size_t len, char *err, size_t errlen);
-
-/* One document to upsert (POST /v1/documents). Strings are malloc'd. */
-typedef struct proto_doc {
-  char *id;            /* 1..PROTO_MAX_ID_BYTES bytes, NUL-terminated */
-  char *text;          /* NUL-terminated; text_len bytes (may hold NUL) */
-  size_t text_len;
-  char *metadata_json; /* compact JSON object text, or NULL when absent */
-} proto_doc;
-
-void proto_doc_free(proto_doc *d); /* frees the members; accepts zeroed */
-/* One NDJSON line: {"id","text","metadata"?}. where names the item in
- * messages ("line 3"); NULL for none. */
-proto_status proto_doc_parse(const char *json, size_t len, const char *where,
-                             proto_doc *out, char *err, size_t errlen);
-/* {"documents":[{...}, ...]}: *docs malloc'd array of *n (free each with
- * proto_doc_free, then free the array). max_docs bounds the count. */
-proto_status proto_docs_parse(const char *json, size_t len, size_t max_docs,
-                              proto_doc **docs, size_t *n, char *err, size_t errlen);
-
-enum {
-  PROTO_MAX_QUERIES = 256,     /* "queries" / embeddings "input" array length */
-  PROTO_MAX_EXCLUDE = 1024,    /* exclude_docs length */
-  PROTO_MAX_STOP = 4,          /* stop sequences */
-  PROTO_MAX_STOP_BYTES = 256,  /* bytes per stop sequence */
-  PROTO_MAX_GEN_TOKENS = 4096, /* max_tokens */
-  PROTO_MAX_LOGPROBS = 5,      /* logprobs alternatives */
-};
-
-/* POST /v1/search. Exactly one of query, queries, vector. */
-typedef struct proto_search_req {
-  char **queries;      /* n_queries texts (NUL-terminated, lens in query_lens) */
-  size_t *query_lens;
-  size_t n_queries;
-  int batched;         /* 1 when "queries" (response has one list per query) */
-  float *vector;       /* "vector": dim floats, or NULL */
-  size_t dim;
-  int k;               /* default 10, [1, PROTO_MAX_K] */
-  char **exclude_docs; /* external document ids */
-  size_t n_exclude;
-  int nprobe;          /* 0 = index default */
-  int ef_search;       /* 0 = index default */
-  int with_text;       /* default 1 */
-  char *filter_json;   /* "filter", checked and written compactly; NULL when absent */
-  int mode;            /* "mode": 0 absent, 1 "dense", 2 "lexical", 3 "hybrid" */
-  double alpha;        /* "alpha": hybrid weight of the dense list, (0, 1]; 0 absent */
-  int group_by_doc;    /* "group_by": "document" */
-  int group_size;      /* "group_size": chunks per document, [1, 100], default 1 */
-  int expand;          /* "expand": chunks before and after each hit, [0, 16] */
-} proto_search_req;
-proto_status proto_search_parse(const char *json, size_t len, proto_search_req *out,
-                                char *err, size_t errlen);
-void proto_search_free(proto_search_req *r); /* accepts zeroed */
-
-/* POST /v1/embeddings (OpenAI shape). */
-typedef struct proto_embed_req {
-  char **inputs;
-  size_t *lens;
-  size_t n;
-  char *model;         /* NULL when absent */
-  int base64;          /* encoding_format "base64": each embedding as the base64
-                          of its little-endian float32 bytes (what OpenAI's
-                          clients ask for by default) */
-  long dimensions;     /* 0 when absent; the server accepts only its own */
-  int truncate;        /* "truncate" (TEI's option): cut inputs longer than the
-                          encoder's context; default false (422 instead) */
-} proto_embed_req;
-proto_status proto_embed_parse(const char *json, size_t len, proto_embed_req *out,
-                               char *err, size_t errlen);
-void proto_embed_free(proto_embed_req *r);
-
-typedef enum proto_chat_role {
-  PROTO_ROLE_SYSTEM = 0, /* "system" and "developer" */
-  PROTO_ROLE_USER = 1,
-  PROTO_ROLE_ASSISTANT = 2,
-} proto_chat_role;
-
-/* One chat message: content is a string, or text parts joined. */
-typedef struct proto_chat_msg {
-  proto_chat_role role;
-  char *content;       /* NUL-terminated, content_len bytes */
-  size_t content_len;
-} proto_chat_msg;
-
-/* POST /v1/completions (OpenAI text_completion shape + RETRO fields), and
- * POST /v1/chat/completions (chat 1: messages instead of prompt; the server
- * renders them into prompt with its chat template). */
-typedef struct proto_complete_req {
-  char *prompt;        /* NUL-terminated, prompt_len bytes */
-  size_t prompt_len;
-  int max_tokens;      /* default 16, [1, PROTO_MAX_GEN_TOKENS] */
-  double temperature;  /* default 1, [0, 100]; 0 = greedy */
-  double top_p;        /* default 1, (0, 1] */
-  int top_k;           /* default 0 = off, [0, 1000000] */
-  uint64_t seed;
-  int has_seed;
-  char **stop;         /* n_stop strings, 1..PROTO_MAX_STOP_BYTES bytes each */
-  size_t *stop_lens;
-  size_t n_stop;
-  int logprobs;        /* -1 = none, else [0, PROTO_MAX_LOGPROBS] */
-  int echo;            /* completions: the prompt's tokens come back first, with
-                          their logprobs (prompt scoring; max_tokens may be 0) */
-  int stream;
-  int retrieval;       /* default 1 */
-  int k;               /* neighbours per chunk; 0 = model default, [0, 64] */
-  char **exclude_docs;
-  size_t n_exclude;
-  char *filter_json;   /* "filter" of the neighbours (as in search), or NULL */
-  int retrieval_mode;  /* "retrieval_mode": 0 absent, 1 dense, 2 lexical, 3 hybrid */
-  char *model;         /* NULL when absent */
-  int chat;            /* 1: a chat completion */
-  proto_chat_msg *messages;
-  size_t n_messages;
-} proto_complete_req;
-proto_status proto_complete_parse(const char *json, size_t len, proto_complete_req *out,
-                                  char *err, size_t errlen);
-/* Chat: messages (roles system/developer/user/assistant, content a string or
- * text parts; 1 or more), max_tokens or max_completion_tokens (default
- * PROTO_CHAT_MAX_TOKENS), the sampling and retrieval options of completions;
- * tools, functions, logprobs, response_format other than text, non-text
- * content parts and n > 1 are refused (422) naming them. prompt is left NULL. */
-enum { PROTO_CHAT_MAX_TOKENS = 256 };
-proto_status proto_chat_parse(const char *json, size_t len, proto_complete_req *out,
-                              char *err, size_t errlen);
-/* POST /tokenize {"content", "with_pieces"?, "add_special"? (false only)} and
- * POST /detokenize {"tokens": [ids]} (llama.cpp's shapes), each with an
- * optional "model" naming the tokenizer's model (decoder or encoder). */
-typedef struct proto_tok_req {
-  char *content;       /* tokenize: NUL-terminated, content_len bytes */
-  size_t content_len;
-  int with_pieces;     /* tokenize: [{"id","piece"}] instead of ids */
-  int32_t *tokens;     /* detokenize: n_tokens ids (>= 0) */
-  size_t n_tokens;
-  char *model;         /* NULL when absent */
-} proto_tok_req;
-proto_status proto_tok_parse(const char *json, size_t len, int detokenize, proto_tok_req *out,
-                             char *err, size_t errlen);
-void proto_tok_free(proto_tok_req *r); /* accepts zeroed */
-
-/* Decodes text (one JSON string value, quotes included) into *out (malloc'd,
- * NUL-terminated, *outlen bytes). For config files that hold escaped text. */
-proto_status proto_json_string(const char *text, size_t len, char **out, size_t *outlen,
-                               char *err, size_t errlen);
-void proto_complete_free(proto_complete_req *r);
 
 #endif

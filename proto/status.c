@@ -1,4 +1,4 @@
-/* status.c - names, messages and HTTP codes of proto_status, from one table. */
+/* status.c - names and messages of proto_status, from one table; the clock. */
 #include "proto.h"
 
 #include <time.h>
@@ -6,9 +6,8 @@
 static const struct {
   const char *name;
   const char *message;
-  int http;
 } status_table[] = {
-#define PROTO_STATUS_ROW(name, http, msg) {#name, msg, http},
+#define PROTO_STATUS_ROW(name, msg) {#name, msg},
   PROTO_STATUS_MAP(PROTO_STATUS_ROW)
 #undef PROTO_STATUS_ROW
 };
@@ -21,11 +20,6 @@ const char *proto_strerror(proto_status st) {
 const char *proto_status_name(proto_status st) {
   if ((unsigned)st >= PROTO_STATUS_COUNT) return "UNKNOWN";
   return status_table[st].name;
-}
-
-int proto_http_status(proto_status st) {
-  if ((unsigned)st >= PROTO_STATUS_COUNT) return 500;
-  return status_table[st].http;
 }
 
 double proto_now(void) {

@@ -5,6 +5,7 @@
 #ifndef RETRO_ENGINE_PRIV_H
 #define RETRO_ENGINE_PRIV_H
 
+#include "api.h" /* proto_buf, the JSON writer, documents to ingest */
 #include "lex.h"
 #include "srv.h"
 

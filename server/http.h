@@ -3,7 +3,7 @@
  * RETRO_* environment > config file > defaults), routing, auth, the
  * synchronous request dispatcher and the metrics registry. The engine
  * (server/srv.h) does all the work behind the routes; this module only
- * speaks HTTP and JSON (through proto/).
+ * speaks HTTP and JSON (through api/).
  *
  * Threading: libmicrohttpd runs an internal thread pool (epoll). Fast
  * requests are answered on those threads; slow ones (embedding, ingest,
@@ -14,7 +14,7 @@
 #ifndef RETRO_HTTP_H
 #define RETRO_HTTP_H
 
-#include "proto.h"
+#include "api.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -77,22 +77,34 @@ int http_host_is_loopback(const char *host);
 
 /* ---- routing, auth ------------------------------------------------------- */
 
+/* One per row of http_routes.def, in its order; HTTP_R_OTHER is a request
+ * that matched no route (metrics and logs). */
 typedef enum http_route {
-  HTTP_R_HEALTH, HTTP_R_READY, HTTP_R_METRICS, HTTP_R_OPENAPI, HTTP_R_INFO,
-  HTTP_R_DOCS, HTTP_R_DOC_GET, HTTP_R_DOC_DELETE, HTTP_R_CHUNK, HTTP_R_SEARCH,
-  HTTP_R_EMBED, HTTP_R_COMPLETE, HTTP_R_MODELS, HTTP_R_MODEL,
-  HTTP_R_CHAT, HTTP_R_TOKENIZE, HTTP_R_DETOKENIZE, HTTP_R_WEBUI, HTTP_R_DOC_LIST, /* the page at /, GET /v1/documents */
-  HTTP_R_BACKUP,
+#define ROUTE(name, ...) HTTP_R_##name,
+#include "http_routes.def"
+#undef ROUTE
   HTTP_R_OTHER, HTTP_R_COUNT
 } http_route;
 
 typedef enum http_access { HTTP_OPEN = 0, HTTP_READ = 1, HTTP_WRITE = 2 } http_access;
 typedef enum http_kind { HTTP_INLINE = 0, HTTP_WORKER = 1, HTTP_GEN = 2 } http_kind;
 
+/* A route's row of http_routes.def. */
+typedef struct http_route_info {
+  const char *method;       /* "GET" (HEAD too), "POST" or "DELETE" */
+  const char *path;         /* as in openapi.json: "/v1/documents/{id}" */
+  http_access access;
+  http_kind kind;
+  const char *operation_id; /* its operationId in openapi.json */
+} http_route_info;
+
+/* The row of route r; NULL for HTTP_R_OTHER. */
+const http_route_info *http_route_about(http_route r);
+
 typedef struct http_match {
   http_route route;
   proto_status st;      /* PROTO_OK, PROTO_ENOTFOUND, PROTO_EMETHOD, PROTO_EINVAL (bad id) */
-  const char *allow;    /* for 405: the Allow header */
+  const char *allow;    /* for 405: the Allow header (static) */
   http_access access;
   http_kind kind;
   int has_body;         /* POST routes */
@@ -103,7 +115,7 @@ typedef struct http_match {
 
 /* Matches method + raw (still percent-encoded) path. */
 void http_route_match(const char *method, const char *path, http_match *m);
-/* Label of a route for metrics and logs ("/v1/documents/{id}"). */
+/* Label of a route for metrics and logs: its path ("/v1/documents/{id}"). */
 const char *http_route_label(http_route r);
 /* The method a route answers ("GET", "POST", "DELETE"; GET routes also HEAD). */
 const char *http_route_method(http_route r);

@@ -1,5 +1,5 @@
 /* http_api.c - the handlers behind the routes: each turns a parsed request
- * (proto/ decoders) into engine calls (srv.h) and writes the JSON response
+ * (api/ decoders) into engine calls (srv.h) and writes the JSON response
  * (proto_jw). Handlers run on whatever thread calls them; the daemon
  * (http.c) decides which. Errors from the engine keep their proto_status
  * (so bad input stays 4xx) with srv_last_error() as the message. */
@@ -24,7 +24,7 @@
 
 void http_error(http_response *resp, proto_status st, const char *msg) {
   proto_buf_free(&resp->body);
-  resp->status = proto_http_status(st);
+  resp->status = api_http_status(st);
   resp->content_type = JSON_TYPE;
   if (st == PROTO_EBUSY || st == PROTO_EUNAVAIL) resp->retry_after = 1;
   proto_json_error(&resp->body, st, msg);
@@ -781,7 +781,7 @@ void http_ingest_finish(http_ingest *in, http_response *resp) {
   proto_jw_obj_end(&w);
   int status = 200;
   if (in->n_err) {
-    status = proto_http_status(in->first_st);
+    status = api_http_status(in->first_st);
     if (status >= 500 && in->n_ok && status != 507) status = 500; /* 507: storage ran out */
   } else if (in->n_ok == 0 && in->items == 0 && in->ndjson) {
     /* an empty NDJSON body is fine: nothing to do */
@@ -1199,44 +1199,38 @@ static void h_complete(http_server *s, const http_request *rq, int chat, http_re
 
 /* ---- dispatch ------------------------------------------------------------- */
 
+static void h_health(http_response *resp) {
+  proto_buf_adds(&resp->body, "{\"status\":\"ok\"}");
+  ok_json(resp, 200);
+}
+
+static void h_ready(http_server *s, http_response *resp) {
+  if (s->engine && !atomic_load(&s->draining)) {
+    proto_buf_adds(&resp->body, "{\"status\":\"ready\"}");
+    ok_json(resp, 200);
+  } else {
+    http_error(resp, PROTO_EUNAVAIL, s->engine ? "shutting down" : "engine not loaded");
+  }
+}
+
+static void h_openapi(http_response *resp) {
+  proto_buf_adds(&resp->body, http_openapi_json());
+  ok_json(resp, 200);
+}
+
+/* Each route's handler column of http_routes.def, called with s, m, rq, resp. */
 void http_execute(http_server *s, const http_match *m, const http_request *rq,
                   http_response *resp) {
   switch (m->route) {
-    case HTTP_R_HEALTH:
-      proto_buf_adds(&resp->body, "{\"status\":\"ok\"}");
-      ok_json(resp, 200);
-      return;
-    case HTTP_R_READY:
-      if (s->engine && !atomic_load(&s->draining)) {
-        proto_buf_adds(&resp->body, "{\"status\":\"ready\"}");
-        ok_json(resp, 200);
-      } else {
-        http_error(resp, PROTO_EUNAVAIL, s->engine ? "shutting down" : "engine not loaded");
-      }
-      return;
-    case HTTP_R_METRICS: h_metrics(s, resp); return;
-    case HTTP_R_OPENAPI:
-      proto_buf_adds(&resp->body, http_openapi_json());
-      ok_json(resp, 200);
-      return;
-    case HTTP_R_INFO: h_info(s, resp); return;
-    case HTTP_R_DOCS: h_docs(s, rq, resp); return;
-    case HTTP_R_DOC_GET: h_doc_get(s, m, resp); return;
-    case HTTP_R_DOC_DELETE: h_doc_delete(s, m, resp); return;
-    case HTTP_R_CHUNK: h_chunk(s, m, resp); return;
-    case HTTP_R_SEARCH: h_search(s, rq, resp); return;
-    case HTTP_R_EMBED: h_embed(s, rq, resp); return;
-    case HTTP_R_COMPLETE: h_complete(s, rq, 0, resp); return;
-    case HTTP_R_CHAT: h_complete(s, rq, 1, resp); return;
-    case HTTP_R_TOKENIZE: http_tokenize(s, rq, 0, resp); return;
-    case HTTP_R_DETOKENIZE: http_tokenize(s, rq, 1, resp); return;
-    case HTTP_R_MODELS: h_models(s, NULL, resp); return;
-    case HTTP_R_MODEL: h_models(s, m->id, resp); return;
-    case HTTP_R_WEBUI: http_webui(s, rq, resp); return;
-    case HTTP_R_DOC_LIST: h_doc_list(s, rq, resp); return;
-    case HTTP_R_BACKUP: h_backup(s, rq, resp); return;
-    default: http_error(resp, PROTO_ENOTFOUND, "no such route"); return;
+#define ROUTE(name, method, path, shape, access, kind, handler, op) \
+  case HTTP_R_##name:                                              \
+    handler;                                                       \
+    return;
+#include "http_routes.def"
+#undef ROUTE
+    case HTTP_R_OTHER: case HTTP_R_COUNT: break;
   }
+  http_error(resp, PROTO_ENOTFOUND, "no such route");
 }
 
 void http_dispatch(http_server *s, const http_request *rq, http_response *resp) {

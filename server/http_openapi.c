@@ -1,7 +1,8 @@
 /* http_openapi.c - the OpenAPI 3 document served at GET /openapi.json. Its
  * source is server/openapi.json, compiled in by server/embed.py. Keep it in
- * step with http_route.c (tests/http/e2e_http.py checks that every route
- * there exists here and the other way round) and with proto/json.c. */
+ * step with http_routes.def (test_http checks every row there is its
+ * operation here, with its operationId and key, and the other way round)
+ * and with the request decoders. */
 #include "http.h"
 
 extern const char http_openapi_doc[];

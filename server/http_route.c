@@ -1,6 +1,6 @@
-/* http_route.c - the route table, percent-decoding of path ids, API-key
- * checks and the NDJSON line splitter. Pure functions of their inputs: no
- * sockets, no engine, no global state. */
+/* http_route.c - the router (over the rows of http_routes.def), percent-
+ * decoding of path ids, API-key checks and the NDJSON line splitter. Pure
+ * functions of their inputs: no sockets, no engine, no global state. */
 #include "http.h"
 
 #include <errno.h>
@@ -9,26 +9,35 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *const labels[HTTP_R_COUNT] = {
-    "/health", "/ready", "/metrics", "/openapi.json", "/v1/info", "/v1/documents",
-    "/v1/documents/{id}", "/v1/documents/{id}", "/v1/chunks/{id}", "/v1/search",
-    "/v1/embeddings", "/v1/completions", "/v1/models", "/v1/models/{id}",
-    "/v1/chat/completions", "/tokenize", "/detokenize", "/", "/v1/documents",
-    "/v1/admin/backup", "other"};
+/* How a row takes its path: http_routes.def. */
+typedef enum { SHAPE_EXACT, SHAPE_ID, SHAPE_NUM } path_shape;
+
+typedef struct row {
+  http_route_info info;
+  path_shape shape;
+  size_t prefix; /* bytes of the path that must match: all, or up to {id} */
+} row;
+
+#define ID_TAIL (sizeof "{id}" - 1)
+static const row rows[] = {
+#define ROUTE(name, method, path, shp, access, kind, handler, op) \
+  [HTTP_R_##name] = {{method, path, access, kind, op}, SHAPE_##shp,  \
+                     sizeof path - 1 - (SHAPE_##shp == SHAPE_EXACT ? 0 : ID_TAIL)},
+#include "http_routes.def"
+#undef ROUTE
+};
+_Static_assert(sizeof rows / sizeof rows[0] == HTTP_R_OTHER, "one row per route");
+
+const http_route_info *http_route_about(http_route r) {
+  return (unsigned)r < HTTP_R_OTHER ? &rows[r].info : NULL;
+}
 
 const char *http_route_label(http_route r) {
-  return (unsigned)r < HTTP_R_COUNT ? labels[r] : "other";
+  return (unsigned)r < HTTP_R_OTHER ? rows[r].info.path : "other";
 }
 
 const char *http_route_method(http_route r) {
-  switch (r) {
-    case HTTP_R_DOCS: case HTTP_R_SEARCH: case HTTP_R_EMBED: case HTTP_R_COMPLETE:
-    case HTTP_R_CHAT: case HTTP_R_TOKENIZE: case HTTP_R_DETOKENIZE: case HTTP_R_BACKUP:
-      return "POST";
-    case HTTP_R_DOC_DELETE: return "DELETE";
-    case HTTP_R_OTHER: case HTTP_R_COUNT: return "";
-    default: return "GET";
-  }
+  return (unsigned)r < HTTP_R_OTHER ? rows[r].info.method : "";
 }
 
 static int hexval(int c) {
@@ -145,29 +154,25 @@ proto_status http_query_check(http_route r, const char *key, const char *value, 
   return PROTO_EUNKNOWN_FIELD;
 }
 
-static void set(http_match *m, http_route r, http_access a, http_kind k, int body) {
-  m->route = r;
-  m->access = a;
-  m->kind = k;
-  m->has_body = body;
-  m->st = PROTO_OK;
+/* Methods as bits, so the Allow header of a path is the union of its rows'. */
+enum { M_GET = 1, M_POST = 2, M_DELETE = 4 };
+
+static unsigned method_bit(const char *method) {
+  if (!strcmp(method, "GET") || !strcmp(method, "HEAD")) return M_GET;
+  if (!strcmp(method, "POST")) return M_POST;
+  if (!strcmp(method, "DELETE")) return M_DELETE;
+  return 0;
 }
 
-static int is(const char *method, const char *want) { return strcmp(method, want) == 0; }
+static const char *const allow_of[8] = {
+    "", "GET, HEAD", "POST", "GET, HEAD, POST", "DELETE", "GET, HEAD, DELETE", "POST, DELETE",
+    "GET, HEAD, POST, DELETE"};
 
-/* Makes m a 405 for route r; allow is the Allow header. */
-static void not_allowed(http_match *m, http_route r, const char *allow, const char *method) {
-  m->route = r;
-  m->st = PROTO_EMETHOD;
-  m->allow = allow;
-  snprintf(m->msg, sizeof m->msg, "%s: method %.16s not allowed (allowed: %s)",
-           http_route_label(r), method, allow);
-}
-
-/* The non-empty rest of path after prefix ("/v1/chunks/" -> the {id}), or NULL. */
-static const char *id_after(const char *path, const char *prefix) {
-  size_t n = strlen(prefix);
-  return !strncmp(path, prefix, n) && path[n] ? path + n : NULL;
+/* The rest of path after a row's prefix (its {id}, or "" for EXACT), or
+ * NULL when the row does not take this path. */
+static const char *path_rest(const row *w, const char *path) {
+  if (w->shape == SHAPE_EXACT) return strcmp(path, w->info.path) ? NULL : path + w->prefix;
+  return !strncmp(path, w->info.path, w->prefix) && path[w->prefix] ? path + w->prefix : NULL;
 }
 
 /* Decodes the {id} of a document or model path into m->id (400 when bad). */
@@ -179,73 +184,54 @@ static void decode_id(http_match *m, const char *raw) {
            PROTO_MAX_ID_BYTES);
 }
 
+/* Reads the {id} of a chunk path into m->num (400 unless a positive integer). */
+static void decode_num(http_match *m, const char *raw) {
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = strtoull(raw, &end, 10);
+  if (raw[0] < '0' || raw[0] > '9' || errno || *end || v == 0) {
+    m->st = PROTO_EINVAL;
+    snprintf(m->msg, sizeof m->msg, "id: chunk ids are positive decimal integers");
+    return;
+  }
+  m->num = v;
+}
+
 void http_route_match(const char *method, const char *path, http_match *m) {
   memset(m, 0, sizeof *m);
   m->route = HTTP_R_OTHER;
   m->st = PROTO_ENOTFOUND;
   if (!method || !path) return;
-  int get = is(method, "GET") || is(method, "HEAD"), post = is(method, "POST");
-  int del = is(method, "DELETE");
-  if (!strcmp(path, "/v1/documents") && get) { /* listing; POST below ingests */
-    set(m, HTTP_R_DOC_LIST, HTTP_READ, HTTP_INLINE, 0);
+  unsigned want = method_bit(method), allowed = 0;
+  const row *first = NULL, *hit = NULL;
+  const char *rest = NULL;
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    const char *r = path_rest(&rows[i], path);
+    if (!r) continue;
+    unsigned bit = method_bit(rows[i].info.method);
+    allowed |= bit;
+    if (!first) first = &rows[i];
+    if (bit == want && !hit) hit = &rows[i], rest = r;
+  }
+  if (!first) {
+    snprintf(m->msg, sizeof m->msg, "no route for %.16s %.64s", method, path);
     return;
   }
-  struct { const char *path; http_route r; http_access a; http_kind k; const char *allow; } fixed[] = {
-      {"/", HTTP_R_WEBUI, HTTP_OPEN, HTTP_INLINE, "GET, HEAD"},
-      {"/health", HTTP_R_HEALTH, HTTP_OPEN, HTTP_INLINE, "GET, HEAD"},
-      {"/ready", HTTP_R_READY, HTTP_OPEN, HTTP_INLINE, "GET, HEAD"},
-      {"/metrics", HTTP_R_METRICS, HTTP_READ, HTTP_INLINE, "GET, HEAD"},
-      {"/openapi.json", HTTP_R_OPENAPI, HTTP_OPEN, HTTP_INLINE, "GET, HEAD"},
-      {"/v1/info", HTTP_R_INFO, HTTP_READ, HTTP_INLINE, "GET, HEAD"},
-      {"/v1/documents", HTTP_R_DOCS, HTTP_WRITE, HTTP_WORKER, "GET, HEAD, POST"},
-      {"/v1/search", HTTP_R_SEARCH, HTTP_READ, HTTP_WORKER, "POST"},
-      {"/v1/embeddings", HTTP_R_EMBED, HTTP_READ, HTTP_WORKER, "POST"},
-      {"/v1/completions", HTTP_R_COMPLETE, HTTP_READ, HTTP_GEN, "POST"},
-      {"/v1/models", HTTP_R_MODELS, HTTP_READ, HTTP_INLINE, "GET, HEAD"},
-      {"/v1/chat/completions", HTTP_R_CHAT, HTTP_READ, HTTP_GEN, "POST"},
-      {"/tokenize", HTTP_R_TOKENIZE, HTTP_READ, HTTP_WORKER, "POST"},
-      {"/detokenize", HTTP_R_DETOKENIZE, HTTP_READ, HTTP_WORKER, "POST"},
-      {"/v1/admin/backup", HTTP_R_BACKUP, HTTP_WRITE, HTTP_WORKER, "POST"},
-  };
-  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
-    if (strcmp(path, fixed[i].path) != 0) continue;
-    int is_post = strstr(fixed[i].allow, "POST") != NULL;
-    if ((is_post && !post) || (!is_post && !get)) {
-      not_allowed(m, fixed[i].r, fixed[i].allow, method);
-      return;
-    }
-    set(m, fixed[i].r, fixed[i].a, fixed[i].k, is_post);
+  if (!hit) { /* a 405 is counted under the path's first row */
+    m->route = (http_route)(first - rows);
+    m->st = PROTO_EMETHOD;
+    m->allow = allow_of[allowed];
+    snprintf(m->msg, sizeof m->msg, "%s: method %.16s not allowed (allowed: %s)",
+             first->info.path, method, m->allow);
     return;
   }
-  const char *raw;
-  if ((raw = id_after(path, "/v1/models/"))) {
-    if (!get) { not_allowed(m, HTTP_R_MODEL, "GET, HEAD", method); return; }
-    set(m, HTTP_R_MODEL, HTTP_READ, HTTP_INLINE, 0);
-    decode_id(m, raw);
-    return;
-  }
-  if ((raw = id_after(path, "/v1/documents/"))) {
-    if (!get && !del) { not_allowed(m, HTTP_R_DOC_GET, "GET, HEAD, DELETE", method); return; }
-    if (get) set(m, HTTP_R_DOC_GET, HTTP_READ, HTTP_INLINE, 0);
-    else set(m, HTTP_R_DOC_DELETE, HTTP_WRITE, HTTP_WORKER, 0);
-    decode_id(m, raw);
-    return;
-  }
-  if ((raw = id_after(path, "/v1/chunks/"))) {
-    if (!get) { not_allowed(m, HTTP_R_CHUNK, "GET, HEAD", method); return; }
-    set(m, HTTP_R_CHUNK, HTTP_READ, HTTP_INLINE, 0);
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(raw, &end, 10);
-    if (raw[0] < '0' || raw[0] > '9' || errno || *end || v == 0) {
-      m->st = PROTO_EINVAL;
-      snprintf(m->msg, sizeof m->msg, "id: chunk ids are positive decimal integers");
-      return;
-    }
-    m->num = v;
-    return;
-  }
-  snprintf(m->msg, sizeof m->msg, "no route for %.16s %.64s", method, path);
+  m->route = (http_route)(hit - rows);
+  m->access = hit->info.access;
+  m->kind = hit->info.kind;
+  m->has_body = want == M_POST;
+  m->st = PROTO_OK;
+  if (hit->shape == SHAPE_ID) decode_id(m, rest);
+  else if (hit->shape == SHAPE_NUM) decode_num(m, rest);
 }
 
 int http_ct_equal(const char *a, size_t alen, const char *b, size_t blen) {

@@ -5,7 +5,7 @@
 #ifndef RETRO_VIEWS_H
 #define RETRO_VIEWS_H
 
-#include "proto.h"
+#include "api.h"
 #include "srv.h"
 
 /* GET /v1/info, `retro info`. encoder_name / decoder_name: the names the

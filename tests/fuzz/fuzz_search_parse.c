@@ -1,5 +1,5 @@
 /* fuzz_search_parse.c - differential libFuzzer target on the fast path of
- * search-body parsing (proto/search_fast.c): the input is a body; whenever
+ * search-body parsing (api/search_fast.c): the input is a body; whenever
  * the fast path accepts it, the jansson path must accept the same body
  * (made to go through jansson by one more field, "exclude_docs":[], which
  * the fast path does not read) with the very same request, floats compared
@@ -7,8 +7,7 @@
  * which fuzz_http covers. Built only with -Dfuzz=true and clang
  * (tests/fuzz/run.sh). */
 #include "json_priv.h"
-#include "proto.h"
-#include "../proto/search_twin.h"
+#include "../api/search_twin.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -886,6 +886,22 @@ def run_auth():
         ok(st == 200 and st2 == 200 and st3 == 200, "/health, /openapi.json and the page at / need no key")
         st, _, _, _ = s.req("GET", "/metrics")
         ok(st == 401, "/metrics needs a key")
+        # the auth matrix as openapi.json states it (test_http checks it is
+        # the route table's): no key, then the read-only key, on every operation
+        _, spec, _, _ = s.req("GET", "/openapi.json")
+        wrong = []
+        for path, ops in spec["paths"].items():
+            for method, op in ops.items():
+                url, need = path.replace("{id}", "7"), op["x-retro-access"]
+                body = {} if method == "post" else None
+                st_none, _, _, _ = s.req(method.upper(), url, body)
+                st_ro, _, _, _ = s.req(method.upper(), url, body, headers={"api-key": "ro-secret"})
+                good = ((st_none == 401) == (need != "open") and
+                        (st_ro == 403) == (need == "write") and st_ro != 401)
+                if not good:
+                    wrong.append((method, path, need, st_none, st_ro))
+        ok(not wrong and len(spec["paths"]) >= 15,
+           "every operation answers no key and the read-only key as its x-retro-access says", wrong)
         st, _, _, _ = s.req("GET", "/v1/models")
         st2, _, _, _ = s.req("GET", "/v1/models", headers={"api-key": "ro-secret"})
         ok(st == 401 and st2 == 200, "/v1/models needs a key, the read-only one will do", (st, st2))

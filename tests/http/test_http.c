@@ -1,8 +1,9 @@
 /* test_http.c - unit tests of the HTTP pieces that need no engine or
  * socket: configuration precedence, routing and id decoding, API-key checks,
  * the NDJSON splitter, the JSON writer (U+FFFD for broken UTF-8) and request
- * decoders, the OpenAPI document against the route table, and the
- * dispatcher with no engine (validation before 503). */
+ * decoders, the route table (http_routes.def) and the OpenAPI document
+ * against it, and the dispatcher with no engine (validation before 503). */
+#include "api.h"       /* the JSON writer and the request decoders */
 #include "http_priv.h" /* http_accepts_gzip */
 #include "tap.h"
 
@@ -282,14 +283,81 @@ TEST(decoders) {
         strstr(err, "dimensions"));
 }
 
+/* A route's path with its {id} filled in, as a client sends it. */
+static void concrete_path(const char *path, char *out, size_t n) {
+  snprintf(out, n, "%s", path);
+  char *brace = strstr(out, "{id}");
+  if (brace) memcpy(brace, "7\0\0\0", 4);
+}
+
+/* The table of http_routes.def itself: every row is matched by its own
+ * method and path, GET rows answer HEAD, other methods on a routed path get
+ * 405 with an Allow header naming exactly the rows of that path, and
+ * operation ids are unique. */
+TEST(route_table) {
+  for (int r = 0; r < HTTP_R_OTHER; r++) {
+    const http_route_info *a = http_route_about((http_route)r);
+    char path[128];
+    concrete_path(a->path, path, sizeof path);
+    http_match m;
+    http_route_match(a->method, path, &m);
+    CHECKF(m.st == PROTO_OK && m.route == (http_route)r && m.access == a->access &&
+               m.kind == a->kind && m.has_body == !strcmp(a->method, "POST"),
+           "%s %s", a->method, a->path);
+    if (!strcmp(a->method, "GET")) {
+      http_route_match("HEAD", path, &m);
+      CHECKF(m.st == PROTO_OK && m.route == (http_route)r, "HEAD %s", a->path);
+    }
+    http_route_match("PATCH", path, &m);
+    char want[64] = "";
+    static const char *const methods[] = {"GET", "POST", "DELETE"};
+    for (size_t k = 0; k < 3; k++)
+      for (int q = 0; q < HTTP_R_OTHER; q++) {
+        const http_route_info *b = http_route_about((http_route)q);
+        if (strcmp(b->path, a->path) || strcmp(b->method, methods[k])) continue;
+        if (*want) strcat(want, ", ");
+        strcat(want, k == 0 ? "GET, HEAD" : methods[k]);
+      }
+    CHECKF(m.st == PROTO_EMETHOD && m.allow && !strcmp(m.allow, want), "PATCH %s: Allow %s, want %s",
+           a->path, m.allow ? m.allow : "(none)", want);
+    for (int q = 0; q < r; q++)
+      CHECKF(strcmp(http_route_about((http_route)q)->operation_id, a->operation_id),
+             "operation id %s twice", a->operation_id);
+  }
+  CHECK(http_route_about(HTTP_R_OTHER) == NULL && !strcmp(http_route_label(HTTP_R_OTHER), "other"));
+}
+
+/* server/openapi.json against the route table, both ways: each row is the
+ * operation of its path and method with its operationId, security [] exactly
+ * when open and x-retro-access naming its key; each operation is a row. */
 TEST(openapi_matches_routes) {
+  static const char *const access_name[] = {"open", "read", "write"};
   json_error_t je;
   json_t *doc = json_loads(http_openapi_json(), JSON_REJECT_DUPLICATES, &je);
   CHECKF(doc != NULL, "%s", je.text);
   if (!doc) return;
   json_t *paths = json_object_get(doc, "paths");
   CHECK(json_is_object(paths));
-  /* every documented path + method is routed to the route of that label */
+  for (int r = 0; r < HTTP_R_OTHER; r++) {
+    const http_route_info *a = http_route_about((http_route)r);
+    char lower[16];
+    size_t i = 0;
+    for (; a->method[i] && i < sizeof lower - 1; i++) lower[i] = (char)(a->method[i] + 32);
+    lower[i] = 0;
+    json_t *op = json_object_get(json_object_get(paths, a->path), lower);
+    CHECKF(json_is_object(op), "%s %s is not in openapi.json", a->method, a->path);
+    if (!op) continue;
+    const char *id = json_string_value(json_object_get(op, "operationId"));
+    CHECKF(id && !strcmp(id, a->operation_id), "%s %s: operationId %s, the table says %s",
+           a->method, a->path, id ? id : "(none)", a->operation_id);
+    json_t *sec = json_object_get(op, "security");
+    int open = json_is_array(sec) && json_array_size(sec) == 0;
+    CHECKF(open == (a->access == HTTP_OPEN), "%s %s: security [] %s", a->method, a->path,
+           open ? "on a route that needs a key" : "missing on an open route");
+    const char *acc = json_string_value(json_object_get(op, "x-retro-access"));
+    CHECKF(acc && !strcmp(acc, access_name[a->access]), "%s %s: x-retro-access %s, want %s",
+           a->method, a->path, acc ? acc : "(none)", access_name[a->access]);
+  }
   const char *path;
   json_t *ops;
   json_object_foreach(paths, path, ops) {
@@ -300,25 +368,13 @@ TEST(openapi_matches_routes) {
       size_t i = 0;
       for (; method[i] && i < sizeof up - 1; i++) up[i] = (char)(method[i] - 32);
       up[i] = 0;
-      snprintf(concrete, sizeof concrete, "%s", path);
-      char *brace = strstr(concrete, "{id}");
-      if (brace) memcpy(brace, "7\0\0\0", 4);
+      concrete_path(path, concrete, sizeof concrete);
       http_match m;
       http_route_match(up, concrete, &m);
       CHECKF(m.st == PROTO_OK && !strcmp(http_route_label(m.route), path) &&
                  !strcmp(http_route_method(m.route), up),
-             "%s %s", up, path);
+             "%s %s is in openapi.json but not in http_routes.def", up, path);
     }
-  }
-  /* every route is documented */
-  for (int r = 0; r < HTTP_R_OTHER; r++) {
-    char lower[16];
-    const char *m = http_route_method((http_route)r);
-    size_t i = 0;
-    for (; m[i] && i < sizeof lower - 1; i++) lower[i] = (char)(m[i] + 32);
-    lower[i] = 0;
-    json_t *p = json_object_get(paths, http_route_label((http_route)r));
-    CHECKF(p && json_object_get(p, lower), "%s %s", m, http_route_label((http_route)r));
   }
   json_decref(doc);
 }
@@ -408,6 +464,7 @@ int main(void) {
   RUN(ndjson_lines);
   RUN(json_writer);
   RUN(decoders);
+  RUN(route_table);
   RUN(openapi_matches_routes);
   RUN(dispatch_without_engine);
   return tap_done();

@@ -1,8 +1,8 @@
 /* json.c - JSON for the HTTP API: a growable buffer, a streaming JSON writer
  * that always emits valid UTF-8, and strict decoders (jansson, duplicate keys
- * rejected) that turn request bodies into the plain structs of proto.h. Every
- * decoder error names the offending field. Nothing here knows about HTTP;
- * the server maps the returned status to a response code. */
+ * rejected) that turn request bodies into the plain structs of api.h. Every
+ * decoder error names the offending field. The HTTP status of a returned
+ * status is api_http_status's (http_status.c). */
 #include "json_priv.h"
 
 #include <jansson.h>

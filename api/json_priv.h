@@ -1,9 +1,9 @@
-/* json_priv.h - pieces of proto/'s JSON decoding shared between its files
- * (private to proto/). */
+/* json_priv.h - pieces of api/'s JSON decoding shared between its files
+ * (private to api/, and the fuzz target that checks the fast path). */
 #ifndef RETRO_JSON_PRIV_H
 #define RETRO_JSON_PRIV_H
 
-#include "proto.h"
+#include "api.h"
 
 /* 10^0 .. 10^22: the powers of ten that a double holds exactly (json.c). */
 extern const double proto__exact_pow10[23];

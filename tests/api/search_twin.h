@@ -1,12 +1,12 @@
 /* search_twin.h - the twin check of the fast search-body parser
- * (proto/search_fast.c), shared by tests/proto/test_proto.c and
+ * (api/search_fast.c), shared by tests/api/test_api.c and
  * tests/fuzz/fuzz_search_parse.c: the same body with one more field,
  * "exclude_docs":[], which only the jansson path reads, and a comparison of
  * two parsed requests bit for bit. */
 #ifndef RETRO_SEARCH_TWIN_H
 #define RETRO_SEARCH_TWIN_H
 
-#include "proto.h"
+#include "api.h"
 
 #include <stdlib.h>
 #include <string.h>
