@@ -3,8 +3,9 @@
  * FAISS or the models; those modules map their own errors onto these codes.
  *
  * Status convention: every function that can fail returns proto_status
- * (PROTO_OK == 0) and writes results through out-parameters. A context object
- * (store, index, model) keeps a short detail message for the last failure.
+ * (PROTO_OK == 0) and writes results through out-parameters. The failing
+ * function also writes a one-line detail into the calling thread's error
+ * text (proto_err_set below), which every module's xxx_last_error() reads.
  */
 #ifndef RETRO_PROTO_H
 #define RETRO_PROTO_H
@@ -67,6 +68,30 @@ enum {
   PROTO_MAX_FILTER_KEYS = 16,         /* metadata keys one search filter may name */
   PROTO_MAX_FILTER_VALUES = 64,       /* values one filter key may list */
 };
+
+/* The calling thread's error detail (error.c), one buffer shared by every
+ * module: a function that fails writes one line saying why, and each
+ * module's xxx_last_error() reads it. Read it before the next call that can
+ * fail; arguments may include proto_err_get() itself (a wrapper adding
+ * context). Longer messages are cut at PROTO_ERR_MAX - 1 bytes. */
+#include <stdarg.h>
+enum { PROTO_ERR_MAX = 1024 };
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+void proto_err_set(const char *fmt, ...);
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 0)))
+#endif
+void proto_err_vset(const char *fmt, va_list ap);
+/* proto_err_set, then returns st: `return proto_fail(PROTO_EINVAL, ...)`. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+proto_status proto_fail(proto_status st, const char *fmt, ...);
+/* The detail text; "" when none was set. Never NULL. */
+const char *proto_err_get(void);
+void proto_err_clear(void);
 
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 int proto_utf8_valid(const char *s, size_t len);

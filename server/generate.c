@@ -374,10 +374,9 @@ proto_status srv_generate(srv_engine *e, const srv_gen_request *rq, const srv_ge
   sp.top_p = (float)rq->top_p;
   sp.seed = out->seed;
   sp.n_logprobs = rq->logprobs > 0 ? rq->logprobs : 0;
-  const char *why = NULL;
-  if ((s = sample_params_check(&sp, &why)) != PROTO_OK) {
+  if ((s = sample_params_check(&sp)) != PROTO_OK) {
     free(ptoks);
-    return srv__fail(s, "%s", why ? why : "bad sampling parameters");
+    return s; /* the detail names the parameter */
   }
 
   double tq = proto_now();

@@ -1,5 +1,6 @@
-/* test_proto.c - status table, UTF-8 validation, and the fast path of
- * search-body parsing against the jansson path. */
+/* test_proto.c - status table, the error detail, UTF-8 validation and
+ * decoding, and the fast path of search-body parsing against the jansson
+ * path. */
 #include "json_priv.h"
 #include "proto.h"
 #include "search_twin.h"
@@ -33,6 +34,34 @@ TEST(utf8) {
   CHECK(!proto_utf8_valid("a\x80", 2));
 }
 
+#include <pthread.h>
+
+static void *set_elsewhere(void *arg) {
+  (void)arg;
+  proto_err_set("from another thread");
+  return NULL;
+}
+
+TEST(error_detail) {
+  CHECK(proto_err_get() != NULL && proto_err_get()[0] == 0); /* "" before any failure */
+  proto_err_set("store: %s #%d", "document", 7);
+  CHECK(strcmp(proto_err_get(), "store: document #7") == 0);
+  /* a wrapper may quote the detail it replaces */
+  CHECK(proto_fail(PROTO_EIO, "engine: %s", proto_err_get()) == PROTO_EIO);
+  CHECK(strcmp(proto_err_get(), "engine: store: document #7") == 0);
+  /* per thread */
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, set_elsewhere, NULL) == 0 && pthread_join(t, NULL) == 0);
+  CHECK(strcmp(proto_err_get(), "engine: store: document #7") == 0);
+  /* cut, still terminated */
+  char big[3 * PROTO_ERR_MAX];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = 0;
+  proto_err_set("%s", big);
+  CHECK(strlen(proto_err_get()) == PROTO_ERR_MAX - 1);
+  proto_err_clear();
+  CHECK(strcmp(proto_err_get(), "") == 0);
+}
 
 /* Parses body twice: as given (the fast path when it accepts) and with an
  * extra "exclude_docs":[] that only the jansson path reads. Returns 1 when
@@ -243,6 +272,7 @@ TEST(base64) {
 
 int main(void) {
   RUN(status_table);
+  RUN(error_detail);
   RUN(base64);
   RUN(utf8);
   RUN(search_fast_path);
