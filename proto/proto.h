@@ -95,6 +95,13 @@ void proto_err_clear(void);
 
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 int proto_utf8_valid(const char *s, size_t len);
+/* Decodes the UTF-8 sequence that starts s[0..len). Returns its length
+ * (1..4), with the code point in *cp (cp may be NULL); 0 when s[0..len) is
+ * the start of a well-formed sequence cut short (more bytes could complete
+ * it; also for len 0); or -k when ill-formed, k (1..3) being the bytes of
+ * its maximal ill-formed subpart, which one U+FFFD replaces (Unicode's
+ * recommended practice). */
+int proto_utf8_decode(const char *s, size_t len, uint32_t *cp);
 
 /* Monotonic clock in seconds (for timings and rates). */
 double proto_now(void);

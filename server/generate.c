@@ -246,13 +246,13 @@ leave:
   return s;
 }
 
-/* Length of the incomplete-but-valid UTF-8 sequence at the end of s[0..n). */
+/* Length of the incomplete-but-valid UTF-8 sequence at the end of s[0..n)
+ * (the next token may complete it). */
 static size_t utf8_tail(const char *s, size_t n) {
   for (size_t back = 1; back <= 3 && back <= n; back++) {
     unsigned char c = (unsigned char)s[n - back];
     if ((c & 0xC0) == 0x80) continue; /* continuation: look further back */
-    size_t need = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 1;
-    return need > back ? back : 0;
+    return proto_utf8_decode(s + n - back, back, NULL) == 0 ? back : 0;
   }
   return 0;
 }
