@@ -11,7 +11,7 @@
  * encoder's thread pool, each followed in cache by its epilogue (bias+GELU,
  * residual+LayerNorm); attention runs one (sequence, head) pair per pool task.
  * When the file stores F16 weights, inputs of at most 16 rows (a query)
- * multiply with them directly (retro_f16.c): such calls are bound by reading
+ * multiply with them directly (kernels_f16.c): such calls are bound by reading
  * the weights, and F16 halves that (default encoder, one 16-token query, 2
  * threads: 1.73 -> 1.32 ms, fastest of a run of tests/bench/encoder with
  * MODEL=); larger inputs use the F32 copy and sgemm. BERT_F16=0 in the
@@ -26,7 +26,6 @@
 
 #include "kernels.h"
 #include "pool.h"
-#include "retro_f16.h"
 #include "st.h"
 
 #include <errno.h>
@@ -439,7 +438,7 @@ proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
   if ((st = bert_read_config(b, dir, &retro_pool)) != PROTO_OK) goto fail;
   /* BERT_F16=0 turns the F16 products off (for comparisons) */
   const char *f16_env = getenv("BERT_F16");
-  b->f16 = retro_f16_supported() && !(f16_env && strcmp(f16_env, "0") == 0);
+  b->f16 = kn_f16_supported() && !(f16_env && strcmp(f16_env, "0") == 0);
   if ((st = bert_load_weights(b, dir)) != PROTO_OK) goto fail;
 
   /* pooling: explicit option, else sentence-transformers, else retro_pooling, else CLS */
@@ -572,8 +571,8 @@ static void lin_tile(void *arg, int t, int worker) {
     int mb = m1 - m0;
     const float *x = j->x + (size_t)m0 * (size_t)j->ldx;
     float *o = j->out + (size_t)m0 * (size_t)j->ldo;
-    retro_linear_prefer_f16(x, j->ldx, j->W, j->Wh, j->epi == EPI_BIAS_GELU ? NULL : j->b, o,
-                            j->ldo, mb, j->N, j->K);
+    kn_linear_prefer_f16(x, j->ldx, j->W, j->Wh, j->epi == EPI_BIAS_GELU ? NULL : j->b, o,
+                         j->ldo, mb, j->N, j->K);
     if (j->epi == EPI_BIAS_GELU) {
       for (int r = 0; r < mb; r++) kn_bias_gelu(o + (size_t)r * (size_t)j->ldo, j->b, 1, j->N);
     } else if (j->epi == EPI_ADD_LN) {
@@ -588,10 +587,10 @@ static void lin_tile(void *arg, int t, int worker) {
     if (c1 <= c0) return;
     int cb = c1 - c0;
     float *o = j->out + c0;
-    retro_linear_prefer_f16(j->x, j->ldx, j->W + (size_t)c0 * (size_t)j->K,
-                            j->Wh ? j->Wh + (size_t)c0 * (size_t)j->K : NULL,
-                            j->epi == EPI_BIAS_GELU || !j->b ? NULL : j->b + c0, o, j->ldo, j->M,
-                            cb, j->K);
+    kn_linear_prefer_f16(j->x, j->ldx, j->W + (size_t)c0 * (size_t)j->K,
+                         j->Wh ? j->Wh + (size_t)c0 * (size_t)j->K : NULL,
+                         j->epi == EPI_BIAS_GELU || !j->b ? NULL : j->b + c0, o, j->ldo, j->M,
+                         cb, j->K);
     if (j->epi == EPI_BIAS_GELU)
       for (int r = 0; r < j->M; r++) kn_bias_gelu(o + (size_t)r * (size_t)j->ldo, j->b + c0, 1, cb);
   }

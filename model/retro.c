@@ -16,7 +16,6 @@
 
 #include "kernels.h"
 #include "pool.h"
-#include "retro_f16.h"
 #include "st.h"
 
 #include <cblas.h>
@@ -372,7 +371,7 @@ proto_status retro_open(const char *dir, int threads, retro **out) {
   }
   {
     const char *env = getenv("RETRO_F16_GEMV");
-    r->f16_gemv = retro_f16_supported() && !(env && strcmp(env, "0") == 0);
+    r->f16_gemv = kn_f16_supported() && !(env && strcmp(env, "0") == 0);
   }
   st = load_weights(r);
   if (st != PROTO_OK) goto leave;
@@ -483,22 +482,22 @@ static void lin_tile(void *arg, int t, int worker) {
 static void lin(const retro *r, const float *x, int ldx, const lin_w *l, float *out, int ldo, int M,
                 int N, int K, int accumulate) {
   if (M == 1 && l->h) {
-    retro_gemv_f16(l->h, x, l->b, out, N, K, accumulate);
+    kn_gemv_f16(l->h, x, l->b, out, N, K, accumulate);
     return;
   }
-  if (M > 1 && M <= RETRO_F16_FEW_ROWS) { /* a short prompt: no sgemm packing or BLAS threads */
+  if (M > 1 && M <= KN_F16_FEW_ROWS) { /* a short prompt: no sgemm packing or BLAS threads */
     if (!accumulate) {
-      retro_linear_prefer_f16(x, ldx, l->w, l->h, l->b, out, ldo, M, N, K);
+      kn_linear_prefer_f16(x, ldx, l->w, l->h, l->b, out, ldo, M, N, K);
       return;
     }
     /* a sum into out goes through a small buffer, 64 columns at a time */
     enum { NB = 64 };
-    float tmp[RETRO_F16_FEW_ROWS * NB];
+    float tmp[KN_F16_FEW_ROWS * NB];
     for (int n0 = 0; n0 < N; n0 += NB) {
       int nb = N - n0 < NB ? N - n0 : NB;
-      retro_linear_prefer_f16(x, ldx, l->w + (size_t)n0 * (size_t)K,
-                              l->h ? l->h + (size_t)n0 * (size_t)K : NULL,
-                              l->b ? l->b + n0 : NULL, tmp, NB, M, nb, K);
+      kn_linear_prefer_f16(x, ldx, l->w + (size_t)n0 * (size_t)K,
+                           l->h ? l->h + (size_t)n0 * (size_t)K : NULL,
+                           l->b ? l->b + n0 : NULL, tmp, NB, M, nb, K);
       for (int i = 0; i < M; i++)
         for (int j = 0; j < nb; j++) out[(size_t)i * (size_t)ldo + n0 + j] += tmp[i * NB + j];
     }
