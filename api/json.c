@@ -61,27 +61,12 @@ void proto_buf_addf(proto_buf *b, const char *fmt, ...) {
 }
 
 /* Length of the well-formed UTF-8 sequence at s (1..4), or 0 when ill-formed;
- * *bad receives how many bytes make the maximal invalid subpart (>= 1). */
+ * *bad receives how many bytes one U+FFFD replaces (a sequence cut short by
+ * the end: all of them). */
 static size_t utf8_seq(const unsigned char *s, size_t avail, size_t *bad) {
-  unsigned c = s[0];
-  size_t n;
-  unsigned lo = 0x80, hi = 0xBF;
-  *bad = 1;
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) n = 1;
-  else if (c == 0xE0) { n = 2; lo = 0xA0; }
-  else if (c == 0xED) { n = 2; hi = 0x9F; }
-  else if (c >= 0xE1 && c <= 0xEF) n = 2;
-  else if (c == 0xF0) { n = 3; lo = 0x90; }
-  else if (c == 0xF4) { n = 3; hi = 0x8F; }
-  else if (c >= 0xF1 && c <= 0xF3) n = 3;
-  else return 0;
-  for (size_t k = 1; k <= n; k++) {
-    if (k >= avail) { *bad = k; return 0; }
-    unsigned lo_k = k == 1 ? lo : 0x80, hi_k = k == 1 ? hi : 0xBF;
-    if (s[k] < lo_k || s[k] > hi_k) { *bad = k; return 0; }
-  }
-  return n + 1;
+  int n = proto_utf8_decode((const char *)s, avail, NULL);
+  *bad = n < 0 ? (size_t)-n : avail;
+  return n > 0 ? (size_t)n : 0;
 }
 
 void proto_buf_add_utf8_lossy(proto_buf *b, const char *str, size_t len) {

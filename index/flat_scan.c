@@ -195,16 +195,20 @@ static void heap_out(scan_hit *heap, size_t kept, size_t k, int l2, float *dist,
 
 #define ROW_LABEL(row) (ids ? ids[row] : (int64_t)(row))
 
-int flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const float *q,
-              size_t nq, int l2, size_t k, float *dist, int64_t *lab) {
+static proto_status too_many_queries(size_t nq) {
+  return proto_fail(PROTO_EINVAL, "flat_scan: %zu queries, at most %d", nq, FLAT_SCAN_MAX_QUERIES);
+}
+
+proto_status flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const float *q,
+                       size_t nq, int l2, size_t k, float *dist, int64_t *lab) {
   enum { STACK_HITS = 1024 };
   float scores[SCAN_ROWS];
   scan_hit stack_hits[STACK_HITS];
   size_t kept[FLAT_SCAN_MAX_QUERIES] = {0};
-  if (nq > FLAT_SCAN_MAX_QUERIES) return -1;
-  if (k == 0) return 0;
+  if (nq > FLAT_SCAN_MAX_QUERIES) return too_many_queries(nq);
+  if (k == 0) return PROTO_OK;
   scan_hit *heaps = nq * k <= STACK_HITS ? stack_hits : malloc(nq * k * sizeof *heaps);
-  if (!heaps) return -1;
+  if (!heaps) return proto_fail(PROTO_ENOMEM, "out of memory");
   /* block by block, every query over the block while it is in cache */
   for (size_t r0 = 0; r0 < n; r0 += SCAN_ROWS) {
     size_t rows = n - r0 < SCAN_ROWS ? n - r0 : SCAN_ROWS;
@@ -226,7 +230,7 @@ int flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const flo
   }
   for (size_t i = 0; i < nq; i++) heap_out(heaps + i * k, kept[i], k, l2, dist + i * k, lab + i * k);
   if (heaps != stack_hits) free(heaps);
-  return 0;
+  return PROTO_OK;
 }
 #undef ROW_LABEL
 
@@ -249,20 +253,20 @@ struct flat_codes {
  * could overflow a float. */
 #define ROW_NORM_MAX 1e15
 
-int flat_codes_new(size_t d, flat_codes **out) {
+proto_status flat_codes_new(size_t d, flat_codes **out) {
   *out = NULL;
-  if (d == 0) return -1;
+  if (d == 0) return proto_fail(PROTO_EINVAL, "flat_codes_new: dimension 0");
   flat_codes *c = calloc(1, sizeof *c);
-  if (!c) return -1;
+  if (!c) return proto_fail(PROTO_ENOMEM, "out of memory");
   c->d = d;
   c->gamma = (float)((double)(d + 32) * 0x1p-22);
   c->qi_max = fmin(32767.0, floor(2147483647.0 / (127.0 * (double)d)));
   if (c->qi_max < 1) {
     free(c);
-    return -1;
+    return proto_fail(PROTO_EINVAL, "flat_codes_new: dimension %zu too large", d);
   }
   *out = c;
-  return 0;
+  return PROTO_OK;
 }
 
 void flat_codes_free(flat_codes *c) {
@@ -340,8 +344,8 @@ SCAN_CLONES static int code_row(const float *xr, size_t d, int8_t *code, float *
   return 1;
 }
 
-int flat_codes_append(flat_codes *c, const float *x, size_t n) {
-  if (codes_reserve(c, c->rows + n) != 0) return -1;
+proto_status flat_codes_append(flat_codes *c, const float *x, size_t n) {
+  if (codes_reserve(c, c->rows + n) != 0) return proto_fail(PROTO_ENOMEM, "out of memory");
   const size_t d = c->d;
   for (size_t i = 0; i < n; i++) {
     size_t r = c->rows + i;
@@ -357,7 +361,7 @@ int flat_codes_append(flat_codes *c, const float *x, size_t n) {
     }
   }
   c->rows += n;
-  return 0;
+  return PROTO_OK;
 }
 
 size_t flat_codes_keep(flat_codes *c, const uint8_t *keep) {
@@ -584,10 +588,10 @@ static int coded_query(const flat_codes *c, const float *xb, const int64_t *ids,
   return 0;
 }
 
-int flat_scan_coded(const flat_codes *c, const float *xb, const int64_t *ids, size_t n,
-                    size_t d, const float *q, size_t nq, int l2, size_t k, float *dist,
-                    int64_t *lab) {
-  if (nq > FLAT_SCAN_MAX_QUERIES) return -1;
+proto_status flat_scan_coded(const flat_codes *c, const float *xb, const int64_t *ids, size_t n,
+                             size_t d, const float *q, size_t nq, int l2, size_t k, float *dist,
+                             int64_t *lab) {
+  if (nq > FLAT_SCAN_MAX_QUERIES) return too_many_queries(nq);
   if (!c || c->rows != n || c->d != d || c->wild || n > UINT32_MAX || k == 0)
     return flat_scan(xb, ids, n, d, q, nq, l2, k, dist, lab);
   enum { STACK_K = 128, STACK_D = 1024, STACK_CAND = 512 };
@@ -604,7 +608,8 @@ int flat_scan_coded(const flat_codes *c, const float *xb, const int64_t *ids, si
   for (size_t i = 0; i < nq && rc == 0; i++) {
     rc = coded_query(c, xb, ids, n, q + i * d, l2, k, qi, &cand, lower_heap, heap, dist + i * k,
                      lab + i * k);
-    if (rc == 1) rc = flat_scan(xb, ids, n, d, q + i * d, 1, l2, k, dist + i * k, lab + i * k);
+    if (rc == 1) /* the codes cannot bound this query's scores */
+      rc = flat_scan(xb, ids, n, d, q + i * d, 1, l2, k, dist + i * k, lab + i * k) ? -1 : 0;
   }
   if (!cand.on_stack) {
     free(cand.row);
@@ -613,5 +618,5 @@ int flat_scan_coded(const flat_codes *c, const float *xb, const int64_t *ids, si
   if (lower_heap != stack_lower) free(lower_heap);
   if (heap != stack_heap) free(heap);
   if (qi != stack_qi) free(qi);
-  return rc;
+  return rc ? proto_fail(PROTO_ENOMEM, "out of memory") : PROTO_OK;
 }

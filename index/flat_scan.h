@@ -27,6 +27,8 @@
 #ifndef RETRO_FLAT_SCAN_H
 #define RETRO_FLAT_SCAN_H
 
+#include "proto.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,20 +36,22 @@ enum { FLAT_SCAN_MAX_QUERIES = 19 }; /* FAISS uses BLAS from 20 queries on */
 
 /* xb: n rows of d floats; ids: the label of each row (NULL: the row number);
  * q: nq rows of d floats, nq <= FLAT_SCAN_MAX_QUERIES; l2: 0 = inner
- * product, 1 = squared L2. dist/lab: nq * k. Returns 0, or -1 when nq is too
- * large or memory for nq * k > 1024 hits cannot be had. */
-int flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const float *q,
-              size_t nq, int l2, size_t k, float *dist, int64_t *lab);
+ * product, 1 = squared L2. dist/lab: nq * k. PROTO_OK, PROTO_EINVAL when nq
+ * is too large, or PROTO_ENOMEM when memory for nq * k > 1024 hits cannot be
+ * had (with the error detail set). */
+proto_status flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const float *q,
+                       size_t nq, int l2, size_t k, float *dist, int64_t *lab);
 
 typedef struct flat_codes flat_codes;
 
-/* An empty code table for rows of d floats. 0, or -1 (d == 0 or no memory). */
-int flat_codes_new(size_t d, flat_codes **out);
+/* An empty code table for rows of d floats. PROTO_OK, PROTO_EINVAL (d == 0
+ * or too large for 32-bit sums), or PROTO_ENOMEM. */
+proto_status flat_codes_new(size_t d, flat_codes **out);
 /* Accepts NULL. */
 void flat_codes_free(flat_codes *c);
-/* Appends the codes of x (n, d): row i of x becomes row rows + i. 0, or -1
- * without memory (the table is then unchanged in its row count). */
-int flat_codes_append(flat_codes *c, const float *x, size_t n);
+/* Appends the codes of x (n, d): row i of x becomes row rows + i. PROTO_OK,
+ * or PROTO_ENOMEM (the table is then unchanged in its row count). */
+proto_status flat_codes_append(flat_codes *c, const float *x, size_t n);
 /* Keeps the rows r with keep[r] != 0 (keep: flat_codes_rows entries), in
  * order, as IndexFlat::remove_ids compacts its rows. Returns the rows left. */
 size_t flat_codes_keep(flat_codes *c, const uint8_t *keep);
@@ -61,8 +65,8 @@ size_t flat_codes_rows(const flat_codes *c);
  * another size, or holding a row that is not finite it is flat_scan. Not
  * thread-safe against changes to c; concurrent scans are fine. Returns as
  * flat_scan (it allocates its candidate lists). */
-int flat_scan_coded(const flat_codes *c, const float *xb, const int64_t *ids, size_t n,
-                    size_t d, const float *q, size_t nq, int l2, size_t k, float *dist,
-                    int64_t *lab);
+proto_status flat_scan_coded(const flat_codes *c, const float *xb, const int64_t *ids, size_t n,
+                             size_t d, const float *q, size_t nq, int l2, size_t k, float *dist,
+                             int64_t *lab);
 
 #endif

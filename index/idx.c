@@ -118,24 +118,14 @@ struct idx {
   pthread_rwlock_t lock;
 };
 
-static _Thread_local char idx_err[512];
-
-const char *idx_last_error(void) { return idx_err; }
-
-static proto_status fail(proto_status s, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(idx_err, sizeof idx_err, fmt, ap);
-  va_end(ap);
-  return s;
-}
+const char *idx_last_error(void) { return proto_err_get(); }
 
 static proto_status faiss_fail(const char *what) {
-  return fail(PROTO_EINDEX, "%s: %s", what, faiss_get_last_error());
+  return proto_fail(PROTO_EINDEX, "%s: %s", what, faiss_get_last_error());
 }
 
 static proto_status store_fail(proto_status s, const char *what) {
-  return fail(s, "%s: %s", what, store_last_error());
+  return proto_fail(s, "%s: %s", what, store_last_error());
 }
 
 static FaissMetricType faiss_metric(idx_metric m) {
@@ -190,18 +180,18 @@ static proto_status make_index(const char *factory, uint32_t dim, idx_metric met
   char *wrapped = NULL;
   proto_status s = PROTO_OK;
   if (faiss_index_factory(&ix, (int)dim, factory, faiss_metric(metric))) {
-    s = fail(PROTO_EINVAL, "index factory \"%s\": %s", factory, faiss_get_last_error());
+    s = proto_fail(PROTO_EINVAL, "index factory \"%s\": %s", factory, faiss_get_last_error());
     goto leave;
   }
   if (strncmp(factory, "IDMap", 5) != 0 && !faiss_IndexIVF_cast(core_of(ix))) {
     size_t len = strlen(factory) + 8;
     wrapped = malloc(len);
-    if (!wrapped) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    if (!wrapped) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
     snprintf(wrapped, len, "IDMap,%s", factory);
     faiss_Index_free(ix);
     ix = NULL;
     if (faiss_index_factory(&ix, (int)dim, wrapped, faiss_metric(metric))) {
-      s = fail(PROTO_EINVAL, "index factory \"%s\": %s", wrapped, faiss_get_last_error());
+      s = proto_fail(PROTO_EINVAL, "index factory \"%s\": %s", wrapped, faiss_get_last_error());
       goto leave;
     }
   }
@@ -238,7 +228,7 @@ static proto_status reset_index(idx *ix, const char *factory) {
   if (s != PROTO_OK) return s;
   if (factory != ix->factory) {
     char *copy = strdup(factory);
-    if (!copy) { faiss_Index_free(fresh); return fail(PROTO_ENOMEM, "out of memory"); }
+    if (!copy) { faiss_Index_free(fresh); return proto_fail(PROTO_ENOMEM, "out of memory"); }
     free(ix->factory);
     ix->factory = copy;
   }
@@ -308,7 +298,7 @@ static proto_status add_dead(idx *ix, const uint64_t *ids, size_t n) {
   if (ix->n_dead + n > ix->cap_dead) {
     size_t cap = (ix->n_dead + n) * 2;
     uint64_t *d = realloc(ix->dead, cap * sizeof *d);
-    if (!d) return fail(PROTO_ENOMEM, "out of memory");
+    if (!d) return proto_fail(PROTO_ENOMEM, "out of memory");
     ix->dead = d;
     ix->cap_dead = cap;
   }
@@ -392,7 +382,7 @@ static proto_status catch_up(idx *ix) {
   proto_status s = store_stats_get(ix->st, &stats);
   if (s != PROTO_OK) return store_fail(s, "store stats");
   if (stats.dim && stats.dim != ix->dim)
-    return fail(PROTO_EDIM, "store holds %u-d vectors, index is %u-d", stats.dim, ix->dim);
+    return proto_fail(PROTO_EDIM, "store holds %u-d vectors, index is %u-d", stats.dim, ix->dim);
   if (!faiss_Index_is_trained(ix->main)) {
     if (stats.chunks >= 39 * train_base(ix)) {
       if ((s = train(ix, stats.chunks)) != PROTO_OK) return s;
@@ -413,7 +403,7 @@ static proto_status catch_up(idx *ix) {
     goto leave;
   }
   gone = malloc((n_tomb ? n_tomb : 1) * sizeof *gone);
-  if (!gone) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!gone) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
   for (size_t i = 0; i < n_tomb; i++)
     if (tomb[i] <= before && !u64_in(ix->applied, ix->n_applied, tomb[i])) gone[n_gone++] = tomb[i];
   if ((s = remove_ids(ix, gone, n_gone)) != PROTO_OK) goto leave;
@@ -493,14 +483,14 @@ static int write_all(int fd, const void *p, size_t n) {
 
 static proto_status dir_fsync(const char *path) {
   char *dir = strdup(path);
-  if (!dir) return fail(PROTO_ENOMEM, "out of memory");
+  if (!dir) return proto_fail(PROTO_ENOMEM, "out of memory");
   char *slash = strrchr(dir, '/');
   if (!slash) strcpy(dir, ".");
   else if (slash == dir) slash[1] = 0;
   else *slash = 0;
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   proto_status s = PROTO_OK;
-  if (fd < 0 || fsync(fd) != 0) s = fail(PROTO_EIO, "fsync %s: %s", dir, strerror(errno));
+  if (fd < 0 || fsync(fd) != 0) s = proto_fail(PROTO_EIO, "fsync %s: %s", dir, strerror(errno));
   if (fd >= 0) close(fd);
   free(dir);
   return s;
@@ -513,9 +503,9 @@ static proto_status write_file(idx *ix, uint64_t watermark) {
   int fd = -1;
   proto_status s = PROTO_OK;
   FILE *mf = open_memstream(&blob, &blob_len);
-  if (!mf) return fail(PROTO_ENOMEM, "open_memstream: %s", strerror(errno));
+  if (!mf) return proto_fail(PROTO_ENOMEM, "open_memstream: %s", strerror(errno));
   int rc = faiss_write_index(ix->main, mf);
-  if (fclose(mf) != 0 && rc == 0) { s = fail(PROTO_ENOMEM, "serialising the index"); goto leave; }
+  if (fclose(mf) != 0 && rc == 0) { s = proto_fail(PROTO_ENOMEM, "serialising the index"); goto leave; }
   if (rc) { s = faiss_fail("write index"); goto leave; }
 
   file_head h;
@@ -531,20 +521,20 @@ static proto_status write_file(idx *ix, uint64_t watermark) {
   sum = proto_fnv1a64(sum, blob, blob_len);
 
   size_t plen = strlen(ix->path) + 5;
-  if (!(tmp = malloc(plen))) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!(tmp = malloc(plen))) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
   snprintf(tmp, plen, "%s.tmp", ix->path);
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) { s = fail(PROTO_EIO, "open %s: %s", tmp, strerror(errno)); goto leave; }
+  if (fd < 0) { s = proto_fail(PROTO_EIO, "open %s: %s", tmp, strerror(errno)); goto leave; }
   if (write_all(fd, &h, sizeof h) || write_all(fd, ix->factory, h.factory_len) ||
       write_all(fd, blob, blob_len) || write_all(fd, &sum, sizeof sum) ||
       write_all(fd, END, sizeof END) || fsync(fd) != 0) {
-    s = fail(PROTO_EIO, "write %s: %s", tmp, strerror(errno));
+    s = proto_fail(PROTO_EIO, "write %s: %s", tmp, strerror(errno));
     goto leave;
   }
-  if (close(fd) != 0) { fd = -1; s = fail(PROTO_EIO, "close %s: %s", tmp, strerror(errno)); goto leave; }
+  if (close(fd) != 0) { fd = -1; s = proto_fail(PROTO_EIO, "close %s: %s", tmp, strerror(errno)); goto leave; }
   fd = -1;
   if (rename(tmp, ix->path) != 0) {
-    s = fail(PROTO_EIO, "rename %s: %s", tmp, strerror(errno));
+    s = proto_fail(PROTO_EIO, "rename %s: %s", tmp, strerror(errno));
     goto leave;
   }
   s = dir_fsync(ix->path);
@@ -557,24 +547,24 @@ leave:
 }
 
 /* Loads path into *out when it is whole and made for this factory, metric and
- * dim. Returns 0 when loaded, -1 when absent or unusable (idx_err says why). */
+ * dim. Returns 0 when loaded, -1 when absent or unusable (idx_last_error says why). */
 static int read_file(idx *ix, FaissIndex **out, uint64_t *watermark) {
   char *buf = NULL;
   FaissIndex *loaded = NULL;
   int ok = -1;
   struct stat sb;
   int fd = open(ix->path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) { fail(PROTO_EIO, "open %s: %s", ix->path, strerror(errno)); goto leave; }
+  if (fd < 0) { proto_fail(PROTO_EIO, "open %s: %s", ix->path, strerror(errno)); goto leave; }
   if (fstat(fd, &sb) != 0 || sb.st_size < (off_t)(sizeof(file_head) + 16)) {
-    fail(PROTO_ECORRUPT, "%s: too short", ix->path);
+    proto_fail(PROTO_ECORRUPT, "%s: too short", ix->path);
     goto leave;
   }
   size_t size = (size_t)sb.st_size;
-  if (!(buf = malloc(size))) { fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!(buf = malloc(size))) { proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
   for (size_t got = 0; got < size;) {
     ssize_t r = read(fd, buf + got, size - got);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) { fail(PROTO_EIO, "read %s", ix->path); goto leave; }
+    if (r <= 0) { proto_fail(PROTO_EIO, "read %s", ix->path); goto leave; }
     got += (size_t)r;
   }
   file_head h;
@@ -582,29 +572,29 @@ static int read_file(idx *ix, FaissIndex **out, uint64_t *watermark) {
   if (memcmp(h.magic, MAGIC, sizeof MAGIC) != 0 || h.factory_len > 4096 ||
       h.blob_len > size || sizeof h + h.factory_len + h.blob_len + 16 != size ||
       memcmp(buf + size - 8, END, 8) != 0) {
-    fail(PROTO_ECORRUPT, "%s: not a whole index file", ix->path);
+    proto_fail(PROTO_ECORRUPT, "%s: not a whole index file", ix->path);
     goto leave;
   }
   uint64_t sum;
   memcpy(&sum, buf + size - 16, sizeof sum);
   if (proto_fnv1a64(PROTO_FNV_INIT, buf, size - 16) != sum) {
-    fail(PROTO_ECORRUPT, "%s: checksum mismatch", ix->path);
+    proto_fail(PROTO_ECORRUPT, "%s: checksum mismatch", ix->path);
     goto leave;
   }
   const char *factory = buf + sizeof h;
   if (h.dim != ix->dim || h.metric != (uint32_t)ix->metric ||
       h.factory_len != strlen(ix->factory) || memcmp(factory, ix->factory, h.factory_len) != 0) {
-    fail(PROTO_EMISMATCH, "%s: made for another factory, metric or dimension", ix->path);
+    proto_fail(PROTO_EMISMATCH, "%s: made for another factory, metric or dimension", ix->path);
     goto leave;
   }
   FILE *mf = fmemopen(buf + sizeof h + h.factory_len, h.blob_len, "rb");
-  if (!mf) { fail(PROTO_ENOMEM, "fmemopen: %s", strerror(errno)); goto leave; }
+  if (!mf) { proto_fail(PROTO_ENOMEM, "fmemopen: %s", strerror(errno)); goto leave; }
   int rc = faiss_read_index(mf, 0, &loaded);
   fclose(mf);
   if (rc) { faiss_fail("read index"); loaded = NULL; goto leave; }
   if (faiss_Index_d(loaded) != (int)ix->dim ||
       faiss_Index_metric_type(loaded) != faiss_metric(ix->metric)) {
-    fail(PROTO_ECORRUPT, "%s: index header disagrees", ix->path);
+    proto_fail(PROTO_ECORRUPT, "%s: index header disagrees", ix->path);
     goto leave;
   }
   *out = loaded;
@@ -626,19 +616,19 @@ proto_status idx_file_info(const char *path, uint64_t *watermark, uint64_t *ntot
   struct stat sb;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    s = fail(errno == ENOENT ? PROTO_ENOTFOUND : PROTO_EIO, "%s: %s", path, strerror(errno));
+    s = proto_fail(errno == ENOENT ? PROTO_ENOTFOUND : PROTO_EIO, "%s: %s", path, strerror(errno));
     goto leave;
   }
   if (fstat(fd, &sb) != 0 || sb.st_size < (off_t)(sizeof(file_head) + 16)) {
-    s = fail(PROTO_ECORRUPT, "%s: too short", path);
+    s = proto_fail(PROTO_ECORRUPT, "%s: too short", path);
     goto leave;
   }
   size_t size = (size_t)sb.st_size;
-  if (!(buf = malloc(size))) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!(buf = malloc(size))) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
   for (size_t got = 0; got < size;) {
     ssize_t r = read(fd, buf + got, size - got);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) { s = fail(PROTO_EIO, "read %s", path); goto leave; }
+    if (r <= 0) { s = proto_fail(PROTO_EIO, "read %s", path); goto leave; }
     got += (size_t)r;
   }
   file_head h;
@@ -648,15 +638,15 @@ proto_status idx_file_info(const char *path, uint64_t *watermark, uint64_t *ntot
   if (memcmp(h.magic, MAGIC, sizeof MAGIC) != 0 || h.factory_len > 4096 ||
       h.blob_len > size || sizeof h + h.factory_len + h.blob_len + 16 != size ||
       memcmp(buf + size - 8, END, 8) != 0) {
-    s = fail(PROTO_ECORRUPT, "%s: not a whole index file", path);
+    s = proto_fail(PROTO_ECORRUPT, "%s: not a whole index file", path);
     goto leave;
   }
   if (proto_fnv1a64(PROTO_FNV_INIT, buf, size - 16) != sum) {
-    s = fail(PROTO_ECORRUPT, "%s: checksum mismatch", path);
+    s = proto_fail(PROTO_ECORRUPT, "%s: checksum mismatch", path);
     goto leave;
   }
   FILE *mf = fmemopen(buf + sizeof h + h.factory_len, h.blob_len, "rb");
-  if (!mf) { s = fail(PROTO_ENOMEM, "fmemopen: %s", strerror(errno)); goto leave; }
+  if (!mf) { s = proto_fail(PROTO_ENOMEM, "fmemopen: %s", strerror(errno)); goto leave; }
   int rc = faiss_read_index(mf, 0, &loaded);
   fclose(mf);
   if (rc) { s = faiss_fail("read index"); loaded = NULL; goto leave; }
@@ -681,7 +671,7 @@ static proto_status save_locked(idx *ix) {
    * store so the dead set comes back at open. */
   uint64_t *applied = malloc((ix->n_applied ? ix->n_applied : 1) * sizeof *applied);
   size_t n = 0;
-  if (!applied) return fail(PROTO_ENOMEM, "out of memory");
+  if (!applied) return proto_fail(PROTO_ENOMEM, "out of memory");
   for (size_t i = 0; i < ix->n_applied; i++)
     if (!u64_in(ix->dead, ix->n_dead, ix->applied[i])) applied[n++] = ix->applied[i];
   s = store_index_mark(ix->st, watermark, applied, n);
@@ -705,11 +695,11 @@ static void codes_refresh(idx *ix) {
   size_t rows = 0;
   int flat = !ix->plain_scan && faiss_Index_flat_view(active, &xb, &row_ids, &rows);
   if (flat && rows * ix->dim >= CODES_MIN_FLOATS &&
-      (ix->codes || flat_codes_new(ix->dim, &ix->codes) == 0)) {
+      (ix->codes || flat_codes_new(ix->dim, &ix->codes) == PROTO_OK)) {
     if (ix->codes_stale || ix->codes_of != active || flat_codes_rows(ix->codes) > rows)
       flat_codes_clear(ix->codes);
     size_t have = flat_codes_rows(ix->codes);
-    if (flat_codes_append(ix->codes, xb + have * ix->dim, rows - have) == 0) {
+    if (flat_codes_append(ix->codes, xb + have * ix->dim, rows - have) == PROTO_OK) {
       ix->codes_of = active;
       ix->codes_stale = 0;
       return;
@@ -728,18 +718,18 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
   char chosen[64];
   proto_status s = PROTO_OK;
   store_stats stats;
-  if (!path || !st || !opt || !out) return fail(PROTO_EINVAL, "idx_open: NULL argument");
+  if (!path || !st || !opt || !out) return proto_fail(PROTO_EINVAL, "idx_open: NULL argument");
   *out = NULL;
-  if (opt->dim > PROTO_MAX_DIM) return fail(PROTO_EINVAL, "dimension %u too large", opt->dim);
+  if (opt->dim > PROTO_MAX_DIM) return proto_fail(PROTO_EINVAL, "dimension %u too large", opt->dim);
   if (opt->metric != IDX_METRIC_IP && opt->metric != IDX_METRIC_L2)
-    return fail(PROTO_EINVAL, "unknown metric %d", (int)opt->metric);
+    return proto_fail(PROTO_EINVAL, "unknown metric %d", (int)opt->metric);
   if ((s = store_stats_get(st, &stats)) != PROTO_OK) return store_fail(s, "store stats");
   uint32_t dim = opt->dim ? opt->dim : stats.dim;
-  if (dim == 0) return fail(PROTO_EINVAL, "index dimension unknown (empty store, dim 0)");
+  if (dim == 0) return proto_fail(PROTO_EINVAL, "index dimension unknown (empty store, dim 0)");
   if (stats.dim && stats.dim != dim)
-    return fail(PROTO_EDIM, "store holds %u-d vectors, index asked for %u-d", stats.dim, dim);
+    return proto_fail(PROTO_EDIM, "store holds %u-d vectors, index asked for %u-d", stats.dim, dim);
 
-  if (!(ix = calloc(1, sizeof *ix))) return fail(PROTO_ENOMEM, "out of memory");
+  if (!(ix = calloc(1, sizeof *ix))) return proto_fail(PROTO_ENOMEM, "out of memory");
   /* Writer-preferring: with glibc's default (readers first) a steady stream
    * of searches starves idx_sync forever (seen in the concurrency test). */
   pthread_rwlockattr_t attr;
@@ -749,7 +739,7 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
   pthread_rwlockattr_destroy(&attr);
   if (lock_rc != 0) {
     free(ix);
-    return fail(PROTO_ENOMEM, "rwlock");
+    return proto_fail(PROTO_ENOMEM, "rwlock");
   }
   ix->st = st;
   ix->dim = dim;
@@ -758,7 +748,7 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
   ix->ef_default = opt->ef_search > 0 ? opt->ef_search : 64;
   ix->plain_scan = opt->plain_scan != 0;
   ix->auto_flat_floats = opt->auto_flat_floats ? opt->auto_flat_floats : AUTO_FLAT_FLOATS;
-  if (!(ix->path = strdup(path))) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!(ix->path = strdup(path))) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
 
   if ((s = store_meta_get(st, "index_factory", &meta_factory)) != PROTO_OK ||
       (s = store_meta_get(st, "index_factory_auto", &meta_auto)) != PROTO_OK ||
@@ -835,7 +825,7 @@ void idx_close(idx *ix) {
 }
 
 proto_status idx_sync(idx *ix) {
-  if (!ix) return fail(PROTO_EINVAL, "idx_sync: NULL index");
+  if (!ix) return proto_fail(PROTO_EINVAL, "idx_sync: NULL index");
   pthread_rwlock_wrlock(&ix->lock);
   proto_status s = sync_locked(ix);
   codes_refresh(ix);
@@ -844,7 +834,7 @@ proto_status idx_sync(idx *ix) {
 }
 
 proto_status idx_save(idx *ix) {
-  if (!ix) return fail(PROTO_EINVAL, "idx_save: NULL index");
+  if (!ix) return proto_fail(PROTO_EINVAL, "idx_save: NULL index");
   pthread_rwlock_wrlock(&ix->lock);
   proto_status s = save_locked(ix);
   codes_refresh(ix);
@@ -853,7 +843,7 @@ proto_status idx_save(idx *ix) {
 }
 
 proto_status idx_rebuild(idx *ix, const char *factory) {
-  if (!ix) return fail(PROTO_EINVAL, "idx_rebuild: NULL index");
+  if (!ix) return proto_fail(PROTO_EINVAL, "idx_rebuild: NULL index");
   pthread_rwlock_wrlock(&ix->lock);
   int was_auto = ix->auto_factory;
   if (factory && *factory) ix->auto_factory = 0;
@@ -898,9 +888,9 @@ static proto_status search_round(const idx *ix, FaissIndex *active, const float 
   size_t rows;
   if (n <= FLAT_SCAN_MAX_QUERIES && faiss_Index_flat_view(active, &xb, &row_ids, &rows)) {
     const flat_codes *codes = ix->codes_of == active ? ix->codes : NULL;
-    if (flat_scan_coded(codes, xb, row_ids, rows, ix->dim, qbuf, n, ix->metric == IDX_METRIC_L2,
-                        (size_t)kf, dist, lab) != 0)
-      return fail(PROTO_ENOMEM, "out of memory");
+    s = flat_scan_coded(codes, xb, row_ids, rows, ix->dim, qbuf, n, ix->metric == IDX_METRIC_L2,
+                        (size_t)kf, dist, lab);
+    if (s != PROTO_OK) return s;
   } else {
     if (active == ix->main && (s = make_params(ix, params, &sp)) != PROTO_OK) return s;
     int rc = sp ? faiss_Index_search_with_params(active, (idx_t)n, qbuf, kf, sp, dist, lab)
@@ -940,10 +930,10 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
   int threads_before = 0;
   proto_status s = PROTO_OK;
   if (!ix || (!queries && nq) || !scores || !ids)
-    return fail(PROTO_EINVAL, "idx_search: NULL argument");
-  if (k < 1 || k > PROTO_MAX_K) return fail(PROTO_ERANGE, "k = %d outside 1..%d", k, PROTO_MAX_K);
+    return proto_fail(PROTO_EINVAL, "idx_search: NULL argument");
+  if (k < 1 || k > PROTO_MAX_K) return proto_fail(PROTO_ERANGE, "k = %d outside 1..%d", k, PROTO_MAX_K);
   if ((params && (params->nprobe < 0 || params->ef_search < 0)))
-    return fail(PROTO_ERANGE, "negative nprobe or ef_search");
+    return proto_fail(PROTO_ERANGE, "negative nprobe or ef_search");
   for (size_t i = 0; i < nq * (size_t)k; i++) { scores[i] = NAN; ids[i] = -1; }
   if (nq == 0) return PROTO_OK;
 
@@ -975,7 +965,7 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
   if (kf > ntotal) kf = ntotal;
   qsel = malloc(nq * sizeof *qsel);
   qbuf = malloc(nq * ix->dim * sizeof *qbuf);
-  if (!qsel || !qbuf) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!qsel || !qbuf) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
   for (size_t i = 0; i < nq; i++) qsel[i] = i;
   size_t nsel = nq;
   /* FAISS parallelises over queries (and IDMap's label translation); with
@@ -989,7 +979,7 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
     free(lab);
     dist = malloc(nsel * (size_t)kf * sizeof *dist);
     lab = malloc(nsel * (size_t)kf * sizeof *lab);
-    if (!dist || !lab) { s = fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    if (!dist || !lab) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
     s = search_round(ix, active, queries, qsel, &nsel, k, kf, ntotal, params, filter,
                      filter_ctx, scores, ids, qbuf, dist, lab);
     if (s != PROTO_OK) goto leave;
@@ -1007,7 +997,7 @@ leave:
 }
 
 proto_status idx_info_get(idx *ix, idx_info *out) {
-  if (!ix || !out) return fail(PROTO_EINVAL, "idx_info_get: NULL argument");
+  if (!ix || !out) return proto_fail(PROTO_EINVAL, "idx_info_get: NULL argument");
   memset(out, 0, sizeof *out);
   pthread_rwlock_rdlock(&ix->lock);
   snprintf(out->factory, sizeof out->factory, "%s", ix->factory);

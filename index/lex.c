@@ -78,23 +78,10 @@ struct lex {
   uint64_t freq_count;
 };
 
-static _Thread_local char lex_err[512];
-
-const char *lex_last_error(void) { return lex_err; }
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static proto_status fail(proto_status s, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(lex_err, sizeof lex_err, fmt, ap);
-  va_end(ap);
-  return s;
-}
+const char *lex_last_error(void) { return proto_err_get(); }
 
 static proto_status db_fail(sqlite3 *db, const char *what) {
-  return fail(PROTO_EINDEX, "lexical index: %s: %s", what, db ? sqlite3_errmsg(db) : "no connection");
+  return proto_fail(PROTO_EINDEX, "lexical index: %s: %s", what, db ? sqlite3_errmsg(db) : "no connection");
 }
 
 /* Tokenizer ------------------------------------------------------------------- */
@@ -230,7 +217,7 @@ static proto_status connect(const char *path, int flags, sqlite3 **out, fts5_api
   sqlite3_busy_timeout(db, 10000);
   if (!(a = register_tokenizer(db))) {
     sqlite3_close(db);
-    return fail(PROTO_EINDEX, "lexical index: SQLite has no FTS5");
+    return proto_fail(PROTO_EINDEX, "lexical index: SQLite has no FTS5");
   }
   *out = db;
   if (api) *api = a;
@@ -335,7 +322,7 @@ static proto_status live_ids(store *st, uint64_t after_id, idlist *out) {
   if (s != PROTO_OK) {
     free(out->v);
     memset(out, 0, sizeof *out);
-    return fail(s, "lexical index: reading the store: %s",
+    return proto_fail(s, "lexical index: reading the store: %s",
                 s == PROTO_ENOMEM ? "out of memory" : store_last_error());
   }
   return PROTO_OK;
@@ -354,7 +341,7 @@ static proto_status add_chunks(lex *lx, const uint64_t *ids, size_t n) {
     proto_status cs = store_chunk_get(lx->st, ids[i], &c);
     if (cs == PROTO_ENOTFOUND) continue; /* deleted since the scan: its tombstone follows */
     if (cs != PROTO_OK) {
-      s = fail(cs, "lexical index: reading chunk %llu: %s", (unsigned long long)ids[i],
+      s = proto_fail(cs, "lexical index: reading chunk %llu: %s", (unsigned long long)ids[i],
                store_last_error());
       break;
     }
@@ -399,15 +386,15 @@ static proto_status finish(lex *lx, proto_status s) {
     s = db_fail(lx->w, "write meta");
   if (s == PROTO_OK && exec(lx->w, "COMMIT") != SQLITE_OK) s = db_fail(lx->w, "commit");
   if (s != PROTO_OK) {
-    char keep[sizeof lex_err];
-    memcpy(keep, lex_err, sizeof keep);
+    char keep[PROTO_ERR_MAX];
+    snprintf(keep, sizeof keep, "%s", proto_err_get());
     exec(lx->w, "ROLLBACK");
     int64_t wm = 0, count = 0;
     meta_get(lx->w, "watermark", &wm);
     meta_get(lx->w, "count", &count);
     lx->watermark = (uint64_t)wm;
     lx->count = (uint64_t)count;
-    memcpy(lex_err, keep, sizeof keep);
+    proto_err_set("%s", keep);
   }
   return s;
 }
@@ -422,7 +409,7 @@ static proto_status sync_locked(lex *lx) {
   s = store_tombstones(lx->st, &dead, &n_dead);
   if (s != PROTO_OK) {
     free(fresh.v);
-    return fail(s, "lexical index: reading tombstones: %s", store_last_error());
+    return proto_fail(s, "lexical index: reading tombstones: %s", store_last_error());
   }
   if (fresh.n > 0 || n_dead > 0) {
     s = begin(lx);
@@ -461,7 +448,7 @@ static proto_status reconcile_locked(lex *lx) {
   if (rc != SQLITE_DONE) {
     free(live.v);
     free(have.v);
-    return rc == SQLITE_NOMEM ? fail(PROTO_ENOMEM, "out of memory") : db_fail(lx->w, "scan");
+    return rc == SQLITE_NOMEM ? proto_fail(PROTO_ENOMEM, "out of memory") : db_fail(lx->w, "scan");
   }
   /* merge: ids only in the index go, ids only in the store come */
   idlist gone = {0}, come = {0};
@@ -472,7 +459,7 @@ static proto_status reconcile_locked(lex *lx) {
     else i++, j++;
   }
   if (s == PROTO_OK) s = begin(lx);
-  else s = fail(s, "out of memory");
+  else s = proto_fail(s, "out of memory");
   if (s == PROTO_OK) {
     lx->count = have.n;
     s = remove_chunks(lx, gone.v, gone.n);
@@ -526,14 +513,14 @@ static proto_status refresh_frequent(lex *lx, sqlite3 *db) {
   if (rc != SQLITE_DONE) {
     free_terms(v, n);
     free(df);
-    return rc == SQLITE_ROW ? fail(PROTO_ENOMEM, "out of memory") : db_fail(db, "vocabulary");
+    return rc == SQLITE_ROW ? proto_fail(PROTO_ENOMEM, "out of memory") : db_fail(db, "vocabulary");
   }
   /* the vocabulary is in term order already; check it in strcmp order */
   for (size_t i = 1; i < n; i++)
     if (strcmp(v[i - 1], v[i]) >= 0) {
       free_terms(v, n);
       free(df);
-      return fail(PROTO_EINDEX, "lexical index: vocabulary not in byte order");
+      return proto_fail(PROTO_EINDEX, "lexical index: vocabulary not in byte order");
     }
   pthread_mutex_lock(&lx->pmu);
   char **old = lx->freq;
@@ -559,7 +546,7 @@ static proto_status maybe_refresh(lex *lx) {
 /* Public: open, sync, rebuild, close ----------------------------------------------- */
 
 proto_status lex_sync(lex *lx) {
-  if (!lx) return fail(PROTO_EINVAL, "lex_sync: NULL index");
+  if (!lx) return proto_fail(PROTO_EINVAL, "lex_sync: NULL index");
   if (lx->read_only) return PROTO_OK;
   pthread_mutex_lock(&lx->wmu);
   proto_status s = sync_locked(lx);
@@ -569,8 +556,8 @@ proto_status lex_sync(lex *lx) {
 }
 
 proto_status lex_rebuild(lex *lx) {
-  if (!lx) return fail(PROTO_EINVAL, "lex_rebuild: NULL index");
-  if (lx->read_only) return fail(PROTO_EINVAL, "lexical index: opened read-only");
+  if (!lx) return proto_fail(PROTO_EINVAL, "lex_rebuild: NULL index");
+  if (lx->read_only) return proto_fail(PROTO_EINVAL, "lexical index: opened read-only");
   pthread_mutex_lock(&lx->wmu);
   proto_status s = begin(lx);
   if (s == PROTO_OK) {
@@ -601,28 +588,28 @@ static proto_status check_read_only(lex *lx) {
   uint64_t live = 0;
   if (s == PROTO_OK && (meta_get(db, "schema", &schema) != 0 || schema != LEX_SCHEMA ||
                         meta_get(db, "watermark", &wm) != 0 || meta_get(db, "count", &count) != 0))
-    s = fail(PROTO_EINDEX, "lexical index %s: not ours or unreadable", lx->path);
+    s = proto_fail(PROTO_EINDEX, "lexical index %s: not ours or unreadable", lx->path);
   sqlite3_close(db);
   if (s != PROTO_OK) return s;
   if (store_live_chunks(lx->st, &live) != 0)
-    return fail(PROTO_ESTORE, "lexical index: store stats: %s", store_last_error());
+    return proto_fail(PROTO_ESTORE, "lexical index: store stats: %s", store_last_error());
   idlist past;
   if ((s = live_ids(lx->st, (uint64_t)wm, &past)) != PROTO_OK) return s;
   free(past.v);
   if (past.n > 0 || live != (uint64_t)count)
-    return fail(PROTO_EINDEX, "lexical index %s is behind the store", lx->path);
+    return proto_fail(PROTO_EINDEX, "lexical index %s is behind the store", lx->path);
   lx->watermark = (uint64_t)wm;
   lx->count = (uint64_t)count;
   return PROTO_OK;
 }
 
 proto_status lex_open(const char *path, store *st, int read_only, lex **out) {
-  if (!path || !st || !out) return fail(PROTO_EINVAL, "lex_open: NULL argument");
+  if (!path || !st || !out) return proto_fail(PROTO_EINVAL, "lex_open: NULL argument");
   *out = NULL;
   lex *lx = calloc(1, sizeof *lx);
   if (!lx || !(lx->path = strdup(path))) {
     free(lx);
-    return fail(PROTO_ENOMEM, "out of memory");
+    return proto_fail(PROTO_ENOMEM, "out of memory");
   }
   lx->st = st;
   lx->read_only = read_only;
@@ -645,7 +632,7 @@ proto_status lex_open(const char *path, store *st, int read_only, lex **out) {
     uint64_t live = 0;
     if (s == PROTO_OK) s = lex_sync(lx);
     if (s == PROTO_OK && store_live_chunks(st, &live) != 0)
-      s = fail(PROTO_ESTORE, "lexical index: store stats: %s", store_last_error());
+      s = proto_fail(PROTO_ESTORE, "lexical index: store stats: %s", store_last_error());
     if (s == PROTO_OK && live != lx->count) {
       pthread_mutex_lock(&lx->wmu);
       s = reconcile_locked(lx);
@@ -654,10 +641,10 @@ proto_status lex_open(const char *path, store *st, int read_only, lex **out) {
     if (s == PROTO_OK) s = refresh_frequent(lx, lx->w);
   }
   if (s != PROTO_OK) {
-    char keep[sizeof lex_err];
-    memcpy(keep, lex_err, sizeof keep);
+    char keep[PROTO_ERR_MAX];
+    snprintf(keep, sizeof keep, "%s", proto_err_get());
     lex_close(lx);
-    memcpy(lex_err, keep, sizeof keep);
+    proto_err_set("%s", keep);
     return s;
   }
   *out = lx;
@@ -692,7 +679,7 @@ static proto_status reader_take(lex *lx, reader **out) {
   pthread_mutex_unlock(&lx->pmu);
   if (!r) {
     r = calloc(1, sizeof *r);
-    if (!r) return fail(PROTO_ENOMEM, "out of memory");
+    if (!r) return proto_fail(PROTO_ENOMEM, "out of memory");
     int flags = lx->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
     fts5_api *api = NULL;
     void *ud = NULL;
@@ -703,7 +690,7 @@ static proto_status reader_take(lex *lx, reader **out) {
       s = db_fail(r->db, "prepare query");
     if (s == PROTO_OK && (api->xFindTokenizer(api, "porter", &ud, &r->stemmer) != SQLITE_OK ||
                           r->stemmer.xCreate(ud, args, 1, &r->stem) != SQLITE_OK))
-      s = fail(PROTO_EINDEX, "lexical index: no porter tokenizer");
+      s = proto_fail(PROTO_EINDEX, "lexical index: no porter tokenizer");
     if (s != PROTO_OK) {
       sqlite3_finalize(r->query);
       sqlite3_close(r->db);
@@ -825,7 +812,7 @@ static char *match_expr(lex *lx, reader *r, const char *text, size_t len) {
 proto_status lex_search(lex *lx, const char *text, size_t len, int k, idx_filter_fn filter,
                         void *filter_ctx, float *scores, int64_t *ids, size_t *n_out) {
   if (!lx || !text || k < 1 || !scores || !ids || !n_out)
-    return fail(PROTO_EINVAL, "lex_search: bad argument");
+    return proto_fail(PROTO_EINVAL, "lex_search: bad argument");
   *n_out = 0;
   reader *r = NULL;
   proto_status s = reader_take(lx, &r);
@@ -865,7 +852,7 @@ proto_status lex_search(lex *lx, const char *text, size_t len, int k, idx_filter
 }
 
 proto_status lex_info_get(lex *lx, lex_info *out) {
-  if (!lx || !out) return fail(PROTO_EINVAL, "lex_info_get: NULL argument");
+  if (!lx || !out) return proto_fail(PROTO_EINVAL, "lex_info_get: NULL argument");
   memset(out, 0, sizeof *out);
   pthread_mutex_lock(&lx->wmu);
   out->chunks = lx->count;

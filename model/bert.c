@@ -11,7 +11,7 @@
  * encoder's thread pool, each followed in cache by its epilogue (bias+GELU,
  * residual+LayerNorm); attention runs one (sequence, head) pair per pool task.
  * When the file stores F16 weights, inputs of at most 16 rows (a query)
- * multiply with them directly (retro_f16.c): such calls are bound by reading
+ * multiply with them directly (kernels_f16.c): such calls are bound by reading
  * the weights, and F16 halves that (default encoder, one 16-token query, 2
  * threads: 1.73 -> 1.32 ms, fastest of a run of tests/bench/encoder with
  * MODEL=); larger inputs use the F32 copy and sgemm. BERT_F16=0 in the
@@ -26,7 +26,6 @@
 
 #include "kernels.h"
 #include "pool.h"
-#include "retro_f16.h"
 #include "st.h"
 
 #include <errno.h>
@@ -94,21 +93,7 @@ struct bert {
   char fingerprint[512];
 };
 
-static _Thread_local char bert_err[1024];
-
-static void bert_set_error(const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
-static void bert_set_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(bert_err, sizeof bert_err, fmt, ap);
-  va_end(ap);
-}
-
-const char *bert_last_error(void) { return bert_err[0] ? bert_err : "no error"; }
+const char *bert_last_error(void) { return proto_err_get(); }
 
 /* ---- loading ------------------------------------------------------------ */
 
@@ -129,19 +114,19 @@ static proto_status bert_cfg_int(json_t *cfg, const char *path, const char *key,
   json_t *v = json_object_get(cfg, key);
   if (!v || json_is_null(v)) {
     if (required) {
-      bert_set_error("%s: missing \"%s\"", path, key);
+      proto_err_set("%s: missing \"%s\"", path, key);
       return PROTO_EMISSING;
     }
     *out = def;
     return PROTO_OK;
   }
   if (!json_is_integer(v)) {
-    bert_set_error("%s: \"%s\" must be an integer", path, key);
+    proto_err_set("%s: \"%s\" must be an integer", path, key);
     return PROTO_ETYPE;
   }
   json_int_t x = json_integer_value(v);
   if (x < lo || x > hi) {
-    bert_set_error("%s: \"%s\" = %lld out of range [%d, %d]", path, key, (long long)x, lo, hi);
+    proto_err_set("%s: \"%s\" = %lld out of range [%d, %d]", path, key, (long long)x, lo, hi);
     return PROTO_ERANGE;
   }
   *out = (int)x;
@@ -155,28 +140,28 @@ static proto_status bert_read_config(bert *b, const char *dir, bert_pooling *ret
   proto_status st = PROTO_OK;
   *retro_pool = BERT_POOL_AUTO;
   if (!bert_path(path, sizeof path, dir, "config.json")) {
-    bert_set_error("%s: path too long", dir);
+    proto_err_set("%s: path too long", dir);
     return PROTO_EINVAL;
   }
   json_error_t jerr;
   json_t *cfg = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
   if (!cfg) {
     if (!bert_file_exists(path)) {
-      bert_set_error("%s: %s", path, strerror(ENOENT));
+      proto_err_set("%s: %s", path, strerror(ENOENT));
       return PROTO_ENOTFOUND;
     }
-    bert_set_error("%s: bad JSON: %s (line %d)", path, jerr.text, jerr.line);
+    proto_err_set("%s: bad JSON: %s (line %d)", path, jerr.text, jerr.line);
     return PROTO_EJSON;
   }
   if (!json_is_object(cfg)) {
-    bert_set_error("%s: not a JSON object", path);
+    proto_err_set("%s: not a JSON object", path);
     st = PROTO_EJSON;
     goto done;
   }
   json_t *mt = json_object_get(cfg, "model_type");
   const char *mts = json_is_string(mt) ? json_string_value(mt) : "bert";
   if (mt && !json_is_string(mt)) {
-    bert_set_error("%s: \"model_type\" must be a string", path);
+    proto_err_set("%s: \"model_type\" must be a string", path);
     st = PROTO_ETYPE;
     goto done;
   }
@@ -185,20 +170,20 @@ static proto_status bert_read_config(bert *b, const char *dir, bert_pooling *ret
   } else if (strcmp(mts, "roberta") == 0) {
     b->roberta = 1;
   } else {
-    bert_set_error("%s: model_type \"%s\" is not supported (bert or roberta)", path, mts);
+    proto_err_set("%s: model_type \"%s\" is not supported (bert or roberta)", path, mts);
     st = PROTO_EMODEL;
     goto done;
   }
   json_t *act = json_object_get(cfg, "hidden_act");
   if (act && (!json_is_string(act) || strcmp(json_string_value(act), "gelu") != 0)) {
-    bert_set_error("%s: hidden_act must be \"gelu\" (exact GELU)", path);
+    proto_err_set("%s: hidden_act must be \"gelu\" (exact GELU)", path);
     st = PROTO_EMODEL;
     goto done;
   }
   json_t *pet = json_object_get(cfg, "position_embedding_type");
   if (pet && !json_is_null(pet) &&
       (!json_is_string(pet) || strcmp(json_string_value(pet), "absolute") != 0)) {
-    bert_set_error("%s: position_embedding_type must be \"absolute\"", path);
+    proto_err_set("%s: position_embedding_type must be \"absolute\"", path);
     st = PROTO_EMODEL;
     goto done;
   }
@@ -214,7 +199,7 @@ static proto_status bert_read_config(bert *b, const char *dir, bert_pooling *ret
                          &b->pad_id)))
     goto done;
   if (b->H % b->nh) {
-    bert_set_error("%s: hidden_size %d is not a multiple of num_attention_heads %d", path, b->H,
+    proto_err_set("%s: hidden_size %d is not a multiple of num_attention_heads %d", path, b->H,
                    b->nh);
     st = PROTO_EMODEL;
     goto done;
@@ -222,7 +207,7 @@ static proto_status bert_read_config(bert *b, const char *dir, bert_pooling *ret
   b->dh = b->H / b->nh;
   json_t *eps = json_object_get(cfg, "layer_norm_eps");
   if (eps && !json_is_number(eps)) {
-    bert_set_error("%s: \"layer_norm_eps\" must be a number", path);
+    proto_err_set("%s: \"layer_norm_eps\" must be a number", path);
     st = PROTO_ETYPE;
     goto done;
   }
@@ -230,7 +215,7 @@ static proto_status bert_read_config(bert *b, const char *dir, bert_pooling *ret
   if (b->roberta) {
     b->max_tokens = b->max_pos - b->pad_id - 1;
     if (b->max_tokens < 2) {
-      bert_set_error("%s: max_position_embeddings %d leaves no room after the RoBERTa offset "
+      proto_err_set("%s: max_position_embeddings %d leaves no room after the RoBERTa offset "
                      "(pad_token_id %d)", path, b->max_pos, b->pad_id);
       st = PROTO_EMODEL;
       goto done;
@@ -238,7 +223,7 @@ static proto_status bert_read_config(bert *b, const char *dir, bert_pooling *ret
   } else {
     b->max_tokens = b->max_pos;
     if (b->max_tokens < 2) {
-      bert_set_error("%s: max_position_embeddings must be at least 2", path);
+      proto_err_set("%s: max_position_embeddings must be at least 2", path);
       st = PROTO_EMODEL;
       goto done;
     }
@@ -254,7 +239,7 @@ static proto_status bert_read_config(bert *b, const char *dir, bert_pooling *ret
   if (rp) {
     if (!json_is_string(rp) ||
         (strcmp(json_string_value(rp), "cls") && strcmp(json_string_value(rp), "mean"))) {
-      bert_set_error("%s: \"retro_pooling\" must be \"cls\" or \"mean\"", path);
+      proto_err_set("%s: \"retro_pooling\" must be \"cls\" or \"mean\"", path);
       st = PROTO_EINVAL;
       goto done;
     }
@@ -274,14 +259,14 @@ static proto_status bert_read_st_pooling(bert *b, const char *dir, bert_pooling 
   json_error_t jerr;
   json_t *cfg = json_load_file(path, 0, &jerr);
   if (!cfg || !json_is_object(cfg)) {
-    bert_set_error("%s: bad JSON: %s", path, cfg ? "not an object" : jerr.text);
+    proto_err_set("%s: bad JSON: %s", path, cfg ? "not an object" : jerr.text);
     json_decref(cfg);
     return PROTO_EJSON;
   }
   proto_status st = PROTO_OK;
   json_t *dim = json_object_get(cfg, "word_embedding_dimension");
   if (dim && (!json_is_integer(dim) || json_integer_value(dim) != b->H)) {
-    bert_set_error("%s: word_embedding_dimension does not match hidden_size %d", path, b->H);
+    proto_err_set("%s: word_embedding_dimension does not match hidden_size %d", path, b->H);
     st = PROTO_EMODEL;
   } else if (json_is_true(json_object_get(cfg, "pooling_mode_cls_token"))) {
     *out = BERT_POOL_CLS;
@@ -290,7 +275,7 @@ static proto_status bert_read_st_pooling(bert *b, const char *dir, bert_pooling 
     *out = BERT_POOL_MEAN;
     *found = 1;
   } else {
-    bert_set_error("%s: only pooling_mode_cls_token or pooling_mode_mean_tokens is supported",
+    proto_err_set("%s: only pooling_mode_cls_token or pooling_mode_mean_tokens is supported",
                    path);
     st = PROTO_EMODEL;
   }
@@ -304,7 +289,7 @@ static proto_status bert_get(bert *b, const char *prefix, const char *name, int 
   snprintf(full, sizeof full, "%s%s", prefix, name);
   int64_t shape[2] = {d0, d1};
   proto_status st = st_get_f32(b->st, full, ndim, shape, out);
-  if (st) bert_set_error("%s", st_last_error());
+  if (st) proto_err_set("%s", st_last_error());
   return st == PROTO_OK ? PROTO_OK : (st == PROTO_ENOMEM ? st : PROTO_EMODEL);
 }
 
@@ -323,11 +308,11 @@ static proto_status bert_load_weights(bert *b, const char *dir) {
   char path[4096];
   proto_status st;
   if (!bert_path(path, sizeof path, dir, "model.safetensors")) {
-    bert_set_error("%s: path too long", dir);
+    proto_err_set("%s: path too long", dir);
     return PROTO_EINVAL;
   }
   if ((st = st_open(path, &b->st)) != PROTO_OK) {
-    bert_set_error("%s", st_last_error());
+    proto_err_set("%s", st_last_error());
     return st;
   }
   const char *prefix = "";
@@ -351,7 +336,7 @@ static proto_status bert_load_weights(bert *b, const char *dir) {
     return st;
   b->layers = calloc((size_t)b->L, sizeof *b->layers);
   if (!b->layers) {
-    bert_set_error("%s: out of memory", path);
+    proto_err_set("%s: out of memory", path);
     return PROTO_ENOMEM;
   }
   for (int l = 0; l < b->L; l++) {
@@ -439,21 +424,21 @@ proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
   bert_options dflt = {0};
   bert_pooling retro_pool = BERT_POOL_AUTO;
   *out = NULL;
-  bert_err[0] = 0;
+  proto_err_clear();
   if (!opt) opt = &dflt;
   if (!dir) {
-    bert_set_error("bert_open: no model directory");
+    proto_err_set("bert_open: no model directory");
     return PROTO_EINVAL;
   }
   bert *b = calloc(1, sizeof *b);
   if (!b) {
-    bert_set_error("%s: out of memory", dir);
+    proto_err_set("%s: out of memory", dir);
     return PROTO_ENOMEM;
   }
   if ((st = bert_read_config(b, dir, &retro_pool)) != PROTO_OK) goto fail;
   /* BERT_F16=0 turns the F16 products off (for comparisons) */
   const char *f16_env = getenv("BERT_F16");
-  b->f16 = retro_f16_supported() && !(f16_env && strcmp(f16_env, "0") == 0);
+  b->f16 = kn_f16_supported() && !(f16_env && strcmp(f16_env, "0") == 0);
   if ((st = bert_load_weights(b, dir)) != PROTO_OK) goto fail;
 
   /* pooling: explicit option, else sentence-transformers, else retro_pooling, else CLS */
@@ -472,11 +457,11 @@ proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
 
   /* tokenizer and its special tokens */
   if ((st = tok_open_dir(dir, &b->tok)) != PROTO_OK) {
-    bert_set_error("%s: tokenizer: %s", dir, tok_last_error());
+    proto_err_set("%s: tokenizer: %s", dir, tok_last_error());
     goto fail;
   }
   if (tok_vocab_size(b->tok) > (size_t)b->vocab) {
-    bert_set_error("%s: tokenizer has %zu tokens but config.json vocab_size is %d", dir,
+    proto_err_set("%s: tokenizer has %zu tokens but config.json vocab_size is %d", dir,
                    tok_vocab_size(b->tok), b->vocab);
     st = PROTO_EMODEL;
     goto fail;
@@ -495,7 +480,7 @@ proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
       if (s < 0) s = tok_token_id(b->tok, "<|endoftext|>");
     }
     if (c < 0 || s < 0 || c >= b->vocab || s >= b->vocab) {
-      bert_set_error("%s: no usable start/end special tokens (%s) in the vocabulary or config",
+      proto_err_set("%s: no usable start/end special tokens (%s) in the vocabulary or config",
                      dir, tok_get_kind(b->tok) == TOK_WORDPIECE ? "[CLS]/[SEP]"
                                                                 : "<s>/</s>, bos/eos_token_id");
       st = PROTO_EMODEL;
@@ -508,14 +493,14 @@ proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
   /* threads, arenas */
   kn_set_blas_threads(1); /* parallelism comes from our pool (see the file comment) */
   if ((st = pool_new(opt->threads, &b->pool)) != PROTO_OK) {
-    bert_set_error("%s: cannot start the thread pool", dir);
+    proto_err_set("%s: cannot start the thread pool", dir);
     goto fail;
   }
   b->workers = pool_size(b->pool);
   b->budget = b->max_tokens > BERT_MIN_BUDGET ? b->max_tokens : BERT_MIN_BUDGET;
   for (int i = 0; i < BERT_ARENAS; i++)
     if (!bert_arena_alloc(b, &b->arenas[i])) {
-      bert_set_error("%s: out of memory for scratch buffers", dir);
+      proto_err_set("%s: out of memory for scratch buffers", dir);
       st = PROTO_ENOMEM;
       goto fail;
     }
@@ -586,8 +571,8 @@ static void lin_tile(void *arg, int t, int worker) {
     int mb = m1 - m0;
     const float *x = j->x + (size_t)m0 * (size_t)j->ldx;
     float *o = j->out + (size_t)m0 * (size_t)j->ldo;
-    retro_linear_prefer_f16(x, j->ldx, j->W, j->Wh, j->epi == EPI_BIAS_GELU ? NULL : j->b, o,
-                            j->ldo, mb, j->N, j->K);
+    kn_linear_prefer_f16(x, j->ldx, j->W, j->Wh, j->epi == EPI_BIAS_GELU ? NULL : j->b, o,
+                         j->ldo, mb, j->N, j->K);
     if (j->epi == EPI_BIAS_GELU) {
       for (int r = 0; r < mb; r++) kn_bias_gelu(o + (size_t)r * (size_t)j->ldo, j->b, 1, j->N);
     } else if (j->epi == EPI_ADD_LN) {
@@ -602,10 +587,10 @@ static void lin_tile(void *arg, int t, int worker) {
     if (c1 <= c0) return;
     int cb = c1 - c0;
     float *o = j->out + c0;
-    retro_linear_prefer_f16(j->x, j->ldx, j->W + (size_t)c0 * (size_t)j->K,
-                            j->Wh ? j->Wh + (size_t)c0 * (size_t)j->K : NULL,
-                            j->epi == EPI_BIAS_GELU || !j->b ? NULL : j->b + c0, o, j->ldo, j->M,
-                            cb, j->K);
+    kn_linear_prefer_f16(j->x, j->ldx, j->W + (size_t)c0 * (size_t)j->K,
+                         j->Wh ? j->Wh + (size_t)c0 * (size_t)j->K : NULL,
+                         j->epi == EPI_BIAS_GELU || !j->b ? NULL : j->b + c0, o, j->ldo, j->M,
+                         cb, j->K);
     if (j->epi == EPI_BIAS_GELU)
       for (int r = 0; r < j->M; r++) kn_bias_gelu(o + (size_t)r * (size_t)j->ldo, j->b + c0, 1, cb);
   }
@@ -807,17 +792,17 @@ static void bert_pool_out(const bert *b, const bert_arena *a, int s, float *out)
 static proto_status embed_ids(bert *b, const bert_exec *ex, const int32_t *const *ids,
                               const size_t *lens, size_t n, float *out) {
   if (!b || (n && (!ids || !lens || !out))) {
-    bert_set_error("bert_embed_ids: invalid arguments");
+    proto_err_set("bert_embed_ids: invalid arguments");
     return PROTO_EINVAL;
   }
   for (size_t i = 0; i < n; i++) {
     if (lens[i] && !ids[i]) {
-      bert_set_error("bert_embed_ids: input %zu has no ids", i);
+      proto_err_set("bert_embed_ids: input %zu has no ids", i);
       return PROTO_EINVAL;
     }
     for (size_t k = 0; k < lens[i]; k++)
       if (ids[i][k] < 0 || ids[i][k] >= b->vocab) {
-        bert_set_error("bert_embed_ids: input %zu token %zu: id %d outside [0, %d)", i, k,
+        proto_err_set("bert_embed_ids: input %zu token %zu: id %d outside [0, %d)", i, k,
                        (int)ids[i][k], b->vocab);
         return PROTO_EINVAL;
       }
@@ -852,14 +837,14 @@ proto_status bert_embed_ids(bert *b, const int32_t *const *ids, const size_t *le
 
 proto_status bert_embed_text_here(bert *b, const char *text, size_t len, float *out) {
   if (!b || !text || !out) {
-    bert_set_error("bert_embed_text_here: invalid arguments");
+    proto_err_set("bert_embed_text_here: invalid arguments");
     return PROTO_EINVAL;
   }
   int32_t *ids = NULL;
   size_t n = 0;
   proto_status st = tok_encode(b->tok, text, len, &ids, &n);
   if (st != PROTO_OK) {
-    bert_set_error("bert_embed_text_here: %s (tokenizer)", proto_strerror(st));
+    proto_err_set("bert_embed_text_here: %s (tokenizer)", proto_strerror(st));
     return st;
   }
   bert_exec here = {NULL, 1};
@@ -894,19 +879,19 @@ proto_status bert_embed_texts(bert *b, const char *const *texts, const size_t *l
                               float *out) {
   proto_status st = PROTO_OK;
   if (!b || (n && (!texts || !out))) {
-    bert_set_error("bert_embed_texts: invalid arguments");
+    proto_err_set("bert_embed_texts: invalid arguments");
     return PROTO_EINVAL;
   }
   if (n == 0) return PROTO_OK;
   if (n > (size_t)1 << 28) {
-    bert_set_error("bert_embed_texts: too many texts (%zu)", n);
+    proto_err_set("bert_embed_texts: too many texts (%zu)", n);
     return PROTO_EINVAL;
   }
   int32_t **ids = calloc(n, sizeof *ids);
   size_t *cnt = calloc(n, sizeof *cnt);
   proto_status *sts = calloc(n, sizeof *sts);
   if (!ids || !cnt || !sts) {
-    bert_set_error("bert_embed_texts: out of memory");
+    proto_err_set("bert_embed_texts: out of memory");
     st = PROTO_ENOMEM;
     goto done;
   }
@@ -915,7 +900,7 @@ proto_status bert_embed_texts(bert *b, const char *const *texts, const size_t *l
   for (size_t i = 0; i < n; i++)
     if (sts[i] != PROTO_OK) {
       st = sts[i];
-      bert_set_error("bert_embed_texts: text %zu: %s (tokenizer)", i, proto_strerror(st));
+      proto_err_set("bert_embed_texts: text %zu: %s (tokenizer)", i, proto_strerror(st));
       goto done;
     }
   st = bert_embed_ids(b, (const int32_t *const *)ids, cnt, n, out);

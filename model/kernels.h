@@ -10,6 +10,7 @@
 #define RETRO_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* BLAS threads for the calling process (openblas_set_num_threads); n <= 0
  * means the number of CPUs. kn_blas_threads() reads the current value. */
@@ -65,5 +66,33 @@ void kn_attention_head(const float *q, int ldq, const float *k, int ldk,
 
 /* x (n) /= max(||x||_2, 1e-12) (torch.nn.functional.normalize). */
 void kn_l2_normalize(float *x, size_t n);
+
+/* Products over F16 weights with F32 arithmetic (kernels_f16.c). Used by the
+ * decoder's one-token path and the encoder's short inputs when the weights
+ * file is F16: the same weight values as the F32 copy, half the memory
+ * traffic. x86-64 with AVX2+FMA+F16C only; elsewhere kn_f16_supported() is
+ * 0 and callers use the F32 path. */
+
+/* 1 when this CPU can run kn_gemv_f16 and kn_linear_f16. */
+int kn_f16_supported(void);
+
+/* y (N) = W (N, K; IEEE half, row-major) @ x (K) + b (N; may be NULL),
+ * or y += ... when accumulate is non-zero. Rows are independent. */
+void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, int N, int K,
+                 int accumulate);
+
+/* out (M, N; row stride ldo) = x (M, K; row stride ldx) @ W (N, K; IEEE
+ * half)^T + b (N; may be NULL) for a few rows (any M, meant for M <=
+ * KN_F16_FEW_ROWS; beyond, sgemm on the F32 copy is faster): tiles of 3
+ * rows of x by 4 rows of W. */
+enum { KN_F16_FEW_ROWS = 16 };
+void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out,
+                   int ldo, int M, int N, int K);
+
+/* out = x @ W^T + b (as kn_linear) over Wh, the same weights as F16, when
+ * Wh is given and M <= KN_F16_FEW_ROWS (short inputs are bound by reading
+ * the weights); else kn_linear over W. Wh only where kn_f16_supported(). */
+void kn_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
+                          const float *b, float *out, int ldo, int M, int N, int K);
 
 #endif

@@ -16,7 +16,6 @@
 
 #include "kernels.h"
 #include "pool.h"
-#include "retro_f16.h"
 #include "st.h"
 
 #include <cblas.h>
@@ -32,21 +31,7 @@ enum { RETRO_BLOCK = 128 }; /* positions per batched block of a long forward */
 
 /* ------------------------------------------------------------ errors */
 
-static _Thread_local char retro_err[768];
-
-static void retro_set_error(const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
-static void retro_set_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(retro_err, sizeof retro_err, fmt, ap);
-  va_end(ap);
-}
-
-const char *retro_last_error(void) { return retro_err; }
+const char *retro_last_error(void) { return proto_err_get(); }
 
 /* ------------------------------------------------------------ weights */
 
@@ -127,7 +112,7 @@ static proto_status wl_get(wload *wl, const float **out, int ndim, int64_t d0, i
   int64_t shape[2] = {d0, d1};
   proto_status st = st_get_f32(wl->r->st, name, ndim, shape, out);
   if (st != PROTO_OK) {
-    retro_set_error("retro_open: %s", st_last_error());
+    proto_err_set("retro_open: %s", st_last_error());
     return st == PROTO_ENOMEM ? st : PROTO_EMODEL;
   }
   if (wl->n_names == wl->cap_names) {
@@ -225,7 +210,7 @@ static proto_status load_weights(retro *r) {
       size_t k = 0;
       while (k < wl.n_names && strcmp(wl.names[k], nm) != 0) k++;
       if (k == wl.n_names) {
-        retro_set_error("retro_open: %s: unexpected tensor '%s'%s", st_path(r->st), nm,
+        proto_err_set("retro_open: %s: unexpected tensor '%s'%s", st_path(r->st), nm,
                         strcmp(nm, "head.weight") == 0 ? " (config says tie_embeddings)" : "");
         break;
       }
@@ -244,14 +229,14 @@ static int cfg_int(json_t *root, const char *key, int dflt, int required, int *o
   json_t *v = json_object_get(root, key);
   if (!v) {
     if (required) {
-      retro_set_error("retro_open: config.json: missing integer field \"%s\"", key);
+      proto_err_set("retro_open: config.json: missing integer field \"%s\"", key);
       return 0;
     }
     *out = dflt;
     return 1;
   }
   if (!json_is_integer(v) || json_integer_value(v) < -1 || json_integer_value(v) > 1 << 30) {
-    retro_set_error("retro_open: config.json: \"%s\" must be an integer", key);
+    proto_err_set("retro_open: config.json: \"%s\" must be an integer", key);
     return 0;
   }
   *out = (int)json_integer_value(v);
@@ -265,7 +250,7 @@ static int cfg_num(json_t *root, const char *key, double dflt, double *out) {
     return 1;
   }
   if (!json_is_number(v)) {
-    retro_set_error("retro_open: config.json: \"%s\" must be a number", key);
+    proto_err_set("retro_open: config.json: \"%s\" must be a number", key);
     return 0;
   }
   *out = json_number_value(v);
@@ -279,16 +264,16 @@ static proto_status load_config(const char *dir, retro_config *c) {
   json_t *root = json_load_file(path, 0, &jerr);
   proto_status st = PROTO_EMODEL;
   if (!root) {
-    retro_set_error("retro_open: %s: %s (line %d)", path, jerr.text, jerr.line);
+    proto_err_set("retro_open: %s: %s (line %d)", path, jerr.text, jerr.line);
     return PROTO_EIO;
   }
   if (!json_is_object(root)) {
-    retro_set_error("retro_open: %s: not a JSON object", path);
+    proto_err_set("retro_open: %s: not a JSON object", path);
     goto leave;
   }
   json_t *mt = json_object_get(root, "model_type");
   if (!json_is_string(mt) || strcmp(json_string_value(mt), "retro") != 0) {
-    retro_set_error("retro_open: %s: \"model_type\" must be \"retro\"", path);
+    proto_err_set("retro_open: %s: \"model_type\" must be \"retro\"", path);
     goto leave;
   }
   memset(c, 0, sizeof *c);
@@ -310,7 +295,7 @@ static proto_status load_config(const char *dir, retro_config *c) {
   c->layer_norm_eps = (float)eps;
   json_t *tie = json_object_get(root, "tie_embeddings");
   if (tie && !json_is_boolean(tie)) {
-    retro_set_error("retro_open: %s: \"tie_embeddings\" must be true or false", path);
+    proto_err_set("retro_open: %s: \"tie_embeddings\" must be true or false", path);
     goto leave;
   }
   c->tie_embeddings = tie ? json_is_true(tie) : 1;
@@ -318,14 +303,14 @@ static proto_status load_config(const char *dir, retro_config *c) {
       c->dim % c->n_heads != 0 || (c->dim / c->n_heads) % 2 != 0 || c->ffn_dim < 1 ||
       c->max_seq < 1 || c->chunk_len < 1 || c->neighbour_len < 1 || c->n_neighbours < 0 ||
       c->enc_layers < 0 || !(theta > 0.0) || !(eps > 0.0)) {
-    retro_set_error("retro_open: %s: inconsistent sizes (dim %d must be a multiple of n_heads %d "
+    proto_err_set("retro_open: %s: inconsistent sizes (dim %d must be a multiple of n_heads %d "
                     "with an even head dim; all sizes positive)",
                     path, c->dim, c->n_heads);
     goto leave;
   }
   json_t *rl = json_object_get(root, "retro_layers");
   if (!json_is_array(rl) || json_array_size(rl) > 16) {
-    retro_set_error("retro_open: %s: \"retro_layers\" must be an array of at most 16 layers", path);
+    proto_err_set("retro_open: %s: \"retro_layers\" must be an array of at most 16 layers", path);
     goto leave;
   }
   c->n_retro_layers = (int)json_array_size(rl);
@@ -333,7 +318,7 @@ static proto_status load_config(const char *dir, retro_config *c) {
     json_t *v = json_array_get(rl, (size_t)i);
     long long x = json_is_integer(v) ? json_integer_value(v) : -1;
     if (x < 1 || x > c->n_layers || (i > 0 && x <= c->retro_layers[i - 1])) {
-      retro_set_error("retro_open: %s: \"retro_layers\" must be sorted, unique, in 1..n_layers",
+      proto_err_set("retro_open: %s: \"retro_layers\" must be sorted, unique, in 1..n_layers",
                       path);
       goto leave;
     }
@@ -356,7 +341,7 @@ proto_status retro_open(const char *dir, int threads, retro **out) {
   if (!out) return PROTO_EINVAL;
   *out = NULL;
   if (!dir) {
-    retro_set_error("retro_open: no directory");
+    proto_err_set("retro_open: no directory");
     return PROTO_EINVAL;
   }
   retro *r = calloc(1, sizeof *r);
@@ -381,12 +366,12 @@ proto_status retro_open(const char *dir, int threads, retro **out) {
   snprintf(path, sizeof path, "%s/model.safetensors", dir);
   st = st_open(path, &r->st);
   if (st != PROTO_OK) {
-    retro_set_error("retro_open: %s", st_last_error());
+    proto_err_set("retro_open: %s", st_last_error());
     goto leave;
   }
   {
     const char *env = getenv("RETRO_F16_GEMV");
-    r->f16_gemv = retro_f16_supported() && !(env && strcmp(env, "0") == 0);
+    r->f16_gemv = kn_f16_supported() && !(env && strcmp(env, "0") == 0);
   }
   st = load_weights(r);
   if (st != PROTO_OK) goto leave;
@@ -415,11 +400,11 @@ proto_status retro_open(const char *dir, int threads, retro **out) {
   if (file_exists(dir, "vocab.json") || file_exists(dir, "vocab.txt")) {
     st = tok_open_dir(dir, &r->tk);
     if (st != PROTO_OK) {
-      retro_set_error("retro_open: tokenizer: %s", tok_last_error());
+      proto_err_set("retro_open: tokenizer: %s", tok_last_error());
       goto leave;
     }
     if (tok_vocab_size(r->tk) > (size_t)c->vocab_size) {
-      retro_set_error("retro_open: %s: tokenizer has %zu tokens, model vocab_size is %d", dir,
+      proto_err_set("retro_open: %s: tokenizer has %zu tokens, model vocab_size is %d", dir,
                       tok_vocab_size(r->tk), c->vocab_size);
       st = PROTO_EMISMATCH;
       goto leave;
@@ -431,7 +416,7 @@ proto_status retro_open(const char *dir, int threads, retro **out) {
    * made a server's query embedding several times slower
    * (docs/BENCHMARKS.md). */
   if ((st = pool_new(threads, &r->pool)) != PROTO_OK) {
-    retro_set_error("retro_open: cannot start %d threads", threads);
+    proto_err_set("retro_open: cannot start %d threads", threads);
     goto leave;
   }
   r->workers = pool_size(r->pool);
@@ -498,22 +483,22 @@ static void lin_tile(void *arg, int t, int worker) {
 static void lin(const retro *r, const float *x, int ldx, const lin_w *l, float *out, int ldo, int M,
                 int N, int K, int accumulate) {
   if (M == 1 && l->h) {
-    retro_gemv_f16(l->h, x, l->b, out, N, K, accumulate);
+    kn_gemv_f16(l->h, x, l->b, out, N, K, accumulate);
     return;
   }
-  if (M > 1 && M <= RETRO_F16_FEW_ROWS) { /* a short prompt: no sgemm packing or BLAS threads */
+  if (M > 1 && M <= KN_F16_FEW_ROWS) { /* a short prompt: no sgemm packing or BLAS threads */
     if (!accumulate) {
-      retro_linear_prefer_f16(x, ldx, l->w, l->h, l->b, out, ldo, M, N, K);
+      kn_linear_prefer_f16(x, ldx, l->w, l->h, l->b, out, ldo, M, N, K);
       return;
     }
     /* a sum into out goes through a small buffer, 64 columns at a time */
     enum { NB = 64 };
-    float tmp[RETRO_F16_FEW_ROWS * NB];
+    float tmp[KN_F16_FEW_ROWS * NB];
     for (int n0 = 0; n0 < N; n0 += NB) {
       int nb = N - n0 < NB ? N - n0 : NB;
-      retro_linear_prefer_f16(x, ldx, l->w + (size_t)n0 * (size_t)K,
-                              l->h ? l->h + (size_t)n0 * (size_t)K : NULL,
-                              l->b ? l->b + n0 : NULL, tmp, NB, M, nb, K);
+      kn_linear_prefer_f16(x, ldx, l->w + (size_t)n0 * (size_t)K,
+                           l->h ? l->h + (size_t)n0 * (size_t)K : NULL,
+                           l->b ? l->b + n0 : NULL, tmp, NB, M, nb, K);
       for (int i = 0; i < M; i++)
         for (int j = 0; j < nb; j++) out[(size_t)i * (size_t)ldo + n0 + j] += tmp[i * NB + j];
     }
@@ -626,7 +611,7 @@ static proto_status ensure_rows(retro_state *s, int R) {
     free(effn);
     free(escores);
     free(scores);
-    retro_set_error("retro: out of memory for %d neighbour positions", R);
+    proto_err_set("retro: out of memory for %d neighbour positions", R);
     return PROTO_ENOMEM;
   }
   state_free_scratch_k(s);
@@ -674,7 +659,7 @@ proto_status retro_state_new(const retro *r, int max_tokens, retro_state **out) 
   if (!r) return PROTO_EINVAL;
   const retro_config *c = &r->cfg;
   if (max_tokens < 1 || max_tokens > c->max_seq) {
-    retro_set_error("retro_state_new: max_tokens %d outside 1..%d (max_seq)", max_tokens,
+    proto_err_set("retro_state_new: max_tokens %d outside 1..%d (max_seq)", max_tokens,
                     c->max_seq);
     return PROTO_ERANGE;
   }
@@ -700,7 +685,7 @@ proto_status retro_state_new(const retro *r, int max_tokens, retro_state **out) 
   s->hkv = malloc(m * 2 * D * sizeof(float));
   if (!s->chunks || !s->kcache || !s->vcache || !s->hbuf || !s->x || !s->xn || !s->qkv ||
       !s->att || !s->ffn || !s->hkv) {
-    retro_set_error("retro_state_new: out of memory (max_tokens %d)", max_tokens);
+    proto_err_set("retro_state_new: out of memory (max_tokens %d)", max_tokens);
     goto leave;
   }
   st = ensure_rows(s, c->n_neighbours * c->neighbour_len);
@@ -735,15 +720,15 @@ proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *toke
   const retro_config *c = &s->m->cfg;
   const int r = c->neighbour_len, m = c->chunk_len;
   if (chunk < 0 || chunk >= s->n_chunks) {
-    retro_set_error("retro_set_neighbours: chunk %d outside 0..%d", chunk, s->n_chunks - 1);
+    proto_err_set("retro_set_neighbours: chunk %d outside 0..%d", chunk, s->n_chunks - 1);
     return PROTO_ERANGE;
   }
   if (k < 0 || k > PROTO_MAX_K || (k > 0 && !tokens)) {
-    retro_set_error("retro_set_neighbours: bad neighbour count %d", k);
+    proto_err_set("retro_set_neighbours: bad neighbour count %d", k);
     return PROTO_EINVAL;
   }
   if (s->pos > chunk * m + m - 1) {
-    retro_set_error("retro_set_neighbours: chunk %d: too late, its last token (position %d) "
+    proto_err_set("retro_set_neighbours: chunk %d: too late, its last token (position %d) "
                     "was already consumed",
                     chunk, chunk * m + m - 1);
     return PROTO_EINVAL;
@@ -752,7 +737,7 @@ proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *toke
   for (size_t i = 0; i < (size_t)k * (size_t)r; i++) {
     if (tokens[i] == pad_id) continue;
     if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
-      retro_set_error("retro_set_neighbours: chunk %d: token id %d outside the vocabulary",
+      proto_err_set("retro_set_neighbours: chunk %d: token id %d outside the vocabulary",
                       chunk, (int)tokens[i]);
       return PROTO_ERANGE;
     }
@@ -770,7 +755,7 @@ proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *toke
                   sizeof(float));
   if (!cn->tokens || !cn->vpos || !cn->start || !cn->kv) {
     chunk_clear(cn);
-    retro_set_error("retro_set_neighbours: out of memory");
+    proto_err_set("retro_set_neighbours: out of memory");
     return PROTO_ENOMEM;
   }
   int nv = 0;
@@ -959,18 +944,18 @@ static void forward_block(retro_state *s, const int32_t *tokens, int n, int firs
 proto_status retro_forward(retro_state *s, const int32_t *tokens, int n, int all_logits,
                            float *logits) {
   if (!s || !tokens || !logits || n < 1) {
-    retro_set_error("retro_forward: bad arguments");
+    proto_err_set("retro_forward: bad arguments");
     return PROTO_EINVAL;
   }
   const retro_config *c = &s->m->cfg;
   if (n > s->max_tokens - s->pos) {
-    retro_set_error("retro_forward: %d tokens at position %d exceed the state's %d", n, s->pos,
+    proto_err_set("retro_forward: %d tokens at position %d exceed the state's %d", n, s->pos,
                     s->max_tokens);
     return PROTO_ERANGE;
   }
   for (int i = 0; i < n; i++)
     if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
-      retro_set_error("retro_forward: token id %d outside the vocabulary (%d)", (int)tokens[i],
+      proto_err_set("retro_forward: token id %d outside the vocabulary (%d)", (int)tokens[i],
                       c->vocab_size);
       return PROTO_ERANGE;
     }

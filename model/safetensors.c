@@ -39,16 +39,7 @@ struct st_file {
   pthread_mutex_t lock;     /* guards converted */
 };
 
-static _Thread_local char st_err[768];
-
-void st_set_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(st_err, sizeof st_err, fmt, ap);
-  va_end(ap);
-}
-
-const char *st_last_error(void) { return st_err[0] ? st_err : "no error"; }
+const char *st_last_error(void) { return proto_err_get(); }
 
 static const struct {
   const char *name;
@@ -85,28 +76,28 @@ static int st_cmp_name(const void *a, const void *b) {
   return strcmp((*x)->info.name, (*y)->info.name);
 }
 
-/* Parses one header entry into e; returns 0 and sets st_err on failure. */
+/* Parses one header entry into e; returns 0 and sets the error detail on failure. */
 static int st_parse_entry(const st_file *f, const char *name, json_t *v, st_entry *e,
                           uint64_t data_size) {
   const char *path = f->path;
   if (!json_is_object(v)) {
-    st_set_error("%s: tensor '%s': header entry is not an object", path, name);
+    proto_err_set("%s: tensor '%s': header entry is not an object", path, name);
     return 0;
   }
   json_t *jd = json_object_get(v, "dtype"), *js = json_object_get(v, "shape"),
          *jo = json_object_get(v, "data_offsets");
   if (!json_is_string(jd) || !json_is_array(js) || !json_is_array(jo)) {
-    st_set_error("%s: tensor '%s': needs string \"dtype\", arrays \"shape\" and \"data_offsets\"",
+    proto_err_set("%s: tensor '%s': needs string \"dtype\", arrays \"shape\" and \"data_offsets\"",
                  path, name);
     return 0;
   }
   if (!st_dtype_parse(json_string_value(jd), &e->info.dtype)) {
-    st_set_error("%s: tensor '%s': unknown dtype '%s'", path, name, json_string_value(jd));
+    proto_err_set("%s: tensor '%s': unknown dtype '%s'", path, name, json_string_value(jd));
     return 0;
   }
   size_t nd = json_array_size(js);
   if (nd > ST_MAX_DIMS) {
-    st_set_error("%s: tensor '%s': %zu dimensions (at most %d)", path, name, nd, ST_MAX_DIMS);
+    proto_err_set("%s: tensor '%s': %zu dimensions (at most %d)", path, name, nd, ST_MAX_DIMS);
     return 0;
   }
   uint64_t count = 1;
@@ -114,7 +105,7 @@ static int st_parse_entry(const st_file *f, const char *name, json_t *v, st_entr
   for (size_t i = 0; i < nd; i++) {
     json_t *d = json_array_get(js, i);
     if (!json_is_integer(d) || json_integer_value(d) < 0) {
-      st_set_error("%s: tensor '%s': shape[%zu] is not a non-negative integer", path, name, i);
+      proto_err_set("%s: tensor '%s': shape[%zu] is not a non-negative integer", path, name, i);
       return 0;
     }
     uint64_t dim = (uint64_t)json_integer_value(d);
@@ -125,31 +116,31 @@ static int st_parse_entry(const st_file *f, const char *name, json_t *v, st_entr
   e->info.ndim = (int)nd;
   size_t es = st_dtypes[e->info.dtype].size;
   if (overflow || count > UINT64_MAX / es) {
-    st_set_error("%s: tensor '%s': shape too large", path, name);
+    proto_err_set("%s: tensor '%s': shape too large", path, name);
     return 0;
   }
   if (json_array_size(jo) != 2 || !json_is_integer(json_array_get(jo, 0)) ||
       !json_is_integer(json_array_get(jo, 1)) || json_integer_value(json_array_get(jo, 0)) < 0 ||
       json_integer_value(json_array_get(jo, 1)) < 0) {
-    st_set_error("%s: tensor '%s': data_offsets must be two non-negative integers", path, name);
+    proto_err_set("%s: tensor '%s': data_offsets must be two non-negative integers", path, name);
     return 0;
   }
   e->begin = (uint64_t)json_integer_value(json_array_get(jo, 0));
   e->end = (uint64_t)json_integer_value(json_array_get(jo, 1));
   if (e->begin > e->end) {
-    st_set_error("%s: tensor '%s': data_offsets [%llu, %llu] are reversed", path, name,
+    proto_err_set("%s: tensor '%s': data_offsets [%llu, %llu] are reversed", path, name,
                  (unsigned long long)e->begin, (unsigned long long)e->end);
     return 0;
   }
   if (e->end > data_size) {
-    st_set_error("%s: tensor '%s': data_offsets [%llu, %llu] past the end of the data "
+    proto_err_set("%s: tensor '%s': data_offsets [%llu, %llu] past the end of the data "
                  "(%llu bytes; file truncated?)",
                  path, name, (unsigned long long)e->begin, (unsigned long long)e->end,
                  (unsigned long long)data_size);
     return 0;
   }
   if (e->end - e->begin != count * es) {
-    st_set_error("%s: tensor '%s': %llu bytes for %s shape of %llu elements (expected %llu)",
+    proto_err_set("%s: tensor '%s': %llu bytes for %s shape of %llu elements (expected %llu)",
                  path, name, (unsigned long long)(e->end - e->begin),
                  st_dtypes[e->info.dtype].name, (unsigned long long)count,
                  (unsigned long long)(count * es));
@@ -165,10 +156,10 @@ proto_status st_open(const char *path, st_file **out) {
   st_file *f = NULL;
   int fd = -1;
   *out = NULL;
-  st_err[0] = 0;
+  proto_err_clear();
   f = calloc(1, sizeof *f);
   if (!f || !(f->path = strdup(path))) {
-    st_set_error("%s: out of memory", path);
+    proto_err_set("%s: out of memory", path);
     st = PROTO_ENOMEM;
     goto fail;
   }
@@ -176,23 +167,23 @@ proto_status st_open(const char *path, st_file **out) {
   fd = open(path, O_RDONLY | O_CLOEXEC);
   struct stat sb;
   if (fd < 0 || fstat(fd, &sb) != 0) {
-    st_set_error("%s: %s", path, strerror(errno));
+    proto_err_set("%s: %s", path, strerror(errno));
     st = errno == ENOENT ? PROTO_ENOTFOUND : PROTO_EIO;
     goto fail;
   }
   if (!S_ISREG(sb.st_mode)) {
-    st_set_error("%s: not a regular file", path);
+    proto_err_set("%s: not a regular file", path);
     st = PROTO_EIO;
     goto fail;
   }
   f->size = (size_t)sb.st_size;
   if (f->size < 8) {
-    st_set_error("%s: truncated: %zu bytes, too short for a safetensors header", path, f->size);
+    proto_err_set("%s: truncated: %zu bytes, too short for a safetensors header", path, f->size);
     goto fail;
   }
   void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
   if (m == MAP_FAILED) {
-    st_set_error("%s: mmap: %s", path, strerror(errno));
+    proto_err_set("%s: mmap: %s", path, strerror(errno));
     st = PROTO_EIO;
     goto fail;
   }
@@ -200,14 +191,14 @@ proto_status st_open(const char *path, st_file **out) {
   uint64_t hlen = 0;
   for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->map[i];
   if (hlen > ST_MAX_HEADER || hlen > f->size - 8) {
-    st_set_error("%s: header length %llu exceeds the file (%zu bytes; truncated or not safetensors)",
+    proto_err_set("%s: header length %llu exceeds the file (%zu bytes; truncated or not safetensors)",
                  path, (unsigned long long)hlen, f->size);
     goto fail;
   }
   json_error_t jerr;
   f->header = json_loadb((const char *)f->map + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
   if (!f->header || !json_is_object(f->header)) {
-    st_set_error("%s: header is not a JSON object: %s (byte %d)", path,
+    proto_err_set("%s: header is not a JSON object: %s (byte %d)", path,
                  f->header ? "wrong type" : jerr.text, f->header ? 0 : jerr.position);
     goto fail;
   }
@@ -217,7 +208,7 @@ proto_status st_open(const char *path, st_file **out) {
   f->entries = calloc(n ? n : 1, sizeof *f->entries);
   f->by_name = calloc(n ? n : 1, sizeof *f->by_name);
   if (!f->entries || !f->by_name) {
-    st_set_error("%s: out of memory", path);
+    proto_err_set("%s: out of memory", path);
     st = PROTO_ENOMEM;
     goto fail;
   }
@@ -228,12 +219,12 @@ proto_status st_open(const char *path, st_file **out) {
       const char *mk;
       json_t *mv;
       if (!json_is_object(val)) {
-        st_set_error("%s: __metadata__ is not an object", path);
+        proto_err_set("%s: __metadata__ is not an object", path);
         goto fail;
       }
       json_object_foreach(val, mk, mv) {
         if (!json_is_string(mv)) {
-          st_set_error("%s: __metadata__ '%s' is not a string", path, mk);
+          proto_err_set("%s: __metadata__ '%s' is not a string", path, mk);
           goto fail;
         }
       }
@@ -249,7 +240,7 @@ proto_status st_open(const char *path, st_file **out) {
   for (size_t i = 1; i < f->count; i++) {
     const st_entry *a = &f->entries[i - 1], *b = &f->entries[i];
     if (b->begin < a->end && b->begin != b->end) {
-      st_set_error("%s: tensor '%s' [%llu, %llu) overlaps tensor '%s' [%llu, %llu)", path,
+      proto_err_set("%s: tensor '%s' [%llu, %llu) overlaps tensor '%s' [%llu, %llu)", path,
                    b->info.name, (unsigned long long)b->begin, (unsigned long long)b->end,
                    a->info.name, (unsigned long long)a->begin, (unsigned long long)a->end);
       goto fail;
@@ -342,7 +333,7 @@ proto_status st_get_f32(st_file *f, const char *name, int ndim, const int64_t *s
   *out = NULL;
   st_entry *e = st_lookup(f, name);
   if (!e) {
-    st_set_error("%s: tensor '%s' is missing", f->path, name);
+    proto_err_set("%s: tensor '%s' is missing", f->path, name);
     return PROTO_ENOTFOUND;
   }
   const st_tensor_info *t = &e->info;
@@ -352,11 +343,11 @@ proto_status st_get_f32(st_file *f, const char *name, int ndim, const int64_t *s
     char want[160], got[160];
     st_shape_str(want, sizeof want, ndim, shape);
     st_shape_str(got, sizeof got, t->ndim, t->shape);
-    st_set_error("%s: tensor '%s' has shape %s, expected %s (-1 = any)", f->path, name, got, want);
+    proto_err_set("%s: tensor '%s' has shape %s, expected %s (-1 = any)", f->path, name, got, want);
     return PROTO_EDIM;
   }
   if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
-    st_set_error("%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", f->path, name,
+    proto_err_set("%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", f->path, name,
                  st_dtypes[t->dtype].name);
     return PROTO_ETYPE;
   }
@@ -370,7 +361,7 @@ proto_status st_get_f32(st_file *f, const char *name, int ndim, const int64_t *s
     size_t count = t->nbytes / st_dtypes[t->dtype].size;
     float *buf = malloc(count ? count * sizeof(float) : 1);
     if (!buf) {
-      st_set_error("%s: tensor '%s': out of memory converting to F32", f->path, name);
+      proto_err_set("%s: tensor '%s': out of memory converting to F32", f->path, name);
       st = PROTO_ENOMEM;
     } else {
       const unsigned char *src = t->data;

@@ -61,7 +61,7 @@ sample_params sample_params_default(void) {
   return p;
 }
 
-proto_status sample_params_check(const sample_params *p, const char **why) {
+proto_status sample_params_check(const sample_params *p) {
   const char *w = NULL;
   if (!p)
     w = "no parameters";
@@ -73,15 +73,14 @@ proto_status sample_params_check(const sample_params *p, const char **why) {
     w = "top_p must be in (0, 1]";
   else if (p->n_logprobs < 0 || p->n_logprobs > SAMPLE_MAX_LOGPROBS)
     w = "logprobs must be between 0 and 20";
-  if (why) *why = w;
-  return w ? PROTO_ERANGE : PROTO_OK;
+  return w ? proto_fail(PROTO_ERANGE, "%s", w) : PROTO_OK;
 }
 
 proto_status sample_new(int vocab, const sample_params *p, sampler **out) {
   if (!out) return PROTO_EINVAL;
   *out = NULL;
   if (vocab < 1) return PROTO_EINVAL;
-  proto_status st = sample_params_check(p, NULL);
+  proto_status st = sample_params_check(p);
   if (st != PROTO_OK) return st;
   sampler *s = calloc(1, sizeof *s);
   if (!s) return PROTO_ENOMEM;

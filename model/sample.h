@@ -42,10 +42,10 @@ typedef struct sampler sampler;
 /* temperature 1, top_k 0, top_p 1, seed 0, n_logprobs 0. */
 sample_params sample_params_default(void);
 
-/* PROTO_OK, or PROTO_ERANGE with a static message in *why (may be NULL) for:
- * temperature < 0 or not finite, top_k < 0, top_p not in (0, 1],
- * n_logprobs outside 0..SAMPLE_MAX_LOGPROBS. */
-proto_status sample_params_check(const sample_params *p, const char **why);
+/* PROTO_OK, or PROTO_ERANGE with the error detail (proto_err_get) naming
+ * the parameter for: temperature < 0 or not finite, top_k < 0, top_p not in
+ * (0, 1], n_logprobs outside 0..SAMPLE_MAX_LOGPROBS. */
+proto_status sample_params_check(const sample_params *p);
 
 /* A sampler for rows of vocab logits. Allocates its scratch here (none per
  * token). Errors: PROTO_EINVAL (vocab < 1), PROTO_ERANGE (bad params),

@@ -69,12 +69,4 @@ const char *st_dtype_name(st_dtype d); /* "F32", ... */
 proto_status st_get_f32(st_file *f, const char *name, int ndim, const int64_t *shape,
                         const float **out);
 
-/* Writes a detail message for the calling thread (used by the model loaders
- * to report their own shape checks in the same style). printf-like. */
-void st_set_error(const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
-
 #endif

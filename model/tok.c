@@ -40,9 +40,7 @@ enum {
 
 /* ------------------------------------------------------------------ errors */
 
-static _Thread_local char tok_err[512];
-
-const char *tok_last_error(void) { return tok_err; }
+const char *tok_last_error(void) { return proto_err_get(); }
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
@@ -50,7 +48,7 @@ __attribute__((format(printf, 2, 3)))
 static proto_status fail(proto_status st, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(tok_err, sizeof tok_err, fmt, ap);
+  proto_err_vset(fmt, ap);
   va_end(ap);
   return st;
 }

@@ -8,6 +8,8 @@
  */
 #include "tok_unicode.h"
 
+#include "proto.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,30 +50,12 @@ uint32_t tu_props(uint32_t cp) {
 }
 
 int32_t tu_utf8_next(const unsigned char *s, size_t len, size_t *adv) {
-  unsigned c = s[0];
   *adv = 1;
-  if (c < 0x80) return (int32_t)c;
-  unsigned lo = 0x80, hi = 0xBF;
-  size_t need;
+  if (s[0] < 0x80) return (int32_t)s[0];
   uint32_t cp;
-  if (c >= 0xC2 && c <= 0xDF) { need = 1; cp = c & 0x1F; }
-  else if (c >= 0xE0 && c <= 0xEF) {
-    need = 2; cp = c & 0x0F;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    need = 3; cp = c & 0x07;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else return -1;
-  if (len < need + 1) return -1;
-  for (size_t i = 1; i <= need; i++) {
-    unsigned d = s[i];
-    if (d < lo || d > hi) return -1;
-    lo = 0x80; hi = 0xBF;
-    cp = (cp << 6) | (d & 0x3F);
-  }
-  *adv = need + 1;
+  int n = proto_utf8_decode((const char *)s, len, &cp);
+  if (n <= 0) return -1;
+  *adv = (size_t)n;
   return (int32_t)cp;
 }
 

@@ -7,8 +7,9 @@
  * safetensors headers) with jansson directly.
  *
  * Status convention: every function that can fail returns proto_status
- * (PROTO_OK == 0) and writes results through out-parameters. A context object
- * (store, index, model) keeps a short detail message for the last failure.
+ * (PROTO_OK == 0) and writes results through out-parameters. The failing
+ * function also writes a one-line detail into the calling thread's error
+ * text (proto_err_set below), which every module's xxx_last_error() reads.
  */
 #ifndef RETRO_PROTO_H
 #define RETRO_PROTO_H
@@ -70,8 +71,39 @@ enum {
   PROTO_MAX_FILTER_VALUES = 64,       /* values one filter key may list */
 };
 
+/* The calling thread's error detail (error.c), one buffer shared by every
+ * module: a function that fails writes one line saying why, and each
+ * module's xxx_last_error() reads it. Read it before the next call that can
+ * fail; arguments may include proto_err_get() itself (a wrapper adding
+ * context). Longer messages are cut at PROTO_ERR_MAX - 1 bytes. */
+#include <stdarg.h>
+enum { PROTO_ERR_MAX = 1024 };
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+void proto_err_set(const char *fmt, ...);
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 0)))
+#endif
+void proto_err_vset(const char *fmt, va_list ap);
+/* proto_err_set, then returns st: `return proto_fail(PROTO_EINVAL, ...)`. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+proto_status proto_fail(proto_status st, const char *fmt, ...);
+/* The detail text; "" when none was set. Never NULL. */
+const char *proto_err_get(void);
+void proto_err_clear(void);
+
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 int proto_utf8_valid(const char *s, size_t len);
+/* Decodes the UTF-8 sequence that starts s[0..len). Returns its length
+ * (1..4), with the code point in *cp (cp may be NULL); 0 when s[0..len) is
+ * the start of a well-formed sequence cut short (more bytes could complete
+ * it; also for len 0); or -k when ill-formed, k (1..3) being the bytes of
+ * its maximal ill-formed subpart, which one U+FFFD replaces (Unicode's
+ * recommended practice). */
+int proto_utf8_decode(const char *s, size_t len, uint32_t *cp);
 
 /* Monotonic clock in seconds (for timings and rates). */
 double proto_now(void);

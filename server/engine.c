@@ -20,17 +20,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static _Thread_local char srv_err[1024];
-
 proto_status srv__fail(proto_status st, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(srv_err, sizeof srv_err, fmt, ap);
+  proto_err_vset(fmt, ap);
   va_end(ap);
   return st;
 }
 
-const char *srv_last_error(void) { return srv_err[0] ? srv_err : "no error"; }
+const char *srv_last_error(void) { return proto_err_get(); }
 
 /* Paths --------------------------------------------------------------------- */
 

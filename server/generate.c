@@ -246,13 +246,13 @@ leave:
   return s;
 }
 
-/* Length of the incomplete-but-valid UTF-8 sequence at the end of s[0..n). */
+/* Length of the incomplete-but-valid UTF-8 sequence at the end of s[0..n)
+ * (the next token may complete it). */
 static size_t utf8_tail(const char *s, size_t n) {
   for (size_t back = 1; back <= 3 && back <= n; back++) {
     unsigned char c = (unsigned char)s[n - back];
     if ((c & 0xC0) == 0x80) continue; /* continuation: look further back */
-    size_t need = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 1;
-    return need > back ? back : 0;
+    return proto_utf8_decode(s + n - back, back, NULL) == 0 ? back : 0;
   }
   return 0;
 }
@@ -374,10 +374,9 @@ proto_status srv_generate(srv_engine *e, const srv_gen_request *rq, const srv_ge
   sp.top_p = (float)rq->top_p;
   sp.seed = out->seed;
   sp.n_logprobs = rq->logprobs > 0 ? rq->logprobs : 0;
-  const char *why = NULL;
-  if ((s = sample_params_check(&sp, &why)) != PROTO_OK) {
+  if ((s = sample_params_check(&sp)) != PROTO_OK) {
     free(ptoks);
-    return srv__fail(s, "%s", why ? why : "bad sampling parameters");
+    return s; /* the detail names the parameter */
   }
 
   double tq = proto_now();

@@ -79,20 +79,11 @@ struct store {
 
 /* Errors ----------------------------------------------------------------- */
 
-static _Thread_local char tl_err[320];
-
-const char *store_last_error(void) { return tl_err; }
-
-static void set_err(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(tl_err, sizeof tl_err, fmt, ap);
-  va_end(ap);
-}
+const char *store_last_error(void) { return proto_err_get(); }
 
 /* Records "what: mdb_strerror(rc)" and maps rc onto a proto status. */
 static proto_status mdb_fail(int rc, const char *what) {
-  set_err("store: %s: %s", what, mdb_strerror(rc));
+  proto_err_set("store: %s: %s", what, mdb_strerror(rc));
   switch (rc) {
   case MDB_NOTFOUND: return PROTO_ENOTFOUND;
   case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INVALID:
@@ -100,10 +91,10 @@ static proto_status mdb_fail(int rc, const char *what) {
     return PROTO_ECORRUPT;
   case ENOMEM: return PROTO_ENOMEM;
   case ENOSPC: case EDQUOT:
-    set_err("store: %s: the disk is full (%s)", what, mdb_strerror(rc));
+    proto_err_set("store: %s: the disk is full (%s)", what, mdb_strerror(rc));
     return PROTO_ENOSPACE;
   case MDB_MAP_FULL:
-    set_err("store: %s: the LMDB map is full", what);
+    proto_err_set("store: %s: the LMDB map is full", what);
     return PROTO_ENOSPACE;
   case EIO: case EROFS: case EACCES: case EPERM:
     return PROTO_EIO;
@@ -112,7 +103,7 @@ static proto_status mdb_fail(int rc, const char *what) {
 }
 
 static proto_status corrupt(const char *what) {
-  set_err("store: corrupt record: %s", what);
+  proto_err_set("store: corrupt record: %s", what);
   return PROTO_ECORRUPT;
 }
 
@@ -176,13 +167,13 @@ static unsigned held_depth(const store *st) {
 static proto_status map_rdlock(store *st) {
   unsigned *d = held_slot(st, 1);
   if (!d) {
-    set_err("store: too many stores read at once by one thread");
+    proto_err_set("store: too many stores read at once by one thread");
     return PROTO_EINTERNAL;
   }
   if (*d == 0) {
     int rc = pthread_rwlock_rdlock(&st->map_lock);
     if (rc) {
-      set_err("store: pthread_rwlock_rdlock: %s", strerror(rc));
+      proto_err_set("store: pthread_rwlock_rdlock: %s", strerror(rc));
       return PROTO_EINTERNAL;
     }
   }
@@ -204,7 +195,7 @@ static void map_rdunlock(store *st) {
 static proto_status map_resize(store *st, size_t size) {
   int rc = pthread_rwlock_wrlock(&st->map_lock);
   if (rc) {
-    set_err("store: pthread_rwlock_wrlock: %s", strerror(rc));
+    proto_err_set("store: pthread_rwlock_wrlock: %s", strerror(rc));
     return PROTO_EINTERNAL;
   }
   rc = mdb_env_set_mapsize(st->env, size);
@@ -224,12 +215,12 @@ static proto_status map_grow(store *st) {
   size_t step = cur < GROW_STEP_MAX ? cur : GROW_STEP_MAX;
   if (step < ((size_t)1 << 20)) step = (size_t)1 << 20;
   if (cur > SIZE_MAX - step) {
-    set_err("store: map cannot grow past %zu bytes", cur);
+    proto_err_set("store: map cannot grow past %zu bytes", cur);
     return PROTO_ENOSPACE;
   }
   if (st->max_map && cur + step > st->max_map) {
     if (cur >= st->max_map) {
-      set_err("store: the LMDB map is full: %zu bytes, the limit (max map size)", cur);
+      proto_err_set("store: the LMDB map is full: %zu bytes, the limit (max map size)", cur);
       return PROTO_ENOSPACE;
     }
     step = st->max_map - cur;
@@ -290,10 +281,8 @@ static proto_status classify_eio(store *st, proto_status ps) {
     return ps;
   unsigned long long avail = (unsigned long long)sv.f_bavail * sv.f_frsize;
   if (avail >= NEARLY_FULL_BYTES) return ps;
-  char was[sizeof tl_err];
-  memcpy(was, tl_err, sizeof was);
-  set_err("store: the disk is full (%llu bytes free on the database's file system; %.200s)",
-          avail, was);
+  proto_err_set("store: the disk is full (%llu bytes free on the database's file system; %.200s)",
+                avail, proto_err_get());
   return PROTO_ENOSPACE;
 }
 
@@ -310,7 +299,7 @@ typedef proto_status (*write_body)(store *st, MDB_txn *txn, void *ctx,
 static proto_status write_run(store *st, write_body body, void *ctx) {
   proto_status ps = PROTO_OK;
   if (held_depth(st)) {
-    set_err("store: write from a thread inside a store read (scan callback)");
+    proto_err_set("store: write from a thread inside a store read (scan callback)");
     return PROTO_EINVAL;
   }
   pthread_mutex_lock(&st->write_lock);
@@ -345,7 +334,7 @@ static proto_status write_run(store *st, write_body body, void *ctx) {
       continue;
     }
     if (ps != PROTO_OK && mrc == MDB_MAP_FULL) {
-      set_err("store: the LMDB map is full after %d growths", attempt);
+      proto_err_set("store: the LMDB map is full after %d growths", attempt);
       ps = PROTO_ENOSPACE;
     }
     ps = classify_eio(st, ps);
@@ -376,7 +365,7 @@ static proto_status meta_u64(store *st, MDB_txn *txn, const char *key,
   if (rc == MDB_NOTFOUND) { *out = dflt; return PROTO_OK; }
   if (rc) return mdb_fail(rc, "mdb_get meta");
   if (parse_u64(v.mv_data, v.mv_size, out)) {
-    set_err("store: corrupt meta value for %s", key);
+    proto_err_set("store: corrupt meta value for %s", key);
     return PROTO_ECORRUPT;
   }
   return PROTO_OK;
@@ -416,10 +405,10 @@ static void doc_key_make(const store *st, const char *id, size_t len, doc_key *k
 }
 
 static proto_status check_id(const char *id, size_t *len) {
-  if (!id) { set_err("store: document id is NULL"); return PROTO_EINVAL; }
+  if (!id) { proto_err_set("store: document id is NULL"); return PROTO_EINVAL; }
   *len = strlen(id);
   if (*len == 0 || *len > PROTO_MAX_ID_BYTES) {
-    set_err("store: document id must be 1..%d bytes", PROTO_MAX_ID_BYTES);
+    proto_err_set("store: document id must be 1..%d bytes", PROTO_MAX_ID_BYTES);
     return PROTO_EINVAL;
   }
   return PROTO_OK;
@@ -454,7 +443,7 @@ static proto_status doc_rec_read(store *st, MDB_txn *txn, uint64_t doc_id,
   MDB_val k = val_of(kb, 8), v;
   int rc = mdb_get(txn, st->docs, &k, &v);
   if (rc == MDB_NOTFOUND) {
-    set_err("store: document #%llu not found", (unsigned long long)doc_id);
+    proto_err_set("store: document #%llu not found", (unsigned long long)doc_id);
     return PROTO_ENOTFOUND;
   }
   if (rc) return mdb_fail(rc, "mdb_get docs");
@@ -536,7 +525,7 @@ static proto_status open_body(store *st, MDB_txn *txn, void *ctx, int *mdb_rc) {
   if (ps) return ps;
   if (schema == 0) return meta_put_u64(st, txn, K_SCHEMA, STORE_SCHEMA, mdb_rc);
   if (schema != STORE_SCHEMA) {
-    set_err("store: database schema %llu, this build reads %d",
+    proto_err_set("store: database schema %llu, this build reads %d",
             (unsigned long long)schema, STORE_SCHEMA);
     return PROTO_ECORRUPT;
   }
@@ -548,7 +537,7 @@ static proto_status make_dir(const char *path) {
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return PROTO_OK;
   }
-  set_err("store: cannot create directory %s: %s", path, strerror(errno ? errno : ENOTDIR));
+  proto_err_set("store: cannot create directory %s: %s", path, strerror(errno ? errno : ENOTDIR));
   return PROTO_EIO;
 }
 
@@ -558,7 +547,7 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
   char *path = NULL;
   int rc;
   if (!dir || !*dir || !out) {
-    set_err("store: store_open needs a directory and an out pointer");
+    proto_err_set("store: store_open needs a directory and an out pointer");
     return PROTO_EINVAL;
   }
   *out = NULL;
@@ -570,7 +559,7 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
   size_t plen = strlen(dir) + 4;
   path = malloc(plen);
   st = calloc(1, sizeof *st);
-  if (!path || !st) { set_err("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
+  if (!path || !st) { proto_err_set("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
   snprintf(path, plen, "%s/db", dir);
   if ((ps = make_dir(dir)) || (ps = make_dir(path))) goto leave;
 
@@ -579,10 +568,10 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
   pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
   rc = pthread_rwlock_init(&st->map_lock, &ra);
   pthread_rwlockattr_destroy(&ra);
-  if (rc) { set_err("store: pthread_rwlock_init: %s", strerror(rc)); ps = PROTO_EINTERNAL; goto leave; }
+  if (rc) { proto_err_set("store: pthread_rwlock_init: %s", strerror(rc)); ps = PROTO_EINTERNAL; goto leave; }
   if ((rc = pthread_mutex_init(&st->write_lock, NULL))) {
     pthread_rwlock_destroy(&st->map_lock);
-    set_err("store: pthread_mutex_init: %s", strerror(rc));
+    proto_err_set("store: pthread_mutex_init: %s", strerror(rc));
     ps = PROTO_EINTERNAL;
     goto leave;
   }
@@ -609,7 +598,7 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
   int stale = 0;
   mdb_reader_check(st->env, &stale);
   int mk = mdb_env_get_maxkeysize(st->env);
-  if (mk < 64) { set_err("store: LMDB key size limit %d too small", mk); ps = PROTO_ESTORE; goto leave; }
+  if (mk < 64) { proto_err_set("store: LMDB key size limit %d too small", mk); ps = PROTO_ESTORE; goto leave; }
   st->maxkey = (unsigned)mk;
   if ((ps = write_run(st, open_body, NULL))) goto leave;
   *out = st;
@@ -635,15 +624,15 @@ void store_close(store *st) {
 proto_status store_meta_get(store *st, const char *key, char **value) {
   MDB_txn *txn = NULL;
   proto_status ps;
-  if (!st || !key || !*key || !value) { set_err("store: bad meta_get arguments"); return PROTO_EINVAL; }
+  if (!st || !key || !*key || !value) { proto_err_set("store: bad meta_get arguments"); return PROTO_EINVAL; }
   *value = NULL;
-  if (strlen(key) > st->maxkey) { set_err("store: meta key too long"); return PROTO_EINVAL; }
+  if (strlen(key) > st->maxkey) { proto_err_set("store: meta key too long"); return PROTO_EINVAL; }
   if ((ps = rd_begin(st, &txn))) return ps;
   MDB_val k = val_of(key, strlen(key)), v;
   int rc = mdb_get(txn, st->meta, &k, &v);
   if (rc == MDB_SUCCESS) {
     char *s = malloc(v.mv_size + 1);
-    if (!s) { set_err("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
+    if (!s) { proto_err_set("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
     memcpy(s, v.mv_data, v.mv_size);
     s[v.mv_size] = 0;
     *value = s;
@@ -664,11 +653,11 @@ static proto_status meta_put_body(store *st, MDB_txn *txn, void *ctx, int *mdb_r
     proto_status ps = meta_u64(st, txn, K_DIM, 0, &have);
     if (ps) return ps;
     if (parse_u64(c->value, strlen(c->value), &want) || want == 0 || want > PROTO_MAX_DIM) {
-      set_err("store: meta dim must be a number in 1..%d", PROTO_MAX_DIM);
+      proto_err_set("store: meta dim must be a number in 1..%d", PROTO_MAX_DIM);
       return PROTO_EINVAL;
     }
     if (have && have != want) {
-      set_err("store: dim %llu requested, the database holds dim %llu",
+      proto_err_set("store: dim %llu requested, the database holds dim %llu",
               (unsigned long long)want, (unsigned long long)have);
       return PROTO_EDIM;
     }
@@ -680,10 +669,10 @@ static proto_status meta_put_body(store *st, MDB_txn *txn, void *ctx, int *mdb_r
 }
 
 proto_status store_meta_put(store *st, const char *key, const char *value) {
-  if (!st || !key || !*key || !value) { set_err("store: bad meta_put arguments"); return PROTO_EINVAL; }
-  if (strlen(key) > st->maxkey) { set_err("store: meta key too long"); return PROTO_EINVAL; }
+  if (!st || !key || !*key || !value) { proto_err_set("store: bad meta_put arguments"); return PROTO_EINVAL; }
+  if (strlen(key) > st->maxkey) { proto_err_set("store: meta key too long"); return PROTO_EINVAL; }
   if (meta_key_reserved(key)) {
-    set_err("store: meta key '%s' is reserved", key);
+    proto_err_set("store: meta key '%s' is reserved", key);
     return PROTO_EINVAL;
   }
   meta_put_ctx c = {key, value};
@@ -733,7 +722,7 @@ static proto_status upsert_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc
       (ps = meta_u64(st, txn, K_NEXT_CHUNK, 1, &next_chunk)))
     return ps;
   if (c->dim && dim && dim != c->dim) {
-    set_err("store: vectors have dim %u, the database holds dim %llu", c->dim,
+    proto_err_set("store: vectors have dim %u, the database holds dim %llu", c->dim,
             (unsigned long long)dim);
     return PROTO_EDIM;
   }
@@ -759,7 +748,7 @@ static proto_status upsert_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc
       doc_key_make(st, d->id, id_len, &dk);
       MDB_val k = val_of(dk.buf, dk.len), v;
       if (mdb_get(txn, st->doc_keys, &k, &v) == MDB_SUCCESS) {
-        set_err("store: document id hash collision");
+        proto_err_set("store: document id hash collision");
         return PROTO_EINVAL;
       }
     }
@@ -814,7 +803,7 @@ static proto_status upsert_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc
 
 proto_status store_upsert(store *st, const store_doc_input *docs, size_t n,
                           uint32_t dim, uint64_t *doc_ids) {
-  if (!st || (n && !docs)) { set_err("store: bad upsert arguments"); return PROTO_EINVAL; }
+  if (!st || (n && !docs)) { proto_err_set("store: bad upsert arguments"); return PROTO_EINVAL; }
   if (n == 0) return PROTO_OK;
   int any_chunk = 0;
   for (size_t i = 0; i < n; i++) {
@@ -823,11 +812,11 @@ proto_status store_upsert(store *st, const store_doc_input *docs, size_t n,
     proto_status ps = check_id(d->id, &id_len);
     if (ps) return ps;
     if (d->metadata_json && strlen(d->metadata_json) > MAX_TEXT_BYTES) {
-      set_err("store: metadata of '%s' too large", d->id);
+      proto_err_set("store: metadata of '%s' too large", d->id);
       return PROTO_EINVAL;
     }
     if (d->n_chunks && !d->chunks) {
-      set_err("store: document '%s' has n_chunks but no chunks", d->id);
+      proto_err_set("store: document '%s' has n_chunks but no chunks", d->id);
       return PROTO_EINVAL;
     }
     for (uint32_t j = 0; j < d->n_chunks; j++) {
@@ -835,17 +824,17 @@ proto_status store_upsert(store *st, const store_doc_input *docs, size_t n,
       any_chunk = 1;
       if (ch->n_tokens > PROTO_CHUNK_TOKENS || (ch->n_tokens && !ch->tokens) ||
           (ch->text_len && !ch->text) || ch->text_len > MAX_TEXT_BYTES || !ch->vector) {
-        set_err("store: document '%s' chunk %u: bad tokens, text or vector", d->id, j);
+        proto_err_set("store: document '%s' chunk %u: bad tokens, text or vector", d->id, j);
         return PROTO_EINVAL;
       }
     }
   }
   if (any_chunk && (dim == 0 || dim > PROTO_MAX_DIM)) {
-    set_err("store: dim %u out of 1..%d", dim, PROTO_MAX_DIM);
+    proto_err_set("store: dim %u out of 1..%d", dim, PROTO_MAX_DIM);
     return PROTO_EDIM;
   }
   if (dim > PROTO_MAX_DIM) {
-    set_err("store: dim %u out of 1..%d", dim, PROTO_MAX_DIM);
+    proto_err_set("store: dim %u out of 1..%d", dim, PROTO_MAX_DIM);
     return PROTO_EDIM;
   }
   for (size_t i = 0; i < n; i++)
@@ -853,7 +842,7 @@ proto_status store_upsert(store *st, const store_doc_input *docs, size_t n,
       const float *v = docs[i].chunks[j].vector;
       for (uint32_t t = 0; t < dim; t++)
         if (!isfinite(v[t])) {
-          set_err("store: document '%s' chunk %u: non-finite vector value", docs[i].id, j);
+          proto_err_set("store: document '%s' chunk %u: non-finite vector value", docs[i].id, j);
           return PROTO_ERANGE;
         }
     }
@@ -883,7 +872,7 @@ static proto_status delete_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc
 proto_status store_delete(store *st, const char *id, int *found) {
   delete_ctx c = {id, 0, 0};
   if (found) *found = 0;
-  if (!st) { set_err("store: NULL store"); return PROTO_EINVAL; }
+  if (!st) { proto_err_set("store: NULL store"); return PROTO_EINVAL; }
   proto_status ps = check_id(id, &c.len);
   if (ps) return ps;
   if ((ps = write_run(st, delete_body, &c))) return ps;
@@ -896,7 +885,7 @@ proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_
   size_t len;
   *doc_num = 0;
   if (n_chunks) *n_chunks = 0;
-  if (!st) { set_err("store: NULL store"); return PROTO_EINVAL; }
+  if (!st) { proto_err_set("store: NULL store"); return PROTO_EINVAL; }
   proto_status ps = check_id(id, &len);
   if (ps) return ps;
   MDB_txn *txn = NULL;
@@ -965,10 +954,10 @@ proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_
                                 const unsigned char *content_hash, int *found) {
   set_meta_ctx c = {id, metadata_json ? metadata_json : "{}", 0, content_hash, 0};
   if (found) *found = 0;
-  if (!st) { set_err("store: NULL store"); return PROTO_EINVAL; }
+  if (!st) { proto_err_set("store: NULL store"); return PROTO_EINVAL; }
   proto_status ps = check_id(id, &c.len);
   if (ps) return ps;
-  if (strlen(c.meta) > MAX_TEXT_BYTES) { set_err("store: metadata of '%s' too large", id); return PROTO_EINVAL; }
+  if (strlen(c.meta) > MAX_TEXT_BYTES) { proto_err_set("store: metadata of '%s' too large", id); return PROTO_EINVAL; }
   if ((ps = write_run(st, set_meta_body, &c))) return ps;
   if (found) *found = c.found;
   return PROTO_OK;
@@ -992,7 +981,7 @@ static proto_status doc_fill(uint64_t num, const doc_rec *r, store_doc *out) {
   out->metadata_json = dup_bytes(r->meta, r->meta_len);
   if (!out->id || !out->metadata_json) {
     store_doc_free(out);
-    set_err("store: out of memory");
+    proto_err_set("store: out of memory");
     return PROTO_ENOMEM;
   }
   return PROTO_OK;
@@ -1003,13 +992,13 @@ proto_status store_doc_get(store *st, const char *id, store_doc *out) {
   size_t len;
   uint64_t num;
   doc_rec r;
-  if (!st || !out) { set_err("store: bad doc_get arguments"); return PROTO_EINVAL; }
+  if (!st || !out) { proto_err_set("store: bad doc_get arguments"); return PROTO_EINVAL; }
   memset(out, 0, sizeof *out);
   proto_status ps = check_id(id, &len);
   if (ps) return ps;
   if ((ps = rd_begin(st, &txn))) return ps;
   if ((ps = doc_lookup(st, txn, id, len, &num, &r))) goto leave;
-  if (!num) { set_err("store: document not found"); ps = PROTO_ENOTFOUND; goto leave; }
+  if (!num) { proto_err_set("store: document not found"); ps = PROTO_ENOTFOUND; goto leave; }
   ps = doc_fill(num, &r, out);
 leave:
   rd_end(st, txn);
@@ -1024,7 +1013,7 @@ static proto_status doc_by_num_in(store *st, MDB_txn *txn, uint64_t doc_id, stor
 
 proto_status store_doc_get_by_num(store *st, uint64_t doc_id, store_doc *out) {
   MDB_txn *txn = NULL;
-  if (!st || !out) { set_err("store: bad doc_get arguments"); return PROTO_EINVAL; }
+  if (!st || !out) { proto_err_set("store: bad doc_get arguments"); return PROTO_EINVAL; }
   memset(out, 0, sizeof *out);
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
@@ -1037,7 +1026,7 @@ proto_status store_docs_list(store *st, uint64_t after, size_t max, store_doc *o
                              size_t *n, int *more) {
   MDB_txn *txn = NULL;
   MDB_cursor *cur = NULL;
-  if (!st || !n || !more || (max && !out)) { set_err("store: bad docs_list arguments"); return PROTO_EINVAL; }
+  if (!st || !n || !more || (max && !out)) { proto_err_set("store: bad docs_list arguments"); return PROTO_EINVAL; }
   *n = 0;
   *more = 0;
   if (after == UINT64_MAX) return PROTO_OK;
@@ -1090,7 +1079,7 @@ static proto_status chunk_copy(const chunk_rec *r, int32_t **tokens, uint32_t *n
   if (!*text) goto oom;
   return PROTO_OK;
 oom:
-  set_err("store: out of memory");
+  proto_err_set("store: out of memory");
   return PROTO_ENOMEM;
 }
 
@@ -1098,7 +1087,7 @@ static proto_status chunk_get_in(store *st, MDB_txn *txn, uint64_t chunk_id, sto
   chunk_rec r, nx;
   proto_status ps = chunk_rec_read(st, txn, chunk_id, &r);
   if (ps == PROTO_ENOTFOUND) {
-    set_err("store: chunk %llu not found", (unsigned long long)chunk_id);
+    proto_err_set("store: chunk %llu not found", (unsigned long long)chunk_id);
     goto leave;
   }
   if (ps) goto leave;
@@ -1117,7 +1106,7 @@ static proto_status chunk_get_in(store *st, MDB_txn *txn, uint64_t chunk_id, sto
   } else if (ps == PROTO_OK || ps == PROTO_ENOTFOUND) {
     out->next_text = dup_bytes("", 0);
     ps = out->next_text ? PROTO_OK : PROTO_ENOMEM;
-    if (ps) set_err("store: out of memory");
+    if (ps) proto_err_set("store: out of memory");
   }
 leave:
   if (ps) store_chunk_free(out);
@@ -1126,7 +1115,7 @@ leave:
 
 proto_status store_chunk_get(store *st, uint64_t chunk_id, store_chunk *out) {
   MDB_txn *txn = NULL;
-  if (!st || !out) { set_err("store: bad chunk_get arguments"); return PROTO_EINVAL; }
+  if (!st || !out) { proto_err_set("store: bad chunk_get arguments"); return PROTO_EINVAL; }
   memset(out, 0, sizeof *out);
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
@@ -1149,7 +1138,7 @@ static proto_status chunk_doc_in(store *st, MDB_txn *txn, uint64_t chunk_id, uin
 proto_status store_chunk_doc(store *st, uint64_t chunk_id, uint64_t *doc_id,
                              uint32_t *ordinal) {
   MDB_txn *txn = NULL;
-  if (!st) { set_err("store: bad chunk_doc arguments"); return PROTO_EINVAL; }
+  if (!st) { proto_err_set("store: bad chunk_doc arguments"); return PROTO_EINVAL; }
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
   ps = chunk_doc_in(st, txn, chunk_id, doc_id, ordinal);
@@ -1160,7 +1149,7 @@ proto_status store_chunk_doc(store *st, uint64_t chunk_id, uint64_t *doc_id,
 /* Snapshots ------------------------------------------------------------------- */
 
 proto_status store_snap_begin(store *st, store_snap *sn) {
-  if (!st || !sn) { set_err("store: bad snap_begin arguments"); return PROTO_EINVAL; }
+  if (!st || !sn) { proto_err_set("store: bad snap_begin arguments"); return PROTO_EINVAL; }
   MDB_txn *txn = NULL;
   sn->st = NULL;
   sn->txn = NULL;
@@ -1180,18 +1169,18 @@ void store_snap_end(store_snap *sn) {
 
 proto_status store_snap_chunk_doc(store_snap *sn, uint64_t chunk_id, uint64_t *doc_id,
                                   uint32_t *ordinal) {
-  if (!sn || !sn->st) { set_err("store: snapshot not begun"); return PROTO_EINVAL; }
+  if (!sn || !sn->st) { proto_err_set("store: snapshot not begun"); return PROTO_EINVAL; }
   return chunk_doc_in(sn->st, sn->txn, chunk_id, doc_id, ordinal);
 }
 
 proto_status store_snap_chunk_get(store_snap *sn, uint64_t chunk_id, store_chunk *out) {
-  if (!sn || !sn->st || !out) { set_err("store: bad snap_chunk_get arguments"); return PROTO_EINVAL; }
+  if (!sn || !sn->st || !out) { proto_err_set("store: bad snap_chunk_get arguments"); return PROTO_EINVAL; }
   memset(out, 0, sizeof *out);
   return chunk_get_in(sn->st, sn->txn, chunk_id, out);
 }
 
 proto_status store_snap_doc_by_num(store_snap *sn, uint64_t doc_id, store_doc *out) {
-  if (!sn || !sn->st || !out) { set_err("store: bad snap_doc_by_num arguments"); return PROTO_EINVAL; }
+  if (!sn || !sn->st || !out) { proto_err_set("store: bad snap_doc_by_num arguments"); return PROTO_EINVAL; }
   memset(out, 0, sizeof *out);
   return doc_by_num_in(sn->st, sn->txn, doc_id, out);
 }
@@ -1211,7 +1200,7 @@ void store_chunk_free(store_chunk *chunk) {
 proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec) {
   MDB_txn *txn = NULL;
   uint64_t dim;
-  if (!st || !vec) { set_err("store: bad vector_get arguments"); return PROTO_EINVAL; }
+  if (!st || !vec) { proto_err_set("store: bad vector_get arguments"); return PROTO_EINVAL; }
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
   if ((ps = meta_u64(st, txn, K_DIM, 0, &dim))) goto leave;
@@ -1220,7 +1209,7 @@ proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec) {
   MDB_val k = val_of(kb, 8), v;
   int rc = mdb_get(txn, st->vectors, &k, &v);
   if (rc == MDB_NOTFOUND) {
-    set_err("store: vector %llu not found", (unsigned long long)chunk_id);
+    proto_err_set("store: vector %llu not found", (unsigned long long)chunk_id);
     ps = PROTO_ENOTFOUND;
     goto leave;
   }
@@ -1237,7 +1226,7 @@ proto_status store_stats_get(store *st, store_stats *out) {
   MDB_stat ds, cs;
   uint64_t dim, next_chunk;
   int rc;
-  if (!st || !out) { set_err("store: bad stats arguments"); return PROTO_EINVAL; }
+  if (!st || !out) { proto_err_set("store: bad stats arguments"); return PROTO_EINVAL; }
   memset(out, 0, sizeof *out);
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
@@ -1272,7 +1261,7 @@ proto_status store_vectors_scan(store *st, uint64_t after_id, size_t batch,
   float *vecs = NULL;
   uint64_t dim;
   int rc;
-  if (!st || !fn) { set_err("store: bad vectors_scan arguments"); return PROTO_EINVAL; }
+  if (!st || !fn) { proto_err_set("store: bad vectors_scan arguments"); return PROTO_EINVAL; }
   if (batch == 0) batch = 1024;
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
@@ -1281,7 +1270,7 @@ proto_status store_vectors_scan(store *st, uint64_t after_id, size_t batch,
   if (batch > SIZE_MAX / sizeof(float) / dim) batch = SIZE_MAX / sizeof(float) / dim;
   ids = malloc(batch * sizeof *ids);
   vecs = malloc(batch * dim * sizeof *vecs);
-  if (!ids || !vecs) { set_err("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
+  if (!ids || !vecs) { proto_err_set("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
   if ((rc = mdb_cursor_open(txn, st->vectors, &cur))) { ps = mdb_fail(rc, "mdb_cursor_open"); goto leave; }
   unsigned char kb[8];
   be64_put(kb, after_id + 1);
@@ -1316,7 +1305,7 @@ proto_status store_vectors_sample(store *st, size_t n, float **vectors, size_t *
   uint64_t dim;
   size_t got = 0;
   int rc;
-  if (!st || !vectors || !n_out) { set_err("store: bad vectors_sample arguments"); return PROTO_EINVAL; }
+  if (!st || !vectors || !n_out) { proto_err_set("store: bad vectors_sample arguments"); return PROTO_EINVAL; }
   *vectors = NULL;
   *n_out = 0;
   proto_status ps = rd_begin(st, &txn);
@@ -1327,12 +1316,12 @@ proto_status store_vectors_sample(store *st, size_t n, float **vectors, size_t *
   uint64_t take = n < total ? n : total;
   if (take == 0 || dim == 0) goto leave;
   if (take > UINT32_MAX || take > SIZE_MAX / sizeof(float) / dim) {
-    set_err("store: sample of %zu vectors too large", n);
+    proto_err_set("store: sample of %zu vectors too large", n);
     ps = PROTO_EINVAL;
     goto leave;
   }
   out = malloc((size_t)take * dim * sizeof *out);
-  if (!out) { set_err("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
+  if (!out) { proto_err_set("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
   if ((rc = mdb_cursor_open(txn, st->vectors, &cur))) { ps = mdb_fail(rc, "mdb_cursor_open"); goto leave; }
   /* Take entry floor(j * total / take) for j = 0..take-1: evenly spread over
    * the live vectors in id order, deterministic. */
@@ -1365,16 +1354,16 @@ proto_status store_tombstones(store *st, uint64_t **ids, size_t *n) {
   uint64_t *out = NULL;
   size_t got = 0;
   int rc;
-  if (!st || !ids || !n) { set_err("store: bad tombstones arguments"); return PROTO_EINVAL; }
+  if (!st || !ids || !n) { proto_err_set("store: bad tombstones arguments"); return PROTO_EINVAL; }
   *ids = NULL;
   *n = 0;
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
   if ((rc = mdb_stat(txn, st->dead, &ds))) { ps = mdb_fail(rc, "mdb_stat"); goto leave; }
   if (ds.ms_entries == 0) goto leave;
-  if (ds.ms_entries > SIZE_MAX / sizeof *out) { set_err("store: too many tombstones"); ps = PROTO_ENOMEM; goto leave; }
+  if (ds.ms_entries > SIZE_MAX / sizeof *out) { proto_err_set("store: too many tombstones"); ps = PROTO_ENOMEM; goto leave; }
   out = malloc((size_t)ds.ms_entries * sizeof *out);
-  if (!out) { set_err("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
+  if (!out) { proto_err_set("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
   if ((rc = mdb_cursor_open(txn, st->dead, &cur))) { ps = mdb_fail(rc, "mdb_cursor_open"); goto leave; }
   MDB_val k, v;
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && got < ds.ms_entries;
@@ -1409,14 +1398,14 @@ static proto_status mark_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) 
 
 proto_status store_index_mark(store *st, uint64_t watermark, const uint64_t *applied,
                               size_t n_applied) {
-  if (!st || (n_applied && !applied)) { set_err("store: bad index_mark arguments"); return PROTO_EINVAL; }
+  if (!st || (n_applied && !applied)) { proto_err_set("store: bad index_mark arguments"); return PROTO_EINVAL; }
   mark_ctx c = {watermark, applied, n_applied};
   return write_run(st, mark_body, &c);
 }
 
 proto_status store_index_watermark(store *st, uint64_t *watermark) {
   MDB_txn *txn = NULL;
-  if (!st || !watermark) { set_err("store: bad index_watermark arguments"); return PROTO_EINVAL; }
+  if (!st || !watermark) { proto_err_set("store: bad index_watermark arguments"); return PROTO_EINVAL; }
   *watermark = 0;
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
@@ -1428,7 +1417,7 @@ proto_status store_index_watermark(store *st, uint64_t *watermark) {
 /* Backup and checks ----------------------------------------------------------- */
 
 proto_status store_copy(store *st, const char *dir) {
-  if (!st || !dir) { set_err("store: bad copy arguments"); return PROTO_EINVAL; }
+  if (!st || !dir) { proto_err_set("store: bad copy arguments"); return PROTO_EINVAL; }
   /* the copy reads through its own read transaction: the map must not be
    * resized under it (writes that need a growth wait for the copy) */
   proto_status ps = map_rdlock(st);

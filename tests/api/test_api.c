@@ -229,7 +229,19 @@ TEST(base64) {
   proto_buf_free(&b);
 }
 
+/* The JSON writer's lossy copy replaces each maximal ill-formed subpart
+ * (proto_utf8_decode's -k) with one U+FFFD. */
+TEST(utf8_lossy) {
+  proto_buf b;
+  proto_buf_init(&b);
+  proto_buf_add_utf8_lossy(&b, "a\xf0\x9f" "b\xed\xa0\x80" "c\xe4\xb8", 10);
+  CHECK(b.len == 18 && memcmp(b.data, "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                                       "c\xef\xbf\xbd", 18) == 0);
+  proto_buf_free(&b);
+}
+
 int main(void) {
+  RUN(utf8_lossy);
   RUN(http_status);
   RUN(base64);
   RUN(search_fast_path);

@@ -15,7 +15,6 @@
 #include "bert.h"
 #include "kernels.h"
 #include "pool.h"
-#include "retro_f16.h"
 #include "st.h"
 #include "tap.h"
 
@@ -694,7 +693,7 @@ TEST(kernels_pool) {
     CHECK(untouched);
     /* the F16-weight few-row linear (encoder, short inputs) against the same
      * weights in F32: every weight here is exact in half precision */
-    if (retro_f16_supported()) {
+    if (kn_f16_supported()) {
       static uint16_t WH[NMAX * KMAX];
       for (int i = 0; i < NMAX * KMAX; i++) {
         int v = (i * 11) % 19 - 8; /* WW[i] = v / 16 in (-0.5, 0.625) */
@@ -710,7 +709,7 @@ TEST(kernels_pool) {
         for (int c = 0; c < 3; c++) {
           int N = Ns[c], K = Ks[c];
           for (int i = 0; i < MMAX * LDO; i++) O1[i] = 777.0f;
-          retro_linear_f16(X, K, WH, c == 1 ? NULL : B, O1, LDO, M, N, K);
+          kn_linear_f16(X, K, WH, c == 1 ? NULL : B, O1, LDO, M, N, K);
           kn_linear(X, K, WW, c == 1 ? NULL : B, O2, N, M, N, K);
           compare_strided(O1, LDO, MMAX, O2, M, N, &eh, &untouched);
         }

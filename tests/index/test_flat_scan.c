@@ -46,7 +46,7 @@ static int matches(size_t n, size_t d, size_t nq, size_t k, int l2, int idmap) {
   size_t rows = 0;
   if (ok) ok = faiss_Index_flat_view(ix, &view, &view_ids, &rows) && rows == n &&
                (idmap ? view_ids != NULL || n == 0 : view_ids == NULL);
-  if (ok) ok = flat_scan(view, view_ids, rows, d, q, nq, l2, k, d_got, l_got) == 0;
+  if (ok) ok = flat_scan(view, view_ids, rows, d, q, nq, l2, k, d_got, l_got) == PROTO_OK;
   if (ok) {
     /* Distances agree slot by slot; labels may differ only where FAISS's
      * scalar sums and ours round a near tie differently, so each label is
@@ -89,8 +89,9 @@ TEST(too_many_queries) {
   float x[8] = {0}, dist[FLAT_SCAN_MAX_QUERIES + 1];
   int64_t lab[FLAT_SCAN_MAX_QUERIES + 1];
   float q[8 * (FLAT_SCAN_MAX_QUERIES + 1)] = {0};
-  CHECK(flat_scan(x, NULL, 1, 8, q, FLAT_SCAN_MAX_QUERIES + 1, 0, 1, dist, lab) == -1);
-  CHECK(flat_scan(x, NULL, 1, 8, q, FLAT_SCAN_MAX_QUERIES, 0, 1, dist, lab) == 0 && lab[0] == 0);
+  CHECK(flat_scan(x, NULL, 1, 8, q, FLAT_SCAN_MAX_QUERIES + 1, 0, 1, dist, lab) == PROTO_EINVAL &&
+        strstr(proto_err_get(), "at most 19") != NULL);
+  CHECK(flat_scan(x, NULL, 1, 8, q, FLAT_SCAN_MAX_QUERIES, 0, 1, dist, lab) == PROTO_OK && lab[0] == 0);
 }
 
 TEST(not_flat) {
@@ -136,17 +137,17 @@ static int coded_matches(size_t n, size_t d, size_t nq, size_t k, int l2, int wi
   coded_rows(xb, n, d, q, &seed, normalise);
   for (size_t i = 0; i < n; i++) ids[i] = (int64_t)(5 * n - 3 * i); /* labels against row order */
   flat_codes *c = NULL;
-  int ok = flat_codes_new(d, &c) == 0;
+  int ok = flat_codes_new(d, &c) == PROTO_OK;
   for (size_t r = 0; ok && r < n;) {
     size_t step = 1 + (r * 7919) % 300;
     if (step > n - r) step = n - r;
-    ok = flat_codes_append(c, xb + r * d, step) == 0;
+    ok = flat_codes_append(c, xb + r * d, step) == PROTO_OK;
     r += step;
   }
   ok = ok && flat_codes_rows(c) == n;
   const int64_t *lab_ids = with_ids ? ids : NULL;
-  ok = ok && flat_scan(xb, lab_ids, n, d, q, nq, l2, k, d_ref, l_ref) == 0;
-  ok = ok && flat_scan_coded(c, xb, lab_ids, n, d, q, nq, l2, k, d_got, l_got) == 0;
+  ok = ok && flat_scan(xb, lab_ids, n, d, q, nq, l2, k, d_ref, l_ref) == PROTO_OK;
+  ok = ok && flat_scan_coded(c, xb, lab_ids, n, d, q, nq, l2, k, d_got, l_got) == PROTO_OK;
   ok = ok && memcmp(d_ref, d_got, nq * k * sizeof *d_ref) == 0 &&
        memcmp(l_ref, l_got, nq * k * sizeof *l_ref) == 0;
   if (!ok)
@@ -180,9 +181,9 @@ TEST(coded_all_ties) {
   for (size_t j = 0; j < D; j++) q[j] = 1.0f - (float)j / D;
   for (size_t i = 0; i < N; i++) ids[i] = (int64_t)(N - i);
   flat_codes *c = NULL;
-  CHECK(flat_codes_new(D, &c) == 0 && flat_codes_append(c, xb, N) == 0);
-  CHECK(flat_scan(xb, ids, N, D, q, 1, 0, K, d_ref, l_ref) == 0);
-  CHECK(flat_scan_coded(c, xb, ids, N, D, q, 1, 0, K, d_got, l_got) == 0);
+  CHECK(flat_codes_new(D, &c) == PROTO_OK && flat_codes_append(c, xb, N) == PROTO_OK);
+  CHECK(flat_scan(xb, ids, N, D, q, 1, 0, K, d_ref, l_ref) == PROTO_OK);
+  CHECK(flat_scan_coded(c, xb, ids, N, D, q, 1, 0, K, d_got, l_got) == PROTO_OK);
   CHECK(memcmp(l_ref, l_got, sizeof l_ref) == 0 && memcmp(d_ref, d_got, sizeof d_ref) == 0);
   CHECK(l_got[0] == 1 && l_got[K - 1] == K);
   flat_codes_free(c);
@@ -198,23 +199,23 @@ TEST(coded_fallbacks) {
   unsigned seed = 7;
   for (size_t i = 0; i < N * D; i++) xb[i] = frand(&seed);
   flat_codes *c = NULL;
-  CHECK(flat_codes_new(D, &c) == 0 && flat_codes_append(c, xb, N) == 0);
-  CHECK(flat_scan(xb, NULL, N, D, q, 1, 0, K, d_ref, l_ref) == 0); /* zero query */
-  CHECK(flat_scan_coded(c, xb, NULL, N, D, q, 1, 0, K, d_got, l_got) == 0);
+  CHECK(flat_codes_new(D, &c) == PROTO_OK && flat_codes_append(c, xb, N) == PROTO_OK);
+  CHECK(flat_scan(xb, NULL, N, D, q, 1, 0, K, d_ref, l_ref) == PROTO_OK); /* zero query */
+  CHECK(flat_scan_coded(c, xb, NULL, N, D, q, 1, 0, K, d_got, l_got) == PROTO_OK);
   CHECK(memcmp(l_ref, l_got, sizeof l_ref) == 0 && memcmp(d_ref, d_got, sizeof d_ref) == 0);
   for (size_t j = 0; j < D; j++) q[j] = frand(&seed);
-  CHECK(flat_scan(xb, NULL, N - 1, D, q, 1, 1, K, d_ref, l_ref) == 0); /* size differs */
-  CHECK(flat_scan_coded(c, xb, NULL, N - 1, D, q, 1, 1, K, d_got, l_got) == 0);
+  CHECK(flat_scan(xb, NULL, N - 1, D, q, 1, 1, K, d_ref, l_ref) == PROTO_OK); /* size differs */
+  CHECK(flat_scan_coded(c, xb, NULL, N - 1, D, q, 1, 1, K, d_got, l_got) == PROTO_OK);
   CHECK(memcmp(l_ref, l_got, sizeof l_ref) == 0 && memcmp(d_ref, d_got, sizeof d_ref) == 0);
   flat_codes_clear(c);
   CHECK(flat_codes_rows(c) == 0);
   xb[17] = INFINITY;
-  CHECK(flat_codes_append(c, xb, N) == 0 && flat_codes_rows(c) == N);
-  CHECK(flat_scan(xb, NULL, N, D, q, 1, 0, K, d_ref, l_ref) == 0);
-  CHECK(flat_scan_coded(c, xb, NULL, N, D, q, 1, 0, K, d_got, l_got) == 0);
+  CHECK(flat_codes_append(c, xb, N) == PROTO_OK && flat_codes_rows(c) == N);
+  CHECK(flat_scan(xb, NULL, N, D, q, 1, 0, K, d_ref, l_ref) == PROTO_OK);
+  CHECK(flat_scan_coded(c, xb, NULL, N, D, q, 1, 0, K, d_got, l_got) == PROTO_OK);
   CHECK(memcmp(l_ref, l_got, sizeof l_ref) == 0 && memcmp(d_ref, d_got, sizeof d_ref) == 0);
   flat_codes_free(c);
-  CHECK(flat_codes_new(0, &c) == -1 && c == NULL);
+  CHECK(flat_codes_new(0, &c) == PROTO_EINVAL && c == NULL);
   flat_codes_free(NULL);
 }
 
@@ -231,7 +232,7 @@ TEST(coded_keep) {
   for (size_t j = 0; j < D; j++) q[j] = frand(&seed);
   xb[7 * D + 3] = NAN; /* row 7: wild */
   flat_codes *c = NULL;
-  CHECK(flat_codes_new(D, &c) == 0 && flat_codes_append(c, xb, N) == 0);
+  CHECK(flat_codes_new(D, &c) == PROTO_OK && flat_codes_append(c, xb, N) == PROTO_OK);
   CHECK(flat_codes_row_matches(c, 7, xb + 7 * D) && !flat_codes_row_matches(c, 8, xb + 7 * D));
   size_t n = 0;
   for (size_t r = 0; r < N; r++) {
@@ -242,8 +243,8 @@ TEST(coded_keep) {
   int all = 1;
   for (size_t r = 0; r < n; r++) all &= flat_codes_row_matches(c, r, kept + r * D);
   CHECK(all);
-  CHECK(flat_scan(kept, NULL, n, D, q, 1, 0, K, d_ref, l_ref) == 0);
-  CHECK(flat_scan_coded(c, kept, NULL, n, D, q, 1, 0, K, d_got, l_got) == 0);
+  CHECK(flat_scan(kept, NULL, n, D, q, 1, 0, K, d_ref, l_ref) == PROTO_OK);
+  CHECK(flat_scan_coded(c, kept, NULL, n, D, q, 1, 0, K, d_got, l_got) == PROTO_OK);
   CHECK(memcmp(l_ref, l_got, sizeof l_ref) == 0 && memcmp(d_ref, d_got, sizeof d_ref) == 0);
   flat_codes_free(c);
 }

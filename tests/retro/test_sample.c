@@ -228,24 +228,25 @@ TEST(logprobs) {
 
 TEST(params) {
   sample_params p = sample_params_default();
-  const char *why = NULL;
-  CHECK(sample_params_check(&p, &why) == PROTO_OK && why == NULL);
+  proto_err_clear();
+  CHECK(sample_params_check(&p) == PROTO_OK && proto_err_get()[0] == 0);
   p.temperature = -0.1f;
-  CHECK(sample_params_check(&p, &why) == PROTO_ERANGE && why != NULL);
+  CHECK(sample_params_check(&p) == PROTO_ERANGE &&
+        strcmp(proto_err_get(), "temperature must be a finite number >= 0") == 0);
   p = sample_params_default();
   p.top_p = 1.5f;
-  CHECK(sample_params_check(&p, NULL) == PROTO_ERANGE);
+  CHECK(sample_params_check(&p) == PROTO_ERANGE);
   p.top_p = 0.0f;
-  CHECK(sample_params_check(&p, NULL) == PROTO_ERANGE);
+  CHECK(sample_params_check(&p) == PROTO_ERANGE);
   p = sample_params_default();
   p.top_k = -1;
-  CHECK(sample_params_check(&p, NULL) == PROTO_ERANGE);
+  CHECK(sample_params_check(&p) == PROTO_ERANGE);
   p = sample_params_default();
   p.n_logprobs = SAMPLE_MAX_LOGPROBS + 1;
-  CHECK(sample_params_check(&p, NULL) == PROTO_ERANGE);
+  CHECK(sample_params_check(&p) == PROTO_ERANGE);
   p = sample_params_default();
   p.temperature = NAN;
-  CHECK(sample_params_check(&p, NULL) == PROTO_ERANGE);
+  CHECK(sample_params_check(&p) == PROTO_ERANGE);
   sampler *s = NULL;
   CHECK(sample_new(0, &p, &s) != PROTO_OK && s == NULL);
   p = sample_params_default();

@@ -673,6 +673,22 @@ TEST(generate) {
   CHECK(strcmp(res.finish_reason, eos ? "stop" : "length") == 0);
   CHECK(g.text_len == res.text_len);
   CHECK(res.n_tokens == (size_t)res.completion_tokens);
+  /* the text is the pieces' bytes with only ill-formed UTF-8 replaced: a
+   * character split over tokens is held back until it is whole */
+  proto_buf raw, whole;
+  proto_buf_init(&raw);
+  proto_buf_init(&whole);
+  int split = 0;
+  for (size_t i = 0; i < res.n_tokens; i++) {
+    proto_buf_add(&raw, res.tokens[i].piece, res.tokens[i].piece_len);
+    split += !proto_utf8_valid(res.tokens[i].piece, res.tokens[i].piece_len);
+  }
+  if (raw.len) proto_buf_add_utf8_lossy(&whole, raw.data, raw.len);
+  CHECKF(whole.len == res.text_len && (!whole.len || memcmp(whole.data, res.text, whole.len) == 0),
+         "text of %zu bytes, the pieces give %zu", res.text_len, whole.len);
+  printf("# %d of %zu pieces are not whole UTF-8\n", split, res.n_tokens);
+  proto_buf_free(&raw);
+  proto_buf_free(&whole);
   /* chunks retrieved: every complete chunk of prompt + completion (the last
    * token is never fed, so a chunk it completes needs no neighbours) */
   int total = pt + res.completion_tokens;

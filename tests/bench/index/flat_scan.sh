@@ -6,9 +6,9 @@ set -eu
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 build=${1:-$root/build-bench-index}
 [ -d "$build" ] || meson setup "$build" "$root" --buildtype=release >/dev/null
-ninja -C "$build" index/libindex.a >/dev/null
-cc -std=c11 -O2 -D_GNU_SOURCE -fopenmp -I"$root/index" "$root/tests/bench/index/bench_flat_scan.c" \
-  "$build/index/libindex.a" -lfaiss $(pkg-config --libs openblas) -lstdc++ -lm -lpthread \
+ninja -C "$build" index/libindex.a proto/libproto.a >/dev/null
+cc -std=c11 -O2 -D_GNU_SOURCE -fopenmp -I"$root/index" -I"$root/proto" "$root/tests/bench/index/bench_flat_scan.c" \
+  "$build/index/libindex.a" "$build/proto/libproto.a" -lfaiss $(pkg-config --libs openblas) -lstdc++ -lm -lpthread \
   -o "$build/bench_flat_scan"
 echo "# $(date -u +%FT%TZ) $(nproc) cores, one thread, 500 queries, k=20"
 for cfg in "5000 32" "5000 256" "44370 256" "50000 256" "20000 768"; do

@@ -1,12 +1,12 @@
-/* retro_f16.c - F16-weight products (see retro_f16.h): matrix-vector for
- * the decoder's one-token path, few-row linear for short inputs of the
+/* kernels_f16.c - F16-weight products (declared in kernels.h): matrix-vector
+ * for the decoder's one-token path, few-row linear for short inputs of the
  * encoder and the decoder, and the choice between it and the F32 kernel.
  * Weights are expanded to F32 in registers (F16C) and multiplied with FMA;
  * accumulation is F32, so the result equals the F32 product over the same
  * (F16-rounded) weights up to summation order. No allocation, no threads.
+ * A file of its own, not kernels.c: that one is compiled with O3 and
+ * fp-contract=fast, which would fuse the scalar tails here differently.
  */
-#include "retro_f16.h"
-
 #include "kernels.h"
 
 #include <stddef.h>
@@ -15,7 +15,7 @@
 #include <cpuid.h>
 #include <immintrin.h>
 
-int retro_f16_supported(void) {
+int kn_f16_supported(void) {
   /* clang 14 does not know "f16c" for __builtin_cpu_supports: read CPUID
    * leaf 1 (ECX bit 29) for it; avx2/fma checks also cover OS YMM support. */
   unsigned eax, ebx, ecx, edx;
@@ -52,8 +52,8 @@ __attribute__((target("avx2,fma,f16c"))) static float row_dot(const uint16_t *w,
   return acc;
 }
 
-void retro_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, int N, int K,
-                    int accumulate) {
+void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, int N, int K,
+                 int accumulate) {
   for (int n = 0; n < N; n++) {
     float v = row_dot(W + (size_t)n * (size_t)K, x, K) + (b ? b[n] : 0.0f);
     y[n] = accumulate ? y[n] + v : v;
@@ -95,8 +95,8 @@ __attribute__((target("avx2,fma,f16c"))) static void tile3x4(const float *const 
     }
 }
 
-void retro_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out,
-                      int ldo, int M, int N, int K) {
+void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out,
+                   int ldo, int M, int N, int K) {
   for (int n0 = 0; n0 < N; n0 += 32) { /* 32 rows of W stay in cache across the row tiles */
     int n1 = n0 + 32 < N ? n0 + 32 : N;
     for (int m0 = 0; m0 < M; m0 += 3) {
@@ -119,10 +119,10 @@ void retro_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b
 
 #else
 
-int retro_f16_supported(void) { return 0; }
+int kn_f16_supported(void) { return 0; }
 
-void retro_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out,
-                      int ldo, int M, int N, int K) {
+void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out,
+                   int ldo, int M, int N, int K) {
   (void)x;
   (void)ldx;
   (void)W;
@@ -134,8 +134,8 @@ void retro_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b
   (void)K;
 }
 
-void retro_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, int N, int K,
-                    int accumulate) {
+void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, int N, int K,
+                 int accumulate) {
   (void)W;
   (void)x;
   (void)b;
@@ -147,10 +147,10 @@ void retro_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y,
 
 #endif
 
-void retro_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
-                             const float *b, float *out, int ldo, int M, int N, int K) {
-  if (Wh && M <= RETRO_F16_FEW_ROWS)
-    retro_linear_f16(x, ldx, Wh, b, out, ldo, M, N, K);
+void kn_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
+                          const float *b, float *out, int ldo, int M, int N, int K) {
+  if (Wh && M <= KN_F16_FEW_ROWS)
+    kn_linear_f16(x, ldx, Wh, b, out, ldo, M, N, K);
   else
     kn_linear(x, ldx, W, b, out, ldo, M, N, K);
 }
