@@ -901,6 +901,158 @@ static int gen_cancel(void *ctx) {
   return interrupted;
 }
 
+static int cmd_generate_usage(void) {
+  printf("usage: retro generate --data DIR [options] PROMPT...\n\n"
+         "Streams a RETRO completion of PROMPT (the arguments joined by spaces; `-` reads\n"
+         "stdin) to stdout, then lists on stderr the neighbours retrieved for each chunk.\n\n");
+  usage_flags(stdout, gen_flags, sizeof gen_flags / sizeof *gen_flags);
+  return 0;
+}
+
+/* All of stdin in a malloc'd buffer (its length in *len); NULL when out of
+ * memory or on a read error. */
+static char *read_stdin(size_t *len) {
+  size_t cap = 4096, n = 0, got;
+  char *buf = malloc(cap);
+  while (buf && (got = fread(buf + n, 1, cap - n, stdin)) > 0) {
+    n += got;
+    if (n == cap) {
+      char *nb = realloc(buf, cap *= 2);
+      if (!nb) free(buf);
+      buf = nb;
+    }
+  }
+  if (buf && ferror(stdin)) {
+    free(buf);
+    buf = NULL;
+  }
+  *len = n;
+  return buf;
+}
+
+/* The positional arguments joined by spaces, or stdin for a lone `-`; the
+ * caller frees it. Returns 0, or 1/2 after printing the problem. */
+static int gen_read_prompt(const cli_args *a, char **prompt, size_t *len) {
+  if (a->n_pos == 0) {
+    fprintf(stderr, "retro generate: no PROMPT given\n");
+    return 2;
+  }
+  size_t n = 0;
+  char *p;
+  if (a->n_pos == 1 && strcmp(a->pos[0], "-") == 0) {
+    p = read_stdin(&n);
+  } else {
+    for (size_t i = 0; i < a->n_pos; i++) n += strlen(a->pos[i]) + 1;
+    p = malloc(n + 1);
+    n = 0;
+    for (size_t i = 0; p && i < a->n_pos; i++) {
+      size_t m = strlen(a->pos[i]);
+      if (i) p[n++] = ' ';
+      memcpy(p + n, a->pos[i], m);
+      n += m;
+    }
+  }
+  if (!p) {
+    fprintf(stderr, "retro generate: cannot read the prompt (%s)\n",
+            ferror(stdin) ? "read error" : "out of memory");
+    return 1;
+  }
+  *prompt = p;
+  *len = n;
+  return 0;
+}
+
+/* Fills rq's sampling and retrieval settings from the flags (the prompt is
+ * set by the caller; stop and exclude point into a). 0, or 2 after printing
+ * a usage error. */
+static int gen_request_from_args(const cli_args *a, srv_gen_request *rq) {
+  long mt = 64, topk = 0, k = 0;
+  double temp = 1.0, topp = 1.0;
+  if (opt_int(a, "--max-tokens", 1, PROTO_MAX_GEN_TOKENS, &mt) ||
+      opt_double(a, "--temperature", 0, 100, &temp) || opt_int(a, "--top-k", 0, 1000000, &topk) ||
+      opt_double(a, "--top-p", 1e-9, 1, &topp) || opt_int(a, "--k", 0, 64, &k))
+    return 2;
+  const char *seed = opt_str(a, "--seed");
+  if (seed) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long sv = strtoull(seed, &end, 10);
+    if (errno || !*seed || *end) {
+      fprintf(stderr, "retro generate: --seed must be a non-negative integer\n");
+      return 2;
+    }
+    rq->seed = sv;
+    rq->has_seed = 1;
+  }
+  int mode = opt_mode(a, "--retrieval-mode");
+  if (mode < 0) return 2;
+  size_t si = flag_index(a, "--stop"), xi = flag_index(a, "--exclude");
+  rq->max_tokens = (int)mt;
+  rq->temperature = temp;
+  rq->top_k = (int)topk;
+  rq->top_p = topp;
+  rq->k = (int)k;
+  rq->stop = a->values[si];
+  rq->n_stop = a->n_values[si];
+  rq->exclude_docs = a->values[xi];
+  rq->n_exclude = a->n_values[xi];
+  rq->retrieval = !opt_set(a, "--no-retrieval");
+  rq->retrieval_mode = (srv_search_mode)mode;
+  return 0;
+}
+
+static int gen_print_json(const srv_gen_result *res) {
+  proto_buf b;
+  proto_buf_init(&b);
+  proto_jw w;
+  proto_jw_init(&w, &b);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "text"); proto_jw_str(&w, res->text, res->text_len);
+  proto_jw_key(&w, "finish_reason"); proto_jw_cstr(&w, res->finish_reason);
+  proto_jw_key(&w, "prompt_tokens"); proto_jw_int(&w, res->prompt_tokens);
+  proto_jw_key(&w, "completion_tokens"); proto_jw_int(&w, res->completion_tokens);
+  /* as a signed 64-bit number: jansson, which indents it, reads no larger */
+  proto_jw_key(&w, "seed"); proto_jw_int(&w, (int64_t)res->seed);
+  proto_jw_key(&w, "chunks"); /* as the "chunks" of a completion's "retro" */
+  proto_jw_arr(&w);
+  for (size_t i = 0; i < res->n_chunks; i++) view_gen_chunk(&w, &res->chunks[i]);
+  proto_jw_arr_end(&w);
+  proto_jw_key(&w, "timings");
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "first_token_s"); proto_jw_num(&w, res->first_token_s);
+  proto_jw_key(&w, "retrieval_s"); proto_jw_num(&w, res->retrieval_s);
+  proto_jw_key(&w, "total_s"); proto_jw_num(&w, res->total_s);
+  proto_jw_obj_end(&w);
+  proto_jw_obj_end(&w);
+  return print_view(&b);
+}
+
+/* After the streamed text: the totals and each chunk's neighbours (their
+ * first 80 characters on one line) on stderr. */
+static void gen_print_summary(const srv_gen_result *res) {
+  printf("\n");
+  fprintf(stderr, "\n-- finish: %s; %d prompt + %d completion tokens; %.2fs (%.1f tokens/s, "
+                  "retrieval %.2fs)\n",
+          res->finish_reason, res->prompt_tokens, res->completion_tokens, res->total_s,
+          res->total_s > 0 ? res->completion_tokens / res->total_s : 0.0, res->retrieval_s);
+  for (size_t i = 0; i < res->n_chunks; i++) {
+    const srv_gen_chunk *c = &res->chunks[i];
+    fprintf(stderr, "-- chunk %d (%s): %zu neighbour(s)\n", c->chunk,
+            c->in_prompt ? "prompt" : "generated", c->n);
+    for (size_t j = 0; j < c->n; j++) {
+      char prev[81];
+      size_t m = 0;
+      for (size_t x = 0; x < c->nb[j].text_len && m < 80; x++) {
+        char ch = c->nb[j].text[x];
+        prev[m++] = ch == '\n' || ch == '\t' || ch == '\r' ? ' ' : ch;
+      }
+      prev[m] = 0;
+      fprintf(stderr, "   %.4f  %s  chunk %llu  \"%s\"\n", (double)c->nb[j].score,
+              c->nb[j].doc_id, (unsigned long long)c->nb[j].chunk_id, prev);
+    }
+  }
+}
+
 static int cmd_generate(int argc, char **argv) {
   cli_args a;
   int help, rc = args_parse(&a, "generate", gen_flags, sizeof gen_flags / sizeof *gen_flags, argc,
@@ -908,90 +1060,17 @@ static int cmd_generate(int argc, char **argv) {
   srv_engine *e = NULL;
   srv_gen_result res = {0};
   char *prompt = NULL;
-  if (rc || help) {
-    if (help) {
-      printf("usage: retro generate --data DIR [options] PROMPT...\n\n"
-             "Streams a RETRO completion of PROMPT (the arguments joined by spaces; `-` reads\n"
-             "stdin) to stdout, then lists on stderr the neighbours retrieved for each chunk.\n\n");
-      usage_flags(stdout, gen_flags, sizeof gen_flags / sizeof *gen_flags);
-    }
-    goto leave;
-  }
   srv_gen_request rq;
   srv_gen_request_init(&rq);
-  rq.max_tokens = 64;
-  long mt = 64, topk = 0, k = 0;
-  double temp = 1.0, topp = 1.0;
-  if (opt_int(&a, "--max-tokens", 1, PROTO_MAX_GEN_TOKENS, &mt) ||
-      opt_double(&a, "--temperature", 0, 100, &temp) || opt_int(&a, "--top-k", 0, 1000000, &topk) ||
-      opt_double(&a, "--top-p", 1e-9, 1, &topp) || opt_int(&a, "--k", 0, 64, &k)) {
-    rc = 2;
+  if (rc || help) {
+    if (help) rc = cmd_generate_usage();
     goto leave;
   }
-  const char *seed = opt_str(&a, "--seed");
-  if (seed) {
-    char *end = NULL;
-    errno = 0;
-    unsigned long long sv = strtoull(seed, &end, 10);
-    if (errno || !*seed || *end) {
-      fprintf(stderr, "retro generate: --seed must be a non-negative integer\n");
-      rc = 2;
-      goto leave;
-    }
-    rq.seed = sv;
-    rq.has_seed = 1;
-  }
-  if (a.n_pos == 0) {
-    fprintf(stderr, "retro generate: no PROMPT given\n");
-    rc = 2;
+  if ((rc = gen_request_from_args(&a, &rq)) != 0 ||
+      (rc = gen_read_prompt(&a, &prompt, &rq.prompt_len)) != 0 ||
+      (rc = engine_from_args(&a, 1, 1, &e)) != 0)
     goto leave;
-  }
-  size_t plen = 0;
-  if (a.n_pos == 1 && strcmp(a.pos[0], "-") == 0) {
-    size_t cap = 4096;
-    prompt = malloc(cap);
-    size_t got;
-    while (prompt && (got = fread(prompt + plen, 1, cap - plen, stdin)) > 0) {
-      plen += got;
-      if (plen == cap) {
-        char *np = realloc(prompt, cap *= 2);
-        if (!np) { free(prompt); prompt = NULL; }
-        else prompt = np;
-      }
-    }
-  } else {
-    for (size_t i = 0; i < a.n_pos; i++) plen += strlen(a.pos[i]) + 1;
-    prompt = malloc(plen + 1);
-    plen = 0;
-    for (size_t i = 0; prompt && i < a.n_pos; i++) {
-      if (i) prompt[plen++] = ' ';
-      memcpy(prompt + plen, a.pos[i], strlen(a.pos[i]));
-      plen += strlen(a.pos[i]);
-    }
-  }
-  if (!prompt) {
-    fprintf(stderr, "retro generate: out of memory\n");
-    rc = 1;
-    goto leave;
-  }
-  if ((rc = engine_from_args(&a, 1, 1, &e)) != 0) goto leave;
-  size_t si = flag_index(&a, "--stop"), xi = flag_index(&a, "--exclude");
   rq.prompt = prompt;
-  rq.prompt_len = plen;
-  rq.max_tokens = (int)mt;
-  rq.temperature = temp;
-  rq.top_k = (int)topk;
-  rq.top_p = topp;
-  rq.k = (int)k;
-  rq.stop = a.values[si];
-  rq.n_stop = a.n_values[si];
-  rq.exclude_docs = a.values[xi];
-  rq.n_exclude = a.n_values[xi];
-  rq.retrieval = !opt_set(&a, "--no-retrieval");
-  if ((int)(rq.retrieval_mode = (srv_search_mode)opt_mode(&a, "--retrieval-mode")) < 0) {
-    rc = 2;
-    goto leave;
-  }
   gen_ui ui = {.json = opt_set(&a, "--json")};
   srv_gen_callbacks cb = {.on_text = gen_on_text, .should_cancel = gen_cancel, .ctx = &ui};
   struct sigaction sa = {0};
@@ -1001,54 +1080,10 @@ static int cmd_generate(int argc, char **argv) {
   if (s != PROTO_OK && s != PROTO_ECANCELLED) {
     fprintf(stderr, "retro generate: %s\n", srv_last_error());
     rc = 1;
-    goto leave;
-  }
-  if (ui.json) {
-    proto_buf b;
-    proto_buf_init(&b);
-    proto_jw w;
-    proto_jw_init(&w, &b);
-    proto_jw_obj(&w);
-    proto_jw_key(&w, "text"); proto_jw_str(&w, res.text, res.text_len);
-    proto_jw_key(&w, "finish_reason"); proto_jw_cstr(&w, res.finish_reason);
-    proto_jw_key(&w, "prompt_tokens"); proto_jw_int(&w, res.prompt_tokens);
-    proto_jw_key(&w, "completion_tokens"); proto_jw_int(&w, res.completion_tokens);
-    /* as a signed 64-bit number: jansson, which indents it, reads no larger */
-    proto_jw_key(&w, "seed"); proto_jw_int(&w, (int64_t)res.seed);
-    proto_jw_key(&w, "chunks"); /* as the "chunks" of a completion's "retro" */
-    proto_jw_arr(&w);
-    for (size_t i = 0; i < res.n_chunks; i++) view_gen_chunk(&w, &res.chunks[i]);
-    proto_jw_arr_end(&w);
-    proto_jw_key(&w, "timings");
-    proto_jw_obj(&w);
-    proto_jw_key(&w, "first_token_s"); proto_jw_num(&w, res.first_token_s);
-    proto_jw_key(&w, "retrieval_s"); proto_jw_num(&w, res.retrieval_s);
-    proto_jw_key(&w, "total_s"); proto_jw_num(&w, res.total_s);
-    proto_jw_obj_end(&w);
-    proto_jw_obj_end(&w);
-    rc = print_view(&b);
+  } else if (ui.json) {
+    rc = gen_print_json(&res);
   } else {
-    printf("\n");
-    fprintf(stderr, "\n-- finish: %s; %d prompt + %d completion tokens; %.2fs (%.1f tokens/s, "
-                    "retrieval %.2fs)\n",
-            res.finish_reason, res.prompt_tokens, res.completion_tokens, res.total_s,
-            res.total_s > 0 ? res.completion_tokens / res.total_s : 0.0, res.retrieval_s);
-    for (size_t i = 0; i < res.n_chunks; i++) {
-      const srv_gen_chunk *c = &res.chunks[i];
-      fprintf(stderr, "-- chunk %d (%s): %zu neighbour(s)\n", c->chunk,
-              c->in_prompt ? "prompt" : "generated", c->n);
-      for (size_t j = 0; j < c->n; j++) {
-        char prev[81];
-        size_t m = 0;
-        for (size_t x = 0; x < c->nb[j].text_len && m < 80; x++) {
-          char ch = c->nb[j].text[x];
-          prev[m++] = ch == '\n' || ch == '\t' || ch == '\r' ? ' ' : ch;
-        }
-        prev[m] = 0;
-        fprintf(stderr, "   %.4f  %s  chunk %llu  \"%s\"\n", (double)c->nb[j].score,
-                c->nb[j].doc_id, (unsigned long long)c->nb[j].chunk_id, prev);
-      }
-    }
+    gen_print_summary(&res);
     rc = s == PROTO_ECANCELLED ? 1 : 0;
   }
 leave:

@@ -168,15 +168,10 @@ static proto_status open_lexical(srv_engine *e) {
   return s;
 }
 
-proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
-  srv_engine *e = NULL;
-  proto_status s = PROTO_OK;
-  char *rec_enc = NULL, *rec_dec = NULL, *db = NULL, *ixpath = NULL;
-  if (!o || !out || !o->data_dir || !*o->data_dir)
-    return srv__fail(PROTO_EINVAL, "srv_engine_open: no data directory");
-  *out = NULL;
-  e = calloc(1, sizeof *e);
-  if (!e) return srv__fail(PROTO_ENOMEM, "out of memory");
+/* A zeroed engine with its locks made; NULL when out of memory. */
+static srv_engine *engine_new(const srv_engine_options *o) {
+  srv_engine *e = calloc(1, sizeof *e);
+  if (!e) return NULL;
   e->opt = *o;
   e->pad_id = e->eos_id = -1;
   pthread_mutex_init(&e->gen_mu, NULL);
@@ -184,80 +179,85 @@ proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
   pthread_mutex_init(&e->q_mu, NULL);
   pthread_cond_init(&e->q_cv, NULL);
   pthread_mutex_init(&e->sync_mu, NULL);
+  return e;
+}
 
-  if (!o->read_only && mkdir(o->data_dir, 0777) != 0 && errno != EEXIST) {
-    s = srv__fail(PROTO_EIO, "cannot create %s: %s", o->data_dir, strerror(errno));
-    goto leave;
-  }
-  if (!is_dir(o->data_dir)) {
-    s = srv__fail(PROTO_EIO, "data directory %s does not exist", o->data_dir);
-    goto leave;
-  }
+/* The data directory (made unless read-only) and the store in it. */
+static proto_status open_store(srv_engine *e, const srv_engine_options *o) {
+  if (!o->read_only && mkdir(o->data_dir, 0777) != 0 && errno != EEXIST)
+    return srv__fail(PROTO_EIO, "cannot create %s: %s", o->data_dir, strerror(errno));
+  if (!is_dir(o->data_dir))
+    return srv__fail(PROTO_EIO, "data directory %s does not exist", o->data_dir);
   e->data_dir = abs_path(o->data_dir);
-  if (!e->data_dir) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!e->data_dir) return srv__fail(PROTO_ENOMEM, "out of memory");
   e->opt.data_dir = e->data_dir;
-
   store_options so = {.map_bytes = o->map_bytes, .max_map_bytes = o->max_map_bytes};
-  if ((s = store_open(e->data_dir, &so, &e->st)) != PROTO_OK) {
-    s = srv__fail(s, "opening the store in %s: %s", e->data_dir, store_last_error());
-    goto leave;
-  }
-  rec_enc = meta_get(e, "encoder_path");
-  rec_dec = meta_get(e, "decoder_path");
+  proto_status s = store_open(e->data_dir, &so, &e->st);
+  if (s != PROTO_OK)
+    return srv__fail(s, "opening the store in %s: %s", e->data_dir, store_last_error());
+  return PROTO_OK;
+}
 
-  /* encoder */
+/* The encoder: given, else the one the database recorded (rec), else the
+ * defaults resolve_model looks for. */
+static proto_status open_encoder(srv_engine *e, const srv_engine_options *o, const char *rec) {
   int none = 0;
-  e->encoder_path = resolve_model(o->encoder_dir, rec_enc, "encoder", &none);
-  if (!e->encoder_path) {
-    s = srv__fail(PROTO_EMODEL,
-                  "no encoder: pass --encoder DIR or set RETRO_MODELS (looked in %s and %s)",
-                  RETRO_SOURCE_ROOT "/model/default/encoder",
-                  RETRO_DATADIR "/retrod/models/encoder");
-    goto leave;
-  }
+  e->encoder_path = resolve_model(o->encoder_dir, rec, "encoder", &none);
+  if (!e->encoder_path)
+    return srv__fail(PROTO_EMODEL,
+                     "no encoder: pass --encoder DIR or set RETRO_MODELS (looked in %s and %s)",
+                     RETRO_SOURCE_ROOT "/model/default/encoder",
+                     RETRO_DATADIR "/retrod/models/encoder");
   bert_options bo = {.pooling = BERT_POOL_AUTO, .threads = o->threads};
-  if ((s = bert_open(e->encoder_path, &bo, &e->enc)) != PROTO_OK) {
-    s = srv__fail(s, "loading the encoder from %s: %s", e->encoder_path, bert_last_error());
-    goto leave;
-  }
+  proto_status s = bert_open(e->encoder_path, &bo, &e->enc);
+  if (s != PROTO_OK)
+    return srv__fail(s, "loading the encoder from %s: %s", e->encoder_path, bert_last_error());
   e->dim = bert_dim(e->enc);
+  return PROTO_OK;
+}
 
-  /* decoder (or only its tokenizer) */
-  e->decoder_path = resolve_model(o->decoder_dir, rec_dec, "decoder", &none);
-  if (e->decoder_path && !is_dir(e->decoder_path)) {
-    s = srv__fail(PROTO_EMODEL, "decoder directory %s does not exist", e->decoder_path);
-    goto leave;
-  }
-  if (e->decoder_path) {
+/* The decoder at e->decoder_path, its shape checked; its tokenizer cuts
+ * the chunks. */
+static proto_status load_decoder(srv_engine *e, const srv_engine_options *o) {
+  proto_status s = retro_open(e->decoder_path, o->threads, &e->dec);
+  if (s != PROTO_OK)
+    return srv__fail(s, "loading the decoder from %s: %s", e->decoder_path, retro_last_error());
+  const retro_config *rc = retro_get_config(e->dec);
+  if (rc->chunk_len != PROTO_CHUNK_TOKENS || rc->neighbour_len != PROTO_NEIGHBOUR_TOKENS)
+    return srv__fail(PROTO_EMODEL, "decoder %s: chunk_len %d / neighbour_len %d, expected %d / %d",
+                     e->decoder_path, rc->chunk_len, rc->neighbour_len, PROTO_CHUNK_TOKENS,
+                     PROTO_NEIGHBOUR_TOKENS);
+  e->ctok = retro_tokenizer(e->dec);
+  if (!e->ctok)
+    return srv__fail(PROTO_EMODEL, "decoder %s has no tokenizer (vocab.json + merges.txt)",
+                     e->decoder_path);
+  return PROTO_OK;
+}
+
+/* The decoder (or, without load_decoder, only its tokenizer) and the chunk
+ * tokenizer that follows from it: the decoder's, else the encoder's. */
+static proto_status open_decoder(srv_engine *e, const srv_engine_options *o, const char *rec) {
+  int none = 0;
+  proto_status s;
+  e->decoder_path = resolve_model(o->decoder_dir, rec, "decoder", &none);
+  /* a named decoder is never silently dropped (its absence would be
+   * recorded as "none") */
+  if (!e->decoder_path && !none && o->decoder_dir)
+    return srv__fail(PROTO_ENOMEM, "out of memory");
+  if (e->decoder_path && !is_dir(e->decoder_path))
+    return srv__fail(PROTO_EMODEL, "decoder directory %s does not exist", e->decoder_path);
+  if (!e->decoder_path) {
+    e->ctok = bert_tokenizer(e->enc);
+  } else {
     read_decoder_ids(e->decoder_path, &e->pad_id, &e->eos_id);
     if (o->load_decoder) {
-      if ((s = retro_open(e->decoder_path, o->threads, &e->dec)) != PROTO_OK) {
-        s = srv__fail(s, "loading the decoder from %s: %s", e->decoder_path, retro_last_error());
-        goto leave;
-      }
-      const retro_config *rc = retro_get_config(e->dec);
-      if (rc->chunk_len != PROTO_CHUNK_TOKENS || rc->neighbour_len != PROTO_NEIGHBOUR_TOKENS) {
-        s = srv__fail(PROTO_EMODEL, "decoder %s: chunk_len %d / neighbour_len %d, expected %d / %d",
-                      e->decoder_path, rc->chunk_len, rc->neighbour_len, PROTO_CHUNK_TOKENS,
-                      PROTO_NEIGHBOUR_TOKENS);
-        goto leave;
-      }
-      e->ctok = retro_tokenizer(e->dec);
-      if (!e->ctok) {
-        s = srv__fail(PROTO_EMODEL, "decoder %s has no tokenizer (vocab.json + merges.txt)",
-                      e->decoder_path);
-        goto leave;
-      }
+      if ((s = load_decoder(e, o)) != PROTO_OK) return s;
     } else {
-      if ((s = tok_open_dir(e->decoder_path, &e->own_tok)) != PROTO_OK) {
-        s = srv__fail(s, "loading the decoder tokenizer from %s: %s", e->decoder_path,
-                      tok_last_error());
-        goto leave;
-      }
+      if ((s = tok_open_dir(e->decoder_path, &e->own_tok)) != PROTO_OK)
+        return srv__fail(s, "loading the decoder tokenizer from %s: %s", e->decoder_path,
+                         tok_last_error());
       e->ctok = e->own_tok;
     }
-  } else {
-    e->ctok = bert_tokenizer(e->enc);
   }
   e->embed_by_ids =
       strcmp(tok_fingerprint(e->ctok), tok_fingerprint(bert_tokenizer(e->enc))) == 0;
@@ -266,23 +266,33 @@ proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
     e->eos_id = tok_token_id(e->ctok, "<|endoftext|>");
     if (e->eos_id < 0) e->eos_id = tok_token_id(e->ctok, "</s>");
   }
+  return PROTO_OK;
+}
 
+static proto_status put_model_paths(srv_engine *e) {
+  proto_status s;
+  if ((s = store_meta_put(e->st, "encoder_path", e->encoder_path)) != PROTO_OK ||
+      (s = store_meta_put(e->st, "decoder_path",
+                          e->decoder_path ? e->decoder_path : "none")) != PROTO_OK)
+    return srv__fail(s, "writing meta: %s", store_last_error());
+  return PROTO_OK;
+}
+
+/* Checks the models against what the database was built with (recording
+ * them in a new one) and records the model paths. rec_enc: the recorded
+ * encoder path, NULL in a new database. */
+static proto_status check_models(srv_engine *e, const srv_engine_options *o,
+                                 const char *rec_enc) {
+  proto_status s;
   /* A new database records its model paths BEFORE its fingerprints (separate
    * transactions): a crash in between must not leave fingerprints without
    * the paths that later opens with no model named resolve them by. */
   if (!o->read_only && !rec_enc) {
     char *fp = meta_get(e, "encoder");
-    if (!fp && ((s = store_meta_put(e->st, "encoder_path", e->encoder_path)) != PROTO_OK ||
-                (s = store_meta_put(e->st, "decoder_path",
-                                    e->decoder_path ? e->decoder_path : "none")) != PROTO_OK)) {
-      free(fp);
-      s = srv__fail(s, "writing meta: %s", store_last_error());
-      goto leave;
-    }
+    s = fp ? PROTO_OK : put_model_paths(e);
     free(fp);
+    if (s != PROTO_OK) return s;
   }
-
-  /* meta checks */
   char dimbuf[32], lenbuf[32];
   snprintf(dimbuf, sizeof dimbuf, "%u", (unsigned)e->dim);
   snprintf(lenbuf, sizeof lenbuf, "%d", PROTO_CHUNK_TOKENS);
@@ -293,62 +303,69 @@ proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
                       " (the decoder's tokenizer made the chunks: use the same --decoder, or a "
                       "new --data directory)")) != PROTO_OK ||
       (s = meta_check(e, "chunk_len", lenbuf, "chunk length", "")) != PROTO_OK)
-    goto leave;
+    return s;
   store_stats ss;
-  if ((s = store_stats_get(e->st, &ss)) != PROTO_OK) {
-    s = srv__fail(s, "store stats: %s", store_last_error());
-    goto leave;
-  }
-  if (ss.dim && ss.dim != e->dim) {
-    s = srv__fail(PROTO_EMISMATCH, "the database holds %u-d vectors, the encoder makes %u-d",
-                  (unsigned)ss.dim, (unsigned)e->dim);
-    goto leave;
-  }
-  if (!o->read_only) {
-    if ((s = store_meta_put(e->st, "encoder_path", e->encoder_path)) != PROTO_OK ||
-        (s = store_meta_put(e->st, "decoder_path",
-                            e->decoder_path ? e->decoder_path : "none")) != PROTO_OK) {
-      s = srv__fail(s, "writing meta: %s", store_last_error());
-      goto leave;
-    }
-  }
+  if ((s = store_stats_get(e->st, &ss)) != PROTO_OK)
+    return srv__fail(s, "store stats: %s", store_last_error());
+  if (ss.dim && ss.dim != e->dim)
+    return srv__fail(PROTO_EMISMATCH, "the database holds %u-d vectors, the encoder makes %u-d",
+                     (unsigned)ss.dim, (unsigned)e->dim);
+  return o->read_only ? PROTO_OK : put_model_paths(e);
+}
 
-  /* lexical index first: the FAISS index's open may save it, which clears
-   * the tombstones the lexical index replays */
-  if ((s = open_lexical(e)) != PROTO_OK) goto leave;
-
-  /* index */
-  ixpath = path_join(e->data_dir, "index.faiss");
-  if (!ixpath) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+/* The lexical index, then the FAISS index (in that order: the FAISS
+ * index's open may save it, which clears the tombstones the lexical index
+ * replays). */
+static proto_status open_indexes(srv_engine *e, const srv_engine_options *o) {
+  proto_status s = open_lexical(e);
+  if (s != PROTO_OK) return s;
+  char *ixpath = path_join(e->data_dir, "index.faiss");
+  if (!ixpath) return srv__fail(PROTO_ENOMEM, "out of memory");
   idx_options io = {.factory = o->index_factory, .metric = IDX_METRIC_IP, .dim = e->dim};
-  if ((s = idx_open(ixpath, e->st, &io, &e->ix)) != PROTO_OK) {
+  if ((s = idx_open(ixpath, e->st, &io, &e->ix)) != PROTO_OK)
     s = srv__fail(s, "opening the index %s: %s", ixpath, idx_last_error());
-    goto leave;
-  }
+  free(ixpath);
+  return s;
+}
 
-  /* generation slots */
+/* The generation slots, the queue's length and the longest sequence. */
+static proto_status open_gen_slots(srv_engine *e, const srv_engine_options *o) {
   e->n_slots = o->gen_slots > 0 ? o->gen_slots : 2;
   e->max_waiting = o->gen_queue > 0 ? o->gen_queue : o->gen_queue < 0 ? 0 : 8;
   e->states = calloc((size_t)e->n_slots, sizeof *e->states);
   e->state_busy = calloc((size_t)e->n_slots, sizeof *e->state_busy);
-  if (!e->states || !e->state_busy) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!e->states || !e->state_busy) return srv__fail(PROTO_ENOMEM, "out of memory");
   if (e->dec) {
     int ms = retro_get_config(e->dec)->max_seq;
     e->max_seq = o->gen_max_seq > 0 && o->gen_max_seq < ms ? o->gen_max_seq : ms;
   }
+  return PROTO_OK;
+}
 
-  if (!o->read_only && (s = srv__pipe_start(e)) != PROTO_OK) goto leave;
-  *out = e;
-  e = NULL;
-leave:
-  free(rec_enc);
-  free(rec_dec);
-  free(db);
-  free(ixpath);
-  if (e) {
+proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
+  if (!o || !out || !o->data_dir || !*o->data_dir)
+    return srv__fail(PROTO_EINVAL, "srv_engine_open: no data directory");
+  *out = NULL;
+  srv_engine *e = engine_new(o);
+  if (!e) return srv__fail(PROTO_ENOMEM, "out of memory");
+  char *rec_enc = NULL, *rec_dec = NULL;
+  proto_status s = open_store(e, o);
+  if (s == PROTO_OK) {
+    rec_enc = meta_get(e, "encoder_path");
+    rec_dec = meta_get(e, "decoder_path");
+  }
+  if (s != PROTO_OK || (s = open_encoder(e, o, rec_enc)) != PROTO_OK ||
+      (s = open_decoder(e, o, rec_dec)) != PROTO_OK ||
+      (s = check_models(e, o, rec_enc)) != PROTO_OK || (s = open_indexes(e, o)) != PROTO_OK ||
+      (s = open_gen_slots(e, o)) != PROTO_OK ||
+      (!o->read_only && (s = srv__pipe_start(e)) != PROTO_OK)) {
     e->opt.read_only = 1; /* do not save a half-open engine's index */
     srv_engine_close(e);
+  } else {
+    *out = e;
   }
+  free(rec_enc);
+  free(rec_dec);
   return s;
 }
 
@@ -1226,18 +1243,41 @@ static proto_status expand_hits(sctx *c, srv_hits *h, uint32_t by) {
   return s;
 }
 
-proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_result *out) {
-  proto_status s = PROTO_OK;
-  float *qv = NULL;
-  cand *cands = NULL;
-  size_t *n_cands = NULL, *groups = NULL;
-  lex_job job = {0};
-  dent *docs = NULL;
-  size_t n_docs = 0, cap_docs = 0;
-  sctx c = {0};
-  store_chunk sc = {0}; /* the hit being hydrated, with_text only */
-  if (!e || !rq || !out) return srv__fail(PROTO_EINVAL, "srv_search: NULL argument");
-  memset(out, 0, sizeof *out);
+/* What one srv_search call holds; every allocation here is released by
+ * search_state_free and by nothing else. */
+typedef struct search_state {
+  sctx c;
+  lex_job job;
+  float *qv;            /* the embedded texts (a search by text) */
+  cand *cands;          /* kc per query */
+  size_t *n_cands, *groups;
+  size_t kc;
+  dent *docs;           /* documents met so far */
+  size_t n_docs, cap_docs;
+  store_chunk sc;       /* the hit being hydrated, with_text only */
+} search_state;
+
+static void search_state_free(search_state *st) {
+  for (size_t i = 0; i < st->n_docs; i++) {
+    free(st->docs[i].id);
+    free(st->docs[i].meta);
+  }
+  free(st->docs);
+  store_chunk_free(&st->sc);
+  store_snap_end(&st->c.snap);
+  cache_free(&st->c);
+  json_decref(st->c.filter);
+  free((void *)st->c.excl);
+  free(st->qv);
+  lex_job_free(&st->job);
+  free(st->cands);
+  free(st->n_cands);
+  free(st->groups);
+}
+
+/* Checks the request before any work; *mode: the mode it searches by. */
+static proto_status search_check(const srv_engine *e, const srv_search_request *rq,
+                                 srv_search_mode *mode) {
   int has_t = rq->n_texts > 0, has_v = rq->n_vectors > 0;
   if (!has_t && !has_v) return srv__fail(PROTO_EINVAL, "search: give texts or vectors");
   if (has_t && has_v && rq->n_texts != rq->n_vectors)
@@ -1249,145 +1289,168 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
   if (rq->nprobe < 0 || rq->ef_search < 0)
     return srv__fail(PROTO_ERANGE, "nprobe and ef_search must not be negative");
   if (!(rq->alpha >= 0 && rq->alpha <= 1)) return srv__fail(PROTO_ERANGE, "alpha: must be in (0, 1]");
-  srv_search_mode mode = rq->mode != SRV_MODE_DEFAULT ? rq->mode
-                         : !has_t ? SRV_MODE_DENSE
-                         : e->opt.search_mode != SRV_MODE_DEFAULT ? e->opt.search_mode
-                         : SRV_MODE_HYBRID;
-  if (!srv_mode_name(mode)) return srv__fail(PROTO_EINVAL, "mode: unknown search mode");
-  if (mode != SRV_MODE_DENSE && !has_t)
+  if (rq->group_size < 0 || rq->group_size > 100 || rq->expand < 0 || rq->expand > 16)
+    return srv__fail(PROTO_ERANGE, "group_size must be in [0, 100] and expand in [0, 16]");
+  *mode = rq->mode != SRV_MODE_DEFAULT ? rq->mode
+          : !has_t ? SRV_MODE_DENSE
+          : e->opt.search_mode != SRV_MODE_DEFAULT ? e->opt.search_mode
+          : SRV_MODE_HYBRID;
+  if (!srv_mode_name(*mode)) return srv__fail(PROTO_EINVAL, "mode: unknown search mode");
+  if (*mode != SRV_MODE_DENSE && !has_t)
     return srv__fail(PROTO_EINVAL, "mode: a search by vector is dense (lexical and hybrid need a text)");
-  if (mode != SRV_MODE_DENSE && !e->lx)
+  if (*mode != SRV_MODE_DENSE && !e->lx)
     return srv__fail(PROTO_EUNAVAIL, "mode: this database has no lexical index");
+  return PROTO_OK;
+}
+
+/* The excluded documents, the metadata filter and the chunk cache. */
+static proto_status search_filter_start(srv_engine *e, const srv_search_request *rq, sctx *c) {
+  c->e = e;
+  proto_status s = exclude_nums(e, rq->exclude_docs, rq->n_exclude, (uint64_t **)&c->excl,
+                                &c->n_excl);
+  if (s != PROTO_OK) return s;
+  if (rq->filter_json) {
+    c->filter = json_loads(rq->filter_json, 0, NULL);
+    if (!json_is_object(c->filter)) return srv__fail(PROTO_EINVAL, "filter: must be a JSON object");
+  }
+  if (cache_grow(c) != 0) return srv__fail(PROTO_ENOMEM, "out of memory");
+  return PROTO_OK;
+}
+
+/* The document numbered num, from the per-request cache or the snapshot. */
+static proto_status search_doc(search_state *st, uint64_t num, const dent **out) {
+  for (size_t i = 0; i < st->n_docs; i++)
+    if (st->docs[i].num == num) {
+      *out = &st->docs[i];
+      return PROTO_OK;
+    }
+  if (st->n_docs == st->cap_docs) {
+    size_t nc = st->cap_docs ? st->cap_docs * 2 : 16;
+    dent *nd = realloc(st->docs, nc * sizeof *nd);
+    if (!nd) return srv__fail(PROTO_ENOMEM, "out of memory");
+    st->docs = nd;
+    st->cap_docs = nc;
+  }
+  store_doc sd = {0};
+  proto_status ds = store_snap_doc_by_num(&st->c.snap, num, &sd);
+  if (ds != PROTO_OK) return srv__fail(ds, "reading document: %s", store_last_error());
+  dent *d = &st->docs[st->n_docs++];
+  d->num = sd.doc_id;
+  d->id = sd.id;
+  d->meta = sd.metadata_json;
+  sd.id = sd.metadata_json = NULL;
+  store_doc_free(&sd);
+  *out = d;
+  return PROTO_OK;
+}
+
+/* Appends candidate cd (a live chunk, ent) to h as a hit of group. */
+static proto_status search_add_hit(search_state *st, const srv_search_request *rq,
+                                   const cand *cd, const cent *ent, size_t group, srv_hits *h) {
+  /* tokens and text: read for the returned hits only. The filter found the
+   * chunk live in this snapshot, so it and its document are there. */
+  if (rq->with_text) {
+    proto_status cs = store_snap_chunk_get(&st->c.snap, (uint64_t)cd->id, &st->sc);
+    if (cs != PROTO_OK) return srv__fail(cs, "reading chunk: %s", store_last_error());
+  }
+  const dent *d = NULL;
+  proto_status s = search_doc(st, ent->doc_id, &d);
+  if (s != PROTO_OK) return s;
+  srv_hit *x = &h->hits[h->n++];
+  x->group = group;
+  x->score = cd->fused;
+  x->dense_score = cd->dense;
+  x->lexical_score = cd->lexical;
+  x->dense_rank = cd->drank;
+  x->lexical_rank = cd->lrank;
+  x->chunk_id = (uint64_t)cd->id;
+  x->doc_num = d->num;
+  x->ordinal = ent->ordinal;
+  x->doc_id = strdup(d->id ? d->id : "");
+  x->metadata_json = strdup(d->meta ? d->meta : "{}");
+  if (!x->doc_id || !x->metadata_json) return srv__fail(PROTO_ENOMEM, "out of memory");
+  if (rq->with_text) { /* the hit takes over the chunk's buffers */
+    x->text = st->sc.text;
+    x->text_len = st->sc.text_len;
+    x->next_text = st->sc.next_text;
+    x->next_text_len = st->sc.next_text_len;
+    x->tokens = st->sc.tokens;
+    x->n_tokens = st->sc.n_tokens;
+    x->next_tokens = st->sc.next_tokens;
+    x->n_next_tokens = st->sc.n_next_tokens;
+    memset(&st->sc, 0, sizeof st->sc);
+  }
+  return PROTO_OK;
+}
+
+/* Query q's hits: its candidates grouped by document (group_size), the
+ * live ones hydrated, their context expanded. */
+static proto_status search_hits(search_state *st, const srv_search_request *rq, size_t q,
+                                size_t k, srv_hits *h) {
+  cand *cq = st->cands + q * st->kc;
+  size_t gs = (size_t)rq->group_size;
+  proto_status s;
+  if (gs > 0 && (s = group_by_document(&st->c, cq, &st->n_cands[q], k, gs, st->groups,
+                                       &h->n_groups)) != PROTO_OK)
+    return s;
+  h->hits = calloc(st->n_cands[q] ? st->n_cands[q] : 1, sizeof *h->hits);
+  if (!h->hits) return srv__fail(PROTO_ENOMEM, "out of memory");
+  for (size_t j = 0; j < st->n_cands[q]; j++) {
+    cent *ent = chunk_lookup(&st->c, (uint64_t)cq[j].id);
+    if (!ent) return st->c.err;
+    if (!ent->live) continue;
+    s = search_add_hit(st, rq, &cq[j], ent, st->groups ? st->groups[j] : 0, h);
+    if (s != PROTO_OK) return s;
+  }
+  if (rq->expand > 0) return expand_hits(&st->c, h, (uint32_t)rq->expand);
+  return PROTO_OK;
+}
+
+proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_result *out) {
+  if (!e || !rq || !out) return srv__fail(PROTO_EINVAL, "srv_search: NULL argument");
+  memset(out, 0, sizeof *out);
+  srv_search_mode mode = SRV_MODE_DEFAULT;
+  proto_status s = search_check(e, rq, &mode);
+  if (s != PROTO_OK) return s;
+  search_state st;
+  memset(&st, 0, sizeof st);
+  int has_t = rq->n_texts > 0, has_v = rq->n_vectors > 0;
   size_t nq = has_t ? rq->n_texts : rq->n_vectors, k = (size_t)rq->k;
   const float *queries = rq->vectors;
-  lex_job_start(&job, e, rq, mode, k);
+  /* a hybrid search's lexical half starts first, to run while this thread
+   * embeds the text */
+  lex_job_start(&st.job, e, rq, mode, k);
   if (!has_v && mode != SRV_MODE_LEXICAL) {
-    qv = malloc(nq * e->dim * sizeof *qv);
-    if (!qv) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-    s = srv__embed_queries(e, rq->texts, rq->text_lens, nq, qv, job.started);
+    st.qv = malloc(nq * e->dim * sizeof *st.qv);
+    if (!st.qv) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    s = srv__embed_queries(e, rq->texts, rq->text_lens, nq, st.qv, st.job.started);
     if (s != PROTO_OK) goto leave;
-    queries = qv;
+    queries = st.qv;
   }
-  c.e = e;
-  if ((s = exclude_nums(e, rq->exclude_docs, rq->n_exclude, (uint64_t **)&c.excl, &c.n_excl)) !=
-      PROTO_OK)
-    goto leave;
-  if (rq->filter_json) {
-    c.filter = json_loads(rq->filter_json, 0, NULL);
-    if (!json_is_object(c.filter)) {
-      s = srv__fail(PROTO_EINVAL, "filter: must be a JSON object");
-      goto leave;
-    }
-  }
-  if (cache_grow(&c) != 0) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-  if (rq->group_size < 0 || rq->group_size > 100 || rq->expand < 0 || rq->expand > 16) {
-    s = srv__fail(PROTO_ERANGE, "group_size must be in [0, 100] and expand in [0, 16]");
-    goto leave;
-  }
+  if ((s = search_filter_start(e, rq, &st.c)) != PROTO_OK) goto leave;
   /* grouping: enough candidates that k documents are likely found */
-  size_t kc = k, gs = (size_t)rq->group_size;
+  size_t gs = (size_t)rq->group_size;
+  st.kc = k;
   if (gs > 0) {
-    kc = k * gs * 4 < 64 ? 64 : k * gs * 4;
-    if (kc > 4096) kc = 4096;
+    st.kc = k * gs * 4 < 64 ? 64 : k * gs * 4;
+    if (st.kc > 4096) st.kc = 4096;
   }
-  cands = malloc(nq * kc * sizeof *cands);
-  n_cands = calloc(nq, sizeof *n_cands);
+  st.cands = malloc(nq * st.kc * sizeof *st.cands);
+  st.n_cands = calloc(nq, sizeof *st.n_cands);
   out->queries = calloc(nq, sizeof *out->queries);
-  if (!cands || !n_cands || !out->queries) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-  out->nq = nq;
-  out->mode = mode;
-  if ((s = find_candidates(e, rq, mode, queries, nq, kc, &c, &job, cands, n_cands)) != PROTO_OK) goto leave;
-
-  if (gs > 0 && !(groups = malloc(kc * sizeof *groups))) {
+  if (gs > 0) st.groups = malloc(st.kc * sizeof *st.groups);
+  if (!st.cands || !st.n_cands || !out->queries || (gs > 0 && !st.groups)) {
     s = srv__fail(PROTO_ENOMEM, "out of memory");
     goto leave;
   }
-  for (size_t q = 0; q < nq; q++) {
-    srv_hits *h = &out->queries[q];
-    if (gs > 0 && (s = group_by_document(&c, cands + q * kc, &n_cands[q], k, gs, groups,
-                                         &h->n_groups)) != PROTO_OK)
-      goto leave;
-    h->hits = calloc(n_cands[q] ? n_cands[q] : 1, sizeof *h->hits);
-    if (!h->hits) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-    for (size_t j = 0; j < n_cands[q]; j++) {
-      const cand *cd = &cands[q * kc + j];
-      size_t group = groups ? groups[j] : 0;
-      int64_t id = cd->id;
-      cent *ent = chunk_lookup(&c, (uint64_t)id);
-      if (!ent) { s = c.err; goto leave; }
-      if (!ent->live) continue;
-      /* tokens and text: read for the returned hits only. The filter found
-       * the chunk live in this snapshot, so it and its document are there. */
-      if (rq->with_text) {
-        proto_status cs = store_snap_chunk_get(&c.snap, (uint64_t)id, &sc);
-        if (cs != PROTO_OK) { s = srv__fail(cs, "reading chunk: %s", store_last_error()); goto leave; }
-      }
-      /* the document (cached per request) */
-      dent *d = NULL;
-      for (size_t i = 0; i < n_docs; i++)
-        if (docs[i].num == ent->doc_id) { d = &docs[i]; break; }
-      if (!d) {
-        store_doc sd = {0};
-        proto_status ds = store_snap_doc_by_num(&c.snap, ent->doc_id, &sd);
-        if (ds != PROTO_OK) { s = srv__fail(ds, "reading document: %s", store_last_error()); goto leave; }
-        if (n_docs == cap_docs) {
-          size_t nc = cap_docs ? cap_docs * 2 : 16;
-          dent *nd = realloc(docs, nc * sizeof *nd);
-          if (!nd) { store_doc_free(&sd); s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-          docs = nd;
-          cap_docs = nc;
-        }
-        d = &docs[n_docs++];
-        d->num = sd.doc_id;
-        d->id = sd.id;
-        d->meta = sd.metadata_json;
-        sd.id = sd.metadata_json = NULL;
-        store_doc_free(&sd);
-      }
-      srv_hit *x = &h->hits[h->n++];
-      x->group = group;
-      x->score = cd->fused;
-      x->dense_score = cd->dense;
-      x->lexical_score = cd->lexical;
-      x->dense_rank = cd->drank;
-      x->lexical_rank = cd->lrank;
-      x->chunk_id = (uint64_t)id;
-      x->doc_num = d->num;
-      x->ordinal = ent->ordinal;
-      x->doc_id = strdup(d->id ? d->id : "");
-      x->metadata_json = strdup(d->meta ? d->meta : "{}");
-      if (!x->doc_id || !x->metadata_json) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-      if (rq->with_text) { /* the hit takes over the chunk's buffers */
-        x->text = sc.text;
-        x->text_len = sc.text_len;
-        x->next_text = sc.next_text;
-        x->next_text_len = sc.next_text_len;
-        x->tokens = sc.tokens;
-        x->n_tokens = sc.n_tokens;
-        x->next_tokens = sc.next_tokens;
-        x->n_next_tokens = sc.n_next_tokens;
-        memset(&sc, 0, sizeof sc);
-      }
-    }
-    if (rq->expand > 0 && (s = expand_hits(&c, h, (uint32_t)rq->expand)) != PROTO_OK) goto leave;
-  }
-  atomic_fetch_add(&e->n_searches, nq);
+  out->nq = nq;
+  out->mode = mode;
+  s = find_candidates(e, rq, mode, queries, nq, st.kc, &st.c, &st.job, st.cands, st.n_cands);
+  for (size_t q = 0; q < nq && s == PROTO_OK; q++)
+    s = search_hits(&st, rq, q, k, &out->queries[q]);
+  if (s == PROTO_OK) atomic_fetch_add(&e->n_searches, nq);
 leave:
-  for (size_t i = 0; i < n_docs; i++) {
-    free(docs[i].id);
-    free(docs[i].meta);
-  }
-  free(docs);
-  store_chunk_free(&sc);
-  store_snap_end(&c.snap);
-  cache_free(&c);
-  json_decref(c.filter);
-  free((void *)c.excl);
-  free(qv);
-  lex_job_free(&job);
-  free(cands);
-  free(n_cands);
-  free(groups);
+  search_state_free(&st);
   if (s != PROTO_OK) srv_search_result_free(out);
   return s;
 }

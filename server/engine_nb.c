@@ -22,7 +22,7 @@ typedef struct nb_data {
   float *vecs;         /* (n, dim) */
   size_t n, cap;
   uint32_t dim;
-  int oom;
+  int oom;            /* collect ran out of memory (reported as such) */
 } nb_data;
 
 static proto_status collect(void *ctx, const uint64_t *ids, const float *vectors, size_t n) {
@@ -34,7 +34,10 @@ static proto_status collect(void *ctx, const uint64_t *ids, const float *vectors
     if (ni) d->ids = ni;
     float *nv = realloc(d->vecs, nc * d->dim * sizeof *nv);
     if (nv) d->vecs = nv;
-    if (!ni || !nv) return srv__fail(PROTO_ENOMEM, "out of memory");
+    if (!ni || !nv) {
+      d->oom = 1;
+      return srv__fail(PROTO_ENOMEM, "out of memory");
+    }
     d->cap = nc;
   }
   memcpy(d->ids + d->n, ids, n * sizeof *ids);
@@ -93,154 +96,187 @@ static int other_doc(void *ctx, int64_t id) {
   return r >= 0 && c->docs[r] != c->doc;
 }
 
-proto_status srv_neighbours_dump(srv_engine *e, const srv_neighbours_options *o,
-                                 uint64_t *n_chunks) {
-  nb_data d = {0};
-  uint64_t *docs = NULL;
-  uint32_t *ords = NULL;
-  int32_t *toks = NULL;
-  int64_t *nbr = NULL, *cand = NULL;
-  float *nsc = NULL, *csc = NULL;
-  FILE *jf = NULL;
-  proto_status s;
-  if (!e || !o || !o->out_dir) return srv__fail(PROTO_EINVAL, "srv_neighbours_dump: NULL argument");
-  if (n_chunks) *n_chunks = 0;
-  int k = o->k > 0 ? o->k : 2;
-  if (k > PROTO_MAX_K) return srv__fail(PROTO_ERANGE, "k: must be in [1, %d]", PROTO_MAX_K);
-  if (mkdir(o->out_dir, 0777) != 0 && errno != EEXIST)
-    return srv__fail(PROTO_EIO, "cannot create %s: %s", o->out_dir, strerror(errno));
-  s = srv__sync_indexes(e);
-  if (s != PROTO_OK) return s;
+/* What srv_neighbours_dump gathers, per live chunk (n rows); released by
+ * nb_dump_free. */
+typedef struct nb_dump {
+  nb_data d;           /* ids and vectors */
+  size_t n;
+  int k;
+  uint64_t *docs;      /* (n) doc nums */
+  uint32_t *ords;      /* (n) ordinals */
+  int32_t *toks;       /* (n, 64), -1 past a short chunk's end */
+  int64_t *nbr;        /* (n, k) neighbour chunk ids, -1 when fewer */
+  float *nsc;          /* (n, k) their scores, NaN when fewer */
+} nb_dump;
 
-  d.dim = e->dim;
-  s = store_vectors_scan(e->st, 0, 1024, collect, &d);
-  if (s != PROTO_OK) {
-    if (strcmp(srv_last_error(), "out of memory") != 0)
-      s = srv__fail(s, "scanning vectors: %s", store_last_error());
-    goto leave;
-  }
-  size_t n = d.n;
-  docs = malloc((n ? n : 1) * sizeof *docs);
-  ords = malloc((n ? n : 1) * sizeof *ords);
-  toks = malloc((n ? n : 1) * PROTO_CHUNK_TOKENS * sizeof *toks);
-  nbr = malloc((n ? n : 1) * (size_t)k * sizeof *nbr);
-  nsc = malloc((n ? n : 1) * (size_t)k * sizeof *nsc);
-  if (!docs || !ords || !toks || !nbr || !nsc) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+static void nb_dump_free(nb_dump *x) {
+  free(x->d.ids);
+  free(x->d.vecs);
+  free(x->docs);
+  free(x->ords);
+  free(x->toks);
+  free(x->nbr);
+  free(x->nsc);
+}
+
+/* Every stored vector, then each chunk's document, ordinal and tokens. */
+static proto_status nb_read_chunks(srv_engine *e, nb_dump *x) {
+  x->d.dim = e->dim;
+  proto_status s = store_vectors_scan(e->st, 0, 1024, collect, &x->d);
+  if (s != PROTO_OK)
+    return x->d.oom ? s : srv__fail(s, "scanning vectors: %s", store_last_error());
+  size_t n = x->n = x->d.n, rows = n ? n : 1;
+  x->docs = malloc(rows * sizeof *x->docs);
+  x->ords = malloc(rows * sizeof *x->ords);
+  x->toks = malloc(rows * PROTO_CHUNK_TOKENS * sizeof *x->toks);
+  x->nbr = malloc(rows * (size_t)x->k * sizeof *x->nbr);
+  x->nsc = malloc(rows * (size_t)x->k * sizeof *x->nsc);
+  if (!x->docs || !x->ords || !x->toks || !x->nbr || !x->nsc)
+    return srv__fail(PROTO_ENOMEM, "out of memory");
   for (size_t i = 0; i < n; i++) {
     store_chunk c = {0};
-    s = store_chunk_get(e->st, d.ids[i], &c);
-    if (s != PROTO_OK) {
-      s = srv__fail(s, "reading chunk %llu: %s", (unsigned long long)d.ids[i], store_last_error());
-      goto leave;
-    }
-    docs[i] = c.doc_id;
-    ords[i] = c.ordinal;
+    s = store_chunk_get(e->st, x->d.ids[i], &c);
+    if (s != PROTO_OK)
+      return srv__fail(s, "reading chunk %llu: %s", (unsigned long long)x->d.ids[i],
+                       store_last_error());
+    x->docs[i] = c.doc_id;
+    x->ords[i] = c.ordinal;
     for (int t = 0; t < PROTO_CHUNK_TOKENS; t++)
-      toks[i * PROTO_CHUNK_TOKENS + (size_t)t] = (uint32_t)t < c.n_tokens ? c.tokens[t] : -1;
+      x->toks[i * PROTO_CHUNK_TOKENS + (size_t)t] = (uint32_t)t < c.n_tokens ? c.tokens[t] : -1;
     store_chunk_free(&c);
   }
+  return PROTO_OK;
+}
 
-  /* batched searches with an in-memory filter */
+/* Row row's neighbours from its kf candidates (cand, csc): the first k
+ * live ones (of other documents unless include_same_doc); a row its own
+ * document crowded out is searched again alone with a filter. */
+static proto_status nb_fill_row(srv_engine *e, const srv_neighbours_options *o, nb_dump *x,
+                                size_t row, const int64_t *cand, const float *csc, int kf,
+                                const idx_search_params *sp) {
+  size_t k = (size_t)x->k;
+  int64_t *nbr = x->nbr + row * k;
+  float *nsc = x->nsc + row * k;
+  size_t got = 0;
+  for (int j = 0; j < kf && got < k; j++) {
+    int64_t id = cand[j];
+    if (id <= 0) continue;
+    ptrdiff_t r = find_row(x->d.ids, x->n, (uint64_t)id);
+    if (r < 0) continue;
+    if (!o->include_same_doc && x->docs[r] == x->docs[row]) continue;
+    nbr[got] = id;
+    nsc[got++] = csc[j];
+  }
+  if (got < k && !o->include_same_doc && (size_t)kf < x->n) {
+    nb_filter_ctx fc = {.ids = x->d.ids, .docs = x->docs, .n = x->n, .doc = x->docs[row]};
+    proto_status s = idx_search(e->ix, x->d.vecs + row * x->d.dim, 1, x->k, sp, other_doc, &fc,
+                                nsc, nbr);
+    if (s != PROTO_OK) return srv__fail(s, "index search: %s", idx_last_error());
+    got = k;
+  }
+  for (size_t j = got; j < k; j++) {
+    nbr[j] = -1;
+    nsc[j] = NAN;
+  }
+  return PROTO_OK;
+}
+
+/* Every row's neighbours: batched searches of k + 32 candidates filtered
+ * in memory. */
+static proto_status nb_search(srv_engine *e, const srv_neighbours_options *o, nb_dump *x) {
   const size_t B = 256;
-  int kf = o->include_same_doc ? k : k + 32;
+  size_t n = x->n;
+  int kf = o->include_same_doc ? x->k : x->k + 32;
   if ((size_t)kf > n && n > 0) kf = (int)n;
   if (kf > PROTO_MAX_K) kf = PROTO_MAX_K;
-  cand = malloc(B * (size_t)(kf > 0 ? kf : 1) * sizeof *cand);
-  csc = malloc(B * (size_t)(kf > 0 ? kf : 1) * sizeof *csc);
-  if (!cand || !csc) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  int64_t *cand = malloc(B * (size_t)(kf > 0 ? kf : 1) * sizeof *cand);
+  float *csc = malloc(B * (size_t)(kf > 0 ? kf : 1) * sizeof *csc);
+  proto_status s = cand && csc ? PROTO_OK : srv__fail(PROTO_ENOMEM, "out of memory");
   idx_search_params sp = {.nprobe = o->nprobe, .ef_search = o->ef_search};
   double last = proto_now();
-  for (size_t b0 = 0; b0 < n; b0 += B) {
+  for (size_t b0 = 0; b0 < n && s == PROTO_OK; b0 += B) {
     size_t nb = n - b0 < B ? n - b0 : B;
-    s = idx_search(e->ix, d.vecs + b0 * d.dim, nb, kf, &sp, NULL, NULL, csc, cand);
-    if (s != PROTO_OK) { s = srv__fail(s, "index search: %s", idx_last_error()); goto leave; }
-    for (size_t q = 0; q < nb; q++) {
-      size_t row = b0 + q;
-      int got = 0;
-      for (int j = 0; j < kf && got < k; j++) {
-        int64_t id = cand[q * (size_t)kf + (size_t)j];
-        if (id <= 0) continue;
-        ptrdiff_t r = find_row(d.ids, n, (uint64_t)id);
-        if (r < 0) continue;
-        if (!o->include_same_doc && docs[r] == docs[row]) continue;
-        nbr[row * (size_t)k + (size_t)got] = id;
-        nsc[row * (size_t)k + (size_t)got] = csc[q * (size_t)kf + (size_t)j];
-        got++;
-      }
-      if (got < k && !o->include_same_doc && (size_t)kf < n) {
-        /* its own document filled the candidates: search this one alone */
-        nb_filter_ctx fc = {.ids = d.ids, .docs = docs, .n = n, .doc = docs[row]};
-        s = idx_search(e->ix, d.vecs + row * d.dim, 1, k, &sp, other_doc, &fc,
-                       nsc + row * (size_t)k, nbr + row * (size_t)k);
-        if (s != PROTO_OK) { s = srv__fail(s, "index search: %s", idx_last_error()); goto leave; }
-        got = k;
-      }
-      for (int j = got; j < k; j++) {
-        nbr[row * (size_t)k + (size_t)j] = -1;
-        nsc[row * (size_t)k + (size_t)j] = NAN;
-      }
-    }
-    if (o->on_progress && (proto_now() - last > 2.0 || b0 + nb == n)) {
+    s = idx_search(e->ix, x->d.vecs + b0 * x->d.dim, nb, kf, &sp, NULL, NULL, csc, cand);
+    if (s != PROTO_OK) s = srv__fail(s, "index search: %s", idx_last_error());
+    for (size_t q = 0; q < nb && s == PROTO_OK; q++)
+      s = nb_fill_row(e, o, x, b0 + q, cand + q * (size_t)kf, csc + q * (size_t)kf, kf, &sp);
+    if (s == PROTO_OK && o->on_progress && (proto_now() - last > 2.0 || b0 + nb == n)) {
       last = proto_now();
       o->on_progress(o->ctx, b0 + nb, n);
     }
   }
-
-  if ((s = write_npy(o->out_dir, "chunk_ids.npy", "<u8", n, 0, d.ids, 8)) != PROTO_OK ||
-      (s = write_npy(o->out_dir, "doc_nums.npy", "<u8", n, 0, docs, 8)) != PROTO_OK ||
-      (s = write_npy(o->out_dir, "ordinals.npy", "<u4", n, 0, ords, 4)) != PROTO_OK ||
-      (s = write_npy(o->out_dir, "tokens.npy", "<i4", n, PROTO_CHUNK_TOKENS, toks, 4)) != PROTO_OK ||
-      (s = write_npy(o->out_dir, "neighbours.npy", "<i8", n, (size_t)k, nbr, 8)) != PROTO_OK ||
-      (s = write_npy(o->out_dir, "scores.npy", "<f4", n, (size_t)k, nsc, 4)) != PROTO_OK)
-    goto leave;
-
-  char path[4096];
-  snprintf(path, sizeof path, "%s/docs.jsonl", o->out_dir);
-  jf = fopen(path, "wb");
-  if (!jf) { s = srv__fail(PROTO_EIO, "cannot write %s: %s", path, strerror(errno)); goto leave; }
-  for (size_t i = 0; i < n; i++) {
-    if (i > 0 && docs[i] == docs[i - 1]) continue;
-    store_doc sd = {0};
-    s = store_doc_get_by_num(e->st, docs[i], &sd);
-    if (s != PROTO_OK) {
-      s = srv__fail(s, "reading document %llu: %s", (unsigned long long)docs[i], store_last_error());
-      goto leave;
-    }
-    proto_buf b;
-    proto_jw w;
-    proto_buf_init(&b);
-    proto_jw_init(&w, &b);
-    proto_jw_obj(&w);
-    proto_jw_key(&w, "doc_num");
-    proto_jw_uint(&w, sd.doc_id);
-    proto_jw_key(&w, "id");
-    proto_jw_cstr(&w, sd.id);
-    proto_jw_key(&w, "n_chunks");
-    proto_jw_uint(&w, sd.n_chunks);
-    proto_jw_obj_end(&w);
-    int bad = b.failed || fwrite(b.data, 1, b.len, jf) != b.len || fputc('\n', jf) == EOF;
-    proto_buf_free(&b);
-    store_doc_free(&sd);
-    if (bad) { s = srv__fail(PROTO_EIO, "writing %s failed", path); goto leave; }
-  }
-  if (fclose(jf) != 0) {
-    jf = NULL;
-    s = srv__fail(PROTO_EIO, "writing %s failed", path);
-    goto leave;
-  }
-  jf = NULL;
-  if (n_chunks) *n_chunks = n;
-  s = PROTO_OK;
-leave:
-  if (jf) fclose(jf);
-  free(d.ids);
-  free(d.vecs);
-  free(docs);
-  free(ords);
-  free(toks);
-  free(nbr);
-  free(nsc);
   free(cand);
   free(csc);
+  return s;
+}
+
+/* The .npy files (format in srv.h). */
+static proto_status nb_write_arrays(const char *dir, const nb_dump *x) {
+  size_t n = x->n, k = (size_t)x->k;
+  proto_status s;
+  if ((s = write_npy(dir, "chunk_ids.npy", "<u8", n, 0, x->d.ids, 8)) != PROTO_OK ||
+      (s = write_npy(dir, "doc_nums.npy", "<u8", n, 0, x->docs, 8)) != PROTO_OK ||
+      (s = write_npy(dir, "ordinals.npy", "<u4", n, 0, x->ords, 4)) != PROTO_OK ||
+      (s = write_npy(dir, "tokens.npy", "<i4", n, PROTO_CHUNK_TOKENS, x->toks, 4)) != PROTO_OK ||
+      (s = write_npy(dir, "neighbours.npy", "<i8", n, k, x->nbr, 8)) != PROTO_OK ||
+      (s = write_npy(dir, "scores.npy", "<f4", n, k, x->nsc, 4)) != PROTO_OK)
+    return s;
+  return PROTO_OK;
+}
+
+/* One line of docs.jsonl: document num's number, id and chunk count. */
+static proto_status nb_write_doc(srv_engine *e, uint64_t num, FILE *f, const char *path) {
+  store_doc sd = {0};
+  proto_status s = store_doc_get_by_num(e->st, num, &sd);
+  if (s != PROTO_OK)
+    return srv__fail(s, "reading document %llu: %s", (unsigned long long)num, store_last_error());
+  proto_buf b;
+  proto_jw w;
+  proto_buf_init(&b);
+  proto_jw_init(&w, &b);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "doc_num");
+  proto_jw_uint(&w, sd.doc_id);
+  proto_jw_key(&w, "id");
+  proto_jw_cstr(&w, sd.id);
+  proto_jw_key(&w, "n_chunks");
+  proto_jw_uint(&w, sd.n_chunks);
+  proto_jw_obj_end(&w);
+  int bad = b.failed || fwrite(b.data, 1, b.len, f) != b.len || fputc('\n', f) == EOF;
+  proto_buf_free(&b);
+  store_doc_free(&sd);
+  return bad ? srv__fail(PROTO_EIO, "writing %s failed", path) : PROTO_OK;
+}
+
+/* docs.jsonl: one line per document the chunks come from. */
+static proto_status nb_write_docs(srv_engine *e, const char *dir, const nb_dump *x) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/docs.jsonl", dir);
+  FILE *f = fopen(path, "wb");
+  if (!f) return srv__fail(PROTO_EIO, "cannot write %s: %s", path, strerror(errno));
+  proto_status s = PROTO_OK;
+  for (size_t i = 0; i < x->n && s == PROTO_OK; i++)
+    if (i == 0 || x->docs[i] != x->docs[i - 1]) s = nb_write_doc(e, x->docs[i], f, path);
+  if (fclose(f) != 0 && s == PROTO_OK) s = srv__fail(PROTO_EIO, "writing %s failed", path);
+  return s;
+}
+
+proto_status srv_neighbours_dump(srv_engine *e, const srv_neighbours_options *o,
+                                 uint64_t *n_chunks) {
+  if (!e || !o || !o->out_dir) return srv__fail(PROTO_EINVAL, "srv_neighbours_dump: NULL argument");
+  if (n_chunks) *n_chunks = 0;
+  nb_dump x;
+  memset(&x, 0, sizeof x);
+  x.k = o->k > 0 ? o->k : 2;
+  if (x.k > PROTO_MAX_K) return srv__fail(PROTO_ERANGE, "k: must be in [1, %d]", PROTO_MAX_K);
+  if (mkdir(o->out_dir, 0777) != 0 && errno != EEXIST)
+    return srv__fail(PROTO_EIO, "cannot create %s: %s", o->out_dir, strerror(errno));
+  proto_status s = srv__sync_indexes(e);
+  if (s == PROTO_OK) s = nb_read_chunks(e, &x);
+  if (s == PROTO_OK) s = nb_search(e, o, &x);
+  if (s == PROTO_OK) s = nb_write_arrays(o->out_dir, &x);
+  if (s == PROTO_OK) s = nb_write_docs(e, o->out_dir, &x);
+  if (s == PROTO_OK && n_chunks) *n_chunks = x.n;
+  nb_dump_free(&x);
   return s;
 }

@@ -133,6 +133,10 @@ typedef struct gen {
   size_t text_cap;
   size_t max_stop;
   int cancelled;
+  sampler *smp;
+  float *logits;         /* (vocab) the next token's logits */
+  size_t tok_cap;        /* res->tokens' room */
+  double t0;             /* when the slot was had */
 } gen;
 
 static proto_status grow(void **p, size_t *cap, size_t need, size_t elem) {
@@ -326,206 +330,236 @@ static proto_status check_request(const srv_gen_request *rq) {
 
 static _Atomic uint64_t seed_counter;
 
-proto_status srv_generate(srv_engine *e, const srv_gen_request *rq, const srv_gen_callbacks *cb,
-                          srv_gen_result *out) {
+/* The prompt's tokens (a lone end-of-text for an empty prompt, counted in
+ * out->prompt_tokens as none), checked against the model's length; *ptoks
+ * is the caller's to free. */
+static proto_status prompt_tokens(srv_engine *e, const srv_gen_request *rq, int32_t **ptoks,
+                                  size_t *n, srv_gen_result *out) {
   proto_status s;
-  gen g = {0};
-  sampler *smp = NULL;
-  float *logits = NULL;
-  int32_t *ptoks = NULL;
-  size_t n_ptoks = 0;
-  int slot = -1, *us = NULL;
-  if (!e || !rq || !out) return srv__fail(PROTO_EINVAL, "srv_generate: NULL argument");
-  memset(out, 0, sizeof *out);
-  if (!e->dec) return srv__fail(PROTO_EUNAVAIL, "no decoder is loaded: generation is unavailable");
-  if ((s = check_request(rq)) != PROTO_OK) return s;
-  const retro_config *rc = retro_get_config(e->dec);
-  int vocab = rc->vocab_size;
-
-  /* the prompt */
-  if (rq->prompt_len) {
-    s = tok_encode(e->ctok, rq->prompt, rq->prompt_len, &ptoks, &n_ptoks);
-    if (s != PROTO_OK) return srv__fail(s, "prompt: %s", tok_last_error());
-  }
-  out->prompt_tokens = (int)n_ptoks;
-  if (n_ptoks == 0) {
-    free(ptoks); /* the tokenizer may hand back an empty allocation */
-    ptoks = NULL;
+  *ptoks = NULL;
+  *n = 0;
+  if (rq->prompt_len && (s = tok_encode(e->ctok, rq->prompt, rq->prompt_len, ptoks, n)) != PROTO_OK)
+    return srv__fail(s, "prompt: %s", tok_last_error());
+  out->prompt_tokens = (int)*n;
+  if (*n == 0) {
+    free(*ptoks); /* the tokenizer may hand back an empty allocation */
+    *ptoks = NULL;
     if (e->eos_id < 0) return srv__fail(PROTO_EINVAL, "prompt: empty, and the model has no end-of-text token to start from");
-    ptoks = malloc(sizeof *ptoks);
-    if (!ptoks) return srv__fail(PROTO_ENOMEM, "out of memory");
-    ptoks[0] = e->eos_id;
-    n_ptoks = 1;
+    if (!(*ptoks = malloc(sizeof **ptoks))) return srv__fail(PROTO_ENOMEM, "out of memory");
+    (*ptoks)[0] = e->eos_id;
+    *n = 1;
   }
-  if (n_ptoks >= (size_t)e->max_seq) {
-    free(ptoks);
-    return srv__fail(PROTO_ERANGE, "prompt: %zu tokens; this model takes at most %d in all",
-                     n_ptoks, e->max_seq - 1);
-  }
-  int max_new = rq->max_tokens;
-  if ((size_t)max_new > (size_t)e->max_seq - n_ptoks) max_new = e->max_seq - (int)n_ptoks;
+  if (*n >= (size_t)e->max_seq)
+    return srv__fail(PROTO_ERANGE, "prompt: %zu tokens; this model takes at most %d in all", *n,
+                     e->max_seq - 1);
+  return PROTO_OK;
+}
 
+/* The sampler's parameters, with the seed asked for or a fresh one
+ * (reported in out->seed). */
+static proto_status gen_sample_params(const srv_gen_request *rq, srv_gen_result *out,
+                                      sample_params *sp) {
   out->seed = rq->has_seed ? rq->seed
                            : (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL ^
                                  (uint64_t)(proto_now() * 1e9) ^ atomic_fetch_add(&seed_counter, 1);
-  sample_params sp = sample_params_default();
-  sp.temperature = (float)rq->temperature;
-  sp.top_k = rq->top_k;
-  sp.top_p = (float)rq->top_p;
-  sp.seed = out->seed;
-  sp.n_logprobs = rq->logprobs > 0 ? rq->logprobs : 0;
-  if ((s = sample_params_check(&sp)) != PROTO_OK) {
-    free(ptoks);
-    return s; /* the detail names the parameter */
-  }
+  *sp = sample_params_default();
+  sp->temperature = (float)rq->temperature;
+  sp->top_k = rq->top_k;
+  sp->top_p = (float)rq->top_p;
+  sp->seed = out->seed;
+  sp->n_logprobs = rq->logprobs > 0 ? rq->logprobs : 0;
+  return sample_params_check(sp); /* on failure the detail names the parameter */
+}
 
+/* g on slot's decoder state (made on first use, then reset), its buffers
+ * and sampler, the prompt (n tokens) in g->seq. */
+static proto_status gen_start(gen *g, int slot, const sample_params *sp, const int32_t *ptoks,
+                              size_t n) {
+  srv_engine *e = g->e;
+  const retro_config *rc = retro_get_config(e->dec);
+  proto_status s;
+  if (!e->states[slot] && (s = retro_state_new(e->dec, e->max_seq, &e->states[slot])) != PROTO_OK)
+    return srv__fail(s, "decoder state: %s", retro_last_error());
+  g->st = e->states[slot];
+  retro_state_reset(g->st);
+  g->k = g->rq->k > 0 ? g->rq->k : rc->n_neighbours > 0 ? rc->n_neighbours : 2;
+  g->pad = e->pad_id >= 0 ? e->pad_id : e->eos_id >= 0 ? e->eos_id : 0;
+  g->seq = malloc((size_t)e->max_seq * sizeof *g->seq);
+  g->nbuf = malloc((size_t)g->k * PROTO_NEIGHBOUR_TOKENS * sizeof *g->nbuf);
+  g->logits = malloc((size_t)rc->vocab_size * sizeof *g->logits);
+  if (!g->seq || !g->nbuf || !g->logits) return srv__fail(PROTO_ENOMEM, "out of memory");
+  for (size_t i = 0; i < g->rq->n_stop; i++)
+    if (stop_len(g, i) > g->max_stop) g->max_stop = stop_len(g, i);
+  if ((s = sample_new(rc->vocab_size, sp, &g->smp)) != PROTO_OK)
+    return srv__fail(s, "sampler: bad parameters");
+  memcpy(g->seq, ptoks, n * sizeof *g->seq);
+  g->n_seq = (int)n;
+  return PROTO_OK;
+}
+
+static void gen_free(gen *g) {
+  sample_free(g->smp);
+  free(g->logits);
+  free(g->seq);
+  free(g->nbuf);
+  free(g->raw);
+}
+
+/* Neighbours of the complete prompt chunks, then the prompt in one pass
+ * (the logits of its last position in g->logits). */
+static proto_status gen_prompt_pass(gen *g) {
+  const srv_gen_callbacks *cb = g->cb;
+  int n_full = g->n_seq / PROTO_CHUNK_TOKENS;
+  proto_status s;
+  if (g->rq->retrieval && n_full > 0) {
+    int *us = malloc((size_t)n_full * sizeof *us);
+    if (!us) return srv__fail(PROTO_ENOMEM, "out of memory");
+    for (int u = 0; u < n_full; u++) us[u] = u;
+    s = retrieve(g, us, n_full, 1);
+    free(us);
+    if (s != PROTO_OK) return s;
+  }
+  if (cb && cb->should_cancel && cb->should_cancel(cb->ctx)) g->cancelled = 1;
+  if (!g->cancelled && (s = retro_forward(g->st, g->seq, g->n_seq, 0, g->logits)) != PROTO_OK)
+    return srv__fail(s, "decoder: %s", retro_last_error());
+  return PROTO_OK;
+}
+
+/* With logprobs: token t (its piece, plen bytes; NULL for end-of-text) and
+ * its alternatives appended to g->res->tokens. */
+static proto_status gen_record_token(gen *g, int32_t t, const sample_result *sr,
+                                     const char *piece, size_t plen) {
+  srv_gen_result *out = g->res;
+  proto_status s = grow((void **)&out->tokens, &g->tok_cap, out->n_tokens + 1, sizeof *out->tokens);
+  if (s != PROTO_OK) return s;
+  srv_gen_token *gt = &out->tokens[out->n_tokens++];
+  memset(gt, 0, sizeof *gt);
+  gt->id = t;
+  gt->piece = strdup(piece ? piece : "");
+  gt->piece_len = piece ? plen : 0;
+  if (!gt->piece) return srv__fail(PROTO_ENOMEM, "out of memory");
+  gt->text_offset = g->raw_len;
+  gt->logprob = sr->logprob;
+  gt->n_top = sr->n_top < 5 ? sr->n_top : 5;
+  for (int j = 0; j < gt->n_top; j++) {
+    gt->top_ids[j] = sr->top_tokens[j];
+    gt->top_logprobs[j] = sr->top_logprobs[j];
+    char *tp = NULL;
+    size_t tl = 0;
+    if (tok_decode(g->e->ctok, &sr->top_tokens[j], 1, &tp, &tl) != PROTO_OK) {
+      free(tp);
+      tp = strdup("");
+    }
+    gt->top_pieces[j] = tp;
+    if (!tp) return srv__fail(PROTO_ENOMEM, "out of memory");
+  }
+  return PROTO_OK;
+}
+
+/* The completion's text grows by piece; stop sequences checked, the text
+ * streamed. *stopped when a stop sequence ended it. */
+static proto_status gen_add_text(gen *g, const char *piece, size_t plen, int *stopped) {
+  proto_status s = grow((void **)&g->raw, &g->raw_cap, g->raw_len + plen + 1, 1);
+  if (s != PROTO_OK) return s;
+  memcpy(g->raw + g->raw_len, piece, plen);
+  g->raw_len += plen;
+  if ((s = advance_text(g, stopped)) != PROTO_OK) return s;
+  if (*stopped) g->raw_len = g->emitted; /* nothing after the stop sequence is flushed */
+  return PROTO_OK;
+}
+
+/* Token i of at most max_new: sampled from g->logits, recorded, and fed
+ * (after the retrieval for the chunk it completes) unless it is the last.
+ * *finish: "stop" at end-of-text or a stop sequence; *done when
+ * generation ends here. */
+static proto_status gen_step(gen *g, int i, int max_new, const char **finish, int *done) {
+  srv_engine *e = g->e;
+  sample_result sr;
+  proto_status s = sample_next(g->smp, g->logits, &sr);
+  if (s != PROTO_OK) return srv__fail(s, "sampling: the logits are not finite");
+  if (i == 0) g->res->first_token_s = proto_now() - g->t0;
+  int32_t t = sr.token;
+  int pos = g->n_seq;
+  g->seq[g->n_seq++] = t;
+  g->res->completion_tokens++;
+  int is_eos = t == e->eos_id, stopped = 0;
+  char *piece = NULL;
+  size_t plen = 0;
+  if (!is_eos && (s = tok_decode(e->ctok, &t, 1, &piece, &plen)) != PROTO_OK)
+    s = srv__fail(s, "decoding token %d: %s", (int)t, tok_last_error());
+  if (s == PROTO_OK && g->rq->logprobs >= 0) s = gen_record_token(g, t, &sr, piece, plen);
+  if (s == PROTO_OK && !is_eos) s = gen_add_text(g, piece, plen, &stopped);
+  free(piece);
+  if (s != PROTO_OK) return s;
+  if (is_eos || stopped) *finish = "stop";
+  *done = is_eos || stopped || i == max_new - 1 || g->cancelled;
+  if (*done) return PROTO_OK;
+  /* t completes chunk u: its neighbours must be set before t is fed */
+  if (g->rq->retrieval && (pos + 1) % PROTO_CHUNK_TOKENS == 0) {
+    int u = pos / PROTO_CHUNK_TOKENS;
+    if ((s = retrieve(g, &u, 1, 0)) != PROTO_OK) return s;
+  }
+  if ((s = retro_forward(g->st, &t, 1, 0, g->logits)) != PROTO_OK)
+    return srv__fail(s, "decoder: %s", retro_last_error());
+  return PROTO_OK;
+}
+
+/* The prompt pass, then up to max_new tokens; the text's end emitted. */
+static proto_status gen_run(gen *g, int max_new) {
+  const srv_gen_callbacks *cb = g->cb;
+  const char *finish = "length";
+  proto_status s = gen_prompt_pass(g);
+  for (int i = 0, done = 0; s == PROTO_OK && i < max_new && !g->cancelled && !done; i++) {
+    if (cb && cb->should_cancel && cb->should_cancel(cb->ctx)) {
+      g->cancelled = 1;
+      break;
+    }
+    s = gen_step(g, i, max_new, &finish, &done);
+  }
+  if (s == PROTO_OK) s = emit(g, g->raw_len);
+  if (s != PROTO_OK) return s;
+  if (!g->res->text && !(g->res->text = calloc(1, 1))) return srv__fail(PROTO_ENOMEM, "out of memory");
+  g->res->finish_reason = g->cancelled ? "cancelled" : finish;
+  if (g->cancelled) return srv__fail(PROTO_ECANCELLED, "generation cancelled");
+  return PROTO_OK;
+}
+
+proto_status srv_generate(srv_engine *e, const srv_gen_request *rq, const srv_gen_callbacks *cb,
+                          srv_gen_result *out) {
+  if (!e || !rq || !out) return srv__fail(PROTO_EINVAL, "srv_generate: NULL argument");
+  memset(out, 0, sizeof *out);
+  if (!e->dec) return srv__fail(PROTO_EUNAVAIL, "no decoder is loaded: generation is unavailable");
+  proto_status s = check_request(rq);
+  if (s != PROTO_OK) return s;
+  int32_t *ptoks = NULL;
+  size_t n_ptoks = 0;
+  sample_params sp;
+  int slot = -1;
+  if ((s = prompt_tokens(e, rq, &ptoks, &n_ptoks, out)) != PROTO_OK ||
+      (s = gen_sample_params(rq, out, &sp)) != PROTO_OK) {
+    free(ptoks);
+    return s;
+  }
+  int max_new = rq->max_tokens;
+  if ((size_t)max_new > (size_t)e->max_seq - n_ptoks) max_new = e->max_seq - (int)n_ptoks;
   double tq = proto_now();
   if ((s = slot_acquire(e, cb, &slot)) != PROTO_OK) {
     free(ptoks);
     if (s == PROTO_ECANCELLED) out->finish_reason = "cancelled";
     return s;
   }
-  double t0 = proto_now();
-  out->queue_s = t0 - tq;
-
-  if (!e->states[slot] && (s = retro_state_new(e->dec, e->max_seq, &e->states[slot])) != PROTO_OK) {
-    s = srv__fail(s, "decoder state: %s", retro_last_error());
-    goto leave;
-  }
-  g.e = e;
-  g.rq = rq;
-  g.cb = cb;
-  g.res = out;
-  g.st = e->states[slot];
-  retro_state_reset(g.st);
-  g.k = rq->k > 0 ? rq->k : rc->n_neighbours > 0 ? rc->n_neighbours : 2;
-  g.pad = e->pad_id >= 0 ? e->pad_id : e->eos_id >= 0 ? e->eos_id : 0;
-  g.seq = malloc((size_t)e->max_seq * sizeof *g.seq);
-  g.nbuf = malloc((size_t)g.k * PROTO_NEIGHBOUR_TOKENS * sizeof *g.nbuf);
-  logits = malloc((size_t)vocab * sizeof *logits);
-  if (!g.seq || !g.nbuf || !logits) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-  for (size_t i = 0; i < rq->n_stop; i++)
-    if (stop_len(&g, i) > g.max_stop) g.max_stop = stop_len(&g, i);
-  if ((s = sample_new(vocab, &sp, &smp)) != PROTO_OK) {
-    s = srv__fail(s, "sampler: bad parameters");
-    goto leave;
-  }
-  memcpy(g.seq, ptoks, n_ptoks * sizeof *g.seq);
-  g.n_seq = (int)n_ptoks;
-
-  /* neighbours of the complete prompt chunks, then the prompt in one pass */
-  int n_full = g.n_seq / PROTO_CHUNK_TOKENS;
-  if (rq->retrieval && n_full > 0) {
-    us = malloc((size_t)n_full * sizeof *us);
-    if (!us) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-    for (int u = 0; u < n_full; u++) us[u] = u;
-    if ((s = retrieve(&g, us, n_full, 1)) != PROTO_OK) goto leave;
-  }
-  if (cb && cb->should_cancel && cb->should_cancel(cb->ctx)) g.cancelled = 1;
-  if (!g.cancelled && (s = retro_forward(g.st, g.seq, g.n_seq, 0, logits)) != PROTO_OK) {
-    s = srv__fail(s, "decoder: %s", retro_last_error());
-    goto leave;
-  }
-
-  const char *finish = "length";
-  size_t tok_cap = 0;
-  for (int i = 0; i < max_new && !g.cancelled; i++) {
-    if (cb && cb->should_cancel && cb->should_cancel(cb->ctx)) { g.cancelled = 1; break; }
-    sample_result sr;
-    if ((s = sample_next(smp, logits, &sr)) != PROTO_OK) {
-      s = srv__fail(s, "sampling: the logits are not finite");
-      goto leave;
-    }
-    if (i == 0) out->first_token_s = proto_now() - t0;
-    int32_t t = sr.token;
-    int pos = g.n_seq;
-    g.seq[g.n_seq++] = t;
-    out->completion_tokens++;
-    int is_eos = t == e->eos_id;
-    char *piece = NULL;
-    size_t plen = 0;
-    if (!is_eos && (s = tok_decode(e->ctok, &t, 1, &piece, &plen)) != PROTO_OK) {
-      s = srv__fail(s, "decoding token %d: %s", (int)t, tok_last_error());
-      goto leave;
-    }
-    if (rq->logprobs >= 0) {
-      if ((s = grow((void **)&out->tokens, &tok_cap, out->n_tokens + 1, sizeof *out->tokens)) != PROTO_OK) {
-        free(piece);
-        goto leave;
-      }
-      srv_gen_token *gt = &out->tokens[out->n_tokens++];
-      memset(gt, 0, sizeof *gt);
-      gt->id = t;
-      gt->piece = strdup(piece ? piece : "");
-      gt->piece_len = piece ? plen : 0;
-      if (!gt->piece) {
-        free(piece);
-        s = srv__fail(PROTO_ENOMEM, "out of memory");
-        goto leave;
-      }
-      gt->text_offset = g.raw_len;
-      gt->logprob = sr.logprob;
-      gt->n_top = sr.n_top < 5 ? sr.n_top : 5;
-      for (int j = 0; j < gt->n_top; j++) {
-        gt->top_ids[j] = sr.top_tokens[j];
-        gt->top_logprobs[j] = sr.top_logprobs[j];
-        char *tp = NULL;
-        size_t tl = 0;
-        if (tok_decode(e->ctok, &sr.top_tokens[j], 1, &tp, &tl) != PROTO_OK) tp = strdup("");
-        gt->top_pieces[j] = tp;
-        if (!tp) {
-          free(piece);
-          s = srv__fail(PROTO_ENOMEM, "out of memory");
-          goto leave;
-        }
-      }
-    }
-    if (is_eos) {
-      finish = "stop";
-      break;
-    }
-    s = grow((void **)&g.raw, &g.raw_cap, g.raw_len + plen + 1, 1);
-    if (s != PROTO_OK) { free(piece); goto leave; }
-    memcpy(g.raw + g.raw_len, piece, plen);
-    g.raw_len += plen;
-    free(piece);
-    int stopped = 0;
-    if ((s = advance_text(&g, &stopped)) != PROTO_OK) goto leave;
-    if (stopped) {
-      finish = "stop";
-      g.raw_len = g.emitted; /* nothing after the stop sequence is flushed */
-      break;
-    }
-    if (i == max_new - 1 || g.cancelled) break;
-    /* t completes chunk u: its neighbours must be set before t is fed */
-    if (rq->retrieval && (pos + 1) % PROTO_CHUNK_TOKENS == 0) {
-      int u = pos / PROTO_CHUNK_TOKENS;
-      if ((s = retrieve(&g, &u, 1, 0)) != PROTO_OK) goto leave;
-    }
-    if ((s = retro_forward(g.st, &t, 1, 0, logits)) != PROTO_OK) {
-      s = srv__fail(s, "decoder: %s", retro_last_error());
-      goto leave;
-    }
-  }
-  if ((s = emit(&g, g.raw_len)) != PROTO_OK) goto leave;
-  if (!out->text) {
-    out->text = calloc(1, 1);
-    if (!out->text) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-  }
-  out->finish_reason = g.cancelled ? "cancelled" : finish;
-  if (g.cancelled) s = srv__fail(PROTO_ECANCELLED, "generation cancelled");
-  atomic_fetch_add(&e->n_generations, 1);
-  atomic_fetch_add(&e->n_gen_tokens, (uint64_t)out->completion_tokens);
-leave:
-  out->total_s = proto_now() - t0;
-  if (s != PROTO_OK && !out->finish_reason) out->finish_reason = "error";
-  if (slot >= 0) slot_release(e, slot);
-  sample_free(smp);
-  free(logits);
+  gen g = {.e = e, .rq = rq, .cb = cb, .res = out, .t0 = proto_now()};
+  out->queue_s = g.t0 - tq;
+  s = gen_start(&g, slot, &sp, ptoks, n_ptoks);
   free(ptoks);
-  free(us);
-  free(g.seq);
-  free(g.nbuf);
-  free(g.raw);
+  if (s == PROTO_OK) s = gen_run(&g, max_new);
+  if (s == PROTO_OK || s == PROTO_ECANCELLED) {
+    atomic_fetch_add(&e->n_generations, 1);
+    atomic_fetch_add(&e->n_gen_tokens, (uint64_t)out->completion_tokens);
+  }
+  out->total_s = proto_now() - g.t0;
+  if (s != PROTO_OK && !out->finish_reason) out->finish_reason = "error";
+  slot_release(e, slot);
+  gen_free(&g);
   return s;
 }

@@ -100,7 +100,13 @@ static proto_status pool_start(pool *p, size_t threads, size_t waiting, atomic_l
   p->threads = calloc(threads, sizeof *p->threads);
   p->queued = queued;
   p->busy = busy;
-  if (!p->q || !p->threads) return PROTO_ENOMEM;
+  if (!p->q || !p->threads) { /* pool_stop frees nothing without q */
+    free(p->q);
+    free(p->threads);
+    p->q = NULL;
+    p->threads = NULL;
+    return PROTO_ENOMEM;
+  }
   for (size_t i = 0; i < threads; i++) {
     if (pthread_create(&p->threads[i], NULL, pool_main, p) != 0) return PROTO_EINTERNAL;
     p->n_threads++;
@@ -774,11 +780,195 @@ static int resolve(const char *host, long port, struct sockaddr_storage *ss, int
   return 0;
 }
 
+/* What srv_http_main settles before it starts anything: the modes, the
+ * address, whether a key guards the API. */
+typedef struct serve_plan {
+  srv_search_mode search_mode, retrieval_mode;
+  struct sockaddr_storage addr;
+  int v6;
+  int have_key;
+} serve_plan;
+
+/* Checks the loaded configuration and fills plan. 0, or 2 after printing
+ * the problem (nothing started yet). */
+static int serve_check(const http_config *cfg, serve_plan *plan) {
+  if (!cfg->data) {
+    fprintf(stderr, "retro serve: --data DIR is required (see --help)\n");
+    return 2;
+  }
+  plan->search_mode = srv_mode_parse(cfg->search_mode);
+  plan->retrieval_mode = srv_mode_parse(cfg->retrieval_mode);
+  if (!plan->search_mode || !plan->retrieval_mode) {
+    fprintf(stderr, "retro serve: --%s must be dense, lexical or hybrid\n",
+            plan->search_mode ? "retrieval-mode" : "search-mode");
+    return 2;
+  }
+  char terr[512];
+  http_chat_template *tmpl = NULL;
+  if (http_chat_template_load(cfg->chat_template, &tmpl, terr, sizeof terr) != PROTO_OK) {
+    fprintf(stderr, "retro serve: --chat-template: %s\n", terr);
+    return 2;
+  }
+  http_chat_template_free(tmpl);
+  plan->have_key = (cfg->api_key && *cfg->api_key) || (cfg->read_key && *cfg->read_key);
+  if (!http_host_is_loopback(cfg->host) && !plan->have_key) {
+    fprintf(stderr,
+            "retro serve: refusing to bind %s without an API key (set --api-key or "
+            "RETRO_API_KEY, or bind 127.0.0.1)\n",
+            cfg->host);
+    return 2;
+  }
+  if (cfg->api_key && cfg->read_key && *cfg->api_key && !strcmp(cfg->api_key, cfg->read_key)) {
+    fprintf(stderr, "retro serve: --api-key and --read-key must differ\n");
+    return 2;
+  }
+  if (resolve(cfg->host, cfg->port, &plan->addr, &plan->v6) != 0) {
+    fprintf(stderr, "retro serve: cannot resolve --host %s\n", cfg->host);
+    return 2;
+  }
+  return 0;
+}
+
+/* The worker pools: D.work for the engine's requests, D.gen for the
+ * generation slots and their queue. 0, or -1 (logged). */
+static int serve_start_pools(const http_config *cfg) {
+  /* 4 per CPU by default: concurrent texts share encoder calls (engine_embed.c),
+   * so more requests in flight make larger, cheaper batches */
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  size_t workers = cfg->workers > 0 ? (size_t)cfg->workers : 4 * (size_t)(cpus > 0 ? cpus : 1);
+  if (workers > 256) workers = 256;
+  if (pool_start(&D.work, workers, (size_t)cfg->queue, &D.srv->work_queued,
+                 &D.srv->work_busy) != PROTO_OK ||
+      pool_start(&D.gen, (size_t)(cfg->gen_slots + cfg->gen_queue), 0, NULL, NULL) != PROTO_OK) {
+    http_log_event("error", "cannot start worker threads");
+    return -1;
+  }
+  return 0;
+}
+
+/* Starts libmicrohttpd on plan's address (D.mhd). 0, or -1 (reported). */
+static int serve_listen(const http_config *cfg, serve_plan *plan) {
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                   MHD_USE_ITC | MHD_USE_ERROR_LOG;
+  if (plan->v6) flags |= MHD_USE_IPv6;
+  D.mhd = MHD_start_daemon(
+      flags, 0, NULL, NULL, on_request, NULL,
+      MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&plan->addr,
+      MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_per_ip,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->header_limit,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+      MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
+      MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+      MHD_OPTION_END);
+  if (!D.mhd) {
+    http_log_event("error", "cannot listen on %s:%ld", cfg->host, cfg->port);
+    fprintf(stderr, "retro serve: cannot listen on %s:%ld\n", cfg->host, cfg->port);
+    return -1;
+  }
+  const union MHD_DaemonInfo *di = MHD_get_daemon_info(D.mhd, MHD_DAEMON_INFO_BIND_PORT);
+  unsigned port = di ? di->port : (unsigned)cfg->port;
+  http_log_event("info", "listening on %s:%u (auth %s)", cfg->host, port,
+                 plan->have_key ? "on" : "off");
+  return 0;
+}
+
+/* Opens the engine the configuration names into *engine. 0, or -1
+ * (reported). */
+static int serve_open_engine(const http_config *cfg, const serve_plan *plan,
+                             srv_engine **engine) {
+  srv_engine_options eo;
+  memset(&eo, 0, sizeof eo);
+  eo.data_dir = cfg->data;
+  eo.encoder_dir = cfg->encoder;
+  eo.decoder_dir = cfg->decoder;
+  eo.load_decoder = 1;
+  eo.index_factory = cfg->index_factory;
+  eo.threads = (int)cfg->threads;
+  eo.read_only = (int)cfg->read_only;
+  eo.max_map_bytes = (size_t)cfg->max_map_mb << 20;
+  eo.gen_slots = (int)cfg->gen_slots;
+  eo.search_mode = plan->search_mode;
+  eo.retrieval_mode = plan->retrieval_mode;
+  eo.gen_queue = cfg->gen_queue ? (int)cfg->gen_queue : -1;
+  http_log_event("info", "opening %s", cfg->data);
+  proto_status st = srv_engine_open(&eo, engine);
+  if (st != PROTO_OK) {
+    http_log_event("error", "cannot open %s: %s: %s", cfg->data, proto_strerror(st), srv_last_error());
+    fprintf(stderr, "retro serve: cannot open %s: %s: %s\n", cfg->data, proto_strerror(st),
+            srv_last_error());
+    return -1;
+  }
+  return 0;
+}
+
+/* Serves until SIGTERM or SIGINT (sigs, blocked in every thread); SIGHUP
+ * reopens the log. */
+static void serve_until_signal(const http_config *cfg, const sigset_t *sigs) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(sigs, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      http_log_open(cfg->log);
+      http_log_event("info", "SIGHUP: log reopened");
+      continue;
+    }
+    http_log_event("info", "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    return;
+  }
+}
+
+/* Stops accepting, lets in-flight requests finish (up to drain_timeout),
+ * stops the pools and the daemon. */
+static void serve_drain(const http_config *cfg) {
+  atomic_store(&D.srv->draining, 1);
+  MHD_socket lsock = MHD_quiesce_daemon(D.mhd);
+  if (lsock != MHD_INVALID_SOCKET) close(lsock);
+  double deadline = proto_now() + (double)cfg->drain_timeout;
+  pthread_mutex_lock(&D.drain_mu);
+  while (atomic_load(&D.srv->inflight) > 0 && proto_now() < deadline) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 100000000;
+    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+    pthread_cond_timedwait(&D.drain_cv, &D.drain_mu, &ts);
+  }
+  pthread_mutex_unlock(&D.drain_mu);
+  long left = atomic_load(&D.srv->inflight);
+  if (left > 0) http_log_event("warn", "%ld requests still in flight after %lds", left, cfg->drain_timeout);
+  pool_stop(&D.work);
+  pool_stop(&D.gen);
+  if (left == 0) MHD_stop_daemon(D.mhd); /* suspended connections would make this unsafe */
+  D.mhd = NULL;
+}
+
+/* Stops whatever srv_http_main started (each step is a no-op when not
+ * started) and closes the engine, saving its index. */
+static void serve_stop(srv_engine *engine) {
+  pool_stop(&D.work);
+  pool_stop(&D.gen);
+  if (D.mhd) MHD_stop_daemon(D.mhd);
+  D.mhd = NULL;
+  if (engine) {
+    http_log_event("info", "saving the index and closing");
+    if (srv_engine_close(engine) != PROTO_OK) /* documents are safe in the store */
+      http_log_event("error", "%s (every acknowledged document is in the store: the next start "
+                     "brings the index up to date from it)", srv_last_error());
+  }
+  http_server_free(D.srv);
+  D.srv = NULL;
+}
+
 int srv_http_main(int argc, char **argv) {
   http_config cfg;
   char err[512];
   int help = 0, rc = 1;
   srv_engine *engine = NULL;
+  serve_plan plan;
+  memset(&plan, 0, sizeof plan);
   memset(&D, 0, sizeof D);
   D.run = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
   http_log_init();
@@ -790,54 +980,11 @@ int srv_http_main(int argc, char **argv) {
     http_config_free(&cfg);
     return 2;
   }
-  if (help) {
-    fputs(http_config_usage(), stdout);
+  if (help) fputs(http_config_usage(), stdout);
+  int bad = help ? 0 : serve_check(&cfg, &plan);
+  if (help || bad) {
     http_config_free(&cfg);
-    return 0;
-  }
-  if (!cfg.data) {
-    fprintf(stderr, "retro serve: --data DIR is required (see --help)\n");
-    http_config_free(&cfg);
-    return 2;
-  }
-  srv_search_mode search_mode = srv_mode_parse(cfg.search_mode);
-  srv_search_mode retrieval_mode = srv_mode_parse(cfg.retrieval_mode);
-  if (!search_mode || !retrieval_mode) {
-    fprintf(stderr, "retro serve: --%s must be dense, lexical or hybrid\n",
-            search_mode ? "retrieval-mode" : "search-mode");
-    http_config_free(&cfg);
-    return 2;
-  }
-  {
-    char terr[512];
-    http_chat_template *tmpl = NULL;
-    if (http_chat_template_load(cfg.chat_template, &tmpl, terr, sizeof terr) != PROTO_OK) {
-      fprintf(stderr, "retro serve: --chat-template: %s\n", terr);
-      http_config_free(&cfg);
-      return 2;
-    }
-    http_chat_template_free(tmpl);
-  }
-  int have_key = (cfg.api_key && *cfg.api_key) || (cfg.read_key && *cfg.read_key);
-  if (!http_host_is_loopback(cfg.host) && !have_key) {
-    fprintf(stderr,
-            "retro serve: refusing to bind %s without an API key (set --api-key or "
-            "RETRO_API_KEY, or bind 127.0.0.1)\n",
-            cfg.host);
-    http_config_free(&cfg);
-    return 2;
-  }
-  if (cfg.api_key && cfg.read_key && *cfg.api_key && !strcmp(cfg.api_key, cfg.read_key)) {
-    fprintf(stderr, "retro serve: --api-key and --read-key must differ\n");
-    http_config_free(&cfg);
-    return 2;
-  }
-  struct sockaddr_storage ss;
-  int v6 = 0;
-  if (resolve(cfg.host, cfg.port, &ss, &v6) != 0) {
-    fprintf(stderr, "retro serve: cannot resolve --host %s\n", cfg.host);
-    http_config_free(&cfg);
-    return 2;
+    return bad;
   }
   http_log_open(cfg.log);
 
@@ -852,112 +999,16 @@ int srv_http_main(int argc, char **argv) {
   if (http_log_start(cfg.log_flush_ms) != 0)
     http_log_event("warn", "cannot start the log flusher: every line is written at once");
 
-  if (http_server_new(&cfg, NULL, &D.srv) != PROTO_OK) goto leave;
-  /* 4 per CPU by default: concurrent texts share encoder calls (engine_embed.c),
-   * so more requests in flight make larger, cheaper batches */
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  size_t workers = cfg.workers > 0 ? (size_t)cfg.workers : 4 * (size_t)(cpus > 0 ? cpus : 1);
-  if (workers > 256) workers = 256;
-  if (pool_start(&D.work, workers, (size_t)cfg.queue, &D.srv->work_queued,
-                 &D.srv->work_busy) != PROTO_OK ||
-      pool_start(&D.gen, (size_t)(cfg.gen_slots + cfg.gen_queue), 0, NULL, NULL) != PROTO_OK) {
-    http_log_event("error", "cannot start worker threads");
+  if (http_server_new(&cfg, NULL, &D.srv) != PROTO_OK || serve_start_pools(&cfg) ||
+      serve_listen(&cfg, &plan) || serve_open_engine(&cfg, &plan, &engine))
     goto leave;
-  }
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                   MHD_USE_ITC | MHD_USE_ERROR_LOG;
-  if (v6) flags |= MHD_USE_IPv6;
-  D.mhd = MHD_start_daemon(
-      flags, 0, NULL, NULL, on_request, NULL,
-      MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-      MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg.http_threads,
-      MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg.max_connections,
-      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg.max_per_ip,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg.idle_timeout,
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg.header_limit,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-      MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
-      MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-      MHD_OPTION_END);
-  if (!D.mhd) {
-    http_log_event("error", "cannot listen on %s:%ld", cfg.host, cfg.port);
-    fprintf(stderr, "retro serve: cannot listen on %s:%ld\n", cfg.host, cfg.port);
-    goto leave;
-  }
-  const union MHD_DaemonInfo *di = MHD_get_daemon_info(D.mhd, MHD_DAEMON_INFO_BIND_PORT);
-  unsigned port = di ? di->port : (unsigned)cfg.port;
-  http_log_event("info", "listening on %s:%u (auth %s)", cfg.host, port, have_key ? "on" : "off");
-  srv_engine_options eo;
-  memset(&eo, 0, sizeof eo);
-  eo.data_dir = cfg.data;
-  eo.encoder_dir = cfg.encoder;
-  eo.decoder_dir = cfg.decoder;
-  eo.load_decoder = 1;
-  eo.index_factory = cfg.index_factory;
-  eo.threads = (int)cfg.threads;
-  eo.read_only = (int)cfg.read_only;
-  eo.max_map_bytes = (size_t)cfg.max_map_mb << 20;
-  eo.gen_slots = (int)cfg.gen_slots;
-  eo.search_mode = search_mode;
-  eo.retrieval_mode = retrieval_mode;
-  eo.gen_queue = cfg.gen_queue ? (int)cfg.gen_queue : -1;
-  http_log_event("info", "opening %s", cfg.data);
-  proto_status st = srv_engine_open(&eo, &engine);
-  if (st != PROTO_OK) {
-    http_log_event("error", "cannot open %s: %s: %s", cfg.data, proto_strerror(st), srv_last_error());
-    fprintf(stderr, "retro serve: cannot open %s: %s: %s\n", cfg.data, proto_strerror(st),
-            srv_last_error());
-    goto leave;
-  }
   http_server_attach(D.srv, engine);
   http_log_event("info", "ready");
-
-  for (;;) {
-    int sig = 0;
-    if (sigwait(&sigs, &sig) != 0) continue;
-    if (sig == SIGHUP) {
-      http_log_open(cfg.log);
-      http_log_event("info", "SIGHUP: log reopened");
-      continue;
-    }
-    http_log_event("info", "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    break;
-  }
-  /* stop accepting, let in-flight requests finish */
-  atomic_store(&D.srv->draining, 1);
-  MHD_socket lsock = MHD_quiesce_daemon(D.mhd);
-  if (lsock != MHD_INVALID_SOCKET) close(lsock);
-  double deadline = proto_now() + (double)cfg.drain_timeout;
-  pthread_mutex_lock(&D.drain_mu);
-  while (atomic_load(&D.srv->inflight) > 0 && proto_now() < deadline) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 100000000;
-    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-    pthread_cond_timedwait(&D.drain_cv, &D.drain_mu, &ts);
-  }
-  pthread_mutex_unlock(&D.drain_mu);
-  long left = atomic_load(&D.srv->inflight);
-  if (left > 0) http_log_event("warn", "%ld requests still in flight after %lds", left, cfg.drain_timeout);
-  pool_stop(&D.work);
-  pool_stop(&D.gen);
-  if (left == 0) MHD_stop_daemon(D.mhd); /* suspended connections would make this unsafe */
-  D.mhd = NULL;
+  serve_until_signal(&cfg, &sigs);
+  serve_drain(&cfg);
   rc = 0;
 leave:
-  pool_stop(&D.work);
-  pool_stop(&D.gen);
-  if (D.mhd) MHD_stop_daemon(D.mhd);
-  D.mhd = NULL;
-  if (engine) {
-    http_log_event("info", "saving the index and closing");
-    if (srv_engine_close(engine) != PROTO_OK) /* documents are safe in the store */
-      http_log_event("error", "%s (every acknowledged document is in the store: the next start "
-                     "brings the index up to date from it)", srv_last_error());
-  }
-  http_server_free(D.srv);
-  D.srv = NULL;
+  serve_stop(engine);
   if (rc == 0) http_log_event("info", "stopped");
   http_log_close();
   http_config_free(&cfg);

@@ -96,6 +96,151 @@ static void piece_of(const tok *t, int32_t id, proto_buf *out) {
   free(p);
 }
 
+/* Scores the prompt into c and acc (srv_eval_doc, then the tokens of a last
+ * window too short to score, as context only). 0, or -1 with resp set. */
+static int score_prompt(http_server *s, const proto_complete_req *req, score_ctx *c,
+                        srv_eval_result *acc, http_response *resp) {
+  srv_eval_options o = {.retrieval = req->retrieval, .k = req->k,
+                        .exclude_self = req->n_exclude == 1,
+                        .retrieval_mode = (srv_search_mode)req->retrieval_mode,
+                        .on_token = score_on_token, .on_neighbours = score_on_neighbours,
+                        .cb_ctx = c};
+  proto_status st = srv_eval_doc(s->engine, &o, req->n_exclude ? req->exclude_docs[0] : NULL,
+                                 req->prompt, req->prompt_len, acc);
+  if (st != PROTO_OK) {
+    http_engine_error(resp, st, "completions (echo)");
+    return -1;
+  }
+  /* a last window of one token is neither scored nor reported: context only */
+  int32_t *all = NULL;
+  size_t n_all = 0;
+  if (req->prompt_len && tok_encode(srv_engine_chunk_tokenizer(s->engine), req->prompt,
+                                    req->prompt_len, &all, &n_all) == PROTO_OK)
+    for (size_t i = c->n; i < n_all; i++) score_on_token(c, i, all[i], 0, 0, NULL, 0);
+  free(all);
+  if (c->failed || c->chunks.failed) {
+    http_error(resp, PROTO_ENOMEM, "out of memory");
+    return -1;
+  }
+  proto_jw_arr_end(&c->jw);
+  return 0;
+}
+
+/* A top-logprobs key: the piece as valid UTF-8 (a piece may end inside a
+ * character). */
+static void score_top_key(proto_jw *w, const char *p, size_t n) {
+  proto_buf key;
+  proto_buf_init(&key);
+  proto_buf_add_utf8_lossy(&key, p ? p : "", n);
+  proto_jw_key(w, key.data ? key.data : "");
+  proto_buf_free(&key);
+}
+
+/* "top_logprobs": per prompt token (null when not scored), then per
+ * generated token. piece is scratch space. */
+static void score_write_top(proto_jw *w, const tok *t, const score_ctx *c,
+                            const srv_gen_result *res, proto_buf *piece) {
+  proto_jw_key(w, "top_logprobs");
+  proto_jw_arr(w);
+  for (size_t i = 0; i < c->n; i++) {
+    if (!c->t[i].scored) { proto_jw_null(w); continue; }
+    proto_jw_obj(w);
+    for (int j = 0; j < c->t[i].n_top; j++) {
+      piece_of(t, c->t[i].top_id[j], piece);
+      score_top_key(w, piece->data, piece->len);
+      proto_jw_float(w, c->t[i].top_lp[j]);
+    }
+    proto_jw_obj_end(w);
+  }
+  for (size_t i = 0; i < res->n_tokens; i++) {
+    proto_jw_obj(w);
+    for (int j = 0; j < res->tokens[i].n_top && j < PROTO_MAX_LOGPROBS; j++) {
+      const char *p = res->tokens[i].top_pieces[j];
+      score_top_key(w, p, p ? strlen(p) : 0);
+      proto_jw_float(w, res->tokens[i].top_logprobs[j]);
+    }
+    proto_jw_obj_end(w);
+  }
+  proto_jw_arr_end(w);
+}
+
+/* OpenAI's legacy "logprobs" object over the prompt's tokens then the
+ * completion's. */
+static void score_write_logprobs(proto_jw *w, const tok *t, const proto_complete_req *req,
+                                 const score_ctx *c, const srv_gen_result *res) {
+  proto_buf piece;
+  proto_buf_init(&piece);
+  proto_jw_obj(w);
+  proto_jw_key(w, "tokens");
+  proto_jw_arr(w);
+  for (size_t i = 0; i < c->n; i++) {
+    piece_of(t, c->t[i].id, &piece);
+    proto_jw_str(w, piece.data ? piece.data : "", piece.len);
+  }
+  for (size_t i = 0; i < res->n_tokens; i++)
+    proto_jw_str(w, res->tokens[i].piece, res->tokens[i].piece_len);
+  proto_jw_arr_end(w);
+  proto_jw_key(w, "token_logprobs");
+  proto_jw_arr(w);
+  for (size_t i = 0; i < c->n; i++)
+    if (c->t[i].scored) proto_jw_float(w, c->t[i].logprob);
+    else proto_jw_null(w);
+  for (size_t i = 0; i < res->n_tokens; i++) proto_jw_float(w, res->tokens[i].logprob);
+  proto_jw_arr_end(w);
+  score_write_top(w, t, c, res, &piece);
+  proto_jw_key(w, "text_offset");
+  proto_jw_arr(w);
+  size_t off = 0;
+  for (size_t i = 0; i < c->n; i++) {
+    proto_jw_uint(w, off);
+    piece_of(t, c->t[i].id, &piece);
+    off += piece.len;
+  }
+  for (size_t i = 0; i < res->n_tokens; i++)
+    proto_jw_uint(w, req->prompt_len + res->tokens[i].text_offset);
+  proto_jw_arr_end(w);
+  proto_jw_obj_end(w);
+  proto_buf_free(&piece);
+}
+
+/* The one choice: the prompt and its completion, their logprobs. */
+static void score_write_choice(proto_jw *w, const tok *t, const proto_complete_req *req,
+                               const score_ctx *c, const srv_gen_result *res) {
+  proto_jw_obj(w);
+  proto_buf text;
+  proto_buf_init(&text);
+  proto_buf_add(&text, req->prompt, req->prompt_len);
+  proto_buf_add(&text, res->text, res->text_len);
+  proto_jw_key(w, "text"); proto_jw_str(w, text.data ? text.data : "", text.len);
+  proto_buf_free(&text);
+  proto_jw_key(w, "index"); proto_jw_int(w, 0);
+  proto_jw_key(w, "logprobs");
+  if (req->logprobs < 0) proto_jw_null(w);
+  else score_write_logprobs(w, t, req, c, res);
+  proto_jw_key(w, "finish_reason"); proto_jw_cstr(w, req->max_tokens ? res->finish_reason : "length");
+  proto_jw_obj_end(w);
+}
+
+/* "retro": the prompt's bits per byte, each chunk's neighbours, the time. */
+static void score_write_retro(proto_jw *w, const proto_complete_req *req, const score_ctx *c,
+                              const srv_eval_result *acc, double t0) {
+  proto_jw_obj(w);
+  proto_jw_key(w, "retrieval"); proto_jw_bool(w, req->retrieval);
+  proto_jw_key(w, "prompt_scoring");
+  proto_jw_obj(w);
+  proto_jw_key(w, "tokens"); proto_jw_uint(w, acc->tokens);
+  proto_jw_key(w, "bytes"); proto_jw_uint(w, acc->bytes);
+  proto_jw_key(w, "bits"); proto_jw_num(w, acc->bits);
+  proto_jw_key(w, "bpb"); if (acc->bytes) proto_jw_num(w, acc->bits / (double)acc->bytes); else proto_jw_null(w);
+  proto_jw_obj_end(w);
+  proto_jw_key(w, "chunks"); proto_jw_raw(w, c->chunks.data, c->chunks.len);
+  proto_jw_key(w, "timings");
+  proto_jw_obj(w);
+  proto_jw_key(w, "total_s"); proto_jw_num(w, proto_now() - t0);
+  proto_jw_obj_end(w);
+  proto_jw_obj_end(w);
+}
+
 /* echo: the prompt's tokens scored by srv_eval_doc (the computation of
  * `retro eval`, so the bits per byte agree), then, when max_tokens > 0, a
  * completion generated as usual; OpenAI's legacy logprobs over both (the
@@ -107,41 +252,21 @@ void http_score_run(http_server *s, const proto_complete_req *req, http_response
   proto_buf_init(&c.chunks);
   proto_jw_init(&c.jw, &c.chunks);
   proto_jw_arr(&c.jw);
-  srv_eval_options o = {.retrieval = req->retrieval, .k = req->k,
-                        .exclude_self = req->n_exclude == 1,
-                        .retrieval_mode = (srv_search_mode)req->retrieval_mode,
-                        .on_token = score_on_token, .on_neighbours = score_on_neighbours,
-                        .cb_ctx = &c};
   srv_eval_result acc;
   memset(&acc, 0, sizeof acc);
   srv_gen_result res;
   memset(&res, 0, sizeof res);
-  proto_buf piece;
-  proto_buf_init(&piece);
   double t0 = proto_now();
-  proto_status st = srv_eval_doc(s->engine, &o, req->n_exclude ? req->exclude_docs[0] : NULL,
-                                 req->prompt, req->prompt_len, &acc);
-  if (st != PROTO_OK) { http_engine_error(resp, st, "completions (echo)"); goto leave; }
-  {
-    /* a last window of one token is neither scored nor reported: context only */
-    int32_t *all = NULL;
-    size_t n_all = 0;
-    if (req->prompt_len && tok_encode(srv_engine_chunk_tokenizer(s->engine), req->prompt,
-                                      req->prompt_len, &all, &n_all) == PROTO_OK)
-      for (size_t i = c.n; i < n_all; i++) score_on_token(&c, i, all[i], 0, 0, NULL, 0);
-    free(all);
-  }
-  if (c.failed || c.chunks.failed) { http_error(resp, PROTO_ENOMEM, "out of memory"); goto leave; }
-  proto_jw_arr_end(&c.jw);
+  if (score_prompt(s, req, &c, &acc, resp)) goto leave;
   if (req->max_tokens > 0) {
     srv_gen_request rq;
     http_gen_request(req, &rq); /* filter_json is NULL: echo refuses a filter */
-    if ((st = srv_generate(s->engine, &rq, NULL, &res)) != PROTO_OK) {
+    proto_status st = srv_generate(s->engine, &rq, NULL, &res);
+    if (st != PROTO_OK) {
       http_engine_error(resp, st, "completions");
       goto leave;
     }
   }
-  const tok *t = srv_engine_chunk_tokenizer(s->engine);
   char id[48];
   static atomic_ullong counter;
   long long created = (long long)time(NULL);
@@ -156,78 +281,7 @@ void http_score_run(http_server *s, const proto_complete_req *req, http_response
   proto_jw_key(&w, "model"); proto_jw_cstr(&w, s->model_name);
   proto_jw_key(&w, "choices");
   proto_jw_arr(&w);
-  proto_jw_obj(&w);
-  proto_buf text;
-  proto_buf_init(&text);
-  proto_buf_add(&text, req->prompt, req->prompt_len);
-  proto_buf_add(&text, res.text, res.text_len);
-  proto_jw_key(&w, "text"); proto_jw_str(&w, text.data ? text.data : "", text.len);
-  proto_buf_free(&text);
-  proto_jw_key(&w, "index"); proto_jw_int(&w, 0);
-  proto_jw_key(&w, "logprobs");
-  if (req->logprobs < 0) {
-    proto_jw_null(&w);
-  } else {
-    proto_jw_obj(&w);
-    proto_jw_key(&w, "tokens");
-    proto_jw_arr(&w);
-    for (size_t i = 0; i < c.n; i++) {
-      piece_of(t, c.t[i].id, &piece);
-      proto_jw_str(&w, piece.data ? piece.data : "", piece.len);
-    }
-    for (size_t i = 0; i < res.n_tokens; i++) proto_jw_str(&w, res.tokens[i].piece, res.tokens[i].piece_len);
-    proto_jw_arr_end(&w);
-    proto_jw_key(&w, "token_logprobs");
-    proto_jw_arr(&w);
-    for (size_t i = 0; i < c.n; i++)
-      if (c.t[i].scored) proto_jw_float(&w, c.t[i].logprob);
-      else proto_jw_null(&w);
-    for (size_t i = 0; i < res.n_tokens; i++) proto_jw_float(&w, res.tokens[i].logprob);
-    proto_jw_arr_end(&w);
-    proto_jw_key(&w, "top_logprobs");
-    proto_jw_arr(&w);
-    for (size_t i = 0; i < c.n; i++) {
-      if (!c.t[i].scored) { proto_jw_null(&w); continue; }
-      proto_jw_obj(&w);
-      for (int j = 0; j < c.t[i].n_top; j++) {
-        proto_buf key;
-        proto_buf_init(&key);
-        piece_of(t, c.t[i].top_id[j], &piece);
-        proto_buf_add_utf8_lossy(&key, piece.data ? piece.data : "", piece.len);
-        proto_jw_key(&w, key.data ? key.data : "");
-        proto_buf_free(&key);
-        proto_jw_float(&w, c.t[i].top_lp[j]);
-      }
-      proto_jw_obj_end(&w);
-    }
-    for (size_t i = 0; i < res.n_tokens; i++) {
-      proto_jw_obj(&w);
-      for (int j = 0; j < res.tokens[i].n_top && j < PROTO_MAX_LOGPROBS; j++) {
-        const char *p = res.tokens[i].top_pieces[j];
-        proto_buf key;
-        proto_buf_init(&key);
-        proto_buf_add_utf8_lossy(&key, p ? p : "", p ? strlen(p) : 0);
-        proto_jw_key(&w, key.data ? key.data : "");
-        proto_buf_free(&key);
-        proto_jw_float(&w, res.tokens[i].top_logprobs[j]);
-      }
-      proto_jw_obj_end(&w);
-    }
-    proto_jw_arr_end(&w);
-    proto_jw_key(&w, "text_offset");
-    proto_jw_arr(&w);
-    size_t off = 0;
-    for (size_t i = 0; i < c.n; i++) {
-      proto_jw_uint(&w, off);
-      piece_of(t, c.t[i].id, &piece);
-      off += piece.len;
-    }
-    for (size_t i = 0; i < res.n_tokens; i++) proto_jw_uint(&w, req->prompt_len + res.tokens[i].text_offset);
-    proto_jw_arr_end(&w);
-    proto_jw_obj_end(&w);
-  }
-  proto_jw_key(&w, "finish_reason"); proto_jw_cstr(&w, req->max_tokens ? res.finish_reason : "length");
-  proto_jw_obj_end(&w);
+  score_write_choice(&w, srv_engine_chunk_tokenizer(s->engine), req, &c, &res);
   proto_jw_arr_end(&w);
   proto_jw_key(&w, "usage");
   proto_jw_obj(&w);
@@ -236,26 +290,11 @@ void http_score_run(http_server *s, const proto_complete_req *req, http_response
   proto_jw_key(&w, "total_tokens"); proto_jw_uint(&w, c.n + (size_t)res.completion_tokens);
   proto_jw_obj_end(&w);
   proto_jw_key(&w, "retro");
-  proto_jw_obj(&w);
-  proto_jw_key(&w, "retrieval"); proto_jw_bool(&w, req->retrieval);
-  proto_jw_key(&w, "prompt_scoring");
-  proto_jw_obj(&w);
-  proto_jw_key(&w, "tokens"); proto_jw_uint(&w, acc.tokens);
-  proto_jw_key(&w, "bytes"); proto_jw_uint(&w, acc.bytes);
-  proto_jw_key(&w, "bits"); proto_jw_num(&w, acc.bits);
-  proto_jw_key(&w, "bpb"); if (acc.bytes) proto_jw_num(&w, acc.bits / (double)acc.bytes); else proto_jw_null(&w);
-  proto_jw_obj_end(&w);
-  proto_jw_key(&w, "chunks"); proto_jw_raw(&w, c.chunks.data, c.chunks.len);
-  proto_jw_key(&w, "timings");
-  proto_jw_obj(&w);
-  proto_jw_key(&w, "total_s"); proto_jw_num(&w, proto_now() - t0);
-  proto_jw_obj_end(&w);
-  proto_jw_obj_end(&w);
+  score_write_retro(&w, req, &c, &acc, t0);
   proto_jw_obj_end(&w);
   http_ok_json(resp);
 leave:
   srv_gen_result_free(&res);
-  proto_buf_free(&piece);
   proto_buf_free(&c.chunks);
   free(c.t);
 }

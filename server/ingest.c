@@ -486,45 +486,152 @@ static void finish_batch(srv_pipe *p, pdoc **docs, size_t n) {
   }
 }
 
-static void *writer_main(void *arg) {
-  srv_pipe *p = arg;
-  srv_engine *e = p->e;
-  size_t cap = 0;
-  pdoc **batch = NULL, **good = NULL;
-  uint64_t *nums = NULL;
-  proto_status *sts = NULL;
-  char **msgs = NULL;
-  for (;;) {
-    pthread_mutex_lock(&p->mu);
-    while (!p->out.head && !(p->stop && p->embed_done)) pthread_cond_wait(&p->cv_out, &p->mu);
-    if (!p->out.head) {
-      pthread_mutex_unlock(&p->mu);
+/* The writer thread's arrays, grown together: one batch of documents, those
+ * of them to commit (good) and each commit's doc num, status and message. */
+typedef struct writer_batch {
+  size_t cap;
+  pdoc **docs, **good;
+  uint64_t *nums;
+  proto_status *sts;
+  char **msgs;
+} writer_batch;
+
+/* Doubles every array; 0, or -1 when one could not grow (those that did
+ * keep their new size, cap stays the smaller). */
+static int writer_batch_grow(writer_batch *b) {
+  size_t nc = b->cap ? b->cap * 2 : 64;
+  pdoc **nd = realloc(b->docs, nc * sizeof *nd);
+  if (nd) b->docs = nd;
+  pdoc **ng = realloc(b->good, nc * sizeof *ng);
+  if (ng) b->good = ng;
+  uint64_t *nn = realloc(b->nums, nc * sizeof *nn);
+  if (nn) b->nums = nn;
+  proto_status *ns = realloc(b->sts, nc * sizeof *ns);
+  if (ns) b->sts = ns;
+  char **nm = realloc(b->msgs, nc * sizeof *nm);
+  if (nm) b->msgs = nm;
+  if (!nd || !ng || !nn || !ns || !nm) return -1;
+  b->cap = nc;
+  return 0;
+}
+
+static void writer_batch_free(writer_batch *b) {
+  free(b->docs);
+  free(b->good);
+  free(b->nums);
+  free(b->sts);
+  free(b->msgs);
+}
+
+/* Waits for documents and takes the next batch off p->out: up to p->commit
+ * chunks, never two of one id. Returns how many (0: the pipe is stopping
+ * and drained); *oom when the arrays could not grow. */
+static size_t writer_take(srv_pipe *p, writer_batch *b, int *oom) {
+  size_t n = 0, chunks = 0;
+  *oom = 0;
+  pthread_mutex_lock(&p->mu);
+  while (!p->out.head && !(p->stop && p->embed_done)) pthread_cond_wait(&p->cv_out, &p->mu);
+  while (p->out.head) {
+    pdoc *d = p->out.head;
+    if (n > 0 && (chunks + d->n_chunks > p->commit || same_id_in(b->docs, n, d->id))) break;
+    if (n == b->cap && writer_batch_grow(b)) {
+      *oom = 1;
       break;
     }
-    size_t n = 0, chunks = 0;
-    int oom = 0;
-    while (p->out.head) {
-      pdoc *d = p->out.head;
-      if (n > 0 && (chunks + d->n_chunks > p->commit || same_id_in(batch, n, d->id))) break;
-      if (n == cap) {
-        size_t nc = cap ? cap * 2 : 64;
-        pdoc **nb = realloc(batch, nc * sizeof *nb);
-        if (nb) batch = nb;
-        pdoc **ng = realloc(good, nc * sizeof *ng);
-        if (ng) good = ng;
-        uint64_t *nn = realloc(nums, nc * sizeof *nn);
-        if (nn) nums = nn;
-        proto_status *ns = realloc(sts, nc * sizeof *ns);
-        if (ns) sts = ns;
-        char **nm = realloc(msgs, nc * sizeof *nm);
-        if (nm) msgs = nm;
-        if (!nb || !ng || !nn || !ns || !nm) { oom = 1; break; }
-        cap = nc;
+    b->docs[n++] = pq_pop(&p->out);
+    chunks += d->n_chunks;
+  }
+  pthread_mutex_unlock(&p->mu);
+  return n;
+}
+
+/* Those queued as unchanged are checked again now (upserts are written by
+ * this thread alone; a delete after the check comes after the answer too):
+ * still unchanged (unchanged 1), metadata rewritten in place (2), or
+ * embedded here. Those with no error go in b->good; returns how many. */
+static size_t writer_recheck(srv_engine *e, writer_batch *b, size_t n) {
+  size_t ng = 0;
+  for (size_t i = 0; i < n; i++) {
+    pdoc *d = b->docs[i];
+    if (d->unchanged) {
+      int now = stored_unchanged(e, d->id, d->hash, &d->same_num, &d->same_chunks);
+      if (now == 1) {
+        d->unchanged = 1;
+        continue;
       }
-      batch[n++] = pq_pop(&p->out);
-      chunks += d->n_chunks;
+      if (now == 2) { /* only the metadata changed: rewrite it in place */
+        int found = 0;
+        proto_status ms = store_doc_set_meta(e->st, d->id, d->meta, d->hash, &found);
+        if (ms == PROTO_OK && found) {
+          d->unchanged = 2;
+          continue;
+        }
+        if (ms != PROTO_OK) {
+          d->status = srv__fail(ms, "storing: %s", store_last_error());
+          d->message = strdup(srv_last_error()); /* NULL: reported as "" */
+          d->unchanged = 0;
+          continue;
+        }
+      }
+      embed_late(e, d);
     }
-    pthread_mutex_unlock(&p->mu);
+    if (d->status == PROTO_OK) b->good[ng++] = d;
+  }
+  return ng;
+}
+
+/* Commits b->good[0..ng) in one transaction, or one by one when that fails
+ * to isolate the failing document(s); fills b->sts, b->msgs, b->nums.
+ * Returns 1 when the indexes were brought up to date after. */
+static int writer_commit(srv_pipe *p, writer_batch *b, size_t ng) {
+  if (ng == 0) return 0;
+  int any_ok = 0;
+  for (size_t i = 0; i < ng; i++) b->msgs[i] = NULL;
+  proto_status s = commit_docs(p, b->good, ng, b->nums);
+  if (s == PROTO_OK) {
+    for (size_t i = 0; i < ng; i++) b->sts[i] = PROTO_OK;
+    any_ok = 1;
+  } else if (ng == 1) {
+    b->sts[0] = s;
+    b->msgs[0] = strdup(srv_last_error()); /* NULL: reported by its status */
+  } else {
+    for (size_t i = 0; i < ng; i++) {
+      b->sts[i] = commit_docs(p, b->good + i, 1, b->nums + i);
+      if (b->sts[i] == PROTO_OK) any_ok = 1;
+      else b->msgs[i] = strdup(srv_last_error());
+    }
+  }
+  return any_ok && srv__sync_indexes(p->e) == PROTO_OK;
+}
+
+/* Acknowledges the batch in the order the documents were added (freeing
+ * the commit messages), then finishes it. */
+static void writer_ack(srv_pipe *p, writer_batch *b, size_t n, int indexed) {
+  for (size_t i = 0, j = 0; i < n; i++) {
+    pdoc *d = b->docs[i];
+    if (d->unchanged == 1) {
+      report_unchanged(p, d, d->same_num, d->same_chunks);
+    } else if (d->unchanged == 2) {
+      report_meta(p, d, d->same_num, d->same_chunks);
+    } else if (d->status != PROTO_OK) {
+      report(p, d, d->status, d->message ? d->message : "", 0, 0);
+    } else {
+      report(p, d, b->sts[j], b->msgs[j] ? b->msgs[j] : proto_strerror(b->sts[j]),
+             b->sts[j] == PROTO_OK ? b->nums[j] : 0, indexed);
+      free(b->msgs[j]);
+      j++;
+    }
+  }
+  finish_batch(p, b->docs, n);
+}
+
+static void *writer_main(void *arg) {
+  srv_pipe *p = arg;
+  writer_batch b;
+  memset(&b, 0, sizeof b);
+  for (;;) {
+    int oom;
+    size_t n = writer_take(p, &b, &oom);
     if (oom && n == 0) {
       /* no room even for one document: fail the front one */
       pthread_mutex_lock(&p->mu);
@@ -534,88 +641,14 @@ static void *writer_main(void *arg) {
       finish_batch(p, &d, 1);
       continue;
     }
-
-    /* those queued as unchanged are checked again now (upserts are written
-     * by this thread alone; a delete after the check comes after the answer
-     * too); the rest that embedded fine are committed */
-    size_t ng = 0;
-    for (size_t i = 0; i < n; i++) {
-      pdoc *d = batch[i];
-      if (d->unchanged) {
-        int now = stored_unchanged(e, d->id, d->hash, &d->same_num, &d->same_chunks);
-        if (now == 1) {
-          d->unchanged = 1;
-          continue;
-        }
-        if (now == 2) { /* only the metadata changed: rewrite it in place */
-          int found = 0;
-          proto_status ms = store_doc_set_meta(e->st, d->id, d->meta, d->hash, &found);
-          if (ms == PROTO_OK && found) {
-            d->unchanged = 2;
-            continue;
-          }
-          if (ms != PROTO_OK) {
-            d->status = srv__fail(ms, "storing: %s", store_last_error());
-            d->message = strdup(srv_last_error());
-            d->unchanged = 0;
-            continue;
-          }
-        }
-        embed_late(e, d);
-      }
-      if (d->status == PROTO_OK) good[ng++] = d;
-    }
-    int indexed = 0;
-    if (ng > 0) {
-      int any_ok = 0;
-      for (size_t i = 0; i < ng; i++) msgs[i] = NULL;
-      proto_status s = commit_docs(p, good, ng, nums);
-      if (s == PROTO_OK) {
-        for (size_t i = 0; i < ng; i++) sts[i] = PROTO_OK;
-        any_ok = 1;
-      } else if (ng == 1) {
-        sts[0] = s;
-        msgs[0] = strdup(srv_last_error());
-      } else {
-        /* isolate the failing document(s) */
-        for (size_t i = 0; i < ng; i++) {
-          sts[i] = commit_docs(p, good + i, 1, nums + i);
-          if (sts[i] == PROTO_OK) any_ok = 1;
-          else msgs[i] = strdup(srv_last_error());
-        }
-      }
-      if (any_ok) {
-        proto_status xs = srv__sync_indexes(e);
-        indexed = xs == PROTO_OK;
-      }
-    }
-    /* acknowledgements in the order the documents were added */
-    for (size_t i = 0, j = 0; i < n; i++) {
-      pdoc *d = batch[i];
-      if (d->unchanged == 1) {
-        report_unchanged(p, d, d->same_num, d->same_chunks);
-      } else if (d->unchanged == 2) {
-        report_meta(p, d, d->same_num, d->same_chunks);
-      } else if (d->status != PROTO_OK) {
-        report(p, d, d->status, d->message ? d->message : "", 0, 0);
-      } else {
-        report(p, d, sts[j], msgs[j] ? msgs[j] : proto_strerror(sts[j]),
-               sts[j] == PROTO_OK ? nums[j] : 0, indexed);
-        free(msgs[j]);
-        j++;
-      }
-    }
-    finish_batch(p, batch, n);
-
+    if (n == 0) break;
+    size_t ng = writer_recheck(p->e, &b, n);
+    writer_ack(p, &b, n, writer_commit(p, &b, ng));
     if (p->save_interval > 0 && proto_now() - p->last_save >= p->save_interval) {
-      if (srv_engine_save(e) == PROTO_OK) p->last_save = proto_now();
+      if (srv_engine_save(p->e) == PROTO_OK) p->last_save = proto_now();
     }
   }
-  free(batch);
-  free(good);
-  free(nums);
-  free(sts);
-  free(msgs);
+  writer_batch_free(&b);
   return NULL;
 }
 

@@ -862,6 +862,70 @@ TEST(generate_busy) {
   srv_gen_result_free(&r);
 }
 
+static int cancel_at_once(void *ctx) {
+  (void)ctx;
+  return 1;
+}
+
+/* The paths of srv_generate and srv_eval_doc that end early or start from
+ * nothing, each of which owns buffers it must give back: the ASan build
+ * (LeakSanitizer at exit) fails on any that leaks. */
+TEST(generate_edges) {
+  if (!E || !srv_engine_decoder(E)) return;
+  srv_gen_request rq;
+  srv_gen_request_init(&rq);
+  rq.max_tokens = 3;
+  rq.temperature = 0;
+  rq.logprobs = 2;
+  /* an empty prompt starts from end-of-text and counts no prompt token */
+  srv_gen_result r;
+  proto_status st = srv_generate(E, &rq, NULL, &r);
+  CHECKF(st == PROTO_OK, "empty prompt: %s", srv_last_error());
+  CHECKF(r.prompt_tokens == 0 && r.completion_tokens >= 1 && r.text != NULL &&
+             r.n_tokens == (size_t)r.completion_tokens,
+         "empty prompt: %d prompt, %d completion tokens", r.prompt_tokens, r.completion_tokens);
+  srv_gen_result_free(&r);
+  /* a prompt longer than the model takes: refused after it was tokenised */
+  const doc *d = &docs[3];
+  size_t reps = 0, len = 0;
+  while (reps < 64 && reps * n_tokens_of(E, d) < 600) reps++;
+  char *longp = malloc(reps * (d->len + 1) + 1);
+  for (size_t i = 0; i < reps; i++) {
+    memcpy(longp + len, d->text, d->len);
+    len += d->len;
+    longp[len++] = '\n';
+  }
+  rq.prompt = longp;
+  rq.prompt_len = len;
+  st = srv_generate(E, &rq, NULL, &r);
+  CHECKF(st == PROTO_ERANGE && strstr(srv_last_error(), "tokens"), "long prompt: %s (%s)",
+         proto_strerror(st), srv_last_error());
+  srv_gen_result_free(&r);
+  /* a sampling parameter refused after the prompt was tokenised: finite as
+   * a double, not as the sampler's float */
+  rq.prompt = "a short prompt";
+  rq.prompt_len = strlen(rq.prompt);
+  rq.temperature = 1e300;
+  CHECKF(srv_generate(E, &rq, NULL, &r) == PROTO_ERANGE && strstr(srv_last_error(), "temperature"),
+         "temperature 1e300: %s", srv_last_error());
+  srv_gen_result_free(&r);
+  rq.temperature = 1;
+  /* cancelled before the prompt's pass: an empty text, not NULL */
+  srv_gen_callbacks cb = {.should_cancel = cancel_at_once};
+  st = srv_generate(E, &rq, &cb, &r);
+  CHECKF(st == PROTO_ECANCELLED && r.finish_reason && !strcmp(r.finish_reason, "cancelled"),
+         "cancelled at once: %s, %s (%s)", proto_strerror(st), r.finish_reason, srv_last_error());
+  CHECK(r.completion_tokens == 0);
+  srv_gen_result_free(&r);
+  /* an empty document scores nothing; a long one scores window by window */
+  srv_eval_options on = {.retrieval = 1, .compare_off = 1};
+  srv_eval_result a = {0};
+  CHECK(srv_eval_doc(E, &on, "empty", "", 0, &a) == PROTO_OK && a.docs == 1 && a.tokens == 0);
+  CHECK(srv_eval_doc(E, &on, "long", longp, len, &a) == PROTO_OK && a.docs == 2 &&
+        a.chunks > 8 && a.tokens > 512);
+  free(longp);
+}
+
 TEST(eval) {
   if (!E || !srv_engine_decoder(E)) return;
   const doc *d = &docs[4];
@@ -1142,6 +1206,7 @@ int main(int argc, char **argv) {
   RUN(hybrid_alpha);
   RUN(generate);
   RUN(generate_busy);
+  RUN(generate_edges);
   RUN(eval);
   RUN(neighbours_dump);
   RUN(search_while_map_grows);
