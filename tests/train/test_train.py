@@ -343,7 +343,7 @@ def qp_route(tmp, corpus_dir, data, enc, dump, held, common_args):
        "qp_mine.py: hard negatives are other chunks")
     qpo = os.path.join(tmp, "qp_enc")
     out = run(["qp_finetune.py", "--init", enc, "--mined", mined, "--dump", dump, "--heldout", hfile, "--out", qpo,
-               "--steps", "2", "--batch-qp", "4", "--batch-cc", "4", "--pool", "16", "--log-every", "1"]
+               "--steps", "2", "--batch-qp", "4", "--batch-cc", "4", "--pool", "16", "--log-every", "1", "--cc-hard", "1"]
               + common_args, "qp_finetune.py")
     res = json.load(open(os.path.join(qpo, "results.json")))
     ok("step 2/2" in out and 0 <= res["after"]["mrr10"] <= 1 and res["after"]["max_top1_wins"] >= 1,
