@@ -445,8 +445,8 @@ const tok *retro_tokenizer(const retro *r) { return r ? r->tk : NULL; }
 
 /* ------------------------------------------------------------ kernels */
 
-/* Many-row products: columns [c0, c1) of out (= or +=) x @ W^T + b, one
- * tile of the pool's split (blocks of 16 columns). */
+/* Products over F32 weights: columns [c0, c1) of out (= or +=) x @ W^T + b,
+ * one tile of the pool's split (blocks of 16 columns). */
 typedef struct lin_job {
   const float *x;
   int ldx;
@@ -455,7 +455,9 @@ typedef struct lin_job {
   int ldo, M, N, K, accumulate, tiles;
 } lin_job;
 
-enum { LIN_SPLIT_FLOPS = 1 << 20 }; /* smaller products stay on the calling thread */
+/* Smaller products stay on the calling thread: a split costs a pool wake-up;
+ * one row (gemv, bound by memory) pays for it at fewer weights. */
+enum { LIN_SPLIT_FLOPS = 1 << 20, LIN_SPLIT_GEMV = 1 << 18 };
 
 static void lin_tile(void *arg, int t, int worker) {
   (void)worker;
@@ -466,6 +468,19 @@ static void lin_tile(void *arg, int t, int worker) {
   if (c1 <= c0) return;
   const float *w = j->l->w + (size_t)c0 * (size_t)j->K, *b = j->l->b ? j->l->b + c0 : NULL;
   float *o = j->out + c0;
+  if (j->M == 1) { /* one row: gemv, bound by reading W */
+    int n = c1 - c0;
+    if (!j->accumulate) {
+      if (b)
+        memcpy(o, b, (size_t)n * sizeof(float));
+      else
+        memset(o, 0, (size_t)n * sizeof(float));
+    } else if (b) {
+      for (int c = 0; c < n; c++) o[c] += b[c];
+    }
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, n, j->K, 1.0f, w, j->K, j->x, 1, 1.0f, o, 1);
+    return;
+  }
   if (!j->accumulate) {
     kn_linear(j->x, j->ldx, w, b, o, j->ldo, j->M, c1 - c0, j->K);
     return;
@@ -479,7 +494,7 @@ static void lin_tile(void *arg, int t, int worker) {
 
 /* out (M, N) (= or +=) x (M, K) @ W^T + b; M == 1 goes through gemv, a few
  * rows through the few-row kernels (both over the F16 weights when the file
- * has them), more through sgemm tiles over r's pool. */
+ * has them), the rest through gemv or sgemm tiles over r's pool. */
 static void lin(const retro *r, const float *x, int ldx, const lin_w *l, float *out, int ldo, int M,
                 int N, int K, int accumulate) {
   if (M == 1 && l->h) {
@@ -504,20 +519,8 @@ static void lin(const retro *r, const float *x, int ldx, const lin_w *l, float *
     }
     return;
   }
-  if (M == 1) {
-    if (!accumulate) {
-      if (l->b)
-        memcpy(out, l->b, (size_t)N * sizeof(float));
-      else
-        memset(out, 0, (size_t)N * sizeof(float));
-    } else if (l->b) {
-      for (int j = 0; j < N; j++) out[j] += l->b[j];
-    }
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, l->w, K, x, 1, 1.0f, out, 1);
-    return;
-  }
   lin_job j = {x, ldx, l, out, ldo, M, N, K, accumulate, 1};
-  if ((double)M * N * K >= LIN_SPLIT_FLOPS) j.tiles = r->workers;
+  if ((double)M * N * K >= (M == 1 ? LIN_SPLIT_GEMV : LIN_SPLIT_FLOPS)) j.tiles = r->workers;
   pool_for(r->pool, j.tiles, lin_tile, &j);
 }
 
