@@ -7,8 +7,12 @@ int api_http_status(proto_status st) {
   switch (st) {
     case PROTO_OK:
       return 200;
-    case PROTO_EINVAL: case PROTO_EJSON: case PROTO_EUTF8: case PROTO_EUNKNOWN_FIELD:
-    case PROTO_ETYPE: case PROTO_EMISSING:
+    case PROTO_EINVAL:
+    case PROTO_EJSON:
+    case PROTO_EUTF8:
+    case PROTO_EUNKNOWN_FIELD:
+    case PROTO_ETYPE:
+    case PROTO_EMISSING:
       return 400;
     case PROTO_EUNAUTH:
       return 401;
@@ -24,20 +28,27 @@ int api_http_status(proto_status st) {
       return 413;
     case PROTO_EMEDIA:
       return 415;
-    case PROTO_EDIM: case PROTO_ERANGE:
+    case PROTO_EDIM:
+    case PROTO_ERANGE:
       return 422;
     case PROTO_EBUSY:
       return 429;
     case PROTO_ECANCELLED: /* nginx's "client closed request" */
       return 499;
-    case PROTO_ENOMEM: case PROTO_EIO: case PROTO_ECORRUPT: case PROTO_ESTORE:
-    case PROTO_EINDEX: case PROTO_EMODEL: case PROTO_EINTERNAL:
+    case PROTO_ENOMEM:
+    case PROTO_EIO:
+    case PROTO_ECORRUPT:
+    case PROTO_ESTORE:
+    case PROTO_EINDEX:
+    case PROTO_EMODEL:
+    case PROTO_EINTERNAL:
       return 500;
     case PROTO_EUNAVAIL:
       return 503;
     case PROTO_ENOSPACE:
       return 507;
-    case PROTO_STATUS_COUNT: break;
+    case PROTO_STATUS_COUNT:
+      break;
   }
   return 500;
 }

@@ -26,11 +26,17 @@ static int buf_reserve(proto_buf *b, size_t extra) {
   if (b->len + extra + 1 <= b->cap) return 1;
   size_t cap = b->cap ? b->cap : 256;
   while (cap < b->len + extra + 1) {
-    if (cap > ((size_t)-1) / 2) { b->failed = 1; return 0; }
+    if (cap > ((size_t)-1) / 2) {
+      b->failed = 1;
+      return 0;
+    }
     cap *= 2;
   }
   char *p = realloc(b->data, cap);
-  if (!p) { b->failed = 1; return 0; }
+  if (!p) {
+    b->failed = 1;
+    return 0;
+  }
   b->data = p;
   b->cap = cap;
   return 1;
@@ -51,8 +57,14 @@ void proto_buf_addf(proto_buf *b, const char *fmt, ...) {
   va_start(ap, fmt);
   int n = vsnprintf(small, sizeof small, fmt, ap);
   va_end(ap);
-  if (n < 0) { b->failed = 1; return; }
-  if ((size_t)n < sizeof small) { proto_buf_add(b, small, (size_t)n); return; }
+  if (n < 0) {
+    b->failed = 1;
+    return;
+  }
+  if ((size_t)n < sizeof small) {
+    proto_buf_add(b, small, (size_t)n);
+    return;
+  }
   if (!buf_reserve(b, (size_t)n)) return;
   va_start(ap, fmt);
   vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
@@ -74,7 +86,10 @@ void proto_buf_add_utf8_lossy(proto_buf *b, const char *str, size_t len) {
   size_t i = 0, run = 0;
   while (i < len) {
     size_t bad, n = s[i] < 0x80 ? 1 : utf8_seq(s + i, len - i, &bad);
-    if (n) { i += n; continue; }
+    if (n) {
+      i += n;
+      continue;
+    }
     proto_buf_add(b, s + run, i - run);
     proto_buf_add(b, "\xEF\xBF\xBD", 3);
     i += bad;
@@ -91,7 +106,10 @@ void proto_jw_init(proto_jw *w, proto_buf *b) {
 }
 
 static void jw_value_start(proto_jw *w) {
-  if (w->after_key) { w->after_key = 0; return; }
+  if (w->after_key) {
+    w->after_key = 0;
+    return;
+  }
   uint64_t bit = (uint64_t)1 << (w->depth & 63);
   if (w->need_comma & bit) proto_buf_add(w->b, ",", 1);
   w->need_comma |= bit;
@@ -131,10 +149,16 @@ static void jw_string(proto_buf *b, const char *str, size_t len) {
   proto_buf_add(b, "\"", 1);
   while (i < len) {
     unsigned c = s[i];
-    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) { i++; continue; }
+    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+      i++;
+      continue;
+    }
     if (c >= 0x80) {
       size_t bad, n = utf8_seq(s + i, len - i, &bad);
-      if (n) { i += n; continue; }
+      if (n) {
+        i += n;
+        continue;
+      }
       proto_buf_add(b, s + run, i - run);
       proto_buf_add(b, "\xEF\xBF\xBD", 3);
       i += bad;
@@ -144,16 +168,35 @@ static void jw_string(proto_buf *b, const char *str, size_t len) {
     proto_buf_add(b, s + run, i - run);
     char esc[7];
     switch (c) {
-      case '"': proto_buf_add(b, "\\\"", 2); break;
-      case '\\': proto_buf_add(b, "\\\\", 2); break;
-      case '\n': proto_buf_add(b, "\\n", 2); break;
-      case '\r': proto_buf_add(b, "\\r", 2); break;
-      case '\t': proto_buf_add(b, "\\t", 2); break;
-      case '\b': proto_buf_add(b, "\\b", 2); break;
-      case '\f': proto_buf_add(b, "\\f", 2); break;
+      case '"':
+        proto_buf_add(b, "\\\"", 2);
+        break;
+      case '\\':
+        proto_buf_add(b, "\\\\", 2);
+        break;
+      case '\n':
+        proto_buf_add(b, "\\n", 2);
+        break;
+      case '\r':
+        proto_buf_add(b, "\\r", 2);
+        break;
+      case '\t':
+        proto_buf_add(b, "\\t", 2);
+        break;
+      case '\b':
+        proto_buf_add(b, "\\b", 2);
+        break;
+      case '\f':
+        proto_buf_add(b, "\\f", 2);
+        break;
       default:
-        esc[0] = '\\'; esc[1] = 'u'; esc[2] = '0'; esc[3] = '0';
-        esc[4] = hex[c >> 4]; esc[5] = hex[c & 15]; esc[6] = 0;
+        esc[0] = '\\';
+        esc[1] = 'u';
+        esc[2] = '0';
+        esc[3] = '0';
+        esc[4] = hex[c >> 4];
+        esc[5] = hex[c & 15];
+        esc[6] = 0;
         proto_buf_add(b, esc, 6);
     }
     i++;
@@ -176,7 +219,10 @@ void proto_jw_str(proto_jw *w, const char *s, size_t len) {
 }
 
 void proto_jw_cstr(proto_jw *w, const char *s) {
-  if (!s) { proto_jw_null(w); return; }
+  if (!s) {
+    proto_jw_null(w);
+    return;
+  }
   proto_jw_str(w, s, strlen(s));
 }
 
@@ -205,7 +251,10 @@ void proto_jw_uint(proto_jw *w, uint64_t v) {
 }
 
 void proto_jw_num(proto_jw *w, double v) {
-  if (!isfinite(v)) { proto_jw_null(w); return; }
+  if (!isfinite(v)) {
+    proto_jw_null(w);
+    return;
+  }
   jw_value_start(w);
   char tmp[40];
   snprintf(tmp, sizeof tmp, "%.15g", v); /* shortest that reads back exactly */
@@ -288,7 +337,10 @@ size_t proto_float_text(float v, char *out) {
 }
 
 void proto_jw_float(proto_jw *w, float v) {
-  if (!isfinite(v)) { proto_jw_null(w); return; }
+  if (!isfinite(v)) {
+    proto_jw_null(w);
+    return;
+  }
   jw_value_start(w);
   char tmp[32];
   proto_buf_add(w->b, tmp, proto_float_text(v, tmp));
@@ -352,7 +404,8 @@ void proto_json_error(proto_buf *b, proto_status st, const char *msg) {
 #if defined(__GNUC__)
 __attribute__((format(printf, 4, 5)))
 #endif
-static proto_status fail(proto_status st, char *err, size_t errlen, const char *fmt, ...) {
+static proto_status
+fail(proto_status st, char *err, size_t errlen, const char *fmt, ...) {
   if (err && errlen) {
     va_list ap;
     va_start(ap, fmt);
@@ -370,12 +423,11 @@ static proto_status parse_root(const char *text, size_t len, json_t **out, char 
   enum json_error_code code = json_error_code(&je);
   if (code == json_error_invalid_utf8)
     return fail(PROTO_EUTF8, err, errlen, "body: invalid UTF-8 at byte %d", je.position);
-  if (code == json_error_duplicate_key)
-    return fail(PROTO_EJSON, err, errlen, "body: %s", je.text);
+  if (code == json_error_duplicate_key) return fail(PROTO_EJSON, err, errlen, "body: %s", je.text);
   if (code == json_error_out_of_memory)
     return fail(PROTO_ENOMEM, err, errlen, "body: out of memory");
-  return fail(PROTO_EJSON, err, errlen, "body: malformed JSON at line %d column %d: %s",
-              je.line, je.column, je.text);
+  return fail(PROTO_EJSON, err, errlen, "body: malformed JSON at line %d column %d: %s", je.line,
+              je.column, je.text);
 }
 
 /* Rejects keys not in allowed (NULL-terminated). */
@@ -386,7 +438,10 @@ static proto_status check_fields(json_t *obj, const char *where, const char *con
   json_object_foreach(obj, key, v) {
     int ok = 0;
     for (const char *const *a = allowed; *a; a++)
-      if (strcmp(*a, key) == 0) { ok = 1; break; }
+      if (strcmp(*a, key) == 0) {
+        ok = 1;
+        break;
+      }
     if (!ok)
       return fail(PROTO_EUNKNOWN_FIELD, err, errlen, "%s%sunknown field '%.64s'",
                   where ? where : "", where ? ": " : "", key);
@@ -398,10 +453,12 @@ static proto_status check_fields(json_t *obj, const char *where, const char *con
 #define FIELD(where, name) (where) ? (where) : "", (where) ? "." : "", (name)
 
 static proto_status get_int(json_t *obj, const char *where, const char *name, long long lo,
-                            long long hi, long long def, long long *out, char *err,
-                            size_t errlen) {
+                            long long hi, long long def, long long *out, char *err, size_t errlen) {
   json_t *v = json_object_get(obj, name);
-  if (!v || json_is_null(v)) { *out = def; return PROTO_OK; }
+  if (!v || json_is_null(v)) {
+    *out = def;
+    return PROTO_OK;
+  }
   if (!json_is_integer(v))
     return fail(PROTO_ETYPE, err, errlen, "%s%s%s: must be an integer", FIELD(where, name));
   long long x = json_integer_value(v);
@@ -415,7 +472,10 @@ static proto_status get_int(json_t *obj, const char *where, const char *name, lo
 static proto_status get_bool(json_t *obj, const char *name, int def, int *out, char *err,
                              size_t errlen) {
   json_t *v = json_object_get(obj, name);
-  if (!v || json_is_null(v)) { *out = def; return PROTO_OK; }
+  if (!v || json_is_null(v)) {
+    *out = def;
+    return PROTO_OK;
+  }
   if (!json_is_boolean(v)) return fail(PROTO_ETYPE, err, errlen, "%s: must be a boolean", name);
   *out = json_is_true(v);
   return PROTO_OK;
@@ -424,7 +484,10 @@ static proto_status get_bool(json_t *obj, const char *name, int def, int *out, c
 static proto_status get_num(json_t *obj, const char *name, double def, double *out, char *err,
                             size_t errlen) {
   json_t *v = json_object_get(obj, name);
-  if (!v || json_is_null(v)) { *out = def; return PROTO_OK; }
+  if (!v || json_is_null(v)) {
+    *out = def;
+    return PROTO_OK;
+  }
   if (!json_is_number(v)) return fail(PROTO_ETYPE, err, errlen, "%s: must be a number", name);
   *out = json_number_value(v);
   return PROTO_OK;
@@ -477,12 +540,14 @@ static proto_status get_strs(json_t *v, const char *name, int allow_array, size_
       goto leave;
     }
     if (max_bytes && json_string_length(e) > max_bytes) {
-      st = fail(PROTO_ERANGE, err, errlen, "%s[%zu]: longer than %zu bytes", name, i,
-                max_bytes);
+      st = fail(PROTO_ERANGE, err, errlen, "%s[%zu]: longer than %zu bytes", name, i, max_bytes);
       goto leave;
     }
     s[i] = dup_str(e, &l[i]);
-    if (!s[i]) { st = fail(PROTO_ENOMEM, err, errlen, "%s: out of memory", name); goto leave; }
+    if (!s[i]) {
+      st = fail(PROTO_ENOMEM, err, errlen, "%s: out of memory", name);
+      goto leave;
+    }
   }
 leave:
   if (st != PROTO_OK) {
@@ -514,8 +579,8 @@ static proto_status get_exclude(json_t *obj, char ***ids, size_t *n, char *err, 
   if (!json_is_array(v))
     return fail(PROTO_ETYPE, err, errlen, "exclude_docs: must be an array of strings");
   if (json_array_size(v) == 0) return PROTO_OK;
-  return get_strs(v, "exclude_docs", 1, PROTO_MAX_EXCLUDE, PROTO_MAX_ID_BYTES, ids, NULL, n,
-                  NULL, err, errlen);
+  return get_strs(v, "exclude_docs", 1, PROTO_MAX_EXCLUDE, PROTO_MAX_ID_BYTES, ids, NULL, n, NULL,
+                  err, errlen);
 }
 
 proto_status proto_json_validate(const char *text, size_t len, char *err, size_t errlen) {
@@ -551,13 +616,11 @@ static proto_status doc_from(json_t *o, const char *where, proto_doc *out, char 
   if (!json_is_string(id)) return fail(PROTO_ETYPE, err, errlen, "%s.id: must be a string", w);
   size_t idlen = json_string_length(id);
   if (idlen == 0 || idlen > PROTO_MAX_ID_BYTES)
-    return fail(PROTO_ERANGE, err, errlen, "%s.id: must be 1 to %d bytes", w,
-                PROTO_MAX_ID_BYTES);
+    return fail(PROTO_ERANGE, err, errlen, "%s.id: must be 1 to %d bytes", w, PROTO_MAX_ID_BYTES);
   if (memchr(json_string_value(id), 0, idlen))
     return fail(PROTO_EINVAL, err, errlen, "%s.id: must not contain NUL", w);
   if (!text) return fail(PROTO_EMISSING, err, errlen, "%s.text: missing field", w);
-  if (!json_is_string(text))
-    return fail(PROTO_ETYPE, err, errlen, "%s.text: must be a string", w);
+  if (!json_is_string(text)) return fail(PROTO_ETYPE, err, errlen, "%s.text: must be a string", w);
   if (meta && !json_is_null(meta) && !json_is_object(meta))
     return fail(PROTO_ETYPE, err, errlen, "%s.metadata: must be an object", w);
   out->id = dup_str(id, NULL);
@@ -606,7 +669,10 @@ proto_status proto_docs_parse(const char *text, size_t len, size_t max_docs, pro
   }
   if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
   json_t *arr = json_object_get(root, "documents");
-  if (!arr) { st = fail(PROTO_EMISSING, err, errlen, "documents: missing field"); goto leave; }
+  if (!arr) {
+    st = fail(PROTO_EMISSING, err, errlen, "documents: missing field");
+    goto leave;
+  }
   if (!json_is_array(arr)) {
     st = fail(PROTO_ETYPE, err, errlen, "documents: must be an array");
     goto leave;
@@ -617,12 +683,14 @@ proto_status proto_docs_parse(const char *text, size_t len, size_t max_docs, pro
     goto leave;
   }
   d = calloc(count ? count : 1, sizeof *d);
-  if (!d) { st = fail(PROTO_ENOMEM, err, errlen, "documents: out of memory"); goto leave; }
+  if (!d) {
+    st = fail(PROTO_ENOMEM, err, errlen, "documents: out of memory");
+    goto leave;
+  }
   for (size_t i = 0; i < count; i++) {
     char where[48];
     snprintf(where, sizeof where, "documents[%zu]", i);
-    if ((st = doc_from(json_array_get(arr, i), where, &d[i], err, errlen)) != PROTO_OK)
-      goto leave;
+    if ((st = doc_from(json_array_get(arr, i), where, &d[i], err, errlen)) != PROTO_OK) goto leave;
   }
 leave:
   json_decref(root);
@@ -694,7 +762,10 @@ static proto_status get_choice(json_t *obj, const char *name, const char *const 
   if (!v || json_is_null(v)) return PROTO_OK;
   if (json_is_string(v))
     for (int i = 0; names[i]; i++)
-      if (strcmp(json_string_value(v), names[i]) == 0) { *out = i + 1; return PROTO_OK; }
+      if (strcmp(json_string_value(v), names[i]) == 0) {
+        *out = i + 1;
+        return PROTO_OK;
+      }
   proto_buf b;
   proto_buf_init(&b);
   for (int i = 0; names[i]; i++) proto_buf_addf(&b, "%s\"%s\"", i ? ", " : "", names[i]);
@@ -713,15 +784,18 @@ static proto_status get_search_shape(json_t *root, proto_search_req *out, char *
   proto_status st = get_choice(root, "mode", modes, &out->mode, err, errlen);
   if (st != PROTO_OK) return st;
   if (out->vector && out->mode > 1)
-    return fail(PROTO_EINVAL, err, errlen, "mode: a search by vector is dense (lexical and hybrid need a query text)");
+    return fail(PROTO_EINVAL, err, errlen,
+                "mode: a search by vector is dense (lexical and hybrid need a query text)");
   if ((st = get_num(root, "alpha", 0, &out->alpha, err, errlen)) != PROTO_OK) return st;
   if (json_object_get(root, "alpha") && !json_is_null(json_object_get(root, "alpha"))) {
     if (!(out->alpha > 0 && out->alpha <= 1))
-      return fail(PROTO_ERANGE, err, errlen, "alpha: must be in (0, 1] (for 0, use mode \"lexical\")");
+      return fail(PROTO_ERANGE, err, errlen,
+                  "alpha: must be in (0, 1] (for 0, use mode \"lexical\")");
     if (out->mode != 0 && out->mode != 3)
       return fail(PROTO_EINVAL, err, errlen, "alpha: only a hybrid search fuses (mode \"hybrid\")");
   }
-  if ((st = get_choice(root, "group_by", groups, &out->group_by_doc, err, errlen)) != PROTO_OK) return st;
+  if ((st = get_choice(root, "group_by", groups, &out->group_by_doc, err, errlen)) != PROTO_OK)
+    return st;
   if ((st = get_int(root, NULL, "group_size", 1, 100, 1, &x, err, errlen)) != PROTO_OK) return st;
   out->group_size = (int)x;
   if (!out->group_by_doc && json_object_get(root, "group_size") &&
@@ -732,18 +806,21 @@ static proto_status get_search_shape(json_t *root, proto_search_req *out, char *
   return PROTO_OK;
 }
 
-proto_status proto_search_parse(const char *text, size_t len, proto_search_req *out,
-                                char *err, size_t errlen) {
-  static const char *const fields[] = {"query",  "queries",   "vector",    "k",      "exclude_docs",
-                                       "nprobe", "ef_search", "with_text", "filter", "mode",
-                                       "alpha",  "group_by",  "group_size", "expand", NULL};
+proto_status proto_search_parse(const char *text, size_t len, proto_search_req *out, char *err,
+                                size_t errlen) {
+  static const char *const fields[] = {
+      "query",  "queries", "vector", "k",        "exclude_docs", "nprobe", "ef_search", "with_text",
+      "filter", "mode",    "alpha",  "group_by", "group_size",   "expand", NULL};
   json_t *root = NULL;
   long long x = 0;
   memset(out, 0, sizeof *out);
   if (proto__search_parse_fast(text, len, out)) return PROTO_OK;
   proto_status st = parse_root(text, len, &root, err, errlen);
   if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) { st = fail(PROTO_ETYPE, err, errlen, "body: must be an object"); goto leave; }
+  if (!json_is_object(root)) {
+    st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
+    goto leave;
+  }
   if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
   json_t *q = json_object_get(root, "query"), *qs = json_object_get(root, "queries");
   json_t *vec = json_object_get(root, "vector");
@@ -757,9 +834,12 @@ proto_status proto_search_parse(const char *text, size_t len, proto_search_req *
     goto leave;
   }
   if (q) {
-    if (!json_is_string(q)) { st = fail(PROTO_ETYPE, err, errlen, "query: must be a string"); goto leave; }
-    st = get_strs(q, "query", 0, 1, 0, &out->queries, &out->query_lens, &out->n_queries, NULL,
-                  err, errlen);
+    if (!json_is_string(q)) {
+      st = fail(PROTO_ETYPE, err, errlen, "query: must be a string");
+      goto leave;
+    }
+    st = get_strs(q, "query", 0, 1, 0, &out->queries, &out->query_lens, &out->n_queries, NULL, err,
+                  errlen);
   } else if (qs) {
     if (!json_is_array(qs)) {
       st = fail(PROTO_ETYPE, err, errlen, "queries: must be an array of strings");
@@ -779,7 +859,10 @@ proto_status proto_search_parse(const char *text, size_t len, proto_search_req *
       goto leave;
     }
     out->vector = malloc(dim * sizeof *out->vector);
-    if (!out->vector) { st = fail(PROTO_ENOMEM, err, errlen, "vector: out of memory"); goto leave; }
+    if (!out->vector) {
+      st = fail(PROTO_ENOMEM, err, errlen, "vector: out of memory");
+      goto leave;
+    }
     for (size_t i = 0; i < dim; i++) {
       json_t *e = json_array_get(vec, i);
       if (!json_is_number(e)) {
@@ -824,16 +907,22 @@ void proto_embed_free(proto_embed_req *r) {
 
 proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *out, char *err,
                                size_t errlen) {
-  static const char *const fields[] = {"input", "model", "encoding_format", "dimensions",
-                                       "user",  "truncate", NULL};
+  static const char *const fields[] = {"input",    "model", "encoding_format", "dimensions", "user",
+                                       "truncate", NULL};
   json_t *root = NULL;
   memset(out, 0, sizeof *out);
   proto_status st = parse_root(text, len, &root, err, errlen);
   if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) { st = fail(PROTO_ETYPE, err, errlen, "body: must be an object"); goto leave; }
+  if (!json_is_object(root)) {
+    st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
+    goto leave;
+  }
   if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
   json_t *in = json_object_get(root, "input");
-  if (!in) { st = fail(PROTO_EMISSING, err, errlen, "input: missing field"); goto leave; }
+  if (!in) {
+    st = fail(PROTO_EMISSING, err, errlen, "input: missing field");
+    goto leave;
+  }
   json_t *first = json_is_array(in) ? json_array_get(in, 0) : NULL;
   if (first && (json_is_integer(first) || json_is_array(first))) {
     /* OpenAI accepts token ids of its own tokenizer; they mean nothing to ours
@@ -842,8 +931,8 @@ proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *ou
               "input: token ids are not accepted, send text (the encoder has its own tokenizer)");
     goto leave;
   }
-  st = get_strs(in, "input", 1, PROTO_MAX_QUERIES, 0, &out->inputs, &out->lens, &out->n, NULL,
-                err, errlen);
+  st = get_strs(in, "input", 1, PROTO_MAX_QUERIES, 0, &out->inputs, &out->lens, &out->n, NULL, err,
+                errlen);
   if (st != PROTO_OK) goto leave;
   json_t *fmt = json_object_get(root, "encoding_format");
   if (fmt && !json_is_null(fmt)) {
@@ -954,7 +1043,8 @@ static proto_status sampling_options(json_t *root, proto_complete_req *out, char
                   &out->stop_lens, &out->n_stop, NULL, err, errlen);
     if (st != PROTO_OK) return st;
     for (size_t i = 0; i < out->n_stop; i++)
-      if (out->stop_lens[i] == 0) return fail(PROTO_ERANGE, err, errlen, "stop[%zu]: must not be empty", i);
+      if (out->stop_lens[i] == 0)
+        return fail(PROTO_ERANGE, err, errlen, "stop[%zu]: must not be empty", i);
   }
   if ((st = get_bool(root, "stream", 0, &out->stream, err, errlen))) return st;
   if ((st = get_bool(root, "retrieval", 1, &out->retrieval, err, errlen))) return st;
@@ -967,16 +1057,17 @@ static proto_status sampling_options(json_t *root, proto_complete_req *out, char
   if ((st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen))) return st;
   if ((st = get_filter(root, &out->filter_json, err, errlen))) return st;
   static const char *const modes[] = {"dense", "lexical", "hybrid", NULL};
-  if ((st = get_choice(root, "retrieval_mode", modes, &out->retrieval_mode, err, errlen))) return st;
+  if ((st = get_choice(root, "retrieval_mode", modes, &out->retrieval_mode, err, errlen)))
+    return st;
   if ((st = neutral_options(root, err, errlen))) return st;
   return get_model(root, &out->model, err, errlen);
 }
 
-proto_status proto_complete_parse(const char *text, size_t len, proto_complete_req *out,
-                                  char *err, size_t errlen) {
+proto_status proto_complete_parse(const char *text, size_t len, proto_complete_req *out, char *err,
+                                  size_t errlen) {
   static const char *const fields[] = {
-      "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs",
-      "stream", "retrieval", "k", "exclude_docs", "filter", "model", "n", "user", "retrieval_mode",
+      "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs", "stream",
+      "retrieval", "k", "exclude_docs", "filter", "model", "n", "user", "retrieval_mode",
       /* OpenAI's, accepted at the values that change nothing (neutral_options) */
       "frequency_penalty", "presence_penalty", "best_of", "echo", "logit_bias", "suffix",
       "stream_options", NULL};
@@ -985,21 +1076,31 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
   memset(out, 0, sizeof *out);
   proto_status st = parse_root(text, len, &root, err, errlen);
   if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) { st = fail(PROTO_ETYPE, err, errlen, "body: must be an object"); goto leave; }
+  if (!json_is_object(root)) {
+    st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
+    goto leave;
+  }
   if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
 
   json_t *p = json_object_get(root, "prompt");
-  if (!p) { st = fail(PROTO_EMISSING, err, errlen, "prompt: missing field"); goto leave; }
+  if (!p) {
+    st = fail(PROTO_EMISSING, err, errlen, "prompt: missing field");
+    goto leave;
+  }
   if (json_is_array(p) && json_array_size(p) == 1) p = json_array_get(p, 0);
   if (!json_is_string(p)) {
     st = fail(PROTO_ETYPE, err, errlen, "prompt: must be a string (or an array of one string)");
     goto leave;
   }
   out->prompt = dup_str(p, &out->prompt_len);
-  if (!out->prompt) { st = fail(PROTO_ENOMEM, err, errlen, "prompt: out of memory"); goto leave; }
+  if (!out->prompt) {
+    st = fail(PROTO_ENOMEM, err, errlen, "prompt: out of memory");
+    goto leave;
+  }
 
   if ((st = get_bool(root, "echo", 0, &out->echo, err, errlen))) goto leave;
-  if ((st = get_int(root, NULL, "max_tokens", 0, PROTO_MAX_GEN_TOKENS, 16, &x, err, errlen))) goto leave;
+  if ((st = get_int(root, NULL, "max_tokens", 0, PROTO_MAX_GEN_TOKENS, 16, &x, err, errlen)))
+    goto leave;
   out->max_tokens = (int)x;
   if (x == 0 && !out->echo) {
     st = fail(PROTO_ERANGE, err, errlen,
@@ -1011,7 +1112,8 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
   out->logprobs = -1;
   if (lp && !json_is_null(lp)) {
     if (json_is_boolean(lp)) out->logprobs = json_is_true(lp) ? 0 : -1;
-    else if ((st = get_int(root, NULL, "logprobs", 0, PROTO_MAX_LOGPROBS, 0, &x, err, errlen))) goto leave;
+    else if ((st = get_int(root, NULL, "logprobs", 0, PROTO_MAX_LOGPROBS, 0, &x, err, errlen)))
+      goto leave;
     else out->logprobs = (int)x;
   }
   if ((st = sampling_options(root, out, err, errlen))) goto leave;
@@ -1044,7 +1146,8 @@ static proto_status refuse_unless_neutral(json_t *root, const char *name, const 
 static proto_status message_content(json_t *c, size_t i, proto_chat_msg *m, char *err,
                                     size_t errlen) {
   if (!c || json_is_null(c))
-    return fail(PROTO_EMISSING, err, errlen, "messages[%zu].content: missing (a string is needed)", i);
+    return fail(PROTO_EMISSING, err, errlen, "messages[%zu].content: missing (a string is needed)",
+                i);
   if (json_is_string(c)) {
     m->content = dup_str(c, &m->content_len);
     return m->content ? PROTO_OK : fail(PROTO_ENOMEM, err, errlen, "out of memory");
@@ -1067,23 +1170,26 @@ static proto_status message_content(json_t *c, size_t i, proto_chat_msg *m, char
       proto_buf_free(&b);
       return fail(PROTO_ERANGE, err, errlen,
                   "messages[%zu].content[%zu]: type '%.32s' not supported (text only: the "
-                  "decoder reads no images, audio or files)", i, j, json_string_value(type));
+                  "decoder reads no images, audio or files)",
+                  i, j, json_string_value(type));
     }
     if (!json_is_string(text)) {
       proto_buf_free(&b);
-      return fail(PROTO_ETYPE, err, errlen, "messages[%zu].content[%zu].text: must be a string",
-                  i, j);
+      return fail(PROTO_ETYPE, err, errlen, "messages[%zu].content[%zu].text: must be a string", i,
+                  j);
     }
     proto_buf_add(&b, json_string_value(text), json_string_length(text));
   }
-  if (b.failed) { proto_buf_free(&b); return fail(PROTO_ENOMEM, err, errlen, "out of memory"); }
+  if (b.failed) {
+    proto_buf_free(&b);
+    return fail(PROTO_ENOMEM, err, errlen, "out of memory");
+  }
   m->content_len = b.len;
   m->content = b.data ? b.data : calloc(1, 1);
   return m->content ? PROTO_OK : fail(PROTO_ENOMEM, err, errlen, "out of memory");
 }
 
-static proto_status chat_messages(json_t *root, proto_complete_req *out, char *err,
-                                  size_t errlen) {
+static proto_status chat_messages(json_t *root, proto_complete_req *out, char *err, size_t errlen) {
   static const char *const msg_fields[] = {"role", "content", "name", NULL};
   static const char *const roles[] = {"system", "developer", "user", "assistant", NULL};
   json_t *ms = json_object_get(root, "messages");
@@ -1100,12 +1206,14 @@ static proto_status chat_messages(json_t *root, proto_complete_req *out, char *e
     if (!json_is_object(m)) return fail(PROTO_ETYPE, err, errlen, "%s: must be an object", where);
     json_t *tc = json_object_get(m, "tool_calls");
     if (tc && json_is_array(tc) && json_array_size(tc) > 0)
-      return fail(PROTO_ERANGE, err, errlen, "%s.tool_calls: not supported (no tool calling)", where);
+      return fail(PROTO_ERANGE, err, errlen, "%s.tool_calls: not supported (no tool calling)",
+                  where);
     proto_status st = check_fields(m, where, msg_fields, err, errlen);
     if (st != PROTO_OK) return st;
     json_t *role = json_object_get(m, "role");
     if (!json_is_string(role))
-      return fail(role ? PROTO_ETYPE : PROTO_EMISSING, err, errlen, "%s.role: must be a string", where);
+      return fail(role ? PROTO_ETYPE : PROTO_EMISSING, err, errlen, "%s.role: must be a string",
+                  where);
     int r = -1;
     for (int k = 0; roles[k]; k++)
       if (!strcmp(json_string_value(role), roles[k])) r = k;
@@ -1127,13 +1235,12 @@ static proto_status chat_messages(json_t *root, proto_complete_req *out, char *e
   return PROTO_OK;
 }
 
-proto_status proto_chat_parse(const char *text, size_t len, proto_complete_req *out,
-                              char *err, size_t errlen) {
+proto_status proto_chat_parse(const char *text, size_t len, proto_complete_req *out, char *err,
+                              size_t errlen) {
   static const char *const fields[] = {
-      "messages", "model", "max_tokens", "max_completion_tokens", "temperature", "top_p",
-      "top_k", "seed", "stop", "stream", "stream_options", "n", "user", "retrieval", "k",
-      "exclude_docs", "filter", "retrieval_mode", "frequency_penalty", "presence_penalty",
-      "logit_bias",
+      "messages", "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
+      "seed", "stop", "stream", "stream_options", "n", "user", "retrieval", "k", "exclude_docs",
+      "filter", "retrieval_mode", "frequency_penalty", "presence_penalty", "logit_bias",
       /* OpenAI's, refused with 422 unless neutral */
       "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
       "response_format", "logprobs", "top_logprobs", "modalities", "store", NULL};
@@ -1144,13 +1251,19 @@ proto_status proto_chat_parse(const char *text, size_t len, proto_complete_req *
   out->logprobs = -1;
   proto_status st = parse_root(text, len, &root, err, errlen);
   if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) { st = fail(PROTO_ETYPE, err, errlen, "body: must be an object"); goto leave; }
+  if (!json_is_object(root)) {
+    st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
+    goto leave;
+  }
   if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
-  static const struct { const char *name, *why; } unsupported[] = {
-      {"tools", "no tool calling"}, {"tool_choice", "no tool calling"},
-      {"functions", "no function calling"}, {"function_call", "no function calling"},
-      {"logprobs", "log-probabilities are on /v1/completions"},
-      {"top_logprobs", "log-probabilities are on /v1/completions"}};
+  static const struct {
+    const char *name, *why;
+  } unsupported[] = {{"tools", "no tool calling"},
+                     {"tool_choice", "no tool calling"},
+                     {"functions", "no function calling"},
+                     {"function_call", "no function calling"},
+                     {"logprobs", "log-probabilities are on /v1/completions"},
+                     {"top_logprobs", "log-probabilities are on /v1/completions"}};
   for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++)
     if ((st = refuse_unless_neutral(root, unsupported[i].name, unsupported[i].why, err, errlen)))
       goto leave;
@@ -1167,9 +1280,11 @@ proto_status proto_chat_parse(const char *text, size_t len, proto_complete_req *
   json_t *rf = json_object_get(root, "response_format");
   if (rf && !json_is_null(rf)) {
     json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
-    if (!json_is_string(t) || strcmp(json_string_value(t), "text") != 0 || json_object_size(rf) != 1) {
-      st = fail(PROTO_ERANGE, err, errlen,
-                "response_format: only {\"type\": \"text\"} is supported (no JSON mode or schemas)");
+    if (!json_is_string(t) || strcmp(json_string_value(t), "text") != 0 ||
+        json_object_size(rf) != 1) {
+      st =
+          fail(PROTO_ERANGE, err, errlen,
+               "response_format: only {\"type\": \"text\"} is supported (no JSON mode or schemas)");
       goto leave;
     }
   }
@@ -1184,11 +1299,14 @@ proto_status proto_chat_parse(const char *text, size_t len, proto_complete_req *
   if ((st = chat_messages(root, out, err, errlen))) goto leave;
   /* max_completion_tokens is the newer name of max_tokens; a long default:
    * a chat answer should not stop mid-sentence at 16 tokens */
-  if ((st = get_int(root, NULL, "max_tokens", 1, PROTO_MAX_GEN_TOKENS, 0, &x, err, errlen))) goto leave;
-  if ((st = get_int(root, NULL, "max_completion_tokens", 1, PROTO_MAX_GEN_TOKENS, 0, &y, err, errlen)))
+  if ((st = get_int(root, NULL, "max_tokens", 1, PROTO_MAX_GEN_TOKENS, 0, &x, err, errlen)))
+    goto leave;
+  if ((st = get_int(root, NULL, "max_completion_tokens", 1, PROTO_MAX_GEN_TOKENS, 0, &y, err,
+                    errlen)))
     goto leave;
   if (x && y && x != y) {
-    st = fail(PROTO_EINVAL, err, errlen, "max_tokens, max_completion_tokens: give one, or both equal");
+    st = fail(PROTO_EINVAL, err, errlen,
+              "max_tokens, max_completion_tokens: give one, or both equal");
     goto leave;
   }
   out->max_tokens = (int)(y ? y : x ? x : PROTO_CHAT_MAX_TOKENS);
@@ -1216,33 +1334,62 @@ proto_status proto_tok_parse(const char *text, size_t len, int detokenize, proto
   memset(out, 0, sizeof *out);
   proto_status st = parse_root(text, len, &root, err, errlen);
   if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) { st = fail(PROTO_ETYPE, err, errlen, "body: must be an object"); goto leave; }
-  if ((st = check_fields(root, NULL, detokenize ? detok_fields : tok_fields, err, errlen))) goto leave;
+  if (!json_is_object(root)) {
+    st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
+    goto leave;
+  }
+  if ((st = check_fields(root, NULL, detokenize ? detok_fields : tok_fields, err, errlen)))
+    goto leave;
   if ((st = get_model(root, &out->model, err, errlen))) goto leave;
   if (detokenize) {
     json_t *t = json_object_get(root, "tokens");
-    if (!t) { st = fail(PROTO_EMISSING, err, errlen, "tokens: missing field"); goto leave; }
-    if (!json_is_array(t)) { st = fail(PROTO_ETYPE, err, errlen, "tokens: must be an array of token ids"); goto leave; }
+    if (!t) {
+      st = fail(PROTO_EMISSING, err, errlen, "tokens: missing field");
+      goto leave;
+    }
+    if (!json_is_array(t)) {
+      st = fail(PROTO_ETYPE, err, errlen, "tokens: must be an array of token ids");
+      goto leave;
+    }
     out->n_tokens = json_array_size(t);
     out->tokens = malloc((out->n_tokens ? out->n_tokens : 1) * sizeof *out->tokens);
-    if (!out->tokens) { st = fail(PROTO_ENOMEM, err, errlen, "out of memory"); goto leave; }
+    if (!out->tokens) {
+      st = fail(PROTO_ENOMEM, err, errlen, "out of memory");
+      goto leave;
+    }
     for (size_t i = 0; i < out->n_tokens; i++) {
       json_t *e = json_array_get(t, i);
-      if (!json_is_integer(e)) { st = fail(PROTO_ETYPE, err, errlen, "tokens[%zu]: must be an integer", i); goto leave; }
+      if (!json_is_integer(e)) {
+        st = fail(PROTO_ETYPE, err, errlen, "tokens[%zu]: must be an integer", i);
+        goto leave;
+      }
       json_int_t v = json_integer_value(e);
-      if (v < 0 || v > INT32_MAX) { st = fail(PROTO_ERANGE, err, errlen, "tokens[%zu]: must be a token id >= 0", i); goto leave; }
+      if (v < 0 || v > INT32_MAX) {
+        st = fail(PROTO_ERANGE, err, errlen, "tokens[%zu]: must be a token id >= 0", i);
+        goto leave;
+      }
       out->tokens[i] = (int32_t)v;
     }
   } else {
     json_t *c = json_object_get(root, "content");
-    if (!c) { st = fail(PROTO_EMISSING, err, errlen, "content: missing field"); goto leave; }
-    if (!json_is_string(c)) { st = fail(PROTO_ETYPE, err, errlen, "content: must be a string"); goto leave; }
-    if (!(out->content = dup_str(c, &out->content_len))) { st = fail(PROTO_ENOMEM, err, errlen, "out of memory"); goto leave; }
+    if (!c) {
+      st = fail(PROTO_EMISSING, err, errlen, "content: missing field");
+      goto leave;
+    }
+    if (!json_is_string(c)) {
+      st = fail(PROTO_ETYPE, err, errlen, "content: must be a string");
+      goto leave;
+    }
+    if (!(out->content = dup_str(c, &out->content_len))) {
+      st = fail(PROTO_ENOMEM, err, errlen, "out of memory");
+      goto leave;
+    }
     if ((st = get_bool(root, "with_pieces", 0, &out->with_pieces, err, errlen))) goto leave;
     if ((st = get_bool(root, "add_special", 0, &add_special, err, errlen))) goto leave;
     if (add_special)
-      st = fail(PROTO_ERANGE, err, errlen,
-                "add_special: only false is supported (the models add their special tokens themselves)");
+      st = fail(
+          PROTO_ERANGE, err, errlen,
+          "add_special: only false is supported (the models add their special tokens themselves)");
   }
 leave:
   json_decref(root);
@@ -1250,8 +1397,8 @@ leave:
   return st;
 }
 
-proto_status proto_json_string(const char *text, size_t len, char **out, size_t *outlen,
-                               char *err, size_t errlen) {
+proto_status proto_json_string(const char *text, size_t len, char **out, size_t *outlen, char *err,
+                               size_t errlen) {
   json_error_t je;
   *out = NULL;
   json_t *v = json_loadb(text, len, JSON_DECODE_ANY, &je);

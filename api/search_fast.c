@@ -23,8 +23,7 @@ typedef struct {
 } cursor;
 
 static void skip_ws(cursor *c) {
-  while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
-    c->p++;
+  while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r')) c->p++;
 }
 
 /* Skips white space, then ch if it is next. */
@@ -68,8 +67,14 @@ static int number(cursor *c, double *value, int *is_int) {
     *is_int = 0;
     if (!is_digit(c)) return 0;
     for (; is_digit(c); c->p++) {
-      if (digits == 0 && *c->p == '0') { frac_digits++; continue; } /* leading zeros */
-      if (digits < 19) { sig = sig * 10 + (uint64_t)(*c->p - '0'); frac_digits++; }
+      if (digits == 0 && *c->p == '0') {
+        frac_digits++;
+        continue;
+      } /* leading zeros */
+      if (digits < 19) {
+        sig = sig * 10 + (uint64_t)(*c->p - '0');
+        frac_digits++;
+      }
       digits++;
     }
   }
@@ -92,8 +97,14 @@ static int number(cursor *c, double *value, int *is_int) {
   if (digits <= 15) {
     int e = exp10 - frac_digits;
     double m = neg ? -(double)sig : (double)sig;
-    if (e >= 0 && e <= 22) { *value = m * proto__exact_pow10[e]; return 1; }
-    if (e < 0 && e >= -22) { *value = m / proto__exact_pow10[-e]; return 1; }
+    if (e >= 0 && e <= 22) {
+      *value = m * proto__exact_pow10[e];
+      return 1;
+    }
+    if (e < 0 && e >= -22) {
+      *value = m / proto__exact_pow10[-e];
+      return 1;
+    }
   }
   char tmp[64];
   size_t n = (size_t)(c->p - start);
@@ -117,8 +128,16 @@ static int int_field(cursor *c, long long lo, long long hi, long long *out) {
 static int bool_field(cursor *c, int *out) {
   skip_ws(c);
   size_t left = (size_t)(c->end - c->p);
-  if (left >= 4 && memcmp(c->p, "true", 4) == 0) { c->p += 4; *out = 1; return 1; }
-  if (left >= 5 && memcmp(c->p, "false", 5) == 0) { c->p += 5; *out = 0; return 1; }
+  if (left >= 4 && memcmp(c->p, "true", 4) == 0) {
+    c->p += 4;
+    *out = 1;
+    return 1;
+  }
+  if (left >= 5 && memcmp(c->p, "false", 5) == 0) {
+    c->p += 5;
+    *out = 0;
+    return 1;
+  }
   return 0;
 }
 
@@ -154,9 +173,14 @@ enum { F_VECTOR = 1, F_K = 2, F_WITH_TEXT = 4, F_NPROBE = 8, F_EF = 16 };
 
 /* The field named by the key at c->p (a plain ASCII string), or 0. */
 static int field_key(cursor *c) {
-  static const struct { const char *name; int flag; } known[] = {
-      {"vector", F_VECTOR}, {"k", F_K}, {"with_text", F_WITH_TEXT},
-      {"nprobe", F_NPROBE}, {"ef_search", F_EF}};
+  static const struct {
+    const char *name;
+    int flag;
+  } known[] = {{"vector", F_VECTOR},
+               {"k", F_K},
+               {"with_text", F_WITH_TEXT},
+               {"nprobe", F_NPROBE},
+               {"ef_search", F_EF}};
   if (!eat(c, '"')) return 0;
   const char *k = c->p;
   while (c->p < c->end && *c->p != '"') {
@@ -184,11 +208,11 @@ int proto__search_parse_fast(const char *text, size_t len, proto_search_req *out
     int f = field_key(&c);
     if (!f || (seen & f)) goto decline;
     seen |= f;
-    int ok = f == F_VECTOR    ? vector_field(&c, &vec, &dim)
-             : f == F_K       ? int_field(&c, 1, PROTO_MAX_K, &k)
-             : f == F_NPROBE  ? int_field(&c, 0, 65536, &nprobe)
-             : f == F_EF      ? int_field(&c, 0, 65536, &ef)
-                              : bool_field(&c, &with_text);
+    int ok = f == F_VECTOR   ? vector_field(&c, &vec, &dim)
+             : f == F_K      ? int_field(&c, 1, PROTO_MAX_K, &k)
+             : f == F_NPROBE ? int_field(&c, 0, 65536, &nprobe)
+             : f == F_EF     ? int_field(&c, 0, 65536, &ef)
+                             : bool_field(&c, &with_text);
     if (!ok) goto decline;
   } while (eat(&c, ','));
   if (!eat(&c, '}')) goto decline;

@@ -9,6 +9,8 @@ packages=(
   libmicrohttpd-dev libjansson-dev liblmdb-dev libsqlite3-dev libfaiss-dev libopenblas-dev libopenblas0
   # tests, training and parity references
   python3 python3-torch python3-numpy curl lmdb-utils
+  # the format check (tests/lint/format_check.py)
+  clang-format
   # tokenizer parity: the Unicode 15.0 database and the `regex` module (tests/tok/parity.py)
   unicode-data python3-regex
   # benchmarks (tests/bench/http)

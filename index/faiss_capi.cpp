@@ -66,17 +66,15 @@ int guarded(F f) {
 }
 
 faiss::Index *I(FaissIndex *p) { return reinterpret_cast<faiss::Index *>(p); }
-const faiss::Index *I(const FaissIndex *p) {
-  return reinterpret_cast<const faiss::Index *>(p);
-}
+const faiss::Index *I(const FaissIndex *p) { return reinterpret_cast<const faiss::Index *>(p); }
 FaissIndex *H(faiss::Index *p) { return reinterpret_cast<FaissIndex *>(p); }
 
 /* Searches index, handing params to the index they were made for: an IDMap
  * searches its sub-index and translates the labels, a PreTransform applies its
  * chain first. Any other index gets params as they are. */
 void search_through(const faiss::Index *index, faiss::Index::idx_t n, const float *x,
-                    faiss::Index::idx_t k, const faiss::SearchParameters *params,
-                    float *distances, faiss::Index::idx_t *labels) {
+                    faiss::Index::idx_t k, const faiss::SearchParameters *params, float *distances,
+                    faiss::Index::idx_t *labels) {
   if (params) {
     if (auto *m = dynamic_cast<const faiss::IndexIDMap *>(index)) {
       FAISS_THROW_IF_NOT_MSG(params->sel == nullptr,
@@ -97,7 +95,7 @@ void search_through(const faiss::Index *index, faiss::Index::idx_t n, const floa
   index->search(n, x, k, distances, labels, params);
 }
 
-}  // namespace
+} // namespace
 
 extern "C" {
 
@@ -109,9 +107,7 @@ void faiss_Index_free(FaissIndex *obj) { delete I(obj); }
 
 int faiss_Index_d(const FaissIndex *index) { return I(index)->d; }
 
-int faiss_Index_is_trained(const FaissIndex *index) {
-  return I(index)->is_trained ? 1 : 0;
-}
+int faiss_Index_is_trained(const FaissIndex *index) { return I(index)->is_trained ? 1 : 0; }
 
 idx_t faiss_Index_ntotal(const FaissIndex *index) { return I(index)->ntotal; }
 
@@ -127,18 +123,16 @@ int faiss_Index_add(FaissIndex *index, idx_t n, const float *x) {
   return guarded([&] { I(index)->add(n, x); });
 }
 
-int faiss_Index_add_with_ids(FaissIndex *index, idx_t n, const float *x,
-                             const idx_t *xids) {
+int faiss_Index_add_with_ids(FaissIndex *index, idx_t n, const float *x, const idx_t *xids) {
   return guarded([&] { I(index)->add_with_ids(n, x, xids); });
 }
 
-int faiss_Index_search(const FaissIndex *index, idx_t n, const float *x,
-                       idx_t k, float *distances, idx_t *labels) {
+int faiss_Index_search(const FaissIndex *index, idx_t n, const float *x, idx_t k, float *distances,
+                       idx_t *labels) {
   return guarded([&] { I(index)->search(n, x, k, distances, labels); });
 }
 
-int faiss_Index_remove_ids(FaissIndex *index, const FaissIDSelector *sel,
-                           size_t *n_removed) {
+int faiss_Index_remove_ids(FaissIndex *index, const FaissIDSelector *sel, size_t *n_removed) {
   return guarded([&] {
     size_t r = I(index)->remove_ids(*reinterpret_cast<const faiss::IDSelector *>(sel));
     if (n_removed) *n_removed = r;
@@ -148,8 +142,7 @@ int faiss_Index_remove_ids(FaissIndex *index, const FaissIDSelector *sel,
 int faiss_index_factory(FaissIndex **p_index, int d, const char *description,
                         FaissMetricType metric) {
   return guarded([&] {
-    *p_index = H(faiss::index_factory(d, description,
-                                      static_cast<faiss::MetricType>(metric)));
+    *p_index = H(faiss::index_factory(d, description, static_cast<faiss::MetricType>(metric)));
   });
 }
 
@@ -198,11 +191,9 @@ void faiss_IDSelector_free(FaissIDSelector *obj) {
   delete reinterpret_cast<faiss::IDSelector *>(obj);
 }
 
-int faiss_IDSelectorBatch_new(FaissIDSelectorBatch **p_sel, size_t n,
-                              const idx_t *indices) {
+int faiss_IDSelectorBatch_new(FaissIDSelectorBatch **p_sel, size_t n, const idx_t *indices) {
   return guarded([&] {
-    *p_sel = reinterpret_cast<FaissIDSelectorBatch *>(
-        new faiss::IDSelectorBatch(n, indices));
+    *p_sel = reinterpret_cast<FaissIDSelectorBatch *>(new faiss::IDSelectorBatch(n, indices));
   });
 }
 
@@ -220,9 +211,8 @@ int faiss_SearchParameters_new(FaissSearchParameters **p_sp, FaissIDSelector *se
   });
 }
 
-int faiss_SearchParametersIVF_new_with(FaissSearchParametersIVF **p_sp,
-                                       FaissIDSelector *sel, size_t nprobe,
-                                       size_t max_codes) {
+int faiss_SearchParametersIVF_new_with(FaissSearchParametersIVF **p_sp, FaissIDSelector *sel,
+                                       size_t nprobe, size_t max_codes) {
   return guarded([&] {
     auto *sp = new faiss::SearchParametersIVF();
     sp->sel = reinterpret_cast<faiss::IDSelector *>(sel);
@@ -230,18 +220,16 @@ int faiss_SearchParametersIVF_new_with(FaissSearchParametersIVF **p_sp,
     sp->max_codes = max_codes;
     /* The struct pointer must be the base's: SearchParameters is its first
      * (and only) base, so the static cast below does not move it. */
-    *p_sp = reinterpret_cast<FaissSearchParametersIVF *>(
-        static_cast<faiss::SearchParameters *>(sp));
+    *p_sp =
+        reinterpret_cast<FaissSearchParametersIVF *>(static_cast<faiss::SearchParameters *>(sp));
   });
 }
 
-int faiss_Index_search_with_params(const FaissIndex *index, idx_t n,
-                                   const float *x, idx_t k,
-                                   const FaissSearchParameters *params,
-                                   float *distances, idx_t *labels) {
+int faiss_Index_search_with_params(const FaissIndex *index, idx_t n, const float *x, idx_t k,
+                                   const FaissSearchParameters *params, float *distances,
+                                   idx_t *labels) {
   return guarded([&] {
-    search_through(I(index), n, x, k,
-                   reinterpret_cast<const faiss::SearchParameters *>(params),
+    search_through(I(index), n, x, k, reinterpret_cast<const faiss::SearchParameters *>(params),
                    distances, labels);
   });
 }
@@ -250,11 +238,18 @@ int faiss_Index_set_polysemous_training(FaissIndex *index, int on) {
   return guarded([&] {
     faiss::Index *ix = I(index);
     for (;;) {
-      if (auto *m = dynamic_cast<faiss::IndexIDMap *>(ix)) { ix = m->index; continue; }
-      if (auto *p = dynamic_cast<faiss::IndexPreTransform *>(ix)) { ix = p->index; continue; }
+      if (auto *m = dynamic_cast<faiss::IndexIDMap *>(ix)) {
+        ix = m->index;
+        continue;
+      }
+      if (auto *p = dynamic_cast<faiss::IndexPreTransform *>(ix)) {
+        ix = p->index;
+        continue;
+      }
       break;
     }
-    if (auto *ivfpq = dynamic_cast<faiss::IndexIVFPQ *>(ix)) ivfpq->do_polysemous_training = on != 0;
+    if (auto *ivfpq = dynamic_cast<faiss::IndexIVFPQ *>(ix))
+      ivfpq->do_polysemous_training = on != 0;
     if (auto *pq = dynamic_cast<faiss::IndexPQ *>(ix)) pq->do_polysemous_training = on != 0;
   });
 }
@@ -281,4 +276,4 @@ int faiss_read_index(FILE *f, int io_flags, FaissIndex **p_out) {
   return guarded([&] { *p_out = H(faiss::read_index(f, io_flags)); });
 }
 
-}  // extern "C"
+} // extern "C"

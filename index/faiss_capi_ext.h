@@ -28,18 +28,16 @@ FAISS_DECLARE_CLASS_INHERITED(SearchParametersIVF, SearchParameters)
 /* Plain parameters: only an optional id selector (sel may be NULL). */
 int faiss_SearchParameters_new(FaissSearchParameters **p_sp, FaissIDSelector *sel);
 /* IVF: nprobe inverted lists to visit, max_codes (0 = unlimited). */
-int faiss_SearchParametersIVF_new_with(FaissSearchParametersIVF **p_sp,
-                                       FaissIDSelector *sel, size_t nprobe,
-                                       size_t max_codes);
+int faiss_SearchParametersIVF_new_with(FaissSearchParametersIVF **p_sp, FaissIDSelector *sel,
+                                       size_t nprobe, size_t max_codes);
 
 /* Like faiss_Index_search with per-call parameters (params may be NULL).
  * Looks through IndexIDMap/IndexIDMap2 and IndexPreTransform wrappers so the
  * parameters reach the index they are meant for. Does not modify the index:
  * concurrent calls on one index are safe. */
-int faiss_Index_search_with_params(const FaissIndex *index, idx_t n,
-                                   const float *x, idx_t k,
-                                   const FaissSearchParameters *params,
-                                   float *distances, idx_t *labels);
+int faiss_Index_search_with_params(const FaissIndex *index, idx_t n, const float *x, idx_t k,
+                                   const FaissSearchParameters *params, float *distances,
+                                   idx_t *labels);
 
 /* Turns FAISS's polysemous training (a reordering of PQ codes for Hamming
  * pre-filtering, off at search time unless polysemous_ht is set) on or off

@@ -73,9 +73,10 @@ static inline v8 hsum8x8(const v8 *a) {
 }
 
 /* One 8-lane term of x . q or ||x - q||^2: columns j..j+7 of row xr. */
-#define SCAN_TERM(xr, j) (l2 ? (*(const v8 *)((xr) + (j)) - *(const v8 *)(q + (j))) * \
-                                   (*(const v8 *)((xr) + (j)) - *(const v8 *)(q + (j)))   \
-                             : *(const v8 *)((xr) + (j)) * *(const v8 *)(q + (j)))
+#define SCAN_TERM(xr, j)                                         \
+  (l2 ? (*(const v8 *)((xr) + (j)) - *(const v8 *)(q + (j))) *   \
+            (*(const v8 *)((xr) + (j)) - *(const v8 *)(q + (j))) \
+      : *(const v8 *)((xr) + (j)) * *(const v8 *)(q + (j)))
 
 /* Score of one row xr (d) against q: the sums of score_rows_metric's
  * eight-row path, lane by lane and in the same order (hsum8), so it gives
@@ -98,8 +99,9 @@ static inline __attribute__((always_inline)) float score_one(const float *xr, si
  * cost). Otherwise, and for the last rows, one row at a time with the
  * columns past the last multiple of 8 added one by one. Inlined with l2 a
  * constant, so the metric is not tested in the inner loop. */
-static inline __attribute__((always_inline)) void score_rows_metric(
-    const float *x, size_t rows, size_t d, const float *q, const int l2, float *out) {
+static inline __attribute__((always_inline)) void score_rows_metric(const float *x, size_t rows,
+                                                                    size_t d, const float *q,
+                                                                    const int l2, float *out) {
   size_t d8 = d & ~(size_t)7, r = 0;
   if (d8 == d) {
     for (; r + 8 <= rows; r += 8) {
@@ -114,8 +116,8 @@ static inline __attribute__((always_inline)) void score_rows_metric(
   for (; r < rows; r++) out[r] = score_one(x + r * d, d, q, l2);
 }
 
-SCAN_CLONES static void score_rows(const float *x, size_t rows, size_t d, const float *q,
-                                   int l2, float *out) {
+SCAN_CLONES static void score_rows(const float *x, size_t rows, size_t d, const float *q, int l2,
+                                   float *out) {
   if (l2) score_rows_metric(x, rows, d, q, 1, out);
   else score_rows_metric(x, rows, d, q, 0, out);
 }
@@ -228,7 +230,8 @@ proto_status flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, 
       }
     }
   }
-  for (size_t i = 0; i < nq; i++) heap_out(heaps + i * k, kept[i], k, l2, dist + i * k, lab + i * k);
+  for (size_t i = 0; i < nq; i++)
+    heap_out(heaps + i * k, kept[i], k, l2, dist + i * k, lab + i * k);
   if (heaps != stack_hits) free(heaps);
   return PROTO_OK;
 }
@@ -238,15 +241,15 @@ proto_status flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, 
 
 struct flat_codes {
   size_t d, rows, cap;
-  size_t wild;    /* rows with a value that is not finite or a norm over
+  size_t wild; /* rows with a value that is not finite or a norm over
                      ROW_NORM_MAX: no bound is kept for them, so scans go
                      without the codes while any is held */
-  float gamma;    /* slack for float rounding: (d + 32) * 2^-22 */
-  double qi_max;  /* largest integer of a quantised query: 127 * d * qi_max < 2^31 */
-  int8_t *codes;  /* (cap, d): row r ~= scale[r] * codes[r] */
-  float *scale;   /* (cap) */
-  float *bound;   /* (cap): ||x - scale * code|| + gamma * (||x|| + that), rounded up */
-  float *norm;    /* (cap): ||x||, rounded up; -1 for a wild row */
+  float gamma; /* slack for float rounding: (d + 32) * 2^-22 */
+  double qi_max; /* largest integer of a quantised query: 127 * d * qi_max < 2^31 */
+  int8_t *codes; /* (cap, d): row r ~= scale[r] * codes[r] */
+  float *scale; /* (cap) */
+  float *bound; /* (cap): ||x - scale * code|| + gamma * (||x|| + that), rounded up */
+  float *norm; /* (cap): ||x||, rounded up; -1 for a wild row */
 };
 
 /* Rows and queries past this norm are scanned without codes: their squares
@@ -306,8 +309,8 @@ static int codes_reserve(flat_codes *c, size_t rows) {
  * rounding covered in the bounds: *norm >= ||xr||, *err >= ||xr - scale *
  * code||. Returns 0 for a row with a value that is not finite or a norm
  * past ROW_NORM_MAX. */
-SCAN_CLONES static int code_row(const float *xr, size_t d, int8_t *code, float *scale,
-                                double *norm, double *err) {
+SCAN_CLONES static int code_row(const float *xr, size_t d, int8_t *code, float *scale, double *norm,
+                                double *err) {
   size_t d8 = d & ~(size_t)7;
   v8 sq = {0};
   float amax = 0, sq_tail = 0;
@@ -392,9 +395,9 @@ int flat_codes_row_matches(const flat_codes *c, size_t r, const float *x) {
   float scale = 0;
   double norm, err;
   int tame = code_row(x, c->d, code, &scale, &norm, &err);
-  int same = tame ? c->norm[r] >= 0 && scale == c->scale[r] &&
-                        memcmp(code, c->codes + r * c->d, c->d) == 0
-                  : c->norm[r] < 0;
+  int same =
+      tame ? c->norm[r] >= 0 && scale == c->scale[r] && memcmp(code, c->codes + r * c->d, c->d) == 0
+           : c->norm[r] < 0;
   if (code != stack_code) free(code);
   return same;
 }
@@ -449,8 +452,7 @@ __attribute__((target("avx2"))) static void code_dots_avx2(const int8_t *codes, 
 }
 #endif
 
-static void code_dots(const int8_t *codes, size_t rows, size_t d, const int16_t *q,
-                      int32_t *dot) {
+static void code_dots(const int8_t *codes, size_t rows, size_t d, const int16_t *q, int32_t *dot) {
 #ifdef HAVE_DOTS_AVX2
   if (__builtin_cpu_supports("avx2")) { /* a read of libgcc's cpu model */
     code_dots_avx2(codes, rows, d, q, dot);
@@ -583,7 +585,8 @@ static int coded_query(const flat_codes *c, const float *xb, const int64_t *ids,
   score_listed(xb, d, q, l2, cand->row, m, exact);
   size_t kept = 0;
   for (size_t i = 0; i < m; i++)
-    heap_offer(heap, &kept, k, (scan_hit){exact[i], ids ? ids[cand->row[i]] : (int64_t)cand->row[i]});
+    heap_offer(heap, &kept, k,
+               (scan_hit){exact[i], ids ? ids[cand->row[i]] : (int64_t)cand->row[i]});
   heap_out(heap, kept, k, l2, dist, lab);
   return 0;
 }

@@ -89,32 +89,34 @@ enum { KIND_OTHER = 0, KIND_IVF = 1, KIND_HNSW = 2 };
 enum { AUTO_MAX_NLIST = 4096 };
 #define AUTO_FLAT_FLOATS 51200000ULL /* vectors x dim below which the default is Flat */
 enum { SCAN_BATCH = 4096 };
-enum { CODES_MIN_FLOATS = 262144 }; /* below (1 MiB), a float scan is as fast: the rows stay in cache */
+enum {
+  CODES_MIN_FLOATS = 262144
+}; /* below (1 MiB), a float scan is as fast: the rows stay in cache */
 
 struct idx {
-  store *st;                /* borrowed; outlives the index */
-  char *path;               /* the index file */
-  char *factory;            /* the user-level factory string (as in meta) */
-  int auto_factory;         /* chosen by size: upgraded as the corpus grows */
+  store *st; /* borrowed; outlives the index */
+  char *path; /* the index file */
+  char *factory; /* the user-level factory string (as in meta) */
+  int auto_factory; /* chosen by size: upgraded as the corpus grows */
   idx_metric metric;
   uint32_t dim;
   int nprobe_default, ef_default;
-  int ef_current;           /* HNSW efSearch set in the index (KIND_HNSW) */
-  FaissIndex *main;         /* ids = chunk ids */
-  FaissIndex *pending;      /* exact side index while main is untrained */
-  int kind;                 /* KIND_* of main's core (under IDMap/PreTransform) */
-  size_t nlist;             /* for KIND_IVF */
-  int can_remove;           /* main supports remove_ids */
-  uint64_t added_upto;      /* highest chunk id the active index has scanned */
-  uint64_t *dead;           /* sorted ids still in main but deleted */
+  int ef_current; /* HNSW efSearch set in the index (KIND_HNSW) */
+  FaissIndex *main; /* ids = chunk ids */
+  FaissIndex *pending; /* exact side index while main is untrained */
+  int kind; /* KIND_* of main's core (under IDMap/PreTransform) */
+  size_t nlist; /* for KIND_IVF */
+  int can_remove; /* main supports remove_ids */
+  uint64_t added_upto; /* highest chunk id the active index has scanned */
+  uint64_t *dead; /* sorted ids still in main but deleted */
   size_t n_dead, cap_dead;
-  uint64_t *applied;        /* sorted tombstones processed since the last mark */
+  uint64_t *applied; /* sorted tombstones processed since the last mark */
   size_t n_applied;
-  int plain_scan;           /* idx_options.plain_scan */
+  int plain_scan; /* idx_options.plain_scan */
   uint64_t auto_flat_floats; /* idx_options.auto_flat_floats, defaulted */
-  flat_codes *codes;        /* int8 rows of codes_of (a flat active index), or NULL */
+  flat_codes *codes; /* int8 rows of codes_of (a flat active index), or NULL */
   const FaissIndex *codes_of;
-  int codes_stale;          /* rows were replaced (or removed unfollowed) since codes were made */
+  int codes_stale; /* rows were replaced (or removed unfollowed) since codes were made */
   pthread_rwlock_t lock;
 };
 
@@ -166,9 +168,15 @@ static void auto_factory(const idx *ix, uint64_t n, char *buf, size_t cap) {
 static FaissIndex *core_of(FaissIndex *ix) {
   for (;;) {
     FaissIndexIDMap *m = faiss_IndexIDMap_cast(ix);
-    if (m) { ix = faiss_IndexIDMap_sub_index(m); continue; }
+    if (m) {
+      ix = faiss_IndexIDMap_sub_index(m);
+      continue;
+    }
     FaissIndexPreTransform *p = faiss_IndexPreTransform_cast(ix);
-    if (p) { ix = faiss_IndexPreTransform_index(p); continue; }
+    if (p) {
+      ix = faiss_IndexPreTransform_index(p);
+      continue;
+    }
     return ix;
   }
 }
@@ -186,7 +194,10 @@ static proto_status make_index(const char *factory, uint32_t dim, idx_metric met
   if (strncmp(factory, "IDMap", 5) != 0 && !faiss_IndexIVF_cast(core_of(ix))) {
     size_t len = strlen(factory) + 8;
     wrapped = malloc(len);
-    if (!wrapped) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    if (!wrapped) {
+      s = proto_fail(PROTO_ENOMEM, "out of memory");
+      goto leave;
+    }
     snprintf(wrapped, len, "IDMap,%s", factory);
     faiss_Index_free(ix);
     ix = NULL;
@@ -195,7 +206,10 @@ static proto_status make_index(const char *factory, uint32_t dim, idx_metric met
       goto leave;
     }
   }
-  if (faiss_Index_set_polysemous_training(ix, 0)) { s = faiss_fail("index setup"); goto leave; }
+  if (faiss_Index_set_polysemous_training(ix, 0)) {
+    s = faiss_fail("index setup");
+    goto leave;
+  }
   *out = ix;
   ix = NULL;
 leave:
@@ -228,7 +242,10 @@ static proto_status reset_index(idx *ix, const char *factory) {
   if (s != PROTO_OK) return s;
   if (factory != ix->factory) {
     char *copy = strdup(factory);
-    if (!copy) { faiss_Index_free(fresh); return proto_fail(PROTO_ENOMEM, "out of memory"); }
+    if (!copy) {
+      faiss_Index_free(fresh);
+      return proto_fail(PROTO_ENOMEM, "out of memory");
+    }
     free(ix->factory);
     ix->factory = copy;
   }
@@ -403,7 +420,10 @@ static proto_status catch_up(idx *ix) {
     goto leave;
   }
   gone = malloc((n_tomb ? n_tomb : 1) * sizeof *gone);
-  if (!gone) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!gone) {
+    s = proto_fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   for (size_t i = 0; i < n_tomb; i++)
     if (tomb[i] <= before && !u64_in(ix->applied, ix->n_applied, tomb[i])) gone[n_gone++] = tomb[i];
   if ((s = remove_ids(ix, gone, n_gone)) != PROTO_OK) goto leave;
@@ -462,19 +482,21 @@ static const char END[8] = {'R', 'E', 'T', 'R', 'O', 'E', 'N', 'D'};
 typedef struct file_head {
   char magic[8];
   uint64_t watermark;
-  uint64_t blob_len;  /* FAISS index bytes */
+  uint64_t blob_len; /* FAISS index bytes */
   uint32_t dim;
   uint32_t metric;
   uint32_t factory_len;
   uint32_t reserved;
 } file_head;
 
-
 static int write_all(int fd, const void *p, size_t n) {
   const char *c = p;
   while (n) {
     ssize_t w = write(fd, c, n);
-    if (w < 0) { if (errno == EINTR) continue; return -1; }
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
     c += w;
     n -= (size_t)w;
   }
@@ -505,8 +527,14 @@ static proto_status write_file(idx *ix, uint64_t watermark) {
   FILE *mf = open_memstream(&blob, &blob_len);
   if (!mf) return proto_fail(PROTO_ENOMEM, "open_memstream: %s", strerror(errno));
   int rc = faiss_write_index(ix->main, mf);
-  if (fclose(mf) != 0 && rc == 0) { s = proto_fail(PROTO_ENOMEM, "serialising the index"); goto leave; }
-  if (rc) { s = faiss_fail("write index"); goto leave; }
+  if (fclose(mf) != 0 && rc == 0) {
+    s = proto_fail(PROTO_ENOMEM, "serialising the index");
+    goto leave;
+  }
+  if (rc) {
+    s = faiss_fail("write index");
+    goto leave;
+  }
 
   file_head h;
   memset(&h, 0, sizeof h);
@@ -521,17 +549,27 @@ static proto_status write_file(idx *ix, uint64_t watermark) {
   sum = proto_fnv1a64(sum, blob, blob_len);
 
   size_t plen = strlen(ix->path) + 5;
-  if (!(tmp = malloc(plen))) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!(tmp = malloc(plen))) {
+    s = proto_fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   snprintf(tmp, plen, "%s.tmp", ix->path);
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) { s = proto_fail(PROTO_EIO, "open %s: %s", tmp, strerror(errno)); goto leave; }
+  if (fd < 0) {
+    s = proto_fail(PROTO_EIO, "open %s: %s", tmp, strerror(errno));
+    goto leave;
+  }
   if (write_all(fd, &h, sizeof h) || write_all(fd, ix->factory, h.factory_len) ||
       write_all(fd, blob, blob_len) || write_all(fd, &sum, sizeof sum) ||
       write_all(fd, END, sizeof END) || fsync(fd) != 0) {
     s = proto_fail(PROTO_EIO, "write %s: %s", tmp, strerror(errno));
     goto leave;
   }
-  if (close(fd) != 0) { fd = -1; s = proto_fail(PROTO_EIO, "close %s: %s", tmp, strerror(errno)); goto leave; }
+  if (close(fd) != 0) {
+    fd = -1;
+    s = proto_fail(PROTO_EIO, "close %s: %s", tmp, strerror(errno));
+    goto leave;
+  }
   fd = -1;
   if (rename(tmp, ix->path) != 0) {
     s = proto_fail(PROTO_EIO, "rename %s: %s", tmp, strerror(errno));
@@ -554,24 +592,32 @@ static int read_file(idx *ix, FaissIndex **out, uint64_t *watermark) {
   int ok = -1;
   struct stat sb;
   int fd = open(ix->path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) { proto_fail(PROTO_EIO, "open %s: %s", ix->path, strerror(errno)); goto leave; }
+  if (fd < 0) {
+    proto_fail(PROTO_EIO, "open %s: %s", ix->path, strerror(errno));
+    goto leave;
+  }
   if (fstat(fd, &sb) != 0 || sb.st_size < (off_t)(sizeof(file_head) + 16)) {
     proto_fail(PROTO_ECORRUPT, "%s: too short", ix->path);
     goto leave;
   }
   size_t size = (size_t)sb.st_size;
-  if (!(buf = malloc(size))) { proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!(buf = malloc(size))) {
+    proto_fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   for (size_t got = 0; got < size;) {
     ssize_t r = read(fd, buf + got, size - got);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) { proto_fail(PROTO_EIO, "read %s", ix->path); goto leave; }
+    if (r <= 0) {
+      proto_fail(PROTO_EIO, "read %s", ix->path);
+      goto leave;
+    }
     got += (size_t)r;
   }
   file_head h;
   memcpy(&h, buf, sizeof h);
-  if (memcmp(h.magic, MAGIC, sizeof MAGIC) != 0 || h.factory_len > 4096 ||
-      h.blob_len > size || sizeof h + h.factory_len + h.blob_len + 16 != size ||
-      memcmp(buf + size - 8, END, 8) != 0) {
+  if (memcmp(h.magic, MAGIC, sizeof MAGIC) != 0 || h.factory_len > 4096 || h.blob_len > size ||
+      sizeof h + h.factory_len + h.blob_len + 16 != size || memcmp(buf + size - 8, END, 8) != 0) {
     proto_fail(PROTO_ECORRUPT, "%s: not a whole index file", ix->path);
     goto leave;
   }
@@ -588,10 +634,17 @@ static int read_file(idx *ix, FaissIndex **out, uint64_t *watermark) {
     goto leave;
   }
   FILE *mf = fmemopen(buf + sizeof h + h.factory_len, h.blob_len, "rb");
-  if (!mf) { proto_fail(PROTO_ENOMEM, "fmemopen: %s", strerror(errno)); goto leave; }
+  if (!mf) {
+    proto_fail(PROTO_ENOMEM, "fmemopen: %s", strerror(errno));
+    goto leave;
+  }
   int rc = faiss_read_index(mf, 0, &loaded);
   fclose(mf);
-  if (rc) { faiss_fail("read index"); loaded = NULL; goto leave; }
+  if (rc) {
+    faiss_fail("read index");
+    loaded = NULL;
+    goto leave;
+  }
   if (faiss_Index_d(loaded) != (int)ix->dim ||
       faiss_Index_metric_type(loaded) != faiss_metric(ix->metric)) {
     proto_fail(PROTO_ECORRUPT, "%s: index header disagrees", ix->path);
@@ -608,8 +661,7 @@ leave:
   return ok;
 }
 
-proto_status idx_file_info(const char *path, uint64_t *watermark, uint64_t *ntotal,
-                           uint32_t *dim) {
+proto_status idx_file_info(const char *path, uint64_t *watermark, uint64_t *ntotal, uint32_t *dim) {
   char *buf = NULL;
   FaissIndex *loaded = NULL;
   proto_status s;
@@ -624,20 +676,25 @@ proto_status idx_file_info(const char *path, uint64_t *watermark, uint64_t *ntot
     goto leave;
   }
   size_t size = (size_t)sb.st_size;
-  if (!(buf = malloc(size))) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!(buf = malloc(size))) {
+    s = proto_fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   for (size_t got = 0; got < size;) {
     ssize_t r = read(fd, buf + got, size - got);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) { s = proto_fail(PROTO_EIO, "read %s", path); goto leave; }
+    if (r <= 0) {
+      s = proto_fail(PROTO_EIO, "read %s", path);
+      goto leave;
+    }
     got += (size_t)r;
   }
   file_head h;
   memcpy(&h, buf, sizeof h);
   uint64_t sum;
   memcpy(&sum, buf + size - 16, sizeof sum);
-  if (memcmp(h.magic, MAGIC, sizeof MAGIC) != 0 || h.factory_len > 4096 ||
-      h.blob_len > size || sizeof h + h.factory_len + h.blob_len + 16 != size ||
-      memcmp(buf + size - 8, END, 8) != 0) {
+  if (memcmp(h.magic, MAGIC, sizeof MAGIC) != 0 || h.factory_len > 4096 || h.blob_len > size ||
+      sizeof h + h.factory_len + h.blob_len + 16 != size || memcmp(buf + size - 8, END, 8) != 0) {
     s = proto_fail(PROTO_ECORRUPT, "%s: not a whole index file", path);
     goto leave;
   }
@@ -646,10 +703,17 @@ proto_status idx_file_info(const char *path, uint64_t *watermark, uint64_t *ntot
     goto leave;
   }
   FILE *mf = fmemopen(buf + sizeof h + h.factory_len, h.blob_len, "rb");
-  if (!mf) { s = proto_fail(PROTO_ENOMEM, "fmemopen: %s", strerror(errno)); goto leave; }
+  if (!mf) {
+    s = proto_fail(PROTO_ENOMEM, "fmemopen: %s", strerror(errno));
+    goto leave;
+  }
   int rc = faiss_read_index(mf, 0, &loaded);
   fclose(mf);
-  if (rc) { s = faiss_fail("read index"); loaded = NULL; goto leave; }
+  if (rc) {
+    s = faiss_fail("read index");
+    loaded = NULL;
+    goto leave;
+  }
   *watermark = h.watermark;
   *ntotal = (uint64_t)faiss_Index_ntotal(loaded);
   *dim = h.dim;
@@ -748,7 +812,10 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
   ix->ef_default = opt->ef_search > 0 ? opt->ef_search : 64;
   ix->plain_scan = opt->plain_scan != 0;
   ix->auto_flat_floats = opt->auto_flat_floats ? opt->auto_flat_floats : AUTO_FLAT_FLOATS;
-  if (!(ix->path = strdup(path))) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!(ix->path = strdup(path))) {
+    s = proto_fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
 
   if ((s = store_meta_get(st, "index_factory", &meta_factory)) != PROTO_OK ||
       (s = store_meta_get(st, "index_factory_auto", &meta_auto)) != PROTO_OK ||
@@ -769,8 +836,8 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
   }
   if ((s = reset_index(ix, factory)) != PROTO_OK) goto leave;
   if (!meta_factory || strcmp(meta_factory, ix->factory) != 0 || !meta_metric ||
-      strcmp(meta_metric, ix->metric == IDX_METRIC_L2 ? "l2" : "ip") != 0 ||
-      !meta_auto || (strcmp(meta_auto, "1") == 0) != ix->auto_factory) {
+      strcmp(meta_metric, ix->metric == IDX_METRIC_L2 ? "l2" : "ip") != 0 || !meta_auto ||
+      (strcmp(meta_auto, "1") == 0) != ix->auto_factory) {
     if ((s = put_meta(ix)) != PROTO_OK) goto leave;
   }
 
@@ -875,9 +942,9 @@ static proto_status make_params(const idx *ix, const idx_search_params *p,
  * to the outputs; qsel is compacted to the queries still short of k. */
 static proto_status search_round(const idx *ix, FaissIndex *active, const float *queries,
                                  size_t *qsel, size_t *nsel, int k, idx_t kf, idx_t ntotal,
-                                 const idx_search_params *params, idx_filter_fn filter,
-                                 void *fctx, float *scores, int64_t *ids,
-                                 float *qbuf, float *dist, idx_t *lab) {
+                                 const idx_search_params *params, idx_filter_fn filter, void *fctx,
+                                 float *scores, int64_t *ids, float *qbuf, float *dist,
+                                 idx_t *lab) {
   FaissSearchParameters *sp = NULL;
   proto_status s = PROTO_OK;
   size_t n = *nsel, still = 0;
@@ -907,7 +974,10 @@ static proto_status search_round(const idx *ix, FaissIndex *active, const float 
     }
     for (idx_t j = 0; j < kf; j++) {
       idx_t id = lab[i * (size_t)kf + (size_t)j];
-      if (id < 0) { exhausted = 1; break; }
+      if (id < 0) {
+        exhausted = 1;
+        break;
+      }
       if (u64_in(ix->dead, ix->n_dead, (uint64_t)id)) continue;
       if (filter && !filter(fctx, id)) continue;
       if (got == k) break;
@@ -922,8 +992,8 @@ static proto_status search_round(const idx *ix, FaissIndex *active, const float 
 }
 
 proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
-                        const idx_search_params *params, idx_filter_fn filter,
-                        void *filter_ctx, float *scores, int64_t *ids) {
+                        const idx_search_params *params, idx_filter_fn filter, void *filter_ctx,
+                        float *scores, int64_t *ids) {
   size_t *qsel = NULL;
   float *qbuf = NULL, *dist = NULL;
   idx_t *lab = NULL;
@@ -931,10 +1001,14 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
   proto_status s = PROTO_OK;
   if (!ix || (!queries && nq) || !scores || !ids)
     return proto_fail(PROTO_EINVAL, "idx_search: NULL argument");
-  if (k < 1 || k > PROTO_MAX_K) return proto_fail(PROTO_ERANGE, "k = %d outside 1..%d", k, PROTO_MAX_K);
+  if (k < 1 || k > PROTO_MAX_K)
+    return proto_fail(PROTO_ERANGE, "k = %d outside 1..%d", k, PROTO_MAX_K);
   if ((params && (params->nprobe < 0 || params->ef_search < 0)))
     return proto_fail(PROTO_ERANGE, "negative nprobe or ef_search");
-  for (size_t i = 0; i < nq * (size_t)k; i++) { scores[i] = NAN; ids[i] = -1; }
+  for (size_t i = 0; i < nq * (size_t)k; i++) {
+    scores[i] = NAN;
+    ids[i] = -1;
+  }
   if (nq == 0) return PROTO_OK;
 
   pthread_rwlock_rdlock(&ix->lock);
@@ -965,7 +1039,10 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
   if (kf > ntotal) kf = ntotal;
   qsel = malloc(nq * sizeof *qsel);
   qbuf = malloc(nq * ix->dim * sizeof *qbuf);
-  if (!qsel || !qbuf) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!qsel || !qbuf) {
+    s = proto_fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   for (size_t i = 0; i < nq; i++) qsel[i] = i;
   size_t nsel = nq;
   /* FAISS parallelises over queries (and IDMap's label translation); with
@@ -979,9 +1056,12 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
     free(lab);
     dist = malloc(nsel * (size_t)kf * sizeof *dist);
     lab = malloc(nsel * (size_t)kf * sizeof *lab);
-    if (!dist || !lab) { s = proto_fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-    s = search_round(ix, active, queries, qsel, &nsel, k, kf, ntotal, params, filter,
-                     filter_ctx, scores, ids, qbuf, dist, lab);
+    if (!dist || !lab) {
+      s = proto_fail(PROTO_ENOMEM, "out of memory");
+      goto leave;
+    }
+    s = search_round(ix, active, queries, qsel, &nsel, k, kf, ntotal, params, filter, filter_ctx,
+                     scores, ids, qbuf, dist, lab);
     if (s != PROTO_OK) goto leave;
     if (kf >= ntotal) break;
     kf = kf * 4 < ntotal ? kf * 4 : ntotal;

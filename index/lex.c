@@ -37,9 +37,9 @@
 #include <unistd.h>
 
 enum {
-  LEX_SCHEMA = 1,       /* bump when the table or the tokenizer changes */
-  LEX_MAX_TOKEN = 64,   /* longer words are cut (hashes, base64 runs) */
-  LEX_MAX_TERMS = 64,   /* distinct query terms used */
+  LEX_SCHEMA = 1, /* bump when the table or the tokenizer changes */
+  LEX_MAX_TOKEN = 64, /* longer words are cut (hashes, base64 runs) */
+  LEX_MAX_TERMS = 64, /* distinct query terms used */
 };
 /* Query terms by document frequency (the share of chunks holding them):
  * frequent, in more than LEX_FREQUENT_DF of the chunks ("the", "a", "is",
@@ -55,8 +55,8 @@ enum { LEX_MIN_COMMON = 300 };
 typedef struct reader {
   sqlite3 *db;
   sqlite3_stmt *query;
-  fts5_tokenizer stemmer;     /* FTS5's porter over our tokenizer, as the */
-  Fts5Tokenizer *stem;        /* table uses it: a query word's indexed form */
+  fts5_tokenizer stemmer; /* FTS5's porter over our tokenizer, as the */
+  Fts5Tokenizer *stem; /* table uses it: a query word's indexed form */
   struct reader *next;
 } reader;
 
@@ -64,10 +64,10 @@ struct lex {
   char *path;
   store *st;
   int read_only;
-  sqlite3 *w;             /* the writer connection (NULL when read-only) */
-  pthread_mutex_t wmu;    /* serialises lex_sync / lex_rebuild */
-  pthread_mutex_t pmu;    /* the reader pool */
-  reader *idle;           /* readers not in use */
+  sqlite3 *w; /* the writer connection (NULL when read-only) */
+  pthread_mutex_t wmu; /* serialises lex_sync / lex_rebuild */
+  pthread_mutex_t pmu; /* the reader pool */
+  reader *idle; /* readers not in use */
   uint64_t watermark, count; /* as committed; read under wmu or atomically enough for info */
   /* The common and frequent terms (indexed form, sorted, with their
    * document frequency), read from the vocabulary at open and when the
@@ -81,7 +81,8 @@ struct lex {
 const char *lex_last_error(void) { return proto_err_get(); }
 
 static proto_status db_fail(sqlite3 *db, const char *what) {
-  return proto_fail(PROTO_EINDEX, "lexical index: %s: %s", what, db ? sqlite3_errmsg(db) : "no connection");
+  return proto_fail(PROTO_EINDEX, "lexical index: %s: %s", what,
+                    db ? sqlite3_errmsg(db) : "no connection");
 }
 
 /* Tokenizer ------------------------------------------------------------------- */
@@ -113,8 +114,8 @@ static int emit_parts(const unsigned char *s, size_t b, size_t e, lex_token_fn f
     if (i >= e) break;
     size_t p = i++;
     while (i < e && s[i] != '.' && s[i] != '_') {
-      if (is_upper(s[i]) && (is_lower_or_digit(s[i - 1]) ||
-                             (is_upper(s[i - 1]) && i + 1 < e && s[i + 1] >= 'a' && s[i + 1] <= 'z')))
+      if (is_upper(s[i]) && (is_lower_or_digit(s[i - 1]) || (is_upper(s[i - 1]) && i + 1 < e &&
+                                                             s[i + 1] >= 'a' && s[i + 1] <= 'z')))
         break;
       i++;
     }
@@ -192,7 +193,8 @@ static fts5_api *register_tokenizer(sqlite3 *db) {
   sqlite3_finalize(st);
   if (!api || api->iVersion < 2) return NULL;
   static int handle;
-  return api->xCreateTokenizer(api, "retro", &handle, &retro_tokenizer, NULL) == SQLITE_OK ? api : NULL;
+  return api->xCreateTokenizer(api, "retro", &handle, &retro_tokenizer, NULL) == SQLITE_OK ? api
+                                                                                           : NULL;
 }
 
 /* Connections and schema ------------------------------------------------------------ */
@@ -229,7 +231,8 @@ static int exec(sqlite3 *db, const char *sql) { return sqlite3_exec(db, sql, NUL
 static int meta_get(sqlite3 *db, const char *key, int64_t *v) {
   sqlite3_stmt *st = NULL;
   *v = 0;
-  if (sqlite3_prepare_v2(db, "SELECT value FROM lex_meta WHERE key = ?1", -1, &st, NULL) != SQLITE_OK)
+  if (sqlite3_prepare_v2(db, "SELECT value FROM lex_meta WHERE key = ?1", -1, &st, NULL) !=
+      SQLITE_OK)
     return -1;
   sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
   int rc = sqlite3_step(st);
@@ -267,10 +270,12 @@ static int open_writer(lex *lx) {
   sqlite3_finalize(st);
   int64_t schema = 0;
   if (good) good = exec(lx->w, SCHEMA_SQL) == SQLITE_OK && meta_get(lx->w, "schema", &schema) == 0;
-  if (good && schema == 0) good = meta_put(lx->w, "schema", LEX_SCHEMA) == 0 ? (schema = LEX_SCHEMA) : 0;
+  if (good && schema == 0)
+    good = meta_put(lx->w, "schema", LEX_SCHEMA) == 0 ? (schema = LEX_SCHEMA) : 0;
   int64_t wm = 0, count = 0;
-  if (good) good = schema == LEX_SCHEMA && meta_get(lx->w, "watermark", &wm) == 0 &&
-                   meta_get(lx->w, "count", &count) == 0 && wm >= 0 && count >= 0;
+  if (good)
+    good = schema == LEX_SCHEMA && meta_get(lx->w, "watermark", &wm) == 0 &&
+           meta_get(lx->w, "count", &count) == 0 && wm >= 0 && count >= 0;
   if (!good) {
     sqlite3_close(lx->w);
     lx->w = NULL;
@@ -323,7 +328,7 @@ static proto_status live_ids(store *st, uint64_t after_id, idlist *out) {
     free(out->v);
     memset(out, 0, sizeof *out);
     return proto_fail(s, "lexical index: reading the store: %s",
-                s == PROTO_ENOMEM ? "out of memory" : store_last_error());
+                      s == PROTO_ENOMEM ? "out of memory" : store_last_error());
   }
   return PROTO_OK;
 }
@@ -342,7 +347,7 @@ static proto_status add_chunks(lex *lx, const uint64_t *ids, size_t n) {
     if (cs == PROTO_ENOTFOUND) continue; /* deleted since the scan: its tombstone follows */
     if (cs != PROTO_OK) {
       s = proto_fail(cs, "lexical index: reading chunk %llu: %s", (unsigned long long)ids[i],
-               store_last_error());
+                     store_last_error());
       break;
     }
     sqlite3_bind_int64(ins, 1, (sqlite3_int64)ids[i]);
@@ -454,7 +459,8 @@ static proto_status reconcile_locked(lex *lx) {
   idlist gone = {0}, come = {0};
   size_t i = 0, j = 0;
   while (s == PROTO_OK && (i < have.n || j < live.n)) {
-    if (j >= live.n || (i < have.n && have.v[i] < live.v[j])) s = collect_ids(&gone, &have.v[i++], NULL, 1);
+    if (j >= live.n || (i < have.n && have.v[i] < live.v[j]))
+      s = collect_ids(&gone, &have.v[i++], NULL, 1);
     else if (i >= have.n || live.v[j] < have.v[i]) s = collect_ids(&come, &live.v[j++], NULL, 1);
     else i++, j++;
   }
@@ -491,8 +497,8 @@ static proto_status refresh_frequent(lex *lx, sqlite3 *db) {
   char **v = NULL;
   size_t n = 0, cap = 0;
   uint64_t count = lx->count;
-  if (sqlite3_prepare_v2(db, "SELECT term, doc FROM lex_vocab WHERE doc > ?1", -1, &q,
-                         NULL) != SQLITE_OK)
+  if (sqlite3_prepare_v2(db, "SELECT term, doc FROM lex_vocab WHERE doc > ?1", -1, &q, NULL) !=
+      SQLITE_OK)
     return db_fail(db, "prepare vocabulary");
   double above = LEX_COMMON_DF * (double)count;
   sqlite3_bind_int64(q, 1, (sqlite3_int64)(above > LEX_MIN_COMMON ? above : LEX_MIN_COMMON));
@@ -766,7 +772,8 @@ static int term_class(lex *lx, const char *stem) {
   pthread_mutex_lock(&lx->pmu);
   char **hit = lx->n_freq ? bsearch(&key, lx->freq, lx->n_freq, sizeof *lx->freq, cmp_str) : NULL;
   if (hit) {
-    double share = (double)lx->freq_df[hit - lx->freq] / (double)(lx->freq_count ? lx->freq_count : 1);
+    double share =
+        (double)lx->freq_df[hit - lx->freq] / (double)(lx->freq_count ? lx->freq_count : 1);
     cls = share > LEX_FREQUENT_DF ? TERM_FREQUENT : TERM_COMMON;
   }
   pthread_mutex_unlock(&lx->pmu);
@@ -804,7 +811,11 @@ static char *match_expr(lex *lx, reader *r, const char *text, size_t len) {
     p = add_terms(p + sprintf(p, ") AND ("), &q, cls, TERM_COMMON, 1);
     sprintf(p, ")");
   } else {
-    add_terms(p, &q, cls, count[TERM_RARE] ? TERM_RARE : count[TERM_COMMON] ? TERM_COMMON : TERM_FREQUENT, 0);
+    add_terms(p, &q, cls,
+              count[TERM_RARE]     ? TERM_RARE
+              : count[TERM_COMMON] ? TERM_COMMON
+                                   : TERM_FREQUENT,
+              0);
   }
   return e;
 }

@@ -58,9 +58,9 @@ proto_status lex_search(lex *lx, const char *text, size_t len, int k, idx_filter
                         void *filter_ctx, float *scores, int64_t *ids, size_t *n_out);
 
 typedef struct lex_info {
-  uint64_t chunks;    /* chunks in the index */
+  uint64_t chunks; /* chunks in the index */
   uint64_t watermark; /* highest chunk id added */
-  uint64_t bytes;     /* size of the file and its WAL */
+  uint64_t bytes; /* size of the file and its WAL */
 } lex_info;
 proto_status lex_info_get(lex *lx, lex_info *out);
 
@@ -68,8 +68,8 @@ proto_status lex_info_get(lex *lx, lex_info *out);
  * order (whole tokens with colocated = 0, then their parts with 1); parts
  * = 0 gives whole tokens only. Stops early when fn returns non-zero and
  * returns that value. */
-typedef int (*lex_token_fn)(void *ctx, int colocated, const char *token, size_t len,
-                            size_t start, size_t end);
+typedef int (*lex_token_fn)(void *ctx, int colocated, const char *token, size_t len, size_t start,
+                            size_t end);
 int lex_tokenize(const char *text, size_t len, int parts, lex_token_fn fn, void *ctx);
 
 #endif

@@ -40,31 +40,31 @@
 
 enum {
   BERT_MIN_BUDGET = 1024, /* tokens per chunk (at least max_tokens) */
-  BERT_ARENAS = 2,        /* concurrent calls served without waiting */
+  BERT_ARENAS = 2, /* concurrent calls served without waiting */
 };
 
 typedef struct bert_layer {
   const float *wq, *bq, *wk, *bk, *wv, *bv; /* (H, H), (H) */
-  const float *wo, *bo;                     /* attention.output.dense (H, H), (H) */
-  const float *ln1_g, *ln1_b;               /* attention.output.LayerNorm (H) */
-  const float *wi, *bi;                     /* intermediate.dense (I, H), (I) */
-  const float *wf, *bf;                     /* output.dense (H, I), (H) */
-  const float *ln2_g, *ln2_b;               /* output.LayerNorm (H) */
+  const float *wo, *bo; /* attention.output.dense (H, H), (H) */
+  const float *ln1_g, *ln1_b; /* attention.output.LayerNorm (H) */
+  const float *wi, *bi; /* intermediate.dense (I, H), (I) */
+  const float *wf, *bf; /* output.dense (H, I), (H) */
+  const float *ln2_g, *ln2_b; /* output.LayerNorm (H) */
   /* the same weights as F16 in the file, for short inputs (NULL: F32 only) */
   const uint16_t *hq, *hk, *hv, *ho, *hi, *hf;
 } bert_layer;
 
 typedef struct bert_arena {
-  float *x;      /* (budget, H) hidden states */
-  float *tmp;    /* (budget, H) */
-  float *qkv;    /* (budget, 3H) */
-  float *ctx;    /* (budget, H) attention context */
-  float *inter;  /* (budget, I) */
+  float *x; /* (budget, H) hidden states */
+  float *tmp; /* (budget, H) */
+  float *qkv; /* (budget, 3H) */
+  float *ctx; /* (budget, H) attention context */
+  float *inter; /* (budget, I) */
   float *scores; /* (workers, T * T) attention probabilities, T = max_tokens */
-  int32_t *ids;  /* (budget) packed token ids */
-  int32_t *pos;  /* (budget) position ids */
-  int *start;    /* (budget) first row of each sequence in the chunk */
-  int *len;      /* (budget) its length */
+  int32_t *ids; /* (budget) packed token ids */
+  int32_t *pos; /* (budget) position ids */
+  int *start; /* (budget) first row of each sequence in the chunk */
+  int *len; /* (budget) its length */
   int busy;
 } bert_arena;
 
@@ -75,13 +75,13 @@ struct bert {
   float eps;
   bert_pooling pooling;
   int normalize;
-  int f16;                      /* F16 weights for short inputs (file F16, CPU able) */
+  int f16; /* F16 weights for short inputs (file F16, CPU able) */
   int32_t cls_id, sep_id;
   /* weights (borrowed from st unless converted there) */
   st_file *st;
   const float *word, *posemb, *type; /* (V, H), (P, H), (TV, H) */
-  const float *emb_g, *emb_b;        /* (H) */
-  bert_layer *layers;                /* (L) */
+  const float *emb_g, *emb_b; /* (H) */
+  bert_layer *layers; /* (L) */
   tok *tok;
   pool *pool;
   int workers;
@@ -195,12 +195,11 @@ static proto_status bert_read_config(bert *b, const char *dir, bert_pooling *ret
       (st = bert_cfg_int(cfg, path, "max_position_embeddings", 1, 0, 1, 1 << 16, &b->max_pos)) ||
       (st = bert_cfg_int(cfg, path, "type_vocab_size", 0, b->roberta ? 1 : 2, 1, 1 << 16,
                          &b->type_vocab)) ||
-      (st = bert_cfg_int(cfg, path, "pad_token_id", 0, b->roberta ? 1 : 0, 0, 1 << 24,
-                         &b->pad_id)))
+      (st = bert_cfg_int(cfg, path, "pad_token_id", 0, b->roberta ? 1 : 0, 0, 1 << 24, &b->pad_id)))
     goto done;
   if (b->H % b->nh) {
     proto_err_set("%s: hidden_size %d is not a multiple of num_attention_heads %d", path, b->H,
-                   b->nh);
+                  b->nh);
     st = PROTO_EMODEL;
     goto done;
   }
@@ -215,8 +214,10 @@ static proto_status bert_read_config(bert *b, const char *dir, bert_pooling *ret
   if (b->roberta) {
     b->max_tokens = b->max_pos - b->pad_id - 1;
     if (b->max_tokens < 2) {
-      proto_err_set("%s: max_position_embeddings %d leaves no room after the RoBERTa offset "
-                     "(pad_token_id %d)", path, b->max_pos, b->pad_id);
+      proto_err_set(
+          "%s: max_position_embeddings %d leaves no room after the RoBERTa offset "
+          "(pad_token_id %d)",
+          path, b->max_pos, b->pad_id);
       st = PROTO_EMODEL;
       goto done;
     }
@@ -275,8 +276,7 @@ static proto_status bert_read_st_pooling(bert *b, const char *dir, bert_pooling 
     *out = BERT_POOL_MEAN;
     *found = 1;
   } else {
-    proto_err_set("%s: only pooling_mode_cls_token or pooling_mode_mean_tokens is supported",
-                   path);
+    proto_err_set("%s: only pooling_mode_cls_token or pooling_mode_mean_tokens is supported", path);
     st = PROTO_EMODEL;
   }
   json_decref(cfg);
@@ -445,14 +445,10 @@ proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
   bert_pooling stp = BERT_POOL_CLS;
   int found = 0;
   if ((st = bert_read_st_pooling(b, dir, &stp, &found)) != PROTO_OK) goto fail;
-  if (opt->pooling == BERT_POOL_CLS || opt->pooling == BERT_POOL_MEAN)
-    b->pooling = opt->pooling;
-  else if (found)
-    b->pooling = stp;
-  else if (retro_pool != BERT_POOL_AUTO)
-    b->pooling = retro_pool;
-  else
-    b->pooling = BERT_POOL_CLS;
+  if (opt->pooling == BERT_POOL_CLS || opt->pooling == BERT_POOL_MEAN) b->pooling = opt->pooling;
+  else if (found) b->pooling = stp;
+  else if (retro_pool != BERT_POOL_AUTO) b->pooling = retro_pool;
+  else b->pooling = BERT_POOL_CLS;
   b->normalize = !opt->no_normalize;
 
   /* tokenizer and its special tokens */
@@ -462,7 +458,7 @@ proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
   }
   if (tok_vocab_size(b->tok) > (size_t)b->vocab) {
     proto_err_set("%s: tokenizer has %zu tokens but config.json vocab_size is %d", dir,
-                   tok_vocab_size(b->tok), b->vocab);
+                  tok_vocab_size(b->tok), b->vocab);
     st = PROTO_EMODEL;
     goto fail;
   }
@@ -480,9 +476,9 @@ proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
       if (s < 0) s = tok_token_id(b->tok, "<|endoftext|>");
     }
     if (c < 0 || s < 0 || c >= b->vocab || s >= b->vocab) {
-      proto_err_set("%s: no usable start/end special tokens (%s) in the vocabulary or config",
-                     dir, tok_get_kind(b->tok) == TOK_WORDPIECE ? "[CLS]/[SEP]"
-                                                                : "<s>/</s>, bos/eos_token_id");
+      proto_err_set(
+          "%s: no usable start/end special tokens (%s) in the vocabulary or config", dir,
+          tok_get_kind(b->tok) == TOK_WORDPIECE ? "[CLS]/[SEP]" : "<s>/</s>, bos/eos_token_id");
       st = PROTO_EMODEL;
       goto fail;
     }
@@ -510,9 +506,8 @@ proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
 
   {
     snprintf(b->fingerprint, sizeof b->fingerprint, "%s-L%d-H%d-%016llx:%d:%s:%s",
-             b->roberta ? "roberta" : "bert", b->L, b->H,
-             (unsigned long long)bert_hash_file(b->st), b->H,
-             b->pooling == BERT_POOL_MEAN ? "mean" : "cls", tok_fingerprint(b->tok));
+             b->roberta ? "roberta" : "bert", b->L, b->H, (unsigned long long)bert_hash_file(b->st),
+             b->H, b->pooling == BERT_POOL_MEAN ? "mean" : "cls", tok_fingerprint(b->tok));
   }
   *out = b;
   return PROTO_OK;
@@ -546,15 +541,15 @@ bert_pooling bert_get_pooling(const bert *b) { return b->pooling; }
 enum { EPI_NONE = 0, EPI_BIAS_GELU, EPI_ADD_LN };
 
 typedef struct lin_job {
-  const float *x;  /* (M, K) row stride ldx */
+  const float *x; /* (M, K) row stride ldx */
   int ldx;
-  const float *W;  /* (N, K) */
+  const float *W; /* (N, K) */
   const uint16_t *Wh; /* (N, K) the same as F16, or NULL */
-  const float *b;  /* (N) */
-  float *out;      /* (M, N) row stride ldo */
+  const float *b; /* (N) */
+  float *out; /* (M, N) row stride ldo */
   int ldo;
   int M, N, K;
-  int rows;        /* 1: tiles are row blocks; 0: column blocks */
+  int rows; /* 1: tiles are row blocks; 0: column blocks */
   int tiles;
   int epi;
   const float *res; /* EPI_ADD_LN: residual (M, N), stride N */
@@ -566,13 +561,14 @@ static void lin_tile(void *arg, int t, int worker) {
   (void)worker;
   const lin_job *j = arg;
   if (j->rows) {
-    int m0 = (int)((long long)j->M * t / j->tiles), m1 = (int)((long long)j->M * (t + 1) / j->tiles);
+    int m0 = (int)((long long)j->M * t / j->tiles),
+        m1 = (int)((long long)j->M * (t + 1) / j->tiles);
     if (m1 <= m0) return;
     int mb = m1 - m0;
     const float *x = j->x + (size_t)m0 * (size_t)j->ldx;
     float *o = j->out + (size_t)m0 * (size_t)j->ldo;
-    kn_linear_prefer_f16(x, j->ldx, j->W, j->Wh, j->epi == EPI_BIAS_GELU ? NULL : j->b, o,
-                         j->ldo, mb, j->N, j->K);
+    kn_linear_prefer_f16(x, j->ldx, j->W, j->Wh, j->epi == EPI_BIAS_GELU ? NULL : j->b, o, j->ldo,
+                         mb, j->N, j->K);
     if (j->epi == EPI_BIAS_GELU) {
       for (int r = 0; r < mb; r++) kn_bias_gelu(o + (size_t)r * (size_t)j->ldo, j->b, 1, j->N);
     } else if (j->epi == EPI_ADD_LN) {
@@ -582,15 +578,16 @@ static void lin_tile(void *arg, int t, int worker) {
   } else {
     /* column blocks, multiples of 16 */
     int nb = (j->N + 15) / 16;
-    int c0 = 16 * (int)((long long)nb * t / j->tiles), c1 = 16 * (int)((long long)nb * (t + 1) / j->tiles);
+    int c0 = 16 * (int)((long long)nb * t / j->tiles),
+        c1 = 16 * (int)((long long)nb * (t + 1) / j->tiles);
     if (c1 > j->N) c1 = j->N;
     if (c1 <= c0) return;
     int cb = c1 - c0;
     float *o = j->out + c0;
     kn_linear_prefer_f16(j->x, j->ldx, j->W + (size_t)c0 * (size_t)j->K,
                          j->Wh ? j->Wh + (size_t)c0 * (size_t)j->K : NULL,
-                         j->epi == EPI_BIAS_GELU || !j->b ? NULL : j->b + c0, o, j->ldo, j->M,
-                         cb, j->K);
+                         j->epi == EPI_BIAS_GELU || !j->b ? NULL : j->b + c0, o, j->ldo, j->M, cb,
+                         j->K);
     if (j->epi == EPI_BIAS_GELU)
       for (int r = 0; r < j->M; r++) kn_bias_gelu(o + (size_t)r * (size_t)j->ldo, j->b + c0, 1, cb);
   }
@@ -606,7 +603,8 @@ typedef struct ln_job {
 static void ln_block(void *arg, int t, int worker) {
   (void)worker;
   const ln_job *j = arg;
-  int m0 = (int)((long long)j->M * t / j->blocks), m1 = (int)((long long)j->M * (t + 1) / j->blocks);
+  int m0 = (int)((long long)j->M * t / j->blocks),
+      m1 = (int)((long long)j->M * (t + 1) / j->blocks);
   if (m1 > m0)
     kn_add_layernorm(j->x + (size_t)m0 * (size_t)j->N, j->res + (size_t)m0 * (size_t)j->N, j->N,
                      j->g, j->b, m1 - m0, j->N, j->eps);
@@ -630,8 +628,7 @@ static void bert_linear(const bert_exec *x, lin_job *j) {
     if (j->M < 64) { /* a few rows: cheaper here than waking the pool */
       l.blocks = 1;
       ln_block(&l, 0, 0);
-    } else
-      pool_for(x->pool, w, ln_block, &l);
+    } else pool_for(x->pool, w, ln_block, &l);
   }
 }
 
@@ -702,8 +699,16 @@ static void bert_forward(const bert *b, const bert_exec *ex, bert_arena *a, int 
   for (int l = 0; l < b->L; l++) {
     const bert_layer *ly = &b->layers[l];
     /* q, k, v into column slices of qkv (M, 3H) */
-    lin_job jq = {.x = a->x, .ldx = H, .W = ly->wq, .Wh = ly->hq, .b = ly->bq, .out = a->qkv,
-                  .ldo = 3 * H, .M = M, .N = H, .K = H};
+    lin_job jq = {.x = a->x,
+                  .ldx = H,
+                  .W = ly->wq,
+                  .Wh = ly->hq,
+                  .b = ly->bq,
+                  .out = a->qkv,
+                  .ldo = 3 * H,
+                  .M = M,
+                  .N = H,
+                  .K = H};
     lin_job jk = jq;
     jk.W = ly->wk;
     jk.Wh = ly->hk;
@@ -718,18 +723,51 @@ static void bert_forward(const bert *b, const bert_exec *ex, bert_arena *a, int 
     attn_job aj = {b, a};
     pool_for(ex->pool, nseq * b->nh, attn_task, &aj);
     /* tmp = LN(ctx @ Wo^T + bo + x) */
-    lin_job jo = {.x = a->ctx, .ldx = H, .W = ly->wo, .Wh = ly->ho, .b = ly->bo, .out = a->tmp, .ldo = H,
-                  .M = M, .N = H, .K = H, .epi = EPI_ADD_LN, .res = a->x, .g = ly->ln1_g,
-                  .beta = ly->ln1_b, .eps = b->eps};
+    lin_job jo = {.x = a->ctx,
+                  .ldx = H,
+                  .W = ly->wo,
+                  .Wh = ly->ho,
+                  .b = ly->bo,
+                  .out = a->tmp,
+                  .ldo = H,
+                  .M = M,
+                  .N = H,
+                  .K = H,
+                  .epi = EPI_ADD_LN,
+                  .res = a->x,
+                  .g = ly->ln1_g,
+                  .beta = ly->ln1_b,
+                  .eps = b->eps};
     bert_linear(ex, &jo);
     /* inter = gelu(tmp @ Wi^T + bi) */
-    lin_job ji = {.x = a->tmp, .ldx = H, .W = ly->wi, .Wh = ly->hi, .b = ly->bi, .out = a->inter, .ldo = I,
-                  .M = M, .N = I, .K = H, .epi = EPI_BIAS_GELU};
+    lin_job ji = {.x = a->tmp,
+                  .ldx = H,
+                  .W = ly->wi,
+                  .Wh = ly->hi,
+                  .b = ly->bi,
+                  .out = a->inter,
+                  .ldo = I,
+                  .M = M,
+                  .N = I,
+                  .K = H,
+                  .epi = EPI_BIAS_GELU};
     bert_linear(ex, &ji);
     /* x = LN(inter @ Wf^T + bf + tmp) */
-    lin_job jf = {.x = a->inter, .ldx = I, .W = ly->wf, .Wh = ly->hf, .b = ly->bf, .out = a->x, .ldo = H,
-                  .M = M, .N = H, .K = I, .epi = EPI_ADD_LN, .res = a->tmp, .g = ly->ln2_g,
-                  .beta = ly->ln2_b, .eps = b->eps};
+    lin_job jf = {.x = a->inter,
+                  .ldx = I,
+                  .W = ly->wf,
+                  .Wh = ly->hf,
+                  .b = ly->bf,
+                  .out = a->x,
+                  .ldo = H,
+                  .M = M,
+                  .N = H,
+                  .K = I,
+                  .epi = EPI_ADD_LN,
+                  .res = a->tmp,
+                  .g = ly->ln2_g,
+                  .beta = ly->ln2_b,
+                  .eps = b->eps};
     bert_linear(ex, &jf);
   }
 }
@@ -803,7 +841,7 @@ static proto_status embed_ids(bert *b, const bert_exec *ex, const int32_t *const
     for (size_t k = 0; k < lens[i]; k++)
       if (ids[i][k] < 0 || ids[i][k] >= b->vocab) {
         proto_err_set("bert_embed_ids: input %zu token %zu: id %d outside [0, %d)", i, k,
-                       (int)ids[i][k], b->vocab);
+                      (int)ids[i][k], b->vocab);
         return PROTO_EINVAL;
       }
   }

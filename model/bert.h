@@ -31,7 +31,7 @@ typedef enum bert_pooling {
 
 typedef struct bert_options {
   bert_pooling pooling;
-  int threads;   /* worker threads for a batch; 0 = number of CPUs */
+  int threads; /* worker threads for a batch; 0 = number of CPUs */
   int no_normalize; /* 1 = skip L2 normalisation */
 } bert_options;
 
@@ -55,11 +55,11 @@ bert_pooling bert_get_pooling(const bert *b);
 /* Embeds n texts (lens[i] bytes each; lens may be NULL for NUL-terminated)
  * into out (n x dim). Adds [CLS]/[SEP] (or <s>/</s>) and truncates to the
  * model's maximum. */
-proto_status bert_embed_texts(bert *b, const char *const *texts, const size_t *lens,
-                              size_t n, float *out);
+proto_status bert_embed_texts(bert *b, const char *const *texts, const size_t *lens, size_t n,
+                              float *out);
 /* Same for pre-tokenised inputs (ids from bert_tokenizer(), no specials). */
-proto_status bert_embed_ids(bert *b, const int32_t *const *ids, const size_t *lens,
-                            size_t n, float *out);
+proto_status bert_embed_ids(bert *b, const int32_t *const *ids, const size_t *lens, size_t n,
+                            float *out);
 /* Embeds one text on the calling thread alone, for a caller that keeps the
  * other cores busy itself (a hybrid search runs its lexical half there).
  * The same vector as bert_embed_texts. */

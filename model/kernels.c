@@ -42,12 +42,11 @@ void kn_set_blas_threads(int n) {
 
 int kn_blas_threads(void) { return openblas_get_num_threads(); }
 
-void kn_sgemm(int transa, int transb, int M, int N, int K, float alpha, const float *A,
-              int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+void kn_sgemm(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc) {
   if (M <= 0 || N <= 0) return;
-  cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans,
-              transb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
-              ldc);
+  cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans,
+              M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 typedef float kn_v8 __attribute__((vector_size(32), aligned(4), may_alias));
@@ -64,9 +63,10 @@ static inline float kn_hsum8(const kn_v8 *p) { /* by pointer: no vector in the A
  * FMAs per 7 loads, where one row of W against 8 rows of x (the previous
  * kernel) did 8 per 9 and was bound by loads. Writes the nb <= 4 first
  * columns of the MR output rows. */
-static inline __attribute__((always_inline)) void kn_tile(const float *const *x, const float *const *w,
-                                                          int K, const float *b, float *const *o,
-                                                          int nb, const int MR) {
+static inline __attribute__((always_inline)) void kn_tile(const float *const *x,
+                                                          const float *const *w, int K,
+                                                          const float *b, float *const *o, int nb,
+                                                          const int MR) {
   int K8 = K & ~7;
   kn_v8 acc[3][4] = {{{0}}};
   for (int k = 0; k < K8; k += 8) {
@@ -104,7 +104,8 @@ KN_CLONES static void kn_linear_small(const float *x, int ldx, const float *W, c
         const float *wr[4];
         for (int j = 0; j < 4; j++) wr[j] = W + (size_t)(n + (j < nb ? j : 0)) * (size_t)K;
         float *orow[3];
-        for (int r = 0; r < 3; r++) orow[r] = out + (size_t)(m0 + (r < mr ? r : 0)) * (size_t)ldo + n;
+        for (int r = 0; r < 3; r++)
+          orow[r] = out + (size_t)(m0 + (r < mr ? r : 0)) * (size_t)ldo + n;
         const float *bn = b ? b + n : NULL;
         if (mr == 3) kn_tile(xr, wr, K, bn, orow, nb, 3);
         else if (mr == 2) kn_tile(xr, wr, K, bn, orow, nb, 2);
@@ -114,8 +115,8 @@ KN_CLONES static void kn_linear_small(const float *x, int ldx, const float *W, c
   }
 }
 
-void kn_linear(const float *x, int ldx, const float *W, const float *b, float *out, int ldo,
-               int M, int N, int K) {
+void kn_linear(const float *x, int ldx, const float *W, const float *b, float *out, int ldo, int M,
+               int N, int K) {
   /* x (M, K) ldx; W (N, K); b (N); out (M, N) ldo */
   if (M <= 0 || N <= 0) return;
   if (M <= KN_SMALL_M) {
@@ -128,8 +129,8 @@ void kn_linear(const float *x, int ldx, const float *W, const float *b, float *o
       for (int j = 0; j < N; j++) o[j] = b[j];
     }
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, ldx, W, K,
-              b ? 1.0f : 0.0f, out, ldo);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, ldx, W, K, b ? 1.0f : 0.0f,
+              out, ldo);
 }
 
 KN_CLONES void kn_add(float *restrict y, const float *restrict x, size_t n) {
@@ -148,7 +149,7 @@ static inline float kn_exp(float x) {
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
   float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round */
-  float r = x - n * 0.693359375f + n * 2.12194440e-4f;               /* x - n ln2 */
+  float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* x - n ln2 */
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
@@ -177,7 +178,9 @@ static inline float kn_erf(float x) {
   return x < 0.0f ? -y : y;
 }
 
-static inline float kn_gelu1(float v) { return 0.5f * v * (1.0f + kn_erf(v * 0.70710678118654752f)); }
+static inline float kn_gelu1(float v) {
+  return 0.5f * v * (1.0f + kn_erf(v * 0.70710678118654752f));
+}
 
 KN_CLONES void kn_gelu(float *restrict x, size_t n) {
   for (size_t i = 0; i < n; i++) x[i] = kn_gelu1(x[i]);
@@ -246,8 +249,8 @@ KN_CLONES void kn_layernorm(float *out, const float *x, const float *g, const fl
   }
 }
 
-KN_CLONES void kn_add_layernorm(float *x, const float *r, int ldr, const float *g,
-                                const float *b, int M, int N, float eps) {
+KN_CLONES void kn_add_layernorm(float *x, const float *r, int ldr, const float *g, const float *b,
+                                int M, int N, float eps) {
   /* x (M, N); r (M, N) row stride ldr; g, b (N) */
   for (int i = 0; i < M; i++) {
     float *restrict xr = x + (size_t)i * (size_t)N;
@@ -286,10 +289,9 @@ KN_CLONES void kn_softmax_rows(float *x, int ld, int M, int N, const int *n_vali
   }
 }
 
-KN_CLONES void kn_attention_head(const float *q, int ldq, const float *k, int ldk,
-                                 const float *v, int ldv, float *out, int ldo, int Tq, int Tk,
-                                 int tk_valid, int dh, float scale, int causal,
-                                 float *scores) {
+KN_CLONES void kn_attention_head(const float *q, int ldq, const float *k, int ldk, const float *v,
+                                 int ldv, float *out, int ldo, int Tq, int Tk, int tk_valid, int dh,
+                                 float scale, int causal, float *scores) {
   /* q (Tq, dh) ldq; k, v (Tk, dh) ldk/ldv; out (Tq, dh) ldo; scores (Tq, Tk) */
   if (Tq <= 0) return;
   if (tk_valid > Tk) tk_valid = Tk;
@@ -310,8 +312,8 @@ KN_CLONES void kn_attention_head(const float *q, int ldq, const float *k, int ld
     }
     kn_softmax_row(scores + (size_t)i * (size_t)n, valid, n);
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, dh, n, 1.0f, scores, n, v, ldv,
-              0.0f, out, ldo);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, dh, n, 1.0f, scores, n, v, ldv, 0.0f,
+              out, ldo);
 }
 
 KN_CLONES void kn_l2_normalize(float *x, size_t n) {

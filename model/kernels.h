@@ -19,17 +19,16 @@ int kn_blas_threads(void);
 
 /* C (M, N) = alpha * op(A) @ op(B) + beta * C, row-major, leading dimensions
  * given. transa/transb: 0 = as stored, 1 = transposed. */
-void kn_sgemm(int transa, int transb, int M, int N, int K, float alpha,
-              const float *A, int lda, const float *B, int ldb, float beta,
-              float *C, int ldc);
+void kn_sgemm(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
 
 /* PyTorch Linear: out (M, N) = x (M, K) @ W^T + b, where W is (N, K) as
  * stored by nn.Linear and b (N) may be NULL. ldx/ldo: row strides of x/out
  * (pass K and N for dense). M <= 16 uses a dot-product kernel that streams W
  * once (sgemm's packing copy of W costs more than the product there); larger
  * M calls cblas_sgemm. */
-void kn_linear(const float *x, int ldx, const float *W, const float *b,
-               float *out, int ldo, int M, int N, int K);
+void kn_linear(const float *x, int ldx, const float *W, const float *b, float *out, int ldo, int M,
+               int N, int K);
 
 /* y (n) += x (n). */
 void kn_add(float *y, const float *x, size_t n);
@@ -41,12 +40,12 @@ void kn_gelu(float *x, size_t n);
 void kn_bias_gelu(float *x, const float *b, int M, int N);
 /* out (M, N) = LayerNorm(x) * g + b over each row (biased variance, eps
  * inside the sqrt, as torch). out may equal x. */
-void kn_layernorm(float *out, const float *x, const float *g, const float *b,
-                  int M, int N, float eps);
+void kn_layernorm(float *out, const float *x, const float *g, const float *b, int M, int N,
+                  float eps);
 /* x (M, N) = LayerNorm(x + r) * g + b: residual add fused with the norm.
  * r (M, N) with row stride ldr. */
-void kn_add_layernorm(float *x, const float *r, int ldr, const float *g,
-                      const float *b, int M, int N, float eps);
+void kn_add_layernorm(float *x, const float *r, int ldr, const float *g, const float *b, int M,
+                      int N, float eps);
 /* Row-wise softmax in place on x (M, N) with row stride ld; only the first
  * n_valid[i] = (n_valid ? n_valid[i] : N) entries of row i are used, the
  * rest are set to 0. Max-subtracted, as torch. */
@@ -59,9 +58,8 @@ void kn_softmax_rows(float *x, int ld, int M, int N, const int *n_valid);
  * beyond them is ignored: same result as an additive -inf mask).
  * causal != 0: query i sees keys j <= i + (tk_valid - Tq) (queries are the
  * last Tq positions; use with a KV cache). scores: scratch of Tq * Tk floats. */
-void kn_attention_head(const float *q, int ldq, const float *k, int ldk,
-                       const float *v, int ldv, float *out, int ldo,
-                       int Tq, int Tk, int tk_valid, int dh, float scale,
+void kn_attention_head(const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
+                       float *out, int ldo, int Tq, int Tk, int tk_valid, int dh, float scale,
                        int causal, float *scores);
 
 /* x (n) /= max(||x||_2, 1e-12) (torch.nn.functional.normalize). */
@@ -86,8 +84,8 @@ void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, in
  * KN_F16_FEW_ROWS; beyond, sgemm on the F32 copy is faster): tiles of 3
  * rows of x by 4 rows of W. */
 enum { KN_F16_FEW_ROWS = 16 };
-void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out,
-                   int ldo, int M, int N, int K);
+void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out, int ldo,
+                   int M, int N, int K);
 
 /* out = x @ W^T + b (as kn_linear) over Wh, the same weights as F16, when
  * Wh is given and M <= KN_F16_FEW_ROWS (short inputs are bound by reading

@@ -78,10 +78,10 @@ __attribute__((target("avx2,fma,f16c"))) static void tile3x4(const float *const 
   for (; k + 8 <= K; k += 8) {
     __m256 x0 = _mm256_loadu_ps(x[0] + k), x1 = _mm256_loadu_ps(x[1] + k),
            x2 = _mm256_loadu_ps(x[2] + k), wv;
-#define TILE_COL(j)                                                                       \
-  wv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w[j] + k)));       \
-  a0##j = _mm256_fmadd_ps(x0, wv, a0##j);                                                 \
-  a1##j = _mm256_fmadd_ps(x1, wv, a1##j);                                                 \
+#define TILE_COL(j)                                                                 \
+  wv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w[j] + k))); \
+  a0##j = _mm256_fmadd_ps(x0, wv, a0##j);                                           \
+  a1##j = _mm256_fmadd_ps(x1, wv, a1##j);                                           \
   a2##j = _mm256_fmadd_ps(x2, wv, a2##j);
     TILE_COL(0) TILE_COL(1) TILE_COL(2) TILE_COL(3)
 #undef TILE_COL
@@ -95,8 +95,8 @@ __attribute__((target("avx2,fma,f16c"))) static void tile3x4(const float *const 
     }
 }
 
-void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out,
-                   int ldo, int M, int N, int K) {
+void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out, int ldo,
+                   int M, int N, int K) {
   for (int n0 = 0; n0 < N; n0 += 32) { /* 32 rows of W stay in cache across the row tiles */
     int n1 = n0 + 32 < N ? n0 + 32 : N;
     for (int m0 = 0; m0 < M; m0 += 3) {
@@ -121,8 +121,8 @@ void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, f
 
 int kn_f16_supported(void) { return 0; }
 
-void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out,
-                   int ldo, int M, int N, int K) {
+void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out, int ldo,
+                   int M, int N, int K) {
   (void)x;
   (void)ldx;
   (void)W;
@@ -149,8 +149,6 @@ void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, in
 
 void kn_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
                           const float *b, float *out, int ldo, int M, int N, int K) {
-  if (Wh && M <= KN_F16_FEW_ROWS)
-    kn_linear_f16(x, ldx, Wh, b, out, ldo, M, N, K);
-  else
-    kn_linear(x, ldx, W, b, out, ldo, M, N, K);
+  if (Wh && M <= KN_F16_FEW_ROWS) kn_linear_f16(x, ldx, Wh, b, out, ldo, M, N, K);
+  else kn_linear(x, ldx, W, b, out, ldo, M, N, K);
 }

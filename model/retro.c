@@ -36,8 +36,8 @@ const char *retro_last_error(void) { return proto_err_get(); }
 /* ------------------------------------------------------------ weights */
 
 typedef struct lin_w {
-  const float *w;    /* (out, in) */
-  const float *b;    /* (out) */
+  const float *w; /* (out, in) */
+  const float *b; /* (out) */
   const uint16_t *h; /* (out, in) the F16 weights in the file, or NULL */
 } lin_w;
 
@@ -49,43 +49,43 @@ typedef struct ln_w {
 typedef struct dec_layer {
   int retro_idx; /* index among RETRO layers, -1 for a plain block */
   ln_w ln1, lnc, ln2;
-  lin_w qkv;     /* (3D, D) */
-  lin_w out;     /* (D, D) */
-  lin_w cq;      /* (D, D) */
-  lin_w ckv;     /* (2D, D) */
-  lin_w cout;    /* (D, D) */
-  lin_w fc1;     /* (F, D) */
-  lin_w fc2;     /* (D, F) */
+  lin_w qkv; /* (3D, D) */
+  lin_w out; /* (D, D) */
+  lin_w cq; /* (D, D) */
+  lin_w ckv; /* (2D, D) */
+  lin_w cout; /* (D, D) */
+  lin_w fc1; /* (F, D) */
+  lin_w fc2; /* (D, F) */
 } dec_layer;
 
 typedef struct enc_layer {
   ln_w ln1, lnx, ln2;
-  lin_w qkv;  /* (3D, D) */
-  lin_w out;  /* (D, D) */
-  lin_w xq;   /* (D, D) */
-  lin_w xkv;  /* (2D, D) */
+  lin_w qkv; /* (3D, D) */
+  lin_w out; /* (D, D) */
+  lin_w xq; /* (D, D) */
+  lin_w xkv; /* (2D, D) */
   lin_w xout; /* (D, D) */
-  lin_w fc1;  /* (F, D) */
-  lin_w fc2;  /* (D, F) */
+  lin_w fc1; /* (F, D) */
+  lin_w fc2; /* (D, F) */
 } enc_layer;
 
 struct retro {
   retro_config cfg;
-  int hd;          /* head dim */
+  int hd; /* head dim */
   int first_retro; /* 0-based layer of the first RETRO block, -1 if none */
   st_file *st;
   tok *tk;
   const float *tok_emb; /* (V, D) */
-  const float *head;    /* (V, D): tok_emb when tied */
+  const float *head; /* (V, D): tok_emb when tied */
   const uint16_t *head_h; /* (V, D) F16 copy of head in the file, or NULL */
-  int f16_gemv;         /* use F16 weights for one-token products */
-  dec_layer *layers;    /* (n_layers) */
-  enc_layer *enc;       /* (enc_layers) */
+  int f16_gemv; /* use F16 weights for one-token products */
+  dec_layer *layers; /* (n_layers) */
+  enc_layer *enc; /* (enc_layers) */
   ln_w enc_lnf, ln_f;
-  int rope_n;           /* positions in the tables */
-  float *rope_cos;      /* (rope_n, hd/2) */
-  float *rope_sin;      /* (rope_n, hd/2) */
-  pool *pool;           /* products of many rows are split over it by columns */
+  int rope_n; /* positions in the tables */
+  float *rope_cos; /* (rope_n, hd/2) */
+  float *rope_sin; /* (rope_n, hd/2) */
+  pool *pool; /* products of many rows are split over it by columns */
   int workers;
 };
 
@@ -211,7 +211,7 @@ static proto_status load_weights(retro *r) {
       while (k < wl.n_names && strcmp(wl.names[k], nm) != 0) k++;
       if (k == wl.n_names) {
         proto_err_set("retro_open: %s: unexpected tensor '%s'%s", st_path(r->st), nm,
-                        strcmp(nm, "head.weight") == 0 ? " (config says tie_embeddings)" : "");
+                      strcmp(nm, "head.weight") == 0 ? " (config says tie_embeddings)" : "");
         break;
       }
     }
@@ -288,8 +288,7 @@ static proto_status load_config(const char *dir, retro_config *c) {
       !cfg_int(root, "n_neighbours", 2, 0, &c->n_neighbours) ||
       !cfg_int(root, "enc_layers", 2, 0, &c->enc_layers) ||
       !cfg_int(root, "pad_id", 0, 0, &c->pad_id) || !cfg_int(root, "eos_id", 0, 0, &c->eos_id) ||
-      !cfg_num(root, "rope_theta", 10000.0, &theta) ||
-      !cfg_num(root, "layer_norm_eps", 1e-5, &eps))
+      !cfg_num(root, "rope_theta", 10000.0, &theta) || !cfg_num(root, "layer_norm_eps", 1e-5, &eps))
     goto leave;
   c->rope_theta = (float)theta;
   c->layer_norm_eps = (float)eps;
@@ -303,9 +302,10 @@ static proto_status load_config(const char *dir, retro_config *c) {
       c->dim % c->n_heads != 0 || (c->dim / c->n_heads) % 2 != 0 || c->ffn_dim < 1 ||
       c->max_seq < 1 || c->chunk_len < 1 || c->neighbour_len < 1 || c->n_neighbours < 0 ||
       c->enc_layers < 0 || !(theta > 0.0) || !(eps > 0.0)) {
-    proto_err_set("retro_open: %s: inconsistent sizes (dim %d must be a multiple of n_heads %d "
-                    "with an even head dim; all sizes positive)",
-                    path, c->dim, c->n_heads);
+    proto_err_set(
+        "retro_open: %s: inconsistent sizes (dim %d must be a multiple of n_heads %d "
+        "with an even head dim; all sizes positive)",
+        path, c->dim, c->n_heads);
     goto leave;
   }
   json_t *rl = json_object_get(root, "retro_layers");
@@ -319,7 +319,7 @@ static proto_status load_config(const char *dir, retro_config *c) {
     long long x = json_is_integer(v) ? json_integer_value(v) : -1;
     if (x < 1 || x > c->n_layers || (i > 0 && x <= c->retro_layers[i - 1])) {
       proto_err_set("retro_open: %s: \"retro_layers\" must be sorted, unique, in 1..n_layers",
-                      path);
+                    path);
       goto leave;
     }
     c->retro_layers[i] = (int)x;
@@ -405,7 +405,7 @@ proto_status retro_open(const char *dir, int threads, retro **out) {
     }
     if (tok_vocab_size(r->tk) > (size_t)c->vocab_size) {
       proto_err_set("retro_open: %s: tokenizer has %zu tokens, model vocab_size is %d", dir,
-                      tok_vocab_size(r->tk), c->vocab_size);
+                    tok_vocab_size(r->tk), c->vocab_size);
       st = PROTO_EMISMATCH;
       goto leave;
     }
@@ -463,7 +463,8 @@ static void lin_tile(void *arg, int t, int worker) {
   (void)worker;
   const lin_job *j = arg;
   int nb = (j->N + 15) / 16;
-  int c0 = 16 * (int)((long long)nb * t / j->tiles), c1 = 16 * (int)((long long)nb * (t + 1) / j->tiles);
+  int c0 = 16 * (int)((long long)nb * t / j->tiles),
+      c1 = 16 * (int)((long long)nb * (t + 1) / j->tiles);
   if (c1 > j->N) c1 = j->N;
   if (c1 <= c0) return;
   const float *w = j->l->w + (size_t)c0 * (size_t)j->K, *b = j->l->b ? j->l->b + c0 : NULL;
@@ -471,10 +472,8 @@ static void lin_tile(void *arg, int t, int worker) {
   if (j->M == 1) { /* one row: gemv, bound by reading W */
     int n = c1 - c0;
     if (!j->accumulate) {
-      if (b)
-        memcpy(o, b, (size_t)n * sizeof(float));
-      else
-        memset(o, 0, (size_t)n * sizeof(float));
+      if (b) memcpy(o, b, (size_t)n * sizeof(float));
+      else memset(o, 0, (size_t)n * sizeof(float));
     } else if (b) {
       for (int c = 0; c < n; c++) o[c] += b[c];
     }
@@ -512,8 +511,8 @@ static void lin(const retro *r, const float *x, int ldx, const lin_w *l, float *
     for (int n0 = 0; n0 < N; n0 += NB) {
       int nb = N - n0 < NB ? N - n0 : NB;
       kn_linear_prefer_f16(x, ldx, l->w + (size_t)n0 * (size_t)K,
-                           l->h ? l->h + (size_t)n0 * (size_t)K : NULL,
-                           l->b ? l->b + n0 : NULL, tmp, NB, M, nb, K);
+                           l->h ? l->h + (size_t)n0 * (size_t)K : NULL, l->b ? l->b + n0 : NULL,
+                           tmp, NB, M, nb, K);
       for (int i = 0; i < M; i++)
         for (int j = 0; j < nb; j++) out[(size_t)i * (size_t)ldo + n0 + j] += tmp[i * NB + j];
     }
@@ -542,13 +541,13 @@ static void rope(const retro *r, float *v, int pos) {
 /* ------------------------------------------------------------ state */
 
 typedef struct chunk_nb {
-  int k;           /* neighbours set (0: none) */
-  int nvalid;      /* non-pad positions over all neighbours */
-  int encoded;     /* kv filled */
+  int k; /* neighbours set (0: none) */
+  int nvalid; /* non-pad positions over all neighbours */
+  int encoded; /* kv filled */
   int32_t *tokens; /* (nvalid) the non-pad tokens, neighbour by neighbour */
-  int *vpos;       /* (nvalid) position of each inside its neighbour (0..r-1) */
-  int *start;      /* (k + 1) first row of each neighbour in tokens */
-  float *kv;       /* (n_retro, 2, nvalid, D): rotated CCA keys, then values */
+  int *vpos; /* (nvalid) position of each inside its neighbour (0..r-1) */
+  int *start; /* (k + 1) first row of each neighbour in tokens */
+  float *kv; /* (n_retro, 2, nvalid, D): rotated CCA keys, then values */
 } chunk_nb;
 
 struct retro_state {
@@ -556,27 +555,27 @@ struct retro_state {
   int max_tokens;
   int pos;
   int n_chunks;
-  chunk_nb *chunks;  /* (n_chunks) */
-  float *kcache;     /* (n_layers, max_tokens, D) rotated keys */
-  float *vcache;     /* (n_layers, max_tokens, D) */
-  float *hbuf;       /* (m, D) H rows of the chunk in progress, row p % m */
+  chunk_nb *chunks; /* (n_chunks) */
+  float *kcache; /* (n_layers, max_tokens, D) rotated keys */
+  float *vcache; /* (n_layers, max_tokens, D) */
+  float *hbuf; /* (m, D) H rows of the chunk in progress, row p % m */
   /* decoder block scratch, rows = cap */
   int cap;
-  float *x;      /* (cap, D) residual stream */
-  float *xn;     /* (cap, D) normalised / sublayer input */
-  float *qkv;    /* (cap, 3D) */
-  float *att;    /* (cap, D) */
-  float *ffn;    /* (cap, max(F, D)) */
+  float *x; /* (cap, D) residual stream */
+  float *xn; /* (cap, D) normalised / sublayer input */
+  float *qkv; /* (cap, 3D) */
+  float *att; /* (cap, D) */
+  float *ffn; /* (cap, max(F, D)) */
   float *scores; /* (cap, score_cols) */
   int score_cols;
   /* encoder scratch for up to rcap neighbour positions (non-pad) per chunk */
   int rcap;
-  float *ey;      /* (rcap, D) */
-  float *eyn;     /* (rcap, D) */
-  float *eqkv;    /* (rcap, 3D) */
-  float *eatt;    /* (rcap, D) */
-  float *effn;    /* (rcap, F) */
-  float *hkv;     /* (m, 2D) */
+  float *ey; /* (rcap, D) */
+  float *eyn; /* (rcap, D) */
+  float *eqkv; /* (rcap, 3D) */
+  float *eatt; /* (rcap, D) */
+  float *effn; /* (rcap, F) */
+  float *hkv; /* (m, 2D) */
   float *escores; /* (max(r*r, rcap*m)) */
   retro_stats stats;
 };
@@ -662,8 +661,7 @@ proto_status retro_state_new(const retro *r, int max_tokens, retro_state **out) 
   if (!r) return PROTO_EINVAL;
   const retro_config *c = &r->cfg;
   if (max_tokens < 1 || max_tokens > c->max_seq) {
-    proto_err_set("retro_state_new: max_tokens %d outside 1..%d (max_seq)", max_tokens,
-                    c->max_seq);
+    proto_err_set("retro_state_new: max_tokens %d outside 1..%d (max_seq)", max_tokens, c->max_seq);
     return PROTO_ERANGE;
   }
   retro_state *s = calloc(1, sizeof *s);
@@ -686,8 +684,8 @@ proto_status retro_state_new(const retro *r, int max_tokens, retro_state **out) 
   s->att = malloc(cap * D * sizeof(float));
   s->ffn = malloc(cap * (F > D ? F : D) * sizeof(float));
   s->hkv = malloc(m * 2 * D * sizeof(float));
-  if (!s->chunks || !s->kcache || !s->vcache || !s->hbuf || !s->x || !s->xn || !s->qkv ||
-      !s->att || !s->ffn || !s->hkv) {
+  if (!s->chunks || !s->kcache || !s->vcache || !s->hbuf || !s->x || !s->xn || !s->qkv || !s->att ||
+      !s->ffn || !s->hkv) {
     proto_err_set("retro_state_new: out of memory (max_tokens %d)", max_tokens);
     goto leave;
   }
@@ -709,10 +707,8 @@ void retro_state_reset(retro_state *s) {
 
 void retro_state_stats(const retro_state *s, retro_stats *out) {
   if (!out) return;
-  if (s)
-    *out = s->stats;
-  else
-    memset(out, 0, sizeof *out);
+  if (s) *out = s->stats;
+  else memset(out, 0, sizeof *out);
 }
 
 int retro_state_pos(const retro_state *s) { return s ? s->pos : 0; }
@@ -731,17 +727,18 @@ proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *toke
     return PROTO_EINVAL;
   }
   if (s->pos > chunk * m + m - 1) {
-    proto_err_set("retro_set_neighbours: chunk %d: too late, its last token (position %d) "
-                    "was already consumed",
-                    chunk, chunk * m + m - 1);
+    proto_err_set(
+        "retro_set_neighbours: chunk %d: too late, its last token (position %d) "
+        "was already consumed",
+        chunk, chunk * m + m - 1);
     return PROTO_EINVAL;
   }
   int nvalid = 0;
   for (size_t i = 0; i < (size_t)k * (size_t)r; i++) {
     if (tokens[i] == pad_id) continue;
     if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
-      proto_err_set("retro_set_neighbours: chunk %d: token id %d outside the vocabulary",
-                      chunk, (int)tokens[i]);
+      proto_err_set("retro_set_neighbours: chunk %d: token id %d outside the vocabulary", chunk,
+                    (int)tokens[i]);
       return PROTO_ERANGE;
     }
     nvalid++;
@@ -754,8 +751,7 @@ proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *toke
   cn->tokens = malloc((size_t)nvalid * sizeof(int32_t));
   cn->vpos = malloc((size_t)nvalid * sizeof(int));
   cn->start = malloc((size_t)(k + 1) * sizeof(int));
-  cn->kv = malloc((size_t)c->n_retro_layers * 2 * (size_t)nvalid * (size_t)c->dim *
-                  sizeof(float));
+  cn->kv = malloc((size_t)c->n_retro_layers * 2 * (size_t)nvalid * (size_t)c->dim * sizeof(float));
   if (!cn->tokens || !cn->vpos || !cn->start || !cn->kv) {
     chunk_clear(cn);
     proto_err_set("retro_set_neighbours: out of memory");
@@ -791,8 +787,8 @@ static void encode_chunk(retro_state *s, int u) {
   const int D = c->dim, F = c->ffn_dim, m = c->chunk_len, H = c->n_heads, hd = M->hd, k = cn->k,
             R = cn->nvalid;
   const float eps = c->layer_norm_eps, scale = 1.0f / sqrtf((float)hd);
-  float *y = s->ey;     /* (R, D) */
-  float *yn = s->eyn;   /* (R, D) */
+  float *y = s->ey; /* (R, D) */
+  float *yn = s->eyn; /* (R, D) */
   float *qkv = s->eqkv; /* (R, 3D) */
   float *att = s->eatt; /* (R, D) */
   for (int i = 0; i < R; i++)
@@ -836,7 +832,7 @@ static void encode_chunk(retro_state *s, int u) {
     const dec_layer *L = &M->layers[li];
     if (L->retro_idx < 0) continue;
     float *K = cn->kv + (size_t)L->retro_idx * 2 * (size_t)R * D; /* (R, D) */
-    float *Vv = K + (size_t)R * D;                                  /* (R, D) */
+    float *Vv = K + (size_t)R * D; /* (R, D) */
     lin_w wk = {L->ckv.w, L->ckv.b, NULL}, wv = {L->ckv.w + (size_t)D * D, L->ckv.b + D, NULL};
     lin(s->m, yn, D, &wk, K, D, R, D, D, 0);
     lin(s->m, yn, D, &wv, Vv, D, R, D, D, 0);
@@ -876,8 +872,8 @@ static void cca_block(retro_state *s, const dec_layer *L, int P0, int n) {
       const float *K = cn->kv + (size_t)L->retro_idx * 2 * (size_t)nv * D;
       const float *Vv = K + (size_t)nv * D;
       for (int h = 0; h < H; h++)
-        kn_attention_head(q + h * hd, D, K + h * hd, D, Vv + h * hd, D, s->att + h * hd, D, seg,
-                          nv, nv, hd, scale, 0, s->scores);
+        kn_attention_head(q + h * hd, D, K + h * hd, D, Vv + h * hd, D, s->att + h * hd, D, seg, nv,
+                          nv, hd, scale, 0, s->scores);
       lin(s->m, s->att, D, &L->cout, s->x + (size_t)i * D, D, seg, D, D, 1);
     }
     i = end;
@@ -912,8 +908,8 @@ static void forward_block(retro_state *s, const int32_t *tokens, int n, int firs
       memcpy(vc + (size_t)(P0 + i) * D, row + 2 * D, (size_t)D * sizeof(float));
     }
     for (int h = 0; h < H; h++)
-      kn_attention_head(qkv + h * hd, 3 * D, kc + h * hd, D, vc + h * hd, D, s->att + h * hd, D,
-                        n, P0 + n, P0 + n, hd, scale, 1, s->scores);
+      kn_attention_head(qkv + h * hd, 3 * D, kc + h * hd, D, vc + h * hd, D, s->att + h * hd, D, n,
+                        P0 + n, P0 + n, hd, scale, 1, s->scores);
     lin(s->m, s->att, D, &L->out, x, D, n, D, D, 1);
     /* chunked cross-attention */
     if (L->retro_idx >= 0) {
@@ -953,13 +949,13 @@ proto_status retro_forward(retro_state *s, const int32_t *tokens, int n, int all
   const retro_config *c = &s->m->cfg;
   if (n > s->max_tokens - s->pos) {
     proto_err_set("retro_forward: %d tokens at position %d exceed the state's %d", n, s->pos,
-                    s->max_tokens);
+                  s->max_tokens);
     return PROTO_ERANGE;
   }
   for (int i = 0; i < n; i++)
     if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
       proto_err_set("retro_forward: token id %d outside the vocabulary (%d)", (int)tokens[i],
-                      c->vocab_size);
+                    c->vocab_size);
       return PROTO_ERANGE;
     }
   double t0 = proto_now();
@@ -968,8 +964,7 @@ proto_status retro_forward(retro_state *s, const int32_t *tokens, int n, int all
     int last = done + b == n;
     if (all_logits)
       forward_block(s, tokens + done, b, 0, logits + (size_t)done * (size_t)c->vocab_size);
-    else
-      forward_block(s, tokens + done, b, last ? b - 1 : b, logits);
+    else forward_block(s, tokens + done, b, last ? b - 1 : b, logits);
     done += b;
   }
   s->stats.tokens += n;

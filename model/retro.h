@@ -23,23 +23,23 @@ typedef struct retro_state retro_state;
 
 typedef struct retro_config {
   int vocab_size;
-  int dim;            /* d_model */
+  int dim; /* d_model */
   int n_layers;
   int n_heads;
   int ffn_dim;
-  int max_seq;        /* longest sequence (prompt + generated) */
-  int chunk_len;      /* m = 64 */
-  int neighbour_len;  /* r = 128: [N, F] */
-  int n_neighbours;   /* k used in training (a state may get other k) */
-  int enc_layers;     /* neighbour encoder layers */
+  int max_seq; /* longest sequence (prompt + generated) */
+  int chunk_len; /* m = 64 */
+  int neighbour_len; /* r = 128: [N, F] */
+  int n_neighbours; /* k used in training (a state may get other k) */
+  int enc_layers; /* neighbour encoder layers */
   int n_retro_layers;
   int retro_layers[16]; /* 1-based layer numbers of RETRO blocks */
   /* added by the retro part (after the original fields): */
-  float rope_theta;     /* rotary base */
+  float rope_theta; /* rotary base */
   float layer_norm_eps;
-  int tie_embeddings;   /* 1: output head = token embedding */
-  int pad_id;           /* config pad id (neighbour padding by default) */
-  int eos_id;           /* end-of-text id */
+  int tie_embeddings; /* 1: output head = token embedding */
+  int pad_id; /* config pad id (neighbour padding by default) */
+  int eos_id; /* end-of-text id */
 } retro_config;
 
 /* Opens a model directory (config.json, model.safetensors, vocab.json,
@@ -75,8 +75,8 @@ int retro_state_pos(const retro_state *s); /* tokens consumed so far */
  * outside the vocabulary), PROTO_EINVAL (k < 0, or the chunk's last token was
  * already consumed), PROTO_ENOMEM. Copies tokens; may allocate (once per
  * chunk). Setting a chunk again replaces its neighbours. */
-proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *tokens,
-                                  int k, int32_t pad_id);
+proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *tokens, int k,
+                                  int32_t pad_id);
 
 /* Consumes n tokens (the prompt in one batched pass, or one token at a time)
  * and writes the logits of every consumed position into logits (n x vocab),
@@ -84,17 +84,17 @@ proto_status retro_set_neighbours(retro_state *s, int chunk, const int32_t *toke
  * Reaching the last token of a chunk with neighbours encodes them (once).
  * Errors: PROTO_EINVAL (NULL, n < 1), PROTO_ERANGE (past max_tokens, or a
  * token outside the vocabulary; nothing is consumed then). No allocation. */
-proto_status retro_forward(retro_state *s, const int32_t *tokens, int n,
-                           int all_logits, float *logits);
+proto_status retro_forward(retro_state *s, const int32_t *tokens, int n, int all_logits,
+                           float *logits);
 
 /* Where a state's time went since it was created or reset (for benchmarks
  * and server timings). Wall-clock seconds. */
 typedef struct retro_stats {
-  int tokens;          /* positions consumed */
-  int forward_calls;   /* retro_forward calls that succeeded */
-  int chunks_encoded;  /* neighbour sets run through the encoder */
-  double forward_s;    /* inside retro_forward, encoding included */
-  double encode_s;     /* of which: neighbour encoder + CCA key/value caching */
+  int tokens; /* positions consumed */
+  int forward_calls; /* retro_forward calls that succeeded */
+  int chunks_encoded; /* neighbour sets run through the encoder */
+  double forward_s; /* inside retro_forward, encoding included */
+  double encode_s; /* of which: neighbour encoder + CCA key/value caching */
 } retro_stats;
 void retro_state_stats(const retro_state *s, retro_stats *out);
 

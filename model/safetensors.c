@@ -23,20 +23,20 @@
 
 typedef struct st_entry {
   st_tensor_info info;
-  uint64_t begin, end;   /* data_offsets, relative to the data start */
-  float *converted;      /* owned float32 copy (F16/BF16/unaligned F32) */
+  uint64_t begin, end; /* data_offsets, relative to the data start */
+  float *converted; /* owned float32 copy (F16/BF16/unaligned F32) */
 } st_entry;
 
 struct st_file {
   char *path;
   const unsigned char *map; /* whole file */
   size_t size;
-  json_t *header;           /* keeps the name strings alive */
-  json_t *meta;             /* borrowed from header, may be NULL */
-  st_entry *entries;        /* (count), sorted by data offset */
-  st_entry **by_name;       /* (count), sorted by name */
+  json_t *header; /* keeps the name strings alive */
+  json_t *meta; /* borrowed from header, may be NULL */
+  st_entry *entries; /* (count), sorted by data offset */
+  st_entry **by_name; /* (count), sorted by name */
   size_t count;
-  pthread_mutex_t lock;     /* guards converted */
+  pthread_mutex_t lock; /* guards converted */
 };
 
 const char *st_last_error(void) { return proto_err_get(); }
@@ -45,10 +45,9 @@ static const struct {
   const char *name;
   size_t size;
 } st_dtypes[ST_DTYPE_COUNT] = {
-    [ST_F32] = {"F32", 4}, [ST_F16] = {"F16", 2}, [ST_BF16] = {"BF16", 2},
-    [ST_F64] = {"F64", 8}, [ST_I64] = {"I64", 8}, [ST_I32] = {"I32", 4},
-    [ST_I16] = {"I16", 2}, [ST_I8] = {"I8", 1},   [ST_U8] = {"U8", 1},
-    [ST_BOOL] = {"BOOL", 1},
+    [ST_F32] = {"F32", 4}, [ST_F16] = {"F16", 2},   [ST_BF16] = {"BF16", 2}, [ST_F64] = {"F64", 8},
+    [ST_I64] = {"I64", 8}, [ST_I32] = {"I32", 4},   [ST_I16] = {"I16", 2},   [ST_I8] = {"I8", 1},
+    [ST_U8] = {"U8", 1},   [ST_BOOL] = {"BOOL", 1},
 };
 
 const char *st_dtype_name(st_dtype d) {
@@ -88,7 +87,7 @@ static int st_parse_entry(const st_file *f, const char *name, json_t *v, st_entr
          *jo = json_object_get(v, "data_offsets");
   if (!json_is_string(jd) || !json_is_array(js) || !json_is_array(jo)) {
     proto_err_set("%s: tensor '%s': needs string \"dtype\", arrays \"shape\" and \"data_offsets\"",
-                 path, name);
+                  path, name);
     return 0;
   }
   if (!st_dtype_parse(json_string_value(jd), &e->info.dtype)) {
@@ -129,21 +128,21 @@ static int st_parse_entry(const st_file *f, const char *name, json_t *v, st_entr
   e->end = (uint64_t)json_integer_value(json_array_get(jo, 1));
   if (e->begin > e->end) {
     proto_err_set("%s: tensor '%s': data_offsets [%llu, %llu] are reversed", path, name,
-                 (unsigned long long)e->begin, (unsigned long long)e->end);
+                  (unsigned long long)e->begin, (unsigned long long)e->end);
     return 0;
   }
   if (e->end > data_size) {
-    proto_err_set("%s: tensor '%s': data_offsets [%llu, %llu] past the end of the data "
-                 "(%llu bytes; file truncated?)",
-                 path, name, (unsigned long long)e->begin, (unsigned long long)e->end,
-                 (unsigned long long)data_size);
+    proto_err_set(
+        "%s: tensor '%s': data_offsets [%llu, %llu] past the end of the data "
+        "(%llu bytes; file truncated?)",
+        path, name, (unsigned long long)e->begin, (unsigned long long)e->end,
+        (unsigned long long)data_size);
     return 0;
   }
   if (e->end - e->begin != count * es) {
-    proto_err_set("%s: tensor '%s': %llu bytes for %s shape of %llu elements (expected %llu)",
-                 path, name, (unsigned long long)(e->end - e->begin),
-                 st_dtypes[e->info.dtype].name, (unsigned long long)count,
-                 (unsigned long long)(count * es));
+    proto_err_set("%s: tensor '%s': %llu bytes for %s shape of %llu elements (expected %llu)", path,
+                  name, (unsigned long long)(e->end - e->begin), st_dtypes[e->info.dtype].name,
+                  (unsigned long long)count, (unsigned long long)(count * es));
     return 0;
   }
   e->info.name = name;
@@ -191,15 +190,16 @@ proto_status st_open(const char *path, st_file **out) {
   uint64_t hlen = 0;
   for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->map[i];
   if (hlen > ST_MAX_HEADER || hlen > f->size - 8) {
-    proto_err_set("%s: header length %llu exceeds the file (%zu bytes; truncated or not safetensors)",
-                 path, (unsigned long long)hlen, f->size);
+    proto_err_set(
+        "%s: header length %llu exceeds the file (%zu bytes; truncated or not safetensors)", path,
+        (unsigned long long)hlen, f->size);
     goto fail;
   }
   json_error_t jerr;
   f->header = json_loadb((const char *)f->map + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
   if (!f->header || !json_is_object(f->header)) {
     proto_err_set("%s: header is not a JSON object: %s (byte %d)", path,
-                 f->header ? "wrong type" : jerr.text, f->header ? 0 : jerr.position);
+                  f->header ? "wrong type" : jerr.text, f->header ? 0 : jerr.position);
     goto fail;
   }
   uint64_t data_size = f->size - 8 - hlen;
@@ -241,8 +241,8 @@ proto_status st_open(const char *path, st_file **out) {
     const st_entry *a = &f->entries[i - 1], *b = &f->entries[i];
     if (b->begin < a->end && b->begin != b->end) {
       proto_err_set("%s: tensor '%s' [%llu, %llu) overlaps tensor '%s' [%llu, %llu)", path,
-                   b->info.name, (unsigned long long)b->begin, (unsigned long long)b->end,
-                   a->info.name, (unsigned long long)a->begin, (unsigned long long)a->end);
+                    b->info.name, (unsigned long long)b->begin, (unsigned long long)b->end,
+                    a->info.name, (unsigned long long)a->begin, (unsigned long long)a->end);
       goto fail;
     }
   }
@@ -348,7 +348,7 @@ proto_status st_get_f32(st_file *f, const char *name, int ndim, const int64_t *s
   }
   if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
     proto_err_set("%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", f->path, name,
-                 st_dtypes[t->dtype].name);
+                  st_dtypes[t->dtype].name);
     return PROTO_ETYPE;
   }
   if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0) {

@@ -14,8 +14,8 @@ struct sampler {
   int vocab;
   sample_params p;
   sample_rng rng;
-  int32_t *idx;  /* (vocab) candidate token ids */
-  float *prob;   /* (vocab) probabilities at the sampling temperature */
+  int32_t *idx; /* (vocab) candidate token ids */
+  float *prob; /* (vocab) probabilities at the sampling temperature */
 };
 
 /* ------------------------------------------------------------------ RNG */
@@ -63,14 +63,11 @@ sample_params sample_params_default(void) {
 
 proto_status sample_params_check(const sample_params *p) {
   const char *w = NULL;
-  if (!p)
-    w = "no parameters";
+  if (!p) w = "no parameters";
   else if (!isfinite(p->temperature) || p->temperature < 0.0f)
     w = "temperature must be a finite number >= 0";
-  else if (p->top_k < 0)
-    w = "top_k must be >= 0";
-  else if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
-    w = "top_p must be in (0, 1]";
+  else if (p->top_k < 0) w = "top_k must be >= 0";
+  else if (!(p->top_p > 0.0f && p->top_p <= 1.0f)) w = "top_p must be in (0, 1]";
   else if (p->n_logprobs < 0 || p->n_logprobs > SAMPLE_MAX_LOGPROBS)
     w = "logprobs must be between 0 and 20";
   return w ? proto_fail(PROTO_ERANGE, "%s", w) : PROTO_OK;

@@ -31,17 +31,26 @@ typedef struct st_file st_file;
 enum { ST_MAX_DIMS = 8 };
 
 typedef enum st_dtype {
-  ST_F32 = 0, ST_F16, ST_BF16, ST_F64, ST_I64, ST_I32, ST_I16, ST_I8, ST_U8, ST_BOOL,
+  ST_F32 = 0,
+  ST_F16,
+  ST_BF16,
+  ST_F64,
+  ST_I64,
+  ST_I32,
+  ST_I16,
+  ST_I8,
+  ST_U8,
+  ST_BOOL,
   ST_DTYPE_COUNT
 } st_dtype;
 
 typedef struct st_tensor_info {
-  const char *name;       /* borrowed, lives as long as the file */
+  const char *name; /* borrowed, lives as long as the file */
   st_dtype dtype;
   int ndim;
   int64_t shape[ST_MAX_DIMS];
   size_t nbytes;
-  const void *data;       /* raw little-endian bytes inside the mapping */
+  const void *data; /* raw little-endian bytes inside the mapping */
 } st_tensor_info;
 
 /* Maps and validates path. On failure *out is NULL and st_last_error() says

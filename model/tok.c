@@ -31,11 +31,11 @@
 #include "tok_unicode.h"
 
 enum {
-  WP_MAX_CHARS = 100,        /* longer words -> [UNK] (HF max_input_chars_per_word) */
-  MAX_VOCAB_ID = 1 << 24,    /* larger ids in vocab.json are refused */
+  WP_MAX_CHARS = 100, /* longer words -> [UNK] (HF max_input_chars_per_word) */
+  MAX_VOCAB_ID = 1 << 24, /* larger ids in vocab.json are refused */
   CACHE_SHARDS = 16,
   CACHE_SHARD_MAX = 1 << 14, /* entries per shard before it is emptied */
-  CACHE_MAX_WORD = 64,       /* longer pre-tokens are not cached */
+  CACHE_MAX_WORD = 64, /* longer pre-tokens are not cached */
 };
 
 /* ------------------------------------------------------------------ errors */
@@ -45,7 +45,8 @@ const char *tok_last_error(void) { return proto_err_get(); }
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-static proto_status fail(proto_status st, const char *fmt, ...) {
+static proto_status
+fail(proto_status st, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   proto_err_vset(fmt, ap);
@@ -63,7 +64,8 @@ static uint64_t hash_bytes(const void *p, size_t n) {
     memcpy(&k, s, 8);
     h = (h ^ k) * 0xFF51AFD7ED558CCDull;
     h ^= h >> 32;
-    s += 8; n -= 8;
+    s += 8;
+    n -= 8;
   }
   uint64_t k = 0;
   for (size_t i = 0; i < n; i++) k |= (uint64_t)s[i] << (8 * i);
@@ -89,14 +91,20 @@ static proto_status read_file(const char *path, char **buf, size_t *len) {
   char *b = NULL;
   FILE *f = fopen(path, "rb");
   if (!f) return fail(PROTO_EIO, "%s: %s", path, strerror(errno));
-  if (fseek(f, 0, SEEK_END) != 0) { st = fail(PROTO_EIO, "%s: cannot seek", path); goto leave; }
+  if (fseek(f, 0, SEEK_END) != 0) {
+    st = fail(PROTO_EIO, "%s: cannot seek", path);
+    goto leave;
+  }
   long sz = ftell(f);
   if (sz < 0 || fseek(f, 0, SEEK_SET) != 0) {
     st = fail(PROTO_EIO, "%s: cannot size", path);
     goto leave;
   }
   b = malloc((size_t)sz + 1);
-  if (!b) { st = fail(PROTO_ENOMEM, "%s: out of memory", path); goto leave; }
+  if (!b) {
+    st = fail(PROTO_ENOMEM, "%s: out of memory", path);
+    goto leave;
+  }
   if (fread(b, 1, (size_t)sz, f) != (size_t)sz) {
     st = fail(PROTO_EIO, "%s: short read", path);
     goto leave;
@@ -203,7 +211,10 @@ static int32_t smap_get(const smap *m, const char *s, size_t len) {
 /* Inserts or overwrites. 0 or -1 (out of memory). */
 static int smap_put(smap *m, const char *s, size_t len, int32_t val) {
   sent *e = smap_find(m, s, len);
-  if (e) { e->val = val; return 0; }
+  if (e) {
+    e->val = val;
+    return 0;
+  }
   if ((m->n + 1) * 4 > m->cap * 3 && smap_grow(m)) return -1;
   size_t j = hash_bytes(s, len) & (m->cap - 1);
   while (m->e[j].s) j = (j + 1) & (m->cap - 1);
@@ -329,13 +340,13 @@ struct tok {
   const char **id_str;
   uint32_t *id_len;
   /* WordPiece */
-  smap vocab;        /* token string -> id (last line wins) */
+  smap vocab; /* token string -> id (last line wins) */
   int32_t unk;
   int lowercase, strip;
   size_t max_tok_bytes;
   /* BPE */
-  smap syms;         /* symbol string (byte-map chars, UTF-8) -> symbol index */
-  int32_t *sym_id;   /* symbol -> vocab id, -1 when not in vocab.json */
+  smap syms; /* symbol string (byte-map chars, UTF-8) -> symbol index */
+  int32_t *sym_id; /* symbol -> vocab id, -1 when not in vocab.json */
   const char **sym_str;
   uint32_t *sym_len;
   size_t nsym, sym_cap;
@@ -421,8 +432,7 @@ static proto_status bpe_load_vocab(tok *t, const char *path, const char *buf, si
   proto_status st = PROTO_OK;
   json_error_t jerr;
   json_t *root = json_loadb(buf, len, 0, &jerr);
-  if (!root)
-    return fail(PROTO_ECORRUPT, "%s:%d: bad JSON: %s", path, jerr.line, jerr.text);
+  if (!root) return fail(PROTO_ECORRUPT, "%s:%d: bad JSON: %s", path, jerr.line, jerr.text);
   if (!json_is_object(root)) {
     st = fail(PROTO_ECORRUPT, "%s: not a JSON object", path);
     goto leave;
@@ -433,8 +443,8 @@ static proto_status bpe_load_vocab(tok *t, const char *path, const char *buf, si
   json_object_foreach(root, key, val) {
     json_int_t v = json_is_integer(val) ? json_integer_value(val) : -1;
     if (v < 0 || v >= MAX_VOCAB_ID) {
-      st = fail(PROTO_ECORRUPT, "%s: token \"%.40s\": id is not an integer in [0, %d)",
-                path, key, MAX_VOCAB_ID);
+      st = fail(PROTO_ECORRUPT, "%s: token \"%.40s\": id is not an integer in [0, %d)", path, key,
+                MAX_VOCAB_ID);
       goto leave;
     }
     if ((size_t)v > max_id) max_id = (size_t)v;
@@ -447,7 +457,10 @@ static proto_status bpe_load_vocab(tok *t, const char *path, const char *buf, si
   t->vocab_size = max_id + 1;
   t->id_str = calloc(t->vocab_size, sizeof(char *));
   t->id_len = calloc(t->vocab_size, sizeof(uint32_t));
-  if (!t->id_str || !t->id_len) { st = fail(PROTO_ENOMEM, "%s: out of memory", path); goto leave; }
+  if (!t->id_str || !t->id_len) {
+    st = fail(PROTO_ENOMEM, "%s: out of memory", path);
+    goto leave;
+  }
   uint32_t enc[256];
   int16_t dec[324];
   byte_map(enc, dec);
@@ -456,7 +469,10 @@ static proto_status bpe_load_vocab(tok *t, const char *path, const char *buf, si
     int32_t id = (int32_t)json_integer_value(val);
     size_t klen = strlen(key);
     int32_t s = sym_intern(t, key, klen);
-    if (s < 0) { st = fail(PROTO_ENOMEM, "%s: out of memory", path); break; }
+    if (s < 0) {
+      st = fail(PROTO_ENOMEM, "%s: out of memory", path);
+      break;
+    }
     t->sym_id[s] = id;
     /* decoded bytes: byte-map characters -> bytes, others as their UTF-8 */
     bytes.n = 0;
@@ -471,9 +487,15 @@ static proto_status bpe_load_vocab(tok *t, const char *path, const char *buf, si
       } else if (bbuf_add(&bytes, key + i, adv)) break;
       i += adv;
     }
-    if (i < klen) { st = fail(PROTO_ENOMEM, "%s: out of memory", path); break; }
+    if (i < klen) {
+      st = fail(PROTO_ENOMEM, "%s: out of memory", path);
+      break;
+    }
     char *p = arena_dup(&t->arena, bytes.n ? bytes.v : "", bytes.n);
-    if (!p) { st = fail(PROTO_ENOMEM, "%s: out of memory", path); break; }
+    if (!p) {
+      st = fail(PROTO_ENOMEM, "%s: out of memory", path);
+      break;
+    }
     t->id_str[id] = p;
     t->id_len[id] = (uint32_t)bytes.n;
   }
@@ -483,7 +505,10 @@ static proto_status bpe_load_vocab(tok *t, const char *path, const char *buf, si
     unsigned char u[4];
     size_t n = tu_utf8_put(enc[b], u);
     int32_t s = sym_intern(t, (const char *)u, n);
-    if (s < 0) { st = fail(PROTO_ENOMEM, "%s: out of memory", path); goto leave; }
+    if (s < 0) {
+      st = fail(PROTO_ENOMEM, "%s: out of memory", path);
+      goto leave;
+    }
     if (t->sym_id[s] < 0) {
       st = fail(PROTO_ECORRUPT, "%s: no token for byte 0x%02x (\"%.*s\")", path, b, (int)n, u);
       goto leave;
@@ -512,7 +537,8 @@ static proto_status bpe_load_merges(tok *t, const char *path, char *buf, size_t 
     if (lineno == 1 && ll >= 8 && memcmp(line, "#version", 8) == 0) continue;
     if (ll == 0) continue;
     char *sp = memchr(line, ' ', ll);
-    if (!sp || sp == line || sp == line + ll - 1 || memchr(sp + 1, ' ', (size_t)(line + ll - sp - 1))) {
+    if (!sp || sp == line || sp == line + ll - 1 ||
+        memchr(sp + 1, ' ', (size_t)(line + ll - sp - 1))) {
       st = fail(PROTO_ECORRUPT, "%s:%zu: expected two tokens separated by one space", path, lineno);
       break;
     }
@@ -529,7 +555,10 @@ static proto_status bpe_load_merges(tok *t, const char *path, char *buf, size_t 
       st = fail(PROTO_ENOMEM, "%s: out of memory", path);
       break;
     }
-    if (rank == INT32_MAX) { st = fail(PROTO_ECORRUPT, "%s: too many merges", path); break; }
+    if (rank == INT32_MAX) {
+      st = fail(PROTO_ECORRUPT, "%s: too many merges", path);
+      break;
+    }
     rank++;
   }
   free(cat.v);
@@ -557,7 +586,10 @@ proto_status tok_open_bpe(const char *vocab_json, const char *merges_txt, tok **
   if ((st = read_file(vocab_json, &vb, &vl))) goto leave;
   if ((st = read_file(merges_txt, &mb, &ml))) goto leave;
   t = calloc(1, sizeof *t);
-  if (!t) { st = fail(PROTO_ENOMEM, "tok_open_bpe: out of memory"); goto leave; }
+  if (!t) {
+    st = fail(PROTO_ENOMEM, "tok_open_bpe: out of memory");
+    goto leave;
+  }
   t->kind = TOK_BPE;
   if ((st = cache_init(t))) goto leave;
   if ((st = bpe_load_vocab(t, vocab_json, vb, vl))) goto leave;
@@ -594,7 +626,10 @@ proto_status tok_open_wordpiece(const char *vocab_txt, int lowercase, int strip_
     goto leave;
   }
   t = calloc(1, sizeof *t);
-  if (!t) { st = fail(PROTO_ENOMEM, "tok_open_wordpiece: out of memory"); goto leave; }
+  if (!t) {
+    st = fail(PROTO_ENOMEM, "tok_open_wordpiece: out of memory");
+    goto leave;
+  }
   t->kind = TOK_WORDPIECE;
   t->lowercase = lowercase ? 1 : 0;
   t->strip = strip_accents < 0 ? t->lowercase : (strip_accents ? 1 : 0);
@@ -607,7 +642,10 @@ proto_status tok_open_wordpiece(const char *vocab_txt, int lowercase, int strip_
     if (j < len && buf[j] == '\r' && j + 1 < len && buf[j + 1] == '\n') j++;
     i = j + 1;
   }
-  if (nlines == 0) { st = fail(PROTO_ECORRUPT, "%s: empty vocabulary", vocab_txt); goto leave; }
+  if (nlines == 0) {
+    st = fail(PROTO_ECORRUPT, "%s: empty vocabulary", vocab_txt);
+    goto leave;
+  }
   if (nlines >= (size_t)MAX_VOCAB_ID) {
     st = fail(PROTO_ECORRUPT, "%s: too many lines", vocab_txt);
     goto leave;
@@ -615,7 +653,10 @@ proto_status tok_open_wordpiece(const char *vocab_txt, int lowercase, int strip_
   t->vocab_size = nlines;
   t->id_str = calloc(nlines, sizeof(char *));
   t->id_len = calloc(nlines, sizeof(uint32_t));
-  if (!t->id_str || !t->id_len) { st = fail(PROTO_ENOMEM, "%s: out of memory", vocab_txt); goto leave; }
+  if (!t->id_str || !t->id_len) {
+    st = fail(PROTO_ENOMEM, "%s: out of memory", vocab_txt);
+    goto leave;
+  }
   size_t id = 0;
   for (size_t i = 0; i < len;) {
     size_t j = i;
@@ -633,7 +674,10 @@ proto_status tok_open_wordpiece(const char *vocab_txt, int lowercase, int strip_
     i = j + 1;
   }
   t->unk = smap_get(&t->vocab, "[UNK]", 5);
-  if (t->unk < 0) { st = fail(PROTO_ECORRUPT, "%s: no [UNK] token", vocab_txt); goto leave; }
+  if (t->unk < 0) {
+    st = fail(PROTO_ECORRUPT, "%s: no [UNK] token", vocab_txt);
+    goto leave;
+  }
   proto_sha256 h;
   proto_sha256_init(&h);
   proto_sha256_update(&h, buf, len);
@@ -724,7 +768,10 @@ static size_t gpt2_next(const unsigned char *s, size_t len, size_t pos) {
     size_t a1;
     unsigned k1;
     gpt2_unit(s + start, len - start, &a1, &k1);
-    if (k1 != TU_BPE_SPACE) { cls = k1; start += a1; }
+    if (k1 != TU_BPE_SPACE) {
+      cls = k1;
+      start += a1;
+    }
   }
   if (cls != TU_BPE_SPACE) {
     size_t p = start;
@@ -843,7 +890,10 @@ static proto_status bpe_word(const tok *t, const unsigned char *w, size_t n, ive
     int32_t s = sym[i];
     int32_t id = t->sym_id[s];
     if (id >= 0) {
-      if (ivec_push(out, id)) { st = fail(PROTO_ENOMEM, "tok_encode: out of memory"); goto leave; }
+      if (ivec_push(out, id)) {
+        st = fail(PROTO_ENOMEM, "tok_encode: out of memory");
+        goto leave;
+      }
       continue;
     }
     /* a merge result missing from vocab.json: its bytes */
@@ -880,8 +930,9 @@ leave:
 
 /* Cached BPE of one pre-token. */
 static proto_status bpe_word_cached(tok *t, const unsigned char *w, size_t n, ivec *out) {
-  if (n == 1) return ivec_push(out, t->byte_id[w[0]]) ? fail(PROTO_ENOMEM, "tok_encode: out of memory")
-                                                       : PROTO_OK;
+  if (n == 1)
+    return ivec_push(out, t->byte_id[w[0]]) ? fail(PROTO_ENOMEM, "tok_encode: out of memory")
+                                            : PROTO_OK;
   if (n > CACHE_MAX_WORD) return bpe_word(t, w, n, out);
   uint64_t hv = hash_bytes(w, n);
   cshard *sh = &t->cache[hv % CACHE_SHARDS];
@@ -922,7 +973,11 @@ static proto_status bpe_word_cached(tok *t, const unsigned char *w, size_t n, iv
   if ((sh->n + 1) * 2 > sh->cap) {
     size_t cap = sh->cap ? sh->cap * 2 : 256;
     centry *e = calloc(cap, sizeof(centry));
-    if (!e) { pthread_mutex_unlock(&sh->mu); free(key); return PROTO_OK; }
+    if (!e) {
+      pthread_mutex_unlock(&sh->mu);
+      free(key);
+      return PROTO_OK;
+    }
     for (size_t j = 0; j < sh->cap; j++) {
       if (!sh->e[j].key) continue;
       size_t k = (hash_bytes(sh->e[j].key, sh->e[j].len) >> 8) & (cap - 1);
@@ -1117,12 +1172,16 @@ oom:
 }
 
 static proto_status wp_encode(const tok *t, const unsigned char *s, size_t len, ivec *out) {
-  if (!proto_utf8_valid((const char *)s, len)) return fail(PROTO_EUTF8, "tok_encode: invalid UTF-8");
+  if (!proto_utf8_valid((const char *)s, len))
+    return fail(PROTO_EUTF8, "tok_encode: invalid UTF-8");
   proto_status st = PROTO_OK;
   wp_scratch sc;
   memset(&sc, 0, sizeof sc);
   tu_buf cps = {0};
-  if (tu_buf_reserve(&cps, len + 1)) { st = fail(PROTO_ENOMEM, "tok_encode: out of memory"); goto leave; }
+  if (tu_buf_reserve(&cps, len + 1)) {
+    st = fail(PROTO_ENOMEM, "tok_encode: out of memory");
+    goto leave;
+  }
   for (size_t i = 0; i < len;) {
     size_t adv;
     int32_t cp = tu_utf8_next(s + i, len - i, &adv);
@@ -1143,10 +1202,16 @@ static proto_status wp_encode(const tok *t, const unsigned char *s, size_t len, 
         }
       }
     }
-    if (best < 0) { i++; continue; }
+    if (best < 0) {
+      i++;
+      continue;
+    }
     if (seg < i && (st = wp_segment(t, &sc, cps.v + seg, i - seg, out))) goto leave;
     int32_t id = smap_get(&t->vocab, wp_specials[best], blen);
-    if (ivec_push(out, id >= 0 ? id : t->unk)) { st = fail(PROTO_ENOMEM, "tok_encode: out of memory"); goto leave; }
+    if (ivec_push(out, id >= 0 ? id : t->unk)) {
+      st = fail(PROTO_ENOMEM, "tok_encode: out of memory");
+      goto leave;
+    }
     i += blen;
     seg = i;
   }
@@ -1171,8 +1236,7 @@ proto_status tok_encode(const tok *t, const char *text, size_t len, int32_t **id
   const unsigned char *s = (const unsigned char *)(text ? text : "");
   if (t->kind == TOK_BPE)
     st = bpe_encode((tok *)t, s, len, &out); /* only the locked cache changes */
-  else
-    st = wp_encode(t, s, len, &out);
+  else st = wp_encode(t, s, len, &out);
   if (st) {
     free(out.v);
     return st;
@@ -1208,7 +1272,10 @@ proto_status tok_decode(const tok *t, const int32_t *ids, size_t n, char **text,
     /* " ".join(tokens).replace(" ##", "").strip() */
     size_t w = 0;
     for (size_t r = 0; r < b.n;) {
-      if (r + 3 <= b.n && memcmp(b.v + r, " ##", 3) == 0) { r += 3; continue; }
+      if (r + 3 <= b.n && memcmp(b.v + r, " ##", 3) == 0) {
+        r += 3;
+        continue;
+      }
       b.v[w++] = b.v[r++];
     }
     b.n = w;

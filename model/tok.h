@@ -32,8 +32,7 @@ typedef enum tok_kind { TOK_WORDPIECE = 0, TOK_BPE = 1 } tok_kind;
 
 /* WordPiece from a BERT vocab.txt. lowercase also strips accents unless
  * strip_accents is 0 (HF: strip_accents=None follows lowercase; pass -1). */
-proto_status tok_open_wordpiece(const char *vocab_txt, int lowercase,
-                                int strip_accents, tok **out);
+proto_status tok_open_wordpiece(const char *vocab_txt, int lowercase, int strip_accents, tok **out);
 /* Byte-level BPE from GPT-2 style vocab.json + merges.txt. */
 proto_status tok_open_bpe(const char *vocab_json, const char *merges_txt, tok **out);
 /* Opens what a model directory holds: vocab.json + merges.txt (BPE) or
@@ -58,15 +57,13 @@ const char *tok_fingerprint(const tok *t);
 
 /* Encodes len bytes of text. *ids is malloc'd (caller frees), *n its length.
  * WordPiece needs valid UTF-8 (PROTO_EUTF8 otherwise); BPE takes any bytes. */
-proto_status tok_encode(const tok *t, const char *text, size_t len,
-                        int32_t **ids, size_t *n);
+proto_status tok_encode(const tok *t, const char *text, size_t len, int32_t **ids, size_t *n);
 /* Decodes ids to bytes. *text is malloc'd and NUL-terminated, *len without the
  * NUL. BPE: decode(encode(x)) == x for any bytes (so a decoded prefix may end
  * inside a UTF-8 sequence); special tokens decode to their literal strings.
  * WordPiece: " ".join(tokens).replace(" ##", "").strip() as HF's
  * convert_tokens_to_string (without its optional clean-up of spaces before
  * punctuation). Unknown ids -> PROTO_EINVAL. */
-proto_status tok_decode(const tok *t, const int32_t *ids, size_t n,
-                        char **text, size_t *len);
+proto_status tok_decode(const tok *t, const int32_t *ids, size_t n, char **text, size_t *len);
 
 #endif

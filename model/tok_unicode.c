@@ -16,8 +16,13 @@
 #include "tok_unicode_tables.h"
 
 enum {
-  HANGUL_S = 0xAC00, HANGUL_L = 0x1100, HANGUL_V = 0x1161, HANGUL_T = 0x11A7,
-  HANGUL_LCOUNT = 19, HANGUL_VCOUNT = 21, HANGUL_TCOUNT = 28,
+  HANGUL_S = 0xAC00,
+  HANGUL_L = 0x1100,
+  HANGUL_V = 0x1161,
+  HANGUL_T = 0x11A7,
+  HANGUL_LCOUNT = 19,
+  HANGUL_VCOUNT = 21,
+  HANGUL_TCOUNT = 28,
   HANGUL_NCOUNT = HANGUL_VCOUNT * HANGUL_TCOUNT,
   HANGUL_SCOUNT = HANGUL_LCOUNT * HANGUL_NCOUNT,
 };
@@ -60,7 +65,10 @@ int32_t tu_utf8_next(const unsigned char *s, size_t len, size_t *adv) {
 }
 
 size_t tu_utf8_put(uint32_t cp, unsigned char *out) {
-  if (cp < 0x80) { out[0] = (unsigned char)cp; return 1; }
+  if (cp < 0x80) {
+    out[0] = (unsigned char)cp;
+    return 1;
+  }
   if (cp < 0x800) {
     out[0] = (unsigned char)(0xC0 | (cp >> 6));
     out[1] = (unsigned char)(0x80 | (cp & 0x3F));
@@ -95,9 +103,15 @@ size_t tu_lower(uint32_t cp, uint32_t out[3]) {
     out[0] = (cp >= 'A' && cp <= 'Z') ? cp + 32 : cp;
     return 1;
   }
-  if (!(tu_props(cp) & TU_HAS_LOWER)) { out[0] = cp; return 1; }
+  if (!(tu_props(cp) & TU_HAS_LOWER)) {
+    out[0] = cp;
+    return 1;
+  }
   long i = find_cp(tu_lower_cp, TU_LOWER_COUNT, cp);
-  if (i < 0) { out[0] = cp; return 1; }
+  if (i < 0) {
+    out[0] = cp;
+    return 1;
+  }
   size_t n = tu_lower_len[i];
   memcpy(out, tu_lower_pool + tu_lower_off[i], n * sizeof(uint32_t));
   return n;
@@ -111,7 +125,10 @@ static int sort_marks(uint32_t *v, size_t n) {
       uint32_t x = v[i];
       unsigned cx = tu_ccc(tu_props(x));
       size_t j = i;
-      while (j > 0 && tu_ccc(tu_props(v[j - 1])) > cx) { v[j] = v[j - 1]; j--; }
+      while (j > 0 && tu_ccc(tu_props(v[j - 1])) > cx) {
+        v[j] = v[j - 1];
+        j--;
+      }
       v[j] = x;
     }
     return 0;
@@ -135,7 +152,8 @@ int tu_nfd(const uint32_t *in, size_t n, tu_buf *out) {
     if (cp >= HANGUL_S && cp < HANGUL_S + HANGUL_SCOUNT) {
       uint32_t s = cp - HANGUL_S;
       if (tu_buf_push(out, HANGUL_L + s / HANGUL_NCOUNT) ||
-          tu_buf_push(out, HANGUL_V + (s % HANGUL_NCOUNT) / HANGUL_TCOUNT)) return -1;
+          tu_buf_push(out, HANGUL_V + (s % HANGUL_NCOUNT) / HANGUL_TCOUNT))
+        return -1;
       if (s % HANGUL_TCOUNT && tu_buf_push(out, HANGUL_T + s % HANGUL_TCOUNT)) return -1;
       continue;
     }
@@ -154,7 +172,10 @@ int tu_nfd(const uint32_t *in, size_t n, tu_buf *out) {
   /* canonical ordering of each run of non-starters */
   size_t i = start;
   while (i < out->n) {
-    if (!tu_ccc(tu_props(out->v[i]))) { i++; continue; }
+    if (!tu_ccc(tu_props(out->v[i]))) {
+      i++;
+      continue;
+    }
     size_t j = i;
     while (j < out->n && tu_ccc(tu_props(out->v[j]))) j++;
     if (sort_marks(out->v + i, j - i)) return -1;
@@ -165,8 +186,8 @@ int tu_nfd(const uint32_t *in, size_t n, tu_buf *out) {
 
 /* Primary composite of a + b, 0 when none. */
 static uint32_t compose(uint32_t a, uint32_t b) {
-  if (a >= HANGUL_L && a < HANGUL_L + HANGUL_LCOUNT &&
-      b >= HANGUL_V && b < HANGUL_V + HANGUL_VCOUNT)
+  if (a >= HANGUL_L && a < HANGUL_L + HANGUL_LCOUNT && b >= HANGUL_V &&
+      b < HANGUL_V + HANGUL_VCOUNT)
     return HANGUL_S + ((a - HANGUL_L) * HANGUL_VCOUNT + (b - HANGUL_V)) * HANGUL_TCOUNT;
   if (a >= HANGUL_S && a < HANGUL_S + HANGUL_SCOUNT && (a - HANGUL_S) % HANGUL_TCOUNT == 0 &&
       b > HANGUL_T && b < HANGUL_T + HANGUL_TCOUNT)
@@ -186,17 +207,22 @@ int tu_nfc(const uint32_t *in, size_t n, tu_buf *out) {
   if (tu_nfd(in, n, out)) return -1;
   uint32_t *v = out->v + start;
   size_t len = out->n - start, w = 0;
-  long starter = -1;     /* index in v[0..w) of the last starter */
-  unsigned last_cc = 0;  /* class of the last character kept after it */
+  long starter = -1; /* index in v[0..w) of the last starter */
+  unsigned last_cc = 0; /* class of the last character kept after it */
   for (size_t i = 0; i < len; i++) {
     uint32_t c = v[i];
     unsigned cc = tu_ccc(tu_props(c));
     if (starter >= 0 && ((size_t)starter == w - 1 || (last_cc != 0 && last_cc < cc))) {
       uint32_t comp = compose(v[starter], c);
-      if (comp) { v[starter] = comp; continue; }
+      if (comp) {
+        v[starter] = comp;
+        continue;
+      }
     }
-    if (cc == 0) { starter = (long)w; last_cc = 0; }
-    else last_cc = cc;
+    if (cc == 0) {
+      starter = (long)w;
+      last_cc = 0;
+    } else last_cc = cc;
     v[w++] = c;
   }
   out->n = start + w;

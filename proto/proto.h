@@ -19,40 +19,40 @@
 
 /* One table generates the enum, the names and the messages.
  * X(NAME, "message"). The HTTP status of each is api/'s (api_http_status). */
-#define PROTO_STATUS_MAP(X)                             \
-  X(OK,             "ok")                               \
-  X(EINVAL,         "invalid argument")                 \
-  X(EJSON,          "malformed JSON")                   \
-  X(EUTF8,          "invalid UTF-8")                    \
-  X(EUNKNOWN_FIELD, "unknown field")                    \
-  X(ETYPE,          "wrong type")                       \
-  X(EMISSING,       "missing field")                    \
-  X(EDIM,           "wrong vector dimension")           \
-  X(ERANGE,         "value out of range")               \
-  X(EUNAUTH,        "missing or wrong API key")         \
-  X(EFORBIDDEN,     "read-only key cannot write")       \
-  X(ENOTFOUND,      "not found")                        \
-  X(EMETHOD,        "method not allowed")               \
-  X(ETOOBIG,        "request body too large")           \
-  X(EMEDIA,         "unsupported media type")           \
-  X(EBUSY,          "too many requests")                \
-  X(ENOMEM,         "out of memory")                    \
-  X(EIO,            "I/O error")                        \
-  X(ECORRUPT,       "corrupt data")                     \
-  X(ESTORE,         "storage error")                    \
-  X(EINDEX,         "index error")                      \
-  X(EMODEL,         "model error")                      \
-  X(EMISMATCH,      "database and model do not match")  \
-  X(EUNAVAIL,       "service unavailable")              \
-  X(ECANCELLED,     "cancelled")                        \
-  X(EINTERNAL,      "internal error")                   \
-  X(ENOSPACE,       "insufficient storage")
+#define PROTO_STATUS_MAP(X)                       \
+  X(OK, "ok")                                     \
+  X(EINVAL, "invalid argument")                   \
+  X(EJSON, "malformed JSON")                      \
+  X(EUTF8, "invalid UTF-8")                       \
+  X(EUNKNOWN_FIELD, "unknown field")              \
+  X(ETYPE, "wrong type")                          \
+  X(EMISSING, "missing field")                    \
+  X(EDIM, "wrong vector dimension")               \
+  X(ERANGE, "value out of range")                 \
+  X(EUNAUTH, "missing or wrong API key")          \
+  X(EFORBIDDEN, "read-only key cannot write")     \
+  X(ENOTFOUND, "not found")                       \
+  X(EMETHOD, "method not allowed")                \
+  X(ETOOBIG, "request body too large")            \
+  X(EMEDIA, "unsupported media type")             \
+  X(EBUSY, "too many requests")                   \
+  X(ENOMEM, "out of memory")                      \
+  X(EIO, "I/O error")                             \
+  X(ECORRUPT, "corrupt data")                     \
+  X(ESTORE, "storage error")                      \
+  X(EINDEX, "index error")                        \
+  X(EMODEL, "model error")                        \
+  X(EMISMATCH, "database and model do not match") \
+  X(EUNAVAIL, "service unavailable")              \
+  X(ECANCELLED, "cancelled")                      \
+  X(EINTERNAL, "internal error")                  \
+  X(ENOSPACE, "insufficient storage")
 
 typedef enum proto_status {
 #define PROTO_STATUS_ENUM(name, msg) PROTO_##name,
   PROTO_STATUS_MAP(PROTO_STATUS_ENUM)
 #undef PROTO_STATUS_ENUM
-  PROTO_STATUS_COUNT
+      PROTO_STATUS_COUNT
 } proto_status;
 
 /* "ok", "invalid argument", ... Never NULL; unknown codes give "unknown status". */
@@ -62,13 +62,13 @@ const char *proto_status_name(proto_status st);
 
 /* Limits shared by the CLI, the server and the models. */
 enum {
-  PROTO_CHUNK_TOKENS = 64,            /* m: decoder tokens per chunk */
-  PROTO_NEIGHBOUR_TOKENS = 128,       /* r: [N, F] tokens per retrieved neighbour */
-  PROTO_MAX_K = 1000,                 /* most neighbours one search may ask for */
-  PROTO_MAX_ID_BYTES = 512,           /* longest external document id */
-  PROTO_MAX_DIM = 8192,               /* largest embedding dimension accepted */
-  PROTO_MAX_FILTER_KEYS = 16,         /* metadata keys one search filter may name */
-  PROTO_MAX_FILTER_VALUES = 64,       /* values one filter key may list */
+  PROTO_CHUNK_TOKENS = 64, /* m: decoder tokens per chunk */
+  PROTO_NEIGHBOUR_TOKENS = 128, /* r: [N, F] tokens per retrieved neighbour */
+  PROTO_MAX_K = 1000, /* most neighbours one search may ask for */
+  PROTO_MAX_ID_BYTES = 512, /* longest external document id */
+  PROTO_MAX_DIM = 8192, /* largest embedding dimension accepted */
+  PROTO_MAX_FILTER_KEYS = 16, /* metadata keys one search filter may name */
+  PROTO_MAX_FILTER_VALUES = 64, /* values one filter key may list */
 };
 
 /* The calling thread's error detail (error.c), one buffer shared by every
@@ -90,7 +90,8 @@ void proto_err_vset(const char *fmt, va_list ap);
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-proto_status proto_fail(proto_status st, const char *fmt, ...);
+proto_status
+proto_fail(proto_status st, const char *fmt, ...);
 /* The detail text; "" when none was set. Never NULL. */
 const char *proto_err_get(void);
 void proto_err_clear(void);

@@ -8,7 +8,7 @@ static const struct {
   const char *message;
 } status_table[] = {
 #define PROTO_STATUS_ROW(name, msg) {#name, msg},
-  PROTO_STATUS_MAP(PROTO_STATUS_ROW)
+    PROTO_STATUS_MAP(PROTO_STATUS_ROW)
 #undef PROTO_STATUS_ROW
 };
 

@@ -17,13 +17,17 @@ int proto_utf8_decode(const char *str, size_t len, uint32_t *cp) {
   unsigned lo = 0x80, hi = 0xBF;
   size_t need;
   uint32_t v;
-  if (c >= 0xC2 && c <= 0xDF) { need = 1; v = c & 0x1F; }
-  else if (c >= 0xE0 && c <= 0xEF) {
-    need = 2; v = c & 0x0F;
+  if (c >= 0xC2 && c <= 0xDF) {
+    need = 1;
+    v = c & 0x1F;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    need = 2;
+    v = c & 0x0F;
     if (c == 0xE0) lo = 0xA0;
     if (c == 0xED) hi = 0x9F;
   } else if (c >= 0xF0 && c <= 0xF4) {
-    need = 3; v = c & 0x07;
+    need = 3;
+    v = c & 0x07;
     if (c == 0xF0) lo = 0x90;
     if (c == 0xF4) hi = 0x8F;
   } else return -1; /* a continuation byte, C0, C1 or F5..FF */
@@ -43,7 +47,10 @@ int proto_utf8_valid(const char *str, size_t len) {
   const unsigned char *s = (const unsigned char *)str;
   size_t i = 0;
   while (i < len) {
-    if (s[i] < 0x80) { i++; continue; }
+    if (s[i] < 0x80) {
+      i++;
+      continue;
+    }
     int n = proto_utf8_decode(str + i, len - i, NULL);
     if (n <= 0) return 0;
     i += (size_t)n;

@@ -81,7 +81,8 @@ static proto_status describe(const char *dir, json_t *m, store_check_result *chk
   if (s != PROTO_OK) return srv__fail(s, "opening the copy: %s", store_last_error());
   store_stats ss;
   uint64_t wm = 0;
-  if ((s = store_stats_get(st, &ss)) != PROTO_OK || (s = store_index_watermark(st, &wm)) != PROTO_OK ||
+  if ((s = store_stats_get(st, &ss)) != PROTO_OK ||
+      (s = store_index_watermark(st, &wm)) != PROTO_OK ||
       (s = store_check(st, NULL, NULL, chk)) != PROTO_OK) {
     s = srv__fail(s, "reading the copy: %s", store_last_error());
     store_close(st);
@@ -107,13 +108,19 @@ proto_status srv_backup(store *st, const char *out_dir, char **manifest_json) {
   json_t *m = json_object();
   proto_status s = PROTO_OK;
   double t0 = proto_now();
-  if (!db || !mdb || !lock || !man || !tmp || !m) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!db || !mdb || !lock || !man || !tmp || !m) {
+    s = srv__fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   if (mkdir(out_dir, 0755) != 0) {
     s = srv__fail(errno == EEXIST ? PROTO_EINVAL : PROTO_EIO, "%s: %s%s", out_dir, strerror(errno),
                   errno == EEXIST ? " (a backup goes into a new directory)" : "");
     goto leave;
   }
-  if (mkdir(db, 0755) != 0) { s = srv__fail(PROTO_EIO, "%s: %s", db, strerror(errno)); goto leave; }
+  if (mkdir(db, 0755) != 0) {
+    s = srv__fail(PROTO_EIO, "%s: %s", db, strerror(errno));
+    goto leave;
+  }
   if ((s = store_copy(st, db)) != PROTO_OK) {
     s = srv__fail(s, "copying the database: %s", store_last_error());
     goto leave;
@@ -178,7 +185,8 @@ static proto_status check_backup(const char *dir, json_t **out) {
   }
   const char *fmt = json_string_value(json_object_get(m, "format"));
   json_t *files = json_object_get(m, "files");
-  if (!fmt || strcmp(fmt, BACKUP_FORMAT) != 0 || !json_is_array(files) || json_array_size(files) == 0) {
+  if (!fmt || strcmp(fmt, BACKUP_FORMAT) != 0 || !json_is_array(files) ||
+      json_array_size(files) == 0) {
     s = srv__fail(PROTO_EMISMATCH, "%s: not a %s manifest", man, BACKUP_FORMAT);
     goto leave;
   }
@@ -201,8 +209,9 @@ static proto_status check_backup(const char *dir, json_t **out) {
       s = srv__fail(PROTO_ECORRUPT, "%s: %llu bytes, the manifest says %lld (truncated or damaged)",
                     path, (unsigned long long)sb.st_size, (long long)json_integer_value(jb));
     } else if ((s = file_sha256(path, hex, &bytes)) == PROTO_OK && strcmp(hex, want) != 0) {
-      s = srv__fail(PROTO_ECORRUPT, "%s: SHA-256 %.16s..., the manifest says %.16s... (damaged or altered)",
-                    path, hex, want);
+      s = srv__fail(PROTO_ECORRUPT,
+                    "%s: SHA-256 %.16s..., the manifest says %.16s... (damaged or altered)", path,
+                    hex, want);
     }
     free(path);
     if (s != PROTO_OK) goto leave;
@@ -233,17 +242,24 @@ static proto_status copy_file(const char *from, const char *to) {
   static _Thread_local char buf[1 << 20];
   if (in < 0) return srv__fail(PROTO_EIO, "%s: %s", from, strerror(errno));
   out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (out < 0) { s = srv__fail(PROTO_EIO, "%s: %s", to, strerror(errno)); goto leave; }
+  if (out < 0) {
+    s = srv__fail(PROTO_EIO, "%s: %s", to, strerror(errno));
+    goto leave;
+  }
   for (;;) {
     ssize_t r = read(in, buf, sizeof buf);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) { s = srv__fail(PROTO_EIO, "reading %s: %s", from, strerror(errno)); goto leave; }
+    if (r < 0) {
+      s = srv__fail(PROTO_EIO, "reading %s: %s", from, strerror(errno));
+      goto leave;
+    }
     if (r == 0) break;
     for (ssize_t o = 0; o < r;) {
       ssize_t w = write(out, buf + o, (size_t)(r - o));
       if (w < 0 && errno == EINTR) continue;
       if (w < 0) {
-        s = srv__fail(errno == ENOSPC ? PROTO_ENOSPACE : PROTO_EIO, "writing %s: %s", to, strerror(errno));
+        s = srv__fail(errno == ENOSPC ? PROTO_ENOSPACE : PROTO_EIO, "writing %s: %s", to,
+                      strerror(errno));
         goto leave;
       }
       o += w;
@@ -263,7 +279,10 @@ proto_status srv_restore(const char *backup_dir, const char *data_dir) {
        *to = join(data_dir, "db/data.mdb"), *lock = join(data_dir, "db/lock.mdb");
   int made = 0;
   proto_status s;
-  if (!db || !from || !to || !lock || !got) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!db || !from || !to || !lock || !got) {
+    s = srv__fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   if ((s = check_backup(backup_dir, &m)) != PROTO_OK) goto leave;
   if (!empty_or_absent(data_dir)) {
     s = srv__fail(PROTO_EINVAL, "%s: not empty (restore into a new directory)", data_dir);
@@ -279,17 +298,21 @@ proto_status srv_restore(const char *backup_dir, const char *data_dir) {
   store_check_result chk;
   if ((s = describe(data_dir, got, &chk)) != PROTO_OK) goto leave;
   if (chk.problems) {
-    s = srv__fail(PROTO_ECORRUPT, "the restored database has %llu problem(s) (retro verify names them)",
+    s = srv__fail(PROTO_ECORRUPT,
+                  "the restored database has %llu problem(s) (retro verify names them)",
                   (unsigned long long)chk.problems);
     goto leave;
   }
-  const char *keys[] = {"encoder", "chunk_tokenizer", "dim", "documents", "chunks", "next_chunk_id"};
+  const char *keys[] = {"encoder",   "chunk_tokenizer", "dim",
+                        "documents", "chunks",          "next_chunk_id"};
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
     json_t *a = json_object_get(m, keys[i]), *b = json_object_get(got, keys[i]);
     if (!json_equal(a, b)) {
-      char *as = a ? json_dumps(a, JSON_ENCODE_ANY) : NULL, *bs = b ? json_dumps(b, JSON_ENCODE_ANY) : NULL;
-      s = srv__fail(PROTO_EMISMATCH, "%s: the manifest says %s, the database holds %s (mismatched backup)",
-                    keys[i], as ? as : "nothing", bs ? bs : "nothing");
+      char *as = a ? json_dumps(a, JSON_ENCODE_ANY) : NULL,
+           *bs = b ? json_dumps(b, JSON_ENCODE_ANY) : NULL;
+      s = srv__fail(PROTO_EMISMATCH,
+                    "%s: the manifest says %s, the database holds %s (mismatched backup)", keys[i],
+                    as ? as : "nothing", bs ? bs : "nothing");
       free(as);
       free(bs);
       goto leave;
@@ -318,7 +341,7 @@ typedef struct verify_ctx {
   srv_say_fn say;
   void *ctx;
   uint64_t problems;
-  uint64_t upto;     /* count live ids <= upto */
+  uint64_t upto; /* count live ids <= upto */
   uint64_t live_upto;
 } verify_ctx;
 
@@ -362,8 +385,10 @@ static void verify_faiss(verify_ctx *v, const char *dir, store *st, const store_
   } else if (fdim != ss->dim && ss->dim) {
     problem(v, "index.faiss: dimension %u, the database's %u", fdim, ss->dim);
   } else if (fw < sw) {
-    problem(v, "index.faiss: stale watermark: it was saved up to chunk %llu, the database says %llu "
-            "(an older file?)", (unsigned long long)fw, (unsigned long long)sw);
+    problem(v,
+            "index.faiss: stale watermark: it was saved up to chunk %llu, the database says %llu "
+            "(an older file?)",
+            (unsigned long long)fw, (unsigned long long)sw);
   } else {
     v->upto = fw;
     v->live_upto = 0;
@@ -375,9 +400,11 @@ static void verify_faiss(verify_ctx *v, const char *dir, store *st, const store_
     } else {
       for (size_t i = 0; i < nd; i++) dead_upto += dead[i] <= fw;
       if (ntotal != v->live_upto + dead_upto)
-        problem(v, "index.faiss: %llu vectors; the database has %llu live chunks up to its watermark "
-                "%llu and %zu deleted since it was saved", (unsigned long long)ntotal,
-                (unsigned long long)v->live_upto, (unsigned long long)fw, dead_upto);
+        problem(v,
+                "index.faiss: %llu vectors; the database has %llu live chunks up to its watermark "
+                "%llu and %zu deleted since it was saved",
+                (unsigned long long)ntotal, (unsigned long long)v->live_upto,
+                (unsigned long long)fw, dead_upto);
     }
     free(dead);
   }
@@ -410,7 +437,10 @@ proto_status srv_verify(const char *dir, srv_say_fn say, void *ctx, uint64_t *pr
   proto_status s = PROTO_OK;
   int is_backup;
   *problems = 0;
-  if (!mdb || !man) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!mdb || !man) {
+    s = srv__fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   is_backup = access(man, F_OK) == 0;
   if (is_backup) { /* opening its LMDB would write to it: the checksums say enough */
     if (check_backup(dir, &m) != PROTO_OK) problem(&v, "%s", srv_last_error());

@@ -23,7 +23,7 @@
 /* Flags --------------------------------------------------------------------------- */
 
 typedef struct cli_flag {
-  const char *name;  /* "--data"; short alias below */
+  const char *name; /* "--data"; short alias below */
   const char *alias; /* "-k" or NULL */
   int takes_value;
   const char *help;
@@ -63,8 +63,8 @@ static void args_free(cli_args *a) {
 }
 
 /* Returns 0, or 2 after printing a usage error. --help sets *help. */
-static int args_parse(cli_args *a, const char *cmd, const cli_flag *flags, size_t n_flags,
-                      int argc, char **argv, int *help) {
+static int args_parse(cli_args *a, const char *cmd, const cli_flag *flags, size_t n_flags, int argc,
+                      char **argv, int *help) {
   memset(a, 0, sizeof *a);
   a->cmd = cmd;
   a->flags = flags;
@@ -79,8 +79,14 @@ static int args_parse(cli_args *a, const char *cmd, const cli_flag *flags, size_
       a->pos[a->n_pos++] = s;
       continue;
     }
-    if (strcmp(s, "--") == 0) { only_pos = 1; continue; }
-    if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) { *help = 1; return 0; }
+    if (strcmp(s, "--") == 0) {
+      only_pos = 1;
+      continue;
+    }
+    if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) {
+      *help = 1;
+      return 0;
+    }
     const char *eq = strchr(s, '=');
     size_t nl = eq ? (size_t)(eq - s) : strlen(s);
     size_t f = n_flags;
@@ -92,7 +98,8 @@ static int args_parse(cli_args *a, const char *cmd, const cli_flag *flags, size_
       }
     }
     if (f == n_flags) {
-      fprintf(stderr, "retro %s: unknown option %.*s (see retro %s --help)\n", cmd, (int)nl, s, cmd);
+      fprintf(stderr, "retro %s: unknown option %.*s (see retro %s --help)\n", cmd, (int)nl, s,
+              cmd);
       return 2;
     }
     const char *val = NULL;
@@ -142,8 +149,8 @@ static int opt_int(const cli_args *a, const char *name, long lo, long hi, long *
   errno = 0;
   long x = strtol(v, &end, 10);
   if (errno || !*v || *end || x < lo || x > hi) {
-    fprintf(stderr, "retro %s: %s must be an integer in [%ld, %ld], not \"%s\"\n", a->cmd, name,
-            lo, hi, v);
+    fprintf(stderr, "retro %s: %s must be an integer in [%ld, %ld], not \"%s\"\n", a->cmd, name, lo,
+            hi, v);
     return 2;
   }
   *out = x;
@@ -157,8 +164,8 @@ static int opt_double(const cli_args *a, const char *name, double lo, double hi,
   errno = 0;
   double x = strtod(v, &end);
   if (errno || !*v || *end || !(x >= lo && x <= hi)) {
-    fprintf(stderr, "retro %s: %s must be a number in [%g, %g], not \"%s\"\n", a->cmd, name, lo,
-            hi, v);
+    fprintf(stderr, "retro %s: %s must be a number in [%g, %g], not \"%s\"\n", a->cmd, name, lo, hi,
+            v);
     return 2;
   }
   *out = x;
@@ -166,11 +173,12 @@ static int opt_double(const cli_args *a, const char *name, double lo, double hi,
 }
 
 /* Common engine flags. */
-#define ENGINE_FLAGS                                                                          \
-  {"--data", NULL, 1, "data directory (required)"},                                           \
-  {"--encoder", NULL, 1, "encoder model directory (default: the database's, else built-in)"}, \
-  {"--decoder", NULL, 1, "decoder model directory, or \"none\" (default: as --encoder)"},    \
-  {"--threads", NULL, 1, "encoder/decoder threads (default: all CPUs)"}
+#define ENGINE_FLAGS                                                                              \
+  {"--data", NULL, 1, "data directory (required)"},                                               \
+      {"--encoder", NULL, 1, "encoder model directory (default: the database's, else built-in)"}, \
+      {"--decoder", NULL, 1, "decoder model directory, or \"none\" (default: as --encoder)"}, {   \
+    "--threads", NULL, 1, "encoder/decoder threads (default: all CPUs)"                           \
+  }
 
 /* A mode flag (--mode, --retrieval-mode): absent = SRV_MODE_DEFAULT; -1 when
  * the value is not a mode (the message is printed). */
@@ -241,14 +249,15 @@ static const cli_flag index_flags[] = {
     {"--index", NULL, 1, "FAISS index_factory string (default: by corpus size)"},
     {"--batch", NULL, 1, "chunks per encoder batch (default 32)"},
     {"--acks", NULL, 0, "print \"ack ID\" on stdout once each document is committed"},
-    {"--force", NULL, 0, "embed and store every document, also those whose text and metadata are unchanged"},
+    {"--force", NULL, 0,
+     "embed and store every document, also those whose text and metadata are unchanged"},
     {"--max-map-mb", NULL, 1, "the LMDB map never grows past this many MiB (default: no limit)"},
     {"--quiet", "-q", 0, "no progress output"},
 };
 
 typedef struct ingest_ui {
   int tty, quiet, acks;
-  uint64_t total_bytes;   /* 0 = unknown (stdin) */
+  uint64_t total_bytes; /* 0 = unknown (stdin) */
   double t0, last;
   uint64_t failed;
 } ingest_ui;
@@ -286,7 +295,11 @@ static void ui_progress(void *ctx, const srv_ingest_progress *p) {
   if (ui->total_bytes) {
     frac = (double)p->bytes / (double)ui->total_bytes;
     if (frac > 1) frac = 1;
-    if (brate > 0) fmt_dur((double)(ui->total_bytes - (p->bytes < ui->total_bytes ? p->bytes : ui->total_bytes)) / brate, eta, sizeof eta);
+    if (brate > 0)
+      fmt_dur(
+          (double)(ui->total_bytes - (p->bytes < ui->total_bytes ? p->bytes : ui->total_bytes)) /
+              brate,
+          eta, sizeof eta);
   }
   if (ui->tty) {
     char bar[31];
@@ -327,14 +340,21 @@ static int read_file(const char *path, char **buf, size_t *len) {
     if (got == 0) break;
     if (n == cap) {
       char *nb = realloc(b, cap * 2);
-      if (!nb) { free(b); b = NULL; break; }
+      if (!nb) {
+        free(b);
+        b = NULL;
+        break;
+      }
       b = nb;
       cap *= 2;
     }
   }
   int err = ferror(f);
   fclose(f);
-  if (!b || err) { free(b); return -1; }
+  if (!b || err) {
+    free(b);
+    return -1;
+  }
   *buf = b;
   *len = n;
   return 0;
@@ -397,13 +417,17 @@ static int walk(file_list *fl, const char *dir, size_t root_len) {
   for (size_t i = 0; i < n; i++) {
     size_t pl = strlen(dir) + strlen(names[i]) + 2;
     char *p = malloc(pl);
-    if (!p) { rc = -1; break; }
+    if (!p) {
+      rc = -1;
+      break;
+    }
     snprintf(p, pl, "%s/%s", dir, names[i]);
     struct stat sb;
     if (stat(p, &sb) == 0) {
       if (S_ISDIR(sb.st_mode)) {
         if (walk(fl, p, root_len) != 0) rc = -1;
-      } else if (S_ISREG(sb.st_mode) && (is_text_file(names[i]) || has_suffix(names[i], ".jsonl"))) {
+      } else if (S_ISREG(sb.st_mode) &&
+                 (is_text_file(names[i]) || has_suffix(names[i], ".jsonl"))) {
         if (fl_add(fl, p, p + root_len, (uint64_t)sb.st_size) != 0) rc = -1;
       }
     }
@@ -460,7 +484,8 @@ static size_t ingest_jsonl(srv_ingest *in, FILE *f, const char *name, int *fatal
       bad++;
       continue;
     }
-    srv_doc sd = {.id = d.id, .text = d.text, .text_len = d.text_len, .metadata_json = d.metadata_json};
+    srv_doc sd = {
+        .id = d.id, .text = d.text, .text_len = d.text_len, .metadata_json = d.metadata_json};
     s = srv_ingest_add(in, &sd);
     if (s != PROTO_OK) {
       fprintf(stderr, "retro index: %s: %s\n", where, srv_last_error());
@@ -485,11 +510,12 @@ static int cmd_index(int argc, char **argv) {
   size_t bad = 0;
   if (rc || help) {
     if (help) {
-      printf("usage: retro index --data DIR [options] PATH...\n\n"
-             "Indexes documents: .txt/.md/.rst files (one document per file, id = the path\n"
-             "relative to the directory given, or the path as given for a file), directories\n"
-             "(recursively), .jsonl files and `-` (stdin) with one {\"id\", \"text\",\n"
-             "\"metadata\"} object per line. A document whose id exists is replaced.\n\n");
+      printf(
+          "usage: retro index --data DIR [options] PATH...\n\n"
+          "Indexes documents: .txt/.md/.rst files (one document per file, id = the path\n"
+          "relative to the directory given, or the path as given for a file), directories\n"
+          "(recursively), .jsonl files and `-` (stdin) with one {\"id\", \"text\",\n"
+          "\"metadata\"} object per line. A document whose id exists is replaced.\n\n");
       usage_flags(stdout, index_flags, sizeof index_flags / sizeof *index_flags);
     }
     goto leave;
@@ -501,14 +527,20 @@ static int cmd_index(int argc, char **argv) {
   }
   for (size_t i = 0; i < a.n_pos; i++) {
     const char *p = a.pos[i];
-    if (strcmp(p, "-") == 0) { use_stdin = 1; continue; }
+    if (strcmp(p, "-") == 0) {
+      use_stdin = 1;
+      continue;
+    }
     if ((rc = fl_add_path(&fl, "index", p)) != 0) goto leave;
   }
   if ((rc = engine_from_args(&a, 0, 0, &e)) != 0) goto leave;
-  ingest_ui ui = {.tty = isatty(2), .quiet = opt_set(&a, "--quiet"), .acks = opt_set(&a, "--acks"),
-                  .total_bytes = use_stdin ? 0 : fl.bytes, .t0 = proto_now()};
-  srv_ingest_callbacks cb = {.on_ack = ui_ack, .on_progress = ui_progress, .ctx = &ui,
-                             .force = opt_set(&a, "--force")};
+  ingest_ui ui = {.tty = isatty(2),
+                  .quiet = opt_set(&a, "--quiet"),
+                  .acks = opt_set(&a, "--acks"),
+                  .total_bytes = use_stdin ? 0 : fl.bytes,
+                  .t0 = proto_now()};
+  srv_ingest_callbacks cb = {
+      .on_ack = ui_ack, .on_progress = ui_progress, .ctx = &ui, .force = opt_set(&a, "--force")};
   if (srv_ingest_begin(e, &cb, &in) != PROTO_OK) {
     fprintf(stderr, "retro index: %s\n", srv_last_error());
     rc = 1;
@@ -553,7 +585,8 @@ static int cmd_index(int argc, char **argv) {
   in = NULL;
   if (ui.tty && !ui.quiet) fprintf(stderr, "\r\033[K");
   if (!ui.quiet)
-    fprintf(stderr, "retro index: %llu documents, %llu chunks, %llu unchanged in %.1fs (%.1f chunks/s)%s\n",
+    fprintf(stderr,
+            "retro index: %llu documents, %llu chunks, %llu unchanged in %.1fs (%.1f chunks/s)%s\n",
             (unsigned long long)pr.docs, (unsigned long long)pr.chunks,
             (unsigned long long)pr.unchanged, pr.elapsed_s,
             pr.elapsed_s > 0 ? (double)pr.chunks / pr.elapsed_s : 0.0,
@@ -600,12 +633,13 @@ static int cmd_search(int argc, char **argv) {
   srv_search_result res = {0};
   if (rc || help) {
     if (help) {
-      printf("usage: retro search --data DIR [-k N] QUERY...\n\n"
-             "Prints the nearest chunks of each query as JSON, as POST /v1/search answers\n"
-             "\"queries\": {\"batch\": [{\"results\": [{\"score\", \"chunk_id\", \"doc_id\",\n"
-             "\"doc_num\", \"ordinal\", \"metadata\", \"text\", \"continuation\"}]}], \"k\", \"mode\"}\n"
-             "(hybrid hits add dense_score/rank and lexical_score/rank; with --group-size\n"
-             "\"groups\" of hits by document; with --expand, \"context\")\n\n");
+      printf(
+          "usage: retro search --data DIR [-k N] QUERY...\n\n"
+          "Prints the nearest chunks of each query as JSON, as POST /v1/search answers\n"
+          "\"queries\": {\"batch\": [{\"results\": [{\"score\", \"chunk_id\", \"doc_id\",\n"
+          "\"doc_num\", \"ordinal\", \"metadata\", \"text\", \"continuation\"}]}], \"k\", \"mode\"}\n"
+          "(hybrid hits add dense_score/rank and lexical_score/rank; with --group-size\n"
+          "\"groups\" of hits by document; with --expand, \"context\")\n\n");
       usage_flags(stdout, search_flags, sizeof search_flags / sizeof *search_flags);
     }
     goto leave;
@@ -627,11 +661,18 @@ static int cmd_search(int argc, char **argv) {
   }
   if ((rc = engine_from_args(&a, 0, 1, &e)) != 0) goto leave;
   size_t xi = flag_index(&a, "--exclude");
-  srv_search_request rq = {.texts = a.pos, .n_texts = a.n_pos, .k = (int)k,
-                           .exclude_docs = a.values[xi], .n_exclude = a.n_values[xi],
-                           .nprobe = (int)nprobe, .ef_search = (int)ef,
-                           .with_text = !opt_set(&a, "--no-text"), .mode = mode,
-                           .alpha = (float)alpha, .group_size = (int)group, .expand = (int)expand};
+  srv_search_request rq = {.texts = a.pos,
+                           .n_texts = a.n_pos,
+                           .k = (int)k,
+                           .exclude_docs = a.values[xi],
+                           .n_exclude = a.n_values[xi],
+                           .nprobe = (int)nprobe,
+                           .ef_search = (int)ef,
+                           .with_text = !opt_set(&a, "--no-text"),
+                           .mode = mode,
+                           .alpha = (float)alpha,
+                           .group_size = (int)group,
+                           .expand = (int)expand};
   if (srv_search(e, &rq, &res) != PROTO_OK) {
     fprintf(stderr, "retro search: %s\n", srv_last_error());
     rc = 1;
@@ -650,8 +691,10 @@ static int cmd_search(int argc, char **argv) {
     proto_jw_obj_end(&w);
   }
   proto_jw_arr_end(&w);
-  proto_jw_key(&w, "k"); proto_jw_int(&w, k);
-  proto_jw_key(&w, "mode"); proto_jw_cstr(&w, srv_mode_name(res.mode));
+  proto_jw_key(&w, "k");
+  proto_jw_int(&w, k);
+  proto_jw_key(&w, "mode");
+  proto_jw_cstr(&w, srv_mode_name(res.mode));
   proto_jw_obj_end(&w);
   rc = print_view(&b);
 leave:
@@ -707,8 +750,9 @@ static int cmd_delete(int argc, char **argv) {
   srv_engine *e = NULL;
   if (rc || help) {
     if (help) {
-      printf("usage: retro delete --data DIR ID...\n\nDeletes documents by id; exit 1 if any "
-             "was not found.\n\n");
+      printf(
+          "usage: retro delete --data DIR ID...\n\nDeletes documents by id; exit 1 if any "
+          "was not found.\n\n");
       usage_flags(stdout, delete_flags, sizeof delete_flags / sizeof *delete_flags);
     }
     goto leave;
@@ -749,10 +793,11 @@ static int cmd_get(int argc, char **argv) {
   srv_engine *e = NULL;
   if (rc || help) {
     if (help) {
-      printf("usage: retro get --data DIR ID...\n\n"
-             "Prints the documents as JSON: [{\"id\", \"doc_num\", \"n_chunks\", \"n_tokens\",\n"
-             "\"first_chunk\", \"metadata\", \"text\"} or null when absent]; exit 1 if any is "
-             "absent.\n\n");
+      printf(
+          "usage: retro get --data DIR ID...\n\n"
+          "Prints the documents as JSON: [{\"id\", \"doc_num\", \"n_chunks\", \"n_tokens\",\n"
+          "\"first_chunk\", \"metadata\", \"text\"} or null when absent]; exit 1 if any is "
+          "absent.\n\n");
       usage_flags(stdout, get_flags, sizeof get_flags / sizeof *get_flags);
     }
     goto leave;
@@ -810,14 +855,18 @@ static int cmd_embed(int argc, char **argv) {
   char *fallback = NULL;
   if (rc || help) {
     if (help) {
-      printf("usage: retro embed [--encoder DIR] TEXT...\n\n"
-             "Prints {\"encoder\", \"dim\", \"vectors\": [[...], ...]} (L2-normalised).\n\n");
+      printf(
+          "usage: retro embed [--encoder DIR] TEXT...\n\n"
+          "Prints {\"encoder\", \"dim\", \"vectors\": [[...], ...]} (L2-normalised).\n\n");
       usage_flags(stdout, embed_flags, sizeof embed_flags / sizeof *embed_flags);
     }
     goto leave;
   }
   long threads = 0;
-  if (opt_int(&a, "--threads", 0, 1024, &threads)) { rc = 2; goto leave; }
+  if (opt_int(&a, "--threads", 0, 1024, &threads)) {
+    rc = 2;
+    goto leave;
+  }
   if (a.n_pos == 0) {
     fprintf(stderr, "retro embed: no TEXT given\n");
     rc = 2;
@@ -827,8 +876,9 @@ static int cmd_embed(int argc, char **argv) {
   if (!dir) {
     dir = fallback = srv_default_model_dir("encoder");
     if (!dir) {
-      fprintf(stderr, "retro embed: no encoder: pass --encoder DIR (or set RETRO_ENCODER / "
-                      "RETRO_MODELS)\n");
+      fprintf(stderr,
+              "retro embed: no encoder: pass --encoder DIR (or set RETRO_ENCODER / "
+              "RETRO_MODELS)\n");
       rc = 2;
       goto leave;
     }
@@ -879,7 +929,8 @@ static const cli_flag gen_flags[] = {
     {"--k", "-k", 1, "neighbours per chunk (default: the model's)"},
     {"--exclude", NULL, 1, "never retrieve from this document id (repeatable)"},
     {"--no-retrieval", NULL, 0, "RETRO [OFF]: no neighbours"},
-    {"--retrieval-mode", NULL, 1, "neighbours by dense, lexical or hybrid search (default lexical)"},
+    {"--retrieval-mode", NULL, 1,
+     "neighbours by dense, lexical or hybrid search (default lexical)"},
     {"--json", NULL, 0, "print the whole result as JSON instead of streaming"},
 };
 
@@ -902,9 +953,10 @@ static int gen_cancel(void *ctx) {
 }
 
 static int cmd_generate_usage(void) {
-  printf("usage: retro generate --data DIR [options] PROMPT...\n\n"
-         "Streams a RETRO completion of PROMPT (the arguments joined by spaces; `-` reads\n"
-         "stdin) to stdout, then lists on stderr the neighbours retrieved for each chunk.\n\n");
+  printf(
+      "usage: retro generate --data DIR [options] PROMPT...\n\n"
+      "Streams a RETRO completion of PROMPT (the arguments joined by spaces; `-` reads\n"
+      "stdin) to stdout, then lists on stderr the neighbours retrieved for each chunk.\n\n");
   usage_flags(stdout, gen_flags, sizeof gen_flags / sizeof *gen_flags);
   return 0;
 }
@@ -1007,21 +1059,29 @@ static int gen_print_json(const srv_gen_result *res) {
   proto_jw w;
   proto_jw_init(&w, &b);
   proto_jw_obj(&w);
-  proto_jw_key(&w, "text"); proto_jw_str(&w, res->text, res->text_len);
-  proto_jw_key(&w, "finish_reason"); proto_jw_cstr(&w, res->finish_reason);
-  proto_jw_key(&w, "prompt_tokens"); proto_jw_int(&w, res->prompt_tokens);
-  proto_jw_key(&w, "completion_tokens"); proto_jw_int(&w, res->completion_tokens);
+  proto_jw_key(&w, "text");
+  proto_jw_str(&w, res->text, res->text_len);
+  proto_jw_key(&w, "finish_reason");
+  proto_jw_cstr(&w, res->finish_reason);
+  proto_jw_key(&w, "prompt_tokens");
+  proto_jw_int(&w, res->prompt_tokens);
+  proto_jw_key(&w, "completion_tokens");
+  proto_jw_int(&w, res->completion_tokens);
   /* as a signed 64-bit number: jansson, which indents it, reads no larger */
-  proto_jw_key(&w, "seed"); proto_jw_int(&w, (int64_t)res->seed);
+  proto_jw_key(&w, "seed");
+  proto_jw_int(&w, (int64_t)res->seed);
   proto_jw_key(&w, "chunks"); /* as the "chunks" of a completion's "retro" */
   proto_jw_arr(&w);
   for (size_t i = 0; i < res->n_chunks; i++) view_gen_chunk(&w, &res->chunks[i]);
   proto_jw_arr_end(&w);
   proto_jw_key(&w, "timings");
   proto_jw_obj(&w);
-  proto_jw_key(&w, "first_token_s"); proto_jw_num(&w, res->first_token_s);
-  proto_jw_key(&w, "retrieval_s"); proto_jw_num(&w, res->retrieval_s);
-  proto_jw_key(&w, "total_s"); proto_jw_num(&w, res->total_s);
+  proto_jw_key(&w, "first_token_s");
+  proto_jw_num(&w, res->first_token_s);
+  proto_jw_key(&w, "retrieval_s");
+  proto_jw_num(&w, res->retrieval_s);
+  proto_jw_key(&w, "total_s");
+  proto_jw_num(&w, res->total_s);
   proto_jw_obj_end(&w);
   proto_jw_obj_end(&w);
   return print_view(&b);
@@ -1031,8 +1091,9 @@ static int gen_print_json(const srv_gen_result *res) {
  * first 80 characters on one line) on stderr. */
 static void gen_print_summary(const srv_gen_result *res) {
   printf("\n");
-  fprintf(stderr, "\n-- finish: %s; %d prompt + %d completion tokens; %.2fs (%.1f tokens/s, "
-                  "retrieval %.2fs)\n",
+  fprintf(stderr,
+          "\n-- finish: %s; %d prompt + %d completion tokens; %.2fs (%.1f tokens/s, "
+          "retrieval %.2fs)\n",
           res->finish_reason, res->prompt_tokens, res->completion_tokens, res->total_s,
           res->total_s > 0 ? res->completion_tokens / res->total_s : 0.0, res->retrieval_s);
   for (size_t i = 0; i < res->n_chunks; i++) {
@@ -1047,8 +1108,8 @@ static void gen_print_summary(const srv_gen_result *res) {
         prev[m++] = ch == '\n' || ch == '\t' || ch == '\r' ? ' ' : ch;
       }
       prev[m] = 0;
-      fprintf(stderr, "   %.4f  %s  chunk %llu  \"%s\"\n", (double)c->nb[j].score,
-              c->nb[j].doc_id, (unsigned long long)c->nb[j].chunk_id, prev);
+      fprintf(stderr, "   %.4f  %s  chunk %llu  \"%s\"\n", (double)c->nb[j].score, c->nb[j].doc_id,
+              (unsigned long long)c->nb[j].chunk_id, prev);
     }
   }
 }
@@ -1107,10 +1168,12 @@ static const cli_flag nb_flags[] = {
 
 static void nb_progress(void *ctx, uint64_t done, uint64_t total) {
   int *tty = ctx;
-  if (*tty) fprintf(stderr, "\r\033[Kretro neighbours: %llu / %llu chunks", (unsigned long long)done,
-                    (unsigned long long)total);
-  else fprintf(stderr, "retro neighbours: %llu / %llu chunks\n", (unsigned long long)done,
-               (unsigned long long)total);
+  if (*tty)
+    fprintf(stderr, "\r\033[Kretro neighbours: %llu / %llu chunks", (unsigned long long)done,
+            (unsigned long long)total);
+  else
+    fprintf(stderr, "retro neighbours: %llu / %llu chunks\n", (unsigned long long)done,
+            (unsigned long long)total);
 }
 
 static int cmd_neighbours(int argc, char **argv) {
@@ -1120,11 +1183,12 @@ static int cmd_neighbours(int argc, char **argv) {
   srv_engine *e = NULL;
   if (rc || help) {
     if (help) {
-      printf("usage: retro neighbours --data DIR --out OUTDIR [-k K] [--include-same-doc]\n\n"
-             "Dumps, for every stored chunk, its K nearest neighbour chunks (not from its own\n"
-             "document unless --include-same-doc) as NumPy files in OUTDIR: chunk_ids.npy,\n"
-             "doc_nums.npy, ordinals.npy, tokens.npy (n x 64, -1 padded), neighbours.npy\n"
-             "(n x K chunk ids, -1 = none), scores.npy, docs.jsonl. See server/srv.h.\n\n");
+      printf(
+          "usage: retro neighbours --data DIR --out OUTDIR [-k K] [--include-same-doc]\n\n"
+          "Dumps, for every stored chunk, its K nearest neighbour chunks (not from its own\n"
+          "document unless --include-same-doc) as NumPy files in OUTDIR: chunk_ids.npy,\n"
+          "doc_nums.npy, ordinals.npy, tokens.npy (n x 64, -1 padded), neighbours.npy\n"
+          "(n x K chunk ids, -1 = none), scores.npy, docs.jsonl. See server/srv.h.\n\n");
       usage_flags(stdout, nb_flags, sizeof nb_flags / sizeof *nb_flags);
     }
     goto leave;
@@ -1142,10 +1206,13 @@ static int cmd_neighbours(int argc, char **argv) {
   }
   if ((rc = engine_from_args(&a, 0, 1, &e)) != 0) goto leave;
   int tty = isatty(2);
-  srv_neighbours_options o = {.out_dir = opt_str(&a, "--out"), .k = (int)k,
+  srv_neighbours_options o = {.out_dir = opt_str(&a, "--out"),
+                              .k = (int)k,
                               .include_same_doc = opt_set(&a, "--include-same-doc"),
-                              .nprobe = (int)nprobe, .ef_search = (int)ef,
-                              .on_progress = nb_progress, .ctx = &tty};
+                              .nprobe = (int)nprobe,
+                              .ef_search = (int)ef,
+                              .on_progress = nb_progress,
+                              .ctx = &tty};
   uint64_t n = 0;
   double t0 = proto_now();
   if (srv_neighbours_dump(e, &o, &n) != PROTO_OK) {
@@ -1153,8 +1220,8 @@ static int cmd_neighbours(int argc, char **argv) {
     rc = 1;
     goto leave;
   }
-  fprintf(stderr, "%sretro neighbours: %llu chunks, k = %ld, in %.1fs -> %s\n", tty ? "\r\033[K" : "",
-          (unsigned long long)n, k, proto_now() - t0, o.out_dir);
+  fprintf(stderr, "%sretro neighbours: %llu chunks, k = %ld, in %.1fs -> %s\n",
+          tty ? "\r\033[K" : "", (unsigned long long)n, k, proto_now() - t0, o.out_dir);
 leave:
   close_engine(e);
   args_free(&a);
@@ -1171,7 +1238,8 @@ static const cli_flag eval_flags[] = {
     {"--window", NULL, 1, "tokens per forward window (default: the decoder's max_seq)"},
     {"--alpha", NULL, 1, "leakage filter threshold (default 0.2)"},
     {"--compare-off", NULL, 0, "also score the same tokens with retrieval off (off_bpb)"},
-    {"--retrieval-mode", NULL, 1, "neighbours by dense, lexical or hybrid search (default lexical)"},
+    {"--retrieval-mode", NULL, 1,
+     "neighbours by dense, lexical or hybrid search (default lexical)"},
 };
 
 static int eval_one(srv_engine *e, const srv_eval_options *o, const char *id, const char *text,
@@ -1183,6 +1251,35 @@ static int eval_one(srv_engine *e, const srv_eval_options *o, const char *id, co
   return 0;
 }
 
+/* retro eval's JSON: the totals of acc as bits per byte. */
+static int print_eval_result(const srv_eval_options *o, long k, double alpha,
+                             const srv_eval_result *acc) {
+  json_t *out = json_object(), *lf = json_object();
+  json_object_set_new(out, "retrieval", json_boolean(o->retrieval));
+  json_object_set_new(out, "k", json_integer(k));
+  json_object_set_new(out, "docs", json_integer((json_int_t)acc->docs));
+  json_object_set_new(out, "tokens", json_integer((json_int_t)acc->tokens));
+  json_object_set_new(out, "bytes", json_integer((json_int_t)acc->bytes));
+  json_object_set_new(out, "bpb",
+                      acc->bytes ? json_real(acc->bits / (double)acc->bytes) : json_null());
+  json_object_set_new(lf, "alpha", json_real(alpha));
+  json_object_set_new(lf, "chunks", json_integer((json_int_t)acc->chunks));
+  json_object_set_new(lf, "chunks_kept", json_integer((json_int_t)acc->chunks_kept));
+  json_object_set_new(
+      lf, "bpb",
+      acc->kept_bytes ? json_real(acc->kept_bits / (double)acc->kept_bytes) : json_null());
+  if (o->compare_off && o->retrieval) {
+    json_object_set_new(out, "off_bpb",
+                        acc->bytes ? json_real(acc->off_bits / (double)acc->bytes) : json_null());
+    json_object_set_new(
+        lf, "off_bpb",
+        acc->kept_bytes ? json_real(acc->kept_off_bits / (double)acc->kept_bytes) : json_null());
+  }
+  json_object_set_new(out, "leakage_filtered", lf);
+  json_object_set_new(out, "seconds", json_real(acc->seconds));
+  return print_json(out);
+}
+
 static int cmd_eval(int argc, char **argv) {
   cli_args a;
   int help, rc = args_parse(&a, "eval", eval_flags, sizeof eval_flags / sizeof *eval_flags, argc,
@@ -1191,13 +1288,14 @@ static int cmd_eval(int argc, char **argv) {
   file_list fl = {0};
   if (rc || help) {
     if (help) {
-      printf("usage: retro eval --data DIR [options] PATH...\n\n"
-             "Bits-per-byte of the decoder on the documents in PATH (files, directories,\n"
-             ".jsonl), with retrieval from DIR's database (or --no-retrieval), plus the\n"
-             "leakage-filtered figure (chunks whose longest common substring with their\n"
-             "neighbours is <= alpha of the chunk). Prints JSON. With --compare-off the same\n"
-             "windows are also scored with retrieval off (off_bpb, and leakage_filtered.off_bpb\n"
-             "on the same kept tokens).\n\n");
+      printf(
+          "usage: retro eval --data DIR [options] PATH...\n\n"
+          "Bits-per-byte of the decoder on the documents in PATH (files, directories,\n"
+          ".jsonl), with retrieval from DIR's database (or --no-retrieval), plus the\n"
+          "leakage-filtered figure (chunks whose longest common substring with their\n"
+          "neighbours is <= alpha of the chunk). Prints JSON. With --compare-off the same\n"
+          "windows are also scored with retrieval off (off_bpb, and leakage_filtered.off_bpb\n"
+          "on the same kept tokens).\n\n");
       usage_flags(stdout, eval_flags, sizeof eval_flags / sizeof *eval_flags);
     }
     goto leave;
@@ -1218,9 +1316,12 @@ static int cmd_eval(int argc, char **argv) {
     if ((rc = fl_add_path(&fl, "eval", a.pos[i])) != 0) goto leave;
   }
   if ((rc = engine_from_args(&a, 1, 1, &e)) != 0) goto leave;
-  srv_eval_options o = {.retrieval = !opt_set(&a, "--no-retrieval"), .k = (int)k,
-                        .window = (int)window, .exclude_self = opt_set(&a, "--exclude-self"),
-                        .leak_alpha = alpha, .compare_off = opt_set(&a, "--compare-off"),
+  srv_eval_options o = {.retrieval = !opt_set(&a, "--no-retrieval"),
+                        .k = (int)k,
+                        .window = (int)window,
+                        .exclude_self = opt_set(&a, "--exclude-self"),
+                        .leak_alpha = alpha,
+                        .compare_off = opt_set(&a, "--compare-off"),
                         .retrieval_mode = (srv_search_mode)opt_mode(&a, "--retrieval-mode")};
   if ((int)o.retrieval_mode < 0) {
     rc = 2;
@@ -1266,28 +1367,7 @@ static int cmd_eval(int argc, char **argv) {
     rc = 1;
     goto leave;
   }
-  json_t *out = json_object(), *lf = json_object();
-  json_object_set_new(out, "retrieval", json_boolean(o.retrieval));
-  json_object_set_new(out, "k", json_integer(k));
-  json_object_set_new(out, "docs", json_integer((json_int_t)acc.docs));
-  json_object_set_new(out, "tokens", json_integer((json_int_t)acc.tokens));
-  json_object_set_new(out, "bytes", json_integer((json_int_t)acc.bytes));
-  json_object_set_new(out, "bpb", acc.bytes ? json_real(acc.bits / (double)acc.bytes) : json_null());
-  json_object_set_new(lf, "alpha", json_real(alpha));
-  json_object_set_new(lf, "chunks", json_integer((json_int_t)acc.chunks));
-  json_object_set_new(lf, "chunks_kept", json_integer((json_int_t)acc.chunks_kept));
-  json_object_set_new(lf, "bpb", acc.kept_bytes ? json_real(acc.kept_bits / (double)acc.kept_bytes)
-                                                 : json_null());
-  if (o.compare_off && o.retrieval) {
-    json_object_set_new(out, "off_bpb", acc.bytes ? json_real(acc.off_bits / (double)acc.bytes)
-                                                  : json_null());
-    json_object_set_new(lf, "off_bpb", acc.kept_bytes
-                                           ? json_real(acc.kept_off_bits / (double)acc.kept_bytes)
-                                           : json_null());
-  }
-  json_object_set_new(out, "leakage_filtered", lf);
-  json_object_set_new(out, "seconds", json_real(acc.seconds));
-  rc = print_json(out);
+  rc = print_eval_result(&o, k, alpha, &acc);
 leave:
   close_engine(e);
   for (size_t i = 0; i < fl.n; i++) {
@@ -1333,8 +1413,8 @@ static void say_line(void *ctx, const char *line) {
 /* retro backup --data DIR OUT | restore BACKUP --data DIR | verify --data DIR */
 static int cmd_ops(const char *cmd, int argc, char **argv) {
   cli_args a;
-  int help, rc = args_parse(&a, cmd, ops_flags, sizeof ops_flags / sizeof *ops_flags, argc, argv,
-                            &help);
+  int help,
+      rc = args_parse(&a, cmd, ops_flags, sizeof ops_flags / sizeof *ops_flags, argc, argv, &help);
   size_t want = strcmp(cmd, "verify") == 0 ? 0 : 1;
   const char *data = opt_str(&a, "--data");
   store *st = NULL;
@@ -1346,15 +1426,16 @@ static int cmd_ops(const char *cmd, int argc, char **argv) {
   }
   if (rc || help) {
     if (help)
-      printf("usage: retro backup --data DIR OUT\n"
-             "       retro restore BACKUP --data DIR [--encoder E --decoder D]\n"
-             "       retro verify --data DIR\n\n"
-             "backup: a consistent copy of DIR's database (also while `retro serve` writes to\n"
-             "it) in the new directory OUT, with a manifest (models, counts, SHA-256).\n"
-             "restore: checks BACKUP against its manifest and copies it into DIR (absent or\n"
-             "empty), then builds the indexes. verify: checks a database (every chunk's\n"
-             "vector, record counts, index.faiss and lexical.sqlite against it) or a backup\n"
-             "(its files against the manifest); exit 1 naming each problem.\n");
+      printf(
+          "usage: retro backup --data DIR OUT\n"
+          "       retro restore BACKUP --data DIR [--encoder E --decoder D]\n"
+          "       retro verify --data DIR\n\n"
+          "backup: a consistent copy of DIR's database (also while `retro serve` writes to\n"
+          "it) in the new directory OUT, with a manifest (models, counts, SHA-256).\n"
+          "restore: checks BACKUP against its manifest and copies it into DIR (absent or\n"
+          "empty), then builds the indexes. verify: checks a database (every chunk's\n"
+          "vector, record counts, index.faiss and lexical.sqlite against it) or a backup\n"
+          "(its files against the manifest); exit 1 naming each problem.\n");
     goto leave;
   }
   proto_status s;
@@ -1370,7 +1451,10 @@ static int cmd_ops(const char *cmd, int argc, char **argv) {
     char *manifest = NULL;
     if ((s = store_open(data, NULL, &st)) != PROTO_OK ||
         (s = srv_backup(st, a.pos[0], &manifest)) != PROTO_OK) {
-      fprintf(stderr, "retro backup: %s\n", s == PROTO_OK ? "" : st ? srv_last_error() : store_last_error());
+      fprintf(stderr, "retro backup: %s\n",
+              s == PROTO_OK ? ""
+              : st          ? srv_last_error()
+                            : store_last_error());
       rc = 1;
       goto leave;
     }
@@ -1384,7 +1468,9 @@ static int cmd_ops(const char *cmd, int argc, char **argv) {
       goto leave;
     }
     if ((rc = engine_from_args(&a, 0, 0, &e)) != 0) { /* builds the indexes */
-      fprintf(stderr, "retro restore: the database is restored; its indexes will be built at the next start\n");
+      fprintf(
+          stderr,
+          "retro restore: the database is restored; its indexes will be built at the next start\n");
       goto leave;
     }
     srv_info info;

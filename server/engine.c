@@ -54,20 +54,28 @@ static char *abs_path(const char *p) {
  * database's recorded one, else $RETRO_ENCODER/$RETRO_DECODER, else
  * $RETRO_MODELS/role, else the built-in defaults. NULL when none exists
  * (or "none" was given/recorded: *none = 1). */
-static char *resolve_model(const char *given, const char *recorded, const char *role,
-                           int *none) {
+static char *resolve_model(const char *given, const char *recorded, const char *role, int *none) {
   *none = 0;
   if (given) {
-    if (strcmp(given, "none") == 0) { *none = 1; return NULL; }
+    if (strcmp(given, "none") == 0) {
+      *none = 1;
+      return NULL;
+    }
     return abs_path(given);
   }
   if (recorded) {
-    if (strcmp(recorded, "none") == 0) { *none = 1; return NULL; }
+    if (strcmp(recorded, "none") == 0) {
+      *none = 1;
+      return NULL;
+    }
     if (is_dir(recorded)) return abs_path(recorded);
   }
   const char *env = getenv(strcmp(role, "encoder") == 0 ? "RETRO_ENCODER" : "RETRO_DECODER");
   if (env && *env) {
-    if (strcmp(env, "none") == 0) { *none = 1; return NULL; }
+    if (strcmp(env, "none") == 0) {
+      *none = 1;
+      return NULL;
+    }
     return abs_path(env);
   }
   const char *models = getenv("RETRO_MODELS");
@@ -112,16 +120,16 @@ static void read_decoder_ids(const char *dir, int32_t *pad, int32_t *eos) {
 /* Meta ---------------------------------------------------------------------- */
 
 /* Checks meta key against want; records it when absent. what names it. */
-static proto_status meta_check(srv_engine *e, const char *key, const char *want,
-                               const char *what, const char *fix) {
+static proto_status meta_check(srv_engine *e, const char *key, const char *want, const char *what,
+                               const char *fix) {
   char *have = NULL;
   proto_status s = store_meta_get(e->st, key, &have);
   if (s != PROTO_OK) return srv__fail(s, "reading meta %s: %s", key, store_last_error());
   if (have) {
     if (strcmp(have, want) != 0)
       s = srv__fail(PROTO_EMISMATCH,
-                    "%s mismatch: database %s was built with %s \"%s\", this one is \"%s\"%s",
-                    what, e->data_dir, what, have, want, fix);
+                    "%s mismatch: database %s was built with %s \"%s\", this one is \"%s\"%s", what,
+                    e->data_dir, what, have, want, fix);
     free(have);
     return s;
   }
@@ -204,10 +212,9 @@ static proto_status open_encoder(srv_engine *e, const srv_engine_options *o, con
   int none = 0;
   e->encoder_path = resolve_model(o->encoder_dir, rec, "encoder", &none);
   if (!e->encoder_path)
-    return srv__fail(PROTO_EMODEL,
-                     "no encoder: pass --encoder DIR or set RETRO_MODELS (looked in %s and %s)",
-                     RETRO_SOURCE_ROOT "/model/default/encoder",
-                     RETRO_DATADIR "/retrod/models/encoder");
+    return srv__fail(
+        PROTO_EMODEL, "no encoder: pass --encoder DIR or set RETRO_MODELS (looked in %s and %s)",
+        RETRO_SOURCE_ROOT "/model/default/encoder", RETRO_DATADIR "/retrod/models/encoder");
   bert_options bo = {.pooling = BERT_POOL_AUTO, .threads = o->threads};
   proto_status s = bert_open(e->encoder_path, &bo, &e->enc);
   if (s != PROTO_OK)
@@ -242,8 +249,7 @@ static proto_status open_decoder(srv_engine *e, const srv_engine_options *o, con
   e->decoder_path = resolve_model(o->decoder_dir, rec, "decoder", &none);
   /* a named decoder is never silently dropped (its absence would be
    * recorded as "none") */
-  if (!e->decoder_path && !none && o->decoder_dir)
-    return srv__fail(PROTO_ENOMEM, "out of memory");
+  if (!e->decoder_path && !none && o->decoder_dir) return srv__fail(PROTO_ENOMEM, "out of memory");
   if (e->decoder_path && !is_dir(e->decoder_path))
     return srv__fail(PROTO_EMODEL, "decoder directory %s does not exist", e->decoder_path);
   if (!e->decoder_path) {
@@ -259,8 +265,7 @@ static proto_status open_decoder(srv_engine *e, const srv_engine_options *o, con
       e->ctok = e->own_tok;
     }
   }
-  e->embed_by_ids =
-      strcmp(tok_fingerprint(e->ctok), tok_fingerprint(bert_tokenizer(e->enc))) == 0;
+  e->embed_by_ids = strcmp(tok_fingerprint(e->ctok), tok_fingerprint(bert_tokenizer(e->enc))) == 0;
   srv__content_salt(e);
   if (e->eos_id < 0) {
     e->eos_id = tok_token_id(e->ctok, "<|endoftext|>");
@@ -272,8 +277,8 @@ static proto_status open_decoder(srv_engine *e, const srv_engine_options *o, con
 static proto_status put_model_paths(srv_engine *e) {
   proto_status s;
   if ((s = store_meta_put(e->st, "encoder_path", e->encoder_path)) != PROTO_OK ||
-      (s = store_meta_put(e->st, "decoder_path",
-                          e->decoder_path ? e->decoder_path : "none")) != PROTO_OK)
+      (s = store_meta_put(e->st, "decoder_path", e->decoder_path ? e->decoder_path : "none")) !=
+          PROTO_OK)
     return srv__fail(s, "writing meta: %s", store_last_error());
   return PROTO_OK;
 }
@@ -281,8 +286,7 @@ static proto_status put_model_paths(srv_engine *e) {
 /* Checks the models against what the database was built with (recording
  * them in a new one) and records the model paths. rec_enc: the recorded
  * encoder path, NULL in a new database. */
-static proto_status check_models(srv_engine *e, const srv_engine_options *o,
-                                 const char *rec_enc) {
+static proto_status check_models(srv_engine *e, const srv_engine_options *o, const char *rec_enc) {
   proto_status s;
   /* A new database records its model paths BEFORE its fingerprints (separate
    * transactions): a crash in between must not leave fingerprints without
@@ -559,9 +563,10 @@ void srv_document_free(srv_document *d) {
   memset(d, 0, sizeof *d);
 }
 
-proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max,
-                                srv_document *out, size_t *n, int *more) {
-  if (!e || !n || !more || (max && !out)) return srv__fail(PROTO_EINVAL, "srv_documents_list: NULL argument");
+proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, srv_document *out,
+                                size_t *n, int *more) {
+  if (!e || !n || !more || (max && !out))
+    return srv__fail(PROTO_EINVAL, "srv_documents_list: NULL argument");
   store_doc *sd = max ? calloc(max, sizeof *sd) : NULL;
   if (max && !sd) return srv__fail(PROTO_ENOMEM, "out of memory");
   proto_status s = store_docs_list(e->st, after, max, sd, n, more);
@@ -600,9 +605,8 @@ proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_
     store_chunk c = {0};
     s = store_chunk_get(e->st, out->first_chunk + i, &c);
     if (s != PROTO_OK) {
-      s = srv__fail(s == PROTO_ENOTFOUND ? PROTO_ENOTFOUND : s,
-                    "document \"%s\": chunk %llu: %s", id,
-                    (unsigned long long)(out->first_chunk + i), store_last_error());
+      s = srv__fail(s == PROTO_ENOTFOUND ? PROTO_ENOTFOUND : s, "document \"%s\": chunk %llu: %s",
+                    id, (unsigned long long)(out->first_chunk + i), store_last_error());
       goto leave;
     }
     out->n_tokens += c.n_tokens;
@@ -610,7 +614,11 @@ proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_
       if (out->text_len + c.text_len + 1 > cap) {
         size_t nc = (out->text_len + c.text_len + 1) * 2;
         char *t = realloc(out->text, nc);
-        if (!t) { store_chunk_free(&c); s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+        if (!t) {
+          store_chunk_free(&c);
+          s = srv__fail(PROTO_ENOMEM, "out of memory");
+          goto leave;
+        }
         out->text = t;
         cap = nc;
       }
@@ -622,7 +630,10 @@ proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_
   }
   if (with_text && !out->text) {
     out->text = calloc(1, 1);
-    if (!out->text) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    if (!out->text) {
+      s = srv__fail(PROTO_ENOMEM, "out of memory");
+      goto leave;
+    }
   }
   s = PROTO_OK;
 leave:
@@ -669,7 +680,7 @@ proto_status srv_chunk_get(srv_engine *e, uint64_t chunk_id, srv_chunk *out) {
  * text are read later, and only for the hits returned with with_text. The
  * metadata filter's verdicts on documents live here too (DOC_VERDICT_KEY). */
 typedef struct cent {
-  uint64_t id;   /* 0 = empty slot (chunk ids start at 1) */
+  uint64_t id; /* 0 = empty slot (chunk ids start at 1) */
   int live;
   uint64_t doc_id;
   uint32_t ordinal;
@@ -685,7 +696,7 @@ typedef struct sctx {
   size_t cap, used;
   const uint64_t *excl; /* excluded doc nums, sorted */
   size_t n_excl;
-  json_t *filter;       /* the metadata filter, or NULL */
+  json_t *filter; /* the metadata filter, or NULL */
   proto_status err;
 } sctx;
 
@@ -707,7 +718,10 @@ static int cache_grow(sctx *c) {
   cent *old = c->tab;
   size_t ocap = c->cap;
   c->tab = calloc(ncap, sizeof *c->tab);
-  if (!c->tab) { c->tab = old; return -1; }
+  if (!c->tab) {
+    c->tab = old;
+    return -1;
+  }
   c->cap = ncap;
   for (size_t i = 0; i < ocap; i++)
     if (old[i].id) *cache_find(c, old[i].id) = old[i];
@@ -788,9 +802,11 @@ static int metadata_passes(json_t *filter, const char *metadata_json) {
     if (json_is_array(want))
       for (size_t i = 0; i < json_array_size(want) && !any; i++)
         any = value_matches(have, json_array_get(want, i));
-    else
-      any = value_matches(have, want);
-    if (!any) { pass = 0; break; }
+    else any = value_matches(have, want);
+    if (!any) {
+      pass = 0;
+      break;
+    }
   }
   json_decref(meta);
   return pass;
@@ -854,8 +870,8 @@ void srv_search_result_free(srv_search_result *r) {
 }
 
 /* Resolves external ids to sorted doc nums (unknown ids are ignored). */
-static proto_status exclude_nums(srv_engine *e, const char *const *ids, size_t n,
-                                 uint64_t **out, size_t *n_out) {
+static proto_status exclude_nums(srv_engine *e, const char *const *ids, size_t n, uint64_t **out,
+                                 size_t *n_out) {
   *out = NULL;
   *n_out = 0;
   if (n == 0) return PROTO_OK;
@@ -1029,11 +1045,11 @@ static void *lex_job_run(void *arg) {
   return NULL;
 }
 
-static void lex_job_start(lex_job *j, srv_engine *e, const srv_search_request *rq, srv_search_mode mode,
-                          size_t k) {
+static void lex_job_start(lex_job *j, srv_engine *e, const srv_search_request *rq,
+                          srv_search_mode mode, size_t k) {
   memset(j, 0, sizeof *j);
-  if (mode != SRV_MODE_HYBRID || rq->n_texts != 1 || rq->n_vectors || rq->filter_json || rq->n_exclude ||
-      rq->group_size > 0)
+  if (mode != SRV_MODE_HYBRID || rq->n_texts != 1 || rq->n_vectors || rq->filter_json ||
+      rq->n_exclude || rq->group_size > 0)
     return;
   j->e = e;
   j->text = rq->texts[0];
@@ -1069,9 +1085,9 @@ static void lex_job_free(lex_job *j) {
 }
 
 /* The candidates of every query, k per query (cands[q * k + j]; n[q] filled). */
-static proto_status find_candidates(srv_engine *e, const srv_search_request *rq, srv_search_mode mode,
-                                    const float *queries, size_t nq, size_t k, sctx *c, lex_job *job,
-                                    cand *cands, size_t *n) {
+static proto_status find_candidates(srv_engine *e, const srv_search_request *rq,
+                                    srv_search_mode mode, const float *queries, size_t nq, size_t k,
+                                    sctx *c, lex_job *job, cand *cands, size_t *n) {
   size_t nc = candidates_per_list(mode, k);
   float *dsc = NULL, *lsc = NULL;
   int64_t *dids = NULL, *lids = NULL;
@@ -1080,33 +1096,57 @@ static proto_status find_candidates(srv_engine *e, const srv_search_request *rq,
   if (mode != SRV_MODE_LEXICAL) {
     dsc = malloc(nq * nc * sizeof *dsc);
     dids = malloc(nq * nc * sizeof *dids);
-    if (!dsc || !dids) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    if (!dsc || !dids) {
+      s = srv__fail(PROTO_ENOMEM, "out of memory");
+      goto leave;
+    }
     idx_search_params sp = {.nprobe = rq->nprobe, .ef_search = rq->ef_search};
     s = idx_search(e->ix, queries, nq, (int)nc, &sp, search_filter, c, dsc, dids);
-    if (s != PROTO_OK) { s = srv__fail(s, "index search: %s", idx_last_error()); goto leave; }
-    if (c->err != PROTO_OK) { s = c->err; goto leave; }
+    if (s != PROTO_OK) {
+      s = srv__fail(s, "index search: %s", idx_last_error());
+      goto leave;
+    }
+    if (c->err != PROTO_OK) {
+      s = c->err;
+      goto leave;
+    }
   }
   if (mode != SRV_MODE_DENSE) {
     lsc = malloc(nq * nc * sizeof *lsc);
     lids = malloc(nq * nc * sizeof *lids);
     nl = calloc(nq, sizeof *nl);
-    if (!lsc || !lids || !nl) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    if (!lsc || !lids || !nl) {
+      s = srv__fail(PROTO_ENOMEM, "out of memory");
+      goto leave;
+    }
     int joined = lex_job_join(job);
     if (joined) { /* one query, searched meanwhile: keep the live hits */
-      if (job->s != PROTO_OK) { s = srv__fail(job->s, "%s", job->err); goto leave; }
+      if (job->s != PROTO_OK) {
+        s = srv__fail(job->s, "%s", job->err);
+        goto leave;
+      }
       for (size_t j = 0; j < job->n; j++)
         if (search_filter(c, job->ids[j])) {
           lids[nl[0]] = job->ids[j];
           lsc[nl[0]++] = job->scores[j];
         }
-      if (c->err != PROTO_OK) { s = c->err; goto leave; }
+      if (c->err != PROTO_OK) {
+        s = c->err;
+        goto leave;
+      }
     }
     for (size_t q = 0; q < nq && !joined; q++) {
       size_t len = rq->text_lens ? rq->text_lens[q] : strlen(rq->texts[q]);
       s = lex_search(e->lx, rq->texts[q], len, (int)nc, search_filter, c, lsc + q * nc,
                      lids + q * nc, &nl[q]);
-      if (s != PROTO_OK) { s = srv__fail(s, "lexical search: %s", lex_last_error()); goto leave; }
-      if (c->err != PROTO_OK) { s = c->err; goto leave; }
+      if (s != PROTO_OK) {
+        s = srv__fail(s, "lexical search: %s", lex_last_error());
+        goto leave;
+      }
+      if (c->err != PROTO_OK) {
+        s = c->err;
+        goto leave;
+      }
     }
   }
   float asked = rq->alpha > 0 ? rq->alpha : e->opt.hybrid_alpha;
@@ -1120,11 +1160,15 @@ static proto_status find_candidates(srv_engine *e, const srv_search_request *rq,
       if (s != PROTO_OK) goto leave;
     } else if (mode == SRV_MODE_DENSE) {
       for (size_t j = 0; j < k && dids[q * k + j] > 0; j++, n[q]++)
-        cq[j] = (cand){.id = dids[q * k + j], .fused = dsc[q * k + j], .dense = dsc[q * k + j],
+        cq[j] = (cand){.id = dids[q * k + j],
+                       .fused = dsc[q * k + j],
+                       .dense = dsc[q * k + j],
                        .drank = (int)j + 1};
     } else {
       for (size_t j = 0; j < nl[q]; j++, n[q]++)
-        cq[j] = (cand){.id = lids[q * k + j], .fused = lsc[q * k + j], .lexical = lsc[q * k + j],
+        cq[j] = (cand){.id = lids[q * k + j],
+                       .fused = lsc[q * k + j],
+                       .lexical = lsc[q * k + j],
                        .lrank = (int)j + 1};
     }
   }
@@ -1149,10 +1193,16 @@ static proto_status group_by_document(sctx *c, cand *cands, size_t *n, size_t k,
   cand *kept = malloc((*n + 1) * sizeof *kept);
   size_t nd = 0, m = 0;
   proto_status s = PROTO_OK;
-  if (!docs || !count || !kg || !kept) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!docs || !count || !kg || !kept) {
+    s = srv__fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   for (size_t j = 0; j < *n; j++) {
     cent *ent = chunk_lookup(c, (uint64_t)cands[j].id);
-    if (!ent) { s = c->err; goto leave; }
+    if (!ent) {
+      s = c->err;
+      goto leave;
+    }
     if (!ent->live) continue;
     size_t g = 0;
     while (g < nd && docs[g] != ent->doc_id) g++;
@@ -1248,13 +1298,13 @@ static proto_status expand_hits(sctx *c, srv_hits *h, uint32_t by) {
 typedef struct search_state {
   sctx c;
   lex_job job;
-  float *qv;            /* the embedded texts (a search by text) */
-  cand *cands;          /* kc per query */
+  float *qv; /* the embedded texts (a search by text) */
+  cand *cands; /* kc per query */
   size_t *n_cands, *groups;
   size_t kc;
-  dent *docs;           /* documents met so far */
+  dent *docs; /* documents met so far */
   size_t n_docs, cap_docs;
-  store_chunk sc;       /* the hit being hydrated, with_text only */
+  store_chunk sc; /* the hit being hydrated, with_text only */
 } search_state;
 
 static void search_state_free(search_state *st) {
@@ -1288,16 +1338,18 @@ static proto_status search_check(const srv_engine *e, const srv_search_request *
     return srv__fail(PROTO_ERANGE, "k: must be in [1, %d]", PROTO_MAX_K);
   if (rq->nprobe < 0 || rq->ef_search < 0)
     return srv__fail(PROTO_ERANGE, "nprobe and ef_search must not be negative");
-  if (!(rq->alpha >= 0 && rq->alpha <= 1)) return srv__fail(PROTO_ERANGE, "alpha: must be in (0, 1]");
+  if (!(rq->alpha >= 0 && rq->alpha <= 1))
+    return srv__fail(PROTO_ERANGE, "alpha: must be in (0, 1]");
   if (rq->group_size < 0 || rq->group_size > 100 || rq->expand < 0 || rq->expand > 16)
     return srv__fail(PROTO_ERANGE, "group_size must be in [0, 100] and expand in [0, 16]");
-  *mode = rq->mode != SRV_MODE_DEFAULT ? rq->mode
-          : !has_t ? SRV_MODE_DENSE
+  *mode = rq->mode != SRV_MODE_DEFAULT             ? rq->mode
+          : !has_t                                 ? SRV_MODE_DENSE
           : e->opt.search_mode != SRV_MODE_DEFAULT ? e->opt.search_mode
-          : SRV_MODE_HYBRID;
+                                                   : SRV_MODE_HYBRID;
   if (!srv_mode_name(*mode)) return srv__fail(PROTO_EINVAL, "mode: unknown search mode");
   if (*mode != SRV_MODE_DENSE && !has_t)
-    return srv__fail(PROTO_EINVAL, "mode: a search by vector is dense (lexical and hybrid need a text)");
+    return srv__fail(PROTO_EINVAL,
+                     "mode: a search by vector is dense (lexical and hybrid need a text)");
   if (*mode != SRV_MODE_DENSE && !e->lx)
     return srv__fail(PROTO_EUNAVAIL, "mode: this database has no lexical index");
   return PROTO_OK;
@@ -1306,8 +1358,8 @@ static proto_status search_check(const srv_engine *e, const srv_search_request *
 /* The excluded documents, the metadata filter and the chunk cache. */
 static proto_status search_filter_start(srv_engine *e, const srv_search_request *rq, sctx *c) {
   c->e = e;
-  proto_status s = exclude_nums(e, rq->exclude_docs, rq->n_exclude, (uint64_t **)&c->excl,
-                                &c->n_excl);
+  proto_status s =
+      exclude_nums(e, rq->exclude_docs, rq->n_exclude, (uint64_t **)&c->excl, &c->n_excl);
   if (s != PROTO_OK) return s;
   if (rq->filter_json) {
     c->filter = json_loads(rq->filter_json, 0, NULL);
@@ -1345,8 +1397,8 @@ static proto_status search_doc(search_state *st, uint64_t num, const dent **out)
 }
 
 /* Appends candidate cd (a live chunk, ent) to h as a hit of group. */
-static proto_status search_add_hit(search_state *st, const srv_search_request *rq,
-                                   const cand *cd, const cent *ent, size_t group, srv_hits *h) {
+static proto_status search_add_hit(search_state *st, const srv_search_request *rq, const cand *cd,
+                                   const cent *ent, size_t group, srv_hits *h) {
   /* tokens and text: read for the returned hits only. The filter found the
    * chunk live in this snapshot, so it and its document are there. */
   if (rq->with_text) {
@@ -1385,8 +1437,8 @@ static proto_status search_add_hit(search_state *st, const srv_search_request *r
 
 /* Query q's hits: its candidates grouped by document (group_size), the
  * live ones hydrated, their context expanded. */
-static proto_status search_hits(search_state *st, const srv_search_request *rq, size_t q,
-                                size_t k, srv_hits *h) {
+static proto_status search_hits(search_state *st, const srv_search_request *rq, size_t q, size_t k,
+                                srv_hits *h) {
   cand *cq = st->cands + q * st->kc;
   size_t gs = (size_t)rq->group_size;
   proto_status s;
@@ -1422,7 +1474,10 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
   lex_job_start(&st.job, e, rq, mode, k);
   if (!has_v && mode != SRV_MODE_LEXICAL) {
     st.qv = malloc(nq * e->dim * sizeof *st.qv);
-    if (!st.qv) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    if (!st.qv) {
+      s = srv__fail(PROTO_ENOMEM, "out of memory");
+      goto leave;
+    }
     s = srv__embed_queries(e, rq->texts, rq->text_lens, nq, st.qv, st.job.started);
     if (s != PROTO_OK) goto leave;
     queries = st.qv;
@@ -1446,8 +1501,7 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
   out->nq = nq;
   out->mode = mode;
   s = find_candidates(e, rq, mode, queries, nq, st.kc, &st.c, &st.job, st.cands, st.n_cands);
-  for (size_t q = 0; q < nq && s == PROTO_OK; q++)
-    s = search_hits(&st, rq, q, k, &out->queries[q]);
+  for (size_t q = 0; q < nq && s == PROTO_OK; q++) s = search_hits(&st, rq, q, k, &out->queries[q]);
   if (s == PROTO_OK) atomic_fetch_add(&e->n_searches, nq);
 leave:
   search_state_free(&st);

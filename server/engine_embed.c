@@ -32,11 +32,11 @@ struct srv_embed_req {
   const char *const *texts;
   const size_t *lens; /* NULL: NUL-terminated */
   size_t n;
-  float *out;          /* n x dim */
+  float *out; /* n x dim */
   int one_thread;
   int done;
   proto_status st;
-  char err[256];       /* the encoder's message, from the leader's thread */
+  char err[256]; /* the encoder's message, from the leader's thread */
   srv_embed_req *next;
 };
 

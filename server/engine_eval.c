@@ -65,9 +65,9 @@ typedef struct eval_run {
   float *logits, *vec;
   int32_t *nbuf;
   uint16_t *row;
-  char **ctext;          /* per chunk of the window: its text */
+  char **ctext; /* per chunk of the window: its text */
   size_t *clen;
-  char ***ntext;         /* per chunk: its neighbours' [N F] texts */
+  char ***ntext; /* per chunk: its neighbours' [N F] texts */
   size_t **nlen;
   int *nn;
   srv_search_result sr;
@@ -103,8 +103,8 @@ static void eval_free(eval_run *r) {
 }
 
 /* The settings, the document's tokens and the buffers of a window. */
-static proto_status eval_init(eval_run *r, srv_engine *e, const srv_eval_options *o,
-                              const char *id, const char *text, size_t len) {
+static proto_status eval_init(eval_run *r, srv_engine *e, const srv_eval_options *o, const char *id,
+                              const char *text, size_t len) {
   const retro_config *rc = retro_get_config(e->dec);
   r->e = e;
   r->o = o;
@@ -165,7 +165,8 @@ static proto_status eval_set_neighbours(eval_run *r, int c, const srv_hits *h) {
     for (int t = 0; t < PROTO_NEIGHBOUR_TOKENS; t++) row[t] = r->pad;
     memcpy(row, x->tokens, (x->n_tokens < 64 ? x->n_tokens : 64) * sizeof *row);
     if (x->n_next_tokens)
-      memcpy(row + 64, x->next_tokens, (x->n_next_tokens < 64 ? x->n_next_tokens : 64) * sizeof *row);
+      memcpy(row + 64, x->next_tokens,
+             (x->n_next_tokens < 64 ? x->n_next_tokens : 64) * sizeof *row);
     char *t = malloc(x->text_len + x->next_text_len + 1);
     if (!t) return srv__fail(PROTO_ENOMEM, "out of memory");
     memcpy(t, x->text, x->text_len);
@@ -184,9 +185,13 @@ static proto_status eval_set_neighbours(eval_run *r, int c, const srv_hits *h) {
 static proto_status eval_search(eval_run *r, size_t w0, int nc, char **etx, size_t *etl) {
   const char *excl[1] = {r->id};
   int self = r->o->exclude_self && r->id;
-  srv_search_request q = {.vectors = r->vec, .n_vectors = (size_t)nc, .k = r->k,
-                          .exclude_docs = self ? excl : NULL, .n_exclude = self ? 1 : 0,
-                          .with_text = 1, .mode = r->mode};
+  srv_search_request q = {.vectors = r->vec,
+                          .n_vectors = (size_t)nc,
+                          .k = r->k,
+                          .exclude_docs = self ? excl : NULL,
+                          .n_exclude = self ? 1 : 0,
+                          .with_text = 1,
+                          .mode = r->mode};
   if (r->mode != SRV_MODE_DENSE) {
     q.texts = (const char *const *)etx;
     q.text_lens = etl;
@@ -286,7 +291,8 @@ static proto_status eval_score_off(eval_run *r, size_t w0, int wl, const int *ke
   proto_status s = retro_forward(r->st, r->toks + w0, wl, 1, r->logits);
   if (s != PROTO_OK) return srv__fail(s, "decoder: %s", retro_last_error());
   for (int p = 0; p + 1 < wl; p++) {
-    double bits = token_bits(r->logits + (size_t)p * (size_t)r->V, r->V, r->toks[w0 + (size_t)p + 1]);
+    double bits =
+        token_bits(r->logits + (size_t)p * (size_t)r->V, r->V, r->toks[w0 + (size_t)p + 1]);
     int c = (p + 1) / PROTO_CHUNK_TOKENS;
     acc->off_bits += bits;
     if (c < EVAL_MAX_CHUNKS && keep[c]) acc->kept_off_bits += bits;
@@ -297,7 +303,7 @@ static proto_status eval_score_off(eval_run *r, size_t w0, int wl, const int *ke
 /* Scores the window of the document that starts at token w0. */
 static proto_status eval_window(eval_run *r, size_t w0, srv_eval_result *acc) {
   int wl = (int)(r->n - w0 < (size_t)r->W ? r->n - w0 : (size_t)r->W);
-  int nc = wl / PROTO_CHUNK_TOKENS;            /* complete chunks */
+  int nc = wl / PROTO_CHUNK_TOKENS; /* complete chunks */
   int nt = (wl + PROTO_CHUNK_TOKENS - 1) / PROTO_CHUNK_TOKENS;
   retro_state_reset(r->st);
   proto_status s = eval_chunk_texts(r, w0, nt);
@@ -312,7 +318,8 @@ static proto_status eval_window(eval_run *r, size_t w0, srv_eval_result *acc) {
     if (c < EVAL_MAX_CHUNKS && keep[c]) acc->chunks_kept++;
   }
   eval_score(r, w0, wl, keep, acc);
-  if (r->o->compare_off && r->o->retrieval && (s = eval_score_off(r, w0, wl, keep, acc)) != PROTO_OK)
+  if (r->o->compare_off && r->o->retrieval &&
+      (s = eval_score_off(r, w0, wl, keep, acc)) != PROTO_OK)
     return s;
   eval_clear_neighbours(r);
   return PROTO_OK;
@@ -320,13 +327,15 @@ static proto_status eval_window(eval_run *r, size_t w0, srv_eval_result *acc) {
 
 proto_status srv_eval_doc(srv_engine *e, const srv_eval_options *o, const char *id,
                           const char *text, size_t len, srv_eval_result *acc) {
-  if (!e || !o || !acc || (!text && len)) return srv__fail(PROTO_EINVAL, "srv_eval_doc: NULL argument");
+  if (!e || !o || !acc || (!text && len))
+    return srv__fail(PROTO_EINVAL, "srv_eval_doc: NULL argument");
   if (!e->dec) return srv__fail(PROTO_EUNAVAIL, "no decoder is loaded");
   double t0 = proto_now();
   eval_run r;
   memset(&r, 0, sizeof r);
   proto_status s = eval_init(&r, e, o, id, text, len);
-  for (size_t w0 = 0; s == PROTO_OK && w0 + 1 < r.n; w0 += (size_t)r.W) s = eval_window(&r, w0, acc);
+  for (size_t w0 = 0; s == PROTO_OK && w0 + 1 < r.n; w0 += (size_t)r.W)
+    s = eval_window(&r, w0, acc);
   if (s == PROTO_OK) {
     acc->docs++;
     acc->seconds += proto_now() - t0;

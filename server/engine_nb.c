@@ -18,11 +18,11 @@
 #include <sys/stat.h>
 
 typedef struct nb_data {
-  uint64_t *ids;       /* (n) chunk ids, ascending */
-  float *vecs;         /* (n, dim) */
+  uint64_t *ids; /* (n) chunk ids, ascending */
+  float *vecs; /* (n, dim) */
   size_t n, cap;
   uint32_t dim;
-  int oom;            /* collect ran out of memory (reported as such) */
+  int oom; /* collect ran out of memory (reported as such) */
 } nb_data;
 
 static proto_status collect(void *ctx, const uint64_t *ids, const float *vectors, size_t n) {
@@ -63,10 +63,12 @@ static proto_status write_npy(const char *dir, const char *name, const char *des
                               size_t cols, const void *data, size_t elem) {
   char path[4096], hdr[256];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  int hl = cols ? snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%zu, %zu), }",
-                           descr, rows, cols)
-                : snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%zu,), }",
-                           descr, rows);
+  int hl =
+      cols ? snprintf(hdr, sizeof hdr,
+                      "{'descr': '%s', 'fortran_order': False, 'shape': (%zu, %zu), }", descr, rows,
+                      cols)
+           : snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%zu,), }",
+                      descr, rows);
   size_t total = 10 + (size_t)hl + 1;
   size_t pad = (64 - total % 64) % 64;
   memset(hdr + hl, ' ', pad);
@@ -74,7 +76,15 @@ static proto_status write_npy(const char *dir, const char *name, const char *des
   size_t hlen = (size_t)hl + pad + 1;
   FILE *f = fopen(path, "wb");
   if (!f) return srv__fail(PROTO_EIO, "cannot write %s: %s", path, strerror(errno));
-  unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 0xff),
+  unsigned char pre[10] = {0x93,
+                           'N',
+                           'U',
+                           'M',
+                           'P',
+                           'Y',
+                           1,
+                           0,
+                           (unsigned char)(hlen & 0xff),
                            (unsigned char)(hlen >> 8)};
   size_t count = rows * (cols ? cols : 1);
   int bad = fwrite(pre, 1, 10, f) != 10 || fwrite(hdr, 1, hlen, f) != hlen ||
@@ -99,14 +109,14 @@ static int other_doc(void *ctx, int64_t id) {
 /* What srv_neighbours_dump gathers, per live chunk (n rows); released by
  * nb_dump_free. */
 typedef struct nb_dump {
-  nb_data d;           /* ids and vectors */
+  nb_data d; /* ids and vectors */
   size_t n;
   int k;
-  uint64_t *docs;      /* (n) doc nums */
-  uint32_t *ords;      /* (n) ordinals */
-  int32_t *toks;       /* (n, 64), -1 past a short chunk's end */
-  int64_t *nbr;        /* (n, k) neighbour chunk ids, -1 when fewer */
-  float *nsc;          /* (n, k) their scores, NaN when fewer */
+  uint64_t *docs; /* (n) doc nums */
+  uint32_t *ords; /* (n) ordinals */
+  int32_t *toks; /* (n, 64), -1 past a short chunk's end */
+  int64_t *nbr; /* (n, k) neighbour chunk ids, -1 when fewer */
+  float *nsc; /* (n, k) their scores, NaN when fewer */
 } nb_dump;
 
 static void nb_dump_free(nb_dump *x) {
@@ -123,8 +133,7 @@ static void nb_dump_free(nb_dump *x) {
 static proto_status nb_read_chunks(srv_engine *e, nb_dump *x) {
   x->d.dim = e->dim;
   proto_status s = store_vectors_scan(e->st, 0, 1024, collect, &x->d);
-  if (s != PROTO_OK)
-    return x->d.oom ? s : srv__fail(s, "scanning vectors: %s", store_last_error());
+  if (s != PROTO_OK) return x->d.oom ? s : srv__fail(s, "scanning vectors: %s", store_last_error());
   size_t n = x->n = x->d.n, rows = n ? n : 1;
   x->docs = malloc(rows * sizeof *x->docs);
   x->ords = malloc(rows * sizeof *x->ords);
@@ -169,8 +178,8 @@ static proto_status nb_fill_row(srv_engine *e, const srv_neighbours_options *o, 
   }
   if (got < k && !o->include_same_doc && (size_t)kf < x->n) {
     nb_filter_ctx fc = {.ids = x->d.ids, .docs = x->docs, .n = x->n, .doc = x->docs[row]};
-    proto_status s = idx_search(e->ix, x->d.vecs + row * x->d.dim, 1, x->k, sp, other_doc, &fc,
-                                nsc, nbr);
+    proto_status s =
+        idx_search(e->ix, x->d.vecs + row * x->d.dim, 1, x->k, sp, other_doc, &fc, nsc, nbr);
     if (s != PROTO_OK) return srv__fail(s, "index search: %s", idx_last_error());
     got = k;
   }

@@ -17,35 +17,35 @@ typedef struct srv_pipe srv_pipe; /* the ingest pipeline (ingest.c) */
 typedef struct srv_embed_req srv_embed_req; /* engine_embed.c */
 
 struct srv_engine {
-  srv_engine_options opt;      /* copies; strings below owned */
+  srv_engine_options opt; /* copies; strings below owned */
   char *data_dir;
   char *encoder_path;
-  char *decoder_path;          /* NULL when none */
+  char *decoder_path; /* NULL when none */
   store *st;
   idx *ix;
-  lex *lx;                     /* the lexical index; NULL when a read-only
+  lex *lx; /* the lexical index; NULL when a read-only
                                   engine could not have one */
-  char *lex_tmp;               /* a read-only engine's private lexical file
+  char *lex_tmp; /* a read-only engine's private lexical file
                                   (removed at close), else NULL */
-  pthread_mutex_t sync_mu;     /* one lexical + FAISS sync or save at a time:
+  pthread_mutex_t sync_mu; /* one lexical + FAISS sync or save at a time:
                                   the lexical index must have applied every
                                   tombstone a FAISS save clears */
   bert *enc;
-  retro *dec;                  /* NULL unless load_decoder and a decoder exists */
-  tok *own_tok;                /* the decoder's tokenizer when its weights are not loaded */
-  const tok *ctok;             /* chunk tokenizer: decoder's, else encoder's */
+  retro *dec; /* NULL unless load_decoder and a decoder exists */
+  tok *own_tok; /* the decoder's tokenizer when its weights are not loaded */
+  const tok *ctok; /* chunk tokenizer: decoder's, else encoder's */
   uint32_t dim;
-  int embed_by_ids;            /* encoder and chunk tokenizer are the same */
+  int embed_by_ids; /* encoder and chunk tokenizer are the same */
   unsigned char hash_salt[32]; /* what a document's content hash covers
                                   besides its text and metadata: the models
                                   and the chunking rule (see ingest.c) */
-  int32_t pad_id, eos_id;      /* decoder's (config.json), -1 when unknown */
+  int32_t pad_id, eos_id; /* decoder's (config.json), -1 when unknown */
   srv_pipe *pipe;
 
   /* generation slots */
   pthread_mutex_t gen_mu;
   pthread_cond_t gen_cv;
-  retro_state **states;        /* gen_slots entries, created lazily */
+  retro_state **states; /* gen_slots entries, created lazily */
   int *state_busy;
   int n_slots, busy, waiting, max_waiting, max_seq;
   int closing;
@@ -54,13 +54,13 @@ struct srv_engine {
   pthread_mutex_t q_mu;
   pthread_cond_t q_cv;
   srv_embed_req *q_head, *q_tail; /* waiting requests */
-  int q_busy;                     /* an encoder call is running */
+  int q_busy; /* an encoder call is running */
 
   /* counters */
   _Atomic uint64_t n_query_calls, n_query_texts; /* encoder calls for queries, texts in them */
   _Atomic uint64_t n_ingested_docs, n_ingested_chunks, n_ingest_errors, n_queue;
   _Atomic uint64_t n_unchanged, n_embedded_chunks;
-  _Atomic uint64_t n_nospace;  /* writes refused with PROTO_ENOSPACE */
+  _Atomic uint64_t n_nospace; /* writes refused with PROTO_ENOSPACE */
   _Atomic uint64_t n_deleted, n_searches, n_generations, n_gen_tokens;
 };
 
@@ -68,7 +68,8 @@ struct srv_engine {
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-proto_status srv__fail(proto_status st, const char *fmt, ...);
+proto_status
+srv__fail(proto_status st, const char *fmt, ...);
 
 /* Embeds n query texts (lens NULL: NUL-terminated) into out (n x dim), as
  * bert_embed_texts does, in one encoder call shared with whatever other

@@ -122,21 +122,21 @@ typedef struct gen {
   const srv_gen_callbacks *cb;
   srv_gen_result *res;
   retro_state *st;
-  int32_t *seq;          /* (max_seq) tokens of prompt + completion */
+  int32_t *seq; /* (max_seq) tokens of prompt + completion */
   int n_seq;
-  int k;                 /* neighbours per chunk */
+  int k; /* neighbours per chunk */
   int32_t pad;
-  int32_t *nbuf;         /* (k, 128) neighbour tokens of one chunk */
+  int32_t *nbuf; /* (k, 128) neighbour tokens of one chunk */
   /* text */
-  char *raw;             /* the completion's bytes as generated */
+  char *raw; /* the completion's bytes as generated */
   size_t raw_len, raw_cap, emitted; /* emitted: raw bytes already handed out */
   size_t text_cap;
   size_t max_stop;
   int cancelled;
   sampler *smp;
-  float *logits;         /* (vocab) the next token's logits */
-  size_t tok_cap;        /* res->tokens' room */
-  double t0;             /* when the slot was had */
+  float *logits; /* (vocab) the next token's logits */
+  size_t tok_cap; /* res->tokens' room */
+  double t0; /* when the slot was had */
 } gen;
 
 static proto_status grow(void **p, size_t *cap, size_t need, size_t elem) {
@@ -147,6 +147,35 @@ static proto_status grow(void **p, size_t *cap, size_t need, size_t elem) {
   if (!q) return srv__fail(PROTO_ENOMEM, "out of memory");
   *p = q;
   *cap = nc;
+  return PROTO_OK;
+}
+
+/* Appends chunk u's neighbours (the hits h, whose strings move into the
+ * result) to r's chunks. */
+static proto_status record_neighbours(srv_gen_result *r, int u, int in_prompt, srv_hits *h) {
+  int kk = (int)h->n;
+  srv_gen_chunk *nc = realloc(r->chunks, (r->n_chunks + 1) * sizeof *nc);
+  if (!nc) return srv__fail(PROTO_ENOMEM, "out of memory");
+  r->chunks = nc;
+  srv_gen_chunk *c = &r->chunks[r->n_chunks++];
+  memset(c, 0, sizeof *c);
+  c->chunk = u;
+  c->in_prompt = in_prompt;
+  if (kk > 0 && !(c->nb = calloc((size_t)kk, sizeof *c->nb)))
+    return srv__fail(PROTO_ENOMEM, "out of memory");
+  for (int j = 0; j < kk; j++) {
+    srv_hit *x = &h->hits[j];
+    srv_gen_neighbour *nb = &c->nb[c->n++];
+    nb->chunk_id = x->chunk_id;
+    nb->doc_num = x->doc_num;
+    nb->score = x->score;
+    nb->doc_id = x->doc_id;
+    nb->text = x->text;
+    nb->text_len = x->text_len;
+    nb->next_text = x->next_text;
+    nb->next_text_len = x->next_text_len;
+    x->doc_id = x->text = x->next_text = NULL; /* moved */
+  }
   return PROTO_OK;
 }
 
@@ -162,7 +191,10 @@ static proto_status retrieve(gen *g, const int *us, int n, int in_prompt) {
   size_t *tlens = calloc((size_t)n, sizeof *tlens);
   float *vec = malloc((size_t)n * e->dim * sizeof *vec);
   srv_search_result sr = {0};
-  if (!ids || !lens || !texts || !tlens || !vec) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!ids || !lens || !texts || !tlens || !vec) {
+    s = srv__fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   for (int i = 0; i < n; i++) {
     ids[i] = g->seq + (size_t)us[i] * PROTO_CHUNK_TOKENS;
     lens[i] = PROTO_CHUNK_TOKENS;
@@ -170,24 +202,40 @@ static proto_status retrieve(gen *g, const int *us, int n, int in_prompt) {
       char *t = NULL;
       size_t tl = 0;
       s = tok_decode(e->ctok, ids[i], lens[i], &t, &tl);
-      if (s != PROTO_OK) { s = srv__fail(s, "decoding a chunk: %s", tok_last_error()); goto leave; }
+      if (s != PROTO_OK) {
+        s = srv__fail(s, "decoding a chunk: %s", tok_last_error());
+        goto leave;
+      }
       proto_buf b;
       proto_buf_init(&b);
       proto_buf_add_utf8_lossy(&b, t, tl);
       free(t);
-      if (b.failed) { proto_buf_free(&b); s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+      if (b.failed) {
+        proto_buf_free(&b);
+        s = srv__fail(PROTO_ENOMEM, "out of memory");
+        goto leave;
+      }
       texts[i] = b.data ? b.data : calloc(1, 1);
       tlens[i] = b.len;
-      if (!texts[i]) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+      if (!texts[i]) {
+        s = srv__fail(PROTO_ENOMEM, "out of memory");
+        goto leave;
+      }
     }
   }
   if ((s = srv__embed_chunks(e, ids, lens, (const char *const *)texts, tlens, (size_t)n, vec)) !=
       PROTO_OK)
     goto leave;
-  srv_search_request q = {.vectors = vec, .n_vectors = (size_t)n, .k = g->k,
-                          .exclude_docs = g->rq->exclude_docs, .n_exclude = g->rq->n_exclude,
-                          .filter_json = g->rq->filter_json, .mode = mode,
-                          .nprobe = g->rq->nprobe, .ef_search = g->rq->ef_search, .with_text = 1};
+  srv_search_request q = {.vectors = vec,
+                          .n_vectors = (size_t)n,
+                          .k = g->k,
+                          .exclude_docs = g->rq->exclude_docs,
+                          .n_exclude = g->rq->n_exclude,
+                          .filter_json = g->rq->filter_json,
+                          .mode = mode,
+                          .nprobe = g->rq->nprobe,
+                          .ef_search = g->rq->ef_search,
+                          .with_text = 1};
   if (mode != SRV_MODE_DENSE) {
     q.texts = (const char *const *)texts;
     q.text_lens = tlens;
@@ -207,33 +255,11 @@ static proto_status retrieve(gen *g, const int *us, int n, int in_prompt) {
       if (nf) memcpy(row + PROTO_CHUNK_TOKENS, x->next_tokens, nf * sizeof *row);
     }
     s = retro_set_neighbours(g->st, us[i], g->nbuf, kk, g->pad);
-    if (s != PROTO_OK) { s = srv__fail(s, "setting neighbours: %s", retro_last_error()); goto leave; }
-    /* record */
-    srv_gen_result *r = g->res;
-    srv_gen_chunk *nc = realloc(r->chunks, (r->n_chunks + 1) * sizeof *nc);
-    if (!nc) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
-    r->chunks = nc;
-    srv_gen_chunk *c = &r->chunks[r->n_chunks++];
-    memset(c, 0, sizeof *c);
-    c->chunk = us[i];
-    c->in_prompt = in_prompt;
-    if (kk > 0) {
-      c->nb = calloc((size_t)kk, sizeof *c->nb);
-      if (!c->nb) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    if (s != PROTO_OK) {
+      s = srv__fail(s, "setting neighbours: %s", retro_last_error());
+      goto leave;
     }
-    for (int j = 0; j < kk; j++) {
-      srv_hit *x = &h->hits[j];
-      srv_gen_neighbour *nb = &c->nb[c->n++];
-      nb->chunk_id = x->chunk_id;
-      nb->doc_num = x->doc_num;
-      nb->score = x->score;
-      nb->doc_id = x->doc_id;
-      nb->text = x->text;
-      nb->text_len = x->text_len;
-      nb->next_text = x->next_text;
-      nb->next_text_len = x->next_text_len;
-      x->doc_id = x->text = x->next_text = NULL; /* moved */
-    }
+    if ((s = record_neighbours(g->res, us[i], in_prompt, h)) != PROTO_OK) goto leave;
   }
   g->res->retrieval_s += proto_now() - t0;
   if (g->cb && g->cb->on_neighbours)
@@ -268,11 +294,17 @@ static proto_status emit(gen *g, size_t end) {
   proto_buf b;
   proto_buf_init(&b);
   proto_buf_add_utf8_lossy(&b, g->raw + g->emitted, end - g->emitted);
-  if (b.failed) { proto_buf_free(&b); return srv__fail(PROTO_ENOMEM, "out of memory"); }
+  if (b.failed) {
+    proto_buf_free(&b);
+    return srv__fail(PROTO_ENOMEM, "out of memory");
+  }
   g->emitted = end;
   srv_gen_result *r = g->res;
   proto_status s = grow((void **)&r->text, &g->text_cap, r->text_len + b.len + 1, 1);
-  if (s != PROTO_OK) { proto_buf_free(&b); return s; }
+  if (s != PROTO_OK) {
+    proto_buf_free(&b);
+    return s;
+  }
   memcpy(r->text + r->text_len, b.data, b.len);
   r->text_len += b.len;
   r->text[r->text_len] = 0;
@@ -295,7 +327,10 @@ static proto_status advance_text(gen *g, int *stopped) {
     size_t sl = stop_len(g, i);
     if (sl == 0 || g->raw_len - g->emitted < sl) continue;
     for (size_t p = g->emitted; p + sl <= g->raw_len && p < best; p++)
-      if (memcmp(g->raw + p, rq->stop[i], sl) == 0) { best = p; break; }
+      if (memcmp(g->raw + p, rq->stop[i], sl) == 0) {
+        best = p;
+        break;
+      }
   }
   if (best != (size_t)-1) {
     *stopped = 1;
@@ -306,7 +341,10 @@ static proto_status advance_text(gen *g, int *stopped) {
     size_t sl = stop_len(g, i);
     for (size_t h = sl > 0 ? sl - 1 : 0; h > hold; h--) {
       if (h > g->raw_len - g->emitted) continue;
-      if (memcmp(g->raw + g->raw_len - h, rq->stop[i], h) == 0) { hold = h; break; }
+      if (memcmp(g->raw + g->raw_len - h, rq->stop[i], h) == 0) {
+        hold = h;
+        break;
+      }
     }
   }
   size_t end = g->raw_len - hold;
@@ -318,10 +356,13 @@ static proto_status check_request(const srv_gen_request *rq) {
   if (rq->max_tokens < 1) return srv__fail(PROTO_ERANGE, "max_tokens: must be at least 1");
   if (!(rq->temperature >= 0) || !isfinite(rq->temperature))
     return srv__fail(PROTO_ERANGE, "temperature: must be >= 0");
-  if (!(rq->top_p > 0 && rq->top_p <= 1)) return srv__fail(PROTO_ERANGE, "top_p: must be in (0, 1]");
+  if (!(rq->top_p > 0 && rq->top_p <= 1))
+    return srv__fail(PROTO_ERANGE, "top_p: must be in (0, 1]");
   if (rq->top_k < 0) return srv__fail(PROTO_ERANGE, "top_k: must be >= 0");
-  if (rq->logprobs < -1 || rq->logprobs > 5) return srv__fail(PROTO_ERANGE, "logprobs: must be in [0, 5]");
-  if (rq->k < 0 || rq->k > PROTO_MAX_K) return srv__fail(PROTO_ERANGE, "k: must be in [0, %d]", PROTO_MAX_K);
+  if (rq->logprobs < -1 || rq->logprobs > 5)
+    return srv__fail(PROTO_ERANGE, "logprobs: must be in [0, 5]");
+  if (rq->k < 0 || rq->k > PROTO_MAX_K)
+    return srv__fail(PROTO_ERANGE, "k: must be in [0, %d]", PROTO_MAX_K);
   if (rq->n_stop && !rq->stop) return srv__fail(PROTO_EINVAL, "stop: NULL");
   if (rq->n_exclude && !rq->exclude_docs) return srv__fail(PROTO_EINVAL, "exclude_docs: NULL");
   if (!rq->prompt && rq->prompt_len) return srv__fail(PROTO_EINVAL, "prompt: NULL");
@@ -344,7 +385,9 @@ static proto_status prompt_tokens(srv_engine *e, const srv_gen_request *rq, int3
   if (*n == 0) {
     free(*ptoks); /* the tokenizer may hand back an empty allocation */
     *ptoks = NULL;
-    if (e->eos_id < 0) return srv__fail(PROTO_EINVAL, "prompt: empty, and the model has no end-of-text token to start from");
+    if (e->eos_id < 0)
+      return srv__fail(PROTO_EINVAL,
+                       "prompt: empty, and the model has no end-of-text token to start from");
     if (!(*ptoks = malloc(sizeof **ptoks))) return srv__fail(PROTO_ENOMEM, "out of memory");
     (*ptoks)[0] = e->eos_id;
     *n = 1;
@@ -427,8 +470,8 @@ static proto_status gen_prompt_pass(gen *g) {
 
 /* With logprobs: token t (its piece, plen bytes; NULL for end-of-text) and
  * its alternatives appended to g->res->tokens. */
-static proto_status gen_record_token(gen *g, int32_t t, const sample_result *sr,
-                                     const char *piece, size_t plen) {
+static proto_status gen_record_token(gen *g, int32_t t, const sample_result *sr, const char *piece,
+                                     size_t plen) {
   srv_gen_result *out = g->res;
   proto_status s = grow((void **)&out->tokens, &g->tok_cap, out->n_tokens + 1, sizeof *out->tokens);
   if (s != PROTO_OK) return s;
@@ -518,7 +561,8 @@ static proto_status gen_run(gen *g, int max_new) {
   }
   if (s == PROTO_OK) s = emit(g, g->raw_len);
   if (s != PROTO_OK) return s;
-  if (!g->res->text && !(g->res->text = calloc(1, 1))) return srv__fail(PROTO_ENOMEM, "out of memory");
+  if (!g->res->text && !(g->res->text = calloc(1, 1)))
+    return srv__fail(PROTO_ENOMEM, "out of memory");
   g->res->finish_reason = g->cancelled ? "cancelled" : finish;
   if (g->cancelled) return srv__fail(PROTO_ECANCELLED, "generation cancelled");
   return PROTO_OK;

@@ -32,19 +32,22 @@
 /* ---- worker pools ---------------------------------------------------------- */
 
 typedef void (*job_fn)(void *arg);
-typedef struct job { job_fn fn; void *arg; } job;
+typedef struct job {
+  job_fn fn;
+  void *arg;
+} job;
 
 typedef struct pool {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   job *q;
   size_t cap, head, len; /* ring of waiting jobs */
-  size_t running;        /* jobs taken and not yet finishing (pool_job_finishing) */
-  size_t waiting;        /* jobs allowed to wait beyond the free threads */
+  size_t running; /* jobs taken and not yet finishing (pool_job_finishing) */
+  size_t waiting; /* jobs allowed to wait beyond the free threads */
   int stop;
   pthread_t *threads;
   size_t n_threads;
-  atomic_long *queued;   /* gauge to update (server counters) */
+  atomic_long *queued; /* gauge to update (server counters) */
   atomic_long *busy;
 } pool;
 
@@ -154,7 +157,7 @@ typedef struct daemon_state {
   pthread_mutex_t drain_mu;
   pthread_cond_t drain_cv;
   atomic_ullong requests; /* numbers the generated request ids */
-  unsigned run;           /* ties those ids to this run of the daemon */
+  unsigned run; /* ties those ids to this run of the daemon */
 } daemon_state;
 
 static daemon_state D;
@@ -164,22 +167,22 @@ static daemon_state D;
 typedef struct conn {
   struct MHD_Connection *mhd;
   pthread_mutex_t mu;
-  int refs;                /* the MHD request + a running job + a stream response */
+  int refs; /* the MHD request + a running job + a stream response */
   double t0;
   http_match m;
   char method[8];
-  char path[256];          /* for the log: printable, truncated */
+  char path[256]; /* for the log: printable, truncated */
   char peer[64];
   char id[HTTP_REQUEST_ID_MAX + 1]; /* X-Request-Id: the client's, or made here */
-  int status;              /* status queued (0 = none yet) */
+  int status; /* status queued (0 = none yet) */
   int first_done;
   /* body */
   proto_buf body;
   int too_big;
-  size_t discarded;        /* body bytes dropped after too_big */
+  size_t discarded; /* body bytes dropped after too_big */
   int ndjson;
   http_ingest *ing;
-  int ing_error;           /* feed/submit failed: the rest of the body is discarded */
+  int ing_error; /* feed/submit failed: the rest of the body is discarded */
   proto_status ing_st;
   /* request pieces the job needs */
   char *ctype, *authz, *apikey, *wait, *force, *limit, *after, *accept_enc;
@@ -193,7 +196,7 @@ typedef struct conn {
   proto_buf sse_buf;
   size_t sse_off;
   int gen_done, sse_waiting, gone;
-  pthread_cond_t sse_cv;   /* signalled when the stream buffer drains or the client goes */
+  pthread_cond_t sse_cv; /* signalled when the stream buffer drains or the client goes */
 } conn;
 
 /* Most bytes of a stream waiting for a slow client before the generating
@@ -232,7 +235,8 @@ static enum MHD_Result send_resp(conn *c, http_response *r) {
   struct MHD_Response *mr = MHD_create_response_from_buffer(
       r->body.len, r->body.len ? r->body.data : (void *)"", MHD_RESPMEM_MUST_COPY);
   if (!mr) return MHD_NO;
-  MHD_add_response_header(mr, "Content-Type", r->content_type ? r->content_type : "application/json");
+  MHD_add_response_header(mr, "Content-Type",
+                          r->content_type ? r->content_type : "application/json");
   if (r->allow) MHD_add_response_header(mr, "Allow", r->allow);
   if (r->content_encoding) MHD_add_response_header(mr, "Content-Encoding", r->content_encoding);
   if (c->m.route == HTTP_R_WEBUI) MHD_add_response_header(mr, "Vary", "Accept-Encoding");
@@ -308,8 +312,9 @@ static void job_execute(void *arg) {
   if (client_gone(c)) {
     /* nginx's "client closed request": logged and counted, never sent */
     r.status = 499;
-    proto_buf_adds(&r.body, "{\"error\":{\"code\":\"client_closed\","
-                            "\"message\":\"client closed the connection\"}}");
+    proto_buf_adds(&r.body,
+                   "{\"error\":{\"code\":\"client_closed\","
+                   "\"message\":\"client closed the connection\"}}");
   } else {
     http_request rq;
     build_request(c, &rq);
@@ -490,8 +495,8 @@ static enum MHD_Result start_completion(conn *c) {
     atomic_fetch_add(&D.srv->rejected, 1);
     return send_error(c, PROTO_EBUSY, "server busy: generation queue full, retry later");
   }
-  struct MHD_Response *mr = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read,
-                                                              c, sse_free);
+  struct MHD_Response *mr =
+      MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, c, sse_free);
   if (!mr) {
     pthread_mutex_lock(&c->mu);
     c->gone = 1;
@@ -577,11 +582,13 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
   c->authz = dup_header(mc, MHD_HEADER_KIND, "Authorization");
   c->apikey = dup_header(mc, MHD_HEADER_KIND, "api-key");
   c->ctype = dup_header(mc, MHD_HEADER_KIND, "Content-Type");
-  if (c->m.route == HTTP_R_WEBUI) c->accept_enc = dup_header(mc, MHD_HEADER_KIND, "Accept-Encoding");
+  if (c->m.route == HTTP_R_WEBUI)
+    c->accept_enc = dup_header(mc, MHD_HEADER_KIND, "Accept-Encoding");
   proto_status st = http_auth_check(D.cfg, c->authz, c->apikey, c->m.access);
   if (st != PROTO_OK)
-    return send_error(c, st, st == PROTO_EUNAUTH ? "Authorization: missing or wrong API key"
-                                                 : "Authorization: the read-only key cannot write");
+    return send_error(c, st,
+                      st == PROTO_EUNAUTH ? "Authorization: missing or wrong API key"
+                                          : "Authorization: the read-only key cannot write");
   query_args qa = {.c = c, .st = PROTO_OK};
   MHD_get_connection_values(mc, MHD_GET_ARGUMENT_KIND, take_query_arg, &qa);
   if (qa.st != PROTO_OK) return send_error(c, qa.st, qa.msg);
@@ -608,9 +615,8 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
   (void)cls;
   (void)version;
   conn *c = *con_cls;
@@ -638,8 +644,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, c->peer,
                   sizeof c->peer);
       else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
-                  c->peer, sizeof c->peer);
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, c->peer,
+                  sizeof c->peer);
     }
     return first_call(c, mc, url, method);
   }
@@ -727,9 +733,9 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
   char t[40];
   http_log_time(t, sizeof t);
   http_log_request("time=%s method=%s path=\"%s\" route=\"%s\" status=%d ms=%.3f peer=%s id=%s%s\n",
-           t, c->method, c->path, http_route_label(c->m.route), status, ms,
-           c->peer[0] ? c->peer : "-", c->id,
-           toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+                   t, c->method, c->path, http_route_label(c->m.route), status, ms,
+                   c->peer[0] ? c->peer : "-", c->id,
+                   toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
   atomic_fetch_sub(&D.srv->inflight, 1);
   pthread_mutex_lock(&D.drain_mu);
   pthread_cond_broadcast(&D.drain_cv);
@@ -837,8 +843,8 @@ static int serve_start_pools(const http_config *cfg) {
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   size_t workers = cfg->workers > 0 ? (size_t)cfg->workers : 4 * (size_t)(cpus > 0 ? cpus : 1);
   if (workers > 256) workers = 256;
-  if (pool_start(&D.work, workers, (size_t)cfg->queue, &D.srv->work_queued,
-                 &D.srv->work_busy) != PROTO_OK ||
+  if (pool_start(&D.work, workers, (size_t)cfg->queue, &D.srv->work_queued, &D.srv->work_busy) !=
+          PROTO_OK ||
       pool_start(&D.gen, (size_t)(cfg->gen_slots + cfg->gen_queue), 0, NULL, NULL) != PROTO_OK) {
     http_log_event("error", "cannot start worker threads");
     return -1;
@@ -852,18 +858,13 @@ static int serve_listen(const http_config *cfg, serve_plan *plan) {
                    MHD_USE_ITC | MHD_USE_ERROR_LOG;
   if (plan->v6) flags |= MHD_USE_IPv6;
   D.mhd = MHD_start_daemon(
-      flags, 0, NULL, NULL, on_request, NULL,
-      MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&plan->addr,
-      MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
-      MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_per_ip,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout,
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->header_limit,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-      MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
-      MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-      MHD_OPTION_END);
+      flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&plan->addr, MHD_OPTION_THREAD_POOL_SIZE,
+      (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned)cfg->idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->header_limit,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape,
+      NULL, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
   if (!D.mhd) {
     http_log_event("error", "cannot listen on %s:%ld", cfg->host, cfg->port);
     fprintf(stderr, "retro serve: cannot listen on %s:%ld\n", cfg->host, cfg->port);
@@ -878,8 +879,7 @@ static int serve_listen(const http_config *cfg, serve_plan *plan) {
 
 /* Opens the engine the configuration names into *engine. 0, or -1
  * (reported). */
-static int serve_open_engine(const http_config *cfg, const serve_plan *plan,
-                             srv_engine **engine) {
+static int serve_open_engine(const http_config *cfg, const serve_plan *plan, srv_engine **engine) {
   srv_engine_options eo;
   memset(&eo, 0, sizeof eo);
   eo.data_dir = cfg->data;
@@ -897,7 +897,8 @@ static int serve_open_engine(const http_config *cfg, const serve_plan *plan,
   http_log_event("info", "opening %s", cfg->data);
   proto_status st = srv_engine_open(&eo, engine);
   if (st != PROTO_OK) {
-    http_log_event("error", "cannot open %s: %s: %s", cfg->data, proto_strerror(st), srv_last_error());
+    http_log_event("error", "cannot open %s: %s: %s", cfg->data, proto_strerror(st),
+                   srv_last_error());
     fprintf(stderr, "retro serve: cannot open %s: %s: %s\n", cfg->data, proto_strerror(st),
             srv_last_error());
     return -1;
@@ -933,12 +934,16 @@ static void serve_drain(const http_config *cfg) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += 100000000;
-    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
     pthread_cond_timedwait(&D.drain_cv, &D.drain_mu, &ts);
   }
   pthread_mutex_unlock(&D.drain_mu);
   long left = atomic_load(&D.srv->inflight);
-  if (left > 0) http_log_event("warn", "%ld requests still in flight after %lds", left, cfg->drain_timeout);
+  if (left > 0)
+    http_log_event("warn", "%ld requests still in flight after %lds", left, cfg->drain_timeout);
   pool_stop(&D.work);
   pool_stop(&D.gen);
   if (left == 0) MHD_stop_daemon(D.mhd); /* suspended connections would make this unsafe */
@@ -955,8 +960,10 @@ static void serve_stop(srv_engine *engine) {
   if (engine) {
     http_log_event("info", "saving the index and closing");
     if (srv_engine_close(engine) != PROTO_OK) /* documents are safe in the store */
-      http_log_event("error", "%s (every acknowledged document is in the store: the next start "
-                     "brings the index up to date from it)", srv_last_error());
+      http_log_event("error",
+                     "%s (every acknowledged document is in the store: the next start "
+                     "brings the index up to date from it)",
+                     srv_last_error());
   }
   http_server_free(D.srv);
   D.srv = NULL;

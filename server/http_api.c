@@ -64,7 +64,6 @@ int http_body_kind(http_route r, const char *ct) {
   return -1;
 }
 
-
 static int model_matches(const char *want, const char *name, const char *path) {
   if (!want || !*want) return 1;
   if (!strcmp(want, name)) return 1;
@@ -102,12 +101,16 @@ int http_model_is(const char *want, const char *name) { return model_matches(wan
 static void model_object(proto_jw *w, const char *name, const char *path, const char *kind) {
   struct stat sb;
   proto_jw_obj(w);
-  proto_jw_key(w, "id"); proto_jw_cstr(w, name);
-  proto_jw_key(w, "object"); proto_jw_cstr(w, "model");
+  proto_jw_key(w, "id");
+  proto_jw_cstr(w, name);
+  proto_jw_key(w, "object");
+  proto_jw_cstr(w, "model");
   proto_jw_key(w, "created");
   proto_jw_int(w, path && *path && stat(path, &sb) == 0 ? (long long)sb.st_mtime : 0);
-  proto_jw_key(w, "owned_by"); proto_jw_cstr(w, "retrod");
-  proto_jw_key(w, "kind"); proto_jw_cstr(w, kind);
+  proto_jw_key(w, "owned_by");
+  proto_jw_cstr(w, "retrod");
+  proto_jw_key(w, "kind");
+  proto_jw_cstr(w, kind);
   proto_jw_obj_end(w);
 }
 
@@ -117,16 +120,24 @@ static void model_object(proto_jw *w, const char *name, const char *path, const 
 static void h_models(http_server *s, const char *id, http_response *resp) {
   if (no_engine(s, resp)) return;
   srv_info *info = calloc(1, sizeof *info);
-  if (!info) { http_error(resp, PROTO_ENOMEM, "out of memory"); return; }
+  if (!info) {
+    http_error(resp, PROTO_ENOMEM, "out of memory");
+    return;
+  }
   proto_status st = srv_info_get(s->engine, info);
-  if (st != PROTO_OK) { free(info); engine_error(resp, st, "models"); return; }
+  if (st != PROTO_OK) {
+    free(info);
+    engine_error(resp, st, "models");
+    return;
+  }
   int enc = !id || model_matches(id, s->encoder_name, NULL);
   int dec = info->decoder_loaded && (!id || model_matches(id, s->model_name, info->decoder_path));
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   if (!id) {
     proto_jw_obj(&w);
-    proto_jw_key(&w, "object"); proto_jw_cstr(&w, "list");
+    proto_jw_key(&w, "object");
+    proto_jw_cstr(&w, "list");
     proto_jw_key(&w, "data");
     proto_jw_arr(&w);
     model_object(&w, s->encoder_name, info->encoder_path, "embeddings");
@@ -156,9 +167,16 @@ static void h_models(http_server *s, const char *id, http_response *resp) {
 static void h_info(http_server *s, http_response *resp) {
   if (no_engine(s, resp)) return;
   srv_info *info = calloc(1, sizeof *info);
-  if (!info) { http_error(resp, PROTO_ENOMEM, "out of memory"); return; }
+  if (!info) {
+    http_error(resp, PROTO_ENOMEM, "out of memory");
+    return;
+  }
   proto_status st = srv_info_get(s->engine, info);
-  if (st != PROTO_OK) { free(info); engine_error(resp, st, "info"); return; }
+  if (st != PROTO_OK) {
+    free(info);
+    engine_error(resp, st, "info");
+    return;
+  }
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   view_info(&w, info, s->encoder_name, s->model_name, info->read_only || s->cfg->read_only);
@@ -176,18 +194,19 @@ static void h_metrics(http_server *s, http_response *resp) {
   http_metrics_write(b);
   gauge(b, "retro_http_inflight_requests", "gauge", "Requests being handled.",
         (unsigned long long)atomic_load(&s->inflight));
-  proto_buf_adds(b, "# HELP retro_http_queue_depth Requests waiting for a worker.\n"
-                    "# TYPE retro_http_queue_depth gauge\n");
-  proto_buf_addf(b, "retro_http_queue_depth{pool=\"work\"} %ld\n",
-                 atomic_load(&s->work_queued));
+  proto_buf_adds(b,
+                 "# HELP retro_http_queue_depth Requests waiting for a worker.\n"
+                 "# TYPE retro_http_queue_depth gauge\n");
+  proto_buf_addf(b, "retro_http_queue_depth{pool=\"work\"} %ld\n", atomic_load(&s->work_queued));
   proto_buf_addf(b, "retro_http_queue_depth{pool=\"gen\"} %ld\n", atomic_load(&s->gen_active));
   gauge(b, "retro_http_workers_busy", "gauge", "Worker threads running a request.",
         (unsigned long long)atomic_load(&s->work_busy));
   gauge(b, "retro_http_rejected_total", "counter", "Requests answered 429 (queues full).",
         (unsigned long long)atomic_load(&s->rejected));
-  proto_buf_adds(b, "# HELP retro_build_info The server's version (the value is always 1).\n"
-                    "# TYPE retro_build_info gauge\n"
-                    "retro_build_info{version=\"" RETRO_VERSION "\"} 1\n");
+  proto_buf_adds(b,
+                 "# HELP retro_build_info The server's version (the value is always 1).\n"
+                 "# TYPE retro_build_info gauge\n"
+                 "retro_build_info{version=\"" RETRO_VERSION "\"} 1\n");
   http_metrics_write_process(b);
   if (s->engine) {
     srv_info *info = calloc(1, sizeof *info);
@@ -211,7 +230,8 @@ static void h_metrics(http_server *s, http_response *resp) {
       gauge(b, "retro_ingest_errors_total", "counter", "Documents that failed to ingest.",
             info->ingest_errors);
       gauge(b, "retro_ingest_unchanged_total", "counter",
-            "Documents skipped by ingest: the same content hash was stored.", info->ingest_unchanged);
+            "Documents skipped by ingest: the same content hash was stored.",
+            info->ingest_unchanged);
       gauge(b, "retro_ingest_embedded_chunks_total", "counter",
             "Chunks the ingest pipeline ran through the encoder.", info->ingest_embedded_chunks);
       gauge(b, "retro_storage_full_total", "counter",
@@ -253,7 +273,10 @@ static void h_doc_get(http_server *s, const http_match *m, http_response *resp) 
     http_error(resp, st, msg);
     return;
   }
-  if (st != PROTO_OK) { engine_error(resp, st, "get document"); return; }
+  if (st != PROTO_OK) {
+    engine_error(resp, st, "get document");
+    return;
+  }
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   view_document(&w, &d, 1);
@@ -266,14 +289,24 @@ static void h_doc_list(http_server *s, const http_request *rq, http_response *re
   uint64_t after;
   char msg[160];
   proto_status st = http_list_args(rq->query_limit, rq->query_after, &max, &after, msg, sizeof msg);
-  if (st != PROTO_OK) { http_error(resp, st, msg); return; }
+  if (st != PROTO_OK) {
+    http_error(resp, st, msg);
+    return;
+  }
   if (no_engine(s, resp)) return;
   srv_document *d = calloc(max, sizeof *d);
   size_t n = 0;
   int more = 0;
-  if (!d) { http_error(resp, PROTO_ENOMEM, "out of memory"); return; }
+  if (!d) {
+    http_error(resp, PROTO_ENOMEM, "out of memory");
+    return;
+  }
   st = srv_documents_list(s->engine, after, max, d, &n, &more);
-  if (st != PROTO_OK) { free(d); engine_error(resp, st, "list documents"); return; }
+  if (st != PROTO_OK) {
+    free(d);
+    engine_error(resp, st, "list documents");
+    return;
+  }
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   proto_jw_obj(&w);
@@ -281,11 +314,16 @@ static void h_doc_list(http_server *s, const http_request *rq, http_response *re
   proto_jw_arr(&w);
   for (size_t i = 0; i < n; i++) {
     proto_jw_obj(&w);
-    proto_jw_key(&w, "id"); proto_jw_cstr(&w, d[i].id);
-    proto_jw_key(&w, "doc_num"); proto_jw_uint(&w, d[i].doc_num);
-    proto_jw_key(&w, "metadata"); view_meta(&w, d[i].metadata_json);
-    proto_jw_key(&w, "n_chunks"); proto_jw_uint(&w, d[i].n_chunks);
-    proto_jw_key(&w, "first_chunk"); proto_jw_uint(&w, d[i].first_chunk);
+    proto_jw_key(&w, "id");
+    proto_jw_cstr(&w, d[i].id);
+    proto_jw_key(&w, "doc_num");
+    proto_jw_uint(&w, d[i].doc_num);
+    proto_jw_key(&w, "metadata");
+    view_meta(&w, d[i].metadata_json);
+    proto_jw_key(&w, "n_chunks");
+    proto_jw_uint(&w, d[i].n_chunks);
+    proto_jw_key(&w, "first_chunk");
+    proto_jw_uint(&w, d[i].first_chunk);
     proto_jw_obj_end(&w);
   }
   proto_jw_arr_end(&w);
@@ -301,10 +339,16 @@ static void h_doc_list(http_server *s, const http_request *rq, http_response *re
 
 static void h_doc_delete(http_server *s, const http_match *m, http_response *resp) {
   if (no_engine(s, resp)) return;
-  if (s->cfg->read_only) { http_error(resp, PROTO_EFORBIDDEN, "server is read-only"); return; }
+  if (s->cfg->read_only) {
+    http_error(resp, PROTO_EFORBIDDEN, "server is read-only");
+    return;
+  }
   int found = 0;
   proto_status st = srv_delete(s->engine, m->id, &found);
-  if (st != PROTO_OK) { engine_error(resp, st, "delete document"); return; }
+  if (st != PROTO_OK) {
+    engine_error(resp, st, "delete document");
+    return;
+  }
   if (!found) {
     char msg[600];
     snprintf(msg, sizeof msg, "id: no document '%.512s'", m->id);
@@ -314,8 +358,10 @@ static void h_doc_delete(http_server *s, const http_match *m, http_response *res
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   proto_jw_obj(&w);
-  proto_jw_key(&w, "id"); proto_jw_cstr(&w, m->id);
-  proto_jw_key(&w, "deleted"); proto_jw_bool(&w, 1);
+  proto_jw_key(&w, "id");
+  proto_jw_cstr(&w, m->id);
+  proto_jw_key(&w, "deleted");
+  proto_jw_bool(&w, 1);
   proto_jw_obj_end(&w);
   ok_json(resp, 200);
 }
@@ -337,19 +383,31 @@ static void h_chunk(http_server *s, const http_match *m, http_response *resp) {
     http_error(resp, st, msg);
     return;
   }
-  if (st != PROTO_OK) { engine_error(resp, st, "get chunk"); return; }
+  if (st != PROTO_OK) {
+    engine_error(resp, st, "get chunk");
+    return;
+  }
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   proto_jw_obj(&w);
-  proto_jw_key(&w, "chunk_id"); proto_jw_uint(&w, c.c.chunk_id);
-  proto_jw_key(&w, "doc_id"); proto_jw_cstr(&w, c.doc_id);
-  proto_jw_key(&w, "doc_num"); proto_jw_uint(&w, c.c.doc_id);
-  proto_jw_key(&w, "ordinal"); proto_jw_uint(&w, c.c.ordinal);
-  proto_jw_key(&w, "metadata"); view_meta(&w, c.metadata_json);
-  proto_jw_key(&w, "text"); proto_jw_str(&w, c.c.text, c.c.text_len);
-  proto_jw_key(&w, "continuation"); proto_jw_str(&w, c.c.next_text, c.c.next_text_len);
-  proto_jw_key(&w, "tokens"); write_tokens(&w, c.c.tokens, c.c.n_tokens);
-  proto_jw_key(&w, "continuation_tokens"); write_tokens(&w, c.c.next_tokens, c.c.n_next_tokens);
+  proto_jw_key(&w, "chunk_id");
+  proto_jw_uint(&w, c.c.chunk_id);
+  proto_jw_key(&w, "doc_id");
+  proto_jw_cstr(&w, c.doc_id);
+  proto_jw_key(&w, "doc_num");
+  proto_jw_uint(&w, c.c.doc_id);
+  proto_jw_key(&w, "ordinal");
+  proto_jw_uint(&w, c.c.ordinal);
+  proto_jw_key(&w, "metadata");
+  view_meta(&w, c.metadata_json);
+  proto_jw_key(&w, "text");
+  proto_jw_str(&w, c.c.text, c.c.text_len);
+  proto_jw_key(&w, "continuation");
+  proto_jw_str(&w, c.c.next_text, c.c.next_text_len);
+  proto_jw_key(&w, "tokens");
+  write_tokens(&w, c.c.tokens, c.c.n_tokens);
+  proto_jw_key(&w, "continuation_tokens");
+  write_tokens(&w, c.c.next_tokens, c.c.n_next_tokens);
   proto_jw_obj_end(&w);
   srv_chunk_free(&c);
   ok_json(resp, 200);
@@ -361,7 +419,10 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
   proto_search_req r;
   char err[256];
   proto_status st = proto_search_parse(rq->body, rq->body_len, &r, err, sizeof err);
-  if (st != PROTO_OK) { http_error(resp, st, err); return; }
+  if (st != PROTO_OK) {
+    http_error(resp, st, err);
+    return;
+  }
   if (no_engine(s, resp)) goto leave;
   if (r.vector && r.dim != srv_engine_dim(s->engine)) {
     snprintf(err, sizeof err, "vector: has %zu numbers, the index holds %u-dimensional vectors",
@@ -390,7 +451,10 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
   srv_search_result res;
   memset(&res, 0, sizeof res);
   st = srv_search(s->engine, &q, &res);
-  if (st != PROTO_OK) { engine_error(resp, st, "search"); goto leave; }
+  if (st != PROTO_OK) {
+    engine_error(resp, st, "search");
+    goto leave;
+  }
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   proto_jw_obj(&w);
@@ -407,8 +471,10 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
     srv_hits none = {0};
     view_hits(&w, res.nq > 0 ? &res.queries[0] : &none, res.mode, r.group_by_doc, r.with_text);
   }
-  proto_jw_key(&w, "k"); proto_jw_int(&w, r.k);
-  proto_jw_key(&w, "mode"); proto_jw_cstr(&w, srv_mode_name(res.mode));
+  proto_jw_key(&w, "k");
+  proto_jw_int(&w, r.k);
+  proto_jw_key(&w, "mode");
+  proto_jw_cstr(&w, srv_mode_name(res.mode));
   proto_jw_obj_end(&w);
   srv_search_result_free(&res);
   ok_json(resp, 200);
@@ -442,7 +508,8 @@ static int input_too_long(http_server *s, const proto_embed_req *r, http_respons
     if ((long)r->lens[i] <= limit) continue; /* a token is at least one byte */
     int32_t *ids = NULL;
     size_t n = 0;
-    if (tok_encode(t, r->inputs[i], r->lens[i], &ids, &n) != PROTO_OK) continue; /* srv_embed says */
+    if (tok_encode(t, r->inputs[i], r->lens[i], &ids, &n) != PROTO_OK)
+      continue; /* srv_embed says */
     free(ids);
     if ((long)n <= limit) continue;
     char err[256];
@@ -461,7 +528,10 @@ static void h_embed(http_server *s, const http_request *rq, http_response *resp)
   char err[256];
   float *vec = NULL;
   proto_status st = proto_embed_parse(rq->body, rq->body_len, &r, err, sizeof err);
-  if (st != PROTO_OK) { http_error(resp, st, err); return; }
+  if (st != PROTO_OK) {
+    http_error(resp, st, err);
+    return;
+  }
   if (no_engine(s, resp)) goto leave;
   if (model_refused(s, r.model, s->encoder_name, "embeds", resp)) goto leave;
   uint32_t dim = srv_engine_dim(s->engine);
@@ -474,20 +544,29 @@ static void h_embed(http_server *s, const http_request *rq, http_response *resp)
   }
   if (!r.truncate && input_too_long(s, &r, resp)) goto leave;
   vec = malloc(r.n * dim * sizeof *vec);
-  if (!vec) { http_error(resp, PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!vec) {
+    http_error(resp, PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   uint64_t ntok = 0;
   st = srv_embed(s->engine, (const char *const *)r.inputs, r.lens, r.n, vec, &ntok);
-  if (st != PROTO_OK) { engine_error(resp, st, "embeddings"); goto leave; }
+  if (st != PROTO_OK) {
+    engine_error(resp, st, "embeddings");
+    goto leave;
+  }
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   proto_jw_obj(&w);
-  proto_jw_key(&w, "object"); proto_jw_cstr(&w, "list");
+  proto_jw_key(&w, "object");
+  proto_jw_cstr(&w, "list");
   proto_jw_key(&w, "data");
   proto_jw_arr(&w);
   for (size_t i = 0; i < r.n; i++) {
     proto_jw_obj(&w);
-    proto_jw_key(&w, "object"); proto_jw_cstr(&w, "embedding");
-    proto_jw_key(&w, "index"); proto_jw_uint(&w, i);
+    proto_jw_key(&w, "object");
+    proto_jw_cstr(&w, "embedding");
+    proto_jw_key(&w, "index");
+    proto_jw_uint(&w, i);
     proto_jw_key(&w, "embedding");
     if (r.base64) {
       float_le_bytes(vec + i * dim, dim);
@@ -500,11 +579,14 @@ static void h_embed(http_server *s, const http_request *rq, http_response *resp)
     proto_jw_obj_end(&w);
   }
   proto_jw_arr_end(&w);
-  proto_jw_key(&w, "model"); proto_jw_cstr(&w, s->encoder_name);
+  proto_jw_key(&w, "model");
+  proto_jw_cstr(&w, s->encoder_name);
   proto_jw_key(&w, "usage");
   proto_jw_obj(&w);
-  proto_jw_key(&w, "prompt_tokens"); proto_jw_uint(&w, ntok);
-  proto_jw_key(&w, "total_tokens"); proto_jw_uint(&w, ntok);
+  proto_jw_key(&w, "prompt_tokens");
+  proto_jw_uint(&w, ntok);
+  proto_jw_key(&w, "total_tokens");
+  proto_jw_uint(&w, ntok);
   proto_jw_obj_end(&w);
   proto_jw_obj_end(&w);
   ok_json(resp, 200);
@@ -519,25 +601,25 @@ struct http_ingest {
   http_server *s;
   int ndjson;
   srv_ingest *session;
-  int force;                   /* ?force=true */
-  pthread_mutex_t mu;          /* guards everything below: acks arrive on the
+  int force; /* ?force=true */
+  pthread_mutex_t mu; /* guards everything below: acks arrive on the
                                   engine's writer thread */
-  proto_buf results;           /* the "results" array body (without brackets) */
+  proto_buf results; /* the "results" array body (without brackets) */
   proto_jw jw;
   size_t n_results;
   int truncated;
   uint64_t n_ok, n_err, n_chunks, n_not_indexed, n_unchanged;
   proto_status first_st;
   char first_msg[256];
-  uint64_t *fifo;              /* item numbers of queued documents, ack order */
+  uint64_t *fifo; /* item numbers of queued documents, ack order */
   size_t fifo_head, fifo_len, fifo_cap;
   /* pending batch (parsed, not yet given to the engine) */
   proto_doc *pending;
   uint64_t *pending_no;
   size_t n_pending, cap_pending, pending_bytes;
   http_lines lines;
-  uint64_t items;              /* documents seen (numbering for JSON form) */
-  int aborted;                 /* http_ingest_abort: no more documents */
+  uint64_t items; /* documents seen (numbering for JSON form) */
+  int aborted; /* http_ingest_abort: no more documents */
 };
 
 static void record_error(http_ingest *in, uint64_t no, const char *id, proto_status st,
@@ -550,12 +632,18 @@ static void record_error(http_ingest *in, uint64_t no, const char *id, proto_sta
   proto_jw_obj(&in->jw);
   proto_jw_key(&in->jw, in->ndjson ? "line" : "index");
   proto_jw_uint(&in->jw, no);
-  if (id) { proto_jw_key(&in->jw, "id"); proto_jw_cstr(&in->jw, id); }
-  proto_jw_key(&in->jw, "status"); proto_jw_cstr(&in->jw, "error");
+  if (id) {
+    proto_jw_key(&in->jw, "id");
+    proto_jw_cstr(&in->jw, id);
+  }
+  proto_jw_key(&in->jw, "status");
+  proto_jw_cstr(&in->jw, "error");
   proto_jw_key(&in->jw, "error");
   proto_jw_obj(&in->jw);
-  proto_jw_key(&in->jw, "code"); proto_jw_cstr(&in->jw, proto_status_name(st));
-  proto_jw_key(&in->jw, "message"); proto_jw_cstr(&in->jw, msg);
+  proto_jw_key(&in->jw, "code");
+  proto_jw_cstr(&in->jw, proto_status_name(st));
+  proto_jw_key(&in->jw, "message");
+  proto_jw_cstr(&in->jw, msg);
   proto_jw_obj_end(&in->jw);
   proto_jw_obj_end(&in->jw);
   in->n_results++;
@@ -580,11 +668,16 @@ static void on_ack(void *ctx, const srv_ack *ack) {
       proto_jw_obj(&in->jw);
       proto_jw_key(&in->jw, in->ndjson ? "line" : "index");
       proto_jw_uint(&in->jw, no);
-      proto_jw_key(&in->jw, "id"); proto_jw_cstr(&in->jw, ack->id);
-      proto_jw_key(&in->jw, "status"); proto_jw_cstr(&in->jw, ack->unchanged ? "unchanged" : "ok");
-      proto_jw_key(&in->jw, "doc_num"); proto_jw_uint(&in->jw, ack->doc_num);
-      proto_jw_key(&in->jw, "chunks"); proto_jw_uint(&in->jw, ack->n_chunks);
-      proto_jw_key(&in->jw, "indexed"); proto_jw_bool(&in->jw, ack->indexed);
+      proto_jw_key(&in->jw, "id");
+      proto_jw_cstr(&in->jw, ack->id);
+      proto_jw_key(&in->jw, "status");
+      proto_jw_cstr(&in->jw, ack->unchanged ? "unchanged" : "ok");
+      proto_jw_key(&in->jw, "doc_num");
+      proto_jw_uint(&in->jw, ack->doc_num);
+      proto_jw_key(&in->jw, "chunks");
+      proto_jw_uint(&in->jw, ack->n_chunks);
+      proto_jw_key(&in->jw, "indexed");
+      proto_jw_bool(&in->jw, ack->indexed);
       proto_jw_obj_end(&in->jw);
       in->n_results++;
     } else {
@@ -633,8 +726,7 @@ static proto_status on_line(void *ctx, const char *line, size_t len, uint64_t no
   snprintf(where, sizeof where, "line %llu", (unsigned long long)no);
   in->items++;
   if (too_long) {
-    snprintf(err, sizeof err, "%s: longer than %ld bytes (max-body)", where,
-             in->s->cfg->max_body);
+    snprintf(err, sizeof err, "%s: longer than %ld bytes (max-body)", where, in->s->cfg->max_body);
     pthread_mutex_lock(&in->mu);
     record_error(in, no, NULL, PROTO_ETOOBIG, err);
     pthread_mutex_unlock(&in->mu);
@@ -751,7 +843,10 @@ void http_ingest_finish(http_ingest *in, http_response *resp) {
     srv_ingest_end(in->session, NULL); /* waits for every ack (durable) and the index */
     in->session = NULL;
   }
-  if (st != PROTO_OK) { http_error(resp, st, "ingest failed"); return; }
+  if (st != PROTO_OK) {
+    http_error(resp, st, "ingest failed");
+    return;
+  }
   pthread_mutex_lock(&in->mu);
   proto_jw_arr_end(&in->jw);
   proto_buf *b = &resp->body;
@@ -762,22 +857,31 @@ void http_ingest_finish(http_ingest *in, http_response *resp) {
   if (in->n_err) {
     proto_jw_key(&w, "error");
     proto_jw_obj(&w);
-    proto_jw_key(&w, "code"); proto_jw_cstr(&w, proto_status_name(in->first_st));
+    proto_jw_key(&w, "code");
+    proto_jw_cstr(&w, proto_status_name(in->first_st));
     char msg[320];
     snprintf(msg, sizeof msg, "%llu of %llu documents failed; first: %s",
              (unsigned long long)in->n_err, (unsigned long long)(in->n_err + in->n_ok),
              in->first_msg);
-    proto_jw_key(&w, "message"); proto_jw_cstr(&w, msg);
+    proto_jw_key(&w, "message");
+    proto_jw_cstr(&w, msg);
     proto_jw_obj_end(&w);
   }
-  proto_jw_key(&w, "documents"); proto_jw_uint(&w, in->n_ok);
-  proto_jw_key(&w, "unchanged"); proto_jw_uint(&w, in->n_unchanged);
-  proto_jw_key(&w, "chunks"); proto_jw_uint(&w, in->n_chunks);
-  proto_jw_key(&w, "errors"); proto_jw_uint(&w, in->n_err);
-  proto_jw_key(&w, "indexed"); proto_jw_bool(&w, in->n_not_indexed == 0);
-  proto_jw_key(&w, "truncated"); proto_jw_bool(&w, in->truncated);
+  proto_jw_key(&w, "documents");
+  proto_jw_uint(&w, in->n_ok);
+  proto_jw_key(&w, "unchanged");
+  proto_jw_uint(&w, in->n_unchanged);
+  proto_jw_key(&w, "chunks");
+  proto_jw_uint(&w, in->n_chunks);
+  proto_jw_key(&w, "errors");
+  proto_jw_uint(&w, in->n_err);
+  proto_jw_key(&w, "indexed");
+  proto_jw_bool(&w, in->n_not_indexed == 0);
+  proto_jw_key(&w, "truncated");
+  proto_jw_bool(&w, in->truncated);
   proto_jw_key(&w, "results");
-  proto_jw_raw(&w, in->results.data ? in->results.data : "[]", in->results.len ? in->results.len : 2);
+  proto_jw_raw(&w, in->results.data ? in->results.data : "[]",
+               in->results.len ? in->results.len : 2);
   proto_jw_obj_end(&w);
   int status = 200;
   if (in->n_err) {
@@ -819,11 +923,13 @@ void http_ingest_free(http_ingest *in) {
 static void h_docs(http_server *s, const http_request *rq, http_response *resp) {
   int kind = http_body_kind(HTTP_R_DOCS, rq->content_type);
   if (kind < 0) {
-    http_error(resp, PROTO_EMEDIA,
-               "Content-Type: use application/json or application/x-ndjson");
+    http_error(resp, PROTO_EMEDIA, "Content-Type: use application/json or application/x-ndjson");
     return;
   }
-  if (s->cfg->read_only) { http_error(resp, PROTO_EFORBIDDEN, "server is read-only"); return; }
+  if (s->cfg->read_only) {
+    http_error(resp, PROTO_EFORBIDDEN, "server is read-only");
+    return;
+  }
   char err[256];
   if (http_wait_value(rq->query_wait) < 0) { /* every answer waits anyway: see http.h */
     http_query_check(HTTP_R_DOCS, "wait", rq->query_wait, err, sizeof err);
@@ -837,7 +943,10 @@ static void h_docs(http_server *s, const http_request *rq, http_response *resp) 
   }
   http_ingest *in = NULL;
   proto_status st = http_ingest_new(s, kind == 1, http_wait_value(rq->query_force) > 0, &in);
-  if (st != PROTO_OK) { http_error(resp, st, "out of memory"); return; }
+  if (st != PROTO_OK) {
+    http_error(resp, st, "out of memory");
+    return;
+  }
   if (kind == 1) {
     size_t off = 0;
     while (off < rq->body_len) { /* feed in slices, submitting full batches */
@@ -848,11 +957,20 @@ static void h_docs(http_server *s, const http_request *rq, http_response *resp) 
       if (full && (st = http_ingest_submit(in)) != PROTO_OK) break;
       off += n;
     }
-    if (st == PROTO_EUNAVAIL) { http_error(resp, st, "engine not loaded"); goto leave; }
-    if (st != PROTO_OK) { http_error(resp, st, "ingest failed"); goto leave; }
+    if (st == PROTO_EUNAVAIL) {
+      http_error(resp, st, "engine not loaded");
+      goto leave;
+    }
+    if (st != PROTO_OK) {
+      http_error(resp, st, "ingest failed");
+      goto leave;
+    }
   } else {
     st = http_ingest_parse_all(in, rq->body, rq->body_len, err, sizeof err);
-    if (st != PROTO_OK) { http_error(resp, st, err); goto leave; }
+    if (st != PROTO_OK) {
+      http_error(resp, st, err);
+      goto leave;
+    }
   }
   http_ingest_finish(in, resp);
 leave:
@@ -874,26 +992,38 @@ static void h_backup(http_server *s, const http_request *rq, http_response *resp
     json_t *v = json_loadb(rq->body, rq->body_len, 0, NULL);
     int empty = json_is_object(v) && json_object_size(v) == 0;
     json_decref(v);
-    if (!empty) { http_error(resp, PROTO_EUNKNOWN_FIELD, "body: POST /v1/admin/backup takes no fields ({} or none)"); return; }
+    if (!empty) {
+      http_error(resp, PROTO_EUNKNOWN_FIELD,
+                 "body: POST /v1/admin/backup takes no fields ({} or none)");
+      return;
+    }
   }
   char name[64], path[4200], when[32];
   time_t now = time(NULL);
   struct tm tm;
   strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
-  snprintf(name, sizeof name, "backup-%s-%u-%u", when, (unsigned)getpid(), atomic_fetch_add(&seq, 1));
+  snprintf(name, sizeof name, "backup-%s-%u-%u", when, (unsigned)getpid(),
+           atomic_fetch_add(&seq, 1));
   snprintf(path, sizeof path, "%s/%s", s->cfg->backup_dir, name);
   mkdir(s->cfg->backup_dir, 0755);
   double t0 = proto_now();
   char *manifest = NULL;
   proto_status st = srv_backup(srv_engine_store(s->engine), path, &manifest);
-  if (st != PROTO_OK) { engine_error(resp, st, "backup"); return; }
+  if (st != PROTO_OK) {
+    engine_error(resp, st, "backup");
+    return;
+  }
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   proto_jw_obj(&w);
-  proto_jw_key(&w, "backup"); proto_jw_cstr(&w, name);
-  proto_jw_key(&w, "path"); proto_jw_cstr(&w, path);
-  proto_jw_key(&w, "seconds"); proto_jw_num(&w, proto_now() - t0);
-  proto_jw_key(&w, "manifest"); proto_jw_raw(&w, manifest, strlen(manifest));
+  proto_jw_key(&w, "backup");
+  proto_jw_cstr(&w, name);
+  proto_jw_key(&w, "path");
+  proto_jw_cstr(&w, path);
+  proto_jw_key(&w, "seconds");
+  proto_jw_num(&w, proto_now() - t0);
+  proto_jw_key(&w, "manifest");
+  proto_jw_raw(&w, manifest, strlen(manifest));
   proto_jw_obj_end(&w);
   free(manifest);
   ok_json(resp, 200);
@@ -928,14 +1058,17 @@ proto_status http_complete_prepare(http_server *s, const http_request *rq, int c
   char err[256];
   proto_status st = chat ? proto_chat_parse(rq->body, rq->body_len, req, err, sizeof err)
                          : proto_complete_parse(rq->body, rq->body_len, req, err, sizeof err);
-  if (st != PROTO_OK) { http_error(resp, st, err); return st; }
+  if (st != PROTO_OK) {
+    http_error(resp, st, err);
+    return st;
+  }
   if (model_refused(s, req->model, s->model_name, "generates", resp)) {
     proto_complete_free(req);
     return PROTO_ENOTFOUND;
   }
   if (!s->engine || !srv_engine_decoder(s->engine)) {
-    http_error(resp, PROTO_EUNAVAIL, s->engine ? "no decoder loaded (start with --decoder DIR)"
-                                               : "engine not loaded");
+    http_error(resp, PROTO_EUNAVAIL,
+               s->engine ? "no decoder loaded (start with --decoder DIR)" : "engine not loaded");
     proto_complete_free(req);
     return PROTO_EUNAVAIL;
   }
@@ -952,7 +1085,7 @@ typedef struct gen_ctx {
   const proto_complete_req *req;
   http_sink *sink;
   int gone;
-  int sent_role;       /* chat stream: the first delta carried the role */
+  int sent_role; /* chat stream: the first delta carried the role */
   char id[48];
   long long created;
   proto_buf ev;
@@ -960,12 +1093,16 @@ typedef struct gen_ctx {
 
 static void ev_head(gen_ctx *g, proto_jw *w) {
   proto_jw_obj(w);
-  proto_jw_key(w, "id"); proto_jw_cstr(w, g->id);
+  proto_jw_key(w, "id");
+  proto_jw_cstr(w, g->id);
   proto_jw_key(w, "object");
-  proto_jw_cstr(w, !g->req->chat ? "text_completion"
-                   : g->req->stream ? "chat.completion.chunk" : "chat.completion");
-  proto_jw_key(w, "created"); proto_jw_int(w, g->created);
-  proto_jw_key(w, "model"); proto_jw_cstr(w, g->s->model_name);
+  proto_jw_cstr(w, !g->req->chat    ? "text_completion"
+                   : g->req->stream ? "chat.completion.chunk"
+                                    : "chat.completion");
+  proto_jw_key(w, "created");
+  proto_jw_int(w, g->created);
+  proto_jw_key(w, "model");
+  proto_jw_cstr(w, g->s->model_name);
 }
 
 /* One streamed choice: completions' {"text"}, chat's {"delta"} (with the
@@ -978,17 +1115,25 @@ static void ev_choice(gen_ctx *g, proto_jw *w, const char *text, size_t len, con
     proto_jw_key(w, "delta");
     proto_jw_obj(w);
     if (!g->sent_role) {
-      proto_jw_key(w, "role"); proto_jw_cstr(w, "assistant");
+      proto_jw_key(w, "role");
+      proto_jw_cstr(w, "assistant");
       g->sent_role = 1;
     }
-    if (len || !finish) { proto_jw_key(w, "content"); proto_jw_str(w, text, len); }
+    if (len || !finish) {
+      proto_jw_key(w, "content");
+      proto_jw_str(w, text, len);
+    }
     proto_jw_obj_end(w);
   } else {
-    proto_jw_key(w, "text"); proto_jw_str(w, text, len);
+    proto_jw_key(w, "text");
+    proto_jw_str(w, text, len);
   }
-  proto_jw_key(w, "index"); proto_jw_int(w, 0);
-  proto_jw_key(w, "logprobs"); proto_jw_null(w);
-  proto_jw_key(w, "finish_reason"); proto_jw_cstr(w, finish);
+  proto_jw_key(w, "index");
+  proto_jw_int(w, 0);
+  proto_jw_key(w, "logprobs");
+  proto_jw_null(w);
+  proto_jw_key(w, "finish_reason");
+  proto_jw_cstr(w, finish);
   proto_jw_obj_end(w);
   proto_jw_arr_end(w);
 }
@@ -1040,9 +1185,12 @@ static int gen_should_cancel(void *ctx) {
 static void write_usage(proto_jw *w, const srv_gen_result *res) {
   proto_jw_key(w, "usage");
   proto_jw_obj(w);
-  proto_jw_key(w, "prompt_tokens"); proto_jw_int(w, res->prompt_tokens);
-  proto_jw_key(w, "completion_tokens"); proto_jw_int(w, res->completion_tokens);
-  proto_jw_key(w, "total_tokens"); proto_jw_int(w, res->prompt_tokens + res->completion_tokens);
+  proto_jw_key(w, "prompt_tokens");
+  proto_jw_int(w, res->prompt_tokens);
+  proto_jw_key(w, "completion_tokens");
+  proto_jw_int(w, res->completion_tokens);
+  proto_jw_key(w, "total_tokens");
+  proto_jw_int(w, res->prompt_tokens + res->completion_tokens);
   proto_jw_obj_end(w);
 }
 
@@ -1050,8 +1198,10 @@ static void write_retro(proto_jw *w, const proto_complete_req *req, const srv_ge
                         int with_chunks) {
   proto_jw_key(w, "retro");
   proto_jw_obj(w);
-  proto_jw_key(w, "retrieval"); proto_jw_bool(w, req->retrieval);
-  proto_jw_key(w, "seed"); proto_jw_uint(w, res->seed);
+  proto_jw_key(w, "retrieval");
+  proto_jw_bool(w, req->retrieval);
+  proto_jw_key(w, "seed");
+  proto_jw_uint(w, res->seed);
   if (with_chunks) {
     proto_jw_key(w, "chunks");
     proto_jw_arr(w);
@@ -1060,10 +1210,14 @@ static void write_retro(proto_jw *w, const proto_complete_req *req, const srv_ge
   }
   proto_jw_key(w, "timings");
   proto_jw_obj(w);
-  proto_jw_key(w, "queue_s"); proto_jw_num(w, res->queue_s);
-  proto_jw_key(w, "first_token_s"); proto_jw_num(w, res->first_token_s);
-  proto_jw_key(w, "retrieval_s"); proto_jw_num(w, res->retrieval_s);
-  proto_jw_key(w, "total_s"); proto_jw_num(w, res->total_s);
+  proto_jw_key(w, "queue_s");
+  proto_jw_num(w, res->queue_s);
+  proto_jw_key(w, "first_token_s");
+  proto_jw_num(w, res->first_token_s);
+  proto_jw_key(w, "retrieval_s");
+  proto_jw_num(w, res->retrieval_s);
+  proto_jw_key(w, "total_s");
+  proto_jw_num(w, res->total_s);
   proto_jw_obj_end(w);
   proto_jw_obj_end(w);
 }
@@ -1158,17 +1312,22 @@ void http_complete_run(http_server *s, const proto_complete_req *req, http_sink 
     if (req->chat) {
       proto_jw_key(&w, "message");
       proto_jw_obj(&w);
-      proto_jw_key(&w, "role"); proto_jw_cstr(&w, "assistant");
-      proto_jw_key(&w, "content"); proto_jw_str(&w, res.text, res.text_len);
+      proto_jw_key(&w, "role");
+      proto_jw_cstr(&w, "assistant");
+      proto_jw_key(&w, "content");
+      proto_jw_str(&w, res.text, res.text_len);
       proto_jw_obj_end(&w);
     } else {
-      proto_jw_key(&w, "text"); proto_jw_str(&w, res.text, res.text_len);
+      proto_jw_key(&w, "text");
+      proto_jw_str(&w, res.text, res.text_len);
     }
-    proto_jw_key(&w, "index"); proto_jw_int(&w, 0);
+    proto_jw_key(&w, "index");
+    proto_jw_int(&w, 0);
     proto_jw_key(&w, "logprobs");
     if (req->logprobs >= 0) write_logprobs(&w, &res);
     else proto_jw_null(&w);
-    proto_jw_key(&w, "finish_reason"); proto_jw_cstr(&w, res.finish_reason);
+    proto_jw_key(&w, "finish_reason");
+    proto_jw_cstr(&w, res.finish_reason);
     proto_jw_obj_end(&w);
     proto_jw_arr_end(&w);
     write_usage(&w, &res);
@@ -1223,12 +1382,14 @@ void http_execute(http_server *s, const http_match *m, const http_request *rq,
                   http_response *resp) {
   switch (m->route) {
 #define ROUTE(name, method, path, shape, access, kind, handler, op) \
-  case HTTP_R_##name:                                              \
-    handler;                                                       \
+  case HTTP_R_##name:                                               \
+    handler;                                                        \
     return;
 #include "http_routes.def"
 #undef ROUTE
-    case HTTP_R_OTHER: case HTTP_R_COUNT: break;
+    case HTTP_R_OTHER:
+    case HTTP_R_COUNT:
+      break;
   }
   http_error(resp, PROTO_ENOTFOUND, "no such route");
 }
@@ -1244,8 +1405,9 @@ void http_dispatch(http_server *s, const http_request *rq, http_response *resp) 
   }
   proto_status st = http_auth_check(s->cfg, rq->authorization, rq->api_key, m.access);
   if (st != PROTO_OK) {
-    http_error(resp, st, st == PROTO_EUNAUTH ? "Authorization: missing or wrong API key"
-                                             : "Authorization: the read-only key cannot write");
+    http_error(resp, st,
+               st == PROTO_EUNAUTH ? "Authorization: missing or wrong API key"
+                                   : "Authorization: the read-only key cannot write");
     return;
   }
   if (m.has_body) {
@@ -1268,7 +1430,8 @@ void http_server_attach(http_server *s, srv_engine *engine) {
     srv_info *info = calloc(1, sizeof *info);
     if (info && srv_info_get(engine, info) == PROTO_OK) {
       if (info->decoder_loaded && info->decoder_path[0])
-        snprintf(s->model_name, sizeof s->model_name, "%.127s", view_model_basename(info->decoder_path));
+        snprintf(s->model_name, sizeof s->model_name, "%.127s",
+                 view_model_basename(info->decoder_path));
       size_t n = strcspn(info->encoder, ":");
       if (n) snprintf(s->encoder_name, sizeof s->encoder_name, "%.*s", (int)n, info->encoder);
     }

@@ -20,7 +20,7 @@
 enum { CHAT_MAX_STOPS = 4 };
 
 struct http_chat_template {
-  char *turn[3];                 /* by proto_chat_role */
+  char *turn[3]; /* by proto_chat_role */
   char *generation;
   char *stop[CHAT_MAX_STOPS];
   size_t n_stop;
@@ -79,12 +79,17 @@ proto_status http_chat_template_load(const char *path, http_chat_template **out,
                                      size_t errlen) {
   *out = NULL;
   http_chat_template *t = calloc(1, sizeof *t);
-  if (!t) { snprintf(err, errlen, "out of memory"); return PROTO_ENOMEM; }
+  if (!t) {
+    snprintf(err, errlen, "out of memory");
+    return PROTO_ENOMEM;
+  }
   if (!path) { /* the default */
-    static const char *const lines[][2] = {
-        {"system", "system: {content}\n"}, {"user", "user: {content}\n"},
-        {"assistant", "assistant: {content}\n"}, {"generation", "assistant:"},
-        {"stop", "\nuser:"}, {"stop", "\nsystem:"}};
+    static const char *const lines[][2] = {{"system", "system: {content}\n"},
+                                           {"user", "user: {content}\n"},
+                                           {"assistant", "assistant: {content}\n"},
+                                           {"generation", "assistant:"},
+                                           {"stop", "\nuser:"},
+                                           {"stop", "\nsystem:"}};
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
       char *v = strdup(lines[i][1]);
       if (!v || template_set(t, lines[i][0], v, err, errlen)) {

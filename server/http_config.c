@@ -47,22 +47,21 @@ static const opt_def opts[] = {
      "threads for slow requests (search by text, embedding, ingest, delete); 0 = 4 per CPU"},
     {"queue", "RETRO_QUEUE", OPT_LONG, O(queue), "64", 0, 100000,
      "slow requests that may wait for a worker; beyond: 429"},
-    {"gen-slots", "RETRO_GEN_SLOTS", OPT_LONG, O(gen_slots), "1", 1, 64,
-     "concurrent generations"},
+    {"gen-slots", "RETRO_GEN_SLOTS", OPT_LONG, O(gen_slots), "1", 1, 64, "concurrent generations"},
     {"gen-queue", "RETRO_GEN_QUEUE", OPT_LONG, O(gen_queue), "4", 0, 10000,
      "generations that may wait for a slot; beyond: 429"},
     {"threads", "RETRO_THREADS", OPT_LONG, O(threads), "0", 0, 1024,
      "model threads (0 = number of CPUs)"},
     {"max-body", "RETRO_MAX_BODY", OPT_LONG, O(max_body), "16777216", 1024, 1L << 30,
      "largest JSON body, and largest NDJSON line, in bytes (else 413)"},
-    {"max-connections", "RETRO_MAX_CONNECTIONS", OPT_LONG, O(max_connections), "1024", 1,
-     1000000, "open connections at most"},
+    {"max-connections", "RETRO_MAX_CONNECTIONS", OPT_LONG, O(max_connections), "1024", 1, 1000000,
+     "open connections at most"},
     {"max-per-ip", "RETRO_MAX_PER_IP", OPT_LONG, O(max_per_ip), "256", 0, 1000000,
      "open connections per client address (0 = unlimited)"},
     {"idle-timeout", "RETRO_IDLE_TIMEOUT", OPT_LONG, O(idle_timeout), "60", 1, 86400,
      "seconds before an idle connection is closed"},
-    {"header-limit", "RETRO_HEADER_LIMIT", OPT_LONG, O(header_limit), "32768", 4096,
-     16777216, "bytes for the request line and headers (else 414/431)"},
+    {"header-limit", "RETRO_HEADER_LIMIT", OPT_LONG, O(header_limit), "32768", 4096, 16777216,
+     "bytes for the request line and headers (else 414/431)"},
     {"drain-timeout", "RETRO_DRAIN_TIMEOUT", OPT_LONG, O(drain_timeout), "60", 0, 86400,
      "seconds to finish in-flight requests after SIGTERM"},
     {"read-only", "RETRO_READ_ONLY", OPT_BOOL, O(read_only), "0", 0, 1,
@@ -79,7 +78,8 @@ static const opt_def opts[] = {
      "append request log lines to FILE (SIGHUP reopens it); default stderr"},
     {"log-flush-ms", "RETRO_LOG_FLUSH_MS", OPT_LONG, O(log_flush_ms), "100", 0, 60000,
      "request log lines are written within this many ms (0 = each at once)"},
-    {"config", "RETRO_CONFIG", OPT_STR, O(config), NULL, 0, 0, "read `key = value` lines from FILE"},
+    {"config", "RETRO_CONFIG", OPT_STR, O(config), NULL, 0, 0,
+     "read `key = value` lines from FILE"},
     {"search-mode", "RETRO_SEARCH_MODE", OPT_STR, O(search_mode), "hybrid", 0, 0,
      "default mode of searches by text: dense, lexical or hybrid"},
     {"retrieval-mode", "RETRO_RETRIEVAL_MODE", OPT_STR, O(retrieval_mode), "lexical", 0, 0,
@@ -100,15 +100,15 @@ const char *http_config_usage(void) {
   static char text[12288];
   if (text[0]) return text;
   size_t n = 0;
-  n += (size_t)snprintf(text + n, sizeof text - n,
-                        "usage: retro serve --data DIR [options]\n\n"
-                        "Serves the retrieval database in DIR over HTTP (API: GET /openapi.json).\n\n"
-                        "options (flag / environment variable / config-file key):\n");
+  n += (size_t)snprintf(
+      text + n, sizeof text - n,
+      "usage: retro serve --data DIR [options]\n\n"
+      "Serves the retrieval database in DIR over HTTP (API: GET /openapi.json).\n\n"
+      "options (flag / environment variable / config-file key):\n");
   for (size_t i = 0; i < N_OPTS && n < sizeof text; i++) {
     const opt_def *o = &opts[i];
-    n += (size_t)snprintf(text + n, sizeof text - n, "  --%-16s %-22s %s%s%s%s\n", o->name,
-                          o->env, o->help, o->def ? " [" : "", o->def ? o->def : "",
-                          o->def ? "]" : "");
+    n += (size_t)snprintf(text + n, sizeof text - n, "  --%-16s %-22s %s%s%s%s\n", o->name, o->env,
+                          o->help, o->def ? " [" : "", o->def ? o->def : "", o->def ? "]" : "");
   }
   if (n < sizeof text)
     snprintf(text + n, sizeof text - n,
@@ -142,7 +142,10 @@ static proto_status set_opt(http_config *cfg, const opt_def *o, const char *valu
   if (o->type == OPT_STR) {
     char **slot = (char **)(void *)(base + o->offset);
     char *dup = strdup(value);
-    if (!dup) { snprintf(err, errlen, "out of memory"); return PROTO_ENOMEM; }
+    if (!dup) {
+      snprintf(err, errlen, "out of memory");
+      return PROTO_ENOMEM;
+    }
     free(*slot);
     *slot = dup;
     return PROTO_OK;
@@ -150,9 +153,11 @@ static proto_status set_opt(http_config *cfg, const opt_def *o, const char *valu
   long *slot = (long *)(void *)(base + o->offset);
   if (o->type == OPT_BOOL) {
     if (!strcasecmp(value, "1") || !strcasecmp(value, "true") || !strcasecmp(value, "yes") ||
-        !strcasecmp(value, "on") || !*value) *slot = 1;
-    else if (!strcasecmp(value, "0") || !strcasecmp(value, "false") ||
-             !strcasecmp(value, "no") || !strcasecmp(value, "off")) *slot = 0;
+        !strcasecmp(value, "on") || !*value)
+      *slot = 1;
+    else if (!strcasecmp(value, "0") || !strcasecmp(value, "false") || !strcasecmp(value, "no") ||
+             !strcasecmp(value, "off"))
+      *slot = 0;
     else {
       snprintf(err, errlen, "%s: %s: expected a boolean, got '%.64s'", origin, o->name, value);
       return PROTO_EINVAL;
@@ -163,8 +168,8 @@ static proto_status set_opt(http_config *cfg, const opt_def *o, const char *valu
   char *end = NULL;
   long v = strtol(value, &end, 10);
   if (errno || end == value || *end || v < o->lo || v > o->hi) {
-    snprintf(err, errlen, "%s: %s: expected an integer in [%ld, %ld], got '%.64s'", origin,
-             o->name, o->lo, o->hi, value);
+    snprintf(err, errlen, "%s: %s: expected an integer in [%ld, %ld], got '%.64s'", origin, o->name,
+             o->lo, o->hi, value);
     return PROTO_EINVAL;
   }
   *slot = v;
@@ -227,8 +232,8 @@ static const char *env_get(char *const *env, const char *name) {
   return NULL;
 }
 
-proto_status http_config_load(http_config *cfg, int argc, char **argv, char *const *env,
-                              int *help, char *err, size_t errlen) {
+proto_status http_config_load(http_config *cfg, int argc, char **argv, char *const *env, int *help,
+                              char *err, size_t errlen) {
   proto_status st = PROTO_OK;
   memset(cfg, 0, sizeof *cfg);
   *help = 0;
@@ -252,7 +257,10 @@ proto_status http_config_load(http_config *cfg, int argc, char **argv, char *con
   }
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) { *help = 1; return PROTO_OK; }
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      *help = 1;
+      return PROTO_OK;
+    }
     if (strncmp(a, "--", 2) != 0) {
       snprintf(err, errlen, "unexpected argument '%.64s' (see --help)", a);
       return PROTO_EINVAL;

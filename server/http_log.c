@@ -19,8 +19,8 @@ enum { LOG_BUF = 64 * 1024, LOG_LINE = 1200 };
 static struct {
   pthread_mutex_t mu; /* everything below */
   pthread_cond_t wake; /* the flusher's timer (CLOCK_MONOTONIC); signalled to stop it */
-  FILE *file;          /* NULL: stderr */
-  long flush_ms;       /* 0: every line at once */
+  FILE *file; /* NULL: stderr */
+  long flush_ms; /* 0: every line at once */
   int flusher_running, stopping;
   pthread_t flusher;
   size_t len;
@@ -143,7 +143,8 @@ void http_log_request(const char *fmt, ...) {
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-static void line(int at_once, const char *fmt, ...) {
+static void
+line(int at_once, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vline(at_once, fmt, ap);

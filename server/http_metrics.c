@@ -16,7 +16,7 @@
 #define N_STATUS 16 /* distinct status codes tracked per route */
 
 static const double bucket_le[N_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                            0.1,    0.25,  0.5,    1,     2.5,   5,     10};
+                                            0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
 typedef struct series {
   int status; /* 0 = unused slot */
@@ -57,17 +57,19 @@ static const char *method_of(int r) {
 
 void http_metrics_write(proto_buf *b) {
   pthread_mutex_lock(&lock);
-  proto_buf_adds(b, "# HELP retro_http_requests_total HTTP requests answered.\n"
-                    "# TYPE retro_http_requests_total counter\n");
+  proto_buf_adds(b,
+                 "# HELP retro_http_requests_total HTTP requests answered.\n"
+                 "# TYPE retro_http_requests_total counter\n");
   for (int r = 0; r < HTTP_R_COUNT; r++)
     for (int i = 0; i < N_STATUS && table[r][i].status; i++)
       proto_buf_addf(b,
                      "retro_http_requests_total{route=\"%s\",method=\"%s\",status=\"%d\"} %llu\n",
                      http_route_label((http_route)r), method_of(r), table[r][i].status,
                      (unsigned long long)table[r][i].count);
-  proto_buf_adds(b, "# HELP retro_http_request_duration_seconds Time from the request's "
-                    "first byte to its last response byte.\n"
-                    "# TYPE retro_http_request_duration_seconds histogram\n");
+  proto_buf_adds(b,
+                 "# HELP retro_http_request_duration_seconds Time from the request's "
+                 "first byte to its last response byte.\n"
+                 "# TYPE retro_http_request_duration_seconds histogram\n");
   for (int r = 0; r < HTTP_R_COUNT; r++)
     for (int i = 0; i < N_STATUS && table[r][i].status; i++) {
       const series *s = &table[r][i];
@@ -115,8 +117,10 @@ static double process_start_time(void) {
   const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
   unsigned long long start = 0;
   /* after ") ": field 3 (state) onwards; starttime is field 22 */
-  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
-                          "%*d %llu", &start) != 1)
+  if (!p || sscanf(p + 2,
+                   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
+                   "%*d %llu",
+                   &start) != 1)
     return -1;
   f = fopen("/proc/stat", "r");
   if (!f) return -1;
@@ -149,8 +153,8 @@ void http_metrics_write_process(proto_buf *b) {
     if (got == 2 && page > 0) {
       process_metric(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
                      (double)vm_pages * (double)page);
-      process_metric(b, "process_resident_memory_bytes", "gauge",
-                     "Resident memory size in bytes.", (double)rss_pages * (double)page);
+      process_metric(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+                     (double)rss_pages * (double)page);
     }
   }
   DIR *d = opendir("/proc/self/fd");

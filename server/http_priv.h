@@ -14,13 +14,13 @@ struct http_server {
   _Atomic(srv_engine *) engine; /* NULL (still loading, or tests): handlers
                                    validate input, then answer 503 */
   atomic_long work_queued; /* jobs waiting for a worker */
-  atomic_long work_busy;   /* jobs running */
-  atomic_long gen_active;  /* generations queued or running */
-  atomic_long inflight;    /* requests between first byte and completion */
-  atomic_long rejected;    /* requests answered 429 by a full pool */
-  atomic_int draining;     /* SIGTERM received */
-  char model_name[128];    /* decoder name reported by /v1/completions */
-  char encoder_name[128];  /* encoder name reported by /v1/embeddings */
+  atomic_long work_busy; /* jobs running */
+  atomic_long gen_active; /* generations queued or running */
+  atomic_long inflight; /* requests between first byte and completion */
+  atomic_long rejected; /* requests answered 429 by a full pool */
+  atomic_int draining; /* SIGTERM received */
+  char model_name[128]; /* decoder name reported by /v1/completions */
+  char encoder_name[128]; /* encoder name reported by /v1/embeddings */
   struct http_chat_template *chat; /* --chat-template, or the default */
 };
 
@@ -32,8 +32,7 @@ void http_error(http_response *resp, proto_status st, const char *msg);
 
 /* Runs a matched, authorised request whose whole body is in rq (all routes
  * but streamed NDJSON ingest and streamed completions). */
-void http_execute(http_server *s, const http_match *m, const http_request *rq,
-                  http_response *resp);
+void http_execute(http_server *s, const http_match *m, const http_request *rq, http_response *resp);
 
 /* 1 when the request body is NDJSON (Content-Type application/x-ndjson,
  * application/jsonl, application/json-seq...); 0 for JSON; -1 unsupported. */
@@ -52,8 +51,8 @@ proto_status http_ingest_new(http_server *s, int ndjson, int force, http_ingest 
 proto_status http_ingest_feed(http_ingest *in, const char *data, size_t len, int *batch_full);
 /* JSON object form: parses the whole body into the pending batch
  * (all-or-nothing validation; the error is the request's error). */
-proto_status http_ingest_parse_all(http_ingest *in, const char *body, size_t len,
-                                   char *err, size_t errlen);
+proto_status http_ingest_parse_all(http_ingest *in, const char *body, size_t len, char *err,
+                                   size_t errlen);
 /* Hands the pending batch to the engine (blocking: run on a worker). */
 proto_status http_ingest_submit(http_ingest *in);
 /* End of body: last line, submit, wait for the engine, write the response. */
@@ -91,8 +90,8 @@ void http_tokenize(http_server *s, const http_request *rq, int detok, http_respo
 void http_gen_request(const proto_complete_req *req, srv_gen_request *rq);
 void http_engine_error(http_response *resp, proto_status st, const char *what);
 int http_no_engine(http_server *s, http_response *resp); /* 1: resp is a 503 */
-void http_ok_json(http_response *resp);                   /* status 200, JSON */
-int http_model_is(const char *want, const char *name);    /* NULL/"" or the name */
+void http_ok_json(http_response *resp); /* status 200, JSON */
+int http_model_is(const char *want, const char *name); /* NULL/"" or the name */
 
 /* ---- chat template (http_chat.c) ------------------------------------------ */
 

@@ -21,7 +21,8 @@ typedef struct row {
 #define ID_TAIL (sizeof "{id}" - 1)
 static const row rows[] = {
 #define ROUTE(name, method, path, shp, access, kind, handler, op) \
-  [HTTP_R_##name] = {{method, path, access, kind, op}, SHAPE_##shp,  \
+  [HTTP_R_##name] = {{method, path, access, kind, op},            \
+                     SHAPE_##shp,                                 \
                      sizeof path - 1 - (SHAPE_##shp == SHAPE_EXACT ? 0 : ID_TAIL)},
 #include "http_routes.def"
 #undef ROUTE
@@ -143,8 +144,8 @@ proto_status http_query_check(http_route r, const char *key, const char *value, 
     size_t max;
     uint64_t after;
     if (!value) value = "";
-    return http_list_args(key[0] == 'l' ? value : NULL, key[0] == 'a' ? value : NULL, &max,
-                          &after, msg, n);
+    return http_list_args(key[0] == 'l' ? value : NULL, key[0] == 'a' ? value : NULL, &max, &after,
+                          msg, n);
   }
   http_printable(key, shown, sizeof shown);
   snprintf(msg, n, "query parameter '%s': unknown (%s)", shown,
@@ -165,8 +166,8 @@ static unsigned method_bit(const char *method) {
 }
 
 static const char *const allow_of[8] = {
-    "", "GET, HEAD", "POST", "GET, HEAD, POST", "DELETE", "GET, HEAD, DELETE", "POST, DELETE",
-    "GET, HEAD, POST, DELETE"};
+    "",       "GET, HEAD",         "POST",         "GET, HEAD, POST",
+    "DELETE", "GET, HEAD, DELETE", "POST, DELETE", "GET, HEAD, POST, DELETE"};
 
 /* The rest of path after a row's prefix (its {id}, or "" for EXACT), or
  * NULL when the row does not take this path. */
@@ -221,8 +222,8 @@ void http_route_match(const char *method, const char *path, http_match *m) {
     m->route = (http_route)(first - rows);
     m->st = PROTO_EMETHOD;
     m->allow = allow_of[allowed];
-    snprintf(m->msg, sizeof m->msg, "%s: method %.16s not allowed (allowed: %s)",
-             first->info.path, method, m->allow);
+    snprintf(m->msg, sizeof m->msg, "%s: method %.16s not allowed (allowed: %s)", first->info.path,
+             method, m->allow);
     return;
   }
   m->route = (http_route)(hit - rows);
@@ -247,8 +248,8 @@ int http_ct_equal(const char *a, size_t alen, const char *b, size_t blen) {
   return diff == 0;
 }
 
-proto_status http_auth_check(const http_config *cfg, const char *authorization,
-                             const char *api_key, http_access need) {
+proto_status http_auth_check(const http_config *cfg, const char *authorization, const char *api_key,
+                             http_access need) {
   const char *rw = cfg->api_key && *cfg->api_key ? cfg->api_key : NULL;
   const char *ro = cfg->read_key && *cfg->read_key ? cfg->read_key : NULL;
   if (need == HTTP_OPEN || (!rw && !ro)) return PROTO_OK;
@@ -303,10 +304,16 @@ proto_status http_lines_feed(http_lines *ls, const char *data, size_t len, http_
         proto_buf_free(&ls->line);
       } else if (!nl || ls->line.len) {
         proto_buf_add(&ls->line, data + i, seg);
-        if (ls->line.failed) { st = PROTO_ENOMEM; break; }
+        if (ls->line.failed) {
+          st = PROTO_ENOMEM;
+          break;
+        }
       }
     }
-    if (!nl) { i = len; break; }
+    if (!nl) {
+      i = len;
+      break;
+    }
     i += seg + 1;
     if (ls->line.len) {
       st = deliver(ls, ls->line.data, ls->line.len, fn, ctx);

@@ -17,18 +17,18 @@
 /* One prompt token as srv_eval_doc scored it. */
 typedef struct scored_tok {
   int32_t id;
-  int scored;                  /* 0: the first token of a window (context only) */
-  float logprob;               /* natural log */
+  int scored; /* 0: the first token of a window (context only) */
+  float logprob; /* natural log */
   int n_top;
   int32_t top_id[PROTO_MAX_LOGPROBS];
   float top_lp[PROTO_MAX_LOGPROBS];
 } scored_tok;
 
 typedef struct score_ctx {
-  int want_top;                /* logprobs alternatives asked for */
+  int want_top; /* logprobs alternatives asked for */
   scored_tok *t;
   size_t n, cap;
-  proto_buf chunks;            /* the "chunks" array's elements, JSON */
+  proto_buf chunks; /* the "chunks" array's elements, JSON */
   proto_jw jw;
   int failed;
 } score_ctx;
@@ -40,7 +40,10 @@ static void score_on_token(void *ctx, size_t pos, int32_t id, int scored, double
   if (c->n == c->cap) {
     size_t cap = c->cap ? 2 * c->cap : 256;
     scored_tok *t = realloc(c->t, cap * sizeof *t);
-    if (!t) { c->failed = 1; return; }
+    if (!t) {
+      c->failed = 1;
+      return;
+    }
     c->t = t;
     c->cap = cap;
   }
@@ -74,8 +77,10 @@ static void score_on_neighbours(void *ctx, size_t chunk, const srv_hits *h) {
   score_ctx *c = ctx;
   proto_jw *w = &c->jw;
   proto_jw_obj(w);
-  proto_jw_key(w, "chunk"); proto_jw_uint(w, chunk);
-  proto_jw_key(w, "in_prompt"); proto_jw_bool(w, 1);
+  proto_jw_key(w, "chunk");
+  proto_jw_uint(w, chunk);
+  proto_jw_key(w, "in_prompt");
+  proto_jw_bool(w, 1);
   proto_jw_key(w, "neighbors");
   proto_jw_arr(w);
   for (size_t i = 0; i < h->n; i++) {
@@ -100,10 +105,12 @@ static void piece_of(const tok *t, int32_t id, proto_buf *out) {
  * window too short to score, as context only). 0, or -1 with resp set. */
 static int score_prompt(http_server *s, const proto_complete_req *req, score_ctx *c,
                         srv_eval_result *acc, http_response *resp) {
-  srv_eval_options o = {.retrieval = req->retrieval, .k = req->k,
+  srv_eval_options o = {.retrieval = req->retrieval,
+                        .k = req->k,
                         .exclude_self = req->n_exclude == 1,
                         .retrieval_mode = (srv_search_mode)req->retrieval_mode,
-                        .on_token = score_on_token, .on_neighbours = score_on_neighbours,
+                        .on_token = score_on_token,
+                        .on_neighbours = score_on_neighbours,
                         .cb_ctx = c};
   proto_status st = srv_eval_doc(s->engine, &o, req->n_exclude ? req->exclude_docs[0] : NULL,
                                  req->prompt, req->prompt_len, acc);
@@ -143,7 +150,10 @@ static void score_write_top(proto_jw *w, const tok *t, const score_ctx *c,
   proto_jw_key(w, "top_logprobs");
   proto_jw_arr(w);
   for (size_t i = 0; i < c->n; i++) {
-    if (!c->t[i].scored) { proto_jw_null(w); continue; }
+    if (!c->t[i].scored) {
+      proto_jw_null(w);
+      continue;
+    }
     proto_jw_obj(w);
     for (int j = 0; j < c->t[i].n_top; j++) {
       piece_of(t, c->t[i].top_id[j], piece);
@@ -211,13 +221,16 @@ static void score_write_choice(proto_jw *w, const tok *t, const proto_complete_r
   proto_buf_init(&text);
   proto_buf_add(&text, req->prompt, req->prompt_len);
   proto_buf_add(&text, res->text, res->text_len);
-  proto_jw_key(w, "text"); proto_jw_str(w, text.data ? text.data : "", text.len);
+  proto_jw_key(w, "text");
+  proto_jw_str(w, text.data ? text.data : "", text.len);
   proto_buf_free(&text);
-  proto_jw_key(w, "index"); proto_jw_int(w, 0);
+  proto_jw_key(w, "index");
+  proto_jw_int(w, 0);
   proto_jw_key(w, "logprobs");
   if (req->logprobs < 0) proto_jw_null(w);
   else score_write_logprobs(w, t, req, c, res);
-  proto_jw_key(w, "finish_reason"); proto_jw_cstr(w, req->max_tokens ? res->finish_reason : "length");
+  proto_jw_key(w, "finish_reason");
+  proto_jw_cstr(w, req->max_tokens ? res->finish_reason : "length");
   proto_jw_obj_end(w);
 }
 
@@ -225,18 +238,26 @@ static void score_write_choice(proto_jw *w, const tok *t, const proto_complete_r
 static void score_write_retro(proto_jw *w, const proto_complete_req *req, const score_ctx *c,
                               const srv_eval_result *acc, double t0) {
   proto_jw_obj(w);
-  proto_jw_key(w, "retrieval"); proto_jw_bool(w, req->retrieval);
+  proto_jw_key(w, "retrieval");
+  proto_jw_bool(w, req->retrieval);
   proto_jw_key(w, "prompt_scoring");
   proto_jw_obj(w);
-  proto_jw_key(w, "tokens"); proto_jw_uint(w, acc->tokens);
-  proto_jw_key(w, "bytes"); proto_jw_uint(w, acc->bytes);
-  proto_jw_key(w, "bits"); proto_jw_num(w, acc->bits);
-  proto_jw_key(w, "bpb"); if (acc->bytes) proto_jw_num(w, acc->bits / (double)acc->bytes); else proto_jw_null(w);
+  proto_jw_key(w, "tokens");
+  proto_jw_uint(w, acc->tokens);
+  proto_jw_key(w, "bytes");
+  proto_jw_uint(w, acc->bytes);
+  proto_jw_key(w, "bits");
+  proto_jw_num(w, acc->bits);
+  proto_jw_key(w, "bpb");
+  if (acc->bytes) proto_jw_num(w, acc->bits / (double)acc->bytes);
+  else proto_jw_null(w);
   proto_jw_obj_end(w);
-  proto_jw_key(w, "chunks"); proto_jw_raw(w, c->chunks.data, c->chunks.len);
+  proto_jw_key(w, "chunks");
+  proto_jw_raw(w, c->chunks.data, c->chunks.len);
   proto_jw_key(w, "timings");
   proto_jw_obj(w);
-  proto_jw_key(w, "total_s"); proto_jw_num(w, proto_now() - t0);
+  proto_jw_key(w, "total_s");
+  proto_jw_num(w, proto_now() - t0);
   proto_jw_obj_end(w);
   proto_jw_obj_end(w);
 }
@@ -275,19 +296,26 @@ void http_score_run(http_server *s, const proto_complete_req *req, http_response
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   proto_jw_obj(&w);
-  proto_jw_key(&w, "id"); proto_jw_cstr(&w, id);
-  proto_jw_key(&w, "object"); proto_jw_cstr(&w, "text_completion");
-  proto_jw_key(&w, "created"); proto_jw_int(&w, created);
-  proto_jw_key(&w, "model"); proto_jw_cstr(&w, s->model_name);
+  proto_jw_key(&w, "id");
+  proto_jw_cstr(&w, id);
+  proto_jw_key(&w, "object");
+  proto_jw_cstr(&w, "text_completion");
+  proto_jw_key(&w, "created");
+  proto_jw_int(&w, created);
+  proto_jw_key(&w, "model");
+  proto_jw_cstr(&w, s->model_name);
   proto_jw_key(&w, "choices");
   proto_jw_arr(&w);
   score_write_choice(&w, srv_engine_chunk_tokenizer(s->engine), req, &c, &res);
   proto_jw_arr_end(&w);
   proto_jw_key(&w, "usage");
   proto_jw_obj(&w);
-  proto_jw_key(&w, "prompt_tokens"); proto_jw_uint(&w, c.n);
-  proto_jw_key(&w, "completion_tokens"); proto_jw_int(&w, res.completion_tokens);
-  proto_jw_key(&w, "total_tokens"); proto_jw_uint(&w, c.n + (size_t)res.completion_tokens);
+  proto_jw_key(&w, "prompt_tokens");
+  proto_jw_uint(&w, c.n);
+  proto_jw_key(&w, "completion_tokens");
+  proto_jw_int(&w, res.completion_tokens);
+  proto_jw_key(&w, "total_tokens");
+  proto_jw_uint(&w, c.n + (size_t)res.completion_tokens);
   proto_jw_obj_end(&w);
   proto_jw_key(&w, "retro");
   score_write_retro(&w, req, &c, &acc, t0);
@@ -307,7 +335,10 @@ void http_tokenize(http_server *s, const http_request *rq, int detok, http_respo
   proto_tok_req r;
   char err[320];
   proto_status st = proto_tok_parse(rq->body, rq->body_len, detok, &r, err, sizeof err);
-  if (st != PROTO_OK) { http_error(resp, st, err); return; }
+  if (st != PROTO_OK) {
+    http_error(resp, st, err);
+    return;
+  }
   int32_t *ids = NULL;
   char *text = NULL;
   if (http_no_engine(s, resp)) goto leave;
@@ -320,7 +351,7 @@ void http_tokenize(http_server *s, const http_request *rq, int detok, http_respo
     http_error(resp, PROTO_ENOTFOUND, err);
     goto leave;
   }
-  const tok *t = use_enc ? bert_tokenizer(srv_engine_encoder(s->engine))
+  const tok *t = use_enc                       ? bert_tokenizer(srv_engine_encoder(s->engine))
                  : dec && retro_tokenizer(dec) ? retro_tokenizer(dec)
                                                : srv_engine_chunk_tokenizer(s->engine);
   const char *name = use_enc ? s->encoder_name : s->model_name;
@@ -331,27 +362,40 @@ void http_tokenize(http_server *s, const http_request *rq, int detok, http_respo
     size_t vocab = tok_vocab_size(t), len = 0;
     for (size_t i = 0; i < r.n_tokens; i++)
       if ((size_t)r.tokens[i] >= vocab) {
-        snprintf(err, sizeof err, "tokens[%zu]: %d is not an id of %.64s's vocabulary (0..%zu)",
-                 i, r.tokens[i], name, vocab - 1);
+        snprintf(err, sizeof err, "tokens[%zu]: %d is not an id of %.64s's vocabulary (0..%zu)", i,
+                 r.tokens[i], name, vocab - 1);
         proto_buf_free(&resp->body);
         http_error(resp, PROTO_ERANGE, err);
         goto leave;
       }
     st = tok_decode(t, r.tokens, r.n_tokens, &text, &len);
-    if (st != PROTO_OK) { proto_buf_free(&resp->body); http_engine_error(resp, st, "detokenize"); goto leave; }
-    proto_jw_key(&w, "content"); proto_jw_str(&w, text, len);
+    if (st != PROTO_OK) {
+      proto_buf_free(&resp->body);
+      http_engine_error(resp, st, "detokenize");
+      goto leave;
+    }
+    proto_jw_key(&w, "content");
+    proto_jw_str(&w, text, len);
   } else {
     size_t n = 0;
     st = tok_encode(t, r.content, r.content_len, &ids, &n);
-    if (st != PROTO_OK) { proto_buf_free(&resp->body); http_engine_error(resp, st, "tokenize"); goto leave; }
+    if (st != PROTO_OK) {
+      proto_buf_free(&resp->body);
+      http_engine_error(resp, st, "tokenize");
+      goto leave;
+    }
     proto_jw_key(&w, "tokens");
     proto_jw_arr(&w);
     for (size_t i = 0; i < n; i++) {
-      if (!r.with_pieces) { proto_jw_int(&w, ids[i]); continue; }
+      if (!r.with_pieces) {
+        proto_jw_int(&w, ids[i]);
+        continue;
+      }
       char *piece = NULL;
       size_t plen = 0;
       proto_jw_obj(&w);
-      proto_jw_key(&w, "id"); proto_jw_int(&w, ids[i]);
+      proto_jw_key(&w, "id");
+      proto_jw_int(&w, ids[i]);
       proto_jw_key(&w, "piece");
       if (tok_decode(t, &ids[i], 1, &piece, &plen) == PROTO_OK) proto_jw_str(&w, piece, plen);
       else proto_jw_null(&w);
@@ -360,7 +404,8 @@ void http_tokenize(http_server *s, const http_request *rq, int detok, http_respo
     }
     proto_jw_arr_end(&w);
   }
-  proto_jw_key(&w, "model"); proto_jw_cstr(&w, name);
+  proto_jw_key(&w, "model");
+  proto_jw_cstr(&w, name);
   proto_jw_obj_end(&w);
   http_ok_json(resp);
 leave:

@@ -52,31 +52,31 @@ typedef struct pdoc {
   srv_ingest *sess;
   size_t seq;
   char *id;
-  char *meta;                 /* NULL = {} */
-  uint64_t bytes;             /* text bytes */
-  int32_t *tokens;            /* all tokens of the document */
+  char *meta; /* NULL = {} */
+  uint64_t bytes; /* text bytes */
+  int32_t *tokens; /* all tokens of the document */
   size_t n_tokens;
   uint32_t n_chunks;
-  char **texts;               /* n_chunks decoded chunk texts */
+  char **texts; /* n_chunks decoded chunk texts */
   size_t *text_lens;
-  char **etexts;              /* text for the encoder (valid UTF-8) when not by ids */
+  char **etexts; /* text for the encoder (valid UTF-8) when not by ids */
   size_t *etext_lens;
-  char *tail_key;             /* text of the key window of a short last chunk
+  char *tail_key; /* text of the key window of a short last chunk
                                  (see key_window), when not by ids; else NULL */
   size_t tail_key_len;
-  float *vecs;                /* n_chunks x dim */
-  uint32_t embedded;          /* chunks embedded so far */
-  proto_status status;        /* set when embedding failed */
+  float *vecs; /* n_chunks x dim */
+  uint32_t embedded; /* chunks embedded so far */
+  proto_status status; /* set when embedding failed */
   char *message;
   unsigned char hash[STORE_HASH_BYTES]; /* text hash | text+metadata hash */
-  int unchanged;              /* 1: the store held this hash at add time,
+  int unchanged; /* 1: the store held this hash at add time,
                                  2: its text hash (only the metadata differs);
                                  not tokenised; raw/raw_len keep the text */
   char *raw;
   size_t raw_len;
-  uint64_t queued;            /* chunks counted in the pipeline's room */
-  uint64_t same_num;          /* unchanged: the stored document's num */
-  uint32_t same_chunks;       /*   and chunk count */
+  uint64_t queued; /* chunks counted in the pipeline's room */
+  uint64_t same_num; /* unchanged: the stored document's num */
+  uint32_t same_chunks; /*   and chunk count */
 } pdoc;
 
 typedef struct pqueue {
@@ -103,11 +103,11 @@ static pdoc *pq_pop(pqueue *q) {
 struct srv_pipe {
   srv_engine *e;
   pthread_mutex_t mu;
-  pthread_cond_t cv_in;       /* embed thread waits for input */
-  pthread_cond_t cv_out;      /* writer waits for embedded docs */
-  pthread_cond_t cv_space;    /* producers wait for room */
+  pthread_cond_t cv_in; /* embed thread waits for input */
+  pthread_cond_t cv_out; /* writer waits for embedded docs */
+  pthread_cond_t cv_space; /* producers wait for room */
   pqueue in, out;
-  uint64_t queued_chunks;     /* chunks anywhere in the pipeline */
+  uint64_t queued_chunks; /* chunks anywhere in the pipeline */
   size_t queued_docs;
   int stop, embed_done;
   pthread_t embed_thread, writer_thread;
@@ -149,9 +149,8 @@ void srv__content_salt(srv_engine *e) {
   proto_sha256 h;
   char dim[32];
   snprintf(dim, sizeof dim, "%u", (unsigned)e->dim);
-  const char *parts[] = {"retrod content v1: key window = last 64 tokens",
-                         bert_fingerprint(e->enc), tok_fingerprint(e->ctok), dim,
-                         e->embed_by_ids ? "by ids" : "by text"};
+  const char *parts[] = {"retrod content v1: key window = last 64 tokens", bert_fingerprint(e->enc),
+                         tok_fingerprint(e->ctok), dim, e->embed_by_ids ? "by ids" : "by text"};
   proto_sha256_init(&h);
   for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
     proto_sha256_update(&h, parts[i], strlen(parts[i]) + 1);
@@ -182,8 +181,8 @@ static void content_hash(const srv_engine *e, const srv_doc *doc,
 /* How the stored document id compares with this content hash: 1 the same,
  * 2 the same text (other metadata), 0 otherwise or absent; its doc num and
  * chunk count in *num, *n_chunks. */
-static int stored_unchanged(srv_engine *e, const char *id, const unsigned char *hash,
-                            uint64_t *num, uint32_t *n_chunks) {
+static int stored_unchanged(srv_engine *e, const char *id, const unsigned char *hash, uint64_t *num,
+                            uint32_t *n_chunks) {
   unsigned char old[STORE_HASH_BYTES];
   *num = 0;
   if (store_doc_hash(e->st, id, old, num, n_chunks) != PROTO_OK || !*num) return 0;
@@ -239,8 +238,8 @@ static void *embed_main(void *arg) {
   srv_pipe *p = arg;
   srv_engine *e = p->e;
   size_t B = p->batch;
-  pqueue work = {0};          /* documents being embedded, in order */
-  uint64_t work_left = 0;     /* chunks not yet embedded in work */
+  pqueue work = {0}; /* documents being embedded, in order */
+  uint64_t work_left = 0; /* chunks not yet embedded in work */
   const int32_t **ids = malloc(B * sizeof *ids);
   size_t *lens = malloc(B * sizeof *lens);
   const char **txt = malloc(B * sizeof *txt);
@@ -303,8 +302,8 @@ static void *embed_main(void *arg) {
     /* hand on every finished document at the front (keeps the order) */
     pthread_mutex_lock(&p->mu);
     int moved = 0;
-    while (work.head && (work.head->embedded == work.head->n_chunks ||
-                         work.head->status != PROTO_OK)) {
+    while (work.head &&
+           (work.head->embedded == work.head->n_chunks || work.head->status != PROTO_OK)) {
       pdoc *d = pq_pop(&work);
       if (d->status != PROTO_OK) work_left -= d->n_chunks - d->embedded;
       pq_push(&p->out, d);
@@ -373,8 +372,12 @@ static void report(srv_pipe *p, pdoc *d, proto_status st, const char *msg, uint6
                    int indexed) {
   srv_ingest *in = d->sess;
   srv_engine *e = p->e;
-  srv_ack a = {.id = d->id, .seq = d->seq, .status = st, .message = st == PROTO_OK ? "" : msg,
-               .doc_num = doc_num, .n_chunks = st == PROTO_OK ? d->n_chunks : 0,
+  srv_ack a = {.id = d->id,
+               .seq = d->seq,
+               .status = st,
+               .message = st == PROTO_OK ? "" : msg,
+               .doc_num = doc_num,
+               .n_chunks = st == PROTO_OK ? d->n_chunks : 0,
                .indexed = indexed};
   if (st == PROTO_OK) {
     atomic_fetch_add(&e->n_ingested_docs, 1);
@@ -399,8 +402,14 @@ static void report(srv_pipe *p, pdoc *d, proto_status st, const char *msg, uint6
 /* Reports a document skipped as unchanged: stored as doc num with n chunks. */
 static void report_unchanged(srv_pipe *p, pdoc *d, uint64_t num, uint32_t n) {
   srv_ingest *in = d->sess;
-  srv_ack a = {.id = d->id, .seq = d->seq, .status = PROTO_OK, .message = "", .doc_num = num,
-               .n_chunks = n, .unchanged = 1, .indexed = 1};
+  srv_ack a = {.id = d->id,
+               .seq = d->seq,
+               .status = PROTO_OK,
+               .message = "",
+               .doc_num = num,
+               .n_chunks = n,
+               .unchanged = 1,
+               .indexed = 1};
   atomic_fetch_add(&p->e->n_unchanged, 1);
   if (in->cb.on_ack) in->cb.on_ack(in->cb.ctx, &a);
   pthread_mutex_lock(&in->mu);
@@ -412,8 +421,13 @@ static void report_unchanged(srv_pipe *p, pdoc *d, uint64_t num, uint32_t n) {
 /* Reports a document whose metadata alone was rewritten (doc num, n chunks). */
 static void report_meta(srv_pipe *p, pdoc *d, uint64_t num, uint32_t n) {
   srv_ingest *in = d->sess;
-  srv_ack a = {.id = d->id, .seq = d->seq, .status = PROTO_OK, .message = "", .doc_num = num,
-               .n_chunks = n, .indexed = 1};
+  srv_ack a = {.id = d->id,
+               .seq = d->seq,
+               .status = PROTO_OK,
+               .message = "",
+               .doc_num = num,
+               .n_chunks = n,
+               .indexed = 1};
   atomic_fetch_add(&p->e->n_ingested_docs, 1);
   if (in->cb.on_ack) in->cb.on_ack(in->cb.ctx, &a);
   pthread_mutex_lock(&in->mu);
@@ -754,8 +768,7 @@ static proto_status tokenize_doc(srv_engine *e, pdoc *d, const char *text, size_
     size_t len = d->n_tokens - off < PROTO_CHUNK_TOKENS ? d->n_tokens - off : PROTO_CHUNK_TOKENS;
     s = tok_decode(e->ctok, d->tokens + off, len, &d->texts[c], &d->text_lens[c]);
     if (s != PROTO_OK) return srv__fail(s, "decoding chunk %u: %s", c, tok_last_error());
-    if (need_utf8 &&
-        !(d->etexts[c] = utf8_dup(d->texts[c], d->text_lens[c], &d->etext_lens[c])))
+    if (need_utf8 && !(d->etexts[c] = utf8_dup(d->texts[c], d->text_lens[c], &d->etext_lens[c])))
       return srv__fail(PROTO_ENOMEM, "out of memory");
   }
   size_t koff, klen;
@@ -796,13 +809,19 @@ static proto_status prepare(srv_ingest *in, const srv_doc *doc, pdoc **out) {
   d->id = strdup(doc->id);
   d->meta = doc->metadata_json ? strdup(doc->metadata_json) : NULL;
   d->bytes = doc->text_len;
-  if (!d->id || (doc->metadata_json && !d->meta)) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+  if (!d->id || (doc->metadata_json && !d->meta)) {
+    s = srv__fail(PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
   content_hash(e, doc, d->hash);
   uint64_t num;
   uint32_t nc;
   if (!in->cb.force && (d->unchanged = stored_unchanged(e, doc->id, d->hash, &num, &nc))) {
     d->raw = malloc(doc->text_len ? doc->text_len : 1);
-    if (!d->raw) { s = srv__fail(PROTO_ENOMEM, "out of memory"); goto leave; }
+    if (!d->raw) {
+      s = srv__fail(PROTO_ENOMEM, "out of memory");
+      goto leave;
+    }
     if (doc->text_len) memcpy(d->raw, doc->text, doc->text_len);
     d->raw_len = doc->text_len;
   } else if ((s = tokenize_doc(e, d, doc->text, doc->text_len)) != PROTO_OK) {
@@ -857,8 +876,8 @@ proto_status srv_ingest_flush(srv_ingest *in) {
   while (in->acked < in->added) pthread_cond_wait(&in->cv, &in->mu);
   proto_status s = in->first_err;
   pthread_mutex_unlock(&in->mu);
-  if (s != PROTO_OK) srv__fail(s, "%llu document(s) failed in this session",
-                               (unsigned long long)in->prog.errors);
+  if (s != PROTO_OK)
+    srv__fail(s, "%llu document(s) failed in this session", (unsigned long long)in->prog.errors);
   return s;
 }
 
@@ -880,7 +899,7 @@ proto_status srv_ingest_end(srv_ingest *in, srv_ingest_progress *progress) {
 typedef struct upsert_ctx {
   srv_ack *acks;
   const srv_doc *docs;
-  size_t *slot;   /* session seq -> index in docs */
+  size_t *slot; /* session seq -> index in docs */
 } upsert_ctx;
 
 static void upsert_ack(void *ctx, const srv_ack *a) {
@@ -900,7 +919,10 @@ proto_status srv_upsert(srv_engine *e, const srv_doc *docs, size_t n, srv_ack *a
   srv_ingest *in = NULL;
   proto_status s = srv_ingest_begin(e, &cb, &in), first = PROTO_OK;
   char first_msg[512] = "";
-  if (s != PROTO_OK) { free(u.slot); return s; }
+  if (s != PROTO_OK) {
+    free(u.slot);
+    return s;
+  }
   size_t seq = 0;
   for (size_t i = 0; i < n; i++) {
     u.slot[seq] = i;

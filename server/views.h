@@ -11,8 +11,8 @@
 /* GET /v1/info, `retro info`. encoder_name / decoder_name: the names the
  * server serves the models under (NULL: derived from the fingerprint and the
  * decoder's folder). */
-void view_info(proto_jw *w, const srv_info *in, const char *encoder_name,
-               const char *decoder_name, int read_only);
+void view_info(proto_jw *w, const srv_info *in, const char *encoder_name, const char *decoder_name,
+               int read_only);
 
 /* One hit of a search (hybrid: with its dense and lexical scores and ranks). */
 void view_hit(proto_jw *w, const srv_hit *x, srv_search_mode mode, int with_text);

@@ -49,12 +49,12 @@
 
 enum {
   STORE_SCHEMA = 1,
-  HELD_MAX = 16,               /* stores one thread may hold read locks on */
-  WRITE_RETRIES = 48,          /* map growths one write may trigger */
+  HELD_MAX = 16, /* stores one thread may hold read locks on */
+  WRITE_RETRIES = 48, /* map growths one write may trigger */
   READERS_FULL_WAIT_MS = 10000,
   CHUNK_HDR = 20,
   DOC_HDR = 20,
-  HASHED_KEY_TAIL = 17,        /* NUL + 16-byte hash */
+  HASHED_KEY_TAIL = 17, /* NUL + 16-byte hash */
 };
 #define DEFAULT_MAP_BYTES ((size_t)64 << 20)
 #define MAX_TEXT_BYTES ((size_t)1 << 30)
@@ -71,7 +71,7 @@ struct store {
   MDB_env *env;
   MDB_dbi meta, docs, doc_keys, chunks, vectors, dead, doc_hash;
   unsigned maxkey;
-  size_t max_map;           /* 0: the map grows without limit */
+  size_t max_map; /* 0: the map grows without limit */
   pthread_rwlock_t map_lock; /* shared: a txn is open; exclusive: resizing */
   pthread_mutex_t write_lock;
   int locks_ready;
@@ -85,20 +85,30 @@ const char *store_last_error(void) { return proto_err_get(); }
 static proto_status mdb_fail(int rc, const char *what) {
   proto_err_set("store: %s: %s", what, mdb_strerror(rc));
   switch (rc) {
-  case MDB_NOTFOUND: return PROTO_ENOTFOUND;
-  case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INVALID:
-  case MDB_VERSION_MISMATCH: case MDB_BAD_DBI:
-    return PROTO_ECORRUPT;
-  case ENOMEM: return PROTO_ENOMEM;
-  case ENOSPC: case EDQUOT:
-    proto_err_set("store: %s: the disk is full (%s)", what, mdb_strerror(rc));
-    return PROTO_ENOSPACE;
-  case MDB_MAP_FULL:
-    proto_err_set("store: %s: the LMDB map is full", what);
-    return PROTO_ENOSPACE;
-  case EIO: case EROFS: case EACCES: case EPERM:
-    return PROTO_EIO;
-  default: return PROTO_ESTORE;
+    case MDB_NOTFOUND:
+      return PROTO_ENOTFOUND;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+    case MDB_BAD_DBI:
+      return PROTO_ECORRUPT;
+    case ENOMEM:
+      return PROTO_ENOMEM;
+    case ENOSPC:
+    case EDQUOT:
+      proto_err_set("store: %s: the disk is full (%s)", what, mdb_strerror(rc));
+      return PROTO_ENOSPACE;
+    case MDB_MAP_FULL:
+      proto_err_set("store: %s: the LMDB map is full", what);
+      return PROTO_ENOSPACE;
+    case EIO:
+    case EROFS:
+    case EACCES:
+    case EPERM:
+      return PROTO_EIO;
+    default:
+      return PROTO_ESTORE;
   }
 }
 
@@ -110,7 +120,10 @@ static proto_status corrupt(const char *what) {
 /* Byte encoding ----------------------------------------------------------- */
 
 static void be64_put(unsigned char *p, uint64_t v) {
-  for (int i = 7; i >= 0; i--) { p[i] = (unsigned char)(v & 0xff); v >>= 8; }
+  for (int i = 7; i >= 0; i--) {
+    p[i] = (unsigned char)(v & 0xff);
+    v >>= 8;
+  }
 }
 static uint64_t be64_get(const unsigned char *p) {
   uint64_t v = 0;
@@ -118,11 +131,13 @@ static uint64_t be64_get(const unsigned char *p) {
   return v;
 }
 static void le32_put(unsigned char *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) { p[i] = (unsigned char)(v & 0xff); v >>= 8; }
+  for (int i = 0; i < 4; i++) {
+    p[i] = (unsigned char)(v & 0xff);
+    v >>= 8;
+  }
 }
 static uint32_t le32_get(const unsigned char *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 static void le64_put(unsigned char *p, uint64_t v) {
   le32_put(p, (uint32_t)v);
@@ -148,14 +163,20 @@ static int parse_u64(const char *s, size_t len, uint64_t *out) {
 
 /* Per-thread re-entrant shared hold of map_lock --------------------------- */
 
-static _Thread_local struct { const store *st; unsigned depth; } tl_held[HELD_MAX];
+static _Thread_local struct {
+  const store *st;
+  unsigned depth;
+} tl_held[HELD_MAX];
 
 static unsigned *held_slot(const store *st, int create) {
   for (int i = 0; i < HELD_MAX; i++)
     if (tl_held[i].st == st && tl_held[i].depth) return &tl_held[i].depth;
   if (!create) return NULL;
   for (int i = 0; i < HELD_MAX; i++)
-    if (!tl_held[i].depth) { tl_held[i].st = st; return &tl_held[i].depth; }
+    if (!tl_held[i].depth) {
+      tl_held[i].st = st;
+      return &tl_held[i].depth;
+    }
   return NULL;
 }
 
@@ -277,8 +298,7 @@ enum { NEARLY_FULL_BYTES = 64 << 20 };
 static proto_status classify_eio(store *st, proto_status ps) {
   const char *path = NULL;
   struct statvfs sv;
-  if (ps != PROTO_EIO || mdb_env_get_path(st->env, &path) || !path || statvfs(path, &sv))
-    return ps;
+  if (ps != PROTO_EIO || mdb_env_get_path(st->env, &path) || !path || statvfs(path, &sv)) return ps;
   unsigned long long avail = (unsigned long long)sv.f_bavail * sv.f_frsize;
   if (avail >= NEARLY_FULL_BYTES) return ps;
   proto_err_set("store: the disk is full (%llu bytes free on the database's file system; %.200s)",
@@ -290,8 +310,7 @@ static proto_status classify_eio(store *st, proto_status ps) {
 
 /* A write body: does its puts in txn, returns non-OK to abort. When an LMDB
  * call fails it stores the LMDB code in *mdb_rc (so MDB_MAP_FULL is seen). */
-typedef proto_status (*write_body)(store *st, MDB_txn *txn, void *ctx,
-                                   int *mdb_rc);
+typedef proto_status (*write_body)(store *st, MDB_txn *txn, void *ctx, int *mdb_rc);
 
 /* Runs body in one write transaction and commits it (durably, default sync).
  * On MDB_MAP_FULL, from a put or from the commit, the transaction is aborted,
@@ -346,10 +365,13 @@ static proto_status write_run(store *st, write_body body, void *ctx) {
 
 /* Small LMDB helpers --------------------------------------------------------- */
 
-#define PUT(dbi, k, v, flags, what)                                  \
-  do {                                                               \
-    int rc_ = mdb_put(txn, (dbi), (k), (v), (flags));                \
-    if (rc_) { *mdb_rc = rc_; return mdb_fail(rc_, (what)); }        \
+#define PUT(dbi, k, v, flags, what)                   \
+  do {                                                \
+    int rc_ = mdb_put(txn, (dbi), (k), (v), (flags)); \
+    if (rc_) {                                        \
+      *mdb_rc = rc_;                                  \
+      return mdb_fail(rc_, (what));                   \
+    }                                                 \
   } while (0)
 
 static MDB_val val_of(const void *p, size_t n) {
@@ -358,11 +380,14 @@ static MDB_val val_of(const void *p, size_t n) {
 }
 
 /* meta value as u64; *out = dflt when absent. */
-static proto_status meta_u64(store *st, MDB_txn *txn, const char *key,
-                             uint64_t dflt, uint64_t *out) {
+static proto_status meta_u64(store *st, MDB_txn *txn, const char *key, uint64_t dflt,
+                             uint64_t *out) {
   MDB_val k = val_of(key, strlen(key)), v;
   int rc = mdb_get(txn, st->meta, &k, &v);
-  if (rc == MDB_NOTFOUND) { *out = dflt; return PROTO_OK; }
+  if (rc == MDB_NOTFOUND) {
+    *out = dflt;
+    return PROTO_OK;
+  }
   if (rc) return mdb_fail(rc, "mdb_get meta");
   if (parse_u64(v.mv_data, v.mv_size, out)) {
     proto_err_set("store: corrupt meta value for %s", key);
@@ -371,8 +396,8 @@ static proto_status meta_u64(store *st, MDB_txn *txn, const char *key,
   return PROTO_OK;
 }
 
-static proto_status meta_put_u64(store *st, MDB_txn *txn, const char *key,
-                                 uint64_t value, int *mdb_rc) {
+static proto_status meta_put_u64(store *st, MDB_txn *txn, const char *key, uint64_t value,
+                                 int *mdb_rc) {
   char buf[24];
   int n = snprintf(buf, sizeof buf, "%llu", (unsigned long long)value);
   MDB_val k = val_of(key, strlen(key)), v = val_of(buf, (size_t)n);
@@ -382,13 +407,16 @@ static proto_status meta_put_u64(store *st, MDB_txn *txn, const char *key,
 
 /* Keys only this file writes ("dim" may be put through the dim check). */
 static int meta_key_reserved(const char *key) {
-  return !strcmp(key, K_SCHEMA) || !strcmp(key, K_NEXT_DOC) ||
-         !strcmp(key, K_NEXT_CHUNK) || !strcmp(key, K_WATERMARK);
+  return !strcmp(key, K_SCHEMA) || !strcmp(key, K_NEXT_DOC) || !strcmp(key, K_NEXT_CHUNK) ||
+         !strcmp(key, K_WATERMARK);
 }
 
 /* doc_keys key for an external id: the id itself when it fits LMDB's key
  * limit, else a prefix + NUL + 128-bit hash (ids never contain NUL). */
-typedef struct doc_key { unsigned char buf[PROTO_MAX_ID_BYTES + 1]; size_t len; } doc_key;
+typedef struct doc_key {
+  unsigned char buf[PROTO_MAX_ID_BYTES + 1];
+  size_t len;
+} doc_key;
 
 static void doc_key_make(const store *st, const char *id, size_t len, doc_key *k) {
   if (len <= st->maxkey) {
@@ -405,7 +433,10 @@ static void doc_key_make(const store *st, const char *id, size_t len, doc_key *k
 }
 
 static proto_status check_id(const char *id, size_t *len) {
-  if (!id) { proto_err_set("store: document id is NULL"); return PROTO_EINVAL; }
+  if (!id) {
+    proto_err_set("store: document id is NULL");
+    return PROTO_EINVAL;
+  }
   *len = strlen(id);
   if (*len == 0 || *len > PROTO_MAX_ID_BYTES) {
     proto_err_set("store: document id must be 1..%d bytes", PROTO_MAX_ID_BYTES);
@@ -418,8 +449,10 @@ static proto_status check_id(const char *id, size_t *len) {
 typedef struct doc_rec {
   uint64_t first_chunk;
   uint32_t n_chunks;
-  const char *id; uint32_t id_len;
-  const char *meta; uint32_t meta_len;
+  const char *id;
+  uint32_t id_len;
+  const char *meta;
+  uint32_t meta_len;
 } doc_rec;
 
 static proto_status doc_rec_decode(const MDB_val *v, doc_rec *r) {
@@ -429,15 +462,13 @@ static proto_status doc_rec_decode(const MDB_val *v, doc_rec *r) {
   r->n_chunks = le32_get(p + 8);
   r->id_len = le32_get(p + 12);
   r->meta_len = le32_get(p + 16);
-  if ((uint64_t)DOC_HDR + r->id_len + r->meta_len != v->mv_size)
-    return corrupt("doc length");
+  if ((uint64_t)DOC_HDR + r->id_len + r->meta_len != v->mv_size) return corrupt("doc length");
   r->id = (const char *)p + DOC_HDR;
   r->meta = r->id + r->id_len;
   return PROTO_OK;
 }
 
-static proto_status doc_rec_read(store *st, MDB_txn *txn, uint64_t doc_id,
-                                 doc_rec *r) {
+static proto_status doc_rec_read(store *st, MDB_txn *txn, uint64_t doc_id, doc_rec *r) {
   unsigned char kb[8];
   be64_put(kb, doc_id);
   MDB_val k = val_of(kb, 8), v;
@@ -451,8 +482,8 @@ static proto_status doc_rec_read(store *st, MDB_txn *txn, uint64_t doc_id,
 }
 
 /* Looks an external id up: *doc_id = 0 when absent. */
-static proto_status doc_lookup(store *st, MDB_txn *txn, const char *id,
-                               size_t len, uint64_t *doc_id, doc_rec *rec) {
+static proto_status doc_lookup(store *st, MDB_txn *txn, const char *id, size_t len,
+                               uint64_t *doc_id, doc_rec *rec) {
   doc_key dk;
   doc_key_make(st, id, len, &dk);
   MDB_val k = val_of(dk.buf, dk.len), v;
@@ -496,8 +527,7 @@ static proto_status chunk_rec_decode(const MDB_val *v, chunk_rec *r) {
 }
 
 /* Gets chunk id into r; PROTO_ENOTFOUND when absent (no message set). */
-static proto_status chunk_rec_read(store *st, MDB_txn *txn, uint64_t id,
-                                   chunk_rec *r) {
+static proto_status chunk_rec_read(store *st, MDB_txn *txn, uint64_t id, chunk_rec *r) {
   unsigned char kb[8];
   be64_put(kb, id);
   MDB_val k = val_of(kb, 8), v;
@@ -511,22 +541,28 @@ static proto_status chunk_rec_read(store *st, MDB_txn *txn, uint64_t id,
 
 static proto_status open_body(store *st, MDB_txn *txn, void *ctx, int *mdb_rc) {
   (void)ctx;
-  struct { const char *name; MDB_dbi *dbi; } dbs[] = {
-    {"meta", &st->meta}, {"docs", &st->docs}, {"doc_keys", &st->doc_keys},
-    {"chunks", &st->chunks}, {"vectors", &st->vectors}, {"dead", &st->dead},
-    {"doc_hash", &st->doc_hash}, /* created in a database of an older build */
+  struct {
+    const char *name;
+    MDB_dbi *dbi;
+  } dbs[] = {
+      {"meta", &st->meta},         {"docs", &st->docs},       {"doc_keys", &st->doc_keys},
+      {"chunks", &st->chunks},     {"vectors", &st->vectors}, {"dead", &st->dead},
+      {"doc_hash", &st->doc_hash}, /* created in a database of an older build */
   };
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
     int rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
-    if (rc) { *mdb_rc = rc; return mdb_fail(rc, "mdb_dbi_open"); }
+    if (rc) {
+      *mdb_rc = rc;
+      return mdb_fail(rc, "mdb_dbi_open");
+    }
   }
   uint64_t schema;
   proto_status ps = meta_u64(st, txn, K_SCHEMA, 0, &schema);
   if (ps) return ps;
   if (schema == 0) return meta_put_u64(st, txn, K_SCHEMA, STORE_SCHEMA, mdb_rc);
   if (schema != STORE_SCHEMA) {
-    proto_err_set("store: database schema %llu, this build reads %d",
-            (unsigned long long)schema, STORE_SCHEMA);
+    proto_err_set("store: database schema %llu, this build reads %d", (unsigned long long)schema,
+                  STORE_SCHEMA);
     return PROTO_ECORRUPT;
   }
   return PROTO_OK;
@@ -559,7 +595,11 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
   size_t plen = strlen(dir) + 4;
   path = malloc(plen);
   st = calloc(1, sizeof *st);
-  if (!path || !st) { proto_err_set("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
+  if (!path || !st) {
+    proto_err_set("store: out of memory");
+    ps = PROTO_ENOMEM;
+    goto leave;
+  }
   snprintf(path, plen, "%s/db", dir);
   if ((ps = make_dir(dir)) || (ps = make_dir(path))) goto leave;
 
@@ -568,7 +608,11 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
   pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
   rc = pthread_rwlock_init(&st->map_lock, &ra);
   pthread_rwlockattr_destroy(&ra);
-  if (rc) { proto_err_set("store: pthread_rwlock_init: %s", strerror(rc)); ps = PROTO_EINTERNAL; goto leave; }
+  if (rc) {
+    proto_err_set("store: pthread_rwlock_init: %s", strerror(rc));
+    ps = PROTO_EINTERNAL;
+    goto leave;
+  }
   if ((rc = pthread_mutex_init(&st->write_lock, NULL))) {
     pthread_rwlock_destroy(&st->map_lock);
     proto_err_set("store: pthread_mutex_init: %s", strerror(rc));
@@ -578,7 +622,10 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
   st->locks_ready = 1;
   st->max_map = max_map;
 
-  if ((rc = mdb_env_create(&st->env))) { ps = mdb_fail(rc, "mdb_env_create"); goto leave; }
+  if ((rc = mdb_env_create(&st->env))) {
+    ps = mdb_fail(rc, "mdb_env_create");
+    goto leave;
+  }
   if ((rc = mdb_env_set_maxdbs(st->env, 8)) ||
       (rc = mdb_env_set_maxreaders(st->env, max_readers))) {
     ps = mdb_fail(rc, "mdb_env_set_*");
@@ -598,7 +645,11 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
   int stale = 0;
   mdb_reader_check(st->env, &stale);
   int mk = mdb_env_get_maxkeysize(st->env);
-  if (mk < 64) { proto_err_set("store: LMDB key size limit %d too small", mk); ps = PROTO_ESTORE; goto leave; }
+  if (mk < 64) {
+    proto_err_set("store: LMDB key size limit %d too small", mk);
+    ps = PROTO_ESTORE;
+    goto leave;
+  }
   st->maxkey = (unsigned)mk;
   if ((ps = write_run(st, open_body, NULL))) goto leave;
   *out = st;
@@ -624,15 +675,25 @@ void store_close(store *st) {
 proto_status store_meta_get(store *st, const char *key, char **value) {
   MDB_txn *txn = NULL;
   proto_status ps;
-  if (!st || !key || !*key || !value) { proto_err_set("store: bad meta_get arguments"); return PROTO_EINVAL; }
+  if (!st || !key || !*key || !value) {
+    proto_err_set("store: bad meta_get arguments");
+    return PROTO_EINVAL;
+  }
   *value = NULL;
-  if (strlen(key) > st->maxkey) { proto_err_set("store: meta key too long"); return PROTO_EINVAL; }
+  if (strlen(key) > st->maxkey) {
+    proto_err_set("store: meta key too long");
+    return PROTO_EINVAL;
+  }
   if ((ps = rd_begin(st, &txn))) return ps;
   MDB_val k = val_of(key, strlen(key)), v;
   int rc = mdb_get(txn, st->meta, &k, &v);
   if (rc == MDB_SUCCESS) {
     char *s = malloc(v.mv_size + 1);
-    if (!s) { proto_err_set("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
+    if (!s) {
+      proto_err_set("store: out of memory");
+      ps = PROTO_ENOMEM;
+      goto leave;
+    }
     memcpy(s, v.mv_data, v.mv_size);
     s[v.mv_size] = 0;
     *value = s;
@@ -644,7 +705,9 @@ leave:
   return ps;
 }
 
-typedef struct meta_put_ctx { const char *key, *value; } meta_put_ctx;
+typedef struct meta_put_ctx {
+  const char *key, *value;
+} meta_put_ctx;
 
 static proto_status meta_put_body(store *st, MDB_txn *txn, void *ctx, int *mdb_rc) {
   meta_put_ctx *c = ctx;
@@ -658,7 +721,7 @@ static proto_status meta_put_body(store *st, MDB_txn *txn, void *ctx, int *mdb_r
     }
     if (have && have != want) {
       proto_err_set("store: dim %llu requested, the database holds dim %llu",
-              (unsigned long long)want, (unsigned long long)have);
+                    (unsigned long long)want, (unsigned long long)have);
       return PROTO_EDIM;
     }
     return meta_put_u64(st, txn, K_DIM, want, mdb_rc);
@@ -669,8 +732,14 @@ static proto_status meta_put_body(store *st, MDB_txn *txn, void *ctx, int *mdb_r
 }
 
 proto_status store_meta_put(store *st, const char *key, const char *value) {
-  if (!st || !key || !*key || !value) { proto_err_set("store: bad meta_put arguments"); return PROTO_EINVAL; }
-  if (strlen(key) > st->maxkey) { proto_err_set("store: meta key too long"); return PROTO_EINVAL; }
+  if (!st || !key || !*key || !value) {
+    proto_err_set("store: bad meta_put arguments");
+    return PROTO_EINVAL;
+  }
+  if (strlen(key) > st->maxkey) {
+    proto_err_set("store: meta key too long");
+    return PROTO_EINVAL;
+  }
   if (meta_key_reserved(key)) {
     proto_err_set("store: meta key '%s' is reserved", key);
     return PROTO_EINVAL;
@@ -683,8 +752,8 @@ proto_status store_meta_put(store *st, const char *key, const char *value) {
 
 /* Deletes doc num (record r) with its chunks and vectors; chunk ids below
  * tomb_below go to dead (ids at or above it were never committed). */
-static proto_status doc_remove(store *st, MDB_txn *txn, uint64_t num,
-                               const doc_rec *r, uint64_t tomb_below, int *mdb_rc) {
+static proto_status doc_remove(store *st, MDB_txn *txn, uint64_t num, const doc_rec *r,
+                               uint64_t tomb_below, int *mdb_rc) {
   unsigned char kb[8];
   uint64_t first = r->first_chunk, n = r->n_chunks;
   MDB_val empty = {0, NULL};
@@ -692,17 +761,29 @@ static proto_status doc_remove(store *st, MDB_txn *txn, uint64_t num,
     be64_put(kb, c);
     MDB_val k = val_of(kb, 8);
     int rc = mdb_del(txn, st->chunks, &k, NULL);
-    if (rc && rc != MDB_NOTFOUND) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del chunks"); }
+    if (rc && rc != MDB_NOTFOUND) {
+      *mdb_rc = rc;
+      return mdb_fail(rc, "mdb_del chunks");
+    }
     rc = mdb_del(txn, st->vectors, &k, NULL);
-    if (rc && rc != MDB_NOTFOUND) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del vectors"); }
+    if (rc && rc != MDB_NOTFOUND) {
+      *mdb_rc = rc;
+      return mdb_fail(rc, "mdb_del vectors");
+    }
     if (c < tomb_below) PUT(st->dead, &k, &empty, 0, "mdb_put dead");
   }
   be64_put(kb, num);
   MDB_val k = val_of(kb, 8);
   int rc = mdb_del(txn, st->docs, &k, NULL);
-  if (rc) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del docs"); }
+  if (rc) {
+    *mdb_rc = rc;
+    return mdb_fail(rc, "mdb_del docs");
+  }
   rc = mdb_del(txn, st->doc_hash, &k, NULL);
-  if (rc && rc != MDB_NOTFOUND) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del doc_hash"); }
+  if (rc && rc != MDB_NOTFOUND) {
+    *mdb_rc = rc;
+    return mdb_fail(rc, "mdb_del doc_hash");
+  }
   return PROTO_OK;
 }
 
@@ -723,7 +804,7 @@ static proto_status upsert_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc
     return ps;
   if (c->dim && dim && dim != c->dim) {
     proto_err_set("store: vectors have dim %u, the database holds dim %llu", c->dim,
-            (unsigned long long)dim);
+                  (unsigned long long)dim);
     return PROTO_EDIM;
   }
   if (c->dim && !dim) {
@@ -801,9 +882,12 @@ static proto_status upsert_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc
   return PROTO_OK;
 }
 
-proto_status store_upsert(store *st, const store_doc_input *docs, size_t n,
-                          uint32_t dim, uint64_t *doc_ids) {
-  if (!st || (n && !docs)) { proto_err_set("store: bad upsert arguments"); return PROTO_EINVAL; }
+proto_status store_upsert(store *st, const store_doc_input *docs, size_t n, uint32_t dim,
+                          uint64_t *doc_ids) {
+  if (!st || (n && !docs)) {
+    proto_err_set("store: bad upsert arguments");
+    return PROTO_EINVAL;
+  }
   if (n == 0) return PROTO_OK;
   int any_chunk = 0;
   for (size_t i = 0; i < n; i++) {
@@ -850,7 +934,11 @@ proto_status store_upsert(store *st, const store_doc_input *docs, size_t n,
   return write_run(st, upsert_body, &c);
 }
 
-typedef struct delete_ctx { const char *id; size_t len; int found; } delete_ctx;
+typedef struct delete_ctx {
+  const char *id;
+  size_t len;
+  int found;
+} delete_ctx;
 
 static proto_status delete_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
   delete_ctx *c = vctx;
@@ -864,7 +952,10 @@ static proto_status delete_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc
   doc_key_make(st, c->id, c->len, &dk);
   MDB_val k = val_of(dk.buf, dk.len);
   int rc = mdb_del(txn, st->doc_keys, &k, NULL);
-  if (rc) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del doc_keys"); }
+  if (rc) {
+    *mdb_rc = rc;
+    return mdb_fail(rc, "mdb_del doc_keys");
+  }
   c->found = 1;
   return PROTO_OK;
 }
@@ -872,7 +963,10 @@ static proto_status delete_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc
 proto_status store_delete(store *st, const char *id, int *found) {
   delete_ctx c = {id, 0, 0};
   if (found) *found = 0;
-  if (!st) { proto_err_set("store: NULL store"); return PROTO_EINVAL; }
+  if (!st) {
+    proto_err_set("store: NULL store");
+    return PROTO_EINVAL;
+  }
   proto_status ps = check_id(id, &c.len);
   if (ps) return ps;
   if ((ps = write_run(st, delete_body, &c))) return ps;
@@ -885,7 +979,10 @@ proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_
   size_t len;
   *doc_num = 0;
   if (n_chunks) *n_chunks = 0;
-  if (!st) { proto_err_set("store: NULL store"); return PROTO_EINVAL; }
+  if (!st) {
+    proto_err_set("store: NULL store");
+    return PROTO_EINVAL;
+  }
   proto_status ps = check_id(id, &len);
   if (ps) return ps;
   MDB_txn *txn = NULL;
@@ -944,7 +1041,10 @@ static proto_status set_meta_body(store *st, MDB_txn *txn, void *vctx, int *mdb_
     PUT(st->doc_hash, &k, &hv, 0, "mdb_put doc_hash");
   } else {
     int rc = mdb_del(txn, st->doc_hash, &k, NULL);
-    if (rc && rc != MDB_NOTFOUND) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del doc_hash"); }
+    if (rc && rc != MDB_NOTFOUND) {
+      *mdb_rc = rc;
+      return mdb_fail(rc, "mdb_del doc_hash");
+    }
   }
   c->found = 1;
   return PROTO_OK;
@@ -954,10 +1054,16 @@ proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_
                                 const unsigned char *content_hash, int *found) {
   set_meta_ctx c = {id, metadata_json ? metadata_json : "{}", 0, content_hash, 0};
   if (found) *found = 0;
-  if (!st) { proto_err_set("store: NULL store"); return PROTO_EINVAL; }
+  if (!st) {
+    proto_err_set("store: NULL store");
+    return PROTO_EINVAL;
+  }
   proto_status ps = check_id(id, &c.len);
   if (ps) return ps;
-  if (strlen(c.meta) > MAX_TEXT_BYTES) { proto_err_set("store: metadata of '%s' too large", id); return PROTO_EINVAL; }
+  if (strlen(c.meta) > MAX_TEXT_BYTES) {
+    proto_err_set("store: metadata of '%s' too large", id);
+    return PROTO_EINVAL;
+  }
   if ((ps = write_run(st, set_meta_body, &c))) return ps;
   if (found) *found = c.found;
   return PROTO_OK;
@@ -992,13 +1098,20 @@ proto_status store_doc_get(store *st, const char *id, store_doc *out) {
   size_t len;
   uint64_t num;
   doc_rec r;
-  if (!st || !out) { proto_err_set("store: bad doc_get arguments"); return PROTO_EINVAL; }
+  if (!st || !out) {
+    proto_err_set("store: bad doc_get arguments");
+    return PROTO_EINVAL;
+  }
   memset(out, 0, sizeof *out);
   proto_status ps = check_id(id, &len);
   if (ps) return ps;
   if ((ps = rd_begin(st, &txn))) return ps;
   if ((ps = doc_lookup(st, txn, id, len, &num, &r))) goto leave;
-  if (!num) { proto_err_set("store: document not found"); ps = PROTO_ENOTFOUND; goto leave; }
+  if (!num) {
+    proto_err_set("store: document not found");
+    ps = PROTO_ENOTFOUND;
+    goto leave;
+  }
   ps = doc_fill(num, &r, out);
 leave:
   rd_end(st, txn);
@@ -1013,7 +1126,10 @@ static proto_status doc_by_num_in(store *st, MDB_txn *txn, uint64_t doc_id, stor
 
 proto_status store_doc_get_by_num(store *st, uint64_t doc_id, store_doc *out) {
   MDB_txn *txn = NULL;
-  if (!st || !out) { proto_err_set("store: bad doc_get arguments"); return PROTO_EINVAL; }
+  if (!st || !out) {
+    proto_err_set("store: bad doc_get arguments");
+    return PROTO_EINVAL;
+  }
   memset(out, 0, sizeof *out);
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
@@ -1022,11 +1138,14 @@ proto_status store_doc_get_by_num(store *st, uint64_t doc_id, store_doc *out) {
   return ps;
 }
 
-proto_status store_docs_list(store *st, uint64_t after, size_t max, store_doc *out,
-                             size_t *n, int *more) {
+proto_status store_docs_list(store *st, uint64_t after, size_t max, store_doc *out, size_t *n,
+                             int *more) {
   MDB_txn *txn = NULL;
   MDB_cursor *cur = NULL;
-  if (!st || !n || !more || (max && !out)) { proto_err_set("store: bad docs_list arguments"); return PROTO_EINVAL; }
+  if (!st || !n || !more || (max && !out)) {
+    proto_err_set("store: bad docs_list arguments");
+    return PROTO_EINVAL;
+  }
   *n = 0;
   *more = 0;
   if (after == UINT64_MAX) return PROTO_OK;
@@ -1036,11 +1155,21 @@ proto_status store_docs_list(store *st, uint64_t after, size_t max, store_doc *o
   be64_put(kb, after + 1);
   MDB_val k = val_of(kb, 8), v;
   int rc = mdb_cursor_open(txn, st->docs, &cur);
-  if (rc) { ps = mdb_fail(rc, "mdb_cursor_open docs"); goto leave; }
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (*n == max) { *more = 1; break; }
+  if (rc) {
+    ps = mdb_fail(rc, "mdb_cursor_open docs");
+    goto leave;
+  }
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (*n == max) {
+      *more = 1;
+      break;
+    }
     doc_rec r;
-    if (k.mv_size != 8) { ps = corrupt("docs key"); goto leave; }
+    if (k.mv_size != 8) {
+      ps = corrupt("docs key");
+      goto leave;
+    }
     if ((ps = doc_rec_decode(&v, &r)) || (ps = doc_fill(be64_get(k.mv_data), &r, &out[*n])))
       goto leave;
     (*n)++;
@@ -1094,13 +1223,15 @@ static proto_status chunk_get_in(store *st, MDB_txn *txn, uint64_t chunk_id, sto
   out->chunk_id = chunk_id;
   out->doc_id = r.doc_id;
   out->ordinal = r.ordinal;
-  if ((ps = chunk_copy(&r, &out->tokens, &out->n_tokens, &out->text, &out->text_len)))
-    goto leave;
+  if ((ps = chunk_copy(&r, &out->tokens, &out->n_tokens, &out->text, &out->text_len))) goto leave;
   /* F: the chunks of a document have consecutive ids, so the continuation is
    * chunk_id + 1 when that chunk belongs to the same document. */
   ps = chunk_id < UINT64_MAX ? chunk_rec_read(st, txn, chunk_id + 1, &nx) : PROTO_ENOTFOUND;
   if (ps == PROTO_OK && nx.doc_id == r.doc_id) {
-    if (nx.ordinal != r.ordinal + 1) { ps = corrupt("chunk ordinals not consecutive"); goto leave; }
+    if (nx.ordinal != r.ordinal + 1) {
+      ps = corrupt("chunk ordinals not consecutive");
+      goto leave;
+    }
     ps = chunk_copy(&nx, &out->next_tokens, &out->n_next_tokens, &out->next_text,
                     &out->next_text_len);
   } else if (ps == PROTO_OK || ps == PROTO_ENOTFOUND) {
@@ -1115,7 +1246,10 @@ leave:
 
 proto_status store_chunk_get(store *st, uint64_t chunk_id, store_chunk *out) {
   MDB_txn *txn = NULL;
-  if (!st || !out) { proto_err_set("store: bad chunk_get arguments"); return PROTO_EINVAL; }
+  if (!st || !out) {
+    proto_err_set("store: bad chunk_get arguments");
+    return PROTO_EINVAL;
+  }
   memset(out, 0, sizeof *out);
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
@@ -1135,10 +1269,12 @@ static proto_status chunk_doc_in(store *st, MDB_txn *txn, uint64_t chunk_id, uin
   return ps;
 }
 
-proto_status store_chunk_doc(store *st, uint64_t chunk_id, uint64_t *doc_id,
-                             uint32_t *ordinal) {
+proto_status store_chunk_doc(store *st, uint64_t chunk_id, uint64_t *doc_id, uint32_t *ordinal) {
   MDB_txn *txn = NULL;
-  if (!st) { proto_err_set("store: bad chunk_doc arguments"); return PROTO_EINVAL; }
+  if (!st) {
+    proto_err_set("store: bad chunk_doc arguments");
+    return PROTO_EINVAL;
+  }
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
   ps = chunk_doc_in(st, txn, chunk_id, doc_id, ordinal);
@@ -1149,7 +1285,10 @@ proto_status store_chunk_doc(store *st, uint64_t chunk_id, uint64_t *doc_id,
 /* Snapshots ------------------------------------------------------------------- */
 
 proto_status store_snap_begin(store *st, store_snap *sn) {
-  if (!st || !sn) { proto_err_set("store: bad snap_begin arguments"); return PROTO_EINVAL; }
+  if (!st || !sn) {
+    proto_err_set("store: bad snap_begin arguments");
+    return PROTO_EINVAL;
+  }
   MDB_txn *txn = NULL;
   sn->st = NULL;
   sn->txn = NULL;
@@ -1169,18 +1308,27 @@ void store_snap_end(store_snap *sn) {
 
 proto_status store_snap_chunk_doc(store_snap *sn, uint64_t chunk_id, uint64_t *doc_id,
                                   uint32_t *ordinal) {
-  if (!sn || !sn->st) { proto_err_set("store: snapshot not begun"); return PROTO_EINVAL; }
+  if (!sn || !sn->st) {
+    proto_err_set("store: snapshot not begun");
+    return PROTO_EINVAL;
+  }
   return chunk_doc_in(sn->st, sn->txn, chunk_id, doc_id, ordinal);
 }
 
 proto_status store_snap_chunk_get(store_snap *sn, uint64_t chunk_id, store_chunk *out) {
-  if (!sn || !sn->st || !out) { proto_err_set("store: bad snap_chunk_get arguments"); return PROTO_EINVAL; }
+  if (!sn || !sn->st || !out) {
+    proto_err_set("store: bad snap_chunk_get arguments");
+    return PROTO_EINVAL;
+  }
   memset(out, 0, sizeof *out);
   return chunk_get_in(sn->st, sn->txn, chunk_id, out);
 }
 
 proto_status store_snap_doc_by_num(store_snap *sn, uint64_t doc_id, store_doc *out) {
-  if (!sn || !sn->st || !out) { proto_err_set("store: bad snap_doc_by_num arguments"); return PROTO_EINVAL; }
+  if (!sn || !sn->st || !out) {
+    proto_err_set("store: bad snap_doc_by_num arguments");
+    return PROTO_EINVAL;
+  }
   memset(out, 0, sizeof *out);
   return doc_by_num_in(sn->st, sn->txn, doc_id, out);
 }
@@ -1200,7 +1348,10 @@ void store_chunk_free(store_chunk *chunk) {
 proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec) {
   MDB_txn *txn = NULL;
   uint64_t dim;
-  if (!st || !vec) { proto_err_set("store: bad vector_get arguments"); return PROTO_EINVAL; }
+  if (!st || !vec) {
+    proto_err_set("store: bad vector_get arguments");
+    return PROTO_EINVAL;
+  }
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
   if ((ps = meta_u64(st, txn, K_DIM, 0, &dim))) goto leave;
@@ -1213,8 +1364,14 @@ proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec) {
     ps = PROTO_ENOTFOUND;
     goto leave;
   }
-  if (rc) { ps = mdb_fail(rc, "mdb_get vectors"); goto leave; }
-  if (v.mv_size != dim * sizeof(float)) { ps = corrupt("vector length"); goto leave; }
+  if (rc) {
+    ps = mdb_fail(rc, "mdb_get vectors");
+    goto leave;
+  }
+  if (v.mv_size != dim * sizeof(float)) {
+    ps = corrupt("vector length");
+    goto leave;
+  }
   memcpy(vec, v.mv_data, v.mv_size);
 leave:
   rd_end(st, txn);
@@ -1226,7 +1383,10 @@ proto_status store_stats_get(store *st, store_stats *out) {
   MDB_stat ds, cs;
   uint64_t dim, next_chunk;
   int rc;
-  if (!st || !out) { proto_err_set("store: bad stats arguments"); return PROTO_EINVAL; }
+  if (!st || !out) {
+    proto_err_set("store: bad stats arguments");
+    return PROTO_EINVAL;
+  }
   memset(out, 0, sizeof *out);
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
@@ -1253,15 +1413,18 @@ leave:
 
 /* Index change feed ----------------------------------------------------------- */
 
-proto_status store_vectors_scan(store *st, uint64_t after_id, size_t batch,
-                                store_vectors_fn fn, void *ctx) {
+proto_status store_vectors_scan(store *st, uint64_t after_id, size_t batch, store_vectors_fn fn,
+                                void *ctx) {
   MDB_txn *txn = NULL;
   MDB_cursor *cur = NULL;
   uint64_t *ids = NULL;
   float *vecs = NULL;
   uint64_t dim;
   int rc;
-  if (!st || !fn) { proto_err_set("store: bad vectors_scan arguments"); return PROTO_EINVAL; }
+  if (!st || !fn) {
+    proto_err_set("store: bad vectors_scan arguments");
+    return PROTO_EINVAL;
+  }
   if (batch == 0) batch = 1024;
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
@@ -1270,16 +1433,29 @@ proto_status store_vectors_scan(store *st, uint64_t after_id, size_t batch,
   if (batch > SIZE_MAX / sizeof(float) / dim) batch = SIZE_MAX / sizeof(float) / dim;
   ids = malloc(batch * sizeof *ids);
   vecs = malloc(batch * dim * sizeof *vecs);
-  if (!ids || !vecs) { proto_err_set("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
-  if ((rc = mdb_cursor_open(txn, st->vectors, &cur))) { ps = mdb_fail(rc, "mdb_cursor_open"); goto leave; }
+  if (!ids || !vecs) {
+    proto_err_set("store: out of memory");
+    ps = PROTO_ENOMEM;
+    goto leave;
+  }
+  if ((rc = mdb_cursor_open(txn, st->vectors, &cur))) {
+    ps = mdb_fail(rc, "mdb_cursor_open");
+    goto leave;
+  }
   unsigned char kb[8];
   be64_put(kb, after_id + 1);
   MDB_val k = val_of(kb, 8), v;
   size_t n = 0;
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS;
        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 8) { ps = corrupt("vectors key"); goto leave; }
-    if (v.mv_size != dim * sizeof(float)) { ps = corrupt("vector length"); goto leave; }
+    if (k.mv_size != 8) {
+      ps = corrupt("vectors key");
+      goto leave;
+    }
+    if (v.mv_size != dim * sizeof(float)) {
+      ps = corrupt("vector length");
+      goto leave;
+    }
     ids[n] = be64_get(k.mv_data);
     memcpy(vecs + n * dim, v.mv_data, v.mv_size);
     if (++n == batch) {
@@ -1287,7 +1463,10 @@ proto_status store_vectors_scan(store *st, uint64_t after_id, size_t batch,
       n = 0;
     }
   }
-  if (rc != MDB_NOTFOUND) { ps = mdb_fail(rc, "mdb_cursor_get vectors"); goto leave; }
+  if (rc != MDB_NOTFOUND) {
+    ps = mdb_fail(rc, "mdb_cursor_get vectors");
+    goto leave;
+  }
   if (n) ps = fn(ctx, ids, vecs, n);
 leave:
   if (cur) mdb_cursor_close(cur);
@@ -1305,13 +1484,19 @@ proto_status store_vectors_sample(store *st, size_t n, float **vectors, size_t *
   uint64_t dim;
   size_t got = 0;
   int rc;
-  if (!st || !vectors || !n_out) { proto_err_set("store: bad vectors_sample arguments"); return PROTO_EINVAL; }
+  if (!st || !vectors || !n_out) {
+    proto_err_set("store: bad vectors_sample arguments");
+    return PROTO_EINVAL;
+  }
   *vectors = NULL;
   *n_out = 0;
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
   if ((ps = meta_u64(st, txn, K_DIM, 0, &dim))) goto leave;
-  if ((rc = mdb_stat(txn, st->vectors, &vs))) { ps = mdb_fail(rc, "mdb_stat"); goto leave; }
+  if ((rc = mdb_stat(txn, st->vectors, &vs))) {
+    ps = mdb_fail(rc, "mdb_stat");
+    goto leave;
+  }
   uint64_t total = vs.ms_entries;
   uint64_t take = n < total ? n : total;
   if (take == 0 || dim == 0) goto leave;
@@ -1321,8 +1506,15 @@ proto_status store_vectors_sample(store *st, size_t n, float **vectors, size_t *
     goto leave;
   }
   out = malloc((size_t)take * dim * sizeof *out);
-  if (!out) { proto_err_set("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
-  if ((rc = mdb_cursor_open(txn, st->vectors, &cur))) { ps = mdb_fail(rc, "mdb_cursor_open"); goto leave; }
+  if (!out) {
+    proto_err_set("store: out of memory");
+    ps = PROTO_ENOMEM;
+    goto leave;
+  }
+  if ((rc = mdb_cursor_open(txn, st->vectors, &cur))) {
+    ps = mdb_fail(rc, "mdb_cursor_open");
+    goto leave;
+  }
   /* Take entry floor(j * total / take) for j = 0..take-1: evenly spread over
    * the live vectors in id order, deterministic. */
   const uint64_t q = total / take, r = total % take;
@@ -1331,12 +1523,18 @@ proto_status store_vectors_sample(store *st, size_t n, float **vectors, size_t *
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && got < take;
        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), pos++) {
     if (pos != target) continue;
-    if (v.mv_size != dim * sizeof(float)) { ps = corrupt("vector length"); goto leave; }
+    if (v.mv_size != dim * sizeof(float)) {
+      ps = corrupt("vector length");
+      goto leave;
+    }
     memcpy(out + got * dim, v.mv_data, v.mv_size);
     got++;
     target = got * q + (got * r) / take;
   }
-  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) { ps = mdb_fail(rc, "mdb_cursor_get vectors"); goto leave; }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+    ps = mdb_fail(rc, "mdb_cursor_get vectors");
+    goto leave;
+  }
   *vectors = out;
   *n_out = got;
   out = NULL;
@@ -1354,24 +1552,47 @@ proto_status store_tombstones(store *st, uint64_t **ids, size_t *n) {
   uint64_t *out = NULL;
   size_t got = 0;
   int rc;
-  if (!st || !ids || !n) { proto_err_set("store: bad tombstones arguments"); return PROTO_EINVAL; }
+  if (!st || !ids || !n) {
+    proto_err_set("store: bad tombstones arguments");
+    return PROTO_EINVAL;
+  }
   *ids = NULL;
   *n = 0;
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
-  if ((rc = mdb_stat(txn, st->dead, &ds))) { ps = mdb_fail(rc, "mdb_stat"); goto leave; }
+  if ((rc = mdb_stat(txn, st->dead, &ds))) {
+    ps = mdb_fail(rc, "mdb_stat");
+    goto leave;
+  }
   if (ds.ms_entries == 0) goto leave;
-  if (ds.ms_entries > SIZE_MAX / sizeof *out) { proto_err_set("store: too many tombstones"); ps = PROTO_ENOMEM; goto leave; }
+  if (ds.ms_entries > SIZE_MAX / sizeof *out) {
+    proto_err_set("store: too many tombstones");
+    ps = PROTO_ENOMEM;
+    goto leave;
+  }
   out = malloc((size_t)ds.ms_entries * sizeof *out);
-  if (!out) { proto_err_set("store: out of memory"); ps = PROTO_ENOMEM; goto leave; }
-  if ((rc = mdb_cursor_open(txn, st->dead, &cur))) { ps = mdb_fail(rc, "mdb_cursor_open"); goto leave; }
+  if (!out) {
+    proto_err_set("store: out of memory");
+    ps = PROTO_ENOMEM;
+    goto leave;
+  }
+  if ((rc = mdb_cursor_open(txn, st->dead, &cur))) {
+    ps = mdb_fail(rc, "mdb_cursor_open");
+    goto leave;
+  }
   MDB_val k, v;
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && got < ds.ms_entries;
        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 8) { ps = corrupt("dead key"); goto leave; }
+    if (k.mv_size != 8) {
+      ps = corrupt("dead key");
+      goto leave;
+    }
     out[got++] = be64_get(k.mv_data);
   }
-  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) { ps = mdb_fail(rc, "mdb_cursor_get dead"); goto leave; }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+    ps = mdb_fail(rc, "mdb_cursor_get dead");
+    goto leave;
+  }
   *ids = out;
   *n = got;
   out = NULL;
@@ -1382,7 +1603,11 @@ leave:
   return ps;
 }
 
-typedef struct mark_ctx { uint64_t watermark; const uint64_t *applied; size_t n; } mark_ctx;
+typedef struct mark_ctx {
+  uint64_t watermark;
+  const uint64_t *applied;
+  size_t n;
+} mark_ctx;
 
 static proto_status mark_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
   mark_ctx *c = vctx;
@@ -1391,21 +1616,30 @@ static proto_status mark_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) 
     be64_put(kb, c->applied[i]);
     MDB_val k = val_of(kb, 8);
     int rc = mdb_del(txn, st->dead, &k, NULL);
-    if (rc && rc != MDB_NOTFOUND) { *mdb_rc = rc; return mdb_fail(rc, "mdb_del dead"); }
+    if (rc && rc != MDB_NOTFOUND) {
+      *mdb_rc = rc;
+      return mdb_fail(rc, "mdb_del dead");
+    }
   }
   return meta_put_u64(st, txn, K_WATERMARK, c->watermark, mdb_rc);
 }
 
 proto_status store_index_mark(store *st, uint64_t watermark, const uint64_t *applied,
                               size_t n_applied) {
-  if (!st || (n_applied && !applied)) { proto_err_set("store: bad index_mark arguments"); return PROTO_EINVAL; }
+  if (!st || (n_applied && !applied)) {
+    proto_err_set("store: bad index_mark arguments");
+    return PROTO_EINVAL;
+  }
   mark_ctx c = {watermark, applied, n_applied};
   return write_run(st, mark_body, &c);
 }
 
 proto_status store_index_watermark(store *st, uint64_t *watermark) {
   MDB_txn *txn = NULL;
-  if (!st || !watermark) { proto_err_set("store: bad index_watermark arguments"); return PROTO_EINVAL; }
+  if (!st || !watermark) {
+    proto_err_set("store: bad index_watermark arguments");
+    return PROTO_EINVAL;
+  }
   *watermark = 0;
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
@@ -1417,7 +1651,10 @@ proto_status store_index_watermark(store *st, uint64_t *watermark) {
 /* Backup and checks ----------------------------------------------------------- */
 
 proto_status store_copy(store *st, const char *dir) {
-  if (!st || !dir) { proto_err_set("store: bad copy arguments"); return PROTO_EINVAL; }
+  if (!st || !dir) {
+    proto_err_set("store: bad copy arguments");
+    return PROTO_EINVAL;
+  }
   /* the copy reads through its own read transaction: the map must not be
    * resized under it (writes that need a growth wait for the copy) */
   proto_status ps = map_rdlock(st);
@@ -1453,9 +1690,13 @@ proto_status store_check(store *st, store_check_fn fn, void *ctx, store_check_re
     ps = mdb_fail(rc, "mdb_stat");
     goto leave;
   }
-  if ((rc = mdb_cursor_open(txn, st->docs, &cur))) { ps = mdb_fail(rc, "mdb_cursor_open"); goto leave; }
+  if ((rc = mdb_cursor_open(txn, st->docs, &cur))) {
+    ps = mdb_fail(rc, "mdb_cursor_open");
+    goto leave;
+  }
   MDB_val k, v;
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     doc_rec r;
     uint64_t num = k.mv_size == 8 ? be64_get(k.mv_data) : 0;
     out->docs++;
@@ -1476,8 +1717,7 @@ proto_status store_check(store *st, store_check_fn fn, void *ctx, store_check_re
       else if (cs || cr.doc_id != num || cr.ordinal != j)
         check_say(fn, ctx, bad, "document '%.*s': chunk %llu is corrupt or not its own",
                   (int)r.id_len, r.id, (unsigned long long)c);
-      else
-        out->chunks++;
+      else out->chunks++;
       int vr = mdb_get(txn, st->vectors, &ck, &vv);
       if (vr == MDB_NOTFOUND)
         check_say(fn, ctx, bad, "document '%.*s': chunk %llu has no vector", (int)r.id_len, r.id,
@@ -1486,11 +1726,13 @@ proto_status store_check(store *st, store_check_fn fn, void *ctx, store_check_re
         check_say(fn, ctx, bad, "document '%.*s': chunk %llu has a vector of %zu bytes, not %llu",
                   (int)r.id_len, r.id, (unsigned long long)c, vr ? (size_t)0 : vv.mv_size,
                   (unsigned long long)(dim * sizeof(float)));
-      else
-        out->vectors++;
+      else out->vectors++;
     }
   }
-  if (rc != MDB_NOTFOUND) { ps = mdb_fail(rc, "reading docs"); goto leave; }
+  if (rc != MDB_NOTFOUND) {
+    ps = mdb_fail(rc, "reading docs");
+    goto leave;
+  }
   if (s_chunks.ms_entries != out->chunks)
     check_say(fn, ctx, bad, "%llu chunk records, %llu belong to documents",
               (unsigned long long)s_chunks.ms_entries, (unsigned long long)out->chunks);

@@ -39,7 +39,7 @@
 typedef struct store store;
 
 typedef struct store_options {
-  size_t map_bytes;     /* initial LMDB map size; 0 = 64 MiB */
+  size_t map_bytes; /* initial LMDB map size; 0 = 64 MiB */
   unsigned max_readers; /* reader slots; 0 = 4096 (LMDB's default is 126) */
   size_t max_map_bytes; /* the map never grows past this; 0 = no limit. A write
                            that needs more fails with PROTO_ENOSPACE */
@@ -67,20 +67,20 @@ proto_status store_meta_get(store *st, const char *key, char **value);
 proto_status store_meta_put(store *st, const char *key, const char *value);
 
 typedef struct store_chunk_input {
-  const int32_t *tokens;  /* decoder token ids of the chunk (<= 64, else EINVAL) */
+  const int32_t *tokens; /* decoder token ids of the chunk (<= 64, else EINVAL) */
   uint32_t n_tokens;
-  const char *text;       /* the chunk's text (bytes, may end mid-UTF-8) */
+  const char *text; /* the chunk's text (bytes, may end mid-UTF-8) */
   size_t text_len;
-  const float *vector;    /* dim floats: the chunk's embedding (finite, else ERANGE) */
+  const float *vector; /* dim floats: the chunk's embedding (finite, else ERANGE) */
 } store_chunk_input;
 
 enum { STORE_HASH_BYTES = 64 }; /* opaque to the store (ingest: text hash | full hash) */
 
 typedef struct store_doc_input {
-  const char *id;            /* external id chosen by the user, NUL-terminated,
+  const char *id; /* external id chosen by the user, NUL-terminated,
                                 1..PROTO_MAX_ID_BYTES bytes */
   const char *metadata_json; /* a JSON object as text; NULL means {} */
-  uint32_t n_chunks;         /* may be 0 (an empty document) */
+  uint32_t n_chunks; /* may be 0 (an empty document) */
   const store_chunk_input *chunks;
   const unsigned char *content_hash; /* STORE_HASH_BYTES kept with the document
                                         (see store_doc_hash), or NULL */
@@ -95,8 +95,8 @@ typedef struct store_doc_input {
  * the chunks of one document always have consecutive ids. When the same id
  * appears twice in one batch, the later one wins. dim may be 0 only when no
  * document has chunks. */
-proto_status store_upsert(store *st, const store_doc_input *docs, size_t n,
-                          uint32_t dim, uint64_t *doc_ids);
+proto_status store_upsert(store *st, const store_doc_input *docs, size_t n, uint32_t dim,
+                          uint64_t *doc_ids);
 
 /* Deletes a document by external id; *found = 0 when it did not exist (still
  * PROTO_OK). Its chunks and vectors go, their ids are tombstoned. */
@@ -116,7 +116,7 @@ proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_
 
 typedef struct store_doc {
   uint64_t doc_id;
-  char *id;            /* external id */
+  char *id; /* external id */
   char *metadata_json; /* JSON object text */
   uint64_t first_chunk;
   uint32_t n_chunks;
@@ -130,20 +130,20 @@ void store_doc_free(store_doc *doc); /* frees the members; accepts zeroed */
 /* Up to max documents with internal id > after, in id order (one read
  * transaction): *n of them in out (free each with store_doc_free); *more = 1
  * when further documents follow the last one returned. */
-proto_status store_docs_list(store *st, uint64_t after, size_t max, store_doc *out,
-                             size_t *n, int *more);
+proto_status store_docs_list(store *st, uint64_t after, size_t max, store_doc *out, size_t *n,
+                             int *more);
 
 typedef struct store_chunk {
   uint64_t chunk_id;
   uint64_t doc_id;
-  uint32_t ordinal;       /* position of the chunk in its document, from 0 */
-  int32_t *tokens;        /* N: the chunk */
+  uint32_t ordinal; /* position of the chunk in its document, from 0 */
+  int32_t *tokens; /* N: the chunk */
   uint32_t n_tokens;
-  char *text;             /* NUL-terminated for convenience; text_len bytes */
+  char *text; /* NUL-terminated for convenience; text_len bytes */
   size_t text_len;
-  int32_t *next_tokens;   /* F: the next chunk of the same document; */
+  int32_t *next_tokens; /* F: the next chunk of the same document; */
   uint32_t n_next_tokens; /*    empty (NULL, 0) at the document's end   */
-  char *next_text;        /* "" at the end */
+  char *next_text; /* "" at the end */
   size_t next_text_len;
 } store_chunk;
 
@@ -157,8 +157,7 @@ void store_chunk_free(store_chunk *chunk); /* frees the members; accepts zeroed 
  * internal id and its ordinal; either out-pointer may be NULL. Cheap enough to
  * call per search candidate. PROTO_ENOTFOUND when the chunk does not exist
  * (never was, or deleted; no message set in that case). */
-proto_status store_chunk_doc(store *st, uint64_t chunk_id, uint64_t *doc_id,
-                             uint32_t *ordinal);
+proto_status store_chunk_doc(store *st, uint64_t chunk_id, uint64_t *doc_id, uint32_t *ordinal);
 
 /* A read snapshot: lookups that share one LMDB read transaction (one reader
  * slot, one map read lock) instead of taking one each, for a burst of reads
@@ -169,7 +168,7 @@ proto_status store_chunk_doc(store *st, uint64_t chunk_id, uint64_t *doc_id,
  * snapshot begun before such a lock can deadlock against a map resize).
  * The snap_ functions behave as the store_ ones of the same name. */
 typedef struct store_snap {
-  store *st;   /* NULL when not begun (or ended) */
+  store *st; /* NULL when not begun (or ended) */
   void *txn;
 } store_snap;
 proto_status store_snap_begin(store *st, store_snap *sn);
@@ -183,12 +182,12 @@ proto_status store_snap_doc_by_num(store_snap *sn, uint64_t doc_id, store_doc *o
 proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec);
 
 typedef struct store_stats {
-  uint64_t docs;          /* live documents */
-  uint64_t chunks;        /* live chunks */
+  uint64_t docs; /* live documents */
+  uint64_t chunks; /* live chunks */
   uint64_t next_chunk_id; /* the id the next chunk will get */
-  uint32_t dim;           /* 0 until the first write */
-  size_t map_bytes;       /* current LMDB map size */
-  size_t used_bytes;      /* pages in use (up to the last written page) x page size */
+  uint32_t dim; /* 0 until the first write */
+  size_t map_bytes; /* current LMDB map size */
+  size_t used_bytes; /* pages in use (up to the last written page) x page size */
 } store_stats;
 proto_status store_stats_get(store *st, store_stats *out);
 
@@ -200,24 +199,23 @@ proto_status store_stats_get(store *st, store_stats *out);
  * it may call the store's read functions from the same thread, but a write
  * from it fails with PROTO_EINVAL, and it must not wait on another thread that
  * uses the store (a pending map growth would deadlock). */
-typedef proto_status (*store_vectors_fn)(void *ctx, const uint64_t *ids,
-                                         const float *vectors, size_t n);
+typedef proto_status (*store_vectors_fn)(void *ctx, const uint64_t *ids, const float *vectors,
+                                         size_t n);
 /* Scans live vectors with chunk id > after_id in one read transaction (one
  * snapshot). batch 0 means 1024. Nothing to scan (no dim yet) is PROTO_OK. */
-proto_status store_vectors_scan(store *st, uint64_t after_id, size_t batch,
-                                store_vectors_fn fn, void *ctx);
+proto_status store_vectors_scan(store *st, uint64_t after_id, size_t batch, store_vectors_fn fn,
+                                void *ctx);
 /* Up to n live vectors spread over the id range (for training IVF/PQ): every
  * (live/n)-th vector in id order, deterministic; all of them when live <= n.
  * *vectors is malloc'd (*n_out x dim floats), NULL when *n_out is 0. */
-proto_status store_vectors_sample(store *st, size_t n, float **vectors,
-                                  size_t *n_out);
+proto_status store_vectors_sample(store *st, size_t n, float **vectors, size_t *n_out);
 /* All tombstoned chunk ids (malloc'd, ascending; NULL when *n is 0). */
 proto_status store_tombstones(store *st, uint64_t **ids, size_t *n);
 /* After the index file was saved durably holding every live chunk id <=
  * watermark and none of `applied` tombstones: records the watermark and
  * clears those tombstones, in one transaction. */
-proto_status store_index_mark(store *st, uint64_t watermark,
-                              const uint64_t *applied, size_t n_applied);
+proto_status store_index_mark(store *st, uint64_t watermark, const uint64_t *applied,
+                              size_t n_applied);
 /* The watermark of the last saved index file (0 if none). */
 proto_status store_index_watermark(store *st, uint64_t *watermark);
 
@@ -232,7 +230,7 @@ proto_status store_copy(store *st, const char *dir);
 
 typedef struct store_check_result {
   uint64_t docs, chunks, vectors; /* records found intact */
-  uint64_t problems;              /* inconsistencies found */
+  uint64_t problems; /* inconsistencies found */
 } store_check_result;
 typedef void (*store_check_fn)(void *ctx, const char *problem);
 /* Reads every document, its chunks and their vectors in one read

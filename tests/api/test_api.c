@@ -21,7 +21,6 @@ TEST(http_status) {
     CHECKF(api_http_status((proto_status)i) >= 400, "%s", proto_status_name((proto_status)i));
 }
 
-
 /* Parses body twice: as given (the fast path when it accepts) and with an
  * extra "exclude_docs":[] that only the jansson path reads. Returns 1 when
  * both give the same status and, on success, the same request bit for bit. */
@@ -56,17 +55,26 @@ static int random_number(char *out, size_t cap) {
   double u = (double)(rnd() >> 11) / 9007199254740992.0 * 2.0 - 1.0;
   float f = (float)u * (float)pow(10.0, (double)(int)(rnd() % 13) - 8.0);
   switch (rnd() % 9) {
-    case 0: return snprintf(out, cap, "%.9g", (double)f);
-    case 1: return snprintf(out, cap, "%.17g", (double)f);
-    case 2: return snprintf(out, cap, "%.8e", (double)f);
-    case 3: return snprintf(out, cap, "%.3f", (double)f);
-    case 4: return snprintf(out, cap, "%d", (int)(rnd() % 2000001) - 1000000);
-    case 5: return snprintf(out, cap, "%.20f", u);                 /* > 15 digits */
-    case 6: return snprintf(out, cap, "%.6E", u * 1e-30);          /* beyond 10^22 */
-    case 7: return snprintf(out, cap, "%.9g", (double)f * 1e-37);  /* float subnormals */
-    default: return snprintf(out, cap, "%s", (const char *[]){"0", "-0", "0.0", "-0.0", "1e0",
-                                                          "1E+2", "123456789012345",
-                                                          "-2.5e-3"}[rnd() % 8]);
+    case 0:
+      return snprintf(out, cap, "%.9g", (double)f);
+    case 1:
+      return snprintf(out, cap, "%.17g", (double)f);
+    case 2:
+      return snprintf(out, cap, "%.8e", (double)f);
+    case 3:
+      return snprintf(out, cap, "%.3f", (double)f);
+    case 4:
+      return snprintf(out, cap, "%d", (int)(rnd() % 2000001) - 1000000);
+    case 5:
+      return snprintf(out, cap, "%.20f", u); /* > 15 digits */
+    case 6:
+      return snprintf(out, cap, "%.6E", u * 1e-30); /* beyond 10^22 */
+    case 7:
+      return snprintf(out, cap, "%.9g", (double)f * 1e-37); /* float subnormals */
+    default:
+      return snprintf(out, cap, "%s",
+                      (const char *[]){"0", "-0", "0.0", "-0.0", "1e0", "1E+2", "123456789012345",
+                                       "-2.5e-3"}[rnd() % 8]);
   }
 }
 
@@ -83,10 +91,15 @@ TEST(search_fast_path) {
       n += (size_t)random_number(body + n, sizeof body - n);
     }
     n += (size_t)snprintf(body + n, sizeof body - n, "]%s", sp);
-    if (rnd() % 2) n += (size_t)snprintf(body + n, sizeof body - n, ",\"k\":%d", (int)(1 + rnd() % 1000));
-    if (rnd() % 2) n += (size_t)snprintf(body + n, sizeof body - n, ",\"with_text\":%s", rnd() % 2 ? "true" : "false");
-    if (rnd() % 3 == 0) n += (size_t)snprintf(body + n, sizeof body - n, ",\"nprobe\":%d", (int)(rnd() % 65537));
-    if (rnd() % 3 == 0) n += (size_t)snprintf(body + n, sizeof body - n, ",\"ef_search\":%d", (int)(rnd() % 100));
+    if (rnd() % 2)
+      n += (size_t)snprintf(body + n, sizeof body - n, ",\"k\":%d", (int)(1 + rnd() % 1000));
+    if (rnd() % 2)
+      n += (size_t)snprintf(body + n, sizeof body - n, ",\"with_text\":%s",
+                            rnd() % 2 ? "true" : "false");
+    if (rnd() % 3 == 0)
+      n += (size_t)snprintf(body + n, sizeof body - n, ",\"nprobe\":%d", (int)(rnd() % 65537));
+    if (rnd() % 3 == 0)
+      n += (size_t)snprintf(body + n, sizeof body - n, ",\"ef_search\":%d", (int)(rnd() % 100));
     snprintf(body + n, sizeof body - n, "%s}%s", sp, sp);
     int took;
     if (!same_as_jansson(body, &took)) {
@@ -98,31 +111,44 @@ TEST(search_fast_path) {
       all_taken = 0;
     }
   }
-  CHECK(all_same);  /* 3000 random vector bodies: same floats as jansson's */
+  CHECK(all_same); /* 3000 random vector bodies: same floats as jansson's */
   CHECK(all_taken); /* ... and every one took the fast path */
 
   /* declined (jansson answers, the same way as without the fast path) */
   static const char *const declined[] = {
-      "{\"vector\":[1,2],\"vector\":[1,2]}",     /* repeated key */
-      "{\"vector\":[1,2],\"k\":0}",              /* k out of range */
+      "{\"vector\":[1,2],\"vector\":[1,2]}", /* repeated key */
+      "{\"vector\":[1,2],\"k\":0}", /* k out of range */
       "{\"vector\":[1,2],\"k\":1001}",
-      "{\"vector\":[1,2],\"k\":2.0}",            /* not an integer */
-      "{\"vector\":[1,2],\"k\":null}",           /* null: jansson's default */
-      "{\"vector\":[1e999]}",                      /* double overflow */
-      "{\"vector\":[1e39]}",                       /* float overflow */
-      "{\"vector\":[01]}",                         /* leading zero */
-      "{\"vector\":[1.]}", "{\"vector\":[.5]}", "{\"vector\":[-]}", "{\"vector\":[1e]}",
+      "{\"vector\":[1,2],\"k\":2.0}", /* not an integer */
+      "{\"vector\":[1,2],\"k\":null}", /* null: jansson's default */
+      "{\"vector\":[1e999]}", /* double overflow */
+      "{\"vector\":[1e39]}", /* float overflow */
+      "{\"vector\":[01]}", /* leading zero */
+      "{\"vector\":[1.]}",
+      "{\"vector\":[.5]}",
+      "{\"vector\":[-]}",
+      "{\"vector\":[1e]}",
       "{\"vector\":[+1]}",
-      "{\"vector\":[12345678901234567890]}",       /* too big an integer for jansson */
-      "{\"vector\":[1234567890123456]}",           /* 16 digits: jansson decides */
-      "{\"vector\":[]}", "{\"vector\":[1,]}", "{\"vector\":[1 2]}", "{\"vector\":1}",
-      "{\"vector\":[1]} x", "{\"vector\":[1]}}", "{\"vector\":[1],}", "{}", "[]", "",
-      "{\"vector\":[1],\"with_text\":truex}", "{\"vector\":[1],\"with_text\":1}",
-      "{\"\\u0076ector\":[1]}",                  /* escaped key: same field for jansson */
-      "{\"vector\":[1],\"query\":\"a\"}",      /* both */
-      "{\"vector\":[1],\"zz\":1}",               /* unknown */
+      "{\"vector\":[12345678901234567890]}", /* too big an integer for jansson */
+      "{\"vector\":[1234567890123456]}", /* 16 digits: jansson decides */
+      "{\"vector\":[]}",
+      "{\"vector\":[1,]}",
+      "{\"vector\":[1 2]}",
+      "{\"vector\":1}",
+      "{\"vector\":[1]} x",
+      "{\"vector\":[1]}}",
+      "{\"vector\":[1],}",
+      "{}",
+      "[]",
+      "",
+      "{\"vector\":[1],\"with_text\":truex}",
+      "{\"vector\":[1],\"with_text\":1}",
+      "{\"\\u0076ector\":[1]}", /* escaped key: same field for jansson */
+      "{\"vector\":[1],\"query\":\"a\"}", /* both */
+      "{\"vector\":[1],\"zz\":1}", /* unknown */
       "{\"query\":\"a\"}",
-      "{\"vector\":[1],\"nprobe\":65537}", "{\"vector\":[1],\"ef_search\":-1}",
+      "{\"vector\":[1],\"nprobe\":65537}",
+      "{\"vector\":[1],\"ef_search\":-1}",
   };
   int none_taken = 1, declined_same = 1;
   for (size_t i = 0; i < sizeof declined / sizeof declined[0]; i++) {
@@ -134,7 +160,8 @@ TEST(search_fast_path) {
       proto_search_free(&r);
     }
     int took;
-    if (strcmp(declined[i], "{}") != 0 && strchr(declined[i], '}') && !same_as_jansson(declined[i], &took)) {
+    if (strcmp(declined[i], "{}") != 0 && strchr(declined[i], '}') &&
+        !same_as_jansson(declined[i], &took)) {
       printf("# differs: %s\n", declined[i]);
       declined_same = 0;
     }
@@ -162,14 +189,18 @@ static void float_text_printf(float v, char *out) {
 
 TEST(float_text) {
   char t[32], ref[32];
-  static const float fixed[] = {0.5f, 1.0f, -2.0f, 1200.0f, 0.0123f, 1e-5f, 1e-4f, 123456792.0f,
-                                 3.4028235e38f, 1e-45f, 1.17549435e-38f, 0.1f, -0.86602540f,
-                                 99999999.0f, 9.9999999e-5f, 1e8f, 1e7f};
+  static const float fixed[] = {
+      0.5f,          1.0f,          -2.0f,  1200.0f,         0.0123f, 1e-5f,        1e-4f,
+      123456792.0f,  3.4028235e38f, 1e-45f, 1.17549435e-38f, 0.1f,    -0.86602540f, 99999999.0f,
+      9.9999999e-5f, 1e8f,          1e7f};
   int all_fixed = 1;
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
     proto_float_text(fixed[i], t);
     float_text_printf(fixed[i], ref);
-    if (strcmp(t, ref) != 0) { printf("# %s vs printf %s\n", t, ref); all_fixed = 0; }
+    if (strcmp(t, ref) != 0) {
+      printf("# %s vs printf %s\n", t, ref);
+      all_fixed = 0;
+    }
   }
   CHECK(all_fixed);
   CHECK(proto_float_text(0.0f, t) == 1 && strcmp(t, "0") == 0);
@@ -177,7 +208,9 @@ TEST(float_text) {
   long n = 0, back_ok = 0, same = 0;
   for (int i = 0; i < 2000000; i++) {
     uint32_t bits = (uint32_t)rnd();
-    if (i % 2) bits = (bits & 0x807FFFFFu) | (uint32_t)(0x3A000000u + (rnd() % 0x0A000000u)); /* |v| in 1e-3..1e3 */
+    if (i % 2)
+      bits = (bits & 0x807FFFFFu) |
+             (uint32_t)(0x3A000000u + (rnd() % 0x0A000000u)); /* |v| in 1e-3..1e3 */
     float v;
     memcpy(&v, &bits, sizeof v);
     if (!isfinite(v)) continue;
@@ -188,7 +221,7 @@ TEST(float_text) {
     same += strcmp(t, ref) == 0;
   }
   printf("# %ld floats: %ld read back, %ld as printf wrote them\n", n, back_ok, same);
-  CHECK(back_ok == n);          /* every one reads back to the same float */
+  CHECK(back_ok == n); /* every one reads back to the same float */
   CHECK(same >= n - n / 10000); /* and reads as printf's %g form, but for rare near-ties */
 }
 
@@ -196,7 +229,7 @@ TEST(float_text) {
  * 256-byte flush, against a reference written out here (3 bytes -> 4). */
 TEST(base64) {
   static const char *const in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-  static const char *const want[] = {"\"\"", "\"Zg==\"", "\"Zm8=\"", "\"Zm9v\"",
+  static const char *const want[] = {"\"\"",         "\"Zg==\"",     "\"Zm8=\"",    "\"Zm9v\"",
                                      "\"Zm9vYg==\"", "\"Zm9vYmE=\"", "\"Zm9vYmFy\""};
   for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
     proto_buf b = {0};
@@ -234,9 +267,16 @@ TEST(base64) {
 TEST(utf8_lossy) {
   proto_buf b;
   proto_buf_init(&b);
-  proto_buf_add_utf8_lossy(&b, "a\xf0\x9f" "b\xed\xa0\x80" "c\xe4\xb8", 10);
-  CHECK(b.len == 18 && memcmp(b.data, "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
-                                       "c\xef\xbf\xbd", 18) == 0);
+  proto_buf_add_utf8_lossy(&b,
+                           "a\xf0\x9f"
+                           "b\xed\xa0\x80"
+                           "c\xe4\xb8",
+                           10);
+  CHECK(b.len == 18 && memcmp(b.data,
+                              "a\xef\xbf\xbd"
+                              "b\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                              "c\xef\xbf\xbd",
+                              18) == 0);
   proto_buf_free(&b);
 }
 

@@ -385,8 +385,10 @@ TEST(tiny_recorded) {
 
 TEST(pytorch_parity) {
   if (run_cmd("'%s' -c 'import torch, numpy' >/dev/null 2>&1", g_python) != 0) {
-    printf("# PyTorch is not available to %s: parity checked only against the recorded "
-           "outputs in %s (tiny model)\n", g_python, g_tiny);
+    printf(
+        "# PyTorch is not available to %s: parity checked only against the recorded "
+        "outputs in %s (tiny model)\n",
+        g_python, g_tiny);
     return;
   }
   char gen[4096], cases[4200];
@@ -425,8 +427,8 @@ static const char *bad_copy(const char *name) {
   const char *files[] = {"config.json", "model.safetensors", "vocab.txt"};
   json_t *m = json_array_get(json_object_get(g_tiny_cases, "models"), 0);
   for (size_t i = 0; i < 3; i++) {
-    snprintf(from, sizeof from, "%s/%s/%s", g_tiny_dir, json_string_value(json_object_get(m, "dir")),
-             files[i]);
+    snprintf(from, sizeof from, "%s/%s/%s", g_tiny_dir,
+             json_string_value(json_object_get(m, "dir")), files[i]);
     snprintf(to, sizeof to, "%s/%s", dir, files[i]);
     copy_file(from, to);
   }
@@ -486,8 +488,8 @@ TEST(bad_files) {
   stat(path, &sb);
   CHECK(truncate(path, sb.st_size / 2) == 0);
   CHECK(open_fails(d, &st) && st == PROTO_ECORRUPT);
-  CHECKF(has(bert_last_error(), "model.safetensors") && has(bert_last_error(), "tensor '"),
-         "%s", bert_last_error());
+  CHECKF(has(bert_last_error(), "model.safetensors") && has(bert_last_error(), "tensor '"), "%s",
+         bert_last_error());
   printf("# truncated: %s\n", bert_last_error());
 
   /* truncated inside the header, and a file shorter than 8 bytes */
@@ -563,7 +565,7 @@ TEST(bad_files) {
 
   /* good file: F16, BF16, F32 conversions and metadata-free lookups */
   uint16_t f16[6] = {0x3c00, 0xc100, 0x7bff, 0x0001, 0x7c00, 0x0000}; /* 1 -2.5 65504 2^-24 inf 0 */
-  uint16_t bf16[2] = {0x3f80, 0xc020};                                 /* 1 -2.5 */
+  uint16_t bf16[2] = {0x3f80, 0xc020}; /* 1 -2.5 */
   wt good[3] = {{"h", "F16", 2, {2, 3}, f16, 12, -1, -1},
                 {"bf", "BF16", 1, {2}, bf16, 4, -1, -1},
                 {"f", "F32", 1, {8}, data, 32, -1, -1}};
@@ -701,8 +703,9 @@ TEST(kernels_pool) {
         /* half bits of v / 16: sign, exponent (bias 15), 10-bit mantissa */
         int a = v < 0 ? -v : v, e = 0;
         while (a >= 2 << e) e++;
-        WH[i] = a == 0 ? 0 : (uint16_t)((v < 0 ? 0x8000 : 0) | ((e - 4 + 15) << 10) |
-                                        (((a << 10) >> e) & 0x3ff));
+        WH[i] = a == 0 ? 0
+                       : (uint16_t)((v < 0 ? 0x8000 : 0) | ((e - 4 + 15) << 10) |
+                                    (((a << 10) >> e) & 0x3ff));
       }
       double eh = 0;
       for (int M = 1; M <= MMAX; M++)

@@ -3,7 +3,7 @@
  * the NDJSON splitter, the JSON writer (U+FFFD for broken UTF-8) and request
  * decoders, the route table (http_routes.def) and the OpenAPI document
  * against it, and the dispatcher with no engine (validation before 503). */
-#include "api.h"       /* the JSON writer and the request decoders */
+#include "api.h" /* the JSON writer and the request decoders */
 #include "http_priv.h" /* http_accepts_gzip */
 #include "tap.h"
 
@@ -17,7 +17,8 @@ TEST(config_precedence) {
   char path[] = "/tmp/retro-http-conf-XXXXXX";
   int fd = mkstemp(path);
   CHECK(fd >= 0);
-  const char text[] = "# comment\nport = 9000\nworkers=3\napi_key = \"file-key\"\nhost = 127.0.0.2 # x\n";
+  const char text[] =
+      "# comment\nport = 9000\nworkers=3\napi_key = \"file-key\"\nhost = 127.0.0.2 # x\n";
   CHECK(write(fd, text, sizeof text - 1) == (ssize_t)(sizeof text - 1));
   close(fd);
   char *argv[] = {"serve", "--config", path, "--workers", "5", "--data=/d", NULL};
@@ -27,9 +28,9 @@ TEST(config_precedence) {
   int help = 0;
   proto_status st = http_config_load(&cfg, 6, argv, env, &help, err, sizeof err);
   CHECKF(st == PROTO_OK, "%s", err);
-  CHECK(cfg.port == 9100);     /* env beats file */
-  CHECK(cfg.workers == 5);     /* flag beats env and file */
-  CHECK(cfg.queue == 7);       /* env beats default */
+  CHECK(cfg.port == 9100); /* env beats file */
+  CHECK(cfg.workers == 5); /* flag beats env and file */
+  CHECK(cfg.queue == 7); /* env beats default */
   CHECK(cfg.api_key && !strcmp(cfg.api_key, "file-key"));
   CHECK(cfg.host && !strcmp(cfg.host, "127.0.0.2"));
   CHECK(cfg.data && !strcmp(cfg.data, "/d"));
@@ -111,8 +112,10 @@ TEST(list_args_and_gzip) {
   const char *bad_limit[] = {"0", "1001", "", "-1", "+5", " 5", "5x", "99999999999999999999"};
   for (size_t i = 0; i < sizeof bad_limit / sizeof *bad_limit; i++)
     CHECKF(http_list_args(bad_limit[i], NULL, &max, &after, msg, sizeof msg) == PROTO_EINVAL &&
-               strstr(msg, "limit"), "limit=%s", bad_limit[i]);
-  CHECK(http_list_args(NULL, "18446744073709551616", &max, &after, msg, sizeof msg) == PROTO_EINVAL &&
+               strstr(msg, "limit"),
+           "limit=%s", bad_limit[i]);
+  CHECK(http_list_args(NULL, "18446744073709551616", &max, &after, msg, sizeof msg) ==
+            PROTO_EINVAL &&
         strstr(msg, "after"));
   CHECK(http_query_check(HTTP_R_DOC_LIST, "after", "x", msg, sizeof msg) == PROTO_EINVAL);
   CHECK(http_query_check(HTTP_R_DOC_LIST, "limit", "3", msg, sizeof msg) == PROTO_OK);
@@ -121,8 +124,10 @@ TEST(list_args_and_gzip) {
   const char *yes[] = {"gzip", "GZIP", "deflate, gzip", "gzip;q=0.5", "br, *", "gzip ; q=1"};
   const char *no[] = {"", "identity", "br", "gzip;q=0", "gzip; q=0.000", "x-gzip", "*;q=0"};
   CHECK(!http_accepts_gzip(NULL));
-  for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) CHECKF(http_accepts_gzip(yes[i]), "%s", yes[i]);
-  for (size_t i = 0; i < sizeof no / sizeof *no; i++) CHECKF(!http_accepts_gzip(no[i]), "%s", no[i]);
+  for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
+    CHECKF(http_accepts_gzip(yes[i]), "%s", yes[i]);
+  for (size_t i = 0; i < sizeof no / sizeof *no; i++)
+    CHECKF(!http_accepts_gzip(no[i]), "%s", no[i]);
 }
 
 TEST(auth) {
@@ -146,7 +151,12 @@ TEST(auth) {
         !http_ct_equal("abc", 3, "ab", 2) && !http_ct_equal("", 0, "a", 1));
 }
 
-typedef struct lines_out { int n; char got[8][64]; uint64_t no[8]; int too_long[8]; } lines_out;
+typedef struct lines_out {
+  int n;
+  char got[8][64];
+  uint64_t no[8];
+  int too_long[8];
+} lines_out;
 
 static proto_status collect(void *ctx, const char *line, size_t len, uint64_t no, int too_long) {
   lines_out *o = ctx;
@@ -200,8 +210,9 @@ TEST(json_writer) {
   proto_jw_key(&w, "bad");
   proto_jw_str(&w, "\xff\xc0\x80x\xed\xa0\x80", 7);
   proto_jw_obj_end(&w);
-  const char *want = "{\"s\":\"a\\\"\\\\\\n\\u0001\xef\xbf\xbd\",\"arr\":[-3,0,-9223372036854775808,1234567890123456789,0.1,null,true],"
-                     "\"bad\":\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdx\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"}";
+  const char *want =
+      "{\"s\":\"a\\\"\\\\\\n\\u0001\xef\xbf\xbd\",\"arr\":[-3,0,-9223372036854775808,1234567890123456789,0.1,null,true],"
+      "\"bad\":\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdx\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"}";
   CHECKF(b.data && !strcmp(b.data, want), "%s", b.data);
   CHECK(proto_utf8_valid(b.data, b.len));
   json_error_t je;
@@ -216,10 +227,12 @@ TEST(decoders) {
   proto_search_req s;
   const char *q1 = "{\"query\":\"hi\",\"k\":3,\"exclude_docs\":[\"a\"]}";
   CHECK(proto_search_parse(q1, strlen(q1), &s, err, sizeof err) == PROTO_OK);
-  CHECK(s.n_queries == 1 && !strcmp(s.queries[0], "hi") && s.k == 3 && s.n_exclude == 1 && s.with_text);
+  CHECK(s.n_queries == 1 && !strcmp(s.queries[0], "hi") && s.k == 3 && s.n_exclude == 1 &&
+        s.with_text);
   proto_search_free(&s);
   const char *v = "{\"vector\":[1,2.5,-3],\"k\":1}";
-  CHECK(proto_search_parse(v, strlen(v), &s, err, sizeof err) == PROTO_OK && s.dim == 3 && s.vector[1] == 2.5f);
+  CHECK(proto_search_parse(v, strlen(v), &s, err, sizeof err) == PROTO_OK && s.dim == 3 &&
+        s.vector[1] == 2.5f);
   proto_search_free(&s);
   const char *dup = "{\"query\":\"a\",\"query\":\"b\"}";
   CHECK(proto_search_parse(dup, strlen(dup), &s, err, sizeof err) == PROTO_EJSON);
@@ -228,18 +241,22 @@ TEST(decoders) {
   const char *utf = "{\"query\":\"\xc3\x28\"}";
   CHECK(proto_search_parse(utf, strlen(utf), &s, err, sizeof err) == PROTO_EUTF8);
   const char *k0 = "{\"query\":\"a\",\"k\":0}";
-  CHECK(proto_search_parse(k0, strlen(k0), &s, err, sizeof err) == PROTO_ERANGE && strstr(err, "k:"));
+  CHECK(proto_search_parse(k0, strlen(k0), &s, err, sizeof err) == PROTO_ERANGE &&
+        strstr(err, "k:"));
   const char *unk = "{\"query\":\"a\",\"zz\":0}";
-  CHECK(proto_search_parse(unk, strlen(unk), &s, err, sizeof err) == PROTO_EUNKNOWN_FIELD && strstr(err, "zz"));
+  CHECK(proto_search_parse(unk, strlen(unk), &s, err, sizeof err) == PROTO_EUNKNOWN_FIELD &&
+        strstr(err, "zz"));
 
   proto_complete_req c;
-  const char *cr = "{\"prompt\":\"p\",\"stop\":\"\\n\",\"temperature\":0,\"seed\":5,\"logprobs\":2}";
+  const char *cr =
+      "{\"prompt\":\"p\",\"stop\":\"\\n\",\"temperature\":0,\"seed\":5,\"logprobs\":2}";
   CHECK(proto_complete_parse(cr, strlen(cr), &c, err, sizeof err) == PROTO_OK);
   CHECK(c.n_stop == 1 && c.stop[0][0] == '\n' && c.temperature == 0 && c.has_seed && c.seed == 5 &&
         c.logprobs == 2 && c.max_tokens == 16 && c.retrieval == 1 && c.top_p == 1);
   proto_complete_free(&c);
   const char *neg = "{\"prompt\":\"p\",\"temperature\":-0.5}";
-  CHECK(proto_complete_parse(neg, strlen(neg), &c, err, sizeof err) == PROTO_ERANGE && strstr(err, "temperature"));
+  CHECK(proto_complete_parse(neg, strlen(neg), &c, err, sizeof err) == PROTO_ERANGE &&
+        strstr(err, "temperature"));
   const char *n2 = "{\"prompt\":\"p\",\"n\":2}";
   CHECK(proto_complete_parse(n2, strlen(n2), &c, err, sizeof err) == PROTO_ERANGE);
 
@@ -261,14 +278,16 @@ TEST(decoders) {
   const char *s0 = "{\"vector\":[1,2],\"filter\":{}}";
   CHECK(proto_search_parse(s0, strlen(s0), &sr, err, sizeof err) == PROTO_OK && !sr.filter_json);
   proto_search_free(&sr);
-  const char *sb = "{\"vector\":[1,2],\"filter\":{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,"
-                   "\"g\":7,\"h\":8,\"i\":9,\"j\":10,\"k\":11,\"l\":12,\"m\":13,\"n\":14,\"o\":15,"
-                   "\"p\":16,\"q\":17}}";
+  const char *sb =
+      "{\"vector\":[1,2],\"filter\":{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,"
+      "\"g\":7,\"h\":8,\"i\":9,\"j\":10,\"k\":11,\"l\":12,\"m\":13,\"n\":14,\"o\":15,"
+      "\"p\":16,\"q\":17}}";
   CHECK(proto_search_parse(sb, strlen(sb), &sr, err, sizeof err) == PROTO_ERANGE &&
         strstr(err, "filter"));
   proto_embed_req e;
   const char *er = "{\"input\":[\"a\",\"b\"],\"model\":\"m\"}";
-  CHECK(proto_embed_parse(er, strlen(er), &e, err, sizeof err) == PROTO_OK && e.n == 2 && !strcmp(e.model, "m"));
+  CHECK(proto_embed_parse(er, strlen(er), &e, err, sizeof err) == PROTO_OK && e.n == 2 &&
+        !strcmp(e.model, "m"));
   CHECK(!e.base64 && e.dimensions == 0);
   proto_embed_free(&e);
   const char *eb = "{\"input\":\"a\",\"encoding_format\":\"base64\",\"dimensions\":32}";
@@ -318,8 +337,8 @@ TEST(route_table) {
         if (*want) strcat(want, ", ");
         strcat(want, k == 0 ? "GET, HEAD" : methods[k]);
       }
-    CHECKF(m.st == PROTO_EMETHOD && m.allow && !strcmp(m.allow, want), "PATCH %s: Allow %s, want %s",
-           a->path, m.allow ? m.allow : "(none)", want);
+    CHECKF(m.st == PROTO_EMETHOD && m.allow && !strcmp(m.allow, want),
+           "PATCH %s: Allow %s, want %s", a->path, m.allow ? m.allow : "(none)", want);
     for (int q = 0; q < r; q++)
       CHECKF(strcmp(http_route_about((http_route)q)->operation_id, a->operation_id),
              "operation id %s twice", a->operation_id);
@@ -386,7 +405,10 @@ TEST(dispatch_without_engine) {
   cfg.api_key = "k";
   http_server *s = NULL;
   CHECK(http_server_new(&cfg, NULL, &s) == PROTO_OK);
-  struct { const char *method, *path, *auth, *ctype, *body; int want; } cases[] = {
+  struct {
+    const char *method, *path, *auth, *ctype, *body;
+    int want;
+  } cases[] = {
       {"GET", "/health", NULL, NULL, NULL, 200},
       {"GET", "/ready", NULL, NULL, NULL, 503},
       {"GET", "/v1/info", NULL, NULL, NULL, 401},
@@ -394,8 +416,10 @@ TEST(dispatch_without_engine) {
       {"POST", "/v1/search", "Bearer k", "application/json", "{\"query\":1}", 400},
       {"POST", "/v1/search", "Bearer k", "application/json", "{\"query\":\"a\"}", 503},
       {"POST", "/v1/search", "Bearer k", "text/plain", "{}", 415},
-      {"POST", "/v1/documents", "Bearer k", "application/x-ndjson", "{\"id\":\"a\",\"text\":\"b\"}\n", 503},
-      {"POST", "/v1/completions", "Bearer k", "application/json", "{\"prompt\":\"a\",\"top_p\":2}", 422},
+      {"POST", "/v1/documents", "Bearer k", "application/x-ndjson",
+       "{\"id\":\"a\",\"text\":\"b\"}\n", 503},
+      {"POST", "/v1/completions", "Bearer k", "application/json", "{\"prompt\":\"a\",\"top_p\":2}",
+       422},
       {"GET", "/openapi.json", NULL, NULL, NULL, 200},
       {"GET", "/", NULL, NULL, NULL, 200},
       {"GET", "/v1/documents", "Bearer k", NULL, NULL, 503},
@@ -413,8 +437,8 @@ TEST(dispatch_without_engine) {
     rq.body_len = strlen(rq.body);
     http_response resp;
     http_dispatch(s, &rq, &resp);
-    CHECKF(resp.status == cases[i].want, "%s %s -> %d, want %d: %s", cases[i].method,
-           cases[i].path, resp.status, cases[i].want, resp.body.data ? resp.body.data : "");
+    CHECKF(resp.status == cases[i].want, "%s %s -> %d, want %d: %s", cases[i].method, cases[i].path,
+           resp.status, cases[i].want, resp.body.data ? resp.body.data : "");
     proto_buf_free(&resp.body);
   }
   http_server_free(s);
@@ -433,9 +457,10 @@ TEST(query_parameters) {
   CHECK(http_wait_value(NULL) == 0 && http_wait_value("") == 1);
   CHECK(http_wait_value("true") == 1 && http_wait_value("TRUE") == 1 && http_wait_value("1") == 1 &&
         http_wait_value("yes") == 1);
-  CHECK(http_wait_value("false") == 0 && http_wait_value("False") == 0 && http_wait_value("0") == 0 &&
-        http_wait_value("no") == 0);
-  CHECK(http_wait_value("maybe") == -1 && http_wait_value("2") == -1 && http_wait_value("true ") == -1);
+  CHECK(http_wait_value("false") == 0 && http_wait_value("False") == 0 &&
+        http_wait_value("0") == 0 && http_wait_value("no") == 0);
+  CHECK(http_wait_value("maybe") == -1 && http_wait_value("2") == -1 &&
+        http_wait_value("true ") == -1);
   char msg[160];
   CHECK(http_query_check(HTTP_R_DOCS, "wait", "true", msg, sizeof msg) == PROTO_OK);
   CHECK(http_query_check(HTTP_R_DOCS, "wait", NULL, msg, sizeof msg) == PROTO_OK);

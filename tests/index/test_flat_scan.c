@@ -38,22 +38,30 @@ static int matches(size_t n, size_t d, size_t nq, size_t k, int l2, int idmap) {
   FaissIndex *ix = NULL;
   int ok = faiss_index_factory(&ix, (int)d, idmap ? "IDMap,Flat" : "Flat",
                                l2 ? METRIC_L2 : METRIC_INNER_PRODUCT) == 0;
-  if (ok && n) ok = (idmap ? faiss_Index_add_with_ids(ix, (idx_t)n, xb, ids)
-                           : faiss_Index_add(ix, (idx_t)n, xb)) == 0;
+  if (ok && n)
+    ok = (idmap ? faiss_Index_add_with_ids(ix, (idx_t)n, xb, ids)
+                : faiss_Index_add(ix, (idx_t)n, xb)) == 0;
   if (ok) ok = faiss_Index_search(ix, (idx_t)nq, q, (idx_t)k, d_ref, l_ref) == 0;
   const float *view;
   const idx_t *view_ids;
   size_t rows = 0;
-  if (ok) ok = faiss_Index_flat_view(ix, &view, &view_ids, &rows) && rows == n &&
-               (idmap ? view_ids != NULL || n == 0 : view_ids == NULL);
+  if (ok)
+    ok = faiss_Index_flat_view(ix, &view, &view_ids, &rows) && rows == n &&
+         (idmap ? view_ids != NULL || n == 0 : view_ids == NULL);
   if (ok) ok = flat_scan(view, view_ids, rows, d, q, nq, l2, k, d_got, l_got) == PROTO_OK;
   if (ok) {
     /* Distances agree slot by slot; labels may differ only where FAISS's
      * scalar sums and ours round a near tie differently, so each label is
      * checked against its own distance, recomputed in double. */
     for (size_t i = 0; i < nq * k; i++) {
-      if ((l_ref[i] < 0) != (l_got[i] < 0)) { ok = 0; continue; }
-      if (l_got[i] < 0) { ok &= l2 ? d_got[i] == FLT_MAX : d_got[i] == -FLT_MAX; continue; }
+      if ((l_ref[i] < 0) != (l_got[i] < 0)) {
+        ok = 0;
+        continue;
+      }
+      if (l_got[i] < 0) {
+        ok &= l2 ? d_got[i] == FLT_MAX : d_got[i] == -FLT_MAX;
+        continue;
+      }
       ok &= fabsf(d_ref[i] - d_got[i]) <= 1e-4f * (1.0f + fabsf(d_ref[i]));
       size_t row = idmap ? (size_t)(l_got[i] - 1000) / 3 : (size_t)l_got[i];
       const float *x = xb + row * d, *qq = q + (i / k) * d;
@@ -63,10 +71,15 @@ static int matches(size_t n, size_t d, size_t nq, size_t k, int l2, int idmap) {
       ok &= row < n && fabs(s - d_got[i]) <= 1e-4 * (1.0 + fabs(s));
     }
   }
-  if (!ok)
-    printf("# mismatch: n=%zu d=%zu nq=%zu k=%zu l2=%d idmap=%d\n", n, d, nq, k, l2, idmap);
+  if (!ok) printf("# mismatch: n=%zu d=%zu nq=%zu k=%zu l2=%d idmap=%d\n", n, d, nq, k, l2, idmap);
   if (ix) faiss_Index_free(ix);
-  free(xb); free(q); free(ids); free(d_ref); free(d_got); free(l_ref); free(l_got);
+  free(xb);
+  free(q);
+  free(ids);
+  free(d_ref);
+  free(d_got);
+  free(l_ref);
+  free(l_got);
   return ok;
 }
 
@@ -78,10 +91,10 @@ TEST(against_faiss) {
         CHECK(matches(1000, dims[di], 1, 10, l2, idmap));
         CHECK(matches(1000, dims[di], FLAT_SCAN_MAX_QUERIES, 100, l2, idmap));
       }
-  CHECK(matches(5, 32, 3, 5, 0, 1));   /* k == n */
-  CHECK(matches(5, 32, 3, 9, 0, 1));   /* k > n: -1 labels */
+  CHECK(matches(5, 32, 3, 5, 0, 1)); /* k == n */
+  CHECK(matches(5, 32, 3, 9, 0, 1)); /* k > n: -1 labels */
   CHECK(matches(5, 32, 2, 9, 1, 0));
-  CHECK(matches(0, 32, 2, 4, 0, 1));   /* empty index */
+  CHECK(matches(0, 32, 2, 4, 0, 1)); /* empty index */
   CHECK(matches(130, 24, 2, 130, 1, 1)); /* k > 64 and a partial last block */
 }
 
@@ -91,7 +104,8 @@ TEST(too_many_queries) {
   float q[8 * (FLAT_SCAN_MAX_QUERIES + 1)] = {0};
   CHECK(flat_scan(x, NULL, 1, 8, q, FLAT_SCAN_MAX_QUERIES + 1, 0, 1, dist, lab) == PROTO_EINVAL &&
         strstr(proto_err_get(), "at most 19") != NULL);
-  CHECK(flat_scan(x, NULL, 1, 8, q, FLAT_SCAN_MAX_QUERIES, 0, 1, dist, lab) == PROTO_OK && lab[0] == 0);
+  CHECK(flat_scan(x, NULL, 1, 8, q, FLAT_SCAN_MAX_QUERIES, 0, 1, dist, lab) == PROTO_OK &&
+        lab[0] == 0);
 }
 
 TEST(not_flat) {
@@ -109,13 +123,15 @@ TEST(not_flat) {
 
 /* Rows of a few kinds: random, normalised, a few duplicated (ties), some
  * near-copies of the query (close scores), an all-zero row. */
-static void coded_rows(float *xb, size_t n, size_t d, const float *q, unsigned *seed, int normalise) {
+static void coded_rows(float *xb, size_t n, size_t d, const float *q, unsigned *seed,
+                       int normalise) {
   for (size_t r = 0; r < n; r++) {
     float *x = xb + r * d;
     int kind = (int)(r % 11);
     for (size_t j = 0; j < d; j++) x[j] = frand(seed);
-    if (kind == 3 && r >= 11) memcpy(x, xb + (r - 11) * d, d * sizeof *x);        /* tie */
-    if (kind == 5) for (size_t j = 0; j < d; j++) x[j] = q[j] + 1e-3f * frand(seed); /* near q */
+    if (kind == 3 && r >= 11) memcpy(x, xb + (r - 11) * d, d * sizeof *x); /* tie */
+    if (kind == 5)
+      for (size_t j = 0; j < d; j++) x[j] = q[j] + 1e-3f * frand(seed); /* near q */
     if (r == n / 2) memset(x, 0, d * sizeof *x);
     if (normalise) {
       double s = 0;
@@ -127,7 +143,8 @@ static void coded_rows(float *xb, size_t n, size_t d, const float *q, unsigned *
 
 /* flat_scan_coded == flat_scan, scores and labels bit for bit. The codes are
  * built in pieces of uneven size to exercise append. */
-static int coded_matches(size_t n, size_t d, size_t nq, size_t k, int l2, int with_ids, int normalise) {
+static int coded_matches(size_t n, size_t d, size_t nq, size_t k, int l2, int with_ids,
+                         int normalise) {
   unsigned seed = (unsigned)(n * 7 + d * 131 + nq + k * 3 + (size_t)l2 + (size_t)with_ids * 5);
   float *xb = malloc((n ? n : 1) * d * sizeof *xb), *q = malloc(nq * d * sizeof *q);
   int64_t *ids = malloc((n ? n : 1) * sizeof *ids), *l_ref = malloc(nq * k * sizeof *l_ref),
@@ -154,7 +171,13 @@ static int coded_matches(size_t n, size_t d, size_t nq, size_t k, int l2, int wi
     printf("# coded mismatch: n=%zu d=%zu nq=%zu k=%zu l2=%d ids=%d norm=%d\n", n, d, nq, k, l2,
            with_ids, normalise);
   flat_codes_free(c);
-  free(xb); free(q); free(ids); free(l_ref); free(l_got); free(d_ref); free(d_got);
+  free(xb);
+  free(q);
+  free(ids);
+  free(l_ref);
+  free(l_got);
+  free(d_ref);
+  free(d_got);
   return ok;
 }
 
@@ -166,10 +189,10 @@ TEST(coded_equals_scan) {
         CHECK(coded_matches(3000, dims[di], 1, 10, l2, with_ids, 1));
         CHECK(coded_matches(1000, dims[di], 4, 100, l2, with_ids, 0));
       }
-  CHECK(coded_matches(5, 32, 3, 9, 0, 1, 1));      /* k > n */
-  CHECK(coded_matches(0, 32, 2, 4, 0, 1, 1));      /* empty */
+  CHECK(coded_matches(5, 32, 3, 9, 0, 1, 1)); /* k > n */
+  CHECK(coded_matches(0, 32, 2, 4, 0, 1, 1)); /* empty */
   CHECK(coded_matches(130, 24, FLAT_SCAN_MAX_QUERIES, 130, 1, 1, 0)); /* k == n */
-  CHECK(coded_matches(2000, 64, 2, 1, 0, 0, 1));   /* k = 1 */
+  CHECK(coded_matches(2000, 64, 2, 1, 0, 0, 1)); /* k = 1 */
 }
 
 /* All rows equal: every row is a candidate, and ties go to the lower labels. */

@@ -67,7 +67,10 @@ typedef struct fixture {
 
 static void fx_open(fixture *f) {
   snprintf(f->dir, sizeof f->dir, "/tmp/retro-idx-XXXXXX");
-  if (!mkdtemp(f->dir)) { perror("mkdtemp"); exit(2); }
+  if (!mkdtemp(f->dir)) {
+    perror("mkdtemp");
+    exit(2);
+  }
   snprintf(f->path, sizeof f->path, "%s/index.faiss", f->dir);
   if (store_open(f->dir, NULL, &f->st) != PROTO_OK) {
     printf("# store_open: %s\n", store_last_error());
@@ -114,7 +117,10 @@ static proto_status add_docs(store *st, const char *prefix, const float *vec, si
 /* Brute force top-K ids of query q over vec[0..n) (ids = position + 1). */
 static void exact(const float *vec, size_t n, const float *q, int l2, int64_t *out) {
   float best[K];
-  for (int j = 0; j < K; j++) { best[j] = l2 ? INFINITY : -INFINITY; out[j] = -1; }
+  for (int j = 0; j < K; j++) {
+    best[j] = l2 ? INFINITY : -INFINITY;
+    out[j] = -1;
+  }
   for (size_t i = 0; i < n; i++) {
     float s = 0;
     for (size_t j = 0; j < DIM; j++) {
@@ -124,7 +130,10 @@ static void exact(const float *vec, size_t n, const float *q, int l2, int64_t *o
     int pos = K;
     while (pos > 0 && (l2 ? s < best[pos - 1] : s > best[pos - 1])) pos--;
     if (pos == K) continue;
-    for (int j = K - 1; j > pos; j--) { best[j] = best[j - 1]; out[j] = out[j - 1]; }
+    for (int j = K - 1; j > pos; j--) {
+      best[j] = best[j - 1];
+      out[j] = out[j - 1];
+    }
     best[pos] = s;
     out[pos] = (int64_t)i + 1;
   }
@@ -135,7 +144,10 @@ static double recall(const int64_t *got, const int64_t *truth, size_t nq) {
   for (size_t q = 0; q < nq; q++)
     for (int i = 0; i < K; i++)
       for (int j = 0; j < K; j++)
-        if (got[q * K + i] >= 0 && got[q * K + i] == truth[q * K + j]) { hit++; break; }
+        if (got[q * K + i] >= 0 && got[q * K + i] == truth[q * K + j]) {
+          hit++;
+          break;
+        }
   return (double)hit / (double)(nq * K);
 }
 
@@ -319,7 +331,8 @@ TEST(l2) {
   int ok = 1;
   for (size_t i = 0; i < 5; i++) {
     if (ids[i * K] != (int64_t)(i * 300 + 4) || fabsf(sc[i * K]) > 1e-3f) ok = 0;
-    for (int j = 1; j < K; j++) if (sc[i * K + j] < sc[i * K + j - 1]) ok = 0;
+    for (int j = 1; j < K; j++)
+      if (sc[i * K + j] < sc[i * K + j - 1]) ok = 0;
   }
   CHECK(ok);
   /* an IP index over the same store must rebuild (the metric is in the file) */
@@ -330,7 +343,8 @@ TEST(l2) {
   CHECK(idx_search(ix, q, 5, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   ok = 1;
   for (size_t i = 0; i < 5; i++)
-    for (int j = 1; j < K; j++) if (sc[i * K + j] > sc[i * K + j - 1]) ok = 0;
+    for (int j = 1; j < K; j++)
+      if (sc[i * K + j] > sc[i * K + j - 1]) ok = 0;
   CHECK(ok);
   idx_close(ix);
   fx_close(&f);
@@ -380,7 +394,8 @@ TEST(pending_then_trained) {
   CHECK(idx_sync(ix) == PROTO_OK);
   CHECK(idx_search(ix, vec + 1000 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   int clean = 1;
-  for (int j = 0; j < K; j++) if (ids[j] >= 1001 && ids[j] <= 1010) clean = 0;
+  for (int j = 0; j < K; j++)
+    if (ids[j] >= 1001 && ids[j] <= 1010) clean = 0;
   CHECK(clean);
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECK(info.ntotal == N_BIG && info.watermark == N_BIG + CHUNKS_PER_DOC);
@@ -407,14 +422,16 @@ TEST(hnsw_deletes) {
   CHECK(idx_save(ix) == PROTO_OK);
   CHECK(idx_search(ix, vec + 35 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   int clean = 1;
-  for (int j = 0; j < K; j++) if (ids[j] < 0 || (ids[j] >= 31 && ids[j] <= 40)) clean = 0;
+  for (int j = 0; j < K; j++)
+    if (ids[j] < 0 || (ids[j] >= 31 && ids[j] <= 40)) clean = 0;
   CHECK(clean);
   idx_close(ix);
   ix = NULL;
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK); /* dead ids come back */
   CHECK(idx_search(ix, vec + 35 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   clean = 1;
-  for (int j = 0; j < K; j++) if (ids[j] < 0 || (ids[j] >= 31 && ids[j] <= 40)) clean = 0;
+  for (int j = 0; j < K; j++)
+    if (ids[j] < 0 || (ids[j] >= 31 && ids[j] <= 40)) clean = 0;
   CHECK(clean);
   for (int d = 50; d < 120; d++) { /* 700 more chunks: past 1/4 of the index */
     char id[16];
@@ -426,7 +443,8 @@ TEST(hnsw_deletes) {
   CHECKF(info.ntotal == N - 710, "ntotal %llu", (unsigned long long)info.ntotal);
   CHECK(idx_search(ix, vec + 600 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   clean = 1;
-  for (int j = 0; j < K; j++) if (ids[j] < 0 || (ids[j] >= 501 && ids[j] <= 1200)) clean = 0;
+  for (int j = 0; j < K; j++)
+    if (ids[j] < 0 || (ids[j] >= 501 && ids[j] <= 1200)) clean = 0;
   CHECK(clean);
   idx_close(ix);
   fx_close(&f);
@@ -463,7 +481,8 @@ TEST(stale_file) {
   CHECKF(info.ntotal == N - 10, "ntotal %llu", (unsigned long long)info.ntotal);
   CHECK(idx_search(ix, vec, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   int clean = 1;
-  for (int j = 0; j < K; j++) if (ids[j] < 0 || ids[j] <= 10) clean = 0;
+  for (int j = 0; j < K; j++)
+    if (ids[j] < 0 || ids[j] <= 10) clean = 0;
   CHECK(clean);
   CHECK(idx_search(ix, vec + 700 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   CHECK(ids[0] == 701);
@@ -567,7 +586,8 @@ TEST(auto_upgrade) {
   CHECK(idx_sync(ix) == PROTO_OK);
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECKF(strcmp(info.factory, "IVF512,Flat") == 0 && info.trained && info.pending == 0 &&
-         info.ntotal == N, "factory %s trained %d pending %llu", info.factory, info.trained,
+             info.ntotal == N,
+         "factory %s trained %d pending %llu", info.factory, info.trained,
          (unsigned long long)info.pending);
   float q[NQ * DIM];
   for (size_t i = 0; i < NQ; i++) {
@@ -627,7 +647,8 @@ TEST(concurrent) {
     snprintf(prefix, sizeof prefix, "c%d_", b);
     if (add_docs(f.st, prefix, vec + (size_t)b * B * DIM, B) != PROTO_OK) ok = 0;
     int found = 0; /* and a document deleted: rows removed under the searches */
-    if (b >= 4 && (store_delete(f.st, b == 4 ? "c1_0" : "c2_0", &found) != PROTO_OK || !found)) ok = 0;
+    if (b >= 4 && (store_delete(f.st, b == 4 ? "c1_0" : "c2_0", &found) != PROTO_OK || !found))
+      ok = 0;
     if (idx_sync(ix) != PROTO_OK) ok = 0;
     if (b == 3 && idx_save(ix) != PROTO_OK) ok = 0;
   }

@@ -23,7 +23,10 @@ typedef struct fixture {
 
 static void fx_open(fixture *f) {
   snprintf(f->dir, sizeof f->dir, "/tmp/retro-lex-XXXXXX");
-  if (!mkdtemp(f->dir)) { perror("mkdtemp"); exit(2); }
+  if (!mkdtemp(f->dir)) {
+    perror("mkdtemp");
+    exit(2);
+  }
   snprintf(f->path, sizeof f->path, "%s/lexical.sqlite", f->dir);
   if (store_open(f->dir, NULL, &f->st) != PROTO_OK) {
     printf("# store_open: %s\n", store_last_error());
@@ -70,9 +73,11 @@ static const char *tokens(const char *text, int parts) {
 TEST(tokenizer) {
   CHECK(strcmp(tokens("Use os.path.join(a, b).", 1), "use|os.path.join|+os|+path|+join|a|b") == 0);
   CHECK(strcmp(tokens("__init__ TypeError", 1), "__init__|+init|typeerror|+type|+error") == 0);
-  CHECK(strcmp(tokens("OSError: [Errno 98] Address", 1), "oserror|+os|+error|errno|98|address") == 0);
-  CHECK(strcmp(tokens("json.dumps HTTPServer", 1), "json.dumps|+json|+dumps|httpserver|+http|+server") == 0);
-  CHECK(strcmp(tokens("end. Next", 1), "end|next") == 0);   /* a full stop is no joiner */
+  CHECK(strcmp(tokens("OSError: [Errno 98] Address", 1), "oserror|+os|+error|errno|98|address") ==
+        0);
+  CHECK(strcmp(tokens("json.dumps HTTPServer", 1),
+               "json.dumps|+json|+dumps|httpserver|+http|+server") == 0);
+  CHECK(strcmp(tokens("end. Next", 1), "end|next") == 0); /* a full stop is no joiner */
   CHECK(strcmp(tokens("os.path.join", 0), "os.path.join") == 0); /* queries: whole only */
   CHECK(strcmp(tokens("a..b", 1), "a|b") == 0);
   CHECK(strcmp(tokens("", 1), "") == 0);
@@ -149,8 +154,8 @@ static int skip_odd(void *ctx, int64_t id) {
 TEST(filter) {
   fixture f;
   fx_open(&f);
-  const char *t[8] = {"apple one", "apple two", "apple three", "apple four", "apple five",
-                      "apple six", "apple seven", "apple eight"};
+  const char *t[8] = {"apple one",  "apple two", "apple three", "apple four",
+                      "apple five", "apple six", "apple seven", "apple eight"};
   CHECK(put_doc(f.st, "d", t, 8) == PROTO_OK);
   lex *lx = NULL;
   CHECK(lex_open(f.path, f.st, 0, &lx) == PROTO_OK);

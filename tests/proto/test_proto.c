@@ -22,9 +22,9 @@ TEST(utf8) {
   CHECK(proto_utf8_valid("caf\xc3\xa9", 5));
   CHECK(proto_utf8_valid("\xe4\xb8\xad\xe6\x96\x87", 6));
   CHECK(proto_utf8_valid("\xf0\x9f\x98\x80", 4));
-  CHECK(!proto_utf8_valid("\xc3", 1));            /* truncated */
-  CHECK(!proto_utf8_valid("\xc0\xaf", 2));        /* overlong */
-  CHECK(!proto_utf8_valid("\xed\xa0\x80", 3));    /* surrogate */
+  CHECK(!proto_utf8_valid("\xc3", 1)); /* truncated */
+  CHECK(!proto_utf8_valid("\xc0\xaf", 2)); /* overlong */
+  CHECK(!proto_utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
   CHECK(!proto_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
   CHECK(!proto_utf8_valid("\xff", 1));
   CHECK(!proto_utf8_valid("a\x80", 2));
@@ -47,8 +47,8 @@ TEST(utf8_decode) {
   CHECK(decodes("\xdf\xbf", 2, 2, 0x7FF));
   CHECK(decodes("\xe0\xa0\x80", 3, 3, 0x800));
   CHECK(decodes("\xe4\xb8\xad", 3, 3, 0x4E2D));
-  CHECK(decodes("\xed\x9f\xbf", 3, 3, 0xD7FF));   /* last before the surrogates */
-  CHECK(decodes("\xee\x80\x80", 3, 3, 0xE000));   /* first after them */
+  CHECK(decodes("\xed\x9f\xbf", 3, 3, 0xD7FF)); /* last before the surrogates */
+  CHECK(decodes("\xee\x80\x80", 3, 3, 0xE000)); /* first after them */
   CHECK(decodes("\xef\xbf\xbf", 3, 3, 0xFFFF));
   CHECK(decodes("\xf0\x90\x80\x80", 4, 4, 0x10000));
   CHECK(decodes("\xf0\x9f\x98\x80", 4, 4, 0x1F600));
@@ -74,10 +74,22 @@ TEST(utf8_decode) {
   CHECK(decodes("\xfe", 1, -1, 0));
   CHECK(decodes("\xff", 1, -1, 0));
   /* a valid start broken later: the maximal subpart */
-  CHECK(decodes("\xe4\xb8" "A", 3, -2, 0));
-  CHECK(decodes("\xf0\x9f\x98" "A", 4, -3, 0));
-  CHECK(decodes("\xf0\x9f" "\xc3\xa9", 4, -2, 0));
-  CHECK(decodes("\xc3" "A", 2, -1, 0));
+  CHECK(
+      decodes("\xe4\xb8"
+              "A",
+              3, -2, 0));
+  CHECK(
+      decodes("\xf0\x9f\x98"
+              "A",
+              4, -3, 0));
+  CHECK(
+      decodes("\xf0\x9f"
+              "\xc3\xa9",
+              4, -2, 0));
+  CHECK(
+      decodes("\xc3"
+              "A",
+              2, -1, 0));
   /* truncated: a well-formed start that the input cuts short */
   CHECK(decodes("\xc3", 1, 0, 0));
   CHECK(decodes("\xe4\xb8", 2, 0, 0));
@@ -95,14 +107,24 @@ TEST(utf8_decode) {
     if (c >= 0xD800 && c <= 0xDFFF) continue;
     char b[4];
     size_t n;
-    if (c < 0x80) { b[0] = (char)c; n = 1; }
-    else if (c < 0x800) { b[0] = (char)(0xC0 | c >> 6); b[1] = (char)(0x80 | (c & 0x3F)); n = 2; }
-    else if (c < 0x10000) {
-      b[0] = (char)(0xE0 | c >> 12); b[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-      b[2] = (char)(0x80 | (c & 0x3F)); n = 3;
+    if (c < 0x80) {
+      b[0] = (char)c;
+      n = 1;
+    } else if (c < 0x800) {
+      b[0] = (char)(0xC0 | c >> 6);
+      b[1] = (char)(0x80 | (c & 0x3F));
+      n = 2;
+    } else if (c < 0x10000) {
+      b[0] = (char)(0xE0 | c >> 12);
+      b[1] = (char)(0x80 | ((c >> 6) & 0x3F));
+      b[2] = (char)(0x80 | (c & 0x3F));
+      n = 3;
     } else {
-      b[0] = (char)(0xF0 | c >> 18); b[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-      b[2] = (char)(0x80 | ((c >> 6) & 0x3F)); b[3] = (char)(0x80 | (c & 0x3F)); n = 4;
+      b[0] = (char)(0xF0 | c >> 18);
+      b[1] = (char)(0x80 | ((c >> 12) & 0x3F));
+      b[2] = (char)(0x80 | ((c >> 6) & 0x3F));
+      b[3] = (char)(0x80 | (c & 0x3F));
+      n = 4;
     }
     all = decodes(b, n, (int)n, c);
     for (size_t cut = 1; cut < n; cut++) all = all && decodes(b, cut, 0, 0); /* cut short */

@@ -135,8 +135,8 @@ TEST(ingest) {
   for (size_t i = 0; i < n_docs; i++) {
     char meta[1024];
     snprintf(meta, sizeof meta, "{\"n\": %zu, \"name\": \"%.200s\"}", i, docs[i].id);
-    srv_doc d = {.id = docs[i].id, .text = docs[i].text, .text_len = docs[i].len,
-                 .metadata_json = meta};
+    srv_doc d = {
+        .id = docs[i].id, .text = docs[i].text, .text_len = docs[i].len, .metadata_json = meta};
     CHECK(srv_ingest_add(in, &d) == PROTO_OK);
     total_chunks += (n_tokens_of(E, &docs[i]) + 63) / 64;
   }
@@ -152,9 +152,9 @@ TEST(ingest) {
   CHECKF(k.n == n_docs && k.ok == n_docs && k.in_order == n_docs, "acks %zu ok %zu in order %zu",
          k.n, k.ok, k.in_order);
   CHECK(k.progress_calls >= 1);
-  CHECKF(pr.docs == n_docs && pr.chunks == total_chunks, "progress %llu docs %llu chunks (want %llu)",
-         (unsigned long long)pr.docs, (unsigned long long)pr.chunks,
-         (unsigned long long)total_chunks);
+  CHECKF(pr.docs == n_docs && pr.chunks == total_chunks,
+         "progress %llu docs %llu chunks (want %llu)", (unsigned long long)pr.docs,
+         (unsigned long long)pr.chunks, (unsigned long long)total_chunks);
   srv_info info;
   CHECK(srv_info_get(E, &info) == PROTO_OK);
   CHECK(info.store.docs == n_docs);
@@ -192,7 +192,8 @@ static int tail_key_ok(srv_engine *e, const char *doc_id) {
     res = tok_decode(e->ctok, win, 64, &wtext, &wlen) == PROTO_OK;
     const char *texts[2] = {wtext, pc.c.next_text};
     size_t tlens[2] = {wlen, pc.c.next_text_len};
-    res = res && srv__embed_chunks(e, &ids[0], &lens[0], &texts[0], &tlens[0], 1, key) == PROTO_OK &&
+    res = res &&
+          srv__embed_chunks(e, &ids[0], &lens[0], &texts[0], &tlens[0], 1, key) == PROTO_OK &&
           srv__embed_chunks(e, &ids[1], &lens[1], &texts[1], &tlens[1], 1, own) == PROTO_OK &&
           store_vector_get(e->st, last, stored) == PROTO_OK;
     float d_key = 0, d_own = 0;
@@ -223,7 +224,8 @@ static void check_tail_keys(srv_engine *e, size_t n) {
     if (r >= 0) checked++;
     if (r == 0) wrong++;
   }
-  CHECKF(checked > 0 && wrong == 0, "%zu short last chunks checked, %zu keyed wrong", checked, wrong);
+  CHECKF(checked > 0 && wrong == 0, "%zu short last chunks checked, %zu keyed wrong", checked,
+         wrong);
 }
 
 TEST(self_nearest) {
@@ -234,17 +236,24 @@ TEST(self_nearest) {
   float *v = malloc(dim * sizeof *v);
   size_t bad = 0, checked = 0;
   for (uint64_t id = 1; id <= total_chunks; id++) {
-    if (store_vector_get(srv_engine_store(E), id, v) != PROTO_OK) { bad++; continue; }
+    if (store_vector_get(srv_engine_store(E), id, v) != PROTO_OK) {
+      bad++;
+      continue;
+    }
     srv_search_request rq = {.vectors = v, .n_vectors = 1, .k = 1, .with_text = 0};
     srv_search_result r;
-    if (srv_search(E, &rq, &r) != PROTO_OK) { bad++; continue; }
+    if (srv_search(E, &rq, &r) != PROTO_OK) {
+      bad++;
+      continue;
+    }
     if (r.nq != 1 || r.queries[0].n != 1 || r.queries[0].hits[0].chunk_id != id ||
         fabsf(r.queries[0].hits[0].score - 1.0f) > 1e-4f)
       bad++;
     checked++;
     srv_search_result_free(&r);
   }
-  CHECKF(bad == 0 && checked == total_chunks, "%zu of %zu chunks not their own nearest", bad, checked);
+  CHECKF(bad == 0 && checked == total_chunks, "%zu of %zu chunks not their own nearest", bad,
+         checked);
   free(v);
   check_tail_keys(E, n_docs);
   /* by text: a short document is one chunk whose text embeds to its vector */
@@ -287,12 +296,18 @@ TEST(documents_and_chunks) {
   size_t bad_text = 0, bad_links = 0;
   for (size_t i = 0; i < n_docs; i++) {
     srv_document d;
-    if (srv_document_get(E, docs[i].id, 1, &d) != PROTO_OK) { bad_text++; continue; }
+    if (srv_document_get(E, docs[i].id, 1, &d) != PROTO_OK) {
+      bad_text++;
+      continue;
+    }
     if (d.text_len != docs[i].len || memcmp(d.text, docs[i].text, d.text_len) != 0) bad_text++;
     if (!strstr(d.metadata_json, docs[i].id)) bad_text++;
     for (uint32_t c = 0; c < d.n_chunks; c++) {
       srv_chunk a, b;
-      if (srv_chunk_get(E, d.first_chunk + c, &a) != PROTO_OK) { bad_links++; continue; }
+      if (srv_chunk_get(E, d.first_chunk + c, &a) != PROTO_OK) {
+        bad_links++;
+        continue;
+      }
       if (a.c.ordinal != c || strcmp(a.doc_id, docs[i].id) != 0) bad_links++;
       if (c + 1 < d.n_chunks) {
         if (a.c.n_tokens != 64) bad_links++;
@@ -326,7 +341,8 @@ static size_t doc_vectors(const char *id, uint64_t *first, float **vecs) {
   *first = d.first_chunk;
   size_t n = d.n_chunks;
   *vecs = malloc((n ? n : 1) * dim * sizeof **vecs);
-  for (size_t i = 0; i < n; i++) store_vector_get(srv_engine_store(E), d.first_chunk + i, *vecs + i * dim);
+  for (size_t i = 0; i < n; i++)
+    store_vector_get(srv_engine_store(E), d.first_chunk + i, *vecs + i * dim);
   srv_document_free(&d);
   return n;
 }
@@ -334,14 +350,15 @@ static size_t doc_vectors(const char *id, uint64_t *first, float **vecs) {
 /* 1 when any hit of searching vecs (k = 5) lies in [first, first + n). */
 static int any_hit_in(const float *vecs, size_t nq, uint64_t first, size_t n,
                       const char *const *excl, size_t n_excl) {
-  srv_search_request rq = {.vectors = vecs, .n_vectors = nq, .k = 5, .exclude_docs = excl,
-                           .n_exclude = n_excl};
+  srv_search_request rq = {
+      .vectors = vecs, .n_vectors = nq, .k = 5, .exclude_docs = excl, .n_exclude = n_excl};
   srv_search_result r;
   if (srv_search(E, &rq, &r) != PROTO_OK) return -1;
   int any = 0;
   for (size_t q = 0; q < r.nq; q++)
     for (size_t i = 0; i < r.queries[q].n; i++)
-      if (r.queries[q].hits[i].chunk_id >= first && r.queries[q].hits[i].chunk_id < first + n) any = 1;
+      if (r.queries[q].hits[i].chunk_id >= first && r.queries[q].hits[i].chunk_id < first + n)
+        any = 1;
   srv_search_result_free(&r);
   return any;
 }
@@ -396,8 +413,8 @@ TEST(upsert_delete_exclude) {
 
 /* Upserts one document; returns the chunks the encoder ran for it (the
  * engine's counter) and its ack in *a. */
-static uint64_t upsert_counting(srv_engine *e, const char *id, const char *text,
-                                const char *meta, int force, srv_ack *a) {
+static uint64_t upsert_counting(srv_engine *e, const char *id, const char *text, const char *meta,
+                                int force, srv_ack *a) {
   srv_info before, after;
   srv_info_get(e, &before);
   srv_doc d = {.id = id, .text = text, .text_len = strlen(text), .metadata_json = meta};
@@ -436,8 +453,8 @@ TEST(unchanged_skip) {
   CHECK(srv_document_get(E, "u1", 0, &got) == PROTO_OK && strstr(got.metadata_json, "2"));
   srv_document_free(&got);
   const char *byfilter = "{\"a\": 2}";
-  srv_search_request fq = {.texts = &text, .n_texts = 1, .k = 1, .mode = SRV_MODE_LEXICAL,
-                           .filter_json = byfilter};
+  srv_search_request fq = {
+      .texts = &text, .n_texts = 1, .k = 1, .mode = SRV_MODE_LEXICAL, .filter_json = byfilter};
   srv_search_result fr;
   CHECK(srv_search(E, &fq, &fr) == PROTO_OK && fr.queries[0].n == 1 &&
         strcmp(fr.queries[0].hits[0].doc_id, "u1") == 0);
@@ -571,7 +588,7 @@ typedef struct gen_log {
   int n_chunk_calls;
   int chunks[64];
   size_t text_len;
-  int cancel_after;  /* > 0: cancel after this many on_text calls */
+  int cancel_after; /* > 0: cancel after this many on_text calls */
   int calls;
   volatile int *hold; /* non-NULL: spin in on_text until *hold == 0 */
   volatile int *started;
@@ -608,9 +625,13 @@ static int replay_matches(srv_engine *e, const int32_t *seq, int n_prompt, int n
     for (size_t j = 0; j < c->n; j++) {
       srv_chunk ch;
       for (int t = 0; t < 128; t++) nb[j * 128 + t] = 1; /* pad_id of the test decoder */
-      if (srv_chunk_get(e, c->nb[j].chunk_id, &ch) != PROTO_OK) { ok = 0; continue; }
+      if (srv_chunk_get(e, c->nb[j].chunk_id, &ch) != PROTO_OK) {
+        ok = 0;
+        continue;
+      }
       memcpy(nb + j * 128, ch.c.tokens, ch.c.n_tokens * sizeof *nb);
-      if (ch.c.n_next_tokens) memcpy(nb + j * 128 + 64, ch.c.next_tokens, ch.c.n_next_tokens * sizeof *nb);
+      if (ch.c.n_next_tokens)
+        memcpy(nb + j * 128 + 64, ch.c.next_tokens, ch.c.n_next_tokens * sizeof *nb);
       srv_chunk_free(&ch);
     }
     if (retro_set_neighbours(s, c->chunk, nb, (int)c->n, 1) != PROTO_OK) ok = 0;
@@ -744,7 +765,8 @@ TEST(generate) {
   CHECK(a.text_len == b2.text_len && memcmp(a.text, b2.text, a.text_len) == 0 && a.seed == 42);
   CHECK(a.completion_tokens <= 40);
   CHECK(!(a.text_len == c.text_len && memcmp(a.text, c.text, a.text_len) == 0 &&
-          a.completion_tokens == c.completion_tokens) || a.text_len == 0);
+          a.completion_tokens == c.completion_tokens) ||
+        a.text_len == 0);
   /* stop sequence: a substring of the seeded output ends the text before it */
   size_t si = 0;
   for (size_t i = 2; i + 1 < a.text_len && !si; i++)
@@ -921,8 +943,8 @@ TEST(generate_edges) {
   srv_eval_options on = {.retrieval = 1, .compare_off = 1};
   srv_eval_result a = {0};
   CHECK(srv_eval_doc(E, &on, "empty", "", 0, &a) == PROTO_OK && a.docs == 1 && a.tokens == 0);
-  CHECK(srv_eval_doc(E, &on, "long", longp, len, &a) == PROTO_OK && a.docs == 2 &&
-        a.chunks > 8 && a.tokens > 512);
+  CHECK(srv_eval_doc(E, &on, "long", longp, len, &a) == PROTO_OK && a.docs == 2 && a.chunks > 8 &&
+        a.tokens > 512);
   free(longp);
 }
 
@@ -930,7 +952,8 @@ TEST(eval) {
   if (!E || !srv_engine_decoder(E)) return;
   const doc *d = &docs[4];
   uint64_t nt = n_tokens_of(E, d);
-  srv_eval_options on = {.retrieval = 1}, off = {.retrieval = 0}, self = {.retrieval = 1, .exclude_self = 1};
+  srv_eval_options on = {.retrieval = 1}, off = {.retrieval = 0},
+                   self = {.retrieval = 1, .exclude_self = 1};
   srv_eval_result a = {0}, b = {0}, c = {0};
   CHECK(srv_eval_doc(E, &on, d->id, d->text, d->len, &a) == PROTO_OK);
   CHECK(srv_eval_doc(E, &off, d->id, d->text, d->len, &b) == PROTO_OK);
@@ -953,8 +976,7 @@ TEST(eval) {
   CHECK(srv_eval_doc(E, &both, d->id, d->text, d->len, &e2) == PROTO_OK);
   CHECKF(fabs(e2.bits - a.bits) < 1e-6 * a.bits && fabs(e2.off_bits - b.bits) < 1e-6 * b.bits,
          "on %g / %g, off %g / %g", e2.bits, a.bits, e2.off_bits, b.bits);
-  CHECK(e2.kept_tokens == a.kept_tokens && e2.kept_off_bits > 0 &&
-        e2.kept_off_bits < e2.off_bits);
+  CHECK(e2.kept_tokens == a.kept_tokens && e2.kept_off_bits > 0 && e2.kept_off_bits < e2.off_bits);
   CHECK(a.off_bits == 0 && b.off_bits == 0); /* not asked for */
 }
 
@@ -990,10 +1012,16 @@ TEST(neighbours_dump) {
   size_t same = 0, missing = 0;
   for (size_t i = 0; cids && i < n; i++) {
     srv_chunk a;
-    if (srv_chunk_get(E, cids[i], &a) != PROTO_OK) { missing++; continue; }
+    if (srv_chunk_get(E, cids[i], &a) != PROTO_OK) {
+      missing++;
+      continue;
+    }
     for (int j = 0; j < 3; j++) {
       srv_chunk b;
-      if (nb[i * 3 + (size_t)j] < 0) { missing++; continue; }
+      if (nb[i * 3 + (size_t)j] < 0) {
+        missing++;
+        continue;
+      }
       if (srv_chunk_get(E, (uint64_t)nb[i * 3 + (size_t)j], &b) == PROTO_OK) {
         if (b.c.doc_id == a.c.doc_id) same++;
         srv_chunk_free(&b);
@@ -1042,9 +1070,15 @@ TEST(search_while_map_grows) {
   if (strlen(saved) + 6 > sizeof data_dir) return;
   memcpy(data_dir + strlen(saved), "-grow", 6);
   mkdir(data_dir, 0755);
-  srv_engine_options o = {.data_dir = data_dir, .encoder_dir = enc_dir, .decoder_dir = dec_dir,
-                          .threads = 1, .embed_batch = 16, .commit_chunks = 16,
-                          .map_bytes = 256 * 1024, .gen_slots = 1, .gen_queue = -1};
+  srv_engine_options o = {.data_dir = data_dir,
+                          .encoder_dir = enc_dir,
+                          .decoder_dir = dec_dir,
+                          .threads = 1,
+                          .embed_batch = 16,
+                          .commit_chunks = 16,
+                          .map_bytes = 256 * 1024,
+                          .gen_slots = 1,
+                          .gen_queue = -1};
   srv_engine *e = NULL;
   CHECK(srv_engine_open(&o, &e) == PROTO_OK);
   if (e) {
@@ -1077,8 +1111,8 @@ TEST(search_while_map_grows) {
     CHECK(!bad);
     CHECKF(after.store.map_bytes > before.store.map_bytes, "map %zu -> %zu bytes",
            before.store.map_bytes, after.store.map_bytes);
-    CHECKF(atomic_load(&g.searches) > 10 && atomic_load(&g.failures) == 0, "%ld searches, %ld failed",
-           atomic_load(&g.searches), atomic_load(&g.failures));
+    CHECKF(atomic_load(&g.searches) > 10 && atomic_load(&g.failures) == 0,
+           "%ld searches, %ld failed", atomic_load(&g.searches), atomic_load(&g.failures));
     free(q);
     srv_engine_close(e);
   }
@@ -1102,8 +1136,8 @@ typedef struct {
 /* Texts of a few hundred tokens, so that calls last long enough to overlap. */
 static const char *emb_text(int t) {
   static char texts[EMB_THREADS][2048];
-  static const char *const words[] = {"open", "file", "list", "loop", "sort", "value", "python",
-                                      "module", "class", "token"};
+  static const char *const words[] = {"open",  "file",   "list",   "loop",  "sort",
+                                      "value", "python", "module", "class", "token"};
   if (!texts[t][0]) {
     size_t n = 0;
     for (int w = 0; w < 200 && n + 16 < sizeof texts[t]; w++)
@@ -1117,7 +1151,10 @@ static void *emb_thread(void *arg) {
   float *v = malloc(j->dim * sizeof *v);
   const char *text = emb_text(j->t);
   for (int r = 0; v && r < EMB_ROUNDS; r++) {
-    if (srv_embed(E, &text, NULL, 1, v, NULL) != PROTO_OK) { j->failed = 1; break; }
+    if (srv_embed(E, &text, NULL, 1, v, NULL) != PROTO_OK) {
+      j->failed = 1;
+      break;
+    }
     for (uint32_t i = 0; i < j->dim; i++) {
       double d = fabs((double)v[i] - (double)j->alone[(size_t)j->t * j->dim + i]);
       if (d > j->worst) j->worst = d;
@@ -1160,7 +1197,7 @@ TEST(embed_coalesced) {
   CHECK(!failed);
   CHECK(texts == (uint64_t)EMB_THREADS * EMB_ROUNDS);
   CHECK(calls < texts); /* some calls were shared */
-  CHECK(worst < 1e-5);  /* float rounding only */
+  CHECK(worst < 1e-5); /* float rounding only */
   free(alone);
 }
 
@@ -1168,7 +1205,7 @@ TEST(embed_coalesced) {
  * BM25 chunk is more than 40% above the tenth, else 0.5. */
 TEST(hybrid_alpha) {
   float steep[10] = {10, 9, 8, 7, 6, 6, 5, 5, 5, 5}; /* (10 - 5) / 10 = 0.5 */
-  float flat[10] = {10, 10, 9, 9, 9, 8, 8, 8, 7, 7};  /* 0.3 */
+  float flat[10] = {10, 10, 9, 9, 9, 8, 8, 8, 7, 7}; /* 0.3 */
   CHECK(srv__hybrid_alpha(0.7f, steep, 10) == 0.7f);
   CHECK(srv__hybrid_alpha(0, steep, 10) == 0.2f);
   CHECK(srv__hybrid_alpha(0, flat, 10) == 0.5f);

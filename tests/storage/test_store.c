@@ -28,7 +28,10 @@
 
 static char *tmp_dir(void) {
   char *t = strdup("/tmp/retro-store-XXXXXX");
-  if (!t || !mkdtemp(t)) { free(t); return NULL; }
+  if (!t || !mkdtemp(t)) {
+    free(t);
+    return NULL;
+  }
   return t;
 }
 
@@ -139,11 +142,14 @@ TEST(round_trip) {
   store *st = NULL;
   CHECK(dir != NULL);
   CHECK(store_open(dir, NULL, &st) == PROTO_OK);
-  if (!st) { free(dir); return; }
+  if (!st) {
+    free(dir);
+    return;
+  }
 
   static gen_doc a, b, c;
   gen(&a, "alpha", 1, 3);
-  gen(&b, "beta", 2, 1);  /* single chunk: F empty */
+  gen(&b, "beta", 2, 1); /* single chunk: F empty */
   gen(&c, "gamma", 3, 0); /* empty document */
   a.in.metadata_json = "{\"lang\":\"en\"}";
   store_doc_input docs[3] = {a.in, b.in, c.in};
@@ -165,7 +171,7 @@ TEST(round_trip) {
   store_doc_free(NULL);
 
   CHECK(doc_chunks_ok(st, "alpha", 1, 3)); /* F of chunk 0,1 = next; chunk 2 empty */
-  CHECK(doc_chunks_ok(st, "beta", 2, 1));  /* single chunk: empty F */
+  CHECK(doc_chunks_ok(st, "beta", 2, 1)); /* single chunk: empty F */
 
   /* The last chunk of alpha (id 3) must not take beta's first chunk (id 4) as F. */
   store_chunk ch;
@@ -193,7 +199,8 @@ TEST(round_trip) {
   CHECK(store_snap_chunk_get(&sn, 1, &sc) == PROTO_OK && sc.chunk_id == 1 && sc.ordinal == 0 &&
         sc.n_tokens > 0 && sc.n_next_tokens > 0);
   CHECK(store_chunk_get(st, 1, &ch) == PROTO_OK); /* a plain read nested in the snapshot */
-  CHECK(ch.n_tokens == sc.n_tokens && !memcmp(ch.tokens, sc.tokens, ch.n_tokens * sizeof *ch.tokens) &&
+  CHECK(ch.n_tokens == sc.n_tokens &&
+        !memcmp(ch.tokens, sc.tokens, ch.n_tokens * sizeof *ch.tokens) &&
         ch.text_len == sc.text_len && !memcmp(ch.text, sc.text, ch.text_len) &&
         ch.next_text_len == sc.next_text_len);
   store_chunk_free(&ch);
@@ -245,7 +252,10 @@ TEST(replace_and_delete) {
   char *dir = tmp_dir();
   store *st = NULL;
   CHECK(store_open(dir, NULL, &st) == PROTO_OK);
-  if (!st) { free(dir); return; }
+  if (!st) {
+    free(dir);
+    return;
+  }
   static gen_doc a, b, a2;
   gen(&a, "a", 1, 4);
   gen(&b, "b", 2, 2);
@@ -295,7 +305,8 @@ TEST(replace_and_delete) {
   store_doc_free(&d);
 
   store_stats s;
-  CHECK(store_stats_get(st, &s) == PROTO_OK && s.docs == 2 && s.chunks == 4 && s.next_chunk_id == 11);
+  CHECK(store_stats_get(st, &s) == PROTO_OK && s.docs == 2 && s.chunks == 4 &&
+        s.next_chunk_id == 11);
 
   /* Listing: live documents in doc id order (a is #3, b is #4), by pages. */
   store_doc page[2];
@@ -322,7 +333,10 @@ TEST(batches_and_errors) {
   char *dir = tmp_dir();
   store *st = NULL;
   CHECK(store_open(dir, NULL, &st) == PROTO_OK);
-  if (!st) { free(dir); return; }
+  if (!st) {
+    free(dir);
+    return;
+  }
   static gen_doc a, b, bad, dup1, dup2;
   gen(&a, "a", 1, 2);
   gen(&b, "b", 2, 2);
@@ -365,7 +379,8 @@ TEST(batches_and_errors) {
   uint64_t *t = NULL;
   size_t nt = 9;
   CHECK(store_tombstones(st, &t, &nt) == PROTO_OK && nt == 0 && t == NULL);
-  CHECK(store_stats_get(st, &s) == PROTO_OK && s.docs == 3 && s.chunks == 6 && s.next_chunk_id == 10);
+  CHECK(store_stats_get(st, &s) == PROTO_OK && s.docs == 3 && s.chunks == 6 &&
+        s.next_chunk_id == 10);
 
   /* Ids up to PROTO_MAX_ID_BYTES, including ones longer than LMDB's key
    * limit that share a long prefix. */
@@ -432,7 +447,10 @@ TEST(vectors_feed) {
   char *dir = tmp_dir();
   store *st = NULL;
   CHECK(store_open(dir, NULL, &st) == PROTO_OK);
-  if (!st) { free(dir); return; }
+  if (!st) {
+    free(dir);
+    return;
+  }
   scan_log l = {0};
   float *vs = NULL;
   size_t nv = 7;
@@ -477,7 +495,7 @@ TEST(vectors_feed) {
   /* sample: 4 of the 16 live vectors, evenly spread (every 4th in id order) */
   CHECK(store_vectors_sample(st, 4, &vs, &nv) == PROTO_OK && nv == 4);
   if (nv == 4) {
-    CHECK(vs[0] == vec_of(10, 0, 0));  /* id 1 */
+    CHECK(vs[0] == vec_of(10, 0, 0)); /* id 1 */
     CHECK(vs[DIM] == vec_of(12, 0, 0)); /* id 9: 5th live */
     CHECK(vs[2 * DIM] == vec_of(13, 0, 0));
     CHECK(vs[3 * DIM] == vec_of(14, 0, 0));
@@ -506,7 +524,11 @@ TEST(vectors_feed) {
   store_close(st);
   st = NULL;
   CHECK(store_open(dir, NULL, &st) == PROTO_OK);
-  if (!st) { rm_rf(dir); free(dir); return; }
+  if (!st) {
+    rm_rf(dir);
+    free(dir);
+    return;
+  }
   CHECK(store_stats_get(st, &after) == PROTO_OK);
   CHECK(after.docs == before.docs && after.chunks == before.chunks &&
         after.next_chunk_id == before.next_chunk_id && after.dim == DIM);
@@ -574,7 +596,12 @@ static void bulk_init(bulk *b, size_t ndocs, unsigned cpd) {
 }
 
 static void bulk_free(bulk *b) {
-  free(b->docs); free(b->ch); free(b->tok); free(b->vec); free(b->text); free(b->ids);
+  free(b->docs);
+  free(b->ch);
+  free(b->tok);
+  free(b->vec);
+  free(b->text);
+  free(b->ids);
 }
 
 /* Fills ndocs documents with seeds first_seed.. (cpd chunks each). */
@@ -604,9 +631,9 @@ static int bulk_chunk_ok(store *st, uint64_t chunk_id, uint64_t seed, unsigned o
            c.tokens[5] == (int32_t)(seed * 64 + ord + 5) &&
            c.text[BTEXT - 1] == 'a' + (int)((seed + ord) % 26);
   if (ok && ord + 1 < cpd)
-    ok = c.n_next_tokens == PROTO_CHUNK_TOKENS && c.next_tokens[0] == (int32_t)(seed * 64 + ord + 1);
-  else if (ok)
-    ok = c.n_next_tokens == 0 && c.next_text_len == 0;
+    ok =
+        c.n_next_tokens == PROTO_CHUNK_TOKENS && c.next_tokens[0] == (int32_t)(seed * 64 + ord + 1);
+  else if (ok) ok = c.n_next_tokens == 0 && c.next_text_len == 0;
   store_chunk_free(&c);
   return ok;
 }
@@ -616,7 +643,10 @@ TEST(map_growth_100mb) {
   store *st = NULL;
   store_options opt = {(size_t)1 << 20, 0, 0};
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
-  if (!st) { free(dir); return; }
+  if (!st) {
+    free(dir);
+    return;
+  }
   store_stats s;
   CHECK(store_stats_get(st, &s) == PROTO_OK && s.map_bytes == ((size_t)1 << 20));
 
@@ -638,9 +668,8 @@ TEST(map_growth_100mb) {
   }
   double dt = proto_now() - t0;
   CHECK(all_ok);
-  printf("# %zu MB of chunks in %.2f s (%.0f chunks/s); map grew to %zu MiB\n",
-         payload >> 20, dt, (double)NDOC * CPD * BATCHES / dt,
-         (store_stats_get(st, &s), s.map_bytes >> 20));
+  printf("# %zu MB of chunks in %.2f s (%.0f chunks/s); map grew to %zu MiB\n", payload >> 20, dt,
+         (double)NDOC * CPD * BATCHES / dt, (store_stats_get(st, &s), s.map_bytes >> 20));
   CHECK(payload >= (size_t)100 << 20);
   CHECK(store_stats_get(st, &s) == PROTO_OK);
   CHECK(s.chunks == (uint64_t)NDOC * CPD * BATCHES && s.docs == (uint64_t)NDOC * BATCHES);
@@ -678,10 +707,12 @@ typedef struct reader_ctx {
 } reader_ctx;
 
 static proto_status barrier_fn(void *ctx, const uint64_t *ids, const float *vecs, size_t n) {
-  (void)ids; (void)vecs; (void)n;
+  (void)ids;
+  (void)vecs;
+  (void)n;
   reader_ctx *r = ctx;
   pthread_barrier_wait(r->bar); /* all 300 scans hold a read txn right here */
-  return PROTO_ECANCELLED;      /* one batch is enough */
+  return PROTO_ECANCELLED; /* one batch is enough */
 }
 
 static void *scan_thread(void *arg) {
@@ -752,7 +783,10 @@ TEST(concurrent_readers) {
   store *st = NULL;
   store_options opt = {(size_t)1 << 20, 0, 0}; /* default 4096 reader slots */
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
-  if (!st) { free(dir); return; }
+  if (!st) {
+    free(dir);
+    return;
+  }
   bulk pre;
   bulk_init(&pre, PRE_DOCS, PRE_CPD);
   bulk_fill(&pre, PRE_DOCS, PRE_CPD, 1);
@@ -847,7 +881,10 @@ TEST(other_process_grows_map) {
   store *st = NULL;
   store_options opt = {(size_t)1 << 20, 0, 0};
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
-  if (!st) { free(dir); return; }
+  if (!st) {
+    free(dir);
+    return;
+  }
   bulk b;
   bulk_init(&b, 100, 2);
   bulk_fill(&b, 100, 2, 1);
@@ -875,7 +912,10 @@ TEST(other_process_grows_map) {
 /* Fewer reader slots than readers: begin waits for a free slot ------------------- */
 
 static proto_status slow_fn(void *ctx, const uint64_t *ids, const float *vecs, size_t n) {
-  (void)ctx; (void)ids; (void)vecs; (void)n;
+  (void)ctx;
+  (void)ids;
+  (void)vecs;
+  (void)n;
   struct timespec ts = {0, 3000000};
   nanosleep(&ts, NULL);
   return PROTO_OK;
@@ -895,7 +935,10 @@ TEST(readers_full_waits) {
   store *st = NULL;
   store_options opt = {0, 2, 0}; /* 2 reader slots */
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
-  if (!st) { free(dir); return; }
+  if (!st) {
+    free(dir);
+    return;
+  }
   static gen_doc g;
   gen(&g, "x", 1, 4);
   CHECK(store_upsert(st, &g.in, 1, DIM, NULL) == PROTO_OK);
@@ -921,7 +964,10 @@ TEST(dim_via_meta) {
   char *dir = tmp_dir();
   store *st = NULL;
   CHECK(store_open(dir, NULL, &st) == PROTO_OK);
-  if (!st) { free(dir); return; }
+  if (!st) {
+    free(dir);
+    return;
+  }
   static gen_doc a;
   gen(&a, "a", 1, 2);
   /* putting "dim" fixes it before any chunk exists */
@@ -951,7 +997,10 @@ TEST(content_hash) {
   char *dir = tmp_dir();
   store *st = NULL;
   CHECK(store_open(dir, NULL, &st) == PROTO_OK);
-  if (!st) { free(dir); return; }
+  if (!st) {
+    free(dir);
+    return;
+  }
   static gen_doc g;
   unsigned char h1[STORE_HASH_BYTES], got[STORE_HASH_BYTES];
   memset(h1, 0xab, sizeof h1);
@@ -1001,7 +1050,10 @@ TEST(map_limit) {
   store *st = NULL;
   store_options opt = {0, 0, (size_t)2 << 20};
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
-  if (!st) { free(dir); return; }
+  if (!st) {
+    free(dir);
+    return;
+  }
   static gen_doc g;
   char id[32];
   int stored = 0;
@@ -1029,7 +1081,11 @@ TEST(map_limit) {
   st = NULL;
   opt.max_map_bytes = (size_t)4 << 20;
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
-  if (!st) { rm_rf(dir); free(dir); return; }
+  if (!st) {
+    rm_rf(dir);
+    free(dir);
+    return;
+  }
   snprintf(id, sizeof id, "d%d", stored);
   gen(&g, id, (unsigned)stored, MAXC);
   s = store_upsert(st, &g.in, 1, DIM, NULL);
@@ -1037,7 +1093,10 @@ TEST(map_limit) {
   int intact = 1;
   for (int i = 0; i <= stored; i++) {
     snprintf(id, sizeof id, "d%d", i);
-    if (store_doc_get(st, id, &d) != PROTO_OK) { intact = 0; continue; }
+    if (store_doc_get(st, id, &d) != PROTO_OK) {
+      intact = 0;
+      continue;
+    }
     store_chunk c;
     if (store_chunk_get(st, d.first_chunk + 3, &c) != PROTO_OK ||
         !chunk_is(&c, (unsigned)i, 3, MAXC))

@@ -19,7 +19,9 @@ static int have_data;
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
 static uint32_t rnd(void) {
-  rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
   return (uint32_t)(rng >> 11);
 }
 
@@ -119,7 +121,8 @@ TEST(gpt2_known_ids) {
   char *s = NULL;
   size_t len = 0;
   int32_t eot = 50256;
-  CHECK(tok_decode(t, &eot, 1, &s, &len) == PROTO_OK && len == 13 && strcmp(s, "<|endoftext|>") == 0);
+  CHECK(tok_decode(t, &eot, 1, &s, &len) == PROTO_OK && len == 13 &&
+        strcmp(s, "<|endoftext|>") == 0);
   free(s);
   const char *fp = tok_fingerprint(t);
   CHECK(strlen(fp) == 64 && strspn(fp, "0123456789abcdef") == 64);
@@ -139,16 +142,17 @@ TEST(gpt2_roundtrip_random_bytes) {
     size_t len = rnd() % sizeof buf;
     int mode = it % 3;
     for (size_t i = 0; i < len; i++) {
-      if (mode == 0) buf[i] = (char)rnd();                          /* any bytes */
-      else if (mode == 1) buf[i] = rnd() % 8 ? (char)('a' + rnd() % 26) : " \n\t'\xc3\xa9\xff"[rnd() % 8];
+      if (mode == 0) buf[i] = (char)rnd(); /* any bytes */
+      else if (mode == 1)
+        buf[i] = rnd() % 8 ? (char)('a' + rnd() % 26) : " \n\t'\xc3\xa9\xff"[rnd() % 8];
       else buf[i] = " \xe4\xb8\xad\xf0\x9f\x98\x80'sxy1 \n\r\x80"[rnd() % 16];
     }
     int32_t *ids = NULL;
     size_t n = 0;
     char *out = NULL;
     size_t olen = 0;
-    if (tok_encode(t, buf, len, &ids, &n) || tok_decode(t, ids, n, &out, &olen) ||
-        olen != len || memcmp(out, buf, len) != 0)
+    if (tok_encode(t, buf, len, &ids, &n) || tok_decode(t, ids, n, &out, &olen) || olen != len ||
+        memcmp(out, buf, len) != 0)
       bad = 1;
     free(ids);
     free(out);
@@ -185,7 +189,11 @@ static void run_threads(tok *t) {
   char *text = malloc(len);
   for (size_t i = 0; i < len; i++) {
     uint32_t r = rnd() % 100;
-    text[i] = r < 15 ? ' ' : r < 17 ? '\n' : r < 19 ? ',' : r < 20 ? '\'' : (char)('a' + rnd() % 26);
+    text[i] = r < 15   ? ' '
+              : r < 17 ? '\n'
+              : r < 19 ? ','
+              : r < 20 ? '\''
+                       : (char)('a' + rnd() % 26);
   }
   job jobs[4];
   pthread_t th[4];
@@ -228,10 +236,13 @@ TEST(bert_known_ids) {
   CHECK(ids_eq(t, "Hello, World!", (int32_t[]){7592, 1010, 2088, 999}, 4));
   CHECK(ids_eq(t, "[CLS] hello [SEP]", (int32_t[]){101, 7592, 102}, 3));
   CHECK(ids_eq(t, "x[MASK]y", (int32_t[]){1060, 103, 1061}, 3));
-  CHECK(ids_eq(t, "H\xc3\xa9llo", (int32_t[]){7592}, 1));       /* accent stripped */
-  CHECK(ids_eq(t, "He\xcc\x81llo", (int32_t[]){7592}, 1));      /* decomposed */
+  CHECK(ids_eq(t, "H\xc3\xa9llo", (int32_t[]){7592}, 1)); /* accent stripped */
+  CHECK(ids_eq(t, "He\xcc\x81llo", (int32_t[]){7592}, 1)); /* decomposed */
   CHECK(ids_eq(t, "\xe4\xb8\xad\xe6\x96\x87", (int32_t[]){1746, 1861}, 2)); /* CJK split */
-  CHECK(ids_eq(t, "a\x01" "b", (int32_t[]){11113}, 1));          /* control dropped: "ab" */
+  CHECK(ids_eq(t,
+               "a\x01"
+               "b",
+               (int32_t[]){11113}, 1)); /* control dropped: "ab" */
   char longw[150];
   memset(longw, 'a', sizeof longw - 1);
   longw[sizeof longw - 1] = 0;
@@ -338,18 +349,18 @@ TEST(wordpiece_sigma_per_character) {
   char v[512];
   tok *t = NULL;
   static const char vocab[] =
-      "[UNK]\n\xce\xbf\xce\xb4\xce\xbf\xcf\x83\n"  /* 1 οδοσ */
-      "\xce\xbf\xce\xb4\xce\xbf\xcf\x82\n"            /* 2 οδος */
-      "\xcf\x83\xce\xb1\n\xcf\x83\n\xcf\x82\n"      /* 3 σα, 4 σ, 5 ς */
-      "\xce\xb1\xcf\x83\n\xce\xb1\xcf\x82\n.\n";    /* 6 ασ, 7 ας, 8 . */
+      "[UNK]\n\xce\xbf\xce\xb4\xce\xbf\xcf\x83\n" /* 1 οδοσ */
+      "\xce\xbf\xce\xb4\xce\xbf\xcf\x82\n" /* 2 οδος */
+      "\xcf\x83\xce\xb1\n\xcf\x83\n\xcf\x82\n" /* 3 σα, 4 σ, 5 ς */
+      "\xce\xb1\xcf\x83\n\xce\xb1\xcf\x82\n.\n"; /* 6 ασ, 7 ας, 8 . */
   write_file("sigma.txt", vocab, sizeof vocab - 1);
   snprintf(v, sizeof v, "%s/sigma.txt", tmp_dir);
   CHECK(tok_open_wordpiece(v, 1, -1, &t) == PROTO_OK && t);
   if (!t) return;
   CHECK(ids_eq(t, "\xce\x9f\xce\x94\xce\x9f\xce\xa3", (int32_t[]){1}, 1)); /* ΟΔΟΣ */
-  CHECK(ids_eq(t, "\xce\xa3\xce\x91", (int32_t[]){3}, 1));                   /* ΣΑ */
-  CHECK(ids_eq(t, "\xce\xa3", (int32_t[]){4}, 1));                             /* Σ */
-  CHECK(ids_eq(t, "\xce\x91\xce\xa3.", (int32_t[]){6, 8}, 2));               /* ΑΣ. */
+  CHECK(ids_eq(t, "\xce\xa3\xce\x91", (int32_t[]){3}, 1)); /* ΣΑ */
+  CHECK(ids_eq(t, "\xce\xa3", (int32_t[]){4}, 1)); /* Σ */
+  CHECK(ids_eq(t, "\xce\x91\xce\xa3.", (int32_t[]){6, 8}, 2)); /* ΑΣ. */
   CHECK(ids_eq(t, "\xce\xbf\xce\xb4\xce\xbf\xcf\x82", (int32_t[]){2}, 1)); /* οδος */
   tok_close(t);
 }
@@ -373,7 +384,8 @@ TEST(bad_files) {
   if (t) {
     int32_t *ids = NULL;
     size_t k = 0;
-    CHECK(tok_encode(t, "abab", 4, &ids, &k) == PROTO_OK && k == 2 && ids[0] == 256 && ids[1] == 256);
+    CHECK(tok_encode(t, "abab", 4, &ids, &k) == PROTO_OK && k == 2 && ids[0] == 256 &&
+          ids[1] == 256);
     free(ids);
   }
   tok_close(t);
@@ -450,8 +462,10 @@ int main(int argc, char **argv) {
     RUN(bert_known_ids);
     RUN(threads);
   } else {
-    SKIP("gpt2_known_ids, gpt2_roundtrip_random_bytes, bert_known_ids, threads: "
-         "the real vocabularies are not at %s", data_dir);
+    SKIP(
+        "gpt2_known_ids, gpt2_roundtrip_random_bytes, bert_known_ids, threads: "
+        "the real vocabularies are not at %s",
+        data_dir);
   }
   RUN(open_dir);
   RUN(bpe_unicode15_classes);

@@ -36,8 +36,10 @@ static char *slurp(const char *path, size_t *len) {
     n += r;
     if (n == cap) {
       char *nb = realloc(b, cap *= 2);
-      if (!nb) { free(b); b = NULL; }
-      else b = nb;
+      if (!nb) {
+        free(b);
+        b = NULL;
+      } else b = nb;
     }
   }
   fclose(f);
@@ -49,8 +51,14 @@ static int print_ids(const char *tag, tok *t, const char *s, size_t len) {
   int32_t *ids = NULL;
   size_t n = 0;
   proto_status st = tok_encode(t, s, len, &ids, &n);
-  if (st == PROTO_EUTF8) { printf("%s ERR\n", tag); return 0; }
-  if (st) { fprintf(stderr, "tokdump: %s: %s\n", proto_strerror(st), tok_last_error()); return 1; }
+  if (st == PROTO_EUTF8) {
+    printf("%s ERR\n", tag);
+    return 0;
+  }
+  if (st) {
+    fprintf(stderr, "tokdump: %s: %s\n", proto_strerror(st), tok_last_error());
+    return 1;
+  }
   printf("%s", tag);
   if (n == 0) printf(" ");
   for (size_t i = 0; i < n; i++) printf(" %d", (int)ids[i]);
@@ -97,7 +105,10 @@ static int unicode_dump(const char *data, size_t len) {
     if (!nl) break;
     pos += ll + 1;
   }
-  free(in.v); free(nfc.v); free(nfd.v); free(low.v);
+  free(in.v);
+  free(nfc.v);
+  free(nfd.v);
+  free(low.v);
   return 0;
 }
 
@@ -105,11 +116,17 @@ int main(int argc, char **argv) {
   tok *t = NULL;
   int bench = 0, cased = 0, a = 1, rc = 1;
   proto_status st = PROTO_OK;
-  if (a < argc && strcmp(argv[a], "--bench") == 0) { bench = 1; a++; }
+  if (a < argc && strcmp(argv[a], "--bench") == 0) {
+    bench = 1;
+    a++;
+  }
   if (a + 1 < argc && strcmp(argv[a], "--unicode") == 0) {
     size_t len;
     char *d = slurp(argv[a + 1], &len);
-    if (!d) { perror(argv[a + 1]); return 1; }
+    if (!d) {
+      perror(argv[a + 1]);
+      return 1;
+    }
     rc = unicode_dump(d, len);
     free(d);
     return rc;
@@ -120,33 +137,46 @@ int main(int argc, char **argv) {
   } else if (a + 1 < argc && strcmp(argv[a], "--wordpiece") == 0) {
     const char *v = argv[a + 1];
     a += 2;
-    if (a < argc && strcmp(argv[a], "--cased") == 0) { cased = 1; a++; }
+    if (a < argc && strcmp(argv[a], "--cased") == 0) {
+      cased = 1;
+      a++;
+    }
     st = tok_open_wordpiece(v, !cased, -1, &t);
   } else if (a + 1 < argc && strcmp(argv[a], "--dir") == 0) {
     st = tok_open_dir(argv[a + 1], &t);
     a += 2;
   } else {
-    fprintf(stderr, "usage: tokdump [--bench] (--bpe V M | --wordpiece V [--cased] | --dir D) FILE...\n"
-                    "       tokdump --unicode FILE\n");
+    fprintf(stderr,
+            "usage: tokdump [--bench] (--bpe V M | --wordpiece V [--cased] | --dir D) FILE...\n"
+            "       tokdump --unicode FILE\n");
     return 2;
   }
   if (st) {
     fprintf(stderr, "tokdump: %s: %s\n", proto_strerror(st), tok_last_error());
     return 1;
   }
-  if (a >= argc) { fprintf(stderr, "tokdump: no file\n"); goto leave; }
+  if (a >= argc) {
+    fprintf(stderr, "tokdump: no file\n");
+    goto leave;
+  }
   if (bench) {
     size_t total = 0, ntok = 0;
     double t0 = proto_now(), c0 = cpu_now();
     for (int i = a; i < argc; i++) {
       size_t len;
       char *d = slurp(argv[i], &len);
-      if (!d) { perror(argv[i]); goto leave; }
+      if (!d) {
+        perror(argv[i]);
+        goto leave;
+      }
       int32_t *ids = NULL;
       size_t n = 0;
       st = tok_encode(t, d, len, &ids, &n);
       free(d);
-      if (st) { fprintf(stderr, "tokdump: %s\n", tok_last_error()); goto leave; }
+      if (st) {
+        fprintf(stderr, "tokdump: %s\n", tok_last_error());
+        goto leave;
+      }
       free(ids);
       total += len;
       ntok += n;
@@ -159,7 +189,10 @@ int main(int argc, char **argv) {
   }
   size_t len;
   char *d = slurp(argv[a], &len);
-  if (!d) { perror(argv[a]); goto leave; }
+  if (!d) {
+    perror(argv[a]);
+    goto leave;
+  }
   size_t pos = 0, lineno = 0;
   char *valid = malloc(len + 1);
   size_t vn = 0;

@@ -30,7 +30,11 @@ static int32_t *read_all(const char *path, size_t *n_bytes) {
     len += got;
     if (len < cap) break;
     char *nb = realloc(buf, cap * 2);
-    if (!nb) { free(buf); buf = NULL; break; }
+    if (!nb) {
+      free(buf);
+      buf = NULL;
+      break;
+    }
     buf = nb;
     cap *= 2;
   }
@@ -53,10 +57,22 @@ static int run_tok(const char *dir, const char *in, const char *out) {
   int32_t *ids = NULL;
   size_t nb = 0, n = 0;
   char *text = (char *)read_all(in, &nb);
-  if (!text) { fprintf(stderr, "cannot read %s\n", in); goto done; }
-  if (tok_open_dir(dir, &t) != PROTO_OK) { fprintf(stderr, "tok_open_dir: %s\n", tok_last_error()); goto done; }
-  if (tok_encode(t, text, nb, &ids, &n) != PROTO_OK) { fprintf(stderr, "tok_encode failed\n"); goto done; }
-  if (write_all(out, ids, n * sizeof(int32_t)) != 0) { fprintf(stderr, "cannot write %s\n", out); goto done; }
+  if (!text) {
+    fprintf(stderr, "cannot read %s\n", in);
+    goto done;
+  }
+  if (tok_open_dir(dir, &t) != PROTO_OK) {
+    fprintf(stderr, "tok_open_dir: %s\n", tok_last_error());
+    goto done;
+  }
+  if (tok_encode(t, text, nb, &ids, &n) != PROTO_OK) {
+    fprintf(stderr, "tok_encode failed\n");
+    goto done;
+  }
+  if (write_all(out, ids, n * sizeof(int32_t)) != 0) {
+    fprintf(stderr, "cannot write %s\n", out);
+    goto done;
+  }
   ret = 0;
 done:
   free(ids);
@@ -73,20 +89,32 @@ static int run_bert(const char *dir, const char *in, const char *out) {
   const int32_t **ids = NULL;
   size_t *lens = NULL;
   float *vec = NULL;
-  if (!buf || nb < 4) { fprintf(stderr, "cannot read %s\n", in); goto done; }
+  if (!buf || nb < 4) {
+    fprintf(stderr, "cannot read %s\n", in);
+    goto done;
+  }
   size_t n = (size_t)buf[0], pos = 1, words = nb / 4;
   ids = calloc(n ? n : 1, sizeof(*ids));
   lens = calloc(n ? n : 1, sizeof(*lens));
   if (!ids || !lens) goto done;
   for (size_t i = 0; i < n; i++) {
-    if (pos >= words) { fprintf(stderr, "truncated input\n"); goto done; }
+    if (pos >= words) {
+      fprintf(stderr, "truncated input\n");
+      goto done;
+    }
     lens[i] = (size_t)buf[pos++];
-    if (pos + lens[i] > words) { fprintf(stderr, "truncated input\n"); goto done; }
+    if (pos + lens[i] > words) {
+      fprintf(stderr, "truncated input\n");
+      goto done;
+    }
     ids[i] = buf + pos;
     pos += lens[i];
   }
   bert_options opt = {BERT_POOL_AUTO, 1, 0};
-  if (bert_open(dir, &opt, &b) != PROTO_OK) { fprintf(stderr, "bert_open: %s\n", bert_last_error()); goto done; }
+  if (bert_open(dir, &opt, &b) != PROTO_OK) {
+    fprintf(stderr, "bert_open: %s\n", bert_last_error());
+    goto done;
+  }
   uint32_t dim = bert_dim(b);
   vec = malloc((n ? n : 1) * dim * sizeof(float)); /* (n, dim) */
   if (!vec) goto done;
@@ -112,10 +140,16 @@ static int run_retro(const char *dir, const char *in, const char *out) {
   size_t nb = 0;
   int32_t *buf = read_all(in, &nb);
   float *logits = NULL;
-  if (!buf || nb < 4) { fprintf(stderr, "cannot read %s\n", in); goto done; }
+  if (!buf || nb < 4) {
+    fprintf(stderr, "cannot read %s\n", in);
+    goto done;
+  }
   size_t words = nb / 4;
   int n = buf[0];
-  if (n <= 0 || (size_t)n + 5 > words) { fprintf(stderr, "bad input\n"); goto done; }
+  if (n <= 0 || (size_t)n + 5 > words) {
+    fprintf(stderr, "bad input\n");
+    goto done;
+  }
   const int32_t *tokens = buf + 1;
   int chunks = buf[1 + n], k = buf[2 + n], rl = buf[3 + n];
   int32_t pad = buf[4 + n];
@@ -124,10 +158,19 @@ static int run_retro(const char *dir, const char *in, const char *out) {
     fprintf(stderr, "bad neighbour block\n");
     goto done;
   }
-  if (retro_open(dir, 1, &r) != PROTO_OK) { fprintf(stderr, "retro_open: %s\n", retro_last_error()); goto done; }
+  if (retro_open(dir, 1, &r) != PROTO_OK) {
+    fprintf(stderr, "retro_open: %s\n", retro_last_error());
+    goto done;
+  }
   const retro_config *cfg = retro_get_config(r);
-  if (rl != cfg->neighbour_len) { fprintf(stderr, "neighbour length %d != %d\n", rl, cfg->neighbour_len); goto done; }
-  if (retro_state_new(r, n, &s) != PROTO_OK) { fprintf(stderr, "retro_state_new: %s\n", retro_last_error()); goto done; }
+  if (rl != cfg->neighbour_len) {
+    fprintf(stderr, "neighbour length %d != %d\n", rl, cfg->neighbour_len);
+    goto done;
+  }
+  if (retro_state_new(r, n, &s) != PROTO_OK) {
+    fprintf(stderr, "retro_state_new: %s\n", retro_last_error());
+    goto done;
+  }
   for (int c = 0; c < chunks; c++) {
     if (retro_set_neighbours(s, c, nbt + (size_t)c * k * rl, k, pad) != PROTO_OK) {
       fprintf(stderr, "retro_set_neighbours: %s\n", retro_last_error());

@@ -83,8 +83,8 @@ int main(int argc, char **argv) {
     /* neighbours for every chunk whose last token this forward reaches */
     double tr = proto_now();
     while ((size_t)next_chunk < n_chunks_src && next_chunk * m + m - 1 < pos + n) {
-      if (retro_set_neighbours(s, next_chunk, nb + (size_t)next_chunk * per_chunk, K,
-                               c->pad_id) != PROTO_OK) {
+      if (retro_set_neighbours(s, next_chunk, nb + (size_t)next_chunk * per_chunk, K, c->pad_id) !=
+          PROTO_OK) {
         fprintf(stderr, "bench_generate: %s\n", retro_last_error());
         goto leave;
       }
@@ -110,13 +110,14 @@ int main(int argc, char **argv) {
   double total_s = proto_now() - t0, total_cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
   retro_stats st;
   retro_state_stats(s, &st);
-  printf("{\"load_s\": %.4f, \"ttft_s\": %.5f, \"total_s\": %.5f, \"n_prompt\": %zu, \"n_gen\": %d, "
-         "\"decode_tok_s\": %.3f, \"tok_s\": %.3f, \"retrieval_s\": %.6f, \"encode_s\": %.5f, "
-         "\"chunks_encoded\": %d, \"decode_encode_s\": %.5f, \"ttft_cpu_s\": %.5f, \"total_cpu_s\": %.5f, "
-         "\"tokens\": [",
-         t_load, ttft, total_s, n_prompt, n_gen,
-         n_gen > 1 ? (n_gen - 1) / (total_s - ttft) : 0.0, n_gen / total_s, t_retr, st.encode_s,
-         st.chunks_encoded, st.encode_s - encode_at_ttft, ttft_cpu, total_cpu);
+  printf(
+      "{\"load_s\": %.4f, \"ttft_s\": %.5f, \"total_s\": %.5f, \"n_prompt\": %zu, \"n_gen\": %d, "
+      "\"decode_tok_s\": %.3f, \"tok_s\": %.3f, \"retrieval_s\": %.6f, \"encode_s\": %.5f, "
+      "\"chunks_encoded\": %d, \"decode_encode_s\": %.5f, \"ttft_cpu_s\": %.5f, \"total_cpu_s\": %.5f, "
+      "\"tokens\": [",
+      t_load, ttft, total_s, n_prompt, n_gen, n_gen > 1 ? (n_gen - 1) / (total_s - ttft) : 0.0,
+      n_gen / total_s, t_retr, st.encode_s, st.chunks_encoded, st.encode_s - encode_at_ttft,
+      ttft_cpu, total_cpu);
   for (int i = 0; i < n_gen; i++) printf("%s%d", i ? ", " : "", (int)out[i]);
   printf("]}\n");
   rc = 0;

@@ -89,7 +89,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   for (int t = 0; t < nt; t++)
-    sl[t] = (slice){.a = a, .b = b, .lo = n / (size_t)nt * (size_t)t, .hi = n / (size_t)nt * (size_t)(t + 1)};
+    sl[t] = (slice){
+        .a = a, .b = b, .lo = n / (size_t)nt * (size_t)t, .hi = n / (size_t)nt * (size_t)(t + 1)};
   pass(sl, th, nt, 0);
   /* checksum: printed, so that the passes cannot be optimised away */
   double best_copy = 1e30, best_read = 1e30, checksum = 0.0;
@@ -100,8 +101,9 @@ int main(int argc, char **argv) {
   }
   for (int t = 0; t < nt; t++) checksum += sl[t].sum + (double)a[sl[t].lo];
   double bytes = (double)n * sizeof(float);
-  printf("{\"threads\": %d, \"array_mib\": %.1f, \"copy_gb_s\": %.2f, \"read_gb_s\": %.2f, \"checksum\": %.0f}\n",
-         nt, bytes / 1048576.0, 2.0 * bytes / best_copy / 1e9, bytes / best_read / 1e9, checksum);
+  printf(
+      "{\"threads\": %d, \"array_mib\": %.1f, \"copy_gb_s\": %.2f, \"read_gb_s\": %.2f, \"checksum\": %.0f}\n",
+      nt, bytes / 1048576.0, 2.0 * bytes / best_copy / 1e9, bytes / best_read / 1e9, checksum);
   free(a);
   free(b);
   free(sl);

@@ -64,7 +64,10 @@ static int search(const char *body, size_t len, char *out, size_t cap) {
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
                                const char *method, const char *version, const char *upload,
                                size_t *upload_size, void **ctx) {
-  (void)cls; (void)url; (void)version; (void)method;
+  (void)cls;
+  (void)url;
+  (void)version;
+  (void)method;
   request *rq = *ctx;
   if (!rq) {
     *ctx = calloc(1, sizeof *rq);
@@ -90,7 +93,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 
 static void completed(void *cls, struct MHD_Connection *c, void **ctx,
                       enum MHD_RequestTerminationCode toe) {
-  (void)cls; (void)c; (void)toe;
+  (void)cls;
+  (void)c;
+  (void)toe;
   request *rq = *ctx;
   if (rq) free(rq->body);
   free(rq);
@@ -98,16 +103,25 @@ static void completed(void *cls, struct MHD_Connection *c, void **ctx,
 }
 
 int main(int argc, char **argv) {
-  if (argc < 5) { fprintf(stderr, "usage: faiss_peer PORT THREADS N DIM\n"); return 2; }
+  if (argc < 5) {
+    fprintf(stderr, "usage: faiss_peer PORT THREADS N DIM\n");
+    return 2;
+  }
   long n = atol(argv[3]);
   dim = atoi(argv[4]);
-  if (n < 1 || dim < 1 || dim > 4096) { fprintf(stderr, "faiss_peer: bad N or DIM\n"); return 2; }
+  if (n < 1 || dim < 1 || dim > 4096) {
+    fprintf(stderr, "faiss_peer: bad N or DIM\n");
+    return 2;
+  }
   float *x = malloc((size_t)n * (size_t)dim * sizeof *x);
   if (!x) return 1;
   srand(1);
   for (long i = 0; i < n; i++) { /* random unit vectors, like normalised embeddings */
     float *v = x + i * dim, norm = 0;
-    for (int j = 0; j < dim; j++) { v[j] = (float)rand() / (float)RAND_MAX - 0.5f; norm += v[j] * v[j]; }
+    for (int j = 0; j < dim; j++) {
+      v[j] = (float)rand() / (float)RAND_MAX - 0.5f;
+      norm += v[j] * v[j];
+    }
     for (int j = 0; j < dim; j++) v[j] /= sqrtf(norm);
   }
   if (faiss_index_factory(&index_, dim, "Flat", METRIC_INNER_PRODUCT) ||
@@ -117,11 +131,14 @@ int main(int argc, char **argv) {
   }
   free(x);
   struct MHD_Daemon *d = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC, (uint16_t)atoi(argv[1]),
-      NULL, NULL, handler, NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)atoi(argv[2]),
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC, (uint16_t)atoi(argv[1]), NULL,
+      NULL, handler, NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)atoi(argv[2]),
       MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
       MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
-  if (!d) { fprintf(stderr, "faiss_peer: cannot listen\n"); return 1; }
+  if (!d) {
+    fprintf(stderr, "faiss_peer: cannot listen\n");
+    return 1;
+  }
   wait_for_stop_signal();
   MHD_stop_daemon(d);
   faiss_Index_free(index_);

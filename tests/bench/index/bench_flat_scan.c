@@ -68,11 +68,17 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < nq; i++)
     flat_scan_coded(codes, view, ids, rows, d, q + i * d, 1, 0, k, dist, lab);
   double coded_qps = (double)nq / (now() - t0);
-  printf("N=%zu d=%zu k=%zu: FAISS IndexFlatIP %.0f q/s | flat_scan %.0f q/s (%.1f GFLOP/s) "
-         "%.2fx | coded %.0f q/s %.2fx (codes made in %.1f ms)\n", n, d, k, faiss_qps, ours_qps,
-         gflops, ours_qps / faiss_qps, coded_qps, coded_qps / faiss_qps, code_ms);
+  printf(
+      "N=%zu d=%zu k=%zu: FAISS IndexFlatIP %.0f q/s | flat_scan %.0f q/s (%.1f GFLOP/s) "
+      "%.2fx | coded %.0f q/s %.2fx (codes made in %.1f ms)\n",
+      n, d, k, faiss_qps, ours_qps, gflops, ours_qps / faiss_qps, coded_qps, coded_qps / faiss_qps,
+      code_ms);
   flat_codes_free(codes);
   faiss_Index_free(ix);
-  free(xb); free(q); free(dist); free(lab); free(row_ids);
+  free(xb);
+  free(q);
+  free(dist);
+  free(lab);
+  free(row_ids);
   return 0;
 }

@@ -69,8 +69,8 @@ static proto_status fill_store(store *st, const float *vec, size_t n) {
     for (size_t d = 0; d < nd; d++) {
       snprintf(ids[d], sizeof ids[d], "doc%zu", d0 + d);
       for (size_t c = 0; c < CHUNKS_PER_DOC; c++)
-        ch[d * CHUNKS_PER_DOC + c] = (store_chunk_input){
-            tok, 1, "x", 1, vec + ((d0 + d) * CHUNKS_PER_DOC + c) * DIM};
+        ch[d * CHUNKS_PER_DOC + c] =
+            (store_chunk_input){tok, 1, "x", 1, vec + ((d0 + d) * CHUNKS_PER_DOC + c) * DIM};
       docs[d] = (store_doc_input){ids[d], NULL, CHUNKS_PER_DOC, &ch[d * CHUNKS_PER_DOC], NULL};
     }
     s = store_upsert(st, docs, nd, DIM, NULL);
@@ -84,7 +84,10 @@ static double recall(const int64_t *got, const int64_t *truth, size_t nq) {
   for (size_t q = 0; q < nq; q++)
     for (int i = 0; i < K; i++)
       for (int j = 0; j < K; j++)
-        if (got[q * K + i] >= 0 && got[q * K + i] == truth[q * K + j]) { hit++; break; }
+        if (got[q * K + i] >= 0 && got[q * K + i] == truth[q * K + j]) {
+          hit++;
+          break;
+        }
   return (double)hit / (double)(nq * K);
 }
 
@@ -115,8 +118,8 @@ static double peer(const float *vec, size_t n, const float *q, size_t nq, int64_
 }
 
 static void run(store *st, const char *dir, const char *factory, size_t n, const float *q,
-                size_t nq, const int64_t *truth, double peer_qps, double peer_batch, double peer_cpu,
-                const idx_search_params *variants, int nvariants) {
+                size_t nq, const int64_t *truth, double peer_qps, double peer_batch,
+                double peer_cpu, const idx_search_params *variants, int nvariants) {
   char path[512], safe[128];
   size_t j = 0;
   for (const char *c = factory; *c && j + 1 < sizeof safe; c++) safe[j++] = *c == ',' ? '_' : *c;
@@ -141,18 +144,20 @@ static void run(store *st, const char *dir, const char *factory, size_t n, const
     const idx_search_params *p = &variants[v];
     t0 = proto_now();
     c0 = cpu_now();
-    for (size_t i = 0; i < nq; i++) idx_search(ix, q + i * DIM, 1, K, p, NULL, NULL, sc + i * K, ids + i * K);
+    for (size_t i = 0; i < nq; i++)
+      idx_search(ix, q + i * DIM, 1, K, p, NULL, NULL, sc + i * K, ids + i * K);
     double qps = (double)nq / (proto_now() - t0), cqps = (double)nq / (cpu_now() - c0);
     double r = recall(ids, truth, nq);
     t0 = proto_now();
     idx_search(ix, q, nq, K, p, NULL, NULL, sc, ids);
     double bqps = (double)nq / (proto_now() - t0);
-    printf("%-13s nprobe=%-3d ef=%-3d recall@10 %.3f | qps %7.1f (x%.2f peer) cpu-qps %7.1f "
-           "(x%.2f) | batch qps %7.1f (x%.2f) | build %.1f s = %.0f vec/s, cpu %.1f s = %.0f "
-           "vec/cpu-s (excl. save %.1f s)\n",
-           factory, p->nprobe, p->ef_search, r, qps, qps / peer_qps, cqps, cqps / peer_cpu, bqps,
-           bqps / peer_batch, build - save, (double)n / (build - save), build_cpu - save_cpu,
-           (double)n / (build_cpu - save_cpu), save);
+    printf(
+        "%-13s nprobe=%-3d ef=%-3d recall@10 %.3f | qps %7.1f (x%.2f peer) cpu-qps %7.1f "
+        "(x%.2f) | batch qps %7.1f (x%.2f) | build %.1f s = %.0f vec/s, cpu %.1f s = %.0f "
+        "vec/cpu-s (excl. save %.1f s)\n",
+        factory, p->nprobe, p->ef_search, r, qps, qps / peer_qps, cqps, cqps / peer_cpu, bqps,
+        bqps / peer_batch, build - save, (double)n / (build - save), build_cpu - save_cpu,
+        (double)n / (build_cpu - save_cpu), save);
     fflush(stdout);
   }
   idx_close(ix);
@@ -200,8 +205,9 @@ int main(int argc, char **argv) {
   }
   double peer_batch = 0, peer_cpu = 0;
   double peer_qps = peer(vec, n, q, nq, truth, &peer_batch, &peer_cpu);
-  printf("peer FAISS IndexFlatIP (exact) recall@10 1.000 | qps %7.1f cpu-qps %7.1f | batch qps %7.1f\n",
-         peer_qps, peer_cpu, peer_batch);
+  printf(
+      "peer FAISS IndexFlatIP (exact) recall@10 1.000 | qps %7.1f cpu-qps %7.1f | batch qps %7.1f\n",
+      peer_qps, peer_cpu, peer_batch);
   fflush(stdout);
 
   static const char *defaults[] = {"Flat", "IVF256,Flat", "IVF1024,Flat", "IVF256,PQ16",

@@ -33,7 +33,9 @@ typedef struct text {
 static text *docs;
 static size_t n_docs, cap_docs;
 
-static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 static void walk(const char *dir, size_t max_docs) {
   DIR *d = opendir(dir);
@@ -77,8 +79,9 @@ static void walk(const char *dir, size_t max_docs) {
 
 int main(int argc, char **argv) {
   if (argc < 4) {
-    fprintf(stderr, "usage: bench_ingest ENCODER DECODER CORPUS [--docs N] [--chunks N] "
-                    "[--threads T] [--batch B] [--index F]\n");
+    fprintf(stderr,
+            "usage: bench_ingest ENCODER DECODER CORPUS [--docs N] [--chunks N] "
+            "[--threads T] [--batch B] [--index F]\n");
     return 2;
   }
   size_t max_docs = 100000, max_chunks = 2000;
@@ -94,8 +97,12 @@ int main(int argc, char **argv) {
   walk(argv[3], max_docs);
   char dir[] = "/tmp/retro-bench-ingest-XXXXXX";
   if (!mkdtemp(dir)) return 1;
-  srv_engine_options o = {.data_dir = dir, .encoder_dir = argv[1], .decoder_dir = argv[2],
-                          .threads = threads, .embed_batch = batch, .index_factory = factory};
+  srv_engine_options o = {.data_dir = dir,
+                          .encoder_dir = argv[1],
+                          .decoder_dir = argv[2],
+                          .threads = threads,
+                          .embed_batch = batch,
+                          .index_factory = factory};
   srv_engine *e = NULL;
   if (srv_engine_open(&o, &e) != PROTO_OK) {
     fprintf(stderr, "bench_ingest: %s\n", srv_last_error());
@@ -132,18 +139,22 @@ int main(int argc, char **argv) {
     used_docs++;
     bytes += docs[i].len;
   }
-  printf("corpus: %zu documents, %.2f MB, %zu chunks; encoder %s (%u-d), %s, batch %d, "
-         "threads %d\n", used_docs, bytes / 1e6, n_chunks, info.encoder, (unsigned)info.dim,
-         info.embed_by_ids ? "embedding token ids" : "embedding chunk text", batch, threads);
+  printf(
+      "corpus: %zu documents, %.2f MB, %zu chunks; encoder %s (%u-d), %s, batch %d, "
+      "threads %d\n",
+      used_docs, bytes / 1e6, n_chunks, info.encoder, (unsigned)info.dim,
+      info.embed_by_ids ? "embedding token ids" : "embedding chunk text", batch, threads);
   fflush(stdout);
 
   /* 1. the encoder alone (after one untimed warm-up batch: weights paged in,
    * worker threads started) */
   float *vec = malloc((size_t)batch * info.dim * sizeof *vec);
   if (n_chunks && info.embed_by_ids)
-    bert_embed_ids(b, (const int32_t *const *)ids, lens, n_chunks < (size_t)batch ? n_chunks : (size_t)batch, vec);
+    bert_embed_ids(b, (const int32_t *const *)ids, lens,
+                   n_chunks < (size_t)batch ? n_chunks : (size_t)batch, vec);
   else if (n_chunks)
-    bert_embed_texts(b, (const char *const *)ctext, ctlen, n_chunks < (size_t)batch ? n_chunks : (size_t)batch, vec);
+    bert_embed_texts(b, (const char *const *)ctext, ctlen,
+                     n_chunks < (size_t)batch ? n_chunks : (size_t)batch, vec);
   double t0 = proto_now();
   for (size_t i = 0; i < n_chunks; i += (size_t)batch) {
     size_t n = n_chunks - i < (size_t)batch ? n_chunks - i : (size_t)batch;
@@ -173,7 +184,8 @@ int main(int argc, char **argv) {
   srv_info_get(e, &info);
   printf("pipeline:       %8.1f chunks/s  (%.2fs, %llu chunks committed and indexed, %s)\n",
          pr.chunks / t_pipe, t_pipe, (unsigned long long)pr.chunks, info.index.factory);
-  printf("ratio pipeline/encoder: %.3f  (goal >= 0.9)%s\n", (pr.chunks / t_pipe) / (n_chunks / t_enc),
+  printf("ratio pipeline/encoder: %.3f  (goal >= 0.9)%s\n",
+         (pr.chunks / t_pipe) / (n_chunks / t_enc),
          s == PROTO_OK ? "" : "  [ingest reported errors]");
   srv_engine_close(e);
   char cmd[300];
