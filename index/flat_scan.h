@@ -22,7 +22,7 @@
  * bounded by ||q|| ||x - x~|| + ||q - q~|| ||x~|| + float rounding, from
  * figures kept per row), and scores those exactly from the float rows. Its
  * results are flat_scan's, bit for bit. It pays once the matrix outgrows
- * the caches: 44,370 x 256 floats ~6x faster, 5,000 x 32 the same.
+ * the caches (docs/BENCHMARKS.md, exact search).
  */
 #ifndef RETRO_FLAT_SCAN_H
 #define RETRO_FLAT_SCAN_H

@@ -27,12 +27,11 @@
  *   with n = 4*sqrt(vectors) rounded to a power of two, at most 4096. An
  *   automatic choice is upgraded by idx_sync as the corpus grows (Flat ->
  *   IVF at that size; IVF nlist when it should double), never downgraded.
- *   Reason: Debian's HNSW adds ~800 vectors/s (2 cores); Flat is exact, IVF
- *   trains and adds quickly at scale but loses recall (on the default
- *   corpus IVF1024 finds 0.59-0.89 of the exact top 10 at nprobe 8-128).
- *   The size is where a coded flat scan (below) takes ~3 ms per query, what
- *   the float scan took at 50,000 x 256, the limit before codes. The numbers
- *   behind it are in tests/bench/index.
+ *   Reason: Debian's HNSW adds vectors too slowly to build at scale here;
+ *   Flat is exact; IVF trains and adds quickly at scale but loses recall.
+ *   The size is where a coded flat scan (below) costs per query what the
+ *   float scan cost at 50,000 x 256, the limit before codes. The numbers
+ *   behind it are in docs/BENCHMARKS.md and tests/bench/index.
  * - PQ codes: FAISS's polysemous training (a code reordering for Hamming
  *   pre-filtering, which we never search with) is switched off; it took
  *   150 s to train "IVF256,PQ16" on 10k 32-d vectors, against under 1 s.
@@ -48,10 +47,9 @@
  *   a quarter of the bytes to read, then the few rows that could rank are
  *   scored exactly: same results bit for bit). The copy costs a quarter of
  *   the index's memory. It is kept in step under the write lock with every
- *   change: appended to on adds, compacted like the rows on removals (0.7 ms
- *   at 44,370 x 256, against 16 ms to make it again), made again when the
- *   index is replaced. Searching 44,370 x 256: ~0.3 ms against 1.1-2.5 ms
- *   for the float scan (tests/bench/index/flat_scan.sh).
+ *   change: appended to on adds, compacted like the rows on removals (far
+ *   cheaper than making it again), made again when the index is replaced.
+ *   Figures: docs/BENCHMARKS.md (tests/bench/index/flat_scan.sh).
  * - File format: "RETROIX1", watermark, dim, metric, factory, the FAISS
  *   index bytes, then an FNV-1a 64 checksum and "RETROEND". A file that is
  *   short, fails the checksum, was written for another factory/metric/dim, or

@@ -491,7 +491,7 @@ static void free_terms(char **v, size_t n) {
 }
 
 /* Reads the common and frequent terms from the vocabulary (one pass over
- * it: 35 ms at 44k chunks) and swaps them in. */
+ * it) and swaps them in. */
 static proto_status refresh_frequent(lex *lx, sqlite3 *db) {
   sqlite3_stmt *q = NULL;
   char **v = NULL;
@@ -722,8 +722,9 @@ static void reader_give(lex *lx, reader *r) {
  *   (rare terms OR'ed) AND (rare and common terms OR'ed)
  * so only chunks with a rare term are scored, by all the terms they hold;
  * frequent terms are left out. A term's cost is its posting list: OR'ing
- * every word of "How do I open a file for appending?" took 10 ms on the
- * default corpus ("the" alone 34 ms), the form above 1 ms. BM25 counts the
+ * every word of "How do I open a file for appending?" took ten times as
+ * long on the default corpus as the form above ("the" alone longer still).
+ * BM25 counts the
  * rare terms twice then (they appear twice), which weighs the words that
  * tell chunks apart a little more; the tuning half of
  * tests/bench/retrieval measured the effect (see its README). Without a

@@ -12,9 +12,8 @@
  * residual+LayerNorm); attention runs one (sequence, head) pair per pool task.
  * When the file stores F16 weights, inputs of at most 16 rows (a query)
  * multiply with them directly (kernels_f16.c): such calls are bound by reading
- * the weights, and F16 halves that (default encoder, one 16-token query, 2
- * threads: 1.73 -> 1.32 ms, fastest of a run of tests/bench/encoder with
- * MODEL=); larger inputs use the F32 copy and sgemm. BERT_F16=0 in the
+ * the weights, and F16 halves that (docs/BENCHMARKS.md, default encoder);
+ * larger inputs use the F32 copy and sgemm. BERT_F16=0 in the
  * environment turns it off.
  * All buffers live in arenas allocated at open; a call borrows one arena.
  *

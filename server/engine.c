@@ -906,8 +906,8 @@ typedef struct dent {
  *   fused = alpha / (60 + dense rank) + (1 - alpha) / (60 + lexical rank)
  * a list the chunk is not in adding nothing. Chosen on the tuning half of
  * tests/bench/retrieval over score fusion (each list's scores normalised by
- * its best, or min-max): MRR@10 0.576 against 0.546-0.565, alpha 0.5 against
- * 0.3-0.7 (0.502-0.581). Ranks need no common scale, which BM25 and cosine
+ * its best, or min-max), and alpha 0.5 over 0.3-0.7 (docs/RETRIEVAL.md).
+ * Ranks need no common scale, which BM25 and cosine
  * scores lack. The dense score of a lexical candidate is computed from its
  * stored vector, so every hit reports both scores. */
 enum { HYBRID_CANDIDATES = 50, RRF_K = 60 };
@@ -918,9 +918,8 @@ enum { HYBRID_CANDIDATES = 50, RRF_K = 60 };
  * LEX_CONFIDENT_MARGIN (relative) above the tenth best, alpha is
  * HYBRID_ALPHA_CONFIDENT. Pasted error lines and exact identifiers look like
  * that; questions and paraphrases do not. Chosen on the tuning half
- * (tests/bench/retrieval/fusion.py, margins 0.3-0.5 x alphas 0.2-0.3): MRR@10
- * 0.541 -> 0.564 with the committed encoder, and no lower with the others
- * tried. */
+ * (tests/bench/retrieval/fusion.py, margins 0.3-0.5 x alphas 0.2-0.3;
+ * docs/RETRIEVAL.md). */
 #define LEX_CONFIDENT_MARGIN 0.4f
 #define HYBRID_ALPHA_CONFIDENT 0.2f
 
@@ -997,8 +996,7 @@ static proto_status fuse(srv_engine *e, const float *query, float alpha, const i
 static const char *const MODE_NAMES[] = {NULL, "dense", "lexical", "hybrid"};
 
 /* The default neighbours are lexical: on the held-out documents RETRO's
- * bits per byte were lowest with them (eval_c.sh: no leakage 0.980x the
- * baseline, against 0.983x dense and 0.981x hybrid; README). */
+ * bits per byte were lowest with them (eval_c.sh; docs/MODELS.md). */
 srv_search_mode srv__retrieval_mode(const srv_engine *e, srv_search_mode requested) {
   if (requested != SRV_MODE_DEFAULT) return requested;
   if (e->opt.retrieval_mode != SRV_MODE_DEFAULT) return e->opt.retrieval_mode;

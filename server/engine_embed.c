@@ -3,9 +3,9 @@
  *
  * Why: for a handful of tokens the encoder is bound by reading its weights
  * (19 MB of fp32 for the default 6x256), which it does once per call
- * whatever the batch: on this machine one query costs 1.94 ms, two in one
- * call 2.11 ms, four 3.48 ms (2 threads). Searches by text and embedding
- * requests from several workers therefore share calls.
+ * whatever the batch: two or four queries in one call cost little more
+ * than one. Searches by text and embedding requests from several workers
+ * therefore share calls.
  *
  * How: nobody waits for company. A caller queues its request; if the
  * encoder is idle it becomes the leader at once and embeds everything
