@@ -13,6 +13,7 @@
  */
 #include "idx.h"
 #include "store.h"
+#include "store_fixture.h"
 #include "tap.h"
 
 #include <cblas.h>
@@ -59,31 +60,7 @@ static float *make_vectors(size_t n, int normalise, uint64_t seed) {
   return v;
 }
 
-typedef struct fixture {
-  char dir[64];
-  char path[128];
-  store *st;
-} fixture;
-
-static void fx_open(fixture *f) {
-  snprintf(f->dir, sizeof f->dir, "/tmp/retro-idx-XXXXXX");
-  if (!mkdtemp(f->dir)) {
-    perror("mkdtemp");
-    exit(2);
-  }
-  snprintf(f->path, sizeof f->path, "%s/index.faiss", f->dir);
-  if (store_open(f->dir, NULL, &f->st) != PROTO_OK) {
-    printf("# store_open: %s\n", store_last_error());
-    exit(2);
-  }
-}
-
-static void fx_close(fixture *f) {
-  char cmd[128];
-  store_close(f->st);
-  snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-  if (system(cmd) != 0) printf("# could not remove %s\n", f->dir);
-}
+static void fx_open(fixture *f) { fx_open_in(f, "idx", "index.faiss"); }
 
 /* Adds vectors as documents "<prefix><i>" of CHUNKS_PER_DOC chunks each; the
  * chunk ids of a fresh store are 1..n in order. */

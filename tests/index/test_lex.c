@@ -6,6 +6,7 @@
  * cleared its tombstone; each compared with a fresh build. */
 #include "lex.h"
 #include "store.h"
+#include "store_fixture.h"
 #include "tap.h"
 
 #include <stdio.h>
@@ -15,31 +16,7 @@
 
 enum { DIM = 4, K = 8 };
 
-typedef struct fixture {
-  char dir[64];
-  char path[128];
-  store *st;
-} fixture;
-
-static void fx_open(fixture *f) {
-  snprintf(f->dir, sizeof f->dir, "/tmp/retro-lex-XXXXXX");
-  if (!mkdtemp(f->dir)) {
-    perror("mkdtemp");
-    exit(2);
-  }
-  snprintf(f->path, sizeof f->path, "%s/lexical.sqlite", f->dir);
-  if (store_open(f->dir, NULL, &f->st) != PROTO_OK) {
-    printf("# store_open: %s\n", store_last_error());
-    exit(2);
-  }
-}
-
-static void fx_close(fixture *f) {
-  char cmd[128];
-  store_close(f->st);
-  snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-  if (system(cmd) != 0) printf("# could not remove %s\n", f->dir);
-}
+static void fx_open(fixture *f) { fx_open_in(f, "lex", "lexical.sqlite"); }
 
 /* Upserts document id with one chunk per text. */
 static proto_status put_doc(store *st, const char *id, const char *const *texts, size_t n) {
