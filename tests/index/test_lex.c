@@ -88,12 +88,18 @@ static void fill(store *st) {
   CHECK(put_doc(st, "c", c, 2) == PROTO_OK);
 }
 
+/* A fresh store with fill's documents, and its lexical index. */
+static lex *open_filled(fixture *f) {
+  fx_open(f);
+  fill(f->st);
+  lex *lx = NULL;
+  CHECK(lex_open(f->path, f->st, 0, &lx) == PROTO_OK);
+  return lx;
+}
+
 TEST(search_identifiers) {
   fixture f;
-  fx_open(&f);
-  fill(f.st);
-  lex *lx = NULL;
-  CHECK(lex_open(f.path, f.st, 0, &lx) == PROTO_OK);
+  lex *lx = open_filled(&f);
   int64_t ids[K];
   size_t n = search(lx, "os.path.join", ids); /* whole first, then by its parts (os: OSError) */
   CHECK(n == 2 && ids[0] == 1 && ids[1] == 4);
@@ -172,10 +178,7 @@ static int same_as_fresh(fixture *f, lex *lx) {
 
 TEST(sync_upsert_delete) {
   fixture f;
-  fx_open(&f);
-  fill(f.st);
-  lex *lx = NULL;
-  CHECK(lex_open(f.path, f.st, 0, &lx) == PROTO_OK);
+  lex *lx = open_filled(&f);
   const char *a2[] = {"new text replaces the join chunk"};
   CHECK(put_doc(f.st, "a", a2, 1) == PROTO_OK); /* upsert: chunks 1-2 gone, 6 new */
   int found = 0;
