@@ -42,10 +42,7 @@ def main():
         for _ in range(400):
             f.write(" ".join(rng.choice(WORDS) for _ in range(12)) + ".\n")
     tokdir = os.path.join(out, "tok")
-    counts, _ = bpe_train.count_words(bpe_train.corpus_files([corpus]))
-    id_to_str, merges = bpe_train.train(counts, 400, min_count=2)
-    bpe_train.write(tokdir, id_to_str, merges)
-    vocab = len(id_to_str)
+    vocab = bpe_train.train_dir(corpus, 400, tokdir)
     torch.manual_seed(1)
 
     enc = os.path.join(out, "encoder")

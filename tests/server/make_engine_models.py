@@ -82,10 +82,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     cdir = corpus_docs(out)
     tokdir = os.path.join(out, "tok")
-    counts, _ = bpe_train.count_words(bpe_train.corpus_files([cdir]))
-    id_to_str, merges = bpe_train.train(counts, 512, min_count=2)
-    bpe_train.write(tokdir, id_to_str, merges)
-    vocab = len(id_to_str)
+    vocab = bpe_train.train_dir(cdir, 512, tokdir)
     torch.manual_seed(1)
 
     enc = os.path.join(out, "encoder")
