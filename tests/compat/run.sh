@@ -38,6 +38,6 @@ make_test_models
 serve main --api-key compat-rw-key --read-key compat-key; MAIN_PORT=$PORT
 serve strict --api-key compat-rw-key --read-key compat-key --strict-models; STRICT_PORT=$PORT
 # the script imports the packages from CACHE's node_modules: run a copy there
-cp "$HERE/$SCRIPT" "$CACHE/$SCRIPT"
+cp "$HERE/$SCRIPT" "$HERE/../http/tap.mjs" "$CACHE/"
 RETRO_URL="http://127.0.0.1:$MAIN_PORT/v1" RETRO_STRICT_URL="http://127.0.0.1:$STRICT_PORT/v1" \
   RETRO_KEY=compat-key timeout 400 node "$CACHE/$SCRIPT"

@@ -52,7 +52,7 @@ if [ -f "$DOC" ] && [ -f "$ROOT/model/default/decoder/model.safetensors" ]; then
   fi
 fi
 mkdir -p "$SHOTS"
-cp "$HERE/browser_test.mjs" "$CACHE/browser_test.mjs"
+cp "$HERE/browser_test.mjs" "$HERE/../http/tap.mjs" "$CACHE/"
 RETRO_URL="http://127.0.0.1:$MAIN" RETRO_OFF_URL="http://127.0.0.1:$OFF" TRAINED_PORT="$TRAINED" \
   TRAINED_DOC="$WORK/inputoutput.rst.txt" RW_KEY=rw-key RO_KEY=ro-key \
   CHROMIUM="$CHROMIUM" SHOTS="$SHOTS" CORPUS="$WORK/models/corpus" node "$CACHE/browser_test.mjs"
