@@ -12,6 +12,7 @@
  * Vectors are clustered, 32-d, from a fixed-seed generator.
  */
 #include "idx.h"
+#include "knn_util.h"
 #include "store.h"
 #include "store_fixture.h"
 #include "tap.h"
@@ -26,18 +27,6 @@
 #include <unistd.h>
 
 enum { DIM = 32, N_BIG = 10000, CHUNKS_PER_DOC = 10, K = 10, NQ = 50 };
-
-static uint64_t rng_state = 88172645463325252ULL;
-static double rnd(void) { /* uniform in [0, 1) */
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static float gauss(void) {
-  double u = rnd() + 1e-12, v = rnd();
-  return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
-}
 
 /* n clustered vectors (n x DIM), L2-normalised when normalise. */
 static float *make_vectors(size_t n, int normalise, uint64_t seed) {
@@ -116,18 +105,6 @@ static void exact(const float *vec, size_t n, const float *q, int l2, int64_t *o
   }
 }
 
-static double recall(const int64_t *got, const int64_t *truth, size_t nq) {
-  size_t hit = 0;
-  for (size_t q = 0; q < nq; q++)
-    for (int i = 0; i < K; i++)
-      for (int j = 0; j < K; j++)
-        if (got[q * K + i] >= 0 && got[q * K + i] == truth[q * K + j]) {
-          hit++;
-          break;
-        }
-  return (double)hit / (double)(nq * K);
-}
-
 static int same_ids(const int64_t *a, const int64_t *b, size_t n) {
   return memcmp(a, b, n * sizeof *a) == 0;
 }
@@ -185,7 +162,7 @@ static void check_factory(const char *factory, double min_recall, int damages) {
     exact(vec, N_BIG, q + i * DIM, 0, truth + i * K);
   }
   CHECK(idx_search(ix, q, NQ, K, NULL, NULL, NULL, scores, ids) == PROTO_OK);
-  double r = recall(ids, truth, NQ);
+  double r = recall_at(ids, truth, NQ, K);
   CHECKF(r >= min_recall, "recall@10 %.3f < %.3f", r, min_recall);
   printf("# recall@10 %.3f\n", r);
   int sorted = 1;
@@ -197,9 +174,9 @@ static void check_factory(const char *factory, double min_recall, int damages) {
   /* per-query parameters move an approximate search's recall */
   idx_search_params wide = {256, 512}, narrow = {1, 1};
   CHECK(idx_search(ix, q, NQ, K, &wide, NULL, NULL, scores, ids2) == PROTO_OK);
-  double r_wide = recall(ids2, truth, NQ);
+  double r_wide = recall_at(ids2, truth, NQ, K);
   CHECK(idx_search(ix, q, NQ, K, &narrow, NULL, NULL, scores, ids2) == PROTO_OK);
-  double r_narrow = recall(ids2, truth, NQ);
+  double r_narrow = recall_at(ids2, truth, NQ, K);
   printf("# recall@10 narrow %.3f wide %.3f\n", r_narrow, r_wide);
   CHECK(r_wide >= r - 0.02 && r_wide >= r_narrow);
   if (strncmp(factory, "IVF", 3) == 0 || strncmp(factory, "HNSW", 4) == 0)
@@ -227,7 +204,7 @@ static void check_factory(const char *factory, double min_recall, int damages) {
     if (s != PROTO_OK) goto leave;
     CHECK(idx_search(ix, q, NQ, K, NULL, NULL, NULL, scores, ids2) == PROTO_OK);
     CHECKF(same_ids(ids, ids2, NQ * K), "%s file: rebuilt results differ (recall %.3f)",
-           garbage ? "garbage" : "torn", recall(ids2, ids, NQ));
+           garbage ? "garbage" : "torn", recall_at(ids2, ids, NQ, K));
   }
 
   /* filter: only odd ids, still K of them */
@@ -304,7 +281,7 @@ TEST(l2) {
     exact(vec, N, q + i * DIM, 1, truth + i * K);
   }
   CHECK(idx_search(ix, q, 5, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  CHECK(recall(ids, truth, 5) > 0.999);
+  CHECK(recall_at(ids, truth, 5, K) > 0.999);
   int ok = 1;
   for (size_t i = 0; i < 5; i++) {
     if (ids[i * K] != (int64_t)(i * 300 + 4) || fabsf(sc[i * K]) > 1e-3f) ok = 0;
@@ -572,7 +549,8 @@ TEST(auto_upgrade) {
     exact(vec, N, q + i * DIM, 0, truth + i * K);
   }
   CHECK(idx_search(ix, q, NQ, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  CHECKF(recall(ids, truth, NQ) >= 0.8, "recall@10 %.3f after the upgrade", recall(ids, truth, NQ));
+  CHECKF(recall_at(ids, truth, NQ, K) >= 0.8, "recall@10 %.3f after the upgrade",
+         recall_at(ids, truth, NQ, K));
   idx_close(ix);
   ix = NULL;
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK); /* reopened: still the automatic IVF */
