@@ -109,6 +109,13 @@ static int same_ids(const int64_t *a, const int64_t *b, size_t n) {
   return memcmp(a, b, n * sizeof *a) == 0;
 }
 
+/* Whether the K results in ids are all there (none -1), none in [lo, hi]. */
+static int all_outside(const int64_t *ids, int64_t lo, int64_t hi) {
+  for (int j = 0; j < K; j++)
+    if (ids[j] < 0 || (ids[j] >= lo && ids[j] <= hi)) return 0;
+  return 1;
+}
+
 static void damage(const char *path, int garbage) {
   FILE *f = fopen(path, "r+b");
   if (!f) return;
@@ -347,10 +354,7 @@ TEST(pending_then_trained) {
   }
   CHECK(idx_sync(ix) == PROTO_OK);
   CHECK(idx_search(ix, vec + 1000 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  int clean = 1;
-  for (int j = 0; j < K; j++)
-    if (ids[j] >= 1001 && ids[j] <= 1010) clean = 0;
-  CHECK(clean);
+  CHECK(all_outside(ids, 1001, 1010));
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECK(info.ntotal == N_BIG && info.watermark == N_BIG + CHUNKS_PER_DOC);
   idx_close(ix);
@@ -375,18 +379,12 @@ TEST(hnsw_deletes) {
   CHECK(store_delete(f.st, "h3", &found) == PROTO_OK && found); /* ids 31..40 */
   CHECK(idx_save(ix) == PROTO_OK);
   CHECK(idx_search(ix, vec + 35 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  int clean = 1;
-  for (int j = 0; j < K; j++)
-    if (ids[j] < 0 || (ids[j] >= 31 && ids[j] <= 40)) clean = 0;
-  CHECK(clean);
+  CHECK(all_outside(ids, 31, 40));
   idx_close(ix);
   ix = NULL;
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK); /* dead ids come back */
   CHECK(idx_search(ix, vec + 35 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  clean = 1;
-  for (int j = 0; j < K; j++)
-    if (ids[j] < 0 || (ids[j] >= 31 && ids[j] <= 40)) clean = 0;
-  CHECK(clean);
+  CHECK(all_outside(ids, 31, 40));
   for (int d = 50; d < 120; d++) { /* 700 more chunks: past 1/4 of the index */
     char id[16];
     snprintf(id, sizeof id, "h%d", d);
@@ -396,10 +394,7 @@ TEST(hnsw_deletes) {
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECKF(info.ntotal == N - 710, "ntotal %llu", (unsigned long long)info.ntotal);
   CHECK(idx_search(ix, vec + 600 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  clean = 1;
-  for (int j = 0; j < K; j++)
-    if (ids[j] < 0 || (ids[j] >= 501 && ids[j] <= 1200)) clean = 0;
-  CHECK(clean);
+  CHECK(all_outside(ids, 501, 1200));
   idx_close(ix);
   fx_close(&f);
   free(vec);
@@ -434,10 +429,7 @@ TEST(stale_file) {
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECKF(info.ntotal == N - 10, "ntotal %llu", (unsigned long long)info.ntotal);
   CHECK(idx_search(ix, vec, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  int clean = 1;
-  for (int j = 0; j < K; j++)
-    if (ids[j] < 0 || ids[j] <= 10) clean = 0;
-  CHECK(clean);
+  CHECK(all_outside(ids, 0, 10));
   CHECK(idx_search(ix, vec + 700 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   CHECK(ids[0] == 701);
   idx_close(ix);
