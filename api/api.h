@@ -34,9 +34,7 @@ void proto_buf_init(proto_buf *b);
 void proto_buf_free(proto_buf *b); /* accepts zeroed; leaves b empty */
 void proto_buf_add(proto_buf *b, const void *p, size_t n);
 void proto_buf_adds(proto_buf *b, const char *s);
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
+PROTO_PRINTF(2, 3)
 void proto_buf_addf(proto_buf *b, const char *fmt, ...);
 /* Appends s[0..len) with every ill-formed UTF-8 sequence replaced by U+FFFD
  * (one per maximal invalid subpart, as WHATWG/Unicode recommend). */

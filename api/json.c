@@ -401,11 +401,8 @@ void proto_json_error(proto_buf *b, proto_status st, const char *msg) {
 
 /* ---- decoding helpers ----------------------------------------------------- */
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static proto_status
-fail(proto_status st, char *err, size_t errlen, const char *fmt, ...) {
+PROTO_PRINTF(4, 5)
+static proto_status fail(proto_status st, char *err, size_t errlen, const char *fmt, ...) {
   if (err && errlen) {
     va_list ap;
     va_start(ap, fmt);

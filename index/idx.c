@@ -889,22 +889,23 @@ void idx_close(idx *ix) {
   free(ix);
 }
 
-proto_status idx_sync(idx *ix) {
-  if (!ix) return proto_fail(PROTO_EINVAL, "idx_sync: NULL index");
+/* op under the write lock, then the int8 codes brought in step. */
+static proto_status write_locked(idx *ix, proto_status (*op)(idx *)) {
   pthread_rwlock_wrlock(&ix->lock);
-  proto_status s = sync_locked(ix);
+  proto_status s = op(ix);
   codes_refresh(ix);
   pthread_rwlock_unlock(&ix->lock);
   return s;
 }
 
+proto_status idx_sync(idx *ix) {
+  if (!ix) return proto_fail(PROTO_EINVAL, "idx_sync: NULL index");
+  return write_locked(ix, sync_locked);
+}
+
 proto_status idx_save(idx *ix) {
   if (!ix) return proto_fail(PROTO_EINVAL, "idx_save: NULL index");
-  pthread_rwlock_wrlock(&ix->lock);
-  proto_status s = save_locked(ix);
-  codes_refresh(ix);
-  pthread_rwlock_unlock(&ix->lock);
-  return s;
+  return write_locked(ix, save_locked);
 }
 
 proto_status idx_rebuild(idx *ix, const char *factory) {

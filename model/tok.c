@@ -42,11 +42,8 @@ enum {
 
 const char *tok_last_error(void) { return proto_err_get(); }
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static proto_status
-fail(proto_status st, const char *fmt, ...) {
+PROTO_PRINTF(2, 3)
+static proto_status fail(proto_status st, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   proto_err_vset(fmt, ap);

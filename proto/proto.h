@@ -71,6 +71,14 @@ enum {
   PROTO_MAX_FILTER_VALUES = 64, /* values one filter key may list */
 };
 
+/* Marks a printf-like function (format argument fmt, its values from
+ * argument first on; 0: a va_list) for the compiler's format checks. */
+#if defined(__GNUC__)
+#define PROTO_PRINTF(fmt, first) __attribute__((format(printf, fmt, first)))
+#else
+#define PROTO_PRINTF(fmt, first)
+#endif
+
 /* The calling thread's error detail (error.c), one buffer shared by every
  * module: a function that fails writes one line saying why, and each
  * module's xxx_last_error() reads it. Read it before the next call that can
@@ -78,20 +86,13 @@ enum {
  * context). Longer messages are cut at PROTO_ERR_MAX - 1 bytes. */
 #include <stdarg.h>
 enum { PROTO_ERR_MAX = 1024 };
-#if defined(__GNUC__)
-__attribute__((format(printf, 1, 2)))
-#endif
+PROTO_PRINTF(1, 2)
 void proto_err_set(const char *fmt, ...);
-#if defined(__GNUC__)
-__attribute__((format(printf, 1, 0)))
-#endif
+PROTO_PRINTF(1, 0)
 void proto_err_vset(const char *fmt, va_list ap);
 /* proto_err_set, then returns st: `return proto_fail(PROTO_EINVAL, ...)`. */
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-proto_status
-proto_fail(proto_status st, const char *fmt, ...);
+PROTO_PRINTF(2, 3)
+proto_status proto_fail(proto_status st, const char *fmt, ...);
 /* The detail text; "" when none was set. Never NULL. */
 const char *proto_err_get(void);
 void proto_err_clear(void);

@@ -13,20 +13,11 @@
 #include <limits.h>
 #include <math.h>
 #include <sched.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-proto_status srv__fail(proto_status st, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  proto_err_vset(fmt, ap);
-  va_end(ap);
-  return st;
-}
 
 const char *srv_last_error(void) { return proto_err_get(); }
 

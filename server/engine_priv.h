@@ -64,12 +64,9 @@ struct srv_engine {
   _Atomic uint64_t n_deleted, n_searches, n_generations, n_gen_tokens;
 };
 
-/* Sets this thread's srv_last_error() text and returns st. */
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-proto_status
-srv__fail(proto_status st, const char *fmt, ...);
+/* Sets this thread's srv_last_error() text and returns st: proto_fail, whose
+ * text srv_last_error reads, under the engine's own name. */
+#define srv__fail proto_fail
 
 /* Embeds n query texts (lens NULL: NUL-terminated) into out (n x dim), as
  * bert_embed_texts does, in one encoder call shared with whatever other

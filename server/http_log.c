@@ -140,11 +140,8 @@ void http_log_request(const char *fmt, ...) {
   va_end(ap);
 }
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static void
-line(int at_once, const char *fmt, ...) {
+PROTO_PRINTF(2, 3)
+static void line(int at_once, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vline(at_once, fmt, ap);

@@ -17,6 +17,8 @@
 #ifndef RETRO_HTTP_LOG_H
 #define RETRO_HTTP_LOG_H
 
+#include "proto.h" /* PROTO_PRINTF */
+
 #include <stddef.h>
 
 /* Logs to stderr, every line at once, until http_log_open/_start. */
@@ -35,15 +37,11 @@ int http_log_start(long flush_ms);
 void http_log_close(void);
 
 /* A request line: fmt must produce one line ending in '\n'. Buffered. */
-#if defined(__GNUC__)
-__attribute__((format(printf, 1, 2)))
-#endif
+PROTO_PRINTF(1, 2)
 void http_log_request(const char *fmt, ...);
 
 /* An event line `time=... level=LEVEL msg="..."`, written at once. */
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
+PROTO_PRINTF(2, 3)
 void http_log_event(const char *level, const char *fmt, ...);
 
 /* The current UTC time with milliseconds (2026-01-02T03:04:05.678Z). */

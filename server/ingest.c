@@ -399,8 +399,9 @@ static void report(srv_pipe *p, pdoc *d, proto_status st, const char *msg, uint6
   pthread_mutex_unlock(&in->mu);
 }
 
-/* Reports a document skipped as unchanged: stored as doc num with n chunks. */
-static void report_unchanged(srv_pipe *p, pdoc *d, uint64_t num, uint32_t n) {
+/* Reports a document whose stored chunks were kept (doc num, n chunks):
+ * skipped as unchanged, or its metadata alone rewritten. */
+static void report_kept(srv_pipe *p, pdoc *d, uint64_t num, uint32_t n, int unchanged) {
   srv_ingest *in = d->sess;
   srv_ack a = {.id = d->id,
                .seq = d->seq,
@@ -408,30 +409,13 @@ static void report_unchanged(srv_pipe *p, pdoc *d, uint64_t num, uint32_t n) {
                .message = "",
                .doc_num = num,
                .n_chunks = n,
-               .unchanged = 1,
+               .unchanged = unchanged,
                .indexed = 1};
-  atomic_fetch_add(&p->e->n_unchanged, 1);
+  atomic_fetch_add(unchanged ? &p->e->n_unchanged : &p->e->n_ingested_docs, 1);
   if (in->cb.on_ack) in->cb.on_ack(in->cb.ctx, &a);
   pthread_mutex_lock(&in->mu);
-  in->prog.unchanged++;
-  in->prog.bytes += d->bytes;
-  pthread_mutex_unlock(&in->mu);
-}
-
-/* Reports a document whose metadata alone was rewritten (doc num, n chunks). */
-static void report_meta(srv_pipe *p, pdoc *d, uint64_t num, uint32_t n) {
-  srv_ingest *in = d->sess;
-  srv_ack a = {.id = d->id,
-               .seq = d->seq,
-               .status = PROTO_OK,
-               .message = "",
-               .doc_num = num,
-               .n_chunks = n,
-               .indexed = 1};
-  atomic_fetch_add(&p->e->n_ingested_docs, 1);
-  if (in->cb.on_ack) in->cb.on_ack(in->cb.ctx, &a);
-  pthread_mutex_lock(&in->mu);
-  in->prog.docs++;
+  if (unchanged) in->prog.unchanged++;
+  else in->prog.docs++;
   in->prog.bytes += d->bytes;
   pthread_mutex_unlock(&in->mu);
 }
@@ -623,10 +607,8 @@ static int writer_commit(srv_pipe *p, writer_batch *b, size_t ng) {
 static void writer_ack(srv_pipe *p, writer_batch *b, size_t n, int indexed) {
   for (size_t i = 0, j = 0; i < n; i++) {
     pdoc *d = b->docs[i];
-    if (d->unchanged == 1) {
-      report_unchanged(p, d, d->same_num, d->same_chunks);
-    } else if (d->unchanged == 2) {
-      report_meta(p, d, d->same_num, d->same_chunks);
+    if (d->unchanged == 1 || d->unchanged == 2) {
+      report_kept(p, d, d->same_num, d->same_chunks, d->unchanged == 1);
     } else if (d->status != PROTO_OK) {
       report(p, d, d->status, d->message ? d->message : "", 0, 0);
     } else {

@@ -186,6 +186,15 @@ def write(out_dir, id_to_str, merges):
             f.write("%s %s\n" % (a, b))
 
 
+def train_dir(corpus_dir, vocab_size, out_dir, min_count=2):
+    """Learns a tokenizer of up to vocab_size tokens from corpus_dir's files
+    and writes it to out_dir; returns its vocabulary size."""
+    counts, _ = count_words(corpus_files([corpus_dir]))
+    id_to_str, merges = train(counts, vocab_size, min_count)
+    write(out_dir, id_to_str, merges)
+    return len(id_to_str)
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vocab-size", type=int, default=8192)

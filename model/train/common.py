@@ -33,6 +33,25 @@ def setup_torch(dev, threads=0):
         torch.set_num_threads(threads)
 
 
+def add_device_args(ap, seed=None):
+    """--device and --threads (and --seed, defaulting to seed, when given),
+    for start()."""
+    ap.add_argument("--device")
+    ap.add_argument("--threads", type=int, default=0)
+    if seed is not None:
+        ap.add_argument("--seed", type=int, default=seed)
+
+
+def start(args):
+    """The device add_device_args' options name, set up (and seeded when
+    there is a --seed)."""
+    dev = device(args.device)
+    setup_torch(dev, args.threads)
+    if getattr(args, "seed", None) is not None:
+        seed_all(args.seed)
+    return dev
+
+
 def autocast(dev):
     """bf16 autocast on CUDA, a no-op context on CPU."""
     if dev.type == "cuda":

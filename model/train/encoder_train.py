@@ -188,14 +188,10 @@ def main(argv=None):
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--ckpt-every", type=int, default=500)
     ap.add_argument("--export-dtype", default="f32", choices=["f32", "f16"])
-    ap.add_argument("--device")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=1)
+    common.add_device_args(ap, seed=1)
     args = ap.parse_args(argv)
 
-    dev = common.device(args.device)
-    common.setup_torch(dev, args.threads)
-    common.seed_all(args.seed)
+    dev = common.start(args)
     log(common.env_info(dev))
     corpus = common.Corpus(args.data)
     meta = corpus.meta

@@ -165,11 +165,9 @@ def main(argv=None):
     ap.add_argument("--alpha", type=float, default=0.2)
     ap.add_argument("--max-windows", type=int, default=0, help="0 = all held-out windows")
     ap.add_argument("--examples", type=int, default=0)
-    ap.add_argument("--device")
-    ap.add_argument("--threads", type=int, default=0)
+    common.add_device_args(ap)
     args = ap.parse_args(argv)
-    dev = common.device(args.device)
-    common.setup_torch(dev, args.threads)
+    dev = common.start(args)
     t0 = time.time()
     corpus = common.Corpus(args.data)
     tb = corpus.token_bytes

@@ -57,11 +57,9 @@ def main(argv=None):
     ap.add_argument("--encoder", required=True, help="exported encoder directory")
     ap.add_argument("--out", required=True)
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--device")
-    ap.add_argument("--threads", type=int, default=0)
+    common.add_device_args(ap)
     args = ap.parse_args(argv)
-    dev = common.device(args.device)
-    common.setup_torch(dev, args.threads)
+    dev = common.start(args)
     t0 = time.time()
     corpus = common.Corpus(args.data)
     meta = corpus.meta

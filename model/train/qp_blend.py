@@ -70,12 +70,10 @@ def main():
     ap.add_argument("--pool", type=int, default=8000, help="random chunks among the continuation candidates")
     ap.add_argument("--val-pool", type=int, default=3000,
                     help="random chunks among the validation candidates (qp_finetune.py's --pool, same seed)")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--device")
+    common.add_device_args(ap)
     a = ap.parse_args()
 
-    dev = common.device(a.device)
-    common.setup_torch(dev, a.threads)
+    dev = common.start(a)
     bpe = ByteBPE(os.path.join(a.init, "vocab.json"), os.path.join(a.init, "merges.txt"))
     bos, eos, pad = bpe.token_id("<s>"), bpe.token_id("</s>"), bpe.token_id("<pad>")
     held = set(open(a.heldout).read().split())

@@ -73,13 +73,19 @@ def howto(title):
     return None
 
 
-def mine_doc(text):
-    """(kind, query, byte offset where its passage starts) of one document."""
+def lines_at(text):
+    """The lines of text, and the byte offset where each starts."""
     lines = text.split("\n")
     offs, o = [], 0
     for ln in lines:
         offs.append(o)
         o += len(ln.encode("utf-8")) + 1
+    return lines, offs
+
+
+def mine_doc(text):
+    """(kind, query, byte offset where its passage starts) of one document."""
+    lines, offs = lines_at(text)
     out = []
     module = ""
     faq = False
@@ -130,11 +136,7 @@ def mine_doc(text):
 def glossary_pairs(text):
     """Terms at three spaces' indent in the glossary, each followed by its
     indented definition."""
-    lines = text.split("\n")
-    offs, o = [], 0
-    for ln in lines:
-        offs.append(o)
-        o += len(ln.encode("utf-8")) + 1
+    lines, offs = lines_at(text)
     out = []
     for i, ln in enumerate(lines[:-1]):
         if re.match(r"^   \S", ln) and re.match(r"^      \S", lines[i + 1]):

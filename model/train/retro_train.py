@@ -212,17 +212,13 @@ def main(argv=None):
     ap.add_argument("--ckpt-every", type=int, default=500)
     ap.add_argument("--keep-best", action="store_true", help="export the weights with the best held-out loss")
     ap.add_argument("--export-dtype", default="f32", choices=["f32", "f16"])
-    ap.add_argument("--device")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=1)
+    common.add_device_args(ap, seed=1)
     ap.add_argument("--max-minutes", type=float, default=0, help="stop (and export) after this much time")
     ap.add_argument("--target-copy-loss", type=float, default=0,
                     help="synthetic: stop once the copy loss is below this")
     args = ap.parse_args(argv)
 
-    dev = common.device(args.device)
-    common.setup_torch(dev, args.threads)
-    common.seed_all(args.seed)
+    dev = common.start(args)
     log(common.env_info(dev), "mode", args.mode)
     if args.seq % CHUNK:
         raise SystemExit("--seq must be a multiple of 64")

@@ -5,19 +5,10 @@
 // our message. Prints TAP.
 //   RETRO_URL=http://127.0.0.1:PORT/v1 RETRO_KEY=KEY node openai_client.mjs
 import OpenAI from 'openai';
+import { attempt, done, ok } from './tap.mjs';
 
 const client = new OpenAI({ baseURL: process.env.RETRO_URL, apiKey: process.env.RETRO_KEY,
                             maxRetries: 0, timeout: 60000 });
-let n = 0, failed = 0;
-function ok(cond, name, detail) {
-  n++;
-  if (!cond) failed++;
-  console.log(`${cond ? 'ok' : 'not ok'} ${n} - ${name}`);
-  if (!cond && detail !== undefined) console.log(`# ${JSON.stringify(detail).slice(0, 500)}`);
-}
-async function attempt(name, fn) {
-  try { await fn(); } catch (e) { ok(false, name, String(e && e.stack || e)); }
-}
 
 let encoder, decoder;
 await attempt('models.list', async () => {
@@ -88,5 +79,4 @@ await attempt('errors', async () => {
   }
 });
 
-console.log(`1..${n}`);
-process.exit(failed ? 1 : 0);
+done();

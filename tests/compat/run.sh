@@ -31,34 +31,13 @@ if [ "$(cat "$CACHE/.installed" 2>/dev/null)" != "$PACKAGES" ]; then
 fi
 flock -u 9 2>/dev/null || true
 WORK=$(mktemp -d)
-PID=; PID2=
-trap '[ -n "$PID" ] && kill $PID 2>/dev/null; [ -n "$PID2" ] && kill $PID2 2>/dev/null; rm -rf "$WORK"' EXIT
-/usr/bin/python3 "$HERE/../http/make_models.py" "$WORK/models" >/dev/null 2>&1
-rc=$?
-[ $rc = 77 ] && skip "PyTorch not available for the test models"
-[ $rc = 0 ] || { echo "Bail out! make_models.py failed ($rc)"; exit 1; }
-# start NAME ARGS...: serves $WORK/NAME, sets PORT
-start() {
-  name=$1; shift
-  "$RETRO" serve --data "$WORK/$name" --encoder "$WORK/models/encoder" --decoder "$WORK/models/decoder" \
-    --port 0 --threads 1 --api-key compat-rw-key --read-key compat-key "$@" 2>"$WORK/$name.err" &
-  LAST=$!
-  PORT=
-  for i in $(seq 300); do
-    PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$WORK/$name.err" | head -1)
-    [ -n "$PORT" ] && break
-    kill -0 $LAST 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "$PORT" ] || { echo "Bail out! retro serve did not start: $(cat "$WORK/$name.err")"; exit 1; }
-  for i in $(seq 300); do
-    curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-}
-start main; PID=$LAST; MAIN_PORT=$PORT
-start strict --strict-models; PID2=$LAST; STRICT_PORT=$PORT
+PIDS=
+trap 'for p in $PIDS; do kill $p 2>/dev/null; done; rm -rf "$WORK"' EXIT
+. "$HERE/../http/serve_lib.sh"
+make_test_models
+serve main --api-key compat-rw-key --read-key compat-key; MAIN_PORT=$PORT
+serve strict --api-key compat-rw-key --read-key compat-key --strict-models; STRICT_PORT=$PORT
 # the script imports the packages from CACHE's node_modules: run a copy there
-cp "$HERE/$SCRIPT" "$CACHE/$SCRIPT"
+cp "$HERE/$SCRIPT" "$HERE/../http/tap.mjs" "$CACHE/"
 RETRO_URL="http://127.0.0.1:$MAIN_PORT/v1" RETRO_STRICT_URL="http://127.0.0.1:$STRICT_PORT/v1" \
   RETRO_KEY=compat-key timeout 400 node "$CACHE/$SCRIPT"

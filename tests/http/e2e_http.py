@@ -27,6 +27,8 @@ import threading
 import time
 import urllib.parse
 
+import serve_proc
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RETRO, WORK = sys.argv[1], sys.argv[2]
 MODELS = os.path.join(WORK, "models")
@@ -54,49 +56,14 @@ def diag(msg):
     sys.stdout.flush()
 
 
-class Server:
+class Server(serve_proc.ServeProcess):
     def __init__(self, name, *args, data=None):
         self.data = data or os.path.join(WORK, name)
-        self.log = []
         cmd = [RETRO, "serve", "--data", self.data, "--encoder", os.path.join(MODELS, "encoder"),
                "--decoder", os.path.join(MODELS, "decoder"), "--port", "0", "--threads", "1"]
         cmd += list(args)
-        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.port = None
-        deadline = time.time() + 60
         logfile = args[list(args).index("--log") + 1] if "--log" in args else None
-        while time.time() < deadline:
-            if logfile:  # the log goes to the file: poll it for the port
-                time.sleep(0.05)
-                line = ""
-                if os.path.exists(logfile):
-                    with open(logfile) as f:
-                        line = "".join(l for l in f if "listening on" in l)
-                if not line and self.p.poll() is None:
-                    continue
-            else:
-                line = self.p.stderr.readline().decode("utf-8", "replace")
-            if not line:
-                break
-            self.log.append(line)
-            m = re.search(r"listening on [^ ]*:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-                break
-        if self.port is None:
-            raise RuntimeError("server did not start: " + "".join(self.log))
-        self.t = threading.Thread(target=self._drain, daemon=True)
-        self.t.start()
-        # the daemon listens while the engine loads: /ready says when it is loaded
-        self.ready_at_start = self.req("GET", "/ready")[0]
-        while time.time() < deadline and self.req("GET", "/ready")[0] != 200:
-            if self.p.poll() is not None:
-                raise RuntimeError("server exited: " + "".join(self.log))
-            time.sleep(0.05)
-
-    def _drain(self):
-        for line in self.p.stderr:
-            self.log.append(line.decode("utf-8", "replace"))
+        super().__init__(cmd, logfile)
 
     def req(self, method, path, body=None, headers=None, ctype="application/json", timeout=60):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)

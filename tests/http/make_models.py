@@ -32,6 +32,19 @@ WORDS = ("retrieval augmented language model chunk neighbour database index sear
          "function class method string number list dictionary file network socket thread").split()
 
 
+def save_decoder(out, tokdir, vocab, dim, heads, std):
+    """OUTDIR/decoder: a random 2-layer RETRO decoder (RETRO layer 2, feed-
+    forward 2 * dim wide, weights of std std) with the tokenizer in tokdir."""
+    dec = os.path.join(out, "decoder")
+    rc = RetroConfig(vocab_size=vocab, dim=dim, n_layers=2, n_heads=heads, ffn_dim=2 * dim, max_seq=512,
+                     retro_layers=[2], enc_layers=1, pad_id=1, eos_id=5, n_neighbours=2)
+    r = Retro(rc)
+    r.init_weights(std=std, zero_cca=False)
+    r.save(dec)
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copyfile(os.path.join(tokdir, f), os.path.join(dec, f))
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -42,10 +55,7 @@ def main():
         for _ in range(400):
             f.write(" ".join(rng.choice(WORDS) for _ in range(12)) + ".\n")
     tokdir = os.path.join(out, "tok")
-    counts, _ = bpe_train.count_words(bpe_train.corpus_files([corpus]))
-    id_to_str, merges = bpe_train.train(counts, 400, min_count=2)
-    bpe_train.write(tokdir, id_to_str, merges)
-    vocab = len(id_to_str)
+    vocab = bpe_train.train_dir(corpus, 400, tokdir)
     torch.manual_seed(1)
 
     enc = os.path.join(out, "encoder")
@@ -58,14 +68,7 @@ def main():
     for f in ("vocab.json", "merges.txt"):
         shutil.copyfile(os.path.join(tokdir, f), os.path.join(enc, f))
 
-    dec = os.path.join(out, "decoder")
-    rc = RetroConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=2, ffn_dim=64, max_seq=512,
-                     retro_layers=[2], enc_layers=1, pad_id=1, eos_id=5, n_neighbours=2)
-    r = Retro(rc)
-    r.init_weights(std=0.5, zero_cca=False)
-    r.save(dec)
-    for f in ("vocab.json", "merges.txt"):
-        shutil.copyfile(os.path.join(tokdir, f), os.path.join(dec, f))
+    save_decoder(out, tokdir, vocab, dim=32, heads=2, std=0.5)
     print("models in", out)
 
 

@@ -12,7 +12,9 @@
  * Vectors are clustered, 32-d, from a fixed-seed generator.
  */
 #include "idx.h"
+#include "knn_util.h"
 #include "store.h"
+#include "store_fixture.h"
 #include "tap.h"
 
 #include <cblas.h>
@@ -25,18 +27,6 @@
 #include <unistd.h>
 
 enum { DIM = 32, N_BIG = 10000, CHUNKS_PER_DOC = 10, K = 10, NQ = 50 };
-
-static uint64_t rng_state = 88172645463325252ULL;
-static double rnd(void) { /* uniform in [0, 1) */
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static float gauss(void) {
-  double u = rnd() + 1e-12, v = rnd();
-  return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
-}
 
 /* n clustered vectors (n x DIM), L2-normalised when normalise. */
 static float *make_vectors(size_t n, int normalise, uint64_t seed) {
@@ -59,31 +49,7 @@ static float *make_vectors(size_t n, int normalise, uint64_t seed) {
   return v;
 }
 
-typedef struct fixture {
-  char dir[64];
-  char path[128];
-  store *st;
-} fixture;
-
-static void fx_open(fixture *f) {
-  snprintf(f->dir, sizeof f->dir, "/tmp/retro-idx-XXXXXX");
-  if (!mkdtemp(f->dir)) {
-    perror("mkdtemp");
-    exit(2);
-  }
-  snprintf(f->path, sizeof f->path, "%s/index.faiss", f->dir);
-  if (store_open(f->dir, NULL, &f->st) != PROTO_OK) {
-    printf("# store_open: %s\n", store_last_error());
-    exit(2);
-  }
-}
-
-static void fx_close(fixture *f) {
-  char cmd[128];
-  store_close(f->st);
-  snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-  if (system(cmd) != 0) printf("# could not remove %s\n", f->dir);
-}
+static void fx_open(fixture *f) { fx_open_in(f, "idx", "index.faiss"); }
 
 /* Adds vectors as documents "<prefix><i>" of CHUNKS_PER_DOC chunks each; the
  * chunk ids of a fresh store are 1..n in order. */
@@ -139,20 +105,15 @@ static void exact(const float *vec, size_t n, const float *q, int l2, int64_t *o
   }
 }
 
-static double recall(const int64_t *got, const int64_t *truth, size_t nq) {
-  size_t hit = 0;
-  for (size_t q = 0; q < nq; q++)
-    for (int i = 0; i < K; i++)
-      for (int j = 0; j < K; j++)
-        if (got[q * K + i] >= 0 && got[q * K + i] == truth[q * K + j]) {
-          hit++;
-          break;
-        }
-  return (double)hit / (double)(nq * K);
-}
-
 static int same_ids(const int64_t *a, const int64_t *b, size_t n) {
   return memcmp(a, b, n * sizeof *a) == 0;
+}
+
+/* Whether the K results in ids are all there (none -1), none in [lo, hi]. */
+static int all_outside(const int64_t *ids, int64_t lo, int64_t hi) {
+  for (int j = 0; j < K; j++)
+    if (ids[j] < 0 || (ids[j] >= lo && ids[j] <= hi)) return 0;
+  return 1;
 }
 
 static void damage(const char *path, int garbage) {
@@ -208,7 +169,7 @@ static void check_factory(const char *factory, double min_recall, int damages) {
     exact(vec, N_BIG, q + i * DIM, 0, truth + i * K);
   }
   CHECK(idx_search(ix, q, NQ, K, NULL, NULL, NULL, scores, ids) == PROTO_OK);
-  double r = recall(ids, truth, NQ);
+  double r = recall_at(ids, truth, NQ, K);
   CHECKF(r >= min_recall, "recall@10 %.3f < %.3f", r, min_recall);
   printf("# recall@10 %.3f\n", r);
   int sorted = 1;
@@ -220,9 +181,9 @@ static void check_factory(const char *factory, double min_recall, int damages) {
   /* per-query parameters move an approximate search's recall */
   idx_search_params wide = {256, 512}, narrow = {1, 1};
   CHECK(idx_search(ix, q, NQ, K, &wide, NULL, NULL, scores, ids2) == PROTO_OK);
-  double r_wide = recall(ids2, truth, NQ);
+  double r_wide = recall_at(ids2, truth, NQ, K);
   CHECK(idx_search(ix, q, NQ, K, &narrow, NULL, NULL, scores, ids2) == PROTO_OK);
-  double r_narrow = recall(ids2, truth, NQ);
+  double r_narrow = recall_at(ids2, truth, NQ, K);
   printf("# recall@10 narrow %.3f wide %.3f\n", r_narrow, r_wide);
   CHECK(r_wide >= r - 0.02 && r_wide >= r_narrow);
   if (strncmp(factory, "IVF", 3) == 0 || strncmp(factory, "HNSW", 4) == 0)
@@ -250,7 +211,7 @@ static void check_factory(const char *factory, double min_recall, int damages) {
     if (s != PROTO_OK) goto leave;
     CHECK(idx_search(ix, q, NQ, K, NULL, NULL, NULL, scores, ids2) == PROTO_OK);
     CHECKF(same_ids(ids, ids2, NQ * K), "%s file: rebuilt results differ (recall %.3f)",
-           garbage ? "garbage" : "torn", recall(ids2, ids, NQ));
+           garbage ? "garbage" : "torn", recall_at(ids2, ids, NQ, K));
   }
 
   /* filter: only odd ids, still K of them */
@@ -327,7 +288,7 @@ TEST(l2) {
     exact(vec, N, q + i * DIM, 1, truth + i * K);
   }
   CHECK(idx_search(ix, q, 5, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  CHECK(recall(ids, truth, 5) > 0.999);
+  CHECK(recall_at(ids, truth, 5, K) > 0.999);
   int ok = 1;
   for (size_t i = 0; i < 5; i++) {
     if (ids[i * K] != (int64_t)(i * 300 + 4) || fabsf(sc[i * K]) > 1e-3f) ok = 0;
@@ -393,10 +354,7 @@ TEST(pending_then_trained) {
   }
   CHECK(idx_sync(ix) == PROTO_OK);
   CHECK(idx_search(ix, vec + 1000 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  int clean = 1;
-  for (int j = 0; j < K; j++)
-    if (ids[j] >= 1001 && ids[j] <= 1010) clean = 0;
-  CHECK(clean);
+  CHECK(all_outside(ids, 1001, 1010));
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECK(info.ntotal == N_BIG && info.watermark == N_BIG + CHUNKS_PER_DOC);
   idx_close(ix);
@@ -421,18 +379,12 @@ TEST(hnsw_deletes) {
   CHECK(store_delete(f.st, "h3", &found) == PROTO_OK && found); /* ids 31..40 */
   CHECK(idx_save(ix) == PROTO_OK);
   CHECK(idx_search(ix, vec + 35 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  int clean = 1;
-  for (int j = 0; j < K; j++)
-    if (ids[j] < 0 || (ids[j] >= 31 && ids[j] <= 40)) clean = 0;
-  CHECK(clean);
+  CHECK(all_outside(ids, 31, 40));
   idx_close(ix);
   ix = NULL;
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK); /* dead ids come back */
   CHECK(idx_search(ix, vec + 35 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  clean = 1;
-  for (int j = 0; j < K; j++)
-    if (ids[j] < 0 || (ids[j] >= 31 && ids[j] <= 40)) clean = 0;
-  CHECK(clean);
+  CHECK(all_outside(ids, 31, 40));
   for (int d = 50; d < 120; d++) { /* 700 more chunks: past 1/4 of the index */
     char id[16];
     snprintf(id, sizeof id, "h%d", d);
@@ -442,10 +394,7 @@ TEST(hnsw_deletes) {
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECKF(info.ntotal == N - 710, "ntotal %llu", (unsigned long long)info.ntotal);
   CHECK(idx_search(ix, vec + 600 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  clean = 1;
-  for (int j = 0; j < K; j++)
-    if (ids[j] < 0 || (ids[j] >= 501 && ids[j] <= 1200)) clean = 0;
-  CHECK(clean);
+  CHECK(all_outside(ids, 501, 1200));
   idx_close(ix);
   fx_close(&f);
   free(vec);
@@ -480,10 +429,7 @@ TEST(stale_file) {
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECKF(info.ntotal == N - 10, "ntotal %llu", (unsigned long long)info.ntotal);
   CHECK(idx_search(ix, vec, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  int clean = 1;
-  for (int j = 0; j < K; j++)
-    if (ids[j] < 0 || ids[j] <= 10) clean = 0;
-  CHECK(clean);
+  CHECK(all_outside(ids, 0, 10));
   CHECK(idx_search(ix, vec + 700 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   CHECK(ids[0] == 701);
   idx_close(ix);
@@ -595,7 +541,8 @@ TEST(auto_upgrade) {
     exact(vec, N, q + i * DIM, 0, truth + i * K);
   }
   CHECK(idx_search(ix, q, NQ, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
-  CHECKF(recall(ids, truth, NQ) >= 0.8, "recall@10 %.3f after the upgrade", recall(ids, truth, NQ));
+  CHECKF(recall_at(ids, truth, NQ, K) >= 0.8, "recall@10 %.3f after the upgrade",
+         recall_at(ids, truth, NQ, K));
   idx_close(ix);
   ix = NULL;
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK); /* reopened: still the automatic IVF */

@@ -6,6 +6,7 @@
  * cleared its tombstone; each compared with a fresh build. */
 #include "lex.h"
 #include "store.h"
+#include "store_fixture.h"
 #include "tap.h"
 
 #include <stdio.h>
@@ -15,31 +16,7 @@
 
 enum { DIM = 4, K = 8 };
 
-typedef struct fixture {
-  char dir[64];
-  char path[128];
-  store *st;
-} fixture;
-
-static void fx_open(fixture *f) {
-  snprintf(f->dir, sizeof f->dir, "/tmp/retro-lex-XXXXXX");
-  if (!mkdtemp(f->dir)) {
-    perror("mkdtemp");
-    exit(2);
-  }
-  snprintf(f->path, sizeof f->path, "%s/lexical.sqlite", f->dir);
-  if (store_open(f->dir, NULL, &f->st) != PROTO_OK) {
-    printf("# store_open: %s\n", store_last_error());
-    exit(2);
-  }
-}
-
-static void fx_close(fixture *f) {
-  char cmd[128];
-  store_close(f->st);
-  snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-  if (system(cmd) != 0) printf("# could not remove %s\n", f->dir);
-}
+static void fx_open(fixture *f) { fx_open_in(f, "lex", "lexical.sqlite"); }
 
 /* Upserts document id with one chunk per text. */
 static proto_status put_doc(store *st, const char *id, const char *const *texts, size_t n) {
@@ -111,12 +88,18 @@ static void fill(store *st) {
   CHECK(put_doc(st, "c", c, 2) == PROTO_OK);
 }
 
+/* A fresh store with fill's documents, and its lexical index. */
+static lex *open_filled(fixture *f) {
+  fx_open(f);
+  fill(f->st);
+  lex *lx = NULL;
+  CHECK(lex_open(f->path, f->st, 0, &lx) == PROTO_OK);
+  return lx;
+}
+
 TEST(search_identifiers) {
   fixture f;
-  fx_open(&f);
-  fill(f.st);
-  lex *lx = NULL;
-  CHECK(lex_open(f.path, f.st, 0, &lx) == PROTO_OK);
+  lex *lx = open_filled(&f);
   int64_t ids[K];
   size_t n = search(lx, "os.path.join", ids); /* whole first, then by its parts (os: OSError) */
   CHECK(n == 2 && ids[0] == 1 && ids[1] == 4);
@@ -195,10 +178,7 @@ static int same_as_fresh(fixture *f, lex *lx) {
 
 TEST(sync_upsert_delete) {
   fixture f;
-  fx_open(&f);
-  fill(f.st);
-  lex *lx = NULL;
-  CHECK(lex_open(f.path, f.st, 0, &lx) == PROTO_OK);
+  lex *lx = open_filled(&f);
   const char *a2[] = {"new text replaces the join chunk"};
   CHECK(put_doc(f.st, "a", a2, 1) == PROTO_OK); /* upsert: chunks 1-2 gone, 6 new */
   int found = 0;

@@ -15,7 +15,7 @@ import sys
 def main():
     root = sys.argv[1]
     exe = shutil.which("clang-format")
-    if not exe or not shutil.which("git") or not os.path.isdir(os.path.join(root, ".git")):
+    if not exe or not shutil.which("git") or not os.path.exists(os.path.join(root, ".git")):
         print("SKIP: needs clang-format, git and a git checkout (deploy/install-deps.sh installs clang-format)")
         return 77
     files = subprocess.run(["git", "ls-files", "*.c", "*.h", "*.cpp"], cwd=root, check=True,

@@ -10,6 +10,7 @@
  * and says so (the F16 and bad-file checks are skipped then).
  */
 #include "retro.h"
+#include "slurp.h"
 #include "tap.h"
 
 #include <math.h>
@@ -28,20 +29,7 @@ static float *g_on, *g_off, *g_f16;
 static void *slurp(const char *dir, const char *name, size_t *len) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  void *buf = malloc((size_t)n + 1);
-  if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-    free(buf);
-    buf = NULL;
-  }
-  fclose(f);
-  if (buf) ((char *)buf)[n] = 0;
-  if (len) *len = (size_t)n;
-  return buf;
+  return slurp_file(path, len);
 }
 
 static int meta_int(const char *json, const char *key) {

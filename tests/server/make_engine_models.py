@@ -47,7 +47,8 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "model", "train"))
 import bpe_train  # noqa: E402
 import bert_model  # noqa: E402
-from retro_model import Retro, RetroConfig  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "tests", "http"))
+import make_models  # noqa: E402  (save_decoder)
 
 CORPUS = "/usr/share/doc/python3.11/html/_sources"
 WORDS = ("retrieval augmented language model chunk neighbour database index search query vector "
@@ -82,10 +83,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     cdir = corpus_docs(out)
     tokdir = os.path.join(out, "tok")
-    counts, _ = bpe_train.count_words(bpe_train.corpus_files([cdir]))
-    id_to_str, merges = bpe_train.train(counts, 512, min_count=2)
-    bpe_train.write(tokdir, id_to_str, merges)
-    vocab = len(id_to_str)
+    vocab = bpe_train.train_dir(cdir, 512, tokdir)
     torch.manual_seed(1)
 
     enc = os.path.join(out, "encoder")
@@ -110,14 +108,7 @@ def main():
         bert_model.BertEncoder(cfg).save_pretrained(encw)
         shutil.copyfile(wp_vocab, os.path.join(encw, "vocab.txt"))
 
-    dec = os.path.join(out, "decoder")
-    rc = RetroConfig(vocab_size=vocab, dim=64, n_layers=2, n_heads=4, ffn_dim=128, max_seq=512,
-                     retro_layers=[2], enc_layers=1, pad_id=1, eos_id=5, n_neighbours=2)
-    r = Retro(rc)
-    r.init_weights(std=0.3, zero_cca=False)
-    r.save(dec)
-    for f in ("vocab.json", "merges.txt"):
-        shutil.copyfile(os.path.join(tokdir, f), os.path.join(dec, f))
+    make_models.save_decoder(out, tokdir, vocab, dim=64, heads=4, std=0.3)
     if os.path.exists(os.path.join(out, "SKIP")):
         os.remove(os.path.join(out, "SKIP"))
     stamp()

@@ -11,6 +11,7 @@
  */
 #include "engine_priv.h" /* tail_key_ok: the chunk tokenizer and srv__embed_chunks */
 #include "srv.h"
+#include "slurp.h"
 #include "tap.h"
 
 #include <dirent.h>
@@ -37,17 +38,8 @@ static doc docs[64];
 static size_t n_docs;
 
 static int read_all(const char *path, char **buf, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return -1;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  *buf = malloc((size_t)n + 1);
-  size_t got = fread(*buf, 1, (size_t)n, f);
-  fclose(f);
-  (*buf)[got] = 0;
-  *len = got;
-  return 0;
+  *buf = slurp_file(path, len);
+  return *buf ? 0 : -1;
 }
 
 static int name_cmp(const void *a, const void *b) {

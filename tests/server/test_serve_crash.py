@@ -36,6 +36,10 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "http"))
+import serve_proc  # noqa: E402
+import engine_models  # noqa: E402
+
 VOCAB = ["w%03d" % i for i in range(300)]
 
 
@@ -45,41 +49,11 @@ def text_of(doc_id, version):
     return "%sv%d %s" % (doc_id, version, " ".join(r.choice(VOCAB) for _ in range(6)))
 
 
-class Server:
+class Server(serve_proc.ServeProcess):
     def __init__(self, retro, models, data):
-        cmd = [retro, "serve", "--data", data, "--encoder", os.path.join(models, "encoder"),
-               "--decoder", os.path.join(models, "decoder"), "--port", "0", "--threads", "1",
-               "--log-flush-ms", "0"]
-        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.port = None
-        self.log = []
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = self.p.stderr.readline().decode("utf-8", "replace")
-            if not line:
-                break
-            self.log.append(line)
-            m = re.search(r"listening on [^ ]*:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-                break
-        if self.port is None:
-            raise RuntimeError("server did not start: " + "".join(self.log))
-        threading.Thread(target=self._drain, daemon=True).start()
-        while time.time() < deadline:
-            try:
-                if self.req("GET", "/ready")[0] == 200:
-                    return
-            except OSError:
-                pass
-            if self.p.poll() is not None:
-                raise RuntimeError("server exited: " + "".join(self.log))
-            time.sleep(0.05)
-        raise RuntimeError("server not ready")
-
-    def _drain(self):
-        for line in self.p.stderr:
-            self.log.append(line.decode("utf-8", "replace"))
+        super().__init__([retro, "serve", "--data", data, "--encoder", os.path.join(models, "encoder"),
+                          "--decoder", os.path.join(models, "decoder"), "--port", "0", "--threads", "1",
+                          "--log-flush-ms", "0"])
 
     def req(self, method, path, body=None, ctype="application/json", timeout=60):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -233,8 +207,7 @@ def main():
     retro, models = args[0], args[1]
     rounds = int(args[args.index("--rounds") + 1]) if "--rounds" in args else 10
     seed = int(args[args.index("--seed") + 1]) if "--seed" in args else 4242
-    if os.path.exists(os.path.join(models, "SKIP")):
-        print("1..0 # SKIP no PyTorch to make the test models")
+    if engine_models.missing(models):
         return 77
     rng = random.Random(seed)
     work = tempfile.mkdtemp(prefix="retro-serve-crash-")

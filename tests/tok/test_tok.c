@@ -53,6 +53,25 @@ static void write_file(const char *name, const char *content, size_t len) {
   }
 }
 
+/* Writes text as tmp_dir/name; returns its path, put in out (512 bytes). */
+static const char *tmp_file(char *out, const char *name, const char *text) {
+  write_file(name, text, strlen(text));
+  path(out, 512, tmp_dir, name);
+  return out;
+}
+
+/* Whether the BPE files are refused as corrupt, leaving no tokenizer. */
+static int bpe_corrupt(const char *vocab, const char *merges) {
+  tok *t = (tok *)1;
+  return tok_open_bpe(vocab, merges, &t) == PROTO_ECORRUPT && t == NULL;
+}
+
+/* Whether the WordPiece vocabulary is refused as corrupt, leaving none. */
+static int wordpiece_corrupt(const char *vocab) {
+  tok *t = (tok *)1;
+  return tok_open_wordpiece(vocab, 1, -1, &t) == PROTO_ECORRUPT && t == NULL;
+}
+
 /* Writes a byte-level BPE vocab.json: the 256 byte tokens with id = byte
  * value, then extra[0..n) (JSON-safe UTF-8) with ids 256.. */
 static void write_byte_vocab(const char *name, const char *const *extra, size_t nextra) {
@@ -391,49 +410,27 @@ TEST(bad_files) {
   tok_close(t);
   t = NULL;
 
-  write_file("bad1.json", "{\"a\": 1,", 8);
-  snprintf(v, sizeof v, "%s/bad1.json", tmp_dir);
-  CHECK(tok_open_bpe(v, m, &t) == PROTO_ECORRUPT && t == NULL);
+  CHECK(bpe_corrupt(tmp_file(v, "bad1.json", "{\"a\": 1,"), m));
   CHECK(strstr(tok_last_error(), "bad1.json") != NULL);
   printf("# %s\n", tok_last_error());
-  write_file("bad2.json", "[1, 2]", 6);
-  snprintf(v, sizeof v, "%s/bad2.json", tmp_dir);
-  CHECK(tok_open_bpe(v, m, &t) == PROTO_ECORRUPT && t == NULL);
-  write_file("bad3.json", "{\"a\": -4}", 9);
-  snprintf(v, sizeof v, "%s/bad3.json", tmp_dir);
-  CHECK(tok_open_bpe(v, m, &t) == PROTO_ECORRUPT && t == NULL);
-  write_file("bad4.json", "{\"a\": 0, \"b\": \"x\"}", 18);
-  snprintf(v, sizeof v, "%s/bad4.json", tmp_dir);
-  CHECK(tok_open_bpe(v, m, &t) == PROTO_ECORRUPT && t == NULL);
-  write_file("bad5.json", "{\"a\": 0}", 8); /* no byte tokens */
-  snprintf(v, sizeof v, "%s/bad5.json", tmp_dir);
-  CHECK(tok_open_bpe(v, m, &t) == PROTO_ECORRUPT && t == NULL);
+  CHECK(bpe_corrupt(tmp_file(v, "bad2.json", "[1, 2]"), m));
+  CHECK(bpe_corrupt(tmp_file(v, "bad3.json", "{\"a\": -4}"), m));
+  CHECK(bpe_corrupt(tmp_file(v, "bad4.json", "{\"a\": 0, \"b\": \"x\"}"), m));
+  CHECK(bpe_corrupt(tmp_file(v, "bad5.json", "{\"a\": 0}"), m)); /* no byte tokens */
   printf("# %s\n", tok_last_error());
   /* bad merges with the good vocab */
   snprintf(v, sizeof v, "%s/v.json", tmp_dir);
-  write_file("m2.txt", "#version: 0.2\na b\nabc\n", 22);
-  snprintf(m, sizeof m, "%s/m2.txt", tmp_dir);
-  CHECK(tok_open_bpe(v, m, &t) == PROTO_ECORRUPT && t == NULL);
+  CHECK(bpe_corrupt(v, tmp_file(m, "m2.txt", "#version: 0.2\na b\nabc\n")));
   CHECK(strstr(tok_last_error(), "m2.txt:3") != NULL);
   printf("# %s\n", tok_last_error());
-  write_file("m3.txt", "a  b\n", 5);
-  snprintf(m, sizeof m, "%s/m3.txt", tmp_dir);
-  CHECK(tok_open_bpe(v, m, &t) == PROTO_ECORRUPT && t == NULL);
-  write_file("m4.txt", "a \xff\n", 4);
-  snprintf(m, sizeof m, "%s/m4.txt", tmp_dir);
-  CHECK(tok_open_bpe(v, m, &t) == PROTO_ECORRUPT && t == NULL);
+  CHECK(bpe_corrupt(v, tmp_file(m, "m3.txt", "a  b\n")));
+  CHECK(bpe_corrupt(v, tmp_file(m, "m4.txt", "a \xff\n")));
 
   /* WordPiece */
-  write_file("w1.txt", "a\nb\n", 4);
-  snprintf(v, sizeof v, "%s/w1.txt", tmp_dir);
-  CHECK(tok_open_wordpiece(v, 1, -1, &t) == PROTO_ECORRUPT && t == NULL);
+  CHECK(wordpiece_corrupt(tmp_file(v, "w1.txt", "a\nb\n")));
   CHECK(strstr(tok_last_error(), "[UNK]") != NULL);
-  write_file("w2.txt", "", 0);
-  snprintf(v, sizeof v, "%s/w2.txt", tmp_dir);
-  CHECK(tok_open_wordpiece(v, 1, -1, &t) == PROTO_ECORRUPT && t == NULL);
-  write_file("w3.txt", "[UNK]\n\xc3\n", 8);
-  snprintf(v, sizeof v, "%s/w3.txt", tmp_dir);
-  CHECK(tok_open_wordpiece(v, 1, -1, &t) == PROTO_ECORRUPT && t == NULL);
+  CHECK(wordpiece_corrupt(tmp_file(v, "w2.txt", "")));
+  CHECK(wordpiece_corrupt(tmp_file(v, "w3.txt", "[UNK]\n\xc3\n")));
   snprintf(v, sizeof v, "%s/missing.txt", tmp_dir);
   CHECK(tok_open_wordpiece(v, 1, -1, &t) == PROTO_EIO && t == NULL);
   /* CRLF vocabulary and an empty line */

@@ -117,6 +117,16 @@ def make_corpus(folder, n_docs=16, seed=3):
             f.write("\n".join(lines) + "\n")
 
 
+def compare_dump(kind, fn, what, model_dir, payload, ref, tmp, tol, label):
+    """train_c_dump KIND's float32 output (C's fn) against ref, within tol."""
+    out = c_dump(kind, model_dir, payload, tmp)
+    if not ok(out is not None, f"{label}: C {fn} runs"):
+        return
+    got = np.frombuffer(out, dtype="<f4").reshape(ref.shape)
+    diff = float(np.abs(got - ref).max())
+    ok(diff <= tol, f"{label}: C {what} == PyTorch {what} (max |diff| {diff:.2e} <= {tol:g})")
+
+
 def compare_retro(model_dir, tokens, nb, pad, tmp, tol, label):
     """C vs PyTorch logits for tokens (n,) and neighbours (chunks, k, r)."""
     import torch
@@ -128,12 +138,7 @@ def compare_retro(model_dir, tokens, nb, pad, tmp, tol, label):
         ref = m(torch.tensor(tokens)[None].long(), torch.tensor(nb)[None].long(), pad_id=pad)[0].numpy()
     chunks, k, r = nb.shape
     payload = i32(len(tokens), *tokens) + i32(chunks, k, r, pad) + np.asarray(nb, dtype="<i4").tobytes()
-    out = c_dump("retro", model_dir, payload, tmp)
-    if not ok(out is not None, f"{label}: C retro_forward runs"):
-        return
-    got = np.frombuffer(out, dtype="<f4").reshape(ref.shape)
-    diff = float(np.abs(got - ref).max())
-    ok(diff <= tol, f"{label}: C logits == PyTorch logits (max |diff| {diff:.2e} <= {tol:g})")
+    compare_dump("retro", "retro_forward", "logits", model_dir, payload, ref, tmp, tol, label)
 
 
 def compare_bert(model_dir, seqs, tmp, tol, label):
@@ -150,12 +155,7 @@ def compare_bert(model_dir, seqs, tmp, tol, label):
         with torch.no_grad():
             refs.append(enc.embed(ids, torch.ones_like(ids))[0].numpy())
     ref = np.stack(refs)
-    out = c_dump("bert", model_dir, payload, tmp)
-    if not ok(out is not None, f"{label}: C bert_embed_ids runs"):
-        return
-    got = np.frombuffer(out, dtype="<f4").reshape(ref.shape)
-    diff = float(np.abs(got - ref).max())
-    ok(diff <= tol, f"{label}: C embeddings == PyTorch embeddings (max |diff| {diff:.2e} <= {tol:g})")
+    compare_dump("bert", "bert_embed_ids", "embeddings", model_dir, payload, ref, tmp, tol, label)
 
 
 def spread_encoder(src, dst, seed=5):

@@ -7,18 +7,9 @@
 // writes screenshots to $SHOTS. Run by run.sh, which sets the environment.
 import fs from 'node:fs';
 import puppeteer from 'puppeteer-core';
+import { attempt, done, ok, skip } from './tap.mjs';
 
 const { RETRO_URL, RETRO_OFF_URL, RW_KEY, RO_KEY, CHROMIUM, SHOTS, CORPUS, TRAINED_PORT, TRAINED_DOC } = process.env;
-let n = 0, failed = 0;
-function ok(cond, name, detail) {
-  n++;
-  if (!cond) failed++;
-  console.log(`${cond ? 'ok' : 'not ok'} ${n} - ${name}`);
-  if (!cond && detail !== undefined) console.log(`# ${JSON.stringify(detail).slice(0, 800)}`);
-}
-async function attempt(name, fn) {
-  try { await fn(); } catch (e) { ok(false, name, String(e && e.stack || e)); }
-}
 
 // Documents long enough for several 64-token chunks each.
 const lines = fs.readFileSync(`${CORPUS}/c.txt`, 'utf8').split('\n').filter(Boolean);
@@ -105,8 +96,7 @@ await attempt('generate', async () => {
 
 await attempt('attribution of generated text (trained models)', async () => {
   if (!TRAINED_PORT) {
-    n++;
-    console.log(`ok ${n} - attribution of generated text # SKIP no Python 3.11 documentation or default models here`);
+    skip('attribution of generated text', 'no Python 3.11 documentation or default models here');
     return;
   }
   // the start of a document that is in the index, greedy: the decoder copies
@@ -191,5 +181,4 @@ await attempt('--no-webui', async () => {
   ok(resp.status() === 404, '--no-webui: GET / answers 404');
 });
 await browser.close();
-console.log(`1..${n}`);
-process.exit(failed ? 1 : 0);
+done();

@@ -23,29 +23,8 @@ fi
 WORK=$(mktemp -d)
 PIDS=
 trap 'for p in $PIDS; do kill $p 2>/dev/null; done; rm -rf "$WORK"' EXIT
-/usr/bin/python3 "$HERE/../http/make_models.py" "$WORK/models" >/dev/null 2>&1
-rc=$?
-[ $rc = 77 ] && skip "PyTorch not available for the test models"
-[ $rc = 0 ] || { echo "Bail out! make_models.py failed ($rc)"; exit 1; }
-
-# serve NAME ARGS...: starts a server, sets PORT
-serve() {
-  name=$1; shift
-  "$RETRO" serve --data "$WORK/$name" --encoder "$WORK/models/encoder" --decoder "$WORK/models/decoder" \
-    --port 0 --threads 1 "$@" 2>"$WORK/$name.err" &
-  PIDS="$PIDS $!"
-  PORT=
-  for i in $(seq 300); do
-    PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$WORK/$name.err" | head -1)
-    [ -n "$PORT" ] && break
-    sleep 0.1
-  done
-  [ -n "$PORT" ] || { echo "Bail out! retro serve did not start: $(cat "$WORK/$name.err")"; exit 1; }
-  for i in $(seq 300); do
-    curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-}
+. "$HERE/../http/serve_lib.sh"
+make_test_models
 serve main --api-key rw-key --read-key ro-key
 MAIN=$PORT
 serve off --no-webui
@@ -73,7 +52,7 @@ if [ -f "$DOC" ] && [ -f "$ROOT/model/default/decoder/model.safetensors" ]; then
   fi
 fi
 mkdir -p "$SHOTS"
-cp "$HERE/browser_test.mjs" "$CACHE/browser_test.mjs"
+cp "$HERE/browser_test.mjs" "$HERE/../http/tap.mjs" "$CACHE/"
 RETRO_URL="http://127.0.0.1:$MAIN" RETRO_OFF_URL="http://127.0.0.1:$OFF" TRAINED_PORT="$TRAINED" \
   TRAINED_DOC="$WORK/inputoutput.rst.txt" RW_KEY=rw-key RO_KEY=ro-key \
   CHROMIUM="$CHROMIUM" SHOTS="$SHOTS" CORPUS="$WORK/models/corpus" node "$CACHE/browser_test.mjs"

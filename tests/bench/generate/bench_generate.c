@@ -12,24 +12,16 @@
 #include "proto.h"
 #include "retro.h"
 #include "sample.h"
+#include "slurp.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 static int32_t *slurp_i32(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  int32_t *buf = malloc((size_t)len + 4);
-  if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
-    free(buf);
-    buf = NULL;
-  }
-  fclose(f);
-  *n = (size_t)len / 4;
+  size_t len;
+  int32_t *buf = slurp_file(path, &len);
+  *n = len / 4;
   return buf;
 }
 

@@ -8,8 +8,4 @@
 #   tests/bench/http/serve_crash_bench.sh [BUILD_DIR] [ROUNDS]
 set -eu
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
-BUILD=${1:-$ROOT/build}
-ROUNDS=${2:-100}
-ninja -C "$BUILD" server/retro tests/server/engine-models.stamp >/dev/null
-exec /usr/bin/python3 "$ROOT/tests/server/test_serve_crash.py" "$BUILD/server/retro" \
-  "$BUILD/tests/server/engine-models" --rounds "$ROUNDS"
+exec "$ROOT/tests/bench/crash_rounds.sh" test_serve_crash "${1:-$ROOT/build}" "${2:-100}"

@@ -7,6 +7,7 @@
  * usage: bench_idx DIR [N] [NQ] [factory ...]
  */
 #include "idx.h"
+#include "knn_util.h"
 #include "store.h"
 
 #include <faiss/c_api/Index_c.h>
@@ -27,18 +28,6 @@ static double cpu_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static uint64_t rng = 0x9E3779B97F4A7C15ULL;
-static double rnd(void) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return (double)(rng >> 11) / 9007199254740992.0;
-}
-static float gauss(void) {
-  double u = rnd() + 1e-12, v = rnd();
-  return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
 }
 
 /* (n, DIM) unit vectors around CENTERS gaussian centres (noise 0.7 per dim
@@ -77,18 +66,6 @@ static proto_status fill_store(store *st, const float *vec, size_t n) {
   }
   free(ch);
   return s;
-}
-
-static double recall(const int64_t *got, const int64_t *truth, size_t nq) {
-  size_t hit = 0;
-  for (size_t q = 0; q < nq; q++)
-    for (int i = 0; i < K; i++)
-      for (int j = 0; j < K; j++)
-        if (got[q * K + i] >= 0 && got[q * K + i] == truth[q * K + j]) {
-          hit++;
-          break;
-        }
-  return (double)hit / (double)(nq * K);
 }
 
 /* Peer: plain FAISS exact inner-product search (IndexFlatIP) on the same
@@ -147,7 +124,7 @@ static void run(store *st, const char *dir, const char *factory, size_t n, const
     for (size_t i = 0; i < nq; i++)
       idx_search(ix, q + i * DIM, 1, K, p, NULL, NULL, sc + i * K, ids + i * K);
     double qps = (double)nq / (proto_now() - t0), cqps = (double)nq / (cpu_now() - c0);
-    double r = recall(ids, truth, nq);
+    double r = recall_at(ids, truth, nq, K);
     t0 = proto_now();
     idx_search(ix, q, nq, K, p, NULL, NULL, sc, ids);
     double bqps = (double)nq / (proto_now() - t0);
@@ -179,6 +156,7 @@ int main(int argc, char **argv) {
   float *vec = malloc(n * DIM * sizeof *vec);
   float *q = malloc(nq * DIM * sizeof *q);
   int64_t *truth = malloc(nq * K * sizeof *truth);
+  rng_state = 0x9E3779B97F4A7C15ULL; /* the seed of the recorded runs */
   for (size_t i = 0; i < (size_t)CENTERS * DIM; i++) centers[i] = gauss();
   clustered(vec, n, centers);
   clustered(q, nq, centers);

@@ -14,7 +14,7 @@ nq=${2:-200}
 [ $# -gt 0 ] && shift
 [ -d "$build" ] || meson setup "$build" "$root" --buildtype=release >/dev/null
 ninja -C "$build" index/libindex.a storage/libstorage.a proto/libproto.a >/dev/null
-cc -std=c11 -O2 -D_GNU_SOURCE -fopenmp -I"$root/index" -I"$root/storage" -I"$root/proto" \
+cc -std=c11 -O2 -D_GNU_SOURCE -fopenmp -I"$root/index" -I"$root/storage" -I"$root/proto" -I"$root/tests/index" \
   $(pkg-config --cflags openblas) \
   "$root/tests/bench/index/bench_idx.c" \
   "$build/index/libindex.a" "$build/storage/libstorage.a" "$build/proto/libproto.a" \

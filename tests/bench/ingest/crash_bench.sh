@@ -6,8 +6,5 @@
 #   tests/bench/ingest/crash_bench.sh [BUILD_DIR] [ROUNDS]
 set -eu
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
-BUILD=${1:-$ROOT/build}
-ROUNDS=${2:-200}
-ninja -C "$BUILD" server/retro tests/server/engine-models.stamp >/dev/null
-exec /usr/bin/python3 "$ROOT/tests/server/test_ingest_crash.py" "$BUILD/server/retro" \
-  "$BUILD/tests/server/engine-models" --rounds "$ROUNDS" --docs 1000 --fresh-every 10
+exec "$ROOT/tests/bench/crash_rounds.sh" test_ingest_crash "${1:-$ROOT/build}" "${2:-200}" \
+  --docs 1000 --fresh-every 10
