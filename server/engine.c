@@ -900,8 +900,11 @@ typedef struct dent {
  * its best, or min-max), and alpha 0.5 over 0.3-0.7 (docs/RETRIEVAL.md).
  * Ranks need no common scale, which BM25 and cosine
  * scores lack. The dense score of a lexical candidate is computed from its
- * stored vector, so every hit reports both scores. */
-enum { HYBRID_CANDIDATES = 50, RRF_K = 60 };
+ * stored vector, so every hit reports both scores. Each list is cut at 20:
+ * with 50, a chunk deep in both lists (35th and 37th) outranked the top of
+ * either; on the tuning half 20 is as good as 50 and faster
+ * (tests/bench/retrieval/fusion.py, depths 10-50). */
+enum { HYBRID_CANDIDATES = 20, RRF_K = 60 };
 #define HYBRID_ALPHA_DEFAULT 0.5f
 
 /* When no alpha is asked for, a query whose best BM25 chunk stands out is

@@ -18,7 +18,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench import Client, distinct_docs, free_port, metrics  # noqa: E402
 
-N = 50  # each list's depth, as the server's HYBRID_CANDIDATES
+N = 50  # each list's depth as fetched
+DEPTH = 20  # each list's depth in the server's fusion (HYBRID_CANDIDATES)
 
 
 def fetch(a, qs):
@@ -40,7 +41,9 @@ def fetch(a, qs):
         for q in qs:
             row = {"id": q["id"]}
             for m in ("dense", "lexical", "hybrid"):
-                st, js = cl.req("POST", "/v1/search", {"query": q["query"], "k": N, "mode": m, "with_text": False})
+                # hybrid at k = 10: a larger k deepens the server's lists past DEPTH
+                k = 10 if m == "hybrid" else N
+                st, js = cl.req("POST", "/v1/search", {"query": q["query"], "k": k, "mode": m, "with_text": False})
                 if st != 200:
                     sys.exit("search failed: %s %s" % (st, js))
                 row[m] = [(h["chunk_id"], h["doc_id"], h["score"]) for h in js["results"]]
@@ -51,11 +54,12 @@ def fetch(a, qs):
         server.wait(timeout=60)
 
 
-def rrf(row, alpha, k=60):
-    """Weighted reciprocal-rank fusion: the server's rule."""
+def rrf(row, alpha, k=60, depth=DEPTH):
+    """Weighted reciprocal-rank fusion of each list's first depth chunks:
+    the server's rule (depth DEPTH, k 60)."""
     s, doc = {}, {}
     for w, lst in ((alpha, row["dense"]), (1 - alpha, row["lexical"])):
-        for r, (c, d, _) in enumerate(lst):
+        for r, (c, d, _) in enumerate(lst[:depth]):
             s[c] = s.get(c, 0.0) + w / (k + r + 1)
             doc[c] = d
     return [doc[c] for c in sorted(s, key=lambda c: (-s[c], c))]
@@ -82,6 +86,13 @@ def rules():
         for lo in (0.2, 0.3):
             out.append(("margin>%.1f -> alpha %.1f" % (t, lo),
                         lambda row, t=t, lo=lo: rrf(row, lo if lexical_margin(row) > t else 0.5)))
+    # the server's rule over shorter lists, and with smaller k: a chunk deep in
+    # both lists otherwise outranks the top of one
+    for depth in (10, 20, 30, N):
+        for k in (10, 30, 60):
+            out.append(("server rule, depth %d k %d" % (depth, k),
+                        lambda row, depth=depth, k=k: rrf(row, 0.2 if lexical_margin(row) > 0.4 else 0.5, k,
+                                                          depth)))
     return out
 
 
@@ -103,8 +114,8 @@ def main():
             json.dump(rows, open(a.cache, "w"))
     byid = {r["id"]: r for r in rows}
     qs = [q for q in allq if a.split == "all" or q["split"] == a.split]
-    same = sum(distinct_docs(server_rule(byid[q["id"]]))[:10] ==
-               distinct_docs([d for _, d, _ in byid[q["id"]]["hybrid"]])[:10] for q in qs)
+    same = sum(distinct_docs(server_rule(byid[q["id"]])[:10]) ==
+               distinct_docs([d for _, d, _ in byid[q["id"]]["hybrid"]][:10]) for q in qs)
     print("# %d queries (%s); the simulated server rule equals the server's hybrid top 10 "
           "documents for %d" % (len(qs), a.split, same))
     types = sorted({q["type"] for q in qs})
