@@ -724,11 +724,12 @@ static void reader_give(lex *lx, reader *r) {
  * frequent terms are left out. A term's cost is its posting list: OR'ing
  * every word of "How do I open a file for appending?" took ten times as
  * long on the default corpus as the form above ("the" alone longer still).
- * BM25 counts the
- * rare terms twice then (they appear twice), which weighs the words that
- * tell chunks apart a little more; the tuning half of
+ * BM25 counts the rare terms twice then (they appear twice), which weighs
+ * the words that tell chunks apart a little more; the tuning half of
  * tests/bench/retrieval measured the effect (see its README). Without a
- * rare term the common ones are OR'ed; with neither, the frequent ones. */
+ * rare term, the LEX_ANCHORS least frequent common ones take the rare
+ * ones' place (with one or two common terms, they are OR'ed); with
+ * neither, the frequent ones are OR'ed. */
 typedef struct qterm {
   char text[LEX_MAX_TOKEN + 1];
   char stem[LEX_MAX_TOKEN + 1]; /* its indexed form */
@@ -765,17 +766,21 @@ static int take_stem(void *ctx, int flags, const char *t, int n, int start, int 
   return SQLITE_OK;
 }
 
+/* Terms that stand in for rare ones in a query of common words only. */
+enum { LEX_ANCHORS = 2 };
+
 enum { TERM_RARE, TERM_COMMON, TERM_FREQUENT };
 
-static int term_class(lex *lx, const char *stem) {
+/* The class of a term, and its share of chunks (*share; 0 for a rare one). */
+static int term_class(lex *lx, const char *stem, double *share) {
   const char *key = stem;
   int cls = TERM_RARE;
+  *share = 0;
   pthread_mutex_lock(&lx->pmu);
   char **hit = lx->n_freq ? bsearch(&key, lx->freq, lx->n_freq, sizeof *lx->freq, cmp_str) : NULL;
   if (hit) {
-    double share =
-        (double)lx->freq_df[hit - lx->freq] / (double)(lx->freq_count ? lx->freq_count : 1);
-    cls = share > LEX_FREQUENT_DF ? TERM_FREQUENT : TERM_COMMON;
+    *share = (double)lx->freq_df[hit - lx->freq] / (double)(lx->freq_count ? lx->freq_count : 1);
+    cls = *share > LEX_FREQUENT_DF ? TERM_FREQUENT : TERM_COMMON;
   }
   pthread_mutex_unlock(&lx->pmu);
   return cls;
@@ -798,11 +803,24 @@ static char *match_expr(lex *lx, reader *r, const char *text, size_t len) {
   lex_tokenize(text, len, 1, add_term, &q);
   if (q.n == 0) return NULL;
   int cls[LEX_MAX_TERMS], count[3] = {0, 0, 0};
+  double share[LEX_MAX_TERMS];
   for (size_t i = 0; i < q.n; i++) {
     r->stemmer.xTokenize(r->stem, q.terms[i].stem, FTS5_TOKENIZE_QUERY, q.terms[i].text,
                          (int)strlen(q.terms[i].text), take_stem);
-    cls[i] = term_class(lx, q.terms[i].stem);
+    cls[i] = term_class(lx, q.terms[i].stem, &share[i]);
     count[cls[i]]++;
+  }
+  /* Common words only: the LEX_ANCHORS least frequent stand in for rare
+   * ones, so not every common word's posting list is scored */
+  if (count[TERM_RARE] == 0 && count[TERM_COMMON] > LEX_ANCHORS) {
+    for (int a = 0; a < LEX_ANCHORS; a++) {
+      size_t best = q.n;
+      for (size_t i = 0; i < q.n; i++)
+        if (cls[i] == TERM_COMMON && (best == q.n || share[i] < share[best])) best = i;
+      cls[best] = TERM_RARE;
+    }
+    count[TERM_RARE] = LEX_ANCHORS;
+    count[TERM_COMMON] -= LEX_ANCHORS;
   }
   char *e = malloc(2 * q.n * (LEX_MAX_TOKEN + 8) + 16), *p = e;
   if (!e) return NULL;

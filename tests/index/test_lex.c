@@ -129,6 +129,48 @@ TEST(search_identifiers) {
   fx_close(&f);
 }
 
+/* A query of common words only: its two least frequent words stand in for
+ * rare ones, so a chunk holding only the most frequent of them is not
+ * scored (a common word's posting list is long). 2,000 chunks: "wone" in
+ * 17%, "wtwo" in 16%, "wthree" in 19% (all common: over 1% and 300
+ * chunks, under 20%), one chunk with all three. */
+TEST(common_words_only) {
+  fixture f;
+  fx_open(&f);
+  static char texts[2000][48];
+  int ok_put = 1;
+  for (int d = 0; d < 250; d++) {
+    const char *t[8];
+    for (int j = 0; j < 8; j++) {
+      int i = d * 8 + j, m = i % 100;
+      snprintf(texts[i], sizeof texts[i], "filler %s%s%s", m < 17 ? "wone " : "",
+               m >= 17 && m < 33 ? "wtwo " : "", m >= 50 && m < 69 ? "wthree" : "");
+      if (i == 1999) snprintf(texts[i], sizeof texts[i], "filler wone wtwo wthree");
+      t[j] = texts[i];
+    }
+    char id[16];
+    snprintf(id, sizeof id, "d%d", d);
+    ok_put &= put_doc(f.st, id, t, 8) == PROTO_OK;
+  }
+  CHECK(ok_put);
+  lex *lx = NULL;
+  CHECK(lex_open(f.path, f.st, 0, &lx) == PROTO_OK);
+  static float sc[2000];
+  static int64_t ids[2000];
+  size_t n = 0;
+  CHECK(lex_search(lx, "wthree wone wtwo", 16, 2000, NULL, NULL, sc, ids, &n) == PROTO_OK);
+  int only_three = 0;
+  for (size_t i = 0; i < n; i++) {
+    int m = (int)((ids[i] - 1) % 100); /* chunk ids start at 1, in text order */
+    only_three += ids[i] != 2000 && m >= 50 && m < 69;
+  }
+  CHECKF(n > 0 && ids[0] == 2000, "n %zu, first %lld", n, n ? (long long)ids[0] : -1LL);
+  CHECKF(only_three == 0 && n == 17 * 20 + 16 * 20 + 1, "%zu results, %d with wthree alone", n,
+         only_three);
+  lex_close(lx);
+  fx_close(&f);
+}
+
 static int skip_odd(void *ctx, int64_t id) {
   (void)ctx;
   return id % 2 == 0;
@@ -272,6 +314,7 @@ int main(void) {
   RUN(tokenizer);
   RUN(search_identifiers);
   RUN(filter);
+  RUN(common_words_only);
   RUN(sync_upsert_delete);
   RUN(recovery);
   return tap_done();
