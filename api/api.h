@@ -59,7 +59,7 @@ void proto_jw_str(proto_jw *w, const char *s, size_t len);
 void proto_jw_cstr(proto_jw *w, const char *s); /* NULL writes null */
 void proto_jw_int(proto_jw *w, int64_t v);
 void proto_jw_uint(proto_jw *w, uint64_t v);
-void proto_jw_num(proto_jw *w, double v); /* NaN/inf -> null */
+void proto_jw_num(proto_jw *w, double v);  /* NaN/inf -> null */
 void proto_jw_float(proto_jw *w, float v); /* proto_float_text; NaN, inf -> null */
 /* A finite v as JSON text in printf's %g form with 8 significant digits when
  * they read back to v (through a double, as JSON readers do), else 9 (always
@@ -81,7 +81,7 @@ proto_status proto_json_validate(const char *text, size_t len, char *err, size_t
 
 /* One document to upsert (POST /v1/documents). Strings are malloc'd. */
 typedef struct proto_doc {
-  char *id; /* 1..PROTO_MAX_ID_BYTES bytes, NUL-terminated */
+  char *id;   /* 1..PROTO_MAX_ID_BYTES bytes, NUL-terminated */
   char *text; /* NUL-terminated; text_len bytes (may hold NUL) */
   size_t text_len;
   char *metadata_json; /* compact JSON object text, or NULL when absent */
@@ -98,12 +98,12 @@ proto_status proto_docs_parse(const char *json, size_t len, size_t max_docs, pro
                               size_t *n, char *err, size_t errlen);
 
 enum {
-  PROTO_MAX_QUERIES = 256, /* "queries" / embeddings "input" array length */
-  PROTO_MAX_EXCLUDE = 1024, /* exclude_docs length */
-  PROTO_MAX_STOP = 4, /* stop sequences */
-  PROTO_MAX_STOP_BYTES = 256, /* bytes per stop sequence */
+  PROTO_MAX_QUERIES = 256,     /* "queries" / embeddings "input" array length */
+  PROTO_MAX_EXCLUDE = 1024,    /* exclude_docs length */
+  PROTO_MAX_STOP = 4,          /* stop sequences */
+  PROTO_MAX_STOP_BYTES = 256,  /* bytes per stop sequence */
   PROTO_MAX_GEN_TOKENS = 4096, /* max_tokens */
-  PROTO_MAX_LOGPROBS = 5, /* logprobs alternatives */
+  PROTO_MAX_LOGPROBS = 5,      /* logprobs alternatives */
 };
 
 /* POST /v1/search. Exactly one of query, queries, vector. */
@@ -111,21 +111,21 @@ typedef struct proto_search_req {
   char **queries; /* n_queries texts (NUL-terminated, lens in query_lens) */
   size_t *query_lens;
   size_t n_queries;
-  int batched; /* 1 when "queries" (response has one list per query) */
+  int batched;   /* 1 when "queries" (response has one list per query) */
   float *vector; /* "vector": dim floats, or NULL */
   size_t dim;
-  int k; /* default 10, [1, PROTO_MAX_K] */
+  int k;               /* default 10, [1, PROTO_MAX_K] */
   char **exclude_docs; /* external document ids */
   size_t n_exclude;
-  int nprobe; /* 0 = index default */
-  int ef_search; /* 0 = index default */
-  int with_text; /* default 1 */
+  int nprobe;        /* 0 = index default */
+  int ef_search;     /* 0 = index default */
+  int with_text;     /* default 1 */
   char *filter_json; /* "filter", checked and written compactly; NULL when absent */
-  int mode; /* "mode": 0 absent, 1 "dense", 2 "lexical", 3 "hybrid" */
-  double alpha; /* "alpha": hybrid weight of the dense list, (0, 1]; 0 absent */
-  int group_by_doc; /* "group_by": "document" */
-  int group_size; /* "group_size": chunks per document, [1, 100], default 1 */
-  int expand; /* "expand": chunks before and after each hit, [0, 16] */
+  int mode;          /* "mode": 0 absent, 1 "dense", 2 "lexical", 3 "hybrid" */
+  double alpha;      /* "alpha": hybrid weight of the dense list, (0, 1]; 0 absent */
+  int group_by_doc;  /* "group_by": "document" */
+  int group_size;    /* "group_size": chunks per document, [1, 100], default 1 */
+  int expand;        /* "expand": chunks before and after each hit, [0, 16] */
 } proto_search_req;
 proto_status proto_search_parse(const char *json, size_t len, proto_search_req *out, char *err,
                                 size_t errlen);
@@ -136,12 +136,12 @@ typedef struct proto_embed_req {
   char **inputs;
   size_t *lens;
   size_t n;
-  char *model; /* NULL when absent */
-  int base64; /* encoding_format "base64": each embedding as the base64
+  char *model;     /* NULL when absent */
+  int base64;      /* encoding_format "base64": each embedding as the base64
                           of its little-endian float32 bytes (what OpenAI's
                           clients ask for by default) */
   long dimensions; /* 0 when absent; the server accepts only its own */
-  int truncate; /* "truncate" (TEI's option): cut inputs longer than the
+  int truncate;    /* "truncate" (TEI's option): cut inputs longer than the
                           encoder's context; default false (422 instead) */
 } proto_embed_req;
 proto_status proto_embed_parse(const char *json, size_t len, proto_embed_req *out, char *err,
@@ -167,27 +167,27 @@ typedef struct proto_chat_msg {
 typedef struct proto_complete_req {
   char *prompt; /* NUL-terminated, prompt_len bytes */
   size_t prompt_len;
-  int max_tokens; /* default 16, [1, PROTO_MAX_GEN_TOKENS] */
+  int max_tokens;     /* default 16, [1, PROTO_MAX_GEN_TOKENS] */
   double temperature; /* default 1, [0, 100]; 0 = greedy */
-  double top_p; /* default 1, (0, 1] */
-  int top_k; /* default 0 = off, [0, 1000000] */
+  double top_p;       /* default 1, (0, 1] */
+  int top_k;          /* default 0 = off, [0, 1000000] */
   uint64_t seed;
   int has_seed;
   char **stop; /* n_stop strings, 1..PROTO_MAX_STOP_BYTES bytes each */
   size_t *stop_lens;
   size_t n_stop;
   int logprobs; /* -1 = none, else [0, PROTO_MAX_LOGPROBS] */
-  int echo; /* completions: the prompt's tokens come back first, with
+  int echo;     /* completions: the prompt's tokens come back first, with
                           their logprobs (prompt scoring; max_tokens may be 0) */
   int stream;
   int retrieval; /* default 1 */
-  int k; /* neighbours per chunk; 0 = model default, [0, 64] */
+  int k;         /* neighbours per chunk; 0 = model default, [0, 64] */
   char **exclude_docs;
   size_t n_exclude;
-  char *filter_json; /* "filter" of the neighbours (as in search), or NULL */
+  char *filter_json;  /* "filter" of the neighbours (as in search), or NULL */
   int retrieval_mode; /* "retrieval_mode": 0 absent, 1 dense, 2 lexical, 3 hybrid */
-  char *model; /* NULL when absent */
-  int chat; /* 1: a chat completion */
+  char *model;        /* NULL when absent */
+  int chat;           /* 1: a chat completion */
   proto_chat_msg *messages;
   size_t n_messages;
 } proto_complete_req;

@@ -241,15 +241,15 @@ proto_status flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, 
 
 struct flat_codes {
   size_t d, rows, cap;
-  size_t wild; /* rows with a value that is not finite or a norm over
+  size_t wild;   /* rows with a value that is not finite or a norm over
                      ROW_NORM_MAX: no bound is kept for them, so scans go
                      without the codes while any is held */
-  float gamma; /* slack for float rounding: (d + 32) * 2^-22 */
+  float gamma;   /* slack for float rounding: (d + 32) * 2^-22 */
   double qi_max; /* largest integer of a quantised query: 127 * d * qi_max < 2^31 */
   int8_t *codes; /* (cap, d): row r ~= scale[r] * codes[r] */
-  float *scale; /* (cap) */
-  float *bound; /* (cap): ||x - scale * code|| + gamma * (||x|| + that), rounded up */
-  float *norm; /* (cap): ||x||, rounded up; -1 for a wild row */
+  float *scale;  /* (cap) */
+  float *bound;  /* (cap): ||x - scale * code|| + gamma * (||x|| + that), rounded up */
+  float *norm;   /* (cap): ||x||, rounded up; -1 for a wild row */
 };
 
 /* Rows and queries past this norm are scanned without codes: their squares

@@ -92,27 +92,27 @@ enum {
 }; /* below (1 MiB), a float scan is as fast: the rows stay in cache */
 
 struct idx {
-  store *st; /* borrowed; outlives the index */
-  char *path; /* the index file */
-  char *factory; /* the user-level factory string (as in meta) */
+  store *st;        /* borrowed; outlives the index */
+  char *path;       /* the index file */
+  char *factory;    /* the user-level factory string (as in meta) */
   int auto_factory; /* chosen by size: upgraded as the corpus grows */
   idx_metric metric;
   uint32_t dim;
   int nprobe_default, ef_default;
-  int ef_current; /* HNSW efSearch set in the index (KIND_HNSW) */
-  FaissIndex *main; /* ids = chunk ids */
+  int ef_current;      /* HNSW efSearch set in the index (KIND_HNSW) */
+  FaissIndex *main;    /* ids = chunk ids */
   FaissIndex *pending; /* exact side index while main is untrained */
-  int kind; /* KIND_* of main's core (under IDMap/PreTransform) */
-  size_t nlist; /* for KIND_IVF */
-  int can_remove; /* main supports remove_ids */
+  int kind;            /* KIND_* of main's core (under IDMap/PreTransform) */
+  size_t nlist;        /* for KIND_IVF */
+  int can_remove;      /* main supports remove_ids */
   uint64_t added_upto; /* highest chunk id the active index has scanned */
-  uint64_t *dead; /* sorted ids still in main but deleted */
+  uint64_t *dead;      /* sorted ids still in main but deleted */
   size_t n_dead, cap_dead;
   uint64_t *applied; /* sorted tombstones processed since the last mark */
   size_t n_applied;
-  int plain_scan; /* idx_options.plain_scan */
+  int plain_scan;            /* idx_options.plain_scan */
   uint64_t auto_flat_floats; /* idx_options.auto_flat_floats, defaulted */
-  flat_codes *codes; /* int8 rows of codes_of (a flat active index), or NULL */
+  flat_codes *codes;         /* int8 rows of codes_of (a flat active index), or NULL */
   const FaissIndex *codes_of;
   int codes_stale; /* rows were replaced (or removed unfollowed) since codes were made */
   pthread_rwlock_t lock;

@@ -22,13 +22,13 @@ typedef struct idx idx;
 typedef enum idx_metric { IDX_METRIC_IP = 0, IDX_METRIC_L2 = 1 } idx_metric;
 
 typedef struct idx_options {
-  const char *factory; /* index_factory string; NULL = saved one, else a
+  const char *factory;       /* index_factory string; NULL = saved one, else a
                           default chosen by corpus size (documented in idx.c) */
-  idx_metric metric; /* IP for L2-normalised embeddings (the default) */
-  uint32_t dim; /* embedding dimension; 0 = the store's */
-  int nprobe; /* default IVF nprobe; 0 = max(1, nlist/8) */
-  int ef_search; /* default HNSW efSearch; 0 = 64 */
-  int plain_scan; /* 1: scan a flat index's float rows only, without the
+  idx_metric metric;         /* IP for L2-normalised embeddings (the default) */
+  uint32_t dim;              /* embedding dimension; 0 = the store's */
+  int nprobe;                /* default IVF nprobe; 0 = max(1, nlist/8) */
+  int ef_search;             /* default HNSW efSearch; 0 = 64 */
+  int plain_scan;            /* 1: scan a flat index's float rows only, without the
                           int8 codes (see idx.c) kept by default */
   uint64_t auto_flat_floats; /* the default factory is Flat while vectors x dim
                                 stay below this; 0 = 51.2M (see idx.c) */
@@ -60,7 +60,7 @@ proto_status idx_save(idx *ix);
 proto_status idx_rebuild(idx *ix, const char *factory);
 
 typedef struct idx_search_params {
-  int nprobe; /* IVF lists to visit; 0 = index default */
+  int nprobe;    /* IVF lists to visit; 0 = index default */
   int ef_search; /* HNSW efSearch; 0 = index default. A value other than the
                     one last used runs that search exclusively (FAISS 1.7.3
                     reads efSearch only from the index itself) */
@@ -88,7 +88,7 @@ typedef struct idx_info {
   uint64_t ntotal; /* live vectors in the FAISS index (deleted ones that an
                          HNSW index still holds are not counted) */
   int trained;
-  uint64_t pending; /* vectors waiting for training (searched exactly) */
+  uint64_t pending;   /* vectors waiting for training (searched exactly) */
   uint64_t watermark; /* highest chunk id added */
 } idx_info;
 proto_status idx_info_get(idx *ix, idx_info *out);

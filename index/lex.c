@@ -37,7 +37,7 @@
 #include <unistd.h>
 
 enum {
-  LEX_SCHEMA = 1, /* bump when the table or the tokenizer changes */
+  LEX_SCHEMA = 1,     /* bump when the table or the tokenizer changes */
   LEX_MAX_TOKEN = 64, /* longer words are cut (hashes, base64 runs) */
   LEX_MAX_TERMS = 64, /* distinct query terms used */
 };
@@ -56,7 +56,7 @@ typedef struct reader {
   sqlite3 *db;
   sqlite3_stmt *query;
   fts5_tokenizer stemmer; /* FTS5's porter over our tokenizer, as the */
-  Fts5Tokenizer *stem; /* table uses it: a query word's indexed form */
+  Fts5Tokenizer *stem;    /* table uses it: a query word's indexed form */
   struct reader *next;
 } reader;
 
@@ -64,10 +64,10 @@ struct lex {
   char *path;
   store *st;
   int read_only;
-  sqlite3 *w; /* the writer connection (NULL when read-only) */
-  pthread_mutex_t wmu; /* serialises lex_sync / lex_rebuild */
-  pthread_mutex_t pmu; /* the reader pool */
-  reader *idle; /* readers not in use */
+  sqlite3 *w;                /* the writer connection (NULL when read-only) */
+  pthread_mutex_t wmu;       /* serialises lex_sync / lex_rebuild */
+  pthread_mutex_t pmu;       /* the reader pool */
+  reader *idle;              /* readers not in use */
   uint64_t watermark, count; /* as committed; read under wmu or atomically enough for info */
   /* The common and frequent terms (indexed form, sorted, with their
    * document frequency), read from the vocabulary at open and when the

@@ -39,31 +39,31 @@
 
 enum {
   BERT_MIN_BUDGET = 1024, /* tokens per chunk (at least max_tokens) */
-  BERT_ARENAS = 2, /* concurrent calls served without waiting */
+  BERT_ARENAS = 2,        /* concurrent calls served without waiting */
 };
 
 typedef struct bert_layer {
   const float *wq, *bq, *wk, *bk, *wv, *bv; /* (H, H), (H) */
-  const float *wo, *bo; /* attention.output.dense (H, H), (H) */
-  const float *ln1_g, *ln1_b; /* attention.output.LayerNorm (H) */
-  const float *wi, *bi; /* intermediate.dense (I, H), (I) */
-  const float *wf, *bf; /* output.dense (H, I), (H) */
-  const float *ln2_g, *ln2_b; /* output.LayerNorm (H) */
+  const float *wo, *bo;                     /* attention.output.dense (H, H), (H) */
+  const float *ln1_g, *ln1_b;               /* attention.output.LayerNorm (H) */
+  const float *wi, *bi;                     /* intermediate.dense (I, H), (I) */
+  const float *wf, *bf;                     /* output.dense (H, I), (H) */
+  const float *ln2_g, *ln2_b;               /* output.LayerNorm (H) */
   /* the same weights as F16 in the file, for short inputs (NULL: F32 only) */
   const uint16_t *hq, *hk, *hv, *ho, *hi, *hf;
 } bert_layer;
 
 typedef struct bert_arena {
-  float *x; /* (budget, H) hidden states */
-  float *tmp; /* (budget, H) */
-  float *qkv; /* (budget, 3H) */
-  float *ctx; /* (budget, H) attention context */
-  float *inter; /* (budget, I) */
+  float *x;      /* (budget, H) hidden states */
+  float *tmp;    /* (budget, H) */
+  float *qkv;    /* (budget, 3H) */
+  float *ctx;    /* (budget, H) attention context */
+  float *inter;  /* (budget, I) */
   float *scores; /* (workers, T * T) attention probabilities, T = max_tokens */
-  int32_t *ids; /* (budget) packed token ids */
-  int32_t *pos; /* (budget) position ids */
-  int *start; /* (budget) first row of each sequence in the chunk */
-  int *len; /* (budget) its length */
+  int32_t *ids;  /* (budget) packed token ids */
+  int32_t *pos;  /* (budget) position ids */
+  int *start;    /* (budget) first row of each sequence in the chunk */
+  int *len;      /* (budget) its length */
   int busy;
 } bert_arena;
 
@@ -79,8 +79,8 @@ struct bert {
   /* weights (borrowed from st unless converted there) */
   st_file *st;
   const float *word, *posemb, *type; /* (V, H), (P, H), (TV, H) */
-  const float *emb_g, *emb_b; /* (H) */
-  bert_layer *layers; /* (L) */
+  const float *emb_g, *emb_b;        /* (H) */
+  bert_layer *layers;                /* (L) */
   tok *tok;
   pool *pool;
   int workers;
@@ -542,10 +542,10 @@ enum { EPI_NONE = 0, EPI_BIAS_GELU, EPI_ADD_LN };
 typedef struct lin_job {
   const float *x; /* (M, K) row stride ldx */
   int ldx;
-  const float *W; /* (N, K) */
+  const float *W;     /* (N, K) */
   const uint16_t *Wh; /* (N, K) the same as F16, or NULL */
-  const float *b; /* (N) */
-  float *out; /* (M, N) row stride ldo */
+  const float *b;     /* (N) */
+  float *out;         /* (M, N) row stride ldo */
   int ldo;
   int M, N, K;
   int rows; /* 1: tiles are row blocks; 0: column blocks */

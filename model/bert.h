@@ -31,14 +31,14 @@ typedef enum bert_pooling {
 
 typedef struct bert_options {
   bert_pooling pooling;
-  int threads; /* worker threads for a batch; 0 = number of CPUs */
+  int threads;      /* worker threads for a batch; 0 = number of CPUs */
   int no_normalize; /* 1 = skip L2 normalisation */
 } bert_options;
 
 /* Opens the model directory. opt may be NULL. On failure the message from
  * bert_last_error() names the file and, for weights, the tensor. */
 proto_status bert_open(const char *dir, const bert_options *opt, bert **out);
-void bert_close(bert *b); /* accepts NULL */
+void bert_close(bert *b);          /* accepts NULL */
 const char *bert_last_error(void); /* this thread's last failure; never NULL */
 
 uint32_t bert_dim(const bert *b);

@@ -149,7 +149,7 @@ static inline float kn_exp(float x) {
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
   float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round */
-  float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* x - n ln2 */
+  float r = x - n * 0.693359375f + n * 2.12194440e-4f;              /* x - n ln2 */
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;

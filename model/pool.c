@@ -34,18 +34,18 @@ typedef struct pool_worker {
 } pool_worker;
 
 struct pool {
-  int n; /* threads including the caller */
-  pthread_t *threads; /* (n - 1) */
-  pool_worker *workers; /* (n - 1) */
-  int started; /* threads actually created */
+  int n;                    /* threads including the caller */
+  pthread_t *threads;       /* (n - 1) */
+  pool_worker *workers;     /* (n - 1) */
+  int started;              /* threads actually created */
   pthread_mutex_t job_lock; /* one job at a time */
-  pthread_mutex_t mu; /* sleeping and waking */
+  pthread_mutex_t mu;       /* sleeping and waking */
   pthread_cond_t cv_start, cv_done;
   atomic_uint_fast64_t gen; /* bumped for every job, wakes the workers */
   atomic_int stop;
   atomic_uint_fast64_t ticket; /* (total << 32) | next unclaimed index */
-  atomic_int done; /* items of the current job finished */
-  pool_fn fn; /* current job; stable while it has unfinished items */
+  atomic_int done;             /* items of the current job finished */
+  pool_fn fn;                  /* current job; stable while it has unfinished items */
   void *arg;
 };
 

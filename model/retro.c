@@ -36,8 +36,8 @@ const char *retro_last_error(void) { return proto_err_get(); }
 /* ------------------------------------------------------------ weights */
 
 typedef struct lin_w {
-  const float *w; /* (out, in) */
-  const float *b; /* (out) */
+  const float *w;    /* (out, in) */
+  const float *b;    /* (out) */
   const uint16_t *h; /* (out, in) the F16 weights in the file, or NULL */
 } lin_w;
 
@@ -49,43 +49,43 @@ typedef struct ln_w {
 typedef struct dec_layer {
   int retro_idx; /* index among RETRO layers, -1 for a plain block */
   ln_w ln1, lnc, ln2;
-  lin_w qkv; /* (3D, D) */
-  lin_w out; /* (D, D) */
-  lin_w cq; /* (D, D) */
-  lin_w ckv; /* (2D, D) */
+  lin_w qkv;  /* (3D, D) */
+  lin_w out;  /* (D, D) */
+  lin_w cq;   /* (D, D) */
+  lin_w ckv;  /* (2D, D) */
   lin_w cout; /* (D, D) */
-  lin_w fc1; /* (F, D) */
-  lin_w fc2; /* (D, F) */
+  lin_w fc1;  /* (F, D) */
+  lin_w fc2;  /* (D, F) */
 } dec_layer;
 
 typedef struct enc_layer {
   ln_w ln1, lnx, ln2;
-  lin_w qkv; /* (3D, D) */
-  lin_w out; /* (D, D) */
-  lin_w xq; /* (D, D) */
-  lin_w xkv; /* (2D, D) */
+  lin_w qkv;  /* (3D, D) */
+  lin_w out;  /* (D, D) */
+  lin_w xq;   /* (D, D) */
+  lin_w xkv;  /* (2D, D) */
   lin_w xout; /* (D, D) */
-  lin_w fc1; /* (F, D) */
-  lin_w fc2; /* (D, F) */
+  lin_w fc1;  /* (F, D) */
+  lin_w fc2;  /* (D, F) */
 } enc_layer;
 
 struct retro {
   retro_config cfg;
-  int hd; /* head dim */
+  int hd;          /* head dim */
   int first_retro; /* 0-based layer of the first RETRO block, -1 if none */
   st_file *st;
   tok *tk;
-  const float *tok_emb; /* (V, D) */
-  const float *head; /* (V, D): tok_emb when tied */
+  const float *tok_emb;   /* (V, D) */
+  const float *head;      /* (V, D): tok_emb when tied */
   const uint16_t *head_h; /* (V, D) F16 copy of head in the file, or NULL */
-  int f16_gemv; /* use F16 weights for one-token products */
-  dec_layer *layers; /* (n_layers) */
-  enc_layer *enc; /* (enc_layers) */
+  int f16_gemv;           /* use F16 weights for one-token products */
+  dec_layer *layers;      /* (n_layers) */
+  enc_layer *enc;         /* (enc_layers) */
   ln_w enc_lnf, ln_f;
-  int rope_n; /* positions in the tables */
+  int rope_n;      /* positions in the tables */
   float *rope_cos; /* (rope_n, hd/2) */
   float *rope_sin; /* (rope_n, hd/2) */
-  pool *pool; /* products of many rows are split over it by columns */
+  pool *pool;      /* products of many rows are split over it by columns */
   int workers;
 };
 
@@ -541,13 +541,13 @@ static void rope(const retro *r, float *v, int pos) {
 /* ------------------------------------------------------------ state */
 
 typedef struct chunk_nb {
-  int k; /* neighbours set (0: none) */
-  int nvalid; /* non-pad positions over all neighbours */
-  int encoded; /* kv filled */
+  int k;           /* neighbours set (0: none) */
+  int nvalid;      /* non-pad positions over all neighbours */
+  int encoded;     /* kv filled */
   int32_t *tokens; /* (nvalid) the non-pad tokens, neighbour by neighbour */
-  int *vpos; /* (nvalid) position of each inside its neighbour (0..r-1) */
-  int *start; /* (k + 1) first row of each neighbour in tokens */
-  float *kv; /* (n_retro, 2, nvalid, D): rotated CCA keys, then values */
+  int *vpos;       /* (nvalid) position of each inside its neighbour (0..r-1) */
+  int *start;      /* (k + 1) first row of each neighbour in tokens */
+  float *kv;       /* (n_retro, 2, nvalid, D): rotated CCA keys, then values */
 } chunk_nb;
 
 struct retro_state {
@@ -556,26 +556,26 @@ struct retro_state {
   int pos;
   int n_chunks;
   chunk_nb *chunks; /* (n_chunks) */
-  float *kcache; /* (n_layers, max_tokens, D) rotated keys */
-  float *vcache; /* (n_layers, max_tokens, D) */
-  float *hbuf; /* (m, D) H rows of the chunk in progress, row p % m */
+  float *kcache;    /* (n_layers, max_tokens, D) rotated keys */
+  float *vcache;    /* (n_layers, max_tokens, D) */
+  float *hbuf;      /* (m, D) H rows of the chunk in progress, row p % m */
   /* decoder block scratch, rows = cap */
   int cap;
-  float *x; /* (cap, D) residual stream */
-  float *xn; /* (cap, D) normalised / sublayer input */
-  float *qkv; /* (cap, 3D) */
-  float *att; /* (cap, D) */
-  float *ffn; /* (cap, max(F, D)) */
+  float *x;      /* (cap, D) residual stream */
+  float *xn;     /* (cap, D) normalised / sublayer input */
+  float *qkv;    /* (cap, 3D) */
+  float *att;    /* (cap, D) */
+  float *ffn;    /* (cap, max(F, D)) */
   float *scores; /* (cap, score_cols) */
   int score_cols;
   /* encoder scratch for up to rcap neighbour positions (non-pad) per chunk */
   int rcap;
-  float *ey; /* (rcap, D) */
-  float *eyn; /* (rcap, D) */
-  float *eqkv; /* (rcap, 3D) */
-  float *eatt; /* (rcap, D) */
-  float *effn; /* (rcap, F) */
-  float *hkv; /* (m, 2D) */
+  float *ey;      /* (rcap, D) */
+  float *eyn;     /* (rcap, D) */
+  float *eqkv;    /* (rcap, 3D) */
+  float *eatt;    /* (rcap, D) */
+  float *effn;    /* (rcap, F) */
+  float *hkv;     /* (m, 2D) */
   float *escores; /* (max(r*r, rcap*m)) */
   retro_stats stats;
 };
@@ -787,8 +787,8 @@ static void encode_chunk(retro_state *s, int u) {
   const int D = c->dim, F = c->ffn_dim, m = c->chunk_len, H = c->n_heads, hd = M->hd, k = cn->k,
             R = cn->nvalid;
   const float eps = c->layer_norm_eps, scale = 1.0f / sqrtf((float)hd);
-  float *y = s->ey; /* (R, D) */
-  float *yn = s->eyn; /* (R, D) */
+  float *y = s->ey;     /* (R, D) */
+  float *yn = s->eyn;   /* (R, D) */
   float *qkv = s->eqkv; /* (R, 3D) */
   float *att = s->eatt; /* (R, D) */
   for (int i = 0; i < R; i++)
@@ -832,7 +832,7 @@ static void encode_chunk(retro_state *s, int u) {
     const dec_layer *L = &M->layers[li];
     if (L->retro_idx < 0) continue;
     float *K = cn->kv + (size_t)L->retro_idx * 2 * (size_t)R * D; /* (R, D) */
-    float *Vv = K + (size_t)R * D; /* (R, D) */
+    float *Vv = K + (size_t)R * D;                                /* (R, D) */
     lin_w wk = {L->ckv.w, L->ckv.b, NULL}, wv = {L->ckv.w + (size_t)D * D, L->ckv.b + D, NULL};
     lin(s->m, yn, D, &wk, K, D, R, D, D, 0);
     lin(s->m, yn, D, &wv, Vv, D, R, D, D, 0);

@@ -27,19 +27,19 @@ typedef struct retro_config {
   int n_layers;
   int n_heads;
   int ffn_dim;
-  int max_seq; /* longest sequence (prompt + generated) */
-  int chunk_len; /* m = 64 */
+  int max_seq;       /* longest sequence (prompt + generated) */
+  int chunk_len;     /* m = 64 */
   int neighbour_len; /* r = 128: [N, F] */
-  int n_neighbours; /* k used in training (a state may get other k) */
-  int enc_layers; /* neighbour encoder layers */
+  int n_neighbours;  /* k used in training (a state may get other k) */
+  int enc_layers;    /* neighbour encoder layers */
   int n_retro_layers;
   int retro_layers[16]; /* 1-based layer numbers of RETRO blocks */
   /* added by the retro part (after the original fields): */
   float rope_theta; /* rotary base */
   float layer_norm_eps;
   int tie_embeddings; /* 1: output head = token embedding */
-  int pad_id; /* config pad id (neighbour padding by default) */
-  int eos_id; /* end-of-text id */
+  int pad_id;         /* config pad id (neighbour padding by default) */
+  int eos_id;         /* end-of-text id */
 } retro_config;
 
 /* Opens a model directory (config.json, model.safetensors, vocab.json,
@@ -52,7 +52,7 @@ typedef struct retro_config {
  * directory without vocab.json / vocab.txt opens with retro_tokenizer() ==
  * NULL (weights-only directories, tests). */
 proto_status retro_open(const char *dir, int threads, retro **out);
-void retro_close(retro *r); /* accepts NULL */
+void retro_close(retro *r);         /* accepts NULL */
 const char *retro_last_error(void); /* this thread's last failure */
 const retro_config *retro_get_config(const retro *r);
 const tok *retro_tokenizer(const retro *r); /* borrowed, lives as long as r; NULL if none */
@@ -90,11 +90,11 @@ proto_status retro_forward(retro_state *s, const int32_t *tokens, int n, int all
 /* Where a state's time went since it was created or reset (for benchmarks
  * and server timings). Wall-clock seconds. */
 typedef struct retro_stats {
-  int tokens; /* positions consumed */
-  int forward_calls; /* retro_forward calls that succeeded */
+  int tokens;         /* positions consumed */
+  int forward_calls;  /* retro_forward calls that succeeded */
   int chunks_encoded; /* neighbour sets run through the encoder */
-  double forward_s; /* inside retro_forward, encoding included */
-  double encode_s; /* of which: neighbour encoder + CCA key/value caching */
+  double forward_s;   /* inside retro_forward, encoding included */
+  double encode_s;    /* of which: neighbour encoder + CCA key/value caching */
 } retro_stats;
 void retro_state_stats(const retro_state *s, retro_stats *out);
 

@@ -24,16 +24,16 @@
 typedef struct st_entry {
   st_tensor_info info;
   uint64_t begin, end; /* data_offsets, relative to the data start */
-  float *converted; /* owned float32 copy (F16/BF16/unaligned F32) */
+  float *converted;    /* owned float32 copy (F16/BF16/unaligned F32) */
 } st_entry;
 
 struct st_file {
   char *path;
   const unsigned char *map; /* whole file */
   size_t size;
-  json_t *header; /* keeps the name strings alive */
-  json_t *meta; /* borrowed from header, may be NULL */
-  st_entry *entries; /* (count), sorted by data offset */
+  json_t *header;     /* keeps the name strings alive */
+  json_t *meta;       /* borrowed from header, may be NULL */
+  st_entry *entries;  /* (count), sorted by data offset */
   st_entry **by_name; /* (count), sorted by name */
   size_t count;
   pthread_mutex_t lock; /* guards converted */

@@ -15,7 +15,7 @@ struct sampler {
   sample_params p;
   sample_rng rng;
   int32_t *idx; /* (vocab) candidate token ids */
-  float *prob; /* (vocab) probabilities at the sampling temperature */
+  float *prob;  /* (vocab) probabilities at the sampling temperature */
 };
 
 /* ------------------------------------------------------------------ RNG */

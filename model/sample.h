@@ -20,10 +20,10 @@ enum { SAMPLE_MAX_LOGPROBS = 20 }; /* most alternatives reported per token */
 
 typedef struct sample_params {
   float temperature; /* 0 = greedy (argmax, lowest id on ties); > 0 divides the logits */
-  int top_k; /* keep the k most likely tokens; 0 = no limit */
-  float top_p; /* keep the smallest most-likely set whose mass >= top_p; 1 = no limit */
-  uint64_t seed; /* RNG seed; the same seed gives the same draws */
-  int n_logprobs; /* alternatives to report, 0 .. SAMPLE_MAX_LOGPROBS */
+  int top_k;         /* keep the k most likely tokens; 0 = no limit */
+  float top_p;       /* keep the smallest most-likely set whose mass >= top_p; 1 = no limit */
+  uint64_t seed;     /* RNG seed; the same seed gives the same draws */
+  int n_logprobs;    /* alternatives to report, 0 .. SAMPLE_MAX_LOGPROBS */
 } sample_params;
 
 /* One sampled token. Log-probabilities are of the model's own distribution
@@ -31,8 +31,8 @@ typedef struct sample_params {
  * OpenAI's logprobs are. */
 typedef struct sample_result {
   int32_t token;
-  float logprob; /* of token */
-  int n_top; /* = n_logprobs */
+  float logprob;                           /* of token */
+  int n_top;                               /* = n_logprobs */
   int32_t top_tokens[SAMPLE_MAX_LOGPROBS]; /* most likely first, lowest id on ties */
   float top_logprobs[SAMPLE_MAX_LOGPROBS];
 } sample_result;

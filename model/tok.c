@@ -31,11 +31,11 @@
 #include "tok_unicode.h"
 
 enum {
-  WP_MAX_CHARS = 100, /* longer words -> [UNK] (HF max_input_chars_per_word) */
+  WP_MAX_CHARS = 100,     /* longer words -> [UNK] (HF max_input_chars_per_word) */
   MAX_VOCAB_ID = 1 << 24, /* larger ids in vocab.json are refused */
   CACHE_SHARDS = 16,
   CACHE_SHARD_MAX = 1 << 14, /* entries per shard before it is emptied */
-  CACHE_MAX_WORD = 64, /* longer pre-tokens are not cached */
+  CACHE_MAX_WORD = 64,       /* longer pre-tokens are not cached */
 };
 
 /* ------------------------------------------------------------------ errors */
@@ -342,7 +342,7 @@ struct tok {
   int lowercase, strip;
   size_t max_tok_bytes;
   /* BPE */
-  smap syms; /* symbol string (byte-map chars, UTF-8) -> symbol index */
+  smap syms;       /* symbol string (byte-map chars, UTF-8) -> symbol index */
   int32_t *sym_id; /* symbol -> vocab id, -1 when not in vocab.json */
   const char **sym_str;
   uint32_t *sym_len;

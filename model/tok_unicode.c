@@ -207,7 +207,7 @@ int tu_nfc(const uint32_t *in, size_t n, tu_buf *out) {
   if (tu_nfd(in, n, out)) return -1;
   uint32_t *v = out->v + start;
   size_t len = out->n - start, w = 0;
-  long starter = -1; /* index in v[0..w) of the last starter */
+  long starter = -1;    /* index in v[0..w) of the last starter */
   unsigned last_cc = 0; /* class of the last character kept after it */
   for (size_t i = 0; i < len; i++) {
     uint32_t c = v[i];

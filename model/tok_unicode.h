@@ -19,11 +19,11 @@ enum {
   TU_BPE_NUMBER = 2,
   TU_BPE_SPACE = 3,
   TU_BPE_MASK = 3,
-  TU_WP_WS = 1u << 2, /* BERT whitespace: " \t\n\r" or Zs */
-  TU_WP_CTRL = 1u << 3, /* BERT control: C* except \t \n \r */
+  TU_WP_WS = 1u << 2,    /* BERT whitespace: " \t\n\r" or Zs */
+  TU_WP_CTRL = 1u << 3,  /* BERT control: C* except \t \n \r */
   TU_WP_PUNCT = 1u << 4, /* BERT punctuation: P* or ASCII symbols */
-  TU_MN = 1u << 5, /* category Mn */
-  TU_PYSPACE = 1u << 6, /* Python str.isspace() */
+  TU_MN = 1u << 5,       /* category Mn */
+  TU_PYSPACE = 1u << 6,  /* Python str.isspace() */
   TU_HAS_LOWER = 1u << 7,
   TU_HAS_DECOMP = 1u << 8,
 };

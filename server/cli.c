@@ -23,7 +23,7 @@
 /* Flags --------------------------------------------------------------------------- */
 
 typedef struct cli_flag {
-  const char *name; /* "--data"; short alias below */
+  const char *name;  /* "--data"; short alias below */
   const char *alias; /* "-k" or NULL */
   int takes_value;
   const char *help;

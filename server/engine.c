@@ -1290,7 +1290,7 @@ static proto_status expand_hits(sctx *c, srv_hits *h, uint32_t by) {
 typedef struct search_state {
   sctx c;
   lex_job job;
-  float *qv; /* the embedded texts (a search by text) */
+  float *qv;   /* the embedded texts (a search by text) */
   cand *cands; /* kc per query */
   size_t *n_cands, *groups;
   size_t kc;

@@ -19,7 +19,7 @@
 
 typedef struct nb_data {
   uint64_t *ids; /* (n) chunk ids, ascending */
-  float *vecs; /* (n, dim) */
+  float *vecs;   /* (n, dim) */
   size_t n, cap;
   uint32_t dim;
   int oom; /* collect ran out of memory (reported as such) */
@@ -114,9 +114,9 @@ typedef struct nb_dump {
   int k;
   uint64_t *docs; /* (n) doc nums */
   uint32_t *ords; /* (n) ordinals */
-  int32_t *toks; /* (n, 64), -1 past a short chunk's end */
-  int64_t *nbr; /* (n, k) neighbour chunk ids, -1 when fewer */
-  float *nsc; /* (n, k) their scores, NaN when fewer */
+  int32_t *toks;  /* (n, 64), -1 past a short chunk's end */
+  int64_t *nbr;   /* (n, k) neighbour chunk ids, -1 when fewer */
+  float *nsc;     /* (n, k) their scores, NaN when fewer */
 } nb_dump;
 
 static void nb_dump_free(nb_dump *x) {

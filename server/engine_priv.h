@@ -23,23 +23,23 @@ struct srv_engine {
   char *decoder_path; /* NULL when none */
   store *st;
   idx *ix;
-  lex *lx; /* the lexical index; NULL when a read-only
+  lex *lx;                 /* the lexical index; NULL when a read-only
                                   engine could not have one */
-  char *lex_tmp; /* a read-only engine's private lexical file
+  char *lex_tmp;           /* a read-only engine's private lexical file
                                   (removed at close), else NULL */
   pthread_mutex_t sync_mu; /* one lexical + FAISS sync or save at a time:
                                   the lexical index must have applied every
                                   tombstone a FAISS save clears */
   bert *enc;
-  retro *dec; /* NULL unless load_decoder and a decoder exists */
-  tok *own_tok; /* the decoder's tokenizer when its weights are not loaded */
+  retro *dec;      /* NULL unless load_decoder and a decoder exists */
+  tok *own_tok;    /* the decoder's tokenizer when its weights are not loaded */
   const tok *ctok; /* chunk tokenizer: decoder's, else encoder's */
   uint32_t dim;
-  int embed_by_ids; /* encoder and chunk tokenizer are the same */
+  int embed_by_ids;            /* encoder and chunk tokenizer are the same */
   unsigned char hash_salt[32]; /* what a document's content hash covers
                                   besides its text and metadata: the models
                                   and the chunking rule (see ingest.c) */
-  int32_t pad_id, eos_id; /* decoder's (config.json), -1 when unknown */
+  int32_t pad_id, eos_id;      /* decoder's (config.json), -1 when unknown */
   srv_pipe *pipe;
 
   /* generation slots */
@@ -54,7 +54,7 @@ struct srv_engine {
   pthread_mutex_t q_mu;
   pthread_cond_t q_cv;
   srv_embed_req *q_head, *q_tail; /* waiting requests */
-  int q_busy; /* an encoder call is running */
+  int q_busy;                     /* an encoder call is running */
 
   /* counters */
   _Atomic uint64_t n_query_calls, n_query_texts; /* encoder calls for queries, texts in them */

@@ -128,15 +128,15 @@ typedef struct gen {
   int32_t pad;
   int32_t *nbuf; /* (k, 128) neighbour tokens of one chunk */
   /* text */
-  char *raw; /* the completion's bytes as generated */
+  char *raw;                        /* the completion's bytes as generated */
   size_t raw_len, raw_cap, emitted; /* emitted: raw bytes already handed out */
   size_t text_cap;
   size_t max_stop;
   int cancelled;
   sampler *smp;
-  float *logits; /* (vocab) the next token's logits */
+  float *logits;  /* (vocab) the next token's logits */
   size_t tok_cap; /* res->tokens' room */
-  double t0; /* when the slot was had */
+  double t0;      /* when the slot was had */
 } gen;
 
 static proto_status grow(void **p, size_t *cap, size_t need, size_t elem) {

@@ -42,8 +42,8 @@ typedef struct pool {
   pthread_cond_t cv;
   job *q;
   size_t cap, head, len; /* ring of waiting jobs */
-  size_t running; /* jobs taken and not yet finishing (pool_job_finishing) */
-  size_t waiting; /* jobs allowed to wait beyond the free threads */
+  size_t running;        /* jobs taken and not yet finishing (pool_job_finishing) */
+  size_t waiting;        /* jobs allowed to wait beyond the free threads */
   int stop;
   pthread_t *threads;
   size_t n_threads;
@@ -157,7 +157,7 @@ typedef struct daemon_state {
   pthread_mutex_t drain_mu;
   pthread_cond_t drain_cv;
   atomic_ullong requests; /* numbers the generated request ids */
-  unsigned run; /* ties those ids to this run of the daemon */
+  unsigned run;           /* ties those ids to this run of the daemon */
 } daemon_state;
 
 static daemon_state D;
@@ -174,7 +174,7 @@ typedef struct conn {
   char path[256]; /* for the log: printable, truncated */
   char peer[64];
   char id[HTTP_REQUEST_ID_MAX + 1]; /* X-Request-Id: the client's, or made here */
-  int status; /* status queued (0 = none yet) */
+  int status;                       /* status queued (0 = none yet) */
   int first_done;
   /* body */
   proto_buf body;

@@ -26,41 +26,41 @@ int srv_http_main(int argc, char **argv);
 /* ---- configuration ------------------------------------------------------- */
 
 typedef struct http_config {
-  char *data; /* --data DIR (required) */
-  char *encoder; /* --encoder DIR (NULL = engine default) */
-  char *decoder; /* --decoder DIR ("none" = no generation) */
-  char *index_factory; /* --index FACTORY */
-  char *host; /* --host, default 127.0.0.1 */
-  long port; /* --port, default 8080; 0 = any free port */
-  char *api_key; /* --api-key: read-write key (NULL = none) */
-  char *read_key; /* --read-key: read-only key (NULL = none) */
-  long http_threads; /* --http-threads: MHD pool, default 2 */
-  long workers; /* --workers: slow-request threads, 0 = 4 per CPU */
-  long queue; /* --queue: slow requests that may wait, default 64 */
-  long gen_slots; /* --gen-slots: concurrent generations, default 1 */
-  long gen_queue; /* --gen-queue: generations that may wait, default 4 */
-  long threads; /* --threads: model threads, 0 = CPUs */
-  long max_body; /* --max-body: bytes of a JSON body / NDJSON line */
-  long max_connections; /* --max-connections */
-  long max_per_ip; /* --max-per-ip (0 = unlimited) */
-  long idle_timeout; /* --idle-timeout seconds */
-  long header_limit; /* --header-limit: bytes of request line + headers */
-  long drain_timeout; /* --drain-timeout: seconds to finish in-flight work */
-  long read_only; /* --read-only: refuse writes (engine read-only) */
+  char *data;                /* --data DIR (required) */
+  char *encoder;             /* --encoder DIR (NULL = engine default) */
+  char *decoder;             /* --decoder DIR ("none" = no generation) */
+  char *index_factory;       /* --index FACTORY */
+  char *host;                /* --host, default 127.0.0.1 */
+  long port;                 /* --port, default 8080; 0 = any free port */
+  char *api_key;             /* --api-key: read-write key (NULL = none) */
+  char *read_key;            /* --read-key: read-only key (NULL = none) */
+  long http_threads;         /* --http-threads: MHD pool, default 2 */
+  long workers;              /* --workers: slow-request threads, 0 = 4 per CPU */
+  long queue;                /* --queue: slow requests that may wait, default 64 */
+  long gen_slots;            /* --gen-slots: concurrent generations, default 1 */
+  long gen_queue;            /* --gen-queue: generations that may wait, default 4 */
+  long threads;              /* --threads: model threads, 0 = CPUs */
+  long max_body;             /* --max-body: bytes of a JSON body / NDJSON line */
+  long max_connections;      /* --max-connections */
+  long max_per_ip;           /* --max-per-ip (0 = unlimited) */
+  long idle_timeout;         /* --idle-timeout seconds */
+  long header_limit;         /* --header-limit: bytes of request line + headers */
+  long drain_timeout;        /* --drain-timeout: seconds to finish in-flight work */
+  long read_only;            /* --read-only: refuse writes (engine read-only) */
   long inline_search_floats; /* --inline-search-floats: searches by vector on an
                                 index up to this size (vectors x dim) run on
                                 the MHD threads, larger ones on the workers */
-  long max_map_mb; /* --max-map-mb: LMDB map limit in MiB (0 = none) */
-  char *backup_dir; /* --backup-dir: where POST /v1/admin/backup writes (NULL = off) */
-  char *log; /* --log FILE (NULL = stderr) */
-  long log_flush_ms; /* --log-flush-ms: request lines wait at most this (0 = none) */
-  char *config; /* --config FILE */
-  char *search_mode; /* --search-mode: default of POST /v1/search by text */
-  char *retrieval_mode; /* --retrieval-mode: default of completions' neighbours */
-  long strict_models; /* --strict-models: an unknown "model" is a 404 (default:
+  long max_map_mb;           /* --max-map-mb: LMDB map limit in MiB (0 = none) */
+  char *backup_dir;          /* --backup-dir: where POST /v1/admin/backup writes (NULL = off) */
+  char *log;                 /* --log FILE (NULL = stderr) */
+  long log_flush_ms;         /* --log-flush-ms: request lines wait at most this (0 = none) */
+  char *config;              /* --config FILE */
+  char *search_mode;         /* --search-mode: default of POST /v1/search by text */
+  char *retrieval_mode;      /* --retrieval-mode: default of completions' neighbours */
+  long strict_models;        /* --strict-models: an unknown "model" is a 404 (default:
                             served by the loaded encoder/decoder) */
-  char *chat_template; /* --chat-template FILE: how chat messages become a prompt */
-  long no_webui; /* --no-webui: no page at / (404) */
+  char *chat_template;       /* --chat-template FILE: how chat messages become a prompt */
+  long no_webui;             /* --no-webui: no page at / (404) */
 } http_config;
 
 /* Fills defaults, then the config file (--config or RETRO_CONFIG), then the
@@ -93,7 +93,7 @@ typedef enum http_kind { HTTP_INLINE = 0, HTTP_WORKER = 1, HTTP_GEN = 2 } http_k
 /* A route's row of http_routes.def. */
 typedef struct http_route_info {
   const char *method; /* "GET" (HEAD too), "POST" or "DELETE" */
-  const char *path; /* as in openapi.json: "/v1/documents/{id}" */
+  const char *path;   /* as in openapi.json: "/v1/documents/{id}" */
   http_access access;
   http_kind kind;
   const char *operation_id; /* its operationId in openapi.json */
@@ -104,13 +104,13 @@ const http_route_info *http_route_about(http_route r);
 
 typedef struct http_match {
   http_route route;
-  proto_status st; /* PROTO_OK, PROTO_ENOTFOUND, PROTO_EMETHOD, PROTO_EINVAL (bad id) */
+  proto_status st;   /* PROTO_OK, PROTO_ENOTFOUND, PROTO_EMETHOD, PROTO_EINVAL (bad id) */
   const char *allow; /* for 405: the Allow header (static) */
   http_access access;
   http_kind kind;
-  int has_body; /* POST routes */
+  int has_body;                    /* POST routes */
   char id[PROTO_MAX_ID_BYTES + 1]; /* decoded {id} of document and model routes */
-  uint64_t num; /* {id} of /v1/chunks/{id} */
+  uint64_t num;                    /* {id} of /v1/chunks/{id} */
   char msg[128];
 } http_match;
 
@@ -164,9 +164,9 @@ int http_ct_equal(const char *a, size_t alen, const char *b, size_t blen);
 
 /* Splits a byte stream into lines without holding more than one line. */
 typedef struct http_lines {
-  proto_buf line; /* the partial line so far */
+  proto_buf line;  /* the partial line so far */
   size_t max_line; /* longer lines are reported as too long */
-  int overflow; /* the current line exceeded max_line (being skipped) */
+  int overflow;    /* the current line exceeded max_line (being skipped) */
   uint64_t lineno; /* 1-based number of the line being read */
 } http_lines;
 
@@ -207,13 +207,13 @@ void http_server_free(http_server *s);
 
 typedef struct http_request {
   const char *method;
-  const char *path; /* raw path, percent-encoded, no query */
-  const char *query_wait; /* value of ?wait=, or NULL */
+  const char *path;        /* raw path, percent-encoded, no query */
+  const char *query_wait;  /* value of ?wait=, or NULL */
   const char *query_limit; /* ?limit= and ?after= of GET /v1/documents, or NULL */
   const char *query_after;
   const char *accept_encoding; /* header, for the page at / (gzip) */
-  const char *query_force; /* value of ?force=, or NULL */
-  const char *authorization; /* headers, NULL when absent */
+  const char *query_force;     /* value of ?force=, or NULL */
+  const char *authorization;   /* headers, NULL when absent */
   const char *api_key;
   const char *content_type;
   const char *body;
@@ -222,9 +222,9 @@ typedef struct http_request {
 
 typedef struct http_response {
   int status;
-  const char *content_type; /* static string */
-  const char *allow; /* Allow header for 405, static */
-  int retry_after; /* seconds; 0 = no header */
+  const char *content_type;     /* static string */
+  const char *allow;            /* Allow header for 405, static */
+  int retry_after;              /* seconds; 0 = no header */
   const char *content_encoding; /* static ("gzip") or NULL */
   proto_buf body;
 } http_response;

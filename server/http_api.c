@@ -601,10 +601,10 @@ struct http_ingest {
   http_server *s;
   int ndjson;
   srv_ingest *session;
-  int force; /* ?force=true */
+  int force;          /* ?force=true */
   pthread_mutex_t mu; /* guards everything below: acks arrive on the
                                   engine's writer thread */
-  proto_buf results; /* the "results" array body (without brackets) */
+  proto_buf results;  /* the "results" array body (without brackets) */
   proto_jw jw;
   size_t n_results;
   int truncated;
@@ -619,7 +619,7 @@ struct http_ingest {
   size_t n_pending, cap_pending, pending_bytes;
   http_lines lines;
   uint64_t items; /* documents seen (numbering for JSON form) */
-  int aborted; /* http_ingest_abort: no more documents */
+  int aborted;    /* http_ingest_abort: no more documents */
 };
 
 static void record_error(http_ingest *in, uint64_t no, const char *id, proto_status st,

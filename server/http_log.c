@@ -17,10 +17,10 @@
 enum { LOG_BUF = 64 * 1024, LOG_LINE = 1200 };
 
 static struct {
-  pthread_mutex_t mu; /* everything below */
+  pthread_mutex_t mu;  /* everything below */
   pthread_cond_t wake; /* the flusher's timer (CLOCK_MONOTONIC); signalled to stop it */
-  FILE *file; /* NULL: stderr */
-  long flush_ms; /* 0: every line at once */
+  FILE *file;          /* NULL: stderr */
+  long flush_ms;       /* 0: every line at once */
   int flusher_running, stopping;
   pthread_t flusher;
   size_t len;

@@ -11,16 +11,16 @@
 
 struct http_server {
   const http_config *cfg;
-  _Atomic(srv_engine *) engine; /* NULL (still loading, or tests): handlers
+  _Atomic(srv_engine *) engine;    /* NULL (still loading, or tests): handlers
                                    validate input, then answer 503 */
-  atomic_long work_queued; /* jobs waiting for a worker */
-  atomic_long work_busy; /* jobs running */
-  atomic_long gen_active; /* generations queued or running */
-  atomic_long inflight; /* requests between first byte and completion */
-  atomic_long rejected; /* requests answered 429 by a full pool */
-  atomic_int draining; /* SIGTERM received */
-  char model_name[128]; /* decoder name reported by /v1/completions */
-  char encoder_name[128]; /* encoder name reported by /v1/embeddings */
+  atomic_long work_queued;         /* jobs waiting for a worker */
+  atomic_long work_busy;           /* jobs running */
+  atomic_long gen_active;          /* generations queued or running */
+  atomic_long inflight;            /* requests between first byte and completion */
+  atomic_long rejected;            /* requests answered 429 by a full pool */
+  atomic_int draining;             /* SIGTERM received */
+  char model_name[128];            /* decoder name reported by /v1/completions */
+  char encoder_name[128];          /* encoder name reported by /v1/embeddings */
   struct http_chat_template *chat; /* --chat-template, or the default */
 };
 
@@ -90,8 +90,8 @@ void http_tokenize(http_server *s, const http_request *rq, int detok, http_respo
 void http_gen_request(const proto_complete_req *req, srv_gen_request *rq);
 void http_engine_error(http_response *resp, proto_status st, const char *what);
 int http_no_engine(http_server *s, http_response *resp); /* 1: resp is a 503 */
-void http_ok_json(http_response *resp); /* status 200, JSON */
-int http_model_is(const char *want, const char *name); /* NULL/"" or the name */
+void http_ok_json(http_response *resp);                  /* status 200, JSON */
+int http_model_is(const char *want, const char *name);   /* NULL/"" or the name */
 
 /* ---- chat template (http_chat.c) ------------------------------------------ */
 

@@ -17,7 +17,7 @@
 /* One prompt token as srv_eval_doc scored it. */
 typedef struct scored_tok {
   int32_t id;
-  int scored; /* 0: the first token of a window (context only) */
+  int scored;    /* 0: the first token of a window (context only) */
   float logprob; /* natural log */
   int n_top;
   int32_t top_id[PROTO_MAX_LOGPROBS];

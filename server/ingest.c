@@ -52,8 +52,8 @@ typedef struct pdoc {
   srv_ingest *sess;
   size_t seq;
   char *id;
-  char *meta; /* NULL = {} */
-  uint64_t bytes; /* text bytes */
+  char *meta;      /* NULL = {} */
+  uint64_t bytes;  /* text bytes */
   int32_t *tokens; /* all tokens of the document */
   size_t n_tokens;
   uint32_t n_chunks;
@@ -64,18 +64,18 @@ typedef struct pdoc {
   char *tail_key; /* text of the key window of a short last chunk
                                  (see key_window), when not by ids; else NULL */
   size_t tail_key_len;
-  float *vecs; /* n_chunks x dim */
-  uint32_t embedded; /* chunks embedded so far */
+  float *vecs;         /* n_chunks x dim */
+  uint32_t embedded;   /* chunks embedded so far */
   proto_status status; /* set when embedding failed */
   char *message;
   unsigned char hash[STORE_HASH_BYTES]; /* text hash | text+metadata hash */
-  int unchanged; /* 1: the store held this hash at add time,
+  int unchanged;                        /* 1: the store held this hash at add time,
                                  2: its text hash (only the metadata differs);
                                  not tokenised; raw/raw_len keep the text */
   char *raw;
   size_t raw_len;
-  uint64_t queued; /* chunks counted in the pipeline's room */
-  uint64_t same_num; /* unchanged: the stored document's num */
+  uint64_t queued;      /* chunks counted in the pipeline's room */
+  uint64_t same_num;    /* unchanged: the stored document's num */
   uint32_t same_chunks; /*   and chunk count */
 } pdoc;
 
@@ -103,8 +103,8 @@ static pdoc *pq_pop(pqueue *q) {
 struct srv_pipe {
   srv_engine *e;
   pthread_mutex_t mu;
-  pthread_cond_t cv_in; /* embed thread waits for input */
-  pthread_cond_t cv_out; /* writer waits for embedded docs */
+  pthread_cond_t cv_in;    /* embed thread waits for input */
+  pthread_cond_t cv_out;   /* writer waits for embedded docs */
   pthread_cond_t cv_space; /* producers wait for room */
   pqueue in, out;
   uint64_t queued_chunks; /* chunks anywhere in the pipeline */
@@ -238,7 +238,7 @@ static void *embed_main(void *arg) {
   srv_pipe *p = arg;
   srv_engine *e = p->e;
   size_t B = p->batch;
-  pqueue work = {0}; /* documents being embedded, in order */
+  pqueue work = {0};      /* documents being embedded, in order */
   uint64_t work_left = 0; /* chunks not yet embedded in work */
   const int32_t **ids = malloc(B * sizeof *ids);
   size_t *lens = malloc(B * sizeof *lens);

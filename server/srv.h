@@ -71,35 +71,35 @@ const char *srv_mode_name(srv_search_mode m);
 srv_search_mode srv_mode_parse(const char *name);
 
 typedef struct srv_engine_options {
-  const char *data_dir; /* required; created when absent (unless read_only) */
-  const char *encoder_dir; /* NULL = default (see the file comment) */
-  const char *decoder_dir; /* NULL = default; "none" = no decoder */
-  int load_decoder; /* 1 = load the decoder weights (generation);
+  const char *data_dir;      /* required; created when absent (unless read_only) */
+  const char *encoder_dir;   /* NULL = default (see the file comment) */
+  const char *decoder_dir;   /* NULL = default; "none" = no decoder */
+  int load_decoder;          /* 1 = load the decoder weights (generation);
                                 0 = only its tokenizer (indexing, search) */
   const char *index_factory; /* NULL = the saved index's, else idx's default */
-  int threads; /* encoder/decoder threads; 0 = number of CPUs */
-  int read_only; /* 1 = ingest/delete fail with PROTO_EFORBIDDEN and
+  int threads;               /* encoder/decoder threads; 0 = number of CPUs */
+  int read_only;             /* 1 = ingest/delete fail with PROTO_EFORBIDDEN and
                                 close does not save the index */
-  size_t map_bytes; /* initial LMDB map size; 0 = store default */
-  size_t max_map_bytes; /* the LMDB map never grows past this; 0 = no
+  size_t map_bytes;          /* initial LMDB map size; 0 = store default */
+  size_t max_map_bytes;      /* the LMDB map never grows past this; 0 = no
                                 limit (writes beyond: PROTO_ENOSPACE) */
   /* ingest pipeline */
-  int embed_batch; /* chunks per encoder call; 0 = 32 */
-  int commit_chunks; /* most chunks per LMDB write transaction; 0 = 1024 */
-  int queue_chunks; /* chunks that may wait in the pipeline before
+  int embed_batch;        /* chunks per encoder call; 0 = 32 */
+  int commit_chunks;      /* most chunks per LMDB write transaction; 0 = 1024 */
+  int queue_chunks;       /* chunks that may wait in the pipeline before
                                 srv_ingest_add blocks; 0 = 4096 */
   double save_interval_s; /* save the index at most this often while
                                 ingesting; 0 = 300 s; < 0 = only at close */
   /* generation */
-  int gen_slots; /* concurrent generations (decoder states); 0 = 2 */
-  int gen_queue; /* requests that may wait for a slot; beyond it
+  int gen_slots;   /* concurrent generations (decoder states); 0 = 2 */
+  int gen_queue;   /* requests that may wait for a slot; beyond it
                                 srv_generate fails with PROTO_EBUSY; 0 = 8,
                                 -1 = none may wait */
   int gen_max_seq; /* tokens per sequence; 0 = the model's max_seq */
   /* retrieval */
-  srv_search_mode search_mode; /* searches by text; DEFAULT = hybrid */
+  srv_search_mode search_mode;    /* searches by text; DEFAULT = hybrid */
   srv_search_mode retrieval_mode; /* generation and eval neighbours; DEFAULT = lexical */
-  float hybrid_alpha; /* weight of the dense list; 0 = the built-in default */
+  float hybrid_alpha;             /* weight of the dense list; 0 = the built-in default */
 } srv_engine_options;
 
 /* Opens (creating when absent) the database in o->data_dir with the models,
@@ -138,37 +138,37 @@ typedef struct srv_info {
   char encoder[256]; /* bert_fingerprint */
   char encoder_path[1024];
   uint32_t dim;
-  char decoder_path[1024]; /* "" when none */
-  int decoder_loaded; /* 1 when generation is available */
-  retro_config decoder; /* valid when decoder_loaded */
-  char chunk_tokenizer[128]; /* fingerprint of the chunk tokenizer */
-  int chunk_tokenizer_kind; /* tok_kind */
-  int embed_by_ids; /* 1: chunks are embedded from their token ids
+  char decoder_path[1024];                     /* "" when none */
+  int decoder_loaded;                          /* 1 when generation is available */
+  retro_config decoder;                        /* valid when decoder_loaded */
+  char chunk_tokenizer[128];                   /* fingerprint of the chunk tokenizer */
+  int chunk_tokenizer_kind;                    /* tok_kind */
+  int embed_by_ids;                            /* 1: chunks are embedded from their token ids
                                 (encoder and decoder share a tokenizer) */
-  idx_info index; /* factory, ntotal, trained, pending, watermark */
-  int has_lexical; /* 0: a read-only engine without a lexical index */
-  lex_info lexical; /* chunks, watermark, bytes */
-  int lexical_private; /* 1: a read-only engine's private copy (the
+  idx_info index;                              /* factory, ntotal, trained, pending, watermark */
+  int has_lexical;                             /* 0: a read-only engine without a lexical index */
+  lex_info lexical;                            /* chunks, watermark, bytes */
+  int lexical_private;                         /* 1: a read-only engine's private copy (the
                                 database's own file was missing or behind) */
   srv_search_mode search_mode, retrieval_mode; /* the defaults in force */
-  store_stats store; /* live docs/chunks, map size, dim */
+  store_stats store;                           /* live docs/chunks, map size, dim */
   /* counters since open */
-  uint64_t ingested_docs; /* documents committed */
-  uint64_t ingested_chunks; /* chunks committed */
-  uint64_t ingest_errors; /* documents that failed */
-  uint64_t ingest_unchanged; /* documents skipped: same content hash */
+  uint64_t ingested_docs;          /* documents committed */
+  uint64_t ingested_chunks;        /* chunks committed */
+  uint64_t ingest_errors;          /* documents that failed */
+  uint64_t ingest_unchanged;       /* documents skipped: same content hash */
   uint64_t ingest_embedded_chunks; /* chunks the ingest pipeline ran through the encoder */
-  uint64_t storage_full; /* documents and deletes refused: disk or map full */
-  uint64_t ingest_queue; /* chunks waiting in the pipeline now */
+  uint64_t storage_full;           /* documents and deletes refused: disk or map full */
+  uint64_t ingest_queue;           /* chunks waiting in the pipeline now */
   uint64_t deleted_docs;
-  uint64_t searches; /* queries answered */
+  uint64_t searches;    /* queries answered */
   uint64_t generations; /* generations finished */
   uint64_t generated_tokens;
   uint64_t query_embed_calls; /* encoder calls for search texts and embeddings */
   uint64_t query_embed_texts; /* texts in them (> calls: concurrent requests shared calls) */
-  int gen_slots; /* configured slots */
-  int gen_busy; /* slots in use now */
-  int gen_waiting; /* requests waiting for a slot now */
+  int gen_slots;              /* configured slots */
+  int gen_busy;               /* slots in use now */
+  int gen_waiting;            /* requests waiting for a slot now */
   int read_only;
 } srv_info;
 /* Fills *out. Cheap enough for every /metrics scrape (a few LMDB reads). */
@@ -188,7 +188,7 @@ proto_status srv_info_get(srv_engine *e, srv_info *out);
  * acknowledgements, in the order its documents were added. */
 
 typedef struct srv_doc {
-  const char *id; /* external id: 1..PROTO_MAX_ID_BYTES bytes, NUL-terminated */
+  const char *id;   /* external id: 1..PROTO_MAX_ID_BYTES bytes, NUL-terminated */
   const char *text; /* text_len bytes (BPE takes any bytes; WordPiece
                                 needs UTF-8) */
   size_t text_len;
@@ -196,28 +196,28 @@ typedef struct srv_doc {
 } srv_doc;
 
 typedef struct srv_ack {
-  const char *id; /* the external id (valid during the callback) */
-  size_t seq; /* 0-based order of this document in its session */
+  const char *id;      /* the external id (valid during the callback) */
+  size_t seq;          /* 0-based order of this document in its session */
   proto_status status; /* PROTO_OK: committed (durable) */
   const char *message; /* detail when status != OK, else "" */
-  uint64_t doc_num; /* internal doc id (when OK) */
-  uint32_t n_chunks; /* chunks stored */
-  int unchanged; /* 1: the stored document had the same content
+  uint64_t doc_num;    /* internal doc id (when OK) */
+  uint32_t n_chunks;   /* chunks stored */
+  int unchanged;       /* 1: the stored document had the same content
                                 hash (text, metadata, models): nothing was
                                 embedded or written; doc_num, n_chunks are
                                 the stored document's */
-  int indexed; /* 1: the index already holds its chunks (so a
+  int indexed;         /* 1: the index already holds its chunks (so a
                                 search finds them); 0: after the next idx_sync
                                 (e.g. an IVF index still waiting for training) */
 } srv_ack;
 
 typedef struct srv_ingest_progress {
   uint64_t docs, chunks; /* committed by this session so far */
-  uint64_t bytes; /* text bytes of those documents and of the
+  uint64_t bytes;        /* text bytes of those documents and of the
                                 unchanged ones */
-  uint64_t errors; /* documents that failed */
-  uint64_t unchanged; /* documents skipped as unchanged (not in docs) */
-  double elapsed_s; /* since srv_ingest_begin */
+  uint64_t errors;       /* documents that failed */
+  uint64_t unchanged;    /* documents skipped as unchanged (not in docs) */
+  double elapsed_s;      /* since srv_ingest_begin */
 } srv_ingest_progress;
 
 typedef struct srv_ingest_callbacks {
@@ -230,7 +230,7 @@ typedef struct srv_ingest_callbacks {
   void *ctx;
   int nonblocking; /* 1: srv_ingest_add returns PROTO_EBUSY instead
                                 of blocking while the pipeline is full */
-  int force; /* 1: embed and store every document, even one
+  int force;       /* 1: embed and store every document, even one
                                 whose content hash is unchanged */
 } srv_ingest_callbacks;
 
@@ -270,12 +270,12 @@ proto_status srv_delete(srv_engine *e, const char *id, int *found);
 
 typedef struct srv_document {
   uint64_t doc_num;
-  char *id; /* external id */
-  char *metadata_json; /* JSON object text */
+  char *id;             /* external id */
+  char *metadata_json;  /* JSON object text */
   uint64_t first_chunk; /* chunk ids first_chunk .. first_chunk+n_chunks-1 */
   uint32_t n_chunks;
   uint64_t n_tokens; /* decoder tokens in all chunks */
-  char *text; /* with_text: the chunks' texts joined (equals
+  char *text;        /* with_text: the chunks' texts joined (equals
                                 the original bytes for a BPE tokenizer);
                                 else NULL */
   size_t text_len;
@@ -290,8 +290,8 @@ proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, srv_d
                                 size_t *n, int *more);
 
 typedef struct srv_chunk {
-  store_chunk c; /* chunk id, doc num, ordinal, N and F tokens+text */
-  char *doc_id; /* external id of its document */
+  store_chunk c;       /* chunk id, doc num, ordinal, N and F tokens+text */
+  char *doc_id;        /* external id of its document */
   char *metadata_json; /* its document's metadata */
 } srv_chunk;
 /* PROTO_ENOTFOUND when the chunk does not exist (or was deleted). */
@@ -304,48 +304,48 @@ void srv_chunk_free(srv_chunk *c); /* frees members; accepts zeroed */
 typedef struct srv_search_request {
   const char *const *texts; /* n_texts queries (embedded with the encoder
                                 unless vectors are given too) */
-  const size_t *text_lens; /* NULL = NUL-terminated */
+  const size_t *text_lens;  /* NULL = NUL-terminated */
   size_t n_texts;
   const float *vectors; /* n_vectors x dim query vectors (used as
                                 given: normalise them for an IP index). With
                                 texts too (as many), the vectors are the
                                 dense queries and the texts the lexical ones */
   size_t n_vectors;
-  srv_search_mode mode; /* searches by vector alone are dense */
-  float alpha; /* hybrid: weight of the dense list in (0, 1];
+  srv_search_mode mode;            /* searches by vector alone are dense */
+  float alpha;                     /* hybrid: weight of the dense list in (0, 1];
                                 0 = the engine's default */
-  int k; /* 1..PROTO_MAX_K */
+  int k;                           /* 1..PROTO_MAX_K */
   const char *const *exclude_docs; /* external ids whose chunks are skipped */
   size_t n_exclude;
-  int nprobe; /* 0 = index default */
-  int ef_search; /* 0 = index default */
-  int with_text; /* 1: fill text/next_text (and tokens) */
+  int nprobe;              /* 0 = index default */
+  int ef_search;           /* 0 = index default */
+  int with_text;           /* 1: fill text/next_text (and tokens) */
   const char *filter_json; /* NULL, or {"key": value or [values], ...}: only
                                 chunks of documents whose metadata has, for
                                 every key, one of those values (null: the key
                                 is null or absent; numbers compare by value) */
-  int group_size; /* > 0: group by document: k documents, ranked by
+  int group_size;          /* > 0: group by document: k documents, ranked by
                                 their best chunk, each with its best
                                 group_size chunks (hits[i].group) */
-  int expand; /* > 0: each hit's context holds the chunks from
+  int expand;              /* > 0: each hit's context holds the chunks from
                                 `expand` before to `expand` after it, windows
                                 of one document that overlap or touch merged */
 } srv_search_request;
 
 typedef struct srv_hit {
-  float score; /* dense: inner product (higher = nearer) or L2
+  float score;         /* dense: inner product (higher = nearer) or L2
                                 distance; lexical: -bm25 (higher = better);
                                 hybrid: the fused score (higher = better) */
-  float dense_score; /* hybrid and dense: the inner product */
+  float dense_score;   /* hybrid and dense: the inner product */
   float lexical_score; /* hybrid and lexical: -bm25, 0 when no word matched */
-  int dense_rank; /* 1-based rank in the dense candidate list; 0 = not in it */
-  int lexical_rank; /* likewise in the lexical list */
+  int dense_rank;      /* 1-based rank in the dense candidate list; 0 = not in it */
+  int lexical_rank;    /* likewise in the lexical list */
   uint64_t chunk_id;
   uint64_t doc_num;
-  char *doc_id; /* external id */
+  char *doc_id;        /* external id */
   char *metadata_json; /* the document's metadata */
-  uint32_t ordinal; /* position of the chunk in its document */
-  char *text; /* N (with_text), NUL-terminated, else NULL */
+  uint32_t ordinal;    /* position of the chunk in its document */
+  char *text;          /* N (with_text), NUL-terminated, else NULL */
   size_t text_len;
   char *next_text; /* F (with_text): "" at a document's end */
   size_t next_text_len;
@@ -353,7 +353,7 @@ typedef struct srv_hit {
   uint32_t n_tokens;
   int32_t *next_tokens; /* F tokens (with_text), n_next_tokens (0 at the end) */
   uint32_t n_next_tokens;
-  size_t group; /* group_size > 0: the 0-based rank of its document */
+  size_t group;  /* group_size > 0: the 0-based rank of its document */
   char *context; /* expand > 0: the texts of chunks context_first
                                 .. context_last of its document, joined */
   size_t context_len;
@@ -361,16 +361,16 @@ typedef struct srv_hit {
 } srv_hit;
 
 typedef struct srv_hits {
-  size_t n; /* <= k (k x group_size when grouped): fewer when
+  size_t n;        /* <= k (k x group_size when grouped): fewer when
                                 the index has fewer live, non-excluded chunks */
-  srv_hit *hits; /* nearest first; grouped: by group, then score */
+  srv_hit *hits;   /* nearest first; grouped: by group, then score */
   size_t n_groups; /* group_size > 0: documents in hits */
 } srv_hits;
 
 typedef struct srv_search_result {
   srv_search_mode mode; /* the mode used */
-  size_t nq; /* n_texts or n_vectors */
-  srv_hits *queries; /* nq lists */
+  size_t nq;            /* n_texts or n_vectors */
+  srv_hits *queries;    /* nq lists */
 } srv_search_result;
 
 /* Searches for each query. Deleted chunks are never returned: every hit is
@@ -405,26 +405,26 @@ proto_status srv_embed(srv_engine *e, const char *const *texts, const size_t *le
 typedef struct srv_gen_request {
   const char *prompt; /* prompt_len bytes */
   size_t prompt_len;
-  int max_tokens; /* tokens to generate, >= 1 (clamped to what the
+  int max_tokens;     /* tokens to generate, >= 1 (clamped to what the
                                 sequence has room for: finish "length") */
   double temperature; /* 0 = greedy; >= 0 */
-  double top_p; /* (0, 1]; 1 = off */
-  int top_k; /* 0 = off */
-  uint64_t seed; /* used when has_seed; else a random seed */
+  double top_p;       /* (0, 1]; 1 = off */
+  int top_k;          /* 0 = off */
+  uint64_t seed;      /* used when has_seed; else a random seed */
   int has_seed;
   const char *const *stop; /* n_stop stop sequences (stop_lens bytes each;
                                 NULL lens = NUL-terminated) */
   const size_t *stop_lens;
   size_t n_stop;
-  int logprobs; /* -1 = none; 0..5: each token's logprob plus
+  int logprobs;                    /* -1 = none; 0..5: each token's logprob plus
                                 that many top alternatives */
-  int retrieval; /* 1 = RETRO [ON]; 0 = [OFF] (no neighbours) */
-  int k; /* neighbours per chunk; 0 = model's n_neighbours */
+  int retrieval;                   /* 1 = RETRO [ON]; 0 = [OFF] (no neighbours) */
+  int k;                           /* neighbours per chunk; 0 = model's n_neighbours */
   const char *const *exclude_docs; /* external ids never retrieved */
   size_t n_exclude;
-  const char *filter_json; /* metadata filter of the neighbours (as in
+  const char *filter_json;        /* metadata filter of the neighbours (as in
                                 srv_search_request), or NULL */
-  int nprobe, ef_search; /* search parameters; 0 = index default */
+  int nprobe, ef_search;          /* search parameters; 0 = index default */
   srv_search_mode retrieval_mode; /* how neighbours are found (the finished
                                 chunk's embedding, its text, or both);
                                 DEFAULT = the engine's retrieval_mode */
@@ -446,10 +446,10 @@ typedef struct srv_gen_neighbour {
 } srv_gen_neighbour;
 
 typedef struct srv_gen_chunk {
-  int chunk; /* u: the chunk of the sequence (prompt +
+  int chunk;     /* u: the chunk of the sequence (prompt +
                                 completion) made of tokens 64u .. 64u+63 */
   int in_prompt; /* 1 when chunk u lies entirely in the prompt */
-  size_t n; /* neighbours used (0 when none were found) */
+  size_t n;      /* neighbours used (0 when none were found) */
   srv_gen_neighbour *nb;
 } srv_gen_chunk;
 
@@ -459,8 +459,8 @@ typedef struct srv_gen_token {
                                 character; NUL-terminated), piece_len */
   size_t piece_len;
   size_t text_offset; /* byte offset of the token in result.text */
-  float logprob; /* log p(token) under the model (temperature 1) */
-  int n_top; /* alternatives below */
+  float logprob;      /* log p(token) under the model (temperature 1) */
+  int n_top;          /* alternatives below */
   int32_t top_ids[5];
   float top_logprobs[5];
   char *top_pieces[5]; /* NUL-terminated */
@@ -493,12 +493,12 @@ typedef struct srv_gen_result {
   size_t n_chunks;
   srv_gen_token *tokens; /* logprobs >= 0: one per generated token */
   size_t n_tokens;
-  uint64_t seed; /* the seed used */
-  double queue_s; /* waiting for a slot */
+  uint64_t seed;        /* the seed used */
+  double queue_s;       /* waiting for a slot */
   double first_token_s; /* from the start (after the queue) to the
                                 first sampled token */
-  double retrieval_s; /* embedding + search + store reads */
-  double total_s; /* from the start, queue excluded */
+  double retrieval_s;   /* embedding + search + store reads */
+  double total_s;       /* from the start, queue excluded */
 } srv_gen_result;
 
 /* Generates a completion. Returns PROTO_OK (finish_reason "stop"/"length"),
@@ -517,8 +517,8 @@ void srv_gen_result_free(srv_gen_result *r);
 /* Trainer support                                                           */
 
 typedef struct srv_neighbours_options {
-  const char *out_dir; /* created; receives the files below */
-  int k; /* neighbours per chunk; 0 = 2 */
+  const char *out_dir;  /* created; receives the files below */
+  int k;                /* neighbours per chunk; 0 = 2 */
   int include_same_doc; /* 0 (default): chunks of the query's own
                                 document are never neighbours (RETRO's rule) */
   int nprobe, ef_search;
@@ -547,18 +547,18 @@ proto_status srv_neighbours_dump(srv_engine *e, const srv_neighbours_options *o,
  * database regime (training documents only = no leakage; held-out documents
  * indexed too = grounded) is the caller's choice of data directory. */
 typedef struct srv_eval_options {
-  int retrieval; /* 1 = [ON], 0 = [OFF] */
-  int k; /* neighbours per chunk; 0 = model's n_neighbours */
-  int window; /* tokens per forward window (multiple of 64);
+  int retrieval;                  /* 1 = [ON], 0 = [OFF] */
+  int k;                          /* neighbours per chunk; 0 = model's n_neighbours */
+  int window;                     /* tokens per forward window (multiple of 64);
                                 0 = the decoder's max_seq */
-  int exclude_self; /* 1: never retrieve from the evaluated document
+  int exclude_self;               /* 1: never retrieve from the evaluated document
                                 (by its external id) */
-  double leak_alpha; /* leakage filter: keep chunks whose longest common
+  double leak_alpha;              /* leakage filter: keep chunks whose longest common
                                 substring with every neighbour they attend to is
                                 <= alpha of the chunk's bytes; 0 = 0.2 */
   srv_search_mode retrieval_mode; /* how neighbours are found; DEFAULT = the
                                 engine's retrieval_mode */
-  int compare_off; /* with retrieval: score every window a second time
+  int compare_off;                /* with retrieval: score every window a second time
                                 with retrieval off (off_bits, kept_off_bits), so
                                 the filtered figure has its [OFF] peer on the
                                 same tokens */
@@ -573,9 +573,9 @@ typedef struct srv_eval_options {
 } srv_eval_options;
 
 typedef struct srv_eval_result { /* accumulated over calls; zero it first */
-  uint64_t docs, tokens, bytes; /* scored tokens and their bytes */
-  double bits; /* sum of -log2 p(token) */
-  uint64_t chunks, chunks_kept; /* chunks, and those passing the leakage filter */
+  uint64_t docs, tokens, bytes;  /* scored tokens and their bytes */
+  double bits;                   /* sum of -log2 p(token) */
+  uint64_t chunks, chunks_kept;  /* chunks, and those passing the leakage filter */
   uint64_t kept_tokens, kept_bytes;
   double kept_bits;
   double off_bits, kept_off_bits; /* compare_off: the same tokens, retrieval off */

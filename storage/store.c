@@ -49,7 +49,7 @@
 
 enum {
   STORE_SCHEMA = 1,
-  HELD_MAX = 16, /* stores one thread may hold read locks on */
+  HELD_MAX = 16,      /* stores one thread may hold read locks on */
   WRITE_RETRIES = 48, /* map growths one write may trigger */
   READERS_FULL_WAIT_MS = 10000,
   CHUNK_HDR = 20,
@@ -71,7 +71,7 @@ struct store {
   MDB_env *env;
   MDB_dbi meta, docs, doc_keys, chunks, vectors, dead, doc_hash;
   unsigned maxkey;
-  size_t max_map; /* 0: the map grows without limit */
+  size_t max_map;            /* 0: the map grows without limit */
   pthread_rwlock_t map_lock; /* shared: a txn is open; exclusive: resizing */
   pthread_mutex_t write_lock;
   int locks_ready;

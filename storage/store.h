@@ -39,7 +39,7 @@
 typedef struct store store;
 
 typedef struct store_options {
-  size_t map_bytes; /* initial LMDB map size; 0 = 64 MiB */
+  size_t map_bytes;     /* initial LMDB map size; 0 = 64 MiB */
   unsigned max_readers; /* reader slots; 0 = 4096 (LMDB's default is 126) */
   size_t max_map_bytes; /* the map never grows past this; 0 = no limit. A write
                            that needs more fails with PROTO_ENOSPACE */
@@ -77,10 +77,10 @@ typedef struct store_chunk_input {
 enum { STORE_HASH_BYTES = 64 }; /* opaque to the store (ingest: text hash | full hash) */
 
 typedef struct store_doc_input {
-  const char *id; /* external id chosen by the user, NUL-terminated,
+  const char *id;            /* external id chosen by the user, NUL-terminated,
                                 1..PROTO_MAX_ID_BYTES bytes */
   const char *metadata_json; /* a JSON object as text; NULL means {} */
-  uint32_t n_chunks; /* may be 0 (an empty document) */
+  uint32_t n_chunks;         /* may be 0 (an empty document) */
   const store_chunk_input *chunks;
   const unsigned char *content_hash; /* STORE_HASH_BYTES kept with the document
                                         (see store_doc_hash), or NULL */
@@ -116,7 +116,7 @@ proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_
 
 typedef struct store_doc {
   uint64_t doc_id;
-  char *id; /* external id */
+  char *id;            /* external id */
   char *metadata_json; /* JSON object text */
   uint64_t first_chunk;
   uint32_t n_chunks;
@@ -137,13 +137,13 @@ typedef struct store_chunk {
   uint64_t chunk_id;
   uint64_t doc_id;
   uint32_t ordinal; /* position of the chunk in its document, from 0 */
-  int32_t *tokens; /* N: the chunk */
+  int32_t *tokens;  /* N: the chunk */
   uint32_t n_tokens;
   char *text; /* NUL-terminated for convenience; text_len bytes */
   size_t text_len;
-  int32_t *next_tokens; /* F: the next chunk of the same document; */
+  int32_t *next_tokens;   /* F: the next chunk of the same document; */
   uint32_t n_next_tokens; /*    empty (NULL, 0) at the document's end   */
-  char *next_text; /* "" at the end */
+  char *next_text;        /* "" at the end */
   size_t next_text_len;
 } store_chunk;
 
@@ -182,12 +182,12 @@ proto_status store_snap_doc_by_num(store_snap *sn, uint64_t doc_id, store_doc *o
 proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec);
 
 typedef struct store_stats {
-  uint64_t docs; /* live documents */
-  uint64_t chunks; /* live chunks */
+  uint64_t docs;          /* live documents */
+  uint64_t chunks;        /* live chunks */
   uint64_t next_chunk_id; /* the id the next chunk will get */
-  uint32_t dim; /* 0 until the first write */
-  size_t map_bytes; /* current LMDB map size */
-  size_t used_bytes; /* pages in use (up to the last written page) x page size */
+  uint32_t dim;           /* 0 until the first write */
+  size_t map_bytes;       /* current LMDB map size */
+  size_t used_bytes;      /* pages in use (up to the last written page) x page size */
 } store_stats;
 proto_status store_stats_get(store *st, store_stats *out);
 
@@ -230,7 +230,7 @@ proto_status store_copy(store *st, const char *dir);
 
 typedef struct store_check_result {
   uint64_t docs, chunks, vectors; /* records found intact */
-  uint64_t problems; /* inconsistencies found */
+  uint64_t problems;              /* inconsistencies found */
 } store_check_result;
 typedef void (*store_check_fn)(void *ctx, const char *problem);
 /* Reads every document, its chunks and their vectors in one read

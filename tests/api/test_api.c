@@ -111,26 +111,26 @@ TEST(search_fast_path) {
       all_taken = 0;
     }
   }
-  CHECK(all_same); /* 3000 random vector bodies: same floats as jansson's */
+  CHECK(all_same);  /* 3000 random vector bodies: same floats as jansson's */
   CHECK(all_taken); /* ... and every one took the fast path */
 
   /* declined (jansson answers, the same way as without the fast path) */
   static const char *const declined[] = {
       "{\"vector\":[1,2],\"vector\":[1,2]}", /* repeated key */
-      "{\"vector\":[1,2],\"k\":0}", /* k out of range */
+      "{\"vector\":[1,2],\"k\":0}",          /* k out of range */
       "{\"vector\":[1,2],\"k\":1001}",
-      "{\"vector\":[1,2],\"k\":2.0}", /* not an integer */
+      "{\"vector\":[1,2],\"k\":2.0}",  /* not an integer */
       "{\"vector\":[1,2],\"k\":null}", /* null: jansson's default */
-      "{\"vector\":[1e999]}", /* double overflow */
-      "{\"vector\":[1e39]}", /* float overflow */
-      "{\"vector\":[01]}", /* leading zero */
+      "{\"vector\":[1e999]}",          /* double overflow */
+      "{\"vector\":[1e39]}",           /* float overflow */
+      "{\"vector\":[01]}",             /* leading zero */
       "{\"vector\":[1.]}",
       "{\"vector\":[.5]}",
       "{\"vector\":[-]}",
       "{\"vector\":[1e]}",
       "{\"vector\":[+1]}",
       "{\"vector\":[12345678901234567890]}", /* too big an integer for jansson */
-      "{\"vector\":[1234567890123456]}", /* 16 digits: jansson decides */
+      "{\"vector\":[1234567890123456]}",     /* 16 digits: jansson decides */
       "{\"vector\":[]}",
       "{\"vector\":[1,]}",
       "{\"vector\":[1 2]}",
@@ -143,9 +143,9 @@ TEST(search_fast_path) {
       "",
       "{\"vector\":[1],\"with_text\":truex}",
       "{\"vector\":[1],\"with_text\":1}",
-      "{\"\\u0076ector\":[1]}", /* escaped key: same field for jansson */
+      "{\"\\u0076ector\":[1]}",           /* escaped key: same field for jansson */
       "{\"vector\":[1],\"query\":\"a\"}", /* both */
-      "{\"vector\":[1],\"zz\":1}", /* unknown */
+      "{\"vector\":[1],\"zz\":1}",        /* unknown */
       "{\"query\":\"a\"}",
       "{\"vector\":[1],\"nprobe\":65537}",
       "{\"vector\":[1],\"ef_search\":-1}",
@@ -221,7 +221,7 @@ TEST(float_text) {
     same += strcmp(t, ref) == 0;
   }
   printf("# %ld floats: %ld read back, %ld as printf wrote them\n", n, back_ok, same);
-  CHECK(back_ok == n); /* every one reads back to the same float */
+  CHECK(back_ok == n);          /* every one reads back to the same float */
   CHECK(same >= n - n / 10000); /* and reads as printf's %g form, but for rare near-ties */
 }
 

@@ -565,7 +565,7 @@ TEST(bad_files) {
 
   /* good file: F16, BF16, F32 conversions and metadata-free lookups */
   uint16_t f16[6] = {0x3c00, 0xc100, 0x7bff, 0x0001, 0x7c00, 0x0000}; /* 1 -2.5 65504 2^-24 inf 0 */
-  uint16_t bf16[2] = {0x3f80, 0xc020}; /* 1 -2.5 */
+  uint16_t bf16[2] = {0x3f80, 0xc020};                                /* 1 -2.5 */
   wt good[3] = {{"h", "F16", 2, {2, 3}, f16, 12, -1, -1},
                 {"bf", "BF16", 1, {2}, bf16, 4, -1, -1},
                 {"f", "F32", 1, {8}, data, 32, -1, -1}};

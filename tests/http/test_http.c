@@ -3,7 +3,7 @@
  * the NDJSON splitter, the JSON writer (U+FFFD for broken UTF-8) and request
  * decoders, the route table (http_routes.def) and the OpenAPI document
  * against it, and the dispatcher with no engine (validation before 503). */
-#include "api.h" /* the JSON writer and the request decoders */
+#include "api.h"       /* the JSON writer and the request decoders */
 #include "http_priv.h" /* http_accepts_gzip */
 #include "tap.h"
 
@@ -30,7 +30,7 @@ TEST(config_precedence) {
   CHECKF(st == PROTO_OK, "%s", err);
   CHECK(cfg.port == 9100); /* env beats file */
   CHECK(cfg.workers == 5); /* flag beats env and file */
-  CHECK(cfg.queue == 7); /* env beats default */
+  CHECK(cfg.queue == 7);   /* env beats default */
   CHECK(cfg.api_key && !strcmp(cfg.api_key, "file-key"));
   CHECK(cfg.host && !strcmp(cfg.host, "127.0.0.2"));
   CHECK(cfg.data && !strcmp(cfg.data, "/d"));

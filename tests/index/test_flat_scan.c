@@ -94,7 +94,7 @@ TEST(against_faiss) {
   CHECK(matches(5, 32, 3, 5, 0, 1)); /* k == n */
   CHECK(matches(5, 32, 3, 9, 0, 1)); /* k > n: -1 labels */
   CHECK(matches(5, 32, 2, 9, 1, 0));
-  CHECK(matches(0, 32, 2, 4, 0, 1)); /* empty index */
+  CHECK(matches(0, 32, 2, 4, 0, 1));     /* empty index */
   CHECK(matches(130, 24, 2, 130, 1, 1)); /* k > 64 and a partial last block */
 }
 
@@ -189,10 +189,10 @@ TEST(coded_equals_scan) {
         CHECK(coded_matches(3000, dims[di], 1, 10, l2, with_ids, 1));
         CHECK(coded_matches(1000, dims[di], 4, 100, l2, with_ids, 0));
       }
-  CHECK(coded_matches(5, 32, 3, 9, 0, 1, 1)); /* k > n */
-  CHECK(coded_matches(0, 32, 2, 4, 0, 1, 1)); /* empty */
+  CHECK(coded_matches(5, 32, 3, 9, 0, 1, 1));                         /* k > n */
+  CHECK(coded_matches(0, 32, 2, 4, 0, 1, 1));                         /* empty */
   CHECK(coded_matches(130, 24, FLAT_SCAN_MAX_QUERIES, 130, 1, 1, 0)); /* k == n */
-  CHECK(coded_matches(2000, 64, 2, 1, 0, 0, 1)); /* k = 1 */
+  CHECK(coded_matches(2000, 64, 2, 1, 0, 0, 1));                      /* k = 1 */
 }
 
 /* All rows equal: every row is a candidate, and ties go to the lower labels. */

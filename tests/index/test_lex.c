@@ -54,7 +54,7 @@ TEST(tokenizer) {
         0);
   CHECK(strcmp(tokens("json.dumps HTTPServer", 1),
                "json.dumps|+json|+dumps|httpserver|+http|+server") == 0);
-  CHECK(strcmp(tokens("end. Next", 1), "end|next") == 0); /* a full stop is no joiner */
+  CHECK(strcmp(tokens("end. Next", 1), "end|next") == 0);        /* a full stop is no joiner */
   CHECK(strcmp(tokens("os.path.join", 0), "os.path.join") == 0); /* queries: whole only */
   CHECK(strcmp(tokens("a..b", 1), "a|b") == 0);
   CHECK(strcmp(tokens("", 1), "") == 0);

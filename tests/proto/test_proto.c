@@ -22,9 +22,9 @@ TEST(utf8) {
   CHECK(proto_utf8_valid("caf\xc3\xa9", 5));
   CHECK(proto_utf8_valid("\xe4\xb8\xad\xe6\x96\x87", 6));
   CHECK(proto_utf8_valid("\xf0\x9f\x98\x80", 4));
-  CHECK(!proto_utf8_valid("\xc3", 1)); /* truncated */
-  CHECK(!proto_utf8_valid("\xc0\xaf", 2)); /* overlong */
-  CHECK(!proto_utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
+  CHECK(!proto_utf8_valid("\xc3", 1));             /* truncated */
+  CHECK(!proto_utf8_valid("\xc0\xaf", 2));         /* overlong */
+  CHECK(!proto_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
   CHECK(!proto_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
   CHECK(!proto_utf8_valid("\xff", 1));
   CHECK(!proto_utf8_valid("a\x80", 2));

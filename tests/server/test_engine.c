@@ -1189,7 +1189,7 @@ TEST(embed_coalesced) {
   CHECK(!failed);
   CHECK(texts == (uint64_t)EMB_THREADS * EMB_ROUNDS);
   CHECK(calls < texts); /* some calls were shared */
-  CHECK(worst < 1e-5); /* float rounding only */
+  CHECK(worst < 1e-5);  /* float rounding only */
   free(alone);
 }
 

@@ -149,7 +149,7 @@ TEST(round_trip) {
 
   static gen_doc a, b, c;
   gen(&a, "alpha", 1, 3);
-  gen(&b, "beta", 2, 1); /* single chunk: F empty */
+  gen(&b, "beta", 2, 1);  /* single chunk: F empty */
   gen(&c, "gamma", 3, 0); /* empty document */
   a.in.metadata_json = "{\"lang\":\"en\"}";
   store_doc_input docs[3] = {a.in, b.in, c.in};
@@ -171,7 +171,7 @@ TEST(round_trip) {
   store_doc_free(NULL);
 
   CHECK(doc_chunks_ok(st, "alpha", 1, 3)); /* F of chunk 0,1 = next; chunk 2 empty */
-  CHECK(doc_chunks_ok(st, "beta", 2, 1)); /* single chunk: empty F */
+  CHECK(doc_chunks_ok(st, "beta", 2, 1));  /* single chunk: empty F */
 
   /* The last chunk of alpha (id 3) must not take beta's first chunk (id 4) as F. */
   store_chunk ch;
@@ -495,7 +495,7 @@ TEST(vectors_feed) {
   /* sample: 4 of the 16 live vectors, evenly spread (every 4th in id order) */
   CHECK(store_vectors_sample(st, 4, &vs, &nv) == PROTO_OK && nv == 4);
   if (nv == 4) {
-    CHECK(vs[0] == vec_of(10, 0, 0)); /* id 1 */
+    CHECK(vs[0] == vec_of(10, 0, 0));   /* id 1 */
     CHECK(vs[DIM] == vec_of(12, 0, 0)); /* id 9: 5th live */
     CHECK(vs[2 * DIM] == vec_of(13, 0, 0));
     CHECK(vs[3 * DIM] == vec_of(14, 0, 0));
@@ -712,7 +712,7 @@ static proto_status barrier_fn(void *ctx, const uint64_t *ids, const float *vecs
   (void)n;
   reader_ctx *r = ctx;
   pthread_barrier_wait(r->bar); /* all 300 scans hold a read txn right here */
-  return PROTO_ECANCELLED; /* one batch is enough */
+  return PROTO_ECANCELLED;      /* one batch is enough */
 }
 
 static void *scan_thread(void *arg) {

@@ -255,8 +255,8 @@ TEST(bert_known_ids) {
   CHECK(ids_eq(t, "Hello, World!", (int32_t[]){7592, 1010, 2088, 999}, 4));
   CHECK(ids_eq(t, "[CLS] hello [SEP]", (int32_t[]){101, 7592, 102}, 3));
   CHECK(ids_eq(t, "x[MASK]y", (int32_t[]){1060, 103, 1061}, 3));
-  CHECK(ids_eq(t, "H\xc3\xa9llo", (int32_t[]){7592}, 1)); /* accent stripped */
-  CHECK(ids_eq(t, "He\xcc\x81llo", (int32_t[]){7592}, 1)); /* decomposed */
+  CHECK(ids_eq(t, "H\xc3\xa9llo", (int32_t[]){7592}, 1));                   /* accent stripped */
+  CHECK(ids_eq(t, "He\xcc\x81llo", (int32_t[]){7592}, 1));                  /* decomposed */
   CHECK(ids_eq(t, "\xe4\xb8\xad\xe6\x96\x87", (int32_t[]){1746, 1861}, 2)); /* CJK split */
   CHECK(ids_eq(t,
                "a\x01"
@@ -369,17 +369,17 @@ TEST(wordpiece_sigma_per_character) {
   tok *t = NULL;
   static const char vocab[] =
       "[UNK]\n\xce\xbf\xce\xb4\xce\xbf\xcf\x83\n" /* 1 οδοσ */
-      "\xce\xbf\xce\xb4\xce\xbf\xcf\x82\n" /* 2 οδος */
-      "\xcf\x83\xce\xb1\n\xcf\x83\n\xcf\x82\n" /* 3 σα, 4 σ, 5 ς */
-      "\xce\xb1\xcf\x83\n\xce\xb1\xcf\x82\n.\n"; /* 6 ασ, 7 ας, 8 . */
+      "\xce\xbf\xce\xb4\xce\xbf\xcf\x82\n"        /* 2 οδος */
+      "\xcf\x83\xce\xb1\n\xcf\x83\n\xcf\x82\n"    /* 3 σα, 4 σ, 5 ς */
+      "\xce\xb1\xcf\x83\n\xce\xb1\xcf\x82\n.\n";  /* 6 ασ, 7 ας, 8 . */
   write_file("sigma.txt", vocab, sizeof vocab - 1);
   snprintf(v, sizeof v, "%s/sigma.txt", tmp_dir);
   CHECK(tok_open_wordpiece(v, 1, -1, &t) == PROTO_OK && t);
   if (!t) return;
   CHECK(ids_eq(t, "\xce\x9f\xce\x94\xce\x9f\xce\xa3", (int32_t[]){1}, 1)); /* ΟΔΟΣ */
-  CHECK(ids_eq(t, "\xce\xa3\xce\x91", (int32_t[]){3}, 1)); /* ΣΑ */
-  CHECK(ids_eq(t, "\xce\xa3", (int32_t[]){4}, 1)); /* Σ */
-  CHECK(ids_eq(t, "\xce\x91\xce\xa3.", (int32_t[]){6, 8}, 2)); /* ΑΣ. */
+  CHECK(ids_eq(t, "\xce\xa3\xce\x91", (int32_t[]){3}, 1));                 /* ΣΑ */
+  CHECK(ids_eq(t, "\xce\xa3", (int32_t[]){4}, 1));                         /* Σ */
+  CHECK(ids_eq(t, "\xce\x91\xce\xa3.", (int32_t[]){6, 8}, 2));             /* ΑΣ. */
   CHECK(ids_eq(t, "\xce\xbf\xce\xb4\xce\xbf\xcf\x82", (int32_t[]){2}, 1)); /* οδος */
   tok_close(t);
 }
