@@ -575,11 +575,8 @@ static void lin_tile(void *arg, int t, int worker) {
                        j->eps);
     }
   } else {
-    /* column blocks, multiples of 16 */
-    int nb = (j->N + 15) / 16;
-    int c0 = 16 * (int)((long long)nb * t / j->tiles),
-        c1 = 16 * (int)((long long)nb * (t + 1) / j->tiles);
-    if (c1 > j->N) c1 = j->N;
+    int c0, c1;
+    kn_tile_cols(j->N, j->tiles, t, &c0, &c1);
     if (c1 <= c0) return;
     int cb = c1 - c0;
     float *o = j->out + c0;

@@ -17,6 +17,16 @@
 void kn_set_blas_threads(int n);
 int kn_blas_threads(void);
 
+/* Tile t of `tiles` splitting N output columns for a thread pool: columns
+ * [*c0, *c1), in blocks of 16 (the last tile ends at N); *c1 <= *c0 when the
+ * tile is empty. The encoder's and the decoder's column splits. */
+static inline void kn_tile_cols(int N, int tiles, int t, int *c0, int *c1) {
+  int nb = (N + 15) / 16;
+  *c0 = 16 * (int)((long long)nb * t / tiles);
+  *c1 = 16 * (int)((long long)nb * (t + 1) / tiles);
+  if (*c1 > N) *c1 = N;
+}
+
 /* C (M, N) = alpha * op(A) @ op(B) + beta * C, row-major, leading dimensions
  * given. transa/transb: 0 = as stored, 1 = transposed. */
 void kn_sgemm(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,

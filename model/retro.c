@@ -462,10 +462,8 @@ enum { LIN_SPLIT_FLOPS = 1 << 20, LIN_SPLIT_GEMV = 1 << 18 };
 static void lin_tile(void *arg, int t, int worker) {
   (void)worker;
   const lin_job *j = arg;
-  int nb = (j->N + 15) / 16;
-  int c0 = 16 * (int)((long long)nb * t / j->tiles),
-      c1 = 16 * (int)((long long)nb * (t + 1) / j->tiles);
-  if (c1 > j->N) c1 = j->N;
+  int c0, c1;
+  kn_tile_cols(j->N, j->tiles, t, &c0, &c1);
   if (c1 <= c0) return;
   const float *w = j->l->w + (size_t)c0 * (size_t)j->K, *b = j->l->b ? j->l->b + c0 : NULL;
   float *o = j->out + c0;
