@@ -930,9 +930,15 @@ typedef struct cand {
   int drank, lrank;
 } cand;
 
+/* Equal fused scores (at alpha 0.5 the dense list's first and the lexical
+ * list's first tie exactly) go to the higher dense score: on the tuning half
+ * MRR@10 0.578 -> 0.593 against breaking them by chunk id, and the README's
+ * "How do I open a file for appending?" gets its answer first
+ * (tests/bench/retrieval/fusion.py). */
 static int cand_by_fused(const void *a, const void *b) {
   const cand *x = a, *y = b;
   if (x->fused != y->fused) return x->fused > y->fused ? -1 : 1;
+  if (x->dense != y->dense) return x->dense > y->dense ? -1 : 1;
   return x->id < y->id ? -1 : x->id > y->id;
 }
 

@@ -562,6 +562,19 @@ def run_modes(s):
            or (h["chunk_id"] in dpos and abs(h["dense_score"] - dpos[h["chunk_id"]][1]) > 1e-5)]
     ok(not bad and lpos and dpos, "hybrid: each hit's dense and lexical scores and ranks are those of the two lists",
        bad[:2])
+    # equal fused scores (a list's first against the other's first at alpha
+    # 0.5) are ordered by dense score, not by chunk id
+    ties, misordered = 0, []
+    for i in range(12):
+        st, js = search(query="end%d" % i, mode="hybrid", alpha=0.5, k=20)
+        hits = js["results"] if st == 200 else []
+        for a, b in zip(hits, hits[1:]):
+            if a["score"] == b["score"]:
+                ties += 1
+                if a["dense_score"] < b["dense_score"]:
+                    misordered.append((a, b))
+    ok(ties > 0 and not misordered, "hybrid: equal fused scores go to the higher dense score (%d ties)" % ties,
+       misordered[:1])
     st, js, _, _ = s.req("POST", "/v1/search", {"vector": [0.1] * 32, "k": 2})
     ok(st == 200 and js["mode"] == "dense", "a search by vector is dense", js)
     for q, want in (("os.path.join", "lex-a"), ("join", "lex-a"), ("__init__", "lex-a"), ("init", "lex-a"),

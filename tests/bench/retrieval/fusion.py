@@ -54,15 +54,20 @@ def fetch(a, qs):
         server.wait(timeout=60)
 
 
-def rrf(row, alpha, k=60, depth=DEPTH):
+def rrf(row, alpha, k=60, depth=DEPTH, ties="dense"):
     """Weighted reciprocal-rank fusion of each list's first depth chunks:
-    the server's rule (depth DEPTH, k 60)."""
+    the server's rule (depth DEPTH, k 60). Equal fused scores go to the
+    higher dense score (a chunk outside the fetched dense list scores below
+    all of it: the dense search is exact), or with ties="id" to the lower
+    chunk id."""
     s, doc = {}, {}
     for w, lst in ((alpha, row["dense"]), (1 - alpha, row["lexical"])):
         for r, (c, d, _) in enumerate(lst[:depth]):
             s[c] = s.get(c, 0.0) + w / (k + r + 1)
             doc[c] = d
-    return [doc[c] for c in sorted(s, key=lambda c: (-s[c], c))]
+    cos = {c: sc for c, _, sc in row["dense"]}
+    second = (lambda c: -cos.get(c, -2.0)) if ties == "dense" else (lambda c: 0)
+    return [doc[c] for c in sorted(s, key=lambda c: (-s[c], second(c), c))]
 
 
 def lexical_margin(row):
@@ -81,6 +86,8 @@ def server_rule(row):
 
 def rules():
     out = [("rrf alpha %.1f" % al, lambda row, al=al: rrf(row, al)) for al in (0.3, 0.4, 0.5, 0.6)]
+    out.append(("server rule, ties by chunk id",
+                lambda row: rrf(row, 0.2 if lexical_margin(row) > 0.4 else 0.5, ties="id")))
     out += [("rrf alpha 0.5 k %d" % k, lambda row, k=k: rrf(row, 0.5, k)) for k in (10, 30, 100)]
     for t in (0.3, 0.4, 0.5):
         for lo in (0.2, 0.3):
