@@ -15,7 +15,10 @@ another encoder's fingerprint is refused naming both fingerprints; a wrong
 dimension, a wrong count, another corpus's digest and a truncated file are
 refused; nothing is written on a refusal; a non-finite vector fails its
 document only; a second run leaves every document unchanged; stdin is
-refused with --vectors. Skips (exit 77) when MODELS_DIR/SKIP exists.
+refused with --vectors; documents that fail their checks are left out
+alike by both commands; a document queued as unchanged that changed before
+its turn takes its vectors from the file; embed_chunks.py refuses another
+encoder's directory. Skips (exit 77) when MODELS_DIR/SKIP exists.
 """
 import json
 import os
@@ -254,6 +257,66 @@ def refusals(env, corpus, ids, vec, other_vec):
           "a non-finite vector fails its document only", p.stderr)
 
 
+def embed_random(env, corpus, tag):
+    """retro chunks of corpus, and a vectors file of random vectors for them.
+    Returns (chunks process, vectors path, the vectors as rows)."""
+    chunks, vec = os.path.join(env.tmp, tag + ".jsonl"), os.path.join(env.tmp, tag + ".vec")
+    p = env.chunks(os.path.join(env.tmp, tag + "-db"), chunks, corpus)
+    with open(chunks) as f:
+        head = json.loads(f.readline())
+    rng = random.Random(len(tag))
+    rows = [[rng.gauss(0, 1) for _ in range(head["dim"])] for _ in range(head["count"])]
+    data = b"".join(struct.pack("<%df" % head["dim"], *r) for r in rows)
+    write_vec(vec, head["dim"], head["count"], bytes.fromhex(head["digest"]), head["encoder"], data)
+    return p, vec, [[x / sum(y * y for y in r) ** 0.5 for x in r] for r in rows]
+
+
+def edge_cases(env):
+    """Documents left out alike by chunks and index; a document queued as
+    unchanged but changed before its turn takes its vectors from the file."""
+    t = os.path.join(env.tmp, "edge")
+    os.makedirs(t)
+    bad = os.path.join(t, "bad.jsonl")
+    with open(bad, "w") as f:
+        f.write(json.dumps({"id": "b1", "text": "the first good document " * 30}) + "\n")
+        f.write("{not json\n")
+        f.write(json.dumps({"id": "x" * 600, "text": "an id too long"}) + "\n")
+        f.write(json.dumps({"id": "b2", "text": "the second good document " * 30}) + "\n")
+    p, vec, rows = embed_random(env, [bad], "bad")
+    check(p.returncode == 1 and "document(s) failed" in p.stderr,
+          "retro chunks: bad documents left out, exit 1", p.stderr)
+    d = os.path.join(t, "bad-db")
+    p = env.index(d, [bad], "--vectors", vec)
+    docs = env.docs(d, ["b1", "b2"]) or [None, None]
+    got = [v for x in docs if x for v in x["vectors"]]
+    check(p.returncode == 1 and None not in docs and len(got) == len(rows) and
+          max_diff(got, rows) <= 1e-6, "retro index --vectors leaves out the same ones", p.stderr)
+
+    # X is stored as v2; the corpus holds X v1 then X v2: v2 is queued as
+    # unchanged, then finds v1 stored when its turn comes (embed_late)
+    v1, v2 = os.path.join(t, "v1.jsonl"), os.path.join(t, "v12.jsonl")
+    with open(v1, "w") as f:
+        f.write(json.dumps({"id": "X", "text": "version two of the text " * 40}) + "\n")
+    with open(v2, "w") as f:
+        f.write(json.dumps({"id": "X", "text": "version one " * 50}) + "\n")
+        f.write(json.dumps({"id": "X", "text": "version two of the text " * 40}) + "\n")
+    d = os.path.join(t, "late-db")
+    env.index(d, [v1])
+    _, vec, rows = embed_random(env, [v2], "late")
+    p = env.index(d, [v2], "--vectors", vec)
+    x = (env.docs(d, ["X"]) or [None])[0]
+    n = len(x["vectors"]) if x else 0
+    check(p.returncode == 0 and n > 0 and max_diff(x["vectors"], rows[-n:]) <= 1e-6,
+          "a document stored again after being queued unchanged takes the file's vectors", p.stderr)
+
+    chunks = os.path.join(env.tmp, "late.jsonl")
+    other = os.path.join(os.path.dirname(env.encoder), "encoder-wp")
+    p = subprocess.run([sys.executable, EMBED, chunks, other, os.path.join(t, "wp.vec"), "--device", "cpu"],
+                       capture_output=True, text=True, timeout=240)
+    check(p.returncode == 1 and "is not the chunks' encoder" in p.stderr and
+          not os.path.exists(os.path.join(t, "wp.vec")), "embed_chunks.py refuses another encoder", p.stderr)
+
+
 def main():
     if len(sys.argv) < 3:
         print("usage: test_bulk_vectors.py RETRO MODELS_DIR", file=sys.stderr)
@@ -270,6 +333,7 @@ def main():
         _, vec, _ = round_trip(env, corpus, ids, "by-ids")
         from_file(env, corpus, ids, vec)
         refusals(env, corpus, ids, vec, wp_vec)
+        edge_cases(env)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("1..%d" % n_test)
