@@ -1,8 +1,8 @@
-/* cli.c - the `retro` command line: index, search, info, delete, embed,
- * generate, neighbours, and serve (handed to the HTTP daemon). Parses flags,
- * reads input files, prints results (JSON on stdout for machine-readable
- * output; progress, logs and errors on stderr). All the work is done by the
- * engine (srv.h).
+/* cli.c - the `retro` command line: index, chunks, search, info, delete,
+ * embed, generate, neighbours, and serve (handed to the HTTP daemon).
+ * Parses flags, prints results (JSON on stdout for machine-readable output;
+ * progress, logs and errors on stderr). Input files are read by corpus.c,
+ * bulk vectors by bulk.c; all the work is done by the engine (srv.h).
  *
  * Exit codes: 0 ok, 1 error, 2 usage.
  */

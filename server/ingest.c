@@ -37,6 +37,13 @@
  * transaction fails, its documents are retried one by one so that one bad
  * document does not fail its neighbours.
  *
+ * Bulk vectors (`retro index --vectors`, bulk.h): a session with
+ * take_vectors fills each document's vectors in srv_ingest_add, in order
+ * (an unchanged one's too, by its stored chunk count); the embedding thread
+ * passes such documents on with nothing left to embed, and embed_late
+ * keeps them. srv_doc_chunks gives the chunks and their encoder inputs
+ * exactly as this file makes them, for `retro chunks`.
+ *
  * What it does not: read files or parse JSON lines (the CLI and the HTTP
  * daemon do), or print anything.
  */
