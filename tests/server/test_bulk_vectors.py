@@ -34,19 +34,8 @@ import engine_models
 HERE = os.path.dirname(os.path.abspath(__file__))
 EMBED = os.path.join(HERE, "..", "..", "model", "train", "embed_chunks.py")
 
-n_test = 0
-failed = 0
-
-
-def check(ok, what, detail=""):
-    global n_test, failed
-    n_test += 1
-    print(("ok %d - %s" if ok else "not ok %d - %s") % (n_test, what))
-    if not ok:
-        failed += 1
-        for line in str(detail).splitlines()[-15:]:
-            print("#   " + line)
-    return ok
+TAP = engine_models.Tap()
+check = TAP.check
 
 
 class Env:
@@ -336,8 +325,7 @@ def main():
         edge_cases(env)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("1..%d" % n_test)
-    return 1 if failed else 0
+    return TAP.end()
 
 
 if __name__ == "__main__":
