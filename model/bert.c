@@ -534,6 +534,10 @@ int bert_max_tokens(const bert *b) { return b->max_tokens; }
 const tok *bert_tokenizer(const bert *b) { return b->tok; }
 const char *bert_fingerprint(const bert *b) { return b->fingerprint; }
 bert_pooling bert_get_pooling(const bert *b) { return b->pooling; }
+void bert_special_ids(const bert *b, int32_t *cls_id, int32_t *sep_id) {
+  *cls_id = b->cls_id;
+  *sep_id = b->sep_id;
+}
 
 /* ---- forward ------------------------------------------------------------- */
 

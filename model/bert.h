@@ -51,6 +51,9 @@ const tok *bert_tokenizer(const bert *b);
 const char *bert_fingerprint(const bert *b);
 /* The pooling in effect (BERT_POOL_CLS or BERT_POOL_MEAN, never AUTO). */
 bert_pooling bert_get_pooling(const bert *b);
+/* The ids put before and after every input ([CLS]/[SEP], <s>/</s>, ...),
+ * for running the same inputs through another implementation. */
+void bert_special_ids(const bert *b, int32_t *cls_id, int32_t *sep_id);
 
 /* Embeds n texts (lens[i] bytes each; lens may be NULL for NUL-terminated)
  * into out (n x dim). Adds [CLS]/[SEP] (or <s>/</s>) and truncates to the

@@ -1,11 +1,13 @@
-/* cli.c - the `retro` command line: index, search, info, delete, embed,
- * generate, neighbours, and serve (handed to the HTTP daemon). Parses flags,
- * reads input files, prints results (JSON on stdout for machine-readable
- * output; progress, logs and errors on stderr). All the work is done by the
- * engine (srv.h).
+/* cli.c - the `retro` command line: index, chunks, search, info, delete,
+ * embed, generate, neighbours, and serve (handed to the HTTP daemon).
+ * Parses flags, prints results (JSON on stdout for machine-readable output;
+ * progress, logs and errors on stderr). Input files are read by corpus.c,
+ * bulk vectors by bulk.c; all the work is done by the engine (srv.h).
  *
  * Exit codes: 0 ok, 1 error, 2 usage.
  */
+#include "bulk.h"
+#include "corpus.h"
 #include "srv.h"
 #include "views.h"
 
@@ -252,6 +254,7 @@ static const cli_flag index_flags[] = {
     {"--force", NULL, 0,
      "embed and store every document, also those whose text and metadata are unchanged"},
     {"--max-map-mb", NULL, 1, "the LMDB map never grows past this many MiB (default: no limit)"},
+    {"--vectors", NULL, 1, "the chunk vectors from this file (retro chunks), not the encoder"},
     {"--quiet", "-q", 0, "no progress output"},
 };
 
@@ -320,183 +323,81 @@ static void ui_progress(void *ctx, const srv_ingest_progress *p) {
   fflush(stderr);
 }
 
-static int has_suffix(const char *s, const char *suf) {
-  size_t a = strlen(s), b = strlen(suf);
-  return a >= b && strcmp(s + a - b, suf) == 0;
-}
-
-static int is_text_file(const char *name) {
-  return has_suffix(name, ".txt") || has_suffix(name, ".md") || has_suffix(name, ".rst");
-}
-
-static int read_file(const char *path, char **buf, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return -1;
-  size_t cap = 65536, n = 0;
-  char *b = malloc(cap);
-  while (b) {
-    size_t got = fread(b + n, 1, cap - n, f);
-    n += got;
-    if (got == 0) break;
-    if (n == cap) {
-      char *nb = realloc(b, cap * 2);
-      if (!nb) {
-        free(b);
-        b = NULL;
-        break;
-      }
-      b = nb;
-      cap *= 2;
-    }
-  }
-  int err = ferror(f);
-  fclose(f);
-  if (!b || err) {
-    free(b);
-    return -1;
-  }
-  *buf = b;
-  *len = n;
-  return 0;
-}
-
-/* Collected input files (sorted per directory for a stable order). */
-typedef struct file_list {
-  char **paths, **ids;
-  size_t n, cap;
-  uint64_t bytes;
-} file_list;
-
-static int fl_add(file_list *fl, const char *path, const char *id, uint64_t size) {
-  if (fl->n == fl->cap) {
-    size_t nc = fl->cap ? fl->cap * 2 : 256;
-    char **np = realloc(fl->paths, nc * sizeof *np);
-    if (!np) return -1;
-    fl->paths = np;
-    char **ni = realloc(fl->ids, nc * sizeof *ni);
-    if (!ni) return -1;
-    fl->ids = ni;
-    fl->cap = nc;
-  }
-  fl->paths[fl->n] = strdup(path);
-  fl->ids[fl->n] = strdup(id);
-  if (!fl->paths[fl->n] || !fl->ids[fl->n]) return -1;
-  fl->n++;
-  fl->bytes += size;
-  return 0;
-}
-
-static int str_cmp(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Walks dir (recursively), adding text and .jsonl files; ids relative to root. */
-static int walk(file_list *fl, const char *dir, size_t root_len) {
-  DIR *d = opendir(dir);
-  if (!d) {
-    fprintf(stderr, "retro index: cannot read %s: %s\n", dir, strerror(errno));
-    return -1;
-  }
-  char **names = NULL;
-  size_t n = 0, cap = 0;
-  struct dirent *de;
-  while ((de = readdir(d)) != NULL) {
-    if (de->d_name[0] == '.') continue;
-    if (n == cap) {
-      cap = cap ? cap * 2 : 64;
-      char **nn = realloc(names, cap * sizeof *nn);
-      if (!nn) break;
-      names = nn;
-    }
-    names[n] = strdup(de->d_name);
-    if (names[n]) n++;
-  }
-  closedir(d);
-  qsort(names, n, sizeof *names, str_cmp);
-  int rc = 0;
-  for (size_t i = 0; i < n; i++) {
-    size_t pl = strlen(dir) + strlen(names[i]) + 2;
-    char *p = malloc(pl);
-    if (!p) {
-      rc = -1;
-      break;
-    }
-    snprintf(p, pl, "%s/%s", dir, names[i]);
-    struct stat sb;
-    if (stat(p, &sb) == 0) {
-      if (S_ISDIR(sb.st_mode)) {
-        if (walk(fl, p, root_len) != 0) rc = -1;
-      } else if (S_ISREG(sb.st_mode) &&
-                 (is_text_file(names[i]) || has_suffix(names[i], ".jsonl"))) {
-        if (fl_add(fl, p, p + root_len, (uint64_t)sb.st_size) != 0) rc = -1;
-      }
-    }
-    free(p);
-  }
-  for (size_t i = 0; i < n; i++) free(names[i]);
-  free(names);
-  return rc;
-}
-
-/* Adds a file, or every indexable file under a directory, to fl; cmd names
- * the subcommand in the error message. Returns 0, or 1 after printing why. */
-static int fl_add_path(file_list *fl, const char *cmd, const char *p) {
-  struct stat sb;
-  if (stat(p, &sb) != 0) {
-    fprintf(stderr, "retro %s: %s: %s\n", cmd, p, strerror(errno));
-    return 1;
-  }
-  if (S_ISDIR(sb.st_mode)) {
-    size_t root = strlen(p);
-    while (root > 1 && p[root - 1] == '/') root--;
-    char *dir = strndup(p, root);
-    int w = dir ? walk(fl, dir, root + 1) : -1;
-    free(dir);
-    return w != 0;
-  }
-  return fl_add(fl, p, p, (uint64_t)sb.st_size) != 0;
-}
-
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) {
   (void)sig;
   interrupted = 1;
 }
 
-/* Feeds one JSONL stream into the session. Returns the number of bad lines. */
-static size_t ingest_jsonl(srv_ingest *in, FILE *f, const char *name, int *fatal) {
-  char *line = NULL;
-  size_t cap = 0, bad = 0, lineno = 0;
-  ssize_t got;
-  while (!interrupted && (got = getline(&line, &cap, f)) >= 0) {
-    lineno++;
-    size_t len = (size_t)got;
-    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
-    size_t sp = 0;
-    while (sp < len && (line[sp] == ' ' || line[sp] == '\t')) sp++;
-    if (sp == len) continue;
-    char where[512], err[512];
-    snprintf(where, sizeof where, "%s:%zu", name, lineno);
-    proto_doc d;
-    proto_status s = proto_doc_parse(line, len, where, &d, err, sizeof err);
-    if (s != PROTO_OK) {
-      fprintf(stderr, "retro index: %s\n", err);
-      bad++;
-      continue;
-    }
-    srv_doc sd = {
-        .id = d.id, .text = d.text, .text_len = d.text_len, .metadata_json = d.metadata_json};
-    s = srv_ingest_add(in, &sd);
-    if (s != PROTO_OK) {
-      fprintf(stderr, "retro index: %s: %s\n", where, srv_last_error());
-      bad++;
-      if (s == PROTO_EUNAVAIL || s == PROTO_ENOMEM) *fatal = 1;
-    }
-    proto_doc_free(&d);
-    if (*fatal) break;
+/* SIGINT and SIGTERM set `interrupted`: the corpus reader stops and what
+ * was read is finished properly. */
+static void catch_interrupts(void) {
+  struct sigaction sa = {0};
+  sa.sa_handler = on_sigint;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+/* The PATH arguments into fl; 0, or the exit status after printing why. */
+static int corpus_from_args(const cli_args *a, corpus *fl) {
+  if (a->n_pos == 0) {
+    fprintf(stderr, "retro %s: no PATH given (see retro %s --help)\n", a->cmd, a->cmd);
+    return 2;
   }
-  free(line);
-  return bad;
+  for (size_t i = 0; i < a->n_pos; i++)
+    if (corpus_add_arg(fl, a->cmd, a->pos[i]) != 0) return 1;
+  return 0;
+}
+
+/* Adds one document to the ingest session (a corpus_fn). */
+static proto_status index_doc(void *ctx, const srv_doc *doc, const char *where) {
+  (void)where;
+  return srv_ingest_add(ctx, doc);
+}
+
+static void index_summary(const ingest_ui *ui, const srv_ingest_progress *pr) {
+  if (ui->tty && !ui->quiet) fprintf(stderr, "\r\033[K");
+  if (!ui->quiet)
+    fprintf(stderr,
+            "retro index: %llu documents, %llu chunks, %llu unchanged in %.1fs (%.1f chunks/s)%s\n",
+            (unsigned long long)pr->docs, (unsigned long long)pr->chunks,
+            (unsigned long long)pr->unchanged, pr->elapsed_s,
+            pr->elapsed_s > 0 ? (double)pr->chunks / pr->elapsed_s : 0.0,
+            interrupted ? "; interrupted" : "");
+}
+
+/* Reads the corpus into a new session of e: its exit status. */
+static int index_corpus(const cli_args *a, srv_engine *e, const corpus *fl, bulk_vectors *bv) {
+  ingest_ui ui = {.tty = isatty(2),
+                  .quiet = opt_set(a, "--quiet"),
+                  .acks = opt_set(a, "--acks"),
+                  .total_bytes = fl->use_stdin ? 0 : fl->bytes,
+                  .t0 = proto_now()};
+  srv_ingest_callbacks cb = {.on_ack = ui_ack,
+                             .on_progress = ui_progress,
+                             .ctx = &ui,
+                             .force = opt_set(a, "--force"),
+                             .take_vectors = bv ? bulk_take_vectors : NULL,
+                             .vectors_ctx = bv};
+  srv_ingest *in = NULL;
+  if (srv_ingest_begin(e, &cb, &in) != PROTO_OK) {
+    fprintf(stderr, "retro index: %s\n", srv_last_error());
+    return 1;
+  }
+  catch_interrupts();
+  int fatal = 0, rc = 0;
+  size_t bad = corpus_each(fl, "index", index_doc, in, &fatal, &interrupted);
+  srv_ingest_progress pr;
+  srv_ingest_end(in, &pr);
+  index_summary(&ui, &pr);
+  if (pr.errors || bad) {
+    fprintf(stderr, "retro index: %llu document(s) failed\n",
+            (unsigned long long)(pr.errors + bad));
+    rc = 1;
+  }
+  if (interrupted || fatal) rc = 1;
+  if (bulk_vectors_close(bv, !interrupted && !fatal)) rc = 1;
+  return rc;
 }
 
 static int cmd_index(int argc, char **argv) {
@@ -504,10 +405,9 @@ static int cmd_index(int argc, char **argv) {
   int help, rc = args_parse(&a, "index", index_flags, sizeof index_flags / sizeof *index_flags,
                             argc, argv, &help);
   srv_engine *e = NULL;
-  srv_ingest *in = NULL;
-  file_list fl = {0};
-  int use_stdin = 0;
-  size_t bad = 0;
+  corpus fl = {0};
+  bulk_vectors *bv = NULL;
+  const char *vectors = opt_str(&a, "--vectors");
   if (rc || help) {
     if (help) {
       printf(
@@ -515,97 +415,75 @@ static int cmd_index(int argc, char **argv) {
           "Indexes documents: .txt/.md/.rst files (one document per file, id = the path\n"
           "relative to the directory given, or the path as given for a file), directories\n"
           "(recursively), .jsonl files and `-` (stdin) with one {\"id\", \"text\",\n"
-          "\"metadata\"} object per line. A document whose id exists is replaced.\n\n");
+          "\"metadata\"} object per line. A document whose id exists is replaced.\n"
+          "--vectors takes the chunk vectors from a file made from `retro chunks` (see\n"
+          "docs/OPERATIONS.md, \"Bulk vectors\") instead of running the encoder.\n\n");
       usage_flags(stdout, index_flags, sizeof index_flags / sizeof *index_flags);
     }
     goto leave;
   }
-  if (a.n_pos == 0) {
-    fprintf(stderr, "retro index: no PATH given (see retro index --help)\n");
+  if ((rc = corpus_from_args(&a, &fl)) != 0) goto leave;
+  if (vectors && fl.use_stdin) {
+    fprintf(stderr,
+            "retro index: --vectors reads the corpus twice (it is checked against the "
+            "vectors first): give a .jsonl file, not -\n");
     rc = 2;
     goto leave;
   }
-  for (size_t i = 0; i < a.n_pos; i++) {
-    const char *p = a.pos[i];
-    if (strcmp(p, "-") == 0) {
-      use_stdin = 1;
-      continue;
-    }
-    if ((rc = fl_add_path(&fl, "index", p)) != 0) goto leave;
-  }
   if ((rc = engine_from_args(&a, 0, 0, &e)) != 0) goto leave;
-  ingest_ui ui = {.tty = isatty(2),
-                  .quiet = opt_set(&a, "--quiet"),
-                  .acks = opt_set(&a, "--acks"),
-                  .total_bytes = use_stdin ? 0 : fl.bytes,
-                  .t0 = proto_now()};
-  srv_ingest_callbacks cb = {
-      .on_ack = ui_ack, .on_progress = ui_progress, .ctx = &ui, .force = opt_set(&a, "--force")};
-  if (srv_ingest_begin(e, &cb, &in) != PROTO_OK) {
-    fprintf(stderr, "retro index: %s\n", srv_last_error());
-    rc = 1;
+  if (vectors && (rc = bulk_vectors_open(e, &fl, vectors, &bv)) != 0) goto leave;
+  rc = index_corpus(&a, e, &fl, bv);
+leave:
+  close_engine(e);
+  corpus_free(&fl);
+  args_free(&a);
+  return rc;
+}
+
+/* chunks --------------------------------------------------------------------------- */
+
+static const cli_flag chunks_flags[] = {
+    ENGINE_FLAGS,
+    {"--out", "-o", 1, "the chunks file to write (required)"},
+    {"--quiet", "-q", 0, "no progress output"},
+};
+
+static int cmd_chunks(int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, "chunks", chunks_flags, sizeof chunks_flags / sizeof *chunks_flags,
+                            argc, argv, &help);
+  srv_engine *e = NULL;
+  corpus fl = {0};
+  if (rc || help) {
+    if (help) {
+      printf(
+          "usage: retro chunks --data DIR --out FILE [options] PATH...\n\n"
+          "Writes the chunks of the documents in PATH (read as `retro index` reads them)\n"
+          "to FILE, JSON Lines: a header with the encoder's fingerprint, the count and a\n"
+          "digest, then one {\"doc\", \"chunk\", \"ids\", \"text\"} a chunk, \"ids\" the\n"
+          "encoder's input. Embed them elsewhere (model/train/embed_chunks.py) and index\n"
+          "with `retro index --vectors` (docs/OPERATIONS.md, \"Bulk vectors\"). The\n"
+          "models are DIR's (or --encoder/--decoder for a new DIR); no document is stored.\n\n");
+      usage_flags(stdout, chunks_flags, sizeof chunks_flags / sizeof *chunks_flags);
+    }
     goto leave;
   }
-  struct sigaction sa = {0};
-  sa.sa_handler = on_sigint;
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-  int fatal = 0;
-  for (size_t i = 0; i < fl.n && !interrupted && !fatal; i++) {
-    if (has_suffix(fl.paths[i], ".jsonl")) {
-      FILE *f = fopen(fl.paths[i], "rb");
-      if (!f) {
-        fprintf(stderr, "retro index: %s: %s\n", fl.paths[i], strerror(errno));
-        bad++;
-        continue;
-      }
-      bad += ingest_jsonl(in, f, fl.paths[i], &fatal);
-      fclose(f);
-      continue;
-    }
-    char *text = NULL;
-    size_t len = 0;
-    if (read_file(fl.paths[i], &text, &len) != 0) {
-      fprintf(stderr, "retro index: %s: %s\n", fl.paths[i], strerror(errno));
-      bad++;
-      continue;
-    }
-    srv_doc d = {.id = fl.ids[i], .text = text, .text_len = len};
-    proto_status s = srv_ingest_add(in, &d);
-    if (s != PROTO_OK) {
-      fprintf(stderr, "retro index: %s: %s\n", fl.paths[i], srv_last_error());
-      bad++;
-      if (s == PROTO_EUNAVAIL || s == PROTO_ENOMEM) fatal = 1;
-    }
-    free(text);
+  const char *out = opt_str(&a, "--out");
+  if (!out) {
+    fprintf(stderr, "retro chunks: --out FILE is required (see retro chunks --help)\n");
+    rc = 2;
+    goto leave;
   }
-  if (use_stdin && !interrupted && !fatal) bad += ingest_jsonl(in, stdin, "stdin", &fatal);
-  srv_ingest_progress pr;
-  srv_ingest_end(in, &pr);
-  in = NULL;
-  if (ui.tty && !ui.quiet) fprintf(stderr, "\r\033[K");
-  if (!ui.quiet)
-    fprintf(stderr,
-            "retro index: %llu documents, %llu chunks, %llu unchanged in %.1fs (%.1f chunks/s)%s\n",
-            (unsigned long long)pr.docs, (unsigned long long)pr.chunks,
-            (unsigned long long)pr.unchanged, pr.elapsed_s,
-            pr.elapsed_s > 0 ? (double)pr.chunks / pr.elapsed_s : 0.0,
-            interrupted ? "; interrupted" : "");
-  if (pr.errors || bad) {
-    fprintf(stderr, "retro index: %llu document(s) failed\n",
-            (unsigned long long)(pr.errors + bad));
-    rc = 1;
-  }
-  if (interrupted || fatal) rc = 1;
+  if ((rc = corpus_from_args(&a, &fl)) != 0) goto leave;
+  struct stat sb;
+  const char *data = opt_str(&a, "--data");
+  /* an existing database is only read; a new one records the models */
+  if ((rc = engine_from_args(&a, 0, data && stat(data, &sb) == 0, &e)) != 0) goto leave;
+  catch_interrupts();
+  rc = bulk_write_chunks(e, &fl, out, opt_set(&a, "--quiet"), &interrupted);
 leave:
-  srv_ingest_end(in, NULL);
   close_engine(e);
-  for (size_t i = 0; i < fl.n; i++) {
-    free(fl.paths[i]);
-    free(fl.ids[i]);
-  }
-  free(fl.paths);
-  free(fl.ids);
+  corpus_free(&fl);
   args_free(&a);
   return rc;
 }
@@ -784,7 +662,42 @@ leave:
 
 /* get ------------------------------------------------------------------------------- */
 
-static const cli_flag get_flags[] = {ENGINE_FLAGS, {"--no-text", NULL, 0, "omit the text"}};
+static const cli_flag get_flags[] = {
+    ENGINE_FLAGS,
+    {"--no-text", NULL, 0, "omit the text"},
+    {"--vectors", NULL, 0, "add \"vectors\": each chunk's stored embedding"}};
+
+/* One chunk's stored embedding as a JSON array; NULL when it cannot be read. */
+static json_t *vector_json(srv_engine *e, uint64_t chunk_id, float *v) {
+  json_t *one = json_array();
+  if (!one || store_vector_get(srv_engine_store(e), chunk_id, v) != PROTO_OK) {
+    json_decref(one);
+    return NULL;
+  }
+  for (uint32_t i = 0; i < srv_engine_dim(e); i++)
+    if (json_array_append_new(one, json_real(v[i])) != 0) {
+      json_decref(one);
+      return NULL;
+    }
+  return one;
+}
+
+/* Adds "vectors" (its chunks' stored embeddings, by "chunk_ids") to a
+ * document's object; 0, or 1 when one could not be read. */
+static int add_vectors(srv_engine *e, json_t *doc) {
+  float *v = malloc(srv_engine_dim(e) * sizeof *v);
+  json_t *all = json_array(), *id;
+  size_t i;
+  int rc = !v || !all;
+  json_array_foreach(json_object_get(doc, "chunk_ids"), i, id) {
+    json_t *one = rc ? NULL : vector_json(e, (uint64_t)json_integer_value(id), v);
+    if (!one || json_array_append_new(all, one) != 0) rc = 1;
+  }
+  free(v);
+  if (!rc && json_object_set_new(doc, "vectors", all) == 0) return 0;
+  json_decref(all);
+  return 1;
+}
 
 static int cmd_get(int argc, char **argv) {
   cli_args a;
@@ -797,7 +710,7 @@ static int cmd_get(int argc, char **argv) {
           "usage: retro get --data DIR ID...\n\n"
           "Prints the documents as JSON: [{\"id\", \"doc_num\", \"n_chunks\", \"n_tokens\",\n"
           "\"first_chunk\", \"metadata\", \"text\"} or null when absent]; exit 1 if any is "
-          "absent.\n\n");
+          "absent.\nWith --vectors each also has \"vectors\": its chunks' stored embeddings.\n\n");
       usage_flags(stdout, get_flags, sizeof get_flags / sizeof *get_flags);
     }
     goto leave;
@@ -832,7 +745,20 @@ static int cmd_get(int argc, char **argv) {
     srv_document_free(&d);
   }
   proto_jw_arr_end(&w);
-  if (print_view(&b) != 0) rc = 1;
+  if (!opt_set(&a, "--vectors")) {
+    if (print_view(&b) != 0) rc = 1;
+    goto leave;
+  }
+  json_t *docs = b.failed ? NULL : json_loadb(b.data, b.len, 0, NULL), *doc;
+  proto_buf_free(&b);
+  size_t i;
+  json_array_foreach(docs, i, doc) {
+    if (json_is_object(doc) && add_vectors(e, doc)) {
+      fprintf(stderr, "retro get: reading the vectors of %s failed\n", a.pos[i]);
+      rc = 1;
+    }
+  }
+  if (print_json(docs) != 0) rc = 1;
 leave:
   close_engine(e);
   args_free(&a);
@@ -1285,7 +1211,7 @@ static int cmd_eval(int argc, char **argv) {
   int help, rc = args_parse(&a, "eval", eval_flags, sizeof eval_flags / sizeof *eval_flags, argc,
                             argv, &help);
   srv_engine *e = NULL;
-  file_list fl = {0};
+  corpus fl = {0};
   if (rc || help) {
     if (help) {
       printf(
@@ -1313,7 +1239,12 @@ static int cmd_eval(int argc, char **argv) {
     goto leave;
   }
   for (size_t i = 0; i < a.n_pos; i++) {
-    if ((rc = fl_add_path(&fl, "eval", a.pos[i])) != 0) goto leave;
+    if ((rc = corpus_add_arg(&fl, "eval", a.pos[i])) != 0) goto leave;
+  }
+  if (fl.use_stdin) {
+    fprintf(stderr, "retro eval: reads files, not stdin (-)\n");
+    rc = 2;
+    goto leave;
   }
   if ((rc = engine_from_args(&a, 1, 1, &e)) != 0) goto leave;
   srv_eval_options o = {.retrieval = !opt_set(&a, "--no-retrieval"),
@@ -1330,7 +1261,7 @@ static int cmd_eval(int argc, char **argv) {
   srv_eval_result acc = {0};
   int failed = 0;
   for (size_t i = 0; i < fl.n && !failed; i++) {
-    if (has_suffix(fl.paths[i], ".jsonl")) {
+    if (corpus_is_jsonl(fl.paths[i])) {
       FILE *f = fopen(fl.paths[i], "rb");
       char *line = NULL;
       size_t cap = 0;
@@ -1355,7 +1286,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     char *text = NULL;
     size_t len = 0;
-    if (read_file(fl.paths[i], &text, &len) != 0) {
+    if (corpus_read_file(fl.paths[i], &text, &len) != 0) {
       fprintf(stderr, "retro eval: %s: %s\n", fl.paths[i], strerror(errno));
       failed = 1;
       break;
@@ -1370,12 +1301,7 @@ static int cmd_eval(int argc, char **argv) {
   rc = print_eval_result(&o, k, alpha, &acc);
 leave:
   close_engine(e);
-  for (size_t i = 0; i < fl.n; i++) {
-    free(fl.paths[i]);
-    free(fl.ids[i]);
-  }
-  free(fl.paths);
-  free(fl.ids);
+  corpus_free(&fl);
   args_free(&a);
   return rc;
 }
@@ -1387,6 +1313,7 @@ static void usage(FILE *f) {
           "usage: retro COMMAND [OPTIONS] [ARGS]\n\n"
           "commands:\n"
           "  index       index documents (files, directories, JSONL, stdin)\n"
+          "  chunks      write a corpus's chunks for embedding elsewhere (index --vectors)\n"
           "  search      nearest chunks of text queries (JSON)\n"
           "  info        database, models and index (JSON)\n"
           "  get         documents by id (JSON)\n"
@@ -1514,6 +1441,7 @@ int srv_cli_main(int argc, char **argv) {
   }
   if (strcmp(cmd, "serve") == 0) return srv_http_main(argc - 1, argv + 1);
   if (strcmp(cmd, "index") == 0) return cmd_index(argc - 1, argv + 1);
+  if (strcmp(cmd, "chunks") == 0) return cmd_chunks(argc - 1, argv + 1);
   if (strcmp(cmd, "search") == 0) return cmd_search(argc - 1, argv + 1);
   if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
   if (strcmp(cmd, "delete") == 0) return cmd_delete(argc - 1, argv + 1);

@@ -37,6 +37,13 @@
  * transaction fails, its documents are retried one by one so that one bad
  * document does not fail its neighbours.
  *
+ * Bulk vectors (`retro index --vectors`, bulk.h): a session with
+ * take_vectors fills each document's vectors in srv_ingest_add, in order
+ * (an unchanged one's too, by its stored chunk count); the embedding thread
+ * passes such documents on with nothing left to embed, and embed_late
+ * keeps them. srv_doc_chunks gives the chunks and their encoder inputs
+ * exactly as this file makes them, for `retro chunks`.
+ *
  * What it does not: read files or parse JSON lines (the CLI and the HTTP
  * daemon do), or print anything.
  */
@@ -77,6 +84,8 @@ typedef struct pdoc {
   uint64_t queued;      /* chunks counted in the pipeline's room */
   uint64_t same_num;    /* unchanged: the stored document's num */
   uint32_t same_chunks; /*   and chunk count */
+  int given;            /* vecs came from the session's take_vectors */
+  uint32_t n_given;     /*   this many (an unchanged one: before tokenising) */
 } pdoc;
 
 typedef struct pqueue {
@@ -258,7 +267,7 @@ static void *embed_main(void *arg) {
     }
     while (work_left < B && p->in.head) {
       pdoc *d = pq_pop(&p->in);
-      work_left += d->n_chunks;
+      work_left += d->n_chunks - d->embedded; /* given vectors: none left */
       pq_push(&work, d);
     }
     pthread_mutex_unlock(&p->mu);
@@ -426,12 +435,21 @@ static proto_status tokenize_doc(srv_engine *e, pdoc *d, const char *text, size_
  * and embedded here, on the writer thread (rare: an earlier document of the
  * same id, or a delete, came in between). Failures go in d->status. */
 static void embed_late(srv_engine *e, pdoc *d) {
+  float *given = d->given ? d->vecs : NULL;
+  if (d->given) d->vecs = NULL;
   proto_status s = tokenize_doc(e, d, d->raw, d->raw_len);
+  if (d->given) { /* the vectors came with it: no encoder */
+    free(d->vecs);
+    d->vecs = given;
+    if (s == PROTO_OK && d->n_chunks != d->n_given)
+      s = srv__fail(PROTO_EINTERNAL, "%u chunks now, %u vectors given", (unsigned)d->n_chunks,
+                    (unsigned)d->n_given);
+  }
   size_t B = 32;
   const int32_t *ids[32];
   size_t lens[32], tlens[32];
   const char *txt[32];
-  for (uint32_t c0 = 0; s == PROTO_OK && c0 < d->n_chunks; c0 += (uint32_t)B) {
+  for (uint32_t c0 = 0; s == PROTO_OK && !d->given && c0 < d->n_chunks; c0 += (uint32_t)B) {
     size_t n = d->n_chunks - c0 < B ? d->n_chunks - c0 : B;
     for (size_t i = 0; i < n; i++) {
       size_t off, len;
@@ -771,20 +789,40 @@ static proto_status tokenize_doc(srv_engine *e, pdoc *d, const char *text, size_
   return PROTO_OK;
 }
 
-/* Checks a document and makes its pdoc: tokenised and chunked, or, when the
- * store holds the same content hash (and the session does not force), only
- * a copy of the text, marked unchanged. */
-static proto_status prepare(srv_ingest *in, const srv_doc *doc, pdoc **out) {
-  srv_engine *e = in->e;
-  proto_status s;
-  *out = NULL;
+/* The checks of a document before it is tokenised. */
+static proto_status check_doc(const srv_doc *doc) {
   if (!doc->id || !*doc->id) return srv__fail(PROTO_EMISSING, "id: must not be empty");
   size_t idlen = strlen(doc->id);
   if (idlen > PROTO_MAX_ID_BYTES)
     return srv__fail(PROTO_ERANGE, "id: longer than %d bytes", PROTO_MAX_ID_BYTES);
   if (!proto_utf8_valid(doc->id, idlen)) return srv__fail(PROTO_EUTF8, "id: invalid UTF-8");
   if (!doc->text && doc->text_len) return srv__fail(PROTO_EINVAL, "text: NULL");
-  if (doc->metadata_json && (s = check_meta(doc->metadata_json)) != PROTO_OK) return s;
+  return doc->metadata_json ? check_meta(doc->metadata_json) : PROTO_OK;
+}
+
+/* Fills d->vecs from the session's take_vectors: the document's chunks, or
+ * for an unchanged one (not tokenised) its stored count, n. */
+static proto_status take_given(srv_ingest *in, pdoc *d, uint32_t n) {
+  size_t dim = in->e->dim;
+  if (d->unchanged && n && !(d->vecs = malloc((size_t)n * dim * sizeof *d->vecs)))
+    return srv__fail(PROTO_ENOMEM, "out of memory");
+  proto_status s = in->cb.take_vectors(in->cb.vectors_ctx, n, d->vecs);
+  if (s != PROTO_OK) return s;
+  d->given = 1;
+  d->n_given = n;
+  if (!d->unchanged) d->embedded = d->n_chunks;
+  return PROTO_OK;
+}
+
+/* Checks a document and makes its pdoc: tokenised and chunked, or, when the
+ * store holds the same content hash (and the session does not force), only
+ * a copy of the text, marked unchanged; with the session's vectors when it
+ * has them. */
+static proto_status prepare(srv_ingest *in, const srv_doc *doc, pdoc **out) {
+  srv_engine *e = in->e;
+  proto_status s;
+  *out = NULL;
+  if ((s = check_doc(doc)) != PROTO_OK) return s;
 
   pdoc *d = calloc(1, sizeof *d);
   if (!d) return srv__fail(PROTO_ENOMEM, "out of memory");
@@ -797,7 +835,7 @@ static proto_status prepare(srv_ingest *in, const srv_doc *doc, pdoc **out) {
   }
   content_hash(e, doc, d->hash);
   uint64_t num;
-  uint32_t nc;
+  uint32_t nc = 0;
   if (!in->cb.force && (d->unchanged = stored_unchanged(e, doc->id, d->hash, &num, &nc))) {
     d->raw = malloc(doc->text_len ? doc->text_len : 1);
     if (!d->raw) {
@@ -809,6 +847,8 @@ static proto_status prepare(srv_ingest *in, const srv_doc *doc, pdoc **out) {
   } else if ((s = tokenize_doc(e, d, doc->text, doc->text_len)) != PROTO_OK) {
     goto leave;
   }
+  if (in->cb.take_vectors && (s = take_given(in, d, d->unchanged ? nc : d->n_chunks)) != PROTO_OK)
+    goto leave;
   *out = d;
   d = NULL;
   s = PROTO_OK;
@@ -873,6 +913,42 @@ proto_status srv_ingest_end(srv_ingest *in, srv_ingest_progress *progress) {
   pthread_mutex_destroy(&in->mu);
   pthread_cond_destroy(&in->cv);
   free(in);
+  return s;
+}
+
+/* The encoder's input for chunk c of d (see srv_chunk_key) to fn. */
+static proto_status emit_key(srv_engine *e, const pdoc *d, uint32_t c,
+                             proto_status (*fn)(void *, const srv_chunk_key *), void *ctx) {
+  size_t off, len;
+  int tail = key_window(d, c, &off, &len);
+  srv_chunk_key k = {.chunk = c, .text = d->texts[c], .text_len = d->text_lens[c]};
+  int32_t *own = NULL;
+  if (e->embed_by_ids) {
+    k.ids = d->tokens + off;
+    k.n_ids = len;
+  } else { /* as bert_embed_texts tokenises it */
+    size_t tl;
+    const char *t = key_text(d, c, tail, &tl);
+    proto_status s = tok_encode(bert_tokenizer(e->enc), t, tl, &own, &k.n_ids);
+    if (s != PROTO_OK)
+      return srv__fail(s, "chunk %u: the encoder's tokenizer: %s", (unsigned)c, tok_last_error());
+    k.ids = own;
+  }
+  proto_status s = fn(ctx, &k);
+  free(own);
+  return s;
+}
+
+proto_status srv_doc_chunks(srv_engine *e, const srv_doc *doc,
+                            proto_status (*fn)(void *ctx, const srv_chunk_key *key), void *ctx) {
+  if (!e || !doc || !fn) return srv__fail(PROTO_EINVAL, "srv_doc_chunks: NULL argument");
+  proto_status s = check_doc(doc);
+  if (s != PROTO_OK) return s;
+  pdoc *d = calloc(1, sizeof *d);
+  if (!d) return srv__fail(PROTO_ENOMEM, "out of memory");
+  s = tokenize_doc(e, d, doc->text, doc->text_len);
+  for (uint32_t c = 0; s == PROTO_OK && c < d->n_chunks; c++) s = emit_key(e, d, c, fn, ctx);
+  pdoc_free(d);
   return s;
 }
 

@@ -232,6 +232,15 @@ typedef struct srv_ingest_callbacks {
                                 of blocking while the pipeline is full */
   int force;       /* 1: embed and store every document, even one
                                 whose content hash is unchanged */
+  /* Bulk vectors (`retro index --vectors`): when set, a document's chunk
+   * vectors come from here instead of the encoder. Called by srv_ingest_add
+   * on its caller's thread once per document that passed validation, in
+   * order, also for an unchanged one (its stored chunk count), with the
+   * document's chunk count: fills n_chunks x dim floats, the vectors of
+   * srv_doc_chunks' chunks in that order. A failure fails the add with its
+   * status. May be NULL. */
+  proto_status (*take_vectors)(void *vectors_ctx, uint32_t n_chunks, float *out);
+  void *vectors_ctx;
 } srv_ingest_callbacks;
 
 typedef struct srv_ingest srv_ingest;
@@ -252,6 +261,26 @@ proto_status srv_ingest_flush(srv_ingest *in);
 /* Flushes, fills *progress (may be NULL) and frees the session; accepts NULL
  * (returns PROTO_OK). Returns what srv_ingest_flush returns. */
 proto_status srv_ingest_end(srv_ingest *in, srv_ingest_progress *progress);
+
+/* One chunk as the ingest pipeline embeds it. */
+typedef struct srv_chunk_key {
+  uint32_t chunk;     /* ordinal in its document */
+  const int32_t *ids; /* the encoder's input: token ids of the encoder's
+                         tokenizer, without [CLS]/[SEP] (<s>, </s>); the
+                         chunk's own 64 tokens, or for a short last chunk
+                         the document's last 64 (ingest.c, "Keys") */
+  size_t n_ids;
+  const char *text; /* the chunk's own text as stored (may split a UTF-8
+                       sequence at a BPE token boundary) */
+  size_t text_len;
+} srv_chunk_key;
+
+/* Validates and chunks doc as srv_ingest_add does (the same checks, chunk
+ * tokenizer and keys) and calls fn once per chunk in order; stores nothing.
+ * Returns the validation failure, or fn's first failure. For tools that
+ * embed chunks elsewhere (`retro chunks`). */
+proto_status srv_doc_chunks(srv_engine *e, const srv_doc *doc,
+                            proto_status (*fn)(void *ctx, const srv_chunk_key *key), void *ctx);
 
 /* Convenience: upserts n documents through one session and waits. acks
  * (optional, n entries) receive each document's status, doc_num and

@@ -10,3 +10,25 @@ def missing(models):
         print("1..0 # SKIP no PyTorch to make the test models")
         return True
     return False
+
+
+class Tap:
+    """TAP output: check() prints one "ok N - what" (or "not ok" with the
+    detail's last 15 lines as comments); end() the plan and the exit status."""
+
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def check(self, ok, what, detail=""):
+        self.n += 1
+        print(("ok %d - %s" if ok else "not ok %d - %s") % (self.n, what))
+        if not ok:
+            self.failed += 1
+            for line in str(detail).splitlines()[-15:]:
+                print("#   " + line)
+        return ok
+
+    def end(self):
+        print("1..%d" % self.n)
+        return 1 if self.failed else 0

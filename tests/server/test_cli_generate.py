@@ -21,18 +21,8 @@ import tempfile
 
 import engine_models
 
-n_test = 0
-failed = 0
-
-
-def check(ok, what, detail=""):
-    global n_test, failed
-    n_test += 1
-    print(("ok %d - %s" if ok else "not ok %d - %s") % (n_test, what))
-    if not ok:
-        failed += 1
-        for line in str(detail).splitlines()[-15:]:
-            print("#   " + line)
+TAP = engine_models.Tap()
+check = TAP.check
 
 
 def main():
@@ -63,8 +53,7 @@ def run(retro, models, tmp):
                        capture_output=True, text=True, timeout=240)
     check(p.returncode == 0, "retro index", p.stderr)
     if p.returncode != 0:
-        print("1..%d" % n_test)
-        return 1
+        return TAP.end()
 
     gen = [retro, "generate", "--data", data]
 
@@ -122,8 +111,7 @@ def run(retro, models, tmp):
     r = subprocess.run(gen[:2] + ["-"], input=b"x", capture_output=True, timeout=60)
     check(r.returncode == 2 and b"--data" in r.stderr, "exit 2 without --data", r.stderr)
 
-    print("1..%d" % n_test)
-    return 1 if failed else 0
+    return TAP.end()
 
 
 if __name__ == "__main__":

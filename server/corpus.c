@@ -1,0 +1,253 @@
+/* corpus.c - the CLI's corpus reader (corpus.h): the file walk, whole files
+ * and JSON Lines, fed document by document to a callback. */
+#include "corpus.h"
+
+#include "api.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+static int has_suffix(const char *s, const char *suf) {
+  size_t a = strlen(s), b = strlen(suf);
+  return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+static int is_text_file(const char *name) {
+  return has_suffix(name, ".txt") || has_suffix(name, ".md") || has_suffix(name, ".rst");
+}
+
+int corpus_read_file(const char *path, char **buf, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return -1;
+  size_t cap = 65536, n = 0;
+  char *b = malloc(cap);
+  while (b) {
+    size_t got = fread(b + n, 1, cap - n, f);
+    n += got;
+    if (got == 0) break;
+    if (n == cap) {
+      char *nb = realloc(b, cap * 2);
+      if (!nb) {
+        free(b);
+        b = NULL;
+        break;
+      }
+      b = nb;
+      cap *= 2;
+    }
+  }
+  int err = ferror(f);
+  fclose(f);
+  if (!b || err) {
+    free(b);
+    return -1;
+  }
+  *buf = b;
+  *len = n;
+  return 0;
+}
+
+static int fl_add(corpus *fl, const char *path, const char *id, uint64_t size) {
+  if (fl->n == fl->cap) {
+    size_t nc = fl->cap ? fl->cap * 2 : 256;
+    char **np = realloc(fl->paths, nc * sizeof *np);
+    if (!np) return -1;
+    fl->paths = np;
+    char **ni = realloc(fl->ids, nc * sizeof *ni);
+    if (!ni) return -1;
+    fl->ids = ni;
+    fl->cap = nc;
+  }
+  fl->paths[fl->n] = strdup(path);
+  fl->ids[fl->n] = strdup(id);
+  if (!fl->paths[fl->n] || !fl->ids[fl->n]) return -1;
+  fl->n++;
+  fl->bytes += size;
+  return 0;
+}
+
+static int str_cmp(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Walks dir (recursively), adding text and .jsonl files; ids relative to root. */
+static int walk(corpus *fl, const char *cmd, const char *dir, size_t root_len) {
+  DIR *d = opendir(dir);
+  if (!d) {
+    fprintf(stderr, "retro %s: cannot read %s: %s\n", cmd, dir, strerror(errno));
+    return -1;
+  }
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.') continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 64;
+      char **nn = realloc(names, cap * sizeof *nn);
+      if (!nn) break;
+      names = nn;
+    }
+    names[n] = strdup(de->d_name);
+    if (names[n]) n++;
+  }
+  closedir(d);
+  qsort(names, n, sizeof *names, str_cmp);
+  int rc = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t pl = strlen(dir) + strlen(names[i]) + 2;
+    char *p = malloc(pl);
+    if (!p) {
+      rc = -1;
+      break;
+    }
+    snprintf(p, pl, "%s/%s", dir, names[i]);
+    struct stat sb;
+    if (stat(p, &sb) == 0) {
+      if (S_ISDIR(sb.st_mode)) {
+        if (walk(fl, cmd, p, root_len) != 0) rc = -1;
+      } else if (S_ISREG(sb.st_mode) &&
+                 (is_text_file(names[i]) || has_suffix(names[i], ".jsonl"))) {
+        if (fl_add(fl, p, p + root_len, (uint64_t)sb.st_size) != 0) rc = -1;
+      }
+    }
+    free(p);
+  }
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
+  return rc;
+}
+
+int corpus_add_arg(corpus *fl, const char *cmd, const char *p) {
+  struct stat sb;
+  if (strcmp(p, "-") == 0) {
+    fl->use_stdin = 1;
+    return 0;
+  }
+  if (stat(p, &sb) != 0) {
+    fprintf(stderr, "retro %s: %s: %s\n", cmd, p, strerror(errno));
+    return 1;
+  }
+  if (S_ISDIR(sb.st_mode)) {
+    size_t root = strlen(p);
+    while (root > 1 && p[root - 1] == '/') root--;
+    char *dir = strndup(p, root);
+    int w = dir ? walk(fl, cmd, dir, root + 1) : -1;
+    free(dir);
+    return w != 0;
+  }
+  return fl_add(fl, p, p, (uint64_t)sb.st_size) != 0;
+}
+
+void corpus_free(corpus *c) {
+  for (size_t i = 0; i < c->n; i++) {
+    free(c->paths[i]);
+    free(c->ids[i]);
+  }
+  free(c->paths);
+  free(c->ids);
+  memset(c, 0, sizeof *c);
+}
+
+int corpus_is_jsonl(const char *path) { return has_suffix(path, ".jsonl"); }
+
+/* "retro CMD: ..." on stderr; nothing when cmd is NULL (a quiet pass). */
+PROTO_PRINTF(2, 3)
+static void say(const char *cmd, const char *fmt, ...) {
+  if (!cmd) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "retro %s: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+static int is_fatal(proto_status s) {
+  return s == PROTO_EUNAVAIL || s == PROTO_ENOMEM || s == PROTO_EIO;
+}
+
+/* Feeds one JSONL stream to fn. Returns the number of bad lines. */
+static size_t each_jsonl(FILE *f, const char *name, const char *cmd, corpus_fn fn, void *ctx,
+                         int *fatal, volatile sig_atomic_t *stop) {
+  char *line = NULL;
+  size_t cap = 0, bad = 0, lineno = 0;
+  ssize_t got;
+  while (!(stop && *stop) && (got = getline(&line, &cap, f)) >= 0) {
+    lineno++;
+    size_t len = (size_t)got;
+    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+    size_t sp = 0;
+    while (sp < len && (line[sp] == ' ' || line[sp] == '\t')) sp++;
+    if (sp == len) continue;
+    char where[512], err[512];
+    snprintf(where, sizeof where, "%s:%zu", name, lineno);
+    proto_doc d;
+    proto_status s = proto_doc_parse(line, len, where, &d, err, sizeof err);
+    if (s != PROTO_OK) {
+      say(cmd, "%s", err);
+      bad++;
+      continue;
+    }
+    srv_doc sd = {
+        .id = d.id, .text = d.text, .text_len = d.text_len, .metadata_json = d.metadata_json};
+    s = fn(ctx, &sd, where);
+    if (s != PROTO_OK) {
+      say(cmd, "%s: %s", where, srv_last_error());
+      bad++;
+      if (is_fatal(s)) *fatal = 1;
+    }
+    proto_doc_free(&d);
+    if (*fatal) break;
+  }
+  free(line);
+  return bad;
+}
+
+/* One whole-file document. Returns 1 when it failed. */
+static size_t each_file(const char *path, const char *id, const char *cmd, corpus_fn fn, void *ctx,
+                        int *fatal) {
+  char *text = NULL;
+  size_t len = 0;
+  if (corpus_read_file(path, &text, &len) != 0) {
+    say(cmd, "%s: %s", path, strerror(errno));
+    return 1;
+  }
+  srv_doc d = {.id = id, .text = text, .text_len = len};
+  proto_status s = fn(ctx, &d, path);
+  if (s != PROTO_OK) {
+    say(cmd, "%s: %s", path, srv_last_error());
+    if (is_fatal(s)) *fatal = 1;
+  }
+  free(text);
+  return s != PROTO_OK;
+}
+
+size_t corpus_each(const corpus *c, const char *cmd, corpus_fn fn, void *ctx, int *fatal,
+                   volatile sig_atomic_t *stop) {
+  size_t bad = 0;
+  *fatal = 0;
+  for (size_t i = 0; i < c->n && !(stop && *stop) && !*fatal; i++) {
+    if (!corpus_is_jsonl(c->paths[i])) {
+      bad += each_file(c->paths[i], c->ids[i], cmd, fn, ctx, fatal);
+      continue;
+    }
+    FILE *f = fopen(c->paths[i], "rb");
+    if (!f) {
+      say(cmd, "%s: %s", c->paths[i], strerror(errno));
+      bad++;
+      continue;
+    }
+    bad += each_jsonl(f, c->paths[i], cmd, fn, ctx, fatal, stop);
+    fclose(f);
+  }
+  if (c->use_stdin && !(stop && *stop) && !*fatal)
+    bad += each_jsonl(stdin, "stdin", cmd, fn, ctx, fatal, stop);
+  return bad;
+}
