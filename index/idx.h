@@ -90,6 +90,14 @@ typedef struct idx_info {
   int trained;
   uint64_t pending;   /* vectors waiting for training (searched exactly) */
   uint64_t watermark; /* highest chunk id added */
+  /* since open: idx_search calls that scanned a non-empty index (several
+   * queries in one call, or the refetches of a filtered search, count once);
+   * of those, the ones timed (one in 16) and the CPU seconds of their scans
+   * proper (flat_scan or FAISS's search, not the filter) on the calling
+   * thread. A FAISS search of several queries may use OpenMP threads whose
+   * time this leaves out. */
+  uint64_t scans, timed_scans;
+  double timed_scan_cpu_seconds;
 } idx_info;
 proto_status idx_info_get(idx *ix, idx_info *out);
 
