@@ -1022,9 +1022,9 @@ static proto_status search_round(const idx *ix, FaissIndex *active, const float 
         exhausted = 1;
         break;
       }
+      if (got == k) break; /* before the filter: its store read would be wasted */
       if (u64_in(ix->dead, ix->n_dead, (uint64_t)id)) continue;
       if (filter && !filter(fctx, id)) continue;
-      if (got == k) break;
       scores[q * (size_t)k + (size_t)got] = dist[i * (size_t)kf + (size_t)j];
       ids[q * (size_t)k + (size_t)got] = id;
       got++;
