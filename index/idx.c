@@ -941,13 +941,18 @@ static proto_status make_params(const idx *ix, const idx_search_params *p,
   return PROTO_OK;
 }
 
-/* The scan's CPU time is read from the thread's CPU clock, for one search
- * in SCAN_SAMPLE: that clock is a system call (2.2 us a read on the
- * benchmark VM, a sixth of a 5k x 32 scan there), and the monotonic clock
- * (32 ns) is no measure of CPU: on the default corpus under load the
- * workers' scans were preempted so often that their wall time summed to
- * 3.4x the whole process's CPU time. */
+/* The scan's CPU time is read from the thread's CPU clock: the monotonic
+ * clock (32 ns a read) is no measure of CPU: on the default corpus under
+ * load the workers' scans were preempted so often that their wall time
+ * summed to 3.4x the whole process's CPU time. The CPU clock is a system
+ * call, though (2.2 us a read on the benchmark VM), so it times every scan
+ * only of an index of TIME_ALL_FLOATS or more (~150 us a scan there, which
+ * the two reads raise by 3%; the default corpus's 11.4M floats: ~400 us),
+ * and one search in SCAN_SAMPLE below (a 5k x 32 scan takes ~15 us). Sampling the default corpus's scans
+ * one in 16 missed their mean by up to 7% (three runs against the workers'
+ * own CPU time: the scans' times are heavy-tailed under load). */
 enum { SCAN_SAMPLE = 16 };
+#define TIME_ALL_FLOATS 4000000u
 
 static uint64_t thread_cpu_ns(void) {
   struct timespec t;
@@ -1091,7 +1096,8 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
   }
   for (size_t i = 0; i < nq; i++) qsel[i] = i;
   size_t nsel = nq;
-  timed = atomic_fetch_add(&ix->scans, 1) % SCAN_SAMPLE == 0;
+  timed = atomic_fetch_add(&ix->scans, 1) % SCAN_SAMPLE == 0 ||
+          (uint64_t)ntotal * ix->dim >= TIME_ALL_FLOATS;
   /* FAISS parallelises over queries (and IDMap's label translation); with
    * fewer queries than threads the extra OpenMP threads only spin, which
    * under concurrent searches from server workers costs far more than the

@@ -92,7 +92,8 @@ typedef struct idx_info {
   uint64_t watermark; /* highest chunk id added */
   /* since open: idx_search calls that scanned a non-empty index (several
    * queries in one call, or the refetches of a filtered search, count once);
-   * of those, the ones timed (one in 16) and the CPU seconds of their scans
+   * of those, the ones timed (all on an index of 4M floats or more, else
+   * one in 16) and the CPU seconds of their scans
    * proper (flat_scan or FAISS's search, not the filter) on the calling
    * thread. A FAISS search of several queries may use OpenMP threads whose
    * time this leaves out. */

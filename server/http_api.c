@@ -219,8 +219,8 @@ static void h_metrics(http_server *s, http_response *resp) {
       gauge(b, "retro_index_scans_total", "counter",
             "Index searches that scanned the index (one per query batch).", info->index.scans);
       proto_buf_addf(b,
-                     "# HELP retro_index_scan_cpu_seconds CPU time of the scan of one index "
-                     "search in 16 (the searching thread's CPU clock).\n"
+                     "# HELP retro_index_scan_cpu_seconds CPU time of the scans of index searches "
+                     "(the searching thread's CPU clock; one search in 16 below 4M floats).\n"
                      "# TYPE retro_index_scan_cpu_seconds summary\n"
                      "retro_index_scan_cpu_seconds_sum %.9f\n"
                      "retro_index_scan_cpu_seconds_count %llu\n",
