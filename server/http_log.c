@@ -172,5 +172,21 @@ void http_log_time(char *out, size_t n) {
     strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
     cached_sec = ts.tv_sec;
   }
-  snprintf(out, n, "%s.%03ldZ", cached, ts.tv_nsec / 1000000);
+  /* the milliseconds by hand: this process's snprintf takes glibc's slow
+   * positional path (with OpenBLAS loaded), and this call was 1.5% of a
+   * small search's CPU (perf) */
+  char full[32];
+  size_t len = strlen(cached);
+  int ms = (int)(ts.tv_nsec / 1000000);
+  memcpy(full, cached, len);
+  full[len] = '.';
+  full[len + 1] = (char)('0' + ms / 100);
+  full[len + 2] = (char)('0' + ms / 10 % 10);
+  full[len + 3] = (char)('0' + ms % 10);
+  full[len + 4] = 'Z';
+  len += 5;
+  if (n == 0) return;
+  if (len > n - 1) len = n - 1; /* cut as snprintf cuts */
+  memcpy(out, full, len);
+  out[len] = 0;
 }

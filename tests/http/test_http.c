@@ -4,6 +4,7 @@
  * decoders, the route table (http_routes.def) and the OpenAPI document
  * against it, and the dispatcher with no engine (validation before 503). */
 #include "api.h"       /* the JSON writer and the request decoders */
+#include "http_log.h"  /* http_log_time */
 #include "http_priv.h" /* http_accepts_gzip */
 #include "tap.h"
 
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 TEST(config_precedence) {
@@ -480,10 +482,29 @@ TEST(query_parameters) {
   CHECK(strlen(msg) < sizeof msg);
 }
 
+/* The log's timestamp: ISO 8601 UTC with milliseconds, this second's. */
+TEST(log_time) {
+  char t[40];
+  time_t before = time(NULL);
+  http_log_time(t, sizeof t);
+  time_t after = time(NULL);
+  int ok = strlen(t) == 24 && t[4] == '-' && t[10] == 'T' && t[19] == '.' && t[23] == 'Z';
+  for (int i = 20; i < 23; i++) ok = ok && t[i] >= '0' && t[i] <= '9';
+  CHECKF(ok, "%s", t);
+  struct tm tm = {0};
+  CHECK(strptime(t, "%Y-%m-%dT%H:%M:%S", &tm) == t + 19);
+  time_t at = timegm(&tm);
+  CHECKF(at >= before && at <= after, "%s", t);
+  char small[22]; /* too short for the milliseconds: cut as snprintf cuts */
+  http_log_time(small, sizeof small);
+  CHECKF(strlen(small) == 21 && small[19] == '.', "%s", small);
+}
+
 int main(void) {
   RUN(config_precedence);
   RUN(routing);
   RUN(query_parameters);
+  RUN(log_time);
   RUN(list_args_and_gzip);
   RUN(auth);
   RUN(ndjson_lines);
