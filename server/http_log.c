@@ -173,8 +173,8 @@ void http_log_time(char *out, size_t n) {
     cached_sec = ts.tv_sec;
   }
   /* the milliseconds by hand: this process's snprintf takes glibc's slow
-   * positional path (with OpenBLAS loaded), and this call was 1.5% of a
-   * small search's CPU (perf) */
+   * positional path (libquadmath, loaded with OpenBLAS, registers printf
+   * hooks), and this call was 1.5% of a small search's CPU (perf) */
   char full[32];
   size_t len = strlen(cached);
   int ms = (int)(ts.tv_nsec / 1000000);
