@@ -118,6 +118,7 @@ struct idx {
   const FaissIndex *codes_of;
   int codes_stale; /* rows were replaced (or removed unfollowed) since codes were made */
   pthread_rwlock_t lock;
+  _Atomic uint64_t floats; /* idx_floats: published at the end of every change */
   /* idx_search calls that scanned; those timed, and their scans' CPU time */
   _Atomic uint64_t scans, timed_scans, timed_cpu_ns;
 };
@@ -753,7 +754,8 @@ static proto_status save_locked(idx *ix) {
 
 /* Brings the int8 codes in step with the active index's rows when it is
  * flat and large enough, else drops them. Called under the write lock at the
- * end of every change. Without memory for them searches scan the floats. */
+ * end of every change (after_change). Without memory for them searches scan
+ * the floats. */
 static void codes_refresh(idx *ix) {
   FaissIndex *active = ix->pending ? ix->pending : ix->main;
   const float *xb;
@@ -774,6 +776,16 @@ static void codes_refresh(idx *ix) {
   flat_codes_free(ix->codes);
   ix->codes = NULL;
   ix->codes_of = NULL;
+}
+
+/* The end of every change, under the write lock: the codes brought in step
+ * and the searched size published for idx_floats. */
+static void after_change(idx *ix) {
+  codes_refresh(ix);
+  uint64_t n = (uint64_t)faiss_Index_ntotal(ix->main);
+  n = n > ix->n_dead ? n - ix->n_dead : 0;
+  if (ix->pending) n += (uint64_t)faiss_Index_ntotal(ix->pending);
+  atomic_store(&ix->floats, n * ix->dim);
 }
 
 /* Public ------------------------------------------------------------------------ */
@@ -867,7 +879,7 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
   /* Saving the repaired index spares the next start a rebuild; failing to
    * (a read-only data dir) is not fatal: the store still holds everything. */
   if (s == PROTO_OK && rebuilt) (void)save_locked(ix);
-  codes_refresh(ix);
+  after_change(ix);
   pthread_rwlock_unlock(&ix->lock);
   if (s != PROTO_OK) goto leave;
   *out = ix;
@@ -897,7 +909,7 @@ void idx_close(idx *ix) {
 static proto_status write_locked(idx *ix, proto_status (*op)(idx *)) {
   pthread_rwlock_wrlock(&ix->lock);
   proto_status s = op(ix);
-  codes_refresh(ix);
+  after_change(ix);
   pthread_rwlock_unlock(&ix->lock);
   return s;
 }
@@ -920,7 +932,7 @@ proto_status idx_rebuild(idx *ix, const char *factory) {
   proto_status s = rebuild_locked(ix, factory && *factory ? factory : ix->factory);
   if (s == PROTO_OK) s = save_locked(ix);
   else ix->auto_factory = was_auto;
-  codes_refresh(ix);
+  after_change(ix);
   pthread_rwlock_unlock(&ix->lock);
   return s;
 }
@@ -1132,6 +1144,8 @@ leave:
   free(lab);
   return s;
 }
+
+uint64_t idx_floats(idx *ix) { return ix ? atomic_load(&ix->floats) : 0; }
 
 proto_status idx_info_get(idx *ix, idx_info *out) {
   if (!ix || !out) return proto_fail(PROTO_EINVAL, "idx_info_get: NULL argument");
