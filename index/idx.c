@@ -77,10 +77,12 @@
 #include <omp.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { KIND_OTHER = 0, KIND_IVF = 1, KIND_HNSW = 2 };
@@ -116,6 +118,9 @@ struct idx {
   const FaissIndex *codes_of;
   int codes_stale; /* rows were replaced (or removed unfollowed) since codes were made */
   pthread_rwlock_t lock;
+  _Atomic uint64_t floats; /* idx_floats: published at the end of every change */
+  /* idx_search calls that scanned; those timed, and their scans' CPU time */
+  _Atomic uint64_t scans, timed_scans, timed_cpu_ns;
 };
 
 const char *idx_last_error(void) { return proto_err_get(); }
@@ -749,7 +754,8 @@ static proto_status save_locked(idx *ix) {
 
 /* Brings the int8 codes in step with the active index's rows when it is
  * flat and large enough, else drops them. Called under the write lock at the
- * end of every change. Without memory for them searches scan the floats. */
+ * end of every change (after_change). Without memory for them searches scan
+ * the floats. */
 static void codes_refresh(idx *ix) {
   FaissIndex *active = ix->pending ? ix->pending : ix->main;
   const float *xb;
@@ -770,6 +776,16 @@ static void codes_refresh(idx *ix) {
   flat_codes_free(ix->codes);
   ix->codes = NULL;
   ix->codes_of = NULL;
+}
+
+/* The end of every change, under the write lock: the codes brought in step
+ * and the searched size published for idx_floats. */
+static void after_change(idx *ix) {
+  codes_refresh(ix);
+  uint64_t n = (uint64_t)faiss_Index_ntotal(ix->main);
+  n = n > ix->n_dead ? n - ix->n_dead : 0;
+  if (ix->pending) n += (uint64_t)faiss_Index_ntotal(ix->pending);
+  atomic_store(&ix->floats, n * ix->dim);
 }
 
 /* Public ------------------------------------------------------------------------ */
@@ -863,7 +879,7 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
   /* Saving the repaired index spares the next start a rebuild; failing to
    * (a read-only data dir) is not fatal: the store still holds everything. */
   if (s == PROTO_OK && rebuilt) (void)save_locked(ix);
-  codes_refresh(ix);
+  after_change(ix);
   pthread_rwlock_unlock(&ix->lock);
   if (s != PROTO_OK) goto leave;
   *out = ix;
@@ -893,7 +909,7 @@ void idx_close(idx *ix) {
 static proto_status write_locked(idx *ix, proto_status (*op)(idx *)) {
   pthread_rwlock_wrlock(&ix->lock);
   proto_status s = op(ix);
-  codes_refresh(ix);
+  after_change(ix);
   pthread_rwlock_unlock(&ix->lock);
   return s;
 }
@@ -916,7 +932,7 @@ proto_status idx_rebuild(idx *ix, const char *factory) {
   proto_status s = rebuild_locked(ix, factory && *factory ? factory : ix->factory);
   if (s == PROTO_OK) s = save_locked(ix);
   else ix->auto_factory = was_auto;
-  codes_refresh(ix);
+  after_change(ix);
   pthread_rwlock_unlock(&ix->lock);
   return s;
 }
@@ -937,13 +953,57 @@ static proto_status make_params(const idx *ix, const idx_search_params *p,
   return PROTO_OK;
 }
 
+/* The scan's CPU time is read from the thread's CPU clock: the monotonic
+ * clock (32 ns a read) is no measure of CPU: on the default corpus under
+ * load the workers' scans were preempted so often that their wall time
+ * summed to 3.4x the whole process's CPU time. The CPU clock is a system
+ * call, though (2.2 us a read on the benchmark VM), so it times every scan
+ * only of an index of TIME_ALL_FLOATS or more (~150 us a scan there, which
+ * the two reads raise by 3%; the default corpus's 11.4M floats: ~400 us),
+ * and one search in SCAN_SAMPLE below (a 5k x 32 scan takes ~15 us). Sampled one in 16, the default corpus's
+ * scans came out 5-13% above what the workers' own CPU time allows (six
+ * runs under load). */
+enum { SCAN_SAMPLE = 16 };
+#define TIME_ALL_FLOATS 4000000u
+
+static uint64_t thread_cpu_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static uint64_t clock_cost;
+
+/* What two reads of the thread's CPU clock add to the time between them:
+ * the system calls' own time (1.3 us on the benchmark VM), the median of 31
+ * empty intervals. */
+static void measure_clock_cost(void) {
+  uint64_t d[31];
+  for (int i = 0; i < 31; i++) {
+    uint64_t t0 = thread_cpu_ns();
+    d[i] = thread_cpu_ns() - t0;
+  }
+  qsort(d, 31, sizeof *d, cmp_u64);
+  clock_cost = d[15];
+}
+
+/* The thread's CPU nanoseconds since t0 (a thread_cpu_ns reading), less
+ * the cost of reading the clock. */
+static uint64_t cpu_ns_since(uint64_t t0) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  uint64_t d = thread_cpu_ns() - t0;
+  pthread_once(&once, measure_clock_cost);
+  return d > clock_cost ? d - clock_cost : 0;
+}
+
 /* Searches queries qsel[0..nsel) with fetch size kf, appending passing results
- * to the outputs; qsel is compacted to the queries still short of k. */
+ * to the outputs; qsel is compacted to the queries still short of k. With
+ * cpu_ns, the scan's CPU nanoseconds are added there (not the filter's). */
 static proto_status search_round(const idx *ix, FaissIndex *active, const float *queries,
                                  size_t *qsel, size_t *nsel, int k, idx_t kf, idx_t ntotal,
                                  const idx_search_params *params, idx_filter_fn filter, void *fctx,
-                                 float *scores, int64_t *ids, float *qbuf, float *dist,
-                                 idx_t *lab) {
+                                 float *scores, int64_t *ids, float *qbuf, float *dist, idx_t *lab,
+                                 uint64_t *cpu_ns) {
   FaissSearchParameters *sp = NULL;
   proto_status s = PROTO_OK;
   size_t n = *nsel, still = 0;
@@ -952,6 +1012,7 @@ static proto_status search_round(const idx *ix, FaissIndex *active, const float 
   const float *xb;
   const idx_t *row_ids;
   size_t rows;
+  uint64_t t0 = cpu_ns ? thread_cpu_ns() : 0;
   if (n <= FLAT_SCAN_MAX_QUERIES && faiss_Index_flat_view(active, &xb, &row_ids, &rows)) {
     const flat_codes *codes = ix->codes_of == active ? ix->codes : NULL;
     s = flat_scan_coded(codes, xb, row_ids, rows, ix->dim, qbuf, n, ix->metric == IDX_METRIC_L2,
@@ -964,6 +1025,7 @@ static proto_status search_round(const idx *ix, FaissIndex *active, const float 
     if (sp) faiss_SearchParameters_free(sp);
     if (rc) return faiss_fail("search");
   }
+  if (cpu_ns) *cpu_ns += cpu_ns_since(t0);
   for (size_t i = 0; i < n; i++) {
     size_t q = qsel[i];
     int got = 0, exhausted = kf >= ntotal;
@@ -977,9 +1039,9 @@ static proto_status search_round(const idx *ix, FaissIndex *active, const float 
         exhausted = 1;
         break;
       }
+      if (got == k) break; /* before the filter: its store read would be wasted */
       if (u64_in(ix->dead, ix->n_dead, (uint64_t)id)) continue;
       if (filter && !filter(fctx, id)) continue;
-      if (got == k) break;
       scores[q * (size_t)k + (size_t)got] = dist[i * (size_t)kf + (size_t)j];
       ids[q * (size_t)k + (size_t)got] = id;
       got++;
@@ -997,6 +1059,8 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
   float *qbuf = NULL, *dist = NULL;
   idx_t *lab = NULL;
   int threads_before = 0;
+  uint64_t cpu_ns = 0;
+  int timed = 0;
   proto_status s = PROTO_OK;
   if (!ix || (!queries && nq) || !scores || !ids)
     return proto_fail(PROTO_EINVAL, "idx_search: NULL argument");
@@ -1044,6 +1108,8 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
   }
   for (size_t i = 0; i < nq; i++) qsel[i] = i;
   size_t nsel = nq;
+  timed = atomic_fetch_add(&ix->scans, 1) % SCAN_SAMPLE == 0 ||
+          (uint64_t)ntotal * ix->dim >= TIME_ALL_FLOATS;
   /* FAISS parallelises over queries (and IDMap's label translation); with
    * fewer queries than threads the extra OpenMP threads only spin, which
    * under concurrent searches from server workers costs far more than the
@@ -1060,10 +1126,14 @@ proto_status idx_search(idx *ix, const float *queries, size_t nq, int k,
       goto leave;
     }
     s = search_round(ix, active, queries, qsel, &nsel, k, kf, ntotal, params, filter, filter_ctx,
-                     scores, ids, qbuf, dist, lab);
+                     scores, ids, qbuf, dist, lab, timed ? &cpu_ns : NULL);
     if (s != PROTO_OK) goto leave;
     if (kf >= ntotal) break;
     kf = kf * 4 < ntotal ? kf * 4 : ntotal;
+  }
+  if (timed) {
+    atomic_fetch_add(&ix->timed_scans, 1);
+    atomic_fetch_add(&ix->timed_cpu_ns, cpu_ns);
   }
 leave:
   if (threads_before > 0) omp_set_num_threads(threads_before);
@@ -1074,6 +1144,8 @@ leave:
   free(lab);
   return s;
 }
+
+uint64_t idx_floats(idx *ix) { return ix ? atomic_load(&ix->floats) : 0; }
 
 proto_status idx_info_get(idx *ix, idx_info *out) {
   if (!ix || !out) return proto_fail(PROTO_EINVAL, "idx_info_get: NULL argument");
@@ -1088,5 +1160,8 @@ proto_status idx_info_get(idx *ix, idx_info *out) {
   out->pending = ix->pending ? (uint64_t)faiss_Index_ntotal(ix->pending) : 0;
   out->watermark = out->trained ? ix->added_upto : 0;
   pthread_rwlock_unlock(&ix->lock);
+  out->scans = atomic_load(&ix->scans);
+  out->timed_scans = atomic_load(&ix->timed_scans);
+  out->timed_scan_cpu_seconds = (double)atomic_load(&ix->timed_cpu_ns) * 1e-9;
   return PROTO_OK;
 }

@@ -90,8 +90,21 @@ typedef struct idx_info {
   int trained;
   uint64_t pending;   /* vectors waiting for training (searched exactly) */
   uint64_t watermark; /* highest chunk id added */
+  /* since open: idx_search calls that scanned a non-empty index (several
+   * queries in one call, or the refetches of a filtered search, count once);
+   * of those, the ones timed (all on an index of 4M floats or more, else
+   * one in 16) and the CPU seconds of their scans
+   * proper (flat_scan or FAISS's search, not the filter) on the calling
+   * thread. A FAISS search of several queries may use OpenMP threads whose
+   * time this leaves out. */
+  uint64_t scans, timed_scans;
+  double timed_scan_cpu_seconds;
 } idx_info;
 proto_status idx_info_get(idx *ix, idx_info *out);
+/* (ntotal + pending) x dim as of the last change, without the lock: for
+ * callers that must not wait behind a writer (the HTTP threads choosing
+ * where a search by vector runs, once per request). */
+uint64_t idx_floats(idx *ix);
 
 /* Reads an index file without a store (for `retro verify`): checks it is
  * whole (length, checksum) and loads it; *watermark is the highest chunk id

@@ -437,11 +437,7 @@ retro *srv_engine_decoder(srv_engine *e) { return e ? e->dec : NULL; }
 const tok *srv_engine_chunk_tokenizer(srv_engine *e) { return e ? e->ctok : NULL; }
 uint32_t srv_engine_dim(const srv_engine *e) { return e ? e->dim : 0; }
 
-uint64_t srv_engine_index_floats(srv_engine *e) {
-  idx_info ii;
-  if (!e || idx_info_get(e->ix, &ii) != PROTO_OK) return 0;
-  return (ii.ntotal + ii.pending) * e->dim;
-}
+uint64_t srv_engine_index_floats(srv_engine *e) { return e ? idx_floats(e->ix) : 0; }
 
 proto_status srv_info_get(srv_engine *e, srv_info *out) {
   if (!e || !out) return srv__fail(PROTO_EINVAL, "srv_info_get: NULL argument");

@@ -732,10 +732,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
   http_metrics_observe(c->m.route, status, ms / 1000.0);
   char t[40];
   http_log_time(t, sizeof t);
-  http_log_request("time=%s method=%s path=\"%s\" route=\"%s\" status=%d ms=%.3f peer=%s id=%s%s\n",
-                   t, c->method, c->path, http_route_label(c->m.route), status, ms,
-                   c->peer[0] ? c->peer : "-", c->id,
-                   toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+  http_log_request(t, c->method, c->path, http_route_label(c->m.route), status, ms,
+                   c->peer[0] ? c->peer : "-", c->id, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
   atomic_fetch_sub(&D.srv->inflight, 1);
   pthread_mutex_lock(&D.drain_mu);
   pthread_cond_broadcast(&D.drain_cv);

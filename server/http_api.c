@@ -216,6 +216,16 @@ static void h_metrics(http_server *s, http_response *resp) {
       gauge(b, "retro_index_vectors", "gauge", "Vectors in the FAISS index.", info->index.ntotal);
       gauge(b, "retro_index_pending", "gauge", "Vectors waiting for index training.",
             info->index.pending);
+      gauge(b, "retro_index_scans_total", "counter",
+            "Index searches that scanned the index (one per query batch).", info->index.scans);
+      proto_buf_addf(b,
+                     "# HELP retro_index_scan_cpu_seconds CPU time of the scans of index searches "
+                     "(the searching thread's CPU clock; one search in 16 below 4M floats).\n"
+                     "# TYPE retro_index_scan_cpu_seconds summary\n"
+                     "retro_index_scan_cpu_seconds_sum %.9f\n"
+                     "retro_index_scan_cpu_seconds_count %llu\n",
+                     info->index.timed_scan_cpu_seconds,
+                     (unsigned long long)info->index.timed_scans);
       gauge(b, "retro_lexical_chunks", "gauge", "Chunks in the lexical (BM25) index.",
             info->lexical.chunks);
       gauge(b, "retro_lexical_bytes", "gauge", "Size of the lexical index file and its WAL.",

@@ -36,9 +36,17 @@ int http_log_start(long flush_ms);
  * goes on to stderr, every line at once. */
 void http_log_close(void);
 
-/* A request line: fmt must produce one line ending in '\n'. Buffered. */
-PROTO_PRINTF(1, 2)
-void http_log_request(const char *fmt, ...);
+/* A request's line, buffered: `time=T method=M path="P" route="R" status=S
+ * ms=%.3f peer=A id=I` and ` aborted=1` when aborted, then '\n' (cut to the
+ * log's line limit as vsnprintf would cut it). Written without printf: in
+ * this process glibc's printf takes its slow positional path for every call
+ * (libquadmath, loaded with OpenBLAS, registers printf hooks). */
+void http_log_request(const char *time, const char *method, const char *path, const char *route,
+                      int status, double ms, const char *peer, const char *id, int aborted);
+
+/* x as printf's "%.3f" writes it (the exact binary value rounded half to
+ * even), NUL-terminated; out holds 32 bytes. Returns the length. */
+size_t http_log_fixed3(double x, char *out);
 
 /* An event line `time=... level=LEVEL msg="..."`, written at once. */
 PROTO_PRINTF(2, 3)

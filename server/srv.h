@@ -413,7 +413,8 @@ void srv_search_result_free(srv_search_result *r); /* accepts zeroed */
 /* What one exact scan of the index reads, in floats: (vectors + vectors
  * pending training) x dim. The HTTP server answers searches by vector on
  * its own threads up to a limit of this and hands larger ones to its
- * workers. 0 for NULL. Thread-safe. */
+ * workers. 0 for NULL. Thread-safe, and never waits for the index's lock
+ * (its size as of the index's last change). */
 uint64_t srv_engine_index_floats(srv_engine *e);
 
 /* Embeds n texts with the encoder into out (n x dim, L2-normalised).

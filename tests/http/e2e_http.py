@@ -498,6 +498,25 @@ def run_main(s):
     used, mapped = metric("retro_store_used_bytes"), metric("retro_store_map_bytes")
     ok(used and mapped and 0 < used <= mapped, "retro_store_used_bytes within the map", (used, mapped))
     ok('retro_build_info{version="%s"} 1' % info["version"] in text, "retro_build_info names /v1/info's version")
+    # the index scan's share of a search: one scan per search by vector (or
+    # dense search by text), none for a lexical one; one scan in 16 timed
+    scans0, timed0 = metric("retro_index_scans_total"), metric("retro_index_scan_cpu_seconds_count")
+    cpu0 = metric("retro_index_scan_cpu_seconds_sum")
+    ok(scans0 and scans0 >= 1 and timed0 == sum(1 for n in range(int(scans0)) if n % 16 == 0)
+       and cpu0 is not None and cpu0 >= 0,
+       "/metrics: retro_index_scans_total and the retro_index_scan_cpu_seconds summary", (scans0, timed0, cpu0))
+    for _ in range(40):
+        s.req("POST", "/v1/search", {"vector": vec, "k": 3, "with_text": False})
+    s.req("POST", "/v1/search", {"query": doc_text(3), "mode": "lexical", "k": 3})
+    st, _, raw, _ = s.req("GET", "/metrics")
+    text = raw.decode()
+    scans1, timed1 = metric("retro_index_scans_total"), metric("retro_index_scan_cpu_seconds_count")
+    cpu1 = metric("retro_index_scan_cpu_seconds_sum")
+    ok(scans1 == scans0 + 40 and timed1 == timed0 + sum(1 for n in range(int(scans0), int(scans1)) if n % 16 == 0),
+       "40 searches by vector: 40 scans, one in 16 of them timed (a lexical search scans nothing)",
+       (scans0, scans1, timed0, timed1))
+    ok(0 <= cpu1 - cpu0 < metric("process_cpu_seconds_total"), "the timed scans' CPU seconds grow, below the process's",
+       (cpu0, cpu1))
 
     # --- a slow request does not block others --------------------------------
     big_lines = "".join(json.dumps({"id": "slow-%d" % i, "text": doc_text(i, 300)}) + "\n" for i in range(300))

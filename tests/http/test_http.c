@@ -4,13 +4,16 @@
  * decoders, the route table (http_routes.def) and the OpenAPI document
  * against it, and the dispatcher with no engine (validation before 503). */
 #include "api.h"       /* the JSON writer and the request decoders */
+#include "http_log.h"  /* http_log_time, http_log_request */
 #include "http_priv.h" /* http_accepts_gzip */
 #include "tap.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 TEST(config_precedence) {
@@ -480,10 +483,120 @@ TEST(query_parameters) {
   CHECK(strlen(msg) < sizeof msg);
 }
 
+/* The log's "%.3f" without printf: the very text of snprintf's, on values
+ * of every size, exact halves (ties to even), signs and zeros. */
+TEST(log_fixed3) {
+  uint64_t r = 7;
+  int same = 1;
+  for (int i = 0; i < 200000 && same; i++) {
+    r ^= r << 13;
+    r ^= r >> 7;
+    r ^= r << 17;
+    double u = (double)(r >> 11) / 9007199254740992.0, x;
+    switch (i % 6) {
+      case 0:
+        x = u * pow(10.0, (double)(int)(r % 14) - 4.0);
+        break; /* 1e-4 .. 1e9 */
+      case 1:
+        x = (double)(r % 100000000) / 1024.0;
+        break; /* exact binary */
+      case 2:
+        x = (double)(r % 1000000) / 16.0;
+        break; /* thousandths' ties */
+      case 3:
+        x = -u * 1000.0;
+        break;
+      case 4:
+        x = (double)(r % 2000000) / 2000.0 + 0.0005;
+        break; /* near ties */
+      default:
+        x = u * 1e-6;
+        break;
+    }
+    char want[64], got[32];
+    snprintf(want, sizeof want, "%.3f", x);
+    size_t n = http_log_fixed3(x, got);
+    if (strcmp(want, got) != 0 || n != strlen(want)) {
+      printf("# %.17g: %s, want %s\n", x, got, want);
+      same = 0;
+    }
+  }
+  CHECK(same);
+  static const double edge[] = {0.0,    -0.0,   0.0005, 0.0015, 0.0625,
+                                1e-300, 5e-324, -1e-9,  1e15,   1e20};
+  for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
+    char want[64], got[32];
+    snprintf(want, sizeof want, "%.3f", edge[i]);
+    http_log_fixed3(edge[i], got);
+    CHECKF(strcmp(want, got) == 0, "%.17g: %s, want %s", edge[i], got, want);
+  }
+}
+
+/* A request line as the log writes it: the text the former format string
+ * gave, cut at 1200 bytes keeping its newline. */
+TEST(log_request_line) {
+  char path[] = "/tmp/retro_test_log_XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  close(fd);
+  http_log_init();
+  CHECK(http_log_open(path) == 0);
+  char longpath[1300];
+  memset(longpath, 'p', sizeof longpath - 1);
+  longpath[sizeof longpath - 1] = 0;
+  const char *paths[] = {"/v1/search", longpath};
+  char want[4096];
+  size_t wn = 0;
+  for (int i = 0; i < 4; i++) {
+    double ms = i * 1.23456789 + 0.0005;
+    int aborted = i == 2;
+    char line[1200];
+    int n =
+        snprintf(line, sizeof line,
+                 "time=%s method=%s path=\"%s\" route=\"%s\" status=%d ms=%.3f peer=%s id=%s%s\n",
+                 "2026-01-02T03:04:05.678Z", "POST", paths[i == 3], "/v1/search", 200 + i, ms,
+                 "127.0.0.1", "abc-1", aborted ? " aborted=1" : "");
+    size_t len = (size_t)n >= sizeof line ? sizeof line - 1 : (size_t)n;
+    if ((size_t)n >= sizeof line) line[len - 1] = '\n';
+    memcpy(want + wn, line, len);
+    wn += len;
+    http_log_request("2026-01-02T03:04:05.678Z", "POST", paths[i == 3], "/v1/search", 200 + i, ms,
+                     "127.0.0.1", "abc-1", aborted);
+  }
+  http_log_close();
+  char got[4096];
+  FILE *f = fopen(path, "r");
+  size_t gn = f ? fread(got, 1, sizeof got, f) : 0;
+  if (f) fclose(f);
+  unlink(path);
+  CHECKF(gn == wn && memcmp(got, want, wn) == 0, "%zu bytes against %zu", gn, wn);
+}
+
+/* The log's timestamp: ISO 8601 UTC with milliseconds, this second's. */
+TEST(log_time) {
+  char t[40];
+  time_t before = time(NULL);
+  http_log_time(t, sizeof t);
+  time_t after = time(NULL);
+  int ok = strlen(t) == 24 && t[4] == '-' && t[10] == 'T' && t[19] == '.' && t[23] == 'Z';
+  for (int i = 20; i < 23; i++) ok = ok && t[i] >= '0' && t[i] <= '9';
+  CHECKF(ok, "%s", t);
+  struct tm tm = {0};
+  CHECK(strptime(t, "%Y-%m-%dT%H:%M:%S", &tm) == t + 19);
+  time_t at = timegm(&tm);
+  CHECKF(at >= before && at <= after, "%s", t);
+  char small[22]; /* too short for the milliseconds: cut as snprintf cuts */
+  http_log_time(small, sizeof small);
+  CHECKF(strlen(small) == 21 && small[19] == '.', "%s", small);
+}
+
 int main(void) {
   RUN(config_precedence);
   RUN(routing);
   RUN(query_parameters);
+  RUN(log_time);
+  RUN(log_fixed3);
+  RUN(log_request_line);
   RUN(list_args_and_gzip);
   RUN(auth);
   RUN(ndjson_lines);

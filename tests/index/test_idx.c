@@ -327,6 +327,7 @@ TEST(pending_then_trained) {
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECK(!info.trained && info.pending == 1000 && info.ntotal == 0);
+  CHECK(idx_floats(ix) == 1000 * DIM); /* the pending vectors are searched */
   CHECK(idx_search(ix, vec + 500 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   CHECK(ids[0] == 501);
   CHECK(idx_save(ix) == PROTO_OK); /* an untrained index saves and reloads */
@@ -341,6 +342,7 @@ TEST(pending_then_trained) {
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECKF(info.trained && info.pending == 0 && info.ntotal == N_BIG, "trained %d ntotal %llu",
          info.trained, (unsigned long long)info.ntotal);
+  CHECK(idx_floats(ix) == (uint64_t)N_BIG * DIM);
   CHECK(idx_search(ix, vec + 5000 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   CHECK(ids[0] == 5001);
   /* replace doc "q0" (chunks 1001..1010) with new vectors */
@@ -378,6 +380,7 @@ TEST(hnsw_deletes) {
   int found;
   CHECK(store_delete(f.st, "h3", &found) == PROTO_OK && found); /* ids 31..40 */
   CHECK(idx_save(ix) == PROTO_OK);
+  CHECK(idx_floats(ix) == (N - 10) * DIM); /* dead ids, still in HNSW, not counted */
   CHECK(idx_search(ix, vec + 35 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   CHECK(all_outside(ids, 31, 40));
   idx_close(ix);
@@ -393,6 +396,7 @@ TEST(hnsw_deletes) {
   CHECK(idx_sync(ix) == PROTO_OK);
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECKF(info.ntotal == N - 710, "ntotal %llu", (unsigned long long)info.ntotal);
+  CHECK(idx_floats(ix) == (N - 710) * DIM); /* rebuilt */
   CHECK(idx_search(ix, vec + 600 * DIM, 1, K, NULL, NULL, NULL, sc, ids) == PROTO_OK);
   CHECK(all_outside(ids, 501, 1200));
   idx_close(ix);

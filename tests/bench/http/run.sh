@@ -7,7 +7,10 @@
 # requests/s, p50, p99 and server CPU per request for each and the ratio
 # ours / minimal (requests/s; the minimal's POST is timed twice: with a
 # 7-byte body, as in earlier reports, and with the very body of the search
-# by vector, the like-for-like figure); then holds
+# by vector, the like-for-like figure), then search by vector's server CPU
+# per request split into the index scan (from retro's /metrics) and
+# everything else, against the minimal responder's (goal: at most the scan
+# plus twice the minimal's); then holds
 # SLOW_CLIENTS (500) stalled connections open and reports RSS and /health
 # latency meanwhile (slow_clients.py).
 #   tests/bench/http/run.sh [BUILD_DIR]        (default: build-bench, release)
@@ -69,6 +72,10 @@ mklua "{\"vector\":$VEC,\"k\":10,\"with_text\":false}" > "$WORK/vec.lua"
 mklua '{"query":"alpha beta gamma delta","k":10,"with_text":false}' > "$WORK/text.lua"
 mklua '{"x":1}' > "$WORK/post.lua"
 cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat; } # utime + stime of a process
+http_ticks() { # the same for its libmicrohttpd threads alone
+  for t in /proc/$1/task/*; do [ "$(cat $t/comm)" = MHD-worker ] && awk '{print $14 + $15}' $t/stat; done | \
+    awk '{s += $1} END {print s + 0}'
+}
 run() { # name pid url [lua] -> requests/s on stdout; a line with p50, p99 and the
         # server's CPU per request (from /proc, steadier than req/s here) on stderr
   t0=$(cpu_ticks $2)
@@ -82,14 +89,25 @@ run() { # name pid url [lua] -> requests/s on stdout; a line with p50, p99 and t
   cpu=$(awk -v a=$t0 -v b=$t1 -v n=$n -v hz=$(getconf CLK_TCK) 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
   printf '%-26s %10s req/s  p50 %8s  p99 %8s  server CPU %6s us/req  %s\n' "$1" "$rps" "$p50" "$p99" "$cpu" \
     "${non2xx:+non-2xx: $non2xx}" >&2
+  echo "$cpu $n" > "$WORK/last_run" # server CPU per request and requests, for the split below
   echo "$rps"
+}
+metric() { # name -> its value in retro's /metrics
+  curl -fsS "http://127.0.0.1:$PORT_R/metrics" | awk -v m="$1" '$1 == m {print $2}'
 }
 echo "wrk -t$THREADS -c$CONNS -d${DURATION}s; server pools: $HTTP_THREADS MHD threads; $(nproc) CPUs; $(if [ -n "$DATA" ]; then echo "data $DATA"; else echo "$DOCS docs"; fi)" >&2
 m_get=$(run "minimal GET" $MPID "http://127.0.0.1:$PORT_M/health")
 r_get=$(run "retro /health" $RPID "http://127.0.0.1:$PORT_R/health")
 m_post=$(run "minimal POST" $MPID "http://127.0.0.1:$PORT_M/" "$WORK/post.lua")
 m_vec=$(run "minimal POST, search body" $MPID "http://127.0.0.1:$PORT_M/" "$WORK/vec.lua")
+read m_vec_cpu _ < "$WORK/last_run"
+scans0=$(metric retro_index_scans_total); timed0=$(metric retro_index_scan_cpu_seconds_count)
+scan_s0=$(metric retro_index_scan_cpu_seconds_sum); h0=$(http_ticks $RPID)
 r_vec=$(run "retro search by vector" $RPID "http://127.0.0.1:$PORT_R/v1/search" "$WORK/vec.lua")
+read r_vec_cpu r_vec_n < "$WORK/last_run"
+h1=$(http_ticks $RPID)
+scans1=$(metric retro_index_scans_total); timed1=$(metric retro_index_scan_cpu_seconds_count)
+scan_s1=$(metric retro_index_scan_cpu_seconds_sum)
 f_vec=$(run "FAISS peer, same search" $FPID "http://127.0.0.1:$PORT_F/" "$WORK/vec.lua")
 r_txt=$(run "retro search by text" $RPID "http://127.0.0.1:$PORT_R/v1/search" "$WORK/text.lua")
 ratio() { /usr/bin/python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
@@ -98,5 +116,19 @@ echo "ratio search-by-vector / minimal POST:  $(ratio $r_vec $m_post)   (goal >=
 echo "  the same, minimal given the search body: $(ratio $r_vec $m_vec)"
 echo "ratio search-by-text / minimal POST:    $(ratio $r_txt $m_post)"
 echo "ratio search-by-vector / FAISS peer:    $(ratio $r_vec $f_vec)   ($CHUNKS x $DIM, k = 10)"
+# search by vector's server CPU split: the index scan (retro's /metrics: the
+# mean CPU time of the timed scans, times the scans) and everything else, against
+# the minimal responder given the same body
+awk -v cpu=$r_vec_cpu -v n=$r_vec_n -v s0=$scan_s0 -v s1=$scan_s1 -v c0=$scans0 -v c1=$scans1 \
+    -v t0=$timed0 -v t1=$timed1 -v m=$m_vec_cpu -v h=$((h1 - h0)) -v hz=$(getconf CLK_TCK) 'BEGIN {
+  per_scan = t1 > t0 ? (s1 - s0) / (t1 - t0) : 0
+  scan = per_scan * (c1 - c0) * 1e6 / n; rest = cpu - scan
+  printf "search by vector, server CPU per request: %.1f us = scan %.1f + everything else %.1f" \
+    " (%d scans for %d requests, %d timed); minimal responder, same body: %.1f us\n", \
+    cpu, scan, rest, c1 - c0, n, t1 - t0, m
+  printf "  on the HTTP threads: %.1f us (the rest on the workers, when the search is handed to them)\n", \
+    h * 1e6 / hz / n
+  printf "  everything else / minimal: %.2f; goal: %.1f <= scan + 2 x minimal = %.1f: %s\n", \
+    rest / m, cpu, scan + 2 * m, cpu <= scan + 2 * m ? "met" : "NOT met" }'
 # hundreds of stalled clients: bounded memory, others still served
 /usr/bin/python3 "$ROOT/tests/bench/http/slow_clients.py" $PORT_R $RPID ${SLOW_CLIENTS:-500}
