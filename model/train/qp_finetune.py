@@ -61,6 +61,38 @@ def embed(enc, seqs, bos, eos, pad, dev, grad=True):
     return l2_normalize(v)
 
 
+def mined_negatives(mined, dump, held):
+    """Row -> rows of the dump (by document name and ordinal, so the two dumps
+    may come from different databases) that the --cc-mined dump ranks nearest
+    to it, without itself, its continuation and held-out chunks."""
+    def keys(d):
+        names = {}
+        for line in open(os.path.join(d, "docs.jsonl")):
+            j = json.loads(line)
+            names[j["doc_num"]] = j["id"]
+        dn = np.load(os.path.join(d, "doc_nums.npy"))
+        ords = np.load(os.path.join(d, "ordinals.npy"))
+        return [(names[int(x)], int(o)) for x, o in zip(dn, ords)], np.load(os.path.join(d, "chunk_ids.npy"))
+    dk, _ = keys(dump)
+    mk, mids = keys(mined)
+    row_of_key = {k: r for r, k in enumerate(dk)}
+    key_of_id = {int(c): k for c, k in zip(mids, mk)}
+    neigh = np.load(os.path.join(mined, "neighbours.npy"))
+    out = {}
+    for m, (name, o) in enumerate(mk):
+        r = row_of_key.get((name, o))
+        if r is None or name in held:
+            continue
+        negs = []
+        for c in neigh[m]:
+            k = key_of_id.get(int(c)) if c >= 0 else None
+            if k is None or k[0] in held or k == (name, o) or k == (name, o + 1) or k not in row_of_key:
+                continue
+            negs.append(row_of_key[k])
+        out[r] = negs
+    return out
+
+
 def load_dump(dump, held):
     """A `retro neighbours` dump's chunk tokens (rows), and the (chunk, next
     chunk) row pairs of documents not in held: RETRO's continuation pairs."""
@@ -115,6 +147,12 @@ def main():
                     help="1: each continuation pair also gets a negative from the same document "
                          "(tried from the committed encoder: held-out continuation recall fell, "
                          "model card)")
+    ap.add_argument("--cc-mined", default=None,
+                    help="a `retro neighbours --include-same-doc` dump of the corpus made with --init: "
+                         "each continuation pair also gets one of the chunk's nearest neighbours "
+                         "(not the chunk, not its continuation, not held out) as its negative, "
+                         "the chunks that outrank the continuation in eval_c.sh's recall@10 "
+                         "(tried from the committed encoder: queries improved, that recall fell; model card)")
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--temp", type=float, default=0.05)
     ap.add_argument("--pool", type=int, default=3000, help="random chunks among the validation candidates")
@@ -176,6 +214,16 @@ def main():
     rng = random.Random(a.seed * 7919 + state["step"])
     nrs = np.random.RandomState(a.seed * 31 + state["step"])
 
+    mined = mined_negatives(a.cc_mined, a.dump, held) if a.cc_mined else {}
+    if a.cc_mined:
+        log(f"mined continuation negatives for {sum(1 for v in mined.values() if v)} chunks")
+
+    def cc_negative(x, y):
+        """--cc-mined's neighbour of x, else --cc-hard's same-document chunk."""
+        if mined.get(x):
+            return rng.choice(mined[x])
+        return same_doc_negative(x, y)
+
     def same_doc_negative(x, y):
         """Another chunk of x's document (neither x nor its continuation y),
         or a random chunk when the document has no third one."""
@@ -205,7 +253,7 @@ def main():
         l_qp = F.cross_entropy(eq @ ep.T / a.temp, tgt)
         cc = [cont[rng.randrange(len(cont))] for _ in range(a.batch_cc)]
         ea = embed(enc, [chunk(x) for x, _ in cc], bos, eos, pad, dev)
-        hard = [same_doc_negative(x, y) for x, y in cc] if a.cc_hard else []
+        hard = [cc_negative(x, y) for x, y in cc] if a.cc_hard or a.cc_mined else []
         eb = embed(enc, [chunk(y) for _, y in cc] + [chunk(z) for z in hard], bos, eos, pad, dev)
         lg = ea @ eb.T / a.temp
         tc = torch.arange(len(cc), device=dev)

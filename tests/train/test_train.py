@@ -33,6 +33,7 @@ import json
 import math
 import os
 import random
+import re
 import struct
 import subprocess
 import sys
@@ -343,9 +344,12 @@ def qp_route(tmp, corpus_dir, data, enc, dump, held, common_args):
        "qp_mine.py: hard negatives are other chunks")
     qpo = os.path.join(tmp, "qp_enc")
     out = run(["qp_finetune.py", "--init", enc, "--mined", mined, "--dump", dump, "--heldout", hfile, "--out", qpo,
-               "--steps", "2", "--batch-qp", "4", "--batch-cc", "4", "--pool", "16", "--log-every", "1", "--cc-hard", "1"]
-              + common_args, "qp_finetune.py")
+               "--steps", "2", "--batch-qp", "4", "--batch-cc", "4", "--pool", "16", "--log-every", "1", "--cc-hard", "1",
+               "--cc-mined", dump] + common_args, "qp_finetune.py")
     res = json.load(open(os.path.join(qpo, "results.json")))
+    m = re.search(r"mined continuation negatives for (\d+) chunks", out)
+    ok(m and int(m.group(1)) > 0, "qp_finetune.py --cc-mined: continuation pairs get their chunk's mined neighbours",
+       out.strip()[-300:])
     ok("step 2/2" in out and 0 <= res["after"]["mrr10"] <= 1 and res["after"]["max_top1_wins"] >= 1,
        "qp_finetune.py: two steps, validation MRR and hubness reported", res)
     exp = os.path.join(qpo, "export")
