@@ -1,6 +1,9 @@
 """engine_models.py - for the tests of tests/server that run the models
 make_engine_models.py writes."""
 import os
+import shutil
+import sys
+import tempfile
 
 
 def missing(models):
@@ -32,3 +35,20 @@ class Tap:
     def end(self):
         print("1..%d" % self.n)
         return 1 if self.failed else 0
+
+
+def run_test(name, prefix, body):
+    """A test's main: argv RETRO MODELS_DIR; body(retro, models, tmp) runs
+    with a temporary folder removed afterwards and returns the exit status;
+    77 (skipped) without the models."""
+    if len(sys.argv) < 3:
+        print("usage: %s RETRO MODELS_DIR" % name, file=sys.stderr)
+        return 2
+    retro, models = sys.argv[1], sys.argv[2]
+    if missing(models):
+        return 77
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        return body(retro, models, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -23,11 +23,9 @@ encoder's directory. Skips (exit 77) when MODELS_DIR/SKIP exists.
 import json
 import os
 import random
-import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 
 import engine_models
 
@@ -306,26 +304,20 @@ def edge_cases(env):
           not os.path.exists(os.path.join(t, "wp.vec")), "embed_chunks.py refuses another encoder", p.stderr)
 
 
-def main():
-    if len(sys.argv) < 3:
-        print("usage: test_bulk_vectors.py RETRO MODELS_DIR", file=sys.stderr)
-        return 2
-    retro, models = sys.argv[1], sys.argv[2]
-    if engine_models.missing(models):
-        return 77
-    tmp = tempfile.mkdtemp(prefix="retro-bulk-")
-    try:
-        corpus, ids = make_corpus(models, tmp)
-        wp = Env(retro, models, tmp, "encoder-wp")
-        _, wp_vec, _ = round_trip(wp, corpus, ids, "by-text")
-        env = Env(retro, models, tmp, "encoder")
-        _, vec, _ = round_trip(env, corpus, ids, "by-ids")
-        from_file(env, corpus, ids, vec)
-        refusals(env, corpus, ids, vec, wp_vec)
-        edge_cases(env)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def run(retro, models, tmp):
+    corpus, ids = make_corpus(models, tmp)
+    wp = Env(retro, models, tmp, "encoder-wp")
+    _, wp_vec, _ = round_trip(wp, corpus, ids, "by-text")
+    env = Env(retro, models, tmp, "encoder")
+    _, vec, _ = round_trip(env, corpus, ids, "by-ids")
+    from_file(env, corpus, ids, vec)
+    refusals(env, corpus, ids, vec, wp_vec)
+    edge_cases(env)
     return TAP.end()
+
+
+def main():
+    return engine_models.run_test("test_bulk_vectors.py", "retro-bulk-", run)
 
 
 if __name__ == "__main__":

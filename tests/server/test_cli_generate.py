@@ -14,10 +14,8 @@ a leaking run exit non-zero). Skips (exit 77) when MODELS_DIR/SKIP exists.
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import engine_models
 
@@ -26,17 +24,7 @@ check = TAP.check
 
 
 def main():
-    if len(sys.argv) < 3:
-        print("usage: test_cli_generate.py RETRO MODELS_DIR", file=sys.stderr)
-        return 2
-    retro, models = sys.argv[1], sys.argv[2]
-    if engine_models.missing(models):
-        return 77
-    tmp = tempfile.mkdtemp(prefix="retro-cli-gen-")
-    try:
-        return run(retro, models, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return engine_models.run_test("test_cli_generate.py", "retro-cli-gen-", run)
 
 
 def run(retro, models, tmp):
