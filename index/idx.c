@@ -960,9 +960,9 @@ static proto_status make_params(const idx *ix, const idx_search_params *p,
  * call, though (2.2 us a read on the benchmark VM), so it times every scan
  * only of an index of TIME_ALL_FLOATS or more (~150 us a scan there, which
  * the two reads raise by 3%; the default corpus's 11.4M floats: ~400 us),
- * and one search in SCAN_SAMPLE below (a 5k x 32 scan takes ~15 us). Sampled one in 16, the default corpus's
- * scans came out 5-13% above what the workers' own CPU time allows (six
- * runs under load). */
+ * and one search in SCAN_SAMPLE below (a 5k x 32 scan takes ~15 us).
+ * Sampled one in 16, the default corpus's scans came out 5-13% above what
+ * the workers' own CPU time allows (six runs under load). */
 enum { SCAN_SAMPLE = 16 };
 #define TIME_ALL_FLOATS 4000000u
 
