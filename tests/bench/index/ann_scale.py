@@ -130,8 +130,9 @@ def calibration(real, generated, gen_queries, w):
         out = subprocess.run([f"{BUILD}/bench_ann", files[0], str(len(base)), str(base.shape[1]), files[1],
                               str(nq), files[2], "ivfcoded", str(nlist_for(len(base))), "39", "10", "4,8,16,32"],
                              capture_output=True, text=True, check=True).stdout
-        recalls = [f"nprobe {json.loads(l)['params'].split('nprobe=')[1].split(' ')[0]}: {json.loads(l)['recall']:.3f}"
-                   for l in out.splitlines()]
+        rows = [json.loads(l) for l in out.splitlines()]
+        recalls = [f"nprobe {r['params'].split('nprobe=')[1].split(' ')[0]}: {r['recall']:.3f}"
+                   for r in rows if r["index"] == "ivf-flat-coded"]
         print(f"  {name:<10} recall@10 " + ", ".join(recalls))
 
 
