@@ -10,7 +10,8 @@ writes
   OUTDIR/encoder/        RoBERTa-style encoder, mean pooling, same BPE vocabulary
                          (2 layers x 64; --bench: 6 layers x 384, the issue-3 size)
   OUTDIR/encoder-wp/     BERT encoder with WordPiece (bert-base-uncased vocab.txt
-                         from ../shared/data when present): the "embed by text" path
+                         from ../shared/data when present, else one made from the
+                         corpus): the "embed by text" path
   OUTDIR/decoder/        RETRO decoder (2 layers x 64, RETRO block at layer 2,
                          CCA initialised at random so neighbours change the logits)
   OUTDIR/corpus/         20 documents from the default corpus (or generated)
@@ -77,6 +78,29 @@ def corpus_docs(out):
     return d
 
 
+def write_wordpiece_vocab(cdir, path):
+    """A WordPiece vocab.txt made here, for a clean clone without
+    ../shared/data: BERT's special tokens, every printable ASCII character
+    alone and as a continuation (##c, so any word splits), and the corpus's
+    600 most frequent lowercase words."""
+    counts = {}
+    for name in sorted(os.listdir(cdir)):
+        with open(os.path.join(cdir, name), encoding="utf-8", errors="replace") as f:
+            for w in f.read().lower().split():
+                w = "".join(c for c in w if c.isalnum())
+                if w.isascii() and w:
+                    counts[w] = counts.get(w, 0) + 1
+    chars = [chr(c) for c in range(33, 127)]
+    words = sorted(counts, key=lambda w: (-counts[w], w))[:600]
+    seen, lines = set(), []
+    for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars] + words:
+        if t not in seen:
+            seen.add(t)
+            lines.append(t)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main():
     out = sys.argv[1]
     bench = "--bench" in sys.argv[2:]
@@ -97,16 +121,19 @@ def main():
     for f in ("vocab.json", "merges.txt"):
         shutil.copyfile(os.path.join(tokdir, f), os.path.join(enc, f))
 
+    encw = os.path.join(out, "encoder-wp")
+    os.makedirs(encw, exist_ok=True)
     wp_vocab = os.path.join(ROOT, "..", "shared", "data", "bert-base-uncased", "vocab.txt")
     if os.path.exists(wp_vocab):
-        encw = os.path.join(out, "encoder-wp")
-        n = sum(1 for _ in open(wp_vocab, encoding="utf-8"))
-        cfg = bert_model.make_config(model_type="bert", vocab_size=n, hidden_size=32,
-                                     num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=128,
-                                     retro_pooling="mean")
-        bert_model.BertEncoder(cfg).save_pretrained(encw)
         shutil.copyfile(wp_vocab, os.path.join(encw, "vocab.txt"))
+    else:
+        write_wordpiece_vocab(cdir, os.path.join(encw, "vocab.txt"))
+    n = sum(1 for _ in open(os.path.join(encw, "vocab.txt"), encoding="utf-8"))
+    cfg = bert_model.make_config(model_type="bert", vocab_size=n, hidden_size=32,
+                                 num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=64, max_position_embeddings=128,
+                                 retro_pooling="mean")
+    bert_model.BertEncoder(cfg).save_pretrained(encw)
 
     make_models.save_decoder(out, tokdir, vocab, dim=64, heads=4, std=0.3)
     if os.path.exists(os.path.join(out, "SKIP")):

@@ -520,7 +520,7 @@ TEST(reopen_and_mismatch) {
   proto_status st;
   /* another encoder on this database is refused */
   if (access(encwp_dir, F_OK) != 0) {
-    SKIP("reopen with another encoder: no WordPiece encoder (needs ../shared/data)");
+    SKIP("reopen with another encoder: no WordPiece encoder among the test models");
   } else {
     srv_engine *w = open_engine(encwp_dir, NULL, 0, &st);
     CHECK(st == PROTO_EMISMATCH && w == NULL);

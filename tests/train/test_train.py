@@ -349,7 +349,7 @@ def qp_route(tmp, corpus_dir, data, enc, dump, held, common_args):
     res = json.load(open(os.path.join(qpo, "results.json")))
     m = re.search(r"mined continuation negatives for (\d+) chunks", out)
     ok(m and int(m.group(1)) > 0, "qp_finetune.py --cc-mined: continuation pairs get their chunk's mined neighbours",
-       out.strip()[-300:])
+       m.group(0) if m else out.strip()[-300:].replace("\n", " | "))
     ok("step 2/2" in out and 0 <= res["after"]["mrr10"] <= 1 and res["after"]["max_top1_wins"] >= 1,
        "qp_finetune.py: two steps, validation MRR and hubness reported", res)
     exp = os.path.join(qpo, "export")
