@@ -77,7 +77,8 @@ static void digit_run(const char **pp, const char *end, uint64_t *sig, int *digi
                       int lead_zeros) {
   const char *p = *pp;
   for (;;) {
-    if (*digits <= 11 && (*digits > 0 || !lead_zeros || *p != '0') && eight_digits(p, end)) {
+    /* eight_digits first: it checks p + 8 <= end before *p is read */
+    if (*digits <= 11 && eight_digits(p, end) && (*digits > 0 || !lead_zeros || *p != '0')) {
       *sig = *sig * 100000000u + eight_digits_value(p);
       *digits += 8;
       *kept += 8;

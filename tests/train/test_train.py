@@ -55,6 +55,7 @@ T0 = time.time()
 def ok(cond, desc, detail=""):
     global N, FAILED
     N += 1
+    detail = str(detail).replace("\n", " | ")  # one TAP line, whatever the detail
     print(("ok" if cond else "not ok") + f" {N} - {desc}" + (f" # {detail}" if detail else ""), flush=True)
     if not cond:
         FAILED += 1
