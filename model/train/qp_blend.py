@@ -80,7 +80,7 @@ def main():
     val = [json.loads(line) for line in open(os.path.join(a.mined, "val.jsonl"))]
     vtok = [bpe.encode(v["q"])[:MAX_QUERY] for v in val]
 
-    toks, cont = load_dump(a.dump, held)
+    toks, cont, _ = load_dump(a.dump, held)
 
     def chunk(r):
         return [int(x) for x in toks[r] if x >= 0 and x != pad]

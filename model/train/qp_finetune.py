@@ -61,21 +61,25 @@ def embed(enc, seqs, bos, eos, pad, dev, grad=True):
     return l2_normalize(v)
 
 
-def mined_negatives(mined, dump, held):
-    """Row -> rows of the dump (by document name and ordinal, so the two dumps
-    may come from different databases) that the --cc-mined dump ranks nearest
-    to it, without itself, its continuation and held-out chunks."""
-    def keys(d):
-        names = {}
-        for line in open(os.path.join(d, "docs.jsonl")):
-            j = json.loads(line)
-            names[j["doc_num"]] = j["id"]
-        dn = np.load(os.path.join(d, "doc_nums.npy"))
-        ords = np.load(os.path.join(d, "ordinals.npy"))
-        return [(names[int(x)], int(o)) for x, o in zip(dn, ords)], np.load(os.path.join(d, "chunk_ids.npy"))
-    dk, _ = keys(dump)
-    mk, mids = keys(mined)
-    row_of_key = {k: r for r, k in enumerate(dk)}
+def dump_rows(d):
+    """(document name, ordinal) of each row of a `retro neighbours` dump, and
+    the rows' chunk ids."""
+    names = {}
+    for line in open(os.path.join(d, "docs.jsonl")):
+        j = json.loads(line)
+        names[j["doc_num"]] = j["id"]
+    dn = np.load(os.path.join(d, "doc_nums.npy"))
+    ords = np.load(os.path.join(d, "ordinals.npy"))
+    return [(names[int(x)], int(o)) for x, o in zip(dn, ords)], np.load(os.path.join(d, "chunk_ids.npy"))
+
+
+def mined_negatives(mined, keys, held):
+    """Row -> rows of the training dump (keys: its dump_rows, matched by
+    document name and ordinal, so the two dumps may come from different
+    databases) that the --cc-mined dump ranks nearest to it, without itself,
+    its continuation and held-out chunks."""
+    mk, mids = dump_rows(mined)
+    row_of_key = {k: r for r, k in enumerate(keys)}
     key_of_id = {int(c): k for c, k in zip(mids, mk)}
     neigh = np.load(os.path.join(mined, "neighbours.npy"))
     out = {}
@@ -94,19 +98,15 @@ def mined_negatives(mined, dump, held):
 
 
 def load_dump(dump, held):
-    """A `retro neighbours` dump's chunk tokens (rows), and the (chunk, next
-    chunk) row pairs of documents not in held: RETRO's continuation pairs."""
+    """A `retro neighbours` dump's chunk tokens (rows), the (chunk, next
+    chunk) row pairs of documents not in held (RETRO's continuation pairs),
+    and each row's (document name, ordinal)."""
     toks = np.load(os.path.join(dump, "tokens.npy"))
-    dn = np.load(os.path.join(dump, "doc_nums.npy"))
-    ords = np.load(os.path.join(dump, "ordinals.npy"))
-    names = {}
-    for line in open(os.path.join(dump, "docs.jsonl")):
-        d = json.loads(line)
-        names[d["doc_num"]] = d["id"]
-    at = {(int(d), int(o)): r for r, (d, o) in enumerate(zip(dn, ords))}
-    cont = [(r, at[(int(d), int(o) + 1)]) for r, (d, o) in enumerate(zip(dn, ords))
-            if names[int(d)] not in held and (int(d), int(o) + 1) in at]
-    return toks, cont
+    keys, _ = dump_rows(dump)
+    at = {k: r for r, k in enumerate(keys)}
+    cont = [(r, at[(name, o + 1)]) for r, (name, o) in enumerate(keys)
+            if name not in held and (name, o + 1) in at]
+    return toks, cont, keys
 
 
 @torch.no_grad()
@@ -182,15 +182,14 @@ def main():
     w /= w.sum()
     log(f"pairs {len(pairs)} by kind {kinds}; validation {len(val)}")
 
-    toks, cont = load_dump(a.dump, held)
+    toks, cont, keys = load_dump(a.dump, held)
     # Same-document chunks are what a chunk's true continuation competes with
     # among all chunks (eval_c.sh's recall@10), and in-batch negatives from
     # other documents never show them (--cc-hard; it did not raise that
     # recall when tried, so it is off by default).
-    doc_of_row = np.load(os.path.join(a.dump, "doc_nums.npy"))
     rows_of_doc = {}
-    for r, d in enumerate(doc_of_row):
-        rows_of_doc.setdefault(int(d), []).append(r)
+    for r, (name, _) in enumerate(keys):
+        rows_of_doc.setdefault(name, []).append(r)
 
     def chunk(r):
         return [int(x) for x in toks[r] if x >= 0 and x != pad]
@@ -214,7 +213,7 @@ def main():
     rng = random.Random(a.seed * 7919 + state["step"])
     nrs = np.random.RandomState(a.seed * 31 + state["step"])
 
-    mined = mined_negatives(a.cc_mined, a.dump, held) if a.cc_mined else {}
+    mined = mined_negatives(a.cc_mined, keys, held) if a.cc_mined else {}
     if a.cc_mined:
         log(f"mined continuation negatives for {sum(1 for v in mined.values() if v)} chunks")
 
@@ -227,7 +226,7 @@ def main():
     def same_doc_negative(x, y):
         """Another chunk of x's document (neither x nor its continuation y),
         or a random chunk when the document has no third one."""
-        others = [r for r in rows_of_doc[int(doc_of_row[x])] if r != x and r != y]
+        others = [r for r in rows_of_doc[keys[x][0]] if r != x and r != y]
         return rng.choice(others) if others else rng.randrange(len(toks))
 
     def save():
