@@ -29,6 +29,7 @@
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexPQ.h>
 #include <faiss/IndexPreTransform.h>
@@ -36,11 +37,13 @@
 #include <faiss/impl/IDSelector.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/invlists/InvertedLists.h>
 
 #include <cstdio>
 #include <exception>
 #include <memory>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 namespace {
@@ -93,6 +96,11 @@ void search_through(const faiss::Index *index, faiss::Index::idx_t n, const floa
     }
   }
   index->search(n, x, k, distances, labels, params);
+}
+
+/* The metric of a flat index or list scan: 1 squared L2, 0 inner product, -1 other. */
+int l2_or_ip(faiss::MetricType m) {
+  return m == faiss::METRIC_L2 ? 1 : m == faiss::METRIC_INNER_PRODUCT ? 0 : -1;
 }
 
 } // namespace
@@ -264,6 +272,38 @@ int faiss_Index_flat_view(const FaissIndex *index, const float **p_xb, const idx
   *p_ids = m ? m->id_map.data() : nullptr;
   *p_n = (size_t)flat->ntotal;
   return 1;
+}
+
+int faiss_Index_ivf_flat_view(const FaissIndex *index, FaissIVFFlatView *view) {
+  const faiss::Index *ix = I(index);
+  const faiss::IndexIDMap *m = dynamic_cast<const faiss::IndexIDMap *>(ix);
+  const faiss::Index *core = m ? m->index : ix;
+  /* typeid, not dynamic_cast: a subclass (IndexIVFFlatDedup) searches differently */
+  if (!core || typeid(*core) != typeid(faiss::IndexIVFFlat)) return 0;
+  auto *ivf = static_cast<const faiss::IndexIVFFlat *>(core);
+  auto *q = dynamic_cast<const faiss::IndexFlat *>(ivf->quantizer);
+  auto *lists = dynamic_cast<const faiss::ArrayInvertedLists *>(ivf->invlists);
+  if (!q || !lists || (size_t)q->ntotal != ivf->nlist || lists->nlist != ivf->nlist ||
+      lists->code_size != sizeof(float) * (size_t)ivf->d || q->d != ivf->d ||
+      l2_or_ip(q->metric_type) < 0 || l2_or_ip(ivf->metric_type) < 0 ||
+      (m && m->id_map.size() != (size_t)ivf->ntotal))
+    return 0;
+  view->lists = lists;
+  view->nlist = ivf->nlist;
+  view->centroids = q->get_xb();
+  view->centroids_l2 = l2_or_ip(q->metric_type);
+  view->lists_l2 = l2_or_ip(ivf->metric_type);
+  view->id_map = m ? m->id_map.data() : nullptr;
+  return 1;
+}
+
+void faiss_IVFFlatView_list(const FaissIVFFlatView *view, size_t i, const float **p_rows,
+                            const idx_t **p_ids, size_t *p_n) {
+  auto *lists = static_cast<const faiss::ArrayInvertedLists *>(view->lists);
+  /* ArrayInvertedLists hands out its vectors' data: nothing to release */
+  *p_rows = reinterpret_cast<const float *>(lists->codes[i].data());
+  *p_ids = lists->ids[i].data();
+  *p_n = lists->ids[i].size();
 }
 
 /* I/O ------------------------------------------------------------------------ */

@@ -60,6 +60,28 @@ FAISS_DECLARE_GETTER_SETTER(IndexHNSW, int, efSearch)
 int faiss_Index_flat_view(const FaissIndex *index, const float **p_xb, const idx_t **p_ids,
                           size_t *p_n);
 
+/* The inverted lists of an IndexIVFFlat (exactly that class: Dedup keeps
+ * more than its lists say) with a flat coarse quantizer and in-memory
+ * (Array) lists, directly or under an IDMap/IDMap2. An IVFFlat stores each
+ * vector's raw floats as its code, so list i is a row-major (n, d) float
+ * matrix. Not under a PreTransform: the rows are in the transformed space,
+ * which the caller's queries are not. Filled by faiss_Index_ivf_flat_view;
+ * the pointers stay valid until the index is next modified. */
+typedef struct FaissIVFFlatView {
+  const void *lists;      /* the InvertedLists, for faiss_IVFFlatView_list */
+  size_t nlist;           /* lists = centroids */
+  const float *centroids; /* (nlist, d), row-major */
+  int centroids_l2;       /* the quantizer's metric: 1 squared L2, 0 inner product */
+  int lists_l2;           /* the index's metric for the lists' rows, likewise */
+  const idx_t *id_map;    /* an IDMap's ids, indexed by the list ids; NULL without */
+} FaissIVFFlatView;
+
+/* Returns 1 and fills *view for an IVFFlat as described above, else 0. */
+int faiss_Index_ivf_flat_view(const FaissIndex *index, FaissIVFFlatView *view);
+/* List i < view->nlist: its rows (n, d), their ids, and n. */
+void faiss_IVFFlatView_list(const FaissIVFFlatView *view, size_t i, const float **p_rows,
+                            const idx_t **p_ids, size_t *p_n);
+
 #ifdef __cplusplus
 }
 #endif

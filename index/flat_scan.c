@@ -197,6 +197,23 @@ static void heap_out(scan_hit *heap, size_t kept, size_t k, int l2, float *dist,
 
 #define ROW_LABEL(row) (ids ? ids[row] : (int64_t)(row))
 
+/* Offers the rows of one block, scored in scores (rows), to a heap of at
+ * most k hits holding *kept; the block starts at row r0 of its matrix. */
+static void offer_block(scan_hit *heap, size_t *kept, size_t k, const float *scores, size_t rows,
+                        const int64_t *ids, size_t r0) {
+  size_t r = 0;
+  for (; r < rows && *kept < k; r++) /* filling the heap */
+    heap_push(heap, (*kept)++, (scan_hit){scores[r], ROW_LABEL(r0 + r)});
+  if (r == rows) return;
+  /* rows scoring at least the worst kept (a tie may win on its label) */
+  uint8_t cand[SCAN_ROWS];
+  size_t nc = rows_above(scores + r, rows - r, nextafterf(heap[0].score, -INFINITY), cand);
+  for (size_t c = 0; c < nc; c++) { /* the bar rises as hits come in */
+    size_t row = r + cand[c];
+    heap_offer(heap, kept, k, (scan_hit){scores[row], ROW_LABEL(r0 + row)});
+  }
+}
+
 static proto_status too_many_queries(size_t nq) {
   return proto_fail(PROTO_EINVAL, "flat_scan: %zu queries, at most %d", nq, FLAT_SCAN_MAX_QUERIES);
 }
@@ -215,19 +232,8 @@ proto_status flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, 
   for (size_t r0 = 0; r0 < n; r0 += SCAN_ROWS) {
     size_t rows = n - r0 < SCAN_ROWS ? n - r0 : SCAN_ROWS;
     for (size_t i = 0; i < nq; i++) {
-      scan_hit *heap = heaps + i * k;
       score_rows(xb + r0 * d, rows, d, q + i * d, l2, scores);
-      size_t r = 0;
-      for (; r < rows && kept[i] < k; r++) /* filling the heap */
-        heap_push(heap, kept[i]++, (scan_hit){scores[r], ROW_LABEL(r0 + r)});
-      if (r == rows) continue;
-      /* rows scoring at least the worst kept (a tie may win on its label) */
-      uint8_t cand[SCAN_ROWS];
-      size_t nc = rows_above(scores + r, rows - r, nextafterf(heap[0].score, -INFINITY), cand);
-      for (size_t c = 0; c < nc; c++) { /* the bar rises as hits come in */
-        size_t row = r + cand[c];
-        heap_offer(heap, &kept[i], k, (scan_hit){scores[row], ROW_LABEL(r0 + row)});
-      }
+      offer_block(heaps + i * k, &kept[i], k, scores, rows, ids, r0);
     }
   }
   for (size_t i = 0; i < nq; i++)
@@ -236,6 +242,27 @@ proto_status flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, 
   return PROTO_OK;
 }
 #undef ROW_LABEL
+
+proto_status flat_scan_lists(const flat_list *lists, size_t nlists, size_t d, const float *q,
+                             int l2, size_t k, float *dist, int64_t *lab) {
+  enum { STACK_HITS = 1024 };
+  float scores[SCAN_ROWS];
+  scan_hit stack_hits[STACK_HITS];
+  size_t kept = 0;
+  if (k == 0) return PROTO_OK;
+  scan_hit *heap = k <= STACK_HITS ? stack_hits : malloc(k * sizeof *heap);
+  if (!heap) return proto_fail(PROTO_ENOMEM, "out of memory");
+  for (size_t l = 0; l < nlists; l++) {
+    for (size_t r0 = 0; r0 < lists[l].n; r0 += SCAN_ROWS) {
+      size_t rows = lists[l].n - r0 < SCAN_ROWS ? lists[l].n - r0 : SCAN_ROWS;
+      score_rows(lists[l].xb + r0 * d, rows, d, q, l2, scores);
+      offer_block(heap, &kept, k, scores, rows, lists[l].ids, r0);
+    }
+  }
+  heap_out(heap, kept, k, l2, dist, lab);
+  if (heap != stack_hits) free(heap);
+  return PROTO_OK;
+}
 
 /* Coded scans ------------------------------------------------------------------- */
 

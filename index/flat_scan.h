@@ -42,6 +42,21 @@ enum { FLAT_SCAN_MAX_QUERIES = 19 }; /* FAISS uses BLAS from 20 queries on */
 proto_status flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const float *q,
                        size_t nq, int l2, size_t k, float *dist, int64_t *lab);
 
+/* One matrix of rows for flat_scan_lists: n rows of d floats, ids as in
+ * flat_scan (NULL: the row number). */
+typedef struct flat_list {
+  const float *xb;
+  const int64_t *ids;
+  size_t n;
+} flat_list;
+
+/* flat_scan of one query q over the rows of lists[0..nlists) taken
+ * together (the inverted lists an IVF search probes): the k best of all
+ * their rows, with flat_scan's scores, order and conventions. PROTO_OK, or
+ * PROTO_ENOMEM when k > 1024 and memory cannot be had. */
+proto_status flat_scan_lists(const flat_list *lists, size_t nlists, size_t d, const float *q,
+                             int l2, size_t k, float *dist, int64_t *lab);
+
 typedef struct flat_codes flat_codes;
 
 /* An empty code table for rows of d floats. PROTO_OK, PROTO_EINVAL (d == 0

@@ -26,7 +26,7 @@ typedef struct idx_options {
                           default chosen by corpus size (documented in idx.c) */
   idx_metric metric;         /* IP for L2-normalised embeddings (the default) */
   uint32_t dim;              /* embedding dimension; 0 = the store's */
-  int nprobe;                /* default IVF nprobe; 0 = max(1, nlist/8) */
+  int nprobe;                /* default IVF nprobe; 0 = max(16, nlist/128) */
   int ef_search;             /* default HNSW efSearch; 0 = 64 */
   int plain_scan;            /* 1: scan a flat index's float rows only, without the
                           int8 codes (see idx.c) kept by default */
