@@ -6,7 +6,7 @@ peer), on N vectors with the geometry of real embeddings. Not run by CI.
 
   nice -n 10 /usr/bin/python3 tests/bench/index/ann_scale.py DATA_DIR_COPY \\
       [--sizes 200000,1000000] [--hnsw-max 200000] [--hnswlib-max 1000000]
-      [--skip flat,ivf,ivfcoded,faiss-hnsw,hnswlib] [--table-only] [--work /tmp/ann-work]
+      [--skip flat,ivf,ivfcoded,ivfscan,faiss-hnsw,hnswlib] [--table-only] [--work /tmp/ann-work]
 
 DATA_DIR_COPY: a COPY of a server data directory (its db/ is read with
 python3-lmdb without a lock, so it must not be live), e.g.
@@ -29,7 +29,9 @@ The indexes: our exact int8-coded scan (index/flat_scan.c, the server's
 Flat); FAISS IVF{n},SQ8 under IndexRefineFlat (k_factor 4: re-ranked from
 the floats); IVF{n} with each probed list searched by our coded scan (exact
 within the lists: IVF clustering + our codes + float re-rank); FAISS
-HNSW16,Flat; hnswlib M=16. n is index/idx.c's automatic nlist (4 sqrt N to
+IVF{n},Flat searched as the server searches it below 20 queries
+(index/ivf_scan.c over FAISS's own lists, with the exact coded scan again in
+the same job); FAISS HNSW16,Flat; hnswlib M=16. n is index/idx.c's automatic nlist (4 sqrt N to
 a power of two); k-means on 39 rows per centroid, 10 rounds (the server
 trains on up to 64 per centroid, 25 rounds: slower, not better by much).
 Each index is built and searched by bench_ann.cpp (FAISS C++, as Debian's
@@ -241,7 +243,8 @@ def main():
     ap.add_argument("--flat-timed", type=int, default=200, help="queries timed on the exact scan")
     ap.add_argument("--nprobe", default="16,32,64,128,256")
     ap.add_argument("--ef", default="16,32,64,128,256")
-    ap.add_argument("--skip", default="", help="comma list of: flat,ivf,ivfcoded,faiss-hnsw,hnswlib")
+    ap.add_argument("--skip", default="",
+                    help="comma list of: flat,ivf,ivfcoded,ivfscan,faiss-hnsw,hnswlib")
     ap.add_argument("--work", default="/tmp/ann-work")
     ap.add_argument("--table-only", action="store_true",
                     help="print the table of WORK/results.jsonl (every run's rows, the latest per setting)")
@@ -270,6 +273,9 @@ def main():
             jobs.append([f"{BUILD}/bench_ann", *common, "ivf", str(nlist_for(n)), "39", "10", "4", args.nprobe])
         if "ivfcoded" not in skip:
             jobs.append([f"{BUILD}/bench_ann", *common, "ivfcoded", str(nlist_for(n)), "39", "10", args.nprobe])
+        if "ivfscan" not in skip:
+            jobs.append([f"{BUILD}/bench_ann", *common, "ivfscan", str(nlist_for(n)), "39", "10",
+                         str(args.flat_timed), args.nprobe])
         if n <= args.hnsw_max and "faiss-hnsw" not in skip:
             jobs.append([f"{BUILD}/bench_ann", *common, "hnsw", "16", "100", "2", args.ef])
     for n in args.sizes:

@@ -22,6 +22,12 @@
  *                                 lists picked by flat_scan over the centroids;
  *                                 then the same lists searched by FAISS
  *                                 (IVF<nlist>,Flat, the server's choice today)
+ *   MODE ivfscan NLIST PER_CENTROID NITER NQ_FLAT NPROBE,...
+ *                                 the exact coded scan (NQ_FLAT queries timed),
+ *                                 then FAISS IVF<nlist>,Flat (trained as above)
+ *                                 searched as idx.c searches it below 20
+ *                                 queries (index/ivf_scan.c over FAISS's own
+ *                                 lists, no copy), then by FAISS itself
  *   MODE hnsw  M EF_CONSTRUCTION THREADS EF_SEARCH,...
  *                                 FAISS IndexHNSWFlat, built with THREADS
  *
@@ -29,7 +35,9 @@
  * + ids (flat). Build threads: 2 for IVF training and adds (OpenMP), as the
  * server has; searches: 1. */
 extern "C" {
+#include "faiss_capi_ext.h"
 #include "flat_scan.h"
+#include "ivf_scan.h"
 }
 
 #include <faiss/IndexFlat.h>
@@ -228,17 +236,34 @@ void ivfcoded_search(const std::vector<CodedList> &lists, const float *centroids
   }
 }
 
+/* FAISS IVF<nlist>,Flat over inner products (what index_factory makes for
+ * idx.c's automatic choice), trained on PER_CENTROID * NLIST rows in NITER
+ * k-means rounds, then holding every row; built on 2 threads. */
+struct IvfFlat {
+  faiss::IndexFlatIP quantizer;
+  faiss::IndexIVFFlat ivf;
+  double train_s, build_s;
+  IvfFlat(const Data &data, int nlist, int per_centroid, int niter)
+      : quantizer(data.d), ivf(&quantizer, data.d, nlist, faiss::METRIC_INNER_PRODUCT) {
+    ivf.cp.niter = niter;
+    size_t ntrain = std::min(data.n, (size_t)per_centroid * (size_t)nlist);
+    omp_set_num_threads(2);
+    double t0 = now();
+    ivf.train((faiss::Index::idx_t)ntrain, data.xb.data());
+    train_s = now() - t0;
+    ivf.add((faiss::Index::idx_t)data.n, data.xb.data());
+    build_s = now() - t0;
+    omp_set_num_threads(1);
+  }
+};
+
 void run_ivfcoded(const Data &data, int nlist, int per_centroid, int niter,
                   const std::vector<int> &nprobes) {
-  faiss::IndexFlatIP quantizer(data.d);
-  faiss::IndexIVFFlat ivf(&quantizer, data.d, nlist, faiss::METRIC_INNER_PRODUCT);
-  ivf.cp.niter = niter;
-  size_t ntrain = std::min(data.n, (size_t)per_centroid * (size_t)nlist);
-  omp_set_num_threads(2);
   double t0 = now();
-  ivf.train((faiss::Index::idx_t)ntrain, data.xb.data());
-  double train_s = now() - t0;
-  ivf.add((faiss::Index::idx_t)data.n, data.xb.data());
+  IvfFlat built(data, nlist, per_centroid, niter);
+  faiss::IndexFlatIP &quantizer = built.quantizer;
+  faiss::IndexIVFFlat &ivf = built.ivf;
+  double train_s = built.train_s;
   std::vector<CodedList> lists(nlist);
   for (int l = 0; l < nlist; l++) {
     CodedList &cl = lists[l];
@@ -249,7 +274,6 @@ void run_ivfcoded(const Data &data, int nlist, int per_centroid, int niter,
       std::exit(1);
   }
   double build_s = now() - t0;
-  omp_set_num_threads(1);
   /* floats + codes + scale/figures + id per row; centroids */
   double per_vec = (double)data.d * 5 + 12 + 8 + (double)nlist * data.d * 4 / (double)data.n;
   for (int nprobe : nprobes) {
@@ -277,6 +301,43 @@ void run_ivfcoded(const Data &data, int nlist, int per_centroid, int niter,
            recall_at_10(data, labels), qps);
   }
   for (CodedList &cl : lists) flat_codes_free(cl.codes);
+}
+
+/* What idx.c does for an IVF,Flat index below 20 queries: ivf_scan over
+ * FAISS's own lists (faiss_Index_ivf_flat_view), one query at a time, at
+ * each nprobe; FAISS's own search of the same index at the same nprobe;
+ * and the exact coded scan (the 10x baseline) first, in the same run. */
+void run_ivfscan(const Data &data, int nlist, int per_centroid, int niter, size_t flat_timed,
+                 const std::vector<int> &nprobes) {
+  run_flat(data, std::min(data.nq, flat_timed));
+  IvfFlat built(data, nlist, per_centroid, niter);
+  std::fprintf(stderr, "ivf%d: trained in %.1f s, built in %.1f s\n", nlist, built.train_s,
+               built.build_s);
+  FaissIVFFlatView view;
+  if (!faiss_Index_ivf_flat_view(reinterpret_cast<const FaissIndex *>(&built.ivf), &view)) {
+    std::fprintf(stderr, "bench_ann: no IVFFlat view\n");
+    std::exit(1);
+  }
+  double per_vec = (double)serialized_bytes(&built.ivf) / (double)data.n;
+  for (int nprobe : nprobes) {
+    std::vector<int64_t> labels(data.nq * K, -1);
+    double qps = time_queries(data, data.nq, labels, [&](size_t i, float *dist, int64_t *lab) {
+      if (ivf_scan(&view, data.d, data.xq.data() + i * data.d, 1, (size_t)nprobe, K, dist, lab))
+        std::exit(1);
+    });
+    char params[160];
+    std::snprintf(params, sizeof params,
+                  "IVF%d,Flat searched by ivf_scan (idx.c), nprobe=%d (train %d/centroid, %d "
+                  "iters, %.0f s)",
+                  nlist, nprobe, per_centroid, niter, built.train_s);
+    report("idx-ivf-scan", data, params, built.build_s, per_vec, recall_at_10(data, labels), qps);
+    built.ivf.nprobe = (size_t)nprobe;
+    qps = time_queries(data, data.nq, labels, [&](size_t i, float *dist, int64_t *lab) {
+      built.ivf.search(1, data.xq.data() + i * data.d, K, dist, lab);
+    });
+    std::snprintf(params, sizeof params, "IVF%d,Flat nprobe=%d, FAISS's own search", nlist, nprobe);
+    report("faiss-ivf-flat", data, params, built.build_s, per_vec, recall_at_10(data, labels), qps);
+  }
 }
 
 void run_hnsw(const Data &data, int m, int ef_construction, int threads,
@@ -327,6 +388,9 @@ int main(int argc, char **argv) {
   } else if (mode == "ivfcoded" && argc >= 12) {
     run_ivfcoded(data, std::atoi(argv[8]), std::atoi(argv[9]), std::atoi(argv[10]),
                  parse_list(argv[11]));
+  } else if (mode == "ivfscan" && argc >= 13) {
+    run_ivfscan(data, std::atoi(argv[8]), std::atoi(argv[9]), std::atoi(argv[10]),
+                std::strtoul(argv[11], nullptr, 10), parse_list(argv[12]));
   } else if (mode == "hnsw" && argc >= 12) {
     run_hnsw(data, std::atoi(argv[8]), std::atoi(argv[9]), std::atoi(argv[10]),
              parse_list(argv[11]));
