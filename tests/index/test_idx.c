@@ -8,7 +8,10 @@
  * original; the filter callback; L2 and IP; pending vectors before IVF
  * training; HNSW's dead-id rebuild; the default factory and its upgrade
  * to IVF as the corpus grows; bad input; a
- * flat index's int8 codes kept in step (same results as without them).
+ * flat index's int8 codes kept in step (same results as without them);
+ * idx.c's own scan of IVF lists against FAISS's IVF search and against
+ * Flat, and under concurrent syncs; the automatic IVF's recall at the
+ * default nprobe through upserts and deletes.
  * Vectors are clustered, 32-d, from a fixed-seed generator.
  */
 #include "idx.h"
@@ -734,15 +737,19 @@ static void *search_loop(void *arg) {
   return NULL;
 }
 
-/* Searches from several threads while the index syncs new documents. */
-TEST(concurrent) {
+/* Searches from several threads while the index syncs new documents.
+ * Flat: past CODES_MIN_FLOATS from the 5th batch; IVF64,Flat: pending
+ * (exact side index) until the 2nd batch, then trained and searched by
+ * idx.c's own list scan, as a stored vector finds itself in its own list. */
+static void concurrent_with(const char *factory) {
   fixture f;
   idx *ix = NULL;
-  enum { N = 12000, B = N / 6, THREADS = 4 }; /* past CODES_MIN_FLOATS from the 5th batch */
+  enum { N = 12000, B = N / 6, THREADS = 4 };
   float *vec = make_vectors(N, 1, 21);
+  printf("# %s\n", factory);
   fx_open(&f);
   CHECK(add_docs(f.st, "c", vec, B) == PROTO_OK);
-  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0};
+  idx_options opt = {factory, IDX_METRIC_IP, DIM, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   searcher w[THREADS];
   pthread_t th[THREADS];
@@ -771,10 +778,16 @@ TEST(concurrent) {
   CHECK(ok);
   CHECKF(errors == 0 && searches > 0, "%d errors in %d searches", errors, searches);
   idx_info info;
-  CHECK(idx_info_get(ix, &info) == PROTO_OK && info.ntotal == N - 2 * CHUNKS_PER_DOC);
+  CHECK(idx_info_get(ix, &info) == PROTO_OK && info.ntotal == N - 2 * CHUNKS_PER_DOC &&
+        info.trained && info.pending == 0);
   idx_close(ix);
   fx_close(&f);
   free(vec);
+}
+
+TEST(concurrent) {
+  concurrent_with("Flat");
+  concurrent_with("IVF64,Flat");
 }
 
 /* No factory: Flat for a small corpus, remembered in the store; bad input. */
