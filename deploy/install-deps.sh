@@ -7,6 +7,8 @@ packages=(
   meson ninja-build pkg-config gcc g++ clang
   # libraries
   libmicrohttpd-dev libjansson-dev liblmdb-dev libsqlite3-dev libfaiss-dev libopenblas-dev libopenblas0
+  # the encoder's and decoder's matrix products (oneDNN; optional in meson.build)
+  libdnnl-dev
   # tests, training and parity references
   python3 python3-torch python3-numpy curl lmdb-utils
   # the format check (tests/lint/format_check.py)

@@ -8,8 +8,9 @@
  * from many threads at once (each call takes a scratch arena from a pool).
  *
  * Threads: the encoder parallelises with its own pool (bert_options.threads)
- * over tiles of single-threaded sgemm calls, so bert_open sets OpenBLAS to
- * one thread for the process (openblas_set_num_threads(1)).
+ * over tiles of single-threaded sgemm calls, so bert_open sets the products
+ * to one thread for the process (kn_set_blas_threads(1): OpenBLAS's, and
+ * oneDNN's OpenMP threads per call).
  */
 #ifndef RETRO_BERT_H
 #define RETRO_BERT_H

@@ -17,8 +17,17 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <unistd.h>
+
+#ifdef RETRO_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#ifndef KN_ONEDNN_MIN_MACS
+#define KN_ONEDNN_MIN_MACS 262144.0
+#endif
+#endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
     !defined(__SANITIZE_ADDRESS__)
@@ -32,19 +41,50 @@
 #define KN_SMALL_M 16 /* rows up to which kn_linear uses its own kernel, not sgemm */
 #endif
 
+/* Threads of one product: kn_set_blas_threads's n, 0 until it is called
+ * (then OpenMP's and OpenBLAS's defaults apply). */
+static _Atomic int kn_gemm_threads;
+
 void kn_set_blas_threads(int n) {
   if (n <= 0) {
     long c = sysconf(_SC_NPROCESSORS_ONLN);
     n = c > 0 ? (int)c : 1;
   }
   openblas_set_num_threads(n);
+  atomic_store_explicit(&kn_gemm_threads, n, memory_order_relaxed);
 }
 
 int kn_blas_threads(void) { return openblas_get_num_threads(); }
 
+#ifdef RETRO_HAVE_ONEDNN
+/* oneDNN's sgemm, on kn_gemm_threads OpenMP threads: its AVX-512 kernels
+ * run 2.1x OpenBLAS 0.3.21's on this project's machine (AMD EPYC, whose
+ * AVX-512 Debian's OpenBLAS does not use), single-threaded, on every shape
+ * the encoder and decoder multiply (docs/BENCHMARKS.md). OpenMP's thread
+ * count is per calling thread: it is set around the call and put back, so
+ * FAISS's OpenMP loops on the same thread keep theirs. */
+static int kn_gemm_onednn(int transa, int transb, int M, int N, int K, float alpha, const float *A,
+                          int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+  int want = atomic_load_explicit(&kn_gemm_threads, memory_order_relaxed);
+  int had = omp_get_max_threads();
+  if (want > 0 && want != had) omp_set_num_threads(want);
+  dnnl_status_t st = dnnl_sgemm(transa ? 'T' : 'N', transb ? 'T' : 'N', M, N, K, alpha, A, lda, B,
+                                ldb, beta, C, ldc);
+  if (want > 0 && want != had) omp_set_num_threads(had);
+  return st == dnnl_success;
+}
+#endif
+
 void kn_sgemm(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {
   if (M <= 0 || N <= 0) return;
+#ifdef RETRO_HAVE_ONEDNN
+  /* below ~2^18 multiply-adds oneDNN's fixed cost per call (~5 us against
+   * OpenBLAS's 1 us) outweighs its faster kernel */
+  if ((double)M * N * K >= KN_ONEDNN_MIN_MACS &&
+      kn_gemm_onednn(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+    return;
+#endif
   cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans,
               M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
@@ -129,8 +169,7 @@ void kn_linear(const float *x, int ldx, const float *W, const float *b, float *o
       for (int j = 0; j < N; j++) o[j] = b[j];
     }
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, ldx, W, K, b ? 1.0f : 0.0f,
-              out, ldo);
+  kn_sgemm(0, 1, M, N, K, 1.0f, x, ldx, W, K, b ? 1.0f : 0.0f, out, ldo);
 }
 
 KN_CLONES void kn_add(float *restrict y, const float *restrict x, size_t n) {
@@ -302,8 +341,7 @@ KN_CLONES void kn_attention_head(const float *q, int ldq, const float *k, int ld
       for (int j = 0; j < dh; j++) out[(size_t)i * (size_t)ldo + j] = 0.0f;
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, n, dh, scale, q, ldq, k, ldk, 0.0f,
-              scores, n);
+  kn_sgemm(0, 1, Tq, n, dh, scale, q, ldq, k, ldk, 0.0f, scores, n);
   for (int i = 0; i < Tq; i++) {
     int valid = n;
     if (causal) {
@@ -312,8 +350,7 @@ KN_CLONES void kn_attention_head(const float *q, int ldq, const float *k, int ld
     }
     kn_softmax_row(scores + (size_t)i * (size_t)n, valid, n);
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, dh, n, 1.0f, scores, n, v, ldv, 0.0f,
-              out, ldo);
+  kn_sgemm(0, 0, Tq, dh, n, 1.0f, scores, n, v, ldv, 0.0f, out, ldo);
 }
 
 KN_CLONES void kn_l2_normalize(float *x, size_t n) {

@@ -1,7 +1,8 @@
 /* kernels.h - the numeric building blocks of the encoder and the decoder
- * (private to model/). Matrix products go through BLAS (OpenBLAS
- * cblas_sgemm); everything else is plain loops over named shapes written so
- * that the compiler vectorises them. No allocation, no errors: callers pass
+ * (private to model/). Matrix products go through oneDNN's sgemm when the
+ * build found it (kernels.c says when), else OpenBLAS's; everything else
+ * is plain loops over named shapes written so that the compiler vectorises
+ * them. No allocation, no errors: callers pass
  * sizes they have checked and buffers of the documented shapes. All
  * matrices are row-major float32. Functions are reentrant (safe on many
  * threads at once on disjoint outputs).
@@ -12,8 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* BLAS threads for the calling process (openblas_set_num_threads); n <= 0
- * means the number of CPUs. kn_blas_threads() reads the current value. */
+/* Threads of one matrix product, for the calling process (OpenBLAS's, and
+ * the OpenMP threads oneDNN's sgemm runs on); n <= 0 means the number of
+ * CPUs. kn_blas_threads() reads OpenBLAS's current value. */
 void kn_set_blas_threads(int n);
 int kn_blas_threads(void);
 
@@ -36,7 +38,7 @@ void kn_sgemm(int transa, int transb, int M, int N, int K, float alpha, const fl
  * stored by nn.Linear and b (N) may be NULL. ldx/ldo: row strides of x/out
  * (pass K and N for dense). M <= 16 uses a dot-product kernel that streams W
  * once (sgemm's packing copy of W costs more than the product there); larger
- * M calls cblas_sgemm. */
+ * M calls kn_sgemm. */
 void kn_linear(const float *x, int ldx, const float *W, const float *b, float *out, int ldo, int M,
                int N, int K);
 

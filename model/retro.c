@@ -482,8 +482,7 @@ static void lin_tile(void *arg, int t, int worker) {
     kn_linear(j->x, j->ldx, w, b, o, j->ldo, j->M, c1 - c0, j->K);
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->M, c1 - c0, j->K, 1.0f, j->x, j->ldx, w,
-              j->K, 1.0f, o, j->ldo);
+  kn_sgemm(0, 1, j->M, c1 - c0, j->K, 1.0f, j->x, j->ldx, w, j->K, 1.0f, o, j->ldo);
   if (b)
     for (int i = 0; i < j->M; i++)
       for (int c = 0; c < c1 - c0; c++) o[(size_t)i * (size_t)j->ldo + c] += b[c];

@@ -720,6 +720,44 @@ TEST(kernels_pool) {
       CHECK(untouched);
     }
   }
+  /* kn_sgemm (oneDNN's above ~2^18 multiply-adds when built with it, else
+   * OpenBLAS's) against a double-precision product: both transposes,
+   * alpha and beta, leading dimensions wider than the matrices, sizes on
+   * both sides of the oneDNN threshold, on one thread and on two */
+  {
+    enum { M = 97, N = 70, K = 80, LD = 101 };
+    static float A[LD * LD], Bm[LD * LD], C[M * LD], C0[M * LD];
+    for (int i = 0; i < LD * LD; i++) {
+      A[i] = (float)((i * 29) % 31) * 0.03f - 0.45f;
+      Bm[i] = (float)((i * 17) % 13) * 0.07f - 0.4f;
+    }
+    for (int i = 0; i < M * LD; i++) C0[i] = (float)(i % 7) * 0.5f;
+    static const int sizes[][3] = {{M, N, K}, {5, 6, 7}};
+    double worst = 0;
+    for (int threads = 1; threads <= 2; threads++) {
+      kn_set_blas_threads(threads);
+      for (int sz = 0; sz < 2; sz++)
+        for (int ta = 0; ta < 2; ta++)
+          for (int tb = 0; tb < 2; tb++) {
+            int m = sizes[sz][0], n = sizes[sz][1], k = sizes[sz][2];
+            memcpy(C, C0, sizeof C);
+            kn_sgemm(ta, tb, m, n, k, 0.75f, A, LD, Bm, LD, 0.5f, C, LD);
+            for (int i = 0; i < m; i++)
+              for (int j = 0; j < n; j++) {
+                double ref = 0.5 * C0[i * LD + j];
+                for (int l = 0; l < k; l++)
+                  ref += 0.75 * (ta ? A[l * LD + i] : A[i * LD + l]) *
+                         (tb ? Bm[j * LD + l] : Bm[l * LD + j]);
+                double e = fabs(C[i * LD + j] - ref);
+                worst = e > worst ? e : worst;
+              }
+            for (int i = 0; i < m; i++) /* past n in each row: untouched */
+              for (int j = n; j < LD; j++) worst = C[i * LD + j] != C0[i * LD + j] ? 1 : worst;
+          }
+    }
+    kn_set_blas_threads(1);
+    CHECKF(worst < 1e-4, "sgemm vs double reference %.3g", worst);
+  }
   /* causal attention: the first query sees only the first key */
   float q[2 * 2] = {1, 0, 0, 1}, kk[2 * 2] = {1, 0, 0, 1}, v[2 * 2] = {1, 2, 3, 4}, ao[4], sc[4];
   kn_attention_head(q, 2, kk, 2, v, 2, ao, 2, 2, 2, 2, 2, 1.0f, 1, sc);

@@ -24,9 +24,12 @@ secs=${2:-3}
 py=${PYTHON:-/usr/bin/python3}
 [ -d "$build" ] || meson setup "$build" "$root" --buildtype=release >/dev/null
 ninja -C "$build" model/libmodel.a proto/libproto.a >/dev/null
+# a build that found oneDNN does its products with it (model/kernels.c)
+onednn=
+! grep -q RETRO_HAVE_ONEDNN "$build/build.ninja" || onednn="-ldnnl -fopenmp"
 cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/model" -I"$root/proto" $(pkg-config --cflags openblas) \
   "$root/tests/bench/encoder/bench_encoder.c" "$build/model/libmodel.a" "$build/proto/libproto.a" \
-  $(pkg-config --libs openblas jansson) -lm -lpthread -o "$build/bench_encoder"
+  $(pkg-config --libs openblas jansson) $onednn -lm -lpthread -o "$build/bench_encoder"
 data=$(mktemp -d /tmp/retro-bench-encoder-XXXXXX)
 trap 'rm -rf "$data"' EXIT
 # the model (random weights, ~90 MB) is made once and kept in the build dir
