@@ -153,6 +153,12 @@ def main():
                          "(not the chunk, not its continuation, not held out) as its negative, "
                          "the chunks that outrank the continuation in eval_c.sh's recall@10 "
                          "(tried from the committed encoder: queries improved, that recall fell; model card)")
+    ap.add_argument("--anchor", default=None,
+                    help="an exported encoder (the chunk-to-chunk stage 2): every chunk embedded in a step "
+                         "is also pulled towards its embedding by this frozen encoder (--anchor-weight "
+                         "times 1 - cosine), so the chunks keep the geometry RETRO's continuation recall "
+                         "comes from while the queries learn to reach them")
+    ap.add_argument("--anchor-weight", type=float, default=10.0)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--temp", type=float, default=0.05)
     ap.add_argument("--pool", type=int, default=3000, help="random chunks among the validation candidates")
@@ -199,6 +205,13 @@ def main():
 
     enc = BertEncoder.load(a.init).to(dev)
     enc.train()
+    anchor = BertEncoder.load(a.anchor).to(dev).eval() if a.anchor else None
+
+    def anchor_loss(seqs, e):
+        """Mean 1 - cosine of the chunk embeddings e to --anchor's."""
+        if anchor is None:
+            return torch.zeros((), device=dev)
+        return (1.0 - (e * embed(anchor, seqs, bos, eos, pad, dev, False)).sum(1)).mean()
     opt = torch.optim.AdamW(enc.parameters(), lr=a.lr, weight_decay=0.01)
     state = {"step": 0, "results": {}}
     ckp = os.path.join(a.out, "ckpt.pt")
@@ -248,16 +261,20 @@ def main():
         ns = [rng.choice(pairs[i]["neg"]) if pairs[i]["neg"] else chunk(rng.randrange(len(toks))) for i in sel]
         eq = embed(enc, qs, bos, eos, pad, dev)
         ep = embed(enc, ps + ns, bos, eos, pad, dev)
+        l_an = anchor_loss(ps + ns, ep)
         tgt = torch.arange(len(qs), device=dev)
         l_qp = F.cross_entropy(eq @ ep.T / a.temp, tgt)
         cc = [cont[rng.randrange(len(cont))] for _ in range(a.batch_cc)]
-        ea = embed(enc, [chunk(x) for x, _ in cc], bos, eos, pad, dev)
+        sa = [chunk(x) for x, _ in cc]
+        ea = embed(enc, sa, bos, eos, pad, dev)
         hard = [cc_negative(x, y) for x, y in cc] if a.cc_hard or a.cc_mined else []
-        eb = embed(enc, [chunk(y) for _, y in cc] + [chunk(z) for z in hard], bos, eos, pad, dev)
+        sb = [chunk(y) for _, y in cc] + [chunk(z) for z in hard]
+        eb = embed(enc, sb, bos, eos, pad, dev)
+        l_an = (l_an + anchor_loss(sa, ea) + anchor_loss(sb, eb)) / 3
         lg = ea @ eb.T / a.temp
         tc = torch.arange(len(cc), device=dev)
         l_cc = 0.5 * (F.cross_entropy(lg, tc) + F.cross_entropy(lg[:, :len(cc)].T, tc))
-        loss = l_qp + a.cc_weight * l_cc
+        loss = l_qp + a.cc_weight * l_cc + a.anchor_weight * l_an
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
@@ -266,7 +283,7 @@ def main():
         over = a.max_minutes and time.time() - t0 > a.max_minutes * 60
         if state["step"] % a.log_every == 0 or over or state["step"] == a.steps:
             log(f"step {state['step']}/{a.steps} lr {lr:.2e} query {l_qp.item():.4f} "
-                f"continuation {l_cc.item():.4f} ({time.time() - t0:.0f}s)")
+                f"continuation {l_cc.item():.4f} anchor {l_an.item():.4f} ({time.time() - t0:.0f}s)")
         if state["step"] % a.ckpt_every == 0:
             save()
         if over:
