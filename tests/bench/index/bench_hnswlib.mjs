@@ -3,7 +3,7 @@
 // one query at a time; prints one JSON object per efSearch, like bench_ann.
 // Driven by ann_scale.py. Not run by CI.
 //   node bench_hnswlib.mjs BASE N D QUERIES NQ GT M EF_CONSTRUCTION EF,...
-import { readFileSync, statSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +13,18 @@ const { HierarchicalNSW } = require('hnswlib-node');
 const [base, n, d, queries, nq, gtPath, m, efc, efs] = process.argv.slice(2);
 const N = +n, D = +d, NQ = +nq, K = 10;
 const f32 = (p) => { const b = readFileSync(p); return new Float32Array(b.buffer, b.byteOffset, b.length / 4); };
-const xb = f32(base).subarray(0, N * D), xq = f32(queries);
+// readFileSync stops at 2 GiB (4M x 256 floats is 4 GB): the base's first N rows in pieces
+const firstFloats = (p, count) => {
+  const out = new Float32Array(count), bytes = new Uint8Array(out.buffer), fd = openSync(p, 'r');
+  for (let off = 0; off < bytes.length;) {
+    const got = readSync(fd, bytes, off, Math.min(1 << 30, bytes.length - off), off);
+    if (got <= 0) throw new Error(`${p}: shorter than ${count} floats`);
+    off += got;
+  }
+  closeSync(fd);
+  return out;
+};
+const xb = firstFloats(base, N * D), xq = f32(queries);
 const gtBuf = readFileSync(gtPath);
 const gt = new Int32Array(gtBuf.buffer, gtBuf.byteOffset, NQ * K);
 const row = (a, i) => Array.from(a.subarray(i * D, (i + 1) * D));
