@@ -36,9 +36,9 @@ static int eat(cursor *c, char ch) {
   return 0;
 }
 
-static int is_digit(cursor *c) { return c->p < c->end && *c->p >= '0' && *c->p <= '9'; }
-
 static int digit_at(const char *p, const char *end) { return p < end && *p >= '0' && *p <= '9'; }
+
+static int is_digit(cursor *c) { return digit_at(c->p, c->end); }
 
 /* 1 when p..p+8 (within end) are 8 ASCII digits: every byte's high nibble
  * is 3 and adding 6 keeps it 3. */

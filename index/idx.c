@@ -798,12 +798,17 @@ static void codes_refresh(idx *ix) {
   ix->codes_of = NULL;
 }
 
+/* Vectors of the main index not marked dead (under the lock). */
+static uint64_t live_vectors(const idx *ix) {
+  uint64_t n = (uint64_t)faiss_Index_ntotal(ix->main);
+  return n > ix->n_dead ? n - ix->n_dead : 0;
+}
+
 /* The end of every change, under the write lock: the codes brought in step
  * and the searched size published for idx_floats. */
 static void after_change(idx *ix) {
   codes_refresh(ix);
-  uint64_t n = (uint64_t)faiss_Index_ntotal(ix->main);
-  n = n > ix->n_dead ? n - ix->n_dead : 0;
+  uint64_t n = live_vectors(ix);
   if (ix->pending) n += (uint64_t)faiss_Index_ntotal(ix->pending);
   atomic_store(&ix->floats, n * ix->dim);
 }
@@ -1186,8 +1191,7 @@ proto_status idx_info_get(idx *ix, idx_info *out) {
   out->metric = ix->metric;
   out->dim = ix->dim;
   out->trained = faiss_Index_is_trained(ix->main);
-  uint64_t n = (uint64_t)faiss_Index_ntotal(ix->main);
-  out->ntotal = n > ix->n_dead ? n - ix->n_dead : 0;
+  out->ntotal = live_vectors(ix);
   out->pending = ix->pending ? (uint64_t)faiss_Index_ntotal(ix->pending) : 0;
   out->watermark = out->trained ? ix->added_upto : 0;
   pthread_rwlock_unlock(&ix->lock);

@@ -101,9 +101,10 @@ typedef struct idx_info {
   double timed_scan_cpu_seconds;
 } idx_info;
 proto_status idx_info_get(idx *ix, idx_info *out);
-/* (ntotal + pending) x dim as of the last change, without the lock: for
- * callers that must not wait behind a writer (the HTTP threads choosing
- * where a search by vector runs, once per request). */
+/* (ntotal + pending) x dim, ntotal as idx_info counts it (dead vectors
+ * left out), as of the last change, without the lock: for callers that
+ * must not wait behind a writer (the HTTP threads choosing where a search
+ * by vector runs, once per request). */
 uint64_t idx_floats(idx *ix);
 
 /* Reads an index file without a store (for `retro verify`): checks it is
