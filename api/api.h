@@ -143,6 +143,10 @@ typedef struct proto_embed_req {
   long dimensions; /* 0 when absent; the server accepts only its own */
   int truncate;    /* "truncate" (TEI's option): cut inputs longer than the
                           encoder's context; default false (422 instead) */
+  int as_query;    /* "input_type": "query" embeds each input as a search by
+                          text embeds its text (behind the encoder's query
+                          prefix, if it has one); "document" (the default) as
+                          the stored chunks are embedded */
 } proto_embed_req;
 proto_status proto_embed_parse(const char *json, size_t len, proto_embed_req *out, char *err,
                                size_t errlen);

@@ -904,8 +904,8 @@ void proto_embed_free(proto_embed_req *r) {
 
 proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *out, char *err,
                                size_t errlen) {
-  static const char *const fields[] = {"input",    "model", "encoding_format", "dimensions", "user",
-                                       "truncate", NULL};
+  static const char *const fields[] = {"input", "model",    "encoding_format", "dimensions",
+                                       "user",  "truncate", "input_type",      NULL};
   json_t *root = NULL;
   memset(out, 0, sizeof *out);
   proto_status st = parse_root(text, len, &root, err, errlen);
@@ -948,6 +948,16 @@ proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *ou
     goto leave;
   out->dimensions = (long)dims;
   if ((st = get_bool(root, "truncate", 0, &out->truncate, err, errlen)) != PROTO_OK) goto leave;
+  json_t *it = json_object_get(root, "input_type");
+  if (it && !json_is_null(it)) {
+    const char *v = json_is_string(it) ? json_string_value(it) : NULL;
+    out->as_query = v && !strcmp(v, "query");
+    if (!v || (!out->as_query && strcmp(v, "document") != 0)) {
+      st = fail(v ? PROTO_ERANGE : PROTO_ETYPE, err, errlen,
+                "input_type: must be \"query\" or \"document\"");
+      goto leave;
+    }
+  }
   json_t *user = json_object_get(root, "user");
   if (user && !json_is_string(user)) {
     st = fail(PROTO_ETYPE, err, errlen, "user: must be a string");

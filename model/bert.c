@@ -76,6 +76,7 @@ struct bert {
   int normalize;
   int f16; /* F16 weights for short inputs (file F16, CPU able) */
   int32_t cls_id, sep_id;
+  char query_prefix[BERT_MAX_QUERY_PREFIX + 1]; /* config's "retro_query_prefix", or "" */
   /* weights (borrowed from st unless converted there) */
   st_file *st;
   const float *word, *posemb, *type; /* (V, H), (P, H), (TV, H) */
@@ -244,6 +245,17 @@ static proto_status bert_read_config(bert *b, const char *dir, bert_pooling *ret
       goto done;
     }
     *retro_pool = strcmp(json_string_value(rp), "cls") == 0 ? BERT_POOL_CLS : BERT_POOL_MEAN;
+  }
+  json_t *qp = json_object_get(cfg, "retro_query_prefix");
+  if (qp) {
+    if (!json_is_string(qp) || json_string_length(qp) > BERT_MAX_QUERY_PREFIX ||
+        strlen(json_string_value(qp)) != json_string_length(qp)) {
+      proto_err_set("%s: \"retro_query_prefix\" must be a string of at most %d bytes", path,
+                    BERT_MAX_QUERY_PREFIX);
+      st = PROTO_EINVAL;
+      goto done;
+    }
+    memcpy(b->query_prefix, json_string_value(qp), json_string_length(qp) + 1);
   }
 done:
   json_decref(cfg);
@@ -533,6 +545,7 @@ uint32_t bert_dim(const bert *b) { return (uint32_t)b->H; }
 int bert_max_tokens(const bert *b) { return b->max_tokens; }
 const tok *bert_tokenizer(const bert *b) { return b->tok; }
 const char *bert_fingerprint(const bert *b) { return b->fingerprint; }
+const char *bert_query_prefix(const bert *b) { return b->query_prefix; }
 bert_pooling bert_get_pooling(const bert *b) { return b->pooling; }
 void bert_special_ids(const bert *b, int32_t *cls_id, int32_t *sep_id) {
   *cls_id = b->cls_id;

@@ -50,6 +50,15 @@ const tok *bert_tokenizer(const bert *b);
 /* "name:dim:pooling:tokenizer-fingerprint" - stored in the database meta so
  * a database is never searched with another encoder. Borrowed. */
 const char *bert_fingerprint(const bert *b);
+/* The text put before a search query (config.json's "retro_query_prefix",
+ * e.g. "query: "), or "" when the encoder embeds queries as they are. An
+ * encoder trained with one (model/train/qp_finetune.py --query-prefix)
+ * embeds questions apart from chunks, so they can learn to reach passages
+ * while the chunks keep what RETRO retrieves with. Only searches by text
+ * use it; chunks, neighbours and /v1/embeddings are embedded as they are.
+ * Not part of the fingerprint: stored vectors do not depend on it. */
+enum { BERT_MAX_QUERY_PREFIX = 64 };
+const char *bert_query_prefix(const bert *b);
 /* The pooling in effect (BERT_POOL_CLS or BERT_POOL_MEAN, never AUTO). */
 bert_pooling bert_get_pooling(const bert *b);
 /* The ids put before and after every input ([CLS]/[SEP], <s>/</s>, ...),

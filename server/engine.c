@@ -405,9 +405,19 @@ proto_status srv_engine_close(srv_engine *e) {
   return saved;
 }
 
+/* lex_sync, its time counted for srv_info (the lexical index's share of
+ * ingest, tests/bench/ingest); under sync_mu. */
+static proto_status timed_lex_sync(srv_engine *e) {
+  if (!e->lx) return PROTO_OK;
+  double t0 = proto_now();
+  proto_status s = lex_sync(e->lx);
+  atomic_fetch_add(&e->lex_sync_ns, (uint64_t)((proto_now() - t0) * 1e9));
+  return s;
+}
+
 proto_status srv__sync_indexes(srv_engine *e) {
   pthread_mutex_lock(&e->sync_mu);
-  proto_status s = e->lx ? lex_sync(e->lx) : PROTO_OK;
+  proto_status s = timed_lex_sync(e);
   if (s != PROTO_OK) s = srv__fail(s, "lexical index sync: %s", lex_last_error());
   else if ((s = idx_sync(e->ix)) != PROTO_OK) s = srv__fail(s, "index sync: %s", idx_last_error());
   pthread_mutex_unlock(&e->sync_mu);
@@ -418,7 +428,7 @@ proto_status srv_engine_save(srv_engine *e) {
   if (!e) return srv__fail(PROTO_EINVAL, "srv_engine_save: NULL engine");
   if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the engine is read-only");
   pthread_mutex_lock(&e->sync_mu);
-  proto_status s = e->lx ? lex_sync(e->lx) : PROTO_OK;
+  proto_status s = timed_lex_sync(e);
   if (s != PROTO_OK) {
     s = srv__fail(s, "lexical index sync: %s", lex_last_error());
   } else {
@@ -475,6 +485,7 @@ proto_status srv_info_get(srv_engine *e, srv_info *out) {
   out->generated_tokens = atomic_load(&e->n_gen_tokens);
   out->query_embed_calls = atomic_load(&e->n_query_calls);
   out->query_embed_texts = atomic_load(&e->n_query_texts);
+  out->lexical_sync_seconds = (double)atomic_load(&e->lex_sync_ns) * 1e-9;
   pthread_mutex_lock(&e->gen_mu);
   out->gen_slots = e->dec ? e->n_slots : 0;
   out->gen_busy = e->busy;
@@ -497,13 +508,22 @@ proto_status srv__embed_chunks(srv_engine *e, const int32_t *const *ids, const s
 }
 
 proto_status srv_embed(srv_engine *e, const char *const *texts, const size_t *lens, size_t n,
-                       float *out, uint64_t *n_tokens) {
+                       int as_query, float *out, uint64_t *n_tokens) {
   if (!e || (!texts && n) || (!out && n))
     return srv__fail(PROTO_EINVAL, "srv_embed: NULL argument");
   if (n_tokens) *n_tokens = 0;
   if (n == 0) return PROTO_OK;
-  proto_status s = srv__embed_queries(e, texts, lens, n, out, 0);
-  if (s != PROTO_OK) return s;
+  srv_query_texts q = {0};
+  proto_status s = as_query ? srv__query_texts(e, texts, lens, n, &q) : PROTO_OK;
+  if (q.texts) {
+    texts = q.texts;
+    lens = q.lens;
+  }
+  if (s == PROTO_OK) s = srv__embed_queries(e, texts, lens, n, out, 0);
+  if (s != PROTO_OK) {
+    srv__query_texts_free(&q);
+    return s;
+  }
   if (n_tokens) {
     const tok *bt = bert_tokenizer(e->enc);
     uint64_t total = 0;
@@ -520,6 +540,7 @@ proto_status srv_embed(srv_engine *e, const char *const *texts, const size_t *le
     }
     *n_tokens = total;
   }
+  srv__query_texts_free(&q);
   return PROTO_OK;
 }
 
@@ -1472,7 +1493,7 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
       s = srv__fail(PROTO_ENOMEM, "out of memory");
       goto leave;
     }
-    s = srv__embed_queries(e, rq->texts, rq->text_lens, nq, st.qv, st.job.started);
+    s = srv__embed_search_texts(e, rq->texts, rq->text_lens, nq, st.qv, st.job.started);
     if (s != PROTO_OK) goto leave;
     queries = st.qv;
   }

@@ -115,3 +115,47 @@ proto_status srv__embed_queries(srv_engine *e, const char *const *texts, const s
   if (me.st != PROTO_OK) return srv__fail(me.st, "encoder: %s", me.err);
   return PROTO_OK;
 }
+
+proto_status srv__query_texts(srv_engine *e, const char *const *texts, const size_t *lens, size_t n,
+                              srv_query_texts *out) {
+  memset(out, 0, sizeof *out);
+  const char *prefix = bert_query_prefix(e->enc);
+  size_t np = strlen(prefix), total = 1;
+  if (np == 0 || n == 0) return PROTO_OK;
+  for (size_t i = 0; i < n; i++) total += np + (lens ? lens[i] : strlen(texts[i]));
+  out->buf = malloc(total);
+  out->texts = malloc(n * sizeof *out->texts);
+  out->lens = malloc(n * sizeof *out->lens);
+  if (!out->buf || !out->texts || !out->lens) {
+    srv__query_texts_free(out);
+    return srv__fail(PROTO_ENOMEM, "out of memory");
+  }
+  char *at = out->buf;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = lens ? lens[i] : strlen(texts[i]);
+    memcpy(at, prefix, np);
+    memcpy(at + np, texts[i], len);
+    out->texts[i] = at;
+    out->lens[i] = np + len;
+    at += out->lens[i];
+  }
+  return PROTO_OK;
+}
+
+void srv__query_texts_free(srv_query_texts *t) {
+  free(t->buf);
+  free(t->texts);
+  free(t->lens);
+  memset(t, 0, sizeof *t);
+}
+
+proto_status srv__embed_search_texts(srv_engine *e, const char *const *texts, const size_t *lens,
+                                     size_t n, float *out, int one_thread) {
+  srv_query_texts q;
+  proto_status st = srv__query_texts(e, texts, lens, n, &q);
+  if (st != PROTO_OK) return st;
+  if (q.texts) st = srv__embed_queries(e, q.texts, q.lens, n, out, one_thread);
+  else st = srv__embed_queries(e, texts, lens, n, out, one_thread);
+  srv__query_texts_free(&q);
+  return st;
+}

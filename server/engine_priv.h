@@ -62,6 +62,7 @@ struct srv_engine {
   _Atomic uint64_t n_unchanged, n_embedded_chunks;
   _Atomic uint64_t n_nospace; /* writes refused with PROTO_ENOSPACE */
   _Atomic uint64_t n_deleted, n_searches, n_generations, n_gen_tokens;
+  _Atomic uint64_t lex_sync_ns; /* wall time in lex_sync since open (srv_info) */
 };
 
 /* Sets this thread's srv_last_error() text and returns st: proto_fail, whose
@@ -75,6 +76,20 @@ struct srv_engine {
  * srv_last_error. */
 proto_status srv__embed_queries(srv_engine *e, const char *const *texts, const size_t *lens,
                                 size_t n, float *out, int one_thread);
+/* The same for the texts of a search: each behind the encoder's query
+ * prefix (bert_query_prefix) when it has one. */
+proto_status srv__embed_search_texts(srv_engine *e, const char *const *texts, const size_t *lens,
+                                     size_t n, float *out, int one_thread);
+/* n texts behind the encoder's query prefix (one buffer); texts stays NULL
+ * when the encoder has none. */
+typedef struct srv_query_texts {
+  const char **texts;
+  size_t *lens;
+  char *buf;
+} srv_query_texts;
+proto_status srv__query_texts(srv_engine *e, const char *const *texts, const size_t *lens, size_t n,
+                              srv_query_texts *out);
+void srv__query_texts_free(srv_query_texts *t); /* accepts zeroed */
 
 /* Embeds n chunks of the chunk tokenizer (ids[i], lens[i] tokens; text[i],
  * text_lens[i] bytes) into out (n x dim): from the ids when the encoder

@@ -559,7 +559,7 @@ static void h_embed(http_server *s, const http_request *rq, http_response *resp)
     goto leave;
   }
   uint64_t ntok = 0;
-  st = srv_embed(s->engine, (const char *const *)r.inputs, r.lens, r.n, vec, &ntok);
+  st = srv_embed(s->engine, (const char *const *)r.inputs, r.lens, r.n, r.as_query, vec, &ntok);
   if (st != PROTO_OK) {
     engine_error(resp, st, "embeddings");
     goto leave;

@@ -164,11 +164,12 @@ typedef struct srv_info {
   uint64_t searches;    /* queries answered */
   uint64_t generations; /* generations finished */
   uint64_t generated_tokens;
-  uint64_t query_embed_calls; /* encoder calls for search texts and embeddings */
-  uint64_t query_embed_texts; /* texts in them (> calls: concurrent requests shared calls) */
-  int gen_slots;              /* configured slots */
-  int gen_busy;               /* slots in use now */
-  int gen_waiting;            /* requests waiting for a slot now */
+  uint64_t query_embed_calls;  /* encoder calls for search texts and embeddings */
+  uint64_t query_embed_texts;  /* texts in them (> calls: concurrent requests shared calls) */
+  double lexical_sync_seconds; /* wall time bringing the lexical index up to date (ingest) */
+  int gen_slots;               /* configured slots */
+  int gen_busy;                /* slots in use now */
+  int gen_waiting;             /* requests waiting for a slot now */
   int read_only;
 } srv_info;
 /* Fills *out. Cheap enough for every /metrics scrape (a few LMDB reads). */
@@ -417,11 +418,13 @@ void srv_search_result_free(srv_search_result *r); /* accepts zeroed */
  * (its size as of the index's last change). */
 uint64_t srv_engine_index_floats(srv_engine *e);
 
-/* Embeds n texts with the encoder into out (n x dim, L2-normalised).
+/* Embeds n texts with the encoder into out (n x dim, L2-normalised), as
+ * documents are embedded, or with as_query as a search by text embeds its
+ * text (behind the encoder's query prefix, when it has one: bert.h).
  * n_tokens (optional) receives the encoder tokens of all inputs together
  * (with specials, after truncation) for "usage". lens NULL = NUL-terminated. */
 proto_status srv_embed(srv_engine *e, const char *const *texts, const size_t *lens, size_t n,
-                       float *out, uint64_t *n_tokens);
+                       int as_query, float *out, uint64_t *n_tokens);
 
 /* ======================================================================== */
 /* Generation: the RETRO sampling loop. The prompt is tokenised with the

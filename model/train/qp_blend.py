@@ -78,7 +78,9 @@ def main():
     bos, eos, pad = bpe.token_id("<s>"), bpe.token_id("</s>"), bpe.token_id("<pad>")
     held = set(open(a.heldout).read().split())
     val = [json.loads(line) for line in open(os.path.join(a.mined, "val.jsonl"))]
-    vtok = [bpe.encode(v["q"])[:MAX_QUERY] for v in val]
+    # queries as the trained encoder learned them (its --query-prefix, if any)
+    prefix = json.load(open(os.path.join(a.trained, "config.json"))).get("retro_query_prefix", "")
+    vtok = [bpe.encode(prefix + v["q"])[:MAX_QUERY] for v in val]
 
     toks, cont, _ = load_dump(a.dump, held)
 
@@ -120,6 +122,9 @@ def main():
     if a.out:
         enc.load_state_dict(blend(a_sd, b_sd, best["lambda"]))
         enc.eval()
+        enc.config.pop("retro_query_prefix", None)
+        if prefix:
+            enc.config["retro_query_prefix"] = prefix
         enc.save_pretrained(a.out, dtype=torch.float16)
         for f in ("vocab.json", "merges.txt"):
             shutil.copy(os.path.join(a.init, f), os.path.join(a.out, f))

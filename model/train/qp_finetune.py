@@ -6,8 +6,10 @@ an exported encoder (the committed default) with a mixed objective,
       with in-batch negatives, as encoder_train.py's contrastive stage,
 so the model learns short queries without losing chunk-to-chunk retrieval.
 Kinds of pairs are sampled by 1/sqrt(their count), so the many signatures do
-not drown the headings, FAQ questions and error lines. No query prefix: the
-server embeds a query as it is.
+not drown the headings, FAQ questions and error lines. With --query-prefix
+every query is embedded as PREFIX + query (passages and chunks as they are),
+and the export's config.json says so ("retro_query_prefix"), so the server
+embeds a search text the same way; without it queries are embedded as they are.
 
 Runs on the CPU (threads --threads) or CUDA when present; checkpoints every
 --ckpt-every steps to OUT/ckpt.pt and resumes from it; stops at --steps or
@@ -159,6 +161,15 @@ def main():
                          "times 1 - cosine), so the chunks keep the geometry RETRO's continuation recall "
                          "comes from while the queries learn to reach them")
     ap.add_argument("--anchor-weight", type=float, default=10.0)
+    ap.add_argument("--cc-queue", type=int, default=0,
+                    help="keep the continuation embeddings of the last steps (this many, detached) as "
+                         "extra negatives of the chunk -> continuation loss: in-batch negatives alone "
+                         "make that task easy (loss ~0.15 with 32), while eval_c.sh's recall ranks "
+                         "a continuation among all chunks")
+    ap.add_argument("--query-prefix", default="",
+                    help="text put before every query (not before passages or chunks), e.g. 'query: ': "
+                         "lets the encoder treat a question apart from the chunks whose geometry RETRO "
+                         "needs; written to the export's config.json as retro_query_prefix")
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--temp", type=float, default=0.05)
     ap.add_argument("--pool", type=int, default=3000, help="random chunks among the validation candidates")
@@ -179,8 +190,8 @@ def main():
     val = [json.loads(l) for l in open(os.path.join(a.mined, "val.jsonl"))]
     if any(p["doc"] in held for p in pairs):
         sys.exit("qp_finetune.py: a training pair comes from a held-out document")
-    qtok = [bpe.encode(p["q"])[:MAX_QUERY] for p in pairs]
-    vtok = [bpe.encode(v["q"])[:MAX_QUERY] for v in val]
+    qtok = [bpe.encode(a.query_prefix + p["q"])[:MAX_QUERY] for p in pairs]
+    vtok = [bpe.encode(a.query_prefix + v["q"])[:MAX_QUERY] for v in val]
     kinds = {}
     for p in pairs:
         kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1
@@ -242,6 +253,9 @@ def main():
         others = [r for r in rows_of_doc[keys[x][0]] if r != x and r != y]
         return rng.choice(others) if others else rng.randrange(len(toks))
 
+    # --cc-queue: (embeddings, dump rows) of recent continuations, newest first.
+    queue = (torch.zeros(0, enc.config["hidden_size"], device=dev), torch.zeros(0, dtype=torch.long, device=dev))
+
     def save():
         common.save_ckpt(ckp, enc=enc.state_dict(), opt=opt.state_dict(), state=state, rng=common.rng_state())
 
@@ -273,7 +287,15 @@ def main():
         l_an = (l_an + anchor_loss(sa, ea) + anchor_loss(sb, eb)) / 3
         lg = ea @ eb.T / a.temp
         tc = torch.arange(len(cc), device=dev)
-        l_cc = 0.5 * (F.cross_entropy(lg, tc) + F.cross_entropy(lg[:, :len(cc)].T, tc))
+        l_cc_back = F.cross_entropy(lg[:, :len(cc)].T, tc)
+        if a.cc_queue:
+            ys = torch.tensor([y for _, y in cc], device=dev)
+            lq = ea @ queue[0].T / a.temp
+            # A queued copy of a pair's own continuation is not a negative.
+            lg = torch.cat([lg, lq.masked_fill(queue[1][None, :] == ys[:, None], float("-inf"))], 1)
+            queue = (torch.cat([eb[:len(cc)].detach(), queue[0]])[:a.cc_queue],
+                     torch.cat([ys, queue[1]])[:a.cc_queue])
+        l_cc = 0.5 * (F.cross_entropy(lg, tc) + l_cc_back)
         loss = l_qp + a.cc_weight * l_cc + a.anchor_weight * l_an
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -283,7 +305,8 @@ def main():
         over = a.max_minutes and time.time() - t0 > a.max_minutes * 60
         if state["step"] % a.log_every == 0 or over or state["step"] == a.steps:
             log(f"step {state['step']}/{a.steps} lr {lr:.2e} query {l_qp.item():.4f} "
-                f"continuation {l_cc.item():.4f} anchor {l_an.item():.4f} ({time.time() - t0:.0f}s)")
+                f"continuation {l_cc.item():.4f} anchor {l_an.item():.4f}"
+                + (f" queue {len(queue[1])}" if a.cc_queue else "") + f" ({time.time() - t0:.0f}s)")
         if state["step"] % a.ckpt_every == 0:
             save()
         if over:
@@ -295,6 +318,9 @@ def main():
     save()
     exp = os.path.join(a.out, "export")
     enc.eval()
+    enc.config.pop("retro_query_prefix", None)
+    if a.query_prefix:
+        enc.config["retro_query_prefix"] = a.query_prefix
     enc.save_pretrained(exp, dtype=torch.float16 if a.export_dtype == "f16" else torch.float32)
     for f in ("vocab.json", "merges.txt"):
         shutil.copy(os.path.join(a.init, f), os.path.join(exp, f))

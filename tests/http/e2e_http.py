@@ -266,6 +266,10 @@ def run_main(s):
        and emb["data"][1]["index"] == 1 and emb["usage"]["total_tokens"] > 0, "POST /v1/embeddings (OpenAI shape)")
     st, js, _, _ = s.req("POST", "/v1/embeddings", {"input": "single", "model": emb["model"]})
     ok(st == 200 and len(js["data"]) == 1, "embeddings: single string, model named as reported")
+    # this encoder has no query prefix, so a query embeds as a document does
+    st, js, _, _ = s.req("POST", "/v1/embeddings", {"input": [doc_text(9), "x"], "input_type": "query"})
+    ok(st == 200 and [d["embedding"] for d in js["data"]] == [d["embedding"] for d in emb["data"]],
+       "embeddings: input_type query, without a query prefix the same vectors", st)
     # encoding_format "base64", what OpenAI's Python client sends unless told
     # otherwise: the little-endian float32 bytes of the very same vectors
     st, b64, _, _ = s.req("POST", "/v1/embeddings", {"input": [doc_text(9), "x"], "encoding_format": "base64",
@@ -360,6 +364,8 @@ def run_main(s):
         ("POST", "/v1/embeddings", '{"input": "a", "encoding_format": "int8"}', "application/json", 422, "encoding_format"),
         ("POST", "/v1/embeddings", '{"input": "a", "dimensions": 8}', "application/json", 422, "dimensions"),
         ("POST", "/v1/embeddings", '{"input": "a", "dimensions": "32"}', "application/json", 400, "dimensions"),
+        ("POST", "/v1/embeddings", '{"input": "a", "input_type": "passage"}', "application/json", 422, "input_type"),
+        ("POST", "/v1/embeddings", '{"input": "a", "input_type": 1}', "application/json", 400, "input_type"),
         ("POST", "/v1/documents", '{"documents": [{"text": "a"}]}', "application/json", 400, "documents[0].id"),
         ("POST", "/v1/documents", '{"documents": [{"id": "a", "text": 1}]}', "application/json", 400, "documents[0].text"),
         ("POST", "/v1/documents", '{"documents": [{"id": "%s", "text": "a"}]}' % ("i" * 600), "application/json", 422, "id"),

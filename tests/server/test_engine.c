@@ -154,6 +154,7 @@ TEST(ingest) {
   CHECKF(info.index.ntotal + info.index.pending == total_chunks, "index %llu + %llu",
          (unsigned long long)info.index.ntotal, (unsigned long long)info.index.pending);
   CHECK(info.embed_by_ids == 1);
+  CHECK(info.has_lexical && info.lexical.chunks == total_chunks && info.lexical_sync_seconds > 0);
 }
 
 /* Checks the key of a document's short last chunk (ingest.c, key_window): its
@@ -269,7 +270,7 @@ TEST(self_nearest) {
   /* the embeddings API gives the same vector */
   float *ev = malloc(srv_engine_dim(E) * sizeof *ev), *sv = malloc(srv_engine_dim(E) * sizeof *sv);
   uint64_t ntok = 0;
-  CHECK(srv_embed(E, &q, NULL, 1, ev, &ntok) == PROTO_OK);
+  CHECK(srv_embed(E, &q, NULL, 1, 0, ev, &ntok) == PROTO_OK);
   CHECK(ntok > 2);
   srv_document sd;
   CHECK(srv_document_get(E, "short", 0, &sd) == PROTO_OK);
@@ -539,6 +540,15 @@ TEST(reopen_and_mismatch) {
 }
 
 /* Embedding from text (WordPiece encoder, BPE chunks) on a second database. */
+/* Upserts the corpus's first n (<= 8) documents. */
+static proto_status upsert_first_docs(srv_engine *w, int n) {
+  srv_doc d[8];
+  srv_ack a[8];
+  for (int i = 0; i < n && i < 8; i++)
+    d[i] = (srv_doc){.id = docs[i].id, .text = docs[i].text, .text_len = docs[i].len};
+  return srv_upsert(w, d, (size_t)(n < 8 ? n : 8), a);
+}
+
 TEST(embed_by_text) {
   if (access(encwp_dir, F_OK) != 0) {
     SKIP("embed_by_text: no WordPiece encoder (needs ../shared/data)");
@@ -554,11 +564,7 @@ TEST(embed_by_text) {
   if (w) {
     srv_info info;
     CHECK(srv_info_get(w, &info) == PROTO_OK && info.embed_by_ids == 0);
-    srv_doc d[3];
-    for (int i = 0; i < 3; i++)
-      d[i] = (srv_doc){.id = docs[i].id, .text = docs[i].text, .text_len = docs[i].len};
-    srv_ack a[3];
-    CHECK(srv_upsert(w, d, 3, a) == PROTO_OK);
+    CHECK(upsert_first_docs(w, 3) == PROTO_OK);
     uint32_t dim = srv_engine_dim(w);
     float *v = malloc(dim * sizeof *v);
     CHECK(store_vector_get(srv_engine_store(w), 2, v) == PROTO_OK);
@@ -571,6 +577,87 @@ TEST(embed_by_text) {
     check_tail_keys(w, 3); /* the text path: the key window decoded, then WordPiece */
     srv_engine_close(w);
   }
+  snprintf(data_dir, sizeof data_dir, "%s", saved);
+}
+
+/* Copies the test encoder to dir with `extra` ("key": value) added to its
+ * config.json. */
+static int encoder_with_config(const char *dir, const char *extra) {
+  char cmd[3000], path[1300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", dir, enc_dir, dir);
+  if (system(cmd) != 0) return -1;
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  size_t len = 0;
+  char *cfg = slurp_file(path, &len);
+  FILE *f = cfg ? fopen(path, "w") : NULL;
+  int ok = f && cfg[0] == '{' && fprintf(f, "{%s, %s", extra, cfg + 1) > 0;
+  if (f) ok = fclose(f) == 0 && ok;
+  free(cfg);
+  return ok ? 0 : -1;
+}
+
+static float max_abs_diff(const float *a, const float *b, uint32_t n) {
+  float d = 0;
+  for (uint32_t i = 0; i < n; i++)
+    if (fabsf(a[i] - b[i]) > d) d = fabsf(a[i] - b[i]);
+  return d;
+}
+
+/* An encoder with "retro_query_prefix": a search by text embeds the prefix
+ * and the text (the same hits and scores as a search by that vector), while
+ * /v1/embeddings and stored chunks take texts as they are. */
+TEST(query_prefix) {
+  char enc[300], saved[256];
+  snprintf(saved, sizeof saved, "%s", data_dir);
+  snprintf(enc, sizeof enc, "%.200s-qp-enc", saved);
+  CHECK(encoder_with_config(enc, "\"retro_query_prefix\": \"query: \"") == 0);
+  snprintf(data_dir, sizeof data_dir, "%.200s-qp", saved);
+  proto_status st;
+  srv_engine *w = open_engine(enc, dec_dir, 0, &st);
+  CHECK(st == PROTO_OK);
+  if (w) {
+    CHECK(upsert_first_docs(w, 3) == PROTO_OK);
+    uint32_t dim = srv_engine_dim(w);
+    float *plain = malloc(dim * sizeof *plain), *prefixed = malloc(dim * sizeof *prefixed);
+    const char *q = "where is the configuration read",
+               *pq = "query: where is the configuration read";
+    CHECK(srv_embed(w, &q, NULL, 1, 0, plain, NULL) == PROTO_OK);
+    CHECK(srv_embed(w, &pq, NULL, 1, 0, prefixed, NULL) == PROTO_OK);
+    CHECKF(max_abs_diff(plain, prefixed, dim) > 1e-3f, "the prefix changed nothing (%g)",
+           (double)max_abs_diff(plain, prefixed, dim));
+    float *as_query = malloc(dim * sizeof *as_query);
+    uint64_t nt_query = 0, nt_prefixed = 0;
+    CHECK(srv_embed(w, &q, NULL, 1, 1, as_query, &nt_query) == PROTO_OK);
+    CHECK(srv_embed(w, &pq, NULL, 1, 0, prefixed, &nt_prefixed) == PROTO_OK);
+    CHECKF(max_abs_diff(as_query, prefixed, dim) < 1e-6f && nt_query == nt_prefixed,
+           "as a query: %g from the prefixed text's vector, %llu against %llu tokens",
+           (double)max_abs_diff(as_query, prefixed, dim), (unsigned long long)nt_query,
+           (unsigned long long)nt_prefixed);
+    free(as_query);
+    srv_search_request by_text = {.texts = &q, .n_texts = 1, .k = 5, .mode = SRV_MODE_DENSE};
+    srv_search_request by_vec = {.vectors = prefixed, .n_vectors = 1, .k = 5};
+    srv_search_result rt, rv;
+    CHECK(srv_search(w, &by_text, &rt) == PROTO_OK && srv_search(w, &by_vec, &rv) == PROTO_OK);
+    CHECK(rt.queries[0].n == 5 && rv.queries[0].n == 5);
+    for (size_t i = 0; i < rt.queries[0].n && i < rv.queries[0].n; i++)
+      CHECKF(
+          rt.queries[0].hits[i].chunk_id == rv.queries[0].hits[i].chunk_id &&
+              fabsf(rt.queries[0].hits[i].score - rv.queries[0].hits[i].score) < 1e-5f,
+          "hit %zu: by text %llu (%g), by the prefixed vector %llu (%g)", i,
+          (unsigned long long)rt.queries[0].hits[i].chunk_id, (double)rt.queries[0].hits[i].score,
+          (unsigned long long)rv.queries[0].hits[i].chunk_id, (double)rv.queries[0].hits[i].score);
+    srv_search_result_free(&rt);
+    srv_search_result_free(&rv);
+    free(plain);
+    free(prefixed);
+    srv_engine_close(w);
+  }
+  /* a prefix that is not a string is refused, naming the key */
+  CHECK(encoder_with_config(enc, "\"retro_query_prefix\": 7") == 0);
+  snprintf(data_dir, sizeof data_dir, "%.200s-qp2", saved);
+  w = open_engine(enc, dec_dir, 0, &st);
+  CHECK(w == NULL && st != PROTO_OK && strstr(srv_last_error(), "retro_query_prefix"));
+  srv_engine_close(w);
   snprintf(data_dir, sizeof data_dir, "%s", saved);
 }
 
@@ -1143,7 +1230,7 @@ static void *emb_thread(void *arg) {
   float *v = malloc(j->dim * sizeof *v);
   const char *text = emb_text(j->t);
   for (int r = 0; v && r < EMB_ROUNDS; r++) {
-    if (srv_embed(E, &text, NULL, 1, v, NULL) != PROTO_OK) {
+    if (srv_embed(E, &text, NULL, 1, 0, v, NULL) != PROTO_OK) {
       j->failed = 1;
       break;
     }
@@ -1164,7 +1251,7 @@ TEST(embed_coalesced) {
   if (!alone) return;
   for (int t = 0; t < EMB_THREADS; t++) {
     const char *text = emb_text(t);
-    CHECK(srv_embed(E, &text, NULL, 1, alone + (size_t)t * dim, NULL) == PROTO_OK);
+    CHECK(srv_embed(E, &text, NULL, 1, 0, alone + (size_t)t * dim, NULL) == PROTO_OK);
   }
   srv_info before, after;
   CHECK(srv_info_get(E, &before) == PROTO_OK);
@@ -1232,6 +1319,7 @@ int main(int argc, char **argv) {
   RUN(unchanged_skip);
   RUN(reopen_and_mismatch);
   RUN(embed_by_text);
+  RUN(query_prefix);
   RUN(hybrid_alpha);
   RUN(generate);
   RUN(generate_busy);
@@ -1240,8 +1328,9 @@ int main(int argc, char **argv) {
   RUN(neighbours_dump);
   RUN(search_while_map_grows);
   srv_engine_close(E);
-  char cmd[700];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s-wp'", data_dir, data_dir);
+  char cmd[1400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s-wp' '%s-qp' '%s-qp2' '%s-qp-enc'", data_dir, data_dir,
+           data_dir, data_dir, data_dir);
   if (system(cmd) != 0) printf("# could not remove %s\n", data_dir);
   for (size_t i = 0; i < n_docs; i++) free(docs[i].text);
   return tap_done();

@@ -346,7 +346,8 @@ def qp_route(tmp, corpus_dir, data, enc, dump, held, common_args):
     qpo = os.path.join(tmp, "qp_enc")
     out = run(["qp_finetune.py", "--init", enc, "--mined", mined, "--dump", dump, "--heldout", hfile, "--out", qpo,
                "--steps", "2", "--batch-qp", "4", "--batch-cc", "4", "--pool", "16", "--log-every", "1", "--cc-hard", "1",
-               "--cc-mined", dump, "--anchor", enc] + common_args, "qp_finetune.py")
+               "--cc-mined", dump, "--anchor", enc, "--cc-queue", "6", "--query-prefix", "query: "] + common_args,
+              "qp_finetune.py")
     res = json.load(open(os.path.join(qpo, "results.json")))
     m = re.search(r"mined continuation negatives for (\d+) chunks", out)
     ok(m and int(m.group(1)) > 0, "qp_finetune.py --cc-mined: continuation pairs get their chunk's mined neighbours",
@@ -355,12 +356,18 @@ def qp_route(tmp, corpus_dir, data, enc, dump, held, common_args):
     ok(m and float(m.group(1)) > 0,
        "qp_finetune.py --anchor: the chunks are pulled towards the anchor encoder's embeddings once they moved",
        m.group(0) if m else out.strip()[-300:].replace("\n", " | "))
+    m = re.search(r"step 2/2 .* queue (\d+)", out)
+    ok(m and int(m.group(1)) == 6,
+       "qp_finetune.py --cc-queue: earlier steps' continuations are kept as negatives, at most the queue's size",
+       m.group(0) if m else out.strip()[-300:].replace("\n", " | "))
     ok("step 2/2" in out and 0 <= res["after"]["mrr10"] <= 1 and res["after"]["max_top1_wins"] >= 1,
        "qp_finetune.py: two steps, validation MRR and hubness reported", res)
     exp = os.path.join(qpo, "export")
     cfg = json.load(open(os.path.join(exp, "config.json")))
     ok(cfg["torch_dtype"] == "float16" and os.path.exists(os.path.join(exp, "vocab.json")),
        "qp_finetune.py: exports an F16 encoder with its tokenizer")
+    ok(cfg.get("retro_query_prefix") == "query: ",
+       "qp_finetune.py --query-prefix: the export tells the server to put the prefix before search texts", cfg)
     seqs = [p["pos"][:20] for p in pairs[:3]] + [bpe.encode(pairs[0]["q"])]
     compare_bert(exp, seqs, tmp, 1e-4, "query-trained encoder")
     bl = os.path.join(qpo, "blend", "export")
