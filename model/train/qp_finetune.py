@@ -164,12 +164,14 @@ def main():
     ap.add_argument("--cc-queue", type=int, default=0,
                     help="keep the continuation embeddings of the last steps (this many, detached) as "
                          "extra negatives of the chunk -> continuation loss: in-batch negatives alone "
-                         "make that task easy (loss ~0.15 with 32), while eval_c.sh's recall ranks "
-                         "a continuation among all chunks")
+                         "make that task easy (loss ~0.1 with 32), while eval_c.sh's recall ranks "
+                         "a continuation among all chunks. Refilled after a resume. (Tried from the "
+                         "committed encoder: recall and query skill both fell; docs/MODELS.md)")
     ap.add_argument("--query-prefix", default="",
                     help="text put before every query (not before passages or chunks), e.g. 'query: ': "
                          "lets the encoder treat a question apart from the chunks whose geometry RETRO "
-                         "needs; written to the export's config.json as retro_query_prefix")
+                         "needs; written to the export's config.json as retro_query_prefix "
+                         "(tried: docs/MODELS.md)")
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--temp", type=float, default=0.05)
     ap.add_argument("--pool", type=int, default=3000, help="random chunks among the validation candidates")

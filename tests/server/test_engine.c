@@ -539,7 +539,6 @@ TEST(reopen_and_mismatch) {
   CHECK(strcmp(after.encoder, before.encoder) == 0);
 }
 
-/* Embedding from text (WordPiece encoder, BPE chunks) on a second database. */
 /* Upserts the corpus's first n (<= 8) documents. */
 static proto_status upsert_first_docs(srv_engine *w, int n) {
   srv_doc d[8];
@@ -549,6 +548,7 @@ static proto_status upsert_first_docs(srv_engine *w, int n) {
   return srv_upsert(w, d, (size_t)(n < 8 ? n : 8), a);
 }
 
+/* Embedding from text (WordPiece encoder, BPE chunks) on a second database. */
 TEST(embed_by_text) {
   if (access(encwp_dir, F_OK) != 0) {
     SKIP("embed_by_text: no WordPiece encoder (needs ../shared/data)");
