@@ -514,6 +514,13 @@ static int input_too_long(http_server *s, const proto_embed_req *r, http_respons
   bert *enc = srv_engine_encoder(s->engine);
   const tok *t = bert_tokenizer(enc);
   long limit = bert_max_tokens(enc) - 2; /* [CLS] ... [SEP] or <s> ... </s> */
+  const char *prefix = r->as_query ? bert_query_prefix(enc) : "";
+  if (*prefix) { /* a query goes behind the encoder's prefix (counted apart: one token more at most) */
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (tok_encode(t, prefix, strlen(prefix), &ids, &n) == PROTO_OK) limit -= (long)n;
+    free(ids);
+  }
   for (size_t i = 0; i < r->n; i++) {
     if ((long)r->lens[i] <= limit) continue; /* a token is at least one byte */
     int32_t *ids = NULL;
@@ -525,8 +532,9 @@ static int input_too_long(http_server *s, const proto_embed_req *r, http_respons
     char err[256];
     snprintf(err, sizeof err,
              "input[%zu]: %zu tokens, more than the encoder's limit of %ld (%ld with its 2 "
-             "special tokens); send \"truncate\": true to embed its first %ld tokens",
-             i, n, limit, limit + 2, limit);
+             "special tokens%s); send \"truncate\": true to embed its first %ld tokens",
+             i, n, limit, (long)bert_max_tokens(enc), *prefix ? " and its query prefix" : "",
+             limit);
     http_error(resp, PROTO_ERANGE, err);
     return 1;
   }

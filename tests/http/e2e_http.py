@@ -173,6 +173,7 @@ def main():
 
     run_auth()
     run_no_webui()
+    run_query_prefix()
     run_busy()
     run_client_gone()
     run_search_placement()
@@ -857,6 +858,50 @@ def run_no_webui():
         ok(st == 200, "--no-webui: the API still answers")
         st, _, _, _ = s.req("GET", "/v1/documents")
         ok(st == 401, "GET /v1/documents needs a key")
+    finally:
+        s.stop()
+
+
+def run_query_prefix():
+    """An encoder whose config.json has a query prefix: searches by text and
+    input_type "query" embed behind it, plain embeddings do not, and the
+    input-length check counts it."""
+    enc = os.path.join(WORK, "enc-prefix")
+    shutil.rmtree(enc, ignore_errors=True)
+    shutil.copytree(os.path.join(MODELS, "encoder"), enc)
+    cfg = json.load(open(os.path.join(enc, "config.json")))
+    cfg["retro_query_prefix"] = "query: "
+    json.dump(cfg, open(os.path.join(enc, "config.json"), "w"))
+    s = Server("qprefix", "--encoder", enc)
+    try:
+        st, _, _, _ = s.req("POST", "/v1/documents?wait=true",
+                            {"documents": [{"id": "p-%d" % i, "text": doc_text(i, 30)} for i in range(6)]})
+        ok(st == 200, "query prefix: documents ingested", st)
+        q = doc_text(3)
+        vec = {}
+        for name, body in (("plain", {"input": q}), ("query", {"input": q, "input_type": "query"}),
+                           ("prefixed", {"input": "query: " + q})):
+            st, js, _, _ = s.req("POST", "/v1/embeddings", body)
+            vec[name] = js["data"][0]["embedding"] if st == 200 else None
+        ok(vec["query"] is not None and vec["query"] == vec["prefixed"] and vec["query"] != vec["plain"],
+           "query prefix: input_type query embeds behind the prefix, a plain input without it")
+        st, by_text, _, _ = s.req("POST", "/v1/search", {"query": q, "mode": "dense", "k": 3, "with_text": False})
+        st2, by_vec, _, _ = s.req("POST", "/v1/search", {"vector": vec["query"], "k": 3, "with_text": False})
+        hits = lambda js: [(h["chunk_id"], round(h["score"], 5)) for h in js["results"]] if js else None
+        ok(st == 200 and st2 == 200 and hits(by_text) == hits(by_vec),
+           "query prefix: a search by text is the search by its prefixed vector", (hits(by_text), hits(by_vec)))
+        # an input of exactly the encoder's limit fits as a document, not behind the prefix
+        st, js, _, _ = s.req("POST", "/v1/embeddings", {"input": doc_text(0, 400)})
+        m = re.search(r"limit of (\d+)", js["error"]["message"]) if st == 422 else None
+        limit = int(m.group(1)) if m else 0
+        words = ["a"] * limit
+        while words and len(s.req("POST", "/tokenize", {"content": " ".join(words), "model": "encoder"})[1]["tokens"]) > limit:
+            words.pop()
+        text = " ".join(words)
+        st, _, _, _ = s.req("POST", "/v1/embeddings", {"input": text})
+        st2, js, _, _ = s.req("POST", "/v1/embeddings", {"input": text, "input_type": "query"})
+        ok(limit > 0 and st == 200 and st2 == 422 and "query prefix" in js["error"]["message"],
+           "query prefix: the length check counts the prefix of a query", (limit, st, st2, js))
     finally:
         s.stop()
 
