@@ -46,6 +46,14 @@ static int name_cmp(const void *a, const void *b) {
   return strcmp(((const doc *)a)->id, ((const doc *)b)->id);
 }
 
+/* The largest |a[i] - b[i]| over n floats. */
+static float max_abs_diff(const float *a, const float *b, uint32_t n) {
+  float d = 0;
+  for (uint32_t i = 0; i < n; i++)
+    if (fabsf(a[i] - b[i]) > d) d = fabsf(a[i] - b[i]);
+  return d;
+}
+
 static void load_corpus(void) {
   DIR *d = opendir(corpus_dir);
   struct dirent *de;
@@ -189,11 +197,8 @@ static int tail_key_ok(srv_engine *e, const char *doc_id) {
           srv__embed_chunks(e, &ids[0], &lens[0], &texts[0], &tlens[0], 1, key) == PROTO_OK &&
           srv__embed_chunks(e, &ids[1], &lens[1], &texts[1], &tlens[1], 1, own) == PROTO_OK &&
           store_vector_get(e->st, last, stored) == PROTO_OK;
-    float d_key = 0, d_own = 0;
-    for (uint32_t i = 0; res && i < dim; i++) {
-      if (fabsf(key[i] - stored[i]) > d_key) d_key = fabsf(key[i] - stored[i]);
-      if (fabsf(own[i] - stored[i]) > d_own) d_own = fabsf(own[i] - stored[i]);
-    }
+    float d_key = res ? max_abs_diff(key, stored, dim) : 0;
+    float d_own = res ? max_abs_diff(own, stored, dim) : 0;
     if (res && !(d_key < 1e-5f && d_own > 1e-3f)) {
       printf("# %s: last chunk (%zu tokens) key differs by %g, own embedding by %g\n", doc_id, nt,
              (double)d_key, (double)d_own);
@@ -275,9 +280,7 @@ TEST(self_nearest) {
   srv_document sd;
   CHECK(srv_document_get(E, "short", 0, &sd) == PROTO_OK);
   CHECK(store_vector_get(srv_engine_store(E), sd.first_chunk, sv) == PROTO_OK);
-  float dmax = 0;
-  for (uint32_t i = 0; i < srv_engine_dim(E); i++)
-    if (fabsf(ev[i] - sv[i]) > dmax) dmax = fabsf(ev[i] - sv[i]);
+  float dmax = max_abs_diff(ev, sv, srv_engine_dim(E));
   CHECKF(dmax < 1e-5f, "embedding differs by %g", (double)dmax);
   srv_document_free(&sd);
   free(ev);
@@ -594,13 +597,6 @@ static int encoder_with_config(const char *dir, const char *extra) {
   if (f) ok = fclose(f) == 0 && ok;
   free(cfg);
   return ok ? 0 : -1;
-}
-
-static float max_abs_diff(const float *a, const float *b, uint32_t n) {
-  float d = 0;
-  for (uint32_t i = 0; i < n; i++)
-    if (fabsf(a[i] - b[i]) > d) d = fabsf(a[i] - b[i]);
-  return d;
 }
 
 /* An encoder with "retro_query_prefix": a search by text embeds the prefix
