@@ -551,12 +551,24 @@ static void fheap_offer(float *h, size_t *n, size_t k, float x) {
   h[i] = x;
 }
 
-/* One query of flat_scan_coded: the rows whose approximate score could put
- * them among the k best, then their exact scores. */
-static int coded_query(const flat_codes *c, const float *xb, const int64_t *ids, size_t n,
-                       const float *q, int l2, size_t k, int16_t *qi, cand_list *cand,
-                       float *lower_heap, scan_hit *heap, float *dist, int64_t *lab) {
-  const size_t d = c->d;
+/* One matrix of a coded scan: its codes, float rows, ids (NULL: row
+ * numbers) and rows. */
+typedef struct {
+  const flat_codes *c;
+  const float *xb;
+  const int64_t *ids;
+  size_t n;
+} coded_part;
+
+/* One query of a coded scan over the rows of parts[0..nparts) taken
+ * together (their codes share d): the rows whose approximate score could
+ * put them among the k best, then their exact scores. A candidate is held
+ * as its row number counted across the parts, in increasing order. */
+static int coded_query(const coded_part *parts, size_t nparts, const float *q, int l2, size_t k,
+                       int16_t *qi, cand_list *cand, float *lower_heap, scan_hit *heap, float *dist,
+                       int64_t *lab) {
+  const flat_codes *c0 = parts[0].c; /* d, qi_max and gamma depend on d alone */
+  const size_t d = c0->d;
   double qn2 = 0;
   for (size_t j = 0; j < d; j++) qn2 += (double)q[j] * q[j];
   const float qn = (float)(sqrt(qn2) * (1 + 0x1p-20)), qsq = (float)qn2;
@@ -565,42 +577,45 @@ static int coded_query(const flat_codes *c, const float *xb, const int64_t *ids,
    * code * qi fits 32 bits; eq = ||q - step * qi|| */
   double qmax = 0, eq2 = 0;
   for (size_t j = 0; j < d; j++) qmax = fmax(qmax, fabs((double)q[j]));
-  const double step = qmax / c->qi_max;
+  const double step = qmax / c0->qi_max;
   for (size_t j = 0; j < d; j++) {
     qi[j] = (int16_t)nearbyint(q[j] / step);
     double e = (double)q[j] - step * qi[j];
     eq2 += e * e;
   }
-  const float eq = (float)(sqrt(eq2) * (1 + 0x1p-20)), fstep = (float)step;
+  const float eq = (float)(sqrt(eq2) * (1 + 0x1p-20)), fstep = (float)step, gamma = c0->gamma;
   int32_t dot[SCAN_ROWS];
   float upper[SCAN_ROWS], lower[SCAN_ROWS];
-  size_t nl = 0;
+  size_t nl = 0, base = 0;
   cand->n = 0;
-  for (size_t r0 = 0; r0 < n; r0 += SCAN_ROWS) {
-    size_t rows = n - r0 < SCAN_ROWS ? n - r0 : SCAN_ROWS;
-    code_dots(c->codes + r0 * d, rows, d, qi, dot);
-    /* score ~= approx +- slack: |q.x - q.x~| <= ||q|| ||x - x~||, |q.x~ -
-     * approx| <= ||q - step qi|| ||x~||, plus float rounding (gamma) */
-    for (size_t r = 0; r < rows; r++) {
-      float xn = c->norm[r0 + r], bound = c->bound[r0 + r];
-      float a = c->scale[r0 + r] * fstep * (float)dot[r];
-      float slack = qn * bound + eq * (xn + bound) * (1 + c->gamma);
-      if (l2) {
-        float reach = xn + qn + bound;
-        a = 2 * a - xn * xn - qsq;
-        slack = 2 * slack + c->gamma * reach * reach;
+  for (size_t p = 0; p < nparts; base += parts[p++].n) {
+    const flat_codes *c = parts[p].c;
+    for (size_t r0 = 0; r0 < parts[p].n; r0 += SCAN_ROWS) {
+      size_t rows = parts[p].n - r0 < SCAN_ROWS ? parts[p].n - r0 : SCAN_ROWS;
+      code_dots(c->codes + r0 * d, rows, d, qi, dot);
+      /* score ~= approx +- slack: |q.x - q.x~| <= ||q|| ||x - x~||, |q.x~ -
+       * approx| <= ||q - step qi|| ||x~||, plus float rounding (gamma) */
+      for (size_t r = 0; r < rows; r++) {
+        float xn = c->norm[r0 + r], bound = c->bound[r0 + r];
+        float a = c->scale[r0 + r] * fstep * (float)dot[r];
+        float slack = qn * bound + eq * (xn + bound) * (1 + gamma);
+        if (l2) {
+          float reach = xn + qn + bound;
+          a = 2 * a - xn * xn - qsq;
+          slack = 2 * slack + gamma * reach * reach;
+        }
+        upper[r] = a + slack;
+        lower[r] = a - slack;
       }
-      upper[r] = a + slack;
-      lower[r] = a - slack;
-    }
-    float bar = nl == k ? lower_heap[0] : -INFINITY;
-    uint8_t above[SCAN_ROWS];
-    size_t na = rows_above(upper, rows, nextafterf(bar, -INFINITY), above);
-    for (size_t i = 0; i < na; i++) {
-      size_t r = above[i];
-      if (nl == k && upper[r] < lower_heap[0]) continue; /* the bar rose */
-      if (cand_add(cand, (uint32_t)(r0 + r), upper[r]) != 0) return -1;
-      fheap_offer(lower_heap, &nl, k, lower[r]);
+      float bar = nl == k ? lower_heap[0] : -INFINITY;
+      uint8_t above[SCAN_ROWS];
+      size_t na = rows_above(upper, rows, nextafterf(bar, -INFINITY), above);
+      for (size_t i = 0; i < na; i++) {
+        size_t r = above[i];
+        if (nl == k && upper[r] < lower_heap[0]) continue; /* the bar rose */
+        if (cand_add(cand, (uint32_t)(base + r0 + r), upper[r]) != 0) return -1;
+        fheap_offer(lower_heap, &nl, k, lower[r]);
+      }
     }
   }
   /* the k-th best exact score is at least the k-th best lower bound */
@@ -609,44 +624,100 @@ static int coded_query(const flat_codes *c, const float *xb, const int64_t *ids,
   for (size_t i = 0; i < cand->n; i++)
     if (cand->upper[i] >= bar) cand->row[m++] = cand->row[i];
   float *exact = cand->upper; /* reused: the bounds are no longer needed */
-  score_listed(xb, d, q, l2, cand->row, m, exact);
-  size_t kept = 0;
-  for (size_t i = 0; i < m; i++)
-    heap_offer(heap, &kept, k,
-               (scan_hit){exact[i], ids ? ids[cand->row[i]] : (int64_t)cand->row[i]});
+  size_t kept = 0, i = 0;
+  base = 0;
+  for (size_t p = 0; p < nparts && i < m; base += parts[p++].n) {
+    size_t first = i;
+    for (; i < m && cand->row[i] < base + parts[p].n; i++) cand->row[i] -= (uint32_t)base;
+    score_listed(parts[p].xb, d, q, l2, cand->row + first, i - first, exact + first);
+    const int64_t *ids = parts[p].ids;
+    for (size_t j = first; j < i; j++)
+      heap_offer(heap, &kept, k,
+                 (scan_hit){exact[j], ids ? ids[cand->row[j]] : (int64_t)cand->row[j]});
+  }
   heap_out(heap, kept, k, l2, dist, lab);
   return 0;
+}
+
+/* The scratch of coded scans: on the stack for usual k, d and candidate
+ * counts, else allocated (coded_scratch_free releases it). */
+enum { CODED_STACK_K = 128, CODED_STACK_D = 1024, CODED_STACK_CAND = 512 };
+typedef struct {
+  float stack_lower[CODED_STACK_K], stack_upper[CODED_STACK_CAND];
+  scan_hit stack_heap[CODED_STACK_K];
+  int16_t stack_qi[CODED_STACK_D];
+  uint32_t stack_rows[CODED_STACK_CAND];
+  cand_list cand;
+  float *lower_heap;
+  scan_hit *heap;
+  int16_t *qi;
+} coded_scratch;
+
+static int coded_scratch_init(coded_scratch *s, size_t k, size_t d) {
+  s->cand = (cand_list){s->stack_rows, s->stack_upper, 0, CODED_STACK_CAND, 1};
+  s->lower_heap = k <= CODED_STACK_K ? s->stack_lower : malloc(k * sizeof *s->lower_heap);
+  s->heap = k <= CODED_STACK_K ? s->stack_heap : malloc(k * sizeof *s->heap);
+  s->qi = d <= CODED_STACK_D ? s->stack_qi : malloc(d * sizeof *s->qi);
+  return s->lower_heap && s->heap && s->qi ? 0 : -1;
+}
+
+static void coded_scratch_free(coded_scratch *s) {
+  if (!s->cand.on_stack) {
+    free(s->cand.row);
+    free(s->cand.upper);
+  }
+  if (s->lower_heap != s->stack_lower) free(s->lower_heap);
+  if (s->heap != s->stack_heap) free(s->heap);
+  if (s->qi != s->stack_qi) free(s->qi);
+}
+
+/* 1 when c holds codes of exactly n rows of d floats that bound every row. */
+static int codes_usable(const flat_codes *c, size_t n, size_t d) {
+  return c && c->rows == n && c->d == d && !c->wild;
 }
 
 proto_status flat_scan_coded(const flat_codes *c, const float *xb, const int64_t *ids, size_t n,
                              size_t d, const float *q, size_t nq, int l2, size_t k, float *dist,
                              int64_t *lab) {
   if (nq > FLAT_SCAN_MAX_QUERIES) return too_many_queries(nq);
-  if (!c || c->rows != n || c->d != d || c->wild || n > UINT32_MAX || k == 0)
+  if (!codes_usable(c, n, d) || n > UINT32_MAX || k == 0)
     return flat_scan(xb, ids, n, d, q, nq, l2, k, dist, lab);
-  enum { STACK_K = 128, STACK_D = 1024, STACK_CAND = 512 };
-  float stack_lower[STACK_K], stack_upper[STACK_CAND];
-  scan_hit stack_heap[STACK_K];
-  int16_t stack_qi[STACK_D];
-  uint32_t stack_rows[STACK_CAND];
-  int rc = 0;
-  cand_list cand = {stack_rows, stack_upper, 0, STACK_CAND, 1};
-  float *lower_heap = k <= STACK_K ? stack_lower : malloc(k * sizeof *lower_heap);
-  scan_hit *heap = k <= STACK_K ? stack_heap : malloc(k * sizeof *heap);
-  int16_t *qi = d <= STACK_D ? stack_qi : malloc(d * sizeof *qi);
-  if (!lower_heap || !heap || !qi) rc = -1;
+  coded_scratch s;
+  coded_part part = {c, xb, ids, n};
+  int rc = coded_scratch_init(&s, k, d);
   for (size_t i = 0; i < nq && rc == 0; i++) {
-    rc = coded_query(c, xb, ids, n, q + i * d, l2, k, qi, &cand, lower_heap, heap, dist + i * k,
+    rc = coded_query(&part, 1, q + i * d, l2, k, s.qi, &s.cand, s.lower_heap, s.heap, dist + i * k,
                      lab + i * k);
     if (rc == 1) /* the codes cannot bound this query's scores */
       rc = flat_scan(xb, ids, n, d, q + i * d, 1, l2, k, dist + i * k, lab + i * k) ? -1 : 0;
   }
-  if (!cand.on_stack) {
-    free(cand.row);
-    free(cand.upper);
+  coded_scratch_free(&s);
+  return rc ? proto_fail(PROTO_ENOMEM, "out of memory") : PROTO_OK;
+}
+
+proto_status flat_scan_lists_coded(const flat_list *lists, size_t nlists, size_t d, const float *q,
+                                   int l2, size_t k, float *dist, int64_t *lab) {
+  enum { STACK_PARTS = 256 };
+  coded_part stack_parts[STACK_PARTS];
+  size_t total = 0;
+  int usable = nlists > 0 && k > 0;
+  for (size_t l = 0; l < nlists && usable; l++) {
+    usable = codes_usable(lists[l].codes, lists[l].n, d);
+    total += lists[l].n;
   }
-  if (lower_heap != stack_lower) free(lower_heap);
-  if (heap != stack_heap) free(heap);
-  if (qi != stack_qi) free(qi);
+  coded_part *parts = nlists <= STACK_PARTS ? stack_parts : malloc(nlists * sizeof *parts);
+  if (!usable || total > UINT32_MAX || !parts) {
+    if (parts != stack_parts) free(parts);
+    return flat_scan_lists(lists, nlists, d, q, l2, k, dist, lab);
+  }
+  for (size_t l = 0; l < nlists; l++)
+    parts[l] = (coded_part){lists[l].codes, lists[l].xb, lists[l].ids, lists[l].n};
+  coded_scratch s;
+  int rc = coded_scratch_init(&s, k, d);
+  if (rc == 0)
+    rc = coded_query(parts, nlists, q, l2, k, s.qi, &s.cand, s.lower_heap, s.heap, dist, lab);
+  coded_scratch_free(&s);
+  if (parts != stack_parts) free(parts);
+  if (rc == 1) return flat_scan_lists(lists, nlists, d, q, l2, k, dist, lab);
   return rc ? proto_fail(PROTO_ENOMEM, "out of memory") : PROTO_OK;
 }

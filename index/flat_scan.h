@@ -42,12 +42,16 @@ enum { FLAT_SCAN_MAX_QUERIES = 19 }; /* FAISS uses BLAS from 20 queries on */
 proto_status flat_scan(const float *xb, const int64_t *ids, size_t n, size_t d, const float *q,
                        size_t nq, int l2, size_t k, float *dist, int64_t *lab);
 
+typedef struct flat_codes flat_codes;
+
 /* One matrix of rows for flat_scan_lists: n rows of d floats, ids as in
- * flat_scan (NULL: the row number). */
+ * flat_scan (NULL: the row number), and for flat_scan_lists_coded the
+ * int8 codes of exactly those rows (or NULL). */
 typedef struct flat_list {
   const float *xb;
   const int64_t *ids;
   size_t n;
+  const flat_codes *codes;
 } flat_list;
 
 /* flat_scan of one query q over the rows of lists[0..nlists) taken
@@ -56,8 +60,6 @@ typedef struct flat_list {
  * PROTO_ENOMEM when k > 1024 and memory cannot be had. */
 proto_status flat_scan_lists(const flat_list *lists, size_t nlists, size_t d, const float *q,
                              int l2, size_t k, float *dist, int64_t *lab);
-
-typedef struct flat_codes flat_codes;
 
 /* An empty code table for rows of d floats. PROTO_OK, PROTO_EINVAL (d == 0
  * or too large for 32-bit sums), or PROTO_ENOMEM. */
@@ -83,5 +85,13 @@ size_t flat_codes_rows(const flat_codes *c);
 proto_status flat_scan_coded(const flat_codes *c, const float *xb, const int64_t *ids, size_t n,
                              size_t d, const float *q, size_t nq, int l2, size_t k, float *dist,
                              int64_t *lab);
+
+/* flat_scan_lists through the lists' codes: the rows of all lists scored
+ * from their codes against one bar, the few that could rank scored exactly
+ * from their floats, so the results are flat_scan_lists', bit for bit.
+ * When a list has no codes, or codes of another size or with a row that is
+ * not finite, it is flat_scan_lists. Returns as flat_scan_lists. */
+proto_status flat_scan_lists_coded(const flat_list *lists, size_t nlists, size_t d, const float *q,
+                                   int l2, size_t k, float *dist, int64_t *lab);
 
 #endif

@@ -66,9 +66,15 @@
  *   lists (faiss_Index_ivf_flat_view, read under the read lock like Flat's
  *   rows), so the results are FAISS's at the same nprobe (up to ties) at
  *   2-6x its speed (Debian's FAISS scans IVF lists with a scalar kernel).
- *   FAISS still trains, adds, removes and saves: no second copy to keep in
- *   step. 20 queries or more go to FAISS. The filter's refetch and the dead
- *   set work on either's results alike.
+ *   FAISS still trains, adds, removes and saves. From codes_min_floats on
+ *   (as for Flat), int8 codes of the centroids and of every list are kept
+ *   beside them (ivf_codes_refresh) and searched instead, with the few rows
+ *   that could rank scored from the floats: the same results bit for bit,
+ *   a quarter of the bytes read (docs/BENCHMARKS.md, run G). They follow
+ *   FAISS's lists: appended to as lists grow, a list's codes made again
+ *   when a removal changed it, all of them when main is trained or
+ *   replaced. 20 queries or more go to FAISS. The filter's refetch and the
+ *   dead set work on either's results alike.
  * - File format: "RETROIX1", watermark, dim, metric, factory, the FAISS
  *   index bytes, then an FNV-1a 64 checksum and "RETROEND". A file that is
  *   short, fails the checksum, was written for another factory/metric/dim, or
@@ -134,9 +140,18 @@ struct idx {
   size_t n_applied;
   int plain_scan;            /* idx_options.plain_scan */
   uint64_t auto_flat_floats; /* idx_options.auto_flat_floats, defaulted */
+  uint64_t codes_min_floats; /* idx_options.codes_min_floats, defaulted */
   flat_codes *codes;         /* int8 rows of codes_of (a flat active index), or NULL */
   const FaissIndex *codes_of;
   int codes_stale; /* rows were replaced (or removed unfollowed) since codes were made */
+  /* int8 codes of an IVFFlat main's centroids and of each of its lists
+   * (n_list_codes = nlist entries), made for ivf_codes_of; ivf_codes_stale:
+   * main was replaced or trained since */
+  flat_codes *centroid_codes;
+  flat_codes **list_codes;
+  size_t n_list_codes;
+  const FaissIndex *ivf_codes_of;
+  int ivf_codes_stale;
   pthread_rwlock_t lock;
   _Atomic uint64_t floats; /* idx_floats: published at the end of every change */
   /* idx_search calls that scanned; those timed, and their scans' CPU time */
@@ -276,7 +291,7 @@ static proto_status reset_index(idx *ix, const char *factory) {
   if (ix->pending) faiss_Index_free(ix->pending);
   ix->main = fresh;
   ix->pending = NULL;
-  ix->codes_stale = 1;
+  ix->codes_stale = ix->ivf_codes_stale = 1;
   ix->added_upto = 0;
   ix->n_dead = 0;
   describe(ix);
@@ -329,7 +344,7 @@ static proto_status train(idx *ix, uint64_t live) {
   if (s != PROTO_OK) return s;
   if (ix->pending) faiss_Index_free(ix->pending);
   ix->pending = NULL;
-  ix->codes_stale = 1;
+  ix->codes_stale = ix->ivf_codes_stale = 1;
   ix->added_upto = 0; /* the trained index takes every live vector */
   return PROTO_OK;
 }
@@ -350,6 +365,45 @@ static proto_status add_dead(idx *ix, const uint64_t *ids, size_t n) {
     if (w == 0 || ix->dead[w - 1] != ix->dead[i]) ix->dead[w++] = ix->dead[i];
   ix->n_dead = w;
   return PROTO_OK;
+}
+
+/* The sizes of main's lists before a removal (NULL when no list codes are
+ * kept, or without memory: the codes are then marked stale). */
+static size_t *ivf_list_sizes(idx *ix) {
+  FaissIVFFlatView v;
+  if (!ix->list_codes || ix->ivf_codes_of != ix->main || !faiss_Index_ivf_flat_view(ix->main, &v) ||
+      v.nlist != ix->n_list_codes)
+    return NULL;
+  size_t *sizes = malloc(v.nlist * sizeof *sizes);
+  if (!sizes) {
+    ix->ivf_codes_stale = 1;
+    return NULL;
+  }
+  for (size_t i = 0; i < v.nlist; i++) {
+    const float *rows;
+    const idx_t *ids;
+    faiss_IVFFlatView_list(&v, i, &rows, &ids, &sizes[i]);
+  }
+  return sizes;
+}
+
+/* After a removal: FAISS filled each removed row's slot with its list's
+ * last row, so the codes of every list whose size changed are cleared
+ * (ivf_codes_refresh makes them again). */
+static void ivf_codes_follow_removal(idx *ix, const size_t *before) {
+  FaissIVFFlatView v;
+  if (!before) return;
+  if (!faiss_Index_ivf_flat_view(ix->main, &v) || v.nlist != ix->n_list_codes) {
+    ix->ivf_codes_stale = 1;
+    return;
+  }
+  for (size_t i = 0; i < v.nlist; i++) {
+    const float *rows;
+    const idx_t *ids;
+    size_t n;
+    faiss_IVFFlatView_list(&v, i, &rows, &ids, &n);
+    if (n != before[i]) flat_codes_clear(ix->list_codes[i]);
+  }
 }
 
 /* The codes follow a removal by dropping the same rows (FAISS's flat indexes
@@ -404,10 +458,13 @@ static proto_status remove_ids(idx *ix, const uint64_t *ids, size_t n) {
   if (faiss_IDSelectorBatch_new(&sel, n, (const idx_t *)ids)) return faiss_fail("id selector");
   size_t before;
   uint8_t *keep = codes_keep_mask(ix, active, ids, n, &before);
+  size_t *list_sizes = active == ix->main ? ivf_list_sizes(ix) : NULL;
   int rc = faiss_Index_remove_ids(active, (const FaissIDSelector *)sel, &removed);
   faiss_IDSelector_free((FaissIDSelector *)sel);
   codes_compact(ix, active, keep, before, rc == 0 ? removed : 0);
+  ivf_codes_follow_removal(ix, list_sizes);
   free(keep);
+  free(list_sizes);
   if (rc == 0) return PROTO_OK;
   if (active == ix->pending) return faiss_fail("remove");
   ix->can_remove = 0; /* this index type cannot remove: filter instead */
@@ -782,7 +839,7 @@ static void codes_refresh(idx *ix) {
   const idx_t *row_ids;
   size_t rows = 0;
   int flat = !ix->plain_scan && faiss_Index_flat_view(active, &xb, &row_ids, &rows);
-  if (flat && rows * ix->dim >= CODES_MIN_FLOATS &&
+  if (flat && rows * ix->dim >= ix->codes_min_floats &&
       (ix->codes || flat_codes_new(ix->dim, &ix->codes) == PROTO_OK)) {
     if (ix->codes_stale || ix->codes_of != active || flat_codes_rows(ix->codes) > rows)
       flat_codes_clear(ix->codes);
@@ -798,6 +855,67 @@ static void codes_refresh(idx *ix) {
   ix->codes_of = NULL;
 }
 
+static void ivf_codes_drop(idx *ix) {
+  flat_codes_free(ix->centroid_codes);
+  for (size_t i = 0; i < ix->n_list_codes; i++) flat_codes_free(ix->list_codes[i]);
+  free(ix->list_codes);
+  ix->centroid_codes = NULL;
+  ix->list_codes = NULL;
+  ix->n_list_codes = 0;
+  ix->ivf_codes_of = NULL;
+}
+
+/* The IVFFlat view of main when int8 codes are kept for it: trained, not
+ * waiting on a pending index, large enough to pay (codes_min_floats). */
+static int ivf_codes_wanted(const idx *ix, FaissIVFFlatView *v) {
+  return !ix->plain_scan && !ix->pending && ix->kind == KIND_IVF &&
+         faiss_Index_is_trained(ix->main) && faiss_Index_ivf_flat_view(ix->main, v) &&
+         (uint64_t)faiss_Index_ntotal(ix->main) * ix->dim >= ix->codes_min_floats;
+}
+
+/* Keeps int8 codes of an IVFFlat main's centroids and lists (ivf_scan reads
+ * those instead of the floats: a quarter of the bytes), else drops them.
+ * The centroids change only when main is trained or replaced
+ * (ivf_codes_stale); a list only grows at its end between changes, as
+ * FAISS appends, except on removals, which remove_ids follows (it clears
+ * the codes of every list whose size changed). So each list's codes are
+ * appended to; the rest is made again. Under the write lock, at the end of
+ * every change. Without memory for them searches scan the floats. */
+static void ivf_codes_refresh(idx *ix) {
+  FaissIVFFlatView v;
+  if (!ivf_codes_wanted(ix, &v)) {
+    ivf_codes_drop(ix);
+    return;
+  }
+  if (ix->ivf_codes_stale || ix->ivf_codes_of != ix->main || ix->n_list_codes != v.nlist) {
+    ivf_codes_drop(ix);
+    ix->list_codes = calloc(v.nlist, sizeof *ix->list_codes);
+    if (!ix->list_codes || flat_codes_new(ix->dim, &ix->centroid_codes) != PROTO_OK ||
+        flat_codes_append(ix->centroid_codes, v.centroids, v.nlist) != PROTO_OK) {
+      ivf_codes_drop(ix);
+      return;
+    }
+    ix->n_list_codes = v.nlist;
+  }
+  for (size_t i = 0; i < v.nlist; i++) {
+    const float *rows;
+    const idx_t *ids;
+    size_t n;
+    faiss_IVFFlatView_list(&v, i, &rows, &ids, &n);
+    if (!ix->list_codes[i] && flat_codes_new(ix->dim, &ix->list_codes[i]) != PROTO_OK) break;
+    size_t have = flat_codes_rows(ix->list_codes[i]);
+    if (have > n) flat_codes_clear(ix->list_codes[i]);
+    have = flat_codes_rows(ix->list_codes[i]);
+    if (flat_codes_append(ix->list_codes[i], rows + have * ix->dim, n - have) != PROTO_OK) break;
+    if (i + 1 == v.nlist) {
+      ix->ivf_codes_of = ix->main;
+      ix->ivf_codes_stale = 0;
+      return;
+    }
+  }
+  ivf_codes_drop(ix);
+}
+
 /* Vectors of the main index not marked dead (under the lock). */
 static uint64_t live_vectors(const idx *ix) {
   uint64_t n = (uint64_t)faiss_Index_ntotal(ix->main);
@@ -808,6 +926,7 @@ static uint64_t live_vectors(const idx *ix) {
  * and the searched size published for idx_floats. */
 static void after_change(idx *ix) {
   codes_refresh(ix);
+  ivf_codes_refresh(ix);
   uint64_t n = live_vectors(ix);
   if (ix->pending) n += (uint64_t)faiss_Index_ntotal(ix->pending);
   atomic_store(&ix->floats, n * ix->dim);
@@ -851,6 +970,7 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
   ix->ef_default = opt->ef_search > 0 ? opt->ef_search : 64;
   ix->plain_scan = opt->plain_scan != 0;
   ix->auto_flat_floats = opt->auto_flat_floats ? opt->auto_flat_floats : AUTO_FLAT_FLOATS;
+  ix->codes_min_floats = opt->codes_min_floats ? opt->codes_min_floats : CODES_MIN_FLOATS;
   if (!(ix->path = strdup(path))) {
     s = proto_fail(PROTO_ENOMEM, "out of memory");
     goto leave;
@@ -891,7 +1011,7 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
     if (w_file >= w_store) {
       faiss_Index_free(ix->main);
       ix->main = loaded;
-      ix->codes_stale = 1;
+      ix->codes_stale = ix->ivf_codes_stale = 1;
       describe(ix);
       ix->added_upto = faiss_Index_is_trained(loaded) ? w_file : 0;
       rebuilt = 0;
@@ -922,6 +1042,7 @@ void idx_close(idx *ix) {
   if (ix->main) faiss_Index_free(ix->main);
   if (ix->pending) faiss_Index_free(ix->pending);
   flat_codes_free(ix->codes);
+  ivf_codes_drop(ix);
   pthread_rwlock_destroy(&ix->lock);
   free(ix->dead);
   free(ix->applied);
@@ -1052,7 +1173,9 @@ static proto_status search_round(const idx *ix, FaissIndex *active, const float 
     if (s != PROTO_OK) return s;
   } else if (n <= FLAT_SCAN_MAX_QUERIES && active == ix->main && ix->kind == KIND_IVF &&
              faiss_Index_ivf_flat_view(active, &ivf)) {
-    s = ivf_scan(&ivf, ix->dim, qbuf, n, nprobe_for(ix, params), (size_t)kf, dist, lab);
+    ivf_codes codes = {ix->centroid_codes, (const flat_codes *const *)ix->list_codes};
+    s = ivf_scan(&ivf, ix->ivf_codes_of == active ? &codes : NULL, ix->dim, qbuf, n,
+                 nprobe_for(ix, params), (size_t)kf, dist, lab);
     if (s != PROTO_OK) return s;
   } else {
     if (active == ix->main && (s = make_params(ix, params, &sp)) != PROTO_OK) return s;
@@ -1194,6 +1317,13 @@ proto_status idx_info_get(idx *ix, idx_info *out) {
   out->ntotal = live_vectors(ix);
   out->pending = ix->pending ? (uint64_t)faiss_Index_ntotal(ix->pending) : 0;
   out->watermark = out->trained ? ix->added_upto : 0;
+  FaissIndex *active = ix->pending ? ix->pending : ix->main;
+  if (ix->codes_of == active) out->code_rows = flat_codes_rows(ix->codes);
+  if (ix->ivf_codes_of == active) {
+    out->code_rows = flat_codes_rows(ix->centroid_codes);
+    for (size_t i = 0; i < ix->n_list_codes; i++)
+      out->code_rows += flat_codes_rows(ix->list_codes[i]);
+  }
   pthread_rwlock_unlock(&ix->lock);
   out->scans = atomic_load(&ix->scans);
   out->timed_scans = atomic_load(&ix->timed_scans);

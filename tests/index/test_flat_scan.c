@@ -3,8 +3,8 @@
  * without an IDMap, dimensions that are and are not multiples of the vector
  * width, k below, equal to and above the number of vectors, and more hits
  * (queries x k) than the 1024 the scan keeps on the stack; then
- * flat_scan_coded and flat_scan_lists against flat_scan, which they must
- * match bit for bit. */
+ * flat_scan_coded, flat_scan_lists and flat_scan_lists_coded against
+ * flat_scan, which they must match bit for bit. */
 #include "faiss_capi_ext.h"
 #include "flat_scan.h"
 #include "tap.h"
@@ -243,11 +243,10 @@ TEST(coded_fallbacks) {
   flat_codes_free(NULL);
 }
 
-/* flat_codes_keep drops rows as IndexFlat::remove_ids does: what is left
- * equals codes made from the kept rows, wild rows included. */
 /* flat_scan_lists over a matrix cut into lists (of uneven sizes, some
  * empty, ids per list) equals flat_scan over the whole matrix bit for bit:
- * the same scores, the same hits, ties broken by label alike. */
+ * the same scores, the same hits, ties broken by label alike; and so does
+ * flat_scan_lists_coded with each list's int8 codes. */
 static int lists_match(size_t n, size_t d, size_t k, int l2) {
   enum { CUTS = 7 };
   unsigned seed = (unsigned)(n * 31 + d * 7 + k + (size_t)l2);
@@ -260,17 +259,27 @@ static int lists_match(size_t n, size_t d, size_t k, int l2) {
   for (size_t j = 0; j < d; j++) q[j] = frand(&seed);
   for (size_t i = n / 2; i < n / 2 + 8 && i < n; i++) /* ties across lists */
     memcpy(xb + i * d, xb, d * sizeof *xb);
-  flat_list lists[CUTS];
+  flat_list lists[CUTS], coded[CUTS];
+  flat_codes *codes[CUTS] = {0};
   size_t at = 0;
+  int ok = 1;
   for (int c = 0; c < CUTS; c++) { /* sizes n/4, 0, n/3, ... and the rest */
     size_t len = c == CUTS - 1 ? n - at : c % 2 ? 0 : (n - at) / 3;
-    lists[c] = (flat_list){xb + at * d, ids + at, len};
+    lists[c] = (flat_list){xb + at * d, ids + at, len, NULL};
+    ok &= flat_codes_new(d, &codes[c]) == PROTO_OK &&
+          flat_codes_append(codes[c], xb + at * d, len) == PROTO_OK;
+    coded[c] = (flat_list){xb + at * d, ids + at, len, codes[c]};
     at += len;
   }
-  int ok = flat_scan(xb, ids, n, d, q, 1, l2, k, da, la) == PROTO_OK &&
-           flat_scan_lists(lists, CUTS, d, q, l2, k, db, lb) == PROTO_OK &&
-           memcmp(la, lb, k * sizeof *la) == 0 && memcmp(da, db, k * sizeof *da) == 0;
+  ok &= flat_scan(xb, ids, n, d, q, 1, l2, k, da, la) == PROTO_OK &&
+        flat_scan_lists(lists, CUTS, d, q, l2, k, db, lb) == PROTO_OK &&
+        memcmp(la, lb, k * sizeof *la) == 0 && memcmp(da, db, k * sizeof *da) == 0;
   if (!ok) printf("# lists differ: n %zu d %zu k %zu l2 %d\n", n, d, k, l2);
+  int coded_ok = flat_scan_lists_coded(coded, CUTS, d, q, l2, k, db, lb) == PROTO_OK &&
+                 memcmp(la, lb, k * sizeof *la) == 0 && memcmp(da, db, k * sizeof *da) == 0;
+  if (!coded_ok) printf("# coded lists differ: n %zu d %zu k %zu l2 %d\n", n, d, k, l2);
+  for (int c = 0; c < CUTS; c++) flat_codes_free(codes[c]);
+  ok &= coded_ok;
   free(xb);
   free(q);
   free(ids);
@@ -289,6 +298,8 @@ TEST(lists_equal_scan) {
   CHECK(lists_match(3000, 16, 1500, 0)); /* a heap beyond the stack's 1024 */
 }
 
+/* flat_codes_keep drops rows as IndexFlat::remove_ids does: what is left
+ * equals codes made from the kept rows, wild rows included. */
 TEST(coded_keep) {
   enum { N = 500, D = 32, K = 10 };
   static float xb[N * D], kept[N * D];

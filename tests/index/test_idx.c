@@ -14,13 +14,17 @@
  * default nprobe through upserts and deletes.
  * Vectors are clustered, 32-d, from a fixed-seed generator.
  */
+#include "faiss_capi_ext.h"
+#include "flat_scan.h"
 #include "idx.h"
+#include "ivf_scan.h"
 #include "knn_util.h"
 #include "store.h"
 #include "store_fixture.h"
 #include "tap.h"
 
 #include <cblas.h>
+#include <faiss/c_api/index_factory_c.h>
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
@@ -152,7 +156,7 @@ static void check_factory(const char *factory, double min_recall, int damages) {
   printf("# factory %s\n", factory);
   fx_open(&f);
   CHECK(add_docs(f.st, "d", vec, N_BIG) == PROTO_OK);
-  idx_options opt = {factory, IDX_METRIC_IP, DIM, 0, 0, 0, 0};
+  idx_options opt = {factory, IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0};
   double t0 = proto_now();
   proto_status s = idx_open(f.path, f.st, &opt, &ix);
   CHECKF(s == PROTO_OK, "idx_open: %s", idx_last_error());
@@ -283,7 +287,7 @@ TEST(l2) {
   float sc[5 * K];
   fx_open(&f);
   CHECK(add_docs(f.st, "l", vec, N) == PROTO_OK);
-  idx_options opt = {"Flat", IDX_METRIC_L2, DIM, 0, 0, 0, 0};
+  idx_options opt = {"Flat", IDX_METRIC_L2, DIM, 0, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   float q[5 * DIM];
   for (size_t i = 0; i < 5; i++) {
@@ -326,7 +330,7 @@ TEST(pending_then_trained) {
   float sc[K];
   fx_open(&f);
   CHECK(add_docs(f.st, "p", vec, 1000) == PROTO_OK);
-  idx_options opt = {"IVF256,Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0};
+  idx_options opt = {"IVF256,Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECK(!info.trained && info.pending == 1000 && info.ntotal == 0);
@@ -378,7 +382,7 @@ TEST(hnsw_deletes) {
   float sc[K];
   fx_open(&f);
   CHECK(add_docs(f.st, "h", vec, N) == PROTO_OK);
-  idx_options opt = {"HNSW32,Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0};
+  idx_options opt = {"HNSW32,Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   int found;
   CHECK(store_delete(f.st, "h3", &found) == PROTO_OK && found); /* ids 31..40 */
@@ -421,7 +425,7 @@ TEST(stale_file) {
   fx_open(&f);
   snprintf(old, sizeof old, "%s.old", f.path);
   CHECK(add_docs(f.st, "a", vec, N / 2) == PROTO_OK);
-  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0};
+  idx_options opt = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   snprintf(cmd, sizeof cmd, "cp %s %s", f.path, old);
   CHECK(system(cmd) == 0);
@@ -479,7 +483,7 @@ TEST(codes_in_step) {
   fx_open(&f);
   snprintf(plain_path, sizeof plain_path, "%s/plain.faiss", f.dir);
   CHECK(add_docs(f.st, "d", vec, N / 2) == PROTO_OK);
-  idx_options co = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0}, po = co;
+  idx_options co = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0}, po = co;
   po.plain_scan = 1;
   CHECK(idx_open(f.path, f.st, &co, &coded) == PROTO_OK);
   CHECK(idx_open(plain_path, f.st, &po, &plain) == PROTO_OK);
@@ -556,7 +560,11 @@ static int scan_matches_flat(idx *ix, idx *flat, const float *q, int nlist, idx_
   return ok;
 }
 
-static void check_ivf_scan(const char *factory, idx_metric metric, int nlist, int deletes) {
+/* codes_min: idx_options.codes_min_floats (1: the centroids' and the lists'
+ * int8 codes are kept and searched; 0: the default, more floats than
+ * these 4,000 x 32: the floats are). */
+static void check_ivf_scan(const char *factory, idx_metric metric, int nlist, int deletes,
+                           uint64_t codes_min) {
   fixture f;
   idx *ix = NULL, *flat = NULL;
   enum { N = 4000 };
@@ -565,17 +573,23 @@ static void check_ivf_scan(const char *factory, idx_metric metric, int nlist, in
   float q[SCAN_VS * DIM];
   for (size_t i = 0; i < SCAN_VS; i++) /* near stored vectors */
     for (size_t j = 0; j < DIM; j++) q[i * DIM + j] = vec[(i * 97) * DIM + j] + 0.1f * gauss();
-  printf("# %s, %s\n", factory, metric == IDX_METRIC_L2 ? "L2" : "IP");
+  printf("# %s, %s%s\n", factory, metric == IDX_METRIC_L2 ? "L2" : "IP",
+         codes_min ? ", centroid codes" : "");
   fx_open(&f);
   snprintf(flat_path, sizeof flat_path, "%s/flat.faiss", f.dir);
   CHECK(add_docs(f.st, "s", vec, N) == PROTO_OK);
-  idx_options opt = {factory, metric, DIM, 0, 0, 0, 0}, fo = opt;
+  idx_options opt = {factory, metric, DIM, 0, 0, 0, 0, codes_min}, fo = opt;
   fo.factory = "Flat";
+  fo.codes_min_floats = 0;
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   CHECK(idx_open(flat_path, f.st, &fo, &flat) == PROTO_OK);
   if (!ix || !flat) goto leave;
   for (int round = 0; round < 1 + deletes; round++) {
     const char *when = round ? "after deletes" : "fresh";
+    idx_info info;
+    CHECKF(idx_info_get(ix, &info) == PROTO_OK &&
+               info.code_rows == (codes_min ? (uint64_t)nlist + info.ntotal : 0),
+           "%s: %llu code rows", when, (unsigned long long)info.code_rows);
     idx_search_params probes[] = {{1, 0}, {4, 0}, {0, 0}, {nlist, 0}};
     for (size_t i = 0; i < sizeof probes / sizeof *probes; i++) {
       CHECK(scan_matches_faiss(ix, q, &probes[i], NULL, when));
@@ -601,11 +615,86 @@ leave:
 }
 
 TEST(ivf_scan) {
-  check_ivf_scan("IVF64,Flat", IDX_METRIC_IP, 64, 1);
-  check_ivf_scan("IVF64,Flat", IDX_METRIC_L2, 64, 1);
+  check_ivf_scan("IVF64,Flat", IDX_METRIC_IP, 64, 1, 0);
+  check_ivf_scan("IVF64,Flat", IDX_METRIC_IP, 64, 1, 1);
+  check_ivf_scan("IVF64,Flat", IDX_METRIC_L2, 64, 1, 1);
   /* an IDMap around the IVF: labels through its map (FAISS's IDMap cannot
    * remove from an IVF correctly: no deletes) */
-  check_ivf_scan("IDMap,IVF64,Flat", IDX_METRIC_IP, 64, 0);
+  check_ivf_scan("IDMap,IVF64,Flat", IDX_METRIC_IP, 64, 0, 0);
+}
+
+/* ivf_scan with int8 codes of the centroids and of the lists (what idx.c
+ * keeps for a large IVF) gives what it gives with their floats: the same
+ * ids and scores, bit for bit, at each nprobe and metric; with the codes of
+ * the centroids alone, or of the lists alone, too. Codes of the negated
+ * rows must change the answers, which shows the codes are read at all. */
+static void codes_of_rows(const FaissIVFFlatView *v, int negate, flat_codes **centroids,
+                          flat_codes **lists) {
+  float *neg = malloc(v->nlist * DIM * sizeof *neg);
+  for (size_t i = 0; i < v->nlist * DIM; i++) neg[i] = negate ? -v->centroids[i] : v->centroids[i];
+  CHECK(flat_codes_new(DIM, centroids) == PROTO_OK &&
+        flat_codes_append(*centroids, neg, v->nlist) == PROTO_OK);
+  for (size_t l = 0; l < v->nlist; l++) {
+    const float *rows;
+    const idx_t *ids;
+    size_t n;
+    faiss_IVFFlatView_list(v, l, &rows, &ids, &n);
+    float *x = malloc((n + 1) * DIM * sizeof *x);
+    for (size_t i = 0; i < n * DIM; i++) x[i] = negate ? -rows[i] : rows[i];
+    CHECK(flat_codes_new(DIM, &lists[l]) == PROTO_OK &&
+          flat_codes_append(lists[l], x, n) == PROTO_OK);
+    free(x);
+  }
+  free(neg);
+}
+
+TEST(ivf_scan_codes) {
+  enum { N = 6000, NLIST = 128, QS = 19 };
+  for (int l2 = 0; l2 <= 1; l2++) {
+    float *vec = make_vectors(N, !l2, 5), q[QS * DIM];
+    for (size_t i = 0; i < QS * DIM; i++)
+      q[i] = vec[(i / DIM) * 301 * DIM + i % DIM] + 0.1f * gauss();
+    FaissIndex *ivf = NULL;
+    FaissIVFFlatView v;
+    flat_codes *cc = NULL, *wc = NULL, *lc[NLIST] = {0}, *wl[NLIST] = {0};
+    int ok =
+        faiss_index_factory(&ivf, DIM, "IVF128,Flat", l2 ? METRIC_L2 : METRIC_INNER_PRODUCT) == 0;
+    ok = ok && faiss_Index_train(ivf, N, vec) == 0 && faiss_Index_add(ivf, N, vec) == 0 &&
+         faiss_Index_ivf_flat_view(ivf, &v) && v.nlist == NLIST;
+    CHECK(ok);
+    if (ok) {
+      codes_of_rows(&v, 0, &cc, lc);
+      codes_of_rows(&v, 1, &wc, wl);
+      const flat_codes *const *lists = (const flat_codes *const *)lc;
+      const flat_codes *const *wrong_lists = (const flat_codes *const *)wl;
+      ivf_codes variants[] = {{cc, lists}, {cc, NULL}, {NULL, lists}};
+      ivf_codes wrong[] = {{wc, NULL}, {NULL, wrong_lists}};
+      int same = 1, wrong_differs[2] = {0, 0};
+      for (size_t nprobe = 1; nprobe <= 16; nprobe *= 4) {
+        float d0[QS * K], d1[QS * K];
+        int64_t l0[QS * K], l1[QS * K];
+        same &= ivf_scan(&v, NULL, DIM, q, QS, nprobe, K, d0, l0) == PROTO_OK;
+        for (size_t i = 0; i < 3; i++)
+          same &= ivf_scan(&v, &variants[i], DIM, q, QS, nprobe, K, d1, l1) == PROTO_OK &&
+                  memcmp(l0, l1, sizeof l0) == 0 && memcmp(d0, d1, sizeof d0) == 0;
+        for (size_t i = 0; i < 2; i++) {
+          same &= ivf_scan(&v, &wrong[i], DIM, q, QS, nprobe, K, d1, l1) == PROTO_OK;
+          wrong_differs[i] |= memcmp(l0, l1, sizeof l0) != 0;
+        }
+      }
+      CHECK(same);
+      CHECKF(wrong_differs[0] && wrong_differs[1], "wrong codes change the answers: %d %d",
+             wrong_differs[0], wrong_differs[1]);
+    }
+    flat_codes_free(cc);
+    flat_codes_free(wc);
+    for (size_t l = 0; l < NLIST; l++) {
+      flat_codes_free(lc[l]);
+      flat_codes_free(wl[l]);
+    }
+    if (ivf) faiss_Index_free(ivf);
+    free(vec);
+  }
 }
 
 /* The automatic IVF searched a few queries at a time (idx.c's own list
@@ -638,7 +727,7 @@ static void auto_ivf_scan(fixture *f, idx *ix, const float *vec, const float *q)
   const float *fresh = vec + N_AUTO * DIM; /* the same clusters */
   float both[NQ * DIM];
   snprintf(flat_path, sizeof flat_path, "%s/flat.faiss", f->dir);
-  idx_options fo = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0};
+  idx_options fo = {"Flat", IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0};
   CHECK(idx_open(flat_path, f->st, &fo, &flat) == PROTO_OK);
   if (!flat) goto leave;
   double r = recall_small_batches(ix, flat, q, 0, 0, &clean);
@@ -655,6 +744,12 @@ static void auto_ivf_scan(fixture *f, idx *ix, const float *vec, const float *q)
   CHECK(idx_sync(ix) == PROTO_OK && idx_sync(flat) == PROTO_OK);
   for (size_t i = 0; i < NQ; i++) /* half old vectors (some deleted), half the new ones */
     memcpy(both + i * DIM, i % 2 ? fresh + i * 13 * DIM : vec + i * 7 * DIM, DIM * sizeof(float));
+  /* the lists' codes followed the removals and the adds of the same sync:
+   * idx.c's scan through them equals FAISS's search */
+  idx_search_params dflt = {0, 0};
+  idx_info info;
+  CHECK(scan_matches_faiss(ix, both, &dflt, NULL, "after upserts"));
+  CHECK(idx_info_get(ix, &info) == PROTO_OK && info.code_rows == 512 + info.ntotal);
   r = recall_small_batches(ix, flat, both, 1, 500, &clean);
   CHECKF(r >= 0.95 && clean, "after upserts and deletes: recall@10 %.3f, deleted ids %s", r,
          clean ? "not returned" : "returned");
@@ -681,24 +776,28 @@ TEST(auto_upgrade) {
   int64_t truth[NQ * K], ids[NQ * K];
   float sc[NQ * K];
   fx_open(&f);
-  idx_options opt = {NULL, IDX_METRIC_IP, DIM, 0, 0, 0, 1000 * DIM};
+  /* codes from the first float on: they follow each stage (the Flat's rows,
+   * the pending side index's, the trained IVF's centroids and lists) */
+  idx_options opt = {NULL, IDX_METRIC_IP, DIM, 0, 0, 0, 1000 * DIM, 1};
   CHECK(add_docs(f.st, "u", vec, 500) == PROTO_OK);
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   if (!ix) goto leave;
-  CHECK(idx_info_get(ix, &info) == PROTO_OK && strcmp(info.factory, "Flat") == 0);
+  CHECK(idx_info_get(ix, &info) == PROTO_OK && strcmp(info.factory, "Flat") == 0 &&
+        info.code_rows == 500);
   CHECK(add_docs(f.st, "v", vec + 500 * DIM, 1500) == PROTO_OK); /* 2,000: past it */
   CHECK(idx_sync(ix) == PROTO_OK);
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
-  CHECKF(strcmp(info.factory, "IVF128,Flat") == 0 && !info.trained && info.pending == 2000,
-         "factory %s trained %d pending %llu", info.factory, info.trained,
-         (unsigned long long)info.pending);
+  CHECKF(strcmp(info.factory, "IVF128,Flat") == 0 && !info.trained && info.pending == 2000 &&
+             info.code_rows == 2000,
+         "factory %s trained %d pending %llu codes %llu", info.factory, info.trained,
+         (unsigned long long)info.pending, (unsigned long long)info.code_rows);
   CHECK(add_docs(f.st, "w", vec + 2000 * DIM, N - 2000) == PROTO_OK); /* enough to train */
   CHECK(idx_sync(ix) == PROTO_OK);
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECKF(strcmp(info.factory, "IVF512,Flat") == 0 && info.trained && info.pending == 0 &&
-             info.ntotal == N,
-         "factory %s trained %d pending %llu", info.factory, info.trained,
-         (unsigned long long)info.pending);
+             info.ntotal == N && info.code_rows == 512 + N,
+         "factory %s trained %d pending %llu codes %llu", info.factory, info.trained,
+         (unsigned long long)info.pending, (unsigned long long)info.code_rows);
   float q[NQ * DIM];
   for (size_t i = 0; i < NQ; i++) {
     memcpy(q + i * DIM, vec + i * 577 * DIM, DIM * sizeof(float));
@@ -749,7 +848,7 @@ static void concurrent_with(const char *factory) {
   printf("# %s\n", factory);
   fx_open(&f);
   CHECK(add_docs(f.st, "c", vec, B) == PROTO_OK);
-  idx_options opt = {factory, IDX_METRIC_IP, DIM, 0, 0, 0, 0};
+  idx_options opt = {factory, IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &opt, &ix) == PROTO_OK);
   searcher w[THREADS];
   pthread_t th[THREADS];
@@ -799,7 +898,7 @@ TEST(defaults_and_errors) {
   int64_t ids[K];
   float sc[K];
   fx_open(&f);
-  idx_options none = {NULL, IDX_METRIC_IP, DIM, 0, 0, 0, 0};
+  idx_options none = {NULL, IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &none, &ix) == PROTO_OK);
   CHECK(idx_info_get(ix, &info) == PROTO_OK);
   CHECK(strcmp(info.factory, "Flat") == 0 && info.ntotal == 0);
@@ -822,12 +921,12 @@ TEST(defaults_and_errors) {
   CHECK(store_meta_get(f.st, "index_factory", &saved) == PROTO_OK && saved &&
         strcmp(saved, "Flat") == 0);
   free(saved);
-  idx_options bad = {"NoSuchIndex42", IDX_METRIC_IP, DIM, 0, 0, 0, 0};
+  idx_options bad = {"NoSuchIndex42", IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &bad, &ix) == PROTO_EINVAL && ix == NULL);
   CHECK(strlen(idx_last_error()) > 0);
-  idx_options pq = {"PQ5", IDX_METRIC_IP, DIM, 0, 0, 0, 0}; /* 32 % 5 != 0 */
+  idx_options pq = {"PQ5", IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0}; /* 32 % 5 != 0 */
   CHECK(idx_open(f.path, f.st, &pq, &ix) == PROTO_EINVAL && ix == NULL);
-  idx_options wrongdim = {"Flat", IDX_METRIC_IP, DIM * 2, 0, 0, 0, 0};
+  idx_options wrongdim = {"Flat", IDX_METRIC_IP, DIM * 2, 0, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &wrongdim, &ix) == PROTO_EDIM && ix == NULL);
   idx_close(NULL);
   fx_close(&f);
@@ -852,6 +951,7 @@ int main(void) {
   RUN(concurrent);
   RUN(codes_in_step);
   RUN(ivf_scan);
+  RUN(ivf_scan_codes);
   RUN(auto_upgrade);
   return tap_done();
 }

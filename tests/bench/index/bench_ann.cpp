@@ -319,25 +319,64 @@ void run_ivfscan(const Data &data, int nlist, int per_centroid, int niter, size_
     std::exit(1);
   }
   double per_vec = (double)serialized_bytes(&built.ivf) / (double)data.n;
+  /* int8 codes of the centroids and of each list, as idx.c keeps them */
+  double t0 = now();
+  flat_codes *centroid_codes = nullptr;
+  std::vector<flat_codes *> list_codes(view.nlist, nullptr);
+  bool made = !flat_codes_new(data.d, &centroid_codes) &&
+              !flat_codes_append(centroid_codes, view.centroids, view.nlist);
+  for (size_t l = 0; l < view.nlist && made; l++) {
+    const float *rows;
+    const idx_t *ids;
+    size_t n;
+    faiss_IVFFlatView_list(&view, l, &rows, &ids, &n);
+    made = !flat_codes_new(data.d, &list_codes[l]) && !flat_codes_append(list_codes[l], rows, n);
+  }
+  if (!made) {
+    std::fprintf(stderr, "bench_ann: no codes\n");
+    std::exit(1);
+  }
+  double codes_s = now() - t0;
+  /* codes, scale, bound and norm per row */
+  double code_bytes = data.d + 3.0 * sizeof(float);
+  const ivf_codes centroids_only = {centroid_codes, nullptr};
+  const ivf_codes all_codes = {centroid_codes, list_codes.data()};
+  struct variant {
+    const char *name, *what;
+    const ivf_codes *codes;
+    double extra_bytes;
+  } variants[] = {
+      {"idx-ivf-scan", "floats", nullptr, 0},
+      {"idx-ivf-scan-cc", "centroids by their int8 codes, lists by their floats", &centroids_only,
+       code_bytes * (double)view.nlist / (double)data.n},
+      {"idx-ivf-scan-codes", "centroids and lists by their int8 codes", &all_codes,
+       code_bytes * (double)(view.nlist + data.n) / (double)data.n},
+  };
   for (int nprobe : nprobes) {
     std::vector<int64_t> labels(data.nq * K, -1);
-    double qps = time_queries(data, data.nq, labels, [&](size_t i, float *dist, int64_t *lab) {
-      if (ivf_scan(&view, data.d, data.xq.data() + i * data.d, 1, (size_t)nprobe, K, dist, lab))
-        std::exit(1);
-    });
-    char params[160];
-    std::snprintf(params, sizeof params,
-                  "IVF%d,Flat searched by ivf_scan (idx.c), nprobe=%d (train %d/centroid, %d "
-                  "iters, %.0f s)",
-                  nlist, nprobe, per_centroid, niter, built.train_s);
-    report("idx-ivf-scan", data, params, built.build_s, per_vec, recall_at_10(data, labels), qps);
+    char params[240];
+    for (const variant &w : variants) {
+      double qps = time_queries(data, data.nq, labels, [&](size_t i, float *dist, int64_t *lab) {
+        if (ivf_scan(&view, w.codes, data.d, data.xq.data() + i * data.d, 1, (size_t)nprobe, K,
+                     dist, lab))
+          std::exit(1);
+      });
+      std::snprintf(params, sizeof params,
+                    "IVF%d,Flat searched by ivf_scan (idx.c), %s, nprobe=%d (train %d/centroid, %d "
+                    "iters, %.0f s; codes made in %.1f s)",
+                    nlist, w.what, nprobe, per_centroid, niter, built.train_s, codes_s);
+      report(w.name, data, params, built.build_s, per_vec + w.extra_bytes,
+             recall_at_10(data, labels), qps);
+    }
     built.ivf.nprobe = (size_t)nprobe;
-    qps = time_queries(data, data.nq, labels, [&](size_t i, float *dist, int64_t *lab) {
+    double qps = time_queries(data, data.nq, labels, [&](size_t i, float *dist, int64_t *lab) {
       built.ivf.search(1, data.xq.data() + i * data.d, K, dist, lab);
     });
     std::snprintf(params, sizeof params, "IVF%d,Flat nprobe=%d, FAISS's own search", nlist, nprobe);
     report("faiss-ivf-flat", data, params, built.build_s, per_vec, recall_at_10(data, labels), qps);
   }
+  flat_codes_free(centroid_codes);
+  for (flat_codes *c : list_codes) flat_codes_free(c);
 }
 
 void run_hnsw(const Data &data, int m, int ef_construction, int threads,

@@ -103,7 +103,7 @@ static void run(store *st, const char *dir, const char *factory, size_t n, const
   safe[j] = 0;
   snprintf(path, sizeof path, "%s/index-%s.faiss", dir, safe);
   remove(path);
-  idx_options opt = {factory, IDX_METRIC_IP, DIM, 0, 0, 0, 0};
+  idx_options opt = {factory, IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0};
   idx *ix = NULL;
   double t0 = proto_now(), c0 = cpu_now();
   if (idx_open(path, st, &opt, &ix) != PROTO_OK) {
