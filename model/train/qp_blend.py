@@ -1,6 +1,9 @@
 """qp_blend.py - weight-space interpolation between the encoder query
 training started from (--init) and the one it produced (--trained):
     theta(l) = (1 - l) * theta_init + l * theta_trained.
+(--init may also be another descendant of the same encoder: the default
+encoder's second round blends the first round's blend with a run from
+stage 2; model/default/README.md, step 7.)
 Query training teaches short questions but costs some chunk -> continuation
 recall (what RETRO retrieves with); interpolating the two weights trades one
 for the other without training again (Wortsman et al. 2022, "Robust
@@ -66,6 +69,9 @@ def main():
                     help="ascending; the first value above 0 that fails --keep ends the search")
     ap.add_argument("--keep", type=float, default=0.97,
                     help="least share of the init's training-document continuation recall kept")
+    ap.add_argument("--drop-query-prefix", action="store_true",
+                    help="validate and export the blend without the trained encoder's query prefix "
+                         "(when --init never learned one)")
     ap.add_argument("--train-queries", type=int, default=1500)
     ap.add_argument("--pool", type=int, default=8000, help="random chunks among the continuation candidates")
     ap.add_argument("--val-pool", type=int, default=3000,
@@ -80,6 +86,8 @@ def main():
     val = [json.loads(line) for line in open(os.path.join(a.mined, "val.jsonl"))]
     # queries as the trained encoder learned them (its --query-prefix, if any)
     prefix = json.load(open(os.path.join(a.trained, "config.json"))).get("retro_query_prefix", "")
+    if a.drop_query_prefix:
+        prefix = ""
     vtok = [bpe.encode(prefix + v["q"])[:MAX_QUERY] for v in val]
 
     toks, cont, _ = load_dump(a.dump, held)

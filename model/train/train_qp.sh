@@ -21,6 +21,11 @@
 # 3.11 documentation sources), INIT (default model/default/encoder), STEPS
 # (default 450), MINUTES (default 90: the training step's time limit),
 # THREADS (default 2), LR (default 8e-5), KEEP (default 0.98).
+# The second round (model card, step 7) also sets: PREFIX (qp_finetune.py
+# --query-prefix), ANCHOR and ANCHOR_WEIGHT (--anchor, --anchor-weight 30:
+# chunks held near that encoder's embeddings), BASE (the encoder blended
+# with the trained one; default INIT), LAMBDAS (qp_blend.py --lambdas) and
+# DROP_PREFIX=1 (the blend is exported without the query prefix).
 # The export lands in WORK/blend/export (WORK/blend/blend.json: the table it chose
 # from); copy it to model/default/encoder to
 # make it the default (databases made with the old encoder are then refused
@@ -47,9 +52,16 @@ if [ ! -f "$W/mined.done" ]; then
     --heldout "$ROOT/model/default/heldout.txt" --out "$W/mined"
   touch "$W/mined.done"
 fi
+set --
+[ -z "${PREFIX:-}" ] || set -- "$@" --query-prefix "$PREFIX"
+[ -z "${ANCHOR:-}" ] || set -- "$@" --anchor "$ANCHOR" --anchor-weight "${ANCHOR_WEIGHT:-30}"
 $PY "$ROOT/model/train/qp_finetune.py" --init "$INIT" --mined "$W/mined" --dump "$W/dump" \
   --heldout "$ROOT/model/default/heldout.txt" --out "$W/enc" --steps "${STEPS:-450}" \
-  --max-minutes "${MINUTES:-90}" --lr "${LR:-8e-5}" --threads "${THREADS:-2}" 2>&1 | tee -a "$W/train.log"
-$PY "$ROOT/model/train/qp_blend.py" --init "$INIT" --trained "$W/enc/export" --mined "$W/mined" \
+  --max-minutes "${MINUTES:-90}" --lr "${LR:-8e-5}" --threads "${THREADS:-2}" "$@" 2>&1 |
+  tee -a "$W/train.log"
+set --
+[ -z "${LAMBDAS:-}" ] || set -- "$@" --lambdas "$LAMBDAS"
+[ "${DROP_PREFIX:-0}" = 0 ] || set -- "$@" --drop-query-prefix
+$PY "$ROOT/model/train/qp_blend.py" --init "${BASE:-$INIT}" --trained "$W/enc/export" --mined "$W/mined" \
   --dump "$W/dump" --heldout "$ROOT/model/default/heldout.txt" --keep "${KEEP:-0.98}" \
-  --threads "${THREADS:-2}" --out "$W/blend/export" 2>&1 | tee -a "$W/train.log"
+  --threads "${THREADS:-2}" --out "$W/blend/export" "$@" 2>&1 | tee -a "$W/train.log"

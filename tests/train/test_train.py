@@ -382,6 +382,16 @@ def qp_route(tmp, corpus_dir, data, enc, dump, held, common_args):
     a, b = (st.load(os.path.join(d, "model.safetensors")) for d in (exp, bl))
     ok(a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a),
        "qp_blend.py: lambda 1 exports the trained weights exactly")
+    ok(json.load(open(os.path.join(bl, "config.json"))).get("retro_query_prefix") == "query: ",
+       "qp_blend.py: the blend keeps the trained encoder's query prefix")
+    bl2 = os.path.join(qpo, "blend2", "export")
+    run(["qp_blend.py", "--init", enc, "--trained", exp, "--mined", mined, "--dump", dump, "--heldout", hfile,
+         "--lambdas", "0,0.5", "--keep", "0", "--train-queries", "8", "--pool", "16", "--val-pool", "16",
+         "--drop-query-prefix", "--out", bl2] + common_args, "qp_blend.py --drop-query-prefix")
+    cfg2 = json.load(open(os.path.join(bl2, "config.json")))
+    chosen2 = json.load(open(os.path.join(qpo, "blend2", "blend.json")))["chosen"]["lambda"]
+    ok("retro_query_prefix" not in cfg2 and chosen2 == 0.5,
+       "qp_blend.py --drop-query-prefix: the blend is exported without the prefix", cfg2)
 
 
 def main():
