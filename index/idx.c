@@ -873,6 +873,20 @@ static int ivf_codes_wanted(const idx *ix, FaissIVFFlatView *v) {
          (uint64_t)faiss_Index_ntotal(ix->main) * ix->dim >= ix->codes_min_floats;
 }
 
+/* Brings list i's codes up to the list's rows: they are appended to (a
+ * list grows at its end), or made again when the list is shorter than its
+ * codes. 0 without memory. */
+static int list_codes_catch_up(idx *ix, const FaissIVFFlatView *v, size_t i) {
+  const float *rows;
+  const idx_t *ids;
+  size_t n;
+  faiss_IVFFlatView_list(v, i, &rows, &ids, &n);
+  if (!ix->list_codes[i] && flat_codes_new(ix->dim, &ix->list_codes[i]) != PROTO_OK) return 0;
+  if (flat_codes_rows(ix->list_codes[i]) > n) flat_codes_clear(ix->list_codes[i]);
+  size_t have = flat_codes_rows(ix->list_codes[i]);
+  return flat_codes_append(ix->list_codes[i], rows + have * ix->dim, n - have) == PROTO_OK;
+}
+
 /* Keeps int8 codes of an IVFFlat main's centroids and lists (ivf_scan reads
  * those instead of the floats: a quarter of the bytes), else drops them.
  * The centroids change only when main is trained or replaced
@@ -897,23 +911,14 @@ static void ivf_codes_refresh(idx *ix) {
     }
     ix->n_list_codes = v.nlist;
   }
-  for (size_t i = 0; i < v.nlist; i++) {
-    const float *rows;
-    const idx_t *ids;
-    size_t n;
-    faiss_IVFFlatView_list(&v, i, &rows, &ids, &n);
-    if (!ix->list_codes[i] && flat_codes_new(ix->dim, &ix->list_codes[i]) != PROTO_OK) break;
-    size_t have = flat_codes_rows(ix->list_codes[i]);
-    if (have > n) flat_codes_clear(ix->list_codes[i]);
-    have = flat_codes_rows(ix->list_codes[i]);
-    if (flat_codes_append(ix->list_codes[i], rows + have * ix->dim, n - have) != PROTO_OK) break;
-    if (i + 1 == v.nlist) {
-      ix->ivf_codes_of = ix->main;
-      ix->ivf_codes_stale = 0;
-      return;
-    }
+  int ok = 1;
+  for (size_t i = 0; ok && i < v.nlist; i++) ok = list_codes_catch_up(ix, &v, i);
+  if (!ok) {
+    ivf_codes_drop(ix);
+    return;
   }
-  ivf_codes_drop(ix);
+  ix->ivf_codes_of = ix->main;
+  ix->ivf_codes_stale = 0;
 }
 
 /* Vectors of the main index not marked dead (under the lock). */
