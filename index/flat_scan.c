@@ -8,14 +8,16 @@
  * so they vectorise without -ffast-math; the AVX2+FMA clone is picked at run
  * time.
  *
- * Coded scans (flat_codes, flat_scan_coded): rows kept as int8 with a scale
- * each, the query rounded to 16-bit integers, their dot products summed
- * exactly in 32-bit lanes (AVX2 vpmaddwd when the CPU has it). Each row's
- * approximate score comes with a bound on its distance from the exact one
- * (the row's quantisation error, the query's, and float rounding, all
- * rounded up); rows whose upper bound reaches the k-th best lower bound are
- * scored exactly from the float rows with the kernel above, so the result
- * is flat_scan's bit for bit (tests/index/test_flat_scan.c checks it).
+ * Coded scans (flat_codes; flat_scan_coded over one matrix,
+ * flat_scan_lists_coded over several taken together): rows kept as int8
+ * with a scale each, the query rounded to 16-bit integers, their dot
+ * products summed exactly in 32-bit lanes (AVX2 vpmaddwd when the CPU has
+ * it). Each row's approximate score comes with a bound on its distance from
+ * the exact one (the row's quantisation error, the query's, and float
+ * rounding, all rounded up); rows whose upper bound reaches the k-th best
+ * lower bound are scored exactly from the float rows with the kernel
+ * above, so the result is flat_scan's (or flat_scan_lists') bit for bit
+ * (tests/index/test_flat_scan.c checks it).
  */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "fp-contract=fast")

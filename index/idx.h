@@ -29,13 +29,14 @@ typedef struct idx_options {
   int nprobe;                /* default IVF nprobe; 0 = max(16, nlist/128) */
   int ef_search;             /* default HNSW efSearch; 0 = 64 */
   int plain_scan;            /* 1: scan a flat index's float rows (and an IVF's
-                          centroids) only, without the int8 codes (see idx.c)
-                          kept by default */
+                          centroids and lists) only, without the int8 codes
+                          (see idx.c) kept by default */
   uint64_t auto_flat_floats; /* the default factory is Flat while vectors x dim
                                 stay below this; 0 = 51.2M (see idx.c) */
   uint64_t codes_min_floats; /* int8 codes are kept for a flat index's rows, and
-                                for an IVF's centroids, from this many floats
-                                on; 0 = 262,144 (1 MiB, see idx.c) */
+                                for an IVF's centroids and lists, from this
+                                many floats of rows on; 0 = 262,144 (1 MiB,
+                                see idx.c) */
 } idx_options;
 
 /* Opens the index file at path (usually DIR/index.faiss) for store st (which
@@ -94,8 +95,9 @@ typedef struct idx_info {
   int trained;
   uint64_t pending;   /* vectors waiting for training (searched exactly) */
   uint64_t watermark; /* highest chunk id added */
-  uint64_t code_rows; /* rows of int8 codes searches use: a flat index's rows
-                         or an IVF's centroids (0: none, see idx_options) */
+  uint64_t code_rows; /* rows of int8 codes searches use: a flat index's rows,
+                         or an IVF's centroids plus its lists' rows (0: none,
+                         see idx_options) */
   /* since open: idx_search calls that scanned a non-empty index (several
    * queries in one call, or the refetches of a filtered search, count once);
    * of those, the ones timed (all on an index of 4M floats or more, else
