@@ -149,32 +149,6 @@ void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, f
 
 int kn_f16_supported(void) { return 0; }
 
-/* tile3x4 for one row of x: the same sums in the same order (one
- * accumulator per column, FMAs over k in steps of 8, hsum256, the tail), so
- * a row's result does not depend on the tile it falls in. For the rows
- * left over past the last multiple of 3, which tile3x4 would compute three
- * times (a 16-row query: 16 rows instead of 18). */
-__attribute__((target("avx2,fma,f16c"))) static void tile1x4(const float *x,
-                                                             const uint16_t *const *w, int K,
-                                                             float acc[4]) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  int k = 0;
-  for (; k + 8 <= K; k += 8) {
-    __m256 xv = _mm256_loadu_ps(x + k);
-#define TILE1_COL(j)      \
-  a##j = _mm256_fmadd_ps( \
-      xv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w[j] + k))), a##j);
-    TILE1_COL(0) TILE1_COL(1) TILE1_COL(2) TILE1_COL(3)
-#undef TILE1_COL
-  }
-  __m256 all[4] = {a0, a1, a2, a3};
-  for (int j = 0; j < 4; j++) {
-    float v = hsum256(all[j]);
-    for (int t = k; t < K; t++) v += x[t] * _cvtsh_ss(w[j][t]);
-    acc[j] = v;
-  }
-}
-
 void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out, int ldo,
                    int M, int N, int K) {
   (void)x;
