@@ -507,41 +507,38 @@ proto_status srv__embed_chunks(srv_engine *e, const int32_t *const *ids, const s
   return PROTO_OK;
 }
 
+/* The encoder tokens of n texts with their specials, each capped at the
+ * encoder's context ("usage" of /v1/embeddings). */
+static uint64_t embedded_tokens(srv_engine *e, const char *const *texts, const size_t *lens,
+                                size_t n) {
+  const tok *bt = bert_tokenizer(e->enc);
+  uint64_t total = 0;
+  size_t maxt = (size_t)bert_max_tokens(e->enc);
+  for (size_t i = 0; i < n; i++) {
+    int32_t *ids = NULL;
+    size_t m = 0;
+    size_t len = lens ? lens[i] : strlen(texts[i]);
+    if (tok_encode(bt, texts[i], len, &ids, &m) == PROTO_OK) {
+      m += 2;
+      total += m < maxt ? m : maxt;
+    }
+    free(ids);
+  }
+  return total;
+}
+
 proto_status srv_embed(srv_engine *e, const char *const *texts, const size_t *lens, size_t n,
                        int as_query, float *out, uint64_t *n_tokens) {
   if (!e || (!texts && n) || (!out && n))
     return srv__fail(PROTO_EINVAL, "srv_embed: NULL argument");
   if (n_tokens) *n_tokens = 0;
   if (n == 0) return PROTO_OK;
-  srv_query_texts q = {0};
-  proto_status s = as_query ? srv__query_texts(e, texts, lens, n, &q) : PROTO_OK;
-  if (q.texts) {
-    texts = q.texts;
-    lens = q.lens;
-  }
-  if (s == PROTO_OK) s = srv__embed_queries(e, texts, lens, n, out, 0);
-  if (s != PROTO_OK) {
-    srv__query_texts_free(&q);
-    return s;
-  }
-  if (n_tokens) {
-    const tok *bt = bert_tokenizer(e->enc);
-    uint64_t total = 0;
-    size_t maxt = (size_t)bert_max_tokens(e->enc);
-    for (size_t i = 0; i < n; i++) {
-      int32_t *ids = NULL;
-      size_t m = 0;
-      size_t len = lens ? lens[i] : strlen(texts[i]);
-      if (tok_encode(bt, texts[i], len, &ids, &m) == PROTO_OK) {
-        m += 2;
-        total += m < maxt ? m : maxt;
-      }
-      free(ids);
-    }
-    *n_tokens = total;
-  }
+  srv_query_texts q;
+  proto_status s = srv__query_texts(e, texts, lens, n, as_query, &q);
+  if (s == PROTO_OK) s = srv__embed_queries(e, q.texts, q.lens, n, out, 0);
+  if (s == PROTO_OK && n_tokens) *n_tokens = embedded_tokens(e, q.texts, q.lens, n);
   srv__query_texts_free(&q);
-  return PROTO_OK;
+  return s;
 }
 
 /* Documents, chunks, delete --------------------------------------------------- */

@@ -117,45 +117,39 @@ proto_status srv__embed_queries(srv_engine *e, const char *const *texts, const s
 }
 
 proto_status srv__query_texts(srv_engine *e, const char *const *texts, const size_t *lens, size_t n,
-                              srv_query_texts *out) {
-  memset(out, 0, sizeof *out);
-  const char *prefix = bert_query_prefix(e->enc);
-  size_t np = strlen(prefix), total = 1;
+                              int as_query, srv_query_texts *out) {
+  *out = (srv_query_texts){texts, lens, NULL};
+  const char *prefix = as_query ? bert_query_prefix(e->enc) : "";
+  size_t np = strlen(prefix), chars = 0;
   if (np == 0 || n == 0) return PROTO_OK;
-  for (size_t i = 0; i < n; i++) total += np + (lens ? lens[i] : strlen(texts[i]));
-  out->buf = malloc(total);
-  out->texts = malloc(n * sizeof *out->texts);
-  out->lens = malloc(n * sizeof *out->lens);
-  if (!out->buf || !out->texts || !out->lens) {
-    srv__query_texts_free(out);
-    return srv__fail(PROTO_ENOMEM, "out of memory");
-  }
-  char *at = out->buf;
+  for (size_t i = 0; i < n; i++) chars += np + (lens ? lens[i] : strlen(texts[i]));
+  /* one block: the text pointers, their lengths, then the texts */
+  const char **t = malloc(n * (sizeof *t + sizeof(size_t)) + chars);
+  if (!t) return srv__fail(PROTO_ENOMEM, "out of memory");
+  size_t *l = (size_t *)(void *)(t + n);
+  char *at = (char *)(l + n);
   for (size_t i = 0; i < n; i++) {
     size_t len = lens ? lens[i] : strlen(texts[i]);
     memcpy(at, prefix, np);
     memcpy(at + np, texts[i], len);
-    out->texts[i] = at;
-    out->lens[i] = np + len;
-    at += out->lens[i];
+    t[i] = at;
+    l[i] = np + len;
+    at += l[i];
   }
+  *out = (srv_query_texts){t, l, t};
   return PROTO_OK;
 }
 
 void srv__query_texts_free(srv_query_texts *t) {
-  free(t->buf);
-  free(t->texts);
-  free(t->lens);
-  memset(t, 0, sizeof *t);
+  free(t->mem);
+  *t = (srv_query_texts){NULL, NULL, NULL};
 }
 
 proto_status srv__embed_search_texts(srv_engine *e, const char *const *texts, const size_t *lens,
                                      size_t n, float *out, int one_thread) {
   srv_query_texts q;
-  proto_status st = srv__query_texts(e, texts, lens, n, &q);
-  if (st != PROTO_OK) return st;
-  if (q.texts) st = srv__embed_queries(e, q.texts, q.lens, n, out, one_thread);
-  else st = srv__embed_queries(e, texts, lens, n, out, one_thread);
+  proto_status st = srv__query_texts(e, texts, lens, n, 1, &q);
+  if (st == PROTO_OK) st = srv__embed_queries(e, q.texts, q.lens, n, out, one_thread);
   srv__query_texts_free(&q);
   return st;
 }

@@ -80,15 +80,16 @@ proto_status srv__embed_queries(srv_engine *e, const char *const *texts, const s
  * prefix (bert_query_prefix) when it has one. */
 proto_status srv__embed_search_texts(srv_engine *e, const char *const *texts, const size_t *lens,
                                      size_t n, float *out, int one_thread);
-/* n texts behind the encoder's query prefix (one buffer); texts stays NULL
- * when the encoder has none. */
+/* n texts as the encoder is to read them: with as_query behind its query
+ * prefix when it has one (copies in mem, one allocation), else the caller's
+ * own texts and lens (mem NULL; lens NULL: NUL-terminated). */
 typedef struct srv_query_texts {
-  const char **texts;
-  size_t *lens;
-  char *buf;
+  const char *const *texts;
+  const size_t *lens;
+  void *mem;
 } srv_query_texts;
 proto_status srv__query_texts(srv_engine *e, const char *const *texts, const size_t *lens, size_t n,
-                              srv_query_texts *out);
+                              int as_query, srv_query_texts *out);
 void srv__query_texts_free(srv_query_texts *t); /* accepts zeroed */
 
 /* Embeds n chunks of the chunk tokenizer (ids[i], lens[i] tokens; text[i],
