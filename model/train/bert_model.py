@@ -270,6 +270,13 @@ class BertEncoder(nn.Module):
         v = mean_pool(h, attention_mask) if pooling == "mean" else cls_pool(h)
         return l2_normalize(v) if normalize else v
 
+    def set_query_prefix(self, prefix):
+        """config.json's "retro_query_prefix": the text the server puts before a
+        search text (model/bert.h); "" removes it."""
+        self.config.pop("retro_query_prefix", None)
+        if prefix:
+            self.config["retro_query_prefix"] = prefix
+
     def save_pretrained(self, path, dtype=torch.float32, metadata=None):
         """Writes path/config.json and path/model.safetensors (HF names)."""
         os.makedirs(path, exist_ok=True)

@@ -130,9 +130,7 @@ def main():
     if a.out:
         enc.load_state_dict(blend(a_sd, b_sd, best["lambda"]))
         enc.eval()
-        enc.config.pop("retro_query_prefix", None)
-        if prefix:
-            enc.config["retro_query_prefix"] = prefix
+        enc.set_query_prefix(prefix)
         enc.save_pretrained(a.out, dtype=torch.float16)
         for f in ("vocab.json", "merges.txt"):
             shutil.copy(os.path.join(a.init, f), os.path.join(a.out, f))

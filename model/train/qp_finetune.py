@@ -320,9 +320,7 @@ def main():
     save()
     exp = os.path.join(a.out, "export")
     enc.eval()
-    enc.config.pop("retro_query_prefix", None)
-    if a.query_prefix:
-        enc.config["retro_query_prefix"] = a.query_prefix
+    enc.set_query_prefix(a.query_prefix)
     enc.save_pretrained(exp, dtype=torch.float16 if a.export_dtype == "f16" else torch.float32)
     for f in ("vocab.json", "merges.txt"):
         shutil.copy(os.path.join(a.init, f), os.path.join(exp, f))
