@@ -553,23 +553,15 @@ static void fheap_offer(float *h, size_t *n, size_t k, float x) {
   h[i] = x;
 }
 
-/* One matrix of a coded scan: its codes, float rows, ids (NULL: row
- * numbers) and rows. */
-typedef struct {
-  const flat_codes *c;
-  const float *xb;
-  const int64_t *ids;
-  size_t n;
-} coded_part;
-
 /* One query of a coded scan over the rows of parts[0..nparts) taken
- * together (their codes share d): the rows whose approximate score could
- * put them among the k best, then their exact scores. A candidate is held
- * as its row number counted across the parts, in increasing order. */
-static int coded_query(const coded_part *parts, size_t nparts, const float *q, int l2, size_t k,
+ * together (each with its codes, all of the same d): the rows whose
+ * approximate score could put them among the k best, then their exact
+ * scores. A candidate is held as its row number counted across the parts,
+ * in increasing order. */
+static int coded_query(const flat_list *parts, size_t nparts, const float *q, int l2, size_t k,
                        int16_t *qi, cand_list *cand, float *lower_heap, scan_hit *heap, float *dist,
                        int64_t *lab) {
-  const flat_codes *c0 = parts[0].c; /* d, qi_max and gamma depend on d alone */
+  const flat_codes *c0 = parts[0].codes; /* d, qi_max and gamma depend on d alone */
   const size_t d = c0->d;
   double qn2 = 0;
   for (size_t j = 0; j < d; j++) qn2 += (double)q[j] * q[j];
@@ -591,7 +583,7 @@ static int coded_query(const coded_part *parts, size_t nparts, const float *q, i
   size_t nl = 0, base = 0;
   cand->n = 0;
   for (size_t p = 0; p < nparts; base += parts[p++].n) {
-    const flat_codes *c = parts[p].c;
+    const flat_codes *c = parts[p].codes;
     for (size_t r0 = 0; r0 < parts[p].n; r0 += SCAN_ROWS) {
       size_t rows = parts[p].n - r0 < SCAN_ROWS ? parts[p].n - r0 : SCAN_ROWS;
       code_dots(c->codes + r0 * d, rows, d, qi, dot);
@@ -685,7 +677,7 @@ proto_status flat_scan_coded(const flat_codes *c, const float *xb, const int64_t
   if (!codes_usable(c, n, d) || n > UINT32_MAX || k == 0)
     return flat_scan(xb, ids, n, d, q, nq, l2, k, dist, lab);
   coded_scratch s;
-  coded_part part = {c, xb, ids, n};
+  flat_list part = {xb, ids, n, c};
   int rc = coded_scratch_init(&s, k, d);
   for (size_t i = 0; i < nq && rc == 0; i++) {
     rc = coded_query(&part, 1, q + i * d, l2, k, s.qi, &s.cand, s.lower_heap, s.heap, dist + i * k,
@@ -699,27 +691,18 @@ proto_status flat_scan_coded(const flat_codes *c, const float *xb, const int64_t
 
 proto_status flat_scan_lists_coded(const flat_list *lists, size_t nlists, size_t d, const float *q,
                                    int l2, size_t k, float *dist, int64_t *lab) {
-  enum { STACK_PARTS = 256 };
-  coded_part stack_parts[STACK_PARTS];
   size_t total = 0;
   int usable = nlists > 0 && k > 0;
   for (size_t l = 0; l < nlists && usable; l++) {
     usable = codes_usable(lists[l].codes, lists[l].n, d);
     total += lists[l].n;
   }
-  coded_part *parts = nlists <= STACK_PARTS ? stack_parts : malloc(nlists * sizeof *parts);
-  if (!usable || total > UINT32_MAX || !parts) {
-    if (parts != stack_parts) free(parts);
-    return flat_scan_lists(lists, nlists, d, q, l2, k, dist, lab);
-  }
-  for (size_t l = 0; l < nlists; l++)
-    parts[l] = (coded_part){lists[l].codes, lists[l].xb, lists[l].ids, lists[l].n};
+  if (!usable || total > UINT32_MAX) return flat_scan_lists(lists, nlists, d, q, l2, k, dist, lab);
   coded_scratch s;
   int rc = coded_scratch_init(&s, k, d);
   if (rc == 0)
-    rc = coded_query(parts, nlists, q, l2, k, s.qi, &s.cand, s.lower_heap, s.heap, dist, lab);
+    rc = coded_query(lists, nlists, q, l2, k, s.qi, &s.cand, s.lower_heap, s.heap, dist, lab);
   coded_scratch_free(&s);
-  if (parts != stack_parts) free(parts);
   if (rc == 1) return flat_scan_lists(lists, nlists, d, q, l2, k, dist, lab);
   return rc ? proto_fail(PROTO_ENOMEM, "out of memory") : PROTO_OK;
 }
