@@ -80,11 +80,20 @@ void kn_l2_normalize(float *x, size_t n);
 /* Products over F16 weights with F32 arithmetic (kernels_f16.c). Used by the
  * decoder's one-token path and the encoder's short inputs when the weights
  * file is F16: the same weight values as the F32 copy, half the memory
- * traffic. x86-64 with AVX2+FMA+F16C only; elsewhere kn_f16_supported() is
- * 0 and callers use the F32 path. */
+ * traffic. x86-64 with AVX2+FMA+F16C only (and AVX-512 where the CPU has
+ * it); elsewhere kn_f16_supported() is 0 and callers use the F32 path. */
 
 /* 1 when this CPU can run kn_gemv_f16 and kn_linear_f16. */
 int kn_f16_supported(void);
+
+/* The vector width, in bits, the F16 products run at: 512 (AVX-512) where
+ * the CPU has it, else 256 (AVX2); 0 where kn_f16_supported() is 0. The
+ * widths sum in different orders, so results differ in the last bits.
+ * kn_f16_set_width(256) keeps them at AVX2 (any other value: the widest
+ * again), for tests and benchmarks; call it before any product runs.
+ * Returns the width now in use. */
+int kn_f16_width(void);
+int kn_f16_set_width(int bits);
 
 /* y (N) = W (N, K; IEEE half, row-major) @ x (K) + b (N; may be NULL),
  * or y += ... when accumulate is non-zero. Rows are independent. */
@@ -93,8 +102,8 @@ void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, in
 
 /* out (M, N; row stride ldo) = x (M, K; row stride ldx) @ W (N, K; IEEE
  * half)^T + b (N; may be NULL) for a few rows (any M, meant for M <=
- * KN_F16_FEW_ROWS; beyond, sgemm on the F32 copy is faster): tiles of 3
- * rows of x by 4 rows of W. */
+ * KN_F16_FEW_ROWS; beyond, sgemm on the F32 copy is faster): tiles of 4
+ * rows of W by 3 rows of x (AVX2) or 4 (AVX-512). */
 enum { KN_F16_FEW_ROWS = 16 };
 void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out, int ldo,
                    int M, int N, int K);

@@ -24,130 +24,110 @@ int kn_f16_supported(void) {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-__attribute__((target("avx2,fma,f16c"))) static float row_dot(const uint16_t *w, const float *x,
-                                                              int K) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
-         a3 = _mm256_setzero_ps();
-  int k = 0;
-  for (; k + 32 <= K; k += 32) {
-    __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + k)));
-    __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + k + 8)));
-    __m256 w2 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + k + 16)));
-    __m256 w3 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + k + 24)));
-    a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + k), a0);
-    a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + k + 8), a1);
-    a2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + k + 16), a2);
-    a3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + k + 24), a3);
-  }
-  for (; k + 8 <= K; k += 8) {
-    __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + k)));
-    a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + k), a0);
-  }
-  __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_movehdup_ps(h));
-  float acc = _mm_cvtss_f32(h);
-  for (; k < K; k++) acc += _cvtsh_ss(w[k]) * x[k];
-  return acc;
-}
+#define F16_PRAGMA(x) _Pragma(#x)
+#define F16_UNROLL(n) F16_PRAGMA(GCC unroll n)
 
-void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, int N, int K,
-                 int accumulate) {
-  for (int n = 0; n < N; n++) {
-    float v = row_dot(W + (size_t)n * (size_t)K, x, K) + (b ? b[n] : 0.0f);
-    y[n] = accumulate ? y[n] + v : v;
-  }
-}
+/* The AVX2 kernels: 8 floats a vector. */
+#define F16_TARGET __attribute__((target("avx2,fma,f16c")))
+#define F16_NAME(name) name##_avx2
+#define VF __m256
+#define VW 8
+#define TR 3 /* 12 accumulators, 3 rows of x and a row of W: the 16 registers */
+#define VZERO() _mm256_setzero_ps()
+#define VLOADF(p) _mm256_loadu_ps(p)
+#define VLOADH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VHSUM(v) hsum256(v)
+#define VHSUM4(a, out) hsum4_256((a)[0], (a)[1], (a)[2], (a)[3], out)
 
-__attribute__((target("avx2,fma,f16c"))) static inline float hsum256(__m256 s) {
+F16_TARGET static inline float hsum256(__m256 s) {
   __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
   h = _mm_add_ps(h, _mm_movehl_ps(h, h));
   h = _mm_add_ss(h, _mm_movehdup_ps(h));
   return _mm_cvtss_f32(h);
 }
 
-/* acc[r][j] = x[r] . w[j] over K for 3 rows of x and 4 rows of W: twelve
- * accumulators, each W vector expanded from F16 once for three FMAs. */
-__attribute__((target("avx2,fma,f16c"))) static void tile3x4(const float *const *x,
-                                                             const uint16_t *const *w, int K,
-                                                             float acc[3][4]) {
-  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00,
-         a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-  int k = 0;
-  for (; k + 8 <= K; k += 8) {
-    __m256 x0 = _mm256_loadu_ps(x[0] + k), x1 = _mm256_loadu_ps(x[1] + k),
-           x2 = _mm256_loadu_ps(x[2] + k), wv;
-#define TILE_COL(j)                                                                 \
-  wv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w[j] + k))); \
-  a0##j = _mm256_fmadd_ps(x0, wv, a0##j);                                           \
-  a1##j = _mm256_fmadd_ps(x1, wv, a1##j);                                           \
-  a2##j = _mm256_fmadd_ps(x2, wv, a2##j);
-    TILE_COL(0) TILE_COL(1) TILE_COL(2) TILE_COL(3)
-#undef TILE_COL
-  }
-  __m256 all[3][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}};
-  for (int r = 0; r < 3; r++)
-    for (int j = 0; j < 4; j++) {
-      float v = hsum256(all[r][j]);
-      for (int t = k; t < K; t++) v += x[r][t] * _cvtsh_ss(w[j][t]);
-      acc[r][j] = v;
-    }
+/* Four lane sums at once: pairwise adds within 128-bit halves bring lanes
+ * 0-3 of a0..a3 into the low half and lanes 4-7 into the high one. */
+F16_TARGET static inline void hsum4_256(__m256 a0, __m256 a1, __m256 a2, __m256 a3, float *out) {
+  __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
 
-/* tile3x4 for one row of x: the same sums in the same order (one
- * accumulator per column, FMAs over k in steps of 8, hsum256, the tail), so
- * a row's result does not depend on the tile it falls in. For the rows
- * left over past the last multiple of 3, which tile3x4 would compute three
- * times (a 16-row query: 16 rows instead of 18). */
-__attribute__((target("avx2,fma,f16c"))) static void tile1x4(const float *x,
-                                                             const uint16_t *const *w, int K,
-                                                             float acc[4]) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  int k = 0;
-  for (; k + 8 <= K; k += 8) {
-    __m256 xv = _mm256_loadu_ps(x + k);
-#define TILE1_COL(j)      \
-  a##j = _mm256_fmadd_ps( \
-      xv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w[j] + k))), a##j);
-    TILE1_COL(0) TILE1_COL(1) TILE1_COL(2) TILE1_COL(3)
-#undef TILE1_COL
-  }
-  __m256 all[4] = {a0, a1, a2, a3};
-  for (int j = 0; j < 4; j++) {
-    float v = hsum256(all[j]);
-    for (int t = k; t < K; t++) v += x[t] * _cvtsh_ss(w[j][t]);
-    acc[j] = v;
-  }
+#include "kernels_f16_tiles.h"
+
+#undef F16_TARGET
+#undef F16_NAME
+#undef VF
+#undef VW
+#undef TR
+#undef VZERO
+#undef VLOADF
+#undef VLOADH
+#undef VFMA
+#undef VHSUM
+#undef VHSUM4
+
+/* The AVX-512 kernels: 16 floats a vector (on CPUs with full-width 512-bit
+ * units, such as this project's AMD Zen 5, twice the AVX2 kernels' work per
+ * instruction; see kernels.h for the choice). */
+#define F16_TARGET __attribute__((target("avx512f,avx2,fma,f16c")))
+#define F16_NAME(name) name##_avx512
+#define VF __m512
+#define VW 16
+#define TR 4 /* 16 accumulators of the 32 registers */
+#define VZERO() _mm512_setzero_ps()
+#define VLOADF(p) _mm512_loadu_ps(p)
+#define VLOADH(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VHSUM(v) hsum256(fold512(v))
+#define VHSUM4(a, out) \
+  hsum4_256(fold512((a)[0]), fold512((a)[1]), fold512((a)[2]), fold512((a)[3]), out)
+
+/* The two 256-bit halves added. */
+F16_TARGET static inline __m256 fold512(__m512 s) {
+  return _mm256_add_ps(_mm512_castps512_ps256(s),
+                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
+}
+
+#include "kernels_f16_tiles.h"
+
+static int forced_width; /* 0: the widest this CPU has */
+
+int kn_f16_set_width(int bits) {
+  forced_width = bits == 256 ? 256 : 0;
+  return kn_f16_width();
+}
+
+int kn_f16_width(void) {
+  if (!kn_f16_supported()) return 0;
+  return forced_width != 256 && __builtin_cpu_supports("avx512f") ? 512 : 256;
+}
+
+void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, int N, int K,
+                 int accumulate) {
+  if (forced_width != 256 && __builtin_cpu_supports("avx512f"))
+    gemv_avx512(W, x, b, y, N, K, accumulate);
+  else gemv_avx2(W, x, b, y, N, K, accumulate);
 }
 
 void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out, int ldo,
                    int M, int N, int K) {
-  for (int n0 = 0; n0 < N; n0 += 32) { /* 32 rows of W stay in cache across the row tiles */
-    int n1 = n0 + 32 < N ? n0 + 32 : N;
-    for (int m0 = 0; m0 < M; m0 += 3) {
-      int mr = M - m0 < 3 ? M - m0 : 3;
-      const float *xr[3];
-      for (int r = 0; r < 3; r++) xr[r] = x + (size_t)(m0 + (r < mr ? r : 0)) * (size_t)ldx;
-      for (int n = n0; n < n1; n += 4) {
-        int nb = n1 - n < 4 ? n1 - n : 4;
-        const uint16_t *wr[4];
-        for (int j = 0; j < 4; j++) wr[j] = W + (size_t)(n + (j < nb ? j : 0)) * (size_t)K;
-        float acc[3][4];
-        if (mr == 3) tile3x4(xr, wr, K, acc);
-        else
-          for (int r = 0; r < mr; r++) tile1x4(xr[r], wr, K, acc[r]);
-        for (int r = 0; r < mr; r++)
-          for (int j = 0; j < nb; j++)
-            out[(size_t)(m0 + r) * (size_t)ldo + n + j] = acc[r][j] + (b ? b[n + j] : 0.0f);
-      }
-    }
-  }
+  if (forced_width != 256 && __builtin_cpu_supports("avx512f"))
+    linear_avx512(x, ldx, W, b, out, ldo, M, N, K);
+  else linear_avx2(x, ldx, W, b, out, ldo, M, N, K);
 }
 
 #else
 
 int kn_f16_supported(void) { return 0; }
+
+int kn_f16_set_width(int bits) {
+  (void)bits;
+  return 0;
+}
+
+int kn_f16_width(void) { return 0; }
 
 void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out, int ldo,
                    int M, int N, int K) {

@@ -707,29 +707,46 @@ TEST(kernels_pool) {
                        : (uint16_t)((v < 0 ? 0x8000 : 0) | ((e - 4 + 15) << 10) |
                                     (((a << 10) >> e) & 0x3ff));
       }
-      double eh = 0;
-      for (int M = 1; M <= MMAX; M++)
+      /* at every width this CPU has (AVX-512 where it can, and AVX2) */
+      int widths[2] = {kn_f16_width(), 256}, nwidths = widths[0] == 256 ? 1 : 2;
+      for (int wi = 0; wi < nwidths; wi++) {
+        CHECK(kn_f16_set_width(widths[wi]) == widths[wi]);
+        double eh = 0;
+        for (int M = 1; M <= MMAX; M++)
+          for (int c = 0; c < 3; c++) {
+            int N = Ns[c], K = Ks[c];
+            for (int i = 0; i < MMAX * LDO; i++) O1[i] = 777.0f;
+            kn_linear_f16(X, K, WH, c == 1 ? NULL : B, O1, LDO, M, N, K);
+            kn_linear(X, K, WW, c == 1 ? NULL : B, O2, N, M, N, K);
+            compare_strided(O1, LDO, MMAX, O2, M, N, &eh, &untouched);
+          }
+        CHECKF(eh < 1e-5, "F16 few-row linear vs F32 at %d bits: %.3g", widths[wi], eh);
+        CHECK(untouched);
+        /* a row's result does not depend on the tile it falls in (rows of
+         * 3, then single rows): each row alone equals it within all MMAX */
+        int alike = 1;
         for (int c = 0; c < 3; c++) {
           int N = Ns[c], K = Ks[c];
-          for (int i = 0; i < MMAX * LDO; i++) O1[i] = 777.0f;
-          kn_linear_f16(X, K, WH, c == 1 ? NULL : B, O1, LDO, M, N, K);
-          kn_linear(X, K, WW, c == 1 ? NULL : B, O2, N, M, N, K);
-          compare_strided(O1, LDO, MMAX, O2, M, N, &eh, &untouched);
+          kn_linear_f16(X, K, WH, B, O1, LDO, MMAX, N, K);
+          for (int r = 0; r < MMAX; r++) {
+            kn_linear_f16(X + r * K, K, WH, B, O2, N, 1, N, K);
+            alike &= memcmp(O1 + r * LDO, O2, (size_t)N * sizeof *O2) == 0;
+          }
         }
-      CHECKF(eh < 1e-5, "F16 few-row linear vs F32 %.3g", eh);
-      CHECK(untouched);
-      /* a row's result does not depend on the tile it falls in (rows of 3,
-       * then single rows): each row alone equals it within all MMAX */
-      int alike = 1;
-      for (int c = 0; c < 3; c++) {
-        int N = Ns[c], K = Ks[c];
-        kn_linear_f16(X, K, WH, B, O1, LDO, MMAX, N, K);
-        for (int r = 0; r < MMAX; r++) {
-          kn_linear_f16(X + r * K, K, WH, B, O2, N, 1, N, K);
-          alike &= memcmp(O1 + r * LDO, O2, (size_t)N * sizeof *O2) == 0;
+        CHECK(alike);
+        /* the one-token product: each row of W against x, plus the bias,
+         * then accumulated onto y */
+        double eg = 0;
+        for (int c = 0; c < 3; c++) {
+          int N = Ns[c], K = Ks[c];
+          kn_gemv_f16(WH, X, B, O1, N, K, 0);
+          kn_gemv_f16(WH, X, B, O1, N, K, 1);
+          kn_linear(X, K, WW, B, O2, N, 1, N, K);
+          for (int j = 0; j < N; j++) eg = fmax(eg, fabs(O1[j] - 2 * O2[j]));
         }
+        CHECKF(eg < 1e-5, "F16 gemv vs F32 at %d bits: %.3g", widths[wi], eg);
       }
-      CHECK(alike);
+      kn_f16_set_width(0);
     }
   }
   /* kn_sgemm (oneDNN's above ~2^18 multiply-adds when built with it, else

@@ -8,6 +8,7 @@
  * Prints one line per measurement:
  *   sgemm M N K threads gflops
  *   ours LEN BATCH sent_per_s ms_per_call gflops sent_per_cpu_s min_ms_per_call
+ *   (and the same for blas, f32 and avx2)
  *   blas LEN BATCH sent_per_s ms_per_call gflops sent_per_cpu_s min_ms_per_call
  * sent_per_cpu_s divides by the process CPU time instead of wall time (a
  * figure that a busy machine distorts less).
@@ -15,7 +16,8 @@
  * single-threaded sgemm tiles); "blas" is the alternative it was measured
  * against: a pool of 1 and OpenBLAS itself running THREADS threads; for a
  * model stored as F16, "f32" is ours with BERT_F16=0 (the F32 copy of the
- * weights for short inputs too).
+ * weights for short inputs too), and where the F16 products run at AVX-512,
+ * "avx2" is ours with them at AVX2 (kn_f16_set_width(256)).
  * Inputs: sequence i of a batch has LEN tokens including [CLS]/[SEP]; its
  * content ids are 1000 + (i * 7919 + j * 104729) % min(28000, vocab - 1000)
  * (bench_torch.py uses the same formula).
@@ -164,16 +166,23 @@ int main(int argc, char **argv) {
   if (st_open(path, &sf) == PROTO_OK)
     for (size_t i = 0; i < st_count(sf); i++) f16 |= st_at(sf, i)->dtype == ST_F16;
   st_close(sf);
-  for (int mode = 0; mode < (f16 ? 3 : 2); mode++) {
+  /* and, where the F16 products run at AVX-512, at AVX2 as well */
+  int modes = f16 ? (kn_f16_width() == 512 ? 4 : 3) : 2;
+  static const char *const mode_name[] = {"ours", "blas", "f32", "avx2"};
+  for (int mode = 0; mode < modes; mode++) {
     bert *b = NULL;
     bert_options opt = {.pooling = BERT_POOL_AUTO, .threads = mode == 1 ? 1 : threads};
     if (mode == 2) setenv("BERT_F16", "0", 1); /* read by bert_open */
+    if (mode == 3) {
+      unsetenv("BERT_F16");
+      kn_f16_set_width(256);
+    }
     if (bert_open(dir, &opt, &b) != PROTO_OK) {
       fprintf(stderr, "bench_encoder: %s\n", bert_last_error());
       return 1;
     }
     if (mode == 1) kn_set_blas_threads(threads); /* after bert_open, which sets 1 */
-    if (run_points(b, dir, mode == 0 ? "ours" : mode == 1 ? "blas" : "f32", secs) != 0) return 1;
+    if (run_points(b, dir, mode_name[mode], secs) != 0) return 1;
     bert_close(b);
   }
   return 0;

@@ -9,7 +9,8 @@
 # with the same thread count.
 #   usage: [MODEL=dir] [TORCH=0] [ORT=0] tests/bench/encoder/run.sh [THREADS=2] [SECONDS=3]
 # MODEL: an encoder directory to measure instead (e.g. model/default/encoder);
-# for an F16 file the table adds our F32-weights figure (BERT_F16=0).
+# for an F16 file the table adds our F32-weights figure (BERT_F16=0), and on a
+# CPU with AVX-512 our figure with the F16 products at AVX2 width.
 # TORCH=0 / ORT=0 leave that peer out. ORT_CACHE: where onnxruntime-node
 # (pinned below) is installed on first use (default build-bench-encoder/npm).
 # Builds the project in build-bench-encoder/ (release) and keeps the model there.
@@ -71,13 +72,13 @@ fi
 grep -h '^#' "$data/torch.txt" "$data/ort.txt" || true
 "$py" - "$data/ours.txt" "$data/torch.txt" "$data/ort.txt" <<'PY'
 import sys
-ours, blas, f32, torch, ort, peak = {}, {}, {}, {}, {}, {}
+ours, blas, f32, avx2, torch, ort, peak = {}, {}, {}, {}, {}, {}, {}
 for line in open(sys.argv[1]):
     f = line.split()
     if f[0] == "sgemm":
         peak[" ".join(f[1:4])] = float(f[5])
-    elif f[0] in ("ours", "blas", "f32"):
-        {"ours": ours, "blas": blas, "f32": f32}[f[0]][(int(f[1]), int(f[2]))] = tuple(map(float, f[3:8]))
+    elif f[0] in ("ours", "blas", "f32", "avx2"):
+        {"ours": ours, "blas": blas, "f32": f32, "avx2": avx2}[f[0]][(int(f[1]), int(f[2]))] = tuple(map(float, f[3:8]))
 for line in open(sys.argv[2]):
     f = line.split()
     if f[0] == "torch":
@@ -105,12 +106,15 @@ print("per-CPU-s = sentences per second of process CPU time (less distorted by a
 print("min ms = the fastest single call (latency when not preempted).")
 if ort:
     print(f"\n{'len':>4} {'batch':>5} {'ours sent/s':>12} {'ort sent/s':>11} {'ours/ort':>8}"
-          f"  {'per-CPU-s ours/ort':>18}  {'min ms ours/ort':>15} {'ratio':>6}")
+          f"  {'per-CPU-s ours/ort':>18}  {'min ms ours/ort':>15} {'ratio':>6}"
+          + ("  ours at AVX2: sent/s, min ms, ratio" if avx2 else ""))
     for k in sorted(ours):
         o, r = ours[k], ort.get(k, nan)
         print(f"{k[0]:>4} {k[1]:>5} {o[0]:>12.1f} {r[0]:>11.1f} {o[0] / r[0]:>7.2f}x"
-              f"  {o[3]:>8.1f}/{r[2]:<8.1f}{o[3] / r[2]:>5.2f}x  {o[4]:>7.3f}/{r[3]:<7.3f} {r[3] / o[4]:>5.2f}x")
+              f"  {o[3]:>8.1f}/{r[2]:<8.1f}{o[3] / r[2]:>5.2f}x  {o[4]:>7.3f}/{r[3]:<7.3f} {r[3] / o[4]:>5.2f}x"
+              + (f"  {avx2[k][0]:>10.1f} {avx2[k][4]:>7.3f} {r[3] / avx2[k][4]:>5.2f}x" if k in avx2 else ""))
     print("ort = ONNX Runtime (CPU provider, same threads, inputs and weights as F32);"
           " ours/ort > 1: ours is faster;")
-    print("the last ratio is ONNX Runtime's fastest call over ours (latency).")
+    print("the last ratio is ONNX Runtime's fastest call over ours (latency);"
+          " ours at AVX2: the F16 products at AVX2 width instead of AVX-512.")
 PY
