@@ -6,7 +6,8 @@ peer), on N vectors with the geometry of real embeddings. Not run by CI.
 
   nice -n 10 /usr/bin/python3 tests/bench/index/ann_scale.py DATA_DIR_COPY \\
       [--sizes 200000,1000000] [--hnsw-max 200000] [--hnswlib-max 1000000]
-      [--skip flat,ivf,ivfcoded,ivfscan,faiss-hnsw,hnswlib] [--table-only] [--work /tmp/ann-work]
+      [--skip flat,ivf,ivfcoded,ivfscan,faiss-hnsw,hnswlib,hnswlib-cpp] [--table-only] [--work /tmp/ann-work]
+      [--hnswlib-cache DIR]
 
 DATA_DIR_COPY: a COPY of a server data directory (its db/ is read with
 python3-lmdb without a lock, so it must not be live), e.g.
@@ -31,15 +32,18 @@ the floats); IVF{n} with each probed list searched by our coded scan (exact
 within the lists: IVF clustering + our codes + float re-rank); FAISS
 IVF{n},Flat searched as the server searches it below 20 queries
 (index/ivf_scan.c over FAISS's own lists, with the exact coded scan again in
-the same job); FAISS HNSW16,Flat; hnswlib M=16. n is index/idx.c's automatic nlist (4 sqrt N to
+the same job); FAISS HNSW16,Flat; hnswlib M=16, through its Node binding and
+as its own C++ built for this CPU (the same graph: with --hnswlib-cache the
+one-thread build, most of an hour at 4M, is done once). n is index/idx.c's automatic nlist (4 sqrt N to
 a power of two); k-means on 39 rows per centroid, 10 rounds (the server
 trains on up to 64 per centroid, 25 rounds: slower, not better by much).
 Each index is built and searched by bench_ann.cpp (FAISS C++, as Debian's
-libfaiss 1.7.3 the server links; our flat_scan.c) or bench_hnswlib.mjs
-(npm hnswlib-node, pinned below, installed into build-bench-index/npm); the
+libfaiss 1.7.3 the server links; our flat_scan.c), bench_hnswlib.mjs
+(npm hnswlib-node, pinned below, installed into build-bench-index/npm) or
+bench_hnswlib.cpp (the hnswlib headers inside that package, -march=native); the
 table at the end gives per setting the build time, bytes per vector,
-recall@10, queries/s, the ratio to the exact coded scan and to hnswlib at the
-same recall (hnswlib's q/s interpolated on its efSearch curve).
+recall@10, queries/s, the ratio to the exact coded scan and to either hnswlib
+at the same recall (its q/s interpolated on its efSearch curve).
 """
 import argparse
 import json
@@ -189,6 +193,10 @@ def build_tools():
         # builds the addon with node-gyp against the system's node headers
         subprocess.run(["npm", "install", "--no-save", "--no-audit", "--no-fund", HNSWLIB_PACKAGE],
                        cwd=npm, check=True, env={**os.environ, "npm_config_nodedir": "/usr"})
+    # hnswlib's own C++, from the headers inside that package, for this CPU
+    subprocess.run(["g++", "-std=c++17", "-O3", "-march=native",
+                    f"-I{npm}/node_modules/hnswlib-node/src/hnswlib", f"{HERE}/bench_hnswlib.cpp",
+                    "-o", f"{BUILD}/bench_hnswlib"], check=True)
     return npm
 
 
@@ -222,15 +230,19 @@ def hnswlib_qps_at(rows, recall):
 
 
 def table(rows):
-    print("| N | index | settings | build s | bytes/vector | recall@10 | q/s | x exact scan | x hnswlib at that recall |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| N | index | settings | build s | bytes/vector | recall@10 | q/s | x exact scan "
+          "| x hnswlib (Node) at that recall | x hnswlib (C++) at that recall |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         flat = [f for f in rows if f["index"] == "flat-coded" and f["n"] == r["n"]]
-        peer = hnswlib_qps_at([h for h in rows if h["index"] == "hnswlib" and h["n"] == r["n"]], r["recall"])
         vs_flat = f"{r['qps'] / flat[0]['qps']:.1f}" if flat else "-"
-        vs_peer = f"{r['qps'] / peer:.2f}" if peer else "-"
+        vs_peers = []
+        for peer_index in ("hnswlib", "hnswlib-cpp"):
+            peer = hnswlib_qps_at([h for h in rows if h["index"] == peer_index and h["n"] == r["n"]],
+                                  r["recall"])
+            vs_peers.append(f"{r['qps'] / peer:.2f}" if peer else "-")
         print(f"| {r['n']:,} | {r['index']} | {r['params']} | {r['build_s']:.1f} | {r['bytes_per_vec']:.0f} "
-              f"| {r['recall']:.3f} | {r['qps']:.0f} | {vs_flat} | {vs_peer} |")
+              f"| {r['recall']:.3f} | {r['qps']:.0f} | {vs_flat} | {' | '.join(vs_peers)} |")
 
 
 def main():
@@ -244,8 +256,10 @@ def main():
     ap.add_argument("--nprobe", default="16,32,64,128,256")
     ap.add_argument("--ef", default="16,32,64,128,256")
     ap.add_argument("--skip", default="",
-                    help="comma list of: flat,ivf,ivfcoded,ivfscan,faiss-hnsw,hnswlib")
+                    help="comma list of: flat,ivf,ivfcoded,ivfscan,faiss-hnsw,hnswlib,hnswlib-cpp")
     ap.add_argument("--work", default="/tmp/ann-work")
+    ap.add_argument("--hnswlib-cache", help="keep hnswlib's graphs here and read them back in later runs "
+                    "(the build time reported is the one measured when it was built)")
     ap.add_argument("--table-only", action="store_true",
                     help="print the table of WORK/results.jsonl (every run's rows, the latest per setting)")
     args = ap.parse_args()
@@ -282,8 +296,13 @@ def main():
         common = [w("base.f32"), str(n), str(d), w("queries.f32"), str(args.nq), w(f"gt-{n}.i32")]
         if n <= args.hnswlib_max and "hnswlib" not in skip:
             jobs.append(["node", f"{HERE}/bench_hnswlib.mjs", *common, "16", "100", args.ef])
+        if n <= args.hnswlib_max and "hnswlib-cpp" not in skip:
+            jobs.append([f"{BUILD}/bench_hnswlib", *common, "16", "100", args.ef])
     rows = []
     env = {**os.environ, "HNSWLIB_DIR": npm}
+    if args.hnswlib_cache:
+        os.makedirs(args.hnswlib_cache, exist_ok=True)
+        env["HNSWLIB_CACHE"] = os.path.abspath(args.hnswlib_cache)
     with open(w("results.jsonl"), "a") as results:  # rows as they come: a long run can be cut short
         for cmd in jobs:
             for r in run(cmd, env):
