@@ -328,6 +328,32 @@ KN_CLONES void kn_softmax_rows(float *x, int ld, int M, int N, const int *n_vali
   }
 }
 
+/* Attention of one query row (the decoder's one-token step) over n keys:
+ * dot products with the key rows, softmax, and the weighted sum of the
+ * value rows, read in place. Through sgemm the same
+ * work made OpenBLAS pack (copy) every key and value row on each call. */
+static inline void kn_attention_row(const float *q, const float *k, int ldk, const float *v,
+                                    int ldv, float *out, int n, int dh, float scale,
+                                    float *scores) {
+  for (int j = 0; j < n; j++) {
+    const float *kr = k + (size_t)j * (size_t)ldk;
+    float acc[KN_LANES] = {0}, s = 0.0f;
+    int d = 0;
+    for (; d + KN_LANES <= dh; d += KN_LANES)
+      for (int i = 0; i < KN_LANES; i++) acc[i] += q[d + i] * kr[d + i];
+    for (; d < dh; d++) s += q[d] * kr[d];
+    for (int i = 0; i < KN_LANES; i++) s += acc[i];
+    scores[j] = scale * s;
+  }
+  kn_softmax_row(scores, n, n);
+  for (int d = 0; d < dh; d++) out[d] = 0.0f;
+  for (int j = 0; j < n; j++) {
+    const float *vr = v + (size_t)j * (size_t)ldv;
+    const float p = scores[j];
+    for (int d = 0; d < dh; d++) out[d] += p * vr[d];
+  }
+}
+
 KN_CLONES void kn_attention_head(const float *q, int ldq, const float *k, int ldk, const float *v,
                                  int ldv, float *out, int ldo, int Tq, int Tk, int tk_valid, int dh,
                                  float scale, int causal, float *scores) {
@@ -339,6 +365,10 @@ KN_CLONES void kn_attention_head(const float *q, int ldq, const float *k, int ld
   if (n == 0) {
     for (int i = 0; i < Tq; i++)
       for (int j = 0; j < dh; j++) out[(size_t)i * (size_t)ldo + j] = 0.0f;
+    return;
+  }
+  if (Tq == 1) { /* causal or not, a lone query sees every valid key */
+    kn_attention_row(q, k, ldk, v, ldv, out, n, dh, scale, scores);
     return;
   }
   kn_sgemm(0, 1, Tq, n, dh, scale, q, ldq, k, ldk, 0.0f, scores, n);

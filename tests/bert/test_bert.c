@@ -791,6 +791,36 @@ TEST(kernels_pool) {
   float q[2 * 2] = {1, 0, 0, 1}, kk[2 * 2] = {1, 0, 0, 1}, v[2 * 2] = {1, 2, 3, 4}, ao[4], sc[4];
   kn_attention_head(q, 2, kk, 2, v, 2, ao, 2, 2, 2, 2, 2, 1.0f, 1, sc);
   CHECK(ao[0] == 1 && ao[1] == 2 && ao[2] > 1 && ao[2] < 3);
+  /* one query row (the decoder's one-token path, which skips sgemm) against
+   * a double-precision reference: 37 keys of which 30 valid, 70 dims (past
+   * the lanes), rows strided, causal and not */
+  {
+    enum { T = 37, VALID = 30, DH = 70, LD = 75 };
+    static float q1[DH], k1[T * LD], v1[T * LD], o1[DH], s1[T];
+    for (int i = 0; i < DH; i++) q1[i] = (float)((i * 13) % 17) * 0.05f - 0.4f;
+    for (int i = 0; i < T * LD; i++) {
+      k1[i] = (float)((i * 7) % 23) * 0.04f - 0.44f;
+      v1[i] = (float)((i * 11) % 19) * 0.1f - 0.9f;
+    }
+    double worst = 0;
+    for (int causal = 0; causal <= 1; causal++) {
+      kn_attention_head(q1, DH, k1, LD, v1, LD, o1, DH, 1, T, VALID, DH, 0.125f, causal, s1);
+      double sc[VALID], mx = -1e300, sum = 0;
+      for (int j = 0; j < VALID; j++) {
+        double dot = 0;
+        for (int d = 0; d < DH; d++) dot += (double)q1[d] * k1[j * LD + d];
+        sc[j] = 0.125 * dot;
+        mx = sc[j] > mx ? sc[j] : mx;
+      }
+      for (int j = 0; j < VALID; j++) sum += (sc[j] = exp(sc[j] - mx));
+      for (int d = 0; d < DH; d++) {
+        double ref = 0;
+        for (int j = 0; j < VALID; j++) ref += sc[j] / sum * v1[j * LD + d];
+        worst = fmax(worst, fabs(o1[d] - ref));
+      }
+    }
+    CHECKF(worst < 1e-5, "one-row attention vs double reference %.3g", worst);
+  }
   float nv2[3] = {3, 0, 4};
   kn_l2_normalize(nv2, 3);
   CHECK(fabsf(nv2[0] - 0.6f) < 1e-7f && fabsf(nv2[2] - 0.8f) < 1e-7f);
