@@ -54,8 +54,8 @@ std::string cache_file(const char *dir, const std::string &base, size_t n, int m
   std::string safe = base;
   for (char &c : safe)
     if (!std::isalnum((unsigned char)c) && c != '_') c = '_';
-  return std::string(dir) + "/hnswlib-" + safe + "-" + std::to_string(n) + "-" +
-         std::to_string(m) + "-" + std::to_string(efc) + ".bin";
+  return std::string(dir) + "/hnswlib-" + safe + "-" + std::to_string(n) + "-" + std::to_string(m) +
+         "-" + std::to_string(efc) + ".bin";
 }
 
 bool exists(const std::string &p) {
