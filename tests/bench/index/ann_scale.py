@@ -221,8 +221,10 @@ def nlist_for(n):
 
 
 def hnswlib_qps_at(rows, recall):
-    """hnswlib's q/s at a recall, linear between its efSearch points (None outside)."""
+    """hnswlib's q/s at a recall, linear between its efSearch points (None outside), on
+    the best it showed: a point slower than one of equal or higher recall is dropped."""
     pts = sorted((r["recall"], r["qps"]) for r in rows)
+    pts = [p for p in pts if not any(o[0] >= p[0] and o[1] > p[1] for o in pts)]
     for (r0, q0), (r1, q1) in zip(pts, pts[1:]):
         if r0 <= recall <= r1:
             return q0 if r1 == r0 else q0 + (q1 - q0) * (recall - r0) / (r1 - r0)
