@@ -40,6 +40,8 @@ extern "C" {
 #include "ivf_scan.h"
 }
 
+#include "bench_rows.h"
+
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
@@ -65,24 +67,6 @@ extern "C" {
 namespace {
 
 const int K = 10;
-
-double now() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-template <typename T>
-std::vector<T> read_rows(const char *path, size_t count) {
-  std::vector<T> v(count);
-  FILE *f = std::fopen(path, "rb");
-  if (!f || std::fread(v.data(), sizeof(T), count, f) != count) {
-    std::fprintf(stderr, "bench_ann: cannot read %zu values from %s\n", count, path);
-    std::exit(1);
-  }
-  std::fclose(f);
-  return v;
-}
 
 std::vector<int> parse_list(const char *s) {
   std::vector<int> out;
@@ -130,19 +114,19 @@ template <typename F>
 double time_queries(const Data &data, size_t nq, std::vector<int64_t> &labels, F fn) {
   std::vector<float> dist(K);
   for (size_t i = 0; i < nq; i++) fn(i, dist.data(), labels.data() + i * K);
-  double t0 = now();
+  double t0 = bench_now();
   for (size_t i = 0; i < nq; i++) fn(i, dist.data(), labels.data() + i * K);
-  return (double)nq / (now() - t0);
+  return (double)nq / (bench_now() - t0);
 }
 
 void run_flat(const Data &data, size_t nq_timed) {
   flat_codes *codes = nullptr;
-  double t0 = now();
+  double t0 = bench_now();
   if (flat_codes_new(data.d, &codes) || flat_codes_append(codes, data.xb.data(), data.n)) {
     std::fprintf(stderr, "bench_ann: flat codes failed\n");
     std::exit(1);
   }
-  double build_s = now() - t0;
+  double build_s = bench_now() - t0;
   std::vector<int64_t> labels(data.nq * K, -1);
   auto search = [&](size_t i, float *dist, int64_t *lab) {
     flat_scan_coded(codes, data.xb.data(), nullptr, data.n, data.d, data.xq.data() + i * data.d, 1,
@@ -176,11 +160,11 @@ void run_ivf(const Data &data, int nlist, int per_centroid, int niter, int kfact
   }
   size_t ntrain = std::min(data.n, (size_t)per_centroid * (size_t)nlist);
   omp_set_num_threads(2);
-  double t0 = now();
+  double t0 = bench_now();
   top->train((faiss::Index::idx_t)ntrain, data.xb.data()); /* rows are in random order */
-  double train_s = now() - t0;
+  double train_s = bench_now() - t0;
   top->add((faiss::Index::idx_t)data.n, data.xb.data());
-  double build_s = now() - t0;
+  double build_s = bench_now() - t0;
   double per_vec = (double)serialized_bytes(top.get()) / (double)data.n;
   omp_set_num_threads(1);
   std::fprintf(stderr, "ivf%d: trained in %.1f s, built in %.1f s\n", nlist, train_s, build_s);
@@ -203,10 +187,10 @@ void run_ivf(const Data &data, int nlist, int per_centroid, int niter, int kfact
   for (size_t i = 0; i < 1000 && i < data.n; i++)
     gone.push_back((faiss::Index::idx_t)(i * (data.n / 1000)));
   faiss::IDSelectorBatch sel(gone.size(), gone.data());
-  t0 = now();
+  t0 = bench_now();
   size_t removed = ivf->remove_ids(sel);
   std::fprintf(stderr, "ivf%d: remove_ids of %zu ids (one call) took %.1f ms\n", nlist, removed,
-               (now() - t0) * 1e3);
+               (bench_now() - t0) * 1e3);
 }
 
 /* One inverted list of IVF-coded: its float rows, their int8 codes, ids. */
@@ -251,18 +235,18 @@ struct IvfFlat {
     ivf.cp.niter = niter;
     size_t ntrain = std::min(data.n, (size_t)per_centroid * (size_t)nlist);
     omp_set_num_threads(2);
-    double t0 = now();
+    double t0 = bench_now();
     ivf.train((faiss::Index::idx_t)ntrain, data.xb.data());
-    train_s = now() - t0;
+    train_s = bench_now() - t0;
     ivf.add((faiss::Index::idx_t)data.n, data.xb.data());
-    build_s = now() - t0;
+    build_s = bench_now() - t0;
     omp_set_num_threads(1);
   }
 };
 
 void run_ivfcoded(const Data &data, int nlist, int per_centroid, int niter,
                   const std::vector<int> &nprobes) {
-  double t0 = now();
+  double t0 = bench_now();
   IvfFlat built(data, nlist, per_centroid, niter);
   faiss::IndexFlatIP &quantizer = built.quantizer;
   faiss::IndexIVFFlat &ivf = built.ivf;
@@ -276,7 +260,7 @@ void run_ivfcoded(const Data &data, int nlist, int per_centroid, int niter,
     if (flat_codes_new(data.d, &cl.codes) || flat_codes_append(cl.codes, cl.rows, cl.n))
       std::exit(1);
   }
-  double build_s = now() - t0;
+  double build_s = bench_now() - t0;
   /* floats + codes + scale/figures + id per row; centroids */
   double per_vec = (double)data.d * 5 + 12 + 8 + (double)nlist * data.d * 4 / (double)data.n;
   for (int nprobe : nprobes) {
@@ -323,7 +307,7 @@ void run_ivfscan(const Data &data, int nlist, int per_centroid, int niter, size_
   }
   double per_vec = (double)serialized_bytes(&built.ivf) / (double)data.n;
   /* int8 codes of the centroids and of each list, as idx.c keeps them */
-  double t0 = now();
+  double t0 = bench_now();
   flat_codes *centroid_codes = nullptr;
   std::vector<flat_codes *> list_codes(view.nlist, nullptr);
   bool made = !flat_codes_new(data.d, &centroid_codes) &&
@@ -339,7 +323,7 @@ void run_ivfscan(const Data &data, int nlist, int per_centroid, int niter, size_
     std::fprintf(stderr, "bench_ann: no codes\n");
     std::exit(1);
   }
-  double codes_s = now() - t0;
+  double codes_s = bench_now() - t0;
   /* codes, scale, bound and norm per row */
   double code_bytes = data.d + 3.0 * sizeof(float);
   const ivf_codes centroids_only = {centroid_codes, nullptr};
@@ -387,9 +371,9 @@ void run_hnsw(const Data &data, int m, int ef_construction, int threads,
   faiss::IndexHNSWFlat ix((int)data.d, m, faiss::METRIC_INNER_PRODUCT);
   ix.hnsw.efConstruction = ef_construction;
   omp_set_num_threads(threads);
-  double t0 = now();
+  double t0 = bench_now();
   ix.add((faiss::Index::idx_t)data.n, data.xb.data());
-  double build_s = now() - t0;
+  double build_s = bench_now() - t0;
   double per_vec = (double)serialized_bytes(&ix) / (double)data.n;
   omp_set_num_threads(1);
   for (int ef : efs) {
@@ -417,9 +401,9 @@ int main(int argc, char **argv) {
   data.n = std::strtoul(argv[2], nullptr, 10);
   data.d = std::strtoul(argv[3], nullptr, 10);
   data.nq = std::strtoul(argv[5], nullptr, 10);
-  data.xb = read_rows<float>(argv[1], data.n * data.d);
-  data.xq = read_rows<float>(argv[4], data.nq * data.d);
-  data.gt = read_rows<int>(argv[6], data.nq * K);
+  data.xb = bench_read_rows<float>(argv[1], data.n * data.d);
+  data.xq = bench_read_rows<float>(argv[4], data.nq * data.d);
+  data.gt = bench_read_rows<int>(argv[6], data.nq * K);
   std::string mode = argv[7];
   omp_set_num_threads(1);
   if (mode == "flat") {

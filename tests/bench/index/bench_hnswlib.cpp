@@ -11,6 +11,7 @@
  * for the same BASE, N, M and efConstruction is read back (the same file
  * format: both call hnswlib's saveIndex), with the build time recorded
  * then; otherwise the graph is built here on one thread. */
+#include "bench_rows.h"
 #include "hnswlib.h"
 
 #include <time.h>
@@ -29,24 +30,6 @@
 namespace {
 
 const int K = 10;
-
-double now() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-template <typename T>
-std::vector<T> read_rows(const char *path, size_t count) {
-  std::vector<T> v(count);
-  FILE *f = std::fopen(path, "rb");
-  if (!f || std::fread(v.data(), sizeof(T), count, f) != count) {
-    std::fprintf(stderr, "bench_hnswlib: cannot read %zu values from %s\n", count, path);
-    std::exit(1);
-  }
-  std::fclose(f);
-  return v;
-}
 
 /* The cache file's name, as bench_hnswlib.mjs makes it: the base path with
  * every character outside [A-Za-z0-9_] replaced by '_'. */
@@ -74,8 +57,8 @@ int main(int argc, char **argv) {
   const size_t n = std::strtoul(argv[2], nullptr, 10), d = std::strtoul(argv[3], nullptr, 10);
   const size_t nq = std::strtoul(argv[5], nullptr, 10);
   const int m = std::atoi(argv[7]), efc = std::atoi(argv[8]);
-  std::vector<float> xq = read_rows<float>(argv[4], nq * d);
-  std::vector<int> gt = read_rows<int>(argv[6], nq * K);
+  std::vector<float> xq = bench_read_rows<float>(argv[4], nq * d);
+  std::vector<int> gt = bench_read_rows<int>(argv[6], nq * K);
   hnswlib::InnerProductSpace space(d);
   const char *cache = std::getenv("HNSWLIB_CACHE");
   std::string file = cache ? cache_file(cache, base, n, m, efc) : "/tmp/hnswlib-bench-cpp.bin";
@@ -90,11 +73,11 @@ int main(int argc, char **argv) {
     build_s = std::atof(s.c_str() + s.find(':') + 1);
     std::fprintf(stderr, "hnswlib-cpp: read the graph built earlier from %s\n", file.c_str());
   } else {
-    std::vector<float> xb = read_rows<float>(base.c_str(), n * d);
+    std::vector<float> xb = bench_read_rows<float>(base.c_str(), n * d);
     ix.reset(new hnswlib::HierarchicalNSW<float>(&space, n, m, efc, 100));
-    double t0 = now();
+    double t0 = bench_now();
     for (size_t i = 0; i < n; i++) ix->addPoint(xb.data() + i * d, i);
-    build_s = now() - t0;
+    build_s = bench_now() - t0;
     ix->saveIndex(file);
     if (cache) std::ofstream(file + ".json") << "{\"build_s\":" << build_s << "}";
   }
@@ -109,7 +92,7 @@ int main(int argc, char **argv) {
     ix->setEf(ef);
     std::vector<std::vector<hnswlib::labeltype>> found(nq);
     for (size_t i = 0; i < nq; i++) ix->searchKnn(xq.data() + i * d, K); /* untimed: warms up */
-    double t0 = now();
+    double t0 = bench_now();
     for (size_t i = 0; i < nq; i++) {
       auto top = ix->searchKnn(xq.data() + i * d, K);
       while (!top.empty()) {
@@ -117,7 +100,7 @@ int main(int argc, char **argv) {
         top.pop();
       }
     }
-    const double qps = (double)nq / (now() - t0);
+    const double qps = (double)nq / (bench_now() - t0);
     size_t hits = 0;
     for (size_t i = 0; i < nq; i++) {
       std::unordered_set<int> truth(gt.begin() + i * K, gt.begin() + (i + 1) * K);

@@ -1,0 +1,33 @@
+/* bench_rows.h - what bench_ann.cpp and bench_hnswlib.cpp share: a
+ * monotonic clock and reading raw rows (float32 vectors, int32 ground
+ * truth) from the files ann_scale.py writes. */
+#ifndef RETRO_BENCH_ROWS_H
+#define RETRO_BENCH_ROWS_H
+
+#include <time.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+inline double bench_now() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The first count values of type T in path; exits with a message if the
+ * file is shorter. */
+template <typename T>
+std::vector<T> bench_read_rows(const char *path, size_t count) {
+  std::vector<T> v(count);
+  FILE *f = std::fopen(path, "rb");
+  if (!f || std::fread(v.data(), sizeof(T), count, f) != count) {
+    std::fprintf(stderr, "cannot read %zu values from %s\n", count, path);
+    std::exit(1);
+  }
+  std::fclose(f);
+  return v;
+}
+
+#endif
