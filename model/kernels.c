@@ -330,8 +330,8 @@ KN_CLONES void kn_softmax_rows(float *x, int ld, int M, int N, const int *n_vali
 
 /* Attention of one query row (the decoder's one-token step) over n keys:
  * dot products with the key rows, softmax, and the weighted sum of the
- * value rows, read in place. Through sgemm the same
- * work made OpenBLAS pack (copy) every key and value row on each call. */
+ * value rows, read in place. Through sgemm the same work made OpenBLAS
+ * pack (copy) every key and value row on each call. */
 static inline void kn_attention_row(const float *q, const float *k, int ldk, const float *v,
                                     int ldv, float *out, int n, int dh, float scale,
                                     float *scores) {

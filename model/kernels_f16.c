@@ -3,7 +3,9 @@
  * encoder and the decoder, and the choice between it and the F32 kernel.
  * Weights are expanded to F32 in registers (F16C) and multiplied with FMA;
  * accumulation is F32, so the result equals the F32 product over the same
- * (F16-rounded) weights up to summation order. No allocation, no threads.
+ * (F16-rounded) weights up to summation order. Each kernel exists at two
+ * widths, AVX2 and AVX-512, made from one template (kernels_f16_tiles.h);
+ * the widest the CPU has runs. No allocation, no threads.
  * A file of its own, not kernels.c: that one is compiled with O3 and
  * fp-contract=fast, which would fuse the scalar tails here differently.
  */
@@ -69,8 +71,8 @@ F16_TARGET static inline void hsum4_256(__m256 a0, __m256 a1, __m256 a2, __m256 
 #undef VHSUM4
 
 /* The AVX-512 kernels: 16 floats a vector (on CPUs with full-width 512-bit
- * units, such as this project's AMD Zen 5, twice the AVX2 kernels' work per
- * instruction; see kernels.h for the choice). */
+ * units, such as the AMD Zen 5 of our benchmarks, twice the AVX2 kernels'
+ * work per instruction; see kernels.h for the choice). */
 #define F16_TARGET __attribute__((target("avx512f,avx2,fma,f16c")))
 #define F16_NAME(name) name##_avx512
 #define VF __m512

@@ -722,8 +722,9 @@ TEST(kernels_pool) {
           }
         CHECKF(eh < 1e-5, "F16 few-row linear vs F32 at %d bits: %.3g", widths[wi], eh);
         CHECK(untouched);
-        /* a row's result does not depend on the tile it falls in (rows of
-         * 3, then single rows): each row alone equals it within all MMAX */
+        /* a row's result does not depend on the tile it falls in (tiles of
+         * 3 or 4 rows, then single rows): each row alone equals it within
+         * all MMAX */
         int alike = 1;
         for (int c = 0; c < 3; c++) {
           int N = Ns[c], K = Ks[c];

@@ -8,8 +8,8 @@
  * Prints one line per measurement:
  *   sgemm M N K threads gflops
  *   ours LEN BATCH sent_per_s ms_per_call gflops sent_per_cpu_s min_ms_per_call
- *   (and the same for blas, f32 and avx2)
  *   blas LEN BATCH sent_per_s ms_per_call gflops sent_per_cpu_s min_ms_per_call
+ *   (and the same for f32 and avx2)
  * sent_per_cpu_s divides by the process CPU time instead of wall time (a
  * figure that a busy machine distorts less).
  * "ours" is the encoder as shipped (a pool of THREADS threads over
