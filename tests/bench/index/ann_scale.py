@@ -34,8 +34,9 @@ IVF{n},Flat searched as the server searches it below 20 queries
 (index/ivf_scan.c over FAISS's own lists, with the exact coded scan again in
 the same job); FAISS HNSW16,Flat; hnswlib M=16, through its Node binding and
 as its own C++ built for this CPU (the same graph: with --hnswlib-cache the
-one-thread build, most of an hour at 4M, is done once). n is index/idx.c's automatic nlist (4 sqrt N to
-a power of two); k-means on 39 rows per centroid, 10 rounds (the server
+one-thread build, most of an hour at 4M, is done once; hnswlib runs up to
+--hnswlib-max vectors). n is index/idx.c's automatic nlist (4 sqrt N to a
+power of two); k-means on 39 rows per centroid, 10 rounds (the server
 trains on up to 64 per centroid, 25 rounds: slower, not better by much).
 Each index is built and searched by bench_ann.cpp (FAISS C++, as Debian's
 libfaiss 1.7.3 the server links; our flat_scan.c), bench_hnswlib.mjs
