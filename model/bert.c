@@ -606,43 +606,25 @@ static void lin_tile(void *arg, int t, int worker) {
   }
 }
 
-typedef struct ln_job {
-  float *x;
-  const float *res, *g, *b;
-  int M, N, blocks;
-  float eps;
-} ln_job;
-
-static void ln_block(void *arg, int t, int worker) {
-  (void)worker;
-  const ln_job *j = arg;
-  int m0 = (int)((long long)j->M * t / j->blocks),
-      m1 = (int)((long long)j->M * (t + 1) / j->blocks);
-  if (m1 > m0)
-    kn_add_layernorm(j->x + (size_t)m0 * (size_t)j->N, j->res + (size_t)m0 * (size_t)j->N, j->N,
-                     j->g, j->b, m1 - m0, j->N, j->eps);
-}
-
 /* Where a forward runs: the encoder's pool, or the calling thread alone. */
 typedef struct bert_exec {
   pool *pool; /* NULL: the calling thread */
   int workers;
 } bert_exec;
 
-/* out = epilogue(x @ W^T + b) spread over the pool. */
+/* out = epilogue(x @ W^T + b) spread over the pool: in row blocks for many
+ * rows, else in column blocks. A linear followed by add + layernorm takes
+ * row blocks from 4 rows a worker on, so that each worker normalises its
+ * own rows; column blocks leave the layernorm to the caller, after the
+ * job, while the workers wait. */
 static void bert_linear(const bert_exec *x, lin_job *j) {
   int w = x->workers;
-  j->rows = j->M >= 32 * w || w == 1;
+  j->rows = j->M >= 32 * w || w == 1 || (j->epi == EPI_ADD_LN && j->M >= 4 * w);
   j->tiles = w;
   if (!j->rows && j->N < 16 * w) j->tiles = 1;
   pool_for(x->pool, j->tiles, lin_tile, j);
-  if (j->epi == EPI_ADD_LN && !j->rows) {
-    ln_job l = {j->out, j->res, j->g, j->beta, j->M, j->N, w, j->eps};
-    if (j->M < 64) { /* a few rows: cheaper here than waking the pool */
-      l.blocks = 1;
-      ln_block(&l, 0, 0);
-    } else pool_for(x->pool, w, ln_block, &l);
-  }
+  if (j->epi == EPI_ADD_LN && !j->rows) /* fewer than 4 rows a worker */
+    kn_add_layernorm(j->out, j->res, j->N, j->g, j->beta, j->M, j->N, j->eps);
 }
 
 typedef struct lin3_job {
