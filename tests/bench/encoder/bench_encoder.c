@@ -3,7 +3,7 @@
  * yardstick. Not a test; tests/bench/encoder/run.sh runs it next to the
  * PyTorch peer (bench_torch.py) on the same weights and inputs.
  *
- *   bench_encoder MODEL_DIR THREADS SECONDS
+ *   [POINTS=16x1,...] [MODES=ours,...] bench_encoder MODEL_DIR THREADS SECONDS
  *
  * Prints one line per measurement:
  *   sgemm M N K threads gflops
@@ -87,7 +87,19 @@ static double sgemm_gflops(int M, int N, int K, int threads, double secs) {
   return r.gflops;
 }
 
-/* Measures every (length, batch) point on b; prints "<tag> ..." lines. */
+/* 1 when name is in the comma list in environment variable var, or var is
+ * unset (everything wanted). */
+static int wanted(const char *var, const char *name) {
+  const char *list = getenv(var);
+  if (!list) return 1;
+  size_t n = strlen(name);
+  for (const char *p = list; (p = strstr(p, name)); p += n)
+    if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == 0)) return 1;
+  return 0;
+}
+
+/* Measures every (length, batch) point on b (those in POINTS, e.g.
+ * "16x1,128x32", when it is set); prints "<tag> ..." lines. */
 static int run_points(bert *b, const char *dir, const char *tag, double secs) {
   /* layer count and sizes from config.json */
   int H = (int)bert_dim(b), L = 6, I = 4 * H, span = 28000;
@@ -110,6 +122,9 @@ static int run_points(bert *b, const char *dir, const char *tag, double secs) {
   for (size_t li = 0; li < 3; li++)
     for (size_t bi = 0; bi < 2; bi++) {
       int T = lens[li], B = batches[bi];
+      char point[32];
+      snprintf(point, sizeof point, "%dx%d", T, B);
+      if (!wanted("POINTS", point)) continue;
       int32_t **ids = calloc((size_t)B, sizeof *ids);
       size_t *n = calloc((size_t)B, sizeof *n);
       for (int i = 0; i < B; i++) {
@@ -153,9 +168,13 @@ int main(int argc, char **argv) {
   const char *dir = argv[1];
   int threads = atoi(argv[2]);
   double secs = atof(argv[3]);
-  /* the yardstick: a large square product, and the encoder's own FFN shape */
-  printf("sgemm 2048 2048 2048 %d %.1f\n", threads, sgemm_gflops(2048, 2048, 2048, threads, secs));
-  printf("sgemm 4096 1536 384 %d %.1f\n", threads, sgemm_gflops(4096, 1536, 384, threads, secs));
+  /* the yardstick: a large square product, and the encoder's own FFN shape
+   * (left out when MODES picks modes: the bench's alternating rounds) */
+  if (!getenv("MODES")) {
+    printf("sgemm 2048 2048 2048 %d %.1f\n", threads,
+           sgemm_gflops(2048, 2048, 2048, threads, secs));
+    printf("sgemm 4096 1536 384 %d %.1f\n", threads, sgemm_gflops(4096, 1536, 384, threads, secs));
+  }
   fflush(stdout);
 
   /* a model stored as F16 is also measured without its F16 products */
@@ -170,6 +189,7 @@ int main(int argc, char **argv) {
   int modes = f16 ? (kn_f16_width() == 512 ? 4 : 3) : 2;
   static const char *const mode_name[] = {"ours", "blas", "f32", "avx2"};
   for (int mode = 0; mode < modes; mode++) {
+    if (!wanted("MODES", mode_name[mode])) continue;
     bert *b = NULL;
     bert_options opt = {.pooling = BERT_POOL_AUTO, .threads = mode == 1 ? 1 : threads};
     if (mode == 2) setenv("BERT_F16", "0", 1); /* read by bert_open */

@@ -7,10 +7,13 @@
 # on the same weights, inputs and thread count, in the same run; the ratios;
 # and our GFLOP/s as a fraction of the machine's sgemm GFLOP/s measured here
 # with the same thread count.
-#   usage: [MODEL=dir] [TORCH=0] [ORT=0] tests/bench/encoder/run.sh [THREADS=2] [SECONDS=3]
+#   usage: [MODEL=dir] [TORCH=0] [ORT=0] [ROUNDS=N] tests/bench/encoder/run.sh [THREADS=2] [SECONDS=3]
 # MODEL: an encoder directory to measure instead (e.g. model/default/encoder);
 # for an F16 file the table adds our F32-weights figure (BERT_F16=0), and on a
 # CPU with AVX-512 our figure with the F16 products at AVX2 width.
+# ROUNDS=N: then N rounds of ours and ONNX Runtime taking turns on the points
+# in POINTS (default 16x1,128x32), each round's ratios and their median: on
+# this VM a single run's ratio moves with the minute it ran in.
 # TORCH=0 / ORT=0 leave that peer out. ORT_CACHE: where onnxruntime-node
 # (pinned below) is installed on first use (default build-bench-encoder/npm).
 # Builds the project in build-bench-encoder/ (release) and keeps the model there.
@@ -118,3 +121,35 @@ if ort:
     print("the last ratio is ONNX Runtime's fastest call over ours (latency);"
           " ours at AVX2: the F16 products at AVX2 width instead of AVX-512.")
 PY
+# alternating rounds (ROUNDS=N): ours, then ONNX Runtime, N times
+rounds=${ROUNDS:-0}
+if [ "$rounds" -gt 0 ] && [ -f "$data/model.onnx" ]; then
+  export POINTS="${POINTS:-16x1,128x32}"
+  for r in $(seq 1 "$rounds"); do
+    MODES=ours "$build/bench_encoder" "$model" "$threads" "$secs" | sed "s/^/$r /" >>"$data/rounds.txt"
+    node "$root/tests/bench/encoder/bench_ort.mjs" "$cache/node_modules" "$data/model.onnx" "$vocab" \
+      "$threads" "$secs" | grep '^ort ' | sed "s/^/$r /" >>"$data/rounds.txt"
+  done
+  "$py" - "$data/rounds.txt" <<'PY'
+import statistics
+import sys
+ours, ort = {}, {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if f[1] in ("ours", "ort"):  # round, tag, len, batch, sent/s, ms, ..., min ms last
+        (ours if f[1] == "ours" else ort)[(int(f[0]), int(f[2]), int(f[3]))] = (float(f[4]), float(f[-1]))
+print("\nalternating rounds: ours / ONNX Runtime, sentences/s and fastest call")
+for point in sorted({(t, b) for _, t, b in ours}):
+    mean_r, min_r = [], []
+    for r in sorted({r for r, _, _ in ours}):
+        o, x = ours.get((r,) + point), ort.get((r,) + point)
+        if o and x:
+            mean_r.append(o[0] / x[0])
+            min_r.append(x[1] / o[1])
+            print(f"  round {r} {point[0]}x{point[1]}: {o[0]:.1f} / {x[0]:.1f} sent/s = {mean_r[-1]:.2f}x,"
+                  f" fastest {o[1]:.3f} / {x[1]:.3f} ms = {min_r[-1]:.2f}x")
+    if mean_r:
+        print(f"{point[0]}x{point[1]}: median over {len(mean_r)} rounds {statistics.median(mean_r):.2f}x"
+              f" (sentences/s), {statistics.median(min_r):.2f}x (fastest call)")
+PY
+fi
