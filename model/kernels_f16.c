@@ -101,22 +101,23 @@ int kn_f16_set_width(int bits) {
   return kn_f16_width();
 }
 
+/* 1 when the AVX-512 kernels run (the CPU has them, and AVX2 is not forced). */
+static int use_avx512(void) { return forced_width != 256 && __builtin_cpu_supports("avx512f"); }
+
 int kn_f16_width(void) {
   if (!kn_f16_supported()) return 0;
-  return forced_width != 256 && __builtin_cpu_supports("avx512f") ? 512 : 256;
+  return use_avx512() ? 512 : 256;
 }
 
 void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, int N, int K,
                  int accumulate) {
-  if (forced_width != 256 && __builtin_cpu_supports("avx512f"))
-    gemv_avx512(W, x, b, y, N, K, accumulate);
+  if (use_avx512()) gemv_avx512(W, x, b, y, N, K, accumulate);
   else gemv_avx2(W, x, b, y, N, K, accumulate);
 }
 
 void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out, int ldo,
                    int M, int N, int K) {
-  if (forced_width != 256 && __builtin_cpu_supports("avx512f"))
-    linear_avx512(x, ldx, W, b, out, ldo, M, N, K);
+  if (use_avx512()) linear_avx512(x, ldx, W, b, out, ldo, M, N, K);
   else linear_avx2(x, ldx, W, b, out, ldo, M, N, K);
 }
 

@@ -574,7 +574,7 @@ static void check_ivf_scan(const char *factory, idx_metric metric, int nlist, in
   for (size_t i = 0; i < SCAN_VS; i++) /* near stored vectors */
     for (size_t j = 0; j < DIM; j++) q[i * DIM + j] = vec[(i * 97) * DIM + j] + 0.1f * gauss();
   printf("# %s, %s%s\n", factory, metric == IDX_METRIC_L2 ? "L2" : "IP",
-         codes_min ? ", centroid codes" : "");
+         codes_min ? ", int8 codes of centroids and lists" : "");
   fx_open(&f);
   snprintf(flat_path, sizeof flat_path, "%s/flat.faiss", f.dir);
   CHECK(add_docs(f.st, "s", vec, N) == PROTO_OK);
