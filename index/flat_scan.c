@@ -266,6 +266,35 @@ proto_status flat_scan_lists(const flat_list *lists, size_t nlists, size_t d, co
   return PROTO_OK;
 }
 
+SCAN_CLONES static void score_pointed(const float *const *rows, size_t n, size_t d, const float *q,
+                                      int l2, float *out) {
+  for (size_t i = 0; i < n; i++)
+    out[i] = l2 ? score_one(rows[i], d, q, 1) : score_one(rows[i], d, q, 0);
+}
+
+proto_status flat_scan_rows(const float *const *rows, const int64_t *labels, size_t n, size_t d,
+                            const float *q, int l2, size_t k, float *dist, int64_t *lab) {
+  enum { STACK_HITS = 1024 };
+  float scores[SCAN_ROWS];
+  scan_hit stack_hits[STACK_HITS];
+  size_t kept = 0;
+  if (k == 0) return PROTO_OK;
+  scan_hit *heap = k <= STACK_HITS ? stack_hits : malloc(k * sizeof *heap);
+  if (!heap) return proto_fail(PROTO_ENOMEM, "out of memory");
+  for (size_t i = 0; i < n; i++) /* scattered rows: ask for all of them at once */
+    for (size_t off = 0; off < d * sizeof(float); off += 64)
+      __builtin_prefetch((const char *)rows[i] + off);
+  for (size_t r0 = 0; r0 < n; r0 += SCAN_ROWS) {
+    size_t m = n - r0 < SCAN_ROWS ? n - r0 : SCAN_ROWS;
+    score_pointed(rows + r0, m, d, q, l2, scores);
+    for (size_t i = 0; i < m; i++)
+      heap_offer(heap, &kept, k, (scan_hit){scores[i], labels[r0 + i]});
+  }
+  heap_out(heap, kept, k, l2, dist, lab);
+  if (heap != stack_hits) free(heap);
+  return PROTO_OK;
+}
+
 /* Coded scans ------------------------------------------------------------------- */
 
 struct flat_codes {

@@ -61,6 +61,13 @@ typedef struct flat_list {
 proto_status flat_scan_lists(const flat_list *lists, size_t nlists, size_t d, const float *q,
                              int l2, size_t k, float *dist, int64_t *lab);
 
+/* flat_scan of one query q over n scattered rows (rows[i]: d floats, its
+ * label labels[i]): the k best, with flat_scan's scores, order and
+ * conventions. PROTO_OK, or PROTO_ENOMEM when k > 1024 and memory cannot be
+ * had. */
+proto_status flat_scan_rows(const float *const *rows, const int64_t *labels, size_t n, size_t d,
+                            const float *q, int l2, size_t k, float *dist, int64_t *lab);
+
 /* An empty code table for rows of d floats. PROTO_OK, PROTO_EINVAL (d == 0
  * or too large for 32-bit sums), or PROTO_ENOMEM. */
 proto_status flat_codes_new(size_t d, flat_codes **out);

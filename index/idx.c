@@ -67,10 +67,13 @@
  *   rows), so the results are FAISS's at the same nprobe (up to ties) at
  *   2-6x its speed (Debian's FAISS scans IVF lists with a scalar kernel).
  *   FAISS still trains, adds, removes and saves. From codes_min_floats on
- *   (as for Flat), int8 codes of the centroids and of every list are kept
- *   beside them (ivf_codes_refresh) and searched instead, with the few rows
- *   that could rank scored from the floats: the same results bit for bit,
- *   a quarter of the bytes read (docs/BENCHMARKS.md, run G). They follow
+ *   (as for Flat), 4-bit codes of the centroids and of every list (as
+ *   residuals from its centroid) are kept beside them (ivf_codes_refresh)
+ *   and searched instead by ivf_scan_nib: the lists, and the rows that
+ *   could rank (IVF_NIB_MARGIN), picked from the codes, those rows scored
+ *   exactly from the floats. An eighth of the bytes read, and approximate:
+ *   it may miss a row the float scan finds at the same nprobe (how often:
+ *   docs/BENCHMARKS.md, run J). The codes follow
  *   FAISS's lists: appended to as lists grow, a list's codes made again
  *   when a removal changed it, all of them when main is trained or
  *   replaced. 20 queries or more go to FAISS. The filter's refetch and the
@@ -87,6 +90,7 @@
 #include "faiss_capi_ext.h"
 #include "flat_scan.h"
 #include "ivf_scan.h"
+#include "nib_codes.h"
 
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
@@ -144,11 +148,11 @@ struct idx {
   flat_codes *codes;         /* int8 rows of codes_of (a flat active index), or NULL */
   const FaissIndex *codes_of;
   int codes_stale; /* rows were replaced (or removed unfollowed) since codes were made */
-  /* int8 codes of an IVFFlat main's centroids and of each of its lists
+  /* 4-bit codes of an IVFFlat main's centroids and of each of its lists
    * (n_list_codes = nlist entries), made for ivf_codes_of; ivf_codes_stale:
    * main was replaced or trained since */
-  flat_codes *centroid_codes;
-  flat_codes **list_codes;
+  nib_codes *centroid_codes;
+  nib_codes **list_codes;
   size_t n_list_codes;
   const FaissIndex *ivf_codes_of;
   int ivf_codes_stale;
@@ -403,7 +407,7 @@ static void ivf_codes_follow_removal(idx *ix, const size_t *before) {
     return;
   }
   for (size_t i = 0; i < v.nlist; i++)
-    if (ivf_list_len(&v, i) != before[i]) flat_codes_clear(ix->list_codes[i]);
+    if (ivf_list_len(&v, i) != before[i]) nib_codes_clear(ix->list_codes[i]);
 }
 
 /* The codes follow a removal by dropping the same rows (FAISS's flat indexes
@@ -856,8 +860,8 @@ static void codes_refresh(idx *ix) {
 }
 
 static void ivf_codes_drop(idx *ix) {
-  flat_codes_free(ix->centroid_codes);
-  for (size_t i = 0; i < ix->n_list_codes; i++) flat_codes_free(ix->list_codes[i]);
+  nib_codes_free(ix->centroid_codes);
+  for (size_t i = 0; i < ix->n_list_codes; i++) nib_codes_free(ix->list_codes[i]);
   free(ix->list_codes);
   ix->centroid_codes = NULL;
   ix->list_codes = NULL;
@@ -865,7 +869,7 @@ static void ivf_codes_drop(idx *ix) {
   ix->ivf_codes_of = NULL;
 }
 
-/* The IVFFlat view of main when int8 codes are kept for it: trained, not
+/* The IVFFlat view of main when 4-bit codes are kept for it: trained, not
  * waiting on a pending index, large enough to pay (codes_min_floats). */
 static int ivf_codes_wanted(const idx *ix, FaissIVFFlatView *v) {
   return !ix->plain_scan && !ix->pending && ix->kind == KIND_IVF &&
@@ -881,14 +885,15 @@ static int list_codes_catch_up(idx *ix, const FaissIVFFlatView *v, size_t i) {
   const idx_t *ids;
   size_t n;
   faiss_IVFFlatView_list(v, i, &rows, &ids, &n);
-  if (!ix->list_codes[i] && flat_codes_new(ix->dim, &ix->list_codes[i]) != PROTO_OK) return 0;
-  if (flat_codes_rows(ix->list_codes[i]) > n) flat_codes_clear(ix->list_codes[i]);
-  size_t have = flat_codes_rows(ix->list_codes[i]);
-  return flat_codes_append(ix->list_codes[i], rows + have * ix->dim, n - have) == PROTO_OK;
+  if (!ix->list_codes[i] && nib_codes_new(ix->dim, &ix->list_codes[i]) != PROTO_OK) return 0;
+  if (nib_codes_rows(ix->list_codes[i]) > n) nib_codes_clear(ix->list_codes[i]);
+  size_t have = nib_codes_rows(ix->list_codes[i]);
+  return nib_codes_append(ix->list_codes[i], rows + have * ix->dim, n - have,
+                          v->centroids + i * ix->dim) == PROTO_OK;
 }
 
-/* Keeps int8 codes of an IVFFlat main's centroids and lists (ivf_scan reads
- * those instead of the floats: a quarter of the bytes), else drops them.
+/* Keeps 4-bit codes of an IVFFlat main's centroids and lists (ivf_scan_nib
+ * reads those instead of the floats: an eighth of the bytes), else drops them.
  * The centroids change only when main is trained or replaced
  * (ivf_codes_stale); a list only grows at its end between changes, as
  * FAISS appends, except on removals, which remove_ids follows (it clears
@@ -904,8 +909,8 @@ static void ivf_codes_refresh(idx *ix) {
   if (ix->ivf_codes_stale || ix->ivf_codes_of != ix->main || ix->n_list_codes != v.nlist) {
     ivf_codes_drop(ix);
     ix->list_codes = calloc(v.nlist, sizeof *ix->list_codes);
-    if (!ix->list_codes || flat_codes_new(ix->dim, &ix->centroid_codes) != PROTO_OK ||
-        flat_codes_append(ix->centroid_codes, v.centroids, v.nlist) != PROTO_OK) {
+    if (!ix->list_codes || nib_codes_new(ix->dim, &ix->centroid_codes) != PROTO_OK ||
+        nib_codes_append(ix->centroid_codes, v.centroids, v.nlist, NULL) != PROTO_OK) {
       ivf_codes_drop(ix);
       return;
     }
@@ -1178,9 +1183,11 @@ static proto_status search_round(const idx *ix, FaissIndex *active, const float 
     if (s != PROTO_OK) return s;
   } else if (n <= FLAT_SCAN_MAX_QUERIES && active == ix->main && ix->kind == KIND_IVF &&
              faiss_Index_ivf_flat_view(active, &ivf)) {
-    ivf_codes codes = {ix->centroid_codes, (const flat_codes *const *)ix->list_codes};
-    s = ivf_scan(&ivf, ix->ivf_codes_of == active ? &codes : NULL, ix->dim, qbuf, n,
-                 nprobe_for(ix, params), (size_t)kf, dist, lab);
+    ivf_nib codes = {ix->centroid_codes, (const nib_codes *const *)ix->list_codes};
+    s = ix->ivf_codes_of == active
+            ? ivf_scan_nib(&ivf, &codes, ix->dim, qbuf, n, nprobe_for(ix, params), IVF_NIB_MARGIN,
+                           (size_t)kf, dist, lab)
+            : ivf_scan(&ivf, NULL, ix->dim, qbuf, n, nprobe_for(ix, params), (size_t)kf, dist, lab);
     if (s != PROTO_OK) return s;
   } else {
     if (active == ix->main && (s = make_params(ix, params, &sp)) != PROTO_OK) return s;
@@ -1325,9 +1332,9 @@ proto_status idx_info_get(idx *ix, idx_info *out) {
   FaissIndex *active = ix->pending ? ix->pending : ix->main;
   if (ix->codes_of == active) out->code_rows = flat_codes_rows(ix->codes);
   if (ix->ivf_codes_of == active) {
-    out->code_rows = flat_codes_rows(ix->centroid_codes);
+    out->code_rows = nib_codes_rows(ix->centroid_codes);
     for (size_t i = 0; i < ix->n_list_codes; i++)
-      out->code_rows += flat_codes_rows(ix->list_codes[i]);
+      out->code_rows += nib_codes_rows(ix->list_codes[i]);
   }
   pthread_rwlock_unlock(&ix->lock);
   out->scans = atomic_load(&ix->scans);

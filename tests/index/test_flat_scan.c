@@ -7,6 +7,7 @@
  * flat_scan, which they must match bit for bit. */
 #include "faiss_capi_ext.h"
 #include "flat_scan.h"
+#include "nib_codes.h"
 #include "tap.h"
 
 #include <faiss/c_api/Index_c.h>
@@ -328,6 +329,88 @@ TEST(coded_keep) {
   flat_codes_free(c);
 }
 
+/* flat_scan_rows over rows given by pointer equals flat_scan over the same
+ * rows as a matrix, labels passed through. */
+TEST(rows_equal_scan) {
+  enum { N = 300, D = 40, K = 10 };
+  static float xb[N * D];
+  const float *rows[N];
+  int64_t labels[N], l_ref[K], l_got[K];
+  float q[D], d_ref[K], d_got[K];
+  unsigned seed = 5;
+  for (size_t i = 0; i < N * D; i++) xb[i] = frand(&seed);
+  for (size_t j = 0; j < D; j++) q[j] = frand(&seed);
+  for (size_t r = 0; r < N; r++) {
+    rows[r] = xb + r * D;
+    labels[r] = (int64_t)r;
+  }
+  for (int l2 = 0; l2 <= 1; l2++) {
+    CHECK(flat_scan(xb, NULL, N, D, q, 1, l2, K, d_ref, l_ref) == PROTO_OK);
+    CHECK(flat_scan_rows(rows, labels, N, D, q, l2, K, d_got, l_got) == PROTO_OK);
+    CHECK(memcmp(l_ref, l_got, sizeof l_ref) == 0 && memcmp(d_ref, d_got, sizeof d_ref) == 0);
+  }
+  CHECK(flat_scan_rows(rows, labels, 3, D, q, 0, K, d_got, l_got) == PROTO_OK);
+  CHECK(l_got[2] >= 0 && l_got[3] == -1 && d_got[3] == -FLT_MAX);
+}
+
+/* 4-bit codes: every kernel width gives the same scores (integer sums), and
+ * each score is within the worst-case error nib_codes.h states of the exact
+ * q . x (residuals from a centre, odd d, a wild row). */
+TEST(nib_codes) {
+  enum { N = 203, D = 200 };
+  static float xb[N * D], centre[D], got[3][N], spread[N];
+  float q[D];
+  int8_t qi[256];
+  unsigned seed = 17;
+  for (size_t j = 0; j < D; j++) centre[j] = frand(&seed);
+  for (size_t i = 0; i < N * D; i++) xb[i] = centre[i % D] + 0.3f * frand(&seed);
+  for (size_t j = 0; j < D; j++) q[j] = frand(&seed);
+  xb[11 * D + 5] = INFINITY; /* row 11: wild */
+  nib_codes *c = NULL;
+  CHECK(nib_query_len(D) == 256 && nib_query_len(256) == 256 && nib_query_len(257) == 384);
+  CHECK(nib_codes_new(D, &c) == PROTO_OK && nib_codes_append(c, xb, 100, centre) == PROTO_OK &&
+        nib_codes_append(c, xb + 100 * D, N - 100, centre) == PROTO_OK);
+  if (!c) return;
+  CHECK(nib_codes_rows(c) == N && nib_codes_wild(c) == 1);
+  nib_query nq;
+  nib_query_make(q, D, qi, &nq);
+  double qc = 0, qerr = 0;
+  for (size_t j = 0; j < D; j++) {
+    qc += (double)q[j] * centre[j];
+    qerr += fabs((double)q[j] - (double)nq.step * qi[j]);
+  }
+  unsigned widths[] = {512, 256, 0};
+  for (int w = 0; w < 3; w++) {
+    nib_codes_set_width(widths[w]);
+    nib_codes_scores(c, &nq, 0, N, (float)qc, got[w], spread);
+  }
+  nib_codes_set_width(512);
+  CHECK(memcmp(got[0], got[1], sizeof got[0]) == 0 && memcmp(got[0], got[2], sizeof got[0]) == 0);
+  int within = 1, wild_inf = isinf(got[0][11]) && got[0][11] > 0;
+  double err_sum = 0, dev_sum = 0;
+  for (size_t r = 0; r < N; r++) {
+    if (r == 11) continue;
+    double s = 0, rmax = 0;
+    for (size_t j = 0; j < D; j++) {
+      s += (double)q[j] * xb[r * D + j];
+      rmax = fmax(rmax, fabs((double)xb[r * D + j] - centre[j]));
+    }
+    /* the row's rounding (spread sqrt(D) / 2) and the query's (at most
+     * half a step per value against residuals of at most rmax), plus
+     * float sums */
+    double bound = spread[r] * sqrt((double)D) / 2 + qerr * 2 * rmax + 1e-4;
+    within &= fabs(got[0][r] - s) <= bound;
+    err_sum += fabs(got[0][r] - s);
+    dev_sum += spread[r] / sqrt(12.0);
+  }
+  CHECK(within && wild_inf);
+  /* the stated deviation holds on average (a mean |error| of ~0.8 of it) */
+  CHECKF(err_sum < dev_sum, "mean error %g, deviation %g", err_sum / (N - 1), dev_sum / (N - 1));
+  nib_codes_clear(c);
+  CHECK(nib_codes_rows(c) == 0 && nib_codes_wild(c) == 0);
+  nib_codes_free(c);
+}
+
 int main(void) {
   omp_set_num_threads(1);
   RUN(against_faiss);
@@ -337,6 +420,8 @@ int main(void) {
   RUN(coded_all_ties);
   RUN(coded_fallbacks);
   RUN(coded_keep);
+  RUN(rows_equal_scan);
+  RUN(nib_codes);
   RUN(lists_equal_scan);
   return tap_done();
 }

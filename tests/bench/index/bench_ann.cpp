@@ -25,9 +25,10 @@
  *   MODE ivfscan NLIST PER_CENTROID NITER NQ_FLAT NPROBE,...
  *                                 the exact coded scan (NQ_FLAT queries timed),
  *                                 then FAISS IVF<nlist>,Flat (trained as above)
- *                                 searched as idx.c searches it below 20
- *                                 queries (index/ivf_scan.c over FAISS's own
- *                                 lists, no copy), then by FAISS itself
+ *                                 searched by index/ivf_scan.c over FAISS's
+ *                                 own lists (floats; int8 codes; the 4-bit
+ *                                 codes idx.c searches below 20 queries),
+ *                                 then by FAISS itself
  *   MODE hnsw  M EF_CONSTRUCTION THREADS EF_SEARCH,...
  *                                 FAISS IndexHNSWFlat, built with THREADS
  *
@@ -290,10 +291,12 @@ void run_ivfcoded(const Data &data, int nlist, int per_centroid, int niter,
   for (CodedList &cl : lists) flat_codes_free(cl.codes);
 }
 
-/* What idx.c does for an IVF,Flat index below 20 queries: ivf_scan over
- * FAISS's own lists (faiss_Index_ivf_flat_view), one query at a time, at
- * each nprobe; FAISS's own search of the same index at the same nprobe;
- * and the exact coded scan (the 10x baseline) first, in the same run. */
+/* What idx.c does for an IVF,Flat index below 20 queries: ivf_scan_nib
+ * over FAISS's own lists (faiss_Index_ivf_flat_view) and 4-bit codes, one
+ * query at a time, at each nprobe; beside it ivf_scan over the floats and
+ * over int8 codes, and FAISS's own search of the same index at the same
+ * nprobe; and the exact coded scan (the 10x baseline) first, in the same
+ * run. */
 void run_ivfscan(const Data &data, int nlist, int per_centroid, int niter, size_t flat_timed,
                  const std::vector<int> &nprobes) {
   run_flat(data, std::min(data.nq, flat_timed));
@@ -324,6 +327,29 @@ void run_ivfscan(const Data &data, int nlist, int per_centroid, int niter, size_
     std::exit(1);
   }
   double codes_s = bench_now() - t0;
+  /* 4-bit codes of the centroids and of each list's residuals: what idx.c
+   * keeps and searches (ivf_scan_nib) */
+  t0 = bench_now();
+  nib_codes *centroid_nib = nullptr;
+  std::vector<nib_codes *> list_nib(view.nlist, nullptr);
+  made = !nib_codes_new(data.d, &centroid_nib) &&
+         !nib_codes_append(centroid_nib, view.centroids, view.nlist, nullptr);
+  for (size_t l = 0; l < view.nlist && made; l++) {
+    const float *rows;
+    const idx_t *ids;
+    size_t n;
+    faiss_IVFFlatView_list(&view, l, &rows, &ids, &n);
+    made = !nib_codes_new(data.d, &list_nib[l]) &&
+           !nib_codes_append(list_nib[l], rows, n, view.centroids + l * data.d);
+  }
+  if (!made) {
+    std::fprintf(stderr, "bench_ann: no 4-bit codes\n");
+    std::exit(1);
+  }
+  double nib_s = bench_now() - t0;
+  const ivf_nib nib = {centroid_nib, list_nib.data()};
+  /* levels, lo, step and norm^2 per row */
+  double nib_bytes = (double)nib_query_len(data.d) / 2 + 3.0 * sizeof(float);
   /* codes, scale, bound and norm per row */
   double code_bytes = data.d + 3.0 * sizeof(float);
   const ivf_codes centroids_only = {centroid_codes, nullptr};
@@ -355,6 +381,18 @@ void run_ivfscan(const Data &data, int nlist, int per_centroid, int niter, size_
       report(w.name, data, params, built.build_s, per_vec + w.extra_bytes,
              recall_at_10(data, labels), qps);
     }
+    double nib_qps = time_queries(data, data.nq, labels, [&](size_t i, float *dist, int64_t *lab) {
+      if (ivf_scan_nib(&view, &nib, data.d, data.xq.data() + i * data.d, 1, (size_t)nprobe,
+                       IVF_NIB_MARGIN, K, dist, lab))
+        std::exit(1);
+    });
+    std::snprintf(params, sizeof params,
+                  "IVF%d,Flat searched by ivf_scan_nib (idx.c's default), 4-bit codes, "
+                  "margin %.1f, nprobe=%d (codes made in %.1f s)",
+                  nlist, (double)IVF_NIB_MARGIN, nprobe, nib_s);
+    report("idx-ivf-scan-nib", data, params, built.build_s,
+           per_vec + nib_bytes * (double)(view.nlist + data.n) / (double)data.n,
+           recall_at_10(data, labels), nib_qps);
     built.ivf.nprobe = (size_t)nprobe;
     double qps = time_queries(data, data.nq, labels, [&](size_t i, float *dist, int64_t *lab) {
       built.ivf.search(1, data.xq.data() + i * data.d, K, dist, lab);
@@ -364,6 +402,8 @@ void run_ivfscan(const Data &data, int nlist, int per_centroid, int niter, size_
   }
   flat_codes_free(centroid_codes);
   for (flat_codes *c : list_codes) flat_codes_free(c);
+  nib_codes_free(centroid_nib);
+  for (nib_codes *c : list_nib) nib_codes_free(c);
 }
 
 void run_hnsw(const Data &data, int m, int ef_construction, int threads,
