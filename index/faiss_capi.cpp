@@ -306,6 +306,10 @@ void faiss_IVFFlatView_list(const FaissIVFFlatView *view, size_t i, const float 
   *p_n = lists->ids[i].size();
 }
 
+size_t faiss_IVFFlatView_list_len(const FaissIVFFlatView *view, size_t i) {
+  return static_cast<const faiss::ArrayInvertedLists *>(view->lists)->ids[i].size();
+}
+
 /* I/O ------------------------------------------------------------------------ */
 
 int faiss_write_index(const FaissIndex *idx, FILE *f) {

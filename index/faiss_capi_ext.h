@@ -81,6 +81,8 @@ int faiss_Index_ivf_flat_view(const FaissIndex *index, FaissIVFFlatView *view);
 /* List i < view->nlist: its rows (n, d), their ids, and n. */
 void faiss_IVFFlatView_list(const FaissIVFFlatView *view, size_t i, const float **p_rows,
                             const idx_t **p_ids, size_t *p_n);
+/* The number of rows in list i < view->nlist. */
+size_t faiss_IVFFlatView_list_len(const FaissIVFFlatView *view, size_t i);
 
 #ifdef __cplusplus
 }

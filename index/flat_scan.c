@@ -29,6 +29,8 @@
 
 #include "flat_scan.h"
 
+#include "float_heap.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -562,26 +564,6 @@ static int cand_add(cand_list *l, uint32_t row, float upper) {
   return 0;
 }
 
-/* Min-heap of floats (the k best lower bounds seen). */
-static void fheap_offer(float *h, size_t *n, size_t k, float x) {
-  size_t i;
-  if (*n < k) {
-    for (i = (*n)++; i > 0 && h[(i - 1) / 2] > x; i = (i - 1) / 2) h[i] = h[(i - 1) / 2];
-    h[i] = x;
-    return;
-  }
-  if (!(x > h[0])) return;
-  for (i = 0;;) {
-    size_t c = 2 * i + 1;
-    if (c >= k) break;
-    if (c + 1 < k && h[c + 1] < h[c]) c++;
-    if (h[c] >= x) break;
-    h[i] = h[c];
-    i = c;
-  }
-  h[i] = x;
-}
-
 /* One query of a coded scan over the rows of parts[0..nparts) taken
  * together (each with its codes, all of the same d): the rows whose
  * approximate score could put them among the k best, then their exact
@@ -637,7 +619,7 @@ static int coded_query(const flat_list *parts, size_t nparts, const float *q, in
         size_t r = above[i];
         if (nl == k && upper[r] < lower_heap[0]) continue; /* the bar rose */
         if (cand_add(cand, (uint32_t)(base + r0 + r), upper[r]) != 0) return -1;
-        fheap_offer(lower_heap, &nl, k, lower[r]);
+        float_heap_offer(lower_heap, &nl, k, lower[r]);
       }
     }
   }

@@ -371,15 +371,6 @@ static proto_status add_dead(idx *ix, const uint64_t *ids, size_t n) {
   return PROTO_OK;
 }
 
-/* The number of rows in list i of v. */
-static size_t ivf_list_len(const FaissIVFFlatView *v, size_t i) {
-  const float *rows;
-  const idx_t *ids;
-  size_t n;
-  faiss_IVFFlatView_list(v, i, &rows, &ids, &n);
-  return n;
-}
-
 /* The sizes of main's lists before a removal (NULL when no list codes are
  * kept, or without memory: the codes are then marked stale). */
 static size_t *ivf_list_sizes(idx *ix) {
@@ -392,7 +383,7 @@ static size_t *ivf_list_sizes(idx *ix) {
     ix->ivf_codes_stale = 1;
     return NULL;
   }
-  for (size_t i = 0; i < v.nlist; i++) sizes[i] = ivf_list_len(&v, i);
+  for (size_t i = 0; i < v.nlist; i++) sizes[i] = faiss_IVFFlatView_list_len(&v, i);
   return sizes;
 }
 
@@ -407,7 +398,7 @@ static void ivf_codes_follow_removal(idx *ix, const size_t *before) {
     return;
   }
   for (size_t i = 0; i < v.nlist; i++)
-    if (ivf_list_len(&v, i) != before[i]) nib_codes_clear(ix->list_codes[i]);
+    if (faiss_IVFFlatView_list_len(&v, i) != before[i]) nib_codes_clear(ix->list_codes[i]);
 }
 
 /* The codes follow a removal by dropping the same rows (FAISS's flat indexes

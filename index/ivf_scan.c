@@ -2,6 +2,7 @@
 #include "ivf_scan.h"
 
 #include "flat_scan.h"
+#include "float_heap.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -77,26 +78,6 @@ static void pick_offer(nib_pick *h, size_t *n, size_t cap, nib_pick x) {
   h[i] = x;
 }
 
-/* Min-heap of the k best lower ends seen (floats). */
-static void lower_offer(float *h, size_t *n, size_t k, float x) {
-  size_t i;
-  if (*n < k) {
-    for (i = (*n)++; i > 0 && h[(i - 1) / 2] > x; i = (i - 1) / 2) h[i] = h[(i - 1) / 2];
-    h[i] = x;
-    return;
-  }
-  if (!(x > h[0])) return;
-  for (i = 0;;) {
-    size_t c = 2 * i + 1;
-    if (c >= k) break;
-    if (c + 1 < k && h[c + 1] < h[c]) c++;
-    if (h[c] >= x) break;
-    h[i] = h[c];
-    i = c;
-  }
-  h[i] = x;
-}
-
 /* The scratch of one ivf_scan_nib call; the candidates grow as needed. */
 typedef struct {
   int8_t *qi;
@@ -157,20 +138,13 @@ static int nib_scratch_init(nib_scratch *s, const FaissIVFFlatView *v, size_t d,
              : -1;
 }
 
-static size_t list_rows(const FaissIVFFlatView *v, size_t l) {
-  const float *rows;
-  const idx_t *ids;
-  size_t n;
-  faiss_IVFFlatView_list(v, l, &rows, &ids, &n);
-  return n;
-}
-
 /* 1 when every picked list has codes of all its rows and none is wild. */
 static int lists_coded(const FaissIVFFlatView *v, const ivf_nib *nib, const nib_pick *pick,
                        size_t np) {
   for (size_t p = 0; p < np; p++) {
     const nib_codes *c = nib->lists[pick[p].list];
-    if (nib_codes_rows(c) != list_rows(v, pick[p].list) || nib_codes_wild(c)) return 0;
+    if (nib_codes_rows(c) != faiss_IVFFlatView_list_len(v, pick[p].list) || nib_codes_wild(c))
+      return 0;
   }
   return 1;
 }
@@ -217,7 +191,7 @@ static size_t nib_candidates(const FaissIVFFlatView *v, const ivf_nib *nib, cons
         s->rows[nc] = rows + (r0 + i) * d;
         s->labels[nc] = ids[r0 + i];
         s->upper[nc++] = sc + w;
-        lower_offer(s->lower, &nl, k, sc - w);
+        float_heap_offer(s->lower, &nl, k, sc - w);
       }
     }
   }

@@ -680,19 +680,31 @@ static void codes_of_rows(const FaissIVFFlatView *v, int negate, flat_codes **ce
   free(neg);
 }
 
+/* The IVF both list-scan tests search: IVF128,Flat over 6,000 clustered
+ * vectors (freed by the caller with faiss_Index_free), and QS queries near
+ * them. 1 when built. */
+enum { TEST_IVF_N = 6000, NLIST = 128, QS = 19 };
+
+static int test_ivf(int l2, uint64_t seed, float *q, FaissIndex **ivf, FaissIVFFlatView *v) {
+  float *vec = make_vectors(TEST_IVF_N, !l2, seed);
+  for (size_t i = 0; i < QS * DIM; i++)
+    q[i] = vec[(i / DIM) * 301 * DIM + i % DIM] + 0.1f * gauss();
+  *ivf = NULL;
+  int ok = faiss_index_factory(ivf, DIM, "IVF128,Flat", l2 ? METRIC_L2 : METRIC_INNER_PRODUCT) == 0;
+  ok = ok && faiss_Index_train(*ivf, TEST_IVF_N, vec) == 0 &&
+       faiss_Index_add(*ivf, TEST_IVF_N, vec) == 0 && faiss_Index_ivf_flat_view(*ivf, v) &&
+       v->nlist == NLIST;
+  free(vec);
+  return ok;
+}
+
 TEST(ivf_scan_codes) {
-  enum { N = 6000, NLIST = 128, QS = 19 };
   for (int l2 = 0; l2 <= 1; l2++) {
-    float *vec = make_vectors(N, !l2, 5), q[QS * DIM];
-    for (size_t i = 0; i < QS * DIM; i++)
-      q[i] = vec[(i / DIM) * 301 * DIM + i % DIM] + 0.1f * gauss();
-    FaissIndex *ivf = NULL;
+    float q[QS * DIM];
+    FaissIndex *ivf;
     FaissIVFFlatView v;
     flat_codes *cc = NULL, *wc = NULL, *lc[NLIST] = {0}, *wl[NLIST] = {0};
-    int ok =
-        faiss_index_factory(&ivf, DIM, "IVF128,Flat", l2 ? METRIC_L2 : METRIC_INNER_PRODUCT) == 0;
-    ok = ok && faiss_Index_train(ivf, N, vec) == 0 && faiss_Index_add(ivf, N, vec) == 0 &&
-         faiss_Index_ivf_flat_view(ivf, &v) && v.nlist == NLIST;
+    int ok = test_ivf(l2, 5, q, &ivf, &v);
     CHECK(ok);
     if (ok) {
       codes_of_rows(&v, 0, &cc, lc);
@@ -725,7 +737,6 @@ TEST(ivf_scan_codes) {
       flat_codes_free(wl[l]);
     }
     if (ivf) faiss_Index_free(ivf);
-    free(vec);
   }
 }
 
@@ -751,18 +762,12 @@ static void nib_lists(const FaissIVFFlatView *v, int negate, nib_codes **centroi
 }
 
 TEST(ivf_scan_nib) {
-  enum { N = 6000, NLIST = 128, QS = 19 };
   for (int l2 = 0; l2 <= 1; l2++) {
-    float *vec = make_vectors(N, !l2, 7), q[QS * DIM];
-    for (size_t i = 0; i < QS * DIM; i++)
-      q[i] = vec[(i / DIM) * 301 * DIM + i % DIM] + 0.1f * gauss();
-    FaissIndex *ivf = NULL;
+    float q[QS * DIM];
+    FaissIndex *ivf;
     FaissIVFFlatView v;
     nib_codes *cc = NULL, *wc = NULL, *lc[NLIST] = {0}, *wl[NLIST] = {0};
-    int ok =
-        faiss_index_factory(&ivf, DIM, "IVF128,Flat", l2 ? METRIC_L2 : METRIC_INNER_PRODUCT) == 0;
-    ok = ok && faiss_Index_train(ivf, N, vec) == 0 && faiss_Index_add(ivf, N, vec) == 0 &&
-         faiss_Index_ivf_flat_view(ivf, &v) && v.nlist == NLIST;
+    int ok = test_ivf(l2, 7, q, &ivf, &v);
     CHECK(ok);
     if (ok) {
       nib_lists(&v, 0, &cc, lc);
@@ -793,7 +798,6 @@ TEST(ivf_scan_nib) {
       nib_codes_free(wl[l]);
     }
     if (ivf) faiss_Index_free(ivf);
-    free(vec);
   }
 }
 
