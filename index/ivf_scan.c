@@ -153,11 +153,11 @@ static int lists_coded(const FaissIVFFlatView *v, const ivf_nib *nib, const nib_
  * better, as in flat_scan); returns how many. */
 static size_t pick_lists(const FaissIVFFlatView *v, const ivf_nib *nib, const nib_query *nq,
                          size_t nprobe, nib_scratch *s) {
-  nib_codes_scores(nib->centroids, nq, 0, v->nlist, 0, s->cscore, NULL);
+  nib_codes_scores(nib->centroids, nq, 0, v->nlist, 0, 0, s->cscore, NULL);
+  const float *norm2 = nib_codes_norm2(nib->centroids);
   size_t np = 0;
   for (size_t l = 0; l < v->nlist; l++) {
-    float sc =
-        v->centroids_l2 ? 2 * s->cscore[l] - nib_codes_norm2(nib->centroids, l) : s->cscore[l];
+    float sc = v->centroids_l2 ? 2 * s->cscore[l] - norm2[l] : s->cscore[l];
     if (np < nprobe || sc > s->pick[0].score) pick_offer(s->pick, &np, nprobe, (nib_pick){sc, l});
   }
   return np;
@@ -170,8 +170,9 @@ static size_t pick_lists(const FaissIVFFlatView *v, const ivf_nib *nib, const ni
  * (size_t)-1 without memory. */
 static size_t nib_candidates(const FaissIVFFlatView *v, const ivf_nib *nib, const nib_query *nq,
                              size_t np, float margin, size_t k, size_t d, nib_scratch *s) {
-  const float dev = margin / sqrtf(12) * (v->lists_l2 ? 2 : 1);
-  float rs[NIB_CHUNK], spread[NIB_CHUNK];
+  const float dev = margin / sqrtf(12);
+  float rs[NIB_CHUNK], spread[NIB_CHUNK], upper[NIB_CHUNK];
+  uint16_t above[NIB_CHUNK];
   size_t nc = 0, nl = 0;
   for (size_t p = 0; p < np; p++) {
     size_t l = s->pick[p].list;
@@ -182,16 +183,23 @@ static size_t nib_candidates(const FaissIVFFlatView *v, const ivf_nib *nib, cons
     faiss_IVFFlatView_list(v, l, &rows, &ids, &n);
     for (size_t r0 = 0; r0 < n; r0 += NIB_CHUNK) {
       size_t m = n - r0 < NIB_CHUNK ? n - r0 : NIB_CHUNK;
-      nib_codes_scores(c, nq, r0, m, s->cscore[l] /* ~ q . centroid */, rs, spread);
+      nib_codes_scores(c, nq, r0, m, s->cscore[l] /* ~ q . centroid */, v->lists_l2, rs, spread);
+      for (size_t i = 0; i < m; i++) upper[i] = rs[i] + dev * spread[i];
+      /* the rows over the bar as it stands (without a branch a row: few are) */
+      float bar = nl == k ? s->lower[0] : -INFINITY;
+      size_t na = 0;
       for (size_t i = 0; i < m; i++) {
-        float sc = v->lists_l2 ? 2 * rs[i] - nib_codes_norm2(c, r0 + i) : rs[i];
-        float w = dev * spread[i];
-        if (nl == k && sc + w < s->lower[0]) continue;
-        if (cand_reserve(s, nc + 1) != 0) return (size_t)-1;
+        above[na] = (uint16_t)i;
+        na += upper[i] >= bar;
+      }
+      if (cand_reserve(s, nc + na) != 0) return (size_t)-1;
+      for (size_t j = 0; j < na; j++) {
+        size_t i = above[j];
+        if (nl == k && upper[i] < s->lower[0]) continue; /* the bar rose */
         s->rows[nc] = rows + (r0 + i) * d;
         s->labels[nc] = ids[r0 + i];
-        s->upper[nc++] = sc + w;
-        float_heap_offer(s->lower, &nl, k, sc - w);
+        s->upper[nc++] = upper[i];
+        float_heap_offer(s->lower, &nl, k, rs[i] - dev * spread[i]);
       }
     }
   }

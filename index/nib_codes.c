@@ -79,7 +79,7 @@ void nib_codes_clear(nib_codes *c) {
 
 size_t nib_codes_rows(const nib_codes *c) { return c ? c->rows : 0; }
 size_t nib_codes_wild(const nib_codes *c) { return c ? c->wild : 0; }
-float nib_codes_norm2(const nib_codes *c, size_t r) { return c->norm2[r]; }
+const float *nib_codes_norm2(const nib_codes *c) { return c->norm2; }
 
 static int reserve(nib_codes *c, size_t rows) {
   if (rows <= c->cap) return 0;
@@ -257,16 +257,23 @@ static void dots(const nib_codes *c, size_t r0, size_t n, const int8_t *qi, int3
 }
 
 void nib_codes_scores(const nib_codes *c, const nib_query *q, size_t r0, size_t n, float base,
-                      float *out, float *spread) {
+                      int l2, float *out, float *spread) {
   enum { CHUNK = 256 };
   int32_t dot[CHUNK];
+  /* in locals: out may alias *q as far as the compiler knows */
+  const float qsum = q->sum, qstep = q->step, qnorm = l2 ? 2 * q->norm : q->norm;
   for (size_t s = 0; s < n; s += CHUNK) {
     size_t m = n - s < CHUNK ? n - s : CHUNK;
     dots(c, r0 + s, m, q->qi, dot);
-    const float *lo = c->lo + r0 + s, *step = c->step + r0 + s;
-    for (size_t i = 0; i < m; i++) out[s + i] = base + lo[i] * q->sum + step[i] * q->step * dot[i];
+    const float *lo = c->lo + r0 + s, *step = c->step + r0 + s, *norm2 = c->norm2 + r0 + s;
+    float *o = out + s;
+    if (l2)
+      for (size_t i = 0; i < m; i++)
+        o[i] = 2 * (base + lo[i] * qsum + step[i] * qstep * (float)dot[i]) - norm2[i];
+    else
+      for (size_t i = 0; i < m; i++) o[i] = base + lo[i] * qsum + step[i] * qstep * (float)dot[i];
     if (spread)
-      for (size_t i = 0; i < m; i++) spread[s + i] = step[i] * q->norm;
+      for (size_t i = 0; i < m; i++) spread[s + i] = step[i] * qnorm;
     if (c->wild)
       for (size_t i = 0; i < m; i++)
         if (step[i] < 0) out[s + i] = INFINITY;

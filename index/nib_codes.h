@@ -55,17 +55,19 @@ proto_status nib_codes_append(nib_codes *c, const float *x, size_t n, const floa
 void nib_codes_clear(nib_codes *c);
 size_t nib_codes_rows(const nib_codes *c);
 size_t nib_codes_wild(const nib_codes *c);
-/* ||x||^2 of row r as appended (the whole row, not the residual). */
-float nib_codes_norm2(const nib_codes *c, size_t r);
+/* ||x||^2 of each row as appended (the whole row, not the residual). */
+const float *nib_codes_norm2(const nib_codes *c);
 
-/* out[i] = base + approx(q . residual of row r0 + i) for i < n (r0 + n <=
- * rows); wild rows get +INFINITY. spread (or NULL): spread[i] = ||q|| times
- * the row's step between levels. The error of out[i] is q . (the row's
- * rounding errors), at most spread[i] sqrt(d) / 2; when the rounding
- * errors are independent and uniform, its standard deviation is
- * spread[i] / sqrt(12) (the query's own rounding, far finer, aside). */
+/* For rows r = r0 + i, i < n (r0 + n <= rows): out[i] = base + approx(q .
+ * residual of row r), or with l2 twice that less ||x||^2 (minus the
+ * squared L2 distance, plus ||q||^2); wild rows get +INFINITY. spread (or
+ * NULL): spread[i] = ||q|| times the row's step between levels (twice that
+ * with l2). The error of out[i] is q . (the row's rounding errors) (twice
+ * that with l2), at most spread[i] sqrt(d) / 2; when the rounding errors
+ * are independent and uniform, its standard deviation is spread[i] /
+ * sqrt(12) (the query's own rounding, far finer, aside). */
 void nib_codes_scores(const nib_codes *c, const nib_query *q, size_t r0, size_t n, float base,
-                      float *out, float *spread);
+                      int l2, float *out, float *spread);
 
 /* Tests: 512 (VNNI, when the CPU has it), 256 (AVX2) or 0 (plain C) as
  * the widest kernel to use; returns the width in force. */

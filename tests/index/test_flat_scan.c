@@ -382,9 +382,21 @@ TEST(nib_codes) {
   unsigned widths[] = {512, 256, 0};
   for (int w = 0; w < 3; w++) {
     nib_codes_set_width(widths[w]);
-    nib_codes_scores(c, &nq, 0, N, (float)qc, got[w], spread);
+    nib_codes_scores(c, &nq, 0, N, (float)qc, 0, got[w], spread);
   }
   nib_codes_set_width(512);
+  /* with l2: twice the inner product less ||x||^2, and twice the spread */
+  static float l2[N], l2_spread[N];
+  nib_codes_scores(c, &nq, 0, N, (float)qc, 1, l2, l2_spread);
+  int l2_ok = 1;
+  for (size_t r = 0; r < N; r++) {
+    if (r == 11) continue;
+    double x2 = 0;
+    for (size_t j = 0; j < D; j++) x2 += (double)xb[r * D + j] * xb[r * D + j];
+    l2_ok &=
+        fabs(l2[r] - (2.0 * got[0][r] - x2)) <= 1e-4 * (1 + x2) && l2_spread[r] == 2 * spread[r];
+  }
+  CHECK(l2_ok);
   CHECK(memcmp(got[0], got[1], sizeof got[0]) == 0 && memcmp(got[0], got[2], sizeof got[0]) == 0);
   int within = 1, wild_inf = isinf(got[0][11]) && got[0][11] > 0;
   double err_sum = 0, dev_sum = 0;
