@@ -335,7 +335,18 @@ KN_CLONES void kn_softmax_rows(float *x, int ld, int M, int N, const int *n_vali
 static inline void kn_attention_row(const float *q, const float *k, int ldk, const float *v,
                                     int ldv, float *out, int n, int dh, float scale,
                                     float *scores) {
-  for (int j = 0; j < n; j++) {
+  int j = 0;
+  if (dh % 8 == 0) /* eight keys at a time: eight independent chains */
+    for (; j + 8 <= n; j += 8) {
+      kn_v8 acc[8] = {{0}};
+      for (int d = 0; d < dh; d += 8) {
+        kn_v8 qv = *(const kn_v8 *)(q + d);
+        for (int i = 0; i < 8; i++)
+          acc[i] += qv * *(const kn_v8 *)(k + (size_t)(j + i) * (size_t)ldk + d);
+      }
+      for (int i = 0; i < 8; i++) scores[j + i] = scale * kn_hsum8(&acc[i]);
+    }
+  for (; j < n; j++) {
     const float *kr = k + (size_t)j * (size_t)ldk;
     float acc[KN_LANES] = {0}, s = 0.0f;
     int d = 0;

@@ -879,13 +879,46 @@ static void cca_block(retro_state *s, const dec_layer *L, int P0, int n) {
 
 /* One block of n <= cap tokens at positions pos..pos+n-1. Writes the
  * logits of rows [first_logit, n) to logits (row-major, vocab each). */
+/* One token's causal self-attention, a head a task (the heads' scores in
+ * separate rows of s->scores). */
+typedef struct {
+  const float *qkv, *kc, *vc;
+  float *att, *scores;
+  int D, hd, keys, cols;
+  float scale;
+} token_attn_job;
+
+static void token_attn_task(void *arg, int h, int worker) {
+  (void)worker;
+  const token_attn_job *j = arg;
+  kn_attention_head(j->qkv + h * j->hd, 3 * j->D, j->kc + h * j->hd, j->D, j->vc + h * j->hd, j->D,
+                    j->att + h * j->hd, j->D, 1, j->keys, j->keys, j->hd, j->scale, 1,
+                    j->scores + (size_t)h * (size_t)j->cols);
+}
+
+/* Causal self-attention of the block's n rows over the cache (keys up to
+ * P0 + n): one token's heads spread over the pool, a longer block's on
+ * this thread (their products go through sgemm, threaded already). */
+static void self_attention(retro_state *s, const float *kc, const float *vc, int n, int P0,
+                           float scale) {
+  const retro *M = s->m;
+  const int D = M->cfg.dim, H = M->cfg.n_heads, hd = M->hd;
+  if (n == 1 && s->cap >= H) {
+    token_attn_job j = {s->qkv, kc, vc, s->att, s->scores, D, hd, P0 + 1, s->score_cols, scale};
+    pool_for(M->pool, H, token_attn_task, &j);
+    return;
+  }
+  for (int h = 0; h < H; h++)
+    kn_attention_head(s->qkv + h * hd, 3 * D, kc + h * hd, D, vc + h * hd, D, s->att + h * hd, D, n,
+                      P0 + n, P0 + n, hd, scale, 1, s->scores);
+}
+
 static void forward_block(retro_state *s, const int32_t *tokens, int n, int first_logit,
                           float *logits) {
   const retro *M = s->m;
   const retro_config *c = &M->cfg;
-  const int D = c->dim, F = c->ffn_dim, H = c->n_heads, hd = M->hd, m = c->chunk_len,
-            V = c->vocab_size;
-  const float eps = c->layer_norm_eps, scale = 1.0f / sqrtf((float)hd);
+  const int D = c->dim, F = c->ffn_dim, m = c->chunk_len, V = c->vocab_size;
+  const float eps = c->layer_norm_eps, scale = 1.0f / sqrtf((float)M->hd);
   const int P0 = s->pos, T = s->max_tokens;
   float *x = s->x, *xn = s->xn, *qkv = s->qkv;
   for (int i = 0; i < n; i++)
@@ -904,9 +937,7 @@ static void forward_block(retro_state *s, const int32_t *tokens, int n, int firs
       memcpy(kc + (size_t)(P0 + i) * D, row + D, (size_t)D * sizeof(float));
       memcpy(vc + (size_t)(P0 + i) * D, row + 2 * D, (size_t)D * sizeof(float));
     }
-    for (int h = 0; h < H; h++)
-      kn_attention_head(qkv + h * hd, 3 * D, kc + h * hd, D, vc + h * hd, D, s->att + h * hd, D, n,
-                        P0 + n, P0 + n, hd, scale, 1, s->scores);
+    self_attention(s, kc, vc, n, P0, scale);
     lin(s->m, s->att, D, &L->out, x, D, n, D, D, 1);
     /* chunked cross-attention */
     if (L->retro_idx >= 0) {
