@@ -13,7 +13,9 @@
  * Scores: the query is rounded to int8 (a step per query), each row's
  * levels are multiplied with it and summed exactly in 32-bit lanes (AVX-512
  * VNNI, else AVX2, else plain C, chosen at run time), then scaled back:
- * approx(q . x) = q . centre + lo * sum(q) + step * qstep * sum(level * qi).
+ * approx(q . x) = base + lo * sum(q) + step * qstep * sum(level * qi), base
+ * the caller's estimate of q . centre (ivf_scan_nib: the centroid's own
+ * code score).
  * Rows with a value that is not finite are "wild": they have no codes, and
  * a caller must score them some other way (nib_codes_wild counts them).
  */
