@@ -7,7 +7,7 @@ peer), on N vectors with the geometry of real embeddings. Not run by CI.
   nice -n 10 /usr/bin/python3 tests/bench/index/ann_scale.py DATA_DIR_COPY \\
       [--sizes 200000,1000000] [--hnsw-max 200000] [--hnswlib-max 1000000]
       [--skip flat,ivf,ivfcoded,ivfscan,faiss-hnsw,hnswlib,hnswlib-cpp] [--table-only] [--work /tmp/ann-work]
-      [--hnswlib-cache DIR]
+      [--hnswlib-cache DIR] [--ivf-cache DIR] [--rounds N]
 
 DATA_DIR_COPY: a COPY of a server data directory (its db/ is read with
 python3-lmdb without a lock, so it must not be live), e.g.
@@ -49,6 +49,8 @@ at the same recall (its q/s interpolated on its efSearch curve).
 import argparse
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import time
@@ -248,6 +250,36 @@ def table(rows):
               f"| {r['recall']:.3f} | {r['qps']:.0f} | {vs_flat} | {' | '.join(vs_peers)} |")
 
 
+def setting(r):
+    """A row's setting: its N, index and parameters less the trailing note in parentheses
+    (build and code times, which differ from round to round)."""
+    return r["n"], r["index"], re.sub(r" \([^()]*\)$", "", r["params"])
+
+
+def round_medians(rounds):
+    """Per setting, the median (and range) over the rounds of its q/s ratio to each hnswlib
+    at the same recall, each round's peer rows against that round's own."""
+    print("| N | index | settings | recall@10 | x hnswlib (Node): median (range), rounds "
+          "| x hnswlib (C++): median (range), rounds |")
+    print("|---|---|---|---|---|---|")
+    for r in rounds[0]:
+        if r["index"] in ("hnswlib", "hnswlib-cpp", "flat-coded"):
+            continue
+        cells = []
+        for peer_index in ("hnswlib", "hnswlib-cpp"):
+            ratios = []
+            for rows in rounds:
+                mine = [x for x in rows if setting(x) == setting(r)]
+                peers = [h for h in rows if h["index"] == peer_index and h["n"] == r["n"]]
+                peer = hnswlib_qps_at(peers, mine[0]["recall"]) if mine else None
+                if peer:
+                    ratios.append(mine[0]["qps"] / peer)
+            cells.append(f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}), "
+                         f"{len(ratios)}" if ratios else "-")
+        print(f"| {r['n']:,} | {r['index']} | {setting(r)[2]} | {r['recall']:.3f} "
+              f"| {' | '.join(cells)} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", help="a copy of a server data directory")
@@ -263,6 +295,11 @@ def main():
     ap.add_argument("--work", default="/tmp/ann-work")
     ap.add_argument("--hnswlib-cache", help="keep hnswlib's graphs here and read them back in later runs "
                     "(the build time reported is the one measured when it was built)")
+    ap.add_argument("--ivf-cache", help="keep bench_ann's built IVFs here and read them back in later "
+                    "runs and rounds (the build time reported is the one measured when it was built)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every job this many times, alternating, and print each setting's median "
+                    "ratio to hnswlib over the rounds (this VM's speed moves between minutes)")
     ap.add_argument("--table-only", action="store_true",
                     help="print the table of WORK/results.jsonl (every run's rows, the latest per setting)")
     args = ap.parse_args()
@@ -301,18 +338,29 @@ def main():
             jobs.append(["node", f"{HERE}/bench_hnswlib.mjs", *common, "16", "100", args.ef])
         if n <= args.hnswlib_max and "hnswlib-cpp" not in skip:
             jobs.append([f"{BUILD}/bench_hnswlib", *common, "16", "100", args.ef])
-    rows = []
     env = {**os.environ, "HNSWLIB_DIR": npm}
     if args.hnswlib_cache:
         os.makedirs(args.hnswlib_cache, exist_ok=True)
         env["HNSWLIB_CACHE"] = os.path.abspath(args.hnswlib_cache)
+    if args.ivf_cache:
+        os.makedirs(args.ivf_cache, exist_ok=True)
+        env["BENCH_IVF_CACHE"] = os.path.abspath(args.ivf_cache)
+    rounds = []
     with open(w("results.jsonl"), "a") as results:  # rows as they come: a long run can be cut short
-        for cmd in jobs:
-            for r in run(cmd, env):
-                rows.append(r)
-                results.write(json.dumps(r) + "\n")
-                results.flush()
-    table(rows)
+        for k in range(args.rounds):
+            rows = []
+            for cmd in jobs:
+                for r in run(cmd, env):
+                    rows.append(r)
+                    results.write(json.dumps(r) + "\n")
+                    results.flush()
+            if args.rounds > 1:
+                print(f"\nround {k + 1} of {args.rounds}")
+            table(rows)
+            rounds.append(rows)
+    if args.rounds > 1:
+        print(f"\nmedians over {args.rounds} rounds")
+        round_medians(rounds)
 
 
 if __name__ == "__main__":

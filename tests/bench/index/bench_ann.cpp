@@ -57,6 +57,7 @@ extern "C" {
 #include <time.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -78,6 +79,7 @@ std::vector<int> parse_list(const char *s) {
 }
 
 struct Data {
+  std::string base; /* the file the rows came from */
   size_t n, d, nq;
   std::vector<float> xb, xq;
   std::vector<int> gt;
@@ -227,12 +229,27 @@ void ivfcoded_search(const std::vector<CodedList> &lists, const float *centroids
 /* FAISS IVF<nlist>,Flat over inner products (what index_factory makes for
  * idx.c's automatic choice), trained on PER_CENTROID * NLIST rows in NITER
  * k-means rounds, then holding every row; built on 2 threads. */
+/* With BENCH_IVF_CACHE=DIR, a built IVF is kept in DIR (its file named from
+ * the base's path, N, nlist and the training recipe, with its train and
+ * build times beside it) and read back by later runs, so alternating rounds
+ * (ann_scale.py --rounds) do not build it again. */
 struct IvfFlat {
   faiss::IndexFlatIP quantizer;
   faiss::IndexIVFFlat ivf;
   double train_s, build_s;
   IvfFlat(const Data &data, int nlist, int per_centroid, int niter)
       : quantizer(data.d), ivf(&quantizer, data.d, nlist, faiss::METRIC_INNER_PRODUCT) {
+    const char *cache = std::getenv("BENCH_IVF_CACHE");
+    std::string file;
+    if (cache) {
+      std::string key = data.base;
+      for (char &c : key)
+        if (!std::isalnum((unsigned char)c)) c = '_';
+      file = std::string(cache) + "/ivf-" + key + "-" + std::to_string(data.n) + "-" +
+             std::to_string(nlist) + "-" + std::to_string(per_centroid) + "-" +
+             std::to_string(niter) + ".faiss";
+      if (read_back(file)) return;
+    }
     ivf.cp.niter = niter;
     size_t ntrain = std::min(data.n, (size_t)per_centroid * (size_t)nlist);
     omp_set_num_threads(2);
@@ -242,6 +259,33 @@ struct IvfFlat {
     ivf.add((faiss::Index::idx_t)data.n, data.xb.data());
     build_s = bench_now() - t0;
     omp_set_num_threads(1);
+    if (cache) {
+      faiss::write_index(&ivf, file.c_str());
+      FILE *f = std::fopen((file + ".times").c_str(), "w");
+      if (f) {
+        std::fprintf(f, "%.3f %.3f\n", train_s, build_s);
+        std::fclose(f);
+      }
+    }
+  }
+
+  /* The IVF kept in file, moved into this one; false when there is none. */
+  bool read_back(const std::string &file) {
+    FILE *f = std::fopen((file + ".times").c_str(), "r");
+    if (!f) return false;
+    bool timed = std::fscanf(f, "%lf %lf", &train_s, &build_s) == 2;
+    std::fclose(f);
+    std::unique_ptr<faiss::Index> kept(timed ? faiss::read_index(file.c_str()) : nullptr);
+    auto *kept_ivf = dynamic_cast<faiss::IndexIVFFlat *>(kept.get());
+    auto *kept_q = kept_ivf ? dynamic_cast<faiss::IndexFlat *>(kept_ivf->quantizer) : nullptr;
+    if (!kept_q || kept_ivf->nlist != ivf.nlist || kept_ivf->d != ivf.d) return false;
+    quantizer.add(kept_q->ntotal, kept_q->get_xb());
+    ivf.replace_invlists(kept_ivf->invlists, true); /* the lists change hands */
+    kept_ivf->own_invlists = false;
+    ivf.is_trained = true;
+    ivf.ntotal = kept_ivf->ntotal;
+    std::fprintf(stderr, "ivf%zu: read back from %s\n", ivf.nlist, file.c_str());
+    return true;
   }
 };
 
@@ -438,6 +482,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   Data data;
+  data.base = argv[1];
   data.n = std::strtoul(argv[2], nullptr, 10);
   data.d = std::strtoul(argv[3], nullptr, 10);
   data.nq = std::strtoul(argv[5], nullptr, 10);
