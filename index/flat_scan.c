@@ -475,16 +475,8 @@ static void code_dots_plain(const int8_t *codes, size_t rows, size_t d, const in
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
-#include <immintrin.h>
+#include "sum8x8.h"
 #define HAVE_DOTS_AVX2 1
-
-/* The eight lane sums of a[0..7], in order (integer sums: any order is exact). */
-__attribute__((target("avx2"))) static inline __m256i sum8x8_epi32(const __m256i *a) {
-  __m256i t0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
-  __m256i t1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
-  return _mm256_add_epi32(_mm256_permute2x128_si256(t0, t1, 0x20),
-                          _mm256_permute2x128_si256(t0, t1, 0x31));
-}
 
 /* code_dots_plain with AVX2: sixteen codes widened to 16 bits, multiplied
  * and added in pairs (vpmaddwd); eight rows at a time when d is a multiple

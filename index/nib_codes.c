@@ -158,16 +158,8 @@ static void dots_plain(const uint8_t *levels, size_t n, size_t dp, const int8_t 
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
-#include <immintrin.h>
+#include "sum8x8.h"
 #define HAVE_NIB_SIMD 1
-
-/* The eight lane sums of a[0..7], in order. */
-__attribute__((target("avx2"))) static inline __m256i sum8x8(const __m256i *a) {
-  __m256i t0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
-  __m256i t1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
-  return _mm256_add_epi32(_mm256_permute2x128_si256(t0, t1, 0x20),
-                          _mm256_permute2x128_si256(t0, t1, 0x31));
-}
 
 /* Eight rows at a time, 64 dimensions (32 bytes) a step: each product
  * pair fits 16 bits (2 * 15 * 127), widened to 32 by vpmaddwd. */
@@ -190,7 +182,7 @@ __attribute__((target("avx2"))) static void dots_avx2(const uint8_t *levels, siz
         acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(p, ones));
       }
     }
-    _mm256_storeu_si256((__m256i *)(dot + r), sum8x8(acc));
+    _mm256_storeu_si256((__m256i *)(dot + r), sum8x8_epi32(acc));
   }
   dots_plain(levels + r * row_bytes, n - r, dp, qi, dot + r);
 }
@@ -222,7 +214,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) static void dots_vnn
     for (int i = 0; i < 8; i++)
       half[i] =
           _mm256_add_epi32(_mm512_castsi512_si256(acc[i]), _mm512_extracti64x4_epi64(acc[i], 1));
-    _mm256_storeu_si256((__m256i *)(dot + r), sum8x8(half));
+    _mm256_storeu_si256((__m256i *)(dot + r), sum8x8_epi32(half));
   }
   dots_plain(levels + r * row_bytes, n - r, dp, qi, dot + r);
 }
@@ -230,30 +222,36 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) static void dots_vnn
 
 static unsigned forced_width = 512;
 
-unsigned nib_codes_set_width(unsigned bits) {
-  forced_width = bits;
+/* The widest kernel the CPU has, up to forced_width: 512, 256 or 0. */
+static unsigned width_in_force(void) {
 #ifdef HAVE_NIB_SIMD
-  if (bits >= 512 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw"))
+  if (forced_width >= 512 && __builtin_cpu_supports("avx512vnni") &&
+      __builtin_cpu_supports("avx512bw"))
     return 512;
-  if (bits >= 256 && __builtin_cpu_supports("avx2")) return 256;
+  if (forced_width >= 256 && __builtin_cpu_supports("avx2")) return 256;
 #endif
   return 0;
 }
 
+unsigned nib_codes_set_width(unsigned bits) {
+  forced_width = bits;
+  return width_in_force();
+}
+
 static void dots(const nib_codes *c, size_t r0, size_t n, const int8_t *qi, int32_t *dot) {
   const uint8_t *levels = c->levels + r0 * (c->dp / 2);
+  switch (width_in_force()) {
 #ifdef HAVE_NIB_SIMD
-  if (forced_width >= 512 && __builtin_cpu_supports("avx512vnni") &&
-      __builtin_cpu_supports("avx512bw")) {
-    dots_vnni(levels, n, c->dp, qi, dot);
-    return;
-  }
-  if (forced_width >= 256 && __builtin_cpu_supports("avx2")) {
-    dots_avx2(levels, n, c->dp, qi, dot);
-    return;
-  }
+    case 512:
+      dots_vnni(levels, n, c->dp, qi, dot);
+      return;
+    case 256:
+      dots_avx2(levels, n, c->dp, qi, dot);
+      return;
 #endif
-  dots_plain(levels, n, c->dp, qi, dot);
+    default:
+      dots_plain(levels, n, c->dp, qi, dot);
+  }
 }
 
 void nib_codes_scores(const nib_codes *c, const nib_query *q, size_t r0, size_t n, float base,
