@@ -57,7 +57,6 @@ extern "C" {
 #include <time.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -242,12 +241,9 @@ struct IvfFlat {
     const char *cache = std::getenv("BENCH_IVF_CACHE");
     std::string file;
     if (cache) {
-      std::string key = data.base;
-      for (char &c : key)
-        if (!std::isalnum((unsigned char)c)) c = '_';
-      file = std::string(cache) + "/ivf-" + key + "-" + std::to_string(data.n) + "-" +
-             std::to_string(nlist) + "-" + std::to_string(per_centroid) + "-" +
-             std::to_string(niter) + ".faiss";
+      file = std::string(cache) + "/ivf-" + bench_file_key(data.base) + "-" +
+             std::to_string(data.n) + "-" + std::to_string(nlist) + "-" +
+             std::to_string(per_centroid) + "-" + std::to_string(niter) + ".faiss";
       if (read_back(file)) return;
     }
     ivf.cp.niter = niter;

@@ -16,7 +16,6 @@
 
 #include <time.h>
 
-#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -31,14 +30,10 @@ namespace {
 
 const int K = 10;
 
-/* The cache file's name, as bench_hnswlib.mjs makes it: the base path with
- * every character outside [A-Za-z0-9_] replaced by '_'. */
+/* The cache file's name, as bench_hnswlib.mjs makes it. */
 std::string cache_file(const char *dir, const std::string &base, size_t n, int m, int efc) {
-  std::string safe = base;
-  for (char &c : safe)
-    if (!std::isalnum((unsigned char)c) && c != '_') c = '_';
-  return std::string(dir) + "/hnswlib-" + safe + "-" + std::to_string(n) + "-" + std::to_string(m) +
-         "-" + std::to_string(efc) + ".bin";
+  return std::string(dir) + "/hnswlib-" + bench_file_key(base) + "-" + std::to_string(n) + "-" +
+         std::to_string(m) + "-" + std::to_string(efc) + ".bin";
 }
 
 bool exists(const std::string &p) {
