@@ -48,14 +48,16 @@ static float max_err(const float *a, const float *b, size_t n) {
   return e;
 }
 
-static retro *open_model(const char *sub) {
+static retro *open_model_threads(const char *sub, int threads) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", g_dir, sub);
   retro *r = NULL;
-  proto_status st = retro_open(path, 1, &r);
+  proto_status st = retro_open(path, threads, &r);
   if (st != PROTO_OK) printf("# retro_open %s: %s\n", path, retro_last_error());
   return r;
 }
+
+static retro *open_model(const char *sub) { return open_model_threads(sub, 1); }
 
 static void set_all_neighbours(retro_state *s) {
   for (int u = 0; u < g_l; u++)
@@ -245,6 +247,16 @@ TEST(f16_weights) {
   /* a prompt of a few tokens takes the F16 few-row kernel */
   e = run_incremental(r, 5, 1, g_f16);
   CHECKF(e <= 1e-4f, "F16 weights, prompt 5 then single tokens: %g", (double)e);
+  retro_close(r);
+  /* two workers: a token's products and attention heads are split over the
+   * pool */
+  r = open_model_threads("model_f16", 2);
+  CHECK(r != NULL);
+  if (!r) return;
+  e = run_incremental(r, 30, 1, g_f16);
+  CHECKF(e <= 1e-4f, "F16 weights, 2 workers, prompt 30 then single tokens: %g", (double)e);
+  e = run_full(r, 1, g_f16);
+  CHECKF(e <= 1e-4f, "F16 weights, 2 workers, full sequence: %g", (double)e);
   retro_close(r);
 }
 
