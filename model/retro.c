@@ -457,13 +457,35 @@ typedef struct lin_job {
 } lin_job;
 
 /* Smaller products stay on the calling thread: a split costs a pool wake-up;
- * one row (gemv, bound by memory) pays for it at fewer weights. One row over
- * F16 weights is split from 8k weights (16 KB) on: one thread alone does not
- * draw the memory bandwidth that two do, and every product of the decoder
- * one token makes is then spread over the pool (a split from 10k and from
- * 100k weights measured the same on the default decoder, whose smallest
- * product is 147k). */
-enum { LIN_SPLIT_FLOPS = 1 << 20, LIN_SPLIT_GEMV = 1 << 18, LIN_SPLIT_GEMV_F16 = 1 << 13 };
+ * one row (gemv, bound by memory) pays for it at fewer weights. One row or a
+ * few over F16 weights are split from 8k weights (16 KB) on: one thread alone
+ * does not draw the memory bandwidth that two do, and every product of a
+ * token or a short prompt is then spread over the pool (for one row, a split
+ * from 10k and from 100k weights measured the same on the default decoder,
+ * whose smallest product is 147k weights). */
+enum { LIN_SPLIT_FLOPS = 1 << 20, LIN_SPLIT_GEMV = 1 << 18, LIN_SPLIT_F16 = 1 << 13 };
+
+/* Columns [c0, c1) of a few rows (2..KN_F16_FEW_ROWS: a short prompt) over
+ * the F16 weights when the file has them: no sgemm packing or BLAS threads.
+ * A sum into out goes through a small buffer, 64 columns at a time. */
+static void few_rows(const lin_job *j, int c0, int c1) {
+  const size_t K = (size_t)j->K;
+  const lin_w *l = j->l;
+  if (!j->accumulate) {
+    kn_linear_prefer_f16(j->x, j->ldx, l->w + (size_t)c0 * K, l->h ? l->h + (size_t)c0 * K : NULL,
+                         l->b ? l->b + c0 : NULL, j->out + c0, j->ldo, j->M, c1 - c0, j->K);
+    return;
+  }
+  enum { NB = 64 };
+  float tmp[KN_F16_FEW_ROWS * NB];
+  for (int n0 = c0; n0 < c1; n0 += NB) {
+    int nb = c1 - n0 < NB ? c1 - n0 : NB;
+    kn_linear_prefer_f16(j->x, j->ldx, l->w + (size_t)n0 * K, l->h ? l->h + (size_t)n0 * K : NULL,
+                         l->b ? l->b + n0 : NULL, tmp, NB, j->M, nb, j->K);
+    for (int i = 0; i < j->M; i++)
+      for (int c = 0; c < nb; c++) j->out[(size_t)i * (size_t)j->ldo + n0 + c] += tmp[i * NB + c];
+  }
+}
 
 static void lin_tile(void *arg, int t, int worker) {
   (void)worker;
@@ -488,6 +510,10 @@ static void lin_tile(void *arg, int t, int worker) {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, n, j->K, 1.0f, w, j->K, j->x, 1, 1.0f, o, 1);
     return;
   }
+  if (j->M <= KN_F16_FEW_ROWS) {
+    few_rows(j, c0, c1);
+    return;
+  }
   if (!j->accumulate) {
     kn_linear(j->x, j->ldx, w, b, o, j->ldo, j->M, c1 - c0, j->K);
     return;
@@ -500,35 +526,18 @@ static void lin_tile(void *arg, int t, int worker) {
 
 /* out (M, N) (= or +=) x (M, K) @ W^T + b; M == 1 goes through gemv, a few
  * rows through the few-row kernels (both over the F16 weights when the file
- * has them), the rest through gemv or sgemm tiles over r's pool. */
+ * has them), the rest through sgemm; split in column tiles over r's pool
+ * from the sizes above, else on this thread (no pool, so no pool lock). */
 static void lin(const retro *r, const float *x, int ldx, const lin_w *l, float *out, int ldo, int M,
                 int N, int K, int accumulate) {
-  if (M == 1 && l->h && (r->workers == 1 || (double)N * K < LIN_SPLIT_GEMV_F16)) {
-    kn_gemv_f16(l->h, x, l->b, out, N, K, accumulate); /* no pool, so no pool lock */
-    return;
-  }
-  if (M > 1 && M <= KN_F16_FEW_ROWS) { /* a short prompt: no sgemm packing or BLAS threads */
-    if (!accumulate) {
-      kn_linear_prefer_f16(x, ldx, l->w, l->h, l->b, out, ldo, M, N, K);
-      return;
-    }
-    /* a sum into out goes through a small buffer, 64 columns at a time */
-    enum { NB = 64 };
-    float tmp[KN_F16_FEW_ROWS * NB];
-    for (int n0 = 0; n0 < N; n0 += NB) {
-      int nb = N - n0 < NB ? N - n0 : NB;
-      kn_linear_prefer_f16(x, ldx, l->w + (size_t)n0 * (size_t)K,
-                           l->h ? l->h + (size_t)n0 * (size_t)K : NULL, l->b ? l->b + n0 : NULL,
-                           tmp, NB, M, nb, K);
-      for (int i = 0; i < M; i++)
-        for (int j = 0; j < nb; j++) out[(size_t)i * (size_t)ldo + n0 + j] += tmp[i * NB + j];
-    }
-    return;
-  }
   lin_job j = {x, ldx, l, out, ldo, M, N, K, accumulate, 1};
-  double split = M > 1 ? LIN_SPLIT_FLOPS : l->h ? LIN_SPLIT_GEMV_F16 : LIN_SPLIT_GEMV;
-  if ((double)M * N * K >= split) j.tiles = r->workers;
-  pool_for(r->pool, j.tiles, lin_tile, &j);
+  const double weights = (double)N * K;
+  if (l->h && M <= KN_F16_FEW_ROWS ? weights >= LIN_SPLIT_F16
+      : M == 1                     ? weights >= LIN_SPLIT_GEMV
+                                   : M * weights >= LIN_SPLIT_FLOPS)
+    j.tiles = r->workers;
+  if (j.tiles > 1) pool_for(r->pool, j.tiles, lin_tile, &j);
+  else lin_tile(&j, 0, 0);
 }
 
 /* GPT-NeoX rotary on every head of v (D = H * hd) at table row pos. */

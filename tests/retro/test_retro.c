@@ -260,13 +260,15 @@ TEST(f16_weights) {
   e = run_incremental(r, 5, 1, g_f16);
   CHECKF(e <= 1e-4f, "F16 weights, prompt 5 then single tokens: %g", (double)e);
   retro_close(r);
-  /* two workers: a token's products and attention heads are split over the
-   * pool */
+  /* two workers: the products of a token and of a short prompt, and a
+   * token's attention heads, are split over the pool */
   r = open_model_threads("model_f16", 2);
   CHECK(r != NULL);
   if (!r) return;
   e = run_incremental(r, 30, 1, g_f16);
   CHECKF(e <= 1e-4f, "F16 weights, 2 workers, prompt 30 then single tokens: %g", (double)e);
+  e = run_incremental(r, 5, 1, g_f16);
+  CHECKF(e <= 1e-4f, "F16 weights, 2 workers, prompt 5 then single tokens: %g", (double)e);
   e = run_full(r, 1, g_f16);
   CHECKF(e <= 1e-4f, "F16 weights, 2 workers, full sequence: %g", (double)e);
   retro_close(r);
