@@ -10,7 +10,7 @@ packages=(
   # the encoder's and decoder's matrix products (oneDNN; optional in meson.build)
   libdnnl-dev
   # tests, training and parity references
-  python3 python3-torch python3-numpy curl lmdb-utils
+  python3 python3-torch python3-numpy python3-lmdb curl lmdb-utils
   # the format check (tests/lint/format_check.py)
   clang-format
   # tokenizer parity: the Unicode 15.0 database and the `regex` module (tests/tok/parity.py)
