@@ -445,9 +445,9 @@ const tok *retro_tokenizer(const retro *r) { return r ? r->tk : NULL; }
 
 /* ------------------------------------------------------------ kernels */
 
-/* Products over F32 weights, or one row over F16 weights: columns [c0, c1)
- * of out (= or +=) x @ W^T + b, one tile of the pool's split (blocks of 16
- * columns). */
+/* A product: columns [c0, c1) of out (= or +=) x @ W^T + b, one tile of the
+ * pool's split (blocks of 16 columns); over the F16 weights for one row or a
+ * few when the file has them, else over the F32 ones. */
 typedef struct lin_job {
   const float *x;
   int ldx;
