@@ -456,14 +456,13 @@ typedef struct lin_job {
   int ldo, M, N, K, accumulate, tiles;
 } lin_job;
 
-/* Smaller products stay on the calling thread: a split costs a pool wake-up;
- * one row (gemv, bound by memory) pays for it at fewer weights. One row or a
- * few over F16 weights are split from 8k weights (16 KB) on: one thread alone
- * does not draw the memory bandwidth that two do, and every product of a
- * token or a short prompt is then spread over the pool (for one row, a split
- * from 10k and from 100k weights measured the same on the default decoder,
- * whose smallest product is 147k weights). */
-enum { LIN_SPLIT_FLOPS = 1 << 20, LIN_SPLIT_GEMV = 1 << 18, LIN_SPLIT_F16 = 1 << 13 };
+/* Smaller products stay on the calling thread: a split costs a pool wake-up.
+ * One row or a few (a token, a short prompt: bound by reading the weights)
+ * are split from 8k weights on, since one thread alone does not draw the
+ * memory bandwidth that two do; every such product of the default decoder
+ * (147k weights and up) is then spread over the pool. For one row over F16
+ * weights a split from 10k and from 100k weights measured the same. */
+enum { LIN_SPLIT_FLOPS = 1 << 20, LIN_SPLIT_FEW_ROWS = 1 << 13 };
 
 /* Columns [c0, c1) of a few rows (2..KN_F16_FEW_ROWS: a short prompt) over
  * the F16 weights when the file has them: no sgemm packing or BLAS threads.
@@ -532,9 +531,7 @@ static void lin(const retro *r, const float *x, int ldx, const lin_w *l, float *
                 int N, int K, int accumulate) {
   lin_job j = {x, ldx, l, out, ldo, M, N, K, accumulate, 1};
   const double weights = (double)N * K;
-  if (l->h && M <= KN_F16_FEW_ROWS ? weights >= LIN_SPLIT_F16
-      : M == 1                     ? weights >= LIN_SPLIT_GEMV
-                                   : M * weights >= LIN_SPLIT_FLOPS)
+  if (M <= KN_F16_FEW_ROWS ? weights >= LIN_SPLIT_FEW_ROWS : M * weights >= LIN_SPLIT_FLOPS)
     j.tiles = r->workers;
   if (j.tiles > 1) pool_for(r->pool, j.tiles, lin_tile, &j);
   else lin_tile(&j, 0, 0);

@@ -228,12 +228,16 @@ static int run_threads(retro *r, const float *ref, int incremental) {
   return ok;
 }
 
-/* One shared model, a state per thread, at the same time; with F16 weights
- * and two workers, their token-by-token products take turns on the pool. */
+/* One shared model, a state per thread, at the same time; with two
+ * workers, their token-by-token products take turns on the pool. */
 TEST(threads) {
   retro *r = open_model("model");
   CHECK(r != NULL);
   if (r) CHECK(run_threads(r, g_on, 0));
+  retro_close(r);
+  r = open_model_threads("model", 2);
+  CHECK(r != NULL);
+  if (r) CHECK(run_threads(r, g_on, 1));
   retro_close(r);
   if (g_recorded) return;
   r = open_model_threads("model_f16", 2);
