@@ -531,8 +531,10 @@ static int by_vector(const proto_buf *b) {
  * would get one core: it goes to the workers like other slow requests. */
 static int quick_search(conn *c) {
   srv_engine *e = atomic_load(&D.srv->engine);
-  return c->m.route == HTTP_R_SEARCH && by_vector(&c->body) &&
-         (!e || srv_engine_index_floats(e) <= (uint64_t)D.cfg->inline_search_floats);
+  /* the index's size first: by_vector reads the whole body */
+  return c->m.route == HTTP_R_SEARCH &&
+         (!e || srv_engine_index_floats(e) <= (uint64_t)D.cfg->inline_search_floats) &&
+         by_vector(&c->body);
 }
 
 /* Query parameters, checked before the body is read: a 400 naming an unknown,

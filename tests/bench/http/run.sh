@@ -20,12 +20,19 @@
 #   HTTP_THREADS (server pool, 2), DOCS (documents ingested, 2000),
 #   MODELS (dir with encoder/ decoder/; default: tiny random ones made here),
 #   DATA (an existing data dir to serve instead of ingesting DOCS, e.g. a
-#   copy of the README main job's; MODELS then defaults to model/default).
+#   copy of the README main job's; MODELS then defaults to model/default),
+#   SERVER_CPUS and CLIENT_CPUS (taskset CPU lists: the servers on the one,
+#   wrk on the other, so that the load generator's wake-ups and interrupts
+#   do not land on the servers' cores; e.g. SERVER_CPUS=0 CLIENT_CPUS=1
+#   HTTP_THREADS=1 THREADS=1 on a 2-core machine).
 set -eu
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 BUILD=${1:-$ROOT/build-bench}
 DURATION=${DURATION:-10}; CONNS=${CONNS:-32}; THREADS=${THREADS:-2}
 HTTP_THREADS=${HTTP_THREADS:-2}; DOCS=${DOCS:-2000}
+# (exec: run in the background, the server keeps the PID that $! gives)
+exec_on_servers() { if [ -n "${SERVER_CPUS:-}" ]; then exec taskset -c "$SERVER_CPUS" "$@"; else exec "$@"; fi; }
+on_client() { if [ -n "${CLIENT_CPUS:-}" ]; then taskset -c "$CLIENT_CPUS" "$@"; else "$@"; fi; }
 command -v wrk >/dev/null || { echo "run.sh: wrk not installed (apt-get install wrk)"; exit 77; }
 [ -d "$BUILD" ] || meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
 ninja -C "$BUILD" server/retro index/libindex.a >/dev/null
@@ -42,10 +49,10 @@ if [ -z "$MODELS" ]; then
   /usr/bin/python3 "$ROOT/tests/http/make_models.py" "$MODELS" >/dev/null
 fi
 PORT_R=$((20000 + $$ % 10000)); PORT_M=$((PORT_R + 1))
-env ${SERVER_ENV:-} "$BUILD/server/retro" serve --data "${DATA:-$WORK/data}" --encoder "$MODELS/encoder" --decoder none \
+exec_on_servers env ${SERVER_ENV:-} "$BUILD/server/retro" serve --data "${DATA:-$WORK/data}" --encoder "$MODELS/encoder" --decoder none \
   --port $PORT_R --http-threads $HTTP_THREADS --max-per-ip 0 --idle-timeout 30 --log "$WORK/retro.log" 2>"$WORK/serve.err" &
 RPID=$!
-"$WORK/minimal" $PORT_M $HTTP_THREADS & MPID=$!
+exec_on_servers "$WORK/minimal" $PORT_M $HTTP_THREADS & MPID=$!
 for i in $(seq 100); do curl -fs "http://127.0.0.1:$PORT_R/ready" >/dev/null 2>&1 && break; sleep 0.2; done
 # corpus: DOCS short documents (unless DATA holds one)
 if [ -z "$DATA" ]; then
@@ -66,7 +73,7 @@ set -- $(curl -fsS "http://127.0.0.1:$PORT_R/v1/info" | \
   /usr/bin/python3 -c 'import json,sys; i=json.load(sys.stdin); print(i["chunks"], i["encoder"]["dim"])')
 CHUNKS=$1; DIM=$2
 PORT_F=$((PORT_R + 2))
-OMP_WAIT_POLICY=passive "$WORK/faiss_peer" $PORT_F $HTTP_THREADS $CHUNKS $DIM & FPID=$!
+exec_on_servers env OMP_WAIT_POLICY=passive "$WORK/faiss_peer" $PORT_F $HTTP_THREADS $CHUNKS $DIM & FPID=$!
 mklua() { # body -> lua script posting it
   /usr/bin/python3 -c 'import json,sys; b=sys.argv[1]; print("wrk.method=\"POST\"\nwrk.body=%s\nwrk.headers[\"Content-Type\"]=\"application/json\"" % json.dumps(b))' "$1"
 }
@@ -75,14 +82,14 @@ mklua '{"query":"alpha beta gamma delta","k":10,"with_text":false}' > "$WORK/tex
 mklua '{"x":1}' > "$WORK/post.lua"
 cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat; } # utime + stime of a process
 http_ticks() { # the same for its libmicrohttpd threads alone
-  for t in /proc/$1/task/*; do [ "$(cat $t/comm)" = MHD-worker ] && awk '{print $14 + $15}' $t/stat; done | \
+  for t in /proc/$1/task/*; do case $(cat $t/comm) in MHD-worker|MHD-single) true;; *) false;; esac && awk '{print $14 + $15}' $t/stat; done | \
     awk '{s += $1} END {print s + 0}'
 }
 run() { # name pid url [lua] -> requests/s on stdout; a line with p50, p99 and the
         # server's CPU per request (from /proc, steadier than req/s here) on stderr
   t0=$(cpu_ticks $2)
-  if [ -n "${4:-}" ]; then out=$(wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -s "$4" "$3"); \
-  else out=$(wrk -t$THREADS -c$CONNS -d${DURATION}s --latency "$3"); fi
+  if [ -n "${4:-}" ]; then out=$(on_client wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -s "$4" "$3"); \
+  else out=$(on_client wrk -t$THREADS -c$CONNS -d${DURATION}s --latency "$3"); fi
   t1=$(cpu_ticks $2)
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   n=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -97,7 +104,7 @@ run() { # name pid url [lua] -> requests/s on stdout; a line with p50, p99 and t
 metric() { # name -> its value in retro's /metrics
   curl -fsS "http://127.0.0.1:$PORT_R/metrics" | awk -v m="$1" '$1 == m {print $2}'
 }
-echo "wrk -t$THREADS -c$CONNS -d${DURATION}s; server pools: $HTTP_THREADS MHD threads; $(nproc) CPUs; $(if [ -n "$DATA" ]; then echo "data $DATA"; else echo "$DOCS docs"; fi)" >&2
+echo "wrk -t$THREADS -c$CONNS -d${DURATION}s; server pools: $HTTP_THREADS MHD threads; $(nproc) CPUs${SERVER_CPUS:+, servers on CPUs $SERVER_CPUS}${CLIENT_CPUS:+, wrk on CPUs $CLIENT_CPUS}; $(if [ -n "$DATA" ]; then echo "data $DATA"; else echo "$DOCS docs"; fi)" >&2
 m_get=$(run "minimal GET" $MPID "http://127.0.0.1:$PORT_M/health")
 r_get=$(run "retro /health" $RPID "http://127.0.0.1:$PORT_R/health")
 m_post=$(run "minimal POST" $MPID "http://127.0.0.1:$PORT_M/" "$WORK/post.lua")
@@ -115,7 +122,7 @@ scan_s1=$(metric retro_index_scan_cpu_seconds_sum)
 scan_us=$(awk -v s0=$scan_s0 -v s1=$scan_s1 -v c0=$scans0 -v c1=$scans1 -v t0=$timed0 -v t1=$timed1 \
   -v n=$r_vec_n 'BEGIN { printf "%.1f", (t1 > t0 ? (s1 - s0) / (t1 - t0) * (c1 - c0) * 1e6 / n : 0) }')
 PORT_W=$((PORT_R + 3))
-"$WORK/minimal" $PORT_W $HTTP_THREADS $scan_us & WPID=$!
+exec_on_servers "$WORK/minimal" $PORT_W $HTTP_THREADS $scan_us & WPID=$!
 for i in $(seq 50); do curl -fs "http://127.0.0.1:$PORT_W/health" >/dev/null 2>&1 && break; sleep 0.1; done
 run "minimal POST, + scan-long work" $WPID "http://127.0.0.1:$PORT_W/" "$WORK/vec.lua" >/dev/null
 read w_cpu w_n < "$WORK/last_run"
