@@ -117,8 +117,9 @@ read r_vec_cpu r_vec_n < "$WORK/last_run"
 h1=$(http_ticks $RPID)
 scans1=$(metric retro_index_scans_total); timed1=$(metric retro_index_scan_cpu_seconds_count)
 scan_s1=$(metric retro_index_scan_cpu_seconds_sum)
-# the minimal responder at the search's request rate: each POST first spends
-# the scan's mean CPU time in a loop (minimal.c WORK_US), timed like a scan
+# the scan's CPU per request (retro's /metrics: the mean CPU time of the timed
+# scans, times the scans), then the minimal responder at the search's request
+# rate: each POST first spends that long in a loop (minimal.c WORK_US)
 scan_us=$(awk -v s0=$scan_s0 -v s1=$scan_s1 -v c0=$scans0 -v c1=$scans1 -v t0=$timed0 -v t1=$timed1 \
   -v n=$r_vec_n 'BEGIN { printf "%.1f", (t1 > t0 ? (s1 - s0) / (t1 - t0) * (c1 - c0) * 1e6 / n : 0) }')
 PORT_W=$((PORT_R + 3))
@@ -137,14 +138,12 @@ echo "ratio search-by-vector / minimal POST:  $(ratio $r_vec $m_post)   (goal >=
 echo "  the same, minimal given the search body: $(ratio $r_vec $m_vec)"
 echo "ratio search-by-text / minimal POST:    $(ratio $r_txt $m_post)"
 echo "ratio search-by-vector / FAISS peer:    $(ratio $r_vec $f_vec)   ($CHUNKS x $DIM, k = 10)"
-# search by vector's server CPU split: the index scan (retro's /metrics: the
-# mean CPU time of the timed scans, times the scans) and everything else, against
-# the minimal responder given the same body
-awk -v cpu=$r_vec_cpu -v n=$r_vec_n -v s0=$scan_s0 -v s1=$scan_s1 -v c0=$scans0 -v c1=$scans1 \
+# search by vector's server CPU split: the index scan (scan_us above) and
+# everything else, against the minimal responder given the same body
+awk -v cpu=$r_vec_cpu -v n=$r_vec_n -v c0=$scans0 -v c1=$scans1 \
     -v t0=$timed0 -v t1=$timed1 -v m=$m_vec_cpu -v h=$((h1 - h0)) -v hz=$(getconf CLK_TCK) \
     -v w=$w_rest -v wu=$scan_us 'BEGIN {
-  per_scan = t1 > t0 ? (s1 - s0) / (t1 - t0) : 0
-  scan = per_scan * (c1 - c0) * 1e6 / n; rest = cpu - scan
+  scan = wu; rest = cpu - scan
   printf "search by vector, server CPU per request: %.1f us = scan %.1f + everything else %.1f" \
     " (%d scans for %d requests, %d timed); minimal responder, same body: %.1f us\n", \
     cpu, scan, rest, c1 - c0, n, t1 - t0, m
