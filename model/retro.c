@@ -464,25 +464,25 @@ typedef struct lin_job {
  * weights a split from 10k and from 100k weights measured the same. */
 enum { LIN_SPLIT_FLOPS = 1 << 20, LIN_SPLIT_FEW_ROWS = 1 << 13 };
 
-/* Columns [c0, c1) of a few rows (2..KN_F16_FEW_ROWS: a short prompt) over
- * the F16 weights when the file has them: no sgemm packing or BLAS threads.
- * A sum into out goes through a small buffer, 64 columns at a time. */
-static void few_rows(const lin_job *j, int c0, int c1) {
+/* A tile of a few rows (2..KN_F16_FEW_ROWS: a short prompt): its n columns
+ * of out, its weights w (h: the F16 ones, when the file has them) and bias b,
+ * over the F16 weights when there: no sgemm packing or BLAS threads. A sum
+ * into out goes through a small buffer, 64 columns at a time. */
+static void few_rows(const lin_job *j, const float *w, const uint16_t *h, const float *b, float *o,
+                     int n) {
   const size_t K = (size_t)j->K;
-  const lin_w *l = j->l;
   if (!j->accumulate) {
-    kn_linear_prefer_f16(j->x, j->ldx, l->w + (size_t)c0 * K, l->h ? l->h + (size_t)c0 * K : NULL,
-                         l->b ? l->b + c0 : NULL, j->out + c0, j->ldo, j->M, c1 - c0, j->K);
+    kn_linear_prefer_f16(j->x, j->ldx, w, h, b, o, j->ldo, j->M, n, j->K);
     return;
   }
   enum { NB = 64 };
   float tmp[KN_F16_FEW_ROWS * NB];
-  for (int n0 = c0; n0 < c1; n0 += NB) {
-    int nb = c1 - n0 < NB ? c1 - n0 : NB;
-    kn_linear_prefer_f16(j->x, j->ldx, l->w + (size_t)n0 * K, l->h ? l->h + (size_t)n0 * K : NULL,
-                         l->b ? l->b + n0 : NULL, tmp, NB, j->M, nb, j->K);
+  for (int n0 = 0; n0 < n; n0 += NB) {
+    int nb = n - n0 < NB ? n - n0 : NB;
+    kn_linear_prefer_f16(j->x, j->ldx, w + (size_t)n0 * K, h ? h + (size_t)n0 * K : NULL,
+                         b ? b + n0 : NULL, tmp, NB, j->M, nb, j->K);
     for (int i = 0; i < j->M; i++)
-      for (int c = 0; c < nb; c++) j->out[(size_t)i * (size_t)j->ldo + n0 + c] += tmp[i * NB + c];
+      for (int c = 0; c < nb; c++) o[(size_t)i * (size_t)j->ldo + n0 + c] += tmp[i * NB + c];
   }
 }
 
@@ -493,9 +493,10 @@ static void lin_tile(void *arg, int t, int worker) {
   kn_tile_cols(j->N, j->tiles, t, &c0, &c1);
   if (c1 <= c0) return;
   const float *w = j->l->w + (size_t)c0 * (size_t)j->K, *b = j->l->b ? j->l->b + c0 : NULL;
+  const uint16_t *h = j->l->h ? j->l->h + (size_t)c0 * (size_t)j->K : NULL;
   float *o = j->out + c0;
-  if (j->M == 1 && j->l->h) { /* one row over F16 weights */
-    kn_gemv_f16(j->l->h + (size_t)c0 * (size_t)j->K, j->x, b, o, c1 - c0, j->K, j->accumulate);
+  if (j->M == 1 && h) { /* one row over F16 weights */
+    kn_gemv_f16(h, j->x, b, o, c1 - c0, j->K, j->accumulate);
     return;
   }
   if (j->M == 1) { /* one row: gemv, bound by reading W */
@@ -510,7 +511,7 @@ static void lin_tile(void *arg, int t, int worker) {
     return;
   }
   if (j->M <= KN_F16_FEW_ROWS) {
-    few_rows(j, c0, c1);
+    few_rows(j, w, h, b, o, c1 - c0);
     return;
   }
   if (!j->accumulate) {
