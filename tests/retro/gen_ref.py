@@ -74,7 +74,9 @@ def main():
                           retro_layers=[2, 4], pad_id=0, eos_id=1, n_neighbours=2)
         n = 260
     else:
-        cfg = RetroConfig(vocab_size=300, dim=64, n_layers=4, n_heads=4, ffn_dim=128, max_seq=512,
+        # dim 128: a tile of the decoder's few-row products sums into out in
+        # more than one 64-column block (model/retro.c few_rows)
+        cfg = RetroConfig(vocab_size=300, dim=128, n_layers=4, n_heads=4, ffn_dim=256, max_seq=512,
                           retro_layers=[2, 4], pad_id=0, eos_id=1, n_neighbours=2)
         n = 300
     torch.manual_seed(1234)
