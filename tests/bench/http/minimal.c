@@ -93,7 +93,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     atomic_fetch_add(&work_ns, dt > clock_cost ? dt - clock_cost : 0);
     atomic_fetch_add(&work_count, 1);
   }
-  char work[64] = "";
+  char work[64]; /* written only for GET /work: the POST path stays as it was */
   int want_work = !post && !strcmp(url, "/work");
   if (want_work)
     snprintf(work, sizeof work, "%.6f %llu", (double)atomic_load(&work_ns) / 1e9,
