@@ -23,6 +23,10 @@ void proto_buf_free(proto_buf *b) {
 
 static int buf_reserve(proto_buf *b, size_t extra) {
   if (b->failed) return 0;
+  if (extra > ((size_t)-1) / 2 - b->len) { /* len + extra + 1 would not fit */
+    b->failed = 1;
+    return 0;
+  }
   if (b->len + extra + 1 <= b->cap) return 1;
   size_t cap = b->cap ? b->cap : 256;
   while (cap < b->len + extra + 1) {

@@ -940,7 +940,7 @@ static proto_status bpe_word_cached(tok *t, const unsigned char *w, size_t n, iv
       centry *e = &sh->e[j];
       if (e->len == n && memcmp(e->key, w, n) == 0) {
         int bad = ivec_reserve(out, e->nids);
-        if (!bad) {
+        if (!bad && e->nids) {
           memcpy(out->v + out->n, e->ids, e->nids * sizeof(int32_t));
           out->n += e->nids;
         }

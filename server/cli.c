@@ -64,16 +64,22 @@ static void args_free(cli_args *a) {
   free(a->pos);
 }
 
-/* Returns 0, or 2 after printing a usage error. --help sets *help. */
+static int args_oom(const char *cmd) {
+  fprintf(stderr, "retro %s: out of memory\n", cmd);
+  return 1;
+}
+
+/* Returns 0, or 2 after printing a usage error (1 when out of memory).
+ * --help sets *help. */
 static int args_parse(cli_args *a, const char *cmd, const cli_flag *flags, size_t n_flags, int argc,
                       char **argv, int *help) {
   memset(a, 0, sizeof *a);
+  *help = 0;
   a->cmd = cmd;
   a->flags = flags;
   a->n_flags = n_flags;
   a->pos = calloc((size_t)argc + 1, sizeof *a->pos);
-  if (!a->pos) return 1;
-  *help = 0;
+  if (!a->pos) return args_oom(cmd);
   int only_pos = 0;
   for (int i = 1; i < argc; i++) {
     const char *s = argv[i];
@@ -113,7 +119,7 @@ static int args_parse(cli_args *a, const char *cmd, const cli_flag *flags, size_
         return 2;
       }
       const char **nv = realloc(a->values[f], (a->n_values[f] + 1) * sizeof *nv);
-      if (!nv) return 1;
+      if (!nv) return args_oom(cmd);
       a->values[f] = nv;
       nv[a->n_values[f]++] = val;
     } else if (eq) {

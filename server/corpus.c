@@ -53,57 +53,92 @@ int corpus_read_file(const char *path, char **buf, size_t *len) {
   return 0;
 }
 
-static int fl_add(corpus *fl, const char *path, const char *id, uint64_t size) {
+/* Adds a file to the list; 0, or -1 after printing why. */
+static int fl_add(corpus *fl, const char *cmd, const char *path, const char *id, uint64_t size) {
   if (fl->n == fl->cap) {
     size_t nc = fl->cap ? fl->cap * 2 : 256;
     char **np = realloc(fl->paths, nc * sizeof *np);
-    if (!np) return -1;
-    fl->paths = np;
-    char **ni = realloc(fl->ids, nc * sizeof *ni);
-    if (!ni) return -1;
+    if (np) fl->paths = np;
+    char **ni = np ? realloc(fl->ids, nc * sizeof *ni) : NULL;
+    if (!ni) goto oom;
     fl->ids = ni;
     fl->cap = nc;
   }
   fl->paths[fl->n] = strdup(path);
   fl->ids[fl->n] = strdup(id);
-  if (!fl->paths[fl->n] || !fl->ids[fl->n]) return -1;
+  if (!fl->paths[fl->n] || !fl->ids[fl->n]) {
+    free(fl->paths[fl->n]);
+    free(fl->ids[fl->n]);
+    goto oom;
+  }
   fl->n++;
   fl->bytes += size;
   return 0;
+oom:
+  fprintf(stderr, "retro %s: out of memory listing %s\n", cmd, path);
+  return -1;
 }
 
 static int str_cmp(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Walks dir (recursively), adding text and .jsonl files; ids relative to root. */
-static int walk(corpus *fl, const char *cmd, const char *dir, size_t root_len) {
+static void free_names(char **names, size_t n) {
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
+}
+
+/* dir's entries (not those starting with '.'), sorted, into *names and *n;
+ * 0, or -1 after printing why. */
+static int list_dir(const char *cmd, const char *dir, char ***names, size_t *n) {
+  *names = NULL;
+  *n = 0;
   DIR *d = opendir(dir);
   if (!d) {
     fprintf(stderr, "retro %s: cannot read %s: %s\n", cmd, dir, strerror(errno));
     return -1;
   }
-  char **names = NULL;
-  size_t n = 0, cap = 0;
+  char **v = NULL;
+  size_t k = 0, cap = 0;
+  int failed = 0;
   struct dirent *de;
-  while ((de = readdir(d)) != NULL) {
+  while (!failed && (de = readdir(d)) != NULL) {
     if (de->d_name[0] == '.') continue;
-    if (n == cap) {
+    if (k == cap) {
       cap = cap ? cap * 2 : 64;
-      char **nn = realloc(names, cap * sizeof *nn);
-      if (!nn) break;
-      names = nn;
+      char **nv = realloc(v, cap * sizeof *nv);
+      if (!nv) {
+        failed = 1;
+        break;
+      }
+      v = nv;
     }
-    names[n] = strdup(de->d_name);
-    if (names[n]) n++;
+    if (!(v[k] = strdup(de->d_name))) failed = 1;
+    else k++;
   }
   closedir(d);
-  qsort(names, n, sizeof *names, str_cmp);
+  if (failed) { /* a file left out would be a document silently not indexed */
+    fprintf(stderr, "retro %s: out of memory listing %s\n", cmd, dir);
+    free_names(v, k);
+    return -1;
+  }
+  if (k) qsort(v, k, sizeof *v, str_cmp);
+  *names = v;
+  *n = k;
+  return 0;
+}
+
+/* Walks dir (recursively), adding text and .jsonl files; ids relative to root. */
+static int walk(corpus *fl, const char *cmd, const char *dir, size_t root_len) {
+  char **names;
+  size_t n;
+  if (list_dir(cmd, dir, &names, &n) != 0) return -1;
   int rc = 0;
   for (size_t i = 0; i < n; i++) {
     size_t pl = strlen(dir) + strlen(names[i]) + 2;
     char *p = malloc(pl);
     if (!p) {
+      fprintf(stderr, "retro %s: out of memory\n", cmd);
       rc = -1;
       break;
     }
@@ -114,13 +149,12 @@ static int walk(corpus *fl, const char *cmd, const char *dir, size_t root_len) {
         if (walk(fl, cmd, p, root_len) != 0) rc = -1;
       } else if (S_ISREG(sb.st_mode) &&
                  (is_text_file(names[i]) || has_suffix(names[i], ".jsonl"))) {
-        if (fl_add(fl, p, p + root_len, (uint64_t)sb.st_size) != 0) rc = -1;
+        if (fl_add(fl, cmd, p, p + root_len, (uint64_t)sb.st_size) != 0) rc = -1;
       }
     }
     free(p);
   }
-  for (size_t i = 0; i < n; i++) free(names[i]);
-  free(names);
+  free_names(names, n);
   return rc;
 }
 
@@ -138,11 +172,15 @@ int corpus_add_arg(corpus *fl, const char *cmd, const char *p) {
     size_t root = strlen(p);
     while (root > 1 && p[root - 1] == '/') root--;
     char *dir = strndup(p, root);
-    int w = dir ? walk(fl, cmd, dir, root + 1) : -1;
+    if (!dir) {
+      fprintf(stderr, "retro %s: out of memory\n", cmd);
+      return 1;
+    }
+    int w = walk(fl, cmd, dir, root + 1);
     free(dir);
     return w != 0;
   }
-  return fl_add(fl, p, p, (uint64_t)sb.st_size) != 0;
+  return fl_add(fl, cmd, p, p, (uint64_t)sb.st_size) != 0;
 }
 
 void corpus_free(corpus *c) {

@@ -234,6 +234,7 @@ TEST(round_trip) {
   CHECK(store_meta_put(st, "encoder", "bert-mini/384") == PROTO_OK);
   CHECK(store_meta_get(st, "encoder", &val) == PROTO_OK && val && !strcmp(val, "bert-mini/384"));
   free(val);
+  val = NULL; /* a failed get below must not leave it to be freed twice */
   CHECK(store_meta_get(st, "dim", &val) == PROTO_OK && val && !strcmp(val, "8"));
   free(val);
   CHECK(store_meta_put(st, "next_chunk_id", "1") == PROTO_EINVAL);

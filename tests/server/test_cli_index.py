@@ -1,0 +1,99 @@
+#!/usr/bin/python3
+"""test_cli_index.py - `retro index` over a folder tree, as a user runs it
+(TAP output).
+
+    test_cli_index.py RETRO MODELS_DIR
+
+The walk: text files (.txt, .md, .rst) and .jsonl files at any depth are
+indexed, ids relative to the folder given (with or without a trailing
+slash); names starting with '.' and other files are left out; an empty
+subfolder is passed over. An empty folder indexes nothing and exits 0, a
+missing path exits 1 naming it. Under the sanitizer build every run is also
+checked for undefined behaviour and leaks (CI sets UBSAN_OPTIONS
+halt_on_error=1, and LeakSanitizer makes a leaking run exit non-zero): an
+empty folder once passed qsort a null pointer. Skips (exit 77) when
+MODELS_DIR/SKIP exists.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import engine_models
+
+TAP = engine_models.Tap()
+check = TAP.check
+
+
+def main():
+    return engine_models.run_test("test_cli_index.py", "retro-cli-index-", run)
+
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def run(retro, models, tmp):
+    tree = os.path.join(tmp, "tree")
+    write(os.path.join(tree, "a.txt"), b"alpha text about files and how to read them")
+    write(os.path.join(tree, "sub", "b.md"), b"beta markdown about modules and packages")
+    write(os.path.join(tree, "sub", "deeper", "c.rst"), b"gamma restructured text about classes")
+    write(os.path.join(tree, ".hidden.txt"), b"a dot file is left out")
+    write(os.path.join(tree, ".git", "d.txt"), b"so is a dot folder")
+    write(os.path.join(tree, "image.png"), b"\x89PNG\r\n\x1a\n")
+    write(os.path.join(tree, "notes.jsonl"),
+          b'{"id": "j1", "text": "json line one"}\n{"id": "j2", "text": "json line two"}\n')
+    os.makedirs(os.path.join(tree, "empty"))
+    empty = os.path.join(tmp, "nothing")
+    os.makedirs(empty)
+    model_args = ["--encoder", os.path.join(models, "encoder"),
+                  "--decoder", os.path.join(models, "decoder")]
+
+    def index(data, *paths):
+        return subprocess.run([retro, "index", "--data", data, "--quiet"] + model_args + list(paths),
+                              capture_output=True, text=True, timeout=240)
+
+    def ids(data):
+        p = subprocess.run([retro, "get", "--data", data, "a.txt", "sub/b.md", "sub/deeper/c.rst",
+                            "j1", "j2"], capture_output=True, text=True, timeout=60)
+        try:
+            return p.returncode, sorted(d["id"] for d in json.loads(p.stdout))
+        except (ValueError, KeyError, TypeError):
+            return p.returncode, p.stdout + p.stderr
+
+    def documents(data):
+        p = subprocess.run([retro, "info", "--data", data], capture_output=True, text=True, timeout=60)
+        try:
+            return json.loads(p.stdout)["documents"]
+        except (ValueError, KeyError):
+            return p.stdout + p.stderr
+
+    want = ["a.txt", "j1", "j2", "sub/b.md", "sub/deeper/c.rst"]
+    for name, arg in (("without", tree), ("with", tree + "/")):
+        data = os.path.join(tmp, "data-" + name)
+        p = index(data, arg)
+        check(p.returncode == 0, "a folder tree, %s a trailing slash: indexed" % name, p.stderr)
+        got = ids(data)
+        check(got == (0, want), "%s a trailing slash: ids relative to the folder" % name, got)
+        n = documents(data)
+        check(n == len(want), "%s a trailing slash: dot files, dot folders and other files "
+              "left out" % name, n)
+
+    data = os.path.join(tmp, "data-empty")
+    p = index(data, empty)
+    check(p.returncode == 0 and not p.stderr, "an empty folder: exit 0, nothing on stderr",
+          (p.returncode, p.stderr))
+    n = documents(data)
+    check(n == 0, "an empty folder: no documents", n)
+
+    missing = os.path.join(tmp, "no-such-folder")
+    p = index(os.path.join(tmp, "data-missing"), missing)
+    check(p.returncode == 1 and missing in p.stderr, "a missing path: exit 1 naming it",
+          (p.returncode, p.stderr))
+    return TAP.end()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
