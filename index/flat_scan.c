@@ -36,8 +36,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* not in sanitizer builds: the clones' resolvers run while the program is
+ * loaded, before the sanitizer's runtime is up (TSan crashes in them) */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define SCAN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define SCAN_CLONES

@@ -665,8 +665,8 @@ typedef struct gen_log {
   size_t text_len;
   int cancel_after; /* > 0: cancel after this many on_text calls */
   int calls;
-  volatile int *hold; /* non-NULL: spin in on_text until *hold == 0 */
-  volatile int *started;
+  atomic_int *hold; /* non-NULL: spin in on_text until *hold == 0 */
+  atomic_int *started;
 } gen_log;
 
 static int g_on_text(void *ctx, const char *p, size_t n) {
@@ -914,7 +914,7 @@ TEST(generate) {
 
 typedef struct busy_arg {
   srv_engine *e;
-  volatile int hold, started;
+  atomic_int hold, started; /* shared with the generating thread */
   proto_status st;
 } busy_arg;
 
