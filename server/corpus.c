@@ -53,13 +53,26 @@ int corpus_read_file(const char *path, char **buf, size_t *len) {
   return 0;
 }
 
+/* "retro CMD: ..." on stderr; nothing when cmd is NULL (a quiet pass). */
+PROTO_PRINTF(2, 3)
+static void say(const char *cmd, const char *fmt, ...) {
+  if (!cmd) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "retro %s: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
 /* Adds a file to the list; 0, or -1 after printing why. */
 static int fl_add(corpus *fl, const char *cmd, const char *path, const char *id, uint64_t size) {
   if (fl->n == fl->cap) {
     size_t nc = fl->cap ? fl->cap * 2 : 256;
     char **np = realloc(fl->paths, nc * sizeof *np);
-    if (np) fl->paths = np;
-    char **ni = np ? realloc(fl->ids, nc * sizeof *ni) : NULL;
+    if (!np) goto oom;
+    fl->paths = np;
+    char **ni = realloc(fl->ids, nc * sizeof *ni);
     if (!ni) goto oom;
     fl->ids = ni;
     fl->cap = nc;
@@ -75,7 +88,7 @@ static int fl_add(corpus *fl, const char *cmd, const char *path, const char *id,
   fl->bytes += size;
   return 0;
 oom:
-  fprintf(stderr, "retro %s: out of memory listing %s\n", cmd, path);
+  say(cmd, "out of memory listing %s", path);
   return -1;
 }
 
@@ -95,14 +108,14 @@ static int list_dir(const char *cmd, const char *dir, char ***names, size_t *n) 
   *n = 0;
   DIR *d = opendir(dir);
   if (!d) {
-    fprintf(stderr, "retro %s: cannot read %s: %s\n", cmd, dir, strerror(errno));
+    say(cmd, "cannot read %s: %s", dir, strerror(errno));
     return -1;
   }
   char **v = NULL;
   size_t k = 0, cap = 0;
   int failed = 0;
   struct dirent *de;
-  while (!failed && (de = readdir(d)) != NULL) {
+  while ((de = readdir(d)) != NULL) {
     if (de->d_name[0] == '.') continue;
     if (k == cap) {
       cap = cap ? cap * 2 : 64;
@@ -113,12 +126,15 @@ static int list_dir(const char *cmd, const char *dir, char ***names, size_t *n) 
       }
       v = nv;
     }
-    if (!(v[k] = strdup(de->d_name))) failed = 1;
-    else k++;
+    if (!(v[k] = strdup(de->d_name))) {
+      failed = 1;
+      break;
+    }
+    k++;
   }
   closedir(d);
   if (failed) { /* a file left out would be a document silently not indexed */
-    fprintf(stderr, "retro %s: out of memory listing %s\n", cmd, dir);
+    say(cmd, "out of memory listing %s", dir);
     free_names(v, k);
     return -1;
   }
@@ -138,7 +154,7 @@ static int walk(corpus *fl, const char *cmd, const char *dir, size_t root_len) {
     size_t pl = strlen(dir) + strlen(names[i]) + 2;
     char *p = malloc(pl);
     if (!p) {
-      fprintf(stderr, "retro %s: out of memory\n", cmd);
+      say(cmd, "out of memory");
       rc = -1;
       break;
     }
@@ -165,7 +181,7 @@ int corpus_add_arg(corpus *fl, const char *cmd, const char *p) {
     return 0;
   }
   if (stat(p, &sb) != 0) {
-    fprintf(stderr, "retro %s: %s: %s\n", cmd, p, strerror(errno));
+    say(cmd, "%s: %s", p, strerror(errno));
     return 1;
   }
   if (S_ISDIR(sb.st_mode)) {
@@ -173,7 +189,7 @@ int corpus_add_arg(corpus *fl, const char *cmd, const char *p) {
     while (root > 1 && p[root - 1] == '/') root--;
     char *dir = strndup(p, root);
     if (!dir) {
-      fprintf(stderr, "retro %s: out of memory\n", cmd);
+      say(cmd, "out of memory");
       return 1;
     }
     int w = walk(fl, cmd, dir, root + 1);
@@ -194,18 +210,6 @@ void corpus_free(corpus *c) {
 }
 
 int corpus_is_jsonl(const char *path) { return has_suffix(path, ".jsonl"); }
-
-/* "retro CMD: ..." on stderr; nothing when cmd is NULL (a quiet pass). */
-PROTO_PRINTF(2, 3)
-static void say(const char *cmd, const char *fmt, ...) {
-  if (!cmd) return;
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "retro %s: ", cmd);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-}
 
 static int is_fatal(proto_status s) {
   return s == PROTO_EUNAVAIL || s == PROTO_ENOMEM || s == PROTO_EIO;
