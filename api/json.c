@@ -807,6 +807,19 @@ static proto_status get_search_shape(json_t *root, proto_search_req *out, char *
   return PROTO_OK;
 }
 
+/* A query of nothing but white space has no words for BM25 and embeds to a
+ * point near no text in particular: refused, rather than answered with
+ * arbitrary chunks. */
+static proto_status no_blank_query(const proto_search_req *q, char *err, size_t errlen) {
+  for (size_t i = 0; i < q->n_queries; i++) {
+    if (!proto_blank(q->queries[i], q->query_lens[i])) continue;
+    if (q->batched)
+      return fail(PROTO_ERANGE, err, errlen, "queries[%zu]: empty or only white space", i);
+    return fail(PROTO_ERANGE, err, errlen, "query: empty or only white space");
+  }
+  return PROTO_OK;
+}
+
 proto_status proto_search_parse(const char *text, size_t len, proto_search_req *out, char *err,
                                 size_t errlen) {
   static const char *const fields[] = {
@@ -879,6 +892,7 @@ proto_status proto_search_parse(const char *text, size_t len, proto_search_req *
     }
     out->dim = dim;
   }
+  if (st == PROTO_OK) st = no_blank_query(out, err, errlen);
   if (st != PROTO_OK) goto leave;
   if ((st = get_int(root, NULL, "k", 1, PROTO_MAX_K, 10, &x, err, errlen)) != PROTO_OK) goto leave;
   out->k = (int)x;

@@ -107,6 +107,9 @@ int proto_utf8_valid(const char *s, size_t len);
  * recommended practice). */
 int proto_utf8_decode(const char *s, size_t len, uint32_t *cp);
 
+/* 1 if s[0..len) is empty or only ASCII white space (space, \t \n \v \f \r). */
+int proto_blank(const char *s, size_t len);
+
 /* Monotonic clock in seconds (for timings and rates). */
 double proto_now(void);
 

@@ -1,7 +1,8 @@
 /* utf8.c - the one strict UTF-8 decoder (RFC 3629, Unicode Table 3-7): it
  * rejects overlong forms, surrogates and code points above U+10FFFF. The
  * validator, the JSON writer's lossy copy, the tokenizers and the streaming
- * of generated text all read UTF-8 through proto_utf8_decode. */
+ * of generated text all read UTF-8 through proto_utf8_decode. proto_blank
+ * (a text of nothing but ASCII white space) lives here with them. */
 #include "proto.h"
 
 int proto_utf8_decode(const char *str, size_t len, uint32_t *cp) {
@@ -55,5 +56,11 @@ int proto_utf8_valid(const char *str, size_t len) {
     if (n <= 0) return 0;
     i += (size_t)n;
   }
+  return 1;
+}
+
+int proto_blank(const char *s, size_t len) {
+  for (size_t i = 0; i < len; i++)
+    if (s[i] != ' ' && (s[i] < '\t' || s[i] > '\r')) return 0;
   return 1;
 }

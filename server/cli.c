@@ -543,6 +543,12 @@ static int cmd_search(int argc, char **argv) {
     rc = 2;
     goto leave;
   }
+  for (size_t i = 0; i < a.n_pos; i++)
+    if (proto_blank(a.pos[i], strlen(a.pos[i]))) {
+      fprintf(stderr, "retro search: QUERY %zu is empty or only white space\n", i + 1);
+      rc = 2;
+      goto leave;
+    }
   if ((rc = engine_from_args(&a, 0, 1, &e)) != 0) goto leave;
   size_t xi = flag_index(&a, "--exclude");
   srv_search_request rq = {.texts = a.pos,

@@ -342,6 +342,9 @@ def run_main(s):
         ("POST", "/v1/search", '{"query": 5}', "application/json", 400, "query"),
         ("POST", "/v1/search", '{"queries": []}', "application/json", 422, "queries"),
         ("POST", "/v1/search", '{"queries": ["a", 3]}', "application/json", 400, "queries[1]"),
+        ("POST", "/v1/search", '{"query": ""}', "application/json", 422, "query: empty"),
+        ("POST", "/v1/search", '{"query": " \\n\\t "}', "application/json", 422, "query: empty"),
+        ("POST", "/v1/search", '{"queries": ["a", "  "]}', "application/json", 422, "queries[1]: empty"),
         ("POST", "/v1/search", '{"vector": [1, 2, 3]}', "application/json", 422, "vector"),
         ("POST", "/v1/search", '{"vector": [1, "a"]}', "application/json", 400, "vector[1]"),
         ("POST", "/v1/search", '{"query": "a", "nprobe": -1}', "application/json", 422, "nprobe"),
@@ -681,6 +684,10 @@ def run_modes(s):
             return round(v, 4) if isinstance(v, float) else v
         ok(st == 200 and keys(got) == keys(js),
            "retro search prints what POST /v1/search answers (%s)" % mode, (got, js))
+    cli = subprocess.run([RETRO, "search", "--data", s.data, "zanzibar", " \t"],
+                         capture_output=True, text=True, timeout=60)
+    ok(cli.returncode == 2 and not cli.stdout and "QUERY 2 is empty" in cli.stderr,
+       "retro search refuses a blank query, naming it, as the API does", (cli.returncode, cli.stderr))
     st, info, _, _ = s.req("GET", "/v1/info")
     cli = subprocess.run([RETRO, "info", "--data", s.data], capture_output=True, text=True, timeout=60)
     got = json.loads(cli.stdout) if cli.returncode == 0 else {}

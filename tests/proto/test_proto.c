@@ -30,6 +30,16 @@ TEST(utf8) {
   CHECK(!proto_utf8_valid("a\x80", 2));
 }
 
+/* ASCII white space only: a NUL byte or a non-breaking space is text */
+TEST(blank) {
+  CHECK(proto_blank("", 0));
+  CHECK(proto_blank(" \t\n\v\f\r", 6));
+  CHECK(!proto_blank(" a ", 3));
+  CHECK(!proto_blank("\0", 1));
+  CHECK(!proto_blank("\xc2\xa0", 2));
+  CHECK(proto_blank("  x", 2)); /* only the first len bytes count */
+}
+
 /* decode(s) == want (a length, 0 or -k); on success also the code point */
 static int decodes(const char *s, size_t len, int want, uint32_t want_cp) {
   uint32_t cp = 0xDEADBEEF;
@@ -166,5 +176,6 @@ int main(void) {
   RUN(error_detail);
   RUN(utf8);
   RUN(utf8_decode);
+  RUN(blank);
   return tap_done();
 }
