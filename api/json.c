@@ -421,6 +421,10 @@ static proto_status parse_root(const char *text, size_t len, json_t **out, char 
   json_error_t je;
   *out = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
   if (*out) return PROTO_OK;
+  if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) /* else named as an invisible character */
+    return fail(PROTO_EJSON, err, errlen,
+                "body: starts with a UTF-8 byte order mark (EF BB BF), which JSON text must not "
+                "have (RFC 8259): save or send it without one");
   enum json_error_code code = json_error_code(&je);
   if (code == json_error_invalid_utf8)
     return fail(PROTO_EUTF8, err, errlen, "body: invalid UTF-8 at byte %d", je.position);
