@@ -743,6 +743,7 @@ static int cmd_get(int argc, char **argv) {
     srv_document d;
     proto_status s = srv_document_get(e, a.pos[i], with_text, &d);
     if (s == PROTO_ENOTFOUND) {
+      fprintf(stderr, "retro get: %s: not found\n", a.pos[i]);
       proto_jw_null(&w);
       rc = 1;
       continue;

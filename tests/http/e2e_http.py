@@ -699,6 +699,9 @@ def run_modes(s):
     cli = subprocess.run([RETRO, "get", "--data", s.data, "lex-a"], capture_output=True, text=True, timeout=60)
     ok(st == 200 and cli.returncode == 0 and json.loads(cli.stdout) == [doc],
        "retro get prints GET /v1/documents/{id}'s object", cli.stdout[:300])
+    cli = subprocess.run([RETRO, "get", "--data", s.data, "lex-a", "no-such-doc"], capture_output=True, text=True, timeout=60)
+    ok(cli.returncode == 1 and json.loads(cli.stdout)[1] is None and "no-such-doc: not found" in cli.stderr,
+       "retro get of a missing id: null in its place, exit 1, named on stderr", (cli.returncode, cli.stderr))
 
 def read_sse(s, body):
     c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
