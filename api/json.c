@@ -429,6 +429,10 @@ static proto_status parse_root(const char *text, size_t len, json_t **out, char 
   if (code == json_error_invalid_utf8)
     return fail(PROTO_EUTF8, err, errlen, "body: invalid UTF-8 at byte %d", je.position);
   if (code == json_error_duplicate_key) return fail(PROTO_EJSON, err, errlen, "body: %s", je.text);
+  if (code == json_error_null_character) /* jansson's text names its own flag */
+    return fail(PROTO_EJSON, err, errlen,
+                "body: line %d column %d: a string holds \\u0000 (NUL), which is not accepted",
+                je.line, je.column);
   if (code == json_error_out_of_memory)
     return fail(PROTO_ENOMEM, err, errlen, "body: out of memory");
   return fail(PROTO_EJSON, err, errlen, "body: malformed JSON at line %d column %d: %s", je.line,

@@ -359,6 +359,7 @@ def run_main(s):
         ("POST", "/v1/search", '[1, 2]', "application/json", 400, "object"),
         ("POST", "/v1/search", b'{"query": "\xff\xfe"}', "application/json", 400, "UTF-8"),
         ("POST", "/v1/search", b'\xef\xbb\xbf{"query": "a"}', "application/json", 400, "byte order mark"),
+        ("POST", "/v1/search", '{"query": "a\\u0000b"}', "application/json", 400, "\\u0000 (NUL)"),
         ("POST", "/v1/search", '{"query": "a"}', "text/plain", 415, "Content-Type"),
         ("POST", "/v1/search", big, "application/json", 413, "body"),
         ("POST", "/v1/search", '', "application/json", 400, "JSON"),
