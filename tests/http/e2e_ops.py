@@ -4,13 +4,15 @@
 skipped without the encoder (JSON and NDJSON, ?force=true, metadata alone
 changing), 507 when the LMDB map limit (--max-map-mb) or the disk (a small
 tmpfs in a private mount namespace) runs out, with reads going on, nothing
-acknowledged lost and writes working again once there is room.
+acknowledged lost and writes working again once there is room; the
+connection limits (--max-per-ip, --max-connections).
 
     e2e_ops.py RETRO_BINARY WORK_DIR
 """
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -173,6 +175,50 @@ def run_disk_full():
         s.stop()
 
 
+def hold_connection(port):
+    """A connection that has been answered once and stays open (keep-alive)."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    return c, c.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def refused(port):
+    """True when a new connection is closed without an answer."""
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = c.recv(4096)
+        c.close()
+        return got == b""
+    except OSError:  # reset
+        return True
+
+
+def run_connection_limits():
+    """--max-per-ip and --max-connections: a connection past either is closed
+    at once (libmicrohttpd's way; a warning in the log), the open ones are
+    served, and a freed place is taken again."""
+    for flag in ("--max-per-ip", "--max-connections"):
+        s = Server("ops-conn", flag, "3")
+        held = []
+        try:
+            held = [hold_connection(s.port) for _ in range(3)]
+            ok(all(answered for _, answered in held), "%s 3: three connections served" % flag)
+            ok(refused(s.port), "%s 3: a fourth is closed without an answer" % flag)
+            held[0][0].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            ok(held[0][0].recv(4096).startswith(b"HTTP/1.1 200"), "%s 3: the open ones are still served" % flag)
+            held.pop(0)[0].close()
+            time.sleep(0.3)
+            c, answered = hold_connection(s.port)
+            ok(answered, "%s 3: a closed connection's place is taken again" % flag)
+            c.close()
+        finally:
+            for c, _ in held:
+                c.close()
+            s.stop()
+        shutil.rmtree(os.path.join(E.WORK, "ops-conn"), ignore_errors=True)
+
+
 def main():
     rc = E.ensure_models()
     if rc is not None:
@@ -182,6 +228,7 @@ def main():
     run_unchanged()
     run_map_limit()
     run_disk_full()
+    run_connection_limits()
     print("1..%d" % E.n_tests)
     return 1 if E.n_failed else 0
 
