@@ -5,7 +5,7 @@ skipped without the encoder (JSON and NDJSON, ?force=true, metadata alone
 changing), 507 when the LMDB map limit (--max-map-mb) or the disk (a small
 tmpfs in a private mount namespace) runs out, with reads going on, nothing
 acknowledged lost and writes working again once there is room; the
-connection limits (--max-per-ip, --max-connections).
+connection limits (--max-per-ip, --max-connections, --idle-timeout).
 
     e2e_ops.py RETRO_BINARY WORK_DIR
 """
@@ -219,6 +219,33 @@ def run_connection_limits():
         shutil.rmtree(os.path.join(E.WORK, "ops-conn"), ignore_errors=True)
 
 
+def run_idle_timeout():
+    """--idle-timeout 1: a keep-alive connection left idle is closed by the
+    server; one in use is not."""
+    s = Server("ops-idle", "--idle-timeout", "1")
+    try:
+        idle, answered = hold_connection(s.port)
+        busy, _ = hold_connection(s.port)
+        for _ in range(6):  # 1.8 s of requests, never 1 s apart
+            time.sleep(0.3)
+            busy.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            served = busy.recv(4096).startswith(b"HTTP/1.1 200")
+        idle.settimeout(5)
+        try:
+            closed = idle.recv(4096) == b""
+        except TimeoutError:  # still open after 5 s
+            closed = False
+        except OSError:  # reset
+            closed = True
+        ok(answered and closed, "--idle-timeout 1: an idle connection is closed")
+        ok(served, "... and one in use is not")
+        idle.close()
+        busy.close()
+    finally:
+        s.stop()
+    shutil.rmtree(os.path.join(E.WORK, "ops-idle"), ignore_errors=True)
+
+
 def main():
     rc = E.ensure_models()
     if rc is not None:
@@ -229,6 +256,7 @@ def main():
     run_map_limit()
     run_disk_full()
     run_connection_limits()
+    run_idle_timeout()
     print("1..%d" % E.n_tests)
     return 1 if E.n_failed else 0
 
