@@ -62,6 +62,7 @@ typedef struct reader {
 
 struct lex {
   char *path;
+  char *uri; /* read-only on a file system it cannot write: "file:PATH?immutable=1" */
   store *st;
   int read_only;
   sqlite3 *w;                /* the writer connection (NULL when read-only) */
@@ -224,6 +225,48 @@ static proto_status connect(const char *path, int flags, sqlite3 **out, fts5_api
   *out = db;
   if (api) *api = a;
   return PROTO_OK;
+}
+
+/* What a connection opens: the path, or lx->uri when set (adding
+ * SQLITE_OPEN_URI to *flags). */
+static const char *db_name(const lex *lx, int *flags) {
+  if (!lx->uri) return lx->path;
+  *flags |= SQLITE_OPEN_URI;
+  return lx->uri;
+}
+
+/* "file:PATH?immutable=1", PATH percent-encoded but for [A-Za-z0-9/._~-]. */
+static char *immutable_uri(const char *path) {
+  static const char hex[] = "0123456789ABCDEF", tail[] = "?immutable=1";
+  char *u = malloc(5 + 3 * strlen(path) + sizeof tail), *p = u;
+  if (!u) return NULL;
+  memcpy(p, "file:", 5);
+  p += 5;
+  for (const unsigned char *c = (const unsigned char *)path; *c; c++) {
+    int plain = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+                *c == '/' || *c == '.' || *c == '_' || *c == '~' || *c == '-';
+    if (plain) {
+      *p++ = (char)*c;
+    } else {
+      *p++ = '%';
+      *p++ = hex[*c >> 4];
+      *p++ = hex[*c & 15];
+    }
+  }
+  memcpy(p, tail, sizeof tail);
+  return u;
+}
+
+/* 1 when the folder holding path can be written (SQLite makes a WAL
+ * reader's -shm file there). */
+static int dir_writable(const char *path) {
+  char *dir = strdup(path);
+  if (!dir) return 1;
+  char *slash = strrchr(dir, '/');
+  if (slash) *(slash == dir ? slash + 1 : slash) = 0;
+  int ok = access(slash ? dir : ".", W_OK) == 0;
+  free(dir);
+  return ok;
 }
 
 static int exec(sqlite3 *db, const char *sql) { return sqlite3_exec(db, sql, NULL, NULL, NULL); }
@@ -589,7 +632,8 @@ static int store_live_chunks(store *st, uint64_t *n) {
  * exactly the store's live chunks (same count, none past its watermark). */
 static proto_status check_read_only(lex *lx) {
   sqlite3 *db = NULL;
-  proto_status s = connect(lx->path, SQLITE_OPEN_READONLY, &db, NULL);
+  int flags = SQLITE_OPEN_READONLY;
+  proto_status s = connect(db_name(lx, &flags), flags, &db, NULL);
   int64_t schema = 0, wm = 0, count = 0;
   uint64_t live = 0;
   if (s == PROTO_OK && (meta_get(db, "schema", &schema) != 0 || schema != LEX_SCHEMA ||
@@ -624,8 +668,16 @@ proto_status lex_open(const char *path, store *st, int read_only, lex **out) {
   proto_status s = PROTO_OK;
   if (read_only) {
     s = check_read_only(lx);
+    /* On a read-only file system SQLite cannot make the -shm file a WAL
+     * reader needs: read the file as immutable, still checked against the
+     * store (a WAL left uncheckpointed would show as behind it). */
+    if (s != PROTO_OK && !dir_writable(path)) {
+      if (!(lx->uri = immutable_uri(path))) s = proto_fail(PROTO_ENOMEM, "out of memory");
+      else s = check_read_only(lx);
+    }
     sqlite3 *db = NULL;
-    if (s == PROTO_OK && (s = connect(path, SQLITE_OPEN_READONLY, &db, NULL)) == PROTO_OK)
+    int flags = SQLITE_OPEN_READONLY;
+    if (s == PROTO_OK && (s = connect(db_name(lx, &flags), flags, &db, NULL)) == PROTO_OK)
       s = refresh_frequent(lx, db);
     sqlite3_close(db);
   } else {
@@ -672,6 +724,7 @@ void lex_close(lex *lx) {
   free(lx->freq_df);
   pthread_mutex_destroy(&lx->wmu);
   pthread_mutex_destroy(&lx->pmu);
+  free(lx->uri);
   free(lx->path);
   free(lx);
 }
@@ -690,7 +743,7 @@ static proto_status reader_take(lex *lx, reader **out) {
     fts5_api *api = NULL;
     void *ud = NULL;
     const char *args[] = {"retro"};
-    proto_status s = connect(lx->path, flags, &r->db, &api);
+    proto_status s = connect(db_name(lx, &flags), flags, &r->db, &api);
     if (s == PROTO_OK && sqlite3_prepare_v3(r->db, QUERY_SQL, -1, SQLITE_PREPARE_PERSISTENT,
                                             &r->query, NULL) != SQLITE_OK)
       s = db_fail(r->db, "prepare query");

@@ -451,7 +451,8 @@ proto_status srv_verify(const char *dir, srv_say_fn say, void *ctx, uint64_t *pr
     s = srv__fail(PROTO_ENOTFOUND, "%s: missing (not a retrod database)", mdb);
     goto leave;
   }
-  if ((s = store_open(dir, NULL, &st)) != PROTO_OK) {
+  store_options so = {.read_only_fallback = 1}; /* a check that only reads */
+  if ((s = store_open(dir, &so, &st)) != PROTO_OK) {
     problem(&v, "database: %s", store_last_error());
     s = PROTO_OK;
     goto leave;

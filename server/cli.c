@@ -1389,7 +1389,8 @@ static int cmd_ops(const char *cmd, int argc, char **argv) {
     }
     double t0 = proto_now();
     char *manifest = NULL;
-    if ((s = store_open(data, NULL, &st)) != PROTO_OK ||
+    store_options so = {.read_only_fallback = 1}; /* a copy only reads */
+    if ((s = store_open(data, &so, &st)) != PROTO_OK ||
         (s = srv_backup(st, a.pos[0], &manifest)) != PROTO_OK) {
       fprintf(stderr, "retro backup: %s\n",
               s == PROTO_OK ? ""

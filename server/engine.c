@@ -190,7 +190,9 @@ static proto_status open_store(srv_engine *e, const srv_engine_options *o) {
   e->data_dir = abs_path(o->data_dir);
   if (!e->data_dir) return srv__fail(PROTO_ENOMEM, "out of memory");
   e->opt.data_dir = e->data_dir;
-  store_options so = {.map_bytes = o->map_bytes, .max_map_bytes = o->max_map_bytes};
+  store_options so = {.map_bytes = o->map_bytes,
+                      .max_map_bytes = o->max_map_bytes,
+                      .read_only_fallback = o->read_only};
   proto_status s = store_open(e->data_dir, &so, &e->st);
   if (s != PROTO_OK)
     return srv__fail(s, "opening the store in %s: %s", e->data_dir, store_last_error());

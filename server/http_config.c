@@ -65,7 +65,7 @@ static const opt_def opts[] = {
     {"drain-timeout", "RETRO_DRAIN_TIMEOUT", OPT_LONG, O(drain_timeout), "60", 0, 86400,
      "seconds to finish in-flight requests after SIGTERM"},
     {"read-only", "RETRO_READ_ONLY", OPT_BOOL, O(read_only), "0", 0, 1,
-     "serve reads only (writes answer 403)"},
+     "serve reads only (writes answer 403), also from a read-only file system"},
     {"inline-search-floats", "RETRO_INLINE_SEARCH_FLOATS", OPT_LONG, O(inline_search_floats),
      "1048576", 0, 1L << 40,
      "searches by vector run on the HTTP threads while the index holds at most this many "

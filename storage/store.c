@@ -75,6 +75,7 @@ struct store {
   pthread_rwlock_t map_lock; /* shared: a txn is open; exclusive: resizing */
   pthread_mutex_t write_lock;
   int locks_ready;
+  int read_only; /* opened with MDB_RDONLY (store_options.read_only_fallback) */
 };
 
 /* Errors ----------------------------------------------------------------- */
@@ -539,17 +540,33 @@ static proto_status chunk_rec_read(store *st, MDB_txn *txn, uint64_t id, chunk_r
 
 /* Open / close ------------------------------------------------------------- */
 
-static proto_status open_body(store *st, MDB_txn *txn, void *ctx, int *mdb_rc) {
-  (void)ctx;
-  struct {
-    const char *name;
-    MDB_dbi *dbi;
-  } dbs[] = {
+enum { N_DBS = 7 };
+typedef struct db_slot {
+  const char *name;
+  MDB_dbi *dbi;
+} db_slot;
+
+static void db_slots(store *st, db_slot out[N_DBS]) {
+  db_slot dbs[N_DBS] = {
       {"meta", &st->meta},         {"docs", &st->docs},       {"doc_keys", &st->doc_keys},
       {"chunks", &st->chunks},     {"vectors", &st->vectors}, {"dead", &st->dead},
       {"doc_hash", &st->doc_hash}, /* created in a database of an older build */
   };
-  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+  memcpy(out, dbs, sizeof dbs);
+}
+
+static proto_status check_schema(uint64_t schema) {
+  if (schema == STORE_SCHEMA) return PROTO_OK;
+  proto_err_set("store: database schema %llu, this build reads %d", (unsigned long long)schema,
+                STORE_SCHEMA);
+  return PROTO_ECORRUPT;
+}
+
+static proto_status open_body(store *st, MDB_txn *txn, void *ctx, int *mdb_rc) {
+  (void)ctx;
+  db_slot dbs[N_DBS];
+  db_slots(st, dbs);
+  for (size_t i = 0; i < N_DBS; i++) {
     int rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
     if (rc) {
       *mdb_rc = rc;
@@ -560,12 +577,33 @@ static proto_status open_body(store *st, MDB_txn *txn, void *ctx, int *mdb_rc) {
   proto_status ps = meta_u64(st, txn, K_SCHEMA, 0, &schema);
   if (ps) return ps;
   if (schema == 0) return meta_put_u64(st, txn, K_SCHEMA, STORE_SCHEMA, mdb_rc);
-  if (schema != STORE_SCHEMA) {
-    proto_err_set("store: database schema %llu, this build reads %d", (unsigned long long)schema,
-                  STORE_SCHEMA);
-    return PROTO_ECORRUPT;
+  return check_schema(schema);
+}
+
+/* open_body for a database opened read-only: its tables must all be there
+ * (a database this build has written once). The read transaction commits,
+ * which keeps the table handles for the store's life. */
+static proto_status open_read_only(store *st) {
+  MDB_txn *txn = NULL;
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  db_slot dbs[N_DBS];
+  db_slots(st, dbs);
+  for (size_t i = 0; i < N_DBS && !ps; i++) {
+    int rc = mdb_dbi_open(txn, dbs[i].name, 0, dbs[i].dbi);
+    if (rc == MDB_NOTFOUND)
+      proto_err_set(
+          "store: read-only, and the database has no table '%s' (an older build's: "
+          "open it once where it can be written)",
+          dbs[i].name);
+    if (rc) ps = rc == MDB_NOTFOUND ? PROTO_ESTORE : mdb_fail(rc, "mdb_dbi_open");
   }
-  return PROTO_OK;
+  uint64_t schema = 0;
+  if (!ps && !(ps = meta_u64(st, txn, K_SCHEMA, 0, &schema))) ps = check_schema(schema);
+  int rc = ps ? 0 : mdb_txn_commit(txn);
+  if (ps) mdb_txn_abort(txn);
+  map_rdunlock(st);
+  return ps ? ps : rc ? mdb_fail(rc, "mdb_txn_commit (read)") : PROTO_OK;
 }
 
 static proto_status make_dir(const char *path) {
@@ -575,6 +613,22 @@ static proto_status make_dir(const char *path) {
   }
   proto_err_set("store: cannot create directory %s: %s", path, strerror(errno ? errno : ENOTDIR));
   return PROTO_EIO;
+}
+
+/* A fresh environment for path (any earlier one closed), opened with
+ * MDB_NOTLS | flags; *what names the call that failed. */
+static int env_open(store *st, const char *path, unsigned max_readers, unsigned flags,
+                    const char **what) {
+  int rc;
+  if (st->env) mdb_env_close(st->env);
+  st->env = NULL;
+  *what = "mdb_env_create";
+  if ((rc = mdb_env_create(&st->env))) return rc;
+  *what = "mdb_env_set_*";
+  if ((rc = mdb_env_set_maxdbs(st->env, 8)) || (rc = mdb_env_set_maxreaders(st->env, max_readers)))
+    return rc;
+  *what = "mdb_env_open";
+  return mdb_env_open(st->env, path, MDB_NOTLS | flags, 0644);
 }
 
 proto_status store_open(const char *dir, const store_options *opt, store **out) {
@@ -622,28 +676,30 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
   st->locks_ready = 1;
   st->max_map = max_map;
 
-  if ((rc = mdb_env_create(&st->env))) {
-    ps = mdb_fail(rc, "mdb_env_create");
-    goto leave;
-  }
-  if ((rc = mdb_env_set_maxdbs(st->env, 8)) ||
-      (rc = mdb_env_set_maxreaders(st->env, max_readers))) {
-    ps = mdb_fail(rc, "mdb_env_set_*");
-    goto leave;
-  }
   /* Default sync mode: no MDB_NOSYNC / MDB_NOMETASYNC / MDB_WRITEMAP. No map
    * size is set before the open, so an existing database comes back with the
    * size it last grew to; then the map is raised to map_bytes if smaller. */
-  if ((rc = mdb_env_open(st->env, path, MDB_NOTLS, 0644))) {
-    ps = mdb_fail(rc, "mdb_env_open");
+  const char *what = NULL;
+  unsigned flags = 0;
+  rc = env_open(st, path, max_readers, flags, &what);
+  if ((rc == EROFS || rc == EACCES) && opt && opt->read_only_fallback) {
+    rc = env_open(st, path, max_readers, flags = MDB_RDONLY, &what);
+    /* A read-only file system takes no lock file either, and no writer can
+     * work there: read without LMDB's reader table. */
+    if (rc == EROFS) rc = env_open(st, path, max_readers, flags = MDB_RDONLY | MDB_NOLOCK, &what);
+    st->read_only = 1;
+  }
+  if (rc) {
+    ps = mdb_fail(rc, what);
     goto leave;
   }
-  if (map_size_now(st) < map_bytes && (rc = mdb_env_set_mapsize(st->env, map_bytes))) {
+  if (!st->read_only && map_size_now(st) < map_bytes &&
+      (rc = mdb_env_set_mapsize(st->env, map_bytes))) {
     ps = mdb_fail(rc, "mdb_env_set_mapsize");
     goto leave;
   }
   int stale = 0;
-  mdb_reader_check(st->env, &stale);
+  if (!(flags & MDB_NOLOCK)) mdb_reader_check(st->env, &stale);
   int mk = mdb_env_get_maxkeysize(st->env);
   if (mk < 64) {
     proto_err_set("store: LMDB key size limit %d too small", mk);
@@ -651,7 +707,7 @@ proto_status store_open(const char *dir, const store_options *opt, store **out) 
     goto leave;
   }
   st->maxkey = (unsigned)mk;
-  if ((ps = write_run(st, open_body, NULL))) goto leave;
+  if ((ps = st->read_only ? open_read_only(st) : write_run(st, open_body, NULL))) goto leave;
   *out = st;
   st = NULL;
 leave:

@@ -39,10 +39,14 @@
 typedef struct store store;
 
 typedef struct store_options {
-  size_t map_bytes;     /* initial LMDB map size; 0 = 64 MiB */
-  unsigned max_readers; /* reader slots; 0 = 4096 (LMDB's default is 126) */
-  size_t max_map_bytes; /* the map never grows past this; 0 = no limit. A write
+  size_t map_bytes;       /* initial LMDB map size; 0 = 64 MiB */
+  unsigned max_readers;   /* reader slots; 0 = 4096 (LMDB's default is 126) */
+  size_t max_map_bytes;   /* the map never grows past this; 0 = no limit. A write
                            that needs more fails with PROTO_ENOSPACE */
+  int read_only_fallback; /* 1: a database this process may not write (a
+                             read-only file system, no permission) is opened
+                             read-only instead of failing; every write then
+                             fails. One that can be written opens as usual */
 } store_options;
 
 /* Opens (creating DIR and DIR/db when absent) the store. opt may be NULL. An

@@ -5,7 +5,8 @@ skipped without the encoder (JSON and NDJSON, ?force=true, metadata alone
 changing), 507 when the LMDB map limit (--max-map-mb) or the disk (a small
 tmpfs in a private mount namespace) runs out, with reads going on, nothing
 acknowledged lost and writes working again once there is room; the
-connection limits (--max-per-ip, --max-connections, --idle-timeout).
+connection limits (--max-per-ip, --max-connections, --idle-timeout); a
+database on a read-only file system (serve --read-only, search, verify).
 
     e2e_ops.py RETRO_BINARY WORK_DIR
 """
@@ -175,6 +176,65 @@ def run_disk_full():
         s.stop()
 
 
+def run_read_only_fs():
+    """A database on a read-only file system (a read-only bind mount of its
+    folder in a private mount namespace): `retro serve --read-only`, `retro
+    search` and `retro verify` read it as it is, writes are refused, and
+    `retro serve` without --read-only stops naming the file system."""
+    data = os.path.join(E.WORK, "ops-ro")
+    s = Server("ops-ro")
+    try:
+        texts = ["walrus kelp tide pool", "volcano basalt ash plume", "violin sonata bow rosin",
+                 "comet orbit tail dust"]  # one chunk each: its key is its own text
+        docs = [{"id": "ro%d" % i, "text": t} for i, t in enumerate(texts)]
+        st, js, _, _ = post(s, docs)
+        ok(st == 200 and js["documents"] == 4, "a database to make read-only", js)
+    finally:
+        s.stop()
+    wrapper = os.path.join(E.WORK, "ops-ro.sh")
+    inner = os.path.join(E.WORK, "ops-ro-inner.sh")
+    with open(inner, "w") as f:
+        f.write("#!/bin/sh\nmount --bind '%s' '%s' && mount -o remount,bind,ro '%s' || exit 1\n"
+                "exec '%s' \"$@\"\n" % (data, data, data, E.RETRO))
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec unshare -rm '%s' \"$@\"\n" % inner)
+    os.chmod(inner, 0o755)
+    os.chmod(wrapper, 0o755)
+    probe = subprocess.run([wrapper, "--help"], capture_output=True)
+    if probe.returncode != 0:
+        diag("skipping the read-only file system test: no private mount (%s)" % probe.stderr.decode().strip())
+        return
+    before = sorted(os.listdir(data))
+    real = E.RETRO
+    E.RETRO = wrapper
+    try:
+        s = Server("ops-ro", "--read-only", data=data)
+    finally:
+        E.RETRO = real
+    try:
+        st, info, _, _ = s.req("GET", "/v1/info")
+        ok(st == 200 and info["read_only"] and info["documents"] == 4 and not info["lexical"]["private_copy"],
+           "serve --read-only on a read-only file system: the database and its lexical file as they are", info)
+        for mode in ("dense", "lexical", "hybrid"):
+            st, js, _, _ = s.req("POST", "/v1/search", {"query": texts[2], "k": 1, "mode": mode})
+            ok(st == 200 and js["results"] and js["results"][0]["doc_id"] == "ro2",
+               "... search finds a document (%s)" % mode, js)
+        st, js, _, _ = post(s, [{"id": "new", "text": "x"}])
+        ok(st == 403 and "read-only" in js["error"]["message"], "... a write is refused", js)
+    finally:
+        s.stop()
+    cli = subprocess.run([wrapper, "verify", "--data", data], capture_output=True, text=True, timeout=120)
+    ok(cli.returncode == 0, "retro verify reads a database on a read-only file system", cli.stderr[-300:])
+    cli = subprocess.run([wrapper, "search", "--data", data, "-k", "1", texts[1]],
+                         capture_output=True, text=True, timeout=120)
+    ok(cli.returncode == 0 and '"ro1"' in cli.stdout, "retro search too", cli.stderr[-300:])
+    cli = subprocess.run([wrapper, "serve", "--data", data, "--port", "0"], capture_output=True, text=True,
+                         timeout=120)
+    ok(cli.returncode != 0 and "Read-only file system" in cli.stderr,
+       "retro serve without --read-only stops, naming the file system", cli.stderr[-300:])
+    ok(sorted(os.listdir(data)) == before, "nothing was written there", (before, os.listdir(data)))
+
+
 def hold_connection(port):
     """A connection that has been answered once and stays open (keep-alive)."""
     c = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -250,13 +310,14 @@ def main():
     rc = E.ensure_models()
     if rc is not None:
         return rc
-    for d in ("ops-unchanged", "ops-map", "ops-tmpfs"):
+    for d in ("ops-unchanged", "ops-map", "ops-tmpfs", "ops-ro"):
         shutil.rmtree(os.path.join(E.WORK, d), ignore_errors=True)
     run_unchanged()
     run_map_limit()
     run_disk_full()
     run_connection_limits()
     run_idle_timeout()
+    run_read_only_fs()
     print("1..%d" % E.n_tests)
     return 1 if E.n_failed else 0
 

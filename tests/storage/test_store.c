@@ -642,7 +642,7 @@ static int bulk_chunk_ok(store *st, uint64_t chunk_id, uint64_t seed, unsigned o
 TEST(map_growth_100mb) {
   char *dir = tmp_dir();
   store *st = NULL;
-  store_options opt = {(size_t)1 << 20, 0, 0};
+  store_options opt = {.map_bytes = (size_t)1 << 20};
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
   if (!st) {
     free(dir);
@@ -782,7 +782,7 @@ static void *write_thread(void *arg) {
 TEST(concurrent_readers) {
   char *dir = tmp_dir();
   store *st = NULL;
-  store_options opt = {(size_t)1 << 20, 0, 0}; /* default 4096 reader slots */
+  store_options opt = {.map_bytes = (size_t)1 << 20}; /* default 4096 reader slots */
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
   if (!st) {
     free(dir);
@@ -861,7 +861,7 @@ static int child_writes(const char *dir, uint64_t seed, size_t ndocs) {
   if (pid < 0) return 0;
   if (pid == 0) {
     store *cs = NULL;
-    store_options o = {(size_t)1 << 20, 0, 0};
+    store_options o = {.map_bytes = (size_t)1 << 20};
     bulk b;
     int ok = store_open(dir, &o, &cs) == PROTO_OK;
     bulk_init(&b, 100, 2);
@@ -880,7 +880,7 @@ static int child_writes(const char *dir, uint64_t seed, size_t ndocs) {
 TEST(other_process_grows_map) {
   char *dir = tmp_dir();
   store *st = NULL;
-  store_options opt = {(size_t)1 << 20, 0, 0};
+  store_options opt = {.map_bytes = (size_t)1 << 20};
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
   if (!st) {
     free(dir);
@@ -934,7 +934,7 @@ static void *slow_scan(void *arg) {
 TEST(readers_full_waits) {
   char *dir = tmp_dir();
   store *st = NULL;
-  store_options opt = {0, 2, 0}; /* 2 reader slots */
+  store_options opt = {.max_readers = 2}; /* 2 reader slots */
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
   if (!st) {
     free(dir);
@@ -1049,7 +1049,7 @@ TEST(content_hash) {
 TEST(map_limit) {
   char *dir = tmp_dir();
   store *st = NULL;
-  store_options opt = {0, 0, (size_t)2 << 20};
+  store_options opt = {.max_map_bytes = (size_t)2 << 20};
   CHECK(store_open(dir, &opt, &st) == PROTO_OK);
   if (!st) {
     free(dir);
