@@ -9,6 +9,7 @@
 #include "srv_config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -173,12 +175,46 @@ static srv_engine *engine_new(const srv_engine_options *o) {
   if (!e) return NULL;
   e->opt = *o;
   e->pad_id = e->eos_id = -1;
+  e->lock_fd = -1;
   pthread_mutex_init(&e->gen_mu, NULL);
   pthread_cond_init(&e->gen_cv, NULL);
   pthread_mutex_init(&e->q_mu, NULL);
   pthread_cond_init(&e->q_cv, NULL);
   pthread_mutex_init(&e->sync_mu, NULL);
   return e;
+}
+
+/* A writing engine holds an exclusive lock on DATA/lock for its life, so a
+ * second writer (another `retro serve`, a `retro index` beside a server)
+ * stops at once instead of writing under an index it does not see. The lock
+ * goes with the process, so a crash leaves none behind. A file system
+ * without flock is used unlocked. */
+static proto_status lock_data_dir(srv_engine *e) {
+  char *path = path_join(e->data_dir, "lock");
+  if (!path) return srv__fail(PROTO_ENOMEM, "out of memory");
+  proto_status s = PROTO_OK;
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    s = srv__fail(PROTO_EIO, "cannot open %s: %s", path, strerror(errno));
+  } else if (flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+    char who[64] = "";
+    ssize_t n = pread(fd, who, sizeof who - 1, 0);
+    who[n > 0 ? n : 0] = 0;
+    who[strcspn(who, "\n")] = 0;
+    s = srv__fail(PROTO_ESTORE,
+                  "%s is in use by another process that writes it (%s): stop it first, or "
+                  "write through its HTTP API",
+                  e->data_dir, *who ? who : "its pid unknown");
+    close(fd);
+  } else {
+    char who[32];
+    int n = snprintf(who, sizeof who, "pid %ld\n", (long)getpid());
+    ssize_t w = ftruncate(fd, 0) == 0 ? pwrite(fd, who, (size_t)n, 0) : -1;
+    (void)w; /* the pid is a note for a second writer's message: the lock holds without it */
+    e->lock_fd = fd;
+  }
+  free(path);
+  return s;
 }
 
 /* The data directory (made unless read-only) and the store in it. */
@@ -190,10 +226,12 @@ static proto_status open_store(srv_engine *e, const srv_engine_options *o) {
   e->data_dir = abs_path(o->data_dir);
   if (!e->data_dir) return srv__fail(PROTO_ENOMEM, "out of memory");
   e->opt.data_dir = e->data_dir;
+  proto_status s = o->read_only ? PROTO_OK : lock_data_dir(e);
+  if (s != PROTO_OK) return s;
   store_options so = {.map_bytes = o->map_bytes,
                       .max_map_bytes = o->max_map_bytes,
                       .read_only_fallback = o->read_only};
-  proto_status s = store_open(e->data_dir, &so, &e->st);
+  s = store_open(e->data_dir, &so, &e->st);
   if (s != PROTO_OK)
     return srv__fail(s, "opening the store in %s: %s", e->data_dir, store_last_error());
   return PROTO_OK;
@@ -396,6 +434,7 @@ proto_status srv_engine_close(srv_engine *e) {
   tok_close(e->own_tok);
   bert_close(e->enc);
   store_close(e->st);
+  if (e->lock_fd >= 0) close(e->lock_fd); /* after the index is saved */
   pthread_mutex_destroy(&e->gen_mu);
   pthread_cond_destroy(&e->gen_cv);
   pthread_mutex_destroy(&e->q_mu);

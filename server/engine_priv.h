@@ -27,6 +27,7 @@ struct srv_engine {
                                   engine could not have one */
   char *lex_tmp;           /* a read-only engine's private lexical file
                                   (removed at close), else NULL */
+  int lock_fd;             /* a writing engine's lock on DATA/lock, else -1 */
   pthread_mutex_t sync_mu; /* one lexical + FAISS sync or save at a time:
                                   the lexical index must have applied every
                                   tombstone a FAISS save clears */

@@ -6,13 +6,15 @@ changing), 507 when the LMDB map limit (--max-map-mb) or the disk (a small
 tmpfs in a private mount namespace) runs out, with reads going on, nothing
 acknowledged lost and writes working again once there is room; the
 connection limits (--max-per-ip, --max-connections, --idle-timeout); a
-database on a read-only file system (serve --read-only, search, verify).
+database on a read-only file system (serve --read-only, search, verify); one
+writing process per data folder.
 
     e2e_ops.py RETRO_BINARY WORK_DIR
 """
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -235,6 +237,43 @@ def run_read_only_fs():
     ok(sorted(os.listdir(data)) == before, "nothing was written there", (before, os.listdir(data)))
 
 
+def run_one_writer():
+    """One writing process per data folder: beside a running server, `retro
+    index`, `retro delete` and a second `retro serve` stop naming the
+    server's pid, while readers (`retro search`) go on; once the server is
+    gone (stopped, or killed: the lock goes with the process) they write."""
+    data = os.path.join(E.WORK, "ops-lock")
+    src = os.path.join(E.WORK, "ops-lock-src")
+    os.makedirs(src, exist_ok=True)
+    with open(os.path.join(src, "late.txt"), "w") as f:
+        f.write("pelican beak harbour")
+    models = ["--encoder", os.path.join(E.MODELS, "encoder"), "--decoder", os.path.join(E.MODELS, "decoder")]
+
+    def cli(*args):
+        return subprocess.run([E.RETRO, *args], capture_output=True, text=True, timeout=120)
+
+    for how in ("stop", "kill"):
+        s = Server("ops-lock")
+        try:
+            st, js, _, _ = post(s, [{"id": "first", "text": "walrus kelp tide pool"}])
+            ok(st == 200, "a server writing its folder", js)
+            pid = "pid %d" % s.p.pid
+            for args in (["index", "--data", data, *models, src], ["delete", "--data", data, "first"]):
+                p = cli(*args)
+                ok(p.returncode == 1 and "in use by another process" in p.stderr and pid in p.stderr,
+                   "retro %s beside it stops, naming the server's pid" % args[0], p.stderr[-300:])
+            p = cli("serve", "--data", data, *models, "--port", "0")
+            ok(p.returncode != 0 and "in use by another process" in p.stderr, "so does a second retro serve",
+               p.stderr[-300:])
+            p = cli("search", "--data", data, *models, "-k", "1", "walrus kelp tide pool")
+            ok(p.returncode == 0 and '"first"' in p.stdout, "retro search reads beside it", p.stderr[-300:])
+            ok(s.req("GET", "/v1/documents/first")[0] == 200, "the server goes on", s.log[-3:])
+        finally:
+            s.stop(signal.SIGKILL if how == "kill" else signal.SIGTERM)
+        p = cli("index", "--data", data, *models, src)
+        ok(p.returncode == 0, "retro index writes once the server is gone (%s)" % how, p.stderr[-300:])
+
+
 def hold_connection(port):
     """A connection that has been answered once and stays open (keep-alive)."""
     c = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -310,7 +349,7 @@ def main():
     rc = E.ensure_models()
     if rc is not None:
         return rc
-    for d in ("ops-unchanged", "ops-map", "ops-tmpfs", "ops-ro"):
+    for d in ("ops-unchanged", "ops-map", "ops-tmpfs", "ops-ro", "ops-lock"):
         shutil.rmtree(os.path.join(E.WORK, d), ignore_errors=True)
     run_unchanged()
     run_map_limit()
@@ -318,6 +357,7 @@ def main():
     run_connection_limits()
     run_idle_timeout()
     run_read_only_fs()
+    run_one_writer()
     print("1..%d" % E.n_tests)
     return 1 if E.n_failed else 0
 
