@@ -3,7 +3,8 @@
 # dependencies, build retrod, index the default corpus (the Python 3.11
 # documentation sources) with the default models, and serve it on
 # 127.0.0.1:8080. Re-running is safe: the build is incremental, and indexing
-# upserts every document by id, skipping the unchanged ones (seconds).
+# upserts every document by id, skipping the unchanged ones (seconds). Stop
+# the server a previous run started first: one process writes a database.
 #   DATA=/var/lib/retro PORT=8080 bash deploy/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
