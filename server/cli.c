@@ -245,7 +245,8 @@ static int print_json(json_t *v) {
 
 /* Prints JSON written by a views.h writer, indented as print_json does. */
 static int print_view(proto_buf *b) {
-  json_t *v = b->failed ? NULL : json_loadb(b->data ? b->data : "", b->len, 0, NULL);
+  /* JSON_ALLOW_NUL: a text may hold a NUL byte (a file read by retro index) */
+  json_t *v = b->failed ? NULL : json_loadb(b->data ? b->data : "", b->len, JSON_ALLOW_NUL, NULL);
   proto_buf_free(b);
   return print_json(v);
 }
@@ -762,7 +763,7 @@ static int cmd_get(int argc, char **argv) {
     if (print_view(&b) != 0) rc = 1;
     goto leave;
   }
-  json_t *docs = b.failed ? NULL : json_loadb(b.data, b.len, 0, NULL), *doc;
+  json_t *docs = b.failed ? NULL : json_loadb(b.data, b.len, JSON_ALLOW_NUL, NULL), *doc;
   proto_buf_free(&b);
   size_t i;
   json_array_foreach(docs, i, doc) {

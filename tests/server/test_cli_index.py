@@ -88,6 +88,20 @@ def run(retro, models, tmp):
     n = documents(data)
     check(n == 0, "an empty folder: no documents", n)
 
+    # a file is bytes: a NUL byte is kept, and the CLI's JSON shows it
+    odd = os.path.join(tmp, "odd")
+    write(os.path.join(odd, "nul.txt"), b"before \x00 after")
+    data = os.path.join(tmp, "data-odd")
+    p = index(data, odd)
+    check(p.returncode == 0, "a file with a NUL byte: indexed", p.stderr)
+    p = subprocess.run([retro, "get", "--data", data, "nul.txt"], capture_output=True, text=True,
+                       timeout=60)
+    try:
+        text = json.loads(p.stdout)[0]["text"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        text = p.stdout + p.stderr
+    check(p.returncode == 0 and text == "before \x00 after", "retro get prints it, NUL and all", text)
+
     missing = os.path.join(tmp, "no-such-folder")
     p = index(os.path.join(tmp, "data-missing"), missing)
     check(p.returncode == 1 and missing in p.stderr, "a missing path: exit 1 naming it",
