@@ -1312,6 +1312,9 @@ static int cmd_eval(int argc, char **argv) {
     rc = 1;
     goto leave;
   }
+  srv_info info; /* "k": the neighbours each chunk was given, the model's when not set */
+  if (k == 0 && o.retrieval && srv_info_get(e, &info) == PROTO_OK && info.decoder_loaded)
+    k = info.decoder.n_neighbours;
   rc = print_eval_result(&o, k, alpha, &acc);
 leave:
   close_engine(e);

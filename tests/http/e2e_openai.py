@@ -230,6 +230,10 @@ def run_cli_tokens(s_args):
         ok(evals[retrieval] and evals[retrieval]["bpb"] > 0, "retro eval (retrieval %s)" % retrieval, out.stderr[-300:])
     s = E.Server("cli", data=data)
     try:
+        st, info, _, _ = s.req("GET", "/v1/info")
+        ok(evals[True] and evals[False] and evals[True]["k"] == info["decoder"]["n_neighbours"]
+           and evals[False]["k"] == 0, "retro eval's k: the model's neighbours per chunk, 0 with retrieval off",
+           (evals[True] and evals[True]["k"], info.get("decoder")))
         run_scoring(s, ev_text, evals)
         st, doc, _, _ = s.req("GET", "/v1/documents/doc.txt")
         stored = []
