@@ -897,10 +897,13 @@ static int serve_open_engine(const http_config *cfg, const serve_plan *plan, srv
   http_log_event("info", "opening %s", cfg->data);
   proto_status st = srv_engine_open(&eo, engine);
   if (st != PROTO_OK) {
-    http_log_event("error", "cannot open %s: %s: %s", cfg->data, proto_strerror(st),
-                   srv_last_error());
-    fprintf(stderr, "retro serve: cannot open %s: %s: %s\n", cfg->data, proto_strerror(st),
-            srv_last_error());
+    const char *hint = !cfg->read_only && access(cfg->data, W_OK) != 0 && errno == EROFS
+                           ? " (a read-only file system: --read-only serves it as it is)"
+                           : "";
+    http_log_event("error", "cannot open %s: %s: %s%s", cfg->data, proto_strerror(st),
+                   srv_last_error(), hint);
+    fprintf(stderr, "retro serve: cannot open %s: %s: %s%s\n", cfg->data, proto_strerror(st),
+            srv_last_error(), hint);
     return -1;
   }
   return 0;

@@ -232,8 +232,8 @@ def run_read_only_fs():
     ok(cli.returncode == 0 and '"ro1"' in cli.stdout, "retro search too", cli.stderr[-300:])
     cli = subprocess.run([wrapper, "serve", "--data", data, "--port", "0"], capture_output=True, text=True,
                          timeout=120)
-    ok(cli.returncode != 0 and "Read-only file system" in cli.stderr,
-       "retro serve without --read-only stops, naming the file system", cli.stderr[-300:])
+    ok(cli.returncode != 0 and "Read-only file system" in cli.stderr and "--read-only serves it" in cli.stderr,
+       "retro serve without --read-only stops, naming the file system and --read-only", cli.stderr[-300:])
     ok(sorted(os.listdir(data)) == before, "nothing was written there", (before, os.listdir(data)))
 
 
