@@ -540,19 +540,25 @@ static proto_status chunk_rec_read(store *st, MDB_txn *txn, uint64_t id, chunk_r
 
 /* Open / close ------------------------------------------------------------- */
 
-enum { N_DBS = 7 };
-typedef struct db_slot {
-  const char *name;
-  MDB_dbi *dbi;
-} db_slot;
-
-static void db_slots(store *st, db_slot out[N_DBS]) {
-  db_slot dbs[N_DBS] = {
+/* Opens the store's tables in txn with flags (MDB_CREATE, or 0 to need
+ * them); the rc of the first that fails, with its name in *failed. */
+static int open_tables(store *st, MDB_txn *txn, unsigned flags, const char **failed) {
+  const struct {
+    const char *name;
+    MDB_dbi *dbi;
+  } dbs[] = {
       {"meta", &st->meta},         {"docs", &st->docs},       {"doc_keys", &st->doc_keys},
       {"chunks", &st->chunks},     {"vectors", &st->vectors}, {"dead", &st->dead},
       {"doc_hash", &st->doc_hash}, /* created in a database of an older build */
   };
-  memcpy(out, dbs, sizeof dbs);
+  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+    int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
+    if (rc) {
+      *failed = dbs[i].name;
+      return rc;
+    }
+  }
+  return 0;
 }
 
 static proto_status check_schema(uint64_t schema) {
@@ -564,14 +570,11 @@ static proto_status check_schema(uint64_t schema) {
 
 static proto_status open_body(store *st, MDB_txn *txn, void *ctx, int *mdb_rc) {
   (void)ctx;
-  db_slot dbs[N_DBS];
-  db_slots(st, dbs);
-  for (size_t i = 0; i < N_DBS; i++) {
-    int rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
-    if (rc) {
-      *mdb_rc = rc;
-      return mdb_fail(rc, "mdb_dbi_open");
-    }
+  const char *failed;
+  int rc = open_tables(st, txn, MDB_CREATE, &failed);
+  if (rc) {
+    *mdb_rc = rc;
+    return mdb_fail(rc, "mdb_dbi_open");
   }
   uint64_t schema;
   proto_status ps = meta_u64(st, txn, K_SCHEMA, 0, &schema);
@@ -587,20 +590,20 @@ static proto_status open_read_only(store *st) {
   MDB_txn *txn = NULL;
   proto_status ps = rd_begin(st, &txn);
   if (ps) return ps;
-  db_slot dbs[N_DBS];
-  db_slots(st, dbs);
-  for (size_t i = 0; i < N_DBS && !ps; i++) {
-    int rc = mdb_dbi_open(txn, dbs[i].name, 0, dbs[i].dbi);
-    if (rc == MDB_NOTFOUND)
-      proto_err_set(
-          "store: read-only, and the database has no table '%s' (an older build's: "
-          "open it once where it can be written)",
-          dbs[i].name);
-    if (rc) ps = rc == MDB_NOTFOUND ? PROTO_ESTORE : mdb_fail(rc, "mdb_dbi_open");
+  const char *failed;
+  int rc = open_tables(st, txn, 0, &failed);
+  if (rc == MDB_NOTFOUND) {
+    proto_err_set(
+        "store: read-only, and the database has no table '%s' (an older build's: "
+        "open it once where it can be written)",
+        failed);
+    ps = PROTO_ESTORE;
+  } else if (rc) {
+    ps = mdb_fail(rc, "mdb_dbi_open");
   }
   uint64_t schema = 0;
   if (!ps && !(ps = meta_u64(st, txn, K_SCHEMA, 0, &schema))) ps = check_schema(schema);
-  int rc = ps ? 0 : mdb_txn_commit(txn);
+  rc = ps ? 0 : mdb_txn_commit(txn);
   if (ps) mdb_txn_abort(txn);
   map_rdunlock(st);
   return ps ? ps : rc ? mdb_fail(rc, "mdb_txn_commit (read)") : PROTO_OK;
