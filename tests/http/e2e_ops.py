@@ -124,6 +124,31 @@ def run_map_limit():
         s.stop()
 
 
+def namespace_retro(name, setup):
+    """A script that runs the retro binary in a private mount namespace
+    (unshare; as root or through a user namespace) after the shell lines
+    setup; its path."""
+    wrapper = os.path.join(E.WORK, name + ".sh")
+    inner = os.path.join(E.WORK, name + "-inner.sh")
+    with open(inner, "w") as f:
+        f.write("#!/bin/sh\n%s\nexec '%s' \"$@\"\n" % (setup, E.RETRO))
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec unshare -rm '%s' \"$@\"\n" % inner)
+    os.chmod(inner, 0o755)
+    os.chmod(wrapper, 0o755)
+    return wrapper
+
+
+def server_through(wrapper, name, *args, data):
+    """Server(name, *args) started through wrapper instead of the binary."""
+    real = E.RETRO
+    E.RETRO = wrapper
+    try:
+        return Server(name, *args, data=data)
+    finally:
+        E.RETRO = real
+
+
 def run_disk_full():
     """A tmpfs of 12 MiB in a private mount namespace (unshare; as root or
     through a user namespace), a filler file taking most of it."""
@@ -136,22 +161,9 @@ def run_disk_full():
         return
     # the server runs inside the namespace; its tmpfs is reached from here
     # through /proc/PID/root
-    wrapper = os.path.join(E.WORK, "ops-tmpfs.sh")
-    inner = os.path.join(E.WORK, "ops-tmpfs-inner.sh")
-    with open(inner, "w") as f:
-        f.write("#!/bin/sh\nmount -t tmpfs -o size=12m tmpfs '%s' || exit 1\n"
-                "dd if=/dev/zero of='%s/filler' bs=1M count=7 2>/dev/null\nexec '%s' \"$@\"\n"
-                % (mnt, mnt, E.RETRO))
-    with open(wrapper, "w") as f:
-        f.write("#!/bin/sh\nexec unshare -rm '%s' \"$@\"\n" % inner)
-    os.chmod(inner, 0o755)
-    os.chmod(wrapper, 0o755)
-    real = E.RETRO
-    E.RETRO = wrapper
-    try:
-        s = Server("x", data=os.path.join(mnt, "data"))
-    finally:
-        E.RETRO = real
+    wrapper = namespace_retro("ops-tmpfs", "mount -t tmpfs -o size=12m tmpfs '%s' || exit 1\n"
+                              "dd if=/dev/zero of='%s/filler' bs=1M count=7 2>/dev/null" % (mnt, mnt))
+    s = server_through(wrapper, "x", data=os.path.join(mnt, "data"))
     try:
         # Server() ran: wrapper RETRO serve ...; the wrapper exec'd the binary
         acked, full = fill_until_507(s, "f", words=600)
@@ -193,26 +205,14 @@ def run_read_only_fs():
         ok(st == 200 and js["documents"] == 4, "a database to make read-only", js)
     finally:
         s.stop()
-    wrapper = os.path.join(E.WORK, "ops-ro.sh")
-    inner = os.path.join(E.WORK, "ops-ro-inner.sh")
-    with open(inner, "w") as f:
-        f.write("#!/bin/sh\nmount --bind '%s' '%s' && mount -o remount,bind,ro '%s' || exit 1\n"
-                "exec '%s' \"$@\"\n" % (data, data, data, E.RETRO))
-    with open(wrapper, "w") as f:
-        f.write("#!/bin/sh\nexec unshare -rm '%s' \"$@\"\n" % inner)
-    os.chmod(inner, 0o755)
-    os.chmod(wrapper, 0o755)
+    wrapper = namespace_retro("ops-ro", "mount --bind '%s' '%s' && mount -o remount,bind,ro '%s' || exit 1"
+                              % (data, data, data))
     probe = subprocess.run([wrapper, "--help"], capture_output=True)
     if probe.returncode != 0:
         diag("skipping the read-only file system test: no private mount (%s)" % probe.stderr.decode().strip())
         return
     before = sorted(os.listdir(data))
-    real = E.RETRO
-    E.RETRO = wrapper
-    try:
-        s = Server("ops-ro", "--read-only", data=data)
-    finally:
-        E.RETRO = real
+    s = server_through(wrapper, "ops-ro", "--read-only", data=data)
     try:
         st, info, _, _ = s.req("GET", "/v1/info")
         ok(st == 200 and info["read_only"] and info["documents"] == 4 and not info["lexical"]["private_copy"],
@@ -274,10 +274,13 @@ def run_one_writer():
         ok(p.returncode == 0, "retro index writes once the server is gone (%s)" % how, p.stderr[-300:])
 
 
+HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"  # keep-alive: the connection stays open
+
+
 def hold_connection(port):
     """A connection that has been answered once and stays open (keep-alive)."""
     c = socket.create_connection(("127.0.0.1", port), timeout=10)
-    c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.sendall(HEALTH)
     return c, c.recv(4096).startswith(b"HTTP/1.1 200")
 
 
@@ -285,7 +288,7 @@ def refused(port):
     """True when a new connection is closed without an answer."""
     try:
         c = socket.create_connection(("127.0.0.1", port), timeout=10)
-        c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.sendall(HEALTH)
         got = c.recv(4096)
         c.close()
         return got == b""
@@ -304,7 +307,7 @@ def run_connection_limits():
             held = [hold_connection(s.port) for _ in range(3)]
             ok(all(answered for _, answered in held), "%s 3: three connections served" % flag)
             ok(refused(s.port), "%s 3: a fourth is closed without an answer" % flag)
-            held[0][0].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            held[0][0].sendall(HEALTH)
             ok(held[0][0].recv(4096).startswith(b"HTTP/1.1 200"), "%s 3: the open ones are still served" % flag)
             held.pop(0)[0].close()
             time.sleep(0.3)
@@ -327,7 +330,7 @@ def run_idle_timeout():
         busy, _ = hold_connection(s.port)
         for _ in range(6):  # 1.8 s of requests, never 1 s apart
             time.sleep(0.3)
-            busy.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            busy.sendall(HEALTH)
             served = busy.recv(4096).startswith(b"HTTP/1.1 200")
         idle.settimeout(5)
         try:
