@@ -8,7 +8,8 @@ The walk: text files (.txt, .md, .rst) and .jsonl files at any depth are
 indexed, ids relative to the folder given (with or without a trailing
 slash); names starting with '.' and other files are left out; an empty
 subfolder is passed over. An empty folder indexes nothing and exits 0, a
-missing path exits 1 naming it. Under the sanitizer build every run is also
+missing path exits 1 naming it. A file holding a NUL byte is indexed and
+`retro get` prints it back. Under the sanitizer build every run is also
 checked for undefined behaviour and leaks (CI sets UBSAN_OPTIONS
 halt_on_error=1, and LeakSanitizer makes a leaking run exit non-zero): an
 empty folder once passed qsort a null pointer. Skips (exit 77) when
