@@ -212,6 +212,7 @@ def main():
     if rc is not None:
         return rc
     run()
+    E.report_conformance(every_operation=False)
     print("1..%d" % E.n_tests)
     return 1 if E.n_failed else 0
 

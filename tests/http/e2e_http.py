@@ -6,7 +6,9 @@ server keeps serving), the auth matrix with both header forms, ingest then
 search then delete, streamed NDJSON bodies, SSE completions (stop,
 max_tokens, seed determinism, bad parameters), 429 with Retry-After on a
 full queue, a client hanging up while queued (not executed, 499), and SIGTERM
-during ingest losing no acknowledged document.
+during ingest losing no acknowledged document. Every response Server.req
+reads, here and in the suites that import this one, is checked against the
+server's openapi.json (openapi_check.py); one line per operation at the end.
 
     e2e_http.py RETRO_BINARY WORK_DIR
 """
@@ -29,11 +31,17 @@ import urllib.parse
 
 import serve_proc
 
+try:
+    import openapi_check
+except ImportError:  # python3-jsonschema missing: the conformance lines say SKIP
+    openapi_check = None
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RETRO, WORK = sys.argv[1], sys.argv[2]
 MODELS = os.path.join(WORK, "models")
 n_tests = 0
 n_failed = 0
+CONFORMANCE = None  # an openapi_check.OpenAPICheck once the main server answers
 
 
 def ok(cond, name, detail=""):
@@ -64,6 +72,9 @@ class Server(serve_proc.ServeProcess):
         cmd += list(args)
         logfile = args[list(args).index("--log") + 1] if "--log" in args else None
         super().__init__(cmd, logfile)
+        global CONFORMANCE
+        if openapi_check and CONFORMANCE is None:  # every response req reads from here on is checked
+            CONFORMANCE = openapi_check.OpenAPICheck(self.req("GET", "/openapi.json")[1])
 
     def req(self, method, path, body=None, headers=None, ctype="application/json", timeout=60):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -79,6 +90,8 @@ class Server(serve_proc.ServeProcess):
         r = c.getresponse()
         data = r.read()
         c.close()
+        if CONFORMANCE:
+            CONFORMANCE.record(method, path, r.status, r.getheader("Content-Type"), data)
         try:
             js = json.loads(data) if data and r.getheader("Content-Type", "").startswith("application/json") else None
         except ValueError:
@@ -179,8 +192,26 @@ def main():
     run_search_placement()
     run_sequential_one_worker()
     run_sigterm_ingest()
+    report_conformance()
     print("1..%d" % n_tests)
     return 1 if n_failed else 0
+
+
+def report_conformance(every_operation=True):
+    """One line per documented operation (or per operation this run reached):
+    its responses in this run (every server's, through Server.req) conform to
+    openapi.json."""
+    if not CONFORMANCE:
+        ok(True, "responses conform to openapi.json # SKIP python3-jsonschema not installed")
+        return
+    for method, template, _, _ in CONFORMANCE.ops:
+        key = (method, template)
+        if not every_operation and key not in CONFORMANCE.seen:
+            continue
+        statuses = ", ".join(str(st) for st in sorted(CONFORMANCE.seen.get(key, ())))
+        ok(key in CONFORMANCE.seen and key not in CONFORMANCE.problems,
+           "%s %s: responses conform to openapi.json (statuses seen: %s)" % (method, template, statuses or "none"),
+           "\n".join(CONFORMANCE.problems.get(key, ["no response seen"])[:8]))
 
 
 def run_main(s):

@@ -1,0 +1,120 @@
+"""openapi_check.py - checks real responses against the server's own OpenAPI
+document (GET /openapi.json), so that a client generated from it reads what
+the server sends. For each response of a documented operation: its status
+is one the operation lists, its Content-Type one that status lists, and a
+JSON body validates against that status's schema (python3-jsonschema).
+
+The schemas are checked more strictly than OpenAPI requires: an object
+schema that lists properties and says nothing of others accepts no others
+here, so a field the server sends and the document does not name fails
+(open objects, such as metadata, list no properties and stay open).
+OpenAPI 3.0's `nullable` becomes a JSON Schema type union.
+
+    check = OpenAPICheck(spec)          # the parsed /openapi.json
+    check.record(method, path, status, content_type, body_bytes)
+    check.problems                      # {(method, template): [text, ...]}
+"""
+import copy
+import json
+import re
+
+import jsonschema
+
+
+def _strict(schema):
+    """The schema with `nullable` as a type union and closed objects."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    s = {k: _strict(v) for k, v in schema.items()}
+    if s.pop("nullable", False) and "type" in s:
+        s["type"] = [s["type"], "null"]
+    if "properties" in s and "additionalProperties" not in s and not any(
+            k in s for k in ("allOf", "anyOf", "oneOf")):
+        s["additionalProperties"] = False
+    return s
+
+
+# Answered by libmicrohttpd itself, before any route sees the request (431:
+# the request's headers exceed its memory pool): not the document's to list.
+TRANSPORT_STATUSES = {431}
+
+
+class OpenAPICheck:
+    def __init__(self, spec):
+        self.spec = spec
+        self.components = _strict(copy.deepcopy(spec.get("components", {})))
+        self.ops = []  # (method, template, regex, operation)
+        for template, item in spec["paths"].items():
+            rx = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$")
+            for method, op in item.items():
+                if isinstance(op, dict) and "responses" in op:
+                    self.ops.append((method.upper(), template, rx, op))
+        self.seen = {}      # (method, template) -> set of statuses
+        self.problems = {}  # (method, template) -> [text]
+        self.count = 0
+
+    def operation(self, method, path):
+        path = path.split("?", 1)[0]
+        for m, template, rx, op in self.ops:
+            if m == method and rx.match(path):
+                return template, op
+        return None, None
+
+    def _resolve(self, obj):
+        """A response object, following a local $ref ("#/components/...")."""
+        while isinstance(obj, dict) and "$ref" in obj:
+            node = self.spec
+            for part in obj["$ref"].lstrip("#/").split("/"):
+                node = node[part]
+            obj = node
+        return obj
+
+    def _problem(self, key, text):
+        self.problems.setdefault(key, []).append(text)
+
+    def record(self, method, path, status, content_type, body):
+        """One response; undocumented operations (unknown paths, 405s) are not
+        the document's to describe and are passed over."""
+        template, op = self.operation(method, path)
+        if op is None:
+            return
+        key = (method, template)
+        self.count += 1
+        self.seen.setdefault(key, set()).add(status)
+        if status in TRANSPORT_STATUSES:
+            return
+        responses = op["responses"]
+        resp = self._resolve(responses.get(str(status), responses.get("default")))
+        where = "%s %s -> %d" % (method, path[:80], status)
+        if resp is None:
+            self._problem(key, "%s: status not documented (documented: %s)" % (where, ", ".join(responses)))
+            return
+        content = resp.get("content")
+        if not content:
+            if body:
+                self._problem(key, "%s: a body where the document gives none" % where)
+            return
+        mime = (content_type or "").split(";", 1)[0].strip().lower()
+        if mime not in content:
+            self._problem(key, "%s: Content-Type %r not documented (documented: %s)"
+                          % (where, content_type, ", ".join(content)))
+            return
+        schema = content[mime].get("schema")
+        if mime != "application/json" or schema is None:
+            return
+        try:
+            doc = json.loads(body)
+        except ValueError as e:
+            self._problem(key, "%s: the body is not JSON (%s)" % (where, e))
+            return
+        full = dict(_strict(schema), components=self.components)
+        errors = sorted(jsonschema.Draft7Validator(full).iter_errors(doc), key=lambda e: list(e.path))
+        for e in errors[:3]:
+            at = "/".join(str(p) for p in e.path) or "(the body)"
+            self._problem(key, "%s: at %s: %s" % (where, at, e.message[:300]))
+
+    def summary(self):
+        """(operations seen, operations documented)"""
+        return len(self.seen), len(self.ops)
