@@ -91,7 +91,8 @@ class Server(serve_proc.ServeProcess):
         data = r.read()
         c.close()
         if CONFORMANCE:
-            CONFORMANCE.record(method, path, r.status, r.getheader("Content-Type"), data)
+            CONFORMANCE.record(method, path, r.status, r.getheader("Content-Type"), data,
+                               h.get("Content-Type"), body if isinstance(body, (bytes, str)) else None)
         try:
             js = json.loads(data) if data and r.getheader("Content-Type", "").startswith("application/json") else None
         except ValueError:
@@ -168,6 +169,7 @@ def main():
         run_modes(s)
         run_completions(s)
         run_listing_and_page(s)
+        run_null_fields(s)
     except Exception:
         time.sleep(0.5)
         for line in s.log[-30:]:
@@ -212,6 +214,50 @@ def report_conformance(every_operation=True):
         ok(key in CONFORMANCE.seen and key not in CONFORMANCE.problems,
            "%s %s: responses conform to openapi.json (statuses seen: %s)" % (method, template, statuses or "none"),
            "\n".join(CONFORMANCE.problems.get(key, ["no response seen"])[:8]))
+
+
+# a request each operation accepts, to which one field at a time is added as null
+NULL_BASE = {
+    "/v1/documents": {"documents": [{"id": "null-doc", "text": "null fields " + doc_text(3)}]},
+    "/v1/search": {"query": "alpha bravo"},
+    "/v1/embeddings": {"input": "alpha"},
+    "/v1/completions": {"prompt": "alpha bravo", "max_tokens": 1},
+    "/v1/chat/completions": {"messages": [{"role": "user", "content": "alpha"}], "max_tokens": 1},
+    "/tokenize": {"content": "alpha"},
+    "/detokenize": {"tokens": [1]},
+}
+
+
+def run_null_fields(s):
+    """A field given as null is taken as absent exactly where openapi.json
+    marks it nullable: every property of each JSON request body (and of a
+    document), sent as null one at a time."""
+    _, spec, _, _ = s.req("GET", "/openapi.json")
+
+    def resolve(x):
+        while "$ref" in x:
+            x = spec["components"]["schemas"][x["$ref"].rsplit("/", 1)[1]]
+        return x
+
+    def nullable(v):
+        return v.get("nullable", False) or any(o.get("nullable") for o in v.get("oneOf", ()))
+
+    for path, base in NULL_BASE.items():
+        st, _, _, _ = s.req("POST", path, base)
+        props = resolve(spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"])
+        cases = [(k, v, dict(base, **{k: None})) for k, v in props["properties"].items()]
+        if path == "/v1/documents":
+            doc_props = resolve(props["properties"]["documents"]["items"])["properties"]
+            cases += [("documents[0]." + k, v, {"documents": [dict(base["documents"][0], **{k: None})]})
+                      for k, v in doc_props.items()]
+        wrong = []
+        for name, v, body in cases:
+            st2, js2, _, _ = s.req("POST", path, body)
+            if (200 <= st2 < 300) != bool(nullable(resolve(v))):
+                wrong.append("%s: null -> %d, nullable: %s %s" % (name, st2, nullable(resolve(v)), js2))
+        ok(st == 200 and not wrong,
+           "POST %s: null is taken as absent exactly for the fields openapi.json marks nullable" % path,
+           "\n".join(wrong) or "the request without nulls -> %d" % st)
 
 
 def run_main(s):

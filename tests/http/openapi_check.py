@@ -8,7 +8,8 @@ The schemas are checked more strictly than OpenAPI requires: an object
 schema that lists properties and says nothing of others accepts no others
 here, so a field the server sends and the document does not name fails
 (open objects, such as metadata, list no properties and stay open).
-OpenAPI 3.0's `nullable` becomes a JSON Schema type union.
+OpenAPI 3.0's `nullable` becomes a JSON Schema type union, and its boolean
+exclusiveMinimum/exclusiveMaximum the numbers JSON Schema takes.
 
     check = OpenAPICheck(spec)          # the parsed /openapi.json
     check.record(method, path, status, content_type, body_bytes)
@@ -30,6 +31,11 @@ def _strict(schema):
     s = {k: _strict(v) for k, v in schema.items()}
     if s.pop("nullable", False) and "type" in s:
         s["type"] = [s["type"], "null"]
+    for bound in ("Minimum", "Maximum"):  # 3.0's boolean form -> a number, as JSON Schema has it
+        if s.get("exclusive" + bound) is True:
+            s["exclusive" + bound] = s.pop(bound.lower())
+        elif s.get("exclusive" + bound) is False:
+            del s["exclusive" + bound]
     if "properties" in s and "additionalProperties" not in s and not any(
             k in s for k in ("allOf", "anyOf", "oneOf")):
         s["additionalProperties"] = False
@@ -74,9 +80,11 @@ class OpenAPICheck:
     def _problem(self, key, text):
         self.problems.setdefault(key, []).append(text)
 
-    def record(self, method, path, status, content_type, body):
-        """One response; undocumented operations (unknown paths, 405s) are not
-        the document's to describe and are passed over."""
+    def record(self, method, path, status, content_type, body, request_type=None, request_body=None):
+        """One response, and the request it answers: undocumented operations
+        (unknown paths, 405s) are not the document's to describe and are
+        passed over. A request the server accepted (2xx) must be one the
+        document's requestBody schema accepts."""
         template, op = self.operation(method, path)
         if op is None:
             return
@@ -85,6 +93,8 @@ class OpenAPICheck:
         self.seen.setdefault(key, set()).add(status)
         if status in TRANSPORT_STATUSES:
             return
+        if 200 <= status < 300 and request_body is not None:
+            self._check_request(key, method, path, op, request_type, request_body)
         responses = op["responses"]
         resp = self._resolve(responses.get(str(status), responses.get("default")))
         where = "%s %s -> %d" % (method, path[:80], status)
@@ -109,11 +119,32 @@ class OpenAPICheck:
         except ValueError as e:
             self._problem(key, "%s: the body is not JSON (%s)" % (where, e))
             return
+        self._validate(key, where, schema, doc)
+
+    def _validate(self, key, where, schema, doc):
         full = dict(_strict(schema), components=self.components)
         errors = sorted(jsonschema.Draft7Validator(full).iter_errors(doc), key=lambda e: list(e.path))
         for e in errors[:3]:
             at = "/".join(str(p) for p in e.path) or "(the body)"
             self._problem(key, "%s: at %s: %s" % (where, at, e.message[:300]))
+
+    def _check_request(self, key, method, path, op, request_type, request_body):
+        where = "%s %s, accepted request" % (method, path[:80])
+        mime = (request_type or "").split(";", 1)[0].strip().lower()
+        content = self._resolve(op.get("requestBody", {})).get("content", {})
+        if mime not in content:
+            self._problem(key, "%s: request Content-Type %r not documented (documented: %s)"
+                          % (where, request_type, ", ".join(content) or "no body"))
+            return
+        schema = content[mime].get("schema")
+        if mime != "application/json" or schema is None:
+            return
+        try:
+            doc = json.loads(request_body)
+        except ValueError:
+            self._problem(key, "%s: the request body is not JSON" % where)
+            return
+        self._validate(key, where, schema, doc)
 
     def summary(self):
         """(operations seen, operations documented)"""
