@@ -211,6 +211,11 @@ static proto_status bert_read_config(bert *b, const char *dir, bert_pooling *ret
     goto done;
   }
   b->eps = eps ? (float)json_number_value(eps) : 1e-12f;
+  if (!(b->eps > 0.0f) || isinf(b->eps)) { /* a zero or negative one makes every vector NaN */
+    proto_err_set("%s: \"layer_norm_eps\" must be a positive number", path);
+    st = PROTO_EMODEL;
+    goto done;
+  }
   if (b->roberta) {
     b->max_tokens = b->max_pos - b->pad_id - 1;
     if (b->max_tokens < 2) {
@@ -300,6 +305,10 @@ static proto_status bert_get(bert *b, const char *prefix, const char *name, int 
   snprintf(full, sizeof full, "%s%s", prefix, name);
   int64_t shape[2] = {d0, d1};
   proto_status st = st_get_f32(b->st, full, ndim, shape, out);
+  if (st == PROTO_OK && (st = st_check_finite(b->st, full, *out)) != PROTO_OK) {
+    proto_err_set("%s", st_last_error());
+    return st;
+  }
   if (st) proto_err_set("%s", st_last_error());
   return st == PROTO_OK ? PROTO_OK : (st == PROTO_ENOMEM ? st : PROTO_EMODEL);
 }

@@ -202,7 +202,8 @@ static inline float kn_exp(float x) {
     int32_t i;
     float f;
   } u;
-  u.i = ((int32_t)n + 127) << 23;
+  /* shifted unsigned: a NaN x gives an n out of range, not a signed overflow */
+  u.i = (int32_t)((uint32_t)((int32_t)n + 127) << 23);
   return p * u.f;
 }
 

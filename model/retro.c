@@ -20,6 +20,7 @@
 
 #include <cblas.h>
 #include <jansson.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -114,6 +115,10 @@ static proto_status wl_get(wload *wl, const float **out, int ndim, int64_t d0, i
   if (st != PROTO_OK) {
     proto_err_set("retro_open: %s", st_last_error());
     return st == PROTO_ENOMEM ? st : PROTO_EMODEL;
+  }
+  if ((st = st_check_finite(wl->r->st, name, *out)) != PROTO_OK) {
+    proto_err_set("retro_open: %s", st_last_error());
+    return st;
   }
   if (wl->n_names == wl->cap_names) {
     size_t nc = wl->cap_names ? wl->cap_names * 2 : 64;
@@ -290,8 +295,6 @@ static proto_status load_config(const char *dir, retro_config *c) {
       !cfg_int(root, "pad_id", 0, 0, &c->pad_id) || !cfg_int(root, "eos_id", 0, 0, &c->eos_id) ||
       !cfg_num(root, "rope_theta", 10000.0, &theta) || !cfg_num(root, "layer_norm_eps", 1e-5, &eps))
     goto leave;
-  c->rope_theta = (float)theta;
-  c->layer_norm_eps = (float)eps;
   json_t *tie = json_object_get(root, "tie_embeddings");
   if (tie && !json_is_boolean(tie)) {
     proto_err_set("retro_open: %s: \"tie_embeddings\" must be true or false", path);
@@ -301,13 +304,32 @@ static proto_status load_config(const char *dir, retro_config *c) {
   if (c->vocab_size < 1 || c->dim < 2 || c->n_layers < 1 || c->n_heads < 1 ||
       c->dim % c->n_heads != 0 || (c->dim / c->n_heads) % 2 != 0 || c->ffn_dim < 1 ||
       c->max_seq < 1 || c->chunk_len < 1 || c->neighbour_len < 1 || c->n_neighbours < 0 ||
-      c->enc_layers < 0 || !(theta > 0.0) || !(eps > 0.0)) {
+      c->enc_layers < 0) {
     proto_err_set(
         "retro_open: %s: inconsistent sizes (dim %d must be a multiple of n_heads %d "
         "with an even head dim; all sizes positive)",
         path, c->dim, c->n_heads);
     goto leave;
   }
+  /* bounds before anything is allocated from them: a damaged config must
+   * not ask for terabytes, or overflow an int on the way */
+  if (c->vocab_size > 1 << 24 || c->dim > PROTO_MAX_DIM || c->n_layers > 256 ||
+      c->enc_layers > 256 || c->n_heads > 1024 || c->ffn_dim > 1 << 18 || c->max_seq > 1 << 16 ||
+      c->neighbour_len > 1 << 16 || c->chunk_len > c->max_seq || c->n_neighbours > 64) {
+    proto_err_set(
+        "retro_open: %s: a size out of range (vocab_size <= 2^24, dim <= %d, n_layers "
+        "and enc_layers <= 256, n_heads <= 1024, ffn_dim <= 2^18, max_seq and "
+        "neighbour_len <= 65536, chunk_len <= max_seq, n_neighbours <= 64)",
+        path, PROTO_MAX_DIM);
+    goto leave;
+  }
+  if (!(theta > 0.0 && theta <= FLT_MAX) || !(eps > 0.0 && eps <= FLT_MAX)) {
+    proto_err_set("retro_open: %s: rope_theta and layer_norm_eps must be positive finite numbers",
+                  path);
+    goto leave;
+  }
+  c->rope_theta = (float)theta;
+  c->layer_norm_eps = (float)eps;
   json_t *rl = json_object_get(root, "retro_layers");
   if (!json_is_array(rl) || json_array_size(rl) > 16) {
     proto_err_set("retro_open: %s: \"retro_layers\" must be an array of at most 16 layers", path);

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -384,4 +385,21 @@ proto_status st_get_f32(st_file *f, const char *name, int ndim, const int64_t *s
   *out = e->converted;
   pthread_mutex_unlock(&f->lock);
   return st;
+}
+
+proto_status st_check_finite(const st_file *f, const char *name, const float *v) {
+  const st_tensor_info *t = st_find(f, name);
+  if (!t || !v) return PROTO_OK;
+  size_t count = 1;
+  for (int i = 0; i < t->ndim; i++) count *= (size_t)t->shape[i];
+  for (size_t i = 0; i < count; i++) {
+    if (!isfinite(v[i])) {
+      proto_err_set(
+          "%s: tensor '%s': element %zu is %s: the weights are damaged (or the training "
+          "that wrote them diverged)",
+          f->path, name, i, isnan(v[i]) ? "NaN" : "infinite");
+      return PROTO_ECORRUPT;
+    }
+  }
+  return PROTO_OK;
 }

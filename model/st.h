@@ -77,5 +77,11 @@ const char *st_dtype_name(st_dtype d); /* "F32", ... */
  * PROTO_ETYPE (non-float dtype), PROTO_ENOMEM; message names file + tensor. */
 proto_status st_get_f32(st_file *f, const char *name, int ndim, const int64_t *shape,
                         const float **out);
+/* Whether v, the float32 view st_get_f32 gave of tensor name, holds only
+ * finite numbers; else PROTO_ECORRUPT and st_last_error() names the file,
+ * the tensor and its first NaN or infinity. The model loaders call it on
+ * every weight: a diverged training run or damaged bytes would otherwise
+ * load and answer NaN. */
+proto_status st_check_finite(const st_file *f, const char *name, const float *v);
 
 #endif

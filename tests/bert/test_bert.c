@@ -467,6 +467,39 @@ static int rewrite_weights(const char *dir, const char *drop, const char *reshap
   return ok;
 }
 
+/* Writes a NaN over element i of tensor name (F32 or F16) in the
+ * safetensors file path, as damaged bytes or a diverged training run would. */
+static int poison_tensor(const char *path, const char *name, long i) {
+  FILE *f = fopen(path, "r+b");
+  unsigned char le[8];
+  if (!f || fread(le, 1, 8, f) != 8) {
+    if (f) fclose(f);
+    return 0;
+  }
+  uint64_t hl = 0;
+  for (int b = 0; b < 8; b++) hl |= (uint64_t)le[b] << (8 * b);
+  char *text = malloc(hl + 1);
+  int ok = text && fread(text, 1, hl, f) == hl;
+  json_t *h = NULL, *t = NULL;
+  if (ok) {
+    text[hl] = 0;
+    h = json_loads(text, 0, NULL);
+    t = json_object_get(h, name);
+    ok = t != NULL;
+  }
+  if (ok) {
+    int f16 = strcmp(json_string_value(json_object_get(t, "dtype")), "F16") == 0;
+    long off = (long)json_integer_value(json_array_get(json_object_get(t, "data_offsets"), 0));
+    static const unsigned char nan32[4] = {0, 0, 0xc0, 0x7f}, nan16[2] = {0x00, 0x7e};
+    size_t w = f16 ? 2 : 4;
+    ok = fseek(f, 8 + (long)hl + off + i * (long)w, SEEK_SET) == 0 &&
+         fwrite(f16 ? nan16 : nan32, 1, w, f) == w;
+  }
+  json_decref(h);
+  free(text);
+  return fclose(f) == 0 && ok;
+}
+
 TEST(bad_files) {
   if (!g_tiny_cases) {
     CHECK(!"tiny model missing");
@@ -516,6 +549,25 @@ TEST(bad_files) {
              has(bert_last_error(), "missing"),
          "%s", bert_last_error());
   printf("# missing: %s\n", bert_last_error());
+
+  /* a NaN among the weights: refused, naming the tensor and the element */
+  d = bad_copy("nan");
+  snprintf(path, sizeof path, "%s/model.safetensors", d);
+  CHECK(poison_tensor(path, "encoder.layer.0.attention.self.key.bias", 3));
+  CHECK(open_fails(d, &st) && st == PROTO_ECORRUPT);
+  CHECKF(has(bert_last_error(), "encoder.layer.0.attention.self.key.bias") &&
+             has(bert_last_error(), "element 3 is NaN"),
+         "%s", bert_last_error());
+
+  /* a layer_norm_eps that is not positive (every vector would be NaN) */
+  d = bad_copy("eps");
+  snprintf(path, sizeof path, "%s/config.json", d);
+  json_t *cj = json_load_file(path, 0, NULL);
+  json_object_set_new(cj, "layer_norm_eps", json_real(-1.0));
+  CHECK(cj && json_dump_file(cj, path, 0) == 0);
+  json_decref(cj);
+  CHECK(open_fails(d, &st) && st == PROTO_EMODEL);
+  CHECKF(has(bert_last_error(), "layer_norm_eps"), "%s", bert_last_error());
 
   /* bad JSON config, missing field, wrong type, unsupported model */
   static const struct {

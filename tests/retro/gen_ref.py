@@ -8,6 +8,8 @@ OUTDIR gets:
   model_f16/        the same weights exported as F16
   bad_shape/        a copy with one tensor of the wrong shape
   bad_missing/      a copy with one tensor missing
+  bad_nan/          a copy with a NaN in one weight
+  bad_huge/         a copy whose config asks for max_seq 2^30
   tokens.i32        (n) int32 token ids
   neighbours.i32    (l, k, r) int32 neighbour tokens (pad = meta pad_id)
   nb_k.i32          (l) int32: how many neighbours to pass to C per chunk
@@ -146,9 +148,16 @@ def main():
     del bad["layers.3.cca.kv.bias"]
     os.makedirs(os.path.join(out, "bad_missing"), exist_ok=True)
     st.save(bad, os.path.join(out, "bad_missing", "model.safetensors"))
-    for d in ("bad_shape", "bad_missing"):
+    bad = dict(sd)
+    bad["layers.2.attn.qkv.weight"] = bad["layers.2.attn.qkv.weight"].clone()
+    bad["layers.2.attn.qkv.weight"][0, 5] = float("nan")
+    os.makedirs(os.path.join(out, "bad_nan"), exist_ok=True)
+    st.save(bad, os.path.join(out, "bad_nan", "model.safetensors"))
+    os.makedirs(os.path.join(out, "bad_huge"), exist_ok=True)
+    st.save(sd, os.path.join(out, "bad_huge", "model.safetensors"))
+    for d in ("bad_shape", "bad_missing", "bad_nan", "bad_huge"):
         with open(os.path.join(out, d, "config.json"), "w") as f:
-            json.dump(cfg.to_dict(), f)
+            json.dump(dict(cfg.to_dict(), **({"max_seq": 1 << 30} if d == "bad_huge" else {})), f)
 
     write(os.path.join(out, "tokens.i32"), tokens, torch.int32)
     write(os.path.join(out, "neighbours.i32"), nb, torch.int32)

@@ -291,6 +291,15 @@ TEST(bad_files) {
   snprintf(path, sizeof path, "%s/bad_missing", g_dir);
   CHECK(retro_open(path, 1, &r) == PROTO_EMODEL && r == NULL);
   CHECKF(strstr(retro_last_error(), "layers.3.cca.kv.bias") != NULL, "%s", retro_last_error());
+  snprintf(path, sizeof path, "%s/bad_nan", g_dir);
+  CHECK(retro_open(path, 1, &r) == PROTO_ECORRUPT && r == NULL);
+  CHECKF(strstr(retro_last_error(), "layers.2.attn.qkv.weight") &&
+             strstr(retro_last_error(), "element 5 is NaN"),
+         "%s", retro_last_error());
+  /* refused before anything is allocated from it (2^30 rotary positions) */
+  snprintf(path, sizeof path, "%s/bad_huge", g_dir);
+  CHECK(retro_open(path, 1, &r) == PROTO_EMODEL && r == NULL);
+  CHECKF(strstr(retro_last_error(), "max_seq") != NULL, "%s", retro_last_error());
   snprintf(path, sizeof path, "%s/no_such_dir", g_dir);
   CHECK(retro_open(path, 1, &r) != PROTO_OK && r == NULL);
 }
