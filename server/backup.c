@@ -368,6 +368,10 @@ static proto_status count_upto(void *ctx, const uint64_t *ids, const float *vecs
   return PROTO_OK;
 }
 
+/* Both indexes are derived from the store, so a damaged one is never lost
+ * data: what verify says to do about it. */
+#define REBUILD_HINT " (derived from the database: remove the file, and the next start rebuilds it)"
+
 /* The FAISS file against the store: whole, not behind the store's watermark,
  * holding exactly the live chunks up to its watermark plus those deleted
  * since it was saved (their tombstones). */
@@ -379,16 +383,16 @@ static void verify_faiss(verify_ctx *v, const char *dir, store *st, const store_
   if (s == PROTO_ENOTFOUND) {
     problem(v, "index.faiss: missing (the next start rebuilds it from the database)");
   } else if (s != PROTO_OK) {
-    problem(v, "index.faiss: %s", idx_last_error());
+    problem(v, "index.faiss: %s%s", idx_last_error(), REBUILD_HINT);
   } else if (store_index_watermark(st, &sw) != PROTO_OK) {
     problem(v, "index watermark: %s", store_last_error());
   } else if (fdim != ss->dim && ss->dim) {
-    problem(v, "index.faiss: dimension %u, the database's %u", fdim, ss->dim);
+    problem(v, "index.faiss: dimension %u, the database's %u%s", fdim, ss->dim, REBUILD_HINT);
   } else if (fw < sw) {
     problem(v,
             "index.faiss: stale watermark: it was saved up to chunk %llu, the database says %llu "
-            "(an older file?)",
-            (unsigned long long)fw, (unsigned long long)sw);
+            "(an older file?)%s",
+            (unsigned long long)fw, (unsigned long long)sw, REBUILD_HINT);
   } else {
     v->upto = fw;
     v->live_upto = 0;
@@ -402,9 +406,9 @@ static void verify_faiss(verify_ctx *v, const char *dir, store *st, const store_
       if (ntotal != v->live_upto + dead_upto)
         problem(v,
                 "index.faiss: %llu vectors; the database has %llu live chunks up to its watermark "
-                "%llu and %zu deleted since it was saved",
+                "%llu and %zu deleted since it was saved%s",
                 (unsigned long long)ntotal, (unsigned long long)v->live_upto,
-                (unsigned long long)fw, dead_upto);
+                (unsigned long long)fw, dead_upto, REBUILD_HINT);
     }
     free(dead);
   }
@@ -418,12 +422,12 @@ static void verify_lexical(verify_ctx *v, const char *dir, store *st, const stor
   if (access(path, F_OK) != 0) {
     problem(v, "lexical.sqlite: missing (the next start rebuilds it from the database)");
   } else if (lex_open(path, st, 1, &lx) != PROTO_OK) {
-    problem(v, "lexical.sqlite: %s", lex_last_error());
+    problem(v, "lexical.sqlite: %s%s", lex_last_error(), REBUILD_HINT);
   } else {
     lex_info li;
     if (lex_info_get(lx, &li) == PROTO_OK && li.chunks != ss->chunks)
-      problem(v, "lexical.sqlite: %llu chunks, the database %llu live chunks",
-              (unsigned long long)li.chunks, (unsigned long long)ss->chunks);
+      problem(v, "lexical.sqlite: %llu chunks, the database %llu live chunks%s",
+              (unsigned long long)li.chunks, (unsigned long long)ss->chunks, REBUILD_HINT);
   }
   lex_close(lx);
   free(path);

@@ -188,7 +188,8 @@ def run():
     ok(rc == 0, "verify is clean after more writes and a clean stop", err)
     shutil.copy(old, faiss)
     rc, _, err = retro("verify", "--data", restored)
-    ok(rc == 1 and "stale watermark" in err, "retro verify finds a stale index watermark", err)
+    ok(rc == 1 and "stale watermark" in err and "the next start rebuilds it" in err,
+       "retro verify finds a stale index watermark, and says how to mend it", err)
     os.unlink(faiss)
     rc, _, err = retro("verify", "--data", restored)
     ok(rc == 1 and "index.faiss: missing" in err, "retro verify finds a deleted index file", err)
