@@ -796,6 +796,9 @@ def read_sse(s, body):
         for block in buf.decode().split("\n\n"):
             if block.startswith("data: "):
                 events.append(block[6:])
+        if CONFORMANCE:
+            CONFORMANCE.record("POST", "/v1/completions", r.status, r.getheader("Content-Type"), buf,
+                               "application/json", json.dumps(body))
     c.close()
     return r.status, r.getheader("Content-Type"), events
 

@@ -32,6 +32,9 @@ def sse(s, path, body):
     r = c.getresponse()
     data = r.read()
     c.close()
+    if E.CONFORMANCE:
+        E.CONFORMANCE.record("POST", path, r.status, r.getheader("Content-Type"), data,
+                             "application/json", json.dumps(body))
     events = [b[6:] for b in data.decode().split("\n\n") if b.startswith("data: ")]
     return r.status, r.getheader("Content-Type") or "", events
 

@@ -2,7 +2,10 @@
 document (GET /openapi.json), so that a client generated from it reads what
 the server sends. For each response of a documented operation: its status
 is one the operation lists, its Content-Type one that status lists, and a
-JSON body validates against that status's schema (python3-jsonschema).
+JSON body validates against that status's schema (python3-jsonschema); so
+does each event of a text/event-stream answer, against the JSON schema of
+the same status (OpenAI's stream chunks share it), and the stream ends with
+data: [DONE].
 
 The schemas are checked more strictly than OpenAPI requires: an object
 schema that lists properties and says nothing of others accepts no others
@@ -111,6 +114,9 @@ class OpenAPICheck:
             self._problem(key, "%s: Content-Type %r not documented (documented: %s)"
                           % (where, content_type, ", ".join(content)))
             return
+        if mime == "text/event-stream" and "application/json" in content:
+            self._check_events(key, where, content["application/json"].get("schema"), body)
+            return
         schema = content[mime].get("schema")
         if mime != "application/json" or schema is None:
             return
@@ -120,6 +126,22 @@ class OpenAPICheck:
             self._problem(key, "%s: the body is not JSON (%s)" % (where, e))
             return
         self._validate(key, where, schema, doc)
+
+    def _check_events(self, key, where, schema, body):
+        """A stream's events: each `data:` line but the final [DONE] is one
+        object of the operation's JSON schema (OpenAI's chunks share it)."""
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        events = [line[5:].strip() for line in text.split("\n") if line.startswith("data:")]
+        if not events or events[-1] != "[DONE]":
+            self._problem(key, "%s: the stream does not end with data: [DONE]" % where)
+        for i, data in enumerate(e for e in events if e != "[DONE]"):
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                self._problem(key, "%s: event %d is not JSON: %r" % (where, i, data[:80]))
+                continue
+            if schema is not None:
+                self._validate(key, "%s, event %d" % (where, i), schema, doc)
 
     def _validate(self, key, where, schema, doc):
         full = dict(_strict(schema), components=self.components)
