@@ -1395,6 +1395,22 @@ static proto_status search_check(const srv_engine *e, const srv_search_request *
     return srv__fail(PROTO_ERANGE, "alpha: must be in (0, 1]");
   if (rq->group_size < 0 || rq->group_size > 100 || rq->expand < 0 || rq->expand > 16)
     return srv__fail(PROTO_ERANGE, "group_size must be in [0, 100] and expand in [0, 16]");
+  /* the answer's size: at most k (x group_size) hits a query, never more than
+   * one index search returns, each with its texts */
+  uint64_t nq = (uint64_t)(has_t ? rq->n_texts : rq->n_vectors);
+  uint64_t hits = (uint64_t)rq->k * (uint64_t)(rq->group_size > 0 ? rq->group_size : 1);
+  if (hits > PROTO_MAX_K) hits = PROTO_MAX_K;
+  uint64_t per_hit =
+      (rq->with_text ? 2u : 0u) + (rq->expand > 0 ? 2u * (uint64_t)rq->expand + 1u : 0u);
+  if (nq * hits * per_hit > SRV_SEARCH_MAX_TEXTS)
+    return srv__fail(
+        PROTO_ERANGE,
+        "this search asks for up to %llu chunk texts (%llu queries x %llu hits x %llu: "
+        "the chunk and its continuation with with_text, 2 x expand + 1 with expand); at "
+        "most %d per request: send fewer queries, or a smaller k, group_size or expand, "
+        "or with_text false",
+        (unsigned long long)(nq * hits * per_hit), (unsigned long long)nq, (unsigned long long)hits,
+        (unsigned long long)per_hit, SRV_SEARCH_MAX_TEXTS);
   *mode = rq->mode != SRV_MODE_DEFAULT             ? rq->mode
           : !has_t                                 ? SRV_MODE_DENSE
           : e->opt.search_mode != SRV_MODE_DEFAULT ? e->opt.search_mode
@@ -1536,12 +1552,13 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
     queries = st.qv;
   }
   if ((s = search_filter_start(e, rq, &st.c)) != PROTO_OK) goto leave;
-  /* grouping: enough candidates that k documents are likely found */
+  /* grouping: enough candidates that k documents are likely found, and no
+   * more than one index search may return */
   size_t gs = (size_t)rq->group_size;
   st.kc = k;
   if (gs > 0) {
     st.kc = k * gs * 4 < 64 ? 64 : k * gs * 4;
-    if (st.kc > 4096) st.kc = 4096;
+    if (st.kc > PROTO_MAX_K) st.kc = PROTO_MAX_K;
   }
   st.cands = malloc(nq * st.kc * sizeof *st.cands);
   st.n_cands = calloc(nq, sizeof *st.n_cands);

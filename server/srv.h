@@ -362,6 +362,11 @@ typedef struct srv_search_request {
                                 of one document that overlap or touch merged */
 } srv_search_request;
 
+/* The most chunk texts one search request may answer with (queries x hits x
+ * the texts of a hit), about 65 MB of text: beyond, a 422 says what to ask
+ * for instead of the server building a response of gigabytes. */
+enum { SRV_SEARCH_MAX_TEXTS = 100000 };
+
 typedef struct srv_hit {
   float score;         /* dense: inner product (higher = nearer) or L2
                                 distance; lexical: -bm25 (higher = better);

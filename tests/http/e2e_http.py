@@ -724,6 +724,16 @@ def run_modes(s):
        and all(g["score"] == g["hits"][0]["score"] and all(
            g["hits"][i]["score"] >= g["hits"][i + 1]["score"] for i in range(len(g["hits"]) - 1)) for g in groups),
        "group_by document: distinct documents, best first, at most group_size hits each", js)
+    # k x group_size beyond what one index search returns (4 x 10 x 30 candidates > 1000): served
+    for mode in ("dense", "lexical", "hybrid"):
+        st, js = search(query=doc_text(201, 30), k=10, group_by="document", group_size=30, mode=mode)
+        ok(st == 200 and js.get("groups"), "group_by document, k 10 x group_size 30, %s: served" % mode, js)
+    # the answer's size is bounded before any work: 8 x 1000 hits x 35 texts is refused, naming it
+    st, js = search(queries=["q%d" % i for i in range(8)], k=1000, expand=16, with_text=True)
+    ok(st == 422 and "280000 chunk texts" in js["error"]["message"] and "at most 100000" in js["error"]["message"],
+       "a search asking for 280,000 chunk texts: 422 naming the count and the limit", js)
+    st, js = search(queries=["q%d" % i for i in range(8)], k=1000, with_text=False)
+    ok(st == 200 and len(js.get("batch", [])) == 8, "... the same hits without texts: served", js)
     # expand: each hit with its neighbouring chunks, windows merged
     st, js = search(query=doc_text(202, 90), k=4, expand=1, with_text=True, mode="dense")
     hits = js["results"] if st == 200 else []
