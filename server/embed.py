@@ -3,12 +3,18 @@ time (meson custom_target), so documents served by the daemon are edited as
 the files they are, not as C strings. @VERSION@ in the file becomes the
 project version.
 
-  python3 embed.py INPUT OUTPUT.c SYMBOL VERSION [--gzip]
+  python3 embed.py INPUT OUTPUT.c SYMBOL VERSION [--gzip] [--csp]
 defines  const char SYMBOL[]  (NUL-terminated)  and  const unsigned long SYMBOL_len;
 with --gzip also SYMBOL_gz[] and SYMBOL_gz_len: the same bytes gzip-compressed
-(mtime 0, so the build is reproducible).
+(mtime 0, so the build is reproducible); with --csp (an HTML page) also
+SYMBOL_csp[], the Content-Security-Policy that allows exactly the page's own
+inline <script> and <style> elements (by their SHA-256), requests to its own
+origin and nothing else.
 """
+import base64
 import gzip
+import hashlib
+import re
 import sys
 
 
@@ -21,6 +27,18 @@ def array(symbol, data):
             f"const unsigned long {symbol}_len = {len(data)};\n")
 
 
+def csp(page):
+    """The policy for an HTML page whose script and style are inline."""
+    def hashes(tag):
+        bodies = re.findall(rb"<%s>(.*?)</%s>" % (tag, tag), page, re.S)
+        if len(bodies) != len(re.findall(rb"<%s[\s>]" % tag, page)):
+            sys.exit("embed.py: a <%s> element with attributes: only plain inline ones are hashed" % tag.decode())
+        return " ".join("'sha256-%s'" % base64.b64encode(hashlib.sha256(b).digest()).decode() for b in bodies)
+    return ("default-src 'none'; script-src %s; style-src %s; connect-src 'self'; img-src data:; "
+            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+            % (hashes(b"script") or "'none'", hashes(b"style") or "'none'"))
+
+
 def main():
     src, out, symbol, version = sys.argv[1:5]
     data = open(src, "rb").read().replace(b"@VERSION@", version.encode())
@@ -29,6 +47,8 @@ def main():
         f.write(array(symbol, data))
         if "--gzip" in sys.argv[5:]:
             f.write(array(symbol + "_gz", gzip.compress(data, 9, mtime=0)))
+        if "--csp" in sys.argv[5:]:
+            f.write(f'const char {symbol}_csp[] = "{csp(data)}";\n')
 
 
 if __name__ == "__main__":

@@ -240,6 +240,12 @@ static enum MHD_Result send_resp(conn *c, http_response *r) {
   if (r->allow) MHD_add_response_header(mr, "Allow", r->allow);
   if (r->content_encoding) MHD_add_response_header(mr, "Content-Encoding", r->content_encoding);
   if (c->m.route == HTTP_R_WEBUI) MHD_add_response_header(mr, "Vary", "Accept-Encoding");
+  if (c->m.route == HTTP_R_WEBUI && r->status == 200) { /* the page holds the API key field */
+    MHD_add_response_header(mr, "Content-Security-Policy", http_webui_csp());
+    MHD_add_response_header(mr, "X-Frame-Options", "DENY");
+    MHD_add_response_header(mr, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(mr, "Referrer-Policy", "no-referrer");
+  }
   if (r->retry_after > 0) {
     char ra[16];
     snprintf(ra, sizeof ra, "%d", r->retry_after);

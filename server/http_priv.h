@@ -114,5 +114,8 @@ int http_accepts_gzip(const char *accept_encoding);
 /* GET /: the page, gzip-compressed when the client accepts it; 404 with
  * --no-webui. */
 void http_webui(http_server *s, const http_request *rq, http_response *resp);
+/* The page's Content-Security-Policy (server/embed.py --csp): its own inline
+ * script and style by SHA-256, requests to this origin, no framing. */
+const char *http_webui_csp(void);
 
 #endif

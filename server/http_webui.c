@@ -1,6 +1,8 @@
 /* http_webui.c - the web playground at GET /: one page (server/webui/
  * index.html) compiled in by server/embed.py, plain and gzip-compressed at
- * build time, so the daemon never compresses at run time. */
+ * build time, so the daemon never compresses at run time, with the
+ * Content-Security-Policy that allows its own inline script and style (by
+ * hash) and requests to this server, nothing else. */
 #include "http_priv.h"
 
 #include <ctype.h>
@@ -10,6 +12,9 @@ extern const char http_webui_page[];
 extern const unsigned long http_webui_page_len;
 extern const char http_webui_page_gz[];
 extern const unsigned long http_webui_page_gz_len;
+extern const char http_webui_page_csp[];
+
+const char *http_webui_csp(void) { return http_webui_page_csp; }
 
 int http_accepts_gzip(const char *accept_encoding) {
   for (const char *p = accept_encoding; p && *p;) {

@@ -15,6 +15,7 @@ server's openapi.json (openapi_check.py); one line per operation at the end.
 import base64
 import collections
 import gzip
+import hashlib
 import http.client
 import json
 import os
@@ -936,6 +937,15 @@ def run_listing_and_page(s):
        "GET / serves the page (plain without Accept-Encoding)", (st, r.getheaders()))
     ok(b"<script src" not in page and b"https://" not in page and b"http://" not in page,
        "the page loads nothing from elsewhere")
+    csp = r.getheader("Content-Security-Policy") or ""
+    own = ["'sha256-%s'" % base64.b64encode(hashlib.sha256(body).digest()).decode()
+           for tag in (b"script", b"style") for body in re.findall(b"<%s>(.*?)</%s>" % (tag, tag), page, re.S)]
+    ok(csp.startswith("default-src 'none';") and "frame-ancestors 'none'" in csp and "connect-src 'self'" in csp
+       and len(own) == 2 and all(h in csp for h in own) and "unsafe" not in csp
+       and r.getheader("X-Frame-Options") == "DENY" and r.getheader("X-Content-Type-Options") == "nosniff"
+       and r.getheader("Referrer-Policy") == "no-referrer",
+       "GET /: a Content-Security-Policy allowing the page's own script and style by hash, no framing",
+       (csp, own))
     for ae in ("gzip", "deflate, gzip;q=0.5", "br, *"):
         st, _, gz, r = s.req("GET", "/", headers={"Accept-Encoding": ae})
         ok(st == 200 and r.getheader("Content-Encoding") == "gzip" and gzip.decompress(gz) == page
