@@ -12,7 +12,8 @@ packages=(
   # tests, training and parity references
   python3 python3-torch python3-numpy python3-lmdb curl lmdb-utils
   # the end-to-end tests check every response against openapi.json (tests/http/openapi_check.py)
-  python3-jsonschema
+  # and read /metrics with Prometheus's own parser
+  python3-jsonschema python3-prometheus-client
   # the format check (tests/lint/format_check.py)
   clang-format
   # tokenizer parity: the Unicode 15.0 database and the `regex` module (tests/tok/parity.py)

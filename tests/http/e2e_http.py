@@ -217,6 +217,46 @@ def report_conformance(every_operation=True):
            "\n".join(CONFORMANCE.problems.get(key, ["no response seen"])[:8]))
 
 
+def check_exposition(text):
+    """/metrics read by Prometheus's own Python client's parser (Debian
+    python3-prometheus-client): every family typed and described, counters
+    as _total, each histogram's buckets rising to le="+Inf", which is its
+    _count."""
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        ok(True, "/metrics parses as Prometheus text # SKIP python3-prometheus-client not installed")
+        return
+    problems = []
+    try:
+        families = list(text_string_to_metric_families(text))
+    except Exception as e:  # the parser raises ValueError and others on bad input
+        ok(False, "/metrics parses as Prometheus text", repr(e))
+        return
+    for f in families:
+        if f.type not in ("counter", "gauge", "histogram", "summary") or not f.documentation:
+            problems.append("%s: type %s, help %r" % (f.name, f.type, f.documentation))
+        if f.type == "counter" and not all(x.name.endswith(("_total", "_created")) for x in f.samples):
+            problems.append("%s: a counter sample without _total" % f.name)
+        if f.type == "histogram":
+            series = collections.defaultdict(list)
+            counts = {}
+            for x in f.samples:
+                labels = tuple(sorted((k, v) for k, v in x.labels.items() if k != "le"))
+                if x.name.endswith("_bucket"):
+                    series[labels].append((float(x.labels["le"]), x.value))
+                elif x.name.endswith("_count"):
+                    counts[labels] = x.value
+            for labels, buckets in series.items():
+                values = [v for _, v in sorted(buckets)]
+                if sorted(buckets)[-1][0] != float("inf") or values != sorted(values) \
+                        or values[-1] != counts.get(labels):
+                    problems.append("%s %s: buckets %s, count %s" % (f.name, labels, buckets, counts.get(labels)))
+    ok(len(families) > 20 and not problems,
+       "/metrics parses as Prometheus text (%d families): typed, described, counters as _total, "
+       "histogram buckets cumulative up to +Inf = _count" % len(families), problems[:5])
+
+
 # a request each operation accepts, to which one field at a time is added as null
 NULL_BASE = {
     "/v1/documents": {"documents": [{"id": "null-doc", "text": "null fields " + doc_text(3)}]},
@@ -566,6 +606,7 @@ def run_main(s):
        and re.search(r"^retro_documents \d+", text, re.M) and re.search(r"^retro_chunks \d+", text, re.M)
        and "retro_index_vectors" in text and "retro_ingested_documents_total" in text
        and 'retro_http_queue_depth{pool="work"}' in text, "GET /metrics (Prometheus text)", text[:500])
+    check_exposition(text)
     m = re.search(r"^retro_documents (\d+)", text, re.M)
     st, info, _, _ = s.req("GET", "/v1/info")
     ok(m and int(m.group(1)) == info["documents"], "metrics and info agree on the document count")
