@@ -19,8 +19,8 @@
 #include "st.h"
 
 #include <cblas.h>
-#include <jansson.h>
 #include <float.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
