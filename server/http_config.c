@@ -1,8 +1,10 @@
 /* http_config.c - configuration of `retro serve`: one table of options, each
  * settable as a flag (--name VALUE or --name=VALUE), an environment variable
  * (RETRO_NAME) or a line `name = value` of a config file. Precedence: flags >
- * environment > config file > defaults. It does not open sockets or check
- * that directories exist; srv_http_main does that. */
+ * environment > config file > defaults. An environment variable set empty
+ * counts as unset; an empty text value elsewhere, or a key a config file
+ * sets twice, is an error. It does not open sockets or check that
+ * directories exist; srv_http_main does that. */
 #include "http.h"
 
 #include <ctype.h>
@@ -114,7 +116,8 @@ const char *http_config_usage(void) {
     snprintf(text + n, sizeof text - n,
              "\nPrecedence: flags > environment variables > config file > defaults.\n"
              "Config file: one `key = value` per line (keys as the flags without --,\n"
-             "'-' or '_'), '#' starts a comment. Booleans: 1/0, true/false, yes/no.\n"
+             "'-' or '_'), each at most once, '#' starts a comment. Booleans: 1/0,\n"
+             "true/false, yes/no. An environment variable set empty counts as unset.\n"
              "Auth: with keys set, send `Authorization: Bearer KEY` or `api-key: KEY`;\n"
              "/health, /ready and /openapi.json need no key.\n"
              "Signals: SIGTERM/SIGINT finish in-flight requests, save the index, exit 0;\n"
@@ -141,6 +144,11 @@ static proto_status set_opt(http_config *cfg, const opt_def *o, const char *valu
   char *base = (char *)cfg;
   if (o->type == OPT_STR) {
     char **slot = (char **)(void *)(base + o->offset);
+    if (!*value) { /* an unset shell variable, most likely: an empty api-key would turn auth off */
+      snprintf(err, errlen, "%s: %s: an empty value (leave it out for the default)", origin,
+               o->name);
+      return PROTO_EINVAL;
+    }
     char *dup = strdup(value);
     if (!dup) {
       snprintf(err, errlen, "out of memory");
@@ -190,7 +198,7 @@ static proto_status load_file(http_config *cfg, const char *path, char *err, siz
     return PROTO_EINVAL;
   }
   char line[4096];
-  int lineno = 0;
+  int lineno = 0, first_line[N_OPTS] = {0}; /* where each key was set, to refuse a second */
   proto_status st = PROTO_OK;
   while (fgets(line, sizeof line, f)) {
     lineno++;
@@ -219,6 +227,13 @@ static proto_status load_file(http_config *cfg, const char *path, char *err, siz
       st = PROTO_EINVAL;
       break;
     }
+    if (first_line[o - opts]) {
+      snprintf(err, errlen, "%s: %s: given twice (first on line %d)", origin, o->name,
+               first_line[o - opts]);
+      st = PROTO_EINVAL;
+      break;
+    }
+    first_line[o - opts] = lineno;
     if ((st = set_opt(cfg, o, value, origin, err, errlen)) != PROTO_OK) break;
   }
   fclose(f);
@@ -253,7 +268,7 @@ proto_status http_config_load(http_config *cfg, int argc, char **argv, char *con
   }
   for (size_t i = 0; i < N_OPTS; i++) {
     const char *v = env_get(env, opts[i].env);
-    if (v && (st = set_opt(cfg, &opts[i], v, opts[i].env, err, errlen))) return st;
+    if (v && *v && (st = set_opt(cfg, &opts[i], v, opts[i].env, err, errlen))) return st;
   }
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];

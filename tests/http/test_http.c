@@ -47,6 +47,34 @@ TEST(config_precedence) {
   char *bad2[] = {"serve", "--nope", NULL};
   CHECK(http_config_load(&cfg, 2, bad2, env, &help, err, sizeof err) == PROTO_EINVAL);
   http_config_free(&cfg);
+  /* an empty text value (an unset shell variable) is refused, in a flag or the
+   * file; an environment variable set empty counts as unset */
+  char *empty_flag[] = {"serve", "--api-key", "", NULL};
+  CHECK(http_config_load(&cfg, 3, empty_flag, env, &help, err, sizeof err) == PROTO_EINVAL);
+  CHECKF(strstr(err, "api-key: an empty value") != NULL, "%s", err);
+  http_config_free(&cfg);
+  char *empty_env[] = {"RETRO_API_KEY=", "RETRO_READ_ONLY=", "RETRO_PORT=", NULL};
+  char *plain[] = {"serve", NULL};
+  CHECK(http_config_load(&cfg, 1, plain, empty_env, &help, err, sizeof err) == PROTO_OK);
+  CHECK(cfg.api_key == NULL && cfg.read_only == 0 && cfg.port == 8080);
+  http_config_free(&cfg);
+  static const struct {
+    const char *text, *want;
+  } files[] = {
+      {"api-key =\n", ":1: api-key: an empty value"},
+      {"api-key = \"\"\n", ":1: api-key: an empty value"},
+      {"port = 9000\nworkers = 2\nport = 9001\n", ":3: port: given twice (first on line 1)"},
+      {"api_key = a\nAPI-KEY = b\n", ":2: api-key: given twice (first on line 1)"},
+  };
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    FILE *cf = fopen(path, "w");
+    fputs(files[i].text, cf);
+    fclose(cf);
+    char *with_file[] = {"serve", "--config", path, NULL};
+    CHECK(http_config_load(&cfg, 3, with_file, plain + 1, &help, err, sizeof err) == PROTO_EINVAL);
+    CHECKF(strstr(err, files[i].want) != NULL, "file %zu: %s", i, err);
+    http_config_free(&cfg);
+  }
   char *h[] = {"serve", "--help", NULL};
   CHECK(http_config_load(&cfg, 2, h, env, &help, err, sizeof err) == PROTO_OK && help == 1);
   http_config_free(&cfg);
