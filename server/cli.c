@@ -118,6 +118,10 @@ static int args_parse(cli_args *a, const char *cmd, const cli_flag *flags, size_
         fprintf(stderr, "retro %s: %s needs a value\n", cmd, flags[f].name);
         return 2;
       }
+      if (!*val) { /* an unset shell variable, most likely: --data "$DIR" */
+        fprintf(stderr, "retro %s: %s: an empty value\n", cmd, flags[f].name);
+        return 2;
+      }
       const char **nv = realloc(a->values[f], (a->n_values[f] + 1) * sizeof *nv);
       if (!nv) return args_oom(cmd);
       a->values[f] = nv;

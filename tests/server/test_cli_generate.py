@@ -91,7 +91,8 @@ def run(retro, models, tmp):
             (["--seed", "x1", "p"], "", "--seed", "a seed that is not a number"),
             (["--retrieval-mode", "fuzzy", "p"], "", "--retrieval-mode", "an unknown retrieval mode"),
             (["--max-tokens", "0", "p"], "", "--max-tokens", "max-tokens 0"),
-            (["--top-p", "2", "p"], "", "--top-p", "top-p 2")):
+            (["--top-p", "2", "p"], "", "--top-p", "top-p 2"),
+            (["--decoder", "", "p"], "", "--decoder: an empty value", "an empty value (an unset variable)")):
         r = generate(args, stdin)
         msg = r.stderr.decode(errors="replace")
         check(r.returncode == 2 and needle in msg, "exit 2 naming the problem: " + what,
