@@ -117,6 +117,10 @@ class OpenAPICheck:
         if mime == "text/event-stream" and "application/json" in content:
             self._check_events(key, where, content["application/json"].get("schema"), body)
             return
+        self._check_json(key, where, content, mime, body)
+
+    def _check_json(self, key, where, content, mime, body):
+        """body against content[mime]'s schema, when that is JSON."""
         schema = content[mime].get("schema")
         if mime != "application/json" or schema is None:
             return
@@ -158,15 +162,7 @@ class OpenAPICheck:
             self._problem(key, "%s: request Content-Type %r not documented (documented: %s)"
                           % (where, request_type, ", ".join(content) or "no body"))
             return
-        schema = content[mime].get("schema")
-        if mime != "application/json" or schema is None:
-            return
-        try:
-            doc = json.loads(request_body)
-        except ValueError:
-            self._problem(key, "%s: the request body is not JSON" % where)
-            return
-        self._validate(key, where, schema, doc)
+        self._check_json(key, where, content, mime, request_body)
 
     def summary(self):
         """(operations seen, operations documented)"""
