@@ -124,10 +124,11 @@ enum {
 }; /* below (1 MiB), a float scan is as fast: the rows stay in cache */
 
 struct idx {
-  store *st;        /* borrowed; outlives the index */
-  char *path;       /* the index file */
-  char *factory;    /* the user-level factory string (as in meta) */
-  int auto_factory; /* chosen by size: upgraded as the corpus grows */
+  store *st;           /* borrowed; outlives the index */
+  char *path;          /* the index file */
+  char *factory;       /* the user-level factory string (as in meta) */
+  int auto_factory;    /* chosen by size: upgraded as the corpus grows */
+  int rebuilt_at_open; /* idx_info's */
   idx_metric metric;
   uint32_t dim;
   int nprobe_default, ef_default;
@@ -1020,6 +1021,7 @@ proto_status idx_open(const char *path, store *st, const idx_options *opt, idx *
       faiss_Index_free(loaded);
     }
   }
+  ix->rebuilt_at_open = rebuilt;
   pthread_rwlock_wrlock(&ix->lock);
   s = sync_locked(ix);
   /* Saving the repaired index spares the next start a rebuild; failing to
@@ -1320,6 +1322,7 @@ proto_status idx_info_get(idx *ix, idx_info *out) {
   out->ntotal = live_vectors(ix);
   out->pending = ix->pending ? (uint64_t)faiss_Index_ntotal(ix->pending) : 0;
   out->watermark = out->trained ? ix->added_upto : 0;
+  out->rebuilt_at_open = ix->rebuilt_at_open;
   FaissIndex *active = ix->pending ? ix->pending : ix->main;
   if (ix->codes_of == active) out->code_rows = flat_codes_rows(ix->codes);
   if (ix->ivf_codes_of == active) {

@@ -107,6 +107,8 @@ typedef struct idx_info {
    * time this leaves out. */
   uint64_t scans, timed_scans;
   double timed_scan_cpu_seconds;
+  int rebuilt_at_open; /* 1: the file was missing, unreadable or behind the
+                          store at idx_open, and the index was built from the store */
 } idx_info;
 proto_status idx_info_get(idx *ix, idx_info *out);
 /* (ntotal + pending) x dim, ntotal as idx_info counts it (dead vectors

@@ -65,6 +65,7 @@ struct lex {
   char *uri; /* read-only on a file system it cannot write: "file:PATH?immutable=1" */
   store *st;
   int read_only;
+  int rebuilt_at_open;       /* lex_info's */
   sqlite3 *w;                /* the writer connection (NULL when read-only) */
   pthread_mutex_t wmu;       /* serialises lex_sync / lex_rebuild */
   pthread_mutex_t pmu;       /* the reader pool */
@@ -684,6 +685,7 @@ proto_status lex_open(const char *path, store *st, int read_only, lex **out) {
     int ok = open_writer(lx);
     if (!ok) { /* unreadable or foreign: start over */
       remove_files(path);
+      lx->rebuilt_at_open = 1;
       ok = open_writer(lx);
       if (!ok) s = db_fail(NULL, "cannot create the file");
     }
@@ -940,6 +942,7 @@ proto_status lex_info_get(lex *lx, lex_info *out) {
   pthread_mutex_lock(&lx->wmu);
   out->chunks = lx->count;
   out->watermark = lx->watermark;
+  out->rebuilt_at_open = lx->rebuilt_at_open;
   pthread_mutex_unlock(&lx->wmu);
   struct stat sb;
   char p[4096];

@@ -58,9 +58,11 @@ proto_status lex_search(lex *lx, const char *text, size_t len, int k, idx_filter
                         void *filter_ctx, float *scores, int64_t *ids, size_t *n_out);
 
 typedef struct lex_info {
-  uint64_t chunks;    /* chunks in the index */
-  uint64_t watermark; /* highest chunk id added */
-  uint64_t bytes;     /* size of the file and its WAL */
+  uint64_t chunks;     /* chunks in the index */
+  uint64_t watermark;  /* highest chunk id added */
+  uint64_t bytes;      /* size of the file and its WAL */
+  int rebuilt_at_open; /* 1: the file was unreadable or not ours at lex_open,
+                          and was built anew from the store */
 } lex_info;
 proto_status lex_info_get(lex *lx, lex_info *out);
 

@@ -885,6 +885,29 @@ static int serve_listen(const http_config *cfg, serve_plan *plan) {
 
 /* Opens the engine the configuration names into *engine. 0, or -1
  * (reported). */
+/* The derived indexes the engine had to rebuild from the store at open (a
+ * file damaged, deleted or left behind by a crash): nothing is lost, but an
+ * operator should know why a start took longer. */
+static void log_repairs(srv_engine *engine) {
+  srv_info in;
+  if (srv_info_get(engine, &in) != PROTO_OK) return;
+  if (in.index.rebuilt_at_open && in.store.chunks)
+    http_log_event("warn",
+                   "index.faiss was missing, unreadable or behind the database: rebuilt from it "
+                   "(%llu vectors)",
+                   (unsigned long long)in.index.ntotal);
+  if (in.has_lexical && in.lexical_private)
+    http_log_event("warn",
+                   "lexical.sqlite is behind the database or unreadable: this read-only "
+                   "server built a private copy in $TMPDIR (%llu chunks)",
+                   (unsigned long long)in.lexical.chunks);
+  if (in.has_lexical && in.lexical.rebuilt_at_open)
+    http_log_event("warn",
+                   "lexical.sqlite was unreadable or not ours: rebuilt from the database "
+                   "(%llu chunks)",
+                   (unsigned long long)in.lexical.chunks);
+}
+
 static int serve_open_engine(const http_config *cfg, const serve_plan *plan, srv_engine **engine) {
   srv_engine_options eo;
   memset(&eo, 0, sizeof eo);
@@ -912,6 +935,7 @@ static int serve_open_engine(const http_config *cfg, const serve_plan *plan, srv
             srv_last_error(), hint);
     return -1;
   }
+  log_repairs(*engine);
   return 0;
 }
 

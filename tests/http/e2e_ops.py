@@ -348,11 +348,59 @@ def run_idle_timeout():
     shutil.rmtree(os.path.join(E.WORK, "ops-idle"), ignore_errors=True)
 
 
+def run_repairs():
+    """Damaged derived indexes at a start: index.faiss deleted and
+    lexical.sqlite overwritten with other bytes. The server rebuilds both
+    from the store, says so in its log, and finds every document in each
+    mode; a clean restart after that says nothing; a read-only server over a
+    damaged lexical.sqlite says it built a private copy."""
+    s = Server("ops-repair")
+    docs = [{"id": "r%d" % i, "text": "marker%d %s" % (i, doc_text(300 + i, 8))} for i in range(8)]
+    try:
+        st, js, _, _ = post(s, docs)
+        ok(st == 200 and js["errors"] == 0 and js["chunks"] == 8, "repairs: documents stored, a chunk each", js)
+    finally:
+        s.stop()
+    data = os.path.join(E.WORK, "ops-repair")
+    os.remove(os.path.join(data, "index.faiss"))
+    with open(os.path.join(data, "lexical.sqlite"), "wb") as f:
+        f.write(b"not a database " * 4096)
+    s = Server("ops-repair")
+    try:
+        warns = [l for l in s.log if "level=warn" in l]
+        ok(any("index.faiss was missing" in l and "(8 vectors)" in l for l in warns)
+           and any("lexical.sqlite was unreadable" in l and "(8 chunks)" in l for l in warns),
+           "a deleted index.faiss and a damaged lexical.sqlite: rebuilt at the start, and logged", s.log[-6:])
+        for mode in ("dense", "lexical", "hybrid"):
+            found = [s.req("POST", "/v1/search", {"query": d["text"], "k": 1, "mode": mode, "with_text": False})
+                     for d in docs]
+            ok(all(st == 200 and js["results"][0]["doc_id"] == d["id"] for (st, js, _, _), d in zip(found, docs)),
+               "... and every document is its own nearest, %s" % mode)
+    finally:
+        s.stop()
+    s = Server("ops-repair")
+    try:
+        ok(not [l for l in s.log if "level=warn" in l], "a clean restart after that logs no repair", s.log[-6:])
+    finally:
+        s.stop()
+    with open(os.path.join(data, "lexical.sqlite"), "wb") as f:
+        f.write(b"not a database " * 4096)
+    s = Server("ops-repair", "--read-only")
+    try:
+        st, js, _, _ = s.req("POST", "/v1/search", {"query": docs[3]["text"], "k": 1, "mode": "lexical"})
+        ok(any("level=warn" in l and "private copy" in l and "(8 chunks)" in l for l in s.log)
+           and st == 200 and js["results"][0]["doc_id"] == "r3",
+           "read-only over a damaged lexical.sqlite: a private copy, logged, and searched", s.log[-4:])
+    finally:
+        s.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
 def main():
     rc = E.ensure_models()
     if rc is not None:
         return rc
-    for d in ("ops-unchanged", "ops-map", "ops-tmpfs", "ops-ro", "ops-lock"):
+    for d in ("ops-unchanged", "ops-map", "ops-tmpfs", "ops-ro", "ops-lock", "ops-repair"):
         shutil.rmtree(os.path.join(E.WORK, d), ignore_errors=True)
     run_unchanged()
     run_map_limit()
@@ -361,6 +409,7 @@ def main():
     run_idle_timeout()
     run_read_only_fs()
     run_one_writer()
+    run_repairs()
     E.report_conformance(every_operation=False)
     print("1..%d" % E.n_tests)
     return 1 if E.n_failed else 0
