@@ -425,6 +425,15 @@ static void h_chunk(http_server *s, const http_match *m, http_response *resp) {
 
 /* ---- search / embeddings -------------------------------------------------- */
 
+/* Whether a query vector has no direction: by inner product it is as near
+ * to every chunk as to any, so its hits would be arbitrary (as a blank query
+ * text's would be). */
+static int all_zeros(const float *v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (v[i] != 0.0f) return 0;
+  return 1;
+}
+
 static void h_search(http_server *s, const http_request *rq, http_response *resp) {
   proto_search_req r;
   char err[256];
@@ -438,6 +447,11 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
     snprintf(err, sizeof err, "vector: has %zu numbers, the index holds %u-dimensional vectors",
              r.dim, srv_engine_dim(s->engine));
     http_error(resp, PROTO_EDIM, err);
+    goto leave;
+  }
+  if (r.vector && all_zeros(r.vector, r.dim)) {
+    http_error(resp, PROTO_ERANGE,
+               "vector: all zeros: every chunk would score 0 (the index ranks by inner product)");
     goto leave;
   }
   srv_search_request q;

@@ -464,6 +464,8 @@ def run_main(s):
         ("POST", "/v1/search", '{"query": " \\n\\t "}', "application/json", 422, "query: empty"),
         ("POST", "/v1/search", '{"queries": ["a", "  "]}', "application/json", 422, "queries[1]: empty"),
         ("POST", "/v1/search", '{"vector": [1, 2, 3]}', "application/json", 422, "vector"),
+        ("POST", "/v1/search", '{"vector": [%s]}' % ", ".join(["0"] * 31 + ["-0.0"]), "application/json", 422,
+         "vector: all zeros"),
         ("POST", "/v1/search", '{"vector": [1, "a"]}', "application/json", 400, "vector[1]"),
         ("POST", "/v1/search", '{"query": "a", "nprobe": -1}', "application/json", 422, "nprobe"),
         ("POST", "/v1/search", '{"query": "a", "exclude_docs": "x"}', "application/json", 400, "exclude_docs"),
