@@ -1284,10 +1284,16 @@ static int cmd_eval(int argc, char **argv) {
       char *line = NULL;
       size_t cap = 0;
       ssize_t got;
-      while (f && !failed && (got = getline(&line, &cap, f)) > 0) {
+      int too_long = 0;
+      while (f && !failed && (got = corpus_read_line(f, &line, &cap, &too_long)) > 0) {
         proto_doc d;
         char err[256];
         size_t len = (size_t)got;
+        if (too_long) {
+          fprintf(stderr, "retro eval: %s: %s\n", fl.paths[i], corpus_strerror(EFBIG));
+          failed = 1;
+          break;
+        }
         while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
         if (len == 0) continue;
         if (proto_doc_parse(line, len, fl.paths[i], &d, err, sizeof err) != PROTO_OK) {
@@ -1305,7 +1311,7 @@ static int cmd_eval(int argc, char **argv) {
     char *text = NULL;
     size_t len = 0;
     if (corpus_read_file(fl.paths[i], &text, &len) != 0) {
-      fprintf(stderr, "retro eval: %s: %s\n", fl.paths[i], strerror(errno));
+      fprintf(stderr, "retro eval: %s: %s\n", fl.paths[i], corpus_strerror(errno));
       failed = 1;
       break;
     }

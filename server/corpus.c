@@ -31,15 +31,22 @@ int corpus_read_file(const char *path, char **buf, size_t *len) {
     size_t got = fread(b + n, 1, cap - n, f);
     n += got;
     if (got == 0) break;
-    if (n == cap) {
-      char *nb = realloc(b, cap * 2);
+    if (n > CORPUS_MAX_DOC_BYTES) {
+      free(b);
+      fclose(f);
+      errno = EFBIG;
+      return -1;
+    }
+    if (n == cap) { /* grown to at most one byte past the limit */
+      size_t nc = cap * 2 > CORPUS_MAX_DOC_BYTES + 1 ? CORPUS_MAX_DOC_BYTES + 1 : cap * 2;
+      char *nb = realloc(b, nc);
       if (!nb) {
         free(b);
         b = NULL;
         break;
       }
       b = nb;
-      cap *= 2;
+      cap = nc;
     }
   }
   int err = ferror(f);
@@ -51,6 +58,41 @@ int corpus_read_file(const char *path, char **buf, size_t *len) {
   *buf = b;
   *len = n;
   return 0;
+}
+
+ssize_t corpus_read_line(FILE *f, char **line, size_t *cap, int *too_long) {
+  size_t n = 0;
+  int c = EOF, any = 0;
+  *too_long = 0;
+  flockfile(f);
+  while ((c = getc_unlocked(f)) != EOF) {
+    any = 1;
+    if (n + 2 > *cap) {
+      size_t nc = *cap ? *cap * 2 : 4096;
+      char *nl = realloc(*line, nc);
+      if (!nl) { /* as getline: -1 with errno ENOMEM */
+        funlockfile(f);
+        return -1;
+      }
+      *line = nl;
+      *cap = nc;
+    }
+    if (n == CORPUS_MAX_DOC_BYTES) { /* stop here: an endless line must not hold us */
+      *too_long = 1;
+      break;
+    }
+    (*line)[n++] = (char)c;
+    if (c == '\n') break;
+  }
+  funlockfile(f);
+  if (!any) return -1;
+  (*line)[n] = 0;
+  return (ssize_t)n;
+}
+
+const char *corpus_strerror(int err) {
+  return err == EFBIG ? "larger than 1 GiB, the most one document may hold: split it"
+                      : strerror(err);
 }
 
 /* "retro CMD: ..." on stderr; nothing when cmd is NULL (a quiet pass). */
@@ -221,8 +263,15 @@ static size_t each_jsonl(FILE *f, const char *name, const char *cmd, corpus_fn f
   char *line = NULL;
   size_t cap = 0, bad = 0, lineno = 0;
   ssize_t got;
-  while (!(stop && *stop) && (got = getline(&line, &cap, f)) >= 0) {
+  int too_long = 0;
+  while (!(stop && *stop) && (got = corpus_read_line(f, &line, &cap, &too_long)) >= 0) {
     lineno++;
+    if (too_long) {
+      say(cmd, "%s:%zu: %s; the rest of %s is not read", name, lineno, corpus_strerror(EFBIG),
+          name);
+      bad++;
+      break;
+    }
     size_t len = (size_t)got;
     while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
     size_t sp = 0;
@@ -258,7 +307,7 @@ static size_t each_file(const char *path, const char *id, const char *cmd, corpu
   char *text = NULL;
   size_t len = 0;
   if (corpus_read_file(path, &text, &len) != 0) {
-    say(cmd, "%s: %s", path, strerror(errno));
+    say(cmd, "%s: %s", path, corpus_strerror(errno));
     return 1;
   }
   srv_doc d = {.id = id, .text = text, .text_len = len};

@@ -9,7 +9,8 @@ indexed, ids relative to the folder given (with or without a trailing
 slash); names starting with '.' and other files are left out; an empty
 subfolder is passed over. An empty folder indexes nothing and exits 0, a
 missing path exits 1 naming it. A file holding a NUL byte is indexed and
-`retro get` prints it back. Under the sanitizer build every run is also
+`retro get` prints it back. Input with no end (/dev/zero, an endless JSON
+line on stdin) stops at 1 GiB with a message. Under the sanitizer build every run is also
 checked for undefined behaviour and leaks (CI sets UBSAN_OPTIONS
 halt_on_error=1, and LeakSanitizer makes a leaking run exit non-zero): an
 empty folder once passed qsort a null pointer. Skips (exit 77) when
@@ -19,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import engine_models
 
@@ -107,6 +109,33 @@ def run(retro, models, tmp):
     p = index(os.path.join(tmp, "data-missing"), missing)
     check(p.returncode == 1 and missing in p.stderr, "a missing path: exit 1 naming it",
           (p.returncode, p.stderr))
+
+    # input with no end: a path (/dev/zero), and a JSON line on stdin; each
+    # stops at 1 GiB naming the limit (it read until the machine ran out of
+    # memory, and the kernel killed it), and what came before is kept
+    data = os.path.join(tmp, "data-endless")
+    p = index(data, "/dev/zero")
+    check(p.returncode == 1 and "/dev/zero: larger than 1 GiB" in p.stderr,
+          "a path with no end (/dev/zero): exit 1 at 1 GiB, naming the limit", (p.returncode, p.stderr))
+    with subprocess.Popen([retro, "index", "--data", data, "--quiet"] + model_args + ["-"],
+                          stdin=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        def feed():
+            child.stdin.write(b'{"id": "before", "text": "a line before the endless one"}\n{"id": "x", "text": "')
+            zeros = b"a" * (1 << 20)
+            try:
+                while True:
+                    child.stdin.write(zeros)
+            except (BrokenPipeError, OSError):
+                pass
+        t = threading.Thread(target=feed, daemon=True)
+        t.start()
+        err = child.stderr.read().decode(errors="replace")
+        rc = child.wait(timeout=240)
+    check(rc == 1 and "stdin:2: larger than 1 GiB" in err and "the rest of stdin is not read" in err,
+          "an endless JSON line on stdin: exit 1 at 1 GiB, naming the line", (rc, err))
+    got = subprocess.run([retro, "get", "--data", data, "before"], capture_output=True, text=True, timeout=60)
+    check(got.returncode == 0 and "a line before the endless one" in got.stdout,
+          "... and the document before it is stored", got.stdout + got.stderr)
     return TAP.end()
 
 
