@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* `retro serve ARGS`: argv[0] is "serve". Returns the exit status: 0 after a
  * clean shutdown (SIGTERM/SIGINT), 1 when it cannot start, 2 on bad usage. */
@@ -74,6 +75,11 @@ void http_config_free(http_config *cfg);
 const char *http_config_usage(void);
 /* 1 when host names a loopback address (127.0.0.0/8, ::1, localhost). */
 int http_host_is_loopback(const char *host);
+/* Reads the next line of a text file of settings (the --config file, a
+ * --chat-template file) into buf, '\n' included: 1, or 0 at the end, or -1
+ * with why set when the line holds a NUL byte or does not fit in buf (it
+ * was cut in two, or ended at the NUL, without a word before). */
+int http_settings_line(FILE *f, char *buf, size_t size, char *why, size_t whylen);
 
 /* ---- routing, auth ------------------------------------------------------- */
 

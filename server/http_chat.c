@@ -108,10 +108,15 @@ proto_status http_chat_template_load(const char *path, http_chat_template **out,
     return PROTO_EINVAL;
   }
   char line[8192], msg[256];
-  int lineno = 0;
+  int lineno = 0, got;
   proto_status st = PROTO_OK;
-  while (st == PROTO_OK && fgets(line, sizeof line, f)) {
+  while (st == PROTO_OK && (got = http_settings_line(f, line, sizeof line, msg, sizeof msg)) != 0) {
     lineno++;
+    if (got < 0) {
+      snprintf(err, errlen, "chat template %.200s:%d: %s", path, lineno, msg);
+      st = PROTO_EINVAL;
+      break;
+    }
     char *s = strip(line), *eq = strchr(s, '=');
     if (!*s || *s == '#') continue;
     char *value = NULL;

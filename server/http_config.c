@@ -184,6 +184,26 @@ static proto_status set_opt(http_config *cfg, const opt_def *o, const char *valu
   return PROTO_OK;
 }
 
+int http_settings_line(FILE *f, char *buf, size_t size, char *why, size_t whylen) {
+  size_t n = 0;
+  int c = EOF;
+  while ((c = getc(f)) != EOF) {
+    if (c == 0) {
+      snprintf(why, whylen, "a NUL byte (is this a text file?)");
+      return -1;
+    }
+    if (n + 1 >= size) {
+      snprintf(why, whylen, "a line longer than %zu bytes", size - 2);
+      return -1;
+    }
+    buf[n++] = (char)c;
+    if (c == '\n') break;
+  }
+  if (n == 0) return 0;
+  buf[n] = 0;
+  return 1;
+}
+
 static char *trim(char *s) {
   while (isspace((unsigned char)*s)) s++;
   size_t n = strlen(s);
@@ -197,11 +217,17 @@ static proto_status load_file(http_config *cfg, const char *path, char *err, siz
     snprintf(err, errlen, "config %s: %s", path, strerror(errno));
     return PROTO_EINVAL;
   }
-  char line[4096];
+  char line[4096], why[64];
   int lineno = 0, first_line[N_OPTS] = {0}; /* where each key was set, to refuse a second */
   proto_status st = PROTO_OK;
-  while (fgets(line, sizeof line, f)) {
+  int got;
+  while ((got = http_settings_line(f, line, sizeof line, why, sizeof why)) != 0) {
     lineno++;
+    if (got < 0) {
+      snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+      st = PROTO_EINVAL;
+      break;
+    }
     char *hash = strchr(line, '#');
     if (hash) *hash = 0;
     char *s = trim(line);

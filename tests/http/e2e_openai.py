@@ -339,6 +339,12 @@ def run_template_file():
                          capture_output=True, timeout=30)
     ok(out.returncode == 2 and b"bad.tpl:1" in out.stderr and b"{content}" in out.stderr,
        "a bad --chat-template file is refused at start, naming file, line and problem", out.stderr)
+    with open(bad, "wb") as f:  # a binary file given by mistake: its NUL bytes hid the rest of a line
+        f.write(b'# ok\nuser = "{content}\x00 and more"\n')
+    out = subprocess.run([RETRO, "serve", "--data", os.path.join(WORK, "x"), "--chat-template", bad],
+                         capture_output=True, timeout=30)
+    ok(out.returncode == 2 and b"bad.tpl:2: a NUL byte" in out.stderr,
+       "a --chat-template file with a NUL byte is refused, naming the line", out.stderr)
     s = E.Server("tpl", "--chat-template", tpl)
     try:
         msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": doc_text(4)}]

@@ -58,17 +58,29 @@ TEST(config_precedence) {
   CHECK(http_config_load(&cfg, 1, plain, empty_env, &help, err, sizeof err) == PROTO_OK);
   CHECK(cfg.api_key == NULL && cfg.read_only == 0 && cfg.port == 8080);
   http_config_free(&cfg);
-  static const struct {
-    const char *text, *want;
+  char long_line[6000] = "port = 9"; /* longer than a line may be: it was cut in two */
+  memset(long_line + 8, '0', sizeof long_line - 10);
+  long_line[sizeof long_line - 2] = '\n';
+  long_line[sizeof long_line - 1] = 0;
+#define TEXT(s) s, sizeof(s) - 1 /* with any NUL byte inside */
+  static struct {
+    const char *text;
+    size_t len;
+    const char *want;
   } files[] = {
-      {"api-key =\n", ":1: api-key: an empty value"},
-      {"api-key = \"\"\n", ":1: api-key: an empty value"},
-      {"port = 9000\nworkers = 2\nport = 9001\n", ":3: port: given twice (first on line 1)"},
-      {"api_key = a\nAPI-KEY = b\n", ":2: api-key: given twice (first on line 1)"},
+      {TEXT("api-key =\n"), ":1: api-key: an empty value"},
+      {TEXT("api-key = \"\"\n"), ":1: api-key: an empty value"},
+      {TEXT("port = 9000\nworkers = 2\nport = 9001\n"), ":3: port: given twice (first on line 1)"},
+      {TEXT("api_key = a\nAPI-KEY = b\n"), ":2: api-key: given twice (first on line 1)"},
+      {TEXT("port = 9000\nhost = 127.0.0.1\0 # x\n"), ":2: a NUL byte"}, /* it hid the rest */
+      {NULL, 0, ":1: a line longer than 4094 bytes"},
   };
+#undef TEXT
+  files[5].text = long_line;
+  files[5].len = strlen(long_line);
   for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
     FILE *cf = fopen(path, "w");
-    fputs(files[i].text, cf);
+    fwrite(files[i].text, 1, files[i].len, cf);
     fclose(cf);
     char *with_file[] = {"serve", "--config", path, NULL};
     CHECK(http_config_load(&cfg, 3, with_file, plain + 1, &help, err, sizeof err) == PROTO_EINVAL);
