@@ -588,6 +588,8 @@ static proto_status get_exclude(json_t *obj, char ***ids, size_t *n, char *err, 
   if (!json_is_array(v))
     return fail(PROTO_ETYPE, err, errlen, "exclude_docs: must be an array of strings");
   if (json_array_size(v) == 0) return PROTO_OK;
+  if (json_array_size(v) > PROTO_MAX_EXCLUDE)
+    return fail(PROTO_ERANGE, err, errlen, "exclude_docs: at most %d ids", PROTO_MAX_EXCLUDE);
   return get_strs(v, "exclude_docs", 1, PROTO_MAX_EXCLUDE, PROTO_MAX_ID_BYTES, ids, NULL, n, NULL,
                   err, errlen);
 }

@@ -171,6 +171,7 @@ def main():
         run_completions(s)
         run_listing_and_page(s)
         run_null_fields(s)
+        run_array_bounds(s)
     except Exception:
         time.sleep(0.5)
         for line in s.log[-30:]:
@@ -299,6 +300,36 @@ def run_null_fields(s):
         ok(st == 200 and not wrong,
            "POST %s: null is taken as absent exactly for the fields openapi.json marks nullable" % path,
            "\n".join(wrong) or "the request without nulls -> %d" % st)
+
+
+def run_array_bounds(s):
+    """openapi.json's minItems/maxItems are the server's: for each bounded
+    array of a request body, the largest and smallest sizes it allows are
+    accepted, one more or one fewer refused with a 422 naming the field."""
+    _, spec, _, _ = s.req("GET", "/openapi.json")
+
+    def schema(path, prop):
+        p = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"][prop]
+        return next((o for o in p.get("oneOf", [p]) if o.get("type") == "array"), p)
+    cases = [("/v1/search", {"query": "alpha", "k": 1, "with_text": False}, "exclude_docs", lambda i: "d%d" % i),
+             ("/v1/search", {"k": 1, "with_text": False}, "queries", lambda i: "q%d" % i),
+             ("/v1/completions", {"prompt": "a", "max_tokens": 1}, "exclude_docs", lambda i: "d%d" % i),
+             ("/v1/completions", {"prompt": "a", "max_tokens": 1}, "stop", lambda i: "s%d" % i),
+             ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}], "max_tokens": 1}, "stop",
+              lambda i: "s%d" % i),
+             ("/v1/embeddings", {}, "input", lambda i: "e%d" % i)]
+    for path, base, prop, item in cases:
+        a = schema(path, prop)
+        lo, hi = a.get("minItems", 0), a.get("maxItems")
+        wrong = []
+        for n, want_ok in ((lo, True), (hi, True), (hi + 1 if hi else None, False), (lo - 1 if lo else None, False)):
+            if n is None:
+                continue
+            st, js, _, _ = s.req("POST", path, dict(base, **{prop: [item(i) for i in range(n)]}))
+            if (st == 200) != want_ok or (not want_ok and (st != 422 or prop not in js["error"]["message"])):
+                wrong.append("%d items -> %d %s" % (n, st, js))
+        ok(hi is not None and not wrong, "POST %s %s: the documented %s..%s items are the server's"
+           % (path, prop, lo, hi), "\n".join(wrong) or "no maxItems in openapi.json")
 
 
 def run_main(s):
