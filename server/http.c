@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -571,6 +572,37 @@ static enum MHD_Result take_query_arg(void *cls, enum MHD_ValueKind kind, const 
   return q->st == PROTO_OK ? MHD_YES : MHD_NO;
 }
 
+/* The headers that say where a request's body ends. */
+typedef struct framing {
+  const char *length; /* the last Content-Length */
+  int lengths_differ; /* Content-Length given again with another value */
+  int chunked;        /* Transfer-Encoding given */
+} framing;
+
+static enum MHD_Result note_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value) {
+  (void)kind;
+  framing *f = cls;
+  if (!strcasecmp(key, "Content-Length")) {
+    if (f->length && strcmp(f->length, value ? value : "")) f->lengths_differ = 1;
+    f->length = value ? value : "";
+  } else if (!strcasecmp(key, "Transfer-Encoding")) {
+    f->chunked = 1;
+  }
+  return MHD_YES;
+}
+
+/* A body whose end a proxy in front could place elsewhere than we do, so
+ * that the rest would pass as another request (request smuggling; RFC 9112
+ * 6.3 says to refuse it): NULL, or why it is refused. */
+static const char *ambiguous_framing(struct MHD_Connection *mc) {
+  framing f = {0};
+  MHD_get_connection_values(mc, MHD_HEADER_KIND, note_framing, &f);
+  if (f.lengths_differ) return "Content-Length: given twice with different values";
+  if (f.chunked && f.length) return "Content-Length and Transfer-Encoding: give one";
+  return NULL;
+}
+
 static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char *url,
                                   const char *method) {
   snprintf(c->method, sizeof c->method, "%s", method);
@@ -587,6 +619,8 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
     proto_buf_free(&r.body);
     return ret;
   }
+  const char *framing_error = ambiguous_framing(mc);
+  if (framing_error) return send_error(c, PROTO_EINVAL, framing_error);
   c->authz = dup_header(mc, MHD_HEADER_KIND, "Authorization");
   c->apikey = dup_header(mc, MHD_HEADER_KIND, "api-key");
   c->ctype = dup_header(mc, MHD_HEADER_KIND, "Content-Type");

@@ -172,6 +172,7 @@ def main():
         run_listing_and_page(s)
         run_null_fields(s)
         run_array_bounds(s)
+        run_framing(s)
     except Exception:
         time.sleep(0.5)
         for line in s.log[-30:]:
@@ -330,6 +331,38 @@ def run_array_bounds(s):
                 wrong.append("%d items -> %d %s" % (n, st, js))
         ok(hi is not None and not wrong, "POST %s %s: the documented %s..%s items are the server's"
            % (path, prop, lo, hi), "\n".join(wrong) or "no maxItems in openapi.json")
+
+
+def run_framing(s):
+    """A body whose end a proxy could place elsewhere than the server does
+    (request smuggling): Content-Length twice with different values, or
+    beside Transfer-Encoding. A 400 naming it, the connection closed, and
+    the request hidden after the body never answered."""
+    body = b'{"query": "alpha", "k": 1, "with_text": false}'
+    smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    cases = [("Content-Length twice", head + b"Content-Length: %d\r\nContent-Length: 3\r\n\r\n" % len(body)
+              + body + smuggled, "Content-Length: given twice"),
+             ("Content-Length and Transfer-Encoding",
+              head + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+              % (len(body), body) + smuggled, "Content-Length and Transfer-Encoding")]
+    for name, raw, want in cases:
+        sk = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        sk.sendall(raw)
+        out = b""
+        try:
+            while True:
+                piece = sk.recv(65536)
+                if not piece:
+                    break
+                out += piece
+        except socket.timeout:
+            out += b"[still open]"
+        sk.close()
+        ok(out.startswith(b"HTTP/1.1 400") and want.encode() in out and out.count(b"HTTP/1.1 ") == 1
+           and b"[still open]" not in out,
+           "%s: 400 naming it, closed, the request after the body not answered" % name, out[-300:])
+    ok(healthy(s), "... and the server serves on")
 
 
 def run_main(s):
