@@ -993,8 +993,10 @@ static void serve_until_signal(const http_config *cfg, const sigset_t *sigs) {
  * stops the pools and the daemon. */
 static void serve_drain(const http_config *cfg) {
   atomic_store(&D.srv->draining, 1);
+  /* ours to close, but only after MHD_stop_daemon: until then a pool thread
+   * may still use it (libmicrohttpd's manual; ThreadSanitizer saw the close
+   * race a worker's epoll_ctl) */
   MHD_socket lsock = MHD_quiesce_daemon(D.mhd);
-  if (lsock != MHD_INVALID_SOCKET) close(lsock);
   double deadline = proto_now() + (double)cfg->drain_timeout;
   pthread_mutex_lock(&D.drain_mu);
   while (atomic_load(&D.srv->inflight) > 0 && proto_now() < deadline) {
@@ -1013,7 +1015,10 @@ static void serve_drain(const http_config *cfg) {
     http_log_event("warn", "%ld requests still in flight after %lds", left, cfg->drain_timeout);
   pool_stop(&D.work);
   pool_stop(&D.gen);
-  if (left == 0) MHD_stop_daemon(D.mhd); /* suspended connections would make this unsafe */
+  if (left == 0) { /* suspended connections would make stopping unsafe: the exit ends them */
+    MHD_stop_daemon(D.mhd);
+    if (lsock != MHD_INVALID_SOCKET) close(lsock);
+  }
   D.mhd = NULL;
 }
 
