@@ -42,7 +42,7 @@ RETRO, WORK = sys.argv[1], sys.argv[2]
 MODELS = os.path.join(WORK, "models")
 n_tests = 0
 n_failed = 0
-CONFORMANCE = None  # an openapi_check.OpenAPICheck once the main server answers
+CONFORMANCE = None  # an openapi_check.OpenAPICheck, made when the first Server starts
 
 
 def ok(cond, name, detail=""):
