@@ -9,7 +9,9 @@ indexed, ids relative to the folder given (with or without a trailing
 slash); names starting with '.' and other files are left out; an empty
 subfolder is passed over. An empty folder indexes nothing and exits 0, a
 missing path exits 1 naming it. A file holding a NUL byte is indexed and
-`retro get` prints it back. Input with no end (/dev/zero, an endless JSON
+`retro get` prints it back. Damaged model files (a NaN weight in either
+model, a negative layer_norm_eps) are refused naming the tensor or field.
+Input with no end (/dev/zero, an endless JSON
 line on stdin) stops at 1 GiB with a message. Under the sanitizer build every run is also
 checked for undefined behaviour and leaks (CI sets UBSAN_OPTIONS
 halt_on_error=1, and LeakSanitizer makes a leaking run exit non-zero): an
@@ -18,6 +20,8 @@ MODELS_DIR/SKIP exists.
 """
 import json
 import os
+import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -36,6 +40,19 @@ def write(path, data):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
+
+
+def poison(path):
+    """Writes a NaN over element 0 of the file's largest float tensor, as
+    damaged bytes or a diverged training run would; returns its name."""
+    with open(path, "r+b") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        name, t = max(((k, v) for k, v in header.items() if k != "__metadata__" and v["dtype"] in ("F32", "F16")),
+                      key=lambda kv: kv[1]["data_offsets"][1] - kv[1]["data_offsets"][0])
+        f.seek(8 + n + t["data_offsets"][0])
+        f.write(struct.pack("<f", float("nan")) if t["dtype"] == "F32" else b"\x00\x7e")
+    return name
 
 
 def run(retro, models, tmp):
@@ -109,6 +126,31 @@ def run(retro, models, tmp):
     p = index(os.path.join(tmp, "data-missing"), missing)
     check(p.returncode == 1 and missing in p.stderr, "a missing path: exit 1 naming it",
           (p.returncode, p.stderr))
+
+    # damaged model files (the tiny models made here): a NaN weight, in the
+    # encoder and in the decoder, and an encoder layer_norm_eps below zero are
+    # refused naming the tensor or the field; each loaded and answered NaN
+    for role in ("encoder", "decoder"):
+        bad = os.path.join(tmp, "bad-" + role)
+        shutil.copytree(os.path.join(models, role), bad)
+        name = poison(os.path.join(bad, "model.safetensors"))
+        args = ["embed", "--encoder", bad, "hello"] if role == "encoder" else \
+            ["generate", "--data", os.path.join(tmp, "data-without"), "--decoder", bad, "--no-retrieval",
+             "--max-tokens", "1", "hello"]
+        p = subprocess.run([retro] + args + (model_args[:2] if role == "decoder" else []),
+                           capture_output=True, text=True, timeout=120)
+        check(p.returncode == 1 and ("tensor '%s': element 0 is NaN" % name) in p.stderr,
+              "a NaN weight in the %s: exit 1 naming the tensor" % role, (p.returncode, p.stderr[-300:]))
+    bad = os.path.join(tmp, "bad-eps")
+    shutil.copytree(os.path.join(models, "encoder"), bad)
+    with open(os.path.join(bad, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["layer_norm_eps"] = -1.0
+    with open(os.path.join(bad, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    p = subprocess.run([retro, "embed", "--encoder", bad, "hello"], capture_output=True, text=True, timeout=120)
+    check(p.returncode == 1 and "layer_norm_eps" in p.stderr, "an encoder layer_norm_eps below zero: exit 1 naming it",
+          (p.returncode, p.stderr[-300:]))
 
     # input with no end: a path (/dev/zero), and a JSON line on stdin; each
     # stops at 1 GiB naming the limit (it read until the machine ran out of
