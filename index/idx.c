@@ -224,6 +224,23 @@ static FaissIndex *core_of(FaissIndex *ix) {
   }
 }
 
+/* Parameters FAISS's factory takes but cannot work with: an IVF of no lists
+ * fails every search, and an HNSW graph with M below 2 crashes FAISS as it
+ * adds (M 0: a null link; M 1: its level multiplier 1/ln 1 is infinite, and
+ * it allocates without bound). */
+static proto_status check_parameters(FaissIndex *core, const char *factory) {
+  FaissIndexIVF *ivf = faiss_IndexIVF_cast(core);
+  if (ivf && faiss_IndexIVF_nlist(ivf) < 1)
+    return proto_fail(PROTO_EINVAL, "index factory \"%s\": an IVF needs at least one list",
+                      factory);
+  FaissIndexHNSW *hnsw = faiss_IndexHNSW_cast(core);
+  if (hnsw && faiss_IndexHNSW_M(hnsw) < 2)
+    return proto_fail(PROTO_EINVAL,
+                      "index factory \"%s\": HNSW needs M of at least 2 (HNSW32 is usual)",
+                      factory);
+  return PROTO_OK;
+}
+
 /* Creates the index for factory, wrapped in IDMap when it cannot store ids. */
 static proto_status make_index(const char *factory, uint32_t dim, idx_metric metric,
                                FaissIndex **out) {
@@ -234,6 +251,7 @@ static proto_status make_index(const char *factory, uint32_t dim, idx_metric met
     s = proto_fail(PROTO_EINVAL, "index factory \"%s\": %s", factory, faiss_get_last_error());
     goto leave;
   }
+  if ((s = check_parameters(core_of(ix), factory)) != PROTO_OK) goto leave;
   if (strncmp(factory, "IDMap", 5) != 0 && !faiss_IndexIVF_cast(core_of(ix))) {
     size_t len = strlen(factory) + 8;
     wrapped = malloc(len);

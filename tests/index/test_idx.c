@@ -1030,6 +1030,13 @@ TEST(defaults_and_errors) {
   CHECK(strlen(idx_last_error()) > 0);
   idx_options pq = {"PQ5", IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0}; /* 32 % 5 != 0 */
   CHECK(idx_open(f.path, f.st, &pq, &ix) == PROTO_EINVAL && ix == NULL);
+  /* parameters FAISS takes and then fails or crashes on */
+  static const char *const degenerate[] = {"IVF0,Flat", "HNSW0", "HNSW1", "IDMap,HNSW1,Flat"};
+  for (size_t i = 0; i < sizeof degenerate / sizeof *degenerate; i++) {
+    idx_options o = {degenerate[i], IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0};
+    CHECKF(idx_open(f.path, f.st, &o, &ix) == PROTO_EINVAL && ix == NULL, "%s: %s", degenerate[i],
+           idx_last_error());
+  }
   idx_options wrongdim = {"Flat", IDX_METRIC_IP, DIM * 2, 0, 0, 0, 0, 0};
   CHECK(idx_open(f.path, f.st, &wrongdim, &ix) == PROTO_EDIM && ix == NULL);
   idx_close(NULL);
