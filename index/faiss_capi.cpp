@@ -189,10 +189,6 @@ int faiss_IndexHNSW_efSearch(const FaissIndexHNSW *index) {
   return reinterpret_cast<const faiss::IndexHNSW *>(index)->hnsw.efSearch;
 }
 
-int faiss_IndexHNSW_M(const FaissIndexHNSW *index) {
-  return reinterpret_cast<const faiss::IndexHNSW *>(index)->hnsw.nb_neighbors(1);
-}
-
 void faiss_IndexHNSW_set_efSearch(FaissIndexHNSW *index, int ef) {
   reinterpret_cast<faiss::IndexHNSW *>(index)->hnsw.efSearch = ef;
 }

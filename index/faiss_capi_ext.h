@@ -52,9 +52,6 @@ FAISS_DECLARE_INDEX_DOWNCAST(IndexHNSW)
  * SearchParametersHNSW::efSearch (measured: recall does not move), so the
  * member is the only knob; setting it races with searches in flight. */
 FAISS_DECLARE_GETTER_SETTER(IndexHNSW, int, efSearch)
-/* M of an HNSW index: the neighbours a node keeps above level 0 (it keeps
- * 2M at level 0). */
-int faiss_IndexHNSW_M(const FaissIndexHNSW *index);
 
 /* The vectors of an IndexFlat (IP or L2), directly or under an IDMap/IDMap2:
  * the row-major (n, d) matrix and the id of each row (NULL without an

@@ -101,6 +101,7 @@
 #include <faiss/c_api/index_factory_c.h>
 #include <faiss/c_api/index_io_c.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -224,20 +225,28 @@ static FaissIndex *core_of(FaissIndex *ix) {
   }
 }
 
-/* Parameters FAISS's factory takes but cannot work with: an IVF of no lists
- * fails every search, and an HNSW graph with M below 2 crashes FAISS as it
- * adds (M 0: a null link; M 1: its level multiplier 1/ln 1 is infinite, and
- * it allocates without bound). */
-static proto_status check_parameters(FaissIndex *core, const char *factory) {
-  FaissIndexIVF *ivf = faiss_IndexIVF_cast(core);
-  if (ivf && faiss_IndexIVF_nlist(ivf) < 1)
-    return proto_fail(PROTO_EINVAL, "index factory \"%s\": an IVF needs at least one list",
-                      factory);
-  FaissIndexHNSW *hnsw = faiss_IndexHNSW_cast(core);
-  if (hnsw && faiss_IndexHNSW_M(hnsw) < 2)
-    return proto_fail(PROTO_EINVAL,
-                      "index factory \"%s\": HNSW needs M of at least 2 (HNSW32 is usual)",
-                      factory);
+/* Parameters FAISS's index_factory takes and then fails or crashes on, some
+ * inside index_factory itself (so they are read from the string): a 0 (an IVF
+ * of no lists fails every search; PQ, NSG or HNSW with 0 of anything divide
+ * by zero or follow a null link) and HNSW with M 1 (its level multiplier,
+ * 1/ln M, is infinite, and it allocates without bound). */
+static proto_status check_factory(const char *factory) {
+  for (const char *p = factory; *p;) {
+    if (!isdigit((unsigned char)*p)) {
+      p++;
+      continue;
+    }
+    const char *num = p;
+    while (isdigit((unsigned char)*p)) p++;
+    size_t len = (size_t)(p - num), zeros = strspn(num, "0"); /* leading zeros */
+    int zero = zeros >= len, one = !zero && zeros == len - 1 && num[len - 1] == '1';
+    int hnsw_m = num - factory >= 4 && !strncmp(num - 4, "HNSW", 4);
+    if (zero || (hnsw_m && one))
+      return proto_fail(PROTO_EINVAL,
+                        "index factory \"%s\": %s at \"%.*s\" (FAISS takes it, then fails on it)",
+                        factory, hnsw_m ? "HNSW needs M of at least 2" : "a parameter of 0",
+                        (int)(p - factory), factory);
+  }
   return PROTO_OK;
 }
 
@@ -247,11 +256,11 @@ static proto_status make_index(const char *factory, uint32_t dim, idx_metric met
   FaissIndex *ix = NULL;
   char *wrapped = NULL;
   proto_status s = PROTO_OK;
+  if ((s = check_factory(factory)) != PROTO_OK) goto leave;
   if (faiss_index_factory(&ix, (int)dim, factory, faiss_metric(metric))) {
     s = proto_fail(PROTO_EINVAL, "index factory \"%s\": %s", factory, faiss_get_last_error());
     goto leave;
   }
-  if ((s = check_parameters(core_of(ix), factory)) != PROTO_OK) goto leave;
   if (strncmp(factory, "IDMap", 5) != 0 && !faiss_IndexIVF_cast(core_of(ix))) {
     size_t len = strlen(factory) + 8;
     wrapped = malloc(len);

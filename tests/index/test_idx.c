@@ -1031,7 +1031,9 @@ TEST(defaults_and_errors) {
   idx_options pq = {"PQ5", IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0}; /* 32 % 5 != 0 */
   CHECK(idx_open(f.path, f.st, &pq, &ix) == PROTO_EINVAL && ix == NULL);
   /* parameters FAISS takes and then fails or crashes on */
-  static const char *const degenerate[] = {"IVF0,Flat", "HNSW0", "HNSW1", "IDMap,HNSW1,Flat"};
+  static const char *const degenerate[] = {
+      "IVF0,Flat", "HNSW0", "HNSW1",      "IDMap,HNSW1,Flat", "IVF4_HNSW0,Flat", "PQ0",
+      "HNSW4_PQ0", "NSG0",  "IVF4,PQ8x0", "PCA0,Flat",        "IVF00,Flat"};
   for (size_t i = 0; i < sizeof degenerate / sizeof *degenerate; i++) {
     idx_options o = {degenerate[i], IDX_METRIC_IP, DIM, 0, 0, 0, 0, 0};
     CHECKF(idx_open(f.path, f.st, &o, &ix) == PROTO_EINVAL && ix == NULL, "%s: %s", degenerate[i],
