@@ -111,9 +111,12 @@ static proto_status eval_init(eval_run *r, srv_engine *e, const srv_eval_options
   r->id = id;
   r->mode = srv__retrieval_mode(e, o->retrieval_mode);
   r->V = rc->vocab_size;
-  r->W = o->window > 0 && o->window < e->max_seq ? o->window : e->max_seq;
-  r->W -= r->W % PROTO_CHUNK_TOKENS;
-  if (r->W < 2 * PROTO_CHUNK_TOKENS) r->W = e->max_seq;
+  if (o->window && (o->window % PROTO_CHUNK_TOKENS || o->window < 2 * PROTO_CHUNK_TOKENS ||
+                    o->window > e->max_seq)) /* it was rounded, or replaced, without a word */
+    return srv__fail(PROTO_ERANGE,
+                     "window: %d tokens; give a multiple of %d from %d to the decoder's max_seq %d",
+                     o->window, PROTO_CHUNK_TOKENS, 2 * PROTO_CHUNK_TOKENS, e->max_seq);
+  r->W = o->window ? o->window : e->max_seq;
   r->k = o->k > 0 ? o->k : rc->n_neighbours > 0 ? rc->n_neighbours : 2;
   r->alpha = o->leak_alpha > 0 ? o->leak_alpha : 0.2;
   r->pad = e->pad_id >= 0 ? e->pad_id : e->eos_id >= 0 ? e->eos_id : 0;

@@ -587,8 +587,8 @@ proto_status srv_neighbours_dump(srv_engine *e, const srv_neighbours_options *o,
 typedef struct srv_eval_options {
   int retrieval;                  /* 1 = [ON], 0 = [OFF] */
   int k;                          /* neighbours per chunk; 0 = model's n_neighbours */
-  int window;                     /* tokens per forward window (multiple of 64);
-                                0 = the decoder's max_seq */
+  int window;                     /* tokens per forward window: a multiple of 64
+                                from 128 to max_seq (else ERANGE); 0 = max_seq */
   int exclude_self;               /* 1: never retrieve from the evaluated document
                                 (by its external id) */
   double leak_alpha;              /* leakage filter: keep chunks whose longest common

@@ -231,6 +231,18 @@ def run_cli_tokens(s_args):
                              + ([] if retrieval else ["--no-retrieval"]), capture_output=True, timeout=300)
         evals[retrieval] = json.loads(out.stdout) if out.returncode == 0 else None
         ok(evals[retrieval] and evals[retrieval]["bpb"] > 0, "retro eval (retrieval %s)" % retrieval, out.stderr[-300:])
+    # --window: a multiple of 64 from 128 to max_seq changes the windows; any
+    # other was rounded, or replaced by max_seq, without a word
+    ev_args = [RETRO, "eval", "--data", data, "--encoder", os.path.join(MODELS, "encoder"),
+               "--decoder", os.path.join(MODELS, "decoder"), "--threads", "1", ev_file]
+    small = subprocess.run(ev_args + ["--window", "128"], capture_output=True, timeout=300)
+    small_js = json.loads(small.stdout) if small.returncode == 0 else None
+    ok(small_js and evals[True] and small_js["bpb"] != evals[True]["bpb"],
+       "retro eval --window 128: shorter windows, another figure", (small.stderr[-200:], small_js, evals[True]))
+    for w in ("100", "64", "100000"):
+        bad = subprocess.run(ev_args + ["--window", w], capture_output=True, timeout=300)
+        ok(bad.returncode == 1 and b"window: %s tokens; give a multiple of 64" % w.encode() in bad.stderr,
+           "retro eval --window %s: refused, saying what it takes" % w, bad.stderr[-300:])
     s = E.Server("cli", data=data)
     try:
         st, info, _, _ = s.req("GET", "/v1/info")
