@@ -917,10 +917,8 @@ static int serve_listen(const http_config *cfg, serve_plan *plan) {
   return 0;
 }
 
-/* Opens the engine the configuration names into *engine. 0, or -1
- * (reported). */
 /* The derived indexes the engine had to rebuild from the store at open (a
- * file damaged, deleted or left behind by a crash): nothing is lost, but an
+ * file deleted, damaged or older than the database): nothing is lost, but an
  * operator should know why a start took longer. */
 static void log_repairs(srv_engine *engine) {
   srv_info in;
@@ -942,6 +940,8 @@ static void log_repairs(srv_engine *engine) {
                    (unsigned long long)in.lexical.chunks);
 }
 
+/* Opens the engine the configuration names into *engine. 0, or -1
+ * (reported). */
 static int serve_open_engine(const http_config *cfg, const serve_plan *plan, srv_engine **engine) {
   srv_engine_options eo;
   memset(&eo, 0, sizeof eo);
