@@ -532,8 +532,10 @@ static proto_status get_strs(json_t *v, const char *name, int allow_array, size_
     return fail(PROTO_ETYPE, err, errlen, "%s: must be a string%s", name,
                 allow_array ? " or an array of strings" : "");
   if (was_array) *was_array = json_is_array(v);
-  if (json_is_array(v) && (count == 0 || count > max))
-    return fail(PROTO_ERANGE, err, errlen, "%s: must hold 1 to %zu strings", name, max);
+  if (json_is_array(v) && count == 0)
+    return fail(PROTO_ERANGE, err, errlen, "%s: must hold at least one string", name);
+  if (json_is_array(v) && count > max)
+    return fail(PROTO_ERANGE, err, errlen, "%s: at most %zu strings", name, max);
   char **s = calloc(count, sizeof *s);
   size_t *l = calloc(count, sizeof *l);
   if (!s || !l) {
@@ -587,9 +589,7 @@ static proto_status get_exclude(json_t *obj, char ***ids, size_t *n, char *err, 
   if (!v || json_is_null(v)) return PROTO_OK;
   if (!json_is_array(v))
     return fail(PROTO_ETYPE, err, errlen, "exclude_docs: must be an array of strings");
-  if (json_array_size(v) == 0) return PROTO_OK;
-  if (json_array_size(v) > PROTO_MAX_EXCLUDE)
-    return fail(PROTO_ERANGE, err, errlen, "exclude_docs: at most %d ids", PROTO_MAX_EXCLUDE);
+  if (json_array_size(v) == 0) return PROTO_OK; /* none to skip */
   return get_strs(v, "exclude_docs", 1, PROTO_MAX_EXCLUDE, PROTO_MAX_ID_BYTES, ids, NULL, n, NULL,
                   err, errlen);
 }
