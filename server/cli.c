@@ -1187,13 +1187,21 @@ static const cli_flag eval_flags[] = {
      "neighbours by dense, lexical or hybrid search (default lexical)"},
 };
 
-static int eval_one(srv_engine *e, const srv_eval_options *o, const char *id, const char *text,
-                    size_t len, srv_eval_result *acc) {
-  if (srv_eval_doc(e, o, id, text, len, acc) != PROTO_OK) {
-    fprintf(stderr, "retro eval: %s: %s\n", id, srv_last_error());
-    return 1;
-  }
-  return 0;
+typedef struct eval_ctx {
+  srv_engine *e;
+  const srv_eval_options *o;
+  srv_eval_result *acc;
+  volatile sig_atomic_t *stop; /* set at the first document that fails: the figure is off */
+} eval_ctx;
+
+/* corpus_each's callback: one document's scores added to acc (the reader
+ * prints a failure, naming the file or line). */
+static proto_status eval_doc(void *ctx, const srv_doc *doc, const char *where) {
+  (void)where;
+  eval_ctx *x = ctx;
+  proto_status s = srv_eval_doc(x->e, x->o, doc->id, doc->text, doc->text_len, x->acc);
+  if (s != PROTO_OK) *x->stop = 1;
+  return s;
 }
 
 /* retro eval's JSON: the totals of acc as bits per byte. */
@@ -1278,48 +1286,10 @@ static int cmd_eval(int argc, char **argv) {
     goto leave;
   }
   srv_eval_result acc = {0};
-  int failed = 0;
-  for (size_t i = 0; i < fl.n && !failed; i++) {
-    if (corpus_is_jsonl(fl.paths[i])) {
-      FILE *f = fopen(fl.paths[i], "rb");
-      char *line = NULL;
-      size_t cap = 0;
-      ssize_t got;
-      int too_long = 0;
-      while (f && !failed && (got = corpus_read_line(f, &line, &cap, &too_long)) > 0) {
-        proto_doc d;
-        char err[256];
-        size_t len = (size_t)got;
-        if (too_long) {
-          fprintf(stderr, "retro eval: %s: %s\n", fl.paths[i], corpus_strerror(EFBIG));
-          failed = 1;
-          break;
-        }
-        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
-        if (len == 0) continue;
-        if (proto_doc_parse(line, len, fl.paths[i], &d, err, sizeof err) != PROTO_OK) {
-          fprintf(stderr, "retro eval: %s\n", err);
-          failed = 1;
-          break;
-        }
-        failed = eval_one(e, &o, d.id, d.text, d.text_len, &acc);
-        proto_doc_free(&d);
-      }
-      free(line);
-      if (f) fclose(f);
-      continue;
-    }
-    char *text = NULL;
-    size_t len = 0;
-    if (corpus_read_file(fl.paths[i], &text, &len) != 0) {
-      fprintf(stderr, "retro eval: %s: %s\n", fl.paths[i], corpus_strerror(errno));
-      failed = 1;
-      break;
-    }
-    failed = eval_one(e, &o, fl.ids[i], text, len, &acc);
-    free(text);
-  }
-  if (failed) {
+  volatile sig_atomic_t stop = 0;
+  eval_ctx x = {e, &o, &acc, &stop};
+  int fatal = 0;
+  if (corpus_each(&fl, "eval", eval_doc, &x, &fatal, &stop) != 0) {
     rc = 1;
     goto leave;
   }
