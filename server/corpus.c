@@ -22,7 +22,9 @@ static int is_text_file(const char *name) {
   return has_suffix(name, ".txt") || has_suffix(name, ".md") || has_suffix(name, ".rst");
 }
 
-int corpus_read_file(const char *path, char **buf, size_t *len) {
+/* Reads a whole file into *buf (malloc'd; *len bytes). 0, or -1 with errno
+ * (EFBIG: more than CORPUS_MAX_DOC_BYTES). */
+static int corpus_read_file(const char *path, char **buf, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (!f) return -1;
   size_t cap = 65536, n = 0;
@@ -60,7 +62,10 @@ int corpus_read_file(const char *path, char **buf, size_t *len) {
   return 0;
 }
 
-ssize_t corpus_read_line(FILE *f, char **line, size_t *cap, int *too_long) {
+/* Reads one line of f, '\n' included, into *line (grown as getline grows
+ * it), or its first CORPUS_MAX_DOC_BYTES when it is longer: then *too_long
+ * is set and the rest is left unread. Its length, or -1 at the end of f. */
+static ssize_t corpus_read_line(FILE *f, char **line, size_t *cap, int *too_long) {
   size_t n = 0;
   int c = EOF, any = 0;
   *too_long = 0;
@@ -90,7 +95,8 @@ ssize_t corpus_read_line(FILE *f, char **line, size_t *cap, int *too_long) {
   return (ssize_t)n;
 }
 
-const char *corpus_strerror(int err) {
+/* strerror, with EFBIG in the words of the limit. */
+static const char *corpus_strerror(int err) {
   return err == EFBIG ? "larger than 1 GiB, the most one document may hold: split it"
                       : strerror(err);
 }

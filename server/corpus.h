@@ -13,8 +13,6 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <sys/types.h>
 
 typedef struct corpus {
   char **paths, **ids; /* files in reading order, and each one's document id */
@@ -36,15 +34,6 @@ int corpus_is_jsonl(const char *path);
  * fails with a message instead of reading until the machine is out of
  * memory. */
 #define CORPUS_MAX_DOC_BYTES ((size_t)1 << 30)
-/* Reads a whole file into *buf (malloc'd; *len bytes). 0, or -1 with errno
- * (EFBIG: more than CORPUS_MAX_DOC_BYTES). */
-int corpus_read_file(const char *path, char **buf, size_t *len);
-/* Reads one line of f, '\n' included, into *line (grown as getline grows
- * it), or its first CORPUS_MAX_DOC_BYTES when it is longer: then *too_long
- * is set and the rest is left unread. Its length, or -1 at the end of f. */
-ssize_t corpus_read_line(FILE *f, char **line, size_t *cap, int *too_long);
-/* strerror, with EFBIG in the words of the limit above. */
-const char *corpus_strerror(int err);
 
 /* Called once per document in order; `where` names it in messages (a path,
  * or "file.jsonl:3"). PROTO_OK, or a failure whose srv_last_error() the
