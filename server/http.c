@@ -187,6 +187,7 @@ typedef struct conn {
   proto_status ing_st;
   /* request pieces the job needs */
   char *ctype, *authz, *apikey, *wait, *force, *limit, *after, *accept_enc;
+  char *cors_origin; /* the request's Origin, when --cors-origins allows it */
   /* response handed over by a job */
   http_response resp;
   int resp_ready;
@@ -222,6 +223,7 @@ static void conn_unref(conn *c) {
   free(c->after);
   free(c->accept_enc);
   free(c->force);
+  free(c->cors_origin);
   pthread_cond_destroy(&c->sse_cv);
   pthread_mutex_destroy(&c->mu);
   free(c);
@@ -230,6 +232,17 @@ static void conn_unref(conn *c) {
 static char *dup_header(struct MHD_Connection *mc, enum MHD_ValueKind kind, const char *name) {
   const char *v = MHD_lookup_connection_value(mc, kind, name);
   return v ? strdup(v) : NULL;
+}
+
+/* Lets a page on an allowed origin read the answer (CORS). Where the answer
+ * depends on the origin, every answer says so to caches. */
+static void add_cors(const conn *c, struct MHD_Response *mr) {
+  if (!D.cfg->cors_origins) return;
+  int any = http_cors_any(D.cfg->cors_origins);
+  if (!any) MHD_add_response_header(mr, "Vary", "Origin");
+  if (!c->cors_origin) return;
+  MHD_add_response_header(mr, "Access-Control-Allow-Origin", any ? "*" : c->cors_origin);
+  MHD_add_response_header(mr, "Access-Control-Expose-Headers", HTTP_CORS_EXPOSE);
 }
 
 static enum MHD_Result send_resp(conn *c, http_response *r) {
@@ -253,6 +266,7 @@ static enum MHD_Result send_resp(conn *c, http_response *r) {
     MHD_add_response_header(mr, "Retry-After", ra);
   }
   if (r->status == 401) MHD_add_response_header(mr, "WWW-Authenticate", "Bearer");
+  add_cors(c, mr);
   MHD_add_response_header(mr, "X-Request-Id", c->id);
   c->status = r->status;
   enum MHD_Result ret = MHD_queue_response(c->mhd, (unsigned)r->status, mr);
@@ -514,6 +528,7 @@ static enum MHD_Result start_completion(conn *c) {
   MHD_add_response_header(mr, "Content-Type", "text/event-stream");
   MHD_add_response_header(mr, "Cache-Control", "no-cache");
   MHD_add_response_header(mr, "X-Accel-Buffering", "no");
+  add_cors(c, mr);
   MHD_add_response_header(mr, "X-Request-Id", c->id);
   c->status = 200;
   enum MHD_Result ret = MHD_queue_response(c->mhd, 200, mr);
@@ -603,11 +618,58 @@ static const char *ambiguous_framing(struct MHD_Connection *mc) {
   return NULL;
 }
 
+/* A browser's CORS preflight (OPTIONS with Access-Control-Request-Method)
+ * for a path that exists: 204 with what a page on an allowed origin may
+ * send, else a 403 saying what is not allowed. It carries no credentials. */
+static enum MHD_Result preflight(conn *c, struct MHD_Connection *mc, const char *want) {
+  char msg[256], shown[96];
+  if (!D.cfg->cors_origins)
+    return send_error(c, PROTO_EFORBIDDEN,
+                      "Origin: cross-origin requests are off (see --cors-origins)");
+  if (!c->cors_origin) {
+    http_printable(MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Origin"), shown, sizeof shown);
+    snprintf(msg, sizeof msg, "Origin: '%s' is not in --cors-origins", shown);
+    return send_error(c, PROTO_EFORBIDDEN, msg);
+  }
+  if (!http_cors_method_listed(c->m.allow, want)) {
+    http_printable(want, shown, sizeof shown);
+    snprintf(msg, sizeof msg, "Access-Control-Request-Method: %s is not allowed here (allowed: %s)",
+             shown, c->m.allow);
+    return send_error(c, PROTO_EFORBIDDEN, msg);
+  }
+  const char *asked =
+      MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+  if (http_cors_headers_refused(asked, shown, sizeof shown)) {
+    snprintf(msg, sizeof msg,
+             "Access-Control-Request-Headers: '%s' is not one this server "
+             "reads (allowed: " HTTP_CORS_ALLOW_HEADERS ")",
+             shown);
+    return send_error(c, PROTO_EFORBIDDEN, msg);
+  }
+  struct MHD_Response *mr = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+  if (!mr) return MHD_NO;
+  add_cors(c, mr);
+  MHD_add_response_header(mr, "Access-Control-Allow-Methods", c->m.allow);
+  MHD_add_response_header(mr, "Access-Control-Allow-Headers", HTTP_CORS_ALLOW_HEADERS);
+  MHD_add_response_header(mr, "Access-Control-Max-Age", HTTP_CORS_MAX_AGE);
+  MHD_add_response_header(mr, "X-Request-Id", c->id);
+  c->status = 204;
+  enum MHD_Result ret = MHD_queue_response(c->mhd, 204, mr);
+  MHD_destroy_response(mr);
+  return ret;
+}
+
 static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char *url,
                                   const char *method) {
   snprintf(c->method, sizeof c->method, "%s", method);
   http_printable(url, c->path, sizeof c->path);
   http_route_match(method, url, &c->m);
+  if (c->m.st == PROTO_EMETHOD && !strcmp(method, "OPTIONS")) {
+    const char *want =
+        MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Access-Control-Request-Method");
+    if (want && MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Origin"))
+      return preflight(c, mc, want);
+  }
   if (atomic_load(&D.srv->draining) && c->m.route != HTTP_R_HEALTH && c->m.st == PROTO_OK)
     return send_error(c, PROTO_EUNAVAIL, "shutting down"); /* keep-alive clients after SIGTERM */
   if (c->m.st != PROTO_OK) {
@@ -678,6 +740,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     else
       snprintf(c->id, sizeof c->id, "%08x-%llx", D.run,
                (unsigned long long)atomic_fetch_add(&D.requests, 1));
+    if (D.cfg->cors_origins) {
+      const char *origin = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Origin");
+      if (http_cors_allows(D.cfg->cors_origins, origin) && !(c->cors_origin = strdup(origin)))
+        return MHD_NO;
+    }
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (ci && ci->client_addr) {
@@ -866,6 +933,18 @@ static int serve_check(const http_config *cfg, serve_plan *plan) {
   }
   if (cfg->api_key && cfg->read_key && *cfg->api_key && !strcmp(cfg->api_key, cfg->read_key)) {
     fprintf(stderr, "retro serve: --api-key and --read-key must differ\n");
+    return 2;
+  }
+  char cerr[256];
+  if (cfg->cors_origins && http_cors_check(cfg->cors_origins, cerr, sizeof cerr) != PROTO_OK) {
+    fprintf(stderr, "retro serve: --cors-origins: %s\n", cerr);
+    return 2;
+  }
+  if (http_cors_any(cfg->cors_origins) && !plan->have_key) {
+    /* without a key, any web page the user opens could read and delete */
+    fprintf(stderr,
+            "retro serve: --cors-origins '*' needs --api-key or --read-key (any web "
+            "page could otherwise call this server)\n");
     return 2;
   }
   if (resolve(cfg->host, cfg->port, &plan->addr, &plan->v6) != 0) {

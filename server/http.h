@@ -62,6 +62,8 @@ typedef struct http_config {
                             served by the loaded encoder/decoder) */
   char *chat_template;       /* --chat-template FILE: how chat messages become a prompt */
   long no_webui;             /* --no-webui: no page at / (404) */
+  char *cors_origins;        /* --cors-origins: origins whose pages may call the API from a
+                                browser, comma-separated, or "*" (NULL = none) */
 } http_config;
 
 /* Fills defaults, then the config file (--config or RETRO_CONFIG), then the
@@ -165,6 +167,29 @@ proto_status http_auth_check(const http_config *cfg, const char *authorization, 
                              http_access need);
 /* Constant-time equality of two byte strings (time depends only on lens). */
 int http_ct_equal(const char *a, size_t alen, const char *b, size_t blen);
+
+/* ---- CORS (http_cors.c) ---------------------------------------------------- */
+
+/* Checks a --cors-origins list: comma-separated origins (http or https,
+ * host, optional port, nothing after), or "*" alone. PROTO_OK, or
+ * PROTO_EINVAL with msg naming the item. */
+proto_status http_cors_check(const char *list, char *msg, size_t n);
+/* 1 when the (checked) list is "*". */
+int http_cors_any(const char *list);
+/* 1 when a request's Origin header is in the (checked) list; 0 for a NULL
+ * list or origin. Origins compare byte for byte, as browsers send them. */
+int http_cors_allows(const char *list, const char *origin);
+/* 1 when method is one of an Allow header's ("GET, HEAD, POST"). */
+int http_cors_method_listed(const char *allow, const char *method);
+/* A preflight's Access-Control-Request-Headers: NULL when every name is one
+ * a page may send (Authorization, api-key, Content-Type, X-Request-Id), else
+ * the first other name, printable, in shown. */
+const char *http_cors_headers_refused(const char *requested, char *shown, size_t n);
+/* What every answer to an allowed origin exposes besides the safelisted
+ * headers, and what a preflight allows. */
+#define HTTP_CORS_EXPOSE "X-Request-Id, Retry-After, WWW-Authenticate, Allow"
+#define HTTP_CORS_ALLOW_HEADERS "Authorization, api-key, Content-Type, X-Request-Id"
+#define HTTP_CORS_MAX_AGE "600"
 
 /* ---- NDJSON splitter ----------------------------------------------------- */
 

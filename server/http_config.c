@@ -94,6 +94,9 @@ static const opt_def opts[] = {
      "Chat template); default `role: content` lines ending in `assistant:`"},
     {"no-webui", "RETRO_NO_WEBUI", OPT_BOOL, O(no_webui), "0", 0, 1,
      "do not serve the web playground at / (404 there)"},
+    {"cors-origins", "RETRO_CORS_ORIGINS", OPT_STR, O(cors_origins), NULL, 0, 0,
+     "origins (https://app.example:3000, comma-separated) whose web pages may call the API "
+     "from a browser; * for any, which needs an API key (default: none, same origin only)"},
 };
 #undef O
 #define N_OPTS (sizeof opts / sizeof opts[0])

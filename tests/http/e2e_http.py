@@ -150,7 +150,7 @@ def main():
     rc = ensure_models()
     if rc is not None:
         return rc
-    for d in ("main", "auth", "busy", "gone", "term", "nowebui"):
+    for d in ("main", "auth", "busy", "gone", "term", "nowebui", "cors", "cors-any", "refused"):
         shutil.rmtree(os.path.join(WORK, d), ignore_errors=True)
 
     # --- refuses a public address without a key; bad flags -> 2 ------------
@@ -191,6 +191,7 @@ def main():
 
     run_auth()
     run_no_webui()
+    run_cors()
     run_query_prefix()
     run_busy()
     run_client_gone()
@@ -1077,6 +1078,109 @@ def run_no_webui():
         ok(st == 200, "--no-webui: the API still answers")
         st, _, _, _ = s.req("GET", "/v1/documents")
         ok(st == 401, "GET /v1/documents needs a key")
+        st, js, _, r = preflight(s, "/v1/search", "POST")
+        ok(st == 403 and "cross-origin requests are off" in js["error"]["message"]
+           and r.getheader("Access-Control-Allow-Origin") is None and not r.msg.get_all("Vary"),
+           "without --cors-origins: a preflight gets a 403 saying so", (st, js))
+        st, _, _, r = s.req("GET", "/health", headers={"Origin": CORS_APP})
+        ok(st == 200 and r.getheader("Access-Control-Allow-Origin") is None,
+           "without --cors-origins: no Access-Control-Allow-Origin", r.getheaders())
+    finally:
+        s.stop()
+
+
+CORS_APP = "http://app.test:3000"
+
+
+def serve_refused(*args):
+    """`retro serve ARGS` on a fresh data directory: its exit status and stderr."""
+    out = subprocess.run([RETRO, "serve", "--data", os.path.join(WORK, "refused"), "--port", "0"] + list(args),
+                         capture_output=True, timeout=30)
+    return out.returncode, out.stderr.decode(errors="replace")
+
+
+def preflight(s, path, method, origin=CORS_APP, headers="content-type,authorization"):
+    h = {"Origin": origin, "Access-Control-Request-Method": method}
+    if headers:
+        h["Access-Control-Request-Headers"] = headers
+    return s.req("OPTIONS", path, headers=h)
+
+
+def run_cors():
+    """--cors-origins: which pages on other origins may call the API from a
+    browser. Preflights answered without a key; every answer to an allowed
+    origin carries Access-Control-Allow-Origin; the list is checked at start."""
+    for args, want in [(["--cors-origins", "*"], "needs --api-key"),
+                       (["--cors-origins", "http://a.test/"], "'http://a.test/' is not an origin"),
+                       (["--cors-origins", "a.test"], "'a.test' is not an origin"),
+                       (["--cors-origins", "null"], "'null' is not accepted"),
+                       (["--cors-origins", "ftp://a.test"], "'ftp://a.test' is not an origin"),
+                       (["--cors-origins", "http://a.test:123456"], "is not an origin"),
+                       (["--cors-origins", "http://a.test,,http://b.test"], "'' is not an origin"),
+                       (["--cors-origins", "*, http://a.test", "--api-key", "k"], "* stands alone")]:
+        rc, err = serve_refused(*args)
+        ok(rc == 2 and want in err, "serve %s: exit 2 naming the problem" % " ".join(args), (rc, err))
+    s = Server("cors", "--api-key", "rw-secret", "--cors-origins", CORS_APP + ", https://b.test, http://[::1]:8000")
+    try:
+        st, _, body, r = preflight(s, "/v1/search", "POST")
+        ok(st == 204 and not body and r.getheader("Access-Control-Allow-Origin") == CORS_APP
+           and r.getheader("Access-Control-Allow-Methods") == "POST"
+           and "Authorization" in r.getheader("Access-Control-Allow-Headers", "")
+           and r.getheader("Access-Control-Max-Age") == "600" and "Origin" in r.msg.get_all("Vary", []),
+           "preflight from an allowed origin, without a key: 204 allowing POST, Authorization, Content-Type",
+           (st, r.getheaders()))
+        st, _, _, r = preflight(s, "/v1/documents/x%20y", "DELETE", origin="http://[::1]:8000", headers=None)
+        ok(st == 204 and r.getheader("Access-Control-Allow-Methods") == "GET, HEAD, DELETE"
+           and r.getheader("Access-Control-Allow-Origin") == "http://[::1]:8000",
+           "preflight for a document: the path's methods", r.getheaders())
+        for origin, method, hdrs, want in [
+                ("http://evil.test", "POST", None, "'http://evil.test' is not in --cors-origins"),
+                ("http://app.test:3001", "POST", None, "is not in --cors-origins"),
+                ("HTTP://APP.TEST:3000", "POST", None, "is not in --cors-origins"),
+                (CORS_APP, "DELETE", None, "DELETE is not allowed here (allowed: POST)"),
+                (CORS_APP, "POST", "content-type, x-secret", "'x-secret' is not one this server reads")]:
+            st, js, _, r = preflight(s, "/v1/search", method, origin, hdrs)
+            ok(st == 403 and want in js["error"]["message"]
+               and (origin != CORS_APP or r.getheader("Access-Control-Allow-Origin") == CORS_APP)
+               and (origin == CORS_APP or r.getheader("Access-Control-Allow-Origin") is None),
+               "preflight refused, naming why: %s %s %s" % (origin, method, hdrs or ""), (st, js, r.getheaders()))
+        st, _, _, _ = preflight(s, "/v1/nothing", "POST")
+        ok(st == 404, "preflight for a path that does not exist: 404", st)
+        st, _, _, r = s.req("OPTIONS", "/v1/search")
+        ok(st == 405 and r.getheader("Allow") == "POST", "OPTIONS that is not a preflight: 405 as before", st)
+        key = {"Authorization": "Bearer rw-secret"}
+        st, js, _, r = s.req("POST", "/v1/search", {"query": "alpha", "k": 1}, headers=dict(key, Origin="https://b.test"))
+        ok(st == 200 and r.getheader("Access-Control-Allow-Origin") == "https://b.test"
+           and "X-Request-Id" in r.getheader("Access-Control-Expose-Headers", "")
+           and "Origin" in r.msg.get_all("Vary", []),
+           "a search from an allowed origin: Access-Control-Allow-Origin, X-Request-Id exposed", r.getheaders())
+        st, _, _, r = s.req("POST", "/v1/search", {"query": "alpha", "k": 1}, headers={"Origin": CORS_APP})
+        ok(st == 401 and r.getheader("Access-Control-Allow-Origin") == CORS_APP
+           and "WWW-Authenticate" in r.getheader("Access-Control-Expose-Headers", ""),
+           "a 401 to an allowed origin is readable by its page", r.getheaders())
+        st, _, _, r = s.req("GET", "/v1/info", headers=dict(key, Origin="http://evil.test"))
+        ok(st == 200 and r.getheader("Access-Control-Allow-Origin") is None and "Origin" in r.msg.get_all("Vary", []),
+           "another origin: answered as before, without Access-Control-Allow-Origin, Vary: Origin", r.getheaders())
+        st, _, _, r = s.req("GET", "/v1/info", headers=key)
+        ok(st == 200 and r.getheader("Access-Control-Allow-Origin") is None and "Origin" in r.msg.get_all("Vary", []),
+           "no Origin: no Access-Control-Allow-Origin, Vary: Origin for caches", r.getheaders())
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+        c.request("POST", "/v1/completions", body=json.dumps({"prompt": "alpha", "max_tokens": 2, "stream": True}),
+                  headers=dict(key, Origin=CORS_APP, **{"Content-Type": "application/json"}))
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        ok(r.status == 200 and r.getheader("Access-Control-Allow-Origin") == CORS_APP and data.endswith(b"data: [DONE]\n\n"),
+           "a streamed completion to an allowed origin carries Access-Control-Allow-Origin", (r.status, r.getheaders()))
+    finally:
+        s.stop()
+    s = Server("cors-any", "--read-key", "ro", "--cors-origins", "*")
+    try:
+        st, _, _, r = preflight(s, "/v1/embeddings", "POST", origin="https://anywhere.test")
+        ok(st == 204 and r.getheader("Access-Control-Allow-Origin") == "*" and not r.msg.get_all("Vary"),
+           "--cors-origins '*' with a key: any origin, Access-Control-Allow-Origin: *", r.getheaders())
+        st, _, _, r = s.req("GET", "/v1/info", headers={"Origin": "https://anywhere.test", "api-key": "ro"})
+        ok(st == 200 and r.getheader("Access-Control-Allow-Origin") == "*", "and on answers", r.getheaders())
     finally:
         s.stop()
 

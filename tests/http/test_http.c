@@ -194,6 +194,47 @@ TEST(auth) {
         !http_ct_equal("abc", 3, "ab", 2) && !http_ct_equal("", 0, "a", 1));
 }
 
+TEST(cors) {
+  char msg[256], shown[64];
+  const char *good[] = {"*",
+                        " * ",
+                        "http://a.test",
+                        "https://a.test:8443",
+                        "http://127.0.0.1:3000",
+                        "http://[::1]:8000",
+                        "http://a.test, https://b-c.test:1"};
+  const char *bad[] = {"",           "a.test",           "http://",         "http://a.test/",
+                       "null",       "ftp://a.test",     "http://a.test:",  "http://a.test:123456",
+                       "http://a b", "http://[::1",      "http://[]",       "http://a.test,",
+                       "*,*",        "*, http://a.test", "http://a.test/x", "http://user@a.test"};
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+    CHECKF(http_cors_check(good[i], msg, sizeof msg) == PROTO_OK, "'%s': %s", good[i], msg);
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    CHECKF(http_cors_check(bad[i], msg, sizeof msg) == PROTO_EINVAL, "'%s' accepted", bad[i]);
+  CHECK(http_cors_check("http://x.test, http://a.test/", msg, sizeof msg) == PROTO_EINVAL &&
+        strstr(msg, "'http://a.test/' is not an origin"));
+  CHECK(http_cors_any("*") && http_cors_any(" * ") && !http_cors_any("http://a.test") &&
+        !http_cors_any(NULL));
+  const char *list = "http://a.test, https://b.test:8443";
+  CHECK(http_cors_allows(list, "http://a.test") && http_cors_allows(list, "https://b.test:8443"));
+  CHECK(!http_cors_allows(list, "http://a.test:80") && !http_cors_allows(list, "https://a.test") &&
+        !http_cors_allows(list, "http://a.tes") && !http_cors_allows(list, "http://a.test, x") &&
+        !http_cors_allows(list, "") && !http_cors_allows(list, NULL) &&
+        !http_cors_allows(NULL, "http://a.test"));
+  CHECK(http_cors_allows("*", "http://anything.test") && !http_cors_allows("*", ""));
+  CHECK(http_cors_method_listed("GET, HEAD, DELETE", "DELETE") &&
+        http_cors_method_listed("GET, HEAD, DELETE", "GET") &&
+        !http_cors_method_listed("GET, HEAD, DELETE", "POST") &&
+        !http_cors_method_listed("GET, HEAD", "GE") && !http_cors_method_listed("POST", ""));
+  CHECK(http_cors_headers_refused(NULL, shown, sizeof shown) == NULL);
+  CHECK(http_cors_headers_refused("authorization,content-type", shown, sizeof shown) == NULL);
+  CHECK(http_cors_headers_refused(" Api-Key , X-Request-Id ", shown, sizeof shown) == NULL);
+  CHECK(http_cors_headers_refused("content-type,x-other", shown, sizeof shown) &&
+        !strcmp(shown, "x-other"));
+  CHECK(http_cors_headers_refused("authorizationx", shown, sizeof shown) &&
+        !strcmp(shown, "authorizationx"));
+}
+
 typedef struct lines_out {
   int n;
   char got[8][64];
@@ -639,6 +680,7 @@ int main(void) {
   RUN(log_request_line);
   RUN(list_args_and_gzip);
   RUN(auth);
+  RUN(cors);
   RUN(ndjson_lines);
   RUN(json_writer);
   RUN(decoders);

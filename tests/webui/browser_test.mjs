@@ -3,7 +3,8 @@
 // errors, searches, streams a completion (chunk boundaries, neighbours,
 // attribution marks), upserts and deletes a document through the forms with
 // the read-write key and shows the 403 with the read-only key, shows the
-// status pane, fits 375 px, and checks --no-webui answers 404. Prints TAP;
+// status pane, fits 375 px, checks --no-webui answers 404, and that a page on
+// another origin may call the API only when --cors-origins lists it. Prints TAP;
 // writes screenshots to $SHOTS. Run by run.sh, which sets the environment.
 import fs from 'node:fs';
 import puppeteer from 'puppeteer-core';
@@ -179,6 +180,27 @@ ok(errors.length === 0, 'no console errors in the whole session', errors);
 await attempt('--no-webui', async () => {
   const resp = await page.goto(RETRO_OFF_URL + '/');
   ok(resp.status() === 404, '--no-webui: GET / answers 404');
+});
+// A page on another origin calling the API, as a web app would: the main
+// server allows the --no-webui server's origin (--cors-origins), and not the
+// same port named "localhost", which is another origin to the browser.
+await attempt('cross-origin page (--cors-origins)', async () => {
+  const other = await browser.newPage();
+  const call = (url) => other.evaluate(async (url, key) => {
+    try {
+      const r = await fetch(url + '/v1/search', { method: 'POST', body: JSON.stringify({ query: 'model chunk', k: 2 }),
+        headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' } });
+      const js = await r.json();
+      return { status: r.status, hits: js.results ? js.results.length : -1, id: r.headers.get('X-Request-Id') };
+    } catch (e) { return { thrown: String(e) }; }
+  }, url, RO_KEY);
+  await other.goto(RETRO_OFF_URL + '/health');
+  const allowed = await call(RETRO_URL);
+  ok(allowed.status === 200 && allowed.hits === 2 && allowed.id, 'a page on an allowed origin searches with its key (preflight passed, X-Request-Id readable)', allowed);
+  await other.goto(RETRO_OFF_URL.replace('127.0.0.1', 'localhost') + '/health');
+  const refused = await call(RETRO_URL);
+  ok(refused.thrown && /TypeError/.test(refused.thrown), 'a page on an origin not listed cannot call the API', refused);
+  await other.close();
 });
 await browser.close();
 done();

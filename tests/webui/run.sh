@@ -1,7 +1,8 @@
 #!/bin/sh
 # run.sh - the web playground in a real browser: starts `retro serve` (tiny
 # random models from tests/http/make_models.py, a read-write and a read-only
-# key, a random loopback port) and a second one with --no-webui, then drives
+# key, a random loopback port, allowing the second's origin with
+# --cors-origins) and a second one with --no-webui, then drives
 # Debian's chromium headless with puppeteer-core (pinned below, installed into
 # CACHE on first use) through browser_test.mjs. TAP on stdout; screenshots in
 # SHOTS. Exit 77 (skipped) when chromium, node, npm, PyTorch or the npm
@@ -25,10 +26,11 @@ PIDS=
 trap 'for p in $PIDS; do kill $p 2>/dev/null; done; rm -rf "$WORK"' EXIT
 . "$HERE/../http/serve_lib.sh"
 make_test_models
-serve main --api-key rw-key --read-key ro-key
-MAIN=$PORT
 serve off --no-webui
 OFF=$PORT
+# pages from the other server's origin may call this one (--cors-origins)
+serve main --api-key rw-key --read-key ro-key --cors-origins "http://127.0.0.1:$OFF"
+MAIN=$PORT
 # the default (trained) models on one real document, for the attribution of
 # generated text: a prompt from the document makes the decoder copy its
 # continuation from the neighbours (random test models copy nothing)
