@@ -177,6 +177,7 @@ typedef struct conn {
   char id[HTTP_REQUEST_ID_MAX + 1]; /* X-Request-Id: the client's, or made here */
   int status;                       /* status queued (0 = none yet) */
   int first_done;
+  int preflight; /* a CORS preflight: answered when the request is in */
   /* body */
   proto_buf body;
   int too_big;
@@ -620,8 +621,12 @@ static const char *ambiguous_framing(struct MHD_Connection *mc) {
 
 /* A browser's CORS preflight (OPTIONS with Access-Control-Request-Method)
  * for a path that exists: 204 with what a page on an allowed origin may
- * send, else a 403 saying what is not allowed. It carries no credentials. */
-static enum MHD_Result preflight(conn *c, struct MHD_Connection *mc, const char *want) {
+ * send, else a 403 saying what is not allowed. It carries no credentials.
+ * Answered once the request is in: libmicrohttpd closes the connection
+ * after an answer queued before then, and the page's request follows. */
+static enum MHD_Result preflight(conn *c, struct MHD_Connection *mc) {
+  const char *want =
+      MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Access-Control-Request-Method");
   char msg[256], shown[96];
   if (!D.cfg->cors_origins)
     return send_error(c, PROTO_EFORBIDDEN,
@@ -667,8 +672,10 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
   if (c->m.st == PROTO_EMETHOD && !strcmp(method, "OPTIONS")) {
     const char *want =
         MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Access-Control-Request-Method");
-    if (want && MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Origin"))
-      return preflight(c, mc, want);
+    if (want && MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Origin")) {
+      c->preflight = 1;
+      return MHD_YES;
+    }
   }
   if (atomic_load(&D.srv->draining) && c->m.route != HTTP_R_HEALTH && c->m.st == PROTO_OK)
     return send_error(c, PROTO_EUNAVAIL, "shutting down"); /* keep-alive clients after SIGTERM */
@@ -803,6 +810,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     return MHD_YES;
   }
   /* the whole request is in */
+  if (c->preflight) return preflight(c, mc);
   if (c->too_big) {
     char msg[96];
     snprintf(msg, sizeof msg, "body: larger than %ld bytes (max-body)", D.cfg->max_body);

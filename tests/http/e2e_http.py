@@ -1129,6 +1129,17 @@ def run_cors():
            and r.getheader("Access-Control-Max-Age") == "600" and "Origin" in r.msg.get_all("Vary", []),
            "preflight from an allowed origin, without a key: 204 allowing POST, Authorization, Content-Type",
            (st, r.getheaders()))
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+        c.request("OPTIONS", "/v1/search", headers={"Origin": CORS_APP, "Access-Control-Request-Method": "POST"})
+        r = c.getresponse()
+        r.read()
+        c.request("POST", "/v1/search", body='{"query": "alpha", "k": 1}',
+                  headers={"Origin": CORS_APP, "Content-Type": "application/json", "api-key": "rw-secret"})
+        r2 = c.getresponse()
+        r2.read()
+        c.close()
+        ok(r.status == 204 and (r.getheader("Connection") or "").lower() != "close" and r2.status == 200,
+           "the preflight's connection stays open for the request that follows", (r.getheaders(), r2.status))
         st, _, _, r = preflight(s, "/v1/documents/x%20y", "DELETE", origin="http://[::1]:8000", headers=None)
         ok(st == 204 and r.getheader("Access-Control-Allow-Methods") == "GET, HEAD, DELETE"
            and r.getheader("Access-Control-Allow-Origin") == "http://[::1]:8000",
