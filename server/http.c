@@ -704,6 +704,14 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
   MHD_get_connection_values(mc, MHD_GET_ARGUMENT_KIND, take_query_arg, &qa);
   if (qa.st != PROTO_OK) return send_error(c, qa.st, qa.msg);
   if (!c->m.has_body) return MHD_YES;
+  const char *coding = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Content-Encoding");
+  if (coding && !http_identity_coding(coding)) { /* RFC 9110 8.4: else it would be read as JSON */
+    char msg[160], shown[64];
+    http_printable(coding, shown, sizeof shown);
+    snprintf(msg, sizeof msg, "Content-Encoding: '%s' is not accepted; send the body uncompressed",
+             shown);
+    return send_error(c, PROTO_EMEDIA, msg);
+  }
   int kind = http_body_kind(c->m.route, c->ctype);
   if (kind < 0)
     return send_error(c, PROTO_EMEDIA,

@@ -64,6 +64,13 @@ int http_body_kind(http_route r, const char *ct) {
   return -1;
 }
 
+int http_identity_coding(const char *coding) {
+  coding += strspn(coding, " \t");
+  size_t n = strcspn(coding, " \t");
+  return (n == 0 || (n == 8 && !strncasecmp(coding, "identity", 8))) &&
+         coding[n + strspn(coding + n, " \t")] == '\0';
+}
+
 static int model_matches(const char *want, const char *name, const char *path) {
   if (!want || !*want) return 1;
   if (!strcmp(want, name)) return 1;

@@ -622,6 +622,19 @@ def run_main(s):
            "%d %s" % (st, raw[:300]))
     st, js, raw, r = s.req("PUT", "/v1/search")
     ok(r.getheader("Allow") == "POST", "405 carries Allow")
+    # a compressed body is refused, not read as (malformed) JSON; identity is the body as sent
+    before = s.req("GET", "/v1/info")[1]["documents"]
+    for path, body, ctype in [("/v1/search", gzip.compress(b'{"query": "a"}'), "application/json"),
+                              ("/v1/documents", gzip.compress(b'{"id": "gz", "text": "zipped"}\n'),
+                               "application/x-ndjson"),
+                              ("/v1/documents", b'{"documents": [{"id": "gz", "text": "plain"}]}', "application/json")]:
+        for coding in ("gzip", "br", "gzip, identity"):
+            st, js, raw, r = s.req("POST", path, body, headers={"Content-Encoding": coding}, ctype=ctype)
+            ok(st == 415 and "Content-Encoding: '%s' is not accepted" % coding.replace(" ", "%20") in js["error"]["message"],
+               "POST %s with Content-Encoding: %s -> 415 naming it" % (path, coding), raw[:200])
+    ok(s.req("GET", "/v1/info")[1]["documents"] == before, "nothing was ingested from the refused bodies")
+    st, js, _, _ = s.req("POST", "/v1/search", '{"query": "a", "k": 1}', headers={"Content-Encoding": " Identity"})
+    ok(st == 200 and len(js["results"]) == 1, "Content-Encoding: identity is the body as sent", js)
     # a chunked body (no Content-Length) over max-body: 413 once it ends
     st, js, raw, r = s.req("POST", "/v1/search", (big[i:i + 8192].encode() for i in range(0, len(big), 8192)))
     ok(st == 413 and "body" in js["error"]["message"] and healthy(s), "chunked body over max-body -> 413", raw[:200])
