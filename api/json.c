@@ -956,9 +956,16 @@ proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *ou
               "input: token ids are not accepted, send text (the encoder has its own tokenizer)");
     goto leave;
   }
-  st = get_strs(in, "input", 1, PROTO_MAX_QUERIES, 0, &out->inputs, &out->lens, &out->n, NULL, err,
-                errlen);
+  int was_array = 0;
+  st = get_strs(in, "input", 1, PROTO_MAX_QUERIES, 0, &out->inputs, &out->lens, &out->n, &was_array,
+                err, errlen);
   if (st != PROTO_OK) goto leave;
+  for (size_t i = 0; i < out->n; i++) /* an embedding of nothing is no text's (OpenAI: 400) */
+    if (out->lens[i] == 0) {
+      st = was_array ? fail(PROTO_ERANGE, err, errlen, "input[%zu]: empty string", i)
+                     : fail(PROTO_ERANGE, err, errlen, "input: empty string");
+      goto leave;
+    }
   json_t *fmt = json_object_get(root, "encoding_format");
   if (fmt && !json_is_null(fmt)) {
     if (!json_is_string(fmt)) {

@@ -533,6 +533,8 @@ def run_main(s):
          "vector: all zeros"),
         ("POST", "/v1/search", '{"vector": [1, "a"]}', "application/json", 400, "vector[1]"),
         ("POST", "/v1/search", '{"query": "a", "nprobe": -1}', "application/json", 422, "nprobe"),
+        ("POST", "/v1/embeddings", '{"input": ""}', "application/json", 422, "input: empty string"),
+        ("POST", "/v1/embeddings", '{"input": ["a", ""]}', "application/json", 422, "input[1]: empty string"),
         ("POST", "/v1/search", '{"query": "a", "exclude_docs": "x"}', "application/json", 400, "exclude_docs"),
         ("POST", "/v1/search", '{"query": "a", "with_text": 1}', "application/json", 400, "with_text"),
         ("POST", "/v1/search", '{"query": "a", "filter": [1]}', "application/json", 400, "filter"),
