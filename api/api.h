@@ -100,11 +100,22 @@ proto_status proto_docs_parse(const char *json, size_t len, size_t max_docs, pro
 enum {
   PROTO_MAX_QUERIES = 256,     /* "queries" / embeddings "input" array length */
   PROTO_MAX_EXCLUDE = 1024,    /* exclude_docs length */
+  PROTO_MAX_DELETE = 100000,   /* ids of one POST /v1/documents/delete */
   PROTO_MAX_STOP = 4,          /* stop sequences */
   PROTO_MAX_STOP_BYTES = 256,  /* bytes per stop sequence */
   PROTO_MAX_GEN_TOKENS = 4096, /* max_tokens */
   PROTO_MAX_LOGPROBS = 5,      /* logprobs alternatives */
 };
+
+/* POST /v1/documents/delete: {"ids": [...]}, 1..PROTO_MAX_DELETE ids, each
+ * 1..PROTO_MAX_ID_BYTES bytes, none given twice. */
+typedef struct proto_delete_req {
+  char **ids;
+  size_t n;
+} proto_delete_req;
+proto_status proto_delete_parse(const char *json, size_t len, proto_delete_req *out, char *err,
+                                size_t errlen);
+void proto_delete_free(proto_delete_req *r); /* accepts zeroed */
 
 /* POST /v1/search. Exactly one of query, queries, vector. */
 typedef struct proto_search_req {

@@ -920,6 +920,69 @@ leave:
   return st;
 }
 
+/* ---- deleting documents -------------------------------------------------- */
+
+void proto_delete_free(proto_delete_req *r) {
+  if (!r) return;
+  free_strs(r->ids, r->n);
+  memset(r, 0, sizeof *r);
+}
+
+typedef struct id_at {
+  const char *id;
+  size_t at;
+} id_at;
+
+static int id_at_cmp(const void *a, const void *b) {
+  const id_at *x = a, *y = b;
+  int c = strcmp(x->id, y->id);
+  return c ? c : (x->at > y->at) - (x->at < y->at);
+}
+
+/* An id given twice would be deleted once and reported missing once. */
+static proto_status no_repeated_id(char *const *ids, size_t n, char *err, size_t errlen) {
+  id_at *v = malloc(n * sizeof *v);
+  if (!v) return fail(PROTO_ENOMEM, err, errlen, "ids: out of memory");
+  for (size_t i = 0; i < n; i++) v[i] = (id_at){ids[i], i};
+  qsort(v, n, sizeof *v, id_at_cmp);
+  proto_status st = PROTO_OK;
+  for (size_t i = 1; i < n && st == PROTO_OK; i++)
+    if (!strcmp(v[i - 1].id, v[i].id))
+      st = fail(PROTO_EINVAL, err, errlen, "ids[%zu]: given twice (also ids[%zu])", v[i].at,
+                v[i - 1].at);
+  free(v);
+  return st;
+}
+
+/* The "ids" of a delete body, checked; root is an object. */
+static proto_status get_delete_ids(json_t *root, proto_delete_req *out, char *err, size_t errlen) {
+  static const char *const fields[] = {"ids", NULL};
+  proto_status st = check_fields(root, NULL, fields, err, errlen);
+  if (st != PROTO_OK) return st;
+  json_t *ids = json_object_get(root, "ids");
+  if (!ids || json_is_null(ids)) return fail(PROTO_EMISSING, err, errlen, "ids: missing field");
+  if (!json_is_array(ids))
+    return fail(PROTO_ETYPE, err, errlen, "ids: must be an array of strings");
+  st = get_strs(ids, "ids", 1, PROTO_MAX_DELETE, PROTO_MAX_ID_BYTES, &out->ids, NULL, &out->n, NULL,
+                err, errlen);
+  for (size_t i = 0; st == PROTO_OK && i < out->n; i++)
+    if (!out->ids[i][0]) st = fail(PROTO_ERANGE, err, errlen, "ids[%zu]: empty string", i);
+  return st == PROTO_OK ? no_repeated_id(out->ids, out->n, err, errlen) : st;
+}
+
+proto_status proto_delete_parse(const char *text, size_t len, proto_delete_req *out, char *err,
+                                size_t errlen) {
+  json_t *root = NULL;
+  memset(out, 0, sizeof *out);
+  proto_status st = parse_root(text, len, &root, err, errlen);
+  if (st != PROTO_OK) return st;
+  if (!json_is_object(root)) st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
+  else st = get_delete_ids(root, out, err, errlen);
+  json_decref(root);
+  if (st != PROTO_OK) proto_delete_free(out);
+  return st;
+}
+
 /* ---- embeddings ----------------------------------------------------------- */
 
 void proto_embed_free(proto_embed_req *r) {

@@ -646,8 +646,8 @@ static int cmd_delete(int argc, char **argv) {
   if (rc || help) {
     if (help) {
       printf(
-          "usage: retro delete --data DIR ID...\n\nDeletes documents by id; exit 1 if any "
-          "was not found.\n\n");
+          "usage: retro delete --data DIR ID...\n\nDeletes documents by id, all in one "
+          "transaction; exit 1 if any was not found.\n\n");
       usage_flags(stdout, delete_flags, sizeof delete_flags / sizeof *delete_flags);
     }
     goto leave;
@@ -658,19 +658,21 @@ static int cmd_delete(int argc, char **argv) {
     goto leave;
   }
   if ((rc = engine_from_args(&a, 0, 0, &e)) != 0) goto leave;
-  for (size_t i = 0; i < a.n_pos; i++) {
-    int found = 0;
-    if (srv_delete(e, a.pos[i], &found) != PROTO_OK) {
-      fprintf(stderr, "retro delete: %s\n", srv_last_error());
-      rc = 1;
-      break;
-    }
-    if (found) printf("deleted %s\n", a.pos[i]);
-    else {
-      fprintf(stderr, "retro delete: %s: not found\n", a.pos[i]);
-      rc = 1;
+  int *found = calloc(a.n_pos, sizeof *found);
+  if (!found || srv_delete_many(e, (const char *const *)a.pos, a.n_pos, found) != PROTO_OK) {
+    fprintf(stderr, "retro delete: %s (nothing deleted)\n",
+            found ? srv_last_error() : "out of memory");
+    rc = 1;
+  } else {
+    for (size_t i = 0; i < a.n_pos; i++) {
+      if (found[i]) printf("deleted %s\n", a.pos[i]);
+      else {
+        fprintf(stderr, "retro delete: %s: not found\n", a.pos[i]);
+        rc = 1;
+      }
     }
   }
+  free(found);
 leave:
   close_engine(e);
   args_free(&a);

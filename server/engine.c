@@ -584,21 +584,28 @@ proto_status srv_embed(srv_engine *e, const char *const *texts, const size_t *le
 
 /* Documents, chunks, delete --------------------------------------------------- */
 
+proto_status srv_delete_many(srv_engine *e, const char *const *ids, size_t n, int *found) {
+  if (!e || (n && (!ids || !found))) return srv__fail(PROTO_EINVAL, "srv_delete: NULL argument");
+  if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
+  proto_status s = store_delete_many(e->st, ids, n, found);
+  if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
+  if (s != PROTO_OK)
+    return n == 1 ? srv__fail(s, "deleting \"%s\": %s", ids[0], store_last_error())
+                  : srv__fail(s, "deleting %zu documents: %s", n, store_last_error());
+  size_t gone = 0;
+  for (size_t i = 0; i < n; i++) gone += found[i] != 0;
+  if (!gone) return PROTO_OK;
+  atomic_fetch_add(&e->n_deleted, gone);
+  return srv__sync_indexes(e);
+}
+
 proto_status srv_delete(srv_engine *e, const char *id, int *found) {
   int f = 0;
   if (found) *found = 0;
-  if (!e || !id) return srv__fail(PROTO_EINVAL, "srv_delete: NULL argument");
-  if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
-  proto_status s = store_delete(e->st, id, &f);
-  if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
-  if (s != PROTO_OK) return srv__fail(s, "deleting \"%s\": %s", id, store_last_error());
-  if (f) {
-    atomic_fetch_add(&e->n_deleted, 1);
-    s = srv__sync_indexes(e);
-    if (s != PROTO_OK) return s;
-  }
-  if (found) *found = f;
-  return PROTO_OK;
+  if (!id) return srv__fail(PROTO_EINVAL, "srv_delete: NULL argument");
+  proto_status s = srv_delete_many(e, &id, 1, &f);
+  if (found && s == PROTO_OK) *found = f;
+  return s;
 }
 
 void srv_document_free(srv_document *d) {

@@ -383,6 +383,46 @@ static void h_doc_delete(http_server *s, const http_match *m, http_response *res
   ok_json(resp, 200);
 }
 
+static void write_deleted(const proto_delete_req *req, const int *found, http_response *resp) {
+  size_t deleted = 0;
+  for (size_t i = 0; i < req->n; i++) deleted += found[i] != 0;
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "deleted");
+  proto_jw_uint(&w, deleted);
+  proto_jw_key(&w, "not_found");
+  proto_jw_arr(&w);
+  for (size_t i = 0; i < req->n; i++)
+    if (!found[i]) proto_jw_cstr(&w, req->ids[i]);
+  proto_jw_arr_end(&w);
+  proto_jw_obj_end(&w);
+  ok_json(resp, 200);
+}
+
+/* POST /v1/documents/delete: the listed documents go in one transaction,
+ * all or none; the answer counts them and names the ids that were absent. */
+static void h_docs_delete(http_server *s, const http_request *rq, http_response *resp) {
+  char err[512];
+  proto_delete_req req;
+  proto_status st = proto_delete_parse(rq->body, rq->body_len, &req, err, sizeof err);
+  if (st != PROTO_OK) {
+    http_error(resp, st, err);
+    return;
+  }
+  int *found = NULL;
+  if (s->cfg->read_only) {
+    http_error(resp, PROTO_EFORBIDDEN, "server is read-only");
+  } else if (!no_engine(s, resp)) {
+    if (!(found = calloc(req.n, sizeof *found))) http_error(resp, PROTO_ENOMEM, "out of memory");
+    else if ((st = srv_delete_many(s->engine, (const char *const *)req.ids, req.n, found)))
+      engine_error(resp, st, "delete documents");
+    else write_deleted(&req, found, resp);
+  }
+  free(found);
+  proto_delete_free(&req);
+}
+
 static void write_tokens(proto_jw *w, const int32_t *t, uint32_t n) {
   proto_jw_arr(w);
   for (uint32_t i = 0; i < n; i++) proto_jw_int(w, t[i]);

@@ -206,8 +206,13 @@ void http_route_match(const char *method, const char *path, http_match *m) {
   unsigned want = method_bit(method), allowed = 0;
   const row *first = NULL, *hit = NULL;
   const char *rest = NULL;
+  /* a path that is a route of its own (/v1/documents/delete) is not also an
+   * {id} of a shorter one, as OpenAPI matches concrete paths first */
+  int concrete = 0;
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0] && !concrete; i++)
+    concrete = rows[i].shape == SHAPE_EXACT && !strcmp(path, rows[i].info.path);
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-    const char *r = path_rest(&rows[i], path);
+    const char *r = concrete && rows[i].shape != SHAPE_EXACT ? NULL : path_rest(&rows[i], path);
     if (!r) continue;
     unsigned bit = method_bit(rows[i].info.method);
     allowed |= bit;

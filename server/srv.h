@@ -294,6 +294,9 @@ proto_status srv_upsert(srv_engine *e, const srv_doc *docs, size_t n, srv_ack *a
 /* Deletes a document by external id; *found = 0 when absent (still OK).
  * Its chunks leave the index before this returns. */
 proto_status srv_delete(srv_engine *e, const char *id, int *found);
+/* Deletes n documents in one durable transaction (all or none) and brings
+ * the indexes up to date once; found[i] says whether ids[i] existed. */
+proto_status srv_delete_many(srv_engine *e, const char *const *ids, size_t n, int *found);
 
 /* ======================================================================== */
 /* Reading                                                                   */

@@ -994,43 +994,69 @@ proto_status store_upsert(store *st, const store_doc_input *docs, size_t n, uint
 }
 
 typedef struct delete_ctx {
-  const char *id;
-  size_t len;
-  int found;
+  const char *const *ids;
+  const size_t *lens;
+  size_t n;
+  int *found; /* per id */
 } delete_ctx;
 
-static proto_status delete_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
-  delete_ctx *c = vctx;
+static proto_status delete_one(store *st, MDB_txn *txn, const char *id, size_t len, int *found,
+                               int *mdb_rc) {
   uint64_t num;
   doc_rec r;
-  proto_status ps = doc_lookup(st, txn, c->id, c->len, &num, &r);
-  c->found = 0;
+  proto_status ps = doc_lookup(st, txn, id, len, &num, &r);
+  *found = 0;
   if (ps || !num) return ps;
   if ((ps = doc_remove(st, txn, num, &r, UINT64_MAX, mdb_rc))) return ps;
   doc_key dk;
-  doc_key_make(st, c->id, c->len, &dk);
+  doc_key_make(st, id, len, &dk);
   MDB_val k = val_of(dk.buf, dk.len);
   int rc = mdb_del(txn, st->doc_keys, &k, NULL);
   if (rc) {
     *mdb_rc = rc;
     return mdb_fail(rc, "mdb_del doc_keys");
   }
-  c->found = 1;
+  *found = 1;
   return PROTO_OK;
 }
 
-proto_status store_delete(store *st, const char *id, int *found) {
-  delete_ctx c = {id, 0, 0};
-  if (found) *found = 0;
-  if (!st) {
-    proto_err_set("store: NULL store");
+static proto_status delete_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
+  delete_ctx *c = vctx;
+  for (size_t i = 0; i < c->n; i++) {
+    proto_status ps = delete_one(st, txn, c->ids[i], c->lens[i], &c->found[i], mdb_rc);
+    if (ps) return ps;
+  }
+  return PROTO_OK;
+}
+
+proto_status store_delete_many(store *st, const char *const *ids, size_t n, int *found) {
+  if (!st || (n && (!ids || !found))) {
+    proto_err_set("store: NULL argument");
     return PROTO_EINVAL;
   }
-  proto_status ps = check_id(id, &c.len);
-  if (ps) return ps;
-  if ((ps = write_run(st, delete_body, &c))) return ps;
-  if (found) *found = c.found;
-  return PROTO_OK;
+  size_t *lens = calloc(n ? n : 1, sizeof *lens);
+  if (!lens) {
+    proto_err_set("store: out of memory");
+    return PROTO_ENOMEM;
+  }
+  proto_status ps = PROTO_OK;
+  for (size_t i = 0; i < n && !ps; i++) {
+    found[i] = 0;
+    ps = check_id(ids[i], &lens[i]);
+  }
+  delete_ctx c = {ids, lens, n, found};
+  if (!ps && n) ps = write_run(st, delete_body, &c);
+  if (ps)
+    for (size_t i = 0; i < n; i++) found[i] = 0;
+  free(lens);
+  return ps;
+}
+
+proto_status store_delete(store *st, const char *id, int *found) {
+  int f = 0;
+  proto_status ps = store_delete_many(st, &id, 1, &f);
+  if (found) *found = f;
+  return ps;
 }
 
 proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_HASH_BYTES],

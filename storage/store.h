@@ -105,6 +105,9 @@ proto_status store_upsert(store *st, const store_doc_input *docs, size_t n, uint
 /* Deletes a document by external id; *found = 0 when it did not exist (still
  * PROTO_OK). Its chunks and vectors go, their ids are tombstoned. */
 proto_status store_delete(store *st, const char *id, int *found);
+/* Deletes n documents in one transaction: all or none. found[i] says
+ * whether ids[i] existed; an id given twice is found only the first time. */
+proto_status store_delete_many(store *st, const char *const *ids, size_t n, int *found);
 
 /* The content hash stored with document `id` by its last upsert: *doc_num is
  * its internal id and *n_chunks (optional) its chunk count, or *doc_num = 0

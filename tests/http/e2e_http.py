@@ -173,6 +173,7 @@ def main():
         run_null_fields(s)
         run_array_bounds(s)
         run_framing(s)
+        run_batch_delete(s)
     except Exception:
         time.sleep(0.5)
         for line in s.log[-30:]:
@@ -332,6 +333,44 @@ def run_array_bounds(s):
                 wrong.append("%d items -> %d %s" % (n, st, js))
         ok(hi is not None and not wrong, "POST %s %s: the documented %s..%s items are the server's"
            % (path, prop, lo, hi), "\n".join(wrong) or "no maxItems in openapi.json")
+
+
+def run_batch_delete(s):
+    """POST /v1/documents/delete: many ids in one transaction; absent ids are
+    reported, bad bodies refused with nothing deleted; the deleted documents
+    leave every search mode at once."""
+    docs = [{"id": "bd-%d" % i, "text": doc_text(600 + i, 40)} for i in range(4)] + \
+           [{"id": "delete", "text": doc_text(610, 40)}]
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": docs})
+    ok(st == 200 and js["errors"] == 0, "batch delete: documents ingested", js)
+    for body, want, field in [({}, 400, "ids: missing"), ({"ids": []}, 422, "at least one"),
+                              ({"ids": "bd-0"}, 400, "ids: must be an array"), ({"ids": [1]}, 400, "ids[0]"),
+                              ({"ids": [""]}, 422, "ids[0]: empty"),
+                              ({"ids": ["bd-0", "bd-1", "bd-0"]}, 400, "ids[2]: given twice (also ids[0])"),
+                              ({"ids": ["bd-0", "x" * 1025]}, 422, "ids[1]"),
+                              ({"ids": ["bd-0"], "where": {}}, 400, "where")]:
+        st, js, raw, _ = s.req("POST", "/v1/documents/delete", body)
+        ok(st == want and field in js["error"]["message"], "batch delete %s -> %d naming %r" % (str(body)[:60], want, field),
+           (st, raw[:200]))
+    st, _, _, _ = s.req("GET", "/v1/documents/bd-0")
+    ok(st == 200, "a refused batch deletes nothing")
+    st, js, _, _ = s.req("POST", "/v1/documents/delete", {"ids": ["bd-0", "nope", "bd-2"]})
+    ok(st == 200 and js == {"deleted": 2, "not_found": ["nope"]}, "batch delete: counts and names the absent ids", js)
+    gone = [s.req("GET", "/v1/documents/" + i)[0] for i in ("bd-0", "bd-1", "bd-2", "bd-3")]
+    ok(gone == [404, 200, 404, 200], "exactly the listed documents are gone", gone)
+    seen = []
+    for mode in ("dense", "lexical", "hybrid"):
+        st, js, _, _ = s.req("POST", "/v1/search", {"query": doc_text(600, 40), "mode": mode, "k": 50})
+        seen += [(mode, h["doc_id"]) for h in js["results"] if h["doc_id"] in ("bd-0", "bd-2")]
+    ok(not seen, "their chunks left the dense and lexical indexes before the answer", seen)
+    st, js, _, r = s.req("GET", "/v1/documents/delete")
+    ok(st == 405 and r.getheader("Allow") == "POST", "GET /v1/documents/delete: 405 (the route, not a document)", st)
+    st, js, _, _ = s.req("GET", "/v1/documents/%64elete")
+    ok(st == 200 and js["id"] == "delete", "a document named 'delete' is reached percent-encoded", st)
+    st, js, _, _ = s.req("POST", "/v1/documents/delete", {"ids": ["delete", "bd-1", "bd-3"]})
+    ok(st == 200 and js == {"deleted": 3, "not_found": []}, "and deleted by the batch", js)
+    st, js, _, _ = s.req("POST", "/v1/documents/delete", {"ids": ["bd-1"]})
+    ok(st == 200 and js == {"deleted": 0, "not_found": ["bd-1"]}, "deleting again finds nothing", js)
 
 
 def run_framing(s):

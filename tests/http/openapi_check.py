@@ -65,9 +65,13 @@ class OpenAPICheck:
         self.count = 0
 
     def operation(self, method, path):
+        """The operation that answers method + path; a concrete path
+        (/v1/documents/delete) is matched before templated ones, as OpenAPI
+        says, and is then no {id} of them."""
         path = path.split("?", 1)[0]
+        concrete = any(template == path for _, template, _, _ in self.ops)
         for m, template, rx, op in self.ops:
-            if m == method and rx.match(path):
+            if m == method and rx.match(path) and (not concrete or template == path):
                 return template, op
         return None, None
 

@@ -386,6 +386,38 @@ TEST(decoders) {
         strstr(err, "dimensions"));
 }
 
+/* {"ids": [...]} of POST /v1/documents/delete: bounds, and repeats named. */
+TEST(delete_body) {
+  char err[256];
+  proto_delete_req r;
+  proto_buf b = {0};
+  for (int n = PROTO_MAX_DELETE; n <= PROTO_MAX_DELETE + 1; n++) {
+    b.len = 0;
+    proto_buf_add(&b, "{\"ids\":[", 8);
+    for (int i = 0; i < n; i++) {
+      char one[24];
+      int k = snprintf(one, sizeof one, "%s\"d%d\"", i ? "," : "", i);
+      proto_buf_add(&b, one, (size_t)k);
+    }
+    proto_buf_add(&b, "]}", 2);
+    proto_status st = proto_delete_parse(b.data, b.len, &r, err, sizeof err);
+    if (n == PROTO_MAX_DELETE)
+      CHECKF(st == PROTO_OK && r.n == (size_t)n && !strcmp(r.ids[n - 1], "d99999"), "%s", err);
+    else CHECKF(st == PROTO_ERANGE && strstr(err, "ids: at most 100000 strings"), "%s", err);
+    proto_delete_free(&r);
+  }
+  proto_buf_free(&b);
+  const char *rep = "{\"ids\":[\"b\",\"a\",\"c\",\"a\"]}";
+  CHECK(proto_delete_parse(rep, strlen(rep), &r, err, sizeof err) == PROTO_EINVAL &&
+        strstr(err, "ids[3]: given twice (also ids[1])"));
+  const char *twice = "{\"ids\":[\"a\"],\"ids\":[\"b\"]}";
+  CHECK(proto_delete_parse(twice, strlen(twice), &r, err, sizeof err) != PROTO_OK);
+  const char *arr = "[\"a\"]";
+  CHECK(proto_delete_parse(arr, strlen(arr), &r, err, sizeof err) == PROTO_ETYPE &&
+        strstr(err, "body: must be an object"));
+  CHECK(r.ids == NULL && r.n == 0);
+}
+
 /* A route's path with its {id} filled in, as a client sends it. */
 static void concrete_path(const char *path, char *out, size_t n) {
   snprintf(out, n, "%s", path);
@@ -684,6 +716,7 @@ int main(void) {
   RUN(ndjson_lines);
   RUN(json_writer);
   RUN(decoders);
+  RUN(delete_body);
   RUN(route_table);
   RUN(openapi_matches_routes);
   RUN(dispatch_without_engine);

@@ -101,6 +101,18 @@ def run(retro, models, tmp):
         check(n == len(want), "%s a trailing slash: dot files, dot folders and other files "
               "left out" % name, n)
 
+    # retro delete: its ids in one transaction; an absent one named, exit 1
+    data = os.path.join(tmp, "data-with")
+    p = subprocess.run([retro, "delete", "--data", data, "j1", "absent", "sub/b.md"],
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 1 and p.stdout == "deleted j1\ndeleted sub/b.md\n" and
+          "absent: not found" in p.stderr, "retro delete: two deleted, the absent id named, exit 1",
+          (p.returncode, p.stdout, p.stderr))
+    p = subprocess.run([retro, "delete", "--data", data, "j2", "x" * 1025], capture_output=True,
+                       text=True, timeout=60)
+    check(p.returncode == 1 and "nothing deleted" in p.stderr and documents(data) == len(want) - 2,
+          "retro delete: an id too long fails them all", (p.returncode, p.stderr))
+
     data = os.path.join(tmp, "data-empty")
     p = index(data, empty)
     check(p.returncode == 0 and not p.stderr, "an empty folder: exit 0, nothing on stderr",

@@ -409,6 +409,19 @@ TEST(batches_and_errors) {
   CHECK(doc_chunks_ok(st, long2, 2, 2));
   CHECK(store_stats_get(st, &s) == PROTO_OK && s.docs == 4);
 
+  /* Many deletes in one transaction: an id that cannot be one fails them
+   * all; an absent id, or one given again, is reported not found. */
+  const char *some[] = {"a", toolong}, *three[] = {"a", "missing", "a", "b"};
+  int f[4] = {7, 7, 7, 7};
+  CHECK(store_delete_many(st, some, 2, f) == PROTO_EINVAL && f[0] == 0 && f[1] == 0);
+  CHECK(doc_chunks_ok(st, "a", 1, 2));
+  CHECK(store_delete_many(st, three, 4, f) == PROTO_OK && f[0] == 1 && f[1] == 0 && f[2] == 0 &&
+        f[3] == 1);
+  CHECK(store_doc_get(st, "a", &d) == PROTO_ENOTFOUND &&
+        store_doc_get(st, "b", &d) == PROTO_ENOTFOUND);
+  CHECK(store_stats_get(st, &s) == PROTO_OK && s.docs == 2);
+  CHECK(store_delete_many(st, NULL, 0, NULL) == PROTO_OK);
+
   store_close(st);
   rm_rf(dir);
   free(dir);
