@@ -108,10 +108,12 @@ enum {
 };
 
 /* POST /v1/documents/delete: {"ids": [...]}, 1..PROTO_MAX_DELETE ids, each
- * 1..PROTO_MAX_ID_BYTES bytes, none given twice. */
+ * 1..PROTO_MAX_ID_BYTES bytes, none given twice; or {"filter": {...}}, a
+ * search's metadata filter with at least one key. */
 typedef struct proto_delete_req {
   char **ids;
   size_t n;
+  char *filter_json; /* compact JSON, or NULL when ids are given */
 } proto_delete_req;
 proto_status proto_delete_parse(const char *json, size_t len, proto_delete_req *out, char *err,
                                 size_t errlen);

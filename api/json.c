@@ -925,6 +925,7 @@ leave:
 void proto_delete_free(proto_delete_req *r) {
   if (!r) return;
   free_strs(r->ids, r->n);
+  free(r->filter_json);
   memset(r, 0, sizeof *r);
 }
 
@@ -954,13 +955,23 @@ static proto_status no_repeated_id(char *const *ids, size_t n, char *err, size_t
   return st;
 }
 
-/* The "ids" of a delete body, checked; root is an object. */
-static proto_status get_delete_ids(json_t *root, proto_delete_req *out, char *err, size_t errlen) {
-  static const char *const fields[] = {"ids", NULL};
+/* The "ids" or the "filter" of a delete body, checked; root is an object. */
+static proto_status get_delete_what(json_t *root, proto_delete_req *out, char *err, size_t errlen) {
+  static const char *const fields[] = {"ids", "filter", NULL};
   proto_status st = check_fields(root, NULL, fields, err, errlen);
   if (st != PROTO_OK) return st;
-  json_t *ids = json_object_get(root, "ids");
-  if (!ids || json_is_null(ids)) return fail(PROTO_EMISSING, err, errlen, "ids: missing field");
+  json_t *ids = json_object_get(root, "ids"), *filter = json_object_get(root, "filter");
+  if (ids && json_is_null(ids)) ids = NULL;
+  if (filter && json_is_null(filter)) filter = NULL;
+  if (!ids && !filter)
+    return fail(PROTO_EMISSING, err, errlen, "ids: missing field (give ids or filter)");
+  if (ids && filter) return fail(PROTO_EINVAL, err, errlen, "ids: give only one of ids, filter");
+  if (filter) {
+    if ((st = get_filter(root, &out->filter_json, err, errlen)) != PROTO_OK) return st;
+    return out->filter_json ? PROTO_OK
+                            : fail(PROTO_ERANGE, err, errlen,
+                                   "filter: empty (it would match every document; give a key)");
+  }
   if (!json_is_array(ids))
     return fail(PROTO_ETYPE, err, errlen, "ids: must be an array of strings");
   st = get_strs(ids, "ids", 1, PROTO_MAX_DELETE, PROTO_MAX_ID_BYTES, &out->ids, NULL, &out->n, NULL,
@@ -977,7 +988,7 @@ proto_status proto_delete_parse(const char *text, size_t len, proto_delete_req *
   proto_status st = parse_root(text, len, &root, err, errlen);
   if (st != PROTO_OK) return st;
   if (!json_is_object(root)) st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
-  else st = get_delete_ids(root, out, err, errlen);
+  else st = get_delete_what(root, out, err, errlen);
   json_decref(root);
   if (st != PROTO_OK) proto_delete_free(out);
   return st;

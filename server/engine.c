@@ -865,6 +865,31 @@ static int metadata_passes(json_t *filter, const char *metadata_json) {
   return pass;
 }
 
+/* Deleting by metadata applies the test of a search's filter. */
+static int doc_matches(void *filter, const char *metadata_json) {
+  return metadata_passes(filter, metadata_json);
+}
+
+proto_status srv_delete_where(srv_engine *e, const char *filter_json, size_t *deleted) {
+  if (deleted) *deleted = 0;
+  if (!e || !filter_json) return srv__fail(PROTO_EINVAL, "srv_delete_where: NULL argument");
+  if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
+  json_t *filter = json_loads(filter_json, 0, NULL);
+  if (!json_is_object(filter) || json_object_size(filter) == 0) {
+    json_decref(filter);
+    return srv__fail(PROTO_EINVAL, "filter: must be a JSON object with at least one key");
+  }
+  size_t n = 0;
+  proto_status s = store_delete_where(e->st, doc_matches, filter, &n);
+  json_decref(filter);
+  if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
+  if (s != PROTO_OK) return srv__fail(s, "deleting by filter: %s", store_last_error());
+  if (deleted) *deleted = n;
+  if (!n) return PROTO_OK;
+  atomic_fetch_add(&e->n_deleted, n);
+  return srv__sync_indexes(e);
+}
+
 /* The filter's verdicts on documents share the chunk cache, under their doc
  * num with this bit set (chunk ids never reach it): live = passes. */
 #define DOC_VERDICT_KEY (1ULL << 63)

@@ -383,9 +383,11 @@ static void h_doc_delete(http_server *s, const http_match *m, http_response *res
   ok_json(resp, 200);
 }
 
-static void write_deleted(const proto_delete_req *req, const int *found, http_response *resp) {
-  size_t deleted = 0;
-  for (size_t i = 0; i < req->n; i++) deleted += found[i] != 0;
+/* {"deleted": N, "not_found": [...]}: found is NULL for a delete by filter
+ * (deleted then counts what it matched). */
+static void write_deleted(const proto_delete_req *req, const int *found, size_t deleted,
+                          http_response *resp) {
+  for (size_t i = 0; found && i < req->n; i++) deleted += found[i] != 0;
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   proto_jw_obj(&w);
@@ -393,15 +395,34 @@ static void write_deleted(const proto_delete_req *req, const int *found, http_re
   proto_jw_uint(&w, deleted);
   proto_jw_key(&w, "not_found");
   proto_jw_arr(&w);
-  for (size_t i = 0; i < req->n; i++)
+  for (size_t i = 0; found && i < req->n; i++)
     if (!found[i]) proto_jw_cstr(&w, req->ids[i]);
   proto_jw_arr_end(&w);
   proto_jw_obj_end(&w);
   ok_json(resp, 200);
 }
 
-/* POST /v1/documents/delete: the listed documents go in one transaction,
- * all or none; the answer counts them and names the ids that were absent. */
+/* Deletes req's documents on the engine and writes the answer. */
+static void delete_documents(http_server *s, const proto_delete_req *req, http_response *resp) {
+  proto_status st;
+  if (req->filter_json) {
+    size_t deleted = 0;
+    if ((st = srv_delete_where(s->engine, req->filter_json, &deleted)))
+      engine_error(resp, st, "delete documents");
+    else write_deleted(req, NULL, deleted, resp);
+    return;
+  }
+  int *found = calloc(req->n, sizeof *found);
+  if (!found) http_error(resp, PROTO_ENOMEM, "out of memory");
+  else if ((st = srv_delete_many(s->engine, (const char *const *)req->ids, req->n, found)))
+    engine_error(resp, st, "delete documents");
+  else write_deleted(req, found, 0, resp);
+  free(found);
+}
+
+/* POST /v1/documents/delete: the listed documents, or those whose metadata
+ * passes the filter, go in one transaction, all or none; the answer counts
+ * them and names the listed ids that were absent. */
 static void h_docs_delete(http_server *s, const http_request *rq, http_response *resp) {
   char err[512];
   proto_delete_req req;
@@ -410,16 +431,8 @@ static void h_docs_delete(http_server *s, const http_request *rq, http_response 
     http_error(resp, st, err);
     return;
   }
-  int *found = NULL;
-  if (s->cfg->read_only) {
-    http_error(resp, PROTO_EFORBIDDEN, "server is read-only");
-  } else if (!no_engine(s, resp)) {
-    if (!(found = calloc(req.n, sizeof *found))) http_error(resp, PROTO_ENOMEM, "out of memory");
-    else if ((st = srv_delete_many(s->engine, (const char *const *)req.ids, req.n, found)))
-      engine_error(resp, st, "delete documents");
-    else write_deleted(&req, found, resp);
-  }
-  free(found);
+  if (s->cfg->read_only) http_error(resp, PROTO_EFORBIDDEN, "server is read-only");
+  else if (!no_engine(s, resp)) delete_documents(s, &req, resp);
   proto_delete_free(&req);
 }
 

@@ -297,6 +297,10 @@ proto_status srv_delete(srv_engine *e, const char *id, int *found);
 /* Deletes n documents in one durable transaction (all or none) and brings
  * the indexes up to date once; found[i] says whether ids[i] existed. */
 proto_status srv_delete_many(srv_engine *e, const char *const *ids, size_t n, int *found);
+/* Deletes, in one durable transaction, every document whose metadata
+ * passes filter_json (a search's metadata filter, at least one key), and
+ * brings the indexes up to date; *deleted counts them. */
+proto_status srv_delete_where(srv_engine *e, const char *filter_json, size_t *deleted);
 
 /* ======================================================================== */
 /* Reading                                                                   */

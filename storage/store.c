@@ -446,6 +446,15 @@ static proto_status check_id(const char *id, size_t *len) {
   return PROTO_OK;
 }
 
+/* n bytes of p as a NUL-terminated copy (NULL when out of memory). */
+static char *dup_bytes(const char *p, size_t n) {
+  char *s = malloc(n + 1);
+  if (!s) return NULL;
+  if (n) memcpy(s, p, n);
+  s[n] = 0;
+  return s;
+}
+
 /* A decoded docs record; pointers borrow the transaction's memory. */
 typedef struct doc_rec {
   uint64_t first_chunk;
@@ -1000,6 +1009,22 @@ typedef struct delete_ctx {
   int *found; /* per id */
 } delete_ctx;
 
+/* Removes document num (record r, borrowed from txn) and its id's key. */
+static proto_status remove_doc(store *st, MDB_txn *txn, uint64_t num, const doc_rec *r,
+                               int *mdb_rc) {
+  doc_key dk; /* made first: r points into the record doc_remove deletes */
+  doc_key_make(st, r->id, r->id_len, &dk);
+  proto_status ps = doc_remove(st, txn, num, r, UINT64_MAX, mdb_rc);
+  if (ps) return ps;
+  MDB_val k = val_of(dk.buf, dk.len);
+  int rc = mdb_del(txn, st->doc_keys, &k, NULL);
+  if (rc) {
+    *mdb_rc = rc;
+    return mdb_fail(rc, "mdb_del doc_keys");
+  }
+  return PROTO_OK;
+}
+
 static proto_status delete_one(store *st, MDB_txn *txn, const char *id, size_t len, int *found,
                                int *mdb_rc) {
   uint64_t num;
@@ -1007,15 +1032,7 @@ static proto_status delete_one(store *st, MDB_txn *txn, const char *id, size_t l
   proto_status ps = doc_lookup(st, txn, id, len, &num, &r);
   *found = 0;
   if (ps || !num) return ps;
-  if ((ps = doc_remove(st, txn, num, &r, UINT64_MAX, mdb_rc))) return ps;
-  doc_key dk;
-  doc_key_make(st, id, len, &dk);
-  MDB_val k = val_of(dk.buf, dk.len);
-  int rc = mdb_del(txn, st->doc_keys, &k, NULL);
-  if (rc) {
-    *mdb_rc = rc;
-    return mdb_fail(rc, "mdb_del doc_keys");
-  }
+  if ((ps = remove_doc(st, txn, num, &r, mdb_rc))) return ps;
   *found = 1;
   return PROTO_OK;
 }
@@ -1049,6 +1066,69 @@ proto_status store_delete_many(store *st, const char *const *ids, size_t n, int 
   if (ps)
     for (size_t i = 0; i < n; i++) found[i] = 0;
   free(lens);
+  return ps;
+}
+
+typedef struct where_ctx {
+  store_doc_test test;
+  void *ctx;
+  uint64_t *nums; /* the documents that passed */
+  size_t n, cap;
+} where_ctx;
+
+/* The numbers of the documents whose metadata passes the test. */
+static proto_status where_collect(store *st, MDB_txn *txn, where_ctx *c) {
+  MDB_cursor *cur = NULL;
+  MDB_val k, v;
+  int rc = mdb_cursor_open(txn, st->docs, &cur);
+  if (rc) return mdb_fail(rc, "mdb_cursor_open docs");
+  proto_status ps = PROTO_OK;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && !ps;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    doc_rec r;
+    if (k.mv_size != 8) ps = corrupt("docs key");
+    else ps = doc_rec_decode(&v, &r);
+    char *meta = ps ? NULL : dup_bytes(r.meta, r.meta_len);
+    if (!ps && !meta) ps = PROTO_ENOMEM;
+    if (!ps && c->test(c->ctx, meta)) {
+      if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        uint64_t *nums = realloc(c->nums, cap * sizeof *nums);
+        if (nums) c->nums = nums, c->cap = cap;
+      }
+      if (c->n < c->cap) c->nums[c->n++] = be64_get(k.mv_data);
+      else ps = PROTO_ENOMEM;
+    }
+    free(meta);
+  }
+  if (!ps && rc != MDB_NOTFOUND) ps = mdb_fail(rc, "mdb_cursor_get docs");
+  if (ps == PROTO_ENOMEM) proto_err_set("store: out of memory");
+  mdb_cursor_close(cur);
+  return ps;
+}
+
+static proto_status where_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
+  where_ctx *c = vctx;
+  c->n = 0; /* a retried transaction starts again */
+  proto_status ps = where_collect(st, txn, c);
+  for (size_t i = 0; i < c->n && !ps; i++) {
+    doc_rec r;
+    if (!(ps = doc_rec_read(st, txn, c->nums[i], &r)))
+      ps = remove_doc(st, txn, c->nums[i], &r, mdb_rc);
+  }
+  return ps;
+}
+
+proto_status store_delete_where(store *st, store_doc_test test, void *ctx, size_t *deleted) {
+  if (deleted) *deleted = 0;
+  if (!st || !test) {
+    proto_err_set("store: NULL argument");
+    return PROTO_EINVAL;
+  }
+  where_ctx c = {test, ctx, NULL, 0, 0};
+  proto_status ps = write_run(st, where_body, &c);
+  if (!ps && deleted) *deleted = c.n;
+  free(c.nums);
   return ps;
 }
 
@@ -1155,14 +1235,6 @@ proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_
 }
 
 /* Documents and chunks --------------------------------------------------------- */
-
-static char *dup_bytes(const char *p, size_t n) {
-  char *s = malloc(n + 1);
-  if (!s) return NULL;
-  if (n) memcpy(s, p, n);
-  s[n] = 0;
-  return s;
-}
 
 static proto_status doc_fill(uint64_t num, const doc_rec *r, store_doc *out) {
   out->doc_id = num;

@@ -108,6 +108,12 @@ proto_status store_delete(store *st, const char *id, int *found);
 /* Deletes n documents in one transaction: all or none. found[i] says
  * whether ids[i] existed; an id given twice is found only the first time. */
 proto_status store_delete_many(store *st, const char *const *ids, size_t n, int *found);
+/* A test of a document's metadata (its JSON text, "" when it has none):
+ * non-zero to delete the document. */
+typedef int (*store_doc_test)(void *ctx, const char *metadata_json);
+/* Deletes every document that passes test, in one transaction (all or
+ * none); *deleted counts them. */
+proto_status store_delete_where(store *st, store_doc_test test, void *ctx, size_t *deleted);
 
 /* The content hash stored with document `id` by its last upsert: *doc_num is
  * its internal id and *n_chunks (optional) its chunk count, or *doc_num = 0

@@ -336,14 +336,14 @@ def run_array_bounds(s):
 
 
 def run_batch_delete(s):
-    """POST /v1/documents/delete: many ids in one transaction; absent ids are
-    reported, bad bodies refused with nothing deleted; the deleted documents
-    leave every search mode at once."""
+    """POST /v1/documents/delete: many ids, or a metadata filter, in one
+    transaction; absent ids are reported, bad bodies refused with nothing
+    deleted; the deleted documents leave every search mode at once."""
     docs = [{"id": "bd-%d" % i, "text": doc_text(600 + i, 40)} for i in range(4)] + \
            [{"id": "delete", "text": doc_text(610, 40)}]
     st, js, _, _ = s.req("POST", "/v1/documents", {"documents": docs})
     ok(st == 200 and js["errors"] == 0, "batch delete: documents ingested", js)
-    for body, want, field in [({}, 400, "ids: missing"), ({"ids": []}, 422, "at least one"),
+    for body, want, field in [({}, 400, "ids: missing field (give ids or filter)"), ({"ids": []}, 422, "at least one"),
                               ({"ids": "bd-0"}, 400, "ids: must be an array"), ({"ids": [1]}, 400, "ids[0]"),
                               ({"ids": [""]}, 422, "ids[0]: empty"),
                               ({"ids": ["bd-0", "bd-1", "bd-0"]}, 400, "ids[2]: given twice (also ids[0])"),
@@ -371,6 +371,31 @@ def run_batch_delete(s):
     ok(st == 200 and js == {"deleted": 3, "not_found": []}, "and deleted by the batch", js)
     st, js, _, _ = s.req("POST", "/v1/documents/delete", {"ids": ["bd-1"]})
     ok(st == 200 and js == {"deleted": 0, "not_found": ["bd-1"]}, "deleting again finds nothing", js)
+
+    # by metadata: the test of a search's filter
+    meta = [{"bdgroup": "a"}, {"bdgroup": "b", "n": 1}, {"bdgroup": ["c", "a"]}, {"bdgroup": "c", "n": 1.0}]
+    docs = [{"id": "bf-%d" % i, "text": doc_text(620 + i, 40), "metadata": m} for i, m in enumerate(meta)]
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": docs})
+    ok(st == 200 and js["errors"] == 0, "delete by filter: documents with metadata ingested", js)
+    for body, want, field in [({"filter": {}}, 422, "filter: empty"), ({"filter": []}, 400, "filter: must be an object"),
+                              ({"filter": {"bdgroup": {"x": 1}}}, 400, "filter.bdgroup"),
+                              ({"ids": ["bf-0"], "filter": {"bdgroup": "a"}}, 400, "only one of ids, filter"),
+                              ({"ids": None, "filter": None}, 400, "give ids or filter")]:
+        st, js, raw, _ = s.req("POST", "/v1/documents/delete", body)
+        ok(st == want and field in js["error"]["message"], "delete %s -> %d naming %r" % (body, want, field), (st, raw[:200]))
+    st, js, _, _ = s.req("POST", "/v1/documents/delete", {"filter": {"bdgroup": "a"}})
+    ok(st == 200 and js == {"deleted": 2, "not_found": []}, "delete by filter: a value, also inside a list", js)
+    st, js, _, _ = s.req("POST", "/v1/documents/delete", {"filter": {"bdgroup": ["b", "c"], "n": 1}, "ids": None})
+    ok(st == 200 and js == {"deleted": 2, "not_found": []}, "every key must match; numbers by value", js)
+    gone = [s.req("GET", "/v1/documents/bf-%d" % i)[0] for i in range(4)]
+    seen = []
+    for mode in ("dense", "lexical", "hybrid"):
+        st, js, _, _ = s.req("POST", "/v1/search", {"query": doc_text(620, 40), "mode": mode, "k": 50})
+        seen += [(mode, h["doc_id"]) for h in js["results"] if h["doc_id"].startswith("bf-")]
+    ok(gone == [404] * 4 and not seen, "the matched documents are gone from storage and every search mode",
+       (gone, seen))
+    st, js, _, _ = s.req("POST", "/v1/documents/delete", {"filter": {"bdgroup": "a"}})
+    ok(st == 200 and js == {"deleted": 0, "not_found": []}, "a filter matching nothing deletes nothing", js)
 
 
 def run_framing(s):

@@ -416,6 +416,16 @@ TEST(delete_body) {
   CHECK(proto_delete_parse(arr, strlen(arr), &r, err, sizeof err) == PROTO_ETYPE &&
         strstr(err, "body: must be an object"));
   CHECK(r.ids == NULL && r.n == 0);
+  const char *f = "{\"filter\": {\"src\": [\"a\", 2]}, \"ids\": null}";
+  CHECK(proto_delete_parse(f, strlen(f), &r, err, sizeof err) == PROTO_OK && r.n == 0 &&
+        r.filter_json && !strcmp(r.filter_json, "{\"src\":[\"a\",2]}"));
+  proto_delete_free(&r);
+  const char *empty = "{\"filter\": {}}";
+  CHECK(proto_delete_parse(empty, strlen(empty), &r, err, sizeof err) == PROTO_ERANGE &&
+        strstr(err, "filter: empty"));
+  const char *both = "{\"filter\": {\"a\": 1}, \"ids\": [\"x\"]}";
+  CHECK(proto_delete_parse(both, strlen(both), &r, err, sizeof err) == PROTO_EINVAL &&
+        strstr(err, "only one of ids, filter") && !r.filter_json && !r.ids);
 }
 
 /* A route's path with its {id} filled in, as a client sends it. */

@@ -330,6 +330,12 @@ TEST(replace_and_delete) {
   free(dir);
 }
 
+/* A store_doc_test: metadata {"k":1}; counts the documents it saw. */
+static int meta_k1(void *ctx, const char *metadata_json) {
+  ++*(int *)ctx;
+  return strstr(metadata_json, "\"k\":1") != NULL;
+}
+
 TEST(batches_and_errors) {
   char *dir = tmp_dir();
   store *st = NULL;
@@ -421,6 +427,27 @@ TEST(batches_and_errors) {
         store_doc_get(st, "b", &d) == PROTO_ENOTFOUND);
   CHECK(store_stats_get(st, &s) == PROTO_OK && s.docs == 2);
   CHECK(store_delete_many(st, NULL, 0, NULL) == PROTO_OK);
+
+  /* By metadata, in one transaction: every document is tested once. */
+  static gen_doc m1, m2, m3;
+  gen(&m1, "m1", 11, 1);
+  gen(&m2, "m2", 12, 2);
+  gen(&m3, "m3", 13, 1);
+  m1.in.metadata_json = "{\"k\":1}";
+  m2.in.metadata_json = "{\"k\":2}";
+  m3.in.metadata_json = "{\"k\":1}";
+  store_doc_input ms[3] = {m1.in, m2.in, m3.in};
+  CHECK(store_upsert(st, ms, 3, DIM, NULL) == PROTO_OK);
+  size_t deleted = 99;
+  int tested = 0;
+  CHECK(store_delete_where(st, meta_k1, &tested, &deleted) == PROTO_OK && deleted == 2 &&
+        tested == 5);
+  CHECK(store_doc_get(st, "m1", &d) == PROTO_ENOTFOUND &&
+        store_doc_get(st, "m3", &d) == PROTO_ENOTFOUND);
+  CHECK(doc_chunks_ok(st, "m2", 12, 2));
+  CHECK(store_stats_get(st, &s) == PROTO_OK && s.docs == 3);
+  CHECK(store_delete_where(st, meta_k1, &tested, &deleted) == PROTO_OK && deleted == 0);
+  CHECK(store_delete_where(st, NULL, NULL, &deleted) == PROTO_EINVAL);
 
   store_close(st);
   rm_rf(dir);
