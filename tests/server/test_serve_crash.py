@@ -7,14 +7,17 @@ Each round starts `retro serve` on the same data directory and drives it
 over HTTP from four clients at once: two upserting batches (one as JSON, one
 as NDJSON), each also replacing its own earlier documents with new versions
 and deleting some, one searching in every mode, one deleting documents of its
-own; then SIGKILLs the server at a random moment. Every client works through
+own (one at a time, several ids in one POST /v1/documents/delete, or all
+of a metadata group with a filter); then SIGKILLs the server at a random
+moment. Every client works through
 its own ids one request at a time, so the state every id must be in follows
 from the answers: the last acknowledged upsert or delete, or, for the
 request in flight at the kill, either that one or the one before. After the
 restart (the next round's server) it checks:
   - every acknowledged document present with exactly its acknowledged text
     and metadata (no partial document: nothing else is ever present), every
-    acknowledged delete gone;
+    acknowledged delete gone, and a batch delete in flight at the kill
+    either wholly done or not at all;
   - the FAISS index (vectors + pending) and the lexical index hold exactly
     the live chunks, and /v1/info counts exactly the expected documents;
   - a sample of acknowledged documents found in every mode: dense (its own
@@ -41,6 +44,12 @@ import serve_proc  # noqa: E402
 import engine_models  # noqa: E402
 
 VOCAB = ["w%03d" % i for i in range(300)]
+
+
+def meta_of(doc_id, version):
+    """The deleter's documents also carry a group, which a filter deletes."""
+    m = re.match(r"r(\d+)c(\d+)$", doc_id)
+    return {"v": version, "g": "r%sc-%d" % (m.group(1), int(m.group(2)) % 4)} if m else {"v": version}
 
 
 def text_of(doc_id, version):
@@ -79,15 +88,20 @@ class Model:
 
     def __init__(self):
         self.state, self.maybe = {}, {}
+        self.batches = []  # the id sets of batch deletes in flight
         self.acks = {"doc": 0, "gone": 0}
         self.lock = threading.Lock()
 
-    def begin(self, changes):
+    def begin(self, changes, batch=False):
         with self.lock:
             self.maybe.update(changes)
+            if batch:
+                self.batches.append(set(changes))
 
     def done(self, changes, acked):
         with self.lock:
+            if set(changes) in self.batches:
+                self.batches.remove(set(changes))
             for k, v in changes.items():
                 self.maybe.pop(k, None)
                 if acked.get(k):
@@ -118,14 +132,28 @@ def client(s, model, stop, rnd, name, kind, rng):
                     mine.append(k)
                     ch = {k: ("doc", 0)}
                     model.begin(ch)
-                    st, js = s.req("POST", "/v1/documents", {"documents": [{"id": k, "text": text_of(k, 0), "metadata": {"v": 0}}]})
+                    st, js = s.req("POST", "/v1/documents", {"documents": [{"id": k, "text": text_of(k, 0), "metadata": meta_of(k, 0)}]})
                     model.done(ch, {k: st == 200 and js["results"][0]["status"] == "ok"})
                     continue
-                k = rng.choice(live)
-                ch = {k: ("gone",)}
-                model.begin(ch)
-                st, js = s.req("DELETE", "/v1/documents/" + k)
-                model.done(ch, {k: st == 200})
+                how = rng.random() if kind == "deleter" else 0
+                if how < 0.4:
+                    k = rng.choice(live)
+                    ch = {k: ("gone",)}
+                    model.begin(ch)
+                    st, js = s.req("DELETE", "/v1/documents/" + k)
+                    model.done(ch, {k: st == 200})
+                    continue
+                if how < 0.8:
+                    ks = rng.sample(live, min(len(live), rng.randint(1, 4)))
+                    body = {"ids": ks}
+                else:
+                    group = meta_of(rng.choice(live), 0)["g"]
+                    ks = [k for k in live if meta_of(k, 0)["g"] == group]
+                    body = {"filter": {"g": group}}
+                ch = {k: ("gone",) for k in ks}
+                model.begin(ch, batch=True)
+                st, js = s.req("POST", "/v1/documents/delete", body)
+                model.done(ch, {k: st == 200 and js["deleted"] == len(ks) for k in ks})
                 continue
             batch = []
             for _ in range(rng.randint(1, 8)):
@@ -138,7 +166,7 @@ def client(s, model, stop, rnd, name, kind, rng):
                     mine.append(k)
                     v = 0
                 if k not in [d["id"] for d in batch]:
-                    batch.append({"id": k, "text": text_of(k, v), "metadata": {"v": v}})
+                    batch.append({"id": k, "text": text_of(k, v), "metadata": meta_of(k, v)})
             ch = {d["id"]: ("doc", d["metadata"]["v"]) for d in batch}
             model.begin(ch)
             if kind == "ndjson":
@@ -166,7 +194,7 @@ def check(s, model, rng, sample=40):
             m = re.match(r"%sv(\d+) " % re.escape(k), js.get("text", ""))
             v = int(m.group(1)) if m else -1
             got = ("doc", v)
-            if not m or js["text"] != text_of(k, v) or js["metadata"] != {"v": v}:
+            if not m or js["text"] != text_of(k, v) or js["metadata"] != meta_of(k, v):
                 bad.append("%s: partial or foreign document %r" % (k, js.get("text", "")[:60]))
                 continue
             found[k] = v
@@ -237,7 +265,12 @@ def main():
         for k in list(model.maybe):
             st, js = s.req("GET", "/v1/documents/" + k)
             model.state[k] = ("doc", js["metadata"]["v"]) if st == 200 else ("gone",)
+        for batch in model.batches:
+            states = {model.state[k][0] for k in batch}
+            if len(states) > 1:
+                bad.append("a batch delete in flight was done in part: %s" % sorted(batch))
         model.maybe.clear()
+        model.batches.clear()
         ok = not bad
         failed += not ok
         print("%sok %d - round %d: SIGKILL after %.2fs; %d documents live; acknowledged so far: %d upserts, "
