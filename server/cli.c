@@ -636,45 +636,84 @@ leave:
 
 /* delete ---------------------------------------------------------------------------- */
 
-static const cli_flag delete_flags[] = {ENGINE_FLAGS};
+static const cli_flag delete_flags[] = {
+    ENGINE_FLAGS,
+    {"--filter", NULL, 1,
+     "delete every document whose metadata passes this JSON filter (as a search's), "
+     "instead of IDs"}};
+
+/* --filter JSON, checked as POST /v1/documents/delete checks its filter:
+ * 0, or 2 with the problem printed. */
+static int parse_filter(const char *filter, proto_delete_req *req) {
+  char *body = malloc(strlen(filter) + 16), err[512];
+  if (!body) return 2;
+  sprintf(body, "{\"filter\": %s}", filter);
+  proto_status st = proto_delete_parse(body, strlen(body), req, err, sizeof err);
+  free(body);
+  if (st == PROTO_EJSON) fprintf(stderr, "retro delete: --filter: not valid JSON\n");
+  else if (st != PROTO_OK) fprintf(stderr, "retro delete: --%s\n", err);
+  return st == PROTO_OK ? 0 : 2;
+}
+
+static int delete_by_filter(srv_engine *e, const proto_delete_req *req) {
+  size_t deleted = 0;
+  if (srv_delete_where(e, req->filter_json, &deleted) != PROTO_OK) {
+    fprintf(stderr, "retro delete: %s (nothing deleted)\n", srv_last_error());
+    return 1;
+  }
+  printf("deleted %zu documents\n", deleted);
+  return 0;
+}
+
+/* retro delete ID...: all in one transaction; exit 1 if any was absent. */
+static int delete_by_ids(srv_engine *e, const char *const *ids, size_t n) {
+  int rc = 0, *found = calloc(n, sizeof *found);
+  if (!found || srv_delete_many(e, ids, n, found) != PROTO_OK) {
+    fprintf(stderr, "retro delete: %s (nothing deleted)\n",
+            found ? srv_last_error() : "out of memory");
+    rc = 1;
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      if (found[i]) printf("deleted %s\n", ids[i]);
+      else {
+        fprintf(stderr, "retro delete: %s: not found\n", ids[i]);
+        rc = 1;
+      }
+    }
+  }
+  free(found);
+  return rc;
+}
 
 static int cmd_delete(int argc, char **argv) {
   cli_args a;
   int help, rc = args_parse(&a, "delete", delete_flags, sizeof delete_flags / sizeof *delete_flags,
                             argc, argv, &help);
   srv_engine *e = NULL;
+  proto_delete_req req = {0};
   if (rc || help) {
     if (help) {
       printf(
-          "usage: retro delete --data DIR ID...\n\nDeletes documents by id, all in one "
-          "transaction; exit 1 if any was not found.\n\n");
+          "usage: retro delete --data DIR ID...\n"
+          "       retro delete --data DIR --filter JSON\n\n"
+          "Deletes documents by id, or those whose metadata passes the filter, all in one "
+          "transaction; exit 1 if an id was not found.\n\n");
       usage_flags(stdout, delete_flags, sizeof delete_flags / sizeof *delete_flags);
     }
     goto leave;
   }
-  if (a.n_pos == 0) {
-    fprintf(stderr, "retro delete: no ID given\n");
+  const char *filter = opt_str(&a, "--filter");
+  if ((a.n_pos == 0) == !filter) {
+    fprintf(stderr, "retro delete: give IDs or --filter%s\n", filter ? ", not both" : "");
     rc = 2;
     goto leave;
   }
+  if (filter && (rc = parse_filter(filter, &req)) != 0) goto leave;
   if ((rc = engine_from_args(&a, 0, 0, &e)) != 0) goto leave;
-  int *found = calloc(a.n_pos, sizeof *found);
-  if (!found || srv_delete_many(e, (const char *const *)a.pos, a.n_pos, found) != PROTO_OK) {
-    fprintf(stderr, "retro delete: %s (nothing deleted)\n",
-            found ? srv_last_error() : "out of memory");
-    rc = 1;
-  } else {
-    for (size_t i = 0; i < a.n_pos; i++) {
-      if (found[i]) printf("deleted %s\n", a.pos[i]);
-      else {
-        fprintf(stderr, "retro delete: %s: not found\n", a.pos[i]);
-        rc = 1;
-      }
-    }
-  }
-  free(found);
+  rc = filter ? delete_by_filter(e, &req) : delete_by_ids(e, (const char *const *)a.pos, a.n_pos);
 leave:
   close_engine(e);
+  proto_delete_free(&req);
   args_free(&a);
   return rc;
 }

@@ -112,6 +112,22 @@ def run(retro, models, tmp):
                        text=True, timeout=60)
     check(p.returncode == 1 and "nothing deleted" in p.stderr and documents(data) == len(want) - 2,
           "retro delete: an id too long fails them all", (p.returncode, p.stderr))
+    bydir = os.path.join(tmp, "data-filter")
+    write(os.path.join(tmp, "meta.jsonl"),
+          b'{"id": "m1", "text": "one", "metadata": {"src": "x"}}\n'
+          b'{"id": "m2", "text": "two", "metadata": {"src": "y"}}\n'
+          b'{"id": "m3", "text": "three", "metadata": {"src": ["z", "x"]}}\n')
+    index(bydir, os.path.join(tmp, "meta.jsonl"))
+    for args, want_err in ((["--filter", "{}"], "--filter: empty"), (["--filter", "{src"], "not valid JSON"),
+                           (["--filter", '{"src": {"a": 1}}'], "--filter.src"),
+                           (["--filter", '{"src": "x"}', "m2"], "not both"), ([], "give IDs or --filter")):
+        p = subprocess.run([retro, "delete", "--data", bydir] + args, capture_output=True, text=True, timeout=60)
+        check(p.returncode == 2 and want_err in p.stderr, "retro delete %s: exit 2 naming the problem" % args,
+              (p.returncode, p.stderr))
+    p = subprocess.run([retro, "delete", "--data", bydir, "--filter", '{"src": "x"}'], capture_output=True,
+                       text=True, timeout=60)
+    check(p.returncode == 0 and p.stdout == "deleted 2 documents\n" and documents(bydir) == 1,
+          "retro delete --filter: the matching documents, a value inside a list too", (p.returncode, p.stdout))
 
     data = os.path.join(tmp, "data-empty")
     p = index(data, empty)
