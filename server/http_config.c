@@ -73,7 +73,8 @@ static const opt_def opts[] = {
      "searches by vector run on the HTTP threads while the index holds at most this many "
      "floats (vectors x dim); beyond, on the workers"},
     {"max-map-mb", "RETRO_MAX_MAP_MB", OPT_LONG, O(max_map_mb), "0", 0, 1L << 30,
-     "the LMDB map never grows past this many MiB (0 = no limit); writes beyond: 507"},
+     "the LMDB map never grows past this many MiB (0 = no limit; deletes may add 1/16, "
+     "so that a full map can be emptied); writes beyond: 507"},
     {"backup-dir", "RETRO_BACKUP_DIR", OPT_STR, O(backup_dir), NULL, 0, 0,
      "POST /v1/admin/backup writes backups into new directories here (default: off)"},
     {"log", "RETRO_LOG", OPT_STR, O(log), NULL, 0, 0,

@@ -232,20 +232,30 @@ static size_t map_size_now(store *st) {
   return info.me_mapsize;
 }
 
-static proto_status map_grow(store *st) {
-  size_t cur = map_size_now(st);
+/* How far past max_map a delete may grow the map: without it, a map filled to
+ * its limit could not be emptied either, since a delete writes new pages
+ * (copy on write, tombstones) before its old ones are free. */
+static size_t delete_allowance(const store *st) {
+  size_t r = st->max_map / 16;
+  return r > ((size_t)1 << 20) ? r : (size_t)1 << 20;
+}
+
+/* Grows the map by a step, up to max_map + extra (no limit without max_map). */
+static proto_status map_grow(store *st, size_t extra) {
+  size_t cur = map_size_now(st), limit = st->max_map + extra;
   size_t step = cur < GROW_STEP_MAX ? cur : GROW_STEP_MAX;
   if (step < ((size_t)1 << 20)) step = (size_t)1 << 20;
   if (cur > SIZE_MAX - step) {
     proto_err_set("store: map cannot grow past %zu bytes", cur);
     return PROTO_ENOSPACE;
   }
-  if (st->max_map && cur + step > st->max_map) {
-    if (cur >= st->max_map) {
-      proto_err_set("store: the LMDB map is full: %zu bytes, the limit (max map size)", cur);
+  if (st->max_map && cur + step > limit) {
+    if (cur >= limit) {
+      proto_err_set("store: the LMDB map is full: %zu bytes, the limit (max map size%s)", cur,
+                    extra ? " and what a delete may add" : "");
       return PROTO_ENOSPACE;
     }
-    step = st->max_map - cur;
+    step = limit - cur;
   }
   return map_resize(st, cur + step);
 }
@@ -315,15 +325,20 @@ typedef proto_status (*write_body)(store *st, MDB_txn *txn, void *ctx, int *mdb_
 
 /* Runs body in one write transaction and commits it (durably, default sync).
  * On MDB_MAP_FULL, from a put or from the commit, the transaction is aborted,
- * the map grows and body runs again from scratch. */
-static proto_status write_run(store *st, write_body body, void *ctx) {
+ * the map grows and body runs again from scratch. extra: how far past
+ * max_map this write may grow the map (a delete's allowance, else 0). A
+ * write without it first gives back what a delete grew the map by, down to
+ * what the data holds: it may use the pages deletes freed, not new ones. */
+static proto_status write_run_within(store *st, write_body body, void *ctx, size_t extra) {
   proto_status ps = PROTO_OK;
   if (held_depth(st)) {
     proto_err_set("store: write from a thread inside a store read (scan callback)");
     return PROTO_EINVAL;
   }
   pthread_mutex_lock(&st->write_lock);
-  for (int attempt = 0;; attempt++) {
+  if (st->max_map && !extra && map_size_now(st) > st->max_map)
+    ps = map_resize(st, st->max_map); /* LMDB keeps at least the data's size */
+  for (int attempt = 0; ps == PROTO_OK; attempt++) {
     MDB_txn *txn = NULL;
     int mrc = 0;
     if ((ps = map_rdlock(st))) break;
@@ -350,7 +365,7 @@ static proto_status write_run(store *st, write_body body, void *ctx) {
     }
     map_rdunlock(st);
     if (ps != PROTO_OK && mrc == MDB_MAP_FULL && attempt < WRITE_RETRIES) {
-      if ((ps = map_grow(st))) break;
+      if ((ps = map_grow(st, extra))) break;
       continue;
     }
     if (ps != PROTO_OK && mrc == MDB_MAP_FULL) {
@@ -362,6 +377,10 @@ static proto_status write_run(store *st, write_body body, void *ctx) {
   }
   pthread_mutex_unlock(&st->write_lock);
   return ps;
+}
+
+static proto_status write_run(store *st, write_body body, void *ctx) {
+  return write_run_within(st, body, ctx, 0);
 }
 
 /* Small LMDB helpers --------------------------------------------------------- */
@@ -1062,7 +1081,7 @@ proto_status store_delete_many(store *st, const char *const *ids, size_t n, int 
     ps = check_id(ids[i], &lens[i]);
   }
   delete_ctx c = {ids, lens, n, found};
-  if (!ps && n) ps = write_run(st, delete_body, &c);
+  if (!ps && n) ps = write_run_within(st, delete_body, &c, delete_allowance(st));
   if (ps)
     for (size_t i = 0; i < n; i++) found[i] = 0;
   free(lens);
@@ -1126,7 +1145,7 @@ proto_status store_delete_where(store *st, store_doc_test test, void *ctx, size_
     return PROTO_EINVAL;
   }
   where_ctx c = {test, ctx, NULL, 0, 0};
-  proto_status ps = write_run(st, where_body, &c);
+  proto_status ps = write_run_within(st, where_body, &c, delete_allowance(st));
   if (!ps && deleted) *deleted = c.n;
   free(c.nums);
   return ps;

@@ -11,7 +11,9 @@
  * Durability: every write is one LMDB write transaction in the default sync
  * mode; a function that writes returns PROTO_OK only after the commit is on
  * disk. When the map fills, the transaction is aborted, the map grows and the
- * write is retried (up to max_map_bytes, then PROTO_ENOSPACE).
+ * write is retried (up to max_map_bytes, then PROTO_ENOSPACE; a delete may go
+ * past it by max_map_bytes / 16, at least 1 MiB, so that a full map can be
+ * emptied).
  *
  * Thread-safety: all functions may be called from any number of threads
  * (LMDB serialises writers; readers never block each other). A map growth
@@ -41,8 +43,9 @@ typedef struct store store;
 typedef struct store_options {
   size_t map_bytes;       /* initial LMDB map size; 0 = 64 MiB */
   unsigned max_readers;   /* reader slots; 0 = 4096 (LMDB's default is 126) */
-  size_t max_map_bytes;   /* the map never grows past this; 0 = no limit. A write
-                           that needs more fails with PROTO_ENOSPACE */
+  size_t max_map_bytes;   /* the map never grows past this (but for a delete's
+                           allowance, above); 0 = no limit. A write that needs
+                           more fails with PROTO_ENOSPACE */
   int read_only_fallback; /* 1: a database this process may not write (a
                              read-only file system, no permission) is opened
                              read-only instead of failing; every write then

@@ -112,6 +112,23 @@ def run_map_limit():
         ok(full is not None and full[0] == 507 and "map" in full[1]["error"]["message"],
            "a full LMDB map answers 507 naming the map (%d documents in)" % len(acked), full)
         check_after_full(s, acked, "map")
+        # deleting makes room: a delete may take the map a little past the
+        # limit (1 MiB here), the writes after it only the pages it freed
+        for cycle in (1, 2):
+            half = acked[:len(acked) // 2]
+            st, js, _, _ = s.req("POST", "/v1/documents/delete", {"ids": half})
+            left = [d for d in half if s.req("GET", "/v1/documents/" + d)[0] == 200]
+            st1, _, _, _ = s.req("DELETE", "/v1/documents/" + acked[-1])
+            ok(st == 200 and js["deleted"] == len(half) and not left and st1 == 200,
+               "full map, cycle %d: deleting %d documents in a batch and one alone succeeds" % (cycle, len(half) + 1),
+               (st, js, len(left), st1))
+            acked = acked[len(half):-1]
+            more, full = fill_until_507(s, "m%d-" % cycle)
+            mapped = metric(s, "retro_store_map_bytes")
+            ok(more and full and full[0] == 507 and mapped <= (3 << 20) + (1 << 20),
+               "cycle %d: the room made takes %d new documents, then 507 again; map %s bytes" % (cycle, len(more), mapped),
+               (len(more), full and full[0], mapped))
+            acked += more
     finally:
         s.stop()
     s = Server("ops-map", "--max-map-mb", "16", data=data)
@@ -391,6 +408,10 @@ def run_repairs():
         ok(any("level=warn" in l and "private copy" in l and "(8 chunks)" in l for l in s.log)
            and st == 200 and js["results"][0]["doc_id"] == "r3",
            "read-only over a damaged lexical.sqlite: a private copy, logged, and searched", s.log[-4:])
+        refused = [s.req("POST", "/v1/documents/delete", body)[:2] for body in ({"ids": ["r3"]}, {"filter": {"x": 1}})]
+        refused.append(s.req("DELETE", "/v1/documents/r3")[:2])
+        ok(all(st == 403 and "read-only" in js["error"]["message"] for st, js in refused)
+           and s.req("GET", "/v1/documents/r3")[0] == 200, "read-only: deletes by id and by filter are refused", refused)
     finally:
         s.stop()
     shutil.rmtree(data, ignore_errors=True)
