@@ -433,6 +433,87 @@ static void verify_lexical(verify_ctx *v, const char *dir, store *st, const stor
   free(path);
 }
 
+/* The salts a document's content hash may have used in this database: its
+ * encoder's and chunk tokenizer's fingerprints and its dimension from meta;
+ * chunks embedded by ids or by text. 0 for a database that has none yet. */
+static int content_salts(store *st, unsigned char salts[2][32]) {
+  char *enc = NULL, *ctok = NULL, *dim = NULL;
+  int have = store_meta_get(st, "encoder", &enc) == PROTO_OK &&
+             store_meta_get(st, "chunk_tokenizer", &ctok) == PROTO_OK &&
+             store_meta_get(st, "dim", &dim) == PROTO_OK && enc && ctok && dim;
+  if (have)
+    for (int by_ids = 0; by_ids < 2; by_ids++)
+      srv__salt_of(enc, ctok, (uint32_t)strtoul(dim, NULL, 10), by_ids, salts[by_ids]);
+  free(enc);
+  free(ctok);
+  free(dim);
+  return have;
+}
+
+/* A document's text, its chunks' texts end to end, into *text (grown). */
+static proto_status document_text(store *st, const store_doc *d, proto_buf *text) {
+  text->len = 0;
+  for (uint32_t i = 0; i < d->n_chunks; i++) {
+    store_chunk c = {0};
+    proto_status s = store_chunk_get(st, d->first_chunk + i, &c);
+    if (s != PROTO_OK) return s;
+    proto_buf_add(text, c.text, c.text_len);
+    store_chunk_free(&c);
+  }
+  return text->failed ? PROTO_ENOMEM : PROTO_OK;
+}
+
+/* One document against the content hash its upsert stored. */
+static void verify_document(verify_ctx *v, store *st, const store_doc *d,
+                            unsigned char salts[2][32], proto_buf *text, uint64_t *checked) {
+  unsigned char stored[STORE_HASH_BYTES], now[STORE_HASH_BYTES];
+  uint64_t num = 0;
+  if (store_doc_hash(st, d->id, stored, &num, NULL) != PROTO_OK || num != d->doc_id) return;
+  if (document_text(st, d, text) != PROTO_OK) {
+    problem(v, "document \"%.200s\": reading its chunks: %s", d->id, store_last_error());
+    return;
+  }
+  (*checked)++;
+  for (int i = 0; i < 2; i++) {
+    srv__content_hash(salts[i], text->data, text->len, d->metadata_json, now);
+    if (!memcmp(now, stored, sizeof now)) return;
+  }
+  problem(v,
+          "document \"%.200s\": its text or metadata is not what was written (its content hash "
+          "differs): the database is damaged; restore a backup, or index the document again",
+          d->id);
+}
+
+/* Every document's stored text and metadata against its content hash: the
+ * one check of what LMDB itself does not checksum. */
+static void verify_contents(verify_ctx *v, store *st) {
+  unsigned char salts[2][32];
+  if (!content_salts(st, salts)) return;
+  enum { PAGE = 256 };
+  store_doc docs[PAGE];
+  proto_buf text = {0};
+  uint64_t after = 0, checked = 0;
+  for (int more = 1; more;) {
+    size_t n = 0;
+    if (store_docs_list(st, after, PAGE, docs, &n, &more) != PROTO_OK) {
+      problem(v, "listing documents: %s", store_last_error());
+      break;
+    }
+    for (size_t i = 0; i < n; i++) {
+      verify_document(v, st, &docs[i], salts, &text, &checked);
+      after = docs[i].doc_id;
+      store_doc_free(&docs[i]);
+    }
+  }
+  proto_buf_free(&text);
+  if (v->say) {
+    char line[160];
+    snprintf(line, sizeof line, "contents: %llu documents checked against their content hashes",
+             (unsigned long long)checked);
+    v->say(v->ctx, line);
+  }
+}
+
 proto_status srv_verify(const char *dir, srv_say_fn say, void *ctx, uint64_t *problems) {
   verify_ctx v = {.say = say, .ctx = ctx};
   char *mdb = join(dir, "db/data.mdb"), *man = join(dir, "manifest.json");
@@ -476,6 +557,7 @@ proto_status srv_verify(const char *dir, srv_say_fn say, void *ctx, uint64_t *pr
              (unsigned long long)chk.vectors);
     say(ctx, line);
   }
+  verify_contents(&v, st);
   verify_faiss(&v, dir, st, &ss);
   verify_lexical(&v, dir, st, &ss);
 leave:

@@ -115,6 +115,15 @@ float srv__hybrid_alpha(float asked, const float *lsc, size_t nl);
 
 /* Sets e->hash_salt from the models (ingest.c); after the models are loaded. */
 void srv__content_salt(srv_engine *e);
+/* That salt from what makes it: the encoder's and the chunk tokenizer's
+ * fingerprints (as the database's meta records them), the dimension, and
+ * whether chunks are embedded by their token ids. */
+void srv__salt_of(const char *encoder_fp, const char *chunk_tok_fp, uint32_t dim, int by_ids,
+                  unsigned char out[32]);
+/* A document's content hash (ingest.c), which upserts store with it: what
+ * retro verify checks the stored text and metadata against. */
+void srv__content_hash(const unsigned char salt[32], const char *text, size_t text_len,
+                       const char *metadata_json, unsigned char out[STORE_HASH_BYTES]);
 
 /* Ingest pipeline lifetime (ingest.c). */
 proto_status srv__pipe_start(srv_engine *e);

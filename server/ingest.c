@@ -154,32 +154,38 @@ static void pdoc_free(pdoc *d) {
   free(d);
 }
 
-void srv__content_salt(srv_engine *e) {
+void srv__salt_of(const char *encoder_fp, const char *chunk_tok_fp, uint32_t dim, int by_ids,
+                  unsigned char out[32]) {
   proto_sha256 h;
-  char dim[32];
-  snprintf(dim, sizeof dim, "%u", (unsigned)e->dim);
-  const char *parts[] = {"retrod content v1: key window = last 64 tokens", bert_fingerprint(e->enc),
-                         tok_fingerprint(e->ctok), dim, e->embed_by_ids ? "by ids" : "by text"};
+  char dims[32];
+  snprintf(dims, sizeof dims, "%u", (unsigned)dim);
+  const char *parts[] = {"retrod content v1: key window = last 64 tokens", encoder_fp, chunk_tok_fp,
+                         dims, by_ids ? "by ids" : "by text"};
   proto_sha256_init(&h);
   for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
     proto_sha256_update(&h, parts[i], strlen(parts[i]) + 1);
-  proto_sha256_final(&h, e->hash_salt);
+  proto_sha256_final(&h, out);
+}
+
+void srv__content_salt(srv_engine *e) {
+  srv__salt_of(bert_fingerprint(e->enc), tok_fingerprint(e->ctok), e->dim, e->embed_by_ids,
+               e->hash_salt);
 }
 
 /* out[0..32): SHA-256 of the salt and the text (length first); out[32..64):
  * of those 32 bytes and the metadata as given ({} for none): metadata written
  * differently (key order, spaces) counts as changed, which costs a metadata
  * write and never a wrong skip. */
-static void content_hash(const srv_engine *e, const srv_doc *doc,
-                         unsigned char out[STORE_HASH_BYTES]) {
+void srv__content_hash(const unsigned char salt[32], const char *text, size_t text_len,
+                       const char *metadata_json, unsigned char out[STORE_HASH_BYTES]) {
   proto_sha256 h;
   unsigned char len[8];
-  const char *meta = doc->metadata_json ? doc->metadata_json : "{}";
-  for (int i = 0; i < 8; i++) len[i] = (unsigned char)((uint64_t)doc->text_len >> (8 * i));
+  const char *meta = metadata_json && *metadata_json ? metadata_json : "{}";
+  for (int i = 0; i < 8; i++) len[i] = (unsigned char)((uint64_t)text_len >> (8 * i));
   proto_sha256_init(&h);
-  proto_sha256_update(&h, e->hash_salt, sizeof e->hash_salt);
+  proto_sha256_update(&h, salt, 32);
   proto_sha256_update(&h, len, sizeof len);
-  if (doc->text_len) proto_sha256_update(&h, doc->text, doc->text_len);
+  if (text_len) proto_sha256_update(&h, text, text_len);
   proto_sha256_final(&h, out);
   proto_sha256_init(&h);
   proto_sha256_update(&h, out, 32);
@@ -833,7 +839,7 @@ static proto_status prepare(srv_ingest *in, const srv_doc *doc, pdoc **out) {
     s = srv__fail(PROTO_ENOMEM, "out of memory");
     goto leave;
   }
-  content_hash(e, doc, d->hash);
+  srv__content_hash(e->hash_salt, doc->text, doc->text_len, doc->metadata_json, d->hash);
   uint64_t num;
   uint32_t nc = 0;
   if (!in->cb.force && (d->unchanged = stored_unchanged(e, doc->id, d->hash, &num, &nc))) {

@@ -6,13 +6,15 @@ acknowledged before the backup began is there and is its own nearest
 neighbour (dense and lexical), counts agree with the manifest, the restored
 server serves and verifies clean. A truncated, a tampered and a mismatched
 backup are refused naming the problem; `retro verify` finds a deleted
-index file, a stale index watermark and a missing vector.
+index file, a stale index watermark, a missing vector, and a byte changed in
+a chunk's text or a document's metadata.
 
     e2e_backup.py RETRO_BINARY WORK_DIR
 """
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -181,11 +183,30 @@ def run():
     shutil.copy(faiss, old)
     r = Server("bk-restored", data=restored)
     try:
-        r.req("POST", "/v1/documents", {"documents": [{"id": "x%d" % i, "text": text_of("x%d" % i)} for i in range(5)]})
+        r.req("POST", "/v1/documents", {"documents": [{"id": "x%d" % i, "text": text_of("x%d" % i)} for i in range(5)] + [
+            {"id": "tamper-text", "text": text_of("t") + " zqxwvTEXTMARK"},
+            {"id": "tamper-meta", "text": text_of("m"), "metadata": {"tag": "zqxwvMETAMARK"}}]})
     finally:
         r.stop()
     rc, out, err = retro("verify", "--data", restored)
-    ok(rc == 0, "verify is clean after more writes and a clean stop", err)
+    ok(rc == 0 and "contents: " in err and "documents checked against their content hashes" in err,
+       "verify is clean after more writes and a clean stop, contents checked", err)
+    # LMDB keeps no checksums: a byte changed in a chunk's text or in a
+    # document's metadata is found by the content hash each upsert stored
+    mdb = os.path.join(restored, "db", "data.mdb")
+    shutil.copy(mdb, mdb + ".good")
+    raw = bytearray(open(mdb, "rb").read())
+    for mark in (b"zqxwvTEXTMARK", b"zqxwvMETAMARK"):
+        at = raw.find(mark)
+        while at >= 0:
+            raw[at] = ord("Z")
+            at = raw.find(mark, at + 1)
+    open(mdb, "wb").write(raw)
+    rc, _, err = retro("verify", "--data", restored)
+    named = re.findall(r'document "([^"]+)": its text or metadata is not what was written', err)
+    ok(rc == 1 and sorted(named) == ["tamper-meta", "tamper-text"] and "restore a backup" in err,
+       "retro verify finds a byte changed in a chunk's text and one in a document's metadata", err)
+    shutil.move(mdb + ".good", mdb)
     shutil.copy(old, faiss)
     rc, _, err = retro("verify", "--data", restored)
     ok(rc == 1 and "stale watermark" in err and "the next start rebuilds it" in err,
