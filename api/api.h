@@ -107,6 +107,10 @@ enum {
   PROTO_MAX_LOGPROBS = 5,      /* logprobs alternatives */
 };
 
+/* A metadata filter given on its own (GET /v1/documents?filter=): the
+ * grammar of a search's "filter"; *out its compact JSON, NULL for {}. */
+proto_status proto_filter_parse(const char *json, size_t len, char **out, char *err, size_t errlen);
+
 /* POST /v1/documents/delete: {"ids": [...]}, 1..PROTO_MAX_DELETE ids, each
  * 1..PROTO_MAX_ID_BYTES bytes, none given twice; or {"filter": {...}}, a
  * search's metadata filter with at least one key. */

@@ -734,10 +734,28 @@ static int filter_scalar(const json_t *v) {
 
 /* "filter": {"key": value or [values], ...}, values strings, numbers, booleans
  * or null; written back compactly to *out (NULL when absent or empty). */
+static proto_status check_filter(json_t *f, char **out, char *err, size_t errlen);
+
 static proto_status get_filter(json_t *root, char **out, char *err, size_t errlen) {
   *out = NULL;
   json_t *f = json_object_get(root, "filter");
   if (!f || json_is_null(f)) return PROTO_OK;
+  return check_filter(f, out, err, errlen);
+}
+
+proto_status proto_filter_parse(const char *text, size_t len, char **out, char *err,
+                                size_t errlen) {
+  json_t *root = NULL;
+  *out = NULL;
+  proto_status st = parse_root(text, len, &root, err, errlen);
+  if (st == PROTO_OK) st = check_filter(root, out, err, errlen);
+  json_decref(root);
+  return st;
+}
+
+/* A metadata filter: {"key": scalar or [scalars]}; *out its compact text,
+ * NULL for {}. */
+static proto_status check_filter(json_t *f, char **out, char *err, size_t errlen) {
   if (!json_is_object(f))
     return fail(PROTO_ETYPE, err, errlen, "filter: must be an object of metadata keys and values");
   if (json_object_size(f) > PROTO_MAX_FILTER_KEYS)

@@ -616,27 +616,56 @@ void srv_document_free(srv_document *d) {
   memset(d, 0, sizeof *d);
 }
 
-proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, srv_document *out,
-                                size_t *n, int *more) {
-  if (!e || !n || !more || (max && !out))
+static int metadata_passes(json_t *filter, const char *metadata_json);
+
+/* Documents a filtered page looks at before it answers with what it has. */
+#define LIST_SCAN_BUDGET 10000
+
+proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, const char *filter_json,
+                                srv_document *out, size_t *n, uint64_t *next_after) {
+  if (!e || !n || !next_after || !max || !out)
     return srv__fail(PROTO_EINVAL, "srv_documents_list: NULL argument");
-  store_doc *sd = max ? calloc(max, sizeof *sd) : NULL;
-  if (max && !sd) return srv__fail(PROTO_ENOMEM, "out of memory");
-  proto_status s = store_docs_list(e->st, after, max, sd, n, more);
-  if (s != PROTO_OK) {
-    free(sd);
-    return srv__fail(s, "listing documents: %s", store_last_error());
+  *n = 0;
+  *next_after = 0;
+  json_t *filter = filter_json ? json_loads(filter_json, 0, NULL) : NULL;
+  if (filter_json && !json_is_object(filter)) {
+    json_decref(filter);
+    return srv__fail(PROTO_EINVAL, "filter: must be a JSON object");
   }
-  for (size_t i = 0; i < *n; i++) {
-    memset(&out[i], 0, sizeof out[i]);
-    out[i].doc_num = sd[i].doc_id;
-    out[i].id = sd[i].id;
-    out[i].metadata_json = sd[i].metadata_json;
-    out[i].first_chunk = sd[i].first_chunk;
-    out[i].n_chunks = sd[i].n_chunks;
+  store_doc *sd = calloc(max, sizeof *sd);
+  proto_status s = sd ? PROTO_OK : srv__fail(PROTO_ENOMEM, "out of memory");
+  size_t scanned = 0;
+  for (int more = 1; s == PROTO_OK && more && *n < max && scanned < LIST_SCAN_BUDGET;) {
+    size_t got = 0, i = 0;
+    if ((s = store_docs_list(e->st, after, max, sd, &got, &more)) != PROTO_OK) {
+      s = srv__fail(s, "listing documents: %s", store_last_error());
+      break;
+    }
+    for (; i < got && *n < max; i++) {
+      after = sd[i].doc_id;
+      if (filter && !metadata_passes(filter, sd[i].metadata_json)) {
+        store_doc_free(&sd[i]);
+        continue;
+      }
+      srv_document *d = &out[(*n)++];
+      memset(d, 0, sizeof *d);
+      d->doc_num = sd[i].doc_id;
+      d->id = sd[i].id;
+      d->metadata_json = sd[i].metadata_json;
+      d->first_chunk = sd[i].first_chunk;
+      d->n_chunks = sd[i].n_chunks;
+    }
+    *next_after = more || i < got ? after : 0; /* a full page may stop inside this one */
+    for (; i < got; i++) store_doc_free(&sd[i]);
+    scanned += got;
   }
   free(sd);
-  return PROTO_OK;
+  json_decref(filter);
+  if (s != PROTO_OK) {
+    while (*n) srv_document_free(&out[--*n]);
+    *next_after = 0;
+  }
+  return s;
 }
 
 proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_document *out) {

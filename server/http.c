@@ -187,7 +187,7 @@ typedef struct conn {
   int ing_error; /* feed/submit failed: the rest of the body is discarded */
   proto_status ing_st;
   /* request pieces the job needs */
-  char *ctype, *authz, *apikey, *wait, *force, *limit, *after, *accept_enc;
+  char *ctype, *authz, *apikey, *wait, *force, *limit, *after, *filter, *accept_enc;
   char *cors_origin; /* the request's Origin, when --cors-origins allows it */
   /* response handed over by a job */
   http_response resp;
@@ -222,6 +222,7 @@ static void conn_unref(conn *c) {
   free(c->wait);
   free(c->limit);
   free(c->after);
+  free(c->filter);
   free(c->accept_enc);
   free(c->force);
   free(c->cors_origin);
@@ -291,6 +292,7 @@ static void build_request(conn *c, http_request *rq) {
   rq->query_wait = c->wait;
   rq->query_limit = c->limit;
   rq->query_after = c->after;
+  rq->query_filter = c->filter;
   rq->accept_encoding = c->accept_enc;
   rq->query_force = c->force;
   rq->authorization = c->authz;
@@ -573,10 +575,11 @@ static enum MHD_Result take_query_arg(void *cls, enum MHD_ValueKind kind, const 
   (void)kind;
   query_args *q = cls;
   q->st = http_query_check(q->c->m.route, key, value, q->msg, sizeof q->msg);
-  char **slot = !strcmp(key, "limit")   ? &q->c->limit
-                : !strcmp(key, "after") ? &q->c->after
-                : !strcmp(key, "force") ? &q->c->force
-                                        : &q->c->wait;
+  char **slot = !strcmp(key, "limit")    ? &q->c->limit
+                : !strcmp(key, "after")  ? &q->c->after
+                : !strcmp(key, "filter") ? &q->c->filter
+                : !strcmp(key, "force")  ? &q->c->force
+                                         : &q->c->wait;
   if (q->st == PROTO_OK && *slot) {
     q->st = PROTO_EINVAL;
     snprintf(q->msg, sizeof q->msg, "query parameter '%s': given twice", key);

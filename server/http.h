@@ -242,6 +242,7 @@ typedef struct http_request {
   const char *query_wait;  /* value of ?wait=, or NULL */
   const char *query_limit; /* ?limit= and ?after= of GET /v1/documents, or NULL */
   const char *query_after;
+  const char *query_filter;    /* ?filter= of GET /v1/documents, still percent-encoded */
   const char *accept_encoding; /* header, for the page at / (gzip) */
   const char *query_force;     /* value of ?force=, or NULL */
   const char *authorization;   /* headers, NULL when absent */

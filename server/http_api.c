@@ -301,24 +301,48 @@ static void h_doc_get(http_server *s, const http_match *m, http_response *resp) 
   ok_json(resp, 200);
 }
 
+/* ?filter= of GET /v1/documents: form-encoded ('+' a space) JSON, checked
+ * as a search's filter; *out NULL for none or {}. */
+static proto_status list_filter(const char *raw, char **out, char *msg, size_t n) {
+  *out = NULL;
+  if (!raw) return PROTO_OK;
+  size_t len = strlen(raw);
+  char *plus = strdup(raw), *json = malloc(len + 1);
+  proto_status st = plus && json ? PROTO_OK : PROTO_ENOMEM;
+  if (st) snprintf(msg, n, "out of memory");
+  for (size_t i = 0; plus && i < len; i++)
+    if (plus[i] == '+') plus[i] = ' ';
+  long got = st ? 0 : http_pct_decode(plus, len, json, len + 1);
+  if (!st && got < 0) {
+    st = PROTO_EINVAL;
+    snprintf(msg, n, "filter: bad percent-encoding, NUL or invalid UTF-8");
+  } else if (!st && (st = proto_filter_parse(json, (size_t)got, out, msg, n)) == PROTO_EJSON) {
+    snprintf(msg, n, "filter: not valid JSON (percent-encode it)");
+  }
+  free(plus);
+  free(json);
+  return st;
+}
+
 static void h_doc_list(http_server *s, const http_request *rq, http_response *resp) {
   size_t max;
-  uint64_t after;
-  char msg[160];
+  uint64_t after, next_after = 0;
+  char msg[256], *filter = NULL;
   proto_status st = http_list_args(rq->query_limit, rq->query_after, &max, &after, msg, sizeof msg);
+  if (st == PROTO_OK) st = list_filter(rq->query_filter, &filter, msg, sizeof msg);
   if (st != PROTO_OK) {
     http_error(resp, st, msg);
     return;
   }
-  if (no_engine(s, resp)) return;
-  srv_document *d = calloc(max, sizeof *d);
+  srv_document *d = no_engine(s, resp) ? NULL : calloc(max, sizeof *d);
   size_t n = 0;
-  int more = 0;
   if (!d) {
-    http_error(resp, PROTO_ENOMEM, "out of memory");
+    if (s->engine) http_error(resp, PROTO_ENOMEM, "out of memory");
+    free(filter);
     return;
   }
-  st = srv_documents_list(s->engine, after, max, d, &n, &more);
+  st = srv_documents_list(s->engine, after, max, filter, d, &n, &next_after);
+  free(filter);
   if (st != PROTO_OK) {
     free(d);
     engine_error(resp, st, "list documents");
@@ -344,9 +368,9 @@ static void h_doc_list(http_server *s, const http_request *rq, http_response *re
     proto_jw_obj_end(&w);
   }
   proto_jw_arr_end(&w);
-  /* the cursor for the next page: the last doc_num here, null at the end */
+  /* the cursor for the next page: the last doc_num looked at, null at the end */
   proto_jw_key(&w, "next_after");
-  if (more) proto_jw_uint(&w, d[n - 1].doc_num);
+  if (next_after) proto_jw_uint(&w, next_after);
   else proto_jw_null(&w);
   proto_jw_obj_end(&w);
   for (size_t i = 0; i < n; i++) srv_document_free(&d[i]);

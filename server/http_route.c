@@ -140,6 +140,7 @@ proto_status http_query_check(http_route r, const char *key, const char *value, 
     snprintf(msg, n, "%s: must be true or false, not '%s'", key, shown);
     return PROTO_EINVAL;
   }
+  if (r == HTTP_R_DOC_LIST && !strcmp(key, "filter")) return PROTO_OK; /* read by the handler */
   if (r == HTTP_R_DOC_LIST && (!strcmp(key, "limit") || !strcmp(key, "after"))) {
     size_t max;
     uint64_t after;
@@ -150,7 +151,7 @@ proto_status http_query_check(http_route r, const char *key, const char *value, 
   http_printable(key, shown, sizeof shown);
   snprintf(msg, n, "query parameter '%s': unknown (%s)", shown,
            r == HTTP_R_DOCS       ? "POST /v1/documents takes only wait and force"
-           : r == HTTP_R_DOC_LIST ? "GET /v1/documents takes limit and after"
+           : r == HTTP_R_DOC_LIST ? "GET /v1/documents takes limit, after and filter"
                                   : "this route takes none");
   return PROTO_EUNKNOWN_FIELD;
 }

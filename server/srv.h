@@ -320,11 +320,15 @@ typedef struct srv_document {
 /* PROTO_ENOTFOUND when absent. Free with srv_document_free. */
 proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_document *out);
 void srv_document_free(srv_document *d); /* frees members; accepts zeroed */
-/* A page of documents in doc_num order: at most max with doc_num > after
- * (out[i] without text or n_tokens; free each with srv_document_free);
- * *more = 1 when documents follow the page. */
-proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, srv_document *out,
-                                size_t *n, int *more);
+/* A page of documents in doc_num order: at most max (>= 1) with doc_num >
+ * after (out[i] without text or n_tokens; free each with
+ * srv_document_free). filter_json: NULL, or a search's metadata filter, and
+ * the page holds only documents that pass it. *next_after: where the next
+ * page starts, 0 when no documents follow. A filtered page stops looking
+ * after 10,000 documents and may then hold fewer than max (even none) with
+ * *next_after still set. */
+proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, const char *filter_json,
+                                srv_document *out, size_t *n, uint64_t *next_after);
 
 typedef struct srv_chunk {
   store_chunk c;       /* chunk id, doc num, ordinal, N and F tokens+text */

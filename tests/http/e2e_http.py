@@ -383,6 +383,29 @@ def run_batch_delete(s):
                               ({"ids": None, "filter": None}, 400, "give ids or filter")]:
         st, js, raw, _ = s.req("POST", "/v1/documents/delete", body)
         ok(st == want and field in js["error"]["message"], "delete %s -> %d naming %r" % (body, want, field), (st, raw[:200]))
+    # listing by the same filter shows what it would delete, page by page
+    q = lambda f: "/v1/documents?filter=" + urllib.parse.quote(json.dumps(f))
+    st, js, _, _ = s.req("GET", q({"bdgroup": "a"}))
+    ok(st == 200 and [d["id"] for d in js["documents"]] == ["bf-0", "bf-2"] and js["next_after"] is None,
+       "GET /v1/documents?filter=: only the documents that pass", js)
+    pages, after = [], 0
+    while after is not None and len(pages) < 5:
+        st, js, _, _ = s.req("GET", q({"bdgroup": ["a", "b"]}) + "&limit=2&after=%d" % after)
+        pages.append([d["id"] for d in js["documents"]])
+        after = js["next_after"]
+    ok(pages[:2] == [["bf-0", "bf-1"], ["bf-2"]] and after is None,
+       "filtered pages of 2 follow next_after to the end", pages)
+    st, js, _, _ = s.req("GET", "/v1/documents?filter=" + urllib.parse.quote_plus('{"bdgroup": "b"}'))
+    ok(st == 200 and [d["id"] for d in js["documents"]] == ["bf-1"], "form encoding ('+' for a space) is read", js)
+    st, all_js, _, _ = s.req("GET", "/v1/documents?limit=3")
+    st, js, _, _ = s.req("GET", "/v1/documents?limit=3&filter=%7B%7D")
+    ok(st == 200 and js == all_js, "filter={} lists every document", js)
+    for raw, want, field in [("%7Bx", 400, "filter: not valid JSON"), ("%5B1%5D", 400, "filter: must be an object"),
+                             ("%ff", 400, "filter: bad percent-encoding"),
+                             (urllib.parse.quote('{"a": {"b": 1}}'), 400, "filter.a")]:
+        st, js, raw_body, _ = s.req("GET", "/v1/documents?filter=" + raw)
+        ok(st == want and field in js["error"]["message"], "?filter=%s -> %d naming %r" % (raw, want, field),
+           (st, raw_body[:200]))
     st, js, _, _ = s.req("POST", "/v1/documents/delete", {"filter": {"bdgroup": "a"}})
     ok(st == 200 and js == {"deleted": 2, "not_found": []}, "delete by filter: a value, also inside a list", js)
     st, js, _, _ = s.req("POST", "/v1/documents/delete", {"filter": {"bdgroup": ["b", "c"], "n": 1}, "ids": None})
