@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -484,6 +485,40 @@ static void verify_document(verify_ctx *v, store *st, const store_doc *d,
           d->id);
 }
 
+/* Vectors off the unit sphere: every stored vector is L2-normalised (the
+ * encoder's, and retro index --vectors normalises), so one that is not
+ * finite or not of length 1 was changed since (a flipped exponent or high
+ * mantissa bit; low bits go unseen, and change a score too little to
+ * matter). */
+typedef struct unit_check {
+  uint32_t dim;
+  uint64_t bad, first_bad, seen;
+} unit_check;
+
+static proto_status check_units(void *ctx, const uint64_t *ids, const float *vecs, size_t n) {
+  unit_check *u = ctx;
+  for (size_t i = 0; i < n; i++) {
+    const float *v = vecs + i * u->dim;
+    double s = 0;
+    for (uint32_t j = 0; j < u->dim; j++) s += (double)v[j] * v[j];
+    if (!(fabs(s - 1.0) <= 1e-4) && !u->bad++) u->first_bad = ids[i];
+  }
+  u->seen += n;
+  return PROTO_OK;
+}
+
+static void verify_vectors(verify_ctx *v, store *st, const store_stats *ss) {
+  unit_check u = {ss->dim, 0, 0, 0};
+  if (!ss->dim) return;
+  if (store_vectors_scan(st, 0, 0, check_units, &u) != PROTO_OK)
+    problem(v, "reading the vectors: %s", store_last_error());
+  else if (u.bad)
+    problem(v,
+            "vectors: %llu of %llu are not of unit length (the first: chunk %llu): the database is "
+            "damaged; restore a backup, or index their documents again",
+            (unsigned long long)u.bad, (unsigned long long)u.seen, (unsigned long long)u.first_bad);
+}
+
 /* Every document's stored text and metadata against its content hash: the
  * one check of what LMDB itself does not checksum. */
 static void verify_contents(verify_ctx *v, store *st) {
@@ -558,6 +593,7 @@ proto_status srv_verify(const char *dir, srv_say_fn say, void *ctx, uint64_t *pr
     say(ctx, line);
   }
   verify_contents(&v, st);
+  verify_vectors(&v, st, &ss);
   verify_faiss(&v, dir, st, &ss);
   verify_lexical(&v, dir, st, &ss);
 leave:

@@ -6,8 +6,8 @@ acknowledged before the backup began is there and is its own nearest
 neighbour (dense and lexical), counts agree with the manifest, the restored
 server serves and verifies clean. A truncated, a tampered and a mismatched
 backup are refused naming the problem; `retro verify` finds a deleted
-index file, a stale index watermark, a missing vector, and a byte changed in
-a chunk's text or a document's metadata.
+index file, a stale index watermark, a missing vector, a vector changed in
+place, and a byte changed in a chunk's text or a document's metadata.
 
     e2e_backup.py RETRO_BINARY WORK_DIR
 """
@@ -227,6 +227,19 @@ def run():
     env.close()
     rc, _, err = retro("verify", "--data", restored)
     ok(rc == 1 and "has no vector" in err, "retro verify finds a missing vector", err)
+    # a flipped exponent bit takes a vector off the unit sphere
+    env = lmdb.open(os.path.join(restored, "db"), max_dbs=8, map_size=1 << 30)
+    vecs = env.open_db(b"vectors")
+    with env.begin(write=True) as txn:
+        key, val = list(txn.cursor(db=vecs))[1]
+        val = bytearray(val)
+        val[-1] ^= 0x40  # the last float's high exponent bit (little-endian)
+        txn.put(key, bytes(val), db=vecs)
+    env.close()
+    rc, _, err = retro("verify", "--data", restored)
+    chunk = int.from_bytes(key, "big") if len(key) == 8 else -1
+    ok(rc == 1 and re.search(r"vectors: 1 of \d+ are not of unit length \(the first: chunk %d\)" % chunk, err),
+       "retro verify finds a vector changed in place", err)
 
 
 def main():
