@@ -2,7 +2,8 @@
 // by puppeteer-core against a running `retro serve`: loads without console
 // errors, searches, streams a completion (chunk boundaries, neighbours,
 // attribution marks), upserts and deletes a document through the forms with
-// the read-write key and shows the 403 with the read-only key, shows the
+// the read-write key (by id, and all that match a metadata filter once
+// confirmed) and shows the 403 with the read-only key, shows the
 // status pane, fits 375 px, checks --no-webui answers 404, and that a page on
 // another origin may call the API only when --cors-origins lists it. Prints TAP;
 // writes screenshots to $SHOTS. Run by run.sh, which sets the environment.
@@ -148,6 +149,30 @@ await attempt('documents', async () => {
   ok(g.status === 200, 'a .jsonl upload upserts one document per line, with the per-document results');
   fs.unlinkSync(file);
   await page.$eval('#u-file', (e) => { e.value = ''; });
+  // by metadata: list what a filter matches, then delete it once confirmed
+  const tmp = ['tmp-1', 'tmp-2'].map((id) => ({ id, text: `temporary ${id} model chunk`, metadata: { tmp: true } }));
+  await fetch(`${RETRO_URL}/v1/documents`, { method: 'POST', headers: { Authorization: `Bearer ${RW_KEY}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ documents: tmp }) });
+  await setValue('#d-filter', '{x');
+  await page.click('#dfform button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#u-msg').textContent.includes('filter'));
+  ok((await text('#u-msg')).includes('not valid JSON'), 'a bad documents filter is refused before sending', await text('#u-msg'));
+  await setValue('#d-filter', '{"tmp": true}');
+  await page.click('#dfform button[type=submit]');
+  await page.waitForFunction(() => { const t = document.querySelector('#d-list').textContent; return t.includes('tmp-2') && !t.includes('doc-0'); });
+  ok((await page.$$eval('#d-list tbody tr', (r) => r.length)) === 2, 'a metadata filter lists only the documents that match');
+  page.once('dialog', (d) => d.dismiss());
+  await page.click('#d-delf');
+  g = await fetch(`${RETRO_URL}/v1/documents/tmp-1`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
+  ok(g.status === 200, 'delete all that match: nothing goes when the confirmation is dismissed');
+  page.once('dialog', (d) => d.accept());
+  await page.click('#d-delf');
+  await page.waitForFunction(() => document.querySelector('#u-msg').textContent.includes('deleted 2 document'));
+  await page.waitForFunction(() => document.querySelector('#d-list').textContent.includes('no documents'));
+  g = await fetch(`${RETRO_URL}/v1/documents/tmp-2`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
+  ok(g.status === 404, 'confirmed, the matching documents are deleted and the list is empty');
+  await setValue('#d-filter', '');
+  await page.click('#dfform button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#d-list').textContent.includes('doc-0'));
   expect403 = true;
   await setValue('#key', RO_KEY);
   await setValue('#u-id', 'ro-doc');
