@@ -591,11 +591,12 @@ static enum MHD_Result take_query_arg(void *cls, enum MHD_ValueKind kind, const 
   return q->st == PROTO_OK ? MHD_YES : MHD_NO;
 }
 
-/* The headers that say where a request's body ends. */
+/* The headers that say where a request's body ends, and for which host. */
 typedef struct framing {
   const char *length; /* the last Content-Length */
   int lengths_differ; /* Content-Length given again with another value */
   int chunked;        /* Transfer-Encoding given */
+  int hosts;          /* Host headers */
 } framing;
 
 static enum MHD_Result note_framing(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -607,18 +608,24 @@ static enum MHD_Result note_framing(void *cls, enum MHD_ValueKind kind, const ch
     f->length = value ? value : "";
   } else if (!strcasecmp(key, "Transfer-Encoding")) {
     f->chunked = 1;
+  } else if (!strcasecmp(key, "Host")) {
+    f->hosts++;
   }
   return MHD_YES;
 }
 
 /* A body whose end a proxy in front could place elsewhere than we do, so
  * that the rest would pass as another request (request smuggling; RFC 9112
- * 6.3 says to refuse it): NULL, or why it is refused. */
-static const char *ambiguous_framing(struct MHD_Connection *mc) {
+ * 6.3 says to refuse it), or a host that is missing or ambiguous (RFC 9112
+ * 3.2: a 400): NULL, or why the request is refused. */
+static const char *ambiguous_framing(struct MHD_Connection *mc, const char *version) {
   framing f = {0};
   MHD_get_connection_values(mc, MHD_HEADER_KIND, note_framing, &f);
   if (f.lengths_differ) return "Content-Length: given twice with different values";
   if (f.chunked && f.length) return "Content-Length and Transfer-Encoding: give one";
+  if (f.hosts > 1) return "Host: given more than once";
+  if (!f.hosts && !strcmp(version, MHD_HTTP_VERSION_1_1))
+    return "Host: missing (HTTP/1.1 needs it)";
   return NULL;
 }
 
@@ -668,7 +675,7 @@ static enum MHD_Result preflight(conn *c, struct MHD_Connection *mc) {
 }
 
 static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char *url,
-                                  const char *method) {
+                                  const char *method, const char *version) {
   snprintf(c->method, sizeof c->method, "%s", method);
   http_printable(url, c->path, sizeof c->path);
   http_route_match(method, url, &c->m);
@@ -691,7 +698,7 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
     proto_buf_free(&r.body);
     return ret;
   }
-  const char *framing_error = ambiguous_framing(mc);
+  const char *framing_error = ambiguous_framing(mc, version);
   if (framing_error) return send_error(c, PROTO_EINVAL, framing_error);
   c->authz = dup_header(mc, MHD_HEADER_KIND, "Authorization");
   c->apikey = dup_header(mc, MHD_HEADER_KIND, "api-key");
@@ -740,7 +747,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
   (void)cls;
-  (void)version;
   conn *c = *con_cls;
   if (!c) {
     c = calloc(1, sizeof *c);
@@ -774,7 +780,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, c->peer,
                   sizeof c->peer);
     }
-    return first_call(c, mc, url, method);
+    return first_call(c, mc, url, method, version);
   }
   /* libmicrohttpd 0.9.75 keeps feeding buffered upload data to a connection
    * suspended from inside this handler: leave it unconsumed until resumed */

@@ -425,7 +425,8 @@ def run_framing(s):
     """A body whose end a proxy could place elsewhere than the server does
     (request smuggling): Content-Length twice with different values, or
     beside Transfer-Encoding. A 400 naming it, the connection closed, and
-    the request hidden after the body never answered."""
+    the request hidden after the body never answered. And the Host header:
+    missing in HTTP/1.1 or given twice, a 400 naming it."""
     body = b'{"query": "alpha", "k": 1, "with_text": false}'
     smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
     head = b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -451,6 +452,25 @@ def run_framing(s):
            and b"[still open]" not in out,
            "%s: 400 naming it, closed, the request after the body not answered" % name, out[-300:])
     ok(healthy(s), "... and the server serves on")
+    # the host: HTTP/1.1 needs exactly one Host (RFC 9112 3.2); HTTP/1.0 may omit it
+    for name, raw, want in [("HTTP/1.1 without Host", b"GET /health HTTP/1.1\r\n\r\n", b"HTTP/1.1 400"),
+                            ("two Host headers", b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                             b"HTTP/1.1 400"),
+                            ("HTTP/1.0 without Host", b"GET /health HTTP/1.0\r\n\r\n", b"HTTP/1.1 200")]:
+        sk = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        sk.sendall(raw)
+        out = b""
+        try:
+            while b"}" not in out:  # both answers are JSON
+                piece = sk.recv(65536)
+                if not piece:
+                    break
+                out += piece
+        except socket.timeout:
+            pass
+        sk.close()
+        good = out.startswith(want) and (want.endswith(b"200") or b"Host:" in out)
+        ok(good, "%s: %s" % (name, want.decode()[9:]), out[-300:])
 
 
 def run_main(s):
