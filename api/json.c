@@ -582,6 +582,17 @@ static proto_status get_model(json_t *obj, char **model, char *err, size_t errle
   return *model ? PROTO_OK : fail(PROTO_ENOMEM, err, errlen, "model: out of memory");
 }
 
+/* Strings that must hold text (get_strs's): the first empty one named, as
+ * name[i] when they came as an array. */
+static proto_status no_empty_string(const char *name, char *const *s, size_t n, int indexed,
+                                    char *err, size_t errlen) {
+  for (size_t i = 0; i < n; i++)
+    if (!s[i][0])
+      return indexed ? fail(PROTO_ERANGE, err, errlen, "%s[%zu]: empty string", name, i)
+                     : fail(PROTO_ERANGE, err, errlen, "%s: empty string", name);
+  return PROTO_OK;
+}
+
 static proto_status get_exclude(json_t *obj, char ***ids, size_t *n, char *err, size_t errlen) {
   json_t *v = json_object_get(obj, "exclude_docs");
   *ids = NULL;
@@ -732,29 +743,8 @@ static int filter_scalar(const json_t *v) {
   return json_is_string(v) || json_is_number(v) || json_is_boolean(v) || json_is_null(v);
 }
 
-/* "filter": {"key": value or [values], ...}, values strings, numbers, booleans
- * or null; written back compactly to *out (NULL when absent or empty). */
-static proto_status check_filter(json_t *f, char **out, char *err, size_t errlen);
-
-static proto_status get_filter(json_t *root, char **out, char *err, size_t errlen) {
-  *out = NULL;
-  json_t *f = json_object_get(root, "filter");
-  if (!f || json_is_null(f)) return PROTO_OK;
-  return check_filter(f, out, err, errlen);
-}
-
-proto_status proto_filter_parse(const char *text, size_t len, char **out, char *err,
-                                size_t errlen) {
-  json_t *root = NULL;
-  *out = NULL;
-  proto_status st = parse_root(text, len, &root, err, errlen);
-  if (st == PROTO_OK) st = check_filter(root, out, err, errlen);
-  json_decref(root);
-  return st;
-}
-
-/* A metadata filter: {"key": scalar or [scalars]}; *out its compact text,
- * NULL for {}. */
+/* A metadata filter: {"key": value or [values], ...}, values strings,
+ * numbers, booleans or null; written back compactly to *out (NULL for {}). */
 static proto_status check_filter(json_t *f, char **out, char *err, size_t errlen) {
   if (!json_is_object(f))
     return fail(PROTO_ETYPE, err, errlen, "filter: must be an object of metadata keys and values");
@@ -781,6 +771,24 @@ static proto_status check_filter(json_t *f, char **out, char *err, size_t errlen
   if (json_object_size(f) == 0) return PROTO_OK;
   *out = json_dumps(f, JSON_COMPACT);
   return *out ? PROTO_OK : fail(PROTO_ENOMEM, err, errlen, "filter: out of memory");
+}
+
+/* "filter" of a request body: *out NULL when absent, null or empty. */
+static proto_status get_filter(json_t *root, char **out, char *err, size_t errlen) {
+  *out = NULL;
+  json_t *f = json_object_get(root, "filter");
+  if (!f || json_is_null(f)) return PROTO_OK;
+  return check_filter(f, out, err, errlen);
+}
+
+proto_status proto_filter_parse(const char *text, size_t len, char **out, char *err,
+                                size_t errlen) {
+  json_t *root = NULL;
+  *out = NULL;
+  proto_status st = parse_root(text, len, &root, err, errlen);
+  if (st == PROTO_OK) st = check_filter(root, out, err, errlen);
+  json_decref(root);
+  return st;
 }
 
 /* One of names (NULL-terminated) as a string; *out = its index + 1, 0 when absent. */
@@ -994,8 +1002,7 @@ static proto_status get_delete_what(json_t *root, proto_delete_req *out, char *e
     return fail(PROTO_ETYPE, err, errlen, "ids: must be an array of strings");
   st = get_strs(ids, "ids", 1, PROTO_MAX_DELETE, PROTO_MAX_ID_BYTES, &out->ids, NULL, &out->n, NULL,
                 err, errlen);
-  for (size_t i = 0; st == PROTO_OK && i < out->n; i++)
-    if (!out->ids[i][0]) st = fail(PROTO_ERANGE, err, errlen, "ids[%zu]: empty string", i);
+  if (st == PROTO_OK) st = no_empty_string("ids", out->ids, out->n, 1, err, errlen);
   return st == PROTO_OK ? no_repeated_id(out->ids, out->n, err, errlen) : st;
 }
 
@@ -1051,13 +1058,9 @@ proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *ou
   int was_array = 0;
   st = get_strs(in, "input", 1, PROTO_MAX_QUERIES, 0, &out->inputs, &out->lens, &out->n, &was_array,
                 err, errlen);
+  if (st == PROTO_OK) /* an embedding of nothing is no text's (OpenAI: 400) */
+    st = no_empty_string("input", out->inputs, out->n, was_array, err, errlen);
   if (st != PROTO_OK) goto leave;
-  for (size_t i = 0; i < out->n; i++) /* an embedding of nothing is no text's (OpenAI: 400) */
-    if (out->lens[i] == 0) {
-      st = was_array ? fail(PROTO_ERANGE, err, errlen, "input[%zu]: empty string", i)
-                     : fail(PROTO_ERANGE, err, errlen, "input: empty string");
-      goto leave;
-    }
   json_t *fmt = json_object_get(root, "encoding_format");
   if (fmt && !json_is_null(fmt)) {
     if (!json_is_string(fmt)) {

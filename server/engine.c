@@ -584,6 +584,14 @@ proto_status srv_embed(srv_engine *e, const char *const *texts, const size_t *le
 
 /* Documents, chunks, delete --------------------------------------------------- */
 
+/* After a store delete that removed n documents: counted, and their chunks
+ * taken out of both indexes before the caller answers. */
+static proto_status deleted_from_store(srv_engine *e, size_t n) {
+  if (!n) return PROTO_OK;
+  atomic_fetch_add(&e->n_deleted, n);
+  return srv__sync_indexes(e);
+}
+
 proto_status srv_delete_many(srv_engine *e, const char *const *ids, size_t n, int *found) {
   if (!e || (n && (!ids || !found))) return srv__fail(PROTO_EINVAL, "srv_delete: NULL argument");
   if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
@@ -594,9 +602,7 @@ proto_status srv_delete_many(srv_engine *e, const char *const *ids, size_t n, in
                   : srv__fail(s, "deleting %zu documents: %s", n, store_last_error());
   size_t gone = 0;
   for (size_t i = 0; i < n; i++) gone += found[i] != 0;
-  if (!gone) return PROTO_OK;
-  atomic_fetch_add(&e->n_deleted, gone);
-  return srv__sync_indexes(e);
+  return deleted_from_store(e, gone);
 }
 
 proto_status srv_delete(srv_engine *e, const char *id, int *found) {
@@ -914,9 +920,7 @@ proto_status srv_delete_where(srv_engine *e, const char *filter_json, size_t *de
   if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
   if (s != PROTO_OK) return srv__fail(s, "deleting by filter: %s", store_last_error());
   if (deleted) *deleted = n;
-  if (!n) return PROTO_OK;
-  atomic_fetch_add(&e->n_deleted, n);
-  return srv__sync_indexes(e);
+  return deleted_from_store(e, n);
 }
 
 /* The filter's verdicts on documents share the chunk cache, under their doc

@@ -618,7 +618,7 @@ static enum MHD_Result note_framing(void *cls, enum MHD_ValueKind kind, const ch
  * that the rest would pass as another request (request smuggling; RFC 9112
  * 6.3 says to refuse it), or a host that is missing or ambiguous (RFC 9112
  * 3.2: a 400): NULL, or why the request is refused. */
-static const char *ambiguous_framing(struct MHD_Connection *mc, const char *version) {
+static const char *refused_headers(struct MHD_Connection *mc, const char *version) {
   framing f = {0};
   MHD_get_connection_values(mc, MHD_HEADER_KIND, note_framing, &f);
   if (f.lengths_differ) return "Content-Length: given twice with different values";
@@ -698,8 +698,8 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
     proto_buf_free(&r.body);
     return ret;
   }
-  const char *framing_error = ambiguous_framing(mc, version);
-  if (framing_error) return send_error(c, PROTO_EINVAL, framing_error);
+  const char *header_error = refused_headers(mc, version);
+  if (header_error) return send_error(c, PROTO_EINVAL, header_error);
   c->authz = dup_header(mc, MHD_HEADER_KIND, "Authorization");
   c->apikey = dup_header(mc, MHD_HEADER_KIND, "api-key");
   c->ctype = dup_header(mc, MHD_HEADER_KIND, "Content-Type");

@@ -334,13 +334,17 @@ static void h_doc_list(http_server *s, const http_request *rq, http_response *re
     http_error(resp, st, msg);
     return;
   }
-  srv_document *d = no_engine(s, resp) ? NULL : calloc(max, sizeof *d);
-  size_t n = 0;
-  if (!d) {
-    if (s->engine) http_error(resp, PROTO_ENOMEM, "out of memory");
+  if (no_engine(s, resp)) {
     free(filter);
     return;
   }
+  srv_document *d = calloc(max, sizeof *d);
+  if (!d) {
+    http_error(resp, PROTO_ENOMEM, "out of memory");
+    free(filter);
+    return;
+  }
+  size_t n = 0;
   st = srv_documents_list(s->engine, after, max, filter, d, &n, &next_after);
   free(filter);
   if (st != PROTO_OK) {

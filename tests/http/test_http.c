@@ -386,7 +386,8 @@ TEST(decoders) {
         strstr(err, "dimensions"));
 }
 
-/* {"ids": [...]} of POST /v1/documents/delete: bounds, and repeats named. */
+/* The body of POST /v1/documents/delete: ids within bounds, repeats named; or
+ * a filter, never empty, never beside ids. */
 TEST(delete_body) {
   char err[256];
   proto_delete_req r;
