@@ -8,13 +8,8 @@ set -u
 DOC=$1; CACHE=$2
 REDOCLY_VERSION=2.77.0
 skip() { echo "1..0 # SKIP $*"; exit 77; }
-command -v node >/dev/null && command -v npm >/dev/null || skip "node and npm not installed"
-PKG="$CACHE/node_modules/@redocly/cli/package.json"
-if [ ! -f "$PKG" ] || ! grep -q "\"version\": \"$REDOCLY_VERSION\"" "$PKG"; then
-  mkdir -p "$CACHE"
-  (cd "$CACHE" && timeout 400 npm install --no-audit --no-fund --silent "@redocly/cli@$REDOCLY_VERSION" >npm.log 2>&1) ||
-    skip "npm install @redocly/cli@$REDOCLY_VERSION failed (no registry?): $(tail -1 "$CACHE/npm.log")"
-fi
+. "$(cd "$(dirname "$0")" && pwd)/../npm_lib.sh"
+npm_package "$CACHE" @redocly/cli "$REDOCLY_VERSION" 400
 echo "1..1"
 out=$("$CACHE/node_modules/.bin/redocly" lint --extends=recommended --format=summary "$DOC" 2>&1)
 rc=$?

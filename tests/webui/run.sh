@@ -14,13 +14,8 @@ RETRO=$1; CACHE=$2; SHOTS=$3
 PPTR_VERSION=23.11.1  # the last major that runs on Debian 12's node 18
 skip() { echo "1..0 # SKIP $*"; exit 77; }
 CHROMIUM=$(command -v chromium || command -v chromium-browser) || skip "chromium not installed"
-command -v node >/dev/null && command -v npm >/dev/null || skip "node and npm not installed"
-if [ ! -f "$CACHE/node_modules/puppeteer-core/package.json" ] ||
-   ! grep -q "\"version\": \"$PPTR_VERSION\"" "$CACHE/node_modules/puppeteer-core/package.json"; then
-  mkdir -p "$CACHE"
-  (cd "$CACHE" && timeout 300 npm install --no-audit --no-fund --silent "puppeteer-core@$PPTR_VERSION" >npm.log 2>&1) ||
-    skip "npm install puppeteer-core@$PPTR_VERSION failed (no registry?): $(tail -1 "$CACHE/npm.log")"
-fi
+. "$HERE/../npm_lib.sh"
+npm_package "$CACHE" puppeteer-core "$PPTR_VERSION" 300
 WORK=$(mktemp -d)
 PIDS=
 trap 'for p in $PIDS; do kill $p 2>/dev/null; done; rm -rf "$WORK"' EXIT
