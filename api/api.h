@@ -108,8 +108,19 @@ enum {
 };
 
 /* A metadata filter given on its own (GET /v1/documents?filter=): the
- * grammar of a search's "filter"; *out its compact JSON, NULL for {}. */
+ * grammar of a search's "filter" (api/filter.c: values, lists of values,
+ * operators, $and and $or); *out its compact JSON, NULL for {}. */
 proto_status proto_filter_parse(const char *json, size_t len, char **out, char *err, size_t errlen);
+
+/* A metadata filter ready to test documents with, loaded from its JSON text
+ * (checked again, so a filter from anywhere is held to the grammar). */
+typedef struct proto_filter proto_filter;
+proto_status proto_filter_load(const char *json, proto_filter **out, char *err, size_t errlen);
+void proto_filter_free(proto_filter *f);          /* accepts NULL */
+int proto_filter_is_empty(const proto_filter *f); /* NULL or {} */
+/* 1 when a document with this metadata (JSON object text; NULL or "" for
+ * none) passes the filter. */
+int proto_filter_passes(const proto_filter *f, const char *metadata_json);
 
 /* POST /v1/documents/delete: {"ids": [...]}, 1..PROTO_MAX_DELETE ids, each
  * 1..PROTO_MAX_ID_BYTES bytes, none given twice; or {"filter": {...}}, a

@@ -739,46 +739,12 @@ void proto_search_free(proto_search_req *r) {
   memset(r, 0, sizeof *r);
 }
 
-static int filter_scalar(const json_t *v) {
-  return json_is_string(v) || json_is_number(v) || json_is_boolean(v) || json_is_null(v);
-}
-
-/* A metadata filter: {"key": value or [values], ...}, values strings,
- * numbers, booleans or null; written back compactly to *out (NULL for {}). */
-static proto_status check_filter(json_t *f, char **out, char *err, size_t errlen) {
-  if (!json_is_object(f))
-    return fail(PROTO_ETYPE, err, errlen, "filter: must be an object of metadata keys and values");
-  if (json_object_size(f) > PROTO_MAX_FILTER_KEYS)
-    return fail(PROTO_ERANGE, err, errlen, "filter: at most %d keys", PROTO_MAX_FILTER_KEYS);
-  const char *key;
-  json_t *v;
-  json_object_foreach(f, key, v) {
-    if (!*key) return fail(PROTO_EINVAL, err, errlen, "filter: a key is empty");
-    if (json_is_array(v)) {
-      size_t n = json_array_size(v);
-      if (n == 0 || n > PROTO_MAX_FILTER_VALUES)
-        return fail(PROTO_ERANGE, err, errlen, "filter.%.64s: list 1 to %d values", key,
-                    PROTO_MAX_FILTER_VALUES);
-      for (size_t i = 0; i < n; i++)
-        if (!filter_scalar(json_array_get(v, i)))
-          return fail(PROTO_ETYPE, err, errlen,
-                      "filter.%.64s[%zu]: must be a string, number, boolean or null", key, i);
-    } else if (!filter_scalar(v)) {
-      return fail(PROTO_ETYPE, err, errlen,
-                  "filter.%.64s: must be a string, number, boolean, null or a list of them", key);
-    }
-  }
-  if (json_object_size(f) == 0) return PROTO_OK;
-  *out = json_dumps(f, JSON_COMPACT);
-  return *out ? PROTO_OK : fail(PROTO_ENOMEM, err, errlen, "filter: out of memory");
-}
-
 /* "filter" of a request body: *out NULL when absent, null or empty. */
 static proto_status get_filter(json_t *root, char **out, char *err, size_t errlen) {
   *out = NULL;
   json_t *f = json_object_get(root, "filter");
   if (!f || json_is_null(f)) return PROTO_OK;
-  return check_filter(f, out, err, errlen);
+  return proto__filter_check(f, out, err, errlen);
 }
 
 proto_status proto_filter_parse(const char *text, size_t len, char **out, char *err,
@@ -786,7 +752,7 @@ proto_status proto_filter_parse(const char *text, size_t len, char **out, char *
   json_t *root = NULL;
   *out = NULL;
   proto_status st = parse_root(text, len, &root, err, errlen);
-  if (st == PROTO_OK) st = check_filter(root, out, err, errlen);
+  if (st == PROTO_OK) st = proto__filter_check(root, out, err, errlen);
   json_decref(root);
   return st;
 }

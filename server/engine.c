@@ -622,7 +622,14 @@ void srv_document_free(srv_document *d) {
   memset(d, 0, sizeof *d);
 }
 
-static int metadata_passes(json_t *filter, const char *metadata_json);
+/* A metadata filter's JSON text (NULL: none) loaded to test documents with. */
+static proto_status load_filter(const char *filter_json, proto_filter **out) {
+  char msg[256];
+  *out = NULL;
+  if (!filter_json) return PROTO_OK;
+  proto_status s = proto_filter_load(filter_json, out, msg, sizeof msg);
+  return s == PROTO_OK ? PROTO_OK : srv__fail(s, "%s", msg);
+}
 
 /* Documents a filtered page looks at before it answers with what it has. */
 #define LIST_SCAN_BUDGET 10000
@@ -633,13 +640,11 @@ proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, const
     return srv__fail(PROTO_EINVAL, "srv_documents_list: NULL argument");
   *n = 0;
   *next_after = 0;
-  json_t *filter = filter_json ? json_loads(filter_json, 0, NULL) : NULL;
-  if (filter_json && !json_is_object(filter)) {
-    json_decref(filter);
-    return srv__fail(PROTO_EINVAL, "filter: must be a JSON object");
-  }
+  proto_filter *filter = NULL;
+  proto_status s = load_filter(filter_json, &filter);
+  if (s != PROTO_OK) return s;
   store_doc *sd = calloc(max, sizeof *sd);
-  proto_status s = sd ? PROTO_OK : srv__fail(PROTO_ENOMEM, "out of memory");
+  if (!sd) s = srv__fail(PROTO_ENOMEM, "out of memory");
   size_t scanned = 0;
   for (int more = 1; s == PROTO_OK && more && *n < max && scanned < LIST_SCAN_BUDGET;) {
     size_t got = 0, i = 0;
@@ -649,7 +654,7 @@ proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, const
     }
     for (; i < got && *n < max; i++) {
       after = sd[i].doc_id;
-      if (filter && !metadata_passes(filter, sd[i].metadata_json)) {
+      if (!proto_filter_passes(filter, sd[i].metadata_json)) {
         store_doc_free(&sd[i]);
         continue;
       }
@@ -666,7 +671,7 @@ proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, const
     scanned += got;
   }
   free(sd);
-  json_decref(filter);
+  proto_filter_free(filter);
   if (s != PROTO_OK) {
     while (*n) srv_document_free(&out[--*n]);
     *next_after = 0;
@@ -784,7 +789,7 @@ typedef struct sctx {
   size_t cap, used;
   const uint64_t *excl; /* excluded doc nums, sorted */
   size_t n_excl;
-  json_t *filter; /* the metadata filter, or NULL */
+  proto_filter *filter; /* the metadata filter, or NULL */
   proto_status err;
 } sctx;
 
@@ -861,62 +866,25 @@ static cent *chunk_lookup(sctx *c, uint64_t id) {
   return ent;
 }
 
-/* One value of a document's metadata against one wanted value: null wants
- * the key null or absent, numbers compare by value (1 == 1.0), and a list in
- * the metadata matches when any of its elements does. */
-static int value_matches(const json_t *have, const json_t *want) {
-  if (json_is_null(want)) return !have || json_is_null(have);
-  if (!have) return 0;
-  if (json_is_array(have) && !json_is_array(want)) {
-    for (size_t i = 0; i < json_array_size(have); i++)
-      if (value_matches(json_array_get(have, i), want)) return 1;
-    return 0;
-  }
-  if (json_is_number(have) && json_is_number(want))
-    return json_number_value(have) == json_number_value(want);
-  return json_equal(have, want);
-}
-
-/* 1 when the metadata (JSON object text) has, for every key of filter, the
- * value or one of the list of values given there. */
-static int metadata_passes(json_t *filter, const char *metadata_json) {
-  json_t *meta = metadata_json && *metadata_json ? json_loads(metadata_json, 0, NULL) : NULL;
-  const char *key;
-  json_t *want;
-  int pass = 1;
-  json_object_foreach(filter, key, want) {
-    json_t *have = json_is_object(meta) ? json_object_get(meta, key) : NULL;
-    int any = 0;
-    if (json_is_array(want))
-      for (size_t i = 0; i < json_array_size(want) && !any; i++)
-        any = value_matches(have, json_array_get(want, i));
-    else any = value_matches(have, want);
-    if (!any) {
-      pass = 0;
-      break;
-    }
-  }
-  json_decref(meta);
-  return pass;
-}
-
 /* Deleting by metadata applies the test of a search's filter. */
 static int doc_matches(void *filter, const char *metadata_json) {
-  return metadata_passes(filter, metadata_json);
+  return proto_filter_passes(filter, metadata_json);
 }
 
 proto_status srv_delete_where(srv_engine *e, const char *filter_json, size_t *deleted) {
   if (deleted) *deleted = 0;
   if (!e || !filter_json) return srv__fail(PROTO_EINVAL, "srv_delete_where: NULL argument");
   if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
-  json_t *filter = json_loads(filter_json, 0, NULL);
-  if (!json_is_object(filter) || json_object_size(filter) == 0) {
-    json_decref(filter);
+  proto_filter *filter = NULL;
+  proto_status s = load_filter(filter_json, &filter);
+  if (s != PROTO_OK) return s;
+  if (proto_filter_is_empty(filter)) {
+    proto_filter_free(filter);
     return srv__fail(PROTO_EINVAL, "filter: must be a JSON object with at least one key");
   }
   size_t n = 0;
-  proto_status s = store_delete_where(e->st, doc_matches, filter, &n);
-  json_decref(filter);
+  s = store_delete_where(e->st, doc_matches, filter, &n);
+  proto_filter_free(filter);
   if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
   if (s != PROTO_OK) return srv__fail(s, "deleting by filter: %s", store_last_error());
   if (deleted) *deleted = n;
@@ -944,7 +912,7 @@ static int doc_passes(sctx *c, uint64_t num) {
     return 0;
   }
   ent->id = num | DOC_VERDICT_KEY;
-  ent->live = s == PROTO_OK && metadata_passes(c->filter, d.metadata_json);
+  ent->live = s == PROTO_OK && proto_filter_passes(c->filter, d.metadata_json);
   c->used++;
   store_doc_free(&d);
   return ent->live;
@@ -1434,7 +1402,7 @@ static void search_state_free(search_state *st) {
   store_chunk_free(&st->sc);
   store_snap_end(&st->c.snap);
   cache_free(&st->c);
-  json_decref(st->c.filter);
+  proto_filter_free(st->c.filter);
   free((void *)st->c.excl);
   free(st->qv);
   lex_job_free(&st->job);
@@ -1495,10 +1463,7 @@ static proto_status search_filter_start(srv_engine *e, const srv_search_request 
   proto_status s =
       exclude_nums(e, rq->exclude_docs, rq->n_exclude, (uint64_t **)&c->excl, &c->n_excl);
   if (s != PROTO_OK) return s;
-  if (rq->filter_json) {
-    c->filter = json_loads(rq->filter_json, 0, NULL);
-    if (!json_is_object(c->filter)) return srv__fail(PROTO_EINVAL, "filter: must be a JSON object");
-  }
+  if ((s = load_filter(rq->filter_json, &c->filter)) != PROTO_OK) return s;
   if (cache_grow(c) != 0) return srv__fail(PROTO_ENOMEM, "out of memory");
   return PROTO_OK;
 }

@@ -406,10 +406,18 @@ def run_batch_delete(s):
         st, js, raw_body, _ = s.req("GET", "/v1/documents?filter=" + raw)
         ok(st == want and field in js["error"]["message"], "?filter=%s -> %d naming %r" % (raw, want, field),
            (st, raw_body[:200]))
+    st, js, _, _ = s.req("GET", q({"bdgroup": {"$exists": True}, "$or": [{"n": {"$gte": 1}}, {"bdgroup": {"$in": ["z", "a"]}}]}))
+    ok(st == 200 and [d["id"] for d in js["documents"]] == ["bf-0", "bf-1", "bf-2", "bf-3"],
+       "GET /v1/documents?filter= with $or and operators", js)
+    st, js, _, _ = s.req("GET", q({"n": {"$exists": True}, "bdgroup": {"$exists": True}}))
+    ok(st == 200 and [d["id"] for d in js["documents"]] == ["bf-1", "bf-3"], "?filter= with $exists", js)
     st, js, _, _ = s.req("POST", "/v1/documents/delete", {"filter": {"bdgroup": "a"}})
     ok(st == 200 and js == {"deleted": 2, "not_found": []}, "delete by filter: a value, also inside a list", js)
-    st, js, _, _ = s.req("POST", "/v1/documents/delete", {"filter": {"bdgroup": ["b", "c"], "n": 1}, "ids": None})
-    ok(st == 200 and js == {"deleted": 2, "not_found": []}, "every key must match; numbers by value", js)
+    st, js, _, _ = s.req("POST", "/v1/documents/delete", {"filter": {"bdgroup": ["b"], "n": 1}, "ids": None})
+    ok(st == 200 and js == {"deleted": 1, "not_found": []}, "every key must match; numbers by value", js)
+    st, js, _, _ = s.req("POST", "/v1/documents/delete", {"filter": {"bdgroup": {"$exists": True},
+                                                                  "$or": [{"n": {"$gt": 0.5}}, {"bdgroup": "zz"}]}})
+    ok(st == 200 and js == {"deleted": 1, "not_found": []}, "delete by filter with $or and a bound", js)
     gone = [s.req("GET", "/v1/documents/bf-%d" % i)[0] for i in range(4)]
     seen = []
     for mode in ("dense", "lexical", "hybrid"):
@@ -604,6 +612,29 @@ def run_main(s):
     ok(st == 200 and ids == set(), "filter matching nothing: no results", ids)
     st2, js2, _, _ = s.req("POST", "/v1/search", {"query": doc_text(5), "k": 3, "filter": {"n": 5}})
     ok(st2 == 200 and {h["doc_id"] for h in js2["results"]} == {"doc-5"}, "filter on a search by text", js2)
+    # operators, $and and $or (the grammar's own cases are test_filter's)
+    st, ids = filtered({"n": {"$gte": 3, "$lt": 6}})
+    ok(st == 200 and ids == {"doc-3", "doc-4", "doc-5"}, "filter: a range of numbers", ids)
+    st, ids = filtered({"n": {"$gt": 17.5}})
+    ok(st == 200 and ids == {"doc-18", "doc-19", "tag-1", "tag-2"}, "filter: $gt by value", ids)
+    st, ids = filtered({"n": {"$lte": 19, "$nin": [0, 1, 2]}, "tags": {"$exists": False}}, k=1000)
+    ok(st == 200 and ids == {"doc-%d" % i for i in range(3, 20)},
+       "filter: $nin and $exists beside a bound", sorted(ids) if st == 200 else ids)
+    st, ids = filtered({"$or": [{"n": 2}, {"tags": "green"}, {"$and": [{"n": {"$gt": 10}}, {"n": {"$lt": 12}}]}]})
+    ok(st == 200 and ids == {"doc-2", "tag-2", "doc-11"}, "filter: $or of a value, a list element and an $and", ids)
+    st, ids = filtered({"tags": {"$ne": "red"}, "n": {"$gte": 100}})
+    ok(st == 200 and ids == {"tag-2"}, "filter: $ne on a metadata list", ids)
+    for mode in ("lexical", "hybrid"):
+        st2, js2, _, _ = s.req("POST", "/v1/search", {"query": doc_text(5), "k": 3, "mode": mode,
+                                                      "filter": {"n": {"$in": [4, 5]}}})
+        ok(st2 == 200 and {h["doc_id"] for h in js2["results"]} <= {"doc-4", "doc-5"} and js2["results"],
+           "filter with an operator, %s search" % mode, js2)
+    for flt, want, field in [({"n": {"$gt": True}}, 400, "filter.n.$gt: must be a number or a string"),
+                             ({"n": {"$near": 1}}, 400, "filter.n: unknown operator $near"),
+                             ({"$or": []}, 422, "filter.$or: list 1 to 16"),
+                             ({"$nor": [{"n": 1}]}, 400, "filter.$nor: unknown operator")]:
+        st, js = filtered(flt)
+        ok(st == want and field in js["error"]["message"], "filter %s -> %d naming %r" % (flt, want, field), js)
 
     # --- delete removes from results ----------------------------------------
     st, js, _, _ = s.req("DELETE", "/v1/documents/doc-9")
@@ -1084,6 +1115,10 @@ def run_completions(s):
     st, jsf, _, _ = s.req("POST", "/v1/completions", dict(body, filter={"n": [1, 2]}, max_tokens=3))
     nbs = [nb["doc_id"] for c in jsf["retro"]["chunks"] for nb in c["neighbors"]] if st == 200 else None
     ok(nbs and set(nbs) <= {"doc-1", "doc-2"}, "filter honoured in retrieval", nbs or jsf)
+    st, jsf, _, _ = s.req("POST", "/v1/completions",
+                          dict(body, filter={"$or": [{"n": 1}, {"n": {"$gt": 1.5, "$lt": 2.5}}]}, max_tokens=3))
+    nbs = [nb["doc_id"] for c in jsf["retro"]["chunks"] for nb in c["neighbors"]] if st == 200 else None
+    ok(nbs and set(nbs) <= {"doc-1", "doc-2"}, "a filter with $or and bounds honoured in retrieval", nbs or jsf)
     st, js6, _, _ = s.req("POST", "/v1/completions", dict(body, retrieval=False, max_tokens=3))
     ok(st == 200 and js6["retro"]["retrieval"] is False and all(not c["neighbors"] for c in js6["retro"]["chunks"]),
        "retrieval: false uses no neighbours", js6 and js6["retro"])
