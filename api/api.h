@@ -1,9 +1,10 @@
 /* api.h - the HTTP API's wire layer: the HTTP status of each proto_status,
- * a growable buffer, a streaming JSON writer, and the strict decoders that
- * turn request bodies (POST /v1/documents, /v1/search, /v1/embeddings,
- * /v1/completions, /v1/chat/completions, /tokenize, /detokenize) into plain
- * C structs. Only server/ links it; storage/ and index/ include neither it
- * nor jansson.
+ * a growable buffer, a streaming JSON writer, the strict decoders that turn
+ * request bodies (POST /v1/documents, /v1/search, /v1/embeddings,
+ * /v1/completions, /v1/chat/completions, /tokenize, /detokenize, PATCH
+ * /v1/documents/{id}) into plain C structs, the metadata filter and the
+ * metadata merge patch. Only server/ links it; storage/ and index/ include
+ * neither it nor jansson.
  *
  * Decoders reject duplicate keys, unknown fields, wrong types, missing
  * fields and out-of-range values; on failure they return the status and
@@ -121,6 +122,15 @@ int proto_filter_is_empty(const proto_filter *f); /* NULL or {} */
 /* 1 when a document with this metadata (JSON object text; NULL or "" for
  * none) passes the filter. */
 int proto_filter_passes(const proto_filter *f, const char *metadata_json);
+
+/* PATCH /v1/documents/{id}: {"metadata": {...}}, a JSON Merge Patch (RFC
+ * 7396) of the document's metadata; *metadata_patch its compact JSON. */
+proto_status proto_patch_parse(const char *json, size_t len, char **metadata_patch, char *err,
+                               size_t errlen);
+/* The metadata (JSON object text; NULL or "" for none) with the patch (a
+ * JSON object's text) merged in as RFC 7396 says; *out compact JSON. */
+proto_status proto_metadata_merge(const char *metadata_json, const char *patch_json, char **out,
+                                  char *err, size_t errlen);
 
 /* POST /v1/documents/delete: {"ids": [...]}, 1..PROTO_MAX_DELETE ids, each
  * 1..PROTO_MAX_ID_BYTES bytes, none given twice; or {"filter": {...}}, a

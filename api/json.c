@@ -985,6 +985,27 @@ proto_status proto_delete_parse(const char *text, size_t len, proto_delete_req *
   return st;
 }
 
+proto_status proto_patch_parse(const char *text, size_t len, char **metadata_patch, char *err,
+                               size_t errlen) {
+  static const char *const fields[] = {"metadata", NULL};
+  json_t *root = NULL;
+  *metadata_patch = NULL;
+  proto_status st = parse_root(text, len, &root, err, errlen);
+  if (st != PROTO_OK) return st;
+  json_t *meta = json_object_get(root, "metadata");
+  if (!json_is_object(root)) st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
+  if (st == PROTO_OK) st = check_fields(root, NULL, fields, err, errlen);
+  if (st == PROTO_OK && (!meta || json_is_null(meta)))
+    st = fail(PROTO_EMISSING, err, errlen, "metadata: missing field");
+  if (st == PROTO_OK && !json_is_object(meta))
+    st = fail(PROTO_ETYPE, err, errlen,
+              "metadata: must be an object (a merge patch: a key given null is removed)");
+  if (st == PROTO_OK && !(*metadata_patch = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER)))
+    st = fail(PROTO_ENOMEM, err, errlen, "out of memory");
+  json_decref(root);
+  return st;
+}
+
 /* ---- embeddings ----------------------------------------------------------- */
 
 void proto_embed_free(proto_embed_req *r) {

@@ -723,11 +723,7 @@ static enum MHD_Result first_call(conn *c, struct MHD_Connection *mc, const char
     return send_error(c, PROTO_EMEDIA, msg);
   }
   int kind = http_body_kind(c->m.route, c->ctype);
-  if (kind < 0)
-    return send_error(c, PROTO_EMEDIA,
-                      c->m.route == HTTP_R_DOCS
-                          ? "Content-Type: use application/json or application/x-ndjson"
-                          : "Content-Type: use application/json");
+  if (kind < 0) return send_error(c, PROTO_EMEDIA, http_body_types(c->m.route));
   const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Content-Length");
   if (kind == 0 && cl && strtoull(cl, NULL, 10) > (unsigned long long)D.cfg->max_body) {
     char msg[96];

@@ -100,7 +100,7 @@ typedef enum http_kind { HTTP_INLINE = 0, HTTP_WORKER = 1, HTTP_GEN = 2 } http_k
 
 /* A route's row of http_routes.def. */
 typedef struct http_route_info {
-  const char *method; /* "GET" (HEAD too), "POST" or "DELETE" */
+  const char *method; /* "GET" (HEAD too), "POST", "PATCH" or "DELETE" */
   const char *path;   /* as in openapi.json: "/v1/documents/{id}" */
   http_access access;
   http_kind kind;
@@ -116,7 +116,7 @@ typedef struct http_match {
   const char *allow; /* for 405: the Allow header (static) */
   http_access access;
   http_kind kind;
-  int has_body;                    /* POST routes */
+  int has_body;                    /* POST and PATCH routes */
   char id[PROTO_MAX_ID_BYTES + 1]; /* decoded {id} of document and model routes */
   uint64_t num;                    /* {id} of /v1/chunks/{id} */
   char msg[128];
@@ -126,7 +126,8 @@ typedef struct http_match {
 void http_route_match(const char *method, const char *path, http_match *m);
 /* Label of a route for metrics and logs: its path ("/v1/documents/{id}"). */
 const char *http_route_label(http_route r);
-/* The method a route answers ("GET", "POST", "DELETE"; GET routes also HEAD). */
+/* The method a route answers ("GET", "POST", "PATCH", "DELETE"; GET routes
+ * also HEAD). */
 const char *http_route_method(http_route r);
 /* ?wait= of POST /v1/documents: 1 for true, 1, yes or no value; 0 for
  * false, 0, no or absent (v NULL); -1 for anything else (case-insensitive).

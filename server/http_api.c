@@ -56,12 +56,21 @@ int http_body_kind(http_route r, const char *ct) {
   if ((n == 16 && !strncasecmp(ct, "application/json", n)) ||
       (n == 3 && !strncasecmp(ct, "*/*", n)))
     return 0;
+  if (r == HTTP_R_DOC_PATCH && n == 28 && !strncasecmp(ct, "application/merge-patch+json", n))
+    return 0;
   if (r == HTTP_R_DOCS && ((n == 20 && !strncasecmp(ct, "application/x-ndjson", n)) ||
                            (n == 18 && !strncasecmp(ct, "application/ndjson", n)) ||
                            (n == 17 && !strncasecmp(ct, "application/jsonl", n)) ||
                            (n == 19 && !strncasecmp(ct, "application/x-jsonl", n))))
     return 1;
   return -1;
+}
+
+const char *http_body_types(http_route r) {
+  return r == HTTP_R_DOCS        ? "Content-Type: use application/json or application/x-ndjson"
+         : r == HTTP_R_DOC_PATCH ? "Content-Type: use application/json or "
+                                   "application/merge-patch+json"
+                                 : "Content-Type: use application/json";
 }
 
 int http_identity_coding(const char *coding) {
@@ -409,6 +418,40 @@ static void h_doc_delete(http_server *s, const http_match *m, http_response *res
   proto_jw_bool(&w, 1);
   proto_jw_obj_end(&w);
   ok_json(resp, 200);
+}
+
+/* PATCH /v1/documents/{id}: {"metadata": {...}} merged into the stored
+ * metadata (RFC 7396); answers the document as stored now, without text. */
+static void h_doc_patch(http_server *s, const http_match *m, const http_request *rq,
+                        http_response *resp) {
+  char err[512];
+  char *patch = NULL;
+  proto_status st = proto_patch_parse(rq->body, rq->body_len, &patch, err, sizeof err);
+  if (st != PROTO_OK) {
+    http_error(resp, st, err);
+    return;
+  }
+  srv_document d;
+  memset(&d, 0, sizeof d);
+  int found = 0;
+  if (s->cfg->read_only) {
+    http_error(resp, PROTO_EFORBIDDEN, "server is read-only");
+  } else if (!no_engine(s, resp)) {
+    st = srv_document_patch(s->engine, m->id, patch, &found, &d);
+    if (st != PROTO_OK) {
+      engine_error(resp, st, "update metadata");
+    } else if (!found) {
+      snprintf(err, sizeof err, "id: no document '%.480s'", m->id);
+      http_error(resp, PROTO_ENOTFOUND, err);
+    } else {
+      proto_jw w;
+      proto_jw_init(&w, &resp->body);
+      view_document(&w, &d, 0);
+      ok_json(resp, 200);
+    }
+  }
+  srv_document_free(&d);
+  free(patch);
 }
 
 /* {"deleted": N, "not_found": [...]}: found is NULL for a delete by filter
@@ -1532,7 +1575,7 @@ void http_dispatch(http_server *s, const http_request *rq, http_response *resp) 
   }
   if (m.has_body) {
     if (http_body_kind(m.route, rq->content_type) < 0) {
-      http_error(resp, PROTO_EMEDIA, "Content-Type: use application/json");
+      http_error(resp, PROTO_EMEDIA, http_body_types(m.route));
       return;
     }
     if (rq->body_len > (size_t)s->cfg->max_body && http_body_kind(m.route, rq->content_type) == 0) {

@@ -37,6 +37,8 @@ void http_execute(http_server *s, const http_match *m, const http_request *rq, h
 /* 1 when the request body is NDJSON (Content-Type application/x-ndjson,
  * application/jsonl, application/json-seq...); 0 for JSON; -1 unsupported. */
 int http_body_kind(http_route r, const char *content_type);
+/* The 415 message naming the media types route r takes. */
+const char *http_body_types(http_route r);
 /* 1 when a request's Content-Encoding header means the body is as sent
  * ("identity", or empty); the server decodes no other coding. */
 int http_identity_coding(const char *coding);

@@ -157,18 +157,33 @@ proto_status http_query_check(http_route r, const char *key, const char *value, 
 }
 
 /* Methods as bits, so the Allow header of a path is the union of its rows'. */
-enum { M_GET = 1, M_POST = 2, M_DELETE = 4 };
+enum { M_GET = 1, M_POST = 2, M_PATCH = 4, M_DELETE = 8 };
 
 static unsigned method_bit(const char *method) {
   if (!strcmp(method, "GET") || !strcmp(method, "HEAD")) return M_GET;
   if (!strcmp(method, "POST")) return M_POST;
+  if (!strcmp(method, "PATCH")) return M_PATCH;
   if (!strcmp(method, "DELETE")) return M_DELETE;
   return 0;
 }
 
-static const char *const allow_of[8] = {
-    "",       "GET, HEAD",         "POST",         "GET, HEAD, POST",
-    "DELETE", "GET, HEAD, DELETE", "POST, DELETE", "GET, HEAD, POST, DELETE"};
+/* The Allow header of each set of method bits. */
+static const char *const allow_of[16] = {"",
+                                         "GET, HEAD",
+                                         "POST",
+                                         "GET, HEAD, POST",
+                                         "PATCH",
+                                         "GET, HEAD, PATCH",
+                                         "POST, PATCH",
+                                         "GET, HEAD, POST, PATCH",
+                                         "DELETE",
+                                         "GET, HEAD, DELETE",
+                                         "POST, DELETE",
+                                         "GET, HEAD, POST, DELETE",
+                                         "PATCH, DELETE",
+                                         "GET, HEAD, PATCH, DELETE",
+                                         "POST, PATCH, DELETE",
+                                         "GET, HEAD, POST, PATCH, DELETE"};
 
 /* The rest of path after a row's prefix (its {id}, or "" for EXACT), or
  * NULL when the row does not take this path. */
@@ -235,7 +250,7 @@ void http_route_match(const char *method, const char *path, http_match *m) {
   m->route = (http_route)(hit - rows);
   m->access = hit->info.access;
   m->kind = hit->info.kind;
-  m->has_body = want == M_POST;
+  m->has_body = want == M_POST || want == M_PATCH;
   m->st = PROTO_OK;
   if (hit->shape == SHAPE_ID) decode_id(m, rest);
   else if (hit->shape == SHAPE_NUM) decode_num(m, rest);

@@ -172,6 +172,16 @@ void srv__content_salt(srv_engine *e) {
                e->hash_salt);
 }
 
+/* The second half of a content hash: SHA-256 of the text's half and the
+ * metadata as stored. */
+static void meta_hash(const unsigned char text_hash[32], const char *meta, unsigned char out[32]) {
+  proto_sha256 h;
+  proto_sha256_init(&h);
+  proto_sha256_update(&h, text_hash, 32);
+  proto_sha256_update(&h, meta, strlen(meta));
+  proto_sha256_final(&h, out);
+}
+
 /* out[0..32): SHA-256 of the salt and the text (length first); out[32..64):
  * of those 32 bytes and the metadata as given ({} for none): metadata written
  * differently (key order, spaces) counts as changed, which costs a metadata
@@ -187,10 +197,7 @@ void srv__content_hash(const unsigned char salt[32], const char *text, size_t te
   proto_sha256_update(&h, len, sizeof len);
   if (text_len) proto_sha256_update(&h, text, text_len);
   proto_sha256_final(&h, out);
-  proto_sha256_init(&h);
-  proto_sha256_update(&h, out, 32);
-  proto_sha256_update(&h, meta, strlen(meta));
-  proto_sha256_final(&h, out + 32);
+  meta_hash(out, meta, out + 32);
 }
 
 /* How the stored document id compares with this content hash: 1 the same,
@@ -737,6 +744,47 @@ proto_status srv_ingest_begin(srv_engine *e, const srv_ingest_callbacks *cb, srv
   in->t0 = proto_now();
   *out = in;
   return PROTO_OK;
+}
+
+typedef struct patch_ctx {
+  const char *patch;
+  char msg[256]; /* why the merge failed */
+} patch_ctx;
+
+/* The stored metadata with the patch merged in; the content hash keeps its
+ * text half (none stays none: the next upsert embeds and hashes). */
+static proto_status merge_meta(void *ctx, const char *old_meta, size_t old_len,
+                               const unsigned char *old_hash, char **meta,
+                               unsigned char new_hash[STORE_HASH_BYTES], int *has_hash) {
+  patch_ctx *c = ctx;
+  char *old = malloc(old_len + 1);
+  if (!old) return PROTO_ENOMEM;
+  memcpy(old, old_meta, old_len);
+  old[old_len] = 0;
+  proto_status s = proto_metadata_merge(old, c->patch, meta, c->msg, sizeof c->msg);
+  free(old);
+  if (s != PROTO_OK) return s;
+  if ((*has_hash = old_hash != NULL)) {
+    memcpy(new_hash, old_hash, 32);
+    meta_hash(old_hash, *meta, new_hash + 32);
+  }
+  return PROTO_OK;
+}
+
+proto_status srv_document_patch(srv_engine *e, const char *id, const char *patch_json, int *found,
+                                srv_document *out) {
+  *found = 0;
+  if (!e || !id || !patch_json) return srv__fail(PROTO_EINVAL, "srv_document_patch: NULL argument");
+  if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
+  patch_ctx c = {.patch = patch_json};
+  proto_status s = store_doc_update_meta(e->st, id, merge_meta, &c, found);
+  if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
+  if (s != PROTO_OK)
+    return srv__fail(s, "updating metadata: %s", c.msg[0] ? c.msg : store_last_error());
+  if (!*found || !out) return PROTO_OK;
+  s = srv_document_get(e, id, 0, out);
+  if (s == PROTO_ENOTFOUND) *found = 0; /* deleted since */
+  return s == PROTO_ENOTFOUND ? PROTO_OK : s;
 }
 
 /* Validates a metadata JSON object. */

@@ -319,6 +319,13 @@ typedef struct srv_document {
 } srv_document;
 /* PROTO_ENOTFOUND when absent. Free with srv_document_free. */
 proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_document *out);
+/* Merges patch_json (a JSON object's text) into document id's metadata as
+ * JSON Merge Patch (RFC 7396) says, in one transaction: the text, chunks
+ * and indexes stay as they are, and the content hash follows the new
+ * metadata. *found = 0 (nothing written) when there is no such document;
+ * otherwise out (optional) gets the document as stored now, without text. */
+proto_status srv_document_patch(srv_engine *e, const char *id, const char *patch_json, int *found,
+                                srv_document *out);
 void srv_document_free(srv_document *d); /* frees members; accepts zeroed */
 /* A page of documents in doc_num order: at most max (>= 1) with doc_num >
  * after (out[i] without text or n_tokens; free each with

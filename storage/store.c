@@ -1192,11 +1192,36 @@ proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_
 }
 
 typedef struct set_meta_ctx {
-  const char *id, *meta;
+  const char *id;
   size_t len;
-  const unsigned char *hash;
+  const char *meta;          /* the new metadata, or NULL: ask fn */
+  const unsigned char *hash; /* its content hash (NULL: none) */
+  store_meta_fn fn;
+  void *fn_ctx;
+  char *made; /* what fn made (freed by the caller) */
+  unsigned char made_hash[STORE_HASH_BYTES];
   int found;
 } set_meta_ctx;
+
+/* c->fn's new metadata and hash from the document's current ones. */
+static proto_status ask_meta_fn(store *st, MDB_txn *txn, set_meta_ctx *c, const unsigned char *kb,
+                                const doc_rec *r, int *mdb_rc) {
+  MDB_val k = val_of(kb, 8), v;
+  int rc = mdb_get(txn, st->doc_hash, &k, &v);
+  if (rc && rc != MDB_NOTFOUND) {
+    *mdb_rc = rc;
+    return mdb_fail(rc, "mdb_get doc_hash");
+  }
+  const unsigned char *old = rc == 0 && v.mv_size == STORE_HASH_BYTES ? v.mv_data : NULL;
+  int has_hash = 0;
+  free(c->made); /* a run again after the map grew */
+  c->made = NULL;
+  proto_status ps = c->fn(c->fn_ctx, r->meta, r->meta_len, old, &c->made, c->made_hash, &has_hash);
+  if (ps == PROTO_OK && !c->made) ps = PROTO_ENOMEM;
+  c->meta = c->made;
+  c->hash = has_hash ? c->made_hash : NULL;
+  return ps;
+}
 
 static proto_status set_meta_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
   set_meta_ctx *c = vctx;
@@ -1205,9 +1230,14 @@ static proto_status set_meta_body(store *st, MDB_txn *txn, void *vctx, int *mdb_
   c->found = 0;
   proto_status ps = doc_lookup(st, txn, c->id, c->len, &num, &r);
   if (ps || !num) return ps;
-  size_t meta_len = strlen(c->meta);
   unsigned char kb[8];
   be64_put(kb, num);
+  if (c->fn && (ps = ask_meta_fn(st, txn, c, kb, &r, mdb_rc))) return ps;
+  size_t meta_len = strlen(c->meta);
+  if (meta_len > MAX_TEXT_BYTES) {
+    proto_err_set("store: metadata of '%s' too large", c->id);
+    return PROTO_EINVAL;
+  }
   /* r points into the old record: keep what it says before overwriting */
   uint64_t first = r.first_chunk;
   uint32_t n = r.n_chunks;
@@ -1234,23 +1264,29 @@ static proto_status set_meta_body(store *st, MDB_txn *txn, void *vctx, int *mdb_
   return PROTO_OK;
 }
 
-proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_json,
-                                const unsigned char *content_hash, int *found) {
-  set_meta_ctx c = {id, metadata_json ? metadata_json : "{}", 0, content_hash, 0};
+static proto_status set_meta(store *st, set_meta_ctx *c, int *found) {
   if (found) *found = 0;
   if (!st) {
     proto_err_set("store: NULL store");
     return PROTO_EINVAL;
   }
-  proto_status ps = check_id(id, &c.len);
-  if (ps) return ps;
-  if (strlen(c.meta) > MAX_TEXT_BYTES) {
-    proto_err_set("store: metadata of '%s' too large", id);
-    return PROTO_EINVAL;
-  }
-  if ((ps = write_run(st, set_meta_body, &c))) return ps;
-  if (found) *found = c.found;
-  return PROTO_OK;
+  proto_status ps = check_id(c->id, &c->len);
+  if (ps == PROTO_OK) ps = write_run(st, set_meta_body, c);
+  free(c->made);
+  if (ps == PROTO_OK && found) *found = c->found;
+  return ps;
+}
+
+proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_json,
+                                const unsigned char *content_hash, int *found) {
+  set_meta_ctx c = {.id = id, .meta = metadata_json ? metadata_json : "{}", .hash = content_hash};
+  return set_meta(st, &c, found);
+}
+
+proto_status store_doc_update_meta(store *st, const char *id, store_meta_fn fn, void *ctx,
+                                   int *found) {
+  set_meta_ctx c = {.id = id, .fn = fn, .fn_ctx = ctx};
+  return set_meta(st, &c, found);
 }
 
 /* Documents and chunks --------------------------------------------------------- */

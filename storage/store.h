@@ -130,6 +130,19 @@ proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_
 proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_json,
                                 const unsigned char *content_hash, int *found);
 
+/* The new metadata of a document made from its current metadata (old_meta,
+ * old_len bytes, not NUL-terminated) and content hash (old_hash, NULL when
+ * it has none): *meta (malloc'd JSON object text, freed by the store) and,
+ * when *has_hash is set, new_hash. Called inside the write transaction, so
+ * no other write comes between the read and the write; a status other than
+ * PROTO_OK ends it with nothing written. */
+typedef proto_status (*store_meta_fn)(void *ctx, const char *old_meta, size_t old_len,
+                                      const unsigned char *old_hash, char **meta,
+                                      unsigned char new_hash[STORE_HASH_BYTES], int *has_hash);
+/* store_doc_set_meta with the metadata made by fn from the stored one. */
+proto_status store_doc_update_meta(store *st, const char *id, store_meta_fn fn, void *ctx,
+                                   int *found);
+
 typedef struct store_doc {
   uint64_t doc_id;
   char *id;            /* external id */

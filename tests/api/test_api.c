@@ -310,7 +310,55 @@ TEST(utf8_lossy) {
   proto_buf_free(&b);
 }
 
+/* JSON Merge Patch of metadata: RFC 7396's examples (Appendix A) whose
+ * target and patch are objects, and the PATCH body's checks. */
+static int merged(const char *target, const char *patch, const char *want) {
+  char err[128] = "", *out = NULL;
+  proto_status st = proto_metadata_merge(target, patch, &out, err, sizeof err);
+  int same = st == PROTO_OK && out && !strcmp(out, want);
+  if (!same) printf("#   %s + %s = %s (%s), want %s\n", target, patch, out ? out : "-", err, want);
+  free(out);
+  return same;
+}
+
+TEST(merge_patch) {
+  CHECK(merged("{\"a\":\"b\"}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"));
+  CHECK(merged("{\"a\":\"b\"}", "{\"b\":\"c\"}", "{\"a\":\"b\",\"b\":\"c\"}"));
+  CHECK(merged("{\"a\":\"b\"}", "{\"a\":null}", "{}"));
+  CHECK(merged("{\"a\":\"b\",\"b\":\"c\"}", "{\"a\":null}", "{\"b\":\"c\"}"));
+  CHECK(merged("{\"a\":[\"b\"]}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"));
+  CHECK(merged("{\"a\":\"c\"}", "{\"a\":[\"b\"]}", "{\"a\":[\"b\"]}"));
+  CHECK(
+      merged("{\"a\":{\"b\":\"c\"}}", "{\"a\":{\"b\":\"d\",\"c\":null}}", "{\"a\":{\"b\":\"d\"}}"));
+  CHECK(merged("{\"a\":[{\"b\":\"c\"}]}", "{\"a\":[1]}", "{\"a\":[1]}"));
+  CHECK(merged("{\"e\":null}", "{\"a\":1}", "{\"e\":null,\"a\":1}"));
+  CHECK(merged("{}", "{\"a\":{\"bb\":{\"ccc\":null}}}", "{\"a\":{\"bb\":{}}}"));
+  CHECK(merged(NULL, "{\"a\":1}", "{\"a\":1}"));                        /* no metadata yet */
+  CHECK(merged("[1]", "{\"a\":1}", "{\"a\":1}"));                       /* not an object: afresh */
+  CHECK(merged("{\"z\":1,\"a\":2}", "{\"a\":3}", "{\"z\":1,\"a\":3}")); /* order kept */
+  char err[128], *patch = NULL;
+  const char *good = "{\"metadata\": {\"a\": null, \"b\": [1]}}";
+  CHECK(proto_patch_parse(good, strlen(good), &patch, err, sizeof err) == PROTO_OK && patch &&
+        !strcmp(patch, "{\"a\":null,\"b\":[1]}"));
+  free(patch);
+  static const struct {
+    const char *body;
+    proto_status st;
+    const char *part;
+  } bad[] = {{"[]", PROTO_ETYPE, "body: must be an object"},
+             {"{}", PROTO_EMISSING, "metadata: missing"},
+             {"{\"metadata\": 1}", PROTO_ETYPE, "metadata: must be an object"},
+             {"{\"metadata\": {}, \"id\": \"x\"}", PROTO_EUNKNOWN_FIELD, "unknown field 'id'"},
+             {"{\"metadata\": {}", PROTO_EJSON, "body: malformed JSON"}};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    patch = (char *)1;
+    proto_status st = proto_patch_parse(bad[i].body, strlen(bad[i].body), &patch, err, sizeof err);
+    CHECKF(st == bad[i].st && !patch && strstr(err, bad[i].part), "%s: %s", bad[i].body, err);
+  }
+}
+
 int main(void) {
+  RUN(merge_patch);
   RUN(utf8_lossy);
   RUN(http_status);
   RUN(base64);

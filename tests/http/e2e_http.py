@@ -174,6 +174,7 @@ def main():
         run_array_bounds(s)
         run_framing(s)
         run_batch_delete(s)
+        run_patch(s)
     except Exception:
         time.sleep(0.5)
         for line in s.log[-30:]:
@@ -427,6 +428,54 @@ def run_batch_delete(s):
        (gone, seen))
     st, js, _, _ = s.req("POST", "/v1/documents/delete", {"filter": {"bdgroup": "a"}})
     ok(st == 200 and js == {"deleted": 0, "not_found": []}, "a filter matching nothing deletes nothing", js)
+
+
+def run_patch(s):
+    """PATCH /v1/documents/{id}: a merge patch of the metadata alone, the
+    text and chunks untouched, seen by filters at once, and hashed as an
+    upsert of the same metadata would be."""
+    text = doc_text(640, 90)
+    meta = {"a": 1, "b": {"c": 2, "d": 3}, "tags": ["x"]}
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [{"id": "pm/1", "text": text, "metadata": meta}]})
+    st, before, _, _ = s.req("GET", "/v1/documents/pm%2F1")
+    ok(st == 200 and before["metadata"] == meta, "PATCH: a document to patch", before)
+    st, js, _, _ = s.req("PATCH", "/v1/documents/pm%2F1", {"metadata": {"a": None, "b": {"c": 5}, "new": "v"}})
+    want = {"b": {"c": 5, "d": 3}, "tags": ["x"], "new": "v"}
+    ok(st == 200 and js["metadata"] == want and js["chunk_ids"] == before["chunk_ids"] and "text" not in js,
+       "PATCH merges (null removes, objects merge, values replace) and answers the document without text", js)
+    st, after, _, _ = s.req("GET", "/v1/documents/pm%2F1")
+    ok(st == 200 and after["metadata"] == want and after["text"] == text and after["doc_num"] == before["doc_num"],
+       "the text, doc_num and chunks stay", after)
+    found = lambda flt: [h["doc_id"] for h in s.req("POST", "/v1/search", {"query": text, "k": 5, "filter": flt,
+                                                                            "with_text": False})[1]["results"]]
+    ok(found({"new": "v"})[:1] == ["pm/1"] and "pm/1" not in found({"a": 1}),
+       "searches filter on the patched metadata at once", (found({"new": "v"}), found({"a": 1})))
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [{"id": "pm/1", "text": text, "metadata": want}]})
+    ok(st == 200 and js["results"][0]["status"] == "unchanged",
+       "an upsert of the same text and the patched metadata is unchanged (the content hash followed)", js)
+    st, js, _, _ = s.req("PATCH", "/v1/documents/pm%2F1", {"metadata": {"tags": None, "n": 2}},
+                         ctype="application/merge-patch+json")
+    ok(st == 200 and js["metadata"] == {"b": {"c": 5, "d": 3}, "new": "v", "n": 2},
+       "Content-Type application/merge-patch+json", js)
+    for body, ctype, want_st, field in [
+            ({}, "application/json", 400, "metadata: missing"),
+            ({"metadata": None}, "application/json", 400, "metadata: missing"),
+            ({"metadata": [1]}, "application/json", 400, "metadata: must be an object"),
+            ({"metadata": {}, "text": "x"}, "application/json", 400, "unknown field 'text'"),
+            ("{\"metadata\": {\"a\": 1, \"a\": 2}}", "application/json", 400, "duplicate"),
+            ("{\"metadata\": {", "application/json", 400, "body: malformed JSON"),
+            (b"{\"metadata\": {\"a\": \"\xff\"}}", "application/json", 400, "invalid UTF-8"),
+            ({"metadata": {"a": 1}}, "text/plain", 415, "application/merge-patch+json")]:
+        st, js, raw, _ = s.req("PATCH", "/v1/documents/pm%2F1", body, ctype=ctype)
+        ok(st == want_st and field in js["error"]["message"],
+           "PATCH %r (%s) -> %d naming %r" % (body, ctype, want_st, field), (st, raw[:200]))
+    st, js, _, _ = s.req("GET", "/v1/documents/pm%2F1")
+    ok(js["metadata"] == {"b": {"c": 5, "d": 3}, "new": "v", "n": 2}, "refused patches changed nothing", js)
+    st, js, _, _ = s.req("PATCH", "/v1/documents/pm-none", {"metadata": {"a": 1}})
+    ok(st == 404 and "pm-none" in js["error"]["message"], "PATCH of no document: 404 naming it", js)
+    st, js, _, r = s.req("PUT", "/v1/documents/pm%2F1", {"metadata": {}})
+    ok(st == 405 and r.getheader("Allow") == "GET, HEAD, PATCH, DELETE", "405 names PATCH in Allow",
+       (st, r.getheader("Allow")))
 
 
 def run_framing(s):
@@ -1297,8 +1346,8 @@ def run_cors():
         c.close()
         ok(r.status == 204 and (r.getheader("Connection") or "").lower() != "close" and r2.status == 200,
            "the preflight's connection stays open for the request that follows", (r.getheaders(), r2.status))
-        st, _, _, r = preflight(s, "/v1/documents/x%20y", "DELETE", origin="http://[::1]:8000", headers=None)
-        ok(st == 204 and r.getheader("Access-Control-Allow-Methods") == "GET, HEAD, DELETE"
+        st, _, _, r = preflight(s, "/v1/documents/x%20y", "PATCH", origin="http://[::1]:8000", headers=None)
+        ok(st == 204 and r.getheader("Access-Control-Allow-Methods") == "GET, HEAD, PATCH, DELETE"
            and r.getheader("Access-Control-Allow-Origin") == "http://[::1]:8000",
            "preflight for a document: the path's methods", r.getheaders())
         for origin, method, hdrs, want in [

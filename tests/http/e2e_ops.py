@@ -240,6 +240,8 @@ def run_read_only_fs():
                "... search finds a document (%s)" % mode, js)
         st, js, _, _ = post(s, [{"id": "new", "text": "x"}])
         ok(st == 403 and "read-only" in js["error"]["message"], "... a write is refused", js)
+        st, js, _, _ = s.req("PATCH", "/v1/documents/ro2", {"metadata": {"x": 1}})
+        ok(st == 403 and "read-only" in js["error"]["message"], "... so is a metadata patch", js)
     finally:
         s.stop()
     cli = subprocess.run([wrapper, "verify", "--data", data], capture_output=True, text=True, timeout=120)

@@ -1032,6 +1032,31 @@ TEST(bad_arguments) {
   CHECK(store_last_error()[0] != 0);
 }
 
+/* store_doc_update_meta's fn for the test: appends "z":0 to the stored
+ * metadata (an object's text) and adds 1 to the hash's first byte. */
+typedef struct meta_fn_seen {
+  int calls, had_hash, fail;
+  char old[64];
+} meta_fn_seen;
+
+static proto_status append_meta(void *ctx, const char *old_meta, size_t old_len,
+                                const unsigned char *old_hash, char **meta,
+                                unsigned char new_hash[STORE_HASH_BYTES], int *has_hash) {
+  meta_fn_seen *s = ctx;
+  s->calls++;
+  if (s->fail) return PROTO_EINVAL;
+  snprintf(s->old, sizeof s->old, "%.*s", (int)old_len, old_meta);
+  s->had_hash = old_hash != NULL;
+  *meta = malloc(old_len + 8);
+  if (!*meta) return PROTO_ENOMEM;
+  snprintf(*meta, old_len + 8, "%.*s,\"z\":0}", (int)old_len - 1, old_meta);
+  if ((*has_hash = old_hash != NULL)) {
+    memcpy(new_hash, old_hash, STORE_HASH_BYTES);
+    new_hash[0]++;
+  }
+  return PROTO_OK;
+}
+
 /* The content hash travels with the document: kept by upsert, replaced by
  * the next upsert (gone when that one has none), gone with a delete. */
 TEST(content_hash) {
@@ -1076,6 +1101,21 @@ TEST(content_hash) {
   CHECK(store_chunk_get(st, first, &c) == PROTO_OK && chunk_is(&c, 3, 0, 4));
   store_chunk_free(&c);
   CHECK(store_doc_set_meta(st, "absent", "{}", h2, &found) == PROTO_OK && !found);
+  /* made from the stored metadata and hash, inside the write */
+  meta_fn_seen seen = {0};
+  CHECK(store_doc_update_meta(st, "h", append_meta, &seen, &found) == PROTO_OK && found &&
+        seen.calls == 1 && seen.had_hash && !strcmp(seen.old, "{\"k\":1}"));
+  CHECK(store_doc_get(st, "h", &dd) == PROTO_OK && !strcmp(dd.metadata_json, "{\"k\":1,\"z\":0}") &&
+        dd.doc_id == num0 && dd.n_chunks == 4 && dd.first_chunk == first);
+  store_doc_free(&dd);
+  CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num == num0 && got[0] == 0xcd + 1);
+  seen.fail = 1; /* a failing fn writes nothing */
+  CHECK(store_doc_update_meta(st, "h", append_meta, &seen, &found) == PROTO_EINVAL && !found);
+  CHECK(store_doc_get(st, "h", &dd) == PROTO_OK && !strcmp(dd.metadata_json, "{\"k\":1,\"z\":0}"));
+  store_doc_free(&dd);
+  seen.calls = 0;
+  CHECK(store_doc_update_meta(st, "absent", append_meta, &seen, &found) == PROTO_OK && !found &&
+        seen.calls == 0);
   CHECK(store_delete(st, "h", &found) == PROTO_OK && found);
   CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num == 0);
   store_close(st);
