@@ -133,6 +133,21 @@ await attempt('documents', async () => {
   await page.waitForFunction(() => document.querySelector('#d-list').textContent.includes('ui-doc'));
   let g = await fetch(`${RETRO_URL}/v1/documents/ui-doc`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
   ok(g.status === 200 && (await g.json()).metadata.source === 'ui', 'the upserted document is stored');
+  // its metadata edited in the document view: saved with PATCH as a merge patch
+  await page.evaluate(() => [...document.querySelectorAll('#d-list button')].find((b) => b.textContent === 'ui-doc').click());
+  await page.waitForSelector('#d-meta');
+  await setValue('#d-meta', '{"lang": "en", "nested": {"x": 1}}');
+  await page.click('#d-metaform button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#d-metamsg').textContent.length > 0);
+  g = await fetch(`${RETRO_URL}/v1/documents/ui-doc`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
+  const edited = await g.json();
+  ok((await text('#d-metamsg')).includes('metadata saved') && JSON.stringify(edited.metadata) === '{"lang":"en","nested":{"x":1}}' &&
+     edited.text === 'a document written through the playground form',
+     'metadata edited in the document view: a key removed, others added, the text kept', [await text('#d-metamsg'), edited.metadata]);
+  await setValue('#d-meta', '{"lang": null}');
+  await page.click('#d-metaform button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#d-metamsg').textContent.includes('null'));
+  ok((await text('#d-metamsg')).includes('cannot store null'), 'a null value is refused before sending', await text('#d-metamsg'));
   await setValue('#del-id', 'ui-doc');
   await page.click('#delform button[type=submit]');
   await page.waitForFunction(() => document.querySelector('#u-msg').textContent.includes('deleted'));
