@@ -680,59 +680,21 @@ proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, const
 }
 
 proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_document *out) {
-  store_doc sd = {0};
-  proto_status s;
   if (!e || !id || !out) return srv__fail(PROTO_EINVAL, "srv_document_get: NULL argument");
   memset(out, 0, sizeof *out);
-  s = store_doc_get(e->st, id, &sd);
+  store_doc_whole w;
+  proto_status s = store_doc_get_whole(e->st, id, with_text, &w);
   if (s == PROTO_ENOTFOUND) return srv__fail(s, "document \"%s\" not found", id);
   if (s != PROTO_OK) return srv__fail(s, "reading document \"%s\": %s", id, store_last_error());
-  out->doc_num = sd.doc_id;
-  out->id = sd.id;
-  out->metadata_json = sd.metadata_json;
-  out->first_chunk = sd.first_chunk;
-  out->n_chunks = sd.n_chunks;
-  sd.id = sd.metadata_json = NULL;
-  size_t cap = 0;
-  for (uint32_t i = 0; i < out->n_chunks; i++) {
-    store_chunk c = {0};
-    s = store_chunk_get(e->st, out->first_chunk + i, &c);
-    if (s != PROTO_OK) {
-      s = srv__fail(s == PROTO_ENOTFOUND ? PROTO_ENOTFOUND : s, "document \"%s\": chunk %llu: %s",
-                    id, (unsigned long long)(out->first_chunk + i), store_last_error());
-      goto leave;
-    }
-    out->n_tokens += c.n_tokens;
-    if (with_text) {
-      if (out->text_len + c.text_len + 1 > cap) {
-        size_t nc = (out->text_len + c.text_len + 1) * 2;
-        char *t = realloc(out->text, nc);
-        if (!t) {
-          store_chunk_free(&c);
-          s = srv__fail(PROTO_ENOMEM, "out of memory");
-          goto leave;
-        }
-        out->text = t;
-        cap = nc;
-      }
-      memcpy(out->text + out->text_len, c.text, c.text_len);
-      out->text_len += c.text_len;
-      out->text[out->text_len] = 0;
-    }
-    store_chunk_free(&c);
-  }
-  if (with_text && !out->text) {
-    out->text = calloc(1, 1);
-    if (!out->text) {
-      s = srv__fail(PROTO_ENOMEM, "out of memory");
-      goto leave;
-    }
-  }
-  s = PROTO_OK;
-leave:
-  store_doc_free(&sd);
-  if (s != PROTO_OK) srv_document_free(out);
-  return s;
+  out->doc_num = w.doc.doc_id;
+  out->id = w.doc.id;
+  out->metadata_json = w.doc.metadata_json;
+  out->first_chunk = w.doc.first_chunk;
+  out->n_chunks = w.doc.n_chunks;
+  out->n_tokens = w.n_tokens;
+  out->text = w.text;
+  out->text_len = w.text_len;
+  return PROTO_OK;
 }
 
 void srv_chunk_free(srv_chunk *c) {

@@ -1158,6 +1158,19 @@ proto_status store_delete(store *st, const char *id, int *found) {
   return ps;
 }
 
+/* The content hash stored with document num: *has = 0 when there is none
+ * (a document written by a build before hashes); hash may be NULL. */
+static proto_status hash_in(store *st, MDB_txn *txn, uint64_t num, const unsigned char **hash,
+                            int *has) {
+  unsigned char kb[8];
+  be64_put(kb, num);
+  MDB_val k = val_of(kb, 8), v;
+  int rc = mdb_get(txn, st->doc_hash, &k, &v);
+  *has = rc == MDB_SUCCESS && v.mv_size == STORE_HASH_BYTES;
+  *hash = *has ? v.mv_data : NULL;
+  return rc && rc != MDB_NOTFOUND ? mdb_fail(rc, "mdb_get doc_hash") : PROTO_OK;
+}
+
 proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_HASH_BYTES],
                             uint64_t *doc_num, uint32_t *n_chunks) {
   size_t len;
@@ -1174,18 +1187,13 @@ proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_
   uint64_t num;
   doc_rec r;
   ps = doc_lookup(st, txn, id, len, &num, &r);
-  if (ps == PROTO_OK && num) {
-    unsigned char kb[8];
-    be64_put(kb, num);
-    MDB_val k = val_of(kb, 8), v;
-    int rc = mdb_get(txn, st->doc_hash, &k, &v);
-    if (rc == MDB_SUCCESS && v.mv_size == STORE_HASH_BYTES) {
-      memcpy(hash, v.mv_data, STORE_HASH_BYTES);
-      *doc_num = num;
-      if (n_chunks) *n_chunks = r.n_chunks;
-    } else if (rc && rc != MDB_NOTFOUND) {
-      ps = mdb_fail(rc, "mdb_get doc_hash");
-    }
+  const unsigned char *stored = NULL;
+  int has = 0;
+  if (ps == PROTO_OK && num) ps = hash_in(st, txn, num, &stored, &has);
+  if (ps == PROTO_OK && has) {
+    memcpy(hash, stored, STORE_HASH_BYTES);
+    *doc_num = num;
+    if (n_chunks) *n_chunks = r.n_chunks;
   }
   rd_end(st, txn);
   return ps;
@@ -1204,19 +1212,15 @@ typedef struct set_meta_ctx {
 } set_meta_ctx;
 
 /* c->fn's new metadata and hash from the document's current ones. */
-static proto_status ask_meta_fn(store *st, MDB_txn *txn, set_meta_ctx *c, const unsigned char *kb,
-                                const doc_rec *r, int *mdb_rc) {
-  MDB_val k = val_of(kb, 8), v;
-  int rc = mdb_get(txn, st->doc_hash, &k, &v);
-  if (rc && rc != MDB_NOTFOUND) {
-    *mdb_rc = rc;
-    return mdb_fail(rc, "mdb_get doc_hash");
-  }
-  const unsigned char *old = rc == 0 && v.mv_size == STORE_HASH_BYTES ? v.mv_data : NULL;
+static proto_status ask_meta_fn(store *st, MDB_txn *txn, set_meta_ctx *c, uint64_t num,
+                                const doc_rec *r) {
+  const unsigned char *old;
   int has_hash = 0;
+  proto_status ps = hash_in(st, txn, num, &old, &has_hash);
+  if (ps) return ps;
   free(c->made); /* a run again after the map grew */
   c->made = NULL;
-  proto_status ps = c->fn(c->fn_ctx, r->meta, r->meta_len, old, &c->made, c->made_hash, &has_hash);
+  ps = c->fn(c->fn_ctx, r->meta, r->meta_len, old, &c->made, c->made_hash, &has_hash);
   if (ps == PROTO_OK && !c->made) ps = PROTO_ENOMEM;
   c->meta = c->made;
   c->hash = has_hash ? c->made_hash : NULL;
@@ -1232,7 +1236,7 @@ static proto_status set_meta_body(store *st, MDB_txn *txn, void *vctx, int *mdb_
   if (ps || !num) return ps;
   unsigned char kb[8];
   be64_put(kb, num);
-  if (c->fn && (ps = ask_meta_fn(st, txn, c, kb, &r, mdb_rc))) return ps;
+  if (c->fn && (ps = ask_meta_fn(st, txn, c, num, &r))) return ps;
   size_t meta_len = strlen(c->meta);
   if (meta_len > MAX_TEXT_BYTES) {
     proto_err_set("store: metadata of '%s' too large", c->id);
@@ -1305,9 +1309,23 @@ static proto_status doc_fill(uint64_t num, const doc_rec *r, store_doc *out) {
   return PROTO_OK;
 }
 
+/* Begins a read and finds document id in it; on PROTO_OK *txn is open
+ * (end it with rd_end), *num and *r say what was found. */
+static proto_status doc_find(store *st, const char *id, MDB_txn **txn, uint64_t *num, doc_rec *r) {
+  size_t len;
+  proto_status ps = check_id(id, &len);
+  if (ps || (ps = rd_begin(st, txn))) return ps;
+  ps = doc_lookup(st, *txn, id, len, num, r);
+  if (ps == PROTO_OK && !*num) {
+    proto_err_set("store: document not found");
+    ps = PROTO_ENOTFOUND;
+  }
+  if (ps) rd_end(st, *txn);
+  return ps;
+}
+
 proto_status store_doc_get(store *st, const char *id, store_doc *out) {
   MDB_txn *txn = NULL;
-  size_t len;
   uint64_t num;
   doc_rec r;
   if (!st || !out) {
@@ -1315,19 +1333,67 @@ proto_status store_doc_get(store *st, const char *id, store_doc *out) {
     return PROTO_EINVAL;
   }
   memset(out, 0, sizeof *out);
-  proto_status ps = check_id(id, &len);
+  proto_status ps = doc_find(st, id, &txn, &num, &r);
   if (ps) return ps;
-  if ((ps = rd_begin(st, &txn))) return ps;
-  if ((ps = doc_lookup(st, txn, id, len, &num, &r))) goto leave;
-  if (!num) {
-    proto_err_set("store: document not found");
-    ps = PROTO_ENOTFOUND;
-    goto leave;
-  }
   ps = doc_fill(num, &r, out);
-leave:
   rd_end(st, txn);
   return ps;
+}
+
+/* The chunks' texts of a document (n from first) end to end into w, and
+ * their token count. */
+static proto_status doc_text_in(store *st, MDB_txn *txn, uint64_t first, uint32_t n, int with_text,
+                                store_doc_whole *w) {
+  size_t len = 0;
+  chunk_rec r;
+  for (uint32_t i = 0; i < n; i++) {
+    proto_status ps = chunk_rec_read(st, txn, first + i, &r);
+    if (ps == PROTO_ENOTFOUND) return corrupt("a document's chunk is missing");
+    if (ps) return ps;
+    w->n_tokens += r.n_tokens;
+    len += r.text_len;
+  }
+  if (!with_text) return PROTO_OK;
+  if (!(w->text = malloc(len + 1))) {
+    proto_err_set("store: out of memory");
+    return PROTO_ENOMEM;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    proto_status ps = chunk_rec_read(st, txn, first + i, &r);
+    if (ps) return ps;
+    memcpy(w->text + w->text_len, r.text, r.text_len);
+    w->text_len += r.text_len;
+  }
+  w->text[w->text_len] = 0;
+  return PROTO_OK;
+}
+
+proto_status store_doc_get_whole(store *st, const char *id, int with_text, store_doc_whole *out) {
+  MDB_txn *txn = NULL;
+  uint64_t num;
+  doc_rec r;
+  if (!st || !out) {
+    proto_err_set("store: bad doc_get_whole arguments");
+    return PROTO_EINVAL;
+  }
+  memset(out, 0, sizeof *out);
+  proto_status ps = doc_find(st, id, &txn, &num, &r);
+  if (ps) return ps;
+  const unsigned char *hash = NULL;
+  if ((ps = doc_fill(num, &r, &out->doc)) == PROTO_OK)
+    ps = doc_text_in(st, txn, r.first_chunk, r.n_chunks, with_text, out);
+  if (ps == PROTO_OK) ps = hash_in(st, txn, num, &hash, &out->has_hash);
+  if (hash) memcpy(out->hash, hash, STORE_HASH_BYTES);
+  rd_end(st, txn);
+  if (ps) store_doc_whole_free(out);
+  return ps;
+}
+
+void store_doc_whole_free(store_doc_whole *w) {
+  if (!w) return;
+  store_doc_free(&w->doc);
+  free(w->text);
+  memset(w, 0, sizeof *w);
 }
 
 static proto_status doc_by_num_in(store *st, MDB_txn *txn, uint64_t doc_id, store_doc *out) {

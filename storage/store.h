@@ -156,6 +156,22 @@ typedef struct store_doc {
 proto_status store_doc_get(store *st, const char *id, store_doc *out);
 proto_status store_doc_get_by_num(store *st, uint64_t doc_id, store_doc *out);
 void store_doc_free(store_doc *doc); /* frees the members; accepts zeroed */
+/* A document whole, read in one transaction, so that its text, metadata
+ * and content hash are of one moment, never half of a replacement or an
+ * update: its record, its text (its chunks' texts end to end) and token
+ * count, and the content hash its last write stored. */
+typedef struct store_doc_whole {
+  store_doc doc;
+  char *text; /* with_text: NUL-terminated, text_len bytes; else NULL */
+  size_t text_len;
+  uint64_t n_tokens;
+  int has_hash; /* 0: stored without one (an older build) */
+  unsigned char hash[STORE_HASH_BYTES];
+} store_doc_whole;
+/* PROTO_ENOTFOUND when there is no document id; a missing chunk is
+ * PROTO_ECORRUPT. Free with store_doc_whole_free. */
+proto_status store_doc_get_whole(store *st, const char *id, int with_text, store_doc_whole *out);
+void store_doc_whole_free(store_doc_whole *w); /* accepts zeroed */
 /* Up to max documents with internal id > after, in id order (one read
  * transaction): *n of them in out (free each with store_doc_free); *more = 1
  * when further documents follow the last one returned. */

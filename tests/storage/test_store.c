@@ -1083,6 +1083,21 @@ TEST(content_hash) {
   CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num == 0);
   g.in.content_hash = h1;
   CHECK(store_upsert(st, &g.in, 1, DIM, NULL) == PROTO_OK);
+  /* whole: the record, its chunks' texts end to end, tokens and hash */
+  store_doc_whole w;
+  char want[4 * 32] = "";
+  uint64_t want_tokens = 0;
+  for (unsigned j = 0; j < 4; j++) {
+    strcat(want, g.text[j]);
+    want_tokens += g.ch[j].n_tokens;
+  }
+  CHECK(store_doc_get_whole(st, "h", 1, &w) == PROTO_OK && !strcmp(w.doc.id, "h") &&
+        w.doc.n_chunks == 4 && w.text_len == strlen(want) && !strcmp(w.text, want) &&
+        w.n_tokens == want_tokens && w.has_hash && !memcmp(w.hash, h1, sizeof h1));
+  store_doc_whole_free(&w);
+  CHECK(store_doc_get_whole(st, "h", 0, &w) == PROTO_OK && !w.text && w.n_tokens == want_tokens);
+  store_doc_whole_free(&w);
+  CHECK(store_doc_get_whole(st, "absent", 1, &w) == PROTO_ENOTFOUND && !w.doc.id && !w.text);
   /* metadata rewritten in place: same doc num and chunks, the new hash */
   uint64_t num0 = 0;
   CHECK(store_doc_hash(st, "h", got, &num0, &nc) == PROTO_OK && num0 != 0);
