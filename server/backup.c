@@ -451,30 +451,30 @@ static int content_salts(store *st, unsigned char salts[2][32]) {
   return have;
 }
 
-/* One document against the content hash its last write stored, all three
- * read in one transaction (a write between them would look like damage). */
-static void verify_document(verify_ctx *v, store *st, const store_doc *d,
-                            unsigned char salts[2][32], uint64_t *checked) {
-  store_doc_whole w;
-  proto_status s = store_doc_get_whole(st, d->id, 1, &w);
-  if (s == PROTO_ENOTFOUND) return; /* deleted since it was listed */
-  if (s != PROTO_OK) {
-    problem(v, "document \"%.200s\": reading it: %s", d->id, store_last_error());
-    return;
-  }
-  int same = !w.has_hash; /* stored before content hashes: nothing to check against */
-  if (w.has_hash) (*checked)++;
+/* What verify_document needs besides the document. */
+typedef struct contents_check {
+  verify_ctx *v;
+  unsigned char salts[2][32];
+  uint64_t checked;
+} contents_check;
+
+/* One document against the content hash its last write stored (text,
+ * metadata and hash read in one transaction: the scan's). */
+static proto_status verify_document(void *ctx, const store_doc_whole *w) {
+  contents_check *c = ctx;
+  int same = !w->has_hash; /* stored before content hashes: nothing to check against */
+  if (w->has_hash) c->checked++;
   for (int i = 0; i < 2 && !same; i++) {
     unsigned char now[STORE_HASH_BYTES];
-    srv__content_hash(salts[i], w.text, w.text_len, w.doc.metadata_json, now);
-    same = !memcmp(now, w.hash, sizeof now);
+    srv__content_hash(c->salts[i], w->text, w->text_len, w->doc.metadata_json, now);
+    same = !memcmp(now, w->hash, sizeof now);
   }
   if (!same)
-    problem(v,
+    problem(c->v,
             "document \"%.200s\": its text or metadata is not what was written (its content hash "
             "differs): the database is damaged; restore a backup, or index the document again",
-            d->id);
-  store_doc_whole_free(&w);
+            w->doc.id);
+  return PROTO_OK;
 }
 
 /* Vectors off the unit sphere: every stored vector is L2-normalised (the
@@ -514,27 +514,14 @@ static void verify_vectors(verify_ctx *v, store *st, const store_stats *ss) {
 /* Every document's stored text and metadata against its content hash: the
  * one check of what LMDB itself does not checksum. */
 static void verify_contents(verify_ctx *v, store *st) {
-  unsigned char salts[2][32];
-  if (!content_salts(st, salts)) return;
-  enum { PAGE = 256 };
-  store_doc docs[PAGE];
-  uint64_t after = 0, checked = 0;
-  for (int more = 1; more;) {
-    size_t n = 0;
-    if (store_docs_list(st, after, PAGE, docs, &n, &more) != PROTO_OK) {
-      problem(v, "listing documents: %s", store_last_error());
-      break;
-    }
-    for (size_t i = 0; i < n; i++) {
-      verify_document(v, st, &docs[i], salts, &checked);
-      after = docs[i].doc_id;
-      store_doc_free(&docs[i]);
-    }
-  }
+  contents_check c = {.v = v};
+  if (!content_salts(st, c.salts)) return;
+  if (store_docs_scan(st, 0, 1, verify_document, &c) != PROTO_OK)
+    problem(v, "reading the documents: %s", store_last_error());
   if (v->say) {
     char line[160];
     snprintf(line, sizeof line, "contents: %llu documents checked against their content hashes",
-             (unsigned long long)checked);
+             (unsigned long long)c.checked);
     v->say(v->ctx, line);
   }
 }

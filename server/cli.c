@@ -824,6 +824,84 @@ leave:
   return rc;
 }
 
+/* export ---------------------------------------------------------------------------- */
+
+static const cli_flag export_flags[] = {
+    {"--data", NULL, 1, "data directory"},
+    {"--out", "-o", 1, "write to this file (complete or absent: written aside, then renamed)"},
+    {"--filter", NULL, 1,
+     "only the documents whose metadata passes this JSON filter (as a search's)"},
+};
+
+/* Writes the export into path via path.partial, synced and renamed. */
+static int export_to_file(const char *data, const char *filter, const char *path,
+                          srv_export_stats *st) {
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.partial", path);
+  FILE *f = fopen(tmp, "wb");
+  if (!f) {
+    fprintf(stderr, "retro export: %s: %s\n", tmp, strerror(errno));
+    return 1;
+  }
+  proto_status s = srv_export(data, filter, f, st);
+  int bad = s != PROTO_OK || fsync(fileno(f)) != 0;
+  if (fclose(f) != 0) bad = 1;
+  if (!bad && rename(tmp, path) != 0) bad = 1;
+  if (!bad) return 0;
+  fprintf(stderr, "retro export: %s\n", s != PROTO_OK ? srv_last_error() : strerror(errno));
+  unlink(tmp);
+  return 1;
+}
+
+static int cmd_export(int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, "export", export_flags, sizeof export_flags / sizeof *export_flags,
+                            argc, argv, &help);
+  const char *data = opt_str(&a, "--data"), *filter = opt_str(&a, "--filter");
+  if (!rc && !help && (!data || a.n_pos)) {
+    fprintf(stderr, "retro export: needs --data DIR and no other arguments (see --help)\n");
+    rc = 2;
+  }
+  char err[512], *checked = NULL;
+  if (!rc && !help && filter &&
+      proto_filter_parse(filter, strlen(filter), &checked, err, sizeof err) != PROTO_OK) {
+    fprintf(stderr, "retro export: --%s\n", err);
+    rc = 2;
+  }
+  free(checked);
+  if (rc || help) {
+    if (help) {
+      printf(
+          "usage: retro export --data DIR [--out FILE] [--filter JSON]\n\n"
+          "Writes every document as one JSON line {\"id\", \"text\", \"metadata\"} (doc_num\n"
+          "order, one snapshot: a server may go on writing), what `retro index` reads\n"
+          "from a .jsonl file: export, then index into a new --data directory with\n"
+          "other models to move a corpus to them. Standard output unless --out.\n\n");
+      usage_flags(stdout, export_flags, sizeof export_flags / sizeof *export_flags);
+    }
+    args_free(&a);
+    return rc;
+  }
+  srv_export_stats st;
+  const char *out = opt_str(&a, "--out");
+  if (out) {
+    rc = export_to_file(data, filter, out, &st);
+  } else if (srv_export(data, filter, stdout, &st) != PROTO_OK) {
+    fprintf(stderr, "retro export: %s\n", srv_last_error());
+    rc = 1;
+  }
+  if (!rc)
+    fprintf(stderr, "retro export: %llu documents, %llu bytes of text\n",
+            (unsigned long long)st.docs, (unsigned long long)st.bytes);
+  if (!rc && st.with_nul)
+    fprintf(stderr,
+            "retro export: %llu of them hold a NUL byte (first: \"%s\"), written as \\u0000, "
+            "which retro index and the HTTP API refuse: those lines need their NULs removed\n",
+            (unsigned long long)st.with_nul, st.first_with_nul);
+  args_free(&a);
+  return rc;
+}
+
 /* embed ----------------------------------------------------------------------------- */
 
 static const cli_flag embed_flags[] = {
@@ -1356,6 +1434,7 @@ static void usage(FILE *f) {
           "  search      nearest chunks of text queries (JSON)\n"
           "  info        database, models and index (JSON)\n"
           "  get         documents by id (JSON)\n"
+          "  export      every document as JSONL, what index reads (to move to new models)\n"
           "  delete      delete documents by id\n"
           "  embed       embed texts with the encoder (JSON)\n"
           "  generate    RETRO text completion with live retrieval\n"
@@ -1486,6 +1565,7 @@ int srv_cli_main(int argc, char **argv) {
   if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
   if (strcmp(cmd, "delete") == 0) return cmd_delete(argc - 1, argv + 1);
   if (strcmp(cmd, "get") == 0) return cmd_get(argc - 1, argv + 1);
+  if (strcmp(cmd, "export") == 0) return cmd_export(argc - 1, argv + 1);
   if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
   if (strcmp(cmd, "embed") == 0) return cmd_embed(argc - 1, argv + 1);
   if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);

@@ -332,7 +332,8 @@ static proto_status check_models(srv_engine *e, const srv_engine_options *o, con
   snprintf(dimbuf, sizeof dimbuf, "%u", (unsigned)e->dim);
   snprintf(lenbuf, sizeof lenbuf, "%d", PROTO_CHUNK_TOKENS);
   if ((s = meta_check(e, "encoder", bert_fingerprint(e->enc), "encoder",
-                      " (use the same --encoder, or a new --data directory)")) != PROTO_OK ||
+                      " (use the same --encoder, or move the corpus to a new --data directory: "
+                      "retro export, then retro index)")) != PROTO_OK ||
       (s = meta_check(e, "dim", dimbuf, "embedding dimension", "")) != PROTO_OK ||
       (s = meta_check(e, "chunk_tokenizer", tok_fingerprint(e->ctok), "chunk tokenizer",
                       " (the decoder's tokenizer made the chunks: use the same --decoder, or a "

@@ -49,6 +49,7 @@
 #include "tok.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 /* ======================================================================== */
@@ -669,6 +670,21 @@ proto_status srv_restore(const char *backup_dir, const char *data_dir);
  * one line per problem and a summary. *problems = the count. */
 typedef void (*srv_say_fn)(void *ctx, const char *line);
 proto_status srv_verify(const char *dir, srv_say_fn say, void *ctx, uint64_t *problems);
+
+/* ======================================================================== */
+/* Export (export.c)                                                         */
+
+typedef struct srv_export_stats {
+  uint64_t docs, bytes; /* documents written, bytes of their texts */
+  uint64_t with_nul;    /* of them, texts holding a NUL byte (JSON \u0000) */
+  char first_with_nul[PROTO_MAX_ID_BYTES + 1];
+} srv_export_stats;
+/* Writes every document of the database in dir (those whose metadata
+ * passes filter_json, when given) to out as one JSON line each, {"id",
+ * "text", "metadata"}, in doc num order, from one read snapshot: the
+ * format `retro index` reads from a .jsonl file. No models are loaded. */
+proto_status srv_export(const char *dir, const char *filter_json, FILE *out,
+                        srv_export_stats *stats);
 
 /* ======================================================================== */
 /* Entry points of the `retro` binary                                        */

@@ -1389,6 +1389,58 @@ proto_status store_doc_get_whole(store *st, const char *id, int with_text, store
   return ps;
 }
 
+/* Begins a read with a cursor on the documents, at the first with doc num
+ * > after (*rc: that get's LMDB code, MDB_NOTFOUND past the end; *k, *v its
+ * record). On PROTO_OK both are open: close the cursor, then rd_end. */
+static proto_status docs_cursor(store *st, uint64_t after, MDB_txn **txn, MDB_cursor **cur,
+                                MDB_val *k, MDB_val *v, int *rc) {
+  proto_status ps = rd_begin(st, txn);
+  if (ps) return ps;
+  if ((*rc = mdb_cursor_open(*txn, st->docs, cur)) != 0) {
+    rd_end(st, *txn);
+    return mdb_fail(*rc, "mdb_cursor_open docs");
+  }
+  unsigned char kb[8];
+  be64_put(kb, after + 1);
+  *k = val_of(kb, 8);
+  *rc = mdb_cursor_get(*cur, k, v, MDB_SET_RANGE);
+  return PROTO_OK;
+}
+
+proto_status store_docs_scan(store *st, uint64_t after, int with_text, store_docs_fn fn,
+                             void *ctx) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  if (!st || !fn) {
+    proto_err_set("store: bad docs_scan arguments");
+    return PROTO_EINVAL;
+  }
+  if (after == UINT64_MAX) return PROTO_OK;
+  MDB_val k, v;
+  int rc;
+  proto_status ps = docs_cursor(st, after, &txn, &cur, &k, &v, &rc);
+  if (ps) return ps;
+  for (; !rc && !ps; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    doc_rec r;
+    store_doc_whole w;
+    memset(&w, 0, sizeof w);
+    const unsigned char *hash = NULL;
+    uint64_t num = k.mv_size == 8 ? be64_get(k.mv_data) : 0;
+    if (!num) ps = corrupt("docs key");
+    if (!ps) ps = doc_rec_decode(&v, &r);
+    if (!ps) ps = doc_fill(num, &r, &w.doc);
+    if (!ps) ps = doc_text_in(st, txn, r.first_chunk, r.n_chunks, with_text, &w);
+    if (!ps) ps = hash_in(st, txn, num, &hash, &w.has_hash);
+    if (hash) memcpy(w.hash, hash, STORE_HASH_BYTES);
+    if (!ps) ps = fn(ctx, &w);
+    store_doc_whole_free(&w);
+  }
+  if (!ps && rc && rc != MDB_NOTFOUND) ps = mdb_fail(rc, "mdb_cursor_get docs");
+  mdb_cursor_close(cur);
+  rd_end(st, txn);
+  return ps;
+}
+
 void store_doc_whole_free(store_doc_whole *w) {
   if (!w) return;
   store_doc_free(&w->doc);
@@ -1427,18 +1479,11 @@ proto_status store_docs_list(store *st, uint64_t after, size_t max, store_doc *o
   *n = 0;
   *more = 0;
   if (after == UINT64_MAX) return PROTO_OK;
-  proto_status ps = rd_begin(st, &txn);
+  MDB_val k, v;
+  int rc;
+  proto_status ps = docs_cursor(st, after, &txn, &cur, &k, &v, &rc);
   if (ps) return ps;
-  unsigned char kb[8];
-  be64_put(kb, after + 1);
-  MDB_val k = val_of(kb, 8), v;
-  int rc = mdb_cursor_open(txn, st->docs, &cur);
-  if (rc) {
-    ps = mdb_fail(rc, "mdb_cursor_open docs");
-    goto leave;
-  }
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc;
-       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+  for (; !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     if (*n == max) {
       *more = 1;
       break;

@@ -172,6 +172,14 @@ typedef struct store_doc_whole {
  * PROTO_ECORRUPT. Free with store_doc_whole_free. */
 proto_status store_doc_get_whole(store *st, const char *id, int with_text, store_doc_whole *out);
 void store_doc_whole_free(store_doc_whole *w); /* accepts zeroed */
+/* Called with each document whole, in doc num order, inside the scan's read
+ * transaction (the rules of store_vectors_fn below apply); w and what it
+ * points to are valid only during the call. Non-OK stops the scan and is
+ * returned by store_docs_scan. */
+typedef proto_status (*store_docs_fn)(void *ctx, const store_doc_whole *w);
+/* Every document with doc num > after, from one snapshot (one read
+ * transaction), with its text when with_text. */
+proto_status store_docs_scan(store *st, uint64_t after, int with_text, store_docs_fn fn, void *ctx);
 /* Up to max documents with internal id > after, in id order (one read
  * transaction): *n of them in out (free each with store_doc_free); *more = 1
  * when further documents follow the last one returned. */
