@@ -152,6 +152,7 @@ typedef struct proto_search_req {
   int batched;   /* 1 when "queries" (response has one list per query) */
   float *vector; /* "vector": dim floats, or NULL */
   size_t dim;
+  uint64_t like_chunk; /* "chunk_id": search by that chunk's stored vector; 0 absent */
   int k;               /* default 10, [1, PROTO_MAX_K] */
   char **exclude_docs; /* external document ids */
   size_t n_exclude;

@@ -822,11 +822,68 @@ static proto_status no_blank_query(const proto_search_req *q, char *err, size_t 
   return PROTO_OK;
 }
 
+/* "vector": 1..PROTO_MAX_DIM numbers, each finite as a float. */
+static proto_status get_vector(json_t *vec, proto_search_req *out, char *err, size_t errlen) {
+  if (!json_is_array(vec))
+    return fail(PROTO_ETYPE, err, errlen, "vector: must be an array of numbers");
+  size_t dim = json_array_size(vec);
+  if (dim == 0 || dim > PROTO_MAX_DIM)
+    return fail(PROTO_EDIM, err, errlen, "vector: must hold 1 to %d numbers", PROTO_MAX_DIM);
+  out->vector = malloc(dim * sizeof *out->vector);
+  if (!out->vector) return fail(PROTO_ENOMEM, err, errlen, "vector: out of memory");
+  for (size_t i = 0; i < dim; i++) {
+    json_t *e = json_array_get(vec, i);
+    if (!json_is_number(e))
+      return fail(PROTO_ETYPE, err, errlen, "vector[%zu]: must be a number", i);
+    double d = json_number_value(e);
+    if (!isfinite((float)d))
+      return fail(PROTO_ERANGE, err, errlen, "vector[%zu]: out of float range", i);
+    out->vector[i] = (float)d;
+  }
+  out->dim = dim;
+  return PROTO_OK;
+}
+
+/* What a search searches by: "query", "queries", "vector" or "chunk_id",
+ * exactly one of them; root is an object. */
+static proto_status get_search_what(json_t *root, proto_search_req *out, char *err, size_t errlen) {
+  json_t *q = json_object_get(root, "query"), *qs = json_object_get(root, "queries");
+  json_t *vec = json_object_get(root, "vector"), *like = json_object_get(root, "chunk_id");
+  if (json_is_null(like)) like = NULL;
+  int given = (q != NULL) + (qs != NULL) + (vec != NULL) + (like != NULL);
+  if (given == 0)
+    return fail(PROTO_EMISSING, err, errlen,
+                "query: missing field (give query, queries, vector or chunk_id)");
+  if (given > 1)
+    return fail(PROTO_EINVAL, err, errlen,
+                "query: give only one of query, queries, vector, chunk_id");
+  if (q) {
+    if (!json_is_string(q)) return fail(PROTO_ETYPE, err, errlen, "query: must be a string");
+    return get_strs(q, "query", 0, 1, 0, &out->queries, &out->query_lens, &out->n_queries, NULL,
+                    err, errlen);
+  }
+  if (qs) {
+    if (!json_is_array(qs))
+      return fail(PROTO_ETYPE, err, errlen, "queries: must be an array of strings");
+    out->batched = 1;
+    return get_strs(qs, "queries", 1, PROTO_MAX_QUERIES, 0, &out->queries, &out->query_lens,
+                    &out->n_queries, NULL, err, errlen);
+  }
+  if (like) {
+    if (!json_is_integer(like) || json_integer_value(like) < 1)
+      return fail(PROTO_ETYPE, err, errlen, "chunk_id: must be a positive integer (a chunk's id)");
+    out->like_chunk = (uint64_t)json_integer_value(like);
+    return PROTO_OK;
+  }
+  return get_vector(vec, out, err, errlen);
+}
+
 proto_status proto_search_parse(const char *text, size_t len, proto_search_req *out, char *err,
                                 size_t errlen) {
-  static const char *const fields[] = {
-      "query",  "queries", "vector", "k",        "exclude_docs", "nprobe", "ef_search", "with_text",
-      "filter", "mode",    "alpha",  "group_by", "group_size",   "expand", NULL};
+  static const char *const fields[] = {"query",     "queries",      "vector", "chunk_id",
+                                       "k",         "exclude_docs", "nprobe", "ef_search",
+                                       "with_text", "filter",       "mode",   "alpha",
+                                       "group_by",  "group_size",   "expand", NULL};
   json_t *root = NULL;
   long long x = 0;
   memset(out, 0, sizeof *out);
@@ -838,62 +895,7 @@ proto_status proto_search_parse(const char *text, size_t len, proto_search_req *
     goto leave;
   }
   if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
-  json_t *q = json_object_get(root, "query"), *qs = json_object_get(root, "queries");
-  json_t *vec = json_object_get(root, "vector");
-  int given = (q != NULL) + (qs != NULL) + (vec != NULL);
-  if (given == 0) {
-    st = fail(PROTO_EMISSING, err, errlen, "query: missing field (give query, queries or vector)");
-    goto leave;
-  }
-  if (given > 1) {
-    st = fail(PROTO_EINVAL, err, errlen, "query: give only one of query, queries, vector");
-    goto leave;
-  }
-  if (q) {
-    if (!json_is_string(q)) {
-      st = fail(PROTO_ETYPE, err, errlen, "query: must be a string");
-      goto leave;
-    }
-    st = get_strs(q, "query", 0, 1, 0, &out->queries, &out->query_lens, &out->n_queries, NULL, err,
-                  errlen);
-  } else if (qs) {
-    if (!json_is_array(qs)) {
-      st = fail(PROTO_ETYPE, err, errlen, "queries: must be an array of strings");
-      goto leave;
-    }
-    st = get_strs(qs, "queries", 1, PROTO_MAX_QUERIES, 0, &out->queries, &out->query_lens,
-                  &out->n_queries, NULL, err, errlen);
-    out->batched = 1;
-  } else {
-    if (!json_is_array(vec)) {
-      st = fail(PROTO_ETYPE, err, errlen, "vector: must be an array of numbers");
-      goto leave;
-    }
-    size_t dim = json_array_size(vec);
-    if (dim == 0 || dim > PROTO_MAX_DIM) {
-      st = fail(PROTO_EDIM, err, errlen, "vector: must hold 1 to %d numbers", PROTO_MAX_DIM);
-      goto leave;
-    }
-    out->vector = malloc(dim * sizeof *out->vector);
-    if (!out->vector) {
-      st = fail(PROTO_ENOMEM, err, errlen, "vector: out of memory");
-      goto leave;
-    }
-    for (size_t i = 0; i < dim; i++) {
-      json_t *e = json_array_get(vec, i);
-      if (!json_is_number(e)) {
-        st = fail(PROTO_ETYPE, err, errlen, "vector[%zu]: must be a number", i);
-        goto leave;
-      }
-      double d = json_number_value(e);
-      if (!isfinite((float)d)) {
-        st = fail(PROTO_ERANGE, err, errlen, "vector[%zu]: out of float range", i);
-        goto leave;
-      }
-      out->vector[i] = (float)d;
-    }
-    out->dim = dim;
-  }
+  st = get_search_what(root, out, err, errlen);
   if (st == PROTO_OK) st = no_blank_query(out, err, errlen);
   if (st != PROTO_OK) goto leave;
   if ((st = get_int(root, NULL, "k", 1, PROTO_MAX_K, 10, &x, err, errlen)) != PROTO_OK) goto leave;

@@ -13,6 +13,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
@@ -512,6 +513,8 @@ static const cli_flag search_flags[] = {
     {"--alpha", NULL, 1, "hybrid: weight of the dense list in (0, 1]"},
     {"--group-size", NULL, 1, "group by document: up to N chunks of each of k documents"},
     {"--expand", NULL, 1, "add each hit's context: N chunks before and after it"},
+    {"--chunk-id", NULL, 1,
+     "instead of QUERY: the chunks nearest this stored chunk (by its vector)"},
 };
 
 static int cmd_search(int argc, char **argv) {
@@ -523,7 +526,8 @@ static int cmd_search(int argc, char **argv) {
   if (rc || help) {
     if (help) {
       printf(
-          "usage: retro search --data DIR [-k N] QUERY...\n\n"
+          "usage: retro search --data DIR [-k N] QUERY...\n"
+          "       retro search --data DIR [-k N] --chunk-id ID\n\n"
           "Prints the nearest chunks of each query as JSON, as POST /v1/search answers\n"
           "\"queries\": {\"batch\": [{\"results\": [{\"score\", \"chunk_id\", \"doc_id\",\n"
           "\"doc_num\", \"ordinal\", \"metadata\", \"text\", \"continuation\"}]}], \"k\", \"mode\"}\n"
@@ -533,18 +537,18 @@ static int cmd_search(int argc, char **argv) {
     }
     goto leave;
   }
-  long k = 10, nprobe = 0, ef = 0, group = 0, expand = 0;
+  long k = 10, nprobe = 0, ef = 0, group = 0, expand = 0, like = 0;
   double alpha = 0;
   int mode = opt_mode(&a, "--mode");
   if (opt_int(&a, "--k", 1, PROTO_MAX_K, &k) || opt_int(&a, "--nprobe", 0, 1 << 20, &nprobe) ||
       opt_int(&a, "--ef-search", 0, 1 << 20, &ef) || opt_int(&a, "--group-size", 0, 100, &group) ||
       opt_int(&a, "--expand", 0, 16, &expand) || opt_double(&a, "--alpha", 0, 1, &alpha) ||
-      mode < 0) {
+      opt_int(&a, "--chunk-id", 1, LONG_MAX, &like) || mode < 0) {
     rc = 2;
     goto leave;
   }
-  if (a.n_pos == 0) {
-    fprintf(stderr, "retro search: no QUERY given\n");
+  if ((a.n_pos == 0) == !like) {
+    fprintf(stderr, "retro search: give QUERY... or --chunk-id%s\n", like ? ", not both" : "");
     rc = 2;
     goto leave;
   }
@@ -567,7 +571,8 @@ static int cmd_search(int argc, char **argv) {
                            .mode = mode,
                            .alpha = (float)alpha,
                            .group_size = (int)group,
-                           .expand = (int)expand};
+                           .expand = (int)expand,
+                           .like_chunk = (uint64_t)like};
   if (srv_search(e, &rq, &res) != PROTO_OK) {
     fprintf(stderr, "retro search: %s\n", srv_last_error());
     rc = 1;

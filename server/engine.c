@@ -753,6 +753,7 @@ typedef struct sctx {
   const uint64_t *excl; /* excluded doc nums, sorted */
   size_t n_excl;
   proto_filter *filter; /* the metadata filter, or NULL */
+  uint64_t skip_chunk;  /* a search by a chunk's vector leaves it out */
   proto_status err;
 } sctx;
 
@@ -883,7 +884,7 @@ static int doc_passes(sctx *c, uint64_t num) {
 
 static int search_filter(void *ctx, int64_t chunk_id) {
   sctx *c = ctx;
-  if (chunk_id <= 0) return 0;
+  if (chunk_id <= 0 || (uint64_t)chunk_id == c->skip_chunk) return 0;
   cent *ent = chunk_lookup(c, (uint64_t)chunk_id);
   if (!ent || !ent->live) return 0;
   uint64_t doc = ent->doc_id; /* ent may move when doc_passes grows the cache */
@@ -1427,6 +1428,7 @@ static proto_status search_filter_start(srv_engine *e, const srv_search_request 
       exclude_nums(e, rq->exclude_docs, rq->n_exclude, (uint64_t **)&c->excl, &c->n_excl);
   if (s != PROTO_OK) return s;
   if ((s = load_filter(rq->filter_json, &c->filter)) != PROTO_OK) return s;
+  c->skip_chunk = rq->like_chunk;
   if (cache_grow(c) != 0) return srv__fail(PROTO_ENOMEM, "out of memory");
   return PROTO_OK;
 }
@@ -1520,9 +1522,29 @@ static proto_status search_hits(search_state *st, const srv_search_request *rq, 
   return PROTO_OK;
 }
 
+/* A search by chunk like_chunk's stored vector: the search by that vector,
+ * which leaves the chunk out (search_filter). */
+static proto_status search_like_chunk(srv_engine *e, const srv_search_request *rq,
+                                      srv_search_result *out) {
+  if (rq->n_texts) return srv__fail(PROTO_EINVAL, "chunk_id: give it instead of texts");
+  float *vec = malloc(e->dim * sizeof *vec);
+  if (!vec) return srv__fail(PROTO_ENOMEM, "out of memory");
+  proto_status s = store_vector_get(e->st, rq->like_chunk, vec);
+  if (s == PROTO_ENOTFOUND)
+    s = srv__fail(s, "chunk_id: no chunk %llu", (unsigned long long)rq->like_chunk);
+  else if (s != PROTO_OK) s = srv__fail(s, "chunk_id: reading its vector: %s", store_last_error());
+  srv_search_request like = *rq;
+  like.vectors = vec;
+  like.n_vectors = 1;
+  if (s == PROTO_OK) s = srv_search(e, &like, out);
+  free(vec);
+  return s;
+}
+
 proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_result *out) {
   if (!e || !rq || !out) return srv__fail(PROTO_EINVAL, "srv_search: NULL argument");
   memset(out, 0, sizeof *out);
+  if (rq->like_chunk && !rq->n_vectors) return search_like_chunk(e, rq, out);
   srv_search_mode mode = SRV_MODE_DEFAULT;
   proto_status s = search_check(e, rq, &mode);
   if (s != PROTO_OK) return s;

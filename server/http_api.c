@@ -592,6 +592,7 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
   q.n_texts = r.n_queries;
   q.vectors = r.vector;
   q.n_vectors = r.vector ? 1 : 0;
+  q.like_chunk = r.like_chunk;
   q.k = r.k;
   q.exclude_docs = (const char *const *)r.exclude_docs;
   q.n_exclude = r.n_exclude;

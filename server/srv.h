@@ -360,6 +360,9 @@ typedef struct srv_search_request {
                                 texts too (as many), the vectors are the
                                 dense queries and the texts the lexical ones */
   size_t n_vectors;
+  uint64_t like_chunk;             /* > 0: search by this chunk's stored
+                                      vector (no texts or vectors given), and
+                                      leave the chunk itself out of the hits */
   srv_search_mode mode;            /* searches by vector alone are dense */
   float alpha;                     /* hybrid: weight of the dense list in (0, 1];
                                 0 = the engine's default */
@@ -369,10 +372,9 @@ typedef struct srv_search_request {
   int nprobe;              /* 0 = index default */
   int ef_search;           /* 0 = index default */
   int with_text;           /* 1: fill text/next_text (and tokens) */
-  const char *filter_json; /* NULL, or {"key": value or [values], ...}: only
-                                chunks of documents whose metadata has, for
-                                every key, one of those values (null: the key
-                                is null or absent; numbers compare by value) */
+  const char *filter_json; /* NULL, or a metadata filter (api/filter.c):
+                                only chunks of documents whose metadata
+                                passes it */
   int group_size;          /* > 0: group by document: k documents, ranked by
                                 their best chunk, each with its best
                                 group_size chunks (hits[i].group) */

@@ -31,8 +31,8 @@ static char *search_body_for_jansson(const char *body, size_t len, size_t *out_l
 
 /* 1 when a and b (both parsed) are the same request, floats bit for bit. */
 static int search_reqs_same(const proto_search_req *a, const proto_search_req *b) {
-  return a->dim == b->dim && a->k == b->k && a->nprobe == b->nprobe &&
-         a->ef_search == b->ef_search && a->with_text == b->with_text &&
+  return a->dim == b->dim && a->like_chunk == b->like_chunk && a->k == b->k &&
+         a->nprobe == b->nprobe && a->ef_search == b->ef_search && a->with_text == b->with_text &&
          a->n_queries == b->n_queries && a->n_exclude == b->n_exclude &&
          (a->vector != NULL) == (b->vector != NULL) &&
          (!a->vector || memcmp(a->vector, b->vector, a->dim * sizeof(float)) == 0);

@@ -633,6 +633,27 @@ def run_main(s):
     ok(st == 200 and js["results"][0]["doc_id"] != "doc-9", "exclude_docs skips a document", js)
     st, js, _, _ = s.req("POST", "/v1/search", {"vector": vec, "k": 2, "nprobe": 4, "ef_search": 16})
     ok(st == 200, "nprobe / ef_search accepted")
+    # more like this: a stored chunk's nearest chunks, by its vector, itself left out
+    st, d9, _, _ = s.req("GET", "/v1/documents/doc-9")
+    cid = d9["chunk_ids"][0]
+    st, byvec, _, _ = s.req("POST", "/v1/search", {"vector": vec, "k": 6, "with_text": False})
+    st2, like, _, _ = s.req("POST", "/v1/search", {"chunk_id": cid, "k": 5, "with_text": False})
+    want = [(h["chunk_id"], round(h["score"], 5)) for h in byvec["results"] if h["chunk_id"] != cid][:5]
+    got = [(h["chunk_id"], round(h["score"], 5)) for h in like["results"]] if st2 == 200 else like
+    ok(len(d9["chunk_ids"]) == 1 and byvec["results"][0]["chunk_id"] == cid and got == want,
+       "chunk_id: the search by that chunk's stored vector, the chunk itself left out", (got, want))
+    st, js, _, _ = s.req("POST", "/v1/search", {"chunk_id": cid, "k": 50, "filter": {"n": {"$gte": 15}},
+                                                "exclude_docs": ["doc-16"], "with_text": False})
+    ids = {h["doc_id"] for h in js["results"]} if st == 200 else js
+    ok(ids == {"doc-15", "doc-17", "doc-18", "doc-19"}, "chunk_id with a filter and exclude_docs", ids)
+    for body, want_st, field in [({"chunk_id": 0}, 400, "chunk_id: must be a positive integer"),
+                                 ({"chunk_id": "7"}, 400, "chunk_id: must be a positive integer"),
+                                 ({"chunk_id": cid, "query": "x"}, 400, "only one of query, queries, vector, chunk_id"),
+                                 ({"chunk_id": 999999999}, 404, "chunk_id: no chunk 999999999"),
+                                 ({"chunk_id": cid, "mode": "lexical"}, 400, "mode")]:
+        st, js, _, _ = s.req("POST", "/v1/search", body)
+        ok(st == want_st and field in js["error"]["message"], "search %s -> %d naming %r" % (body, want_st, field),
+           (st, js))
 
     # --- metadata filter ------------------------------------------------------
     st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [

@@ -185,6 +185,17 @@ def run(retro, models, tmp):
         p = subprocess.run([retro, "export", "--data", src] + args, capture_output=True, text=True, timeout=60)
         check(p.returncode == want_rc and want_err in p.stderr and not p.stdout,
               "retro export %s: exit %d naming the problem" % (args, want_rc), (p.returncode, p.stderr))
+    # retro search --chunk-id: the chunks nearest a stored one, itself left out
+    got = json.loads(subprocess.run([retro, "get", "--data", src, "r/2"], capture_output=True, text=True,
+                                    timeout=60).stdout)[0]["chunk_ids"]
+    p = subprocess.run([retro, "search", "--data", src, "--chunk-id", str(got[0]), "-k", "3", "--no-text"]
+                       + model_args, capture_output=True, text=True, timeout=60)
+    hits = [h["chunk_id"] for h in json.loads(p.stdout)["batch"][0]["results"]] if p.returncode == 0 else p.stderr
+    check(len(got) > 2 and len(hits) == 3 and got[0] not in hits and got[1] in hits,
+          "retro search --chunk-id: its nearest chunks, itself left out", (got, hits))
+    p = subprocess.run([retro, "search", "--data", src, "--chunk-id", "1", "q"] + model_args,
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 2 and "not both" in p.stderr, "retro search --chunk-id with a QUERY: exit 2", p.stderr)
     p = subprocess.run([retro, "export", "--data", os.path.join(tmp, "data-odd")], capture_output=True,
                        text=True, timeout=60)
     check(p.returncode == 0 and json.loads(p.stdout)["text"] == "before \x00 after" and

@@ -62,6 +62,16 @@ await attempt('search', async () => {
   const hits = await page.$$eval('.hit', (h) => h.map((x) => x.textContent));
   ok(hits.length > 0 && hits.every((h) => /doc-\d/.test(h) && /score/.test(h)), `a search shows hits with document and score (${hits.length})`, hits.slice(0, 2));
   ok((await page.$$('.hit details')).length > 0, 'hits expand to their context (expand)');
+  // "similar" on a hit: the chunks nearest it by its stored vector, with the form's options
+  const first = Number((hits[0].match(/chunk (\d+) \(ordinal/) || [])[1]);
+  await page.click('.hit .like');
+  await page.waitForFunction((c) => document.querySelector('#s-msg').textContent.includes(`chunks like chunk ${c}`), {}, first);
+  const shown = await page.$$eval('.hit', (h) => h.map((x) => Number(x.textContent.match(/chunk (\d+) \(ordinal/)[1])));
+  const form = await page.evaluate(() => ({ k: Number(document.querySelector('#s-k').value) || 5, expand: Number(document.querySelector('#s-expand').value) || 0 }));
+  const want = await (await fetch(`${RETRO_URL}/v1/search`, { method: 'POST', headers: { Authorization: `Bearer ${RO_KEY}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ chunk_id: first, k: form.k, filter: { part: [0, 1, 2, 3, 4, 5] }, ...(form.expand ? { expand: form.expand } : {}) }) })).json();
+  ok(first > 0 && shown.length > 0 && !shown.includes(first) && JSON.stringify(shown) === JSON.stringify(want.results.map((h) => h.chunk_id)),
+     '"similar" shows the chunks nearest the hit (chunk_id), itself left out', { first, shown, want: want.results && want.results.map((h) => h.chunk_id) });
   await page.screenshot({ path: `${SHOTS}/search-desktop.png` });
 });
 
