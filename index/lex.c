@@ -20,6 +20,9 @@
  *   is indexed whole and by its parts at the same position. Queries ask for
  *   each word whole and for its parts, OR'ed: the rare whole identifier
  *   scores high, its parts give recall.
+ * - Titles: each row also holds its document's title (first heading and
+ *   id; see title_of), which raised MRR@10 on the retrieval bench's tuning
+ *   half (docs/RETRIEVAL.md, "Titles").
  * - Stored text: the FTS5 table keeps its own copy of each chunk's text
  *   (about 260 bytes a chunk), because removing a row's postings needs the
  *   text it was indexed from and the store no longer has a deleted chunk's.
@@ -37,9 +40,10 @@
 #include <unistd.h>
 
 enum {
-  LEX_SCHEMA = 1,     /* bump when the table or the tokenizer changes */
-  LEX_MAX_TOKEN = 64, /* longer words are cut (hashes, base64 runs) */
-  LEX_MAX_TERMS = 64, /* distinct query terms used */
+  LEX_SCHEMA = 2,      /* bump when the table or the tokenizer changes (2: title) */
+  LEX_MAX_TITLE = 200, /* bytes of a heading taken for the title */
+  LEX_MAX_TOKEN = 64,  /* longer words are cut (hashes, base64 runs) */
+  LEX_MAX_TERMS = 64,  /* distinct query terms used */
 };
 /* Query terms by document frequency (the share of chunks holding them):
  * frequent, in more than LEX_FREQUENT_DF of the chunks ("the", "a", "is",
@@ -203,7 +207,8 @@ static fts5_api *register_tokenizer(sqlite3 *db) {
 
 static const char *SCHEMA_SQL =
     "CREATE TABLE IF NOT EXISTS lex_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
-    "CREATE VIRTUAL TABLE IF NOT EXISTS lex_chunks USING fts5(body, tokenize = 'porter retro');"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS lex_chunks USING fts5(body, title, tokenize = 'porter "
+    "retro');"
     "CREATE VIRTUAL TABLE IF NOT EXISTS lex_vocab USING fts5vocab(lex_chunks, 'row');";
 
 static const char *QUERY_SQL =
@@ -377,30 +382,119 @@ static proto_status live_ids(store *st, uint64_t after_id, idlist *out) {
   return PROTO_OK;
 }
 
+/* Titles ------------------------------------------------------------------------ */
+
+/* 1 when line[0..n) is three or more of one punctuation character: the
+ * underline (or overline) of a reStructuredText or setext heading. */
+static int is_rule(const char *line, size_t n) {
+  while (n && (line[n - 1] == ' ' || line[n - 1] == '\t' || line[n - 1] == '\r')) n--;
+  if (n < 3 || !strchr("=-~*#^\"+`:._'", line[0])) return 0;
+  for (size_t i = 1; i < n; i++)
+    if (line[i] != line[0]) return 0;
+  return 1;
+}
+
+/* The first heading of a document's first chunk: a Markdown "# heading", or
+ * a line with a word followed by a rule ("Title" over "====="). *len 0 when
+ * there is none. */
+static const char *first_heading(const char *text, size_t len, size_t *out_len) {
+  const char *p = text, *end = text + len;
+  *out_len = 0;
+  while (p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p)), *eol = nl ? nl : end;
+    const char *b = p;
+    while (b < eol && (*b == ' ' || *b == '\t')) b++;
+    size_t n = (size_t)(eol - b);
+    if (n > 1 && *b == '#') {
+      size_t h = 0;
+      while (h < n && b[h] == '#') h++;
+      if (h <= 6 && h < n && b[h] == ' ') {
+        *out_len = n - h - 1 > LEX_MAX_TITLE ? LEX_MAX_TITLE : n - h - 1;
+        return b + h + 1;
+      }
+    }
+    if (nl && n && !is_rule(b, n)) {
+      const char *next = nl + 1, *nnl = memchr(next, '\n', (size_t)(end - next));
+      size_t has_word = 0;
+      for (size_t i = 0; i < n && !has_word; i++) has_word = is_word((unsigned char)b[i]);
+      if (has_word && is_rule(next, (size_t)((nnl ? nnl : end) - next))) {
+        *out_len = n > LEX_MAX_TITLE ? LEX_MAX_TITLE : n;
+        return b;
+      }
+    }
+    p = nl ? nl + 1 : end;
+  }
+  return NULL;
+}
+
+/* The title column of a document's chunks: its first heading and its id
+ * (a path names what a file is about). Chunks of one document come in
+ * order, so the last one made is kept. */
+typedef struct title_cache {
+  uint64_t doc; /* 0: none yet */
+  char *text;
+  size_t len;
+} title_cache;
+
+static proto_status title_of(lex *lx, const store_chunk *c, title_cache *t) {
+  if (t->doc == c->doc_id && t->text) return PROTO_OK;
+  store_doc d = {0};
+  proto_status s = store_doc_get_by_num(lx->st, c->doc_id, &d);
+  if (s != PROTO_OK) return s;
+  store_chunk first = {0};
+  const store_chunk *head = c;
+  if (c->ordinal != 0 && (s = store_chunk_get(lx->st, d.first_chunk, &first)) == PROTO_OK)
+    head = &first;
+  size_t hn = 0;
+  const char *h =
+      s == PROTO_OK ? first_heading(head->text ? head->text : "", head->text_len, &hn) : NULL;
+  size_t idn = strlen(d.id);
+  char *text = s == PROTO_OK ? malloc(hn + 1 + idn + 1) : NULL;
+  if (s == PROTO_OK && !text) s = PROTO_ENOMEM;
+  if (text) {
+    if (hn) memcpy(text, h, hn);
+    text[hn] = '\n';
+    memcpy(text + hn + 1, d.id, idn + 1);
+    free(t->text);
+    *t = (title_cache){c->doc_id, text, hn + 1 + idn};
+  }
+  store_chunk_free(&first);
+  store_doc_free(&d);
+  return s;
+}
+
 /* Writes (the caller holds wmu and an open transaction) -------------------------- */
+
+/* One chunk's row: its text and its document's title. */
+static proto_status add_chunk(lex *lx, sqlite3_stmt *ins, uint64_t id, title_cache *title) {
+  store_chunk c = {0};
+  proto_status s = store_chunk_get(lx->st, id, &c);
+  if (s == PROTO_ENOTFOUND) return PROTO_OK; /* deleted since the scan: its tombstone follows */
+  if (s == PROTO_OK) s = title_of(lx, &c, title);
+  if (s != PROTO_OK) {
+    store_chunk_free(&c);
+    return proto_fail(s, "lexical index: reading chunk %llu: %s", (unsigned long long)id,
+                      s == PROTO_ENOMEM ? "out of memory" : store_last_error());
+  }
+  sqlite3_bind_int64(ins, 1, (sqlite3_int64)id);
+  sqlite3_bind_text(ins, 2, c.text ? c.text : "", (int)c.text_len, SQLITE_STATIC);
+  sqlite3_bind_text(ins, 3, title->text, (int)title->len, SQLITE_STATIC);
+  if (sqlite3_step(ins) != SQLITE_DONE) s = db_fail(lx->w, "insert");
+  else lx->count++;
+  sqlite3_reset(ins);
+  store_chunk_free(&c);
+  return s;
+}
 
 static proto_status add_chunks(lex *lx, const uint64_t *ids, size_t n) {
   sqlite3_stmt *ins = NULL;
-  if (sqlite3_prepare_v2(lx->w, "INSERT INTO lex_chunks(rowid, body) VALUES(?1, ?2)", -1, &ins,
-                         NULL) != SQLITE_OK)
+  if (sqlite3_prepare_v2(lx->w, "INSERT INTO lex_chunks(rowid, body, title) VALUES(?1, ?2, ?3)", -1,
+                         &ins, NULL) != SQLITE_OK)
     return db_fail(lx->w, "prepare insert");
   proto_status s = PROTO_OK;
-  for (size_t i = 0; i < n && s == PROTO_OK; i++) {
-    store_chunk c = {0};
-    proto_status cs = store_chunk_get(lx->st, ids[i], &c);
-    if (cs == PROTO_ENOTFOUND) continue; /* deleted since the scan: its tombstone follows */
-    if (cs != PROTO_OK) {
-      s = proto_fail(cs, "lexical index: reading chunk %llu: %s", (unsigned long long)ids[i],
-                     store_last_error());
-      break;
-    }
-    sqlite3_bind_int64(ins, 1, (sqlite3_int64)ids[i]);
-    sqlite3_bind_text(ins, 2, c.text ? c.text : "", (int)c.text_len, SQLITE_STATIC);
-    if (sqlite3_step(ins) != SQLITE_DONE) s = db_fail(lx->w, "insert");
-    else lx->count++;
-    sqlite3_reset(ins);
-    store_chunk_free(&c);
-  }
+  title_cache title = {0};
+  for (size_t i = 0; i < n && s == PROTO_OK; i++) s = add_chunk(lx, ins, ids[i], &title);
+  free(title.text);
   sqlite3_finalize(ins);
   return s;
 }

@@ -13,6 +13,10 @@
  * or "join"; `__init__` by "__init__" and "init"; `TypeError` by
  * "typeerror", "type" and "error".
  *
+ * Columns: body (the chunk's text) and title (its document's first heading,
+ * looked for in the first chunk, and its id), weighed alike by BM25, so a
+ * chunk deep in a document is found by what the document is about.
+ *
  * Thread-safety: searches run concurrently (each on a reader connection of
  * a pool); lex_sync and lex_rebuild are serialised by an internal mutex.
  * SQLite runs in WAL mode, so searches never wait for a writer.

@@ -129,6 +129,39 @@ TEST(search_identifiers) {
   fx_close(&f);
 }
 
+/* Each chunk is indexed with its document's title: the first heading of
+ * its first chunk (Markdown "#", or a line over a rule, reStructuredText
+ * and setext) and the document's id, so a later chunk is found by words
+ * only its heading or its file name holds. Chunk ids 1..6. */
+TEST(titles) {
+  fixture f;
+  fx_open(&f);
+  const char *md[] = {"# Socket programming\n\nintro text", "a second chunk about kettles"};
+  const char *rst[] = {".. highlight:: c\n\n=========\nDescriptor HowTo\n=========\n\nbody",
+                       "other text zebra"};
+  const char *plain[] = {"=====\nnot a title\nno heading here", "more words"};
+  CHECK(put_doc(f.st, "guide/sockets.md", md, 2) == PROTO_OK);
+  CHECK(put_doc(f.st, "howto/descr.rst", rst, 2) == PROTO_OK);
+  CHECK(put_doc(f.st, "plain", plain, 2) == PROTO_OK);
+  lex *lx = NULL;
+  CHECK(lex_open(f.path, f.st, 0, &lx) == PROTO_OK);
+  int64_t ids[K];
+  size_t n = search(lx, "socket programming", ids);
+  CHECK(n == 2 && has(ids, n, 1) && has(ids, n, 2));
+  n = search(lx, "kettles", ids);
+  CHECK(n == 1 && ids[0] == 2);
+  n = search(lx, "descriptor howto", ids); /* the heading under a directive */
+  CHECK(n == 2 && has(ids, n, 3) && has(ids, n, 4));
+  n = search(lx, "guide", ids); /* the id's words */
+  CHECK(n == 2 && has(ids, n, 1) && has(ids, n, 2));
+  n = search(lx, "descr", ids);
+  CHECK(n == 2 && has(ids, n, 3) && has(ids, n, 4));
+  n = search(lx, "title", ids); /* a line under a rule, not over one, is no heading */
+  CHECK(n == 1 && ids[0] == 5);
+  lex_close(lx);
+  fx_close(&f);
+}
+
 /* A query of common words only: its two least frequent words stand in for
  * rare ones, so a chunk holding only the most frequent of them is not
  * scored (a common word's posting list is long). 2,000 chunks: "wone" in
@@ -313,6 +346,7 @@ TEST(recovery) {
 int main(void) {
   RUN(tokenizer);
   RUN(search_identifiers);
+  RUN(titles);
   RUN(filter);
   RUN(common_words_only);
   RUN(sync_upsert_delete);

@@ -22,7 +22,9 @@ sizes of the index files.
 
 The peer reads the chunk texts from DIR/lexical.sqlite (the FTS5 table's
 content) into an in-memory FTS5 table with the default unicode61 tokenizer
-and asks each query's words OR'ed, ranked by bm25(). Tune on "tune", report
+and asks each query's words OR'ed, ranked by bm25(); a second peer row also
+indexes the title column ours has (each chunk's document heading and id,
+read from the same file), so that neither side has text the other lacks. Tune on "tune", report
 "report": never quote a figure tuned on the queries it is reported on.
 """
 import argparse
@@ -90,16 +92,20 @@ def table(title, rows):
 
 
 class Peer:
-    """Plain FTS5 (unicode61, bm25) over the chunk texts of the database."""
+    """Plain FTS5 (unicode61, bm25) over the chunk texts of the database, and
+    with title=True over the same title column as ours too (its document's
+    first heading and id, as lexical.sqlite holds them)."""
 
-    def __init__(self, lexical_file):
+    def __init__(self, lexical_file, title=False):
         src = sqlite3.connect("file:%s?mode=ro" % lexical_file, uri=True)
         src.text_factory = bytes
-        rows = [(i, t.decode("utf-8", "replace")) for i, t in src.execute("SELECT id, c0 FROM lex_chunks_content")]
+        cols = "c0, c1" if title else "c0, ''"
+        rows = [(i, b.decode("utf-8", "replace"), t.decode("utf-8", "replace") if t else "")
+                for i, b, t in src.execute("SELECT id, %s FROM lex_chunks_content" % cols)]
         src.close()
         self.db = sqlite3.connect(":memory:")
-        self.db.execute("CREATE VIRTUAL TABLE t USING fts5(body)")
-        self.db.executemany("INSERT INTO t(rowid, body) VALUES (?, ?)", rows)
+        self.db.execute("CREATE VIRTUAL TABLE t USING fts5(body, title)")
+        self.db.executemany("INSERT INTO t(rowid, body, title) VALUES (?, ?, ?)", rows)
         self.n = len(rows)
 
     def search(self, query, k):
@@ -109,6 +115,15 @@ class Peer:
         expr = " OR ".join('"%s"' % w for w in dict.fromkeys(words))
         return [r for (r,) in self.db.execute("SELECT rowid FROM t WHERE t MATCH ? ORDER BY rank LIMIT ?",
                                               (expr, k))]
+
+
+def has_title_column(lexical_file):
+    """Whether the file is of the schema with titles (a file written before
+    2026-12-07 has the body alone)."""
+    db = sqlite3.connect("file:%s?mode=ro" % lexical_file, uri=True)
+    cols = [r[1] for r in db.execute("PRAGMA table_info(lex_chunks_content)")]
+    db.close()
+    return "c1" in cols
 
 
 def main():
@@ -164,18 +179,21 @@ def main():
                 top10.setdefault(name, []).extend((h["chunk_id"], h["doc_id"]) for h in hits[:10])
                 res.append((q, metrics(distinct_docs([h["doc_id"] for h in hits]), q["relevant"])))
             results[name] = res
-        if a.data:
-            peer = Peer(os.path.join(a.data, "lexical.sqlite"))
-            doc_of = {}
+        peers = [("fts5-bm25", False)] if a.data else []
+        if a.data and has_title_column(os.path.join(a.data, "lexical.sqlite")):
+            peers.append(("fts5-bm25 +title", True))
+        doc_of = {}
+        for name, title in peers:
+            peer = Peer(os.path.join(a.data, "lexical.sqlite"), title)
             res = []
             for q in qs:
                 ids = peer.search(q["query"], a.k)
                 for i in ids:
                     if i not in doc_of:
                         doc_of[i] = cl.req("GET", "/v1/chunks/%d" % i)[1]["doc_id"]
-                top10.setdefault("fts5-bm25", []).extend((i, doc_of[i]) for i in ids[:10])
+                top10.setdefault(name, []).extend((i, doc_of[i]) for i in ids[:10])
                 res.append((q, metrics(distinct_docs([doc_of[i] for i in ids]), q["relevant"])))
-            results["fts5-bm25 (peer)"] = res
+            results[name + " (peer)"] = res
         table("all queries (%s split)" % a.split, [(n, [m for _, m in r]) for n, r in results.items()])
         for t in sorted({q["type"] for q in qs}):
             table("type %s" % t, [(n, [m for q, m in r if q["type"] == t]) for n, r in results.items()])
