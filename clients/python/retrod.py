@@ -1,0 +1,222 @@
+"""retrod.py - a Python client for retrod's own HTTP API, in one file that
+needs nothing but the standard library (copy it next to your code, or put
+clients/python on PYTHONPATH). The OpenAI-compatible routes (embeddings,
+completions, chat) also work with OpenAI's own clients; this one covers what
+they do not: documents, search with its modes and filters, metadata patches,
+deletes by filter, backups, and the completions' `retro` attribution.
+
+    from retrod import Client, RetrodError
+    c = Client("http://127.0.0.1:8080", api_key="...")
+    c.upsert([{"id": "a", "text": "...", "metadata": {"lang": "en"}}])
+    for hit in c.search("how do I open a file?", k=5, filter={"lang": "en"}):
+        print(hit["score"], hit["doc_id"], hit["text"][:60])
+    c.patch_metadata("a", {"reviewed": True})
+    c.delete_where({"lang": {"$ne": "en"}})
+
+Every method returns the decoded JSON of the answer (or the part of it named
+in its docstring). A 4xx or 5xx answer raises RetrodError with the server's
+status, error code and message; a 429 or 503 carries retry_after (seconds).
+"""
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+__all__ = ["Client", "RetrodError"]
+
+
+class RetrodError(Exception):
+    """An answer with an error status: .status (HTTP), .code (the server's
+    error code, e.g. "EDIM"), .message, .request_id and .retry_after (None
+    unless the server set Retry-After)."""
+
+    def __init__(self, status, code, message, request_id=None, retry_after=None):
+        super().__init__("%d %s: %s" % (status, code, message))
+        self.status, self.code, self.message = status, code, message
+        self.request_id, self.retry_after = request_id, retry_after
+
+
+class Client:
+    def __init__(self, url="http://127.0.0.1:8080", api_key=None, timeout=120):
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    # ---- transport --------------------------------------------------------
+
+    def _open(self, method, path, body=None, ctype="application/json", query=None):
+        """body: an object sent as JSON, or bytes or an iterator of bytes
+        (sent chunked) as they are."""
+        url = self.url + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        headers = {"Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = "Bearer " + self.api_key
+        data = None
+        if body is not None:
+            raw = isinstance(body, bytes) or hasattr(body, "__next__")
+            data = body if raw else json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = ctype
+        rq = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            return urllib.request.urlopen(rq, timeout=self.timeout)
+        except urllib.error.HTTPError as e:
+            raise _error(e) from None
+
+    def _json(self, method, path, body=None, ctype="application/json", query=None):
+        with self._open(method, path, body, ctype, query) as r:
+            raw = r.read()
+        return json.loads(raw) if raw else None
+
+    # ---- the server -------------------------------------------------------
+
+    def health(self):
+        """True when the server answers /health."""
+        return self._json("GET", "/health") is not None
+
+    def ready(self):
+        """True once models and indexes are loaded (False while loading or
+        shutting down)."""
+        try:
+            self._json("GET", "/ready")
+            return True
+        except RetrodError as e:
+            if e.status == 503:
+                return False
+            raise
+
+    def info(self):
+        """GET /v1/info: models, dimensions, index type, counts."""
+        return self._json("GET", "/v1/info")
+
+    # ---- documents --------------------------------------------------------
+
+    def upsert(self, documents, force=False):
+        """Stores documents ({"id", "text", "metadata"?} each) in one request,
+        checked as a whole; returns the answer (per-document "results" with
+        "status" ok, unchanged or error). force: embed unchanged ones too."""
+        return self._json("POST", "/v1/documents", {"documents": list(documents)},
+                          query={"force": "true"} if force else None)
+
+    def upsert_stream(self, documents, force=False):
+        """Streams documents as NDJSON, one line each (an iterable of any
+        length: a generator reading a large file is fine); returns the answer."""
+        lines = (json.dumps(d).encode("utf-8") + b"\n" for d in documents)
+        return self._json("POST", "/v1/documents", lines, "application/x-ndjson",
+                          query={"force": "true"} if force else None)
+
+    def get(self, doc_id):
+        """One document with its text, chunk ids and metadata."""
+        return self._json("GET", "/v1/documents/" + _quote(doc_id))
+
+    def patch_metadata(self, doc_id, patch):
+        """Merges patch into the document's metadata (JSON Merge Patch: a key
+        set to None is removed); its text is not embedded again. Returns the
+        document as stored now, without its text."""
+        return self._json("PATCH", "/v1/documents/" + _quote(doc_id), {"metadata": patch},
+                          "application/merge-patch+json")
+
+    def delete(self, doc_id):
+        """Deletes one document; RetrodError 404 when there is none."""
+        return self._json("DELETE", "/v1/documents/" + _quote(doc_id))
+
+    def delete_many(self, ids):
+        """Deletes the documents in one transaction; returns {"deleted",
+        "not_found"}."""
+        return self._json("POST", "/v1/documents/delete", {"ids": list(ids)})
+
+    def delete_where(self, filter):
+        """Deletes every document whose metadata passes the filter (a search
+        filter, at least one key), in one transaction; returns {"deleted"}."""
+        return self._json("POST", "/v1/documents/delete", {"filter": filter})
+
+    def documents(self, filter=None, page_size=100):
+        """Yields every document (without text) in doc_num order, page by
+        page, those passing filter when given."""
+        after = 0
+        while after is not None:
+            page = self._json("GET", "/v1/documents", query={
+                "limit": page_size, "after": after,
+                "filter": json.dumps(filter) if filter is not None else None})
+            for d in page["documents"]:
+                yield d
+            after = page["next_after"]
+
+    # ---- search -----------------------------------------------------------
+
+    def search(self, query=None, *, vector=None, chunk_id=None, k=10, **options):
+        """The nearest chunks of a text (query), a vector, or a stored chunk
+        (chunk_id: "more like this"): the "results" list, or the "groups"
+        list with group_by="document". options: mode ("dense", "lexical",
+        "hybrid"), alpha, filter, exclude_docs, with_text, group_by,
+        group_size, expand, nprobe, ef_search."""
+        what = [(n, v) for n, v in (("query", query), ("vector", vector), ("chunk_id", chunk_id))
+                if v is not None]
+        if len(what) != 1:
+            raise ValueError("give exactly one of query, vector, chunk_id")
+        body = dict(options, k=k)
+        body[what[0][0]] = list(what[0][1]) if what[0][0] == "vector" else what[0][1]
+        js = self._json("POST", "/v1/search", body)
+        return js["groups"] if "groups" in js else js["results"]
+
+    def search_batch(self, queries, k=10, **options):
+        """Several texts in one request: one result list per query."""
+        js = self._json("POST", "/v1/search", dict(options, queries=list(queries), k=k))
+        return [b.get("groups", b.get("results")) for b in js["batch"]]
+
+    def embed(self, texts, input_type=None):
+        """Embeddings of texts (a string or a list) with the server's
+        encoder: a list of vectors. input_type "query" embeds them as a
+        search embeds its query."""
+        one = isinstance(texts, str)
+        body = {"input": [texts] if one else list(texts)}
+        if input_type:
+            body["input_type"] = input_type
+        js = self._json("POST", "/v1/embeddings", body)
+        vecs = [d["embedding"] for d in sorted(js["data"], key=lambda d: d["index"])]
+        return vecs[0] if one else vecs
+
+    # ---- generation -------------------------------------------------------
+
+    def complete(self, prompt, max_tokens=64, **options):
+        """A RETRO completion: the whole answer, with "choices" and "retro"
+        (per chunk, the neighbours it was given)."""
+        return self._json("POST", "/v1/completions", dict(options, prompt=prompt, max_tokens=max_tokens))
+
+    def stream(self, prompt, max_tokens=64, **options):
+        """A streamed completion: yields each event's object (the text in
+        event["choices"][0]["text"]; the last carries "usage" and "retro")."""
+        body = dict(options, prompt=prompt, max_tokens=max_tokens, stream=True)
+        with self._open("POST", "/v1/completions", body) as r:
+            for line in r:
+                line = line.decode("utf-8").rstrip("\r\n")
+                if not line.startswith("data: "):
+                    continue
+                if line == "data: [DONE]":
+                    return
+                yield json.loads(line[6:])
+
+    # ---- operations -------------------------------------------------------
+
+    def backup(self):
+        """A backup into the server's --backup-dir: {"backup" (its name),
+        "path", "seconds", "manifest"}."""
+        return self._json("POST", "/v1/admin/backup", {})
+
+
+def _quote(doc_id):
+    return urllib.parse.quote(doc_id, safe="")
+
+
+def _error(e):
+    """RetrodError from an HTTPError, with the server's code and message."""
+    raw = e.read()
+    try:
+        err = json.loads(raw)["error"]
+        code, message = err.get("code", ""), err.get("message", "")
+    except (ValueError, KeyError, TypeError):
+        code, message = "", raw.decode("utf-8", "replace")[:500]
+    retry = e.headers.get("Retry-After")
+    return RetrodError(e.code, code, message, e.headers.get("X-Request-Id"),
+                       int(retry) if retry and retry.isdigit() else None)

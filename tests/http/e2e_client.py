@@ -1,0 +1,115 @@
+#!/usr/bin/python3
+"""e2e_client.py - the Python client (clients/python/retrod.py) against a real
+`retro serve` with an API key (TAP; the Server helper and models of
+e2e_http.py): every method once, its answers checked against what the
+server holds, and errors raised as RetrodError with the server's status,
+code and message.
+
+    e2e_client.py RETRO_BINARY WORK_DIR
+"""
+import os
+import shutil
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
+import e2e_http as E  # noqa: E402
+from retrod import Client, RetrodError  # noqa: E402
+
+ok = E.ok
+
+
+def raises(fn, status, part):
+    """The RetrodError fn raises, if its status and message are as said."""
+    try:
+        fn()
+    except RetrodError as e:
+        return e if e.status == status and part in e.message else None
+    return None
+
+
+def run():
+    work = E.WORK
+    for d in ("client", "client-bk"):
+        shutil.rmtree(os.path.join(work, d), ignore_errors=True)
+    s = E.Server("client", "--api-key", "rw-key", "--read-key", "ro-key", "--backup-dir",
+                 os.path.join(work, "client-bk"))
+    try:
+        url = "http://127.0.0.1:%d" % s.port
+        c, ro = Client(url, api_key="rw-key"), Client(url, api_key="ro-key")
+        ok(c.health() and c.ready() and c.info()["documents"] == 0, "health, ready and info")
+        docs = [{"id": "cl/%d" % i, "text": E.doc_text(700 + i), "metadata": {"n": i, "lang": "en" if i % 2 else "de"}}
+                for i in range(6)]
+        js = c.upsert(docs[:4])
+        ok(js["documents"] == 4 and js["errors"] == 0 and all(r["status"] == "ok" for r in js["results"]),
+           "upsert: four documents", js)
+        js = c.upsert_stream(iter(docs[3:]))
+        ok(js["documents"] == 3 and [r["status"] for r in js["results"]] == ["unchanged", "ok", "ok"],
+           "upsert_stream: NDJSON from an iterator, chunked (one unchanged)", js)
+        d = c.get("cl/2")
+        ok(d["text"] == docs[2]["text"] and d["metadata"] == docs[2]["metadata"], "get", d)
+        hits = c.search(docs[2]["text"], k=3, mode="dense")
+        ok(hits[0]["doc_id"] == "cl/2", "search by text", [h["doc_id"] for h in hits])
+        hits = c.search(docs[2]["text"], k=10, filter={"n": {"$gte": 4}}, with_text=False)
+        ok(hits and {h["doc_id"] for h in hits} <= {"cl/4", "cl/5"}, "search with a filter",
+           [h["doc_id"] for h in hits])
+        vec = c.embed(docs[1]["text"])
+        ok(len(vec) == c.info()["encoder"]["dim"] and c.search(vector=vec, k=1)[0]["doc_id"] == "cl/1",
+           "embed, then search by the vector", len(vec))
+        cid = c.get("cl/1")["chunk_ids"][0]
+        like = c.search(chunk_id=cid, k=3, with_text=False)
+        ok(like and cid not in [h["chunk_id"] for h in like], "search by a stored chunk", like)
+        groups = c.search(docs[0]["text"], k=2, group_by="document", group_size=1)
+        ok(len(groups) == 2 and all("hits" in g for g in groups), "search grouped by document", groups)
+        batch = c.search_batch([docs[0]["text"], docs[5]["text"]], k=1, mode="dense")
+        ok([b[0]["doc_id"] for b in batch] == ["cl/0", "cl/5"], "search_batch", batch)
+        now = c.patch_metadata("cl/2", {"lang": None, "reviewed": True})
+        ok(now["metadata"] == {"n": 2, "reviewed": True} and "text" not in now, "patch_metadata", now)
+        listed = list(c.documents(filter={"lang": "de"}, page_size=1))
+        ok([x["id"] for x in listed] == ["cl/0", "cl/4"], "documents: every page of a filtered listing",
+           [x["id"] for x in listed])
+        ok(len(list(c.documents())) == 6, "documents: all of them")
+        out = c.complete("The with statement", max_tokens=8, temperature=0)
+        ok(out["choices"][0]["text"] and "chunks" in out["retro"], "complete, with the retro attribution",
+           out["choices"][0])
+        events = list(c.stream("The with statement", max_tokens=8, temperature=0))
+        ok("".join(e["choices"][0]["text"] for e in events) == out["choices"][0]["text"] and
+           "usage" in events[-1], "stream: the same text, event by event, usage last", len(events))
+        bk = c.backup()
+        ok(os.path.isfile(os.path.join(bk["path"], "manifest.json")) and bk["manifest"]["documents"] == 6,
+           "backup: its directory and manifest", bk)
+        ok(c.delete("cl/5")["deleted"] is True, "delete")
+        ok(c.delete_many(["cl/4", "cl/none"]) == {"deleted": 1, "not_found": ["cl/none"]}, "delete_many")
+        ok(c.delete_where({"lang": "en"})["deleted"] == 2, "delete_where (cl/1, cl/3)")
+        ok(sorted(x["id"] for x in c.documents()) == ["cl/0", "cl/2"], "what is left")
+        # errors: the server's status, code and message
+        e = raises(lambda: c.get("cl/none"), 404, "cl/none")
+        ok(e is not None and e.code and e.request_id, "a missing document: RetrodError 404 with code and request id",
+           vars(e) if e else None)
+        ok(raises(lambda: c.search(vector=[1.0, 2.0]), 422, "dimensional") is not None, "a wrong dimension: 422")
+        ok(raises(lambda: ro.upsert(docs[:1]), 403, "read-only key") is not None, "the read-only key cannot write")
+        ok(raises(lambda: Client(url).info(), 401, "API key") is not None, "no key: 401")
+        ok(raises(lambda: c.search("x", filter={"n": {"$gt": True}}), 400, "filter.n.$gt") is not None,
+           "a bad filter: 400 naming it")
+        try:
+            c.search("x", vector=[1.0])
+            bad = None
+        except ValueError as ex:
+            bad = str(ex)
+        ok(bad and "exactly one" in bad, "search with two things to search by: ValueError, nothing sent", bad)
+    finally:
+        s.stop()
+
+
+def main():
+    rc = E.ensure_models()
+    if rc is not None:
+        return rc
+    run()
+    print("1..%d" % E.n_tests)
+    return 1 if E.n_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
