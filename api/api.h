@@ -144,6 +144,16 @@ proto_status proto_delete_parse(const char *json, size_t len, proto_delete_req *
                                 size_t errlen);
 void proto_delete_free(proto_delete_req *r); /* accepts zeroed */
 
+/* POST /v1/documents/update: the documents, as a delete names them ("ids"
+ * or "filter"), and "metadata", the merge patch of each one's metadata. */
+typedef struct proto_update_req {
+  proto_delete_req which;
+  char *metadata_patch; /* compact JSON object */
+} proto_update_req;
+proto_status proto_update_parse(const char *json, size_t len, proto_update_req *out, char *err,
+                                size_t errlen);
+void proto_update_free(proto_update_req *r); /* accepts zeroed */
+
 /* POST /v1/search. Exactly one of query, queries, vector. */
 typedef struct proto_search_req {
   char **queries; /* n_queries texts (NUL-terminated, lens in query_lens) */

@@ -950,10 +950,10 @@ static proto_status no_repeated_id(char *const *ids, size_t n, char *err, size_t
 }
 
 /* The "ids" or the "filter" of a delete body, checked; root is an object. */
-static proto_status get_delete_what(json_t *root, proto_delete_req *out, char *err, size_t errlen) {
-  static const char *const fields[] = {"ids", "filter", NULL};
-  proto_status st = check_fields(root, NULL, fields, err, errlen);
-  if (st != PROTO_OK) return st;
+/* The documents a body names: its "ids" or its "filter", exactly one;
+ * root is an object whose fields the caller has checked. */
+static proto_status get_which_docs(json_t *root, proto_delete_req *out, char *err, size_t errlen) {
+  proto_status st;
   json_t *ids = json_object_get(root, "ids"), *filter = json_object_get(root, "filter");
   if (ids && json_is_null(ids)) ids = NULL;
   if (filter && json_is_null(filter)) filter = NULL;
@@ -976,15 +976,52 @@ static proto_status get_delete_what(json_t *root, proto_delete_req *out, char *e
 
 proto_status proto_delete_parse(const char *text, size_t len, proto_delete_req *out, char *err,
                                 size_t errlen) {
+  static const char *const delete_fields[] = {"ids", "filter", NULL};
   json_t *root = NULL;
   memset(out, 0, sizeof *out);
   proto_status st = parse_root(text, len, &root, err, errlen);
   if (st != PROTO_OK) return st;
   if (!json_is_object(root)) st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
-  else st = get_delete_what(root, out, err, errlen);
+  else st = check_fields(root, NULL, delete_fields, err, errlen);
+  if (st == PROTO_OK) st = get_which_docs(root, out, err, errlen);
   json_decref(root);
   if (st != PROTO_OK) proto_delete_free(out);
   return st;
+}
+
+/* "metadata" of a patch: an object, written compactly to *out. */
+static proto_status get_metadata_patch(json_t *root, char **out, char *err, size_t errlen) {
+  json_t *meta = json_object_get(root, "metadata");
+  if (!meta || json_is_null(meta))
+    return fail(PROTO_EMISSING, err, errlen, "metadata: missing field");
+  if (!json_is_object(meta))
+    return fail(PROTO_ETYPE, err, errlen,
+                "metadata: must be an object (a merge patch: a key given null is removed)");
+  *out = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  return *out ? PROTO_OK : fail(PROTO_ENOMEM, err, errlen, "out of memory");
+}
+
+proto_status proto_update_parse(const char *text, size_t len, proto_update_req *out, char *err,
+                                size_t errlen) {
+  static const char *const fields[] = {"ids", "filter", "metadata", NULL};
+  json_t *root = NULL;
+  memset(out, 0, sizeof *out);
+  proto_status st = parse_root(text, len, &root, err, errlen);
+  if (st != PROTO_OK) return st;
+  if (!json_is_object(root)) st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
+  else st = check_fields(root, NULL, fields, err, errlen);
+  if (st == PROTO_OK) st = get_which_docs(root, &out->which, err, errlen);
+  if (st == PROTO_OK) st = get_metadata_patch(root, &out->metadata_patch, err, errlen);
+  json_decref(root);
+  if (st != PROTO_OK) proto_update_free(out);
+  return st;
+}
+
+void proto_update_free(proto_update_req *r) {
+  if (!r) return;
+  proto_delete_free(&r->which);
+  free(r->metadata_patch);
+  r->metadata_patch = NULL;
 }
 
 proto_status proto_patch_parse(const char *text, size_t len, char **metadata_patch, char *err,
@@ -994,16 +1031,9 @@ proto_status proto_patch_parse(const char *text, size_t len, char **metadata_pat
   *metadata_patch = NULL;
   proto_status st = parse_root(text, len, &root, err, errlen);
   if (st != PROTO_OK) return st;
-  json_t *meta = json_object_get(root, "metadata");
   if (!json_is_object(root)) st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
-  if (st == PROTO_OK) st = check_fields(root, NULL, fields, err, errlen);
-  if (st == PROTO_OK && (!meta || json_is_null(meta)))
-    st = fail(PROTO_EMISSING, err, errlen, "metadata: missing field");
-  if (st == PROTO_OK && !json_is_object(meta))
-    st = fail(PROTO_ETYPE, err, errlen,
-              "metadata: must be an object (a merge patch: a key given null is removed)");
-  if (st == PROTO_OK && !(*metadata_patch = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER)))
-    st = fail(PROTO_ENOMEM, err, errlen, "out of memory");
+  else st = check_fields(root, NULL, fields, err, errlen);
+  if (st == PROTO_OK) st = get_metadata_patch(root, metadata_patch, err, errlen);
   json_decref(root);
   return st;
 }

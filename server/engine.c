@@ -830,8 +830,9 @@ static cent *chunk_lookup(sctx *c, uint64_t id) {
   return ent;
 }
 
-/* Deleting by metadata applies the test of a search's filter. */
-static int doc_matches(void *filter, const char *metadata_json) {
+/* Deleting or updating by metadata applies the test of a search's filter
+ * (a store_doc_test; filter is a proto_filter). */
+int srv__passes_filter(void *filter, const char *metadata_json) {
   return proto_filter_passes(filter, metadata_json);
 }
 
@@ -847,7 +848,7 @@ proto_status srv_delete_where(srv_engine *e, const char *filter_json, size_t *de
     return srv__fail(PROTO_EINVAL, "filter: must be a JSON object with at least one key");
   }
   size_t n = 0;
-  s = store_delete_where(e->st, doc_matches, filter, &n);
+  s = store_delete_where(e->st, srv__passes_filter, filter, &n);
   proto_filter_free(filter);
   if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
   if (s != PROTO_OK) return srv__fail(s, "deleting by filter: %s", store_last_error());

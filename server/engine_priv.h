@@ -120,6 +120,9 @@ void srv__content_salt(srv_engine *e);
  * whether chunks are embedded by their token ids. */
 void srv__salt_of(const char *encoder_fp, const char *chunk_tok_fp, uint32_t dim, int by_ids,
                   unsigned char out[32]);
+/* The store_doc_test of deletes and updates by metadata: filter is a
+ * proto_filter (engine.c). */
+int srv__passes_filter(void *filter, const char *metadata_json);
 /* A document's content hash (ingest.c), which upserts store with it: what
  * retro verify checks the stored text and metadata against. */
 void srv__content_hash(const unsigned char salt[32], const char *text, size_t text_len,

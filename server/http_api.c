@@ -454,16 +454,16 @@ static void h_doc_patch(http_server *s, const http_match *m, const http_request 
   free(patch);
 }
 
-/* {"deleted": N, "not_found": [...]}: found is NULL for a delete by filter
- * (deleted then counts what it matched). */
-static void write_deleted(const proto_delete_req *req, const int *found, size_t deleted,
+/* {"<what>": N, "not_found": [...]}: found is NULL for a delete or update
+ * by filter (n then counts what it matched). */
+static void write_counted(const char *what, const proto_delete_req *req, const int *found, size_t n,
                           http_response *resp) {
-  for (size_t i = 0; found && i < req->n; i++) deleted += found[i] != 0;
+  for (size_t i = 0; found && i < req->n; i++) n += found[i] != 0;
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   proto_jw_obj(&w);
-  proto_jw_key(&w, "deleted");
-  proto_jw_uint(&w, deleted);
+  proto_jw_key(&w, what);
+  proto_jw_uint(&w, n);
   proto_jw_key(&w, "not_found");
   proto_jw_arr(&w);
   for (size_t i = 0; found && i < req->n; i++)
@@ -480,15 +480,51 @@ static void delete_documents(http_server *s, const proto_delete_req *req, http_r
     size_t deleted = 0;
     if ((st = srv_delete_where(s->engine, req->filter_json, &deleted)))
       engine_error(resp, st, "delete documents");
-    else write_deleted(req, NULL, deleted, resp);
+    else write_counted("deleted", req, NULL, deleted, resp);
     return;
   }
   int *found = calloc(req->n, sizeof *found);
   if (!found) http_error(resp, PROTO_ENOMEM, "out of memory");
   else if ((st = srv_delete_many(s->engine, (const char *const *)req->ids, req->n, found)))
     engine_error(resp, st, "delete documents");
-  else write_deleted(req, found, 0, resp);
+  else write_counted("deleted", req, found, 0, resp);
   free(found);
+}
+
+/* Merges req's metadata patch into its documents and writes the answer. */
+static void update_documents(http_server *s, const proto_update_req *req, http_response *resp) {
+  const proto_delete_req *which = &req->which;
+  proto_status st;
+  if (which->filter_json) {
+    size_t updated = 0;
+    if ((st = srv_update_where(s->engine, which->filter_json, req->metadata_patch, &updated)))
+      engine_error(resp, st, "update documents");
+    else write_counted("updated", which, NULL, updated, resp);
+    return;
+  }
+  int *found = calloc(which->n, sizeof *found);
+  if (!found) http_error(resp, PROTO_ENOMEM, "out of memory");
+  else if ((st = srv_update_many(s->engine, (const char *const *)which->ids, which->n,
+                                 req->metadata_patch, found)))
+    engine_error(resp, st, "update documents");
+  else write_counted("updated", which, found, 0, resp);
+  free(found);
+}
+
+/* POST /v1/documents/update: the metadata patch merged into the listed
+ * documents, or those whose metadata passes the filter, in one
+ * transaction, all or none. */
+static void h_docs_update(http_server *s, const http_request *rq, http_response *resp) {
+  char err[512];
+  proto_update_req req;
+  proto_status st = proto_update_parse(rq->body, rq->body_len, &req, err, sizeof err);
+  if (st != PROTO_OK) {
+    http_error(resp, st, err);
+    return;
+  }
+  if (s->cfg->read_only) http_error(resp, PROTO_EFORBIDDEN, "server is read-only");
+  else if (!no_engine(s, resp)) update_documents(s, &req, resp);
+  proto_update_free(&req);
 }
 
 /* POST /v1/documents/delete: the listed documents, or those whose metadata

@@ -787,6 +787,44 @@ proto_status srv_document_patch(srv_engine *e, const char *id, const char *patch
   return s == PROTO_ENOTFOUND ? PROTO_OK : s;
 }
 
+proto_status srv_update_many(srv_engine *e, const char *const *ids, size_t n,
+                             const char *patch_json, int *found) {
+  if (!e || (n && (!ids || !found)) || !patch_json)
+    return srv__fail(PROTO_EINVAL, "srv_update_many: NULL argument");
+  if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
+  patch_ctx c = {.patch = patch_json};
+  proto_status s = store_update_meta_many(e->st, ids, n, merge_meta, &c, found);
+  if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
+  if (s != PROTO_OK)
+    return srv__fail(s, "updating metadata: %s", c.msg[0] ? c.msg : store_last_error());
+  return PROTO_OK;
+}
+
+proto_status srv_update_where(srv_engine *e, const char *filter_json, const char *patch_json,
+                              size_t *updated) {
+  char msg[256];
+  if (updated) *updated = 0;
+  if (!e || !filter_json || !patch_json)
+    return srv__fail(PROTO_EINVAL, "srv_update_where: NULL argument");
+  if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
+  proto_filter *filter = NULL;
+  proto_status s = proto_filter_load(filter_json, &filter, msg, sizeof msg);
+  if (s != PROTO_OK) return srv__fail(s, "%s", msg);
+  if (proto_filter_is_empty(filter)) {
+    proto_filter_free(filter);
+    return srv__fail(PROTO_EINVAL, "filter: must be a JSON object with at least one key");
+  }
+  patch_ctx c = {.patch = patch_json};
+  size_t n = 0;
+  s = store_update_meta_where(e->st, srv__passes_filter, filter, merge_meta, &c, &n);
+  proto_filter_free(filter);
+  if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
+  if (s != PROTO_OK)
+    return srv__fail(s, "updating metadata: %s", c.msg[0] ? c.msg : store_last_error());
+  if (updated) *updated = n;
+  return PROTO_OK;
+}
+
 /* Validates a metadata JSON object. */
 static proto_status check_meta(const char *meta) {
   json_error_t jerr;

@@ -327,6 +327,14 @@ proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_
  * otherwise out (optional) gets the document as stored now, without text. */
 proto_status srv_document_patch(srv_engine *e, const char *id, const char *patch_json, int *found,
                                 srv_document *out);
+/* The same merge for n documents in one transaction, all or none: found[i]
+ * says whether ids[i] named one. */
+proto_status srv_update_many(srv_engine *e, const char *const *ids, size_t n,
+                             const char *patch_json, int *found);
+/* The same, in one transaction, for every document whose metadata passes
+ * filter_json (a search's filter, at least one key); *updated = how many. */
+proto_status srv_update_where(srv_engine *e, const char *filter_json, const char *patch_json,
+                              size_t *updated);
 void srv_document_free(srv_document *d); /* frees members; accepts zeroed */
 /* A page of documents in doc_num order: at most max (>= 1) with doc_num >
  * after (out[i] without text or n_tokens; free each with

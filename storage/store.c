@@ -1065,24 +1065,31 @@ static proto_status delete_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc
   return PROTO_OK;
 }
 
-proto_status store_delete_many(store *st, const char *const *ids, size_t n, int *found) {
+/* The arguments of a write by ids checked: found[] zeroed, *lens (malloc'd,
+ * also on failure) each id's length. */
+static proto_status ids_checked(store *st, const char *const *ids, size_t n, int *found,
+                                size_t **lens) {
+  *lens = NULL;
   if (!st || (n && (!ids || !found))) {
     proto_err_set("store: NULL argument");
     return PROTO_EINVAL;
   }
-  size_t *lens = calloc(n ? n : 1, sizeof *lens);
-  if (!lens) {
+  if (!(*lens = calloc(n ? n : 1, sizeof **lens))) {
     proto_err_set("store: out of memory");
     return PROTO_ENOMEM;
   }
   proto_status ps = PROTO_OK;
-  for (size_t i = 0; i < n && !ps; i++) {
-    found[i] = 0;
-    ps = check_id(ids[i], &lens[i]);
-  }
+  for (size_t i = 0; i < n; i++) found[i] = 0;
+  for (size_t i = 0; i < n && !ps; i++) ps = check_id(ids[i], &(*lens)[i]);
+  return ps;
+}
+
+proto_status store_delete_many(store *st, const char *const *ids, size_t n, int *found) {
+  size_t *lens;
+  proto_status ps = ids_checked(st, ids, n, found, &lens);
   delete_ctx c = {ids, lens, n, found};
   if (!ps && n) ps = write_run_within(st, delete_body, &c, delete_allowance(st));
-  if (ps)
+  if (ps && found)
     for (size_t i = 0; i < n; i++) found[i] = 0;
   free(lens);
   return ps;
@@ -1199,98 +1206,164 @@ proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_
   return ps;
 }
 
-typedef struct set_meta_ctx {
-  const char *id;
-  size_t len;
-  const char *meta;          /* the new metadata, or NULL: ask fn */
-  const unsigned char *hash; /* its content hash (NULL: none) */
+/* Where a document's new metadata comes from: given (meta and its hash),
+ * or made by fn from the stored ones. */
+typedef struct meta_source {
+  const char *meta;
+  const unsigned char *hash; /* NULL: none */
   store_meta_fn fn;
   void *fn_ctx;
-  char *made; /* what fn made (freed by the caller) */
-  unsigned char made_hash[STORE_HASH_BYTES];
-  int found;
-} set_meta_ctx;
+} meta_source;
 
-/* c->fn's new metadata and hash from the document's current ones. */
-static proto_status ask_meta_fn(store *st, MDB_txn *txn, set_meta_ctx *c, uint64_t num,
-                                const doc_rec *r) {
-  const unsigned char *old;
-  int has_hash = 0;
-  proto_status ps = hash_in(st, txn, num, &old, &has_hash);
-  if (ps) return ps;
-  free(c->made); /* a run again after the map grew */
-  c->made = NULL;
-  ps = c->fn(c->fn_ctx, r->meta, r->meta_len, old, &c->made, c->made_hash, &has_hash);
-  if (ps == PROTO_OK && !c->made) ps = PROTO_ENOMEM;
-  c->meta = c->made;
-  c->hash = has_hash ? c->made_hash : NULL;
-  return ps;
-}
-
-static proto_status set_meta_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
-  set_meta_ctx *c = vctx;
-  uint64_t num;
-  doc_rec r;
-  c->found = 0;
-  proto_status ps = doc_lookup(st, txn, c->id, c->len, &num, &r);
-  if (ps || !num) return ps;
-  unsigned char kb[8];
-  be64_put(kb, num);
-  if (c->fn && (ps = ask_meta_fn(st, txn, c, num, &r))) return ps;
-  size_t meta_len = strlen(c->meta);
-  if (meta_len > MAX_TEXT_BYTES) {
-    proto_err_set("store: metadata of '%s' too large", c->id);
+/* Writes document num's record (r) again with meta and its hash: the same
+ * doc num and chunks, so the indexes do not change. */
+static proto_status put_meta(store *st, MDB_txn *txn, uint64_t num, const doc_rec *r,
+                             const char *meta, const unsigned char *hash, int *mdb_rc) {
+  size_t meta_len = strlen(meta), id_len = r->id_len;
+  if (meta_len > MAX_TEXT_BYTES || id_len > PROTO_MAX_ID_BYTES) {
+    proto_err_set("store: metadata too large");
     return PROTO_EINVAL;
   }
-  /* r points into the old record: keep what it says before overwriting */
-  uint64_t first = r.first_chunk;
-  uint32_t n = r.n_chunks;
-  MDB_val k = val_of(kb, 8), v = {DOC_HDR + c->len + meta_len, NULL};
+  /* r points into the old record, which the put below may reuse: copy it first */
+  char id[PROTO_MAX_ID_BYTES];
+  memcpy(id, r->id, id_len);
+  uint64_t first = r->first_chunk;
+  uint32_t n = r->n_chunks;
+  unsigned char kb[8];
+  be64_put(kb, num);
+  MDB_val k = val_of(kb, 8), v = {DOC_HDR + id_len + meta_len, NULL};
   PUT(st->docs, &k, &v, MDB_RESERVE, "mdb_put docs");
   unsigned char *p = v.mv_data;
   le64_put(p, first);
   le32_put(p + 8, n);
-  le32_put(p + 12, (uint32_t)c->len);
+  le32_put(p + 12, (uint32_t)id_len);
   le32_put(p + 16, (uint32_t)meta_len);
-  memcpy(p + DOC_HDR, c->id, c->len);
-  memcpy(p + DOC_HDR + c->len, c->meta, meta_len);
-  if (c->hash) {
-    MDB_val hv = val_of(c->hash, STORE_HASH_BYTES);
+  memcpy(p + DOC_HDR, id, id_len);
+  memcpy(p + DOC_HDR + id_len, meta, meta_len);
+  if (hash) {
+    MDB_val hv = val_of(hash, STORE_HASH_BYTES);
     PUT(st->doc_hash, &k, &hv, 0, "mdb_put doc_hash");
-  } else {
-    int rc = mdb_del(txn, st->doc_hash, &k, NULL);
-    if (rc && rc != MDB_NOTFOUND) {
-      *mdb_rc = rc;
-      return mdb_fail(rc, "mdb_del doc_hash");
-    }
+    return PROTO_OK;
   }
-  c->found = 1;
+  int rc = mdb_del(txn, st->doc_hash, &k, NULL);
+  if (rc && rc != MDB_NOTFOUND) {
+    *mdb_rc = rc;
+    return mdb_fail(rc, "mdb_del doc_hash");
+  }
   return PROTO_OK;
 }
 
-static proto_status set_meta(store *st, set_meta_ctx *c, int *found) {
-  if (found) *found = 0;
-  if (!st) {
-    proto_err_set("store: NULL store");
-    return PROTO_EINVAL;
+/* Rewrites document num's metadata from src: as given, or as src->fn makes
+ * it from the stored metadata and hash. */
+static proto_status rewrite_meta(store *st, MDB_txn *txn, uint64_t num, const doc_rec *r,
+                                 const meta_source *src, int *mdb_rc) {
+  if (!src->fn) return put_meta(st, txn, num, r, src->meta, src->hash, mdb_rc);
+  const unsigned char *old;
+  unsigned char hash[STORE_HASH_BYTES];
+  int has_hash = 0;
+  char *made = NULL;
+  proto_status ps = hash_in(st, txn, num, &old, &has_hash);
+  if (!ps) ps = src->fn(src->fn_ctx, r->meta, r->meta_len, old, &made, hash, &has_hash);
+  if (!ps && !made) {
+    proto_err_set("store: out of memory");
+    ps = PROTO_ENOMEM;
   }
-  proto_status ps = check_id(c->id, &c->len);
-  if (ps == PROTO_OK) ps = write_run(st, set_meta_body, c);
-  free(c->made);
-  if (ps == PROTO_OK && found) *found = c->found;
+  if (!ps) ps = put_meta(st, txn, num, r, made, has_hash ? hash : NULL, mdb_rc);
+  free(made);
+  return ps;
+}
+
+/* Documents named by id (n of them), each found[i] or not. */
+typedef struct meta_many_ctx {
+  const char *const *ids;
+  const size_t *lens;
+  size_t n;
+  int *found;
+  meta_source src;
+} meta_many_ctx;
+
+static proto_status meta_many_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
+  meta_many_ctx *c = vctx;
+  for (size_t i = 0; i < c->n; i++) {
+    uint64_t num;
+    doc_rec r;
+    c->found[i] = 0;
+    proto_status ps = doc_lookup(st, txn, c->ids[i], c->lens[i], &num, &r);
+    if (!ps && num) ps = rewrite_meta(st, txn, num, &r, &c->src, mdb_rc);
+    if (ps) return ps;
+    c->found[i] = num != 0;
+  }
+  return PROTO_OK;
+}
+
+static proto_status meta_many(store *st, const char *const *ids, size_t n, const meta_source *src,
+                              int *found) {
+  size_t *lens;
+  proto_status ps = ids_checked(st, ids, n, found, &lens);
+  meta_many_ctx c = {ids, lens, n, found, *src};
+  if (!ps && n) ps = write_run(st, meta_many_body, &c);
+  if (ps && found)
+    for (size_t i = 0; i < n; i++) found[i] = 0;
+  free(lens);
   return ps;
 }
 
 proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_json,
                                 const unsigned char *content_hash, int *found) {
-  set_meta_ctx c = {.id = id, .meta = metadata_json ? metadata_json : "{}", .hash = content_hash};
-  return set_meta(st, &c, found);
+  meta_source src = {.meta = metadata_json ? metadata_json : "{}", .hash = content_hash};
+  int f = 0;
+  proto_status ps = meta_many(st, &id, 1, &src, &f);
+  if (found) *found = f;
+  return ps;
 }
 
 proto_status store_doc_update_meta(store *st, const char *id, store_meta_fn fn, void *ctx,
                                    int *found) {
-  set_meta_ctx c = {.id = id, .fn = fn, .fn_ctx = ctx};
-  return set_meta(st, &c, found);
+  int f = 0;
+  proto_status ps = store_update_meta_many(st, &id, 1, fn, ctx, &f);
+  if (found) *found = f;
+  return ps;
+}
+
+proto_status store_update_meta_many(store *st, const char *const *ids, size_t n, store_meta_fn fn,
+                                    void *ctx, int *found) {
+  meta_source src = {.fn = fn, .fn_ctx = ctx};
+  if (!fn) {
+    proto_err_set("store: NULL argument");
+    return PROTO_EINVAL;
+  }
+  return meta_many(st, ids, n, &src, found);
+}
+
+typedef struct meta_where_ctx {
+  where_ctx where;
+  meta_source src;
+} meta_where_ctx;
+
+static proto_status meta_where_body(store *st, MDB_txn *txn, void *vctx, int *mdb_rc) {
+  meta_where_ctx *c = vctx;
+  c->where.n = 0; /* a retried transaction starts again */
+  proto_status ps = where_collect(st, txn, &c->where);
+  for (size_t i = 0; i < c->where.n && !ps; i++) {
+    doc_rec r;
+    if (!(ps = doc_rec_read(st, txn, c->where.nums[i], &r)))
+      ps = rewrite_meta(st, txn, c->where.nums[i], &r, &c->src, mdb_rc);
+  }
+  return ps;
+}
+
+proto_status store_update_meta_where(store *st, store_doc_test test, void *test_ctx,
+                                     store_meta_fn fn, void *fn_ctx, size_t *updated) {
+  if (updated) *updated = 0;
+  if (!st || !test || !fn) {
+    proto_err_set("store: NULL argument");
+    return PROTO_EINVAL;
+  }
+  meta_where_ctx c = {{test, test_ctx, NULL, 0, 0}, {.fn = fn, .fn_ctx = fn_ctx}};
+  proto_status ps = write_run(st, meta_where_body, &c);
+  if (!ps && updated) *updated = c.where.n;
+  free(c.where.nums);
+  return ps;
 }
 
 /* Documents and chunks --------------------------------------------------------- */

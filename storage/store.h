@@ -142,6 +142,14 @@ typedef proto_status (*store_meta_fn)(void *ctx, const char *old_meta, size_t ol
 /* store_doc_set_meta with the metadata made by fn from the stored one. */
 proto_status store_doc_update_meta(store *st, const char *id, store_meta_fn fn, void *ctx,
                                    int *found);
+/* The same for n documents in one transaction, all or none: found[i] says
+ * whether ids[i] named one (those that did not are left alone). */
+proto_status store_update_meta_many(store *st, const char *const *ids, size_t n, store_meta_fn fn,
+                                    void *ctx, int *found);
+/* The same, in one transaction, for every document whose metadata passes
+ * test; *updated = how many. */
+proto_status store_update_meta_where(store *st, store_doc_test test, void *test_ctx,
+                                     store_meta_fn fn, void *fn_ctx, size_t *updated);
 
 typedef struct store_doc {
   uint64_t doc_id;

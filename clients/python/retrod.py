@@ -117,6 +117,16 @@ class Client:
         return self._json("PATCH", "/v1/documents/" + _quote(doc_id), {"metadata": patch},
                           "application/merge-patch+json")
 
+    def update_many(self, ids, patch):
+        """Merges patch into each listed document's metadata, in one
+        transaction; returns {"updated", "not_found"}."""
+        return self._json("POST", "/v1/documents/update", {"ids": list(ids), "metadata": patch})
+
+    def update_where(self, filter, patch):
+        """Merges patch into the metadata of every document that passes the
+        filter, in one transaction; returns {"updated"}."""
+        return self._json("POST", "/v1/documents/update", {"filter": filter, "metadata": patch})
+
     def delete(self, doc_id):
         """Deletes one document; RetrodError 404 when there is none."""
         return self._json("DELETE", "/v1/documents/" + _quote(doc_id))

@@ -66,6 +66,10 @@ def run():
         ok([b[0]["doc_id"] for b in batch] == ["cl/0", "cl/5"], "search_batch", batch)
         now = c.patch_metadata("cl/2", {"lang": None, "reviewed": True})
         ok(now["metadata"] == {"n": 2, "reviewed": True} and "text" not in now, "patch_metadata", now)
+        ok(c.update_many(["cl/0", "cl/x"], {"batch": 1}) == {"updated": 1, "not_found": ["cl/x"]} and
+           c.get("cl/0")["metadata"]["batch"] == 1, "update_many")
+        ok(c.update_where({"n": {"$gte": 4}}, {"late": True})["updated"] == 2 and
+           [x["id"] for x in c.documents(filter={"late": True})] == ["cl/4", "cl/5"], "update_where")
         listed = list(c.documents(filter={"lang": "de"}, page_size=1))
         ok([x["id"] for x in listed] == ["cl/0", "cl/4"], "documents: every page of a filtered listing",
            [x["id"] for x in listed])

@@ -473,6 +473,33 @@ def run_patch(s):
     ok(js["metadata"] == {"b": {"c": 5, "d": 3}, "new": "v", "n": 2}, "refused patches changed nothing", js)
     st, js, _, _ = s.req("PATCH", "/v1/documents/pm-none", {"metadata": {"a": 1}})
     ok(st == 404 and "pm-none" in js["error"]["message"], "PATCH of no document: 404 naming it", js)
+    # many documents at once: POST /v1/documents/update, by ids or by filter
+    docs = [{"id": "bu-%d" % i, "text": doc_text(660 + i, 30), "metadata": {"grp": "ab"[i // 2], "n": i}}
+            for i in range(4)]
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": docs})
+    st, js, _, _ = s.req("POST", "/v1/documents/update",
+                         {"ids": ["bu-0", "bu-1", "bu-none"], "metadata": {"tag": "x", "n": None}})
+    metas = [s.req("GET", "/v1/documents/bu-%d" % i)[1]["metadata"] for i in range(4)]
+    ok(st == 200 and js == {"updated": 2, "not_found": ["bu-none"]} and
+       metas[:2] == [{"grp": "a", "tag": "x"}] * 2 and metas[2] == docs[2]["metadata"],
+       "POST /v1/documents/update by ids: merged into the listed documents only", (js, metas))
+    st, js, _, _ = s.req("POST", "/v1/documents/update", {"filter": {"grp": "b"}, "metadata": {"grp": "c"}})
+    st2, found, _, _ = s.req("POST", "/v1/search", {"query": doc_text(662, 30), "k": 20, "with_text": False,
+                                                    "filter": {"grp": "c"}})
+    ok(st == 200 and js == {"updated": 2, "not_found": []} and
+       {h["doc_id"] for h in found["results"]} == {"bu-2", "bu-3"},
+       "... by filter: the matching documents, which searches see at once", (js, found))
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [dict(docs[0], metadata={"grp": "a", "tag": "x"})]})
+    ok(st == 200 and js["results"][0]["status"] == "unchanged", "... with the content hash following", js)
+    for body, want_st, field in [({"ids": ["bu-0"]}, 400, "metadata: missing"),
+                                 ({"ids": [], "metadata": {}}, 422, "ids"),
+                                 ({"filter": {}, "metadata": {}}, 422, "filter: empty"),
+                                 ({"ids": ["bu-0"], "filter": {"a": 1}, "metadata": {}}, 400, "only one of ids, filter"),
+                                 ({"ids": ["bu-0"], "metadata": [1]}, 400, "metadata: must be an object"),
+                                 ({"ids": ["bu-0"], "metadata": {}, "text": "x"}, 400, "unknown field 'text'")]:
+        st, js, _, _ = s.req("POST", "/v1/documents/update", body)
+        ok(st == want_st and field in js["error"]["message"], "update %s -> %d naming %r" % (body, want_st, field),
+           (st, js))
     st, js, _, r = s.req("PUT", "/v1/documents/pm%2F1", {"metadata": {}})
     ok(st == 405 and r.getheader("Allow") == "GET, HEAD, PATCH, DELETE", "405 names PATCH in Allow",
        (st, r.getheader("Allow")))

@@ -1057,6 +1057,56 @@ static proto_status append_meta(void *ctx, const char *old_meta, size_t old_len,
   return PROTO_OK;
 }
 
+/* Metadata rewritten for many documents in one transaction: by ids (those
+ * absent reported, left alone) and by a test of the metadata; a failing
+ * fn writes nothing at all. */
+static int has_k(void *ctx, const char *meta) {
+  (void)ctx;
+  return strstr(meta, "\"k\"") != NULL;
+}
+
+TEST(update_meta_many) {
+  char *dir = tmp_dir();
+  store *st = NULL;
+  CHECK(store_open(dir, NULL, &st) == PROTO_OK);
+  if (!st) {
+    free(dir);
+    return;
+  }
+  static gen_doc g;
+  const char *metas[] = {"{\"k\":1}", "{\"j\":2}", "{\"k\":3}"};
+  const char *names[] = {"m0", "m1", "m2"};
+  for (int i = 0; i < 3; i++) {
+    gen(&g, names[i], (unsigned)i, 2);
+    g.in.metadata_json = metas[i];
+    CHECK(store_upsert(st, &g.in, 1, DIM, NULL) == PROTO_OK);
+  }
+  meta_fn_seen seen = {0};
+  const char *ids[] = {"m0", "absent", "m1"};
+  int found[3] = {9, 9, 9};
+  CHECK(store_update_meta_many(st, ids, 3, append_meta, &seen, found) == PROTO_OK &&
+        found[0] == 1 && found[1] == 0 && found[2] == 1 && seen.calls == 2);
+  store_doc d;
+  CHECK(store_doc_get(st, "m1", &d) == PROTO_OK && !strcmp(d.metadata_json, "{\"j\":2,\"z\":0}"));
+  store_doc_free(&d);
+  size_t n = 0;
+  CHECK(store_update_meta_where(st, has_k, NULL, append_meta, &seen, &n) == PROTO_OK && n == 2);
+  CHECK(store_doc_get(st, "m2", &d) == PROTO_OK && !strcmp(d.metadata_json, "{\"k\":3,\"z\":0}"));
+  store_doc_free(&d);
+  CHECK(store_doc_get(st, "m0", &d) == PROTO_OK &&
+        !strcmp(d.metadata_json, "{\"k\":1,\"z\":0,\"z\":0}"));
+  store_doc_free(&d);
+  seen.fail = 1; /* all or none */
+  CHECK(store_update_meta_where(st, has_k, NULL, append_meta, &seen, &n) == PROTO_EINVAL && n == 0);
+  CHECK(store_update_meta_many(st, ids, 3, append_meta, &seen, found) == PROTO_EINVAL &&
+        !found[0] && !found[2]);
+  CHECK(store_doc_get(st, "m2", &d) == PROTO_OK && !strcmp(d.metadata_json, "{\"k\":3,\"z\":0}"));
+  store_doc_free(&d);
+  store_close(st);
+  rm_rf(dir);
+  free(dir);
+}
+
 /* The content hash travels with the document: kept by upsert, replaced by
  * the next upsert (gone when that one has none), gone with a delete. */
 TEST(content_hash) {
@@ -1209,6 +1259,7 @@ TEST(map_limit) {
 int main(void) {
   RUN(round_trip);
   RUN(content_hash);
+  RUN(update_meta_many);
   RUN(map_limit);
   RUN(replace_and_delete);
   RUN(batches_and_errors);
