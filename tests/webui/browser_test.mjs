@@ -185,6 +185,14 @@ await attempt('documents', async () => {
   await page.click('#dfform button[type=submit]');
   await page.waitForFunction(() => { const t = document.querySelector('#d-list').textContent; return t.includes('tmp-2') && !t.includes('doc-0'); });
   ok((await page.$$eval('#d-list tbody tr', (r) => r.length)) === 2, 'a metadata filter lists only the documents that match');
+  // a metadata patch into all that match, once confirmed
+  await setValue('#d-patch', '{"stage": 2}');
+  page.once('dialog', (d) => d.accept());
+  await page.click('#d-updf');
+  await page.waitForFunction(() => document.querySelector('#u-msg').textContent.includes('updated 2 document'));
+  g = await fetch(`${RETRO_URL}/v1/documents/tmp-2`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
+  ok(JSON.stringify((await g.json()).metadata) === '{"tmp":true,"stage":2}', 'update all that match: the patch merged into each');
+  await page.waitForFunction(() => document.querySelector('#d-list').textContent.includes('"stage":2'));
   page.once('dialog', (d) => d.dismiss());
   await page.click('#d-delf');
   g = await fetch(`${RETRO_URL}/v1/documents/tmp-1`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
