@@ -8,16 +8,17 @@ over HTTP from four clients at once: two upserting batches (one as JSON, one
 as NDJSON), each also replacing its own earlier documents with new versions
 and deleting some, one searching in every mode, one deleting documents of its
 own (one at a time, several ids in one POST /v1/documents/delete, or all
-of a metadata group with a filter); then SIGKILLs the server at a random
-moment. Every client works through
+of a metadata group with a filter) and patching their metadata (PATCH, or
+several in one POST /v1/documents/update); then SIGKILLs the server at a
+random moment. Every client works through
 its own ids one request at a time, so the state every id must be in follows
 from the answers: the last acknowledged upsert or delete, or, for the
 request in flight at the kill, either that one or the one before. After the
 restart (the next round's server) it checks:
   - every acknowledged document present with exactly its acknowledged text
     and metadata (no partial document: nothing else is ever present), every
-    acknowledged delete gone, and a batch delete in flight at the kill
-    either wholly done or not at all;
+    acknowledged delete gone, every acknowledged patch kept, and a batch
+    delete or update in flight at the kill either wholly done or not at all;
   - the FAISS index (vectors + pending) and the lexical index hold exactly
     the live chunks, and /v1/info counts exactly the expected documents;
   - a sample of acknowledged documents found in every mode: dense (its own
@@ -46,10 +47,14 @@ import engine_models  # noqa: E402
 VOCAB = ["w%03d" % i for i in range(300)]
 
 
-def meta_of(doc_id, version):
-    """The deleter's documents also carry a group, which a filter deletes."""
+def meta_of(doc_id, version, patch=0):
+    """The deleter's documents also carry a group, which a filter deletes,
+    and, once their metadata is patched, the patch's number p."""
     m = re.match(r"r(\d+)c(\d+)$", doc_id)
-    return {"v": version, "g": "r%sc-%d" % (m.group(1), int(m.group(2)) % 4)} if m else {"v": version}
+    meta = {"v": version, "g": "r%sc-%d" % (m.group(1), int(m.group(2)) % 4)} if m else {"v": version}
+    if patch:
+        meta["p"] = patch
+    return meta
 
 
 def text_of(doc_id, version):
@@ -83,36 +88,57 @@ class Server(serve_proc.ServeProcess):
 
 
 class Model:
-    """What each id must be: state[id] = ("doc", version) | ("gone",); during
-    a request in flight, maybe[id] holds the state it would leave."""
+    """What each id must be: state[id] = ("doc", version, patch) | ("gone",);
+    during a request in flight, maybe[id] holds the state it would leave."""
 
     def __init__(self):
         self.state, self.maybe = {}, {}
-        self.batches = []  # the id sets of batch deletes in flight
-        self.acks = {"doc": 0, "gone": 0}
+        self.batches = []  # the changes of batch deletes and updates in flight
+        self.acks = {"doc": 0, "gone": 0, "patch": 0}
         self.lock = threading.Lock()
 
     def begin(self, changes, batch=False):
         with self.lock:
             self.maybe.update(changes)
             if batch:
-                self.batches.append(set(changes))
+                self.batches.append(dict(changes))
 
     def done(self, changes, acked):
         with self.lock:
-            if set(changes) in self.batches:
-                self.batches.remove(set(changes))
+            if changes in self.batches:
+                self.batches.remove(changes)
             for k, v in changes.items():
                 self.maybe.pop(k, None)
                 if acked.get(k):
+                    was = self.state.get(k, ("gone",))
+                    patch = v[0] == was[0] == "doc" and v[2] > was[2]
                     self.state[k] = v
-                    self.acks[v[0]] += 1
+                    self.acks["patch" if patch else v[0]] += 1
 
     def allowed(self, k):
         s = [self.state.get(k, ("gone",))]
         if k in self.maybe:
             s.append(self.maybe[k])
         return s
+
+
+def patch_metadata(s, model, rng, live):
+    """A new patch number into the metadata of one document (PATCH) or of
+    several in one POST /v1/documents/update (all or none)."""
+    ks = rng.sample(live, min(len(live), rng.randint(1, 3)))
+    ch = {k: ("doc", model.state[k][1], model.state[k][2] + 1) for k in ks}
+    if len(ks) == 1 and rng.random() < 0.5:
+        model.begin(ch)
+        st, _ = s.req("PATCH", "/v1/documents/" + ks[0], {"metadata": {"p": ch[ks[0]][2]}},
+                      ctype="application/merge-patch+json")
+        model.done(ch, {ks[0]: st == 200})
+        return
+    # one patch for all: each gets the number one past the highest of them
+    p = max(c[2] for c in ch.values())
+    ch = {k: ("doc", c[1], p) for k, c in ch.items()}
+    model.begin(ch, batch=True)
+    st, js = s.req("POST", "/v1/documents/update", {"ids": ks, "metadata": {"p": p}})
+    model.done(ch, {k: st == 200 and js["updated"] == len(ks) for k in ks})
 
 
 def client(s, model, stop, rnd, name, kind, rng):
@@ -130,12 +156,15 @@ def client(s, model, stop, rnd, name, kind, rng):
                     k = "r%d%s%d" % (rnd, name, n)
                     n += 1
                     mine.append(k)
-                    ch = {k: ("doc", 0)}
+                    ch = {k: ("doc", 0, 0)}
                     model.begin(ch)
                     st, js = s.req("POST", "/v1/documents", {"documents": [{"id": k, "text": text_of(k, 0), "metadata": meta_of(k, 0)}]})
                     model.done(ch, {k: st == 200 and js["results"][0]["status"] == "ok"})
                     continue
                 how = rng.random() if kind == "deleter" else 0
+                if kind == "deleter" and rng.random() < 0.3:
+                    patch_metadata(s, model, rng, live)
+                    continue
                 if how < 0.4:
                     k = rng.choice(live)
                     ch = {k: ("gone",)}
@@ -167,7 +196,7 @@ def client(s, model, stop, rnd, name, kind, rng):
                     v = 0
                 if k not in [d["id"] for d in batch]:
                     batch.append({"id": k, "text": text_of(k, v), "metadata": meta_of(k, v)})
-            ch = {d["id"]: ("doc", d["metadata"]["v"]) for d in batch}
+            ch = {d["id"]: ("doc", d["metadata"]["v"], 0) for d in batch}
             model.begin(ch)
             if kind == "ndjson":
                 body = "".join(json.dumps(d) + "\n" for d in batch)
@@ -193,8 +222,9 @@ def check(s, model, rng, sample=40):
         if st == 200:
             m = re.match(r"%sv(\d+) " % re.escape(k), js.get("text", ""))
             v = int(m.group(1)) if m else -1
-            got = ("doc", v)
-            if not m or js["text"] != text_of(k, v) or js["metadata"] != meta_of(k, v):
+            p = js.get("metadata", {}).get("p", 0)
+            got = ("doc", v, p)
+            if not m or js["text"] != text_of(k, v) or js["metadata"] != meta_of(k, v, p):
                 bad.append("%s: partial or foreign document %r" % (k, js.get("text", "")[:60]))
                 continue
             found[k] = v
@@ -264,18 +294,19 @@ def main():
         # accepted either): what the restarted server holds is the truth now
         for k in list(model.maybe):
             st, js = s.req("GET", "/v1/documents/" + k)
-            model.state[k] = ("doc", js["metadata"]["v"]) if st == 200 else ("gone",)
+            model.state[k] = ("doc", js["metadata"]["v"], js["metadata"].get("p", 0)) if st == 200 else ("gone",)
         for batch in model.batches:
-            states = {model.state[k][0] for k in batch}
-            if len(states) > 1:
-                bad.append("a batch delete in flight was done in part: %s" % sorted(batch))
+            done = [model.state[k] == new for k, new in batch.items()]
+            if any(done) and not all(done):
+                bad.append("a batch delete or update in flight was done in part: %s" % sorted(batch))
         model.maybe.clear()
         model.batches.clear()
         ok = not bad
         failed += not ok
         print("%sok %d - round %d: SIGKILL after %.2fs; %d documents live; acknowledged so far: %d upserts, "
-              "%d deletes, all kept" % ("" if ok else "not ", rnd + 1, rnd, delay, live, model.acks["doc"],
-                                         model.acks["gone"]))
+              "%d deletes, %d metadata patches, all kept" % ("" if ok else "not ", rnd + 1, rnd, delay, live,
+                                                             model.acks["doc"], model.acks["gone"],
+                                                             model.acks["patch"]))
         for b in bad[:10]:
             print("#   " + b)
         sys.stdout.flush()
