@@ -771,17 +771,18 @@ static proto_status merge_meta(void *ctx, const char *old_meta, size_t old_len,
   return PROTO_OK;
 }
 
+/* A metadata update that failed: counted when the disk or map was full,
+ * and named. */
+static proto_status update_failed(srv_engine *e, proto_status s, const patch_ctx *c) {
+  if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
+  return srv__fail(s, "updating metadata: %s", c->msg[0] ? c->msg : store_last_error());
+}
+
 proto_status srv_document_patch(srv_engine *e, const char *id, const char *patch_json, int *found,
                                 srv_document *out) {
   *found = 0;
-  if (!e || !id || !patch_json) return srv__fail(PROTO_EINVAL, "srv_document_patch: NULL argument");
-  if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
-  patch_ctx c = {.patch = patch_json};
-  proto_status s = store_doc_update_meta(e->st, id, merge_meta, &c, found);
-  if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
-  if (s != PROTO_OK)
-    return srv__fail(s, "updating metadata: %s", c.msg[0] ? c.msg : store_last_error());
-  if (!*found || !out) return PROTO_OK;
+  proto_status s = srv_update_many(e, &id, 1, patch_json, found);
+  if (s != PROTO_OK || !*found || !out) return s;
   s = srv_document_get(e, id, 0, out);
   if (s == PROTO_ENOTFOUND) *found = 0; /* deleted since */
   return s == PROTO_ENOTFOUND ? PROTO_OK : s;
@@ -794,10 +795,7 @@ proto_status srv_update_many(srv_engine *e, const char *const *ids, size_t n,
   if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
   patch_ctx c = {.patch = patch_json};
   proto_status s = store_update_meta_many(e->st, ids, n, merge_meta, &c, found);
-  if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
-  if (s != PROTO_OK)
-    return srv__fail(s, "updating metadata: %s", c.msg[0] ? c.msg : store_last_error());
-  return PROTO_OK;
+  return s == PROTO_OK ? PROTO_OK : update_failed(e, s, &c);
 }
 
 proto_status srv_update_where(srv_engine *e, const char *filter_json, const char *patch_json,
@@ -818,9 +816,7 @@ proto_status srv_update_where(srv_engine *e, const char *filter_json, const char
   size_t n = 0;
   s = store_update_meta_where(e->st, srv__passes_filter, filter, merge_meta, &c, &n);
   proto_filter_free(filter);
-  if (s == PROTO_ENOSPACE) atomic_fetch_add(&e->n_nospace, 1);
-  if (s != PROTO_OK)
-    return srv__fail(s, "updating metadata: %s", c.msg[0] ? c.msg : store_last_error());
+  if (s != PROTO_OK) return update_failed(e, s, &c);
   if (updated) *updated = n;
   return PROTO_OK;
 }

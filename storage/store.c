@@ -1317,14 +1317,6 @@ proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_
   return ps;
 }
 
-proto_status store_doc_update_meta(store *st, const char *id, store_meta_fn fn, void *ctx,
-                                   int *found) {
-  int f = 0;
-  proto_status ps = store_update_meta_many(st, &id, 1, fn, ctx, &f);
-  if (found) *found = f;
-  return ps;
-}
-
 proto_status store_update_meta_many(store *st, const char *const *ids, size_t n, store_meta_fn fn,
                                     void *ctx, int *found) {
   meta_source src = {.fn = fn, .fn_ctx = ctx};

@@ -139,10 +139,8 @@ proto_status store_doc_set_meta(store *st, const char *id, const char *metadata_
 typedef proto_status (*store_meta_fn)(void *ctx, const char *old_meta, size_t old_len,
                                       const unsigned char *old_hash, char **meta,
                                       unsigned char new_hash[STORE_HASH_BYTES], int *has_hash);
-/* store_doc_set_meta with the metadata made by fn from the stored one. */
-proto_status store_doc_update_meta(store *st, const char *id, store_meta_fn fn, void *ctx,
-                                   int *found);
-/* The same for n documents in one transaction, all or none: found[i] says
+/* store_doc_set_meta for n documents, with the metadata fn makes from each
+ * one's stored metadata, in one transaction, all or none: found[i] says
  * whether ids[i] named one (those that did not are left alone). */
 proto_status store_update_meta_many(store *st, const char *const *ids, size_t n, store_meta_fn fn,
                                     void *ctx, int *found);

@@ -1032,7 +1032,7 @@ TEST(bad_arguments) {
   CHECK(store_last_error()[0] != 0);
 }
 
-/* store_doc_update_meta's fn for the test: appends "z":0 to the stored
+/* store_update_meta_many's fn for the test: appends "z":0 to the stored
  * metadata (an object's text) and adds 1 to the hash's first byte. */
 typedef struct meta_fn_seen {
   int calls, had_hash, fail;
@@ -1107,6 +1107,11 @@ TEST(update_meta_many) {
   free(dir);
 }
 
+/* One document's metadata made by append_meta. */
+static proto_status update_one(store *st, const char *id, meta_fn_seen *seen, int *found) {
+  return store_update_meta_many(st, &id, 1, append_meta, seen, found);
+}
+
 /* The content hash travels with the document: kept by upsert, replaced by
  * the next upsert (gone when that one has none), gone with a delete. */
 TEST(content_hash) {
@@ -1168,19 +1173,18 @@ TEST(content_hash) {
   CHECK(store_doc_set_meta(st, "absent", "{}", h2, &found) == PROTO_OK && !found);
   /* made from the stored metadata and hash, inside the write */
   meta_fn_seen seen = {0};
-  CHECK(store_doc_update_meta(st, "h", append_meta, &seen, &found) == PROTO_OK && found &&
-        seen.calls == 1 && seen.had_hash && !strcmp(seen.old, "{\"k\":1}"));
+  CHECK(update_one(st, "h", &seen, &found) == PROTO_OK && found && seen.calls == 1 &&
+        seen.had_hash && !strcmp(seen.old, "{\"k\":1}"));
   CHECK(store_doc_get(st, "h", &dd) == PROTO_OK && !strcmp(dd.metadata_json, "{\"k\":1,\"z\":0}") &&
         dd.doc_id == num0 && dd.n_chunks == 4 && dd.first_chunk == first);
   store_doc_free(&dd);
   CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num == num0 && got[0] == 0xcd + 1);
   seen.fail = 1; /* a failing fn writes nothing */
-  CHECK(store_doc_update_meta(st, "h", append_meta, &seen, &found) == PROTO_EINVAL && !found);
+  CHECK(update_one(st, "h", &seen, &found) == PROTO_EINVAL && !found);
   CHECK(store_doc_get(st, "h", &dd) == PROTO_OK && !strcmp(dd.metadata_json, "{\"k\":1,\"z\":0}"));
   store_doc_free(&dd);
   seen.calls = 0;
-  CHECK(store_doc_update_meta(st, "absent", append_meta, &seen, &found) == PROTO_OK && !found &&
-        seen.calls == 0);
+  CHECK(update_one(st, "absent", &seen, &found) == PROTO_OK && !found && seen.calls == 0);
   CHECK(store_delete(st, "h", &found) == PROTO_OK && found);
   CHECK(store_doc_hash(st, "h", got, &num, &nc) == PROTO_OK && num == 0);
   store_close(st);
