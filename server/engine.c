@@ -836,17 +836,21 @@ int srv__passes_filter(void *filter, const char *metadata_json) {
   return proto_filter_passes(filter, metadata_json);
 }
 
+proto_status srv__where_filter(const char *filter_json, proto_filter **out) {
+  proto_status s = load_filter(filter_json, out);
+  if (s != PROTO_OK || !proto_filter_is_empty(*out)) return s;
+  proto_filter_free(*out);
+  *out = NULL;
+  return srv__fail(PROTO_EINVAL, "filter: must be a JSON object with at least one key");
+}
+
 proto_status srv_delete_where(srv_engine *e, const char *filter_json, size_t *deleted) {
   if (deleted) *deleted = 0;
   if (!e || !filter_json) return srv__fail(PROTO_EINVAL, "srv_delete_where: NULL argument");
   if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
   proto_filter *filter = NULL;
-  proto_status s = load_filter(filter_json, &filter);
+  proto_status s = srv__where_filter(filter_json, &filter);
   if (s != PROTO_OK) return s;
-  if (proto_filter_is_empty(filter)) {
-    proto_filter_free(filter);
-    return srv__fail(PROTO_EINVAL, "filter: must be a JSON object with at least one key");
-  }
   size_t n = 0;
   s = store_delete_where(e->st, srv__passes_filter, filter, &n);
   proto_filter_free(filter);

@@ -123,6 +123,9 @@ void srv__salt_of(const char *encoder_fp, const char *chunk_tok_fp, uint32_t dim
 /* The store_doc_test of deletes and updates by metadata: filter is a
  * proto_filter (engine.c). */
 int srv__passes_filter(void *filter, const char *metadata_json);
+/* The filter of a delete or update by metadata, loaded: one with no key,
+ * which would match every document, is refused (engine.c). */
+proto_status srv__where_filter(const char *filter_json, proto_filter **out);
 /* A document's content hash (ingest.c), which upserts store with it: what
  * retro verify checks the stored text and metadata against. */
 void srv__content_hash(const unsigned char salt[32], const char *text, size_t text_len,

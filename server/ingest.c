@@ -800,18 +800,13 @@ proto_status srv_update_many(srv_engine *e, const char *const *ids, size_t n,
 
 proto_status srv_update_where(srv_engine *e, const char *filter_json, const char *patch_json,
                               size_t *updated) {
-  char msg[256];
   if (updated) *updated = 0;
   if (!e || !filter_json || !patch_json)
     return srv__fail(PROTO_EINVAL, "srv_update_where: NULL argument");
   if (e->opt.read_only) return srv__fail(PROTO_EFORBIDDEN, "the database is open read-only");
   proto_filter *filter = NULL;
-  proto_status s = proto_filter_load(filter_json, &filter, msg, sizeof msg);
-  if (s != PROTO_OK) return srv__fail(s, "%s", msg);
-  if (proto_filter_is_empty(filter)) {
-    proto_filter_free(filter);
-    return srv__fail(PROTO_EINVAL, "filter: must be a JSON object with at least one key");
-  }
+  proto_status s = srv__where_filter(filter_json, &filter);
+  if (s != PROTO_OK) return s;
   patch_ctx c = {.patch = patch_json};
   size_t n = 0;
   s = store_update_meta_where(e->st, srv__passes_filter, filter, merge_meta, &c, &n);
