@@ -469,8 +469,11 @@ static proto_status title_of(lex *lx, const store_chunk *c, title_cache *t) {
 static proto_status add_chunk(lex *lx, sqlite3_stmt *ins, uint64_t id, title_cache *title) {
   store_chunk c = {0};
   proto_status s = store_chunk_get(lx->st, id, &c);
-  if (s == PROTO_ENOTFOUND) return PROTO_OK; /* deleted since the scan: its tombstone follows */
   if (s == PROTO_OK) s = title_of(lx, &c, title);
+  if (s == PROTO_ENOTFOUND) { /* it or its document deleted since the scan: its tombstone follows */
+    store_chunk_free(&c);
+    return PROTO_OK;
+  }
   if (s != PROTO_OK) {
     store_chunk_free(&c);
     return proto_fail(s, "lexical index: reading chunk %llu: %s", (unsigned long long)id,
