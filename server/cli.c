@@ -723,6 +723,111 @@ leave:
   return rc;
 }
 
+/* update ---------------------------------------------------------------------------- */
+
+static const cli_flag update_flags[] = {
+    ENGINE_FLAGS,
+    {"--metadata", NULL, 1,
+     "the JSON merge patch of each document's metadata (null removes a key)"},
+    {"--filter", NULL, 1,
+     "update every document whose metadata passes this JSON filter (as a search's), instead of "
+     "IDs"}};
+
+/* The IDs given as a JSON array; NULL (said) when one is not UTF-8. */
+static json_t *ids_array(const cli_args *a) {
+  json_t *ids = json_array();
+  for (size_t i = 0; ids && i < a->n_pos; i++)
+    if (json_array_append_new(ids, json_string(a->pos[i])) != 0) {
+      fprintf(stderr, "retro update: ID %zu is not valid UTF-8\n", i + 1);
+      json_decref(ids);
+      return NULL;
+    }
+  return ids;
+}
+
+/* The request POST /v1/documents/update would get, checked as it checks it:
+ * 0, or 2 with the problem printed. */
+static int parse_update(const cli_args *a, const char *filter, const char *metadata,
+                        proto_update_req *req) {
+  json_t *which = filter ? json_loads(filter, 0, NULL) : ids_array(a);
+  if (filter && !which) fprintf(stderr, "retro update: --filter: not valid JSON\n");
+  json_t *m = which ? json_loads(metadata, 0, NULL) : NULL;
+  if (which && !m) fprintf(stderr, "retro update: --metadata: not valid JSON\n");
+  if (!which || !m) {
+    json_decref(which);
+    return 2;
+  }
+  json_t *body = json_pack("{s:o, s:o}", "metadata", m, filter ? "filter" : "ids", which);
+  char *text = body ? json_dumps(body, JSON_COMPACT) : NULL, err[512];
+  json_decref(body);
+  proto_status st =
+      text ? proto_update_parse(text, strlen(text), req, err, sizeof err) : PROTO_ENOMEM;
+  if (st != PROTO_OK) fprintf(stderr, "retro update: %s\n", text ? err : "out of memory");
+  free(text);
+  return st == PROTO_OK ? 0 : 2;
+}
+
+/* Updates req's documents; exit 1 if a listed id was not found. */
+static int update_documents(srv_engine *e, const proto_update_req *req) {
+  const proto_delete_req *w = &req->which;
+  size_t n = 0;
+  int rc = 0, *found = w->filter_json ? NULL : calloc(w->n, sizeof *found);
+  proto_status s =
+      w->filter_json ? srv_update_where(e, w->filter_json, req->metadata_patch, &n)
+      : found ? srv_update_many(e, (const char *const *)w->ids, w->n, req->metadata_patch, found)
+              : PROTO_ENOMEM;
+  if (s != PROTO_OK) {
+    fprintf(stderr, "retro update: %s (nothing updated)\n",
+            found || w->filter_json ? srv_last_error() : "out of memory");
+    free(found);
+    return 1;
+  }
+  for (size_t i = 0; found && i < w->n; i++) {
+    if (found[i]) n++;
+    else {
+      fprintf(stderr, "retro update: %s: not found\n", w->ids[i]);
+      rc = 1;
+    }
+  }
+  printf("updated %zu documents\n", n);
+  free(found);
+  return rc;
+}
+
+static int cmd_update(int argc, char **argv) {
+  cli_args a;
+  int help, rc = args_parse(&a, "update", update_flags, sizeof update_flags / sizeof *update_flags,
+                            argc, argv, &help);
+  srv_engine *e = NULL;
+  proto_update_req req = {0};
+  const char *filter = opt_str(&a, "--filter"), *metadata = opt_str(&a, "--metadata");
+  if (!rc && !help && ((a.n_pos == 0) == !filter || !metadata)) {
+    fprintf(stderr, "retro update: give IDs or --filter%s, and --metadata\n",
+            filter && a.n_pos ? ", not both" : "");
+    rc = 2;
+  }
+  if (rc || help) {
+    if (help) {
+      printf(
+          "usage: retro update --data DIR --metadata JSON ID...\n"
+          "       retro update --data DIR --metadata JSON --filter JSON\n\n"
+          "Merges the metadata patch into the listed documents, or into those whose metadata\n"
+          "passes the filter, all in one transaction; texts and vectors stay. Exit 1 if an\n"
+          "id was not found.\n\n");
+      usage_flags(stdout, update_flags, sizeof update_flags / sizeof *update_flags);
+    }
+    goto leave;
+  }
+  if ((rc = parse_update(&a, filter, metadata, &req)) != 0) goto leave;
+  if ((rc = engine_from_args(&a, 0, 0, &e)) != 0) goto leave;
+  rc = update_documents(e, &req);
+leave:
+  close_engine(e);
+  proto_update_free(&req);
+  args_free(&a);
+  return rc;
+}
+
 /* get ------------------------------------------------------------------------------- */
 
 static const cli_flag get_flags[] = {
@@ -1441,6 +1546,7 @@ static void usage(FILE *f) {
           "  get         documents by id (JSON)\n"
           "  export      every document as JSONL, what index reads (to move to new models)\n"
           "  delete      delete documents by id\n"
+          "  update      merge a metadata patch into documents, by id or by filter\n"
           "  embed       embed texts with the encoder (JSON)\n"
           "  generate    RETRO text completion with live retrieval\n"
           "  neighbours  dump every chunk's nearest neighbours for training\n"
@@ -1569,6 +1675,7 @@ int srv_cli_main(int argc, char **argv) {
   if (strcmp(cmd, "search") == 0) return cmd_search(argc - 1, argv + 1);
   if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
   if (strcmp(cmd, "delete") == 0) return cmd_delete(argc - 1, argv + 1);
+  if (strcmp(cmd, "update") == 0) return cmd_update(argc - 1, argv + 1);
   if (strcmp(cmd, "get") == 0) return cmd_get(argc - 1, argv + 1);
   if (strcmp(cmd, "export") == 0) return cmd_export(argc - 1, argv + 1);
   if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);

@@ -131,6 +131,29 @@ def run(retro, models, tmp):
           "retro delete --filter: the matching documents ($ne: a list without the value too)",
           (p.returncode, p.stdout))
 
+    # retro update: a metadata merge patch by ids or by filter
+    def meta_of(data, doc_id):
+        p = subprocess.run([retro, "get", "--data", data, "--no-text", doc_id], capture_output=True, text=True,
+                           timeout=60)
+        return json.loads(p.stdout)[0]["metadata"] if p.returncode == 0 else p.stderr
+
+    p = subprocess.run([retro, "update", "--data", bydir, "--metadata", '{"tag": 1}', "m2", "nope"] + model_args,
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 1 and p.stdout == "updated 1 documents\n" and "nope: not found" in p.stderr and
+          meta_of(bydir, "m2") == {"src": "y", "tag": 1}, "retro update IDs: merged, a missing id said (exit 1)",
+          (p.returncode, p.stdout, p.stderr))
+    p = subprocess.run([retro, "update", "--data", bydir, "--metadata", '{"src": null}', "--filter",
+                        '{"tag": {"$gte": 1}}'] + model_args, capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0 and p.stdout == "updated 1 documents\n" and meta_of(bydir, "m2") == {"tag": 1},
+          "retro update --filter: null removes a key", (p.returncode, p.stdout, p.stderr))
+    for args, want_err in ((["m2"], "--metadata"), (["--metadata", "[1]", "m2"], "metadata: must be an object"),
+                           (["--metadata", "x", "m2"], "--metadata: not valid JSON"),
+                           (["--metadata", "{}", "--filter", "{}"], "filter: empty"),
+                           (["--metadata", "{}", "--filter", '{"a": 1}', "m2"], "not both")):
+        p = subprocess.run([retro, "update", "--data", bydir] + args, capture_output=True, text=True, timeout=60)
+        check(p.returncode == 2 and want_err in p.stderr, "retro update %s: exit 2 naming the problem" % args,
+              (p.returncode, p.stderr))
+
     data = os.path.join(tmp, "data-empty")
     p = index(data, empty)
     check(p.returncode == 0 and not p.stderr, "an empty folder: exit 0, nothing on stderr",
