@@ -533,6 +533,21 @@ static proto_status doc_lookup(store *st, MDB_txn *txn, const char *id, size_t l
   return PROTO_OK;
 }
 
+/* Begins a read and finds document id in it; on PROTO_OK *txn is open
+ * (end it with rd_end), *num and *r say what was found. */
+static proto_status doc_find(store *st, const char *id, MDB_txn **txn, uint64_t *num, doc_rec *r) {
+  size_t len;
+  proto_status ps = check_id(id, &len);
+  if (ps || (ps = rd_begin(st, txn))) return ps;
+  ps = doc_lookup(st, *txn, id, len, num, r);
+  if (ps == PROTO_OK && !*num) {
+    proto_err_set("store: document not found");
+    ps = PROTO_ENOTFOUND;
+  }
+  if (ps) rd_end(st, *txn);
+  return ps;
+}
+
 /* A decoded chunks record; pointers borrow the transaction's memory. */
 typedef struct chunk_rec {
   uint64_t doc_id;
@@ -1180,23 +1195,21 @@ static proto_status hash_in(store *st, MDB_txn *txn, uint64_t num, const unsigne
 
 proto_status store_doc_hash(store *st, const char *id, unsigned char hash[STORE_HASH_BYTES],
                             uint64_t *doc_num, uint32_t *n_chunks) {
-  size_t len;
   *doc_num = 0;
   if (n_chunks) *n_chunks = 0;
   if (!st) {
     proto_err_set("store: NULL store");
     return PROTO_EINVAL;
   }
-  proto_status ps = check_id(id, &len);
-  if (ps) return ps;
   MDB_txn *txn = NULL;
-  if ((ps = rd_begin(st, &txn))) return ps;
   uint64_t num;
   doc_rec r;
-  ps = doc_lookup(st, txn, id, len, &num, &r);
+  proto_status ps = doc_find(st, id, &txn, &num, &r);
+  if (ps == PROTO_ENOTFOUND) return PROTO_OK;
+  if (ps) return ps;
   const unsigned char *stored = NULL;
   int has = 0;
-  if (ps == PROTO_OK && num) ps = hash_in(st, txn, num, &stored, &has);
+  ps = hash_in(st, txn, num, &stored, &has);
   if (ps == PROTO_OK && has) {
     memcpy(hash, stored, STORE_HASH_BYTES);
     *doc_num = num;
@@ -1374,21 +1387,6 @@ static proto_status doc_fill(uint64_t num, const doc_rec *r, store_doc *out) {
   return PROTO_OK;
 }
 
-/* Begins a read and finds document id in it; on PROTO_OK *txn is open
- * (end it with rd_end), *num and *r say what was found. */
-static proto_status doc_find(store *st, const char *id, MDB_txn **txn, uint64_t *num, doc_rec *r) {
-  size_t len;
-  proto_status ps = check_id(id, &len);
-  if (ps || (ps = rd_begin(st, txn))) return ps;
-  ps = doc_lookup(st, *txn, id, len, num, r);
-  if (ps == PROTO_OK && !*num) {
-    proto_err_set("store: document not found");
-    ps = PROTO_ENOTFOUND;
-  }
-  if (ps) rd_end(st, *txn);
-  return ps;
-}
-
 proto_status store_doc_get(store *st, const char *id, store_doc *out) {
   MDB_txn *txn = NULL;
   uint64_t num;
@@ -1433,6 +1431,18 @@ static proto_status doc_text_in(store *st, MDB_txn *txn, uint64_t first, uint32_
   return PROTO_OK;
 }
 
+/* Document num (its record r) whole into w, read in txn: record, text when
+ * with_text, token count, content hash. */
+static proto_status whole_in(store *st, MDB_txn *txn, uint64_t num, const doc_rec *r, int with_text,
+                             store_doc_whole *w) {
+  const unsigned char *hash = NULL;
+  proto_status ps = doc_fill(num, r, &w->doc);
+  if (!ps) ps = doc_text_in(st, txn, r->first_chunk, r->n_chunks, with_text, w);
+  if (!ps) ps = hash_in(st, txn, num, &hash, &w->has_hash);
+  if (hash) memcpy(w->hash, hash, STORE_HASH_BYTES);
+  return ps;
+}
+
 proto_status store_doc_get_whole(store *st, const char *id, int with_text, store_doc_whole *out) {
   MDB_txn *txn = NULL;
   uint64_t num;
@@ -1444,11 +1454,7 @@ proto_status store_doc_get_whole(store *st, const char *id, int with_text, store
   memset(out, 0, sizeof *out);
   proto_status ps = doc_find(st, id, &txn, &num, &r);
   if (ps) return ps;
-  const unsigned char *hash = NULL;
-  if ((ps = doc_fill(num, &r, &out->doc)) == PROTO_OK)
-    ps = doc_text_in(st, txn, r.first_chunk, r.n_chunks, with_text, out);
-  if (ps == PROTO_OK) ps = hash_in(st, txn, num, &hash, &out->has_hash);
-  if (hash) memcpy(out->hash, hash, STORE_HASH_BYTES);
+  ps = whole_in(st, txn, num, &r, with_text, out);
   rd_end(st, txn);
   if (ps) store_doc_whole_free(out);
   return ps;
@@ -1489,14 +1495,10 @@ proto_status store_docs_scan(store *st, uint64_t after, int with_text, store_doc
     doc_rec r;
     store_doc_whole w;
     memset(&w, 0, sizeof w);
-    const unsigned char *hash = NULL;
     uint64_t num = k.mv_size == 8 ? be64_get(k.mv_data) : 0;
     if (!num) ps = corrupt("docs key");
     if (!ps) ps = doc_rec_decode(&v, &r);
-    if (!ps) ps = doc_fill(num, &r, &w.doc);
-    if (!ps) ps = doc_text_in(st, txn, r.first_chunk, r.n_chunks, with_text, &w);
-    if (!ps) ps = hash_in(st, txn, num, &hash, &w.has_hash);
-    if (hash) memcpy(w.hash, hash, STORE_HASH_BYTES);
+    if (!ps) ps = whole_in(st, txn, num, &r, with_text, &w);
     if (!ps) ps = fn(ctx, &w);
     store_doc_whole_free(&w);
   }
