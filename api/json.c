@@ -458,6 +458,16 @@ static proto_status check_fields(json_t *obj, const char *where, const char *con
   return PROTO_OK;
 }
 
+/* A body that must be a JSON object with none but the given fields:
+ * *root is set for the caller to release, whatever the status. */
+static proto_status parse_object(const char *text, size_t len, const char *const *fields,
+                                 json_t **root, char *err, size_t errlen) {
+  proto_status st = parse_root(text, len, root, err, errlen);
+  if (st != PROTO_OK) return st;
+  if (!json_is_object(*root)) return fail(PROTO_ETYPE, err, errlen, "body: must be an object");
+  return check_fields(*root, NULL, fields, err, errlen);
+}
+
 /* where + "." + field for messages */
 #define FIELD(where, name) (where) ? (where) : "", (where) ? "." : "", (name)
 
@@ -888,13 +898,8 @@ proto_status proto_search_parse(const char *text, size_t len, proto_search_req *
   long long x = 0;
   memset(out, 0, sizeof *out);
   if (proto__search_parse_fast(text, len, out)) return PROTO_OK;
-  proto_status st = parse_root(text, len, &root, err, errlen);
-  if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) {
-    st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
-    goto leave;
-  }
-  if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
+  proto_status st = parse_object(text, len, fields, &root, err, errlen);
+  if (st != PROTO_OK) goto leave;
   st = get_search_what(root, out, err, errlen);
   if (st == PROTO_OK) st = no_blank_query(out, err, errlen);
   if (st != PROTO_OK) goto leave;
@@ -949,7 +954,6 @@ static proto_status no_repeated_id(char *const *ids, size_t n, char *err, size_t
   return st;
 }
 
-/* The "ids" or the "filter" of a delete body, checked; root is an object. */
 /* The documents a body names: its "ids" or its "filter", exactly one;
  * root is an object whose fields the caller has checked. */
 static proto_status get_which_docs(json_t *root, proto_delete_req *out, char *err, size_t errlen) {
@@ -979,10 +983,7 @@ proto_status proto_delete_parse(const char *text, size_t len, proto_delete_req *
   static const char *const delete_fields[] = {"ids", "filter", NULL};
   json_t *root = NULL;
   memset(out, 0, sizeof *out);
-  proto_status st = parse_root(text, len, &root, err, errlen);
-  if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
-  else st = check_fields(root, NULL, delete_fields, err, errlen);
+  proto_status st = parse_object(text, len, delete_fields, &root, err, errlen);
   if (st == PROTO_OK) st = get_which_docs(root, out, err, errlen);
   json_decref(root);
   if (st != PROTO_OK) proto_delete_free(out);
@@ -1006,10 +1007,7 @@ proto_status proto_update_parse(const char *text, size_t len, proto_update_req *
   static const char *const fields[] = {"ids", "filter", "metadata", NULL};
   json_t *root = NULL;
   memset(out, 0, sizeof *out);
-  proto_status st = parse_root(text, len, &root, err, errlen);
-  if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
-  else st = check_fields(root, NULL, fields, err, errlen);
+  proto_status st = parse_object(text, len, fields, &root, err, errlen);
   if (st == PROTO_OK) st = get_which_docs(root, &out->which, err, errlen);
   if (st == PROTO_OK) st = get_metadata_patch(root, &out->metadata_patch, err, errlen);
   json_decref(root);
@@ -1029,10 +1027,7 @@ proto_status proto_patch_parse(const char *text, size_t len, char **metadata_pat
   static const char *const fields[] = {"metadata", NULL};
   json_t *root = NULL;
   *metadata_patch = NULL;
-  proto_status st = parse_root(text, len, &root, err, errlen);
-  if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
-  else st = check_fields(root, NULL, fields, err, errlen);
+  proto_status st = parse_object(text, len, fields, &root, err, errlen);
   if (st == PROTO_OK) st = get_metadata_patch(root, metadata_patch, err, errlen);
   json_decref(root);
   return st;
@@ -1054,13 +1049,8 @@ proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *ou
                                        "user",  "truncate", "input_type",      NULL};
   json_t *root = NULL;
   memset(out, 0, sizeof *out);
-  proto_status st = parse_root(text, len, &root, err, errlen);
-  if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) {
-    st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
-    goto leave;
-  }
-  if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
+  proto_status st = parse_object(text, len, fields, &root, err, errlen);
+  if (st != PROTO_OK) goto leave;
   json_t *in = json_object_get(root, "input");
   if (!in) {
     st = fail(PROTO_EMISSING, err, errlen, "input: missing field");
@@ -1230,13 +1220,8 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
   json_t *root = NULL;
   long long x = 0;
   memset(out, 0, sizeof *out);
-  proto_status st = parse_root(text, len, &root, err, errlen);
-  if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) {
-    st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
-    goto leave;
-  }
-  if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
+  proto_status st = parse_object(text, len, fields, &root, err, errlen);
+  if (st != PROTO_OK) goto leave;
 
   json_t *p = json_object_get(root, "prompt");
   if (!p) {
@@ -1405,13 +1390,8 @@ proto_status proto_chat_parse(const char *text, size_t len, proto_complete_req *
   memset(out, 0, sizeof *out);
   out->chat = 1;
   out->logprobs = -1;
-  proto_status st = parse_root(text, len, &root, err, errlen);
-  if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) {
-    st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
-    goto leave;
-  }
-  if ((st = check_fields(root, NULL, fields, err, errlen)) != PROTO_OK) goto leave;
+  proto_status st = parse_object(text, len, fields, &root, err, errlen);
+  if (st != PROTO_OK) goto leave;
   static const struct {
     const char *name, *why;
   } unsupported[] = {{"tools", "no tool calling"},
@@ -1488,14 +1468,9 @@ proto_status proto_tok_parse(const char *text, size_t len, int detokenize, proto
   json_t *root = NULL;
   int add_special = 0;
   memset(out, 0, sizeof *out);
-  proto_status st = parse_root(text, len, &root, err, errlen);
-  if (st != PROTO_OK) return st;
-  if (!json_is_object(root)) {
-    st = fail(PROTO_ETYPE, err, errlen, "body: must be an object");
-    goto leave;
-  }
-  if ((st = check_fields(root, NULL, detokenize ? detok_fields : tok_fields, err, errlen)))
-    goto leave;
+  proto_status st =
+      parse_object(text, len, detokenize ? detok_fields : tok_fields, &root, err, errlen);
+  if (st != PROTO_OK) goto leave;
   if ((st = get_model(root, &out->model, err, errlen))) goto leave;
   if (detokenize) {
     json_t *t = json_object_get(root, "tokens");
