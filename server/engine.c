@@ -634,9 +634,29 @@ static proto_status load_filter(const char *filter_json, proto_filter **out) {
 
 /* Documents a filtered page looks at before it answers with what it has. */
 #define LIST_SCAN_BUDGET 10000
+/* Bytes of text after which a page listed with texts ends (it holds at
+ * least one document), so a page stays a bounded answer whatever its
+ * documents' sizes. */
+#define LIST_TEXT_BUDGET ((size_t)4 << 20)
+
+/* A listed document with its text, metadata and token count from one read.
+ * 0 when it is no longer as listed (deleted, or replaced: a replacement has
+ * a new doc_num and is listed after) or its metadata no longer passes the
+ * filter: it is then left out. */
+static proto_status list_with_text(srv_engine *e, const proto_filter *filter, srv_document *d,
+                                   int *kept) {
+  srv_document whole;
+  proto_status s = srv_document_get(e, d->id, 1, &whole);
+  *kept = s == PROTO_OK && whole.doc_num == d->doc_num &&
+          proto_filter_passes(filter, whole.metadata_json);
+  srv_document_free(d);
+  if (*kept) *d = whole;
+  else srv_document_free(&whole);
+  return s == PROTO_ENOTFOUND ? PROTO_OK : s;
+}
 
 proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, const char *filter_json,
-                                srv_document *out, size_t *n, uint64_t *next_after) {
+                                int with_text, srv_document *out, size_t *n, uint64_t *next_after) {
   if (!e || !n || !next_after || !max || !out)
     return srv__fail(PROTO_EINVAL, "srv_documents_list: NULL argument");
   *n = 0;
@@ -646,26 +666,32 @@ proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, const
   if (s != PROTO_OK) return s;
   store_doc *sd = calloc(max, sizeof *sd);
   if (!sd) s = srv__fail(PROTO_ENOMEM, "out of memory");
-  size_t scanned = 0;
-  for (int more = 1; s == PROTO_OK && more && *n < max && scanned < LIST_SCAN_BUDGET;) {
+  size_t scanned = 0, text_bytes = 0;
+  int full = 0; /* the page's texts reached LIST_TEXT_BUDGET */
+  for (int more = 1; s == PROTO_OK && more && !full && *n < max && scanned < LIST_SCAN_BUDGET;) {
     size_t got = 0, i = 0;
     if ((s = store_docs_list(e->st, after, max, sd, &got, &more)) != PROTO_OK) {
       s = srv__fail(s, "listing documents: %s", store_last_error());
       break;
     }
-    for (; i < got && *n < max; i++) {
+    for (; i < got && *n < max && !full && s == PROTO_OK; i++) {
       after = sd[i].doc_id;
       if (!proto_filter_passes(filter, sd[i].metadata_json)) {
         store_doc_free(&sd[i]);
         continue;
       }
-      srv_document *d = &out[(*n)++];
-      memset(d, 0, sizeof *d);
-      d->doc_num = sd[i].doc_id;
-      d->id = sd[i].id;
-      d->metadata_json = sd[i].metadata_json;
-      d->first_chunk = sd[i].first_chunk;
-      d->n_chunks = sd[i].n_chunks;
+      srv_document *d = &out[*n];
+      *d = (srv_document){.doc_num = sd[i].doc_id,
+                          .id = sd[i].id,
+                          .metadata_json = sd[i].metadata_json,
+                          .first_chunk = sd[i].first_chunk,
+                          .n_chunks = sd[i].n_chunks};
+      int kept = 1;
+      if (with_text) s = list_with_text(e, filter, d, &kept);
+      if (!kept) continue;
+      ++*n;
+      text_bytes += d->text_len;
+      full = with_text && text_bytes >= LIST_TEXT_BUDGET;
     }
     *next_after = more || i < got ? after : 0; /* a full page may stop inside this one */
     for (; i < got; i++) store_doc_free(&sd[i]);

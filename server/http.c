@@ -187,7 +187,7 @@ typedef struct conn {
   int ing_error; /* feed/submit failed: the rest of the body is discarded */
   proto_status ing_st;
   /* request pieces the job needs */
-  char *ctype, *authz, *apikey, *wait, *force, *limit, *after, *filter, *accept_enc;
+  char *ctype, *authz, *apikey, *wait, *force, *limit, *after, *filter, *with_text, *accept_enc;
   char *cors_origin; /* the request's Origin, when --cors-origins allows it */
   /* response handed over by a job */
   http_response resp;
@@ -225,6 +225,7 @@ static void conn_unref(conn *c) {
   free(c->filter);
   free(c->accept_enc);
   free(c->force);
+  free(c->with_text);
   free(c->cors_origin);
   pthread_cond_destroy(&c->sse_cv);
   pthread_mutex_destroy(&c->mu);
@@ -295,6 +296,7 @@ static void build_request(conn *c, http_request *rq) {
   rq->query_filter = c->filter;
   rq->accept_encoding = c->accept_enc;
   rq->query_force = c->force;
+  rq->query_with_text = c->with_text;
   rq->authorization = c->authz;
   rq->api_key = c->apikey;
   rq->content_type = c->ctype;
@@ -562,6 +564,12 @@ static int quick_search(conn *c) {
          by_vector(&c->body);
 }
 
+/* A page of documents with their texts (up to 4 MiB and 1,000 reads) is
+ * made on the workers, as other slow requests are, not on the HTTP thread. */
+static int texts_listed(const conn *c) {
+  return c->m.route == HTTP_R_DOC_LIST && http_wait_value(c->with_text) > 0;
+}
+
 /* Query parameters, checked before the body is read: a 400 naming an unknown,
  * repeated or malformed one; the value of ?wait kept for the handler. */
 typedef struct query_args {
@@ -575,11 +583,12 @@ static enum MHD_Result take_query_arg(void *cls, enum MHD_ValueKind kind, const 
   (void)kind;
   query_args *q = cls;
   q->st = http_query_check(q->c->m.route, key, value, q->msg, sizeof q->msg);
-  char **slot = !strcmp(key, "limit")    ? &q->c->limit
-                : !strcmp(key, "after")  ? &q->c->after
-                : !strcmp(key, "filter") ? &q->c->filter
-                : !strcmp(key, "force")  ? &q->c->force
-                                         : &q->c->wait;
+  char **slot = !strcmp(key, "limit")       ? &q->c->limit
+                : !strcmp(key, "after")     ? &q->c->after
+                : !strcmp(key, "filter")    ? &q->c->filter
+                : !strcmp(key, "force")     ? &q->c->force
+                : !strcmp(key, "with_text") ? &q->c->with_text
+                                            : &q->c->wait;
   if (q->st == PROTO_OK && *slot) {
     q->st = PROTO_EINVAL;
     snprintf(q->msg, sizeof q->msg, "query parameter '%s': given twice", key);
@@ -833,7 +842,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
   if (c->sse) return MHD_YES; /* resumed stream: MHD is sending */
   if (c->ndjson) return hand_off(c, &D.work, job_ingest_finish);
   if (c->m.kind == HTTP_GEN) return start_completion(c);
-  if (c->m.kind == HTTP_WORKER && !quick_search(c)) return hand_off(c, &D.work, job_execute);
+  if ((c->m.kind == HTTP_WORKER && !quick_search(c)) || texts_listed(c))
+    return hand_off(c, &D.work, job_execute);
   http_request rq;
   build_request(c, &rq);
   http_response r;

@@ -246,6 +246,7 @@ typedef struct http_request {
   const char *query_filter;    /* ?filter= of GET /v1/documents, still percent-encoded */
   const char *accept_encoding; /* header, for the page at / (gzip) */
   const char *query_force;     /* value of ?force=, or NULL */
+  const char *query_with_text; /* ?with_text= of GET /v1/documents, or NULL */
   const char *authorization;   /* headers, NULL when absent */
   const char *api_key;
   const char *content_type;

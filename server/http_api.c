@@ -339,6 +339,7 @@ static void h_doc_list(http_server *s, const http_request *rq, http_response *re
   char msg[256], *filter = NULL;
   proto_status st = http_list_args(rq->query_limit, rq->query_after, &max, &after, msg, sizeof msg);
   if (st == PROTO_OK) st = list_filter(rq->query_filter, &filter, msg, sizeof msg);
+  int with_text = http_wait_value(rq->query_with_text) > 0;
   if (st != PROTO_OK) {
     http_error(resp, st, msg);
     return;
@@ -354,7 +355,7 @@ static void h_doc_list(http_server *s, const http_request *rq, http_response *re
     return;
   }
   size_t n = 0;
-  st = srv_documents_list(s->engine, after, max, filter, d, &n, &next_after);
+  st = srv_documents_list(s->engine, after, max, filter, with_text, d, &n, &next_after);
   free(filter);
   if (st != PROTO_OK) {
     free(d);
@@ -366,20 +367,7 @@ static void h_doc_list(http_server *s, const http_request *rq, http_response *re
   proto_jw_obj(&w);
   proto_jw_key(&w, "documents");
   proto_jw_arr(&w);
-  for (size_t i = 0; i < n; i++) {
-    proto_jw_obj(&w);
-    proto_jw_key(&w, "id");
-    proto_jw_cstr(&w, d[i].id);
-    proto_jw_key(&w, "doc_num");
-    proto_jw_uint(&w, d[i].doc_num);
-    proto_jw_key(&w, "metadata");
-    view_meta(&w, d[i].metadata_json);
-    proto_jw_key(&w, "n_chunks");
-    proto_jw_uint(&w, d[i].n_chunks);
-    proto_jw_key(&w, "first_chunk");
-    proto_jw_uint(&w, d[i].first_chunk);
-    proto_jw_obj_end(&w);
-  }
+  for (size_t i = 0; i < n; i++) view_document_listed(&w, &d[i], with_text);
   proto_jw_arr_end(&w);
   /* the cursor for the next page: the last doc_num looked at, null at the end */
   proto_jw_key(&w, "next_after");

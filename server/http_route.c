@@ -134,7 +134,8 @@ proto_status http_list_args(const char *limit, const char *after, size_t *max, u
 proto_status http_query_check(http_route r, const char *key, const char *value, char *msg,
                               size_t n) {
   char shown[72];
-  if (r == HTTP_R_DOCS && (!strcmp(key, "wait") || !strcmp(key, "force"))) {
+  if ((r == HTTP_R_DOCS && (!strcmp(key, "wait") || !strcmp(key, "force"))) ||
+      (r == HTTP_R_DOC_LIST && !strcmp(key, "with_text"))) {
     if (!value || http_wait_value(value) >= 0) return PROTO_OK;
     http_printable(value, shown, sizeof shown);
     snprintf(msg, n, "%s: must be true or false, not '%s'", key, shown);
@@ -151,7 +152,7 @@ proto_status http_query_check(http_route r, const char *key, const char *value, 
   http_printable(key, shown, sizeof shown);
   snprintf(msg, n, "query parameter '%s': unknown (%s)", shown,
            r == HTTP_R_DOCS       ? "POST /v1/documents takes only wait and force"
-           : r == HTTP_R_DOC_LIST ? "GET /v1/documents takes limit, after and filter"
+           : r == HTTP_R_DOC_LIST ? "GET /v1/documents takes limit, after, filter and with_text"
                                   : "this route takes none");
   return PROTO_EUNKNOWN_FIELD;
 }

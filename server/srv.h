@@ -337,14 +337,16 @@ proto_status srv_update_where(srv_engine *e, const char *filter_json, const char
                               size_t *updated);
 void srv_document_free(srv_document *d); /* frees members; accepts zeroed */
 /* A page of documents in doc_num order: at most max (>= 1) with doc_num >
- * after (out[i] without text or n_tokens; free each with
- * srv_document_free). filter_json: NULL, or a search's metadata filter, and
- * the page holds only documents that pass it. *next_after: where the next
- * page starts, 0 when no documents follow. A filtered page stops looking
- * after 10,000 documents and may then hold fewer than max (even none) with
+ * after (free each with srv_document_free). filter_json: NULL, or a
+ * search's metadata filter, and the page holds only documents that pass it.
+ * with_text: each with its text and n_tokens (else without), read with its
+ * metadata in one transaction per document; the page then ends after the
+ * document that takes its texts to 4 MiB. *next_after: where the next page
+ * starts, 0 when no documents follow. A filtered page stops looking after
+ * 10,000 documents and may then hold fewer than max (even none) with
  * *next_after still set. */
 proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, const char *filter_json,
-                                srv_document *out, size_t *n, uint64_t *next_after);
+                                int with_text, srv_document *out, size_t *n, uint64_t *next_after);
 
 typedef struct srv_chunk {
   store_chunk c;       /* chunk id, doc num, ordinal, N and F tokens+text */

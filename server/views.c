@@ -241,6 +241,27 @@ void view_document(proto_jw *w, const srv_document *d, int with_text) {
   proto_jw_obj_end(w);
 }
 
+void view_document_listed(proto_jw *w, const srv_document *d, int with_text) {
+  proto_jw_obj(w);
+  proto_jw_key(w, "id");
+  proto_jw_cstr(w, d->id);
+  proto_jw_key(w, "doc_num");
+  proto_jw_uint(w, d->doc_num);
+  proto_jw_key(w, "metadata");
+  view_meta(w, d->metadata_json);
+  proto_jw_key(w, "n_chunks");
+  proto_jw_uint(w, d->n_chunks);
+  proto_jw_key(w, "first_chunk");
+  proto_jw_uint(w, d->first_chunk);
+  if (with_text) {
+    proto_jw_key(w, "n_tokens");
+    proto_jw_uint(w, d->n_tokens);
+    proto_jw_key(w, "text");
+    proto_jw_str(w, d->text, d->text_len);
+  }
+  proto_jw_obj_end(w);
+}
+
 void view_neighbour(proto_jw *w, uint64_t chunk_id, const char *doc_id, uint64_t doc_num,
                     float score, const char *text, size_t text_len, const char *cont,
                     size_t cont_len) {

@@ -24,6 +24,9 @@ void view_hits(proto_jw *w, const srv_hits *h, srv_search_mode mode, int grouped
 /* GET /v1/documents/{id}, `retro get`: a document and its chunk ids (and
  * text when with_text). */
 void view_document(proto_jw *w, const srv_document *d, int with_text);
+/* A document in a page of GET /v1/documents: its chunks as first_chunk and
+ * n_chunks, and with_text its n_tokens and text. */
+void view_document_listed(proto_jw *w, const srv_document *d, int with_text);
 
 /* One neighbour a chunk was given, in a completion's "retro" or a scored
  * prompt's chunks. */

@@ -113,11 +113,12 @@ export class Client {
   /** Deletes every document whose metadata passes the filter, in one transaction: {deleted}. */
   deleteWhere(filter) { return this.json('POST', '/v1/documents/delete', { body: { filter } }); }
 
-  /** Every document (without text) in doc_num order, page by page; those passing filter when given. */
-  async *documents({ filter = null, pageSize = 100 } = {}) {
+  /** Every document in doc_num order, page by page; those passing filter when given; withText: each with its text and n_tokens. */
+  async *documents({ filter = null, pageSize = 100, withText = false } = {}) {
     let after = 0;
     while (after !== null) {
-      const page = await this.json('GET', '/v1/documents', { query: { limit: pageSize, after, filter: filter === null ? null : JSON.stringify(filter) } });
+      const query = { limit: pageSize, after, filter: filter === null ? null : JSON.stringify(filter), with_text: withText ? 'true' : null };
+      const page = await this.json('GET', '/v1/documents', { query });
       yield* page.documents;
       after = page.next_after;
     }

@@ -141,17 +141,30 @@ class Client:
         filter, at least one key), in one transaction; returns {"deleted"}."""
         return self._json("POST", "/v1/documents/delete", {"filter": filter})
 
-    def documents(self, filter=None, page_size=100):
-        """Yields every document (without text) in doc_num order, page by
-        page, those passing filter when given."""
+    def documents(self, filter=None, page_size=100, with_text=False):
+        """Yields every document in doc_num order, page by page, those
+        passing filter when given; with_text: each with its text and
+        n_tokens."""
         after = 0
         while after is not None:
             page = self._json("GET", "/v1/documents", query={
                 "limit": page_size, "after": after,
-                "filter": json.dumps(filter) if filter is not None else None})
+                "filter": json.dumps(filter) if filter is not None else None,
+                "with_text": "true" if with_text else None})
             for d in page["documents"]:
                 yield d
             after = page["next_after"]
+
+    def export(self, out, filter=None):
+        """Writes every document (passing filter) to out, a file opened for
+        text, as the JSON lines `retro export` writes and `retro index`
+        reads ({"id", "text", "metadata"}); returns how many."""
+        n = 0
+        for d in self.documents(filter=filter, page_size=1000, with_text=True):
+            out.write(json.dumps({"id": d["id"], "text": d["text"], "metadata": d["metadata"]},
+                                 ensure_ascii=False) + "\n")
+            n += 1
+        return n
 
     # ---- search -----------------------------------------------------------
 

@@ -47,6 +47,10 @@ await attempt('client', async () => {
   const listed = [];
   for await (const x of c.documents({ filter: { lang: 'de' }, pageSize: 1 })) listed.push(x.id);
   ok(listed.join() === 'js/0,js/4', 'documents: every page of a filtered listing', listed);
+  const texts = [];
+  for await (const x of c.documents({ withText: true, pageSize: 4 })) texts.push(x);
+  ok(texts.length === 6 && (await Promise.all(texts.map(async (x) => (await c.get(x.id)).text === x.text))).every(Boolean),
+    'documents with withText: the stored texts', texts.length);
   const out = await c.complete('The with statement', { max_tokens: 8, temperature: 0 });
   ok(out.choices[0].text && out.retro.chunks, 'complete, with the retro attribution', out.choices[0]);
   const events = [];

@@ -7,8 +7,11 @@ code and message.
 
     e2e_client.py RETRO_BINARY WORK_DIR
 """
+import io
+import json
 import os
 import shutil
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -74,6 +77,13 @@ def run():
         ok([x["id"] for x in listed] == ["cl/0", "cl/4"], "documents: every page of a filtered listing",
            [x["id"] for x in listed])
         ok(len(list(c.documents())) == 6, "documents: all of them")
+        texts = list(c.documents(with_text=True, page_size=4))
+        ok([x["text"] for x in texts] == [c.get(x["id"])["text"] for x in texts], "documents with_text", len(texts))
+        out = io.StringIO()
+        cli = subprocess.run([E.RETRO, "export", "--data", s.data], capture_output=True, timeout=60)
+        ok(c.export(out) == 6 and cli.returncode == 0 and
+           [json.loads(x) for x in out.getvalue().splitlines()] == [json.loads(x) for x in cli.stdout.splitlines()],
+           "export: the same JSON lines as `retro export` on the server's data", cli.stderr[-300:])
         out = c.complete("The with statement", max_tokens=8, temperature=0)
         ok(out["choices"][0]["text"] and "chunks" in out["retro"], "complete, with the retro attribution",
            out["choices"][0])

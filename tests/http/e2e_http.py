@@ -150,7 +150,7 @@ def main():
     rc = ensure_models()
     if rc is not None:
         return rc
-    for d in ("main", "auth", "busy", "gone", "term", "nowebui", "cors", "cors-any", "refused"):
+    for d in ("main", "auth", "busy", "gone", "term", "nowebui", "textpage", "cors", "cors-any", "refused"):
         shutil.rmtree(os.path.join(WORK, d), ignore_errors=True)
 
     # --- refuses a public address without a key; bad flags -> 2 ------------
@@ -192,6 +192,7 @@ def main():
        "the log line carries the client's X-Request-Id")
 
     run_auth()
+    run_text_page_budget()
     run_no_webui()
     run_cors()
     run_query_prefix()
@@ -1253,6 +1254,40 @@ def run_completions(s):
     ok(healthy(s), "client disconnect mid-stream: server keeps serving")
 
 
+def list_pages(s, query):
+    """Every page of GET /v1/documents?<query>, following next_after."""
+    pages, after = [], 0
+    while after is not None and len(pages) < 1000:
+        st, js, _, _ = s.req("GET", "/v1/documents?%s&after=%d" % (query, after))
+        if st != 200:
+            return pages, st
+        pages.append(js)
+        after = js["next_after"]
+    return pages, 200
+
+
+def run_listing_with_text(s, seen):
+    # --- ?with_text=true: the corpus read back over HTTP ----------------------
+    pages, st = list_pages(s, "limit=7&with_text=true")
+    docs = [d for p in pages for d in p["documents"]]
+    ok(st == 200 and [d["doc_num"] for d in docs] == [d["doc_num"] for d in seen]
+       and all(d["metadata"] == o["metadata"] and d["first_chunk"] == o["first_chunk"] for d, o in zip(docs, seen)),
+       "with_text pages list the same documents as without, in the same pages", (st, len(docs), len(seen)))
+    same = []
+    for d in docs:
+        st, one, _, _ = s.req("GET", "/v1/documents/" + urllib.parse.quote(d["id"], safe=""))
+        same.append(st == 200 and one["text"] == d["text"] and one["n_tokens"] == d["n_tokens"])
+    ok(docs and all(same), "each listed text and n_tokens equals GET /v1/documents/{id}'s (%d documents)" % len(docs),
+       same.count(False))
+    st, js, _, _ = s.req("GET", "/v1/documents?limit=3&with_text=false")
+    ok(st == 200 and js["documents"] and all("text" not in d and "n_tokens" not in d for d in js["documents"]),
+       "with_text=false: no text", js)
+    st, js, _, _ = s.req("GET", "/v1/documents?limit=3&with_text")
+    ok(st == 200 and all("text" in d for d in js["documents"]), "?with_text alone asks for texts", js)
+    st, js, _, _ = s.req("GET", "/v1/documents?with_text=maybe")
+    ok(st == 400 and "with_text" in js["error"]["message"], "with_text=maybe -> 400 naming it", (st, js))
+
+
 def run_listing_and_page(s):
     # --- GET /v1/documents: cursor pagination by doc_num ---------------------
     seen, after, pages = [], 0, 0
@@ -1276,6 +1311,7 @@ def run_listing_and_page(s):
     ok(st == 200 and one["doc_num"] == doc["doc_num"] and one["n_chunks"] == doc["n_chunks"]
        and one["chunk_ids"][0] == doc["first_chunk"] and one["metadata"] == doc["metadata"],
        "a listed document matches GET /v1/documents/{id}", (doc, one))
+    run_listing_with_text(s, seen)
     st, js, _, _ = s.req("GET", "/v1/documents")
     ok(st == 200 and len(js["documents"]) == min(50, len(seen)), "limit defaults to 50")
     st, js, _, _ = s.req("GET", "/v1/documents?after=%d" % nums[-1])
@@ -1321,6 +1357,31 @@ def run_listing_and_page(s):
     ok(st == 200 and body == b"", "HEAD /")
     st, js, _, _ = s.req("POST", "/", body="{}")
     ok(st == 405, "POST / -> 405")
+
+
+def run_text_page_budget():
+    """A page listed with texts ends after the document that takes its texts
+    to 4 MiB, whatever limit asked (a server with the default --max-body, so
+    that a 4.4 MB document can be sent)."""
+    s = Server("textpage")
+    try:
+        big = " ".join("word%d" % (i % 977) for i in range(560000))
+        st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [
+            {"id": "list/big", "text": big, "metadata": {"big": True}}, {"id": "list/after-big", "text": "small one"}]})
+        ok(st == 200 and all(r["status"] == "ok" for r in js["results"]), "a 4.4 MB document stored", (st, js))
+        st, one, _, _ = s.req("GET", "/v1/documents/list%2Fbig")
+        st2, js, _, _ = s.req("GET", "/v1/documents?limit=100&with_text=true&after=%d" % (one["doc_num"] - 1))
+        ok(st2 == 200 and [d["id"] for d in js["documents"]] == ["list/big"] and js["documents"][0]["text"] == big
+           and js["next_after"] == one["doc_num"], "a page whose texts reach 4 MiB ends there, next_after set",
+           (st2, [d["id"] for d in js.get("documents", [])], js.get("next_after")))
+        st, js, _, _ = s.req("GET", "/v1/documents?limit=100&with_text=true&after=%d" % one["doc_num"])
+        ok(st == 200 and [d["id"] for d in js["documents"]] == ["list/after-big"], "the next page goes on after it",
+           (st, js))
+        st, js, _, _ = s.req("GET", "/v1/documents?limit=100&after=%d" % (one["doc_num"] - 1))
+        ok(st == 200 and [d["id"] for d in js["documents"]] == ["list/big", "list/after-big"],
+           "without texts the same page holds both", (st, js))
+    finally:
+        s.stop()
 
 
 def run_no_webui():

@@ -164,6 +164,11 @@ TEST(list_args_and_gzip) {
   CHECK(http_query_check(HTTP_R_DOC_LIST, "limit", "3", msg, sizeof msg) == PROTO_OK);
   CHECK(http_query_check(HTTP_R_DOC_LIST, "wait", "1", msg, sizeof msg) == PROTO_EUNKNOWN_FIELD);
   CHECK(http_query_check(HTTP_R_DOCS, "limit", "1", msg, sizeof msg) == PROTO_EUNKNOWN_FIELD);
+  CHECK(http_query_check(HTTP_R_DOC_LIST, "with_text", "true", msg, sizeof msg) == PROTO_OK);
+  CHECK(http_query_check(HTTP_R_DOC_LIST, "with_text", "2", msg, sizeof msg) == PROTO_EINVAL);
+  CHECK(strstr(msg, "with_text") != NULL);
+  CHECK(http_query_check(HTTP_R_DOCS, "with_text", "true", msg, sizeof msg) ==
+        PROTO_EUNKNOWN_FIELD);
   const char *yes[] = {"gzip", "GZIP", "deflate, gzip", "gzip;q=0.5", "br, *", "gzip ; q=1"};
   const char *no[] = {"", "identity", "br", "gzip;q=0", "gzip; q=0.000", "x-gzip", "*;q=0"};
   CHECK(!http_accepts_gzip(NULL));
