@@ -218,7 +218,8 @@ void view_hits(proto_jw *w, const srv_hits *h, srv_search_mode mode, int grouped
   proto_jw_arr_end(w);
 }
 
-void view_document(proto_jw *w, const srv_document *d, int with_text) {
+/* The members every view of a document starts with, its object opened. */
+static void document_head(proto_jw *w, const srv_document *d) {
   proto_jw_obj(w);
   proto_jw_key(w, "id");
   proto_jw_cstr(w, d->id);
@@ -228,6 +229,10 @@ void view_document(proto_jw *w, const srv_document *d, int with_text) {
   view_meta(w, d->metadata_json);
   proto_jw_key(w, "n_chunks");
   proto_jw_uint(w, d->n_chunks);
+}
+
+void view_document(proto_jw *w, const srv_document *d, int with_text) {
+  document_head(w, d);
   proto_jw_key(w, "n_tokens");
   proto_jw_uint(w, d->n_tokens);
   proto_jw_key(w, "chunk_ids");
@@ -242,15 +247,7 @@ void view_document(proto_jw *w, const srv_document *d, int with_text) {
 }
 
 void view_document_listed(proto_jw *w, const srv_document *d, int with_text) {
-  proto_jw_obj(w);
-  proto_jw_key(w, "id");
-  proto_jw_cstr(w, d->id);
-  proto_jw_key(w, "doc_num");
-  proto_jw_uint(w, d->doc_num);
-  proto_jw_key(w, "metadata");
-  view_meta(w, d->metadata_json);
-  proto_jw_key(w, "n_chunks");
-  proto_jw_uint(w, d->n_chunks);
+  document_head(w, d);
   proto_jw_key(w, "first_chunk");
   proto_jw_uint(w, d->first_chunk);
   if (with_text) {
