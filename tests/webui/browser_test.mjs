@@ -193,6 +193,17 @@ await attempt('documents', async () => {
   g = await fetch(`${RETRO_URL}/v1/documents/tmp-2`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
   ok(JSON.stringify((await g.json()).metadata) === '{"tmp":true,"stage":2}', 'update all that match: the patch merged into each');
   await page.waitForFunction(() => document.querySelector('#d-list').textContent.includes('"stage":2'));
+  // download what matches, as the JSON lines retro index reads
+  const cdp = await page.createCDPSession();
+  await cdp.send('Browser.setDownloadBehavior', { behavior: 'allow', downloadPath: SHOTS });
+  const saved = `${SHOTS}/retrod-export.jsonl`;
+  if (fs.existsSync(saved)) fs.unlinkSync(saved);
+  await page.click('#d-export');
+  await page.waitForFunction(() => document.querySelector('#u-msg').textContent.includes('exported 2 document'));
+  for (let i = 0; i < 50 && !fs.existsSync(saved); i++) await new Promise((res) => setTimeout(res, 100));
+  const got = fs.existsSync(saved) ? fs.readFileSync(saved, 'utf8').trim().split('\n').map((l) => JSON.parse(l)) : [];
+  ok(JSON.stringify(got) === JSON.stringify(tmp.map((d) => ({ ...d, metadata: { tmp: true, stage: 2 } }))),
+    'download all that match: their ids, texts and metadata as JSON lines', got);
   page.once('dialog', (d) => d.dismiss());
   await page.click('#d-delf');
   g = await fetch(`${RETRO_URL}/v1/documents/tmp-1`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
