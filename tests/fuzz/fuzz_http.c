@@ -3,7 +3,7 @@
  * response out. Input layout: up to 6 lines "METHOD\nPATH\nAUTHORIZATION\n
  * API-KEY\nCONTENT-TYPE\nQUERY\n" then the body (any bytes); QUERY is the
  * value of every query parameter (of ?limit= and ?after= only when it starts
- * with a digit). Two configured keys make every auth branch reachable. Runs without an engine, so every
+ * with a digit, and then not of ?filter=). Two configured keys make every auth branch reachable. Runs without an engine, so every
  * route validates its input fully (routing, id decoding, auth, content
  * types, JSON/NDJSON decoding, error encoding) and then answers 503; the
  * checks below hold for every response. With RETRO_FUZZ_DATA and
@@ -69,9 +69,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   rq.api_key = field[3] && *field[3] ? field[3] : NULL;
   rq.content_type = field[4] && *field[4] ? field[4] : NULL;
   /* the sixth line is the value of every query parameter */
-  rq.query_wait = rq.query_force = rq.query_filter = field[5] && *field[5] ? field[5] : NULL;
+  rq.query_wait = rq.query_force = rq.query_filter = rq.query_with_text =
+      field[5] && *field[5] ? field[5] : NULL;
   int number = rq.query_filter && rq.query_filter[0] >= '0' && rq.query_filter[0] <= '9';
-  rq.query_limit = rq.query_after = number ? rq.query_filter : NULL; /* else ?filter= alone */
+  rq.query_limit = rq.query_after = number ? rq.query_filter : NULL;
+  if (number) rq.query_filter = NULL; /* a page (with texts for 1), else ?filter= alone */
   rq.body = p;
   rq.body_len = (size_t)(end - p);
   http_response resp;
