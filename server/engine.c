@@ -639,10 +639,10 @@ static proto_status load_filter(const char *filter_json, proto_filter **out) {
  * documents' sizes. */
 #define LIST_TEXT_BUDGET ((size_t)4 << 20)
 
-/* A listed document with its text, metadata and token count from one read.
- * 0 when it is no longer as listed (deleted, or replaced: a replacement has
- * a new doc_num and is listed after) or its metadata no longer passes the
- * filter: it is then left out. */
+/* Replaces listed document d by itself read whole (text, metadata and token
+ * count from one transaction). *kept = 0, and d freed, when it is no longer
+ * as listed (deleted, or replaced: a replacement has a new doc_num and is
+ * listed after) or its metadata no longer passes the filter. */
 static proto_status list_with_text(srv_engine *e, const proto_filter *filter, srv_document *d,
                                    int *kept) {
   srv_document whole;
