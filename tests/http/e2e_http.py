@@ -1367,7 +1367,8 @@ def run_text_page_budget():
     try:
         big = " ".join("word%d" % (i % 977) for i in range(560000))
         st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [
-            {"id": "list/big", "text": big, "metadata": {"big": True}}, {"id": "list/after-big", "text": "small one"}]})
+            {"id": "list/big", "text": big, "metadata": {"big": True}}, {"id": "list/after-big", "text": "small one"}]},
+            timeout=280)  # 50,000 chunks to embed: seconds here, minutes under ThreadSanitizer
         ok(st == 200 and all(r["status"] == "ok" for r in js["results"]), "a 4.4 MB document stored", (st, js))
         st, one, _, _ = s.req("GET", "/v1/documents/list%2Fbig")
         st2, js, _, _ = s.req("GET", "/v1/documents?limit=100&with_text=true&after=%d" % (one["doc_num"] - 1))
