@@ -3,7 +3,9 @@
 # tests/http/make_models.py, a read-write and a read-only API key, a random
 # loopback port) and a second one with --strict-models, and runs SCRIPT
 # (openai_client.mjs: the official OpenAI Node client; clients.mjs: LangChain,
-# the Vercel AI SDK, LlamaIndex) against the first with the read-only key.
+# the Vercel AI SDK, LlamaIndex; langchain_retriever.mjs: our LangChain.js
+# retriever, clients/js/retrod_langchain.mjs) against the first with the
+# read-only key (RETRO_RW_KEY holds the read-write one).
 # The npm packages, pinned below, are installed into CACHE on first use.
 # TAP on stdout. Exit 77 (skipped) when node, npm, PyTorch or the npm
 # registry is not available; otherwise the script's checks decide.
@@ -38,6 +40,7 @@ make_test_models
 serve main --api-key compat-rw-key --read-key compat-key; MAIN_PORT=$PORT
 serve strict --api-key compat-rw-key --read-key compat-key --strict-models; STRICT_PORT=$PORT
 # the script imports the packages from CACHE's node_modules: run a copy there
-cp "$HERE/$SCRIPT" "$HERE/../http/tap.mjs" "$CACHE/"
+# (with our client modules beside it)
+cp "$HERE/$SCRIPT" "$HERE/../http/tap.mjs" "$HERE"/../../clients/js/*.mjs "$CACHE/"
 RETRO_URL="http://127.0.0.1:$MAIN_PORT/v1" RETRO_STRICT_URL="http://127.0.0.1:$STRICT_PORT/v1" \
-  RETRO_KEY=compat-key timeout 400 node "$CACHE/$SCRIPT"
+  RETRO_KEY=compat-key RETRO_RW_KEY=compat-rw-key timeout 400 node "$CACHE/$SCRIPT"

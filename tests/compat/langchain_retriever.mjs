@@ -1,0 +1,77 @@
+// langchain_retriever.mjs - clients/js/retrod_langchain.mjs's RetrodRetriever
+// with the real @langchain/core against a running `retro serve`: documents
+// upserted with the read-write key, then found through invoke, batch and a
+// chain with the read-only key, their Documents checked against what the
+// server stores (text, context, metadata, ids), filters and errors passed
+// through. TAP on stdout; run by run.sh from its npm cache, where the client
+// modules are copied beside it.
+//   RETRO_URL=http://127.0.0.1:PORT/v1 RETRO_KEY=KEY RETRO_RW_KEY=KEY node langchain_retriever.mjs
+import { RunnableLambda } from '@langchain/core/runnables';
+import { Document } from '@langchain/core/documents';
+import { Client, RetrodError } from './retrod.mjs';
+import { RetrodRetriever } from './retrod_langchain.mjs';
+import { attempt, done, ok } from './tap.mjs';
+
+const url = process.env.RETRO_URL.replace(/\/v1$/, '');
+const rw = new Client({ url, apiKey: process.env.RETRO_RW_KEY });
+const ro = new Client({ url, apiKey: process.env.RETRO_KEY });
+const words = ['harbour', 'lantern', 'orchard', 'quarry', 'meadow', 'glacier'];
+const docs = words.map((w, i) => ({
+  id: `lc/${i}`,
+  text: Array.from({ length: 60 }, (_, j) => `${w} note ${j} about the ${w} and its ${words[(i + j) % 6]}.`).join(' '),
+  metadata: { lang: i % 2 ? 'en' : 'de', n: i },
+}));
+
+await attempt('setup', async () => {
+  const js = await rw.upsert(docs);
+  ok(js.errors === 0 && js.documents === docs.length, 'documents upserted through the client', js);
+});
+
+// the text of a stored chunk: as a dense query it finds that very chunk first
+const chunkOf = async (id, i) => ro.json('GET', `/v1/chunks/${(await ro.get(id)).chunk_ids[i]}`);
+
+await attempt('invoke', async () => {
+  const retriever = new RetrodRetriever({ url, apiKey: process.env.RETRO_KEY, k: 3, searchOptions: { mode: 'dense' } });
+  const chunk = await chunkOf('lc/2', 1);
+  const got = await retriever.invoke(chunk.text);
+  ok(got.length === 3 && got.every((d) => d instanceof Document), 'invoke: k Documents', got.length);
+  const first = got[0];
+  ok(first.metadata.doc_id === 'lc/2' && first.metadata.chunk_id === chunk.chunk_id && first.id === String(chunk.chunk_id),
+    'a stored chunk\'s text finds that chunk first, id = chunk id', [first.metadata, chunk.chunk_id]);
+  ok(first.pageContent === chunk.text && first.pageContent.length > 0, 'pageContent is the stored chunk text', first.pageContent.slice(0, 80));
+  ok(first.metadata.lang === 'de' && first.metadata.n === 2 && typeof first.metadata.score === 'number' && Number.isInteger(first.metadata.ordinal),
+    'metadata: the document\'s own, with score and ordinal', first.metadata);
+  const scores = got.map((d) => d.metadata.score);
+  ok(scores.every((s, i) => i === 0 || s <= scores[i - 1]), 'Documents in score order', scores);
+});
+
+await attempt('options', async () => {
+  const en = new RetrodRetriever({ client: ro, k: 5, searchOptions: { filter: { lang: 'en' } } });
+  const got = await en.invoke('lantern note about the orchard');
+  ok(got.length > 0 && got.every((d) => d.metadata.lang === 'en'), 'a filter passes through (hybrid, the server\'s default)', got.map((d) => d.metadata.doc_id));
+  const wide = new RetrodRetriever({ client: ro, k: 1, searchOptions: { expand: 1, mode: 'dense' } });
+  const middle = await chunkOf('lc/4', 2);
+  const [d] = await wide.invoke(middle.text);
+  const [before, after] = [await chunkOf('lc/4', 1), await chunkOf('lc/4', 3)];
+  ok(d && d.metadata.chunk_id === middle.chunk_id && d.pageContent === before.text + middle.text + after.text,
+    'with expand: 1, pageContent is the chunk with its neighbours on both sides', d && d.pageContent.length);
+  const batch = await en.batch(['harbour', 'meadow']);
+  ok(batch.length === 2 && batch.every((l) => l.length > 0), 'batch: one list per query', batch.map((l) => l.length));
+  const chain = en.pipe(new RunnableLambda({ func: (ds) => ds.map((x) => x.pageContent).join('\n---\n') }));
+  const text = await chain.invoke('glacier');
+  ok(typeof text === 'string' && text.includes('glacier'), 'in a chain: the retriever piped into a formatter', text.slice(0, 100));
+});
+
+await attempt('errors', async () => {
+  let err = null;
+  try { await new RetrodRetriever({ client: ro, searchOptions: { filter: { n: { $gt: true } } } }).invoke('x'); } catch (e) { err = e; }
+  ok(err instanceof RetrodError && err.status === 400 && err.serverMessage.includes('filter.n.$gt'), 'a bad filter rejects with the server\'s 400', err && err.message);
+  err = null;
+  try { await new RetrodRetriever({ url, apiKey: 'wrong' }).invoke('x'); } catch (e) { err = e; }
+  ok(err instanceof RetrodError && err.status === 401, 'a wrong key rejects with 401', err && err.message);
+  let thrown = null;
+  try { new RetrodRetriever({ client: ro, searchOptions: { group_by: 'document' } }); } catch (e) { thrown = e; }
+  ok(thrown instanceof TypeError && /group_by/.test(thrown.message), 'group_by is refused at construction', thrown && thrown.message);
+});
+
+done();
