@@ -1,13 +1,17 @@
-// retrod_langchain.mjs - retrod's search as a LangChain.js retriever, so a
-// chain gets the server's hybrid search, filters and context windows instead
-// of a vector store's plain nearest neighbours. The server embeds the query
-// itself: no embeddings object is needed. Needs @langchain/core (a peer of
+// retrod_langchain.mjs - retrod in LangChain.js: RetrodRetriever (the
+// server's search as a retriever, so a chain gets the hybrid search, filters
+// and context windows), RetrodVectorStore (documents added, searched and
+// deleted through the server, which chunks and embeds them itself) and
+// RetrodEmbeddings (the server's encoder). Needs @langchain/core (a peer of
 // any LangChain.js app; tested with 1.4.0) and ./retrod.mjs beside it.
 //
-//   import { RetrodRetriever } from './retrod_langchain.mjs';
+//   import { RetrodRetriever, RetrodVectorStore } from './retrod_langchain.mjs';
 //   const retriever = new RetrodRetriever({ url: 'http://127.0.0.1:8080', apiKey: '...', k: 4,
 //     searchOptions: { filter: { lang: 'en' }, expand: 1 } });
 //   const docs = await retriever.invoke('How do I open a file for appending?');
+//   const store = new RetrodVectorStore(null, { url: 'http://127.0.0.1:8080', apiKey: '...' });
+//   await store.addDocuments([new Document({ pageContent: '...', metadata: { lang: 'en' } })], { ids: ['notes/1'] });
+//   const hits = await store.similaritySearchWithScore('open a file', 4, { lang: 'en' });
 //
 // Each hit becomes a Document: pageContent is the chunk's text, or with
 // searchOptions.expand its context (the chunks around it, merged); metadata
@@ -16,9 +20,27 @@
 // searchOptions are POST /v1/search's own (mode, alpha, filter,
 // exclude_docs, expand, nprobe, ef_search); group_by is refused, since a
 // retriever returns chunks. Errors reject with retrod.mjs's RetrodError.
+import { randomUUID } from 'node:crypto';
 import { BaseRetriever } from '@langchain/core/retrievers';
 import { Document } from '@langchain/core/documents';
+import { Embeddings } from '@langchain/core/embeddings';
+import { VectorStore } from '@langchain/core/vectorstores';
 import { Client } from './retrod.mjs';
+
+/** A search hit as a LangChain Document. */
+function documentOf(h) {
+  return new Document({
+    id: String(h.chunk_id),
+    pageContent: h.context ? h.context.text : h.text,
+    metadata: { ...h.metadata, doc_id: h.doc_id, chunk_id: h.chunk_id, ordinal: h.ordinal, score: h.score },
+  });
+}
+
+function checkedOptions(who, searchOptions) {
+  if ('group_by' in searchOptions) throw new TypeError(`${who}: group_by is not supported (hits are chunks)`);
+  if ('k' in searchOptions || 'query' in searchOptions) throw new TypeError(`${who}: give k as its own argument; the query comes from the call`);
+  return searchOptions;
+}
 
 export class RetrodRetriever extends BaseRetriever {
   static lc_name() { return 'RetrodRetriever'; }
@@ -27,19 +49,94 @@ export class RetrodRetriever extends BaseRetriever {
 
   constructor({ client = null, url, apiKey = null, k = 4, searchOptions = {}, ...fields } = {}) {
     super(fields);
-    if ('group_by' in searchOptions) throw new TypeError('RetrodRetriever: group_by is not supported (a retriever returns chunks)');
-    if ('k' in searchOptions || 'query' in searchOptions) throw new TypeError('RetrodRetriever: give k as its own option; the query comes from invoke');
     this.client = client ?? new Client({ url, apiKey });
     this.k = k;
-    this.searchOptions = searchOptions;
+    this.searchOptions = checkedOptions('RetrodRetriever', searchOptions);
   }
 
   async _getRelevantDocuments(query) {
     const hits = await this.client.search(query, { ...this.searchOptions, k: this.k, with_text: true });
-    return hits.map((h) => new Document({
-      id: String(h.chunk_id),
-      pageContent: h.context ? h.context.text : h.text,
-      metadata: { ...h.metadata, doc_id: h.doc_id, chunk_id: h.chunk_id, ordinal: h.ordinal, score: h.score },
-    }));
+    return hits.map(documentOf);
+  }
+}
+
+/** The server's encoder: documents embedded as stored chunks are, queries as a search embeds them. */
+export class RetrodEmbeddings extends Embeddings {
+  constructor({ client = null, url, apiKey = null, ...params } = {}) {
+    super(params);
+    this.client = client ?? new Client({ url, apiKey });
+  }
+
+  embedDocuments(texts) { return this.client.embed(texts); }
+
+  embedQuery(text) { return this.client.embed(text, { inputType: 'query' }); }
+}
+
+/**
+ * The server as a LangChain vector store. addDocuments upserts each Document
+ * as one retrod document (its id: options.ids[i], else the Document's id,
+ * else a new UUID), which the server chunks and embeds; similaritySearch and
+ * similaritySearchWithScore send the text, so they get the server's default
+ * mode (hybrid) and searchOptions; a filter is a retrod metadata filter;
+ * delete takes { ids } or { filter }. addVectors is refused: the server
+ * embeds documents itself. embeddings may be null (the server's encoder,
+ * RetrodEmbeddings, is used for similaritySearchVectorWithScore's callers).
+ */
+export class RetrodVectorStore extends VectorStore {
+  _vectorstoreType() { return 'retrod'; }
+
+  constructor(embeddings, { client = null, url, apiKey = null, searchOptions = {} } = {}) {
+    const c = client ?? new Client({ url, apiKey });
+    super(embeddings ?? new RetrodEmbeddings({ client: c }), {});
+    this.client = c;
+    this.searchOptions = checkedOptions('RetrodVectorStore', searchOptions);
+  }
+
+  async addDocuments(documents, options = {}) {
+    const ids = documents.map((d, i) => options.ids?.[i] ?? d.id ?? randomUUID());
+    const js = await this.client.upsertNdjson(documents.map((d, i) => ({ id: ids[i], text: d.pageContent, metadata: d.metadata ?? {} })));
+    if (js.errors) {
+      const bad = js.results.find((r) => r.status === 'error');
+      throw new Error(`RetrodVectorStore: ${js.errors} of ${documents.length} documents not stored` +
+        (bad ? ` (the first, ${bad.id !== undefined ? JSON.stringify(bad.id) : 'line ' + bad.line}: ${bad.error.message})` : ''));
+    }
+    return ids;
+  }
+
+  async addVectors() {
+    throw new Error('RetrodVectorStore: the server embeds documents itself; use addDocuments (precomputed vectors go in with `retro index --vectors`)');
+  }
+
+  async similaritySearchVectorWithScore(query, k, filter) {
+    const { alpha, mode, ...options } = this.searchOptions; // a search by vector is dense
+    const hits = await this.client.search({ vector: query }, { ...options, k, filter, with_text: true });
+    return hits.map((h) => [documentOf(h), h.score]);
+  }
+
+  async similaritySearchWithScore(query, k = 4, filter = undefined) {
+    const hits = await this.client.search(query, { ...this.searchOptions, k, filter, with_text: true });
+    return hits.map((h) => [documentOf(h), h.score]);
+  }
+
+  async similaritySearch(query, k = 4, filter = undefined) {
+    return (await this.similaritySearchWithScore(query, k, filter)).map(([d]) => d);
+  }
+
+  async delete({ ids, filter } = {}) {
+    if (ids && filter) throw new TypeError('RetrodVectorStore.delete: give ids or filter, not both');
+    if (ids) await this.client.deleteMany(ids);
+    else if (filter) await this.client.deleteWhere(filter);
+    else throw new TypeError('RetrodVectorStore.delete: give { ids } or { filter }');
+  }
+
+  static async fromTexts(texts, metadatas, embeddings, config) {
+    const metas = Array.isArray(metadatas) ? metadatas : texts.map(() => metadatas);
+    return RetrodVectorStore.fromDocuments(texts.map((t, i) => new Document({ pageContent: t, metadata: metas[i] ?? {} })), embeddings, config);
+  }
+
+  static async fromDocuments(docs, embeddings, config) {
+    const store = new RetrodVectorStore(embeddings, config);
+    await store.addDocuments(docs, { ids: config?.ids });
+    return store;
   }
 }

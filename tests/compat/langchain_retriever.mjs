@@ -1,15 +1,16 @@
-// langchain_retriever.mjs - clients/js/retrod_langchain.mjs's RetrodRetriever
-// with the real @langchain/core against a running `retro serve`: documents
-// upserted with the read-write key, then found through invoke, batch and a
-// chain with the read-only key, their Documents checked against what the
+// langchain_retriever.mjs - clients/js/retrod_langchain.mjs with the real
+// @langchain/core against a running `retro serve`: documents upserted with
+// the read-write key, then found through RetrodRetriever's invoke, batch and
+// a chain with the read-only key, their Documents checked against what the
 // server stores (text, context, metadata, ids), filters and errors passed
-// through. TAP on stdout; run by run.sh from its npm cache, where the client
+// through; RetrodVectorStore's add, search (by text, by vector, as a
+// retriever) and delete, and RetrodEmbeddings. TAP on stdout; run by run.sh from its npm cache, where the client
 // modules are copied beside it.
 //   RETRO_URL=http://127.0.0.1:PORT/v1 RETRO_KEY=KEY RETRO_RW_KEY=KEY node langchain_retriever.mjs
 import { RunnableLambda } from '@langchain/core/runnables';
 import { Document } from '@langchain/core/documents';
 import { Client, RetrodError } from './retrod.mjs';
-import { RetrodRetriever } from './retrod_langchain.mjs';
+import { RetrodEmbeddings, RetrodRetriever, RetrodVectorStore } from './retrod_langchain.mjs';
 import { attempt, done, ok } from './tap.mjs';
 
 const url = process.env.RETRO_URL.replace(/\/v1$/, '');
@@ -60,6 +61,49 @@ await attempt('options', async () => {
   const chain = en.pipe(new RunnableLambda({ func: (ds) => ds.map((x) => x.pageContent).join('\n---\n') }));
   const text = await chain.invoke('glacier');
   ok(typeof text === 'string' && text.includes('glacier'), 'in a chain: the retriever piped into a formatter', text.slice(0, 100));
+});
+
+await attempt('vector store', async () => {
+  const store = new RetrodVectorStore(null, { url, apiKey: process.env.RETRO_RW_KEY });
+  const texts = ['The kettle whistles when the water boils over the stove. '.repeat(8),
+    'A heron waits in the reeds for a fish to pass below the surface. '.repeat(8)];
+  const ids = await store.addDocuments(texts.map((t, i) => new Document({ pageContent: t, metadata: { src: 'lc-store', i } })),
+    { ids: ['vs/kettle', 'vs/heron'] });
+  const kettle = await ro.get('vs/kettle');
+  ok(ids.join() === 'vs/kettle,vs/heron' && kettle.text === texts[0] && kettle.metadata.src === 'lc-store',
+    'addDocuments: each Document stored as a document with its id, text and metadata', kettle.metadata);
+  const [auto] = await store.addDocuments([new Document({ pageContent: 'no id given here', metadata: {} })]);
+  ok(/^[0-9a-f-]{36}$/.test(auto) && (await ro.get(auto)).text === 'no id given here', 'without an id: a new UUID, returned', auto);
+  const first = await chunkOf('vs/heron', 0);
+  const withScore = await store.similaritySearchWithScore(first.text, 2, { src: 'lc-store' });
+  ok(withScore.length === 2 && withScore[0][0].metadata.doc_id === 'vs/heron' && withScore[0][1] === withScore[0][0].metadata.score
+    && withScore.every(([d]) => d.metadata.src === 'lc-store'), 'similaritySearchWithScore: text search with a filter, [Document, score]',
+  withScore.map(([d, s]) => [d.metadata.doc_id, s]));
+  const vec = await new RetrodEmbeddings({ client: ro }).embedDocuments([first.text]);
+  const byVec = await store.similaritySearchVectorWithScore(vec[0], 1, { src: 'lc-store' });
+  ok(byVec.length === 1 && byVec[0][0].metadata.chunk_id === first.chunk_id && Math.abs(byVec[0][1] - 1) < 1e-4,
+    'RetrodEmbeddings + similaritySearchVectorWithScore: a stored chunk\'s embedding finds it, score 1', byVec.map(([d, s]) => [d.metadata.chunk_id, s]));
+  const q = await new RetrodEmbeddings({ client: ro }).embedQuery('kettle');
+  ok(Array.isArray(q) && q.length === vec[0].length, 'embedQuery: one vector of the encoder\'s dimension', q.length);
+  const asRetriever = await store.asRetriever({ k: 1, filter: { src: 'lc-store' } }).invoke(first.text);
+  ok(asRetriever.length === 1 && asRetriever[0].metadata.doc_id === 'vs/heron', 'asRetriever: the base class\'s retriever searches through the server',
+    asRetriever.map((d) => d.metadata.doc_id));
+  let err = null;
+  try { await store.addVectors([[1, 2]], [new Document({ pageContent: 'x' })]); } catch (e) { err = e; }
+  ok(err && /embeds documents itself/.test(err.message), 'addVectors is refused, saying why', err && err.message);
+  err = null;
+  try { await store.addDocuments([new Document({ pageContent: 'fine' }), new Document({ pageContent: 'too long an id' })], { ids: ['vs/ok', 'i'.repeat(600)] }); } catch (e) { err = e; }
+  ok(err && /1 of 2 documents/.test(err.message) && /line 2/.test(err.message) && /id: must be 1 to 512 bytes/.test(err.message),
+    'a document the server refuses: addDocuments throws naming it', err && err.message);
+  await store.delete({ ids: ['vs/kettle', auto] });
+  let gone = null;
+  try { await ro.get('vs/kettle'); } catch (e) { gone = e; }
+  ok(gone instanceof RetrodError && gone.status === 404, 'delete({ ids }) removes them', gone && gone.message);
+  await store.delete({ filter: { src: 'lc-store' } });
+  ok((await ro.search('heron', { k: 5, filter: { src: 'lc-store' } })).length === 0, 'delete({ filter }) removes what matches');
+  const made = await RetrodVectorStore.fromTexts(['one more text about kettles'], { src: 'from-texts' }, null,
+    { url, apiKey: process.env.RETRO_RW_KEY, ids: ['vs/from'] });
+  ok(made instanceof RetrodVectorStore && (await ro.get('vs/from')).metadata.src === 'from-texts', 'fromTexts stores and returns a store');
 });
 
 await attempt('errors', async () => {
