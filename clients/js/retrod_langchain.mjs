@@ -20,7 +20,6 @@
 // searchOptions are POST /v1/search's own (mode, alpha, filter,
 // exclude_docs, expand, nprobe, ef_search); group_by is refused, since a
 // retriever returns chunks. Errors reject with retrod.mjs's RetrodError.
-import { randomUUID } from 'node:crypto';
 import { BaseRetriever } from '@langchain/core/retrievers';
 import { Document } from '@langchain/core/documents';
 import { Embeddings } from '@langchain/core/embeddings';
@@ -93,7 +92,7 @@ export class RetrodVectorStore extends VectorStore {
   }
 
   async addDocuments(documents, options = {}) {
-    const ids = documents.map((d, i) => options.ids?.[i] ?? d.id ?? randomUUID());
+    const ids = documents.map((d, i) => options.ids?.[i] ?? d.id ?? globalThis.crypto.randomUUID());
     const js = await this.client.upsertNdjson(documents.map((d, i) => ({ id: ids[i], text: d.pageContent, metadata: d.metadata ?? {} })));
     if (js.errors) {
       const bad = js.results.find((r) => r.status === 'error');
