@@ -130,22 +130,30 @@ static void model_object(proto_jw *w, const char *name, const char *path, const 
   proto_jw_obj_end(w);
 }
 
-/* GET /v1/models (id NULL): the encoder and, when loaded, the decoder, as
- * OpenAI clients list them; GET /v1/models/{id}: one of them, by the name
- * /v1/embeddings or /v1/completions accept in "model". */
-static void h_models(http_server *s, const char *id, http_response *resp) {
-  if (no_engine(s, resp)) return;
+/* The engine's srv_info (free it), or NULL with the error answered (what:
+ * the route's word for it). */
+static srv_info *info_or_error(http_server *s, const char *what, http_response *resp) {
+  if (no_engine(s, resp)) return NULL;
   srv_info *info = calloc(1, sizeof *info);
   if (!info) {
     http_error(resp, PROTO_ENOMEM, "out of memory");
-    return;
+    return NULL;
   }
   proto_status st = srv_info_get(s->engine, info);
   if (st != PROTO_OK) {
     free(info);
-    engine_error(resp, st, "models");
-    return;
+    engine_error(resp, st, what);
+    return NULL;
   }
+  return info;
+}
+
+/* GET /v1/models (id NULL): the encoder and, when loaded, the decoder, as
+ * OpenAI clients list them; GET /v1/models/{id}: one of them, by the name
+ * /v1/embeddings or /v1/completions accept in "model". */
+static void h_models(http_server *s, const char *id, http_response *resp) {
+  srv_info *info = info_or_error(s, "models", resp);
+  if (!info) return;
   int enc = !id || model_matches(id, s->encoder_name, NULL);
   int dec = info->decoder_loaded && (!id || model_matches(id, s->model_name, info->decoder_path));
   proto_jw w;
@@ -181,18 +189,8 @@ static void h_models(http_server *s, const char *id, http_response *resp) {
 }
 
 static void h_info(http_server *s, http_response *resp) {
-  if (no_engine(s, resp)) return;
-  srv_info *info = calloc(1, sizeof *info);
-  if (!info) {
-    http_error(resp, PROTO_ENOMEM, "out of memory");
-    return;
-  }
-  proto_status st = srv_info_get(s->engine, info);
-  if (st != PROTO_OK) {
-    free(info);
-    engine_error(resp, st, "info");
-    return;
-  }
+  srv_info *info = info_or_error(s, "info", resp);
+  if (!info) return;
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   view_info(&w, info, s->encoder_name, s->model_name, info->read_only || s->cfg->read_only);
