@@ -162,7 +162,7 @@ class Client:
         n = 0
         for d in self.documents(filter=filter, page_size=1000, with_text=True):
             out.write(json.dumps({"id": d["id"], "text": d["text"], "metadata": d["metadata"]},
-                                 ensure_ascii=False) + "\n")
+                                 ensure_ascii=False, separators=(",", ":")) + "\n")
             n += 1
         return n
 
