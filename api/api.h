@@ -102,6 +102,7 @@ enum {
   PROTO_MAX_QUERIES = 256,     /* "queries" / embeddings "input" array length */
   PROTO_MAX_EXCLUDE = 1024,    /* exclude_docs length */
   PROTO_MAX_DELETE = 100000,   /* ids of one POST /v1/documents/delete */
+  PROTO_MAX_GET = 1000,        /* ids of one POST /v1/documents/get */
   PROTO_MAX_STOP = 4,          /* stop sequences */
   PROTO_MAX_STOP_BYTES = 256,  /* bytes per stop sequence */
   PROTO_MAX_GEN_TOKENS = 4096, /* max_tokens */
@@ -143,6 +144,18 @@ typedef struct proto_delete_req {
 proto_status proto_delete_parse(const char *json, size_t len, proto_delete_req *out, char *err,
                                 size_t errlen);
 void proto_delete_free(proto_delete_req *r); /* accepts zeroed */
+
+/* POST /v1/documents/get: {"ids": [...]}, 1..PROTO_MAX_GET ids, as a
+ * delete's are (each 1..PROTO_MAX_ID_BYTES bytes, none given twice), and
+ * "with_text" (default true). */
+typedef struct proto_get_req {
+  char **ids;
+  size_t n;
+  int with_text;
+} proto_get_req;
+proto_status proto_get_parse(const char *json, size_t len, proto_get_req *out, char *err,
+                             size_t errlen);
+void proto_get_free(proto_get_req *r); /* accepts zeroed */
 
 /* POST /v1/documents/update: the documents, as a delete names them ("ids"
  * or "filter"), and "metadata", the merge patch of each one's metadata. */

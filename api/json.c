@@ -954,6 +954,17 @@ static proto_status no_repeated_id(char *const *ids, size_t n, char *err, size_t
   return st;
 }
 
+/* "ids" (ids, not NULL): 1..max document ids, none empty or given twice. */
+static proto_status get_ids(json_t *ids, size_t max, char ***out, size_t *n, char *err,
+                            size_t errlen) {
+  if (!json_is_array(ids))
+    return fail(PROTO_ETYPE, err, errlen, "ids: must be an array of strings");
+  proto_status st =
+      get_strs(ids, "ids", 1, max, PROTO_MAX_ID_BYTES, out, NULL, n, NULL, err, errlen);
+  if (st == PROTO_OK) st = no_empty_string("ids", *out, *n, 1, err, errlen);
+  return st == PROTO_OK ? no_repeated_id(*out, *n, err, errlen) : st;
+}
+
 /* The documents a body names: its "ids" or its "filter", exactly one;
  * root is an object whose fields the caller has checked. */
 static proto_status get_which_docs(json_t *root, proto_delete_req *out, char *err, size_t errlen) {
@@ -970,12 +981,7 @@ static proto_status get_which_docs(json_t *root, proto_delete_req *out, char *er
                             : fail(PROTO_ERANGE, err, errlen,
                                    "filter: empty (it would match every document; give a key)");
   }
-  if (!json_is_array(ids))
-    return fail(PROTO_ETYPE, err, errlen, "ids: must be an array of strings");
-  st = get_strs(ids, "ids", 1, PROTO_MAX_DELETE, PROTO_MAX_ID_BYTES, &out->ids, NULL, &out->n, NULL,
-                err, errlen);
-  if (st == PROTO_OK) st = no_empty_string("ids", out->ids, out->n, 1, err, errlen);
-  return st == PROTO_OK ? no_repeated_id(out->ids, out->n, err, errlen) : st;
+  return get_ids(ids, PROTO_MAX_DELETE, &out->ids, &out->n, err, errlen);
 }
 
 proto_status proto_delete_parse(const char *text, size_t len, proto_delete_req *out, char *err,
@@ -988,6 +994,29 @@ proto_status proto_delete_parse(const char *text, size_t len, proto_delete_req *
   json_decref(root);
   if (st != PROTO_OK) proto_delete_free(out);
   return st;
+}
+
+proto_status proto_get_parse(const char *text, size_t len, proto_get_req *out, char *err,
+                             size_t errlen) {
+  static const char *const fields[] = {"ids", "with_text", NULL};
+  json_t *root = NULL;
+  memset(out, 0, sizeof *out);
+  proto_status st = parse_object(text, len, fields, &root, err, errlen);
+  if (st == PROTO_OK) {
+    json_t *ids = json_object_get(root, "ids");
+    st = ids && !json_is_null(ids) ? get_ids(ids, PROTO_MAX_GET, &out->ids, &out->n, err, errlen)
+                                   : fail(PROTO_EMISSING, err, errlen, "ids: missing field");
+  }
+  if (st == PROTO_OK) st = get_bool(root, "with_text", 1, &out->with_text, err, errlen);
+  json_decref(root);
+  if (st != PROTO_OK) proto_get_free(out);
+  return st;
+}
+
+void proto_get_free(proto_get_req *r) {
+  if (!r) return;
+  free_strs(r->ids, r->n);
+  memset(r, 0, sizeof *r);
 }
 
 /* "metadata" of a patch: an object, written compactly to *out. */

@@ -706,6 +706,18 @@ proto_status srv_documents_list(srv_engine *e, uint64_t after, size_t max, const
   return s;
 }
 
+/* A document read whole, as the engine answers it (takes w's members). */
+static void document_of(const store_doc_whole *w, srv_document *out) {
+  *out = (srv_document){.doc_num = w->doc.doc_id,
+                        .id = w->doc.id,
+                        .metadata_json = w->doc.metadata_json,
+                        .first_chunk = w->doc.first_chunk,
+                        .n_chunks = w->doc.n_chunks,
+                        .n_tokens = w->n_tokens,
+                        .text = w->text,
+                        .text_len = w->text_len};
+}
+
 proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_document *out) {
   if (!e || !id || !out) return srv__fail(PROTO_EINVAL, "srv_document_get: NULL argument");
   memset(out, 0, sizeof *out);
@@ -713,14 +725,23 @@ proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_
   proto_status s = store_doc_get_whole(e->st, id, with_text, &w);
   if (s == PROTO_ENOTFOUND) return srv__fail(s, "document \"%s\" not found", id);
   if (s != PROTO_OK) return srv__fail(s, "reading document \"%s\": %s", id, store_last_error());
-  out->doc_num = w.doc.doc_id;
-  out->id = w.doc.id;
-  out->metadata_json = w.doc.metadata_json;
-  out->first_chunk = w.doc.first_chunk;
-  out->n_chunks = w.doc.n_chunks;
-  out->n_tokens = w.n_tokens;
-  out->text = w.text;
-  out->text_len = w.text_len;
+  document_of(&w, out);
+  return PROTO_OK;
+}
+
+proto_status srv_documents_get(srv_engine *e, const char *const *ids, size_t n, int with_text,
+                               srv_document *out, int *found) {
+  if (!e || (n && (!ids || !out || !found)))
+    return srv__fail(PROTO_EINVAL, "srv_documents_get: NULL argument");
+  store_doc_whole *w = calloc(n ? n : 1, sizeof *w);
+  if (!w) return srv__fail(PROTO_ENOMEM, "out of memory");
+  proto_status s = store_docs_get_whole(e->st, ids, n, with_text, w, found);
+  for (size_t i = 0; i < n; i++) {
+    if (s == PROTO_OK && found[i]) document_of(&w[i], &out[i]);
+    else memset(&out[i], 0, sizeof out[i]);
+  }
+  free(w);
+  if (s != PROTO_OK) return srv__fail(s, "reading documents: %s", store_last_error());
   return PROTO_OK;
 }
 

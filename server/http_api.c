@@ -529,6 +529,68 @@ static void h_docs_delete(http_server *s, const http_request *rq, http_response 
   proto_delete_free(&req);
 }
 
+/* The most text bytes one POST /v1/documents/get answers with, as a
+ * search's answer is bounded (SRV_SEARCH_MAX_TEXTS): beyond, a 422. */
+#define GET_MAX_TEXT_BYTES ((size_t)64 << 20)
+
+/* The documents found, in the order asked, and the ids that named none. */
+static void write_got(const proto_get_req *req, const srv_document *d, const int *found,
+                      http_response *resp) {
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "documents");
+  proto_jw_arr(&w);
+  for (size_t i = 0; i < req->n; i++)
+    if (found[i]) view_document(&w, &d[i], req->with_text);
+  proto_jw_arr_end(&w);
+  proto_jw_key(&w, "not_found");
+  proto_jw_arr(&w);
+  for (size_t i = 0; i < req->n; i++)
+    if (!found[i]) proto_jw_cstr(&w, req->ids[i]);
+  proto_jw_arr_end(&w);
+  proto_jw_obj_end(&w);
+  ok_json(resp, 200);
+}
+
+static void get_documents(http_server *s, const proto_get_req *req, http_response *resp) {
+  srv_document *d = calloc(req->n, sizeof *d);
+  int *found = calloc(req->n, sizeof *found);
+  proto_status st = d && found ? PROTO_OK : PROTO_ENOMEM;
+  if (st != PROTO_OK) http_error(resp, st, "out of memory");
+  else if ((st = srv_documents_get(s->engine, (const char *const *)req->ids, req->n, req->with_text,
+                                   d, found)) != PROTO_OK)
+    engine_error(resp, st, "get documents");
+  size_t bytes = 0;
+  for (size_t i = 0; st == PROTO_OK && i < req->n; i++) bytes += d[i].text_len;
+  if (st == PROTO_OK && bytes > GET_MAX_TEXT_BYTES) {
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "ids: the documents' texts come to %zu bytes, more than one answer holds (%zu): ask "
+             "for fewer ids, or with_text false",
+             bytes, GET_MAX_TEXT_BYTES);
+    http_error(resp, PROTO_ERANGE, msg);
+  } else if (st == PROTO_OK) {
+    write_got(req, d, found, resp);
+  }
+  for (size_t i = 0; d && i < req->n; i++) srv_document_free(&d[i]);
+  free(d);
+  free(found);
+}
+
+/* POST /v1/documents/get: many documents by id, read in one transaction. */
+static void h_docs_get(http_server *s, const http_request *rq, http_response *resp) {
+  char err[512];
+  proto_get_req req;
+  proto_status st = proto_get_parse(rq->body, rq->body_len, &req, err, sizeof err);
+  if (st != PROTO_OK) {
+    http_error(resp, st, err);
+    return;
+  }
+  if (!no_engine(s, resp)) get_documents(s, &req, resp);
+  proto_get_free(&req);
+}
+
 static void write_tokens(proto_jw *w, const int32_t *t, uint32_t n) {
   proto_jw_arr(w);
   for (uint32_t i = 0; i < n; i++) proto_jw_int(w, t[i]);

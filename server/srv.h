@@ -320,6 +320,11 @@ typedef struct srv_document {
 } srv_document;
 /* PROTO_ENOTFOUND when absent. Free with srv_document_free. */
 proto_status srv_document_get(srv_engine *e, const char *id, int with_text, srv_document *out);
+/* n documents read in one transaction: found[i] says whether ids[i] named
+ * one, and out[i] is it (zeroed when not; free each with
+ * srv_document_free). */
+proto_status srv_documents_get(srv_engine *e, const char *const *ids, size_t n, int with_text,
+                               srv_document *out, int *found);
 /* Merges patch_json (a JSON object's text) into document id's metadata as
  * JSON Merge Patch (RFC 7396) says, in one transaction: the text, chunks
  * and indexes stay as they are, and the content hash follows the new

@@ -1460,6 +1460,31 @@ proto_status store_doc_get_whole(store *st, const char *id, int with_text, store
   return ps;
 }
 
+proto_status store_docs_get_whole(store *st, const char *const *ids, size_t n, int with_text,
+                                  store_doc_whole *out, int *found) {
+  MDB_txn *txn = NULL;
+  if (!st || (n && (!ids || !out || !found))) {
+    proto_err_set("store: bad docs_get_whole arguments");
+    return PROTO_EINVAL;
+  }
+  memset(out, 0, n * sizeof *out);
+  memset(found, 0, n * sizeof *found);
+  proto_status ps = rd_begin(st, &txn);
+  for (size_t i = 0; i < n && !ps; i++) {
+    size_t len;
+    uint64_t num = 0;
+    doc_rec r;
+    if (!(ps = check_id(ids[i], &len)) && !(ps = doc_lookup(st, txn, ids[i], len, &num, &r)) && num)
+      found[i] = !(ps = whole_in(st, txn, num, &r, with_text, &out[i]));
+  }
+  if (txn) rd_end(st, txn);
+  for (size_t i = 0; ps && i < n; i++) {
+    store_doc_whole_free(&out[i]);
+    found[i] = 0;
+  }
+  return ps;
+}
+
 /* Begins a read with a cursor on the documents, at the first with doc num
  * > after (*rc: that get's LMDB code, MDB_NOTFOUND past the end; *k, *v its
  * record). On PROTO_OK both are open: close the cursor, then rd_end. */

@@ -177,6 +177,12 @@ typedef struct store_doc_whole {
 /* PROTO_ENOTFOUND when there is no document id; a missing chunk is
  * PROTO_ECORRUPT. Free with store_doc_whole_free. */
 proto_status store_doc_get_whole(store *st, const char *id, int with_text, store_doc_whole *out);
+/* The same for n documents, all read in one transaction (one snapshot):
+ * found[i] says whether ids[i] named one, and out[i] is it (zeroed when
+ * not). On an error (a bad id, a read failing) nothing is returned. Free
+ * each out[i] with store_doc_whole_free. */
+proto_status store_docs_get_whole(store *st, const char *const *ids, size_t n, int with_text,
+                                  store_doc_whole *out, int *found);
 void store_doc_whole_free(store_doc_whole *w); /* accepts zeroed */
 /* Called with each document whole, in doc num order, inside the scan's read
  * transaction (the rules of store_vectors_fn below apply); w and what it

@@ -93,6 +93,9 @@ export class Client {
   /** One document with its text, chunk ids and metadata. */
   get(id) { return this.json('GET', '/v1/documents/' + quote(id)); }
 
+  /** Up to 1,000 documents by id, read in one transaction: {documents (found, in the order asked), not_found}. */
+  getMany(ids, { withText = true } = {}) { return this.json('POST', '/v1/documents/get', { body: { ids: [...ids], with_text: withText } }); }
+
   /** Merges patch into the document's metadata (null removes a key); the text is not embedded again. */
   patchMetadata(id, patch) {
     return this.json('PATCH', '/v1/documents/' + quote(id), { body: { metadata: patch }, ctype: 'application/merge-patch+json' });

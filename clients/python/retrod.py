@@ -110,6 +110,11 @@ class Client:
         """One document with its text, chunk ids and metadata."""
         return self._json("GET", "/v1/documents/" + _quote(doc_id))
 
+    def get_many(self, ids, with_text=True):
+        """Up to 1,000 documents by id, read in one transaction: {"documents"
+        (those found, in the order asked), "not_found"}."""
+        return self._json("POST", "/v1/documents/get", {"ids": list(ids), "with_text": with_text})
+
     def patch_metadata(self, doc_id, patch):
         """Merges patch into the document's metadata (JSON Merge Patch: a key
         set to None is removed); its text is not embedded again. Returns the

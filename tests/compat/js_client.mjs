@@ -25,6 +25,10 @@ await attempt('client', async () => {
   ok(js.results.map((r) => r.status).join() === 'unchanged,ok,ok', 'upsertNdjson (one unchanged)', js);
   const d2 = await c.get('js/2');
   ok(d2.text === docs[2].text && d2.metadata.n === 2, 'get', d2);
+  const many = await c.getMany(['js/3', 'js/x', 'js/2']);
+  ok(many.documents.map((x) => x.id).join() === 'js/3,js/2' && JSON.stringify(many.documents[1]) === JSON.stringify(d2)
+    && many.not_found.join() === 'js/x', 'getMany: in the order asked, with not_found', many.not_found);
+  ok(!('text' in (await c.getMany(['js/2'], { withText: false })).documents[0]), 'getMany without texts');
   let hits = await c.search(docs[2].text, { k: 3, mode: 'dense' });
   ok(hits[0].doc_id === 'js/2', 'search by text', hits.map((h) => h.doc_id));
   hits = await c.search(docs[2].text, { k: 10, filter: { n: { $gte: 4 } }, with_text: false });

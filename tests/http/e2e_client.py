@@ -52,6 +52,10 @@ def run():
            "upsert_stream: NDJSON from an iterator, chunked (one unchanged)", js)
         d = c.get("cl/2")
         ok(d["text"] == docs[2]["text"] and d["metadata"] == docs[2]["metadata"], "get", d)
+        many = c.get_many(["cl/3", "cl/x", "cl/2"])
+        ok([x["id"] for x in many["documents"]] == ["cl/3", "cl/2"] and many["documents"][1] == d
+           and many["not_found"] == ["cl/x"], "get_many: in the order asked, with not_found", many["not_found"])
+        ok("text" not in c.get_many(["cl/2"], with_text=False)["documents"][0], "get_many without texts")
         hits = c.search(docs[2]["text"], k=3, mode="dense")
         ok(hits[0]["doc_id"] == "cl/2", "search by text", [h["doc_id"] for h in hits])
         hits = c.search(docs[2]["text"], k=10, filter={"n": {"$gte": 4}}, with_text=False)

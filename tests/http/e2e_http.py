@@ -1312,6 +1312,7 @@ def run_listing_and_page(s):
        and one["chunk_ids"][0] == doc["first_chunk"] and one["metadata"] == doc["metadata"],
        "a listed document matches GET /v1/documents/{id}", (doc, one))
     run_listing_with_text(s, seen)
+    run_docs_get(s, seen)
     st, js, _, _ = s.req("GET", "/v1/documents")
     ok(st == 200 and len(js["documents"]) == min(50, len(seen)), "limit defaults to 50")
     st, js, _, _ = s.req("GET", "/v1/documents?after=%d" % nums[-1])
@@ -1357,6 +1358,34 @@ def run_listing_and_page(s):
     ok(st == 200 and body == b"", "HEAD /")
     st, js, _, _ = s.req("POST", "/", body="{}")
     ok(st == 405, "POST / -> 405")
+
+
+def run_docs_get(s, seen):
+    # --- POST /v1/documents/get: many documents by id, in one read ---------
+    ids = [seen[2]["id"], "get/none", seen[0]["id"]]
+    st, js, _, _ = s.req("POST", "/v1/documents/get", {"ids": ids})
+    singles = [s.req("GET", "/v1/documents/" + urllib.parse.quote(i, safe=""))[1] for i in (ids[0], ids[2])]
+    ok(st == 200 and js["documents"] == singles and js["not_found"] == ["get/none"],
+       "documents/get: the documents found, in the order asked, each as GET /v1/documents/{id}; not_found",
+       (st, js.get("not_found") if js else js))
+    st, js, _, _ = s.req("POST", "/v1/documents/get", {"ids": ids[:1], "with_text": False})
+    want = {k: v for k, v in singles[0].items() if k != "text"}
+    ok(st == 200 and js["documents"] == [want], "documents/get with_text false: the same without the text", js)
+    st, js, _, _ = s.req("POST", "/v1/documents/get", {"ids": ["get/none"], "with_text": None})
+    ok(st == 200 and js == {"documents": [], "not_found": ["get/none"]}, "documents/get: none found", js)
+    for body, word, status in [({}, "ids", 400), ({"ids": []}, "ids", None), ({"ids": "a"}, "ids", 400),
+                               ({"ids": ["a", "b", "a"]}, "given twice", 400), ({"ids": [""]}, "ids", None),
+                               ({"ids": ["x%d" % i for i in range(1001)]}, "ids", None),
+                               ({"ids": ["a"], "with_text": "yes"}, "with_text", 400),
+                               ({"ids": ["a"], "filter": {"a": 1}}, "filter", 400)]:
+        st, js, _, _ = s.req("POST", "/v1/documents/get", body)
+        ok((st == status if status else 400 <= st < 500) and js and word in js["error"]["message"],
+           "documents/get %s -> %s naming %s" % (json.dumps(body)[:60], status or "4xx", word), (st, js))
+    st, js, _, r = s.req("GET", "/v1/documents/get")
+    ok(st == 405 and r.getheader("Allow") == "POST", "GET /v1/documents/get -> 405 (a document named get is %67et)",
+       (st, r.getheader("Allow")))
+    st, js, _, _ = s.req("GET", "/v1/documents/%67et")
+    ok(st == 404, "GET /v1/documents/%67et: the document named get (none here)", (st, js))
 
 
 def run_text_page_budget():

@@ -1153,6 +1153,16 @@ TEST(content_hash) {
   CHECK(store_doc_get_whole(st, "h", 0, &w) == PROTO_OK && !w.text && w.n_tokens == want_tokens);
   store_doc_whole_free(&w);
   CHECK(store_doc_get_whole(st, "absent", 1, &w) == PROTO_ENOTFOUND && !w.doc.id && !w.text);
+  /* many in one read: found flags in the order asked, the absent zeroed */
+  const char *many_ids[3] = {"absent", "h", ""};
+  store_doc_whole many[3];
+  int many_found[3] = {7, 7, 7};
+  CHECK(store_docs_get_whole(st, many_ids, 2, 1, many, many_found) == PROTO_OK &&
+        !many_found[0] && !many[0].doc.id && many_found[1] && !strcmp(many[1].text, want) &&
+        many[1].n_tokens == want_tokens);
+  for (int i = 0; i < 2; i++) store_doc_whole_free(&many[i]);
+  CHECK(store_docs_get_whole(st, many_ids, 3, 1, many, many_found) == PROTO_EINVAL &&
+        !many_found[1] && !many[1].doc.id); /* an empty id fails the whole read */
   /* metadata rewritten in place: same doc num and chunks, the new hash */
   uint64_t num0 = 0;
   CHECK(store_doc_hash(st, "h", got, &num0, &nc) == PROTO_OK && num0 != 0);
