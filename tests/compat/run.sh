@@ -3,9 +3,10 @@
 # tests/http/make_models.py, a read-write and a read-only API key, a random
 # loopback port) and a second one with --strict-models, and runs SCRIPT
 # (openai_client.mjs: the official OpenAI Node client; clients.mjs: LangChain,
-# the Vercel AI SDK, LlamaIndex; langchain_retriever.mjs: our LangChain.js
-# retriever, clients/js/retrod_langchain.mjs) against the first with the
-# read-only key (RETRO_RW_KEY holds the read-write one).
+# the Vercel AI SDK, LlamaIndex; langchain_retriever.mjs and
+# llamaindex_retriever.mjs: our integrations, clients/js/retrod_langchain.mjs
+# and retrod_llamaindex.mjs) against the first with the read-only key
+# (RETRO_RW_KEY holds the read-write one).
 # The npm packages, pinned below, are installed into CACHE on first use.
 # TAP on stdout. Exit 77 (skipped) when node, npm, PyTorch or the npm
 # registry is not available; otherwise the script's checks decide.
