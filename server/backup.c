@@ -526,6 +526,88 @@ static void verify_contents(verify_ctx *v, store *st) {
   }
 }
 
+/* The chunk tokenizer the database records (its fingerprint), opened from
+ * the model directory it records: the decoder's, else the encoder's. NULL,
+ * with why in why, when it cannot be had. */
+static tok *recorded_chunk_tokenizer(store *st, char *why, size_t n) {
+  char *dec = NULL, *enc = NULL, *fp = NULL;
+  tok *t = NULL;
+  store_meta_get(st, "decoder_path", &dec);
+  store_meta_get(st, "encoder_path", &enc);
+  store_meta_get(st, "chunk_tokenizer", &fp);
+  const char *dir = dec && strcmp(dec, "none") ? dec : enc;
+  if (!dir || !fp) snprintf(why, n, "the database records no model paths");
+  else if (tok_open_dir(dir, &t) != PROTO_OK)
+    snprintf(why, n, "no tokenizer at %.300s, the models the database records", dir);
+  else if (strcmp(tok_fingerprint(t), fp))
+    snprintf(why, n, "the tokenizer at %.300s is not the one the chunks were made with", dir);
+  else if (tok_get_kind(t) != TOK_BPE)
+    snprintf(why, n, "a WordPiece tokenizer does not give back the text it read");
+  if (*why) tok_close(t);
+  free(dec);
+  free(enc);
+  free(fp);
+  return *why ? NULL : t;
+}
+
+static proto_status collect_ids(void *ctx, const uint64_t *ids, const float *vecs, size_t n) {
+  (void)vecs;
+  proto_buf *b = ctx;
+  proto_buf_add(b, ids, n * sizeof *ids);
+  return b->failed ? PROTO_ENOMEM : PROTO_OK;
+}
+
+/* One chunk: do its tokens (what the decoder reads) decode to its text?
+ * 1 when they do or it is gone (deleted since the ids were read). */
+static int chunk_tokens_ok(store *st, const tok *t, uint64_t id) {
+  store_chunk c = {0};
+  char *text = NULL;
+  size_t len = 0;
+  proto_status s = store_chunk_get(st, id, &c);
+  int ok = s == PROTO_ENOTFOUND ||
+           (s == PROTO_OK && tok_decode(t, c.tokens, c.n_tokens, &text, &len) == PROTO_OK &&
+            len == c.text_len && !memcmp(text, c.text, len));
+  free(text);
+  store_chunk_free(&c);
+  return ok;
+}
+
+/* Every chunk's token ids against its text. The content hash covers a
+ * document's text, not the ids the decoder is fed, so a changed id went
+ * unseen; a byte-level BPE gives back exactly the bytes it read. */
+static void verify_tokens(verify_ctx *v, store *st) {
+  char why[400] = "", line[256];
+  tok *t = recorded_chunk_tokenizer(st, why, sizeof why);
+  if (!t) {
+    snprintf(line, sizeof line, "tokens: not checked: %.180s", why);
+    if (v->say) v->say(v->ctx, line);
+    return;
+  }
+  proto_buf ids;
+  proto_buf_init(&ids);
+  if (store_vectors_scan(st, 0, 0, collect_ids, &ids) != PROTO_OK) {
+    problem(v, "reading the chunk ids: %s", store_last_error());
+  } else {
+    uint64_t n = ids.len / sizeof(uint64_t), bad = 0, first = 0;
+    for (uint64_t i = 0; i < n; i++) {
+      uint64_t id;
+      memcpy(&id, ids.data + i * sizeof id, sizeof id);
+      if (!chunk_tokens_ok(st, t, id) && !bad++) first = id;
+    }
+    if (bad)
+      problem(v,
+              "tokens: %llu of %llu chunks' token ids do not decode to their text (the first: "
+              "chunk %llu): the database is damaged; restore a backup, or index their documents "
+              "again",
+              (unsigned long long)bad, (unsigned long long)n, (unsigned long long)first);
+    snprintf(line, sizeof line, "tokens: %llu chunks' token ids checked against their texts",
+             (unsigned long long)n);
+    if (v->say) v->say(v->ctx, line);
+  }
+  proto_buf_free(&ids);
+  tok_close(t);
+}
+
 proto_status srv_verify(const char *dir, srv_say_fn say, void *ctx, uint64_t *problems) {
   verify_ctx v = {.say = say, .ctx = ctx};
   char *mdb = join(dir, "db/data.mdb"), *man = join(dir, "manifest.json");
@@ -570,6 +652,7 @@ proto_status srv_verify(const char *dir, srv_say_fn say, void *ctx, uint64_t *pr
     say(ctx, line);
   }
   verify_contents(&v, st);
+  verify_tokens(&v, st);
   verify_vectors(&v, st, &ss);
   verify_faiss(&v, dir, st, &ss);
   verify_lexical(&v, dir, st, &ss);

@@ -1590,7 +1590,8 @@ static int cmd_ops(const char *cmd, int argc, char **argv) {
           "it) in the new directory OUT, with a manifest (models, counts, SHA-256).\n"
           "restore: checks BACKUP against its manifest and copies it into DIR (absent or\n"
           "empty), then builds the indexes. verify: checks a database (every chunk's\n"
-          "vector, record counts, index.faiss and lexical.sqlite against it) or a backup\n"
+          "vector and token ids, every document's content hash, record counts,\n"
+          "index.faiss and lexical.sqlite against it) or a backup\n"
           "(its files against the manifest); exit 1 naming each problem.\n");
     goto leave;
   }

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -185,7 +186,9 @@ def run():
     try:
         r.req("POST", "/v1/documents", {"documents": [{"id": "x%d" % i, "text": text_of("x%d" % i)} for i in range(5)] + [
             {"id": "tamper-text", "text": text_of("t") + " zqxwvTEXTMARK"},
-            {"id": "tamper-meta", "text": text_of("m"), "metadata": {"tag": "zqxwvMETAMARK"}}]})
+            {"id": "tamper-meta", "text": text_of("m"), "metadata": {"tag": "zqxwvMETAMARK"}},
+            {"id": "tamper-tokens", "text": text_of("k")}]})
+        chunk = r.req("GET", "/v1/chunks/%d" % r.req("GET", "/v1/documents/tamper-tokens")[1]["chunk_ids"][0])[1]
     finally:
         r.stop()
     rc, out, err = retro("verify", "--data", restored)
@@ -206,7 +209,21 @@ def run():
     named = re.findall(r'document "([^"]+)": its text or metadata is not what was written', err)
     ok(rc == 1 and sorted(named) == ["tamper-meta", "tamper-text"] and "restore a backup" in err,
        "retro verify finds a byte changed in a chunk's text and one in a document's metadata", err)
+    # nor does the content hash cover the token ids the decoder reads: a
+    # changed id is found by decoding each chunk's ids against its text
+    shutil.copy(mdb + ".good", mdb)
+    raw = bytearray(open(mdb, "rb").read())
+    toks = chunk["tokens"]
+    at = raw.find(struct.pack("<%di" % len(toks), *toks))
+    raw[at + 4:at + 8] = struct.pack("<i", toks[1] ^ 1)
+    open(mdb, "wb").write(raw)
+    rc, _, err = retro("verify", "--data", restored)
+    ok(at >= 0 and rc == 1 and "tokens: 1 of" in err and "chunk %d)" % chunk["chunk_id"] in err
+       and "its text or metadata is not what was written" not in err,
+       "retro verify finds a token id changed in a chunk (its text and hash intact)", err)
     shutil.move(mdb + ".good", mdb)
+    rc, _, err = retro("verify", "--data", restored)
+    ok(rc == 0 and "chunks' token ids checked against their texts" in err, "verify checks every chunk's tokens", err)
     shutil.copy(old, faiss)
     rc, _, err = retro("verify", "--data", restored)
     ok(rc == 1 and "stale watermark" in err and "the next start rebuilds it" in err,
