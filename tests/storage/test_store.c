@@ -1157,8 +1157,8 @@ TEST(content_hash) {
   const char *many_ids[3] = {"absent", "h", ""};
   store_doc_whole many[3];
   int many_found[3] = {7, 7, 7};
-  CHECK(store_docs_get_whole(st, many_ids, 2, 1, many, many_found) == PROTO_OK &&
-        !many_found[0] && !many[0].doc.id && many_found[1] && !strcmp(many[1].text, want) &&
+  CHECK(store_docs_get_whole(st, many_ids, 2, 1, many, many_found) == PROTO_OK && !many_found[0] &&
+        !many[0].doc.id && many_found[1] && !strcmp(many[1].text, want) &&
         many[1].n_tokens == want_tokens);
   for (int i = 0; i < 2; i++) store_doc_whole_free(&many[i]);
   CHECK(store_docs_get_whole(st, many_ids, 3, 1, many, many_found) == PROTO_EINVAL &&
