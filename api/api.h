@@ -100,7 +100,7 @@ proto_status proto_docs_parse(const char *json, size_t len, size_t max_docs, pro
 
 enum {
   PROTO_MAX_QUERIES = 256,     /* "queries" / embeddings "input" array length */
-  PROTO_MAX_EXCLUDE = 1024,    /* exclude_docs length */
+  PROTO_MAX_EXCLUDE = 1024,    /* exclude_docs (and include_docs) length */
   PROTO_MAX_DELETE = 100000,   /* ids of one POST /v1/documents/delete */
   PROTO_MAX_GET = 1000,        /* ids of one POST /v1/documents/get */
   PROTO_MAX_STOP = 4,          /* stop sequences */
@@ -179,6 +179,9 @@ typedef struct proto_search_req {
   int k;               /* default 10, [1, PROTO_MAX_K] */
   char **exclude_docs; /* external document ids */
   size_t n_exclude;
+  char **include_docs; /* "include_docs": only these documents' chunks; at
+                          least one id when given */
+  size_t n_include;
   int nprobe;        /* 0 = index default */
   int ef_search;     /* 0 = index default */
   int with_text;     /* default 1 */
@@ -250,6 +253,8 @@ typedef struct proto_complete_req {
   int k;         /* neighbours per chunk; 0 = model default, [0, 64] */
   char **exclude_docs;
   size_t n_exclude;
+  char **include_docs; /* neighbours only from these documents (as in search) */
+  size_t n_include;
   char *filter_json;  /* "filter" of the neighbours (as in search), or NULL */
   int retrieval_mode; /* "retrieval_mode": 0 absent, 1 dense, 2 lexical, 3 hybrid */
   char *model;        /* NULL when absent */

@@ -603,16 +603,31 @@ static proto_status no_empty_string(const char *name, char *const *s, size_t n, 
   return PROTO_OK;
 }
 
-static proto_status get_exclude(json_t *obj, char ***ids, size_t *n, char *err, size_t errlen) {
-  json_t *v = json_object_get(obj, "exclude_docs");
+/* "exclude_docs" or "include_docs": document ids. An empty exclude_docs
+ * skips none; an empty include_docs would match nothing, and is refused. */
+static proto_status get_doc_ids(json_t *obj, const char *name, char ***ids, size_t *n, char *err,
+                                size_t errlen) {
+  json_t *v = json_object_get(obj, name);
+  int include = !strcmp(name, "include_docs");
   *ids = NULL;
   *n = 0;
   if (!v || json_is_null(v)) return PROTO_OK;
   if (!json_is_array(v))
-    return fail(PROTO_ETYPE, err, errlen, "exclude_docs: must be an array of strings");
-  if (json_array_size(v) == 0) return PROTO_OK; /* none to skip */
-  return get_strs(v, "exclude_docs", 1, PROTO_MAX_EXCLUDE, PROTO_MAX_ID_BYTES, ids, NULL, n, NULL,
-                  err, errlen);
+    return fail(PROTO_ETYPE, err, errlen, "%s: must be an array of strings", name);
+  if (json_array_size(v) == 0)
+    return include ? fail(PROTO_ERANGE, err, errlen,
+                          "include_docs: empty (it would match no document; leave it out to "
+                          "search them all)")
+                   : PROTO_OK;
+  return get_strs(v, name, 1, PROTO_MAX_EXCLUDE, PROTO_MAX_ID_BYTES, ids, NULL, n, NULL, err,
+                  errlen);
+}
+
+/* exclude_docs and include_docs of a search or of a completion's retrieval. */
+static proto_status get_doc_lists(json_t *obj, char ***excl, size_t *n_excl, char ***incl,
+                                  size_t *n_incl, char *err, size_t errlen) {
+  proto_status st = get_doc_ids(obj, "exclude_docs", excl, n_excl, err, errlen);
+  return st ? st : get_doc_ids(obj, "include_docs", incl, n_incl, err, errlen);
 }
 
 proto_status proto_json_validate(const char *text, size_t len, char *err, size_t errlen) {
@@ -745,6 +760,7 @@ void proto_search_free(proto_search_req *r) {
   free(r->query_lens);
   free(r->vector);
   free_strs(r->exclude_docs, r->n_exclude);
+  free_strs(r->include_docs, r->n_include);
   free(r->filter_json);
   memset(r, 0, sizeof *r);
 }
@@ -890,10 +906,10 @@ static proto_status get_search_what(json_t *root, proto_search_req *out, char *e
 
 proto_status proto_search_parse(const char *text, size_t len, proto_search_req *out, char *err,
                                 size_t errlen) {
-  static const char *const fields[] = {"query",     "queries",      "vector", "chunk_id",
-                                       "k",         "exclude_docs", "nprobe", "ef_search",
-                                       "with_text", "filter",       "mode",   "alpha",
-                                       "group_by",  "group_size",   "expand", NULL};
+  static const char *const fields[] = {
+      "query",        "queries",  "vector",     "chunk_id",  "k",      "exclude_docs",
+      "include_docs", "nprobe",   "ef_search",  "with_text", "filter", "mode",
+      "alpha",        "group_by", "group_size", "expand",    NULL};
   json_t *root = NULL;
   long long x = 0;
   memset(out, 0, sizeof *out);
@@ -910,7 +926,9 @@ proto_status proto_search_parse(const char *text, size_t len, proto_search_req *
   if ((st = get_int(root, NULL, "ef_search", 0, 65536, 0, &x, err, errlen)) != PROTO_OK) goto leave;
   out->ef_search = (int)x;
   if ((st = get_bool(root, "with_text", 1, &out->with_text, err, errlen)) != PROTO_OK) goto leave;
-  if ((st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen))) goto leave;
+  if ((st = get_doc_lists(root, &out->exclude_docs, &out->n_exclude, &out->include_docs,
+                          &out->n_include, err, errlen)))
+    goto leave;
   if ((st = get_filter(root, &out->filter_json, err, errlen)) != PROTO_OK) goto leave;
   st = get_search_shape(root, out, err, errlen);
 leave:
@@ -1146,6 +1164,7 @@ void proto_complete_free(proto_complete_req *r) {
   free_strs(r->stop, r->n_stop);
   free(r->stop_lens);
   free_strs(r->exclude_docs, r->n_exclude);
+  free_strs(r->include_docs, r->n_include);
   free(r->filter_json);
   free(r->model);
   for (size_t i = 0; i < r->n_messages; i++) free(r->messages[i].content);
@@ -1229,7 +1248,9 @@ static proto_status sampling_options(json_t *root, proto_complete_req *out, char
   json_t *user = json_object_get(root, "user");
   if (user && !json_is_null(user) && !json_is_string(user))
     return fail(PROTO_ETYPE, err, errlen, "user: must be a string");
-  if ((st = get_exclude(root, &out->exclude_docs, &out->n_exclude, err, errlen))) return st;
+  if ((st = get_doc_lists(root, &out->exclude_docs, &out->n_exclude, &out->include_docs,
+                          &out->n_include, err, errlen)))
+    return st;
   if ((st = get_filter(root, &out->filter_json, err, errlen))) return st;
   static const char *const modes[] = {"dense", "lexical", "hybrid", NULL};
   if ((st = get_choice(root, "retrieval_mode", modes, &out->retrieval_mode, err, errlen)))
@@ -1242,7 +1263,8 @@ proto_status proto_complete_parse(const char *text, size_t len, proto_complete_r
                                   size_t errlen) {
   static const char *const fields[] = {
       "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs", "stream",
-      "retrieval", "k", "exclude_docs", "filter", "model", "n", "user", "retrieval_mode",
+      "retrieval", "k", "exclude_docs", "include_docs", "filter", "model", "n", "user",
+      "retrieval_mode",
       /* OpenAI's, accepted at the values that change nothing (neutral_options) */
       "frequency_penalty", "presence_penalty", "best_of", "echo", "logit_bias", "suffix",
       "stream_options", NULL};
@@ -1410,7 +1432,8 @@ proto_status proto_chat_parse(const char *text, size_t len, proto_complete_req *
   static const char *const fields[] = {
       "messages", "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
       "seed", "stop", "stream", "stream_options", "n", "user", "retrieval", "k", "exclude_docs",
-      "filter", "retrieval_mode", "frequency_penalty", "presence_penalty", "logit_bias",
+      "include_docs", "filter", "retrieval_mode", "frequency_penalty", "presence_penalty",
+      "logit_bias",
       /* OpenAI's, refused with 422 unless neutral */
       "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
       "response_format", "logprobs", "top_logprobs", "modalities", "store", NULL};

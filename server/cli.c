@@ -506,6 +506,7 @@ static const cli_flag search_flags[] = {
     ENGINE_FLAGS,
     {"--k", "-k", 1, "neighbours per query (default 10)"},
     {"--exclude", NULL, 1, "skip chunks of this document id (repeatable)"},
+    {"--include", NULL, 1, "only chunks of this document id (repeatable)"},
     {"--nprobe", NULL, 1, "IVF lists to visit"},
     {"--ef-search", NULL, 1, "HNSW efSearch"},
     {"--no-text", NULL, 0, "omit chunk texts"},
@@ -559,12 +560,14 @@ static int cmd_search(int argc, char **argv) {
       goto leave;
     }
   if ((rc = engine_from_args(&a, 0, 1, &e)) != 0) goto leave;
-  size_t xi = flag_index(&a, "--exclude");
+  size_t xi = flag_index(&a, "--exclude"), ii = flag_index(&a, "--include");
   srv_search_request rq = {.texts = a.pos,
                            .n_texts = a.n_pos,
                            .k = (int)k,
                            .exclude_docs = a.values[xi],
                            .n_exclude = a.n_values[xi],
+                           .include_docs = a.values[ii],
+                           .n_include = a.n_values[ii],
                            .nprobe = (int)nprobe,
                            .ef_search = (int)ef,
                            .with_text = !opt_set(&a, "--no-text"),
@@ -1101,6 +1104,7 @@ static const cli_flag gen_flags[] = {
     {"--stop", NULL, 1, "stop sequence (repeatable)"},
     {"--k", "-k", 1, "neighbours per chunk (default: the model's)"},
     {"--exclude", NULL, 1, "never retrieve from this document id (repeatable)"},
+    {"--include", NULL, 1, "retrieve only from this document id (repeatable)"},
     {"--no-retrieval", NULL, 0, "RETRO [OFF]: no neighbours"},
     {"--retrieval-mode", NULL, 1,
      "neighbours by dense, lexical or hybrid search (default lexical)"},
@@ -1211,7 +1215,8 @@ static int gen_request_from_args(const cli_args *a, srv_gen_request *rq) {
   }
   int mode = opt_mode(a, "--retrieval-mode");
   if (mode < 0) return 2;
-  size_t si = flag_index(a, "--stop"), xi = flag_index(a, "--exclude");
+  size_t si = flag_index(a, "--stop"), xi = flag_index(a, "--exclude"),
+         ii = flag_index(a, "--include");
   rq->max_tokens = (int)mt;
   rq->temperature = temp;
   rq->top_k = (int)topk;
@@ -1221,6 +1226,8 @@ static int gen_request_from_args(const cli_args *a, srv_gen_request *rq) {
   rq->n_stop = a->n_values[si];
   rq->exclude_docs = a->values[xi];
   rq->n_exclude = a->n_values[xi];
+  rq->include_docs = a->values[ii];
+  rq->n_include = a->n_values[ii];
   rq->retrieval = !opt_set(a, "--no-retrieval");
   rq->retrieval_mode = (srv_search_mode)mode;
   return 0;

@@ -799,6 +799,9 @@ typedef struct sctx {
   size_t cap, used;
   const uint64_t *excl; /* excluded doc nums, sorted */
   size_t n_excl;
+  const uint64_t *incl; /* with only_incl: the only doc nums passed, sorted */
+  size_t n_incl;
+  int only_incl;
   proto_filter *filter; /* the metadata filter, or NULL */
   uint64_t skip_chunk;  /* a search by a chunk's vector leaves it out */
   proto_status err;
@@ -941,6 +944,7 @@ static int search_filter(void *ctx, int64_t chunk_id) {
   if (!ent || !ent->live) return 0;
   uint64_t doc = ent->doc_id; /* ent may move when doc_passes grows the cache */
   if (u64_has(c->excl, c->n_excl, doc)) return 0;
+  if (c->only_incl && !u64_has(c->incl, c->n_incl, doc)) return 0;
   return !c->filter || doc_passes(c, doc);
 }
 
@@ -965,8 +969,8 @@ void srv_search_result_free(srv_search_result *r) {
 }
 
 /* Resolves external ids to sorted doc nums (unknown ids are ignored). */
-static proto_status exclude_nums(srv_engine *e, const char *const *ids, size_t n, uint64_t **out,
-                                 size_t *n_out) {
+static proto_status doc_nums(srv_engine *e, const char *const *ids, size_t n, uint64_t **out,
+                             size_t *n_out) {
   *out = NULL;
   *n_out = 0;
   if (n == 0) return PROTO_OK;
@@ -980,7 +984,7 @@ static proto_status exclude_nums(srv_engine *e, const char *const *ids, size_t n
     store_doc_free(&d);
     if (s != PROTO_OK && s != PROTO_ENOTFOUND) {
       free(v);
-      return srv__fail(s, "exclude_docs: %s", store_last_error());
+      return srv__fail(s, "reading document \"%s\": %s", ids[i], store_last_error());
     }
   }
   qsort(v, m, sizeof *v, u64_cmp);
@@ -1121,7 +1125,7 @@ static size_t candidates_per_list(srv_search_mode mode, size_t k) {
   return mode == SRV_MODE_HYBRID && k < HYBRID_CANDIDATES ? HYBRID_CANDIDATES : k;
 }
 
-/* A hybrid search of one text without a filter or excluded documents runs
+/* A hybrid search of one text without a filter or named documents runs
  * its lexical search on a thread of its own while the query is embedded on
  * the calling thread alone: the two take about as long on the default
  * corpus. The thread is bound to the CPUs other than the caller's: left to
@@ -1151,7 +1155,7 @@ static void lex_job_start(lex_job *j, srv_engine *e, const srv_search_request *r
                           srv_search_mode mode, size_t k) {
   memset(j, 0, sizeof *j);
   if (mode != SRV_MODE_HYBRID || rq->n_texts != 1 || rq->n_vectors || rq->filter_json ||
-      rq->n_exclude || rq->group_size > 0)
+      rq->n_exclude || rq->n_include || rq->group_size > 0)
     return;
   j->e = e;
   j->text = rq->texts[0];
@@ -1420,6 +1424,7 @@ static void search_state_free(search_state *st) {
   cache_free(&st->c);
   proto_filter_free(st->c.filter);
   free((void *)st->c.excl);
+  free((void *)st->c.incl);
   free(st->qv);
   lex_job_free(&st->job);
   free(st->cands);
@@ -1473,11 +1478,14 @@ static proto_status search_check(const srv_engine *e, const srv_search_request *
   return PROTO_OK;
 }
 
-/* The excluded documents, the metadata filter and the chunk cache. */
+/* The excluded and included documents, the metadata filter and the chunk
+ * cache. */
 static proto_status search_filter_start(srv_engine *e, const srv_search_request *rq, sctx *c) {
   c->e = e;
-  proto_status s =
-      exclude_nums(e, rq->exclude_docs, rq->n_exclude, (uint64_t **)&c->excl, &c->n_excl);
+  proto_status s = doc_nums(e, rq->exclude_docs, rq->n_exclude, (uint64_t **)&c->excl, &c->n_excl);
+  if (s != PROTO_OK) return s;
+  c->only_incl = rq->n_include > 0;
+  s = doc_nums(e, rq->include_docs, rq->n_include, (uint64_t **)&c->incl, &c->n_incl);
   if (s != PROTO_OK) return s;
   if ((s = load_filter(rq->filter_json, &c->filter)) != PROTO_OK) return s;
   c->skip_chunk = rq->like_chunk;

@@ -231,6 +231,8 @@ static proto_status retrieve(gen *g, const int *us, int n, int in_prompt) {
                           .k = g->k,
                           .exclude_docs = g->rq->exclude_docs,
                           .n_exclude = g->rq->n_exclude,
+                          .include_docs = g->rq->include_docs,
+                          .n_include = g->rq->n_include,
                           .filter_json = g->rq->filter_json,
                           .mode = mode,
                           .nprobe = g->rq->nprobe,

@@ -680,6 +680,8 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
   q.k = r.k;
   q.exclude_docs = (const char *const *)r.exclude_docs;
   q.n_exclude = r.n_exclude;
+  q.include_docs = (const char *const *)r.include_docs;
+  q.n_include = r.n_include;
   q.nprobe = r.nprobe;
   q.ef_search = r.ef_search;
   q.with_text = r.with_text;
@@ -1297,6 +1299,8 @@ void http_gen_request(const proto_complete_req *req, srv_gen_request *rq) {
   rq->k = req->k;
   rq->exclude_docs = (const char *const *)req->exclude_docs;
   rq->n_exclude = req->n_exclude;
+  rq->include_docs = (const char *const *)req->include_docs;
+  rq->n_include = req->n_include;
   rq->filter_json = req->filter_json;
   rq->retrieval_mode = (srv_search_mode)req->retrieval_mode;
 }

@@ -384,6 +384,9 @@ typedef struct srv_search_request {
   int k;                           /* 1..PROTO_MAX_K */
   const char *const *exclude_docs; /* external ids whose chunks are skipped */
   size_t n_exclude;
+  const char *const *include_docs; /* n_include > 0: only these documents'
+                                      chunks (unknown ids name none) */
+  size_t n_include;
   int nprobe;              /* 0 = index default */
   int ef_search;           /* 0 = index default */
   int with_text;           /* 1: fill text/next_text (and tokens) */
@@ -496,6 +499,8 @@ typedef struct srv_gen_request {
   int k;                           /* neighbours per chunk; 0 = model's n_neighbours */
   const char *const *exclude_docs; /* external ids never retrieved */
   size_t n_exclude;
+  const char *const *include_docs; /* n_include > 0: neighbours only from these */
+  size_t n_include;
   const char *filter_json;        /* metadata filter of the neighbours (as in
                                 srv_search_request), or NULL */
   int nprobe, ef_search;          /* search parameters; 0 = index default */

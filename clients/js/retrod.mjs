@@ -133,7 +133,8 @@ export class Client {
    * The nearest chunks of a text, or of { vector } or { chunkId } ("more like
    * this") given as the first argument: the results list (the groups list
    * with group_by: 'document'). options: k, mode, alpha, filter,
-   * exclude_docs, with_text, group_by, group_size, expand, nprobe, ef_search.
+   * exclude_docs, include_docs, with_text, group_by, group_size, expand,
+   * nprobe, ef_search.
    */
   async search(what, options = {}) {
     const body = { k: 10, ...options };

@@ -18,8 +18,9 @@
 // is the document's own metadata plus doc_id, chunk_id, ordinal and score
 // (those four win over keys of the same name); id is the chunk id.
 // searchOptions are POST /v1/search's own (mode, alpha, filter,
-// exclude_docs, expand, nprobe, ef_search); group_by is refused, since a
-// retriever returns chunks. Errors reject with retrod.mjs's RetrodError.
+// exclude_docs, include_docs, expand, nprobe, ef_search); group_by is
+// refused, since a retriever returns chunks. Errors reject with retrod.mjs's
+// RetrodError.
 import { BaseRetriever } from '@langchain/core/retrievers';
 import { Document } from '@langchain/core/documents';
 import { Embeddings } from '@langchain/core/embeddings';

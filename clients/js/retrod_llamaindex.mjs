@@ -16,7 +16,7 @@
 // whose text is the chunk (its context with searchOptions.expand) and whose
 // metadata is the document's own plus doc_id, chunk_id, ordinal (those win
 // over keys of the same name), and the hit's score. searchOptions are POST
-// /v1/search's own (mode, alpha, filter, exclude_docs, expand, nprobe,
+// /v1/search's own (mode, alpha, filter, exclude_docs, include_docs, expand, nprobe,
 // ef_search); group_by is refused, since a retriever returns chunks. Errors
 // reject with retrod.mjs's RetrodError.
 import { BaseRetriever } from '@llamaindex/core/retriever';

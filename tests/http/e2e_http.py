@@ -317,6 +317,7 @@ def run_array_bounds(s):
         p = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"][prop]
         return next((o for o in p.get("oneOf", [p]) if o.get("type") == "array"), p)
     cases = [("/v1/search", {"query": "alpha", "k": 1, "with_text": False}, "exclude_docs", lambda i: "d%d" % i),
+             ("/v1/search", {"query": "alpha", "k": 1, "with_text": False}, "include_docs", lambda i: "d%d" % i),
              ("/v1/search", {"k": 1, "with_text": False}, "queries", lambda i: "q%d" % i),
              ("/v1/completions", {"prompt": "a", "max_tokens": 1}, "exclude_docs", lambda i: "d%d" % i),
              ("/v1/completions", {"prompt": "a", "max_tokens": 1}, "stop", lambda i: "s%d" % i),
@@ -706,6 +707,22 @@ def run_main(s):
        "filter: null keeps documents without the key", sorted(ids)[:5] if st == 200 else ids)
     st, ids = filtered({"n": [5, 6]}, exclude_docs=["doc-5"])
     ok(st == 200 and ids == {"doc-6"}, "filter with exclude_docs", ids)
+    # include_docs: only the chunks of the named documents
+    st, ids = filtered(None, include_docs=["doc-3", "doc-7", "no-such-doc"])
+    ok(st == 200 and ids == {"doc-3", "doc-7"}, "include_docs: only those documents (unknown ids name none)", ids)
+    st, ids = filtered({"n": [3, 4]}, include_docs=["doc-3", "doc-7"])
+    ok(st == 200 and ids == {"doc-3"}, "include_docs with a filter: both hold", ids)
+    st, ids = filtered(None, include_docs=["doc-3", "doc-7"], exclude_docs=["doc-7"])
+    ok(st == 200 and ids == {"doc-3"}, "include_docs with exclude_docs: the excluded stay out", ids)
+    st, ids = filtered(None, include_docs=["no-such-doc"])
+    ok(st == 200 and ids == set(), "include_docs naming no document: no results", ids)
+    for mode in ("lexical", "hybrid"):
+        st2, js2, _, _ = s.req("POST", "/v1/search", {"query": doc_text(5), "k": 10, "mode": mode,
+                                                     "include_docs": ["doc-5", "doc-6"], "with_text": False})
+        got = {h["doc_id"] for h in js2["results"]} if st2 == 200 else js2
+        ok(st2 == 200 and got and got <= {"doc-5", "doc-6"}, "include_docs in a %s search" % mode, got)
+    st2, js2, _, _ = s.req("POST", "/v1/search", {"query": "a", "include_docs": []})
+    ok(st2 == 422 and "include_docs" in js2["error"]["message"], "include_docs empty -> 422 naming it", js2)
     st, ids = filtered({"n": 12345})
     ok(st == 200 and ids == set(), "filter matching nothing: no results", ids)
     st2, js2, _, _ = s.req("POST", "/v1/search", {"query": doc_text(5), "k": 3, "filter": {"n": 5}})
@@ -1210,6 +1227,10 @@ def run_completions(s):
     st, js5, _, _ = s.req("POST", "/v1/completions", dict(body, exclude_docs=["long-1"], max_tokens=3))
     ok(st == 200 and all(nb["doc_id"] != "long-1" for c in js5["retro"]["chunks"] for nb in c["neighbors"]),
        "exclude_docs honoured in retrieval")
+    st, jsi, _, _ = s.req("POST", "/v1/completions", dict(body, include_docs=["doc-2"], max_tokens=3))
+    nbs = [nb["doc_id"] for c in jsi["retro"]["chunks"] for nb in c["neighbors"]] if st == 200 else None
+    ok(nbs and set(nbs) == {"doc-2"}, "include_docs honoured in retrieval: every neighbour from that document",
+       nbs or jsi)
     st, jsf, _, _ = s.req("POST", "/v1/completions", dict(body, filter={"n": [1, 2]}, max_tokens=3))
     nbs = [nb["doc_id"] for c in jsf["retro"]["chunks"] for nb in c["neighbors"]] if st == 200 else None
     ok(nbs and set(nbs) <= {"doc-1", "doc-2"}, "filter honoured in retrieval", nbs or jsf)

@@ -216,6 +216,10 @@ def run(retro, models, tmp):
     hits = [h["chunk_id"] for h in json.loads(p.stdout)["batch"][0]["results"]] if p.returncode == 0 else p.stderr
     check(len(got) > 2 and len(hits) == 3 and got[0] not in hits and got[1] in hits,
           "retro search --chunk-id: its nearest chunks, itself left out", (got, hits))
+    p = subprocess.run([retro, "search", "--data", src, "--include", "r/2", "-k", "5", "--no-text", "a query"]
+                       + model_args, capture_output=True, text=True, timeout=60)
+    docs = {h["doc_id"] for h in json.loads(p.stdout)["batch"][0]["results"]} if p.returncode == 0 else p.stderr
+    check(docs == {"r/2"}, "retro search --include: only that document's chunks", docs)
     p = subprocess.run([retro, "search", "--data", src, "--chunk-id", "1", "q"] + model_args,
                        capture_output=True, text=True, timeout=60)
     check(p.returncode == 2 and "not both" in p.stderr, "retro search --chunk-id with a QUERY: exit 2", p.stderr)
