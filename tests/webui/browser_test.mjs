@@ -73,6 +73,14 @@ await attempt('search', async () => {
   ok(first > 0 && shown.length > 0 && !shown.includes(first) && JSON.stringify(shown) === JSON.stringify(want.results.map((h) => h.chunk_id)),
      '"similar" shows the chunks nearest the hit (chunk_id), itself left out', { first, shown, want: want.results && want.results.map((h) => h.chunk_id) });
   await page.screenshot({ path: `${SHOTS}/search-desktop.png` });
+  // only some documents: "search within these"
+  await setValue('#s-include', 'doc-2, doc-4');
+  await page.click('#sform button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#s-msg').textContent === '' && [...document.querySelectorAll('.hit')].length &&
+    [...document.querySelectorAll('.hit')].every((h) => /doc-[24]\b/.test(h.textContent)), { timeout: 20000 });
+  const within = await page.$$eval('.hit', (h) => h.map((x) => (x.textContent.match(/doc-\d/) || [])[0]));
+  ok(within.length > 0 && within.every((d) => d === 'doc-2' || d === 'doc-4'), 'only these documents: the hits are theirs', within);
+  await setValue('#s-include', '');
 });
 
 await attempt('generate', async () => {
