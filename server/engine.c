@@ -802,6 +802,9 @@ typedef struct sctx {
   const uint64_t *incl; /* with only_incl: the only doc nums passed, sorted */
   size_t n_incl;
   int only_incl;
+  srv__span *spans; /* the included documents' chunk ids, by first */
+  size_t n_spans;
+  uint64_t incl_chunks; /* how many chunks they hold */
   proto_filter *filter; /* the metadata filter, or NULL */
   uint64_t skip_chunk;  /* a search by a chunk's vector leaves it out */
   proto_status err;
@@ -968,25 +971,50 @@ void srv_search_result_free(srv_search_result *r) {
   memset(r, 0, sizeof *r);
 }
 
-/* Resolves external ids to sorted doc nums (unknown ids are ignored). */
+static int span_cmp(const void *a, const void *b) {
+  const srv__span *x = a, *y = b;
+  return (x->first > y->first) - (x->first < y->first);
+}
+
+/* Sorts n spans by their first chunk and drops repeats; how many are left. */
+static size_t unique_spans(srv__span *s, size_t n) {
+  if (n == 0) return 0;
+  qsort(s, n, sizeof *s, span_cmp);
+  size_t m = 1;
+  for (size_t i = 1; i < n; i++)
+    if (s[i].first != s[m - 1].first) s[m++] = s[i];
+  return m;
+}
+
+/* Resolves external ids to sorted doc nums (unknown ids are ignored), and
+ * when spans is not NULL their chunk ids (*spans, n_out of them, in no
+ * particular order). */
 static proto_status doc_nums(srv_engine *e, const char *const *ids, size_t n, uint64_t **out,
-                             size_t *n_out) {
+                             size_t *n_out, srv__span **spans) {
   *out = NULL;
   *n_out = 0;
   if (n == 0) return PROTO_OK;
   uint64_t *v = malloc(n * sizeof *v);
-  if (!v) return srv__fail(PROTO_ENOMEM, "out of memory");
+  srv__span *sp = spans ? malloc(n * sizeof *sp) : NULL;
+  if (!v || (spans && !sp)) {
+    free(v);
+    free(sp);
+    return srv__fail(PROTO_ENOMEM, "out of memory");
+  }
   size_t m = 0;
   for (size_t i = 0; i < n; i++) {
     store_doc d = {0};
     proto_status s = store_doc_get(e->st, ids[i], &d);
+    if (s == PROTO_OK && sp) sp[m] = (srv__span){d.first_chunk, d.n_chunks};
     if (s == PROTO_OK) v[m++] = d.doc_id;
     store_doc_free(&d);
     if (s != PROTO_OK && s != PROTO_ENOTFOUND) {
       free(v);
+      free(sp);
       return srv__fail(s, "reading document \"%s\": %s", ids[i], store_last_error());
     }
   }
+  if (spans) *spans = sp;
   qsort(v, m, sizeof *v, u64_cmp);
   *out = v;
   *n_out = m;
@@ -1190,6 +1218,12 @@ static void lex_job_free(lex_job *j) {
   free(j->ids);
 }
 
+/* A search with include_docs naming at most this many chunks scores them
+ * from their stored vectors (include_search.c) instead of searching the
+ * index with a filter: exact whatever the index, and it reads what they
+ * hold, not a pass over a large index. */
+#define INCLUDE_DIRECT_MAX_CHUNKS 100000
+
 /* The candidates of every query, k per query (cands[q * k + j]; n[q] filled). */
 static proto_status find_candidates(srv_engine *e, const srv_search_request *rq,
                                     srv_search_mode mode, const float *queries, size_t nq, size_t k,
@@ -1207,11 +1241,13 @@ static proto_status find_candidates(srv_engine *e, const srv_search_request *rq,
       goto leave;
     }
     idx_search_params sp = {.nprobe = rq->nprobe, .ef_search = rq->ef_search};
-    s = idx_search(e->ix, queries, nq, (int)nc, &sp, search_filter, c, dsc, dids);
-    if (s != PROTO_OK) {
+    if (c->only_incl && c->incl_chunks <= INCLUDE_DIRECT_MAX_CHUNKS)
+      s = srv__include_search(e->st, e->dim, c->spans, c->n_spans, queries, nq, nc, search_filter,
+                              c, dsc, dids);
+    else if ((s = idx_search(e->ix, queries, nq, (int)nc, &sp, search_filter, c, dsc, dids)) !=
+             PROTO_OK)
       s = srv__fail(s, "index search: %s", idx_last_error());
-      goto leave;
-    }
+    if (s != PROTO_OK) goto leave;
     if (c->err != PROTO_OK) {
       s = c->err;
       goto leave;
@@ -1425,6 +1461,7 @@ static void search_state_free(search_state *st) {
   proto_filter_free(st->c.filter);
   free((void *)st->c.excl);
   free((void *)st->c.incl);
+  free(st->c.spans);
   free(st->qv);
   lex_job_free(&st->job);
   free(st->cands);
@@ -1482,11 +1519,14 @@ static proto_status search_check(const srv_engine *e, const srv_search_request *
  * cache. */
 static proto_status search_filter_start(srv_engine *e, const srv_search_request *rq, sctx *c) {
   c->e = e;
-  proto_status s = doc_nums(e, rq->exclude_docs, rq->n_exclude, (uint64_t **)&c->excl, &c->n_excl);
+  proto_status s =
+      doc_nums(e, rq->exclude_docs, rq->n_exclude, (uint64_t **)&c->excl, &c->n_excl, NULL);
   if (s != PROTO_OK) return s;
   c->only_incl = rq->n_include > 0;
-  s = doc_nums(e, rq->include_docs, rq->n_include, (uint64_t **)&c->incl, &c->n_incl);
+  s = doc_nums(e, rq->include_docs, rq->n_include, (uint64_t **)&c->incl, &c->n_incl, &c->spans);
   if (s != PROTO_OK) return s;
+  c->n_spans = unique_spans(c->spans, c->n_incl); /* an id may be named twice */
+  for (size_t i = 0; i < c->n_spans; i++) c->incl_chunks += c->spans[i].n_chunks;
   if ((s = load_filter(rq->filter_json, &c->filter)) != PROTO_OK) return s;
   c->skip_chunk = rq->like_chunk;
   if (cache_grow(c) != 0) return srv__fail(PROTO_ENOMEM, "out of memory");

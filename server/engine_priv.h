@@ -126,6 +126,21 @@ int srv__passes_filter(void *filter, const char *metadata_json);
 /* The filter of a delete or update by metadata, loaded: one with no key,
  * which would match every document, is refused (engine.c). */
 proto_status srv__where_filter(const char *filter_json, proto_filter **out);
+
+/* include_search.c: a document's chunk ids, first .. first + n_chunks - 1. */
+typedef struct srv__span {
+  uint64_t first;
+  uint32_t n_chunks;
+} srv__span;
+/* 1 when chunk_id may be a hit (a search's filter: live, not excluded...). */
+typedef int (*srv__pass_fn)(void *ctx, int64_t chunk_id);
+/* The k best chunks of the spans for each of nq queries by inner product
+ * with their stored vectors (scores and ids nq x k, descending; -1 and NAN
+ * where fewer pass), as idx_search answers: the dense list of a search with
+ * include_docs. */
+proto_status srv__include_search(store *st, uint32_t dim, const srv__span *spans, size_t n_spans,
+                                 const float *queries, size_t nq, size_t k, srv__pass_fn pass,
+                                 void *pass_ctx, float *scores, int64_t *ids);
 /* A document's content hash (ingest.c), which upserts store with it: what
  * retro verify checks the stored text and metadata against. */
 void srv__content_hash(const unsigned char salt[32], const char *text, size_t text_len,

@@ -150,7 +150,7 @@ def main():
     rc = ensure_models()
     if rc is not None:
         return rc
-    for d in ("main", "auth", "busy", "gone", "term", "nowebui", "textpage", "cors", "cors-any", "refused"):
+    for d in ("main", "auth", "busy", "gone", "term", "nowebui", "textpage", "incl-ivf", "cors", "cors-any", "refused"):
         shutil.rmtree(os.path.join(WORK, d), ignore_errors=True)
 
     # --- refuses a public address without a key; bad flags -> 2 ------------
@@ -193,6 +193,7 @@ def main():
 
     run_auth()
     run_text_page_budget()
+    run_include_direct()
     run_no_webui()
     run_cors()
     run_query_prefix()
@@ -714,6 +715,14 @@ def run_main(s):
     ok(st == 200 and ids == {"doc-3"}, "include_docs with a filter: both hold", ids)
     st, ids = filtered(None, include_docs=["doc-3", "doc-7"], exclude_docs=["doc-7"])
     ok(st == 200 and ids == {"doc-3"}, "include_docs with exclude_docs: the excluded stay out", ids)
+    by_incl = s.req("POST", "/v1/search", {"vector": vec, "k": 20, "include_docs": ["doc-3", "doc-7"],
+                                           "with_text": False})[1]["results"]
+    by_flt = s.req("POST", "/v1/search", {"vector": vec, "k": 20, "filter": {"n": [3, 7]},
+                                          "with_text": False})[1]["results"]
+    ok(len(by_incl) == len(by_flt) > 0 and [h["chunk_id"] for h in by_incl] == [h["chunk_id"] for h in by_flt]
+       and all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(by_incl, by_flt)),
+       "include_docs (scored from the stored vectors) and the same documents by filter (the index): "
+       "the same hits and scores", ([h["chunk_id"] for h in by_incl], [h["chunk_id"] for h in by_flt]))
     st, ids = filtered(None, include_docs=["no-such-doc"])
     ok(st == 200 and ids == set(), "include_docs naming no document: no results", ids)
     for mode in ("lexical", "hybrid"):
@@ -1407,6 +1416,52 @@ def run_docs_get(s, seen):
        (st, r.getheader("Allow")))
     st, js, _, _ = s.req("GET", "/v1/documents/%67et")
     ok(st == 404, "GET /v1/documents/%67et: the document named get (none here)", (st, js))
+
+
+def run_include_direct():
+    """include_docs is scored from the named documents' stored vectors: on
+    an approximate index (IVF probing one list of 8) it still returns their
+    exact best chunks, with the scores the vectors give."""
+    s = Server("incl-ivf", "--index", "IVF8,Flat")
+    try:
+        docs = [{"id": "iv-%d" % i, "text": " ".join(doc_text(i * 31 + j, 12) for j in range(40))}
+                for i in range(12)]
+        st, js, _, _ = s.req("POST", "/v1/documents", {"documents": docs})
+        ok(st == 200 and js["errors"] == 0, "IVF server: documents stored", js)
+        st, info, _, _ = s.req("GET", "/v1/info")
+        ix = info["index"]
+        diag("IVF server: %s, %d vectors, trained %s, %d pending" % (ix["factory"], ix["vectors"], ix["trained"],
+                                                                     ix["pending"]))
+        vecs = {}
+        got_docs = subprocess.run([RETRO, "get", "--data", s.data, "--vectors", "--no-text", "iv-3", "iv-8"],
+                                  capture_output=True, text=True, timeout=60)
+        for d in json.loads(got_docs.stdout):
+            for j, v in enumerate(d["vectors"]):
+                vecs[d["chunk_ids"][j]] = v
+        st, js, _, _ = s.req("POST", "/v1/embeddings", {"input": doc_text(5 * 31 + 3, 12), "input_type": "query"})
+        q = js["data"][0]["embedding"]
+        want = sorted(vecs, key=lambda c: -sum(a * b for a, b in zip(q, vecs[c])))[:10]
+        body = {"vector": q, "k": 10, "nprobe": 1, "with_text": False}
+
+        def scans():
+            text = s.req("GET", "/metrics")[2].decode()
+            return float(re.search(r"^retro_index_scans_total (\S+)$", text, re.M).group(1))
+        before = scans()
+        st, js, _, _ = s.req("POST", "/v1/search", dict(body, include_docs=["iv-3", "iv-8", "iv-3"]))
+        got = [(h["chunk_id"], h["score"]) for h in js["results"]] if st == 200 else js
+        ok(st == 200 and [c for c, _ in got] == want and
+           all(abs(sc - sum(a * b for a, b in zip(q, vecs[c]))) < 1e-4 for c, sc in got),
+           "include_docs on IVF with nprobe 1: the exact best chunks of those documents, once each, "
+           "scored from their vectors", (got, want))
+        between = scans()
+        st, js, _, _ = s.req("POST", "/v1/search", dict(body, exclude_docs=[
+            "iv-%d" % i for i in range(12) if i not in (3, 8)]))
+        ok(before == between < scans(), "include_docs read the documents' vectors, not the index "
+           "(retro_index_scans_total unchanged; a search with exclude_docs scans it)", (before, between, scans()))
+        diag("the same through the index: %d of the exact 10" %
+             len({h["chunk_id"] for h in js.get("results", [])} & set(want)))
+    finally:
+        s.stop()
 
 
 def run_text_page_budget():
