@@ -112,6 +112,15 @@ await attempt('generate', async () => {
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: `${SHOTS}/playground.jpg`, type: 'jpeg', quality: 60 });
   await page.setViewport({ width: 1280, height: 900 });
+  // neighbours only from one document: generation grounded in it
+  await setValue('#g-include', 'doc-3');
+  await page.click('#g-cmp'); // one run is enough
+  await page.click('#g-go');
+  await page.waitForFunction(() => [...document.querySelectorAll('#g-main h3')].every((h) => !h.textContent.endsWith('…')) &&
+    document.querySelectorAll('#g-main .nb').length, { timeout: 120000 });
+  const from = await page.$$eval('#g-main .nb .meta', (m) => m.map((x) => x.textContent.split(' · ')[0]));
+  ok(from.length > 0 && from.every((d) => d === 'doc-3'), `neighbours only from these documents: every one from doc-3 (${from.length})`, from);
+  await setValue('#g-include', '');
 });
 
 await attempt('attribution of generated text (trained models)', async () => {
