@@ -59,6 +59,7 @@ enum { LEX_MIN_COMMON = 300 };
 typedef struct reader {
   sqlite3 *db;
   sqlite3_stmt *query;
+  sqlite3_stmt *query_in; /* the same within a range of rowids (lex_search_in) */
   fts5_tokenizer stemmer; /* FTS5's porter over our tokenizer, as the */
   Fts5Tokenizer *stem;    /* table uses it: a query word's indexed form */
   struct reader *next;
@@ -213,6 +214,9 @@ static const char *SCHEMA_SQL =
 
 static const char *QUERY_SQL =
     "SELECT rowid, rank FROM lex_chunks WHERE lex_chunks MATCH ?1 ORDER BY rank LIMIT ?2";
+static const char *QUERY_IN_SQL =
+    "SELECT rowid, rank FROM lex_chunks WHERE lex_chunks MATCH ?1 "
+    "AND rowid BETWEEN ?2 AND ?3 ORDER BY rank";
 
 static proto_status connect(const char *path, int flags, sqlite3 **out, fts5_api **api) {
   sqlite3 *db = NULL;
@@ -814,6 +818,7 @@ void lex_close(lex *lx) {
     reader *next = r->next;
     r->stemmer.xDelete(r->stem);
     sqlite3_finalize(r->query);
+    sqlite3_finalize(r->query_in);
     sqlite3_close(r->db);
     free(r);
     r = next;
@@ -843,14 +848,17 @@ static proto_status reader_take(lex *lx, reader **out) {
     void *ud = NULL;
     const char *args[] = {"retro"};
     proto_status s = connect(db_name(lx, &flags), flags, &r->db, &api);
-    if (s == PROTO_OK && sqlite3_prepare_v3(r->db, QUERY_SQL, -1, SQLITE_PREPARE_PERSISTENT,
-                                            &r->query, NULL) != SQLITE_OK)
+    if (s == PROTO_OK && (sqlite3_prepare_v3(r->db, QUERY_SQL, -1, SQLITE_PREPARE_PERSISTENT,
+                                             &r->query, NULL) != SQLITE_OK ||
+                          sqlite3_prepare_v3(r->db, QUERY_IN_SQL, -1, SQLITE_PREPARE_PERSISTENT,
+                                             &r->query_in, NULL) != SQLITE_OK))
       s = db_fail(r->db, "prepare query");
     if (s == PROTO_OK && (api->xFindTokenizer(api, "porter", &ud, &r->stemmer) != SQLITE_OK ||
                           r->stemmer.xCreate(ud, args, 1, &r->stem) != SQLITE_OK))
       s = proto_fail(PROTO_EINDEX, "lexical index: no porter tokenizer");
     if (s != PROTO_OK) {
       sqlite3_finalize(r->query);
+      sqlite3_finalize(r->query_in);
       sqlite3_close(r->db);
       free(r);
       return s;
@@ -863,6 +871,8 @@ static proto_status reader_take(lex *lx, reader **out) {
 static void reader_give(lex *lx, reader *r) {
   sqlite3_reset(r->query);
   sqlite3_clear_bindings(r->query);
+  sqlite3_reset(r->query_in);
+  sqlite3_clear_bindings(r->query_in);
   pthread_mutex_lock(&lx->pmu);
   r->next = lx->idle;
   lx->idle = r;
@@ -1030,6 +1040,58 @@ proto_status lex_search(lex *lx, const char *text, size_t len, int k, idx_filter
   reader_give(lx, r);
   free(expr);
   *n_out = found;
+  return s;
+}
+
+/* Puts (score, id) into the best k found so far (descending scores). */
+static void keep_best(float *scores, int64_t *ids, size_t *found, size_t k, float s, int64_t id) {
+  if (*found == k && !(s > scores[k - 1])) return;
+  size_t j = *found < k ? (*found)++ : k - 1;
+  for (; j > 0 && s > scores[j - 1]; j--) {
+    scores[j] = scores[j - 1];
+    ids[j] = ids[j - 1];
+  }
+  scores[j] = s;
+  ids[j] = id;
+}
+
+/* The best k rows of one rowid range that pass the filter, merged into
+ * the best found so far: rows come in rank order, so the range is done
+ * once k of them have passed. */
+static proto_status search_range(reader *r, const char *expr, lex_range g, size_t k,
+                                 idx_filter_fn filter, void *filter_ctx, float *scores,
+                                 int64_t *ids, size_t *found) {
+  sqlite3_bind_text(r->query_in, 1, expr, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(r->query_in, 2, g.first);
+  sqlite3_bind_int64(r->query_in, 3, g.last);
+  size_t passed = 0;
+  int rc = SQLITE_DONE;
+  while (passed < k && (rc = sqlite3_step(r->query_in)) == SQLITE_ROW) {
+    int64_t id = sqlite3_column_int64(r->query_in, 0);
+    if (filter && !filter(filter_ctx, id)) continue;
+    passed++;
+    keep_best(scores, ids, found, k, (float)-sqlite3_column_double(r->query_in, 1), id);
+  }
+  proto_status s = passed < k && rc != SQLITE_DONE ? db_fail(r->db, "search") : PROTO_OK;
+  sqlite3_reset(r->query_in);
+  return s;
+}
+
+proto_status lex_search_in(lex *lx, const char *text, size_t len, int k, const lex_range *ranges,
+                           size_t n_ranges, idx_filter_fn filter, void *filter_ctx, float *scores,
+                           int64_t *ids, size_t *n_out) {
+  if (!lx || !text || k < 1 || !scores || !ids || !n_out || (n_ranges && !ranges))
+    return proto_fail(PROTO_EINVAL, "lex_search_in: bad argument");
+  *n_out = 0;
+  reader *r = NULL;
+  proto_status s = reader_take(lx, &r);
+  if (s != PROTO_OK) return s;
+  char *expr = match_expr(lx, r, text, len);
+  for (size_t i = 0; expr && i < n_ranges && s == PROTO_OK; i++)
+    s = search_range(r, expr, ranges[i], (size_t)k, filter, filter_ctx, scores, ids, n_out);
+  reader_give(lx, r);
+  free(expr);
+  if (s != PROTO_OK) *n_out = 0;
   return s;
 }
 

@@ -61,6 +61,18 @@ proto_status lex_rebuild(lex *lx);
 proto_status lex_search(lex *lx, const char *text, size_t len, int k, idx_filter_fn filter,
                         void *filter_ctx, float *scores, int64_t *ids, size_t *n_out);
 
+/* A range of chunk ids, first..last inclusive: one document's chunks. */
+typedef struct lex_range {
+  int64_t first, last;
+} lex_range;
+/* lex_search within the ranges only (a search restricted to named
+ * documents): each range is searched on its own, through FTS5's rowid
+ * bounds, so the cost follows what the ranges hold, not how many chunks of
+ * the whole index match; scores and ids are the best k of all, descending. */
+proto_status lex_search_in(lex *lx, const char *text, size_t len, int k, const lex_range *ranges,
+                           size_t n_ranges, idx_filter_fn filter, void *filter_ctx, float *scores,
+                           int64_t *ids, size_t *n_out);
+
 typedef struct lex_info {
   uint64_t chunks;     /* chunks in the index */
   uint64_t watermark;  /* highest chunk id added */

@@ -804,6 +804,7 @@ typedef struct sctx {
   int only_incl;
   srv__span *spans; /* the included documents' chunk ids, by first */
   size_t n_spans;
+  lex_range *ranges;    /* the same spans, as the lexical index takes them */
   uint64_t incl_chunks; /* how many chunks they hold */
   proto_filter *filter; /* the metadata filter, or NULL */
   uint64_t skip_chunk;  /* a search by a chunk's vector leaves it out */
@@ -1220,9 +1221,16 @@ static void lex_job_free(lex_job *j) {
 
 /* A search with include_docs naming at most this many chunks scores them
  * from their stored vectors (include_search.c) instead of searching the
- * index with a filter: exact whatever the index, and it reads what they
+ * index with a filter, and searches the lexical index within their chunk
+ * ids (lex_search_in): exact whatever the index, and it reads what they
  * hold, not a pass over a large index. */
 #define INCLUDE_DIRECT_MAX_CHUNKS 100000
+
+/* Whether a search reads its named documents directly: their vectors for
+ * the dense list, and the lexical index within their chunk ids. */
+static int include_direct(const sctx *c) {
+  return c->only_incl && c->incl_chunks <= INCLUDE_DIRECT_MAX_CHUNKS;
+}
 
 /* The candidates of every query, k per query (cands[q * k + j]; n[q] filled). */
 static proto_status find_candidates(srv_engine *e, const srv_search_request *rq,
@@ -1241,7 +1249,7 @@ static proto_status find_candidates(srv_engine *e, const srv_search_request *rq,
       goto leave;
     }
     idx_search_params sp = {.nprobe = rq->nprobe, .ef_search = rq->ef_search};
-    if (c->only_incl && c->incl_chunks <= INCLUDE_DIRECT_MAX_CHUNKS)
+    if (include_direct(c))
       s = srv__include_search(e->st, e->dim, c->spans, c->n_spans, queries, nq, nc, search_filter,
                               c, dsc, dids);
     else if ((s = idx_search(e->ix, queries, nq, (int)nc, &sp, search_filter, c, dsc, dids)) !=
@@ -1279,8 +1287,11 @@ static proto_status find_candidates(srv_engine *e, const srv_search_request *rq,
     }
     for (size_t q = 0; q < nq && !joined; q++) {
       size_t len = rq->text_lens ? rq->text_lens[q] : strlen(rq->texts[q]);
-      s = lex_search(e->lx, rq->texts[q], len, (int)nc, search_filter, c, lsc + q * nc,
-                     lids + q * nc, &nl[q]);
+      s = include_direct(c)
+              ? lex_search_in(e->lx, rq->texts[q], len, (int)nc, c->ranges, c->n_spans,
+                              search_filter, c, lsc + q * nc, lids + q * nc, &nl[q])
+              : lex_search(e->lx, rq->texts[q], len, (int)nc, search_filter, c, lsc + q * nc,
+                           lids + q * nc, &nl[q]);
       if (s != PROTO_OK) {
         s = srv__fail(s, "lexical search: %s", lex_last_error());
         goto leave;
@@ -1462,6 +1473,7 @@ static void search_state_free(search_state *st) {
   free((void *)st->c.excl);
   free((void *)st->c.incl);
   free(st->c.spans);
+  free(st->c.ranges);
   free(st->qv);
   lex_job_free(&st->job);
   free(st->cands);
@@ -1526,7 +1538,13 @@ static proto_status search_filter_start(srv_engine *e, const srv_search_request 
   s = doc_nums(e, rq->include_docs, rq->n_include, (uint64_t **)&c->incl, &c->n_incl, &c->spans);
   if (s != PROTO_OK) return s;
   c->n_spans = unique_spans(c->spans, c->n_incl); /* an id may be named twice */
-  for (size_t i = 0; i < c->n_spans; i++) c->incl_chunks += c->spans[i].n_chunks;
+  if (c->n_spans && !(c->ranges = malloc(c->n_spans * sizeof *c->ranges)))
+    return srv__fail(PROTO_ENOMEM, "out of memory");
+  for (size_t i = 0; i < c->n_spans; i++) {
+    c->incl_chunks += c->spans[i].n_chunks;
+    c->ranges[i] = (lex_range){(int64_t)c->spans[i].first,
+                               (int64_t)(c->spans[i].first + c->spans[i].n_chunks) - 1};
+  }
   if ((s = load_filter(rq->filter_json, &c->filter)) != PROTO_OK) return s;
   c->skip_chunk = rq->like_chunk;
   if (cache_grow(c) != 0) return srv__fail(PROTO_ENOMEM, "out of memory");

@@ -730,6 +730,12 @@ def run_main(s):
                                                      "include_docs": ["doc-5", "doc-6"], "with_text": False})
         got = {h["doc_id"] for h in js2["results"]} if st2 == 200 else js2
         ok(st2 == 200 and got and got <= {"doc-5", "doc-6"}, "include_docs in a %s search" % mode, got)
+        by_flt = s.req("POST", "/v1/search", {"query": doc_text(5), "k": 10, "mode": mode, "filter": {"n": [5, 6]},
+                                              "with_text": False})[1]["results"]
+        ok([(h["chunk_id"], round(h["score"], 5)) for h in js2["results"]] ==
+           [(h["chunk_id"], round(h["score"], 5)) for h in by_flt],
+           "include_docs in a %s search: the same hits and scores as those documents by filter" % mode,
+           ([h["chunk_id"] for h in js2["results"]], [h["chunk_id"] for h in by_flt]))
     st2, js2, _, _ = s.req("POST", "/v1/search", {"query": "a", "include_docs": []})
     ok(st2 == 422 and "include_docs" in js2["error"]["message"], "include_docs empty -> 422 naming it", js2)
     st, ids = filtered({"n": 12345})
@@ -1460,6 +1466,15 @@ def run_include_direct():
            "(retro_index_scans_total unchanged; a search with exclude_docs scans it)", (before, between, scans()))
         diag("the same through the index: %d of the exact 10" %
              len({h["chunk_id"] for h in js.get("results", [])} & set(want)))
+        others = ["iv-%d" % i for i in range(12) if i not in (3, 8)]
+        for mode in ("lexical", "hybrid"):
+            text = {"query": doc_text(3 * 31 + 5, 12), "k": 20, "mode": mode, "with_text": False}
+            a = s.req("POST", "/v1/search", dict(text, include_docs=["iv-8", "iv-3"]))[1]["results"]
+            b = s.req("POST", "/v1/search", dict(text, exclude_docs=others))[1]["results"]
+            ok(len(a) > 10 and [(h["chunk_id"], round(h["score"], 5)) for h in a] ==
+               [(h["chunk_id"], round(h["score"], 5)) for h in b],
+               "include_docs, %s: the same hits and scores as excluding every other document (%d)" % (mode, len(a)),
+               ([h["chunk_id"] for h in a], [h["chunk_id"] for h in b]))
     finally:
         s.stop()
 
