@@ -1154,7 +1154,21 @@ static size_t candidates_per_list(srv_search_mode mode, size_t k) {
   return mode == SRV_MODE_HYBRID && k < HYBRID_CANDIDATES ? HYBRID_CANDIDATES : k;
 }
 
-/* A hybrid search of one text without a filter or named documents runs
+/* A search with include_docs naming at most this many chunks scores them
+ * from their stored vectors (include_search.c) instead of searching the
+ * index with a filter, and searches the lexical index within their chunk
+ * ids (lex_search_in): exact whatever the index, and it reads what they
+ * hold, not a pass over a large index. */
+#define INCLUDE_DIRECT_MAX_CHUNKS 100000
+
+/* Whether a search reads its named documents directly: their vectors for
+ * the dense list, and the lexical index within their chunk ids. */
+static int include_direct(const sctx *c) {
+  return c->only_incl && c->incl_chunks <= INCLUDE_DIRECT_MAX_CHUNKS;
+}
+
+/* A hybrid search of one text without a filter or excluded documents (with
+ * named ones, within their chunk ids) runs
  * its lexical search on a thread of its own while the query is embedded on
  * the calling thread alone: the two take about as long on the default
  * corpus. The thread is bound to the CPUs other than the caller's: left to
@@ -1164,6 +1178,9 @@ static size_t candidates_per_list(srv_search_mode mode, size_t k) {
 typedef struct lex_job {
   srv_engine *e;
   const char *text;
+  int within; /* include_docs: only within these chunk ids */
+  const lex_range *ranges;
+  size_t n_ranges;
   size_t len, nc, n;
   float *scores;
   int64_t *ids;
@@ -1175,18 +1192,24 @@ typedef struct lex_job {
 
 static void *lex_job_run(void *arg) {
   lex_job *j = arg;
-  j->s = lex_search(j->e->lx, j->text, j->len, (int)j->nc, NULL, NULL, j->scores, j->ids, &j->n);
+  j->s = j->within ? lex_search_in(j->e->lx, j->text, j->len, (int)j->nc, j->ranges, j->n_ranges,
+                                   NULL, NULL, j->scores, j->ids, &j->n)
+                   : lex_search(j->e->lx, j->text, j->len, (int)j->nc, NULL, NULL, j->scores,
+                                j->ids, &j->n);
   if (j->s != PROTO_OK) snprintf(j->err, sizeof j->err, "lexical search: %s", lex_last_error());
   return NULL;
 }
 
 static void lex_job_start(lex_job *j, srv_engine *e, const srv_search_request *rq,
-                          srv_search_mode mode, size_t k) {
+                          srv_search_mode mode, size_t k, const sctx *c) {
   memset(j, 0, sizeof *j);
   if (mode != SRV_MODE_HYBRID || rq->n_texts != 1 || rq->n_vectors || rq->filter_json ||
-      rq->n_exclude || rq->n_include || rq->group_size > 0)
+      rq->n_exclude || (rq->n_include && !include_direct(c)) || rq->group_size > 0)
     return;
   j->e = e;
+  j->within = rq->n_include > 0; /* no ranges (no document found): nothing */
+  j->ranges = c->ranges;
+  j->n_ranges = c->n_spans;
   j->text = rq->texts[0];
   j->len = rq->text_lens ? rq->text_lens[0] : strlen(rq->texts[0]);
   j->nc = candidates_per_list(mode, k);
@@ -1217,19 +1240,6 @@ static void lex_job_free(lex_job *j) {
   lex_job_join(j);
   free(j->scores);
   free(j->ids);
-}
-
-/* A search with include_docs naming at most this many chunks scores them
- * from their stored vectors (include_search.c) instead of searching the
- * index with a filter, and searches the lexical index within their chunk
- * ids (lex_search_in): exact whatever the index, and it reads what they
- * hold, not a pass over a large index. */
-#define INCLUDE_DIRECT_MAX_CHUNKS 100000
-
-/* Whether a search reads its named documents directly: their vectors for
- * the dense list, and the lexical index within their chunk ids. */
-static int include_direct(const sctx *c) {
-  return c->only_incl && c->incl_chunks <= INCLUDE_DIRECT_MAX_CHUNKS;
 }
 
 /* The candidates of every query, k per query (cands[q * k + j]; n[q] filled). */
@@ -1466,6 +1476,7 @@ static void search_state_free(search_state *st) {
     free(st->docs[i].meta);
   }
   free(st->docs);
+  lex_job_free(&st->job); /* it may read st->c.ranges until joined */
   store_chunk_free(&st->sc);
   store_snap_end(&st->c.snap);
   cache_free(&st->c);
@@ -1475,7 +1486,6 @@ static void search_state_free(search_state *st) {
   free(st->c.spans);
   free(st->c.ranges);
   free(st->qv);
-  lex_job_free(&st->job);
   free(st->cands);
   free(st->n_cands);
   free(st->groups);
@@ -1671,9 +1681,11 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
   int has_t = rq->n_texts > 0, has_v = rq->n_vectors > 0;
   size_t nq = has_t ? rq->n_texts : rq->n_vectors, k = (size_t)rq->k;
   const float *queries = rq->vectors;
-  /* a hybrid search's lexical half starts first, to run while this thread
-   * embeds the text */
-  lex_job_start(&st.job, e, rq, mode, k);
+  /* the named documents and the filter first: the lexical half may need
+   * the former; then a hybrid search's lexical half starts, to run while
+   * this thread embeds the text */
+  if ((s = search_filter_start(e, rq, &st.c)) != PROTO_OK) goto leave;
+  lex_job_start(&st.job, e, rq, mode, k, &st.c);
   if (!has_v && mode != SRV_MODE_LEXICAL) {
     st.qv = malloc(nq * e->dim * sizeof *st.qv);
     if (!st.qv) {
@@ -1684,7 +1696,6 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
     if (s != PROTO_OK) goto leave;
     queries = st.qv;
   }
-  if ((s = search_filter_start(e, rq, &st.c)) != PROTO_OK) goto leave;
   /* grouping: enough candidates that k documents are likely found, and no
    * more than one index search may return */
   size_t gs = (size_t)rq->group_size;
