@@ -29,6 +29,8 @@
  */
 #include "lex.h"
 
+#include "best_k.h"
+
 #include <sqlite3.h>
 
 #include <pthread.h>
@@ -1043,18 +1045,6 @@ proto_status lex_search(lex *lx, const char *text, size_t len, int k, idx_filter
   return s;
 }
 
-/* Puts (score, id) into the best k found so far (descending scores). */
-static void keep_best(float *scores, int64_t *ids, size_t *found, size_t k, float s, int64_t id) {
-  if (*found == k && !(s > scores[k - 1])) return;
-  size_t j = *found < k ? (*found)++ : k - 1;
-  for (; j > 0 && s > scores[j - 1]; j--) {
-    scores[j] = scores[j - 1];
-    ids[j] = ids[j - 1];
-  }
-  scores[j] = s;
-  ids[j] = id;
-}
-
 /* The best k rows of one rowid range that pass the filter, merged into
  * the best found so far: rows come in rank order, so the range is done
  * once k of them have passed. */
@@ -1070,7 +1060,7 @@ static proto_status search_range(reader *r, const char *expr, lex_range g, size_
     int64_t id = sqlite3_column_int64(r->query_in, 0);
     if (filter && !filter(filter_ctx, id)) continue;
     passed++;
-    keep_best(scores, ids, found, k, (float)-sqlite3_column_double(r->query_in, 1), id);
+    best_k_offer(scores, ids, found, k, (float)-sqlite3_column_double(r->query_in, 1), id);
   }
   proto_status s = passed < k && rc != SQLITE_DONE ? db_fail(r->db, "search") : PROTO_OK;
   sqlite3_reset(r->query_in);

@@ -12,7 +12,10 @@
  */
 #include "engine_priv.h"
 
+#include "best_k.h"
+
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* One document's span being scored as the scan hands over its vectors. */
@@ -25,20 +28,8 @@ typedef struct span_scan {
   void *pass_ctx;
   float *scores; /* nq x k, each query's best in descending order */
   int64_t *ids;
+  size_t *kept; /* nq: how many of each query's k are filled */
 } span_scan;
-
-/* Puts (score, id) into a query's best k, kept in descending order. */
-static void keep_best(float *scores, int64_t *ids, size_t k, float s, int64_t id) {
-  if (ids[k - 1] >= 0 && !(s > scores[k - 1])) return;
-  size_t j = k - 1;
-  while (j > 0 && (ids[j - 1] < 0 || s > scores[j - 1])) {
-    scores[j] = scores[j - 1];
-    ids[j] = ids[j - 1];
-    j--;
-  }
-  scores[j] = s;
-  ids[j] = id;
-}
 
 /* A batch of the scan: the span's chunks that pass, scored against every
  * query (pass may read the store: the scan allows reads from its thread). */
@@ -52,7 +43,8 @@ static proto_status score_batch(void *ctx, const uint64_t *ids, const float *vec
       const float *x = c->queries + q * c->dim;
       float dot = 0;
       for (uint32_t j = 0; j < c->dim; j++) dot += x[j] * v[j];
-      keep_best(c->scores + q * c->k, c->ids + q * c->k, c->k, dot, (int64_t)ids[i]);
+      best_k_offer(c->scores + q * c->k, c->ids + q * c->k, &c->kept[q], c->k, dot,
+                   (int64_t)ids[i]);
     }
   }
   return i < n ? PROTO_ECANCELLED : PROTO_OK; /* past the span: stop the scan */
@@ -72,13 +64,17 @@ proto_status srv__include_search(store *st, uint32_t dim, const srv__span *spans
                  .pass = pass,
                  .pass_ctx = pass_ctx,
                  .scores = scores,
-                 .ids = ids};
-  for (size_t d = 0; d < n_spans; d++) {
+                 .ids = ids,
+                 .kept = calloc(nq ? nq : 1, sizeof *c.kept)};
+  proto_status s = c.kept ? PROTO_OK : srv__fail(PROTO_ENOMEM, "out of memory");
+  for (size_t d = 0; d < n_spans && s == PROTO_OK; d++) {
     if (!spans[d].n_chunks) continue;
     c.last = spans[d].first + spans[d].n_chunks - 1;
-    proto_status s = store_vectors_scan(st, spans[d].first - 1, 256, score_batch, &c);
-    if (s != PROTO_OK && s != PROTO_ECANCELLED)
-      return srv__fail(s, "reading the named documents' vectors: %s", store_last_error());
+    s = store_vectors_scan(st, spans[d].first - 1, 256, score_batch, &c);
+    if (s == PROTO_ECANCELLED) s = PROTO_OK;
+    else if (s != PROTO_OK)
+      s = srv__fail(s, "reading the named documents' vectors: %s", store_last_error());
   }
-  return PROTO_OK;
+  free(c.kept);
+  return s;
 }
