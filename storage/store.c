@@ -1443,23 +1443,6 @@ static proto_status whole_in(store *st, MDB_txn *txn, uint64_t num, const doc_re
   return ps;
 }
 
-proto_status store_doc_get_whole(store *st, const char *id, int with_text, store_doc_whole *out) {
-  MDB_txn *txn = NULL;
-  uint64_t num;
-  doc_rec r;
-  if (!st || !out) {
-    proto_err_set("store: bad doc_get_whole arguments");
-    return PROTO_EINVAL;
-  }
-  memset(out, 0, sizeof *out);
-  proto_status ps = doc_find(st, id, &txn, &num, &r);
-  if (ps) return ps;
-  ps = whole_in(st, txn, num, &r, with_text, out);
-  rd_end(st, txn);
-  if (ps) store_doc_whole_free(out);
-  return ps;
-}
-
 proto_status store_docs_get_whole(store *st, const char *const *ids, size_t n, int with_text,
                                   store_doc_whole *out, int *found) {
   MDB_txn *txn = NULL;
@@ -1481,6 +1464,20 @@ proto_status store_docs_get_whole(store *st, const char *const *ids, size_t n, i
   for (size_t i = 0; ps && i < n; i++) {
     store_doc_whole_free(&out[i]);
     found[i] = 0;
+  }
+  return ps;
+}
+
+proto_status store_doc_get_whole(store *st, const char *id, int with_text, store_doc_whole *out) {
+  if (!st || !out) {
+    proto_err_set("store: bad doc_get_whole arguments");
+    return PROTO_EINVAL;
+  }
+  int found = 0;
+  proto_status ps = store_docs_get_whole(st, &id, 1, with_text, out, &found);
+  if (ps == PROTO_OK && !found) {
+    proto_err_set("store: document not found");
+    ps = PROTO_ENOTFOUND;
   }
   return ps;
 }
