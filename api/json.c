@@ -604,21 +604,21 @@ static proto_status no_empty_string(const char *name, char *const *s, size_t n, 
 }
 
 /* "exclude_docs" or "include_docs": document ids. An empty exclude_docs
- * skips none; an empty include_docs would match nothing, and is refused. */
-static proto_status get_doc_ids(json_t *obj, const char *name, char ***ids, size_t *n, char *err,
-                                size_t errlen) {
+ * skips none; an empty include_docs (only) would match nothing, and is
+ * refused. */
+static proto_status get_doc_ids(json_t *obj, const char *name, int only, char ***ids, size_t *n,
+                                char *err, size_t errlen) {
   json_t *v = json_object_get(obj, name);
-  int include = !strcmp(name, "include_docs");
   *ids = NULL;
   *n = 0;
   if (!v || json_is_null(v)) return PROTO_OK;
   if (!json_is_array(v))
     return fail(PROTO_ETYPE, err, errlen, "%s: must be an array of strings", name);
   if (json_array_size(v) == 0)
-    return include ? fail(PROTO_ERANGE, err, errlen,
-                          "include_docs: empty (it would match no document; leave it out to "
-                          "search them all)")
-                   : PROTO_OK;
+    return only ? fail(PROTO_ERANGE, err, errlen,
+                       "include_docs: empty (it would match no document; leave it out to "
+                       "search them all)")
+                : PROTO_OK;
   return get_strs(v, name, 1, PROTO_MAX_EXCLUDE, PROTO_MAX_ID_BYTES, ids, NULL, n, NULL, err,
                   errlen);
 }
@@ -626,8 +626,8 @@ static proto_status get_doc_ids(json_t *obj, const char *name, char ***ids, size
 /* exclude_docs and include_docs of a search or of a completion's retrieval. */
 static proto_status get_doc_lists(json_t *obj, char ***excl, size_t *n_excl, char ***incl,
                                   size_t *n_incl, char *err, size_t errlen) {
-  proto_status st = get_doc_ids(obj, "exclude_docs", excl, n_excl, err, errlen);
-  return st ? st : get_doc_ids(obj, "include_docs", incl, n_incl, err, errlen);
+  proto_status st = get_doc_ids(obj, "exclude_docs", 0, excl, n_excl, err, errlen);
+  return st ? st : get_doc_ids(obj, "include_docs", 1, incl, n_incl, err, errlen);
 }
 
 proto_status proto_json_validate(const char *text, size_t len, char *err, size_t errlen) {
