@@ -62,6 +62,7 @@ typedef struct bert_arena {
   float *scores; /* (workers, T * T) attention probabilities, T = max_tokens */
   int32_t *ids;  /* (budget) packed token ids */
   int32_t *pos;  /* (budget) position ids */
+  uint8_t *type; /* (budget) token type ids (1: a pair's second text, BERT) */
   int *start;    /* (budget) first row of each sequence in the chunk */
   int *len;      /* (budget) its length */
   int busy;
@@ -418,6 +419,7 @@ static void bert_arena_free(bert_arena *a) {
   free(a->scores);
   free(a->ids);
   free(a->pos);
+  free(a->type);
   free(a->start);
   free(a->len);
   memset(a, 0, sizeof *a);
@@ -433,10 +435,11 @@ static int bert_arena_alloc(const bert *b, bert_arena *a) {
   a->scores = malloc((size_t)b->workers * mt * mt * sizeof(float));
   a->ids = malloc(T * sizeof(int32_t));
   a->pos = malloc(T * sizeof(int32_t));
+  a->type = calloc(T, 1);
   a->start = malloc(T * sizeof(int));
   a->len = malloc(T * sizeof(int));
   return a->x && a->tmp && a->qkv && a->ctx && a->inter && a->scores && a->ids && a->pos &&
-         a->start && a->len;
+         a->type && a->start && a->len;
 }
 
 proto_status bert_open(const char *dir, const bert_options *opt, bert **out) {
@@ -689,7 +692,8 @@ static void emb_task(void *arg, int s, int worker) {
     float *x = j->a->x + (size_t)r * (size_t)H;
     const float *w = b->word + (size_t)j->a->ids[r] * (size_t)H;
     const float *p = b->posemb + (size_t)j->a->pos[r] * (size_t)H;
-    for (int k = 0; k < H; k++) x[k] = w[k] + p[k] + b->type[k];
+    const float *t = b->type + (size_t)j->a->type[r] * (size_t)H;
+    for (int k = 0; k < H; k++) x[k] = w[k] + p[k] + t[k];
     kn_layernorm(x, x, b->emb_g, b->emb_b, 1, H, b->eps);
   }
 }
@@ -796,14 +800,37 @@ static void bert_arena_give(bert *b, bert_arena *a) {
   pthread_mutex_unlock(&b->arena_mu);
 }
 
-/* Packs sequence ids (without specials) into the arena at row r, adds the
- * specials and truncation, fills positions; returns the length used. */
-static int bert_pack(const bert *b, bert_arena *a, int r, const int32_t *ids, size_t n) {
-  size_t keep = n > (size_t)b->max_tokens - 2 ? (size_t)b->max_tokens - 2 : n;
-  int len = (int)keep + 2;
+/* The rows a text of n ids takes, alone ([CLS] A [SEP]) or with pair set
+ * as a pair's first with a second of n2 ([CLS] A [SEP] B [SEP]; RoBERTa
+ * <s> A </s></s> B </s>), after truncation: the second text is cut first,
+ * then the first. *keep / *keep2: the ids kept of each. */
+static int bert_pack_len(const bert *b, size_t n, int pair, size_t n2, size_t *keep,
+                         size_t *keep2) {
+  size_t specials = !pair ? 2 : b->roberta ? 4 : 3, room = (size_t)b->max_tokens - specials;
+  *keep = n > room ? room : n;
+  *keep2 = pair ? (n2 > room - *keep ? room - *keep : n2) : 0;
+  return (int)(*keep + *keep2 + specials);
+}
+
+/* Packs a text's ids (without specials), or a pair's, into the arena at row
+ * r with the specials, truncation (bert_pack_len), positions and token
+ * types; returns the length used. */
+static int bert_pack(const bert *b, bert_arena *a, int r, const int32_t *ids, size_t n, int pair,
+                     const int32_t *second, size_t n2) {
+  size_t keep, keep2;
+  int len = bert_pack_len(b, n, pair, n2, &keep, &keep2), at = r + 1;
   a->ids[r] = b->cls_id;
-  if (keep) memcpy(a->ids + r + 1, ids, keep * sizeof *ids);
-  a->ids[r + len - 1] = b->sep_id;
+  if (keep) memcpy(a->ids + at, ids, keep * sizeof *ids);
+  at += (int)keep;
+  a->ids[at++] = b->sep_id;
+  memset(a->type + r, 0, (size_t)len);
+  if (pair) {
+    if (b->roberta) a->ids[at++] = b->sep_id; /* </s></s> between the two */
+    else memset(a->type + at, b->type_vocab > 1 ? 1 : 0, keep2 + 1);
+    if (keep2) memcpy(a->ids + at, second, keep2 * sizeof *second);
+    at += (int)keep2;
+    a->ids[at++] = b->sep_id;
+  }
   if (b->roberta) { /* HF: padding_idx + cumsum(id != pad), pad tokens at padding_idx */
     int c = 0;
     for (int k = 0; k < len; k++) {
@@ -831,24 +858,31 @@ static void bert_pool_out(const bert *b, const bert_arena *a, int s, float *out)
   if (b->normalize) kn_l2_normalize(out, (size_t)H);
 }
 
+/* Input i's ids are in the vocabulary (1), or the error is set (0). */
+static int ids_valid(const bert *b, const int32_t *const *ids, const size_t *lens, size_t i) {
+  if (lens[i] && !ids[i]) {
+    proto_err_set("bert_embed_ids: input %zu has no ids", i);
+    return 0;
+  }
+  for (size_t k = 0; k < lens[i]; k++)
+    if (ids[i][k] < 0 || ids[i][k] >= b->vocab) {
+      proto_err_set("bert_embed_ids: input %zu token %zu: id %d outside [0, %d)", i, k,
+                    (int)ids[i][k], b->vocab);
+      return 0;
+    }
+  return 1;
+}
+
+/* Embeds n texts, or n pairs when ids2 is given (text i with ids2[i]). */
 static proto_status embed_ids(bert *b, const bert_exec *ex, const int32_t *const *ids,
-                              const size_t *lens, size_t n, float *out) {
-  if (!b || (n && (!ids || !lens || !out))) {
+                              const size_t *lens, const int32_t *const *ids2, const size_t *lens2,
+                              size_t n, float *out) {
+  if (!b || (n && (!ids || !lens || !out || (ids2 && !lens2)))) {
     proto_err_set("bert_embed_ids: invalid arguments");
     return PROTO_EINVAL;
   }
-  for (size_t i = 0; i < n; i++) {
-    if (lens[i] && !ids[i]) {
-      proto_err_set("bert_embed_ids: input %zu has no ids", i);
-      return PROTO_EINVAL;
-    }
-    for (size_t k = 0; k < lens[i]; k++)
-      if (ids[i][k] < 0 || ids[i][k] >= b->vocab) {
-        proto_err_set("bert_embed_ids: input %zu token %zu: id %d outside [0, %d)", i, k,
-                      (int)ids[i][k], b->vocab);
-        return PROTO_EINVAL;
-      }
-  }
+  for (size_t i = 0; i < n; i++)
+    if (!ids_valid(b, ids, lens, i) || (ids2 && !ids_valid(b, ids2, lens2, i))) return PROTO_EINVAL;
   if (n == 0) return PROTO_OK;
   bert_arena *a = bert_arena_take(b);
   size_t i = 0;
@@ -856,10 +890,11 @@ static proto_status embed_ids(bert *b, const bert_exec *ex, const int32_t *const
     int rows = 0, nseq = 0;
     size_t first = i;
     while (i < n) {
-      size_t keep = lens[i] > (size_t)b->max_tokens - 2 ? (size_t)b->max_tokens - 2 : lens[i];
-      if (rows + (int)keep + 2 > b->budget) break;
+      int pair = ids2 != NULL;
+      size_t n2 = pair ? lens2[i] : 0, k1, k2;
+      if (rows + bert_pack_len(b, lens[i], pair, n2, &k1, &k2) > b->budget) break;
       a->start[nseq] = rows;
-      a->len[nseq] = bert_pack(b, a, rows, ids[i], lens[i]);
+      a->len[nseq] = bert_pack(b, a, rows, ids[i], lens[i], pair, pair ? ids2[i] : NULL, n2);
       rows += a->len[nseq];
       nseq++;
       i++;
@@ -874,7 +909,22 @@ static proto_status embed_ids(bert *b, const bert_exec *ex, const int32_t *const
 proto_status bert_embed_ids(bert *b, const int32_t *const *ids, const size_t *lens, size_t n,
                             float *out) {
   bert_exec ex = {b ? b->pool : NULL, b ? b->workers : 1};
-  return embed_ids(b, &ex, ids, lens, n, out);
+  return embed_ids(b, &ex, ids, lens, NULL, NULL, n, out);
+}
+
+proto_status bert_embed_pairs(bert *b, const int32_t *const *first, const size_t *first_lens,
+                              const int32_t *const *second, const size_t *second_lens, size_t n,
+                              float *out) {
+  if (n && (!second || !second_lens)) {
+    proto_err_set("bert_embed_pairs: invalid arguments");
+    return PROTO_EINVAL;
+  }
+  if (b && b->max_tokens < (b->roberta ? 4 : 3)) { /* the specials alone would not fit */
+    proto_err_set("bert_embed_pairs: the model reads at most %d tokens", b->max_tokens);
+    return PROTO_EINVAL;
+  }
+  bert_exec ex = {b ? b->pool : NULL, b ? b->workers : 1};
+  return embed_ids(b, &ex, first, first_lens, second, second_lens, n, out);
 }
 
 proto_status bert_embed_text_here(bert *b, const char *text, size_t len, float *out) {
@@ -891,7 +941,7 @@ proto_status bert_embed_text_here(bert *b, const char *text, size_t len, float *
   }
   bert_exec here = {NULL, 1};
   const int32_t *const one[1] = {ids};
-  st = embed_ids(b, &here, one, &n, 1, out);
+  st = embed_ids(b, &here, one, &n, NULL, NULL, 1, out);
   free(ids);
   return st;
 }

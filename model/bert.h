@@ -73,6 +73,16 @@ proto_status bert_embed_texts(bert *b, const char *const *texts, const size_t *l
 /* Same for pre-tokenised inputs (ids from bert_tokenizer(), no specials). */
 proto_status bert_embed_ids(bert *b, const int32_t *const *ids, const size_t *lens, size_t n,
                             float *out);
+/* Embeds n pairs of texts read together, as a cross-encoder reads a query
+ * and a passage (ids from bert_tokenizer(), no specials): BERT
+ * [CLS] first [SEP] second [SEP], the second with token type 1 (when the
+ * model has two types); RoBERTa <s> first </s></s> second </s>. Too long a
+ * pair loses the end of its second text, then of its first (Hugging Face's
+ * "longest_first" applied to the second first). second[i] may be NULL when
+ * second_lens[i] is 0. */
+proto_status bert_embed_pairs(bert *b, const int32_t *const *first, const size_t *first_lens,
+                              const int32_t *const *second, const size_t *second_lens, size_t n,
+                              float *out);
 /* Embeds one text on the calling thread alone, for a caller that keeps the
  * other cores busy itself (a hybrid search runs its lexical half there).
  * The same vector as bert_embed_texts. */

@@ -94,6 +94,23 @@ def load_ckpt(path, dev):
     return None
 
 
+def resume(out, dev, opt, **modules):
+    """OUT/ckpt.pt's training state when there is one, loaded into opt, the
+    named modules (the names they were saved under) and the random
+    generators; else a fresh state. Returns (state, the checkpoint's path)."""
+    ckp = os.path.join(out, "ckpt.pt")
+    os.makedirs(out, exist_ok=True)
+    ck = load_ckpt(ckp, dev)
+    if ck is None:
+        return {"step": 0, "results": {}}, ckp
+    for name, m in modules.items():
+        m.load_state_dict(ck[name])
+    opt.load_state_dict(ck["opt"])
+    set_rng_state(ck["rng"])
+    log(f"resumed at step {ck['state']['step']}")
+    return ck["state"], ckp
+
+
 def rng_state():
     st = {"py": random.getstate(), "np": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():

@@ -226,16 +226,7 @@ def main():
             return torch.zeros((), device=dev)
         return (1.0 - (e * embed(anchor, seqs, bos, eos, pad, dev, False)).sum(1)).mean()
     opt = torch.optim.AdamW(enc.parameters(), lr=a.lr, weight_decay=0.01)
-    state = {"step": 0, "results": {}}
-    ckp = os.path.join(a.out, "ckpt.pt")
-    os.makedirs(a.out, exist_ok=True)
-    ck = common.load_ckpt(ckp, dev)
-    if ck is not None:
-        enc.load_state_dict(ck["enc"])
-        opt.load_state_dict(ck["opt"])
-        state = ck["state"]
-        common.set_rng_state(ck["rng"])
-        log(f"resumed at step {state['step']}")
+    state, ckp = common.resume(a.out, dev, opt, enc=enc)
     rng = random.Random(a.seed * 7919 + state["step"])
     nrs = np.random.RandomState(a.seed * 31 + state["step"])
 

@@ -22,7 +22,8 @@ never give training pairs; their pairs go to a separate validation file.
   /usr/bin/python3 model/train/qp_mine.py --corpus DIR --dump DUMP --tokenizer DIR \
       --heldout model/default/heldout.txt --out OUT
 writes OUT/pairs.jsonl and OUT/val.jsonl: {"q", "kind", "doc", "pos": [tokens],
-"neg": [[tokens], ...]} (tokens: the chunk tokenizer's ids, no specials).
+"row", "neg": [[tokens], ...]} (tokens: the chunk tokenizer's ids, no specials;
+row: the dump row of the passage's chunk, whose tokens still hold the query).
 """
 import argparse
 import json
@@ -226,7 +227,7 @@ def main():
                 pos = bpe.encode(body.encode("utf-8"))[:64]
                 if len(pos) < 8:
                     continue
-                rec = {"q": q, "kind": kind, "doc": doc, "pos": pos,
+                rec = {"q": q, "kind": kind, "doc": doc, "pos": pos, "row": r,
                        "neg": [chunk_ids(n) for n in negatives(q, doc)]}
                 (fv if doc in held else ft).write(json.dumps(rec) + "\n")
                 key = ("val " if doc in held else "train ") + kind

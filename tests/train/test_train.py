@@ -24,6 +24,9 @@ tiny generated corpus, end to end on CPU, and the C runtime on its exports.
      (held-out documents give validation pairs only; the query text is
      removed from its passage), qp_finetune.py trains two steps and exports
      F16; C bert_embed_ids == PyTorch on the export
+ 10. (the same) rerank_mine.py takes each pair's candidates from a real
+     `retro serve`'s hybrid search, rerank_train.py trains two steps and
+     exports an F16 reranker; C rerank_score == PyTorch on the export
 
 usage: test_train.py TRAIN_C_DUMP SOURCE_ROOT [RETRO]
 (RETRO: the `retro` binary; part 6 is skipped without it)
@@ -318,7 +321,46 @@ def c_route(tmp, corpus_dir, data, base_exp, common_args):
     nbv = cdb.values(torch.from_numpy(res["heldout_nolk"][:2].astype(np.int64)))  # (2, K, 128)
     compare_retro(os.path.join(fit, "export"), ho[:128].tolist(), nbv.numpy(), c.pad_id, tmp, 1e-4,
                   "RETRO-fit on C neighbours")
-    qp_route(tmp, corpus_dir, data, enc, dumpg, set(names["heldout"]), common_args)
+    mined = qp_route(tmp, corpus_dir, data, enc, dumpg, set(names["heldout"]), common_args)
+    rerank_route(tmp, db, dumpg, mined, enc, common_args)
+
+
+def rerank_route(tmp, db, dump, mined, enc, common_args):
+    """Part 10: a reranker's candidates from the real server's hybrid search
+    of the C database (rerank_mine.py), two training steps
+    (rerank_train.py), export, C vs PyTorch scores of the export."""
+    import torch
+    import tokref
+    from qp_finetune import dump_rows
+    from rerank_train import CrossEncoder, batch, pair_ids
+    cands = os.path.join(tmp, "rr_cands")
+    run(["rerank_mine.py", "--data", db, "--dump", dump, "--mined", mined, "--out", cands, "--retro", RETRO,
+         "-k", "8"], "rerank_mine.py")
+    pairs = [json.loads(l) for l in open(os.path.join(mined, "pairs.jsonl"))]
+    got = [json.loads(l)["cands"] for l in open(os.path.join(cands, "train.jsonl"))]
+    docs = [d for d, _ in dump_rows(dump)[0]]
+    ok(len(got) == len(pairs) and any(got) and all(docs[r] != p["doc"] for p, c in zip(pairs, got) for r in c),
+       "rerank_mine.py: each pair's hybrid candidates, none of its own document", (len(got), len(pairs)))
+    rro = os.path.join(tmp, "rr")
+    out = run(["rerank_train.py", "--init", enc, "--mined", mined, "--cands", cands, "--dump", dump, "--out", rro,
+               "--steps", "2", "--batch", "2", "--group", "3", "--val-per-kind", "2", "--log-every", "1"]
+              + common_args, "rerank_train.py")
+    res = json.load(open(os.path.join(rro, "results.json")))
+    ok("step 2/2" in out and 0 <= res["after"]["mrr10"] <= 1, "rerank_train.py: two steps, validation MRR", res)
+    exp = os.path.join(rro, "export")
+    cfg = json.load(open(os.path.join(exp, "config.json")))
+    ok(cfg["architectures"] == ["RobertaForSequenceClassification"] and cfg["num_labels"] == 1
+       and cfg["torch_dtype"] == "float16", "rerank_train.py: exports a one-label RoBERTa classifier in F16", cfg)
+    bpe = tokref.ByteBPE(os.path.join(exp, "vocab.json"), os.path.join(exp, "merges.txt"))
+    query = pairs[0]["q"]
+    texts = [bpe.decode_str(p["pos"]).replace("\n", " ") for p in pairs[:4]]
+    m = CrossEncoder.load(exp).eval()
+    bos, eos, pad = bpe.token_id("<s>"), bpe.token_id("</s>"), bpe.token_id("<pad>")
+    seqs = [pair_ids(bpe.encode(query), bpe.encode(t), bos, eos, m.enc.max_tokens) for t in texts]
+    with torch.no_grad():
+        ref = m(*batch(seqs, pad, "cpu")).numpy()
+    payload = "\n".join([query] + texts).encode()
+    compare_dump("rerank", "rerank_score", "scores", exp, payload, ref, tmp, 1e-4, "trained reranker")
 
 
 def qp_route(tmp, corpus_dir, data, enc, dump, held, common_args):
@@ -378,6 +420,7 @@ def qp_route(tmp, corpus_dir, data, enc, dump, held, common_args):
     ok([r["lambda"] for r in table["table"]] == [0, 0.5, 1] and table["chosen"]["lambda"] == 1
        and all(0 <= r["continuation_recall10_train"] <= 1 for r in table["table"]),
        "qp_blend.py: a row per lambda; with --keep 0 the trained end is chosen", table)
+    return mined
     import st
     a, b = (st.load(os.path.join(d, "model.safetensors")) for d in (exp, bl))
     ok(a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a),

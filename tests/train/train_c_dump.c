@@ -9,9 +9,12 @@
  *       IN: int32 n, then n times {int32 len, len int32 ids} (no special tokens)
  *   train_c_dump retro MODEL_DIR IN OUT          -> float32 (n x vocab) logits
  *       IN: int32 n, n tokens, int32 chunks, k, r, pad, chunks*k*r neighbour ids
+ *   train_c_dump rerank MODEL_DIR IN OUT         -> float32 (n) reranker scores
+ *       IN: the query, then n passages, one a line (at most 63)
  */
 #include "bert.h"
 #include "proto.h"
+#include "rerank.h"
 #include "retro.h"
 #include "tok.h"
 
@@ -193,11 +196,40 @@ done:
   return ret;
 }
 
+/* IN: the query, then one passage a line; OUT: float32 scores. */
+static int run_rerank(const char *dir, const char *in, const char *out) {
+  size_t nb = 0;
+  char *text = (char *)read_all(in, &nb);
+  const char *lines[64];
+  size_t lens[64], n = 0;
+  for (char *p = text, *end = text + nb; text && p < end && n < 64;) {
+    char *nl = memchr(p, '\n', (size_t)(end - p));
+    lines[n] = p;
+    lens[n++] = (size_t)((nl ? nl : end) - p);
+    p = nl ? nl + 1 : end;
+  }
+  reranker *r = NULL;
+  float scores[64];
+  int ret = 1;
+  if (n < 2) fprintf(stderr, "%s: a query and passages expected\n", in);
+  else if (rerank_open(dir, 1, &r) != PROTO_OK)
+    fprintf(stderr, "rerank_open: %s\n", rerank_last_error());
+  else if (rerank_score(r, lines[0], lens[0], lines + 1, lens + 1, n - 1, scores) != PROTO_OK)
+    fprintf(stderr, "rerank_score: %s\n", rerank_last_error());
+  else if (write_all(out, scores, (n - 1) * sizeof *scores) != 0)
+    fprintf(stderr, "cannot write %s\n", out);
+  else ret = 0;
+  rerank_close(r);
+  free(text);
+  return ret;
+}
+
 int main(int argc, char **argv) {
   if (argc != 5) {
-    fprintf(stderr, "usage: %s tok|bert|retro MODEL_DIR IN OUT\n", argv[0]);
+    fprintf(stderr, "usage: %s tok|bert|retro|rerank MODEL_DIR IN OUT\n", argv[0]);
     return 2;
   }
+  if (strcmp(argv[1], "rerank") == 0) return run_rerank(argv[2], argv[3], argv[4]);
   if (strcmp(argv[1], "tok") == 0) return run_tok(argv[2], argv[3], argv[4]);
   if (strcmp(argv[1], "bert") == 0) return run_bert(argv[2], argv[3], argv[4]);
   if (strcmp(argv[1], "retro") == 0) return run_retro(argv[2], argv[3], argv[4]);
