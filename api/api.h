@@ -191,10 +191,28 @@ typedef struct proto_search_req {
   int group_by_doc;  /* "group_by": "document" */
   int group_size;    /* "group_size": chunks per document, [1, 100], default 1 */
   int expand;        /* "expand": chunks before and after each hit, [0, 16] */
+  int rerank;        /* "rerank": 0 false/absent, -1 true (the server's
+                        default count), else candidates to rerank [1, 200] */
 } proto_search_req;
 proto_status proto_search_parse(const char *json, size_t len, proto_search_req *out, char *err,
                                 size_t errlen);
 void proto_search_free(proto_search_req *r); /* accepts zeroed */
+
+/* POST /v1/rerank (Cohere's and Jina's shape). */
+typedef struct proto_rerank_req {
+  char *query; /* non-blank */
+  size_t query_len;
+  char **documents; /* n texts, 1..PROTO_MAX_RERANK_DOCS */
+  size_t *lens;
+  size_t n;
+  long top_n;           /* results kept, best first; 0 = all */
+  int return_documents; /* each result repeats its text */
+  char *model;          /* NULL when absent */
+} proto_rerank_req;
+enum { PROTO_MAX_RERANK_DOCS = 1000 };
+proto_status proto_rerank_parse(const char *json, size_t len, proto_rerank_req *out, char *err,
+                                size_t errlen);
+void proto_rerank_free(proto_rerank_req *r); /* accepts zeroed */
 
 /* POST /v1/embeddings (OpenAI shape). */
 typedef struct proto_embed_req {

@@ -804,7 +804,26 @@ static proto_status get_choice(json_t *obj, const char *name, const char *const 
   return st;
 }
 
-/* mode, alpha, group_by, group_size, expand. */
+/* "rerank": true, false, null or a number of candidates; only for texts. */
+static proto_status get_rerank(json_t *root, proto_search_req *out, char *err, size_t errlen) {
+  json_t *v = json_object_get(root, "rerank");
+  if (!v || json_is_null(v) || json_is_false(v)) return PROTO_OK;
+  if (json_is_true(v)) {
+    out->rerank = -1;
+  } else if (json_is_integer(v)) {
+    if (json_integer_value(v) < 1 || json_integer_value(v) > 200)
+      return fail(PROTO_ERANGE, err, errlen, "rerank: a number of candidates must be in [1, 200]");
+    out->rerank = (int)json_integer_value(v);
+  } else {
+    return fail(PROTO_ETYPE, err, errlen, "rerank: must be true, false or a number of candidates");
+  }
+  if (!out->n_queries)
+    return fail(PROTO_EINVAL, err, errlen,
+                "rerank: needs a query text (query or queries; the reranker reads it)");
+  return PROTO_OK;
+}
+
+/* mode, alpha, group_by, group_size, expand, rerank. */
 static proto_status get_search_shape(json_t *root, proto_search_req *out, char *err,
                                      size_t errlen) {
   static const char *const modes[] = {"dense", "lexical", "hybrid", NULL};
@@ -832,7 +851,7 @@ static proto_status get_search_shape(json_t *root, proto_search_req *out, char *
     return fail(PROTO_EINVAL, err, errlen, "group_size: needs \"group_by\": \"document\"");
   if ((st = get_int(root, NULL, "expand", 0, 16, 0, &x, err, errlen)) != PROTO_OK) return st;
   out->expand = (int)x;
-  return PROTO_OK;
+  return get_rerank(root, out, err, errlen);
 }
 
 /* A query of nothing but white space has no words for BM25 and embeds to a
@@ -909,7 +928,7 @@ proto_status proto_search_parse(const char *text, size_t len, proto_search_req *
   static const char *const fields[] = {
       "query",        "queries",  "vector",     "chunk_id",  "k",      "exclude_docs",
       "include_docs", "nprobe",   "ef_search",  "with_text", "filter", "mode",
-      "alpha",        "group_by", "group_size", "expand",    NULL};
+      "alpha",        "group_by", "group_size", "expand",    "rerank", NULL};
   json_t *root = NULL;
   long long x = 0;
   memset(out, 0, sizeof *out);
@@ -1153,6 +1172,64 @@ proto_status proto_embed_parse(const char *text, size_t len, proto_embed_req *ou
 leave:
   json_decref(root);
   if (st != PROTO_OK) proto_embed_free(out);
+  return st;
+}
+
+/* ---- rerank ---------------------------------------------------------------- */
+
+void proto_rerank_free(proto_rerank_req *r) {
+  if (!r) return;
+  free(r->query);
+  free_strs(r->documents, r->n);
+  free(r->lens);
+  free(r->model);
+  memset(r, 0, sizeof *r);
+}
+
+proto_status proto_rerank_parse(const char *text, size_t len, proto_rerank_req *out, char *err,
+                                size_t errlen) {
+  static const char *const fields[] = {"query", "documents", "top_n", "return_documents",
+                                       "model", NULL};
+  json_t *root = NULL;
+  memset(out, 0, sizeof *out);
+  proto_status st = parse_object(text, len, fields, &root, err, errlen);
+  if (st != PROTO_OK) goto leave;
+  json_t *q = json_object_get(root, "query"), *docs = json_object_get(root, "documents");
+  if (!q || !docs) {
+    st = fail(PROTO_EMISSING, err, errlen, "%s: missing field", q ? "documents" : "query");
+    goto leave;
+  }
+  if (!json_is_string(q)) {
+    st = fail(PROTO_ETYPE, err, errlen, "query: must be a string");
+    goto leave;
+  }
+  out->query = dup_str(q, &out->query_len);
+  if (!out->query) {
+    st = fail(PROTO_ENOMEM, err, errlen, "query: out of memory");
+    goto leave;
+  }
+  if (proto_blank(out->query, out->query_len)) {
+    st = fail(PROTO_ERANGE, err, errlen, "query: empty or only white space");
+    goto leave;
+  }
+  if (!json_is_array(docs)) {
+    st = fail(PROTO_ETYPE, err, errlen, "documents: must be an array of strings");
+    goto leave;
+  }
+  if ((st = get_strs(docs, "documents", 1, PROTO_MAX_RERANK_DOCS, 0, &out->documents, &out->lens,
+                     &out->n, NULL, err, errlen)) != PROTO_OK)
+    goto leave;
+  long long top = 0;
+  if ((st = get_int(root, NULL, "top_n", 1, PROTO_MAX_RERANK_DOCS, 0, &top, err, errlen)) !=
+      PROTO_OK)
+    goto leave;
+  out->top_n = (long)top;
+  if ((st = get_bool(root, "return_documents", 0, &out->return_documents, err, errlen)) != PROTO_OK)
+    goto leave;
+  st = get_model(root, &out->model, err, errlen);
+leave:
+  json_decref(root);
+  if (st != PROTO_OK) proto_rerank_free(out);
   return st;
 }
 

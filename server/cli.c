@@ -217,6 +217,8 @@ static int engine_from_args(const cli_args *a, int load_decoder, int read_only, 
   }
   o.encoder_dir = opt_str(a, "--encoder");
   o.decoder_dir = opt_str(a, "--decoder");
+  /* only the commands that rerank load a reranker */
+  o.reranker_dir = flag_index(a, "--reranker") < a->n_flags ? opt_str(a, "--reranker") : "none";
   o.index_factory = opt_str(a, "--index");
   o.threads = (int)threads;
   o.load_decoder = load_decoder;
@@ -516,6 +518,8 @@ static const cli_flag search_flags[] = {
     {"--expand", NULL, 1, "add each hit's context: N chunks before and after it"},
     {"--chunk-id", NULL, 1,
      "instead of QUERY: the chunks nearest this stored chunk (by its vector)"},
+    {"--rerank", NULL, 1, "order the best N candidates (at least k) with the reranker"},
+    {"--reranker", NULL, 1, "reranker model directory (default: the installed one)"},
 };
 
 static int cmd_search(int argc, char **argv) {
@@ -533,15 +537,17 @@ static int cmd_search(int argc, char **argv) {
           "\"queries\": {\"batch\": [{\"results\": [{\"score\", \"chunk_id\", \"doc_id\",\n"
           "\"doc_num\", \"ordinal\", \"metadata\", \"text\", \"continuation\"}]}], \"k\", \"mode\"}\n"
           "(hybrid hits add dense_score/rank and lexical_score/rank; with --group-size\n"
-          "\"groups\" of hits by document; with --expand, \"context\")\n\n");
+          "\"groups\" of hits by document; with --expand, \"context\"; with --rerank,\n"
+          "score is the reranker's relevance and retrieval_score/rank the mode's)\n\n");
       usage_flags(stdout, search_flags, sizeof search_flags / sizeof *search_flags);
     }
     goto leave;
   }
-  long k = 10, nprobe = 0, ef = 0, group = 0, expand = 0, like = 0;
+  long k = 10, nprobe = 0, ef = 0, group = 0, expand = 0, like = 0, rerank = 0;
   double alpha = 0;
   int mode = opt_mode(&a, "--mode");
   if (opt_int(&a, "--k", 1, PROTO_MAX_K, &k) || opt_int(&a, "--nprobe", 0, 1 << 20, &nprobe) ||
+      opt_int(&a, "--rerank", 1, SRV_RERANK_MAX, &rerank) ||
       opt_int(&a, "--ef-search", 0, 1 << 20, &ef) || opt_int(&a, "--group-size", 0, 100, &group) ||
       opt_int(&a, "--expand", 0, 16, &expand) || opt_double(&a, "--alpha", 0, 1, &alpha) ||
       opt_int(&a, "--chunk-id", 1, LONG_MAX, &like) || mode < 0) {
@@ -575,6 +581,7 @@ static int cmd_search(int argc, char **argv) {
                            .alpha = (float)alpha,
                            .group_size = (int)group,
                            .expand = (int)expand,
+                           .rerank = (int)rerank,
                            .like_chunk = (uint64_t)like};
   if (srv_search(e, &rq, &res) != PROTO_OK) {
     fprintf(stderr, "retro search: %s\n", srv_last_error());

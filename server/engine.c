@@ -63,7 +63,9 @@ static char *resolve_model(const char *given, const char *recorded, const char *
     }
     if (is_dir(recorded)) return abs_path(recorded);
   }
-  const char *env = getenv(strcmp(role, "encoder") == 0 ? "RETRO_ENCODER" : "RETRO_DECODER");
+  const char *env = getenv(strcmp(role, "encoder") == 0    ? "RETRO_ENCODER"
+                           : strcmp(role, "reranker") == 0 ? "RETRO_RERANKER"
+                                                           : "RETRO_DECODER");
   if (env && *env) {
     if (strcmp(env, "none") == 0) {
       *none = 1;
@@ -254,6 +256,20 @@ static proto_status open_encoder(srv_engine *e, const srv_engine_options *o, con
   return PROTO_OK;
 }
 
+/* The reranker: given, else the default one when one is installed; an
+ * engine without one answers searches that ask to rerank with
+ * PROTO_EUNAVAIL. */
+static proto_status open_reranker(srv_engine *e, const srv_engine_options *o) {
+  int none = 0;
+  e->reranker_path = resolve_model(o->reranker_dir, NULL, "reranker", &none);
+  (void)none;
+  if (!e->reranker_path) return PROTO_OK; /* none installed, or "none" */
+  proto_status s = rerank_open(e->reranker_path, o->threads, &e->rr);
+  if (s != PROTO_OK)
+    return srv__fail(s, "loading the reranker from %s: %s", e->reranker_path, rerank_last_error());
+  return PROTO_OK;
+}
+
 /* The decoder at e->decoder_path, its shape checked; its tokenizer cuts
  * the chunks. */
 static proto_status load_decoder(srv_engine *e, const srv_engine_options *o) {
@@ -391,7 +407,7 @@ proto_status srv_engine_open(const srv_engine_options *o, srv_engine **out) {
     rec_dec = meta_get(e, "decoder_path");
   }
   if (s != PROTO_OK || (s = open_encoder(e, o, rec_enc)) != PROTO_OK ||
-      (s = open_decoder(e, o, rec_dec)) != PROTO_OK ||
+      (s = open_decoder(e, o, rec_dec)) != PROTO_OK || (s = open_reranker(e, o)) != PROTO_OK ||
       (s = check_models(e, o, rec_enc)) != PROTO_OK || (s = open_indexes(e, o)) != PROTO_OK ||
       (s = open_gen_slots(e, o)) != PROTO_OK ||
       (!o->read_only && (s = srv__pipe_start(e)) != PROTO_OK)) {
@@ -434,6 +450,8 @@ proto_status srv_engine_close(srv_engine *e) {
   retro_close(e->dec);
   tok_close(e->own_tok);
   bert_close(e->enc);
+  rerank_close(e->rr);
+  free(e->reranker_path);
   store_close(e->st);
   if (e->lock_fd >= 0) close(e->lock_fd); /* after the index is saved */
   pthread_mutex_destroy(&e->gen_mu);
@@ -501,6 +519,10 @@ proto_status srv_info_get(srv_engine *e, srv_info *out) {
            e->decoder_path ? e->decoder_path : "");
   out->decoder_loaded = e->dec != NULL;
   if (e->dec) out->decoder = *retro_get_config(e->dec);
+  if (e->rr) {
+    snprintf(out->reranker, sizeof out->reranker, "%s", rerank_name(e->rr));
+    snprintf(out->reranker_path, sizeof out->reranker_path, "%s", e->reranker_path);
+  }
   snprintf(out->chunk_tokenizer, sizeof out->chunk_tokenizer, "%s", tok_fingerprint(e->ctok));
   out->chunk_tokenizer_kind = (int)tok_get_kind(e->ctok);
   out->embed_by_ids = e->embed_by_ids;
@@ -526,6 +548,7 @@ proto_status srv_info_get(srv_engine *e, srv_info *out) {
   out->generations = atomic_load(&e->n_generations);
   out->generated_tokens = atomic_load(&e->n_gen_tokens);
   out->query_embed_calls = atomic_load(&e->n_query_calls);
+  out->rerank_pairs = atomic_load(&e->n_rerank_pairs);
   out->query_embed_texts = atomic_load(&e->n_query_texts);
   out->lexical_sync_seconds = (double)atomic_load(&e->lex_sync_ns) * 1e-9;
   pthread_mutex_lock(&e->gen_mu);
@@ -1065,6 +1088,9 @@ typedef struct cand {
   int64_t id;
   float fused, dense, lexical;
   int drank, lrank;
+  float first; /* reranked (rank0 > 0): fused is the reranker's relevance,
+                  this the mode's score */
+  int rank0;   /* reranked: 1-based rank before; else 0 */
 } cand;
 
 /* Equal fused scores (at alpha 0.5 the dense list's first and the lexical
@@ -1534,6 +1560,19 @@ static proto_status search_check(const srv_engine *e, const srv_search_request *
                      "mode: a search by vector is dense (lexical and hybrid need a text)");
   if (*mode != SRV_MODE_DENSE && !e->lx)
     return srv__fail(PROTO_EUNAVAIL, "mode: this database has no lexical index");
+  if (rq->rerank < 0 || rq->rerank > SRV_RERANK_MAX || (rq->rerank > 0 && rq->rerank < rq->k))
+    return srv__fail(PROTO_ERANGE, "rerank: candidates to rerank must be in [k, %d] (k = %d)",
+                     SRV_RERANK_MAX, rq->k);
+  if (rq->rerank > 0 && !has_t)
+    return srv__fail(PROTO_EINVAL, "rerank: needs a query text (the reranker reads it)");
+  if (rq->rerank > 0 && rq->group_size > 0)
+    return srv__fail(PROTO_EINVAL,
+                     "rerank: not with group_by (rerank the chunks, then group "
+                     "them yourself)");
+  if (rq->rerank > 0 && !e->rr)
+    return srv__fail(PROTO_EUNAVAIL,
+                     "rerank: this server has no reranker (start it with "
+                     "--reranker DIR)");
   return PROTO_OK;
 }
 
@@ -1607,6 +1646,8 @@ static proto_status search_add_hit(search_state *st, const srv_search_request *r
   x->lexical_score = cd->lexical;
   x->dense_rank = cd->drank;
   x->lexical_rank = cd->lrank;
+  x->retrieval_score = cd->first;
+  x->retrieval_rank = cd->rank0;
   x->chunk_id = (uint64_t)cd->id;
   x->doc_num = d->num;
   x->ordinal = ent->ordinal;
@@ -1625,6 +1666,54 @@ static proto_status search_add_hit(search_state *st, const srv_search_request *r
     memset(&st->sc, 0, sizeof st->sc);
   }
   return PROTO_OK;
+}
+
+/* Higher relevance first; equal ones keep the mode's order. */
+static int cand_by_rerank(const void *a, const void *b) {
+  const cand *x = a, *y = b;
+  if (x->fused != y->fused) return x->fused < y->fused ? 1 : -1;
+  return (x->rank0 > y->rank0) - (x->rank0 < y->rank0);
+}
+
+/* A search that asks to rerank: query q's live candidates among the first
+ * rq->rerank (at least k), ordered by the reranker's relevance of their
+ * chunk's text to the query's, each keeping its score and rank before; the
+ * best k are kept. */
+static proto_status rerank_candidates(search_state *st, const srv_search_request *rq, size_t q,
+                                      size_t k) {
+  cand *cq = st->cands + q * st->kc;
+  size_t m = 0, window = st->n_cands[q] < (size_t)rq->rerank ? st->n_cands[q] : (size_t)rq->rerank;
+  for (size_t j = 0; j < window; j++) { /* the dead ones would be skipped anyway */
+    cent *ent = chunk_lookup(&st->c, (uint64_t)cq[j].id);
+    if (!ent) return st->c.err;
+    if (!ent->live) continue;
+    cq[m] = cq[j];
+    cq[m].rank0 = (int)m + 1; /* its rank among the live hits, as a plain search returns them */
+    cq[m++].first = cq[j].fused;
+  }
+  store_chunk *chunks = calloc(m ? m : 1, sizeof *chunks);
+  const char **texts = calloc(m ? m : 1, sizeof *texts);
+  size_t *lens = calloc(m ? m : 1, sizeof *lens);
+  float *rel = calloc(m ? m : 1, sizeof *rel);
+  proto_status s =
+      chunks && texts && lens && rel ? PROTO_OK : srv__fail(PROTO_ENOMEM, "out of memory");
+  for (size_t j = 0; j < m && s == PROTO_OK; j++) {
+    if ((s = store_snap_chunk_get(&st->c.snap, (uint64_t)cq[j].id, &chunks[j])) != PROTO_OK)
+      s = srv__fail(s, "reading chunk: %s", store_last_error());
+    texts[j] = chunks[j].text;
+    lens[j] = chunks[j].text_len;
+  }
+  size_t qlen = rq->text_lens ? rq->text_lens[q] : strlen(rq->texts[q]);
+  if (s == PROTO_OK) s = srv_rerank(st->c.e, rq->texts[q], qlen, texts, lens, m, rel);
+  for (size_t j = 0; j < m && s == PROTO_OK; j++) cq[j].fused = rel[j];
+  if (s == PROTO_OK) qsort(cq, m, sizeof *cq, cand_by_rerank);
+  for (size_t j = 0; chunks && j < m; j++) store_chunk_free(&chunks[j]);
+  free(chunks);
+  free(texts);
+  free(lens);
+  free(rel);
+  st->n_cands[q] = m < k ? m : k;
+  return s;
 }
 
 /* Query q's hits: its candidates grouped by document (group_size), the
@@ -1704,6 +1793,7 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
     st.kc = k * gs * 4 < 64 ? 64 : k * gs * 4;
     if (st.kc > PROTO_MAX_K) st.kc = PROTO_MAX_K;
   }
+  if (st.kc < (size_t)rq->rerank) st.kc = (size_t)rq->rerank; /* the window to rerank */
   st.cands = malloc(nq * st.kc * sizeof *st.cands);
   st.n_cands = calloc(nq, sizeof *st.n_cands);
   out->queries = calloc(nq, sizeof *out->queries);
@@ -1715,6 +1805,8 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
   out->nq = nq;
   out->mode = mode;
   s = find_candidates(e, rq, mode, queries, nq, st.kc, &st.c, &st.job, st.cands, st.n_cands);
+  for (size_t q = 0; q < nq && s == PROTO_OK && rq->rerank > 0; q++)
+    s = rerank_candidates(&st, rq, q, k);
   for (size_t q = 0; q < nq && s == PROTO_OK; q++) s = search_hits(&st, rq, q, k, &out->queries[q]);
   if (s == PROTO_OK) atomic_fetch_add(&e->n_searches, nq);
 leave:

@@ -7,6 +7,7 @@
 
 #include "api.h" /* proto_buf, the JSON writer, documents to ingest */
 #include "lex.h"
+#include "rerank.h"
 #include "srv.h"
 
 #include <pthread.h>
@@ -32,9 +33,11 @@ struct srv_engine {
                                   the lexical index must have applied every
                                   tombstone a FAISS save clears */
   bert *enc;
-  retro *dec;      /* NULL unless load_decoder and a decoder exists */
-  tok *own_tok;    /* the decoder's tokenizer when its weights are not loaded */
-  const tok *ctok; /* chunk tokenizer: decoder's, else encoder's */
+  reranker *rr;        /* NULL when the engine has none */
+  char *reranker_path; /* NULL when none */
+  retro *dec;          /* NULL unless load_decoder and a decoder exists */
+  tok *own_tok;        /* the decoder's tokenizer when its weights are not loaded */
+  const tok *ctok;     /* chunk tokenizer: decoder's, else encoder's */
   uint32_t dim;
   int embed_by_ids;            /* encoder and chunk tokenizer are the same */
   unsigned char hash_salt[32]; /* what a document's content hash covers
@@ -63,7 +66,8 @@ struct srv_engine {
   _Atomic uint64_t n_unchanged, n_embedded_chunks;
   _Atomic uint64_t n_nospace; /* writes refused with PROTO_ENOSPACE */
   _Atomic uint64_t n_deleted, n_searches, n_generations, n_gen_tokens;
-  _Atomic uint64_t lex_sync_ns; /* wall time in lex_sync since open (srv_info) */
+  _Atomic uint64_t n_rerank_pairs; /* (query, passage) pairs the reranker scored */
+  _Atomic uint64_t lex_sync_ns;    /* wall time in lex_sync since open (srv_info) */
 };
 
 /* Sets this thread's srv_last_error() text and returns st: proto_fail, whose

@@ -1058,6 +1058,7 @@ static int serve_open_engine(const http_config *cfg, const serve_plan *plan, srv
   eo.data_dir = cfg->data;
   eo.encoder_dir = cfg->encoder;
   eo.decoder_dir = cfg->decoder;
+  eo.reranker_dir = cfg->reranker;
   eo.load_decoder = 1;
   eo.index_factory = cfg->index_factory;
   eo.threads = (int)cfg->threads;

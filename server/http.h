@@ -30,6 +30,7 @@ typedef struct http_config {
   char *data;                /* --data DIR (required) */
   char *encoder;             /* --encoder DIR (NULL = engine default) */
   char *decoder;             /* --decoder DIR ("none" = no generation) */
+  char *reranker;            /* --reranker DIR ("none" = no reranking) */
   char *index_factory;       /* --index FACTORY */
   char *host;                /* --host, default 127.0.0.1 */
   long port;                 /* --port, default 8080; 0 = any free port */

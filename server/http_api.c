@@ -270,6 +270,8 @@ static void h_metrics(http_server *s, http_response *resp) {
             info->query_embed_calls);
       gauge(b, "retro_query_embed_texts_total", "counter", "Texts embedded in those calls.",
             info->query_embed_texts);
+      gauge(b, "retro_rerank_pairs_total", "counter",
+            "(query, passage) pairs the reranker scored since start.", info->rerank_pairs);
       gauge(b, "retro_generations_total", "counter", "Generations finished since start.",
             info->generations);
       gauge(b, "retro_generated_tokens_total", "counter", "Tokens generated since start.",
@@ -690,6 +692,9 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
   q.alpha = (float)r.alpha;
   q.group_size = r.group_by_doc ? r.group_size : 0;
   q.expand = r.expand;
+  q.rerank = r.rerank;
+  if (r.rerank < 0) /* true: the default count, at least k */
+    q.rerank = r.k > SRV_RERANK_DEFAULT ? r.k : SRV_RERANK_DEFAULT;
   srv_search_result res;
   memset(&res, 0, sizeof res);
   st = srv_search(s->engine, &q, &res);
@@ -722,6 +727,82 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
   ok_json(resp, 200);
 leave:
   proto_search_free(&r);
+}
+
+/* Index order of n relevances, best first (ties: the earlier document). */
+static size_t *by_relevance(const float *rel, size_t n) {
+  size_t *o = malloc((n ? n : 1) * sizeof *o);
+  if (!o) return NULL;
+  for (size_t i = 0; i < n; i++) { /* insertion sort: n <= 1,000 */
+    size_t j = i;
+    for (; j > 0 && rel[o[j - 1]] < rel[i]; j--) o[j] = o[j - 1];
+    o[j] = i;
+  }
+  return o;
+}
+
+/* POST /v1/rerank: the reranker's relevance of each document to the query,
+ * best first, in Cohere's and Jina's shape. */
+static void h_rerank(http_server *s, const http_request *rq, http_response *resp) {
+  proto_rerank_req r;
+  char err[256];
+  proto_status st = proto_rerank_parse(rq->body, rq->body_len, &r, err, sizeof err);
+  if (st != PROTO_OK) {
+    http_error(resp, st, err);
+    return;
+  }
+  float *rel = NULL;
+  size_t *order = NULL;
+  if (no_engine(s, resp)) goto leave;
+  if (r.model && s->reranker_name[0] &&
+      model_refused(s, r.model, s->reranker_name, "reranks", resp))
+    goto leave;
+  rel = malloc(r.n * sizeof *rel);
+  if (!rel) {
+    http_error(resp, PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
+  st = srv_rerank(s->engine, r.query, r.query_len, (const char *const *)r.documents, r.lens, r.n,
+                  rel);
+  if (st != PROTO_OK) {
+    engine_error(resp, st, "rerank");
+    goto leave;
+  }
+  if (!(order = by_relevance(rel, r.n))) {
+    http_error(resp, PROTO_ENOMEM, "out of memory");
+    goto leave;
+  }
+  size_t keep = r.top_n > 0 && (size_t)r.top_n < r.n ? (size_t)r.top_n : r.n;
+  proto_jw w;
+  proto_jw_init(&w, &resp->body);
+  proto_jw_obj(&w);
+  proto_jw_key(&w, "model");
+  proto_jw_cstr(&w, s->reranker_name);
+  proto_jw_key(&w, "results");
+  proto_jw_arr(&w);
+  for (size_t i = 0; i < keep; i++) {
+    size_t d = order[i];
+    proto_jw_obj(&w);
+    proto_jw_key(&w, "index");
+    proto_jw_uint(&w, d);
+    proto_jw_key(&w, "relevance_score");
+    proto_jw_float(&w, rel[d]);
+    if (r.return_documents) {
+      proto_jw_key(&w, "document");
+      proto_jw_obj(&w);
+      proto_jw_key(&w, "text");
+      proto_jw_str(&w, r.documents[d], r.lens[d]);
+      proto_jw_obj_end(&w);
+    }
+    proto_jw_obj_end(&w);
+  }
+  proto_jw_arr_end(&w);
+  proto_jw_obj_end(&w);
+  ok_json(resp, 200);
+leave:
+  free(rel);
+  free(order);
+  proto_rerank_free(&r);
 }
 
 /* Puts n floats in little-endian byte order in place (the order of
@@ -1686,6 +1767,8 @@ void http_server_attach(http_server *s, srv_engine *engine) {
                  view_model_basename(info->decoder_path));
       size_t n = strcspn(info->encoder, ":");
       if (n) snprintf(s->encoder_name, sizeof s->encoder_name, "%.*s", (int)n, info->encoder);
+      n = strcspn(info->reranker, ":");
+      snprintf(s->reranker_name, sizeof s->reranker_name, "%.*s", (int)n, info->reranker);
     }
     free(info);
     size_t n = strlen(s->model_name);

@@ -36,6 +36,9 @@ static const opt_def opts[] = {
      "encoder model directory (default: recorded in the database, else built-in)"},
     {"decoder", "RETRO_DECODER", OPT_STR, O(decoder), NULL, 0, 0,
      "RETRO decoder directory; \"none\" disables /v1/completions"},
+    {"reranker", "RETRO_RERANKER", OPT_STR, O(reranker), NULL, 0, 0,
+     "cross-encoder reranker directory (default: the installed one, when there is one); "
+     "\"none\" disables reranking"},
     {"index", "RETRO_INDEX", OPT_STR, O(index_factory), NULL, 0, 0,
      "FAISS index_factory string for a new index"},
     {"host", "RETRO_HOST", OPT_STR, O(host), "127.0.0.1", 0, 0,

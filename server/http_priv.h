@@ -21,6 +21,7 @@ struct http_server {
   atomic_int draining;             /* SIGTERM received */
   char model_name[128];            /* decoder name reported by /v1/completions */
   char encoder_name[128];          /* encoder name reported by /v1/embeddings */
+  char reranker_name[128];         /* reranker name reported by /v1/rerank, "" when none */
   struct http_chat_template *chat; /* --chat-template, or the default */
 };
 

@@ -101,6 +101,9 @@ typedef struct srv_engine_options {
   srv_search_mode search_mode;    /* searches by text; DEFAULT = hybrid */
   srv_search_mode retrieval_mode; /* generation and eval neighbours; DEFAULT = lexical */
   float hybrid_alpha;             /* weight of the dense list; 0 = the built-in default */
+  const char *reranker_dir;       /* cross-encoder for searches that ask to rerank:
+                                     NULL = the default one when installed (none is
+                                     fine), "none" = no reranker */
 } srv_engine_options;
 
 /* Opens (creating when absent) the database in o->data_dir with the models,
@@ -140,6 +143,8 @@ typedef struct srv_info {
   char encoder_path[1024];
   uint32_t dim;
   char decoder_path[1024];                     /* "" when none */
+  char reranker[128];                          /* rerank_name, "" when none */
+  char reranker_path[1024];                    /* "" when none */
   int decoder_loaded;                          /* 1 when generation is available */
   retro_config decoder;                        /* valid when decoder_loaded */
   char chunk_tokenizer[128];                   /* fingerprint of the chunk tokenizer */
@@ -167,6 +172,7 @@ typedef struct srv_info {
   uint64_t generated_tokens;
   uint64_t query_embed_calls;  /* encoder calls for search texts and embeddings */
   uint64_t query_embed_texts;  /* texts in them (> calls: concurrent requests shared calls) */
+  uint64_t rerank_pairs;       /* (query, passage) pairs the reranker scored */
   double lexical_sync_seconds; /* wall time bringing the lexical index up to date (ingest) */
   int gen_slots;               /* configured slots */
   int gen_busy;                /* slots in use now */
@@ -399,7 +405,18 @@ typedef struct srv_search_request {
   int expand;              /* > 0: each hit's context holds the chunks from
                                 `expand` before to `expand` after it, windows
                                 of one document that overlap or touch merged */
+  int rerank;              /* > 0: the mode's best `rerank` chunks (k to
+                                SRV_RERANK_MAX) are ordered by the reranker's
+                                relevance to the text, and the best k kept
+                                (searches by text without group_size, on an
+                                engine with a reranker) */
 } srv_search_request;
+
+/* The most candidates one search reranks (each costs an encoder pass), and
+ * how many a search that asks to rerank without a number reranks (at least
+ * k): the hybrid fuses lists of 20 each, so its best 30 hold the tops of
+ * both lists (docs/RETRIEVAL.md, "Reranking"). */
+enum { SRV_RERANK_MAX = 200, SRV_RERANK_DEFAULT = 30 };
 
 /* The most chunk texts one search request may answer with (queries x hits x
  * the texts of a hit), about 65 MB of text: beyond, a 422 says what to ask
@@ -407,13 +424,17 @@ typedef struct srv_search_request {
 enum { SRV_SEARCH_MAX_TEXTS = 100000 };
 
 typedef struct srv_hit {
-  float score;         /* dense: inner product (higher = nearer) or L2
+  float score;           /* dense: inner product (higher = nearer) or L2
                                 distance; lexical: -bm25 (higher = better);
                                 hybrid: the fused score (higher = better) */
-  float dense_score;   /* hybrid and dense: the inner product */
-  float lexical_score; /* hybrid and lexical: -bm25, 0 when no word matched */
-  int dense_rank;      /* 1-based rank in the dense candidate list; 0 = not in it */
-  int lexical_rank;    /* likewise in the lexical list */
+  float dense_score;     /* hybrid and dense: the inner product */
+  float lexical_score;   /* hybrid and lexical: -bm25, 0 when no word matched */
+  int dense_rank;        /* 1-based rank in the dense candidate list; 0 = not in it */
+  int lexical_rank;      /* likewise in the lexical list */
+  float retrieval_score; /* reranked (retrieval_rank > 0): score is the
+                                reranker's relevance in (0, 1), and this the
+                                mode's score */
+  int retrieval_rank;    /* reranked: 1-based rank before reranking; else 0 */
   uint64_t chunk_id;
   uint64_t doc_num;
   char *doc_id;        /* external id */
@@ -469,6 +490,13 @@ uint64_t srv_engine_index_floats(srv_engine *e);
  * (with specials, after truncation) for "usage". lens NULL = NUL-terminated. */
 proto_status srv_embed(srv_engine *e, const char *const *texts, const size_t *lens, size_t n,
                        int as_query, float *out, uint64_t *n_tokens);
+
+/* The reranker's relevance of each of n passages to query, in (0, 1)
+ * (the logistic of its score; higher = more relevant): out[i] for
+ * passages[i]. lens NULL = NUL-terminated. Errors: PROTO_EUNAVAIL (no
+ * reranker), PROTO_EINVAL, PROTO_ENOMEM. */
+proto_status srv_rerank(srv_engine *e, const char *query, size_t query_len,
+                        const char *const *passages, const size_t *lens, size_t n, float *out);
 
 /* ======================================================================== */
 /* Generation: the RETRO sampling loop. The prompt is tokenised with the

@@ -83,6 +83,17 @@ void view_info(proto_jw *w, const srv_info *in, const char *encoder_name, const 
   proto_jw_key(w, "decoder");
   if (in->decoder_loaded || in->decoder_path[0]) decoder_view(w, in, decoder_name);
   else proto_jw_null(w);
+  proto_jw_key(w, "reranker");
+  if (in->reranker[0]) {
+    proto_jw_obj(w);
+    proto_jw_key(w, "name");
+    proto_jw_str(w, in->reranker, strcspn(in->reranker, ":"));
+    proto_jw_key(w, "path");
+    proto_jw_cstr(w, in->reranker_path);
+    proto_jw_obj_end(w);
+  } else {
+    proto_jw_null(w);
+  }
   proto_jw_key(w, "chunk_tokenizer");
   proto_jw_cstr(w, in->chunk_tokenizer);
   proto_jw_key(w, "chunk_tokens");
@@ -149,6 +160,12 @@ void view_hit(proto_jw *w, const srv_hit *x, srv_search_mode mode, int with_text
   proto_jw_obj(w);
   proto_jw_key(w, "score");
   proto_jw_float(w, x->score);
+  if (x->retrieval_rank > 0) { /* reranked: score is the reranker's relevance */
+    proto_jw_key(w, "retrieval_score");
+    proto_jw_float(w, x->retrieval_score);
+    proto_jw_key(w, "retrieval_rank");
+    proto_jw_int(w, x->retrieval_rank);
+  }
   if (mode == SRV_MODE_HYBRID) {
     /* the dense score of every hybrid candidate is exact; its rank is in the
      * dense candidate list */

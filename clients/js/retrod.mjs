@@ -134,7 +134,8 @@ export class Client {
    * this") given as the first argument: the results list (the groups list
    * with group_by: 'document'). options: k, mode, alpha, filter,
    * exclude_docs, include_docs, with_text, group_by, group_size, expand,
-   * nprobe, ef_search.
+   * nprobe, ef_search, rerank (true, or how many of the best chunks the
+   * cross-encoder reorders; score is then its relevance).
    */
   async search(what, options = {}) {
     const body = { k: 10, ...options };
@@ -160,6 +161,13 @@ export class Client {
     const js = await this.json('POST', '/v1/embeddings', { body });
     const vecs = js.data.sort((a, b) => a.index - b.index).map((d) => d.embedding);
     return one ? vecs[0] : vecs;
+  }
+
+  /** The reranker's relevance of each text of documents to query, best first: [{ index, relevance_score }]. */
+  async rerank(query, documents, { topN } = {}) {
+    const body = { query, documents: [...documents] };
+    if (topN !== undefined) body.top_n = topN;
+    return (await this.json('POST', '/v1/rerank', { body })).results;
   }
 
   // ---- generation -----------------------------------------------------------

@@ -108,7 +108,7 @@ export class RetrodVectorStore extends VectorStore {
   }
 
   async similaritySearchVectorWithScore(query, k, filter) {
-    const { alpha, mode, ...options } = this.searchOptions; // a search by vector is dense
+    const { alpha, mode, rerank, ...options } = this.searchOptions; // a search by vector is dense, with no text to rerank by
     const hits = await this.client.search({ vector: query }, { ...options, k, filter, with_text: true });
     return hits.map((h) => [documentOf(h), h.score]);
   }

@@ -178,7 +178,8 @@ class Client:
         (chunk_id: "more like this"): the "results" list, or the "groups"
         list with group_by="document". options: mode ("dense", "lexical",
         "hybrid"), alpha, filter, exclude_docs, include_docs, with_text, group_by,
-        group_size, expand, nprobe, ef_search."""
+        group_size, expand, nprobe, ef_search, rerank (True, or how many of the
+        best chunks the cross-encoder reorders; score is then its relevance)."""
         what = [(n, v) for n, v in (("query", query), ("vector", vector), ("chunk_id", chunk_id))
                 if v is not None]
         if len(what) != 1:
@@ -204,6 +205,14 @@ class Client:
         js = self._json("POST", "/v1/embeddings", body)
         vecs = [d["embedding"] for d in sorted(js["data"], key=lambda d: d["index"])]
         return vecs[0] if one else vecs
+
+    def rerank(self, query, documents, top_n=None):
+        """The reranker's relevance of each text of documents to query, best
+        first: [{"index" (into documents), "relevance_score" in (0, 1)}]."""
+        body = {"query": query, "documents": list(documents)}
+        if top_n is not None:
+            body["top_n"] = top_n
+        return self._json("POST", "/v1/rerank", body)["results"]
 
     # ---- generation -------------------------------------------------------
 

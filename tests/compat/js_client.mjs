@@ -38,6 +38,11 @@ await attempt('client', async () => {
   const cid = (await c.get('js/1')).chunk_ids[0];
   const like = await c.search({ chunkId: cid }, { k: 3, with_text: false });
   ok(like.length && !like.some((h) => h.chunk_id === cid), 'search by a stored chunk', like);
+  const plain = await c.search(docs[2].text, { k: 8, mode: 'lexical' });
+  const rel = await c.rerank(docs[2].text, plain.map((h) => h.text), { topN: 3 });
+  hits = await c.search(docs[2].text, { k: 3, mode: 'lexical', rerank: 8, with_text: false });
+  ok(rel.length === 3 && hits.map((h) => h.chunk_id).join() === rel.map((r) => plain[r.index].chunk_id).join(),
+    'rerank: its relevances order a search\'s rerank', { rel, hits });
   const groups = await c.search(docs[0].text, { k: 2, group_by: 'document', group_size: 1 });
   ok(groups.length === 2 && groups.every((g) => g.hits), 'search grouped by document', groups);
   const batch = await c.searchBatch([docs[0].text, docs[5].text], { k: 1, mode: 'dense' });

@@ -56,6 +56,11 @@ await attempt('options', async () => {
   const [before, after] = [await chunkOf('lc/4', 1), await chunkOf('lc/4', 3)];
   ok(d && d.metadata.chunk_id === middle.chunk_id && d.pageContent === before.text + middle.text + after.text,
     'with expand: 1, pageContent is the chunk with its neighbours on both sides', d && d.pageContent.length);
+  const reranked = new RetrodRetriever({ client: ro, k: 3, searchOptions: { rerank: 10 } });
+  const rd = await reranked.invoke('lantern note about the orchard');
+  const rw = await ro.search('lantern note about the orchard', { k: 3, rerank: 10, with_text: false });
+  ok(rd.length === 3 && rd.map((x) => x.metadata.chunk_id).join() === rw.map((h) => h.chunk_id).join() &&
+     rd.every((x, i) => x.metadata.score === rw[i].score), 'rerank passes through: the reranked hits, relevance as score', { rd: rd.map((x) => x.metadata), rw });
   const batch = await en.batch(['harbour', 'meadow']);
   ok(batch.length === 2 && batch.every((l) => l.length > 0), 'batch: one list per query', batch.map((l) => l.length));
   const chain = en.pipe(new RunnableLambda({ func: (ds) => ds.map((x) => x.pageContent).join('\n---\n') }));

@@ -7,7 +7,8 @@
  * route validates its input fully (routing, id decoding, auth, content
  * types, JSON/NDJSON decoding, error encoding) and then answers 503; the
  * checks below hold for every response. With RETRO_FUZZ_DATA and
- * RETRO_FUZZ_ENCODER (and optionally RETRO_FUZZ_DECODER) set, a real engine
+ * RETRO_FUZZ_ENCODER (and optionally RETRO_FUZZ_DECODER and
+ * RETRO_FUZZ_RERANKER) set, a real engine
  * is opened there and the handlers run against it (run.sh FUZZ_ENGINE=1);
  * then no 5xx at all is allowed. Built only with -Dfuzz=true and clang
  * (tests/fuzz/run.sh). */
@@ -38,6 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       o.data_dir = data;
       o.encoder_dir = enc;
       o.decoder_dir = getenv("RETRO_FUZZ_DECODER") ? getenv("RETRO_FUZZ_DECODER") : "none";
+      o.reranker_dir = getenv("RETRO_FUZZ_RERANKER") ? getenv("RETRO_FUZZ_RERANKER") : "none";
       o.load_decoder = 1;
       o.threads = 1;
       o.gen_max_seq = 160; /* keeps a generation short */

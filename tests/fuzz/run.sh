@@ -25,7 +25,7 @@ cp "$ROOT"/tests/fuzz/corpus_search/* "$WORK/corpus_search"/
 if [ "${FUZZ_ENGINE:-0}" = 1 ]; then  # handlers against a real engine with tiny models
   /usr/bin/python3 "$ROOT/tests/http/make_models.py" "$WORK/models" >/dev/null
   export RETRO_FUZZ_DATA="$WORK/data" RETRO_FUZZ_ENCODER="$WORK/models/encoder" \
-         RETRO_FUZZ_DECODER="$WORK/models/decoder"
+         RETRO_FUZZ_DECODER="$WORK/models/decoder" RETRO_FUZZ_RERANKER="$WORK/models/reranker"
 fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}

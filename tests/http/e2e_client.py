@@ -67,6 +67,12 @@ def run():
         cid = c.get("cl/1")["chunk_ids"][0]
         like = c.search(chunk_id=cid, k=3, with_text=False)
         ok(like and cid not in [h["chunk_id"] for h in like], "search by a stored chunk", like)
+        plain = c.search(docs[2]["text"], k=8, mode="lexical", with_text=True)
+        rel = c.rerank(docs[2]["text"], [h["text"] for h in plain], top_n=3)
+        hits = c.search(docs[2]["text"], k=3, mode="lexical", rerank=8, with_text=False)
+        ok(len(rel) == 3 and [h["chunk_id"] for h in hits] == [plain[r["index"]]["chunk_id"] for r in rel]
+           and all(0 < r["relevance_score"] < 1 for r in rel),
+           "rerank: the relevances /v1/rerank gives order a search's rerank", (rel, hits))
         groups = c.search(docs[0]["text"], k=2, group_by="document", group_size=1)
         ok(len(groups) == 2 and all("hits" in g for g in groups), "search grouped by document", groups)
         batch = c.search_batch([docs[0]["text"], docs[5]["text"]], k=1, mode="dense")

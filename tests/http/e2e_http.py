@@ -70,6 +70,8 @@ class Server(serve_proc.ServeProcess):
         self.data = data or os.path.join(WORK, name)
         cmd = [RETRO, "serve", "--data", self.data, "--encoder", os.path.join(MODELS, "encoder"),
                "--decoder", os.path.join(MODELS, "decoder"), "--port", "0", "--threads", "1"]
+        if "--reranker" not in args:
+            cmd += ["--reranker", os.path.join(MODELS, "reranker")]
         cmd += list(args)
         logfile = args[list(args).index("--log") + 1] if "--log" in args else None
         super().__init__(cmd, logfile)
@@ -133,7 +135,7 @@ def ensure_models():
     """Makes the tiny test models once (make_models.py). None when they are
     there; else the exit status, after the TAP skip (no PyTorch) or bail-out
     line."""
-    if os.path.isdir(os.path.join(MODELS, "decoder")):
+    if os.path.isdir(os.path.join(MODELS, "reranker")):
         return None
     rc = subprocess.call([sys.executable, os.path.join(HERE, "make_models.py"), MODELS],
                          stdout=subprocess.DEVNULL)
@@ -150,7 +152,8 @@ def main():
     rc = ensure_models()
     if rc is not None:
         return rc
-    for d in ("main", "auth", "busy", "gone", "term", "nowebui", "textpage", "incl-ivf", "cors", "cors-any", "refused"):
+    for d in ("main", "auth", "busy", "gone", "term", "nowebui", "textpage", "incl-ivf", "cors", "cors-any", "refused",
+              "norerank"):
         shutil.rmtree(os.path.join(WORK, d), ignore_errors=True)
 
     # --- refuses a public address without a key; bad flags -> 2 ------------
@@ -168,6 +171,7 @@ def main():
     try:
         run_main(s)
         run_modes(s)
+        run_rerank(s)
         run_completions(s)
         run_listing_and_page(s)
         run_null_fields(s)
@@ -194,6 +198,7 @@ def main():
     run_auth()
     run_text_page_budget()
     run_include_direct()
+    run_no_reranker()
     run_no_webui()
     run_cors()
     run_query_prefix()
@@ -1422,6 +1427,114 @@ def run_docs_get(s, seen):
        (st, r.getheader("Allow")))
     st, js, _, _ = s.req("GET", "/v1/documents/%67et")
     ok(st == 404, "GET /v1/documents/%67et: the document named get (none here)", (st, js))
+
+
+def torch_relevances(query, texts):
+    """The reranker's relevances by PyTorch (model/train/rerank_train.py) on
+    the test models' weights: sigmoid of its logits."""
+    sys.path.insert(0, os.path.join(HERE, "..", "..", "model", "train"))
+    import torch
+    from rerank_train import CrossEncoder, batch, pair_ids
+    from tokref import ByteBPE
+    d = os.path.join(MODELS, "reranker")
+    m = CrossEncoder.load(d).eval()
+    bpe = ByteBPE(os.path.join(d, "vocab.json"), os.path.join(d, "merges.txt"))
+    bos, eos, pad = bpe.token_id("<s>"), bpe.token_id("</s>"), bpe.token_id("<pad>")
+    seqs = [pair_ids(bpe.encode(query), bpe.encode(t), bos, eos, m.enc.max_tokens) for t in texts]
+    with torch.no_grad():
+        return [float(x) for x in torch.sigmoid(m(*batch(seqs, pad, "cpu")))]
+
+
+def metric_value(s, name):
+    st, _, data, _ = s.req("GET", "/metrics")
+    m = re.search(r"^%s (\d+)" % name, data.decode(), re.M) if st == 200 else None
+    return int(m.group(1)) if m else None
+
+
+def run_rerank(s):
+    """POST /v1/rerank against PyTorch on the same weights; a search's
+    rerank reorders exactly the mode's best N chunks by the same relevances;
+    bad input."""
+    def search(**body):
+        body.setdefault("with_text", True)
+        st, js, _, _ = s.req("POST", "/v1/search", body)
+        return st, js
+    q = "quokka " + doc_text(3)
+    texts = [doc_text(i, 12) for i in range(6)] + ["caf\u00e9 \u4e2d\u6587 " + doc_text(9, 200)]
+    pairs0 = metric_value(s, "retro_rerank_pairs_total")
+    st, js, _, _ = s.req("POST", "/v1/rerank", {"query": q, "documents": texts, "return_documents": True})
+    ok(st == 200 and js["model"] == "reranker" and len(js["results"]) == len(texts), "rerank: one result a document",
+       js)
+    res = js["results"] if st == 200 else []
+    want = torch_relevances(q, texts)
+    worst = max((abs(r["relevance_score"] - want[r["index"]]) for r in res), default=1)
+    ok(worst <= 1e-5, "rerank: relevances = sigmoid of PyTorch's scores on the same weights", worst)
+    ok([r["index"] for r in res] == sorted(range(len(texts)), key=lambda i: -want[i]),
+       "rerank: best first", [r["index"] for r in res])
+    ok(all(r["document"]["text"] == texts[r["index"]] for r in res), "rerank: return_documents repeats each text")
+    ok(metric_value(s, "retro_rerank_pairs_total") == pairs0 + len(texts), "rerank: counted in /metrics",
+       (pairs0, metric_value(s, "retro_rerank_pairs_total")))
+    st, js, _, _ = s.req("POST", "/v1/rerank", {"query": q, "documents": texts, "top_n": 2, "model": "any"})
+    ok(st == 200 and [r["index"] for r in js["results"]] == [r["index"] for r in res[:2]]
+       and "document" not in js["results"][0], "rerank: top_n keeps the best, without texts by default", js)
+    for body, code, word in [({"documents": ["a"]}, 400, "query"), ({"query": " ", "documents": ["a"]}, 422, "query"),
+                             ({"query": "a", "documents": "a"}, 400, "documents"),
+                             ({"query": "a", "documents": []}, 422, "documents"),
+                             ({"query": "a", "documents": ["a", 3]}, 400, "documents[1]"),
+                             ({"query": "a", "documents": ["a"] * 1001}, 422, "documents"),
+                             ({"query": "a", "documents": ["a"], "top_n": 0}, 422, "top_n"),
+                             ({"query": "a", "documents": ["a"], "rank_fields": ["x"]}, 400, "rank_fields")]:
+        st, js, _, _ = s.req("POST", "/v1/rerank", body)
+        ok(st == code and word in js["error"]["message"], "rerank: %s refused, naming it" % word, (st, js))
+
+    # a search's rerank: the mode's best N, reordered by /v1/rerank's relevances
+    for mode in ("hybrid", "dense", "lexical"):
+        st1, plain = search(query=q, mode=mode, k=12)
+        st2, rr = search(query=q, mode=mode, k=5, rerank=12)
+        if not ok(st1 == 200 and st2 == 200, "%s search with rerank answers" % mode, (st1, plain, st2, rr)):
+            continue
+        ph, hits = plain["results"], rr["results"]
+        st, rel, _, _ = s.req("POST", "/v1/rerank", {"query": q, "documents": [h["text"] for h in ph]})
+        order = [ph[r["index"]]["chunk_id"] for r in rel["results"]]
+        ok([h["chunk_id"] for h in hits] == order[:5], "%s rerank: the best 5 of the plain 12 by relevance" % mode,
+           ([h["chunk_id"] for h in hits], order))
+        score = {ph[r["index"]]["chunk_id"]: r["relevance_score"] for r in rel["results"]}
+        rank = {h["chunk_id"]: (i + 1, h["score"]) for i, h in enumerate(ph)}
+        ok(all(abs(h["score"] - score[h["chunk_id"]]) < 1e-6 and
+               (h["retrieval_rank"], h["retrieval_score"]) == rank[h["chunk_id"]] for h in hits),
+           "%s rerank: score = relevance, retrieval_score/rank = the plain search's" % mode, hits[:2])
+    st, js = search(query=q, rerank=True, k=3, expand=1)
+    ok(st == 200 and len(js["results"]) == 3 and all(h["retrieval_rank"] <= 30 and "context" in h
+                                                     for h in js["results"]),
+       "rerank true: the best 3 of 30, with expand", js)
+    st, js = search(queries=[q, "alpha bravo"], rerank=10, k=2)
+    ok(st == 200 and all(len(b["results"]) == 2 and b["results"][0]["score"] >= b["results"][1]["score"]
+                         for b in js["batch"]), "rerank: each query of a batch", js)
+    for body, code, word in [({"vector": [0.1] * 32, "rerank": True}, 400, "rerank"),
+                             ({"query": q, "k": 10, "rerank": 5}, 422, "rerank"),
+                             ({"query": q, "rerank": 201}, 422, "rerank"),
+                             ({"query": q, "rerank": "yes"}, 400, "rerank"),
+                             ({"query": q, "rerank": True, "group_by": "document"}, 400, "group_by")]:
+        st, js = search(**body)
+        ok(st == code and word in js["error"]["message"], "search: rerank %s refused" % json.dumps(body)[:60],
+           (st, js))
+
+
+def run_no_reranker():
+    """A server started with --reranker none answers reranking with 503,
+    saying how to get one, and searches without it as before."""
+    s = Server("norerank", "--reranker", "none")
+    try:
+        st, js, _, _ = s.req("POST", "/v1/rerank", {"query": "a", "documents": ["a"]})
+        ok(st == 503 and "--reranker" in js["error"]["message"], "no reranker: /v1/rerank is a 503", (st, js))
+        st, js, _, _ = s.req("POST", "/v1/search", {"query": "a", "rerank": True})
+        ok(st == 503 and "reranker" in js["error"]["message"], "no reranker: a search's rerank is a 503", (st, js))
+        st, js, _, _ = s.req("POST", "/v1/search", {"query": "a"})
+        ok(st == 200, "no reranker: searches answer", (st, js))
+        st, js, _, _ = s.req("GET", "/v1/info")
+        ok(st == 200 and js.get("reranker") is None, "no reranker: /v1/info says none", js)
+    finally:
+        s.stop()
 
 
 def run_include_direct():

@@ -3,9 +3,10 @@
 
     /usr/bin/python3 tests/http/make_models.py OUTDIR
 
-OUTDIR/encoder: a 2-layer, 32-wide RoBERTa-style encoder (mean pooling) and
-OUTDIR/decoder: a 2-layer, 32-wide RETRO decoder (one RETRO layer), both with
-the same byte-level BPE vocabulary trained here on a small generated corpus.
+OUTDIR/encoder: a 2-layer, 32-wide RoBERTa-style encoder (mean pooling),
+OUTDIR/decoder: a 2-layer, 32-wide RETRO decoder (one RETRO layer) and
+OUTDIR/reranker: a 2-layer, 64-wide cross-encoder reranker, all with the
+same byte-level BPE vocabulary trained here on a small generated corpus.
 Random weights: the tests check the API, not the quality of the text.
 Exit status 77 when PyTorch is missing (the test is then skipped).
 """
@@ -25,6 +26,7 @@ TRAIN = os.path.join(HERE, "..", "..", "model", "train")
 sys.path.insert(0, TRAIN)
 import bpe_train  # noqa: E402
 import bert_model  # noqa: E402
+import rerank_ref  # noqa: E402
 from retro_model import Retro, RetroConfig  # noqa: E402
 
 WORDS = ("retrieval augmented language model chunk neighbour database index search query vector "
@@ -69,6 +71,7 @@ def main():
         shutil.copyfile(os.path.join(tokdir, f), os.path.join(enc, f))
 
     save_decoder(out, tokdir, vocab, dim=32, heads=2, std=0.5)
+    rerank_ref.random_reranker(tokdir, os.path.join(out, "reranker"))
     print("models in", out)
 
 

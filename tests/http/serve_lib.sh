@@ -18,7 +18,7 @@ make_test_models() {
 serve() {
   name=$1; shift
   "$RETRO" serve --data "$WORK/$name" --encoder "$WORK/models/encoder" --decoder "$WORK/models/decoder" \
-    --port 0 --threads 1 "$@" 2>"$WORK/$name.err" &
+    --reranker "$WORK/models/reranker" --port 0 --threads 1 "$@" 2>"$WORK/$name.err" &
   LAST=$!
   PIDS="$PIDS $LAST"
   PORT=

@@ -81,6 +81,17 @@ await attempt('search', async () => {
   const within = await page.$$eval('.hit', (h) => h.map((x) => (x.textContent.match(/doc-\d/) || [])[0]));
   ok(within.length > 0 && within.every((d) => d === 'doc-2' || d === 'doc-4'), 'only these documents: the hits are theirs', within);
   await setValue('#s-include', '');
+  // rerank: the server's reranked hits, each with its rank before
+  await page.click('#s-rerank');
+  await page.click('#sform button[type=submit]');
+  await page.waitForFunction(() => [...document.querySelectorAll('.hit')].some((h) => /relevance/.test(h.textContent)), { timeout: 20000 });
+  const rr = await page.$$eval('.hit', (h) => h.map((x) => Number((x.textContent.match(/chunk (\d+) \(ordinal/) || [])[1])));
+  const rrWant = await (await fetch(`${RETRO_URL}/v1/search`, { method: 'POST', headers: { Authorization: `Bearer ${RO_KEY}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ query: 'model chunk database', k: 5, filter: { part: [0, 1, 2, 3, 4, 5] }, expand: 1, rerank: true }) })).json();
+  ok(rr.length > 0 && JSON.stringify(rr) === JSON.stringify(rrWant.results.map((h) => h.chunk_id)) &&
+     (await page.$$eval('.hit', (h) => h.every((x) => /relevance [\d.]+ \(was #\d+/.test(x.textContent)))),
+     'rerank: the reranked hits, each with its relevance and rank before', { rr, want: rrWant.results && rrWant.results.map((h) => h.chunk_id) });
+  await page.click('#s-rerank');
 });
 
 await attempt('generate', async () => {

@@ -8,7 +8,8 @@ chunk texts, in the same run. Not part of `meson test`.
 
 Starts `retro serve --data DIR` on a free port (or uses --url), asks every
 query of queries.jsonl (the chosen split) for its 50 best chunks in each
-mode, and judges at the level of documents: a query's ranked chunks become
+mode (with --rerank N, also the hybrid's best N reordered by the reranker,
+followed by the rest of its 50, and the two orders fused by reciprocal rank), and judges at the level of documents: a query's ranked chunks become
 its ranked distinct documents, then
   hit@n   a relevant document among the first n,
   MRR@10  1 / rank of the first relevant document within 10 (else 0),
@@ -126,6 +127,18 @@ def has_title_column(lexical_file):
     return "c1" in cols
 
 
+def reranked(cl, query, n, plain):
+    """The hybrid's best n chunks as the reranker orders them (each with
+    "rank0", its hybrid rank), then the rest of the plain hybrid list."""
+    st, js = cl.req("POST", "/v1/search", {"mode": "hybrid", "query": query, "k": n, "rerank": n,
+                                           "with_text": False})
+    if st != 200:
+        sys.exit("search failed: %s %s" % (st, js))
+    hits = [dict(h, rank0=h["retrieval_rank"]) for h in js["results"]]
+    seen = {h["chunk_id"] for h in hits}
+    return hits + [h for h in plain if h["chunk_id"] not in seen]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="database folder (starts retro serve on it)")
@@ -136,6 +149,10 @@ def main():
     ap.add_argument("--split", default="report", choices=["report", "tune", "all"])
     ap.add_argument("--modes", default="dense,lexical,hybrid")
     ap.add_argument("--alpha", default="", help="extra hybrid rows, one per alpha")
+    ap.add_argument("--rerank", default="",
+                    help="extra rows: the hybrid's best N chunks reordered by the reranker, one per N "
+                         "(and the same fused with the hybrid's order by reciprocal rank)")
+    ap.add_argument("--reranker", help="serve with this reranker directory")
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--latency", type=int, default=200)
     ap.add_argument("--json")
@@ -151,6 +168,8 @@ def main():
         cmd = [a.retro, "serve", "--data", a.data, "--port", str(port), "--log", "/dev/null"]
         if a.encoder:
             cmd += ["--encoder", a.encoder]
+        if a.reranker:
+            cmd += ["--reranker", a.reranker]
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for _ in range(600):
             try:
@@ -169,6 +188,13 @@ def main():
         runs += [("hybrid alpha %s" % x, {"mode": "hybrid", "alpha": float(x)}) for x in a.alpha.split(",") if x]
         results = {}
         top10 = {}
+        hybrid_hits = []  # each query's plain hybrid hits, for the rerank rows
+        for q in qs if a.rerank else []:
+            st, js = cl.req("POST", "/v1/search", {"mode": "hybrid", "query": q["query"], "k": a.k,
+                                                   "with_text": False})
+            if st != 200:
+                sys.exit("search failed: %s %s" % (st, js))
+            hybrid_hits.append(js["results"])
         for name, conf in runs:
             res = []
             for q in qs:
@@ -179,6 +205,19 @@ def main():
                 top10.setdefault(name, []).extend((h["chunk_id"], h["doc_id"]) for h in hits[:10])
                 res.append((q, metrics(distinct_docs([h["doc_id"] for h in hits]), q["relevant"])))
             results[name] = res
+        for n in [int(x) for x in a.rerank.split(",") if x]:
+            rr, fused = [], []
+            for q, plain in zip(qs, hybrid_hits):
+                hits = reranked(cl, q["query"], n, plain)
+                ranked = sorted(enumerate(hits[:n]), key=lambda x: -(1 / (61 + x[0]) + 1 / (60 + x[1]["rank0"])))
+                for name, order in (("hybrid rerank %d" % n, hits), ("hybrid rerank %d rrf" % n,
+                                                                    [h for _, h in ranked] + hits[n:])):
+                    top10.setdefault(name, []).extend((h["chunk_id"], h["doc_id"]) for h in order[:10])
+                rr.append((q, metrics(distinct_docs([h["doc_id"] for h in hits]), q["relevant"])))
+                fused.append((q, metrics(distinct_docs([h["doc_id"] for _, h in ranked] +
+                                                       [h["doc_id"] for h in hits[n:]]), q["relevant"])))
+            results["hybrid rerank %d" % n] = rr
+            results["hybrid rerank %d rrf" % n] = fused
         peers = [("fts5-bm25", False)] if a.data else []
         if a.data and has_title_column(os.path.join(a.data, "lexical.sqlite")):
             peers.append(("fts5-bm25 +title", True))
@@ -215,13 +254,15 @@ def main():
             # machine's load falls on all of them alike
             print("\nsearch by text, k = 10, one connection, %d searches per mode, modes interleaved:"
                   % a.latency)
-            modes = [m for m in a.modes.split(",") if m]
+            modes = {m: {"mode": m} for m in a.modes.split(",") if m}
+            modes.update({"hybrid rerank %s" % n: {"mode": "hybrid", "rerank": int(n)}
+                          for n in a.rerank.split(",") if n})
             ts = {m: [] for m in modes}
             for i in range(a.latency):
                 q = qs[i % len(qs)]["query"]
-                for m in modes:
+                for m, conf in modes.items():
                     t0 = time.perf_counter()
-                    cl.req("POST", "/v1/search", {"mode": m, "query": q, "k": 10, "with_text": False})
+                    cl.req("POST", "/v1/search", dict(conf, query=q, k=10, with_text=False))
                     ts[m].append((time.perf_counter() - t0) * 1000)
             for m in modes:
                 t = sorted(ts[m])
