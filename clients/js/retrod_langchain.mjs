@@ -2,7 +2,9 @@
 // server's search as a retriever, so a chain gets the hybrid search, filters
 // and context windows), RetrodVectorStore (documents added, searched and
 // deleted through the server, which chunks and embeds them itself) and
-// RetrodEmbeddings (the server's encoder). Needs @langchain/core (a peer of
+// RetrodEmbeddings (the server's encoder) and RetrodReranker (the
+// server's cross-encoder as a document compressor: any retriever's Documents
+// reordered by POST /v1/rerank, for a ContextualCompressionRetriever). Needs @langchain/core (a peer of
 // any LangChain.js app; tested with 1.4.0) and ./retrod.mjs beside it.
 //
 //   import { RetrodRetriever, RetrodVectorStore } from './retrod_langchain.mjs';
@@ -22,6 +24,7 @@
 // refused, since a retriever returns chunks. Errors reject with retrod.mjs's
 // RetrodError.
 import { BaseRetriever } from '@langchain/core/retrievers';
+import { BaseDocumentCompressor } from '@langchain/core/retrievers/document_compressors';
 import { Document } from '@langchain/core/documents';
 import { Embeddings } from '@langchain/core/embeddings';
 import { VectorStore } from '@langchain/core/vectorstores';
@@ -138,5 +141,28 @@ export class RetrodVectorStore extends VectorStore {
     const store = new RetrodVectorStore(embeddings, config);
     await store.addDocuments(docs, { ids: config?.ids });
     return store;
+  }
+}
+
+/**
+ * The server's reranker (POST /v1/rerank) as a LangChain document
+ * compressor: compressDocuments(documents, query) answers the topN best
+ * Documents for the query, best first, each with metadata.relevance_score.
+ * The server needs a reranker (retro serve --reranker DIR).
+ */
+export class RetrodReranker extends BaseDocumentCompressor {
+  constructor({ client = null, url, apiKey = null, topN = 3 } = {}) {
+    super();
+    this.client = client ?? new Client({ url, apiKey });
+    this.topN = topN;
+  }
+
+  async compressDocuments(documents, query) {
+    if (!documents.length) return [];
+    const results = await this.client.rerank(query, documents.map((d) => d.pageContent), { topN: this.topN });
+    return results.map(({ index, relevance_score: score }) => {
+      const d = documents[index];
+      return new Document({ id: d.id, pageContent: d.pageContent, metadata: { ...d.metadata, relevance_score: score } });
+    });
   }
 }

@@ -1,7 +1,8 @@
 // retrod_llamaindex.mjs - retrod's search as a LlamaIndex.TS retriever, so a
 // query engine (RetrieverQueryEngine) gets the server's hybrid search,
 // filters and context windows over documents the server already holds; the
-// server embeds the query itself. Needs llamaindex's @llamaindex/core (any
+// server embeds the query itself. RetrodReranker: the server's cross-encoder
+// (POST /v1/rerank) as a node postprocessor. Needs llamaindex's @llamaindex/core (any
 // LlamaIndex.TS app has it; tested with llamaindex 0.12.1) and ./retrod.mjs
 // beside it.
 //
@@ -20,7 +21,7 @@
 // ef_search); group_by is refused, since a retriever returns chunks. Errors
 // reject with retrod.mjs's RetrodError.
 import { BaseRetriever } from '@llamaindex/core/retriever';
-import { TextNode } from '@llamaindex/core/schema';
+import { MetadataMode, TextNode } from '@llamaindex/core/schema';
 import { extractText } from '@llamaindex/core/utils';
 import { Client } from './retrod.mjs';
 
@@ -44,5 +45,26 @@ export class RetrodRetriever extends BaseRetriever {
       }),
       score: h.score,
     }));
+  }
+}
+
+/**
+ * The server's reranker as a LlamaIndex node postprocessor:
+ * postprocessNodes(nodes, query) answers the topN best nodes for the query,
+ * best first, each scored with the reranker's relevance. The server needs a
+ * reranker (retro serve --reranker DIR).
+ */
+export class RetrodReranker {
+  constructor({ client = null, url, apiKey = null, topN = 3 } = {}) {
+    this.client = client ?? new Client({ url, apiKey });
+    this.topN = topN;
+  }
+
+  async postprocessNodes(nodes, query) {
+    if (query === undefined) throw new TypeError('RetrodReranker: a query is needed to rerank');
+    if (!nodes.length) return [];
+    const texts = nodes.map((n) => n.node.getContent(MetadataMode.NONE));
+    const results = await this.client.rerank(extractText(query), texts, { topN: this.topN });
+    return results.map(({ index, relevance_score: score }) => ({ node: nodes[index].node, score }));
   }
 }

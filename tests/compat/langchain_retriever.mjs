@@ -10,7 +10,7 @@
 import { RunnableLambda } from '@langchain/core/runnables';
 import { Document } from '@langchain/core/documents';
 import { Client, RetrodError } from './retrod.mjs';
-import { RetrodEmbeddings, RetrodRetriever, RetrodVectorStore } from './retrod_langchain.mjs';
+import { RetrodEmbeddings, RetrodReranker, RetrodRetriever, RetrodVectorStore } from './retrod_langchain.mjs';
 import { attempt, done, ok } from './tap.mjs';
 
 const url = process.env.RETRO_URL.replace(/\/v1$/, '');
@@ -61,6 +61,16 @@ await attempt('options', async () => {
   const rw = await ro.search('lantern note about the orchard', { k: 3, rerank: 10, with_text: false });
   ok(rd.length === 3 && rd.map((x) => x.metadata.chunk_id).join() === rw.map((h) => h.chunk_id).join() &&
      rd.every((x, i) => x.metadata.score === rw[i].score), 'rerank passes through: the reranked hits, relevance as score', { rd: rd.map((x) => x.metadata), rw });
+  const q = 'lantern note about the orchard';
+  const wideDocs = await new RetrodRetriever({ client: ro, k: 8 }).invoke(q);
+  const want = await ro.rerank(q, wideDocs.map((x) => x.pageContent), { topN: 3 });
+  const compressor = new RetrodReranker({ client: ro, topN: 3 });
+  const reranked3 = new RetrodRetriever({ client: ro, k: 8 }).pipe(RunnableLambda.from((ds) => compressor.compressDocuments(ds, q)));
+  const top = await reranked3.invoke(q);
+  ok(top.length === 3 && top.map((x) => x.id).join() === want.map((r) => wideDocs[r.index].id).join() &&
+     top.every((x, i) => x.metadata.relevance_score === want[i].relevance_score && x.metadata.doc_id === wideDocs[want[i].index].metadata.doc_id),
+     'RetrodReranker: a retriever\'s Documents, the best 3 by /v1/rerank with relevance_score', { top: top.map((x) => x.metadata), want });
+  ok((await compressor.compressDocuments([], q)).length === 0, 'RetrodReranker: no Documents, no request');
   const batch = await en.batch(['harbour', 'meadow']);
   ok(batch.length === 2 && batch.every((l) => l.length > 0), 'batch: one list per query', batch.map((l) => l.length));
   const chain = en.pipe(new RunnableLambda({ func: (ds) => ds.map((x) => x.pageContent).join('\n---\n') }));

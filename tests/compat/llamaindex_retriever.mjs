@@ -10,7 +10,7 @@
 import { RetrieverQueryEngine, Settings, TextNode } from 'llamaindex';
 import { OpenAI as LIOpenAI } from '@llamaindex/openai';
 import { Client, RetrodError } from './retrod.mjs';
-import { RetrodRetriever } from './retrod_llamaindex.mjs';
+import { RetrodReranker, RetrodRetriever } from './retrod_llamaindex.mjs';
 import { attempt, done, ok } from './tap.mjs';
 
 const base = process.env.RETRO_URL.replace(/\/v1$/, '');
@@ -64,6 +64,19 @@ await attempt('query engine', async () => {
   ok(typeof answer.toString() === 'string' && answer.sourceNodes?.length === 2 &&
      answer.sourceNodes.every((n) => n.node.metadata.doc_id.startsWith('li/')),
   'RetrieverQueryEngine: an answer through the server\'s chat, with the retrieved chunks as its sources', answer.sourceNodes?.map((n) => n.node.metadata.doc_id));
+});
+
+await attempt('reranker', async () => {
+  const q = 'What does the granite line tell?';
+  const nodes = await new RetrodRetriever({ client: ro, k: 6 }).retrieve(q);
+  const want = await ro.rerank(q, nodes.map((n) => n.node.getContent()), { topN: 3 });
+  const got = await new RetrodReranker({ client: ro, topN: 3 }).postprocessNodes(nodes, q);
+  ok(got.length === 3 && got.map((n) => n.node.id_).join() === want.map((r) => nodes[r.index].node.id_).join() &&
+     got.every((n, i) => n.score === want[i].relevance_score), 'RetrodReranker: the best 3 nodes by /v1/rerank, scored with its relevance', { got: got.map((n) => [n.node.id_, n.score]), want });
+  const engine = new RetrieverQueryEngine(new RetrodRetriever({ client: ro, k: 6 }), undefined, [new RetrodReranker({ client: ro, topN: 2 })]);
+  const answer = await engine.query({ query: q });
+  ok(answer.sourceNodes?.length === 2 && answer.sourceNodes.map((n) => n.node.id_).join() === got.slice(0, 2).map((n) => n.node.id_).join(),
+     'RetrieverQueryEngine with RetrodReranker as its postprocessor: the reranked 2 as sources', answer.sourceNodes?.map((n) => n.node.id_));
 });
 
 await attempt('errors', async () => {
