@@ -1758,6 +1758,18 @@ static proto_status search_like_chunk(srv_engine *e, const srv_search_request *r
   return s;
 }
 
+/* The candidates a query's search finds before shaping its k hits: with
+ * grouping, enough that k documents are likely found (and no more than one
+ * index search may return); with rerank, the window to rerank. */
+static size_t candidates_wanted(const srv_search_request *rq, size_t k) {
+  size_t gs = (size_t)rq->group_size, kc = k;
+  if (gs > 0) {
+    kc = k * gs * 4 < 64 ? 64 : k * gs * 4;
+    if (kc > PROTO_MAX_K) kc = PROTO_MAX_K;
+  }
+  return kc < (size_t)rq->rerank ? (size_t)rq->rerank : kc;
+}
+
 proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_result *out) {
   if (!e || !rq || !out) return srv__fail(PROTO_EINVAL, "srv_search: NULL argument");
   memset(out, 0, sizeof *out);
@@ -1774,7 +1786,8 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
    * the former; then a hybrid search's lexical half starts, to run while
    * this thread embeds the text */
   if ((s = search_filter_start(e, rq, &st.c)) != PROTO_OK) goto leave;
-  lex_job_start(&st.job, e, rq, mode, k, &st.c);
+  st.kc = candidates_wanted(rq, k);
+  lex_job_start(&st.job, e, rq, mode, st.kc, &st.c);
   if (!has_v && mode != SRV_MODE_LEXICAL) {
     st.qv = malloc(nq * e->dim * sizeof *st.qv);
     if (!st.qv) {
@@ -1785,15 +1798,7 @@ proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_
     if (s != PROTO_OK) goto leave;
     queries = st.qv;
   }
-  /* grouping: enough candidates that k documents are likely found, and no
-   * more than one index search may return */
   size_t gs = (size_t)rq->group_size;
-  st.kc = k;
-  if (gs > 0) {
-    st.kc = k * gs * 4 < 64 ? 64 : k * gs * 4;
-    if (st.kc > PROTO_MAX_K) st.kc = PROTO_MAX_K;
-  }
-  if (st.kc < (size_t)rq->rerank) st.kc = (size_t)rq->rerank; /* the window to rerank */
   st.cands = malloc(nq * st.kc * sizeof *st.cands);
   st.n_cands = calloc(nq, sizeof *st.n_cands);
   out->queries = calloc(nq, sizeof *out->queries);

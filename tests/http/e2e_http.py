@@ -1488,21 +1488,26 @@ def run_rerank(s):
         ok(st == code and word in js["error"]["message"], "rerank: %s refused, naming it" % word, (st, js))
 
     # a search's rerank: the mode's best N, reordered by /v1/rerank's relevances
-    for mode in ("hybrid", "dense", "lexical"):
-        st1, plain = search(query=q, mode=mode, k=12)
-        st2, rr = search(query=q, mode=mode, k=5, rerank=12)
-        if not ok(st1 == 200 and st2 == 200, "%s search with rerank answers" % mode, (st1, plain, st2, rr)):
+    # hybrid with 30 is deeper than its lists of 20: both lists must go as deep
+    # as the window (40 documents share a word, so the lexical list is long)
+    zeb = [{"id": "rr-zeb-%d" % i, "text": "zebulon " + doc_text(500 + i, 10)} for i in range(40)]
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": zeb})
+    ok(st == 200 and js["errors"] == 0, "rerank: 40 documents sharing a word stored", js)
+    for mode, n, text in (("hybrid", 12, q), ("hybrid", 30, "zebulon"), ("dense", 12, q), ("lexical", 12, q)):
+        st1, plain = search(query=text, mode=mode, k=n)
+        st2, rr = search(query=text, mode=mode, k=5, rerank=n)
+        if not ok(st1 == 200 and st2 == 200, "%s search with rerank %d answers" % (mode, n), (st1, plain, st2, rr)):
             continue
         ph, hits = plain["results"], rr["results"]
-        st, rel, _, _ = s.req("POST", "/v1/rerank", {"query": q, "documents": [h["text"] for h in ph]})
+        st, rel, _, _ = s.req("POST", "/v1/rerank", {"query": text, "documents": [h["text"] for h in ph]})
         order = [ph[r["index"]]["chunk_id"] for r in rel["results"]]
-        ok([h["chunk_id"] for h in hits] == order[:5], "%s rerank: the best 5 of the plain 12 by relevance" % mode,
+        ok([h["chunk_id"] for h in hits] == order[:5], "%s rerank: the best 5 of the plain %d by relevance" % (mode, n),
            ([h["chunk_id"] for h in hits], order))
         score = {ph[r["index"]]["chunk_id"]: r["relevance_score"] for r in rel["results"]}
         rank = {h["chunk_id"]: (i + 1, h["score"]) for i, h in enumerate(ph)}
         ok(all(abs(h["score"] - score[h["chunk_id"]]) < 1e-6 and
                (h["retrieval_rank"], h["retrieval_score"]) == rank[h["chunk_id"]] for h in hits),
-           "%s rerank: score = relevance, retrieval_score/rank = the plain search's" % mode, hits[:2])
+           "%s rerank %d: score = relevance, retrieval_score/rank = the plain search's" % (mode, n), hits[:2])
     st, js = search(query=q, rerank=True, k=3, expand=1)
     ok(st == 200 and len(js["results"]) == 3 and all(h["retrieval_rank"] <= 30 and "context" in h
                                                      for h in js["results"]),
