@@ -10,7 +10,8 @@ slash); names starting with '.' and other files are left out; an empty
 subfolder is passed over. An empty folder indexes nothing and exits 0, a
 missing path exits 1 naming it. A file holding a NUL byte is indexed and
 `retro get` prints it back. `retro export` writes every document as a
-JSON line that `retro index` reads back to the same bytes. Damaged model files (a NaN weight in either
+JSON line that `retro index` reads back to the same bytes. `retro search
+--rerank` reorders with a reranker given by --reranker. Damaged model files (a NaN weight in either
 model, a negative layer_norm_eps) are refused naming the tensor or field.
 Input with no end (/dev/zero, an endless JSON
 line on stdin) stops at 1 GiB with a message. Under the sanitizer build every run is also
@@ -54,6 +55,35 @@ def poison(path):
         f.seek(8 + n + t["data_offsets"][0])
         f.write(struct.pack("<f", float("nan")) if t["dtype"] == "F32" else b"\x00\x7e")
     return name
+
+
+def search_rerank(retro, src, models, model_args, tmp):
+    """retro search --rerank N --reranker DIR: the best k of the mode's N,
+    ordered by the reranker (a random one made by rerank_ref.py), each with
+    its rank before; errors exit 1 saying why."""
+    rr = os.path.join(tmp, "reranker")
+    train = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "model", "train")
+    p = subprocess.run(["/usr/bin/python3", "-c", "import sys; sys.path.insert(0, sys.argv[1]); import rerank_ref; "
+                        "rerank_ref.random_reranker(sys.argv[2], sys.argv[3])", train,
+                        os.path.join(models, "encoder"), rr], capture_output=True, text=True, timeout=120)
+    if not check(p.returncode == 0, "a random reranker made (rerank_ref.py)", p.stderr[-300:]):
+        return
+
+    def search(*args):
+        p = subprocess.run([retro, "search", "--data", src, "--no-text"] + list(args) + model_args + ["a query"],
+                           capture_output=True, text=True, timeout=60)
+        return p, (json.loads(p.stdout)["batch"][0]["results"] if p.returncode == 0 else None)
+    _, plain = search("-k", "8")
+    p, hits = search("-k", "3", "--rerank", "8", "--reranker", rr)
+    ranks = {h["chunk_id"]: i + 1 for i, h in enumerate(plain or [])}
+    check(hits is not None and len(hits) == 3 and all(ranks.get(h["chunk_id"]) == h["retrieval_rank"] for h in hits)
+          and all(0 < h["score"] < 1 for h in hits) and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"],
+          "retro search --rerank 8: 3 of the plain 8, by relevance, each with its rank before", (hits, p.stderr))
+    p, _ = search("-k", "3", "--rerank", "2", "--reranker", rr)
+    check(p.returncode == 1 and "in [k," in p.stderr, "retro search --rerank below k: exit 1 saying so", p.stderr)
+    p, _ = search("--rerank", "10", "--reranker", "none")
+    check(p.returncode == 1 and "no reranker" in p.stderr, "retro search --rerank without a reranker: exit 1",
+          p.stderr)
 
 
 def run(retro, models, tmp):
@@ -220,6 +250,7 @@ def run(retro, models, tmp):
                        + model_args, capture_output=True, text=True, timeout=60)
     docs = {h["doc_id"] for h in json.loads(p.stdout)["batch"][0]["results"]} if p.returncode == 0 else p.stderr
     check(docs == {"r/2"}, "retro search --include: only that document's chunks", docs)
+    search_rerank(retro, src, models, model_args, tmp)
     p = subprocess.run([retro, "search", "--data", src, "--chunk-id", "1", "q"] + model_args,
                        capture_output=True, text=True, timeout=60)
     check(p.returncode == 2 and "not both" in p.stderr, "retro search --chunk-id with a QUERY: exit 2", p.stderr)
