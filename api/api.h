@@ -192,7 +192,7 @@ typedef struct proto_search_req {
   int group_size;    /* "group_size": chunks per document, [1, 100], default 1 */
   int expand;        /* "expand": chunks before and after each hit, [0, 16] */
   int rerank;        /* "rerank": 0 false/absent, -1 true (the server's
-                        default count), else candidates to rerank [1, 200] */
+                        default count), else candidates to rerank [1, PROTO_MAX_RERANK] */
 } proto_search_req;
 proto_status proto_search_parse(const char *json, size_t len, proto_search_req *out, char *err,
                                 size_t errlen);

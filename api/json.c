@@ -811,8 +811,9 @@ static proto_status get_rerank(json_t *root, proto_search_req *out, char *err, s
   if (json_is_true(v)) {
     out->rerank = -1;
   } else if (json_is_integer(v)) {
-    if (json_integer_value(v) < 1 || json_integer_value(v) > 200)
-      return fail(PROTO_ERANGE, err, errlen, "rerank: a number of candidates must be in [1, 200]");
+    if (json_integer_value(v) < 1 || json_integer_value(v) > PROTO_MAX_RERANK)
+      return fail(PROTO_ERANGE, err, errlen, "rerank: a number of candidates must be in [1, %d]",
+                  PROTO_MAX_RERANK);
     out->rerank = (int)json_integer_value(v);
   } else {
     return fail(PROTO_ETYPE, err, errlen, "rerank: must be true, false or a number of candidates");

@@ -65,6 +65,7 @@ enum {
   PROTO_CHUNK_TOKENS = 64,      /* m: decoder tokens per chunk */
   PROTO_NEIGHBOUR_TOKENS = 128, /* r: [N, F] tokens per retrieved neighbour */
   PROTO_MAX_K = 1000,           /* most neighbours one search may ask for */
+  PROTO_MAX_RERANK = 200,       /* most candidates one search may rerank */
   PROTO_MAX_ID_BYTES = 512,     /* longest external document id */
   PROTO_MAX_DIM = 8192,         /* largest embedding dimension accepted */
   PROTO_MAX_FILTER_KEYS = 16,   /* metadata keys one search filter may name */

@@ -416,7 +416,7 @@ typedef struct srv_search_request {
  * how many a search that asks to rerank without a number reranks (at least
  * k): the hybrid fuses lists of 20 each, so its best 30 hold the tops of
  * both lists (docs/RETRIEVAL.md, "Reranking"). */
-enum { SRV_RERANK_MAX = 200, SRV_RERANK_DEFAULT = 30 };
+enum { SRV_RERANK_MAX = PROTO_MAX_RERANK, SRV_RERANK_DEFAULT = 30 };
 
 /* The most chunk texts one search request may answer with (queries x hits x
  * the texts of a hit), about 65 MB of text: beyond, a 422 says what to ask

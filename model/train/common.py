@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 
@@ -109,6 +110,20 @@ def resume(out, dev, opt, **modules):
     set_rng_state(ck["rng"])
     log(f"resumed at step {ck['state']['step']}")
     return ck["state"], ckp
+
+
+def finish_export(out, init, results, save):
+    """The end of a training script: save(OUT/export) writes the model,
+    INIT's tokenizer files join it, and OUT/results.json gets results.
+    Returns the export's path."""
+    exp = os.path.join(out, "export")
+    save(exp)
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(init, f), os.path.join(exp, f))
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    log(f"exported {exp}")
+    return exp
 
 
 def rng_state():

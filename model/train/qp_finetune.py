@@ -27,7 +27,6 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 
@@ -309,15 +308,10 @@ def main():
     state["results"]["steps"] = state["step"]
     log("validation after:", state["results"]["after"])
     save()
-    exp = os.path.join(a.out, "export")
     enc.eval()
     enc.set_query_prefix(a.query_prefix)
-    enc.save_pretrained(exp, dtype=torch.float16 if a.export_dtype == "f16" else torch.float32)
-    for f in ("vocab.json", "merges.txt"):
-        shutil.copy(os.path.join(a.init, f), os.path.join(exp, f))
-    with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump(state["results"], f, indent=2)
-    log(f"exported {exp}")
+    dtype = torch.float16 if a.export_dtype == "f16" else torch.float32
+    common.finish_export(a.out, a.init, state["results"], lambda exp: enc.save_pretrained(exp, dtype=dtype))
 
 
 if __name__ == "__main__":

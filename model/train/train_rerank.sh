@@ -26,26 +26,8 @@
 # "Reranker").
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=${1:-$ROOT/build-release}
-RETRO=$BUILD/server/retro
 W=${WORK:-$ROOT/.work/rerank-train}
-CORPUS=${CORPUS:-/usr/share/doc/python3.11/html/_sources}
-INIT=${INIT:-$ROOT/model/default/encoder}
-PY=${PYTHON:-/usr/bin/python3}
-[ -d "$BUILD" ] || meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
-ninja -C "$BUILD" server/retro >/dev/null
-mkdir -p "$W"
-
-if [ ! -f "$W/dump.done" ]; then
-  "$RETRO" index --data "$W/db" --encoder "$INIT" --threads "${THREADS:-2}" "$CORPUS"
-  "$RETRO" neighbours --data "$W/db" --out "$W/dump" -k 1 --include-same-doc --threads "${THREADS:-2}"
-  touch "$W/dump.done"
-fi
-if [ ! -f "$W/mined.done" ]; then
-  $PY "$ROOT/model/train/qp_mine.py" --corpus "$CORPUS" --dump "$W/dump" --tokenizer "$INIT" \
-    --heldout "$ROOT/model/default/heldout.txt" --out "$W/mined"
-  touch "$W/mined.done"
-fi
+. "$ROOT/model/train/qp_data.sh"  # steps 1 and 2
 if [ ! -f "$W/cands.done" ]; then
   $PY "$ROOT/model/train/rerank_mine.py" --data "$W/db" --dump "$W/dump" --mined "$W/mined" \
     --out "$W/cands" --retro "$RETRO"

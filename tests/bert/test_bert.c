@@ -16,18 +16,17 @@
 #include "kernels.h"
 #include "pool.h"
 #include "st.h"
+#include "run_cmd.h"
 #include "tap.h"
 
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static const char *g_python, *g_generator, *g_shared, *g_work, *g_tiny;
@@ -35,17 +34,6 @@ static const char *g_python, *g_generator, *g_shared, *g_work, *g_tiny;
 #define TOL 1e-4
 
 /* ---- helpers -------------------------------------------------------------- */
-
-static int run_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run_cmd(const char *fmt, ...) {
-  char cmd[8192];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  int rc = system(cmd);
-  return rc == -1 ? -1 : (WIFEXITED(rc) ? WEXITSTATUS(rc) : 128);
-}
 
 static int copy_file(const char *from, const char *to) {
   FILE *a = fopen(from, "rb"), *b = a ? fopen(to, "wb") : NULL;

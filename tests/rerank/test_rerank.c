@@ -4,30 +4,18 @@
  * directories it must refuse with a message.
  * argv: python, rerank_ref.py, work dir, tokenizer dir, default reranker dir. */
 #include "rerank.h"
+#include "run_cmd.h"
 #include "tap.h"
 
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static const char *g_python, *g_ref, *g_work, *g_tokenizer, *g_default;
-
-static int run_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run_cmd(const char *fmt, ...) {
-  char cmd[8192];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  int rc = system(cmd);
-  return rc == -1 ? -1 : (WIFEXITED(rc) ? WEXITSTATUS(rc) : 128);
-}
 
 /* Every case of one model of cases.json: the C scores against PyTorch's. */
 static void check_model(json_t *m) {

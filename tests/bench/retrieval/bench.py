@@ -186,15 +186,11 @@ def main():
               file=sys.stderr)
         runs = [(m, {"mode": m}) for m in a.modes.split(",") if m]
         runs += [("hybrid alpha %s" % x, {"mode": "hybrid", "alpha": float(x)}) for x in a.alpha.split(",") if x]
+        if a.rerank and "hybrid" not in [n for n, _ in runs]:  # the rerank rows reorder its hits
+            runs.append(("hybrid", {"mode": "hybrid"}))
         results = {}
         top10 = {}
-        hybrid_hits = []  # each query's plain hybrid hits, for the rerank rows
-        for q in qs if a.rerank else []:
-            st, js = cl.req("POST", "/v1/search", {"mode": "hybrid", "query": q["query"], "k": a.k,
-                                                   "with_text": False})
-            if st != 200:
-                sys.exit("search failed: %s %s" % (st, js))
-            hybrid_hits.append(js["results"])
+        hits_of = {}  # each run's hits, query by query
         for name, conf in runs:
             res = []
             for q in qs:
@@ -202,12 +198,13 @@ def main():
                 if st != 200:
                     sys.exit("search failed: %s %s" % (st, js))
                 hits = js["results"]
+                hits_of.setdefault(name, []).append(hits)
                 top10.setdefault(name, []).extend((h["chunk_id"], h["doc_id"]) for h in hits[:10])
                 res.append((q, metrics(distinct_docs([h["doc_id"] for h in hits]), q["relevant"])))
             results[name] = res
         for n in [int(x) for x in a.rerank.split(",") if x]:
             rr, fused = [], []
-            for q, plain in zip(qs, hybrid_hits):
+            for q, plain in zip(qs, hits_of["hybrid"]):
                 hits = reranked(cl, q["query"], n, plain)
                 ranked = sorted(enumerate(hits[:n]), key=lambda x: -(1 / (61 + x[0]) + 1 / (60 + x[1]["rank0"])))
                 for name, order in (("hybrid rerank %d" % n, hits), ("hybrid rerank %d rrf" % n,
