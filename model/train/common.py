@@ -112,6 +112,18 @@ def resume(out, dev, opt, **modules):
     return ck["state"], ckp
 
 
+def kind_weights(pairs):
+    """Sampling weights of mined query -> passage pairs (qp_mine.py): each
+    kind by 1 / sqrt(its count), so the many signatures do not drown the
+    headings, FAQ questions and error lines. Returns (count of each kind,
+    the weights, summing to 1)."""
+    kinds = {}
+    for p in pairs:
+        kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1
+    w = np.array([1.0 / math.sqrt(kinds[p["kind"]]) for p in pairs])
+    return kinds, w / w.sum()
+
+
 def finish_export(out, init, results, save):
     """The end of a training script: save(OUT/export) writes the model,
     INIT's tokenizer files join it, and OUT/results.json gets results.

@@ -24,7 +24,6 @@ chunk is the top hit of (hubness).
 """
 import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -193,11 +192,7 @@ def main():
         sys.exit("qp_finetune.py: a training pair comes from a held-out document")
     qtok = [bpe.encode(a.query_prefix + p["q"])[:MAX_QUERY] for p in pairs]
     vtok = [bpe.encode(a.query_prefix + v["q"])[:MAX_QUERY] for v in val]
-    kinds = {}
-    for p in pairs:
-        kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1
-    w = np.array([1.0 / math.sqrt(kinds[p["kind"]]) for p in pairs])
-    w /= w.sum()
+    kinds, w = common.kind_weights(pairs)
     log(f"pairs {len(pairs)} by kind {kinds}; validation {len(val)}")
 
     toks, cont, keys = load_dump(a.dump, held)

@@ -27,7 +27,6 @@ default) with the encoder's tokenizer files.
 """
 import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -195,11 +194,7 @@ def main():
     val, vcands = [val[i] for i in keep], [vcands[i] for i in keep]
     qtok = [bpe.encode(p["q"].encode("utf-8")) for p in pairs]
     vtok = [bpe.encode(v["q"].encode("utf-8")) for v in val]
-    kinds = {}
-    for p in pairs:
-        kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1
-    w = np.array([1.0 / math.sqrt(kinds[p["kind"]]) for p in pairs])
-    w /= w.sum()
+    kinds, w = common.kind_weights(pairs)
     log(f"pairs {len(pairs)} by kind {kinds}; validation {len(val)}")
     toks = np.load(os.path.join(a.dump, "tokens.npy"))
 
