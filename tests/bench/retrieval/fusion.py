@@ -70,6 +70,34 @@ def rrf(row, alpha, k=60, depth=DEPTH, ties="dense"):
     return [doc[c] for c in sorted(s, key=lambda c: (-s[c], second(c), c))]
 
 
+def doc_evidence(row, g, agg):
+    """The server's rule, then each candidate lifted by g times the fused
+    scores of its document's other candidates: their sum (agg "sum") or
+    only the best of them ("max"). Tried 2026-12-07 and not adopted
+    (docs/RETRIEVAL.md): the sum favours long documents."""
+    alpha = 0.2 if lexical_margin(row) > 0.4 else 0.5
+    s, doc = {}, {}
+    for w, lst in ((alpha, row["dense"]), (1 - alpha, row["lexical"])):
+        for r, (c, d, _) in enumerate(lst[:DEPTH]):
+            s[c] = s.get(c, 0.0) + w / (60 + r + 1)
+            doc[c] = d
+    of = {}
+    for c, v in s.items():
+        of.setdefault(doc[c], []).append(v)
+    for vs in of.values():
+        vs.sort(reverse=True)
+
+    def others(c):
+        vs = of[doc[c]]
+        if agg == "sum":
+            return sum(vs) - s[c]
+        return (vs[1] if len(vs) > 1 else 0.0) if s[c] == vs[0] else vs[0]
+
+    f = {c: v + g * others(c) for c, v in s.items()}
+    cos = {c: sc for c, _, sc in row["dense"]}
+    return [doc[c] for c in sorted(f, key=lambda c: (-f[c], -cos.get(c, -2.0), c))]
+
+
 def lexical_margin(row):
     """How far the best BM25 chunk is ahead of the tenth, relative to it."""
     lx = row["lexical"]
@@ -100,6 +128,10 @@ def rules():
             out.append(("server rule, depth %d k %d" % (depth, k),
                         lambda row, depth=depth, k=k: rrf(row, 0.2 if lexical_margin(row) > 0.4 else 0.5, k,
                                                           depth)))
+    out += [("document evidence, sum of the others x %.2f" % g, lambda row, g=g: doc_evidence(row, g, "sum"))
+            for g in (0.25, 0.5, 1.0)]
+    out += [("document evidence, best other x %.2f" % g, lambda row, g=g: doc_evidence(row, g, "max"))
+            for g in (0.25, 0.5)]
     return out
 
 
