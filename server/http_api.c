@@ -148,14 +148,20 @@ static srv_info *info_or_error(http_server *s, const char *what, http_response *
   return info;
 }
 
-/* GET /v1/models (id NULL): the encoder and, when loaded, the decoder, as
- * OpenAI clients list them; GET /v1/models/{id}: one of them, by the name
- * /v1/embeddings or /v1/completions accept in "model". */
+/* GET /v1/models (id NULL): the encoder and, when loaded, the decoder and
+ * the reranker, as OpenAI clients list them; GET /v1/models/{id}: one of
+ * them, by the name /v1/embeddings, /v1/completions or /v1/rerank accept in
+ * "model". */
 static void h_models(http_server *s, const char *id, http_response *resp) {
   srv_info *info = info_or_error(s, "models", resp);
   if (!info) return;
-  int enc = !id || model_matches(id, s->encoder_name, NULL);
-  int dec = info->decoder_loaded && (!id || model_matches(id, s->model_name, info->decoder_path));
+  const struct {
+    const char *name, *path, *kind;
+    int loaded;
+  } all[] = {{s->encoder_name, info->encoder_path, "embeddings", 1},
+             {s->model_name, info->decoder_path, "completions", info->decoder_loaded},
+             {s->reranker_name, info->reranker_path, "rerank", s->reranker_name[0] != 0}};
+  enum { N_MODELS = sizeof all / sizeof all[0] };
   proto_jw w;
   proto_jw_init(&w, &resp->body);
   if (!id) {
@@ -164,28 +170,29 @@ static void h_models(http_server *s, const char *id, http_response *resp) {
     proto_jw_cstr(&w, "list");
     proto_jw_key(&w, "data");
     proto_jw_arr(&w);
-    model_object(&w, s->encoder_name, info->encoder_path, "embeddings");
-    if (dec) model_object(&w, s->model_name, info->decoder_path, "completions");
+    for (size_t i = 0; i < N_MODELS; i++)
+      if (all[i].loaded) model_object(&w, all[i].name, all[i].path, all[i].kind);
     proto_jw_arr_end(&w);
     proto_jw_obj_end(&w);
-  } else if (enc) {
-    model_object(&w, s->encoder_name, info->encoder_path, "embeddings");
-  } else if (dec) {
-    model_object(&w, s->model_name, info->decoder_path, "completions");
-  } else {
-    char msg[400];
-    if (info->decoder_loaded)
-      snprintf(msg, sizeof msg, "model: no model '%.64s' (this server has '%.64s' and '%.64s')", id,
-               s->encoder_name, s->model_name);
-    else
-      snprintf(msg, sizeof msg, "model: no model '%.64s' (this server has '%.64s')", id,
-               s->encoder_name);
     free(info);
-    http_error(resp, PROTO_ENOTFOUND, msg);
+    ok_json(resp, 200);
     return;
   }
+  for (size_t i = 0; i < N_MODELS; i++)
+    if (all[i].loaded && model_matches(id, all[i].name, i == 1 ? info->decoder_path : NULL)) {
+      model_object(&w, all[i].name, all[i].path, all[i].kind);
+      free(info);
+      ok_json(resp, 200);
+      return;
+    }
+  char names[3 * 72] = "", msg[400];
+  for (size_t i = 0; i < N_MODELS; i++)
+    if (all[i].loaded)
+      snprintf(names + strlen(names), sizeof names - strlen(names), "%s'%.64s'",
+               names[0] ? ", " : "", all[i].name);
+  snprintf(msg, sizeof msg, "model: no model '%.64s' (this server has %s)", id, names);
   free(info);
-  ok_json(resp, 200);
+  http_error(resp, PROTO_ENOTFOUND, msg);
 }
 
 static void h_info(http_server *s, http_response *resp) {

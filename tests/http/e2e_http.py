@@ -935,21 +935,25 @@ def run_main(s):
     st, models, _, _ = s.req("GET", "/v1/models")
     st_i, info, _, _ = s.req("GET", "/v1/info")
     byid = {m["id"]: m for m in models["data"]} if st == 200 else {}
-    ok(st == 200 and models["object"] == "list" and len(models["data"]) == 2
+    ok(st == 200 and models["object"] == "list" and len(models["data"]) == 3
        and byid.get(info["encoder"]["name"], {}).get("kind") == "embeddings"
        and byid.get(info["decoder"]["name"], {}).get("kind") == "completions"
+       and byid.get(info["reranker"]["name"], {}).get("kind") == "rerank"
        and all(m["object"] == "model" and m["owned_by"] and m["created"] > 0 for m in models["data"]),
-       "GET /v1/models lists the encoder and the decoder", models)
+       "GET /v1/models lists the encoder, the decoder and the reranker", models)
+    uses = {"embeddings": ("/v1/embeddings", {"input": "a"}),
+            "completions": ("/v1/completions", {"prompt": "a", "max_tokens": 1}),
+            "rerank": ("/v1/rerank", {"query": "a", "documents": ["a b"]})}
     for m in models["data"] if st == 200 else []:
         st, one, _, _ = s.req("GET", "/v1/models/" + urllib.parse.quote(m["id"], safe=""))
         ok(st == 200 and one == m, "GET /v1/models/%s" % m["id"], one)
-        route = "/v1/embeddings" if m["kind"] == "embeddings" else "/v1/completions"
-        body = {"input": "a", "model": m["id"]} if m["kind"] == "embeddings" else \
-            {"prompt": "a", "max_tokens": 1, "model": m["id"]}
-        st, js, _, _ = s.req("POST", route, body)
+        route, body = uses[m["kind"]]
+        st, js, _, _ = s.req("POST", route, dict(body, model=m["id"]))
         ok(st == 200, "the listed id %s is accepted by %s" % (m["id"], route), js)
     st, js, _, _ = s.req("GET", "/v1/models/gpt-9")
-    ok(st == 404 and "gpt-9" in js["error"]["message"], "GET /v1/models/gpt-9 -> 404 naming it", js)
+    ok(st == 404 and all(x in js["error"]["message"] for x in ("gpt-9", info["encoder"]["name"],
+                                                             info["reranker"]["name"])),
+       "GET /v1/models/gpt-9 -> 404 naming it and the models there are", js)
     st, js, _, _ = s.req("POST", "/v1/models", "{}")
     ok(st == 405, "POST /v1/models -> 405", js)
 
@@ -1538,6 +1542,9 @@ def run_no_reranker():
         ok(st == 200, "no reranker: searches answer", (st, js))
         st, js, _, _ = s.req("GET", "/v1/info")
         ok(st == 200 and js.get("reranker") is None, "no reranker: /v1/info says none", js)
+        st, js, _, _ = s.req("GET", "/v1/models")
+        ok(st == 200 and [m["kind"] for m in js["data"]] == ["embeddings", "completions"],
+           "no reranker: /v1/models lists none", js)
     finally:
         s.stop()
 
