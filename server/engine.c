@@ -1565,10 +1565,6 @@ static proto_status search_check(const srv_engine *e, const srv_search_request *
                      SRV_RERANK_MAX, rq->k);
   if (rq->rerank > 0 && !has_t)
     return srv__fail(PROTO_EINVAL, "rerank: needs a query text (the reranker reads it)");
-  if (rq->rerank > 0 && rq->group_size > 0)
-    return srv__fail(PROTO_EINVAL,
-                     "rerank: not with group_by (rerank the chunks, then group "
-                     "them yourself)");
   if (rq->rerank > 0 && !e->rr)
     return srv__fail(PROTO_EUNAVAIL,
                      "rerank: this server has no reranker (start it with "
@@ -1678,7 +1674,8 @@ static int cand_by_rerank(const void *a, const void *b) {
 /* A search that asks to rerank: query q's live candidates among the first
  * rq->rerank (at least k), ordered by the reranker's relevance of their
  * chunk's text to the query's, each keeping its score and rank before; the
- * best k are kept. */
+ * best k are kept, or with group_by all of them, to be grouped (so groups
+ * are made of reranked chunks only, and may be fewer than k). */
 static proto_status rerank_candidates(search_state *st, const srv_search_request *rq, size_t q,
                                       size_t k) {
   cand *cq = st->cands + q * st->kc;
@@ -1712,7 +1709,7 @@ static proto_status rerank_candidates(search_state *st, const srv_search_request
   free(texts);
   free(lens);
   free(rel);
-  st->n_cands[q] = m < k ? m : k;
+  st->n_cands[q] = m < k || rq->group_size > 0 ? m : k;
   return s;
 }
 
@@ -1759,15 +1756,18 @@ static proto_status search_like_chunk(srv_engine *e, const srv_search_request *r
 }
 
 /* The candidates a query's search finds before shaping its k hits: with
- * grouping, enough that k documents are likely found (and no more than one
- * index search may return); with rerank, the window to rerank. */
+ * rerank, the window to rerank (at least k; grouped as it is with
+ * group_by, so that it is a plain search's best N); with grouping, enough
+ * that k documents are likely found (and no more than one index search may
+ * return). */
 static size_t candidates_wanted(const srv_search_request *rq, size_t k) {
   size_t gs = (size_t)rq->group_size, kc = k;
+  if (rq->rerank > 0) return (size_t)rq->rerank;
   if (gs > 0) {
     kc = k * gs * 4 < 64 ? 64 : k * gs * 4;
     if (kc > PROTO_MAX_K) kc = PROTO_MAX_K;
   }
-  return kc < (size_t)rq->rerank ? (size_t)rq->rerank : kc;
+  return kc;
 }
 
 proto_status srv_search(srv_engine *e, const srv_search_request *rq, srv_search_result *out) {
