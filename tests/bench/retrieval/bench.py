@@ -4,7 +4,7 @@ chunk texts, in the same run. Not part of `meson test`.
 
   /usr/bin/python3 tests/bench/retrieval/bench.py --data DIR [--retro BIN]
       [--split report|tune|all] [--modes dense,lexical,hybrid] [--alpha 0.3,0.5]
-      [--latency N] [--json OUT]
+      [--latency N] [--quotes N] [--json OUT]
 
 Starts `retro serve --data DIR` on a free port (or uses --url), asks every
 query of queries.jsonl (the chosen split) for its 50 best chunks in each
@@ -18,7 +18,9 @@ Printed overall, per query type, and for the queries whose relevant
 documents are all held out of encoder training. Also: hubness (the chunk and
 the document that appear in the most top-10 lists), search-by-text latency
 per mode (p50/p90 over --latency searches, k = 10, one connection, the modes
-taking turns on each query), and the
+taking turns on each query), known items (--quotes passages of 12 words
+quoted from random chunks: how often each mode puts the quoted chunk's
+document first or in the top 3), and the
 sizes of the index files.
 
 The peer reads the chunk texts from DIR/lexical.sqlite (the FTS5 table's
@@ -33,6 +35,7 @@ import http.client
 import json
 import math
 import os
+import random
 import re
 import socket
 import sqlite3
@@ -63,14 +66,22 @@ class Client:
         return r.status, json.loads(data) if data else None
 
 
-def metrics(docs, relevant):
+def metrics(chunk_docs, relevant):
+    """A query's figures from the documents of its ranked chunks: judged on
+    the distinct documents in order (hit@n, MRR@10, nDCG@10), and on the
+    first 5 chunks as a caller asking for k = 5 gets them ("5 chunks": a
+    relevant document among them; "docs in 5": how many documents they
+    come from). The document-level figures alone reward a ranking that
+    crowds one document's chunks together (docs/RETRIEVAL.md)."""
     rel = set(relevant)
+    docs = distinct_docs(chunk_docs)
     first = next((i for i, d in enumerate(docs[:10]) if d in rel), None)
     dcg = sum(1 / math.log2(i + 2) for i, d in enumerate(docs[:10]) if d in rel)
     idcg = sum(1 / math.log2(i + 2) for i in range(min(len(rel), 10)))
     return {"hit@1": float(first == 0), "hit@5": float(first is not None and first < 5),
             "hit@10": float(first is not None), "MRR@10": 1 / (first + 1) if first is not None else 0.0,
-            "nDCG@10": dcg / idcg}
+            "nDCG@10": dcg / idcg, "5 chunks": float(any(d in rel for d in chunk_docs[:5])),
+            "docs in 5": float(len(set(chunk_docs[:5])))}
 
 
 def distinct_docs(doc_ids):
@@ -82,7 +93,7 @@ def distinct_docs(doc_ids):
 
 
 def table(title, rows):
-    cols = ["hit@1", "hit@5", "hit@10", "MRR@10", "nDCG@10"]
+    cols = ["hit@1", "hit@5", "hit@10", "MRR@10", "nDCG@10", "5 chunks", "docs in 5"]
     print("\n" + title)
     print("| run | n | " + " | ".join(cols) + " |")
     print("|---|---|" + "---|" * len(cols))
@@ -139,6 +150,24 @@ def reranked(cl, query, n, plain):
     return hits + [h for h in plain if h["chunk_id"] not in seen]
 
 
+def quotes(cl, n, seed=7):
+    """n known-item queries: 12 consecutive words of a random stored chunk
+    (seeded), each with the chunk's document. A user pasting a passage to
+    find where it comes from wants that document first; the query set's
+    questions and paraphrases do not test that."""
+    rng = random.Random(seed)
+    total = cl.req("GET", "/v1/info")[1]["chunks"]
+    out = []
+    while len(out) < n:
+        st, ch = cl.req("GET", "/v1/chunks/%d" % rng.randrange(1, total + 1))
+        words = ch["text"].split() if st == 200 else []
+        if len(words) < 12:
+            continue
+        start = rng.randrange(0, max(1, len(words) - 12))
+        out.append((" ".join(words[start:start + 12]), ch["doc_id"]))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="database folder (starts retro serve on it)")
@@ -155,6 +184,8 @@ def main():
     ap.add_argument("--reranker", help="serve with this reranker directory")
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--latency", type=int, default=200)
+    ap.add_argument("--group", action="store_true", help="extra rows: each mode's group_by document ranking")
+    ap.add_argument("--quotes", type=int, default=300, help="known-item queries quoted from random chunks (0: none)")
     ap.add_argument("--json")
     a = ap.parse_args()
     qs = [json.loads(l) for l in open(a.queries)]
@@ -186,6 +217,9 @@ def main():
               file=sys.stderr)
         runs = [(m, {"mode": m}) for m in a.modes.split(",") if m]
         runs += [("hybrid alpha %s" % x, {"mode": "hybrid", "alpha": float(x)}) for x in a.alpha.split(",") if x]
+        if a.group:  # documents ranked by the server (group_by), one chunk each
+            runs += [("%s group_by" % m, {"mode": m, "group_by": "document", "group_size": 1, "k": 10})
+                     for m in a.modes.split(",") if m]
         if a.rerank and "hybrid" not in [n for n, _ in runs]:  # the rerank rows reorder its hits
             runs.append(("hybrid", {"mode": "hybrid"}))
         results = {}
@@ -194,13 +228,13 @@ def main():
         for name, conf in runs:
             res = []
             for q in qs:
-                st, js = cl.req("POST", "/v1/search", dict(conf, query=q["query"], k=a.k, with_text=False))
+                st, js = cl.req("POST", "/v1/search", dict({"k": a.k}, **conf, query=q["query"], with_text=False))
                 if st != 200:
                     sys.exit("search failed: %s %s" % (st, js))
-                hits = js["results"]
+                hits = [g["hits"][0] for g in js["groups"]] if "groups" in js else js["results"]
                 hits_of.setdefault(name, []).append(hits)
                 top10.setdefault(name, []).extend((h["chunk_id"], h["doc_id"]) for h in hits[:10])
-                res.append((q, metrics(distinct_docs([h["doc_id"] for h in hits]), q["relevant"])))
+                res.append((q, metrics([h["doc_id"] for h in hits], q["relevant"])))
             results[name] = res
         for n in [int(x) for x in a.rerank.split(",") if x]:
             rr, fused = [], []
@@ -210,9 +244,9 @@ def main():
                 for name, order in (("hybrid rerank %d" % n, hits), ("hybrid rerank %d rrf" % n,
                                                                     [h for _, h in ranked] + hits[n:])):
                     top10.setdefault(name, []).extend((h["chunk_id"], h["doc_id"]) for h in order[:10])
-                rr.append((q, metrics(distinct_docs([h["doc_id"] for h in hits]), q["relevant"])))
-                fused.append((q, metrics(distinct_docs([h["doc_id"] for _, h in ranked] +
-                                                       [h["doc_id"] for h in hits[n:]]), q["relevant"])))
+                rr.append((q, metrics([h["doc_id"] for h in hits], q["relevant"])))
+                fused.append((q, metrics([h["doc_id"] for _, h in ranked] + [h["doc_id"] for h in hits[n:]],
+                                         q["relevant"])))
             results["hybrid rerank %d" % n] = rr
             results["hybrid rerank %d rrf" % n] = fused
         peers = [("fts5-bm25", False)] if a.data else []
@@ -228,13 +262,28 @@ def main():
                     if i not in doc_of:
                         doc_of[i] = cl.req("GET", "/v1/chunks/%d" % i)[1]["doc_id"]
                 top10.setdefault(name, []).extend((i, doc_of[i]) for i in ids[:10])
-                res.append((q, metrics(distinct_docs([doc_of[i] for i in ids]), q["relevant"])))
+                res.append((q, metrics([doc_of[i] for i in ids], q["relevant"])))
             results[name + " (peer)"] = res
         table("all queries (%s split)" % a.split, [(n, [m for _, m in r]) for n, r in results.items()])
         for t in sorted({q["type"] for q in qs}):
             table("type %s" % t, [(n, [m for q, m in r if q["type"] == t]) for n, r in results.items()])
         table("relevant documents held out of encoder training",
               [(n, [m for q, m in r if q.get("heldout")]) for n, r in results.items()])
+        if a.quotes:
+            print("\nknown items: %d passages of 12 words quoted from random chunks (seed 7), the quoted "
+                  "chunk's document" % a.quotes)
+            print("| run | first | top 3 | MRR@10 |\n|---|---|---|---|")
+            known = quotes(cl, a.quotes)
+            for name, conf in runs:
+                ranks = []
+                for q, doc in known:
+                    st, js = cl.req("POST", "/v1/search", dict({"k": a.k}, **conf, query=q, with_text=False))
+                    hits = [g["hits"][0] for g in js["groups"]] if "groups" in js else js.get("results", [])
+                    docs = distinct_docs([h["doc_id"] for h in hits]) if st == 200 else []
+                    ranks.append(docs.index(doc) + 1 if doc in docs else 99)
+                print("| %s | %.3f | %.3f | %.3f |" % (name, sum(r == 1 for r in ranks) / len(ranks),
+                                                      sum(r <= 3 for r in ranks) / len(ranks),
+                                                      sum(1 / r for r in ranks if r <= 10) / len(ranks)))
         print("\nhubness: the chunk / document in the most top-10 lists (of %d queries)" % len(qs))
         for name, pairs in top10.items():
             cc, dc = {}, {}

@@ -70,11 +70,10 @@ def rrf(row, alpha, k=60, depth=DEPTH, ties="dense"):
     return [doc[c] for c in sorted(s, key=lambda c: (-s[c], second(c), c))]
 
 
-def doc_evidence(row, g, agg):
-    """The server's rule, then each candidate lifted by g times the fused
-    scores of its document's other candidates: their sum (agg "sum") or
-    only the best of them ("max"). Tried 2026-12-07 and not adopted
-    (docs/RETRIEVAL.md): the sum favours long documents."""
+def doc_evidence(row, g, others=None):
+    """The alpha rule, then each candidate lifted by g times the fused scores
+    of its document's other candidates: the best `others` of them, or all
+    (None). Tried 2026-12-07 and not adopted (docs/RETRIEVAL.md)."""
     alpha = 0.2 if lexical_margin(row) > 0.4 else 0.5
     s, doc = {}, {}
     for w, lst in ((alpha, row["dense"]), (1 - alpha, row["lexical"])):
@@ -83,17 +82,10 @@ def doc_evidence(row, g, agg):
             doc[c] = d
     of = {}
     for c, v in s.items():
-        of.setdefault(doc[c], []).append(v)
+        of.setdefault(doc[c], []).append((v, c))
     for vs in of.values():
         vs.sort(reverse=True)
-
-    def others(c):
-        vs = of[doc[c]]
-        if agg == "sum":
-            return sum(vs) - s[c]
-        return (vs[1] if len(vs) > 1 else 0.0) if s[c] == vs[0] else vs[0]
-
-    f = {c: v + g * others(c) for c, v in s.items()}
+    f = {c: v + g * sum([x for x, o in of[doc[c]] if o != c][:others]) for c, v in s.items()}
     cos = {c: sc for c, _, sc in row["dense"]}
     return [doc[c] for c in sorted(f, key=lambda c: (-f[c], -cos.get(c, -2.0), c))]
 
@@ -107,9 +99,18 @@ def lexical_margin(row):
 
 
 def server_rule(row):
-    """The server's default (server/engine.c hybrid_alpha): alpha 0.2 when the
-    best BM25 chunk is more than 0.4 (relative) above the tenth, else 0.5."""
+    """The server's default (server/engine.c srv__hybrid_alpha): alpha 0.2
+    when the best BM25 chunk is more than 0.4 (relative) above the tenth,
+    else 0.5."""
     return rrf(row, 0.2 if lexical_margin(row) > 0.4 else 0.5)
+
+
+def evidence_unless_confident(row):
+    """Document evidence (the best two others x 0.5) unless the lexical list
+    is confident, else the server's rule: passed its rule on the tuning
+    queries, then not adopted (it clusters a search's chunks in fewer
+    documents; docs/RETRIEVAL.md)."""
+    return server_rule(row) if lexical_margin(row) > 0.4 else doc_evidence(row, 0.5, 2)
 
 
 def rules():
@@ -128,10 +129,11 @@ def rules():
             out.append(("server rule, depth %d k %d" % (depth, k),
                         lambda row, depth=depth, k=k: rrf(row, 0.2 if lexical_margin(row) > 0.4 else 0.5, k,
                                                           depth)))
-    out += [("document evidence, sum of the others x %.2f" % g, lambda row, g=g: doc_evidence(row, g, "sum"))
+    out += [("document evidence, all the others x %.2f" % g, lambda row, g=g: doc_evidence(row, g))
             for g in (0.25, 0.5, 1.0)]
-    out += [("document evidence, best other x %.2f" % g, lambda row, g=g: doc_evidence(row, g, "max"))
-            for g in (0.25, 0.5)]
+    out += [("document evidence, best %d other(s) x %.2f" % (m, g), lambda row, g=g, m=m: doc_evidence(row, g, m))
+            for m in (1, 2, 3, 5) for g in (0.25, 0.5)]
+    out.append(("document evidence, best 2 x 0.50, unless margin>0.4", evidence_unless_confident))
     return out
 
 
@@ -158,14 +160,17 @@ def main():
     print("# %d queries (%s); the simulated server rule equals the server's hybrid top 10 "
           "documents for %d" % (len(qs), a.split, same))
     types = sorted({q["type"] for q in qs})
-    print("| rule | MRR@10 | " + " | ".join(types) + " |")
-    print("|---|---|" + "---|" * len(types))
+    print("| rule | MRR@10 | " + " | ".join(types) + " | 5 chunks | docs in 5 |")
+    print("|---|---|" + "---|" * (len(types) + 2))
     lists = [("dense", lambda row: [d for _, d, _ in row["dense"]]),
              ("lexical", lambda row: [d for _, d, _ in row["lexical"]])] + rules()
     for name, f in lists:
-        ms = [(q, metrics(distinct_docs(f(byid[q["id"]])), q["relevant"])["MRR@10"]) for q in qs]
+        full = [(q, metrics(f(byid[q["id"]]), q["relevant"])) for q in qs]
+        ms = [(q, m["MRR@10"]) for q, m in full]
         per = [sum(m for q, m in ms if q["type"] == t) / max(1, sum(q["type"] == t for q, _ in ms)) for t in types]
-        print("| %s | %.3f | %s |" % (name, sum(m for _, m in ms) / len(ms), " | ".join("%.3f" % x for x in per)))
+        five = [sum(m[c] for _, m in full) / len(full) for c in ("5 chunks", "docs in 5")]
+        print("| %s | %.3f | %s | %.3f | %.2f |" % (name, sum(m for _, m in ms) / len(ms),
+                                                   " | ".join("%.3f" % x for x in per), *five))
 
 
 if __name__ == "__main__":
