@@ -1084,6 +1084,7 @@ def run_modes(s):
                     misordered.append((a, b))
     ok(ties > 0 and not misordered, "hybrid: equal fused scores go to the higher dense score (%d ties)" % ties,
        misordered[:1])
+    run_phrase(s, search)
     st, js, _, _ = s.req("POST", "/v1/search", {"vector": [0.1] * 32, "k": 2})
     ok(st == 200 and js["mode"] == "dense", "a search by vector is dense", js)
     for q, want in (("os.path.join", "lex-a"), ("join", "lex-a"), ("__init__", "lex-a"), ("init", "lex-a"),
@@ -1542,6 +1543,29 @@ def run_rerank(s):
         st, js = search(**body)
         ok(st == code and word in js["error"]["message"], "search: rerank %s refused" % json.dumps(body)[:60],
            (st, js))
+
+
+def run_phrase(s, search):
+    """A hybrid search whose whole text (five words or more) stands word for
+    word in the lexical list's first chunk puts that chunk first, its fused
+    score raised by 1; shorter, reordered or partial phrases do not."""
+    text = "Wombat, quasar zeppelin marmalade tuba!"  # one chunk of the tests' byte-level tokenizer
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [{"id": "phrase-src", "text": text}]})
+    ok(st == 200 and js["errors"] == 0, "phrase: the source document stored", js)
+    st, js = search(query="wombat QUASAR zeppelin, marmalade tuba", k=5)
+    hits = js["results"] if st == 200 else []
+    ok(hits and hits[0]["doc_id"] == "phrase-src" and hits[0]["lexical_rank"] == 1
+       and 1 < hits[0]["score"] < 1 + 2 / 61 and all(h["score"] < 1 for h in hits[1:]),
+       "phrase: the quoted chunk first, its fused score + 1", hits[:2])
+    for q in ("quasar zeppelin marmalade tuba", "zeppelin wombat quasar marmalade tuba",
+              "wombat quasar zeppelin marmalade tub"):
+        st, js = search(query=q, k=5)
+        ok(st == 200 and all(h["score"] < 1 for h in js["results"]), "phrase: no boost for %r" % q, js)
+    st, js = search(query="wombat QUASAR zeppelin, marmalade tuba", mode="lexical", k=3)
+    ok(st == 200 and hits and js["results"][0]["chunk_id"] == hits[0]["chunk_id"]
+       and abs(js["results"][0]["score"] - hits[0]["lexical_score"]) < 1e-4,
+       "phrase: lexical mode unchanged (its score is the BM25 the hybrid hit reports)", js)
+    s.req("DELETE", "/v1/documents/phrase-src")
 
 
 def run_no_reranker():

@@ -12,6 +12,7 @@
 #include "engine_priv.h" /* tail_key_ok: the chunk tokenizer and srv__embed_chunks */
 #include "srv.h"
 #include "slurp.h"
+#include "phrase.h"
 #include "tap.h"
 
 #include <dirent.h>
@@ -1287,6 +1288,24 @@ TEST(hybrid_alpha) {
   CHECK(srv__hybrid_alpha(0, steep, 9) == 0.5f); /* fewer than ten: no margin */
 }
 
+/* Whole words in order, without case or punctuation; five words at least. */
+static int has_phrase(const char *q, const char *t) {
+  return phrase_in(q, strlen(q), t, strlen(t));
+}
+TEST(phrase) {
+  const char *t = "To append, Open the File for appending: open(path, 'a') and __init__ 42.";
+  CHECK(has_phrase("open the file for appending", t));
+  CHECK(has_phrase("OPEN the file, for   appending!", t));  /* case, punctuation */
+  CHECK(has_phrase("open path a and __init__ 42", t));      /* '_' and digits are word */
+  CHECK(!has_phrase("the file for appending", t));          /* four words: a keyword query */
+  CHECK(!has_phrase("open the file for append", t));        /* words are whole */
+  CHECK(!has_phrase("the open file for appending", t));     /* in order */
+  CHECK(!has_phrase("open the file for appending now", t)); /* all of them */
+  CHECK(!has_phrase("open the file for appending", ""));
+  CHECK(has_phrase("caf\xc3\xa9 open the file for",
+                   "caf open the file for")); /* not ASCII: separates */
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: test_engine MODELS_DIR\n");
@@ -1317,6 +1336,7 @@ int main(int argc, char **argv) {
   RUN(embed_by_text);
   RUN(query_prefix);
   RUN(hybrid_alpha);
+  RUN(phrase);
   RUN(generate);
   RUN(generate_busy);
   RUN(generate_edges);

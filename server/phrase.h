@@ -1,0 +1,20 @@
+/* phrase.h - does a text contain a query word for word? Hybrid search puts
+ * the lexical list's first chunk first when it holds the whole query (a
+ * pasted passage or error line): its own document is what such a query
+ * asks for (docs/RETRIEVAL.md, "Exact phrases"). */
+#ifndef RETRO_PHRASE_H
+#define RETRO_PHRASE_H
+
+#include <stddef.h>
+
+/* Words are runs of ASCII letters, digits and '_', compared without case;
+ * everything else separates them. A query of fewer than PHRASE_MIN_WORDS
+ * words is never a phrase here: short queries are keywords. */
+enum { PHRASE_MIN_WORDS = 5 };
+
+/* 1 when query (qlen bytes) has at least PHRASE_MIN_WORDS words and they
+ * occur in text (tlen bytes) consecutively and in order; 0 otherwise, or
+ * when out of memory. */
+int phrase_in(const char *query, size_t qlen, const char *text, size_t tlen);
+
+#endif
