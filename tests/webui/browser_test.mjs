@@ -92,6 +92,17 @@ await attempt('search', async () => {
      (await page.$$eval('.hit', (h) => h.every((x) => /relevance [\d.]+ \(was #\d+/.test(x.textContent)))),
      'rerank: the reranked hits, each with its relevance and rank before', { rr, want: rrWant.results && rrWant.results.map((h) => h.chunk_id) });
   await page.click('#s-rerank');
+  // group by document: documents ranked by their best chunk, each with its best 2
+  await setValue('#s-group', '2');
+  await page.click('#sform button[type=submit]');
+  await page.waitForSelector('.group', { timeout: 20000 });
+  const grouped = await page.$$eval('.group', (gs) => gs.map((g) => ({ doc: (g.querySelector('h3').textContent.match(/doc-\d+/) || [])[0],
+    chunks: [...g.querySelectorAll('.hit')].map((x) => Number(x.textContent.match(/chunk (\d+) \(ordinal/)[1])) })));
+  const gWant = await (await fetch(`${RETRO_URL}/v1/search`, { method: 'POST', headers: { Authorization: `Bearer ${RO_KEY}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ query: 'model chunk database', k: 5, filter: { part: [0, 1, 2, 3, 4, 5] }, expand: 1, group_by: 'document', group_size: 2 }) })).json();
+  ok(grouped.length > 0 && JSON.stringify(grouped) === JSON.stringify(gWant.groups.map((g) => ({ doc: g.doc_id, chunks: g.hits.map((h) => h.chunk_id) }))),
+     'group by document: the groups and their chunks, as the server groups them', { grouped, want: gWant.groups });
+  await setValue('#s-group', '0');
 });
 
 await attempt('generate', async () => {
