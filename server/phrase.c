@@ -1,4 +1,5 @@
-/* phrase.c - word-for-word containment of a query in a chunk (phrase.h). */
+/* phrase.c - word-for-word containment of a query in a chunk and its
+ * neighbours' edges (phrase.h). */
 #include "phrase.h"
 
 #include <stdlib.h>
@@ -38,12 +39,30 @@ static char *spaced_words(const char *s, size_t n, size_t *words) {
   return out;
 }
 
-int phrase_in(const char *query, size_t qlen, const char *text, size_t tlen) {
-  size_t qw = 0, tw = 0;
+/* Whether the words of s (n bytes) hold q (spaced_words form). */
+static int holds(const char *s, size_t n, const char *q, int *oom) {
+  size_t words;
+  char *w = spaced_words(s, n, &words);
+  if (!w) *oom = 1;
+  int found = w && strstr(w, q) != NULL;
+  free(w);
+  return found;
+}
+
+int phrase_touches(const char *query, size_t qlen, const char *before, size_t blen,
+                   const char *text, size_t tlen, const char *after, size_t alen) {
+  size_t qw = 0;
+  int oom = 0, found = 0;
   char *q = spaced_words(query, qlen, &qw);
-  char *t = q && qw >= PHRASE_MIN_WORDS ? spaced_words(text, tlen, &tw) : NULL;
-  int found = t && strstr(t, q) != NULL;
+  char *all = q && qw >= PHRASE_MIN_WORDS ? malloc(blen + tlen + alen + 1) : NULL;
+  if (all) {
+    if (blen) memcpy(all, before, blen);
+    if (tlen) memcpy(all + blen, text, tlen);
+    if (alen) memcpy(all + blen + tlen, after, alen);
+    found = holds(all, blen + tlen + alen, q, &oom) && !holds(before, blen, q, &oom) &&
+            !holds(after, alen, q, &oom) && !oom;
+  }
+  free(all);
   free(q);
-  free(t);
   return found;
 }

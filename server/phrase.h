@@ -13,8 +13,12 @@
 enum { PHRASE_MIN_WORDS = 5 };
 
 /* 1 when query (qlen bytes) has at least PHRASE_MIN_WORDS words and they
- * occur in text (tlen bytes) consecutively and in order; 0 otherwise, or
- * when out of memory. */
-int phrase_in(const char *query, size_t qlen, const char *text, size_t tlen);
+ * occur consecutively and in order in before + text + after (a chunk's text
+ * between the end of the chunk before it and the start of the one after,
+ * either may be empty), touching text: not within before or after alone.
+ * So a phrase that a chunk boundary cuts is found from either chunk. 0
+ * otherwise, or when out of memory. */
+int phrase_touches(const char *query, size_t qlen, const char *before, size_t blen,
+                   const char *text, size_t tlen, const char *after, size_t alen);
 
 #endif

@@ -1566,6 +1566,18 @@ def run_phrase(s, search):
        and abs(js["results"][0]["score"] - hits[0]["lexical_score"]) < 1e-4,
        "phrase: lexical mode unchanged (its score is the BM25 the hybrid hit reports)", js)
     s.req("DELETE", "/v1/documents/phrase-src")
+    # a phrase that a chunk boundary cuts (here inside "tuba": the chunks are
+    # ~80 bytes of the tests' tokenizer) is found from the chunk it starts in
+    text = doc_text(811, 5) + " the Wombat, quasar zeppelin marmalade tuba! " + doc_text(812, 5)
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [{"id": "phrase-cut", "text": text}]})
+    ok(st == 200 and js["errors"] == 0, "phrase: the cut document stored", js)
+    st, js = search(query="wombat quasar zeppelin marmalade tuba", k=5)
+    hits = js["results"] if st == 200 else []
+    first = s.req("GET", "/v1/chunks/%d" % hits[0]["chunk_id"])[1] if hits else {}
+    ok(hits and hits[0]["doc_id"] == "phrase-cut" and 1 < hits[0]["score"] < 1 + 2 / 61
+       and "tuba" not in first.get("text", "tuba"),
+       "phrase: cut by a chunk boundary, still first, + 1", (hits[:1], first))
+    s.req("DELETE", "/v1/documents/phrase-cut")
 
 
 def run_no_reranker():

@@ -1290,7 +1290,10 @@ TEST(hybrid_alpha) {
 
 /* Whole words in order, without case or punctuation; five words at least. */
 static int has_phrase(const char *q, const char *t) {
-  return phrase_in(q, strlen(q), t, strlen(t));
+  return phrase_touches(q, strlen(q), "", 0, t, strlen(t), "", 0);
+}
+static int touches(const char *q, const char *before, const char *t, const char *after) {
+  return phrase_touches(q, strlen(q), before, strlen(before), t, strlen(t), after, strlen(after));
 }
 TEST(phrase) {
   const char *t = "To append, Open the File for appending: open(path, 'a') and __init__ 42.";
@@ -1302,8 +1305,13 @@ TEST(phrase) {
   CHECK(!has_phrase("the open file for appending", t));     /* in order */
   CHECK(!has_phrase("open the file for appending now", t)); /* all of them */
   CHECK(!has_phrase("open the file for appending", ""));
-  CHECK(has_phrase("caf\xc3\xa9 open the file for",
-                   "caf open the file for")); /* not ASCII: separates */
+  CHECK(has_phrase("caf\xc3\xa9 open the file for", "caf open the file for")); /* not ASCII */
+  /* a chunk boundary: the phrase runs from the chunk before into this one,
+   * or from this one into its continuation, even through a word */
+  CHECK(touches("open the file for appending", "you open the f", "ile for appending", " and"));
+  CHECK(touches("open the file for appending", "", "so open the fi", "le for appending."));
+  CHECK(!touches("open the file for appending", "open the file for appending", " then", ""));
+  CHECK(!touches("open the file for appending", "", "then ", "open the file for appending"));
 }
 
 int main(int argc, char **argv) {

@@ -19,8 +19,8 @@ documents are all held out of encoder training. Also: hubness (the chunk and
 the document that appear in the most top-10 lists), search-by-text latency
 per mode (p50/p90 over --latency searches, k = 10, one connection, the modes
 taking turns on each query), known items (--quotes passages of 12 words
-quoted from random chunks: how often each mode puts the quoted chunk's
-document first or in the top 3), and the
+quoted from random places of the corpus, across chunk boundaries too: how
+often each mode puts their document first or in the top 3), and the
 sizes of the index files.
 
 The peer reads the chunk texts from DIR/lexical.sqlite (the FTS5 table's
@@ -151,19 +151,22 @@ def reranked(cl, query, n, plain):
 
 
 def quotes(cl, n, seed=7):
-    """n known-item queries: 12 consecutive words of a random stored chunk
-    (seeded), each with the chunk's document. A user pasting a passage to
-    find where it comes from wants that document first; the query set's
-    questions and paraphrases do not test that."""
+    """n known-item queries: 12 consecutive words of the corpus, starting in
+    a random stored chunk (seeded) and running on into its continuation
+    where the chunk ends first, as a passage a user copies knows nothing of
+    chunk boundaries; each with the chunk's document. A user pasting a
+    passage to find where it comes from wants that document first; the
+    query set's questions and paraphrases do not test that."""
     rng = random.Random(seed)
     total = cl.req("GET", "/v1/info")[1]["chunks"]
     out = []
     while len(out) < n:
         st, ch = cl.req("GET", "/v1/chunks/%d" % rng.randrange(1, total + 1))
-        words = ch["text"].split() if st == 200 else []
-        if len(words) < 12:
+        own = ch["text"].split() if st == 200 else []
+        words = (ch["text"] + ch["continuation"]).split() if st == 200 else []
+        if not own or len(words) < 12:
             continue
-        start = rng.randrange(0, max(1, len(words) - 12))
+        start = rng.randrange(0, min(len(own), len(words) - 11))
         out.append((" ".join(words[start:start + 12]), ch["doc_id"]))
     return out
 
@@ -270,8 +273,8 @@ def main():
         table("relevant documents held out of encoder training",
               [(n, [m for q, m in r if q.get("heldout")]) for n, r in results.items()])
         if a.quotes:
-            print("\nknown items: %d passages of 12 words quoted from random chunks (seed 7), the quoted "
-                  "chunk's document" % a.quotes)
+            print("\nknown items: %d passages of 12 words quoted from random places (seed 7), their "
+                  "document" % a.quotes)
             print("| run | first | top 3 | MRR@10 |\n|---|---|---|---|")
             known = quotes(cl, a.quotes)
             for name, conf in runs:
