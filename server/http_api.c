@@ -157,10 +157,10 @@ static void h_models(http_server *s, const char *id, http_response *resp) {
   if (!info) return;
   const struct {
     const char *name, *path, *kind;
-    int loaded;
-  } all[] = {{s->encoder_name, info->encoder_path, "embeddings", 1},
-             {s->model_name, info->decoder_path, "completions", info->decoder_loaded},
-             {s->reranker_name, info->reranker_path, "rerank", s->reranker_name[0] != 0}};
+    int loaded, named_by_path; /* the decoder is also found by its path */
+  } all[] = {{s->encoder_name, info->encoder_path, "embeddings", 1, 0},
+             {s->model_name, info->decoder_path, "completions", info->decoder_loaded, 1},
+             {s->reranker_name, info->reranker_path, "rerank", s->reranker_name[0] != 0, 0}};
   enum { N_MODELS = sizeof all / sizeof all[0] };
   proto_jw w;
   proto_jw_init(&w, &resp->body);
@@ -179,7 +179,8 @@ static void h_models(http_server *s, const char *id, http_response *resp) {
     return;
   }
   for (size_t i = 0; i < N_MODELS; i++)
-    if (all[i].loaded && model_matches(id, all[i].name, i == 1 ? info->decoder_path : NULL)) {
+    if (all[i].loaded &&
+        model_matches(id, all[i].name, all[i].named_by_path ? all[i].path : NULL)) {
       model_object(&w, all[i].name, all[i].path, all[i].kind);
       free(info);
       ok_json(resp, 200);
