@@ -1092,6 +1092,7 @@ typedef struct cand {
   float first; /* reranked (rank0 > 0): fused is the reranker's relevance,
                   this the mode's score */
   int rank0;   /* reranked: 1-based rank before; else 0 */
+  int phrase;  /* hybrid: holds the query word for word, put first (pin_phrase) */
 } cand;
 
 /* Equal fused scores (at alpha 0.5 the dense list's first and the lexical
@@ -1203,6 +1204,7 @@ static proto_status pin_phrase(sctx *c, const char *query, size_t qlen, int64_t 
   if (s == PROTO_OK && holds) {
     cand pinned = cq[at];
     pinned.fused += PHRASE_BOOST;
+    pinned.phrase = 1;
     memmove(cq + 1, cq, at * sizeof *cq);
     cq[0] = pinned;
   }
@@ -1700,6 +1702,7 @@ static proto_status search_add_hit(search_state *st, const srv_search_request *r
   x->lexical_rank = cd->lrank;
   x->retrieval_score = cd->first;
   x->retrieval_rank = cd->rank0;
+  x->exact_phrase = cd->phrase;
   x->chunk_id = (uint64_t)cd->id;
   x->doc_num = d->num;
   x->ordinal = ent->ordinal;

@@ -175,6 +175,8 @@ void view_hit(proto_jw *w, const srv_hit *x, srv_search_mode mode, int with_text
     if (x->dense_rank > 0) proto_jw_int(w, x->dense_rank);
     else proto_jw_null(w);
     write_rank(w, "lexical_score", "lexical_rank", x->lexical_rank, x->lexical_score);
+    proto_jw_key(w, "exact_phrase");
+    proto_jw_bool(w, x->exact_phrase);
   }
   proto_jw_key(w, "chunk_id");
   proto_jw_uint(w, x->chunk_id);

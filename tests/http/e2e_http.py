@@ -1555,12 +1555,14 @@ def run_phrase(s, search):
     st, js = search(query="wombat QUASAR zeppelin, marmalade tuba", k=5)
     hits = js["results"] if st == 200 else []
     ok(hits and hits[0]["doc_id"] == "phrase-src" and hits[0]["lexical_rank"] == 1
-       and 1 < hits[0]["score"] < 1 + 2 / 61 and all(h["score"] < 1 for h in hits[1:]),
-       "phrase: the quoted chunk first, its fused score + 1", hits[:2])
+       and 1 < hits[0]["score"] < 1 + 2 / 61 and all(h["score"] < 1 for h in hits[1:])
+       and [h["exact_phrase"] for h in hits] == [True] + [False] * (len(hits) - 1),
+       "phrase: the quoted chunk first, its fused score + 1, marked exact_phrase", hits[:2])
     for q in ("quasar zeppelin marmalade tuba", "zeppelin wombat quasar marmalade tuba",
               "wombat quasar zeppelin marmalade tub"):
         st, js = search(query=q, k=5)
-        ok(st == 200 and all(h["score"] < 1 for h in js["results"]), "phrase: no boost for %r" % q, js)
+        ok(st == 200 and all(h["score"] < 1 and h["exact_phrase"] is False for h in js["results"]),
+           "phrase: no boost for %r" % q, js)
     st, js = search(query="wombat QUASAR zeppelin, marmalade tuba", mode="lexical", k=3)
     ok(st == 200 and hits and js["results"][0]["chunk_id"] == hits[0]["chunk_id"]
        and abs(js["results"][0]["score"] - hits[0]["lexical_score"]) < 1e-4,
@@ -1574,7 +1576,7 @@ def run_phrase(s, search):
     st, js = search(query="wombat quasar zeppelin marmalade tuba", k=5)
     hits = js["results"] if st == 200 else []
     first = s.req("GET", "/v1/chunks/%d" % hits[0]["chunk_id"])[1] if hits else {}
-    ok(hits and hits[0]["doc_id"] == "phrase-cut" and 1 < hits[0]["score"] < 1 + 2 / 61
+    ok(hits and hits[0]["doc_id"] == "phrase-cut" and 1 < hits[0]["score"] < 1 + 2 / 61 and hits[0]["exact_phrase"]
        and "tuba" not in first.get("text", "tuba"),
        "phrase: cut by a chunk boundary, still first, + 1", (hits[:1], first))
     s.req("DELETE", "/v1/documents/phrase-cut")
