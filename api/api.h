@@ -185,6 +185,7 @@ typedef struct proto_search_req {
   int nprobe;        /* 0 = index default */
   int ef_search;     /* 0 = index default */
   int with_text;     /* default 1 */
+  int with_vectors;  /* "with_vectors": each hit's stored vector; default 0 */
   char *filter_json; /* "filter", checked and written compactly; NULL when absent */
   int mode;          /* "mode": 0 absent, 1 "dense", 2 "lexical", 3 "hybrid" */
   double alpha;      /* "alpha": hybrid weight of the dense list, (0, 1]; 0 absent */

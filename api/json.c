@@ -927,9 +927,10 @@ static proto_status get_search_what(json_t *root, proto_search_req *out, char *e
 proto_status proto_search_parse(const char *text, size_t len, proto_search_req *out, char *err,
                                 size_t errlen) {
   static const char *const fields[] = {
-      "query",        "queries",  "vector",     "chunk_id",  "k",      "exclude_docs",
-      "include_docs", "nprobe",   "ef_search",  "with_text", "filter", "mode",
-      "alpha",        "group_by", "group_size", "expand",    "rerank", NULL};
+      "query",        "queries",      "vector",       "chunk_id",  "k",
+      "exclude_docs", "include_docs", "nprobe",       "ef_search", "with_text",
+      "filter",       "mode",         "alpha",        "group_by",  "group_size",
+      "expand",       "rerank",       "with_vectors", NULL};
   json_t *root = NULL;
   long long x = 0;
   memset(out, 0, sizeof *out);
@@ -946,6 +947,8 @@ proto_status proto_search_parse(const char *text, size_t len, proto_search_req *
   if ((st = get_int(root, NULL, "ef_search", 0, 65536, 0, &x, err, errlen)) != PROTO_OK) goto leave;
   out->ef_search = (int)x;
   if ((st = get_bool(root, "with_text", 1, &out->with_text, err, errlen)) != PROTO_OK) goto leave;
+  if ((st = get_bool(root, "with_vectors", 0, &out->with_vectors, err, errlen)) != PROTO_OK)
+    goto leave;
   if ((st = get_doc_lists(root, &out->exclude_docs, &out->n_exclude, &out->include_docs,
                           &out->n_include, err, errlen)))
     goto leave;

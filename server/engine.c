@@ -989,6 +989,7 @@ void srv_search_result_free(srv_search_result *r) {
       free(x->tokens);
       free(x->next_tokens);
       free(x->context);
+      free(x->vector);
     }
     free(h->hits);
   }
@@ -1599,6 +1600,12 @@ static proto_status search_check(const srv_engine *e, const srv_search_request *
   if (hits > PROTO_MAX_K) hits = PROTO_MAX_K;
   uint64_t per_hit =
       (rq->with_text ? 2u : 0u) + (rq->expand > 0 ? 2u * (uint64_t)rq->expand + 1u : 0u);
+  if (rq->with_vectors && nq * hits > SRV_SEARCH_MAX_VECTORS)
+    return srv__fail(PROTO_ERANGE,
+                     "with_vectors: this search asks for up to %llu vectors (%llu queries x "
+                     "%llu hits); at most %d per request: send fewer queries or a smaller k",
+                     (unsigned long long)(nq * hits), (unsigned long long)nq,
+                     (unsigned long long)hits, SRV_SEARCH_MAX_VECTORS);
   if (nq * hits * per_hit > SRV_SEARCH_MAX_TEXTS)
     return srv__fail(
         PROTO_ERANGE,
@@ -1709,6 +1716,13 @@ static proto_status search_add_hit(search_state *st, const srv_search_request *r
   x->doc_id = strdup(d->id ? d->id : "");
   x->metadata_json = strdup(d->meta ? d->meta : "{}");
   if (!x->doc_id || !x->metadata_json) return srv__fail(PROTO_ENOMEM, "out of memory");
+  if (rq->with_vectors) { /* the snapshot's: the chunk is live in it */
+    x->vector = malloc(st->c.e->dim * sizeof *x->vector);
+    if (!x->vector) return srv__fail(PROTO_ENOMEM, "out of memory");
+    x->n_vector = (uint32_t)st->c.e->dim;
+    proto_status vs = store_snap_vector_get(&st->c.snap, (uint64_t)cd->id, x->vector);
+    if (vs != PROTO_OK) return srv__fail(vs, "reading a vector: %s", store_last_error());
+  }
   if (rq->with_text) { /* the hit takes over the chunk's buffers */
     x->text = st->sc.text;
     x->text_len = st->sc.text_len;

@@ -695,6 +695,7 @@ static void h_search(http_server *s, const http_request *rq, http_response *resp
   q.nprobe = r.nprobe;
   q.ef_search = r.ef_search;
   q.with_text = r.with_text;
+  q.with_vectors = r.with_vectors;
   q.filter_json = r.filter_json;
   q.mode = (srv_search_mode)r.mode;
   q.alpha = (float)r.alpha;

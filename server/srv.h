@@ -396,6 +396,7 @@ typedef struct srv_search_request {
   int nprobe;              /* 0 = index default */
   int ef_search;           /* 0 = index default */
   int with_text;           /* 1: fill text/next_text (and tokens) */
+  int with_vectors;        /* 1: fill each hit's stored vector */
   const char *filter_json; /* NULL, or a metadata filter (api/filter.c):
                                 only chunks of documents whose metadata
                                 passes it */
@@ -422,6 +423,9 @@ enum { SRV_RERANK_MAX = PROTO_MAX_RERANK, SRV_RERANK_DEFAULT = 30 };
  * the texts of a hit), about 65 MB of text: beyond, a 422 says what to ask
  * for instead of the server building a response of gigabytes. */
 enum { SRV_SEARCH_MAX_TEXTS = 100000 };
+/* The most vectors (with_vectors) one search request may answer with: at 256
+ * dimensions about 3 KB of JSON each, 30 MB in all. */
+enum { SRV_SEARCH_MAX_VECTORS = 10000 };
 
 typedef struct srv_hit {
   float score;           /* dense: inner product (higher = nearer) or L2
@@ -455,6 +459,9 @@ typedef struct srv_hit {
                                 .. context_last of its document, joined */
   size_t context_len;
   uint32_t context_first, context_last; /* ordinals */
+  float *vector;                        /* with_vectors: the stored embedding, dim
+                                           floats (n_vector), else NULL */
+  uint32_t n_vector;
 } srv_hit;
 
 typedef struct srv_hits {

@@ -205,6 +205,12 @@ void view_hit(proto_jw *w, const srv_hit *x, srv_search_mode mode, int with_text
     proto_jw_str(w, x->context, x->context_len);
     proto_jw_obj_end(w);
   }
+  if (x->vector) {
+    proto_jw_key(w, "vector");
+    proto_jw_arr(w);
+    for (uint32_t j = 0; j < x->n_vector; j++) proto_jw_float(w, x->vector[j]);
+    proto_jw_arr_end(w);
+  }
   proto_jw_obj_end(w);
 }
 

@@ -1757,37 +1757,44 @@ void store_chunk_free(store_chunk *chunk) {
   chunk->text_len = chunk->next_text_len = 0;
 }
 
-proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec) {
-  MDB_txn *txn = NULL;
+/* A chunk's vector read in txn. */
+static proto_status vector_get_in(store *st, MDB_txn *txn, uint64_t chunk_id, float *vec) {
   uint64_t dim;
-  if (!st || !vec) {
-    proto_err_set("store: bad vector_get arguments");
-    return PROTO_EINVAL;
-  }
-  proto_status ps = rd_begin(st, &txn);
+  proto_status ps = meta_u64(st, txn, K_DIM, 0, &dim);
   if (ps) return ps;
-  if ((ps = meta_u64(st, txn, K_DIM, 0, &dim))) goto leave;
   unsigned char kb[8];
   be64_put(kb, chunk_id);
   MDB_val k = val_of(kb, 8), v;
   int rc = mdb_get(txn, st->vectors, &k, &v);
   if (rc == MDB_NOTFOUND) {
     proto_err_set("store: vector %llu not found", (unsigned long long)chunk_id);
-    ps = PROTO_ENOTFOUND;
-    goto leave;
+    return PROTO_ENOTFOUND;
   }
-  if (rc) {
-    ps = mdb_fail(rc, "mdb_get vectors");
-    goto leave;
-  }
-  if (v.mv_size != dim * sizeof(float)) {
-    ps = corrupt("vector length");
-    goto leave;
-  }
+  if (rc) return mdb_fail(rc, "mdb_get vectors");
+  if (v.mv_size != dim * sizeof(float)) return corrupt("vector length");
   memcpy(vec, v.mv_data, v.mv_size);
-leave:
+  return PROTO_OK;
+}
+
+proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec) {
+  MDB_txn *txn = NULL;
+  if (!st || !vec) {
+    proto_err_set("store: bad vector_get arguments");
+    return PROTO_EINVAL;
+  }
+  proto_status ps = rd_begin(st, &txn);
+  if (ps) return ps;
+  ps = vector_get_in(st, txn, chunk_id, vec);
   rd_end(st, txn);
   return ps;
+}
+
+proto_status store_snap_vector_get(store_snap *sn, uint64_t chunk_id, float *vec) {
+  if (!sn || !sn->st || !vec) {
+    proto_err_set("store: bad snap_vector_get arguments");
+    return PROTO_EINVAL;
+  }
+  return vector_get_in(sn->st, sn->txn, chunk_id, vec);
 }
 
 proto_status store_stats_get(store *st, store_stats *out) {

@@ -245,6 +245,8 @@ proto_status store_snap_doc_by_num(store_snap *sn, uint64_t doc_id, store_doc *o
 
 /* Reads a chunk's embedding into vec (dim floats). PROTO_ENOTFOUND if absent. */
 proto_status store_vector_get(store *st, uint64_t chunk_id, float *vec);
+/* The same within a snapshot. */
+proto_status store_snap_vector_get(store_snap *sn, uint64_t chunk_id, float *vec);
 
 typedef struct store_stats {
   uint64_t docs;          /* live documents */

@@ -27,6 +27,7 @@ import { BaseRetriever } from '@langchain/core/retrievers';
 import { BaseDocumentCompressor } from '@langchain/core/retrievers/document_compressors';
 import { Document } from '@langchain/core/documents';
 import { Embeddings } from '@langchain/core/embeddings';
+import { maximalMarginalRelevance } from '@langchain/core/utils/math';
 import { VectorStore } from '@langchain/core/vectorstores';
 import { Client } from './retrod.mjs';
 
@@ -123,6 +124,22 @@ export class RetrodVectorStore extends VectorStore {
 
   async similaritySearch(query, k = 4, filter = undefined) {
     return (await this.similaritySearchWithScore(query, k, filter)).map(([d]) => d);
+  }
+
+  /**
+   * Maximal marginal relevance (asRetriever({ searchType: 'mmr' })): the
+   * server's best fetchK hits for the text, with their stored vectors
+   * (with_vectors), and k of them picked by LangChain's own
+   * maximalMarginalRelevance against the query embedded by the server's
+   * encoder, so that relevance and diversity are measured in one space.
+   */
+  async maxMarginalRelevanceSearch(query, { k = 4, fetchK = 20, lambda = 0.5, filter } = {}) {
+    const [qv, hits] = await Promise.all([
+      this.client.embed(query, { inputType: 'query' }),
+      this.client.search(query, { ...this.searchOptions, k: Math.max(k, fetchK), filter, with_text: true, with_vectors: true }),
+    ]);
+    if (!hits.length) return [];
+    return maximalMarginalRelevance(qv, hits.map((h) => h.vector), lambda, k).map((i) => documentOf(hits[i]));
   }
 
   async delete({ ids, filter } = {}) {

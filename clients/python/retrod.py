@@ -177,7 +177,8 @@ class Client:
         """The nearest chunks of a text (query), a vector, or a stored chunk
         (chunk_id: "more like this"): the "results" list, or the "groups"
         list with group_by="document". options: mode ("dense", "lexical",
-        "hybrid"), alpha, filter, exclude_docs, include_docs, with_text, group_by,
+        "hybrid"), alpha, filter, exclude_docs, include_docs, with_text,
+        with_vectors (each hit's stored embedding as "vector"), group_by,
         group_size, expand, nprobe, ef_search, rerank (True, or how many of the
         best chunks the cross-encoder reorders; score is then its relevance)."""
         what = [(n, v) for n, v in (("query", query), ("vector", vector), ("chunk_id", chunk_id))

@@ -177,7 +177,14 @@ TEST(search_fast_path) {
   /* the bits of a few spellings */
   CHECK(proto_search_parse(bits, strlen(bits), &r, err, sizeof err) == PROTO_OK);
   CHECK(r.dim == 4 && !signbit(r.vector[0]) && signbit(r.vector[1]) && r.vector[2] == 0.1f &&
-        r.vector[3] == 1e-45f && r.k == 10 && r.with_text == 1);
+        r.vector[3] == 1e-45f && r.k == 10 && r.with_text == 1 && r.with_vectors == 0);
+  proto_search_free(&r);
+  /* with_vectors: the fast path declines it, the full parser reads it */
+  const char *wv = "{\"vector\":[1],\"with_vectors\":true}";
+  proto_search_req fast;
+  memset(&fast, 0, sizeof fast);
+  CHECK(!proto__search_parse_fast(wv, strlen(wv), &fast));
+  CHECK(proto_search_parse(wv, strlen(wv), &r, err, sizeof err) == PROTO_OK && r.with_vectors == 1);
   proto_search_free(&r);
 }
 

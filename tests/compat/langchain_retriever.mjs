@@ -10,6 +10,7 @@
 import { RunnableLambda } from '@langchain/core/runnables';
 import { Document } from '@langchain/core/documents';
 import { Client, RetrodError } from './retrod.mjs';
+import { maximalMarginalRelevance } from '@langchain/core/utils/math';
 import { RetrodEmbeddings, RetrodReranker, RetrodRetriever, RetrodVectorStore } from './retrod_langchain.mjs';
 import { attempt, done, ok } from './tap.mjs';
 
@@ -103,6 +104,23 @@ await attempt('vector store', async () => {
   const asRetriever = await store.asRetriever({ k: 1, filter: { src: 'lc-store' } }).invoke(first.text);
   ok(asRetriever.length === 1 && asRetriever[0].metadata.doc_id === 'vs/heron', 'asRetriever: the base class\'s retriever searches through the server',
     asRetriever.map((d) => d.metadata.doc_id));
+  // maximal marginal relevance: LangChain's own selection over the server's
+  // fetchK hits and their stored vectors, against the query's embedding
+  const mmr = await store.maxMarginalRelevanceSearch('kettle heron water', { k: 2, fetchK: 6, lambda: 0.3, filter: { src: 'lc-store' } });
+  const pool = await ro.search('kettle heron water', { k: 6, filter: { src: 'lc-store' }, with_vectors: true });
+  const qv = await new RetrodEmbeddings({ client: ro }).embedQuery('kettle heron water');
+  const want = maximalMarginalRelevance(qv, pool.map((h) => h.vector), 0.3, 2).map((i) => pool[i].chunk_id);
+  ok(mmr.length === 2 && JSON.stringify(mmr.map((d) => d.metadata.chunk_id)) === JSON.stringify(want) &&
+     pool.every((h) => h.vector.length === qv.length), 'maxMarginalRelevanceSearch: k of the fetchK hits, picked by LangChain\'s MMR',
+  { got: mmr.map((d) => d.metadata.chunk_id), want });
+  // the two documents repeat one sentence each, so their chunks are near
+  // duplicates: the plain best 2 come from one document, MMR's from both
+  ok(new Set(pool.slice(0, 2).map((h) => h.doc_id)).size === 1 && new Set(mmr.map((d) => d.metadata.doc_id)).size === 2,
+    'MMR trades a near duplicate for the other document', { plain: pool.slice(0, 2).map((h) => h.doc_id), mmr: mmr.map((d) => d.metadata.doc_id) });
+  const viaRetriever = await store.asRetriever({ k: 2, searchType: 'mmr', searchKwargs: { fetchK: 6, lambda: 0.3 }, filter: { src: 'lc-store' } })
+    .invoke('kettle heron water');
+  ok(JSON.stringify(viaRetriever.map((d) => d.metadata.chunk_id)) === JSON.stringify(want), 'asRetriever({ searchType: "mmr" }) uses it',
+    viaRetriever.map((d) => d.metadata.chunk_id));
   let err = null;
   try { await store.addVectors([[1, 2]], [new Document({ pageContent: 'x' })]); } catch (e) { err = e; }
   ok(err && /embeds documents itself/.test(err.message), 'addVectors is refused, saying why', err && err.message);

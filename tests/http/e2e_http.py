@@ -1085,6 +1085,7 @@ def run_modes(s):
     ok(ties > 0 and not misordered, "hybrid: equal fused scores go to the higher dense score (%d ties)" % ties,
        misordered[:1])
     run_phrase(s, search)
+    run_with_vectors(s, search)
     st, js, _, _ = s.req("POST", "/v1/search", {"vector": [0.1] * 32, "k": 2})
     ok(st == 200 and js["mode"] == "dense", "a search by vector is dense", js)
     for q, want in (("os.path.join", "lex-a"), ("join", "lex-a"), ("__init__", "lex-a"), ("init", "lex-a"),
@@ -1580,6 +1581,32 @@ def run_phrase(s, search):
        and "tuba" not in first.get("text", "tuba"),
        "phrase: cut by a chunk boundary, still first, + 1", (hits[:1], first))
     s.req("DELETE", "/v1/documents/phrase-cut")
+
+
+def run_with_vectors(s, search):
+    """with_vectors: each hit carries its stored embedding. By vector, its
+    inner product with the query is the hit's score; in a hybrid search,
+    with the query text's embedding, the hit's dense score."""
+    q = [((i * 7) % 11 - 5) / 10 for i in range(32)]
+    st, js = search(vector=q, k=5, with_vectors=True)
+    hits = js["results"] if st == 200 else []
+    ok(hits and all(len(h["vector"]) == 32 and abs(sum(a * b for a, b in zip(q, h["vector"])) - h["score"]) < 1e-5
+                    for h in hits), "with_vectors: each hit's vector, its inner product with the query the score",
+       hits[:1])
+    text = "quokka " + doc_text(3)
+    st, emb, _, _ = s.req("POST", "/v1/embeddings", {"input": text})
+    qv = emb["data"][0]["embedding"] if st == 200 else []
+    st, js = search(query=text, k=5, with_vectors=True)
+    hits = js["results"] if st == 200 else []
+    ok(hits and qv and all(abs(sum(a * b for a, b in zip(qv, h["vector"])) - h["dense_score"]) < 1e-4 for h in hits),
+       "with_vectors: hybrid hits' vectors give their dense scores with the query's embedding", hits[:1])
+    st, js = search(query=text, k=3)
+    ok(st == 200 and all("vector" not in h for h in js["results"]), "with_vectors: none by default", js)
+    st, js = search(queries=["a b"] * 11, k=1000, with_vectors=True)
+    ok(st == 422 and "with_vectors" in js["error"]["message"] and "11000" in js["error"]["message"],
+       "with_vectors: more than 10,000 vectors in one answer refused, naming the count", js)
+    st, js = search(query=text, with_vectors="yes")
+    ok(st == 400 and "with_vectors" in js["error"]["message"], "with_vectors: not a boolean is refused", js)
 
 
 def run_no_reranker():
