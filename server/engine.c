@@ -550,6 +550,7 @@ proto_status srv_info_get(srv_engine *e, srv_info *out) {
   out->generated_tokens = atomic_load(&e->n_gen_tokens);
   out->query_embed_calls = atomic_load(&e->n_query_calls);
   out->rerank_pairs = atomic_load(&e->n_rerank_pairs);
+  out->exact_phrases = atomic_load(&e->n_exact_phrases);
   out->query_embed_texts = atomic_load(&e->n_query_texts);
   out->lexical_sync_seconds = (double)atomic_load(&e->lex_sync_ns) * 1e-9;
   pthread_mutex_lock(&e->gen_mu);
@@ -1206,6 +1207,7 @@ static proto_status pin_phrase(sctx *c, const char *query, size_t qlen, int64_t 
     cand pinned = cq[at];
     pinned.fused += PHRASE_BOOST;
     pinned.phrase = 1;
+    atomic_fetch_add(&c->e->n_exact_phrases, 1);
     memmove(cq + 1, cq, at * sizeof *cq);
     cq[0] = pinned;
   }

@@ -66,8 +66,9 @@ struct srv_engine {
   _Atomic uint64_t n_unchanged, n_embedded_chunks;
   _Atomic uint64_t n_nospace; /* writes refused with PROTO_ENOSPACE */
   _Atomic uint64_t n_deleted, n_searches, n_generations, n_gen_tokens;
-  _Atomic uint64_t n_rerank_pairs; /* (query, passage) pairs the reranker scored */
-  _Atomic uint64_t lex_sync_ns;    /* wall time in lex_sync since open (srv_info) */
+  _Atomic uint64_t n_rerank_pairs;  /* (query, passage) pairs the reranker scored */
+  _Atomic uint64_t n_exact_phrases; /* hybrid hits put first by pin_phrase */
+  _Atomic uint64_t lex_sync_ns;     /* wall time in lex_sync since open (srv_info) */
 };
 
 /* Sets this thread's srv_last_error() text and returns st: proto_fail, whose

@@ -280,6 +280,9 @@ static void h_metrics(http_server *s, http_response *resp) {
             info->query_embed_texts);
       gauge(b, "retro_rerank_pairs_total", "counter",
             "(query, passage) pairs the reranker scored since start.", info->rerank_pairs);
+      gauge(b, "retro_search_exact_phrases_total", "counter",
+            "Hybrid searches whose whole text a chunk held word for word (that chunk put first).",
+            info->exact_phrases);
       gauge(b, "retro_generations_total", "counter", "Generations finished since start.",
             info->generations);
       gauge(b, "retro_generated_tokens_total", "counter", "Tokens generated since start.",

@@ -173,6 +173,7 @@ typedef struct srv_info {
   uint64_t query_embed_calls;  /* encoder calls for search texts and embeddings */
   uint64_t query_embed_texts;  /* texts in them (> calls: concurrent requests shared calls) */
   uint64_t rerank_pairs;       /* (query, passage) pairs the reranker scored */
+  uint64_t exact_phrases;      /* hybrid searches whose text a chunk held word for word */
   double lexical_sync_seconds; /* wall time bringing the lexical index up to date (ingest) */
   int gen_slots;               /* configured slots */
   int gen_busy;                /* slots in use now */

@@ -1553,8 +1553,11 @@ def run_phrase(s, search):
     text = "Wombat, quasar zeppelin marmalade tuba!"  # one chunk of the tests' byte-level tokenizer
     st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [{"id": "phrase-src", "text": text}]})
     ok(st == 200 and js["errors"] == 0, "phrase: the source document stored", js)
+    pinned0 = metric_value(s, "retro_search_exact_phrases_total")
     st, js = search(query="wombat QUASAR zeppelin, marmalade tuba", k=5)
     hits = js["results"] if st == 200 else []
+    ok(metric_value(s, "retro_search_exact_phrases_total") == pinned0 + 1, "phrase: counted in /metrics",
+       (pinned0, metric_value(s, "retro_search_exact_phrases_total")))
     ok(hits and hits[0]["doc_id"] == "phrase-src" and hits[0]["lexical_rank"] == 1
        and 1 < hits[0]["score"] < 1 + 2 / 61 and all(h["score"] < 1 for h in hits[1:])
        and [h["exact_phrase"] for h in hits] == [True] + [False] * (len(hits) - 1),

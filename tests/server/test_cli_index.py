@@ -246,6 +246,18 @@ def run(retro, models, tmp):
     hits = [h["chunk_id"] for h in json.loads(p.stdout)["batch"][0]["results"]] if p.returncode == 0 else p.stderr
     check(len(got) > 2 and len(hits) == 3 and got[0] not in hits and got[1] in hits,
           "retro search --chunk-id: its nearest chunks, itself left out", (got, hits))
+    # --with-vectors: the stored embeddings; a hit's vector, searched by its
+    # chunk, scores each of that search's hits by the inner product with them
+    def search_vectors(chunk):
+        p = subprocess.run([retro, "search", "--data", src, "--chunk-id", str(chunk), "-k", "3", "--no-text",
+                            "--with-vectors"] + model_args, capture_output=True, text=True, timeout=60)
+        return json.loads(p.stdout)["batch"][0]["results"] if p.returncode == 0 else []
+    first = search_vectors(got[0])
+    second = search_vectors(first[0]["chunk_id"]) if first else []
+    check(first and second and all(abs(sum(a * b for a, b in zip(first[0]["vector"], h["vector"])) - h["score"]) < 1e-5
+                                   for h in second),
+          "retro search --with-vectors: each hit's stored vector (its inner product with the query's is the score)",
+          second[:1])
     p = subprocess.run([retro, "search", "--data", src, "--include", "r/2", "-k", "5", "--no-text", "a query"]
                        + model_args, capture_output=True, text=True, timeout=60)
     docs = {h["doc_id"] for h in json.loads(p.stdout)["batch"][0]["results"]} if p.returncode == 0 else p.stderr
