@@ -39,6 +39,14 @@ static char *spaced_words(const char *s, size_t n, size_t *words) {
   return out;
 }
 
+size_t phrase_words(const char *s, size_t n) {
+  size_t words = 0;
+  for (size_t i = 0; i < n; i++)
+    if (word_byte((unsigned char)s[i]) && (i + 1 == n || !word_byte((unsigned char)s[i + 1])))
+      words++;
+  return words;
+}
+
 /* Whether the words of s (n bytes) hold q (spaced_words form). */
 static int holds(const char *s, size_t n, const char *q, int *oom) {
   size_t words;

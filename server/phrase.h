@@ -1,7 +1,7 @@
 /* phrase.h - does a text contain a query word for word? Hybrid search puts
- * the lexical list's first chunk first when it holds the whole query (a
- * pasted passage or error line): its own document is what such a query
- * asks for (docs/RETRIEVAL.md, "Exact phrases"). */
+ * first the best of the lexical list's first three chunks that holds the
+ * whole query (a pasted passage or error line): its own document is what
+ * such a query asks for (docs/RETRIEVAL.md, "Exact phrases"). */
 #ifndef RETRO_PHRASE_H
 #define RETRO_PHRASE_H
 
@@ -20,5 +20,9 @@ enum { PHRASE_MIN_WORDS = 5 };
  * otherwise, or when out of memory. */
 int phrase_touches(const char *query, size_t qlen, const char *before, size_t blen,
                    const char *text, size_t tlen, const char *after, size_t alen);
+
+/* The words of s (n bytes), as phrase_touches counts them: a query of
+ * fewer than PHRASE_MIN_WORDS needs no chunk read. */
+size_t phrase_words(const char *s, size_t n);
 
 #endif

@@ -440,8 +440,9 @@ typedef struct srv_hit {
                                 reranker's relevance in (0, 1), and this the
                                 mode's score */
   int retrieval_rank;    /* reranked: 1-based rank before reranking; else 0 */
-  int exact_phrase;      /* hybrid: the lexical list's first, holding the whole
-                                query word for word, put first (score + 1) */
+  int exact_phrase;      /* hybrid: one of the lexical list's first three,
+                                holding the whole query word for word, put
+                                first (score + 1) */
   uint64_t chunk_id;
   uint64_t doc_num;
   char *doc_id;        /* external id */

@@ -1571,6 +1571,17 @@ def run_phrase(s, search):
     ok(st == 200 and hits and js["results"][0]["chunk_id"] == hits[0]["chunk_id"]
        and abs(js["results"][0]["score"] - hits[0]["lexical_score"]) < 1e-4,
        "phrase: lexical mode unchanged (its score is the BM25 the hybrid hit reports)", js)
+    # the chunk that holds the phrase need not be BM25's first: another with
+    # the same words, out of order and more often, outranks it there
+    st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [
+        {"id": "phrase-mix", "text": "tuba marmalade zeppelin quasar wombat " * 3}]})
+    ok(st == 200 and js["errors"] == 0, "phrase: a document with the words out of order stored", js)
+    st, js = search(query="wombat QUASAR zeppelin, marmalade tuba", k=5)
+    hits = js["results"] if st == 200 else []
+    ok(hits and hits[0]["doc_id"] == "phrase-src" and hits[0]["lexical_rank"] == 2 and hits[0]["exact_phrase"]
+       and any(h["doc_id"] == "phrase-mix" and h["lexical_rank"] == 1 and not h["exact_phrase"] for h in hits),
+       "phrase: BM25's second chunk holds it, BM25's first does not: the second first", hits[:3])
+    s.req("DELETE", "/v1/documents/phrase-mix")
     s.req("DELETE", "/v1/documents/phrase-src")
     # a phrase that a chunk boundary cuts (here inside "tuba": the chunks are
     # ~80 bytes of the tests' tokenizer) is found from the chunk it starts in

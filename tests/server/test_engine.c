@@ -1306,6 +1306,8 @@ TEST(phrase) {
   CHECK(!has_phrase("open the file for appending now", t)); /* all of them */
   CHECK(!has_phrase("open the file for appending", ""));
   CHECK(has_phrase("caf\xc3\xa9 open the file for", "caf open the file for")); /* not ASCII */
+  CHECK(phrase_words("a b, c_d 12!", 12) == 4 && phrase_words("", 0) == 0 &&
+        phrase_words(" caf\xc3\xa9 ", 7) == 1);
   /* a chunk boundary: the phrase runs from the chunk before into this one,
    * or from this one into its continuation, even through a word */
   CHECK(touches("open the file for appending", "you open the f", "ile for appending", " and"));
