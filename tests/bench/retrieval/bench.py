@@ -84,6 +84,12 @@ def metrics(chunk_docs, relevant):
             "docs in 5": float(len(set(chunk_docs[:5])))}
 
 
+def ranked_hits(answer):
+    """A search answer's hits in rank order: with group_by, each document's
+    best hit."""
+    return [g["hits"][0] for g in answer["groups"]] if "groups" in answer else answer.get("results", [])
+
+
 def distinct_docs(doc_ids):
     out = []
     for d in doc_ids:
@@ -234,7 +240,7 @@ def main():
                 st, js = cl.req("POST", "/v1/search", dict({"k": a.k}, **conf, query=q["query"], with_text=False))
                 if st != 200:
                     sys.exit("search failed: %s %s" % (st, js))
-                hits = [g["hits"][0] for g in js["groups"]] if "groups" in js else js["results"]
+                hits = ranked_hits(js)
                 hits_of.setdefault(name, []).append(hits)
                 top10.setdefault(name, []).extend((h["chunk_id"], h["doc_id"]) for h in hits[:10])
                 res.append((q, metrics([h["doc_id"] for h in hits], q["relevant"])))
@@ -281,8 +287,7 @@ def main():
                 ranks = []
                 for q, doc in known:
                     st, js = cl.req("POST", "/v1/search", dict({"k": a.k}, **conf, query=q, with_text=False))
-                    hits = [g["hits"][0] for g in js["groups"]] if "groups" in js else js.get("results", [])
-                    docs = distinct_docs([h["doc_id"] for h in hits]) if st == 200 else []
+                    docs = distinct_docs([h["doc_id"] for h in ranked_hits(js)]) if st == 200 else []
                     ranks.append(docs.index(doc) + 1 if doc in docs else 99)
                 print("| %s | %.3f | %.3f | %.3f |" % (name, sum(r == 1 for r in ranks) / len(ranks),
                                                       sum(r <= 3 for r in ranks) / len(ranks),

@@ -54,40 +54,46 @@ def fetch(a, qs):
         server.wait(timeout=60)
 
 
-def rrf(row, alpha, k=60, depth=DEPTH, ties="dense"):
-    """Weighted reciprocal-rank fusion of each list's first depth chunks:
-    the server's rule (depth DEPTH, k 60). Equal fused scores go to the
-    higher dense score (a chunk outside the fetched dense list scores below
-    all of it: the dense search is exact), or with ties="id" to the lower
-    chunk id."""
+def fused_scores(row, alpha, k=60, depth=DEPTH):
+    """Each chunk's weighted reciprocal-rank score over each list's first
+    depth chunks, and its document: ({chunk: score}, {chunk: doc})."""
     s, doc = {}, {}
     for w, lst in ((alpha, row["dense"]), (1 - alpha, row["lexical"])):
         for r, (c, d, _) in enumerate(lst[:depth]):
             s[c] = s.get(c, 0.0) + w / (k + r + 1)
             doc[c] = d
+    return s, doc
+
+
+def ranked_docs(row, s, doc, ties="dense"):
+    """The documents of the chunks of s, best score first. Equal scores go
+    to the higher dense score (a chunk outside the fetched dense list scores
+    below all of it: the dense search is exact), or with ties="id" to the
+    lower chunk id."""
     cos = {c: sc for c, _, sc in row["dense"]}
     second = (lambda c: -cos.get(c, -2.0)) if ties == "dense" else (lambda c: 0)
     return [doc[c] for c in sorted(s, key=lambda c: (-s[c], second(c), c))]
+
+
+def rrf(row, alpha, k=60, depth=DEPTH, ties="dense"):
+    """Weighted reciprocal-rank fusion of each list's first depth chunks:
+    the server's rule (depth DEPTH, k 60)."""
+    s, doc = fused_scores(row, alpha, k, depth)
+    return ranked_docs(row, s, doc, ties)
 
 
 def doc_evidence(row, g, others=None):
     """The alpha rule, then each candidate lifted by g times the fused scores
     of its document's other candidates: the best `others` of them, or all
     (None). Tried 2026-12-07 and not adopted (docs/RETRIEVAL.md)."""
-    alpha = 0.2 if lexical_margin(row) > 0.4 else 0.5
-    s, doc = {}, {}
-    for w, lst in ((alpha, row["dense"]), (1 - alpha, row["lexical"])):
-        for r, (c, d, _) in enumerate(lst[:DEPTH]):
-            s[c] = s.get(c, 0.0) + w / (60 + r + 1)
-            doc[c] = d
+    s, doc = fused_scores(row, server_alpha(row))
     of = {}
     for c, v in s.items():
         of.setdefault(doc[c], []).append((v, c))
     for vs in of.values():
         vs.sort(reverse=True)
     f = {c: v + g * sum([x for x, o in of[doc[c]] if o != c][:others]) for c, v in s.items()}
-    cos = {c: sc for c, _, sc in row["dense"]}
-    return [doc[c] for c in sorted(f, key=lambda c: (-f[c], -cos.get(c, -2.0), c))]
+    return ranked_docs(row, f, doc)
 
 
 def lexical_margin(row):
@@ -98,11 +104,15 @@ def lexical_margin(row):
     return (lx[0][2] - lx[9][2]) / max(1e-9, lx[0][2])
 
 
+def server_alpha(row):
+    """The server's alpha (server/engine.c srv__hybrid_alpha): 0.2 when the
+    best BM25 chunk is more than 0.4 (relative) above the tenth, else 0.5."""
+    return 0.2 if lexical_margin(row) > 0.4 else 0.5
+
+
 def server_rule(row):
-    """The server's default (server/engine.c srv__hybrid_alpha): alpha 0.2
-    when the best BM25 chunk is more than 0.4 (relative) above the tenth,
-    else 0.5."""
-    return rrf(row, 0.2 if lexical_margin(row) > 0.4 else 0.5)
+    """The server's default fusion."""
+    return rrf(row, server_alpha(row))
 
 
 def evidence_unless_confident(row):
@@ -116,7 +126,7 @@ def evidence_unless_confident(row):
 def rules():
     out = [("rrf alpha %.1f" % al, lambda row, al=al: rrf(row, al)) for al in (0.3, 0.4, 0.5, 0.6)]
     out.append(("server rule, ties by chunk id",
-                lambda row: rrf(row, 0.2 if lexical_margin(row) > 0.4 else 0.5, ties="id")))
+                lambda row: rrf(row, server_alpha(row), ties="id")))
     out += [("rrf alpha 0.5 k %d" % k, lambda row, k=k: rrf(row, 0.5, k)) for k in (10, 30, 100)]
     for t in (0.3, 0.4, 0.5):
         for lo in (0.2, 0.3):
@@ -127,8 +137,7 @@ def rules():
     for depth in (10, 20, 30, N):
         for k in (10, 30, 60):
             out.append(("server rule, depth %d k %d" % (depth, k),
-                        lambda row, depth=depth, k=k: rrf(row, 0.2 if lexical_margin(row) > 0.4 else 0.5, k,
-                                                          depth)))
+                        lambda row, depth=depth, k=k: rrf(row, server_alpha(row), k, depth)))
     out += [("document evidence, all the others x %.2f" % g, lambda row, g=g: doc_evidence(row, g))
             for g in (0.25, 0.5, 1.0)]
     out += [("document evidence, best %d other(s) x %.2f" % (m, g), lambda row, g=g, m=m: doc_evidence(row, g, m))
