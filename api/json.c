@@ -666,6 +666,12 @@ static proto_status doc_from(json_t *o, const char *where, proto_doc *out, char 
     return fail(PROTO_ERANGE, err, errlen, "%s.id: must be 1 to %d bytes", w, PROTO_MAX_ID_BYTES);
   if (memchr(json_string_value(id), 0, idlen))
     return fail(PROTO_EINVAL, err, errlen, "%s.id: must not contain NUL", w);
+  /* GET /v1/documents/{id} could not reach them: URL parsers (browsers,
+   * fetch) resolve a path segment "." or "..", even percent-encoded, as
+   * Kubernetes refuses such names for the same reason. */
+  if (!strcmp(json_string_value(id), ".") || !strcmp(json_string_value(id), ".."))
+    return fail(PROTO_EINVAL, err, errlen,
+                "%s.id: '.' and '..' cannot be document ids (URL paths resolve them)", w);
   if (!text) return fail(PROTO_EMISSING, err, errlen, "%s.text: missing field", w);
   if (!json_is_string(text)) return fail(PROTO_ETYPE, err, errlen, "%s.text: must be a string", w);
   if (meta && !json_is_null(meta) && !json_is_object(meta))

@@ -28,7 +28,12 @@ export class RetrodError extends Error {
   }
 }
 
-const quote = (id) => encodeURIComponent(id);
+// Ids that are the names of routes under /v1/documents/ (POST .../get,
+// .../delete, .../update) go with their first letter percent-encoded, which
+// the server decodes: GET /v1/documents/%67et is the document "get".
+const ROUTE_NAMES = new Set(['get', 'delete', 'update']);
+const quote = (id) =>
+  ROUTE_NAMES.has(id) ? '%' + id.charCodeAt(0).toString(16).toUpperCase() + id.slice(1) : encodeURIComponent(id);
 
 export class Client {
   constructor({ url = 'http://127.0.0.1:8080', apiKey = null, timeoutMs = 120000, fetch: f = globalThis.fetch } = {}) {

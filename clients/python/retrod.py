@@ -243,7 +243,15 @@ class Client:
         return self._json("POST", "/v1/admin/backup", {})
 
 
+# Ids that are the names of routes under /v1/documents/ (POST .../get,
+# .../delete, .../update) go with their first letter percent-encoded, which
+# the server decodes: GET /v1/documents/%67et is the document "get".
+_ROUTE_NAMES = ("get", "delete", "update")
+
+
 def _quote(doc_id):
+    if doc_id in _ROUTE_NAMES:
+        return "%%%02X" % ord(doc_id[0]) + doc_id[1:]
     return urllib.parse.quote(doc_id, safe="")
 
 

@@ -75,6 +75,15 @@ await attempt('client', async () => {
   const left = [];
   for await (const x of c.documents()) left.push(x.id);
   ok(left.sort().join() === 'js/0,js/2', 'what is left', left);
+  // ids that are the names of routes under /v1/documents/
+  const named = ['get', 'delete', 'update'];
+  await c.upsert(named.map((id) => ({ id, text: `the document named ${id}` })));
+  const got = await Promise.all(named.map((id) => c.get(id)));
+  const patched = await Promise.all(named.map((id) => c.patchMetadata(id, { named: id })));
+  const gone = await Promise.all(named.map((id) => c.delete(id)));
+  ok(got.every((d, i) => d.id === named[i] && d.text === `the document named ${named[i]}`)
+    && patched.every((d, i) => d.metadata.named === named[i]) && gone.every((r) => r.deleted === true),
+    'get, patchMetadata and delete of documents named get, delete and update', { got, patched, gone });
   const e = await rejects(c.get('js/none'), 404, 'js/none');
   ok(e && e.code && e.requestId, 'a missing document: RetrodError 404 with code and request id', e && { ...e });
   ok(await rejects(c.search({ vector: [1, 2] }), 422, 'dimensional'), 'a wrong dimension: 422');

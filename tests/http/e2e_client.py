@@ -107,6 +107,15 @@ def run():
         ok(c.delete_many(["cl/4", "cl/none"]) == {"deleted": 1, "not_found": ["cl/none"]}, "delete_many")
         ok(c.delete_where({"lang": "en"})["deleted"] == 2, "delete_where (cl/1, cl/3)")
         ok(sorted(x["id"] for x in c.documents()) == ["cl/0", "cl/2"], "what is left")
+        named = ["get", "delete", "update"]  # the names of routes under /v1/documents/
+        c.upsert([{"id": i, "text": "the document named " + i} for i in named])
+        got = [c.get(i) for i in named]
+        patched = [c.patch_metadata(i, {"named": i}) for i in named]
+        gone = [c.delete(i) for i in named]
+        ok([d["text"] for d in got] == ["the document named " + i for i in named] and
+           [d["metadata"] for d in patched] == [{"named": i} for i in named] and
+           all(r["deleted"] is True for r in gone), "get, patch_metadata and delete of documents named get, delete "
+           "and update", (got, patched, gone))
         # errors: the server's status, code and message
         e = raises(lambda: c.get("cl/none"), 404, "cl/none")
         ok(e is not None and e.code and e.request_id, "a missing document: RetrodError 404 with code and request id",

@@ -836,6 +836,8 @@ def run_main(s):
         ("POST", "/v1/documents", '{"documents": [{"id": "a", "text": 1}]}', "application/json", 400, "documents[0].text"),
         ("POST", "/v1/documents", '{"documents": [{"id": "%s", "text": "a"}]}' % ("i" * 600), "application/json", 422, "id"),
         ("POST", "/v1/documents", '{"documents": [{"id": "a", "text": "b", "metadata": [1]}]}', "application/json", 400, "metadata"),
+        ("POST", "/v1/documents", '{"documents": [{"id": "..", "text": "a"}]}', "application/json", 400, "documents[0].id: '.' and '..'"),
+        ("POST", "/v1/documents", '{"documents": [{"id": "a", "text": "b"}, {"id": ".", "text": "c"}]}', "application/json", 400, "documents[1].id"),
         ("POST", "/v1/documents", '{"documents": {}}', "application/json", 400, "documents"),
         ("POST", "/v1/documents", '{"docs": []}', "application/json", 400, "docs"),
         ("POST", "/v1/documents", '{"documents": []}', "text/csv", 415, "Content-Type"),

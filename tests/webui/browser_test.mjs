@@ -202,6 +202,22 @@ await attempt('documents', async () => {
   await page.waitForFunction(() => document.querySelector('#u-msg').textContent.includes('deleted'));
   g = await fetch(`${RETRO_URL}/v1/documents/ui-doc`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
   ok(g.status === 404, 'delete through the form removes it');
+  // a document named as a route of its own (POST /v1/documents/get): opened and deleted through the forms
+  await setValue('#u-id', 'get');
+  await setValue('#u-text', 'the document named get');
+  await setValue('#u-meta', '');
+  await page.click('#uform button[type=submit]');
+  await page.waitForFunction(() => [...document.querySelectorAll('#d-list button')].some((b) => b.textContent === 'get'));
+  await page.evaluate(() => [...document.querySelectorAll('#d-list button')].find((b) => b.textContent === 'get').click());
+  await page.waitForFunction(() => document.querySelector('#d-doc h2')?.textContent === 'get' &&
+    document.querySelector('#d-doc').textContent.includes('the document named get'), { timeout: 10000 });
+  ok((await text('#d-doc h2')) === 'get' && (await text('#d-doc')).includes('the document named get'),
+    'a document named get opens in the document view', await text('#d-doc'));
+  await setValue('#del-id', 'get');
+  await page.click('#delform button[type=submit]');
+  await page.waitForFunction(() => /deleted/.test(document.querySelector('#u-msg').textContent));
+  g = await fetch(`${RETRO_URL}/v1/documents/%67et`, { headers: { Authorization: `Bearer ${RO_KEY}` } });
+  ok(g.status === 404, 'and is deleted through the form', await text('#u-msg'));
   // a .jsonl file: one document per line, sent as NDJSON
   const file = `${SHOTS}/upload.jsonl`;
   fs.writeFileSync(file, ['up-1', 'up-2'].map((id) => JSON.stringify({ id, text: `uploaded ${id} model chunk` })).join('\n') + '\n');
