@@ -5,7 +5,8 @@
 #   1. a database of CORPUS with the INIT encoder (`retro index`) and its
 #      chunks (`retro neighbours --include-same-doc` dump) in W/db, W/dump;
 #   2. qp_mine.py's query -> passage pairs in W/mined (held-out documents,
-#      model/default/heldout.txt, give validation pairs only).
+#      model/default/heldout.txt, give validation pairs only); DOCSTRINGS=1
+#      adds the standard library's docstrings as queries (qp_docstrings.py).
 BUILD=${1:-$ROOT/build-release}
 RETRO=$BUILD/server/retro
 CORPUS=${CORPUS:-/usr/share/doc/python3.11/html/_sources}
@@ -21,7 +22,12 @@ if [ ! -f "$W/dump.done" ]; then
   touch "$W/dump.done"
 fi
 if [ ! -f "$W/mined.done" ]; then
+  set --
+  if [ "${DOCSTRINGS:-0}" = 1 ]; then
+    $PY "$ROOT/model/train/qp_docstrings.py" --corpus "$CORPUS" --out "$W/docstrings.json"
+    set -- --docstrings "$W/docstrings.json"
+  fi
   $PY "$ROOT/model/train/qp_mine.py" --corpus "$CORPUS" --dump "$W/dump" --tokenizer "$INIT" \
-    --heldout "$ROOT/model/default/heldout.txt" --out "$W/mined"
+    --heldout "$ROOT/model/default/heldout.txt" --out "$W/mined" "$@"
   touch "$W/mined.done"
 fi

@@ -11,6 +11,8 @@ encoder from the corpus's own structure, so it learns what users ask:
   index        `.. index::` entries -> the chunk that follows
   error        "SomethingError: message" lines and exception names
                -> the chunk that explains them
+  docstring    with --docstrings (qp_docstrings.py), the standard library's
+               docstring summary of a signature's object -> its chunk
 
 Passages are the database's own chunks (tokens from a `retro neighbours`
 dump of a database of the corpus, so they are exactly what the server
@@ -134,6 +136,12 @@ def mine_doc(text):
     return out
 
 
+def docstring_pairs(found, summaries):
+    """("docstring", summary, at) for each signature among found (mine_doc's
+    triples) whose object has a docstring summary (qp_docstrings.py)."""
+    return [("docstring", summaries[q], at) for k, q, at in found if k == "signature" and q in summaries]
+
+
 def glossary_pairs(text):
     """Terms at three spaces' indent in the glossary, each followed by its
     indented definition."""
@@ -156,7 +164,10 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--negatives", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--docstrings", default=None,
+                    help="qp_docstrings.py's JSON: each signature's docstring summary is a query too")
     a = ap.parse_args()
+    summaries = json.load(open(a.docstrings)) if a.docstrings else {}
     rng = random.Random(a.seed)
     bpe = ByteBPE(os.path.join(a.tokenizer, "vocab.json"), os.path.join(a.tokenizer, "merges.txt"))
     held = set(open(a.heldout).read().split())
@@ -205,6 +216,7 @@ def main():
             src = open(path, encoding="utf-8").read()
             found = glossary_pairs(src) if doc == "glossary.rst.txt" else []
             found += mine_doc(src)
+            found += docstring_pairs(found, summaries)
             if doc.startswith("faq/"):
                 found = [("faq" if k == "heading" and q.endswith("?") else k, q, at) for k, q, at in found]
             # byte offset -> chunk row
@@ -219,9 +231,10 @@ def main():
                 seen.add((q, at))
                 j = max(0, np.searchsorted(starts, at, side="right") - 1)
                 r = rows[j]
-                # the passage without the query's words in it
+                # the passage without the query's words in it, the longest
+                # form first (a set's order would change with the hash seed)
                 body = texts[r].decode("utf-8", "replace")
-                for variant in {q, q.rstrip("?"), q.split(": ", 1)[-1]}:
+                for variant in sorted({q, q.rstrip("?"), q.split(": ", 1)[-1]}, key=lambda v: (-len(v), v)):
                     if len(variant) >= 3:
                         body = body.replace(variant, " ")
                 pos = bpe.encode(body.encode("utf-8"))[:64]

@@ -20,7 +20,8 @@
 # Environment: WORK (default .work/qp-train), CORPUS (default: the Python
 # 3.11 documentation sources), INIT (default model/default/encoder), STEPS
 # (default 450), MINUTES (default 90: the training step's time limit),
-# THREADS (default 2), LR (default 8e-5), KEEP (default 0.98).
+# THREADS (default 2), LR (default 8e-5), KEEP (default 0.98), DOCSTRINGS=1
+# (the standard library's docstrings as more queries; tried, docs/RETRIEVAL.md).
 # The second round (model card, step 7) also sets: PREFIX (qp_finetune.py
 # --query-prefix), ANCHOR and ANCHOR_WEIGHT (--anchor, --anchor-weight 30:
 # chunks held near that encoder's embeddings), BASE (the encoder blended

@@ -27,6 +27,8 @@ tiny generated corpus, end to end on CPU, and the C runtime on its exports.
  10. (the same) rerank_mine.py takes each pair's candidates from a real
      `retro serve`'s hybrid search, rerank_train.py trains two steps and
      exports an F16 reranker; C rerank_score == PyTorch on the export
+ 11. qp_docstrings.py: the standard library's docstring summaries of a
+     corpus's signatures, which qp_mine.py --docstrings makes queries
 
 usage: test_train.py TRAIN_C_DUMP SOURCE_ROOT [RETRO]
 (RETRO: the `retro` binary; part 6 is skipped without it)
@@ -437,6 +439,33 @@ def qp_route(tmp, corpus_dir, data, enc, dump, held, common_args):
        "qp_blend.py --drop-query-prefix: the blend is exported without the prefix", cfg2)
 
 
+def docstring_route(tmp):
+    """Part 11: qp_docstrings.py reads the standard library's docstrings of
+    the corpus's signatures, and qp_mine.py makes them queries."""
+    folder = os.path.join(tmp, "docstring_corpus")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "lib.rst.txt"), "w") as f:
+        f.write(".. module:: textwrap\n\n.. function:: dedent(text)\n\n   Remove leading whitespace.\n\n"
+                ".. function:: no_such_function(x)\n\n   Absent.\n\n"
+                ".. module:: time\n\n.. function:: sleep(secs)\n\n   Suspend execution.\n")
+    out_file = os.path.join(tmp, "docstrings.json")
+    out = run(["qp_docstrings.py", "--corpus", folder, "--out", out_file], "qp_docstrings.py")
+    got = json.load(open(out_file)) if os.path.exists(out_file) else {}
+    import textwrap
+    first = " ".join(textwrap.dedent.__doc__.strip().split("\n\n")[0].split())
+    ok(got.get("textwrap.dedent") == first and "textwrap.no_such_function" not in got,
+       "qp_docstrings.py: a function's docstring summary; a name the module lacks is left out", (got, out))
+    ok(got.get("time.sleep", "").startswith("Delay execution") and "(" not in got.get("time.sleep", "")[:15],
+       "qp_docstrings.py: a C function's signature line is not its summary", got.get("time.sleep"))
+    from qp_mine import docstring_pairs, mine_doc
+    found = mine_doc(open(os.path.join(folder, "lib.rst.txt")).read())
+    pairs = docstring_pairs(found, got)
+    at = {q: a for k, q, a in found if k == "signature"}
+    ok(sorted(pairs) == sorted([("docstring", got["textwrap.dedent"], at["textwrap.dedent"]),
+                                ("docstring", got["time.sleep"], at["time.sleep"])]),
+       "qp_mine.py --docstrings: each summary is a query for its signature's passage", pairs)
+
+
 def main():
     import torch
     torch.set_num_threads(1)
@@ -592,6 +621,8 @@ def main():
         compare_retro(ddec, ids[:192], nbd, pad, tmp, 1e-4, "default decoder")
     else:
         note("model/default/ absent: default-model checks skipped")
+
+    docstring_route(tmp)
     print(f"1..{N}")
     return 1 if FAILED else 0
 
