@@ -5,7 +5,8 @@
 // covers what they do not: documents, search with its modes and filters,
 // metadata patches and bulk updates, deletes by filter, backups, and the
 // completions' `retro` attribution. The same methods as the Python client
-// (clients/python/retrod.py), in camelCase.
+// (clients/python/retrod.py), in camelCase. TypeScript declarations:
+// retrod.d.mts beside it.
 //
 //   import { Client, RetrodError } from './retrod.mjs';
 //   const c = new Client({ url: 'http://127.0.0.1:8080', apiKey: '...' });
