@@ -14,8 +14,8 @@ packages=(
   # the end-to-end tests check every response against openapi.json (tests/http/openapi_check.py)
   # and read /metrics with Prometheus's own parser
   python3-jsonschema python3-prometheus-client
-  # the format check (tests/lint/format_check.py)
-  clang-format
+  # the format check (tests/lint/format_check.py); the Python client's types (tests/http/client_types.sh)
+  clang-format mypy
   # tokenizer parity: the Unicode 15.0 database and the `regex` module (tests/tok/parity.py)
   unicode-data python3-regex
   # benchmarks (tests/bench/http)

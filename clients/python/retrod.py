@@ -14,15 +14,162 @@ deletes by filter, backups, and the completions' `retro` attribution.
     c.delete_where({"lang": {"$ne": "en"}})
 
 Every method returns the decoded JSON of the answer (or the part of it named
-in its docstring). A 4xx or 5xx answer raises RetrodError with the server's
-status, error code and message; a 429 or 503 carries retry_after (seconds).
+in its docstring), typed by the TypedDicts below (the shapes of
+server/openapi.json), which type checkers read: tests/http/client_types.sh
+checks this file and a use of every method with mypy --strict. A 4xx or 5xx
+answer raises RetrodError with the server's status, error code and message;
+a 429 or 503 carries retry_after (seconds).
 """
+from __future__ import annotations
+
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import IO, Any, Dict, Iterable, Iterator, List, Literal, Optional, TypedDict, Union, overload
 
-__all__ = ["Client", "RetrodError"]
+__all__ = ["Client", "RetrodError", "DocumentInput", "IngestItem", "IngestResult", "DocumentView", "DocumentListed",
+           "Hit", "Group", "Context", "GetMany", "Updated", "Deleted", "DeletedOne", "Relevance", "Backup"]
+
+Metadata = Dict[str, Any]
+Filter = Dict[str, Any]  # a metadata filter (docs/API.md, "Metadata filters")
+Json = Any  # a decoded answer that the types below do not describe
+
+
+class _DocumentInputBase(TypedDict):
+    id: str
+    text: str
+
+
+class DocumentInput(_DocumentInputBase, total=False):
+    metadata: Optional[Metadata]
+
+
+class _ItemError(TypedDict):
+    code: str
+    message: str
+
+
+class _IngestItemBase(TypedDict):
+    status: Literal["ok", "unchanged", "error"]
+
+
+class IngestItem(_IngestItemBase, total=False):
+    index: int
+    line: int
+    id: str
+    doc_num: int
+    chunks: int
+    indexed: bool
+    error: _ItemError
+
+
+class _IngestResultBase(TypedDict):
+    documents: int
+    unchanged: int
+    chunks: int
+    errors: int
+    indexed: bool
+    truncated: bool
+    results: List[IngestItem]
+
+
+class IngestResult(_IngestResultBase, total=False):
+    error: _ItemError
+
+
+class _DocumentViewBase(TypedDict):
+    id: str
+    doc_num: int
+    n_chunks: int
+    chunk_ids: List[int]
+
+
+class DocumentView(_DocumentViewBase, total=False):
+    metadata: Metadata
+    n_tokens: int
+    text: str  # absent from patch_metadata's answer and from get_many without texts
+
+
+class _DocumentListedBase(TypedDict):
+    id: str
+    doc_num: int
+    n_chunks: int
+    first_chunk: int
+
+
+class DocumentListed(_DocumentListedBase, total=False):
+    metadata: Metadata
+    n_tokens: int
+    text: str
+
+
+class Context(TypedDict):
+    first_ordinal: int
+    last_ordinal: int
+    text: str
+
+
+class _HitBase(TypedDict):
+    score: float
+    chunk_id: int
+    doc_id: str
+    doc_num: int
+    ordinal: int
+
+
+class Hit(_HitBase, total=False):
+    metadata: Metadata
+    text: str
+    continuation: str
+    dense_score: float
+    dense_rank: Optional[int]
+    lexical_score: Optional[float]
+    lexical_rank: Optional[int]
+    exact_phrase: bool
+    retrieval_score: float
+    retrieval_rank: int
+    context: Context
+    vector: List[float]
+
+
+class Group(TypedDict):
+    doc_id: str
+    doc_num: int
+    score: float
+    hits: List[Hit]
+
+
+class GetMany(TypedDict):
+    documents: List[DocumentView]
+    not_found: List[str]
+
+
+class Updated(TypedDict, total=False):
+    updated: int
+    not_found: List[str]
+
+
+class Deleted(TypedDict, total=False):
+    deleted: int
+    not_found: List[str]
+
+
+class DeletedOne(TypedDict):
+    id: str
+    deleted: bool
+
+
+class Relevance(TypedDict):
+    index: int
+    relevance_score: float
+
+
+class Backup(TypedDict):
+    backup: str
+    path: str
+    seconds: float
+    manifest: Dict[str, Any]
 
 
 class RetrodError(Exception):
@@ -30,21 +177,23 @@ class RetrodError(Exception):
     error code, e.g. "EDIM"), .message, .request_id and .retry_after (None
     unless the server set Retry-After)."""
 
-    def __init__(self, status, code, message, request_id=None, retry_after=None):
+    def __init__(self, status: int, code: str, message: str, request_id: Optional[str] = None,
+                 retry_after: Optional[int] = None) -> None:
         super().__init__("%d %s: %s" % (status, code, message))
         self.status, self.code, self.message = status, code, message
         self.request_id, self.retry_after = request_id, retry_after
 
 
 class Client:
-    def __init__(self, url="http://127.0.0.1:8080", api_key=None, timeout=120):
+    def __init__(self, url: str = "http://127.0.0.1:8080", api_key: Optional[str] = None, timeout: float = 120) -> None:
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
 
     # ---- transport --------------------------------------------------------
 
-    def _open(self, method, path, body=None, ctype="application/json", query=None):
+    def _open(self, method: str, path: str, body: Any = None, ctype: str = "application/json",
+              query: Optional[Dict[str, Any]] = None) -> Any:
         """body: an object sent as JSON, or bytes or an iterator of bytes
         (sent chunked) as they are."""
         url = self.url + path
@@ -64,18 +213,19 @@ class Client:
         except urllib.error.HTTPError as e:
             raise _error(e) from None
 
-    def _json(self, method, path, body=None, ctype="application/json", query=None):
+    def _json(self, method: str, path: str, body: Any = None, ctype: str = "application/json",
+              query: Optional[Dict[str, Any]] = None) -> Any:
         with self._open(method, path, body, ctype, query) as r:
             raw = r.read()
         return json.loads(raw) if raw else None
 
     # ---- the server -------------------------------------------------------
 
-    def health(self):
+    def health(self) -> bool:
         """True when the server answers /health."""
         return self._json("GET", "/health") is not None
 
-    def ready(self):
+    def ready(self) -> bool:
         """True once models and indexes are loaded (False while loading or
         shutting down)."""
         try:
@@ -86,67 +236,68 @@ class Client:
                 return False
             raise
 
-    def info(self):
+    def info(self) -> Json:
         """GET /v1/info: models, dimensions, index type, counts."""
         return self._json("GET", "/v1/info")
 
     # ---- documents --------------------------------------------------------
 
-    def upsert(self, documents, force=False):
+    def upsert(self, documents: Iterable[DocumentInput], force: bool = False) -> IngestResult:
         """Stores documents ({"id", "text", "metadata"?} each) in one request,
         checked as a whole; returns the answer (per-document "results" with
         "status" ok, unchanged or error). force: embed unchanged ones too."""
         return self._json("POST", "/v1/documents", {"documents": list(documents)},
                           query={"force": "true"} if force else None)
 
-    def upsert_stream(self, documents, force=False):
+    def upsert_stream(self, documents: Iterable[DocumentInput], force: bool = False) -> IngestResult:
         """Streams documents as NDJSON, one line each (an iterable of any
         length: a generator reading a large file is fine); returns the answer."""
         lines = (json.dumps(d).encode("utf-8") + b"\n" for d in documents)
         return self._json("POST", "/v1/documents", lines, "application/x-ndjson",
                           query={"force": "true"} if force else None)
 
-    def get(self, doc_id):
+    def get(self, doc_id: str) -> DocumentView:
         """One document with its text, chunk ids and metadata."""
         return self._json("GET", "/v1/documents/" + _quote(doc_id))
 
-    def get_many(self, ids, with_text=True):
+    def get_many(self, ids: Iterable[str], with_text: bool = True) -> GetMany:
         """Up to 1,000 documents by id, read in one transaction: {"documents"
         (those found, in the order asked), "not_found"}."""
         return self._json("POST", "/v1/documents/get", {"ids": list(ids), "with_text": with_text})
 
-    def patch_metadata(self, doc_id, patch):
+    def patch_metadata(self, doc_id: str, patch: Metadata) -> DocumentView:
         """Merges patch into the document's metadata (JSON Merge Patch: a key
         set to None is removed); its text is not embedded again. Returns the
         document as stored now, without its text."""
         return self._json("PATCH", "/v1/documents/" + _quote(doc_id), {"metadata": patch},
                           "application/merge-patch+json")
 
-    def update_many(self, ids, patch):
+    def update_many(self, ids: Iterable[str], patch: Metadata) -> Updated:
         """Merges patch into each listed document's metadata, in one
         transaction; returns {"updated", "not_found"}."""
         return self._json("POST", "/v1/documents/update", {"ids": list(ids), "metadata": patch})
 
-    def update_where(self, filter, patch):
+    def update_where(self, filter: Filter, patch: Metadata) -> Updated:
         """Merges patch into the metadata of every document that passes the
         filter, in one transaction; returns {"updated"}."""
         return self._json("POST", "/v1/documents/update", {"filter": filter, "metadata": patch})
 
-    def delete(self, doc_id):
+    def delete(self, doc_id: str) -> DeletedOne:
         """Deletes one document; RetrodError 404 when there is none."""
         return self._json("DELETE", "/v1/documents/" + _quote(doc_id))
 
-    def delete_many(self, ids):
+    def delete_many(self, ids: Iterable[str]) -> Deleted:
         """Deletes the documents in one transaction; returns {"deleted",
         "not_found"}."""
         return self._json("POST", "/v1/documents/delete", {"ids": list(ids)})
 
-    def delete_where(self, filter):
+    def delete_where(self, filter: Filter) -> Deleted:
         """Deletes every document whose metadata passes the filter (a search
         filter, at least one key), in one transaction; returns {"deleted"}."""
         return self._json("POST", "/v1/documents/delete", {"filter": filter})
 
-    def documents(self, filter=None, page_size=100, with_text=False):
+    def documents(self, filter: Optional[Filter] = None, page_size: int = 100,
+                  with_text: bool = False) -> Iterator[DocumentListed]:
         """Yields every document in doc_num order, page by page, those
         passing filter when given; with_text: each with its text and
         n_tokens."""
@@ -160,7 +311,7 @@ class Client:
                 yield d
             after = page["next_after"]
 
-    def export(self, out, filter=None):
+    def export(self, out: IO[str], filter: Optional[Filter] = None) -> int:
         """Writes every document (passing filter) to out, a file opened for
         text, as the JSON lines `retro export` writes and `retro index`
         reads ({"id", "text", "metadata"}); returns how many."""
@@ -173,7 +324,19 @@ class Client:
 
     # ---- search -----------------------------------------------------------
 
-    def search(self, query=None, *, vector=None, chunk_id=None, k=10, **options):
+    @overload
+    def search(self, query: Optional[str] = None, *, vector: Optional[Iterable[float]] = None,
+               chunk_id: Optional[int] = None, k: int = 10, group_by: Literal["document"],
+               **options: Any) -> List[Group]: ...
+
+    @overload
+    def search(self, query: Optional[str] = None, *, vector: Optional[Iterable[float]] = None,
+               chunk_id: Optional[int] = None, k: int = 10, group_by: None = None,
+               **options: Any) -> List[Hit]: ...
+
+    def search(self, query: Optional[str] = None, *, vector: Optional[Iterable[float]] = None,
+               chunk_id: Optional[int] = None, k: int = 10, group_by: Optional[str] = None,
+               **options: Any) -> Union[List[Hit], List[Group]]:
         """The nearest chunks of a text (query), a vector, or a stored chunk
         (chunk_id: "more like this"): the "results" list, or the "groups"
         list with group_by="document". options: mode ("dense", "lexical",
@@ -181,48 +344,76 @@ class Client:
         with_vectors (each hit's stored embedding as "vector"), group_by,
         group_size, expand, nprobe, ef_search, rerank (True, or how many of the
         best chunks the cross-encoder reorders; score is then its relevance)."""
-        what = [(n, v) for n, v in (("query", query), ("vector", vector), ("chunk_id", chunk_id))
-                if v is not None]
-        if len(what) != 1:
+        if sum(x is not None for x in (query, vector, chunk_id)) != 1:
             raise ValueError("give exactly one of query, vector, chunk_id")
-        body = dict(options, k=k)
-        body[what[0][0]] = list(what[0][1]) if what[0][0] == "vector" else what[0][1]
+        body: Dict[str, Any] = dict(options, k=k)
+        if group_by is not None:
+            body["group_by"] = group_by
+        if query is not None:
+            body["query"] = query
+        elif vector is not None:
+            body["vector"] = list(vector)
+        else:
+            body["chunk_id"] = chunk_id
         js = self._json("POST", "/v1/search", body)
         return js["groups"] if "groups" in js else js["results"]
 
-    def search_batch(self, queries, k=10, **options):
+    @overload
+    def search_batch(self, queries: Iterable[str], k: int = 10, *, group_by: Literal["document"],
+                     **options: Any) -> List[List[Group]]: ...
+
+    @overload
+    def search_batch(self, queries: Iterable[str], k: int = 10, *, group_by: None = None,
+                     **options: Any) -> List[List[Hit]]: ...
+
+    def search_batch(self, queries: Iterable[str], k: int = 10, *, group_by: Optional[str] = None,
+                     **options: Any) -> Union[List[List[Hit]], List[List[Group]]]:
         """Several texts in one request: one result list per query."""
-        js = self._json("POST", "/v1/search", dict(options, queries=list(queries), k=k))
+        body: Dict[str, Any] = dict(options, queries=list(queries), k=k)
+        if group_by is not None:
+            body["group_by"] = group_by
+        js = self._json("POST", "/v1/search", body)
         return [b.get("groups", b.get("results")) for b in js["batch"]]
 
-    def embed(self, texts, input_type=None):
-        """Embeddings of texts (a string or a list) with the server's
-        encoder: a list of vectors. input_type "query" embeds them as a
-        search embeds its query."""
+    # A str is an Iterable[str] too: mypy calls the two overloads overlapping,
+    # and the first, which a str matches, is the one that applies to it.
+    @overload
+    def embed(self, texts: str,  # type: ignore[misc]
+              input_type: Optional[Literal["query", "document"]] = None) -> List[float]: ...
+
+    @overload
+    def embed(self, texts: Iterable[str],
+              input_type: Optional[Literal["query", "document"]] = None) -> List[List[float]]: ...
+
+    def embed(self, texts: Union[str, Iterable[str]],
+              input_type: Optional[Literal["query", "document"]] = None) -> Union[List[float], List[List[float]]]:
+        """Embeddings of texts with the server's encoder: a vector for a
+        string, a list of vectors for a list. input_type "query" embeds them
+        as a search embeds its query."""
         one = isinstance(texts, str)
-        body = {"input": [texts] if one else list(texts)}
+        body: Dict[str, Any] = {"input": [texts] if one else list(texts)}
         if input_type:
             body["input_type"] = input_type
         js = self._json("POST", "/v1/embeddings", body)
-        vecs = [d["embedding"] for d in sorted(js["data"], key=lambda d: d["index"])]
+        vecs = [d["embedding"] for d in sorted(js["data"], key=lambda d: int(d["index"]))]
         return vecs[0] if one else vecs
 
-    def rerank(self, query, documents, top_n=None):
+    def rerank(self, query: str, documents: Iterable[str], top_n: Optional[int] = None) -> List[Relevance]:
         """The reranker's relevance of each text of documents to query, best
         first: [{"index" (into documents), "relevance_score" in (0, 1)}]."""
-        body = {"query": query, "documents": list(documents)}
+        body: Dict[str, Any] = {"query": query, "documents": list(documents)}
         if top_n is not None:
             body["top_n"] = top_n
         return self._json("POST", "/v1/rerank", body)["results"]
 
     # ---- generation -------------------------------------------------------
 
-    def complete(self, prompt, max_tokens=64, **options):
+    def complete(self, prompt: str, max_tokens: int = 64, **options: Any) -> Json:
         """A RETRO completion: the whole answer, with "choices" and "retro"
         (per chunk, the neighbours it was given)."""
         return self._json("POST", "/v1/completions", dict(options, prompt=prompt, max_tokens=max_tokens))
 
-    def stream(self, prompt, max_tokens=64, **options):
+    def stream(self, prompt: str, max_tokens: int = 64, **options: Any) -> Iterator[Json]:
         """A streamed completion: yields each event's object (the text in
         event["choices"][0]["text"]; the last carries "usage" and "retro")."""
         body = dict(options, prompt=prompt, max_tokens=max_tokens, stream=True)
@@ -237,7 +428,7 @@ class Client:
 
     # ---- operations -------------------------------------------------------
 
-    def backup(self):
+    def backup(self) -> Backup:
         """A backup into the server's --backup-dir: {"backup" (its name),
         "path", "seconds", "manifest"}."""
         return self._json("POST", "/v1/admin/backup", {})
@@ -249,13 +440,13 @@ class Client:
 _ROUTE_NAMES = ("get", "delete", "update")
 
 
-def _quote(doc_id):
+def _quote(doc_id: str) -> str:
     if doc_id in _ROUTE_NAMES:
         return "%%%02X" % ord(doc_id[0]) + doc_id[1:]
     return urllib.parse.quote(doc_id, safe="")
 
 
-def _error(e):
+def _error(e: urllib.error.HTTPError) -> RetrodError:
     """RetrodError from an HTTPError, with the server's code and message."""
     raw = e.read()
     try:
