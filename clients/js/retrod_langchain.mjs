@@ -6,6 +6,7 @@
 // server's cross-encoder as a document compressor: any retriever's Documents
 // reordered by POST /v1/rerank, for a ContextualCompressionRetriever). Needs @langchain/core (a peer of
 // any LangChain.js app; tested with 1.4.0) and ./retrod.mjs beside it.
+// TypeScript declarations: retrod_langchain.d.mts beside it.
 //
 //   import { RetrodRetriever, RetrodVectorStore } from './retrod_langchain.mjs';
 //   const retriever = new RetrodRetriever({ url: 'http://127.0.0.1:8080', apiKey: '...', k: 4,

@@ -12,7 +12,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=$1
 skip() { echo "1..0 # SKIP $*"; exit 77; }
 . "$HERE/../npm_lib.sh"
-npm_package "$CACHE" typescript 5.6.3 300
+npm_package "$CACHE" typescript 5.9.3 300
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cp "$HERE/js_types.mts" "$HERE/../../clients/js/retrod.mjs" "$HERE/../../clients/js/retrod.d.mts" "$WORK/"

@@ -17,8 +17,10 @@ RETRO=$1; CACHE=$2; SCRIPT=${3:-openai_client.mjs}
 # @llamaindex/openai 0.4.22: the one built on llamaindex 0.12.1's @llamaindex/core
 # (0.6.22); 0.4.23 brings a second copy of it. The AI SDK and LangChain ask for
 # node >= 22 and work on Debian 12's node 20 for what is tested here.
+# typescript 5.9.3: the last release of the compiler written in TypeScript,
+# which @langchain/core 1.4.0's declarations need (5.6 rejects one of them).
 PACKAGES="openai@4.104.0 @langchain/openai@1.6.0 @langchain/core@1.4.0 ai@7.0.185
-  @ai-sdk/openai-compatible@3.0.97 llamaindex@0.12.1 @llamaindex/openai@0.4.22"
+  @ai-sdk/openai-compatible@3.0.97 llamaindex@0.12.1 @llamaindex/openai@0.4.22 typescript@5.9.3"
 skip() { echo "1..0 # SKIP $*"; exit 77; }
 command -v node >/dev/null && command -v npm >/dev/null || skip "node and npm not installed"
 # one install at a time into CACHE (the compat tests share it)
@@ -42,6 +44,6 @@ serve main --api-key compat-rw-key --read-key compat-key; MAIN_PORT=$PORT
 serve strict --api-key compat-rw-key --read-key compat-key --strict-models; STRICT_PORT=$PORT
 # the script imports the packages from CACHE's node_modules: run a copy there
 # (with our client modules beside it)
-cp "$HERE/$SCRIPT" "$HERE/../http/tap.mjs" "$HERE"/../../clients/js/*.mjs "$CACHE/"
+cp "$HERE/$SCRIPT" "$HERE/../http/tap.mjs" "$HERE"/*.mts "$HERE"/../../clients/js/*.mjs "$HERE"/../../clients/js/*.d.mts "$CACHE/"
 RETRO_URL="http://127.0.0.1:$MAIN_PORT/v1" RETRO_STRICT_URL="http://127.0.0.1:$STRICT_PORT/v1" \
   RETRO_KEY=compat-key RETRO_RW_KEY=compat-rw-key timeout 400 node "$CACHE/$SCRIPT"

@@ -1,0 +1,83 @@
+// retrod_langchain.d.mts - TypeScript declarations of retrod_langchain.mjs
+// (retrod in LangChain.js; @langchain/core 1.x). tests/compat/
+// langchain_types.mjs compiles a use of each class with tsc --strict against
+// @langchain/core, with lines that must not compile.
+import { BaseRetriever, type BaseRetrieverInput } from '@langchain/core/retrievers';
+import { BaseDocumentCompressor } from '@langchain/core/retrievers/document_compressors';
+import type { DocumentInterface } from '@langchain/core/documents';
+import { Embeddings, type EmbeddingsInterface, type EmbeddingsParams } from '@langchain/core/embeddings';
+import { VectorStore, type MaxMarginalRelevanceSearchOptions } from '@langchain/core/vectorstores';
+import type { Client, Filter, SearchOptions } from './retrod.mjs';
+
+/** The server to talk to: a Client, or its url and key. */
+export interface RetrodConnection {
+  client?: Client | null;
+  url?: string;
+  apiKey?: string | null;
+}
+
+/** POST /v1/search's options a retriever or store may set; k comes as its own argument, and
+ * group_by is refused (hits are chunks). */
+export type RetrodSearchOptions = Omit<SearchOptions, 'k' | 'group_by' | 'with_text' | 'with_vectors'>;
+
+export interface RetrodRetrieverInput extends RetrodConnection, BaseRetrieverInput {
+  k?: number;
+  searchOptions?: RetrodSearchOptions;
+}
+
+/** The server's search as a retriever: each hit a Document (pageContent the chunk, or its
+ * context with expand; metadata the document's plus doc_id, chunk_id, ordinal and score). */
+export class RetrodRetriever extends BaseRetriever {
+  static lc_name(): string;
+  lc_namespace: string[];
+  client: Client;
+  k: number;
+  searchOptions: RetrodSearchOptions;
+  constructor(fields?: RetrodRetrieverInput);
+  _getRelevantDocuments(query: string): Promise<DocumentInterface[]>;
+}
+
+/** The server's encoder: documents as stored chunks are embedded, queries as a search embeds them. */
+export class RetrodEmbeddings extends Embeddings {
+  client: Client;
+  constructor(fields?: RetrodConnection & EmbeddingsParams);
+  embedDocuments(texts: string[]): Promise<number[][]>;
+  embedQuery(text: string): Promise<number[]>;
+}
+
+export interface RetrodVectorStoreConfig extends RetrodConnection {
+  searchOptions?: RetrodSearchOptions;
+  /** fromTexts and fromDocuments: the documents' ids */
+  ids?: string[];
+}
+
+/** The server as a vector store: documents upserted (the server chunks and embeds them),
+ * searched by text (hybrid by default) or vector, deleted by ids or a metadata filter. */
+export class RetrodVectorStore extends VectorStore {
+  FilterType: Filter;
+  client: Client;
+  searchOptions: RetrodSearchOptions;
+  constructor(embeddings: EmbeddingsInterface | null, config?: RetrodVectorStoreConfig);
+  _vectorstoreType(): string;
+  addDocuments(documents: DocumentInterface[], options?: { ids?: string[] }): Promise<string[]>;
+  /** refused: the server embeds documents itself */
+  addVectors(vectors: number[][], documents: DocumentInterface[]): Promise<never>;
+  similaritySearchVectorWithScore(query: number[], k: number, filter?: Filter): Promise<[DocumentInterface, number][]>;
+  similaritySearchWithScore(query: string, k?: number, filter?: Filter): Promise<[DocumentInterface, number][]>;
+  similaritySearch(query: string, k?: number, filter?: Filter): Promise<DocumentInterface[]>;
+  maxMarginalRelevanceSearch(query: string, options: MaxMarginalRelevanceSearchOptions<Filter>): Promise<DocumentInterface[]>;
+  delete(params: { ids: string[]; filter?: undefined } | { filter: Filter; ids?: undefined }): Promise<void>;
+  static fromTexts(texts: string[], metadatas: object[] | object, embeddings: EmbeddingsInterface | null,
+    config?: RetrodVectorStoreConfig): Promise<RetrodVectorStore>;
+  static fromDocuments(docs: DocumentInterface[], embeddings: EmbeddingsInterface | null,
+    config?: RetrodVectorStoreConfig): Promise<RetrodVectorStore>;
+}
+
+/** The server's reranker (POST /v1/rerank) as a document compressor: the topN best Documents,
+ * each with metadata.relevance_score. */
+export class RetrodReranker extends BaseDocumentCompressor {
+  client: Client;
+  topN: number;
+  constructor(fields?: RetrodConnection & { topN?: number });
+  compressDocuments(documents: DocumentInterface[], query: string): Promise<DocumentInterface[]>;
+}
