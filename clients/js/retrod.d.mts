@@ -118,6 +118,19 @@ export interface GroupedSearchOptions extends Omit<SearchOptions, 'group_by'> {
   group_size?: number;
 }
 
+/** The server an integration (retrod_langchain.mjs, retrod_llamaindex.mjs)
+ * talks to: a Client, or its url and key. */
+export interface Connection {
+  client?: Client | null;
+  url?: string;
+  apiKey?: string | null;
+}
+
+/** A retriever's search options: the search's own, without k (the
+ * retriever's own option), group_by (it returns chunks), with_text and
+ * with_vectors (it sets them). */
+export type RetrieverSearchOptions = Omit<SearchOptions, 'k' | 'group_by' | 'with_text' | 'with_vectors'>;
+
 /** A completion's neighbours, chunk by chunk. */
 export interface Neighbor {
   chunk_id: number;

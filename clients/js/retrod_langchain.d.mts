@@ -1,28 +1,17 @@
 // retrod_langchain.d.mts - TypeScript declarations of retrod_langchain.mjs
 // (retrod in LangChain.js; @langchain/core 1.x). tests/compat/
-// langchain_types.mjs compiles a use of each class with tsc --strict against
+// integration_types.mjs compiles a use of each class with tsc --strict against
 // @langchain/core, with lines that must not compile.
 import { BaseRetriever, type BaseRetrieverInput } from '@langchain/core/retrievers';
 import { BaseDocumentCompressor } from '@langchain/core/retrievers/document_compressors';
 import type { DocumentInterface } from '@langchain/core/documents';
 import { Embeddings, type EmbeddingsInterface, type EmbeddingsParams } from '@langchain/core/embeddings';
 import { VectorStore, type MaxMarginalRelevanceSearchOptions } from '@langchain/core/vectorstores';
-import type { Client, Filter, SearchOptions } from './retrod.mjs';
+import type { Client, Connection, Filter, RetrieverSearchOptions } from './retrod.mjs';
 
-/** The server to talk to: a Client, or its url and key. */
-export interface RetrodConnection {
-  client?: Client | null;
-  url?: string;
-  apiKey?: string | null;
-}
-
-/** POST /v1/search's options a retriever or store may set; k comes as its own argument, and
- * group_by is refused (hits are chunks). */
-export type RetrodSearchOptions = Omit<SearchOptions, 'k' | 'group_by' | 'with_text' | 'with_vectors'>;
-
-export interface RetrodRetrieverInput extends RetrodConnection, BaseRetrieverInput {
+export interface RetrodRetrieverInput extends Connection, BaseRetrieverInput {
   k?: number;
-  searchOptions?: RetrodSearchOptions;
+  searchOptions?: RetrieverSearchOptions;
 }
 
 /** The server's search as a retriever: each hit a Document (pageContent the chunk, or its
@@ -32,7 +21,7 @@ export class RetrodRetriever extends BaseRetriever {
   lc_namespace: string[];
   client: Client;
   k: number;
-  searchOptions: RetrodSearchOptions;
+  searchOptions: RetrieverSearchOptions;
   constructor(fields?: RetrodRetrieverInput);
   _getRelevantDocuments(query: string): Promise<DocumentInterface[]>;
 }
@@ -40,13 +29,13 @@ export class RetrodRetriever extends BaseRetriever {
 /** The server's encoder: documents as stored chunks are embedded, queries as a search embeds them. */
 export class RetrodEmbeddings extends Embeddings {
   client: Client;
-  constructor(fields?: RetrodConnection & EmbeddingsParams);
+  constructor(fields?: Connection & EmbeddingsParams);
   embedDocuments(texts: string[]): Promise<number[][]>;
   embedQuery(text: string): Promise<number[]>;
 }
 
-export interface RetrodVectorStoreConfig extends RetrodConnection {
-  searchOptions?: RetrodSearchOptions;
+export interface RetrodVectorStoreConfig extends Connection {
+  searchOptions?: RetrieverSearchOptions;
   /** fromTexts and fromDocuments: the documents' ids */
   ids?: string[];
 }
@@ -56,7 +45,7 @@ export interface RetrodVectorStoreConfig extends RetrodConnection {
 export class RetrodVectorStore extends VectorStore {
   FilterType: Filter;
   client: Client;
-  searchOptions: RetrodSearchOptions;
+  searchOptions: RetrieverSearchOptions;
   constructor(embeddings: EmbeddingsInterface | null, config?: RetrodVectorStoreConfig);
   _vectorstoreType(): string;
   addDocuments(documents: DocumentInterface[], options?: { ids?: string[] }): Promise<string[]>;
@@ -78,6 +67,6 @@ export class RetrodVectorStore extends VectorStore {
 export class RetrodReranker extends BaseDocumentCompressor {
   client: Client;
   topN: number;
-  constructor(fields?: RetrodConnection & { topN?: number });
+  constructor(fields?: Connection & { topN?: number });
   compressDocuments(documents: DocumentInterface[], query: string): Promise<DocumentInterface[]>;
 }

@@ -4,7 +4,7 @@
 // server embeds the query itself. RetrodReranker: the server's cross-encoder
 // (POST /v1/rerank) as a node postprocessor. Needs llamaindex's @llamaindex/core (any
 // LlamaIndex.TS app has it; tested with llamaindex 0.12.1) and ./retrod.mjs
-// beside it.
+// beside it. TypeScript declarations: retrod_llamaindex.d.mts beside it.
 //
 //   import { RetrieverQueryEngine } from 'llamaindex';
 //   import { RetrodRetriever } from './retrod_llamaindex.mjs';

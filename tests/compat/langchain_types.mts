@@ -1,7 +1,7 @@
-// langchain_types.mts - compiled by langchain_types.mjs with tsc --strict
-// against clients/js/retrod_langchain.d.mts and @langchain/core, never run:
-// each class used as documented must type-check, and each line marked
-// with a ts-expect-error comment is a misuse that must not.
+// langchain_types.mts - compiled by integration_types.mjs with tsc --strict
+// against clients/js/retrod_langchain.d.mts and @langchain/core's own types,
+// never run: each class used as documented must type-check, and each line
+// marked with a ts-expect-error comment is a misuse that must not.
 import { Document, type DocumentInterface } from '@langchain/core/documents';
 import { Client } from './retrod.mjs';
 import { RetrodEmbeddings, RetrodReranker, RetrodRetriever, RetrodVectorStore } from './retrod_langchain.mjs';
