@@ -1,6 +1,6 @@
 // retrod.d.mts - TypeScript declarations of retrod.mjs, the JavaScript
 // client, so that TypeScript code gets its methods, options and answers
-// checked (the shapes are server/openapi.json's). tests/compat/js_types.sh
+// checked (the shapes are server/openapi.json's). tests/compat/js_types.mjs
 // compiles a use of every method under --strict, with lines that must not
 // compile, and checks that every method of the module is declared here.
 
@@ -130,6 +130,19 @@ export interface Connection {
  * retriever's own option), group_by (it returns chunks), with_text and
  * with_vectors (it sets them). */
 export type RetrieverSearchOptions = Omit<SearchOptions, 'k' | 'group_by' | 'with_text' | 'with_vectors'>;
+
+/** The options of both integrations' RetrodRetriever: its server, how many
+ * chunks it returns (k) and its search options. */
+export interface RetrieverInput extends Connection {
+  k?: number;
+  searchOptions?: RetrieverSearchOptions;
+}
+
+/** The options of both integrations' RetrodReranker: its server and how
+ * many of the best it keeps. */
+export interface RerankerInput extends Connection {
+  topN?: number;
+}
 
 /** A completion's neighbours, chunk by chunk. */
 export interface Neighbor {

@@ -1,18 +1,15 @@
 // retrod_langchain.d.mts - TypeScript declarations of retrod_langchain.mjs
-// (retrod in LangChain.js; @langchain/core 1.x). tests/compat/
-// integration_types.mjs compiles a use of each class with tsc --strict against
-// @langchain/core, with lines that must not compile.
+// (retrod in LangChain.js; @langchain/core 1.x). tests/compat/js_types.mjs
+// compiles a use of each class with tsc --strict against @langchain/core,
+// with lines that must not compile.
 import { BaseRetriever, type BaseRetrieverInput } from '@langchain/core/retrievers';
 import { BaseDocumentCompressor } from '@langchain/core/retrievers/document_compressors';
 import type { DocumentInterface } from '@langchain/core/documents';
 import { Embeddings, type EmbeddingsInterface, type EmbeddingsParams } from '@langchain/core/embeddings';
 import { VectorStore, type MaxMarginalRelevanceSearchOptions } from '@langchain/core/vectorstores';
-import type { Client, Connection, Filter, RetrieverSearchOptions } from './retrod.mjs';
+import type { Client, Connection, Filter, RerankerInput, RetrieverInput, RetrieverSearchOptions } from './retrod.mjs';
 
-export interface RetrodRetrieverInput extends Connection, BaseRetrieverInput {
-  k?: number;
-  searchOptions?: RetrieverSearchOptions;
-}
+export interface RetrodRetrieverInput extends RetrieverInput, BaseRetrieverInput {}
 
 /** The server's search as a retriever: each hit a Document (pageContent the chunk, or its
  * context with expand; metadata the document's plus doc_id, chunk_id, ordinal and score). */
@@ -67,6 +64,6 @@ export class RetrodVectorStore extends VectorStore {
 export class RetrodReranker extends BaseDocumentCompressor {
   client: Client;
   topN: number;
-  constructor(fields?: Connection & { topN?: number });
+  constructor(fields?: RerankerInput);
   compressDocuments(documents: DocumentInterface[], query: string): Promise<DocumentInterface[]>;
 }

@@ -1,4 +1,4 @@
-// js_types.mts - compiled by js_types.sh with tsc --strict against
+// js_types.mts - compiled by js_types.mjs with tsc --strict against
 // clients/js/retrod.d.mts, never run: every method of the client used as
 // documented must type-check, and each line after @ts-expect-error is a
 // misuse that must not (tsc fails on an expected error that does not come).

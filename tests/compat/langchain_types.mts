@@ -1,4 +1,4 @@
-// langchain_types.mts - compiled by integration_types.mjs with tsc --strict
+// langchain_types.mts - compiled by js_types.mjs with tsc --strict
 // against clients/js/retrod_langchain.d.mts and @langchain/core's own types,
 // never run: each class used as documented must type-check, and each line
 // marked with a ts-expect-error comment is a misuse that must not.

@@ -1,4 +1,4 @@
-// llamaindex_types.mts - compiled by integration_types.mjs with tsc --strict
+// llamaindex_types.mts - compiled by js_types.mjs with tsc --strict
 // against clients/js/retrod_llamaindex.d.mts and llamaindex's own types
 // (their own declaration files unchecked: llamaindex 0.12.1's name a package
 // it does not install), never run: each class used as documented must

@@ -6,7 +6,8 @@
 # the Vercel AI SDK, LlamaIndex; langchain_retriever.mjs and
 # llamaindex_retriever.mjs: our integrations, clients/js/retrod_langchain.mjs
 # and retrod_llamaindex.mjs) against the first with the read-only key
-# (RETRO_RW_KEY holds the read-write one).
+# (RETRO_RW_KEY holds the read-write one), or js_types.mjs, which compiles
+# the TypeScript declarations of those and of retrod.mjs and needs no server.
 # The npm packages, pinned below, are installed into CACHE on first use.
 # TAP on stdout. Exit 77 (skipped) when node, npm, PyTorch or the npm
 # registry is not available; otherwise the script's checks decide.
@@ -17,8 +18,9 @@ RETRO=$1; CACHE=$2; SCRIPT=${3:-openai_client.mjs}
 # @llamaindex/openai 0.4.22: the one built on llamaindex 0.12.1's @llamaindex/core
 # (0.6.22); 0.4.23 brings a second copy of it. The AI SDK and LangChain ask for
 # node >= 22 and work on Debian 12's node 20 for what is tested here.
-# typescript 5.9.3: the last release of the compiler written in TypeScript,
-# which @langchain/core 1.4.0's declarations need (5.6 rejects one of them).
+# typescript 5.9.3 (js_types.mjs): the last release of the compiler written
+# in TypeScript, which @langchain/core 1.4.0's declarations need (5.6
+# rejects one of them).
 PACKAGES="openai@4.104.0 @langchain/openai@1.6.0 @langchain/core@1.4.0 ai@7.0.185
   @ai-sdk/openai-compatible@3.0.97 llamaindex@0.12.1 @llamaindex/openai@0.4.22 typescript@5.9.3"
 skip() { echo "1..0 # SKIP $*"; exit 77; }
