@@ -6,7 +6,7 @@ packages=(
   # build
   meson ninja-build pkg-config gcc g++ clang
   # libraries
-  libmicrohttpd-dev libjansson-dev liblmdb-dev libsqlite3-dev libfaiss-dev libopenblas-dev libopenblas0
+  libmicrohttpd-dev libgnutls28-dev libjansson-dev liblmdb-dev libsqlite3-dev libfaiss-dev libopenblas-dev libopenblas0
   # the encoder's and decoder's matrix products (oneDNN; optional in meson.build)
   libdnnl-dev
   # tests, training and parity references
@@ -18,6 +18,8 @@ packages=(
   clang-format mypy
   # tokenizer parity: the Unicode 15.0 database and the `regex` module (tests/tok/parity.py)
   unicode-data python3-regex
+  # the HTTPS tests make their own certificate authority and certificates (tests/http/e2e_tls.py)
+  openssl
   # benchmarks (tests/bench/http)
   wrk
   # the default corpus: Python 3.11 documentation sources

@@ -16,6 +16,7 @@
  */
 #include "http_log.h"
 #include "http_priv.h"
+#include "http_tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -966,6 +967,20 @@ static int serve_check(const http_config *cfg, serve_plan *plan) {
     fprintf(stderr, "retro serve: --api-key and --read-key must differ\n");
     return 2;
   }
+  if (!cfg->tls_cert != !cfg->tls_key) {
+    fprintf(stderr, "retro serve: --tls-cert and --tls-key go together: give both or neither\n");
+    return 2;
+  }
+  if (cfg->tls_cert && (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES ||
+                        MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK) != MHD_YES)) {
+    fprintf(stderr, "retro serve: --tls-cert: this libmicrohttpd was built without TLS\n");
+    return 2;
+  }
+  char tlserr[512];
+  if (cfg->tls_cert && http_tls_load(cfg->tls_cert, cfg->tls_key, tlserr, sizeof tlserr) != 0) {
+    fprintf(stderr, "retro serve: %s\n", tlserr);
+    return 2;
+  }
   char cerr[256];
   if (cfg->cors_origins && http_cors_check(cfg->cors_origins, cerr, sizeof cerr) != PROTO_OK) {
     fprintf(stderr, "retro serve: --cors-origins: %s\n", cerr);
@@ -1002,11 +1017,30 @@ static int serve_start_pools(const http_config *cfg) {
   return 0;
 }
 
+/* The served certificate's subject and end, as a log line; a warning when
+ * it has ended or ends within 14 days (clients will refuse it). */
+static void log_tls_certificate(const char *what) {
+  time_t end = http_tls_not_after();
+  char day[32] = "?";
+  struct tm tm;
+  if (gmtime_r(&end, &tm)) strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  double left = difftime(end, time(NULL));
+  http_log_event(left < 14 * 86400.0 ? "warn" : "info", "tls: %s %s, valid until %s%s", what,
+                 http_tls_subject(), day,
+                 left < 0              ? " (expired: clients will refuse it)"
+                 : left < 14 * 86400.0 ? " (ends within 14 days)"
+                                       : "");
+}
+
 /* Starts libmicrohttpd on plan's address (D.mhd). 0, or -1 (reported). */
 static int serve_listen(const http_config *cfg, serve_plan *plan) {
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                    MHD_USE_ITC | MHD_USE_ERROR_LOG;
   if (plan->v6) flags |= MHD_USE_IPv6;
+  if (cfg->tls_cert) flags |= MHD_USE_TLS;
+  /* the certificate is asked for at each handshake (so SIGHUP can renew
+   * it); without TLS the option list ends before that option */
+  enum MHD_OPTION tls_option = cfg->tls_cert ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END;
   D.mhd = MHD_start_daemon(
       flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&plan->addr, MHD_OPTION_THREAD_POOL_SIZE,
@@ -1014,7 +1048,7 @@ static int serve_listen(const http_config *cfg, serve_plan *plan) {
       MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)cfg->idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->header_limit,
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape,
-      NULL, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
+      NULL, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, tls_option, &http_tls_present, MHD_OPTION_END);
   if (!D.mhd) {
     http_log_event("error", "cannot listen on %s:%ld", cfg->host, cfg->port);
     fprintf(stderr, "retro serve: cannot listen on %s:%ld\n", cfg->host, cfg->port);
@@ -1022,8 +1056,14 @@ static int serve_listen(const http_config *cfg, serve_plan *plan) {
   }
   const union MHD_DaemonInfo *di = MHD_get_daemon_info(D.mhd, MHD_DAEMON_INFO_BIND_PORT);
   unsigned port = di ? di->port : (unsigned)cfg->port;
-  http_log_event("info", "listening on %s:%u (auth %s)", cfg->host, port,
-                 plan->have_key ? "on" : "off");
+  http_log_event("info", "listening on %s:%u (auth %s, tls %s)", cfg->host, port,
+                 plan->have_key ? "on" : "off", cfg->tls_cert ? "on" : "off");
+  if (cfg->tls_cert) log_tls_certificate("serving");
+  else if (!http_host_is_loopback(cfg->host))
+    http_log_event("warn",
+                   "plain HTTP on %s: API keys and texts cross the network readable by anyone "
+                   "on the way (--tls-cert and --tls-key, or a TLS proxy in front)",
+                   cfg->host);
   return 0;
 }
 
@@ -1084,8 +1124,17 @@ static int serve_open_engine(const http_config *cfg, const serve_plan *plan, srv
   return 0;
 }
 
+/* SIGHUP: the certificate files again (renewed ones are served from the
+ * next handshake on); when they are not good, the loaded ones stay. */
+static void reload_tls(const http_config *cfg) {
+  char err[512];
+  if (http_tls_load(cfg->tls_cert, cfg->tls_key, err, sizeof err) == 0)
+    log_tls_certificate("SIGHUP: now serving");
+  else http_log_event("error", "SIGHUP: %s; still serving the certificate loaded before", err);
+}
+
 /* Serves until SIGTERM or SIGINT (sigs, blocked in every thread); SIGHUP
- * reopens the log. */
+ * reopens the log and reads the TLS certificate and key again. */
 static void serve_until_signal(const http_config *cfg, const sigset_t *sigs) {
   for (;;) {
     int sig = 0;
@@ -1093,6 +1142,7 @@ static void serve_until_signal(const http_config *cfg, const sigset_t *sigs) {
     if (sig == SIGHUP) {
       http_log_open(cfg->log);
       http_log_event("info", "SIGHUP: log reopened");
+      if (cfg->tls_cert) reload_tls(cfg);
       continue;
     }
     http_log_event("info", "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");

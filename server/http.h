@@ -65,6 +65,8 @@ typedef struct http_config {
   long no_webui;             /* --no-webui: no page at / (404) */
   char *cors_origins;        /* --cors-origins: origins whose pages may call the API from a
                                 browser, comma-separated, or "*" (NULL = none) */
+  char *tls_cert;            /* --tls-cert FILE: HTTPS with this PEM chain (NULL = HTTP) */
+  char *tls_key;             /* --tls-key FILE: its PEM private key */
 } http_config;
 
 /* Fills defaults, then the config file (--config or RETRO_CONFIG), then the

@@ -4,6 +4,7 @@
  * (http.c) decides which. Errors from the engine keep their proto_status
  * (so bad input stays 4xx) with srv_last_error() as the message. */
 #include "http_priv.h"
+#include "http_tls.h"
 #include "views.h"
 
 #include <stdio.h>
@@ -230,6 +231,10 @@ static void h_metrics(http_server *s, http_response *resp) {
                  "# TYPE retro_build_info gauge\n"
                  "retro_build_info{version=\"" RETRO_VERSION "\"} 1\n");
   http_metrics_write_process(b);
+  if (http_tls_not_after() > 0) /* what certificate-expiry alerts watch */
+    gauge(b, "retro_tls_certificate_expiry_timestamp_seconds", "gauge",
+          "When the served TLS certificate ends, in seconds since the epoch.",
+          (unsigned long long)http_tls_not_after());
   if (s->engine) {
     srv_info *info = calloc(1, sizeof *info);
     if (info && srv_info_get(s->engine, info) == PROTO_OK) {

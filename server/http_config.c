@@ -101,6 +101,11 @@ static const opt_def opts[] = {
     {"cors-origins", "RETRO_CORS_ORIGINS", OPT_STR, O(cors_origins), NULL, 0, 0,
      "origins (https://app.example:3000, comma-separated) whose web pages may call the API "
      "from a browser; * for any, which needs an API key (default: none, same origin only)"},
+    {"tls-cert", "RETRO_TLS_CERT", OPT_STR, O(tls_cert), NULL, 0, 0,
+     "serve HTTPS with this PEM certificate chain, server certificate first (needs "
+     "--tls-key; SIGHUP reads both again)"},
+    {"tls-key", "RETRO_TLS_KEY", OPT_STR, O(tls_key), NULL, 0, 0,
+     "the unencrypted PEM private key of --tls-cert"},
 };
 #undef O
 #define N_OPTS (sizeof opts / sizeof opts[0])
@@ -128,7 +133,7 @@ const char *http_config_usage(void) {
              "Auth: with keys set, send `Authorization: Bearer KEY` or `api-key: KEY`;\n"
              "/health, /ready and /openapi.json need no key.\n"
              "Signals: SIGTERM/SIGINT finish in-flight requests, save the index, exit 0;\n"
-             "SIGHUP reopens the log file.\n");
+             "SIGHUP reopens the log file and reads --tls-cert/--tls-key again.\n");
   return text;
 }
 

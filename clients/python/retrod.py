@@ -23,6 +23,7 @@ a 429 or 503 carries retry_after (seconds).
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -185,10 +186,16 @@ class RetrodError(Exception):
 
 
 class Client:
-    def __init__(self, url: str = "http://127.0.0.1:8080", api_key: Optional[str] = None, timeout: float = 120) -> None:
+    def __init__(self, url: str = "http://127.0.0.1:8080", api_key: Optional[str] = None, timeout: float = 120,
+                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
+        """url: http://, or https:// for a server with --tls-cert; its
+        certificate is checked against the system's authorities unless
+        ssl_context says otherwise, e.g. ssl.create_default_context(cafile=
+        "ca.pem") for a private authority."""
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
+        self.ssl_context = ssl_context
 
     # ---- transport --------------------------------------------------------
 
@@ -209,7 +216,7 @@ class Client:
             headers["Content-Type"] = ctype
         rq = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            return urllib.request.urlopen(rq, timeout=self.timeout)
+            return urllib.request.urlopen(rq, timeout=self.timeout, context=self.ssl_context)
         except urllib.error.HTTPError as e:
             raise _error(e) from None
 

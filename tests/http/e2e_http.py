@@ -66,7 +66,7 @@ def diag(msg):
 
 
 class Server(serve_proc.ServeProcess):
-    def __init__(self, name, *args, data=None):
+    def __init__(self, name, *args, data=None, ssl_context=None):
         self.data = data or os.path.join(WORK, name)
         cmd = [RETRO, "serve", "--data", self.data, "--encoder", os.path.join(MODELS, "encoder"),
                "--decoder", os.path.join(MODELS, "decoder"), "--port", "0", "--threads", "1"]
@@ -74,13 +74,13 @@ class Server(serve_proc.ServeProcess):
             cmd += ["--reranker", os.path.join(MODELS, "reranker")]
         cmd += list(args)
         logfile = args[list(args).index("--log") + 1] if "--log" in args else None
-        super().__init__(cmd, logfile)
+        super().__init__(cmd, logfile, ssl_context=ssl_context)
         global CONFORMANCE
         if openapi_check and CONFORMANCE is None:  # every response req reads from here on is checked
             CONFORMANCE = openapi_check.OpenAPICheck(self.req("GET", "/openapi.json")[1])
 
     def req(self, method, path, body=None, headers=None, ctype="application/json", timeout=60):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        c = self.connection(timeout)
         h = dict(headers or {})
         if body is not None and not isinstance(body, (bytes, str)) and not hasattr(body, "__iter__"):
             body = json.dumps(body)
@@ -1197,7 +1197,7 @@ def run_modes(s):
        "retro get of a missing id: null in its place, exit 1, named on stderr", (cli.returncode, cli.stderr))
 
 def read_sse(s, body):
-    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+    c = s.connection(60)
     c.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
     r = c.getresponse()
     events = []

@@ -12,10 +12,12 @@ import time
 
 
 class ServeProcess:
-    def __init__(self, cmd, logfile=None, timeout=60):
+    def __init__(self, cmd, logfile=None, timeout=60, ssl_context=None):
         """cmd: the whole command line; logfile: the --log file when the log
-        goes there, not to stderr (then polled for the port)."""
+        goes there, not to stderr (then polled for the port); ssl_context:
+        the client side's, for a server started with --tls-cert."""
         self.log = []
+        self.ssl_context = ssl_context
         self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.port = None
         deadline = time.time() + timeout
@@ -53,10 +55,16 @@ class ServeProcess:
         for line in self.p.stderr:
             self.log.append(line.decode("utf-8", "replace"))
 
+    def connection(self, timeout):
+        """An http.client connection to the server, HTTPS when it serves TLS."""
+        if self.ssl_context:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=self.ssl_context)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
     def _ready(self):
         """GET /ready's status, None when the request failed."""
         try:
-            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            c = self.connection(10)
             c.request("GET", "/ready")
             st = c.getresponse().status
             c.close()
