@@ -22,12 +22,13 @@ a 429 or 503 carries retry_after (seconds).
 """
 from __future__ import annotations
 
+import http.client
 import json
+import select
 import ssl
-import urllib.error
+import threading
 import urllib.parse
-import urllib.request
-from typing import IO, Any, Dict, Iterable, Iterator, List, Literal, Optional, TypedDict, Union, overload
+from typing import IO, Any, Dict, Iterable, Iterator, List, Literal, Optional, Tuple, TypedDict, Union, overload
 
 __all__ = ["Client", "RetrodError", "DocumentInput", "IngestItem", "IngestResult", "DocumentView", "DocumentListed",
            "Hit", "Group", "Context", "GetMany", "Updated", "Deleted", "DeletedOne", "Relevance", "Backup"]
@@ -191,34 +192,94 @@ class Client:
         """url: http://, or https:// for a server with --tls-cert; its
         certificate is checked against the system's authorities unless
         ssl_context says otherwise, e.g. ssl.create_default_context(cafile=
-        "ca.pem") for a private authority."""
+        "ca.pem") for a private authority. Each thread keeps its connection
+        open between calls (no new TCP connection, or TLS handshake, per
+        call); close() closes the calling thread's."""
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
         self.ssl_context = ssl_context
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be http://HOST[:PORT][/PATH] or https://...: %r" % url)
+        self._https = parts.scheme == "https"
+        self._host, self._port, self._prefix = parts.hostname, parts.port, parts.path
+        self._local = threading.local()  # .idle: this thread's open connection, between calls
+
+    def close(self) -> None:
+        """Closes the calling thread's kept connection (the next call opens
+        another)."""
+        conn = getattr(self._local, "idle", None)
+        self._local.idle = None
+        if conn is not None:
+            conn.close()
 
     # ---- transport --------------------------------------------------------
 
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=self.ssl_context)
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+
+    def _take(self) -> Tuple[http.client.HTTPConnection, bool]:
+        """This thread's kept connection when the server has not closed it
+        meanwhile (it closes idle ones after --idle-timeout), else a new one;
+        and whether it was kept."""
+        conn = getattr(self._local, "idle", None)
+        self._local.idle = None
+        if conn is not None and conn.sock is not None:
+            readable, _, _ = select.select([conn.sock], [], [], 0)
+            if not readable:  # a kept connection has nothing to read unless it was closed
+                return conn, True
+        if conn is not None:
+            conn.close()
+        return self._connect(), False
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        """Keeps conn for this thread's next call (one at a time)."""
+        if getattr(self._local, "idle", None) is None:
+            self._local.idle = conn
+        else:
+            conn.close()
+
     def _open(self, method: str, path: str, body: Any = None, ctype: str = "application/json",
-              query: Optional[Dict[str, Any]] = None) -> Any:
+              query: Optional[Dict[str, Any]] = None) -> "_Answer":
         """body: an object sent as JSON, or bytes or an iterator of bytes
         (sent chunked) as they are."""
-        url = self.url + path
+        target = self._prefix + path
         if query:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+            target += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         headers = {"Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = "Bearer " + self.api_key
-        data = None
+        data, chunked = None, False
         if body is not None:
-            raw = isinstance(body, bytes) or hasattr(body, "__next__")
-            data = body if raw else json.dumps(body).encode("utf-8")
+            chunked = hasattr(body, "__next__")
+            data = body if chunked or isinstance(body, bytes) else json.dumps(body).encode("utf-8")
             headers["Content-Type"] = ctype
-        rq = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            return urllib.request.urlopen(rq, timeout=self.timeout, context=self.ssl_context)
-        except urllib.error.HTTPError as e:
-            raise _error(e) from None
+        while True:
+            conn, kept = self._take() if not chunked else (self._connect(), False)
+            try:
+                conn.request(method, target, body=data, headers=headers, encode_chunked=chunked)
+                r = conn.getresponse()
+                break
+            except (ConnectionError, ssl.SSLEOFError):  # RemoteDisconnected is a ConnectionResetError
+                conn.close()
+                if not kept:  # the server closed a kept connection as it was reused: once more, anew
+                    raise
+        if r.status >= 400:
+            raw = r.read()
+            self._release(conn, r)
+            raise _error(r.status, r.getheader("Retry-After"), r.getheader("X-Request-Id"), raw)
+        return _Answer(self, conn, r)
+
+    def _release(self, conn: http.client.HTTPConnection, r: http.client.HTTPResponse) -> None:
+        """After an answer: its connection kept when the answer was read to
+        its end and the server keeps it open, else closed."""
+        if r.isclosed() and not r.will_close:
+            self._give_back(conn)
+        else:
+            conn.close()
 
     def _json(self, method: str, path: str, body: Any = None, ctype: str = "application/json",
               query: Optional[Dict[str, Any]] = None) -> Any:
@@ -425,11 +486,12 @@ class Client:
         event["choices"][0]["text"]; the last carries "usage" and "retro")."""
         body = dict(options, prompt=prompt, max_tokens=max_tokens, stream=True)
         with self._open("POST", "/v1/completions", body) as r:
-            for line in r:
-                line = line.decode("utf-8").rstrip("\r\n")
+            for raw in r:
+                line = raw.decode("utf-8").rstrip("\r\n")
                 if not line.startswith("data: "):
                     continue
                 if line == "data: [DONE]":
+                    r.read()  # the stream's end, so that its connection can be kept
                     return
                 yield json.loads(line[6:])
 
@@ -453,14 +515,31 @@ def _quote(doc_id: str) -> str:
     return urllib.parse.quote(doc_id, safe="")
 
 
-def _error(e: urllib.error.HTTPError) -> RetrodError:
-    """RetrodError from an HTTPError, with the server's code and message."""
-    raw = e.read()
+class _Answer:
+    """An answer being read (a context manager, iterable by lines); its
+    connection goes back to the client when it is closed."""
+
+    def __init__(self, client: Client, conn: http.client.HTTPConnection, r: http.client.HTTPResponse) -> None:
+        self._client, self._conn, self._r = client, conn, r
+
+    def read(self) -> bytes:
+        return self._r.read()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._r)
+
+    def __enter__(self) -> "_Answer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._client._release(self._conn, self._r)
+
+
+def _error(status: int, retry: Optional[str], request_id: Optional[str], raw: bytes) -> RetrodError:
+    """RetrodError from an error answer, with the server's code and message."""
     try:
         err = json.loads(raw)["error"]
         code, message = err.get("code", ""), err.get("message", "")
     except (ValueError, KeyError, TypeError):
         code, message = "", raw.decode("utf-8", "replace")[:500]
-    retry = e.headers.get("Retry-After")
-    return RetrodError(e.code, code, message, e.headers.get("X-Request-Id"),
-                       int(retry) if retry and retry.isdigit() else None)
+    return RetrodError(status, code, message, request_id, int(retry) if retry and retry.isdigit() else None)

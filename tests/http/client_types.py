@@ -45,6 +45,7 @@ for event in c.stream("List comprehensions", max_tokens=16):
     piece: str = event["choices"][0]["text"]
 ok: bool = c.health() and c.ready()
 path: str = c.backup()["path"]
+c.close()
 try:
     c.get("none")
 except RetrodError as e:

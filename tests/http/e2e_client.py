@@ -11,8 +11,11 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -135,11 +138,72 @@ def run():
         s.stop()
 
 
+class ConnectionCount:
+    """Counts the TCP connections http.client opens meanwhile."""
+
+    def __enter__(self):
+        self.n, self.real = 0, socket.create_connection
+
+        def counted(*args, **kwargs):
+            self.n += 1
+            return self.real(*args, **kwargs)
+        socket.create_connection = counted
+        return self
+
+    def __exit__(self, *exc):
+        socket.create_connection = self.real
+
+
+def run_kept_connections():
+    """Each thread's calls share one connection: answers, errors, a stream
+    read to its end and a listing of pages; the server closing it while
+    idle, a stream left early and threads each get their own."""
+    s = E.Server("client-conn", "--idle-timeout", "1")
+    try:
+        c = Client("http://127.0.0.1:%d" % s.port)
+        with ConnectionCount() as count:
+            c.upsert([{"id": "k%d" % i, "text": E.doc_text(800 + i)} for i in range(3)])
+            for _ in range(5):
+                c.search("end801", k=1, mode="lexical")
+            raises(lambda: c.get("missing"), 404, "missing")
+            events = list(c.stream("The with statement", max_tokens=4, temperature=0))
+            listed = list(c.documents(page_size=1))
+            ok(len(events) >= 1 and len(listed) == 3 and c.info()["documents"] == 3 and count.n == 1,
+               "ten calls, an error answer and a stream on one kept connection", count.n)
+            time.sleep(1.6)  # past --idle-timeout: the server closes it
+            ok(c.health() and count.n == 2, "a connection the server closed while idle is replaced", count.n)
+            for _ in c.stream("The with statement", max_tokens=64, temperature=0):
+                break  # left early: its connection cannot be kept
+            ok(c.get("k1")["id"] == "k1" and count.n == 3, "... and one a stream left early", count.n)
+            answers = []
+
+            def work():
+                answers.extend(c.search("end%d" % (800 + i), k=1, mode="lexical")[0]["doc_id"] for i in range(3))
+            threads = [threading.Thread(target=work) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            ok(sorted(answers) == ["k0", "k0", "k1", "k1", "k2", "k2"] and count.n == 5,
+               "two threads, a connection each", (answers, count.n))
+            c.close()
+            ok(c.health() and count.n == 6, "close() closes this thread's; the next call opens one", count.n)
+        try:
+            Client("ftp://127.0.0.1/")
+            refused = None
+        except ValueError as e:
+            refused = str(e)
+        ok(refused and "http://" in refused, "a URL that is not http(s) is refused", refused)
+    finally:
+        s.stop()
+
+
 def main():
     rc = E.ensure_models()
     if rc is not None:
         return rc
     run()
+    run_kept_connections()
     print("1..%d" % E.n_tests)
     return 1 if E.n_failed else 0
 

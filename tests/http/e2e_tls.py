@@ -25,6 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
 import e2e_http as E  # noqa: E402  (reads RETRO, WORK from sys.argv)
+from e2e_client import ConnectionCount  # noqa: E402
 from retrod import Client  # noqa: E402
 
 ok, Server = E.ok, E.Server
@@ -123,6 +124,11 @@ def run_serving(s, ctx):
     c.upsert([{"id": "client-doc", "text": E.doc_text(9, 100)}])
     hits = c.search("end9", k=1, mode="lexical")
     ok(hits and hits[0]["doc_id"] == "client-doc", "the Python client over HTTPS with the authority given", hits)
+    with ConnectionCount() as count:
+        c.close()
+        for _ in range(5):
+            c.search("end9", k=1, mode="lexical")
+    ok(count.n == 1, "... five calls, one connection and one handshake", count.n)
     run_js_client(s)
     try:
         Client("https://localhost:%d" % s.port, timeout=10).health()
