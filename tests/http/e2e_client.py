@@ -21,6 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
 import e2e_http as E  # noqa: E402
+import retrod  # noqa: E402
 from retrod import Client, RetrodError  # noqa: E402
 
 ok = E.ok
@@ -172,9 +173,17 @@ def run_kept_connections():
                "ten calls, an error answer and a stream on one kept connection", count.n)
             time.sleep(1.6)  # past --idle-timeout: the server closes it
             ok(c.health() and count.n == 2, "a connection the server closed while idle is replaced", count.n)
+            time.sleep(1.6)  # and again, now as if it closed just as the request goes out:
+            looked = retrod.select.select  # the look before use sees nothing
+            retrod.select.select = lambda r, w, x, t: ([], [], [])
+            try:
+                ok(c.info()["documents"] == 3 and count.n == 3,
+                   "... and when the request meets the closed connection, it is sent once more anew", count.n)
+            finally:
+                retrod.select.select = looked
             for _ in c.stream("The with statement", max_tokens=64, temperature=0):
                 break  # left early: its connection cannot be kept
-            ok(c.get("k1")["id"] == "k1" and count.n == 3, "... and one a stream left early", count.n)
+            ok(c.get("k1")["id"] == "k1" and count.n == 4, "... and one a stream left early", count.n)
             answers = []
 
             def work():
@@ -184,10 +193,10 @@ def run_kept_connections():
                 t.start()
             for t in threads:
                 t.join()
-            ok(sorted(answers) == ["k0", "k0", "k1", "k1", "k2", "k2"] and count.n == 5,
+            ok(sorted(answers) == ["k0", "k0", "k1", "k1", "k2", "k2"] and count.n == 6,
                "two threads, a connection each", (answers, count.n))
             c.close()
-            ok(c.health() and count.n == 6, "close() closes this thread's; the next call opens one", count.n)
+            ok(c.health() and count.n == 7, "close() closes this thread's; the next call opens one", count.n)
         try:
             Client("ftp://127.0.0.1/")
             refused = None
