@@ -320,13 +320,16 @@ static void conn_answer(conn *c, http_response *r) {
 
 /* Whether the client of a queued request has closed its end (or reset the
  * connection): MHD does not watch suspended sockets, so a worker looks
- * before spending encoder time on an answer nobody will read. */
+ * before spending encoder time on an answer nobody will read. Over TLS a
+ * client that closes properly sends an alert record (close_notify) before
+ * its end; an alert also ends the connection, so it counts as gone. */
 static int client_gone(conn *c) {
   const union MHD_ConnectionInfo *ci =
       MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
   if (!ci) return 0;
-  char byte;
+  unsigned char byte;
   ssize_t n = recv(ci->connect_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 1 && D.cfg->tls_cert && byte == TLS_ALERT_RECORD) return 1;
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
