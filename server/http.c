@@ -320,16 +320,17 @@ static void conn_answer(conn *c, http_response *r) {
 
 /* Whether the client of a queued request has closed its end (or reset the
  * connection): MHD does not watch suspended sockets, so a worker looks
- * before spending encoder time on an answer nobody will read. Over TLS a
- * client that closes properly sends an alert record (close_notify) before
- * its end; an alert also ends the connection, so it counts as gone. */
+ * before spending encoder time on an answer nobody will read. Over TLS
+ * this sees a client's end only once it has no unread bytes before it: a
+ * client that closes its session properly sends a close_notify alert
+ * first, which TLS 1.3 encrypts as application data, so such a request
+ * runs and its answer is dropped. */
 static int client_gone(conn *c) {
   const union MHD_ConnectionInfo *ci =
       MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
   if (!ci) return 0;
-  unsigned char byte;
+  char byte;
   ssize_t n = recv(ci->connect_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n == 1 && D.cfg->tls_cert && byte == TLS_ALERT_RECORD) return 1;
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
@@ -1127,6 +1128,33 @@ static int serve_open_engine(const http_config *cfg, const serve_plan *plan, srv
   return 0;
 }
 
+/* The thread that waits for the signals (sigwait) while the others block
+ * them. Threads started before they were blocked do not: OpenBLAS starts
+ * its pool when the library is loaded. The kernel hands a process's signal
+ * to a thread that takes it, and while the main thread is not in sigwait
+ * (reloading a certificate after a SIGHUP, say) that was one of those,
+ * where SIGTERM, SIGINT and SIGHUP ended the process at once (a stress
+ * test of certificate reloads saw SIGHUP do it). So those threads pass
+ * them on to the main thread, where they wait for its sigwait. */
+static pthread_t signal_thread;
+
+static void pass_signal(int sig) {
+  int saved = errno;
+  pthread_kill(signal_thread, sig);
+  errno = saved;
+}
+
+static void pass_signals_to(pthread_t thread, const sigset_t *sigs) {
+  signal_thread = thread;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = pass_signal;
+  sa.sa_flags = SA_RESTART;
+  sigfillset(&sa.sa_mask);
+  for (int sig = 1; sig < NSIG; sig++)
+    if (sigismember(sigs, sig) == 1) sigaction(sig, &sa, NULL);
+}
+
 /* SIGHUP: the certificate files again (renewed ones are served from the
  * next handshake on); when they are not good, the loaded ones stay. */
 static void reload_tls(const http_config *cfg) {
@@ -1238,6 +1266,7 @@ int srv_http_main(int argc, char **argv) {
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  pass_signals_to(pthread_self(), &sigs);
   signal(SIGPIPE, SIG_IGN);
   if (http_log_start(cfg.log_flush_ms) != 0)
     http_log_event("warn", "cannot start the log flusher: every line is written at once");

@@ -9,10 +9,6 @@
 #include <stddef.h>
 #include <time.h>
 
-/* The first byte of a TLS record that is an alert (RFC 8446 §5.1):
- * close_notify, or an error that ends the connection. */
-#define TLS_ALERT_RECORD 21
-
 /* Reads and checks the PEM files (the certificate chain, server certificate
  * first; its unencrypted private key) and, when both are good, makes them
  * the ones the next handshakes present. Earlier ones stay allocated while
