@@ -5,7 +5,8 @@ http.client. Covers every route's success path, bad input (4xx and the
 server keeps serving), the auth matrix with both header forms, ingest then
 search then delete, streamed NDJSON bodies, SSE completions (stop,
 max_tokens, seed determinism, bad parameters), 429 with Retry-After on a
-full queue, a client hanging up while queued (not executed, 499), and SIGTERM
+full queue, a client hanging up while queued (not executed, 499), SIGHUP and
+SIGTERM reaching threads other than the one that waits for them, and SIGTERM
 during ingest losing no acknowledged document. Every response Server.req
 reads, here and in the suites that import this one, is checked against the
 server's openapi.json (openapi_check.py); one line per operation at the end.
@@ -206,6 +207,7 @@ def main():
     run_client_gone()
     run_search_placement()
     run_sequential_one_worker()
+    run_signal_to_any_thread()
     run_sigterm_ingest()
     report_conformance()
     print("1..%d" % n_tests)
@@ -2103,6 +2105,54 @@ def run_search_placement():
             ok(s.req("POST", "/v1/search", vec)[0] == 200, "... and 200 once it is free")
         finally:
             s.stop()
+
+
+def tgkill(pid, tid, sig):
+    """Sends sig to one thread of another process (tgkill(2))."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(234, pid, tid, sig)  # SYS_tgkill on x86-64
+
+
+def unblocked_threads(pid, sig):
+    """The threads of pid that do not block sig (/proc: SigBlk)."""
+    out = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+            blk = int(next(l for l in f if l.startswith("SigBlk:")).split()[1], 16)
+        if not blk & (1 << (sig - 1)):
+            out.append(int(tid))
+    return out
+
+
+def run_signal_to_any_thread():
+    """A signal the kernel gives to a thread other than the one waiting for
+    it (threads started before the server blocked its signals, such as
+    OpenBLAS's) is passed on, not taken with its default action: SIGHUP
+    reopens the log and the server goes on; SIGTERM drains, exit 0."""
+    if os.uname().machine != "x86_64":
+        ok(True, "signals to any thread # SKIP tgkill's number is x86-64's")
+        return
+    s = Server("sigthreads")
+    try:
+        tids = unblocked_threads(s.p.pid, signal.SIGHUP)
+        for n, tid in enumerate(tids):  # one at a time: two pending SIGHUPs would be one
+            tgkill(s.p.pid, tid, signal.SIGHUP)
+            deadline = time.time() + 10
+            while time.time() < deadline and sum("SIGHUP: log reopened" in l for l in s.log) <= n:
+                time.sleep(0.05)
+        ok(tids and s.p.poll() is None and healthy(s)
+           and sum("SIGHUP: log reopened" in l for l in s.log) == len(tids),
+           "SIGHUP to each of %d threads that do not block it: each passed on, the server goes on" % len(tids),
+           (tids, s.p.poll()))
+        tids = unblocked_threads(s.p.pid, signal.SIGTERM) if s.p.poll() is None else []
+        if tids:
+            tgkill(s.p.pid, tids[0], signal.SIGTERM)
+        rc = s.p.wait(60) if tids else None
+        ok(rc == 0 and any("SIGTERM: draining" in l for l in s.log),
+           "SIGTERM to such a thread: drained, exit 0", rc)
+    finally:
+        s.stop()
 
 
 def run_sigterm_ingest():
