@@ -6,8 +6,8 @@ streamed completion, /metrics and the Python client over TLS; clients that
 do not trust it, or speak plain HTTP to it, refused while it keeps serving;
 SIGHUP putting renewed files in place for new handshakes (and keeping the
 old ones when the new files are bad), also while four threads make
-handshakes; the start refusing bad pairs with a
-message that names the file; the warning for plain HTTP off loopback.
+handshakes; the start refusing bad pairs with a message that names the
+file; the warning for plain HTTP off loopback.
 
     e2e_tls.py RETRO_BINARY WORK_DIR
 """
@@ -272,7 +272,7 @@ def main():
     rc = E.ensure_models()
     if rc is not None:
         return rc
-    for d in ("tls-certs", "tls", "tls-plain", "tls-public", "tls-refused"):
+    for d in ("tls-certs", "tls", "tls-stress", "tls-plain", "tls-public", "tls-refused"):
         shutil.rmtree(os.path.join(E.WORK, d), ignore_errors=True)
     os.makedirs(CERTS)
     make_ca("ca")
