@@ -132,8 +132,9 @@ const char *http_config_usage(void) {
              "true/false, yes/no. An environment variable set empty counts as unset.\n"
              "Auth: with keys set, send `Authorization: Bearer KEY` or `api-key: KEY`;\n"
              "/health, /ready and /openapi.json need no key.\n"
-             "Signals: SIGTERM/SIGINT finish in-flight requests, save the index, exit 0;\n"
-             "SIGHUP reopens the log file and reads --tls-cert/--tls-key again.\n");
+             "Signals: SIGTERM/SIGINT finish in-flight requests (at most --drain-timeout\n"
+             "seconds; another SIGTERM/SIGINT meanwhile changes nothing), save the index,\n"
+             "exit 0; SIGHUP reopens the log file and reads --tls-cert/--tls-key again.\n");
   return text;
 }
 
