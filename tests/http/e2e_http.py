@@ -2149,7 +2149,7 @@ def run_signal_to_any_thread():
         if tids:
             tgkill(s.p.pid, tids[0], signal.SIGTERM)
         rc = s.p.wait(60) if tids else None
-        ok(rc == 0 and any("SIGTERM: draining" in l for l in s.log),
+        ok(rc == 0 and s.logged(lambda l: "SIGTERM: draining" in l),
            "SIGTERM to such a thread: drained, exit 0", rc)
     finally:
         s.stop()

@@ -406,9 +406,8 @@ def run_repairs():
         f.write(b"not a database " * 4096)
     s = Server("ops-repair")
     try:
-        warns = [l for l in s.log if "level=warn" in l]
-        ok(any("index.faiss was missing" in l and "(8 vectors)" in l for l in warns)
-           and any("lexical.sqlite was unreadable" in l and "(8 chunks)" in l for l in warns),
+        ok(s.logged(lambda l: "level=warn" in l and "index.faiss was missing" in l and "(8 vectors)" in l)
+           and s.logged(lambda l: "level=warn" in l and "lexical.sqlite was unreadable" in l and "(8 chunks)" in l),
            "a deleted index.faiss and a damaged lexical.sqlite: rebuilt at the start, and logged", s.log[-6:])
         for mode in ("dense", "lexical", "hybrid"):
             found = [s.req("POST", "/v1/search", {"query": d["text"], "k": 1, "mode": mode, "with_text": False})
@@ -419,7 +418,8 @@ def run_repairs():
         s.stop()
     s = Server("ops-repair")
     try:
-        ok(not [l for l in s.log if "level=warn" in l], "a clean restart after that logs no repair", s.log[-6:])
+        ok(s.logged(lambda l: 'msg="ready"' in l) and not [l for l in s.log if "level=warn" in l],
+           "a clean restart after that logs no repair", s.log[-6:])
     finally:
         s.stop()
     with open(os.path.join(data, "lexical.sqlite"), "wb") as f:
@@ -427,7 +427,7 @@ def run_repairs():
     s = Server("ops-repair", "--read-only")
     try:
         st, js, _, _ = s.req("POST", "/v1/search", {"query": docs[3]["text"], "k": 1, "mode": "lexical"})
-        ok(any("level=warn" in l and "private copy" in l and "(8 chunks)" in l for l in s.log)
+        ok(s.logged(lambda l: "level=warn" in l and "private copy" in l and "(8 chunks)" in l)
            and st == 200 and js["results"][0]["doc_id"] == "r3",
            "read-only over a damaged lexical.sqlite: a private copy, logged, and searched", s.log[-4:])
         refused = [s.req("POST", "/v1/documents/delete", body)[:2] for body in ({"ids": ["r3"]}, {"filter": {"x": 1}})]

@@ -105,8 +105,8 @@ def metric(s, name):
 
 
 def run_serving(s, ctx):
-    ok(any("tls on" in l for l in s.log) and any("tls: serving CN=localhost" in l and "level=warn" in l
-                                                 and "ends within 14 days" in l for l in s.log),
+    ok(any("tls on" in l for l in s.log) and s.logged(lambda l: "tls: serving CN=localhost" in l and "level=warn" in l
+                                                        and "ends within 14 days" in l),
        "the log says TLS is on, names the certificate and warns that it ends soon", s.log[:4])
     st, js, _, _ = s.req("POST", "/v1/documents", {"documents": [
         {"id": "t%d" % i, "text": E.doc_text(i, 120)} for i in range(4)]})
@@ -252,7 +252,7 @@ def run_reload_stress(ctx):
 def run_plain_warning():
     s = Server("tls-plain", "--host", "0.0.0.0", "--api-key", "k")
     try:
-        ok(any("level=warn" in l and "plain HTTP on 0.0.0.0" in l for l in s.log),
+        ok(s.logged(lambda l: "level=warn" in l and "plain HTTP on 0.0.0.0" in l),
            "plain HTTP off loopback: a warning that keys and texts travel readable", s.log[:3])
     finally:
         s.stop()
@@ -260,7 +260,8 @@ def run_plain_warning():
     s = Server("tls-public", "--host", "0.0.0.0", "--api-key", "k", "--tls-cert", path("server.pem"),
                "--tls-key", path("server.key"), ssl_context=ctx)
     try:
-        ok(not any("plain HTTP" in l for l in s.log), "... and none with TLS", s.log[:3])
+        ok(s.logged(lambda l: 'msg="ready"' in l) and not any("plain HTTP" in l for l in s.log), "... and none with TLS",
+           s.log[:3])
     finally:
         s.stop()
 

@@ -51,6 +51,17 @@ class ServeProcess:
             time.sleep(0.05)
         raise RuntimeError("server not ready")
 
+    def logged(self, pred, timeout=10):
+        """Whether a line of the log passes pred within timeout seconds: a
+        thread reads the log, so a line the server wrote before it answered
+        may not be in self.log yet."""
+        deadline = time.time() + timeout
+        while not any(pred(l) for l in list(self.log)):
+            if time.time() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def _drain(self):
         for line in self.p.stderr:
             self.log.append(line.decode("utf-8", "replace"))
