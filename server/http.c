@@ -1128,14 +1128,13 @@ static int serve_open_engine(const http_config *cfg, const serve_plan *plan, srv
   return 0;
 }
 
-/* The thread that waits for the signals (sigwait) while the others block
- * them. Threads started before they were blocked do not: OpenBLAS starts
- * its pool when the library is loaded. The kernel hands a process's signal
- * to a thread that takes it, and while the main thread is not in sigwait
- * (reloading a certificate after a SIGHUP, say) that was one of those,
- * where SIGTERM, SIGINT and SIGHUP ended the process at once (a stress
- * test of certificate reloads saw SIGHUP do it). So those threads pass
- * them on to the main thread, where they wait for its sigwait. */
+/* Signals go to the main thread, which waits for them (sigwait) while the
+ * threads it starts block them. Threads started before do not block them
+ * (OpenBLAS starts its pool when the library loads), and while the main
+ * thread is out of sigwait the kernel may hand a signal to one of those,
+ * where its default action ended the process (a stress test of
+ * certificate reloads saw SIGHUP do it). This handler, run there, passes
+ * the signal on to the main thread, where it waits for the next sigwait. */
 static pthread_t signal_thread;
 
 static void pass_signal(int sig) {

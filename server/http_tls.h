@@ -13,8 +13,8 @@
  * first; its unencrypted private key) and, when both are good, makes them
  * the ones the next handshakes present. Earlier ones stay allocated while
  * the process lives (a few KiB each), since sessions begun with them may
- * still hold them. 0, or
- * -1 with the problem in err (what was served before is served still). */
+ * still hold them. 0, or -1 with the problem in err (what was served
+ * before is served still). */
 int http_tls_load(const char *cert_file, const char *key_file, char *err, size_t errlen);
 
 /* What libmicrohttpd calls for the certificate of each handshake
