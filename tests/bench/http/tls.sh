@@ -96,14 +96,18 @@ t_new=$(run "retro TLS: /health, new connection each" "https://127.0.0.1:$PORT/h
 stop
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-echo "retro TLS / plain, requests/s (server CPU per request):"
-for pair in "/health:$p_health:$t_health" "search by vector:$p_vec:$t_vec" "new connection each:$p_new:$t_new"; do
-  IFS=: read what p t <<EOF
+compare() { # title, then "what:BASE:OURS" for each (a figure: "req/s cpu-per-request")
+  echo "$1"; shift
+  for pair in "$@"; do
+    IFS=: read what base ours <<EOF
 $pair
 EOF
-  set -- $p $t
-  echo "  $what: $(ratio $3 $1) ($(ratio $4 $2)x the CPU)"
-done
+    set -- $base $ours
+    echo "  $what: $(ratio $3 $1) ($(ratio $4 $2)x the CPU)"
+  done
+}
+compare "retro TLS / plain, requests/s (server CPU per request):" \
+  "/health:$p_health:$t_health" "search by vector:$p_vec:$t_vec" "new connection each:$p_new:$t_new"
 
 NGINX=$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null || true)
 if [ -z "$NGINX" ]; then
@@ -136,11 +140,5 @@ NPIDS="$NPID $(pgrep -P $NPID | tr '\n' ' ')"
 n_health=$(run "nginx TLS -> plain: /health" "https://127.0.0.1:$PORT_N/health" "$NPIDS $RPID")
 n_vec=$(run "nginx TLS -> plain: search by vector" "https://127.0.0.1:$PORT_N/v1/search" "$NPIDS $RPID" -s "$WORK/vec.lua")
 n_new=$(run "nginx TLS -> plain: /health, new conn." "https://127.0.0.1:$PORT_N/health" "$NPIDS $RPID" $close)
-echo "retro TLS / nginx in front, requests/s (server CPU per request, nginx's and retro's together):"
-for pair in "/health:$n_health:$t_health" "search by vector:$n_vec:$t_vec" "new connection each:$n_new:$t_new"; do
-  IFS=: read what n t <<EOF
-$pair
-EOF
-  set -- $n $t
-  echo "  $what: $(ratio $3 $1) ($(ratio $4 $2)x the CPU)"
-done
+compare "retro TLS / nginx in front, requests/s (server CPU per request, nginx's and retro's together):" \
+  "/health:$n_health:$t_health" "search by vector:$n_vec:$t_vec" "new connection each:$n_new:$t_new"
