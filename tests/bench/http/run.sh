@@ -29,6 +29,7 @@
 #   HTTP_THREADS=1 THREADS=1 on a 2-core machine).
 set -eu
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+. "$ROOT/tests/bench/http/bench_lib.sh"
 BUILD=${1:-$ROOT/build-bench}
 DURATION=${DURATION:-10}; CONNS=${CONNS:-32}; THREADS=${THREADS:-2}
 HTTP_THREADS=${HTTP_THREADS:-2}; DOCS=${DOCS:-2000}
@@ -57,42 +58,27 @@ RPID=$!
 exec_on_servers "$WORK/minimal" $PORT_M $HTTP_THREADS & MPID=$!
 for i in $(seq 100); do curl -fs "http://127.0.0.1:$PORT_R/ready" >/dev/null 2>&1 && break; sleep 0.2; done
 # corpus: DOCS short documents (unless DATA holds one)
-if [ -z "$DATA" ]; then
-/usr/bin/python3 - "$DOCS" > "$WORK/docs.ndjson" <<'PY'
-import json, random, sys
-r = random.Random(1)
-words = "alpha beta gamma delta retrieval chunk vector index search query model token server".split()
-for i in range(int(sys.argv[1])):
-    print(json.dumps({"id": "d%d" % i, "text": " ".join(r.choice(words) for _ in range(60))}))
-PY
-curl -fsS -XPOST "http://127.0.0.1:$PORT_R/v1/documents?wait=true" -H 'Content-Type: application/x-ndjson' \
-  --data-binary @"$WORK/docs.ndjson" -o /dev/null
-fi
-VEC=$(curl -fsS -XPOST "http://127.0.0.1:$PORT_R/v1/embeddings" -H 'Content-Type: application/json' \
-  -d '{"input":"alpha beta gamma"}' | /usr/bin/python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"][0]["embedding"]))')
+[ -n "$DATA" ] || bench_ingest "http://127.0.0.1:$PORT_R" "$DOCS" "$WORK"
+VEC=$(bench_vector "http://127.0.0.1:$PORT_R")
 # the FAISS peer: a plain IndexFlatIP as large as retro's index, same dimension
 set -- $(curl -fsS "http://127.0.0.1:$PORT_R/v1/info" | \
   /usr/bin/python3 -c 'import json,sys; i=json.load(sys.stdin); print(i["chunks"], i["encoder"]["dim"])')
 CHUNKS=$1; DIM=$2
 PORT_F=$((PORT_R + 2))
 exec_on_servers env OMP_WAIT_POLICY=passive "$WORK/faiss_peer" $PORT_F $HTTP_THREADS $CHUNKS $DIM & FPID=$!
-mklua() { # body -> lua script posting it
-  /usr/bin/python3 -c 'import json,sys; b=sys.argv[1]; print("wrk.method=\"POST\"\nwrk.body=%s\nwrk.headers[\"Content-Type\"]=\"application/json\"" % json.dumps(b))' "$1"
-}
 mklua "{\"vector\":$VEC,\"k\":10,\"with_text\":false}" > "$WORK/vec.lua"
 mklua '{"query":"alpha beta gamma delta","k":10,"with_text":false}' > "$WORK/text.lua"
 mklua '{"x":1}' > "$WORK/post.lua"
-cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat; } # utime + stime of a process
 http_ticks() { # the same for its libmicrohttpd threads alone
   for t in /proc/$1/task/*; do case $(cat $t/comm) in MHD-worker|MHD-single) true;; *) false;; esac && awk '{print $14 + $15}' $t/stat; done | \
     awk '{s += $1} END {print s + 0}'
 }
 run() { # name pid url [lua] -> requests/s on stdout; a line with p50, p99 and the
         # server's CPU per request (from /proc, steadier than req/s here) on stderr
-  t0=$(cpu_ticks $2)
+  t0=$(ticks $2)
   if [ -n "${4:-}" ]; then out=$(on_client wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -s "$4" "$3"); \
   else out=$(on_client wrk -t$THREADS -c$CONNS -d${DURATION}s --latency "$3"); fi
-  t1=$(cpu_ticks $2)
+  t1=$(ticks $2)
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   n=$(echo "$out" | awk '/requests in/ {print $1}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}'); p99=$(echo "$out" | awk '$1=="99%" {print $2}')

@@ -14,6 +14,7 @@
 #   DOCS (documents ingested, 2000), HTTP_THREADS (server pool, 2).
 set -eu
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+. "$ROOT/tests/bench/http/bench_lib.sh"
 BUILD=${1:-$ROOT/build-bench}
 DURATION=${DURATION:-5}; CONNS=${CONNS:-32}; THREADS=${THREADS:-2}
 HTTP_THREADS=${HTTP_THREADS:-2}; DOCS=${DOCS:-2000}
@@ -51,23 +52,10 @@ serve() { # [tls flags...]: starts retro on $PORT (RPID), waits for /ready
 stop() { kill $RPID; wait $RPID 2>/dev/null || true; RPID=; }
 
 serve
-/usr/bin/python3 - "$DOCS" > "$WORK/docs.ndjson" <<'PY'
-import json, random, sys
-r = random.Random(1)
-words = "alpha beta gamma delta retrieval chunk vector index search query model token server".split()
-for i in range(int(sys.argv[1])):
-    print(json.dumps({"id": "d%d" % i, "text": " ".join(r.choice(words) for _ in range(60))}))
-PY
-curl -fsS -XPOST "http://127.0.0.1:$PORT/v1/documents" -H 'Content-Type: application/x-ndjson' \
-  --data-binary @"$WORK/docs.ndjson" -o /dev/null
-VEC=$(curl -fsS -XPOST "http://127.0.0.1:$PORT/v1/embeddings" -H 'Content-Type: application/json' \
-  -d '{"input":"alpha beta gamma"}' | /usr/bin/python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"][0]["embedding"]))')
-/usr/bin/python3 -c 'import json,sys; print("wrk.method=\"POST\"\nwrk.body=%s\nwrk.headers[\"Content-Type\"]=\"application/json\"" % json.dumps(sys.argv[1]))' \
-  "{\"vector\":$VEC,\"k\":10,\"with_text\":false}" > "$WORK/vec.lua"
+bench_ingest "http://127.0.0.1:$PORT" "$DOCS" "$WORK"
+VEC=$(bench_vector "http://127.0.0.1:$PORT")
+mklua "{\"vector\":$VEC,\"k\":10,\"with_text\":false}" > "$WORK/vec.lua"
 
-ticks() { # the summed utime + stime of the given processes and their threads
-  for p in "$@"; do awk '{print $14 + $15}' /proc/$p/stat; done | awk '{s += $1} END {print s + 0}'
-}
 run() { # name url "pids" [wrk args...] -> requests/s on stdout, a line on stderr
   name=$1; url=$2; pids=$3; shift 3
   t0=$(ticks $pids)
