@@ -231,10 +231,11 @@ static void h_metrics(http_server *s, http_response *resp) {
                  "# TYPE retro_build_info gauge\n"
                  "retro_build_info{version=\"" RETRO_VERSION "\"} 1\n");
   http_metrics_write_process(b);
-  if (http_tls_not_after() > 0) /* what certificate-expiry alerts watch */
+  time_t tls_end = http_tls_not_after();
+  if (tls_end > 0) /* what certificate-expiry alerts watch */
     gauge(b, "retro_tls_certificate_expiry_timestamp_seconds", "gauge",
           "When the served TLS certificate ends, in seconds since the epoch.",
-          (unsigned long long)http_tls_not_after());
+          (unsigned long long)tls_end);
   if (s->engine) {
     srv_info *info = calloc(1, sizeof *info);
     if (info && srv_info_get(s->engine, info) == PROTO_OK) {
