@@ -1456,8 +1456,9 @@ def torch_relevances(query, texts):
 
 
 def metric_value(s, name):
+    """The integer value of metric name in s's /metrics, None when absent."""
     st, _, data, _ = s.req("GET", "/metrics")
-    m = re.search(r"^%s (\d+)" % name, data.decode(), re.M) if st == 200 else None
+    m = re.search(r"^%s (\d+)" % re.escape(name), data.decode(), re.M) if st == 200 else None
     return int(m.group(1)) if m else None
 
 

@@ -12,7 +12,6 @@ writing process per data folder.
     e2e_ops.py RETRO_BINARY WORK_DIR
 """
 import os
-import re
 import shutil
 import signal
 import socket
@@ -23,13 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_http as E  # noqa: E402  (reads RETRO, WORK from sys.argv)
 
-ok, diag, Server, doc_text = E.ok, E.diag, E.Server, E.doc_text
-
-
-def metric(s, name):
-    st, _, raw, _ = s.req("GET", "/metrics")
-    m = re.search(r"^%s (\d+)" % re.escape(name), raw.decode(), re.M)
-    return int(m.group(1)) if m else None
+ok, diag, Server, doc_text, metric = E.ok, E.diag, E.Server, E.doc_text, E.metric_value
 
 
 def post(s, docs, ndjson=False, query=""):

@@ -13,7 +13,6 @@ file; the warning for plain HTTP off loopback.
 """
 import http.client
 import os
-import re
 import shutil
 import signal
 import socket
@@ -98,12 +97,6 @@ def served_subject(ctx):
             return dict(x[0] for x in tls.getpeercert()["subject"])["commonName"]
 
 
-def metric(s, name):
-    st, _, raw, _ = s.req("GET", "/metrics")
-    m = re.search(r"^%s (\S+)" % re.escape(name), raw.decode(), re.M)
-    return float(m.group(1)) if m else None
-
-
 def run_serving(s, ctx):
     ok(any("tls on" in l for l in s.log) and s.logged(lambda l: "tls: serving CN=localhost" in l and "level=warn" in l
                                                         and "ends within 14 days" in l),
@@ -119,7 +112,7 @@ def run_serving(s, ctx):
     with socket.create_connection(("127.0.0.1", s.port), timeout=10) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
             not_after = ssl.cert_time_to_seconds(tls.getpeercert()["notAfter"])
-    ok(metric(s, "retro_tls_certificate_expiry_timestamp_seconds") == not_after,
+    ok(E.metric_value(s, "retro_tls_certificate_expiry_timestamp_seconds") == not_after,
        "/metrics: the certificate's end, as its notAfter", not_after)
     c = Client("https://localhost:%d" % s.port, ssl_context=ctx)
     c.upsert([{"id": "client-doc", "text": E.doc_text(9, 100)}])
