@@ -13,8 +13,9 @@
  * When the file stores F16 weights, inputs of at most 16 rows (a query)
  * multiply with them directly (kernels_f16.c): such calls are bound by reading
  * the weights, and F16 halves that (docs/BENCHMARKS.md, default encoder);
- * larger inputs use the F32 copy and sgemm. BERT_F16=0 in the
- * environment turns it off.
+ * at AVX2, where the weights are also kept as panels (kn_f16_pack), inputs
+ * of up to 64 rows do. Larger inputs use the F32 copy and sgemm. BERT_F16=0
+ * in the environment turns it off.
  * All buffers live in arenas allocated at open; a call borrows one arena.
  *
  * It does not: run token-type ids other than 0, relative position
@@ -42,6 +43,13 @@ enum {
   BERT_ARENAS = 2,        /* concurrent calls served without waiting */
 };
 
+/* A weight as F16: the rows in the file, and at AVX2 the same as panels
+ * (kn_f16_pack; NULL elsewhere), which the few-row product reads faster. */
+typedef struct f16_weight {
+  const uint16_t *rows;
+  uint16_t *panels;
+} f16_weight;
+
 typedef struct bert_layer {
   const float *wq, *bq, *wk, *bk, *wv, *bv; /* (H, H), (H) */
   const float *wo, *bo;                     /* attention.output.dense (H, H), (H) */
@@ -49,8 +57,8 @@ typedef struct bert_layer {
   const float *wi, *bi;                     /* intermediate.dense (I, H), (I) */
   const float *wf, *bf;                     /* output.dense (H, I), (H) */
   const float *ln2_g, *ln2_b;               /* output.LayerNorm (H) */
-  /* the same weights as F16 in the file, for short inputs (NULL: F32 only) */
-  const uint16_t *hq, *hk, *hv, *ho, *hi, *hf;
+  /* the same weights as F16, for short inputs (rows NULL: F32 only) */
+  f16_weight hq, hk, hv, ho, hi, hf;
 } bert_layer;
 
 typedef struct bert_arena {
@@ -314,15 +322,24 @@ static proto_status bert_get(bert *b, const char *prefix, const char *name, int 
   return st == PROTO_OK ? PROTO_OK : (st == PROTO_ENOMEM ? st : PROTO_EMODEL);
 }
 
-/* The raw F16 data of a weight the file stores as F16, when F16 products
- * are on; else NULL (the F32 copy serves). */
-static const uint16_t *bert_get_f16(const bert *b, const char *prefix, const char *name) {
+/* The F16 data of a weight (N, K) the file stores as F16, when F16
+ * products are on; else rows NULL (the F32 copy serves). Fails only when
+ * the panels cannot be allocated. */
+static proto_status bert_get_f16(const bert *b, const char *prefix, const char *name, int64_t N,
+                                 int64_t K, f16_weight *out) {
   char full[256];
-  if (!b->f16) return NULL;
+  *out = (f16_weight){0};
+  if (!b->f16) return PROTO_OK;
   snprintf(full, sizeof full, "%s%s", prefix, name);
   const st_tensor_info *ti = st_find(b->st, full);
-  if (!ti || ti->dtype != ST_F16 || ((uintptr_t)ti->data & 1u)) return NULL;
-  return (const uint16_t *)ti->data;
+  if (!ti || ti->dtype != ST_F16 || ((uintptr_t)ti->data & 1u)) return PROTO_OK;
+  out->rows = (const uint16_t *)ti->data;
+  if (kn_f16_width() != 256) return PROTO_OK;
+  if (!(out->panels = kn_f16_pack(out->rows, (int)N, (int)K))) {
+    proto_err_set("%s: out of memory", full);
+    return PROTO_ENOMEM;
+  }
+  return PROTO_OK;
 }
 
 static proto_status bert_load_weights(bert *b, const char *dir) {
@@ -381,12 +398,13 @@ static proto_status bert_load_weights(bert *b, const char *dir) {
         (st = bert_get(b, p, "output.LayerNorm.weight", 1, H, 0, &ly->ln2_g)) ||
         (st = bert_get(b, p, "output.LayerNorm.bias", 1, H, 0, &ly->ln2_b)))
       return st;
-    ly->hq = bert_get_f16(b, p, "attention.self.query.weight");
-    ly->hk = bert_get_f16(b, p, "attention.self.key.weight");
-    ly->hv = bert_get_f16(b, p, "attention.self.value.weight");
-    ly->ho = bert_get_f16(b, p, "attention.output.dense.weight");
-    ly->hi = bert_get_f16(b, p, "intermediate.dense.weight");
-    ly->hf = bert_get_f16(b, p, "output.dense.weight");
+    if ((st = bert_get_f16(b, p, "attention.self.query.weight", H, H, &ly->hq)) ||
+        (st = bert_get_f16(b, p, "attention.self.key.weight", H, H, &ly->hk)) ||
+        (st = bert_get_f16(b, p, "attention.self.value.weight", H, H, &ly->hv)) ||
+        (st = bert_get_f16(b, p, "attention.output.dense.weight", H, H, &ly->ho)) ||
+        (st = bert_get_f16(b, p, "intermediate.dense.weight", I, H, &ly->hi)) ||
+        (st = bert_get_f16(b, p, "output.dense.weight", H, I, &ly->hf)))
+      return st;
   }
   return PROTO_OK;
 }
@@ -548,6 +566,11 @@ void bert_close(bert *b) {
     pthread_cond_destroy(&b->arena_cv);
   }
   tok_close(b->tok);
+  for (int l = 0; b->layers && l < b->L; l++) {
+    bert_layer *ly = &b->layers[l];
+    f16_weight *h[] = {&ly->hq, &ly->hk, &ly->hv, &ly->ho, &ly->hi, &ly->hf};
+    for (size_t i = 0; i < sizeof h / sizeof *h; i++) free(h[i]->panels);
+  }
   free(b->layers);
   st_close(b->st);
   free(b);
@@ -571,10 +594,10 @@ enum { EPI_NONE = 0, EPI_BIAS_GELU, EPI_ADD_LN };
 typedef struct lin_job {
   const float *x; /* (M, K) row stride ldx */
   int ldx;
-  const float *W;     /* (N, K) */
-  const uint16_t *Wh; /* (N, K) the same as F16, or NULL */
-  const float *b;     /* (N) */
-  float *out;         /* (M, N) row stride ldo */
+  const float *W;       /* (N, K) */
+  const f16_weight *Wh; /* (N, K) the same as F16 (rows NULL: none) */
+  const float *b;       /* (N) */
+  float *out;           /* (M, N) row stride ldo */
   int ldo;
   int M, N, K;
   int rows; /* 1: tiles are row blocks; 0: column blocks */
@@ -595,8 +618,8 @@ static void lin_tile(void *arg, int t, int worker) {
     int mb = m1 - m0;
     const float *x = j->x + (size_t)m0 * (size_t)j->ldx;
     float *o = j->out + (size_t)m0 * (size_t)j->ldo;
-    kn_linear_prefer_f16(x, j->ldx, j->W, j->Wh, j->epi == EPI_BIAS_GELU ? NULL : j->b, o, j->ldo,
-                         mb, j->N, j->K);
+    kn_linear_prefer_f16(x, j->ldx, j->W, j->Wh->rows, j->Wh->panels,
+                         j->epi == EPI_BIAS_GELU ? NULL : j->b, o, j->ldo, mb, j->N, j->K);
     if (j->epi == EPI_BIAS_GELU) {
       for (int r = 0; r < mb; r++) kn_bias_gelu(o + (size_t)r * (size_t)j->ldo, j->b, 1, j->N);
     } else if (j->epi == EPI_ADD_LN) {
@@ -610,7 +633,8 @@ static void lin_tile(void *arg, int t, int worker) {
     int cb = c1 - c0;
     float *o = j->out + c0;
     kn_linear_prefer_f16(j->x, j->ldx, j->W + (size_t)c0 * (size_t)j->K,
-                         j->Wh ? j->Wh + (size_t)c0 * (size_t)j->K : NULL,
+                         j->Wh->rows ? j->Wh->rows + (size_t)c0 * (size_t)j->K : NULL,
+                         j->Wh->panels ? j->Wh->panels + (size_t)c0 * (size_t)j->K : NULL,
                          j->epi == EPI_BIAS_GELU || !j->b ? NULL : j->b + c0, o, j->ldo, j->M, cb,
                          j->K);
     if (j->epi == EPI_BIAS_GELU)
@@ -710,7 +734,7 @@ static void bert_forward(const bert *b, const bert_exec *ex, bert_arena *a, int 
     lin_job jq = {.x = a->x,
                   .ldx = H,
                   .W = ly->wq,
-                  .Wh = ly->hq,
+                  .Wh = &ly->hq,
                   .b = ly->bq,
                   .out = a->qkv,
                   .ldo = 3 * H,
@@ -719,12 +743,12 @@ static void bert_forward(const bert *b, const bert_exec *ex, bert_arena *a, int 
                   .K = H};
     lin_job jk = jq;
     jk.W = ly->wk;
-    jk.Wh = ly->hk;
+    jk.Wh = &ly->hk;
     jk.b = ly->bk;
     jk.out = a->qkv + H;
     lin_job jv = jq;
     jv.W = ly->wv;
-    jv.Wh = ly->hv;
+    jv.Wh = &ly->hv;
     jv.b = ly->bv;
     jv.out = a->qkv + 2 * H;
     bert_linear3(ex, &jq, &jk, &jv);
@@ -734,7 +758,7 @@ static void bert_forward(const bert *b, const bert_exec *ex, bert_arena *a, int 
     lin_job jo = {.x = a->ctx,
                   .ldx = H,
                   .W = ly->wo,
-                  .Wh = ly->ho,
+                  .Wh = &ly->ho,
                   .b = ly->bo,
                   .out = a->tmp,
                   .ldo = H,
@@ -751,7 +775,7 @@ static void bert_forward(const bert *b, const bert_exec *ex, bert_arena *a, int 
     lin_job ji = {.x = a->tmp,
                   .ldx = H,
                   .W = ly->wi,
-                  .Wh = ly->hi,
+                  .Wh = &ly->hi,
                   .b = ly->bi,
                   .out = a->inter,
                   .ldo = I,
@@ -764,7 +788,7 @@ static void bert_forward(const bert *b, const bert_exec *ex, bert_arena *a, int 
     lin_job jf = {.x = a->inter,
                   .ldx = I,
                   .W = ly->wf,
-                  .Wh = ly->hf,
+                  .Wh = &ly->hf,
                   .b = ly->bf,
                   .out = a->x,
                   .ldo = H,

@@ -12,6 +12,8 @@
 #include "kernels.h"
 
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
@@ -57,6 +59,77 @@ F16_TARGET static inline void hsum4_256(__m256 a0, __m256 a1, __m256 a2, __m256 
 }
 
 #include "kernels_f16_tiles.h"
+
+/* The AVX2 few-row product over panels (kn_f16_pack): rows of x broadcast
+ * one number at a time against a panel's 16 columns, an outer product. Each
+ * 16-wide weight row is expanded from F16 once for MR rows of x (2
+ * expansions per 12 FMAs at 6 rows, where the row tiles above make 4), and
+ * there are no horizontal sums. On an AVX2-only Zen 3, from 4 rows on, the
+ * row tiles ran at 43-80 GFLOP/s a core and this one at 70-94
+ * (tests/bench/encoder/kernels.sh, docs/BENCHMARKS.md).
+ * Sums run over k in order, one chain per output, so a row's result does
+ * not depend on the tile it falls in. One row alone goes to the row tiles:
+ * here its two chains would wait on the FMA latency (0.6-0.9x the row
+ * tiles' speed; at two or three rows 0.9-1.15x, from four on 1.1-1.7x). */
+F16_TARGET static inline __attribute__((always_inline)) void panel_tile_avx2(
+    const float *x, int ldx, const uint16_t *p, int K, const float *b, float *out, int ldo, int nb,
+    const int MR) {
+  __m256 a[6][2];
+  F16_UNROLL(6) for (int r = 0; r < MR; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+  for (int k = 0; k < K; k++) {
+    __m256 w0 = VLOADH(p + (size_t)k * 16), w1 = VLOADH(p + (size_t)k * 16 + 8);
+    F16_UNROLL(6) for (int r = 0; r < MR; r++) {
+      __m256 xb = _mm256_broadcast_ss(x + (size_t)r * (size_t)ldx + k);
+      a[r][0] = _mm256_fmadd_ps(xb, w0, a[r][0]);
+      a[r][1] = _mm256_fmadd_ps(xb, w1, a[r][1]);
+    }
+  }
+  F16_UNROLL(6) for (int r = 0; r < MR; r++) {
+    float v[16];
+    _mm256_storeu_ps(v, a[r][0]);
+    _mm256_storeu_ps(v + 8, a[r][1]);
+    float *o = out + (size_t)r * (size_t)ldo;
+    for (int j = 0; j < nb; j++) o[j] = v[j] + (b ? b[j] : 0.0f);
+  }
+}
+
+/* Row tiles as even as the 6-row maximum allows (16 rows: 6, 5, 5; 8 rows:
+ * 4, 4), since a tile of few rows spends more expansions per FMA. */
+F16_TARGET static void linear_panels_avx2(const float *x, int ldx, const uint16_t *P,
+                                          const float *b, float *out, int ldo, int M, int N,
+                                          int K) {
+  int tiles = (M + 5) / 6;
+  for (int n0 = 0; n0 < N; n0 += 16) {
+    int nb = N - n0 < 16 ? N - n0 : 16;
+    const uint16_t *p = P + (size_t)n0 * (size_t)K;
+    const float *bn = b ? b + n0 : NULL;
+    for (int t = 0; t < tiles; t++) {
+      int m0 = M * t / tiles, m1 = M * (t + 1) / tiles;
+      const float *xt = x + (size_t)m0 * (size_t)ldx;
+      float *o = out + (size_t)m0 * (size_t)ldo + n0;
+      switch (m1 - m0) {
+        case 6:
+          panel_tile_avx2(xt, ldx, p, K, bn, o, ldo, nb, 6);
+          break;
+        case 5:
+          panel_tile_avx2(xt, ldx, p, K, bn, o, ldo, nb, 5);
+          break;
+        case 4:
+          panel_tile_avx2(xt, ldx, p, K, bn, o, ldo, nb, 4);
+          break;
+        case 3:
+          panel_tile_avx2(xt, ldx, p, K, bn, o, ldo, nb, 3);
+          break;
+        case 2:
+          panel_tile_avx2(xt, ldx, p, K, bn, o, ldo, nb, 2);
+          break;
+        default:
+          panel_tile_avx2(xt, ldx, p, K, bn, o, ldo, nb, 1);
+          break;
+      }
+    }
+  }
+}
 
 #undef F16_TARGET
 #undef F16_NAME
@@ -115,9 +188,22 @@ void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, in
   else gemv_avx2(W, x, b, y, N, K, accumulate);
 }
 
-void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out, int ldo,
-                   int M, int N, int K) {
+uint16_t *kn_f16_pack(const uint16_t *W, int N, int K) {
+  if (kn_f16_width() != 256 || N <= 0 || K <= 0) return NULL;
+  size_t panels = ((size_t)N + 15) / 16;
+  uint16_t *P = NULL;
+  if (posix_memalign((void **)&P, 64, panels * 16 * (size_t)K * sizeof *P)) return NULL;
+  memset(P, 0, panels * 16 * (size_t)K * sizeof *P); /* the last panel's unused columns */
+  for (size_t n = 0; n < (size_t)N; n++)
+    for (size_t k = 0; k < (size_t)K; k++)
+      P[(n / 16) * 16 * (size_t)K + k * 16 + n % 16] = W[n * (size_t)K + k];
+  return P;
+}
+
+void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const uint16_t *P, const float *b,
+                   float *out, int ldo, int M, int N, int K) {
   if (use_avx512()) linear_avx512(x, ldx, W, b, out, ldo, M, N, K);
+  else if (P && M > 1) linear_panels_avx2(x, ldx, P, b, out, ldo, M, N, K);
   else linear_avx2(x, ldx, W, b, out, ldo, M, N, K);
 }
 
@@ -132,11 +218,19 @@ int kn_f16_set_width(int bits) {
 
 int kn_f16_width(void) { return 0; }
 
-void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const float *b, float *out, int ldo,
-                   int M, int N, int K) {
+uint16_t *kn_f16_pack(const uint16_t *W, int N, int K) {
+  (void)W;
+  (void)N;
+  (void)K;
+  return NULL;
+}
+
+void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const uint16_t *P, const float *b,
+                   float *out, int ldo, int M, int N, int K) {
   (void)x;
   (void)ldx;
   (void)W;
+  (void)P;
   (void)b;
   (void)out;
   (void)ldo;
@@ -159,7 +253,9 @@ void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, in
 #endif
 
 void kn_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
-                          const float *b, float *out, int ldo, int M, int N, int K) {
-  if (Wh && M <= KN_F16_FEW_ROWS) kn_linear_f16(x, ldx, Wh, b, out, ldo, M, N, K);
+                          const uint16_t *Wp, const float *b, float *out, int ldo, int M, int N,
+                          int K) {
+  if (Wh && (M <= KN_F16_FEW_ROWS || (Wp && M <= KN_F16_PANEL_ROWS)))
+    kn_linear_f16(x, ldx, Wh, Wp, b, out, ldo, M, N, K);
   else kn_linear(x, ldx, W, b, out, ldo, M, N, K);
 }

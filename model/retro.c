@@ -494,14 +494,14 @@ static void few_rows(const lin_job *j, const float *w, const uint16_t *h, const 
                      int n) {
   const size_t K = (size_t)j->K;
   if (!j->accumulate) {
-    kn_linear_prefer_f16(j->x, j->ldx, w, h, b, o, j->ldo, j->M, n, j->K);
+    kn_linear_prefer_f16(j->x, j->ldx, w, h, NULL, b, o, j->ldo, j->M, n, j->K);
     return;
   }
   enum { NB = 64 };
   float tmp[KN_F16_FEW_ROWS * NB];
   for (int n0 = 0; n0 < n; n0 += NB) {
     int nb = n - n0 < NB ? n - n0 : NB;
-    kn_linear_prefer_f16(j->x, j->ldx, w + (size_t)n0 * K, h ? h + (size_t)n0 * K : NULL,
+    kn_linear_prefer_f16(j->x, j->ldx, w + (size_t)n0 * K, h ? h + (size_t)n0 * K : NULL, NULL,
                          b ? b + n0 : NULL, tmp, NB, j->M, nb, j->K);
     for (int i = 0; i < j->M; i++)
       for (int c = 0; c < nb; c++) o[(size_t)i * (size_t)j->ldo + n0 + c] += tmp[i * NB + c];

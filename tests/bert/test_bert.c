@@ -778,34 +778,56 @@ TEST(kernels_pool) {
                        : (uint16_t)((v < 0 ? 0x8000 : 0) | ((e - 4 + 15) << 10) |
                                     (((a << 10) >> e) & 0x3ff));
       }
-      /* at every width this CPU has (AVX-512 where it can, and AVX2) */
+      /* at every width this CPU has (AVX-512 where it can, and AVX2), and
+       * at AVX2 over the rows and over the panels of kn_f16_pack */
       int widths[2] = {kn_f16_width(), 256}, nwidths = widths[0] == 256 ? 1 : 2;
       for (int wi = 0; wi < nwidths; wi++) {
         CHECK(kn_f16_set_width(widths[wi]) == widths[wi]);
-        double eh = 0;
-        for (int M = 1; M <= MMAX; M++)
+        uint16_t *panels[3];
+        for (int c = 0; c < 3; c++) {
+          panels[c] = kn_f16_pack(WH, Ns[c], Ks[c]);
+          CHECK((panels[c] != NULL) == (widths[wi] == 256));
+        }
+        for (int packed = 0; packed < (widths[wi] == 256 ? 2 : 1); packed++) {
+          const uint16_t *const *P = packed ? (const uint16_t *const *)panels : NULL;
+          double eh = 0;
+          for (int M = 1; M <= MMAX; M++)
+            for (int c = 0; c < 3; c++) {
+              int N = Ns[c], K = Ks[c];
+              for (int i = 0; i < MMAX * LDO; i++) O1[i] = 777.0f;
+              kn_linear_f16(X, K, WH, P ? P[c] : NULL, c == 1 ? NULL : B, O1, LDO, M, N, K);
+              kn_linear(X, K, WW, c == 1 ? NULL : B, O2, N, M, N, K);
+              compare_strided(O1, LDO, MMAX, O2, M, N, &eh, &untouched);
+            }
+          CHECKF(eh < 1e-5, "F16 few-row linear vs F32 at %d bits%s: %.3g", widths[wi],
+                 packed ? " over panels" : "", eh);
+          CHECK(untouched);
+          /* a row's result does not depend on the tile it falls in (tiles of
+           * 3 or 4 rows, then single rows; over panels, tiles of up to 6,
+           * and one row alone through the row tiles): each row alone (over
+           * panels, each pair of rows) equals it within all MMAX; and
+           * columns from 16 on, through W + 16 K and P + 16 K, equal the
+           * same columns of the whole product (the pool's column blocks) */
+          int alike = 1, cols_alike = 1, step = packed ? 2 : 1;
           for (int c = 0; c < 3; c++) {
             int N = Ns[c], K = Ks[c];
-            for (int i = 0; i < MMAX * LDO; i++) O1[i] = 777.0f;
-            kn_linear_f16(X, K, WH, c == 1 ? NULL : B, O1, LDO, M, N, K);
-            kn_linear(X, K, WW, c == 1 ? NULL : B, O2, N, M, N, K);
-            compare_strided(O1, LDO, MMAX, O2, M, N, &eh, &untouched);
+            kn_linear_f16(X, K, WH, P ? P[c] : NULL, B, O1, LDO, MMAX, N, K);
+            for (int r = 0; r < MMAX; r += step) {
+              kn_linear_f16(X + r * K, K, WH, P ? P[c] : NULL, B, O2, N, step, N, K);
+              for (int q = 0; q < step; q++)
+                alike &= memcmp(O1 + (r + q) * LDO, O2 + q * N, (size_t)N * sizeof *O2) == 0;
+            }
+            if (N <= 16) continue;
+            kn_linear_f16(X, K, WH + 16 * K, P ? P[c] + 16 * K : NULL, B + 16, O2, N - 16, MMAX,
+                          N - 16, K);
+            for (int r = 0; r < MMAX; r++)
+              cols_alike &=
+                  memcmp(O1 + r * LDO + 16, O2 + r * (N - 16), (size_t)(N - 16) * sizeof *O2) == 0;
           }
-        CHECKF(eh < 1e-5, "F16 few-row linear vs F32 at %d bits: %.3g", widths[wi], eh);
-        CHECK(untouched);
-        /* a row's result does not depend on the tile it falls in (tiles of
-         * 3 or 4 rows, then single rows): each row alone equals it within
-         * all MMAX */
-        int alike = 1;
-        for (int c = 0; c < 3; c++) {
-          int N = Ns[c], K = Ks[c];
-          kn_linear_f16(X, K, WH, B, O1, LDO, MMAX, N, K);
-          for (int r = 0; r < MMAX; r++) {
-            kn_linear_f16(X + r * K, K, WH, B, O2, N, 1, N, K);
-            alike &= memcmp(O1 + r * LDO, O2, (size_t)N * sizeof *O2) == 0;
-          }
+          CHECK(alike);
+          CHECK(cols_alike);
         }
-        CHECK(alike);
+        for (int c = 0; c < 3; c++) free(panels[c]);
         /* the one-token product: each row of W against x, plus the bias,
          * then accumulated onto y */
         double eg = 0;
