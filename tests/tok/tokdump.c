@@ -11,6 +11,10 @@
  *                                 class digit (0-3) of each code point
  *                                 ("ERR" if invalid)
  *   tokdump --bench --bpe VOCAB_JSON MERGES_TXT FILE...   MB/s of tok_encode
+ *   tokdump --whole --bpe VOCAB_JSON MERGES_TXT FILE...   each file whole,
+ *                                 tagged F0, F1, ... (one process for many
+ *                                 files: under the sanitizers, loading the
+ *                                 vocabulary costs more than a file)
  */
 #include "tok.h"
 #include "tok_unicode.h"
@@ -112,12 +116,33 @@ static int unicode_dump(const char *data, size_t len) {
   return 0;
 }
 
+/* Each of the n files whole, tagged F0, F1, ...; 0, or 1 on a failure. */
+static int whole_files(tok *t, char **files, int n) {
+  int rc = 0;
+  for (int i = 0; i < n; i++) {
+    size_t len;
+    char *d = slurp(files[i], &len);
+    if (!d) {
+      perror(files[i]);
+      return 1;
+    }
+    char tag[32];
+    snprintf(tag, sizeof tag, "F%d", i);
+    rc |= print_ids(tag, t, d, len);
+    free(d);
+  }
+  return rc;
+}
+
 int main(int argc, char **argv) {
   tok *t = NULL;
-  int bench = 0, cased = 0, a = 1, rc = 1;
+  int bench = 0, whole = 0, cased = 0, a = 1, rc = 1;
   proto_status st = PROTO_OK;
   if (a < argc && strcmp(argv[a], "--bench") == 0) {
     bench = 1;
+    a++;
+  } else if (a < argc && strcmp(argv[a], "--whole") == 0) {
+    whole = 1;
     a++;
   }
   if (a + 1 < argc && strcmp(argv[a], "--unicode") == 0) {
@@ -147,7 +172,8 @@ int main(int argc, char **argv) {
     a += 2;
   } else {
     fprintf(stderr,
-            "usage: tokdump [--bench] (--bpe V M | --wordpiece V [--cased] | --dir D) FILE...\n"
+            "usage: tokdump [--bench | --whole] (--bpe V M | --wordpiece V [--cased] | --dir D) "
+            "FILE...\n"
             "       tokdump --unicode FILE\n");
     return 2;
   }
@@ -157,6 +183,10 @@ int main(int argc, char **argv) {
   }
   if (a >= argc) {
     fprintf(stderr, "tokdump: no file\n");
+    goto leave;
+  }
+  if (whole) {
+    rc = whole_files(t, argv + a, argc - a);
     goto leave;
   }
   if (bench) {
