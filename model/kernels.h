@@ -110,7 +110,8 @@ uint16_t *kn_f16_pack(const uint16_t *W, int N, int K);
 
 /* out (M, N; row stride ldo) = x (M, K; row stride ldx) @ W (N, K; IEEE
  * half)^T + b (N; may be NULL) for a few rows (any M, meant for M <=
- * KN_F16_FEW_ROWS; beyond, sgemm on the F32 copy is faster). P: W as
+ * KN_F16_FEW_ROWS, or KN_F16_PANEL_ROWS over panels; beyond, sgemm on the
+ * F32 copy is as fast or faster). P: W as
  * kn_f16_pack made it, or NULL. At AVX2 with P and M > 1: tiles of up to 6
  * rows of x by a panel; else tiles of 4 rows of W by 3 rows of x (AVX2) or
  * 4 (AVX-512, which never reads P). */
@@ -119,11 +120,11 @@ void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const uint16_t *P
                    float *out, int ldo, int M, int N, int K);
 
 /* out = x @ W^T + b (as kn_linear) over Wh, the same weights as F16 (Wp:
- * packed, or NULL), when Wh is given and M <= KN_F16_FEW_ROWS, or Wp is
- * given and M <= KN_F16_PANEL_ROWS (short inputs: over panels at AVX2, a
- * 64-token input took 0.75-0.85 of sgemm's time on the F32 copy, and 128
- * tokens about the same); else kn_linear over W. Wh only where
- * kn_f16_supported(). */
+ * as panels, or NULL), for short inputs: when Wh is given and M <=
+ * KN_F16_FEW_ROWS, or Wp is given and M <= KN_F16_PANEL_ROWS (at AVX2, a
+ * whole 64-token input took 0.71-0.78 of the time it took with sgemm on
+ * the F32 copy; 128 tokens about the same); else kn_linear over W. Wh only
+ * where kn_f16_supported(). */
 void kn_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
                           const uint16_t *Wp, const float *b, float *out, int ldo, int M, int N,
                           int K);
