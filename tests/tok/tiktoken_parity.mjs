@@ -78,16 +78,18 @@ const vocabPath = path.join(work, "vocab.json"), mergesPath = path.join(work, "m
 fs.writeFileSync(vocabPath, JSON.stringify(vocab));
 fs.writeFileSync(mergesPath, merges.join("\n") + "\n");
 
-// Our ids for each line of FILE, and for the whole file.
-function ours(file) {
-  const out = execFileSync(tokdump, ["--bpe", vocabPath, mergesPath, file],
+// Our ids by tokdump's tag: for FILE, each line (L1, L2, ...) and the whole
+// file (ALL); with "--whole" first and several files, each file whole (F0, F1, ...).
+function ours(...files) {
+  const mode = files[0] === "--whole" ? [files.shift()] : [];
+  const out = execFileSync(tokdump, [...mode, "--bpe", vocabPath, mergesPath, ...files],
     { encoding: "utf8", maxBuffer: 1 << 30 });
-  const lines = new Map();
+  const ids = new Map();
   for (const l of out.split("\n")) {
-    const m = /^(L\d+|ALL) ?(.*)$/.exec(l);
-    if (m) lines.set(m[1], m[2].trim() === "" ? [] : m[2].trim().split(" ").map(Number));
+    const m = /^(L\d+|ALL|F\d+) ?(.*)$/.exec(l);
+    if (m) ids.set(m[1], m[2].trim() === "" ? [] : m[2].trim().split(" ").map(Number));
   }
-  return lines;
+  return ids;
 }
 const theirs = (text) => Array.from(enc.encode(text, [], [])); // specials are text, as in retro
 const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
@@ -163,18 +165,11 @@ const texts = new Map(); // the UTF-8 ones
 for (const f of files) {
   try { texts.set(f, decoder.decode(fs.readFileSync(f))); } catch { } // not UTF-8
 }
-// ours for every file in one process (tokdump --whole: tags F0, F1, ...)
-const oursWhole = new Map();
-const out = execFileSync(tokdump, ["--whole", "--bpe", vocabPath, mergesPath, ...texts.keys()],
-  { encoding: "utf8", maxBuffer: 1 << 30 });
-for (const l of out.split("\n")) {
-  const m = /^F(\d+) ?(.*)$/.exec(l);
-  if (m) oursWhole.set(Number(m[1]), m[2].trim() === "" ? [] : m[2].trim().split(" ").map(Number));
-}
+const oursWhole = ours("--whole", ...texts.keys()); // one process for them all
 let fileDiffer = 0, fileExample = null, bytes = 0, i = 0;
 for (const [f, text] of texts) {
   bytes += text.length;
-  const want = theirs(text), have = oursWhole.get(i++) || [];
+  const want = theirs(text), have = oursWhole.get("F" + i++) || [];
   if (!same(want, have)) { fileDiffer++; fileExample = fileExample || { file: f, ...firstDiff(want, have) }; }
 }
 ok(files.length > 100 && fileDiffer === 0,
