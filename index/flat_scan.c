@@ -11,13 +11,13 @@
  * Coded scans (flat_codes; flat_scan_coded over one matrix,
  * flat_scan_lists_coded over several taken together): rows kept as int8
  * with a scale each, the query rounded to 16-bit integers, their dot
- * products summed exactly in 32-bit lanes (AVX2 vpmaddwd when the CPU has
- * it). Each row's approximate score comes with a bound on its distance from
- * the exact one (the row's quantisation error, the query's, and float
- * rounding, all rounded up); rows whose upper bound reaches the k-th best
- * lower bound are scored exactly from the float rows with the kernel
- * above, so the result is flat_scan's (or flat_scan_lists') bit for bit
- * (tests/index/test_flat_scan.c checks it).
+ * products summed exactly in 32-bit lanes (AVX-512 VNNI vpdpbusd or AVX2
+ * vpmaddwd when the CPU has it). Each row's approximate score comes with a
+ * bound on its distance from the exact one (the row's quantisation error,
+ * the query's, and float rounding, all rounded up); rows whose upper bound
+ * reaches the k-th best lower bound are scored exactly from the float rows
+ * with the kernel above, so the result is flat_scan's (or flat_scan_lists')
+ * bit for bit (tests/index/test_flat_scan.c checks it).
  */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "fp-contract=fast")
@@ -464,6 +464,15 @@ int flat_codes_row_matches(const flat_codes *c, size_t r, const float *x) {
   return same;
 }
 
+/* A query of a coded scan: its 16-bit integers, and the same split into
+ * bytes for the VNNI kernel (filled only when that kernel runs). */
+typedef struct {
+  int16_t *qi;      /* (d) */
+  int8_t *hi;       /* (d): qi >> 8 */
+  uint8_t *lo;      /* (d): qi & 255 */
+  uint32_t hi_bias; /* 2^15 sum hi: what flipping the codes' top bits adds */
+} code_query;
+
 /* dot[r] = q . codes[r] for rows of codes (rows, d) and a query q (d) of
  * 16-bit integers; the sums are exact in 32 bits (flat_codes.qi_max). */
 static void code_dots_plain(const int8_t *codes, size_t rows, size_t d, const int16_t *q,
@@ -504,16 +513,104 @@ __attribute__((target("avx2"))) static void code_dots_avx2(const int8_t *codes, 
   }
   code_dots_plain(codes + r * d, rows - r, d, q, dot + r);
 }
+
+/* code_dots_plain with AVX-512 VNNI, for d a multiple of 64: vpdpbusd
+ * multiplies unsigned by signed bytes, so the query is split into bytes,
+ * q = 256 hi + lo (hi signed, lo unsigned), and
+ *   sum c q = 256 sum (c + 128) hi - 2^15 sum hi + sum lo c,
+ * the codes made unsigned by flipping their top bit. Every step wraps
+ * modulo 2^32 and the true sum fits 32 bits, so it comes out exact. */
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) static void code_dots_vnni(
+    const int8_t *codes, size_t rows, size_t d, const code_query *q, int32_t *dot) {
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  const __m256i bias = _mm256_set1_epi32((int32_t)q->hi_bias);
+  size_t r = 0;
+  for (; r + 8 <= rows; r += 8) {
+    const int8_t *cr = codes + r * d;
+    __m512i hi[8], lo[8];
+    for (int i = 0; i < 8; i++) hi[i] = lo[i] = _mm512_setzero_si512();
+    for (size_t j = 0; j < d; j += 64) {
+      __m512i qh = _mm512_loadu_si512(q->hi + j), ql = _mm512_loadu_si512(q->lo + j);
+      for (int i = 0; i < 8; i++) {
+        __m512i c = _mm512_loadu_si512(cr + (size_t)i * d + j);
+        lo[i] = _mm512_dpbusd_epi32(lo[i], ql, c);
+        hi[i] = _mm512_dpbusd_epi32(hi[i], _mm512_xor_si512(c, flip), qh);
+      }
+    }
+    __m256i half[8];
+    for (int i = 0; i < 8; i++) {
+      __m512i t = _mm512_add_epi32(_mm512_slli_epi32(hi[i], 8), lo[i]);
+      half[i] = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
+    }
+    _mm256_storeu_si256((__m256i *)(dot + r), _mm256_sub_epi32(sum8x8_epi32(half), bias));
+  }
+  code_dots_plain(codes + r * d, rows - r, d, q->qi, dot + r);
+}
 #endif
 
-static void code_dots(const int8_t *codes, size_t rows, size_t d, const int16_t *q, int32_t *dot) {
+static unsigned forced_width = 512;
+
+/* The widest kernel the CPU has for rows of d codes, up to forced_width:
+ * 512 (VNNI), 256 (AVX2) or 0. */
+static unsigned code_width(size_t d) {
 #ifdef HAVE_DOTS_AVX2
-  if (__builtin_cpu_supports("avx2")) { /* a read of libgcc's cpu model */
-    code_dots_avx2(codes, rows, d, q, dot);
-    return;
-  }
+  /* reads of libgcc's cpu model */
+  if (forced_width >= 512 && d % 64 == 0 && __builtin_cpu_supports("avx512vnni") &&
+      __builtin_cpu_supports("avx512bw"))
+    return 512;
+  if (forced_width >= 256 && __builtin_cpu_supports("avx2")) return 256;
 #endif
-  code_dots_plain(codes, rows, d, q, dot);
+  (void)d;
+  return 0;
+}
+
+unsigned flat_codes_set_width(unsigned bits) {
+  forced_width = bits;
+  return code_width(64);
+}
+
+/* Fills the byte halves of q->qi (d of them) that the VNNI kernel reads. */
+static void code_query_split(code_query *q, size_t d) {
+  uint32_t sum_hi = 0; /* modulo 2^32, as the kernel's sums */
+  for (size_t j = 0; j < d; j++) {
+    q->hi[j] = (int8_t)(q->qi[j] >> 8); /* arithmetic shift: GCC, clang */
+    q->lo[j] = (uint8_t)(q->qi[j] & 255);
+    sum_hi += (uint32_t)(int32_t)q->hi[j];
+  }
+  q->hi_bias = sum_hi << 15;
+}
+
+static void code_dots(const int8_t *codes, size_t rows, size_t d, const code_query *q,
+                      unsigned width, int32_t *dot) {
+  switch (width) {
+#ifdef HAVE_DOTS_AVX2
+    case 512:
+      code_dots_vnni(codes, rows, d, q, dot);
+      return;
+    case 256:
+      code_dots_avx2(codes, rows, d, q->qi, dot);
+      return;
+#endif
+    default:
+      code_dots_plain(codes, rows, d, q->qi, dot);
+  }
+}
+
+int flat_codes_dots(const flat_codes *c, const int16_t *qi, size_t r0, size_t n, int32_t *dot) {
+  const size_t d = c->d;
+  if (r0 > c->rows || n > c->rows - r0) return -1;
+  code_query q = {malloc(d * sizeof *q.qi), malloc(d), malloc(d), 0};
+  int ok = q.qi && q.hi && q.lo;
+  if (ok) {
+    memcpy(q.qi, qi, d * sizeof *qi);
+    unsigned width = code_width(d);
+    if (width == 512) code_query_split(&q, d);
+    code_dots(c->codes + r0 * d, n, d, &q, width, dot);
+  }
+  free(q.qi);
+  free(q.hi);
+  free(q.lo);
+  return ok ? 0 : -1;
 }
 
 /* Exact scores of the listed rows of xb (the same floats flat_scan computes). */
@@ -564,8 +661,8 @@ static int cand_add(cand_list *l, uint32_t row, float upper) {
  * scores. A candidate is held as its row number counted across the parts,
  * in increasing order. */
 static int coded_query(const flat_list *parts, size_t nparts, const float *q, int l2, size_t k,
-                       int16_t *qi, cand_list *cand, float *lower_heap, scan_hit *heap, float *dist,
-                       int64_t *lab) {
+                       code_query *cq, cand_list *cand, float *lower_heap, scan_hit *heap,
+                       float *dist, int64_t *lab) {
   const flat_codes *c0 = parts[0].codes; /* d, qi_max and gamma depend on d alone */
   const size_t d = c0->d;
   double qn2 = 0;
@@ -578,10 +675,12 @@ static int coded_query(const flat_list *parts, size_t nparts, const float *q, in
   for (size_t j = 0; j < d; j++) qmax = fmax(qmax, fabs((double)q[j]));
   const double step = qmax / c0->qi_max;
   for (size_t j = 0; j < d; j++) {
-    qi[j] = (int16_t)nearbyint(q[j] / step);
-    double e = (double)q[j] - step * qi[j];
+    cq->qi[j] = (int16_t)nearbyint(q[j] / step);
+    double e = (double)q[j] - step * cq->qi[j];
     eq2 += e * e;
   }
+  const unsigned width = code_width(d);
+  if (width == 512) code_query_split(cq, d);
   const float eq = (float)(sqrt(eq2) * (1 + 0x1p-20)), fstep = (float)step, gamma = c0->gamma;
   int32_t dot[SCAN_ROWS];
   float upper[SCAN_ROWS], lower[SCAN_ROWS];
@@ -591,7 +690,7 @@ static int coded_query(const flat_list *parts, size_t nparts, const float *q, in
     const flat_codes *c = parts[p].codes;
     for (size_t r0 = 0; r0 < parts[p].n; r0 += SCAN_ROWS) {
       size_t rows = parts[p].n - r0 < SCAN_ROWS ? parts[p].n - r0 : SCAN_ROWS;
-      code_dots(c->codes + r0 * d, rows, d, qi, dot);
+      code_dots(c->codes + r0 * d, rows, d, cq, width, dot);
       /* score ~= approx +- slack: |q.x - q.x~| <= ||q|| ||x - x~||, |q.x~ -
        * approx| <= ||q - step qi|| ||x~||, plus float rounding (gamma) */
       for (size_t r = 0; r < rows; r++) {
@@ -645,19 +744,23 @@ typedef struct {
   float stack_lower[CODED_STACK_K], stack_upper[CODED_STACK_CAND];
   scan_hit stack_heap[CODED_STACK_K];
   int16_t stack_qi[CODED_STACK_D];
+  int8_t stack_hi[CODED_STACK_D];
+  uint8_t stack_lo[CODED_STACK_D];
   uint32_t stack_rows[CODED_STACK_CAND];
   cand_list cand;
   float *lower_heap;
   scan_hit *heap;
-  int16_t *qi;
+  code_query q;
 } coded_scratch;
 
 static int coded_scratch_init(coded_scratch *s, size_t k, size_t d) {
   s->cand = (cand_list){s->stack_rows, s->stack_upper, 0, CODED_STACK_CAND, 1};
   s->lower_heap = k <= CODED_STACK_K ? s->stack_lower : malloc(k * sizeof *s->lower_heap);
   s->heap = k <= CODED_STACK_K ? s->stack_heap : malloc(k * sizeof *s->heap);
-  s->qi = d <= CODED_STACK_D ? s->stack_qi : malloc(d * sizeof *s->qi);
-  return s->lower_heap && s->heap && s->qi ? 0 : -1;
+  s->q.qi = d <= CODED_STACK_D ? s->stack_qi : malloc(d * sizeof *s->q.qi);
+  s->q.hi = d <= CODED_STACK_D ? s->stack_hi : malloc(d);
+  s->q.lo = d <= CODED_STACK_D ? s->stack_lo : malloc(d);
+  return s->lower_heap && s->heap && s->q.qi && s->q.hi && s->q.lo ? 0 : -1;
 }
 
 static void coded_scratch_free(coded_scratch *s) {
@@ -667,7 +770,9 @@ static void coded_scratch_free(coded_scratch *s) {
   }
   if (s->lower_heap != s->stack_lower) free(s->lower_heap);
   if (s->heap != s->stack_heap) free(s->heap);
-  if (s->qi != s->stack_qi) free(s->qi);
+  if (s->q.qi != s->stack_qi) free(s->q.qi);
+  if (s->q.hi != s->stack_hi) free(s->q.hi);
+  if (s->q.lo != s->stack_lo) free(s->q.lo);
 }
 
 /* 1 when c holds codes of exactly n rows of d floats that bound every row. */
@@ -685,7 +790,7 @@ proto_status flat_scan_coded(const flat_codes *c, const float *xb, const int64_t
   flat_list part = {xb, ids, n, c};
   int rc = coded_scratch_init(&s, k, d);
   for (size_t i = 0; i < nq && rc == 0; i++) {
-    rc = coded_query(&part, 1, q + i * d, l2, k, s.qi, &s.cand, s.lower_heap, s.heap, dist + i * k,
+    rc = coded_query(&part, 1, q + i * d, l2, k, &s.q, &s.cand, s.lower_heap, s.heap, dist + i * k,
                      lab + i * k);
     if (rc == 1) /* the codes cannot bound this query's scores */
       rc = flat_scan(xb, ids, n, d, q + i * d, 1, l2, k, dist + i * k, lab + i * k) ? -1 : 0;
@@ -706,7 +811,7 @@ proto_status flat_scan_lists_coded(const flat_list *lists, size_t nlists, size_t
   coded_scratch s;
   int rc = coded_scratch_init(&s, k, d);
   if (rc == 0)
-    rc = coded_query(lists, nlists, q, l2, k, s.qi, &s.cand, s.lower_heap, s.heap, dist, lab);
+    rc = coded_query(lists, nlists, q, l2, k, &s.q, &s.cand, s.lower_heap, s.heap, dist, lab);
   coded_scratch_free(&s);
   if (rc == 1) return flat_scan_lists(lists, nlists, d, q, l2, k, dist, lab);
   return rc ? proto_fail(PROTO_ENOMEM, "out of memory") : PROTO_OK;

@@ -84,6 +84,16 @@ int flat_codes_row_matches(const flat_codes *c, size_t r, const float *x);
 /* Drops every row (keeps the memory). */
 void flat_codes_clear(flat_codes *c);
 size_t flat_codes_rows(const flat_codes *c);
+/* Caps the width of the coded scans' integer kernel at bits: 512 (AVX-512
+ * VNNI, rows of a multiple of 64 codes), 256 (AVX2), anything less the plain
+ * C loop; every width gives the same sums. For tests and benchmarks: not
+ * thread-safe against running scans. Returns the width in force for rows of
+ * 64 codes on this CPU. */
+unsigned flat_codes_set_width(unsigned bits);
+/* For tests: dot[i] = the sum over j of codes[r0 + i][j] * qi[j] (qi: d
+ * integers within the table's bound, 32767 for d up to 66,052), through the
+ * kernel in force. 0, or -1 (rows out of range, out of memory). */
+int flat_codes_dots(const flat_codes *c, const int16_t *qi, size_t r0, size_t n, int32_t *dot);
 
 /* flat_scan with codes c of exactly the rows of xb (n, d); with c NULL, of
  * another size, or holding a row that is not finite it is flat_scan. Not

@@ -183,18 +183,72 @@ static int coded_matches(size_t n, size_t d, size_t nq, size_t k, int l2, int wi
   return ok;
 }
 
+/* At every kernel width the CPU has: VNNI takes d = 64, 192, 256 (and
+ * d = 1088, past the scratch kept on the stack), AVX2 every d. */
 TEST(coded_equals_scan) {
-  static const size_t dims[] = {1, 7, 8, 32, 37, 256};
-  for (int l2 = 0; l2 <= 1; l2++)
-    for (int with_ids = 0; with_ids <= 1; with_ids++)
-      for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
-        CHECK(coded_matches(3000, dims[di], 1, 10, l2, with_ids, 1));
-        CHECK(coded_matches(1000, dims[di], 4, 100, l2, with_ids, 0));
+  static const size_t dims[] = {1, 7, 8, 32, 37, 64, 192, 256};
+  static const unsigned widths[] = {512, 256, 0};
+  unsigned last = 1; /* no width */
+  for (size_t w = 0; w < sizeof widths / sizeof *widths; w++) {
+    unsigned in_force = flat_codes_set_width(widths[w]);
+    if (in_force == last) continue; /* the wider kernel is not on this CPU */
+    last = in_force;
+    for (int l2 = 0; l2 <= 1; l2++)
+      for (int with_ids = 0; with_ids <= 1; with_ids++)
+        for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+          CHECK(coded_matches(3000, dims[di], 1, 10, l2, with_ids, 1));
+          CHECK(coded_matches(1000, dims[di], 4, 100, l2, with_ids, 0));
+        }
+    CHECK(coded_matches(5, 32, 3, 9, 0, 1, 1));                         /* k > n */
+    CHECK(coded_matches(0, 32, 2, 4, 0, 1, 1));                         /* empty */
+    CHECK(coded_matches(130, 24, FLAT_SCAN_MAX_QUERIES, 130, 1, 1, 0)); /* k == n */
+    CHECK(coded_matches(2000, 64, 2, 1, 0, 0, 1));                      /* k = 1 */
+    CHECK(coded_matches(300, 1088, 2, 5, 0, 1, 0));                     /* d > stack */
+  }
+  flat_codes_set_width(512);
+}
+
+/* The integer kernels against the plain loop, at the extremes too: codes
+ * of +-127 (rows of equal magnitudes) and queries at +-the bound. */
+TEST(code_dots_every_width) {
+  static const size_t dims[] = {37, 64, 256, 1088};
+  enum { N = 203 }; /* not a multiple of the kernels' eight rows */
+  for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+    const size_t d = dims[di];
+    const int qmax = (int)fmin(32767.0, floor(2147483647.0 / (127.0 * (double)d)));
+    float *x = malloc(N * d * sizeof *x);
+    int16_t *qi = malloc(d * sizeof *qi);
+    int32_t ref[N], got[N];
+    unsigned seed = (unsigned)d;
+    for (size_t i = 0; i < N * d; i++) x[i] = frand(&seed);
+    for (size_t j = 0; j < d; j++) { /* rows 0 and 1: codes of +-127 only */
+      x[j] = j % 3 ? 1.0f : -1.0f;
+      x[d + j] = -x[j];
+    }
+    flat_codes *c = NULL;
+    CHECK(flat_codes_new(d, &c) == PROTO_OK && flat_codes_append(c, x, N) == PROTO_OK);
+    for (int trial = 0; c && trial < 3; trial++) {
+      for (size_t j = 0; j < d; j++)
+        qi[j] = (int16_t)(trial == 0   ? (j % 3 ? qmax : -qmax) /* the extremes, row 0's signs */
+                          : trial == 1 ? -qmax + (int)((j * 7919) % (2 * (size_t)qmax + 1))
+                                       : (int)(frand(&seed) * (float)qmax));
+      flat_codes_set_width(0);
+      CHECK(flat_codes_dots(c, qi, 0, N, ref) == 0);
+      if (trial == 0) CHECK(ref[0] == 127 * qmax * (int32_t)d && ref[1] == -ref[0]);
+      static const unsigned widths[] = {256, 512};
+      for (size_t w = 0; w < 2; w++) {
+        flat_codes_set_width(widths[w]);
+        memset(got, 0, sizeof got);
+        CHECK(flat_codes_dots(c, qi, 0, N, got) == 0 && memcmp(ref, got, sizeof ref) == 0);
+        CHECK(flat_codes_dots(c, qi, 5, N - 5, got) == 0 && memcmp(ref + 5, got, (N - 5) * 4) == 0);
       }
-  CHECK(coded_matches(5, 32, 3, 9, 0, 1, 1));                         /* k > n */
-  CHECK(coded_matches(0, 32, 2, 4, 0, 1, 1));                         /* empty */
-  CHECK(coded_matches(130, 24, FLAT_SCAN_MAX_QUERIES, 130, 1, 1, 0)); /* k == n */
-  CHECK(coded_matches(2000, 64, 2, 1, 0, 0, 1));                      /* k = 1 */
+    }
+    flat_codes_set_width(512);
+    CHECK(!c || flat_codes_dots(c, qi, 1, N, got) == -1); /* past the rows */
+    flat_codes_free(c);
+    free(x);
+    free(qi);
+  }
 }
 
 /* All rows equal: every row is a candidate, and ties go to the lower labels. */
@@ -428,6 +482,7 @@ int main(void) {
   RUN(against_faiss);
   RUN(too_many_queries);
   RUN(not_flat);
+  RUN(code_dots_every_width);
   RUN(coded_equals_scan);
   RUN(coded_all_ties);
   RUN(coded_fallbacks);
