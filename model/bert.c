@@ -13,9 +13,10 @@
  * When the file stores F16 weights, inputs of at most 16 rows (a query)
  * multiply with them directly (kernels_f16.c): such calls are bound by reading
  * the weights, and F16 halves that (docs/BENCHMARKS.md, default encoder);
- * at AVX2, where the weights are also kept as panels (kn_f16_pack), inputs
- * of up to 64 rows do. Larger inputs use the F32 copy and sgemm. BERT_F16=0
- * in the environment turns it off.
+ * the weights are also kept as panels (kn_f16_pack), which those products
+ * read faster, and at AVX2 inputs of up to 64 rows take them too. Larger
+ * inputs use the F32 copy and sgemm. BERT_F16=0 in the environment turns
+ * it off.
  * All buffers live in arenas allocated at open; a call borrows one arena.
  *
  * It does not: run token-type ids other than 0, relative position
@@ -43,8 +44,8 @@ enum {
   BERT_ARENAS = 2,        /* concurrent calls served without waiting */
 };
 
-/* A weight as F16: the rows in the file, and at AVX2 the same as panels
- * (kn_f16_pack; NULL elsewhere), which the few-row product reads faster. */
+/* A weight as F16: the rows in the file, and the same as panels
+ * (kn_f16_pack), which the few-row product reads faster. */
 typedef struct f16_weight {
   const uint16_t *rows;
   uint16_t *panels;
@@ -334,7 +335,6 @@ static proto_status bert_get_f16(const bert *b, const char *prefix, const char *
   const st_tensor_info *ti = st_find(b->st, full);
   if (!ti || ti->dtype != ST_F16 || ((uintptr_t)ti->data & 1u)) return PROTO_OK;
   out->rows = (const uint16_t *)ti->data;
-  if (kn_f16_width() != 256) return PROTO_OK;
   if (!(out->panels = kn_f16_pack(out->rows, (int)N, (int)K))) {
     proto_err_set("%s: out of memory", full);
     return PROTO_ENOMEM;

@@ -100,11 +100,11 @@ int kn_f16_set_width(int bits);
 void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, int N, int K,
                  int accumulate);
 
-/* W (N, K; IEEE half) rearranged for kn_linear_f16 at AVX2: panels of 16
- * rows of W, each stored column by column ([N/16][K][16], the last panel
- * padded with zeros), so that the columns [n0, n0 + 16j) of the product
- * start at P + n0 * K as they do in W. Allocated (free() it); NULL where
- * the products do not run at AVX2 (AVX-512 reads W itself) or out of
+/* W (N, K; IEEE half) rearranged for kn_linear_f16: panels of 16 rows of
+ * W, each stored column by column ([N/16][K][16], the last panel padded
+ * with zeros), so that the columns [n0, n0 + 16j) of the product start at
+ * P + n0 * K as they do in W. The same layout serves both widths.
+ * Allocated (free() it); NULL where kn_f16_supported() is 0 or out of
  * memory, and the product then reads W. */
 uint16_t *kn_f16_pack(const uint16_t *W, int N, int K);
 
@@ -112,19 +112,20 @@ uint16_t *kn_f16_pack(const uint16_t *W, int N, int K);
  * half)^T + b (N; may be NULL) for a few rows (any M, meant for M <=
  * KN_F16_FEW_ROWS, or KN_F16_PANEL_ROWS over panels; beyond, sgemm on the
  * F32 copy is as fast or faster). P: W as
- * kn_f16_pack made it, or NULL. At AVX2 with P and M > 1: tiles of up to 6
- * rows of x by a panel; else tiles of 4 rows of W by 3 rows of x (AVX2) or
- * 4 (AVX-512, which never reads P). */
+ * kn_f16_pack made it, or NULL. With P and M > 1: tiles of up to 6 (AVX2)
+ * or 8 (AVX-512) rows of x by a panel; else tiles of 4 rows of W by 3
+ * rows of x (AVX2) or 4 (AVX-512). */
 enum { KN_F16_FEW_ROWS = 16, KN_F16_PANEL_ROWS = 64 };
 void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const uint16_t *P, const float *b,
                    float *out, int ldo, int M, int N, int K);
 
 /* out = x @ W^T + b (as kn_linear) over Wh, the same weights as F16 (Wp:
  * as panels, or NULL), for short inputs: when Wh is given and M <=
- * KN_F16_FEW_ROWS, or Wp is given and M <= KN_F16_PANEL_ROWS (at AVX2, a
- * whole 64-token input took 0.71-0.78 of the time it took with sgemm on
- * the F32 copy; 128 tokens about the same); else kn_linear over W. Wh only
- * where kn_f16_supported(). */
+ * KN_F16_FEW_ROWS, or Wp is given, M <= KN_F16_PANEL_ROWS and the
+ * products run at AVX2 (there a whole 64-token input took 0.71-0.78 of the
+ * time it took with sgemm on the F32 copy, 128 tokens about the same; at
+ * AVX-512 sgemm is the faster from 17 rows on); else kn_linear over W. Wh
+ * only where kn_f16_supported(). */
 void kn_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
                           const uint16_t *Wp, const float *b, float *out, int ldo, int M, int N,
                           int K);

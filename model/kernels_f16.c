@@ -167,6 +167,71 @@ F16_TARGET static inline __m256 fold512(__m512 s) {
 
 #include "kernels_f16_tiles.h"
 
+/* The AVX-512 few-row product over panels: as panel_tile_avx2, a panel's
+ * 16 columns one vector, expanded once for up to 8 rows of x (8 chains of
+ * FMAs, enough to cover their latency). */
+F16_TARGET static inline __attribute__((always_inline)) void panel_tile_avx512(
+    const float *x, int ldx, const uint16_t *p, int K, const float *b, float *out, int ldo, int nb,
+    const int MR) {
+  __m512 a[8];
+  F16_UNROLL(8) for (int r = 0; r < MR; r++) a[r] = _mm512_setzero_ps();
+  for (int k = 0; k < K; k++) {
+    __m512 w = VLOADH(p + (size_t)k * 16);
+    F16_UNROLL(8)
+    for (int r = 0; r < MR; r++)
+      a[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)r * (size_t)ldx + k]), w, a[r]);
+  }
+  F16_UNROLL(8) for (int r = 0; r < MR; r++) {
+    float v[16];
+    _mm512_storeu_ps(v, a[r]);
+    float *o = out + (size_t)r * (size_t)ldo;
+    for (int j = 0; j < nb; j++) o[j] = v[j] + (b ? b[j] : 0.0f);
+  }
+}
+
+/* Row tiles as even as the 8-row maximum allows (12 rows: 6, 6). */
+F16_TARGET static void linear_panels_avx512(const float *x, int ldx, const uint16_t *P,
+                                            const float *b, float *out, int ldo, int M, int N,
+                                            int K) {
+  int tiles = (M + 7) / 8;
+  for (int n0 = 0; n0 < N; n0 += 16) {
+    int nb = N - n0 < 16 ? N - n0 : 16;
+    const uint16_t *p = P + (size_t)n0 * (size_t)K;
+    const float *bn = b ? b + n0 : NULL;
+    for (int t = 0; t < tiles; t++) {
+      int m0 = M * t / tiles, m1 = M * (t + 1) / tiles;
+      const float *xt = x + (size_t)m0 * (size_t)ldx;
+      float *o = out + (size_t)m0 * (size_t)ldo + n0;
+      switch (m1 - m0) {
+        case 8:
+          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 8);
+          break;
+        case 7:
+          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 7);
+          break;
+        case 6:
+          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 6);
+          break;
+        case 5:
+          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 5);
+          break;
+        case 4:
+          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 4);
+          break;
+        case 3:
+          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 3);
+          break;
+        case 2:
+          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 2);
+          break;
+        default:
+          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 1);
+          break;
+      }
+    }
+  }
+}
+
 static int forced_width; /* 0: the widest this CPU has */
 
 int kn_f16_set_width(int bits) {
@@ -189,7 +254,7 @@ void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, in
 }
 
 uint16_t *kn_f16_pack(const uint16_t *W, int N, int K) {
-  if (kn_f16_width() != 256 || N <= 0 || K <= 0) return NULL;
+  if (kn_f16_width() == 0 || N <= 0 || K <= 0) return NULL;
   size_t panels = ((size_t)N + 15) / 16;
   uint16_t *P = NULL;
   if (posix_memalign((void **)&P, 64, panels * 16 * (size_t)K * sizeof *P)) return NULL;
@@ -200,9 +265,15 @@ uint16_t *kn_f16_pack(const uint16_t *W, int N, int K) {
   return P;
 }
 
+/* The most rows the F16 products take over panels: at AVX-512, sgemm on
+ * the F32 copy is faster from 17 rows on (Ice Lake: panels 79-90 GFLOP/s a
+ * core at 32-128 rows, sgemm 100-145; tests/bench/encoder/kernels.sh). */
+static int panel_rows_max(void) { return use_avx512() ? KN_F16_FEW_ROWS : KN_F16_PANEL_ROWS; }
+
 void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const uint16_t *P, const float *b,
                    float *out, int ldo, int M, int N, int K) {
-  if (use_avx512()) linear_avx512(x, ldx, W, b, out, ldo, M, N, K);
+  if (use_avx512() && P && M > 1) linear_panels_avx512(x, ldx, P, b, out, ldo, M, N, K);
+  else if (use_avx512()) linear_avx512(x, ldx, W, b, out, ldo, M, N, K);
   else if (P && M > 1) linear_panels_avx2(x, ldx, P, b, out, ldo, M, N, K);
   else linear_avx2(x, ldx, W, b, out, ldo, M, N, K);
 }
@@ -217,6 +288,8 @@ int kn_f16_set_width(int bits) {
 }
 
 int kn_f16_width(void) { return 0; }
+
+static int panel_rows_max(void) { return 0; }
 
 uint16_t *kn_f16_pack(const uint16_t *W, int N, int K) {
   (void)W;
@@ -255,7 +328,7 @@ void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, in
 void kn_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
                           const uint16_t *Wp, const float *b, float *out, int ldo, int M, int N,
                           int K) {
-  if (Wh && (M <= KN_F16_FEW_ROWS || (Wp && M <= KN_F16_PANEL_ROWS)))
+  if (Wh && (M <= KN_F16_FEW_ROWS || (Wp && M <= panel_rows_max())))
     kn_linear_f16(x, ldx, Wh, Wp, b, out, ldo, M, N, K);
   else kn_linear(x, ldx, W, b, out, ldo, M, N, K);
 }
