@@ -37,8 +37,11 @@ int kn_f16_supported(void) {
 #define VF __m256
 #define VW 8
 #define TR 3 /* 12 accumulators, 3 rows of x and a row of W: the 16 registers */
+#define PR 6 /* 12 accumulators, 2 vectors a panel row, over panels */
 #define VZERO() _mm256_setzero_ps()
 #define VLOADF(p) _mm256_loadu_ps(p)
+#define VSTOREF(p, v) _mm256_storeu_ps(p, v)
+#define VSET1(f) _mm256_set1_ps(f)
 #define VLOADH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define VHSUM(v) hsum256(v)
@@ -60,84 +63,16 @@ F16_TARGET static inline void hsum4_256(__m256 a0, __m256 a1, __m256 a2, __m256 
 
 #include "kernels_f16_tiles.h"
 
-/* The AVX2 few-row product over panels (kn_f16_pack): rows of x broadcast
- * one number at a time against a panel's 16 columns, an outer product. Each
- * 16-wide weight row is expanded from F16 once for MR rows of x (2
- * expansions per 12 FMAs at 6 rows, where the row tiles above make 4), and
- * there are no horizontal sums. On an AVX2-only Zen 3, from 4 rows on, the
- * row tiles ran at 43-80 GFLOP/s a core and this one at 70-94
- * (tests/bench/encoder/kernels.sh, docs/BENCHMARKS.md).
- * Sums run over k in order, one chain per output, so a row's result does
- * not depend on the tile it falls in. One row alone goes to the row tiles:
- * here its two chains would wait on the FMA latency (0.6-0.9x the row
- * tiles' speed; at two or three rows 0.9-1.15x, from four on 1.1-1.7x). */
-F16_TARGET static inline __attribute__((always_inline)) void panel_tile_avx2(
-    const float *x, int ldx, const uint16_t *p, int K, const float *b, float *out, int ldo, int nb,
-    const int MR) {
-  __m256 a[6][2];
-  F16_UNROLL(6) for (int r = 0; r < MR; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
-  for (int k = 0; k < K; k++) {
-    __m256 w0 = VLOADH(p + (size_t)k * 16), w1 = VLOADH(p + (size_t)k * 16 + 8);
-    F16_UNROLL(6) for (int r = 0; r < MR; r++) {
-      __m256 xb = _mm256_broadcast_ss(x + (size_t)r * (size_t)ldx + k);
-      a[r][0] = _mm256_fmadd_ps(xb, w0, a[r][0]);
-      a[r][1] = _mm256_fmadd_ps(xb, w1, a[r][1]);
-    }
-  }
-  F16_UNROLL(6) for (int r = 0; r < MR; r++) {
-    float v[16];
-    _mm256_storeu_ps(v, a[r][0]);
-    _mm256_storeu_ps(v + 8, a[r][1]);
-    float *o = out + (size_t)r * (size_t)ldo;
-    for (int j = 0; j < nb; j++) o[j] = v[j] + (b ? b[j] : 0.0f);
-  }
-}
-
-/* Row tiles as even as the 6-row maximum allows (16 rows: 6, 5, 5; 8 rows:
- * 4, 4), since a tile of few rows spends more expansions per FMA. */
-F16_TARGET static void linear_panels_avx2(const float *x, int ldx, const uint16_t *P,
-                                          const float *b, float *out, int ldo, int M, int N,
-                                          int K) {
-  int tiles = (M + 5) / 6;
-  for (int n0 = 0; n0 < N; n0 += 16) {
-    int nb = N - n0 < 16 ? N - n0 : 16;
-    const uint16_t *p = P + (size_t)n0 * (size_t)K;
-    const float *bn = b ? b + n0 : NULL;
-    for (int t = 0; t < tiles; t++) {
-      int m0 = M * t / tiles, m1 = M * (t + 1) / tiles;
-      const float *xt = x + (size_t)m0 * (size_t)ldx;
-      float *o = out + (size_t)m0 * (size_t)ldo + n0;
-      switch (m1 - m0) {
-        case 6:
-          panel_tile_avx2(xt, ldx, p, K, bn, o, ldo, nb, 6);
-          break;
-        case 5:
-          panel_tile_avx2(xt, ldx, p, K, bn, o, ldo, nb, 5);
-          break;
-        case 4:
-          panel_tile_avx2(xt, ldx, p, K, bn, o, ldo, nb, 4);
-          break;
-        case 3:
-          panel_tile_avx2(xt, ldx, p, K, bn, o, ldo, nb, 3);
-          break;
-        case 2:
-          panel_tile_avx2(xt, ldx, p, K, bn, o, ldo, nb, 2);
-          break;
-        default:
-          panel_tile_avx2(xt, ldx, p, K, bn, o, ldo, nb, 1);
-          break;
-      }
-    }
-  }
-}
-
 #undef F16_TARGET
 #undef F16_NAME
 #undef VF
 #undef VW
 #undef TR
+#undef PR
 #undef VZERO
 #undef VLOADF
+#undef VSTOREF
+#undef VSET1
 #undef VLOADH
 #undef VFMA
 #undef VHSUM
@@ -151,8 +86,11 @@ F16_TARGET static void linear_panels_avx2(const float *x, int ldx, const uint16_
 #define VF __m512
 #define VW 16
 #define TR 4 /* 16 accumulators of the 32 registers */
+#define PR 8 /* 8 accumulators, 1 vector a panel row: 8 chains cover the FMA latency */
 #define VZERO() _mm512_setzero_ps()
 #define VLOADF(p) _mm512_loadu_ps(p)
+#define VSTOREF(p, v) _mm512_storeu_ps(p, v)
+#define VSET1(f) _mm512_set1_ps(f)
 #define VLOADH(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VHSUM(v) hsum256(fold512(v))
@@ -166,71 +104,6 @@ F16_TARGET static inline __m256 fold512(__m512 s) {
 }
 
 #include "kernels_f16_tiles.h"
-
-/* The AVX-512 few-row product over panels: as panel_tile_avx2, a panel's
- * 16 columns one vector, expanded once for up to 8 rows of x (8 chains of
- * FMAs, enough to cover their latency). */
-F16_TARGET static inline __attribute__((always_inline)) void panel_tile_avx512(
-    const float *x, int ldx, const uint16_t *p, int K, const float *b, float *out, int ldo, int nb,
-    const int MR) {
-  __m512 a[8];
-  F16_UNROLL(8) for (int r = 0; r < MR; r++) a[r] = _mm512_setzero_ps();
-  for (int k = 0; k < K; k++) {
-    __m512 w = VLOADH(p + (size_t)k * 16);
-    F16_UNROLL(8)
-    for (int r = 0; r < MR; r++)
-      a[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)r * (size_t)ldx + k]), w, a[r]);
-  }
-  F16_UNROLL(8) for (int r = 0; r < MR; r++) {
-    float v[16];
-    _mm512_storeu_ps(v, a[r]);
-    float *o = out + (size_t)r * (size_t)ldo;
-    for (int j = 0; j < nb; j++) o[j] = v[j] + (b ? b[j] : 0.0f);
-  }
-}
-
-/* Row tiles as even as the 8-row maximum allows (12 rows: 6, 6). */
-F16_TARGET static void linear_panels_avx512(const float *x, int ldx, const uint16_t *P,
-                                            const float *b, float *out, int ldo, int M, int N,
-                                            int K) {
-  int tiles = (M + 7) / 8;
-  for (int n0 = 0; n0 < N; n0 += 16) {
-    int nb = N - n0 < 16 ? N - n0 : 16;
-    const uint16_t *p = P + (size_t)n0 * (size_t)K;
-    const float *bn = b ? b + n0 : NULL;
-    for (int t = 0; t < tiles; t++) {
-      int m0 = M * t / tiles, m1 = M * (t + 1) / tiles;
-      const float *xt = x + (size_t)m0 * (size_t)ldx;
-      float *o = out + (size_t)m0 * (size_t)ldo + n0;
-      switch (m1 - m0) {
-        case 8:
-          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 8);
-          break;
-        case 7:
-          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 7);
-          break;
-        case 6:
-          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 6);
-          break;
-        case 5:
-          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 5);
-          break;
-        case 4:
-          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 4);
-          break;
-        case 3:
-          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 3);
-          break;
-        case 2:
-          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 2);
-          break;
-        default:
-          panel_tile_avx512(xt, ldx, p, K, bn, o, ldo, nb, 1);
-          break;
-      }
-    }
-  }
-}
 
 static int forced_width; /* 0: the widest this CPU has */
 

@@ -4,8 +4,11 @@
  *   F16_NAME(name)  a function's name for this width
  *   VF, VW          the float vector type and its lanes
  *   TR              rows of x a tile multiplies (with 4 rows of W)
+ *   PR              rows of x a tile multiplies over a panel (6 or 8)
  *   VZERO()         a zero vector
  *   VLOADF(p)       VW floats from p
+ *   VSTOREF(p, v)   v to VW floats at p
+ *   VSET1(f)        f in every lane
  *   VLOADH(p)       VW halves from p, expanded to floats
  *   VFMA(a, b, c)   a * b + c, fused
  *   VHSUM(v)        the sum of v's lanes, as a float
@@ -95,6 +98,86 @@ F16_TARGET static void F16_NAME(linear)(const float *x, int ldx, const uint16_t 
         for (int r = 0; r < mr; r++)
           for (int j = 0; j < nb; j++)
             out[(size_t)(m0 + r) * (size_t)ldo + n + j] = acc[r][j] + (b ? b[n + j] : 0.0f);
+      }
+    }
+  }
+}
+
+/* The few-row product over panels (kn_f16_pack): rows of x broadcast one
+ * number at a time against a panel's 16 columns, an outer product. Each
+ * 16-wide weight row is expanded from F16 once for MR rows of x (at AVX2 2
+ * expansions per 12 FMAs at 6 rows, where the row tiles above make 4; at
+ * AVX-512 1 per 8), and there are no horizontal sums. On an AVX2-only Zen
+ * 3, from 4 rows on, the row tiles ran at 43-80 GFLOP/s a core and this one
+ * at 70-94; at AVX-512 on an Ice Lake, from 8 rows on, 66-71 against 88-90
+ * where K is 256 (tests/bench/encoder/kernels.sh, docs/BENCHMARKS.md).
+ * Sums run over k in order, one chain per output, so a row's result does
+ * not depend on the tile it falls in. One row alone goes to the row tiles:
+ * here its chains would wait on the FMA latency (0.6-0.9x the row tiles'
+ * speed at AVX2; at two or three rows 0.9-1.15x, from four on 1.1-1.7x). */
+F16_TARGET static inline __attribute__((always_inline)) void F16_NAME(panel_tile)(
+    const float *x, int ldx, const uint16_t *p, int K, const float *b, float *out, int ldo, int nb,
+    const int MR) {
+  enum { PV = 16 / VW }; /* vectors a panel row */
+  VF a[PR][PV];
+  F16_UNROLL(8) for (int r = 0; r < MR; r++) for (int v = 0; v < PV; v++) a[r][v] = VZERO();
+  for (int k = 0; k < K; k++) {
+    VF w[PV];
+    for (int v = 0; v < PV; v++) w[v] = VLOADH(p + (size_t)k * 16 + (size_t)v * VW);
+    F16_UNROLL(8) for (int r = 0; r < MR; r++) {
+      VF xb = VSET1(x[(size_t)r * (size_t)ldx + k]);
+      for (int v = 0; v < PV; v++) a[r][v] = VFMA(xb, w[v], a[r][v]);
+    }
+  }
+  F16_UNROLL(8) for (int r = 0; r < MR; r++) {
+    float v16[16];
+    for (int v = 0; v < PV; v++) VSTOREF(v16 + v * VW, a[r][v]);
+    float *o = out + (size_t)r * (size_t)ldo;
+    for (int j = 0; j < nb; j++) o[j] = v16[j] + (b ? b[j] : 0.0f);
+  }
+}
+
+/* Row tiles as even as the PR-row maximum allows (16 rows by 6: 6, 5, 5;
+ * by 8: 8, 8), since a tile of few rows spends more expansions per FMA. */
+F16_TARGET static void F16_NAME(linear_panels)(const float *x, int ldx, const uint16_t *P,
+                                               const float *b, float *out, int ldo, int M, int N,
+                                               int K) {
+  int tiles = (M + PR - 1) / PR;
+  for (int n0 = 0; n0 < N; n0 += 16) {
+    int nb = N - n0 < 16 ? N - n0 : 16;
+    const uint16_t *p = P + (size_t)n0 * (size_t)K;
+    const float *bn = b ? b + n0 : NULL;
+    for (int t = 0; t < tiles; t++) {
+      int m0 = M * t / tiles, m1 = M * (t + 1) / tiles;
+      const float *xt = x + (size_t)m0 * (size_t)ldx;
+      float *o = out + (size_t)m0 * (size_t)ldo + n0;
+      switch (m1 - m0) { /* the tile's loops unrolled for its row count */
+#if PR >= 8
+        case 8:
+          F16_NAME(panel_tile)(xt, ldx, p, K, bn, o, ldo, nb, 8);
+          break;
+        case 7:
+          F16_NAME(panel_tile)(xt, ldx, p, K, bn, o, ldo, nb, 7);
+          break;
+#endif
+        case 6:
+          F16_NAME(panel_tile)(xt, ldx, p, K, bn, o, ldo, nb, 6);
+          break;
+        case 5:
+          F16_NAME(panel_tile)(xt, ldx, p, K, bn, o, ldo, nb, 5);
+          break;
+        case 4:
+          F16_NAME(panel_tile)(xt, ldx, p, K, bn, o, ldo, nb, 4);
+          break;
+        case 3:
+          F16_NAME(panel_tile)(xt, ldx, p, K, bn, o, ldo, nb, 3);
+          break;
+        case 2:
+          F16_NAME(panel_tile)(xt, ldx, p, K, bn, o, ldo, nb, 2);
+          break;
+        default:
+          F16_NAME(panel_tile)(xt, ldx, p, K, bn, o, ldo, nb, 1);
+          break;
       }
     }
   }
