@@ -145,10 +145,15 @@ static int panel_rows_max(void) { return use_avx512() ? KN_F16_FEW_ROWS : KN_F16
 
 void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const uint16_t *P, const float *b,
                    float *out, int ldo, int M, int N, int K) {
-  if (use_avx512() && P && M > 1) linear_panels_avx512(x, ldx, P, b, out, ldo, M, N, K);
-  else if (use_avx512()) linear_avx512(x, ldx, W, b, out, ldo, M, N, K);
-  else if (P && M > 1) linear_panels_avx2(x, ldx, P, b, out, ldo, M, N, K);
-  else linear_avx2(x, ldx, W, b, out, ldo, M, N, K);
+  int wide = use_avx512();
+  if (P && M > 1) { /* over the panels; one row alone keeps to the row tiles */
+    if (wide) linear_panels_avx512(x, ldx, P, b, out, ldo, M, N, K);
+    else linear_panels_avx2(x, ldx, P, b, out, ldo, M, N, K);
+  } else if (wide) {
+    linear_avx512(x, ldx, W, b, out, ldo, M, N, K);
+  } else {
+    linear_avx2(x, ldx, W, b, out, ldo, M, N, K);
+  }
 }
 
 #else

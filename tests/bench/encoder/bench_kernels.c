@@ -1,7 +1,8 @@
 /* bench_kernels.c - the encoder's products one by one, on one thread: the
  * F16 few-row kernel over the weights' rows and over panels (kn_f16_pack),
- * at each width the CPU has (AVX-512, AVX2), against the F32 path the encoder takes otherwise (kn_linear:
- * its own small kernel up to 16 rows, then sgemm, OpenBLAS's or oneDNN's).
+ * at each width the CPU has (AVX-512, AVX2), against the F32 path the
+ * encoder takes otherwise (kn_linear: its own small kernel up to 16 rows,
+ * then sgemm, OpenBLAS's or oneDNN's).
  * For each shape of the default encoder (hidden 256, intermediate 1024)
  * and a number of rows M: GFLOP/s of each, the best of many calls (the
  * weights stay in cache, as they do between a query's layers), and the
