@@ -14,7 +14,8 @@
  * multiply with them directly (kernels_f16.c): such calls are bound by reading
  * the weights, and F16 halves that (docs/BENCHMARKS.md, default encoder);
  * the weights are also kept as panels (kn_f16_pack), which those products
- * read faster, and at AVX2 inputs of up to 64 rows take them too. Larger
+ * read faster, and inputs of up to kn_f16_panel_rows() rows (64 at AVX2
+ * and on AMD Zen 4, 16 at AVX-512 elsewhere) take them too. Larger
  * inputs use the F32 copy and sgemm. BERT_F16=0 in the environment turns
  * it off.
  * All buffers live in arenas allocated at open; a call borrows one arena.

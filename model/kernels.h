@@ -119,13 +119,18 @@ enum { KN_F16_FEW_ROWS = 16, KN_F16_PANEL_ROWS = 64 };
 void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const uint16_t *P, const float *b,
                    float *out, int ldo, int M, int N, int K);
 
+/* The most rows kn_linear_prefer_f16 takes over panels on this CPU at the
+ * width in use: KN_F16_PANEL_ROWS at AVX2 (there a whole 64-token input
+ * took 0.71-0.78 of the time it took with sgemm on the F32 copy, 128
+ * tokens about the same) and on AMD Zen 4, whose 512-bit FMAs run at half
+ * rate; KN_F16_FEW_ROWS at AVX-512 elsewhere (sgemm is the faster from 17
+ * rows on); 0 where kn_f16_supported() is 0. */
+int kn_f16_panel_rows(void);
+
 /* out = x @ W^T + b (as kn_linear) over Wh, the same weights as F16 (Wp:
  * as panels, or NULL), for short inputs: when Wh is given and M <=
- * KN_F16_FEW_ROWS, or Wp is given, M <= KN_F16_PANEL_ROWS and the
- * products run at AVX2 (there a whole 64-token input took 0.71-0.78 of the
- * time it took with sgemm on the F32 copy, 128 tokens about the same; at
- * AVX-512 sgemm is the faster from 17 rows on); else kn_linear over W. Wh
- * only where kn_f16_supported(). */
+ * KN_F16_FEW_ROWS, or Wp is given and M <= kn_f16_panel_rows(); else
+ * kn_linear over W. Wh only where kn_f16_supported(). */
 void kn_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
                           const uint16_t *Wp, const float *b, float *out, int ldo, int M, int N,
                           int K);

@@ -11,6 +11,7 @@
  */
 #include "kernels.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,10 +139,32 @@ uint16_t *kn_f16_pack(const uint16_t *W, int N, int K) {
   return P;
 }
 
-/* The most rows the F16 products take over panels: at AVX-512, sgemm on
- * the F32 copy is faster from 17 rows on (Ice Lake: panels 79-90 GFLOP/s a
- * core at 32-128 rows, sgemm 100-145; tests/bench/encoder/kernels.sh). */
-static int panel_rows_max(void) { return use_avx512() ? KN_F16_FEW_ROWS : KN_F16_PANEL_ROWS; }
+/* 1 on AMD family 19h with AVX-512 (Zen 4), whose cores run a 512-bit FMA
+ * as two 256-bit halves: there sgemm gains nothing at AVX-512 over AVX2.
+ * Read once: CPUID leaves the VM, which costs microseconds. */
+static int half_rate_avx512(void) {
+  static _Atomic int cached = -1;
+  int v = atomic_load_explicit(&cached, memory_order_relaxed);
+  if (v >= 0) return v;
+  unsigned eax, ebx, ecx, edx;
+  v = 0;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) && ebx == signature_AMD_ebx &&
+      ecx == signature_AMD_ecx && edx == signature_AMD_edx &&
+      __get_cpuid(1, &eax, &ebx, &ecx, &edx))
+    v = ((eax >> 8) & 0xf) + ((eax >> 20) & 0xff) == 0x19;
+  atomic_store_explicit(&cached, v, memory_order_relaxed);
+  return v;
+}
+
+/* The most rows the F16 products take over panels (tests/bench/encoder/
+ * kernels.sh, one thread). At AVX-512 on Ice Lake sgemm on the F32 copy is
+ * faster from 17 rows on (panels 79-90 GFLOP/s at 32-128 rows, sgemm
+ * 100-145); on Zen 4 the panels stay ahead to 128 rows (113-117 against
+ * 55-106), as they do at AVX2. */
+int kn_f16_panel_rows(void) {
+  if (!kn_f16_supported()) return 0;
+  return use_avx512() && !half_rate_avx512() ? KN_F16_FEW_ROWS : KN_F16_PANEL_ROWS;
+}
 
 void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const uint16_t *P, const float *b,
                    float *out, int ldo, int M, int N, int K) {
@@ -167,7 +190,7 @@ int kn_f16_set_width(int bits) {
 
 int kn_f16_width(void) { return 0; }
 
-static int panel_rows_max(void) { return 0; }
+int kn_f16_panel_rows(void) { return 0; }
 
 uint16_t *kn_f16_pack(const uint16_t *W, int N, int K) {
   (void)W;
@@ -206,7 +229,7 @@ void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, in
 void kn_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
                           const uint16_t *Wp, const float *b, float *out, int ldo, int M, int N,
                           int K) {
-  if (Wh && (M <= KN_F16_FEW_ROWS || (Wp && M <= panel_rows_max())))
+  if (Wh && (M <= KN_F16_FEW_ROWS || (Wp && M <= kn_f16_panel_rows())))
     kn_linear_f16(x, ldx, Wh, Wp, b, out, ldo, M, N, K);
   else kn_linear(x, ldx, W, b, out, ldo, M, N, K);
 }

@@ -839,6 +839,26 @@ TEST(kernels_pool) {
           for (int j = 0; j < N; j++) eg = fmax(eg, fabs(O1[j] - 2 * O2[j]));
         }
         CHECKF(eg < 1e-5, "F16 gemv vs F32 at %d bits: %.3g", widths[wi], eg);
+        /* the choice: up to kn_f16_panel_rows() rows over the panels, then
+         * the F32 kernel, each bit for bit as when called itself; at AVX2
+         * up to KN_F16_PANEL_ROWS. The F32 weights here are twice the F16
+         * ones, so that the result tells the path (the two can sum alike) */
+        enum { RM = KN_F16_PANEL_ROWS + 1, RN = 37, RK = 45 };
+        static float RX[RM * RK], RW[RN * RK], R1[RM * RN], R2[RM * RN];
+        for (int i = 0; i < RM * RK; i++) RX[i] = (float)((i * 7) % 23) * 0.05f - 0.5f;
+        for (int i = 0; i < RN * RK; i++) RW[i] = 2.0f * WW[i];
+        uint16_t *RP = kn_f16_pack(WH, RN, RK);
+        int pr = kn_f16_panel_rows(), routed = 1;
+        CHECK(RP != NULL);
+        CHECK(pr == KN_F16_PANEL_ROWS || (widths[wi] == 512 && pr == KN_F16_FEW_ROWS));
+        for (int M = pr; RP && M <= pr + 1; M++) {
+          kn_linear_prefer_f16(RX, RK, RW, WH, RP, B, R1, RN, M, RN, RK);
+          if (M <= pr) kn_linear_f16(RX, RK, WH, RP, B, R2, RN, M, RN, RK);
+          else kn_linear(RX, RK, RW, B, R2, RN, M, RN, RK);
+          routed &= memcmp(R1, R2, (size_t)M * RN * sizeof *R1) == 0;
+        }
+        CHECKF(routed, "F16 rows over panels up to %d at %d bits", pr, widths[wi]);
+        free(RP);
       }
       kn_f16_set_width(0);
     }

@@ -96,13 +96,18 @@ int main(int argc, char **argv) {
   printf("%4s %5s %5s %4s %12s %12s %12s %13s %12s\n", "bits", "N", "K", "M", "rows GF/s",
          "panels GF/s", "F32 GF/s", "panels/rows", "panels/F32");
   int widths[2] = {kn_f16_width(), 256}, nwidths = widths[0] == 256 ? 1 : 2;
-  for (int w = 0; w < nwidths; w++)
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-      kn_f16_set_width(widths[w]);
+  int panel_rows[2];
+  for (int w = 0; w < nwidths; w++) {
+    kn_f16_set_width(widths[w]);
+    panel_rows[w] = kn_f16_panel_rows();
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
       if (run_shape(shapes[s][0], shapes[s][1], rows, sizeof rows / sizeof *rows, secs)) return 1;
-    }
+  }
   kn_f16_set_width(0);
   printf(
       "# one thread, the fastest call; F32 = kn_linear (its small kernel to 16 rows, then sgemm)\n");
+  for (int w = 0; w < nwidths; w++)
+    printf("# at %d bits the encoder takes up to %d rows over panels (kn_f16_panel_rows)\n",
+           widths[w], panel_rows[w]);
   return 0;
 }
