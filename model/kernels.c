@@ -38,6 +38,12 @@
 #define KN_CLONES
 #endif
 
+/* The helpers of the cloned kernels: always inlined, since one the compiler
+ * keeps out of line is compiled for the baseline (SSE2, no FMA), not for
+ * its caller's clone. kn_attention_row was, and ran 4-wide without FMA
+ * (docs/BENCHMARKS.md, decoder). */
+#define KN_INLINE static inline __attribute__((always_inline))
+
 #define KN_LANES 16
 #ifndef KN_SMALL_M
 #define KN_SMALL_M 16 /* rows up to which kn_linear uses its own kernel, not sgemm */
@@ -94,7 +100,7 @@ void kn_sgemm(int transa, int transb, int M, int N, int K, float alpha, const fl
 typedef float kn_v8 __attribute__((vector_size(32), aligned(4), may_alias));
 
 /* Horizontal sum of one vector. */
-static inline float kn_hsum8(const kn_v8 *p) { /* by pointer: no vector in the ABI */
+KN_INLINE float kn_hsum8(const kn_v8 *p) { /* by pointer: no vector in the ABI */
   const float *v = (const float *)p;
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
@@ -105,10 +111,8 @@ static inline float kn_hsum8(const kn_v8 *p) { /* by pointer: no vector in the A
  * FMAs per 7 loads, where one row of W against 8 rows of x (the previous
  * kernel) did 8 per 9 and was bound by loads. Writes the nb <= 4 first
  * columns of the MR output rows. */
-static inline __attribute__((always_inline)) void kn_tile(const float *const *x,
-                                                          const float *const *w, int K,
-                                                          const float *b, float *const *o, int nb,
-                                                          const int MR) {
+KN_INLINE void kn_tile(const float *const *x, const float *const *w, int K, const float *b,
+                       float *const *o, int nb, const int MR) {
   int K8 = K & ~7;
   kn_v8 acc[3][4] = {{{0}}};
   for (int k = 0; k < K8; k += 8) {
@@ -186,7 +190,7 @@ KN_CLONES void kn_add_bias(float *restrict x, const float *restrict b, int M, in
 }
 
 /* e^x for x in about [-87, 88] (clamped), relative error ~2e-7. */
-static inline float kn_exp(float x) {
+KN_INLINE float kn_exp(float x) {
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
   float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round */
@@ -208,7 +212,7 @@ static inline float kn_exp(float x) {
 }
 
 /* erf(x), Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7). */
-static inline float kn_erf(float x) {
+KN_INLINE float kn_erf(float x) {
   float a = x < 0.0f ? -x : x;
   float t = 1.0f / (1.0f + 0.3275911f * a);
   float p = 1.061405429f;
@@ -220,9 +224,7 @@ static inline float kn_erf(float x) {
   return x < 0.0f ? -y : y;
 }
 
-static inline float kn_gelu1(float v) {
-  return 0.5f * v * (1.0f + kn_erf(v * 0.70710678118654752f));
-}
+KN_INLINE float kn_gelu1(float v) { return 0.5f * v * (1.0f + kn_erf(v * 0.70710678118654752f)); }
 
 KN_CLONES void kn_gelu(float *restrict x, size_t n) {
   for (size_t i = 0; i < n; i++) x[i] = kn_gelu1(x[i]);
@@ -240,7 +242,7 @@ KN_CLONES void kn_bias_gelu(float *restrict x, const float *restrict b, int M, i
 }
 
 /* sum of x (n) in KN_LANES partial sums (vectorises without reassociation). */
-static inline float kn_sum(const float *restrict x, int n) {
+KN_INLINE float kn_sum(const float *restrict x, int n) {
   float acc[KN_LANES] = {0};
   int i = 0;
   for (; i + KN_LANES <= n; i += KN_LANES)
@@ -252,7 +254,7 @@ static inline float kn_sum(const float *restrict x, int n) {
 }
 
 /* sum of (x - m)^2 over x (n). */
-static inline float kn_sumsq_dev(const float *restrict x, float m, int n) {
+KN_INLINE float kn_sumsq_dev(const float *restrict x, float m, int n) {
   float acc[KN_LANES] = {0};
   int i = 0;
   for (; i + KN_LANES <= n; i += KN_LANES)
@@ -266,8 +268,8 @@ static inline float kn_sumsq_dev(const float *restrict x, float m, int n) {
   return s;
 }
 
-static inline void kn_norm_row(float *restrict o, const float *restrict x, const float *restrict g,
-                               const float *restrict b, int N, float eps) {
+KN_INLINE void kn_norm_row(float *restrict o, const float *restrict x, const float *restrict g,
+                           const float *restrict b, int N, float eps) {
   float mean = kn_sum(x, N) / (float)N;
   float var = kn_sumsq_dev(x, mean, N) / (float)N;
   float inv = 1.0f / sqrtf(var + eps);
@@ -306,7 +308,7 @@ KN_CLONES void kn_add_layernorm(float *x, const float *r, int ldr, const float *
 }
 
 /* softmax over x[0..n) in place; x[n..N) set to 0. */
-static inline void kn_softmax_row(float *restrict x, int n, int N) {
+KN_INLINE void kn_softmax_row(float *restrict x, int n, int N) {
   if (n > 0) {
     float mx[KN_LANES];
     for (int j = 0; j < KN_LANES; j++) mx[j] = x[0];
@@ -335,9 +337,8 @@ KN_CLONES void kn_softmax_rows(float *x, int ld, int M, int N, const int *n_vali
  * dot products with the key rows, softmax, and the weighted sum of the
  * value rows, read in place. Through sgemm the same work made OpenBLAS
  * pack (copy) every key and value row on each call. */
-static inline void kn_attention_row(const float *q, const float *k, int ldk, const float *v,
-                                    int ldv, float *out, int n, int dh, float scale,
-                                    float *scores) {
+KN_INLINE void kn_attention_row(const float *q, const float *k, int ldk, const float *v, int ldv,
+                                float *out, int n, int dh, float scale, float *scores) {
   int j = 0;
   if (dh % 8 == 0) /* eight keys at a time: eight independent chains */
     for (; j + 8 <= n; j += 8) {
@@ -360,11 +361,23 @@ static inline void kn_attention_row(const float *q, const float *k, int ldk, con
     scores[j] = scale * s;
   }
   kn_softmax_row(scores, n, n);
-  for (int d = 0; d < dh; d++) out[d] = 0.0f;
-  for (int j = 0; j < n; j++) {
+  /* the weighted sum, 64 columns at a time in registers (a sum kept in out
+   * made every key wait for its store); each column's sum in key order */
+  int d0 = 0;
+  if (dh % 8 == 0)
+    for (; d0 + 64 <= dh; d0 += 64) {
+      kn_v8 acc[8] = {{0}};
+      for (int j = 0; j < n; j++) {
+        const float *vr = v + (size_t)j * (size_t)ldv + d0;
+        for (int i = 0; i < 8; i++) acc[i] += scores[j] * *(const kn_v8 *)(vr + 8 * i);
+      }
+      for (int i = 0; i < 8; i++) *(kn_v8 *)(out + d0 + 8 * i) = acc[i];
+    }
+  for (int d = d0; d < dh; d++) out[d] = 0.0f;
+  for (int j = 0; d0 < dh && j < n; j++) {
     const float *vr = v + (size_t)j * (size_t)ldv;
     const float p = scores[j];
-    for (int d = 0; d < dh; d++) out[d] += p * vr[d];
+    for (int d = d0; d < dh; d++) out[d] += p * vr[d];
   }
 }
 

@@ -161,10 +161,11 @@ static int half_rate_avx512(void) {
  * faster from 17 rows on (panels 79-90 GFLOP/s at 32-128 rows, sgemm
  * 100-145); on Zen 4 the panels stay ahead to 128 rows (113-117 against
  * 55-106), as they do at AVX2. */
-int kn_f16_panel_rows(void) {
-  if (!kn_f16_supported()) return 0;
+static int panel_rows(void) {
   return use_avx512() && !half_rate_avx512() ? KN_F16_FEW_ROWS : KN_F16_PANEL_ROWS;
 }
+
+int kn_f16_panel_rows(void) { return kn_f16_supported() ? panel_rows() : 0; }
 
 void kn_linear_f16(const float *x, int ldx, const uint16_t *W, const uint16_t *P, const float *b,
                    float *out, int ldo, int M, int N, int K) {
@@ -189,6 +190,8 @@ int kn_f16_set_width(int bits) {
 }
 
 int kn_f16_width(void) { return 0; }
+
+static int panel_rows(void) { return 0; }
 
 int kn_f16_panel_rows(void) { return 0; }
 
@@ -226,10 +229,12 @@ void kn_gemv_f16(const uint16_t *W, const float *x, const float *b, float *y, in
 
 #endif
 
+/* Wh is given only where kn_f16_supported(), so panel_rows() need not ask
+ * CPUID again (each read leaves the VM). */
 void kn_linear_prefer_f16(const float *x, int ldx, const float *W, const uint16_t *Wh,
                           const uint16_t *Wp, const float *b, float *out, int ldo, int M, int N,
                           int K) {
-  if (Wh && (M <= KN_F16_FEW_ROWS || (Wp && M <= kn_f16_panel_rows())))
+  if (Wh && (M <= KN_F16_FEW_ROWS || (Wp && M <= panel_rows())))
     kn_linear_f16(x, ldx, Wh, Wp, b, out, ldo, M, N, K);
   else kn_linear(x, ldx, W, b, out, ldo, M, N, K);
 }
