@@ -410,6 +410,27 @@ KN_CLONES void kn_attention_head(const float *q, int ldq, const float *k, int ld
   kn_sgemm(0, 0, Tq, dh, n, 1.0f, scores, n, v, ldv, 0.0f, out, ldo);
 }
 
+KN_CLONES double kn_exp_sum(const float *x, int n, float shift, float scale, float *out) {
+  enum { BLOCK = 64 }; /* terms summed in float before the double total */
+  float buf[BLOCK];
+  double total = 0.0;
+  for (int i0 = 0; i0 < n; i0 += BLOCK) {
+    const int b = n - i0 < BLOCK ? n - i0 : BLOCK;
+    float *o = out ? out + i0 : buf;
+    for (int i = 0; i < b; i++) {
+      const float t = (x[i0 + i] - shift) * scale;
+      o[i] = t < -87.0f ? 0.0f : kn_exp(t);
+    }
+    kn_v8 acc = {0};
+    int i = 0;
+    for (; i + 8 <= b; i += 8) acc += *(const kn_v8 *)(o + i);
+    float s = kn_hsum8(&acc);
+    for (; i < b; i++) s += o[i];
+    total += s;
+  }
+  return total;
+}
+
 KN_CLONES void kn_l2_normalize(float *x, size_t n) {
   float acc[KN_LANES] = {0};
   size_t i = 0;

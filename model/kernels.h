@@ -77,6 +77,13 @@ void kn_attention_head(const float *q, int ldq, const float *k, int ldk, const f
 /* x (n) /= max(||x||_2, 1e-12) (torch.nn.functional.normalize). */
 void kn_l2_normalize(float *x, size_t n);
 
+/* out[i] = e^((x[i] - shift) * scale) for i < n, 0 where that exponent is
+ * below -87 (e^-87 ~ 1.6e-38), and their sum in double; out may be NULL
+ * (the sum only). Relative error ~2e-7 a term. For the sampler's softmax
+ * over the vocabulary: libm's exp in double took ~45 us for 8192 logits,
+ * a twentieth of a token. The caller keeps the exponents finite. */
+double kn_exp_sum(const float *x, int n, float shift, float scale, float *out);
+
 /* Products over F16 weights with F32 arithmetic (kernels_f16.c). Used by the
  * decoder's one-token path and the encoder's short inputs when the weights
  * file is F16: the same weight values as the F32 copy, half the memory

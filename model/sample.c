@@ -5,6 +5,8 @@
  */
 #include "sample.h"
 
+#include "kernels.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -165,18 +167,25 @@ proto_status sample_next(sampler *s, const float *logits, sample_result *out) {
       arg = i;
     }
   }
+  /* a finite largest logit keeps every exponent below finite (kn_exp_sum);
+   * an infinite one goes through exp in double, as NaN or inf in and out */
+  const int finite = isfinite(mx);
   double z = 0.0;
-  for (int i = 0; i < V; i++) z += exp((double)logits[i] - (double)mx);
+  if (finite) z = kn_exp_sum(logits, V, mx, 1.0f, NULL);
+  else
+    for (int i = 0; i < V; i++) z += exp((double)logits[i] - (double)mx);
   const double lse = (double)mx + log(z);
 
   int32_t tok = arg;
   if (p->temperature > 0.0f && !(p->top_k == 1)) {
     const double invT = 1.0 / (double)p->temperature;
     double mass = 0.0;
-    for (int i = 0; i < V; i++) {
-      s->prob[i] = (float)exp(((double)logits[i] - (double)mx) * invT);
-      mass += s->prob[i];
-    }
+    if (finite && invT <= FLT_MAX) mass = kn_exp_sum(logits, V, mx, (float)invT, s->prob);
+    else
+      for (int i = 0; i < V; i++) {
+        s->prob[i] = (float)exp(((double)logits[i] - (double)mx) * invT);
+        mass += s->prob[i];
+      }
     int n = 0;
     const int kk = p->top_k > 0 && p->top_k < V ? p->top_k : V;
     if (p->top_p < 1.0f || kk < V) {

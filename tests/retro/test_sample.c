@@ -2,6 +2,7 @@
  * same tokens, top-k and top-p restrict the support to the right set, the
  * empirical distribution follows softmax(logits / T), log-probabilities, and
  * parameter checks. */
+#include "kernels.h"
 #include "sample.h"
 #include "tap.h"
 
@@ -226,6 +227,32 @@ TEST(logprobs) {
   sample_free(s);
 }
 
+/* kn_exp_sum, the sampler's exponentials: each term within 1e-6 of exp in
+ * double of the same float exponent, 0 below e^-87, the sum within 1e-6
+ * relative, with and without out, over lengths that end inside a vector
+ * and inside a block */
+TEST(exp_sum) {
+  enum { N = 203 };
+  float x[N], out[N + 1];
+  for (int i = 0; i < N; i++) x[i] = (float)i * 0.55f - 100.0f; /* -100 .. 11.1 */
+  const float shift = 11.1f, scale = 1.3f;
+  int lens[] = {1, 7, 8, 64, 65, N}, terms_ok = 1, sums_ok = 1;
+  for (size_t l = 0; l < sizeof lens / sizeof *lens; l++) {
+    const int n = lens[l];
+    out[n] = 777.0f;
+    double got = kn_exp_sum(x, n, shift, scale, out), want = 0.0;
+    for (int i = 0; i < n; i++) {
+      double t = (x[i] - shift) * scale, e = t < -87.0 ? 0.0 : exp(t); /* t as in float */
+      want += e;
+      terms_ok &= fabs(out[i] - e) <= 1e-6 * e && (t >= -87.0 || out[i] == 0.0f);
+    }
+    sums_ok &= fabs(got - want) <= 1e-6 * want && out[n] == 777.0f &&
+               kn_exp_sum(x, n, shift, scale, NULL) == got;
+  }
+  CHECK(terms_ok);
+  CHECK(sums_ok);
+}
+
 TEST(params) {
   sample_params p = sample_params_default();
   proto_err_clear();
@@ -265,6 +292,7 @@ int main(void) {
   RUN(top_k);
   RUN(top_p_and_distribution);
   RUN(logprobs);
+  RUN(exp_sum);
   RUN(params);
   return tap_done();
 }
