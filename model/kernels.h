@@ -79,9 +79,10 @@ void kn_l2_normalize(float *x, size_t n);
 
 /* out[i] = e^((x[i] - shift) * scale) for i < n, 0 where that exponent is
  * below -87 (e^-87 ~ 1.6e-38), and their sum in double; out may be NULL
- * (the sum only). Relative error ~2e-7 a term. For the sampler's softmax
- * over the vocabulary: libm's exp in double took ~45 us for 8192 logits,
- * a twentieth of a token. The caller keeps the exponents finite. */
+ * (the sum only). Relative error ~2e-7 a term; exponents above 88 are
+ * clamped, so the caller keeps them at most 0 (shift the largest x). For
+ * the sampler's softmax over the vocabulary: libm's exp in double took
+ * ~45 us for 8192 logits, a twentieth of a token. */
 double kn_exp_sum(const float *x, int n, float shift, float scale, float *out);
 
 /* Products over F16 weights with F32 arithmetic (kernels_f16.c). Used by the

@@ -167,8 +167,8 @@ proto_status sample_next(sampler *s, const float *logits, sample_result *out) {
       arg = i;
     }
   }
-  /* a finite largest logit keeps every exponent below finite (kn_exp_sum);
-   * an infinite one goes through exp in double, as NaN or inf in and out */
+  /* with a finite largest logit every exponent is at most 0 (or -inf),
+   * which kn_exp_sum takes; an infinite one keeps exp in double (its NaN) */
   const int finite = isfinite(mx);
   double z = 0.0;
   if (finite) z = kn_exp_sum(logits, V, mx, 1.0f, NULL);
