@@ -421,12 +421,7 @@ KN_CLONES double kn_exp_sum(const float *x, int n, float shift, float scale, flo
       const float t = (x[i0 + i] - shift) * scale;
       o[i] = t < -87.0f ? 0.0f : kn_exp(t);
     }
-    kn_v8 acc = {0};
-    int i = 0;
-    for (; i + 8 <= b; i += 8) acc += *(const kn_v8 *)(o + i);
-    float s = kn_hsum8(&acc);
-    for (; i < b; i++) s += o[i];
-    total += s;
+    total += kn_sum(o, b);
   }
   return total;
 }
