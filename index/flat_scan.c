@@ -486,7 +486,7 @@ static void code_dots_plain(const int8_t *codes, size_t rows, size_t d, const in
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
-#include "sum8x8.h"
+#include "code_simd.h"
 #define HAVE_DOTS_AVX2 1
 
 /* code_dots_plain with AVX2: sixteen codes widened to 16 bits, multiplied
@@ -554,14 +554,13 @@ static unsigned forced_width = 512;
  * 512 (VNNI), 256 (AVX2) or 0. */
 static unsigned code_width(size_t d) {
 #ifdef HAVE_DOTS_AVX2
-  /* reads of libgcc's cpu model */
-  if (forced_width >= 512 && d % 64 == 0 && __builtin_cpu_supports("avx512vnni") &&
-      __builtin_cpu_supports("avx512bw"))
-    return 512;
-  if (forced_width >= 256 && __builtin_cpu_supports("avx2")) return 256;
-#endif
+  unsigned cap = forced_width;
+  if (d % 64 != 0 && cap > 256) cap = 256; /* the VNNI kernel's rows: 64 codes a step */
+  return code_kernel_width(cap);
+#else
   (void)d;
   return 0;
+#endif
 }
 
 unsigned flat_codes_set_width(unsigned bits) {

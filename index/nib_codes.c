@@ -158,7 +158,7 @@ static void dots_plain(const uint8_t *levels, size_t n, size_t dp, const int8_t 
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
-#include "sum8x8.h"
+#include "code_simd.h"
 #define HAVE_NIB_SIMD 1
 
 /* Eight rows at a time, 64 dimensions (32 bytes) a step: each product
@@ -225,12 +225,10 @@ static unsigned forced_width = 512;
 /* The widest kernel the CPU has, up to forced_width: 512, 256 or 0. */
 static unsigned width_in_force(void) {
 #ifdef HAVE_NIB_SIMD
-  if (forced_width >= 512 && __builtin_cpu_supports("avx512vnni") &&
-      __builtin_cpu_supports("avx512bw"))
-    return 512;
-  if (forced_width >= 256 && __builtin_cpu_supports("avx2")) return 256;
-#endif
+  return code_kernel_width(forced_width);
+#else
   return 0;
+#endif
 }
 
 unsigned nib_codes_set_width(unsigned bits) {
